@@ -1,0 +1,2 @@
+"""vmforge: a hackable full-system emulator and VMM."""
+__version__ = "0.1.0"

@@ -1,0 +1,424 @@
+"""The disk-format driver API, generation 1 (``BLOCK_API_VERSION``).
+
+A format plugin subclasses :class:`BlockDriver` and registers the class under
+the entry-point group ``vmforge.block``::
+
+    [project.entry-points."vmforge.block"]
+    myfmt = "vmforge_myfmt:MyFormat"
+
+What a driver implements (QEMU's ``struct BlockDriver``, one generation):
+
+=====================  ===========================================================
+``probe``              score 0..100 for the first bytes of a file (class method)
+``create``             make a new image with typed ``create_options``
+``open``               open read-only or read-write (class method)
+``preadv/pwritev``     vectored I/O at any offset and length into caller memory
+``block_status``       data / zero / unallocated-here extents, with host offsets
+``write_zeroes``       optional; the base class falls back to writing zeros
+``discard``            optional; a hint, may do nothing
+``flush``              make written data durable
+``truncate``           optional; change the virtual size
+``check``              consistency check, optionally repairing
+``info``               format-specific facts for ``vmforge img info``
+=====================  ===========================================================
+
+Offsets and lengths are in bytes: the driver handles any alignment (a
+format with clusters does read-modify-write itself).  Reads and writes past
+the virtual size raise :class:`BlockRangeError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from vmforge.errors import VmforgeError
+
+__all__ = [
+    "BLOCK_API_VERSION",
+    "BlockDriver",
+    "BlockError",
+    "BlockRangeError",
+    "BlockStatus",
+    "CheckResult",
+    "CorruptImageError",
+    "CreateOption",
+    "Extent",
+    "ImageInfo",
+    "ReadOnlyError",
+    "UnsupportedOperation",
+    "parse_size",
+]
+
+#: The generation of this API.  A driver declares the one it was written for in
+#: ``api_version``; the registry refuses drivers of another generation.
+BLOCK_API_VERSION = 1
+
+
+class BlockError(VmforgeError):
+    """An error of the block layer; names the file where it knows it."""
+
+    def __init__(self, message: str, filename: str | None = None) -> None:
+        self.filename = filename
+        super().__init__(f"{filename}: {message}" if filename else message)
+
+
+class CorruptImageError(BlockError):
+    """The image's metadata is inconsistent; names the table and the offset."""
+
+    def __init__(self, message: str, filename: str | None = None,
+                 offset: int | None = None, table: str | None = None) -> None:
+        self.offset = offset
+        self.table = table
+        where = ""
+        if table:
+            where += f" in {table}"
+        if offset is not None:
+            where += f" at offset {offset:#x}"
+        super().__init__(f"corrupt image{where}: {message}", filename)
+
+
+class BlockRangeError(BlockError, ValueError):
+    """An offset or length outside the image's virtual size."""
+
+
+class ReadOnlyError(BlockError, PermissionError):
+    """A write to an image opened read-only."""
+
+
+class UnsupportedOperation(BlockError, NotImplementedError):
+    """The format cannot do this (e.g. truncate a fixed-size format)."""
+
+
+class BlockStatus(enum.IntFlag):
+    """What a range of an image holds (QEMU's BDRV_BLOCK_* flags)."""
+
+    DATA = 1          #: reads come from this layer's data
+    ZERO = 2          #: reads as zeros
+    ALLOCATED = 4     #: this layer decides the contents (else: ask the backing file)
+    COMPRESSED = 8    #: stored compressed (no host offset)
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A run of the image with one status.
+
+    ``host_offset`` is where the data sits in the image file (None when it is
+    not stored plainly: zeros, unallocated, compressed).  ``depth`` is the
+    layer of a backing chain that decided it (0: the top).
+    """
+
+    offset: int
+    length: int
+    status: BlockStatus
+    host_offset: int | None = None
+    depth: int = 0
+    filename: str | None = None
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+    @property
+    def is_data(self) -> bool:
+        return bool(self.status & BlockStatus.DATA)
+
+    @property
+    def is_zero(self) -> bool:
+        return bool(self.status & BlockStatus.ZERO)
+
+    @property
+    def is_allocated(self) -> bool:
+        return bool(self.status & BlockStatus.ALLOCATED)
+
+
+@dataclass(frozen=True)
+class CreateOption:
+    """A typed, documented option of ``create`` (``-o name=value``)."""
+
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+    def parse(self, text: Any) -> Any:
+        if not isinstance(text, str):
+            value = text
+        elif self.type is bool:
+            low = text.lower()
+            if low not in ("on", "off", "true", "false", "yes", "no", "1", "0"):
+                raise ValueError(f"option {self.name}: {text!r} is not on/off")
+            value = low in ("on", "true", "yes", "1")
+        elif self.type is int:
+            value = parse_size(text)
+        else:
+            value = self.type(text)
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"option {self.name}: {value!r} is not one of "
+                             f"{', '.join(map(str, self.choices))}")
+        return value
+
+
+@dataclass
+class CheckResult:
+    """What ``check`` found (the fields of ``qemu-img check --output json``)."""
+
+    filename: str
+    format: str
+    corruptions: int = 0
+    leaks: int = 0
+    check_errors: int = 0
+    corruptions_fixed: int = 0
+    leaks_fixed: int = 0
+    image_end_offset: int | None = None
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return self.corruptions == 0 and self.leaks == 0 and self.check_errors == 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "filename": self.filename, "format": self.format,
+            "check-errors": self.check_errors,
+        }
+        if self.corruptions:
+            out["corruptions"] = self.corruptions
+        if self.leaks:
+            out["leaks"] = self.leaks
+        if self.corruptions_fixed:
+            out["corruptions-fixed"] = self.corruptions_fixed
+        if self.leaks_fixed:
+            out["leaks-fixed"] = self.leaks_fixed
+        if self.image_end_offset is not None:
+            out["image-end-offset"] = self.image_end_offset
+        return out
+
+
+@dataclass
+class ImageInfo:
+    """What ``info`` reports (the fields of ``qemu-img info``)."""
+
+    filename: str
+    format: str
+    virtual_size: int
+    actual_size: int
+    cluster_size: int | None = None
+    backing_filename: str | None = None
+    backing_format: str | None = None
+    dirty: bool = False
+    format_specific: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "filename": self.filename, "format": self.format,
+            "virtual-size": self.virtual_size, "actual-size": self.actual_size,
+            "dirty-flag": self.dirty,
+        }
+        if self.cluster_size is not None:
+            out["cluster-size"] = self.cluster_size
+        if self.backing_filename is not None:
+            out["backing-filename"] = self.backing_filename
+        if self.backing_format is not None:
+            out["backing-filename-format"] = self.backing_format
+        if self.format_specific:
+            out["format-specific"] = {"type": self.format, "data": self.format_specific}
+        return out
+
+
+_SUFFIXES = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
+             "p": 1 << 50, "e": 1 << 60}
+
+
+def parse_size(text: str | int) -> int:
+    """``"64M"`` -> 67108864; qemu-img's suffixes (K, M, G, T, P, E; powers of 1024)."""
+    if isinstance(text, int):
+        return text
+    s = text.strip().lower().removesuffix("ib").removesuffix("i")
+    unit = s[-1:] if s[-1:].isalpha() else ""
+    if unit not in _SUFFIXES:
+        raise ValueError(f"size {text!r}: unknown suffix {unit!r}")
+    number = s[: len(s) - len(unit)]
+    try:
+        value = float(number) if "." in number else int(number, 0)
+    except ValueError:
+        raise ValueError(f"size {text!r} is not a number") from None
+    size = int(value * _SUFFIXES[unit])
+    if size < 0 or size >= 1 << 63:
+        raise ValueError(f"size {text!r} is out of range")
+    return size
+
+
+class BlockDriver:
+    """What a disk format implements.  One open image is one instance."""
+
+    #: the format's name (``-f NAME``, the entry-point name)
+    format_name: ClassVar[str] = ""
+    #: the generation of the driver API it implements
+    api_version: ClassVar[int] = BLOCK_API_VERSION
+    #: typed options of ``create`` (``-o``), by name
+    create_options: ClassVar[dict[str, CreateOption]] = {}
+    #: whether images of this format can have a backing file
+    supports_backing: ClassVar[bool] = False
+    #: the granularity ``block_status`` reports at (bytes)
+    granularity: ClassVar[int] = 512
+
+    def __init__(self, filename: str, readonly: bool) -> None:
+        self.filename = filename
+        self.readonly = readonly
+        self.closed = False
+
+    # -- class-level: probe, create, open -------------------------------------------
+
+    @classmethod
+    def probe(cls, header: bytes, filename: str) -> int:
+        """Score 0 (not mine) .. 100 (certainly mine) for a file's first bytes."""
+        return 0
+
+    @classmethod
+    def create(cls, path: str, size: int, **options: Any) -> None:
+        """Create an image of ``size`` virtual bytes at ``path``."""
+        raise UnsupportedOperation(f"format {cls.format_name} cannot create images", path)
+
+    @classmethod
+    def parse_create_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Check and convert ``options`` against ``create_options``, adding defaults."""
+        out = {name: opt.default for name, opt in cls.create_options.items()}
+        for key, value in options.items():
+            key = key.replace("-", "_")
+            opt = cls.create_options.get(key)
+            if opt is None:
+                known = ", ".join(sorted(cls.create_options)) or "none"
+                raise ValueError(f"format {cls.format_name} has no create option {key!r} "
+                                 f"(it has: {known})")
+            out[key] = opt.parse(value)
+        return out
+
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
+        """Open the image at ``path``."""
+        raise NotImplementedError
+
+    # -- the image -----------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Virtual size in bytes."""
+        raise NotImplementedError
+
+    @property
+    def backing_filename(self) -> str | None:
+        """The backing file as recorded in the image (None: no backing file)."""
+        return None
+
+    @property
+    def backing_format(self) -> str | None:
+        return None
+
+    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        """Fill ``buffers`` in order with the image's bytes from ``offset``.
+
+        Unallocated ranges of a format with backing files read as zeros here;
+        :class:`~vmforge.block.backend.BlockBackend` fills them from the chain.
+        """
+        raise NotImplementedError
+
+    def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        """Write ``buffers`` in order at ``offset``."""
+        raise ReadOnlyError(f"format {self.format_name} is read-only", self.filename)
+
+    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
+        """Extents covering ``[offset, offset+length)`` in order, adjacent ones merged
+        where the driver can.  The default: everything is allocated data."""
+        self._check_range(offset, length)
+        yield Extent(offset, length, BlockStatus.DATA | BlockStatus.ALLOCATED, None, 0,
+                     self.filename)
+
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
+        """Make ``[offset, offset+length)`` read as zeros."""
+        self._check_writable()
+        self._check_range(offset, length)
+        chunk = bytes(min(length, 1 << 20))
+        done = 0
+        while done < length:
+            n = min(len(chunk), length - done)
+            self.pwritev(offset + done, [memoryview(chunk)[:n]])
+            done += n
+
+    def discard(self, offset: int, length: int) -> None:
+        """Say the range is unused (a hint; contents become unspecified)."""
+
+    def flush(self) -> None:
+        """Make completed writes durable."""
+
+    def truncate(self, size: int) -> None:
+        """Change the virtual size."""
+        raise UnsupportedOperation(f"format {self.format_name} cannot be resized",
+                                   self.filename)
+
+    def check(self, repair: str | None = None) -> CheckResult:
+        """Check consistency; ``repair`` is None, ``"leaks"`` or ``"all"``."""
+        return CheckResult(self.filename, self.format_name)
+
+    def info(self) -> ImageInfo:
+        """Facts for ``vmforge img info``."""
+        return ImageInfo(self.filename, self.format_name, self.size, _actual_size(self.filename))
+
+    def close(self) -> None:
+        """Release the image (flushes first when writable)."""
+        if not self.closed:
+            if not self.readonly:
+                self.flush()
+            self.closed = True
+
+    # -- conveniences built on the vectored calls ---------------------------------------
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``."""
+        self._check_range(offset, length)
+        buf = bytearray(length)
+        if length:
+            self.preadv(offset, [memoryview(buf)])
+        return bytes(buf)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at ``offset``."""
+        self._check_writable()
+        mv = memoryview(data).cast("B")
+        self._check_range(offset, mv.nbytes)
+        if mv.nbytes:
+            self.pwritev(offset, [mv])
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "ro" if self.readonly else "rw"
+        return f"<{type(self).__name__} {self.filename!r} {mode}>"
+
+    # -- helpers for drivers ---------------------------------------------------------------
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise BlockRangeError(f"range of {length} bytes at offset {offset} is outside "
+                                  f"the virtual size {self.size}", self.filename)
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise ReadOnlyError("image is open read-only", self.filename)
+        if self.closed:
+            raise BlockError("image is closed", self.filename)
+
+
+def _actual_size(path: str) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0

@@ -1,0 +1,1 @@
+"""The ``vmforge`` command: ``run``, ``img``, ``plugins``."""
