@@ -37,6 +37,16 @@ def _pxd_include_dir() -> str:
     return str(root)
 
 
+def _core_subpackages() -> list[str]:
+    """Every package below ``src/core`` (a folder with ``__init__.py``)."""
+    core = HERE / "src" / "core"
+    return sorted(
+        "vmforge." + ".".join(p.parent.relative_to(core).parts)
+        for p in core.rglob("__init__.py")
+        if p.parent != core
+    )
+
+
 def _extensions() -> list[Extension]:
     exts = []
     for pyx in sorted((HERE / FAST).glob("*.pyx")):
@@ -74,13 +84,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     package_dir={"vmforge": "src/core", "vmforge._fast": "src/_fast"},
-    packages=[
-        "vmforge",
-        "vmforge._fast",
-        "vmforge.block",
-        "vmforge.cli",
-        "vmforge.testing",
-    ],
+    packages=["vmforge", "vmforge._fast", *_core_subpackages()],
     package_data={"vmforge._fast": ["*.pxd", "*.pyx"], "vmforge": ["py.typed"]},
     ext_modules=_extensions(),
     install_requires=["pluggy>=1.3", "importlib-metadata>=6.0"],
@@ -89,6 +93,8 @@ setup(
     },
     entry_points={
         "console_scripts": ["vmforge = vmforge.cli.main:main"],
+        # the conformance kit for disk-format authors (pytest --vmforge-format NAME)
+        "pytest11": ["vmforge = vmforge.testing.pytest_plugin"],
     },
     zip_safe=False,
 )

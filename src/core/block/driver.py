@@ -266,6 +266,8 @@ class BlockDriver:
     supports_backing: ClassVar[bool] = False
     #: the granularity ``block_status`` reports at (bytes)
     granularity: ClassVar[int] = 512
+    #: whether ``write_compressed`` is implemented
+    supports_compressed_writes: ClassVar[bool] = False
 
     def __init__(self, filename: str, readonly: bool) -> None:
         self.filename = filename
@@ -348,6 +350,18 @@ class BlockDriver:
             n = min(len(chunk), length - done)
             self.pwritev(offset + done, [memoryview(chunk)[:n]])
             done += n
+
+    def write_compressed(self, offset: int, data: bytes | memoryview) -> None:
+        """Write whole clusters compressed (``convert -c``).
+
+        ``offset`` is cluster-aligned and ``data`` one cluster (the last one may
+        be short at the end of the image).  Must be safe to call from several
+        threads at once: compress without holding locks (zlib releases the GIL),
+        then allocate and write under the driver's lock, so that ``convert -c``
+        compresses on every core.
+        """
+        raise UnsupportedOperation(f"format {self.format_name} has no compressed clusters",
+                                   self.filename)
 
     def discard(self, offset: int, length: int) -> None:
         """Say the range is unused (a hint; contents become unspecified)."""

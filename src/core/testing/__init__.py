@@ -1,0 +1,1 @@
+"""Test kits that plugin authors run from pytest (see ``pytest_plugin``)."""
