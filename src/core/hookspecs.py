@@ -1,0 +1,73 @@
+"""The hooks vmforge calls, for plugins in the entry-point group ``vmforge.hooks``.
+
+These are low-rate, cross-cutting events (pytest's ``hookspec.py`` model): a
+machine's life cycle, guest panics, trace points, command-line options.  Hot
+paths (an instruction, an MMIO access, a descriptor) never go through them.
+
+A hooks plugin is a module with functions named like the specs below, marked
+with :data:`hookimpl`; it may implement any subset, and may omit arguments it
+does not use.  pluggy checks the names and arguments when the module is
+registered, so a typo fails at once with the plugin's name::
+
+    # my_plugin.py, registered as  [project.entry-points."vmforge.hooks"]
+    #                              my-tracer = "my_plugin"
+    from vmforge.hookspecs import hookimpl
+
+    @hookimpl
+    def vmforge_machine_shutdown(machine, reason):
+        print(f"{machine.name} stopped: {reason}")
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pluggy
+
+__all__ = ["PROJECT", "hookimpl", "hookspec"]
+
+#: the pluggy project name: markers and the manager use it
+PROJECT = "vmforge"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(historic=True)
+def vmforge_add_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add options to the parser of the vmforge command ``command`` ("run", "img").
+
+    Historic: a plugin registered late still sees every parser built before.
+    """
+
+
+@hookspec
+def vmforge_machine_created(machine: Any) -> None:
+    """A machine has been built (devices realized), before its first run."""
+
+
+@hookspec
+def vmforge_machine_reset(machine: Any, reason: str) -> None:
+    """The machine was reset (``reason``: "power-on", "guest", "user")."""
+
+
+@hookspec
+def vmforge_machine_halt(machine: Any, cpu_index: int) -> None:
+    """CPU ``cpu_index`` halted, waiting for an interrupt (wfi, hlt)."""
+
+
+@hookspec
+def vmforge_machine_shutdown(machine: Any, reason: str, status: int) -> None:
+    """The machine stopped: ``reason`` ("poweroff", "reboot", "fail", "user",
+    "error"), ``status`` the exit status vmforge will return."""
+
+
+@hookspec
+def vmforge_guest_panic(machine: Any, info: dict[str, Any]) -> None:
+    """The guest reported a panic (pvpanic, a failing finisher code...)."""
+
+
+@hookspec
+def vmforge_trace(event: str, fields: dict[str, Any]) -> None:
+    """A trace point fired (enabled with ``-d`` / ``--trace``); low rate only."""

@@ -1,0 +1,326 @@
+"""The plugin registry: vmforge's replacement for QEMU's ``module_init``.
+
+Three entry-point groups name classes; one names hook modules:
+
+=================  ======================  ==============================
+kind               entry-point group       value points at
+=================  ======================  ==============================
+``block``          ``vmforge.block``       a ``BlockDriver`` subclass
+``device``         ``vmforge.device``      a ``Device`` subclass
+``machine``        ``vmforge.machine``     a ``Machine`` subclass
+``hooks``          ``vmforge.hooks``       a module of ``@hookimpl``s
+=================  ======================  ==============================
+
+Names come from installed distributions' metadata, without importing them;
+a class is imported the first time it is used, so a broken plugin fails only
+then, with an error naming its distribution, version and entry point.
+
+Users control loading as with pytest's ``-p``:
+
+- ``-p no:NAME`` (or ``VMFORGE_PLUGINS="no:NAME,..."``) blocks every entry
+  point of the distribution ``NAME``, or every entry point called ``NAME``;
+- ``VMFORGE_DISABLE_PLUGIN_AUTOLOAD=1`` loads nothing but what ``-p NAME``
+  (or ``VMFORGE_PLUGINS="NAME"``) enables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import importlib_metadata
+import pluggy
+
+from vmforge.errors import VmforgeError
+
+__all__ = [
+    "ENV_DISABLE_AUTOLOAD",
+    "ENV_PLUGINS",
+    "GROUPS",
+    "KINDS",
+    "PluginConflict",
+    "PluginError",
+    "PluginInfo",
+    "PluginLoadError",
+    "PluginNotFound",
+    "Registry",
+    "configure",
+    "registry",
+]
+
+#: class kinds and their entry-point groups
+GROUPS: dict[str, str] = {
+    "block": "vmforge.block",
+    "device": "vmforge.device",
+    "machine": "vmforge.machine",
+    "hooks": "vmforge.hooks",
+}
+KINDS: tuple[str, ...] = ("block", "device", "machine")
+
+ENV_DISABLE_AUTOLOAD = "VMFORGE_DISABLE_PLUGIN_AUTOLOAD"
+ENV_PLUGINS = "VMFORGE_PLUGINS"
+
+#: the base class a plugin of each kind must subclass: (module, class name)
+_BASES: dict[str, tuple[str, str]] = {
+    "block": ("vmforge.block.driver", "BlockDriver"),
+    "device": ("vmforge.device", "Device"),
+    "machine": ("vmforge.machine", "Machine"),
+}
+
+
+def normalize(name: str) -> str:
+    """A distribution name as PEP 503 compares it."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+class PluginError(VmforgeError):
+    """Base of the registry's errors."""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One entry point of a plugin distribution, read from metadata."""
+
+    kind: str
+    name: str
+    value: str
+    dist: str
+    version: str
+    entry_point: Any = field(compare=False, repr=False)
+    blocked: bool = False
+
+    def describe(self) -> str:
+        return (f"{self.kind} plugin {self.name!r} = {self.value!r} "
+                f"from {self.dist} {self.version}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "value": self.value,
+                "distribution": self.dist, "version": self.version,
+                "blocked": self.blocked}
+
+
+class PluginNotFound(PluginError, LookupError):
+    """No installed (and unblocked) plugin of that kind has that name."""
+
+    def __init__(self, kind: str, name: str, available: Sequence[str],
+                 blocked: Sequence[PluginInfo] = ()) -> None:
+        self.kind, self.name, self.available = kind, name, list(available)
+        msg = f"no {kind} plugin named {name!r} is installed"
+        if blocked:
+            msg += " (" + "; ".join(f"{b.dist} {b.version} has one, but it is blocked"
+                                    for b in blocked) + ")"
+        msg += "; installed: " + (", ".join(sorted(available)) or "none")
+        super().__init__(msg)
+
+
+class PluginLoadError(PluginError):
+    """A plugin failed to import, or is not what its kind requires."""
+
+    def __init__(self, info: PluginInfo, reason: str, exc: BaseException | None = None) -> None:
+        self.info, self.reason, self.exc = info, reason, exc
+        detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        super().__init__(f"{info.describe()} failed to load: {reason}{detail}")
+
+
+class PluginConflict(PluginError):
+    """Two distributions claim the same name for the same kind."""
+
+    def __init__(self, kind: str, name: str, infos: Sequence[PluginInfo]) -> None:
+        self.kind, self.name, self.infos = kind, name, list(infos)
+        who = ", ".join(f"{i.dist} {i.version} ({i.value})" for i in infos)
+        super().__init__(f"{kind} plugin name {name!r} is claimed by several distributions: "
+                         f"{who}; block all but one with -p no:DIST")
+
+
+@dataclass
+class LoadPolicy:
+    """Which plugins may load: from ``-p`` options and the environment."""
+
+    autoload: bool = True
+    blocked: set[str] = field(default_factory=set)
+    enabled: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_options(cls, options: Iterable[str] = (),
+                     environ: dict[str, str] | None = None) -> LoadPolicy:
+        env = os.environ if environ is None else environ
+        policy = cls(autoload=env.get(ENV_DISABLE_AUTOLOAD, "").strip() in ("", "0"))
+        items = [s for s in env.get(ENV_PLUGINS, "").split(",") if s.strip()]
+        for item in [*items, *options]:
+            item = item.strip()
+            if item.startswith("no:"):
+                policy.blocked.add(normalize(item[3:]))
+            elif item:
+                policy.enabled.add(normalize(item))
+        return policy
+
+    def allows(self, dist: str, name: str) -> bool:
+        keys = {normalize(dist), normalize(name)}
+        if keys & self.blocked:
+            return False
+        return self.autoload or bool(keys & self.enabled)
+
+
+class Registry:
+    """The installed plugins of every kind, read lazily from metadata.
+
+    ``path`` limits the search to those directories (default: ``sys.path``).
+    """
+
+    def __init__(self, policy: LoadPolicy | None = None, path: Sequence[str] | None = None) -> None:
+        self.policy = policy or LoadPolicy()
+        self.path = list(path) if path is not None else None
+        self._entries: list[PluginInfo] | None = None
+        self._classes: dict[tuple[str, str], type] = {}
+        self._pm: pluggy.PluginManager | None = None
+
+    # -- what is installed (metadata only) ------------------------------------------
+
+    def entries(self, kind: str | None = None, include_blocked: bool = False) -> list[PluginInfo]:
+        """Every plugin entry point, sorted by kind and name."""
+        if self._entries is None:
+            self._entries = self._scan()
+        return [e for e in self._entries
+                if (kind is None or e.kind == kind) and (include_blocked or not e.blocked)]
+
+    def _scan(self) -> list[PluginInfo]:
+        groups = {g: k for k, g in GROUPS.items()}
+        seen: set[str] = set()
+        out: list[PluginInfo] = []
+        dists = (importlib_metadata.distributions(path=self.path) if self.path is not None
+                 else importlib_metadata.distributions())
+        for dist in dists:
+            dist_name = dist.metadata["Name"] or "?"
+            key = normalize(dist_name)
+            if key in seen:  # shadowed by an earlier entry of the path
+                continue
+            seen.add(key)
+            for ep in dist.entry_points:
+                kind = groups.get(ep.group)
+                if kind is None:
+                    continue
+                out.append(PluginInfo(kind, ep.name, ep.value, dist_name, dist.version or "?",
+                                      ep, not self.policy.allows(dist_name, ep.name)))
+        out.sort(key=lambda e: (list(GROUPS).index(e.kind), e.name, normalize(e.dist)))
+        return out
+
+    def names(self, kind: str) -> list[str]:
+        """Names of the usable plugins of ``kind``."""
+        return sorted({e.name for e in self.entries(kind)})
+
+    def conflicts(self) -> dict[tuple[str, str], list[PluginInfo]]:
+        """Names claimed by more than one distribution."""
+        by: dict[tuple[str, str], list[PluginInfo]] = {}
+        for e in self.entries():
+            if e.kind != "hooks":
+                by.setdefault((e.kind, e.name), []).append(e)
+        return {k: v for k, v in by.items() if len(v) > 1}
+
+    def info(self, kind: str, name: str) -> PluginInfo:
+        """The entry point for ``name``, or PluginNotFound / PluginConflict."""
+        if kind not in GROUPS:
+            raise PluginError(f"unknown plugin kind {kind!r} (kinds: {', '.join(GROUPS)})")
+        found = [e for e in self.entries(kind) if e.name == name]
+        if not found:
+            blocked = [e for e in self.entries(kind, include_blocked=True)
+                       if e.name == name and e.blocked]
+            raise PluginNotFound(kind, name, self.names(kind), blocked)
+        if len(found) > 1:
+            raise PluginConflict(kind, name, found)
+        return found[0]
+
+    # -- importing --------------------------------------------------------------------
+
+    def load(self, kind: str, name: str) -> type:
+        """The class registered as ``name`` for ``kind``, imported on first use."""
+        key = (kind, name)
+        cls = self._classes.get(key)
+        if cls is None:
+            info = self.info(kind, name)
+            cls = self._import(info)
+            self._check_class(info, cls)
+            self._classes[key] = cls
+        return cls
+
+    @staticmethod
+    def _import(info: PluginInfo) -> Any:
+        try:
+            return info.entry_point.load()
+        except Exception as exc:  # any failure of third-party code is the plugin's
+            raise PluginLoadError(info, "import failed", exc) from exc
+
+    @staticmethod
+    def _check_class(info: PluginInfo, cls: Any) -> None:
+        module, base_name = _BASES[info.kind]
+        base = getattr(__import__(module, fromlist=[base_name]), base_name)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise PluginLoadError(info, f"{cls!r} is not a subclass of {module}.{base_name}")
+        if info.kind == "block":
+            from vmforge.block.driver import BLOCK_API_VERSION
+
+            version = getattr(cls, "api_version", None)
+            if version != BLOCK_API_VERSION:
+                raise PluginLoadError(info, f"it implements block driver API {version}, this "
+                                      f"vmforge has API {BLOCK_API_VERSION}")
+
+    def load_all(self, kind: str) -> dict[str, type | PluginError]:
+        """Import every plugin of ``kind``: the class, or the error it raised."""
+        out: dict[str, type | PluginError] = {}
+        for name in self.names(kind):
+            try:
+                out[name] = self.load(kind, name)
+            except PluginError as exc:
+                out[name] = exc
+        return out
+
+    # -- hooks (pluggy) -----------------------------------------------------------------
+
+    @property
+    def hook(self) -> Any:
+        """``registry.hook.vmforge_xxx(...)``: call every hooks plugin."""
+        return self.plugin_manager.hook
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The pluggy manager, with every ``vmforge.hooks`` plugin registered."""
+        if self._pm is None:
+            from vmforge import hookspecs
+
+            pm = pluggy.PluginManager(hookspecs.PROJECT)
+            pm.add_hookspecs(hookspecs)
+            for info in self.entries("hooks"):
+                module = self._import(info)
+                try:
+                    pm.register(module, name=f"{info.dist}:{info.name}")
+                    pm.check_pending()
+                except pluggy.PluginValidationError as exc:
+                    raise PluginLoadError(info, "its hooks do not match vmforge's specs",
+                                          exc) from exc
+            self._pm = pm
+        return self._pm
+
+    def hook_implementers(self) -> dict[str, list[str]]:
+        """Hook name -> plugins implementing it (``vmforge plugins --hooks``)."""
+        pm = self.plugin_manager
+        return {name: [impl.plugin_name for impl in getattr(pm.hook, name).get_hookimpls()]
+                for name in sorted(dir(pm.hook)) if name.startswith("vmforge_")}
+
+
+_registry: Registry | None = None
+
+
+def configure(options: Iterable[str] = (), path: Sequence[str] | None = None) -> Registry:
+    """Make the process-wide registry with ``-p`` options (and the environment)."""
+    global _registry
+    _registry = Registry(LoadPolicy.from_options(options), path)
+    return _registry
+
+
+def registry() -> Registry:
+    """The process-wide registry (configured from the environment if not yet)."""
+    return _registry if _registry is not None else configure()
+
+
