@@ -116,9 +116,10 @@ class GuestMemory(_guestmem.GuestRam):
             self._insert_slot(base, buffer, readonly)
         except ValueError as exc:
             clash = self._overlapping(base, size)
+            if clash is None:
+                raise
             raise ValueError(f"RAM region {name!r} [{base:#x}, {base + size:#x}) overlaps "
-                             f"{clash.name!r} [{clash.base:#x}, {clash.end:#x})") from exc \
-                if clash else exc
+                             f"{clash.name!r} [{clash.base:#x}, {clash.end:#x})") from exc
         region = RamRegion(base, size, name, readonly, buffer)
         self._regions[base] = region
         return region
