@@ -1,0 +1,182 @@
+"""The raw format driver."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Self
+
+from vmforge.block.driver import (
+    BlockDriver,
+    BlockError,
+    BlockStatus,
+    CreateOption,
+    Extent,
+    ImageInfo,
+)
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Deallocate a range (reads as zeros after); False if the file system can't."""
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+class Raw(BlockDriver):
+    """A raw image: virtual offset N is byte N of the file."""
+
+    format_name = "raw"
+    create_options = {
+        "preallocation": CreateOption(
+            "preallocation", str, "off",
+            "off: a sparse file; falloc: reserve the blocks; full: write zeros",
+            ("off", "falloc", "full")),
+    }
+
+    def __init__(self, filename: str, readonly: bool, fd: int) -> None:
+        super().__init__(filename, readonly)
+        self.fd = fd
+        self._size = os.fstat(fd).st_size
+
+    @classmethod
+    def probe(cls, header: bytes, filename: str) -> int:
+        return 1
+
+    @classmethod
+    def create(cls, path: str, size: int, **options: Any) -> None:
+        opts = cls.parse_create_options(options)
+        if size < 0:
+            raise BlockError(f"size {size} is negative", path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise BlockError(f"cannot create: {exc.strerror}", path) from exc
+        try:
+            os.ftruncate(fd, size)
+            if opts["preallocation"] == "falloc" and size:
+                os.posix_fallocate(fd, 0, size)
+            elif opts["preallocation"] == "full":
+                chunk = bytes(1 << 20)
+                for off in range(0, size, len(chunk)):
+                    os.pwrite(fd, chunk[: min(len(chunk), size - off)], off)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
+        try:
+            fd = os.open(path, os.O_RDONLY if readonly else os.O_RDWR)
+        except OSError as exc:
+            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
+        return cls(path, readonly, fd)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        total = sum(memoryview(b).nbytes for b in buffers)
+        self._check_range(offset, total)
+        bufs = [memoryview(b).cast("B") for b in buffers]
+        done = 0
+        while bufs:
+            n = os.preadv(self.fd, bufs, offset + done)
+            if n == 0:  # the file shrank under us: the rest reads as zeros
+                for b in bufs:
+                    b[:] = bytes(b.nbytes)
+                break
+            done += n
+            bufs = _advance(bufs, n)
+
+    def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        self._check_writable()
+        bufs = [memoryview(b).cast("B") for b in buffers]
+        self._check_range(offset, sum(b.nbytes for b in bufs))
+        done = 0
+        while bufs:
+            n = os.pwritev(self.fd, bufs, offset + done)
+            done += n
+            bufs = _advance(bufs, n)
+
+    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
+        self._check_range(offset, length)
+        end = offset + length
+        pos = offset
+        while pos < end:
+            try:
+                data = os.lseek(self.fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: no data after pos
+                    raise
+                data = end
+            if data > pos:  # a hole from pos
+                hole_end = min(data, end)
+                yield Extent(pos, hole_end - pos, BlockStatus.ZERO | BlockStatus.ALLOCATED,
+                             None, 0, self.filename)
+                pos = hole_end
+                continue
+            try:
+                hole = os.lseek(self.fd, pos, os.SEEK_HOLE)
+            except OSError:
+                hole = end
+            data_end = min(max(hole, pos + 1), end)
+            yield Extent(pos, data_end - pos, BlockStatus.DATA | BlockStatus.ALLOCATED,
+                         pos, 0, self.filename)
+            pos = data_end
+
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
+        self._check_writable()
+        self._check_range(offset, length)
+        if may_unmap and length and _punch_hole(self.fd, offset, length):
+            return
+        super().write_zeroes(offset, length, may_unmap)
+
+    def discard(self, offset: int, length: int) -> None:
+        self._check_writable()
+        self._check_range(offset, length)
+        if length:
+            _punch_hole(self.fd, offset, length)
+
+    def flush(self) -> None:
+        if not self.readonly:
+            os.fdatasync(self.fd)
+
+    def truncate(self, size: int) -> None:
+        self._check_writable()
+        if size < 0:
+            raise BlockError(f"size {size} is negative", self.filename)
+        os.ftruncate(self.fd, size)
+        self._size = size
+
+    def info(self) -> ImageInfo:
+        st = os.fstat(self.fd)
+        return ImageInfo(self.filename, self.format_name, self._size, st.st_blocks * 512)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            os.close(self.fd)
+
+
+def _advance(bufs: list[memoryview], n: int) -> list[memoryview]:
+    """Drop the first ``n`` bytes of a buffer list."""
+    while bufs and n >= bufs[0].nbytes:
+        n -= bufs[0].nbytes
+        bufs = bufs[1:]
+    if bufs and n:
+        bufs = [bufs[0][n:], *bufs[1:]]
+    return bufs
