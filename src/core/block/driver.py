@@ -20,7 +20,20 @@ What a driver implements (QEMU's ``struct BlockDriver``, one generation):
 ``truncate``           optional; change the virtual size
 ``check``              consistency check, optionally repairing
 ``info``               format-specific facts for ``vmforge img info``
+``change_backing_file``  optional; rewrite the recorded backing file (``img rebase``)
+``measure``            optional; the file size a new image needs (``img measure``)
+``snapshots``          optional; internal snapshots (``img snapshot -l``)
 =====================  ===========================================================
+
+Backing files.  A format with ``supports_backing`` takes the create options
+``backing_file`` and ``backing_fmt`` (qemu-img's names) and reports unallocated
+ranges with ``block_status`` (no ``ALLOCATED`` flag); the driver never opens
+the backing file itself.  :class:`~vmforge.block.backend.BlockBackend` opens
+the chain, reads unallocated ranges from the next layer, and does the
+copy-on-write: a write that covers part of an unallocated unit of
+``granularity`` bytes reaches the driver widened to whole units, filled from
+the backing chain.  A driver whose unit depends on the image (a qcow2 cluster)
+sets ``self.granularity`` when it opens.
 
 Offsets and lengths are in bytes: the driver handles any alignment (a
 format with clusters does read-modify-write itself).  Reads and writes past
@@ -49,6 +62,7 @@ __all__ = [
     "Extent",
     "ImageInfo",
     "ReadOnlyError",
+    "SnapshotInfo",
     "UnsupportedOperation",
     "parse_size",
 ]
@@ -230,6 +244,19 @@ class ImageInfo:
         return out
 
 
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """An internal snapshot (a row of ``qemu-img snapshot -l``)."""
+
+    id: str
+    name: str
+    vm_state_size: int = 0
+    date_sec: int = 0
+    date_nsec: int = 0
+    vm_clock_nsec: int = 0
+    icount: int | None = None
+
+
 _SUFFIXES = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
              "p": 1 << 50, "e": 1 << 60}
 
@@ -299,6 +326,18 @@ class BlockDriver:
                                  f"(it has: {known})")
             out[key] = opt.parse(value)
         return out
+
+    @classmethod
+    def measure(cls, size: int, allocated: Sequence[tuple[int, int]] | None,
+                **options: Any) -> dict[str, int]:
+        """How large a new image of this format would be (``img measure``).
+
+        ``allocated`` lists the ``(offset, length)`` ranges holding data (None:
+        a new, empty image of ``size`` bytes); ``options`` are create options.
+        Returns at least ``{"required": ..., "fully-allocated": ...}`` in bytes
+        (qemu-img's keys; a format may add its own, like qcow2's ``bitmaps``).
+        """
+        raise UnsupportedOperation(f"format {cls.format_name} cannot measure images")
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
@@ -377,6 +416,16 @@ class BlockDriver:
     def check(self, repair: str | None = None) -> CheckResult:
         """Check consistency; ``repair`` is None, ``"leaks"`` or ``"all"``."""
         return CheckResult(self.filename, self.format_name)
+
+    def change_backing_file(self, filename: str | None, fmt: str | None) -> None:
+        """Record ``filename`` (as given: may be relative) and ``fmt`` as the backing
+        file, or none.  Only the header changes; ``img rebase`` copies data first."""
+        raise UnsupportedOperation(f"format {self.format_name} has no backing files",
+                                   self.filename)
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """Internal snapshots, oldest first (none by default)."""
+        return []
 
     def info(self) -> ImageInfo:
         """Facts for ``vmforge img info``."""
