@@ -1,0 +1,36 @@
+# vmforge: the two commands.
+#   make demo   set everything up, then run the main job on the default guest
+#   make test   set everything up, then run the test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.vmforge-installed
+PLUGINS := $(sort $(wildcard src/plugins/*/pyproject.toml))
+FAST_SRC := $(wildcard src/_fast/*.pyx src/_fast/*.pxd src/_fast/*.pxi)
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml $(FAST_SRC) $(PLUGINS) tools/setup-host.sh
+	bash tools/setup-host.sh
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip 'setuptools>=77' wheel 'cython>=3.0.10'
+	$(PIP) install -q --no-build-isolation -e '.[test]'
+	$(PIP) install -q --no-build-isolation $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/vmforge plugins
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q --benchmark-disable
+
+bench: setup
+	$(PY) -m pytest benchmarks -q
+
+clean:
+	rm -rf $(VENV) build src/_fast/*.c src/_fast/*.so
