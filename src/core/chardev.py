@@ -1,0 +1,526 @@
+"""Character back-ends: the host end of a guest's serial port (QEMU's chardev).
+
+A device (a UART, a virtio console) is the *frontend*; it writes guest output
+with :meth:`CharBackend.write` and receives host input through the frontend
+protocol (:class:`CharFrontend`)::
+
+    uart = Ns16550a(chardev=BufferChar())
+    uart.chardev.feed(b"root\\n")           # input, delivered as the FIFO has room
+    uart.chardev.wait_for(b"login:", 5.0)  # guest output
+
+Input has flow control: the back-end only hands the frontend as many bytes as
+``frontend.can_receive()`` allows and keeps the rest queued, so no byte is
+lost however fast it arrives.  A frontend calls :meth:`CharBackend.accept_input`
+when it has room again (QEMU's ``qemu_chr_fe_accept_input``).
+
+Threads: input may be delivered from the back-end's reader thread (``StdioChar``)
+or from the thread that calls :meth:`CharBackend.feed`/``accept_input``; one
+thread delivers at a time, in order.  A frontend therefore guards its state with
+its own lock, and must not call back into the back-end while holding that lock.
+
+Implementations: :class:`NullChar`, :class:`BufferChar`, :class:`FileChar`,
+:class:`StdioChar`; :func:`chardev_from_spec` parses QEMU's ``-serial`` values.
+"""
+
+from __future__ import annotations
+
+import _thread
+import atexit
+import contextlib
+import os
+import re
+import select
+import sys
+import termios
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from vmforge.errors import VmforgeError
+
+__all__ = [
+    "BufferChar",
+    "CharBackend",
+    "CharFrontend",
+    "ChardevError",
+    "FileChar",
+    "NullChar",
+    "StdioChar",
+    "chardev_from_spec",
+]
+
+
+class ChardevError(VmforgeError, ValueError):
+    """A character back-end was specified or used wrongly."""
+
+
+@runtime_checkable
+class CharFrontend(Protocol):
+    """What a back-end asks of the device it feeds.
+
+    A frontend may also define ``receive_break() -> None`` to hear a line
+    break (it is queued in order with the bytes and needs ``can_receive() >= 1``).
+    """
+
+    def can_receive(self) -> int:
+        """How many bytes the frontend takes now (0: none, keep them queued)."""
+        ...
+
+    def receive(self, data: bytes) -> None:
+        """Take ``data`` (never longer than the last ``can_receive()``)."""
+        ...
+
+
+class _Break:
+    """Queue marker for a line break."""
+
+    def __repr__(self) -> str:
+        return "BREAK"
+
+
+_BREAK = _Break()
+
+
+class CharBackend:
+    """Base class: output sink plus a flow-controlled input queue.
+
+    Subclasses implement :meth:`_write` for output and call :meth:`_push_input`
+    (or :meth:`send_break`) when host input arrives.
+    """
+
+    def __init__(self) -> None:
+        self._out_lock = threading.Lock()
+        self._in_lock = threading.Lock()
+        self._queue: deque[bytes | _Break] = deque()
+        self._queued = 0
+        self._frontend: CharFrontend | None = None
+        self._pumping = False
+        self._pump_wanted = False
+        self.closed = False
+
+    # -- output ---------------------------------------------------------------
+
+    def write(self, data: bytes) -> int:
+        """Send guest output ``data`` to the host; returns the bytes taken."""
+        if self.closed or not data:
+            return 0
+        raw = bytes(data)
+        with self._out_lock:
+            self._write(raw)
+        return len(raw)
+
+    def _write(self, data: bytes) -> None:
+        """Subclass hook: put ``data`` on the host side (called under a lock)."""
+
+    # -- input ----------------------------------------------------------------
+
+    @property
+    def frontend(self) -> CharFrontend | None:
+        """The device currently attached, if any."""
+        return self._frontend
+
+    def attach(self, frontend: CharFrontend | None) -> None:
+        """Make ``frontend`` the receiver of input (None detaches); queued input
+        is delivered to it as far as it has room."""
+        self._frontend = frontend
+        if frontend is not None:
+            self._pump()
+
+    def detach(self) -> None:
+        """Stop delivering input; it stays queued for the next frontend."""
+        self._frontend = None
+
+    def accept_input(self) -> None:
+        """The frontend has room again: deliver what is queued."""
+        self._pump()
+
+    @property
+    def pending_input(self) -> int:
+        """Bytes of input queued and not yet taken by the frontend."""
+        with self._in_lock:
+            return self._queued
+
+    def send_break(self) -> None:
+        """Queue a line break, in order with the input bytes."""
+        with self._in_lock:
+            self._queue.append(_BREAK)
+        self._pump()
+
+    def _push_input(self, data: bytes) -> None:
+        """Queue host input and deliver as much as the frontend takes."""
+        if not data:
+            return
+        with self._in_lock:
+            self._queue.append(bytes(data))
+            self._queued += len(data)
+        self._pump()
+
+    def _pump(self) -> None:
+        # One thread delivers at a time; a request that arrives meanwhile is
+        # noted in _pump_wanted and served by that thread before it stops, so
+        # no wake-up is lost and bytes never overtake each other.
+        with self._in_lock:
+            self._pump_wanted = True
+            if self._pumping:
+                return
+            self._pumping = True
+        try:
+            while True:
+                with self._in_lock:
+                    if not self._pump_wanted:
+                        self._pumping = False
+                        return
+                    self._pump_wanted = False
+                self._deliver()
+        except BaseException:
+            with self._in_lock:
+                self._pumping = False
+            raise
+
+    def _deliver(self) -> None:
+        while True:
+            fe = self._frontend
+            if fe is None:
+                return
+            with self._in_lock:
+                if not self._queue:
+                    return
+                head = self._queue[0]
+            room = fe.can_receive()
+            if room <= 0:
+                return
+            if head is _BREAK:
+                with self._in_lock:
+                    self._queue.popleft()
+                receive_break = getattr(fe, "receive_break", None)
+                if receive_break is not None:
+                    receive_break()
+                continue
+            chunk = self._take(room)
+            if chunk:
+                fe.receive(chunk)
+
+    def _take(self, limit: int) -> bytes:
+        """Up to ``limit`` queued bytes from the head, stopping at a break."""
+        parts: list[bytes] = []
+        want = limit
+        with self._in_lock:
+            while want > 0 and self._queue:
+                head = self._queue[0]
+                if isinstance(head, _Break):
+                    break
+                if len(head) <= want:
+                    parts.append(head)
+                    self._queue.popleft()
+                    want -= len(head)
+                else:
+                    parts.append(head[:want])
+                    self._queue[0] = head[want:]
+                    want = 0
+            out = b"".join(parts)
+            self._queued -= len(out)
+        return out
+
+    # -- life cycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release host resources; later writes are dropped."""
+        self.closed = True
+        self._frontend = None
+
+    def __enter__(self) -> CharBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class NullChar(CharBackend):
+    """Discards output, never has input (``-serial null``)."""
+
+
+class BufferChar(CharBackend):
+    """In-memory back-end for tests and scripts.
+
+    ``output`` holds everything the guest wrote; :meth:`feed` sends input;
+    :meth:`wait_for` blocks until output matches a pattern.  Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._output = bytearray()
+        self._cond = threading.Condition()
+        self._cursor = 0
+
+    def _write(self, data: bytes) -> None:
+        with self._cond:
+            self._output += data
+            self._cond.notify_all()
+
+    @property
+    def output(self) -> bytes:
+        """Everything written so far."""
+        with self._cond:
+            return bytes(self._output)
+
+    def feed(self, data: bytes) -> None:
+        """Send ``data`` to the frontend (queued past what it can take now)."""
+        self._push_input(data)
+
+    def clear(self) -> None:
+        """Forget the output collected so far."""
+        with self._cond:
+            self._output.clear()
+            self._cursor = 0
+
+    def wait_for(self, pattern: bytes | re.Pattern[bytes], timeout: float = 10.0,
+                 ) -> re.Match[bytes]:
+        """Wait until output after the previous match contains ``pattern``.
+
+        ``pattern`` is literal bytes or a compiled ``bytes`` regex.  Returns the
+        match (positions in :attr:`output`); the next call searches after it.
+        Raises :class:`TimeoutError` (showing the unmatched tail) after
+        ``timeout`` seconds.
+        """
+        regex = re.compile(re.escape(pattern)) if isinstance(pattern, bytes | bytearray) \
+            else pattern
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                match = regex.search(self._output, self._cursor)
+                if match is not None:
+                    self._cursor = match.end()
+                    return match
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    tail = bytes(self._output[self._cursor:][-200:])
+                    raise TimeoutError(f"{regex.pattern!r} not seen in {timeout}s; "
+                                       f"output after the last match ends {tail!r}")
+                self._cond.wait(left)
+
+
+class FileChar(CharBackend):
+    """Guest output written to a file (``-serial file:PATH``); no input.
+
+    Like QEMU, the file is truncated when opened unless ``append`` is true.
+    Output is flushed at each newline and on :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], append: bool = False) -> None:
+        super().__init__()
+        self.path = os.fspath(path)
+        try:
+            self._file = open(self.path, "ab" if append else "wb")
+        except OSError as exc:
+            raise ChardevError(f"cannot open serial output file {self.path!r}: "
+                               f"{exc.strerror}") from exc
+
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        if b"\n" in data:
+            self._file.flush()
+
+    def flush(self) -> None:
+        """Push buffered output to the file."""
+        with self._out_lock:
+            if not self._file.closed:
+                self._file.flush()
+
+    def close(self) -> None:
+        super().close()
+        with self._out_lock:
+            self._file.close()
+
+
+ESCAPE = 0x01  # Ctrl-A
+
+STDIO_HELP = (
+    "\r\n"
+    "C-a h    print this help\r\n"
+    "C-a x    exit emulator\r\n"
+    "C-a b    send break\r\n"
+    "C-a c    switch between console and monitor\r\n"
+    "C-a C-a  sends C-a\r\n"
+)
+
+
+def _raw_attrs(attrs: list, signals: bool) -> list:
+    """QEMU's stdio settings: no echo, no line editing, 8 bits, output processing kept."""
+    new = [list(a) if isinstance(a, list) else a for a in attrs]
+    iflag, oflag, cflag, lflag, cc = 0, 1, 2, 3, 6
+    new[iflag] &= ~(termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP
+                    | termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IXON)
+    new[oflag] |= termios.OPOST
+    new[lflag] &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.IEXTEN)
+    if not signals:
+        new[lflag] &= ~termios.ISIG
+    new[cflag] &= ~(termios.CSIZE | termios.PARENB)
+    new[cflag] |= termios.CS8
+    new[cc][termios.VMIN] = 1
+    new[cc][termios.VTIME] = 0
+    return new
+
+
+class StdioChar(CharBackend):
+    """The emulator's terminal (``-serial stdio``).
+
+    Output goes to ``stdout``; a reader thread takes ``stdin``.  When stdin is a
+    terminal it is put in raw mode (as QEMU does: no echo, no line editing, and
+    Ctrl-C goes to the guest unless ``signals``) and restored on :meth:`close`
+    or at exit.  QEMU's Ctrl-A escapes are handled when ``escapes`` (default:
+    stdin is a terminal): ``C-a x`` calls ``on_quit`` (default: interrupt the
+    main thread), ``C-a c`` calls ``on_monitor``, ``C-a b`` sends a break,
+    ``C-a h`` prints help, ``C-a C-a`` sends one Ctrl-A; other escapes are
+    ignored.
+    """
+
+    def __init__(self, stdin: int | None = None, stdout: int | None = None, *,
+                 on_quit: Callable[[], object] | None = None,
+                 on_monitor: Callable[[], object] | None = None,
+                 escapes: bool | None = None, signals: bool = False,
+                 raw: bool | None = None) -> None:
+        super().__init__()
+        self.in_fd = sys.stdin.fileno() if stdin is None else stdin
+        self.out_fd = sys.stdout.fileno() if stdout is None else stdout
+        self.on_quit = on_quit if on_quit is not None else _thread.interrupt_main
+        self.on_monitor = on_monitor
+        is_tty = os.isatty(self.in_fd)
+        self.escapes = is_tty if escapes is None else escapes
+        self._escape_pending = False
+        self._saved_attrs: list | None = None
+        if is_tty if raw is None else raw:
+            self._enter_raw(signals)
+        self._wake_r, self._wake_w = os.pipe()
+        self._reader = threading.Thread(target=self._read_loop, name="vmforge-stdio",
+                                        daemon=True)
+        self._reader.start()
+
+    # -- terminal mode -----------------------------------------------------------
+
+    def _enter_raw(self, signals: bool) -> None:
+        try:
+            self._saved_attrs = termios.tcgetattr(self.in_fd)
+            termios.tcsetattr(self.in_fd, termios.TCSANOW,
+                              _raw_attrs(self._saved_attrs, signals))
+        except termios.error as exc:
+            raise ChardevError(f"cannot put fd {self.in_fd} in raw mode: {exc}") from exc
+        atexit.register(self._restore_terminal)
+
+    def _restore_terminal(self) -> None:
+        saved, self._saved_attrs = self._saved_attrs, None
+        if saved is not None:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(self.in_fd, termios.TCSANOW, saved)
+            atexit.unregister(self._restore_terminal)
+
+    @property
+    def raw_mode(self) -> bool:
+        """Whether the terminal is currently in raw mode."""
+        return self._saved_attrs is not None
+
+    # -- output -----------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.out_fd, view)
+            except BlockingIOError:
+                select.select([], [self.out_fd], [], 1.0)
+                continue
+            except OSError:
+                return  # the terminal went away: output is dropped, as QEMU does
+            view = view[n:]
+
+    # -- input -----------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                ready, _, _ = select.select([self.in_fd, self._wake_r], [], [])
+            except (OSError, ValueError):
+                return
+            if self._wake_r in ready:
+                return
+            try:
+                data = os.read(self.in_fd, 4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return  # end of input
+            if self.escapes:
+                self._process(data)
+            else:
+                self._push_input(data)
+
+    def _process(self, data: bytes) -> None:
+        """Handle Ctrl-A escapes; plain bytes go to the frontend in order."""
+        plain = bytearray()
+        for byte in data:
+            if self._escape_pending:
+                self._escape_pending = False
+                if byte == ESCAPE:
+                    plain.append(byte)
+                    continue
+                self._push_input(bytes(plain))
+                plain.clear()
+                self._escape(chr(byte).lower())
+            elif byte == ESCAPE:
+                self._escape_pending = True
+            else:
+                plain.append(byte)
+        self._push_input(bytes(plain))
+
+    def _escape(self, key: str) -> None:
+        if key == "x":
+            self.write(b"\r\nvmforge: terminated\r\n")
+            self.on_quit()
+        elif key == "c":
+            if self.on_monitor is not None:
+                self.on_monitor()
+        elif key == "b":
+            self.send_break()
+        elif key in ("h", "?"):
+            self.write(STDIO_HELP.encode())
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        if self._reader is not threading.current_thread():
+            self._reader.join(timeout=2.0)
+        self._restore_terminal()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def chardev_from_spec(spec: str, *, on_quit: Callable[[], object] | None = None,
+                      on_monitor: Callable[[], object] | None = None) -> CharBackend | None:
+    """A back-end from a QEMU ``-serial`` value.
+
+    ``stdio`` (also ``mon:stdio``), ``null``, ``file:PATH``, or ``none``
+    (no device at all: returns None).  ``on_quit``/``on_monitor`` are given to
+    :class:`StdioChar` for its Ctrl-A escapes.
+    """
+    kind, sep, arg = spec.partition(":")
+    if spec in ("stdio", "mon:stdio"):
+        return StdioChar(on_quit=on_quit, on_monitor=on_monitor)
+    if spec == "null":
+        return NullChar()
+    if spec == "none":
+        return None
+    if kind == "file" and sep:
+        if not arg:
+            raise ChardevError("-serial file: needs a path (file:PATH)")
+        return FileChar(arg)
+    raise ChardevError(f"unknown serial back-end {spec!r} "
+                       "(supported: stdio, mon:stdio, null, none, file:PATH)")
