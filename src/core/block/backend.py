@@ -1,0 +1,421 @@
+"""An opened image with its backing chain: what devices and ``vmforge img`` use.
+
+:class:`BlockBackend` opens the top image (by ``format`` or by probing), then
+each backing file the previous layer names, read-only, until a layer has
+none.  It reads through the chain (a range a layer has not allocated comes
+from the next layer; past the end of a backing file it reads zeros), writes to
+the top (copy-on-write of partly written units, see
+:mod:`vmforge.block.driver`), and reports the chain's ``block_status`` with the
+depth of the layer that decided each extent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Self
+
+from vmforge.block.driver import (
+    BlockDriver,
+    BlockError,
+    BlockStatus,
+    Extent,
+    ImageInfo,
+)
+from vmforge.block.locking import ImageLock
+from vmforge.block.probe import driver_class, probe_format
+
+__all__ = ["MAX_CHAIN_DEPTH", "BlockBackend", "Layer", "resolve_backing"]
+
+log = logging.getLogger(__name__)
+
+#: the longest backing chain opened (the top counts): guards against runaway chains
+MAX_CHAIN_DEPTH = 64
+
+
+@dataclasses.dataclass
+class Layer:
+    """One image of a chain: its driver, its format name and its file lock."""
+
+    driver: BlockDriver
+    format: str
+    lock: ImageLock | None
+
+    @property
+    def filename(self) -> str:
+        return self.driver.filename
+
+
+def resolve_backing(image: str, backing: str) -> str:
+    """A backing file name as recorded in ``image``, as a path to open.
+
+    Relative names are relative to the directory of ``image`` (as in QEMU).
+    """
+    if os.path.isabs(backing):
+        return backing
+    return os.path.join(os.path.dirname(image), backing)
+
+
+def _file_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def open_driver(path: str, fmt: str | None, *, readonly: bool, force_share: bool = False,
+                backing: bool = False, **options: Any) -> Layer:
+    """Open one image (no backing files), locked; ``fmt`` None: probe."""
+    if not os.path.exists(path):
+        raise BlockError("could not open: No such file or directory", path)
+    fmt = fmt or probe_format(path, writable=not readonly)
+    cls = driver_class(fmt)
+    lock = ImageLock.for_open(path, readonly=readonly, force_share=force_share, backing=backing)
+    try:
+        driver = cls.open(path, readonly=readonly, **options)
+    except OSError as exc:
+        lock.release()
+        raise BlockError(f"could not open as {fmt}: {exc.strerror or exc}", path) from exc
+    except BaseException:
+        lock.release()
+        raise
+    return Layer(driver, fmt, lock)
+
+
+class BlockBackend:
+    """An image and its backing chain, opened.  ``layers[0]`` is the top."""
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        if not layers:
+            raise ValueError("a BlockBackend needs at least one layer")
+        self.layers = list(layers)
+        self.closed = False
+
+    # -- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str, format: str | None = None, *, readonly: bool = True,
+             force_share: bool = False, backing: bool = True,
+             max_depth: int = MAX_CHAIN_DEPTH, **options: Any) -> Self:
+        """Open ``path`` and (unless ``backing`` is False) its backing chain.
+
+        ``format`` None probes (never guessing raw for a writable open);
+        ``force_share`` is qemu-img's ``-U``; ``options`` go to the top
+        driver's ``open``.
+        """
+        top = open_driver(path, format, readonly=readonly, force_share=force_share, **options)
+        layers = [top]
+        try:
+            if backing:
+                cls._open_chain(layers, force_share, max_depth)
+        except BaseException:
+            for layer in layers:
+                _close_layer(layer)
+            raise
+        return cls(layers)
+
+    @staticmethod
+    def _open_chain(layers: list[Layer], force_share: bool, max_depth: int) -> None:
+        seen = {_file_id(layers[0].filename): layers[0].filename}
+        while True:
+            cur = layers[-1]
+            name = cur.driver.backing_filename
+            if not name:
+                return
+            path = resolve_backing(cur.filename, name)
+            if len(layers) >= max_depth:
+                raise BlockError(f"backing chain is longer than {max_depth} images "
+                                 f"(stopped at backing file {name!r})", layers[0].filename)
+            if not os.path.exists(path):
+                raise BlockError(f"could not open backing file {path!r}: No such file "
+                                 "or directory", cur.filename)
+            fid = _file_id(path)
+            if fid in seen:
+                chain = " -> ".join([*(la.filename for la in layers), path])
+                raise BlockError(f"backing chain loop: {chain}", layers[0].filename)
+            seen[fid] = path
+            fmt = cur.driver.backing_format
+            try:
+                layers.append(open_driver(path, fmt, readonly=True, force_share=force_share,
+                                          backing=True))
+            except BlockError as exc:
+                raise BlockError(f"could not open backing file: {exc}", cur.filename) from exc
+
+    # -- the image -------------------------------------------------------------------
+
+    @property
+    def top(self) -> BlockDriver:
+        return self.layers[0].driver
+
+    @property
+    def filename(self) -> str:
+        return self.top.filename
+
+    @property
+    def format(self) -> str:
+        return self.layers[0].format
+
+    @property
+    def readonly(self) -> bool:
+        return self.top.readonly
+
+    @property
+    def size(self) -> int:
+        return self.top.size
+
+    def chain(self) -> list[BlockDriver]:
+        """The drivers of the chain, top first."""
+        return [la.driver for la in self.layers]
+
+    def info(self) -> list[ImageInfo]:
+        """``info()`` of every layer, top first."""
+        return [la.driver.info() for la in self.layers]
+
+    # -- reading ---------------------------------------------------------------------
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``, as the guest sees them."""
+        self._check_range(offset, length)
+        buf = bytearray(length)
+        if length:
+            self._read_layer(0, offset, memoryview(buf))
+        return bytes(buf)
+
+    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        """Fill ``buffers`` in order from ``offset`` through the chain."""
+        views = [memoryview(b).cast("B") for b in buffers]
+        self._check_range(offset, sum(v.nbytes for v in views))
+        for v in views:
+            if v.nbytes:
+                self._read_layer(0, offset, v)
+            offset += v.nbytes
+
+    def readinto(self, offset: int, buf: bytearray | memoryview) -> None:
+        """Fill ``buf`` from ``offset``."""
+        self.preadv(offset, [memoryview(buf)])
+
+    def _read_layer(self, depth: int, offset: int, mv: memoryview) -> None:
+        drv = self.layers[depth].driver
+        if depth == len(self.layers) - 1:
+            drv.preadv(offset, [mv])
+            return
+        below = self.layers[depth + 1].driver
+        end = offset + mv.nbytes
+        run_start = run_end = offset  # a run of allocated extents, read at once
+        for ext in drv.block_status(offset, mv.nbytes):
+            a, b = max(ext.offset, offset), min(ext.end, end)
+            if b <= a:
+                continue
+            if ext.is_allocated:
+                if a != run_end:
+                    self._flush_run(drv, offset, mv, run_start, run_end)
+                    run_start = a
+                run_end = b
+                continue
+            self._flush_run(drv, offset, mv, run_start, run_end)
+            run_start = run_end = b
+            part = min(b, below.size)
+            if a < part:
+                self._read_layer(depth + 1, a, mv[a - offset:part - offset])
+            if b > max(a, part):
+                lo = max(a, part)
+                mv[lo - offset:b - offset] = bytes(b - lo)
+        self._flush_run(drv, offset, mv, run_start, run_end)
+
+    @staticmethod
+    def _flush_run(drv: BlockDriver, base: int, mv: memoryview, start: int, end: int) -> None:
+        if end > start:
+            drv.preadv(start, [mv[start - base:end - base]])
+
+    # -- block status ------------------------------------------------------------------
+
+    def block_status(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        """Extents of the chain over ``[offset, offset+length)``, adjacent alike ones merged.
+
+        ``depth`` is the layer that decided each extent (its ``filename`` too);
+        a range no layer allocates reads as zeros: ``ZERO`` without
+        ``ALLOCATED``, at the depth of the deepest layer asked.
+        """
+        if length is None:
+            length = self.size - offset
+        self._check_range(offset, length)
+        pending: Extent | None = None
+        for ext in self._status(0, offset, length):
+            if pending is None:
+                pending = ext
+            elif _mergeable(pending, ext):
+                pending = dataclasses.replace(pending, length=pending.length + ext.length)
+            else:
+                yield pending
+                pending = ext
+        if pending is not None:
+            yield pending
+
+    def _status(self, depth: int, offset: int, length: int) -> Iterator[Extent]:
+        drv = self.layers[depth].driver
+        last = depth == len(self.layers) - 1
+        end = offset + length
+        pos = offset
+        for ext in drv.block_status(offset, length):
+            a, b = max(ext.offset, pos), min(ext.end, end)
+            if b <= a:
+                continue
+            pos = b
+            host = ext.host_offset + (a - ext.offset) if ext.host_offset is not None else None
+            if ext.is_allocated:
+                yield Extent(a, b - a, ext.status, host, depth, drv.filename)
+                continue
+            if last:
+                yield Extent(a, b - a, (ext.status & ~BlockStatus.DATA) | BlockStatus.ZERO,
+                             None, depth, drv.filename)
+                continue
+            below = self.layers[depth + 1].driver.size
+            if a < below:
+                yield from self._status(depth + 1, a, min(b, below) - a)
+            if b > below:
+                lo = max(a, below)
+                yield Extent(lo, b - lo, BlockStatus.ZERO, None, depth, drv.filename)
+        if pos < end:
+            raise BlockError(f"block_status of {drv.format_name} stopped at offset {pos}, "
+                             f"short of {end}", drv.filename)
+
+    def is_allocated_above(self, offset: int, length: int, depth: int) -> bool:
+        """Whether any layer above ``depth`` allocates part of the range."""
+        return any(e.depth < depth and e.is_allocated for e in self.block_status(offset, length))
+
+    # -- writing -----------------------------------------------------------------------
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at ``offset`` into the top image."""
+        self.pwritev(offset, [memoryview(data)])
+
+    def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        """Write ``buffers`` in order at ``offset`` into the top image.
+
+        With a backing file, a unit of the top's ``granularity`` that the write
+        covers only in part and that the top has not allocated is widened to
+        the whole unit, filled from the chain (copy-on-write).
+        """
+        self._check_writable()
+        views = [memoryview(b).cast("B") for b in buffers]
+        total = sum(v.nbytes for v in views)
+        self._check_range(offset, total)
+        if not total:
+            return
+        if len(self.layers) == 1:
+            self.top.pwritev(offset, views)
+            return
+        g = max(1, int(self.top.granularity))
+        end = offset + total
+        lo = offset // g * g
+        hi = min(-(-end // g) * g, self.size)
+        head = lo < offset and self._unallocated_in_top(lo, min(lo + g, hi))
+        tail = end < hi and self._unallocated_in_top(max(hi - g, lo), hi)
+        if not head and not tail:
+            self.top.pwritev(offset, views)
+            return
+        start = lo if head else offset
+        stop = hi if tail else end
+        buf = bytearray(stop - start)
+        mv = memoryview(buf)
+        if head:
+            self._read_layer(0, lo, mv[: min(lo + g, stop) - lo])
+        if tail:
+            t0 = max(hi - g, start)
+            self._read_layer(0, t0, mv[t0 - start:])
+        pos = offset - start
+        for v in views:
+            mv[pos:pos + v.nbytes] = v
+            pos += v.nbytes
+        self.top.pwritev(start, [mv])
+
+    def _unallocated_in_top(self, offset: int, end: int) -> bool:
+        return any(not e.is_allocated for e in self.top.block_status(offset, end - offset))
+
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
+        """Make the range read as zeros (partial units go through copy-on-write)."""
+        self._check_writable()
+        self._check_range(offset, length)
+        if not length:
+            return
+        if len(self.layers) == 1:
+            self.top.write_zeroes(offset, length, may_unmap)
+            return
+        g = max(1, int(self.top.granularity))
+        end = offset + length
+        a = min(-(-offset // g) * g, end)
+        b = max(end // g * g, a)
+        if end == self.size:
+            b = end
+        if a > offset:
+            self.pwritev(offset, [memoryview(bytes(a - offset))])
+        if b > a:
+            self.top.write_zeroes(a, b - a, may_unmap)
+        if end > b:
+            self.pwritev(b, [memoryview(bytes(end - b))])
+
+    def discard(self, offset: int, length: int) -> None:
+        self._check_writable()
+        self.top.discard(offset, length)
+
+    def flush(self) -> None:
+        if not self.readonly:
+            self.top.flush()
+
+    def truncate(self, size: int) -> None:
+        """Change the virtual size of the top image."""
+        self._check_writable()
+        self.top.truncate(size)
+
+    # -- closing -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every layer (flushing the top first) and drop the locks."""
+        if self.closed:
+            return
+        self.closed = True
+        errors: list[BaseException] = []
+        for layer in self.layers:
+            try:
+                _close_layer(layer)
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        chain = " -> ".join(f"{la.filename} ({la.format})" for la in self.layers)
+        return f"<BlockBackend {chain} {'ro' if self.readonly else 'rw'}>"
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _check_range(self, offset: int, length: int) -> None:
+        self.top._check_range(offset, length)
+
+    def _check_writable(self) -> None:
+        if self.closed:
+            raise BlockError("image is closed", self.filename)
+        self.top._check_writable()
+
+
+def _close_layer(layer: Layer) -> None:
+    try:
+        layer.driver.close()
+    finally:
+        if layer.lock is not None:
+            layer.lock.release()
+
+
+def _mergeable(a: Extent, b: Extent) -> bool:
+    if (a.end != b.offset or a.status != b.status or a.depth != b.depth
+            or a.filename != b.filename):
+        return False
+    if a.host_offset is None or b.host_offset is None:
+        return a.host_offset is None and b.host_offset is None
+    return a.host_offset + a.length == b.host_offset

@@ -1,0 +1,86 @@
+"""Which driver reads an image: by name through the registry, or by probing.
+
+Probing reads the first :data:`PROBE_SIZE` bytes of a file and asks every
+installed driver's ``probe`` for a score; the highest score wins (ties go to
+the name that sorts first).  As in QEMU, a guess of ``raw`` is refused for a
+writable open: a guest writing a fake header into a raw image could otherwise
+make the host read it as another format (CVE-2008-2004).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from vmforge.block.driver import BlockDriver, BlockError
+
+__all__ = ["PROBE_SIZE", "RAW_FORMAT", "driver_class", "format_names", "probe_format"]
+
+log = logging.getLogger(__name__)
+
+#: how many leading bytes ``probe`` sees (QEMU's BLOCK_PROBE_BUF_SIZE)
+PROBE_SIZE = 512
+#: the format that probing may never pick for a writable open
+RAW_FORMAT = "raw"
+
+
+def driver_class(name: str) -> type[BlockDriver]:
+    """The driver class registered as ``name`` in the group ``vmforge.block``.
+
+    Raises the registry's ``PluginNotFound`` / ``PluginLoadError`` /
+    ``PluginConflict`` (all :class:`vmforge.plugins.PluginError`).
+    """
+    from vmforge.plugins import registry
+
+    return registry().load("block", name)  # type: ignore[return-value]
+
+
+def format_names() -> list[str]:
+    """Names of the installed (and not blocked) formats."""
+    from vmforge.plugins import registry
+
+    return registry().names("block")
+
+
+def read_header(path: str) -> bytes:
+    """The first :data:`PROBE_SIZE` bytes of ``path`` (fewer for a short file)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(PROBE_SIZE)
+    except OSError as exc:
+        raise BlockError(f"could not open: {exc.strerror or exc}", path) from exc
+
+
+def probe_format(path: str, *, writable: bool = False) -> str:
+    """The name of the format that best claims the file at ``path``."""
+    from vmforge.plugins import PluginError, registry
+
+    if os.path.isdir(path):
+        raise BlockError("is a directory, not an image", path)
+    header = read_header(path)
+    scores: list[tuple[int, str]] = []
+    for name in registry().names("block"):
+        try:
+            cls = driver_class(name)
+        except PluginError as exc:  # a broken plugin must not stop probing
+            log.warning("skipping format %s while probing: %s", name, exc)
+            continue
+        try:
+            score = int(cls.probe(header, path))
+        except Exception as exc:  # a driver's probe must not fail on odd bytes; say so
+            log.warning("format %s: probe raised %s: %s", name, type(exc).__name__, exc)
+            continue
+        if score > 0:
+            scores.append((score, name))
+    if not scores:
+        raise BlockError("could not determine the image format (installed formats: "
+                         f"{', '.join(format_names()) or 'none'}); pass it with -f", path)
+    scores.sort(key=lambda s: (-s[0], s[1]))
+    best = scores[0][1]
+    log.debug("probed %s: %s", path, scores)
+    if best == RAW_FORMAT and writable:
+        raise BlockError(
+            "the image format was not given and probing guessed raw; a raw image whose "
+            "format is guessed is never opened for writing (a guest could write a header "
+            "of another format). Pass -f raw (format='raw') to open it writable", path)
+    return best
