@@ -27,7 +27,7 @@ def test_dists(tmp_path_factory) -> Path:
     """A directory where the test distributions (broken, duplicate, ...) are installed."""
     return _install(tmp_path_factory.mktemp("dists"),
                     ["vmforge-test-broken", "vmforge-test-dupraw", "vmforge-test-notaclass",
-                     "vmforge-test-hooks"])
+                     "vmforge-test-hooks", "vmforge-test-machine"])
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +41,7 @@ def vmforge_cli():
     return _run_vmforge
 
 
-def _run_vmforge(*args: str, extra_path: Path | None = None,
+def _run_vmforge(*args: str, extra_path: Path | str | None = None,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the ``vmforge`` command in a subprocess (extra_path first on sys.path)."""
     full_env = {k: v for k, v in os.environ.items()

@@ -19,19 +19,28 @@ from vmforge import __version__
 COMMAND_MODULES = ("vmforge.cli.run", "vmforge.cli.img", "vmforge.cli.plugins_cmd")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vmforge",
-        description="A hackable full-system emulator and VMM; formats, devices and "
-        "machines are plugins.",
-    )
-    parser.add_argument("--version", action="version", version=f"vmforge {__version__}")
+#: commands whose parsers plugins may extend (hook ``vmforge_add_options``)
+EXTENSIBLE = ("run", "img")
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", dest="plugin_opts", action="append", default=[], metavar="NAME",
                         help="plugin control: 'no:NAME' blocks a distribution or entry point; "
                         "NAME enables one when autoload is off "
                         "(VMFORGE_DISABLE_PLUGIN_AUTOLOAD=1)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (repeat for debug)")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; ``command``'s sub-parser also gets plugins' options."""
+    parser = argparse.ArgumentParser(
+        prog="vmforge",
+        description="A hackable full-system emulator and VMM; formats, devices and "
+        "machines are plugins.",
+    )
+    parser.add_argument("--version", action="version", version=f"vmforge {__version__}")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -41,20 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a command not built yet
             raise
         module.register(sub)
+    if command in EXTENSIBLE and command in sub.choices:
+        from vmforge.plugins import registry
+
+        registry().hook.vmforge_add_options.call_historic(
+            kwargs={"parser": sub.choices[command], "command": command})
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="vmforge: %(levelname)s: %(name)s: %(message)s",
-    )
     from vmforge.plugins import PluginError, configure
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    _global_options(pre)
+    pre.add_argument("command", nargs="?")
+    known, _rest = pre.parse_known_args(argv)
+    configure(known.plugin_opts)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(known.verbose, 2),
+        format="vmforge: %(levelname)s: %(name)s: %(message)s",
+    )
     try:
-        configure(args.plugin_opts)
+        parser = build_parser(known.command)
+        args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

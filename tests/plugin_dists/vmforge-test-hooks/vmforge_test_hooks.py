@@ -11,5 +11,5 @@ def vmforge_machine_shutdown(machine, reason):
 
 @hookimpl
 def vmforge_add_options(parser, command):
-    if command == "plugins-test":
-        parser.add_argument("--from-hook", action="store_true")
+    if command == "run":
+        parser.add_argument("--from-hook", action="store_true", help="added by a hooks plugin")

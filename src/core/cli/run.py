@@ -1,0 +1,117 @@
+"""``vmforge run``: build a machine from QEMU-style options and run it.
+
+The options keep QEMU's names and syntax (``-M virt,key=val``, ``-m 512``,
+``-smp 2``, ``-bios``, ``-kernel``, ``-initrd``, ``-append``, ``-drive``,
+``-device``, ``-netdev``, ``-serial``, ``-nographic``, ``-accel``, ``-d``), so
+a QEMU command line carries over.  The exit status is the guest's (a
+finisher's code), as with QEMU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vmforge.config import DeviceSpec, DriveSpec, MachineConfig, NetdevSpec, parse_opts
+from vmforge.errors import VmforgeError
+from vmforge.machine import Machine
+
+#: the machine ``vmforge run`` builds when no -M is given
+DEFAULT_MACHINE = "riscv-virt"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a machine (QEMU-style options)", allow_abbrev=False,
+                       description="Build a machine and run it. Options follow QEMU's.")
+    add_machine_options(p)
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop the guest after this much host time (exit status 124)")
+    p.set_defaults(func=run)
+
+
+def add_machine_options(p: argparse.ArgumentParser) -> None:
+    """QEMU's options, as ``vmforge run`` takes them."""
+    p.add_argument("-M", "-machine", dest="machine", default=DEFAULT_MACHINE,
+                   metavar="NAME[,prop=value...]",
+                   help=f"the machine (default {DEFAULT_MACHINE}); '-M help' lists them")
+    p.add_argument("-m", dest="memory", metavar="SIZE", help="RAM size (MiB, or with a suffix)")
+    p.add_argument("-smp", dest="smp", default="1", metavar="N", help="number of CPUs")
+    p.add_argument("-bios", dest="bios", default="default",
+                   help="firmware: 'default' (the machine's), 'none', or a file")
+    p.add_argument("-kernel", dest="kernel", metavar="FILE")
+    p.add_argument("-initrd", dest="initrd", metavar="FILE")
+    p.add_argument("-append", dest="append", default="", metavar="CMDLINE")
+    p.add_argument("-dtb", dest="dtb", metavar="FILE", help="use this device tree")
+    p.add_argument("-drive", dest="drives", action="append", default=[], metavar="OPTS")
+    p.add_argument("-device", dest="devices", action="append", default=[], metavar="OPTS")
+    p.add_argument("-netdev", dest="netdevs", action="append", default=[], metavar="OPTS")
+    p.add_argument("-serial", dest="serial", action="append", default=[],
+                   metavar="stdio|file:PATH|null|none")
+    p.add_argument("-nographic", action="store_true", help="console on stdio (the default)")
+    p.add_argument("-display", dest="display", default="none", help="only 'none'")
+    p.add_argument("-accel", dest="accel", metavar="interp|kvm")
+    p.add_argument("-enable-kvm", dest="enable_kvm", action="store_true")
+    p.add_argument("-d", dest="trace", action="append", default=[], metavar="ITEMS",
+                   help="trace categories, comma-separated")
+    p.add_argument("-D", dest="logfile", metavar="FILE", help="write traces to FILE")
+
+
+def config_from_args(args: argparse.Namespace) -> MachineConfig:
+    """The :class:`MachineConfig` that QEMU-style ``args`` ask for."""
+    mopts = parse_opts(args.machine, implied="type")
+    accel = args.accel.split(",")[0] if args.accel else None
+    if args.enable_kvm:
+        accel = "kvm"
+    if args.display not in ("none",):
+        raise VmforgeError(f"-display {args.display}: vmforge has no graphics; use -nographic")
+    return MachineConfig(
+        machine=mopts.pop("type"),
+        machine_props=mopts,
+        memory=MachineConfig.parse_memory(args.memory) if args.memory else None,
+        smp=MachineConfig.parse_smp(args.smp),
+        bios=args.bios,
+        kernel=args.kernel,
+        initrd=args.initrd,
+        append=args.append,
+        dtb=args.dtb,
+        drives=[DriveSpec.parse(d) for d in args.drives],
+        devices=[DeviceSpec.parse(d) for d in args.devices],
+        netdevs=[NetdevSpec.parse(n) for n in args.netdevs],
+        serial=args.serial or ["stdio"],
+        accel=accel,
+        trace=[t for item in args.trace for t in item.split(",") if t],
+        extra={"logfile": args.logfile} if args.logfile else {},
+    )
+
+
+def create_machine(config: MachineConfig) -> Machine:
+    """Load the machine plugin ``config.machine`` and instantiate it."""
+    from vmforge.plugins import registry
+
+    cls = registry().load("machine", config.machine)
+    return cls(config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vmforge.plugins import registry
+
+    if args.machine in ("help", "?"):
+        reg = registry()
+        for info in reg.entries("machine"):
+            print(f"{info.name:20} {info.dist} {info.version}")
+        if not reg.entries("machine"):
+            print("no machine plugins installed")
+        return 0
+    try:
+        config = config_from_args(args)
+        machine = create_machine(config)
+    except (VmforgeError, ValueError) as exc:
+        print(f"vmforge run: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return machine.run(timeout=args.timeout)
+    except VmforgeError as exc:
+        print(f"vmforge run: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        machine.close()

@@ -1,0 +1,253 @@
+"""The base of every machine (board): memory map, devices, CPUs, the run loop.
+
+A machine plugin subclasses :class:`Machine`, registers it under the entry-point
+group ``vmforge.machine``, and implements two methods:
+
+- :meth:`Machine.build`: place RAM, devices and CPUs (a table of addresses).
+- :meth:`Machine.run_cpus`: run every CPU for one slice on its accelerator;
+  return True when all of them are halted waiting for an interrupt.
+
+The base class owns what every board shares: the address space, the guest
+clock and its timers, device realize/reset, thread-safe shutdown and reset
+requests (from devices such as a test finisher, or from another thread), the
+run loop that sleeps while CPUs are halted, and the lifecycle hooks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, ClassVar
+
+from vmforge.clock import TimerQueue, VirtualClock
+from vmforge.config import MachineConfig
+from vmforge.device import Device, DeviceError
+from vmforge.errors import VmforgeError
+from vmforge.memory import AddressSpace, RamRegion
+
+__all__ = ["Machine", "MachineError", "ShutdownReason"]
+
+
+class MachineError(VmforgeError):
+    """A machine could not be built or run as asked."""
+
+
+class ShutdownReason:
+    """Why a machine stopped (the ``reason`` of the shutdown hook)."""
+
+    POWEROFF = "poweroff"
+    REBOOT = "reboot"
+    FAIL = "fail"
+    USER = "user"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+class Machine:
+    """Base class of machines.  One instance is one guest."""
+
+    #: the registry name (``-M NAME``)
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    default_memory: ClassVar[int] = 128 << 20
+    max_cpus: ClassVar[int] = 1
+    #: accelerators the board supports, the default first
+    accels: ClassVar[tuple[str, ...]] = ("interp",)
+
+    def __init__(self, config: MachineConfig | None = None, **overrides: Any) -> None:
+        config = config or MachineConfig(machine=self.name)
+        for key, value in overrides.items():
+            if not hasattr(config, key):
+                raise MachineError(f"machine {self.name!r}: unknown option {key!r}")
+            setattr(config, key, value)
+        self.config = config
+        self.memory_size = config.memory or self.default_memory
+        if not 1 <= config.smp <= self.max_cpus:
+            raise MachineError(f"machine {self.name!r} supports 1 to {self.max_cpus} CPUs, "
+                               f"not {config.smp}")
+        self.accel = config.accel or self.accels[0]
+        if self.accel not in self.accels:
+            raise MachineError(f"machine {self.name!r} runs on {', '.join(self.accels)}, "
+                               f"not {self.accel!r}")
+        self.space = AddressSpace(name=self.name or type(self).__name__)
+        self.clock = VirtualClock()
+        self.timers = TimerQueue(self.clock)
+        self.devices: list[Device] = []
+        self.cpus: list[Any] = []
+        self.built = False
+        self.exit_status: int | None = None
+        self.shutdown_reason: str | None = None
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._reset_requested = False
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # -- assembly (from build) ----------------------------------------------------------
+
+    def build(self) -> None:
+        """Place RAM, devices and CPUs.  Subclasses implement it."""
+        raise NotImplementedError(f"machine {self.name!r} has no build()")
+
+    def add_ram(self, base: int, size: int, name: str = "ram",
+                readonly: bool = False) -> RamRegion:
+        return self.space.add_ram(base, size, name, readonly)
+
+    def add_device(self, device: Device, base: int | None = None) -> Device:
+        """Realize ``device`` on this machine and map its MMIO window at ``base``."""
+        device.realize(self)
+        if base is not None:
+            device.map(self.space, base)
+        self.devices.append(device)
+        return device
+
+    def create_device(self, driver: str, **props: Any) -> Device:
+        """A device from the ``vmforge.device`` plugins, by name, with properties."""
+        from vmforge.plugins import registry
+
+        cls = registry().load("device", driver)
+        try:
+            return cls(**props)
+        except DeviceError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise DeviceError(f"device {driver!r}: {exc}") from exc
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def realize(self) -> None:
+        """Build the machine once and put it in its power-on state."""
+        if self.built:
+            return
+        self.build()
+        self.built = True
+        self._hooks().vmforge_machine_created(machine=self)
+        self.reset("power-on")
+
+    def reset(self, reason: str = "user") -> None:
+        """Reset every device and CPU."""
+        for device in self.devices:
+            device.reset()
+        self.reset_cpus()
+        self._hooks().vmforge_machine_reset(machine=self, reason=reason)
+
+    def reset_cpus(self) -> None:
+        """Put the CPUs at their reset vector (subclasses implement)."""
+
+    def close(self) -> None:
+        """Release host resources held by devices."""
+        for device in reversed(self.devices):
+            if device.realized:
+                device.unrealize()
+
+    # -- requests (thread-safe: devices, I/O threads, the user) --------------------------
+
+    def request_shutdown(self, reason: str, status: int = 0) -> None:
+        """Stop the run loop with ``status`` as the exit status (first request wins)."""
+        with self._lock:
+            if self.shutdown_reason is None:
+                self.shutdown_reason = reason
+                self.exit_status = status
+        self.kick()
+
+    def request_reset(self) -> None:
+        self._reset_requested = True
+        self.kick()
+
+    def kick(self) -> None:
+        """Wake the run loop (an interrupt from an I/O thread, input, a request)."""
+        self._wakeup.set()
+        self.kick_cpus()
+
+    def kick_cpus(self) -> None:
+        """Make running CPUs leave their slice soon (subclasses implement)."""
+
+    @property
+    def stopped(self) -> bool:
+        return self.shutdown_reason is not None
+
+    # -- the run loop ------------------------------------------------------------------------
+
+    def run_cpus(self) -> bool:
+        """Run each CPU for a slice; True when all are halted waiting for an interrupt."""
+        raise NotImplementedError(f"machine {self.name!r} has no run_cpus()")
+
+    def run(self, timeout: float | None = None) -> int:
+        """Run until shutdown (or ``timeout`` seconds of host time); the exit status."""
+        self.realize()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.clock.resume()
+        try:
+            while not self.stopped:
+                if self._reset_requested:
+                    self._reset_requested = False
+                    self.reset("guest")
+                self.timers.run_due()
+                if self.stopped:
+                    break
+                halted = self.run_cpus()
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.request_shutdown(ShutdownReason.TIMEOUT, 124)
+                    break
+                if halted and not self.stopped:
+                    self._sleep_until_event(deadline)
+        except BaseException as exc:
+            self.request_shutdown(ShutdownReason.ERROR, 1)
+            self._error = exc
+            raise
+        finally:
+            self.clock.pause()
+            self._hooks().vmforge_machine_shutdown(
+                machine=self, reason=self.shutdown_reason, status=self.exit_status)
+        return int(self.exit_status or 0)
+
+    def _sleep_until_event(self, deadline: float | None) -> None:
+        nxt = self.timers.next_deadline()
+        waits = []
+        if nxt is not None:
+            waits.append(max(0, nxt - self.clock.now_ns()) / 1e9)
+        if deadline is not None:
+            waits.append(max(0.0, deadline - time.monotonic()))
+        self._wakeup.wait(min(waits) if waits else 0.1)
+        self._wakeup.clear()
+
+    # -- running in the background (scripts, tests) --------------------------------------
+
+    def start(self) -> threading.Thread:
+        """Run the machine on a thread of its own; see :meth:`wait` and :meth:`stop`."""
+        if self._thread is not None:
+            raise MachineError(f"machine {self.name!r} is already started")
+        self.realize()
+
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException:  # kept in self._error, raised again by wait()
+                pass
+
+        self._thread = threading.Thread(target=target, name=f"vmforge-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for a started machine to stop; its exit status (None: still running)."""
+        if self._thread is None:
+            raise MachineError("the machine was not started")
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return None
+        if self._error is not None:
+            raise self._error
+        return int(self.exit_status or 0)
+
+    def stop(self, timeout: float | None = 10.0) -> int | None:
+        """Ask a started machine to stop and wait for it."""
+        self.request_shutdown(ShutdownReason.USER, 0)
+        return self.wait(timeout)
+
+    @staticmethod
+    def _hooks() -> Any:
+        from vmforge.plugins import registry
+
+        return registry().hook

@@ -1,0 +1,38 @@
+"""A machine whose 'CPU' counts a word of RAM down, then powers off.
+
+``-M countdown,start=N,exit=S`` counts from N and exits with status S;
+``halt=on`` makes the CPU halt at once and a guest timer power off after
+``delay_ms``.
+"""
+from vmforge.machine import Machine
+
+COUNTER = 0x1000
+
+
+class Countdown(Machine):
+    name = "countdown"
+    description = "a test machine with a fake CPU"
+    max_cpus = 2
+
+    def build(self):
+        props = self.config.machine_props
+        self.start = int(props.get("start", "10"))
+        self.status = int(props.get("exit", "0"))
+        self.halt = props.get("halt", "off") == "on"
+        self.add_ram(COUNTER, 0x1000)
+        if self.halt:
+            timer = self.timers.timer(lambda: self.request_shutdown("poweroff", self.status))
+            timer.arm(int(props.get("delay_ms", "50")) * 1_000_000)
+
+    def reset_cpus(self):
+        self.space.write(COUNTER, 8, self.start)
+
+    def run_cpus(self):
+        if self.halt:
+            return True
+        left = self.space.read(COUNTER, 8)
+        if left == 0:
+            self.request_shutdown("poweroff", self.status)
+        else:
+            self.space.write(COUNTER, 8, left - 1)
+        return False
