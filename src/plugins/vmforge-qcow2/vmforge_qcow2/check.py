@@ -1,0 +1,356 @@
+"""Consistency check and repair (``qemu-img check [-r leaks|all]``).
+
+Walks every reference (header, active and snapshot L1/L2 trees, data and
+compressed clusters, refcount table and blocks, snapshot table), computes
+the refcount each cluster should have and compares with the stored one:
+
+- stored > computed: a leak (fixed by ``"leaks"`` and ``"all"``);
+- stored < computed, stored > 0: a corruption (fixed by ``"all"``);
+- stored == 0 but referenced, or a broken refcount block: a corruption;
+  ``"all"`` rebuilds the whole refcount structure at the end of the file.
+
+Then the OFLAG_COPIED flags of the active tree are compared with the
+refcounts (fixed by ``"all"``).  Entries pointing outside the file or at
+unaligned offsets are corruptions that are reported, not fixed (QEMU does
+the same, except that it zeroes misaligned preallocated zero clusters).
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from typing import TYPE_CHECKING
+
+from vmforge.block import BlockError, CheckResult, CorruptImageError, ReadOnlyError
+
+from .header import INCOMPAT_CORRUPT, OFF_REFTABLE
+from .l2 import (
+    COMPRESSED,
+    L1E_RESERVED,
+    NORMAL,
+    OFFSET_MASK,
+    OFLAG_COPIED,
+    OFLAG_ZERO,
+    ZERO,
+    entry_kind,
+    table_from_bytes,
+    table_to_bytes,
+)
+from .refcount import REFT_OFFSET_MASK, Refcounts, build_structure
+from .snapshot import table_bytes
+
+if TYPE_CHECKING:
+    from .write import Qcow2Writer
+
+MAX_MESSAGES = 200
+
+
+class _Walk:
+    """One pass over the image's references."""
+
+    def __init__(self, img: Qcow2Writer, res: CheckResult) -> None:
+        self.img = img
+        self.res = res
+        self.cs, self.cb = img.cs, img.cb
+        self.fend = img.f.end
+        self.nfile = -(-self.fend // self.cs)
+        self.counts = array("I", [0]) * self.nfile
+        self.meta: dict[int, str] = {}
+        # active tree, for the OFLAG_COPIED pass: (l1 index, l2 offset), (l2 offset, index, entry)
+        self.active_l2: list[tuple[int, int]] = []
+        self.active_data: list[tuple[int, int, int]] = []
+        self.misaligned_zero: list[tuple[int, int]] = []
+        self.rebuild = False
+        self.l2_seen: set[int] = set()
+
+    def say(self, msg: str) -> None:
+        if len(self.res.messages) < MAX_MESSAGES:
+            self.res.messages.append(msg)
+
+    def inc(self, off: int, nbytes: int, what: str, meta: bool = False) -> bool:
+        c0 = off >> self.cb
+        c1 = (off + max(nbytes, 1) - 1) >> self.cb
+        if c1 >= self.nfile:
+            self.res.corruptions += 1
+            self.say(f"ERROR {what} at {off:#x} ({nbytes} bytes) lies past the end of the "
+                     f"file ({self.fend} bytes)")
+            return False
+        for c in range(c0, c1 + 1):
+            if meta:
+                if c in self.meta:
+                    self.say(f"ERROR {what} at {c << self.cb:#x} overlaps {self.meta[c]}")
+                self.meta[c] = what
+            elif c in self.meta:
+                self.say(f"ERROR {what} at {c << self.cb:#x} overlaps {self.meta[c]}")
+            self.counts[c] += 1
+        return True
+
+    def run(self) -> None:
+        img, h, cs = self.img, self.img.h, self.cs
+        self.inc(0, cs, "header", meta=True)
+        self.inc(img.refs.table_offset, img.refs.table_clusters * cs, "refcount table",
+                 meta=True)
+        for bi, ent in enumerate(img.refs.table):
+            off = ent & REFT_OFFSET_MASK
+            if not ent:
+                continue
+            if ent & 0x1FF or off % cs:
+                self.res.corruptions += 1
+                self.rebuild = True
+                self.say(f"ERROR refcount block {bi} at {off:#x} is not cluster aligned; "
+                         "refcount table entry corrupted")
+                continue
+            if not self.inc(off, cs, f"refcount block {bi}", meta=True):
+                self.rebuild = True
+        if h.nb_snapshots:
+            try:
+                n = table_bytes(img.snapshots, img.f, h.snapshots_offset)
+                self.inc(h.snapshots_offset, n, "snapshot table", meta=True)
+            except CorruptImageError as e:
+                self.res.check_errors += 1
+                self.say(f"ERROR snapshot table: {e}")
+        self.walk_l1(img.l1_offset, img.l1 if img.snapshot is None else
+                     img._read_l1(h.l1_table_offset, h.l1_size, "L1 table"), "L1 table", True)
+        for s in img.snapshots:
+            try:
+                l1 = img._read_l1(s.l1_table_offset, s.l1_size, f"snapshot {s.id} L1")
+            except CorruptImageError as e:
+                self.res.corruptions += 1
+                self.say(f"ERROR {e}")
+                continue
+            self.walk_l1(s.l1_table_offset, l1, f"L1 table of snapshot {s.id}", False)
+
+    def walk_l1(self, l1_off: int, l1: list[int], name: str, active: bool) -> None:
+        cs, cb = self.cs, self.cb
+        if l1:
+            self.inc(l1_off, 8 * len(l1), name, meta=True)
+        clayout = self.img.clayout
+        for i, e in enumerate(l1):
+            off = e & OFFSET_MASK
+            if not off:
+                continue
+            if e & L1E_RESERVED or off % cs:
+                self.res.corruptions += 1
+                self.say(f"ERROR {name} entry {i} ({e:#x}) has reserved bits set or an "
+                         "unaligned L2 offset")
+                continue
+            shared = off in self.l2_seen
+            self.l2_seen.add(off)
+            if shared:
+                # an L2 table shared by several trees (snapshots) counts once per tree,
+                # and so do the clusters it references
+                self.counts[off >> cb] += 1
+            elif not self.inc(off, cs, f"L2 table (from {name} entry {i})", meta=True):
+                continue
+            if active:
+                self.active_l2.append((i, off))
+            try:
+                tbl = table_from_bytes(self.img.f.read_table(off, cs, "L2 table"))
+            except CorruptImageError as e2:
+                self.res.check_errors += 1
+                self.say(f"ERROR {e2}")
+                continue
+            for j, ent in enumerate(tbl):
+                if not ent:
+                    continue
+                kind = entry_kind(ent)
+                where = f"L2 table {off:#x} entry {j}"
+                if kind == COMPRESSED:
+                    if ent & OFLAG_COPIED:
+                        self.res.corruptions += 1
+                        self.say(f"ERROR {where}: compressed cluster has the copied flag set")
+                    c0, n = clayout.clusters(ent)
+                    self.inc(c0 << cb, n << cb, f"compressed cluster ({where})")
+                    continue
+                host = ent & OFFSET_MASK
+                if kind == ZERO and not host:
+                    continue
+                if kind == NORMAL or kind == ZERO:
+                    if ent & 0x3F000000000001FE:
+                        self.res.corruptions += 1
+                        if kind == ZERO:
+                            if active:
+                                self.misaligned_zero.append((off, j))
+                            self.say(f"ERROR {where}: preallocated zero cluster is not "
+                                     "properly aligned; L2 entry corrupted")
+                        else:
+                            self.say(f"ERROR {where}: data cluster at {host:#x} is not "
+                                     "properly aligned; L2 entry corrupted")
+                        continue
+                    if self.inc(host, cs, f"data cluster ({where})") and active:
+                        self.active_data.append((off, j, ent))
+
+
+def check_image(img: Qcow2Writer, repair: str | None) -> CheckResult:
+    """The body of ``Qcow2.check``."""
+    if repair not in (None, "leaks", "all"):
+        raise ValueError(f"repair must be None, 'leaks' or 'all', not {repair!r}")
+    if repair and img.readonly:
+        raise ReadOnlyError("repairing needs the image open read-write", img.filename)
+    with img.lock:
+        if not img.readonly:
+            img.refs.write_back()
+        res = _check_once(img, repair)
+        if repair and (res.leaks_fixed or res.corruptions_fixed):
+            again = _check_once(img, None)
+            again.leaks_fixed, again.corruptions_fixed = res.leaks_fixed, res.corruptions_fixed
+            again.messages = res.messages + again.messages
+            res = again
+        if (repair == "all" and img.corrupt and res.corruptions == 0
+                and res.check_errors == 0):
+            img._set_incompat(img.h.incompatible_features & ~INCOMPAT_CORRUPT)
+            img.corrupt = False
+        return res
+
+
+def _check_once(img: Qcow2Writer, repair: str | None) -> CheckResult:
+    res = CheckResult(img.filename, "qcow2")
+    w = _Walk(img, res)
+    w.run()
+    refs = img.refs
+    fix_leaks = repair in ("leaks", "all")
+    fix_all = repair == "all"
+    highest = 0
+    # compare stored and computed refcounts
+    nblocks_cover = len(refs.table)
+    limit = max(w.nfile, 0)
+    c = -1
+    while c + 1 < limit:
+        c += 1
+        computed = w.counts[c]
+        if computed:
+            highest = c
+        try:
+            stored = refs.get(c)
+        except CorruptImageError as e:
+            res.check_errors += 1
+            w.rebuild = True
+            w.say(f"ERROR cannot read the refcount of cluster {c}: {e}")
+            skip = ((c >> refs.shift) + 1) << refs.shift
+            for cc in range(c, min(skip, limit)):
+                if w.counts[cc]:
+                    highest = cc
+            c = skip - 1
+            continue
+        if stored == computed:
+            continue
+        _mismatch(img, w, res, c, stored, computed, fix_leaks, fix_all)
+    # clusters past the end of the file that still have a refcount
+    for bi in range(min(nblocks_cover, 1 << 20)):
+        first = bi << refs.shift
+        if first + refs.entries <= limit:
+            continue
+        try:
+            blk = refs.load(bi)
+        except CorruptImageError:
+            continue
+        if blk is None:
+            continue
+        for i in range(max(0, limit - first), refs.entries):
+            stored = refs.codec.get(blk, i)
+            if stored:
+                _mismatch(img, w, res, first + i, stored, 0, fix_leaks, fix_all)
+    if w.rebuild and fix_all:
+        _rebuild(img, w, res)
+    _check_copied(img, w, res, fix_all)
+    res.image_end_offset = (highest + 1) * img.cs
+    return res
+
+
+def _mismatch(img: Qcow2Writer, w: _Walk, res: CheckResult, c: int, stored: int,
+              computed: int, fix_leaks: bool, fix_all: bool) -> None:
+    if stored == 0:
+        w.rebuild = True
+        res.corruptions += 1
+        w.say(f"ERROR cluster {c} refcount=0 reference={computed}")
+        return
+    fixable = (stored > computed and fix_leaks) or (stored < computed and fix_all)
+    if fixable and not w.rebuild:
+        try:
+            img.refs.set_value(c, computed)
+        except BlockError as e:
+            w.say(f"ERROR could not fix the refcount of cluster {c}: {e}")
+        else:
+            if stored > computed:
+                res.leaks_fixed += 1
+            else:
+                res.corruptions_fixed += 1
+            w.say(f"Repairing cluster {c} refcount={stored} reference={computed}")
+            return
+    if stored > computed:
+        res.leaks += 1
+        w.say(f"Leaked cluster {c} refcount={stored} reference={computed}")
+    else:
+        res.corruptions += 1
+        w.say(f"ERROR cluster {c} refcount={stored} reference={computed}")
+
+
+def _rebuild(img: Qcow2Writer, w: _Walk, res: CheckResult) -> None:
+    """Write a fresh refcount structure from the computed counts (``-r all``)."""
+    refs = img.refs
+    old = {c for c, what in w.meta.items()
+           if what == "refcount table" or what.startswith("refcount block")}
+    counts = {c: v for c, v in enumerate(w.counts) if v and c not in old}
+    start = w.nfile
+    off, tcl, writes = build_structure(counts, w.nfile, start, img.cb, img.h.refcount_order)
+    for woff, data in writes:
+        img.f.pwrite(woff, data)
+    img.f.sync()
+    img._write_header(OFF_REFTABLE, struct.pack(">QI", off, tcl))
+    img.h.refcount_table_offset, img.h.refcount_table_clusters = off, tcl
+    img.refs = Refcounts(img.f, img.cb, img.h.refcount_order, off, tcl, img._write_header,
+                         lazy=refs.lazy)
+    fixed = res.corruptions
+    res.corruptions_fixed += fixed
+    res.corruptions = 0
+    w.rebuild = False
+    w.say(f"Rebuilt the refcount structure: table at {off:#x} ({tcl} clusters)")
+
+
+def _check_copied(img: Qcow2Writer, w: _Walk, res: CheckResult, fix: bool) -> None:
+    """OFLAG_COPIED must be set exactly when the refcount is 1 (active tree only)."""
+    if img.snapshot is not None:
+        return
+    refs = img.refs
+    for i, off in w.active_l2:
+        try:
+            rc = refs.get(off >> img.cb)
+        except CorruptImageError:
+            continue
+        e = img.l1[i]
+        if (rc == 1) != bool(e & OFLAG_COPIED):
+            if fix:
+                img._set_l1(i, (e | OFLAG_COPIED) if rc == 1 else (e & ~OFLAG_COPIED))
+                res.corruptions_fixed += 1
+                w.say(f"Repairing OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:#x} "
+                      f"refcount={rc}")
+            else:
+                res.corruptions += 1
+                w.say(f"ERROR OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:#x} "
+                      f"refcount={rc}")
+    by_table: dict[int, list[tuple[int, int]]] = {}
+    for off, j, ent in w.active_data:
+        try:
+            rc = refs.get((ent & OFFSET_MASK) >> img.cb)
+        except CorruptImageError:
+            continue
+        if (rc == 1) != bool(ent & OFLAG_COPIED):
+            if fix:
+                new = (ent | OFLAG_COPIED) if rc == 1 else (ent & ~OFLAG_COPIED)
+                by_table.setdefault(off, []).append((j, new))
+                res.corruptions_fixed += 1
+                w.say(f"Repairing OFLAG_COPIED data cluster: l2_entry={ent:#x} refcount={rc}")
+            else:
+                res.corruptions += 1
+                w.say(f"ERROR OFLAG_COPIED data cluster: l2_entry={ent:#x} refcount={rc}")
+    if fix:
+        for off, j in w.misaligned_zero:
+            by_table.setdefault(off, []).append((j, OFLAG_ZERO))
+            res.corruptions -= 1
+            res.corruptions_fixed += 1
+    for off, changes in by_table.items():
+        tbl = table_from_bytes(img.f.read_table(off, img.cs, "L2 table"))
+        for j, new in changes:
+            tbl[j] = new
+        img.f.pwrite(off, table_to_bytes(tbl))
+        img.l2cache.drop(off)

@@ -1,0 +1,132 @@
+"""Creating images: header, L1 table, refcount structure, optional preallocation."""
+
+from __future__ import annotations
+
+import os
+from array import array
+from typing import TYPE_CHECKING, Any
+
+from vmforge.block import BlockError
+
+from .header import (
+    COMPAT_LAZY_REFCOUNTS,
+    EXT_BACKING_FORMAT,
+    HEADER_LEN_WITH_COMPRESSION,
+    MAX_CLUSTER_BITS,
+    MAX_L1_BYTES,
+    MIN_CLUSTER_BITS,
+    V2_HEADER_LEN,
+    Extension,
+    Header,
+    feature_table_extension,
+    l1_entries_for,
+)
+from .l2 import OFLAG_COPIED
+from .refcount import build_structure
+
+if TYPE_CHECKING:
+    from .driver import Qcow2
+
+
+def plan_header(size: int, opts: dict[str, Any], path: str) -> Header:
+    """Validate create options and build the header (without table offsets)."""
+    cs = opts["cluster_size"]
+    if cs & (cs - 1) or not (1 << MIN_CLUSTER_BITS) <= cs <= (1 << MAX_CLUSTER_BITS):
+        raise BlockError(f"cluster_size {cs} must be a power of two between 512 and 2M", path)
+    compat = str(opts["compat"])
+    version = {"0.10": 2, "v2": 2, "1.1": 3, "v3": 3}.get(compat)
+    if version is None:
+        raise BlockError(f"compat {compat!r} must be 0.10 or 1.1", path)
+    rbits = opts["refcount_bits"]
+    if rbits not in (1, 2, 4, 8, 16, 32, 64):
+        raise BlockError(f"refcount_bits {rbits} must be a power of two up to 64", path)
+    if version == 2 and rbits != 16:
+        raise BlockError("compat=0.10 images have 16-bit refcounts only", path)
+    if version == 2 and opts["lazy_refcounts"]:
+        raise BlockError("lazy_refcounts needs compat=1.1", path)
+    if size < 0 or size >= 1 << 63:
+        raise BlockError(f"size {size} is out of range", path)
+    cbits = cs.bit_length() - 1
+    if l1_entries_for(size, cbits) > MAX_L1_BYTES // 8:
+        raise BlockError(f"size {size} is too large for {cs}-byte clusters (the L1 table "
+                         "would exceed 32 MiB)", path)
+    h = Header(version=version, cluster_bits=cbits, size=size,
+               refcount_order=rbits.bit_length() - 1,
+               header_length=HEADER_LEN_WITH_COMPRESSION if version == 3 else V2_HEADER_LEN)
+    if opts["lazy_refcounts"]:
+        h.compatible_features |= COMPAT_LAZY_REFCOUNTS
+    if opts.get("backing_file"):
+        h.backing_file = opts["backing_file"]
+        if opts.get("backing_fmt"):
+            h.extensions.append(Extension(EXT_BACKING_FORMAT, opts["backing_fmt"].encode()))
+    if version == 3:
+        h.extensions.append(feature_table_extension())
+    return h
+
+
+def write_new_image(path: str, h: Header) -> None:
+    """Lay out header, L1 table and refcount structure in a new file."""
+    cs = h.cluster_size
+    h.l1_size = l1_entries_for(h.size, h.cluster_bits)
+    l1_clusters = max(1, -(-h.l1_size * 8 // cs))
+    h.l1_table_offset = cs
+    counts = {c: 1 for c in range(1 + l1_clusters)}
+    off, tcl, writes = build_structure(counts, 1 + l1_clusters, 1 + l1_clusters,
+                                       h.cluster_bits, h.refcount_order)
+    h.refcount_table_offset, h.refcount_table_clusters = off, tcl
+    cluster0 = h.pack()
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
+                     0o644)
+    except OSError as e:
+        raise BlockError(f"cannot create: {e.strerror}", path) from e
+    try:
+        os.pwrite(fd, cluster0 + bytes(cs - len(cluster0)), 0)
+        os.pwrite(fd, bytes(l1_clusters * cs), cs)
+        for woff, data in writes:
+            os.pwrite(fd, data, woff)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def preallocate(img: Qcow2, mode: str) -> None:
+    """Allocate every L2 table and data cluster (``metadata``), and maybe the data."""
+    cs, cb = img.cs, img.cb
+    per_l2 = 1 << img.l2_bits
+    nclusters = -(-img.size // cs)
+    end = 0
+    with img.lock:
+        for l1i in range(len(img.l1)):
+            first = l1i * per_l2
+            n = min(per_l2, nclusters - first)
+            if n <= 0:
+                break
+            l2off = img.refs.alloc(1)
+            data = img.refs.alloc(n)
+            tbl = array("Q", bytes(cs))
+            for i in range(n):
+                tbl[i] = (data + (i << cb)) | OFLAG_COPIED
+            if mode in ("falloc", "full"):
+                _fill(img, data, n << cb, mode)
+            img.l2cache.write_table(l2off, tbl)
+            img._set_l1(l1i, l2off | OFLAG_COPIED)
+            end = max(end, data + (n << cb), l2off + cs)
+        if end > img.f.end:
+            img.f.truncate(end)
+
+
+def _fill(img: Qcow2, off: int, n: int, mode: str) -> None:
+    if mode == "falloc":
+        try:
+            os.posix_fallocate(img.f.fd, off, n)
+            img.f.end = max(img.f.end, off + n)
+            return
+        except OSError:
+            pass
+    chunk = bytes(min(n, 1 << 20))
+    pos = 0
+    while pos < n:
+        k = min(len(chunk), n - pos)
+        img.f.pwrite(off + pos, chunk[:k])
+        pos += k

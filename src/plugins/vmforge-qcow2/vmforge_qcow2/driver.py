@@ -1,0 +1,165 @@
+"""The ``qcow2`` block driver: what the ``vmforge.block`` entry point names."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Self
+
+from vmforge.block import BlockError, CheckResult, CreateOption, ImageInfo
+from vmforge.block.driver import _actual_size
+
+from .check import check_image
+from .create import plan_header, preallocate, write_new_image
+from .header import INCOMPAT_DIRTY, describe_bits
+from .snapshot import Snapshot
+from .write import Qcow2Writer
+
+
+def _compat(text: str) -> str:
+    return str(text)
+
+
+class Qcow2(Qcow2Writer):
+    """QEMU's qcow2 format, versions 2 (compat=0.10) and 3 (compat=1.1).
+
+    Open options: ``snapshot`` (id or name: open that internal snapshot
+    read-only), ``l2_cache_tables`` (how many L2 tables to cache),
+    ``for_check`` (allow a read-write open of an image marked corrupt, to
+    repair it).
+    """
+
+    format_name = "qcow2"
+    supports_backing = True
+    supports_compressed_writes = True
+    granularity = 65536
+    create_options: ClassVar[dict[str, CreateOption]] = {
+        "cluster_size": CreateOption("cluster_size", int, 65536,
+                                     "qcow2 cluster size (512 .. 2M, a power of two)"),
+        "compat": CreateOption("compat", _compat, "1.1",
+                               "qcow2 version: 0.10 (v2) or 1.1 (v3)",
+                               choices=("0.10", "1.1", "v2", "v3")),
+        "lazy_refcounts": CreateOption("lazy_refcounts", bool, False,
+                                       "postpone refcount updates (compat=1.1 only)"),
+        "preallocation": CreateOption("preallocation", str, "off",
+                                      "off, metadata, falloc or full",
+                                      choices=("off", "metadata", "falloc", "full")),
+        "backing_file": CreateOption("backing_file", str, None,
+                                     "file name of a base image"),
+        "backing_fmt": CreateOption("backing_fmt", str, None,
+                                    "format of the base image"),
+        "refcount_bits": CreateOption("refcount_bits", int, 16,
+                                      "width of a reference count entry (1..64)",
+                                      choices=(1, 2, 4, 8, 16, 32, 64)),
+    }
+
+    # -- create / open -------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str, size: int, **options: Any) -> None:
+        opts = cls.parse_create_options(options)
+        backing = opts.get("backing_file")
+        if backing:
+            base = backing if os.path.isabs(backing) else os.path.join(
+                os.path.dirname(os.path.abspath(path)), backing)
+            if not os.path.exists(base):
+                raise BlockError(f"backing file {backing!r} does not exist", path)
+            if not opts.get("backing_fmt"):
+                with open(base, "rb") as fh:
+                    opts["backing_fmt"] = "qcow2" if cls.probe(fh.read(512), base) else "raw"
+            if not size:
+                size = _image_size(base, opts["backing_fmt"])
+        h = plan_header(size, opts, path)
+        write_new_image(path, h)
+        if opts["preallocation"] != "off":
+            with cls.open(path, readonly=False) as img:
+                preallocate(img, opts["preallocation"])
+
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
+        known = {"snapshot", "l2_cache_tables", "for_check"}
+        bad = set(options) - known
+        if bad:
+            raise ValueError(f"qcow2 has no open option(s) {', '.join(sorted(bad))} "
+                             f"(it has: {', '.join(sorted(known))})")
+        return cls(path, readonly, **options)
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def list_snapshots(self) -> list[Snapshot]:
+        """Internal snapshots (id, name, vm-state size, date, vm clock, icount)."""
+        return list(self.snapshots)
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        if self.readonly or self.closed:
+            return
+        with self.lock:
+            self.refs.write_back()
+            self.f.sync()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self.readonly:
+                with self.lock:
+                    self.refs.write_back()
+                    self.f.sync()
+                    if self._marked_dirty:
+                        self._set_incompat(self.h.incompatible_features & ~INCOMPAT_DIRTY)
+                        self.f.sync()
+                        self._marked_dirty = False
+        finally:
+            self.closed = True
+            self._close_backing()
+            self.f.close()
+
+    def __del__(self) -> None:
+        f = getattr(self, "f", None)
+        if f is not None and f.fd >= 0 and not getattr(self, "closed", True):
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def check(self, repair: str | None = None) -> CheckResult:
+        return check_image(self, repair)
+
+    def info(self) -> ImageInfo:
+        h = self.h
+        spec: dict[str, Any] = {
+            "compat": "1.1" if h.version >= 3 else "0.10",
+            "refcount-bits": h.refcount_bits,
+        }
+        if h.version >= 3:
+            spec.update({
+                "compression-type": "zlib",
+                "lazy-refcounts": bool(self.refs.lazy),
+                "corrupt": self.corrupt,
+                "extended-l2": False,
+            })
+        if self.snapshots:
+            spec["snapshots"] = [s.to_json() for s in self.snapshots]
+        names = h.feature_names()
+        if h.incompatible_features:
+            spec["incompatible-features"] = describe_bits(h.incompatible_features, 0, names)
+        return ImageInfo(self.filename, self.format_name, self.size,
+                         _actual_size(self.filename), self.cs, h.backing_file,
+                         h.backing_format, bool(h.incompatible_features & INCOMPAT_DIRTY),
+                         spec)
+
+
+def _image_size(path: str, fmt: str) -> int:
+    if fmt == "qcow2":
+        with Qcow2.open(path) as img:
+            return img.size
+    if fmt == "raw":
+        return os.path.getsize(path)
+    from .image import _open_other
+
+    drv = _open_other(fmt, path)
+    try:
+        return int(drv.size)
+    finally:
+        drv.close()

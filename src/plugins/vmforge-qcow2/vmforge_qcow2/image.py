@@ -1,0 +1,440 @@
+"""An open qcow2 image: state, opening, the read path and block status."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from vmforge.block import BlockDriver, BlockError, BlockStatus, CorruptImageError, Extent
+
+from .compress import CompressedLayout, decompress_cluster
+from .fileio import ImageFile, fill_zero
+from .header import (
+    COMPAT_LAZY_REFCOUNTS,
+    INCOMPAT_CORRUPT,
+    INCOMPAT_DIRTY,
+    MAGIC,
+    OFF_AUTOCLEAR,
+    OFF_INCOMPAT,
+    Header,
+    parse_header,
+)
+from .l2 import (
+    COMPRESSED,
+    L1E_RESERVED,
+    L2E_RESERVED,
+    NORMAL,
+    OFFSET_MASK,
+    UNALLOC,
+    ZERO,
+    L2Cache,
+    entry_kind,
+    table_from_bytes,
+)
+from .refcount import Refcounts
+from .snapshot import Snapshot, find_snapshot, read_snapshots
+
+#: a run of the guest range with one kind: (guest offset, length, kind, host offset, entry)
+Run = tuple[int, int, int, int, int]
+BackingRead = Callable[[int, Sequence[memoryview]], None]
+
+
+class Cursor:
+    """Walks a list of byte memoryviews, handing out slices."""
+
+    __slots__ = ("bufs", "i", "pos")
+
+    def __init__(self, bufs: list[memoryview]) -> None:
+        self.bufs = bufs
+        self.i = 0
+        self.pos = 0
+
+    def take(self, n: int) -> list[memoryview]:
+        out = []
+        bufs = self.bufs
+        while n:
+            b = bufs[self.i]
+            avail = b.nbytes - self.pos
+            if avail <= 0:
+                self.i += 1
+                self.pos = 0
+                continue
+            k = avail if avail < n else n
+            out.append(b[self.pos:self.pos + k] if k != b.nbytes else b)
+            self.pos += k
+            n -= k
+        return out
+
+
+def as_byte_views(buffers: Sequence[Any]) -> list[memoryview]:
+    out = []
+    for b in buffers:
+        mv = b if isinstance(b, memoryview) else memoryview(b)
+        if mv.format != "B" or mv.ndim != 1:
+            mv = mv.cast("B")
+        out.append(mv)
+    return out
+
+
+class Qcow2Image(BlockDriver):
+    """State of an open image and everything that only reads it."""
+
+    format_name = "qcow2"
+
+    def __init__(self, filename: str, readonly: bool = True, *, snapshot: str | None = None,
+                 l2_cache_tables: int = 128, for_check: bool = False) -> None:
+        super().__init__(filename, readonly or snapshot is not None)
+        self.f = ImageFile(filename, self.readonly)
+        try:
+            self._open(snapshot, l2_cache_tables, for_check)
+        except BaseException:
+            self.f.close()
+            raise
+
+    def _open(self, snapshot: str | None, l2_cache_tables: int, for_check: bool) -> None:
+        f = self.f
+        head = os.pread(f.fd, min(f.end, 1 << 21), 0)
+        h = parse_header(head, self.filename, f.end)
+        self.h: Header = h
+        self.cb = h.cluster_bits
+        self.cs = 1 << self.cb
+        self.granularity = self.cs  # type: ignore[misc]
+        self.l2_bits = self.cb - 3
+        self.l2_mask = (1 << self.l2_bits) - 1
+        self.clayout = CompressedLayout(self.cb)
+        self.lock = threading.RLock()
+        self.backing_reader: BackingRead | None = None
+        self._backing_driver: Any = None
+        self._ccache: tuple[int, bytes] | None = None
+        self._marked_dirty = False
+        self.corrupt = bool(h.incompatible_features & INCOMPAT_CORRUPT)
+        if self.corrupt:
+            if not self.readonly and not for_check:
+                raise BlockError("image is marked corrupt (incompatible feature bit 1): "
+                                 "refusing to open it read-write; open read-only, or "
+                                 "repair it with check(repair='all')", self.filename)
+            if self.readonly:
+                warnings.warn(f"{self.filename}: qcow2 image is marked corrupt; reading "
+                              "it read-only", RuntimeWarning, stacklevel=3)
+        self.l1_offset = h.l1_table_offset
+        self.l1 = self._read_l1(h.l1_table_offset, h.l1_size, "L1 table")
+        self.l2cache = L2Cache(f, self.cb, l2_cache_tables)
+        self.refs = Refcounts(f, self.cb, h.refcount_order, h.refcount_table_offset,
+                              h.refcount_table_clusters, self._write_header,
+                              lazy=bool(h.compatible_features & COMPAT_LAZY_REFCOUNTS))
+        self.snapshots: list[Snapshot] = read_snapshots(f, h.snapshots_offset,
+                                                        h.nb_snapshots, self.cs)
+        self.snapshot: Snapshot | None = None
+        self._size = h.size
+        if snapshot is not None:
+            snap = find_snapshot(self.snapshots, snapshot)
+            if snap is None:
+                have = ", ".join(f"{s.id} ({s.name})" for s in self.snapshots) or "none"
+                raise BlockError(f"no snapshot with id or name {snapshot!r} (have: {have})",
+                                 self.filename)
+            self.snapshot = snap
+            self._size = snap.disk_size if snap.disk_size is not None else h.size
+            self.l1 = self._read_l1(snap.l1_table_offset, snap.l1_size,
+                                    f"L1 table of snapshot {snap.id}")
+        if not self.readonly:
+            if h.autoclear_features:
+                # we maintain no autoclear feature (bitmaps): clear them all
+                h.autoclear_features = 0
+                self._write_header(OFF_AUTOCLEAR, bytes(8))
+            if h.incompatible_features & INCOMPAT_DIRTY and not for_check:
+                self.check(repair="all")
+                self._set_incompat(h.incompatible_features & ~INCOMPAT_DIRTY)
+
+    def _read_l1(self, offset: int, n: int, table: str) -> list[int]:
+        if n == 0:
+            return []
+        raw = self.f.read_table(offset, 8 * n, table)
+        return list(table_from_bytes(raw))
+
+    # -- header helpers ----------------------------------------------------------
+
+    def _write_header(self, offset: int, data: bytes) -> None:
+        self.f.pwrite(offset, data)
+
+    def _set_incompat(self, bits: int) -> None:
+        self.h.incompatible_features = bits
+        if self.h.version >= 3:
+            self._write_header(OFF_INCOMPAT, struct.pack(">Q", bits))
+
+    # -- public facts ------------------------------------------------------------
+
+    @classmethod
+    def probe(cls, header: bytes, filename: str) -> int:
+        if len(header) >= 8 and header[:4] == MAGIC:
+            version = struct.unpack_from(">I", header, 4)[0]
+            return 100 if version in (2, 3) else 50
+        return 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def cluster_size(self) -> int:
+        return self.cs
+
+    @property
+    def backing_filename(self) -> str | None:
+        return self.h.backing_file
+
+    @property
+    def backing_format(self) -> str | None:
+        return self.h.backing_format
+
+    @property
+    def version(self) -> int:
+        return self.h.version
+
+    def backing_path(self) -> str | None:
+        """The backing file's path, relative names taken from the image's folder."""
+        name = self.h.backing_file
+        if not name:
+            return None
+        if os.path.isabs(name) or ":" in name.split("/", 1)[0]:
+            return name
+        return os.path.join(os.path.dirname(os.path.abspath(self.filename)), name)
+
+    # -- mapping -------------------------------------------------------------------
+
+    def _l2_table(self, l1: list[int], l1i: int) -> tuple[int, Any]:
+        """(L2 offset, table) for an L1 index; (0, None) when unallocated."""
+        if l1i >= len(l1):
+            return 0, None
+        e = l1[l1i]
+        if e & L1E_RESERVED:
+            raise CorruptImageError(f"L1 entry {l1i} has reserved bits set ({e:#x})",
+                                    self.filename, self.l1_offset + 8 * l1i, "L1 table")
+        off = e & OFFSET_MASK
+        if not off:
+            return 0, None
+        return off, self.l2cache.get(off, f"L1 entry {l1i}")
+
+    def _bad_l2(self, l2off: int, i: int, ent: int, why: str) -> CorruptImageError:
+        return CorruptImageError(f"entry {i} ({ent:#x}) {why}", self.filename,
+                                 l2off + 8 * i, "L2 table")
+
+    def _map(self, l1: list[int], offset: int, length: int) -> list[Run]:
+        """Runs of one kind covering ``[offset, offset+length)``, merged."""
+        runs: list[Run] = []
+        cb, cs = self.cb, self.cs
+        span_bits = cb + self.l2_bits
+        fend = self.f.end
+        pos, end = offset, offset + length
+        # current run
+        r_off = r_len = r_kind = r_host = r_ent = -1
+        while pos < end:
+            l1i = pos >> span_bits
+            t_end = min(end, (l1i + 1) << span_bits)
+            l2off, tbl = self._l2_table(l1, l1i)
+            if tbl is None:
+                if r_kind == UNALLOC:
+                    r_len += t_end - pos
+                else:
+                    if r_kind >= 0:
+                        runs.append((r_off, r_len, r_kind, r_host, r_ent))
+                    r_off, r_len, r_kind, r_host, r_ent = pos, t_end - pos, UNALLOC, 0, 0
+                pos = t_end
+                continue
+            i = (pos >> cb) & self.l2_mask
+            while pos < t_end:
+                ent = tbl[i]
+                into = pos & (cs - 1)
+                n = cs - into
+                if n > t_end - pos:
+                    n = t_end - pos
+                kind = entry_kind(ent)
+                host = 0
+                if kind == NORMAL:
+                    if ent & L2E_RESERVED:
+                        raise self._bad_l2(l2off, i, ent, "has reserved bits set or an "
+                                           "unaligned offset")
+                    host = (ent & OFFSET_MASK) + into
+                    if host >= fend:
+                        raise self._bad_l2(l2off, i, ent, f"points at {host:#x}, past the "
+                                           f"end of the file ({fend} bytes)")
+                    if r_kind == NORMAL and r_host + r_len == host:
+                        r_len += n
+                        pos += n
+                        i += 1
+                        continue
+                elif kind != COMPRESSED and kind == r_kind:
+                    r_len += n
+                    pos += n
+                    i += 1
+                    continue
+                if r_kind >= 0:
+                    runs.append((r_off, r_len, r_kind, r_host, r_ent))
+                r_off, r_len, r_kind, r_host, r_ent = pos, n, kind, host, ent
+                pos += n
+                i += 1
+        if r_kind >= 0:
+            runs.append((r_off, r_len, r_kind, r_host, r_ent))
+        return runs
+
+    def _entry_at(self, l1: list[int], gci: int) -> int:
+        _, tbl = self._l2_table(l1, gci >> self.l2_bits)
+        return 0 if tbl is None else tbl[gci & self.l2_mask]
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _compressed(self, ent: int) -> bytes:
+        cc = self._ccache
+        if cc is not None and cc[0] == ent:
+            return cc[1]
+        host, csize = self.clayout.decode(ent)
+        if host >= self.f.end or host < self.cs:
+            raise CorruptImageError(f"compressed cluster descriptor {ent:#x} points at "
+                                    f"{host:#x}, outside the file", self.filename, host,
+                                    "L2 table")
+        buf = bytearray(csize)
+        self.f.preadv(host, [memoryview(buf)])
+        data = decompress_cluster(bytes(buf), self.cs, self.filename, host)
+        self._ccache = (ent, data)
+        return data
+
+    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        bufs = as_byte_views(buffers)
+        total = sum(b.nbytes for b in bufs)
+        self._check_range(offset, total)
+        if not total:
+            return
+        if self.closed:
+            raise BlockError("image is closed", self.filename)
+        with self.lock:
+            cur = Cursor(bufs)
+            for g, n, kind, host, ent in self._map(self.l1, offset, total):
+                parts = cur.take(n)
+                if kind == NORMAL:
+                    self.f.preadv(host, parts)
+                elif kind == COMPRESSED:
+                    data = self._compressed(ent)
+                    into = g & (self.cs - 1)
+                    for p in parts:
+                        k = p.nbytes
+                        p[:] = data[into:into + k]
+                        into += k
+                else:
+                    for p in parts:
+                        fill_zero(p)
+
+    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
+        self._check_range(offset, length)
+        with self.lock:
+            runs = self._map(self.l1, offset, length)
+        has_backing = bool(self.h.backing_file) and self.snapshot is None
+        unalloc = BlockStatus(0) if has_backing else BlockStatus.ZERO
+        pending: Extent | None = None
+        for g, n, kind, host, _ent in runs:
+            hoff: int | None = None
+            if kind == NORMAL:
+                st = BlockStatus.DATA | BlockStatus.ALLOCATED
+                hoff = host
+            elif kind == ZERO:
+                st = BlockStatus.ZERO | BlockStatus.ALLOCATED
+            elif kind == COMPRESSED:
+                st = BlockStatus.DATA | BlockStatus.ALLOCATED | BlockStatus.COMPRESSED
+            else:
+                st = unalloc
+            if pending is not None and pending.status == st and (
+                    hoff is None or (pending.host_offset is not None
+                                     and pending.host_offset + pending.length == hoff)):
+                pending = Extent(pending.offset, pending.length + n, st, pending.host_offset,
+                                 0, self.filename)
+                continue
+            if pending is not None:
+                yield pending
+            pending = Extent(g, n, st, hoff, 0, self.filename)
+        if pending is not None:
+            yield pending
+
+    # -- the backing chain (for copy-on-write of partial clusters) ------------------
+
+    def read_chain(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        """Read with unallocated ranges taken from the backing chain.
+
+        The BlockBackend does this for guests; the driver needs it itself to
+        fill the rest of a cluster when a write covers only part of it.
+        """
+        bufs = as_byte_views(buffers)
+        total = sum(b.nbytes for b in bufs)
+        if not self.h.backing_file or self.snapshot is not None:
+            self.preadv(offset, bufs)
+            return
+        cur = Cursor(bufs)
+        for ext in list(self.block_status(offset, total)):
+            parts = cur.take(ext.length)
+            if ext.is_allocated:
+                self.preadv(ext.offset, parts)
+            else:
+                self._read_backing(ext.offset, parts)
+
+    def _read_backing(self, offset: int, parts: list[memoryview]) -> None:
+        if self.backing_reader is not None:
+            self.backing_reader(offset, parts)
+            return
+        drv = self._open_backing()
+        bsize = drv.size
+        cur = Cursor(parts)
+        total = sum(p.nbytes for p in parts)
+        inside = max(0, min(total, bsize - offset))
+        if inside:
+            reader = getattr(drv, "read_chain", drv.preadv)
+            reader(offset, cur.take(inside))
+        if total > inside:
+            for p in cur.take(total - inside):
+                fill_zero(p)
+
+    def _open_backing(self) -> Any:
+        if self._backing_driver is not None:
+            return self._backing_driver
+        path = self.backing_path()
+        assert path is not None
+        fmt = self.h.backing_format
+        if fmt is None:
+            with open(path, "rb") as fh:
+                fmt = "qcow2" if self.probe(fh.read(512), path) else "raw"
+        if fmt == "qcow2":
+            drv: Any = type(self).open(path, readonly=True)
+        else:
+            drv = _open_other(fmt, path)
+        self._backing_driver = drv
+        return drv
+
+    def _close_backing(self) -> None:
+        if self._backing_driver is not None:
+            self._backing_driver.close()
+            self._backing_driver = None
+
+
+class _RawFile:
+    """Minimal read-only raw reader for a backing file when no raw plugin is present."""
+
+    def __init__(self, path: str) -> None:
+        self.f = ImageFile(path, True)
+        self.size = self.f.end
+
+    def preadv(self, offset: int, bufs: Sequence[memoryview]) -> None:
+        self.f.preadv(offset, bufs)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _open_other(fmt: str, path: str) -> Any:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="vmforge.block"):
+        if ep.name == fmt:
+            return ep.load().open(path, readonly=True)
+    if fmt == "raw":
+        return _RawFile(path)
+    raise BlockError(f"backing file format {fmt!r} has no driver installed", path)

@@ -1,0 +1,100 @@
+"""L1/L2 entries and the L2 table cache (bounded LRU, write-through)."""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections import OrderedDict
+
+from vmforge.block import CorruptImageError
+
+from .fileio import ImageFile
+
+OFLAG_COPIED = 1 << 63
+OFLAG_COMPRESSED = 1 << 62
+OFLAG_ZERO = 1
+OFFSET_MASK = 0x00FFFFFFFFFFFE00
+L1E_RESERVED = 0x7F000000000001FF
+L2E_RESERVED = 0x3F000000000001FE
+
+# kinds of an L2 entry
+UNALLOC, ZERO, NORMAL, COMPRESSED = 0, 1, 2, 3
+
+_SWAP = sys.byteorder == "little"
+
+
+def table_from_bytes(raw: bytes) -> array:
+    """Big-endian u64 table bytes -> array('Q') of native ints."""
+    a = array("Q")
+    a.frombytes(raw)
+    if _SWAP:
+        a.byteswap()
+    return a
+
+
+def table_to_bytes(a: array, i0: int = 0, i1: int | None = None) -> bytes:
+    part = a[i0:i1]
+    if _SWAP:
+        part.byteswap()
+    return part.tobytes()
+
+
+def entry_kind(ent: int) -> int:
+    """The kind of an L2 entry (v2 images never set the zero flag)."""
+    if ent & OFLAG_COMPRESSED:
+        return COMPRESSED
+    if ent & OFLAG_ZERO:
+        return ZERO
+    if ent & OFFSET_MASK:
+        return NORMAL
+    return UNALLOC
+
+
+class L2Cache:
+    """L2 tables by host offset; at most ``max_tables`` kept (LRU).
+
+    Writes go through to the file at once (``write_entries``), so eviction
+    never writes.
+    """
+
+    def __init__(self, f: ImageFile, cluster_bits: int, max_tables: int) -> None:
+        self.f = f
+        self.cs = 1 << cluster_bits
+        self.max_tables = max(2, max_tables)
+        self.tables: OrderedDict[int, array] = OrderedDict()
+
+    def get(self, offset: int, where: str = "L1 table") -> array:
+        t = self.tables.get(offset)
+        if t is not None:
+            self.tables.move_to_end(offset)
+            return t
+        if offset % self.cs:
+            raise CorruptImageError(f"L2 table offset {offset:#x} is not cluster aligned",
+                                    self.f.filename, offset, where)
+        if offset == 0:
+            raise CorruptImageError("L2 table at offset 0 overlaps the header",
+                                    self.f.filename, offset, where)
+        raw = self.f.read_table(offset, self.cs, "L2 table")
+        t = table_from_bytes(raw)
+        self.put(offset, t)
+        return t
+
+    def put(self, offset: int, table: array) -> None:
+        self.tables[offset] = table
+        self.tables.move_to_end(offset)
+        while len(self.tables) > self.max_tables:
+            self.tables.popitem(last=False)
+
+    def write_table(self, offset: int, table: array) -> None:
+        self.f.pwrite(offset, table_to_bytes(table))
+        self.put(offset, table)
+
+    def write_entries(self, offset: int, i0: int, i1: int) -> None:
+        t = self.tables[offset]
+        self.f.pwrite(offset + 8 * i0, table_to_bytes(t, i0, i1))
+
+    def drop(self, offset: int) -> None:
+        self.tables.pop(offset, None)
+
+    def __contains__(self, offset: int) -> bool:
+        return offset in self.tables

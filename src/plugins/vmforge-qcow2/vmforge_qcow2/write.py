@@ -1,0 +1,417 @@
+"""The write path: allocation, copy-on-write, zeroing, discard, compression, resize.
+
+Ordering on every allocating write (what keeps a crash from corrupting):
+refcounts of new clusters are raised and written first (``Refcounts.alloc``),
+then the data, then the L2 entries that point at it, then (for a new L2
+table) the L1 entry; references to old clusters are dropped last.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Sequence
+
+from vmforge.block import BlockError, CorruptImageError, UnsupportedOperation
+
+from .compress import compress_cluster
+from .fileio import fill_zero
+from .header import (
+    INCOMPAT_CORRUPT,
+    INCOMPAT_DIRTY,
+    MAX_L1_BYTES,
+    OFF_L1_SIZE,
+    OFF_SIZE,
+    l1_entries_for,
+)
+from .image import Cursor, Qcow2Image, as_byte_views
+from .l2 import (
+    COMPRESSED,
+    NORMAL,
+    OFFSET_MASK,
+    OFLAG_COMPRESSED,
+    OFLAG_COPIED,
+    OFLAG_ZERO,
+    UNALLOC,
+    ZERO,
+    entry_kind,
+)
+
+
+class Qcow2Writer(Qcow2Image):
+    """Everything that changes an image."""
+
+    _free_byte_offset = 0
+
+    # -- guards --------------------------------------------------------------------
+
+    def _begin_write(self) -> None:
+        self._check_writable()
+        if self.snapshot is not None:
+            raise BlockError("a snapshot is opened read-only", self.filename)
+        if self.corrupt:
+            raise CorruptImageError("image is marked corrupt; writes are refused",
+                                    self.filename)
+        if self.refs.lazy and not self._marked_dirty:
+            self._set_incompat(self.h.incompatible_features | INCOMPAT_DIRTY)
+            self.f.sync()
+            self._marked_dirty = True
+
+    def _metadata_overlap(self, host: int, n: int) -> str | None:
+        """Name the metadata that ``[host, host+n)`` would overwrite, if any."""
+        cs = self.cs
+        if host < cs:
+            return "the header"
+        h = self.h
+        spans = [("the L1 table", self.l1_offset, 8 * len(self.l1)),
+                 ("the refcount table", self.refs.table_offset, self.refs.table_clusters * cs)]
+        if h.nb_snapshots:
+            spans.append(("the snapshot table", h.snapshots_offset, cs))
+            spans.extend((f"the L1 table of snapshot {s.id}", s.l1_table_offset, 8 * s.l1_size)
+                         for s in self.snapshots)
+        for what, off, size in spans:
+            if size and host < off + size and off < host + n:
+                return what
+        c = host & ~(cs - 1)
+        while c < host + n:
+            if c in self.l2cache:
+                return "an L2 table"
+            if c in self.refs.table:
+                return "a refcount block"
+            c += cs
+        return None
+
+    def _signal_corruption(self, msg: str, offset: int, table: str) -> CorruptImageError:
+        """Mark the image corrupt (like QEMU) and return the error to raise."""
+        self.corrupt = True
+        if self.h.version >= 3:
+            self._set_incompat(self.h.incompatible_features | INCOMPAT_CORRUPT)
+        return CorruptImageError(msg + "; image marked corrupt", self.filename, offset, table)
+
+    # -- L1 / L2 -----------------------------------------------------------------------
+
+    def _set_l1(self, l1i: int, ent: int) -> None:
+        self.l1[l1i] = ent
+        self.f.pwrite(self.l1_offset + 8 * l1i, struct.pack(">Q", ent))
+
+    def _l2_for_write(self, l1i: int) -> tuple[int, array]:
+        """The L2 table for ``l1i``, owned by the active image (allocated or copied)."""
+        l2off, tbl = self._l2_table(self.l1, l1i)
+        if tbl is not None and self.l1[l1i] & OFLAG_COPIED:
+            return l2off, tbl
+        new = self.refs.alloc(1)
+        table = array("Q", tbl) if tbl is not None else array("Q", bytes(self.cs))
+        self.l2cache.write_table(new, table)
+        self._set_l1(l1i, new | OFLAG_COPIED)
+        if l2off:
+            self.refs.free(l2off, self.cs)
+            self.l2cache.drop(l2off)
+        return new, table
+
+    def _free_entry(self, ent: int) -> None:
+        """Drop the reference an old L2 entry held on its host cluster(s)."""
+        if ent & OFLAG_COMPRESSED:
+            c0, n = self.clayout.clusters(ent)
+            self.refs.update(c0, n, -1)
+            if self._ccache is not None and self._ccache[0] == ent:
+                self._ccache = None
+        elif ent & OFFSET_MASK:
+            self.refs.free(ent & OFFSET_MASK, self.cs)
+
+    def _old_cluster(self, gci: int, ent: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the current contents of guest cluster ``gci``."""
+        kind = entry_kind(ent)
+        if kind == NORMAL:
+            self.f.preadv(ent & OFFSET_MASK, [buf])
+        elif kind == COMPRESSED:
+            buf[:] = self._compressed(ent)
+        elif kind == UNALLOC and self.h.backing_file:
+            g = gci << self.cb
+            n = min(self.cs, self.size - g)
+            self._read_backing(g, [buf[:n]])
+            if n < self.cs:
+                fill_zero(buf[n:])
+        else:
+            fill_zero(buf)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        bufs = as_byte_views(buffers)
+        total = sum(b.nbytes for b in bufs)
+        self._check_range(offset, total)
+        if not total:
+            return
+        with self.lock:
+            self._begin_write()
+            cur = Cursor(bufs)
+            span_bits = self.cb + self.l2_bits
+            pos, end = offset, offset + total
+            while pos < end:
+                t_end = min(end, ((pos >> span_bits) + 1) << span_bits)
+                self._write_in_l2(pos, t_end, cur)
+                pos = t_end
+
+    def _write_in_l2(self, pos: int, end: int, cur: Cursor) -> None:
+        cb, cs = self.cb, self.cs
+        l1i = pos >> (cb + self.l2_bits)
+        l2off, tbl = self._l2_for_write(l1i)
+        plan = []
+        need = 0
+        p = pos
+        while p < end:
+            i = (p >> cb) & self.l2_mask
+            into = p & (cs - 1)
+            n = min(cs - into, end - p)
+            ent = tbl[i]
+            inplace = (ent & OFLAG_COPIED and not ent & (OFLAG_COMPRESSED | OFLAG_ZERO)
+                       and ent & OFFSET_MASK)
+            if not inplace:
+                need += 1
+            plan.append((i, into, n, ent, inplace))
+            p += n
+        base = self.refs.alloc(need) if need else 0
+        ops: list[tuple[int, list[memoryview]]] = []
+        olds: list[int] = []
+        changed: list[tuple[int, int]] = []
+        k = 0
+        for i, into, n, ent, inplace in plan:
+            parts = cur.take(n)
+            if inplace:
+                host = (ent & OFFSET_MASK) + into
+                what = self._metadata_overlap(host, n)
+                if what:
+                    raise self._signal_corruption(
+                        f"L2 entry {i} points at {host:#x}, which overlaps {what}",
+                        l2off + 8 * i, "L2 table")
+            else:
+                host = base + k * cs
+                k += 1
+                if n != cs:
+                    buf = memoryview(bytearray(cs))
+                    gci = (l1i << self.l2_bits) + i
+                    self._old_cluster(gci, ent, buf)
+                    q = into
+                    for part in parts:
+                        buf[q:q + part.nbytes] = part
+                        q += part.nbytes
+                    parts = [buf]
+                changed.append((i, host | OFLAG_COPIED))
+                if ent & (OFFSET_MASK | OFLAG_COMPRESSED):
+                    olds.append(ent)
+            if ops and ops[-1][0] + sum(b.nbytes for b in ops[-1][1]) == host:
+                ops[-1][1].extend(parts)
+            else:
+                ops.append((host, list(parts)))
+        for host, parts in ops:
+            self.f.pwritev(host, parts)
+        self._commit_l2(l2off, tbl, changed, olds)
+
+    def _commit_l2(self, l2off: int, tbl: array, changed: list[tuple[int, int]],
+                   olds: list[int]) -> None:
+        if not changed:
+            return
+        for i, e in changed:
+            tbl[i] = e
+        self.l2cache.write_entries(l2off, changed[0][0], changed[-1][0] + 1)
+        for ent in olds:
+            self._free_entry(ent)
+
+    # -- zeroes and discard ----------------------------------------------------------------
+
+    def _reads_as_zero(self, gci: int) -> bool:
+        kind = entry_kind(self._entry_at(self.l1, gci))
+        return kind == ZERO or (kind == UNALLOC and not self.h.backing_file)
+
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
+        self._check_range(offset, length)
+        if not length:
+            return
+        with self.lock:
+            self._begin_write()
+            cs, end = self.cs, offset + length
+            a = -(-offset // cs) * cs          # first full cluster
+            b = end // cs * cs                 # end of the last full cluster
+            if end == self.size:
+                b = -(-end // cs) * cs         # the short last cluster counts as full
+            if a >= b:
+                self._zero_partial(offset, end)
+                return
+            self._zero_partial(offset, a)
+            self._zero_partial(b, end)
+            self._zero_clusters(a, b, unmap=may_unmap)
+
+    def _zero_partial(self, start: int, end: int) -> None:
+        """Write zeros over parts of clusters that do not already read as zeros."""
+        cs = self.cs
+        while start < end:
+            stop = min(end, (start | (cs - 1)) + 1)
+            if not self._reads_as_zero(start >> self.cb):
+                self.pwritev(start, [memoryview(bytes(stop - start))])
+            start = stop
+
+    def _zero_clusters(self, start: int, end: int, unmap: bool, discard: bool = False) -> None:
+        """Make whole clusters ``[start, end)`` read as zeros (v3) or unallocated."""
+        cb = self.cb
+        span_bits = cb + self.l2_bits
+        v3 = self.h.version >= 3
+        has_backing = bool(self.h.backing_file)
+        if not v3 and not discard and has_backing:
+            # v2 cannot express zeros over a backing file
+            self._write_zero_data(start, min(end, self.size))
+            return
+        pos = start
+        while pos < end:
+            t_end = min(end, ((pos >> span_bits) + 1) << span_bits)
+            l1i = pos >> span_bits
+            l2off, tbl = self._l2_table(self.l1, l1i)
+            if tbl is None and not (v3 and has_backing):
+                pos = t_end       # unallocated and nothing below: already zero
+                continue
+            changed: list[tuple[int, int]] = []
+            olds: list[int] = []
+            keep_data: list[int] = []
+            i0 = (pos >> cb) & self.l2_mask
+            i1 = i0 + ((t_end - pos + self.cs - 1) >> cb)
+            for i in range(i0, i1):
+                ent = tbl[i] if tbl is not None else 0
+                kind = entry_kind(ent)
+                if v3:
+                    if kind == ZERO and not (unmap and ent & OFFSET_MASK):
+                        continue
+                    if kind == UNALLOC and not has_backing:
+                        continue
+                    if kind == NORMAL and not unmap and ent & OFLAG_COPIED:
+                        new = ent | OFLAG_ZERO           # keep the preallocation
+                    else:
+                        new = OFLAG_ZERO
+                        if ent & (OFFSET_MASK | OFLAG_COMPRESSED):
+                            olds.append(ent)
+                else:
+                    if kind in (UNALLOC, ZERO):
+                        continue
+                    if not discard and not unmap:
+                        keep_data.append(i)
+                        continue
+                    new = 0
+                    olds.append(ent)
+                changed.append((i, new))
+            if changed:
+                if tbl is None or not self.l1[l1i] & OFLAG_COPIED:
+                    l2off, tbl = self._l2_for_write(l1i)
+                self._commit_l2(l2off, tbl, changed, olds)
+            base = l1i << span_bits
+            for i in keep_data:
+                g = base + (i << cb)
+                self._write_zero_data(g, min(g + self.cs, self.size))
+            pos = t_end
+
+    def _write_zero_data(self, start: int, end: int) -> None:
+        chunk = memoryview(bytes(min(end - start, 1 << 20)))
+        while start < end:
+            n = min(chunk.nbytes, end - start)
+            self.pwritev(start, [chunk[:n]])
+            start += n
+
+    def discard(self, offset: int, length: int) -> None:
+        """Whole clusters in the range become zero (v3) or unallocated (v2)."""
+        self._check_range(offset, length)
+        with self.lock:
+            self._begin_write()
+            cs = self.cs
+            a = -(-offset // cs) * cs
+            end = offset + length
+            b = end // cs * cs if end != self.size else -(-end // cs) * cs
+            if a < b:
+                self._zero_clusters(a, b, unmap=True, discard=True)
+
+    # -- compressed writes -----------------------------------------------------------------
+
+    def write_compressed(self, offset: int, data: bytes | memoryview) -> None:
+        self._check_writable()
+        mv = memoryview(data).cast("B")
+        n = mv.nbytes
+        cs = self.cs
+        if offset % cs or not (n == cs or (n < cs and offset + n == self.size)):
+            raise BlockError(f"compressed writes take one whole cluster at a cluster "
+                             f"boundary (got {n} bytes at {offset})", self.filename)
+        self._check_range(offset, n)
+        raw = bytes(mv) if n == cs else bytes(mv) + bytes(cs - n)
+        comp = compress_cluster(raw, cs)   # outside the lock: zlib releases the GIL
+        with self.lock:
+            if comp is None:
+                self.pwritev(offset, [mv])
+                return
+            self._begin_write()
+            l1i = offset >> (self.cb + self.l2_bits)
+            l2off, tbl = self._l2_for_write(l1i)
+            host = self._alloc_bytes(len(comp))
+            self.f.pwrite(host, comp)
+            i = (offset >> self.cb) & self.l2_mask
+            old = tbl[i]
+            olds = [old] if old & (OFFSET_MASK | OFLAG_COMPRESSED) else []
+            self._commit_l2(l2off, tbl, [(i, self.clayout.encode(host, len(comp)))], olds)
+
+    def _alloc_bytes(self, n: int) -> int:
+        """Byte-granular allocation for compressed data (QEMU's ``alloc_bytes``)."""
+        cs = self.cs
+        fb = self._free_byte_offset
+        if fb and fb % cs:
+            cend = (fb | (cs - 1)) + 1
+            c = fb >> self.cb
+            if fb + n <= cend and self.refs.get(c):
+                self.refs.update(c, 1, +1)
+                self._free_byte_offset = (fb + n) % cs and fb + n
+                return fb
+            if self.refs.get(c):
+                extra = -(-(fb + n - cend) // cs)
+                new = self.refs.alloc(extra)
+                if new == cend:
+                    self.refs.update(c, 1, +1)
+                    self._free_byte_offset = (fb + n) % cs and fb + n
+                    return fb
+                self.refs.update(new >> self.cb, extra, -1)
+        new = self.refs.alloc(-(-n // cs))
+        self._free_byte_offset = (new + n) % cs and new + n
+        return new
+
+    # -- resize ---------------------------------------------------------------------------
+
+    def truncate(self, size: int) -> None:
+        """Grow the virtual size (shrinking is refused)."""
+        if size < 0 or size >= 1 << 63:
+            raise BlockError(f"size {size} is out of range", self.filename)
+        with self.lock:
+            if size < self.size:
+                raise UnsupportedOperation("shrinking a qcow2 image is not supported",
+                                           self.filename)
+            if size == self.size:
+                return
+            if self.snapshots and self.h.version < 3:
+                raise UnsupportedOperation("resizing a version 2 image with snapshots is "
+                                           "not supported", self.filename)
+            self._begin_write()
+            need = l1_entries_for(size, self.cb)
+            if need > MAX_L1_BYTES // 8:
+                raise BlockError(f"size {size} needs an L1 table above QEMU's limit",
+                                 self.filename)
+            if need > len(self.l1):
+                self._grow_l1(need)
+            self.f.pwrite(OFF_SIZE, struct.pack(">Q", size))
+            self.h.size = size
+            self._size = size
+
+    def _grow_l1(self, need: int) -> None:
+        cs = self.cs
+        nbytes = need * 8
+        ncl = -(-nbytes // cs)
+        new = self.refs.alloc(ncl)
+        l1 = self.l1 + [0] * (need - len(self.l1))
+        raw = struct.pack(f">{need}Q", *l1)
+        self.f.pwrite(new, raw + bytes(ncl * cs - len(raw)))
+        old_off, old_n = self.l1_offset, len(self.l1)
+        self.f.pwrite(OFF_L1_SIZE, struct.pack(">IQ", need, new))
+        self.l1, self.l1_offset = l1, new
+        self.h.l1_size, self.h.l1_table_offset = need, new
+        if old_n:
+            self.refs.free(old_off, old_n * 8)
