@@ -1,0 +1,332 @@
+"""Whole-image operations behind ``vmforge img``: convert, compare, commit, rebase.
+
+They work on opened :class:`~vmforge.block.backend.BlockBackend` objects and
+drive everything from ``block_status``: ranges that read as zeros are never
+read, and are written only when the target does not already read as zeros.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+
+from vmforge.block.backend import BlockBackend
+from vmforge.block.driver import BlockError, UnsupportedOperation
+
+__all__ = [
+    "CHUNK",
+    "CompareResult",
+    "allocated_ranges",
+    "commit",
+    "compare",
+    "convert",
+    "rebase",
+]
+
+#: the largest single read or write of these operations
+CHUNK = 2 << 20
+#: how far ahead ``block_status`` is asked at a time
+WINDOW = 256 << 20
+
+Progress = Callable[[int, int], None]
+
+
+class _Sources:
+    """Several images read one after the other, as one (``convert A B C DST``)."""
+
+    def __init__(self, backends: Sequence[BlockBackend]) -> None:
+        self.parts: list[tuple[int, BlockBackend]] = []
+        base = 0
+        for bb in backends:
+            self.parts.append((base, bb))
+            base += bb.size
+        self.size = base
+
+    def extents(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
+        """``(offset, length, reads_as_zero)`` covering the range, in order."""
+        end = offset + length
+        for base, bb in self.parts:
+            lo, hi = max(offset, base), min(end, base + bb.size)
+            if lo >= hi:
+                continue
+            for e in bb.block_status(lo - base, hi - lo):
+                yield base + e.offset, e.length, e.is_zero and not e.is_data
+
+    def readinto(self, offset: int, mv: memoryview) -> None:
+        end = offset + mv.nbytes
+        for base, bb in self.parts:
+            lo, hi = max(offset, base), min(end, base + bb.size)
+            if lo < hi:
+                bb.preadv(lo - base, [mv[lo - offset:hi - offset]])
+
+
+def _zero_runs(buf: memoryview, offset: int, step: int) -> Iterator[tuple[int, int, bool]]:
+    """Split ``buf`` (at image ``offset``) into runs of whole ``step``-aligned zero
+    pieces and the rest: ``(start, end, is_zero)`` relative to ``buf``."""
+    n = buf.nbytes
+    zero = bytes(step)
+    pos = 0
+    run_start, run_zero = 0, None
+    while pos < n:
+        nxt = min(n, (offset + pos) // step * step + step - offset)
+        piece = buf[pos:nxt]
+        is_zero = nxt - pos == step and piece == zero
+        if run_zero is None:
+            run_zero = is_zero
+        elif is_zero != run_zero:
+            yield run_start, pos, run_zero
+            run_start, run_zero = pos, is_zero
+        pos = nxt
+    if n:
+        yield run_start, n, bool(run_zero)
+
+
+def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
+            target_is_zero: bool = True, min_sparse: int = 4096, compress: bool = False,
+            workers: int = 2, progress: Progress | None = None) -> None:
+    """Copy the guest-visible contents of ``sources`` (one after the other) to ``target``.
+
+    ``target_is_zero``: the target already reads as zeros (a new image), so
+    zero ranges are skipped, not written.  ``min_sparse``: data chunks are
+    scanned for zero runs of this many bytes (aligned), which are treated as
+    zero ranges; 0 writes every byte (a fully allocated target).
+    ``compress`` writes whole clusters with the driver's ``write_compressed``
+    on a pool of ``workers`` threads.
+    """
+    src = _Sources(sources)
+    if target.size < src.size:
+        raise BlockError(f"target is smaller ({target.size} bytes) than the source "
+                         f"({src.size} bytes)", target.filename)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, src.size)
+
+    if progress is not None:
+        progress(0, src.size)
+    if compress:
+        _convert_compressed(src, target, workers, advance)
+    else:
+        _convert_plain(src, target, target_is_zero, min_sparse, advance)
+    target.flush()
+
+
+def _convert_plain(src: _Sources, target: BlockBackend, target_is_zero: bool,
+                   min_sparse: int, advance: Callable[[int], None]) -> None:
+    buf = bytearray(CHUNK)
+    for w in range(0, src.size, WINDOW):
+        for off, length, is_zero in list(src.extents(w, min(WINDOW, src.size - w))):
+            if is_zero and min_sparse:
+                if not target_is_zero:
+                    target.write_zeroes(off, length, may_unmap=True)
+                advance(length)
+                continue
+            end = off + length
+            while off < end:
+                n = min(CHUNK, end - off)
+                mv = memoryview(buf)[:n]
+                if is_zero:
+                    mv[:] = bytes(n)
+                else:
+                    src.readinto(off, mv)
+                if not min_sparse:
+                    target.pwritev(off, [mv])
+                else:
+                    for a, b, zero in _zero_runs(mv, off, min_sparse):
+                        if not zero:
+                            target.pwritev(off + a, [mv[a:b]])
+                        elif not target_is_zero:
+                            target.write_zeroes(off + a, b - a, may_unmap=True)
+                advance(n)
+                off += n
+
+
+def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,
+                        advance: Callable[[int], None]) -> None:
+    drv = target.top
+    if not drv.supports_compressed_writes:
+        raise UnsupportedOperation(f"format {drv.format_name} does not support compressed "
+                                   "writes", target.filename)
+    g = max(512, int(drv.granularity))
+    pending: collections.deque[tuple[concurrent.futures.Future[None], int]] = collections.deque()
+
+    def reap(block: bool) -> None:
+        while pending and (block or pending[0][0].done()):
+            fut, n = pending.popleft()
+            fut.result()
+            advance(n)
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers),
+                                               thread_name_prefix="convert-c") as pool:
+        try:
+            for w in range(0, src.size, WINDOW):
+                wend = min(w + WINDOW, src.size)
+                data_clusters: list[int] = []
+                for off, length, is_zero in src.extents(w, wend - w):
+                    if is_zero:
+                        continue
+                    for c in range(off // g * g, off + length, g):
+                        if not data_clusters or c > data_clusters[-1]:
+                            data_clusters.append(c)
+                skipped = (wend - w) - sum(min(g, src.size - c) for c in data_clusters)
+                advance(max(0, skipped))
+                for c in data_clusters:
+                    n = min(g, src.size - c)
+                    buf = bytearray(n)
+                    src.readinto(c, memoryview(buf))
+                    if buf.count(0) == n:
+                        advance(n)
+                        continue
+                    pending.append((pool.submit(drv.write_compressed, c, bytes(buf)), n))
+                    if len(pending) >= 4 * workers:
+                        pending[0][0].result()
+                    reap(False)
+            reap(True)
+        except BaseException:
+            for fut, _ in pending:
+                fut.cancel()
+            raise
+
+
+@dataclasses.dataclass
+class CompareResult:
+    """What ``compare`` found: ``identical``, else the first differing ``offset``."""
+
+    identical: bool
+    offset: int | None = None
+    size_mismatch: bool = False
+    status_mismatch: bool = False
+
+
+def compare(a: BlockBackend, b: BlockBackend, *, strict: bool = False) -> CompareResult:
+    """Compare two images as the guest sees them (qemu-img compare).
+
+    Images of different sizes are identical if the extra part of the larger
+    one reads as zeros, unless ``strict`` (then also block status must agree).
+    A differing offset is reported at 512-byte granularity, as qemu-img does.
+    """
+    if a.size != b.size and strict:
+        return CompareResult(False, None, size_mismatch=True)
+    common = min(a.size, b.size)
+    off = 0
+    while off < common:
+        ea = next(a.block_status(off, common - off))
+        eb = next(b.block_status(off, common - off))
+        n = min(ea.end, eb.end, off + CHUNK) - off
+        za, zb = ea.is_zero and not ea.is_data, eb.is_zero and not eb.is_data
+        if strict and (ea.is_allocated != eb.is_allocated or za != zb):
+            return CompareResult(False, off, status_mismatch=True)
+        if not (za and zb):
+            da = bytes(n) if za else a.read(off, n)
+            db = bytes(n) if zb else b.read(off, n)
+            if da != db:
+                return CompareResult(False, _first_difference(da, db, off),
+                                     size_mismatch=a.size != b.size)
+        off += n
+    bigger = a if a.size > b.size else b
+    where = _first_nonzero(bigger, common, bigger.size - common)
+    if where is not None:
+        return CompareResult(False, where, size_mismatch=True)
+    return CompareResult(True, size_mismatch=a.size != b.size)
+
+
+def _first_difference(x: bytes, y: bytes, base: int) -> int:
+    i = next(i for i in range(0, len(x), 512) if x[i:i + 512] != y[i:i + 512])
+    return base + i
+
+
+def _first_nonzero(bb: BlockBackend, offset: int, length: int) -> int | None:
+    if length <= 0:
+        return None
+    for e in bb.block_status(offset, length):
+        if e.is_zero and not e.is_data:
+            continue
+        for off in range(e.offset, e.end, CHUNK):
+            n = min(CHUNK, e.end - off)
+            data = bb.read(off, n)
+            if data.count(0) != n:
+                return _first_difference(data, bytes(n), off)
+    return None
+
+
+def allocated_ranges(bb: BlockBackend) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the ranges holding data anywhere in the chain."""
+    out: list[tuple[int, int]] = []
+    for e in bb.block_status():
+        if e.is_data:
+            if out and out[-1][0] + out[-1][1] == e.offset:
+                out[-1] = (out[-1][0], out[-1][1] + e.length)
+            else:
+                out.append((e.offset, e.length))
+    return out
+
+
+def commit(top: BlockBackend, base: BlockBackend, progress: Progress | None = None) -> None:
+    """Write what ``top`` (depth 0 of its chain) allocates into ``base``, its backing file.
+
+    The base grows to the top's size if smaller.  Afterwards the committed
+    ranges of the top are discarded (a format may keep them; they now read
+    the same from either layer).
+    """
+    if base.size < top.size:
+        base.truncate(top.size)
+    extents = [e for e in top.block_status() if e.depth == 0 and e.is_allocated]
+    total = sum(e.length for e in extents)
+    done = 0
+    for e in extents:
+        for off in range(e.offset, e.end, CHUNK):
+            n = min(CHUNK, e.end - off)
+            if e.is_zero and not e.is_data:
+                base.write_zeroes(off, n)
+            else:
+                base.write(off, top.read(off, n))
+            done += n
+            if progress is not None:
+                progress(done, total)
+    base.flush()
+    if not top.readonly:
+        for e in extents:
+            top.discard(e.offset, e.length)
+        top.flush()
+
+
+def rebase(top: BlockBackend, new_backing: BlockBackend | None, filename: str | None,
+           fmt: str | None, progress: Progress | None = None) -> None:
+    """Make ``new_backing`` (recorded as ``filename``/``fmt``) the backing file of
+    ``top`` without changing what the guest reads (qemu-img rebase, safe mode).
+
+    Where the top does not allocate a range and the old chain reads differently
+    from the new backing file, the old contents are copied into the top first.
+    """
+    if len(top.layers) > 1:
+        size = top.size
+        for e in list(top.block_status()):
+            if e.depth == 0 and e.is_allocated:
+                continue
+            for off in range(e.offset, e.end, CHUNK):
+                n = min(CHUNK, e.end - off)
+                old = top.read(off, n)
+                new = _read_or_zeros(new_backing, off, n)
+                if old != new:
+                    top.write(off, old)
+                if progress is not None:
+                    progress(off + n, size)
+    elif new_backing is not None:
+        # no old backing file: unallocated ranges read zeros and must go on doing so
+        for e in list(top.block_status()):
+            if not e.is_allocated:
+                top.top.write_zeroes(e.offset, e.length)
+    top.top.change_backing_file(filename, fmt)
+    top.flush()
+
+
+def _read_or_zeros(bb: BlockBackend | None, offset: int, length: int) -> bytes:
+    if bb is None or offset >= bb.size:
+        return bytes(length)
+    n = min(length, bb.size - offset)
+    return bb.read(offset, n) + bytes(length - n)
