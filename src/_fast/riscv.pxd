@@ -1,0 +1,82 @@
+# The RISC-V RV64GC hart: shared declarations of riscv.pyx and its riscv_*.pxi parts.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from vmforge._fast.mmio cimport AddressSpace
+from vmforge._fast.guestmem cimport GuestRam
+
+# One pre-decoded instruction (16 bytes).  Records of a code page are indexed by
+# (physical offset >> 1); op == OP_NONE means "not decoded yet".
+cdef struct Rec:
+    uint16_t op
+    uint8_t rd          # 32 (the sink) stands for x0 where the op writes rd
+    uint8_t rs1
+    uint8_t rs2
+    uint8_t rs3         # rs3, or a sub-operation
+    uint8_t len         # 2 or 4
+    uint8_t pad
+    int32_t imm
+    uint32_t bits       # the instruction as fetched (mtval of an illegal instruction)
+
+# A TLB entry: tag = virtual page (low bits clear), or TLB_EMPTY; TLB_IO / TLB_CODE
+# flags in the tag force the slow path (device memory / a page holding decoded code).
+cdef struct TlbEntry:
+    uint64_t tag
+    uint64_t addend     # host address - virtual address (RAM pages)
+    uint64_t ppage      # physical page
+
+cdef struct CodePage:
+    uint64_t ppage      # physical page, or CODE_EMPTY
+    uint8_t *host       # host bytes of the page (RAM or ROM)
+    Rec recs[2048]
+
+# LR/SC reservations of the harts sharing one RAM: host addresses of 8-byte granules.
+cdef struct ResvTable:
+    int nactive
+    int nharts
+    uint8_t *addr[64]
+
+cdef class ReservationSet:
+    cdef ResvTable t
+    cdef int next_slot
+    cdef object __weakref__
+
+cdef class Hart:
+    # architectural state
+    cdef uint64_t x[33]           # x[32] is the sink for writes to x0
+    cdef uint64_t f[32]
+    cdef readonly uint64_t pc_
+    cdef int priv
+    cdef uint64_t mstatus, misa, medeleg, mideleg, mie, mip_sw, mip_hw
+    cdef uint64_t mtvec, mscratch, mepc, mcause, mtval
+    cdef uint64_t stvec, sscratch, sepc, scause, stval, satp
+    cdef uint64_t mcounteren, scounteren, menvcfg, senvcfg, mcountinhibit
+    cdef uint32_t fflags, frm
+    cdef uint64_t pmpcfg[16]
+    cdef uint64_t pmpaddr[64]
+    cdef uint64_t hartid
+    cdef uint64_t instret_, cycle_off, instret_off
+    # time: mtime = (instret + cnt) // time_div + time_off (see Hart.mtime)
+    cdef uint64_t time_div, time_off, mtimecmp
+    # run-loop state
+    cdef uint64_t cnt           # instructions retired in the current run() so far
+    cdef volatile uint64_t lim  # block-boundary check threshold (0 forces a check)
+    cdef uint64_t exc_cause, exc_tval
+    cdef int stop_reason
+    cdef uint64_t stop_causes   # bitmask of exception causes that stop run()
+    cdef uint64_t bp[16]
+    cdef int nbp
+    cdef uint64_t bp_skip       # resume over the breakpoint at this pc once
+    cdef int bp_skip_valid
+    cdef Rec tmp
+    cdef TlbEntry rtlb[256]
+    cdef TlbEntry wtlb[256]
+    cdef TlbEntry ftlb[256]
+    cdef CodePage **ctab
+    cdef int resv_slot
+    cdef ResvTable *rs
+    cdef readonly AddressSpace space
+    cdef GuestRam ram
+    cdef readonly ReservationSet reservations
+    cdef object pyexc           # a device's exception, re-raised by run()
+    cdef readonly uint64_t tlb_flushes, code_flushes
+    cdef unsigned long long ram_gen
+

@@ -1,0 +1,755 @@
+# cython: language_level=3
+"""The RISC-V RV64GC hart: an interpreter over pre-decoded instructions.
+
+Parts (``include``d, sharing ``riscv.pxd``): ``riscv_defs.pxi`` (constants),
+``riscv_decode.pxi`` (RV64GC decoding into 16-byte records),
+``riscv_mmu.pxi`` (Sv39/Sv48, TLBs, decoded-code cache, memory slow paths, A),
+``riscv_csr.pxi`` (CSRs, traps, interrupts, privileged instructions),
+``riscv_float.pxi`` (F and D).  This file holds the run loop and the Python face.
+
+The loop runs without the GIL.  Instructions are decoded once per physical
+code page (2048 records of 16 bytes, one per halfword) and the decoded page is
+dropped or patched on stores to it, on fence.i and on RAM map changes.  The
+instruction budget, the internal timer and interrupt lines are looked at on
+block boundaries: taken branches and jumps, code-page changes and
+instructions that change privileged state.  The loop leaves C only to call a
+Python device (MMIO), and returns on a stop condition.
+"""
+
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t, uintptr_t
+from libc.string cimport memset
+from vmforge._fast.mmio cimport AddressSpace
+from vmforge._fast.guestmem cimport GuestRam
+
+include "riscv_defs.pxi"
+include "riscv_decode.pxi"
+include "riscv_mmu.pxi"
+include "riscv_csr.pxi"
+include "riscv_float.pxi"
+
+cdef extern from *:
+    """
+    static inline uint64_t rv_mulh(int64_t a, int64_t b) {
+        return (uint64_t)(((__int128)a * (__int128)b) >> 64);
+    }
+    static inline uint64_t rv_mulhu(uint64_t a, uint64_t b) {
+        return (uint64_t)(((unsigned __int128)a * (unsigned __int128)b) >> 64);
+    }
+    static inline uint64_t rv_mulhsu(int64_t a, uint64_t b) {
+        return (uint64_t)(((__int128)a * (__int128)(unsigned __int128)b) >> 64);
+    }
+    #define RV_INT64_MIN ((int64_t)0x8000000000000000ULL)
+    """
+    uint64_t rv_mulh(int64_t a, int64_t b) noexcept nogil
+    uint64_t rv_mulhu(uint64_t a, uint64_t b) noexcept nogil
+    uint64_t rv_mulhsu(int64_t a, uint64_t b) noexcept nogil
+    int64_t INT64_MIN "RV_INT64_MIN"
+
+
+cdef inline uint64_t sx32(uint64_t v) noexcept nogil:
+    return <uint64_t><int64_t><int32_t><uint32_t>v
+
+
+cdef inline uint64_t div64(int64_t a, int64_t b) noexcept nogil:
+    if b == 0:
+        return <uint64_t>-1
+    if a == INT64_MIN and b == -1:
+        return <uint64_t>a
+    return <uint64_t>(a // b)
+
+
+cdef inline uint64_t rem64(int64_t a, int64_t b) noexcept nogil:
+    if b == 0:
+        return <uint64_t>a
+    if a == INT64_MIN and b == -1:
+        return 0
+    return <uint64_t>(a % b)
+
+
+cdef inline uint64_t divw(int32_t a, int32_t b) noexcept nogil:
+    if b == 0:
+        return <uint64_t>-1
+    if a == -2147483648 and b == -1:
+        return sx32(<uint32_t>a)
+    return sx32(<uint32_t>(a // b))
+
+
+cdef inline uint64_t remw(int32_t a, int32_t b) noexcept nogil:
+    if b == 0:
+        return sx32(<uint32_t>a)
+    if a == -2147483648 and b == -1:
+        return 0
+    return sx32(<uint32_t>(a % b))
+
+
+cdef int exec_slow(Hart h, Rec *r) noexcept nogil:
+    """Ops outside the hot switch; h.pc_ holds the pc of ``r``.  EV_* code or 0."""
+    cdef int op = r.op
+    if op == OP_FP:
+        return exec_fp(h, r)
+    if op == OP_FLW or op == OP_FLD:
+        return exec_fload(h, r)
+    if op == OP_FSW or op == OP_FSD:
+        return exec_fstore(h, r)
+    if op >= OP_CSRRW and op <= OP_CSRRCI:
+        return exec_csr(h, r)
+    if op >= OP_LR_W and op <= OP_AMO_D:
+        return exec_amo(h, r)
+    if op == OP_FENCE:
+        return 0
+    if op == OP_ILLEGAL:
+        return illegal(h, r)
+    return exec_system(h, r)
+
+
+cdef int decode_at(Hart h, uint64_t pc, uint8_t *chost, Rec *out) noexcept nogil:
+    """Decode the instruction at ``pc`` into ``out``; 0, or EV_EXC (fetch fault)."""
+    cdef uint32_t off = pc & 0xfff, lo, hi
+    cdef int r
+    lo = rv_ld16(chost + off)
+    if (lo & 3) != 3:
+        decode16(lo, out)
+        return 0
+    if off <= 0xffc:
+        decode32(rv_ld32(chost + off), out)
+        return 0
+    r = fetch16(h, pc + 2, &hi)              # the instruction crosses a page
+    if r:
+        h.exc_cause = r
+        h.exc_tval = pc + 2
+        return EV_EXC
+    decode32(lo | (hi << 16), out)
+    return 0
+
+
+cdef Rec *resolve(Hart h, Rec *r, uint64_t pc, uint8_t *chost) noexcept nogil:
+    """A record that is not decoded yet, a breakpoint, or a page-crossing instruction."""
+    cdef int i
+    if r.op == OP_BREAK:
+        if h.bp_skip_valid and h.bp_skip == pc:
+            h.bp_skip_valid = 0
+            if decode_at(h, pc, chost, &h.tmp):
+                return NULL
+            return &h.tmp
+        return r
+    if r.op == OP_NONE and h.nbp:
+        for i in range(h.nbp):
+            if h.bp[i] == pc:
+                r.op = OP_BREAK
+                r.len = 2
+                return r
+    if (pc & 0xfff) == 0xffe and (rv_ld16(chost + 0xffe) & 3) == 3:
+        r.op = OP_XPAGE
+        r.len = 4
+        if decode_at(h, pc, chost, &h.tmp):
+            return NULL
+        return &h.tmp
+    decode_at(h, pc, chost, r)
+    return r
+
+
+cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
+    cdef uint64_t *x = h.x
+    cdef uint64_t pc = h.pc_
+    cdef uint64_t cnt = 0
+    cdef uint64_t cvpn = RV_NOPAGE
+    cdef uint64_t a, v, dl
+    cdef Rec *recs = NULL
+    cdef uint8_t *chost = NULL
+    cdef Rec *r
+    cdef TlbEntry *e
+    cdef CodePage *cp
+    cdef int ev = EV_CHECK, res, op
+    h.cnt = 0
+    h.stop_reason = STOP_NONE
+    while True:
+        # ---- a block boundary: events, budget, timer, interrupts ---------------------
+        if ev == EV_EXC:
+            cnt -= 1
+            h.cnt = cnt
+            h.pc_ = pc
+            if h.exc_cause < 64 and (h.stop_causes >> h.exc_cause) & 1:
+                h.stop_reason = STOP_EXCEPTION
+                break
+            trap(h, h.exc_cause, h.exc_tval, 0)
+            pc = h.pc_
+            cvpn = RV_NOPAGE
+        elif ev == EV_STOP:
+            if h.stop_reason == STOP_BREAKPOINT or h.stop_reason == STOP_PYEXC:
+                cnt -= 1             # the instruction did not complete
+                h.pc_ = pc
+            else:
+                pc = h.pc_
+            break
+        elif ev == EV_JUMP:
+            pc = h.pc_
+            cvpn = RV_NOPAGE
+        h.cnt = cnt
+        h.pc_ = pc
+        if cnt >= budget:
+            h.stop_reason = STOP_BUDGET
+            break
+        if h.lim == 0 and h.stop_reason == STOP_REQUEST:
+            break
+        if pending_irq(h):
+            pc = h.pc_
+            cvpn = RV_NOPAGE
+        dl = timer_deadline(h)
+        h.lim = budget if dl > budget else (dl if dl > cnt else cnt + 1)
+        ev = 0
+        # ---- the hot loop ------------------------------------------------------------
+        while True:
+            if (pc >> 12) != cvpn:
+                if cnt >= h.lim:
+                    ev = EV_CHECK
+                    break
+                res = fetch_page(h, pc, &cp)
+                if res:
+                    h.exc_cause = res
+                    h.exc_tval = pc
+                    cnt += 1
+                    ev = EV_EXC
+                    break
+                cvpn = pc >> 12
+                recs = cp.recs
+                chost = cp.host
+            r = &recs[(pc >> 1) & 2047]
+            if r.op <= OP_XPAGE:
+                r = resolve(h, r, pc, chost)
+                if r == NULL:
+                    cnt += 1
+                    ev = EV_EXC
+                    break
+            cnt += 1
+            op = r.op
+            if op == OP_ADDI:
+                x[r.rd] = x[r.rs1] + <uint64_t><int64_t>r.imm
+            elif op == OP_LI:
+                x[r.rd] = <uint64_t><int64_t>r.imm
+            elif op == OP_MV:
+                x[r.rd] = x[r.rs1]
+            elif op == OP_NOP:
+                pass
+            elif op == OP_ADD:
+                x[r.rd] = x[r.rs1] + x[r.rs2]
+            elif op == OP_SUB:
+                x[r.rd] = x[r.rs1] - x[r.rs2]
+            elif op == OP_LUI:
+                x[r.rd] = <uint64_t><int64_t>r.imm
+            elif op == OP_AUIPC:
+                x[r.rd] = pc + <uint64_t><int64_t>r.imm
+            elif op == OP_ADDIW:
+                x[r.rd] = sx32(x[r.rs1] + <uint64_t><int64_t>r.imm)
+            elif op == OP_ADDW:
+                x[r.rd] = sx32(x[r.rs1] + x[r.rs2])
+            elif op == OP_SUBW:
+                x[r.rd] = sx32(x[r.rs1] - x[r.rs2])
+            elif op == OP_SLLI:
+                x[r.rd] = x[r.rs1] << r.imm
+            elif op == OP_SRLI:
+                x[r.rd] = x[r.rs1] >> r.imm
+            elif op == OP_SRAI:
+                x[r.rd] = <uint64_t>((<int64_t>x[r.rs1]) >> r.imm)
+            elif op == OP_ANDI:
+                x[r.rd] = x[r.rs1] & <uint64_t><int64_t>r.imm
+            elif op == OP_ORI:
+                x[r.rd] = x[r.rs1] | <uint64_t><int64_t>r.imm
+            elif op == OP_XORI:
+                x[r.rd] = x[r.rs1] ^ <uint64_t><int64_t>r.imm
+            elif op == OP_SLTI:
+                x[r.rd] = (<int64_t>x[r.rs1]) < <int64_t>r.imm
+            elif op == OP_SLTIU:
+                x[r.rd] = x[r.rs1] < <uint64_t><int64_t>r.imm
+            elif op == OP_AND:
+                x[r.rd] = x[r.rs1] & x[r.rs2]
+            elif op == OP_OR:
+                x[r.rd] = x[r.rs1] | x[r.rs2]
+            elif op == OP_XOR:
+                x[r.rd] = x[r.rs1] ^ x[r.rs2]
+            elif op == OP_SLL:
+                x[r.rd] = x[r.rs1] << (x[r.rs2] & 63)
+            elif op == OP_SRL:
+                x[r.rd] = x[r.rs1] >> (x[r.rs2] & 63)
+            elif op == OP_SRA:
+                x[r.rd] = <uint64_t>((<int64_t>x[r.rs1]) >> (x[r.rs2] & 63))
+            elif op == OP_SLT:
+                x[r.rd] = (<int64_t>x[r.rs1]) < (<int64_t>x[r.rs2])
+            elif op == OP_SLTU:
+                x[r.rd] = x[r.rs1] < x[r.rs2]
+            elif op == OP_SLLIW:
+                x[r.rd] = sx32(<uint32_t>x[r.rs1] << r.imm)
+            elif op == OP_SRLIW:
+                x[r.rd] = sx32(<uint32_t>x[r.rs1] >> r.imm)
+            elif op == OP_SRAIW:
+                x[r.rd] = <uint64_t><int64_t>((<int32_t>x[r.rs1]) >> r.imm)
+            elif op == OP_SLLW:
+                x[r.rd] = sx32(<uint32_t>x[r.rs1] << (x[r.rs2] & 31))
+            elif op == OP_SRLW:
+                x[r.rd] = sx32(<uint32_t>x[r.rs1] >> (x[r.rs2] & 31))
+            elif op == OP_SRAW:
+                x[r.rd] = <uint64_t><int64_t>((<int32_t>x[r.rs1]) >> (x[r.rs2] & 31))
+            elif op == OP_MUL:
+                x[r.rd] = x[r.rs1] * x[r.rs2]
+            elif op == OP_MULH:
+                x[r.rd] = rv_mulh(<int64_t>x[r.rs1], <int64_t>x[r.rs2])
+            elif op == OP_MULHSU:
+                x[r.rd] = rv_mulhsu(<int64_t>x[r.rs1], x[r.rs2])
+            elif op == OP_MULHU:
+                x[r.rd] = rv_mulhu(x[r.rs1], x[r.rs2])
+            elif op == OP_DIV:
+                x[r.rd] = div64(<int64_t>x[r.rs1], <int64_t>x[r.rs2])
+            elif op == OP_DIVU:
+                x[r.rd] = x[r.rs1] // x[r.rs2] if x[r.rs2] != 0 else <uint64_t>-1
+            elif op == OP_REM:
+                x[r.rd] = rem64(<int64_t>x[r.rs1], <int64_t>x[r.rs2])
+            elif op == OP_REMU:
+                x[r.rd] = x[r.rs1] % x[r.rs2] if x[r.rs2] != 0 else x[r.rs1]
+            elif op == OP_MULW:
+                x[r.rd] = sx32(<uint32_t>x[r.rs1] * <uint32_t>x[r.rs2])
+            elif op == OP_DIVW:
+                x[r.rd] = divw(<int32_t>x[r.rs1], <int32_t>x[r.rs2])
+            elif op == OP_DIVUW:
+                x[r.rd] = (sx32(<uint32_t>x[r.rs1] // <uint32_t>x[r.rs2])
+                           if <uint32_t>x[r.rs2] != 0 else <uint64_t>-1)
+            elif op == OP_REMW:
+                x[r.rd] = remw(<int32_t>x[r.rs1], <int32_t>x[r.rs2])
+            elif op == OP_REMUW:
+                x[r.rd] = (sx32(<uint32_t>x[r.rs1] % <uint32_t>x[r.rs2])
+                           if <uint32_t>x[r.rs2] != 0 else sx32(<uint32_t>x[r.rs1]))
+            # ---- loads: TLB hit when the tag equals the page and the access is aligned
+            elif op == OP_LD:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.rtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xff8)):
+                    x[r.rd] = rv_ld64(RV_HOST(e.addend, a))
+                else:
+                    res = load_slow(h, a, 8, &v)
+                    if res:
+                        ev = res
+                        break
+                    x[r.rd] = v
+            elif op == OP_LW:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.rtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xffc)):
+                    x[r.rd] = sx32(rv_ld32(RV_HOST(e.addend, a)))
+                else:
+                    res = load_slow(h, a, 4, &v)
+                    if res:
+                        ev = res
+                        break
+                    x[r.rd] = sx32(v)
+            elif op == OP_LWU:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.rtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xffc)):
+                    x[r.rd] = rv_ld32(RV_HOST(e.addend, a))
+                else:
+                    res = load_slow(h, a, 4, &v)
+                    if res:
+                        ev = res
+                        break
+                    x[r.rd] = v
+            elif op == OP_LBU:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.rtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xfff)):
+                    x[r.rd] = RV_HOST(e.addend, a)[0]
+                else:
+                    res = load_slow(h, a, 1, &v)
+                    if res:
+                        ev = res
+                        break
+                    x[r.rd] = v
+            elif op == OP_LB:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.rtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xfff)):
+                    x[r.rd] = <uint64_t><int64_t>(<signed char>RV_HOST(e.addend, a)[0])
+                else:
+                    res = load_slow(h, a, 1, &v)
+                    if res:
+                        ev = res
+                        break
+                    x[r.rd] = <uint64_t><int64_t>(<signed char>v)
+            elif op == OP_LHU:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.rtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xffe)):
+                    x[r.rd] = rv_ld16(RV_HOST(e.addend, a))
+                else:
+                    res = load_slow(h, a, 2, &v)
+                    if res:
+                        ev = res
+                        break
+                    x[r.rd] = v
+            elif op == OP_LH:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.rtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xffe)):
+                    x[r.rd] = <uint64_t><int64_t>(<int16_t>rv_ld16(RV_HOST(e.addend, a)))
+                else:
+                    res = load_slow(h, a, 2, &v)
+                    if res:
+                        ev = res
+                        break
+                    x[r.rd] = <uint64_t><int64_t>(<int16_t>v)
+            # ---- stores: the write TLB holds no page with decoded code (flag -> slow)
+            elif op == OP_SD:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.wtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xff8)):
+                    rv_st64(RV_HOST(e.addend, a), x[r.rs2])
+                    if h.rs.nactive:
+                        resv_clear(h.rs, RV_HOST(e.addend, a), 8)
+                else:
+                    res = store_slow(h, a, 8, x[r.rs2])
+                    if res:
+                        ev = res
+                        break
+            elif op == OP_SW:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.wtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xffc)):
+                    rv_st32(RV_HOST(e.addend, a), <uint32_t>x[r.rs2])
+                    if h.rs.nactive:
+                        resv_clear(h.rs, RV_HOST(e.addend, a), 4)
+                else:
+                    res = store_slow(h, a, 4, x[r.rs2] & 0xffffffffU)
+                    if res:
+                        ev = res
+                        break
+            elif op == OP_SH:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.wtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xffe)):
+                    rv_st16(RV_HOST(e.addend, a), <uint16_t>x[r.rs2])
+                    if h.rs.nactive:
+                        resv_clear(h.rs, RV_HOST(e.addend, a), 2)
+                else:
+                    res = store_slow(h, a, 2, x[r.rs2] & 0xffff)
+                    if res:
+                        ev = res
+                        break
+            elif op == OP_SB:
+                a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                e = &h.wtlb[(a >> 12) & 255]
+                if e.tag == (a & ~(<uint64_t>0xfff)):
+                    RV_HOST(e.addend, a)[0] = <uint8_t>x[r.rs2]
+                    if h.rs.nactive:
+                        resv_clear(h.rs, RV_HOST(e.addend, a), 1)
+                else:
+                    res = store_slow(h, a, 1, x[r.rs2] & 0xff)
+                    if res:
+                        ev = res
+                        break
+            # ---- control transfer: the block ends here -----------------------------
+            elif op == OP_BEQ:
+                if x[r.rs1] == x[r.rs2]:
+                    pc += <uint64_t><int64_t>r.imm
+                    if cnt >= h.lim:
+                        ev = EV_CHECK
+                        break
+                    continue
+            elif op == OP_BNE:
+                if x[r.rs1] != x[r.rs2]:
+                    pc += <uint64_t><int64_t>r.imm
+                    if cnt >= h.lim:
+                        ev = EV_CHECK
+                        break
+                    continue
+            elif op == OP_BLT:
+                if <int64_t>x[r.rs1] < <int64_t>x[r.rs2]:
+                    pc += <uint64_t><int64_t>r.imm
+                    if cnt >= h.lim:
+                        ev = EV_CHECK
+                        break
+                    continue
+            elif op == OP_BGE:
+                if <int64_t>x[r.rs1] >= <int64_t>x[r.rs2]:
+                    pc += <uint64_t><int64_t>r.imm
+                    if cnt >= h.lim:
+                        ev = EV_CHECK
+                        break
+                    continue
+            elif op == OP_BLTU:
+                if x[r.rs1] < x[r.rs2]:
+                    pc += <uint64_t><int64_t>r.imm
+                    if cnt >= h.lim:
+                        ev = EV_CHECK
+                        break
+                    continue
+            elif op == OP_BGEU:
+                if x[r.rs1] >= x[r.rs2]:
+                    pc += <uint64_t><int64_t>r.imm
+                    if cnt >= h.lim:
+                        ev = EV_CHECK
+                        break
+                    continue
+            elif op == OP_J:
+                pc += <uint64_t><int64_t>r.imm
+                if cnt >= h.lim:
+                    ev = EV_CHECK
+                    break
+                continue
+            elif op == OP_JAL:
+                x[r.rd] = pc + r.len
+                pc += <uint64_t><int64_t>r.imm
+                if cnt >= h.lim:
+                    ev = EV_CHECK
+                    break
+                continue
+            elif op == OP_JALR:
+                a = (x[r.rs1] + <uint64_t><int64_t>r.imm) & ~(<uint64_t>1)
+                x[r.rd] = pc + r.len
+                pc = a
+                if cnt >= h.lim:
+                    ev = EV_CHECK
+                    break
+                continue
+            elif op == OP_BREAK:
+                h.stop_reason = STOP_BREAKPOINT
+                ev = EV_STOP
+                break
+            else:
+                h.pc_ = pc
+                h.cnt = cnt
+                res = exec_slow(h, r)
+                if res:
+                    if res == EV_STOP and h.stop_reason == STOP_PYEXC:
+                        pass
+                    ev = res
+                    break
+            pc += r.len
+    h.pc_ = pc
+    h.instret_ += cnt
+    h.cnt = 0
+    return h.stop_reason
+
+
+cdef class ReservationSet:
+    """LR/SC reservations of the harts that share one guest RAM."""
+
+    def __cinit__(self):
+        memset(&self.t, 0, sizeof(ResvTable))
+        self.next_slot = 0
+
+    def claim(self):
+        if self.next_slot >= 64:
+            raise ValueError("at most 64 harts can share one reservation set")
+        self.next_slot += 1
+        self.t.nharts = self.next_slot
+        return self.next_slot - 1
+
+    @property
+    def active(self):
+        """How many harts hold a reservation."""
+        return self.t.nactive
+
+
+cdef class Hart:
+    """One RV64GC hart (M/S/U, Sv39/Sv48) running over an ``AddressSpace``.
+
+    The Python layer (``vmforge.accel.interp.RiscvHart``) adds names and checks.
+    """
+
+    def __cinit__(self, AddressSpace space not None, unsigned long long hartid=0,
+                  ReservationSet reservations=None, *args, **kwargs):
+        cdef int i
+        self.space = space
+        self.ram = space.ram
+        self.ram_gen = self.ram.generation
+        self.reservations = reservations if reservations is not None else ReservationSet()
+        self.rs = &self.reservations.t
+        self.resv_slot = self.reservations.claim()
+        self.hartid = hartid
+        self.ctab = <CodePage **>PyMem_Malloc(NCODE * sizeof(CodePage *))
+        if self.ctab == NULL:
+            raise MemoryError()
+        for i in range(NCODE):
+            self.ctab[i] = NULL
+        self.time_div = 1
+        self.reset_state(0)
+
+    def __dealloc__(self):
+        cdef int i
+        if self.ctab != NULL:
+            for i in range(NCODE):
+                if self.ctab[i] != NULL:
+                    free(self.ctab[i])
+            PyMem_Free(self.ctab)
+
+    def reset_state(self, unsigned long long pc):
+        """Reset: M-mode at ``pc``, registers zero, caches dropped."""
+        cdef int i
+        for i in range(33):
+            self.x[i] = 0
+        for i in range(32):
+            self.f[i] = 0
+        self.pc_ = pc
+        self.priv = PRV_M
+        self.mstatus = MSTATUS_XLEN
+        self.medeleg = self.mideleg = self.mie = self.mip_sw = self.mip_hw = 0
+        self.mtvec = self.mscratch = self.mepc = self.mcause = self.mtval = 0
+        self.stvec = self.sscratch = self.sepc = self.scause = self.stval = self.satp = 0
+        self.mcounteren = self.scounteren = self.menvcfg = self.senvcfg = 0
+        self.mcountinhibit = 0
+        self.fflags = self.frm = 0
+        for i in range(16):
+            self.pmpcfg[i] = 0
+        for i in range(64):
+            self.pmpaddr[i] = 0
+        self.instret_ = self.cycle_off = 0
+        self.time_off = 0
+        self.mtimecmp = U64_MAX
+        self.cnt = 0
+        self.nbp = 0
+        self.bp_skip_valid = 0
+        if self.rs.addr[self.resv_slot] != NULL:
+            self.rs.addr[self.resv_slot] = NULL
+            self.rs.nactive -= 1
+        tlb_flush(self)
+        code_flush(self)
+
+    # -- run ---------------------------------------------------------------------------
+
+    def _run(self, unsigned long long budget):
+        """Run until ``budget`` instructions retired (checked at block boundaries) or
+        a stop; returns the stop code.  A device's exception is re-raised."""
+        cdef int reason
+        if self.ram.generation != self.ram_gen:
+            map_check(self)
+        self.pyexc = None
+        with nogil:
+            reason = run_loop(self, budget)
+        if reason == STOP_PYEXC:
+            exc = self.pyexc
+            self.pyexc = None
+            raise exc
+        return reason
+
+    def _request_stop(self):
+        """Make a running ``_run`` return at its next block boundary (any thread)."""
+        self.stop_reason = STOP_REQUEST
+        self.lim = 0
+
+    # -- state access (used by vmforge.accel.interp) ------------------------------------
+
+    def _get_x(self, int i):
+        return self.x[i] if 0 < i < 32 else 0
+
+    def _set_x(self, int i, unsigned long long v):
+        if 0 < i < 32:
+            self.x[i] = v
+
+    def _get_f(self, int i):
+        return self.f[i]
+
+    def _set_f(self, int i, unsigned long long v):
+        self.f[i] = v
+
+    def _get_pc(self):
+        return self.pc_
+
+    def _set_pc(self, unsigned long long v):
+        self.pc_ = v
+
+    def _get_priv(self):
+        return self.priv
+
+    def _set_priv(self, int p):
+        if p not in (0, 1, 3):
+            raise ValueError(f"privilege {p} is not 0 (U), 1 (S) or 3 (M)")
+        set_priv(self, p)
+
+    def _csr_read(self, unsigned int csr):
+        """``(ok, value)`` reading ``csr`` at M privilege (no side effects)."""
+        cdef uint64_t v = 0
+        cdef int p = self.priv
+        self.priv = PRV_M
+        bad = csr_read(self, csr, &v)
+        self.priv = p
+        return (not bad), v
+
+    def _csr_write(self, unsigned int csr, unsigned long long v):
+        """Write ``csr`` as M-mode software would; False if it does not exist."""
+        cdef int p = self.priv
+        self.priv = PRV_M
+        bad = csr_write(self, csr, v)
+        self.priv = p
+        tlb_flush(self)
+        return not bad
+
+    def _get_instret(self):
+        return self.instret_
+
+    def _set_irq(self, int bit, bint level):
+        if bit < 0 or bit > 63:
+            raise ValueError(f"interrupt bit {bit} out of range")
+        if level:
+            self.mip_hw |= (<uint64_t>1) << bit
+        else:
+            self.mip_hw &= ~((<uint64_t>1) << bit)
+        self.lim = 0
+
+    def _get_mip_hw(self):
+        return self.mip_hw
+
+    def _time(self):
+        return (self.instret_ + self.cnt) // self.time_div + self.time_off
+
+    def _set_time(self, unsigned long long t):
+        self.time_off = t - (self.instret_ + self.cnt) // self.time_div
+
+    def _get_time_div(self):
+        return self.time_div
+
+    def _set_time_div(self, unsigned long long d):
+        if d == 0:
+            raise ValueError("time_div must be positive")
+        t = self._time()
+        self.time_div = d
+        self._set_time(t)
+
+    def _get_mtimecmp(self):
+        return self.mtimecmp
+
+    def _set_mtimecmp(self, unsigned long long v):
+        self.mtimecmp = v
+        self.lim = 0
+
+    def _set_stop_causes(self, unsigned long long mask):
+        self.stop_causes = mask
+
+    def _get_stop_causes(self):
+        return self.stop_causes
+
+    def _take_exc(self, unsigned long long cause, unsigned long long tval):
+        trap(self, cause, tval, 0)
+
+    def _exc_info(self):
+        return self.exc_cause, self.exc_tval
+
+    def _set_breakpoints(self, pcs, unsigned long long skip_pc, bint skip):
+        cdef int i = 0
+        if len(pcs) > 16:
+            raise ValueError("at most 16 breakpoints")
+        for p in pcs:
+            self.bp[i] = p
+            i += 1
+        self.nbp = i
+        self.bp_skip = skip_pc
+        self.bp_skip_valid = skip
+        code_flush(self)
+
+    def _resume_over(self, unsigned long long pc):
+        self.bp_skip = pc
+        self.bp_skip_valid = 1
+
+    def _flush(self):
+        tlb_flush(self)
+        code_flush(self)
+
+    def _stats(self):
+        return {"tlb_flushes": self.tlb_flushes, "code_flushes": self.code_flushes}

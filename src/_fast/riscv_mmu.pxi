@@ -1,0 +1,477 @@
+# MMU, TLBs, the decoded-code cache and the memory slow paths (included by riscv.pyx).
+#
+# Translation: bare, Sv39 and Sv48 with A/D bits set by the hardware walk.  Three
+# direct-mapped 256-entry TLBs (read, write, fetch) cache 4 KiB translations of
+# the current privilege/SUM/MXR context; they are flushed on satp writes,
+# sfence.vma, privilege changes and mstatus changes that affect translation.
+#
+# Misaligned loads and stores are emulated (split into bytes when they cross a
+# page; in RAM they are simply performed); device regions see the access as the
+# guest made it and may refuse it (access fault).  LR/SC and AMOs must be
+# naturally aligned (address-misaligned exception otherwise), as in QEMU.
+
+from libc.string cimport memcpy, memset
+from libc.stdlib cimport calloc, free
+
+cdef enum:
+    ACC_R = 0
+    ACC_W = 1
+    ACC_X = 2
+    EV_EXC = 1          # slow path: exception (exc_cause/exc_tval set)
+    EV_STOP = 2         # slow path: stop the run (stop_reason set)
+    EV_JUMP = 3
+    EV_CHECK = 4
+
+cdef enum:
+    NCODE = 512         # decoded-code pages per hart (direct mapped)
+
+cdef extern from *:
+    """
+    #define RV_TLB_EMPTY 0xFFFFFFFFFFFFFFFFULL
+    #define RV_TLB_IO    0x10ULL
+    #define RV_TLB_CODE  0x20ULL
+    #define RV_TLB_FLAGS 0x30ULL
+    #define RV_NOPAGE    0xFFFFFFFFFFFFFFFFULL
+    #define RV_PAGE_MASK (~0xFFFULL)
+    #define RV_PPN_MASK  0xFFFFFFFFFFFULL
+    static inline uint64_t rv_ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+    static inline uint32_t rv_ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+    static inline uint16_t rv_ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+    static inline void rv_st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+    static inline void rv_st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+    static inline void rv_st16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+    #define RV_HOST(addend, va) ((uint8_t *)(uintptr_t)((addend) + (va)))
+    """
+    uint64_t RV_TLB_EMPTY, RV_TLB_IO, RV_TLB_CODE, RV_TLB_FLAGS, RV_NOPAGE, RV_PAGE_MASK
+    uint64_t RV_PPN_MASK
+    uint64_t rv_ld64(const uint8_t *p) noexcept nogil
+    uint32_t rv_ld32(const uint8_t *p) noexcept nogil
+    uint16_t rv_ld16(const uint8_t *p) noexcept nogil
+    void rv_st64(uint8_t *p, uint64_t v) noexcept nogil
+    void rv_st32(uint8_t *p, uint32_t v) noexcept nogil
+    void rv_st16(uint8_t *p, uint16_t v) noexcept nogil
+    uint8_t *RV_HOST(uint64_t addend, uint64_t va) noexcept nogil
+
+cdef inline int fault_cause(int acc, int page) noexcept nogil:
+    if acc == ACC_X:
+        return 12 if page else 1
+    if acc == ACC_R:
+        return 13 if page else 5
+    return 15 if page else 7
+
+
+cdef void tlb_flush(Hart h) noexcept nogil:
+    cdef int i
+    for i in range(256):
+        h.rtlb[i].tag = RV_TLB_EMPTY
+        h.wtlb[i].tag = RV_TLB_EMPTY
+        h.ftlb[i].tag = RV_TLB_EMPTY
+    h.tlb_flushes += 1
+
+
+cdef void code_flush(Hart h) noexcept nogil:
+    cdef int i
+    for i in range(NCODE):
+        if h.ctab[i] != NULL:
+            h.ctab[i].ppage = RV_NOPAGE
+    for i in range(256):            # no page holds decoded code any more
+        if h.wtlb[i].tag != RV_TLB_EMPTY:
+            h.wtlb[i].tag &= ~RV_TLB_CODE
+    h.code_flushes += 1
+
+
+cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
+    """The decoded-code page for physical page ``ppage``, created empty if needed."""
+    cdef int idx = (ppage >> 12) & (NCODE - 1)
+    cdef CodePage *cp = h.ctab[idx]
+    cdef int i
+    if cp != NULL and cp.ppage == ppage:
+        return cp
+    if cp == NULL:
+        cp = <CodePage *>calloc(1, sizeof(CodePage))
+        if cp == NULL:
+            return NULL
+        h.ctab[idx] = cp
+    else:
+        memset(cp.recs, 0, sizeof(cp.recs))
+    cp.ppage = ppage
+    cp.host = host
+    # stores to this page must now invalidate its records: route them to the slow path
+    for i in range(256):
+        if h.wtlb[i].tag != RV_TLB_EMPTY and h.wtlb[i].ppage == ppage:
+            h.wtlb[i].tag |= RV_TLB_CODE
+    return cp
+
+
+cdef void code_invalidate(Hart h, uint64_t pa, int size) noexcept nogil:
+    """A store of ``size`` bytes at physical ``pa``: forget decoded instructions it touches."""
+    cdef uint64_t ppage = pa & RV_PAGE_MASK
+    cdef CodePage *cp = h.ctab[(ppage >> 12) & (NCODE - 1)]
+    cdef int first, last, i
+    if cp == NULL or cp.ppage != ppage:
+        return
+    first = <int>(pa & 0xfff) - 2
+    if first < 0:
+        first = 0
+    last = <int>(pa & 0xfff) + size - 1
+    if last > 4095:
+        last = 4095
+    i = first >> 1
+    while i <= (last >> 1):
+        cp.recs[i].op = OP_NONE
+        i += 1
+
+
+cdef inline void resv_clear(ResvTable *t, uint8_t *host, int size) noexcept nogil:
+    cdef uintptr_t lo = (<uintptr_t>host) & ~(<uintptr_t>7)
+    cdef uintptr_t hi = (<uintptr_t>host + size - 1) & ~(<uintptr_t>7)
+    cdef int i
+    for i in range(t.nharts):
+        if t.addr[i] != NULL and lo <= <uintptr_t>t.addr[i] <= hi:
+            t.addr[i] = NULL
+            t.nactive -= 1
+
+
+cdef int translate(Hart h, uint64_t va, int acc, uint64_t *pa) noexcept nogil:
+    """Virtual to physical for an access of kind ``acc``; 0 or the exception cause."""
+    cdef int priv = h.priv
+    cdef uint64_t mode = h.satp >> 60
+    cdef int levels, lvl, vabits
+    cdef uint64_t base, pte, pte_addr, need, ppn, mask
+    cdef uint8_t *p
+    if acc != ACC_X and priv == PRV_M and (h.mstatus & MSTATUS_MPRV):
+        priv = (h.mstatus >> 11) & 3
+    if priv == PRV_M or mode == 0:
+        pa[0] = va
+        return 0
+    levels = 3 if mode == 8 else 4
+    vabits = 12 + 9 * levels
+    if (<int64_t>(va << (64 - vabits)) >> (64 - vabits)) != <int64_t>va:
+        return fault_cause(acc, 1)
+    base = (h.satp & RV_PPN_MASK) << 12
+    lvl = levels - 1
+    while lvl >= 0:
+        pte_addr = base + ((va >> (12 + 9 * lvl)) & 511) * 8
+        p = h.ram.ptr(pte_addr, 8)
+        if p == NULL:
+            return fault_cause(acc, 0)
+        pte = rv_ld64(p)
+        if not (pte & PTE_V) or ((pte & (PTE_R | PTE_W)) == PTE_W):
+            return fault_cause(acc, 1)
+        if pte & (PTE_R | PTE_X):
+            if pte >> 54:
+                return fault_cause(acc, 1)
+            if priv == PRV_U:
+                if not (pte & PTE_U):
+                    return fault_cause(acc, 1)
+            elif pte & PTE_U:
+                if acc == ACC_X or not (h.mstatus & MSTATUS_SUM):
+                    return fault_cause(acc, 1)
+            if acc == ACC_X:
+                if not (pte & PTE_X):
+                    return fault_cause(acc, 1)
+            elif acc == ACC_R:
+                if not (pte & PTE_R) and not ((h.mstatus & MSTATUS_MXR) and (pte & PTE_X)):
+                    return fault_cause(acc, 1)
+            elif not (pte & PTE_W):
+                return fault_cause(acc, 1)
+            ppn = (pte >> 10) & RV_PPN_MASK
+            mask = (<uint64_t>1 << (9 * lvl)) - 1
+            if ppn & mask:
+                return fault_cause(acc, 1)          # misaligned superpage
+            need = PTE_A | (PTE_D if acc == ACC_W else 0)
+            if (pte & need) != need:
+                p = h.ram.wptr(pte_addr, 8)
+                if p == NULL:
+                    return fault_cause(acc, 0)
+                rv_st64(p, pte | need)
+            pa[0] = (ppn << 12) | (va & ((mask << 12) | 0xfff))
+            return 0
+        if pte & (PTE_A | PTE_D | PTE_U) or pte >> 54:
+            return fault_cause(acc, 1)              # reserved bits of a non-leaf PTE
+        base = ((pte >> 10) & RV_PPN_MASK) << 12
+        lvl -= 1
+    return fault_cause(acc, 1)
+
+
+cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
+    """Translate ``va`` and cache its page in ``e``; 0 or the exception cause."""
+    cdef uint64_t pa, ppage, vpage = va & RV_PAGE_MASK
+    cdef int r = translate(h, va, acc, &pa)
+    cdef uint8_t *host
+    cdef CodePage *cp
+    if r:
+        return r
+    ppage = pa & RV_PAGE_MASK
+    host = h.ram.wptr(ppage, 4096) if acc == ACC_W else h.ram.ptr(ppage, 4096)
+    e.ppage = ppage
+    if host == NULL:
+        e.tag = vpage | RV_TLB_IO
+        e.addend = 0
+        return 0
+    e.tag = vpage
+    e.addend = <uint64_t>(<uintptr_t>host) - vpage
+    if acc == ACC_W:
+        cp = h.ctab[(ppage >> 12) & (NCODE - 1)]
+        if cp != NULL and cp.ppage == ppage:
+            e.tag |= RV_TLB_CODE
+    return 0
+
+
+cdef int map_check(Hart h) noexcept nogil:
+    # the RAM map changed under us (a device remapped memory): drop host pointers
+    if h.ram.generation != h.ram_gen:
+        h.ram_gen = h.ram.generation
+        tlb_flush(h)
+        code_flush(h)
+        h.lim = 0
+    return 0
+
+
+cdef int phys_read(Hart h, uint64_t pa, int size, uint64_t *v, int acc, uint64_t va) noexcept nogil:
+    cdef uint8_t *p = h.ram.ptr(pa, size)
+    cdef int r = 0
+    v[0] = 0
+    if p != NULL:
+        memcpy(v, p, size)
+        return 0
+    with gil:
+        try:
+            r = h.space.read_c(pa, size, v)
+        except BaseException as ex:
+            h.pyexc = ex
+            r = -1
+    map_check(h)
+    if r < 0:
+        h.stop_reason = STOP_PYEXC
+        return EV_STOP
+    if r == 1 or r == 2:
+        h.exc_cause = fault_cause(acc, 0)
+        h.exc_tval = va
+        return EV_EXC
+    return 0
+
+
+cdef int phys_write(Hart h, uint64_t pa, int size, uint64_t v, uint64_t va) noexcept nogil:
+    cdef uint8_t *p = h.ram.wptr(pa, size)
+    cdef int r = 0
+    if p != NULL:
+        memcpy(p, &v, size)
+        code_invalidate(h, pa, size)
+        if h.rs.nactive:
+            resv_clear(h.rs, p, size)
+        return 0
+    with gil:
+        try:
+            r = h.space.write_c(pa, size, v)
+        except BaseException as ex:
+            h.pyexc = ex
+            r = -1
+    map_check(h)
+    if r < 0:
+        h.stop_reason = STOP_PYEXC
+        return EV_STOP
+    if r == 1 or r == 2:
+        h.exc_cause = 7
+        h.exc_tval = va
+        return EV_EXC
+    return 0
+
+
+cdef int load_slow(Hart h, uint64_t va, int size, uint64_t *v) noexcept nogil:
+    cdef TlbEntry *e = &h.rtlb[(va >> 12) & 255]
+    cdef uint64_t vpage = va & RV_PAGE_MASK, b
+    cdef int r, i
+    if (va & 0xfff) + size > 4096:           # crosses a page: a byte at a time
+        v[0] = 0
+        for i in range(size):
+            r = load_slow(h, va + i, 1, &b)
+            if r:
+                return r
+            v[0] |= b << (8 * i)
+        return 0
+    if (e.tag & ~RV_TLB_FLAGS) != vpage:
+        r = tlb_fill(h, va, ACC_R, e)
+        if r:
+            h.exc_cause = r
+            h.exc_tval = va
+            return EV_EXC
+    if not (e.tag & RV_TLB_IO):
+        v[0] = 0
+        memcpy(v, RV_HOST(e.addend, va), size)
+        return 0
+    return phys_read(h, e.ppage | (va & 0xfff), size, v, ACC_R, va)
+
+
+cdef int store_slow(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil:
+    cdef TlbEntry *e = &h.wtlb[(va >> 12) & 255]
+    cdef uint64_t vpage = va & RV_PAGE_MASK, pa
+    cdef uint8_t *host
+    cdef int r, i
+    if (va & 0xfff) + size > 4096:           # crosses a page: check both, then bytes
+        r = translate(h, va, ACC_W, &pa)
+        if r == 0:
+            r = translate(h, (va + size - 1) & RV_PAGE_MASK, ACC_W, &pa)
+            if r:
+                va = (va + size - 1) & RV_PAGE_MASK
+        if r:
+            h.exc_cause = r
+            h.exc_tval = va
+            return EV_EXC
+        for i in range(size):
+            r = store_slow(h, va + i, 1, (v >> (8 * i)) & 0xff)
+            if r:
+                return r
+        return 0
+    if (e.tag & ~RV_TLB_FLAGS) != vpage:
+        r = tlb_fill(h, va, ACC_W, e)
+        if r:
+            h.exc_cause = r
+            h.exc_tval = va
+            return EV_EXC
+    if e.tag & RV_TLB_IO:
+        return phys_write(h, e.ppage | (va & 0xfff), size, v, va)
+    host = RV_HOST(e.addend, va)
+    memcpy(host, &v, size)
+    if e.tag & RV_TLB_CODE:
+        code_invalidate(h, e.ppage | (va & 0xfff), size)
+    if h.rs.nactive:
+        resv_clear(h.rs, host, size)
+    return 0
+
+
+cdef int fetch16(Hart h, uint64_t va, uint32_t *out) noexcept nogil:
+    """The halfword at ``va`` (the second half of a page-crossing instruction)."""
+    cdef uint64_t pa
+    cdef int r = translate(h, va, ACC_X, &pa)
+    cdef uint8_t *p
+    if r:
+        return r
+    p = h.ram.ptr(pa, 2)
+    if p == NULL:
+        return 1
+    out[0] = rv_ld16(p)
+    return 0
+
+
+cdef int fetch_page(Hart h, uint64_t pc, CodePage **out) noexcept nogil:
+    """The decoded-code page holding ``pc``; 0 or the exception cause."""
+    cdef TlbEntry *e = &h.ftlb[(pc >> 12) & 255]
+    cdef uint64_t vpage = pc & RV_PAGE_MASK
+    cdef int r
+    if (e.tag & ~RV_TLB_FLAGS) != vpage:
+        r = tlb_fill(h, pc, ACC_X, e)
+        if r:
+            return r
+    if e.tag & RV_TLB_IO:
+        return 1                             # no execution from device memory
+    out[0] = code_page(h, e.ppage, RV_HOST(e.addend, vpage))
+    if out[0] == NULL:
+        return 1
+    return 0
+
+
+# ---- A extension -------------------------------------------------------------------
+
+cdef int amo_addr(Hart h, uint64_t va, int size, int is_lr, uint64_t *pa) noexcept nogil:
+    cdef int r
+    if va & (size - 1):
+        h.exc_cause = 4 if is_lr else 6
+        h.exc_tval = va
+        return EV_EXC
+    r = translate(h, va, ACC_R if is_lr else ACC_W, pa)
+    if r:
+        h.exc_cause = r
+        h.exc_tval = va
+        return EV_EXC
+    return 0
+
+
+cdef inline uint64_t amo_fn(int f, uint64_t a, uint64_t b, int w) noexcept nogil:
+    if w:
+        a = <uint64_t><int64_t><int32_t>a
+        b = <uint64_t><int64_t><int32_t>b
+    if f == 0x00: return a + b
+    if f == 0x01: return b
+    if f == 0x04: return a ^ b
+    if f == 0x0c: return a & b
+    if f == 0x08: return a | b
+    if f == 0x10: return a if <int64_t>a < <int64_t>b else b
+    if f == 0x14: return a if <int64_t>a > <int64_t>b else b
+    if w:
+        a &= 0xffffffffU
+        b &= 0xffffffffU
+    if f == 0x18: return a if a < b else b
+    return a if a > b else b
+
+
+cdef int exec_amo(Hart h, Rec *r) noexcept nogil:
+    cdef int op = r.op
+    cdef int w = op == OP_LR_W or op == OP_SC_W or op == OP_AMO_W
+    cdef int size = 4 if w else 8
+    cdef uint64_t va = h.x[r.rs1], pa, old = 0, new
+    cdef uint8_t *p
+    cdef int res
+    cdef int slot = h.resv_slot
+    if op == OP_LR_W or op == OP_LR_D:
+        res = amo_addr(h, va, size, 1, &pa)
+        if res:
+            return res
+        p = h.ram.ptr(pa, size)
+        if p == NULL:
+            h.exc_cause = 5
+            h.exc_tval = va
+            return EV_EXC
+        old = rv_ld32(p) if w else rv_ld64(p)
+        if h.rs.addr[slot] == NULL:
+            h.rs.nactive += 1
+        h.rs.addr[slot] = <uint8_t *>((<uintptr_t>p) & ~(<uintptr_t>7))
+        h.x[r.rd] = <uint64_t><int64_t><int32_t>old if w else old
+        return 0
+    res = amo_addr(h, va, size, 0, &pa)
+    if res:
+        return res
+    p = h.ram.wptr(pa, size)
+    if op == OP_SC_W or op == OP_SC_D:
+        if p == NULL:
+            h.exc_cause = 7
+            h.exc_tval = va
+            return EV_EXC
+        if h.rs.addr[slot] != NULL and h.rs.addr[slot] == <uint8_t *>((<uintptr_t>p) & ~(<uintptr_t>7)):
+            h.rs.addr[slot] = NULL
+            h.rs.nactive -= 1
+            if w:
+                rv_st32(p, <uint32_t>h.x[r.rs2])
+            else:
+                rv_st64(p, h.x[r.rs2])
+            code_invalidate(h, pa, size)
+            if h.rs.nactive:
+                resv_clear(h.rs, p, size)
+            h.x[r.rd] = 0
+        else:
+            if h.rs.addr[slot] != NULL:
+                h.rs.addr[slot] = NULL
+                h.rs.nactive -= 1
+            h.x[r.rd] = 1
+        return 0
+    # AMOs
+    if p != NULL:
+        old = rv_ld32(p) if w else rv_ld64(p)
+        new = amo_fn(r.rs3, old, h.x[r.rs2], w)
+        if w:
+            rv_st32(p, <uint32_t>new)
+        else:
+            rv_st64(p, new)
+        code_invalidate(h, pa, size)
+        if h.rs.nactive:
+            resv_clear(h.rs, p, size)
+    else:
+        res = phys_read(h, pa, size, &old, ACC_W, va)
+        if res:
+            return res
+        new = amo_fn(r.rs3, old, h.x[r.rs2], w)
+        res = phys_write(h, pa, size, new if not w else new & 0xffffffffU, va)
+        if res:
+            return res
+    h.x[r.rd] = <uint64_t><int64_t><int32_t>old if w else old
+    return 0

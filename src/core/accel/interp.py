@@ -1,0 +1,282 @@
+"""The software CPU: RISC-V RV64GC harts interpreted in C (``vmforge._fast.riscv``).
+
+A :class:`RiscvHart` runs over an :class:`~vmforge.memory.AddressSpace`::
+
+    hart = RiscvHart(space, hartid=0, pc=0x8000_0000)
+    result = hart.run(1_000_000)      # -> RunResult(reason, pc, instret, cause, tval)
+
+``run`` releases the GIL and returns on the first block boundary (taken branch
+or jump, code-page change, privileged-state change) at or after the budget, on
+``wfi`` with nothing pending (``StopReason.WFI``: the caller waits for an
+interrupt, then calls ``run`` again), at a breakpoint (before executing it), on
+an exception whose cause is in :attr:`RiscvHart.stop_on` (before taking the
+trap; ``stop_on_ecall=True`` adds the three ecall causes), or on
+:meth:`request_stop` from another thread.  An exception raised by a Python
+device during MMIO propagates out of ``run`` with the hart stopped at the
+instruction that made the access.
+
+Harts sharing one RAM must share one :class:`ReservationSet` (pass the first
+hart's ``reservations`` to the others, or use :meth:`RiscvHart.sibling`) so a
+store by one clears the others' LR reservations; run them from one thread.
+
+Time: ``mtime`` advances by one every ``time_div`` retired instructions of this
+hart; when it reaches ``mtimecmp`` MTIP is pending.  A machine that models the
+CLINT elsewhere sets ``mtimecmp`` and reads ``mtime`` here, or drives MTIP with
+:meth:`set_irq_line`.  ``set_irq_line(bit, level)`` drives any mip bit from
+outside (MSIP 3, MTIP 7, MEIP 11, SEIP 9 for the PLIC's S-mode context).
+
+Misaligned loads and stores are emulated (in RAM they just happen; across
+pages they are split into bytes after checking both pages); LR/SC and AMOs
+must be naturally aligned.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vmforge._fast import riscv as _riscv
+
+__all__ = ["CSR", "ReservationSet", "RiscvHart", "RunResult", "StopReason"]
+
+ReservationSet = _riscv.ReservationSet
+
+
+class StopReason(enum.IntEnum):
+    """Why :meth:`RiscvHart.run` returned."""
+
+    BUDGET = 1
+    WFI = 2
+    BREAKPOINT = 3
+    EXCEPTION = 4
+    DEVICE_ERROR = 5
+    REQUEST = 6
+
+
+#: CSR names the Python face understands (any number works too).
+CSR: dict[str, int] = {
+    "fflags": 0x001, "frm": 0x002, "fcsr": 0x003,
+    "cycle": 0xC00, "time": 0xC01, "instret": 0xC02,
+    "sstatus": 0x100, "sie": 0x104, "stvec": 0x105, "scounteren": 0x106,
+    "senvcfg": 0x10A, "sscratch": 0x140, "sepc": 0x141, "scause": 0x142,
+    "stval": 0x143, "sip": 0x144, "satp": 0x180,
+    "mvendorid": 0xF11, "marchid": 0xF12, "mimpid": 0xF13, "mhartid": 0xF14,
+    "mconfigptr": 0xF15,
+    "mstatus": 0x300, "misa": 0x301, "medeleg": 0x302, "mideleg": 0x303,
+    "mie": 0x304, "mtvec": 0x305, "mcounteren": 0x306, "menvcfg": 0x30A,
+    "mcountinhibit": 0x320, "mscratch": 0x340, "mepc": 0x341, "mcause": 0x342,
+    "mtval": 0x343, "mip": 0x344, "mcycle": 0xB00, "minstret": 0xB02,
+    **{f"pmpcfg{i}": 0x3A0 + i for i in range(0, 16, 2)},
+    **{f"pmpaddr{i}": 0x3B0 + i for i in range(64)},
+}
+
+#: Exception causes, for ``stop_on``.
+CAUSE = {
+    "misaligned_fetch": 0, "fetch_access": 1, "illegal_instruction": 2,
+    "breakpoint": 3, "misaligned_load": 4, "load_access": 5,
+    "misaligned_store": 6, "store_access": 7, "ecall_u": 8, "ecall_s": 9,
+    "ecall_m": 11, "fetch_page_fault": 12, "load_page_fault": 13,
+    "store_page_fault": 15,
+}
+
+#: Interrupt bits of mip, for ``set_irq_line``.
+IRQ = {"ssi": 1, "msi": 3, "sti": 5, "mti": 7, "sei": 9, "mei": 11}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one :meth:`RiscvHart.run` did."""
+
+    reason: StopReason
+    pc: int
+    executed: int       # instructions retired during this run
+    cause: int | None = None    # the exception cause (reason EXCEPTION)
+    tval: int | None = None
+
+
+class RiscvHart(_riscv.Hart):
+    """One RV64GC hart (IMAFDC, Zicsr, Zifencei, Zicntr; M/S/U; Sv39/Sv48)."""
+
+    def __init__(self, space, hartid: int = 0, reservations=None, *, pc: int = 0,
+                 stop_on: Iterable[int] = (), stop_on_ecall: bool = False,
+                 time_div: int = 1) -> None:
+        self._bps: list[int] = []
+        self.reset(pc)
+        self.time_div = time_div
+        causes = set(stop_on)
+        if stop_on_ecall:
+            causes |= {8, 9, 11}
+        self.stop_on = causes
+
+    def sibling(self, hartid: int) -> RiscvHart:
+        """Another hart on the same address space and reservation set."""
+        return type(self)(self.space, hartid, self.reservations)
+
+    def reset(self, pc: int = 0) -> None:
+        """Reset to M-mode at ``pc``; breakpoints stay."""
+        self.reset_state(pc)
+        self._sync_bps()
+
+    # -- running -----------------------------------------------------------------
+
+    def run(self, max_instructions: int = 1 << 62) -> RunResult:
+        """Run for about ``max_instructions`` (see the module doc for stops)."""
+        before = self.instret
+        reason = StopReason(self._run(max_instructions))
+        cause = tval = None
+        if reason is StopReason.EXCEPTION:
+            cause, tval = self._exc_info()
+        return RunResult(reason, self.pc, self.instret - before, cause, tval)
+
+    def request_stop(self) -> None:
+        """Stop a running :meth:`run` at its next block boundary (thread-safe)."""
+        self._request_stop()
+
+    def take_exception(self, cause: int, tval: int = 0) -> None:
+        """Enter the trap handler as the hart would have (after a stop on ``cause``)."""
+        self._take_exc(cause, tval)
+
+    # -- breakpoints -----------------------------------------------------------------
+
+    def add_breakpoint(self, pc: int) -> None:
+        if pc not in self._bps:
+            self._bps.append(pc)
+            self._sync_bps()
+
+    def remove_breakpoint(self, pc: int) -> None:
+        self._bps.remove(pc)
+        self._sync_bps()
+
+    @property
+    def breakpoints(self) -> tuple[int, ...]:
+        return tuple(self._bps)
+
+    def _sync_bps(self) -> None:
+        # resuming at a breakpoint executes the instruction under it once
+        self._set_breakpoints(self._bps, self.pc, self.pc in self._bps)
+
+    # -- registers ---------------------------------------------------------------------
+
+    @property
+    def pc(self) -> int:
+        return self._get_pc()
+
+    @pc.setter
+    def pc(self, value: int) -> None:
+        self._set_pc(value & ((1 << 64) - 1))
+        if value in self._bps:
+            self._resume_over(value)
+
+    @property
+    def x(self) -> _RegFile:
+        """Integer registers: ``hart.x[5]``, ``hart.x[5] = 1`` (x0 reads 0)."""
+        return _RegFile(self._get_x, self._set_x)
+
+    @property
+    def f(self) -> _RegFile:
+        """FP registers as raw 64-bit patterns (binary32 values NaN-boxed)."""
+        return _RegFile(self._get_f, self._set_f)
+
+    @property
+    def priv(self) -> int:
+        """Current privilege: 0 U, 1 S, 3 M."""
+        return self._get_priv()
+
+    @priv.setter
+    def priv(self, value: int) -> None:
+        self._set_priv(value)
+
+    @property
+    def instret(self) -> int:
+        return self._get_instret()
+
+    def csr(self, name: str | int) -> int:
+        """Read a CSR by name or number (as M-mode would)."""
+        num = CSR[name] if isinstance(name, str) else name
+        ok, value = self._csr_read(num)
+        if not ok:
+            raise KeyError(f"no CSR {name!r}")
+        return value
+
+    def set_csr(self, name: str | int, value: int) -> None:
+        """Write a CSR by name or number (WARL rules apply, as for M-mode software)."""
+        num = CSR[name] if isinstance(name, str) else name
+        if not self._csr_write(num, value & ((1 << 64) - 1)):
+            raise KeyError(f"no CSR {name!r}")
+
+    # -- interrupts and time -------------------------------------------------------
+
+    def set_irq_line(self, bit: int, level: bool) -> None:
+        """Drive mip bit ``bit`` (3 MSIP, 7 MTIP, 9 SEIP, 11 MEIP...) from a device."""
+        self._set_irq(bit, bool(level))
+
+    @property
+    def mtime(self) -> int:
+        return self._time()
+
+    @mtime.setter
+    def mtime(self, value: int) -> None:
+        self._set_time(value)
+
+    @property
+    def mtimecmp(self) -> int:
+        return self._get_mtimecmp()
+
+    @mtimecmp.setter
+    def mtimecmp(self, value: int) -> None:
+        self._set_mtimecmp(value & ((1 << 64) - 1))
+
+    @property
+    def time_div(self) -> int:
+        return self._get_time_div()
+
+    @time_div.setter
+    def time_div(self, value: int) -> None:
+        self._set_time_div(value)
+
+    @property
+    def stop_on(self) -> frozenset[int]:
+        """Exception causes that make :meth:`run` return instead of trapping."""
+        mask = self._get_stop_causes()
+        return frozenset(i for i in range(64) if mask >> i & 1)
+
+    @stop_on.setter
+    def stop_on(self, causes: Iterable[int]) -> None:
+        mask = 0
+        for c in causes:
+            if not 0 <= c < 64:
+                raise ValueError(f"exception cause {c} out of range")
+            mask |= 1 << c
+        self._set_stop_causes(mask)
+
+    def flush_caches(self) -> None:
+        """Drop TLBs and decoded code (after changing memory behind the hart's back)."""
+        self._flush()
+
+
+class _RegFile:
+    __slots__ = ("_get", "_set")
+
+    def __init__(self, get, set_) -> None:
+        self._get = get
+        self._set = set_
+
+    def __getitem__(self, i: int) -> int:
+        if not 0 <= i < 32:
+            raise IndexError(i)
+        return self._get(i)
+
+    def __setitem__(self, i: int, value: int) -> None:
+        if not 0 <= i < 32:
+            raise IndexError(i)
+        self._set(i, value & ((1 << 64) - 1))
+
+    def __len__(self) -> int:
+        return 32
+
+    def __iter__(self):
+        return (self._get(i) for i in range(32))
+
+    def __repr__(self) -> str:
+        return "[" + ", ".join(f"{v:#x}" for v in self) + "]"
