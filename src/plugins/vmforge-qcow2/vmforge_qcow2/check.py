@@ -104,14 +104,14 @@ class _Walk:
                 self.rebuild = True
         if h.nb_snapshots:
             try:
-                n = table_bytes(img.snapshots, img.f, h.snapshots_offset)
+                n = table_bytes(img._snaps, img.f, h.snapshots_offset)
                 self.inc(h.snapshots_offset, n, "snapshot table", meta=True)
             except CorruptImageError as e:
                 self.res.check_errors += 1
                 self.say(f"ERROR snapshot table: {e}")
         self.walk_l1(img.l1_offset, img.l1 if img.snapshot is None else
                      img._read_l1(h.l1_table_offset, h.l1_size, "L1 table"), "L1 table", True)
-        for s in img.snapshots:
+        for s in img._snaps:
             try:
                 l1 = img._read_l1(s.l1_table_offset, s.l1_size, f"snapshot {s.id} L1")
             except CorruptImageError as e:

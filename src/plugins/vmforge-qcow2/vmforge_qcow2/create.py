@@ -130,3 +130,32 @@ def _fill(img: Qcow2, off: int, n: int, mode: str) -> None:
         k = min(len(chunk), n - pos)
         img.f.pwrite(off + pos, chunk[:k])
         pos += k
+
+
+def refcount_metadata_size(clusters: int, cluster_size: int, order: int) -> int:
+    """Bytes of refcount table and blocks to cover ``clusters`` (and themselves)."""
+    per_table = cluster_size // 8
+    per_block = cluster_size * 8 >> order
+    table = blocks = n = 0
+    while True:
+        last = n
+        blocks = -(-(clusters + table + blocks) // per_block)
+        table = -(-blocks // per_table)
+        n = clusters + blocks + table
+        if n == last:
+            return (blocks + table) * cluster_size
+
+
+def prealloc_size(size: int, cluster_bits: int, order: int) -> int:
+    """File size of a fully allocated image (QEMU's ``qcow2_calc_prealloc_size``)."""
+    cs = 1 << cluster_bits
+    aligned = -(-size // cs) * cs
+    meta = cs
+    nl2e = aligned // cs
+    nl2e = -(-nl2e // (cs // 8)) * (cs // 8)
+    meta += nl2e * 8
+    nl1e = nl2e * 8 // cs
+    nl1e = -(-nl1e // (cs // 8)) * (cs // 8)
+    meta += nl1e * 8
+    meta += refcount_metadata_size((meta + aligned) // cs, cs, order)
+    return meta + aligned

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 from vmforge.block import BlockError, CheckResult, CreateOption, ImageInfo
-from vmforge.block.driver import _actual_size
+from vmforge.block.driver import SnapshotInfo, _actual_size
 
 from .check import check_image
-from .create import plan_header, preallocate, write_new_image
-from .header import INCOMPAT_DIRTY, describe_bits
+from .create import plan_header, prealloc_size, preallocate, write_new_image
+from .header import EXT_BACKING_FORMAT, INCOMPAT_DIRTY, Extension, describe_bits
 from .snapshot import Snapshot
 from .write import Qcow2Writer
 
@@ -56,23 +56,41 @@ class Qcow2(Qcow2Writer):
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:
+        """Create an image (``qemu-img create -f qcow2``'s options).
+
+        The backing file is recorded as given; ``size`` is not taken from it
+        (the caller, like ``vmforge img create``, resolves it).
+        """
         opts = cls.parse_create_options(options)
-        backing = opts.get("backing_file")
-        if backing:
-            base = backing if os.path.isabs(backing) else os.path.join(
-                os.path.dirname(os.path.abspath(path)), backing)
-            if not os.path.exists(base):
-                raise BlockError(f"backing file {backing!r} does not exist", path)
-            if not opts.get("backing_fmt"):
-                with open(base, "rb") as fh:
-                    opts["backing_fmt"] = "qcow2" if cls.probe(fh.read(512), base) else "raw"
-            if not size:
-                size = _image_size(base, opts["backing_fmt"])
+        if opts.get("backing_fmt") and not opts.get("backing_file"):
+            raise BlockError("backing_fmt given without backing_file", path)
         h = plan_header(size, opts, path)
         write_new_image(path, h)
         if opts["preallocation"] != "off":
             with cls.open(path, readonly=False) as img:
                 preallocate(img, opts["preallocation"])
+
+    @classmethod
+    def measure(cls, size: int, allocated: Sequence[tuple[int, int]] | None,
+                **options: Any) -> dict[str, int]:
+        """File size a new image needs (QEMU's ``qcow2_measure``)."""
+        opts = cls.parse_create_options(options)
+        h = plan_header(size, opts, "<measure>")
+        cs = h.cluster_size
+        full = prealloc_size(size, h.cluster_bits, h.refcount_order)
+        if opts["preallocation"] != "off":
+            return {"required": full, "fully-allocated": full}
+        used = 0
+        last_end = 0
+        for off, n in sorted(allocated or ()):
+            if n <= 0:
+                continue
+            a = max(off // cs * cs, last_end)
+            b = -(-(off + n) // cs) * cs
+            if b > a:
+                used += b - a
+                last_end = b
+        return {"required": full - -(-size // cs) * cs + used, "fully-allocated": full}
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
@@ -86,8 +104,34 @@ class Qcow2(Qcow2Writer):
     # -- snapshots ------------------------------------------------------------------------
 
     def list_snapshots(self) -> list[Snapshot]:
-        """Internal snapshots (id, name, vm-state size, date, vm clock, icount)."""
-        return list(self.snapshots)
+        """Internal snapshots with every stored field (L1 table, disk size too)."""
+        return list(self._snaps)
+
+    def snapshots(self) -> list[SnapshotInfo]:  # type: ignore[override]
+        """Internal snapshots as ``qemu-img snapshot -l`` lists them, oldest first."""
+        return [SnapshotInfo(s.id, s.name, s.vm_state_size, s.date_sec, s.date_nsec,
+                             s.vm_clock_nsec, s.icount) for s in self._snaps]
+
+    def change_backing_file(self, filename: str | None, fmt: str | None) -> None:
+        """Rewrite the backing file name and format in the header (one write).
+
+        Unknown header extensions are kept as they are.
+        """
+        self._check_writable()
+        with self.lock:
+            h = self.h
+            exts = [e for e in h.extensions if e.type != EXT_BACKING_FORMAT]
+            if filename and fmt:
+                exts.insert(0, Extension(EXT_BACKING_FORMAT, fmt.encode()))
+            old = (h.backing_file, h.extensions, h.backing_file_offset, h.backing_file_size)
+            h.backing_file, h.extensions = filename or None, exts
+            try:
+                cluster0 = h.pack()
+            except BlockError:
+                h.backing_file, h.extensions, h.backing_file_offset, h.backing_file_size = old
+                raise
+            self.f.pwrite(0, cluster0)
+            self.f.sync()
 
     # -- housekeeping -----------------------------------------------------------------
 
@@ -112,7 +156,6 @@ class Qcow2(Qcow2Writer):
                         self._marked_dirty = False
         finally:
             self.closed = True
-            self._close_backing()
             self.f.close()
 
     def __del__(self) -> None:
@@ -139,8 +182,8 @@ class Qcow2(Qcow2Writer):
                 "corrupt": self.corrupt,
                 "extended-l2": False,
             })
-        if self.snapshots:
-            spec["snapshots"] = [s.to_json() for s in self.snapshots]
+        if self._snaps:
+            spec["snapshots"] = [s.to_json() for s in self._snaps]
         names = h.feature_names()
         if h.incompatible_features:
             spec["incompatible-features"] = describe_bits(h.incompatible_features, 0, names)
@@ -148,18 +191,3 @@ class Qcow2(Qcow2Writer):
                          _actual_size(self.filename), self.cs, h.backing_file,
                          h.backing_format, bool(h.incompatible_features & INCOMPAT_DIRTY),
                          spec)
-
-
-def _image_size(path: str, fmt: str) -> int:
-    if fmt == "qcow2":
-        with Qcow2.open(path) as img:
-            return img.size
-    if fmt == "raw":
-        return os.path.getsize(path)
-    from .image import _open_other
-
-    drv = _open_other(fmt, path)
-    try:
-        return int(drv.size)
-    finally:
-        drv.close()

@@ -107,8 +107,8 @@ class Qcow2Image(BlockDriver):
         self.l2_mask = (1 << self.l2_bits) - 1
         self.clayout = CompressedLayout(self.cb)
         self.lock = threading.RLock()
+        #: optional reader of the backing chain for partial-cluster copy-on-write
         self.backing_reader: BackingRead | None = None
-        self._backing_driver: Any = None
         self._ccache: tuple[int, bytes] | None = None
         self._marked_dirty = False
         self.corrupt = bool(h.incompatible_features & INCOMPAT_CORRUPT)
@@ -126,14 +126,14 @@ class Qcow2Image(BlockDriver):
         self.refs = Refcounts(f, self.cb, h.refcount_order, h.refcount_table_offset,
                               h.refcount_table_clusters, self._write_header,
                               lazy=bool(h.compatible_features & COMPAT_LAZY_REFCOUNTS))
-        self.snapshots: list[Snapshot] = read_snapshots(f, h.snapshots_offset,
+        self._snaps: list[Snapshot] = read_snapshots(f, h.snapshots_offset,
                                                         h.nb_snapshots, self.cs)
         self.snapshot: Snapshot | None = None
         self._size = h.size
         if snapshot is not None:
-            snap = find_snapshot(self.snapshots, snapshot)
+            snap = find_snapshot(self._snaps, snapshot)
             if snap is None:
-                have = ", ".join(f"{s.id} ({s.name})" for s in self.snapshots) or "none"
+                have = ", ".join(f"{s.id} ({s.name})" for s in self._snaps) or "none"
                 raise BlockError(f"no snapshot with id or name {snapshot!r} (have: {have})",
                                  self.filename)
             self.snapshot = snap
@@ -356,85 +356,18 @@ class Qcow2Image(BlockDriver):
         if pending is not None:
             yield pending
 
-    # -- the backing chain (for copy-on-write of partial clusters) ------------------
-
-    def read_chain(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        """Read with unallocated ranges taken from the backing chain.
-
-        The BlockBackend does this for guests; the driver needs it itself to
-        fill the rest of a cluster when a write covers only part of it.
-        """
-        bufs = as_byte_views(buffers)
-        total = sum(b.nbytes for b in bufs)
-        if not self.h.backing_file or self.snapshot is not None:
-            self.preadv(offset, bufs)
-            return
-        cur = Cursor(bufs)
-        for ext in list(self.block_status(offset, total)):
-            parts = cur.take(ext.length)
-            if ext.is_allocated:
-                self.preadv(ext.offset, parts)
-            else:
-                self._read_backing(ext.offset, parts)
+    # -- the backing file (copy-on-write of partial clusters) -------------------------
 
     def _read_backing(self, offset: int, parts: list[memoryview]) -> None:
+        """Old contents of an unallocated range, for a write covering part of a cluster.
+
+        The driver never opens the backing file: the BlockBackend widens such
+        writes to whole clusters itself.  Whoever drives this image directly may
+        set ``backing_reader``; without one, the rest of the cluster reads as zeros
+        (what ``preadv`` shows for it too).
+        """
         if self.backing_reader is not None:
             self.backing_reader(offset, parts)
             return
-        drv = self._open_backing()
-        bsize = drv.size
-        cur = Cursor(parts)
-        total = sum(p.nbytes for p in parts)
-        inside = max(0, min(total, bsize - offset))
-        if inside:
-            reader = getattr(drv, "read_chain", drv.preadv)
-            reader(offset, cur.take(inside))
-        if total > inside:
-            for p in cur.take(total - inside):
-                fill_zero(p)
-
-    def _open_backing(self) -> Any:
-        if self._backing_driver is not None:
-            return self._backing_driver
-        path = self.backing_path()
-        assert path is not None
-        fmt = self.h.backing_format
-        if fmt is None:
-            with open(path, "rb") as fh:
-                fmt = "qcow2" if self.probe(fh.read(512), path) else "raw"
-        if fmt == "qcow2":
-            drv: Any = type(self).open(path, readonly=True)
-        else:
-            drv = _open_other(fmt, path)
-        self._backing_driver = drv
-        return drv
-
-    def _close_backing(self) -> None:
-        if self._backing_driver is not None:
-            self._backing_driver.close()
-            self._backing_driver = None
-
-
-class _RawFile:
-    """Minimal read-only raw reader for a backing file when no raw plugin is present."""
-
-    def __init__(self, path: str) -> None:
-        self.f = ImageFile(path, True)
-        self.size = self.f.end
-
-    def preadv(self, offset: int, bufs: Sequence[memoryview]) -> None:
-        self.f.preadv(offset, bufs)
-
-    def close(self) -> None:
-        self.f.close()
-
-
-def _open_other(fmt: str, path: str) -> Any:
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="vmforge.block"):
-        if ep.name == fmt:
-            return ep.load().open(path, readonly=True)
-    if fmt == "raw":
-        return _RawFile(path)
-    raise BlockError(f"backing file format {fmt!r} has no driver installed", path)
+        for p in parts:
+            fill_zero(p)

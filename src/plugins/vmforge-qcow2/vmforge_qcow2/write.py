@@ -68,7 +68,7 @@ class Qcow2Writer(Qcow2Image):
         if h.nb_snapshots:
             spans.append(("the snapshot table", h.snapshots_offset, cs))
             spans.extend((f"the L1 table of snapshot {s.id}", s.l1_table_offset, 8 * s.l1_size)
-                         for s in self.snapshots)
+                         for s in self._snaps)
         for what, off, size in spans:
             if size and host < off + size and off < host + n:
                 return what
@@ -250,12 +250,16 @@ class Qcow2Writer(Qcow2Image):
                 self.pwritev(start, [memoryview(bytes(stop - start))])
             start = stop
 
-    def _zero_clusters(self, start: int, end: int, unmap: bool, discard: bool = False) -> None:
-        """Make whole clusters ``[start, end)`` read as zeros (v3) or unallocated."""
+    def _zero_clusters(self, start: int, end: int, unmap: bool, discard: bool = False,
+                       full: bool = False) -> None:
+        """Make whole clusters ``[start, end)`` read as zeros (v3) or unallocated.
+
+        ``full``: make them unallocated whatever the version (shrinking).
+        """
         cb = self.cb
         span_bits = cb + self.l2_bits
-        v3 = self.h.version >= 3
-        has_backing = bool(self.h.backing_file)
+        v3 = self.h.version >= 3 and not full
+        has_backing = bool(self.h.backing_file) and not full
         if not v3 and not discard and has_backing:
             # v2 cannot express zeros over a backing file
             self._write_zero_data(start, min(end, self.size))
@@ -356,7 +360,8 @@ class Qcow2Writer(Qcow2Image):
         """Byte-granular allocation for compressed data (QEMU's ``alloc_bytes``)."""
         cs = self.cs
         fb = self._free_byte_offset
-        if fb and fb % cs:
+        if fb and fb % cs and 0 < self.refs.get(fb >> self.cb) < self.refs.codec.max:
+            # keep packing into the current cluster unless its refcount is at the maximum
             cend = (fb | (cs - 1)) + 1
             c = fb >> self.cb
             if fb + n <= cend and self.refs.get(c):
@@ -378,28 +383,50 @@ class Qcow2Writer(Qcow2Image):
     # -- resize ---------------------------------------------------------------------------
 
     def truncate(self, size: int) -> None:
-        """Grow the virtual size (shrinking is refused)."""
+        """Change the virtual size; shrinking drops the clusters past the new end."""
         if size < 0 or size >= 1 << 63:
             raise BlockError(f"size {size} is out of range", self.filename)
         with self.lock:
-            if size < self.size:
-                raise UnsupportedOperation("shrinking a qcow2 image is not supported",
-                                           self.filename)
-            if size == self.size:
-                return
-            if self.snapshots and self.h.version < 3:
-                raise UnsupportedOperation("resizing a version 2 image with snapshots is "
-                                           "not supported", self.filename)
             self._begin_write()
+            old = self.size
+            if size == old:
+                return
+            if self._snaps:
+                raise UnsupportedOperation("resizing an image with internal snapshots is "
+                                           "not supported", self.filename)
+            cs = self.cs
+            if size < old:
+                a = -(-size // cs) * cs
+                self._zero_clusters(a, -(-old // cs) * cs, unmap=True, full=True)
+                self._free_l2_past(l1_entries_for(size, self.cb))
+                self._set_size(size)
+                return
             need = l1_entries_for(size, self.cb)
             if need > MAX_L1_BYTES // 8:
                 raise BlockError(f"size {size} needs an L1 table above QEMU's limit",
                                  self.filename)
             if need > len(self.l1):
                 self._grow_l1(need)
-            self.f.pwrite(OFF_SIZE, struct.pack(">Q", size))
-            self.h.size = size
-            self._size = size
+            self._set_size(size)
+            tail = min(-(-old // cs) * cs, size)
+            if old % cs and tail > old:      # stale bytes past the old end
+                self._zero_partial(old, tail)
+            if self.h.backing_file and size > tail:  # do not uncover the backing file
+                self.write_zeroes(tail, size - tail)
+
+    def _set_size(self, size: int) -> None:
+        self.f.pwrite(OFF_SIZE, struct.pack(">Q", size))
+        self.h.size = size
+        self._size = size
+
+    def _free_l2_past(self, first: int) -> None:
+        """Free L2 tables of L1 entries ``first..`` (all their entries are unallocated)."""
+        for l1i in range(first, len(self.l1)):
+            off = self.l1[l1i] & OFFSET_MASK
+            if off:
+                self._set_l1(l1i, 0)
+                self.l2cache.drop(off)
+                self.refs.free(off, self.cs)
 
     def _grow_l1(self, need: int) -> None:
         cs = self.cs

@@ -1,0 +1,12 @@
+"""The qcow2 driver passes vmforge's block-format conformance kit."""
+
+from vmforge.testing.blockkit import BlockDriverConformance
+
+
+class TestQcow2Conformance(BlockDriverConformance):
+    format_name = "qcow2"
+
+
+class TestQcow2V2SmallClustersConformance(BlockDriverConformance):
+    format_name = "qcow2"
+    create_kwargs = {"compat": "0.10", "cluster_size": 4096}
