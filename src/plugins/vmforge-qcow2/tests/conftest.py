@@ -1,62 +1,6 @@
-"""Helpers for the qcow2 tests: qemu-img / qemu-io as the oracle."""
+"""Make the qcow2 test helpers (``qcow2_oracle``) importable."""
 
-from __future__ import annotations
-
-import json
-import random
-import shutil
-import subprocess
+import sys
 from pathlib import Path
 
-import pytest
-
-HAVE_QEMU = shutil.which("qemu-img") is not None and shutil.which("qemu-io") is not None
-
-needs_qemu = pytest.mark.skipif(not HAVE_QEMU, reason="qemu-img/qemu-io not installed")
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, check=check)
-
-
-def qemu_img(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run("qemu-img", *args, check=check)
-
-
-def qemu_io(path: str | Path, *cmds: str, fmt: str = "qcow2") -> str:
-    args = ["qemu-io", "-f", fmt]
-    for c in cmds:
-        args += ["-c", c]
-    p = run(*args, str(path))
-    assert "error" not in p.stdout.lower() and "failed" not in p.stdout.lower(), p.stdout
-    return p.stdout
-
-
-def qemu_check(path: str | Path) -> dict:
-    """``qemu-img check --output json`` (exit 0/2/3 are all reports)."""
-    p = qemu_img("check", "--output", "json", "-f", "qcow2", str(path), check=False)
-    assert p.returncode in (0, 2, 3), p.stderr
-    return json.loads(p.stdout)
-
-
-def assert_qemu_clean(path: str | Path) -> None:
-    r = qemu_check(path)
-    assert r.get("corruptions", 0) == 0 and r.get("leaks", 0) == 0, r
-    assert r.get("check-errors", 0) == 0, r
-
-
-def to_raw(path: str | Path, out: str | Path, snapshot: str | None = None) -> bytes:
-    args = ["convert", "-f", "qcow2", "-O", "raw"]
-    if snapshot is not None:
-        args += ["-l", f"snapshot.name={snapshot}"]
-    qemu_img(*args, str(path), str(out))
-    return Path(out).read_bytes()
-
-
-def pattern(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-@pytest.fixture
-def tmp(tmp_path: Path) -> Path:
-    return tmp_path
+sys.path.insert(0, str(Path(__file__).parent))

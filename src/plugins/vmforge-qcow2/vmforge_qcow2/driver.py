@@ -62,6 +62,7 @@ class Qcow2(Qcow2Writer):
         (the caller, like ``vmforge img create``, resolves it).
         """
         opts = cls.parse_create_options(options)
+        size = -(-size // 512) * 512    # QEMU counts qcow2 sizes in 512-byte sectors
         if opts.get("backing_fmt") and not opts.get("backing_file"):
             raise BlockError("backing_fmt given without backing_file", path)
         h = plan_header(size, opts, path)

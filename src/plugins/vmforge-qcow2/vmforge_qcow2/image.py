@@ -129,7 +129,7 @@ class Qcow2Image(BlockDriver):
         self._snaps: list[Snapshot] = read_snapshots(f, h.snapshots_offset,
                                                         h.nb_snapshots, self.cs)
         self.snapshot: Snapshot | None = None
-        self._size = h.size
+        self._size = h.size // 512 * 512   # as QEMU: whole 512-byte sectors
         if snapshot is not None:
             snap = find_snapshot(self._snaps, snapshot)
             if snap is None:

@@ -386,6 +386,9 @@ class Qcow2Writer(Qcow2Image):
         """Change the virtual size; shrinking drops the clusters past the new end."""
         if size < 0 or size >= 1 << 63:
             raise BlockError(f"size {size} is out of range", self.filename)
+        if size % 512:
+            raise BlockError(f"the new size {size} must be a multiple of 512 (QEMU counts "
+                             "qcow2 sizes in sectors)", self.filename)
         with self.lock:
             self._begin_write()
             old = self.size

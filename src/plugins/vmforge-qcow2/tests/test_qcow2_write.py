@@ -1,0 +1,260 @@
+"""Images vmforge creates and writes pass ``qemu-img check`` and ``qemu-img compare``."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from pathlib import Path
+
+import pytest
+from qcow2_oracle import assert_qemu_clean, needs_qemu, pattern, qemu_img, qemu_io, to_raw
+
+from vmforge_qcow2 import Qcow2
+
+pytestmark = needs_qemu
+MiB = 1 << 20
+
+
+def _compare(img: Path, model: bytes | bytearray, tmp_path: Path) -> None:
+    ref = tmp_path / "model.raw"
+    ref.write_bytes(bytes(model))
+    p = qemu_img("compare", "-f", "qcow2", "-F", "raw", str(img), str(ref), check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def _random_writes(q: Qcow2, model: bytearray, seed: int, count: int = 40) -> None:
+    rng = random.Random(seed)
+    size = q.size
+    for k in range(count):
+        n = rng.choice([1, 511, 512, 4096, 65536, 70001, 300000])
+        off = rng.randrange(0, size - n)
+        if k % 7 == 0:
+            off = off // 65536 * 65536
+        data = pattern(n, seed * 1000 + k)
+        if k % 3 == 0:   # vectored, split in three
+            a, b = n // 3, 2 * n // 3
+            q.pwritev(off, [memoryview(data[:a]), memoryview(data[a:b]),
+                            memoryview(data[b:])])
+        else:
+            q.write(off, data)
+        model[off:off + n] = data
+
+
+@pytest.mark.parametrize("opts", [
+    {},
+    {"compat": "0.10"},
+    {"cluster_size": 512},
+    {"cluster_size": 4096, "refcount_bits": 1},
+    {"cluster_size": 2 * MiB},
+    {"refcount_bits": 64},
+    {"refcount_bits": 8, "cluster_size": 1024},
+    {"lazy_refcounts": True},
+    {"preallocation": "metadata"},
+    {"preallocation": "falloc", "compat": "0.10"},
+])
+def test_random_writes_pass_qemu_check_and_compare(tmp_path: Path, opts: dict) -> None:
+    img = tmp_path / "w.qcow2"
+    size = 6 * MiB + 1536
+    Qcow2.create(str(img), size, **opts)
+    assert_qemu_clean(img)
+    model = bytearray(size)
+    with Qcow2.open(str(img), readonly=False) as q:
+        _random_writes(q, model, seed=len(str(opts)))
+        assert q.read(0, size) == model
+        r = q.check()
+        assert r.clean, r.messages
+    assert_qemu_clean(img)
+    _compare(img, model, tmp_path)
+    info = json.loads(qemu_img("info", "--output", "json", str(img)).stdout)
+    assert info["virtual-size"] == size
+    if opts.get("lazy_refcounts"):
+        assert info["format-specific"]["data"]["lazy-refcounts"] is True
+        assert info["dirty-flag"] is False
+
+
+def test_many_small_clusters_grow_refcount_table(tmp_path: Path) -> None:
+    """512-byte clusters with 64-bit refcounts: blocks cover 64 clusters, the table
+    (one cluster: 64 blocks) has to move several times."""
+    img = tmp_path / "g.qcow2"
+    size = 3 * MiB
+    Qcow2.create(str(img), size, cluster_size=512, refcount_bits=64)
+    data = pattern(size, 5)
+    with Qcow2.open(str(img), readonly=False) as q:
+        old_table = q.refs.table_offset
+        for off in range(0, size, 256 * 1024):
+            q.write(off, data[off:off + 256 * 1024])
+        assert q.refs.table_offset != old_table
+    assert_qemu_clean(img)
+    _compare(img, data, tmp_path)
+
+
+def test_write_zeroes_and_discard(tmp_path: Path) -> None:
+    for compat in ("1.1", "0.10"):
+        img = tmp_path / f"z{compat}.qcow2"
+        size = 4 * MiB
+        Qcow2.create(str(img), size, compat=compat)
+        model = bytearray(pattern(size, 9))
+        with Qcow2.open(str(img), readonly=False) as q:
+            q.write(0, model)
+            for off, n, unmap in ((100, 200000, False), (MiB, MiB, True),
+                                  (3 * MiB + 5, 70000, False), (2 * MiB, 65536, False)):
+                q.write_zeroes(off, n, may_unmap=unmap)
+                model[off:off + n] = bytes(n)
+            q.discard(size - 2 * 65536, 2 * 65536)
+            model[size - 2 * 65536:] = bytes(2 * 65536)
+            assert q.read(0, size) == model
+            ext = list(q.block_status(MiB, MiB))
+            assert all(not e.is_data for e in ext)
+            if compat == "1.1":
+                assert all(e.is_zero and e.is_allocated for e in ext)
+        assert_qemu_clean(img)
+        _compare(img, model, tmp_path)
+        # zeroed without unmap keeps the preallocation in v3 (qemu-img map: zero, offset)
+        qmap = json.loads(qemu_img("map", "--output", "json", str(img)).stdout)
+        assert any(e["zero"] and not e["data"] for e in qmap)
+
+
+def test_compressed_writes_two_threads_read_by_qemu(tmp_path: Path) -> None:
+    img = tmp_path / "c.qcow2"
+    cs = 65536
+    size = 32 * cs + 1024       # a short last cluster
+    Qcow2.create(str(img), size)
+    chunks = {}
+    for i in range(33):
+        n = cs if i < 32 else 1024
+        body = (bytes([i]) * 300 + pattern(200, i)) * (n // 500 + 2)
+        chunks[i * cs] = body[:n]
+    chunks[5 * cs] = pattern(cs, 77)          # incompressible: stored plainly
+    errors: list[BaseException] = []
+    with Qcow2.open(str(img), readonly=False) as q:
+        def work(offs: list[int]) -> None:
+            try:
+                for off in offs:
+                    q.write_compressed(off, chunks[off])
+            except BaseException as e:  # reported below
+                errors.append(e)
+        offs = sorted(chunks)
+        threads = [threading.Thread(target=work, args=(offs[k::2],)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        # overwrite part of a compressed cluster: copy-on-write decompresses
+        q.write(3 * cs + 10, b"patched")
+    model = bytearray(b"".join(chunks[o] for o in sorted(chunks)))
+    model[3 * cs + 10:3 * cs + 17] = b"patched"
+    assert_qemu_clean(img)
+    _compare(img, model, tmp_path)
+    check = json.loads(qemu_img("check", "--output", "json", str(img)).stdout)
+    assert check["compressed-clusters"] >= 30
+
+
+def test_truncate_grow_and_shrink(tmp_path: Path) -> None:
+    img = tmp_path / "t.qcow2"
+    Qcow2.create(str(img), MiB, cluster_size=4096)
+    data = pattern(MiB, 3)
+    with Qcow2.open(str(img), readonly=False) as q:
+        q.write(0, data)
+        q.truncate(600 * MiB)       # needs a bigger L1 table (4k clusters: 2 MiB per L2)
+        q.write(599 * MiB, b"far")
+    assert_qemu_clean(img)
+    info = json.loads(qemu_img("info", "--output", "json", str(img)).stdout)
+    assert info["virtual-size"] == 600 * MiB
+    assert qemu_io(img, "read -P 0 1M 1M", "read -P 0x66 599M 1").count("read") == 2
+    with Qcow2.open(str(img), readonly=False) as q:
+        q.truncate(MiB // 2 + 512)
+        q.truncate(MiB)
+        assert q.read(0, MiB // 2 + 512) == data[:MiB // 2 + 512]
+        assert q.read(MiB // 2 + 512, MiB // 2 - 512) == bytes(MiB // 2 - 512)
+    assert_qemu_clean(img)
+
+
+def test_writes_to_image_with_snapshots_copy_on_write(tmp_path: Path) -> None:
+    img = tmp_path / "s.qcow2"
+    Qcow2.create(str(img), 2 * MiB)
+    with Qcow2.open(str(img), readonly=False) as q:
+        q.write(0, b"\x01" * (2 * MiB))
+    qemu_img("snapshot", "-c", "snap", str(img))
+    model = bytearray(b"\x01" * (2 * MiB))
+    with Qcow2.open(str(img), readonly=False) as q:
+        q.write(1000, b"\x02" * 100000)
+        model[1000:101000] = b"\x02" * 100000
+        q.write_zeroes(MiB, 65536, may_unmap=True)
+        model[MiB:MiB + 65536] = bytes(65536)
+        q.discard(MiB + 65536, 65536)
+        model[MiB + 65536:MiB + 131072] = bytes(65536)
+    assert_qemu_clean(img)
+    assert to_raw(img, tmp_path / "snap.raw", snapshot="snap") == b"\x01" * (2 * MiB)
+    _compare(img, model, tmp_path)
+    with Qcow2.open(str(img), snapshot="snap") as s:
+        assert s.read(0, s.size) == b"\x01" * (2 * MiB)
+        assert s.readonly
+    # qemu-img can delete the snapshot afterwards and the image stays consistent
+    qemu_img("snapshot", "-d", "snap", str(img))
+    assert_qemu_clean(img)
+    _compare(img, model, tmp_path)
+
+
+def test_overlay_created_by_vmforge(tmp_path: Path) -> None:
+    base = tmp_path / "base.raw"
+    base.write_bytes(pattern(MiB, 1))
+    top = tmp_path / "top.qcow2"
+    Qcow2.create(str(top), MiB, backing_file="base.raw", backing_fmt="raw")
+    info = json.loads(qemu_img("info", "--output", "json", str(top)).stdout)
+    assert info["backing-filename"] == "base.raw"
+    assert info["backing-filename-format"] == "raw"
+    model = bytearray(base.read_bytes())
+    with Qcow2.open(str(top), readonly=False) as q:
+        # a partial-cluster write takes the rest of the cluster from backing_reader
+        with open(base, "rb") as fh:
+            def reader(off: int, parts: list[memoryview]) -> None:
+                for p in parts:
+                    fh.seek(off)
+                    p[:] = fh.read(p.nbytes).ljust(p.nbytes, b"\0")
+                    off += p.nbytes
+            q.backing_reader = reader
+            q.write(70000, b"new")
+        model[70000:70003] = b"new"
+        q.write_zeroes(0, 65536)          # zero flag hides the backing file (v3)
+        model[0:65536] = bytes(65536)
+    assert_qemu_clean(top)
+    _compare(top, model, tmp_path)
+    with Qcow2.open(str(top), readonly=False) as q:
+        q.change_backing_file("other.raw", "raw")
+    info = json.loads(qemu_img("info", "--output", "json", str(top)).stdout)
+    assert info["backing-filename"] == "other.raw"
+
+
+def test_unknown_header_extension_preserved(tmp_path: Path) -> None:
+    import struct
+
+    img = tmp_path / "e.qcow2"
+    Qcow2.create(str(img), MiB)
+    with Qcow2.open(str(img)) as q:
+        end = q.h.header_length + sum(8 + len(e.data) + (-len(e.data) % 8)
+                                      for e in q.h.extensions)
+    with open(img, "r+b") as f:   # add an unknown extension before the end marker
+        f.seek(end)
+        f.write(struct.pack(">II", 0x12345678, 5) + b"hello\0\0\0" + bytes(8))
+    with Qcow2.open(str(img), readonly=False) as q:
+        q.write(0, b"x" * 1000)
+        q.change_backing_file("b.raw", "raw")
+        q.change_backing_file(None, None)
+    with Qcow2.open(str(img)) as q:
+        ext = q.h.ext(0x12345678)
+        assert ext is not None and ext.data == b"hello"
+    assert_qemu_clean(img)
+
+
+def test_measure_matches_qemu(tmp_path: Path) -> None:
+    for opts in ({}, {"cluster_size": 4096}, {"refcount_bits": 64}):
+        q_opts = ",".join(f"{k}={v}" for k, v in opts.items())
+        args = ["measure", "--output", "json", "--size", "100M", "-O", "qcow2"]
+        if q_opts:
+            args += ["-o", q_opts]
+        theirs = json.loads(qemu_img(*args).stdout)
+        ours = Qcow2.measure(100 * MiB, None, **opts)
+        assert ours["required"] == theirs["required"], opts
+        assert ours["fully-allocated"] == theirs["fully-allocated"], opts
