@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from qcow2_oracle import needs_qemu, pattern, qemu_img, qemu_io, to_raw
-from vmforge.block import BlockStatus
 
+from vmforge.block import BlockStatus
 from vmforge_qcow2 import Qcow2
 
 pytestmark = needs_qemu
