@@ -179,6 +179,20 @@ def test_frontend_that_reads_back_from_inside_receive() -> None:
     assert bytes(got) == b"abcdef"
 
 
+def test_dispatch_moves_delivery_to_the_machines_loop() -> None:
+    chardev = BufferChar()
+    sink = Sink()
+    chardev.attach(sink)
+    scheduled = []
+    chardev.dispatch = scheduled.append
+    chardev.feed(b"abc")
+    chardev.send_break()
+    assert sink.events == [] and len(scheduled) == 2
+    for job in scheduled:
+        job()
+    assert sink.events == [b"abc", "BREAK"]
+
+
 # -- BufferChar output -------------------------------------------------------------------
 
 

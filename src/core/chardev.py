@@ -14,9 +14,11 @@ lost however fast it arrives.  A frontend calls :meth:`CharBackend.accept_input`
 when it has room again (QEMU's ``qemu_chr_fe_accept_input``).
 
 Threads: input may be delivered from the back-end's reader thread (``StdioChar``)
-or from the thread that calls :meth:`CharBackend.feed`/``accept_input``; one
+or from the thread that calls :meth:`BufferChar.feed`/``accept_input``; one
 thread delivers at a time, in order.  A frontend therefore guards its state with
 its own lock, and must not call back into the back-end while holding that lock.
+A machine that wants new input handled on its own loop sets
+:attr:`CharBackend.dispatch` to a function that schedules a callable there.
 
 Implementations: :class:`NullChar`, :class:`BufferChar`, :class:`FileChar`,
 :class:`StdioChar`; :func:`chardev_from_spec` parses QEMU's ``-serial`` values.
@@ -99,6 +101,9 @@ class CharBackend:
         self._pumping = False
         self._pump_wanted = False
         self.closed = False
+        #: None: deliver new input on the thread it arrives on; else a function
+        #: that runs the delivery callable it is given on the machine's loop.
+        self.dispatch: Callable[[Callable[[], None]], object] | None = None
 
     # -- output ---------------------------------------------------------------
 
@@ -146,7 +151,7 @@ class CharBackend:
         """Queue a line break, in order with the input bytes."""
         with self._in_lock:
             self._queue.append(_BREAK)
-        self._pump()
+        self._arrived()
 
     def _push_input(self, data: bytes) -> None:
         """Queue host input and deliver as much as the frontend takes."""
@@ -155,7 +160,14 @@ class CharBackend:
         with self._in_lock:
             self._queue.append(bytes(data))
             self._queued += len(data)
-        self._pump()
+        self._arrived()
+
+    def _arrived(self) -> None:
+        dispatch = self.dispatch
+        if dispatch is None:
+            self._pump()
+        else:
+            dispatch(self._pump)
 
     def _pump(self) -> None:
         # One thread delivers at a time; a request that arrives meanwhile is
