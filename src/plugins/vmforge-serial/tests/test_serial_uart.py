@@ -475,6 +475,30 @@ def test_set_chardev_moves_input_and_output() -> None:
     assert second.pending_input == 1
 
 
+def test_host_input_wakes_a_realized_machine() -> None:
+    class Board:
+        kicks = 0
+
+        def kick(self) -> None:
+            self.kicks += 1
+
+    board = Board()
+    chardev = BufferChar()
+    uart = Ns16550a(chardev=chardev)
+    chardev.feed(b"a")
+    assert board.kicks == 0
+    uart.realize(board)
+    chardev.feed(b"b")  # queued: the holding register is full
+    assert board.kicks == 0
+    uart.read(r.RBR, 1)  # room: 'b' moves in and the machine is woken
+    assert board.kicks == 1
+    chardev.send_break()
+    uart.read(r.RBR, 1)
+    assert board.kicks == 2
+    uart.unrealize()
+    assert not uart.realized
+
+
 def test_mapped_window_and_entry_point() -> None:
     uart = Ns16550a()
     space = AddressSpace()

@@ -67,6 +67,7 @@ class Ns16550a(Device):
         self.irq = self.irq_line(self.name)
         self._lock = threading.RLock()
         self._rx: deque[tuple[int, int]] = deque()  # (byte, PE|FE|BI flags)
+        self._machine: Any = None
         self.reset()
         self.chardev: CharBackend = NullChar()
         self.set_chardev(chardev)
@@ -83,10 +84,23 @@ class Ns16550a(Device):
         self.chardev = chardev if chardev is not None else NullChar()
         self.chardev.attach(self)
 
+    def realize(self, machine: Any) -> None:
+        """Remember the machine: host input wakes it (``machine.kick()``) so a
+        CPU halted in WFI sees the interrupt."""
+        self._machine = machine
+        super().realize(machine)
+
     def unrealize(self) -> None:
         if self.chardev.frontend is self:
             self.chardev.detach()
+        self._machine = None
         super().unrealize()
+
+    def _wake_machine(self) -> None:
+        machine = self._machine
+        kick = getattr(machine, "kick", None)
+        if kick is not None:
+            kick()
 
     def reset(self) -> None:
         """Power-on state (QEMU's ``serial_reset``): LSR 0x60, IIR 0x01,
@@ -208,12 +222,14 @@ class Ns16550a(Device):
             for byte in data:
                 self._rx_push(byte)
             self._update_irq()
+        self._wake_machine()
 
     def receive_break(self) -> None:
         """Chardev frontend: a line break (a NUL with BI, as on the wire)."""
         with self._lock:
             self._rx_push(0, r.LSR_BI)
             self._update_irq()
+        self._wake_machine()
 
     def inject_rx_error(self, byte: int, *, parity: bool = False, framing: bool = False,
                         overrun: bool = False) -> None:
