@@ -232,6 +232,8 @@ def _check_once(img: Qcow2Writer, repair: str | None) -> CheckResult:
                     highest = cc
             c = skip - 1
             continue
+        if stored:
+            highest = c
         if stored == computed:
             continue
         _mismatch(img, w, res, c, stored, computed, fix_leaks, fix_all)
