@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from qcow2_oracle import assert_qemu_clean, needs_qemu, pattern, qemu_check, qemu_img, to_raw
-from vmforge.block import BlockError, CorruptImageError
 
+from vmforge.block import BlockError, CorruptImageError
 from vmforge_qcow2 import Qcow2
 from vmforge_qcow2.l2 import OFFSET_MASK, OFLAG_COPIED
 
@@ -116,7 +116,7 @@ def test_copied_flag_errors_repaired(tmp_path: Path) -> None:
 def test_entries_outside_file_and_overlapping_metadata(tmp_path: Path) -> None:
     img, _ = _image(tmp_path)
     with Qcow2.open(str(img), readonly=False) as q:
-        l2off, l2 = _l2_entries(q)
+        l2off, _ = _l2_entries(q)
         os.pwrite(q.f.fd, struct.pack(">Q", (1 << 40) | OFLAG_COPIED), l2off + 24)
         os.pwrite(q.f.fd, struct.pack(">Q", q.refs.table_offset | OFLAG_COPIED), l2off + 32)
     with Qcow2.open(str(img)) as q:
