@@ -375,6 +375,15 @@ def _raw_attrs(attrs: list, signals: bool) -> list:
     return new
 
 
+def _std_fd(stream: object, default: int) -> int:
+    """The descriptor behind ``sys.stdin``/``sys.stdout``, or the standard number
+    when the stream was replaced by one without a descriptor (pytest's capture)."""
+    try:
+        return int(stream.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return default
+
+
 class StdioChar(CharBackend):
     """The emulator's terminal (``-serial stdio``).
 
@@ -394,8 +403,8 @@ class StdioChar(CharBackend):
                  escapes: bool | None = None, signals: bool = False,
                  raw: bool | None = None) -> None:
         super().__init__()
-        self.in_fd = sys.stdin.fileno() if stdin is None else stdin
-        self.out_fd = sys.stdout.fileno() if stdout is None else stdout
+        self.in_fd = _std_fd(sys.stdin, 0) if stdin is None else stdin
+        self.out_fd = _std_fd(sys.stdout, 1) if stdout is None else stdout
         self.on_quit = on_quit if on_quit is not None else _thread.interrupt_main
         self.on_monitor = on_monitor
         is_tty = os.isatty(self.in_fd)
