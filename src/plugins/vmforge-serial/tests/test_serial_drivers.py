@@ -279,3 +279,30 @@ def test_opensbi_console(make_guest, regshift: int, width: int, freq: int, baud:
     assert bytes(got) == b"y\r" * 20
     assert opensbi_getc(g) == -1
     assert not g.irq.events  # OpenSBI polls: IER stays 0, the line never moves
+
+
+def linux_console_write(g, text: bytes) -> None:
+    """``serial8250_console_write``: IER off, poll BOTH_EMPTY per byte, IER back."""
+    ier = g.rd(r.IER)
+    g.wr(r.IER, 0)
+    for ch in text:
+        for _ in range(1000):  # wait_for_xmitr(up, UART_LSR_BOTH_EMPTY)
+            if g.rd(r.LSR) & (r.LSR_THRE | r.LSR_TEMT) == r.LSR_THRE | r.LSR_TEMT:
+                break
+        else:
+            raise AssertionError("transmitter never empty")
+        g.wr(r.THR, ch)
+    g.wr(r.IER, ier)
+
+
+def test_linux_console_write_between_interrupt_driven_io(guest) -> None:
+    linux_autoconfig(guest)
+    linux_startup(guest)
+    guest.irq.take()
+    linux_console_write(guest, b"[    0.000000] printk\n")
+    assert guest.chardev.output == b"[    0.000000] printk\n"
+    assert guest.irq.take() == []  # THRE masked while IER was 0, not raised after
+    guest.chardev.feed(b"q" * 9)  # RX interrupts still work afterwards
+    rx = bytearray()
+    run_interrupts(guest, bytearray(), rx)
+    assert bytes(rx) == b"q" * 9
