@@ -508,3 +508,6 @@ def test_mapped_window_and_entry_point() -> None:
     (ep,) = [e for e in entry_points(group="vmforge.device") if e.name == "ns16550a"]
     assert ep.load() is Ns16550a
     assert ep.dist is not None and ep.dist.name == "vmforge-serial"
+    from vmforge.plugins import registry
+
+    assert registry().load("device", "ns16550a") is Ns16550a
