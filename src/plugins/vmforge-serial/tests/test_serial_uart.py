@@ -449,7 +449,20 @@ def test_properties_and_chardev_argument() -> None:
         Ns16550a(fifo_size=0)
     with pytest.raises(DeviceError, match="no property"):
         Ns16550a(baud=9600)
-    assert isinstance(Ns16550a(chardev="null").chardev, NullChar)
+    made = Ns16550a(chardev="null")
+    assert isinstance(made.chardev, NullChar)
+    null = made.chardev
+    made.unrealize()  # a back-end the device made from a string is its to close
+    assert null.closed
+
+
+def test_device_made_file_chardev_is_closed_and_flushed(tmp_path) -> None:
+    path = tmp_path / "console.log"
+    uart = Ns16550a(chardev=f"file:{path}")
+    for ch in b"no newline":
+        uart.write(r.THR, 1, ch)
+    uart.set_chardev(None)  # replaced: the file is closed, so flushed
+    assert path.read_bytes() == b"no newline"
 
 
 def test_larger_fifo_property(make_guest) -> None:
@@ -473,6 +486,7 @@ def test_set_chardev_moves_input_and_output() -> None:
     uart.unrealize()
     second.feed(b"z")
     assert second.pending_input == 1
+    assert not first.closed and not second.closed  # the caller's back-ends stay open
 
 
 def test_host_input_wakes_a_realized_machine() -> None:

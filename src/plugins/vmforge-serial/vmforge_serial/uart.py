@@ -70,19 +70,29 @@ class Ns16550a(Device):
         self._machine: Any = None
         self.reset()
         self.chardev: CharBackend = NullChar()
+        self._owns_chardev = False
         self.set_chardev(chardev)
 
     # -- wiring ------------------------------------------------------------------
 
     def set_chardev(self, chardev: CharBackend | str | None) -> None:
-        """Connect a new host back-end (the old one is detached, not closed)."""
+        """Connect a new host back-end.  The old one is detached; it is closed
+        only when the device made it from a ``-serial`` string."""
+        owns = isinstance(chardev, str)
         if isinstance(chardev, str):
             chardev = chardev_from_spec(chardev)
+        self._release_chardev()
+        self.chardev = chardev if chardev is not None else NullChar()
+        self._owns_chardev = owns
+        self.chardev.attach(self)
+
+    def _release_chardev(self) -> None:
         old = self.chardev
         if old.frontend is self:
             old.detach()
-        self.chardev = chardev if chardev is not None else NullChar()
-        self.chardev.attach(self)
+        if self._owns_chardev:
+            old.close()
+            self._owns_chardev = False
 
     def realize(self, machine: Any) -> None:
         """Remember the machine: host input wakes it (``machine.kick()``) so a
@@ -91,8 +101,7 @@ class Ns16550a(Device):
         super().realize(machine)
 
     def unrealize(self) -> None:
-        if self.chardev.frontend is self:
-            self.chardev.detach()
+        self._release_chardev()
         self._machine = None
         super().unrealize()
 
@@ -129,6 +138,7 @@ class Ns16550a(Device):
 
     @property
     def fifo_enabled(self) -> bool:
+        """FCR bit 0: the 16-byte FIFO mode (else a 16450's one-byte holding register)."""
         return bool(self.fcr & r.FCR_ENABLE_FIFO)
 
     @property
@@ -139,6 +149,7 @@ class Ns16550a(Device):
 
     @property
     def loopback(self) -> bool:
+        """MCR bit 4: the transmitter feeds the receiver."""
         return bool(self.mcr & r.MCR_LOOP)
 
     @property
