@@ -425,6 +425,16 @@ def test_offsets_past_the_registers_do_nothing(guest) -> None:
     assert power_on_values(guest) == POWER_ON
 
 
+def test_direct_calls_with_nonsense_arguments_are_harmless() -> None:
+    uart = Ns16550a()
+    uart.write(r.SCR, 1, 0x33)
+    for offset in (-1, -8, 1 << 40):
+        assert uart.read(offset, 1) == 0
+        uart.write(offset, 1, -1)
+    uart.write(r.SCR, 1, -1)
+    assert uart.read(r.SCR, 1) == 0xFF
+
+
 def test_regshift_2_byte_lanes_above_the_register_are_dead(make_guest) -> None:
     g = make_guest(regshift=2, width=1)
     g.space.write(0x1000_0000 + 1, 1, 0x41)  # lane 1 of THR

@@ -271,7 +271,7 @@ class Ns16550a(Device):
         if offset & ((1 << self.regshift) - 1):
             return None
         reg = offset >> self.regshift
-        return reg if reg < r.NUM_REGS else None
+        return reg if 0 <= reg < r.NUM_REGS else None
 
     def read(self, offset: int, size: int) -> int:
         reg = self._decode(offset)
