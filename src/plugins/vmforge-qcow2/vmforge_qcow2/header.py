@@ -28,7 +28,8 @@ INCOMPAT_CORRUPT = 1 << 1
 INCOMPAT_DATA_FILE = 1 << 2
 INCOMPAT_COMPRESSION = 1 << 3
 INCOMPAT_EXTL2 = 1 << 4
-INCOMPAT_KNOWN = INCOMPAT_DIRTY | INCOMPAT_CORRUPT
+#: bits we understand (compression type: known, but only zlib is implemented)
+INCOMPAT_KNOWN = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION
 # compatible feature bits
 COMPAT_LAZY_REFCOUNTS = 1 << 0
 # autoclear bits
@@ -250,8 +251,12 @@ def parse_header(buf: bytes, filename: str, file_size: int) -> Header:
     if h.ext(EXT_DATA_FILE) is not None:
         raise BlockError("qcow2 images with an external data file are not supported",
                          filename)
+    if bool(h.incompatible_features & INCOMPAT_COMPRESSION) != (h.compression_type != 0):
+        raise _corrupt(f"compression type {h.compression_type} does not agree with "
+                       "incompatible feature bit 3", filename, V3_HEADER_LEN)
     if h.compression_type != 0:
-        raise BlockError(f"compression type {h.compression_type} is not supported "
+        name = {1: " (zstd)"}.get(h.compression_type, "")
+        raise BlockError(f"compression type {h.compression_type}{name} is not supported "
                          "(only 0, zlib)", filename)
     # backing file name
     if bf_off:
