@@ -89,6 +89,7 @@ cdef extern from *:
         default: r = fma(-va, vb, -vc); break;
         }
         *fl = rvf_end();
+        if (op >= 5 && ((isinf(va) && vb == 0) || (va == 0 && isinf(vb)))) *fl |= 16;
         if (rmm && op <= 2 && !(*fl & 16)) {
             double s = r, x = va, y = (op == 1) ? -vb : vb;
             if (op == 2) e = fma(x, y, -s);
@@ -115,6 +116,7 @@ cdef extern from *:
         default: r = fmaf(-va, vb, -vc); break;
         }
         *fl = rvf_end();
+        if (op >= 5 && ((isinf(va) && vb == 0) || (va == 0 && isinf(vb)))) *fl |= 16;
         if (rmm && op <= 2 && !(*fl & 16)) {
             float s = r, x = va, y = (op == 1) ? -vb : vb;
             if (op == 2) e = fmaf(x, y, -s);
