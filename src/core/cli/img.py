@@ -336,7 +336,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 2
     try:
         try:
-            b = _open(args.file_b, args.format_b or args.format_a, force_share=args.force_share)
+            b = _open(args.file_b, args.format_b, force_share=args.force_share)
         except VmforgeError as exc:
             print(f"{PROG}: {exc}", file=sys.stderr)
             return 2
