@@ -175,6 +175,7 @@ class Qcow2Writer(Qcow2Image):
         olds: list[int] = []
         changed: list[tuple[int, int]] = []
         k = 0
+        op_end = -1
         for i, into, n, ent, inplace in plan:
             parts = cur.take(n)
             if inplace:
@@ -199,10 +200,11 @@ class Qcow2Writer(Qcow2Image):
                 changed.append((i, host | OFLAG_COPIED))
                 if ent & (OFFSET_MASK | OFLAG_COMPRESSED):
                     olds.append(ent)
-            if ops and ops[-1][0] + sum(b.nbytes for b in ops[-1][1]) == host:
+            if ops and op_end == host:
                 ops[-1][1].extend(parts)
             else:
                 ops.append((host, list(parts)))
+            op_end = host + (n if inplace else cs)
         for host, parts in ops:
             self.f.pwritev(host, parts)
         self._commit_l2(l2off, tbl, changed, olds)
