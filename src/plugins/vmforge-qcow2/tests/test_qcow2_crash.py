@@ -72,7 +72,7 @@ def test_crash_after_every_write_leaves_no_corruption(tmp_path: Path,
     assert total > 10
     monkeypatch.undo()
     step = max(1, total // 20)
-    for n in list(range(0, total, step)) + [total - 1]:
+    for n in [*range(0, total, step), total - 1]:
         img = tmp_path / f"crash{n}.qcow2"
         shutil.copyfile(base, img)
         _steps(monkeypatch, n)
