@@ -190,6 +190,11 @@ class CheckResult:
     leaks_fixed: int = 0
     image_end_offset: int | None = None
     messages: list[str] = field(default_factory=list)
+    #: cluster statistics (formats with clusters; None: not reported)
+    total_clusters: int | None = None
+    allocated_clusters: int | None = None
+    fragmented_clusters: int | None = None
+    compressed_clusters: int | None = None
 
     @property
     def clean(self) -> bool:
@@ -210,6 +215,11 @@ class CheckResult:
             out["leaks-fixed"] = self.leaks_fixed
         if self.image_end_offset is not None:
             out["image-end-offset"] = self.image_end_offset
+        for key in ("total_clusters", "allocated_clusters", "fragmented_clusters",
+                    "compressed_clusters"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key.replace("_", "-")] = value
         return out
 
 

@@ -28,6 +28,7 @@ from vmforge.block.driver import (
     BlockError,
     CreateOption,
     ImageInfo,
+    SnapshotInfo,
     UnsupportedOperation,
     parse_size,
 )
@@ -36,9 +37,9 @@ from vmforge.errors import VmforgeError
 
 PROG = "vmforge img"
 #: qemu-img's order of the keys of ``info --output json``
-_INFO_KEYS = ("backing-filename-format", "virtual-size", "filename", "cluster-size", "format",
-              "actual-size", "format-specific", "full-backing-filename", "backing-filename",
-              "dirty-flag")
+_INFO_KEYS = ("snapshots", "backing-filename-format", "virtual-size", "filename",
+              "cluster-size", "format", "actual-size", "format-specific",
+              "full-backing-filename", "backing-filename", "dirty-flag")
 
 
 class UsageError(VmforgeError):
@@ -109,9 +110,34 @@ def _dump_json(obj: Any) -> None:
 # -- info ---------------------------------------------------------------------------------
 
 
-def info_json(info: ImageInfo) -> dict[str, Any]:
+def snapshot_table(snaps: list[SnapshotInfo]) -> list[str]:
+    """The ``Snapshot list:`` table of qemu-img (``snapshot -l`` and ``info``)."""
+    lines = ["Snapshot list:",
+             f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}"]
+    for s in snaps:
+        date = datetime.datetime.fromtimestamp(s.date_sec).strftime("%Y-%m-%d %H:%M:%S")
+        icount = "" if s.icount is None else str(s.icount)
+        lines.append(f"{s.id:<10}{s.name:<17}{size_to_str(s.vm_state_size):>8}{date:>20}"
+                     f"{_clock(s.vm_clock_nsec):>13}{icount:>11}")
+    return lines
+
+
+def _snapshot_json(s: SnapshotInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if s.icount is not None:
+        out["icount"] = s.icount
+    out.update({"vm-clock-nsec": s.vm_clock_nsec % 1_000_000_000, "name": s.name,
+                "date-sec": s.date_sec, "date-nsec": s.date_nsec,
+                "vm-clock-sec": s.vm_clock_nsec // 1_000_000_000, "id": s.id,
+                "vm-state-size": s.vm_state_size})
+    return out
+
+
+def info_json(info: ImageInfo, snapshots: list[SnapshotInfo] | None = None) -> dict[str, Any]:
     """``info --output json`` of one image, qemu-img's keys in qemu-img's order."""
     raw = info.to_json()
+    if snapshots:
+        raw["snapshots"] = [_snapshot_json(s) for s in snapshots]
     if info.backing_filename:
         raw["full-backing-filename"] = resolve_backing(info.filename, info.backing_filename)
     out = {k: raw.pop(k) for k in _INFO_KEYS if k in raw}
@@ -119,7 +145,7 @@ def info_json(info: ImageInfo) -> dict[str, Any]:
     return out
 
 
-def info_human(info: ImageInfo) -> str:
+def info_human(info: ImageInfo, snapshots: list[SnapshotInfo] | None = None) -> str:
     lines = [f"image: {info.filename}", f"file format: {info.format}",
              f"virtual size: {size_to_str(info.virtual_size)} ({info.virtual_size} bytes)",
              f"disk size: {size_to_str(info.actual_size)}"]
@@ -133,6 +159,8 @@ def info_human(info: ImageInfo) -> str:
         lines.append(f"backing file format: {info.backing_format}")
     if info.dirty:
         lines.append("dirty flag: true")
+    if snapshots:
+        lines.extend(snapshot_table(snapshots))
     if info.format_specific:
         lines.append("Format specific information:")
         lines.extend(_human_tree(info.format_specific, 1))
@@ -163,11 +191,12 @@ def _human_tree(data: dict[str, Any], level: int) -> list[str]:
 def cmd_info(args: argparse.Namespace) -> int:
     with _open(args.file, args.format, force_share=args.force_share,
                backing=args.backing_chain) as bb:
-        infos = bb.info()
+        infos = [(la.driver.info(), la.driver.snapshots()) for la in bb.layers]
     if args.output == "json":
-        _dump_json([info_json(i) for i in infos] if args.backing_chain else info_json(infos[0]))
+        out = [info_json(*i) for i in infos]
+        _dump_json(out if args.backing_chain else out[0])
     else:
-        print("\n\n".join(info_human(i) for i in infos))
+        print("\n\n".join(info_human(*i) for i in infos))
     return 0
 
 
@@ -314,6 +343,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                   "waste of disk space, but no harm to data.")
         if result.check_errors:
             print(f"\n{result.check_errors} internal errors have occurred during the check.")
+        if result.total_clusters is not None and result.allocated_clusters is not None:
+            alloc, total = result.allocated_clusters, result.total_clusters
+            frag, comp = result.fragmented_clusters or 0, result.compressed_clusters or 0
+            print(f"{alloc}/{total} = {100.0 * alloc / total if total else 0:0.2f}% allocated, "
+                  f"{100.0 * frag / alloc if alloc else 0:0.2f}% fragmented, "
+                  f"{100.0 * comp / alloc if alloc else 0:0.2f}% compressed clusters")
         if result.image_end_offset is not None:
             print(f"Image end offset: {result.image_end_offset}")
     if result.check_errors:
@@ -437,13 +472,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     with _open(args.file, args.format, force_share=args.force_share, backing=False) as bb:
         snaps = bb.top.snapshots()
     if snaps:
-        print("Snapshot list:")
-        print(f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}")
-        for s in snaps:
-            date = datetime.datetime.fromtimestamp(s.date_sec).strftime("%Y-%m-%d %H:%M:%S")
-            icount = "" if s.icount is None else str(s.icount)
-            print(f"{s.id:<10}{s.name:<17}{size_to_str(s.vm_state_size):>8}{date:>20}"
-                  f"{_clock(s.vm_clock_nsec):>13}{icount:>11}")
+        print("\n".join(snapshot_table(snaps)))
     return 0
 
 
