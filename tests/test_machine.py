@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -119,6 +120,28 @@ def test_start_wait_stop_from_another_thread() -> None:
     m.start()
     assert m.wait(0.05) is None
     assert m.stop() == 0 and m.shutdown_reason == "user"
+
+
+def test_call_soon_runs_on_the_machine_thread_and_wakes_it() -> None:
+    seen: list[str] = []
+
+    class Forever(Sleeper):
+        def build(self) -> None:
+            self.add_ram(0, 0x1000)
+
+    m = Forever()
+    m.start()
+    time.sleep(0.05)  # halted, sleeping: no timer armed
+
+    def from_io_thread() -> None:
+        m.call_soon(lambda: seen.append(threading.current_thread().name))
+        m.call_soon(m.request_shutdown, "poweroff", 9)
+
+    t = threading.Thread(target=from_io_thread, name="io")
+    t.start()
+    t.join()
+    assert m.wait(2) == 9
+    assert seen == [f"vmforge-{m.name}"]
 
 
 def test_device_error_in_the_loop_reaches_the_caller() -> None:

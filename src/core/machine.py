@@ -15,8 +15,10 @@ run loop that sleeps while CPUs are halted, and the lifecycle hooks.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from vmforge.clock import TimerQueue, VirtualClock
@@ -80,6 +82,8 @@ class Machine:
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._reset_requested = False
+        self._soon: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
+            collections.deque())
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -150,6 +154,25 @@ class Machine:
                 self.exit_status = status
         self.kick()
 
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the machine's thread, between CPU slices.
+
+        The way I/O threads (console input, network, block completions) hand
+        work to device models, so device and interrupt state is only touched by
+        the machine's thread.  Safe from any thread; wakes a halted machine.
+        """
+        self._soon.append((fn, args))  # deque.append is atomic
+        self.kick()
+
+    def run_pending_calls(self) -> int:
+        """Run the callbacks queued by :meth:`call_soon`; how many ran."""
+        n = 0
+        while self._soon:
+            fn, args = self._soon.popleft()
+            fn(*args)
+            n += 1
+        return n
+
     def request_reset(self) -> None:
         self._reset_requested = True
         self.kick()
@@ -182,6 +205,7 @@ class Machine:
                 if self._reset_requested:
                     self._reset_requested = False
                     self.reset("guest")
+                self.run_pending_calls()
                 self.timers.run_due()
                 if self.stopped:
                     break
@@ -189,7 +213,7 @@ class Machine:
                 if deadline is not None and time.monotonic() >= deadline:
                     self.request_shutdown(ShutdownReason.TIMEOUT, 124)
                     break
-                if halted and not self.stopped:
+                if halted and not self.stopped and not self._soon:
                     self._sleep_until_event(deadline)
         except BaseException as exc:
             self.request_shutdown(ShutdownReason.ERROR, 1)
