@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from vmforge.block import BlockError, CheckResult, CorruptImageError, ReadOnlyError
 
-from .header import INCOMPAT_CORRUPT, OFF_REFTABLE
+from .header import AUTOCLEAR_BITMAPS, EXT_BITMAPS, INCOMPAT_CORRUPT, OFF_REFTABLE
 from .l2 import (
     COMPRESSED,
     L1E_RESERVED,
@@ -62,6 +62,7 @@ class _Walk:
         self.misaligned_zero: list[tuple[int, int]] = []
         self.rebuild = False
         self.l2_seen: set[int] = set()
+        self.allocated = self.fragmented = self.compressed = 0
 
     def say(self, msg: str) -> None:
         if len(self.res.messages) < MAX_MESSAGES:
@@ -109,6 +110,8 @@ class _Walk:
             except CorruptImageError as e:
                 self.res.check_errors += 1
                 self.say(f"ERROR snapshot table: {e}")
+        if h.autoclear_features & AUTOCLEAR_BITMAPS:
+            self.walk_bitmaps()
         self.walk_l1(img.l1_offset, img.l1 if img.snapshot is None else
                      img._read_l1(h.l1_table_offset, h.l1_size, "L1 table"), "L1 table", True)
         for s in img._snaps:
@@ -119,6 +122,43 @@ class _Walk:
                 self.say(f"ERROR {e}")
                 continue
             self.walk_l1(s.l1_table_offset, l1, f"L1 table of snapshot {s.id}", False)
+
+    def walk_bitmaps(self) -> None:
+        """Clusters of persistent dirty bitmaps (only while the extension is valid)."""
+        ext = self.img.h.ext(EXT_BITMAPS)
+        if ext is None or len(ext.data) < 24:
+            return
+        nb, _, dir_size, dir_off = struct.unpack_from(">IIQQ", ext.data)
+        try:
+            raw = self.img.f.read_table(dir_off, min(dir_size, 64 << 20), "bitmap directory")
+        except CorruptImageError as e:
+            self.res.corruptions += 1
+            self.say(f"ERROR {e}")
+            return
+        self.inc(dir_off, len(raw), "bitmap directory", meta=True)
+        pos = 0
+        for k in range(nb):
+            if pos + 24 > len(raw):
+                self.res.corruptions += 1
+                self.say(f"ERROR bitmap directory entry {k} runs past the directory")
+                return
+            t_off, t_size, _flags, _type, _gran, name_len, extra = struct.unpack_from(
+                ">QIIBBHI", raw, pos)
+            size = 24 + extra + name_len
+            pos += size + (-size % 8)
+            if not t_size:
+                continue
+            try:
+                table = table_from_bytes(self.img.f.read_table(t_off, 8 * t_size,
+                                                               "bitmap table"))
+            except CorruptImageError as e:
+                self.res.corruptions += 1
+                self.say(f"ERROR {e}")
+                continue
+            self.inc(t_off, 8 * t_size, f"bitmap table {k}", meta=True)
+            for ent in table:
+                if ent & OFFSET_MASK:
+                    self.inc(ent & OFFSET_MASK, self.cs, f"bitmap {k} data")
 
     def walk_l1(self, l1_off: int, l1: list[int], name: str, active: bool) -> None:
         cs, cb = self.cs, self.cb
@@ -150,11 +190,22 @@ class _Walk:
                 self.res.check_errors += 1
                 self.say(f"ERROR {e2}")
                 continue
+            next_contig = 0
             for j, ent in enumerate(tbl):
                 if not ent:
                     continue
                 kind = entry_kind(ent)
                 where = f"L2 table {off:#x} entry {j}"
+                if active and (kind == COMPRESSED or ent & OFFSET_MASK):
+                    self.allocated += 1
+                    if kind == COMPRESSED:
+                        self.compressed += 1
+                        self.fragmented += 1
+                    else:
+                        host = ent & OFFSET_MASK
+                        if next_contig and host != next_contig:
+                            self.fragmented += 1
+                        next_contig = host + cs
                 if kind == COMPRESSED:
                     if ent & OFLAG_COPIED:
                         self.res.corruptions += 1
@@ -256,6 +307,11 @@ def _check_once(img: Qcow2Writer, repair: str | None) -> CheckResult:
         _rebuild(img, w, res)
     _check_copied(img, w, res, fix_all)
     res.image_end_offset = (highest + 1) * img.cs
+    if hasattr(res, "total_clusters"):   # cluster statistics (newer CheckResult)
+        res.total_clusters = -(-img.size // img.cs)
+        res.allocated_clusters = w.allocated
+        res.fragmented_clusters = w.fragmented
+        res.compressed_clusters = w.compressed
     return res
 
 

@@ -14,6 +14,7 @@ from vmforge.block import BlockDriver, BlockError, BlockStatus, CorruptImageErro
 from .compress import CompressedLayout, decompress_cluster
 from .fileio import ImageFile, fill_zero
 from .header import (
+    AUTOCLEAR_BITMAPS,
     COMPAT_LAZY_REFCOUNTS,
     INCOMPAT_CORRUPT,
     INCOMPAT_DIRTY,
@@ -143,6 +144,10 @@ class Qcow2Image(BlockDriver):
         if not self.readonly:
             if h.autoclear_features:
                 # we maintain no autoclear feature (bitmaps): clear them all
+                if h.autoclear_features & AUTOCLEAR_BITMAPS:
+                    warnings.warn(f"{self.filename}: persistent dirty bitmaps are not "
+                                  "supported; writing makes them inconsistent (QEMU then "
+                                  "ignores them)", RuntimeWarning, stacklevel=3)
                 h.autoclear_features = 0
                 self._write_header(OFF_AUTOCLEAR, bytes(8))
             if h.incompatible_features & INCOMPAT_DIRTY and not for_check:
