@@ -10,6 +10,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from vmforge.block.backend import BlockBackend
@@ -116,32 +118,82 @@ def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
     target.flush()
 
 
+class _Writer:
+    """One thread that performs the target's writes in order, so that reading the
+    source and scanning for zeros overlap with writing (the syscalls release the GIL).
+    The target is touched by this thread only."""
+
+    def __init__(self, target: BlockBackend, depth: int = 4) -> None:
+        self.target = target
+        self.queue: queue.Queue[tuple[int, memoryview | None, int] | None] = \
+            queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="convert-w", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain after a failure
+            off, data, n = item
+            try:
+                if data is None:
+                    self.target.write_zeroes(off, n, may_unmap=True)
+                else:
+                    self.target.pwritev(off, [data])
+            except BaseException as exc:  # re-raised in the caller's thread
+                self.error = exc
+
+    def write(self, off: int, data: memoryview) -> None:
+        self._check()
+        self.queue.put((off, data, data.nbytes))
+
+    def zeroes(self, off: int, n: int) -> None:
+        self._check()
+        self.queue.put((off, None, n))
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._check()
+
+
 def _convert_plain(src: _Sources, target: BlockBackend, target_is_zero: bool,
                    min_sparse: int, advance: Callable[[int], None]) -> None:
-    buf = bytearray(CHUNK)
+    writer = _Writer(target)
+    try:
+        _copy_plain(src, writer, target_is_zero, min_sparse, advance)
+    finally:
+        writer.close()
+
+
+def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse: int,
+                advance: Callable[[int], None]) -> None:
     for w in range(0, src.size, WINDOW):
         for off, length, is_zero in list(src.extents(w, min(WINDOW, src.size - w))):
             if is_zero and min_sparse:
                 if not target_is_zero:
-                    target.write_zeroes(off, length, may_unmap=True)
+                    writer.zeroes(off, length)
                 advance(length)
                 continue
             end = off + length
             while off < end:
                 n = min(CHUNK, end - off)
-                mv = memoryview(buf)[:n]
-                if is_zero:
-                    mv[:] = bytes(n)
-                else:
+                mv = memoryview(bytearray(n))  # a new buffer: the writer may hold the last
+                if not is_zero:
                     src.readinto(off, mv)
                 if not min_sparse:
-                    target.pwritev(off, [mv])
+                    writer.write(off, mv)
                 else:
                     for a, b, zero in _zero_runs(mv, off, min_sparse):
                         if not zero:
-                            target.pwritev(off + a, [mv[a:b]])
+                            writer.write(off + a, mv[a:b])
                         elif not target_is_zero:
-                            target.write_zeroes(off + a, b - a, may_unmap=True)
+                            writer.zeroes(off + a, b - a)
                 advance(n)
                 off += n
 
