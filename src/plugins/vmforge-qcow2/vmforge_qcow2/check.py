@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from vmforge.block import BlockError, CheckResult, CorruptImageError, ReadOnlyError
@@ -160,7 +161,7 @@ class _Walk:
                 if ent & OFFSET_MASK:
                     self.inc(ent & OFFSET_MASK, self.cs, f"bitmap {k} data")
 
-    def walk_l1(self, l1_off: int, l1: list[int], name: str, active: bool) -> None:
+    def walk_l1(self, l1_off: int, l1: Sequence[int], name: str, active: bool) -> None:
         cs, cb = self.cs, self.cb
         if l1:
             self.inc(l1_off, 8 * len(l1), name, meta=True)

@@ -23,7 +23,7 @@ class Qcow2(Qcow2Writer):
     """QEMU's qcow2 format, versions 2 (compat=0.10) and 3 (compat=1.1).
 
     Open options: ``snapshot`` (id or name: open that internal snapshot
-    read-only), ``l2_cache_tables`` (how many L2 tables to cache),
+    read-only), ``l2_cache_size`` (bytes of L2 tables to cache, default 8 MiB),
     ``for_check`` (allow a read-write open of an image marked corrupt, to
     repair it).
     """
@@ -95,7 +95,7 @@ class Qcow2(Qcow2Writer):
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        known = {"snapshot", "l2_cache_tables", "for_check"}
+        known = {"snapshot", "l2_cache_size", "for_check"}
         bad = set(options) - known
         if bad:
             raise ValueError(f"qcow2 has no open option(s) {', '.join(sorted(bad))} "

@@ -6,6 +6,7 @@ import os
 import struct
 import threading
 import warnings
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -87,16 +88,16 @@ class Qcow2Image(BlockDriver):
     format_name = "qcow2"
 
     def __init__(self, filename: str, readonly: bool = True, *, snapshot: str | None = None,
-                 l2_cache_tables: int = 128, for_check: bool = False) -> None:
+                 l2_cache_size: int = 8 << 20, for_check: bool = False) -> None:
         super().__init__(filename, readonly or snapshot is not None)
         self.f = ImageFile(filename, self.readonly)
         try:
-            self._open(snapshot, l2_cache_tables, for_check)
+            self._open(snapshot, l2_cache_size, for_check)
         except BaseException:
             self.f.close()
             raise
 
-    def _open(self, snapshot: str | None, l2_cache_tables: int, for_check: bool) -> None:
+    def _open(self, snapshot: str | None, l2_cache_size: int, for_check: bool) -> None:
         f = self.f
         head = os.pread(f.fd, min(f.end, 1 << 21), 0)
         h = parse_header(head, self.filename, f.end)
@@ -123,7 +124,7 @@ class Qcow2Image(BlockDriver):
                               "it read-only", RuntimeWarning, stacklevel=3)
         self.l1_offset = h.l1_table_offset
         self.l1 = self._read_l1(h.l1_table_offset, h.l1_size, "L1 table")
-        self.l2cache = L2Cache(f, self.cb, l2_cache_tables)
+        self.l2cache = L2Cache(f, self.cb, max(4, l2_cache_size >> self.cb))
         self.refs = Refcounts(f, self.cb, h.refcount_order, h.refcount_table_offset,
                               h.refcount_table_clusters, self._write_header,
                               lazy=bool(h.compatible_features & COMPAT_LAZY_REFCOUNTS))
@@ -154,11 +155,11 @@ class Qcow2Image(BlockDriver):
                 self.check(repair="all")
                 self._set_incompat(h.incompatible_features & ~INCOMPAT_DIRTY)
 
-    def _read_l1(self, offset: int, n: int, table: str) -> list[int]:
+    def _read_l1(self, offset: int, n: int, table: str) -> array:
         if n == 0:
-            return []
+            return array("Q")
         raw = self.f.read_table(offset, 8 * n, table)
-        return list(table_from_bytes(raw))
+        return table_from_bytes(raw)
 
     # -- header helpers ----------------------------------------------------------
 
@@ -210,7 +211,7 @@ class Qcow2Image(BlockDriver):
 
     # -- mapping -------------------------------------------------------------------
 
-    def _l2_table(self, l1: list[int], l1i: int) -> tuple[int, Any]:
+    def _l2_table(self, l1: Sequence[int], l1i: int) -> tuple[int, Any]:
         """(L2 offset, table) for an L1 index; (0, None) when unallocated."""
         if l1i >= len(l1):
             return 0, None
@@ -227,7 +228,7 @@ class Qcow2Image(BlockDriver):
         return CorruptImageError(f"entry {i} ({ent:#x}) {why}", self.filename,
                                  l2off + 8 * i, "L2 table")
 
-    def _map(self, l1: list[int], offset: int, length: int) -> list[Run]:
+    def _map(self, l1: Sequence[int], offset: int, length: int) -> list[Run]:
         """Runs of one kind covering ``[offset, offset+length)``, merged."""
         runs: list[Run] = []
         cb, cs = self.cb, self.cs
@@ -285,7 +286,7 @@ class Qcow2Image(BlockDriver):
             runs.append((r_off, r_len, r_kind, r_host, r_ent))
         return runs
 
-    def _entry_at(self, l1: list[int], gci: int) -> int:
+    def _entry_at(self, l1: Sequence[int], gci: int) -> int:
         _, tbl = self._l2_table(l1, gci >> self.l2_bits)
         return 0 if tbl is None else tbl[gci & self.l2_mask]
 

@@ -10,6 +10,7 @@ image carries the dirty bit meanwhile).
 from __future__ import annotations
 
 import struct
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from vmforge.block import BlockError, CorruptImageError
 
 from .fileio import ImageFile
 from .header import MAX_HOST_OFFSET, MAX_REFTABLE_BYTES
+from .l2 import table_from_bytes, table_to_bytes
 
 REFT_OFFSET_MASK = 0xFFFFFFFFFFFFFE00
 
@@ -85,7 +87,7 @@ class Refcounts:
 
     def __init__(self, f: ImageFile, cluster_bits: int, order: int, table_offset: int,
                  table_clusters: int, write_header: Callable[[int, bytes], None],
-                 lazy: bool = False, cache_blocks: int = 64) -> None:
+                 lazy: bool = False, cache_bytes: int = 4 << 20) -> None:
         self.f = f
         self.cluster_bits = cluster_bits
         self.cs = 1 << cluster_bits
@@ -97,9 +99,10 @@ class Refcounts:
         self.write_header = write_header
         self.lazy = lazy
         raw = f.read_table(table_offset, table_clusters * self.cs, "refcount table")
-        self.table = list(struct.unpack(f">{len(raw) // 8}Q", raw))
+        self.table = table_from_bytes(raw)
+        self._blocks: set[int] | None = None
         self.cache: OrderedDict[int, bytearray] = OrderedDict()
-        self.cache_max = max(4, cache_blocks)
+        self.cache_max = max(4, cache_bytes >> cluster_bits)
         self.dirty: set[int] = set()
         self.hint = 0
         self.alloc_end = 0  # clusters below this may be allocated but not yet written
@@ -299,8 +302,15 @@ class Refcounts:
         self._insert(bi, blk)
         self.alloc_end = max(self.alloc_end, b + 1)
 
+    def is_block(self, offset: int) -> bool:
+        """Whether the cluster at ``offset`` holds a refcount block."""
+        if self._blocks is None:
+            self._blocks = {e & REFT_OFFSET_MASK for e in self.table if e}
+        return offset in self._blocks
+
     def _set_entry(self, bi: int, off: int) -> None:
         self.table[bi] = off
+        self._blocks = None
         self.f.pwrite(self.table_offset + 8 * bi, struct.pack(">Q", off))
 
     def end_cluster(self) -> int:
@@ -336,7 +346,7 @@ class Refcounts:
                                  f"({MAX_REFTABLE_BYTES} bytes)", self.f.filename)
             want = last_bi + 1
         want = tcl * per_cluster
-        table = self.table + [0] * (want - len(self.table))
+        table = self.table + array("Q", bytes(8 * (want - len(self.table))))
         new_blocks: dict[int, bytearray] = {}
         nxt = start + tcl
         for bi in range(first_bi, last_bi + 1):
@@ -354,11 +364,11 @@ class Refcounts:
                 self.update(c, 1, +1)
         for bi, blk in new_blocks.items():
             self.f.pwrite(table[bi], blk)
-        self.f.pwrite(start << self.cluster_bits,
-                      struct.pack(f">{len(table)}Q", *table))
+        self.f.pwrite(start << self.cluster_bits, table_to_bytes(table))
         old_off, old_cl = self.table_offset, self.table_clusters
         self.write_header(48, struct.pack(">QI", start << self.cluster_bits, tcl))
         self.table, self.table_offset, self.table_clusters = table, start << self.cluster_bits, tcl
+        self._blocks = None
         for bi, blk in new_blocks.items():
             self._insert(bi, blk)
         self.alloc_end = max(self.alloc_end, nxt)

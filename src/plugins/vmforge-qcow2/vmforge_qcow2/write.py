@@ -35,6 +35,7 @@ from .l2 import (
     UNALLOC,
     ZERO,
     entry_kind,
+    table_to_bytes,
 )
 
 
@@ -76,7 +77,7 @@ class Qcow2Writer(Qcow2Image):
         while c < host + n:
             if c in self.l2cache:
                 return "an L2 table"
-            if c in self.refs.table:
+            if self.refs.is_block(c):
                 return "a refcount block"
             c += cs
         return None
@@ -438,8 +439,8 @@ class Qcow2Writer(Qcow2Image):
         nbytes = need * 8
         ncl = -(-nbytes // cs)
         new = self.refs.alloc(ncl)
-        l1 = self.l1 + [0] * (need - len(self.l1))
-        raw = struct.pack(f">{need}Q", *l1)
+        l1 = self.l1 + array("Q", bytes(8 * (need - len(self.l1))))
+        raw = table_to_bytes(l1)
         self.f.pwrite(new, raw + bytes(ncl * cs - len(raw)))
         old_off, old_n = self.l1_offset, len(self.l1)
         self.f.pwrite(OFF_L1_SIZE, struct.pack(">IQ", need, new))
