@@ -104,6 +104,21 @@ def test_commit_writes_into_the_backing_file(tmp_path, img) -> None:
     assert r.rc == 1 and "backing file" in r.err
 
 
+@pytest.mark.formats("raw", "example")
+def test_commit_refuses_a_probed_raw_base(tmp_path, img) -> None:
+    base = str(tmp_path / "base.raw")
+    data = write_mixed(base, MiB)
+    top = _ex(str(tmp_path / "top.ex"), MiB, "base.raw", None)
+    with BlockBackend.open(top, readonly=False) as bb:
+        bb.write(0, b"header of another format?")
+    r = img("commit", top)
+    assert r.rc == 1 and "probed" in r.err and "rebase -u" in r.err
+    with open(base, "rb") as f:
+        assert f.read() == data
+    assert img("rebase", "-u", "-b", "base.raw", "-F", "raw", top).rc == 0
+    assert img("commit", top).rc == 0
+
+
 @pytest.mark.formats("raw", "qcow2")
 def test_commit_qcow2_overlay_like_qemu(tmp_path, img, qemu) -> None:
     for name in ("ours", "theirs"):

@@ -32,7 +32,7 @@ from vmforge.block.driver import (
     UnsupportedOperation,
     parse_size,
 )
-from vmforge.block.probe import driver_class
+from vmforge.block.probe import RAW_FORMAT, driver_class
 from vmforge.errors import VmforgeError
 
 PROG = "vmforge img"
@@ -510,6 +510,11 @@ def cmd_commit(args: argparse.Namespace) -> int:
         if len(top.layers) < 2:
             raise UsageError(f"{args.file}: image does not have a backing file")
         base_layer = top.layers[1]
+        if top.top.backing_format is None and base_layer.format == RAW_FORMAT:
+            raise UsageError(f"the format of the backing file {base_layer.filename} was probed "
+                             "as raw, which is never written; record it first with "
+                             f"'vmforge img rebase -u -b {top.top.backing_filename} -F raw "
+                             f"{args.file}'")
         with _open(base_layer.filename, base_layer.format, readonly=False, backing=False) as base:
             bar = ProgressBar() if args.progress else None
             ops.commit(top, base, bar)
