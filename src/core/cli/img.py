@@ -588,7 +588,8 @@ def _common(p: argparse.ArgumentParser, *, fmt: bool = True, share: bool = True,
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``vmforge img`` and its sub-commands."""
     img = subparsers.add_parser("img", help="create, convert, check and inspect disk images",
-                                description=__doc__.split("\n\n")[0])
+                                description="qemu-img's sub-commands over vmforge's block "
+                                "layer; formats are plugins (vmforge plugins --kind block).")
     sub = img.add_subparsers(dest="img_command", metavar="SUBCOMMAND")
     img.set_defaults(func=lambda args: (img.print_help(), 2)[1])
 
@@ -616,8 +617,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = add("convert", cmd_convert, "copy an image, possibly to another format")
     _common(p, quiet=True)
-    p.add_argument("-O", dest="output_format", default="raw", metavar="FMT")
-    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
+    p.add_argument("-O", dest="output_format", default="raw", metavar="FMT",
+                   help="target format (default raw)")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
+                   help="target create options k=v,...")
     p.add_argument("-c", dest="compress", action="store_true", help="compress the target")
     p.add_argument("-p", "--progress", dest="progress", action="store_true",
                    help="show progress on stderr")
@@ -679,7 +682,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = add("measure", cmd_measure, "how large a new image would be")
     _common(p, output=True)
-    p.add_argument("-O", dest="output_format", default="raw", metavar="FMT")
-    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
-    p.add_argument("--size", metavar="SIZE")
+    p.add_argument("-O", dest="output_format", default="raw", metavar="FMT",
+                   help="format to measure for (default raw)")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
+                   help="its create options k=v,...")
+    p.add_argument("--size", metavar="SIZE", help="a new image of this size (no source)")
     p.add_argument("file", nargs="?")
