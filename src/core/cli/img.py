@@ -244,18 +244,22 @@ def cmd_create(args: argparse.Namespace) -> int:
     if backing:
         if not cls.supports_backing:
             raise UsageError(f"format {cls.format_name} does not support backing files")
+        path = resolve_backing(args.file, backing)
+        if not backing_fmt:  # as qemu-img 7.2: the format is recorded, never guessed later
+            detected = ""
+            if not args.unsafe and os.path.isfile(path):
+                from vmforge.block.probe import probe_format
+
+                detected = f" (probing says {probe_format(path)})"
+            raise UsageError(f"{args.file}: backing file specified without backing format: "
+                             f"pass -F FMT{detected}")
         if not args.unsafe:
-            path = resolve_backing(args.file, backing)
             try:
                 with _open(path, backing_fmt, force_share=True) as bb:
-                    backing_fmt = backing_fmt or bb.format
                     if size is None:
                         size = bb.size
             except BlockError as exc:
                 raise BlockError(f"could not open backing image: {exc}", args.file) from exc
-        elif not backing_fmt:
-            raise UsageError("-u needs the backing format (-F) as the backing file is not "
-                             "opened")
         opts["backing_file"], opts["backing_fmt"] = backing, backing_fmt
     if size is None:
         raise UsageError("image creation needs a size parameter")
@@ -609,9 +613,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
                    help="create options k=v,... ('-o help' lists them)")
     p.add_argument("-b", dest="backing", metavar="BACKING", help="backing file")
-    p.add_argument("-F", dest="backing_format", metavar="FMT", help="backing file format")
+    p.add_argument("-F", dest="backing_format", metavar="FMT",
+                   help="backing file format (needed with -b)")
     p.add_argument("-u", dest="unsafe", action="store_true",
-                   help="do not open the backing file (needs -F and SIZE)")
+                   help="do not open the backing file (needs SIZE)")
     p.add_argument("file", nargs="?")
     p.add_argument("size", nargs="?")
 
