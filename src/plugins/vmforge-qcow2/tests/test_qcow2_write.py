@@ -258,3 +258,30 @@ def test_measure_matches_qemu(tmp_path: Path) -> None:
         ours = Qcow2.measure(100 * MiB, None, **opts)
         assert ours["required"] == theirs["required"], opts
         assert ours["fully-allocated"] == theirs["fully-allocated"], opts
+
+
+def test_chain_through_block_backend(tmp_path: Path) -> None:
+    """qcow2 over qcow2 over raw, opened by vmforge's BlockBackend: reads and
+    copy-on-write writes agree with qemu-img."""
+    from vmforge.block.backend import BlockBackend
+
+    raw = tmp_path / "base.raw"
+    raw.write_bytes(pattern(2 * MiB, 11))
+    mid = tmp_path / "mid.qcow2"
+    top = tmp_path / "top.qcow2"
+    qemu_img("create", "-f", "qcow2", "-b", "base.raw", "-F", "raw", str(mid))
+    qemu_io(mid, "write -P 0x21 100k 200k", "write -z 1M 64k")
+    Qcow2.create(str(top), 2 * MiB, backing_file="mid.qcow2", backing_fmt="qcow2",
+                 cluster_size=4096)
+    with BlockBackend.open(str(top), "qcow2", readonly=False) as bb:
+        bb.write(5, b"top-partial")               # widened to a cluster from the chain
+        bb.write(1 * MiB + 70000, b"Z" * 9000)    # over the zero cluster of mid
+        bb.write_zeroes(150 * 1024, 3000)
+    expect = bytearray(to_raw(mid, tmp_path / "mid.raw"))
+    expect[5:16] = b"top-partial"
+    expect[MiB + 70000:MiB + 79000] = b"Z" * 9000
+    expect[150 * 1024:150 * 1024 + 3000] = bytes(3000)
+    assert_qemu_clean(top)
+    _compare(top, expect, tmp_path)
+    with BlockBackend.open(str(top), "qcow2") as bb:
+        assert bb.read(0, bb.size) == expect
