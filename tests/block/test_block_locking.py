@@ -82,12 +82,15 @@ def test_readers_share_but_exclude_a_writer(image, hold) -> None:
         BlockBackend.open(image, "raw", readonly=False)
 
 
-def test_reader_is_refused_while_a_writer_works_unless_force_share(image, hold) -> None:
+def test_reader_is_refused_while_a_writer_works_unless_force_share(image, hold, img) -> None:
     hold("rw")
     with pytest.raises(LockedError):
         BlockBackend.open(image, "raw")
     with BlockBackend.open(image, "raw", force_share=True) as bb:
         assert bb.read(0, 1) == b"\0"
+    r = img("info", "-f", "raw", image)
+    assert r.rc == 1 and "locked" in r.err and image in r.err
+    assert img("info", "-U", "-f", "raw", image).rc == 0
 
 
 def test_force_share_takes_no_lock_and_needs_read_only(image, hold) -> None:
@@ -115,10 +118,10 @@ def test_qemu_sees_our_lock(image, hold, qemu) -> None:
 
 
 def test_we_see_qemus_lock(image, qemu, img) -> None:
-    proc = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "sleep 4000",
+    proc = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "sleep 30000",
                              image], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 20  # qemu-io may start slowly on a busy machine
         while True:
             try:
                 BlockBackend.open(image, "raw", readonly=False).close()

@@ -171,6 +171,21 @@ class BlockDriverConformance:
                 model[off:off + n] = b"\xee" * n
             assert drv.read(0, drv.size) == model
 
+    def test_discard_zero_length_and_double_close(self, driver_cls: type[BlockDriver],
+                                                  written: tuple[str, bytearray]) -> None:
+        image, model = written
+        drv = self._open(driver_cls, image, readonly=False)
+        drv.discard(65536, 131072)  # a hint: contents there become unspecified
+        model[65536:196608] = drv.read(65536, 131072)
+        assert drv.read(0, drv.size) == model
+        assert drv.read(drv.size, 0) == b""
+        drv.write(drv.size, b"")
+        assert list(drv.block_status(drv.size, 0)) == []
+        drv.close()
+        drv.close()
+        with self._open(driver_cls, image) as again:
+            assert again.read(0, again.size) == model
+
     # -- block status ------------------------------------------------------------------
 
     @staticmethod
