@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -121,14 +123,16 @@ def test_we_see_qemus_lock(image, qemu, img) -> None:
     proc = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "sleep 30000",
                              image], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        # wait for qemu-io's locks without taking any (that could make qemu-io give up)
+        ino = f":{os.stat(image).st_ino} "
         deadline = time.monotonic() + 20  # qemu-io may start slowly on a busy machine
-        while True:
-            try:
-                BlockBackend.open(image, "raw", readonly=False).close()
-            except LockedError:
-                break
+        while not any("OFDLCK" in ln and ino in ln
+                      for ln in Path("/proc/locks").read_text().splitlines()):
+            assert proc.poll() is None, "qemu-io exited"
             assert time.monotonic() < deadline, "qemu-io's lock never appeared"
             time.sleep(0.05)
+        with pytest.raises(LockedError):
+            BlockBackend.open(image, "raw", readonly=False)
         r = img("resize", "-f", "raw", image, "2M")
         assert r.rc == 1 and "locked" in r.err and image in r.err
     finally:
