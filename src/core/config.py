@@ -131,7 +131,8 @@ class MachineConfig:
     drives: list[DriveSpec] = field(default_factory=list)
     devices: list[DeviceSpec] = field(default_factory=list)
     netdevs: list[NetdevSpec] = field(default_factory=list)
-    serial: list[str] = field(default_factory=lambda: ["stdio"])
+    #: per serial port: a ``-serial`` spec or a ready ``vmforge.chardev.CharBackend``
+    serial: list[Any] = field(default_factory=lambda: ["stdio"])
     accel: str | None = None            # None: the machine's default
     trace: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)

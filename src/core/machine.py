@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from vmforge.chardev import CharBackend, chardev_from_spec
 from vmforge.clock import TimerQueue, VirtualClock
 from vmforge.config import MachineConfig
 from vmforge.device import Device, DeviceError
@@ -84,6 +85,8 @@ class Machine:
         self._reset_requested = False
         self._soon: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
             collections.deque())
+        self._chardevs: dict[int, CharBackend | None] = {}
+        self._own_chardevs: list[CharBackend] = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -139,10 +142,36 @@ class Machine:
         """Put the CPUs at their reset vector (subclasses implement)."""
 
     def close(self) -> None:
-        """Release host resources held by devices."""
+        """Release host resources held by devices and the consoles it opened."""
         for device in reversed(self.devices):
             if device.realized:
                 device.unrealize()
+        for chardev in self._own_chardevs:
+            chardev.close()
+        self._own_chardevs.clear()
+
+    def serial_chardev(self, index: int = 0) -> CharBackend | None:
+        """The host back-end of serial port ``index`` (``-serial``), made once.
+
+        ``config.serial[index]`` is a QEMU spec (``stdio``, ``file:PATH``,
+        ``null``, ``none``) or a :class:`~vmforge.chardev.CharBackend` a script
+        made (a ``BufferChar`` to read and type on the console).  Input is
+        delivered on the machine's thread; Ctrl-A X on stdio stops the machine.
+        """
+        if index not in self._chardevs:
+            specs = self.config.serial
+            spec = specs[index] if index < len(specs) else "none"
+            if isinstance(spec, CharBackend):
+                chardev: CharBackend | None = spec
+            else:
+                chardev = chardev_from_spec(
+                    spec, on_quit=lambda: self.request_shutdown(ShutdownReason.USER, 0))
+                if chardev is not None:
+                    self._own_chardevs.append(chardev)
+            if chardev is not None:
+                chardev.dispatch = self.call_soon
+            self._chardevs[index] = chardev
+        return self._chardevs[index]
 
     # -- requests (thread-safe: devices, I/O threads, the user) --------------------------
 
