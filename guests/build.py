@@ -345,15 +345,17 @@ def build_linux(product: Product, out: Path, work: Path, args: argparse.Namespac
 
 # ----------------------------------------------------------------- busybox
 
+def busybox_source_version() -> str:
+    # a binNMU suffix (+b1) belongs to the binary, not to the source package
+    return re.sub(r"\+b\d+$", "", package_version("busybox"))
+
+
 def busybox_source_tree() -> Path:
     """``apt-get source busybox`` (Debian patches applied), once per version."""
     ensure_deb_src()
-    version = package_version("busybox")
-    if version == "none":
+    if package_version("busybox") == "none":
         apt_update()
-        version = package_version("busybox")
-    # a binNMU suffix (+b1) belongs to the binary, not to the source package
-    src_version = re.sub(r"\+b\d+$", "", version)
+    src_version = busybox_source_version()
     dest = cache_root() / "src" / f"busybox_{src_version.replace(':', '_')}"  # no ':' for make
     if (dest / ".extracted").is_file():
         return Path((dest / ".extracted").read_text().strip())
@@ -542,6 +544,20 @@ def firmware_paths() -> dict[str, Path]:
     return dict(FIRMWARE)
 
 
+def stale_paths() -> list[Path]:
+    """Cache entries (products, work trees, sources) no current recipe points at."""
+    root = cache_root()
+    keep = {p.directory().name for p in PRODUCTS.values()}
+    stale = [d for d in root.glob("*-*") if d.is_dir() and d.name not in keep
+             and d.name.rsplit("-", 1)[0] in PRODUCTS]
+    stale += [d for d in (root / "work").glob("*") if d.name not in keep]
+    stale += [d for d in root.glob(".*-*.*") if d.is_dir()]  # interrupted builds
+    wanted_src = {f"{LINUX_SOURCE_PKG}_{package_version(LINUX_SOURCE_PKG)}",
+                  "busybox_" + busybox_source_version().replace(":", "_")}
+    stale += [d for d in (root / "src").glob("*") if d.name not in wanted_src]
+    return sorted(stale)
+
+
 def expand(names: Sequence[str]) -> list[str]:
     out: list[str] = []
     for n in names:
@@ -568,6 +584,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-j", "--jobs", type=int, default=2, help="parallel make jobs (2)")
     ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
     ap.add_argument("--keep-work", action="store_true", help="keep the build tree")
+    ap.add_argument("--clean-stale", action="store_true",
+                    help="delete cached products, sources and work trees that the current "
+                         "recipes no longer use")
     args = ap.parse_args(argv)
 
     for opt, attr in (("print_path", "main"), ("print_dir", "dir")):
@@ -584,6 +603,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             pkgs = " ".join(FIRMWARE_PKGS)
             hint = "" if path.is_file() else f"  (missing: apt-get install {pkgs})"
             print(f"{key} {path}{hint}")
+        return 0
+    if args.clean_stale:
+        for path in stale_paths():
+            log(f"removing {path}")
+            shutil.rmtree(path, ignore_errors=True)
         return 0
     if args.list:
         for p in PRODUCTS.values():

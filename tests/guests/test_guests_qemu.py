@@ -21,7 +21,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 SHELL_PROMPT = r"vmforge:/[^\n]*# "
-UBOOT_PROMPT = r"\n=> "
+UBOOT_PROMPT = r"(?<=\n)=> "  # at the start of a line
 
 
 def qemu_virt_argv(qemu: str, bios: Path, kernel: Path, *extra: str) -> list[str]:
