@@ -285,3 +285,24 @@ def test_chain_through_block_backend(tmp_path: Path) -> None:
     _compare(top, expect, tmp_path)
     with BlockBackend.open(str(top), "qcow2") as bb:
         assert bb.read(0, bb.size) == expect
+
+
+def test_compressed_packing_never_reuses_a_freed_cluster(tmp_path: Path) -> None:
+    """Regression (found by the model test): a compressed cluster is rewritten
+    (its host cluster freed and reused for data), then another compressed write
+    must not pack into that cluster."""
+    img = tmp_path / "p.qcow2"
+    Qcow2.create(str(img), 512 * 1024, cluster_size=512, refcount_bits=64)
+    data = (b"\0" * 100 + bytes(range(100))) * 3
+    with Qcow2.open(str(img), readonly=False) as q:
+        q.write_compressed(0, data[:512])
+        q.write(0, b"\0")
+        q.write_compressed(39936, data[:512])
+        model = bytearray(512 * 1024)
+        model[0:512] = data[:512]
+        model[0] = 0
+        model[39936:39936 + 512] = data[:512]
+        assert q.read(0, q.size) == model
+        assert q.check().clean
+    assert_qemu_clean(img)
+    _compare(img, model, tmp_path)

@@ -105,6 +105,8 @@ class Refcounts:
         self.cache_max = max(4, cache_bytes >> cluster_bits)
         self.dirty: set[int] = set()
         self.hint = 0
+        #: the host cluster compressed data is being packed into (-1: none)
+        self.byte_cluster = -1
         self.alloc_end = 0  # clusters below this may be allocated but not yet written
 
     # -- blocks ---------------------------------------------------------------
@@ -200,7 +202,10 @@ class Refcounts:
             for i in range(i0, i1):
                 v = codec.get(blk, i) + delta
                 codec.set(blk, i, v)
-                freed = freed or v == 0
+                if v == 0:
+                    freed = True
+                    if (bi << self.shift) + i == self.byte_cluster:
+                        self.byte_cluster = -1
             if freed and c < self.hint:
                 self.hint = c
             if self.lazy:

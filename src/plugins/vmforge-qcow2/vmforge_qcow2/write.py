@@ -360,28 +360,39 @@ class Qcow2Writer(Qcow2Image):
             self._commit_l2(l2off, tbl, [(i, self.clayout.encode(host, len(comp)))], olds)
 
     def _alloc_bytes(self, n: int) -> int:
-        """Byte-granular allocation for compressed data (QEMU's ``alloc_bytes``)."""
-        cs = self.cs
+        """Byte-granular allocation for compressed data (QEMU's ``alloc_bytes``).
+
+        Compressed clusters are packed into the current partly used host
+        cluster while it is still ours: ``Refcounts.byte_cluster`` is reset when
+        that cluster is freed, so it can never be a reused data cluster.
+        """
+        cs, cb, refs = self.cs, self.cb, self.refs
         fb = self._free_byte_offset
-        if fb and fb % cs and 0 < self.refs.get(fb >> self.cb) < self.refs.codec.max:
-            # keep packing into the current cluster unless its refcount is at the maximum
-            cend = (fb | (cs - 1)) + 1
-            c = fb >> self.cb
-            if fb + n <= cend and self.refs.get(c):
-                self.refs.update(c, 1, +1)
-                self._free_byte_offset = (fb + n) % cs and fb + n
+        c = fb >> cb
+        if fb % cs and refs.byte_cluster == c and 0 < refs.get(c) < refs.codec.max:
+            cend = (c + 1) << cb
+            if fb + n <= cend:
+                refs.update(c, 1, +1)
+                self._set_free_byte(fb + n)
                 return fb
-            if self.refs.get(c):
-                extra = -(-(fb + n - cend) // cs)
-                new = self.refs.alloc(extra)
-                if new == cend:
-                    self.refs.update(c, 1, +1)
-                    self._free_byte_offset = (fb + n) % cs and fb + n
-                    return fb
-                self.refs.update(new >> self.cb, extra, -1)
-        new = self.refs.alloc(-(-n // cs))
-        self._free_byte_offset = (new + n) % cs and new + n
+            extra = -(-(fb + n - cend) // cs)
+            new = refs.alloc(extra)
+            if new == cend:
+                refs.update(c, 1, +1)
+                self._set_free_byte(fb + n)
+                return fb
+            refs.update(new >> cb, extra, -1)
+        new = refs.alloc(-(-n // cs))
+        self._set_free_byte(new + n)
         return new
+
+    def _set_free_byte(self, off: int) -> None:
+        if off % self.cs:
+            self._free_byte_offset = off
+            self.refs.byte_cluster = off >> self.cb
+        else:
+            self._free_byte_offset = 0
+            self.refs.byte_cluster = -1
 
     # -- resize ---------------------------------------------------------------------------
 
