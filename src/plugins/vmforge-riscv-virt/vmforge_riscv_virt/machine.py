@@ -1,0 +1,187 @@
+"""The ``riscv-virt`` machine: QEMU 7.2's riscv64 ``virt`` board on vmforge's CPU.
+
+RAM at 0x80000000; CLINT, PLIC, ns16550a UART (IRQ 10), SiFive test finisher,
+goldfish RTC (IRQ 11), eight virtio-mmio slots (IRQs 1..8); a reset ROM at
+0x1000 that enters the firmware with ``a0`` = hart id, ``a1`` = the device
+tree and ``a2`` = OpenSBI's ``fw_dynamic_info``.  The device tree is generated
+from the devices actually placed.
+
+- ``-bios default``: Debian's OpenSBI (package ``opensbi``); ``-bios none``:
+  the kernel runs directly in M-mode from the DRAM base; ``-bios FILE``.
+- ``-kernel``: an ELF or a raw image (a Linux ``Image``, U-Boot); it goes at
+  0x80200000 behind firmware, as on QEMU.  ``-initrd``, ``-append``, ``-dtb``.
+- ``-smp N`` harts with their own CLINT and PLIC contexts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vmforge.accel.cluster import HartCluster
+from vmforge.loader import EM_RISCV, is_elf, load_elf, load_raw, read_linux_image_header
+from vmforge.machine import Machine, MachineError
+from vmforge.virtio.mmio import VirtioMmioTransport
+from vmforge_riscv_virt import board
+from vmforge_riscv_virt.clint import Clint
+from vmforge_riscv_virt.fdt_virt import VirtFdtConfig, build_virt_fdt, standard_placements
+from vmforge_riscv_virt.goldfish_rtc import GoldfishRtc
+from vmforge_riscv_virt.plic import Plic
+from vmforge_riscv_virt.rom import reset_rom
+from vmforge_riscv_virt.sifive_test import SifiveTest
+
+__all__ = ["HartClint", "RiscvVirt", "find_default_bios"]
+
+#: where Debian's ``opensbi`` package installs the generic platform firmware
+OPENSBI_DIRS = ("/usr/lib/riscv64-linux-gnu/opensbi/generic",)
+#: QEMU's default for virt is fw_dynamic; fw_jump works too (the ROM passes both)
+OPENSBI_IMAGES = ("fw_dynamic.bin", "fw_jump.bin")
+_U64 = (1 << 64) - 1
+
+
+def find_default_bios() -> str:
+    """Debian's OpenSBI for the generic platform, or a clear error."""
+    for d in OPENSBI_DIRS:
+        for name in OPENSBI_IMAGES:
+            path = os.path.join(d, name)
+            if os.path.exists(path):
+                return path
+    raise MachineError("riscv-virt: -bios default needs OpenSBI: install the Debian package "
+                       "'opensbi', or pass -bios FILE / -bios none")
+
+
+class HartClint(Clint):
+    """The CLINT with the harts' own time: ``mtime`` is the cluster's, and
+    ``mtimecmp[h]`` is hart ``h``'s comparator, so the hart raises MTIP itself,
+    at the exact tick, without a host timer."""
+
+    def __init__(self, cluster: HartCluster, **props: Any) -> None:
+        super().__init__(num_harts=len(cluster), **props)
+        self.cluster = cluster
+
+    @property
+    def mtime(self) -> int:
+        return self.cluster.mtime
+
+    def set_mtime(self, value: int) -> None:
+        for hart in self.cluster.harts:
+            hart.mtime = value & _U64
+
+    def set_mtimecmp(self, hart: int, value: int) -> None:
+        self.mtimecmp[hart] = value & _U64
+        self.cluster.harts[hart].mtimecmp = value & _U64
+
+    def _check(self, hart: int) -> None:
+        """The hart compares ``mtime`` with ``mtimecmp`` itself."""
+
+    def reset(self) -> None:
+        super().reset()
+        for hart in self.cluster.harts:
+            hart.mtimecmp = _U64  # QEMU: no timer interrupt until the guest sets one
+
+
+class RiscvVirt(Machine):
+    """The riscv64 ``virt`` board."""
+
+    name = "riscv-virt"
+    description = "RISC-V virt board, compatible with QEMU 7.2's riscv64 'virt'"
+    default_memory = 128 << 20
+    max_cpus = 8
+    accels = ("interp",)
+
+    def build(self) -> None:
+        cfg = self.config
+        mm = board.MEMMAP
+        self.add_ram(mm["dram"].base, self.memory_size)
+        self.cluster = HartCluster(self.space, cfg.smp)
+        self.cpus = self.cluster.harts
+
+        self.plic = Plic(num_harts=cfg.smp)
+        self.clint = HartClint(self.cluster)
+        self.test = SifiveTest(self)
+        self.rtc = GoldfishRtc()
+        self.uart = self.create_device("ns16550a")
+        self.uart.set_chardev(self.serial_chardev(0))
+        self.virtio = [VirtioMmioTransport() for _ in range(board.VIRTIO_COUNT)]
+        self.placed = standard_placements(self.plic, self.clint, self.test, self.rtc,
+                                          self.uart, self.virtio)
+        for p in self.placed:
+            self.add_device(p.device, p.base)
+            for irq in p.irqs:
+                p.device.irq.connect(self.plic.set_irq, irq)
+        for h, hart in enumerate(self.cluster.harts):
+            self.plic.connect_hart(h, hart)
+            self.clint.connect_hart(h, hart)
+        self._load_images()
+
+    # -- images ------------------------------------------------------------------------
+
+    def _load(self, path: str, addr: int) -> tuple[int, int]:
+        """Load an ELF (at its own addresses) or a raw file at ``addr``: (entry, end)."""
+        if not os.path.exists(path):
+            raise MachineError(f"riscv-virt: {path}: no such file")
+        if is_elf(path):
+            image = load_elf(self.space.memory, path, machine=EM_RISCV, want_symbols=False)
+            return image.entry, image.high
+        size = load_raw(self.space.memory, path, addr)
+        header = read_linux_image_header(path)
+        if header is not None and header.image_size > size:
+            size = header.image_size  # the kernel's BSS follows the file
+        return addr, addr + size
+
+    def _load_images(self) -> None:
+        cfg = self.config
+        mem = self.space.memory
+        dram = board.MEMMAP["dram"].base
+        bios = cfg.bios or "default"
+        kernel_entry = 0
+        if bios == "none":
+            if cfg.kernel is None:
+                raise MachineError("riscv-virt: -bios none needs -kernel")
+            start, kernel_end = self._load(cfg.kernel, dram)
+            kernel_entry = start
+        else:
+            fw = find_default_bios() if bios == "default" else bios
+            start, fw_end = self._load(fw, dram)
+            kernel_end = fw_end
+            if cfg.kernel is not None:
+                # QEMU: the kernel at the next 2 MiB boundary after the firmware
+                addr = max(board.KERNEL_BOOT_ADDRESS, (fw_end + (2 << 20) - 1) & ~((2 << 20) - 1))
+                kernel_entry, kernel_end = self._load(cfg.kernel, addr)
+        initrd = None
+        if cfg.initrd is not None:
+            if not os.path.exists(cfg.initrd):
+                raise MachineError(f"riscv-virt: {cfg.initrd}: no such file")
+            base = board.initrd_start(kernel_entry or start, self.memory_size)
+            base = max(base, (kernel_end + 0xFFF) & ~0xFFF)
+            size = load_raw(mem, cfg.initrd, base)
+            initrd = (base, base + size)
+        if cfg.dtb is not None:
+            with open(cfg.dtb, "rb") as f:
+                blob = f.read()
+        else:
+            fdt_cfg = VirtFdtConfig(num_harts=cfg.smp, mem_base=dram, mem_size=self.memory_size,
+                                    bootargs=cfg.append, initrd=initrd)
+            blob = build_virt_fdt(fdt_cfg, self.placed).to_dtb()
+        self.fdt_addr = board.fdt_load_addr(dram, self.memory_size, len(blob))
+        if initrd is not None and self.fdt_addr < initrd[1]:
+            raise MachineError("riscv-virt: the initrd and the device tree do not fit in RAM; "
+                               "give more memory with -m")
+        mem.load(self.fdt_addr, blob)
+        rom = reset_rom(start, self.fdt_addr, kernel_entry)
+        mrom = board.MEMMAP["mrom"]
+        self.add_ram(mrom.base, mrom.size, "mrom", readonly=True)
+        mem.load(mrom.base, rom)
+        self.kernel_entry = kernel_entry
+
+    # -- CPUs ----------------------------------------------------------------------------
+
+    def reset_cpus(self) -> None:
+        self.cluster.reset(board.MEMMAP["mrom"].base)
+
+    def kick_cpus(self) -> None:
+        if hasattr(self, "cluster"):
+            self.cluster.request_stop()
+
+    def run_cpus(self) -> bool:
+        return self.cluster.run_slice()
