@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from vmforge_riscv_virt import Clint, board
+from vmforge_riscv_virt import Clint
+from vmforge_riscv_virt import board as virt
 from vmforge_riscv_virt.clint import MTIME, MTIMECMP_BASE
 
-BASE = board.MEMMAP["clint"].base
-MSIP, MTIP = board.MIP_MSIP, board.MIP_MTIP
+BASE = virt.MEMMAP["clint"].base
+MSIP, MTIP = virt.MIP_MSIP, virt.MIP_MTIP
 U64 = (1 << 64) - 1
 
 

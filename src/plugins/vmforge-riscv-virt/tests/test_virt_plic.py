@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from vmforge.irq import InterruptController
-from vmforge_riscv_virt import Plic, board
+from vmforge_riscv_virt import Plic
+from vmforge_riscv_virt import board as virt
 from vmforge_riscv_virt.plic import CONTEXT_BASE, ENABLE_BASE, PENDING_BASE
 
-BASE = board.MEMMAP["plic"].base
-MEIP, SEIP = board.MIP_MEIP, board.MIP_SEIP
+BASE = virt.MEMMAP["plic"].base
+MEIP, SEIP = virt.MIP_MEIP, virt.MIP_SEIP
 
 
 def prio(n: int) -> int:
