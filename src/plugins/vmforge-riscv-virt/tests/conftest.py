@@ -3,6 +3,8 @@ what the interrupt controllers drive."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -65,3 +67,54 @@ def board(make_board: Callable[..., Board]) -> Board:
 def new_hart() -> Callable[[], FakeHart]:
     """Makes recording harts (a fixture: test modules cannot import conftest)."""
     return FakeHart
+
+
+class Qemu:
+    """Runs ``qemu-system-riscv64 -M virt`` to read what QEMU 7.2 itself does."""
+
+    def __init__(self, binary: str, tmp: Any) -> None:
+        self.binary = binary
+        self.tmp = tmp
+
+    def dumpdtb(self, smp: int = 1, memory: str = "256M", *args: str) -> bytes:
+        out = self.tmp / f"qemu-virt-{smp}-{memory}.dtb"
+        subprocess.run([self.binary, "-M", f"virt,dumpdtb={out}", "-m", memory, "-smp", str(smp),
+                        "-display", "none", "-serial", "none", "-monitor", "none", *args],
+                       check=True, capture_output=True, timeout=60)
+        return out.read_bytes()
+
+    def monitor(self, commands: list[str], *args: str) -> str:
+        """Run monitor commands on a stopped (``-S``) virt machine; their output."""
+        script = "".join(c + "\n" for c in [*commands, "quit"])
+        res = subprocess.run([self.binary, "-M", "virt", "-m", "256M", "-bios", "none",
+                              "-display", "none", "-serial", "none", "-S",
+                              "-monitor", "stdio", *args],
+                             input=script, capture_output=True, text=True, timeout=60,
+                             check=True)
+        return res.stdout.replace("\r", "")
+
+    def xp_words(self, addr: int, count: int) -> list[int]:
+        """``count`` 32-bit words of guest physical memory (MMIO included)."""
+        text = self.monitor([f"xp /{count}wx {addr:#x}"])
+        words = []
+        for line in text.splitlines():
+            head, sep, rest = line.partition(": ")
+            if sep and head.strip().startswith("00"):
+                words += [int(w, 16) for w in rest.split()]
+        return words[:count]
+
+
+@pytest.fixture(scope="session")
+def qemu(tmp_path_factory: pytest.TempPathFactory) -> Qemu:
+    binary = shutil.which("qemu-system-riscv64")
+    if binary is None:
+        pytest.skip("qemu-system-riscv64 is not installed (tools/setup-host.sh installs it)")
+    return Qemu(binary, tmp_path_factory.mktemp("qemu"))
+
+
+@pytest.fixture(scope="session")
+def dtc() -> str:
+    binary = shutil.which("dtc")
+    if binary is None:
+        pytest.skip("dtc is not installed (device-tree-compiler)")
+    return binary
