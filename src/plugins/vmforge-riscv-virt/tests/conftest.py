@@ -93,9 +93,9 @@ class Qemu:
                              check=True)
         return res.stdout.replace("\r", "")
 
-    def xp_words(self, addr: int, count: int) -> list[int]:
+    def xp_words(self, addr: int, count: int, *args: str) -> list[int]:
         """``count`` 32-bit words of guest physical memory (MMIO included)."""
-        text = self.monitor([f"xp /{count}wx {addr:#x}"])
+        text = self.monitor([f"xp /{count}wx {addr:#x}"], *args)
         words = []
         for line in text.splitlines():
             head, sep, rest = line.partition(": ")
