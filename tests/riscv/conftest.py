@@ -125,3 +125,47 @@ def run_prog(rv_build):
         return out
 
     return run
+
+
+@pytest.fixture(scope="session")
+def rv_asm(rv_build):
+    """``rv_asm(source)`` -> (image bytes, {label: address}) for a snippet at RAM_BASE."""
+    cache: dict[str, tuple[bytes, dict[str, int]]] = {}
+
+    def asm(source: str) -> tuple[bytes, dict[str, int]]:
+        if source in cache:
+            return cache[source]
+        key = hashlib.sha256(source.encode()).hexdigest()[:16]
+        d = rv_build.cache / "snippets"
+        d.mkdir(exist_ok=True)
+        src = d / f"{key}.S"
+        elf = d / f"{key}.elf"
+        binf = d / f"{key}.bin"
+        if not binf.exists():
+            src.write_text(".section .text.init\n.globl _start\n_start:\n" + source + "\n")
+            done = subprocess.run([CC, "-march=rv64gc", "-mabi=lp64d", "-nostdlib",
+                                   "-nostartfiles", "-T", str(PROGS / "link.ld"),
+                                   "-o", str(elf), str(src)], capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"assembling failed:\n{done.stderr}")
+            subprocess.run([OBJCOPY, "-O", "binary", str(elf), str(binf)], check=True)
+        syms = {}
+        nm = subprocess.run([CC.replace("gcc", "nm"), str(elf)], capture_output=True,
+                            text=True, check=True).stdout
+        for line in nm.splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                syms[parts[2]] = int(parts[0], 16)
+        cache[source] = (binf.read_bytes(), syms)
+        return cache[source]
+
+    return asm
+
+
+@pytest.fixture(scope="session")
+def rv_env():
+    """Helpers for tests (conftest is not importable under --import-mode=importlib)."""
+    import types
+
+    return types.SimpleNamespace(make_machine=make_machine, ProgramExit=ProgramExit,
+                                 RAM_BASE=RAM_BASE, run_image=run_image)

@@ -123,6 +123,8 @@ class RiscvHart(_riscv.Hart):
     def run(self, max_instructions: int = 1 << 62) -> RunResult:
         """Run for about ``max_instructions`` (see the module doc for stops)."""
         before = self.instret
+        if self._bps and self.pc in self._bps:
+            self._resume_over(self.pc)       # execute the instruction under it once
         reason = StopReason(self._run(max_instructions))
         cause = tval = None
         if reason is StopReason.EXCEPTION:

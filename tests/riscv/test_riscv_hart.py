@@ -1,0 +1,286 @@
+"""The Python face of the hart: run/stop reasons, registers, breakpoints, interrupts,
+time, device errors, self-modifying code, several harts."""
+
+import threading
+
+import pytest
+
+from vmforge.accel.interp import RiscvHart, StopReason
+
+ECALL_M = 11
+
+
+RAM_BASE = 0x8000_0000
+
+
+@pytest.fixture
+def machine(rv_asm, rv_env):
+    def build(source):
+        return make(rv_asm, rv_env, source)
+    return build
+
+
+def make(rv_asm, rv_env, source):
+    image, syms = rv_asm(source)
+    space, hart = rv_env.make_machine(image)
+    hart.stop_on = {ECALL_M}
+    return space, hart, syms
+
+
+def test_registers_and_csrs(machine):
+    _space, hart, _ = machine("addi a0, a1, 1\necall")
+    hart.x[11] = 41
+    hart.x[0] = 5
+    assert hart.x[0] == 0
+    res = hart.run()
+    assert res.reason is StopReason.EXCEPTION and res.cause == ECALL_M
+    assert hart.x[10] == 42
+    assert res.pc == RAM_BASE + 4 and res.executed == 1 and hart.instret == 1
+    hart.f[3] = 0x4000000000000000
+    assert hart.f[3] == 0x4000000000000000
+    assert hart.csr("misa") >> 62 == 2
+    hart.set_csr("mscratch", 0x1234)
+    assert hart.csr("mscratch") == 0x1234
+    assert hart.csr("mhartid") == 0
+    with pytest.raises(KeyError):
+        hart.csr(0x7FF)
+    assert hart.priv == 3
+
+
+def test_budget_stops_at_block_boundary(machine):
+    _space, hart, _ = machine("1: addi a0, a0, 1\nj 1b")
+    res = hart.run(1000)
+    assert res.reason is StopReason.BUDGET
+    assert 1000 <= res.executed <= 1002
+    assert hart.x[10] == (res.executed + 1) // 2
+
+
+def test_stop_on_illegal_then_take(machine):
+    src = """
+        la t0, handler
+        csrw mtvec, t0
+    bad: .word 0xffffffff
+        j bad
+    .align 2
+    handler:
+        csrr a0, mcause
+        ecall
+    """
+    _space, hart, syms = machine(src)
+    hart.stop_on = {2, ECALL_M}
+    res = hart.run()
+    assert res.reason is StopReason.EXCEPTION and res.cause == 2
+    assert res.tval == 0xFFFFFFFF and res.pc == syms["bad"]
+    hart.take_exception(res.cause, res.tval)
+    assert hart.pc == syms["handler"]
+    res = hart.run()
+    assert res.cause == ECALL_M and hart.x[10] == 2
+    assert hart.csr("mepc") == syms["bad"]
+
+
+def test_breakpoint_stop_and_resume(machine):
+    src = """
+        li a0, 0
+    loop:
+        addi a0, a0, 1
+    here:
+        li t0, 3
+        blt a0, t0, loop
+        ecall
+    """
+    _space, hart, syms = machine(src)
+    hart.add_breakpoint(syms["here"])
+    for i in range(1, 4):
+        res = hart.run()
+        assert res.reason is StopReason.BREAKPOINT and res.pc == syms["here"]
+        assert hart.x[10] == i
+    res = hart.run()
+    assert res.reason is StopReason.EXCEPTION
+    hart.remove_breakpoint(syms["here"])
+    assert hart.breakpoints == ()
+
+
+def test_wfi_then_external_interrupt(machine):
+    src = """
+        la t0, handler
+        csrw mtvec, t0
+        li t0, (1 << 11)
+        csrw mie, t0
+        csrsi mstatus, 8
+    idle:
+        wfi
+        j idle
+    .align 2
+    handler:
+        csrr a0, mcause
+        ecall
+    """
+    _space, hart, syms = machine(src)
+    res = hart.run()
+    assert res.reason is StopReason.WFI
+    assert hart.pc == syms["idle"] + 4
+    res = hart.run()                     # nothing pending: wfi again
+    assert res.reason is StopReason.WFI
+    hart.set_irq_line(11, True)
+    res = hart.run()
+    assert res.reason is StopReason.EXCEPTION
+    assert hart.x[10] == (1 << 63) | 11
+    assert hart.csr("mip") & (1 << 11)
+    hart.set_irq_line(11, False)
+    assert not hart.csr("mip") & (1 << 11)
+
+
+def test_timer_interrupt_from_mtimecmp(machine):
+    src = """
+        la t0, handler
+        csrw mtvec, t0
+        li t0, (1 << 7)
+        csrw mie, t0
+        csrsi mstatus, 8
+    spin:
+        addi a1, a1, 1
+        j spin
+    .align 2
+    handler:
+        csrr a0, mcause
+        rdtime a2
+        ecall
+    """
+    _space, hart, _ = machine(src)
+    hart.time_div = 10
+    hart.mtimecmp = 500
+    res = hart.run(10**7)
+    assert res.reason is StopReason.EXCEPTION
+    assert hart.x[10] == (1 << 63) | 7
+    assert 500 <= hart.x[12] <= 502
+    assert 4990 <= hart.instret <= 5030
+
+
+def test_device_exception_propagates(machine, rv_env):
+    src = """
+        li t0, 0x100000
+        li t1, 7
+        addi a0, zero, 1
+    store:
+        sw t1, 0(t0)
+        addi a0, zero, 2
+        ecall
+    """
+    _space, hart, syms = machine(src)
+    with pytest.raises(rv_env.ProgramExit) as info:
+        hart.run()
+    assert info.value.value == 7
+    assert hart.pc == syms["store"] and hart.x[10] == 1
+
+
+def test_mmio_read_value_and_unassigned_access_fault(machine):
+    class Dev:
+        def read(self, offset, size):
+            return 0x1234_5678_9ABC_DEF0 >> (8 * (offset & 7))
+
+        def write(self, offset, size, value):
+            pass
+
+    src = """
+        la t0, handler
+        csrw mtvec, t0
+        li t0, 0x200000
+        ld a0, 0(t0)
+        lhu a1, 2(t0)
+        li t0, 0x300000
+        ld a2, 0(t0)
+        ecall
+    .align 2
+    handler:
+        csrr a3, mcause
+        csrr a4, mtval
+        ecall
+    """
+    space, hart, _ = machine(src)
+    space.add_mmio(0x200000, Dev(), 0x1000)
+    space.on_bad_access = None
+    hart.run()
+    assert hart.x[10] == 0x1234_5678_9ABC_DEF0
+    assert hart.x[11] == 0x9ABC
+    assert hart.x[13] == 5 and hart.x[14] == 0x300000
+
+
+def test_self_modifying_code(machine):
+    src = """
+        .option norvc
+        la t0, target
+        lw t1, new_insn
+        sw t1, 0(t0)
+    target:
+        li a0, 1
+        ecall
+    .align 2
+    new_insn:
+        li a0, 2
+    """
+    _space, hart, _ = machine(src)
+    hart.run()
+    assert hart.x[10] == 2
+
+
+def test_code_rewritten_between_runs(machine):
+    src = """
+        .option norvc
+    again:
+        li a0, 1
+        ecall
+        j again
+    """
+    space, hart, syms = machine(src)
+    hart.run()
+    assert hart.x[10] == 1
+    # li a0, 5 (addi a0, zero, 5) written from Python, as a loader would: flush
+    space.memory.write(syms["again"], (0x00500513).to_bytes(4, "little"))
+    hart.flush_caches()
+    hart.pc = syms["again"]
+    hart.run()
+    assert hart.x[10] == 5
+
+
+def test_two_harts_reservations(machine):
+    src = """
+        la a1, word
+        lr.d a0, (a1)
+        ecall
+        li a3, 9
+        sc.d a2, a3, (a1)
+        ecall
+    other:
+        la a1, word
+        sd zero, (a1)
+        ecall
+    .data
+    word: .dword 5
+    """
+    for interfere in (False, True):
+        space, h0, syms = machine(src)
+        h1 = h0.sibling(1)
+        h1.stop_on = {ECALL_M}
+        h1.pc = syms["other"]
+        assert h1.csr("mhartid") == 1
+        h0.run()
+        assert h0.x[10] == 5
+        if interfere:
+            h1.run()
+        h0.pc += 4
+        h0.run()
+        assert h0.x[12] == (1 if interfere else 0)
+
+
+def test_request_stop_from_another_thread(machine):
+    _space, hart, _ = machine("1: j 1b")
+    timer = threading.Timer(0.2, hart.request_stop)
+    timer.start()
+    res = hart.run()
+    timer.join()
+    assert res.reason is StopReason.REQUEST
+
+
+def test_hart_needs_address_space():
+    with pytest.raises(TypeError):
+        RiscvHart(None)
