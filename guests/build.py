@@ -21,6 +21,7 @@ Firmware (OpenSBI, U-Boot) is not built: Debian's prebuilt files are used, see
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import hashlib
 import json
@@ -62,7 +63,6 @@ BUSYBOX_CONFIG = {
     "CONFIG_BUILD_LIBBUSYBOX": None,
     "CONFIG_PIE": None,
     "CONFIG_SELINUX": None,
-    "CONFIG_FEATURE_SYSTEMD": None,
     # needs kernel headers older than 6.1 (CBQ was removed)
     "CONFIG_TC": None,
     "CONFIG_FEATURE_TC_INGRESS": None,
@@ -130,6 +130,7 @@ def candidate_version(pkg: str) -> str | None:
     return m.group(1) if m and m.group(1) != "(none)" else None
 
 
+@functools.cache
 def package_version(pkg: str) -> str:
     """The installed version, else the one apt would install, else 'none'."""
     return installed_version(pkg) or candidate_version(pkg) or "none"
@@ -143,6 +144,7 @@ def apt_update() -> None:
     if not _apt_updated:
         run(["apt-get", "update", "-q"])
         _apt_updated = True
+        package_version.cache_clear()
 
 
 def ensure_packages(pkgs: Iterable[str]) -> None:
@@ -156,6 +158,7 @@ def ensure_packages(pkgs: Iterable[str]) -> None:
     apt_update()
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
         env={"DEBIAN_FRONTEND": "noninteractive"})
+    package_version.cache_clear()
 
 
 SOURCES_DIR = Path("/etc/apt/sources.list.d")
@@ -505,11 +508,12 @@ def build(name: str, args: argparse.Namespace) -> Path:
     product = PRODUCTS[name]
     for dep in product.deps:
         build(dep, args)
-    ensure_packages(product.packages)
     final = product.directory()
     if product.is_built() and not args.force:
         log(f"{name}: up to date in {final}")
         return final
+    ensure_packages(product.packages)
+    final = product.directory()  # installing may have changed a package version
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     work = root / "work" / final.name
@@ -520,6 +524,7 @@ def build(name: str, args: argparse.Namespace) -> Path:
     log(f"{name}: building into {final}")
     try:
         product.build(product, out, work, args)
+        final = product.directory()  # apt may have learnt a package's version meanwhile
         meta = {"name": name, "inputs": product.inputs(), "main_file": product.main_file,
                 "files": list(product.files), "total_seconds": round(time.monotonic() - t0, 1),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
