@@ -21,6 +21,7 @@ slot read Version 1; vmforge implements only the modern transport and answers
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -157,6 +158,8 @@ class VirtioMmioTransport(Device):
         self.backend = backend
         self.irq = self.irq_line(self.name)
         self.queues: list[QueueState] = []
+        # back-ends signal from I/O threads while the guest acknowledges
+        self._irq_lock = threading.Lock()
         self._reset_state()
 
     # -- state ------------------------------------------------------------
@@ -190,14 +193,16 @@ class VirtioMmioTransport(Device):
 
     def notify_used(self) -> None:
         """Signal the driver that used buffers were published."""
-        self.interrupt_status |= INT_VRING
-        self.irq.set(True)
+        with self._irq_lock:
+            self.interrupt_status |= INT_VRING
+            self.irq.set(True)
 
     def notify_config(self) -> None:
         """Signal a configuration change (bumps ConfigGeneration)."""
-        self.config_generation = (self.config_generation + 1) & _U32
-        self.interrupt_status |= INT_CONFIG
-        self.irq.set(True)
+        with self._irq_lock:
+            self.config_generation = (self.config_generation + 1) & _U32
+            self.interrupt_status |= INT_CONFIG
+            self.irq.set(True)
 
     # -- MMIO ------------------------------------------------------------
 
@@ -283,8 +288,9 @@ class VirtioMmioTransport(Device):
             if index < len(self.queues) and self.queues[index].ready:
                 self.backend.queue_notify(index)
         elif offset == INTERRUPT_ACK:
-            self.interrupt_status &= ~value
-            self.irq.set(self.interrupt_status != 0)
+            with self._irq_lock:
+                self.interrupt_status &= ~value
+                self.irq.set(self.interrupt_status != 0)
         elif offset == STATUS:
             if value == 0:
                 self.reset()

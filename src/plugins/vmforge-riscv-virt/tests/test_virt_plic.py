@@ -274,3 +274,30 @@ def test_priorities_not_a_power_of_two_drop_illegal_values(board):
     board.space.write(prio(3), 4, 4)
     board.space.write(prio(3), 4, 6)  # above 5: kept at 4, as QEMU
     assert board.space.read(prio(3), 4) == 4
+
+
+def test_lines_changed_from_another_thread_while_the_hart_claims(rig):
+    """A device thread toggles its line while the CPU thread runs Linux's handler:
+    no interrupt is lost and nothing stays pending once the line rests low."""
+    import threading
+
+    space, plic, harts = rig
+    linux_enable(space, 0, 10)
+    line = plic.line(10)
+    stop = threading.Event()
+    handled = 0
+
+    def device() -> None:
+        for i in range(20000):
+            line.set(i % 3 != 0)
+        line.set(False)
+        stop.set()
+
+    t = threading.Thread(target=device)
+    t.start()
+    while not stop.is_set() or harts[0].bit(MEIP):
+        handled += len(linux_handle(space, 0))
+    t.join()
+    assert handled > 0
+    assert space.read(BASE + PENDING_BASE, 4) == 0
+    assert not plic.claimed and not harts[0].bit(MEIP)

@@ -12,11 +12,16 @@ marks it claimed, and a claimed source does not pend again until its
 completion; on completion a source whose line is still asserted pends again.
 (QEMU 7.2 re-pends only when the device sets its line again; vmforge lines
 tell only level changes, so the PLIC remembers each input's level.)
+
+Devices may change their lines from I/O threads while a hart claims on the CPU
+thread: the state is changed under one lock (outputs are driven under it too,
+so a hart's ``set_irq_line`` must not call back into the PLIC).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -70,6 +75,7 @@ class Plic(Device):
                          for line in (self.meip[h], self.seip[h])]
         self._inputs: dict[int, IrqLine] = {}
         self.level = [False] * self.num_sources  # what each source's line says
+        self._lock = threading.RLock()
         self._clear()
 
     def _clear(self) -> None:
@@ -94,13 +100,14 @@ class Plic(Device):
             log.warning("riscv-plic: no source %d", number)
             return
         level = bool(level)
-        self.level[number] = level
         bit = 1 << number
-        if self.claimed & bit:
-            return  # the gateway holds it until completion
-        if level != bool(self.pending & bit):
-            self.pending ^= bit
-            self._update()
+        with self._lock:
+            self.level[number] = level
+            if self.claimed & bit:
+                return  # the gateway holds it until completion
+            if level != bool(self.pending & bit):
+                self.pending ^= bit
+                self._update()
 
     def line(self, number: int) -> IrqLine:
         """A line wired to source ``number`` (the same line when asked again)."""
@@ -114,10 +121,11 @@ class Plic(Device):
     # -- state --------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        self._clear()
-        # lines still asserted by devices pend again (their sources are not claimed)
-        self.pending = sum(1 << n for n in range(1, self.num_sources) if self.level[n])
-        self._update()
+        with self._lock:
+            self._clear()
+            # lines still asserted by devices pend again (their sources are not claimed)
+            self.pending = sum(1 << n for n in range(1, self.num_sources) if self.level[n])
+            self._update()
 
     def best(self, context: int) -> int:
         """The source a claim on ``context`` would return now (0: none)."""
@@ -137,22 +145,24 @@ class Plic(Device):
             out.set(self.best(ctx) != 0)
 
     def claim(self, context: int) -> int:
-        irq = self.best(context)
-        if irq:
-            self.pending &= ~(1 << irq)
-            self.claimed |= 1 << irq
-        self._update()
-        return irq
+        with self._lock:
+            irq = self.best(context)
+            if irq:
+                self.pending &= ~(1 << irq)
+                self.claimed |= 1 << irq
+            self._update()
+            return irq
 
     def complete(self, context: int, irq: int) -> None:
         # QEMU ignores the enable bits here; Linux enables a masked source around
         # its completion anyway, so both agree with the spec's "ignored if disabled"
-        if not 0 < irq < self.num_sources or not self.claimed >> irq & 1:
-            return
-        self.claimed &= ~(1 << irq)
-        if self.level[irq]:
-            self.pending |= 1 << irq
-        self._update()
+        with self._lock:
+            if not 0 < irq < self.num_sources or not self.claimed >> irq & 1:
+                return
+            self.claimed &= ~(1 << irq)
+            if self.level[irq]:
+                self.pending |= 1 << irq
+            self._update()
 
     # -- MMIO -----------------------------------------------------------------------------------
 
@@ -175,7 +185,10 @@ class Plic(Device):
         return 0
 
     def write(self, offset: int, size: int, value: int) -> None:
-        value &= 0xFFFFFFFF
+        with self._lock:
+            self._write(offset, value & 0xFFFFFFFF)
+
+    def _write(self, offset: int, value: int) -> None:
         if PRIORITY_BASE <= offset < PRIORITY_BASE + 4 * self.num_sources:
             n = (offset - PRIORITY_BASE) >> 2
             if n != 0:
