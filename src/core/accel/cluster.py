@@ -20,6 +20,8 @@ __all__ = ["HartCluster"]
 
 MIP_MTIP = 1 << 7
 MIE_MTIE = 1 << 7
+#: ``mtimecmp`` of a timer nobody armed (OpenSBI writes it to stop the timer)
+NEVER = (1 << 64) - 1
 
 
 class HartCluster:
@@ -53,6 +55,7 @@ class HartCluster:
             for reg, value in args:
                 h.x[reg] = value
             h.mtime = 0
+            h.mtimecmp = NEVER
         self.halted = [False] * len(self.harts)
 
     @property
@@ -84,13 +87,19 @@ class HartCluster:
                                    StopReason.DEVICE_ERROR) and self.on_stop is not None:
                 self.on_stop(hart, result)
         self._sync_time()
+        # a hart that halted early in the round may have been woken since: by an
+        # IPI or interrupt from a later hart, or by time moving on in the sync
+        for i, hart in enumerate(self.harts):
+            if self.halted[i] and self._wakeable(hart):
+                self.halted[i] = False
         if all(self.halted) and self.warp_idle:
             self._warp_to_next_timer()
         return all(self.halted)
 
     def _warp_to_next_timer(self) -> None:
         now = self.mtime
-        deadlines = [h.mtimecmp for h in self.harts if h.csr("mie") & MIE_MTIE]
+        deadlines = [h.mtimecmp for h in self.harts
+                     if h.csr("mie") & MIE_MTIE and h.mtimecmp != NEVER]
         future = [d for d in deadlines if d > now]
         if future and len(future) == len(deadlines):
             target = min(future)
