@@ -112,11 +112,11 @@ class Console:
         shows ``$?`` instead, so the echo never matches the marker.
         """
         self.sendline(f'{line}; echo "@@END-$?@@"')
-        echo = self.expect(r'@@END-\$\?@@"\r?\n', timeout)
+        echo = self.expect(r'@@END-\$\?@@"\r*\n', timeout)
         m = self.expect(r"@@END-(\d+)@@", timeout)
         output = self.transcript[echo.end():m.start()]
         self.expect(prompt, timeout)
-        return int(m.group(1)), output.replace("\r\n", "\n")
+        return int(m.group(1)), re.sub(r"\r+\n", "\n", output)
 
     def wait(self, timeout: float) -> int:
         """Wait for the process to exit; return its exit status."""

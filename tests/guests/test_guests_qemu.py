@@ -34,14 +34,16 @@ def virtio_blk_args(disk: Path) -> list[str]:
             "-device", "virtio-blk-device,drive=hd0"]
 
 
+@pytest.mark.parametrize("cmdline", ["console=ttyS0", "console=hvc0 earlycon=sbi"],
+                         ids=["ttyS0", "hvc0"])
 def test_linux_busybox_boots_to_shell(
-        qemu_riscv64: str, riscv_firmware: dict[str, Path], guest_products: dict[str, Path],
-        virtio_disk: Path, console_factory: Callable[..., Any],
+        cmdline: str, qemu_riscv64: str, riscv_firmware: dict[str, Path],
+        guest_products: dict[str, Path], virtio_disk: Path, console_factory: Callable[..., Any],
         record_property: Callable[[str, object], None]) -> None:
     argv = qemu_virt_argv(
         qemu_riscv64, riscv_firmware["opensbi"], guest_products["linux-riscv64"],
         "-smp", "2", "-initrd", str(guest_products["initramfs-riscv64"]),
-        "-append", "console=ttyS0", *virtio_blk_args(virtio_disk),
+        "-append", cmdline, *virtio_blk_args(virtio_disk),
         "-device", "virtio-rng-device")
     con: Any = console_factory(argv)
     t0: float = con.started
@@ -52,7 +54,8 @@ def test_linux_busybox_boots_to_shell(
     con.expect(SHELL_PROMPT, timeout=30)
     boot_s = time.monotonic() - t0
     record_property("qemu_linux_shell_seconds", round(boot_s, 3))
-    print(f"\nQEMU: OpenSBI + Linux + busybox to the shell prompt in {boot_s:.3f} s")
+    print(f"\nQEMU: OpenSBI + Linux + busybox ({cmdline}, -smp 2) to the shell prompt "
+          f"in {boot_s:.3f} s")
 
     def sh(line: str) -> str:
         status, out = con.command(line, SHELL_PROMPT, timeout=30)
@@ -76,7 +79,7 @@ def test_linux_busybox_boots_to_shell(
     mounts = sh("cat /proc/mounts")
     for fs in ("proc /proc", "sysfs /sys", "devtmpfs /dev", "tmpfs /tmp"):
         assert fs in mounts, mounts
-    assert sh("cat /proc/cmdline").strip() == "console=ttyS0"
+    assert sh("cat /proc/cmdline").strip() == cmdline
 
     con.sendline("poweroff -f")
     t1 = time.monotonic()
@@ -103,7 +106,7 @@ def test_uboot_prompt_virtio_poweroff(
 
     def uboot(line: str, want: str) -> str:
         con.sendline(line)
-        m = con.expect(rf"{re.escape(line)}\r?\n((?:.|\n)*?){UBOOT_PROMPT}", timeout=30)
+        m = con.expect(rf"{re.escape(line)}\r*\n((?:.|\n)*?){UBOOT_PROMPT}", timeout=30)
         out = m.group(1)
         assert re.search(want, out), f"{line!r}: no {want!r} in:\n{out}"
         return out
