@@ -309,8 +309,9 @@ class BlockBackend:
         end = offset + total
         lo = offset // g * g
         hi = min(-(-end // g) * g, self.size)
+        t0 = end // g * g  # the unit holding the end (when end < hi, end is inside it)
         head = lo < offset and self._unallocated_in_top(lo, min(lo + g, hi))
-        tail = end < hi and self._unallocated_in_top(max(hi - g, lo), hi)
+        tail = end < hi and self._unallocated_in_top(t0, hi)
         if not head and not tail:
             self.top.pwritev(offset, views)
             return
@@ -320,8 +321,7 @@ class BlockBackend:
         mv = memoryview(buf)
         if head:
             self._read_layer(0, lo, mv[: min(lo + g, stop) - lo])
-        if tail:
-            t0 = max(hi - g, start)
+        if tail and not (head and t0 == lo):  # one unit: already read as the head
             self._read_layer(0, t0, mv[t0 - start:])
         pos = offset - start
         for v in views:
