@@ -167,3 +167,24 @@ def test_chain_agrees_with_qemu_img(tmp_path, qemu) -> None:
     with open(flat, "rb") as f:
         assert f.read() == view
     assert os.path.getsize(flat) == 3 * MiB
+
+
+@pytest.mark.formats("raw", "qcow2")
+def test_qcow2_overlay_written_by_vmforge_equals_qemus(tmp_path, qemu) -> None:
+    """Copy-on-write through a qcow2 overlay: qemu-img checks and compares it with the
+    overlay qemu-io wrote the same way."""
+    base = str(tmp_path / "base.raw")
+    write_mixed(base, 2 * MiB)
+    ours, theirs = str(tmp_path / "ours.qcow2"), str(tmp_path / "theirs.qcow2")
+    for path in (ours, theirs):
+        qemu("img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", path)
+    writes = [(1000, 0x41, 3000), (65536 * 3 + 17, 0x42, 70000), (2 * MiB - 9, 0x43, 9)]
+    with BlockBackend.open(ours, readonly=False) as bb:
+        for off, byte, n in writes:
+            bb.write(off, bytes([byte]) * n)
+        bb.write_zeroes(MiB + 100, 65536)
+    qemu("io", "-f", "qcow2", *[a for off, byte, n in writes
+                               for a in ("-c", f"write -P {byte} {off} {n}")],
+         "-c", f"write -z {MiB + 100} 65536", theirs)
+    assert qemu("img", "check", ours).returncode == 0
+    assert qemu("img", "compare", ours, theirs).returncode == 0
