@@ -143,7 +143,8 @@ def test_lazy_refcounts_crash_is_repaired_on_open(tmp_path: Path) -> None:
     Qcow2.create(str(img), 2 * MiB, lazy_refcounts=True)
     q = Qcow2.open(str(img), readonly=False)
     q.write(0, pattern(MiB, 8))
-    q.f.close()            # "crash": no flush, no close; refcounts were never written
+    q.flush()              # L2 tables written; lazy refcounts are not
+    q.f.close()            # "crash": no close, so refcounts were never written
     q.closed = True
     theirs = qemu_img("info", "--output", "json", str(img)).stdout
     assert '"dirty-flag": true' in theirs

@@ -241,6 +241,7 @@ def check_image(img: Qcow2Writer, repair: str | None) -> CheckResult:
         raise ReadOnlyError("repairing needs the image open read-write", img.filename)
     with img.lock:
         if not img.readonly:
+            img._barrier()
             img.refs.write_back()
         res = _check_once(img, repair)
         if repair and (res.leaks_fixed or res.corruptions_fixed):
@@ -379,7 +380,8 @@ def _check_copied(img: Qcow2Writer, w: _Walk, res: CheckResult, fix: bool) -> No
         e = img.l1[i]
         if (rc == 1) != bool(e & OFLAG_COPIED):
             if fix:
-                img._set_l1(i, (e | OFLAG_COPIED) if rc == 1 else (e & ~OFLAG_COPIED))
+                img._set_l1(i, (e | OFLAG_COPIED) if rc == 1 else (e & ~OFLAG_COPIED),
+                            defer=False)
                 res.corruptions_fixed += 1
                 w.say(f"Repairing OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:#x} "
                       f"refcount={rc}")

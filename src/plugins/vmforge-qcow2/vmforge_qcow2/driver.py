@@ -140,7 +140,7 @@ class Qcow2(Qcow2Writer):
         if self.readonly or self.closed:
             return
         with self.lock:
-            self.refs.write_back()
+            self._barrier()
             self.f.sync()
 
     def close(self) -> None:
@@ -149,6 +149,7 @@ class Qcow2(Qcow2Writer):
         try:
             if not self.readonly:
                 with self.lock:
+                    self._barrier()
                     self.refs.write_back()
                     self.f.sync()
                     if self._marked_dirty:

@@ -51,10 +51,10 @@ def entry_kind(ent: int) -> int:
 
 
 class L2Cache:
-    """L2 tables by host offset; at most ``max_tables`` kept (LRU).
+    """L2 tables by host offset; at most ``max_tables`` clean ones kept (LRU).
 
-    Writes go through to the file at once (``write_entries``), so eviction
-    never writes.
+    Tables listed in ``dirty`` hold entries not yet written (the writer owns
+    them and writes them at its next barrier); they are never evicted.
     """
 
     def __init__(self, f: ImageFile, cluster_bits: int, max_tables: int) -> None:
@@ -62,6 +62,7 @@ class L2Cache:
         self.cs = 1 << cluster_bits
         self.max_tables = max(2, max_tables)
         self.tables: OrderedDict[int, array] = OrderedDict()
+        self.dirty: set[int] = set()
 
     def get(self, offset: int, where: str = "L1 table") -> array:
         t = self.tables.get(offset)
@@ -82,8 +83,12 @@ class L2Cache:
     def put(self, offset: int, table: array) -> None:
         self.tables[offset] = table
         self.tables.move_to_end(offset)
-        while len(self.tables) > self.max_tables:
-            self.tables.popitem(last=False)
+        if len(self.tables) > self.max_tables:
+            for key in list(self.tables):
+                if len(self.tables) <= self.max_tables:
+                    break
+                if key not in self.dirty and key != offset:
+                    del self.tables[key]
 
     def write_table(self, offset: int, table: array) -> None:
         self.f.pwrite(offset, table_to_bytes(table))

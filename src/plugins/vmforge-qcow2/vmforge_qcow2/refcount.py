@@ -303,6 +303,7 @@ class Refcounts:
             self._create_block(bb)
             return
         self.f.pwrite(b << self.cluster_bits, blk)
+        self.f.sync()               # the block is on disk before the table points at it
         self._set_entry(bi, b << self.cluster_bits)
         self._insert(bi, blk)
         self.alloc_end = max(self.alloc_end, b + 1)
@@ -371,7 +372,10 @@ class Refcounts:
             self.f.pwrite(table[bi], blk)
         self.f.pwrite(start << self.cluster_bits, table_to_bytes(table))
         old_off, old_cl = self.table_offset, self.table_clusters
+        self.write_back()
+        self.f.sync()               # new blocks and table before the header switches
         self.write_header(48, struct.pack(">QI", start << self.cluster_bits, tcl))
+        self.f.sync()               # the switch before the old table is freed
         self.table, self.table_offset, self.table_clusters = table, start << self.cluster_bits, tcl
         self._blocks = None
         for bi, blk in new_blocks.items():

@@ -40,9 +40,67 @@ from .l2 import (
 
 
 class Qcow2Writer(Qcow2Image):
-    """Everything that changes an image."""
+    """Everything that changes an image.
+
+    Metadata is written back in a fixed order at *barriers* (``flush``,
+    ``close``, ``check``, resizing, or when enough piles up), like QEMU's
+    qcow2 caches with their flush dependencies:
+
+    1. new refcounts and new data are already written (refcounts first);
+       sync;
+    2. dirty L2 entries are written; sync;
+    3. dirty L1 entries are written; sync;
+    4. references dropped since the last barrier are released (refcounts
+       decreased), so a freed cluster is never still referenced on disk.
+
+    A crash (or power loss) at any point leaves the image as of an earlier
+    barrier plus leaked clusters, never a referenced cluster with a refcount
+    too low.
+    """
 
     _free_byte_offset = 0
+    #: write metadata back when this many L2 tables or frees are pending
+    MAX_PENDING = 4096
+
+    def _pending(self) -> tuple[dict[int, list[int]], set[int], list[tuple[int, int]]]:
+        try:
+            return self._dirty_l2, self._dirty_l1, self._pending_free
+        except AttributeError:
+            self._dirty_l2: dict[int, list[int]] = {}
+            self._dirty_l1: set[int] = set()
+            self._pending_free: list[tuple[int, int]] = []
+            return self._dirty_l2, self._dirty_l1, self._pending_free
+
+    def _barrier(self) -> None:
+        """Write back deferred metadata in crash-safe order (see the class doc)."""
+        dirty_l2, dirty_l1, frees = self._pending()
+        if self.readonly or not (dirty_l2 or dirty_l1 or frees):
+            return
+        if not self.refs.lazy:     # lazy refcounts: written at close (dirty bit set)
+            self.refs.write_back()
+        self.f.sync()
+        if dirty_l2:
+            for off in sorted(dirty_l2):
+                i0, i1 = dirty_l2[off]
+                self.l2cache.write_entries(off, i0, i1)
+            dirty_l2.clear()
+            self.l2cache.dirty.clear()
+            self.f.sync()
+        if dirty_l1:
+            for i in sorted(dirty_l1):
+                self.f.pwrite(self.l1_offset + 8 * i, struct.pack(">Q", self.l1[i]))
+            dirty_l1.clear()
+            self.f.sync()
+        if frees:
+            self._pending_free = []
+            for off, n in frees:
+                self.refs.free(off, n)
+
+    def _maybe_barrier(self) -> None:
+        dirty_l2, _, frees = self._pending()
+        if (len(dirty_l2) >= max(1, self.l2cache.max_tables // 2)
+                or len(frees) >= self.MAX_PENDING):
+            self._barrier()
 
     # -- guards --------------------------------------------------------------------
 
@@ -91,9 +149,12 @@ class Qcow2Writer(Qcow2Image):
 
     # -- L1 / L2 -----------------------------------------------------------------------
 
-    def _set_l1(self, l1i: int, ent: int) -> None:
+    def _set_l1(self, l1i: int, ent: int, defer: bool = True) -> None:
         self.l1[l1i] = ent
-        self.f.pwrite(self.l1_offset + 8 * l1i, struct.pack(">Q", ent))
+        if defer:
+            self._pending()[1].add(l1i)
+        else:
+            self.f.pwrite(self.l1_offset + 8 * l1i, struct.pack(">Q", ent))
 
     def _l2_for_write(self, l1i: int) -> tuple[int, array]:
         """The L2 table for ``l1i``, owned by the active image (allocated or copied)."""
@@ -102,22 +163,23 @@ class Qcow2Writer(Qcow2Image):
             return l2off, tbl
         new = self.refs.alloc(1)
         table = array("Q", tbl) if tbl is not None else array("Q", bytes(self.cs))
-        self.l2cache.write_table(new, table)
+        self.l2cache.write_table(new, table)   # a new cluster: nothing points here yet
         self._set_l1(l1i, new | OFLAG_COPIED)
         if l2off:
-            self.refs.free(l2off, self.cs)
+            self._pending()[2].append((l2off, self.cs))
             self.l2cache.drop(l2off)
         return new, table
 
     def _free_entry(self, ent: int) -> None:
-        """Drop the reference an old L2 entry held on its host cluster(s)."""
+        """Drop (at the next barrier) the reference an old L2 entry held."""
+        frees = self._pending()[2]
         if ent & OFLAG_COMPRESSED:
             c0, n = self.clayout.clusters(ent)
-            self.refs.update(c0, n, -1)
+            frees.append((c0 << self.cb, n << self.cb))
             if self._ccache is not None and self._ccache[0] == ent:
                 self._ccache = None
         elif ent & OFFSET_MASK:
-            self.refs.free(ent & OFFSET_MASK, self.cs)
+            frees.append((ent & OFFSET_MASK, self.cs))
 
     def _old_cluster(self, gci: int, ent: int, buf: memoryview) -> None:
         """Fill ``buf`` with the current contents of guest cluster ``gci``."""
@@ -216,9 +278,17 @@ class Qcow2Writer(Qcow2Image):
             return
         for i, e in changed:
             tbl[i] = e
-        self.l2cache.write_entries(l2off, changed[0][0], changed[-1][0] + 1)
+        i0, i1 = changed[0][0], changed[-1][0] + 1
+        dirty_l2 = self._pending()[0]
+        d = dirty_l2.get(l2off)
+        if d is None:
+            dirty_l2[l2off] = [i0, i1]
+            self.l2cache.dirty.add(l2off)
+        else:
+            d[0], d[1] = min(d[0], i0), max(d[1], i1)
         for ent in olds:
             self._free_entry(ent)
+        self._maybe_barrier()
 
     # -- zeroes and discard ----------------------------------------------------------------
 
@@ -405,6 +475,7 @@ class Qcow2Writer(Qcow2Image):
                              "qcow2 sizes in sectors)", self.filename)
         with self.lock:
             self._begin_write()
+            self._barrier()
             old = self.size
             if size == old:
                 return
@@ -442,10 +513,13 @@ class Qcow2Writer(Qcow2Image):
             off = self.l1[l1i] & OFFSET_MASK
             if off:
                 self._set_l1(l1i, 0)
+                self._pending()[0].pop(off, None)   # its entries need not be written
+                self.l2cache.dirty.discard(off)
                 self.l2cache.drop(off)
-                self.refs.free(off, self.cs)
+                self._pending()[2].append((off, self.cs))
 
     def _grow_l1(self, need: int) -> None:
+        self._barrier()            # the new table copies the L1 as it is on disk
         cs = self.cs
         nbytes = need * 8
         ncl = -(-nbytes // cs)
@@ -454,7 +528,9 @@ class Qcow2Writer(Qcow2Image):
         raw = table_to_bytes(l1)
         self.f.pwrite(new, raw + bytes(ncl * cs - len(raw)))
         old_off, old_n = self.l1_offset, len(self.l1)
+        self.f.sync()
         self.f.pwrite(OFF_L1_SIZE, struct.pack(">IQ", need, new))
+        self.f.sync()
         self.l1, self.l1_offset = l1, new
         self.h.l1_size, self.h.l1_table_offset = need, new
         if old_n:
