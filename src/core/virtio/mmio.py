@@ -1,10 +1,11 @@
 """The virtio-mmio transport (virtio 1.2, section 4.2), register by register.
 
-A :class:`VirtioMmioTransport` is a 0x200-byte device window (boards map a
-0x1000 slot).  With no back-end it is an *empty slot*: MagicValue, Version and
-VendorID answer, DeviceID reads 0 (the spec's "placeholder" value, so no
-driver claims it), every other register reads 0 and writes are dropped, which
-is what QEMU answers for its unused ``virtio_mmio@1000x000`` slots.
+A :class:`VirtioMmioTransport` fills a 0x1000-byte slot: registers up to 0x100,
+the device's configuration space from 0x100.  With no back-end it is an *empty
+slot*: MagicValue, Version and VendorID answer, DeviceID reads 0 (the spec's
+"placeholder" value, so no driver claims it), every other register reads 0
+and writes are dropped, which is what QEMU answers for its unused
+``virtio_mmio@1000x000`` slots.
 
 With a back-end (:class:`VirtioMmioBackend`) the transport keeps the modern
 (Version 2) register file: feature words, per-queue size/ready/addresses,
@@ -87,8 +88,8 @@ STATUS_FEATURES_OK = 8
 STATUS_DEVICE_NEEDS_RESET = 0x40
 STATUS_FAILED = 0x80
 
-#: bytes of the register window (registers plus config space); boards map 0x1000
-WINDOW_SIZE = 0x200
+#: bytes of a slot (registers, then config space), as the device tree's ``reg`` says
+WINDOW_SIZE = 0x1000
 
 _U32 = 0xFFFFFFFF
 

@@ -7,14 +7,22 @@ numbers the device tree and the reset ROM use.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "MEMMAP",
+    "HartIrqInputs",
     "MemMapEntry",
     "fdt_load_addr",
     "initrd_start",
 ]
+
+
+@runtime_checkable
+class HartIrqInputs(Protocol):
+    """What the PLIC and CLINT need of a hart: drive one ``mip`` bit."""
+
+    def set_irq_line(self, bit: int, level: bool) -> None: ...
 
 
 class MemMapEntry(NamedTuple):

@@ -81,7 +81,7 @@ class Clint(Device):
             self._attach(machine.clock, machine.timers)
         super().realize(machine)
 
-    def connect_hart(self, hart_index: int, hart: Any) -> None:
+    def connect_hart(self, hart_index: int, hart: board.HartIrqInputs) -> None:
         """Drive ``hart.set_irq_line(MSIP/MTIP, level)`` for hart ``hart_index``."""
         set_line: Callable[[int, bool], None] = hart.set_irq_line
         self.msip[hart_index].connect(lambda _n, lv: set_line(board.MIP_MSIP, lv))

@@ -88,7 +88,7 @@ class Plic(Device):
 
     # -- wiring ----------------------------------------------------------------------------
 
-    def connect_hart(self, hart_index: int, hart: Any) -> None:
+    def connect_hart(self, hart_index: int, hart: board.HartIrqInputs) -> None:
         """Drive ``hart.set_irq_line(MEIP/SEIP, level)`` from this hart's contexts."""
         set_line: Callable[[int, bool], None] = hart.set_irq_line
         self.meip[hart_index].connect(lambda _n, lv: set_line(board.MIP_MEIP, lv))
