@@ -196,3 +196,18 @@ def test_compressed_convert_runs_on_two_threads(tmp_path, mixed, monkeypatch) ->
     assert len(seen) == 2 and all(n.startswith("convert-c") for n in seen)
     with BlockBackend.open(dst) as bb:
         assert bb.read(0, SIZE) == data
+
+
+@pytest.mark.formats("raw", "example")
+def test_cache_mode_unsafe_by_default_like_qemu_img(tmp_path, mixed, img, monkeypatch) -> None:
+    src, data = mixed
+    syncs: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (syncs.append(fd), real(fd))[1])
+    assert img("convert", "-f", "raw", "-O", "example", src, str(tmp_path / "u.ex")).rc == 0
+    assert syncs == []  # qemu-img convert never syncs its target either (cache=unsafe)
+    assert img("convert", "-t", "writeback", "-f", "raw", "-O", "example", src,
+               str(tmp_path / "w.ex")).rc == 0
+    assert syncs
+    with BlockBackend.open(str(tmp_path / "u.ex")) as bb:
+        assert bb.read(0, SIZE) == data

@@ -10,7 +10,13 @@
   (convert, compare, commit, rebase).
 """
 
-from vmforge.block.backend import MAX_CHAIN_DEPTH, BlockBackend, Layer, resolve_backing
+from vmforge.block.backend import (
+    CACHE_MODES,
+    MAX_CHAIN_DEPTH,
+    BlockBackend,
+    Layer,
+    resolve_backing,
+)
 from vmforge.block.driver import (
     BLOCK_API_VERSION,
     BlockDriver,
@@ -32,6 +38,7 @@ from vmforge.block.probe import driver_class, format_names, probe_format
 
 __all__ = [
     "BLOCK_API_VERSION",
+    "CACHE_MODES",
     "MAX_CHAIN_DEPTH",
     "BlockBackend",
     "BlockDriver",

@@ -27,12 +27,14 @@ from vmforge.block.driver import (
 from vmforge.block.locking import ImageLock
 from vmforge.block.probe import driver_class, probe_format
 
-__all__ = ["MAX_CHAIN_DEPTH", "BlockBackend", "Layer", "resolve_backing"]
+__all__ = ["CACHE_MODES", "MAX_CHAIN_DEPTH", "BlockBackend", "Layer", "resolve_backing"]
 
 log = logging.getLogger(__name__)
 
 #: the longest backing chain opened (the top counts): guards against runaway chains
 MAX_CHAIN_DEPTH = 64
+#: QEMU's cache modes; only ``unsafe`` changes anything here (no fsync on flush)
+CACHE_MODES = ("writeback", "unsafe", "writethrough", "none", "directsync")
 
 
 @dataclasses.dataclass
@@ -96,14 +98,19 @@ class BlockBackend:
     @classmethod
     def open(cls, path: str, format: str | None = None, *, readonly: bool = True,
              force_share: bool = False, backing: bool = True,
-             max_depth: int = MAX_CHAIN_DEPTH, **options: Any) -> Self:
+             max_depth: int = MAX_CHAIN_DEPTH, cache: str = "writeback",
+             **options: Any) -> Self:
         """Open ``path`` and (unless ``backing`` is False) its backing chain.
 
         ``format`` None probes (never guessing raw for a writable open);
-        ``force_share`` is qemu-img's ``-U``; ``options`` go to the top
-        driver's ``open``.
+        ``force_share`` is qemu-img's ``-U``; ``cache="unsafe"`` makes flushes
+        skip fsync (the driver's ``sync``); ``options`` go to the top driver's
+        ``open``.
         """
+        if cache not in CACHE_MODES:
+            raise ValueError(f"cache mode {cache!r} is not one of {', '.join(CACHE_MODES)}")
         top = open_driver(path, format, readonly=readonly, force_share=force_share, **options)
+        top.driver.sync = cache != "unsafe"
         layers = [top]
         try:
             if backing:

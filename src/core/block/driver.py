@@ -310,6 +310,10 @@ class BlockDriver:
         self.filename = filename
         self.readonly = readonly
         self.closed = False
+        #: False: ``flush`` writes the driver's cached metadata but skips
+        #: fsync/fdatasync (QEMU's ``cache=unsafe``, the default of ``img convert``);
+        #: set by :class:`~vmforge.block.backend.BlockBackend` after ``open``
+        self.sync = True
 
     # -- class-level: probe, create, open -------------------------------------------
 
@@ -416,7 +420,7 @@ class BlockDriver:
         """Say the range is unused (a hint; contents become unspecified)."""
 
     def flush(self) -> None:
-        """Make completed writes durable."""
+        """Make completed writes durable (without the fsync when ``self.sync`` is False)."""
 
     def truncate(self, size: int) -> None:
         """Change the virtual size."""

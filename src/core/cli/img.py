@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from vmforge.block import ops
-from vmforge.block.backend import BlockBackend, resolve_backing
+from vmforge.block.backend import CACHE_MODES, BlockBackend, resolve_backing
 from vmforge.block.driver import (
     BlockDriver,
     BlockError,
@@ -300,7 +300,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         total = sum(bb.size for bb in opened)
         if not args.no_create:
             out_cls.create(dst, total, **parse_options(args.options))
-        target = _open(dst, out_cls.format_name, readonly=False)
+        target = BlockBackend.open(dst, out_cls.format_name, readonly=False, cache=args.cache)
         opened.append(target)
         bar = ProgressBar() if args.progress else None
         workers = args.parallel if args.parallel else 2
@@ -627,6 +627,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
                    help="target create options k=v,...")
     p.add_argument("-c", dest="compress", action="store_true", help="compress the target")
+    p.add_argument("-t", dest="cache", choices=CACHE_MODES, default="unsafe",
+                   help="the target's cache mode; the default, unsafe, never syncs it "
+                   "(as qemu-img)")
     p.add_argument("-p", "--progress", dest="progress", action="store_true",
                    help="show progress on stderr")
     p.add_argument("-n", dest="no_create", action="store_true",

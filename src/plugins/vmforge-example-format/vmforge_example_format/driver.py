@@ -319,7 +319,7 @@ class ExampleFormat(BlockDriver):
             yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
 
     def flush(self) -> None:
-        if not self.readonly:
+        if not self.readonly and self.sync:  # metadata is written through: only the fsync
             os.fsync(self.fd)
 
     def truncate(self, size: int) -> None:
