@@ -56,7 +56,7 @@ def nodes(tree: DeviceTree) -> dict[str, FdtNode]:
     return {n.path: n for n in tree.root.walk()}
 
 
-@pytest.mark.parametrize("harts", [1, 2])
+@pytest.mark.parametrize("harts", [1, 2, 8])
 def test_structure_matches_qemu(qemu, harts):
     theirs = parse_dtb(qemu.dumpdtb(harts, "256M"))
     ours = parse_dtb(virt_tree(harts).to_dtb())
