@@ -75,6 +75,9 @@ def test_check_qcow2_made_by_qemu(tmp_path, img, qemu) -> None:
     assert ours.rc == 0
     for key in ("check-errors", "filename", "format", "image-end-offset"):
         assert ours.json().get(key) == theirs.get(key), key
+    if "total-clusters" in ours.json():  # the plugin reports cluster statistics
+        assert ours.json() == theirs and list(ours.json()) == list(theirs)
+        assert img("check", path).out == qemu("img", "check", path).stdout
 
 
 @pytest.mark.formats("raw")

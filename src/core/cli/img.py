@@ -41,6 +41,10 @@ _INFO_KEYS = ("snapshots", "backing-filename-format", "virtual-size", "filename"
               "cluster-size", "format", "actual-size", "format-specific",
               "full-backing-filename", "backing-filename", "dirty-flag")
 
+#: the order qemu-img prints ``check --output json`` in (the rest follow)
+_CHECK_KEYS = ("image-end-offset", "compressed-clusters", "total-clusters", "check-errors",
+               "allocated-clusters", "filename", "format", "fragmented-clusters")
+
 
 class UsageError(VmforgeError):
     """A wrong combination of arguments."""
@@ -329,7 +333,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 63
         result = drv.check(repair)
     if args.output == "json":
-        _dump_json(result.to_json())
+        raw = result.to_json()
+        out = {k: raw.pop(k) for k in _CHECK_KEYS if k in raw}
+        out.update(raw)
+        _dump_json(out)
     else:
         for msg in result.messages:
             print(msg, file=sys.stderr)
