@@ -188,3 +188,26 @@ def test_qcow2_overlay_written_by_vmforge_equals_qemus(tmp_path, qemu) -> None:
          "-c", f"write -z {MiB + 100} 65536", theirs)
     assert qemu("img", "check", ours).returncode == 0
     assert qemu("img", "compare", ours, theirs).returncode == 0
+
+
+def test_concurrent_partial_writes_over_a_backing_file(tmp_path) -> None:
+    """Two I/O threads writing different bytes of the same unallocated units lose nothing."""
+    import threading
+
+    base = str(tmp_path / "base.raw")
+    data = bytearray(write_mixed(base, MiB))
+    top = _example(str(tmp_path / "top.ex"), MiB, "base.raw", "raw")
+    stripes = [(off, bytes([1 + (off // 1024) % 250]) * 1000) for off in range(0, MiB, 1024)]
+    for off, chunk in stripes:
+        data[off:off + len(chunk)] = chunk
+    with BlockBackend.open(top, readonly=False) as bb:
+        def work(part: list[tuple[int, bytes]]) -> None:
+            for off, chunk in part:
+                bb.write(off, chunk)
+
+        threads = [threading.Thread(target=work, args=(stripes[k::2],)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert bb.read(0, MiB) == data

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
@@ -92,6 +93,9 @@ class BlockBackend:
             raise ValueError("a BlockBackend needs at least one layer")
         self.layers = list(layers)
         self.closed = False
+        # copy-on-write reads a unit, merges and writes it back: writes that may do that
+        # are serialised so that two I/O threads cannot lose each other's bytes
+        self._cow_lock = threading.Lock()
 
     # -- opening ---------------------------------------------------------------------
 
@@ -312,6 +316,10 @@ class BlockBackend:
         if len(self.layers) == 1:
             self.top.pwritev(offset, views)
             return
+        with self._cow_lock:
+            self._pwritev_cow(offset, views, total)
+
+    def _pwritev_cow(self, offset: int, views: list[memoryview], total: int) -> None:
         g = max(1, int(self.top.granularity))
         end = offset + total
         lo = offset // g * g
@@ -354,12 +362,13 @@ class BlockBackend:
         b = max(end // g * g, a)
         if end == self.size:
             b = end
-        if a > offset:
-            self.pwritev(offset, [memoryview(bytes(a - offset))])
-        if b > a:
-            self.top.write_zeroes(a, b - a, may_unmap)
-        if end > b:
-            self.pwritev(b, [memoryview(bytes(end - b))])
+        with self._cow_lock:
+            if a > offset:
+                self._pwritev_cow(offset, [memoryview(bytes(a - offset))], a - offset)
+            if b > a:
+                self.top.write_zeroes(a, b - a, may_unmap)
+            if end > b:
+                self._pwritev_cow(b, [memoryview(bytes(end - b))], end - b)
 
     def discard(self, offset: int, length: int) -> None:
         self._check_writable()
