@@ -343,7 +343,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if result.corruptions_fixed or result.leaks_fixed:
             print("The following inconsistencies were found and repaired:\n\n"
                   f"    {result.leaks_fixed} leaked clusters\n"
-                  f"    {result.corruptions_fixed} corruptions\n")
+                  f"    {result.corruptions_fixed} corruptions\n\n"
+                  "Double checking the fixed image now...")
         if result.clean:
             print("No errors were found on the image.")
         if result.corruptions:
