@@ -162,3 +162,28 @@ def test_map_human_lists_data_only(tmp_path, img) -> None:
     assert lines[0] == "Offset          Length          Mapped to       File"
     assert lines[1:] == [f"0x10000         0x10000         0x20000         {path}"]
     assert os.path.exists(path)
+
+
+def _leak_a_cluster(path: str) -> None:
+    """Give cluster 6 (past the image's data) a refcount: a leak, as qemu-img sees it."""
+    with open(path, "r+b") as f:
+        f.seek(0x20000 + 2 * 6)  # the first refcount block of a fresh 64 KiB-cluster image
+        f.write(struct.pack(">H", 1))
+        f.truncate(0x70000)
+
+
+@pytest.mark.formats("qcow2")
+def test_check_leaks_and_repair_like_qemu(tmp_path, img, qemu) -> None:
+    ours, theirs = str(tmp_path / "ours.qcow2"), str(tmp_path / "theirs.qcow2")
+    for path in (ours, theirs):
+        qemu("img", "create", "-q", "-f", "qcow2", path, "1M")
+        qemu("io", "-c", "write -P 1 0 64k", path)
+        _leak_a_cluster(path)
+    r = img("check", ours)
+    q = qemu("img", "check", theirs, check=False)
+    assert (r.rc, r.out) == (q.returncode, q.stdout) == (3, q.stdout)
+    r = img("check", "-r", "leaks", ours)
+    q = qemu("img", "check", "-r", "leaks", theirs, check=False)
+    assert (r.rc, r.out) == (q.returncode, q.stdout)
+    assert "Double checking the fixed image now..." in r.out
+    assert qemu("img", "check", ours).returncode == 0
