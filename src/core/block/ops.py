@@ -69,6 +69,12 @@ def _zero_runs(buf: memoryview, offset: int, step: int) -> Iterator[tuple[int, i
     pieces and the rest: ``(start, end, is_zero)`` relative to ``buf``."""
     n = buf.nbytes
     zero = bytes(step)
+    obj = buf.obj
+    haystack = obj if isinstance(obj, bytes | bytearray) and len(obj) == n else bytes(buf)
+    if n < step or zero not in haystack:  # no `step` zeros anywhere (a C search): all data
+        if n:
+            yield 0, n, False
+        return
     pos = 0
     run_start, run_zero = 0, None
     while pos < n:
