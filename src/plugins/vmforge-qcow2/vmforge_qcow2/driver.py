@@ -12,6 +12,7 @@ from .check import check_image
 from .create import plan_header, prealloc_size, preallocate, write_new_image
 from .header import EXT_BACKING_FORMAT, INCOMPAT_DIRTY, Extension, describe_bits
 from .snapshot import Snapshot
+from .snapshot_write import create_snapshot, delete_snapshot
 from .write import Qcow2Writer
 
 
@@ -112,6 +113,17 @@ class Qcow2(Qcow2Writer):
         """Internal snapshots as ``qemu-img snapshot -l`` lists them, oldest first."""
         return [SnapshotInfo(s.id, s.name, s.vm_state_size, s.date_sec, s.date_nsec,
                              s.vm_clock_nsec, s.icount) for s in self._snaps]
+
+    def create_snapshot(self, name: str, vm_state_size: int = 0, vm_clock_nsec: int = 0,
+                        icount: int | None = None) -> Snapshot:
+        """Take an internal snapshot of the disk (``qemu-img snapshot -c``)."""
+        self._check_writable()
+        return create_snapshot(self, name, vm_state_size, vm_clock_nsec, icount)
+
+    def delete_snapshot(self, key: str) -> None:
+        """Delete an internal snapshot by id or name (``qemu-img snapshot -d``)."""
+        self._check_writable()
+        delete_snapshot(self, key)
 
     def change_backing_file(self, filename: str | None, fmt: str | None) -> None:
         """Rewrite the backing file name and format in the header (one write).
