@@ -211,3 +211,20 @@ def test_cache_mode_unsafe_by_default_like_qemu_img(tmp_path, mixed, img, monkey
     assert syncs
     with BlockBackend.open(str(tmp_path / "u.ex")) as bb:
         assert bb.read(0, SIZE) == data
+
+
+@pytest.mark.formats("raw")
+def test_write_errors_name_the_target(tmp_path, mixed, img, monkeypatch) -> None:
+    import errno
+
+    src, _ = mixed
+    raw = driver_class("raw")
+
+    def full(self, offset, buffers):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(raw, "pwritev", full)
+    dst = str(tmp_path / "full.raw")
+    r = img("convert", "-f", "raw", "-O", "raw", src, dst)
+    assert r.rc == 1 and dst in r.err and "No space left on device" in r.err
+    assert "offset" in r.err and "Traceback" not in r.err

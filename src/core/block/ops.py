@@ -147,6 +147,10 @@ class _Writer:
                     self.target.write_zeroes(off, n, may_unmap=True)
                 else:
                     self.target.pwritev(off, [data])
+            except OSError as exc:  # e.g. ENOSPC: say which file and where
+                self.error = BlockError(f"write of {n} bytes at offset {off} failed: "
+                                        f"{exc.strerror or exc}", self.target.filename)
+                self.error.__cause__ = exc
             except BaseException as exc:  # re-raised in the caller's thread
                 self.error = exc
 
