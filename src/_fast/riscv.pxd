@@ -12,7 +12,7 @@ cdef struct Rec:
     uint8_t rs2
     uint8_t rs3         # rs3, or a sub-operation
     uint8_t len         # 2 or 4
-    uint8_t pad
+    uint8_t nxt         # bytes to the next record: len * 8
     int32_t imm
     uint32_t bits       # the instruction as fetched (mtval of an illegal instruction)
 
@@ -26,7 +26,7 @@ cdef struct TlbEntry:
 cdef struct CodePage:
     uint64_t ppage      # physical page, or CODE_EMPTY
     uint8_t *host       # host bytes of the page (RAM or ROM)
-    Rec recs[2048]
+    Rec recs[2050]      # [2048], [2049]: OP_PAGEEND sentinels (falling off the page)
 
 # LR/SC reservations of the harts sharing one RAM: host addresses of 8-byte granules.
 cdef struct ResvTable:
@@ -66,7 +66,7 @@ cdef class Hart:
     cdef int nbp
     cdef uint64_t bp_skip       # resume over the breakpoint at this pc once
     cdef int bp_skip_valid
-    cdef Rec tmp
+    cdef Rec tmp[3]             # a record run outside its page ([1], [2]: OP_PAGEEND)
     cdef TlbEntry rtlb[256]
     cdef TlbEntry wtlb[256]
     cdef TlbEntry ftlb[256]

@@ -1,4 +1,5 @@
 # cython: language_level=3
+# distutils: extra_compile_args = -O3
 """The RISC-V RV64GC hart: an interpreter over pre-decoded instructions.
 
 Parts (``include``d, sharing ``riscv.pxd``): ``riscv_defs.pxi`` (constants),
@@ -40,11 +41,14 @@ cdef extern from *:
         return (uint64_t)(((__int128)a * (__int128)(unsigned __int128)b) >> 64);
     }
     #define RV_INT64_MIN ((int64_t)0x8000000000000000ULL)
+    /* the guest pc of record r: records are one per halfword of the page */
+    #define RV_PC(cbase, r, recs) ((cbase) + (uint64_t)(((char *)(r) - (char *)(recs)) >> 3))
     """
     uint64_t rv_mulh(int64_t a, int64_t b) noexcept nogil
     uint64_t rv_mulhu(uint64_t a, uint64_t b) noexcept nogil
     uint64_t rv_mulhsu(int64_t a, uint64_t b) noexcept nogil
     int64_t INT64_MIN "RV_INT64_MIN"
+    uint64_t RV_PC(uint64_t cbase, Rec *r, Rec *recs) noexcept nogil
 
 
 cdef inline uint64_t sx32(uint64_t v) noexcept nogil:
@@ -126,12 +130,14 @@ cdef int decode_at(Hart h, uint64_t pc, uint8_t *chost, Rec *out) noexcept nogil
 cdef Rec *resolve(Hart h, Rec *r, uint64_t pc, uint8_t *chost) noexcept nogil:
     """A record that is not decoded yet, a breakpoint, or a page-crossing instruction."""
     cdef int i
+    h.tmp[1].op = OP_PAGEEND
+    h.tmp[2].op = OP_PAGEEND
     if r.op == OP_BREAK:
         if h.bp_skip_valid and h.bp_skip == pc:
             h.bp_skip_valid = 0
-            if decode_at(h, pc, chost, &h.tmp):
+            if decode_at(h, pc, chost, &h.tmp[0]):
                 return NULL
-            return &h.tmp
+            return &h.tmp[0]
         return r
     if r.op == OP_NONE and h.nbp:
         for i in range(h.nbp):
@@ -142,9 +148,9 @@ cdef Rec *resolve(Hart h, Rec *r, uint64_t pc, uint8_t *chost) noexcept nogil:
     if (pc & 0xfff) == 0xffe and (rv_ld16(chost + 0xffe) & 3) == 3:
         r.op = OP_XPAGE
         r.len = 4
-        if decode_at(h, pc, chost, &h.tmp):
+        if decode_at(h, pc, chost, &h.tmp[0]):
             return NULL
-        return &h.tmp
+        return &h.tmp[0]
     decode_at(h, pc, chost, r)
     return r
 
@@ -153,7 +159,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
     cdef uint64_t *x = h.x
     cdef uint64_t pc = h.pc_
     cdef uint64_t cnt = 0
-    cdef uint64_t cvpn = RV_NOPAGE
+    cdef uint64_t cbase = 0, climit = 4096
+    cdef Rec *rr
     cdef uint64_t a, v, dl
     cdef Rec *recs = NULL
     cdef uint8_t *chost = NULL
@@ -174,7 +181,6 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 break
             trap(h, h.exc_cause, h.exc_tval, 0)
             pc = h.pc_
-            cvpn = RV_NOPAGE
         elif ev == EV_STOP:
             if h.stop_reason == STOP_BREAKPOINT or h.stop_reason == STOP_PYEXC:
                 cnt -= 1             # the instruction did not complete
@@ -184,7 +190,6 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             break
         elif ev == EV_JUMP:
             pc = h.pc_
-            cvpn = RV_NOPAGE
         h.cnt = cnt
         h.pc_ = pc
         if cnt >= budget:
@@ -194,334 +199,383 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             break
         if pending_irq(h):
             pc = h.pc_
-            cvpn = RV_NOPAGE
         dl = timer_deadline(h)
         h.lim = budget if dl > budget else (dl if dl > cnt else cnt + 1)
         ev = 0
-        # ---- the hot loop ------------------------------------------------------------
+        # ---- code-page changes -------------------------------------------------------
         while True:
-            if (pc >> 12) != cvpn:
-                if cnt >= h.lim:
-                    ev = EV_CHECK
-                    break
-                res = fetch_page(h, pc, &cp)
-                if res:
-                    h.exc_cause = res
-                    h.exc_tval = pc
-                    cnt += 1
-                    ev = EV_EXC
-                    break
-                cvpn = pc >> 12
-                recs = cp.recs
-                chost = cp.host
-            r = &recs[(pc >> 1) & 2047]
-            if r.op <= OP_XPAGE:
-                r = resolve(h, r, pc, chost)
-                if r == NULL:
-                    cnt += 1
-                    ev = EV_EXC
-                    break
-            cnt += 1
-            op = r.op
-            if op == OP_ADDI:
-                x[r.rd] = x[r.rs1] + <uint64_t><int64_t>r.imm
-            elif op == OP_LI:
-                x[r.rd] = <uint64_t><int64_t>r.imm
-            elif op == OP_MV:
-                x[r.rd] = x[r.rs1]
-            elif op == OP_NOP:
-                pass
-            elif op == OP_ADD:
-                x[r.rd] = x[r.rs1] + x[r.rs2]
-            elif op == OP_SUB:
-                x[r.rd] = x[r.rs1] - x[r.rs2]
-            elif op == OP_LUI:
-                x[r.rd] = <uint64_t><int64_t>r.imm
-            elif op == OP_AUIPC:
-                x[r.rd] = pc + <uint64_t><int64_t>r.imm
-            elif op == OP_ADDIW:
-                x[r.rd] = sx32(x[r.rs1] + <uint64_t><int64_t>r.imm)
-            elif op == OP_ADDW:
-                x[r.rd] = sx32(x[r.rs1] + x[r.rs2])
-            elif op == OP_SUBW:
-                x[r.rd] = sx32(x[r.rs1] - x[r.rs2])
-            elif op == OP_SLLI:
-                x[r.rd] = x[r.rs1] << r.imm
-            elif op == OP_SRLI:
-                x[r.rd] = x[r.rs1] >> r.imm
-            elif op == OP_SRAI:
-                x[r.rd] = <uint64_t>((<int64_t>x[r.rs1]) >> r.imm)
-            elif op == OP_ANDI:
-                x[r.rd] = x[r.rs1] & <uint64_t><int64_t>r.imm
-            elif op == OP_ORI:
-                x[r.rd] = x[r.rs1] | <uint64_t><int64_t>r.imm
-            elif op == OP_XORI:
-                x[r.rd] = x[r.rs1] ^ <uint64_t><int64_t>r.imm
-            elif op == OP_SLTI:
-                x[r.rd] = (<int64_t>x[r.rs1]) < <int64_t>r.imm
-            elif op == OP_SLTIU:
-                x[r.rd] = x[r.rs1] < <uint64_t><int64_t>r.imm
-            elif op == OP_AND:
-                x[r.rd] = x[r.rs1] & x[r.rs2]
-            elif op == OP_OR:
-                x[r.rd] = x[r.rs1] | x[r.rs2]
-            elif op == OP_XOR:
-                x[r.rd] = x[r.rs1] ^ x[r.rs2]
-            elif op == OP_SLL:
-                x[r.rd] = x[r.rs1] << (x[r.rs2] & 63)
-            elif op == OP_SRL:
-                x[r.rd] = x[r.rs1] >> (x[r.rs2] & 63)
-            elif op == OP_SRA:
-                x[r.rd] = <uint64_t>((<int64_t>x[r.rs1]) >> (x[r.rs2] & 63))
-            elif op == OP_SLT:
-                x[r.rd] = (<int64_t>x[r.rs1]) < (<int64_t>x[r.rs2])
-            elif op == OP_SLTU:
-                x[r.rd] = x[r.rs1] < x[r.rs2]
-            elif op == OP_SLLIW:
-                x[r.rd] = sx32(<uint32_t>x[r.rs1] << r.imm)
-            elif op == OP_SRLIW:
-                x[r.rd] = sx32(<uint32_t>x[r.rs1] >> r.imm)
-            elif op == OP_SRAIW:
-                x[r.rd] = <uint64_t><int64_t>((<int32_t>x[r.rs1]) >> r.imm)
-            elif op == OP_SLLW:
-                x[r.rd] = sx32(<uint32_t>x[r.rs1] << (x[r.rs2] & 31))
-            elif op == OP_SRLW:
-                x[r.rd] = sx32(<uint32_t>x[r.rs1] >> (x[r.rs2] & 31))
-            elif op == OP_SRAW:
-                x[r.rd] = <uint64_t><int64_t>((<int32_t>x[r.rs1]) >> (x[r.rs2] & 31))
-            elif op == OP_MUL:
-                x[r.rd] = x[r.rs1] * x[r.rs2]
-            elif op == OP_MULH:
-                x[r.rd] = rv_mulh(<int64_t>x[r.rs1], <int64_t>x[r.rs2])
-            elif op == OP_MULHSU:
-                x[r.rd] = rv_mulhsu(<int64_t>x[r.rs1], x[r.rs2])
-            elif op == OP_MULHU:
-                x[r.rd] = rv_mulhu(x[r.rs1], x[r.rs2])
-            elif op == OP_DIV:
-                x[r.rd] = div64(<int64_t>x[r.rs1], <int64_t>x[r.rs2])
-            elif op == OP_DIVU:
-                x[r.rd] = x[r.rs1] // x[r.rs2] if x[r.rs2] != 0 else <uint64_t>-1
-            elif op == OP_REM:
-                x[r.rd] = rem64(<int64_t>x[r.rs1], <int64_t>x[r.rs2])
-            elif op == OP_REMU:
-                x[r.rd] = x[r.rs1] % x[r.rs2] if x[r.rs2] != 0 else x[r.rs1]
-            elif op == OP_MULW:
-                x[r.rd] = sx32(<uint32_t>x[r.rs1] * <uint32_t>x[r.rs2])
-            elif op == OP_DIVW:
-                x[r.rd] = divw(<int32_t>x[r.rs1], <int32_t>x[r.rs2])
-            elif op == OP_DIVUW:
-                x[r.rd] = (sx32(<uint32_t>x[r.rs1] // <uint32_t>x[r.rs2])
-                           if <uint32_t>x[r.rs2] != 0 else <uint64_t>-1)
-            elif op == OP_REMW:
-                x[r.rd] = remw(<int32_t>x[r.rs1], <int32_t>x[r.rs2])
-            elif op == OP_REMUW:
-                x[r.rd] = (sx32(<uint32_t>x[r.rs1] % <uint32_t>x[r.rs2])
-                           if <uint32_t>x[r.rs2] != 0 else sx32(<uint32_t>x[r.rs1]))
-            # ---- loads: TLB hit when the tag equals the page and the access is aligned
-            elif op == OP_LD:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.rtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xff8)):
-                    x[r.rd] = rv_ld64(RV_HOST(e.addend, a))
-                else:
-                    res = load_slow(h, a, 8, &v)
-                    if res:
-                        ev = res
-                        break
-                    x[r.rd] = v
-            elif op == OP_LW:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.rtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xffc)):
-                    x[r.rd] = sx32(rv_ld32(RV_HOST(e.addend, a)))
-                else:
-                    res = load_slow(h, a, 4, &v)
-                    if res:
-                        ev = res
-                        break
-                    x[r.rd] = sx32(v)
-            elif op == OP_LWU:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.rtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xffc)):
-                    x[r.rd] = rv_ld32(RV_HOST(e.addend, a))
-                else:
-                    res = load_slow(h, a, 4, &v)
-                    if res:
-                        ev = res
-                        break
-                    x[r.rd] = v
-            elif op == OP_LBU:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.rtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xfff)):
-                    x[r.rd] = RV_HOST(e.addend, a)[0]
-                else:
-                    res = load_slow(h, a, 1, &v)
-                    if res:
-                        ev = res
-                        break
-                    x[r.rd] = v
-            elif op == OP_LB:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.rtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xfff)):
-                    x[r.rd] = <uint64_t><int64_t>(<signed char>RV_HOST(e.addend, a)[0])
-                else:
-                    res = load_slow(h, a, 1, &v)
-                    if res:
-                        ev = res
-                        break
-                    x[r.rd] = <uint64_t><int64_t>(<signed char>v)
-            elif op == OP_LHU:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.rtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xffe)):
-                    x[r.rd] = rv_ld16(RV_HOST(e.addend, a))
-                else:
-                    res = load_slow(h, a, 2, &v)
-                    if res:
-                        ev = res
-                        break
-                    x[r.rd] = v
-            elif op == OP_LH:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.rtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xffe)):
-                    x[r.rd] = <uint64_t><int64_t>(<int16_t>rv_ld16(RV_HOST(e.addend, a)))
-                else:
-                    res = load_slow(h, a, 2, &v)
-                    if res:
-                        ev = res
-                        break
-                    x[r.rd] = <uint64_t><int64_t>(<int16_t>v)
-            # ---- stores: the write TLB holds no page with decoded code (flag -> slow)
-            elif op == OP_SD:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.wtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xff8)):
-                    rv_st64(RV_HOST(e.addend, a), x[r.rs2])
-                    if h.rs.nactive:
-                        resv_clear(h.rs, RV_HOST(e.addend, a), 8)
-                else:
-                    res = store_slow(h, a, 8, x[r.rs2])
-                    if res:
-                        ev = res
-                        break
-            elif op == OP_SW:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.wtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xffc)):
-                    rv_st32(RV_HOST(e.addend, a), <uint32_t>x[r.rs2])
-                    if h.rs.nactive:
-                        resv_clear(h.rs, RV_HOST(e.addend, a), 4)
-                else:
-                    res = store_slow(h, a, 4, x[r.rs2] & 0xffffffffU)
-                    if res:
-                        ev = res
-                        break
-            elif op == OP_SH:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.wtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xffe)):
-                    rv_st16(RV_HOST(e.addend, a), <uint16_t>x[r.rs2])
-                    if h.rs.nactive:
-                        resv_clear(h.rs, RV_HOST(e.addend, a), 2)
-                else:
-                    res = store_slow(h, a, 2, x[r.rs2] & 0xffff)
-                    if res:
-                        ev = res
-                        break
-            elif op == OP_SB:
-                a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                e = &h.wtlb[(a >> 12) & 255]
-                if e.tag == (a & ~(<uint64_t>0xfff)):
-                    RV_HOST(e.addend, a)[0] = <uint8_t>x[r.rs2]
-                    if h.rs.nactive:
-                        resv_clear(h.rs, RV_HOST(e.addend, a), 1)
-                else:
-                    res = store_slow(h, a, 1, x[r.rs2] & 0xff)
-                    if res:
-                        ev = res
-                        break
-            # ---- control transfer: the block ends here -----------------------------
-            elif op == OP_BEQ:
-                if x[r.rs1] == x[r.rs2]:
-                    pc += <uint64_t><int64_t>r.imm
-                    if cnt >= h.lim:
-                        ev = EV_CHECK
-                        break
-                    continue
-            elif op == OP_BNE:
-                if x[r.rs1] != x[r.rs2]:
-                    pc += <uint64_t><int64_t>r.imm
-                    if cnt >= h.lim:
-                        ev = EV_CHECK
-                        break
-                    continue
-            elif op == OP_BLT:
-                if <int64_t>x[r.rs1] < <int64_t>x[r.rs2]:
-                    pc += <uint64_t><int64_t>r.imm
-                    if cnt >= h.lim:
-                        ev = EV_CHECK
-                        break
-                    continue
-            elif op == OP_BGE:
-                if <int64_t>x[r.rs1] >= <int64_t>x[r.rs2]:
-                    pc += <uint64_t><int64_t>r.imm
-                    if cnt >= h.lim:
-                        ev = EV_CHECK
-                        break
-                    continue
-            elif op == OP_BLTU:
-                if x[r.rs1] < x[r.rs2]:
-                    pc += <uint64_t><int64_t>r.imm
-                    if cnt >= h.lim:
-                        ev = EV_CHECK
-                        break
-                    continue
-            elif op == OP_BGEU:
-                if x[r.rs1] >= x[r.rs2]:
-                    pc += <uint64_t><int64_t>r.imm
-                    if cnt >= h.lim:
-                        ev = EV_CHECK
-                        break
-                    continue
-            elif op == OP_J:
-                pc += <uint64_t><int64_t>r.imm
-                if cnt >= h.lim:
-                    ev = EV_CHECK
-                    break
-                continue
-            elif op == OP_JAL:
-                x[r.rd] = pc + r.len
-                pc += <uint64_t><int64_t>r.imm
-                if cnt >= h.lim:
-                    ev = EV_CHECK
-                    break
-                continue
-            elif op == OP_JALR:
-                a = (x[r.rs1] + <uint64_t><int64_t>r.imm) & ~(<uint64_t>1)
-                x[r.rd] = pc + r.len
-                pc = a
-                if cnt >= h.lim:
-                    ev = EV_CHECK
-                    break
-                continue
-            elif op == OP_BREAK:
-                h.stop_reason = STOP_BREAKPOINT
-                ev = EV_STOP
+            if cnt >= h.lim:
+                ev = EV_CHECK
                 break
-            else:
-                h.pc_ = pc
-                h.cnt = cnt
-                res = exec_slow(h, r)
-                if res:
-                    if res == EV_STOP and h.stop_reason == STOP_PYEXC:
-                        pass
-                    ev = res
+            res = fetch_page(h, pc, &cp)
+            if res:
+                h.exc_cause = res
+                h.exc_tval = pc
+                cnt += 1
+                ev = EV_EXC
+                break
+            cbase = pc & RV_PAGE_MASK
+            climit = 4096
+            recs = cp.recs
+            chost = cp.host
+            r = &recs[(pc - cbase) >> 1]
+            # ---- the hot loop: r walks the page's records; pc = RV_PC(cbase, r, recs) ---
+            while True:
+                cnt += 1
+                op = r.op
+                if op == OP_ADDI:
+                    x[r.rd] = x[r.rs1] + <uint64_t><int64_t>r.imm
+                elif op == OP_LI:
+                    x[r.rd] = <uint64_t><int64_t>r.imm
+                elif op == OP_MV:
+                    x[r.rd] = x[r.rs1]
+                elif op == OP_NOP:
+                    pass
+                elif op == OP_ADD:
+                    x[r.rd] = x[r.rs1] + x[r.rs2]
+                elif op == OP_SUB:
+                    x[r.rd] = x[r.rs1] - x[r.rs2]
+                elif op == OP_LUI:
+                    x[r.rd] = <uint64_t><int64_t>r.imm
+                elif op == OP_AUIPC:
+                    x[r.rd] = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
+                elif op == OP_ADDIW:
+                    x[r.rd] = sx32(x[r.rs1] + <uint64_t><int64_t>r.imm)
+                elif op == OP_ADDW:
+                    x[r.rd] = sx32(x[r.rs1] + x[r.rs2])
+                elif op == OP_SUBW:
+                    x[r.rd] = sx32(x[r.rs1] - x[r.rs2])
+                elif op == OP_SLLI:
+                    x[r.rd] = x[r.rs1] << r.imm
+                elif op == OP_SRLI:
+                    x[r.rd] = x[r.rs1] >> r.imm
+                elif op == OP_SRAI:
+                    x[r.rd] = <uint64_t>((<int64_t>x[r.rs1]) >> r.imm)
+                elif op == OP_ANDI:
+                    x[r.rd] = x[r.rs1] & <uint64_t><int64_t>r.imm
+                elif op == OP_ORI:
+                    x[r.rd] = x[r.rs1] | <uint64_t><int64_t>r.imm
+                elif op == OP_XORI:
+                    x[r.rd] = x[r.rs1] ^ <uint64_t><int64_t>r.imm
+                elif op == OP_SLTI:
+                    x[r.rd] = (<int64_t>x[r.rs1]) < <int64_t>r.imm
+                elif op == OP_SLTIU:
+                    x[r.rd] = x[r.rs1] < <uint64_t><int64_t>r.imm
+                elif op == OP_AND:
+                    x[r.rd] = x[r.rs1] & x[r.rs2]
+                elif op == OP_OR:
+                    x[r.rd] = x[r.rs1] | x[r.rs2]
+                elif op == OP_XOR:
+                    x[r.rd] = x[r.rs1] ^ x[r.rs2]
+                elif op == OP_SLL:
+                    x[r.rd] = x[r.rs1] << (x[r.rs2] & 63)
+                elif op == OP_SRL:
+                    x[r.rd] = x[r.rs1] >> (x[r.rs2] & 63)
+                elif op == OP_SRA:
+                    x[r.rd] = <uint64_t>((<int64_t>x[r.rs1]) >> (x[r.rs2] & 63))
+                elif op == OP_SLT:
+                    x[r.rd] = (<int64_t>x[r.rs1]) < (<int64_t>x[r.rs2])
+                elif op == OP_SLTU:
+                    x[r.rd] = x[r.rs1] < x[r.rs2]
+                elif op == OP_SLLIW:
+                    x[r.rd] = sx32(<uint32_t>x[r.rs1] << r.imm)
+                elif op == OP_SRLIW:
+                    x[r.rd] = sx32(<uint32_t>x[r.rs1] >> r.imm)
+                elif op == OP_SRAIW:
+                    x[r.rd] = <uint64_t><int64_t>((<int32_t>x[r.rs1]) >> r.imm)
+                elif op == OP_SLLW:
+                    x[r.rd] = sx32(<uint32_t>x[r.rs1] << (x[r.rs2] & 31))
+                elif op == OP_SRLW:
+                    x[r.rd] = sx32(<uint32_t>x[r.rs1] >> (x[r.rs2] & 31))
+                elif op == OP_SRAW:
+                    x[r.rd] = <uint64_t><int64_t>((<int32_t>x[r.rs1]) >> (x[r.rs2] & 31))
+                elif op == OP_MUL:
+                    x[r.rd] = x[r.rs1] * x[r.rs2]
+                elif op == OP_MULH:
+                    x[r.rd] = rv_mulh(<int64_t>x[r.rs1], <int64_t>x[r.rs2])
+                elif op == OP_MULHSU:
+                    x[r.rd] = rv_mulhsu(<int64_t>x[r.rs1], x[r.rs2])
+                elif op == OP_MULHU:
+                    x[r.rd] = rv_mulhu(x[r.rs1], x[r.rs2])
+                elif op == OP_DIV:
+                    x[r.rd] = div64(<int64_t>x[r.rs1], <int64_t>x[r.rs2])
+                elif op == OP_DIVU:
+                    x[r.rd] = x[r.rs1] // x[r.rs2] if x[r.rs2] != 0 else <uint64_t>-1
+                elif op == OP_REM:
+                    x[r.rd] = rem64(<int64_t>x[r.rs1], <int64_t>x[r.rs2])
+                elif op == OP_REMU:
+                    x[r.rd] = x[r.rs1] % x[r.rs2] if x[r.rs2] != 0 else x[r.rs1]
+                elif op == OP_MULW:
+                    x[r.rd] = sx32(<uint32_t>x[r.rs1] * <uint32_t>x[r.rs2])
+                elif op == OP_DIVW:
+                    x[r.rd] = divw(<int32_t>x[r.rs1], <int32_t>x[r.rs2])
+                elif op == OP_DIVUW:
+                    x[r.rd] = (sx32(<uint32_t>x[r.rs1] // <uint32_t>x[r.rs2])
+                               if <uint32_t>x[r.rs2] != 0 else <uint64_t>-1)
+                elif op == OP_REMW:
+                    x[r.rd] = remw(<int32_t>x[r.rs1], <int32_t>x[r.rs2])
+                elif op == OP_REMUW:
+                    x[r.rd] = (sx32(<uint32_t>x[r.rs1] % <uint32_t>x[r.rs2])
+                               if <uint32_t>x[r.rs2] != 0 else sx32(<uint32_t>x[r.rs1]))
+                # ---- loads: TLB hit when the tag equals the page and the access is aligned
+                elif op == OP_LD:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.rtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xff8)):
+                        x[r.rd] = rv_ld64(RV_HOST(e.addend, a))
+                    else:
+                        res = load_slow(h, a, 8, &v)
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                        x[r.rd] = v
+                elif op == OP_LW:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.rtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xffc)):
+                        x[r.rd] = sx32(rv_ld32(RV_HOST(e.addend, a)))
+                    else:
+                        res = load_slow(h, a, 4, &v)
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                        x[r.rd] = sx32(v)
+                elif op == OP_LWU:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.rtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xffc)):
+                        x[r.rd] = rv_ld32(RV_HOST(e.addend, a))
+                    else:
+                        res = load_slow(h, a, 4, &v)
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                        x[r.rd] = v
+                elif op == OP_LBU:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.rtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xfff)):
+                        x[r.rd] = RV_HOST(e.addend, a)[0]
+                    else:
+                        res = load_slow(h, a, 1, &v)
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                        x[r.rd] = v
+                elif op == OP_LB:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.rtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xfff)):
+                        x[r.rd] = <uint64_t><int64_t>(<signed char>RV_HOST(e.addend, a)[0])
+                    else:
+                        res = load_slow(h, a, 1, &v)
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                        x[r.rd] = <uint64_t><int64_t>(<signed char>v)
+                elif op == OP_LHU:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.rtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xffe)):
+                        x[r.rd] = rv_ld16(RV_HOST(e.addend, a))
+                    else:
+                        res = load_slow(h, a, 2, &v)
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                        x[r.rd] = v
+                elif op == OP_LH:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.rtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xffe)):
+                        x[r.rd] = <uint64_t><int64_t>(<int16_t>rv_ld16(RV_HOST(e.addend, a)))
+                    else:
+                        res = load_slow(h, a, 2, &v)
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                        x[r.rd] = <uint64_t><int64_t>(<int16_t>v)
+                # ---- stores: the write TLB holds no page with decoded code (flag -> slow)
+                elif op == OP_SD:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.wtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xff8)):
+                        rv_st64(RV_HOST(e.addend, a), x[r.rs2])
+                        if h.rs.nactive:
+                            resv_clear(h.rs, RV_HOST(e.addend, a), 8)
+                    else:
+                        res = store_slow(h, a, 8, x[r.rs2])
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                elif op == OP_SW:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.wtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xffc)):
+                        rv_st32(RV_HOST(e.addend, a), <uint32_t>x[r.rs2])
+                        if h.rs.nactive:
+                            resv_clear(h.rs, RV_HOST(e.addend, a), 4)
+                    else:
+                        res = store_slow(h, a, 4, x[r.rs2] & 0xffffffffU)
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                elif op == OP_SH:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.wtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xffe)):
+                        rv_st16(RV_HOST(e.addend, a), <uint16_t>x[r.rs2])
+                        if h.rs.nactive:
+                            resv_clear(h.rs, RV_HOST(e.addend, a), 2)
+                    else:
+                        res = store_slow(h, a, 2, x[r.rs2] & 0xffff)
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                elif op == OP_SB:
+                    a = x[r.rs1] + <uint64_t><int64_t>r.imm
+                    e = &h.wtlb[(a >> 12) & 255]
+                    if e.tag == (a & ~(<uint64_t>0xfff)):
+                        RV_HOST(e.addend, a)[0] = <uint8_t>x[r.rs2]
+                        if h.rs.nactive:
+                            resv_clear(h.rs, RV_HOST(e.addend, a), 1)
+                    else:
+                        res = store_slow(h, a, 1, x[r.rs2] & 0xff)
+                        if res:
+                            pc = RV_PC(cbase, r, recs)
+                            ev = res
+                            break
+                # ---- control transfer: the block ends here -----------------------------
+                elif op == OP_BEQ:
+                    if x[r.rs1] == x[r.rs2]:
+                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
+                        if (pc - cbase) >= climit or cnt >= h.lim:
+                            ev = EV_PAGE
+                            break
+                        r = &recs[(pc - cbase) >> 1]
+                        continue
+                elif op == OP_BNE:
+                    if x[r.rs1] != x[r.rs2]:
+                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
+                        if (pc - cbase) >= climit or cnt >= h.lim:
+                            ev = EV_PAGE
+                            break
+                        r = &recs[(pc - cbase) >> 1]
+                        continue
+                elif op == OP_BLT:
+                    if <int64_t>x[r.rs1] < <int64_t>x[r.rs2]:
+                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
+                        if (pc - cbase) >= climit or cnt >= h.lim:
+                            ev = EV_PAGE
+                            break
+                        r = &recs[(pc - cbase) >> 1]
+                        continue
+                elif op == OP_BGE:
+                    if <int64_t>x[r.rs1] >= <int64_t>x[r.rs2]:
+                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
+                        if (pc - cbase) >= climit or cnt >= h.lim:
+                            ev = EV_PAGE
+                            break
+                        r = &recs[(pc - cbase) >> 1]
+                        continue
+                elif op == OP_BLTU:
+                    if x[r.rs1] < x[r.rs2]:
+                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
+                        if (pc - cbase) >= climit or cnt >= h.lim:
+                            ev = EV_PAGE
+                            break
+                        r = &recs[(pc - cbase) >> 1]
+                        continue
+                elif op == OP_BGEU:
+                    if x[r.rs1] >= x[r.rs2]:
+                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
+                        if (pc - cbase) >= climit or cnt >= h.lim:
+                            ev = EV_PAGE
+                            break
+                        r = &recs[(pc - cbase) >> 1]
+                        continue
+                elif op == OP_J:
+                    pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
+                    if (pc - cbase) >= climit or cnt >= h.lim:
+                        ev = EV_PAGE
+                        break
+                    r = &recs[(pc - cbase) >> 1]
+                    continue
+                elif op == OP_JAL:
+                    pc = RV_PC(cbase, r, recs)
+                    x[r.rd] = pc + r.len
+                    pc += <uint64_t><int64_t>r.imm
+                    if (pc - cbase) >= climit or cnt >= h.lim:
+                        ev = EV_PAGE
+                        break
+                    r = &recs[(pc - cbase) >> 1]
+                    continue
+                elif op == OP_JALR:
+                    a = (x[r.rs1] + <uint64_t><int64_t>r.imm) & ~(<uint64_t>1)
+                    x[r.rd] = RV_PC(cbase, r, recs) + r.len
+                    pc = a
+                    if (pc - cbase) >= climit or cnt >= h.lim:
+                        ev = EV_PAGE
+                        break
+                    r = &recs[(pc - cbase) >> 1]
+                    continue
+                elif op == OP_PAGEEND:            # fell off the page (or out of tmp)
+                    cnt -= 1
+                    pc = RV_PC(cbase, r, recs)
+                    ev = EV_PAGE
                     break
-            pc += r.len
+                elif op == OP_NONE or op == OP_XPAGE:
+                    cnt -= 1
+                    pc = RV_PC(cbase, r, recs)
+                    rr = resolve(h, r, pc, chost)
+                    if rr == NULL:
+                        cnt += 1
+                        ev = EV_EXC
+                        break
+                    if rr != r:                   # h.tmp: run it as a one-record page
+                        cbase = pc
+                        climit = 0
+                        recs = rr
+                        r = rr
+                    continue
+                elif op == OP_BREAK:
+                    pc = RV_PC(cbase, r, recs)
+                    if h.bp_skip_valid and h.bp_skip == pc:
+                        cnt -= 1
+                        rr = resolve(h, r, pc, chost)
+                        if rr == NULL:
+                            cnt += 1
+                            ev = EV_EXC
+                            break
+                        cbase = pc
+                        climit = 0
+                        recs = rr
+                        r = rr
+                        continue
+                    h.stop_reason = STOP_BREAKPOINT
+                    ev = EV_STOP
+                    break
+                else:
+                    pc = RV_PC(cbase, r, recs)
+                    h.pc_ = pc
+                    h.cnt = cnt
+                    res = exec_slow(h, r)
+                    if res:
+                        ev = res
+                        break
+                r = <Rec *>(<char *>r + r.nxt)
+            if ev != EV_PAGE:
+                break
     h.pc_ = pc
     h.instret_ += cnt
     h.cnt = 0

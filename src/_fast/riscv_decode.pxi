@@ -18,7 +18,7 @@ cdef enum:
     OP_ADDW, OP_SUBW, OP_SLLW, OP_SRLW, OP_SRAW,
     OP_MUL, OP_MULH, OP_MULHSU, OP_MULHU, OP_DIV, OP_DIVU, OP_REM, OP_REMU,
     OP_MULW, OP_DIVW, OP_DIVUW, OP_REMW, OP_REMUW,
-    OP_NOP, OP_MV, OP_LI, OP_J,
+    OP_NOP, OP_MV, OP_LI, OP_J, OP_PAGEEND,
     # below: handled outside the hot switch (exec_slow)
     OP_FENCE, OP_FENCE_I, OP_ECALL, OP_EBREAK, OP_MRET, OP_SRET, OP_WFI, OP_SFENCE_VMA,
     OP_CSRRW, OP_CSRRS, OP_CSRRC, OP_CSRRWI, OP_CSRRSI, OP_CSRRCI,
@@ -56,6 +56,7 @@ cdef void decode32(uint32_t b, Rec *r) noexcept nogil:
     cdef int32_t imms = ((<int32_t>(b & 0xfe000000U)) >> 20) | <int32_t>((b >> 7) & 0x1f)
     cdef int32_t immb, immj, op
     r.len = 4
+    r.nxt = 32
     r.bits = b
     r.rs3 = 0
     r.op = OP_ILLEGAL
@@ -234,6 +235,7 @@ cdef void decode16(uint32_t h, Rec *r) noexcept nogil:
     cdef int32_t imm
     cdef uint32_t u
     r.len = 2
+    r.nxt = 16
     r.bits = h
     r.rs3 = 0
     r.op = OP_ILLEGAL

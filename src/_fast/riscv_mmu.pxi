@@ -21,6 +21,7 @@ cdef enum:
     EV_STOP = 2         # slow path: stop the run (stop_reason set)
     EV_JUMP = 3
     EV_CHECK = 4
+    EV_PAGE = 5
 
 cdef enum:
     NCODE = 512         # decoded-code pages per hart (direct mapped)
@@ -96,6 +97,8 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
         memset(cp.recs, 0, sizeof(cp.recs))
     cp.ppage = ppage
     cp.host = host
+    cp.recs[2048].op = OP_PAGEEND
+    cp.recs[2049].op = OP_PAGEEND
     # stores to this page must now invalidate its records: route them to the slow path
     for i in range(256):
         if h.wtlb[i].tag != RV_TLB_EMPTY and h.wtlb[i].ppage == ppage:
