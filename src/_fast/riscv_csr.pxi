@@ -300,7 +300,7 @@ cdef int illegal(Hart h, Rec *r) noexcept nogil:
 cdef int exec_csr(Hart h, Rec *r) noexcept nogil:
     cdef uint32_t csr = <uint32_t>r.imm
     cdef int op = r.op
-    cdef uint64_t src, old = 0, new
+    cdef uint64_t src, old = 0, new, base
     cdef int wr, rd_ = r.rd
     if ((csr >> 8) & 3) > <uint32_t>h.priv:
         return illegal(h, r)
@@ -313,12 +313,18 @@ cdef int exec_csr(Hart h, Rec *r) noexcept nogil:
         return illegal(h, r)
     if csr_read(h, csr, &old):
         return illegal(h, r)
+    base = old
+    if csr == 0x344:
+        # priv spec 3.1.9: csrrs/csrrc on mip read-modify-write the software-
+        # writable SEIP bit, not its OR with the external interrupt signal (else
+        # OpenSBI's csr_clear(mip, STIP) would latch a pending PLIC interrupt)
+        base = (old & ~(<uint64_t>(1 << 9))) | (h.mip_sw & (<uint64_t>(1 << 9)))
     if op == OP_CSRRW or op == OP_CSRRWI:
         new = src
     elif op == OP_CSRRS or op == OP_CSRRSI:
-        new = old | src
+        new = base | src
     else:
-        new = old & ~src
+        new = base & ~src
     if wr and csr_write(h, csr, new):
         return illegal(h, r)
     h.x[rd_ if rd_ != 0 else 32] = old
