@@ -28,6 +28,7 @@ op = st.one_of(
     st.tuples(st.just("reopen"), st.just(0), st.just(0), st.just(0)),
     st.tuples(st.just("snapshot"), st.just(0), st.just(0), st.booleans()),
     st.tuples(st.just("delsnap"), st.just(0), st.just(0), st.integers(0, 3)),
+    st.tuples(st.just("revert"), st.just(0), st.just(0), st.integers(0, 3)),
 )
 
 
@@ -47,6 +48,7 @@ def test_random_operations_match_model(ops: list[tuple], cfg: dict) -> None:
         Qcow2.create(str(img), SIZE, **cfg)
         model = bytearray(SIZE)
         snaps: dict[str, bytes] = {}
+        taken = 0
         q = Qcow2.open(str(img), readonly=False)
         cs = q.cluster_size
         try:
@@ -68,7 +70,8 @@ def test_random_operations_match_model(ops: list[tuple], cfg: dict) -> None:
                     q.write_compressed(c, data[:cs])
                     model[c:c + cs] = data[:cs]
                 elif kind == "snapshot" and arg:   # vmforge takes an internal snapshot
-                    name = f"s{len(snaps)}-{n}-{off}"
+                    taken += 1
+                    name = f"v{taken}"
                     try:
                         q.create_snapshot(name)
                         snaps[name] = bytes(model)
@@ -79,12 +82,25 @@ def test_random_operations_match_model(ops: list[tuple], cfg: dict) -> None:
                         q.check(repair="all")
                 elif kind == "snapshot":       # qemu-img takes an internal snapshot
                     q.close()
-                    name = f"s{len(snaps)}"
+                    taken += 1
+                    name = f"q{taken}"
                     if qemu_img("snapshot", "-c", name, str(img), check=False).returncode == 0:
                         snaps[name] = bytes(model)
                     else:   # narrow refcounts overflow; QEMU leaves leaks behind
                         qemu_img("check", "-r", "leaks", str(img), check=False)
                     q = Qcow2.open(str(img), readonly=False)
+                elif kind == "revert":
+                    if snaps:
+                        name = sorted(snaps)[arg % len(snaps)]
+                        try:
+                            q.revert_snapshot(name)
+                            model[:] = snaps[name]
+                        except BlockError as e:   # narrow refcounts overflow
+                            assert "overflow" in str(e)
+                            q.close()
+                            q = Qcow2.open(str(img), readonly=False)
+                            q.check(repair="all")
+                            model[:] = q.read(0, SIZE)
                 elif kind == "delsnap":
                     if snaps:
                         name = sorted(snaps)[arg % len(snaps)]

@@ -73,3 +73,20 @@ def test_delete_qemu_snapshot_restores_copied_flags(tmp_path: Path) -> None:
         assert q.refs.alloc_end == before
     assert_qemu_clean(img)
     assert qemu_io(img, "read -P 0x22 0 64k", "read -P 0x11 64k 960k").count("read ") == 2
+
+
+def test_revert_matches_qemu(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours.qcow2", tmp_path / "theirs.qcow2"
+    qemu_img("create", "-f", "qcow2", str(ours), "1M")
+    qemu_io(ours, "write -P 0x11 0 512k")
+    qemu_img("snapshot", "-c", "s", str(ours))
+    qemu_io(ours, "write -P 0x22 256k 512k", "write -z 0 64k")
+    theirs.write_bytes(ours.read_bytes())
+    qemu_img("snapshot", "-a", "s", str(theirs))
+    with Qcow2.open(str(ours), readonly=False) as q:
+        q.revert_snapshot("s")
+        q.write(900 * 1024, b"\x33" * 1000)     # the reverted image stays writable
+    qemu_io(theirs, "write -P 0x33 900k 1000")
+    assert_qemu_clean(ours)
+    assert to_raw(ours, tmp_path / "a.raw") == to_raw(theirs, tmp_path / "b.raw")
+    assert to_raw(ours, tmp_path / "c.raw", snapshot="s")[:512 * 1024] == b"\x11" * 512 * 1024

@@ -12,7 +12,7 @@ from .check import check_image
 from .create import plan_header, prealloc_size, preallocate, write_new_image
 from .header import EXT_BACKING_FORMAT, INCOMPAT_DIRTY, Extension, describe_bits
 from .snapshot import Snapshot
-from .snapshot_write import create_snapshot, delete_snapshot
+from .snapshot_write import create_snapshot, delete_snapshot, revert_snapshot
 from .write import Qcow2Writer
 
 
@@ -124,6 +124,11 @@ class Qcow2(Qcow2Writer):
         """Delete an internal snapshot by id or name (``qemu-img snapshot -d``)."""
         self._check_writable()
         delete_snapshot(self, key)
+
+    def revert_snapshot(self, key: str) -> None:
+        """Make the disk what it was when the snapshot was taken (``qemu-img snapshot -a``)."""
+        self._check_writable()
+        revert_snapshot(self, key)
 
     def change_backing_file(self, filename: str | None, fmt: str | None) -> None:
         """Rewrite the backing file name and format in the header (one write).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 import time
+from array import array
 from typing import TYPE_CHECKING
 
 from vmforge.block import BlockError
@@ -30,8 +31,6 @@ from .l2 import (
 from .snapshot import _ENTRY, Snapshot, find_snapshot, read_snapshots
 
 if TYPE_CHECKING:
-    from array import array
-
     from .write import Qcow2Writer
 
 OFF_NB_SNAPSHOTS = 60   # nb_snapshots (4) and snapshots_offset (8) are adjacent
@@ -161,6 +160,39 @@ def delete_snapshot(img: Qcow2Writer, key: str) -> None:
         _tree_refcounts(img, l1, -1)
         if snap.l1_size:
             img.refs.free(snap.l1_table_offset, 8 * snap.l1_size)
+        img.refs.write_back()
+        img.f.sync()
+        _fix_copied(img)
+        img.f.sync()
+
+
+def revert_snapshot(img: Qcow2Writer, key: str) -> None:
+    """Make the active image the snapshot's disk state (``qemu-img snapshot -a``)."""
+    with img.lock:
+        img._begin_write()
+        snap = find_snapshot(img._snaps, key)
+        if snap is None:
+            raise BlockError(f"no snapshot with id or name {key!r}", img.filename)
+        size = snap.disk_size if snap.disk_size is not None else img.size
+        if size != img.size:
+            raise BlockError(f"snapshot {snap.id} has size {size}, the image {img.size}: "
+                             "reverting across a resize is not supported", img.filename)
+        img._barrier()
+        img.refs.write_back()
+        new_l1 = img._read_l1(snap.l1_table_offset, snap.l1_size, f"L1 of snapshot {snap.id}")
+        if len(new_l1) > len(img.l1):
+            raise BlockError(f"snapshot {snap.id} has a larger L1 table than the image",
+                             img.filename)
+        old_l1 = array("Q", img.l1)
+        _tree_refcounts(img, new_l1, +1)
+        img.refs.write_back()
+        img.f.sync()
+        l1 = array("Q", new_l1) + array("Q", bytes(8 * (len(img.l1) - len(new_l1))))
+        img.f.pwrite(img.l1_offset, table_to_bytes(l1))
+        img.f.sync()
+        img.l1 = l1
+        img.l2cache.tables.clear()
+        _tree_refcounts(img, old_l1, -1)
         img.refs.write_back()
         img.f.sync()
         _fix_copied(img)
