@@ -10,7 +10,7 @@ STAMP := $(VENV)/.vmforge-installed
 PLUGINS := $(sort $(wildcard src/plugins/*/pyproject.toml))
 FAST_SRC := $(wildcard src/_fast/*.pyx src/_fast/*.pxd src/_fast/*.pxi)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup guests demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -22,10 +22,21 @@ $(STAMP): setup.py pyproject.toml $(FAST_SRC) $(PLUGINS) tools/setup-host.sh
 	$(PIP) install -q --no-build-isolation $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(STAMP)
 
-demo: setup
-	$(VENV)/bin/vmforge plugins
+# the guests the demo and the tests boot, built from Debian's sources by the
+# project's recipes and cached outside the repository (guests/README.md)
+guests: setup
+	$(PYTHON) guests/build.py all
+	$(PY) -m vmforge.guests record --machine riscv-virt --memory 256M \
+	    --kernel "$$($(PYTHON) guests/build.py --print-path linux-riscv64)" \
+	    --initrd "$$($(PYTHON) guests/build.py --print-path initramfs-riscv64)" \
+	    --append "console=ttyS0"
 
-test: setup
+# boots Linux + busybox on the riscv-virt machine (vmforge's own RISC-V CPU);
+# the console is this terminal: 'poweroff -f' or Ctrl-A X ends it
+demo: guests
+	$(VENV)/bin/vmforge run
+
+test: guests
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q --benchmark-disable
 

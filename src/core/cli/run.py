@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def add_machine_options(p: argparse.ArgumentParser) -> None:
     """QEMU's options, as ``vmforge run`` takes them."""
-    p.add_argument("-M", "-machine", dest="machine", default=DEFAULT_MACHINE,
+    p.add_argument("-M", "-machine", dest="machine", default=None,
                    metavar="NAME[,prop=value...]",
                    help=f"the machine (default {DEFAULT_MACHINE}); '-M help' lists them")
     p.add_argument("-m", dest="memory", metavar="SIZE", help="RAM size (MiB, or with a suffix)")
@@ -56,8 +56,23 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-D", dest="logfile", metavar="FILE", help="write traces to FILE")
 
 
+def apply_default_guest(args: argparse.Namespace) -> None:
+    """With nothing to boot (no -M, -kernel, -bios), boot the default guest."""
+    if args.machine is None and args.kernel is None and args.bios == "default":
+        from vmforge.guests import default_guest
+
+        guest = default_guest()
+        args.machine = guest.machine
+        args.memory = args.memory or guest.memory
+        args.kernel, args.initrd = guest.kernel, args.initrd or guest.initrd
+        args.append = args.append or guest.append
+    if args.machine is None:
+        args.machine = DEFAULT_MACHINE
+
+
 def config_from_args(args: argparse.Namespace) -> MachineConfig:
     """The :class:`MachineConfig` that QEMU-style ``args`` ask for."""
+    apply_default_guest(args)
     mopts = parse_opts(args.machine, implied="type")
     accel = args.accel.split(",")[0] if args.accel else None
     if args.enable_kvm:
