@@ -11,7 +11,8 @@ Run: ``.venv/bin/python -m pytest benchmarks/bench_riscv_cpu.py
 ``.venv/bin/python benchmarks/bench_riscv_cpu.py`` for a table (``--write``
 rewrites the ``## RISC-V CPU`` section of ``benchmarks/RESULTS.md``).
 
-The instruction count is vmforge's ``instret`` for the whole run; QEMU and
+Times are CPU time (the process's, or QEMU's as a child), not wall clock: the
+benchmark machine is shared.  The instruction count is vmforge's ``instret`` for the whole run; QEMU and
 unicorn execute the same instructions.  For the table, QEMU is timed on a
 short and a long build of the program and credited with the difference (its
 start-up would otherwise dominate); the pytest entry subtracts the start-up
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -170,7 +172,7 @@ def run_vmforge(elf: Path) -> tuple[float, int]:
     space.add_mmio(TEST_DEV, _TestDevice(), 0x1000)
     space.memory.load(RAM, elf.with_suffix(".bin").read_bytes())
     hart = RiscvHart(space, pc=RAM)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     try:
         hart.run()
     except _Exit as e:
@@ -178,18 +180,23 @@ def run_vmforge(elf: Path) -> tuple[float, int]:
             raise RuntimeError(f"benchmark program failed: {e.value:#x}") from None
     else:
         raise RuntimeError("benchmark program did not exit")
-    return time.perf_counter() - t0, hart.instret
+    return time.process_time() - t0, hart.instret
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def run_qemu(elf: Path) -> float:
-    """Seconds for one QEMU TCG run (start-up included)."""
+    """CPU seconds of one QEMU TCG run (start-up included)."""
     if shutil.which(QEMU) is None:
         pytest.skip(f"{QEMU} is not installed")
-    t0 = time.perf_counter()
+    t0 = _children_cpu()
     subprocess.run([QEMU, "-M", "virt", "-bios", "none", "-kernel", str(elf), "-nographic",
                     "-monitor", "none", "-serial", "none"], check=True,
                    stdin=subprocess.DEVNULL, timeout=600)
-    return time.perf_counter() - t0
+    return _children_cpu() - t0
 
 
 def run_unicorn(elf: Path) -> float:
@@ -207,9 +214,9 @@ def run_unicorn(elf: Path) -> float:
         uc.emu_stop()
 
     mu.hook_add(UC_HOOK_MEM_WRITE, on_write, begin=TEST_DEV, end=TEST_DEV + 0xFFF)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     mu.emu_start(RAM, 0)
-    dt = time.perf_counter() - t0
+    dt = time.process_time() - t0
     if seen != [0x5555]:
         raise RuntimeError(f"benchmark program failed on unicorn: {seen}")
     return dt
@@ -271,7 +278,7 @@ def results_section(m: dict[str, float]) -> str:
         "## RISC-V CPU",
         "",
         f"{time.strftime('%Y-%m-%d')}. `.venv/bin/python benchmarks/bench_riscv_cpu.py "
-        "--write` (best of 3).",
+        "--write` (best of 3, CPU time).",
         f"A bare-metal RV64GC program (quicksort, FNV-1a, xorshift over 4096 words, "
         f"{m['instructions'] / 1e6:.0f} M instructions), the same ELF on each engine. "
         f"QEMU is credited with the difference between a {m['long_instructions'] / 1e6:.0f} M "
@@ -281,6 +288,15 @@ def results_section(m: dict[str, float]) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {name} | {mips:.0f} | {mips / q:.2f}x |" for name, mips in rows]
+    lines += [
+        "",
+        "The target (QEMU's speed, 1.5x hoped) is not met on this program: QEMU 7.2's",
+        "TCG translates the sort and hash loops into host code that runs well above the",
+        "300 MIPS the house notes measured on another loop, while the interpreter spends",
+        "about 22 host instructions per guest instruction (cachegrind: dispatch through a",
+        "jump table, a TLB probe per load/store, instruction counting).  unicorn, QEMU's",
+        "core without its block chaining, is slower than both.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -292,9 +308,8 @@ def write_results(section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-        if end >= 0:
-            text = text[:start] + section + "\n" + text[end + 1:]
+        rest = "\n" + text[end + 1:] if end >= 0 else ""
+        text = text[:start] + section + rest
     path.write_text(text)
 
 
