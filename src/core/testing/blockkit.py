@@ -411,3 +411,13 @@ class BlockDriverConformance:
             assert depths <= {0, 1} and 0 in depths
         with self._open(driver_cls, base) as drv:  # the base is untouched
             assert drv.read(0, drv.size) == before
+        short = str(tmp_path / "short")  # growing an overlay exposes zeros, not the base
+        driver_cls.create(short, self.image_size // 2, **opts)
+        with BlockBackend.open(short, driver_cls.format_name, readonly=False) as bb:
+            try:
+                bb.truncate(self.image_size)
+            except UnsupportedOperation:
+                return
+            half = self.image_size // 2
+            assert bb.read(half, half) == bytes(half)
+            assert bb.read(0, half) == before[:half]
