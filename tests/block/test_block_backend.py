@@ -211,3 +211,11 @@ def test_concurrent_partial_writes_over_a_backing_file(tmp_path) -> None:
         for t in threads:
             t.join()
         assert bb.read(0, MiB) == data
+
+
+def test_public_names_are_exported() -> None:
+    import vmforge.block as block
+
+    for name in block.__all__:
+        assert getattr(block, name) is not None, name
+    assert {"BlockBackend", "probe_format", "LockedError", "CACHE_MODES"} <= set(block.__all__)
