@@ -20,7 +20,7 @@ class ImageFile:
             self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
         except OSError as e:
             raise BlockError(f"cannot open: {e.strerror}", path) from e
-        self.end = os.fstat(self.fd).st_size
+        self.end = os.lseek(self.fd, 0, os.SEEK_END)   # also right for block devices
 
     def close(self) -> None:
         if self.fd >= 0:
