@@ -151,8 +151,17 @@ def test_lazy_refcounts_crash_is_repaired_on_open(tmp_path: Path) -> None:
     with Qcow2.open(str(img)) as ro:         # read-only: allowed, dirty reported
         assert ro.info().dirty
         assert ro.read(0, MiB) == pattern(MiB, 8)
+    dirty = img.read_bytes()
     with Qcow2.open(str(img), readonly=False) as rw:   # read-write: repaired first
         assert not rw.info().dirty
+    img2 = tmp_path / "lazy2.qcow2"                     # or on request: check -r all
+    img2.write_bytes(dirty)
+    with Qcow2.open(str(img2), readonly=False, for_check=True) as rw:
+        assert rw.info().dirty
+        r = rw.check(repair="all")
+        assert r.clean and r.corruptions_fixed + r.leaks_fixed > 0
+        assert not rw.info().dirty
+    assert_qemu_clean(img2)
     assert_qemu_clean(img)
     assert "dirty-flag\": false" in qemu_img("info", "--output", "json", str(img)).stdout
     assert to_raw(img, tmp_path / "l.raw")[:MiB] == pattern(MiB, 8)

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING
 
 from vmforge.block import BlockError, CheckResult, CorruptImageError, ReadOnlyError
 
-from .header import AUTOCLEAR_BITMAPS, EXT_BITMAPS, INCOMPAT_CORRUPT, OFF_REFTABLE
+from .header import (
+    AUTOCLEAR_BITMAPS,
+    EXT_BITMAPS,
+    INCOMPAT_CORRUPT,
+    INCOMPAT_DIRTY,
+    OFF_REFTABLE,
+)
 from .l2 import (
     COMPRESSED,
     L1E_RESERVED,
@@ -249,9 +255,15 @@ def check_image(img: Qcow2Writer, repair: str | None) -> CheckResult:
             again.leaks_fixed, again.corruptions_fixed = res.leaks_fixed, res.corruptions_fixed
             again.messages = res.messages + again.messages
             res = again
-        if (repair == "all" and img.corrupt and res.corruptions == 0
-                and res.check_errors == 0):
-            img._set_incompat(img.h.incompatible_features & ~INCOMPAT_CORRUPT)
+        if repair and res.corruptions == 0 and res.check_errors == 0:
+            # consistent now: clear the corrupt bit, and the dirty bit unless this
+            # session's lazy refcounts still rely on it (QEMU: mark clean/consistent)
+            bits = img.h.incompatible_features & ~INCOMPAT_CORRUPT
+            if not img._marked_dirty:
+                bits &= ~INCOMPAT_DIRTY
+            if bits != img.h.incompatible_features:
+                img.f.sync()
+                img._set_incompat(bits)
             img.corrupt = False
         return res
 
