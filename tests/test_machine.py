@@ -225,3 +225,27 @@ def test_plugins_add_options_to_run(test_dists, bad_hooks_dist, vmforge_cli) -> 
     out = vmforge_cli("-p", "no:vmforge-test-badhooks", "run", "-M", "countdown,exit=4",
                       extra_path=both)
     assert out.returncode == 4, out.stderr
+
+
+def test_trace_categories(test_dists, vmforge_cli, tmp_path) -> None:
+    out = vmforge_cli("run", "-d", "help")
+    assert out.returncode == 0 and "guest_errors" in out.stdout and "plugins" in out.stdout
+    out = vmforge_cli("run", "-d", "in_asm", "-M", "countdown", extra_path=test_dists)
+    assert out.returncode == 1 and "unknown trace categories in_asm" in out.stderr
+    log = tmp_path / "trace.log"
+    out = vmforge_cli("run", "-M", "countdown,exit=2", "-d", "plugins", "-D", str(log),
+                      extra_path=test_dists)
+    assert out.returncode == 2, out.stderr
+    text = log.read_text()
+    assert "vmforge_machine_created" in text and "vmforge_machine_shutdown" in text
+
+
+def test_unsupported_options_are_refused_not_ignored() -> None:
+    class Board(Spinner):
+        def build(self) -> None:
+            self.refuse_unsupported("drives", "netdevs")
+            super().build()
+
+    with pytest.raises(MachineError, match="does not support -drive"):
+        Board(drives=[DriveSpec.parse("file=x.img")]).realize()
+    assert Board().run() == 7

@@ -73,6 +73,8 @@ class Machine:
             raise MachineError(f"machine {self.name!r} runs on {', '.join(self.accels)}, "
                                f"not {self.accel!r}")
         self.space = AddressSpace(name=self.name or type(self).__name__)
+        if "bad_access_burst" in config.extra:  # -d guest_errors
+            self.space.on_bad_access.burst = config.extra["bad_access_burst"]
         self.clock = VirtualClock()
         self.timers = TimerQueue(self.clock)
         self.devices: list[Device] = []
@@ -95,6 +97,16 @@ class Machine:
     def build(self) -> None:
         """Place RAM, devices and CPUs.  Subclasses implement it."""
         raise NotImplementedError(f"machine {self.name!r} has no build()")
+
+    def refuse_unsupported(self, *options: str) -> None:
+        """Raise a clear error for the given config options (``drives``,
+        ``devices``, ``netdevs``) when the command line used them: a board that
+        cannot honour an option says so rather than ignoring it."""
+        flags = {"drives": "-drive", "devices": "-device", "netdevs": "-netdev"}
+        for option in options:
+            if getattr(self.config, option):
+                raise MachineError(f"machine {self.name!r} does not support "
+                                   f"{flags.get(option, option)} yet")
 
     def add_ram(self, base: int, size: int, name: str = "ram",
                 readonly: bool = False) -> RamRegion:

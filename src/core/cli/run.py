@@ -99,6 +99,38 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
     )
 
 
+#: ``-d`` categories: what each traces
+TRACE_CATEGORIES = {
+    "guest_errors": "every access to unassigned or refused MMIO (not rate-limited)",
+    "plugins": "every hook call and its result (pluggy tracing)",
+}
+
+
+def setup_tracing(config: MachineConfig) -> None:
+    """Turn on the ``-d`` categories, writing to ``-D FILE`` or stderr."""
+    import logging
+
+    from vmforge.plugins import registry
+
+    unknown = [t for t in config.trace if t not in TRACE_CATEGORIES]
+    if unknown:
+        raise VmforgeError(f"-d: unknown trace categories {', '.join(unknown)} (supported: "
+                           f"{', '.join(TRACE_CATEGORIES)}; -d help describes them)")
+    logfile = config.extra.get("logfile")
+    out = open(logfile, "a", buffering=1) if logfile else sys.stderr
+    if "guest_errors" in config.trace:
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log = logging.getLogger("vmforge.memory")
+        log.addHandler(handler)
+        log.propagate = False
+        config.extra["bad_access_burst"] = 1 << 62
+    if "plugins" in config.trace:
+        pm = registry().plugin_manager
+        pm.trace.root.setwriter(lambda text: out.write(text))
+        pm.enable_tracing()
+
+
 def create_machine(config: MachineConfig) -> Machine:
     """Load the machine plugin ``config.machine`` and instantiate it."""
     from vmforge.plugins import registry
@@ -110,6 +142,10 @@ def create_machine(config: MachineConfig) -> Machine:
 def run(args: argparse.Namespace) -> int:
     from vmforge.plugins import registry
 
+    if any(t in ("help", "?") for item in args.trace for t in item.split(",")):
+        for name, text in TRACE_CATEGORIES.items():
+            print(f"{name:14} {text}")
+        return 0
     if args.machine in ("help", "?"):
         reg = registry()
         for info in reg.entries("machine"):
@@ -119,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         config = config_from_args(args)
+        setup_tracing(config)
         machine = create_machine(config)
     except (VmforgeError, ValueError) as exc:
         print(f"vmforge run: {exc}", file=sys.stderr)

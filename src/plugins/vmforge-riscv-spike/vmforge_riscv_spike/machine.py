@@ -33,6 +33,7 @@ class Spike(Machine):
 
     def build(self) -> None:
         cfg = self.config
+        self.refuse_unsupported("drives", "devices", "netdevs")
         if cfg.bios not in ("none", None) and cfg.kernel is None:
             raise MachineError("spike: give the program with -kernel (firmware with -bios "
                                "needs a device tree, which spike does not build yet; "

@@ -91,6 +91,7 @@ class RiscvVirt(Machine):
 
     def build(self) -> None:
         cfg = self.config
+        self.refuse_unsupported("drives", "devices", "netdevs")
         mm = board.MEMMAP
         self.add_ram(mm["dram"].base, self.memory_size)
         self.cluster = HartCluster(self.space, cfg.smp)
