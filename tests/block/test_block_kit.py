@@ -21,6 +21,10 @@ def test_vmforge_format_option_runs_the_suite(tmp_path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "passed" in r.stdout and "failed" not in r.stdout
     assert "TestBlockFormat" not in r.stdout  # quiet run: only the summary
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--co",
+                        "--vmforge-format", "example", str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert "vmforge block-format conformance: example (vmforge-example-format " in r.stdout
 
 
 def test_without_the_option_nothing_is_added(tmp_path) -> None:

@@ -34,6 +34,23 @@ def vmforge_format() -> str | None:
     return None
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which format plugins the suite runs against (name, distribution, version)."""
+    formats = config.getoption("vmforge_format")
+    if not formats:
+        return []
+    from vmforge.plugins import PluginError, registry
+
+    parts = []
+    for name in formats:
+        try:
+            info = registry().info("block", name)
+            parts.append(f"{name} ({info.dist} {info.version})")
+        except PluginError:
+            parts.append(f"{name} (not installed)")
+    return ["vmforge block-format conformance: " + ", ".join(parts)]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cls = metafunc.cls
     if cls is None or not getattr(cls, "vmforge_from_option", False):
