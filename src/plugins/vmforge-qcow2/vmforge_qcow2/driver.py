@@ -201,8 +201,6 @@ class Qcow2(Qcow2Writer):
                 "corrupt": self.corrupt,
                 "extended-l2": False,
             })
-        if self._snaps:
-            spec["snapshots"] = [s.to_json() for s in self._snaps]
         names = h.feature_names()
         if h.incompatible_features:
             spec["incompatible-features"] = describe_bits(h.incompatible_features, 0, names)
