@@ -43,12 +43,19 @@ cdef extern from *:
     #define RV_INT64_MIN ((int64_t)0x8000000000000000ULL)
     /* the guest pc of record r: records are one per halfword of the page */
     #define RV_PC(cbase, r, recs) ((cbase) + (uint64_t)(((char *)(r) - (char *)(recs)) >> 3))
+    /* the record a pc-relative jump lands on (16 bytes per halfword), and whether
+       it lies outside the current page (offsets compared unsigned) */
+    #define RV_JUMP(r, imm) ((void *)((char *)(r) + ((int64_t)(imm) << 3)))
+    #define RV_OUTSIDE(t, recs, climit) \
+        ((uint64_t)((char *)(t) - (char *)(recs)) >= ((uint64_t)(climit) << 3))
     """
     uint64_t rv_mulh(int64_t a, int64_t b) noexcept nogil
     uint64_t rv_mulhu(uint64_t a, uint64_t b) noexcept nogil
     uint64_t rv_mulhsu(int64_t a, uint64_t b) noexcept nogil
     int64_t INT64_MIN "RV_INT64_MIN"
     uint64_t RV_PC(uint64_t cbase, Rec *r, Rec *recs) noexcept nogil
+    Rec *RV_JUMP(Rec *r, int32_t imm) noexcept nogil
+    bint RV_OUTSIDE(Rec *t, Rec *recs, uint64_t climit) noexcept nogil
 
 
 cdef inline uint64_t sx32(uint64_t v) noexcept nogil:
@@ -458,58 +465,65 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 # ---- control transfer: the block ends here -----------------------------
                 elif op == OP_BEQ:
                     if x[r.rs1] == x[r.rs2]:
-                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
-                        if (pc - cbase) >= climit or cnt >= h.lim:
+                        rr = RV_JUMP(r, r.imm)
+                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                            pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
-                        r = &recs[(pc - cbase) >> 1]
+                        r = rr
                         continue
                 elif op == OP_BNE:
                     if x[r.rs1] != x[r.rs2]:
-                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
-                        if (pc - cbase) >= climit or cnt >= h.lim:
+                        rr = RV_JUMP(r, r.imm)
+                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                            pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
-                        r = &recs[(pc - cbase) >> 1]
+                        r = rr
                         continue
                 elif op == OP_BLT:
                     if <int64_t>x[r.rs1] < <int64_t>x[r.rs2]:
-                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
-                        if (pc - cbase) >= climit or cnt >= h.lim:
+                        rr = RV_JUMP(r, r.imm)
+                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                            pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
-                        r = &recs[(pc - cbase) >> 1]
+                        r = rr
                         continue
                 elif op == OP_BGE:
                     if <int64_t>x[r.rs1] >= <int64_t>x[r.rs2]:
-                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
-                        if (pc - cbase) >= climit or cnt >= h.lim:
+                        rr = RV_JUMP(r, r.imm)
+                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                            pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
-                        r = &recs[(pc - cbase) >> 1]
+                        r = rr
                         continue
                 elif op == OP_BLTU:
                     if x[r.rs1] < x[r.rs2]:
-                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
-                        if (pc - cbase) >= climit or cnt >= h.lim:
+                        rr = RV_JUMP(r, r.imm)
+                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                            pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
-                        r = &recs[(pc - cbase) >> 1]
+                        r = rr
                         continue
                 elif op == OP_BGEU:
                     if x[r.rs1] >= x[r.rs2]:
-                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
-                        if (pc - cbase) >= climit or cnt >= h.lim:
+                        rr = RV_JUMP(r, r.imm)
+                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                            pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
-                        r = &recs[(pc - cbase) >> 1]
+                        r = rr
                         continue
                 elif op == OP_J:
-                    pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
-                    if (pc - cbase) >= climit or cnt >= h.lim:
+                    rr = RV_JUMP(r, r.imm)
+                    if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                        pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                         ev = EV_PAGE
                         break
-                    r = &recs[(pc - cbase) >> 1]
+                    r = rr
                     continue
                 elif op == OP_JAL:
                     pc = RV_PC(cbase, r, recs)
