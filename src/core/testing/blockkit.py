@@ -208,6 +208,11 @@ class BlockDriverConformance:
                     assert not any(model[e.offset:e.end]), f"{e} but data there"
                 if not e.is_data and not e.is_zero and not e.is_allocated:
                     assert not any(model[e.offset:e.end]), f"{e} unallocated but written"
+                if e.is_data and e.host_offset is not None:  # the data sits there, plainly
+                    n = min(e.length, 4096)
+                    with open(image, "rb") as f:
+                        f.seek(e.host_offset)
+                        assert f.read(n) == model[e.offset:e.offset + n], f"{e}: host offset"
             for off, n in ODD_WRITES:  # sub-ranges at odd places are covered exactly
                 self._covering(drv, off, min(n, drv.size - off))
             with pytest.raises(BlockRangeError):
