@@ -2,7 +2,7 @@
 
 import pytest
 
-PROGRAMS = ["rv64i", "rv64m", "rv64a", "rvc", "priv", "vm", "fp"]
+PROGRAMS = ["rv64i", "rv64m", "rv64a", "rvc", "priv", "vm", "fp", "cprog"]
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
