@@ -258,6 +258,8 @@ class BlockDriverConformance:
     def test_readonly_refuses_writes(self, driver_cls: type[BlockDriver],
                                      written: tuple[str, bytearray]) -> None:
         image, model = written
+        with open(image, "rb") as f:
+            before = f.read()
         with self._open(driver_cls, image) as drv:
             with pytest.raises(ReadOnlyError):
                 drv.write(0, b"x")
@@ -268,6 +270,11 @@ class BlockDriverConformance:
             with pytest.raises(BlockError):
                 drv.truncate(self.image_size * 2)
             assert drv.read(0, drv.size) == model
+            list(drv.block_status(0, drv.size))
+            drv.check()
+            drv.flush()
+        with open(image, "rb") as f:
+            assert f.read() == before, "a read-only open changed the file"
 
     def test_out_of_range(self, driver_cls: type[BlockDriver], image: str) -> None:
         with self._open(driver_cls, image, readonly=False) as drv:
