@@ -72,7 +72,21 @@ def _table_len(img: Qcow2Writer) -> int:
 
 
 def _tree_refcounts(img: Qcow2Writer, l1: array, delta: int) -> None:
-    """Add ``delta`` to every L2 table and data cluster reached from ``l1``."""
+    """Add ``delta`` to every L2 table and data cluster reached from ``l1``.
+
+    The blocks are updated in memory and written once at the end.
+    """
+    refs = img.refs
+    lazy, refs.lazy = refs.lazy, True
+    try:
+        _walk_tree(img, l1, delta)
+    finally:
+        refs.lazy = lazy
+        if not lazy:
+            refs.write_back()
+
+
+def _walk_tree(img: Qcow2Writer, l1: array, delta: int) -> None:
     refs, cb, cs = img.refs, img.cb, img.cs
     for i, e in enumerate(l1):
         off = e & OFFSET_MASK
