@@ -38,7 +38,7 @@ from .l2 import (
     table_from_bytes,
 )
 from .refcount import Refcounts
-from .snapshot import Snapshot, find_snapshot, read_snapshots
+from .snapshot import Snapshot, find_snapshot, read_snapshots, table_bytes
 
 #: a run of the guest range with one kind: (guest offset, length, kind, host offset, entry)
 Run = tuple[int, int, int, int, int]
@@ -130,6 +130,7 @@ class Qcow2Image(BlockDriver):
                               lazy=bool(h.compatible_features & COMPAT_LAZY_REFCOUNTS))
         self._snaps: list[Snapshot] = read_snapshots(f, h.snapshots_offset,
                                                         h.nb_snapshots, self.cs)
+        self._snap_table_len = table_bytes(self._snaps, f, h.snapshots_offset)
         self.snapshot: Snapshot | None = None
         self._size = h.size // 512 * 512   # as QEMU: whole 512-byte sectors
         if snapshot is not None:

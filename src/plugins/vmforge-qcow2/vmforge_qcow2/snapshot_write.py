@@ -62,6 +62,7 @@ def _write_table(img: Qcow2Writer, snaps: list[Snapshot]) -> None:
     if old_len:
         img.refs.free(old_off, old_len)
     img._snaps = read_snapshots(img.f, new, len(snaps), cs)
+    img._snap_table_len = len(data)
 
 
 def _table_len(img: Qcow2Writer) -> int:

@@ -125,7 +125,7 @@ class Qcow2Writer(Qcow2Image):
         spans = [("the L1 table", self.l1_offset, 8 * len(self.l1)),
                  ("the refcount table", self.refs.table_offset, self.refs.table_clusters * cs)]
         if h.nb_snapshots:
-            spans.append(("the snapshot table", h.snapshots_offset, cs))
+            spans.append(("the snapshot table", h.snapshots_offset, self._snap_table_len))
             spans.extend((f"the L1 table of snapshot {s.id}", s.l1_table_offset, 8 * s.l1_size)
                          for s in self._snaps)
         for what, off, size in spans:
