@@ -17,10 +17,11 @@ the same, except that it zeroes misaligned preallocated zero clusters).
 
 from __future__ import annotations
 
+import collections
 import struct
 from array import array
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vmforge.block import BlockError, CheckResult, CorruptImageError, ReadOnlyError
 
@@ -61,7 +62,10 @@ class _Walk:
         self.cs, self.cb = img.cs, img.cb
         self.fend = img.f.end
         self.nfile = -(-self.fend // self.cs)
-        self.counts = array("I", [0]) * self.nfile
+        # per-cluster computed refcounts: dense for ordinary files, sparse for huge
+        # (e.g. sparse) ones, so a hostile file size cannot force a huge allocation
+        self.counts: Any = (array("I", [0]) * self.nfile if self.nfile <= 1 << 24
+                            else collections.defaultdict(int))
         self.meta: dict[int, str] = {}
         # active tree, for the OFLAG_COPIED pass: (l1 index, l2 offset), (l2 offset, index, entry)
         self.active_l2: list[tuple[int, int]] = []
@@ -272,51 +276,20 @@ def _check_once(img: Qcow2Writer, repair: str | None) -> CheckResult:
     res = CheckResult(img.filename, "qcow2")
     w = _Walk(img, res)
     w.run()
-    refs = img.refs
     fix_leaks = repair in ("leaks", "all")
     fix_all = repair == "all"
     highest = 0
-    # compare stored and computed refcounts
-    nblocks_cover = len(refs.table)
-    limit = max(w.nfile, 0)
-    c = -1
-    while c + 1 < limit:
-        c += 1
-        computed = w.counts[c]
-        if computed:
-            highest = c
-        try:
-            stored = refs.get(c)
-        except CorruptImageError as e:
-            res.check_errors += 1
-            w.rebuild = True
-            w.say(f"ERROR cannot read the refcount of cluster {c}: {e}")
-            skip = ((c >> refs.shift) + 1) << refs.shift
-            for cc in range(c, min(skip, limit)):
-                if w.counts[cc]:
-                    highest = cc
-            c = skip - 1
-            continue
-        if stored:
-            highest = c
-        if stored == computed:
-            continue
-        _mismatch(img, w, res, c, stored, computed, fix_leaks, fix_all)
-    # clusters past the end of the file that still have a refcount
-    for bi in range(min(nblocks_cover, 1 << 20)):
-        first = bi << refs.shift
-        if first + refs.entries <= limit:
-            continue
-        try:
-            blk = refs.load(bi)
-        except CorruptImageError:
-            continue
-        if blk is None:
-            continue
-        for i in range(max(0, limit - first), refs.entries):
-            stored = refs.codec.get(blk, i)
-            if stored:
-                _mismatch(img, w, res, first + i, stored, 0, fix_leaks, fix_all)
+    # compare stored and computed refcounts, only where either is nonzero (a sparse
+    # file can be huge; the work stays proportional to what the image holds)
+    stored = _stored_refcounts(img, w, res)
+    computed = w.counts
+    clusters = set(stored)
+    clusters.update(_nonzero(computed))
+    for c in sorted(clusters):
+        s_val, c_val = stored.get(c, 0), computed[c] if c < w.nfile else 0
+        highest = max(highest, c)
+        if s_val != c_val:
+            _mismatch(img, w, res, c, s_val, c_val, fix_leaks, fix_all)
     if w.rebuild and fix_all:
         _rebuild(img, w, res)
     _check_copied(img, w, res, fix_all)
@@ -327,6 +300,45 @@ def _check_once(img: Qcow2Writer, repair: str | None) -> CheckResult:
         res.fragmented_clusters = w.fragmented
         res.compressed_clusters = w.compressed
     return res
+
+
+def _nonzero(counts: Any) -> list[int]:
+    if isinstance(counts, dict):
+        return [c for c, v in counts.items() if v]
+    return [c for c, v in enumerate(counts) if v]
+
+
+def _stored_refcounts(img: Qcow2Writer, w: _Walk, res: CheckResult) -> dict[int, int]:
+    """cluster -> stored refcount, for every nonzero entry of every distinct block."""
+    refs = img.refs
+    out: dict[int, int] = {}
+    seen: set[int] = set()
+    codec, n = refs.codec, refs.entries
+    for bi, ent in enumerate(refs.table):
+        off = ent & REFT_OFFSET_MASK
+        if not off or ent & 0x1FF or off % img.cs:
+            continue   # (the walk reported misaligned entries)
+        if off in seen:
+            res.corruptions += 1
+            w.rebuild = True
+            w.say(f"ERROR refcount block {bi} at {off:#x} is also used by another range")
+            continue
+        seen.add(off)
+        try:
+            blk = refs.load(bi)
+        except CorruptImageError as e:
+            res.check_errors += 1
+            w.rebuild = True
+            w.say(f"ERROR cannot read refcount block {bi}: {e}")
+            continue
+        if blk is None or blk.count(0) == len(blk):
+            continue
+        base = bi << refs.shift
+        i = codec.next_used(blk, 0, n)
+        while i < n:
+            out[base + i] = codec.get(blk, i)
+            i = codec.next_used(blk, i + 1, n)
+    return out
 
 
 def _mismatch(img: Qcow2Writer, w: _Walk, res: CheckResult, c: int, stored: int,
@@ -362,7 +374,7 @@ def _rebuild(img: Qcow2Writer, w: _Walk, res: CheckResult) -> None:
     refs = img.refs
     old = {c for c, what in w.meta.items()
            if what == "refcount table" or what.startswith("refcount block")}
-    counts = {c: v for c, v in enumerate(w.counts) if v and c not in old}
+    counts = {c: w.counts[c] for c in _nonzero(w.counts) if c not in old}
     start = w.nfile
     off, tcl, writes = build_structure(counts, w.nfile, start, img.cb, img.h.refcount_order)
     for woff, data in writes:

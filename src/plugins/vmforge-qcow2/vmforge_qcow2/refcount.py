@@ -64,6 +64,25 @@ class RefcountBlockCodec:
         per = 8 // self.bits
         return i0 // per, -(-i1 // per)
 
+    def next_used(self, blk: bytearray, i: int, n: int) -> int:
+        """First index >= i whose entry is nonzero, or n."""
+        w = self.width
+        if w:
+            pos = i * w
+            end = n * w
+            while pos < end:
+                # skip zero bytes in C: find the next nonzero byte
+                chunk = blk[pos:pos + 4096]
+                stripped = chunk.lstrip(b"\0")
+                if not stripped:
+                    pos += len(chunk)
+                    continue
+                return (pos + len(chunk) - len(stripped)) // w
+            return n
+        while i < n and not self.get(blk, i):
+            i += 1
+        return i
+
     def next_free(self, blk: bytearray, i: int, n: int) -> int:
         """First index >= i whose entry is zero, or n."""
         w = self.width
