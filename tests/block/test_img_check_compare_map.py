@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from vmforge.block import BlockBackend, CheckResult, driver_class
-from vmforge.testing.images import MiB, write_mixed
+from vmforge.testing.images import MiB, mixed_bytes, write_mixed
 
 
 def _example_with_data(path: str) -> None:
@@ -152,6 +152,24 @@ def test_map_of_a_chain_agrees_with_qemu_img(tmp_path, img, qemu) -> None:
             if not e["data"] or e["depth"] == 0:
                 e.pop("offset", None)  # host offsets of qcow2 clusters are the driver's choice
     assert ours == theirs
+
+
+@pytest.mark.formats("raw", "qcow2")
+def test_map_of_a_qemu_made_chain_is_qemus(tmp_path, img, qemu) -> None:
+    """Host offsets come from the image: on a qemu-made chain both maps are equal (the
+    base is written whole: qemu-img also gives holes of a raw file an offset)."""
+    (tmp_path / "base.raw").write_bytes(mixed_bytes(2 * MiB))
+    top = str(tmp_path / "top.qcow2")
+    qemu("img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", top, "3M")
+    qemu("io", "-c", "write -P 3 64k 64k", "-c", "write -z 1M 64k", top)
+    assert img("map", "--output", "json", top).out == qemu("img", "map", "--output", "json",
+                                                           top).stdout
+    assert img("map", top).out == qemu("img", "map", top).stdout
+    qemu("io", "-c", "write -c -P 5 2M 64k", top)
+    ours, theirs = img("map", top), qemu("img", "map", top, check=False)
+    assert (ours.rc, ours.out) == (theirs.returncode, theirs.stdout) and "compressed" in ours.err
+    assert img("map", "--output", "json", top).out == qemu("img", "map", "--output", "json",
+                                                           top).stdout
 
 
 @pytest.mark.formats("example")

@@ -26,6 +26,7 @@ from vmforge.block.backend import CACHE_MODES, BlockBackend, resolve_backing
 from vmforge.block.driver import (
     BlockDriver,
     BlockError,
+    BlockStatus,
     CreateOption,
     ImageInfo,
     SnapshotInfo,
@@ -433,6 +434,11 @@ def cmd_map(args: argparse.Namespace) -> int:
     print(f"{'Offset':<16}{'Length':<16}{'Mapped to':<16}File")
     merged: list[list[Any]] = []
     for e in extents:
+        if e.is_data and e.status & BlockStatus.COMPRESSED:  # qemu-img refuses these too
+            for off, length, host, name in merged:
+                print(f"{_hex(off):<16}{_hex(length):<16}{_hex(host):<16}{name}")
+            raise UsageError("the image contains compressed clusters, which have no "
+                             "place in the file to show: use --output json")
         if not e.is_data or e.host_offset is None:
             continue
         last = merged[-1] if merged else None
