@@ -42,7 +42,9 @@ RISCV64 = HERE / "riscv64"
 
 # Bump a product's number when its recipe (the code below) changes in a way that
 # changes its output; file inputs are hashed by content anyway.
-RECIPE_VERSIONS = {"linux-riscv64": 1, "busybox-riscv64": 1, "initramfs-riscv64": 1}
+RECIPE_VERSIONS = {"linux-riscv64": 1, "busybox-riscv64": 2, "initramfs-riscv64": 1}
+# Fixed build date (2023-01-01) for reproducible binaries.
+SOURCE_DATE_EPOCH = "1672531200"
 
 CROSS = "riscv64-linux-gnu-"
 LINUX_SOURCE_PKG = "linux-source-6.1"
@@ -395,13 +397,14 @@ def build_busybox(product: Product, out: Path, work: Path, args: argparse.Namesp
     else:
         run([*bmake, "defconfig"])
     set_kconfig(obj / ".config", BUSYBOX_CONFIG)
-    run([*bmake, "oldconfig"], stdin=subprocess.DEVNULL)
+    env = {"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "KCONFIG_NOTIMESTAMP": "1"}
+    run([*bmake, "oldconfig"], stdin=subprocess.DEVNULL, env=env)
     got = parse_config((obj / ".config").read_text())
     bad = [k for k, v in BUSYBOX_CONFIG.items() if got.get(k, "n") != (v or "n")]
     if bad:
         raise BuildError(f"busybox config did not keep {bad}")
     t0 = time.monotonic()
-    run([*bmake, f"-j{args.jobs}", "busybox", "busybox.links"])
+    run([*bmake, f"-j{args.jobs}", "busybox", "busybox.links"], env=env)
     product_meta(out)["build_seconds"] = round(time.monotonic() - t0, 1)
     shutil.copy2(obj / "busybox", out / "busybox")
     shutil.copy2(obj / "busybox.links", out / "busybox.links")
@@ -506,8 +509,8 @@ def product_meta(out: Path) -> dict[str, object]:
 
 def build(name: str, args: argparse.Namespace) -> Path:
     product = PRODUCTS[name]
-    for dep in product.deps:
-        build(dep, args)
+    for dep in product.deps:  # --force rebuilds the named products, not their inputs
+        build(dep, argparse.Namespace(**{**vars(args), "force": False}))
     final = product.directory()
     if product.is_built() and not args.force:
         log(f"{name}: up to date in {final}")
