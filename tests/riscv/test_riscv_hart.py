@@ -284,3 +284,90 @@ def test_request_stop_from_another_thread(machine):
 def test_hart_needs_address_space():
     with pytest.raises(TypeError):
         RiscvHart(None)
+
+
+def test_interrupt_priority_order(machine):
+    src = """
+        .option norvc
+        la t0, handler
+        csrw mtvec, t0
+        li t0, 0xaaa                 # MEIE SEIE MTIE STIE MSIE SSIE
+        csrw mie, t0
+        csrsi mstatus, 8
+    idle:
+        j idle
+    .align 2
+    handler:
+        csrr a0, mcause
+        ebreak
+        mret
+    """
+    _space, hart, syms = machine(src)
+    hart.stop_on = {3}
+    hart.run(100)
+    for bit in (1, 3, 5, 7, 9, 11):
+        hart.set_irq_line(bit, True)
+    order = []
+    for _ in range(6):
+        res = hart.run(10_000)
+        assert res.reason is StopReason.EXCEPTION and res.cause == 3
+        cause = hart.x[10]
+        assert cause >> 63 == 1, (order, cause, hex(hart.csr("mepc")), hex(hart.csr("mtval")))
+        order.append(cause & 0xFF)
+        hart.set_irq_line(cause & 0xFF, False)
+        hart.pc += 4                     # over the ebreak, to the mret
+    assert order == [11, 3, 7, 9, 1, 5]
+
+
+def test_delegated_interrupts_wait_for_s_mode(machine):
+    src = """
+        la t0, mhandler
+        csrw mtvec, t0
+        la t0, shandler
+        csrw stvec, t0
+        li t0, 0x222                 # SSI STI SEI go to S
+        csrw mideleg, t0
+        li t0, 0xaaa
+        csrw mie, t0
+        csrsi mstatus, 8
+        li a0, 0
+    spin_m:                          # M-mode: a pending S interrupt is not taken
+        addi a1, a1, 1
+        li t0, 1000
+        blt a1, t0, spin_m
+        ecall                        # cause 11: to mhandler, which enters S
+    .align 2
+    mhandler:
+        csrr a2, mcause
+        li t0, 11
+        bne a2, t0, 1f
+        li t0, (3 << 11)
+        csrc mstatus, t0
+        li t0, (1 << 11)
+        csrs mstatus, t0
+        la t0, in_s
+        csrw mepc, t0
+        mret
+    1:  ebreak
+    in_s:                            # SIE clear: the delegated SEI still waits
+        li a3, 1
+    spin_s:
+        addi a1, a1, 1
+        li t0, 3000
+        blt a1, t0, spin_s
+        csrsi sstatus, 2             # SIE: taken now
+        j spin_s
+    .align 2
+    shandler:
+        csrr a0, scause
+        ebreak
+    """
+    _space, hart, _ = machine(src)
+    hart.stop_on = {3}
+    hart.set_irq_line(9, True)           # SEI pending from the start
+    res = hart.run(100_000)
+    assert res.reason is StopReason.EXCEPTION and res.cause == 3
+    assert hart.x[12] == 11              # only the ecall reached M
+    assert hart.x[13] == 1 and hart.x[11] >= 3000
+    assert hart.x[10] == (1 << 63) | 9   # SEI taken in S once SIE was set
+    assert hart.priv == 1
