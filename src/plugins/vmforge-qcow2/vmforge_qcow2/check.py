@@ -51,6 +51,13 @@ if TYPE_CHECKING:
     from .write import Qcow2Writer
 
 MAX_MESSAGES = 200
+#: references a check follows before giving up (a hostile image can make the
+#: trees share tables endlessly); far above what a real image of any size needs
+WORK_LIMIT = 1 << 27
+
+
+class _TooMuchWork(Exception):
+    pass
 
 
 class _Walk:
@@ -74,14 +81,21 @@ class _Walk:
         self.rebuild = False
         self.l2_seen: set[int] = set()
         self.allocated = self.fragmented = self.compressed = 0
+        #: clusters each L2 table references (replayed when another tree shares it)
+        self.l2_incs: dict[int, list[int]] = {}
+        self.work = 0
 
     def say(self, msg: str) -> None:
         if len(self.res.messages) < MAX_MESSAGES:
             self.res.messages.append(msg)
 
-    def inc(self, off: int, nbytes: int, what: str, meta: bool = False) -> bool:
+    def inc(self, off: int, nbytes: int, what: str, meta: bool = False,
+            record: list[int] | None = None) -> bool:
         c0 = off >> self.cb
         c1 = (off + max(nbytes, 1) - 1) >> self.cb
+        self.work += c1 - c0 + 1
+        if self.work > WORK_LIMIT:
+            raise _TooMuchWork
         if c1 >= self.nfile:
             self.res.corruptions += 1
             self.say(f"ERROR {what} at {off:#x} ({nbytes} bytes) lies past the end of the "
@@ -95,6 +109,8 @@ class _Walk:
             elif c in self.meta:
                 self.say(f"ERROR {what} at {c << self.cb:#x} overlaps {self.meta[c]}")
             self.counts[c] += 1
+            if record is not None:
+                record.append(c)
         return True
 
     def run(self) -> None:
@@ -185,16 +201,26 @@ class _Walk:
                 self.say(f"ERROR {name} entry {i} ({e:#x}) has reserved bits set or an "
                          "unaligned L2 offset")
                 continue
-            shared = off in self.l2_seen
-            self.l2_seen.add(off)
-            if shared:
+            if off in self.l2_seen:
                 # an L2 table shared by several trees (snapshots) counts once per tree,
                 # and so do the clusters it references
+                incs = self.l2_incs.get(off, [])
+                self.work += len(incs) + 1
+                if self.work > WORK_LIMIT:
+                    raise _TooMuchWork
                 self.counts[off >> cb] += 1
-            elif not self.inc(off, cs, f"L2 table (from {name} entry {i})", meta=True):
+                for c in incs:
+                    self.counts[c] += 1
+                if active:
+                    self.active_l2.append((i, off))
+                continue
+            self.l2_seen.add(off)
+            if not self.inc(off, cs, f"L2 table (from {name} entry {i})", meta=True):
                 continue
             if active:
                 self.active_l2.append((i, off))
+            record: list[int] = []
+            self.l2_incs[off] = record
             try:
                 tbl = table_from_bytes(self.img.f.read_table(off, cs, "L2 table"))
             except CorruptImageError as e2:
@@ -222,7 +248,8 @@ class _Walk:
                         self.res.corruptions += 1
                         self.say(f"ERROR {where}: compressed cluster has the copied flag set")
                     c0, n = clayout.clusters(ent)
-                    self.inc(c0 << cb, n << cb, f"compressed cluster ({where})")
+                    self.inc(c0 << cb, n << cb, f"compressed cluster ({where})",
+                             record=record)
                     continue
                 host = ent & OFFSET_MASK
                 if kind == ZERO and not host:
@@ -239,7 +266,7 @@ class _Walk:
                             self.say(f"ERROR {where}: data cluster at {host:#x} is not "
                                      "properly aligned; L2 entry corrupted")
                         continue
-                    if self.inc(host, cs, f"data cluster ({where})") and active:
+                    if self.inc(host, cs, f"data cluster ({where})", record=record) and active:
                         self.active_data.append((off, j, ent))
 
 
@@ -275,7 +302,13 @@ def check_image(img: Qcow2Writer, repair: str | None) -> CheckResult:
 def _check_once(img: Qcow2Writer, repair: str | None) -> CheckResult:
     res = CheckResult(img.filename, "qcow2")
     w = _Walk(img, res)
-    w.run()
+    try:
+        w.run()
+    except _TooMuchWork:
+        res.check_errors += 1
+        res.messages.append(f"ERROR check aborted: the image references more than "
+                            f"{WORK_LIMIT} clusters")
+        return res
     fix_leaks = repair in ("leaks", "all")
     fix_all = repair == "all"
     highest = 0
