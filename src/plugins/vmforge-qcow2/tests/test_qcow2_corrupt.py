@@ -277,7 +277,7 @@ def test_huge_sparse_file_and_shared_refcount_blocks(tmp_path: Path) -> None:
 def test_check_work_is_bounded(image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vmforge_qcow2 import check
 
-    monkeypatch.setattr(check, "WORK_LIMIT", 10)
+    monkeypatch.setattr(check, "WORK_LIMIT", 3)
     with Qcow2.open(str(image)) as q:
         r = q.check()
     assert r.check_errors == 1 and "aborted" in r.messages[-1]
