@@ -240,3 +240,26 @@ def test_progress_flag_through_main(tmp_path, mixed, img) -> None:
     r = img("convert", "-p", "-f", "raw", "-O", "raw", src, dst)
     assert r.rc == 0 and "(100.00/100%)" in r.err
     assert _read(dst) == data
+
+
+@pytest.mark.formats("raw", "qcow2", "example")
+@pytest.mark.parametrize("out", ["qcow2", "example"])
+def test_convert_with_backing_copies_only_the_top(tmp_path, img, qemu, monkeypatch,
+                                                  out: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_mixed("base.raw", 2 * MiB)
+    qemu("img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "top.qcow2")
+    qemu("io", "-c", "write -P 7 64k 128k", "-c", "write -z 1M 64k", "top.qcow2")
+    r = img("convert", "-O", out, "-B", "base.raw", "-F", "raw", "top.qcow2", f"out.{out}")
+    assert r.rc == 0, r.err
+    with BlockBackend.open("top.qcow2") as a, BlockBackend.open(f"out.{out}") as b:
+        assert a.read(0, a.size) == b.read(0, b.size)
+        ours = {(e.offset, e.length) for e in b.block_status() if e.depth == 0}
+        assert ours == {(65536, 131072), (MiB, 65536)}  # the top's data and its zeros
+    if out == "qcow2":
+        assert qemu("img", "check", "out.qcow2").returncode == 0
+        assert qemu("img", "compare", "top.qcow2", "out.qcow2").returncode == 0
+    r = img("convert", "-O", out, "-B", "base.raw", "top.qcow2", "x")
+    assert r.rc == 1 and "-F" in r.err
+    r = img("convert", "-O", "raw", "-B", "base.raw", "-F", "raw", "top.qcow2", "x")
+    assert r.rc == 1 and "backing" in r.err

@@ -31,6 +31,8 @@ __all__ = [
 CHUNK = 2 << 20
 #: how far ahead ``block_status`` is asked at a time
 WINDOW = 256 << 20
+#: what a range of the sources holds, for convert
+DATA, ZERO, BACKING = 0, 1, 2
 
 Progress = Callable[[int, int], None]
 
@@ -46,15 +48,24 @@ class _Sources:
             base += bb.size
         self.size = base
 
-    def extents(self, offset: int, length: int) -> Iterator[tuple[int, int, bool]]:
-        """``(offset, length, reads_as_zero)`` covering the range, in order."""
+    def extents(self, offset: int, length: int,
+                top_only: bool = False) -> Iterator[tuple[int, int, int]]:
+        """``(offset, length, DATA | ZERO | BACKING)`` covering the range, in order.
+
+        ``top_only``: what the top images do not allocate is ``BACKING`` (the
+        target's own backing file supplies it: ``convert -B``).
+        """
         end = offset + length
         for base, bb in self.parts:
             lo, hi = max(offset, base), min(end, base + bb.size)
             if lo >= hi:
                 continue
             for e in bb.block_status(lo - base, hi - lo):
-                yield base + e.offset, e.length, e.is_zero and not e.is_data
+                if top_only and (e.depth > 0 or not e.is_allocated):
+                    state = BACKING
+                else:
+                    state = ZERO if e.is_zero and not e.is_data else DATA
+                yield base + e.offset, e.length, state
 
     def readinto(self, offset: int, mv: memoryview) -> None:
         end = offset + mv.nbytes
@@ -93,7 +104,8 @@ def _zero_runs(buf: memoryview, offset: int, step: int) -> Iterator[tuple[int, i
 
 def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
             target_is_zero: bool = True, min_sparse: int = 4096, compress: bool = False,
-            workers: int = 2, progress: Progress | None = None) -> None:
+            workers: int = 2, progress: Progress | None = None,
+            top_only: bool = False) -> None:
     """Copy the guest-visible contents of ``sources`` (one after the other) to ``target``.
 
     ``target_is_zero``: the target already reads as zeros (a new image), so
@@ -101,8 +113,12 @@ def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
     scanned for zero runs of this many bytes (aligned), which are treated as
     zero ranges; 0 writes every byte (a fully allocated target).
     ``compress`` writes whole clusters with the driver's ``write_compressed``
-    on a pool of ``workers`` threads.
+    on a pool of ``workers`` threads.  ``top_only`` copies only what the
+    sources' top images allocate (the target has a backing file with the
+    rest: ``convert -B``); their zero ranges are then written as zeros.
     """
+    if top_only and compress:
+        raise UnsupportedOperation("compressed writes into an image with a backing file")
     src = _Sources(sources)
     if target.size < src.size:
         raise BlockError(f"target is smaller ({target.size} bytes) than the source "
@@ -120,7 +136,8 @@ def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
     if compress:
         _convert_compressed(src, target, workers, advance)
     else:
-        _convert_plain(src, target, target_is_zero, min_sparse, advance)
+        _convert_plain(src, target, target_is_zero and not top_only, min_sparse, advance,
+                       top_only)
     target.flush()
 
 
@@ -173,18 +190,22 @@ class _Writer:
 
 
 def _convert_plain(src: _Sources, target: BlockBackend, target_is_zero: bool,
-                   min_sparse: int, advance: Callable[[int], None]) -> None:
+                   min_sparse: int, advance: Callable[[int], None], top_only: bool) -> None:
     writer = _Writer(target)
     try:
-        _copy_plain(src, writer, target_is_zero, min_sparse, advance)
+        _copy_plain(src, writer, target_is_zero, min_sparse, advance, top_only)
     finally:
         writer.close()
 
 
 def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse: int,
-                advance: Callable[[int], None]) -> None:
+                advance: Callable[[int], None], top_only: bool) -> None:
     for w in range(0, src.size, WINDOW):
-        for off, length, is_zero in list(src.extents(w, min(WINDOW, src.size - w))):
+        for off, length, state in list(src.extents(w, min(WINDOW, src.size - w), top_only)):
+            if state == BACKING:
+                advance(length)
+                continue
+            is_zero = state == ZERO
             if is_zero and min_sparse:
                 if not target_is_zero:
                     writer.zeroes(off, length)
@@ -229,8 +250,8 @@ def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,
             for w in range(0, src.size, WINDOW):
                 wend = min(w + WINDOW, src.size)
                 data_clusters: list[int] = []
-                for off, length, is_zero in src.extents(w, wend - w):
-                    if is_zero:
+                for off, length, state in src.extents(w, wend - w):
+                    if state == ZERO:
                         continue
                     for c in range(off // g * g, off + length, g):
                         if not data_clusters or c > data_clusters[-1]:

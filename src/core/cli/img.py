@@ -298,20 +298,29 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out_cls = driver_class(args.output_format)
     if args.compress and not out_cls.supports_compressed_writes:
         raise UsageError(f"format {out_cls.format_name} does not support compressed writes")
+    create_opts: dict[str, Any] = parse_options(args.options)
+    if args.backing:
+        if not out_cls.supports_backing:
+            raise UsageError(f"format {out_cls.format_name} does not support backing files")
+        if args.no_create or args.compress or len(sources) != 1:
+            raise UsageError("-B takes one source, and neither -n nor -c")
+        if not args.backing_format:
+            raise UsageError("-B needs the backing format (-F FMT)")
+        create_opts.update(backing_file=args.backing, backing_fmt=args.backing_format)
     opened: list[BlockBackend] = []
     try:
         for src in sources:
             opened.append(_open(src, args.format, force_share=args.force_share))
         total = sum(bb.size for bb in opened)
         if not args.no_create:
-            out_cls.create(dst, total, **parse_options(args.options))
+            out_cls.create(dst, total, **create_opts)
         target = BlockBackend.open(dst, out_cls.format_name, readonly=False, cache=args.cache)
         opened.append(target)
         bar = ProgressBar() if args.progress else None
         workers = args.parallel if args.parallel else 2
         ops.convert(opened[:-1], target, target_is_zero=not args.no_create or
                     args.target_is_zero, min_sparse=min_sparse, compress=args.compress,
-                    workers=workers, progress=bar)
+                    workers=workers, progress=bar, top_only=bool(args.backing))
         if bar is not None:
             bar.finish()
     finally:
@@ -640,6 +649,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="target format (default raw)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
                    help="target create options k=v,...")
+    p.add_argument("-B", dest="backing", metavar="BACKING",
+                   help="the target gets this backing file and only what the source's top "
+                   "image allocates (the backing file must read as the source's)")
+    p.add_argument("-F", dest="backing_format", metavar="FMT", help="format of BACKING")
     p.add_argument("-c", dest="compress", action="store_true", help="compress the target")
     p.add_argument("-t", dest="cache", choices=CACHE_MODES, default="unsafe",
                    help="the target's cache mode; the default, unsafe, never syncs it "
