@@ -26,7 +26,9 @@ class Qcow2(Qcow2Writer):
     Open options: ``snapshot`` (id or name: open that internal snapshot
     read-only), ``l2_cache_size`` (bytes of L2 tables to cache, default 8 MiB),
     ``for_check`` (allow a read-write open of an image marked corrupt, to
-    repair it).
+    repair it), ``no_flush`` (never fdatasync: QEMU's ``cache.no-flush``, what
+    ``qemu-img convert`` uses by default; safe against process crashes, not
+    against power loss).
     """
 
     format_name = "qcow2"
@@ -96,7 +98,7 @@ class Qcow2(Qcow2Writer):
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        known = {"snapshot", "l2_cache_size", "for_check"}
+        known = {"snapshot", "l2_cache_size", "for_check", "no_flush"}
         bad = set(options) - known
         if bad:
             raise ValueError(f"qcow2 has no open option(s) {', '.join(sorted(bad))} "

@@ -13,8 +13,11 @@ IOV_MAX = 1024
 class ImageFile:
     """An open host file with the qcow2 driver's error conventions."""
 
-    def __init__(self, path: str, readonly: bool) -> None:
+    def __init__(self, path: str, readonly: bool, no_flush: bool = False) -> None:
         self.filename = path
+        #: skip fdatasync (QEMU's cache.no-flush / qemu-img convert's default
+        #: cache=unsafe): write order is kept, durability is left to the OS
+        self.no_flush = no_flush
         flags = os.O_RDONLY if readonly else os.O_RDWR
         try:
             self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
@@ -102,7 +105,8 @@ class ImageFile:
         self.end = size
 
     def sync(self) -> None:
-        os.fdatasync(self.fd)
+        if not self.no_flush:
+            os.fdatasync(self.fd)
 
 
 _ZEROS = memoryview(bytes(1 << 20))

@@ -88,9 +88,10 @@ class Qcow2Image(BlockDriver):
     format_name = "qcow2"
 
     def __init__(self, filename: str, readonly: bool = True, *, snapshot: str | None = None,
-                 l2_cache_size: int = 8 << 20, for_check: bool = False) -> None:
+                 l2_cache_size: int = 8 << 20, for_check: bool = False,
+                 no_flush: bool = False) -> None:
         super().__init__(filename, readonly or snapshot is not None)
-        self.f = ImageFile(filename, self.readonly)
+        self.f = ImageFile(filename, self.readonly, no_flush)
         try:
             self._open(snapshot, l2_cache_size, for_check)
         except BaseException:
