@@ -167,6 +167,8 @@ def test_snapshot_list_empty(tmp_path, img) -> None:
     assert (r.rc, r.out) == (0, "")
     r = img("snapshot", path)
     assert r.rc == 1 and "-l" in r.err
+    r = img("snapshot", "-c", "one", path)
+    assert r.rc == 1 and "no internal snapshots" in r.err
 
 
 @pytest.mark.formats("qcow2")
@@ -194,3 +196,25 @@ def test_subprocess_end_to_end(tmp_path) -> None:
     assert r.returncode == 0 and json.loads(r.stdout)["format"] == "example"
     r = subprocess.run([*exe, "img", "info", path + ".missing"], capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
+
+
+@pytest.mark.formats("qcow2")
+def test_snapshot_create_apply_delete_with_qemu_as_judge(tmp_path, img, qemu) -> None:
+    path = str(tmp_path / "s.qcow2")
+    qemu("img", "create", "-q", "-f", "qcow2", path, "2M")
+    qemu("io", "-c", "write -P 1 0 128k", path)
+    with BlockBackend.open(path) as bb:
+        before = bb.read(0, bb.size)
+    if img("snapshot", "-c", "first", path).rc != 0:
+        pytest.skip("the qcow2 plugin cannot create snapshots")
+    listed = qemu("img", "snapshot", "-l", path).stdout
+    assert "first" in listed and qemu("img", "check", path).returncode == 0
+    qemu("io", "-c", "write -P 2 64k 128k", path)
+    assert img("snapshot", "-a", "first", path).rc == 0
+    with BlockBackend.open(path) as bb:
+        assert bb.read(0, bb.size) == before
+    assert img("snapshot", "-d", "first", path).rc == 0
+    assert qemu("img", "snapshot", "-l", path).stdout == ""
+    assert qemu("img", "check", path).returncode == 0
+    r = img("snapshot", "-a", "nonexistent", path)
+    assert r.rc == 1 and "nonexistent" in r.err and "Traceback" not in r.err

@@ -22,7 +22,9 @@ What a driver implements (QEMU's ``struct BlockDriver``, one generation):
 ``info``               format-specific facts for ``vmforge img info``
 ``change_backing_file``  optional; rewrite the recorded backing file (``img rebase``)
 ``measure``            optional; the file size a new image needs (``img measure``)
-``snapshots``          optional; internal snapshots (``img snapshot -l``)
+``snapshots``          optional; internal snapshots (``img snapshot -l``), and
+                       ``create_snapshot`` / ``revert_snapshot`` / ``delete_snapshot``
+                       (``-c`` / ``-a`` / ``-d``)
 =====================  ===========================================================
 
 Backing files.  A format with ``supports_backing`` takes the create options
@@ -440,6 +442,21 @@ class BlockDriver:
     def snapshots(self) -> list[SnapshotInfo]:
         """Internal snapshots, oldest first (none by default)."""
         return []
+
+    def create_snapshot(self, name: str) -> Any:
+        """Take an internal snapshot called ``name`` (``img snapshot -c``)."""
+        raise UnsupportedOperation(f"format {self.format_name} has no internal snapshots",
+                                   self.filename)
+
+    def revert_snapshot(self, key: str) -> None:
+        """Make the disk what it was in the snapshot with that id or name (``-a``)."""
+        raise UnsupportedOperation(f"format {self.format_name} has no internal snapshots",
+                                   self.filename)
+
+    def delete_snapshot(self, key: str) -> None:
+        """Delete the snapshot with that id or name (``img snapshot -d``)."""
+        raise UnsupportedOperation(f"format {self.format_name} has no internal snapshots",
+                                   self.filename)
 
     def info(self) -> ImageInfo:
         """Facts for ``vmforge img info``."""

@@ -494,12 +494,24 @@ def _clock(ns: int) -> str:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    if not args.list:
-        raise UsageError("only -l (list snapshots) is supported")
-    with _open(args.file, args.format, force_share=args.force_share, backing=False) as bb:
-        snaps = bb.top.snapshots()
-    if snaps:
-        print("\n".join(snapshot_table(snaps)))
+    actions = [(flag, value) for flag, value in (("-c", args.create), ("-a", args.apply),
+                                                  ("-d", args.delete)) if value is not None]
+    if len(actions) + bool(args.list) != 1:
+        raise UsageError("snapshot takes exactly one of -l, -c NAME, -a NAME, -d NAME")
+    if args.list:
+        with _open(args.file, args.format, force_share=args.force_share, backing=False) as bb:
+            snaps = bb.top.snapshots()
+        if snaps:
+            print("\n".join(snapshot_table(snaps)))
+        return 0
+    if args.force_share:
+        raise UsageError("-U can only be used to list snapshots")
+    flag, name = actions[0]
+    with _open(args.file, args.format, readonly=False, backing=False) as bb:
+        drv = bb.top
+        call = {"-c": drv.create_snapshot, "-a": drv.revert_snapshot,
+                "-d": drv.delete_snapshot}[flag]
+        call(name)
     return 0
 
 
@@ -695,9 +707,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("file")
     p.add_argument("size", nargs=argparse.REMAINDER, metavar="[+-]SIZE")
 
-    p = add("snapshot", cmd_snapshot, "list internal snapshots")
+    p = add("snapshot", cmd_snapshot, "list, create, apply or delete internal snapshots")
     _common(p)
     p.add_argument("-l", dest="list", action="store_true", help="list snapshots")
+    p.add_argument("-c", dest="create", metavar="NAME", help="create a snapshot")
+    p.add_argument("-a", dest="apply", metavar="NAME", help="revert the disk to a snapshot")
+    p.add_argument("-d", dest="delete", metavar="NAME", help="delete a snapshot")
     p.add_argument("file")
 
     p = add("rebase", cmd_rebase, "change the backing file")
