@@ -306,3 +306,33 @@ def test_compressed_packing_never_reuses_a_freed_cluster(tmp_path: Path) -> None
         assert q.check().clean
     assert_qemu_clean(img)
     _compare(img, model, tmp_path)
+
+
+def test_measure_with_data_matches_qemu(tmp_path: Path) -> None:
+    import os
+
+    raw = tmp_path / "sparse.raw"
+    with open(raw, "wb") as f:
+        f.truncate(64 * MiB)
+        for off in (0, 5 * MiB + 4096, 40 * MiB - 100):
+            f.seek(off)
+            f.write(b"d" * 200000)
+    ranges = []
+    fd = os.open(raw, os.O_RDONLY)
+    try:
+        pos = 0
+        while pos < 64 * MiB:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            ranges.append((start, end - start))
+            pos = end
+    finally:
+        os.close(fd)
+    theirs = json.loads(qemu_img("measure", "--output", "json", "-f", "raw", "-O", "qcow2",
+                                 str(raw)).stdout)
+    ours = Qcow2.measure(64 * MiB, ranges)
+    assert ours["required"] == theirs["required"]
+    assert ours["fully-allocated"] == theirs["fully-allocated"]
