@@ -1,5 +1,4 @@
 # cython: language_level=3
-# distutils: extra_compile_args = -O3
 """The RISC-V RV64GC hart: an interpreter over pre-decoded instructions.
 
 Parts (``include``d, sharing ``riscv.pxd``): ``riscv_defs.pxi`` (constants),
@@ -180,7 +179,6 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
     while True:
         # ---- a block boundary: events, budget, timer, interrupts ---------------------
         if ev == EV_EXC:
-            cnt -= 1
             h.cnt = cnt
             h.pc_ = pc
             if h.exc_cause < 64 and (h.stop_causes >> h.exc_cause) & 1:
@@ -190,8 +188,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             pc = h.pc_
         elif ev == EV_STOP:
             if h.stop_reason == STOP_BREAKPOINT or h.stop_reason == STOP_PYEXC:
-                cnt -= 1             # the instruction did not complete
-                h.pc_ = pc
+                h.pc_ = pc           # the instruction did not complete
             else:
                 pc = h.pc_
             break
@@ -218,7 +215,6 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             if res:
                 h.exc_cause = res
                 h.exc_tval = pc
-                cnt += 1
                 ev = EV_EXC
                 break
             cbase = pc & RV_PAGE_MASK
@@ -228,7 +224,6 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             r = &recs[(pc - cbase) >> 1]
             # ---- the hot loop: r walks the page's records; pc = RV_PC(cbase, r, recs) ---
             while True:
-                cnt += 1
                 op = r.op
                 if op == OP_ADDI:
                     x[r.rd] = x[r.rs1] + <uint64_t><int64_t>r.imm
@@ -466,6 +461,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_BEQ:
                     if x[r.rs1] == x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
+                        cnt += 1
                         if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
@@ -475,6 +471,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_BNE:
                     if x[r.rs1] != x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
+                        cnt += 1
                         if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
@@ -484,6 +481,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_BLT:
                     if <int64_t>x[r.rs1] < <int64_t>x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
+                        cnt += 1
                         if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
@@ -493,6 +491,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_BGE:
                     if <int64_t>x[r.rs1] >= <int64_t>x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
+                        cnt += 1
                         if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
@@ -502,6 +501,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_BLTU:
                     if x[r.rs1] < x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
+                        cnt += 1
                         if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
@@ -511,6 +511,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_BGEU:
                     if x[r.rs1] >= x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
+                        cnt += 1
                         if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
@@ -519,6 +520,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         continue
                 elif op == OP_J:
                     rr = RV_JUMP(r, r.imm)
+                    cnt += 1
                     if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
                         pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                         ev = EV_PAGE
@@ -529,6 +531,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     pc = RV_PC(cbase, r, recs)
                     x[r.rd] = pc + r.len
                     pc += <uint64_t><int64_t>r.imm
+                    cnt += 1
                     if (pc - cbase) >= climit or cnt >= h.lim:
                         ev = EV_PAGE
                         break
@@ -538,22 +541,20 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     a = (x[r.rs1] + <uint64_t><int64_t>r.imm) & ~(<uint64_t>1)
                     x[r.rd] = RV_PC(cbase, r, recs) + r.len
                     pc = a
+                    cnt += 1
                     if (pc - cbase) >= climit or cnt >= h.lim:
                         ev = EV_PAGE
                         break
                     r = &recs[(pc - cbase) >> 1]
                     continue
                 elif op == OP_PAGEEND:            # fell off the page (or out of tmp)
-                    cnt -= 1
                     pc = RV_PC(cbase, r, recs)
                     ev = EV_PAGE
                     break
                 elif op == OP_NONE or op == OP_XPAGE:
-                    cnt -= 1
                     pc = RV_PC(cbase, r, recs)
                     rr = resolve(h, r, pc, chost)
                     if rr == NULL:
-                        cnt += 1
                         ev = EV_EXC
                         break
                     if rr != r:                   # h.tmp: run it as a one-record page
@@ -565,10 +566,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_BREAK:
                     pc = RV_PC(cbase, r, recs)
                     if h.bp_skip_valid and h.bp_skip == pc:
-                        cnt -= 1
                         rr = resolve(h, r, pc, chost)
                         if rr == NULL:
-                            cnt += 1
                             ev = EV_EXC
                             break
                         cbase = pc
@@ -585,8 +584,11 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     h.cnt = cnt
                     res = exec_slow(h, r)
                     if res:
+                        if res == EV_JUMP or (res == EV_STOP and h.stop_reason == STOP_WFI):
+                            cnt += 1                 # it completed
                         ev = res
                         break
+                cnt += 1
                 r = <Rec *>(<char *>r + r.nxt)
             if ev != EV_PAGE:
                 break

@@ -283,8 +283,8 @@ cdef int csr_write(Hart h, uint32_t csr, uint64_t v) noexcept nogil:
         lockedcfg = (h.pmpcfg[(i // 8) * 2] >> (8 * (i % 8))) & 0x80
         if not lockedcfg:
             h.pmpaddr[i] = v & ((<uint64_t>1 << 54) - 1)
-    elif csr == 0xB00: h.cycle_off = v - h.instret_ - h.cnt
-    elif csr == 0xB02: h.instret_ = v - h.cnt
+    elif csr == 0xB00: h.cycle_off = v - h.instret_ - h.cnt - 1     # h.cnt: before this insn
+    elif csr == 0xB02: h.instret_ = v - h.cnt - 1
     elif csr >= 0xB03 and csr <= 0xB1F: pass
     else:
         return 1
