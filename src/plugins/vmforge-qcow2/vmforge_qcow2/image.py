@@ -154,8 +154,13 @@ class Qcow2Image(BlockDriver):
                 h.autoclear_features = 0
                 self._write_header(OFF_AUTOCLEAR, bytes(8))
             if h.incompatible_features & INCOMPAT_DIRTY and not for_check:
-                self.check(repair="all")
-                self._set_incompat(h.incompatible_features & ~INCOMPAT_DIRTY)
+                # refcounts may be stale (lazy refcounts): rebuild them first (QEMU too)
+                r = self.check(repair="all")
+                if r.check_errors or r.corruptions:
+                    raise BlockError("could not repair the dirty image "
+                                     f"({r.corruptions} corruptions, {r.check_errors} "
+                                     "check errors left); open it read-only or with "
+                                     "for_check=True", self.filename)
 
     def _read_l1(self, offset: int, n: int, table: str) -> array:
         if n == 0:
