@@ -53,6 +53,7 @@ cdef extern from *:
     uint64_t rv_mulhsu(int64_t a, uint64_t b) noexcept nogil
     int64_t INT64_MIN "RV_INT64_MIN"
     uint64_t RV_PC(uint64_t cbase, Rec *r, Rec *recs) noexcept nogil
+    void rv_unreachable "__builtin_unreachable"() noexcept nogil
     Rec *RV_JUMP(Rec *r, int32_t imm) noexcept nogil
     bint RV_OUTSIDE(Rec *t, Rec *recs, uint64_t climit) noexcept nogil
 
@@ -578,7 +579,13 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     h.stop_reason = STOP_BREAKPOINT
                     ev = EV_STOP
                     break
-                else:
+                elif (op == OP_ILLEGAL or op == OP_FENCE or op == OP_FENCE_I or op == OP_ECALL or
+                      op == OP_EBREAK or op == OP_MRET or op == OP_SRET or op == OP_WFI or
+                      op == OP_SFENCE_VMA or op == OP_CSRRW or op == OP_CSRRS or op == OP_CSRRC or
+                      op == OP_CSRRWI or op == OP_CSRRSI or op == OP_CSRRCI or op == OP_LR_W or
+                      op == OP_SC_W or op == OP_LR_D or op == OP_SC_D or op == OP_AMO_W or
+                      op == OP_AMO_D or op == OP_FLW or op == OP_FLD or op == OP_FSW or
+                      op == OP_FSD or op == OP_FP):
                     pc = RV_PC(cbase, r, recs)
                     h.pc_ = pc
                     h.cnt = cnt
@@ -588,6 +595,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             cnt += 1                 # it completed
                         ev = res
                         break
+                else:
+                    rv_unreachable()                  # every op id has its case above
                 cnt += 1
                 r = <Rec *>(<char *>r + r.nxt)
             if ev != EV_PAGE:
