@@ -56,3 +56,31 @@ def test_chain_reads_what_a_model_says(tmp_path_factory, mid_ops, top_ops, top_s
         assert pos == top_size
     with open(d / "base.raw", "rb") as f:
         assert f.read() == base_data
+
+
+@pytest.mark.formats("raw", "qcow2")
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(top_ops=ops)
+def test_qcow2_overlay_judged_by_qemu(tmp_path_factory, qemu, top_ops) -> None:
+    """Random writes through BlockBackend into a qcow2 overlay: qemu-img reads the model."""
+    d = tmp_path_factory.mktemp("q")
+    base_data = mixed_bytes(SIZE, seed=6, piece=BLOCK)
+    (d / "base.raw").write_bytes(base_data)
+    top = str(d / "top.qcow2")
+    driver_class("qcow2").create(top, SIZE, backing_file="base.raw", backing_fmt="raw",
+                                 cluster_size=16384)
+    model = bytearray(base_data)
+    with BlockBackend.open(top, readonly=False) as bb:
+        for kind, off, n, byte in top_ops:
+            n = min(n, SIZE - off)
+            if kind == "write":
+                bb.write(off, bytes([byte]) * n)
+                model[off:off + n] = bytes([byte]) * n
+            else:
+                bb.write_zeroes(off, n)
+                model[off:off + n] = bytes(n)
+    (d / "model.raw").write_bytes(model)
+    assert qemu("img", "check", top).returncode == 0
+    r = qemu("img", "compare", "-F", "raw", top, str(d / "model.raw"), check=False)
+    assert r.returncode == 0, r.stdout
