@@ -280,7 +280,7 @@ class Refcounts:
         """Allocate ``n`` contiguous clusters (refcount 1); returns the host offset."""
         if n <= 0:
             raise ValueError("alloc of no clusters")
-        for _ in range(64):
+        for _ in range(64 + 4 * (n // self.entries + 1)):
             first = self._scan(max(self.hint, 1), 1)
             c = first if n == 1 else self._scan(first, n)
             if (c + n) << self.cluster_bits > MAX_HOST_OFFSET:
