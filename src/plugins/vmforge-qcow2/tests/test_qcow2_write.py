@@ -77,7 +77,7 @@ def test_many_small_clusters_grow_refcount_table(tmp_path: Path) -> None:
     """512-byte clusters with 64-bit refcounts: blocks cover 64 clusters, the table
     (one cluster: 64 blocks) has to move several times."""
     img = tmp_path / "g.qcow2"
-    size = 3 * MiB
+    size = 7 * MiB
     Qcow2.create(str(img), size, cluster_size=512, refcount_bits=64)
     data = pattern(size, 5)
     with Qcow2.open(str(img), readonly=False) as q:
