@@ -111,7 +111,7 @@ class Qcow2(Qcow2Writer):
         """Internal snapshots with every stored field (L1 table, disk size too)."""
         return list(self._snaps)
 
-    def snapshots(self) -> list[SnapshotInfo]:  # type: ignore[override]
+    def snapshots(self) -> list[SnapshotInfo]:
         """Internal snapshots as ``qemu-img snapshot -l`` lists them, oldest first."""
         return [SnapshotInfo(s.id, s.name, s.vm_state_size, s.date_sec, s.date_nsec,
                              s.vm_clock_nsec, s.icount) for s in self._snaps]
