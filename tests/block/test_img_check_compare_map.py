@@ -118,6 +118,9 @@ def test_compare_across_formats(tmp_path, img, qemu) -> None:
     write_mixed(a, 2 * MiB)
     qemu("img", "convert", "-f", "raw", "-O", "qcow2", a, q)
     assert img("compare", "-f", "raw", "-F", "qcow2", a, q).rc == 0
+    for args in (("-s", a, q), ("-s", q, a)):  # holes of raw vs unallocated clusters
+        ours, theirs = img("compare", *args), qemu("img", "compare", *args, check=False)
+        assert (ours.rc, ours.out) == (theirs.returncode, theirs.stdout)
     qemu("io", "-f", "qcow2", "-c", "write -P 9 1536k 1", q)
     r = img("compare", "-f", "raw", "-F", "qcow2", a, q)
     assert (r.rc, r.out) == (1, f"Content mismatch at offset {1536 * 1024}!\n")
