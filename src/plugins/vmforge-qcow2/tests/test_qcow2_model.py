@@ -29,6 +29,7 @@ op = st.one_of(
     st.tuples(st.just("snapshot"), st.just(0), st.just(0), st.booleans()),
     st.tuples(st.just("delsnap"), st.just(0), st.just(0), st.integers(0, 3)),
     st.tuples(st.just("revert"), st.just(0), st.just(0), st.integers(0, 3)),
+    st.tuples(st.just("damage"), st.integers(0, 1 << 20), st.just(0), st.booleans()),
 )
 
 
@@ -101,6 +102,16 @@ def test_random_operations_match_model(ops: list[tuple], cfg: dict) -> None:
                             q = Qcow2.open(str(img), readonly=False)
                             q.check(repair="all")
                             model[:] = q.read(0, SIZE)
+                elif kind == "damage":   # lose or add a reference count, then repair
+                    q.flush()
+                    c = off % max(1, q.f.end >> q.cb)
+                    v = q.refs.get(c)
+                    if arg and v:
+                        q.refs.update(c, 1, -v)
+                    elif v < q.refs.codec.max:
+                        q.refs.update(c, 1, +1)
+                    r = q.check(repair="all")
+                    assert r.clean, r.messages
                 elif kind == "delsnap":
                     if snaps:
                         name = sorted(snaps)[arg % len(snaps)]
