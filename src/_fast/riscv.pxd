@@ -67,9 +67,14 @@ cdef class Hart:
     cdef uint64_t bp_skip       # resume over the breakpoint at this pc once
     cdef int bp_skip_valid
     cdef Rec tmp[3]             # a record run outside its page ([1], [2]: OP_PAGEEND)
-    cdef TlbEntry rtlb[256]
-    cdef TlbEntry wtlb[256]
-    cdef TlbEntry ftlb[256]
+    # one set of TLBs per translation context (0 U, 1 S, 2 M): a privilege change
+    # switches sets instead of flushing; rt/wt follow the data context (MPRV), ft priv
+    cdef TlbEntry rtlb[3][256]
+    cdef TlbEntry wtlb[3][256]
+    cdef TlbEntry ftlb[3][256]
+    cdef TlbEntry *rt
+    cdef TlbEntry *wt
+    cdef TlbEntry *ft
     cdef CodePage **ctab
     cdef int resv_slot
     cdef ResvTable *rs

@@ -173,6 +173,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
     cdef uint8_t *chost = NULL
     cdef Rec *r
     cdef TlbEntry *e
+    cdef TlbEntry *rt
+    cdef TlbEntry *wt
     cdef CodePage *cp
     cdef int ev = EV_CHECK, res, op
     h.cnt = 0
@@ -220,6 +222,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 break
             cbase = pc & RV_PAGE_MASK
             climit = 4096
+            rt = h.rt               # privilege changes end the block: these stay valid
+            wt = h.wt
             recs = cp.recs
             chost = cp.host
             r = &recs[(pc - cbase) >> 1]
@@ -323,7 +327,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 # ---- loads: TLB hit when the tag equals the page and the access is aligned
                 elif op == OP_LD:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.rtlb[(a >> 12) & 255]
+                    e = &rt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xff8)):
                         x[r.rd] = rv_ld64(RV_HOST(e.addend, a))
                     else:
@@ -335,7 +339,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         x[r.rd] = v
                 elif op == OP_LW:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.rtlb[(a >> 12) & 255]
+                    e = &rt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xffc)):
                         x[r.rd] = sx32(rv_ld32(RV_HOST(e.addend, a)))
                     else:
@@ -347,7 +351,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         x[r.rd] = sx32(v)
                 elif op == OP_LWU:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.rtlb[(a >> 12) & 255]
+                    e = &rt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xffc)):
                         x[r.rd] = rv_ld32(RV_HOST(e.addend, a))
                     else:
@@ -359,7 +363,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         x[r.rd] = v
                 elif op == OP_LBU:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.rtlb[(a >> 12) & 255]
+                    e = &rt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xfff)):
                         x[r.rd] = RV_HOST(e.addend, a)[0]
                     else:
@@ -371,7 +375,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         x[r.rd] = v
                 elif op == OP_LB:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.rtlb[(a >> 12) & 255]
+                    e = &rt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xfff)):
                         x[r.rd] = <uint64_t><int64_t>(<signed char>RV_HOST(e.addend, a)[0])
                     else:
@@ -383,7 +387,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         x[r.rd] = <uint64_t><int64_t>(<signed char>v)
                 elif op == OP_LHU:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.rtlb[(a >> 12) & 255]
+                    e = &rt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xffe)):
                         x[r.rd] = rv_ld16(RV_HOST(e.addend, a))
                     else:
@@ -395,7 +399,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         x[r.rd] = v
                 elif op == OP_LH:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.rtlb[(a >> 12) & 255]
+                    e = &rt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xffe)):
                         x[r.rd] = <uint64_t><int64_t>(<int16_t>rv_ld16(RV_HOST(e.addend, a)))
                     else:
@@ -408,7 +412,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 # ---- stores: the write TLB holds no page with decoded code (flag -> slow)
                 elif op == OP_SD:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.wtlb[(a >> 12) & 255]
+                    e = &wt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xff8)):
                         rv_st64(RV_HOST(e.addend, a), x[r.rs2])
                         if h.rs.nactive:
@@ -421,7 +425,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             break
                 elif op == OP_SW:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.wtlb[(a >> 12) & 255]
+                    e = &wt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xffc)):
                         rv_st32(RV_HOST(e.addend, a), <uint32_t>x[r.rs2])
                         if h.rs.nactive:
@@ -434,7 +438,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             break
                 elif op == OP_SH:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.wtlb[(a >> 12) & 255]
+                    e = &wt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xffe)):
                         rv_st16(RV_HOST(e.addend, a), <uint16_t>x[r.rs2])
                         if h.rs.nactive:
@@ -447,7 +451,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             break
                 elif op == OP_SB:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm
-                    e = &h.wtlb[(a >> 12) & 255]
+                    e = &wt[(a >> 12) & 255]
                     if e.tag == (a & ~(<uint64_t>0xfff)):
                         RV_HOST(e.addend, a)[0] = <uint8_t>x[r.rs2]
                         if h.rs.nactive:
@@ -689,6 +693,7 @@ cdef class Hart:
             self.rs.addr[self.resv_slot] = NULL
             self.rs.nactive -= 1
         tlb_flush(self)
+        tlb_select(self)
         code_flush(self)
 
     # -- run ---------------------------------------------------------------------------
@@ -758,6 +763,7 @@ cdef class Hart:
         bad = csr_write(self, csr, v)
         self.priv = p
         tlb_flush(self)
+        tlb_select(self)
         return not bad
 
     def _get_instret(self):

@@ -28,9 +28,8 @@ cdef enum:
 
 
 cdef void set_priv(Hart h, int p) noexcept nogil:
-    if p != h.priv:
-        h.priv = p
-        tlb_flush(h)
+    h.priv = p
+    tlb_select(h)
 
 
 cdef uint64_t mtime_now(Hart h) noexcept nogil:
@@ -91,8 +90,6 @@ cdef void trap(Hart h, uint64_t cause, uint64_t tval, int interrupt) noexcept no
         h.mstatus = s
         base = h.mtvec & ~(<uint64_t>3)
         vec = h.mtvec & 1
-        if s & MSTATUS_MPRV:
-            tlb_flush(h)
         set_priv(h, PRV_M)
     h.pc_ = base + 4 * cause if (vec and interrupt) else base
 
@@ -248,8 +245,10 @@ cdef int csr_write(Hart h, uint32_t csr, uint64_t v) noexcept nogil:
         if ((s >> 11) & 3) == 2:             # reserved MPP: keep the old one
             s = (s & ~MSTATUS_MPP) | (old & MSTATUS_MPP)
         h.mstatus = (s & ~(MSTATUS_SD | MSTATUS_UXL | MSTATUS_SXL)) | MSTATUS_XLEN
-        if (old ^ h.mstatus) & (MSTATUS_MPRV | MSTATUS_MPP | MSTATUS_SUM | MSTATUS_MXR):
+        if (old ^ h.mstatus) & (MSTATUS_SUM | MSTATUS_MXR):
             tlb_flush(h)
+        if (old ^ h.mstatus) & (MSTATUS_MPRV | MSTATUS_MPP):
+            tlb_select(h)
     elif csr == 0x301: pass                   # misa is read-only here
     elif csr == 0x302: h.medeleg = v & MEDELEG_MASK
     elif csr == 0x303: h.mideleg = v & S_INTS
@@ -358,8 +357,7 @@ cdef int exec_system(Hart h, Rec *r) noexcept nogil:
             s &= ~MSTATUS_MPRV
         h.mstatus = s
         h.pc_ = h.mepc
-        tlb_flush(h)
-        h.priv = p
+        set_priv(h, p)
         return EV_JUMP
     if op == OP_SRET:
         if h.priv == PRV_U or (h.priv == PRV_S and (h.mstatus & MSTATUS_TSR)):
@@ -373,8 +371,7 @@ cdef int exec_system(Hart h, Rec *r) noexcept nogil:
         s &= ~(MSTATUS_SPP | MSTATUS_MPRV)
         h.mstatus = s
         h.pc_ = h.sepc
-        tlb_flush(h)
-        h.priv = p
+        set_priv(h, p)
         return EV_JUMP
     if op == OP_WFI:
         if h.priv == PRV_U or (h.priv == PRV_S and (h.mstatus & MSTATUS_TW)):

@@ -61,23 +61,39 @@ cdef inline int fault_cause(int acc, int page) noexcept nogil:
     return 15 if page else 7
 
 
+cdef inline int tlb_context(int priv) noexcept nogil:
+    return 2 if priv == PRV_M else priv
+
+
+cdef void tlb_select(Hart h) noexcept nogil:
+    """Point rt/wt/ft at the TLB sets of the current privilege (data: after MPRV)."""
+    cdef int dp = h.priv
+    if dp == PRV_M and (h.mstatus & MSTATUS_MPRV):
+        dp = (h.mstatus >> 11) & 3
+    h.rt = h.rtlb[tlb_context(dp)]
+    h.wt = h.wtlb[tlb_context(dp)]
+    h.ft = h.ftlb[tlb_context(h.priv)]
+
+
 cdef void tlb_flush(Hart h) noexcept nogil:
-    cdef int i
-    for i in range(256):
-        h.rtlb[i].tag = RV_TLB_EMPTY
-        h.wtlb[i].tag = RV_TLB_EMPTY
-        h.ftlb[i].tag = RV_TLB_EMPTY
+    cdef int i, c
+    for c in range(3):
+        for i in range(256):
+            h.rtlb[c][i].tag = RV_TLB_EMPTY
+            h.wtlb[c][i].tag = RV_TLB_EMPTY
+            h.ftlb[c][i].tag = RV_TLB_EMPTY
     h.tlb_flushes += 1
 
 
 cdef void code_flush(Hart h) noexcept nogil:
-    cdef int i
+    cdef int i, c
     for i in range(NCODE):
         if h.ctab[i] != NULL:
             h.ctab[i].ppage = RV_NOPAGE
-    for i in range(256):            # no page holds decoded code any more
-        if h.wtlb[i].tag != RV_TLB_EMPTY:
-            h.wtlb[i].tag &= ~RV_TLB_CODE
+    for c in range(3):              # no page holds decoded code any more
+        for i in range(256):
+            if h.wtlb[c][i].tag != RV_TLB_EMPTY:
+                h.wtlb[c][i].tag &= ~RV_TLB_CODE
     h.code_flushes += 1
 
 
@@ -85,7 +101,7 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
     """The decoded-code page for physical page ``ppage``, created empty if needed."""
     cdef int idx = (ppage >> 12) & (NCODE - 1)
     cdef CodePage *cp = h.ctab[idx]
-    cdef int i
+    cdef int i, c
     if cp != NULL and cp.ppage == ppage:
         return cp
     if cp == NULL:
@@ -100,9 +116,10 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
     cp.recs[2048].op = OP_PAGEEND
     cp.recs[2049].op = OP_PAGEEND
     # stores to this page must now invalidate its records: route them to the slow path
-    for i in range(256):
-        if h.wtlb[i].tag != RV_TLB_EMPTY and h.wtlb[i].ppage == ppage:
-            h.wtlb[i].tag |= RV_TLB_CODE
+    for c in range(3):
+        for i in range(256):
+            if h.wtlb[c][i].tag != RV_TLB_EMPTY and h.wtlb[c][i].ppage == ppage:
+                h.wtlb[c][i].tag |= RV_TLB_CODE
     return cp
 
 
@@ -282,7 +299,7 @@ cdef int phys_write(Hart h, uint64_t pa, int size, uint64_t v, uint64_t va) noex
 
 
 cdef int load_slow(Hart h, uint64_t va, int size, uint64_t *v) noexcept nogil:
-    cdef TlbEntry *e = &h.rtlb[(va >> 12) & 255]
+    cdef TlbEntry *e = &h.rt[(va >> 12) & 255]
     cdef uint64_t vpage = va & RV_PAGE_MASK, b
     cdef int r, i
     if (va & 0xfff) + size > 4096:           # crosses a page: a byte at a time
@@ -307,7 +324,7 @@ cdef int load_slow(Hart h, uint64_t va, int size, uint64_t *v) noexcept nogil:
 
 
 cdef int store_slow(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil:
-    cdef TlbEntry *e = &h.wtlb[(va >> 12) & 255]
+    cdef TlbEntry *e = &h.wt[(va >> 12) & 255]
     cdef uint64_t vpage = va & RV_PAGE_MASK, pa
     cdef uint8_t *host
     cdef int r, i
@@ -359,7 +376,7 @@ cdef int fetch16(Hart h, uint64_t va, uint32_t *out) noexcept nogil:
 
 cdef int fetch_page(Hart h, uint64_t pc, CodePage **out) noexcept nogil:
     """The decoded-code page holding ``pc``; 0 or the exception cause."""
-    cdef TlbEntry *e = &h.ftlb[(pc >> 12) & 255]
+    cdef TlbEntry *e = &h.ft[(pc >> 12) & 255]
     cdef uint64_t vpage = pc & RV_PAGE_MASK
     cdef int r
     if (e.tag & ~RV_TLB_FLAGS) != vpage:
