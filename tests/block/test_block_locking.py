@@ -138,3 +138,19 @@ def test_we_see_qemus_lock(image, qemu, img) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_create_and_convert_refuse_to_overwrite_an_image_in_use(image, hold, img,
+                                                                tmp_path) -> None:
+    with open(image, "r+b") as f:
+        f.write(b"in use")
+    hold("rw")
+    r = img("create", "-q", "-f", "raw", image, "2M")
+    assert r.rc == 1 and "locked" in r.err and image in r.err
+    src = str(tmp_path / "src.raw")
+    with open(src, "wb") as f:
+        f.truncate(1 << 20)
+    r = img("convert", "-f", "raw", "-O", "raw", src, image)
+    assert r.rc == 1 and "locked" in r.err
+    with open(image, "rb") as f:  # untouched
+        assert f.read(6) == b"in use" and os.path.getsize(image) == 1 << 20

@@ -15,6 +15,7 @@ from vmforge.block.backend import (
     MAX_CHAIN_DEPTH,
     BlockBackend,
     Layer,
+    create_image,
     resolve_backing,
 )
 from vmforge.block.driver import (
@@ -56,6 +57,7 @@ __all__ = [
     "ReadOnlyError",
     "SnapshotInfo",
     "UnsupportedOperation",
+    "create_image",
     "driver_class",
     "format_names",
     "parse_size",

@@ -28,7 +28,8 @@ from vmforge.block.driver import (
 from vmforge.block.locking import ImageLock
 from vmforge.block.probe import driver_class, probe_format
 
-__all__ = ["CACHE_MODES", "MAX_CHAIN_DEPTH", "BlockBackend", "Layer", "resolve_backing"]
+__all__ = ["CACHE_MODES", "MAX_CHAIN_DEPTH", "BlockBackend", "Layer", "create_image",
+           "resolve_backing"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,22 @@ def open_driver(path: str, fmt: str | None, *, readonly: bool, force_share: bool
         lock.release()
         raise
     return Layer(driver, fmt, lock)
+
+
+def create_image(format: str, path: str, size: int, **options: Any) -> None:
+    """Create an image with the driver of ``format``.
+
+    An existing file is overwritten only if no other process uses it: the
+    write locks are taken first, as QEMU's ``file`` driver does on create, so
+    ``create`` or ``convert`` onto the disk of a running VM is refused.
+    """
+    cls = driver_class(format)
+    lock = ImageLock.for_open(path, readonly=False) if os.path.isfile(path) else None
+    try:
+        cls.create(path, size, **options)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 class BlockBackend:

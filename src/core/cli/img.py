@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from vmforge.block import ops
-from vmforge.block.backend import CACHE_MODES, BlockBackend, resolve_backing
+from vmforge.block.backend import CACHE_MODES, BlockBackend, create_image, resolve_backing
 from vmforge.block.driver import (
     BlockDriver,
     BlockError,
@@ -272,7 +272,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         shown = " ".join(f"{k}={_show_value(v)}" for k, v in opts.items() if v is not None)
         print(f"Formatting '{args.file}', fmt={cls.format_name} size={size}"
               + (f" {shown}" if shown else ""))
-    cls.create(args.file, size, **opts)
+    create_image(cls.format_name, args.file, size, **opts)
     return 0
 
 
@@ -313,7 +313,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             opened.append(_open(src, args.format, force_share=args.force_share))
         total = sum(bb.size for bb in opened)
         if not args.no_create:
-            out_cls.create(dst, total, **create_opts)
+            create_image(out_cls.format_name, dst, total, **create_opts)
         target = BlockBackend.open(dst, out_cls.format_name, readonly=False, cache=args.cache)
         opened.append(target)
         bar = ProgressBar() if args.progress else None
