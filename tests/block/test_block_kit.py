@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,13 @@ def test_kit_flags_a_driver_that_crashes_on_a_bad_header(tmp_path) -> None:
     kit._assert_clean_failure(base, str(path), "short file")  # the real driver is clean
     with pytest.raises(BlockError):
         base.open(str(path))
+
+
+@pytest.mark.formats("example")
+def test_kit_works_with_plugin_autoload_off(tmp_path) -> None:
+    kit_user = (Path(__file__).resolve().parents[2] / "src" / "plugins" /
+                "vmforge-example-format" / "tests" / "test_example_conformance.py")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(kit_user)], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr

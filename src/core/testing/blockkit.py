@@ -61,6 +61,12 @@ class BlockDriverConformance:
     # -- fixtures --------------------------------------------------------------------
 
     @pytest.fixture
+    def vmforge_format(self) -> str | None:
+        """None here; ``--vmforge-format`` parametrizes it (and the kit works even with
+        pytest's plugin autoload off, when vmforge's pytest plugin is not loaded)."""
+        return None
+
+    @pytest.fixture
     def block_format(self, vmforge_format: str | None) -> str:
         name = self.format_name or vmforge_format
         if not name:
