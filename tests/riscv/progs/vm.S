@@ -32,6 +32,7 @@ START
     PTE(t0, page_a, V | R | W | U | A | D); sd t0, 24(s2)   /* 0x40003000: user */
     PTE(t0, page_a, V | X | A); sd t0, 32(s2)       /* 0x40004000: execute-only */
     PTE(t0, page_a, V | W | A | D); sd t0, 40(s2)   /* 0x40005000: W without R: reserved */
+    PTE(t0, u_page, V | R | X | U | A); sd t0, 48(s2)   /* 0x40006000: user code */
     /* page contents */
     la t0, page_a; li t1, 0xaaaa; sd t1, 0(t0)
     la t0, page_b; li t1, 0xbbbb; sd t1, 0(t0)
@@ -159,12 +160,17 @@ m_final:
     li a1, 0x40000000
     ld a0, 0(a1); CHECK(a0, 0xbbbb)
     li t0, (1 << 17); csrc mstatus, t0
-    csrw satp, zero
-    j pass
+    /* U-mode on Sv39: user pages only; the U and S TLB sets stay apart */
+    li gp, 40
+    li t0, (3 << 11); csrc mstatus, t0       /* MPP = U */
+    li t0, 0x40006000; csrw mepc, t0
+    mret
 
     .align 2
 m_handler:
     csrr t3, mcause
+    li t4, 8
+    beq t3, t4, m_uecall
     li t4, 9
     beq t3, t4, m_ecall
     bne t3, s4, fail
@@ -177,6 +183,12 @@ m_handler:
     mret
 1:  csrw mepc, ra
     mret
+m_uecall:
+    li t4, 42
+    bne gp, t4, fail
+    csrw satp, zero
+    j pass
+
 m_ecall:
     li t4, 21
     bge gp, t4, 2f
@@ -187,6 +199,25 @@ m_ecall:
     li t0, (3 << 11); csrs mstatus, t0
     mret
 PASS_FAIL
+
+    /* user code, run at 0x40006000: position-independent, stays on its page */
+    .align 12
+u_page:
+    li a1, 0x40003000
+    ld a0, 0(a1)                     /* a user data page */
+    li t6, 0x11223344
+    bne a0, t6, u_bad
+    li gp, 41
+    li a1, 0x40000000
+    EXPECT_FAULT(13, 0x40000000)     /* a supervisor page */
+    ld a0, 0(a1)
+    bne s6, s7, u_bad
+    li gp, 42
+    ecall
+u_bad:
+    ebreak                           /* cause 3: not expected, the handler fails */
+    .align 12
+
     .data
     .align 12
 root: .space 4096
