@@ -37,6 +37,7 @@ from .l2 import (
     L1E_RESERVED,
     NORMAL,
     OFFSET_MASK,
+    OFLAG_COMPRESSED,
     OFLAG_COPIED,
     OFLAG_ZERO,
     ZERO,
@@ -228,11 +229,20 @@ class _Walk:
                 self.say(f"ERROR {e2}")
                 continue
             next_contig = 0
+            ext = self.img.extl2
             for j, ent in enumerate(tbl):
-                if not ent:
+                if not ent or (ext and j & 1):     # extended: odd words are bitmaps
                     continue
-                kind = entry_kind(ent)
-                where = f"L2 table {off:#x} entry {j}"
+                if ext:
+                    kind = COMPRESSED if ent & OFLAG_COMPRESSED else (
+                        NORMAL if ent & OFFSET_MASK else ZERO)
+                    if kind == NORMAL and ent & 1:   # bit 0 is reserved there
+                        self.res.corruptions += 1
+                        self.say(f"ERROR L2 table {off:#x} entry {j >> 1}: reserved bit 0 "
+                                 "set in an extended L2 entry")
+                else:
+                    kind = entry_kind(ent)
+                where = f"L2 table {off:#x} entry {j >> ext}"
                 if active and (kind == COMPRESSED or ent & OFFSET_MASK):
                     self.allocated += 1
                     if kind == COMPRESSED:

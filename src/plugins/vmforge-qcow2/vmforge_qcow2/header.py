@@ -29,7 +29,8 @@ INCOMPAT_DATA_FILE = 1 << 2
 INCOMPAT_COMPRESSION = 1 << 3
 INCOMPAT_EXTL2 = 1 << 4
 #: bits we understand (compression type: known, but only zlib is implemented)
-INCOMPAT_KNOWN = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION
+INCOMPAT_KNOWN = (INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION
+                  | INCOMPAT_EXTL2)     # extended L2: read-only
 # compatible feature bits
 COMPAT_LAZY_REFCOUNTS = 1 << 0
 # autoclear bits
@@ -120,6 +121,10 @@ class Header:
     @property
     def refcount_bits(self) -> int:
         return 1 << self.refcount_order
+
+    @property
+    def extended_l2(self) -> bool:
+        return bool(self.incompatible_features & INCOMPAT_EXTL2)
 
     def ext(self, kind: int) -> Extension | None:
         for e in self.extensions:
@@ -271,7 +276,10 @@ def parse_header(buf: bytes, filename: str, file_size: int) -> Header:
     if l1_size > MAX_L1_BYTES // 8:
         raise _corrupt(f"L1 table has {l1_size} entries, above QEMU's limit of "
                        f"{MAX_L1_BYTES // 8}", filename, OFF_L1_SIZE, "header")
-    need = l1_entries_for(h.size, cbits)
+    if h.extended_l2 and cbits < 14:
+        raise _corrupt(f"extended L2 entries need clusters of at least 16 KiB "
+                       f"(cluster_bits {cbits})", filename, 20)
+    need = l1_entries_for(h.size, cbits, h.extended_l2)
     if l1_size < need:
         raise _corrupt(f"L1 table has {l1_size} entries, the virtual size {h.size} "
                        f"needs {need}", filename, OFF_L1_SIZE)
@@ -349,9 +357,9 @@ def _parse_extensions(buf: bytes, h: Header, filename: str) -> list[Extension]:
     return out
 
 
-def l1_entries_for(size: int, cluster_bits: int) -> int:
+def l1_entries_for(size: int, cluster_bits: int, extended_l2: bool = False) -> int:
     """L1 entries needed to map ``size`` bytes."""
-    per_l2 = 1 << (2 * cluster_bits - 3)
+    per_l2 = 1 << (2 * cluster_bits - 3 - extended_l2)
     return -(-size // per_l2)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from vmforge.block import BlockDriver, BlockError, BlockStatus, CorruptImageError, Extent
 
 from .compress import CompressedLayout, decompress_cluster
+from .extl2 import _map_extended
 from .fileio import ImageFile, fill_zero
 from .header import (
     AUTOCLEAR_BITMAPS,
@@ -106,7 +107,12 @@ class Qcow2Image(BlockDriver):
         self.cb = h.cluster_bits
         self.cs = 1 << self.cb
         self.granularity = self.cs  # type: ignore[misc]
-        self.l2_bits = self.cb - 3
+        #: extended L2 entries (32 subclusters per cluster): read-only support
+        self.extl2 = h.extended_l2
+        if self.extl2 and not self.readonly:
+            raise BlockError("images with extended L2 entries (subclusters, incompatible "
+                             "feature bit 4) can only be opened read-only", self.filename)
+        self.l2_bits = self.cb - 3 - self.extl2
         self.l2_mask = (1 << self.l2_bits) - 1
         self.clayout = CompressedLayout(self.cb)
         self.lock = threading.RLock()
@@ -237,6 +243,8 @@ class Qcow2Image(BlockDriver):
 
     def _map(self, l1: Sequence[int], offset: int, length: int) -> list[Run]:
         """Runs of one kind covering ``[offset, offset+length)``, merged."""
+        if self.extl2:
+            return _map_extended(self, l1, offset, length)
         runs: list[Run] = []
         cb, cs = self.cb, self.cs
         span_bits = cb + self.l2_bits
