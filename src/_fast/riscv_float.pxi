@@ -7,13 +7,16 @@
 # sNaN raises NV, one NaN returns the other operand), signalling/quiet
 # compares, fcvt saturation.  RMM (round to nearest, ties to max magnitude),
 # which hosts lack, is exact for add/sub/mul (error-free transforms find the
-# ties), div and sqrt (their exact results are never ties) and conversions;
-# fused multiply-add in RMM rounds to nearest-even (documented limitation).
+# ties), div and sqrt (their exact results are never ties), conversions and
+# fused multiply-add (rounded to odd in a wider format first: binary64 for
+# binary32, x87 extended for binary64; without the latter, binary64 FMA in
+# RMM rounds ties to even).
 
 cdef extern from *:
     """
     #include <math.h>
     #include <fenv.h>
+    #include <float.h>
     #include <stdint.h>
     #include <string.h>
     #if defined(__x86_64__) && defined(__SSE2__)
@@ -71,11 +74,87 @@ cdef extern from *:
         return r;
     }
 
+    /* Fused multiply-add rounded to nearest, ties to max magnitude: the exact
+       a*b+c rounded to odd in a wider format (binary64 for binary32, x87 extended
+       for binary64), then rounded with RMM; rounding to odd at p+2 or more bits
+       keeps every tie of the final rounding visible. */
+    static uint32_t rvf_d_to_s(double a, int rm, unsigned *fl);
+    static inline int rvf_issnan_s(float x) {
+        uint32_t u = rvf_bs(x);
+        return (u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu) && !(u & 0x400000u);
+    }
+    static uint32_t rvf_fma_rmm_s(double a, double b, double c, unsigned *fl) {
+        volatile double va = a, vb = b, vc = c, r;
+        unsigned f1, f2;
+        uint64_t bits;
+        uint32_t out;
+        rvf_begin(1);                           /* toward zero */
+        r = va * vb + vc;                       /* the product is exact in binary64 */
+        f1 = rvf_end();
+        bits = rvf_bd(r);
+        if ((f1 & 1) && !isnan(r) && !isinf(r)) bits |= 1;   /* round to odd */
+        out = rvf_d_to_s(rvf_d(bits), 4, &f2);
+        *fl = f2 | (f1 & 17);
+        return out;
+    }
+    #if defined(__x86_64__) && LDBL_MANT_DIG == 64
+    #define RVF_HAVE_FMA_RMM_D 1
+    static uint64_t rvf_fma_rmm_d(double a, double b, double c, unsigned *fl) {
+        volatile long double la = a, lb = b, lc = c, r;
+        long double x;
+        double d;
+        unsigned f1, f2;
+        uint64_t mant;
+        fesetround(FE_TOWARDZERO);
+        feclearexcept(FE_ALL_EXCEPT);
+        r = fmal(la, lb, lc);
+        f1 = fetestexcept(FE_INEXACT | FE_INVALID);
+        fesetround(FE_TONEAREST);
+        feclearexcept(FE_ALL_EXCEPT);
+        x = r;
+        if ((f1 & FE_INEXACT) && !isnan(x) && !isinf(x)) {
+            memcpy(&mant, (const void *)&x, 8);  /* x87 extended: the 64-bit significand first */
+            mant |= 1;
+            memcpy((void *)&x, &mant, 8);
+        }
+        {   /* x87 does this conversion: read its flags through <fenv.h> */
+            volatile long double vx = x;
+            volatile double vd;
+            int e;
+            feclearexcept(FE_ALL_EXCEPT);
+            vd = (double)vx;
+            d = vd;
+            e = fetestexcept(FE_ALL_EXCEPT);
+            feclearexcept(FE_ALL_EXCEPT);
+            f2 = ((e & FE_INEXACT) ? 1 : 0) | ((e & FE_UNDERFLOW) ? 2 : 0)
+               | ((e & FE_OVERFLOW) ? 4 : 0);
+        }
+        if (!isnan(d) && !isinf(d) && d != 0) {
+            long double err = x - (long double)d;
+            if (err != 0 && (d > 0) == (err > 0)) {
+                long double up = (long double)nextafter(fabs(d), INFINITY) - (long double)fabs(d);
+                if (fabsl(err) * 2 == up) d = nextafter(d, d > 0 ? INFINITY : -INFINITY);
+            }
+        }
+        *fl = f2 | ((f1 & FE_INEXACT) ? 1 : 0) | ((f1 & FE_INVALID) ? 16 : 0);
+        if (isnan(d)) return 0x7ff8000000000000ULL;
+        return rvf_bd(d);
+    }
+    #endif
+
     /* op: 0 add 1 sub 2 mul 3 div 4 sqrt 5 fmadd 6 fmsub 7 fnmsub 8 fnmadd */
     static uint64_t rvf_arith_d(int op, double a, double b, double c, int rm, unsigned *fl) {
         volatile double va = a, vb = b, vc = c;
         volatile double r, e = 0;
         int rmm = rm == 4;
+    #ifdef RVF_HAVE_FMA_RMM_D
+        if (rmm && op >= 5) {
+            double x = (op >= 7) ? -a : a, z = (op == 6 || op == 8) ? -c : c;
+            uint64_t out = rvf_fma_rmm_d(x, b, z, fl);
+            if ((isinf(a) && b == 0) || (a == 0 && isinf(b))) *fl |= 16;
+            return out;
+        }
+    #endif
         rvf_begin(rmm ? 0 : rm);
         switch (op) {
         case 0: r = va + vb; break;
@@ -103,6 +182,13 @@ cdef extern from *:
         volatile float va = a, vb = b, vc = c;
         volatile float r, e = 0;
         int rmm = rm == 4;
+        if (rmm && op >= 5) {
+            double x = (op >= 7) ? -(double)a : (double)a, z = (op == 6 || op == 8) ? -(double)c : (double)c;
+            uint32_t out = rvf_fma_rmm_s(x, (double)b, z, fl);
+            if ((isinf(a) && b == 0) || (a == 0 && isinf(b))) *fl |= 16;
+            if (rvf_issnan_s(a) || rvf_issnan_s(b) || rvf_issnan_s(c)) *fl |= 16;
+            return out;
+        }
         rvf_begin(rmm ? 0 : rm);
         switch (op) {
         case 0: r = va + vb; break;

@@ -205,6 +205,21 @@ START
     LS(f5, 0x3f800000)
     fnmsub.s f3, f5, f5, f5; CHECK_S(f3, 0x00000000)
     fnmsub.s f3, f5, f5, f5, rdn; CHECK_S(f3, 0x80000000); FLAGS(0)
+    /* 64: fused multiply-add with ties to max magnitude (a tie only the exact sum shows) */
+    li gp, 64
+    LS(f5, 0x3f800000)
+    LS(f6, 0x33800000)                                 /* 2^-24 */
+    fmadd.s f3, f5, f5, f6, rne; CHECK_S(f3, 0x3f800000)
+    fmadd.s f3, f5, f5, f6, rmm; CHECK_S(f3, 0x3f800001)
+    fnmadd.s f3, f5, f5, f6, rmm; CHECK_S(f3, 0xbf800001); FLAGS(NX)
+    LS(f6, 0x33800001)                                 /* just above the tie */
+    fmsub.s f3, f5, f5, f6, rmm; CHECK_S(f3, 0x3f7fffff); FLAGS(NX)
+    li gp, 65
+    LD(f5, 0x3ff0000000000000)
+    LD(f6, 0x3ca0000000000000)                         /* 2^-53 */
+    fmadd.d f3, f5, f5, f6, rne; CHECK_D(f3, 0x3ff0000000000000)
+    fmadd.d f3, f5, f5, f6, rmm; CHECK_D(f3, 0x3ff0000000000001)
+    fnmsub.d f3, f5, f5, f6, rmm; CHECK_D(f3, 0xbfefffffffffffff); FLAGS(NX)
     /* 70: sign injection and classify */
     li gp, 70
     LD(f5, 0x3ff0000000000000)
