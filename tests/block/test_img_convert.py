@@ -231,9 +231,6 @@ def test_write_errors_name_the_target(tmp_path, mixed, img, monkeypatch) -> None
 
 
 @pytest.mark.formats("raw")
-@pytest.mark.xfail(reason="vmforge.cli.main pre-parses the global -p (plugins) out of the "
-                   "sub-command's arguments, so 'img convert -p -O raw' fails there",
-                   strict=False)
 def test_progress_flag_through_main(tmp_path, mixed, img) -> None:
     src, data = mixed
     dst = str(tmp_path / "m.raw")

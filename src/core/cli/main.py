@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     _global_options(pre)
     pre.add_argument("command", nargs="?")
+    # everything after the command is the command's own (``img convert -p`` is
+    # its progress flag, not the plugin option)
+    pre.add_argument("rest", nargs=argparse.REMAINDER)
     known, _rest = pre.parse_known_args(argv)
     configure(known.plugin_opts)
     logging.basicConfig(

@@ -19,7 +19,7 @@ from vmforge_riscv_virt.machine import OPENSBI_DIRS, RiscvVirt
 ROOT = Path(__file__).resolve().parents[4]
 UBOOT = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin"
 FW_JUMP = os.path.join(OPENSBI_DIRS[0], "fw_jump.bin")
-PROMPT = re.compile(rb"vmforge:[^\r\n]*# $")
+PROMPT = re.compile(rb"vmforge:[^\r\n]*# ")
 
 needs_firmware = pytest.mark.skipif(
     not (os.path.exists(UBOOT) and os.path.exists(FW_JUMP)),
