@@ -16,6 +16,7 @@ instructions that change privileged state.  The loop leaves C only to call a
 Python device (MMIO), and returns on a stop condition.
 """
 
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t, uintptr_t
 from libc.string cimport memset
@@ -162,6 +163,21 @@ cdef Rec *resolve(Hart h, Rec *r, uint64_t pc, uint8_t *chost) noexcept nogil:
     return r
 
 
+cdef enum:
+    SIGNAL_INTERVAL = 1 << 24       # instructions between looks at Python's signals
+
+
+cdef int check_signals(Hart h) noexcept nogil:
+    """1 (with h.pyexc set) when a signal handler raised, e.g. KeyboardInterrupt."""
+    with gil:
+        try:
+            PyErr_CheckSignals()
+        except BaseException as ex:
+            h.pyexc = ex
+            return 1
+    return 0
+
+
 cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
     cdef uint64_t *x = h.x
     cdef uint64_t pc = h.pc_
@@ -177,6 +193,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
     cdef TlbEntry *wt
     cdef CodePage *cp
     cdef int ev = EV_CHECK, res, op
+    cdef uint64_t sig_next = SIGNAL_INTERVAL
     h.cnt = 0
     h.stop_reason = STOP_NONE
     while True:
@@ -204,9 +221,16 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             break
         if h.lim == 0 and h.stop_reason == STOP_REQUEST:
             break
+        if cnt >= sig_next:             # Ctrl-C reaches a guest that never stops
+            sig_next = cnt + SIGNAL_INTERVAL
+            if check_signals(h):
+                h.stop_reason = STOP_PYEXC
+                break
         if pending_irq(h):
             pc = h.pc_
         dl = timer_deadline(h)
+        if dl > sig_next:
+            dl = sig_next
         h.lim = budget if dl > budget else (dl if dl > cnt else cnt + 1)
         ev = 0
         # ---- code-page changes -------------------------------------------------------

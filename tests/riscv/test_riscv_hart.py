@@ -371,3 +371,15 @@ def test_delegated_interrupts_wait_for_s_mode(machine):
     assert hart.x[13] == 1 and hart.x[11] >= 3000
     assert hart.x[10] == (1 << 63) | 9   # SEI taken in S once SIE was set
     assert hart.priv == 1
+
+
+def test_keyboard_interrupt_stops_a_spinning_guest(machine):
+    import _thread
+
+    _space, hart, _ = machine("1: j 1b")
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        hart.run()
+    timer.join()
+    assert hart.instret > 0

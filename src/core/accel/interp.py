@@ -13,7 +13,8 @@ an exception whose cause is in :attr:`RiscvHart.stop_on` (before taking the
 trap; ``stop_on_ecall=True`` adds the three ecall causes), or on
 :meth:`request_stop` from another thread.  An exception raised by a Python
 device during MMIO propagates out of ``run`` with the hart stopped at the
-instruction that made the access.
+instruction that made the access; so does one raised by a signal handler
+(Ctrl-C: Python's signals are looked at every 16 M instructions).
 
 Harts sharing one RAM must share one :class:`ReservationSet` (pass the first
 hart's ``reservations`` to the others, or use :meth:`RiscvHart.sibling`) so a
