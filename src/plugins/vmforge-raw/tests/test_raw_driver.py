@@ -71,6 +71,7 @@ def test_block_status_follows_holes(tmp_path) -> None:
     assert any(e.offset <= 2 << 20 and e.end >= 3 << 20 for e in data)
     zero = [e for e in extents if e.status & BlockStatus.ZERO]
     assert any(e.offset == 0 for e in zero), "the start of a sparse file is a hole"
+    assert all(e.host_offset == e.offset for e in extents), "raw maps every byte in place"
 
 
 def test_write_zeroes_and_discard_punch_holes(tmp_path) -> None:
@@ -125,3 +126,11 @@ def test_qemu_img_agrees(tmp_path) -> None:
         expect[12345:12345 + 65536] = pattern
         expect[512:512 + 4096] = b"\x5a" * 4096
         assert img.read(0, 2 << 20) == bytes(expect)
+
+
+@needs_qemu_img
+def test_measure_matches_qemu_img(tmp_path) -> None:
+    for size in (1000, 10 << 20, (1 << 30) + 1):
+        out = subprocess.run([QEMU_IMG, "measure", "-O", "raw", "--size", str(size),
+                              "--output", "json"], check=True, capture_output=True, text=True)
+        assert Raw.measure(size, None) == json.loads(out.stdout)

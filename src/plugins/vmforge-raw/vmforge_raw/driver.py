@@ -77,6 +77,14 @@ class Raw(BlockDriver):
             os.close(fd)
 
     @classmethod
+    def measure(cls, size: int, allocated: Sequence[tuple[int, int]] | None,
+                **options: Any) -> dict[str, int]:
+        """A raw image is as large as the disk (rounded up to a sector, as qemu-img)."""
+        cls.parse_create_options(options)
+        whole = (size + 511) // 512 * 512
+        return {"required": whole, "fully-allocated": whole}
+
+    @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
         try:
             fd = os.open(path, os.O_RDONLY if readonly else os.O_RDWR)
@@ -126,7 +134,7 @@ class Raw(BlockDriver):
             if data > pos:  # a hole from pos
                 hole_end = min(data, end)
                 yield Extent(pos, hole_end - pos, BlockStatus.ZERO | BlockStatus.ALLOCATED,
-                             None, 0, self.filename)
+                             pos, 0, self.filename)
                 pos = hole_end
                 continue
             try:
@@ -152,7 +160,7 @@ class Raw(BlockDriver):
             _punch_hole(self.fd, offset, length)
 
     def flush(self) -> None:
-        if not self.readonly:
+        if not self.readonly and self.sync:
             os.fdatasync(self.fd)
 
     def truncate(self, size: int) -> None:
