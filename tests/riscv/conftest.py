@@ -61,7 +61,8 @@ class Builder:
         elf = out.with_suffix(".elf")
         cmd = [CC, f"-march={march}", "-mabi=lp64d" if "d" in march[4:] or "g" in march
                else "-mabi=lp64", "-mcmodel=medany", "-nostdlib", "-nostartfiles",
-               "-ffreestanding", "-fno-builtin", "-O2", "-ffp-contract=off", "-fno-math-errno", "-I", str(PROGS),
+               "-ffreestanding", "-fno-builtin", "-O2", "-ffp-contract=off", "-fno-math-errno",
+               "-I", str(PROGS),
                "-T", str(PROGS / "link.ld"), *extra, "-o", str(elf)]
         if srcs[0].suffix == ".c":
             cmd.append(str(PROGS / "crt.S"))

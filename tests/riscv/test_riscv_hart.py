@@ -258,7 +258,7 @@ def test_two_harts_reservations(machine):
     word: .dword 5
     """
     for interfere in (False, True):
-        space, h0, syms = machine(src)
+        _space, h0, syms = machine(src)
         h1 = h0.sibling(1)
         h1.stop_on = {ECALL_M}
         h1.pc = syms["other"]
@@ -302,7 +302,7 @@ def test_interrupt_priority_order(machine):
         ebreak
         mret
     """
-    _space, hart, syms = machine(src)
+    _space, hart, _syms = machine(src)
     hart.stop_on = {3}
     hart.run(100)
     for bit in (1, 3, 5, 7, 9, 11):
