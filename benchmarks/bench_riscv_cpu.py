@@ -355,7 +355,7 @@ def results_section(m: dict[str, float]) -> str:
         "The target (QEMU's speed, 1.5x hoped) is not met on this program: QEMU 7.2's",
         "TCG translates the sort and hash loops into host code that runs well above the",
         "300 MIPS the house notes measured on another loop, while the interpreter spends",
-        "about 22 host instructions per guest instruction (cachegrind: dispatch through a",
+        "about 18 host instructions per guest instruction (cachegrind: dispatch through a",
         "jump table, a TLB probe per load/store, instruction counting).  unicorn, QEMU's",
         "core without its block chaining, is slower than both.",
     ]
