@@ -42,6 +42,7 @@ op = st.one_of(
            {"cluster_size": 512, "refcount_bits": 64},
            {"cluster_size": 1024, "refcount_bits": 2},
            {"cluster_size": 65536, "lazy_refcounts": True},
+           {"cluster_size": 16384, "extended_l2": True},
        ]))
 def test_random_operations_match_model(ops: list[tuple], cfg: dict) -> None:
     with tempfile.TemporaryDirectory() as d:

@@ -12,6 +12,7 @@ from .header import (
     COMPAT_LAZY_REFCOUNTS,
     EXT_BACKING_FORMAT,
     HEADER_LEN_WITH_COMPRESSION,
+    INCOMPAT_EXTL2,
     MAX_CLUSTER_BITS,
     MAX_L1_BYTES,
     MIN_CLUSTER_BITS,
@@ -47,7 +48,10 @@ def plan_header(size: int, opts: dict[str, Any], path: str) -> Header:
     if size < 0 or size >= 1 << 63:
         raise BlockError(f"size {size} is out of range", path)
     cbits = cs.bit_length() - 1
-    if l1_entries_for(size, cbits) > MAX_L1_BYTES // 8:
+    ext = bool(opts.get("extended_l2"))
+    if ext and (version == 2 or cs < 16384):
+        raise BlockError("extended_l2 needs compat=1.1 and clusters of at least 16 KiB", path)
+    if l1_entries_for(size, cbits, ext) > MAX_L1_BYTES // 8:
         raise BlockError(f"size {size} is too large for {cs}-byte clusters (the L1 table "
                          "would exceed 32 MiB)", path)
     h = Header(version=version, cluster_bits=cbits, size=size,
@@ -55,6 +59,8 @@ def plan_header(size: int, opts: dict[str, Any], path: str) -> Header:
                header_length=HEADER_LEN_WITH_COMPRESSION if version == 3 else V2_HEADER_LEN)
     if opts["lazy_refcounts"]:
         h.compatible_features |= COMPAT_LAZY_REFCOUNTS
+    if ext:
+        h.incompatible_features |= INCOMPAT_EXTL2
     if opts.get("backing_file"):
         h.backing_file = opts["backing_file"]
         if opts.get("backing_fmt"):
@@ -67,7 +73,7 @@ def plan_header(size: int, opts: dict[str, Any], path: str) -> Header:
 def write_new_image(path: str, h: Header) -> None:
     """Lay out header, L1 table and refcount structure in a new file."""
     cs = h.cluster_size
-    h.l1_size = l1_entries_for(h.size, h.cluster_bits)
+    h.l1_size = l1_entries_for(h.size, h.cluster_bits, h.extended_l2)
     l1_clusters = max(1, -(-h.l1_size * 8 // cs))
     h.l1_table_offset = cs
     counts = {c: 1 for c in range(1 + l1_clusters)}
@@ -106,7 +112,11 @@ def preallocate(img: Qcow2, mode: str) -> None:
             data = img.refs.alloc(n)
             tbl = array("Q", bytes(cs))
             for i in range(n):
-                tbl[i] = (data + (i << cb)) | OFLAG_COPIED
+                if img.extl2:
+                    tbl[2 * i] = (data + (i << cb)) | OFLAG_COPIED
+                    tbl[2 * i + 1] = 0xFFFFFFFF        # every subcluster allocated
+                else:
+                    tbl[i] = (data + (i << cb)) | OFLAG_COPIED
             if mode in ("falloc", "full"):
                 _fill(img, data, n << cb, mode)
             img.l2cache.write_table(l2off, tbl)
@@ -146,15 +156,16 @@ def refcount_metadata_size(clusters: int, cluster_size: int, order: int) -> int:
             return (blocks + table) * cluster_size
 
 
-def prealloc_size(size: int, cluster_bits: int, order: int) -> int:
+def prealloc_size(size: int, cluster_bits: int, order: int, extended_l2: bool = False) -> int:
     """File size of a fully allocated image (QEMU's ``qcow2_calc_prealloc_size``)."""
     cs = 1 << cluster_bits
+    l2e = 16 if extended_l2 else 8
     aligned = -(-size // cs) * cs
     meta = cs
     nl2e = aligned // cs
-    nl2e = -(-nl2e // (cs // 8)) * (cs // 8)
-    meta += nl2e * 8
-    nl1e = nl2e * 8 // cs
+    nl2e = -(-nl2e // (cs // l2e)) * (cs // l2e)
+    meta += nl2e * l2e
+    nl1e = nl2e * l2e // cs
     nl1e = -(-nl1e // (cs // 8)) * (cs // 8)
     meta += nl1e * 8
     meta += refcount_metadata_size((meta + aligned) // cs, cs, order)

@@ -50,6 +50,9 @@ class Qcow2(Qcow2Writer):
                                      "file name of a base image"),
         "backing_fmt": CreateOption("backing_fmt", str, None,
                                     "format of the base image"),
+        "extended_l2": CreateOption("extended_l2", bool, False,
+                                    "32 subclusters per cluster (compat=1.1, clusters of "
+                                    "16 KiB or more)"),
         "refcount_bits": CreateOption("refcount_bits", int, 16,
                                       "width of a reference count entry (1..64)",
                                       choices=(1, 2, 4, 8, 16, 32, 64)),
@@ -81,7 +84,7 @@ class Qcow2(Qcow2Writer):
         opts = cls.parse_create_options(options)
         h = plan_header(size, opts, "<measure>")
         cs = h.cluster_size
-        full = prealloc_size(size, h.cluster_bits, h.refcount_order)
+        full = prealloc_size(size, h.cluster_bits, h.refcount_order, h.extended_l2)
         if opts["preallocation"] != "off":
             return {"required": full, "fully-allocated": full}
         used = 0
@@ -201,7 +204,7 @@ class Qcow2(Qcow2Writer):
                 "compression-type": "zlib",
                 "lazy-refcounts": bool(self.refs.lazy),
                 "corrupt": self.corrupt,
-                "extended-l2": False,
+                "extended-l2": self.extl2,
             })
         names = h.feature_names()
         if h.incompatible_features:

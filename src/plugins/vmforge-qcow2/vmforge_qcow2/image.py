@@ -107,11 +107,8 @@ class Qcow2Image(BlockDriver):
         self.cb = h.cluster_bits
         self.cs = 1 << self.cb
         self.granularity = self.cs  # type: ignore[misc]
-        #: extended L2 entries (32 subclusters per cluster): read-only support
+        #: extended L2 entries (32 subclusters per cluster)
         self.extl2 = h.extended_l2
-        if self.extl2 and not self.readonly:
-            raise BlockError("images with extended L2 entries (subclusters, incompatible "
-                             "feature bit 4) can only be opened read-only", self.filename)
         self.l2_bits = self.cb - 3 - self.extl2
         self.l2_mask = (1 << self.l2_bits) - 1
         self.clayout = CompressedLayout(self.cb)

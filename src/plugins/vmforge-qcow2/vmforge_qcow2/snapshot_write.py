@@ -94,7 +94,7 @@ def _walk_tree(img: Qcow2Writer, l1: array, delta: int) -> None:
         if not off:
             continue
         tbl = table_from_bytes(img.f.read_table(off, cs, f"L2 table (L1 entry {i})"))
-        for ent in tbl:
+        for ent in (tbl[::2] if img.extl2 else tbl):
             if not ent:
                 continue
             if entry_kind(ent) == COMPRESSED:
@@ -115,6 +115,8 @@ def _fix_copied(img: Qcow2Writer) -> None:
         tbl = table_from_bytes(img.f.read_table(off, cs, f"L2 table (L1 entry {i})"))
         changed = False
         for j, ent in enumerate(tbl):
+            if img.extl2 and j & 1:
+                continue           # subcluster bitmaps
             if not ent & OFFSET_MASK or entry_kind(ent) == COMPRESSED:
                 continue
             want = refs.get((ent & OFFSET_MASK) >> cb) == 1

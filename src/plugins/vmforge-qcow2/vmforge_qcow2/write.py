@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from vmforge.block import BlockError, CorruptImageError, UnsupportedOperation
 
+from . import extl2_write
 from .compress import compress_cluster
 from .fileio import fill_zero
 from .header import (
@@ -210,10 +211,14 @@ class Qcow2Writer(Qcow2Image):
             cur = Cursor(bufs)
             span_bits = self.cb + self.l2_bits
             pos, end = offset, offset + total
+            write_in_l2 = self._write_in_l2_ext if self.extl2 else self._write_in_l2
             while pos < end:
                 t_end = min(end, ((pos >> span_bits) + 1) << span_bits)
-                self._write_in_l2(pos, t_end, cur)
+                write_in_l2(pos, t_end, cur)
                 pos = t_end
+
+    def _write_in_l2_ext(self, pos: int, end: int, cur: Cursor) -> None:
+        extl2_write.write_in_l2(self, pos, end, cur)
 
     def _write_in_l2(self, pos: int, end: int, cur: Cursor) -> None:
         cb, cs = self.cb, self.cs
@@ -302,6 +307,9 @@ class Qcow2Writer(Qcow2Image):
             return
         with self.lock:
             self._begin_write()
+            if self.extl2:
+                extl2_write.zero_range(self, offset, offset + length, may_unmap)
+                return
             cs, end = self.cs, offset + length
             a = -(-offset // cs) * cs          # first full cluster
             b = end // cs * cs                 # end of the last full cluster
@@ -395,6 +403,13 @@ class Qcow2Writer(Qcow2Image):
         self._check_range(offset, length)
         with self.lock:
             self._begin_write()
+            if self.extl2:     # whole subclusters read as zeros, as QEMU does
+                scs = self.cs >> 5
+                a, end = -(-offset // scs) * scs, offset + length
+                b = end // scs * scs if end != self.size else end
+                if a < b:
+                    extl2_write.zero_range(self, a, b, unmap=True)
+                return
             cs = self.cs
             a = -(-offset // cs) * cs
             end = offset + length
@@ -425,9 +440,15 @@ class Qcow2Writer(Qcow2Image):
             host = self._alloc_bytes(len(comp))
             self.f.pwrite(host, comp)
             i = (offset >> self.cb) & self.l2_mask
-            old = tbl[i]
+            cent = self.clayout.encode(host, len(comp))
+            if self.extl2:
+                old = tbl[2 * i]
+                changes = [(2 * i, cent), (2 * i + 1, 0)]
+            else:
+                old = tbl[i]
+                changes = [(i, cent)]
             olds = [old] if old & (OFFSET_MASK | OFLAG_COMPRESSED) else []
-            self._commit_l2(l2off, tbl, [(i, self.clayout.encode(host, len(comp)))], olds)
+            self._commit_l2(l2off, tbl, changes, olds)
 
     def _alloc_bytes(self, n: int) -> int:
         """Byte-granular allocation for compressed data (QEMU's ``alloc_bytes``).
@@ -485,11 +506,15 @@ class Qcow2Writer(Qcow2Image):
             cs = self.cs
             if size < old:
                 a = -(-size // cs) * cs
-                self._zero_clusters(a, -(-old // cs) * cs, unmap=True, full=True)
-                self._free_l2_past(l1_entries_for(size, self.cb))
+                if self.extl2:
+                    if a < old:
+                        extl2_write.zero_range(self, a, old, unmap=True, full=True)
+                else:
+                    self._zero_clusters(a, -(-old // cs) * cs, unmap=True, full=True)
+                self._free_l2_past(l1_entries_for(size, self.cb, self.extl2))
                 self._set_size(size)
                 return
-            need = l1_entries_for(size, self.cb)
+            need = l1_entries_for(size, self.cb, self.extl2)
             if need > MAX_L1_BYTES // 8:
                 raise BlockError(f"size {size} needs an L1 table above QEMU's limit",
                                  self.filename)
@@ -498,7 +523,10 @@ class Qcow2Writer(Qcow2Image):
             self._set_size(size)
             tail = min(-(-old // cs) * cs, size)
             if old % cs and tail > old:      # stale bytes past the old end
-                self._zero_partial(old, tail)
+                if self.extl2:
+                    extl2_write.zero_range(self, old, tail, unmap=False)
+                else:
+                    self._zero_partial(old, tail)
             if self.h.backing_file and size > tail:  # do not uncover the backing file
                 self.write_zeroes(tail, size - tail)
 
