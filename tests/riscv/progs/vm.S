@@ -26,6 +26,8 @@ START
     li t0, (0x80000 << 10) | V | R | W | X | A | D; sd t0, 16(s0)
     li t0, (0x80001 << 10) | V | R | A; sd t0, 24(s0)
     PTE(t0, l0, V); sd t0, 0(s1)
+    li t0, (0x80000 << 10) | V | R | A; sd t0, 8(s1)   /* 0x40200000: 2 MiB megapage -> 0x80000000 */
+    li t0, (0x80001 << 10) | V | R | A; sd t0, 16(s1)  /* 0x40400000: misaligned megapage */
     PTE(t0, page_a, V | R | W); sd t0, 0(s2)        /* 0x40000000: A, D clear */
     PTE(t0, page_a, V | R | A); sd t0, 8(s2)        /* 0x40001000: read-only */
     sd zero, 16(s2)                                  /* 0x40002000: invalid */
@@ -111,6 +113,18 @@ s_code:
     li a1, 0x40000000
     EXPECT_FAULT(12, 0x40000000)
     jalr ra, 0(a1)
+    FAULTED
+    /* 14: a megapage maps 2 MiB at once; a misaligned one faults */
+    li gp, 14
+    li a1, 0x40200000
+    li t1, 0x80000000
+    ld a0, 0(a1); ld t2, 0(t1); bne a0, t2, fail
+    li a1, 0x40201ff8
+    li t1, 0x80001ff8
+    ld a0, 0(a1); ld t2, 0(t1); bne a0, t2, fail
+    li a1, 0x40400000
+    EXPECT_FAULT(13, 0x40400000)
+    ld a0, 0(a1)
     FAULTED
     /* 11: sfence.vma makes a changed PTE visible */
     li gp, 11
