@@ -61,7 +61,8 @@ def _steps(monkeypatch: pytest.MonkeyPatch, limit: int | None) -> list[int]:
     return count
 
 
-@pytest.mark.parametrize("opts", [{"cluster_size": 512, "refcount_bits": 64}, {}])
+@pytest.mark.parametrize("opts", [{"cluster_size": 512, "refcount_bits": 64}, {},
+                                  {"extended_l2": True, "cluster_size": 16384}])
 def test_crash_after_every_write_leaves_no_corruption(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       opts: dict) -> None:

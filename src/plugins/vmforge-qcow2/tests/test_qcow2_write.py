@@ -250,7 +250,8 @@ def test_unknown_header_extension_preserved(tmp_path: Path) -> None:
 
 
 def test_measure_matches_qemu(tmp_path: Path) -> None:
-    for opts in ({}, {"cluster_size": 4096}, {"refcount_bits": 64}):
+    for opts in ({}, {"cluster_size": 4096}, {"refcount_bits": 64},
+                 {"extended_l2": "on", "cluster_size": 16384}):
         q_opts = ",".join(f"{k}={v}" for k, v in opts.items())
         args = ["measure", "--output", "json", "--size", "100M", "-O", "qcow2"]
         if q_opts:
