@@ -1,0 +1,230 @@
+# The Python-visible classes of the hart: ReservationSet and Hart's state access
+# (included last by riscv.pyx; vmforge.accel.interp.RiscvHart builds on them).
+
+cdef class ReservationSet:
+    """LR/SC reservations of the harts that share one guest RAM."""
+
+    def __cinit__(self):
+        memset(&self.t, 0, sizeof(ResvTable))
+        self.next_slot = 0
+
+    def claim(self):
+        if self.next_slot >= 64:
+            raise ValueError("at most 64 harts can share one reservation set")
+        self.next_slot += 1
+        self.t.nharts = self.next_slot
+        return self.next_slot - 1
+
+    @property
+    def active(self):
+        """How many harts hold a reservation."""
+        return self.t.nactive
+
+
+cdef class Hart:
+    """One RV64GC hart (M/S/U, Sv39/Sv48) running over an ``AddressSpace``.
+
+    The Python layer (``vmforge.accel.interp.RiscvHart``) adds names and checks.
+    """
+
+    def __cinit__(self, AddressSpace space not None, unsigned long long hartid=0,
+                  ReservationSet reservations=None, *args, **kwargs):
+        cdef int i
+        self.space = space
+        self.ram = space.ram
+        self.ram_gen = self.ram.generation
+        self.reservations = reservations if reservations is not None else ReservationSet()
+        self.rs = &self.reservations.t
+        self.resv_slot = self.reservations.claim()
+        self.hartid = hartid
+        self.ctab = <CodePage **>PyMem_Malloc(NCODE * sizeof(CodePage *))
+        if self.ctab == NULL:
+            raise MemoryError()
+        for i in range(NCODE):
+            self.ctab[i] = NULL
+        self.time_div = 1
+        self.reset_state(0)
+
+    def __dealloc__(self):
+        cdef int i
+        if self.ctab != NULL:
+            for i in range(NCODE):
+                if self.ctab[i] != NULL:
+                    free(self.ctab[i])
+            PyMem_Free(self.ctab)
+
+    def reset_state(self, unsigned long long pc):
+        """Reset: M-mode at ``pc``, registers zero, caches dropped."""
+        cdef int i
+        for i in range(33):
+            self.x[i] = 0
+        for i in range(32):
+            self.f[i] = 0
+        self.pc_ = pc
+        self.priv = PRV_M
+        self.mstatus = MSTATUS_XLEN
+        self.medeleg = self.mideleg = self.mie = self.mip_sw = self.mip_hw = 0
+        self.mtvec = self.mscratch = self.mepc = self.mcause = self.mtval = 0
+        self.stvec = self.sscratch = self.sepc = self.scause = self.stval = self.satp = 0
+        self.mcounteren = self.scounteren = self.menvcfg = self.senvcfg = 0
+        self.mcountinhibit = 0
+        self.fflags = self.frm = 0
+        for i in range(16):
+            self.pmpcfg[i] = 0
+        for i in range(64):
+            self.pmpaddr[i] = 0
+        self.instret_ = self.cycle_off = 0
+        self.time_off = 0
+        self.mtimecmp = U64_MAX
+        self.cnt = 0
+        self.nbp = 0
+        self.bp_skip_valid = 0
+        if self.rs.addr[self.resv_slot] != NULL:
+            self.rs.addr[self.resv_slot] = NULL
+            self.rs.nactive -= 1
+        tlb_flush(self)
+        tlb_select(self)
+        code_flush(self)
+
+    # -- run ---------------------------------------------------------------------------
+
+    def _run(self, unsigned long long budget):
+        """Run until ``budget`` instructions retired (checked at block boundaries) or
+        a stop; returns the stop code.  A device's exception is re-raised."""
+        cdef int reason
+        if self.ram.generation != self.ram_gen:
+            map_check(self)
+        self.pyexc = None
+        with nogil:
+            reason = run_loop(self, budget)
+        if reason == STOP_PYEXC:
+            exc = self.pyexc
+            self.pyexc = None
+            raise exc
+        return reason
+
+    def _request_stop(self):
+        """Make a running ``_run`` return at its next block boundary (any thread)."""
+        self.stop_reason = STOP_REQUEST
+        self.lim = 0
+
+    # -- state access (used by vmforge.accel.interp) ------------------------------------
+
+    def _get_x(self, int i):
+        return self.x[i] if 0 < i < 32 else 0
+
+    def _set_x(self, int i, unsigned long long v):
+        if 0 < i < 32:
+            self.x[i] = v
+
+    def _get_f(self, int i):
+        return self.f[i]
+
+    def _set_f(self, int i, unsigned long long v):
+        self.f[i] = v
+
+    def _get_pc(self):
+        return self.pc_
+
+    def _set_pc(self, unsigned long long v):
+        self.pc_ = v
+
+    def _get_priv(self):
+        return self.priv
+
+    def _set_priv(self, int p):
+        if p not in (0, 1, 3):
+            raise ValueError(f"privilege {p} is not 0 (U), 1 (S) or 3 (M)")
+        set_priv(self, p)
+
+    def _csr_read(self, unsigned int csr):
+        """``(ok, value)`` reading ``csr`` at M privilege (no side effects)."""
+        cdef uint64_t v = 0
+        cdef int p = self.priv
+        self.priv = PRV_M
+        bad = csr_read(self, csr, &v)
+        self.priv = p
+        return (not bad), v
+
+    def _csr_write(self, unsigned int csr, unsigned long long v):
+        """Write ``csr`` as M-mode software would; False if it does not exist."""
+        cdef int p = self.priv
+        self.priv = PRV_M
+        bad = csr_write(self, csr, v)
+        self.priv = p
+        tlb_flush(self)
+        tlb_select(self)
+        return not bad
+
+    def _get_instret(self):
+        return self.instret_
+
+    def _set_irq(self, int bit, bint level):
+        if bit < 0 or bit > 63:
+            raise ValueError(f"interrupt bit {bit} out of range")
+        if level:
+            self.mip_hw |= (<uint64_t>1) << bit
+        else:
+            self.mip_hw &= ~((<uint64_t>1) << bit)
+        self.lim = 0
+
+    def _get_mip_hw(self):
+        return self.mip_hw
+
+    def _time(self):
+        return (self.instret_ + self.cnt) // self.time_div + self.time_off
+
+    def _set_time(self, unsigned long long t):
+        self.time_off = t - (self.instret_ + self.cnt) // self.time_div
+
+    def _get_time_div(self):
+        return self.time_div
+
+    def _set_time_div(self, unsigned long long d):
+        if d == 0:
+            raise ValueError("time_div must be positive")
+        t = self._time()
+        self.time_div = d
+        self._set_time(t)
+
+    def _get_mtimecmp(self):
+        return self.mtimecmp
+
+    def _set_mtimecmp(self, unsigned long long v):
+        self.mtimecmp = v
+        self.lim = 0
+
+    def _set_stop_causes(self, unsigned long long mask):
+        self.stop_causes = mask
+
+    def _get_stop_causes(self):
+        return self.stop_causes
+
+    def _take_exc(self, unsigned long long cause, unsigned long long tval):
+        trap(self, cause, tval, 0)
+
+    def _exc_info(self):
+        return self.exc_cause, self.exc_tval
+
+    def _set_breakpoints(self, pcs, unsigned long long skip_pc, bint skip):
+        cdef int i = 0
+        if len(pcs) > 16:
+            raise ValueError("at most 16 breakpoints")
+        for p in pcs:
+            self.bp[i] = p
+            i += 1
+        self.nbp = i
+        self.bp_skip = skip_pc
+        self.bp_skip_valid = skip
+        code_flush(self)
+
+    def _resume_over(self, unsigned long long pc):
+        self.bp_skip = pc
+        self.bp_skip_valid = 1
+
+    def _flush(self):
+        tlb_flush(self)
+        code_flush(self)
+
+    def _stats(self):
+        return {"tlb_flushes": self.tlb_flushes, "code_flushes": self.code_flushes}
