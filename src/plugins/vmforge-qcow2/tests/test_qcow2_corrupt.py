@@ -123,8 +123,10 @@ def test_encryption_and_compression_type_refused(image: Path) -> None:
     fails(image, "encrypted")
     image.write_bytes(good)
     patch(image, OFF_INCOMPAT, u64(1 << 3))
-    patch(image, 104, b"\x01")
-    fails(image, "compression type 1")
+    patch(image, 104, b"\x02")
+    fails(image, "compression type 2 is not supported")
+    patch(image, 104, b"\x00")
+    fails(image, "does not agree", CorruptImageError)
 
 
 def test_autoclear_bits_cleared_on_write_open(image: Path) -> None:

@@ -12,9 +12,11 @@ from qcow2_oracle import assert_qemu_clean, needs_qemu, qemu_img
 
 from vmforge.block import BlockError
 from vmforge_qcow2 import Qcow2
+from vmforge_qcow2.compress import zstd_module
 
 pytestmark = needs_qemu
 KiB = 1024
+HAVE_ZSTD = zstd_module() is not None
 SIZE = 512 * KiB
 
 op = st.one_of(
@@ -43,6 +45,7 @@ op = st.one_of(
            {"cluster_size": 1024, "refcount_bits": 2},
            {"cluster_size": 65536, "lazy_refcounts": True},
            {"cluster_size": 16384, "extended_l2": True},
+           *([{"cluster_size": 4096, "compression_type": "zstd"}] if HAVE_ZSTD else []),
        ]))
 def test_random_operations_match_model(ops: list[tuple], cfg: dict) -> None:
     with tempfile.TemporaryDirectory() as d:

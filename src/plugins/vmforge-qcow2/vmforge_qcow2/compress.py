@@ -1,4 +1,4 @@
-"""Compressed clusters: raw deflate (zlib, wbits -12) and the L2 descriptor.
+"""Compressed clusters: raw deflate (zlib, wbits -12) or zstd, and the L2 descriptor.
 
 A compressed cluster's L2 entry holds a byte offset (not cluster aligned) in
 bits ``0..x-1`` and the number of additional 512-byte sectors in bits
@@ -8,6 +8,7 @@ bits ``0..x-1`` and the number of additional 512-byte sectors in bits
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from vmforge.block import CorruptImageError
 
@@ -44,24 +45,49 @@ class CompressedLayout:
         return c0, c1 - c0 + 1
 
 
-def compress_cluster(data: bytes | memoryview, cluster_size: int) -> bytes | None:
-    """Deflate one cluster like QEMU (level default, wbits -12, memLevel 9).
+ZLIB, ZSTD = 0, 1
+
+
+def zstd_module() -> Any:
+    """The ``zstandard`` package, or None (zstd clusters need it)."""
+    try:
+        import zstandard
+    except ImportError:
+        return None
+    return zstandard
+
+
+def compress_cluster(data: bytes | memoryview, cluster_size: int,
+                     ctype: int = ZLIB) -> bytes | None:
+    """Compress one cluster like QEMU: raw deflate (level default, wbits -12,
+    memLevel 9), or one zstd frame (level 3).
 
     Returns None when compression does not save anything (QEMU then writes
     the cluster uncompressed).
     """
-    c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -12, 9)
-    out = c.compress(data) + c.flush()
+    if ctype == ZSTD:
+        out = zstd_module().ZstdCompressor(level=3).compress(data)
+    else:
+        c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -12, 9)
+        out = c.compress(data) + c.flush()
     if len(out) >= cluster_size:
         return None
     return out
 
 
-def decompress_cluster(raw: bytes, cluster_size: int, filename: str, host: int) -> bytes:
+def decompress_cluster(raw: bytes, cluster_size: int, filename: str, host: int,
+                       ctype: int = ZLIB) -> bytes:
     """Inflate one compressed cluster; anything but a full cluster is corruption."""
     try:
-        d = zlib.decompressobj(-12)
-        out = d.decompress(raw, cluster_size)
+        if ctype == ZSTD:
+            zstd = zstd_module()
+            try:
+                out = zstd.ZstdDecompressor().decompressobj().decompress(raw)[:cluster_size]
+            except zstd.ZstdError as e:
+                raise zlib.error(str(e)) from None
+        else:
+            d = zlib.decompressobj(-12)
+            out = d.decompress(raw, cluster_size)
     except zlib.error as e:
         raise CorruptImageError(f"compressed cluster does not inflate: {e}", filename, host,
                                 "compressed cluster") from None

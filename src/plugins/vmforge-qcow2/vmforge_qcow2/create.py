@@ -12,6 +12,7 @@ from .header import (
     COMPAT_LAZY_REFCOUNTS,
     EXT_BACKING_FORMAT,
     HEADER_LEN_WITH_COMPRESSION,
+    INCOMPAT_COMPRESSION,
     INCOMPAT_EXTL2,
     MAX_CLUSTER_BITS,
     MAX_L1_BYTES,
@@ -61,6 +62,17 @@ def plan_header(size: int, opts: dict[str, Any], path: str) -> Header:
         h.compatible_features |= COMPAT_LAZY_REFCOUNTS
     if ext:
         h.incompatible_features |= INCOMPAT_EXTL2
+    ctype = str(opts.get("compression_type") or "zlib")
+    if ctype not in ("zlib", "zstd"):
+        raise BlockError(f"compression_type {ctype!r} must be zlib or zstd", path)
+    if ctype == "zstd":
+        if version == 2:
+            raise BlockError("compression_type=zstd needs compat=1.1", path)
+        from .compress import zstd_module
+        if zstd_module() is None:
+            raise BlockError("compression_type=zstd needs the zstandard package", path)
+        h.compression_type = 1
+        h.incompatible_features |= INCOMPAT_COMPRESSION
     if opts.get("backing_file"):
         h.backing_file = opts["backing_file"]
         if opts.get("backing_fmt"):

@@ -50,6 +50,9 @@ class Qcow2(Qcow2Writer):
                                      "file name of a base image"),
         "backing_fmt": CreateOption("backing_fmt", str, None,
                                     "format of the base image"),
+        "compression_type": CreateOption("compression_type", str, "zlib",
+                                         "zlib, or zstd (needs the zstandard package)",
+                                         choices=("zlib", "zstd")),
         "extended_l2": CreateOption("extended_l2", bool, False,
                                     "32 subclusters per cluster (compat=1.1, clusters of "
                                     "16 KiB or more)"),
@@ -201,7 +204,7 @@ class Qcow2(Qcow2Writer):
         }
         if h.version >= 3:
             spec.update({
-                "compression-type": "zlib",
+                "compression-type": "zstd" if h.compression_type == 1 else "zlib",
                 "lazy-refcounts": bool(self.refs.lazy),
                 "corrupt": self.corrupt,
                 "extended-l2": self.extl2,

@@ -259,10 +259,14 @@ def parse_header(buf: bytes, filename: str, file_size: int) -> Header:
     if bool(h.incompatible_features & INCOMPAT_COMPRESSION) != (h.compression_type != 0):
         raise _corrupt(f"compression type {h.compression_type} does not agree with "
                        "incompatible feature bit 3", filename, V3_HEADER_LEN)
-    if h.compression_type != 0:
-        name = {1: " (zstd)"}.get(h.compression_type, "")
-        raise BlockError(f"compression type {h.compression_type}{name} is not supported "
-                         "(only 0, zlib)", filename)
+    if h.compression_type == 1:
+        from .compress import zstd_module
+        if zstd_module() is None:
+            raise BlockError("compression type 1 (zstd) needs the zstandard package "
+                             "(pip install 'vmforge-qcow2[zstd]')", filename)
+    elif h.compression_type != 0:
+        raise BlockError(f"compression type {h.compression_type} is not supported "
+                         "(0, zlib, and 1, zstd, are)", filename)
     # backing file name
     if bf_off:
         if bf_size > MAX_BACKING_NAME:

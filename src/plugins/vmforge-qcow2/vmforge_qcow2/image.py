@@ -315,7 +315,8 @@ class Qcow2Image(BlockDriver):
                                     "L2 table")
         buf = bytearray(csize)
         self.f.preadv(host, [memoryview(buf)])
-        data = decompress_cluster(bytes(buf), self.cs, self.filename, host)
+        data = decompress_cluster(bytes(buf), self.cs, self.filename, host,
+                                  self.h.compression_type)
         self._ccache = (ent, data)
         return data
 

@@ -429,7 +429,8 @@ class Qcow2Writer(Qcow2Image):
                              f"boundary (got {n} bytes at {offset})", self.filename)
         self._check_range(offset, n)
         raw = bytes(mv) if n == cs else bytes(mv) + bytes(cs - n)
-        comp = compress_cluster(raw, cs)   # outside the lock: zlib releases the GIL
+        # outside the lock: zlib and zstd release the GIL
+        comp = compress_cluster(raw, cs, self.h.compression_type)
         with self.lock:
             if comp is None:
                 self.pwritev(offset, [mv])
