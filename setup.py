@@ -89,7 +89,10 @@ setup(
     ext_modules=_extensions(),
     install_requires=["pluggy>=1.3", "importlib-metadata>=6.0"],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "ruff>=0.5"],
+        # unicorn: the CPU's differential tests and benchmark; dissect.hypervisor:
+        # the disk-read benchmark's third party
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "ruff>=0.5",
+                 "unicorn>=2.0", "dissect.hypervisor>=3"],
     },
     entry_points={
         "console_scripts": ["vmforge = vmforge.cli.main:main"],
