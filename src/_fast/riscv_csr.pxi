@@ -3,7 +3,8 @@
 # Privileged spec 1.12, M/S/U.  Unknown CSRs, writes to read-only CSRs and CSRs
 # above the current privilege raise illegal-instruction with tval = the bits.
 # PMP CSRs hold what is written (lock bits honoured) but do not restrict
-# accesses.  mcycle counts retired instructions (one cycle per instruction).
+# accesses.  The trigger CSRs (tselect, tdata1-3, tinfo) exist and say that
+# there are no triggers.  mcycle counts retired instructions (one cycle per instruction).
 
 cdef extern from *:
     """
@@ -191,6 +192,8 @@ cdef int csr_read(Hart h, uint32_t csr, uint64_t *v) noexcept nogil:
             return 1
         v[0] = h.pmpcfg[csr - 0x3A0]
     elif csr >= 0x3B0 and csr <= 0x3EF: v[0] = h.pmpaddr[csr - 0x3B0]
+    elif csr >= 0x7A0 and csr <= 0x7A3: v[0] = 0      # tselect, tdata1-3: no triggers
+    elif csr == 0x7A4: v[0] = 1                         # tinfo: only type 0 (none)
     elif csr == 0xB00: v[0] = h.instret_ + h.cnt + h.cycle_off
     elif csr == 0xB02: v[0] = h.instret_ + h.cnt
     elif csr >= 0xB03 and csr <= 0xB1F: v[0] = 0
@@ -282,6 +285,7 @@ cdef int csr_write(Hart h, uint32_t csr, uint64_t v) noexcept nogil:
         lockedcfg = (h.pmpcfg[(i // 8) * 2] >> (8 * (i % 8))) & 0x80
         if not lockedcfg:
             h.pmpaddr[i] = v & ((<uint64_t>1 << 54) - 1)
+    elif csr >= 0x7A0 and csr <= 0x7A4: pass           # no trigger module: WARL zero
     elif csr == 0xB00: h.cycle_off = v - h.instret_ - h.cnt - 1     # h.cnt: before this insn
     elif csr == 0xB02: h.instret_ = v - h.cnt - 1
     elif csr >= 0xB03 and csr <= 0xB1F: pass
