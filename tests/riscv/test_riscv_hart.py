@@ -383,3 +383,45 @@ def test_keyboard_interrupt_stops_a_spinning_guest(machine):
         hart.run()
     timer.join()
     assert hart.instret > 0
+
+
+def test_two_harts_interleaved_atomics(machine):
+    """Both harts add 1 to one counter 2000 times with an LR/SC loop and to another
+    with amoadd, in slices that cut the loops at every point: no update is lost."""
+    src = """
+        la a1, counters
+        li a2, 2000
+    loop:
+        lr.d t0, (a1)
+        j 1f                         # a block boundary between LR and SC
+    1:  addi t0, t0, 1
+        sc.d t1, t0, (a1)
+        beqz t1, 2f
+        addi s1, s1, 1               # count lost reservations
+        j loop
+    2:  li t2, 1
+        amoadd.d zero, t2, 8(a1)
+        addi a2, a2, -1
+        bnez a2, loop
+        ecall
+    .data
+    .align 3
+    counters: .dword 0, 0
+    """
+    src = src.replace("amoadd.d zero, t2, 8(a1)", "addi t3, a1, 8\n        amoadd.d zero, t2, (t3)")
+    space, h0, syms = machine(src)
+    h1 = h0.sibling(1)
+    h1.stop_on = {ECALL_M}
+    h1.pc = RAM_BASE
+    done = [False, False]
+    slices = [7, 13, 5, 11, 3]
+    i = 0
+    while not all(done):
+        for k, h in enumerate((h0, h1)):
+            if not done[k]:
+                res = h.run(slices[i % len(slices)])
+                i += 1
+                done[k] = res.reason is StopReason.EXCEPTION
+    assert space.memory.read_u64(syms["counters"]) == 4000
+    assert space.memory.read_u64(syms["counters"] + 8) == 4000
+    assert h0.x[9] + h1.x[9] > 0         # the slices did cut between LR and SC
