@@ -88,6 +88,8 @@ class Machine:
         self._soon: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = (
             collections.deque())
         self._chardevs: dict[int, CharBackend | None] = {}
+        self.monitor: Any = None
+        self._paused = False
         self._own_chardevs: list[CharBackend] = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -177,7 +179,8 @@ class Machine:
                 chardev: CharBackend | None = spec
             else:
                 chardev = chardev_from_spec(
-                    spec, on_quit=lambda: self.request_shutdown(ShutdownReason.USER, 0))
+                    spec, on_quit=lambda: self.request_shutdown(ShutdownReason.USER, 0),
+                    on_monitor=lambda: self.call_soon(self._toggle_monitor, index))
                 if chardev is not None:
                     self._own_chardevs.append(chardev)
             if chardev is not None:
@@ -194,6 +197,29 @@ class Machine:
                 self.shutdown_reason = reason
                 self.exit_status = status
         self.kick()
+
+    def _toggle_monitor(self, index: int) -> None:
+        from vmforge.monitor import Monitor
+
+        chardev = self._chardevs.get(index)
+        if chardev is None:
+            return
+        if self.monitor is None:
+            self.monitor = Monitor(self, chardev)
+        self.monitor.toggle()
+
+    def pause(self) -> None:
+        """Stop running CPUs (the monitor's ``stop``); guest time stands still."""
+        self._paused = True
+        self.kick()
+
+    def resume(self) -> None:
+        self._paused = False
+        self.kick()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the machine's thread, between CPU slices.
@@ -247,6 +273,11 @@ class Machine:
                     self._reset_requested = False
                     self.reset("guest")
                 self.run_pending_calls()
+                if self._paused:
+                    self.clock.pause()
+                    self._sleep_until_event(deadline, timers=False)
+                    continue
+                self.clock.resume()
                 self.timers.run_due()
                 if self.stopped:
                     break
@@ -266,8 +297,8 @@ class Machine:
                 machine=self, reason=self.shutdown_reason, status=self.exit_status)
         return int(self.exit_status or 0)
 
-    def _sleep_until_event(self, deadline: float | None) -> None:
-        nxt = self.timers.next_deadline()
+    def _sleep_until_event(self, deadline: float | None, timers: bool = True) -> None:
+        nxt = self.timers.next_deadline() if timers else None
         waits = []
         if nxt is not None:
             waits.append(max(0, nxt - self.clock.now_ns()) / 1e9)
