@@ -20,23 +20,26 @@ MiB = 1 << 20
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
-def _seed_image() -> bytes:
-    """A small v3 image with data, zero, compressed clusters (4 KiB clusters)."""
+def _seed_image(**opts: object) -> bytes:
+    """A small v3 image with data, zero, compressed clusters and a snapshot."""
     with tempfile.TemporaryDirectory() as d:
         p = os.path.join(d, "seed.qcow2")
-        Qcow2.create(p, 2 * MiB, cluster_size=4096)
+        Qcow2.create(p, 2 * MiB, **opts)
         with Qcow2.open(p, readonly=False) as q:
+            cs = q.cluster_size
             q.write(0, bytes(range(256)) * 40)
+            q.create_snapshot("fuzz")
             q.write(MiB + 123, b"\x77" * 9000)
             q.write_zeroes(65536, 8192)
-            q.write_compressed(1536 * 1024, b"compress me " * 341 + b"1234")
+            q.write_compressed(1536 * 1024, (b"compress me " * (cs // 12 + 1))[:cs])
         return Path(p).read_bytes()
 
 
-SEED = _seed_image()
+SEED = _seed_image(cluster_size=4096)
+SEED_EXT = _seed_image(cluster_size=16384, extended_l2=True)
 
 #: the interesting bytes: header, L1, refcount table/blocks, first L2 tables
-HOT = min(len(SEED), 12 * 4096)
+HOT = min(len(SEED_EXT), 12 * 16384)
 
 mutation = st.one_of(
     st.tuples(st.integers(0, HOT - 1), st.binary(min_size=1, max_size=1)),
@@ -71,9 +74,10 @@ def _exercise(path: str) -> None:
 
 @settings(max_examples=int(os.environ.get("QCOW2_FUZZ_EXAMPLES", "150")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(muts=st.lists(mutation, min_size=1, max_size=6))
-def test_mutated_images_fail_cleanly(tmp_path: Path, muts: list[tuple[int, bytes]]) -> None:
-    data = bytearray(SEED)
+@given(muts=st.lists(mutation, min_size=1, max_size=6), ext=st.booleans())
+def test_mutated_images_fail_cleanly(tmp_path: Path, muts: list[tuple[int, bytes]],
+                                     ext: bool) -> None:
+    data = bytearray(SEED_EXT if ext else SEED)
     for off, b in muts:
         data[off:off + len(b)] = b
     path = tmp_path / "fuzz.qcow2"
