@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vmforge.accel.interp import RiscvHart, RunResult, StopReason
+from vmforge.machine import Machine
 
-__all__ = ["HartCluster"]
+__all__ = ["HartCluster", "HartMachine"]
 
 MIP_MTIP = 1 << 7
 MIE_MTIE = 1 << 7
@@ -113,3 +114,33 @@ class HartCluster:
         """Make the running slice end soon (thread-safe)."""
         for h in self.harts:
             h.request_stop()
+
+
+class HartMachine(Machine):
+    """A machine whose CPUs are a :class:`HartCluster` (every RISC-V board).
+
+    ``build()`` calls :meth:`make_cluster` and sets ``reset_pc``, where the harts
+    start (with ``a0`` = hart id); the base runs them.
+    """
+
+    accels = ("interp",)
+    reset_pc: int = 0
+    cluster: HartCluster | None = None
+
+    def make_cluster(self, **options: Any) -> HartCluster:
+        """``config.smp`` harts on the machine's address space."""
+        self.cluster = HartCluster(self.space, self.config.smp, **options)
+        self.cpus = self.cluster.harts
+        return self.cluster
+
+    def reset_cpus(self) -> None:
+        assert self.cluster is not None, "build() must call make_cluster()"
+        self.cluster.reset(self.reset_pc)
+
+    def kick_cpus(self) -> None:
+        if self.cluster is not None:
+            self.cluster.request_stop()
+
+    def run_cpus(self) -> bool:
+        assert self.cluster is not None, "build() must call make_cluster()"
+        return self.cluster.run_slice()

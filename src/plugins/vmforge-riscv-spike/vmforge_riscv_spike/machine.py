@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmforge.accel.cluster import HartCluster
+from vmforge.accel.cluster import HartMachine
 from vmforge.loader import EM_RISCV, load_elf
-from vmforge.machine import Machine, MachineError, ShutdownReason
+from vmforge.machine import MachineError, ShutdownReason
 from vmforge_riscv_spike.htif import Htif
 
 __all__ = ["Spike"]
@@ -22,14 +22,13 @@ DRAM_BASE = 0x8000_0000
 MIN_SLICE = 2_000
 
 
-class Spike(Machine):
+class Spike(HartMachine):
     """RAM, harts and HTIF: the RISC-V test machine."""
 
     name = "spike"
     description = "RISC-V spike test machine (HTIF console and exit)"
     default_memory = 128 << 20
     max_cpus = 8
-    accels = ("interp",)
 
     def build(self) -> None:
         cfg = self.config
@@ -45,16 +44,15 @@ class Spike(Machine):
         self.add_ram(DRAM_BASE, self.memory_size)
         props = cfg.machine_props
         self.max_slice = int(props.get("slice", "200000"))
-        self.cluster = HartCluster(self.space, cfg.smp, slice_instructions=self.max_slice)
+        self.make_cluster(slice_instructions=self.max_slice)
         image = load_elf(self.memory, cfg.kernel, machine=EM_RISCV)
-        self.entry = image.entry
+        self.reset_pc = image.entry
         tohost = image.symbols.get("tohost")
         if tohost is None:
             raise MachineError(f"spike: {cfg.kernel} has no 'tohost' symbol: "
                                "the program cannot report its exit status")
         self.htif = Htif(self.memory, tohost, image.symbols.get("fromhost"),
                          self.serial_chardev(0), self._htif_exit)
-        self.cpus = self.cluster.harts
 
     @property
     def memory(self) -> Any:
@@ -65,20 +63,14 @@ class Spike(Machine):
         self.request_shutdown(reason, code & 0xFF if code else 0)
         self.exit_code = code
 
-    def reset_cpus(self) -> None:
-        self.cluster.reset(self.entry)
-
-    def kick_cpus(self) -> None:
-        if hasattr(self, "cluster"):
-            self.cluster.request_stop()
-
     def run_cpus(self) -> bool:
-        halted = self.cluster.run_slice()
+        halted = super().run_cpus()
+        cluster = self.cluster
+        assert cluster is not None
         # HTIF is polled between slices: while the guest talks to it, slices are
         # short so a character costs little; when it is quiet they grow again
         if self.htif.poll():
-            self.cluster.slice_instructions = MIN_SLICE
-        elif self.cluster.slice_instructions < self.max_slice:
-            self.cluster.slice_instructions = min(self.max_slice,
-                                                  self.cluster.slice_instructions * 2)
+            cluster.slice_instructions = MIN_SLICE
+        elif cluster.slice_instructions < self.max_slice:
+            cluster.slice_instructions = min(self.max_slice, cluster.slice_instructions * 2)
         return halted

@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vmforge.accel.cluster import HartCluster
+from vmforge.accel.cluster import HartCluster, HartMachine
 from vmforge.loader import EM_RISCV, is_elf, load_elf, load_raw, read_linux_image_header
-from vmforge.machine import Machine, MachineError
+from vmforge.machine import MachineError
 from vmforge.virtio.mmio import VirtioMmioTransport
 from vmforge_riscv_virt import board
 from vmforge_riscv_virt.clint import Clint
@@ -80,25 +80,24 @@ class HartClint(Clint):
             hart.mtimecmp = _U64  # QEMU: no timer interrupt until the guest sets one
 
 
-class RiscvVirt(Machine):
+class RiscvVirt(HartMachine):
     """The riscv64 ``virt`` board."""
 
     name = "riscv-virt"
     description = "RISC-V virt board, compatible with QEMU 7.2's riscv64 'virt'"
     default_memory = 128 << 20
     max_cpus = 8
-    accels = ("interp",)
+    reset_pc = board.MEMMAP["mrom"].base
 
     def build(self) -> None:
         cfg = self.config
         self.refuse_unsupported("drives", "devices", "netdevs")
         mm = board.MEMMAP
         self.add_ram(mm["dram"].base, self.memory_size)
-        self.cluster = HartCluster(self.space, cfg.smp)
-        self.cpus = self.cluster.harts
+        cluster = self.make_cluster()
 
         self.plic = Plic(num_harts=cfg.smp)
-        self.clint = HartClint(self.cluster)
+        self.clint = HartClint(cluster)
         self.test = SifiveTest(self)
         self.rtc = GoldfishRtc()
         self.uart = self.create_device("ns16550a")
@@ -110,7 +109,7 @@ class RiscvVirt(Machine):
             self.add_device(p.device, p.base)
             for irq in p.irqs:
                 p.device.irq.connect(self.plic.set_irq, irq)
-        for h, hart in enumerate(self.cluster.harts):
+        for h, hart in enumerate(cluster.harts):
             self.plic.connect_hart(h, hart)
             self.clint.connect_hart(h, hart)
         self._load_images()
@@ -174,15 +173,3 @@ class RiscvVirt(Machine):
         self.add_ram(mrom.base, mrom.size, "mrom", readonly=True)
         mem.load(mrom.base, rom)
         self.kernel_entry = kernel_entry
-
-    # -- CPUs ----------------------------------------------------------------------------
-
-    def reset_cpus(self) -> None:
-        self.cluster.reset(board.MEMMAP["mrom"].base)
-
-    def kick_cpus(self) -> None:
-        if hasattr(self, "cluster"):
-            self.cluster.request_stop()
-
-    def run_cpus(self) -> bool:
-        return self.cluster.run_slice()
