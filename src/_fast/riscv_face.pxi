@@ -34,8 +34,8 @@ cdef class Hart:
         self.ram = space.ram
         self.ram_gen = self.ram.generation
         self.reservations = reservations if reservations is not None else ReservationSet()
-        self.rs = &self.reservations.t
         self.resv_slot = self.reservations.claim()
+        self.rs = &self.reservations.t         # only once the slot is ours
         self.hartid = hartid
         self.ctab = <CodePage **>PyMem_Malloc(NCODE * sizeof(CodePage *))
         if self.ctab == NULL:
@@ -47,6 +47,9 @@ cdef class Hart:
 
     def __dealloc__(self):
         cdef int i
+        if self.rs != NULL and self.rs.addr[self.resv_slot] != NULL:
+            self.rs.addr[self.resv_slot] = NULL      # a gone hart holds no reservation
+            self.rs.nactive -= 1
         if self.ctab != NULL:
             for i in range(NCODE):
                 if self.ctab[i] != NULL:
