@@ -111,6 +111,9 @@ def test_convert(benchmark, rate, request, images, tmp_path, tool: str, case: st
 
     def setup() -> None:
         dst.unlink(missing_ok=True)
+        # start every round with no dirty pages left by the one before (the kernel's
+        # writeback of the other tool's output would otherwise be charged to this one)
+        os.sync()
 
     benchmark.group = f"convert {case}"
     _bench(benchmark, rate, request, lambda: _run(_convert_cmd(tool, [*flags, images[src_kind],
