@@ -12,7 +12,7 @@ cdef extern from *:
     #define RV_SSTATUS_WMASK ((1ULL<<1)|(1ULL<<5)|(1ULL<<8)|(3ULL<<13)|(1ULL<<18)|(1ULL<<19))
     #define RV_MSTATUS_WMASK ((1ULL<<1)|(1ULL<<3)|(1ULL<<5)|(1ULL<<7)|(1ULL<<8)|(3ULL<<11)|(3ULL<<13)|(1ULL<<17)|(1ULL<<18)|(1ULL<<19)|(1ULL<<20)|(1ULL<<21)|(1ULL<<22))
     #define RV_MSTATUS_XLEN ((2ULL<<32)|(2ULL<<34))
-    #define RV_SATP_KEEP 0xF000FFFFFFFFFFFFULL
+    #define RV_SATP_KEEP 0xF0000FFFFFFFFFFFULL   /* MODE and PPN: no ASID bits */
     #define RV_MISA ((2ULL<<62)|(1ULL<<0)|(1ULL<<2)|(1ULL<<3)|(1ULL<<5)|(1ULL<<8)|(1ULL<<12)|(1ULL<<18)|(1ULL<<20))
     #define RV_U64_MAX 0xFFFFFFFFFFFFFFFFULL
     """

@@ -155,6 +155,10 @@ cdef class Hart:
         self.priv = PRV_M
         bad = csr_write(self, csr, v)
         self.priv = p
+        if csr == 0xB02:                    # not an instruction: no increment to undo
+            self.instret_ = v - self.cnt
+        elif csr == 0xB00:
+            self.cycle_off = v - self.instret_ - self.cnt
         tlb_flush(self)
         tlb_select(self)
         return not bad

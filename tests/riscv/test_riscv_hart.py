@@ -425,3 +425,47 @@ def test_two_harts_interleaved_atomics(machine):
     assert space.memory.read_u64(syms["counters"]) == 4000
     assert space.memory.read_u64(syms["counters"] + 8) == 4000
     assert h0.x[9] + h1.x[9] > 0         # the slices did cut between LR and SC
+
+
+def test_csr_warl_rules(machine):
+    _space, hart, _ = machine("ecall")
+    hart.set_csr("mstatus", 3 << 11)                     # MPP = M
+    hart.set_csr("mstatus", 2 << 11)                     # reserved MPP: kept
+    assert (hart.csr("mstatus") >> 11) & 3 == 3
+    assert (hart.csr("mstatus") >> 32) & 0xF == 0xA      # UXL = SXL = 64
+    hart.set_csr("mstatus", 3 << 13)                     # FS dirty: SD reads 1
+    assert hart.csr("mstatus") >> 63 == 1
+    assert hart.csr("sstatus") >> 63 == 1
+    assert hart.csr("sstatus") & (3 << 11) == 0          # no MPP in the S view
+    hart.set_csr("mtvec", 0x8000_0102)                   # mode 2 is reserved: keeps direct
+    assert hart.csr("mtvec") == 0x8000_0100
+    hart.set_csr("mtvec", 0x8000_0101)
+    assert hart.csr("mtvec") == 0x8000_0101
+    hart.set_csr("medeleg", (1 << 64) - 1)
+    assert hart.csr("medeleg") == 0xB3FF                 # ecall from M never delegated
+    hart.set_csr("mideleg", (1 << 64) - 1)
+    assert hart.csr("mideleg") == 0x222                  # S interrupts only
+    hart.set_csr("mie", (1 << 64) - 1)
+    assert hart.csr("mie") == 0xAAA
+    assert hart.csr("sie") == 0x222
+    hart.set_csr("sie", 0)
+    assert hart.csr("mie") == 0x888
+    hart.set_csr("mepc", 0x8000_0003)
+    assert hart.csr("mepc") == 0x8000_0002               # IALIGN = 16
+    before = hart.csr("satp")
+    hart.set_csr("satp", (10 << 60) | 5)                 # Sv57 is not there: ignored
+    assert hart.csr("satp") == before
+    hart.set_csr("satp", (8 << 60) | (0xFFFF << 44) | 0x1234)
+    assert hart.csr("satp") == (8 << 60) | 0x1234       # ASIDLEN = 0
+    hart.set_csr("satp", 0)
+    hart.set_csr("pmpaddr0", 0x2000_0000)
+    hart.set_csr("pmpcfg0", 0x9F)                        # locked, NAPOT, RWX
+    hart.set_csr("pmpaddr0", 0x1234)                     # locked: ignored
+    hart.set_csr("pmpcfg0", 0)
+    assert hart.csr("pmpaddr0") == 0x2000_0000 and hart.csr("pmpcfg0") == 0x9F
+    with pytest.raises(KeyError):
+        hart.csr(0x3A1)                                  # pmpcfg1 does not exist on RV64
+    hart.set_csr("fcsr", 0xFF)
+    assert hart.csr("frm") == 7 and hart.csr("fflags") == 0x1F
+    hart.set_csr("minstret", 1000)
+    assert hart.csr("minstret") == 1000 == hart.instret
