@@ -243,7 +243,8 @@ class _Walk:
                 else:
                     kind = entry_kind(ent)
                 where = f"L2 table {off:#x} entry {j >> ext}"
-                if active and (kind == COMPRESSED or ent & OFFSET_MASK):
+                if active and (kind == COMPRESSED or ent & OFFSET_MASK or (
+                        ent & OFLAG_COPIED and self.img.data is not self.img.f)):
                     self.allocated += 1
                     if kind == COMPRESSED:
                         self.compressed += 1
@@ -276,6 +277,8 @@ class _Walk:
                             self.say(f"ERROR {where}: data cluster at {host:#x} is not "
                                      "properly aligned; L2 entry corrupted")
                         continue
+                    if self.img.data is not self.img.f:
+                        continue        # data-file clusters are not refcounted
                     if self.inc(host, cs, f"data cluster ({where})", record=record) and active:
                         self.active_data.append((off, j, ent))
 

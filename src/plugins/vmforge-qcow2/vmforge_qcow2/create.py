@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING, Any
 from vmforge.block import BlockError
 
 from .header import (
+    AUTOCLEAR_DATA_FILE_RAW,
     COMPAT_LAZY_REFCOUNTS,
     EXT_BACKING_FORMAT,
+    EXT_DATA_FILE,
     HEADER_LEN_WITH_COMPRESSION,
     INCOMPAT_COMPRESSION,
+    INCOMPAT_DATA_FILE,
     INCOMPAT_EXTL2,
     MAX_CLUSTER_BITS,
     MAX_L1_BYTES,
@@ -62,6 +65,17 @@ def plan_header(size: int, opts: dict[str, Any], path: str) -> Header:
         h.compatible_features |= COMPAT_LAZY_REFCOUNTS
     if ext:
         h.incompatible_features |= INCOMPAT_EXTL2
+    if opts.get("data_file"):
+        if version == 2:
+            raise BlockError("data_file needs compat=1.1", path)
+        if opts.get("data_file_raw") and opts.get("backing_file"):
+            raise BlockError("data_file_raw cannot be combined with a backing file", path)
+        h.incompatible_features |= INCOMPAT_DATA_FILE
+        h.extensions.append(Extension(EXT_DATA_FILE, opts["data_file"].encode()))
+        if opts.get("data_file_raw"):
+            h.autoclear_features |= AUTOCLEAR_DATA_FILE_RAW
+    elif opts.get("data_file_raw"):
+        raise BlockError("data_file_raw needs data_file", path)
     ctype = str(opts.get("compression_type") or "zlib")
     if ctype not in ("zlib", "zstd"):
         raise BlockError(f"compression_type {ctype!r} must be zlib or zstd", path)
@@ -113,7 +127,7 @@ def preallocate(img: Qcow2, mode: str) -> None:
     cs, cb = img.cs, img.cb
     per_l2 = 1 << img.l2_bits
     nclusters = -(-img.size // cs)
-    end = 0
+    end = data_end = 0
     with img.lock:
         for l1i in range(len(img.l1)):
             first = l1i * per_l2
@@ -121,7 +135,8 @@ def preallocate(img: Qcow2, mode: str) -> None:
             if n <= 0:
                 break
             l2off = img.refs.alloc(1)
-            data = img.refs.alloc(n)
+            # data-file images keep guest cluster g at offset g of the data file
+            data = first << cb if img.has_data_file else img.refs.alloc(n)
             tbl = array("Q", bytes(cs))
             for i in range(n):
                 if img.extl2:
@@ -133,16 +148,22 @@ def preallocate(img: Qcow2, mode: str) -> None:
                 _fill(img, data, n << cb, mode)
             img.l2cache.write_table(l2off, tbl)
             img._set_l1(l1i, l2off | OFLAG_COPIED)
-            end = max(end, data + (n << cb), l2off + cs)
+            end = max(end, l2off + cs)
+            data_end = max(data_end, data + (n << cb))
+        if not img.has_data_file:
+            end = max(end, data_end)
         if end > img.f.end:
             img.f.truncate(end)
+        if img.has_data_file and data_end > img.data.end:
+            img.data.truncate(data_end)
 
 
 def _fill(img: Qcow2, off: int, n: int, mode: str) -> None:
+    f = img.data
     if mode == "falloc":
         try:
-            os.posix_fallocate(img.f.fd, off, n)
-            img.f.end = max(img.f.end, off + n)
+            os.posix_fallocate(f.fd, off, n)
+            f.end = max(f.end, off + n)
             return
         except OSError:
             pass
@@ -150,7 +171,7 @@ def _fill(img: Qcow2, off: int, n: int, mode: str) -> None:
     pos = 0
     while pos < n:
         k = min(len(chunk), n - pos)
-        img.f.pwrite(off + pos, chunk[:k])
+        f.pwrite(off + pos, chunk[:k])
         pos += k
 
 
@@ -182,3 +203,13 @@ def prealloc_size(size: int, cluster_bits: int, order: int, extended_l2: bool = 
     meta += nl1e * 8
     meta += refcount_metadata_size((meta + aligned) // cs, cs, order)
     return meta + aligned
+
+
+def create_data_file(image: str, name: str, size: int) -> None:
+    """Create (or resize) the raw external data file (a relative ``name`` is taken
+    from the current directory, as QEMU does)."""
+    try:
+        with open(name, "ab") as fh:
+            fh.truncate(size)
+    except OSError as e:
+        raise BlockError(f"cannot create the data file {name!r}: {e.strerror}", image) from e

@@ -5,11 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
-from vmforge.block import BlockError, CheckResult, CreateOption, ImageInfo
+from vmforge.block import (
+    BlockError,
+    CheckResult,
+    CreateOption,
+    ImageInfo,
+    UnsupportedOperation,
+)
 from vmforge.block.driver import SnapshotInfo, _actual_size
 
 from .check import check_image
-from .create import plan_header, prealloc_size, preallocate, write_new_image
+from .create import (
+    create_data_file,
+    plan_header,
+    prealloc_size,
+    preallocate,
+    write_new_image,
+)
 from .header import EXT_BACKING_FORMAT, INCOMPAT_DIRTY, Extension, describe_bits
 from .snapshot import Snapshot
 from .snapshot_write import create_snapshot, delete_snapshot, revert_snapshot
@@ -53,6 +65,10 @@ class Qcow2(Qcow2Writer):
         "compression_type": CreateOption("compression_type", str, "zlib",
                                          "zlib, or zstd (needs the zstandard package)",
                                          choices=("zlib", "zstd")),
+        "data_file": CreateOption("data_file", str, None,
+                                  "keep guest data in this raw file (compat=1.1)"),
+        "data_file_raw": CreateOption("data_file_raw", bool, False,
+                                      "the data file stays a valid raw image"),
         "extended_l2": CreateOption("extended_l2", bool, False,
                                     "32 subclusters per cluster (compat=1.1, clusters of "
                                     "16 KiB or more)"),
@@ -76,6 +92,8 @@ class Qcow2(Qcow2Writer):
             raise BlockError("backing_fmt given without backing_file", path)
         h = plan_header(size, opts, path)
         write_new_image(path, h)
+        if opts.get("data_file"):
+            create_data_file(path, opts["data_file"], h.size)
         if opts["preallocation"] != "off":
             with cls.open(path, readonly=False) as img:
                 preallocate(img, opts["preallocation"])
@@ -104,7 +122,7 @@ class Qcow2(Qcow2Writer):
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        known = {"snapshot", "l2_cache_size", "for_check", "no_flush"}
+        known = {"snapshot", "l2_cache_size", "for_check", "no_flush", "data_file"}
         bad = set(options) - known
         if bad:
             raise ValueError(f"qcow2 has no open option(s) {', '.join(sorted(bad))} "
@@ -126,6 +144,9 @@ class Qcow2(Qcow2Writer):
                         icount: int | None = None) -> Snapshot:
         """Take an internal snapshot of the disk (``qemu-img snapshot -c``)."""
         self._check_writable()
+        if self.has_data_file:
+            raise UnsupportedOperation("images with an external data file cannot have "
+                                       "internal snapshots", self.filename)
         return create_snapshot(self, name, vm_state_size, vm_clock_nsec, icount)
 
     def delete_snapshot(self, key: str) -> None:
@@ -166,6 +187,8 @@ class Qcow2(Qcow2Writer):
             return
         with self.lock:
             self._barrier()
+            if self.data is not self.f:
+                self.data.sync()
             self.f.sync()
 
     def close(self) -> None:
@@ -183,6 +206,8 @@ class Qcow2(Qcow2Writer):
                         self._marked_dirty = False
         finally:
             self.closed = True
+            if self.data is not self.f:
+                self.data.close()
             self.f.close()
 
     def __del__(self) -> None:
@@ -210,6 +235,9 @@ class Qcow2(Qcow2Writer):
                 "extended-l2": self.extl2,
             })
         names = h.feature_names()
+        if self.has_data_file:
+            spec["data-file"] = h.data_file
+            spec["data-file-raw"] = self.data_file_raw
         if h.incompatible_features:
             spec["incompatible-features"] = describe_bits(h.incompatible_features, 0, names)
         return ImageInfo(self.filename, self.format_name, self.size,

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 
 from vmforge.block import CorruptImageError
 
-from .l2 import COMPRESSED, NORMAL, OFFSET_MASK, OFLAG_COMPRESSED, UNALLOC, ZERO
+from .l2 import (
+    COMPRESSED,
+    NORMAL,
+    OFFSET_MASK,
+    OFLAG_COMPRESSED,
+    OFLAG_COPIED,
+    UNALLOC,
+    ZERO,
+)
 
 if TYPE_CHECKING:
     from .image import Qcow2Image, Run
@@ -70,9 +78,9 @@ def _map_extended(img: Qcow2Image, l1: Sequence[int], offset: int, length: int) 
             if alloc & zero:
                 raise _bad(img, l2off, i, "marks subclusters both allocated and zero")
             host = ent & OFFSET_MASK
-            if alloc and not host:
+            if alloc and not host and not (img.data is not img.f and ent & OFLAG_COPIED):
                 raise _bad(img, l2off, i, "has allocated subclusters but no host cluster")
-            if host and host >= fend:
+            if host and host >= fend and img.data is img.f:
                 raise _bad(img, l2off, i, f"points at {host:#x}, past the end of the file")
             base = pos & ~(cs - 1)
             while pos < c_end:

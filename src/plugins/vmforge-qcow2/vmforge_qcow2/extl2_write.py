@@ -41,8 +41,8 @@ def _fill_old(img: Qcow2Writer, g: int, ent: int, bm: int, buf: memoryview,
         return
     alloc, zero = bm & ALL, bm >> 32
     host = ent & OFFSET_MASK
-    if host and alloc & _mask(a >> scb, ((b - 1) >> scb) + 1):
-        img.f.preadv(host + a, [buf])
+    if (host or ent & OFLAG_COPIED) and alloc & _mask(a >> scb, ((b - 1) >> scb) + 1):
+        img.data.preadv(host + a, [buf])
     for sc in range(a >> scb, ((b - 1) >> scb) + 1):
         lo, hi = max(a, sc << scb), min(b, (sc + 1) << scb)
         bit = 1 << sc
@@ -65,6 +65,7 @@ def write_in_l2(img: Qcow2Writer, pos: int, end: int, cur: Cursor) -> None:
     scb = cb - 5
     l1i = pos >> (cb + img.l2_bits)
     l2off, tbl = img._l2_for_write(l1i)
+    datafile = img.data is not img.f
     plan = []
     need = 0
     p = pos
@@ -73,13 +74,13 @@ def write_in_l2(img: Qcow2Writer, pos: int, end: int, cur: Cursor) -> None:
         into = p & (cs - 1)
         n = min(cs - into, end - p)
         ent, bm = tbl[2 * i], tbl[2 * i + 1]
-        inplace = bool(ent & OFFSET_MASK and ent & OFLAG_COPIED
+        inplace = bool((ent & OFFSET_MASK or datafile) and ent & OFLAG_COPIED
                        and not ent & OFLAG_COMPRESSED)
         if not inplace:
             need += 1
         plan.append((i, into, n, ent, bm, inplace))
         p += n
-    base = img.refs.alloc(need) if need else 0
+    base = img.refs.alloc(need) if need and not datafile else 0
     ops: list[tuple[int, list[memoryview]]] = []
     changed: list[tuple[int, int]] = []
     olds: list[int] = []
@@ -115,7 +116,7 @@ def write_in_l2(img: Qcow2Writer, pos: int, end: int, cur: Cursor) -> None:
                 parts = [buf]
             n_out = b - a
         else:
-            host = base + k * cs
+            host = g if datafile else base + k * cs
             k += 1
             if n != cs or alloc or ent & OFLAG_COMPRESSED:
                 buf = memoryview(bytearray(cs))
@@ -140,7 +141,7 @@ def write_in_l2(img: Qcow2Writer, pos: int, end: int, cur: Cursor) -> None:
             ops.append((host, list(parts)))
         op_end = host + n_out
     for host, parts in ops:
-        img.f.pwritev(host, parts)
+        img.data.pwritev(host, parts)
     img._commit_l2(l2off, tbl, changed, olds)
 
 

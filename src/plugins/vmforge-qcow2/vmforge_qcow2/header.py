@@ -30,7 +30,7 @@ INCOMPAT_COMPRESSION = 1 << 3
 INCOMPAT_EXTL2 = 1 << 4
 #: bits we understand (compression type: known, but only zlib is implemented)
 INCOMPAT_KNOWN = (INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION
-                  | INCOMPAT_EXTL2)     # extended L2: read-only
+                  | INCOMPAT_EXTL2 | INCOMPAT_DATA_FILE)
 # compatible feature bits
 COMPAT_LAZY_REFCOUNTS = 1 << 0
 # autoclear bits
@@ -121,6 +121,12 @@ class Header:
     @property
     def refcount_bits(self) -> int:
         return 1 << self.refcount_order
+
+    @property
+    def data_file(self) -> str | None:
+        """The external data file's name as recorded (None: none, or not named)."""
+        e = self.ext(EXT_DATA_FILE)
+        return e.data.decode("utf-8", "replace") if e is not None else None
 
     @property
     def extended_l2(self) -> bool:
@@ -253,9 +259,9 @@ def parse_header(buf: bytes, filename: str, file_size: int) -> Header:
     if h.crypt_method:
         raise BlockError(f"encrypted qcow2 images (crypt_method {h.crypt_method}) are "
                          "not supported", filename)
-    if h.ext(EXT_DATA_FILE) is not None:
-        raise BlockError("qcow2 images with an external data file are not supported",
-                         filename)
+    if h.ext(EXT_DATA_FILE) is not None and not h.incompatible_features & INCOMPAT_DATA_FILE:
+        raise _corrupt("external data file name without the external data file bit",
+                       filename, h.header_length, "header extensions")
     if bool(h.incompatible_features & INCOMPAT_COMPRESSION) != (h.compression_type != 0):
         raise _corrupt(f"compression type {h.compression_type} does not agree with "
                        "incompatible feature bit 3", filename, V3_HEADER_LEN)

@@ -17,8 +17,10 @@ from .extl2 import _map_extended
 from .fileio import ImageFile, fill_zero
 from .header import (
     AUTOCLEAR_BITMAPS,
+    AUTOCLEAR_DATA_FILE_RAW,
     COMPAT_LAZY_REFCOUNTS,
     INCOMPAT_CORRUPT,
+    INCOMPAT_DATA_FILE,
     INCOMPAT_DIRTY,
     MAGIC,
     OFF_AUTOCLEAR,
@@ -32,6 +34,7 @@ from .l2 import (
     L2E_RESERVED,
     NORMAL,
     OFFSET_MASK,
+    OFLAG_COPIED,
     UNALLOC,
     ZERO,
     L2Cache,
@@ -90,16 +93,47 @@ class Qcow2Image(BlockDriver):
 
     def __init__(self, filename: str, readonly: bool = True, *, snapshot: str | None = None,
                  l2_cache_size: int = 8 << 20, for_check: bool = False,
-                 no_flush: bool = False) -> None:
+                 no_flush: bool = False, data_file: str | None = None) -> None:
         super().__init__(filename, readonly or snapshot is not None)
         self.f = ImageFile(filename, self.readonly, no_flush)
+        #: where guest data lives: the image itself, or the external data file
+        self.data = self.f
         try:
-            self._open(snapshot, l2_cache_size, for_check)
+            self._open(snapshot, l2_cache_size, for_check, data_file, no_flush)
         except BaseException:
             self.f.close()
+            if self.data is not self.f:
+                self.data.close()
             raise
 
-    def _open(self, snapshot: str | None, l2_cache_size: int, for_check: bool) -> None:
+    @property
+    def has_data_file(self) -> bool:
+        return self.data is not self.f
+
+    @property
+    def data_file_raw(self) -> bool:
+        """The data file must stay a valid raw image (zeros written, not just flagged)."""
+        return self.has_data_file and bool(self.h.autoclear_features
+                                           & AUTOCLEAR_DATA_FILE_RAW)
+
+    def data_file_path(self, name: str | None = None) -> str | None:
+        """The external data file's path: as recorded, a relative name taken from
+        the current directory (as QEMU does; unlike backing files)."""
+        return name or self.h.data_file
+
+    def _open_data_file(self, override: str | None, no_flush: bool) -> None:
+        path = self.data_file_path(override)
+        if path is None:
+            raise BlockError("the image keeps its data in an external data file but does "
+                             "not name it: pass data_file=", self.filename)
+        if self.h.compression_type or self._snaps:
+            raise CorruptImageError("an image with an external data file cannot have "
+                                    "compressed clusters or snapshots", self.filename, 0,
+                                    "header")
+        self.data = ImageFile(path, self.readonly, no_flush)
+
+    def _open(self, snapshot: str | None, l2_cache_size: int, for_check: bool,
+              data_file: str | None, no_flush: bool) -> None:
         f = self.f
         head = os.pread(f.fd, min(f.end, 1 << 21), 0)
         h = parse_header(head, self.filename, f.end)
@@ -147,15 +181,18 @@ class Qcow2Image(BlockDriver):
             self._size = snap.disk_size if snap.disk_size is not None else h.size
             self.l1 = self._read_l1(snap.l1_table_offset, snap.l1_size,
                                     f"L1 table of snapshot {snap.id}")
+        if h.incompatible_features & INCOMPAT_DATA_FILE:
+            self._open_data_file(data_file, no_flush)
         if not self.readonly:
-            if h.autoclear_features:
-                # we maintain no autoclear feature (bitmaps): clear them all
+            # we maintain only "raw external data": clear every other autoclear bit
+            keep = AUTOCLEAR_DATA_FILE_RAW if self.data is not self.f else 0
+            if h.autoclear_features & ~keep:
                 if h.autoclear_features & AUTOCLEAR_BITMAPS:
                     warnings.warn(f"{self.filename}: persistent dirty bitmaps are not "
                                   "supported; writing makes them inconsistent (QEMU then "
                                   "ignores them)", RuntimeWarning, stacklevel=3)
-                h.autoclear_features = 0
-                self._write_header(OFF_AUTOCLEAR, bytes(8))
+                h.autoclear_features &= keep
+                self._write_header(OFF_AUTOCLEAR, struct.pack(">Q", h.autoclear_features))
             if h.incompatible_features & INCOMPAT_DIRTY and not for_check:
                 # refcounts may be stale (lazy refcounts): rebuild them first (QEMU too)
                 r = self.check(repair="all")
@@ -246,6 +283,7 @@ class Qcow2Image(BlockDriver):
         cb, cs = self.cb, self.cs
         span_bits = cb + self.l2_bits
         fend = self.f.end
+        datafile = self.data is not self.f    # a raw data file may be short or sparse
         pos, end = offset, offset + length
         # current run
         r_off = r_len = r_kind = r_host = r_ent = -1
@@ -270,13 +308,15 @@ class Qcow2Image(BlockDriver):
                 if n > t_end - pos:
                     n = t_end - pos
                 kind = entry_kind(ent)
+                if datafile and kind == UNALLOC and ent & OFLAG_COPIED:
+                    kind = NORMAL      # guest cluster 0 at offset 0 of the data file
                 host = 0
                 if kind == NORMAL:
                     if ent & L2E_RESERVED:
                         raise self._bad_l2(l2off, i, ent, "has reserved bits set or an "
                                            "unaligned offset")
                     host = (ent & OFFSET_MASK) + into
-                    if host >= fend:
+                    if host >= fend and not datafile:
                         raise self._bad_l2(l2off, i, ent, f"points at {host:#x}, past the "
                                            f"end of the file ({fend} bytes)")
                     if r_kind == NORMAL and r_host + r_len == host:
@@ -333,7 +373,7 @@ class Qcow2Image(BlockDriver):
             for g, n, kind, host, ent in self._map(self.l1, offset, total):
                 parts = cur.take(n)
                 if kind == NORMAL:
-                    self.f.preadv(host, parts)
+                    self.data.preadv(host, parts)
                 elif kind == COMPRESSED:
                     data = self._compressed(ent)
                     into = g & (self.cs - 1)

@@ -79,6 +79,8 @@ class Qcow2Writer(Qcow2Image):
             return
         if not self.refs.lazy:     # lazy refcounts: written at close (dirty bit set)
             self.refs.write_back()
+        if self.data is not self.f:
+            self.data.sync()
         self.f.sync()
         if dirty_l2:
             for off in sorted(dirty_l2):
@@ -119,6 +121,8 @@ class Qcow2Writer(Qcow2Image):
 
     def _metadata_overlap(self, host: int, n: int) -> str | None:
         """Name the metadata that ``[host, host+n)`` would overwrite, if any."""
+        if self.data is not self.f:
+            return None            # guest data lives in the external data file
         cs = self.cs
         if host < cs:
             return "the header"
@@ -173,6 +177,8 @@ class Qcow2Writer(Qcow2Image):
 
     def _free_entry(self, ent: int) -> None:
         """Drop (at the next barrier) the reference an old L2 entry held."""
+        if self.data is not self.f:
+            return                 # data-file clusters are not refcounted
         frees = self._pending()[2]
         if ent & OFLAG_COMPRESSED:
             c0, n = self.clayout.clusters(ent)
@@ -182,11 +188,18 @@ class Qcow2Writer(Qcow2Image):
         elif ent & OFFSET_MASK:
             frees.append((ent & OFFSET_MASK, self.cs))
 
+    def _kind(self, ent: int) -> int:
+        """``entry_kind``, knowing that offset 0 is a data-file cluster when COPIED."""
+        kind = entry_kind(ent)
+        if kind == UNALLOC and ent & OFLAG_COPIED and self.data is not self.f:
+            return NORMAL
+        return kind
+
     def _old_cluster(self, gci: int, ent: int, buf: memoryview) -> None:
         """Fill ``buf`` with the current contents of guest cluster ``gci``."""
-        kind = entry_kind(ent)
+        kind = self._kind(ent)
         if kind == NORMAL:
-            self.f.preadv(ent & OFFSET_MASK, [buf])
+            self.data.preadv(ent & OFFSET_MASK, [buf])
         elif kind == COMPRESSED:
             buf[:] = self._compressed(ent)
         elif kind == UNALLOC and self.h.backing_file:
@@ -224,6 +237,7 @@ class Qcow2Writer(Qcow2Image):
         cb, cs = self.cb, self.cs
         l1i = pos >> (cb + self.l2_bits)
         l2off, tbl = self._l2_for_write(l1i)
+        datafile = self.data is not self.f
         plan = []
         need = 0
         p = pos
@@ -233,12 +247,12 @@ class Qcow2Writer(Qcow2Image):
             n = min(cs - into, end - p)
             ent = tbl[i]
             inplace = (ent & OFLAG_COPIED and not ent & (OFLAG_COMPRESSED | OFLAG_ZERO)
-                       and ent & OFFSET_MASK)
+                       and (ent & OFFSET_MASK or datafile))
             if not inplace:
                 need += 1
             plan.append((i, into, n, ent, inplace))
             p += n
-        base = self.refs.alloc(need) if need else 0
+        base = self.refs.alloc(need) if need and not datafile else 0
         ops: list[tuple[int, list[memoryview]]] = []
         olds: list[int] = []
         changed: list[tuple[int, int]] = []
@@ -254,7 +268,8 @@ class Qcow2Writer(Qcow2Image):
                         f"L2 entry {i} points at {host:#x}, which overlaps {what}",
                         l2off + 8 * i, "L2 table")
             else:
-                host = base + k * cs
+                # a data file keeps guest cluster g at offset g (no allocation)
+                host = ((l1i << self.l2_bits) + i) << cb if datafile else base + k * cs
                 k += 1
                 if n != cs:
                     buf = memoryview(bytearray(cs))
@@ -274,7 +289,7 @@ class Qcow2Writer(Qcow2Image):
                 ops.append((host, list(parts)))
             op_end = host + (n if inplace else cs)
         for host, parts in ops:
-            self.f.pwritev(host, parts)
+            self.data.pwritev(host, parts)
         self._commit_l2(l2off, tbl, changed, olds)
 
     def _commit_l2(self, l2off: int, tbl: array, changed: list[tuple[int, int]],
@@ -298,7 +313,7 @@ class Qcow2Writer(Qcow2Image):
     # -- zeroes and discard ----------------------------------------------------------------
 
     def _reads_as_zero(self, gci: int) -> bool:
-        kind = entry_kind(self._entry_at(self.l1, gci))
+        kind = self._kind(self._entry_at(self.l1, gci))
         return kind == ZERO or (kind == UNALLOC and not self.h.backing_file)
 
     def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
@@ -307,6 +322,8 @@ class Qcow2Writer(Qcow2Image):
             return
         with self.lock:
             self._begin_write()
+            if self.data_file_raw:
+                self._zero_data_file(offset, offset + length)
             if self.extl2:
                 extl2_write.zero_range(self, offset, offset + length, may_unmap)
                 return
@@ -360,7 +377,7 @@ class Qcow2Writer(Qcow2Image):
             i1 = i0 + ((t_end - pos + self.cs - 1) >> cb)
             for i in range(i0, i1):
                 ent = tbl[i] if tbl is not None else 0
-                kind = entry_kind(ent)
+                kind = self._kind(ent)
                 if v3:
                     if kind == ZERO and not (unmap and ent & OFFSET_MASK):
                         continue
@@ -391,6 +408,14 @@ class Qcow2Writer(Qcow2Image):
                 self._write_zero_data(g, min(g + self.cs, self.size))
             pos = t_end
 
+    def _zero_data_file(self, start: int, end: int) -> None:
+        """Keep a raw data file raw: zeros go into it as well as into the L2 flags."""
+        chunk = memoryview(bytes(min(end - start, 1 << 20)))
+        while start < end:
+            n = min(chunk.nbytes, end - start)
+            self.data.pwrite(start, chunk[:n])
+            start += n
+
     def _write_zero_data(self, start: int, end: int) -> None:
         chunk = memoryview(bytes(min(end - start, 1 << 20)))
         while start < end:
@@ -403,6 +428,8 @@ class Qcow2Writer(Qcow2Image):
         self._check_range(offset, length)
         with self.lock:
             self._begin_write()
+            if self.data_file_raw:
+                self._zero_data_file(offset, offset + length)
             if self.extl2:     # whole subclusters read as zeros, as QEMU does
                 scs = self.cs >> 5
                 a, end = -(-offset // scs) * scs, offset + length
@@ -432,7 +459,7 @@ class Qcow2Writer(Qcow2Image):
         # outside the lock: zlib and zstd release the GIL
         comp = compress_cluster(raw, cs, self.h.compression_type)
         with self.lock:
-            if comp is None:
+            if comp is None or self.data is not self.f:   # (data files: never compressed)
                 self.pwritev(offset, [mv])
                 return
             self._begin_write()
