@@ -60,6 +60,21 @@ def test_same_as_qemu_spike(build_prog) -> None:
     assert qemu.stdout.replace(b"\r\n", b"\n") == ours.stdout.replace(b"\r\n", b"\n") == EXPECTED
 
 
+@pytest.mark.parametrize("emulator", ["vmforge", "qemu"])
+def test_clint_timer_and_software_interrupts(build_prog, emulator: str) -> None:
+    elf = str(build_prog("timer"))
+    if emulator == "qemu":
+        if QEMU is None:
+            pytest.skip("qemu-system-riscv64 (Debian qemu-system-misc) is not installed")
+        cmd = [QEMU, "-M", "spike", "-bios", "none", "-kernel", elf, "-nographic",
+               "-monitor", "none"]
+    else:
+        cmd = [sys.executable, "-m", "vmforge.cli.main", "run", "-M", "spike", "-bios", "none",
+               "-kernel", elf, "-nographic", "--timeout", "60"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_refuses_what_it_cannot_run(tmp_path) -> None:
     with pytest.raises(MachineError, match="give -kernel"):
         Spike(MachineConfig(machine="spike", bios="none")).realize()

@@ -1,9 +1,10 @@
 """The ``spike`` machine: what riscv-tests and bare-metal programs expect.
 
-Like QEMU's ``-M spike``: RAM at 0x80000000, harts starting in M-mode at the
-program's entry with ``a0`` = hart id, HTIF found from the ELF's ``tohost`` /
-``fromhost`` symbols.  ``vmforge run -M spike -bios none -kernel prog.elf``
-runs the program and exits with its HTIF status, as QEMU does.
+Like QEMU's ``-M spike``: RAM at 0x80000000, a CLINT at 0x2000000, harts
+starting in M-mode at the program's entry with ``a0`` = hart id, HTIF found
+from the ELF's ``tohost`` / ``fromhost`` symbols.
+``vmforge run -M spike -bios none -kernel prog.elf`` runs the program and exits
+with its HTIF status, as QEMU does.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from vmforge.accel.cluster import HartMachine
 from vmforge.loader import EM_RISCV, load_elf
 from vmforge.machine import MachineError, ShutdownReason
 from vmforge_riscv_spike.htif import Htif
+from vmforge_riscv_virt.clint import HartClint
 
 __all__ = ["Spike"]
 
 DRAM_BASE = 0x8000_0000
+CLINT_BASE = 0x0200_0000
 #: instructions per slice while the guest is using HTIF
 MIN_SLICE = 2_000
 
@@ -44,7 +47,10 @@ class Spike(HartMachine):
         self.add_ram(DRAM_BASE, self.memory_size)
         props = cfg.machine_props
         self.max_slice = int(props.get("slice", "200000"))
-        self.make_cluster(slice_instructions=self.max_slice)
+        cluster = self.make_cluster(slice_instructions=self.max_slice)
+        self.clint = self.add_device(HartClint(cluster), CLINT_BASE)
+        for h, hart in enumerate(cluster.harts):
+            self.clint.connect_hart(h, hart)
         image = load_elf(self.memory, cfg.kernel, machine=EM_RISCV)
         self.reset_pc = image.entry
         tohost = image.symbols.get("tohost")

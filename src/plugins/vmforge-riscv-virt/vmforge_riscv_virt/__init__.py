@@ -2,6 +2,8 @@
 
 - :class:`Plic` (``riscv-plic``): SiFive PLIC, M and S contexts per hart;
 - :class:`Clint` (``riscv-clint``): msip, mtimecmp and mtime on the machine clock;
+  :class:`HartClint`, the same registers over the harts' own time (what the
+  boards use with vmforge's CPU);
 - :class:`SifiveTest` (``sifive-test``): the test finisher (poweroff, reboot, fail);
 - :class:`GoldfishRtc` (``goldfish-rtc``): the real-time clock with its alarm;
 - the virtio-mmio slots come from the core (``vmforge.virtio.mmio``);
@@ -9,12 +11,13 @@
 - :func:`reset_rom`: the reset vector and ``fw_dynamic_info`` at 0x1000;
 - :mod:`vmforge_riscv_virt.board`: the address map and interrupt numbers.
 
-The ``riscv-virt`` machine itself is assembled elsewhere from these parts.
+The ``riscv-virt`` machine (:mod:`vmforge_riscv_virt.machine`) is built from
+these parts; the ``spike`` machine (``vmforge-riscv-spike``) uses the CLINT.
 """
 
 from __future__ import annotations
 
-from vmforge_riscv_virt.clint import Clint
+from vmforge_riscv_virt.clint import Clint, HartClint
 from vmforge_riscv_virt.fdt_virt import Placed, VirtFdtConfig, build_virt_fdt
 from vmforge_riscv_virt.goldfish_rtc import GoldfishRtc
 from vmforge_riscv_virt.plic import Plic
@@ -25,6 +28,7 @@ __all__ = [
     "Clint",
     "FwDynamicInfo",
     "GoldfishRtc",
+    "HartClint",
     "Placed",
     "Plic",
     "SifiveTest",

@@ -26,7 +26,7 @@ from vmforge.device import Device, Prop
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
 from vmforge_riscv_virt import board
 
-__all__ = ["Clint"]
+__all__ = ["Clint", "HartClint"]
 
 MSIP_BASE = 0x0
 MTIMECMP_BASE = 0x4000
@@ -200,3 +200,33 @@ class Clint(Device):
             cells += [intc, board.MIP_MSIP, intc, board.MIP_MTIP]
         node.set("interrupts-extended", cells)
         return node
+
+
+class HartClint(Clint):
+    """The CLINT with the harts' own time: ``mtime`` is the cluster's, and
+    ``mtimecmp[h]`` is hart ``h``'s comparator, so the hart raises MTIP itself,
+    at the exact tick, without a host timer."""
+
+    def __init__(self, cluster: Any, **props: Any) -> None:
+        super().__init__(num_harts=len(cluster), **props)
+        self.cluster = cluster
+
+    @property
+    def mtime(self) -> int:
+        return self.cluster.mtime
+
+    def set_mtime(self, value: int) -> None:
+        for hart in self.cluster.harts:
+            hart.mtime = value & _U64
+
+    def set_mtimecmp(self, hart: int, value: int) -> None:
+        self.mtimecmp[hart] = value & _U64
+        self.cluster.harts[hart].mtimecmp = value & _U64
+
+    def _check(self, hart: int) -> None:
+        """The hart compares ``mtime`` with ``mtimecmp`` itself."""
+
+    def reset(self) -> None:
+        super().reset()
+        for hart in self.cluster.harts:
+            hart.mtimecmp = _U64  # QEMU: no timer interrupt until the guest sets one

@@ -16,27 +16,25 @@ from the devices actually placed.
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from vmforge.accel.cluster import HartCluster, HartMachine
+from vmforge.accel.cluster import HartMachine
 from vmforge.loader import EM_RISCV, is_elf, load_elf, load_raw, read_linux_image_header
 from vmforge.machine import MachineError
 from vmforge.virtio.mmio import VirtioMmioTransport
 from vmforge_riscv_virt import board
-from vmforge_riscv_virt.clint import Clint
+from vmforge_riscv_virt.clint import HartClint
 from vmforge_riscv_virt.fdt_virt import VirtFdtConfig, build_virt_fdt, standard_placements
 from vmforge_riscv_virt.goldfish_rtc import GoldfishRtc
 from vmforge_riscv_virt.plic import Plic
 from vmforge_riscv_virt.rom import reset_rom
 from vmforge_riscv_virt.sifive_test import SifiveTest
 
-__all__ = ["HartClint", "RiscvVirt", "find_default_bios"]
+__all__ = ["RiscvVirt", "find_default_bios"]
 
 #: where Debian's ``opensbi`` package installs the generic platform firmware
 OPENSBI_DIRS = ("/usr/lib/riscv64-linux-gnu/opensbi/generic",)
 #: QEMU's default for virt is fw_dynamic; fw_jump works too (the ROM passes both)
 OPENSBI_IMAGES = ("fw_dynamic.bin", "fw_jump.bin")
-_U64 = (1 << 64) - 1
 
 
 def find_default_bios() -> str:
@@ -48,36 +46,6 @@ def find_default_bios() -> str:
                 return path
     raise MachineError("riscv-virt: -bios default needs OpenSBI: install the Debian package "
                        "'opensbi', or pass -bios FILE / -bios none")
-
-
-class HartClint(Clint):
-    """The CLINT with the harts' own time: ``mtime`` is the cluster's, and
-    ``mtimecmp[h]`` is hart ``h``'s comparator, so the hart raises MTIP itself,
-    at the exact tick, without a host timer."""
-
-    def __init__(self, cluster: HartCluster, **props: Any) -> None:
-        super().__init__(num_harts=len(cluster), **props)
-        self.cluster = cluster
-
-    @property
-    def mtime(self) -> int:
-        return self.cluster.mtime
-
-    def set_mtime(self, value: int) -> None:
-        for hart in self.cluster.harts:
-            hart.mtime = value & _U64
-
-    def set_mtimecmp(self, hart: int, value: int) -> None:
-        self.mtimecmp[hart] = value & _U64
-        self.cluster.harts[hart].mtimecmp = value & _U64
-
-    def _check(self, hart: int) -> None:
-        """The hart compares ``mtime`` with ``mtimecmp`` itself."""
-
-    def reset(self) -> None:
-        super().reset()
-        for hart in self.cluster.harts:
-            hart.mtimecmp = _U64  # QEMU: no timer interrupt until the guest sets one
 
 
 class RiscvVirt(HartMachine):
