@@ -62,7 +62,8 @@ def _steps(monkeypatch: pytest.MonkeyPatch, limit: int | None) -> list[int]:
 
 
 @pytest.mark.parametrize("opts", [{"cluster_size": 512, "refcount_bits": 64}, {},
-                                  {"extended_l2": True, "cluster_size": 16384}])
+                                  {"extended_l2": True, "cluster_size": 16384},
+                                  {"lazy_refcounts": True}])
 def test_crash_after_every_write_leaves_no_corruption(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       opts: dict) -> None:
@@ -88,7 +89,8 @@ def test_crash_after_every_write_leaves_no_corruption(tmp_path: Path,
         q.closed = True
         monkeypatch.undo()
         r = qemu_check(img)
-        assert r.get("corruptions", 0) == 0, (n, r)
+        if not opts.get("lazy_refcounts"):   # lazy: stale refcounts until repaired on open
+            assert r.get("corruptions", 0) == 0, (n, r)
         assert r.get("check-errors", 0) == 0, (n, r)
         with Qcow2.open(str(img), readonly=False) as q2:
             # every cluster is in one of the states the scenario passes through

@@ -392,3 +392,40 @@ def test_extended_l2_overlay_keeps_backing_subclusters(tmp_path: Path) -> None:
     expect[10 * sc:11 * sc] = bytes(sc)
     assert_qemu_clean(top)
     assert to_raw(top, tmp_path / "t.raw") == expect
+
+
+def test_threads_share_one_image(tmp_path: Path) -> None:
+    """Writers, compressed writers and readers on several threads (disjoint ranges)."""
+    img = tmp_path / "t.qcow2"
+    size = 8 * MiB
+    Qcow2.create(str(img), size, cluster_size=4096)
+    model = bytearray(size)
+    errors: list[BaseException] = []
+    with Qcow2.open(str(img), readonly=False) as q:
+        def worker(k: int) -> None:
+            try:
+                base = k * 2 * MiB
+                for j in range(40):
+                    off = base + (j * 48611) % (2 * MiB - 9000)
+                    data = pattern(9000, k * 100 + j)
+                    if j % 5 == 4:
+                        c = off // 4096 * 4096
+                        q.write_compressed(c, data[:4096])
+                        model[c:c + 4096] = data[:4096]
+                    else:
+                        q.write(off, data)
+                        model[off:off + 9000] = data
+                    q.read(base, 65536)
+                    if j % 9 == 0:
+                        q.flush()
+            except BaseException as e:  # reported below
+                errors.append(e)
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert q.read(0, size) == model
+    assert_qemu_clean(img)
+    _compare(img, model, tmp_path)
