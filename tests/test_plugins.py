@@ -94,8 +94,7 @@ def test_hooks_are_called_and_checked(with_dists, bad_hooks_dist, monkeypatch) -
     import vmforge_test_hooks
 
     assert vmforge_test_hooks.CALLS == [("shutdown", "m", "poweroff")]
-    assert reg.hook_implementers()["vmforge_machine_shutdown"] == [
-        "vmforge-test-hooks:recorder"]
+    assert "vmforge-test-hooks:recorder" in reg.hook_implementers()["vmforge_machine_shutdown"]
     monkeypatch.syspath_prepend(str(bad_hooks_dist))
     with pytest.raises(PluginLoadError) as info:
         Registry().plugin_manager  # noqa: B018

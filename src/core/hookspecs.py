@@ -43,6 +43,12 @@ def vmforge_add_options(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 @hookspec
+def vmforge_configure(args: argparse.Namespace, command: str) -> None:
+    """The command line of ``command`` was parsed (with the options plugins added
+    through :func:`vmforge_add_options`); called before the command runs."""
+
+
+@hookspec
 def vmforge_machine_created(machine: Any) -> None:
     """A machine has been built (devices realized), before its first run."""
 

@@ -80,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        if args.command in EXTENSIBLE:
+            from vmforge.plugins import registry
+
+            registry().hook.vmforge_configure(args=args, command=args.command)
         return int(args.func(args) or 0)
     except PluginError as exc:
         print(f"vmforge: {exc}", file=sys.stderr)

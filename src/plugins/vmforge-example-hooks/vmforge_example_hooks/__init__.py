@@ -1,0 +1,1 @@
+"""An example hooks plugin for vmforge (see ``eventlog``)."""
