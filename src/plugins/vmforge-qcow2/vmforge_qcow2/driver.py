@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
@@ -12,7 +13,7 @@ from vmforge.block import (
     ImageInfo,
     UnsupportedOperation,
 )
-from vmforge.block.driver import SnapshotInfo, _actual_size
+from vmforge.block.driver import SnapshotInfo
 
 from .check import check_image
 from .create import (
@@ -28,8 +29,12 @@ from .snapshot_write import create_snapshot, delete_snapshot, revert_snapshot
 from .write import Qcow2Writer
 
 
-def _compat(text: str) -> str:
-    return str(text)
+def _actual_size(path: str) -> int:
+    """Bytes the file takes on disk (``disk size`` of ``qemu-img info``)."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return 0
 
 
 class Qcow2(Qcow2Writer):
@@ -38,7 +43,8 @@ class Qcow2(Qcow2Writer):
     Open options: ``snapshot`` (id or name: open that internal snapshot
     read-only), ``l2_cache_size`` (bytes of L2 tables to cache, default 8 MiB),
     ``for_check`` (allow a read-write open of an image marked corrupt, to
-    repair it), ``no_flush`` (never fdatasync: QEMU's ``cache.no-flush``, what
+    repair it), ``data_file`` (the external data file, instead of the name the
+    image records), ``no_flush`` (never fdatasync: QEMU's ``cache.no-flush``, what
     ``qemu-img convert`` uses by default; safe against process crashes, not
     against power loss).
     """
@@ -50,7 +56,7 @@ class Qcow2(Qcow2Writer):
     create_options: ClassVar[dict[str, CreateOption]] = {
         "cluster_size": CreateOption("cluster_size", int, 65536,
                                      "qcow2 cluster size (512 .. 2M, a power of two)"),
-        "compat": CreateOption("compat", _compat, "1.1",
+        "compat": CreateOption("compat", str, "1.1",
                                "qcow2 version: 0.10 (v2) or 1.1 (v3)",
                                choices=("0.10", "1.1", "v2", "v3")),
         "lazy_refcounts": CreateOption("lazy_refcounts", bool, False,
