@@ -24,8 +24,9 @@ cdef struct TlbEntry:
     uint64_t ppage      # physical page
 
 cdef struct CodePage:
-    uint64_t ppage      # physical page, or CODE_EMPTY
+    uint64_t ppage      # physical page, or RV_NOPAGE
     uint8_t *host       # host bytes of the page (RAM or ROM)
+    uint64_t used[32]   # records whose op was set: cleared when the page is reused
     Rec recs[2050]      # [2048], [2049]: OP_PAGEEND sentinels (falling off the page)
 
 # LR/SC reservations of the harts sharing one RAM: host addresses of 8-byte granules.
@@ -82,6 +83,6 @@ cdef class Hart:
     cdef GuestRam ram
     cdef readonly ReservationSet reservations
     cdef object pyexc           # a device's exception, re-raised by run()
-    cdef readonly uint64_t tlb_flushes, code_flushes
+    cdef readonly uint64_t tlb_flushes, code_flushes, code_inits
     cdef unsigned long long ram_gen
 

@@ -234,4 +234,5 @@ cdef class Hart:
         code_flush(self)
 
     def _stats(self):
-        return {"tlb_flushes": self.tlb_flushes, "code_flushes": self.code_flushes}
+        return {"tlb_flushes": self.tlb_flushes, "code_flushes": self.code_flushes,
+                "code_inits": self.code_inits}

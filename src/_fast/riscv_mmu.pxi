@@ -24,7 +24,36 @@ cdef enum:
     EV_PAGE = 5
 
 cdef enum:
-    NCODE = 512         # decoded-code pages per hart (direct mapped)
+    NCODE = 1024        # decoded-code pages per hart: 256 sets of 4 ways
+    CODE_WAYS = 4
+    CODE_SETS = NCODE // CODE_WAYS
+
+cdef extern from *:
+    """
+    #define rv_ctz64(x) __builtin_ctzll(x)
+    """
+    int rv_ctz64(uint64_t x) noexcept nogil
+
+cdef inline int code_set(uint64_t ppage) noexcept nogil:
+    cdef uint64_t n = ppage >> 12
+    return <int>((n ^ (n >> 8) ^ (n >> 16)) & (CODE_SETS - 1)) * CODE_WAYS
+
+
+cdef inline CodePage *code_lookup(Hart h, uint64_t ppage) noexcept nogil:
+    """The decoded-code page of physical page ``ppage`` if there is one, else NULL."""
+    cdef int base = code_set(ppage), w
+    cdef CodePage *cp
+    for w in range(CODE_WAYS):
+        cp = h.ctab[base + w]
+        if cp != NULL and cp.ppage == ppage:
+            return cp
+    return NULL
+
+
+cdef inline void code_mark(CodePage *cp, uint64_t pc) noexcept nogil:
+    """Note that the record of ``pc`` was written (see CodePage.used)."""
+    cdef int i = (pc & 0xfff) >> 1
+    cp.used[i >> 6] |= (<uint64_t>1) << (i & 63)
 
 cdef extern from *:
     """
@@ -99,22 +128,35 @@ cdef void code_flush(Hart h) noexcept nogil:
 
 cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
     """The decoded-code page for physical page ``ppage``, created empty if needed."""
-    cdef int idx = (ppage >> 12) & (NCODE - 1)
-    cdef CodePage *cp = h.ctab[idx]
-    cdef int i, c
-    if cp != NULL and cp.ppage == ppage:
-        return cp
+    cdef int base = code_set(ppage), w, victim = -1, i, c
+    cdef uint64_t bits
+    cdef CodePage *cp
+    for w in range(CODE_WAYS):
+        cp = h.ctab[base + w]
+        if cp != NULL and cp.ppage == ppage:
+            return cp
+        if victim < 0 and (cp == NULL or cp.ppage == RV_NOPAGE):
+            victim = w
+    if victim < 0:
+        victim = <int>(h.code_inits & (CODE_WAYS - 1))   # round robin over the set
+    cp = h.ctab[base + victim]
     if cp == NULL:
         cp = <CodePage *>calloc(1, sizeof(CodePage))
         if cp == NULL:
             return NULL
-        h.ctab[idx] = cp
-    else:
-        memset(cp.recs, 0, sizeof(cp.recs))
+        cp.recs[2048].op = OP_PAGEEND
+        cp.recs[2049].op = OP_PAGEEND
+        h.ctab[base + victim] = cp
+    else:                               # forget what was decoded there: those records only
+        for w in range(32):
+            bits = cp.used[w]
+            while bits:
+                cp.recs[w * 64 + rv_ctz64(bits)].op = OP_NONE
+                bits &= bits - 1
+            cp.used[w] = 0
     cp.ppage = ppage
     cp.host = host
-    cp.recs[2048].op = OP_PAGEEND
-    cp.recs[2049].op = OP_PAGEEND
+    h.code_inits += 1
     # stores to this page must now invalidate its records: route them to the slow path
     for c in range(3):
         for i in range(256):
@@ -126,9 +168,9 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
 cdef void code_invalidate(Hart h, uint64_t pa, int size) noexcept nogil:
     """A store of ``size`` bytes at physical ``pa``: forget decoded instructions it touches."""
     cdef uint64_t ppage = pa & RV_PAGE_MASK
-    cdef CodePage *cp = h.ctab[(ppage >> 12) & (NCODE - 1)]
+    cdef CodePage *cp = code_lookup(h, ppage)
     cdef int first, last, i
-    if cp == NULL or cp.ppage != ppage:
+    if cp == NULL:
         return
     first = <int>(pa & 0xfff) - 2
     if first < 0:
@@ -232,8 +274,7 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
     e.tag = vpage
     e.addend = <uint64_t>(<uintptr_t>host) - vpage
     if acc == ACC_W:
-        cp = h.ctab[(ppage >> 12) & (NCODE - 1)]
-        if cp != NULL and cp.ppage == ppage:
+        if code_lookup(h, ppage) != NULL:
             e.tag |= RV_TLB_CODE
     return 0
 
