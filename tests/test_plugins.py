@@ -134,3 +134,26 @@ def test_cli_disable_autoload(test_dists, vmforge_cli) -> None:
                       env={"VMFORGE_DISABLE_PLUGIN_AUTOLOAD": "1"})
     rows = [r for r in json.loads(out.stdout) if r["status"] != "blocked"]
     assert [(r["kind"], r["name"]) for r in rows] == [("block", "raw")]
+
+
+def test_lifecycle_hooks_from_a_machine(with_dists) -> None:
+    from vmforge import plugins
+
+    old = plugins._registry
+    plugins._registry = Registry()
+    try:
+        import vmforge_test_hooks
+
+        vmforge_test_hooks.CALLS.clear()
+        board = plugins.registry().load("machine", "countdown")
+        from vmforge.config import MachineConfig
+
+        m = board(MachineConfig(machine="countdown",
+                                machine_props={"halt": "on", "delay_ms": "20", "exit": "3"}))
+        assert m.run(timeout=10) == 3
+        kinds = [c[0] for c in vmforge_test_hooks.CALLS]
+        assert kinds == ["halt", "panic", "shutdown"]
+        assert vmforge_test_hooks.CALLS[1] == ("panic", m, 3)
+        assert vmforge_test_hooks.CALLS[2] == ("shutdown", m, "fail")
+    finally:
+        plugins._registry = old

@@ -1,7 +1,7 @@
 """The hooks vmforge calls, for plugins in the entry-point group ``vmforge.hooks``.
 
 These are low-rate, cross-cutting events (pytest's ``hookspec.py`` model): a
-machine's life cycle, guest panics, trace points, command-line options.  Hot
+machine's life cycle, guest panics, command-line options.  Hot
 paths (an instruction, an MMIO access, a descriptor) never go through them.
 
 A hooks plugin is a module with functions named like the specs below, marked
@@ -59,8 +59,9 @@ def vmforge_machine_reset(machine: Any, reason: str) -> None:
 
 
 @hookspec
-def vmforge_machine_halt(machine: Any, cpu_index: int) -> None:
-    """CPU ``cpu_index`` halted, waiting for an interrupt (wfi, hlt)."""
+def vmforge_machine_halt(machine: Any) -> None:
+    """Every CPU is halted (wfi, hlt) and the machine sleeps until an interrupt,
+    a timer or input: an idle guest (called once per sleep, so at a low rate)."""
 
 
 @hookspec
@@ -71,9 +72,5 @@ def vmforge_machine_shutdown(machine: Any, reason: str, status: int) -> None:
 
 @hookspec
 def vmforge_guest_panic(machine: Any, info: dict[str, Any]) -> None:
-    """The guest reported a panic (pvpanic, a failing finisher code...)."""
-
-
-@hookspec
-def vmforge_trace(event: str, fields: dict[str, Any]) -> None:
-    """A trace point fired (enabled with ``-d`` / ``--trace``); low rate only."""
+    """The guest reported a failure (a failing finisher or HTIF code, pvpanic):
+    ``info`` holds at least ``status``."""

@@ -193,9 +193,12 @@ class Machine:
     def request_shutdown(self, reason: str, status: int = 0) -> None:
         """Stop the run loop with ``status`` as the exit status (first request wins)."""
         with self._lock:
-            if self.shutdown_reason is None:
+            first = self.shutdown_reason is None
+            if first:
                 self.shutdown_reason = reason
                 self.exit_status = status
+        if first and reason == ShutdownReason.FAIL:
+            self._hooks().vmforge_guest_panic(machine=self, info={"status": status})
         self.kick()
 
     def _toggle_monitor(self, index: int) -> None:
@@ -286,6 +289,7 @@ class Machine:
                     self.request_shutdown(ShutdownReason.TIMEOUT, 124)
                     break
                 if halted and not self.stopped and not self._soon:
+                    self._hooks().vmforge_machine_halt(machine=self)
                     self._sleep_until_event(deadline)
         except BaseException as exc:
             self.request_shutdown(ShutdownReason.ERROR, 1)

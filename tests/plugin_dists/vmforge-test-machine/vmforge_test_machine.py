@@ -21,7 +21,8 @@ class Countdown(Machine):
         self.halt = props.get("halt", "off") == "on"
         self.add_ram(COUNTER, 0x1000)
         if self.halt:
-            timer = self.timers.timer(lambda: self.request_shutdown("poweroff", self.status))
+            timer = self.timers.timer(lambda: self.request_shutdown(
+                "poweroff" if self.status == 0 else "fail", self.status))
             timer.arm(int(props.get("delay_ms", "50")) * 1_000_000)
 
     def reset_cpus(self):
@@ -32,7 +33,7 @@ class Countdown(Machine):
             return True
         left = self.space.read(COUNTER, 8)
         if left == 0:
-            self.request_shutdown("poweroff", self.status)
+            self.request_shutdown("poweroff" if self.status == 0 else "fail", self.status)
         else:
             self.space.write(COUNTER, 8, left - 1)
         return False
