@@ -22,6 +22,7 @@ cdef struct TlbEntry:
     uint64_t tag
     uint64_t addend     # host address - virtual address (RAM pages)
     uint64_t ppage      # physical page
+    void *code          # fetch TLB: the CodePage of ppage when last looked up (checked)
 
 cdef struct CodePage:
     uint64_t ppage      # physical page, or RV_NOPAGE

@@ -267,6 +267,7 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
     ppage = pa & RV_PAGE_MASK
     host = h.ram.wptr(ppage, 4096) if acc == ACC_W else h.ram.ptr(ppage, 4096)
     e.ppage = ppage
+    e.code = NULL
     if host == NULL:
         e.tag = vpage | RV_TLB_IO
         e.addend = 0
@@ -420,15 +421,22 @@ cdef int fetch_page(Hart h, uint64_t pc, CodePage **out) noexcept nogil:
     cdef TlbEntry *e = &h.ft[(pc >> 12) & 255]
     cdef uint64_t vpage = pc & RV_PAGE_MASK
     cdef int r
+    cdef CodePage *cp
     if (e.tag & ~RV_TLB_FLAGS) != vpage:
         r = tlb_fill(h, pc, ACC_X, e)
         if r:
             return r
     if e.tag & RV_TLB_IO:
         return 1                             # no execution from device memory
-    out[0] = code_page(h, e.ppage, RV_HOST(e.addend, vpage))
-    if out[0] == NULL:
+    cp = <CodePage *>e.code
+    if cp != NULL and cp.ppage == e.ppage:   # still that page's (not reused, not flushed)
+        out[0] = cp
+        return 0
+    cp = code_page(h, e.ppage, RV_HOST(e.addend, vpage))
+    if cp == NULL:
         return 1
+    e.code = cp
+    out[0] = cp
     return 0
 
 
