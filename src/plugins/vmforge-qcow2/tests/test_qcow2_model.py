@@ -32,6 +32,7 @@ op = st.one_of(
     st.tuples(st.just("delsnap"), st.just(0), st.just(0), st.integers(0, 3)),
     st.tuples(st.just("revert"), st.just(0), st.just(0), st.integers(0, 3)),
     st.tuples(st.just("damage"), st.integers(0, 1 << 20), st.just(0), st.booleans()),
+    st.tuples(st.just("resize"), st.integers(1, 2 * SIZE // 512), st.just(0), st.just(0)),
 )
 
 
@@ -61,7 +62,10 @@ def test_random_operations_match_model(ops: list[tuple], cfg: dict) -> None:
         cs = q.cluster_size
         try:
             for kind, off, n, arg in ops:
-                n = min(n, SIZE - off)
+                size = len(model)
+                if kind in ("write", "zero", "discard", "compress"):
+                    off %= size
+                n = min(n, size - off)
                 if kind == "snapshot" and "data_file" in cfg:
                     continue       # not possible with an external data file
                 if kind == "write":
@@ -76,9 +80,21 @@ def test_random_operations_match_model(ops: list[tuple], cfg: dict) -> None:
                     model[off:off + n] = q.read(off, n)
                 elif kind == "compress":
                     c = off // cs * cs
+                    k = min(cs, size - c)
                     data = (bytes([arg]) * 100 + bytes(range(100))) * (cs // 200 + 1)
-                    q.write_compressed(c, data[:cs])
-                    model[c:c + cs] = data[:cs]
+                    q.write_compressed(c, data[:k])
+                    model[c:c + k] = data[:k]
+                elif kind == "resize":
+                    new = off * 512
+                    try:
+                        q.truncate(new)
+                    except BlockError as e:
+                        assert snaps and "snapshots" in str(e)
+                        continue
+                    if new < size:
+                        del model[new:]
+                    else:
+                        model.extend(bytes(new - size))
                 elif kind == "snapshot" and arg:   # vmforge takes an internal snapshot
                     taken += 1
                     name = f"v{taken}"
@@ -110,7 +126,7 @@ def test_random_operations_match_model(ops: list[tuple], cfg: dict) -> None:
                             q.close()
                             q = Qcow2.open(str(img), readonly=False)
                             q.check(repair="all")
-                            model[:] = q.read(0, SIZE)
+                            model[:] = q.read(0, q.size)
                 elif kind == "damage":   # lose or add a reference count, then repair
                     q.flush()
                     c = off % max(1, q.f.end >> q.cb)
@@ -129,18 +145,19 @@ def test_random_operations_match_model(ops: list[tuple], cfg: dict) -> None:
                 else:
                     q.close()
                     q = Qcow2.open(str(img), readonly=False)
-            assert q.read(0, SIZE) == model
+            assert q.size == len(model)
+            assert q.read(0, q.size) == model
             r = q.check()
             assert r.clean, r.messages
         finally:
             q.close()
         for name, content in snaps.items():
             with Qcow2.open(str(img), snapshot=name) as s:
-                assert s.read(0, SIZE) == content, name
+                assert s.read(0, s.size) == content, name
         assert_qemu_clean(img)
         ref = Path(d) / "m.raw"
         ref.write_bytes(bytes(model))
         p = qemu_img("compare", "-f", "qcow2", "-F", "raw", str(img), str(ref), check=False)
         assert p.returncode == 0, p.stdout
         if cfg.get("data_file_raw"):     # the data file is a raw image of the disk
-            assert Path(cfg["data_file"]).read_bytes()[:SIZE] == bytes(model)
+            assert Path(cfg["data_file"]).read_bytes()[:len(model)] == bytes(model)

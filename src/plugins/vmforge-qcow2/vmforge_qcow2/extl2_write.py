@@ -204,5 +204,6 @@ def zero_range(img: Qcow2Writer, start: int, end: int, unmap: bool, full: bool =
             img._commit_l2(l2off, tbl, changed, olds)
     if not full:
         for a, b in writes:
+            b = min(b, img.size)      # (the short last cluster ends at the disk's end)
             if a < b:
                 img.pwritev(a, [memoryview(bytes(b - a))])

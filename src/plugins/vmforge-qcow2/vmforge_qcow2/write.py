@@ -559,6 +559,8 @@ class Qcow2Writer(Qcow2Image):
                 self.write_zeroes(tail, size - tail)
 
     def _set_size(self, size: int) -> None:
+        if self.data is not self.f:
+            self.data.truncate(size)      # the data file follows the disk (QEMU too)
         self.f.pwrite(OFF_SIZE, struct.pack(">Q", size))
         self.h.size = size
         self._size = size
