@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vmforge._fast import riscv as _riscv
 
@@ -100,15 +100,17 @@ CAUSE = {
 IRQ = {"ssi": 1, "msi": 3, "sti": 5, "mti": 7, "sei": 9, "mei": 11}
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """What one :meth:`RiscvHart.run` did."""
+class RunResult(NamedTuple):
+    """What one :meth:`RiscvHart.run` did (a named tuple: cheap, as run() is hot)."""
 
     reason: StopReason
     pc: int
     executed: int       # instructions retired during this run
     cause: int | None = None    # the exception cause (reason EXCEPTION)
     tval: int | None = None
+
+
+_REASONS = {int(r): r for r in StopReason}
 
 
 class RiscvHart(_riscv.Hart):
@@ -138,14 +140,15 @@ class RiscvHart(_riscv.Hart):
 
     def run(self, max_instructions: int = 1 << 62) -> RunResult:
         """Run for about ``max_instructions`` (see the module doc for stops)."""
-        before = self.instret
-        if self._bps and self.pc in self._bps:
-            self._resume_over(self.pc)       # execute the instruction under it once
-        reason = StopReason(self._run(max_instructions))
-        cause = tval = None
-        if reason is StopReason.EXCEPTION:
+        before = self._get_instret()
+        if self._bps and self._get_pc() in self._bps:
+            self._resume_over(self._get_pc())    # execute the instruction under it once
+        code = self._run(max_instructions)
+        if code == 4:                            # StopReason.EXCEPTION
             cause, tval = self._exc_info()
-        return RunResult(reason, self.pc, self.instret - before, cause, tval)
+            return RunResult(_REASONS[code], self._get_pc(), self._get_instret() - before,
+                             cause, tval)
+        return RunResult(_REASONS[code], self._get_pc(), self._get_instret() - before)
 
     def request_stop(self) -> None:
         """Stop a running :meth:`run` at its next block boundary (thread-safe)."""
