@@ -22,7 +22,6 @@ cdef struct TlbEntry:
     uint64_t tag
     uint64_t addend     # host address - virtual address (RAM pages)
     uint64_t ppage      # physical page
-    void *code          # fetch TLB: the CodePage of ppage when last looked up (checked)
 
 cdef struct CodePage:
     uint64_t ppage      # physical page, or RV_NOPAGE
@@ -77,7 +76,10 @@ cdef class Hart:
     cdef TlbEntry *rt
     cdef TlbEntry *wt
     cdef TlbEntry *ft
+    cdef CodePage *fcode[3][256]  # beside ftlb: the CodePage each entry led to (checked)
+    cdef CodePage **fc            # the current context's row of fcode
     cdef CodePage **ctab
+    cdef CodePage *cur_code     # the page the run loop executes from
     cdef int resv_slot
     cdef ResvTable *rs
     cdef readonly AddressSpace space

@@ -142,10 +142,9 @@ cdef int decode_at(Hart h, uint64_t pc, uint8_t *chost, Rec *out) noexcept nogil
     return 0
 
 
-cdef Rec *resolve(Hart h, Rec *r, uint64_t pc, CodePage *cp) noexcept nogil:
+cdef Rec *resolve(Hart h, Rec *r, uint64_t pc, uint8_t *chost) noexcept nogil:
     """A record that is not decoded yet, a breakpoint, or a page-crossing instruction."""
     cdef int i
-    cdef uint8_t *chost = cp.host
     h.tmp[1].op = OP_PAGEEND
     h.tmp[2].op = OP_PAGEEND
     if r.op == OP_BREAK:
@@ -155,7 +154,7 @@ cdef Rec *resolve(Hart h, Rec *r, uint64_t pc, CodePage *cp) noexcept nogil:
                 return NULL
             return &h.tmp[0]
         return r
-    code_mark(cp, pc)                   # r.op is written below, whatever happens
+    code_mark(h.cur_code, pc)           # r.op is written below, whatever happens
     if r.op == OP_NONE and h.nbp:
         for i in range(h.nbp):
             if h.bp[i] == pc:
@@ -259,6 +258,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             wt = h.wt
             recs = cp.recs
             chost = cp.host
+            h.cur_code = cp         # for resolve(), which marks what it decodes
             r = &recs[(pc - cbase) >> 1]
             # ---- the hot loop: r walks the page's records; pc = RV_PC(cbase, r, recs) ---
             while True:
@@ -591,7 +591,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     break
                 elif op == OP_NONE or op == OP_XPAGE:
                     pc = RV_PC(cbase, r, recs)
-                    rr = resolve(h, r, pc, cp)
+                    rr = resolve(h, r, pc, chost)
                     if rr == NULL:
                         ev = EV_EXC
                         break
@@ -604,7 +604,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_BREAK:
                     pc = RV_PC(cbase, r, recs)
                     if h.bp_skip_valid and h.bp_skip == pc:
-                        rr = resolve(h, r, pc, cp)
+                        rr = resolve(h, r, pc, chost)
                         if rr == NULL:
                             ev = EV_EXC
                             break

@@ -102,6 +102,7 @@ cdef void tlb_select(Hart h) noexcept nogil:
     h.rt = h.rtlb[tlb_context(dp)]
     h.wt = h.wtlb[tlb_context(dp)]
     h.ft = h.ftlb[tlb_context(h.priv)]
+    h.fc = h.fcode[tlb_context(h.priv)]
 
 
 cdef void tlb_flush(Hart h) noexcept nogil:
@@ -267,7 +268,6 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
     ppage = pa & RV_PAGE_MASK
     host = h.ram.wptr(ppage, 4096) if acc == ACC_W else h.ram.ptr(ppage, 4096)
     e.ppage = ppage
-    e.code = NULL
     if host == NULL:
         e.tag = vpage | RV_TLB_IO
         e.addend = 0
@@ -428,14 +428,14 @@ cdef int fetch_page(Hart h, uint64_t pc, CodePage **out) noexcept nogil:
             return r
     if e.tag & RV_TLB_IO:
         return 1                             # no execution from device memory
-    cp = <CodePage *>e.code
+    cp = h.fc[(pc >> 12) & 255]
     if cp != NULL and cp.ppage == e.ppage:   # still that page's (not reused, not flushed)
         out[0] = cp
         return 0
     cp = code_page(h, e.ppage, RV_HOST(e.addend, vpage))
     if cp == NULL:
         return 1
-    e.code = cp
+    h.fc[(pc >> 12) & 255] = cp
     out[0] = cp
     return 0
 
