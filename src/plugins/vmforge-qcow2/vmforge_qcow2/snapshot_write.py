@@ -13,12 +13,13 @@ back to 1.  A crash in between leaks clusters, nothing worse.
 
 from __future__ import annotations
 
+import collections
 import struct
 import time
 from array import array
 from typing import TYPE_CHECKING
 
-from vmforge.block import BlockError
+from vmforge.block import BlockError, CorruptImageError
 
 from .l2 import (
     COMPRESSED,
@@ -75,20 +76,39 @@ def _table_len(img: Qcow2Writer) -> int:
 def _tree_refcounts(img: Qcow2Writer, l1: array, delta: int) -> None:
     """Add ``delta`` to every L2 table and data cluster reached from ``l1``.
 
-    The blocks are updated in memory and written once at the end.
+    All counts are gathered and checked first (an overflow, or a drop below
+    zero, changes nothing); the blocks are then updated in memory and written
+    once at the end.
     """
+    counts = _tree_counts(img, l1)
+    _validate(img, counts, delta)
     refs = img.refs
     lazy, refs.lazy = refs.lazy, True
     try:
-        _walk_tree(img, l1, delta)
+        for c in sorted(counts):
+            refs.update(c, 1, delta * counts[c])
     finally:
         refs.lazy = lazy
         if not lazy:
             refs.write_back()
 
 
-def _walk_tree(img: Qcow2Writer, l1: array, delta: int) -> None:
-    refs, cb, cs = img.refs, img.cb, img.cs
+def _validate(img: Qcow2Writer, counts: collections.Counter[int], delta: int) -> None:
+    refs = img.refs
+    for c, k in counts.items():
+        v = refs.get(c) + delta * k
+        if v < 0:
+            raise CorruptImageError(f"refcount of cluster {c} would drop below zero",
+                                    img.filename, c << img.cb, "refcount block")
+        if v > refs.codec.max:
+            raise BlockError(f"refcount overflow: cluster {c} would need a refcount of {v} "
+                             f"({refs.codec.bits}-bit refcounts)", img.filename)
+
+
+def _tree_counts(img: Qcow2Writer, l1: array) -> collections.Counter[int]:
+    """How many references the tree under ``l1`` holds on each cluster."""
+    cb, cs = img.cb, img.cs
+    counts: collections.Counter[int] = collections.Counter()
     for i, e in enumerate(l1):
         off = e & OFFSET_MASK
         if not off:
@@ -99,10 +119,12 @@ def _walk_tree(img: Qcow2Writer, l1: array, delta: int) -> None:
                 continue
             if entry_kind(ent) == COMPRESSED:
                 c0, n = img.clayout.clusters(ent)
-                refs.update(c0, n, delta)
+                for c in range(c0, c0 + n):
+                    counts[c] += 1
             elif ent & OFFSET_MASK:
-                refs.update((ent & OFFSET_MASK) >> cb, 1, delta)
-        refs.update(off >> cb, 1, delta)
+                counts[(ent & OFFSET_MASK) >> cb] += 1
+        counts[off >> cb] += 1
+    return counts
 
 
 def _fix_copied(img: Qcow2Writer) -> None:
@@ -142,6 +164,7 @@ def create_snapshot(img: Qcow2Writer, name: str, vm_state_size: int = 0,
             raise BlockError(f"a snapshot named {name!r} exists already", img.filename)
         img._barrier()
         img.refs.write_back()
+        _validate(img, _tree_counts(img, img.l1), +1)   # before anything changes
         cs = img.cs
         n = len(img.l1)
         l1_off = 0
