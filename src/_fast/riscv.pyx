@@ -142,9 +142,10 @@ cdef int decode_at(Hart h, uint64_t pc, uint8_t *chost, Rec *out) noexcept nogil
     return 0
 
 
-cdef Rec *resolve(Hart h, Rec *r, uint64_t pc, uint8_t *chost) noexcept nogil:
+cdef Rec *resolve(Hart h, Rec *r, uint64_t pc) noexcept nogil:
     """A record that is not decoded yet, a breakpoint, or a page-crossing instruction."""
     cdef int i
+    cdef uint8_t *chost = h.cur_code.host
     h.tmp[1].op = OP_PAGEEND
     h.tmp[2].op = OP_PAGEEND
     if r.op == OP_BREAK:
@@ -194,7 +195,6 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
     cdef Rec *rr
     cdef uint64_t a, v, dl
     cdef Rec *recs = NULL
-    cdef uint8_t *chost = NULL
     cdef Rec *r
     cdef TlbEntry *e
     cdef TlbEntry *rt
@@ -257,7 +257,6 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             rt = h.rt               # privilege changes end the block: these stay valid
             wt = h.wt
             recs = cp.recs
-            chost = cp.host
             h.cur_code = cp         # for resolve(), which marks what it decodes
             r = &recs[(pc - cbase) >> 1]
             # ---- the hot loop: r walks the page's records; pc = RV_PC(cbase, r, recs) ---
@@ -591,7 +590,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     break
                 elif op == OP_NONE or op == OP_XPAGE:
                     pc = RV_PC(cbase, r, recs)
-                    rr = resolve(h, r, pc, chost)
+                    rr = resolve(h, r, pc)
                     if rr == NULL:
                         ev = EV_EXC
                         break
@@ -604,7 +603,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_BREAK:
                     pc = RV_PC(cbase, r, recs)
                     if h.bp_skip_valid and h.bp_skip == pc:
-                        rr = resolve(h, r, pc, chost)
+                        rr = resolve(h, r, pc)
                         if rr == NULL:
                             ev = EV_EXC
                             break
