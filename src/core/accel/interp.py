@@ -3,7 +3,7 @@
 A :class:`RiscvHart` runs over an :class:`~vmforge.memory.AddressSpace`::
 
     hart = RiscvHart(space, hartid=0, pc=0x8000_0000)
-    result = hart.run(1_000_000)      # -> RunResult(reason, pc, instret, cause, tval)
+    result = hart.run(1_000_000)      # -> RunResult(reason, pc, executed, cause, tval)
 
 ``run`` releases the GIL and returns on the first block boundary (taken branch
 or jump, code-page change, privileged-state change) at or after the budget, on
@@ -32,7 +32,7 @@ must be naturally aligned.
 
 What the hart is: RV64IMAFDC (RV64GC), Zicsr, Zifencei, Zicntr, ``pause``;
 privileged spec 1.12 with M, S and U, Sv39 and Sv48 (A/D bits set by the
-walk), medeleg/mideleg, vectored or direct mtvec/stvec, the six standard
+walk; no ASID bits in satp), medeleg/mideleg, vectored or direct mtvec/stvec, the six standard
 interrupts in the standard priority order.  Not there: PMP checks (the CSRs
 hold what is written, which is enough for OpenSBI), debug triggers (the CSRs
 say there are none), H, V, B and other extensions, Svpbmt/Svnapot (PTE bits
