@@ -53,8 +53,11 @@ cdef extern from *:
     /* the record a pc-relative jump lands on (16 bytes per halfword), and whether
        it lies outside the current page (offsets compared unsigned) */
     #define RV_JUMP(r, imm) ((void *)((char *)(r) + ((int64_t)(imm) << 3)))
-    #define RV_OUTSIDE(t, recs, climit) \
-        ((uint64_t)((char *)(t) - (char *)(recs)) >= ((uint64_t)(climit) << 3))
+    #define RV_OUTSIDE(t, recs) ((uint64_t)((char *)(t) - (char *)(recs)) >= 4096ULL << 3)
+    /* h.tmp runs as if its page's records began 2^40 bytes before it: every jump
+       from it lands "outside" and RV_PC stays right with cbase = pc - 2^37 */
+    #define RV_TMP_SHIFT (1ULL << 37)
+    #define RV_TMP_RECS(t) ((void *)((char *)(t) - (1ULL << 40)))
     """
     uint64_t rv_mulh(int64_t a, int64_t b) noexcept nogil
     uint64_t rv_mulhu(uint64_t a, uint64_t b) noexcept nogil
@@ -63,7 +66,9 @@ cdef extern from *:
     uint64_t RV_PC(uint64_t cbase, Rec *r, Rec *recs) noexcept nogil
     void rv_unreachable "__builtin_unreachable"() noexcept nogil
     Rec *RV_JUMP(Rec *r, int32_t imm) noexcept nogil
-    bint RV_OUTSIDE(Rec *t, Rec *recs, uint64_t climit) noexcept nogil
+    bint RV_OUTSIDE(Rec *t, Rec *recs) noexcept nogil
+    uint64_t RV_TMP_SHIFT
+    Rec *RV_TMP_RECS(Rec *t) noexcept nogil
 
 
 cdef inline uint64_t sx32(uint64_t v) noexcept nogil:
@@ -191,7 +196,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
     cdef uint64_t *x = h.x
     cdef uint64_t pc = h.pc_
     cdef uint64_t cnt = 0
-    cdef uint64_t cbase = 0, climit = 4096
+    cdef uint64_t cbase = 0
     cdef Rec *rr
     cdef uint64_t a, v, dl
     cdef Rec *recs = NULL
@@ -253,7 +258,6 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 ev = EV_EXC
                 break
             cbase = pc & RV_PAGE_MASK
-            climit = 4096
             rt = h.rt               # privilege changes end the block: these stay valid
             wt = h.wt
             recs = cp.recs
@@ -499,7 +503,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     if x[r.rs1] == x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
                         cnt += 1
-                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                        if RV_OUTSIDE(rr, recs) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
@@ -509,7 +513,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     if x[r.rs1] != x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
                         cnt += 1
-                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                        if RV_OUTSIDE(rr, recs) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
@@ -519,7 +523,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     if <int64_t>x[r.rs1] < <int64_t>x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
                         cnt += 1
-                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                        if RV_OUTSIDE(rr, recs) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
@@ -529,7 +533,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     if <int64_t>x[r.rs1] >= <int64_t>x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
                         cnt += 1
-                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                        if RV_OUTSIDE(rr, recs) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
@@ -539,7 +543,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     if x[r.rs1] < x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
                         cnt += 1
-                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                        if RV_OUTSIDE(rr, recs) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
@@ -549,7 +553,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     if x[r.rs1] >= x[r.rs2]:
                         rr = RV_JUMP(r, r.imm)
                         cnt += 1
-                        if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                        if RV_OUTSIDE(rr, recs) or cnt >= h.lim:
                             pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                             ev = EV_PAGE
                             break
@@ -558,7 +562,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_J:
                     rr = RV_JUMP(r, r.imm)
                     cnt += 1
-                    if RV_OUTSIDE(rr, recs, climit) or cnt >= h.lim:
+                    if RV_OUTSIDE(rr, recs) or cnt >= h.lim:
                         pc = RV_PC(cbase, r, recs) + <uint64_t><int64_t>r.imm
                         ev = EV_PAGE
                         break
@@ -569,7 +573,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     x[r.rd] = pc + r.len
                     pc += <uint64_t><int64_t>r.imm
                     cnt += 1
-                    if (pc - cbase) >= climit or cnt >= h.lim:
+                    if (pc - cbase) >= 4096 or cnt >= h.lim:
                         ev = EV_PAGE
                         break
                     r = &recs[(pc - cbase) >> 1]
@@ -579,7 +583,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     x[r.rd] = RV_PC(cbase, r, recs) + r.len
                     pc = a
                     cnt += 1
-                    if (pc - cbase) >= climit or cnt >= h.lim:
+                    if (pc - cbase) >= 4096 or cnt >= h.lim:
                         ev = EV_PAGE
                         break
                     r = &recs[(pc - cbase) >> 1]
@@ -595,9 +599,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         ev = EV_EXC
                         break
                     if rr != r:                   # h.tmp: run it as a one-record page
-                        cbase = pc
-                        climit = 0
-                        recs = rr
+                        recs = RV_TMP_RECS(rr)    # so far away that every jump leaves it
+                        cbase = pc - RV_TMP_SHIFT
                         r = rr
                     continue
                 elif op == OP_BREAK:
@@ -607,9 +610,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         if rr == NULL:
                             ev = EV_EXC
                             break
-                        cbase = pc
-                        climit = 0
-                        recs = rr
+                        recs = RV_TMP_RECS(rr)
+                        cbase = pc - RV_TMP_SHIFT
                         r = rr
                         continue
                     h.stop_reason = STOP_BREAKPOINT

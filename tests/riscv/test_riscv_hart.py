@@ -469,3 +469,42 @@ def test_csr_warl_rules(machine):
     assert hart.csr("frm") == 7 and hart.csr("fflags") == 0x1F
     hart.set_csr("minstret", 1000)
     assert hart.csr("minstret") == 1000 == hart.instret
+
+
+def _jal(rd, offset):
+    o = offset & 0x1FFFFF
+    return (((o >> 20) & 1) << 31) | (((o >> 1) & 0x3FF) << 21) | (((o >> 11) & 1) << 20) \
+        | (((o >> 12) & 0xFF) << 12) | (rd << 7) | 0x6F
+
+
+def test_instructions_across_page_boundaries(rv_env):
+    """32-bit instructions whose halves lie on two pages: executed, jumped from,
+    stopped at, and faulting on the second half (tval = its address)."""
+    from vmforge.memory import AddressSpace
+
+    base = 0x8000_0000
+    space = AddressSpace()
+    space.add_ram(base, 0x3000)
+    space.on_bad_access = None
+    put = space.memory.write
+    put(base, _jal(0, 0xFFE).to_bytes(4, "little"))
+    put(base + 0xFFE, (0x00550513).to_bytes(4, "little"))           # addi a0, a0, 5
+    put(base + 0x1002, _jal(0, 0xFFC).to_bytes(4, "little"))       # -> base + 0x1ffe
+    beq = (0 << 31) | (0 << 25) | (0 << 20) | (0 << 15) | (0 << 12) | (6 << 8) | 0x63
+    put(base + 0x1FFE, beq.to_bytes(4, "little"))                  # beq x0, x0, +12
+    put(base + 0x2002, b"\x01\x00")                                # c.nop (skipped)
+    put(base + 0x200A, (0x00000073).to_bytes(4, "little"))         # ecall
+    put(base + 0x2FFE, (0x00550513).to_bytes(4, "little")[:2])     # half an addi at the end
+    hart = RiscvHart(space, pc=base, stop_on={1, 11})
+    res = hart.run()
+    assert res.cause == 11 and hart.x[10] == 5 and hart.pc == base + 0x200A
+    assert hart.instret == 4
+    hart.add_breakpoint(base + 0xFFE)                              # a breakpoint on one
+    hart.pc = base
+    res = hart.run()
+    assert res.reason is StopReason.BREAKPOINT and res.pc == base + 0xFFE
+    res = hart.run()
+    assert res.cause == 11 and hart.x[10] == 10
+    hart.pc = base + 0x2FFE                                        # second half unmapped
+    res = hart.run()
+    assert res.cause == 1 and res.tval == base + 0x3000 and res.pc == base + 0x2FFE
