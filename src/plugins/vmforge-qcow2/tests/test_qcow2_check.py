@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from pathlib import Path
@@ -185,8 +186,10 @@ def test_bitmap_clusters_counted_like_qemu(tmp_path: Path) -> None:
     qemu_io(img, "write 1M 1M")            # dirties b0: bitmap data gets stored
     qemu_img("bitmap", "--add", str(img), "b1")
     theirs = qemu_check(img)
+    info = json.loads(qemu_img("info", "--output", "json", str(img)).stdout)
     with Qcow2.open(str(img)) as q:
         ours = q.check().to_json()
+        assert q.info().format_specific["bitmaps"] == info["format-specific"]["data"]["bitmaps"]
     assert ours.get("leaks", 0) == theirs.get("leaks", 0) == 0
     assert ours.get("corruptions", 0) == 0
     assert ours["image-end-offset"] == theirs["image-end-offset"]

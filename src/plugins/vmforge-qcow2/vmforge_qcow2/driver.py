@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
@@ -23,7 +24,14 @@ from .create import (
     preallocate,
     write_new_image,
 )
-from .header import EXT_BACKING_FORMAT, INCOMPAT_DIRTY, Extension, describe_bits
+from .header import (
+    AUTOCLEAR_BITMAPS,
+    EXT_BACKING_FORMAT,
+    EXT_BITMAPS,
+    INCOMPAT_DIRTY,
+    Extension,
+    describe_bits,
+)
 from .snapshot import Snapshot
 from .snapshot_write import create_snapshot, delete_snapshot, revert_snapshot
 from .write import Qcow2Writer
@@ -224,6 +232,32 @@ class Qcow2(Qcow2Writer):
             except Exception:
                 pass
 
+    def bitmaps(self) -> list[dict[str, Any]]:
+        """Persistent dirty bitmaps as ``qemu-img info`` lists them (read only;
+        empty when the bitmaps extension is absent or no longer valid)."""
+        h = self.h
+        ext = h.ext(EXT_BITMAPS)
+        if ext is None or not h.autoclear_features & AUTOCLEAR_BITMAPS or len(ext.data) < 24:
+            return []
+        nb, _, dir_size, dir_off = struct.unpack_from(">IIQQ", ext.data)
+        try:
+            raw = self.f.read_table(dir_off, min(dir_size, 64 << 20), "bitmap directory")
+        except BlockError:
+            return []
+        out: list[dict[str, Any]] = []
+        pos = 0
+        for _ in range(nb):
+            if pos + 24 > len(raw):
+                break
+            _, _, flags, _, gbits, name_len, extra = struct.unpack_from(">QIIBBHI", raw, pos)
+            name = raw[pos + 24 + extra:pos + 24 + extra + name_len].decode("utf-8", "replace")
+            out.append({"flags": [f for bit, f in ((0, "in-use"), (1, "auto"))
+                                  if flags >> bit & 1],
+                        "name": name, "granularity": 1 << min(gbits, 63)})
+            size = 24 + extra + name_len
+            pos += size + (-size % 8)
+        return out
+
     def check(self, repair: str | None = None) -> CheckResult:
         return check_image(self, repair)
 
@@ -241,6 +275,9 @@ class Qcow2(Qcow2Writer):
                 "extended-l2": self.extl2,
             })
         names = h.feature_names()
+        bitmaps = self.bitmaps()
+        if bitmaps:
+            spec["bitmaps"] = bitmaps
         if self.has_data_file:
             spec["data-file"] = h.data_file
             spec["data-file-raw"] = self.data_file_raw
