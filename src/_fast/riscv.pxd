@@ -67,6 +67,7 @@ cdef class Hart:
     cdef int nbp
     cdef uint64_t bp_skip       # resume over the breakpoint at this pc once
     cdef int bp_skip_valid
+    cdef int step_mode          # run() counts exactly: one instruction at a time
     cdef Rec tmp[3]             # a record run outside its page ([1], [2]: OP_PAGEEND)
     # one set of TLBs per translation context (0 U, 1 S, 2 M): a privilege change
     # switches sets instead of flushing; rt/wt follow the data context (MPRV), ft priv

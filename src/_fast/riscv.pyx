@@ -147,6 +147,14 @@ cdef int decode_at(Hart h, uint64_t pc, uint8_t *chost, Rec *out) noexcept nogil
     return 0
 
 
+cdef inline int is_bp(Hart h, uint64_t pc) noexcept nogil:
+    cdef int i
+    for i in range(h.nbp):
+        if h.bp[i] == pc:
+            return 1
+    return 0
+
+
 cdef Rec *resolve(Hart h, Rec *r, uint64_t pc) noexcept nogil:
     """A record that is not decoded yet, a breakpoint, or a page-crossing instruction."""
     cdef int i
@@ -263,6 +271,20 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             recs = cp.recs
             h.cur_code = cp         # for resolve(), which marks what it decodes
             r = &recs[(pc - cbase) >> 1]
+            if h.step_mode:         # exact counts: each instruction alone, as h.tmp
+                if h.nbp and not (h.bp_skip_valid and h.bp_skip == pc) and is_bp(h, pc):
+                    h.stop_reason = STOP_BREAKPOINT
+                    ev = EV_STOP
+                    break
+                h.bp_skip_valid = 0
+                if decode_at(h, pc, cp.host, &h.tmp[0]):
+                    ev = EV_EXC
+                    break
+                h.tmp[1].op = OP_PAGEEND
+                h.tmp[2].op = OP_PAGEEND
+                r = &h.tmp[0]
+                recs = RV_TMP_RECS(r)
+                cbase = pc - RV_TMP_SHIFT
             # ---- the hot loop: r walks the page's records; pc = RV_PC(cbase, r, recs) ---
             while True:
                 op = r.op

@@ -91,15 +91,18 @@ cdef class Hart:
 
     # -- run ---------------------------------------------------------------------------
 
-    def _run(self, unsigned long long budget):
-        """Run until ``budget`` instructions retired (checked at block boundaries) or
-        a stop; returns the stop code.  A device's exception is re-raised."""
+    def _run(self, unsigned long long budget, bint exact=False):
+        """Run until ``budget`` instructions retired (checked at block boundaries, or
+        after every instruction when ``exact``) or a stop; returns the stop code.
+        A device's exception is re-raised."""
         cdef int reason
         if self.ram.generation != self.ram_gen:
             map_check(self)
         self.pyexc = None
+        self.step_mode = exact
         with nogil:
             reason = run_loop(self, budget)
+        self.step_mode = 0
         if reason == STOP_PYEXC:
             exc = self.pyexc
             self.pyexc = None

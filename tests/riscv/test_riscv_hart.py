@@ -508,3 +508,27 @@ def test_instructions_across_page_boundaries(rv_env):
     hart.pc = base + 0x2FFE                                        # second half unmapped
     res = hart.run()
     assert res.cause == 1 and res.tval == base + 0x3000 and res.pc == base + 0x2FFE
+
+
+def test_exact_steps(machine):
+    src = """
+        li a0, 0
+    loop:
+        addi a0, a0, 1
+        addi a1, a1, 2
+        j loop
+    """
+    _space, hart, syms = machine(src)
+    res = hart.step()
+    assert res.reason is StopReason.BUDGET and res.executed == 1 and hart.pc == syms["loop"]
+    for n in range(1, 10):
+        res = hart.step()
+        assert res.executed == 1 and hart.instret == 1 + n
+    assert hart.x[10] + hart.x[11] // 2 == 6                  # 3 loops' worth of addi pairs
+    res = hart.run(1000, exact=True)
+    assert res.executed == 1000 and hart.instret == 1010
+    hart.add_breakpoint(syms["loop"])
+    res = hart.run(1000, exact=True)
+    assert res.reason is StopReason.BREAKPOINT and res.pc == syms["loop"]
+    res = hart.step()                                         # steps over it
+    assert res.reason is StopReason.BUDGET and res.executed == 1

@@ -11,7 +11,9 @@ or jump, code-page change, privileged-state change) at or after the budget, on
 interrupt, then calls ``run`` again), at a breakpoint (before executing it), on
 an exception whose cause is in :attr:`RiscvHart.stop_on` (before taking the
 trap; ``stop_on_ecall=True`` adds the three ecall causes), or on
-:meth:`request_stop` from another thread.  An exception raised by a Python
+:meth:`request_stop` from another thread.  ``run(n, exact=True)`` and
+:meth:`RiscvHart.step` count exactly (each instruction decoded and run alone:
+for debuggers and tests, not for speed).  An exception raised by a Python
 device during MMIO propagates out of ``run`` with the hart stopped at the
 instruction that made the access; so does one raised by a signal handler
 (Ctrl-C: Python's signals are looked at every 16 M instructions).
@@ -138,17 +140,22 @@ class RiscvHart(_riscv.Hart):
 
     # -- running -----------------------------------------------------------------
 
-    def run(self, max_instructions: int = 1 << 62) -> RunResult:
-        """Run for about ``max_instructions`` (see the module doc for stops)."""
+    def run(self, max_instructions: int = 1 << 62, exact: bool = False) -> RunResult:
+        """Run for about ``max_instructions`` (see the module doc for stops);
+        ``exact=True`` stops after exactly that many (slower: no decoded-code cache)."""
         before = self._get_instret()
         if self._bps and self._get_pc() in self._bps:
             self._resume_over(self._get_pc())    # execute the instruction under it once
-        code = self._run(max_instructions)
+        code = self._run(max_instructions, exact)
         if code == 4:                            # StopReason.EXCEPTION
             cause, tval = self._exc_info()
             return RunResult(_REASONS[code], self._get_pc(), self._get_instret() - before,
                              cause, tval)
         return RunResult(_REASONS[code], self._get_pc(), self._get_instret() - before)
+
+    def step(self) -> RunResult:
+        """Execute exactly one instruction (or take the trap it raises)."""
+        return self.run(1, exact=True)
 
     def request_stop(self) -> None:
         """Stop a running :meth:`run` at its next block boundary (thread-safe)."""
