@@ -1,9 +1,16 @@
 # MMU, TLBs, the decoded-code cache and the memory slow paths (included by riscv.pyx).
 #
 # Translation: bare, Sv39 and Sv48 with A/D bits set by the hardware walk.  Three
-# direct-mapped 256-entry TLBs (read, write, fetch) cache 4 KiB translations of
-# the current privilege/SUM/MXR context; they are flushed on satp writes,
-# sfence.vma, privilege changes and mstatus changes that affect translation.
+# direct-mapped 256-entry TLBs (read, write, fetch) cache 4 KiB translations, one
+# set of the three per translation context (U, S, M; data accesses use the
+# context after MPRV): a privilege change selects another set, satp writes,
+# sfence.vma and SUM/MXR changes flush them all.  A TLB entry's tag carries
+# flags that force the slow path: TLB_IO (device memory, no host pointer) and
+# TLB_CODE (a write entry for a page with decoded instructions, which stores
+# must patch).
+#
+# Decoded code: CodePages of 2048 records (+2 sentinels), 256 sets of 4 ways
+# keyed by physical page; the fetch TLB remembers each entry's CodePage.
 #
 # Misaligned loads and stores are emulated (split into bytes when they cross a
 # page; in RAM they are simply performed); device regions see the access as the
