@@ -18,14 +18,6 @@ from vmforge_riscv_spike import Spike
 
 ISA_DIR = os.environ.get("VMFORGE_RISCV_TESTS")
 
-#: tests vmforge does not pass yet, with the reason (strict: a pass is reported)
-KNOWN_FAILURES = {
-    "rv64mi-p-breakpoint": "no debug trigger module (tselect/tdata1)",
-    "rv64mi-p-instret_overflow": "a write to minstret does not suppress that "
-                                 "instruction's increment (QEMU 7.2 fails it too)",
-}
-
-
 def _tests() -> list[str]:
     if not ISA_DIR:
         return []
@@ -36,8 +28,6 @@ def _tests() -> list[str]:
                     "the isa directory of one")
 @pytest.mark.parametrize("name", _tests() or ["none"])
 def test_isa(name: str) -> None:
-    if name in KNOWN_FAILURES:
-        pytest.xfail(KNOWN_FAILURES[name])
     m = Spike(MachineConfig(machine="spike", bios="none", kernel=str(Path(ISA_DIR) / name),
                             serial=[BufferChar()]))
     status = m.run(timeout=30)
