@@ -229,6 +229,21 @@ def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse
                 off += n
 
 
+def _runs(clusters: list[int], g: int, size: int) -> Iterator[tuple[int, int]]:
+    """Adjacent cluster offsets merged into ``(start, end)`` byte runs."""
+    start = prev = None
+    for c in clusters:
+        if start is None:
+            start = prev = c
+        elif c == prev + g:
+            prev = c
+        else:
+            yield start, min(prev + g, size)
+            start = prev = c
+    if start is not None and prev is not None:
+        yield start, min(prev + g, size)
+
+
 def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,
                         advance: Callable[[int], None]) -> None:
     drv = target.top
@@ -258,17 +273,21 @@ def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,
                             data_clusters.append(c)
                 skipped = (wend - w) - sum(min(g, src.size - c) for c in data_clusters)
                 advance(max(0, skipped))
-                for c in data_clusters:
-                    n = min(g, src.size - c)
-                    buf = bytearray(n)
-                    src.readinto(c, memoryview(buf))
-                    if buf.count(0) == n:
-                        advance(n)
-                        continue
-                    pending.append((pool.submit(drv.write_compressed, c, bytes(buf)), n))
-                    if len(pending) >= 4 * workers:
-                        pending[0][0].result()
-                    reap(False)
+                for run_start, run_end in _runs(data_clusters, g, src.size):
+                    # one read per run of adjacent clusters: per-cluster reads cost a
+                    # GIL hand-over each while the workers compress
+                    run = bytearray(run_end - run_start)
+                    src.readinto(run_start, memoryview(run))
+                    for c in range(run_start, run_end, g):
+                        piece = bytes(run[c - run_start: min(c + g, run_end) - run_start])
+                        n = len(piece)
+                        if piece.count(0) == n:
+                            advance(n)
+                            continue
+                        pending.append((pool.submit(drv.write_compressed, c, piece), n))
+                        if len(pending) >= 4 * workers:
+                            pending[0][0].result()
+                        reap(False)
             reap(True)
         except BaseException:
             for fut, _ in pending:
