@@ -90,9 +90,9 @@ setup(
     install_requires=["pluggy>=1.3", "importlib-metadata>=6.0"],
     extras_require={
         # unicorn: the CPU's differential tests and benchmark; dissect.hypervisor:
-        # the disk-read benchmark's third party
+        # the disk-read benchmark's third party; zstandard: qcow2's zstd clusters
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "ruff>=0.5",
-                 "unicorn>=2.0", "dissect.hypervisor>=3"],
+                 "unicorn>=2.0", "dissect.hypervisor>=3", "zstandard>=0.20"],
     },
     entry_points={
         "console_scripts": ["vmforge = vmforge.cli.main:main"],

@@ -106,6 +106,21 @@ class Qcow2Image(BlockDriver):
                 self.data.close()
             raise
 
+    @property  # type: ignore[override]
+    def sync(self) -> bool:
+        """False: never fdatasync (the block layer's ``cache=unsafe``, the
+        ``no_flush`` open option); the image and its data file alike."""
+        f = self.__dict__.get("f")
+        return True if f is None else not f.no_flush
+
+    @sync.setter
+    def sync(self, value: bool) -> None:
+        # BlockDriver.__init__ sets it before the files are open: nothing to do then
+        for name in ("f", "data"):
+            file = self.__dict__.get(name)
+            if file is not None:
+                file.no_flush = not value
+
     @property
     def has_data_file(self) -> bool:
         return self.data is not self.f
