@@ -205,3 +205,23 @@ def test_check_leaks_and_repair_like_qemu(tmp_path, img, qemu) -> None:
     assert (r.rc, r.out) == (q.returncode, q.stdout)
     assert "Double checking the fixed image now..." in r.out
     assert qemu("img", "check", ours).returncode == 0
+
+
+@pytest.mark.formats("qcow2")
+def test_check_repairs_an_image_marked_corrupt(tmp_path, img, qemu) -> None:
+    """`check -r all` opens for repairs what a read-write open refuses (QEMU's BDRV_O_CHECK)."""
+    path = str(tmp_path / "c.qcow2")
+    qemu("img", "create", "-q", "-f", "qcow2", path, "16M")
+    qemu("io", "-f", "qcow2", "-c", "write -P 7 0 64k", path)
+    with open(path, "r+b") as f:  # set the corrupt bit (incompatible feature bit 1)
+        f.seek(72)
+        bits = int.from_bytes(f.read(8), "big")
+        f.seek(72)
+        f.write((bits | 2).to_bytes(8, "big"))
+    with pytest.warns(RuntimeWarning, match="marked corrupt"):
+        assert img("check", path).rc == 0  # a read-only check is allowed, with a warning
+    assert '"corrupt": true' in qemu("img", "info", "--output", "json", path).stdout
+    r = img("check", "-r", "all", path)
+    assert r.rc == 0, r.err
+    assert '"corrupt": false' in qemu("img", "info", "--output", "json", path).stdout
+    assert qemu("io", "-f", "qcow2", "-c", "read -P 7 0 64k", path).returncode == 0

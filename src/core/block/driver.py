@@ -357,7 +357,13 @@ class BlockDriver:
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        """Open the image at ``path``."""
+        """Open the image at ``path``.
+
+        ``options`` are format-specific; a driver ignores those it does not know
+        of the generic ones: ``for_check=True`` (``img check -r``) asks for a
+        read-write open meant for repairs, which must succeed on an image the
+        format would otherwise refuse to write (QEMU's ``BDRV_O_CHECK``).
+        """
         raise NotImplementedError
 
     # -- the image -----------------------------------------------------------------------

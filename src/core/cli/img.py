@@ -76,9 +76,9 @@ def parse_options(items: list[str]) -> dict[str, str]:
 
 
 def _open(path: str, fmt: str | None, *, readonly: bool = True, force_share: bool = False,
-          backing: bool = True) -> BlockBackend:
+          backing: bool = True, **options: Any) -> BlockBackend:
     return BlockBackend.open(path, fmt, readonly=readonly, force_share=force_share,
-                             backing=backing)
+                             backing=backing, **options)
 
 
 def _size_arg(text: str) -> int:
@@ -334,8 +334,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     repair = args.repair
+    # for_check: a read-write open for repairs must work on an image its format
+    # refuses otherwise (qcow2's corrupt bit), as QEMU's BDRV_O_CHECK
+    opts = {"for_check": True} if repair else {}
     with _open(args.file, args.format, readonly=repair is None, force_share=args.force_share,
-               backing=False) as bb:
+               backing=False, **opts) as bb:
         drv = bb.top
         if type(drv).check is BlockDriver.check:
             print(f"{PROG}: this image format ({drv.format_name}) does not support checks",
