@@ -6,8 +6,9 @@ import os
 from collections.abc import Sequence
 
 from vmforge.block import BlockError, CorruptImageError
+from vmforge.block.fileio import fill_zero, preadv_full, pwritev_full
 
-IOV_MAX = 1024
+__all__ = ["ImageFile", "fill_zero"]
 
 
 class ImageFile:
@@ -51,54 +52,13 @@ class ImageFile:
 
     def pwritev(self, offset: int, bufs: Sequence[memoryview]) -> None:
         """Write ``bufs`` contiguously at ``offset`` (loops over IOV_MAX and short writes)."""
-        bufs = list(bufs)
-        pos = offset
-        while bufs:
-            chunk = bufs[:IOV_MAX]
-            want = sum(b.nbytes for b in chunk)
-            n = os.pwritev(self.fd, chunk, pos)
-            pos += n
-            if n == want:
-                bufs = bufs[IOV_MAX:]
-                continue
-            # short write: drop what went out and retry the rest
-            rest: list[memoryview] = []
-            skip = n
-            for b in chunk:
-                if skip >= b.nbytes:
-                    skip -= b.nbytes
-                    continue
-                rest.append(b[skip:])
-                skip = 0
-            bufs = rest + bufs[IOV_MAX:]
+        pos = pwritev_full(self.fd, offset, bufs)
         if pos > self.end:
             self.end = pos
 
     def preadv(self, offset: int, bufs: Sequence[memoryview]) -> None:
         """Fill ``bufs`` from ``offset``; bytes past the end of the file read as zeros."""
-        bufs = list(bufs)
-        pos = offset
-        while bufs:
-            chunk = bufs[:IOV_MAX]
-            want = sum(b.nbytes for b in chunk)
-            n = os.preadv(self.fd, chunk, pos)
-            pos += n
-            if n == want:
-                bufs = bufs[IOV_MAX:]
-                continue
-            rest: list[memoryview] = []
-            skip = n
-            for b in chunk:
-                if skip >= b.nbytes:
-                    skip -= b.nbytes
-                    continue
-                rest.append(b[skip:])
-                skip = 0
-            bufs = rest + bufs[IOV_MAX:]
-            if n == 0:  # end of file: the rest reads as zeros
-                for b in bufs:
-                    fill_zero(b)
-                return
+        preadv_full(self.fd, offset, bufs)
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
@@ -107,16 +67,3 @@ class ImageFile:
     def sync(self) -> None:
         if not self.no_flush:
             os.fdatasync(self.fd)
-
-
-_ZEROS = memoryview(bytes(1 << 20))
-
-
-def fill_zero(mv: memoryview) -> None:
-    """Zero a writable byte memoryview without allocating per call."""
-    n = mv.nbytes
-    pos = 0
-    while pos < n:
-        k = min(n - pos, len(_ZEROS))
-        mv[pos:pos + k] = _ZEROS[:k]
-        pos += k

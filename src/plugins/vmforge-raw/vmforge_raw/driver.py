@@ -17,6 +17,7 @@ from vmforge.block.driver import (
     Extent,
     ImageInfo,
 )
+from vmforge.block.fileio import preadv_full, pwritev_full
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -97,28 +98,13 @@ class Raw(BlockDriver):
         return self._size
 
     def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        total = sum(memoryview(b).nbytes for b in buffers)
-        self._check_range(offset, total)
-        bufs = [memoryview(b).cast("B") for b in buffers]
-        done = 0
-        while bufs:
-            n = os.preadv(self.fd, bufs, offset + done)
-            if n == 0:  # the file shrank under us: the rest reads as zeros
-                for b in bufs:
-                    b[:] = bytes(b.nbytes)
-                break
-            done += n
-            bufs = _advance(bufs, n)
+        self._check_range(offset, sum(memoryview(b).nbytes for b in buffers))
+        preadv_full(self.fd, offset, buffers)  # past a file that shrank: zeros
 
     def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
         self._check_writable()
-        bufs = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(b.nbytes for b in bufs))
-        done = 0
-        while bufs:
-            n = os.pwritev(self.fd, bufs, offset + done)
-            done += n
-            bufs = _advance(bufs, n)
+        self._check_range(offset, sum(memoryview(b).nbytes for b in buffers))
+        pwritev_full(self.fd, offset, buffers)
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         self._check_range(offset, length)
@@ -178,13 +164,3 @@ class Raw(BlockDriver):
         if not self.closed:
             super().close()
             os.close(self.fd)
-
-
-def _advance(bufs: list[memoryview], n: int) -> list[memoryview]:
-    """Drop the first ``n`` bytes of a buffer list."""
-    while bufs and n >= bufs[0].nbytes:
-        n -= bufs[0].nbytes
-        bufs = bufs[1:]
-    if bufs and n:
-        bufs = [bufs[0][n:], *bufs[1:]]
-    return bufs

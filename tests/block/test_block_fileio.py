@@ -1,0 +1,50 @@
+"""vmforge.block.fileio: vectored I/O that loops over short transfers and IOV_MAX."""
+
+from __future__ import annotations
+
+import os
+
+from vmforge.block import fileio
+
+
+def test_short_transfers_and_many_buffers(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        real_w, real_r = os.pwritev, os.preadv
+
+        def short_w(fd_, bufs, pos):  # at most 7 bytes per call
+            first = memoryview(bufs[0])[:7]
+            return real_w(fd_, [first], pos)
+
+        def short_r(fd_, bufs, pos):
+            first = memoryview(bufs[0])[:5]
+            return real_r(fd_, [first], pos)
+
+        data = [memoryview(bytes([i % 251]) * (i % 13 + 1)) for i in range(3000)]
+        expect = b"".join(bytes(b) for b in data)
+        monkeypatch.setattr(os, "pwritev", short_w)
+        assert fileio.pwritev_full(fd, 100, data) == 100 + len(expect)
+        monkeypatch.setattr(os, "pwritev", real_w)
+        outs = [bytearray(17) for _ in range(len(expect) // 17 + 2)]  # runs past the end
+        monkeypatch.setattr(os, "preadv", short_r)
+        got = fileio.preadv_full(fd, 100, [memoryview(b) for b in outs])
+        assert got == len(expect)
+        joined = b"".join(outs)
+        assert joined[:len(expect)] == expect
+        assert joined[len(expect):] == bytes(len(joined) - len(expect)), "past EOF reads zeros"
+        assert os.pread(fd, 100, 0) == bytes(100)
+    finally:
+        os.close(fd)
+
+
+def test_over_iov_max_in_one_call(tmp_path) -> None:
+    fd = os.open(tmp_path / "g", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        bufs = [memoryview(b"ab") for _ in range(fileio.IOV_MAX * 2 + 3)]
+        end = fileio.pwritev_full(fd, 0, bufs)
+        assert end == 2 * len(bufs) and os.pread(fd, end, 0) == b"ab" * len(bufs)
+        outs = [bytearray(3) for _ in range(fileio.IOV_MAX + 5)]
+        assert fileio.preadv_full(fd, 1, [memoryview(o) for o in outs]) == end - 1
+    finally:
+        os.close(fd)
