@@ -44,7 +44,9 @@ def test_over_iov_max_in_one_call(tmp_path) -> None:
         bufs = [memoryview(b"ab") for _ in range(fileio.IOV_MAX * 2 + 3)]
         end = fileio.pwritev_full(fd, 0, bufs)
         assert end == 2 * len(bufs) and os.pread(fd, end, 0) == b"ab" * len(bufs)
-        outs = [bytearray(3) for _ in range(fileio.IOV_MAX + 5)]
+        outs = [bytearray(3) for _ in range(fileio.IOV_MAX * 2 + 10)]  # more than the file
         assert fileio.preadv_full(fd, 1, [memoryview(o) for o in outs]) == end - 1
+        joined = b"".join(outs)
+        assert joined[:end - 1] == (b"ab" * len(bufs))[1:] and not any(joined[end - 1:])
     finally:
         os.close(fd)
