@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from vmforge.config import DeviceSpec, DriveSpec, MachineConfig, NetdevSpec, parse_opts
 from vmforge.errors import VmforgeError
-from vmforge.machine import Machine
+
+if TYPE_CHECKING:  # the machine stack is imported when `run` runs, not for `img`
+    from vmforge.machine import Machine
 
 #: the machine ``vmforge run`` builds when no -M is given
 DEFAULT_MACHINE = "riscv-virt"
