@@ -66,8 +66,9 @@ def test_all_or_error_and_partial(mem: GuestMemory) -> None:
     assert mem.write_partial(end - 2, b"WXYZ") == 2
     assert mem.read(end - 4, 4) == b"abWX"
     # an all-or-error write that fails writes nothing
-    with pytest.raises(GuestMemoryError):
+    with pytest.raises(GuestMemoryError) as info:
         mem.write(end - 4, b"12345678")
+    assert (info.value.expected, info.value.completed) == (8, 4)
     assert mem.read(end - 4, 4) == b"abWX"
     with pytest.raises(GuestMemoryError):
         mem.read(0x1000, 1)
@@ -76,8 +77,9 @@ def test_all_or_error_and_partial(mem: GuestMemory) -> None:
 
 
 def test_rom_refuses_guest_writes_but_loads(mem: GuestMemory) -> None:
-    with pytest.raises(GuestMemoryError):
+    with pytest.raises(GuestMemoryError) as info:
         mem.write(0x9000_0000, b"x")
+    assert info.value.completed == 0, "ROM is RAM but not writable"
     assert mem.write_partial(0x9000_0000, b"x") == 0
     mem.load(0x9000_0000, b"firmware")
     assert mem.read(0x9000_0000, 8) == b"firmware"

@@ -195,32 +195,29 @@ class GuestMemory(_guestmem.GuestRam):
         """
         raw = _as_bytes(data)
         _check_range(addr, len(raw))
-        if not self._writable(addr, len(raw)):
-            done = self._copy_out(addr, bytearray(len(raw)))
-            raise GuestMemoryError(addr, len(raw), min(done, self._writable_prefix(addr, len(raw))),
-                                   "write")
+        done = self._prefix(addr, len(raw), writable=True)
+        if done != len(raw):
+            raise GuestMemoryError(addr, len(raw), done, "write")
         self._copy_in(addr, raw)
 
     def load(self, addr: int, data: Buffer) -> None:
         """Write ``data`` at ``addr`` even into read-only regions (firmware loaders)."""
         raw = _as_bytes(data)
         _check_range(addr, len(raw))
-        if not self._is_mapped(addr, len(raw)):
-            raise GuestMemoryError(addr, len(raw), self._copy_out(addr, bytearray(len(raw))),
-                                   "load")
+        done = self._prefix(addr, len(raw), writable=False)
+        if done != len(raw):
+            raise GuestMemoryError(addr, len(raw), done, "load")
         self._copy_in(addr, raw, True)
 
-    def _writable_prefix(self, addr: int, length: int) -> int:
+    def _prefix(self, addr: int, length: int, writable: bool) -> int:
+        """How many bytes from ``addr`` are RAM (and not ROM, when ``writable``)."""
         done = 0
         while done < length:
             slot = self._slot_at(addr + done)
-            if slot is None or slot[2]:
+            if slot is None or (writable and slot[2]):
                 break
             done = min(length, slot[0] + slot[1] - addr)
         return done
-
-    def _writable(self, addr: int, length: int) -> bool:
-        return self._writable_prefix(addr, length) == length
 
     def read_uint(self, addr: int, size: int) -> int:
         """A little-endian unsigned integer of ``size`` bytes."""
