@@ -43,12 +43,9 @@ class ImageFile:
         return data
 
     def pwrite(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        n = memoryview(data).nbytes
-        done = os.pwrite(self.fd, data, offset)
-        while done < n:
-            done += os.pwrite(self.fd, memoryview(data)[done:], offset + done)
-        if offset + n > self.end:
-            self.end = offset + n
+        pos = pwritev_full(self.fd, offset, [memoryview(data)])
+        if pos > self.end:
+            self.end = pos
 
     def pwritev(self, offset: int, bufs: Sequence[memoryview]) -> None:
         """Write ``bufs`` contiguously at ``offset`` (loops over IOV_MAX and short writes)."""
