@@ -205,7 +205,8 @@ class Clint(Device):
 class HartClint(Clint):
     """The CLINT with the harts' own time: ``mtime`` is the cluster's, and
     ``mtimecmp[h]`` is hart ``h``'s comparator, so the hart raises MTIP itself,
-    at the exact tick, without a host timer."""
+    at the exact tick, without a host timer.  The comparators are reset with
+    the harts (``HartCluster.reset``: no timer until the guest sets one)."""
 
     def __init__(self, cluster: Any, **props: Any) -> None:
         super().__init__(num_harts=len(cluster), **props)
@@ -226,7 +227,3 @@ class HartClint(Clint):
     def _check(self, hart: int) -> None:
         """The hart compares ``mtime`` with ``mtimecmp`` itself."""
 
-    def reset(self) -> None:
-        super().reset()
-        for hart in self.cluster.harts:
-            hart.mtimecmp = _U64  # QEMU: no timer interrupt until the guest sets one
