@@ -63,7 +63,7 @@ def _build_mixed(path: Path, size: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def images(request: pytest.FixtureRequest) -> dict[str, str]:
+def images(request: pytest.FixtureRequest, compiled: None) -> dict[str, str]:
     """The cached mixed image as raw and qcow2, built on first use."""
     size = _size(request.config)
     cache = Path(os.environ.get("VMFORGE_BENCH_CACHE",

@@ -42,6 +42,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from conftest import byte_compile
+
+    byte_compile()
     bench = cache_dir() / "bench"
     vmforge = shutil.which("vmforge") or os.path.join(os.path.dirname(sys.executable), "vmforge")
     tools = {"vmforge": [vmforge, "img", "convert"], "qemu-img": ["qemu-img", "convert"]}

@@ -193,15 +193,17 @@ class Registry:
         dists = (importlib_metadata.distributions(path=self.path) if self.path is not None
                  else importlib_metadata.distributions())
         for dist in dists:
-            dist_name = dist.metadata["Name"] or "?"
-            key = normalize(dist_name)
+            # the name from the dist-info folder when it has one (parsing every
+            # distribution's METADATA would cost more than the rest of start-up)
+            key = normalize(getattr(dist, "_normalized_name", None) or dist.metadata["Name"] or "?")
             if key in seen:  # shadowed by an earlier entry of the path
                 continue
             seen.add(key)
-            for ep in dist.entry_points:
-                kind = groups.get(ep.group)
-                if kind is None:
-                    continue
+            eps = [(groups[ep.group], ep) for ep in dist.entry_points if ep.group in groups]
+            if not eps:
+                continue
+            dist_name = dist.metadata["Name"] or "?"
+            for kind, ep in eps:
                 out.append(PluginInfo(kind, ep.name, ep.value, dist_name, dist.version or "?",
                                       ep, not self.policy.allows(dist_name, ep.name)))
         out.sort(key=lambda e: (list(GROUPS).index(e.kind), e.name, normalize(e.dist)))

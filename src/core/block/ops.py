@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockError, UnsupportedOperation
+from vmforge.block.fileio import fill_zero
 
 __all__ = [
     "CHUNK",
@@ -75,14 +76,16 @@ class _Sources:
                 bb.preadv(lo - base, [mv[lo - offset:hi - offset]])
 
 
-def _zero_runs(buf: memoryview, offset: int, step: int) -> Iterator[tuple[int, int, bool]]:
+def _zero_runs(buf: memoryview, offset: int, step: int, whole: bytearray | None = None,
+               start: int = 0) -> Iterator[tuple[int, int, bool]]:
     """Split ``buf`` (at image ``offset``) into runs of whole ``step``-aligned zero
-    pieces and the rest: ``(start, end, is_zero)`` relative to ``buf``."""
+    pieces and the rest: ``(start, end, is_zero)`` relative to ``buf``.
+    ``whole``: a buffer that ``buf`` views from its byte ``start`` (searched in place)."""
     n = buf.nbytes
     zero = bytes(step)
-    obj = buf.obj
-    haystack = obj if isinstance(obj, bytes | bytearray) and len(obj) == n else bytes(buf)
-    if n < step or zero not in haystack:  # no `step` zeros anywhere (a C search): all data
+    found = (whole.find(zero, start, start + n) if whole is not None
+             else bytes(buf).find(zero)) >= 0
+    if n < step or not found:  # no `step` zeros anywhere: all data
         if n:
             yield 0, n, False
         return
@@ -144,46 +147,69 @@ def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
 class _Writer:
     """One thread that performs the target's writes in order, so that reading the
     source and scanning for zeros overlap with writing (the syscalls release the GIL).
-    The target is touched by this thread only."""
+    The target is touched by this thread only.
+
+    Writes are queued in batches (:meth:`submit`), each with the pooled buffer
+    (:meth:`buffer`) its data lives in, which goes back to the pool once the
+    batch is written: fresh buffers would cost a page fault per 4 KiB, and one
+    hand-over per small extent would cost more than the write."""
 
     def __init__(self, target: BlockBackend, depth: int = 4) -> None:
         self.target = target
-        self.queue: queue.Queue[tuple[int, memoryview | None, int] | None] = \
-            queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[tuple[list[tuple[int, memoryview | None, int]],
+                                      bytearray | None] | None] = queue.Queue(maxsize=depth)
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(depth + 2):
+            self.free.put(bytearray(CHUNK))
+        self.batch: list[tuple[int, memoryview | None, int]] = []
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="convert-w", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
-            if self.error is not None:
-                continue  # drain after a failure
-            off, data, n = item
-            try:
-                if data is None:
-                    self.target.write_zeroes(off, n, may_unmap=True)
-                else:
-                    self.target.pwritev(off, [data])
-            except OSError as exc:  # e.g. ENOSPC: say which file and where
-                self.error = BlockError(f"write of {n} bytes at offset {off} failed: "
-                                        f"{exc.strerror or exc}", self.target.filename)
-                self.error.__cause__ = exc
-            except BaseException as exc:  # re-raised in the caller's thread
-                self.error = exc
+            batch, buf = item
+            for off, data, n in batch:
+                if self.error is not None:
+                    break  # drain after a failure
+                try:
+                    if data is None:
+                        self.target.write_zeroes(off, n, may_unmap=True)
+                    else:
+                        self.target.pwritev(off, [data])
+                except OSError as exc:  # e.g. ENOSPC: say which file and where
+                    self.error = BlockError(f"write of {n} bytes at offset {off} failed: "
+                                            f"{exc.strerror or exc}", self.target.filename)
+                    self.error.__cause__ = exc
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self.error = exc
+            if buf is not None:
+                self.free.put(buf)
+
+    def buffer(self) -> bytearray:
+        """A pooled CHUNK-sized buffer; it goes back with the batch it is submitted with."""
+        self._check()
+        return self.free.get()
 
     def write(self, off: int, data: memoryview) -> None:
-        self._check()
-        self.queue.put((off, data, data.nbytes))
+        self.batch.append((off, data, data.nbytes))
 
     def zeroes(self, off: int, n: int) -> None:
+        self.batch.append((off, None, n))
+
+    def submit(self, buf: bytearray | None = None) -> None:
+        """Queue the writes added since the last submit; then ``buf`` is free again."""
         self._check()
-        self.queue.put((off, None, n))
+        if self.batch or buf is not None:
+            self.queue.put((self.batch, buf))
+            self.batch = []
 
     def _check(self) -> None:
         if self.error is not None:
             raise self.error
 
     def close(self) -> None:
+        self.submit()
         self.queue.put(None)
         self.thread.join()
         self._check()
@@ -200,6 +226,8 @@ def _convert_plain(src: _Sources, target: BlockBackend, target_is_zero: bool,
 
 def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse: int,
                 advance: Callable[[int], None], top_only: bool) -> None:
+    buf: bytearray | None = None
+    fill = 0                 # bytes of buf in use by queued writes
     for w in range(0, src.size, WINDOW):
         for off, length, state in list(src.extents(w, min(WINDOW, src.size - w), top_only)):
             if state == BACKING:
@@ -214,19 +242,28 @@ def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse
             end = off + length
             while off < end:
                 n = min(CHUNK, end - off)
-                mv = memoryview(bytearray(n))  # a new buffer: the writer may hold the last
-                if not is_zero:
+                if buf is None or fill + n > CHUNK:   # small extents share a buffer
+                    if buf is not None:
+                        writer.submit(buf)
+                    buf, fill = writer.buffer(), 0
+                mv = memoryview(buf)[fill:fill + n]
+                if is_zero:
+                    fill_zero(mv)
+                else:
                     src.readinto(off, mv)
                 if not min_sparse:
                     writer.write(off, mv)
                 else:
-                    for a, b, zero in _zero_runs(mv, off, min_sparse):
+                    for a, b, zero in _zero_runs(mv, off, min_sparse, buf, fill):
                         if not zero:
                             writer.write(off + a, mv[a:b])
                         elif not target_is_zero:
                             writer.zeroes(off + a, b - a)
+                fill += n
                 advance(n)
                 off += n
+    if buf is not None:
+        writer.submit(buf)
 
 
 def _runs(clusters: list[int], g: int, size: int) -> Iterator[tuple[int, int]]:

@@ -172,18 +172,20 @@ class Refcounts:
         return self.codec.get(blk, cluster & (self.entries - 1))
 
     def write_back(self) -> None:
-        """Write dirty blocks (lazy refcounts)."""
+        """Write dirty blocks (lazy refcounts, deferred increments)."""
         for bi in sorted(self.dirty):
             self.f.pwrite(self.block_offset(bi), self.cache[bi])
         self.dirty.clear()
 
     # -- updates ----------------------------------------------------------------
 
-    def update(self, cluster: int, count: int, delta: int) -> None:
+    def update(self, cluster: int, count: int, delta: int, defer: bool = False) -> None:
         """Add ``delta`` to the refcounts of ``count`` clusters from ``cluster``.
 
         Checks every entry before changing any: an overflow or a drop below
-        zero raises and changes nothing.
+        zero raises and changes nothing.  ``defer``: leave the changed blocks
+        dirty for the next ``write_back`` instead of writing them now (the
+        writer's barrier writes them before any L2 entry that needs them).
         """
         codec, mask = self.codec, self.entries - 1
         end = cluster + count
@@ -227,7 +229,7 @@ class Refcounts:
                         self.byte_cluster = -1
             if freed and c < self.hint:
                 self.hint = c
-            if self.lazy:
+            if self.lazy or defer:
                 self.dirty.add(bi)
             else:
                 b0, b1 = codec.byte_range(i0, i1)
@@ -276,8 +278,11 @@ class Refcounts:
                 i += 1
             c = block_end
 
-    def alloc(self, n: int) -> int:
-        """Allocate ``n`` contiguous clusters (refcount 1); returns the host offset."""
+    def alloc(self, n: int, defer: bool = False) -> int:
+        """Allocate ``n`` contiguous clusters (refcount 1); returns the host offset.
+
+        ``defer``: the new refcounts stay dirty in the cache (see ``update``).
+        """
         if n <= 0:
             raise ValueError("alloc of no clusters")
         for _ in range(64 + 4 * (n // self.entries + 1)):
@@ -291,7 +296,7 @@ class Refcounts:
             if missing:
                 self._create_block(missing[0])
                 continue
-            self.update(c, n, +1)
+            self.update(c, n, +1, defer)
             if c == first:
                 self.hint = c + n
             else:

@@ -78,7 +78,7 @@ class Qcow2Writer(Qcow2Image):
         if self.readonly or not (dirty_l2 or dirty_l1 or frees):
             return
         if not self.refs.lazy:     # lazy refcounts: written at close (dirty bit set)
-            self.refs.write_back()
+            self.refs.write_back()  # the writes' deferred increments, before their L2s
         if self.data is not self.f:
             self.data.sync()
         self.f.sync()
@@ -252,7 +252,8 @@ class Qcow2Writer(Qcow2Image):
                 need += 1
             plan.append((i, into, n, ent, inplace))
             p += n
-        base = self.refs.alloc(need) if need and not datafile else 0
+        # refcounts written at the barrier, before the L2 entries that point here
+        base = self.refs.alloc(need, defer=True) if need and not datafile else 0
         ops: list[tuple[int, list[memoryview]]] = []
         olds: list[int] = []
         changed: list[tuple[int, int]] = []
