@@ -28,6 +28,8 @@ cdef struct CodePage:
     uint8_t *host       # host bytes of the page (RAM or ROM)
     uint64_t used[32]   # records whose op was set: cleared when the page is reused
     Rec recs[2050]      # [2048], [2049]: OP_PAGEEND sentinels (falling off the page)
+    int njit            # compiled blocks headed here (riscv_jit.pxi)
+    uint8_t heat[2048]  # taken jumps to each record, counted towards compiling it
 
 # LR/SC reservations of the harts sharing one RAM: host addresses of 8-byte granules.
 cdef struct ResvTable:
@@ -89,4 +91,12 @@ cdef class Hart:
     cdef object pyexc           # a device's exception, re-raised by run()
     cdef readonly uint64_t tlb_flushes, code_flushes, code_inits
     cdef unsigned long long ram_gen
+    # the compiler of hot blocks (riscv_jit.pxi)
+    cdef int jit_on
+    cdef uint8_t *jit_buf
+    cdef uint8_t *jit_start
+    cdef uint8_t *jit_free
+    cdef uint8_t *jit_epilogue
+    cdef readonly uint64_t jit_blocks, jit_resets
+    cdef uint64_t jpc, jcnt, jv   # a block's exit: pc, retired count, slow-load value
 

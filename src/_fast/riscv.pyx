@@ -23,10 +23,12 @@ privileged state.  The loop leaves C only to call a Python device (MMIO) or
 to look at signals, and returns on a stop condition.
 """
 
+import os
+
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t, uintptr_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from vmforge._fast.mmio cimport AddressSpace
 from vmforge._fast.guestmem cimport GuestRam
 
@@ -35,6 +37,7 @@ include "riscv_decode.pxi"
 include "riscv_mmu.pxi"
 include "riscv_csr.pxi"
 include "riscv_float.pxi"
+include "riscv_jit.pxi"
 
 cdef extern from *:
     """
@@ -183,6 +186,14 @@ cdef Rec *resolve(Hart h, Rec *r, uint64_t pc) noexcept nogil:
         return &h.tmp[0]
     decode_at(h, pc, chost, r)
     return r
+
+
+cdef inline void jit_heat(Hart h, CodePage *cp, Rec *r, uint64_t cbase) noexcept nogil:
+    """A taken jump reached ``r``: compile the block there once it is hot."""
+    cdef int64_t i = RV_PTR_DIFF(r, cp.recs) >> 4
+    cp.heat[i] += 1
+    if cp.heat[i] == JIT_HOT:
+        jit_compile(h, cp, r, cbase)
 
 
 cdef enum:
@@ -530,6 +541,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
+                        if r.op != OP_JIT and h.jit_on:
+                            jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_BNE:
                     if x[r.rs1] != x[r.rs2]:
@@ -540,6 +553,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
+                        if r.op != OP_JIT and h.jit_on:
+                            jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_BLT:
                     if <int64_t>x[r.rs1] < <int64_t>x[r.rs2]:
@@ -550,6 +565,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
+                        if r.op != OP_JIT and h.jit_on:
+                            jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_BGE:
                     if <int64_t>x[r.rs1] >= <int64_t>x[r.rs2]:
@@ -560,6 +577,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
+                        if r.op != OP_JIT and h.jit_on:
+                            jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_BLTU:
                     if x[r.rs1] < x[r.rs2]:
@@ -570,6 +589,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
+                        if r.op != OP_JIT and h.jit_on:
+                            jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_BGEU:
                     if x[r.rs1] >= x[r.rs2]:
@@ -580,6 +601,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
+                        if r.op != OP_JIT and h.jit_on:
+                            jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_J:
                     rr = RV_JUMP(r, r.imm)
@@ -589,6 +612,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         ev = EV_PAGE
                         break
                     r = rr
+                    if r.op != OP_JIT and h.jit_on:
+                        jit_heat(h, cp, r, cbase)
                     continue
                 elif op == OP_JAL:
                     pc = RV_PC(cbase, r, recs)
@@ -599,12 +624,29 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         ev = EV_PAGE
                         break
                     r = &recs[(pc - cbase) >> 1]
+                    if r.op != OP_JIT and h.jit_on:
+                        jit_heat(h, cp, r, cbase)
                     continue
                 elif op == OP_JALR:
                     a = (x[r.rs1] + <uint64_t><int64_t>r.imm) & ~(<uint64_t>1)
                     x[r.rd] = RV_PC(cbase, r, recs) + r.len
                     pc = a
                     cnt += 1
+                    if (pc - cbase) >= 4096 or cnt >= h.lim:
+                        ev = EV_PAGE
+                        break
+                    r = &recs[(pc - cbase) >> 1]
+                    if r.op != OP_JIT and h.jit_on:
+                        jit_heat(h, cp, r, cbase)
+                    continue
+                elif op == OP_JIT:                # a compiled block (riscv_jit.pxi)
+                    res = RV_JIT_CALL(h.jit_buf, (<uint8_t **>(<uint8_t *>r + 8))[0], h, x,
+                                      recs, cbase, cnt)
+                    cnt = h.jcnt
+                    pc = h.jpc
+                    if res:
+                        ev = res
+                        break
                     if (pc - cbase) >= 4096 or cnt >= h.lim:
                         ev = EV_PAGE
                         break

@@ -24,6 +24,7 @@ cdef enum:
     OP_CSRRW, OP_CSRRS, OP_CSRRC, OP_CSRRWI, OP_CSRRSI, OP_CSRRCI,
     OP_LR_W, OP_SC_W, OP_LR_D, OP_SC_D, OP_AMO_W, OP_AMO_D,
     OP_FLW, OP_FLD, OP_FSW, OP_FSD, OP_FP,
+    OP_JIT,             # the head of a compiled block (riscv_jit.pxi)
     OP_COUNT
 
 cdef inline int32_t sext(uint32_t v, int bits) noexcept nogil:

@@ -43,10 +43,12 @@ cdef class Hart:
         for i in range(NCODE):
             self.ctab[i] = NULL
         self.time_div = 1
+        self.jit_on = os.environ.get("VMFORGE_JIT", "1") != "0"
         self.reset_state(0)
 
     def __dealloc__(self):
         cdef int i
+        jit_free(self)
         if self.rs != NULL and self.rs.addr[self.resv_slot] != NULL:
             self.rs.addr[self.resv_slot] = NULL      # a gone hart holds no reservation
             self.rs.nactive -= 1
@@ -238,4 +240,16 @@ cdef class Hart:
 
     def _stats(self):
         return {"tlb_flushes": self.tlb_flushes, "code_flushes": self.code_flushes,
-                "code_inits": self.code_inits}
+                "code_inits": self.code_inits, "jit_blocks": self.jit_blocks,
+                "jit_resets": self.jit_resets}
+
+    @property
+    def jit(self):
+        """Whether hot blocks are compiled to host code (``VMFORGE_JIT=0``: never)."""
+        return bool(self.jit_on)
+
+    @jit.setter
+    def jit(self, bint on):
+        if not on:
+            jit_unlink_all(self)
+        self.jit_on = on

@@ -124,6 +124,7 @@ cdef void tlb_flush(Hart h) noexcept nogil:
 
 cdef void code_flush(Hart h) noexcept nogil:
     cdef int i, c
+    jit_unlink_all(h)               # a page being run keeps its records: no stale blocks
     for i in range(NCODE):
         if h.ctab[i] != NULL:
             h.ctab[i].ppage = RV_NOPAGE
@@ -162,6 +163,7 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
                 cp.recs[w * 64 + rv_ctz64(bits)].op = OP_NONE
                 bits &= bits - 1
             cp.used[w] = 0
+    cp.njit = 0
     cp.ppage = ppage
     cp.host = host
     h.code_inits += 1
@@ -180,6 +182,7 @@ cdef void code_invalidate(Hart h, uint64_t pa, int size) noexcept nogil:
     cdef int first, last, i
     if cp == NULL:
         return
+    jit_unlink(cp)                  # a block may span the bytes written
     first = <int>(pa & 0xfff) - 2
     if first < 0:
         first = 0
