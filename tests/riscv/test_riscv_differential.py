@@ -215,3 +215,113 @@ def test_random_streams_match_unicorn(seed):
             f"seed {seed} block {block}: data page differs"
         pc = end + 4
         hart.pc = pc
+
+
+# -- the compiled tier (riscv_jit.pxi) against the interpreter -----------------------------
+
+LOOP_REG = 30                 # t5 counts the trips of each loop; never a random destination
+
+
+class LoopGen(Gen):
+    def reg(self):
+        return self.rng.randrange(1, 30)
+
+
+def make_loops(rng: random.Random, blocks: int, per_block: int, trips: int):
+    """Random bodies, each run ``trips`` times by a counted loop, then ``ebreak``."""
+    gen = LoopGen(rng)
+    code = bytearray()
+    ends = []
+    for _ in range(blocks):
+        code += i_type(trips, 0, 0, LOOP_REG, 0x13).to_bytes(4, "little")   # li t5, trips
+        start = len(code)
+        n = 0
+        while n < per_block:
+            for enc, length in gen.one():
+                code += enc.to_bytes(length, "little")
+                n += 1
+        code += i_type(-1, LOOP_REG, 0, LOOP_REG, 0x13).to_bytes(4, "little")
+        code += b_type(start - len(code), 0, LOOP_REG, 1).to_bytes(4, "little")  # bnez t5
+        ends.append(CODE + len(code))
+        code += (0x00100073).to_bytes(4, "little")
+    return bytes(code), ends
+
+
+def _hart_pair(code: bytes, data: bytes, regs: list[int]):
+    harts, spaces = [], []
+    for jit in (True, False):
+        space = AddressSpace()
+        space.add_ram(CODE, 1 << 20)
+        space.add_ram(DATA, 1 << 16)
+        space.memory.load(CODE, code)
+        space.memory.load(DATA, data)
+        hart = RiscvHart(space, pc=CODE, stop_on={3})
+        hart.jit = jit
+        for i in range(1, 32):
+            hart.x[i] = regs[i]
+        harts.append(hart)
+        spaces.append(space)
+    return harts, spaces
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_hot_loops_match_the_interpreter(seed):
+    """Random loop bodies (ALU, M, C, loads/stores incl. misaligned, short branches)
+    run hot enough to be compiled; registers, pc, instret and memory must equal
+    the interpreter's (itself checked against unicorn above) after every loop."""
+    rng = random.Random(1000 + seed)
+    code, ends = make_loops(rng, blocks=12, per_block=30, trips=40)
+    data = bytes(rng.randrange(256) for _ in range(4096))
+    regs = [0] + [rng.choice([0, 1, MASK, 1 << 63, 0xFFFFFFFF, rng.randrange(1 << 64)])
+                  for _ in range(31)]
+    regs[BASE_REG] = DATA
+    (jit, ref), (jspace, rspace) = _hart_pair(code, data, regs)
+    for block, end in enumerate(ends):
+        for hart in (jit, ref):
+            res = hart.run()
+            assert res.reason is StopReason.EXCEPTION and res.cause == 3, res
+            assert hart.pc == end
+        for i in range(1, 32):
+            assert jit.x[i] == ref.x[i], f"seed {seed} loop {block}: x{i} " \
+                f"{jit.x[i]:#x} != interpreter {ref.x[i]:#x}"
+        assert jit.instret == ref.instret, f"seed {seed} loop {block}: instret"
+        assert jspace.memory.read(DATA, 4096) == rspace.memory.read(DATA, 4096), \
+            f"seed {seed} loop {block}: data page differs"
+        for hart in (jit, ref):
+            hart.pc = end + 4
+    assert jit._stats()["jit_blocks"] > 0 and ref._stats()["jit_blocks"] == 0
+
+
+def test_compiled_loop_sees_its_own_code_patched():
+    """A hot loop stores a new instruction into itself halfway: the compiled block
+    must be dropped and the new instruction run from the next trip on."""
+    new = i_type(100, 5, 0, 5, 0x13)                       # addi t0, t0, 100
+    prog = [
+        i_type(0, 0, 0, 5, 0x13),                          # li t0, 0
+        i_type(100, 0, 0, 6, 0x13),                        # li t1, 100
+        i_type(50, 0, 0, 9, 0x13),                         # li s1, 50
+        0x00000397,                                        # auipc t2, 0
+        i_type(0, 0, 0, 0, 0x13),                          # (patched below: addi t2 -> loop)
+        ((new >> 12) << 12) | (8 << 7) | 0x37,             # lui s0, hi(new)
+        i_type(new & 0xFFF, 8, 0, 8, 0x1B),                # addiw s0, s0, lo(new)
+    ]
+    loop = len(prog) * 4
+    prog[4] = i_type(loop - 12, 7, 0, 7, 0x13)             # addi t2, t2, loop - (auipc)
+    if new & 0x800:                                        # lui/addiw: carry into hi
+        prog[5] = ((((new >> 12) + 1) & 0xFFFFF) << 12) | (8 << 7) | 0x37
+    prog += [
+        i_type(1, 5, 0, 5, 0x13),                          # loop: addi t0, t0, 1
+        i_type(-1, 6, 0, 6, 0x13),                         # addi t1, t1, -1
+        b_type(8, 9, 6, 1),                                # bne t1, s1, +8
+        s_type(0, 8, 7, 2),                                # sw s0, 0(t2)
+    ]
+    prog.append(b_type(loop - 4 * len(prog), 0, 6, 1))     # bnez t1, loop
+    prog.append(0x00100073)
+    code = b"".join(w.to_bytes(4, "little") for w in prog)
+    harts, _ = _hart_pair(code, bytes(4096), [0] * 32)
+    for hart in harts:
+        res = hart.run()
+        assert res.reason is StopReason.EXCEPTION and res.cause == 3, res
+        assert hart.x[5] == 50 + 50 * 100, hex(hart.x[5])
+    assert harts[0].instret == harts[1].instret
+    assert harts[0]._stats()["jit_blocks"] > 0
