@@ -97,6 +97,6 @@ cdef class Hart:
     cdef uint8_t *jit_start
     cdef uint8_t *jit_free
     cdef uint8_t *jit_epilogue
-    cdef readonly uint64_t jit_blocks, jit_resets
+    cdef readonly uint64_t jit_blocks, jit_resets, jit_calls
     cdef uint64_t jpc, jcnt, jv   # a block's exit: pc, retired count, slow-load value
 

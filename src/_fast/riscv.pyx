@@ -296,6 +296,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 r = &h.tmp[0]
                 recs = RV_TMP_RECS(r)
                 cbase = pc - RV_TMP_SHIFT
+            elif r.op != OP_JIT and h.jit_on:   # entering a page counts as a jump
+                jit_heat(h, cp, r, cbase)
             # ---- the hot loop: r walks the page's records; pc = RV_PC(cbase, r, recs) ---
             while True:
                 op = r.op
@@ -644,6 +646,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                                       recs, cbase, cnt)
                     cnt = h.jcnt
                     pc = h.jpc
+                    h.jit_calls += 1
                     if res:
                         ev = res
                         break
@@ -651,6 +654,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         ev = EV_PAGE
                         break
                     r = &recs[(pc - cbase) >> 1]
+                    if r.op != OP_JIT:            # a block's way out is a jump too
+                        jit_heat(h, cp, r, cbase)
                     continue
                 elif op == OP_PAGEEND:            # fell off the page (or out of tmp)
                     pc = RV_PC(cbase, r, recs)

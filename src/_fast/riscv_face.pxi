@@ -241,7 +241,7 @@ cdef class Hart:
     def _stats(self):
         return {"tlb_flushes": self.tlb_flushes, "code_flushes": self.code_flushes,
                 "code_inits": self.code_inits, "jit_blocks": self.jit_blocks,
-                "jit_resets": self.jit_resets}
+                "jit_resets": self.jit_resets, "jit_calls": self.jit_calls}
 
     @property
     def jit(self):
