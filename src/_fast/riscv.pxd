@@ -22,6 +22,7 @@ cdef struct TlbEntry:
     uint64_t tag
     uint64_t addend     # host address - virtual address (RAM pages)
     uint64_t ppage      # physical page
+    uint64_t pad        # 32 bytes: compiled code indexes with one shift
 
 cdef struct CodePage:
     uint64_t ppage      # physical page, or RV_NOPAGE
@@ -97,6 +98,8 @@ cdef class Hart:
     cdef uint8_t *jit_start
     cdef uint8_t *jit_free
     cdef uint8_t *jit_epilogue
+    cdef void *jit_work           # the compiler's scratch (a Jit)
     cdef readonly uint64_t jit_blocks, jit_resets, jit_calls
     cdef uint64_t jpc, jcnt, jv   # a block's exit: pc, retired count, slow-load value
+    cdef uint64_t jcbase          # the virtual base of the page being run
 

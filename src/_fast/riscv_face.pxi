@@ -243,6 +243,12 @@ cdef class Hart:
                 "code_inits": self.code_inits, "jit_blocks": self.jit_blocks,
                 "jit_resets": self.jit_resets, "jit_calls": self.jit_calls}
 
+    def _jit_code(self):
+        """(address, bytes) of the compiled code so far, for a disassembler."""
+        if self.jit_buf == NULL:
+            return 0, b""
+        return <uintptr_t>self.jit_buf, (<char *>self.jit_buf)[:self.jit_free - self.jit_buf]
+
     @property
     def jit(self):
         """Whether hot blocks are compiled to host code (``VMFORGE_JIT=0``: never)."""

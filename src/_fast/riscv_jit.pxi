@@ -47,10 +47,10 @@ cdef extern from *:
 
 cdef enum:
     JIT_HOT = 8                 # taken jumps to a record before it is compiled
-    JIT_MAX = 64                # instructions per block
-    JIT_BYTES = 16 << 20        # code buffer per hart
-    JIT_ROOM = 64 << 10         # the most one block can take (checked before compiling)
-    NPOOL = 6                   # host registers that cache guest registers in a block
+    JIT_MAX = 256               # instructions per region
+    JIT_BYTES = 32 << 20        # code buffer per hart
+    JIT_ROOM = 256 << 10        # the most one region can take (checked before compiling)
+    NPOOL = 7                   # host registers that cache guest registers in a block
 
 # x86-64 registers
 cdef enum:
@@ -77,19 +77,42 @@ cdef enum:
 
 # the pool: caller-saved but for r13; every call happens on a way out, after write-back
 cdef int POOL[NPOOL]
-POOL[:] = [8, 9, 10, 11, 13, 7]
+POOL[:] = [8, 9, 10, 11, 13, 12, 7]
+
+
+cdef struct Stub:           # a slow path, emitted after the block's main line
+    int kind                    # STUB_LOAD, STUB_STORE (TLB misses), STUB_RESV
+    Rec *r
+    int64_t off
+    int k
+    uint8_t *patch              # the end of the jcc that goes there
+
+
+cdef enum:
+    IN_REGION = 1
+    STUB_LOAD = 1
+    STUB_STORE = 2
+    STUB_RESV = 3
 
 
 cdef struct Jit:
+    Stub stubs[2 * JIT_MAX + 2]
+    int nstubs
     uint8_t *p
     uint8_t *epi                # the common epilogue (h.jcnt = r14, return eax)
     # field offsets inside the Hart object
-    int32_t o_lim, o_jpc, o_jcnt, o_jv, o_rt, o_wt, o_rs
+    int32_t o_lim, o_jpc, o_jcnt, o_jv, o_rt, o_wt, o_rs, o_cbase
     # the register cache: guest register -> host register (-1: in memory)
     signed char host_of[33]
-    uint8_t dirty[33]               # cached and written somewhere in the block
-    int64_t start                   # the block's page offset
-    uint8_t *top                    # its code after the entry loads
+    uint8_t dirty[33]               # cached and written somewhere in the region
+    # the region: instructions of one page reachable from its head (by halfword)
+    Rec recs[2048]                  # decoded afresh (a head's own record is OP_JIT)
+    uint8_t state[2048]             # IN_REGION, or 0
+    uint8_t target[2048]            # jumped to from inside the region: needs a label
+    uint8_t *label[2048]            # code of each emitted instruction
+    int pend_off[2 * JIT_MAX + 2]   # forward jumps to labels not emitted yet
+    uint8_t *pend_at[2 * JIT_MAX + 2]
+    int npend
 
 
 cdef inline void b1(Jit *a, int v) noexcept nogil:
@@ -186,6 +209,11 @@ cdef inline void here(Jit *a, uint8_t *after) noexcept nogil:
     cdef int32_t rel = <int32_t>(a.p - after)
     memcpy(after - 4, &rel, 4)
 
+cdef inline void jmp_patch(uint8_t *after, uint8_t *target) noexcept nogil:
+    """Point the rel32 that ends at ``after`` at ``target``."""
+    cdef int32_t rel = <int32_t>(target - after)
+    memcpy(after - 4, &rel, 4)
+
 cdef inline void jmp_to(Jit *a, uint8_t *target) noexcept nogil:
     b1(a, 0xe9)
     d4(a, <int64_t>(target - (a.p + 4)))
@@ -199,46 +227,43 @@ cdef inline void jmp_to(Jit *a, uint8_t *target) noexcept nogil:
 # registers the block writes anywhere (so a loop back to the block's own start
 # may keep them in registers: see goto_pc).
 
-cdef void cache_plan(Jit *a, Hart h, CodePage *cp, int64_t off, uint64_t cbase) noexcept nogil:
-    """Choose the cached registers of the block at ``off`` (same walk as jit_compile)."""
+cdef void cache_plan(Jit *a) noexcept nogil:
+    """Choose the cached registers of the region: the ones it uses most."""
     cdef int uses[33]
-    cdef int i, j, k = 0, op, best, n = 0
+    cdef uint8_t depth[2048]
+    cdef int i, j, op, best, n = 0, w
+    cdef int64_t t
     cdef Rec *r
     for i in range(33):
         uses[i] = 0
         a.host_of[i] = -1
         a.dirty[i] = 0
-    while off < 4096 and k < JIT_MAX:
-        r = &cp.recs[off >> 1]
-        if r.op == OP_NONE:
-            if off == 0xffe and (rv_ld16(cp.host + 0xffe) & 3) == 3:
-                break
-            code_mark(cp, cbase + <uint64_t>off)
-            if decode_at(h, cbase + <uint64_t>off, cp.host, r):
-                r.op = OP_NONE
-                break
+    # loops (a backward jump and what it jumps over) weigh more, inner ones most
+    memset(depth, 0, sizeof(depth))
+    for i in range(2048):
+        r = &a.recs[i]
+        if a.state[i] == IN_REGION and (OP_BEQ <= r.op <= OP_BGEU or r.op == OP_J) and r.imm <= 0:
+            t = 2 * i + r.imm
+            if t >= 0:
+                for j in range(<int>(t >> 1), i + 1):
+                    if depth[j] < 3:
+                        depth[j] += 1
+    for i in range(2048):
+        if a.state[i] != IN_REGION:
+            continue
+        r = &a.recs[i]
         op = r.op
-        if op == OP_JIT and k > 0:
-            break
-        if not (jit_simple(op) or OP_LB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or
-                op == OP_J or op == OP_JAL or op == OP_JALR or op == OP_JIT):
-            break
-        if op == OP_JIT:             # never: a head is only compiled when not yet one
-            break
+        w = 1 << (3 * depth[i])
         if not (op == OP_LUI or op == OP_LI or op == OP_AUIPC or op == OP_J or op == OP_JAL or
                 op == OP_NOP):
-            uses[r.rs1] += 1
+            uses[r.rs1] += w
         if (OP_SB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or
                 (OP_ADD <= op <= OP_AND) or (OP_ADDW <= op <= OP_SRAW) or
                 (OP_MUL <= op <= OP_REMUW)):
-            uses[r.rs2] += 1
+            uses[r.rs2] += w
         if not (OP_SB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or op == OP_J) and r.rd != 32:
-            uses[r.rd] += 1
+            uses[r.rd] += w
             a.dirty[r.rd] = 1
-        k += 1
-        if op == OP_J or op == OP_JAL or op == OP_JALR:
-            break
-        off += r.len
     uses[0] = 0                      # x0 reads as zero from memory; no register for it
     for j in range(NPOOL):
         best = -1
@@ -289,6 +314,21 @@ cdef inline void rax_to(Jit *a, int g) noexcept nogil:
     else:
         stx(a, RAX, g)
 
+cdef inline void op_src(Jit *a, int w, int opc, int reg, int g) noexcept nogil:
+    """``opc reg, <guest register g>`` (an ``r, r/m`` opcode: its register or memory)."""
+    if a.host_of[g] >= 0:
+        op_rr(a, w, opc, reg, a.host_of[g])
+    else:
+        op_rm(a, w, opc, reg, RBX, 8 * g)
+
+cdef inline void eax_to(Jit *a, int g) noexcept nogil:
+    """Guest register ``g`` = eax sign-extended (the W ops)."""
+    if a.host_of[g] >= 0:
+        op_rr(a, 1, 0x63, a.host_of[g], RAX)        # movsxd reg, eax
+    else:
+        movsxd_rax(a)
+        stx(a, RAX, g)
+
 
 # -- ways out -----------------------------------------------------------------------------
 
@@ -297,7 +337,7 @@ cdef void exit_at(Jit *a, int64_t off, int k) noexcept nogil:
     Dirty registers are already stored."""
     if k:
         alu_imm(a, 1, 0, R14, k)                    # add r14, k
-    mov_rr(a, RAX, R12)                             # rax = r12 + off
+    op_rm(a, 1, 0x8b, RAX, R15, a.o_cbase)          # rax = cbase + off
     if off:
         alu_imm(a, 1, 0, RAX, <int32_t>off)
     op_rm(a, 1, 0x89, RAX, R15, a.o_jpc)            # h.jpc = rax
@@ -309,24 +349,39 @@ cdef void exit_event(Jit *a, int64_t off, int k) noexcept nogil:
     """Leave with the event in eax, the instruction at ``off`` not retired."""
     if k:
         alu_imm(a, 1, 0, R14, k)
-    mov_rr(a, RCX, R12)
+    op_rm(a, 1, 0x8b, RCX, R15, a.o_cbase)
     if off:
         alu_imm(a, 1, 0, RCX, <int32_t>off)
     op_rm(a, 1, 0x89, RCX, R15, a.o_jpc)
     jmp_to(a, a.epi)
 
 
-cdef void goto_pc(Jit *a, int64_t off, int k) noexcept nogil:
-    """Store dirty registers, then continue at page offset ``off``: into its block
-    when it has one and the budget allows, else back to the interpreter."""
+cdef void jump_label(Jit *a, int64_t off) noexcept nogil:
+    """jmp to the region's instruction at ``off`` (patched later when ahead)."""
+    cdef uint8_t *lbl = a.label[off >> 1]
+    if lbl != NULL:
+        jmp_to(a, lbl)
+    else:
+        a.pend_at[a.npend] = jmp32(a)
+        a.pend_off[a.npend] = <int>off
+        a.npend += 1
+
+
+cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
+    """Continue at page offset ``off``, ``k`` more retired: inside the region when it
+    holds ``off`` (a backward jump looks at the budget first), else into the block
+    headed there if any and the budget allows, else back to the interpreter."""
     cdef uint8_t *p1
     cdef uint8_t *p2
-    if off == a.start:           # a loop to this block's start: registers stay
-        alu_imm(a, 1, 0, R14, k)
-        op_rm(a, 1, 0x3b, R14, R15, a.o_lim)
-        p1 = jcc32(a, CC_AE)
-        jmp_to(a, a.top)
-        here(a, p1)
+    if 0 <= off < 4096 and a.state[off >> 1] == IN_REGION:
+        if k:
+            alu_imm(a, 1, 0, R14, k)
+        if off > from_off:
+            jump_label(a, off)                      # forward: no loop without a backward one
+            return
+        op_rm(a, 1, 0x3b, R14, R15, a.o_lim)        # cmp r14, h.lim
+        b1(a, 0x0f); b1(a, 0x80 | CC_B)             # jb label (emitted: it is behind)
+        d4(a, <int64_t>(a.label[off >> 1] - (a.p + 4)))
         writeback(a)
         exit_at(a, off, 0)
         return
@@ -355,7 +410,7 @@ cdef void goto_rax(Jit *a, int k) noexcept nogil:
     cdef uint8_t *p3
     alu_imm(a, 1, 0, R14, k)
     mov_rr(a, RDX, RAX)
-    op_rr(a, 1, 0x2b, RDX, R12)                     # rdx = rax - r12
+    op_rm(a, 1, 0x2b, RDX, R15, a.o_cbase)          # rdx = rax - cbase
     alu_imm(a, 1, 7, RDX, 4096)
     p1 = jcc32(a, CC_AE)                            # another page
     op_rm(a, 1, 0x3b, R14, R15, a.o_lim)
@@ -389,20 +444,21 @@ cdef int resv_clear_call(ResvTable *t, uint8_t *host, int size) noexcept nogil:
 
 cdef void address(Jit *a, Rec *r) noexcept nogil:
     """rax = x[rs1] + imm."""
-    src_rax(a, 1, r.rs1)
-    if r.imm:
-        alu_imm(a, 1, 0, RAX, r.imm)
+    if a.host_of[r.rs1] >= 0:
+        op_rm(a, 1, 0x8d, RAX, a.host_of[r.rs1], r.imm)    # lea rax, [reg + imm]
+    else:
+        src_rax(a, 1, r.rs1)
+        if r.imm:
+            alu_imm(a, 1, 0, RAX, r.imm)
 
 
 cdef uint8_t *tlb_probe(Jit *a, int32_t o_tlb, int size) noexcept nogil:
     """rax = guest address -> rax = host address, or a jump (returned) on a miss
     (rax still the guest address there)."""
     cdef uint8_t *miss
-    mov_rr(a, RCX, RAX)
-    shift_imm(a, 1, 5, RCX, 12)                     # shr rcx, 12
-    alu_imm(a, 0, 4, RCX, 255)                      # and ecx, 255
-    b1(a, 0x48); b1(a, 0x8d); b1(a, 0x0c); b1(a, 0x49)   # lea rcx, [rcx + rcx*2]
-    shift_imm(a, 1, 4, RCX, 3)                      # shl rcx, 3  (24-byte entries)
+    op_rr(a, 0, 0x8b, RCX, RAX)                     # mov ecx, eax
+    shift_imm(a, 0, 5, RCX, 7)                      # shr ecx, 7
+    alu_imm(a, 0, 4, RCX, 255 << 5)                 # and ecx, 255 << 5: 32-byte entries
     op_rm(a, 1, 0x03, RCX, R15, o_tlb)              # add rcx, h.rt / h.wt
     mov_rr(a, RDX, RAX)
     alu_imm(a, 1, 4, RDX, <int32_t>~(0x1000 - size))    # and rdx, ~(0xfff & ~(size-1))
@@ -440,47 +496,33 @@ cdef void load_into(Jit *a, int op, int dst, int base) noexcept nogil:
         op0f_rm(a, 0, 0xb6, dst, base, 0)
 
 
+cdef void stub(Jit *a, int kind, Rec *r, int64_t off, int k, uint8_t *patch) noexcept nogil:
+    cdef Stub *t = &a.stubs[a.nstubs]
+    a.nstubs += 1
+    t.kind = kind
+    t.r = r
+    t.off = off
+    t.k = k
+    t.patch = patch
+
+
 cdef void emit_load(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef int size = access_size(r.op), rd = r.rd
-    cdef uint8_t *miss
-    cdef uint8_t *done
     address(a, r)
-    miss = tlb_probe(a, a.o_rt, size)
+    stub(a, STUB_LOAD, r, off, k, tlb_probe(a, a.o_rt, size))
     if rd != 32 and a.host_of[rd] >= 0:
         load_into(a, r.op, a.host_of[rd], RAX)
     else:
         load_into(a, r.op, RAX, RAX)                # (x0: the access all the same)
         if rd != 32:
             stx(a, RAX, rd)
-    done = jmp32(a)
-    # miss: load_slow(h, a, size, &h.jv), then leave (with its event, or after it)
-    here(a, miss)
-    writeback(a)
-    mov_rr(a, RSI, RAX)
-    mov_rr(a, RDI, R15)
-    b1(a, 0xba); d4(a, size)                        # mov edx, size
-    op_rm(a, 1, 0x8d, RCX, R15, a.o_jv)             # lea rcx, h.jv
-    call_abs(a, <void *>load_slow)
-    b1(a, 0x85); b1(a, 0xc0)                        # test eax, eax
-    miss = jcc32(a, CC_NE)
-    if rd != 32:
-        op_rm(a, 1, 0x8d, RAX, R15, a.o_jv)         # rax = &h.jv: extend as a fresh load
-        load_into(a, r.op, RAX, RAX)
-        stx(a, RAX, rd)
-    exit_at(a, off + r.len, k + 1)
-    here(a, miss)
-    exit_event(a, off, k)
-    here(a, done)
 
 
 cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef int size = access_size(r.op), v
-    cdef uint8_t *miss
-    cdef uint8_t *done
-    cdef uint8_t *resv
     address(a, r)
     v = rget(a, r.rs2, RSI)
-    miss = tlb_probe(a, a.o_wt, size)
+    stub(a, STUB_STORE, r, off, k, tlb_probe(a, a.o_wt, size))
     if size == 2:
         b1(a, 0x66)
     if size == 1:
@@ -489,76 +531,116 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
         mem(a, v, RAX, 0)
     else:
         op_rm(a, size == 8, 0x89, v, RAX, 0)
-    # a reservation held by some hart: clear the ones on these bytes, then leave
+    # a reservation held by some hart: clear the ones on these bytes (a way out)
     op_rm(a, 1, 0x8b, RDX, R15, a.o_rs)             # rdx = h.rs
     b1(a, 0x83); b1(a, 0x3a); b1(a, 0x00)           # cmp dword [rdx], 0  (nactive)
-    resv = jcc32(a, CC_NE)
-    done = jmp32(a)
-    here(a, resv)
+    stub(a, STUB_RESV, r, off, k, jcc32(a, CC_NE))
+
+
+cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
+    """The slow path of a load or store; every one leaves the block."""
+    cdef Rec *r = t.r
+    cdef int size = access_size(r.op)
+    cdef uint8_t *fail
+    here(a, t.patch)
     writeback(a)
-    mov_rr(a, RDI, RDX)
-    mov_rr(a, RSI, RAX)
-    b1(a, 0xba); d4(a, size)
-    call_abs(a, <void *>resv_clear_call)
-    exit_at(a, off + r.len, k + 1)
-    # miss: store_slow(h, a, size, value), then leave (with its event, or after it:
-    # the store may have hit code or a device that changed the memory map)
-    here(a, miss)
-    writeback(a)
-    op_rm(a, 1, 0x8b, RCX, RBX, 8 * r.rs2)          # the value, as just stored back
+    if t.kind == STUB_RESV:      # rax = host address, rdx = h.rs
+        mov_rr(a, RDI, RDX)
+        mov_rr(a, RSI, RAX)
+        b1(a, 0xba); d4(a, size)
+        call_abs(a, <void *>resv_clear_call)
+        exit_at(a, t.off + r.len, t.k + 1)
+        return
+    # rax = guest address: load_slow(h, a, size, &h.jv) / store_slow(h, a, size, value),
+    # then leave with its event, or after the instruction (a store may have hit code
+    # or a device that changed the memory map)
+    if t.kind == STUB_LOAD:
+        op_rm(a, 1, 0x8d, RCX, R15, a.o_jv)         # lea rcx, h.jv
+    else:
+        op_rm(a, 1, 0x8b, RCX, RBX, 8 * r.rs2)      # the value, as just stored back
+        if size == 4:
+            op_rr(a, 0, 0x8b, RCX, RCX)             # mov ecx, ecx (zero-extend)
+        elif size == 2:
+            b1(a, 0x0f); b1(a, 0xb7); b1(a, 0xc9)   # movzx ecx, cx
+        elif size == 1:
+            b1(a, 0x0f); b1(a, 0xb6); b1(a, 0xc9)   # movzx ecx, cl
     mov_rr(a, RSI, RAX)
     mov_rr(a, RDI, R15)
-    b1(a, 0xba); d4(a, size)
-    if size == 4:
-        op_rr(a, 0, 0x8b, RCX, RCX)                 # mov ecx, ecx (zero-extend)
-    elif size == 2:
-        b1(a, 0x0f); b1(a, 0xb7); b1(a, 0xc9)       # movzx ecx, cx
-    elif size == 1:
-        b1(a, 0x0f); b1(a, 0xb6); b1(a, 0xc9)       # movzx ecx, cl
-    call_abs(a, <void *>store_slow)
-    b1(a, 0x85); b1(a, 0xc0)
-    miss = jcc32(a, CC_NE)
-    exit_at(a, off + r.len, k + 1)
-    here(a, miss)
-    exit_event(a, off, k)
-    here(a, done)
+    b1(a, 0xba); d4(a, size)                        # mov edx, size
+    if t.kind == STUB_LOAD:
+        call_abs(a, <void *>load_slow)
+    else:
+        call_abs(a, <void *>store_slow)
+    b1(a, 0x85); b1(a, 0xc0)                        # test eax, eax
+    fail = jcc32(a, CC_NE)
+    if t.kind == STUB_LOAD and r.rd != 32:
+        op_rm(a, 1, 0x8d, RAX, R15, a.o_jv)         # rax = &h.jv: extend as a fresh load
+        load_into(a, r.op, RAX, RAX)
+        stx(a, RAX, r.rd)
+    exit_at(a, t.off + r.len, t.k + 1)
+    here(a, fail)
+    exit_event(a, t.off, t.k)
 
 
 # -- arithmetic -----------------------------------------------------------------------------
 
 cdef void alu3(Jit *a, int w, int opc, Rec *r) noexcept nogil:
     """rd = rs1 <op> rs2 (opc: the ``r, r/m`` form); 32-bit ops sign-extended."""
-    src_rax(a, w, r.rs1)
-    op_rr(a, w, opc, RAX, rget(a, r.rs2, RCX))
-    if not w:
-        movsxd_rax(a)
-    rax_to(a, r.rd)
+    cdef int hd = a.host_of[r.rd]
+    if w and hd >= 0 and r.rd == r.rs1:
+        op_src(a, 1, opc, hd, r.rs2)                # in place
+    elif w and hd >= 0 and r.rd != r.rs2:
+        op_src(a, 1, 0x8b, hd, r.rs1)
+        op_src(a, 1, opc, hd, r.rs2)
+    else:
+        op_src(a, w, 0x8b, RAX, r.rs1)
+        op_src(a, w, opc, RAX, r.rs2)
+        if w:
+            rax_to(a, r.rd)
+        else:
+            eax_to(a, r.rd)
 
 
 cdef void alui(Jit *a, int w, int ext, Rec *r) noexcept nogil:
-    src_rax(a, w, r.rs1)
-    alu_imm(a, w, ext, RAX, r.imm)
-    if not w:
-        movsxd_rax(a)
-    rax_to(a, r.rd)
+    cdef int hd = a.host_of[r.rd]
+    if w and hd >= 0:
+        if r.rd != r.rs1:
+            op_src(a, 1, 0x8b, hd, r.rs1)
+        if r.imm or ext != 0:
+            alu_imm(a, 1, ext, hd, r.imm)
+    else:
+        op_src(a, w, 0x8b, RAX, r.rs1)
+        alu_imm(a, w, ext, RAX, r.imm)
+        if w:
+            rax_to(a, r.rd)
+        else:
+            eax_to(a, r.rd)
 
 
 cdef void shifti(Jit *a, int w, int ext, Rec *r) noexcept nogil:
-    src_rax(a, w, r.rs1)
+    cdef int hd = a.host_of[r.rd]
+    if w and hd >= 0:
+        if r.rd != r.rs1:
+            op_src(a, 1, 0x8b, hd, r.rs1)
+        shift_imm(a, 1, ext, hd, r.imm)
+        return
+    op_src(a, w, 0x8b, RAX, r.rs1)
     shift_imm(a, w, ext, RAX, r.imm)
-    if not w:
-        movsxd_rax(a)
-    rax_to(a, r.rd)
+    if w:
+        rax_to(a, r.rd)
+    else:
+        eax_to(a, r.rd)
 
 
 cdef void shiftr(Jit *a, int w, int ext, Rec *r) noexcept nogil:
-    mov_rr(a, RCX, rget(a, r.rs2, RCX))
-    src_rax(a, w, r.rs1)
+    op_src(a, 1, 0x8b, RCX, r.rs2)
+    op_src(a, w, 0x8b, RAX, r.rs1)
     rex(a, w, 0, RAX)
     b1(a, 0xd3); b1(a, 0xc0 | (ext << 3))           # shl/shr/sar rax, cl (count masked)
-    if not w:
-        movsxd_rax(a)
-    rax_to(a, r.rd)
+    if w:
+        rax_to(a, r.rd)
+    else:
+        eax_to(a, r.rd)
 
 
 cdef void setcmp(Jit *a, Rec *r, int cc, int with_imm) noexcept nogil:
@@ -566,7 +648,7 @@ cdef void setcmp(Jit *a, Rec *r, int cc, int with_imm) noexcept nogil:
     if with_imm:
         alu_imm(a, 1, 7, RAX, r.imm)
     else:
-        op_rr(a, 1, 0x3b, RAX, rget(a, r.rs2, RCX))
+        op_src(a, 1, 0x3b, RAX, r.rs2)
     b1(a, 0x0f); b1(a, 0x90 | cc); b1(a, 0xc0)      # setcc al
     b1(a, 0x0f); b1(a, 0xb6); b1(a, 0xc0)           # movzx eax, al
     rax_to(a, r.rd)
@@ -593,6 +675,12 @@ cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
         alui(a, 1, 1, r)
     elif op == OP_XORI:
         alui(a, 1, 6, r)
+    elif op == OP_ADDIW and r.imm == 0:            # sext.w
+        if a.host_of[r.rs1] >= 0:
+            op_rr(a, 1, 0x63, RAX, a.host_of[r.rs1])    # movsxd rax, rs1d
+        else:
+            op_rm(a, 1, 0x63, RAX, RBX, 8 * r.rs1)
+        rax_to(a, r.rd)
     elif op == OP_ADDIW:
         alui(a, 0, 0, r)
     elif op == OP_SLTI:
@@ -642,14 +730,20 @@ cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
     elif op == OP_SRAW:
         shiftr(a, 0, 7, r)
     elif op == OP_LUI or op == OP_LI:
-        imm64(a, RAX, r.imm)
-        rax_to(a, r.rd)
+        if a.host_of[r.rd] >= 0:
+            imm64(a, a.host_of[r.rd], r.imm)
+        else:
+            imm64(a, RAX, r.imm)
+            stx(a, RAX, r.rd)
     elif op == OP_MV:
-        src_rax(a, 1, r.rs1)
-        rax_to(a, r.rd)
+        if a.host_of[r.rd] >= 0:
+            op_src(a, 1, 0x8b, a.host_of[r.rd], r.rs1)
+        else:
+            src_rax(a, 1, r.rs1)
+            stx(a, RAX, r.rd)
     elif op == OP_AUIPC:
         imm64(a, RAX, off + <int64_t>r.imm)
-        op_rr(a, 1, 0x03, RAX, R12)                 # add rax, r12
+        op_rm(a, 1, 0x03, RAX, R15, a.o_cbase)      # add rax, cbase
         rax_to(a, r.rd)
     elif op == OP_MUL or op == OP_MULW:
         src_rax(a, op == OP_MUL, r.rs1)
@@ -657,8 +751,9 @@ cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
         rex(a, op == OP_MUL, RAX, v)                # imul rax, rs2
         b1(a, 0x0f); b1(a, 0xaf); b1(a, 0xc0 | (v & 7))
         if op == OP_MULW:
-            movsxd_rax(a)
-        rax_to(a, r.rd)
+            eax_to(a, r.rd)
+        else:
+            rax_to(a, r.rd)
     elif op == OP_MULH or op == OP_MULHU:
         src_rax(a, 1, r.rs1)
         op_rr(a, 1, 0xf7, 5 if op == OP_MULH else 4, rget(a, r.rs2, RCX))   # (i)mul rs2
@@ -704,6 +799,10 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     if m == <void *>-1:
         return NULL
+    h.jit_work = malloc(sizeof(Jit))
+    if h.jit_work == NULL:
+        munmap(m, JIT_BYTES)
+        return NULL
     h.jit_buf = <uint8_t *>m
     a.p = h.jit_buf
     # entry(code=rdi, h=rsi, x=rdx, recs=rcx, cbase=r8, cnt=r9)
@@ -716,7 +815,7 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     mov_rr(&a, R15, RSI)
     mov_rr(&a, RBX, RDX)
     mov_rr(&a, RBP, RCX)
-    mov_rr(&a, R12, 8)
+    op_rm(&a, 1, 0x89, 8, RSI, <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h))   # h.jcbase = r8
     mov_rr(&a, R14, 9)
     b1(&a, 0xff); b1(&a, 0xe7)                      # jmp rdi
     h.jit_epilogue = a.p
@@ -757,18 +856,70 @@ cdef void jit_unlink_all(Hart h) noexcept nogil:
             jit_unlink(h.ctab[i])
 
 
-cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept nogil:
-    """Compile the block that starts at ``head``; 1 when it is now OP_JIT."""
-    cdef Jit a
-    cdef uint8_t *code
-    cdef int64_t off = RV_PTR_DIFF(head, cp.recs) >> 3
-    cdef int k = 0, op
+cdef inline int jit_op(int op) noexcept nogil:
+    return (jit_simple(op) or OP_LB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or
+            op == OP_J or op == OP_JAL or op == OP_JALR)
+
+
+cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) noexcept nogil:
+    """Mark the region: what the compiled ops reach from ``head`` in this page, by
+    fall-through and jumps, up to JIT_MAX instructions.  Returns how many."""
+    cdef int stack[2 * JIT_MAX + 2]
+    cdef int sp = 0, n = 0, op
+    cdef int64_t off, t
     cdef Rec *r
+    memset(a.state, 0, sizeof(a.state))
+    memset(a.target, 0, sizeof(a.target))
+    stack[sp] = <int>head
+    sp += 1
+    a.target[head >> 1] = 1
+    while sp > 0:
+        sp -= 1
+        off = stack[sp]
+        while 0 <= off < 4096 and a.state[off >> 1] != IN_REGION and n < JIT_MAX:
+            if off == 0xffe and (rv_ld16(cp.host + 0xffe) & 3) == 3:
+                break                                # crosses the page: the interpreter's
+            r = &a.recs[off >> 1]
+            if decode_at(h, cbase + <uint64_t>off, cp.host, r):
+                break
+            op = r.op
+            if not jit_op(op):
+                break                                # the interpreter's from here
+            a.state[off >> 1] = IN_REGION
+            n += 1
+            if OP_BEQ <= op <= OP_BGEU or op == OP_J or op == OP_JAL:
+                t = off + r.imm
+                if 0 <= t < 4096:
+                    a.target[t >> 1] = 1
+                    if a.state[t >> 1] != IN_REGION and sp < 2 * JIT_MAX:
+                        stack[sp] = <int>t
+                        sp += 1
+                if op != OP_BEQ and op != OP_BNE and op != OP_BLT and op != OP_BGE and \
+                        op != OP_BLTU and op != OP_BGEU:
+                    break
+            elif op == OP_JALR:
+                break
+            off += r.len
+            if 0 <= off < 4096 and a.state[off >> 1] == IN_REGION:
+                a.target[off >> 1] = 1               # falls into code already taken
+    return n
+
+
+cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept nogil:
+    """Compile the region headed by ``head``; 1 when the head is now OP_JIT."""
+    cdef Jit *a
+    cdef uint8_t *code
     cdef uint8_t *skip
+    cdef int64_t start = RV_PTR_DIFF(head, cp.recs) >> 3, off, nxt = -1
+    cdef int k = 0, op, i, falls = 0
+    cdef Rec *r
     if not RV_JIT_HOST or not h.jit_on or h.nbp:
         return 0
     if h.jit_buf == NULL and jit_init(h) == NULL:
         h.jit_on = 0
+        return 0
+    a = <Jit *>h.jit_work
+    if discover(a, h, cp, start, cbase) == 0:
         return 0
     if h.jit_free + JIT_ROOM > h.jit_buf + JIT_BYTES:
         jit_unlink_all(h)                            # full: start over
@@ -783,69 +934,75 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_rt = <int32_t>RV_PTR_DIFF(&h.rt, <void *>h)
     a.o_wt = <int32_t>RV_PTR_DIFF(&h.wt, <void *>h)
     a.o_rs = <int32_t>RV_PTR_DIFF(&h.rs, <void *>h)
-    a.start = off
+    a.o_cbase = <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h)
+    a.nstubs = 0
+    a.npend = 0
+    memset(a.label, 0, sizeof(a.label))
+    cache_plan(a)
     code = a.p
-    cache_plan(&a, h, cp, off, cbase)
-    cache_load(&a)
-    a.top = a.p
-    while True:
-        if off >= 4096 or k >= JIT_MAX:
-            break
-        r = &cp.recs[off >> 1]
-        if r.op == OP_NONE:                          # decode ahead, as the loop would
-            if off == 0xffe and (rv_ld16(cp.host + 0xffe) & 3) == 3:
-                break                                # crosses the page: the interpreter's
-            code_mark(cp, cbase + <uint64_t>off)
-            if decode_at(h, cbase + <uint64_t>off, cp.host, r):
-                r.op = OP_NONE
-                break
+    cache_load(a)                                    # the entry: registers in, to the head
+    a.pend_at[a.npend] = jmp32(a)
+    a.pend_off[a.npend] = <int>start
+    a.npend += 1
+    # the instructions in address order; ``nxt``: where the last one falls through to
+    for i in range(2048):
+        if a.state[i] != IN_REGION:
+            continue
+        off = 2 * i
+        if falls and nxt != off:                     # the last one goes on elsewhere
+            goto_pc(a, off - 1, nxt, k)              # (from just before: not a loop)
+            falls = 0
+        if a.target[i]:                              # a label: counts settled before it
+            if falls and k:
+                alu_imm(a, 1, 0, R14, k)
+            k = 0
+        a.label[i] = a.p
+        r = &a.recs[i]
         op = r.op
-        if op == OP_JIT:                             # another block: jump into it
-            break
+        falls = 1
         if jit_simple(op):
-            emit_simple(&a, r, off)
+            emit_simple(a, r, off)
         elif OP_LB <= op <= OP_LWU:
-            emit_load(&a, r, off, k)
+            emit_load(a, r, off, k)
         elif OP_SB <= op <= OP_SD:
-            emit_store(&a, r, off, k)
+            emit_store(a, r, off, k)
         elif OP_BEQ <= op <= OP_BGEU:
-            src_rax(&a, 1, r.rs1)
-            op_rr(&a, 1, 0x3b, RAX, rget(&a, r.rs2, RCX))
-            skip = jcc32(&a, branch_cc(op))
-            goto_pc(&a, off + r.imm, k + 1)
-            here(&a, skip)
+            if a.host_of[r.rs1] >= 0:
+                op_src(a, 1, 0x3b, a.host_of[r.rs1], r.rs2)   # cmp rs1, rs2
+            else:
+                src_rax(a, 1, r.rs1)
+                op_src(a, 1, 0x3b, RAX, r.rs2)
+            skip = jcc32(a, branch_cc(op))
+            goto_pc(a, off, off + r.imm, k + 1)
+            here(a, skip)
         elif op == OP_J or op == OP_JAL:
             if op == OP_JAL:
-                imm64(&a, RAX, off + r.len)
-                op_rr(&a, 1, 0x03, RAX, R12)
-                rax_to(&a, r.rd)
-            goto_pc(&a, off + r.imm, k + 1)
-            k += 1
-            off = -1
-            break
-        elif op == OP_JALR:
-            src_rax(&a, 1, r.rs1)
-            alu_imm(&a, 1, 0, RAX, r.imm)
-            alu_imm(&a, 1, 4, RAX, -2)               # and rax, ~1
+                imm64(a, RAX, off + r.len)
+                op_rm(a, 1, 0x03, RAX, R15, a.o_cbase)
+                rax_to(a, r.rd)
+            goto_pc(a, off, off + r.imm, k + 1)
+            falls = 0
+        else:                                        # JALR
+            src_rax(a, 1, r.rs1)
+            alu_imm(a, 1, 0, RAX, r.imm)
+            alu_imm(a, 1, 4, RAX, -2)                # and rax, ~1
             if r.rd != 32:
-                mov_rr(&a, RDX, RAX)
-                imm64(&a, RAX, off + r.len)
-                op_rr(&a, 1, 0x03, RAX, R12)
-                rax_to(&a, r.rd)
-                mov_rr(&a, RAX, RDX)
-            writeback(&a)
-            goto_rax(&a, k + 1)
-            k += 1
-            off = -1
-            break
-        else:
-            break                                    # the interpreter's from here
+                mov_rr(a, RDX, RAX)
+                imm64(a, RAX, off + r.len)
+                op_rm(a, 1, 0x03, RAX, R15, a.o_cbase)
+                rax_to(a, r.rd)
+                mov_rr(a, RAX, RDX)
+            writeback(a)
+            goto_rax(a, k + 1)
+            falls = 0
         k += 1
-        off += r.len
-    if k == 0:
-        return 0
-    if off >= 0:                                     # fell out of the block
-        goto_pc(&a, off, k)
+        nxt = off + r.len
+    if falls:
+        goto_pc(a, nxt - 1, nxt, k)
+    for i in range(a.npend):                        # forward jumps, now that all is placed
+        jmp_patch(a.pend_at[i], a.label[a.pend_off[i] >> 1])
+    for i in range(a.nstubs):
+        emit_stub(a, &a.stubs[i])
     h.jit_free = <uint8_t *>((<uintptr_t>a.p + 15) & ~(<uintptr_t>15))
     h.jit_blocks += 1
     head.op = OP_JIT
@@ -858,3 +1015,5 @@ cdef void jit_free(Hart h) noexcept nogil:
     if h.jit_buf != NULL:
         munmap(h.jit_buf, JIT_BYTES)
         h.jit_buf = NULL
+        free(h.jit_work)
+        h.jit_work = NULL

@@ -18,7 +18,7 @@
 # naturally aligned (address-misaligned exception otherwise), as in QEMU.
 
 from libc.string cimport memcpy, memset
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 
 cdef enum:
     ACC_R = 0
