@@ -1005,6 +1005,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         emit_stub(a, &a.stubs[i])
     h.jit_free = <uint8_t *>((<uintptr_t>a.p + 15) & ~(<uintptr_t>15))
     h.jit_blocks += 1
+    code_mark(cp, cbase + <uint64_t>start)           # so that unlinking finds the head
     head.op = OP_JIT
     memcpy(<uint8_t *>head + 8, &code, 8)
     cp.njit += 1
