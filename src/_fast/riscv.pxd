@@ -102,4 +102,5 @@ cdef class Hart:
     cdef readonly uint64_t jit_blocks, jit_resets, jit_calls
     cdef uint64_t jpc, jcnt, jv   # a block's exit: pc, retired count, slow-load value
     cdef uint64_t jcbase          # the virtual base of the page being run
+    cdef void *jrecs              # and its records
 

@@ -50,7 +50,7 @@ cdef enum:
     JIT_MAX = 256               # instructions per region
     JIT_BYTES = 32 << 20        # code buffer per hart
     JIT_ROOM = 256 << 10        # the most one region can take (checked before compiling)
-    NPOOL = 7                   # host registers that cache guest registers in a block
+    NPOOL = 9                   # host registers that cache guest registers in a region
 
 # x86-64 registers
 cdef enum:
@@ -77,7 +77,7 @@ cdef enum:
 
 # the pool: caller-saved but for r13; every call happens on a way out, after write-back
 cdef int POOL[NPOOL]
-POOL[:] = [8, 9, 10, 11, 13, 12, 7]
+POOL[:] = [8, 9, 10, 11, 13, 12, 7, 6, 5]
 
 
 cdef struct Stub:           # a slow path, emitted after the block's main line
@@ -101,7 +101,7 @@ cdef struct Jit:
     uint8_t *p
     uint8_t *epi                # the common epilogue (h.jcnt = r14, return eax)
     # field offsets inside the Hart object
-    int32_t o_lim, o_jpc, o_jcnt, o_jv, o_rt, o_wt, o_rs, o_cbase
+    int32_t o_lim, o_jpc, o_jcnt, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs
     # the register cache: guest register -> host register (-1: in memory)
     signed char host_of[33]
     uint8_t dirty[33]               # cached and written somewhere in the region
@@ -110,9 +110,11 @@ cdef struct Jit:
     uint8_t state[2048]             # IN_REGION, or 0
     uint8_t target[2048]            # jumped to from inside the region: needs a label
     uint8_t *label[2048]            # code of each emitted instruction
-    int pend_off[2 * JIT_MAX + 2]   # forward jumps to labels not emitted yet
-    uint8_t *pend_at[2 * JIT_MAX + 2]
+    int pend_off[10 * JIT_MAX + 16]  # forward jumps to labels not emitted yet
+    uint8_t *pend_at[10 * JIT_MAX + 16]
     int npend
+    int rets[8]                     # return sites of the region's calls (jal)
+    int nrets
 
 
 cdef inline void b1(Jit *a, int v) noexcept nogil:
@@ -253,7 +255,7 @@ cdef void cache_plan(Jit *a) noexcept nogil:
             continue
         r = &a.recs[i]
         op = r.op
-        w = 1 << (3 * depth[i])
+        w = 1 << (4 * depth[i])
         if not (op == OP_LUI or op == OP_LI or op == OP_AUIPC or op == OP_J or op == OP_JAL or
                 op == OP_NOP):
             uses[r.rs1] += w
@@ -367,6 +369,19 @@ cdef void jump_label(Jit *a, int64_t off) noexcept nogil:
         a.npend += 1
 
 
+cdef void jcc_label(Jit *a, int cc, int64_t off) noexcept nogil:
+    """jcc to the region's instruction at ``off`` (patched later when ahead)."""
+    cdef uint8_t *lbl = a.label[off >> 1]
+    b1(a, 0x0f); b1(a, 0x80 | cc)
+    d4(a, 0)
+    if lbl != NULL:
+        jmp_patch(a.p, lbl)
+    else:
+        a.pend_at[a.npend] = a.p
+        a.pend_off[a.npend] = <int>off
+        a.npend += 1
+
+
 cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
     """Continue at page offset ``off``, ``k`` more retired: inside the region when it
     holds ``off`` (a backward jump looks at the budget first), else into the block
@@ -393,11 +408,12 @@ cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
         alu_imm(a, 1, 0, R14, k)
     op_rm(a, 1, 0x3b, R14, R15, a.o_lim)            # cmp r14, h.lim
     p1 = jcc32(a, CC_AE)
-    op0f_rm(a, 0, 0xb7, RAX, RBP, <int32_t>(off * 8))    # movzx eax, word [rbp + off*8]
+    op_rm(a, 1, 0x8b, RDX, R15, a.o_recs)           # rdx = the page's records
+    op0f_rm(a, 0, 0xb7, RAX, RDX, <int32_t>(off * 8))    # movzx eax, word [rdx + off*8]
     alu_imm(a, 0, 7, RAX, OP_JIT)                   # cmp eax, OP_JIT
     p2 = jcc32(a, CC_NE)
-    b1(a, 0xff)                                     # jmp [rbp + off*8 + 8]
-    mem(a, 4, RBP, <int32_t>(off * 8 + 8))
+    b1(a, 0xff)                                     # jmp [rdx + off*8 + 8]
+    mem(a, 4, RDX, <int32_t>(off * 8 + 8))
     here(a, p1)
     here(a, p2)
     exit_at(a, off, 0)
@@ -408,7 +424,8 @@ cdef void goto_rax(Jit *a, int k) noexcept nogil:
     cdef uint8_t *p1
     cdef uint8_t *p2
     cdef uint8_t *p3
-    alu_imm(a, 1, 0, R14, k)
+    if k:
+        alu_imm(a, 1, 0, R14, k)
     mov_rr(a, RDX, RAX)
     op_rm(a, 1, 0x2b, RDX, R15, a.o_cbase)          # rdx = rax - cbase
     alu_imm(a, 1, 7, RDX, 4096)
@@ -416,7 +433,7 @@ cdef void goto_rax(Jit *a, int k) noexcept nogil:
     op_rm(a, 1, 0x3b, R14, R15, a.o_lim)
     p2 = jcc32(a, CC_AE)
     shift_imm(a, 1, 4, RDX, 3)                      # rdx = rbp + off*8
-    op_rr(a, 1, 0x03, RDX, RBP)
+    op_rm(a, 1, 0x03, RDX, R15, a.o_recs)
     op0f_rm(a, 0, 0xb7, RCX, RDX, 0)                # movzx ecx, word [rdx]
     alu_imm(a, 0, 7, RCX, OP_JIT)
     p3 = jcc32(a, CC_NE)
@@ -521,8 +538,8 @@ cdef void emit_load(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
 cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef int size = access_size(r.op), v
     address(a, r)
-    v = rget(a, r.rs2, RSI)
     stub(a, STUB_STORE, r, off, k, tlb_probe(a, a.o_wt, size))
+    v = rget(a, r.rs2, RDX)                         # (rdx is free once the probe is done)
     if size == 2:
         b1(a, 0x66)
     if size == 1:
@@ -814,7 +831,7 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     alu_imm(&a, 1, 5, RSP, 8)                       # sub rsp, 8: calls see rsp % 16 == 0
     mov_rr(&a, R15, RSI)
     mov_rr(&a, RBX, RDX)
-    mov_rr(&a, RBP, RCX)
+    op_rm(&a, 1, 0x89, RCX, RSI, <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h))   # h.jrecs = rcx
     op_rm(&a, 1, 0x89, 8, RSI, <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h))   # h.jcbase = r8
     mov_rr(&a, R14, 9)
     b1(&a, 0xff); b1(&a, 0xe7)                      # jmp rdi
@@ -870,6 +887,7 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
     cdef Rec *r
     memset(a.state, 0, sizeof(a.state))
     memset(a.target, 0, sizeof(a.target))
+    a.nrets = 0
     stack[sp] = <int>head
     sp += 1
     a.target[head >> 1] = 1
@@ -887,6 +905,14 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
                 break                                # the interpreter's from here
             a.state[off >> 1] = IN_REGION
             n += 1
+            if op == OP_JAL and r.rd != 32 and 0 <= off + r.len < 4096 and a.nrets < 8:
+                t = off + r.len                      # its return site, for the jalr
+                a.rets[a.nrets] = <int>t
+                a.nrets += 1
+                a.target[t >> 1] = 1
+                if a.state[t >> 1] != IN_REGION and sp < 2 * JIT_MAX:
+                    stack[sp] = <int>t
+                    sp += 1
             if OP_BEQ <= op <= OP_BGEU or op == OP_J or op == OP_JAL:
                 t = off + r.imm
                 if 0 <= t < 4096:
@@ -911,7 +937,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     cdef uint8_t *code
     cdef uint8_t *skip
     cdef int64_t start = RV_PTR_DIFF(head, cp.recs) >> 3, off, nxt = -1
-    cdef int k = 0, op, i, falls = 0
+    cdef int k = 0, op, i, j, falls = 0
     cdef Rec *r
     if not RV_JIT_HOST or not h.jit_on or h.nbp:
         return 0
@@ -935,6 +961,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_wt = <int32_t>RV_PTR_DIFF(&h.wt, <void *>h)
     a.o_rs = <int32_t>RV_PTR_DIFF(&h.rs, <void *>h)
     a.o_cbase = <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h)
+    a.o_recs = <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h)
     a.nstubs = 0
     a.npend = 0
     memset(a.label, 0, sizeof(a.label))
@@ -992,8 +1019,19 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
                 op_rm(a, 1, 0x03, RAX, R15, a.o_cbase)
                 rax_to(a, r.rd)
                 mov_rr(a, RAX, RDX)
+            alu_imm(a, 1, 0, R14, k + 1)
+            if a.nrets:                              # a return into the region: stay
+                op_rm(a, 1, 0x3b, R14, R15, a.o_lim)
+                skip = jcc32(a, CC_AE)
+                mov_rr(a, RDX, RAX)
+                op_rm(a, 1, 0x2b, RDX, R15, a.o_cbase)
+                for j in range(a.nrets):
+                    if a.state[a.rets[j] >> 1] == IN_REGION:
+                        alu_imm(a, 1, 7, RDX, a.rets[j])
+                        jcc_label(a, CC_E, a.rets[j])
+                here(a, skip)
             writeback(a)
-            goto_rax(a, k + 1)
+            goto_rax(a, 0)
             falls = 0
         k += 1
         nxt = off + r.len
