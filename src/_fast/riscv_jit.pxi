@@ -46,7 +46,7 @@ cdef extern from *:
     int RV_JIT_HOST
 
 cdef enum:
-    JIT_HOT = 8                 # taken jumps to a record before it is compiled
+    JIT_HOT = 32                # taken jumps to a record before it is compiled
     JIT_MAX = 256               # instructions per region
     JIT_BYTES = 32 << 20        # code buffer per hart
     JIT_ROOM = 256 << 10        # the most one region can take (checked before compiling)
