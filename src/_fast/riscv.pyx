@@ -20,7 +20,8 @@ instruction budget, the internal timer, interrupt lines and Python's signals
 are looked at on block boundaries: taken branches and jumps once the
 threshold ``lim`` is reached, code-page changes and instructions that change
 privileged state.  The loop leaves C only to call a Python device (MMIO) or
-to look at signals, and returns on a stop condition.
+to look at signals, and returns on a stop condition.  Hot code is compiled
+to x86-64 by ``riscv_jit.pxi``; the loop enters it at records marked OP_JIT.
 """
 
 import os

@@ -1,29 +1,32 @@
-# The RISC-V hart's second tier: hot blocks of integer code compiled to x86-64.
+# The RISC-V hart's second tier: hot code compiled to x86-64 (x86-64 Linux hosts).
 #
-# The interpreter counts taken jumps to each record of a code page; a record
-# reached JIT_HOT times becomes the head of a compiled block (op OP_JIT, the
-# code's address in the record's imm/bits bytes).  A block is straight-line
-# RV64I/M code, loads and stores included, running on until an unconditional
-# jump, an instruction it does not compile, the end of the page or JIT_MAX
-# instructions; conditional branches leave it when taken.  Every exit to a pc
-# on the same page jumps straight into that record's block when it has one
-# (no return to the interpreter) unless the instruction budget ``lim`` is
-# reached, so a hot loop runs without leaving machine code.
+# The interpreter counts jumps to each record of a code page (taken branches,
+# jumps, page entries, ways out of compiled code); a record reached JIT_HOT
+# times becomes the head of a compiled *region* (op OP_JIT; the code's address
+# in the record's imm/bits bytes).  A region is every instruction of the page
+# that the compiled ops (RV64I, MUL/MULH/MULHU/DIVU/REMU, loads, stores, branches,
+# jal, jalr) reach from the head by falling through and by jumps, up to JIT_MAX
+# instructions, laid out in address order.  Jumps inside the region are host
+# jumps (a backward one looks at the instruction budget ``lim`` first, so every
+# loop does); a way out goes straight into the region headed at its target when
+# there is one on the same page and the budget allows, else back to the
+# interpreter, which then runs what the region does not (CSRs, FP, atomics,
+# system instructions, other divisions, page-crossing instructions).
 #
-# Guest state stays in the Hart (x[] in memory, as in the interpreter); the
-# code keeps in callee-saved registers: rbx = &x[0], rbp = the page's records,
-# r12 = the page's virtual base, r14 = instructions retired in this run()
-# (the interpreter's cnt), r15 = the Hart.  Loads and stores probe the same
-# TLBs inline; a miss calls load_slow/store_slow, and the block then returns
-# to the interpreter (with the event, or at the next instruction: a store may
-# have changed code or the memory map).  So the JIT changes no semantics: it
-# runs what the interpreter would, with the same counts, and every other
-# instruction (CSRs, FP, atomics, system, division) stays in the interpreter.
+# Registers: rbx = &x[0], r14 = instructions retired in this run() (the
+# interpreter's cnt), r15 = the Hart; the page's virtual base and records are
+# read from the Hart (jcbase, jrecs).  The guest registers a region uses most
+# (loops weigh more) live in nine host registers for the whole region, loaded
+# on entry and stored on every way out; the others are read from and written to
+# x[] directly.  Loads and stores probe the interpreter's TLBs inline; a miss
+# calls load_slow/store_slow out of line and leaves the region (with the event,
+# or after the instruction: a store may have changed code or the memory map).
+# So compiled code changes no semantics: same results, same counts.
 #
 # Invalidation: decoded records are dropped when their page is reused, on
 # code_flush and on stores into the page (code_invalidate); OP_JIT heads go
-# with them (jit_unlink), so no stale block is ever entered.  The code buffer
-# is per hart; when full, every head is unlinked and it starts over.
+# with them (jit_unlink), so no stale region is ever entered.  The code buffer
+# is per hart; when it is full, every head is unlinked and it starts over.
 
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_PRIVATE, MAP_ANONYMOUS
 

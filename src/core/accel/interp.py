@@ -1,4 +1,4 @@
-"""The software CPU: RISC-V RV64GC harts interpreted in C (``vmforge._fast.riscv``).
+"""The software CPU: RISC-V RV64GC harts in C (``vmforge._fast.riscv``).
 
 A :class:`RiscvHart` runs over an :class:`~vmforge.memory.AddressSpace`::
 
@@ -17,6 +17,15 @@ for debuggers and tests, not for speed).  An exception raised by a Python
 device during MMIO propagates out of ``run`` with the hart stopped at the
 instruction that made the access; so does one raised by a signal handler
 (Ctrl-C: Python's signals are looked at every 16 M instructions).
+
+Two tiers: an interpreter over pre-decoded instructions runs everything; the
+code a jump reaches often (32 times) is compiled, with what it reaches in its
+page by integer, load/store and jump instructions, to x86-64 (on x86-64 Linux;
+``riscv_jit.pxi``).  Compiled code keeps guest registers in host registers,
+probes the same TLBs, counts the same instructions and returns to the
+interpreter for anything else (CSRs, FP, atomics, traps, device accesses), so
+results and ``instret`` do not depend on it.  ``hart.jit = False`` (or
+``VMFORGE_JIT=0`` in the environment) keeps a hart on the interpreter alone.
 
 Harts sharing one RAM must share one :class:`ReservationSet` (pass the first
 hart's ``reservations`` to the others, or use :meth:`RiscvHart.sibling`) so a
