@@ -104,7 +104,7 @@ cdef struct Jit:
     uint8_t *p
     uint8_t *epi                # the common epilogue (h.jcnt = r14, return eax)
     # field offsets inside the Hart object
-    int32_t o_lim, o_jpc, o_jcnt, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs
+    int32_t o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs
     # the register cache: guest register -> host register (-1: in memory)
     signed char host_of[33]
     uint8_t dirty[33]               # cached and written somewhere in the region
@@ -923,10 +923,7 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
                     if a.state[t >> 1] != IN_REGION and sp < 2 * JIT_MAX:
                         stack[sp] = <int>t
                         sp += 1
-                if op != OP_BEQ and op != OP_BNE and op != OP_BLT and op != OP_BGE and \
-                        op != OP_BLTU and op != OP_BGEU:
-                    break
-            elif op == OP_JALR:
+            if op == OP_J or op == OP_JAL or op == OP_JALR:
                 break
             off += r.len
             if 0 <= off < 4096 and a.state[off >> 1] == IN_REGION:
@@ -958,7 +955,6 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.epi = h.jit_epilogue
     a.o_lim = <int32_t>RV_PTR_DIFF(<void *>&h.lim, <void *>h)
     a.o_jpc = <int32_t>RV_PTR_DIFF(&h.jpc, <void *>h)
-    a.o_jcnt = <int32_t>RV_PTR_DIFF(&h.jcnt, <void *>h)
     a.o_jv = <int32_t>RV_PTR_DIFF(&h.jv, <void *>h)
     a.o_rt = <int32_t>RV_PTR_DIFF(&h.rt, <void *>h)
     a.o_wt = <int32_t>RV_PTR_DIFF(&h.wt, <void *>h)
