@@ -228,6 +228,10 @@ def test_write_errors_name_the_target(tmp_path, mixed, img, monkeypatch) -> None
     r = img("convert", "-f", "raw", "-O", "raw", src, dst)
     assert r.rc == 1 and dst in r.err and "No space left on device" in r.err
     assert "offset" in r.err and "Traceback" not in r.err
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "convert-w"], \
+        "the writer thread outlives a failed conversion"
 
 
 @pytest.mark.formats("raw")

@@ -209,7 +209,10 @@ class _Writer:
             raise self.error
 
     def close(self) -> None:
-        self.submit()
+        """Finish the queued writes and stop the thread; raises the first write error."""
+        if self.batch and self.error is None:
+            self.queue.put((self.batch, None))
+            self.batch = []
         self.queue.put(None)
         self.thread.join()
         self._check()
