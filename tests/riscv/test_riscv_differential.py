@@ -325,3 +325,40 @@ def test_compiled_loop_sees_its_own_code_patched():
         assert hart.x[5] == 50 + 50 * 100, hex(hart.x[5])
     assert harts[0].instret == harts[1].instret
     assert harts[0]._stats()["jit_blocks"] > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_code_faults_like_the_interpreter(seed):
+    """The data page ends the RAM, and the random loads and stores reach past it:
+    access faults (and misaligned accesses) inside compiled loops must stop at the
+    same instruction, with the same registers, memory and instret as the
+    interpreter; the run then goes on after the faulting instruction."""
+    rng = random.Random(2000 + seed)
+    code, ends = make_loops(rng, blocks=8, per_block=30, trips=60)
+    data = bytes(rng.randrange(256) for _ in range(4096))
+    regs = [0] + [rng.choice([0, 1, MASK, rng.randrange(1 << 64)]) for _ in range(31)]
+    regs[BASE_REG] = DATA + (1 << 16) - 1024     # offsets of 1024..2040 fault
+    (jit, ref), (jspace, rspace) = _hart_pair(code, data, regs)
+    faults = 0
+    for hart in (jit, ref):
+        hart.stop_on = {3, 5, 7}
+    for block, end in enumerate(ends):
+        while True:
+            results = [hart.run() for hart in (jit, ref)]
+            assert results[0] == results[1], f"seed {seed} loop {block}: {results}"
+            for i in range(1, 32):
+                assert jit.x[i] == ref.x[i], f"seed {seed} loop {block}: x{i}"
+            assert jit.instret == ref.instret
+            tail = DATA + (1 << 16) - 4096
+            assert jspace.memory.read(tail, 4096) == rspace.memory.read(tail, 4096)
+            res = results[0]
+            assert res.reason is StopReason.EXCEPTION, res
+            if res.cause == 3:
+                assert res.pc == end
+                break
+            faults += 1
+            for hart in (jit, ref):
+                hart.pc = res.pc + 4               # the random loads/stores are 4 bytes
+        for hart in (jit, ref):
+            hart.pc = end + 4
+    assert faults > 10 and jit._stats()["jit_blocks"] > 0
