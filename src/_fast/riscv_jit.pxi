@@ -235,30 +235,31 @@ cdef inline void jmp_to(Jit *a, uint8_t *target) noexcept nogil:
 cdef void cache_plan(Jit *a) noexcept nogil:
     """Choose the cached registers of the region: the ones it uses most."""
     cdef int uses[33]
-    cdef uint8_t depth[2048]
-    cdef int i, j, op, best, n = 0, w
+    cdef int delta[2049]
+    cdef int i, j, op, best, n = 0, w, depth = 0
     cdef int64_t t
     cdef Rec *r
     for i in range(33):
         uses[i] = 0
         a.host_of[i] = -1
         a.dirty[i] = 0
-    # loops (a backward jump and what it jumps over) weigh more, inner ones most
-    memset(depth, 0, sizeof(depth))
+    # loops (a backward jump and what it jumps over) weigh more, inner ones most:
+    # nesting depth by a running sum of +1 at loop starts, -1 past loop ends
+    memset(delta, 0, sizeof(delta))
     for i in range(2048):
         r = &a.recs[i]
         if a.state[i] == IN_REGION and (OP_BEQ <= r.op <= OP_BGEU or r.op == OP_J) and r.imm <= 0:
             t = 2 * i + r.imm
             if t >= 0:
-                for j in range(<int>(t >> 1), i + 1):
-                    if depth[j] < 3:
-                        depth[j] += 1
+                delta[t >> 1] += 1
+                delta[i + 1] -= 1
     for i in range(2048):
+        depth += delta[i]
         if a.state[i] != IN_REGION:
             continue
         r = &a.recs[i]
         op = r.op
-        w = 1 << (4 * depth[i])
+        w = 1 << (4 * (depth if depth < 3 else 3))
         if not (op == OP_LUI or op == OP_LI or op == OP_AUIPC or op == OP_J or op == OP_JAL or
                 op == OP_NOP):
             uses[r.rs1] += w
@@ -963,7 +964,9 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_recs = <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h)
     a.nstubs = 0
     a.npend = 0
-    memset(a.label, 0, sizeof(a.label))
+    for i in range(2048):                            # labels of this region only
+        if a.state[i] == IN_REGION:
+            a.label[i] = NULL
     cache_plan(a)
     code = a.p
     cache_load(a)                                    # the entry: registers in, to the head
