@@ -4,7 +4,7 @@
 # jumps, page entries, ways out of compiled code); a record reached JIT_HOT
 # times becomes the head of a compiled *region* (op OP_JIT; the code's address
 # in the record's imm/bits bytes).  A region is every instruction of the page
-# that the compiled ops (RV64I, MUL/MULH/MULHU/DIVU/REMU, loads, stores, branches,
+# that the compiled ops (RV64I, fence, MUL/MULH/MULHU/DIVU/REMU, loads, stores, branches,
 # jal, jalr) reach from the head by falling through and by jumps, up to JIT_MAX
 # instructions, laid out in address order.  Jumps inside the region are host
 # jumps (a backward one looks at the instruction budget ``lim`` first, so every
@@ -261,13 +261,14 @@ cdef void cache_plan(Jit *a) noexcept nogil:
         op = r.op
         w = 1 << (4 * (depth if depth < 3 else 3))
         if not (op == OP_LUI or op == OP_LI or op == OP_AUIPC or op == OP_J or op == OP_JAL or
-                op == OP_NOP):
+                op == OP_NOP or op == OP_FENCE):
             uses[r.rs1] += w
         if (OP_SB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or
                 (OP_ADD <= op <= OP_AND) or (OP_ADDW <= op <= OP_SRAW) or
                 (OP_MUL <= op <= OP_REMUW)):
             uses[r.rs2] += w
-        if not (OP_SB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or op == OP_J) and r.rd != 32:
+        if not (OP_SB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or op == OP_J or
+                op == OP_FENCE) and r.rd != 32:
             uses[r.rd] += w
             a.dirty[r.rd] = 1
     uses[0] = 0                      # x0 reads as zero from memory; no register for it
@@ -679,15 +680,15 @@ cdef inline int jit_simple(int op) noexcept nogil:
     """Ops compiled inline that neither jump nor touch memory."""
     return ((OP_ADDI <= op <= OP_SRAW) or op == OP_LUI or op == OP_AUIPC or op == OP_MUL or
             op == OP_MULW or op == OP_MULH or op == OP_MULHU or op == OP_DIVU or
-            op == OP_REMU or op == OP_NOP or op == OP_MV or op == OP_LI)
+            op == OP_REMU or op == OP_NOP or op == OP_MV or op == OP_LI or op == OP_FENCE)
 
 
 cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
     cdef int op = r.op, v
     cdef uint8_t *pz
     cdef uint8_t *pd
-    if r.rd == 32 or op == OP_NOP:
-        return                                      # writes to x0: nothing to do
+    if r.rd == 32 or op == OP_NOP or op == OP_FENCE:
+        return          # writes to x0; fences (harts share one thread: memory is in order)
     if op == OP_ADDI:
         alui(a, 1, 0, r)
     elif op == OP_ANDI:

@@ -226,6 +226,11 @@ class LoopGen(Gen):
     def reg(self):
         return self.rng.randrange(1, 30)
 
+    def one(self) -> list[tuple[int, int]]:
+        if self.rng.random() < 0.03:
+            return [(0x0FF0000F, 4)]                     # fence iorw, iorw (compiled: none)
+        return super().one()
+
 
 def make_loops(rng: random.Random, blocks: int, per_block: int, trips: int):
     """Random bodies, each run ``trips`` times by a counted loop, then ``ebreak``."""
