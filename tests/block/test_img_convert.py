@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from vmforge._fast.zeroscan import zero_runs
 from vmforge.block import BlockBackend, driver_class
-from vmforge.block.ops import _zero_runs
 from vmforge.cli.img import ProgressBar
 from vmforge.testing.images import MiB, write_mixed
 
@@ -33,11 +33,41 @@ def _allocated(path: str) -> int:
 def test_zero_runs_split_on_aligned_pieces() -> None:
     buf = bytearray(10000)
     buf[5000] = 1
-    runs = list(_zero_runs(memoryview(buf), 100, 4096))
+    runs = zero_runs(memoryview(buf), 100, 4096)
     # pieces: [100,4096) partial -> data; [4096,8192) has the 1 -> data; [8192,10100) partial
     assert runs == [(0, 10000, False)]
-    runs = list(_zero_runs(memoryview(bytes(20000)), 0, 4096))
-    assert runs == [(0, 16384, True), (16384, 20000, False)]
+    assert zero_runs(memoryview(bytes(20000)), 0, 4096) == [(0, 16384, True),
+                                                              (16384, 20000, False)]
+    assert zero_runs(b"", 0, 4096) == []
+    with pytest.raises(ValueError):
+        zero_runs(b"x", 0, 0)
+
+
+def test_zero_runs_against_a_plain_scan() -> None:
+    """Random buffers with zero blocks, nonzero bytes at every position of a word,
+    odd offsets and lengths: the C scan agrees with the obvious one."""
+    import random
+
+    rng = random.Random(5)
+    for _ in range(300):
+        step = rng.choice([512, 4096])
+        n = rng.randrange(0, 5 * step)
+        buf = bytearray(n)
+        for _ in range(rng.randrange(4)):
+            if n:
+                buf[rng.randrange(n)] = rng.randrange(1, 256)
+        offset = rng.randrange(3 * step)
+        want: list[tuple[int, int, bool]] = []
+        pos = 0
+        while pos < n:
+            nxt = min(n, (offset + pos) // step * step + step - offset)
+            z = nxt - pos == step and not any(buf[pos:nxt])
+            if want and want[-1][2] == z:
+                want[-1] = (want[-1][0], nxt, z)
+            else:
+                want.append((pos, nxt, z))
+            pos = nxt
+        assert zero_runs(memoryview(buf), offset, step) == want, (n, offset, step)
 
 
 @pytest.mark.formats("raw")

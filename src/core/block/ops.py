@@ -14,6 +14,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
+from vmforge._fast.zeroscan import zero_runs
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockError, UnsupportedOperation
 from vmforge.block.fileio import fill_zero
@@ -74,35 +75,6 @@ class _Sources:
             lo, hi = max(offset, base), min(end, base + bb.size)
             if lo < hi:
                 bb.preadv(lo - base, [mv[lo - offset:hi - offset]])
-
-
-def _zero_runs(buf: memoryview, offset: int, step: int, whole: bytearray | None = None,
-               start: int = 0) -> Iterator[tuple[int, int, bool]]:
-    """Split ``buf`` (at image ``offset``) into runs of whole ``step``-aligned zero
-    pieces and the rest: ``(start, end, is_zero)`` relative to ``buf``.
-    ``whole``: a buffer that ``buf`` views from its byte ``start`` (searched in place)."""
-    n = buf.nbytes
-    zero = bytes(step)
-    found = (whole.find(zero, start, start + n) if whole is not None
-             else bytes(buf).find(zero)) >= 0
-    if n < step or not found:  # no `step` zeros anywhere: all data
-        if n:
-            yield 0, n, False
-        return
-    pos = 0
-    run_start, run_zero = 0, None
-    while pos < n:
-        nxt = min(n, (offset + pos) // step * step + step - offset)
-        piece = buf[pos:nxt]
-        is_zero = nxt - pos == step and piece == zero
-        if run_zero is None:
-            run_zero = is_zero
-        elif is_zero != run_zero:
-            yield run_start, pos, run_zero
-            run_start, run_zero = pos, is_zero
-        pos = nxt
-    if n:
-        yield run_start, n, bool(run_zero)
 
 
 def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
@@ -257,7 +229,7 @@ def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse
                 if not min_sparse:
                     writer.write(off, mv)
                 else:
-                    for a, b, zero in _zero_runs(mv, off, min_sparse, buf, fill):
+                    for a, b, zero in zero_runs(mv, off, min_sparse):
                         if not zero:
                             writer.write(off + a, mv[a:b])
                         elif not target_is_zero:
