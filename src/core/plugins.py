@@ -71,6 +71,19 @@ _BASES: dict[str, tuple[str, str]] = {
 }
 
 
+def _name_version(dist: importlib_metadata.Distribution) -> tuple[str, str]:
+    """Name and Version from the head of METADATA (no e-mail parser: start-up time)."""
+    name = version = "?"
+    for line in (dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "").splitlines():
+        if not line:
+            break                      # the headers end at the first empty line
+        if line.startswith("Name:"):
+            name = line[5:].strip() or "?"
+        elif line.startswith("Version:"):
+            version = line[8:].strip() or "?"
+    return name, version
+
+
 def normalize(name: str) -> str:
     """A distribution name as PEP 503 compares it."""
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -195,17 +208,17 @@ class Registry:
         for dist in dists:
             # the name from the dist-info folder when it has one (parsing every
             # distribution's METADATA would cost more than the rest of start-up)
-            key = normalize(getattr(dist, "_normalized_name", None) or dist.metadata["Name"] or "?")
+            key = normalize(getattr(dist, "_normalized_name", None) or _name_version(dist)[0])
             if key in seen:  # shadowed by an earlier entry of the path
                 continue
             seen.add(key)
             eps = [(groups[ep.group], ep) for ep in dist.entry_points if ep.group in groups]
             if not eps:
                 continue
-            dist_name = dist.metadata["Name"] or "?"
+            dist_name, version = _name_version(dist)
             for kind, ep in eps:
-                out.append(PluginInfo(kind, ep.name, ep.value, dist_name, dist.version or "?",
-                                      ep, not self.policy.allows(dist_name, ep.name)))
+                out.append(PluginInfo(kind, ep.name, ep.value, dist_name, version, ep,
+                                      not self.policy.allows(dist_name, ep.name)))
         out.sort(key=lambda e: (list(GROUPS).index(e.kind), e.name, normalize(e.dist)))
         return out
 

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 from vmforge import __version__
 
-#: sub-command modules, in the order ``--help`` lists them
-COMMAND_MODULES = ("vmforge.cli.run", "vmforge.cli.img", "vmforge.cli.plugins_cmd")
+#: sub-command -> the module that registers it, in the order ``--help`` lists them
+COMMANDS = {"run": "vmforge.cli.run", "img": "vmforge.cli.img",
+            "plugins": "vmforge.cli.plugins_cmd"}
 
 
 #: commands whose parsers plugins may extend (hook ``vmforge_add_options``)
@@ -42,7 +43,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vmforge {__version__}")
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    # a known command needs only its own module (start-up time); else all, for help
+    modules = [COMMANDS[command]] if command in COMMANDS else list(COMMANDS.values())
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
