@@ -4,14 +4,14 @@
 # jumps, page entries, ways out of compiled code); a record reached JIT_HOT
 # times becomes the head of a compiled *region* (op OP_JIT; the code's address
 # in the record's imm/bits bytes).  A region is every instruction of the page
-# that the compiled ops (RV64I, fence, MUL/MULH/MULHU/DIVU/REMU, loads, stores, branches,
+# that the compiled ops (RV64I, fence, RV64M, loads, stores, branches,
 # jal, jalr) reach from the head by falling through and by jumps, up to JIT_MAX
 # instructions, laid out in address order.  Jumps inside the region are host
 # jumps (a backward one looks at the instruction budget ``lim`` first, so every
 # loop does); a way out goes straight into the region headed at its target when
 # there is one on the same page and the budget allows, else back to the
 # interpreter, which then runs what the region does not (CSRs, FP, atomics,
-# system instructions, other divisions, page-crossing instructions).
+# system instructions, page-crossing instructions).
 #
 # Registers: rbx = &x[0], r14 = instructions retired in this run() (the
 # interpreter's cnt), r15 = the Hart; the page's virtual base and records are
@@ -679,8 +679,8 @@ cdef void setcmp(Jit *a, Rec *r, int cc, int with_imm) noexcept nogil:
 cdef inline int jit_simple(int op) noexcept nogil:
     """Ops compiled inline that neither jump nor touch memory."""
     return ((OP_ADDI <= op <= OP_SRAW) or op == OP_LUI or op == OP_AUIPC or op == OP_MUL or
-            op == OP_MULW or op == OP_MULH or op == OP_MULHU or op == OP_DIVU or
-            op == OP_REMU or op == OP_NOP or op == OP_MV or op == OP_LI or op == OP_FENCE)
+            (OP_MULW <= op <= OP_REMUW) or (OP_MULH <= op <= OP_REMU) or
+            op == OP_NOP or op == OP_MV or op == OP_LI or op == OP_FENCE)
 
 
 cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
@@ -781,21 +781,70 @@ cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
         op_rr(a, 1, 0xf7, 5 if op == OP_MULH else 4, rget(a, r.rs2, RCX))   # (i)mul rs2
         mov_rr(a, RAX, RDX)
         rax_to(a, r.rd)
-    else:                                           # DIVU / REMU, zero divisor as RISC-V
-        mov_rr(a, RCX, rget(a, r.rs2, RCX))
+    elif op == OP_MULHSU:                           # mulhu, less rs2 when rs1 < 0
+        op_src(a, 1, 0x8b, RCX, r.rs2)
         src_rax(a, 1, r.rs1)
-        op_rr(a, 1, 0x85, RCX, RCX)                 # test rcx, rcx
-        pz = jcc32(a, CC_E)
-        b1(a, 0x31); b1(a, 0xd2)                    # xor edx, edx
-        op_rr(a, 1, 0xf7, 6, RCX)                   # div rcx
-        if op == OP_REMU:
-            mov_rr(a, RAX, RDX)
-        pd = jmp32(a)
-        here(a, pz)
-        if op == OP_DIVU:
-            imm64(a, RAX, -1)                       # x / 0 = all ones; x % 0 = x
-        here(a, pd)
+        op_rr(a, 1, 0xf7, 4, RCX)                   # mul rcx: rdx = high half
+        src_rax(a, 1, r.rs1)
+        shift_imm(a, 1, 7, RAX, 63)                 # sar rax, 63: all ones if rs1 < 0
+        op_rr(a, 1, 0x23, RAX, RCX)                 # and rax, rcx
+        op_rr(a, 1, 0x2b, RDX, RAX)                 # sub rdx, rax
+        mov_rr(a, RAX, RDX)
         rax_to(a, r.rd)
+    else:
+        emit_div(a, r)
+
+
+cdef void emit_div(Jit *a, Rec *r) noexcept nogil:
+    """DIV[U][W] and REM[U][W] with RISC-V's results where x86 would trap: division
+    by zero (quotient all ones, remainder the dividend) and the signed overflow
+    (MIN / -1: quotient MIN, remainder 0)."""
+    cdef int op = r.op
+    cdef int w = op == OP_DIV or op == OP_DIVU or op == OP_REM or op == OP_REMU
+    cdef int signed = op == OP_DIV or op == OP_REM or op == OP_DIVW or op == OP_REMW
+    cdef int rem = op == OP_REM or op == OP_REMU or op == OP_REMW or op == OP_REMUW
+    cdef uint8_t *pz
+    cdef uint8_t *pdone
+    cdef uint8_t *pdo
+    cdef uint8_t *povf = NULL
+    op_src(a, w, 0x8b, RCX, r.rs2)                  # rcx (ecx) = divisor
+    op_src(a, w, 0x8b, RAX, r.rs1)                  # rax (eax) = dividend
+    op_rr(a, w, 0x85, RCX, RCX)                     # test: a zero divisor?
+    pz = jcc32(a, CC_E)
+    if signed:
+        alu_imm(a, w, 7, RCX, -1)                   # cmp rcx, -1
+        pdo = jcc32(a, CC_NE)
+        if w:
+            imm64(a, RDX, <int64_t>(<uint64_t>1 << 63))
+            op_rr(a, 1, 0x3b, RAX, RDX)             # cmp rax, INT64_MIN
+        else:
+            alu_imm(a, 0, 7, RAX, <int32_t>0x80000000)   # cmp eax, INT32_MIN
+        povf = jcc32(a, CC_E)
+        here(a, pdo)
+        if w:
+            b1(a, 0x48)
+        b1(a, 0x99)                                 # cqo / cdq
+        op_rr(a, w, 0xf7, 7, RCX)                   # idiv rcx (ecx)
+    else:
+        b1(a, 0x31); b1(a, 0xd2)                    # xor edx, edx
+        op_rr(a, w, 0xf7, 6, RCX)                   # div rcx (ecx)
+    if rem:
+        op_rr(a, w, 0x8b, RAX, RDX)
+    pdone = jmp32(a)
+    here(a, pz)                                     # x / 0 = all ones; x % 0 = x
+    if not rem:
+        imm64(a, RAX, -1)
+    if povf != NULL:
+        pdo = jmp32(a)
+        here(a, povf)                               # MIN / -1 = MIN (in rax); MIN % -1 = 0
+        if rem:
+            b1(a, 0x31); b1(a, 0xc0)                # xor eax, eax
+        here(a, pdo)
+    here(a, pdone)
+    if w:
+        rax_to(a, r.rd)
+    else:
+        eax_to(a, r.rd)
 
 
 cdef int branch_cc(int op) noexcept nogil:

@@ -367,3 +367,80 @@ def test_compiled_code_faults_like_the_interpreter(seed):
         for hart in (jit, ref):
             hart.pc = end + 4
     assert faults > 10 and jit._stats()["jit_blocks"] > 0
+
+
+def _rv_div(op: str, a: int, b: int) -> int:
+    """RISC-V's M-extension division results (the spec's table), 64-bit unsigned."""
+    w = op.endswith("w")
+    bits = 32 if w else 64
+    mask = (1 << bits) - 1
+    a, b = a & mask, b & mask
+    sa = a - (1 << bits) if a >> (bits - 1) else a
+    sb = b - (1 << bits) if b >> (bits - 1) else b
+    signed = op in ("div", "rem", "divw", "remw")
+    x, y = (sa, sb) if signed else (a, b)
+    if y == 0:
+        res = -1 if op.startswith("div") else x
+    elif signed and x == -(1 << (bits - 1)) and y == -1:
+        res = x if op.startswith("div") else 0
+    else:
+        q = abs(x) // abs(y) * (1 if (x < 0) == (y < 0) else -1)
+        res = q if op.startswith("div") else x - q * y
+    res &= mask
+    if w and res >> 31:
+        res |= MASK ^ 0xFFFF_FFFF
+    return res
+
+
+def test_compiled_division_edge_cases():
+    """Division by zero and MIN / -1, 64- and 32-bit, signed and not, inside a hot
+    loop: the compiled code gives the spec's results (x86 would trap on both)."""
+    ops = ["div", "divu", "rem", "remu", "divw", "divuw", "remw", "remuw", "mulhsu"]
+    edge = [0, 1, MASK, 1 << 63, (1 << 63) - 1, 0xFFFF_FFFF, 0x8000_0000, 0x7FFF_FFFF,
+            0xFFFF_FFFF_8000_0000, 7, MASK - 6]
+    pairs = [(x, y) for x in edge for y in edge]
+    stride = 16 + 8 * len(ops)
+    data = b"".join(x.to_bytes(8, "little") + y.to_bytes(8, "little") + bytes(8 * len(ops))
+                    for x, y in pairs)
+    prog = [
+        i_type(40, 0, 0, 29, 0x13),                       # li t4, 40 (rounds)
+        # round: t6 = DATA (from t3), t5 = len(pairs)
+        i_type(0, 28, 0, 31, 0x13),                       # mv t6, t3
+        i_type(len(pairs), 0, 0, 30, 0x13),               # li t5, pairs
+        i_type(0, 31, 3, 10, 0x03),                       # loop: ld a0, 0(t6)
+        i_type(8, 31, 3, 11, 0x03),                       # ld a1, 8(t6)
+    ]
+    for k, op in enumerate(ops):
+        f7, f3, opc = R_OPS[op]
+        prog.append(r_type(f7, f3, opc, 12, 10, 11))      # op a2, a0, a1
+        prog.append(s_type(16 + 8 * k, 12, 31, 3))        # sd a2, 16+8k(t6)
+    loop = 3 * 4
+    prog += [
+        i_type(stride, 31, 0, 31, 0x13),                  # addi t6, t6, stride
+        i_type(-1, 30, 0, 30, 0x13),                      # addi t5, t5, -1
+    ]
+    prog.append(b_type(loop - 4 * len(prog), 0, 30, 1))   # bnez t5, loop
+    prog.append(i_type(-1, 29, 0, 29, 0x13))              # addi t4, t4, -1
+    prog.append(b_type(4 - 4 * len(prog), 0, 29, 1))      # bnez t4, round
+    prog.append(0x00100073)
+    code = b"".join(w.to_bytes(4, "little") for w in prog)
+    assert stride * len(pairs) < 1 << 16
+    regs = [0] * 32
+    regs[28] = DATA
+    harts, spaces = _hart_pair(code, data, regs)
+    for hart in harts:
+        res = hart.run(10_000_000)
+        assert res.reason is StopReason.EXCEPTION and res.cause == 3, res
+    assert harts[0]._stats()["jit_blocks"] > 0
+    got = [spaces[i].memory.read(DATA, stride * len(pairs)) for i in (0, 1)]
+    assert got[0] == got[1]
+    for n, (x, y) in enumerate(pairs):
+        base = n * stride + 16
+        for k, op in enumerate(ops):
+            value = int.from_bytes(got[0][base + 8 * k:base + 8 * k + 8], "little")
+            if op == "mulhsu":
+                sx = x - (1 << 64) if x >> 63 else x
+                want = ((sx * y) >> 64) & MASK
+            else:
+                want = _rv_div(op, x, y)
+            assert value == want, f"{op} {x:#x}, {y:#x}: {value:#x}, want {want:#x}"
