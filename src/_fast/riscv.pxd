@@ -99,7 +99,7 @@ cdef class Hart:
     cdef uint8_t *jit_free
     cdef uint8_t *jit_epilogue
     cdef void *jit_work           # the compiler's scratch (a Jit)
-    cdef readonly uint64_t jit_blocks, jit_resets, jit_calls
+    cdef readonly uint64_t jit_regions, jit_resets, jit_calls
     cdef uint64_t jpc, jcnt, jv   # a block's exit: pc, retired count, slow-load value
     cdef uint64_t jcbase          # the virtual base of the page being run
     cdef void *jrecs              # and its records

@@ -240,7 +240,7 @@ cdef class Hart:
 
     def _stats(self):
         return {"tlb_flushes": self.tlb_flushes, "code_flushes": self.code_flushes,
-                "code_inits": self.code_inits, "jit_blocks": self.jit_blocks,
+                "code_inits": self.code_inits, "jit_regions": self.jit_regions,
                 "jit_resets": self.jit_resets, "jit_calls": self.jit_calls}
 
     def _jit_code(self):

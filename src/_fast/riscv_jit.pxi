@@ -65,7 +65,6 @@ cdef enum:
     RBP = 5
     RSI = 6
     RDI = 7
-    R12 = 12
     R14 = 14
     R15 = 15
 
@@ -78,12 +77,13 @@ cdef enum:
     CC_L = 0xc
     CC_GE = 0xd
 
-# the pool: caller-saved but for r13; every call happens on a way out, after write-back
+# the pool (r8-r13, rdi, rsi, rbp): compiled code calls C only on its ways out, after
+# storing the cached registers, so caller-saved registers serve as well as the others
 cdef int POOL[NPOOL]
 POOL[:] = [8, 9, 10, 11, 13, 12, 7, 6, 5]
 
 
-cdef struct Stub:           # a slow path, emitted after the block's main line
+cdef struct Stub:           # a slow path, emitted after the region's main line
     int kind                    # STUB_LOAD, STUB_STORE (TLB misses), STUB_RESV
     Rec *r
     int64_t off
@@ -226,11 +226,10 @@ cdef inline void jmp_to(Jit *a, uint8_t *target) noexcept nogil:
 
 # -- the register cache -------------------------------------------------------------------
 #
-# Before emitting, a block is scanned: the guest registers it uses most get a host
-# register each for the whole block (loaded on entry), the rest are read into
-# temporaries and written straight to memory.  Every way out stores the cached
-# registers the block writes anywhere (so a loop back to the block's own start
-# may keep them in registers: see goto_pc).
+# Before emitting, the region is scanned: the guest registers it uses most (loops
+# weigh more) get a host register each for the whole region (loaded on entry), the
+# rest are read into temporaries and written straight to x[].  Every way out stores
+# the cached registers the region writes anywhere, so inside it they stay put.
 
 cdef void cache_plan(Jit *a) noexcept nogil:
     """Choose the cached registers of the region: the ones it uses most."""
@@ -294,7 +293,7 @@ cdef void cache_load(Jit *a) noexcept nogil:
 
 
 cdef void writeback(Jit *a) noexcept nogil:
-    """Store the cached registers the block writes (on a way out)."""
+    """Store the cached registers the region writes (on a way out)."""
     cdef int g
     for g in range(1, 32):
         if a.host_of[g] >= 0 and a.dirty[g]:
@@ -389,7 +388,7 @@ cdef void jcc_label(Jit *a, int cc, int64_t off) noexcept nogil:
 
 cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
     """Continue at page offset ``off``, ``k`` more retired: inside the region when it
-    holds ``off`` (a backward jump looks at the budget first), else into the block
+    holds ``off`` (a backward jump looks at the budget first), else into the region
     headed there if any and the budget allows, else back to the interpreter."""
     cdef uint8_t *p1
     cdef uint8_t *p2
@@ -560,7 +559,7 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
 
 
 cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
-    """The slow path of a load or store; every one leaves the block."""
+    """The slow path of a load or store; every one leaves the region."""
     cdef Rec *r = t.r
     cdef int size = access_size(r.op)
     cdef uint8_t *fail
@@ -904,7 +903,7 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
 
 
 cdef void jit_unlink(CodePage *cp) noexcept nogil:
-    """Forget the compiled blocks of a page (their heads decode again when reached)."""
+    """Forget the compiled regions of a page (their heads decode again when reached)."""
     cdef int w
     cdef uint64_t bits
     cdef Rec *r
@@ -1094,7 +1093,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     for i in range(a.nstubs):
         emit_stub(a, &a.stubs[i])
     h.jit_free = <uint8_t *>((<uintptr_t>a.p + 15) & ~(<uintptr_t>15))
-    h.jit_blocks += 1
+    h.jit_regions += 1
     code_mark(cp, cbase + <uint64_t>start)           # so that unlinking finds the head
     head.op = OP_JIT
     memcpy(<uint8_t *>head + 8, &code, 8)

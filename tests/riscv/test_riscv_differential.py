@@ -294,7 +294,7 @@ def test_compiled_hot_loops_match_the_interpreter(seed):
             f"seed {seed} loop {block}: data page differs"
         for hart in (jit, ref):
             hart.pc = end + 4
-    assert jit._stats()["jit_blocks"] > 0 and ref._stats()["jit_blocks"] == 0
+    assert jit._stats()["jit_regions"] > 0 and ref._stats()["jit_regions"] == 0
 
 
 def test_compiled_loop_sees_its_own_code_patched():
@@ -329,7 +329,7 @@ def test_compiled_loop_sees_its_own_code_patched():
         assert res.reason is StopReason.EXCEPTION and res.cause == 3, res
         assert hart.x[5] == 50 + 50 * 100, hex(hart.x[5])
     assert harts[0].instret == harts[1].instret
-    assert harts[0]._stats()["jit_blocks"] > 0
+    assert harts[0]._stats()["jit_regions"] > 0
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -366,7 +366,7 @@ def test_compiled_code_faults_like_the_interpreter(seed):
                 hart.pc = res.pc + 4               # the random loads/stores are 4 bytes
         for hart in (jit, ref):
             hart.pc = end + 4
-    assert faults > 10 and jit._stats()["jit_blocks"] > 0
+    assert faults > 10 and jit._stats()["jit_regions"] > 0
 
 
 def _rv_div(op: str, a: int, b: int) -> int:
@@ -431,7 +431,7 @@ def test_compiled_division_edge_cases():
     for hart in harts:
         res = hart.run(10_000_000)
         assert res.reason is StopReason.EXCEPTION and res.cause == 3, res
-    assert harts[0]._stats()["jit_blocks"] > 0
+    assert harts[0]._stats()["jit_regions"] > 0
     got = [spaces[i].memory.read(DATA, stride * len(pairs)) for i in (0, 1)]
     assert got[0] == got[1]
     for n, (x, y) in enumerate(pairs):
