@@ -338,45 +338,32 @@ cdef inline void eax_to(Jit *a, int g) noexcept nogil:
 
 # -- ways out -----------------------------------------------------------------------------
 
-cdef void exit_at(Jit *a, int64_t off, int k) noexcept nogil:
-    """Leave for the interpreter at page offset ``off``, ``k`` more retired (eax = 0).
-    Dirty registers are already stored."""
+cdef void exit_event(Jit *a, int64_t off, int k) noexcept nogil:
+    """Leave with the event in eax, the instruction at ``off`` not retired (``k``
+    before it were).  Dirty registers are already stored."""
     if k:
         alu_imm(a, 1, 0, R14, k)                    # add r14, k
-    op_rm(a, 1, 0x8b, RAX, R15, a.o_cbase)          # rax = cbase + off
-    if off:
-        alu_imm(a, 1, 0, RAX, <int32_t>off)
-    op_rm(a, 1, 0x89, RAX, R15, a.o_jpc)            # h.jpc = rax
-    b1(a, 0x31); b1(a, 0xc0)                        # xor eax, eax
-    jmp_to(a, a.epi)
-
-
-cdef void exit_event(Jit *a, int64_t off, int k) noexcept nogil:
-    """Leave with the event in eax, the instruction at ``off`` not retired."""
-    if k:
-        alu_imm(a, 1, 0, R14, k)
-    op_rm(a, 1, 0x8b, RCX, R15, a.o_cbase)
+    op_rm(a, 1, 0x8b, RCX, R15, a.o_cbase)          # h.jpc = cbase + off
     if off:
         alu_imm(a, 1, 0, RCX, <int32_t>off)
     op_rm(a, 1, 0x89, RCX, R15, a.o_jpc)
     jmp_to(a, a.epi)
 
 
-cdef void jump_label(Jit *a, int64_t off) noexcept nogil:
-    """jmp to the region's instruction at ``off`` (patched later when ahead)."""
+cdef void exit_at(Jit *a, int64_t off, int k) noexcept nogil:
+    """Leave for the interpreter at page offset ``off``, ``k`` more retired (eax = 0)."""
+    b1(a, 0x31); b1(a, 0xc0)                        # xor eax, eax
+    exit_event(a, off, k)
+
+
+cdef void jump_label(Jit *a, int cc, int64_t off) noexcept nogil:
+    """jmp (``cc`` < 0) or jcc to the region's instruction at ``off``; patched once
+    the whole region is placed when that instruction is still ahead."""
     cdef uint8_t *lbl = a.label[off >> 1]
-    if lbl != NULL:
-        jmp_to(a, lbl)
+    if cc < 0:
+        b1(a, 0xe9)
     else:
-        a.pend_at[a.npend] = jmp32(a)
-        a.pend_off[a.npend] = <int>off
-        a.npend += 1
-
-
-cdef void jcc_label(Jit *a, int cc, int64_t off) noexcept nogil:
-    """jcc to the region's instruction at ``off`` (patched later when ahead)."""
-    cdef uint8_t *lbl = a.label[off >> 1]
-    b1(a, 0x0f); b1(a, 0x80 | cc)
+        b1(a, 0x0f); b1(a, 0x80 | cc)
     d4(a, 0)
     if lbl != NULL:
         jmp_patch(a.p, lbl)
@@ -384,6 +371,18 @@ cdef void jcc_label(Jit *a, int cc, int64_t off) noexcept nogil:
         a.pend_at[a.npend] = a.p
         a.pend_off[a.npend] = <int>off
         a.npend += 1
+
+
+cdef uint8_t *chain_into(Jit *a, int32_t disp) noexcept nogil:
+    """rdx + disp = a record: jump into its region if it heads one; returns the jcc
+    taken when it does not (rcx clobbered)."""
+    cdef uint8_t *miss
+    op0f_rm(a, 0, 0xb7, RCX, RDX, disp)             # movzx ecx, word [rdx + disp]: op
+    alu_imm(a, 0, 7, RCX, OP_JIT)                   # cmp ecx, OP_JIT
+    miss = jcc32(a, CC_NE)
+    b1(a, 0xff)                                     # jmp [rdx + disp + 8]: its code
+    mem(a, 4, RDX, disp + 8)
+    return miss
 
 
 cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
@@ -396,11 +395,10 @@ cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
         if k:
             alu_imm(a, 1, 0, R14, k)
         if off > from_off:
-            jump_label(a, off)                      # forward: no loop without a backward one
+            jump_label(a, -1, off)                  # forward: no loop without a backward one
             return
         op_rm(a, 1, 0x3b, R14, R15, a.o_lim)        # cmp r14, h.lim
-        b1(a, 0x0f); b1(a, 0x80 | CC_B)             # jb label (emitted: it is behind)
-        d4(a, <int64_t>(a.label[off >> 1] - (a.p + 4)))
+        jump_label(a, CC_B, off)                    # jb label
         writeback(a)
         exit_at(a, off, 0)
         return
@@ -413,11 +411,7 @@ cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
     op_rm(a, 1, 0x3b, R14, R15, a.o_lim)            # cmp r14, h.lim
     p1 = jcc32(a, CC_AE)
     op_rm(a, 1, 0x8b, RDX, R15, a.o_recs)           # rdx = the page's records
-    op0f_rm(a, 0, 0xb7, RAX, RDX, <int32_t>(off * 8))    # movzx eax, word [rdx + off*8]
-    alu_imm(a, 0, 7, RAX, OP_JIT)                   # cmp eax, OP_JIT
-    p2 = jcc32(a, CC_NE)
-    b1(a, 0xff)                                     # jmp [rdx + off*8 + 8]
-    mem(a, 4, RDX, <int32_t>(off * 8 + 8))
+    p2 = chain_into(a, <int32_t>(off * 8))
     here(a, p1)
     here(a, p2)
     exit_at(a, off, 0)
@@ -436,13 +430,9 @@ cdef void goto_rax(Jit *a, int k) noexcept nogil:
     p1 = jcc32(a, CC_AE)                            # another page
     op_rm(a, 1, 0x3b, R14, R15, a.o_lim)
     p2 = jcc32(a, CC_AE)
-    shift_imm(a, 1, 4, RDX, 3)                      # rdx = rbp + off*8
+    shift_imm(a, 1, 4, RDX, 3)                      # rdx = the records + off*8
     op_rm(a, 1, 0x03, RDX, R15, a.o_recs)
-    op0f_rm(a, 0, 0xb7, RCX, RDX, 0)                # movzx ecx, word [rdx]
-    alu_imm(a, 0, 7, RCX, OP_JIT)
-    p3 = jcc32(a, CC_NE)
-    b1(a, 0xff)                                     # jmp [rdx + 8]
-    mem(a, 4, RDX, 8)
+    p3 = chain_into(a, 0)
     here(a, p1)
     here(a, p2)
     here(a, p3)
@@ -1019,9 +1009,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     cache_plan(a)
     code = a.p
     cache_load(a)                                    # the entry: registers in, to the head
-    a.pend_at[a.npend] = jmp32(a)
-    a.pend_off[a.npend] = <int>start
-    a.npend += 1
+    jump_label(a, -1, start)
     # the instructions in address order; ``nxt``: where the last one falls through to
     for i in range(2048):
         if a.state[i] != IN_REGION:
@@ -1079,7 +1067,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
                 for j in range(a.nrets):
                     if a.state[a.rets[j] >> 1] == IN_REGION:
                         alu_imm(a, 1, 7, RDX, a.rets[j])
-                        jcc_label(a, CC_E, a.rets[j])
+                        jump_label(a, CC_E, a.rets[j])
                 here(a, skip)
             writeback(a)
             goto_rax(a, 0)
