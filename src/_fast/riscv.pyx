@@ -190,8 +190,11 @@ cdef Rec *resolve(Hart h, Rec *r, uint64_t pc) noexcept nogil:
 
 
 cdef inline void jit_heat(Hart h, CodePage *cp, Rec *r, uint64_t cbase) noexcept nogil:
-    """A taken jump reached ``r``: compile the block there once it is hot."""
-    cdef int64_t i = RV_PTR_DIFF(r, cp.recs) >> 4
+    """A jump reached ``r`` (on ``cp``): compile the region there once it is hot."""
+    cdef int64_t i
+    if r.op == OP_JIT or not h.jit_on:
+        return
+    i = RV_PTR_DIFF(r, cp.recs) >> 4
     cp.heat[i] += 1
     if cp.heat[i] == JIT_HOT:
         jit_compile(h, cp, r, cbase)
@@ -297,7 +300,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 r = &h.tmp[0]
                 recs = RV_TMP_RECS(r)
                 cbase = pc - RV_TMP_SHIFT
-            elif r.op != OP_JIT and h.jit_on:   # entering a page counts as a jump
+            else:                               # entering a page counts as a jump
                 jit_heat(h, cp, r, cbase)
             # ---- the hot loop: r walks the page's records; pc = RV_PC(cbase, r, recs) ---
             while True:
@@ -544,8 +547,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
-                        if r.op != OP_JIT and h.jit_on:
-                            jit_heat(h, cp, r, cbase)
+                        jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_BNE:
                     if x[r.rs1] != x[r.rs2]:
@@ -556,8 +558,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
-                        if r.op != OP_JIT and h.jit_on:
-                            jit_heat(h, cp, r, cbase)
+                        jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_BLT:
                     if <int64_t>x[r.rs1] < <int64_t>x[r.rs2]:
@@ -568,8 +569,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
-                        if r.op != OP_JIT and h.jit_on:
-                            jit_heat(h, cp, r, cbase)
+                        jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_BGE:
                     if <int64_t>x[r.rs1] >= <int64_t>x[r.rs2]:
@@ -580,8 +580,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
-                        if r.op != OP_JIT and h.jit_on:
-                            jit_heat(h, cp, r, cbase)
+                        jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_BLTU:
                     if x[r.rs1] < x[r.rs2]:
@@ -592,8 +591,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
-                        if r.op != OP_JIT and h.jit_on:
-                            jit_heat(h, cp, r, cbase)
+                        jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_BGEU:
                     if x[r.rs1] >= x[r.rs2]:
@@ -604,8 +602,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                             ev = EV_PAGE
                             break
                         r = rr
-                        if r.op != OP_JIT and h.jit_on:
-                            jit_heat(h, cp, r, cbase)
+                        jit_heat(h, cp, r, cbase)
                         continue
                 elif op == OP_J:
                     rr = RV_JUMP(r, r.imm)
@@ -615,8 +612,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         ev = EV_PAGE
                         break
                     r = rr
-                    if r.op != OP_JIT and h.jit_on:
-                        jit_heat(h, cp, r, cbase)
+                    jit_heat(h, cp, r, cbase)
                     continue
                 elif op == OP_JAL:
                     pc = RV_PC(cbase, r, recs)
@@ -627,8 +623,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         ev = EV_PAGE
                         break
                     r = &recs[(pc - cbase) >> 1]
-                    if r.op != OP_JIT and h.jit_on:
-                        jit_heat(h, cp, r, cbase)
+                    jit_heat(h, cp, r, cbase)
                     continue
                 elif op == OP_JALR:
                     a = (x[r.rs1] + <uint64_t><int64_t>r.imm) & ~(<uint64_t>1)
@@ -639,8 +634,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         ev = EV_PAGE
                         break
                     r = &recs[(pc - cbase) >> 1]
-                    if r.op != OP_JIT and h.jit_on:
-                        jit_heat(h, cp, r, cbase)
+                    jit_heat(h, cp, r, cbase)
                     continue
                 elif op == OP_JIT:                # a compiled block (riscv_jit.pxi)
                     res = RV_JIT_CALL(h.jit_buf, (<uint8_t **>(<uint8_t *>r + 8))[0], h, x,
@@ -655,8 +649,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         ev = EV_PAGE
                         break
                     r = &recs[(pc - cbase) >> 1]
-                    if r.op != OP_JIT:            # a block's way out is a jump too
-                        jit_heat(h, cp, r, cbase)
+                    jit_heat(h, cp, r, cbase)     # a region's way out is a jump too
                     continue
                 elif op == OP_PAGEEND:            # fell off the page (or out of tmp)
                     pc = RV_PC(cbase, r, recs)
