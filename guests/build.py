@@ -139,12 +139,14 @@ def package_version(pkg: str) -> str:
 
 
 _apt_updated = False
+#: apt-get waits up to 10 minutes for the dpkg/apt locks another apt may hold
+APT_GET = ("apt-get", "-o", "DPkg::Lock::Timeout=600")
 
 
 def apt_update() -> None:
     global _apt_updated
     if not _apt_updated:
-        run(["apt-get", "update", "-q"])
+        run([*APT_GET, "update", "-q"])
         _apt_updated = True
         package_version.cache_clear()
 
@@ -158,7 +160,7 @@ def ensure_packages(pkgs: Iterable[str]) -> None:
                          + "\n  install them: sudo apt-get install " + " ".join(missing))
     log("installing " + " ".join(missing))
     apt_update()
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+    run([*APT_GET, "install", "-y", "-q", "--no-install-recommends", *missing],
         env={"DEBIAN_FRONTEND": "noninteractive"})
     package_version.cache_clear()
 
@@ -366,10 +368,10 @@ def busybox_source_tree() -> Path:
         return Path((dest / ".extracted").read_text().strip())
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    proc = run(["apt-get", "source", "-q", f"busybox={src_version}"], cwd=dest, check=False)
+    proc = run([*APT_GET, "source", "-q", f"busybox={src_version}"], cwd=dest, check=False)
     if proc.returncode != 0:
         apt_update()
-        run(["apt-get", "source", "-q", f"busybox={src_version}"], cwd=dest)
+        run([*APT_GET, "source", "-q", f"busybox={src_version}"], cwd=dest)
     trees = [p for p in dest.iterdir() if p.is_dir() and (p / "Makefile").is_file()]
     if len(trees) != 1:
         raise BuildError(f"apt-get source busybox left {trees} in {dest}")

@@ -25,5 +25,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "setup-host: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# wait (up to 10 minutes) for the dpkg and apt locks another apt-get may hold
+apt_get=(apt-get -o DPkg::Lock::Timeout=600)
+"${apt_get[@]}" update -qq
+"${apt_get[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -114,3 +114,42 @@ def test_print_path_in_empty_cache(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(BUILD_PY), "--print-path", "nope"], env=env,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2
+
+
+def test_apt_get_waits_for_the_dpkg_lock(recipe: ModuleType, monkeypatch) -> None:
+    """Every apt-get the recipes run waits for a lock another apt holds."""
+    calls: list[list[str]] = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append([str(c) for c in cmd])
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(recipe, "run", fake_run)
+    monkeypatch.setattr(recipe, "installed_version", lambda pkg: None)
+    monkeypatch.setattr(recipe.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(recipe, "_apt_updated", False)
+    recipe.ensure_packages(["vmforge-no-such-package"])
+    apt = [c for c in calls if c[0] == "apt-get"]
+    assert [c[3] for c in apt] == ["update", "install"]
+    for cmd in apt:
+        assert cmd[1:3] == ["-o", "DPkg::Lock::Timeout=600"], cmd
+
+
+def test_setup_host_apt_get_waits_for_the_dpkg_lock(tmp_path: Path) -> None:
+    """tools/setup-host.sh, with every package missing: its apt-get calls wait
+    for the dpkg lock (fake apt-get, dpkg-query and id on PATH record them)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "apt.log"
+    fakes = {"apt-get": f'echo "$*" >> "{log}"', "dpkg-query": "exit 1", "id": "echo 0"}
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(["bash", str(ROOT / "tools" / "setup-host.sh")], env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    assert [line.split()[2] for line in lines] == ["update", "install"]
+    for line in lines:
+        assert line.startswith("-o DPkg::Lock::Timeout=600 "), line
