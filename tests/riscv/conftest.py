@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ import pytest
 
 from vmforge.accel.interp import RiscvHart
 from vmforge.memory import AddressSpace
+
+# the random-program generator (rv_randprog.py) is a plain module next to the tests
+sys.path.insert(0, str(Path(__file__).parent))
 
 PROGS = Path(__file__).parent / "progs"
 CC = "riscv64-unknown-elf-gcc"
