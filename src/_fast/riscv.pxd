@@ -58,13 +58,20 @@ cdef class Hart:
     cdef uint64_t pmpaddr[64]
     cdef uint64_t hartid
     cdef uint64_t instret_, cycle_off, instret_off
-    # time: mtime = (instret + cnt) // time_div + time_off (see Hart.mtime)
-    cdef uint64_t time_div, time_off, mtimecmp
+    # time (see riscv_csr.pxi, mtime_now): instruction-counted,
+    #   mtime = (instret + cnt) * time_mul // time_div + time_off,
+    # or host time (time_host): mtime = (CLOCK_MONOTONIC ns - host_origin) // tick_ns
+    # + time_off, MTIP sampled into mtip_latch at most every HOST_POLL instructions
+    cdef uint64_t time_div, time_mul, time_off, mtimecmp
+    cdef int time_host, mtip_latch
+    cdef int64_t host_origin
+    cdef uint64_t tick_ns, poll_at
     # run-loop state
     cdef uint64_t cnt           # instructions retired in the current run() so far
     cdef volatile uint64_t lim  # block-boundary check threshold (0 forces a check)
     cdef uint64_t exc_cause, exc_tval
     cdef int stop_reason
+    cdef uint64_t traps         # traps taken in the current run() (a trap storm ends it)
     cdef uint64_t stop_causes   # bitmask of exception causes that stop run()
     cdef uint64_t bp[16]
     cdef int nbp

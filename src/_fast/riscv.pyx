@@ -30,6 +30,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t, uintptr_t
 from libc.string cimport memcpy, memset
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from vmforge._fast.mmio cimport AddressSpace
 from vmforge._fast.guestmem cimport GuestRam
 
@@ -231,6 +232,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
     cdef int ev = EV_CHECK, res, op
     cdef uint64_t sig_next = SIGNAL_INTERVAL
     h.cnt = 0
+    h.traps = 0
+    h.poll_at = 0
     h.stop_reason = STOP_NONE
     while True:
         # ---- a block boundary: events, budget, timer, interrupts ---------------------
@@ -242,6 +245,12 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 break
             trap(h, h.exc_cause, h.exc_tval, 0)
             pc = h.pc_
+            # a trap retires nothing: a guest trapping forever (mtvec pointing at
+            # a fault) must still reach the budget and the signal checks
+            h.traps += 1
+            if h.traps > budget:
+                h.stop_reason = STOP_BUDGET
+                break
         elif ev == EV_STOP:
             if h.stop_reason == STOP_BREAKPOINT or h.stop_reason == STOP_PYEXC:
                 h.pc_ = pc           # the instruction did not complete
@@ -257,11 +266,13 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             break
         if h.lim == 0 and h.stop_reason == STOP_REQUEST:
             break
-        if cnt >= sig_next:             # Ctrl-C reaches a guest that never stops
-            sig_next = cnt + SIGNAL_INTERVAL
+        if cnt + h.traps >= sig_next:   # Ctrl-C reaches a guest that never stops
+            sig_next = cnt + h.traps + SIGNAL_INTERVAL
             if check_signals(h):
                 h.stop_reason = STOP_PYEXC
                 break
+        if h.time_host:
+            time_poll(h, cnt)
         if pending_irq(h):
             pc = h.pc_
         dl = timer_deadline(h)

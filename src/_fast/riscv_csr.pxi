@@ -33,26 +33,82 @@ cdef void set_priv(Hart h, int p) noexcept nogil:
     tlb_select(h)
 
 
+cdef extern from *:
+    ctypedef unsigned long long u128 "unsigned __int128"
+
+
+cdef inline int64_t host_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
 cdef uint64_t mtime_now(Hart h) noexcept nogil:
-    return (h.instret_ + h.cnt) // h.time_div + h.time_off
+    cdef int64_t d
+    if h.time_host:
+        d = host_ns() - h.host_origin
+        if d < 0:
+            d = 0
+        return <uint64_t>d // h.tick_ns + h.time_off
+    return <uint64_t>((<u128>(h.instret_ + h.cnt) * h.time_mul) // h.time_div) + h.time_off
+
+
+cdef inline int mtip_now(Hart h) noexcept nogil:
+    return h.mtimecmp != U64_MAX and mtime_now(h) >= h.mtimecmp
 
 
 cdef inline uint64_t mip_value(Hart h) noexcept nogil:
+    """mip as a CSR read sees it (the timer compared with the clock now)."""
     cdef uint64_t m = h.mip_sw | h.mip_hw
+    cdef int t = mtip_now(h)
+    if h.time_host:
+        h.mtip_latch = t
+    if t:
+        m |= MIP_MTIP
+    return m
+
+
+cdef inline uint64_t mip_pending(Hart h) noexcept nogil:
+    """mip for interrupt delivery at block boundaries: on host time the timer's
+    state as last sampled (every HOST_POLL instructions, see time_poll), so a
+    boundary does not read the host clock."""
+    cdef uint64_t m = h.mip_sw | h.mip_hw
+    if h.time_host:
+        if h.mtip_latch:
+            m |= MIP_MTIP
+        return m
     if h.mtimecmp != U64_MAX and mtime_now(h) >= h.mtimecmp:
         m |= MIP_MTIP
     return m
 
 
+cdef enum:
+    HOST_POLL = 1 << 15         # instructions between looks at the host clock (timer armed)
+
+
+cdef inline void time_poll(Hart h, uint64_t cnt) noexcept nogil:
+    """Host time: sample MTIP when due (the run loop calls it at block boundaries)."""
+    if cnt >= h.poll_at:
+        h.mtip_latch = mtip_now(h)
+        h.poll_at = cnt + HOST_POLL
+
+
 cdef uint64_t timer_deadline(Hart h) noexcept nogil:
-    """Run-relative instruction count at which the internal timer fires (or never)."""
+    """Run-relative instruction count at which to look at the timer again (or never)."""
     cdef uint64_t ticks, target
-    if h.mtimecmp == U64_MAX or not (h.mie & MIP_MTIP) or h.mtimecmp <= h.time_off:
+    cdef u128 t
+    if h.mtimecmp == U64_MAX or not (h.mie & MIP_MTIP):
+        return U64_MAX           # a stopped timer is no deadline
+    if h.time_host:
+        return U64_MAX if h.mtip_latch else h.poll_at
+    if h.mtimecmp <= h.time_off:
         return U64_MAX
     ticks = h.mtimecmp - h.time_off
-    if ticks > U64_MAX // h.time_div:
+    # the first instruction count n with n * mul // div >= ticks
+    t = (<u128>ticks * h.time_div + h.time_mul - 1) // h.time_mul
+    if t >= <u128>U64_MAX:
         return U64_MAX
-    target = ticks * h.time_div
+    target = <uint64_t>t
     if target <= h.instret_ + h.cnt:
         return U64_MAX           # already fired: mip shows it, CSR writes re-check
     return target - h.instret_
@@ -97,7 +153,7 @@ cdef void trap(Hart h, uint64_t cause, uint64_t tval, int interrupt) noexcept no
 
 cdef int pending_irq(Hart h) noexcept nogil:
     """Take the highest-priority enabled pending interrupt, if any (1 if taken)."""
-    cdef uint64_t pend = mip_value(h) & h.mie
+    cdef uint64_t pend = mip_pending(h) & h.mie
     cdef uint64_t m, sel = 0
     if pend == 0:
         return 0

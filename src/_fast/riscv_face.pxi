@@ -43,6 +43,8 @@ cdef class Hart:
         for i in range(NCODE):
             self.ctab[i] = NULL
         self.time_div = 1
+        self.time_mul = 1
+        self.tick_ns = 100
         self.jit_on = os.environ.get("VMFORGE_JIT", "1") != "0"
         self.reset_state(0)
 
@@ -184,26 +186,55 @@ cdef class Hart:
         return self.mip_hw
 
     def _time(self):
-        return (self.instret_ + self.cnt) // self.time_div + self.time_off
+        return mtime_now(self)
 
     def _set_time(self, unsigned long long t):
-        self.time_off = t - (self.instret_ + self.cnt) // self.time_div
+        self.time_off = 0
+        self.time_off = t - mtime_now(self)
+        self.poll_at = 0
+        self.lim = 0
 
     def _get_time_div(self):
         return self.time_div
 
     def _set_time_div(self, unsigned long long d):
-        if d == 0:
-            raise ValueError("time_div must be positive")
+        self._set_icount(1, d)
+
+    def _get_time_mul(self):
+        return self.time_mul
+
+    def _set_icount(self, unsigned long long mul, unsigned long long div):
+        """Instruction-counted time: ``mtime`` advances ``mul / div`` ticks per
+        retired instruction (the current ``mtime`` is kept)."""
+        if mul == 0 or div == 0:
+            raise ValueError("time_mul and time_div must be positive")
         t = self._time()
-        self.time_div = d
+        self.time_host = 0
+        self.time_mul = mul
+        self.time_div = div
         self._set_time(t)
+
+    def _set_host_clock(self, long long origin_ns, unsigned long long tick_ns):
+        """Host time: ``mtime`` = (CLOCK_MONOTONIC ns - ``origin_ns``) // ``tick_ns``
+        plus the offset guest writes to ``mtime`` made.  A machine moves the
+        origin on resume so that its paused time is not seen."""
+        if tick_ns == 0:
+            raise ValueError("tick_ns must be positive")
+        self.time_host = 1
+        self.host_origin = origin_ns
+        self.tick_ns = tick_ns
+        self.poll_at = 0
+        self.lim = 0
+
+    def _host_origin(self):
+        return self.host_origin if self.time_host else None
 
     def _get_mtimecmp(self):
         return self.mtimecmp
 
     def _set_mtimecmp(self, unsigned long long v):
         self.mtimecmp = v
+        self.poll_at = 0
         self.lim = 0
 
     def _set_stop_causes(self, unsigned long long mask):

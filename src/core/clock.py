@@ -4,6 +4,11 @@
 stands still while it is paused.  :class:`TimerQueue` holds deadlines on that
 clock; the run loop asks for the next deadline (how long a halted CPU may
 sleep) and fires the due ones.  Timer callbacks run on the machine's thread.
+
+That is QEMU's default: a guest second is a host second, idle CPUs sleep until
+the next deadline.  :class:`Icount` is QEMU's ``-icount shift=N,sleep=on|off``:
+CPU time counts retired instructions (``2**N`` ns each), deterministic for
+tests and record/replay; with ``sleep=off`` idle time is skipped at once.
 """
 
 from __future__ import annotations
@@ -13,8 +18,46 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["Timer", "TimerQueue", "VirtualClock"]
+__all__ = ["Icount", "Timer", "TimerQueue", "VirtualClock"]
+
+
+@dataclass(frozen=True)
+class Icount:
+    """Instruction-counted guest time (QEMU's ``-icount``)."""
+
+    shift: int = 0          #: each instruction takes 2**shift ns of guest time
+    sleep: bool = True      #: idle CPUs wait in host time (False: time jumps ahead)
+
+    MAX_SHIFT = 10          # as QEMU
+
+    @classmethod
+    def parse(cls, text: str) -> Icount:
+        """``-icount 3``, ``-icount shift=3,sleep=off`` (``shift=auto`` is refused)."""
+        from vmforge.config import parse_opts
+
+        opts = parse_opts(text, implied="shift")
+        unknown = set(opts) - {"shift", "sleep"}
+        if unknown:
+            raise ValueError(f"-icount: unknown option {sorted(unknown)[0]!r} "
+                             "(shift=N, sleep=on|off)")
+        shift_text = opts.get("shift", "0")
+        if not shift_text.isdigit() or int(shift_text) > cls.MAX_SHIFT:
+            raise ValueError(f"-icount: shift={shift_text!r}: a number from 0 to "
+                             f"{cls.MAX_SHIFT} (adaptive shift=auto is not supported)")
+        sleep_text = opts.get("sleep", "on")
+        if sleep_text not in ("on", "off"):
+            raise ValueError(f"-icount: sleep={sleep_text!r} is not on/off")
+        return cls(int(shift_text), sleep_text == "on")
+
+    def ticks_per_instruction(self, tick_ns: int) -> tuple[int, int]:
+        """(mul, div): a timer of ``tick_ns`` per tick advances mul/div per instruction."""
+        from math import gcd
+
+        mul, div = 1 << self.shift, tick_ns
+        g = gcd(mul, div)
+        return mul // g, div // g
 
 
 class VirtualClock:
@@ -45,6 +88,13 @@ class VirtualClock:
             if self._started is not None:
                 self._base += time.monotonic_ns() - self._started
                 self._started = None
+
+    def origin_ns(self) -> int | None:
+        """The ``time.monotonic_ns()`` at which this running clock read 0 (None:
+        paused): guest ns = monotonic ns - origin.  CPUs that read the host
+        clock themselves follow the machine's clock with it."""
+        started = self._started
+        return None if started is None else started - self._base
 
     def advance(self, ns: int) -> None:
         """Move a paused clock forward (for tests and deterministic runs)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmforge.block.driver import parse_size
+from vmforge.clock import Icount
 
 __all__ = ["DeviceSpec", "DriveSpec", "MachineConfig", "NetdevSpec", "parse_opts"]
 
@@ -135,6 +136,9 @@ class MachineConfig:
     serial: list[Any] = field(default_factory=lambda: ["stdio"])
     accel: str | None = None            # None: the machine's default
     trace: list[str] = field(default_factory=list)
+    #: guest time: None follows the host's clock (QEMU's default); an
+    #: :class:`~vmforge.clock.Icount` counts instructions (``-icount``)
+    icount: Icount | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod

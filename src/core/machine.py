@@ -93,6 +93,7 @@ class Machine:
         self._own_chardevs: list[CharBackend] = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._clock_origin_seen: int | None = None
 
     # -- assembly (from build) ----------------------------------------------------------
 
@@ -280,7 +281,7 @@ class Machine:
                     self.clock.pause()
                     self._sleep_until_event(deadline, timers=False)
                     continue
-                self.clock.resume()
+                self._resume_clock()
                 self.timers.run_due()
                 if self.stopped:
                     break
@@ -290,7 +291,9 @@ class Machine:
                     break
                 if halted and not self.stopped and not self._soon:
                     self._hooks().vmforge_machine_halt(machine=self)
-                    self._sleep_until_event(deadline)
+                    slept = time.monotonic_ns()
+                    self._sleep_until_event(deadline, cpu_delay=self.cpu_idle_delay_ns())
+                    self.cpu_idle_passed(time.monotonic_ns() - slept)
         except BaseException as exc:
             self.request_shutdown(ShutdownReason.ERROR, 1)
             self._error = exc
@@ -301,11 +304,35 @@ class Machine:
                 machine=self, reason=self.shutdown_reason, status=self.exit_status)
         return int(self.exit_status or 0)
 
-    def _sleep_until_event(self, deadline: float | None, timers: bool = True) -> None:
+    def _resume_clock(self) -> None:
+        self.clock.resume()
+        origin = self.clock.origin_ns()
+        if origin is not None and origin != self._clock_origin_seen:
+            self._clock_origin_seen = origin
+            self.clock_resumed(origin)
+
+    def clock_resumed(self, origin_ns: int) -> None:
+        """The machine's clock (re)started: guest ns = ``time.monotonic_ns()`` -
+        ``origin_ns`` from now on.  CPUs that read the host clock themselves
+        (subclasses) move their origin, so paused time is not seen."""
+
+    def cpu_idle_delay_ns(self) -> int | None:
+        """While every CPU is halted: guest ns until a CPU-internal timer fires
+        (None: none armed).  Subclasses whose CPUs keep their own timers say."""
+        return None
+
+    def cpu_idle_passed(self, ns: int) -> None:
+        """``ns`` of host time passed while every CPU was halted (for CPUs whose
+        time counts instructions and waits in host time when idle)."""
+
+    def _sleep_until_event(self, deadline: float | None, timers: bool = True,
+                           cpu_delay: int | None = None) -> None:
         nxt = self.timers.next_deadline() if timers else None
         waits = []
         if nxt is not None:
             waits.append(max(0, nxt - self.clock.now_ns()) / 1e9)
+        if cpu_delay is not None:
+            waits.append(max(0, cpu_delay) / 1e9)
         if deadline is not None:
             waits.append(max(0.0, deadline - time.monotonic()))
         self._wakeup.wait(min(waits) if waits else 0.1)

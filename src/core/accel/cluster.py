@@ -2,15 +2,25 @@
 
 :class:`HartCluster` is what a RISC-V board's ``Machine.run_cpus`` calls.  It
 runs each hart for a slice in turn (the GIL is released inside each slice),
-keeps the harts' ``mtime`` in step, treats a hart stopped by ``wfi`` as halted
-until an enabled interrupt is pending, and, when every hart is halted, moves
-time forward to the earliest armed ``mtimecmp`` so an idle guest does not wait
-for nothing (QEMU's ``-icount sleep=off``).  Guest time counts retired
-instructions: ``time_div`` instructions per tick of the 10 MHz timebase.
+treats a hart stopped by ``wfi`` as halted until an enabled interrupt is
+pending, and keeps the harts' ``mtime`` one clock.  Two kinds of time:
+
+- host time (:meth:`HartCluster.use_host_time`, what machines use unless asked
+  otherwise, as QEMU): ``mtime`` follows the machine's clock; when every hart
+  is halted the machine sleeps until :meth:`HartCluster.idle_delay_ns` or an
+  event.
+- instruction-counted time (the default of a bare cluster, and ``-icount``):
+  ``mtime`` advances ``time_mul / time_div`` ticks per retired instruction,
+  harts are kept in step after each round, and when every hart is halted time
+  moves to the earliest armed ``mtimecmp`` (at once, QEMU's ``-icount
+  sleep=off``, or after waiting that long in host time, ``sleep=on``).
+
+A stopped timer (``mtimecmp`` all ones, or MTIE clear) is no deadline.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,15 +39,17 @@ class HartCluster:
     """``n`` harts on one address space, sharing LR/SC reservations and time."""
 
     def __init__(self, space: Any, n: int = 1, *, slice_instructions: int = 200_000,
-                 time_div: int = 1, warp_idle: bool = True) -> None:
+                 time_div: int = 1, warp_idle: bool = True, time_mul: int = 1) -> None:
         if n < 1:
             raise ValueError("a cluster needs at least one hart")
         first = RiscvHart(space, 0, time_div=time_div)
         self.harts: list[RiscvHart] = [first] + [first.sibling(i) for i in range(1, n)]
-        for h in self.harts[1:]:
-            h.time_div = time_div
+        for h in self.harts:
+            h.set_icount(time_mul, time_div)
         self.slice_instructions = slice_instructions
         self.warp_idle = warp_idle
+        self.host_time = False
+        self.tick_ns = 100
         self.halted = [False] * n
         #: called with (hart, result) for stops the cluster does not handle itself
         #: (breakpoints, stop_on exceptions); returning normally resumes the cluster
@@ -46,6 +58,22 @@ class HartCluster:
 
     def __len__(self) -> int:
         return len(self.harts)
+
+    def use_host_time(self, origin_ns: int, tick_ns: int = 100) -> None:
+        """``mtime`` = (``time.monotonic_ns()`` - ``origin_ns``) // ``tick_ns`` on
+        every hart (plus what the guest wrote); call again with the new origin
+        when the machine's clock resumes after a pause."""
+        self.host_time = True
+        self.tick_ns = tick_ns
+        for h in self.harts:
+            h.use_host_clock(origin_ns, tick_ns)
+
+    def use_icount(self, time_mul: int, time_div: int, *, warp_idle: bool = True) -> None:
+        """Instruction-counted time: ``time_mul / time_div`` ticks per instruction."""
+        self.host_time = False
+        self.warp_idle = warp_idle
+        for h in self.harts:
+            h.set_icount(time_mul, time_div)
 
     def reset(self, pc: int, args: Sequence[tuple[int, int]] = ()) -> None:
         """Every hart to M-mode at ``pc``; ``args`` = (register, value) pairs set on
@@ -61,6 +89,8 @@ class HartCluster:
 
     @property
     def mtime(self) -> int:
+        if self.host_time:
+            return self.harts[0].mtime
         return max(h.mtime for h in self.harts)
 
     def _sync_time(self) -> int:
@@ -87,28 +117,54 @@ class HartCluster:
             elif result.reason in (StopReason.BREAKPOINT, StopReason.EXCEPTION,
                                    StopReason.DEVICE_ERROR) and self.on_stop is not None:
                 self.on_stop(hart, result)
-        self._sync_time()
+        if not self.host_time:
+            self._sync_time()
         # a hart that halted early in the round may have been woken since: by an
-        # IPI or interrupt from a later hart, or by time moving on in the sync
+        # IPI or interrupt from a later hart, or by time moving on
         for i, hart in enumerate(self.harts):
             if self.halted[i] and self._wakeable(hart):
                 self.halted[i] = False
-        if all(self.halted) and self.warp_idle:
-            self._warp_to_next_timer()
+        if all(self.halted) and not self.host_time and self.warp_idle:
+            self._warp_to(self._next_deadline())
         return all(self.halted)
 
-    def _warp_to_next_timer(self) -> None:
+    def _next_deadline(self) -> int | None:
+        """The earliest armed ``mtimecmp`` in the future (ticks), if every armed
+        one is in the future (else an interrupt is already due)."""
         now = self.mtime
         deadlines = [h.mtimecmp for h in self.harts
                      if h.csr("mie") & MIE_MTIE and h.mtimecmp != NEVER]
         future = [d for d in deadlines if d > now]
         if future and len(future) == len(deadlines):
-            target = min(future)
-            for h in self.harts:
-                h.mtime = target
-            for i, h in enumerate(self.harts):
-                if self._wakeable(h):
-                    self.halted[i] = False
+            return min(future)
+        return None
+
+    def idle_delay_ns(self) -> int | None:
+        """While every hart is halted: guest ns until the next hart timer fires
+        (None: no timer armed; 0: due)."""
+        target = self._next_deadline()
+        if target is None:
+            return None
+        return (target - self.mtime) * self.tick_ns
+
+    def advance_idle(self, ns: int) -> None:
+        """Instruction-counted time: ``ns`` of idle time passed (``sleep=on``);
+        time moves on by as much, at most to the next timer."""
+        if self.host_time or ns <= 0:
+            return
+        target = self._next_deadline()
+        if target is None:
+            return
+        self._warp_to(min(target, self.mtime + ns // self.tick_ns))
+
+    def _warp_to(self, target: int | None) -> None:
+        if target is None:
+            return
+        for h in self.harts:
+            h.mtime = target
+        for i, h in enumerate(self.harts):
+            if self._wakeable(h):
+                self.halted[i] = False
 
     def request_stop(self) -> None:
         """Make the running slice end soon (thread-safe)."""
@@ -120,18 +176,46 @@ class HartMachine(Machine):
     """A machine whose CPUs are a :class:`HartCluster` (every RISC-V board).
 
     ``build()`` calls :meth:`make_cluster` and sets ``reset_pc``, where the harts
-    start (with ``a0`` = hart id); the base runs them.
+    start (with ``a0`` = hart id); the base runs them.  Guest time follows the
+    machine's clock unless ``config.icount`` asks for instruction counting;
+    ``timebase_freq`` is the harts' ``mtime`` rate.
     """
 
     accels = ("interp",)
     reset_pc: int = 0
     cluster: HartCluster | None = None
+    timebase_freq: int = 10_000_000
 
     def make_cluster(self, **options: Any) -> HartCluster:
         """``config.smp`` harts on the machine's address space."""
         self.cluster = HartCluster(self.space, self.config.smp, **options)
         self.cpus = self.cluster.harts
+        tick_ns = max(1, 1_000_000_000 // self.timebase_freq)
+        icount = self.config.icount
+        if icount is not None:
+            mul, div = icount.ticks_per_instruction(tick_ns)
+            self.cluster.tick_ns = tick_ns
+            self.cluster.use_icount(mul, div, warp_idle=not icount.sleep)
+        elif "time_div" not in options:
+            self.cluster.use_host_time(self._clock_origin(), tick_ns)
         return self.cluster
+
+    def _clock_origin(self) -> int:
+        origin = self.clock.origin_ns()
+        if origin is None:                      # not running yet: where it will resume
+            origin = time.monotonic_ns() - self.clock.now_ns()
+        return origin
+
+    def clock_resumed(self, origin_ns: int) -> None:
+        if self.cluster is not None and self.cluster.host_time:
+            self.cluster.use_host_time(origin_ns, self.cluster.tick_ns)
+
+    def cpu_idle_delay_ns(self) -> int | None:
+        return None if self.cluster is None else self.cluster.idle_delay_ns()
+
+    def cpu_idle_passed(self, ns: int) -> None:
+        if self.cluster is not None:
+            self.cluster.advance_idle(ns)
 
     def reset_cpus(self) -> None:
         assert self.cluster is not None, "build() must call make_cluster()"

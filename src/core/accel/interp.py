@@ -31,8 +31,11 @@ Harts sharing one RAM must share one :class:`ReservationSet` (pass the first
 hart's ``reservations`` to the others, or use :meth:`RiscvHart.sibling`) so a
 store by one clears the others' LR reservations; run them from one thread.
 
-Time: ``mtime`` advances by one every ``time_div`` retired instructions of this
-hart; when it reaches ``mtimecmp`` MTIP is pending.  A machine that models the
+Time: by default ``mtime`` counts instructions: it advances ``time_mul /
+time_div`` ticks per retired instruction of this hart (:meth:`set_icount`);
+:meth:`use_host_clock` makes it follow the host's monotonic clock instead
+(sampled for the timer interrupt every 32 K instructions, read afresh by the
+``time`` CSR).  When ``mtime`` reaches ``mtimecmp`` MTIP is pending.  A machine that models the
 CLINT elsewhere sets ``mtimecmp`` and reads ``mtime`` here, or drives MTIP with
 :meth:`set_irq_line`.  ``set_irq_line(bit, level)`` drives any mip bit from
 outside (MSIP 3, MTIP 7, MEIP 11, SEIP 9 for the PLIC's S-mode context).
@@ -271,6 +274,21 @@ class RiscvHart(_riscv.Hart):
     @time_div.setter
     def time_div(self, value: int) -> None:
         self._set_time_div(value)
+
+    def set_icount(self, time_mul: int, time_div: int) -> None:
+        """Instruction-counted time: ``mtime`` advances ``time_mul / time_div``
+        ticks per retired instruction (keeps the current ``mtime``)."""
+        self._set_icount(time_mul, time_div)
+
+    def use_host_clock(self, origin_ns: int, tick_ns: int = 100) -> None:
+        """Host time: ``mtime`` = (``time.monotonic_ns()`` - ``origin_ns``) //
+        ``tick_ns`` plus what the guest wrote to it (100 ns: a 10 MHz timebase)."""
+        self._set_host_clock(origin_ns, tick_ns)
+
+    @property
+    def host_clock_origin(self) -> int | None:
+        """The origin of :meth:`use_host_clock`, or None on instruction-counted time."""
+        return self._host_origin()
 
     @property
     def stop_on(self) -> frozenset[int]:
