@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from vmforge.accel.cluster import HartCluster
 from vmforge.memory import AddressSpace
+from vmforge.testing.oracles import require_program
 
-AS = shutil.which("riscv64-unknown-elf-as")
-OBJCOPY = shutil.which("riscv64-unknown-elf-objcopy")
+TOOLCHAIN = "gcc-riscv64-unknown-elf"  # the Debian package with the binutils
 RAM = 0x8000_0000
 IPI = 0x1000_0000
 
@@ -49,12 +46,12 @@ TIMER_PROGRAM = """
 
 
 def assemble(source: str, tmp_path: Path) -> bytes:
-    if AS is None or OBJCOPY is None:
-        pytest.skip("riscv64-unknown-elf binutils (Debian gcc-riscv64-unknown-elf) not installed")
+    as_ = require_program("riscv64-unknown-elf-as", TOOLCHAIN)
+    objcopy = require_program("riscv64-unknown-elf-objcopy", TOOLCHAIN)
     (tmp_path / "p.S").write_text(source)
-    subprocess.run([AS, "-march=rv64gc", "-o", str(tmp_path / "p.o"), str(tmp_path / "p.S")],
+    subprocess.run([as_, "-march=rv64gc", "-o", str(tmp_path / "p.o"), str(tmp_path / "p.S")],
                    check=True)
-    subprocess.run([OBJCOPY, "-O", "binary", "-j", ".text", str(tmp_path / "p.o"),
+    subprocess.run([objcopy, "-O", "binary", "-j", ".text", str(tmp_path / "p.o"),
                     str(tmp_path / "p.bin")], check=True)
     return (tmp_path / "p.bin").read_bytes()
 

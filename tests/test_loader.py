@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -19,8 +18,8 @@ from vmforge.loader import (
     read_linux_image_header,
 )
 from vmforge.memory import GuestMemory
+from vmforge.testing.oracles import require_program
 
-CC = shutil.which("riscv64-unknown-elf-gcc")
 RAM = 0x8000_0000
 
 SOURCE = r"""
@@ -47,12 +46,11 @@ zeros: .zero 4096
 
 @pytest.fixture(scope="module")
 def elf(tmp_path_factory) -> Path:
-    if CC is None:
-        pytest.skip("riscv64-unknown-elf-gcc (Debian gcc-riscv64-unknown-elf) is not installed")
+    cc = require_program("riscv64-unknown-elf-gcc", "gcc-riscv64-unknown-elf")
     d = tmp_path_factory.mktemp("elf")
     (d / "t.S").write_text(SOURCE)
     out = d / "t.elf"
-    subprocess.run([CC, "-nostdlib", "-nostartfiles", "-Wl,-N", f"-Wl,-Ttext={RAM:#x}",
+    subprocess.run([cc, "-nostdlib", "-nostartfiles", "-Wl,-N", f"-Wl,-Ttext={RAM:#x}",
                     "-Wl,--build-id=none", "-o", str(out),
                     str(d / "t.S")], check=True)
     return out

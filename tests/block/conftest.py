@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from vmforge.testing.oracles import oracle_missing
+
 QEMU_IMG = shutil.which("qemu-img")
 
 
@@ -50,7 +52,7 @@ class Run:
 def qemu() -> Callable[..., subprocess.CompletedProcess[str]]:
     """``qemu("img", "info", path)`` / ``qemu("io", ...)``: the oracle, checked."""
     if QEMU_IMG is None:
-        pytest.skip("qemu-img (qemu-utils) not installed")
+        oracle_missing("qemu-img is not installed (Debian package qemu-utils)")
 
     def run(tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([f"qemu-{tool}", *args], capture_output=True, text=True,

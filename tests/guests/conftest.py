@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+
+from vmforge.testing.oracles import oracle_missing, require_files, require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_PY = ROOT / "guests" / "build.py"
@@ -176,16 +177,13 @@ def guest_products() -> dict[str, Path]:
         missing = [n for n, (ok, _) in found.items() if not ok]
         assert not missing, f"guests/build.py did not produce {missing}"
     if missing:
-        pytest.skip(f"guest not built: {', '.join(missing)}; {BUILD_HINT}")
+        oracle_missing(f"guest not built: {', '.join(missing)}; {BUILD_HINT}")
     return {name: path for name, (_, path) in found.items()}
 
 
 @pytest.fixture(scope="session")
 def qemu_riscv64() -> str:
-    exe = shutil.which("qemu-system-riscv64")
-    if exe is None:
-        pytest.skip("qemu-system-riscv64 not found (Debian package qemu-system-misc)")
-    return exe
+    return require_program("qemu-system-riscv64", "qemu-system-misc")
 
 
 @pytest.fixture(scope="session")
@@ -195,9 +193,7 @@ def riscv_firmware() -> dict[str, Path]:
         "opensbi": Path("/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin"),
         "u-boot": Path("/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin"),
     }
-    missing = [str(p) for p in fw.values() if not p.is_file()]
-    if missing:
-        pytest.skip(f"firmware missing: {missing} (apt-get install opensbi u-boot-qemu)")
+    require_files(fw.values(), "firmware (apt-get install opensbi u-boot-qemu)")
     return fw
 
 

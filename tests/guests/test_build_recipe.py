@@ -12,6 +12,8 @@ from types import ModuleType
 
 import pytest
 
+from vmforge.testing.oracles import require_program
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_PY = ROOT / "guests" / "build.py"
 
@@ -63,12 +65,11 @@ def test_cpio_writer_round_trip(recipe: ModuleType) -> None:
 
 
 def test_cpio_is_readable_by_cpio(recipe: ModuleType, tmp_path: Path) -> None:
-    if not os.path.exists("/usr/bin/cpio"):
-        pytest.skip("no cpio")
+    cpio = require_program("cpio", "cpio")
     w = recipe.CpioWriter()
     w.file("a/b", b"hello", 0o644)
     (tmp_path / "x.cpio").write_bytes(w.finish())
-    out = subprocess.run(["cpio", "-itv", "-F", str(tmp_path / "x.cpio")], capture_output=True,
+    out = subprocess.run([cpio, "-itv", "-F", str(tmp_path / "x.cpio")], capture_output=True,
                          text=True, check=True).stdout
     assert "a/b" in out
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import pytest
 
 from vmforge.accel.interp import RiscvHart
 from vmforge.memory import AddressSpace
+from vmforge.testing.oracles import require_program
 
 # the random-program generator (rv_randprog.py) is a plain module next to the tests
 sys.path.insert(0, str(Path(__file__).parent))
@@ -80,8 +80,8 @@ class Builder:
 
 @pytest.fixture(scope="session")
 def rv_build() -> Builder:
-    if shutil.which(CC) is None or shutil.which(OBJCOPY) is None:
-        pytest.skip(f"{CC} / {OBJCOPY} not installed (Debian: gcc-riscv64-unknown-elf)")
+    for tool in (CC, OBJCOPY):
+        require_program(tool, "gcc-riscv64-unknown-elf")
     h = hashlib.sha256()
     for p in sorted(PROGS.iterdir()):
         h.update(p.name.encode() + b"\0" + p.read_bytes())

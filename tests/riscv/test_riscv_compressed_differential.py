@@ -9,9 +9,9 @@ c.subw/c.addw's neighbours with funct2 10 and 11."""
 
 from __future__ import annotations
 
-import pytest
+from vmforge.testing.oracles import require_module
 
-unicorn = pytest.importorskip("unicorn", reason="unicorn (pip install unicorn) is not installed")
+unicorn = require_module("unicorn", "pip install unicorn (in vmforge's test extra)")
 from unicorn import UC_ARCH_RISCV, UC_ERR_EXCEPTION, UC_MODE_RISCV64, Uc, UcError  # noqa: E402
 from unicorn import riscv_const as rc  # noqa: E402
 

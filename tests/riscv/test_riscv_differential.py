@@ -12,7 +12,9 @@ import random
 
 import pytest
 
-unicorn = pytest.importorskip("unicorn", reason="unicorn (pip install unicorn) is not installed")
+from vmforge.testing.oracles import require_module
+
+unicorn = require_module("unicorn", "pip install unicorn (in vmforge's test extra)")
 from rv_randprog import BASE_REG, CODE, DATA, MASK, make_program  # noqa: E402
 from unicorn import UC_ARCH_RISCV, UC_MODE_RISCV64, Uc  # noqa: E402
 from unicorn import riscv_const as rc  # noqa: E402

@@ -10,7 +10,9 @@ import random
 
 import pytest
 
-unicorn = pytest.importorskip("unicorn", reason="unicorn (pip install unicorn) is not installed")
+from vmforge.testing.oracles import require_module
+
+unicorn = require_module("unicorn", "pip install unicorn (in vmforge's test extra)")
 from unicorn import UC_ARCH_RISCV, UC_ERR_EXCEPTION, UC_MODE_RISCV64, Uc, UcError  # noqa: E402
 from unicorn import riscv_const as rc  # noqa: E402
 

@@ -8,7 +8,9 @@ when a test uses them.
   conformance suite (:mod:`vmforge.testing.blockkit`) against the installed
   format ``NAME``, on top of whatever else was collected;
 - the fixture ``vmforge_format`` is the format of the current run of that
-  suite (None outside it).
+  suite (None outside it);
+- the mark ``vmforge_needs`` (made by :func:`vmforge.testing.oracles.needs`)
+  skips a test whose oracle is absent, or fails it in CI (``CI=true``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     dest="vmforge_format",
                     help="run the block-format conformance suite against the installed "
                     "format NAME (repeatable)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "vmforge_needs(*programs, package, files, what): the host programs and "
+        "files the test needs (vmforge.testing.oracles.needs); skipped when absent, "
+        "failed in CI")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marks = list(item.iter_markers("vmforge_needs"))
+    if marks:
+        from vmforge.testing.oracles import check_mark
+
+        for mark in marks:
+            check_mark(mark)
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from vmforge.plugins import Registry
+from vmforge.testing.oracles import oracle_missing
 
 CC = shutil.which("riscv64-unknown-elf-gcc")
 EXIT_7 = """
@@ -47,7 +46,8 @@ def test_event_log_of_a_run(tmp_path) -> None:
 
 def test_events_of_a_spike_run(tmp_path) -> None:
     if CC is None:
-        pytest.skip("riscv64-unknown-elf-gcc (Debian gcc-riscv64-unknown-elf) is not installed")
+        oracle_missing("riscv64-unknown-elf-gcc is not installed "
+                       "(Debian package gcc-riscv64-unknown-elf)")
     (tmp_path / "p.S").write_text(EXIT_7)
     elf = tmp_path / "p.elf"
     subprocess.run([CC, "-nostdlib", "-Wl,-N", "-Wl,-Ttext=0x80000000", "-o", str(elf),

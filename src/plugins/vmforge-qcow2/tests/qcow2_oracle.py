@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from vmforge.testing.oracles import needs
 
-HAVE_QEMU = shutil.which("qemu-img") is not None and shutil.which("qemu-io") is not None
-
-needs_qemu = pytest.mark.skipif(not HAVE_QEMU, reason="qemu-img/qemu-io not installed")
+needs_qemu = needs("qemu-img", "qemu-io", package="qemu-utils")  # skips, or fails in CI
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

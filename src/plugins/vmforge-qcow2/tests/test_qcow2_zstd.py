@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from qcow2_oracle import assert_qemu_clean, needs_qemu, pattern, qemu_img, to_raw
 
+from vmforge.testing.oracles import require_module
 from vmforge_qcow2 import Qcow2
 
-pytest.importorskip("zstandard")
+require_module("zstandard", "pip install zstandard (in vmforge's test extra)")
 pytestmark = needs_qemu
 MiB = 1 << 20
 

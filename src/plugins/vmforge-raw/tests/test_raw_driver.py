@@ -12,11 +12,11 @@ import pytest
 
 from vmforge.block.driver import BlockRangeError, BlockStatus, ReadOnlyError
 from vmforge.plugins import Registry
+from vmforge.testing.oracles import needs
 from vmforge_raw import Raw
 
 QEMU_IMG = shutil.which("qemu-img")
-needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img (Debian qemu-utils) "
-                                    "is not installed")
+needs_qemu_img = needs("qemu-img", package="qemu-utils")  # skips, or fails in CI
 
 
 def test_registered_as_block_plugin() -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from vmforge.testing.oracles import oracle_missing
+
 PROGS = Path(__file__).parent / "progs"
 CC = shutil.which("riscv64-unknown-elf-gcc")
 
@@ -18,7 +20,8 @@ CC = shutil.which("riscv64-unknown-elf-gcc")
 def build_prog():
     """``build_prog("hello")`` -> path of the ELF, cached outside the repository."""
     if CC is None:
-        pytest.skip("riscv64-unknown-elf-gcc (Debian gcc-riscv64-unknown-elf) is not installed")
+        oracle_missing("riscv64-unknown-elf-gcc is not installed "
+                       "(Debian package gcc-riscv64-unknown-elf)")
     cache = Path(os.environ.get("VMFORGE_CACHE", Path.home() / ".cache" / "vmforge")) / "spike"
 
     def build(name: str) -> Path:

@@ -12,6 +12,7 @@ import pytest
 from vmforge.chardev import BufferChar
 from vmforge.config import MachineConfig
 from vmforge.machine import MachineError
+from vmforge.testing.oracles import needs, oracle_missing
 from vmforge_riscv_spike import Spike
 
 QEMU = shutil.which("qemu-system-riscv64")
@@ -45,8 +46,7 @@ def test_vmforge_run_exit_status_and_console(build_prog, tmp_path) -> None:
     assert out.read_bytes() == EXPECTED
 
 
-@pytest.mark.skipif(QEMU is None, reason="qemu-system-riscv64 (Debian qemu-system-misc) "
-                    "is not installed")
+@needs("qemu-system-riscv64", package="qemu-system-misc")  # skips, or fails in CI
 def test_same_as_qemu_spike(build_prog) -> None:
     elf = str(build_prog("hello"))
     qemu = subprocess.run([QEMU, "-M", "spike", "-bios", "none", "-kernel", elf, "-nographic",
@@ -65,7 +65,7 @@ def test_clint_timer_and_software_interrupts(build_prog, emulator: str) -> None:
     elf = str(build_prog("timer"))
     if emulator == "qemu":
         if QEMU is None:
-            pytest.skip("qemu-system-riscv64 (Debian qemu-system-misc) is not installed")
+            oracle_missing("qemu-system-riscv64 is not installed (Debian qemu-system-misc)")
         cmd = [QEMU, "-M", "spike", "-bios", "none", "-kernel", elf, "-nographic",
                "-monitor", "none"]
     else:

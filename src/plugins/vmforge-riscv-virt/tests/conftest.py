@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from vmforge.machine import Machine
+from vmforge.testing.oracles import oracle_missing
 
 
 class FakeHart:
@@ -108,7 +109,7 @@ class Qemu:
 def qemu(tmp_path_factory: pytest.TempPathFactory) -> Qemu:
     binary = shutil.which("qemu-system-riscv64")
     if binary is None:
-        pytest.skip("qemu-system-riscv64 is not installed (tools/setup-host.sh installs it)")
+        oracle_missing("qemu-system-riscv64 is not installed (tools/setup-host.sh installs it)")
     return Qemu(binary, tmp_path_factory.mktemp("qemu"))
 
 
@@ -116,5 +117,5 @@ def qemu(tmp_path_factory: pytest.TempPathFactory) -> Qemu:
 def dtc() -> str:
     binary = shutil.which("dtc")
     if binary is None:
-        pytest.skip("dtc is not installed (device-tree-compiler)")
+        oracle_missing("dtc is not installed (device-tree-compiler)")
     return binary

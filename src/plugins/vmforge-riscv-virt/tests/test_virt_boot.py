@@ -14,6 +14,7 @@ import pytest
 
 from vmforge.chardev import BufferChar
 from vmforge.config import MachineConfig
+from vmforge.testing.oracles import needs, oracle_missing
 from vmforge_riscv_virt.machine import OPENSBI_DIRS, RiscvVirt
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -21,9 +22,8 @@ UBOOT = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin"
 FW_JUMP = os.path.join(OPENSBI_DIRS[0], "fw_jump.bin")
 PROMPT = re.compile(rb"vmforge:[^\r\n]*# ")
 
-needs_firmware = pytest.mark.skipif(
-    not (os.path.exists(UBOOT) and os.path.exists(FW_JUMP)),
-    reason="Debian's opensbi and u-boot-qemu packages are not installed")
+needs_firmware = needs(files=(UBOOT, FW_JUMP),
+                       what="Debian's firmware (apt-get install opensbi u-boot-qemu)")
 
 
 def guest(name: str) -> str:
@@ -32,7 +32,7 @@ def guest(name: str) -> str:
                           name], capture_output=True, text=True)
     path = out.stdout.strip()
     if out.returncode != 0 or not path or not os.path.exists(path):
-        pytest.skip(f"guest {name} is not built: run 'make guests'")
+        oracle_missing(f"guest {name} is not built: run 'make guests'")
     return path
 
 
@@ -103,7 +103,7 @@ def test_vmforge_run_exits_with_the_finisher_status(tmp_path) -> None:
     """`vmforge run` boots Linux and `poweroff -f` ends the process with status 0."""
     kernel, initrd = guest("linux-riscv64"), guest("initramfs-riscv64")
     if shutil.which("setsid") is None:
-        pytest.skip("setsid (util-linux) is not installed")
+        oracle_missing("setsid (util-linux) is not installed")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vmforge.cli.main", "run", "-M", "riscv-virt", "-m", "256M",
          "-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0", "-nographic",

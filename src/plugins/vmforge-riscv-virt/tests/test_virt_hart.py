@@ -8,12 +8,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import pytest
-
+from vmforge.testing.oracles import oracle_missing, require_module
 from vmforge_riscv_virt import Clint, Plic, SifiveTest
 from vmforge_riscv_virt import board as virt
 
-interp = pytest.importorskip("vmforge.accel.interp", reason="the software hart is not built")
+interp = require_module("vmforge.accel.interp", "the software hart is not built (make setup)")
 
 DRAM = virt.MEMMAP["dram"].base
 
@@ -89,7 +88,8 @@ fail:
 def assemble(tmp_path) -> bytes:
     tools = {t: shutil.which(f"riscv64-unknown-elf-{t}") for t in ("as", "ld", "objcopy")}
     if not all(tools.values()):
-        pytest.skip("the riscv64-unknown-elf toolchain is not installed")
+        oracle_missing("the riscv64-unknown-elf toolchain is not installed "
+                       "(Debian package gcc-riscv64-unknown-elf)")
     src, obj, elf, raw = (tmp_path / n for n in ("g.S", "g.o", "g.elf", "g.bin"))
     src.write_text(GUEST)
     subprocess.run([tools["as"], "-march=rv64imac_zicsr", "-o", str(obj), str(src)],

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from vmforge.chardev import NullChar
+from vmforge.testing.oracles import oracle_missing
 from vmforge.virtio.mmio import VirtioMmioTransport
 from vmforge_riscv_virt import Clint, GoldfishRtc, Plic, SifiveTest, VirtFdtConfig, build_virt_fdt
 from vmforge_riscv_virt import board as virt
@@ -35,12 +36,12 @@ PROMPT = re.compile(rb"vmforge:/[^\n]*# ")
 def guest(name: str) -> Path:
     build = ROOT / "guests" / "build.py"
     if not build.is_file():
-        pytest.skip("no guests/build.py in this tree")
+        oracle_missing("no guests/build.py in this tree")
     out = subprocess.run([sys.executable, str(build), "--print-path", name],
                          capture_output=True, text=True, timeout=60)
     path = Path(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else None
     if out.returncode != 0 or path is None or not path.is_file():
-        pytest.skip(f"test guest {name} is not built (python3 guests/build.py all)")
+        oracle_missing(f"test guest {name} is not built (python3 guests/build.py all)")
     return path
 
 
@@ -66,7 +67,7 @@ def read_until(proc: subprocess.Popen, pattern: re.Pattern[bytes], seen: bytearr
 def test_linux_boots_on_our_device_tree(tmp_path):
     qemu = shutil.which("qemu-system-riscv64")
     if qemu is None or not OPENSBI.is_file():
-        pytest.skip("qemu-system-riscv64 or Debian's OpenSBI (fw_jump.bin) is missing")
+        oracle_missing("qemu-system-riscv64 or Debian's OpenSBI (fw_jump.bin) is missing")
     kernel, initrd = guest("linux-riscv64"), guest("initramfs-riscv64")
     placed = standard_placements(
         Plic(num_harts=2), Clint(num_harts=2), SifiveTest(), GoldfishRtc(),

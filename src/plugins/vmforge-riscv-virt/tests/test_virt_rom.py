@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from vmforge.testing.oracles import oracle_missing
 from vmforge_riscv_virt import FwDynamicInfo, reset_rom, reset_vector
 from vmforge_riscv_virt import board as virt
 from vmforge_riscv_virt.rom import FW_DYNAMIC_INFO_MAGIC, NEXT_MODE_S
@@ -17,7 +18,7 @@ from vmforge_riscv_virt.rom import FW_DYNAMIC_INFO_MAGIC, NEXT_MODE_S
 def disassemble(code: bytes, tmp_path, arch: str = "riscv:rv64") -> list[str]:
     objdump = shutil.which("riscv64-unknown-elf-objdump")
     if objdump is None:
-        pytest.skip("riscv64-unknown-elf-objdump is not installed (gcc-riscv64-unknown-elf)")
+        oracle_missing("riscv64-unknown-elf-objdump is not installed (gcc-riscv64-unknown-elf)")
     path = tmp_path / "rom.bin"
     path.write_bytes(code)
     out = subprocess.run([objdump, "-D", "-b", "binary", "-m", arch, "-M", "no-aliases",
