@@ -384,9 +384,11 @@ def allocated_ranges(bb: BlockBackend) -> list[tuple[int, int]]:
 def commit(top: BlockBackend, base: BlockBackend, progress: Progress | None = None) -> None:
     """Write what ``top`` (depth 0 of its chain) allocates into ``base``, its backing file.
 
-    The base grows to the top's size if smaller.  Afterwards the committed
-    ranges of the top are discarded (a format may keep them; they now read
-    the same from either layer).
+    The base grows to the top's size if smaller.  Afterwards the top is
+    emptied when its driver can (``make_empty``, as qemu-img commit does), so
+    everything reads from the base again; a format without it keeps its
+    clusters, which read the same as the base now.  (``discard`` would not do:
+    a discarded range may read as zeros, not as the backing file.)
     """
     if base.size < top.size:
         base.truncate(top.size)
@@ -404,9 +406,9 @@ def commit(top: BlockBackend, base: BlockBackend, progress: Progress | None = No
             if progress is not None:
                 progress(done, total)
     base.flush()
-    if not top.readonly:
-        for e in extents:
-            top.discard(e.offset, e.length)
+    make_empty = getattr(top.top, "make_empty", None)
+    if not top.readonly and make_empty is not None:
+        make_empty()
         top.flush()
 
 

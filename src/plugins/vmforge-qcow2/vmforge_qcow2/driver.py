@@ -180,6 +180,10 @@ class Qcow2(Qcow2Writer):
         """
         self._check_writable()
         with self.lock:
+            # what was written under the old backing file (rebase's copies) is on
+            # disk before the header names the new one
+            self._barrier()
+            self.f.sync()
             h = self.h
             exts = [e for e in h.extensions if e.type != EXT_BACKING_FORMAT]
             if filename and fmt:

@@ -8,7 +8,12 @@ Crash order when creating: raise refcounts; sync; clear OFLAG_COPIED in the
 active tree; sync; write the new snapshot table; sync; switch the header;
 sync; free the old table.  Deleting: switch to a table without the entry
 first, then drop the references, then set OFLAG_COPIED where refcounts came
-back to 1.  A crash in between leaks clusters, nothing worse.
+back to 1.  Reverting: raise the snapshot tree's refcounts; sync; clear
+OFLAG_COPIED in its L2 tables (now shared); sync; write the active L1
+without OFLAG_COPIED; sync; drop the old tree's references; set OFLAG_COPIED
+where refcounts are 1.  A crash in between leaks clusters, nothing worse
+(``qemu-img check -r leaks`` repairs the image, flags included), and never
+leaves OFLAG_COPIED on a cluster a snapshot shares.
 """
 
 from __future__ import annotations
@@ -153,6 +158,26 @@ def _fix_copied(img: Qcow2Writer) -> None:
     img.l2cache.tables.clear()
 
 
+def _clear_copied(img: Qcow2Writer, l1: array) -> None:
+    """Clear OFLAG_COPIED in the L2 tables under ``l1`` (their clusters are shared)."""
+    cs = img.cs
+    seen: set[int] = set()
+    for i, e in enumerate(l1):
+        off = e & OFFSET_MASK
+        if not off or off in seen:
+            continue
+        seen.add(off)
+        raw = img.f.read_table(off, cs, f"L2 table (L1 entry {i})")
+        tbl = table_from_bytes(raw)
+        step = 2 if img.extl2 else 1
+        for j in range(0, len(tbl), step):
+            if tbl[j] & OFLAG_COPIED:
+                tbl[j] &= ~OFLAG_COPIED
+        new = table_to_bytes(tbl)
+        if new != raw:
+            img.f.pwrite(off, new)
+
+
 def create_snapshot(img: Qcow2Writer, name: str, vm_state_size: int = 0,
                     vm_clock_nsec: int = 0, icount: int | None = None) -> Snapshot:
     """Take an internal snapshot of the active image."""
@@ -227,7 +252,13 @@ def revert_snapshot(img: Qcow2Writer, key: str) -> None:
         _tree_refcounts(img, new_l1, +1)
         img.refs.write_back()
         img.f.sync()
-        l1 = array("Q", new_l1) + array("Q", bytes(8 * (len(img.l1) - len(new_l1))))
+        # every cluster of the snapshot's tree is now shared (refcount >= 2): no
+        # OFLAG_COPIED may reach the active tree, or the next write would go in
+        # place, into the snapshot (the stored L1 and its L2 tables may carry them)
+        _clear_copied(img, new_l1)
+        img.f.sync()
+        l1 = array("Q", (e & ~OFLAG_COPIED for e in new_l1))
+        l1 += array("Q", bytes(8 * (len(img.l1) - len(new_l1))))
         img.f.pwrite(img.l1_offset, table_to_bytes(l1))
         img.f.sync()
         img.l1 = l1

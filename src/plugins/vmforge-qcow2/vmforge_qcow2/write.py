@@ -445,6 +445,19 @@ class Qcow2Writer(Qcow2Image):
             if a < b:
                 self._zero_clusters(a, b, unmap=True, discard=True)
 
+    def make_empty(self) -> None:
+        """Unallocate every cluster, so the whole disk reads from the backing file
+        again (QEMU's ``bdrv_make_empty``: what ``qemu-img commit`` does to the top
+        afterwards; ``discard`` would make the clusters read as zeros instead)."""
+        with self.lock:
+            self._begin_write()
+            end = -(-self.size // self.cs) * self.cs
+            if self.extl2:
+                extl2_write.zero_range(self, 0, end, unmap=True, full=True)
+            else:
+                self._zero_clusters(0, end, unmap=True, discard=True, full=True)
+            self._barrier()
+
     # -- compressed writes -----------------------------------------------------------------
 
     def write_compressed(self, offset: int, data: bytes | memoryview) -> None:
@@ -541,6 +554,9 @@ class Qcow2Writer(Qcow2Image):
                 else:
                     self._zero_clusters(a, -(-old // cs) * cs, unmap=True, full=True)
                 self._free_l2_past(l1_entries_for(size, self.cb, self.extl2))
+                # the entries past the end are gone on disk before the size says so:
+                # a crash in between must not leave old data to reappear on a regrow
+                self._barrier()
                 self._set_size(size)
                 return
             need = l1_entries_for(size, self.cb, self.extl2)
