@@ -46,6 +46,8 @@ cdef inline int64_t host_ns() noexcept nogil:
 cdef uint64_t mtime_now(Hart h) noexcept nogil:
     cdef int64_t d
     if h.time_host:
+        if h.time_frozen:
+            return h.frozen_at
         d = host_ns() - h.host_origin
         if d < 0:
             d = 0

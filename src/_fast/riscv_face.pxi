@@ -189,6 +189,10 @@ cdef class Hart:
         return mtime_now(self)
 
     def _set_time(self, unsigned long long t):
+        if self.time_host and self.time_frozen:
+            self.time_off += t - self.frozen_at
+            self.frozen_at = t
+            return
         self.time_off = 0
         self.time_off = t - mtime_now(self)
         self.poll_at = 0
@@ -210,6 +214,7 @@ cdef class Hart:
             raise ValueError("time_mul and time_div must be positive")
         t = self._time()
         self.time_host = 0
+        self.time_frozen = 0
         self.time_mul = mul
         self.time_div = div
         self._set_time(t)
@@ -221,10 +226,17 @@ cdef class Hart:
         if tick_ns == 0:
             raise ValueError("tick_ns must be positive")
         self.time_host = 1
+        self.time_frozen = 0
         self.host_origin = origin_ns
         self.tick_ns = tick_ns
         self.poll_at = 0
         self.lim = 0
+
+    def _freeze_host_clock(self):
+        """Host time stands still (a paused machine) until ``_set_host_clock``."""
+        if self.time_host and not self.time_frozen:
+            self.frozen_at = mtime_now(self)
+            self.time_frozen = 1
 
     def _host_origin(self):
         return self.host_origin if self.time_host else None

@@ -278,7 +278,10 @@ class Machine:
                     self.reset("guest")
                 self.run_pending_calls()
                 if self._paused:
-                    self.clock.pause()
+                    if self.clock.running:
+                        self.clock.pause()
+                        self._clock_origin_seen = None
+                        self.clock_paused()
                     self._sleep_until_event(deadline, timers=False)
                     continue
                 self._resume_clock()
@@ -315,6 +318,10 @@ class Machine:
         """The machine's clock (re)started: guest ns = ``time.monotonic_ns()`` -
         ``origin_ns`` from now on.  CPUs that read the host clock themselves
         (subclasses) move their origin, so paused time is not seen."""
+
+    def clock_paused(self) -> None:
+        """The machine's clock stopped (a pause): CPUs reading the host clock
+        themselves stop their time too (subclasses)."""
 
     def cpu_idle_delay_ns(self) -> int | None:
         """While every CPU is halted: guest ns until a CPU-internal timer fires

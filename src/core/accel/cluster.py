@@ -68,6 +68,11 @@ class HartCluster:
         for h in self.harts:
             h.use_host_clock(origin_ns, tick_ns)
 
+    def freeze_host_time(self) -> None:
+        """Host time stands still on every hart (the machine is paused)."""
+        for h in self.harts:
+            h.freeze_host_clock()
+
     def use_icount(self, time_mul: int, time_div: int, *, warp_idle: bool = True) -> None:
         """Instruction-counted time: ``time_mul / time_div`` ticks per instruction."""
         self.host_time = False
@@ -83,8 +88,8 @@ class HartCluster:
             h.x[10] = i
             for reg, value in args:
                 h.x[reg] = value
-            h.mtime = 0
-            h.mtimecmp = NEVER
+            h.mtimecmp = NEVER          # (reset drops guest writes to mtime: on host
+            # time mtime is the machine's clock again, instruction-counted it is 0)
         self.halted = [False] * len(self.harts)
 
     @property
@@ -209,6 +214,10 @@ class HartMachine(Machine):
     def clock_resumed(self, origin_ns: int) -> None:
         if self.cluster is not None and self.cluster.host_time:
             self.cluster.use_host_time(origin_ns, self.cluster.tick_ns)
+
+    def clock_paused(self) -> None:
+        if self.cluster is not None and self.cluster.host_time:
+            self.cluster.freeze_host_time()
 
     def cpu_idle_delay_ns(self) -> int | None:
         return None if self.cluster is None else self.cluster.idle_delay_ns()

@@ -285,6 +285,10 @@ class RiscvHart(_riscv.Hart):
         ``tick_ns`` plus what the guest wrote to it (100 ns: a 10 MHz timebase)."""
         self._set_host_clock(origin_ns, tick_ns)
 
+    def freeze_host_clock(self) -> None:
+        """Host time stands still (a paused machine) until :meth:`use_host_clock`."""
+        self._freeze_host_clock()
+
     @property
     def host_clock_origin(self) -> int | None:
         """The origin of :meth:`use_host_clock`, or None on instruction-counted time."""

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from vmforge.clock import Icount
 from vmforge.config import DeviceSpec, DriveSpec, MachineConfig, NetdevSpec, parse_opts
 from vmforge.errors import VmforgeError
 
@@ -57,6 +58,9 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", dest="trace", action="append", default=[], metavar="ITEMS",
                    help="trace categories, comma-separated")
     p.add_argument("-D", dest="logfile", metavar="FILE", help="write traces to FILE")
+    p.add_argument("-icount", dest="icount", metavar="[shift=]N[,sleep=on|off]",
+                   help="guest time counts instructions (2**N ns each) instead of "
+                        "following the host's clock; sleep=off skips idle time")
 
 
 def apply_default_guest(args: argparse.Namespace) -> None:
@@ -98,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         serial=args.serial or ["stdio"],
         accel=accel,
         trace=[t for item in args.trace for t in item.split(",") if t],
+        icount=Icount.parse(args.icount) if args.icount else None,
         extra={"logfile": args.logfile} if args.logfile else {},
     )
 
