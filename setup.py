@@ -90,9 +90,10 @@ setup(
     install_requires=["pluggy>=1.3", "importlib-metadata>=6.0"],
     extras_require={
         # unicorn: the CPU's differential tests and benchmark; dissect.hypervisor:
-        # the disk-read benchmark's third party; zstandard: qcow2's zstd clusters
+        # the disk-read benchmark's third party; zstandard: qcow2's zstd clusters;
+        # mypy: make typecheck
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "ruff>=0.5",
-                 "unicorn>=2.0", "dissect.hypervisor>=3", "zstandard>=0.20"],
+                 "unicorn>=2.0", "dissect.hypervisor>=3", "zstandard>=0.20", "mypy>=1.8"],
     },
     entry_points={
         "console_scripts": ["vmforge = vmforge.cli.main:main"],

@@ -38,7 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from vmforge.errors import VmforgeError
 
@@ -358,9 +358,9 @@ STDIO_HELP = (
 )
 
 
-def _raw_attrs(attrs: list, signals: bool) -> list:
+def _raw_attrs(attrs: list[Any], signals: bool) -> list[Any]:
     """QEMU's stdio settings: no echo, no line editing, 8 bits, output processing kept."""
-    new = [list(a) if isinstance(a, list) else a for a in attrs]
+    new: list[Any] = [list(a) if isinstance(a, list) else a for a in attrs]
     iflag, oflag, cflag, lflag, cc = 0, 1, 2, 3, 6
     new[iflag] &= ~(termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP
                     | termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IXON)

@@ -26,6 +26,18 @@ def _mask(size: int) -> int:
 class _Slot:
     __slots__ = ("base", "impl_max", "impl_min", "kind", "last", "name", "ops", "readonly",
                  "unaligned", "valid_max", "valid_min", "view")
+    base: int
+    last: int
+    kind: str
+    name: str
+    ops: Any                # an MMIO region's device (read/write), None for RAM
+    view: memoryview        # a RAM region's bytes
+    readonly: bool
+    valid_min: int
+    valid_max: int
+    impl_min: int
+    impl_max: int
+    unaligned: bool
 
     def __init__(self, base: int, size: int, kind: str, name: str) -> None:
         self.base, self.last, self.kind, self.name = base, base + size - 1, kind, name

@@ -29,7 +29,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import importlib_metadata
 import pluggy
@@ -71,7 +71,14 @@ _BASES: dict[str, tuple[str, str]] = {
 }
 
 
-def _name_version(dist: importlib_metadata.Distribution) -> tuple[str, str]:
+class _HasMetadata(Protocol):
+    """What :func:`_name_version` needs of a distribution (importlib_metadata's
+    ``Distribution`` and, in its newer releases, ``IDistribution``)."""
+
+    def read_text(self, filename: str) -> str | None: ...
+
+
+def _name_version(dist: _HasMetadata) -> tuple[str, str]:
     """Name and Version from the head of METADATA (no e-mail parser: start-up time)."""
     name = version = "?"
     for line in (dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "").splitlines():

@@ -89,5 +89,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     from pathlib import Path
 
     suite = importlib.import_module(_SUITE)
+    assert suite.__file__ is not None, f"{_SUITE} is not a file"
     module = pytest.Module.from_parent(session, path=Path(suite.__file__))
     items.extend(session.genitems(module))
