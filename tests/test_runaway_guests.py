@@ -18,6 +18,7 @@ import pytest
 
 from vmforge.accel.interp import RiscvHart, StopReason
 from vmforge.memory import AddressSpace
+from vmforge.testing.oracles import require_program
 
 VMFORGE = [sys.executable, "-m", "vmforge.cli.main"]
 JR_ZERO = bytes.fromhex("67800000")
@@ -83,3 +84,27 @@ def test_ctrl_c_ends_a_faulting_guest(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode != 0
     assert "Traceback" not in err
+
+
+def test_d_int_shows_the_storm_as_qemu_does(tmp_path: Path) -> None:
+    """``-d int`` prints each trap in QEMU's format (checked against QEMU's own
+    output for the same guest), and a storm as its first traps and a count."""
+    qemu = require_program("qemu-system-riscv64", "qemu-system-misc")
+    image = tmp_path / "jr.bin"
+    image.write_bytes(JR_ZERO)
+    ours = _run(["run", "-M", "riscv-virt", "-bios", "none", "-kernel", str(image),
+                 "-nographic", "-d", "int", "--timeout", "0.5"])
+    assert ours.returncode == 124
+    log = tmp_path / "qemu.log"
+    proc = subprocess.Popen([qemu, "-M", "virt", "-bios", "none", "-kernel", str(image),
+                             "-d", "int", "-D", str(log), "-nographic", "-serial", "none",
+                             "-monitor", "none"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    proc.terminate()
+    proc.wait(timeout=30)
+    want = log.read_text().splitlines()[:3]
+    assert want and want[0].startswith("riscv_cpu_do_interrupt: hart:0")
+    assert ours.stderr.splitlines()[:3] == want
+    assert "more traps in this slice not shown (a trap storm)" in ours.stderr
+

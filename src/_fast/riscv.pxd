@@ -38,6 +38,13 @@ cdef struct ResvTable:
     int nharts
     uint8_t *addr[64]
 
+# One trap as ``-d int`` reports it (recorded only while Hart.trace_int is set).
+cdef struct TrapRec:
+    uint64_t cause      # bit 63: an interrupt
+    uint64_t epc
+    uint64_t tval
+    uint64_t priv       # the privilege the trap came from
+
 cdef class ReservationSet:
     cdef ResvTable t
     cdef int next_slot
@@ -73,6 +80,10 @@ cdef class Hart:
     cdef uint64_t exc_cause, exc_tval
     cdef int stop_reason
     cdef uint64_t traps         # traps taken in the current run() (a trap storm ends it)
+    cdef int trace_int          # record traps in trace_recs (-d int)
+    cdef int trace_n
+    cdef uint64_t trace_dropped
+    cdef TrapRec trace_recs[256]
     cdef uint64_t stop_causes   # bitmask of exception causes that stop run()
     cdef uint64_t bp[16]
     cdef int nbp

@@ -121,6 +121,17 @@ cdef void trap(Hart h, uint64_t cause, uint64_t tval, int interrupt) noexcept no
     cdef uint64_t deleg = h.mideleg if interrupt else h.medeleg
     cdef uint64_t s = h.mstatus, base, vec
     cdef int from_priv = h.priv
+    cdef TrapRec *tr
+    if h.trace_int:
+        if h.trace_n < 256:
+            tr = &h.trace_recs[h.trace_n]
+            tr.cause = cause | (INT_FLAG if interrupt else 0)
+            tr.epc = h.pc_
+            tr.tval = tval
+            tr.priv = from_priv
+            h.trace_n += 1
+        else:
+            h.trace_dropped += 1
     if from_priv <= PRV_S and cause < 64 and (deleg >> cause) & 1:
         h.scause = cause | (INT_FLAG if interrupt else 0)
         h.sepc = h.pc_

@@ -241,6 +241,22 @@ cdef class Hart:
     def _host_origin(self):
         return self.host_origin if self.time_host else None
 
+    def _set_trace_int(self, bint on):
+        self.trace_int = on
+        self.trace_n = 0
+        self.trace_dropped = 0
+
+    def _take_trap_trace(self):
+        """([(cause with bit 63 for interrupts, epc, tval, from-priv)...], dropped)
+        since the last call; empties the record."""
+        cdef int i
+        out = [(self.trace_recs[i].cause, self.trace_recs[i].epc, self.trace_recs[i].tval,
+                self.trace_recs[i].priv) for i in range(self.trace_n)]
+        dropped = self.trace_dropped
+        self.trace_n = 0
+        self.trace_dropped = 0
+        return out, dropped
+
     def _get_mtimecmp(self):
         return self.mtimecmp
 

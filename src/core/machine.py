@@ -147,11 +147,18 @@ class Machine:
         self.reset("power-on")
 
     def reset(self, reason: str = "user") -> None:
-        """Reset every device and CPU."""
+        """Reset every device and CPU; after power-on, load the images again
+        (firmware, kernel, initrd, device tree: QEMU's ROM blobs are copied
+        back on every system reset, so a guest that reboots boots afresh)."""
         for device in self.devices:
             device.reset()
+        if reason != "power-on":
+            self.reload_images()
         self.reset_cpus()
         self._hooks().vmforge_machine_reset(machine=self, reason=reason)
+
+    def reload_images(self) -> None:
+        """Copy the boot images into memory again (subclasses that load any)."""
 
     def reset_cpus(self) -> None:
         """Put the CPUs at their reset vector (subclasses implement)."""

@@ -20,6 +20,7 @@ A stopped timer (``mtimecmp`` all ones, or MTIE clear) is no deadline.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -55,6 +56,8 @@ class HartCluster:
         #: (breakpoints, stop_on exceptions); returning normally resumes the cluster
         self.on_stop: Callable[[RiscvHart, RunResult], None] | None = None
         self.total_instructions = 0
+        #: where ``-d int`` lines go (None: traps are not recorded)
+        self.trace_log: logging.Logger | None = None
 
     def __len__(self) -> int:
         return len(self.harts)
@@ -67,6 +70,21 @@ class HartCluster:
         self.tick_ns = tick_ns
         for h in self.harts:
             h.use_host_clock(origin_ns, tick_ns)
+
+    def trace_traps(self, log: logging.Logger | None) -> None:
+        """Log every trap of every hart to ``log`` (QEMU's ``-d int``), or stop."""
+        self.trace_log = log
+        for h in self.harts:
+            h.trace_traps = log is not None
+
+    def _log_traps(self, hart: RiscvHart) -> None:
+        assert self.trace_log is not None
+        lines, dropped = hart.take_trap_trace()
+        for line in lines:
+            self.trace_log.info("%s", line)
+        if dropped:
+            self.trace_log.info("hart %d: %d more traps in this slice not shown "
+                                "(a trap storm)", hart.csr("mhartid"), dropped)
 
     def freeze_host_time(self) -> None:
         """Host time stands still on every hart (the machine is paused)."""
@@ -117,6 +135,8 @@ class HartCluster:
                 self.halted[i] = False
             result = hart.run(self.slice_instructions)
             self.total_instructions += result.executed
+            if self.trace_log is not None:
+                self._log_traps(hart)
             if result.reason is StopReason.WFI:
                 self.halted[i] = not self._wakeable(hart)
             elif result.reason in (StopReason.BREAKPOINT, StopReason.EXCEPTION,
@@ -203,6 +223,8 @@ class HartMachine(Machine):
             self.cluster.use_icount(mul, div, warp_idle=not icount.sleep)
         elif "time_div" not in options:
             self.cluster.use_host_time(self._clock_origin(), tick_ns)
+        if "int" in self.config.trace:
+            self.cluster.trace_traps(logging.getLogger("vmforge.trace.int"))
         return self.cluster
 
     def _clock_origin(self) -> int:

@@ -290,6 +290,24 @@ class RiscvHart(_riscv.Hart):
         self._freeze_host_clock()
 
     @property
+    def trace_traps(self) -> bool:
+        """Record every trap taken (``-d int``); :meth:`take_trap_trace` drains them."""
+        return bool(getattr(self, "_trace_on", False))
+
+    @trace_traps.setter
+    def trace_traps(self, on: bool) -> None:
+        self._trace_on = bool(on)
+        self._set_trace_int(bool(on))
+
+    def take_trap_trace(self) -> tuple[list[str], int]:
+        """The traps recorded since the last call as QEMU's ``-d int`` lines
+        (``riscv_cpu_do_interrupt: ...``), and how many did not fit (256 are kept
+        per call: a trap storm shows as its first traps and a count)."""
+        recs, dropped = self._take_trap_trace()
+        hartid = self.csr("mhartid")
+        return [format_trap(hartid, *rec[:3]) for rec in recs], dropped
+
+    @property
     def host_clock_origin(self) -> int | None:
         """The origin of :meth:`use_host_clock`, or None on instruction-counted time."""
         return self._host_origin()
@@ -312,6 +330,24 @@ class RiscvHart(_riscv.Hart):
     def flush_caches(self) -> None:
         """Drop TLBs and decoded code (after changing memory behind the hart's back)."""
         self._flush()
+
+
+_EXC_NAMES = ("misaligned_fetch", "fault_fetch", "illegal_instruction", "breakpoint",
+              "misaligned_load", "fault_load", "misaligned_store", "fault_store",
+              "user_ecall", "supervisor_ecall", "hypervisor_ecall", "machine_ecall",
+              "exec_page_fault", "load_page_fault", "reserved", "store_page_fault")
+_IRQ_NAMES = ("u_software", "s_software", "vs_software", "m_software", "u_timer", "s_timer",
+              "vs_timer", "m_timer", "u_external", "s_external", "vs_external", "m_external")
+
+
+def format_trap(hartid: int, cause: int, epc: int, tval: int) -> str:
+    """One trap as QEMU 7.2's ``-d int`` prints it (target/riscv/cpu_helper.c)."""
+    is_irq = cause >> 63
+    code = cause & ((1 << 63) - 1)
+    names = _IRQ_NAMES if is_irq else _EXC_NAMES
+    desc = names[code] if code < len(names) else "(unknown)"
+    return (f"riscv_cpu_do_interrupt: hart:{hartid}, async:{is_irq}, cause:{code:016x}, "
+            f"epc:0x{epc:016x}, tval:0x{tval:016x}, desc={desc}")
 
 
 class _RegFile:

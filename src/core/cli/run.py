@@ -111,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
 TRACE_CATEGORIES = {
     "guest_errors": "every access to unassigned or refused MMIO (not rate-limited)",
     "plugins": "every hook call and its result (pluggy tracing)",
+    "int": "every trap taken (exceptions and interrupts), in QEMU's format",
 }
 
 
@@ -133,6 +134,13 @@ def setup_tracing(config: MachineConfig) -> None:
         log.addHandler(handler)
         log.propagate = False
         config.extra["bad_access_burst"] = 1 << 62
+    if "int" in config.trace:
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log = logging.getLogger("vmforge.trace.int")
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     if "plugins" in config.trace:
         pm = registry().plugin_manager
         pm.trace.root.setwriter(lambda text: out.write(text))

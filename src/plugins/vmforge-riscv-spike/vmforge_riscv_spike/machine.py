@@ -60,6 +60,10 @@ class Spike(HartMachine):
         self.htif = Htif(self.memory, tohost, image.symbols.get("fromhost"),
                          self.serial_chardev(0), self._htif_exit)
 
+    def reload_images(self) -> None:
+        assert self.config.kernel is not None
+        load_elf(self.memory, self.config.kernel, machine=EM_RISCV, want_symbols=False)
+
     @property
     def memory(self) -> Any:
         return self.space.memory

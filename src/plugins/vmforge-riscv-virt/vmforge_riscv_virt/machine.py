@@ -80,6 +80,11 @@ class RiscvVirt(HartMachine):
         for h, hart in enumerate(cluster.harts):
             self.plic.connect_hart(h, hart)
             self.clint.connect_hart(h, hart)
+        mrom = board.MEMMAP["mrom"]
+        self.add_ram(mrom.base, mrom.size, "mrom", readonly=True)
+        self._load_images()
+
+    def reload_images(self) -> None:
         self._load_images()
 
     # -- images ------------------------------------------------------------------------
@@ -137,7 +142,5 @@ class RiscvVirt(HartMachine):
                                "give more memory with -m")
         mem.load(self.fdt_addr, blob)
         rom = reset_rom(start, self.fdt_addr, kernel_entry)
-        mrom = board.MEMMAP["mrom"]
-        self.add_ram(mrom.base, mrom.size, "mrom", readonly=True)
-        mem.load(mrom.base, rom)
+        mem.load(board.MEMMAP["mrom"].base, rom)
         self.kernel_entry = kernel_entry
