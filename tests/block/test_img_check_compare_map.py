@@ -172,6 +172,22 @@ def test_map_of_a_qemu_made_chain_is_qemus(tmp_path, img, qemu) -> None:
                                                            top).stdout
 
 
+@pytest.mark.formats("qcow2")
+@pytest.mark.parametrize("opts", ["extended_l2=off", "extended_l2=on"])
+def test_map_shows_where_preallocated_zeros_and_subclusters_are(tmp_path, img, qemu,
+                                                                opts) -> None:
+    """Zeroed allocated clusters and unallocated subclusters of an allocated cluster
+    have an offset in qemu-img's map (and separate entries where the offset jumps)."""
+    path = str(tmp_path / "z.qcow2")
+    qemu("img", "create", "-q", "-f", "qcow2", "-o", opts, path, "2M")
+    qemu("io", "-c", "write -P 1 0 256k", "-c", "write -z 64k 64k", "-c", "write -z 132k 4k",
+         "-c", "write -P 2 520k 2k", "-c", "write -P 3 1M 64k", path)
+    theirs = qemu("img", "map", "--output", "json", path).stdout
+    assert '"zero": true, "data": false, "offset"' in theirs
+    assert img("map", "--output", "json", path).out == theirs
+    assert img("map", path).out == qemu("img", "map", path).stdout
+
+
 @pytest.mark.formats("example")
 def test_map_human_lists_data_only(tmp_path, img) -> None:
     path = str(tmp_path / "h.ex")

@@ -293,9 +293,9 @@ class BlockBackend:
             if ext.is_allocated:
                 yield Extent(a, b - a, ext.status, host, depth, drv.filename)
                 continue
-            if last:
+            if last:     # (the offset stays: qemu-img map shows it for such ranges)
                 yield Extent(a, b - a, (ext.status & ~BlockStatus.DATA) | BlockStatus.ZERO,
-                             None, depth, drv.filename)
+                             host, depth, drv.filename)
                 continue
             below = self.layers[depth + 1].driver.size
             if a < below:

@@ -35,13 +35,13 @@ from .header import (
 from .l2 import (
     COMPRESSED,
     L1E_RESERVED,
+    L2E_RESERVED,
     NORMAL,
     OFFSET_MASK,
     OFLAG_COMPRESSED,
     OFLAG_COPIED,
     OFLAG_ZERO,
     ZERO,
-    entry_kind,
     table_from_bytes,
     table_to_bytes,
 )
@@ -55,6 +55,8 @@ MAX_MESSAGES = 200
 #: references a check follows before giving up (a hostile image can make the
 #: trees share tables endlessly); far above what a real image of any size needs
 WORK_LIMIT = 1 << 27
+#: kinds of L2 entries besides those of .l2, as QEMU's check tells them apart
+_ZERO_PLAIN, _UNALLOCATED = -2, -1
 
 
 class _TooMuchWork(Exception):
@@ -83,7 +85,7 @@ class _Walk:
         self.l2_seen: set[int] = set()
         self.allocated = self.fragmented = self.compressed = 0
         #: clusters each L2 table references (replayed when another tree shares it)
-        self.l2_incs: dict[int, list[int]] = {}
+        self.l2_incs: dict[int, tuple[list[int], int]] = {}
         self.work = 0
 
     def say(self, msg: str) -> None:
@@ -189,29 +191,33 @@ class _Walk:
                     self.inc(ent & OFFSET_MASK, self.cs, f"bitmap {k} data")
 
     def walk_l1(self, l1_off: int, l1: Sequence[int], name: str, active: bool) -> None:
-        cs, cb = self.cs, self.cb
+        """QEMU's check_refcounts_l1: every L2 table counts, whatever its entry says."""
+        cs = self.cs
         if l1:
             self.inc(l1_off, 8 * len(l1), name, meta=True)
-        clayout = self.img.clayout
         for i, e in enumerate(l1):
             off = e & OFFSET_MASK
             if not off:
-                continue
-            if e & L1E_RESERVED or off % cs:
+                continue           # (reserved bits without an offset: QEMU says nothing)
+            if e & L1E_RESERVED:
                 self.res.corruptions += 1
-                self.say(f"ERROR {name} entry {i} ({e:#x}) has reserved bits set or an "
-                         "unaligned L2 offset")
+                self.say(f"ERROR {name} entry {i} has reserved bits set: {e:#x}")
+            if off % cs:
+                self.res.corruptions += 1
+                self.say(f"ERROR {name} entry {i}: L2 table at {off:#x} is not cluster "
+                         "aligned; L1 entry corrupted")
                 continue
             if off in self.l2_seen:
                 # an L2 table shared by several trees (snapshots) counts once per tree,
-                # and so do the clusters it references
-                incs = self.l2_incs.get(off, [])
+                # and so do the clusters it references and the errors it holds
+                incs, errors = self.l2_incs.get(off, ([], 0))
                 self.work += len(incs) + 1
                 if self.work > WORK_LIMIT:
                     raise _TooMuchWork
-                self.counts[off >> cb] += 1
+                self.counts[off >> self.cb] += 1
                 for c in incs:
                     self.counts[c] += 1
+                self.res.corruptions += errors
                 if active:
                     self.active_l2.append((i, off))
                 continue
@@ -220,67 +226,91 @@ class _Walk:
                 continue
             if active:
                 self.active_l2.append((i, off))
-            record: list[int] = []
-            self.l2_incs[off] = record
             try:
                 tbl = table_from_bytes(self.img.f.read_table(off, cs, "L2 table"))
             except CorruptImageError as e2:
                 self.res.check_errors += 1
                 self.say(f"ERROR {e2}")
                 continue
-            next_contig = 0
-            ext = self.img.extl2
-            for j, ent in enumerate(tbl):
-                if not ent or (ext and j & 1):     # extended: odd words are bitmaps
+            record: list[int] = []
+            before = self.res.corruptions
+            self.walk_l2(off, tbl, active, record)
+            self.l2_incs[off] = (record, self.res.corruptions - before)
+
+    def walk_l2(self, off: int, tbl: Sequence[int], active: bool, record: list[int]) -> None:
+        """QEMU's check_refcounts_l2, entry by entry (and its error counts)."""
+        cs, cb, res = self.cs, self.cb, self.res
+        ext = self.img.extl2
+        datafile = self.img.data is not self.img.f
+        clayout = self.img.clayout
+        next_contig = 0
+        step = 2 if ext else 1
+        for j in range(0, len(tbl), step):
+            ent = tbl[j]
+            bm = tbl[j + 1] if ext else 0
+            if not ent and not bm:
+                continue
+            where = f"L2 table {off:#x} entry {j // step}"
+            if not ent & OFLAG_COMPRESSED and ent & L2E_RESERVED:
+                res.corruptions += 1
+                self.say(f"ERROR {where} has reserved bits set: {ent:#x}")
+            host = ent & OFFSET_MASK
+            if ent & OFLAG_COMPRESSED:
+                kind = COMPRESSED
+            elif ent & OFLAG_ZERO and not ext:
+                kind = ZERO if host else _ZERO_PLAIN
+            elif host or (datafile and ent & OFLAG_COPIED):
+                kind = NORMAL
+            else:
+                kind = _UNALLOCATED
+            if kind == COMPRESSED:
+                if ent & OFLAG_COPIED:
+                    res.corruptions += 1
+                    self.say(f"ERROR {where}: compressed cluster has the copied flag set")
+                if datafile:
+                    res.corruptions += 1
+                    self.say(f"ERROR {where}: compressed cluster in an image with a data "
+                             "file")
                     continue
-                if ext:
-                    kind = COMPRESSED if ent & OFLAG_COMPRESSED else (
-                        NORMAL if ent & OFFSET_MASK else ZERO)
-                    if kind == NORMAL and ent & 1:   # bit 0 is reserved there
-                        self.res.corruptions += 1
-                        self.say(f"ERROR L2 table {off:#x} entry {j >> 1}: reserved bit 0 "
-                                 "set in an extended L2 entry")
-                else:
-                    kind = entry_kind(ent)
-                where = f"L2 table {off:#x} entry {j >> ext}"
-                if active and (kind == COMPRESSED or ent & OFFSET_MASK or (
-                        ent & OFLAG_COPIED and self.img.data is not self.img.f)):
+                if bm:
+                    res.corruptions += 1
+                    self.say(f"ERROR {where}: compressed cluster with a non-zero subcluster "
+                             f"bitmap ({bm:#x})")
+                    continue
+                c0, n = clayout.clusters(ent)
+                self.inc(c0 << cb, n << cb, f"compressed cluster ({where})", record=record)
+                if active:
                     self.allocated += 1
-                    if kind == COMPRESSED:
-                        self.compressed += 1
-                        self.fragmented += 1
+                    self.compressed += 1
+                    self.fragmented += 1
+            elif kind in (NORMAL, ZERO):
+                if (bm >> 32) & bm:
+                    res.corruptions += 1
+                    self.say(f"ERROR {where}: allocated cluster has corrupted subcluster "
+                             f"allocation bitmap ({bm:#x})")
+                if host % cs:
+                    res.corruptions += 1
+                    has_data = bool(bm & 0xFFFFFFFF) if ext else kind == NORMAL
+                    if has_data:
+                        self.say(f"ERROR {where}: data cluster at {host:#x} is not "
+                                 "properly aligned; L2 entry corrupted")
                     else:
-                        host = ent & OFFSET_MASK
-                        if next_contig and host != next_contig:
-                            self.fragmented += 1
-                        next_contig = host + cs
-                if kind == COMPRESSED:
-                    if ent & OFLAG_COPIED:
-                        self.res.corruptions += 1
-                        self.say(f"ERROR {where}: compressed cluster has the copied flag set")
-                    c0, n = clayout.clusters(ent)
-                    self.inc(c0 << cb, n << cb, f"compressed cluster ({where})",
-                             record=record)
-                    continue
-                host = ent & OFFSET_MASK
-                if kind == ZERO and not host:
-                    continue
-                if kind == NORMAL or kind == ZERO:
-                    if ent & 0x3F000000000001FE:
-                        self.res.corruptions += 1
-                        if kind == ZERO:
-                            if active:
-                                self.misaligned_zero.append((off, j))
-                            self.say(f"ERROR {where}: preallocated zero cluster is not "
-                                     "properly aligned; L2 entry corrupted")
-                        else:
-                            self.say(f"ERROR {where}: data cluster at {host:#x} is not "
-                                     "properly aligned; L2 entry corrupted")
-                        continue
-                    if self.img.data is not self.img.f:
-                        continue        # data-file clusters are not refcounted
-                    if self.inc(host, cs, f"data cluster ({where})", record=record) and active:
-                        self.active_data.append((off, j, ent))
+                        if active:
+                            self.misaligned_zero.append((off, j))
+                        self.say(f"ERROR {where}: preallocated cluster at {host:#x} is not "
+                                 "properly aligned; L2 entry corrupted")
+                if active:
+                    self.allocated += 1
+                    if next_contig and host != next_contig:
+                        self.fragmented += 1
+                    next_contig = host + cs
+                    self.active_data.append((off, j, ent))
+                if not datafile:       # data-file clusters are not refcounted
+                    self.inc(host, cs, f"data cluster ({where})", record=record)
+            elif kind == _UNALLOCATED and bm & 0xFFFFFFFF:
+                res.corruptions += 1
+                self.say(f"ERROR {where}: unallocated cluster has a non-zero subcluster "
+                         f"allocation bitmap ({bm:#x})")
 
 
 def check_image(img: Qcow2Writer, repair: str | None) -> CheckResult:
@@ -332,13 +362,18 @@ def _check_once(img: Qcow2Writer, repair: str | None) -> CheckResult:
     clusters = set(stored)
     clusters.update(_nonzero(computed))
     for c in sorted(clusters):
-        s_val, c_val = stored.get(c, 0), computed[c] if c < w.nfile else 0
+        if c >= w.nfile:
+            break       # refcounts of clusters past the end of the file: ignored (QEMU too)
+        s_val, c_val = stored.get(c, 0), computed[c]
         highest = max(highest, c)
         if s_val != c_val:
             _mismatch(img, w, res, c, s_val, c_val, fix_leaks, fix_all)
     if w.rebuild and fix_all:
         _rebuild(img, w, res)
-    _check_copied(img, w, res, fix_all)
+    # -r leaks repairs the flags too when nothing but leaks was wrong (QEMU: "only if
+    # that seems safe": the refcounts are then accurate)
+    _check_copied(img, w, res, fix_all or (fix_leaks and not (
+        res.corruptions or res.check_errors or res.leaks)))
     res.image_end_offset = (highest + 1) * img.cs
     if hasattr(res, "total_clusters"):   # cluster statistics (newer CheckResult)
         res.total_clusters = -(-img.size // img.cs)
@@ -460,9 +495,10 @@ def _check_copied(img: Qcow2Writer, w: _Walk, res: CheckResult, fix: bool) -> No
                 w.say(f"ERROR OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:#x} "
                       f"refcount={rc}")
     by_table: dict[int, list[tuple[int, int]]] = {}
+    datafile = img.data is not img.f
     for off, j, ent in w.active_data:
-        try:
-            rc = refs.get((ent & OFFSET_MASK) >> img.cb)
+        try:       # data-file clusters count as referenced once (QEMU too)
+            rc = 1 if datafile else refs.get((ent & OFFSET_MASK) >> img.cb)
         except CorruptImageError:
             continue
         if (rc == 1) != bool(ent & OFLAG_COPIED):

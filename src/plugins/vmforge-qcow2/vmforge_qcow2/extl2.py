@@ -26,8 +26,9 @@ from .l2 import (
 if TYPE_CHECKING:
     from .image import Qcow2Image, Run
 
-#: reserved bits of a standard descriptor in extended mode (bit 0 included)
-EXT_RESERVED = 0x3F000000000001FF
+#: reserved bits of a standard descriptor in extended mode.  The spec reserves bit
+#: 0 (the zero flag) too, but QEMU ignores it there, reading and checking: so do we
+EXT_RESERVED = 0x3F000000000001FE
 ALL = 0xFFFFFFFF
 
 
@@ -48,7 +49,7 @@ def _map_extended(img: Qcow2Image, l1: Sequence[int], offset: int, length: int) 
         if runs:
             rg, rn, rk, rh, re = runs[-1]
             if rk == kind and kind != COMPRESSED and rg + rn == g and (
-                    kind != NORMAL or rh + rn == host):
+                    (rh + rn == host) if kind == NORMAL or rh or host else True):
                 runs[-1] = (rg, rn + n, rk, rh, re)
                 return
         runs.append((g, n, kind, host, ent))
@@ -72,8 +73,9 @@ def _map_extended(img: Qcow2Image, l1: Sequence[int], offset: int, length: int) 
                 pos = c_end
                 i += 1
                 continue
-            if ent & EXT_RESERVED:
-                raise _bad(img, l2off, i, f"({ent:#x}) has reserved bits set")
+            if ent & EXT_RESERVED or ent & OFFSET_MASK & (cs - 1):
+                raise _bad(img, l2off, i, f"({ent:#x}) has reserved bits set or an "
+                           "unaligned offset")
             alloc, zero = bm & ALL, bm >> 32
             if alloc & zero:
                 raise _bad(img, l2off, i, "marks subclusters both allocated and zero")
@@ -89,10 +91,9 @@ def _map_extended(img: Qcow2Image, l1: Sequence[int], offset: int, length: int) 
                 bit = 1 << sc
                 if alloc & bit:
                     add(pos, s_end - pos, NORMAL, host + (pos - base), ent)
-                elif zero & bit:
-                    add(pos, s_end - pos, ZERO, 0, ent)
-                else:
-                    add(pos, s_end - pos, UNALLOC, 0, ent)
+                else:   # zeros or unallocated: in an allocated cluster, with its place
+                    add(pos, s_end - pos, ZERO if zero & bit else UNALLOC,
+                        host + (pos - base) if host else 0, ent)
                 pos = s_end
             i += 1
     return runs

@@ -327,7 +327,7 @@ class Qcow2Image(BlockDriver):
                     kind = NORMAL      # guest cluster 0 at offset 0 of the data file
                 host = 0
                 if kind == NORMAL:
-                    if ent & L2E_RESERVED:
+                    if ent & L2E_RESERVED or ent & OFFSET_MASK & (cs - 1):
                         raise self._bad_l2(l2off, i, ent, "has reserved bits set or an "
                                            "unaligned offset")
                     host = (ent & OFFSET_MASK) + into
@@ -339,7 +339,16 @@ class Qcow2Image(BlockDriver):
                         pos += n
                         i += 1
                         continue
-                elif kind != COMPRESSED and kind == r_kind:
+                elif kind == ZERO and ent & OFFSET_MASK:
+                    # preallocated zeros: qemu-img map shows where (offset), so runs
+                    # merge only where the host clusters are contiguous
+                    host = (ent & OFFSET_MASK) + into
+                    if r_kind == ZERO and r_host and r_host + r_len == host:
+                        r_len += n
+                        pos += n
+                        i += 1
+                        continue
+                elif kind != COMPRESSED and kind == r_kind and not r_host:
                     r_len += n
                     pos += n
                     i += 1
@@ -414,13 +423,16 @@ class Qcow2Image(BlockDriver):
                 hoff = host
             elif kind == ZERO:
                 st = BlockStatus.ZERO | BlockStatus.ALLOCATED
+                hoff = host or None     # preallocated zeros have a place (qemu-img too)
             elif kind == COMPRESSED:
                 st = BlockStatus.DATA | BlockStatus.ALLOCATED | BlockStatus.COMPRESSED
             else:
                 st = unalloc
+                hoff = host or None     # unallocated subclusters of an allocated cluster
             if pending is not None and pending.status == st and (
-                    hoff is None or (pending.host_offset is not None
-                                     and pending.host_offset + pending.length == hoff)):
+                    (hoff is None and pending.host_offset is None)
+                    or (hoff is not None and pending.host_offset is not None
+                        and pending.host_offset + pending.length == hoff)):
                 pending = Extent(pending.offset, pending.length + n, st, pending.host_offset,
                                  0, self.filename)
                 continue
