@@ -53,7 +53,7 @@ LIBC_PKGS = ("libc6-dev-riscv64-cross", "linux-libc-dev-riscv64-cross")
 HOST_BUILD_PKGS = ("gcc", "make", "libc6-dev", "xz-utils", "gcc-riscv64-linux-gnu")
 LINUX_BUILD_PKGS = (*HOST_BUILD_PKGS, LINUX_SOURCE_PKG, "bc", "bison", "flex", "libssl-dev",
                     "libelf-dev", "perl", "cpio")
-BUSYBOX_BUILD_PKGS = (*HOST_BUILD_PKGS, "dpkg-dev")
+BUSYBOX_BUILD_PKGS = (*HOST_BUILD_PKGS, *LIBC_PKGS, "dpkg-dev")
 
 # busybox .config changes on top of Debian's own static configuration.
 BUSYBOX_CONFIG = {
