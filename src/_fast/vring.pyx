@@ -762,10 +762,10 @@ cdef class VRing:
         if self.packed:
             eflags = rd16(self.drv_p + 2) & 3
             off_wrap = rd16(self.drv_p)
-            if eflags == EVENT_DISABLE:
-                return False
             self.signalled_valid = True
             self.signalled_used = new
+            if eflags == EVENT_DISABLE:
+                return False
             if eflags != EVENT_DESC or not self.event_idx:
                 return True
             if not valid:
