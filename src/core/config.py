@@ -4,17 +4,28 @@
 ``,,`` for a literal comma and an optional implied first key), and the
 ``*Spec`` dataclasses hold ``-drive``, ``-device`` and ``-netdev``.
 :class:`MachineConfig` gathers what ``vmforge run`` (or a script) asks for.
+:class:`MachineProp` declares a machine's ``-M NAME,prop=value`` properties and
+:func:`check_machine_props` checks the command line's against them.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
-from vmforge.block.driver import parse_size
 from vmforge.clock import Icount
+from vmforge.errors import VmforgeError
 
-__all__ = ["DeviceSpec", "DriveSpec", "MachineConfig", "NetdevSpec", "parse_opts"]
+__all__ = ["ConfigError", "DeviceSpec", "DriveSpec", "MachineConfig", "MachineProp",
+           "NetdevSpec", "check_machine_props", "parse_opts"]
+
+
+class ConfigError(VmforgeError, ValueError):
+    """An option or property has a value it cannot have (the message names it)."""
 
 
 def parse_opts(text: str, implied: str | None = None) -> dict[str, str]:
@@ -143,17 +154,141 @@ class MachineConfig:
 
     @staticmethod
     def parse_memory(text: str) -> int:
-        """``-m 512`` (MiB, as QEMU), ``-m 1G``, ``-m size=1G``."""
-        opts = parse_opts(text, implied="size")
-        value = opts.get("size", "")
-        if value.isdigit():
-            return int(value) << 20
-        return parse_size(value)
+        """``-m 512`` (MiB, as QEMU), ``-m 1.5G``, ``-m size=1G``: bytes, rounded up
+        to 8 KiB as QEMU does; 0 asks for the machine's default, as with QEMU."""
+        opts = _parse_opts_checked("-m", text, "size", ("size",))
+        value = opts.get("size", "").strip()
+        match = _SIZE.fullmatch(value)
+        if match is None:
+            raise ConfigError(f"-m {text}: {value!r} is not a size (a number of MiB, or with "
+                              "a suffix: K, M, G, T, P, E)")
+        unit = (match["unit"] or "M")[0].upper()
+        size = math.ceil(Fraction(match["number"]) * _UNITS[unit])
+        size = -(-size // 8192) * 8192
+        if size >= 1 << 63:
+            raise ConfigError(f"-m {text}: the size is too large")
+        return size
 
     @staticmethod
     def parse_smp(text: str) -> int:
-        opts = parse_opts(text, implied="cpus")
-        cpus = int(opts.get("cpus", "1"))
-        if cpus < 1:
-            raise ValueError(f"-smp {text!r}: at least one CPU")
+        """``-smp 4``, ``-smp cpus=4``, ``-smp sockets=2,cores=2`` (QEMU's topology
+        keys; the CPU count is their product when cpus= is not given)."""
+        opts = _parse_opts_checked("-smp", text, "cpus", _SMP_KEYS)
+        values: dict[str, int] = {}
+        for key, value in opts.items():
+            if not value.strip().isdigit():
+                raise ConfigError(f"-smp {text}: Parameter '{key}' expects a number, "
+                                  f"not {value!r}")
+            values[key] = int(value)
+        topology = [k for k in _SMP_KEYS[1:-1] if k in values]
+        product = math.prod(values.get(k, 1) for k in topology)
+        cpus = values["cpus"] if "cpus" in values else (product if topology else 1)
+        if cpus < 1 or any(values[k] < 1 for k in topology):
+            raise ConfigError(f"-smp {text}: at least one CPU (and one of each topology level)")
+        maxcpus = values.get("maxcpus") or cpus
+        if maxcpus != cpus:
+            raise ConfigError(f"-smp {text}: maxcpus must equal cpus (vmforge has no CPU "
+                              "hot-plug)")
+        if topology and product != cpus:
+            raise ConfigError(f"-smp {text}: the topology ("
+                              + " * ".join(f"{k}={values[k]}" for k in topology)
+                              + f" = {product}) does not make {cpus} CPUs")
         return cpus
+
+
+#: ``-m`` sizes: a decimal number (fractions allowed), an optional unit, an optional B/iB
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[kmgtpe](?:i?b)?|b)?",
+                   re.IGNORECASE)
+_UNITS = {u: 1 << (10 * n) for n, u in enumerate("BKMGTPE")}
+#: ``-smp``'s keys: the count, QEMU's topology levels, the hot-plug limit
+_SMP_KEYS = ("cpus", "sockets", "dies", "clusters", "cores", "threads", "maxcpus")
+
+
+def _parse_opts_checked(option: str, text: str, implied: str,
+                        valid: tuple[str, ...]) -> dict[str, str]:
+    """:func:`parse_opts` for ``option``, refusing keys not in ``valid``."""
+    try:
+        opts = parse_opts(text, implied=implied)
+    except ValueError as exc:
+        raise ConfigError(f"{option} {text}: {exc}") from None
+    unknown = [k for k in opts if k not in valid]
+    if unknown:
+        raise ConfigError(f"{option} {text}: unknown option{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)} (valid: {', '.join(valid)})")
+    return opts
+
+
+@dataclass(frozen=True)
+class MachineProp:
+    """A machine property, set with ``-M NAME,prop=value`` (QEMU's machine options).
+
+    A machine class declares its properties in the class attribute
+    ``properties: ClassVar[dict[str, MachineProp]]``; ``vmforge run`` refuses
+    the names a machine does not declare and values that do not convert::
+
+        properties = {"slice": MachineProp(int, 200_000, "instructions per slice", min=1)}
+
+    ``kind`` is ``int`` (decimal or 0x hex), ``float``, ``bool`` (on/off) or ``str``;
+    ``min``/``max`` bound numbers, ``choices`` lists the strings allowed.
+    """
+
+    kind: Callable[[str], Any] = str
+    default: Any = None
+    doc: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def type_name(self) -> str:
+        """What a value must be, for messages and ``-M NAME,help``."""
+        names: dict[Any, str] = {int: "int", float: "number", bool: "on/off", str: "string"}
+        return names.get(self.kind) or str(getattr(self.kind, "__name__", "value"))
+
+    def parse(self, text: str) -> Any:
+        """The value of ``text``; ValueError (saying what is expected) when it is wrong."""
+        value: Any
+        if self.kind is bool:
+            value = _onoff(text, "the value")
+        elif self.kind is int:
+            try:
+                value = int(text, 0)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an integer") from None
+        elif self.kind is float:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a number") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{text!r} is not a finite number")
+        else:
+            value = self.kind(text)
+        if self.choices and value not in self.choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(self.choices)}")
+        if self.min is not None and value < self.min:
+            raise ValueError(f"{text} is below the minimum, {self.min:g}")
+        if self.max is not None and value > self.max:
+            raise ValueError(f"{text} is above the maximum, {self.max:g}")
+        return value
+
+
+def check_machine_props(machine: str, declared: Mapping[str, MachineProp],
+                        given: Mapping[str, str]) -> dict[str, Any]:
+    """Every declared property's value: ``given`` (``-M``'s strings) checked and
+    converted, defaults for the rest.  Raises :class:`ConfigError` naming an
+    unknown property (with the valid ones) or a bad value."""
+    unknown = [k for k in given if k not in declared]
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        valid = (f"its properties: {', '.join(sorted(declared))}" if declared
+                 else "it has none")
+        raise ConfigError(f"machine {machine!r} has no propert"
+                          f"{'ies' if len(unknown) > 1 else 'y'} {names} ({valid})")
+    values = {name: prop.default for name, prop in declared.items()}
+    for name, text in given.items():
+        try:
+            values[name] = declared[name].parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"machine {machine!r}: {name}={text}: {exc} "
+                              f"({declared[name].type_name()} expected)") from None
+    return values

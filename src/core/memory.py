@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 from vmforge._fast import guestmem as _guestmem
 from vmforge._fast import mmio as _mmio
 from vmforge._fast.mmio import MemTx
-from vmforge.errors import GuestAddressError, GuestMemoryError
+from vmforge.errors import GuestAddressError, GuestMemoryError, VmforgeError
 
 __all__ = [
     "AddressSpace",
@@ -32,6 +32,7 @@ __all__ = [
     "GuestMemory",
     "MemTx",
     "MmioOps",
+    "RamAllocationError",
     "RamRegion",
     "Region",
 ]
@@ -67,6 +68,19 @@ class GuestAddress(int):
 
     def __repr__(self) -> str:
         return f"GuestAddress({int(self):#x})"
+
+
+class RamAllocationError(VmforgeError, OSError):
+    """The host could not give the memory a RAM region asked for (``-m 1T``)."""
+
+
+def _size_text(size: int) -> str:
+    """``1 TiB``, ``3 MiB``, ``4097 bytes``: a size as a person reads it."""
+    for shift, unit in ((60, "EiB"), (50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"),
+                        (10, "KiB")):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} bytes"
 
 
 def _check_range(addr: int, length: int) -> None:
@@ -108,7 +122,14 @@ class GuestMemory(_guestmem.GuestRam):
         if size <= 0:
             raise ValueError(f"RAM region {name!r} needs a positive size, not {size}")
         if buffer is None:
-            buffer = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+            try:
+                buffer = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+            except (OSError, OverflowError) as exc:  # ENOMEM; a size past ssize_t
+                reason = getattr(exc, "strerror", None) or str(exc)
+                error = RamAllocationError(f"cannot set up guest memory {name!r} "
+                                           f"({_size_text(size)}): {reason}")
+                error.errno = getattr(exc, "errno", None)
+                raise error from exc
         elif memoryview(buffer).nbytes != size:
             raise ValueError(f"buffer for {name!r} holds {memoryview(buffer).nbytes} bytes, "
                              f"not {size}")

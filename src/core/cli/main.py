@@ -3,6 +3,10 @@
 Each sub-command lives in its own module of :mod:`vmforge.cli` that defines
 ``register(subparsers) -> None``; ``register`` adds its parser and sets
 ``func`` (called with the parsed namespace, returns the exit status).
+
+Errors end as one line on stderr and a non-zero status, as with QEMU: a
+command's own errors as it words them, an unexpected exception as
+``vmforge: internal error: ...`` (``VMFORGE_DEBUG=1`` shows its traceback).
 """
 
 from __future__ import annotations
@@ -10,15 +14,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from vmforge import __version__
+from vmforge.errors import VmforgeError
 
 #: sub-command -> the module that registers it, in the order ``--help`` lists them
 COMMANDS = {"run": "vmforge.cli.run", "img": "vmforge.cli.img",
             "plugins": "vmforge.cli.plugins_cmd"}
 
+
+#: set (to anything but 0) to get the traceback of an internal error
+DEBUG_ENV = "VMFORGE_DEBUG"
 
 #: commands whose parsers plugins may extend (hook ``vmforge_add_options``)
 EXTENSIBLE = ("run", "img")
@@ -88,11 +97,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             registry().hook.vmforge_configure(args=args, command=args.command)
         return int(args.func(args) or 0)
-    except PluginError as exc:
+    except (PluginError, VmforgeError) as exc:
         print(f"vmforge: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
+            raise
+        detail = " ".join(str(exc).split()) or "(no message)"
+        print(f"vmforge: internal error: {type(exc).__name__}: {detail} "
+              f"({DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,11 +10,22 @@ finisher's code), as with QEMU.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from vmforge.clock import Icount
-from vmforge.config import DeviceSpec, DriveSpec, MachineConfig, NetdevSpec, parse_opts
+from vmforge.config import (
+    ConfigError,
+    DeviceSpec,
+    DriveSpec,
+    MachineConfig,
+    MachineProp,
+    NetdevSpec,
+    check_machine_props,
+    parse_opts,
+)
 from vmforge.errors import VmforgeError
 
 if TYPE_CHECKING:  # the machine stack is imported when `run` runs, not for `img`
@@ -28,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("run", help="run a machine (QEMU-style options)", allow_abbrev=False,
                        description="Build a machine and run it. Options follow QEMU's.")
     add_machine_options(p)
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--timeout", default=None, metavar="SECONDS",
                    help="stop the guest after this much host time (exit status 124)")
     p.set_defaults(func=run)
 
@@ -126,7 +137,10 @@ def setup_tracing(config: MachineConfig) -> None:
         raise VmforgeError(f"-d: unknown trace categories {', '.join(unknown)} (supported: "
                            f"{', '.join(TRACE_CATEGORIES)}; -d help describes them)")
     logfile = config.extra.get("logfile")
-    out = open(logfile, "a", buffering=1) if logfile else sys.stderr
+    try:
+        out = open(logfile, "a", buffering=1) if logfile else sys.stderr
+    except OSError as exc:
+        raise ConfigError(f"-D {logfile}: cannot open the log file: {exc.strerror}") from None
     if "guest_errors" in config.trace:
         handler = logging.StreamHandler(out)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -147,12 +161,50 @@ def setup_tracing(config: MachineConfig) -> None:
         pm.enable_tracing()
 
 
+def parse_timeout(text: str | None) -> float | None:
+    """``--timeout SECONDS``: a number of seconds, 0 or more (``inf``: none)."""
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigError(f"--timeout {text}: not a number of seconds") from None
+    if math.isnan(seconds) or seconds < 0:
+        raise ConfigError(f"--timeout {text}: the timeout must be 0 seconds or more")
+    return None if math.isinf(seconds) else seconds
+
+
+def machine_properties(cls: type[Machine]) -> Mapping[str, MachineProp]:
+    """The ``-M NAME,prop=value`` properties a machine class declares (none when it
+    declares no ``properties``)."""
+    declared = getattr(cls, "properties", None)
+    return declared if isinstance(declared, Mapping) else {}
+
+
+def print_machine_help(name: str, declared: Mapping[str, MachineProp]) -> None:
+    """``-M NAME,help``: the machine's properties, as QEMU lists them."""
+    if not declared:
+        print(f"machine {name!r} has no properties")
+    for prop_name, prop in sorted(declared.items()):
+        default = "" if prop.default is None else f" (default: {prop.default})"
+        print(f"  {prop_name}=<{prop.type_name()}>  {prop.doc}{default}".rstrip())
+
+
 def create_machine(config: MachineConfig) -> Machine:
-    """Load the machine plugin ``config.machine`` and instantiate it."""
+    """Load the machine plugin ``config.machine``, check the ``-M`` properties
+    against those it declares, and instantiate it."""
     from vmforge.plugins import registry
 
     cls = registry().load("machine", config.machine)
+    check_machine_props(config.machine, machine_properties(cls), config.machine_props)
     return cls(config)
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line for an error: an OSError names its file, as QEMU does."""
+    if isinstance(exc, OSError) and not isinstance(exc, VmforgeError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,16 +222,31 @@ def run(args: argparse.Namespace) -> int:
             print("no machine plugins installed")
         return 0
     try:
+        timeout = parse_timeout(args.timeout)
         config = config_from_args(args)
+        if config.machine_props.get("help") == "on":
+            print_machine_help(config.machine, machine_properties(
+                registry().load("machine", config.machine)))
+            return 0
         setup_tracing(config)
         machine = create_machine(config)
-    except (VmforgeError, ValueError) as exc:
-        print(f"vmforge run: {exc}", file=sys.stderr)
+    except (VmforgeError, ValueError, OSError) as exc:
+        print(f"vmforge run: {_error_text(exc)}", file=sys.stderr)
         return 1
+    built = False
     try:
-        return machine.run(timeout=args.timeout)
-    except VmforgeError as exc:
-        print(f"vmforge run: {exc}", file=sys.stderr)
+        # building reads the files (-kernel, -dtb...) and maps RAM: its errors are
+        # the command line's, reported before anything runs
+        machine.realize()
+        built = True
+        return machine.run(timeout=timeout)
+    except (VmforgeError, OSError) as exc:
+        print(f"vmforge run: {_error_text(exc)}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        if built:
+            raise  # a bug while running: main() reports it as an internal error
+        print(f"vmforge run: {_error_text(exc)}", file=sys.stderr)
         return 1
     finally:
         machine.close()
