@@ -63,10 +63,13 @@ another hart) is seen after the guest's ``fence.i`` (as the ISA requires) or
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 from vmforge._fast import riscv as _riscv
+
+if TYPE_CHECKING:
+    from vmforge.memory import AddressSpace
 
 __all__ = ["CSR", "ReservationSet", "RiscvHart", "RunResult", "StopReason"]
 
@@ -130,7 +133,8 @@ _REASONS = {int(r): r for r in StopReason}
 class RiscvHart(_riscv.Hart):
     """One RV64GC hart (IMAFDC, Zicsr, Zifencei, Zicntr; M/S/U; Sv39/Sv48)."""
 
-    def __init__(self, space, hartid: int = 0, reservations=None, *, pc: int = 0,
+    def __init__(self, space: AddressSpace, hartid: int = 0,
+                 reservations: _riscv.ReservationSet | None = None, *, pc: int = 0,
                  stop_on: Iterable[int] = (), stop_on_ecall: bool = False,
                  time_div: int = 1) -> None:
         self._bps: list[int] = []
@@ -353,7 +357,7 @@ def format_trap(hartid: int, cause: int, epc: int, tval: int) -> str:
 class _RegFile:
     __slots__ = ("_get", "_set")
 
-    def __init__(self, get, set_) -> None:
+    def __init__(self, get: Callable[[int], int], set_: Callable[[int, int], None]) -> None:
         self._get = get
         self._set = set_
 
@@ -370,7 +374,7 @@ class _RegFile:
     def __len__(self) -> int:
         return 32
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return (self._get(i) for i in range(32))
 
     def __repr__(self) -> str:
