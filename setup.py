@@ -97,6 +97,8 @@ setup(
     },
     entry_points={
         "console_scripts": ["vmforge = vmforge.cli.main:main"],
+        # the core registers its own virtio transport (boards create it around a device)
+        "vmforge.device": ["virtio-mmio = vmforge.virtio.mmio:VirtioMmioTransport"],
         # the conformance kit for disk-format authors (pytest --vmforge-format NAME)
         "pytest11": ["vmforge = vmforge.testing.pytest_plugin"],
     },
