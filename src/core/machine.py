@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from vmforge.chardev import CharBackend, chardev_from_spec
 from vmforge.clock import TimerQueue, VirtualClock
-from vmforge.config import MachineConfig
+from vmforge.config import MachineConfig, MachineProp, check_machine_props
 from vmforge.device import Device, DeviceError
 from vmforge.errors import VmforgeError
 from vmforge.memory import AddressSpace, RamRegion
@@ -56,6 +56,9 @@ class Machine:
     max_cpus: ClassVar[int] = 1
     #: accelerators the board supports, the default first
     accels: ClassVar[tuple[str, ...]] = ("interp",)
+    #: the ``-M NAME,prop=value`` properties it takes (checked when it is made;
+    #: their values are in :attr:`props`)
+    properties: ClassVar[dict[str, MachineProp]] = {}
 
     def __init__(self, config: MachineConfig | None = None, **overrides: Any) -> None:
         config = config or MachineConfig(machine=self.name)
@@ -64,6 +67,11 @@ class Machine:
                 raise MachineError(f"machine {self.name!r}: unknown option {key!r}")
             setattr(config, key, value)
         self.config = config
+        try:
+            self.props = check_machine_props(self.name, type(self).properties,
+                                             config.machine_props)
+        except ValueError as exc:
+            raise MachineError(str(exc)) from None
         self.memory_size = config.memory or self.default_memory
         if not 1 <= config.smp <= self.max_cpus:
             raise MachineError(f"machine {self.name!r} supports 1 to {self.max_cpus} CPUs, "

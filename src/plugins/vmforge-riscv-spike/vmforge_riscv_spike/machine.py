@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from vmforge.accel.cluster import HartMachine
+from vmforge.config import MachineProp
 from vmforge.loader import EM_RISCV, load_elf
 from vmforge.machine import MachineError, ShutdownReason
+from vmforge_riscv_devices.clint import HartClint
 from vmforge_riscv_spike.htif import Htif
-from vmforge_riscv_virt.clint import HartClint
 
 __all__ = ["Spike"]
 
@@ -32,6 +33,8 @@ class Spike(HartMachine):
     description = "RISC-V spike test machine (HTIF console and exit)"
     default_memory = 128 << 20
     max_cpus = 8
+    properties = {"slice": MachineProp(int, 200_000, "the longest CPU slice, in instructions",
+                                       min=1, max=1 << 32)}
 
     def build(self) -> None:
         cfg = self.config
@@ -45,8 +48,7 @@ class Spike(HartMachine):
         if cfg.kernel is None:
             raise MachineError("spike: nothing to run: give -kernel PROGRAM.elf")
         self.add_ram(DRAM_BASE, self.memory_size)
-        props = cfg.machine_props
-        self.max_slice = int(props.get("slice", "200000"))
+        self.max_slice = int(self.props["slice"])
         cluster = self.make_cluster(slice_instructions=self.max_slice)
         self.clint = self.add_device(HartClint(cluster), CLINT_BASE)
         for h, hart in enumerate(cluster.harts):
