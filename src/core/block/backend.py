@@ -33,6 +33,8 @@ __all__ = ["CACHE_MODES", "MAX_CHAIN_DEPTH", "BlockBackend", "Layer", "create_im
 
 log = logging.getLogger(__name__)
 
+#: how much of the disk ``block_status`` asks the drivers about at a time
+STATUS_WINDOW = 256 << 20
 #: the longest backing chain opened (the top counts): guards against runaway chains
 MAX_CHAIN_DEPTH = 64
 #: QEMU's cache modes; only ``unsafe`` changes anything here (no fsync on flush)
@@ -268,14 +270,19 @@ class BlockBackend:
             length = self.size - offset
         self._check_range(offset, length)
         pending: Extent | None = None
-        for ext in self._status(0, offset, length):
-            if pending is None:
-                pending = ext
-            elif _mergeable(pending, ext):
-                pending = dataclasses.replace(pending, length=pending.length + ext.length)
-            else:
-                yield pending
-                pending = ext
+        end = offset + length
+        pos = offset
+        while pos < end:   # window by window: a driver may map all it is asked at once
+            n = min(end, (pos // STATUS_WINDOW + 1) * STATUS_WINDOW) - pos
+            for ext in self._status(0, pos, n):
+                if pending is None:
+                    pending = ext
+                elif _mergeable(pending, ext):
+                    pending = dataclasses.replace(pending, length=pending.length + ext.length)
+                else:
+                    yield pending
+                    pending = ext
+            pos += n
         if pending is not None:
             yield pending
 
@@ -289,13 +296,20 @@ class BlockBackend:
             if b <= a:
                 continue
             pos = b
+            if (a == ext.offset and b == ext.end and ext.is_allocated and ext.depth == depth
+                    and ext.filename == drv.filename):
+                yield ext          # as it is (the common case: no copy)
+                continue
             host = ext.host_offset + (a - ext.offset) if ext.host_offset is not None else None
             if ext.is_allocated:
                 yield Extent(a, b - a, ext.status, host, depth, drv.filename)
                 continue
             if last:     # (the offset stays: qemu-img map shows it for such ranges)
-                yield Extent(a, b - a, (ext.status & ~BlockStatus.DATA) | BlockStatus.ZERO,
-                             host, depth, drv.filename)
+                st = _READS_ZERO.get(ext.status)
+                if st is None:   # (IntFlag arithmetic is slow: once per status)
+                    st = _READS_ZERO[ext.status] = (ext.status & ~BlockStatus.DATA
+                                                    ) | BlockStatus.ZERO
+                yield Extent(a, b - a, st, host, depth, drv.filename)
                 continue
             below = self.layers[depth + 1].driver.size
             if a < below:
@@ -443,6 +457,10 @@ def _close_layer(layer: Layer) -> None:
     finally:
         if layer.lock is not None:
             layer.lock.release()
+
+
+#: the status of an unallocated range of the last layer, by the driver's status
+_READS_ZERO: dict[BlockStatus, BlockStatus] = {}
 
 
 def _mergeable(a: Extent, b: Extent) -> bool:

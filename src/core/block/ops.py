@@ -26,6 +26,7 @@ __all__ = [
     "commit",
     "compare",
     "convert",
+    "iter_allocated_ranges",
     "rebase",
 ]
 
@@ -371,14 +372,23 @@ def _first_nonzero(bb: BlockBackend, offset: int, length: int) -> int | None:
 
 def allocated_ranges(bb: BlockBackend) -> list[tuple[int, int]]:
     """``(offset, length)`` of the ranges holding data anywhere in the chain."""
-    out: list[tuple[int, int]] = []
+    return list(iter_allocated_ranges(bb))
+
+
+def iter_allocated_ranges(bb: BlockBackend) -> Iterator[tuple[int, int]]:
+    """``allocated_ranges`` one at a time, in order (what ``measure`` is given: a
+    fragmented image has millions of them)."""
+    start = end = -1
     for e in bb.block_status():
         if e.is_data:
-            if out and out[-1][0] + out[-1][1] == e.offset:
-                out[-1] = (out[-1][0], out[-1][1] + e.length)
-            else:
-                out.append((e.offset, e.length))
-    return out
+            if e.offset == end:
+                end += e.length
+                continue
+            if end > start:
+                yield start, end - start
+            start, end = e.offset, e.end
+    if end > start:
+        yield start, end - start
 
 
 def commit(top: BlockBackend, base: BlockBackend, progress: Progress | None = None) -> None:

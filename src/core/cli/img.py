@@ -431,37 +431,59 @@ def _hex(v: int) -> str:
 
 def cmd_map(args: argparse.Namespace) -> int:
     with _open(args.file, args.format, force_share=args.force_share) as bb:
-        extents = list(bb.block_status())
-    if args.output == "json":
-        rows = []
-        for e in extents:
-            row = (f'{{ "start": {e.offset}, "length": {e.length}, "depth": {e.depth}, '
-                   f'"present": {json.dumps(e.is_allocated)}, '
-                   f'"zero": {json.dumps(e.is_zero)}, "data": {json.dumps(e.is_data)}')
-            if e.host_offset is not None:
-                row += f', "offset": {e.host_offset}'
-            rows.append(row + "}")
-        print("[" + ",\n".join(rows) + "]")
-        return 0
-    print(f"{'Offset':<16}{'Length':<16}{'Mapped to':<16}File")
-    merged: list[list[Any]] = []
-    for e in extents:
+        # streamed: a fragmented image has millions of extents (qemu-img streams too)
+        if args.output == "json":
+            _map_json(bb, sys.stdout)
+        else:
+            _map_human(bb, sys.stdout)
+    return 0
+
+
+def _map_json(bb: BlockBackend, out: TextIO) -> None:
+    sep = "["
+    lines: list[str] = []
+    for e in bb.block_status():
+        row = (f'{sep}{{ "start": {e.offset}, "length": {e.length}, "depth": {e.depth}, '
+               f'"present": {_JSON_BOOL[e.is_allocated]}, "zero": {_JSON_BOOL[e.is_zero]}, '
+               f'"data": {_JSON_BOOL[e.is_data]}')
+        if e.host_offset is not None:
+            row += f', "offset": {e.host_offset}'
+        lines.append(row + "}")
+        sep = ",\n"
+        if len(lines) >= 4096:
+            out.write("".join(lines))
+            lines.clear()
+    out.write("".join(lines) + ("]\n" if sep != "[" else "[]\n"))
+
+
+_JSON_BOOL = {True: "true", False: "false"}
+
+
+def _map_human(bb: BlockBackend, out: TextIO) -> None:
+    out.write(f"{'Offset':<16}{'Length':<16}{'Mapped to':<16}File\n")
+    last: list[Any] | None = None     # the run being merged: offset, length, host, file
+
+    def emit(run: list[Any]) -> None:
+        off, length, host, name = run
+        out.write(f"{_hex(off):<16}{_hex(length):<16}{_hex(host):<16}{name}\n")
+
+    for e in bb.block_status():
         if e.is_data and e.status & BlockStatus.COMPRESSED:  # qemu-img refuses these too
-            for off, length, host, name in merged:
-                print(f"{_hex(off):<16}{_hex(length):<16}{_hex(host):<16}{name}")
+            if last is not None:
+                emit(last)
             raise UsageError("the image contains compressed clusters, which have no "
                              "place in the file to show: use --output json")
         if not e.is_data or e.host_offset is None:
             continue
-        last = merged[-1] if merged else None
         if (last and last[0] + last[1] == e.offset and last[2] + last[1] == e.host_offset
                 and last[3] == e.filename):
             last[1] += e.length
         else:
-            merged.append([e.offset, e.length, e.host_offset, e.filename])
-    for off, length, host, name in merged:
-        print(f"{_hex(off):<16}{_hex(length):<16}{_hex(host):<16}{name}")
-    return 0
+            if last is not None:
+                emit(last)
+            last = [e.offset, e.length, e.host_offset, e.filename]
+    if last is not None:
+        emit(last)
 
 
 # -- resize, snapshot, rebase, commit, measure ------------------------------------------------
@@ -576,7 +598,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         result = out_cls.measure(_size_arg(args.size), None, **opts)
     else:
         with _open(args.file, args.format, force_share=args.force_share) as bb:
-            result = out_cls.measure(bb.size, ops.allocated_ranges(bb), **opts)
+            result = out_cls.measure(bb.size, ops.iter_allocated_ranges(bb), **opts)
     if args.output == "json":
         _dump_json(result)
     else:

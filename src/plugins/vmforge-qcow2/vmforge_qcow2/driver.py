@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any, ClassVar, Self
 
 from vmforge.block import (
@@ -113,7 +113,7 @@ class Qcow2(Qcow2Writer):
                 preallocate(img, opts["preallocation"])
 
     @classmethod
-    def measure(cls, size: int, allocated: Sequence[tuple[int, int]] | None,
+    def measure(cls, size: int, allocated: Iterable[tuple[int, int]] | None,
                 **options: Any) -> dict[str, int]:
         """File size a new image needs (QEMU's ``qcow2_measure``)."""
         opts = cls.parse_create_options(options)
@@ -124,7 +124,9 @@ class Qcow2(Qcow2Writer):
             return {"required": full, "fully-allocated": full}
         used = 0
         last_end = 0
-        for off, n in sorted(allocated or ()):
+        # in order (an iterator, streamed); a list may come in any order
+        ranges = sorted(allocated) if isinstance(allocated, list | tuple) else allocated
+        for off, n in ranges or ():
             if n <= 0:
                 continue
             a = max(off // cs * cs, last_end)

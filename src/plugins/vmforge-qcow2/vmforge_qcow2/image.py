@@ -49,6 +49,11 @@ Run = tuple[int, int, int, int, int]
 BackingRead = Callable[[int, Sequence[memoryview]], None]
 
 
+_STATUS_DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
+_STATUS_ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
+_STATUS_COMPRESSED = BlockStatus.DATA | BlockStatus.ALLOCATED | BlockStatus.COMPRESSED
+
+
 class Cursor:
     """Walks a list of byte memoryviews, handing out slices."""
 
@@ -411,21 +416,21 @@ class Qcow2Image(BlockDriver):
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         self._check_range(offset, length)
-        with self.lock:
-            runs = self._map(self.l1, offset, length)
         has_backing = bool(self.h.backing_file) and self.snapshot is None
         unalloc = BlockStatus(0) if has_backing else BlockStatus.ZERO
+        # (IntFlag arithmetic is slow: once here, not per extent)
+        data, zero = _STATUS_DATA, _STATUS_ZERO
         pending: Extent | None = None
-        for g, n, kind, host, _ent in runs:
+        for g, n, kind, host in self._runs(offset, length):
             hoff: int | None = None
             if kind == NORMAL:
-                st = BlockStatus.DATA | BlockStatus.ALLOCATED
+                st = data
                 hoff = host
             elif kind == ZERO:
-                st = BlockStatus.ZERO | BlockStatus.ALLOCATED
+                st = zero
                 hoff = host or None     # preallocated zeros have a place (qemu-img too)
             elif kind == COMPRESSED:
-                st = BlockStatus.DATA | BlockStatus.ALLOCATED | BlockStatus.COMPRESSED
+                st = _STATUS_COMPRESSED
             else:
                 st = unalloc
                 hoff = host or None     # unallocated subclusters of an allocated cluster
@@ -441,6 +446,20 @@ class Qcow2Image(BlockDriver):
             pending = Extent(g, n, st, hoff, 0, self.filename)
         if pending is not None:
             yield pending
+
+    def _runs(self, offset: int, length: int) -> Iterator[tuple[int, int, int, int]]:
+        """``_map`` window by window (at most 4096 clusters or subclusters each), so
+        that a fragmented image of any size is mapped in bounded memory."""
+        window = self.cs << (7 if self.extl2 else 12)
+        end = offset + length
+        pos = offset
+        while pos < end:
+            n = min(end, (pos // window + 1) * window) - pos
+            with self.lock:
+                runs = self._map(self.l1, pos, n)
+            for g, k, kind, host, _ent in runs:
+                yield g, k, kind, host
+            pos += n
 
     # -- the backing file (copy-on-write of partial clusters) -------------------------
 
