@@ -19,6 +19,7 @@ import pytest
 
 from vmforge.chardev import BufferChar
 from vmforge.config import MachineConfig
+from vmforge.testing.oracles import oracle_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 QEMU = shutil.which("qemu-system-riscv64")
@@ -32,13 +33,13 @@ def guest(name: str) -> str:
     out = subprocess.run([sys.executable, str(ROOT / "guests" / "build.py"), "--print-path",
                           name], capture_output=True, text=True)
     if out.returncode != 0:
-        pytest.skip(f"guest {name} is not built: run 'make guests'")
+        oracle_missing(f"guest {name} is not built: run 'make guests'")
     return out.stdout.strip()
 
 
 def targets(kind: str) -> dict:
     if not os.path.exists(FW_JUMP) or not os.path.exists(UBOOT):
-        pytest.skip("Debian's opensbi and u-boot-qemu are not installed")
+        oracle_missing("Debian's opensbi and u-boot-qemu are not installed")
     if kind == "uboot":
         return {"kernel": UBOOT, "prompt": UBOOT_PROMPT, "memory": "128M", "append": None,
                 "initrd": None}
@@ -64,7 +65,7 @@ def boot_vmforge(t: dict) -> float:
 
 def boot_qemu(t: dict) -> float:
     if QEMU is None:
-        pytest.skip("qemu-system-riscv64 (Debian qemu-system-misc) is not installed")
+        oracle_missing("qemu-system-riscv64 (Debian qemu-system-misc) is not installed")
     cmd = [QEMU, "-M", "virt", "-m", t["memory"], "-nographic", "-bios", FW_JUMP,
            "-kernel", t["kernel"]]
     if t["initrd"]:

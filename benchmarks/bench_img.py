@@ -27,9 +27,10 @@ from pathlib import Path
 import pytest
 
 from vmforge.block import BlockBackend, parse_size
+from vmforge.testing.oracles import needs, require_module
 
 QEMU_IMG = shutil.which("qemu-img")
-pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img (qemu-utils) not installed")
+pytestmark = needs("qemu-img", package="qemu-utils")
 VMFORGE = [sys.executable, "-m", "vmforge.cli.main", "img"]
 _TEXT = b"The quick brown fox jumps over the lazy dog. vmforge block layer benchmark.\n"
 PIECE = 65536
@@ -166,7 +167,7 @@ def test_sequential_read(benchmark, rate, request, images, reader: str) -> None:
     if reader == "vmforge-qcow2":
         pytest.importorskip("vmforge_qcow2")
     if reader == "dissect-qcow2":
-        pytest.importorskip("dissect.hypervisor")
+        require_module("dissect.hypervisor", "pip install dissect.hypervisor (the test extra)")
     fns: dict[str, Callable[[], object]] = {
         "vmforge-raw": lambda: _read_vmforge(images["raw"], "raw"),
         "vmforge-qcow2": lambda: _read_vmforge(images["qcow2"], "qcow2"),

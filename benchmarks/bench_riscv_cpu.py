@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from vmforge.testing.oracles import oracle_missing, require_module
+
 CC = "riscv64-unknown-elf-gcc"
 OBJCOPY = "riscv64-unknown-elf-objcopy"
 QEMU = "qemu-system-riscv64"
@@ -131,7 +133,7 @@ int main(void) {
 def build(rounds: int = 200) -> Path:
     """Build the benchmark ELF (cached by source hash); returns its path."""
     if shutil.which(CC) is None:
-        pytest.skip(f"{CC} is not installed (Debian: gcc-riscv64-unknown-elf)")
+        oracle_missing(f"{CC} is not installed (Debian: gcc-riscv64-unknown-elf)")
     key = hashlib.sha256((CRT + LINK + PROGRAM + str(rounds)).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     d = cache / "vmforge" / "bench-riscv" / key
@@ -195,7 +197,7 @@ def _children_cpu() -> float:
 def run_qemu(elf: Path) -> float:
     """CPU seconds of one QEMU TCG run (start-up included)."""
     if shutil.which(QEMU) is None:
-        pytest.skip(f"{QEMU} is not installed")
+        oracle_missing(f"{QEMU} is not installed (Debian qemu-system-misc)")
     t0 = _children_cpu()
     subprocess.run([QEMU, "-M", "virt", "-bios", "none", "-kernel", str(elf), "-nographic",
                     "-monitor", "none", "-serial", "none"], check=True,
@@ -204,7 +206,7 @@ def run_qemu(elf: Path) -> float:
 
 
 def run_unicorn(elf: Path) -> float:
-    unicorn = pytest.importorskip("unicorn", reason="unicorn is not installed")
+    unicorn = require_module("unicorn", "pip install unicorn (the test extra)")
     from unicorn import UC_ARCH_RISCV, UC_MODE_RISCV64
 
     mu = unicorn.Uc(UC_ARCH_RISCV, UC_MODE_RISCV64)
