@@ -432,6 +432,8 @@ class VirtioDevice(Device):
             apply(queue)
         self.apply_device_state(record["device"])
         for queue in self.queues:
-            for chain in list(queue.inflight.values()):
+            chains = list(queue.inflight.values())
+            for chain in chains:
                 self._guarded(self.restart, queue, chain)
-            queue.notify_guest()
+            if chains:
+                queue.notify_guest()

@@ -11,6 +11,7 @@ from vmforge.block import create_image
 from vmforge.device import DeviceError
 from vmforge.testing.virtio_driver import DeviceLoop, GuestAllocator
 from vmforge.testing.virtio_kit import ALL_RING_MODES, RAM, RAM_SIZE, guest_memory, make
+from vmforge.testing.virtio_suite import VirtioConformance
 from vmforge.virtio import spec
 from vmforge_virtio import blk
 from vmforge_virtio.blk import VirtioBlk
@@ -18,8 +19,15 @@ from vmforge_virtio.blk import VirtioBlk
 SIZE = 1 << 20
 
 
-def pattern(n: int) -> bytes:
+def _pattern(n: int) -> bytes:
     return bytes((i * 7 + i // 512) & 0xFF for i in range(n))
+
+
+PATTERN = _pattern(SIZE)
+
+
+def pattern(n: int) -> bytes:
+    return PATTERN[:n]
 
 
 class Disk:
@@ -228,3 +236,16 @@ def test_needs_a_drive():
         VirtioBlk()
     with pytest.raises(DeviceError):
         VirtioBlk(drive="/nonexistent/disk.img")
+
+
+class TestBlkConformance(VirtioConformance):
+    @pytest.fixture(autouse=True)
+    def _image(self, tmp_path):
+        self.path = tmp_path / "disk.raw"
+        self.path.write_bytes(bytes(SIZE))
+
+    def make_device(self):
+        return VirtioBlk(drive=str(self.path), format="raw")
+
+    def sample_buffer(self, queue_index):
+        return [struct.pack("<IIQ", blk.T_IN, 0, 0)], [512, 1]
