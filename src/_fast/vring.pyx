@@ -310,10 +310,9 @@ cdef class VRing:
     cdef int err_desc
 
     def __cinit__(self):
-        self.busy = NULL
+        self.busy = self.s_wr = NULL
         self.s_addr = NULL
         self.s_len = NULL
-        self.s_wr = NULL
 
     def __init__(self, GuestRam ram, int size, unsigned long long desc,
                  unsigned long long driver, unsigned long long device, *, bint packed=False,
@@ -395,13 +394,12 @@ cdef class VRing:
         return self.busy[id]
 
     cdef inline void _set_busy(self, int id, bint on) noexcept nogil:
-        if self.packed:
-            if on:
-                self.busy[id >> 3] |= <uint8_t>(1 << (id & 7))
-            else:
-                self.busy[id >> 3] &= <uint8_t>~(1 << (id & 7))
-        else:
+        if not self.packed:
             self.busy[id] = on
+        elif on:
+            self.busy[id >> 3] |= <uint8_t>(1 << (id & 7))
+        else:
+            self.busy[id >> 3] &= <uint8_t>~(1 << (id & 7))
 
     # -- walking ------------------------------------------------------------------------
 
@@ -803,8 +801,3 @@ cdef class VRing:
         else:
             wr16(self.dev_p, 0 if enable else USED_F_NO_NOTIFY)
         vr_fence()      # the driver must see it before we look at the ring again
-
-    def inflight_ids(self):
-        """Heads (split) or buffer ids (packed) in flight, in increasing order."""
-        n = 65536 if self.packed else self.size
-        return [i for i in range(n) if self._is_busy(i)]
