@@ -358,7 +358,7 @@ class VirtioDevice(Device):
                 self._busy -= 1
                 self._idle.notify_all()
             if schedule:
-                self.call_soon(self.complete_pending)
+                self.call_soon(self._guarded, self.complete_pending)
 
         self._executor.submit(job)
 
