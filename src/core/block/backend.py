@@ -96,9 +96,21 @@ def create_image(format: str, path: str, size: int, **options: Any) -> None:
     ``create`` or ``convert`` onto the disk of a running VM is refused.
     """
     cls = driver_class(format)
+    existed = os.path.lexists(path)
     lock = ImageLock.for_open(path, readonly=False) if os.path.isfile(path) else None
     try:
         cls.create(path, size, **options)
+    except BaseException as exc:
+        # a failed create leaves nothing behind that it made (qemu-img too), and
+        # names the file it could not write (ENOSPC and the like)
+        if not existed and os.path.isfile(path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if isinstance(exc, OSError) and not isinstance(exc, BlockError):
+            raise BlockError(f"could not create: {exc.strerror or exc}", path) from exc
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -433,8 +445,14 @@ class BlockBackend:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:          # the error that ended the block is the one to report
+            self.close()
+        except Exception as close_error:
+            log.debug("closing after an error failed too: %s", close_error)
 
     def __repr__(self) -> str:
         chain = " -> ".join(f"{la.filename} ({la.format})" for la in self.layers)

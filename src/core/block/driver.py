@@ -288,7 +288,10 @@ def parse_size(text: str | int) -> int:
         value = float(number) if "." in number else int(number, 0)
     except ValueError:
         raise ValueError(f"size {text!r} is not a number") from None
-    size = int(value * _SUFFIXES[unit])
+    scaled = value * _SUFFIXES[unit]
+    if scaled != scaled or scaled in (float("inf"), float("-inf")):   # 1.0e400, nan
+        raise ValueError(f"size {text!r} is out of range")
+    size = int(scaled)
     if size < 0 or size >= 1 << 63:
         raise ValueError(f"size {text!r} is out of range")
     return size

@@ -289,6 +289,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise UsageError("convert needs a source and a target file")
     if args.target_is_zero and not args.no_create:
         raise UsageError("--target-is-zero needs -n (a new image already reads as zeros)")
+    if args.parallel is not None and not 1 <= args.parallel <= 16:
+        raise UsageError("invalid number of coroutines (-m): allowed is 1 to 16, "
+                         f"not {args.parallel}")
     min_sparse = _size_arg(args.sparse_size) if args.sparse_size is not None else 4096
     if min_sparse % 512 and min_sparse:
         raise UsageError("-S must be 0 or a multiple of 512")
@@ -622,6 +625,10 @@ def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
         except (VmforgeError, ValueError, OSError) as exc:
             if isinstance(exc, UnsupportedOperation | UsageError | BlockError):
                 print(f"{PROG}: {exc}", file=sys.stderr)
+            elif isinstance(exc, OSError):   # one line that names the file, as qemu-img
+                name = exc.filename or getattr(args, "file", None) or ""
+                print(f"{PROG}: {name}{': ' if name else ''}{exc.strerror or exc}",
+                      file=sys.stderr)
             else:
                 print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1

@@ -105,12 +105,23 @@ class Qcow2(Qcow2Writer):
         if opts.get("backing_fmt") and not opts.get("backing_file"):
             raise BlockError("backing_fmt given without backing_file", path)
         h = plan_header(size, opts, path)
+        data_file = opts.get("data_file")
+        made_data_file = bool(data_file) and not os.path.lexists(data_file)
         write_new_image(path, h)
-        if opts.get("data_file"):
-            create_data_file(path, opts["data_file"], h.size)
-        if opts["preallocation"] != "off":
-            with cls.open(path, readonly=False) as img:
-                preallocate(img, opts["preallocation"])
+        try:
+            if data_file:
+                create_data_file(path, data_file, h.size)
+            if opts["preallocation"] != "off":
+                with cls.open(path, readonly=False) as img:
+                    preallocate(img, opts["preallocation"])
+        except BaseException:
+            # nothing half made stays behind: not the image, not a data file we made
+            for made in [path] + ([data_file] if made_data_file else []):
+                try:
+                    os.unlink(made)
+                except OSError:
+                    pass
+            raise
 
     @classmethod
     def measure(cls, size: int, allocated: Iterable[tuple[int, int]] | None,

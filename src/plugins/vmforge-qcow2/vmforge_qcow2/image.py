@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
-import warnings
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -43,6 +43,9 @@ from .l2 import (
 )
 from .refcount import Refcounts
 from .snapshot import Snapshot, find_snapshot, read_snapshots, table_bytes
+
+#: warnings go to the log: one line, not Python's warning with a line of source
+log = logging.getLogger("vmforge.block.qcow2")
 
 #: a run of the guest range with one kind: (guest offset, length, kind, host offset, entry)
 Run = tuple[int, int, int, int, int]
@@ -178,8 +181,8 @@ class Qcow2Image(BlockDriver):
                                  "refusing to open it read-write; open read-only, or "
                                  "repair it with check(repair='all')", self.filename)
             if self.readonly:
-                warnings.warn(f"{self.filename}: qcow2 image is marked corrupt; reading "
-                              "it read-only", RuntimeWarning, stacklevel=3)
+                log.warning("%s: qcow2 image is marked corrupt; reading it read-only",
+                            self.filename)
         self.l1_offset = h.l1_table_offset
         self.l1 = self._read_l1(h.l1_table_offset, h.l1_size, "L1 table")
         self.l2cache = L2Cache(f, self.cb, max(4, l2_cache_size >> self.cb))
@@ -208,9 +211,9 @@ class Qcow2Image(BlockDriver):
             keep = AUTOCLEAR_DATA_FILE_RAW if self.data is not self.f else 0
             if h.autoclear_features & ~keep:
                 if h.autoclear_features & AUTOCLEAR_BITMAPS:
-                    warnings.warn(f"{self.filename}: persistent dirty bitmaps are not "
-                                  "supported; writing makes them inconsistent (QEMU then "
-                                  "ignores them)", RuntimeWarning, stacklevel=3)
+                    log.warning("%s: persistent dirty bitmaps are not supported; writing "
+                                "makes them inconsistent (QEMU then ignores them)",
+                                self.filename)
                 h.autoclear_features &= keep
                 self._write_header(OFF_AUTOCLEAR, struct.pack(">Q", h.autoclear_features))
             if h.incompatible_features & INCOMPAT_DIRTY and not for_check:

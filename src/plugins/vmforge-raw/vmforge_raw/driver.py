@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
@@ -50,7 +51,9 @@ class Raw(BlockDriver):
     def __init__(self, filename: str, readonly: bool, fd: int) -> None:
         super().__init__(filename, readonly)
         self.fd = fd
-        self._size = os.fstat(fd).st_size
+        # whole 512-byte sectors, as QEMU counts a raw file (a 123-byte file is a
+        # 512-byte disk whose tail reads as zeros)
+        self._size = -(-os.fstat(fd).st_size // 512) * 512
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
@@ -147,13 +150,22 @@ class Raw(BlockDriver):
 
     def flush(self) -> None:
         if not self.readonly and self.sync:
-            os.fdatasync(self.fd)
+            try:
+                os.fdatasync(self.fd)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:   # (device files such as /dev/null)
+                    raise BlockError(f"flush failed: {exc.strerror}", self.filename) from exc
 
     def truncate(self, size: int) -> None:
         self._check_writable()
         if size < 0:
             raise BlockError(f"size {size} is negative", self.filename)
-        os.ftruncate(self.fd, size)
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+            raise BlockError("cannot resize device files", self.filename)
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError as exc:
+            raise BlockError(f"cannot resize: {exc.strerror or exc}", self.filename) from exc
         self._size = size
 
     def info(self) -> ImageInfo:
