@@ -1,5 +1,5 @@
-"""Fixtures: a bare board (a Machine with a paused clock) and harts that record
-what the interrupt controllers drive."""
+"""Fixtures: a bare board (a Machine with a paused clock) and QEMU's own
+``virt`` board to compare with."""
 
 from __future__ import annotations
 
@@ -12,24 +12,6 @@ import pytest
 
 from vmforge.machine import Machine
 from vmforge.testing.oracles import oracle_missing
-
-
-class FakeHart:
-    """The hart interface the devices assume: ``set_irq_line(bit, level)``."""
-
-    def __init__(self) -> None:
-        self.mip = 0
-        self.events: list[tuple[int, bool]] = []
-
-    def set_irq_line(self, bit: int, level: bool) -> None:
-        self.events.append((bit, bool(level)))
-        if level:
-            self.mip |= 1 << bit
-        else:
-            self.mip &= ~(1 << bit)
-
-    def bit(self, n: int) -> bool:
-        return bool(self.mip >> n & 1)
 
 
 class Board(Machine):
@@ -62,12 +44,6 @@ def make_board() -> Callable[..., Board]:
 @pytest.fixture
 def board(make_board: Callable[..., Board]) -> Board:
     return make_board()
-
-
-@pytest.fixture
-def new_hart() -> Callable[[], FakeHart]:
-    """Makes recording harts (a fixture: test modules cannot import conftest)."""
-    return FakeHart
 
 
 class Qemu:

@@ -9,7 +9,8 @@ import shutil
 import subprocess
 
 from vmforge.testing.oracles import oracle_missing, require_module
-from vmforge_riscv_virt import Clint, Plic, SifiveTest
+from vmforge_riscv_devices import Clint, Plic, SifiveTest
+from vmforge_riscv_devices.hart import MIP_MEIP
 from vmforge_riscv_virt import board as virt
 
 interp = require_module("vmforge.accel.interp", "the software hart is not built (make setup)")
@@ -136,7 +137,7 @@ def test_guest_takes_plic_and_clint_interrupts(board, tmp_path):
     run_until_wfi()  # set up, waiting
     assert not board.stopped and hart.csr("mip") == 0
     uart_line.raise_()  # the device wants attention
-    assert hart.csr("mip") >> virt.MIP_MEIP & 1
+    assert hart.csr("mip") >> MIP_MEIP & 1
     run_until_wfi()  # the handler claimed 10, serviced the device, completed
     assert Device.reads == 1 and not uart_line.level
     assert plic.claimed == 0 and plic.pending == 0 and hart.csr("mip") == 0

@@ -21,7 +21,8 @@ import pytest
 from vmforge.chardev import NullChar
 from vmforge.testing.oracles import oracle_missing
 from vmforge.virtio.mmio import VirtioMmioTransport
-from vmforge_riscv_virt import Clint, GoldfishRtc, Plic, SifiveTest, VirtFdtConfig, build_virt_fdt
+from vmforge_riscv_devices import Clint, GoldfishRtc, Plic, SifiveTest
+from vmforge_riscv_virt import VirtFdtConfig, build_virt_fdt
 from vmforge_riscv_virt import board as virt
 from vmforge_riscv_virt.fdt_virt import standard_placements
 from vmforge_serial import Ns16550a

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
+from vmforge_riscv_devices.clint import TIMEBASE_FREQ
 from vmforge_riscv_virt import board
 
 __all__ = ["Placed", "VirtFdtConfig", "build_virt_fdt", "standard_placements", "uart_fdt_node"]
@@ -76,7 +77,7 @@ def _add_cpus(tree: DeviceTree, cfg: VirtFdtConfig) -> None:
     cpus = tree.root.add("cpus")
     cpus.set("#address-cells", 1)
     cpus.set("#size-cells", 0)
-    cpus.set("timebase-frequency", board.TIMEBASE_FREQ)
+    cpus.set("timebase-frequency", TIMEBASE_FREQ)
     cpu_nodes = []
     for h in range(cfg.num_harts):
         cpu = cpus.add(f"cpu@{h}")

@@ -21,13 +21,13 @@ from vmforge.accel.cluster import HartMachine
 from vmforge.loader import EM_RISCV, is_elf, load_elf, load_raw, read_linux_image_header
 from vmforge.machine import MachineError
 from vmforge.virtio.mmio import VirtioMmioTransport
+from vmforge_riscv_devices.clint import HartClint
+from vmforge_riscv_devices.goldfish_rtc import GoldfishRtc
+from vmforge_riscv_devices.plic import Plic
+from vmforge_riscv_devices.sifive_test import SifiveTest
 from vmforge_riscv_virt import board
-from vmforge_riscv_virt.clint import HartClint
 from vmforge_riscv_virt.fdt_virt import VirtFdtConfig, build_virt_fdt, standard_placements
-from vmforge_riscv_virt.goldfish_rtc import GoldfishRtc
-from vmforge_riscv_virt.plic import Plic
 from vmforge_riscv_virt.rom import reset_rom
-from vmforge_riscv_virt.sifive_test import SifiveTest
 
 __all__ = ["RiscvVirt", "find_default_bios"]
 

@@ -1,5 +1,6 @@
-"""The CLINT of QEMU's riscv ``virt`` board: an ACLINT MSWI at 0x0 and an
-ACLINT MTIMER at 0x4000 (``hw/intc/riscv_aclint.c``), in one 64 KiB window.
+"""The CLINT of QEMU's RISC-V boards (``virt``, ``spike``): an ACLINT MSWI at
+0x0 and an ACLINT MTIMER at 0x4000 (``hw/intc/riscv_aclint.c``), in one 64 KiB
+window.
 
 - ``msip[h]`` at ``4 * h``: bit 0 drives hart ``h``'s MSIP (32-bit accesses).
 - ``mtimecmp[h]`` at ``0x4000 + 8 * h`` and ``mtime`` at ``0xbff8``: 64-bit
@@ -24,9 +25,9 @@ from typing import Any, ClassVar
 from vmforge.clock import Timer, TimerQueue, VirtualClock
 from vmforge.device import Device, Prop
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
-from vmforge_riscv_virt import board
+from vmforge_riscv_devices.hart import MIP_MSIP, MIP_MTIP, HartIrqInputs
 
-__all__ = ["Clint", "HartClint"]
+__all__ = ["TIMEBASE_FREQ", "Clint", "HartClint"]
 
 MSIP_BASE = 0x0
 MTIMECMP_BASE = 0x4000
@@ -35,6 +36,9 @@ MAX_HARTS = 4095  # 0x4000 bytes of msip words, minus one
 _U32 = 0xFFFFFFFF
 _U64 = (1 << 64) - 1
 NS_PER_S = 1_000_000_000
+#: the default ``mtime`` ticks per second (QEMU's: one tick per 100 ns of guest
+#: time), what a device tree gives as ``timebase-frequency``
+TIMEBASE_FREQ = 10_000_000
 
 
 class Clint(Device):
@@ -46,12 +50,12 @@ class Clint(Device):
     """
 
     name: ClassVar[str] = "riscv-clint"
-    mmio_size: ClassVar[int] = board.MEMMAP["clint"].size
+    mmio_size: ClassVar[int] = 0x10000
     valid_sizes: ClassVar[tuple[int, int]] = (4, 8)
     impl_sizes: ClassVar[tuple[int, int]] = (4, 8)
 
     num_harts = Prop(int, 1, "harts served")
-    timebase_freq = Prop(int, board.TIMEBASE_FREQ, "mtime ticks per second")
+    timebase_freq = Prop(int, TIMEBASE_FREQ, "mtime ticks per second")
 
     def __init__(self, clock: VirtualClock | None = None, timers: TimerQueue | None = None,
                  **props: Any) -> None:
@@ -81,11 +85,11 @@ class Clint(Device):
             self._attach(machine.clock, machine.timers)
         super().realize(machine)
 
-    def connect_hart(self, hart_index: int, hart: board.HartIrqInputs) -> None:
+    def connect_hart(self, hart_index: int, hart: HartIrqInputs) -> None:
         """Drive ``hart.set_irq_line(MSIP/MTIP, level)`` for hart ``hart_index``."""
         set_line: Callable[[int, bool], None] = hart.set_irq_line
-        self.msip[hart_index].connect(lambda _n, lv: set_line(board.MIP_MSIP, lv))
-        self.mtip[hart_index].connect(lambda _n, lv: set_line(board.MIP_MTIP, lv))
+        self.msip[hart_index].connect(lambda _n, lv: set_line(MIP_MSIP, lv))
+        self.mtip[hart_index].connect(lambda _n, lv: set_line(MIP_MTIP, lv))
 
     def reset(self) -> None:
         for h in range(self.num_harts):
@@ -197,7 +201,7 @@ class Clint(Device):
         cells: list[int] = []
         for h in range(self.num_harts):
             intc = tree.phandle_of(f"cpu{h}-intc")
-            cells += [intc, board.MIP_MSIP, intc, board.MIP_MTIP]
+            cells += [intc, MIP_MSIP, intc, MIP_MTIP]
         node.set("interrupts-extended", cells)
         return node
 

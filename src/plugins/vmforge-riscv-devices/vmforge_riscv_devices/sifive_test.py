@@ -21,7 +21,7 @@ from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
 
 __all__ = ["FINISHER_FAIL", "FINISHER_PASS", "FINISHER_RESET", "SifiveTest"]
 
-log = logging.getLogger("vmforge_riscv_virt.sifive_test")
+log = logging.getLogger("vmforge_riscv_devices.sifive_test")
 
 FINISHER_FAIL = 0x3333
 FINISHER_PASS = 0x5555

@@ -28,11 +28,11 @@ from typing import Any, ClassVar
 from vmforge.device import Device, Prop
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
 from vmforge.irq import IrqLine
-from vmforge_riscv_virt import board
+from vmforge_riscv_devices.hart import MIP_MEIP, MIP_SEIP, HartIrqInputs
 
 __all__ = ["Plic"]
 
-log = logging.getLogger("vmforge_riscv_virt.plic")
+log = logging.getLogger("vmforge_riscv_devices.plic")
 
 PRIORITY_BASE = 0x0
 PENDING_BASE = 0x1000
@@ -42,6 +42,10 @@ CONTEXT_BASE = 0x200000
 CONTEXT_STRIDE = 0x1000
 CONTEXT_THRESHOLD = 0x0
 CONTEXT_CLAIM = 0x4
+#: sources including the never-used source 0 (QEMU 7.2 virt's VIRT_IRQCHIP_NUM_SOURCES)
+NUM_SOURCES = 96
+#: priority levels 1..7 (QEMU 7.2 virt's VIRT_IRQCHIP_NUM_PRIO - 1)
+NUM_PRIORITIES = 7
 
 
 class Plic(Device):
@@ -53,13 +57,13 @@ class Plic(Device):
     """
 
     name: ClassVar[str] = "riscv-plic"
-    mmio_size: ClassVar[int] = board.MEMMAP["plic"].size
+    mmio_size: ClassVar[int] = 0x600000
     valid_sizes: ClassVar[tuple[int, int]] = (4, 4)
     impl_sizes: ClassVar[tuple[int, int]] = (4, 4)
 
     num_harts = Prop(int, 1, "harts served (two contexts each: M and S)")
-    num_sources = Prop(int, board.PLIC_NUM_SOURCES, "sources including source 0")
-    num_priorities = Prop(int, board.PLIC_NUM_PRIORITIES, "highest priority level")
+    num_sources = Prop(int, NUM_SOURCES, "sources including source 0")
+    num_priorities = Prop(int, NUM_PRIORITIES, "highest priority level")
 
     def __init__(self, **props: Any) -> None:
         super().__init__(**props)
@@ -88,11 +92,11 @@ class Plic(Device):
 
     # -- wiring ----------------------------------------------------------------------------
 
-    def connect_hart(self, hart_index: int, hart: board.HartIrqInputs) -> None:
+    def connect_hart(self, hart_index: int, hart: HartIrqInputs) -> None:
         """Drive ``hart.set_irq_line(MEIP/SEIP, level)`` from this hart's contexts."""
         set_line: Callable[[int, bool], None] = hart.set_irq_line
-        self.meip[hart_index].connect(lambda _n, lv: set_line(board.MIP_MEIP, lv))
-        self.seip[hart_index].connect(lambda _n, lv: set_line(board.MIP_SEIP, lv))
+        self.meip[hart_index].connect(lambda _n, lv: set_line(MIP_MEIP, lv))
+        self.seip[hart_index].connect(lambda _n, lv: set_line(MIP_SEIP, lv))
 
     def set_irq(self, number: int, level: bool) -> None:
         """Source ``number``'s line is now at ``level`` (level-triggered)."""
@@ -239,7 +243,7 @@ class Plic(Device):
         cells: list[int] = []
         for h in range(self.num_harts):
             intc = tree.phandle_of(f"cpu{h}-intc")
-            cells += [intc, board.MIP_MEIP, intc, board.MIP_SEIP]
+            cells += [intc, MIP_MEIP, intc, MIP_SEIP]
         node.set("interrupts-extended", cells)
         tree.reg(node, (place.base, place.size))
         node.set("riscv,ndev", self.num_sources - 1)
