@@ -143,6 +143,9 @@ class MachineConfig:
     drives: list[DriveSpec] = field(default_factory=list)
     devices: list[DeviceSpec] = field(default_factory=list)
     netdevs: list[NetdevSpec] = field(default_factory=list)
+    #: ``-chardev`` back-ends by id: QEMU's text (``file,id=c0,path=P``), a
+    #: ``vmforge.devspec.ChardevSpec`` or a ready ``vmforge.chardev.CharBackend``
+    chardevs: dict[str, Any] = field(default_factory=dict)
     #: per serial port: a ``-serial`` spec or a ready ``vmforge.chardev.CharBackend``
     serial: list[Any] = field(default_factory=lambda: ["stdio"])
     accel: str | None = None            # None: the machine's default

@@ -363,7 +363,8 @@ class Machine:
     # -- running in the background (scripts, tests) --------------------------------------
 
     def start(self) -> threading.Thread:
-        """Run the machine on a thread of its own; see :meth:`wait` and :meth:`stop`."""
+        """Run the machine on a thread of its own; see :meth:`wait` and :meth:`stop`.
+        When it stops it closes itself (:meth:`close`: disk images unlocked)."""
         if self._thread is not None:
             raise MachineError(f"machine {self.name!r} is already started")
         self.realize()
@@ -373,6 +374,8 @@ class Machine:
                 self.run()
             except BaseException:  # kept in self._error, raised again by wait()
                 pass
+            finally:
+                self.close()    # images unlocked, back-ends closed: the VM is over
 
         self._thread = threading.Thread(target=target, name=f"vmforge-{self.name}",
                                         daemon=True)

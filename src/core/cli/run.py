@@ -26,6 +26,7 @@ from vmforge.config import (
     check_machine_props,
     parse_opts,
 )
+from vmforge.devspec import ChardevSpec
 from vmforge.errors import VmforgeError
 
 if TYPE_CHECKING:  # the machine stack is imported when `run` runs, not for `img`
@@ -58,7 +59,11 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-append", dest="append", default="", metavar="CMDLINE")
     p.add_argument("-dtb", dest="dtb", metavar="FILE", help="use this device tree")
     p.add_argument("-drive", dest="drives", action="append", default=[], metavar="OPTS")
-    p.add_argument("-device", dest="devices", action="append", default=[], metavar="OPTS")
+    p.add_argument("-device", dest="devices", action="append", default=[], metavar="OPTS",
+                   help="a device: '-device help' lists them, '-device NAME,help' its options")
+    p.add_argument("-hda", dest="hda", metavar="FILE", help="the first disk (-drive file=FILE)")
+    p.add_argument("-chardev", dest="chardevs", action="append", default=[],
+                   metavar="stdio|null|file,id=ID[,path=P]")
     p.add_argument("-netdev", dest="netdevs", action="append", default=[], metavar="OPTS")
     p.add_argument("-serial", dest="serial", action="append", default=[],
                    metavar="stdio|file:PATH|null|none")
@@ -107,7 +112,9 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         initrd=args.initrd,
         append=args.append,
         dtb=args.dtb,
-        drives=[DriveSpec.parse(d) for d in args.drives],
+        drives=[*([DriveSpec(args.hda)] if args.hda else []),
+                *(DriveSpec.parse(d) for d in args.drives)],
+        chardevs={c.id: c for c in map(ChardevSpec.parse, args.chardevs)},
         devices=[DeviceSpec.parse(d) for d in args.devices],
         netdevs=[NetdevSpec.parse(n) for n in args.netdevs],
         serial=args.serial or ["stdio"],
@@ -207,6 +214,27 @@ def _error_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _device_help(devices: list[str]) -> bool:
+    """``-device help`` (the installed devices) or ``-device NAME,help`` (its
+    properties), as QEMU prints them; True when help was asked for."""
+    from vmforge.devspec import device_help
+    from vmforge.plugins import registry
+
+    for text in devices:
+        if text in ("help", "?"):
+            for info in registry().entries("device"):
+                print(f'name "{info.name}", dist {info.dist} {info.version}')
+            return True
+        name, _, rest = text.partition(",")
+        if rest in ("help", "?"):
+            try:
+                print(device_help(registry().load("device", name)))
+            except VmforgeError as exc:
+                print(f"vmforge run: {exc}", file=sys.stderr)
+            return True
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     from vmforge.plugins import registry
 
@@ -220,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{info.name:20} {info.dist} {info.version}")
         if not reg.entries("machine"):
             print("no machine plugins installed")
+        return 0
+    if args.devices and _device_help(args.devices):
         return 0
     try:
         timeout = parse_timeout(args.timeout)

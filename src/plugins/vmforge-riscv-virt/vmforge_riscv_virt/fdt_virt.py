@@ -166,7 +166,8 @@ def build_virt_fdt(cfg: VirtFdtConfig, placed: Sequence[Placed]) -> DeviceTree:
 
 def standard_placements(plic: Any, clint: Any, test: Any, rtc: Any, uart: Any,
                         virtio: Sequence[Any] = ()) -> list[Placed]:
-    """The QEMU 7.2 ``virt`` map for the given devices (virtio slots in order)."""
+    """The QEMU 7.2 ``virt`` map for the given devices (``virtio``: the slots
+    from the lowest address up)."""
     mm = board.MEMMAP
     out = [
         Placed(plic, *mm["plic"]),
@@ -175,7 +176,9 @@ def standard_placements(plic: Any, clint: Any, test: Any, rtc: Any, uart: Any,
         Placed(rtc, *mm["rtc"], irqs=(board.RTC_IRQ,)),
         Placed(uart, *mm["uart0"], irqs=(board.UART0_IRQ,)),
     ]
-    for i, slot in enumerate(virtio):
+    # highest address first, as in QEMU's blob: Linux probes the slots in this
+    # order, so the first device (QEMU fills the slots top-down) is /dev/vda
+    for i, slot in reversed(list(enumerate(virtio))):
         out.append(Placed(slot, mm["virtio"].base + i * mm["virtio"].size, mm["virtio"].size,
                           irqs=(board.VIRTIO_IRQ + i,)))
     return out

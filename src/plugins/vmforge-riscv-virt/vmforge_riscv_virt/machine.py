@@ -18,8 +18,10 @@ from __future__ import annotations
 import os
 
 from vmforge.accel.cluster import HartMachine
+from vmforge.devspec import cmdline_devices
 from vmforge.loader import EM_RISCV, is_elf, load_elf, load_raw, read_linux_image_header
 from vmforge.machine import MachineError
+from vmforge.virtio import VirtioDevice
 from vmforge.virtio.mmio import VirtioMmioTransport
 from vmforge_riscv_devices.clint import HartClint
 from vmforge_riscv_devices.goldfish_rtc import GoldfishRtc
@@ -59,7 +61,7 @@ class RiscvVirt(HartMachine):
 
     def build(self) -> None:
         cfg = self.config
-        self.refuse_unsupported("drives", "devices", "netdevs")
+        self.refuse_unsupported("netdevs")
         mm = board.MEMMAP
         self.add_ram(mm["dram"].base, self.memory_size)
         cluster = self.make_cluster()
@@ -70,7 +72,7 @@ class RiscvVirt(HartMachine):
         self.rtc = GoldfishRtc()
         self.uart = self.create_device("ns16550a")
         self.uart.set_chardev(self.serial_chardev(0))
-        self.virtio = [VirtioMmioTransport() for _ in range(board.VIRTIO_COUNT)]
+        self.virtio = self._virtio_slots()
         self.placed = standard_placements(self.plic, self.clint, self.test, self.rtc,
                                           self.uart, self.virtio)
         for p in self.placed:
@@ -83,6 +85,29 @@ class RiscvVirt(HartMachine):
         mrom = board.MEMMAP["mrom"]
         self.add_ram(mrom.base, mrom.size, "mrom", readonly=True)
         self._load_images()
+
+    def _virtio_slots(self) -> list[VirtioMmioTransport]:
+        """The eight virtio-mmio slots, the devices of -device/-drive in them
+        from the top down as QEMU fills them (the first device in the last slot,
+        which Linux probes first: the first disk is /dev/vda)."""
+        cfg = self.config
+        devices = cmdline_devices(cfg.drives, cfg.devices, cfg.chardevs, self.create_device,
+                                  self._own_chardevs.append)
+        try:
+            if len(devices) > board.VIRTIO_COUNT:
+                raise MachineError(f"riscv-virt: {len(devices)} devices but only "
+                                   f"{board.VIRTIO_COUNT} virtio-mmio slots")
+            slots = [VirtioMmioTransport() for _ in range(board.VIRTIO_COUNT)]
+            for i, dev in enumerate(devices):
+                if not isinstance(dev, VirtioDevice):
+                    raise MachineError(f"riscv-virt: -device {dev.name}: only virtio devices "
+                                       "can be plugged (into the virtio-mmio slots)")
+                slots[board.VIRTIO_COUNT - 1 - i] = VirtioMmioTransport(dev)
+        except MachineError:
+            for dev in devices:     # opened images and back-ends are let go
+                dev.unrealize()
+            raise
+        return slots
 
     def reload_images(self) -> None:
         self._load_images()

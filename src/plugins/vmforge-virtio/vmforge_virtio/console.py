@@ -41,6 +41,13 @@ class VirtioConsole(VirtioDevice):
         self.stats.update(rx_bytes=0, tx_bytes=0)
         self.chardev.attach(self)
 
+    def set_chardev(self, chardev: CharBackend | None) -> None:
+        """Put the port on another back-end (QEMU's ``-device virtconsole,chardev=``)."""
+        self.chardev = chardev if chardev is not None else NullChar()
+        self.chardev.attach(self)
+        if self._call_soon is not None and self.chardev.dispatch is None:
+            self.chardev.dispatch = self._call_soon
+
     def attach(self, memory: Any, call_soon: Any = None) -> None:
         super().attach(memory, call_soon)
         if call_soon is not None and self.chardev.dispatch is None:
