@@ -106,3 +106,33 @@ def test_paused_machine_runs_no_cpu_and_stops_the_clock() -> None:
     time.sleep(0.1)
     assert runs
     assert m.stop() == 0
+
+
+def test_info_block_and_virtio(tmp_path) -> None:
+    """A board with a virtio disk and an rng on virtio-mmio: what the monitor shows."""
+    from vmforge.virtio.mmio import VirtioMmioTransport
+    from vmforge_virtio.blk import VirtioBlk
+    from vmforge_virtio.rng import VirtioRng
+
+    disk = tmp_path / "d.raw"
+    disk.write_bytes(bytes(1 << 20))
+
+    class VirtioBoard(Board):
+        def build(self) -> None:
+            super().build()
+            self.add_device(VirtioMmioTransport(VirtioBlk(drive=str(disk), format="raw",
+                                                          readonly=True)), 0x1000_1000)
+            self.add_device(VirtioMmioTransport(VirtioRng()), 0x1000_2000)
+
+    m = VirtioBoard()
+    m.realize()
+    try:
+        mon = Monitor(m, BufferChar())
+        block = mon.execute("info block")
+        assert str(disk) in block and "raw" in block and "1048576 bytes" in block
+        assert "read-only" in block and "virtio-mmio@0x10001000" in block
+        virtio = mon.execute("info virtio")
+        assert "virtio-blk-device" in virtio and "virtio-rng-device" in virtio
+        assert "queue 0: size=" in virtio and "not enabled" in virtio
+    finally:
+        m.close()

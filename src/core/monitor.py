@@ -35,7 +35,8 @@ class Monitor:
         self._guest: Any = None
         self.commands: dict[str, tuple[Callable[[list[str]], str], str]] = {
             "help": (self._help, "help -- list the commands"),
-            "info": (self._info, "info registers|cpus|mtree|devices -- show machine state"),
+            "info": (self._info, "info registers|cpus|mtree|devices|block|virtio -- show "
+                                 "machine state"),
             "xp": (self._xp, "xp /Nx ADDR -- N 32-bit words of guest physical memory"),
             "stop": (self._stop, "stop -- pause the guest"),
             "cont": (self._cont, "cont / c -- resume the guest"),
@@ -121,7 +122,13 @@ class Monitor:
                              for i, cpu in enumerate(m.cpus))
         if what == "registers":
             return "\n\n".join(_cpu_state(i, cpu) for i, cpu in enumerate(m.cpus))
-        return "info registers|cpus|mtree|devices"
+        if what == "block":
+            return "\n".join(_block_line(n, dev) for n, dev in _virtio_devices(m)
+                             if hasattr(dev, "backend")) or "no block devices"
+        if what == "virtio":
+            return "\n".join(_virtio_lines(n, dev) for n, dev in _virtio_devices(m)) \
+                or "no virtio devices"
+        return "info registers|cpus|mtree|devices|block|virtio"
 
     def _xp(self, args: list[str]) -> str:
         fmt, addr_text = (args[0], args[1]) if args[0].startswith("/") else ("/1x", args[0])
@@ -165,4 +172,35 @@ def _cpu_state(index: int, cpu: Any) -> str:
         for r in range(0, 32, 4):
             lines.append(" " + " ".join(f"x{i}/{ABI_NAMES[i]:<4} {regs[i]:016x}"
                                         for i in range(r, r + 4)))
+    return "\n".join(lines)
+
+
+def _virtio_devices(machine: Machine) -> list[tuple[str, Any]]:
+    """(where, device) of every virtio device behind a transport on ``machine``."""
+    out = []
+    for transport in machine.devices:
+        dev = getattr(transport, "dev", None)     # the VirtioDevice behind a transport
+        if dev is not None and hasattr(dev, "queues"):
+            where = f"{transport.name}@{transport.base:#x}" if transport.base is not None \
+                else transport.name
+            out.append((where, dev))
+    return out
+
+
+def _block_line(where: str, dev: Any) -> str:
+    backend = dev.backend
+    ro = " (read-only)" if dev.readonly or backend.readonly else ""
+    return (f"{where}: {backend.filename} ({backend.format}, {backend.size} bytes){ro}"
+            f"\n    stats: {dev.statistics()}")
+
+
+def _virtio_lines(where: str, dev: Any) -> str:
+    lines = [f"{where}: {dev.name} status={dev.status:#x} features={dev.driver_features:#x}"
+             + (" NEEDS_RESET" if getattr(dev, "broken", False) else "")]
+    for q in dev.queues:
+        ring = q.ring
+        state = (f"last_avail={ring.last_avail} used_idx={ring.used_idx}" if ring is not None
+                 else "not enabled")
+        lines.append(f"    queue {q.index}: size={q.size} {state} inflight={len(q.inflight)}")
+    lines.append(f"    stats: {dev.statistics()}")
     return "\n".join(lines)
