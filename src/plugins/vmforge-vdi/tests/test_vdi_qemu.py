@@ -1,0 +1,152 @@
+"""vdi images against qemu-img and qemu-io: both directions, check, info, convert."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from vdi_oracle import (
+    info_json,
+    needs_qemu,
+    pattern,
+    qemu_img,
+    qemu_io,
+    to_raw,
+    vmforge_img,
+)
+
+from vmforge_vdi import Vdi
+
+pytestmark = needs_qemu
+MiB = 1 << 20
+
+QEMU_WRITES = ((0, 4096, 0x11), (512 * 1000, 70000 // 512 * 512, 0x22),
+               (2 * MiB - 1024, 4096, 0x33), (5 * MiB + 512, 512, 0x44))
+_UUIDS = range(0x188, 0x1A8)   # image and last-snapshot UUIDs: random in both
+
+
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("size", [512, 3000001, 5 * MiB, 300 * MiB + 512])
+def test_create_is_byte_identical_to_qemu_img(tmp_path: Path, static: bool, size: int) -> None:
+    ours, theirs = tmp_path / "ours.vdi", tmp_path / "theirs.vdi"
+    Vdi.create(str(ours), size, static=static)
+    qemu_img("create", "-q", "-f", "vdi", "-o", f"static={'on' if static else 'off'}",
+             str(theirs), str(size))
+    a, b = bytearray(ours.read_bytes()), bytearray(theirs.read_bytes())
+    for i in _UUIDS:
+        a[i] = b[i] = 0
+    assert a == b
+
+
+@pytest.mark.parametrize("static", ["off", "on"])
+def test_qemu_images_read_byte_for_byte(tmp_path: Path, static: str) -> None:
+    img = tmp_path / "q.vdi"
+    qemu_img("create", "-q", "-f", "vdi", "-o", f"static={static}", str(img), "7M")
+    qemu_io(img, *(f"write -P {p:#x} {off} {n}" for off, n, p in QEMU_WRITES))
+    expect = to_raw(img, tmp_path / "q.raw")
+    with Vdi.open(str(img)) as drv:
+        assert drv.size == len(expect) == 7 * MiB
+        assert drv.read(0, drv.size) == expect
+        for e in drv.block_status(0, drv.size):
+            if not e.is_data:
+                assert not any(expect[e.offset:e.end])
+        assert drv.check().clean
+        # qemu-io allocated blocks 0, 1, 2 and 5 (in that order) of a dynamic image
+        if static == "off":
+            assert drv.blocks_allocated == 4 and list(drv.bmap[:7]) == [
+                0, 1, 2, 0xFFFFFFFF, 0xFFFFFFFF, 3, 0xFFFFFFFF]
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_our_images_accepted_by_qemu(tmp_path: Path, static: bool) -> None:
+    img, model_path = tmp_path / "ours.vdi", tmp_path / "model.raw"
+    Vdi.create(str(img), 9 * MiB + 512, static=static)
+    with Vdi.open(str(img), readonly=False) as drv:
+        model = bytearray(drv.size)
+        for k, (off, n) in enumerate(((0, 1), (4095, 70001), (2 * MiB - 7, 20),
+                                      (6 * MiB + 3, 3 * MiB // 2), (drv.size - 5, 5))):
+            data = pattern(n, k)
+            drv.write(off, data)
+            model[off:off + n] = data
+        drv.write(3 * MiB, b"\x5a" * 512)
+        model[3 * MiB:3 * MiB + 512] = b"\x5a" * 512
+    model_path.write_bytes(model)
+    check = json.loads(qemu_img("check", "--output", "json", "-f", "vdi", str(img)).stdout)
+    assert check.get("corruptions", 0) == 0 and check["check-errors"] == 0, check
+    assert qemu_img("compare", "-f", "vdi", "-F", "raw", str(img), str(model_path)).returncode == 0
+    assert "Pattern verification failed" not in qemu_io(img, f"read -P 0x5a {3 * MiB} 512")
+    qemu_io(img, f"write -P 0x77 {4 * MiB + 512} 1024")
+    model[4 * MiB + 512:4 * MiB + 1536] = b"\x77" * 1024
+    with Vdi.open(str(img)) as drv:
+        assert drv.read(0, drv.size) == model
+        assert drv.check().clean
+    assert to_raw(img, tmp_path / "back.raw") == model
+
+
+def _set_entry(path: Path, block: int, value: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(0x200 + 4 * block)
+        f.write(struct.pack("<I", value))
+
+
+@pytest.mark.parametrize("damage", ["duplicate", "out_of_range", "count", "all"])
+def test_check_counts_as_qemu_img(tmp_path: Path, damage: str) -> None:
+    img = tmp_path / "c.vdi"
+    qemu_img("create", "-q", "-f", "vdi", str(img), "8M")
+    qemu_io(img, "write -P 1 0 1M", "write -P 2 3M 1M", "write -P 3 6M 4k")
+    if damage in ("duplicate", "all"):
+        _set_entry(img, 4, 1)           # a second block pointing at data block 1
+    if damage in ("out_of_range", "all"):
+        _set_entry(img, 7, 4000)        # beyond the 8 blocks of the image
+    if damage == "count":
+        with open(img, "r+b") as f:     # the header's count of allocated blocks
+            f.seek(0x184)
+            f.write(struct.pack("<I", 5))
+    theirs = qemu_img("check", "--output", "json", "-f", "vdi", str(img), check=False)
+    ours = vmforge_img("check", "--output", "json", "-f", "vdi", str(img), check=False)
+    assert ours.returncode == theirs.returncode == 2
+    a, b = json.loads(ours.stdout), json.loads(theirs.stdout)
+    assert a["corruptions"] == b["corruptions"] > 0
+    human = vmforge_img("check", "-f", "vdi", str(img), check=False)
+    qhuman = qemu_img("check", "-f", "vdi", str(img), check=False)
+    errors = sorted(line for line in qhuman.stderr.splitlines() if line.startswith("ERROR"))
+    assert sorted(line for line in human.stderr.splitlines() if line.startswith("ERROR")) == errors
+
+
+@pytest.mark.parametrize("opts", ["static=off", "static=on"])
+def test_img_info_fields_as_qemu_img(tmp_path: Path, opts: str) -> None:
+    img = tmp_path / "i.vdi"
+    qemu_img("create", "-q", "-f", "vdi", "-o", opts, str(img), "5000000")
+    qemu_io(img, "write -P 1 0 65536")
+    ours, theirs = info_json("vmforge", img, "vdi"), info_json("qemu-img", img, "vdi")
+    for key in ("format", "virtual-size", "cluster-size", "dirty-flag", "backing-filename",
+                "actual-size"):
+        assert ours.get(key) == theirs.get(key), key
+    probed = json.loads(vmforge_img("info", "--output", "json", str(img)).stdout)
+    assert probed["format"] == "vdi"
+
+
+@pytest.mark.parametrize("out_opts", ["static=off", "static=on"])
+def test_convert_to_and_from_qcow2_and_raw(tmp_path: Path, out_opts: str) -> None:
+    src = tmp_path / "src.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(src), "6M")
+    qemu_io(src, "write -P 0x61 0 100000", "write -P 0x62 3M 1M", "write -z 4M 64k",
+            "write -P 0x63 6143k 1k", fmt="qcow2")
+    vdi = tmp_path / "out.vdi"
+    vmforge_img("convert", "-f", "qcow2", "-O", "vdi", "-o", out_opts, str(src), str(vdi))
+    assert qemu_img("compare", "-f", "qcow2", "-F", "vdi", str(src), str(vdi)).returncode == 0
+    assert json.loads(qemu_img("check", "--output", "json", "-f", "vdi", str(vdi)).stdout
+                      ).get("corruptions", 0) == 0
+    for fmt in ("qcow2", "raw"):
+        back = tmp_path / f"back.{fmt}"
+        vmforge_img("convert", "-f", "vdi", "-O", fmt, str(vdi), str(back))
+        assert qemu_img("compare", "-f", "vdi", "-F", fmt, str(vdi), str(back)).returncode == 0
+        assert qemu_img("compare", "-f", "qcow2", "-F", fmt, str(src), str(back)).returncode == 0
+    theirs = tmp_path / "theirs.vdi"
+    qemu_img("convert", "-f", "qcow2", "-O", "vdi", "-o", out_opts, str(src), str(theirs))
+    assert to_raw(theirs, tmp_path / "t.raw", "vdi") == to_raw(vdi, tmp_path / "o.raw", "vdi")
+    if out_opts == "static=off":  # the same blocks allocated as qemu-img's conversion
+        with Vdi.open(str(vdi)) as a, Vdi.open(str(theirs)) as b:
+            assert a.blocks_allocated == b.blocks_allocated

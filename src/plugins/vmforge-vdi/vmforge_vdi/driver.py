@@ -1,0 +1,350 @@
+"""The vdi format driver: VirtualBox images, version 1.1, dynamic and static.
+
+Layout (all integers little-endian), as QEMU's ``block/vdi.c`` reads and
+writes it::
+
+    0       header (512 bytes): a text line, signature 0xbeda107f, version
+            1.1, image type (1 dynamic, 2 static), offsets of the block map
+            and of the data, sector size 512, disk size, block size (1 MiB),
+            blocks in the image, blocks allocated, UUIDs
+    0x200   block map: one u32 per block of the disk, the index of its data
+            block (0xffffffff: not allocated, 0xfffffffe: discarded; both
+            read as zeros)
+    data    data blocks, densely numbered in the order they were allocated
+
+A new block gets the number ``blocks_allocated``: its data is written first,
+then the header's count, then the block map entry.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import threading
+import uuid
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import Any, Self
+
+from vmforge.block.driver import (
+    BlockDriver,
+    BlockError,
+    BlockStatus,
+    CheckResult,
+    CorruptImageError,
+    CreateOption,
+    Extent,
+    ImageInfo,
+    UnsupportedOperation,
+)
+from vmforge.block.fileio import preadv_full, pwritev_full
+
+TEXT = b"<<< QEMU VM Virtual Disk Image >>>\n"
+SIGNATURE = 0xBEDA107F
+VERSION_1_1 = 0x00010001
+TYPE_DYNAMIC = 1
+TYPE_STATIC = 2
+SECTOR = 512
+BLOCK_SIZE = 1 << 20
+UNALLOCATED = 0xFFFFFFFF
+DISCARDED = 0xFFFFFFFE
+#: the most blocks QEMU accepts, and so the largest disk
+BLOCKS_MAX = 0x3FFFFFFF
+DISK_SIZE_MAX = BLOCKS_MAX * BLOCK_SIZE
+
+# text, signature, version, header size, image type, image flags, description,
+# block map offset, data offset, cylinders, heads, sectors, sector size, unused,
+# disk size, block size, block extra, blocks in image, blocks allocated,
+# uuid image, uuid last snapshot, uuid link, uuid parent, unused
+_HEADER = struct.Struct("<64sIIIII256sIIIIIIIQIIII16s16s16s16s56s")
+HEADER_SIZE = _HEADER.size
+ALLOCATED_AT = 0x184   # blocks_allocated
+_FIELD_AT = {"signature": 0x40, "version": 0x44, "image type": 0x4C, "offset_bmap": 0x154,
+             "offset_data": 0x158, "sector_size": 0x168, "disk_size": 0x170,
+             "block_size": 0x178, "blocks_in_image": 0x180, "uuid_link": 0x1A8,
+             "uuid_parent": 0x1B8}
+
+_DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
+_ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
+
+
+def _header(size: int, blocks: int, bmap_bytes: int, static: bool) -> bytes:
+    return _HEADER.pack(TEXT, SIGNATURE, VERSION_1_1, 0x180,
+                        TYPE_STATIC if static else TYPE_DYNAMIC, 0, b"", 0x200,
+                        0x200 + bmap_bytes, 0, 0, 0, SECTOR, 0, size, BLOCK_SIZE, 0, blocks,
+                        blocks if static else 0, uuid.uuid4().bytes, uuid.uuid4().bytes,
+                        bytes(16), bytes(16), b"")
+
+
+class Vdi(BlockDriver):
+    """A VDI image (QEMU's format name ``vdi``)."""
+
+    format_name = "vdi"
+    granularity = SECTOR
+    create_options = {
+        "static": CreateOption("static", bool, False,
+                               "a static (pre-allocated) image: every block allocated"),
+    }
+
+    def __init__(self, filename: str, readonly: bool, fd: int, header: bytearray,
+                 bmap: array[int]) -> None:
+        super().__init__(filename, readonly)
+        self.fd = fd
+        self.header = header
+        (_, _, _, _, self.image_type, _, _, self.offset_bmap, self.offset_data, _, _, _, _, _,
+         disk_size, self.block_size, _, self.blocks_in_image, self.blocks_allocated,
+         *_) = _HEADER.unpack_from(header)
+        # 'VBoxManage convertfromraw' can make odd sizes: the tail is ignored (as QEMU)
+        self._size = disk_size // SECTOR * SECTOR
+        self.bmap = bmap
+        self._lock = threading.Lock()
+        in_range = [e for e in bmap if e < self.blocks_in_image]
+        self._max_used = max(in_range, default=-1)
+
+    # -- class level ---------------------------------------------------------------------
+
+    @classmethod
+    def probe(cls, header: bytes, filename: str) -> int:
+        if len(header) < HEADER_SIZE:
+            return 0
+        return 100 if struct.unpack_from("<I", header, 0x40)[0] == SIGNATURE else 0
+
+    @classmethod
+    def create(cls, path: str, size: int, **options: Any) -> None:
+        opts = cls.parse_create_options(options)
+        if size < 0:
+            raise BlockError(f"size {size} is negative", path)
+        size = -(-size // SECTOR) * SECTOR
+        if size > DISK_SIZE_MAX:
+            raise BlockError(f"unsupported VDI image size (size is {size:#x}, max supported "
+                             f"is {DISK_SIZE_MAX:#x})", path)
+        blocks = -(-size // BLOCK_SIZE)
+        bmap_bytes = -(-blocks * 4 // SECTOR) * SECTOR
+        static = opts["static"]
+        entries = array("I", range(blocks) if static else [UNALLOCATED] * blocks)
+        if sys.byteorder == "big":
+            entries.byteswap()
+        try:
+            with open(path, "wb") as f:
+                f.write(_header(size, blocks, bmap_bytes, static))
+                f.write(entries.tobytes().ljust(bmap_bytes, b"\0"))
+                if static:
+                    f.truncate(HEADER_SIZE + bmap_bytes + blocks * BLOCK_SIZE)
+        except OSError as exc:
+            raise BlockError(f"cannot create: {exc.strerror}", path) from exc
+
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
+        try:
+            fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
+        except OSError as exc:
+            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
+        try:
+            header, bmap = cls._read_metadata(fd, path)
+            return cls(path, readonly, fd, header, bmap)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _read_metadata(fd: int, path: str) -> tuple[bytearray, array[int]]:
+        raw = bytearray(os.pread(fd, HEADER_SIZE, 0))
+        if len(raw) < 0x44 or struct.unpack_from("<I", raw, 0x40)[0] != SIGNATURE:
+            raise BlockError("not a VDI image (bad signature)", path)
+        if len(raw) < HEADER_SIZE:
+            raise CorruptImageError(f"header truncated to {len(raw)} bytes", path, 0, "header")
+        (_, _, version, _, _, _, _, bmap_at, data_at, _, _, _, sector_size, _, disk_size,
+         block_size, _, blocks, _, _, _, link, parent, _) = _HEADER.unpack(raw)
+
+        def bad(message: str, field: str) -> CorruptImageError:
+            return CorruptImageError(message, path, _FIELD_AT[field], "header")
+
+        if version != VERSION_1_1:
+            raise BlockError(f"unsupported VDI image (version {version >> 16}."
+                             f"{version & 0xFFFF})", path)
+        if disk_size > DISK_SIZE_MAX:
+            raise bad(f"unsupported VDI image size (size is {disk_size:#x}, max supported "
+                      f"is {DISK_SIZE_MAX:#x})", "disk_size")
+        if bmap_at % SECTOR or bmap_at < HEADER_SIZE:
+            raise bad(f"unsupported VDI image (block map offset {bmap_at:#x} is unaligned "
+                      "or inside the header)", "offset_bmap")
+        if data_at % SECTOR:
+            raise bad(f"unsupported VDI image (unaligned data offset {data_at:#x})",
+                      "offset_data")
+        if sector_size != SECTOR:
+            raise bad(f"unsupported VDI image (sector size {sector_size} is not {SECTOR})",
+                      "sector_size")
+        if block_size != BLOCK_SIZE:
+            raise bad(f"unsupported VDI image (block size {block_size} is not {BLOCK_SIZE})",
+                      "block_size")
+        if disk_size > blocks * block_size:
+            raise bad(f"unsupported VDI image (disk size {disk_size}, image bitmap has room "
+                      f"for {blocks * block_size})", "disk_size")
+        if any(link):
+            raise bad("unsupported VDI image (non-NULL link UUID)", "uuid_link")
+        if any(parent):
+            raise bad("unsupported VDI image (non-NULL parent UUID)", "uuid_parent")
+        if blocks > BLOCKS_MAX:
+            raise bad(f"unsupported VDI image (too many blocks {blocks}, max is {BLOCKS_MAX})",
+                      "blocks_in_image")
+        if data_at < bmap_at + 4 * blocks:
+            raise bad(f"data offset {data_at:#x} is inside the block map at {bmap_at:#x} of "
+                      f"{blocks} entries", "offset_data")
+        if bmap_at + 4 * blocks > os.fstat(fd).st_size:
+            raise CorruptImageError(f"the block map of {blocks} entries at {bmap_at:#x} is "
+                                    "past the end of the file", path, bmap_at, "block map")
+        bmap = array("I", os.pread(fd, 4 * blocks, bmap_at))
+        if len(bmap) != blocks:
+            raise CorruptImageError("block map truncated", path, bmap_at, "block map")
+        if sys.byteorder == "big":
+            bmap.byteswap()
+        return raw, bmap
+
+    # -- the image -----------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _pieces(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
+        """(block index, offset in block, length) for each block the range touches."""
+        bs = self.block_size
+        end = offset + length
+        while offset < end:
+            i, within = divmod(offset, bs)
+            n = min(bs - within, end - offset)
+            yield i, within, n
+            offset += n
+
+    def _data_offset(self, i: int) -> int | None:
+        """Where block ``i``'s data is in the file (None: reads as zeros), checked."""
+        entry = self.bmap[i]
+        if entry >= DISCARDED:
+            return None
+        if entry >= self.blocks_in_image:
+            raise CorruptImageError(f"block {i} has data block {entry}, beyond the "
+                                    f"{self.blocks_in_image} of the image", self.filename,
+                                    self.offset_bmap + 4 * i, "block map")
+        return self.offset_data + entry * self.block_size
+
+    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        views = [memoryview(b).cast("B") for b in buffers]
+        self._check_range(offset, sum(v.nbytes for v in views))
+        for v in views:
+            pos = 0
+            for i, within, n in self._pieces(offset, v.nbytes):
+                part = v[pos:pos + n]
+                at = self._data_offset(i)
+                if at is None:
+                    part[:] = bytes(n)
+                else:
+                    preadv_full(self.fd, at + within, [part])
+                pos += n
+            offset += v.nbytes
+
+    def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        self._check_writable()
+        views = [memoryview(b).cast("B") for b in buffers]
+        self._check_range(offset, sum(v.nbytes for v in views))
+        with self._lock:
+            for v in views:
+                pos = 0
+                for i, within, n in self._pieces(offset, v.nbytes):
+                    self._write_piece(i, within, v[pos:pos + n])
+                    pos += n
+                offset += v.nbytes
+
+    def _write_piece(self, i: int, within: int, data: memoryview) -> None:
+        at = self._data_offset(i)
+        if at is not None:
+            pwritev_full(self.fd, at + within, [data])
+            return
+        new = self.blocks_allocated
+        if new >= self.blocks_in_image:
+            raise CorruptImageError(f"cannot allocate: the header counts {new} allocated "
+                                    "blocks, all the image has", self.filename, ALLOCATED_AT,
+                                    "header")
+        if new <= self._max_used:
+            raise CorruptImageError(f"cannot allocate: the header counts {new} allocated "
+                                    f"blocks but data block {self._max_used} is in use",
+                                    self.filename, ALLOCATED_AT, "header")
+        block = bytearray(self.block_size)  # the rest of the block reads as zeros
+        block[within:within + data.nbytes] = data
+        pwritev_full(self.fd, self.offset_data + new * self.block_size, [memoryview(block)])
+        self.blocks_allocated = new + 1
+        self._max_used = new
+        struct.pack_into("<I", self.header, ALLOCATED_AT, new + 1)
+        os.pwrite(self.fd, self.header, 0)
+        self.bmap[i] = new
+        os.pwrite(self.fd, struct.pack("<I", new), self.offset_bmap + 4 * i)
+
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
+        self._check_writable()
+        self._check_range(offset, length)
+        zeros = memoryview(bytes(min(length, self.block_size)))
+        with self._lock:
+            for i, within, n in self._pieces(offset, length):
+                if self.bmap[i] < DISCARDED:  # an unallocated block already reads as zeros
+                    self._write_piece(i, within, zeros[:n])
+
+    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
+        self._check_range(offset, length)
+        cur: list[Any] | None = None  # [offset, length, status, host]
+        for i, within, n in self._pieces(offset, length):
+            at = self._data_offset(i)
+            status, host = (_ZERO, None) if at is None else (_DATA, at + within)
+            start = i * self.block_size + within
+            if cur is not None and cur[2] == status and (
+                    host is None if cur[3] is None else host == cur[3] + cur[1]):
+                cur[1] += n
+                continue
+            if cur is not None:
+                yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
+            cur = [start, n, status, host]
+        if cur is not None:
+            yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
+
+    def check(self, repair: str | None = None) -> CheckResult:
+        """The block map's consistency, as ``qemu-img check`` counts it (no repairs)."""
+        if repair:
+            raise UnsupportedOperation("vdi images cannot be repaired", self.filename)
+        result = CheckResult(self.filename, self.format_name)
+        owner: dict[int, int] = {}
+        allocated = 0
+        for block, entry in enumerate(self.bmap):
+            if entry >= DISCARDED:
+                continue
+            if entry >= self.blocks_in_image:
+                result.corruptions += 1
+                result.messages.append(f"ERROR: block index {block} too large, is {entry}")
+                continue
+            allocated += 1
+            if entry in owner:
+                result.corruptions += 1
+                # (qemu-img's message names the data block twice)
+                result.messages.append(f"ERROR: block index {entry} also used by {entry}")
+            else:
+                owner[entry] = block
+        if allocated != self.blocks_allocated:
+            result.corruptions += 1
+            result.messages.append(f"ERROR: allocated blocks mismatch, is {allocated}, "
+                                   f"should be {self.blocks_allocated}")
+        return result
+
+    def flush(self) -> None:
+        if not self.readonly and self.sync:  # metadata is written through: only the fsync
+            try:
+                os.fsync(self.fd)
+            except OSError as exc:
+                raise BlockError(f"flush failed: {exc.strerror}", self.filename) from exc
+
+    def info(self) -> ImageInfo:
+        st = os.fstat(self.fd)
+        return ImageInfo(self.filename, self.format_name, self._size, st.st_blocks * 512,
+                         cluster_size=self.block_size)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            os.close(self.fd)
