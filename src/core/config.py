@@ -146,6 +146,8 @@ class MachineConfig:
     #: ``-chardev`` back-ends by id: QEMU's text (``file,id=c0,path=P``), a
     #: ``vmforge.devspec.ChardevSpec`` or a ready ``vmforge.chardev.CharBackend``
     chardevs: dict[str, Any] = field(default_factory=dict)
+    #: ``-global DRIVER.PROP=VALUE``: property defaults per device name
+    globals: dict[str, dict[str, str]] = field(default_factory=dict)
     #: per serial port: a ``-serial`` spec or a ready ``vmforge.chardev.CharBackend``
     serial: list[Any] = field(default_factory=lambda: ["stdio"])
     accel: str | None = None            # None: the machine's default
@@ -154,6 +156,23 @@ class MachineConfig:
     #: :class:`~vmforge.clock.Icount` counts instructions (``-icount``)
     icount: Icount | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def parse_global(text: str, into: dict[str, dict[str, str]]) -> None:
+        """``-global virtio-mmio.force-legacy=on`` (or ``driver=D,property=P,value=V``)."""
+        if text.startswith("driver="):
+            opts = parse_opts(text)
+            try:
+                driver, prop, value = opts["driver"], opts["property"], opts["value"]
+            except KeyError as exc:
+                raise ValueError(f"-global {text!r}: needs driver=, property= and value=") \
+                    from exc
+        else:
+            name, eq, value = text.partition("=")
+            driver, dot, prop = name.rpartition(".")
+            if not (eq and dot and driver and prop):
+                raise ValueError(f"-global {text!r}: expected DRIVER.PROPERTY=VALUE")
+        into.setdefault(driver, {})[prop.replace("-", "_")] = value
 
     @staticmethod
     def parse_memory(text: str) -> int:

@@ -132,12 +132,15 @@ class Machine:
         return device
 
     def create_device(self, driver: str, **props: Any) -> Device:
-        """A device from the ``vmforge.device`` plugins, by name, with properties."""
+        """A device from the ``vmforge.device`` plugins, by name, with properties
+        (QEMU's ``-global DRIVER.PROP=VALUE`` defaults from ``config.globals``
+        first, ``props`` over them)."""
         from vmforge.plugins import registry
 
         cls = registry().load("device", driver)
+        merged = {**self.config.globals.get(driver, {}), **props}
         try:
-            return cls(**props)
+            return cls(**merged)
         except DeviceError:
             raise
         except (TypeError, ValueError) as exc:

@@ -61,6 +61,8 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-drive", dest="drives", action="append", default=[], metavar="OPTS")
     p.add_argument("-device", dest="devices", action="append", default=[], metavar="OPTS",
                    help="a device: '-device help' lists them, '-device NAME,help' its options")
+    p.add_argument("-global", dest="globals", action="append", default=[],
+                   metavar="DRIVER.PROP=VALUE", help="a property default for every such device")
     p.add_argument("-hda", dest="hda", metavar="FILE", help="the first disk (-drive file=FILE)")
     p.add_argument("-chardev", dest="chardevs", action="append", default=[],
                    metavar="stdio|null|file,id=ID[,path=P]")
@@ -115,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         drives=[*([DriveSpec(args.hda)] if args.hda else []),
                 *(DriveSpec.parse(d) for d in args.drives)],
         chardevs={c.id: c for c in map(ChardevSpec.parse, args.chardevs)},
+        globals=_globals(args.globals),
         devices=[DeviceSpec.parse(d) for d in args.devices],
         netdevs=[NetdevSpec.parse(n) for n in args.netdevs],
         serial=args.serial or ["stdio"],
@@ -212,6 +215,13 @@ def _error_text(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, VmforgeError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc) or type(exc).__name__
+
+
+def _globals(items: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for text in items:
+        MachineConfig.parse_global(text, out)
+    return out
 
 
 def _device_help(devices: list[str]) -> bool:

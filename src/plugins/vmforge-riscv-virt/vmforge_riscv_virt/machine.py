@@ -97,17 +97,23 @@ class RiscvVirt(HartMachine):
             if len(devices) > board.VIRTIO_COUNT:
                 raise MachineError(f"riscv-virt: {len(devices)} devices but only "
                                    f"{board.VIRTIO_COUNT} virtio-mmio slots")
-            slots = [VirtioMmioTransport() for _ in range(board.VIRTIO_COUNT)]
+            plugged: dict[int, VirtioDevice] = {}
             for i, dev in enumerate(devices):
                 if not isinstance(dev, VirtioDevice):
                     raise MachineError(f"riscv-virt: -device {dev.name}: only virtio devices "
                                        "can be plugged (into the virtio-mmio slots)")
-                slots[board.VIRTIO_COUNT - 1 - i] = VirtioMmioTransport(dev)
+                plugged[board.VIRTIO_COUNT - 1 - i] = dev
+            slots = [self._transport(plugged.get(i)) for i in range(board.VIRTIO_COUNT)]
         except MachineError:
             for dev in devices:     # opened images and back-ends are let go
                 dev.unrealize()
             raise
         return slots
+
+    def _transport(self, dev: VirtioDevice | None) -> VirtioMmioTransport:
+        slot = self.create_device("virtio-mmio", backend=dev)
+        assert isinstance(slot, VirtioMmioTransport)
+        return slot
 
     def reload_images(self) -> None:
         self._load_images()
