@@ -6,7 +6,10 @@ Linux kernel and a busybox initramfs into the cache
 ``guests/default.json``::
 
     {"machine": "riscv-virt", "memory": "256M", "kernel": "...", "initrd": "...",
-     "append": "console=ttyS0"}
+     "append": "console=ttyS0", "disk": ".../guests/disk.qcow2"}
+
+``disk`` is a qcow2 image the guest sees as ``/dev/vda``, made once (empty)
+and kept: what the guest writes there stays from one ``make demo`` to the next.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class DefaultGuest:
     kernel: str
     initrd: str | None
     append: str
+    disk: str | None = None
 
 
 def default_guest() -> DefaultGuest:
@@ -53,10 +57,10 @@ def default_guest() -> DefaultGuest:
     try:
         guest = DefaultGuest(str(data["machine"]), str(data.get("memory", "256M")),
                              str(data["kernel"]), data.get("initrd"),
-                             str(data.get("append", "")))
+                             str(data.get("append", "")), data.get("disk"))
     except (KeyError, TypeError) as exc:
         raise VmforgeError(f"{path}: missing field {exc}: {how}") from None
-    for f in (guest.kernel, guest.initrd):
+    for f in (guest.kernel, guest.initrd, guest.disk):
         if f is not None and not os.path.exists(f):
             raise VmforgeError(f"the default guest's {f} is gone: {how}")
     return guest
@@ -87,11 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--kernel", required=True)
     rec.add_argument("--initrd")
     rec.add_argument("--append", default="console=ttyS0")
+    rec.add_argument("--disk", help="a qcow2 disk for the guest (made, empty, if missing)")
+    rec.add_argument("--disk-size", default="1G")
     sub.add_parser("show", help="print the default guest")
     args = ap.parse_args(argv)
     if args.cmd == "record":
+        if args.disk and not os.path.exists(args.disk):
+            from vmforge.block import parse_size
+            from vmforge.block.backend import create_image
+
+            os.makedirs(os.path.dirname(os.path.abspath(args.disk)), exist_ok=True)
+            create_image("qcow2", args.disk, parse_size(args.disk_size))
         path = record_default_guest(DefaultGuest(args.machine, args.memory, args.kernel,
-                                                 args.initrd, args.append))
+                                                 args.initrd, args.append,
+                                                 os.path.abspath(args.disk) if args.disk
+                                                 else None))
         print(f"default guest recorded in {path}")
     else:
         print(json.dumps(default_guest().__dict__, indent=2))

@@ -91,6 +91,8 @@ def apply_default_guest(args: argparse.Namespace) -> None:
         args.memory = args.memory or guest.memory
         args.kernel, args.initrd = guest.kernel, args.initrd or guest.initrd
         args.append = args.append or guest.append
+        if guest.disk is not None and not args.hda:
+            args.drives = [f"file={guest.disk},format=qcow2", *args.drives]
     if args.machine is None:
         args.machine = DEFAULT_MACHINE
 
