@@ -1,0 +1,6 @@
+"""Make the bochs test helpers (``bochs_kit``) importable."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
