@@ -1,0 +1,174 @@
+"""The cloop format driver: compressed loop images (cloop 2.0), read-only.
+
+Layout (big-endian), as QEMU's ``block/cloop.c`` reads it::
+
+    0       a shell script ("#!/bin/sh", "#V2.0 Format", a modprobe line),
+            padded to 128 bytes
+    128     block size (u32, a multiple of 512), number of blocks n (u32)
+    136     n + 1 offsets (u64): block i is the zlib stream in
+            [offset[i], offset[i+1]), inflating to exactly one block
+    ...     the compressed blocks
+
+The disk is n blocks long.  qemu-img cannot create these images and neither
+does vmforge.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import threading
+import zlib
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import Any, Self
+
+from vmforge.block.driver import (
+    BlockDriver,
+    BlockError,
+    BlockStatus,
+    CorruptImageError,
+    Extent,
+    ImageInfo,
+    ReadOnlyError,
+)
+
+MAGIC = (b"#!/bin/sh\n#V2.0 Format\n"
+         b"modprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n")
+HEADER_SIZE = 128
+#: QEMU's limits: 64 MiB blocks, 512 MiB of offsets, compressed blocks of 128 MiB
+MAX_BLOCK_SIZE = 64 << 20
+MAX_OFFSETS_BYTES = 512 << 20
+MAX_COMPRESSED = 2 * MAX_BLOCK_SIZE
+
+_STATUS = BlockStatus.DATA | BlockStatus.ALLOCATED | BlockStatus.COMPRESSED
+
+
+class Cloop(BlockDriver):
+    """A cloop image (read-only)."""
+
+    format_name = "cloop"
+    granularity = 512
+
+    def __init__(self, filename: str, fd: int, block_size: int, offsets: array[int]) -> None:
+        super().__init__(filename, True)
+        self.fd = fd
+        self.block_size = block_size
+        self.granularity = block_size
+        self.offsets = offsets
+        self.n_blocks = len(offsets) - 1
+        self._file_size = os.fstat(fd).st_size
+        self._cache: tuple[int, bytes] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def probe(cls, header: bytes, filename: str) -> int:
+        # a low score, as QEMU: the magic is a shell script's first lines
+        n = min(len(MAGIC), len(header))
+        return 2 if n and header[:n] == MAGIC[:n] else 0
+
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
+        if not readonly:
+            raise ReadOnlyError("the cloop format can only be opened read-only", path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
+        try:
+            return cls._open_fd(path, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def _open_fd(cls, path: str, fd: int) -> Self:
+        raw = os.pread(fd, HEADER_SIZE + 8, 0)
+        if raw[:len(MAGIC)] != MAGIC:
+            raise BlockError("not a cloop image (no 'V2.0 Format' header)", path)
+        if len(raw) < HEADER_SIZE + 8:
+            raise CorruptImageError(f"header truncated to {len(raw)} bytes", path, 0, "header")
+        block_size, n = struct.unpack_from(">II", raw, HEADER_SIZE)
+        if block_size == 0 or block_size % 512 or block_size > MAX_BLOCK_SIZE:
+            raise CorruptImageError(f"block size {block_size} must be a non-zero multiple of "
+                                    f"512 of at most {MAX_BLOCK_SIZE >> 20} MiB", path,
+                                    HEADER_SIZE, "header")
+        nbytes = 8 * (n + 1)
+        if nbytes > MAX_OFFSETS_BYTES:
+            raise CorruptImageError(f"{n} blocks need too many offsets; try increasing the "
+                                    "block size", path, HEADER_SIZE + 4, "header")
+        start = HEADER_SIZE + 8
+        if start + nbytes > os.fstat(fd).st_size:
+            raise CorruptImageError(f"the offsets of {n} blocks are past the end of the file",
+                                    path, HEADER_SIZE + 4, "header")
+        offsets = array("Q", os.pread(fd, nbytes, start))
+        if len(offsets) != n + 1:
+            raise CorruptImageError("offsets truncated", path, start, "offsets")
+        if sys.byteorder == "little":
+            offsets.byteswap()
+        for i in range(1, n + 1):
+            size = offsets[i] - offsets[i - 1]
+            if size < 0:
+                raise CorruptImageError(f"offsets not monotonically increasing at index {i}",
+                                        path, start + 8 * i, "offsets")
+            if size > MAX_COMPRESSED:
+                raise CorruptImageError(f"invalid compressed block size {size} at index {i}",
+                                        path, start + 8 * i, "offsets")
+        return cls(path, fd, block_size, offsets)
+
+    @property
+    def size(self) -> int:
+        return self.n_blocks * self.block_size
+
+    def _block(self, i: int) -> bytes:
+        """Block ``i``, inflated (the last one is cached)."""
+        cached = self._cache
+        if cached is not None and cached[0] == i:
+            return cached[1]
+        at, end = self.offsets[i], self.offsets[i + 1]
+        where = HEADER_SIZE + 8 + 8 * i
+        if end > self._file_size:
+            raise CorruptImageError(f"block {i} at {at:#x}..{end:#x} is past the end of the "
+                                    "file", self.filename, where, "offsets")
+        try:
+            d = zlib.decompressobj()
+            out = d.decompress(os.pread(self.fd, end - at, at), self.block_size)
+            complete = d.eof
+        except zlib.error as exc:
+            raise CorruptImageError(f"block {i} at {at:#x} does not inflate: {exc}",
+                                    self.filename, where, "offsets") from None
+        if len(out) != self.block_size or not complete:
+            raise CorruptImageError(f"block {i} at {at:#x} inflates to {len(out)} bytes, not "
+                                    f"a whole stream of {self.block_size}", self.filename,
+                                    where, "offsets")
+        self._cache = (i, out)
+        return out
+
+    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        views = [memoryview(b).cast("B") for b in buffers]
+        self._check_range(offset, sum(v.nbytes for v in views))
+        bs = self.block_size
+        with self._lock:
+            for v in views:
+                pos = 0
+                while pos < v.nbytes:
+                    i, within = divmod(offset + pos, bs)
+                    n = min(bs - within, v.nbytes - pos)
+                    v[pos:pos + n] = self._block(i)[within:within + n]
+                    pos += n
+                offset += v.nbytes
+
+    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
+        self._check_range(offset, length)
+        if length:
+            yield Extent(offset, length, _STATUS, None, 0, self.filename)
+
+    def info(self) -> ImageInfo:
+        st = os.fstat(self.fd)
+        return ImageInfo(self.filename, self.format_name, self.size, st.st_blocks * 512)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            os.close(self.fd)
