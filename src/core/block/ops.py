@@ -244,17 +244,16 @@ def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse
 
 def _runs(clusters: list[int], g: int, size: int) -> Iterator[tuple[int, int]]:
     """Adjacent cluster offsets merged into ``(start, end)`` byte runs."""
-    start = prev = None
-    for c in clusters:
-        if start is None:
-            start = prev = c
-        elif c == prev + g:
+    if not clusters:
+        return
+    start = prev = clusters[0]
+    for c in clusters[1:]:
+        if c == prev + g:
             prev = c
         else:
             yield start, min(prev + g, size)
             start = prev = c
-    if start is not None and prev is not None:
-        yield start, min(prev + g, size)
+    yield start, min(prev + g, size)
 
 
 def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,

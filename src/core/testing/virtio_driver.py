@@ -461,7 +461,7 @@ class MmioDriver:
         """Allocate and configure queue ``index`` (split or packed as negotiated)."""
         self.wr(mmio.QUEUE_SEL, index)
         size = size or self.rd(mmio.QUEUE_NUM_MAX)
-        kw = {"event_idx": bool(self.features >> spec.VIRTIO_F_EVENT_IDX & 1),
+        kw: dict[str, Any] = {"event_idx": bool(self.features >> spec.VIRTIO_F_EVENT_IDX & 1),
               "indirect": bool(self.features >> spec.VIRTIO_F_INDIRECT_DESC & 1),
               "notify": lambda: self.wr(mmio.QUEUE_NOTIFY, index)}
         self.wr(mmio.QUEUE_NUM, size)
