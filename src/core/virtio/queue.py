@@ -159,10 +159,11 @@ class Virtqueue:
         """Give ``chain`` back with ``written`` bytes written into its writable part
         (visible to the driver at :meth:`notify_guest` / :meth:`flush`)."""
         ring = self.ring
-        if ring is None or chain is None or self.inflight.get(chain.head) is not chain:
+        head, room = chain.head, chain.writable_len
+        if ring is None or self.inflight.get(head) is not chain:
             return  # the queue was reset since the chain was popped
-        written = max(0, min(int(written), chain.writable_len))
-        del self.inflight[chain.head]
+        written = max(0, min(int(written), room))
+        del self.inflight[head]
         ring.push(chain, written)
 
     def flush(self) -> None:
