@@ -219,3 +219,10 @@ def test_public_names_are_exported() -> None:
     for name in block.__all__:
         assert getattr(block, name) is not None, name
     assert {"BlockBackend", "probe_format", "LockedError", "CACHE_MODES"} <= set(block.__all__)
+
+
+def test_read_only_error_keeps_its_message() -> None:
+    """It is also a PermissionError, whose str() would hide the message."""
+    err = ReadOnlyError("image opened read-only", "disk.qcow2")
+    assert str(err) == "disk.qcow2: image opened read-only"
+    assert isinstance(err, PermissionError) and err.filename == "disk.qcow2"

@@ -104,6 +104,9 @@ class BlockRangeError(BlockError, ValueError):
 class ReadOnlyError(BlockError, PermissionError):
     """A write to an image opened read-only."""
 
+    def __str__(self) -> str:     # OSError's would show "[Errno None] None: <file>"
+        return str(self.args[0]) if self.args else "read-only"
+
 
 class UnsupportedOperation(BlockError, NotImplementedError):
     """The format cannot do this (e.g. truncate a fixed-size format)."""
