@@ -98,7 +98,12 @@ setup(
     entry_points={
         "console_scripts": ["vmforge = vmforge.cli.main:main"],
         # the core registers its own virtio transport (boards create it around a device)
-        "vmforge.device": ["virtio-mmio = vmforge.virtio.mmio:VirtioMmioTransport"],
+        "vmforge.device": ["virtio-mmio = vmforge.virtio.mmio:VirtioMmioTransport",
+                           # virtio-pci wrappers: the transport plus the -device variant
+                           "virtio-blk-pci = vmforge.virtio.pci:VirtioBlkPci",
+                           "virtio-net-pci = vmforge.virtio.pci:VirtioNetPci",
+                           "virtio-rng-pci = vmforge.virtio.pci:VirtioRngPci",
+                           "virtio-serial-pci = vmforge.virtio.pci:VirtioSerialPci"],
         # the conformance kit for disk-format authors (pytest --vmforge-format NAME)
         "pytest11": ["vmforge = vmforge.testing.pytest_plugin"],
     },

@@ -442,15 +442,15 @@ class PciDevice(Device):
             raise PciStateError(f"{self.name}: config space is not {self.config_size} bytes")
         if type(record.get("intx")) is not bool:
             raise PciStateError(f"{self.name}: intx is not a bool")
-        if (record.get("msix") is None) != (self.msix is None):
-            raise PciStateError(f"{self.name}: MSI-X presence differs")
-        if self.msix is not None:
-            self.msix.check_state(record["msix"])
         for i in range(self.config_size):
             fixed = self.cmask[i] & ~self.wmask[i] & ~self.w1cmask[i] & 0xFF
             if (config[i] ^ self.config[i]) & fixed:
                 raise PciStateError(f"{self.name}: config byte {i:#x} is {config[i]:#04x}, "
                                     f"this device has {self.config[i]:#04x} (read-only bits)")
+        if (record.get("msix") is None) != (self.msix is None):
+            raise PciStateError(f"{self.name}: MSI-X presence differs")
+        if self.msix is not None:
+            self.msix.check_state(record["msix"])
 
     def apply_pci_state(self, record: dict[str, Any]) -> None:
         """Take a record :meth:`check_pci_state` accepted: config, MSI-X, mappings, INTx."""

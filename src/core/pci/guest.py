@@ -173,6 +173,7 @@ def assign_bars(ecam: Ecam, slot: int, fn: int, mem: Window, io: Window | None =
 
 # -- virtio-pci ---------------------------------------------------------------------------------
 VIRTIO_CAP_COMMON, VIRTIO_CAP_NOTIFY, VIRTIO_CAP_ISR, VIRTIO_CAP_DEVICE = 1, 2, 3, 4
+VIRTIO_CAP_PCI_CFG = 5  # a window into the BARs through configuration space
 COMMON = {"dfselect": (0x00, 4), "df": (0x04, 4), "gfselect": (0x08, 4), "gf": (0x0C, 4),
           "msix_config": (0x10, 2), "num_queues": (0x12, 2), "status": (0x14, 1),
           "generation": (0x15, 1), "q_select": (0x16, 2), "q_size": (0x18, 2),
@@ -214,11 +215,12 @@ class VirtioPciDriver:
                 continue
             cfg_type = e.read(s, f, pos + 3, 1)
             bar = e.read(s, f, pos + 4, 1)
-            if cfg_type in found or bar not in self.bars:
+            if cfg_type in found or (bar not in self.bars and cfg_type != VIRTIO_CAP_PCI_CFG):
                 continue
             offset, length = e.read(s, f, pos + 8), e.read(s, f, pos + 12)
-            info = {"pos": pos, "bar": bar, "offset": offset, "length": length,
-                    "address": self.bar_cpu_address(bar) + offset}
+            info = {"pos": pos, "bar": bar, "offset": offset, "length": length}
+            if bar in self.bars:
+                info["address"] = self.bar_cpu_address(bar) + offset
             if cfg_type == VIRTIO_CAP_NOTIFY:
                 info["multiplier"] = e.read(s, f, pos + 16)
             found[cfg_type] = info
@@ -313,8 +315,11 @@ class VirtioPciDriver:
             num = self.legacy_reg("q_num")
             if not num or self.legacy_reg("q_pfn"):
                 raise RuntimeError(f"queue {index} unavailable")
+            def legacy_notify() -> None:
+                self.legacy_reg("q_notify", index)
+
             q = SplitQueueDriver(self.memory, self.alloc, num, legacy_align=4096,
-                                 notify=lambda: self.legacy_reg("q_notify", index), **kw)
+                                 notify=legacy_notify, **kw)
             self.legacy_reg("q_pfn", q.desc >> 12)
             return q
         if index >= self.common("num_queues"):
