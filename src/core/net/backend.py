@@ -165,10 +165,12 @@ class NetBackend:
 
     def can_send(self) -> bool:
         """Whether :meth:`send` would take a frame without queueing past the limit."""
-        ok = not self.closed and self._tx_pending() < self.tx_queue_bytes
-        if not ok:
-            self._tx_blocked = True
-        return ok
+        if self.closed:
+            return False
+        if self._tx_pending() < self.tx_queue_bytes:
+            return True
+        self._tx_blocked = True  # then look again: a drain in between would not signal
+        return self._tx_pending() < self.tx_queue_bytes
 
     def send(self, frame: Frame) -> bool:
         """Send one guest frame (a sequence of buffers; they are not kept after the
