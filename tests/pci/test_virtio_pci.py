@@ -290,3 +290,34 @@ def test_wrappers_are_registered_devices():
     for name in ("virtio-blk-pci", "virtio-rng-pci", "virtio-net-pci"):
         assert name in names
     assert registry().load("device", "virtio-rng-pci") is VirtioRngPci
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hostile_config_and_bar_writes_break_nothing(rig, seed):
+    import random
+
+    rnd = random.Random(seed)
+    t, drv = plug(rig, LegacyEcho())
+    drv.setup()
+    ident = rig.ecam.read(SLOT, 0, 0)
+    bar_ranges = [(drv.bar_cpu_address(i), b.size) for i, b in drv.bars.items()]
+    for _ in range(3000):
+        size = rnd.choice((1, 2, 4))
+        if rnd.random() < 0.5:
+            reg = rnd.randrange(0, 0x1000) & ~(size - 1)
+            value = rnd.choice((0, 0xFFFFFFFF, rnd.getrandbits(32)))
+            rig.ecam.write(SLOT, 0, reg, size, value & ((1 << (8 * size)) - 1))
+            rig.ecam.read(SLOT, 0, reg & ~3)
+        else:
+            base, length = rnd.choice(bar_ranges)
+            addr = base + (rnd.randrange(length) & ~(size - 1))
+            if rnd.random() < 0.5:
+                rig.space.read(addr, size)
+            else:
+                rig.space.write(addr, size, rnd.getrandbits(8 * size))
+        rig.loop.run()
+    assert rig.ecam.read(SLOT, 0, 0) == ident
+    assert [c for _, c in rig.ecam.capabilities(SLOT)] == [regs.CAP_ID_MSIX, 9, 9, 9, 9, 9]
+    rig.host.reset()  # and the function comes back to its power-on state
+    assert t.dev.status == 0 and rig.bus.mem_space.regions() == []
+    assert sum(rig.bus.irq_count) == 0 and not any(rig.levels.values())
