@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ import pytest
 
 from vmforge.chardev import BufferChar
 from vmforge.config import DriveSpec, MachineConfig
+from vmforge.testing.console import ProcessConsole
 from vmforge.testing.oracles import oracle_missing, require_files
 
 from .bench_boot import FW_JUMP, SHELL_PROMPT, guest
@@ -42,45 +41,6 @@ COMMANDS = {
     "4k-reads-16MiB": (b"dd if=/dev/vda of=/dev/null bs=4k count=4096 iflag=direct",
                        16 << 20, 4096),
 }
-
-
-class QemuConsole:
-    """QEMU's serial console on pipes, with BufferChar's wait_for/feed."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
-        self.buf = bytearray()
-        self.cursor = 0
-        self.cond = threading.Condition()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        while chunk := self.proc.stdout.read1(65536):
-            with self.cond:
-                self.buf += chunk
-                self.cond.notify_all()
-
-    def feed(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def wait_for(self, pattern: re.Pattern[bytes], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while (m := pattern.search(self.buf, self.cursor)) is None:
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise TimeoutError(f"QEMU: {pattern.pattern!r} not seen: "
-                                       f"{bytes(self.buf[-300:])!r}")
-                self.cond.wait(left)
-            self.cursor = m.end()
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 def _boot_vmforge(disk: Path) -> tuple[Any, Callable[[], None]]:
@@ -99,7 +59,7 @@ def _boot_qemu(disk: Path) -> tuple[Any, Callable[[], None]]:
     qemu = shutil.which("qemu-system-riscv64")
     if qemu is None:
         oracle_missing("qemu-system-riscv64 is not installed (Debian qemu-system-misc)")
-    console = QemuConsole([qemu, "-M", "virt", "-m", "256M", "-nographic", "-bios", FW_JUMP,
+    console = ProcessConsole([qemu, "-M", "virt", "-m", "256M", "-nographic", "-bios", FW_JUMP,
                            "-kernel", guest("linux-riscv64"),
                            "-initrd", guest("initramfs-riscv64"), "-append", "console=ttyS0",
                            "-drive", f"file={disk},format=raw,if=none,id=hd0",

@@ -28,10 +28,12 @@ class ConfigError(VmforgeError, ValueError):
     """An option or property has a value it cannot have (the message names it)."""
 
 
-def parse_opts(text: str, implied: str | None = None) -> dict[str, str]:
+def parse_opts(text: str, implied: str | None = None,
+               repeatable: frozenset[str] = frozenset()) -> dict[str, Any]:
     """``"virt,dumpdtb=x.dtb"`` -> ``{implied: "virt", "dumpdtb": "x.dtb"}``.
 
-    A bare ``flag`` means ``flag=on``; ``,,`` is a literal comma.
+    A bare ``flag`` means ``flag=on``; ``,,`` is a literal comma.  Keys in
+    ``repeatable`` may be given several times and come as a list of values.
     """
     parts: list[str] = []
     cur = []
@@ -49,7 +51,7 @@ def parse_opts(text: str, implied: str | None = None) -> dict[str, str]:
             cur.append(ch)
         i += 1
     parts.append("".join(cur))
-    out: dict[str, str] = {}
+    out: dict[str, Any] = {}
     for n, part in enumerate(parts):
         if not part:
             continue
@@ -59,6 +61,9 @@ def parse_opts(text: str, implied: str | None = None) -> dict[str, str]:
             key, value = implied, part
         else:
             key, value = part, "on"
+        if key in repeatable:
+            out.setdefault(key, []).append(value)
+            continue
         if key in out:
             raise ValueError(f"option {key!r} given twice in {text!r}")
         out[key] = value
@@ -117,14 +122,33 @@ class NetdevSpec:
 
     type: str
     id: str
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    #: options QEMU lets a netdev repeat (each a rule of its own)
+    REPEATABLE = frozenset({"hostfwd", "guestfwd"})
 
     @classmethod
     def parse(cls, text: str) -> NetdevSpec:
-        opts = parse_opts(text, implied="type")
+        opts = parse_opts(text, implied="type", repeatable=cls.REPEATABLE)
         if "type" not in opts or "id" not in opts:
             raise ValueError(f"-netdev {text!r}: needs a type and id=")
         return cls(opts.pop("type"), opts.pop("id"), opts)
+
+    @classmethod
+    def parse_nic(cls, text: str, index: int) -> tuple[NetdevSpec, DeviceSpec]:
+        """``-nic TYPE[,model=M][,mac=A][,netdev options]``: a back-end and the
+        NIC on it (``virtio-net-device`` unless ``model=`` names another)."""
+        opts = parse_opts(text, implied="type", repeatable=cls.REPEATABLE)
+        if "type" not in opts:
+            raise ValueError(f"-nic {text!r}: needs a back-end type (user, tap, socket)")
+        ident = opts.pop("id", f"__nic{index}")
+        model = opts.pop("model", "virtio-net-device")
+        if model == "virtio":
+            model = "virtio-net-device"
+        dev_props = {"netdev": ident}
+        if "mac" in opts:
+            dev_props["mac"] = opts.pop("mac")
+        return cls(opts.pop("type"), ident, opts), DeviceSpec(model, dev_props)
 
 
 @dataclass

@@ -102,6 +102,8 @@ class Machine:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._clock_origin_seen: int | None = None
+        #: network back-ends by ``-netdev`` id (:meth:`open_netdevs`)
+        self.netdevs: dict[str, Any] = {}
 
     # -- assembly (from build) ----------------------------------------------------------
 
@@ -118,6 +120,19 @@ class Machine:
             if getattr(self.config, option):
                 raise MachineError(f"machine {self.name!r} does not support "
                                    f"{flags.get(option, option)} yet")
+
+    def open_netdevs(self) -> None:
+        """Open the ``-netdev`` back-ends (``config.netdevs``) into :attr:`netdevs`,
+        where NICs find theirs by id; they are closed with the machine."""
+        from vmforge.net import create_netdev
+
+        for spec in self.config.netdevs:
+            if spec.id in self.netdevs:
+                raise MachineError(f"-netdev id={spec.id} is given twice")
+            try:
+                self.netdevs[spec.id] = create_netdev(spec, self)
+            except ValueError as exc:
+                raise MachineError(str(exc)) from None
 
     def add_ram(self, base: int, size: int, name: str = "ram",
                 readonly: bool = False) -> RamRegion:
@@ -182,6 +197,9 @@ class Machine:
         for chardev in self._own_chardevs:
             chardev.close()
         self._own_chardevs.clear()
+        for backend in self.netdevs.values():
+            backend.close()
+        self.netdevs.clear()
 
     def serial_chardev(self, index: int = 0) -> CharBackend | None:
         """The host back-end of serial port ``index`` (``-serial``), made once.

@@ -66,7 +66,11 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-hda", dest="hda", metavar="FILE", help="the first disk (-drive file=FILE)")
     p.add_argument("-chardev", dest="chardevs", action="append", default=[],
                    metavar="stdio|null|file,id=ID[,path=P]")
-    p.add_argument("-netdev", dest="netdevs", action="append", default=[], metavar="OPTS")
+    p.add_argument("-netdev", dest="netdevs", action="append", default=[],
+                   metavar="user|tap|socket,id=ID[,...]")
+    p.add_argument("-nic", dest="nics", action="append", default=[],
+                   metavar="user|tap|socket[,model=virtio-net-device][,mac=M][,...]",
+                   help="a network back-end and the NIC on it in one option")
     p.add_argument("-serial", dest="serial", action="append", default=[],
                    metavar="stdio|file:PATH|null|none")
     p.add_argument("-nographic", action="store_true", help="console on stdio (the default)")
@@ -106,6 +110,7 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         accel = "kvm"
     if args.display not in ("none",):
         raise VmforgeError(f"-display {args.display}: vmforge has no graphics; use -nographic")
+    nics = [NetdevSpec.parse_nic(text, i) for i, text in enumerate(args.nics)]
     return MachineConfig(
         machine=mopts.pop("type"),
         machine_props=mopts,
@@ -120,8 +125,8 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
                 *(DriveSpec.parse(d) for d in args.drives)],
         chardevs={c.id: c for c in map(ChardevSpec.parse, args.chardevs)},
         globals=_globals(args.globals),
-        devices=[DeviceSpec.parse(d) for d in args.devices],
-        netdevs=[NetdevSpec.parse(n) for n in args.netdevs],
+        devices=[*(DeviceSpec.parse(d) for d in args.devices), *(d for _, d in nics)],
+        netdevs=[*(NetdevSpec.parse(n) for n in args.netdevs), *(n for n, _ in nics)],
         serial=args.serial or ["stdio"],
         accel=accel,
         trace=[t for item in args.trace for t in item.split(",") if t],

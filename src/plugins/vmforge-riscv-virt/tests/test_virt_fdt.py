@@ -19,8 +19,7 @@ from vmforge_serial import Ns16550a
 MEM = 256 << 20
 
 #: nodes QEMU writes for devices vmforge does not model
-QEMU_ONLY = ("/pmu", "/fw-cfg@10100000", "/flash@20000000", "/platform-bus@4000000",
-             "/soc/pci@30000000")
+QEMU_ONLY = ("/pmu", "/fw-cfg@10100000", "/flash@20000000", "/platform-bus@4000000")
 #: properties that hold phandles: name -> cells per entry after the phandle
 PHANDLE_PROPS = {"interrupt-parent": 0, "regmap": 0, "cpu": 0, "interrupts-extended": 1}
 
@@ -28,7 +27,8 @@ PHANDLE_PROPS = {"interrupt-parent": 0, "regmap": 0, "cpu": 0, "interrupts-exten
 def virt_tree(harts: int, **cfg) -> DeviceTree:
     placed = standard_placements(
         Plic(num_harts=harts), Clint(num_harts=harts), SifiveTest(), GoldfishRtc(),
-        Ns16550a(NullChar()), [VirtioMmioTransport() for _ in range(virt.VIRTIO_COUNT)])
+        Ns16550a(NullChar()), [VirtioMmioTransport() for _ in range(virt.VIRTIO_COUNT)],
+        virt.pcie_host(MEM))
     return build_virt_fdt(VirtFdtConfig(num_harts=harts, mem_size=MEM, **cfg), placed)
 
 

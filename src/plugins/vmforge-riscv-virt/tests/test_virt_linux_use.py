@@ -11,6 +11,8 @@ import time
 import pytest
 
 from vmforge.chardev import BufferChar
+from vmforge.testing.console import ProcessConsole
+from vmforge.testing.oracles import require_program
 
 from .test_virt_boot import FW_JUMP, PROMPT, guest, machine
 
@@ -27,8 +29,8 @@ def boot(harts: int, console: BufferChar, **cfg):
     return m
 
 
-def command(console: BufferChar, line: bytes, expect: bytes | re.Pattern[bytes],
-            timeout: float = STEP) -> re.Match[bytes]:
+def command(console: BufferChar | ProcessConsole, line: bytes,
+            expect: bytes | re.Pattern[bytes], timeout: float = STEP) -> re.Match[bytes]:
     console.feed(line)
     match = console.wait_for(expect, timeout=timeout)
     console.wait_for(PROMPT, timeout=timeout)
@@ -133,3 +135,29 @@ def test_reset_from_outside_boots_again() -> None:
         assert m.wait(STEP) == 0
     finally:
         m.stop()
+
+
+# -- the same script on QEMU 7.2 (the oracle: what the guest does there, it must do here)
+
+def qemu_console(harts: int) -> ProcessConsole:
+    qemu = require_program("qemu-system-riscv64", "qemu-system-misc")
+    return ProcessConsole([qemu, "-M", "virt", "-m", "256M", "-smp", str(harts),
+                           "-accel", "tcg,thread=single", "-nographic", "-bios", FW_JUMP,
+                           "-kernel", guest("linux-riscv64"),
+                           "-initrd", guest("initramfs-riscv64"), "-append", "console=ttyS0"])
+
+
+@pytest.mark.parametrize("harts", [1, 3, 8])
+def test_qemu_runs_the_same_script(harts: int) -> None:
+    console = qemu_console(harts)
+    try:
+        console.wait_for(PROMPT, timeout=120)
+        command(console, LOOP, b"loop=30000")
+        command(console, b"echo CPUS=$(grep -c ^processor /proc/cpuinfo)\n",
+                f"CPUS={harts}".encode())
+        console.feed(b"reboot -f\n")
+        console.wait_for(b"OpenSBI v", timeout=STEP)
+        console.wait_for(PROMPT, timeout=120)
+        command(console, b"echo again\n", b"again")
+    finally:
+        console.close()

@@ -183,3 +183,35 @@ def test_ring_layouts_linux_uses(tmp_path: Path, mode: str) -> None:
     finally:
         m.stop()
     assert hashlib.md5(disk.read_bytes()[:1 << 20]).hexdigest() == sums[0]
+
+
+def test_virtio_pci_disk_and_rng_behind_the_ecam_host(tmp_path: Path) -> None:
+    """virtio-blk-pci and virtio-rng-pci on the PCIe host bridge: Linux's
+    pci-host-ecam-generic finds them (/sys/bus/pci: busybox has no lspci), the disk
+    carries an ext2
+    file system that debugfs reads on the host, the rng gives bytes."""
+    qemu_img = require_program("qemu-img", "qemu-utils")
+    image = tmp_path / "disk.qcow2"
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(image), "32M"], check=True)
+    console = BufferChar()
+    m = boot(console, drives=[DriveSpec(str(image), "qcow2", interface="none", id="hd0")],
+             devices=[DeviceSpec("virtio-blk-pci", {"drive": "hd0"}),
+                      DeviceSpec("virtio-rng-pci")])
+    try:
+        out = sh(console, "for d in /sys/bus/pci/devices/*; do echo ${d##*/} $(cat $d/vendor "
+                          "$d/device); done; cat /sys/block/vda/size; "
+                          "cat /sys/class/misc/hw_random/rng_current")
+        assert re.search(r"0000:00:01\.0 0x1af4 0x1001", out), out    # transitional blk
+        assert re.search(r"0000:00:02\.0 0x1af4 0x1005", out), out    # transitional rng
+        assert "65536" in out and "virtio_rng" in out, out
+        assert re.search(r"\b64\b", sh(console, "head -c 64 /dev/hwrng | wc -c"))
+        sh(console, "mke2fs -q /dev/vda && mount /dev/vda /mnt && echo over-pci > /mnt/p "
+                    "&& umount /mnt && echo done", "done")
+        out = sh(console, "cat /proc/interrupts")
+        assert re.search(r"PLIC\s+33 .*virtio", out), out           # INTA: PLIC source 0x21
+        poweroff(m, console)
+    finally:
+        m.stop()
+    raw = tmp_path / "disk.raw"
+    subprocess.run([qemu_img, "convert", "-O", "raw", str(image), str(raw)], check=True)
+    assert debugfs_cat(raw, "/p") == b"over-pci\n"

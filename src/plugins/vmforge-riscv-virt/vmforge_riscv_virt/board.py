@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from vmforge.pci import GpexHost
 from vmforge_riscv_devices.clint import Clint
 from vmforge_riscv_devices.goldfish_rtc import GoldfishRtc
 from vmforge_riscv_devices.plic import Plic
@@ -35,8 +36,11 @@ MEMMAP: dict[str, MemMapEntry] = {
     "rtc": MemMapEntry(0x101000, GoldfishRtc.mmio_size),
     "clint": MemMapEntry(0x2000000, Clint.mmio_size),
     "plic": MemMapEntry(0xC000000, Plic.mmio_size),
+    "pcie_pio": MemMapEntry(0x3000000, 0x10000),
     "uart0": MemMapEntry(0x10000000, 0x100),
     "virtio": MemMapEntry(0x10001000, 0x1000),  # slot i at base + i * size
+    "pcie_ecam": MemMapEntry(0x30000000, 0x10000000),
+    "pcie_mmio": MemMapEntry(0x40000000, 0x40000000),
     "dram": MemMapEntry(0x80000000, 0),  # size: the machine's memory
 }
 
@@ -67,3 +71,22 @@ def fdt_load_addr(dram_base: int, mem_size: int, fdt_size: int) -> int:
 def initrd_start(kernel_entry: int, mem_size: int) -> int:
     """Where QEMU 7.2 loads an initrd: half of RAM past the kernel, at most 128 MiB."""
     return kernel_entry + min(mem_size // 2, 128 * MIB)
+
+
+#: the size of the PCIe high MMIO window (QEMU 7.2's VIRT64_HIGH_PCIE_MMIO_SIZE)
+PCIE_HIGH_MMIO_SIZE = 16 << 30
+
+
+def pcie_high_mmio_base(dram_base: int, mem_size: int) -> int:
+    """QEMU 7.2: the high PCIe window starts at the end of RAM rounded up to its size."""
+    end = dram_base + mem_size
+    return -(-end // PCIE_HIGH_MMIO_SIZE) * PCIE_HIGH_MMIO_SIZE
+
+
+def pcie_host(mem_size: int) -> GpexHost:
+    """The board's generic ECAM host bridge with QEMU 7.2's windows."""
+    return GpexHost(ecam_size=MEMMAP["pcie_ecam"].size,
+                    mmio=(MEMMAP["pcie_mmio"].base, MEMMAP["pcie_mmio"].size),
+                    pio=(MEMMAP["pcie_pio"].base, MEMMAP["pcie_pio"].size),
+                    high_mmio=(pcie_high_mmio_base(MEMMAP["dram"].base, mem_size),
+                               PCIE_HIGH_MMIO_SIZE))

@@ -165,7 +165,7 @@ def build_virt_fdt(cfg: VirtFdtConfig, placed: Sequence[Placed]) -> DeviceTree:
 
 
 def standard_placements(plic: Any, clint: Any, test: Any, rtc: Any, uart: Any,
-                        virtio: Sequence[Any] = ()) -> list[Placed]:
+                        virtio: Sequence[Any] = (), pcie: Any = None) -> list[Placed]:
     """The QEMU 7.2 ``virt`` map for the given devices (``virtio``: the slots
     from the lowest address up)."""
     mm = board.MEMMAP
@@ -181,4 +181,7 @@ def standard_placements(plic: Any, clint: Any, test: Any, rtc: Any, uart: Any,
     for i, slot in reversed(list(enumerate(virtio))):
         out.append(Placed(slot, mm["virtio"].base + i * mm["virtio"].size, mm["virtio"].size,
                           irqs=(board.VIRTIO_IRQ + i,)))
+    if pcie is not None:        # the ECAM host; INTA..INTD on four PLIC sources
+        out.append(Placed(pcie, *mm["pcie_ecam"],
+                          irqs=tuple(board.PCIE_IRQ + i for i in range(4))))
     return out

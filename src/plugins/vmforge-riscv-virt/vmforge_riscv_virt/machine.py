@@ -21,6 +21,7 @@ from vmforge.accel.cluster import HartMachine
 from vmforge.devspec import cmdline_devices
 from vmforge.loader import EM_RISCV, is_elf, load_elf, load_raw, read_linux_image_header
 from vmforge.machine import MachineError
+from vmforge.pci import PciDevice
 from vmforge.virtio import VirtioDevice
 from vmforge.virtio.mmio import VirtioMmioTransport
 from vmforge_riscv_devices.clint import HartClint
@@ -61,7 +62,6 @@ class RiscvVirt(HartMachine):
 
     def build(self) -> None:
         cfg = self.config
-        self.refuse_unsupported("netdevs")
         mm = board.MEMMAP
         self.add_ram(mm["dram"].base, self.memory_size)
         cluster = self.make_cluster()
@@ -72,11 +72,16 @@ class RiscvVirt(HartMachine):
         self.rtc = GoldfishRtc()
         self.uart = self.create_device("ns16550a")
         self.uart.set_chardev(self.serial_chardev(0))
-        self.virtio = self._virtio_slots()
+        self.pcie = board.pcie_host(self.memory_size)
+        self.virtio = self._plug_devices()
         self.placed = standard_placements(self.plic, self.clint, self.test, self.rtc,
-                                          self.uart, self.virtio)
+                                          self.uart, self.virtio, self.pcie)
         for p in self.placed:
             self.add_device(p.device, p.base)
+            if p.device is self.pcie:       # INTA..INTD to four PLIC sources
+                for line, irq in zip(self.pcie.irqs, p.irqs, strict=True):
+                    line.connect(self.plic.set_irq, irq)
+                continue
             for irq in p.irqs:
                 p.device.irq.connect(self.plic.set_irq, irq)
         for h, hart in enumerate(cluster.harts):
@@ -86,23 +91,32 @@ class RiscvVirt(HartMachine):
         self.add_ram(mrom.base, mrom.size, "mrom", readonly=True)
         self._load_images()
 
-    def _virtio_slots(self) -> list[VirtioMmioTransport]:
-        """The eight virtio-mmio slots, the devices of -device/-drive in them
-        from the top down as QEMU fills them (the first device in the last slot,
-        which Linux probes first: the first disk is /dev/vda)."""
+    def _plug_devices(self) -> list[VirtioMmioTransport]:
+        """The devices of -device/-drive: ``*-pci`` ones on the PCIe bus (slots from
+        1 up, or ``addr=``), the others in the eight virtio-mmio slots, filled from
+        the top down as QEMU does (the first device in the last slot, which Linux
+        probes first: the first disk is /dev/vda).  Returns the slots."""
         cfg = self.config
+        self.open_netdevs()
         devices = cmdline_devices(cfg.drives, cfg.devices, cfg.chardevs, self.create_device,
                                   self._own_chardevs.append)
         try:
-            if len(devices) > board.VIRTIO_COUNT:
-                raise MachineError(f"riscv-virt: {len(devices)} devices but only "
-                                   f"{board.VIRTIO_COUNT} virtio-mmio slots")
+            on_mmio = [d for d in devices if not isinstance(d, PciDevice)]
+            if len(on_mmio) > board.VIRTIO_COUNT:
+                raise MachineError(f"riscv-virt: {len(on_mmio)} virtio-mmio devices but only "
+                                   f"{board.VIRTIO_COUNT} slots (use the -pci variants)")
             plugged: dict[int, VirtioDevice] = {}
-            for i, dev in enumerate(devices):
+            for dev in devices:
+                if isinstance(dev, PciDevice):
+                    try:
+                        self.pcie.bus.plug(dev)
+                    except ValueError as exc:
+                        raise MachineError(f"riscv-virt: -device {dev.name}: {exc}") from None
+                    continue
                 if not isinstance(dev, VirtioDevice):
-                    raise MachineError(f"riscv-virt: -device {dev.name}: only virtio devices "
-                                       "can be plugged (into the virtio-mmio slots)")
-                plugged[board.VIRTIO_COUNT - 1 - i] = dev
+                    raise MachineError(f"riscv-virt: -device {dev.name}: only virtio and PCI "
+                                       "devices can be plugged")
+                plugged[board.VIRTIO_COUNT - 1 - len(plugged)] = dev
             slots = [self._transport(plugged.get(i)) for i in range(board.VIRTIO_COUNT)]
         except MachineError:
             for dev in devices:     # opened images and back-ends are let go
