@@ -10,6 +10,22 @@ Use it from a plugin's own tests::
 
 or run it against any installed format with ``pytest --vmforge-format NAME``.
 Each test is small (a 4 MiB image): the whole suite takes seconds.
+
+Create options.  ``create_kwargs`` are passed to every ``create`` of a plugin's
+own subclass.  In a ``--vmforge-format`` run they come from the hook
+``pytest_vmforge_create_options(format_name)`` (a plugin's ``conftest.py``
+states what its format needs), then from ``--vmforge-create-opt
+[FORMAT:]NAME=VALUE`` on the command line, which wins.
+
+Read-only formats.  A format whose driver has no ``create`` (bochs, cloop) runs
+in the read-only mode: the kit's images are built by a *builder*, a function
+``build(path, data)`` writing ``data`` (the kit's reference contents, a
+multiple of 512 bytes) as an image of the format: the subclass's
+``build_image``, or in a ``--vmforge-format`` run the hook
+``pytest_vmforge_build_image(format_name, path, data)``.  The read tests run on
+those images, the write tests are skipped, and ``test_writes_refused`` checks
+that ``create``, a read-write open and every write are refused, the file left
+as it was.
 """
 
 from __future__ import annotations
@@ -18,9 +34,10 @@ import os
 import random
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import pytest
 
@@ -38,12 +55,67 @@ from vmforge.block.driver import (
 )
 from vmforge.block.probe import driver_class
 
-__all__ = ["BlockDriverConformance"]
+__all__ = ["BlockDriverConformance", "ImageBuilder", "KitSetup", "is_read_only",
+           "reference_data"]
 
 MiB = 1 << 20
 #: (offset, length) of writes that cross every usual alignment
 ODD_WRITES = ((0, 1), (1, 513), (511, 4097), (4095, 2), (65535, 70000), (MiB - 3, 7),
               (2 * MiB + 12345, 131072 + 17), (3 * MiB + 77, 1))
+
+#: ``build(path, data)``: writes ``data`` as an image of a read-only format
+ImageBuilder = Callable[[str, bytes], None]
+
+
+def reference_data(size: int) -> bytearray:
+    """The contents of the kit's written image: the seeded ``ODD_WRITES`` on zeros."""
+    model = bytearray(size)
+    rng = random.Random(1)
+    for off, n in ODD_WRITES:
+        if off + n <= size:
+            model[off:off + n] = rng.randbytes(n)
+    return model
+
+
+def is_read_only(cls: type[BlockDriver]) -> bool:
+    """The driver cannot make images (it does not override ``create``)."""
+    return getattr(cls.create, "__func__", None) is vars(BlockDriver)["create"].__func__
+
+
+@dataclass
+class KitSetup:
+    """How the kit makes images of the format under test (the ``kit`` fixture)."""
+
+    format_name: str
+    read_only: bool
+    create_options: dict[str, Any] = field(default_factory=dict)
+    builder: ImageBuilder | None = None
+
+    def make(self, cls: type[BlockDriver], path: str, data: bytes | bytearray) -> None:
+        """An image at ``path`` holding ``data``: created and written, or built."""
+        if not self.read_only:
+            cls.create(path, len(data), **self.create_options)
+            if any(data):
+                with cls.open(path, readonly=False) as drv:
+                    drv.write(0, data)
+            return
+        if self.builder is None:
+            _no_builder(self.format_name)
+        else:
+            self.builder(path, bytes(data))
+
+
+def _no_builder(format_name: str) -> NoReturn:
+    pytest.fail(f"format {format_name} cannot create images, so the kit needs a builder "
+                "to make them: set build_image on the conformance class, or implement "
+                "pytest_vmforge_build_image(format_name, path, data) in a conftest.py "
+                "(e.g. the plugin's tests/conftest.py, loaded when its tests folder is on "
+                "pytest's command line)", pytrace=False)
+
+
+def _skip_if_read_only(kit: KitSetup) -> None:
+    if kit.read_only:
+        pytest.skip(f"format {kit.format_name} is read-only (test_writes_refused)")
 
 
 class BlockDriverConformance:
@@ -53,6 +125,9 @@ class BlockDriverConformance:
     format_name: ClassVar[str] = ""
     #: create options used for every image the suite makes
     create_kwargs: ClassVar[dict[str, Any]] = {}
+    #: read-only formats: ``build(path, data)`` writes ``data`` as an image
+    #: (wrap a function in ``staticmethod``)
+    build_image: ClassVar[ImageBuilder | None] = None
     #: virtual size of the images the suite makes (a multiple of 512)
     image_size: ClassVar[int] = 4 * MiB
     #: how many random header mutations ``test_corrupt_headers_rejected`` tries
@@ -78,15 +153,59 @@ class BlockDriverConformance:
         return driver_class(block_format)
 
     @pytest.fixture
-    def image(self, driver_cls: type[BlockDriver], tmp_path: Path) -> str:
-        """A fresh image of ``image_size`` bytes."""
+    def kit(self, request: pytest.FixtureRequest, driver_cls: type[BlockDriver],
+            block_format: str) -> KitSetup:
+        """The create options and, for a read-only format, the image builder."""
+        setup = KitSetup(block_format, is_read_only(driver_cls), dict(self.create_kwargs))
+        builder = type(self).build_image
+        from_option = not self.format_name
+        hook = getattr(request.config.hook, "pytest_vmforge_create_options", None)
+        if from_option and hook is not None:
+            setup.create_options.update(hook(format_name=block_format) or {})
+        if from_option:
+            cli = getattr(request.config, "vmforge_create_opts", {})
+            setup.create_options.update(cli.get("", {}))
+            setup.create_options.update(cli.get(block_format, {}))
+        if setup.read_only:
+            if setup.create_options:
+                pytest.fail(f"format {block_format} cannot create images: create options "
+                            f"{sorted(setup.create_options)} make no sense", pytrace=False)
+            if builder is None and from_option:
+                build_hook = getattr(request.config.hook, "pytest_vmforge_build_image", None)
+                if build_hook is not None:
+                    def builder(path: str, data: bytes) -> None:
+                        if not build_hook(format_name=block_format, path=path, data=data):
+                            _no_builder(block_format)
+            setup.builder = builder
+        else:
+            try:
+                driver_cls.parse_create_options(setup.create_options)
+            except ValueError as exc:
+                pytest.fail(f"the kit's create options for {block_format}: {exc}",
+                            pytrace=False)
+        return setup
+
+    @pytest.fixture
+    def image(self, driver_cls: type[BlockDriver], kit: KitSetup, tmp_path: Path) -> str:
+        """A fresh image of ``image_size`` bytes (built, for a read-only format)."""
         path = str(tmp_path / f"disk.{driver_cls.format_name}")
-        driver_cls.create(path, self.image_size, **self.create_kwargs)
+        if kit.read_only:
+            kit.make(driver_cls, path, bytes(self.image_size))
+        else:
+            driver_cls.create(path, self.image_size, **kit.create_options)
         return path
 
     @pytest.fixture
-    def written(self, driver_cls: type[BlockDriver], image: str) -> tuple[str, bytearray]:
+    def written(self, driver_cls: type[BlockDriver], kit: KitSetup,
+                tmp_path: Path) -> tuple[str, bytearray]:
         """An image with the odd writes done, and the model of its contents."""
+        if kit.read_only:
+            model = reference_data(self.image_size)
+            path = str(tmp_path / f"written.{driver_cls.format_name}")
+            kit.make(driver_cls, path, model)
+            return path, model
+        image = str(tmp_path / f"disk.{driver_cls.format_name}")
+        driver_cls.create(image, self.image_size, **kit.create_options)
         model = bytearray(self.image_size)
         rng = random.Random(1)
         with driver_cls.open(image, readonly=False) as drv:
@@ -123,10 +242,10 @@ class BlockDriverConformance:
     # -- creating and reading ----------------------------------------------------------
 
     @pytest.mark.parametrize("size", [512, 3 * MiB + 1536])
-    def test_create_sizes_read_zeros(self, driver_cls: type[BlockDriver], tmp_path: Path,
-                                     size: int) -> None:
+    def test_create_sizes_read_zeros(self, driver_cls: type[BlockDriver], kit: KitSetup,
+                                     tmp_path: Path, size: int) -> None:
         path = str(tmp_path / "sized")
-        driver_cls.create(path, size, **self.create_kwargs)
+        kit.make(driver_cls, path, bytes(size))
         with self._open(driver_cls, path) as drv:
             assert drv.size == size
             assert drv.read(0, size) == bytes(size)
@@ -149,7 +268,19 @@ class BlockDriverConformance:
                 lo, hi = max(0, off - 3), min(drv.size, off + n + 5)
                 assert drv.read(lo, hi - lo) == model[lo:hi], f"at {lo}..{hi}"
 
-    def test_vectored_io(self, driver_cls: type[BlockDriver], image: str) -> None:
+    def test_vectored_io(self, driver_cls: type[BlockDriver], kit: KitSetup,
+                         tmp_path: Path) -> None:
+        if kit.read_only:
+            model = reference_data(self.image_size)
+            path = str(tmp_path / "vectored")
+            kit.make(driver_cls, path, model)
+            with self._open(driver_cls, path) as drv:
+                bufs = [bytearray(n) for n in (1, 70002, 4096, 3)]
+                drv.preadv(776, [memoryview(b) for b in bufs])
+            assert b"".join(bufs) == model[776:776 + sum(map(len, bufs))]
+            return
+        image = str(tmp_path / "vectored")
+        kit.make(driver_cls, image, bytes(self.image_size))
         parts = [os.urandom(n) for n in (3, 4093, 70001)]
         with self._open(driver_cls, image, readonly=False) as drv:
             drv.pwritev(777, [memoryview(p) for p in parts])
@@ -157,8 +288,9 @@ class BlockDriverConformance:
             drv.preadv(776, [memoryview(b) for b in bufs])
         assert b"".join(bufs) == b"\0" + b"".join(parts) + b"\0"
 
-    def test_reopen_after_flush(self, driver_cls: type[BlockDriver],
+    def test_reopen_after_flush(self, driver_cls: type[BlockDriver], kit: KitSetup,
                                 written: tuple[str, bytearray]) -> None:
+        _skip_if_read_only(kit)
         image, model = written
         with self._open(driver_cls, image, readonly=False) as drv:
             drv.write(5, b"again")
@@ -168,8 +300,9 @@ class BlockDriverConformance:
             assert drv.size == self.image_size
             assert drv.read(0, drv.size) == model
 
-    def test_overwrite_in_place(self, driver_cls: type[BlockDriver],
+    def test_overwrite_in_place(self, driver_cls: type[BlockDriver], kit: KitSetup,
                                 written: tuple[str, bytearray]) -> None:
+        _skip_if_read_only(kit)
         image, model = written
         with self._open(driver_cls, image, readonly=False) as drv:
             for off, n in ODD_WRITES:
@@ -178,14 +311,17 @@ class BlockDriverConformance:
             assert drv.read(0, drv.size) == model
 
     def test_discard_zero_length_and_double_close(self, driver_cls: type[BlockDriver],
+                                                  kit: KitSetup,
                                                   written: tuple[str, bytearray]) -> None:
         image, model = written
-        drv = self._open(driver_cls, image, readonly=False)
-        drv.discard(65536, 131072)  # a hint: contents there become unspecified
-        model[65536:196608] = drv.read(65536, 131072)
+        drv = self._open(driver_cls, image, readonly=kit.read_only)
+        if not kit.read_only:
+            drv.discard(65536, 131072)  # a hint: contents there become unspecified
+            model[65536:196608] = drv.read(65536, 131072)
         assert drv.read(0, drv.size) == model
         assert drv.read(drv.size, 0) == b""
-        drv.write(drv.size, b"")
+        if not kit.read_only:
+            drv.write(drv.size, b"")
         assert list(drv.block_status(drv.size, 0)) == []
         drv.close()
         drv.close()
@@ -227,8 +363,9 @@ class BlockDriverConformance:
     # -- zeroes, truncate ----------------------------------------------------------------
 
     @pytest.mark.parametrize("unmap", [False, True])
-    def test_write_zeroes(self, driver_cls: type[BlockDriver],
+    def test_write_zeroes(self, driver_cls: type[BlockDriver], kit: KitSetup,
                           written: tuple[str, bytearray], unmap: bool) -> None:
+        _skip_if_read_only(kit)
         image, model = written
         with self._open(driver_cls, image, readonly=False) as drv:
             for off, n in ((3, 600), (65536, 65536), (MiB - 100, MiB + 300)):
@@ -239,8 +376,9 @@ class BlockDriverConformance:
                 if e.is_zero:
                     assert not any(model[e.offset:e.end])
 
-    def test_truncate(self, driver_cls: type[BlockDriver],
+    def test_truncate(self, driver_cls: type[BlockDriver], kit: KitSetup,
                       written: tuple[str, bytearray]) -> None:
+        _skip_if_read_only(kit)
         image, model = written
         with self._open(driver_cls, image, readonly=False) as drv:
             try:
@@ -285,12 +423,14 @@ class BlockDriverConformance:
         with open(image, "rb") as f:
             assert f.read() == before, "a read-only open changed the file"
 
-    def test_out_of_range(self, driver_cls: type[BlockDriver], image: str) -> None:
-        with self._open(driver_cls, image, readonly=False) as drv:
+    def test_out_of_range(self, driver_cls: type[BlockDriver], kit: KitSetup,
+                          image: str) -> None:
+        with self._open(driver_cls, image, readonly=kit.read_only) as drv:
             with pytest.raises(BlockRangeError):
                 drv.read(drv.size - 1, 2)
-            with pytest.raises(BlockRangeError):
-                drv.write(drv.size, b"x")
+            if not kit.read_only:
+                with pytest.raises(BlockRangeError):
+                    drv.write(drv.size, b"x")
             with pytest.raises(BlockRangeError):
                 drv.read(-1, 1)
 
@@ -372,18 +512,20 @@ class BlockDriverConformance:
             assert info.format == driver_cls.format_name
             assert info.virtual_size == self.image_size
 
-    def test_measure(self, driver_cls: type[BlockDriver]) -> None:
+    def test_measure(self, driver_cls: type[BlockDriver], kit: KitSetup) -> None:
         try:
-            empty = driver_cls.measure(self.image_size, None, **self.create_kwargs)
+            empty = driver_cls.measure(self.image_size, None, **kit.create_options)
         except UnsupportedOperation as exc:
             assert driver_cls.format_name in str(exc)  # refused, naming the format
             return
-        full = driver_cls.measure(self.image_size, [(0, self.image_size)], **self.create_kwargs)
+        full = driver_cls.measure(self.image_size, [(0, self.image_size)],
+                                  **kit.create_options)
         assert 0 <= empty["required"] <= empty["fully-allocated"]
         assert full["required"] >= self.image_size
 
     def test_compressed_writes_from_two_threads(self, driver_cls: type[BlockDriver],
-                                                image: str) -> None:
+                                                kit: KitSetup, image: str) -> None:
+        _skip_if_read_only(kit)
         with self._open(driver_cls, image, readonly=False) as drv:
             if not driver_cls.supports_compressed_writes:
                 # refused cleanly, nothing written
@@ -417,19 +559,22 @@ class BlockDriverConformance:
         with self._open(driver_cls, image) as drv:
             assert drv.check().clean
 
-    def test_backing_file_copy_on_write(self, driver_cls: type[BlockDriver],
+    def test_backing_file_copy_on_write(self, driver_cls: type[BlockDriver], kit: KitSetup,
                                         written: tuple[str, bytearray],
                                         tmp_path: Path) -> None:
         base, model = written
+        if kit.read_only:   # no create at all: covered by test_writes_refused
+            assert not driver_cls.supports_backing, "a read-only format with backing files"
+            pytest.skip(f"format {kit.format_name} is read-only")
         if not driver_cls.supports_backing:
             # a create option it does not have is refused, naming the option
             with pytest.raises(ValueError, match="backing_file"):
                 driver_cls.create(str(tmp_path / "overlay"), self.image_size,
-                                  **dict(self.create_kwargs, backing_file=base))
+                                  **dict(kit.create_options, backing_file=base))
             return
         before = bytes(model)
         overlay = str(tmp_path / "overlay")
-        opts = dict(self.create_kwargs, backing_file=os.path.basename(base),
+        opts = dict(kit.create_options, backing_file=os.path.basename(base),
                     backing_fmt=driver_cls.format_name)
         driver_cls.create(overlay, self.image_size, **opts)
         with BlockBackend.open(overlay, driver_cls.format_name, readonly=False) as bb:
@@ -452,3 +597,37 @@ class BlockDriverConformance:
             half = self.image_size // 2
             assert bb.read(half, half) == bytes(half)
             assert bb.read(0, half) == before[:half]
+
+    # -- read-only formats ----------------------------------------------------------------
+
+    def test_writes_refused(self, driver_cls: type[BlockDriver], kit: KitSetup,
+                            written: tuple[str, bytearray], tmp_path: Path) -> None:
+        """A format without ``create``: no image is made, no open or write changes one."""
+        if not kit.read_only:
+            pytest.skip(f"format {kit.format_name} can create and write images")
+        image, model = written
+        with open(image, "rb") as f:
+            before = f.read()
+        new = str(tmp_path / "new")
+        with pytest.raises(UnsupportedOperation, match=kit.format_name):
+            driver_cls.create(new, self.image_size)
+        assert not os.path.exists(new), "a refused create left a file"
+        try:
+            drv = driver_cls.open(image, readonly=False)
+        except ReadOnlyError as exc:   # refused at open: the message names the file
+            assert image in str(exc) and "read-only" in str(exc), str(exc)
+        else:   # or opened, and every write refused
+            with drv:
+                for attempt in (lambda: drv.write(0, b"x"),
+                                lambda: drv.pwritev(512, [memoryview(b"yy")]),
+                                lambda: drv.write_zeroes(0, 512),
+                                lambda: drv.truncate(self.image_size * 2),
+                                lambda: drv.write_compressed(0, bytes(drv.granularity))):
+                    with pytest.raises(BlockError):
+                        attempt()
+                assert drv.read(0, drv.size) == model
+        with pytest.raises(BlockError):
+            with BlockBackend.open(image, kit.format_name, readonly=False) as bb:
+                bb.write(0, b"x")
+        with open(image, "rb") as f:
+            assert f.read() == before, "a refused write changed the file"

@@ -7,8 +7,14 @@ when a test uses them.
 - ``pytest --vmforge-format NAME`` (repeatable) runs the disk-format
   conformance suite (:mod:`vmforge.testing.blockkit`) against the installed
   format ``NAME``, on top of whatever else was collected;
+- ``--vmforge-create-opt [FORMAT:]NAME=VALUE`` (repeatable) passes a create
+  option to that run (to every format, or to ``FORMAT`` only);
 - the fixture ``vmforge_format`` is the format of the current run of that
   suite (None outside it);
+- the hooks ``pytest_vmforge_create_options`` and ``pytest_vmforge_build_image``
+  (:class:`VmforgeFormatHooks`) let a plugin's ``conftest.py`` give that run the
+  create options its format needs and, for a format that cannot create images,
+  the builder the kit makes its images with;
 - the mark ``vmforge_needs`` (made by :func:`vmforge.testing.oracles.needs`)
   skips a test whose oracle is absent, or fails it in CI (``CI=true``).
 """
@@ -28,9 +34,48 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     dest="vmforge_format",
                     help="run the block-format conformance suite against the installed "
                     "format NAME (repeatable)")
+    group.addoption("--vmforge-create-opt", action="append", default=[],
+                    metavar="[FORMAT:]NAME=VALUE", dest="vmforge_create_opt",
+                    help="a create option for the conformance suite's images, for every "
+                    "--vmforge-format or for FORMAT only (repeatable), e.g. "
+                    "force_size=on or vpc:subformat=fixed")
+
+
+class VmforgeFormatHooks:
+    """The hooks a ``conftest.py`` implements for ``--vmforge-format`` runs."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_vmforge_create_options(self, format_name: str) -> dict[str, Any] | None:
+        """Create options the conformance suite uses for ``format_name`` (None: not
+        mine); ``--vmforge-create-opt`` overrides them."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_vmforge_build_image(self, format_name: str, path: str,
+                                   data: bytes) -> bool | None:
+        """For a format without ``create``: write ``data`` (a multiple of 512 bytes)
+        as an image of ``format_name`` at ``path`` and return True (None: not mine)."""
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(VmforgeFormatHooks)
+
+
+def parse_create_opts(values: list[str]) -> dict[str, dict[str, str]]:
+    """``["force_size=on", "vpc:subformat=fixed"]`` -> ``{"": {...}, "vpc": {...}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for text in values:
+        target, sep, value = text.partition("=")
+        fmt, colon, name = target.rpartition(":")
+        if not sep or not name.strip() or (colon and not fmt):
+            raise pytest.UsageError(f"--vmforge-create-opt {text!r}: expected "
+                                    "[FORMAT:]NAME=VALUE")
+        out.setdefault(fmt, {})[name.strip().replace("-", "_")] = value
+    return out
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.vmforge_create_opts = parse_create_opts(  # type: ignore[attr-defined]
+        config.getoption("vmforge_create_opt") or [])
     config.addinivalue_line(
         "markers", "vmforge_needs(*programs, package, files, what): the host programs and "
         "files the test needs (vmforge.testing.oracles.needs); skipped when absent, "

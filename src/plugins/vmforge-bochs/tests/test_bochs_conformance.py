@@ -1,14 +1,17 @@
-"""The bochs format passes vmforge's conformance kit, read-only: images are built
-from the kit's data, and every write is refused."""
+"""The bochs format passes vmforge's conformance kit in its read-only mode: the
+kit's images are built from its data by ``build_bochs``, and writes are refused."""
 
-from bochs_kit import ReadOnlyConformance, build_bochs
+from bochs_images import build_bochs
+
+from vmforge.testing.blockkit import BlockDriverConformance
 
 
-class TestBochsConformance(ReadOnlyConformance):
+class TestBochsConformance(BlockDriverConformance):
     format_name = "bochs"
-    build = staticmethod(build_bochs)
+    build_image = staticmethod(build_bochs)
 
 
-class TestBochsV1SmallExtentsConformance(ReadOnlyConformance):
+class TestBochsV1SmallExtentsConformance(BlockDriverConformance):
     format_name = "bochs"
-    build = staticmethod(lambda path, data: build_bochs(path, data, extent=4096, version=1))
+    build_image = staticmethod(lambda path, data: build_bochs(path, data, extent=4096,
+                                                              version=1))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bochs_kit import build_bochs
+from bochs_images import build_bochs
 
 from vmforge.block.driver import BlockError, CorruptImageError
 from vmforge.testing.images import mixed_bytes

@@ -1,10 +1,13 @@
-"""The cloop format passes vmforge's conformance kit, read-only: images are built
-from the kit's data, and every write is refused."""
+"""The cloop format passes vmforge's conformance kit in its read-only mode: the
+kit's images are built from its data by ``build_cloop``, and writes are refused."""
 
-from cloop_kit import ReadOnlyConformance, build_cloop
+from cloop_images import build_cloop
+
+from vmforge.testing.blockkit import BlockDriverConformance
 
 
-class TestCloopConformance(ReadOnlyConformance):
+class TestCloopConformance(BlockDriverConformance):
     format_name = "cloop"
     # the kit's sizes are multiples of 512; a cloop disk is whole blocks
-    build = staticmethod(lambda path, data: build_cloop(path, data, block_size=512))
+    build_image = staticmethod(lambda path, data: build_cloop(path, data, block_size=512))
+

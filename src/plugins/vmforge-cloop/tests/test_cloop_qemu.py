@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cloop_kit import build_cloop
+from cloop_images import build_cloop
 
 from vmforge.block.driver import BlockError, CorruptImageError
 from vmforge.testing.images import mixed_bytes
