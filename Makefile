@@ -30,7 +30,8 @@ guests: setup
 	    --kernel "$$($(PYTHON) guests/build.py --print-path linux-riscv64)" \
 	    --initrd "$$($(PYTHON) guests/build.py --print-path initramfs-riscv64)" \
 	    --append "console=ttyS0" \
-	    --disk "$$($(PY) -c 'from vmforge.guests import cache_dir; print(cache_dir())')/guests/disk.qcow2"
+	    --disk "$$($(PY) -c 'from vmforge.guests import cache_dir; print(cache_dir())')/guests/disk.qcow2" \
+	    --nic user
 
 # boots Linux + busybox on the riscv-virt machine (vmforge's own RISC-V CPU);
 # the console is this terminal: 'poweroff -f' or Ctrl-A X ends it

@@ -6,7 +6,7 @@ Linux kernel and a busybox initramfs into the cache
 ``guests/default.json``::
 
     {"machine": "riscv-virt", "memory": "256M", "kernel": "...", "initrd": "...",
-     "append": "console=ttyS0", "disk": ".../guests/disk.qcow2"}
+     "append": "console=ttyS0", "disk": ".../guests/disk.qcow2", "nic": "user"}
 
 ``disk`` is a qcow2 image the guest sees as ``/dev/vda``, made once (empty)
 and kept: what the guest writes there stays from one ``make demo`` to the next.
@@ -42,6 +42,7 @@ class DefaultGuest:
     initrd: str | None
     append: str
     disk: str | None = None
+    nic: str | None = None      # a -nic spec ("user": QEMU's default networking)
 
 
 def default_guest() -> DefaultGuest:
@@ -57,7 +58,7 @@ def default_guest() -> DefaultGuest:
     try:
         guest = DefaultGuest(str(data["machine"]), str(data.get("memory", "256M")),
                              str(data["kernel"]), data.get("initrd"),
-                             str(data.get("append", "")), data.get("disk"))
+                             str(data.get("append", "")), data.get("disk"), data.get("nic"))
     except (KeyError, TypeError) as exc:
         raise VmforgeError(f"{path}: missing field {exc}: {how}") from None
     for f in (guest.kernel, guest.initrd, guest.disk):
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--append", default="console=ttyS0")
     rec.add_argument("--disk", help="a qcow2 disk for the guest (made, empty, if missing)")
     rec.add_argument("--disk-size", default="1G")
+    rec.add_argument("--nic", help="a -nic spec for the guest (e.g. user)")
     sub.add_parser("show", help="print the default guest")
     args = ap.parse_args(argv)
     if args.cmd == "record":
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         path = record_default_guest(DefaultGuest(args.machine, args.memory, args.kernel,
                                                  args.initrd, args.append,
                                                  os.path.abspath(args.disk) if args.disk
-                                                 else None))
+                                                 else None, args.nic))
         print(f"default guest recorded in {path}")
     else:
         print(json.dumps(default_guest().__dict__, indent=2))

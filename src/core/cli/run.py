@@ -97,6 +97,8 @@ def apply_default_guest(args: argparse.Namespace) -> None:
         args.append = args.append or guest.append
         if guest.disk is not None and not args.hda:
             args.drives = [f"file={guest.disk},format=qcow2", *args.drives]
+        if guest.nic is not None and not args.nics and not args.netdevs:
+            args.nics = [guest.nic]
     if args.machine is None:
         args.machine = DEFAULT_MACHINE
 
