@@ -93,7 +93,9 @@ def test_chardev_specs(tmp_path) -> None:
     devs = make([], [DeviceSpec.parse("virtio-serial-device,chardev=log")], {"log": spec})
     assert devs[0].props["chardev"] is not None
     with pytest.raises(DeviceSpecError, match="unknown back-end"):
-        ChardevSpec.parse("socket,id=s").open()
+        ChardevSpec.parse("pty,id=s").open()
+    with pytest.raises(DeviceSpecError, match="port='x' is not a number"):
+        ChardevSpec.parse("socket,id=s,port=x").open()
     with pytest.raises(DeviceSpecError, match="needs a back-end and id="):
         ChardevSpec.parse("stdio")
 
@@ -111,7 +113,7 @@ def test_command_line(tmp_path, vmforge_cli) -> None:
             (["-drive", f"file={tmp_path / 'missing.qcow2'}"], "missing.qcow2"),
             (["-drive", "file=x,if=ide"], "if=ide is not supported"),
             (["-device", "virtio-blk-device,drive=hd9"], "drive 'hd9' not found"),
-            (["-device", "ns16550a"], "only virtio devices"),
+            (["-device", "ns16550a"], "only virtio and PCI devices"),
             (["-device", "no-such-device"], "no-such-device")]:
         out = vmforge_cli(*base, *extra)
         assert out.returncode == 1, (extra, out.stderr)
@@ -123,3 +125,39 @@ def test_command_line(tmp_path, vmforge_cli) -> None:
     # a guessed raw image is not opened writable (a guest could forge a header)
     guessed = vmforge_cli(*base, "-hda", str(disk))
     assert guessed.returncode == 1 and "format" in guessed.stderr
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_socket_chardev_server_both_ways_and_next_client(tmp_path, kind: str) -> None:
+    import socket
+    import time
+
+    text = ("socket,id=s,host=127.0.0.1,port=0,server=on,wait=off" if kind == "tcp"
+            else f"socket,id=s,path={tmp_path / 'c.sock'},server=on,wait=off")
+    backend = ChardevSpec.parse(text).open()
+    assert backend is not None
+    received = bytearray()
+
+    class Front:
+        def can_receive(self) -> int:
+            return 4096
+
+        def receive(self, data: bytes) -> None:
+            received.extend(data)
+
+    backend.attach(Front())
+    try:
+        backend.write(b"dropped: nobody is connected")
+        for n in range(2):                       # a second client after the first left
+            family = socket.AF_INET if kind == "tcp" else socket.AF_UNIX
+            with socket.socket(family, socket.SOCK_STREAM) as client:
+                client.connect(backend.address)    # type: ignore[attr-defined]
+                client.sendall(f"to-guest-{n}".encode())
+                deadline = time.monotonic() + 10
+                while f"to-guest-{n}".encode() not in received:
+                    assert time.monotonic() < deadline, received
+                    time.sleep(0.01)
+                backend.write(f"to-host-{n}".encode())
+                assert client.recv(100) == f"to-host-{n}".encode()
+    finally:
+        backend.close()

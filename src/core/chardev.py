@@ -32,6 +32,7 @@ import contextlib
 import os
 import re
 import select
+import socket
 import sys
 import termios
 import threading
@@ -49,6 +50,7 @@ __all__ = [
     "ChardevError",
     "FileChar",
     "NullChar",
+    "SocketChar",
     "StdioChar",
     "chardev_from_spec",
 ]
@@ -382,6 +384,85 @@ def _std_fd(stream: object, default: int) -> int:
         return int(stream.fileno())  # type: ignore[attr-defined]
     except (AttributeError, ValueError, OSError):
         return default
+
+
+class SocketChar(CharBackend):
+    """QEMU's ``-chardev socket``: a TCP (``host``, ``port``) or UNIX (``path``)
+    stream.  As a server it listens and serves one client at a time (the next
+    one after a disconnect); as a client it connects at once.  Output while no
+    peer is connected is dropped, as QEMU does with ``wait=off``."""
+
+    def __init__(self, *, path: str | None = None, host: str = "127.0.0.1",
+                 port: int | None = None, server: bool = True) -> None:
+        super().__init__()
+        if (path is None) == (port is None):
+            raise ChardevError("-chardev socket: give path= or port=")
+        family = socket.AF_UNIX if path is not None else socket.AF_INET6 \
+            if ":" in host else socket.AF_INET
+        address: Any = path if path is not None else (host, port)
+        self.address = address
+        self._conn: socket.socket | None = None
+        self._listener: socket.socket | None = None
+        try:
+            if server:
+                lst = socket.socket(family, socket.SOCK_STREAM)
+                if family != socket.AF_UNIX:
+                    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                lst.bind(address)
+                lst.listen(1)
+                self._listener = lst
+                self.address = lst.getsockname()
+            else:
+                conn = socket.create_connection(address) if path is None else \
+                    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                if path is not None:
+                    conn.connect(path)
+                self._conn = conn
+        except OSError as exc:
+            raise ChardevError(f"-chardev socket {address}: {exc.strerror or exc}") from None
+        threading.Thread(target=self._serve, name="vmforge-chardev-socket",
+                         daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.closed:
+            conn = self._conn
+            if conn is None:
+                if self._listener is None:
+                    return
+                try:
+                    conn, _ = self._listener.accept()
+                except OSError:
+                    return
+                self._conn = conn
+            while True:
+                try:
+                    data = conn.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                self._push_input(data)
+            self._conn = None
+            conn.close()
+            if self._listener is None:
+                return
+
+    def _write(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.sendall(data)
+        except OSError:
+            pass  # the peer went away: its output is dropped
+
+    def close(self) -> None:
+        super().close()
+        for sock in (self._conn, self._listener):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
 
 class StdioChar(CharBackend):

@@ -13,7 +13,8 @@ decides where each goes (a virtio-mmio slot, a PCI slot) from its name.
   names a ``-drive``, ``chardev=ID`` a ``-chardev``.  QEMU's
   ``-device virtio-serial-device -device virtconsole,chardev=ID`` pair gives the
   console to the serial device before it.
-- ``-chardev stdio|null|file,id=ID[,path=P]``, or a
+- ``-chardev stdio|null|file,id=ID[,path=P]``,
+  ``-chardev socket,id=ID,(path=P|host=H,port=N)[,server=on,wait=off]``, or a
   :class:`~vmforge.chardev.CharBackend` a script puts in ``config.chardevs``.
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmforge.chardev import CharBackend, chardev_from_spec
+from vmforge.chardev import CharBackend, SocketChar, chardev_from_spec
 from vmforge.config import DeviceSpec, DriveSpec, parse_opts
 from vmforge.device import Device, DeviceError
 from vmforge.errors import VmforgeError
@@ -63,8 +64,21 @@ class ChardevSpec:
             return chardev_from_spec(f"file:{path}")
         if self.backend in ("stdio", "null"):
             return chardev_from_spec(self.backend)
+        if self.backend == "socket":
+            opts = self.options
+            unknown = set(opts) - {"path", "host", "port", "server", "wait"}
+            if unknown:
+                raise DeviceSpecError(f"-chardev socket,id={self.id}: unknown option "
+                                      f"{sorted(unknown)[0]!r}")
+            port = opts.get("port")
+            if port is not None and not port.isdigit():
+                raise DeviceSpecError(f"-chardev socket,id={self.id}: port={port!r} is "
+                                      "not a number")
+            return SocketChar(path=opts.get("path"), host=opts.get("host", "127.0.0.1"),
+                              port=int(port) if port is not None else None,
+                              server=opts.get("server", "off") in ("on", "yes", "true"))
         raise DeviceSpecError(f"-chardev {self.backend}: unknown back-end "
-                              "(supported: stdio, null, file)")
+                              "(supported: stdio, null, file, socket)")
 
 
 def _drive_props(drive: DriveSpec) -> dict[str, Any]:
