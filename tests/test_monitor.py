@@ -136,3 +136,29 @@ def test_info_block_and_virtio(tmp_path) -> None:
         assert "queue 0: size=" in virtio and "not enabled" in virtio
     finally:
         m.close()
+
+
+def test_info_network() -> None:
+    from vmforge.config import NetdevSpec
+    from vmforge.net import create_netdev
+    from vmforge.virtio.mmio import VirtioMmioTransport
+    from vmforge_virtio.net import VirtioNet
+
+    class NetBoard(Board):
+        def build(self) -> None:
+            super().build()
+            self.netdevs["n0"] = create_netdev(
+                NetdevSpec("socket", "n0", {"listen": "127.0.0.1:0"}), self)
+            self.netdevs["n1"] = create_netdev(
+                NetdevSpec("socket", "n1", {"listen": "127.0.0.1:0"}), self)
+            self.add_device(VirtioMmioTransport(VirtioNet(netdev="n0", mac="52:54:00:ab:cd:ef")),
+                            0x1000_1000)
+
+    m = NetBoard()
+    m.realize()
+    try:
+        out = Monitor(m, BufferChar()).execute("info network")
+        assert "virtio-net-device" in out and "macaddr=52:54:00:ab:cd:ef link=up" in out
+        assert "n0: type=socket" in out and "n1: type=socket (no NIC)" in out
+    finally:
+        m.close()

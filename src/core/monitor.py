@@ -35,7 +35,7 @@ class Monitor:
         self._guest: Any = None
         self.commands: dict[str, tuple[Callable[[list[str]], str], str]] = {
             "help": (self._help, "help -- list the commands"),
-            "info": (self._info, "info registers|cpus|mtree|devices|block|virtio -- show "
+            "info": (self._info, "info registers|cpus|mtree|devices|block|network|virtio -- show "
                                  "machine state"),
             "xp": (self._xp, "xp /Nx ADDR -- N 32-bit words of guest physical memory"),
             "stop": (self._stop, "stop -- pause the guest"),
@@ -128,7 +128,9 @@ class Monitor:
         if what == "virtio":
             return "\n".join(_virtio_lines(n, dev) for n, dev in _virtio_devices(m)) \
                 or "no virtio devices"
-        return "info registers|cpus|mtree|devices|block|virtio"
+        if what == "network":
+            return _network_lines(m)
+        return "info registers|cpus|mtree|devices|block|network|virtio"
 
     def _xp(self, args: list[str]) -> str:
         fmt, addr_text = (args[0], args[1]) if args[0].startswith("/") else ("/1x", args[0])
@@ -204,3 +206,24 @@ def _virtio_lines(where: str, dev: Any) -> str:
         lines.append(f"    queue {q.index}: size={q.size} {state} inflight={len(q.inflight)}")
     lines.append(f"    stats: {dev.statistics()}")
     return "\n".join(lines)
+
+
+def _network_lines(machine: Machine) -> str:
+    """QEMU's ``info network``: each NIC with its MAC and link, and its back-end."""
+    lines = []
+    used = set()
+    for where, dev in _virtio_devices(machine):
+        mac = getattr(dev, "macaddr", None)
+        if mac is None:
+            continue
+        backend = getattr(dev, "backend", None)
+        link = "up" if getattr(dev, "link_up", True) else "down"
+        lines.append(f"{dev.name} ({where}): macaddr={':'.join(f'{b:02x}' for b in mac)} "
+                     f"link={link}")
+        if backend is not None:
+            used.add(id(backend))
+            lines.append(f" \\ {backend.id}: type={backend.type}")
+    for ident, backend in getattr(machine, "netdevs", {}).items():
+        if id(backend) not in used:
+            lines.append(f"{ident}: type={backend.type} (no NIC)")
+    return "\n".join(lines) or "no network devices"
