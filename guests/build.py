@@ -483,10 +483,8 @@ def build_initramfs(product: Product, out: Path, work: Path, args: argparse.Name
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     cpio.file("etc/group", b"root:x:0:\n")
     cpio.file("etc/hostname", b"vmforge\n")
-    for d in ("usr/share", "usr/share/udhcpc"):
-        cpio.directory(d, 0o755)
-    cpio.file("usr/share/udhcpc/default.script", (RISCV64 / "udhcpc.script").read_bytes(),
-              0o755)
+    cpio.directory("etc/udhcpc", 0o755)        # Debian's busybox looks for it there
+    cpio.file("etc/udhcpc/default.script", (RISCV64 / "udhcpc.script").read_bytes(), 0o755)
     raw = cpio.finish()
     with (out / "initramfs.cpio.gz").open("wb") as fh, \
             gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=9) as gz:
