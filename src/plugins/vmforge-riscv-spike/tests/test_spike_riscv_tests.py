@@ -3,6 +3,8 @@
 Set ``VMFORGE_RISCV_TESTS`` to the ``isa`` directory of a riscv-tests build
 (``make -C isa XLEN=64``); every ``rv64*-p-*`` and ``rv64*-v-*`` ELF there runs
 unchanged on the spike machine and must exit with status 0, as on spike.
+The suite is not in Debian and nothing here fetches it, so without the variable
+this module is not collected at all (see conftest.py): an opt-in, not a skip.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ def _tests() -> list[str]:
     return sorted(p.name for p in Path(ISA_DIR).glob("rv64*-[pv]-*") if p.suffix == "")
 
 
-@pytest.mark.skipif(not ISA_DIR, reason="opt-in: set VMFORGE_RISCV_TESTS to the isa "
-                    "directory of a riscv-tests build to run the ISA suite")
-@pytest.mark.parametrize("name", _tests() or ["none"])
+@pytest.mark.parametrize("name", _tests())
 def test_isa(name: str) -> None:
     m = Spike(MachineConfig(machine="spike", bios="none", kernel=str(Path(ISA_DIR) / name),
                             serial=[BufferChar()]))
