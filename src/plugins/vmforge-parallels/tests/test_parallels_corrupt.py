@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmforge.block.driver import BlockError, CorruptImageError
-from vmforge.testing.blockkit import BlockDriverConformance
+from vmforge.testing.corrupt import fuzz, overwrite_fields, patch_file
 from vmforge_parallels import Parallels
 
 MiB = 1 << 20
@@ -23,12 +23,6 @@ def _image(tmp_path: Path) -> Path:
         drv.write(0, b"\x10" * 5000)
         drv.write(MiB + 17, b"\x20" * 9000)
     return path
-
-
-def _patch(path: Path, at: int, data: bytes) -> None:
-    with open(path, "r+b") as f:
-        f.seek(at)
-        f.write(data)
 
 
 @pytest.mark.parametrize("at,data,match", [
@@ -48,7 +42,7 @@ def _patch(path: Path, at: int, data: bytes) -> None:
 ])
 def test_header_fields_refused(tmp_path: Path, at: int, data: bytes, match: str) -> None:
     img = _image(tmp_path)
-    _patch(img, at, data)
+    patch_file(img, at, data)
     with pytest.raises(BlockError, match=match) as info:
         Parallels.open(str(img))
     assert "seed.hds" in str(info.value)
@@ -61,7 +55,7 @@ def test_header_fields_refused(tmp_path: Path, at: int, data: bytes, match: str)
 def test_bad_bat_entry_names_its_offset(tmp_path: Path, entry: int) -> None:
     img = _image(tmp_path)
     # entry 3: cluster 3 would share the data of cluster 256 (used twice)
-    _patch(img, 64 + 4 * 7, struct.pack("<I", entry))
+    patch_file(img, 64 + 4 * 7, struct.pack("<I", entry))
     with pytest.raises(CorruptImageError) as info:
         Parallels.open(str(img))
     # (a cluster used twice is named at its second entry: cluster 256's)
@@ -74,7 +68,7 @@ def test_extension_images_open_read_only(tmp_path: Path) -> None:
     img = _image(tmp_path)
     with open(img, "ab") as f:
         f.write(bytes(CS))
-    _patch(img, 56, struct.pack("<Q", (img.stat().st_size - CS) // 512))
+    patch_file(img, 56, struct.pack("<Q", (img.stat().st_size - CS) // 512))
     with Parallels.open(str(img)) as drv:
         assert drv.read(0, 5000) == b"\x10" * 5000
         assert drv.check().clean   # the extension's cluster is not a leak
@@ -84,20 +78,12 @@ def test_extension_images_open_read_only(tmp_path: Path) -> None:
 
 def test_header_fuzz(tmp_path: Path) -> None:
     """300 mutations of the header and the BAT: BlockError or a working image."""
-    seed = _image(tmp_path)
-    original = seed.read_bytes()
-    kit = BlockDriverConformance()
+    original = _image(tmp_path).read_bytes()
     rng = random.Random(12)
-    bad = tmp_path / "bad.hds"
-    for i in range(300):
-        data = bytearray(original)
-        span = 64 if i % 3 else 64 + 4 * 512
-        for _ in range(1 + i % 5):
-            at = rng.randrange(span)
-            if i % 4 == 0 and at + 4 <= span:
-                data[at:at + 4] = struct.pack("<I", rng.choice(
-                    [0, 1, 2, 0xFFFFFFFF, 0x7FFFFFFF, rng.getrandbits(20)]))
-            else:
-                data[at] = rng.randrange(256)
-        bad.write_bytes(bytes(data))
-        kit._assert_clean_failure(Parallels, str(bad), f"mutation #{i}")
+
+    def mutate(i: int, data: bytearray) -> None:
+        overwrite_fields(data, 1 + i % 5, 64 if i % 3 else 64 + 4 * 512, rng,
+                         "<I" if i % 4 == 0 else None,
+                         lambda: [0, 1, 2, 0xFFFFFFFF, 0x7FFFFFFF, rng.getrandbits(20)])
+
+    fuzz(Parallels, original, tmp_path / "bad.hds", mutate, rounds=300)

@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import os
 import struct
+from functools import partial
 from pathlib import Path
 
 import pytest
-from parallels_oracle import info_json, needs_qemu, pattern, qemu_img, qemu_io, to_raw, vmforge_img
 
 from vmforge.block.driver import BlockError, parse_size
+from vmforge.testing import qemu_tools
+from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
 from vmforge_parallels import Parallels
 
 pytestmark = needs_qemu
+qemu_io = partial(qemu_tools.qemu_io, fmt="parallels")
+to_raw = partial(qemu_tools.to_raw, fmt="parallels")
 MiB = 1 << 20
 
 #: (offset, length, pattern): partial clusters, runs of clusters, out of order

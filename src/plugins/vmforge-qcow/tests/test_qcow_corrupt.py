@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmforge.block.driver import BlockError, CorruptImageError
+from vmforge.testing.corrupt import flip_bits, fuzz, patch_file
 from vmforge_qcow import Qcow
 
 MiB = 1 << 20
@@ -23,12 +24,6 @@ def _image(tmp_path: Path) -> Path:
         drv.write(3 * MiB + 17, b"\x20" * 9000)
         drv.write_compressed(2 * MiB, (b"squeeze " * 512)[:4096])
     return path
-
-
-def _patch(path: Path, at: int, data: bytes) -> None:
-    with open(path, "r+b") as f:
-        f.seek(at)
-        f.write(data)
 
 
 def _l2_entry_at(path: Path, cluster: int) -> int:
@@ -51,8 +46,8 @@ def _l2_entry_at(path: Path, cluster: int) -> int:
 def test_header_fields_refused(tmp_path: Path, at: int, data: bytes, match: str) -> None:
     img = _image(tmp_path)
     if at == 16:  # a backing name length with an offset: past the end of the file
-        _patch(img, 8, struct.pack(">Q", 48))
-    _patch(img, at, data)
+        patch_file(img, 8, struct.pack(">Q", 48))
+    patch_file(img, at, data)
     with pytest.raises(BlockError, match=match) as info:
         Qcow.open(str(img))
     assert "seed.qcow" in str(info.value)
@@ -60,7 +55,7 @@ def test_header_fields_refused(tmp_path: Path, at: int, data: bytes, match: str)
 
 def test_bad_l1_entry_names_its_offset(tmp_path: Path) -> None:
     img = _image(tmp_path)
-    _patch(img, L1_AT, struct.pack(">Q", 1 << 40))
+    patch_file(img, L1_AT, struct.pack(">Q", 1 << 40))
     with Qcow.open(str(img)) as drv, pytest.raises(CorruptImageError) as info:
         drv.read(0, 16)
     assert info.value.table == "L1 table" and info.value.offset == L1_AT
@@ -76,7 +71,7 @@ def test_bad_l2_entry_names_its_offset(tmp_path: Path, cluster: int, entry: int,
                                        match: str | None) -> None:
     img = _image(tmp_path)
     at = _l2_entry_at(img, cluster)
-    _patch(img, at, struct.pack(">Q", entry))
+    patch_file(img, at, struct.pack(">Q", entry))
     with Qcow.open(str(img)) as drv:
         if match is None:
             assert drv.read(cluster * 4096, 4096) == bytes(4096)
@@ -84,24 +79,6 @@ def test_bad_l2_entry_names_its_offset(tmp_path: Path, cluster: int, entry: int,
         with pytest.raises(CorruptImageError, match=match) as info:
             drv.read(cluster * 4096, 4096)
     assert info.value.table == "L2 table" and info.value.offset == at
-
-
-def _exercise(path: Path) -> str:
-    try:
-        drv = Qcow.open(str(path))
-    except BlockError:
-        return "refused"
-    try:
-        n = min(drv.size, 8 * MiB)
-        for _ in zip(range(4096), drv.block_status(0, n), strict=False):
-            pass
-        drv.read(0, n)
-        drv.info()
-        return "opened"
-    except BlockError:
-        return "refused"
-    finally:
-        drv.close()
 
 
 def test_fuzz_flipped_header_bytes(tmp_path: Path) -> None:
@@ -112,12 +89,6 @@ def test_fuzz_flipped_header_bytes(tmp_path: Path) -> None:
     hot = list(range(48 + 24)) + list(range(l2, l2 + 8 * 16)) + list(
         range(l2 + 8 * 512 - 8 * 8, l2 + 8 * 512))
     rng = random.Random(5)
-    bad = tmp_path / "bad.qcow"
-    outcomes = {"opened": 0, "refused": 0}
-    for k in range(400):
-        raw = bytearray(seed)
-        for _ in range(1 + k % 3):
-            raw[rng.choice(hot)] ^= 1 << rng.randrange(8)
-        bad.write_bytes(raw)
-        outcomes[_exercise(bad)] += 1
+    outcomes = fuzz(Qcow, seed, tmp_path / "bad.qcow",
+                    lambda k, raw: flip_bits(raw, hot, 1 + k % 3, rng), rounds=400)
     assert outcomes["refused"] > 50 and outcomes["opened"] > 10, outcomes

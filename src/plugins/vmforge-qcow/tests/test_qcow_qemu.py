@@ -4,24 +4,20 @@ clusters, backing files, info, convert."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
-from qcow_oracle import (
-    info_json,
-    needs_qemu,
-    pattern,
-    qemu_img,
-    qemu_io,
-    to_raw,
-    vmforge_img,
-)
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockStatus, parse_size
+from vmforge.testing import qemu_tools
+from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
 from vmforge_qcow import Qcow
 
 pytestmark = needs_qemu
+qemu_io = partial(qemu_tools.qemu_io, fmt="qcow")
+to_raw = partial(qemu_tools.to_raw, fmt="qcow")
 MiB = 1 << 20
 
 #: (offset, length, pattern): sector-aligned writes both tools do alike

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-import shutil
 import struct
 from pathlib import Path
 
 import pytest
 
 from vmforge.block.driver import BlockError, CorruptImageError
-from vmforge.testing.blockkit import BlockDriverConformance
+from vmforge.testing.corrupt import fuzz, overwrite_fields, patch_file
 from vmforge_qed import Qed
 
 MiB = 1 << 20
@@ -25,12 +24,6 @@ def _image(tmp_path: Path, backing: bool = False) -> Path:
         drv.write(0, b"\x10" * 5000)
         drv.write(3 * MiB + 17, b"\x20" * 9000)
     return path
-
-
-def _patch(path: Path, at: int, data: bytes) -> None:
-    with open(path, "r+b") as f:
-        f.seek(at)
-        f.write(data)
 
 
 @pytest.mark.parametrize("at,data,match", [
@@ -51,7 +44,7 @@ def _patch(path: Path, at: int, data: bytes) -> None:
 ])
 def test_header_fields_refused(tmp_path: Path, at: int, data: bytes, match: str) -> None:
     img = _image(tmp_path)
-    _patch(img, at, data)
+    patch_file(img, at, data)
     with pytest.raises(BlockError, match=match) as info:
         Qed.open(str(img))
     assert "seed.qed" in str(info.value)
@@ -64,7 +57,7 @@ def test_header_fields_refused(tmp_path: Path, at: int, data: bytes, match: str)
                                      (64, b"\xff\xfe")])
 def test_backing_name_refused(tmp_path: Path, at: int, data: bytes) -> None:
     img = _image(tmp_path, backing=True)
-    _patch(img, at, data)
+    patch_file(img, at, data)
     with pytest.raises(CorruptImageError, match="backing file name") as info:
         Qed.open(str(img))
     assert "seed.qed" in str(info.value)
@@ -72,7 +65,7 @@ def test_backing_name_refused(tmp_path: Path, at: int, data: bytes) -> None:
 
 def test_bad_l1_entry_names_the_table_and_offset(tmp_path: Path) -> None:
     img = _image(tmp_path)
-    _patch(img, CS, struct.pack("<Q", 12345))   # L1 entry 0: unaligned
+    patch_file(img, CS, struct.pack("<Q", 12345))   # L1 entry 0: unaligned
     with Qed.open(str(img)) as drv:
         with pytest.raises(CorruptImageError) as info:
             drv.read(0, 512)
@@ -86,7 +79,7 @@ def test_bad_l2_entry_names_the_table_and_offset(tmp_path: Path) -> None:
     with Qed.open(str(img)) as drv:
         entry_at = drv.l1[0] + 8 * 1   # cluster 1: 5000 bytes reach into it
     for bad in (1 << 50, 3 * CS + 5, 0x100):
-        _patch(img, entry_at, struct.pack("<Q", bad))
+        patch_file(img, entry_at, struct.pack("<Q", bad))
         with Qed.open(str(img)) as drv:
             with pytest.raises(CorruptImageError) as info:
                 drv.read(CS, 512)
@@ -99,8 +92,8 @@ def test_twice_referenced_cluster_is_a_corruption(tmp_path: Path) -> None:
     with Qed.open(str(img)) as drv:
         l2 = drv.l1[0]
         first = drv.read_table(l2)[0]
-    _patch(img, l2 + 8 * 7, struct.pack("<Q", first))
-    _patch(img, 16, struct.pack("<Q", 2))   # and the need-check flag: a crash
+    patch_file(img, l2 + 8 * 7, struct.pack("<Q", first))
+    patch_file(img, 16, struct.pack("<Q", 2))   # and the need-check flag: a crash
     with Qed.open(str(img), readonly=False) as drv:   # checked at open: cannot repair
         assert drv.needs_check
         res = drv.check(repair="all")
@@ -112,21 +105,12 @@ def test_twice_referenced_cluster_is_a_corruption(tmp_path: Path) -> None:
 def test_header_fuzz(tmp_path: Path) -> None:
     """300 mutations of the first 128 bytes and of the tables: BlockError or a
     working image, never another exception."""
-    seed = _image(tmp_path, backing=True)
-    original = seed.read_bytes()
-    kit = BlockDriverConformance()
+    original = _image(tmp_path, backing=True).read_bytes()
     rng = random.Random(11)
-    bad = tmp_path / "bad.qed"
-    for i in range(300):
-        data = bytearray(original)
-        span = 128 if i % 3 else len(data)
-        for _ in range(1 + i % 5):
-            at = rng.randrange(span)
-            if i % 4 == 0 and at + 8 <= span:
-                data[at:at + 8] = struct.pack("<Q", rng.choice(
-                    [0, 1, 2 ** 63, 2 ** 64 - 1, CS, CS * 3, rng.getrandbits(40)]))
-            else:
-                data[at] = rng.randrange(256)
-        shutil.copyfile(seed, bad)
-        bad.write_bytes(bytes(data))
-        kit._assert_clean_failure(Qed, str(bad), f"mutation #{i}")
+
+    def mutate(i: int, data: bytearray) -> None:
+        overwrite_fields(data, 1 + i % 5, 128 if i % 3 else len(data), rng,
+                         "<Q" if i % 4 == 0 else None,
+                         lambda: [0, 1, 2 ** 63, 2 ** 64 - 1, CS, CS * 3, rng.getrandbits(40)])
+
+    fuzz(Qed, original, tmp_path / "bad.qed", mutate, rounds=300)

@@ -7,16 +7,20 @@ import json
 import os
 import shutil
 import struct
+from functools import partial
 from pathlib import Path
 
 import pytest
-from qed_oracle import info_json, needs_qemu, pattern, qemu_img, qemu_io, to_raw, vmforge_img
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockError, parse_size
+from vmforge.testing import qemu_tools
+from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
 from vmforge_qed import Qed
 
 pytestmark = needs_qemu
+qemu_io = partial(qemu_tools.qemu_io, fmt="qed")
+to_raw = partial(qemu_tools.to_raw, fmt="qed")
 MiB = 1 << 20
 
 #: (offset, length, pattern): writes both tools do alike (partial clusters, runs of

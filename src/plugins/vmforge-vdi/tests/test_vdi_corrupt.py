@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmforge.block.driver import BlockError, CorruptImageError
+from vmforge.testing.corrupt import flip_bits, fuzz, patch_file
 from vmforge_vdi import Vdi
 from vmforge_vdi.driver import ALLOCATED_AT
 
@@ -24,12 +25,6 @@ def _image(tmp_path: Path, **opts: object) -> Path:
     return path
 
 
-def _patch(path: Path, at: int, data: bytes) -> None:
-    with open(path, "r+b") as f:
-        f.seek(at)
-        f.write(data)
-
-
 @pytest.mark.parametrize("at,value,match", [
     (0x44, 0x00010000, "version 1.0"),
     (0x168, 1024, "sector size 1024"),
@@ -42,7 +37,7 @@ def _patch(path: Path, at: int, data: bytes) -> None:
 ])
 def test_header_fields_refused(tmp_path: Path, at: int, value: int, match: str) -> None:
     img = _image(tmp_path)
-    _patch(img, at, struct.pack("<I", value))
+    patch_file(img, at, struct.pack("<I", value))
     with pytest.raises(BlockError, match=match) as info:
         Vdi.open(str(img))
     assert "seed.vdi" in str(info.value)
@@ -52,7 +47,7 @@ def test_header_fields_refused(tmp_path: Path, at: int, value: int, match: str) 
 
 def test_block_map_entry_out_of_range_names_its_offset(tmp_path: Path) -> None:
     img = _image(tmp_path)
-    _patch(img, 0x200 + 4 * 3, struct.pack("<I", 77))
+    patch_file(img, 0x200 + 4 * 3, struct.pack("<I", 77))
     with Vdi.open(str(img)) as drv:
         assert drv.read(0, 16) == b"\x10" * 16          # the rest still reads
         with pytest.raises(CorruptImageError) as info:
@@ -64,7 +59,7 @@ def test_block_map_entry_out_of_range_names_its_offset(tmp_path: Path) -> None:
 def test_bad_allocation_count_refuses_to_overwrite(tmp_path: Path) -> None:
     """A header count below the data blocks in use would hand out a used block."""
     img = _image(tmp_path)
-    _patch(img, ALLOCATED_AT, struct.pack("<I", 1))
+    patch_file(img, ALLOCATED_AT, struct.pack("<I", 1))
     with Vdi.open(str(img), readonly=False) as drv:
         with pytest.raises(CorruptImageError, match="in use") as info:
             drv.write(2 * MiB, b"x")
@@ -78,25 +73,6 @@ def test_too_large_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "big.vdi").exists()
 
 
-def _exercise(path: Path) -> str:
-    try:
-        drv = Vdi.open(str(path))
-    except BlockError:
-        return "refused"
-    try:
-        n = min(drv.size, 8 * MiB)
-        for _ in zip(range(4096), drv.block_status(0, n), strict=False):
-            pass
-        drv.read(0, n)
-        drv.check()
-        drv.info()
-        return "opened"
-    except BlockError:
-        return "refused"
-    finally:
-        drv.close()
-
-
 @pytest.mark.parametrize("static", [False, True])
 def test_fuzz_flipped_header_bytes(tmp_path: Path, static: bool) -> None:
     """300 images with bits of the header and the block map flipped: each opens and
@@ -104,12 +80,6 @@ def test_fuzz_flipped_header_bytes(tmp_path: Path, static: bool) -> None:
     seed = _image(tmp_path, static=static).read_bytes()
     hot = list(range(0x40, 0x54)) + list(range(0x154, 0x1C8)) + list(range(0x200, 0x220))
     rng = random.Random(int(static))
-    bad = tmp_path / "bad.vdi"
-    outcomes = {"opened": 0, "refused": 0}
-    for k in range(300):
-        raw = bytearray(seed)
-        for _ in range(1 + k % 3):
-            raw[rng.choice(hot)] ^= 1 << rng.randrange(8)
-        bad.write_bytes(raw)
-        outcomes[_exercise(bad)] += 1
+    outcomes = fuzz(Vdi, seed, tmp_path / "bad.vdi",
+                    lambda k, raw: flip_bits(raw, hot, 1 + k % 3, rng), rounds=300)
     assert outcomes["refused"] > 50 and outcomes["opened"] > 10, outcomes

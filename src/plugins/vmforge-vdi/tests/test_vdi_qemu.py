@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import json
 import struct
+from functools import partial
 from pathlib import Path
 
 import pytest
-from vdi_oracle import (
-    info_json,
-    needs_qemu,
-    pattern,
-    qemu_img,
-    qemu_io,
-    to_raw,
-    vmforge_img,
-)
 
+from vmforge.testing import qemu_tools
+from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
 from vmforge_vdi import Vdi
 
 pytestmark = needs_qemu
+qemu_io = partial(qemu_tools.qemu_io, fmt="vdi")
+to_raw = partial(qemu_tools.to_raw, fmt="vdi")
 MiB = 1 << 20
 
 QEMU_WRITES = ((0, 4096, 0x11), (512 * 1000, 70000 // 512 * 512, 0x22),
@@ -146,7 +142,7 @@ def test_convert_to_and_from_qcow2_and_raw(tmp_path: Path, out_opts: str) -> Non
         assert qemu_img("compare", "-f", "qcow2", "-F", fmt, str(src), str(back)).returncode == 0
     theirs = tmp_path / "theirs.vdi"
     qemu_img("convert", "-f", "qcow2", "-O", "vdi", "-o", out_opts, str(src), str(theirs))
-    assert to_raw(theirs, tmp_path / "t.raw", "vdi") == to_raw(vdi, tmp_path / "o.raw", "vdi")
+    assert to_raw(theirs, tmp_path / "t.raw") == to_raw(vdi, tmp_path / "o.raw")
     if out_opts == "static=off":  # the same blocks allocated as qemu-img's conversion
         with Vdi.open(str(vdi)) as a, Vdi.open(str(theirs)) as b:
             assert a.blocks_allocated == b.blocks_allocated

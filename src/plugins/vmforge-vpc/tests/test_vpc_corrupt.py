@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmforge.block.driver import BlockError, CorruptImageError
+from vmforge.testing.corrupt import flip_bits, fuzz
 from vmforge_vpc import Vpc
 from vmforge_vpc.layout import FOOTER_CHECKSUM_AT, checksum
 
@@ -88,24 +89,6 @@ def test_too_large_and_not_a_vhd(tmp_path: Path) -> None:
         Vpc.create(str(tmp_path / "x.vhd"), MiB, subformat="differencing")
 
 
-def _exercise(path: Path) -> str:
-    try:
-        drv = Vpc.open(str(path))
-    except BlockError:
-        return "refused"
-    try:
-        n = min(drv.size, 8 * MiB)
-        for _ in zip(range(4096), drv.block_status(0, n), strict=False):
-            pass
-        drv.read(0, n)
-        drv.info()
-        return "opened"
-    except BlockError:
-        return "refused"
-    finally:
-        drv.close()
-
-
 @pytest.mark.parametrize("subformat", ["dynamic", "fixed"])
 def test_fuzz_flipped_header_bytes(tmp_path: Path, subformat: str) -> None:
     """300 images with bytes of the footer, header and BAT flipped: each opens and
@@ -116,15 +99,12 @@ def test_fuzz_flipped_header_bytes(tmp_path: Path, subformat: str) -> None:
     if subformat == "dynamic":
         hot += list(range(512, 1536 + 64))
     rng = random.Random(subformat)
-    bad = tmp_path / "bad.vhd"
-    outcomes = {"opened": 0, "refused": 0}
-    for k in range(300):
-        raw = bytearray(seed)
-        for _ in range(1 + k % 3):
-            raw[rng.choice(hot)] ^= 1 << rng.randrange(8)
+
+    def mutate(k: int, raw: bytearray) -> None:
+        flip_bits(raw, hot, 1 + k % 3, rng)
         if k % 2:  # half keep a valid footer checksum, to get past it
             struct.pack_into(">I", raw, footer + FOOTER_CHECKSUM_AT,
                              checksum(raw[footer:footer + 512], FOOTER_CHECKSUM_AT))
-        bad.write_bytes(raw)
-        outcomes[_exercise(bad)] += 1
+
+    outcomes = fuzz(Vpc, seed, tmp_path / "bad.vhd", mutate, rounds=300)
     assert outcomes["refused"] > 50 and outcomes["opened"] > 10, outcomes

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
-from vpc_oracle import (
-    info_json,
-    needs_qemu,
-    pattern,
-    qemu_img,
-    qemu_io,
-    to_raw,
-    vmforge_img,
-)
 
 from vmforge.block.backend import BlockBackend
+from vmforge.testing import qemu_tools
+from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
 from vmforge_vpc import Vpc
 from vmforge_vpc.layout import FOOTER_SIZE
 
 pytestmark = needs_qemu
+qemu_io = partial(qemu_tools.qemu_io, fmt="vpc")
+to_raw = partial(qemu_tools.to_raw, fmt="vpc")
 MiB = 1 << 20
 
 #: (offset, length, qemu-io pattern byte) written into qemu-img's images

@@ -1,6 +1,0 @@
-"""Make the vdi test helpers (``vdi_oracle``) importable."""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
