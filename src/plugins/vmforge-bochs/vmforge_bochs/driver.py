@@ -25,15 +25,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 from vmforge.block.driver import (
-    BlockDriver,
     BlockError,
     BlockStatus,
     CorruptImageError,
     Extent,
-    ImageInfo,
     ReadOnlyError,
 )
-from vmforge.block.fileio import preadv_full
+from vmforge.block.fileio import fill_zero, preadv_full
+from vmforge.block.mapped import FileImage, merge_extents, open_image_file
 
 MAGIC = b"Bochs Virtual HD Image"
 TYPE = b"Redolog"
@@ -58,7 +57,7 @@ def _cstr(field: bytes, want: bytes) -> bool:
     return field[:len(want) + 1] == want + b"\0"
 
 
-class Bochs(BlockDriver):
+class Bochs(FileImage):
     """A Bochs growing image (read-only)."""
 
     format_name = "bochs"
@@ -66,8 +65,7 @@ class Bochs(BlockDriver):
 
     def __init__(self, filename: str, fd: int, size: int, catalog: array[int],
                  data_offset: int, bitmap_bytes: int, extent_size: int) -> None:
-        super().__init__(filename, True)
-        self.fd = fd
+        super().__init__(filename, True, fd)
         self._size = size
         self.catalog = catalog
         self.data_offset = data_offset
@@ -90,15 +88,8 @@ class Bochs(BlockDriver):
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
         if not readonly:
             raise ReadOnlyError("the bochs format can only be opened read-only", path)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
-        try:
+        with open_image_file(path, True) as fd:
             return cls._open_fd(path, fd)
-        except BaseException:
-            os.close(fd)
-            raise
 
     @classmethod
     def _open_fd(cls, path: str, fd: int) -> Self:
@@ -182,38 +173,18 @@ class Bochs(BlockDriver):
             offset = stop
 
     def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        for v in views:
+        for v in self._checked_views(offset, buffers):
             base = offset
             for start, n, host in self._runs(offset, v.nbytes):
                 part = v[start - base:start - base + n]
                 if host is None:
-                    part[:] = bytes(n)
+                    fill_zero(part)
                 else:
                     preadv_full(self.fd, host, [part])
             offset += v.nbytes
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         self._check_range(offset, length)
-        cur: list[Any] | None = None
-        for start, n, host in self._runs(offset, length):
-            status = _ZERO if host is None else _DATA
-            if cur is not None and cur[2] == status and (
-                    host is None if cur[3] is None else host == cur[3] + cur[1]):
-                cur[1] += n
-                continue
-            if cur is not None:
-                yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-            cur = [start, n, status, host]
-        if cur is not None:
-            yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-
-    def info(self) -> ImageInfo:
-        st = os.fstat(self.fd)
-        return ImageInfo(self.filename, self.format_name, self._size, st.st_blocks * 512)
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-            os.close(self.fd)
+        runs = ((start, n, _ZERO if host is None else _DATA, host)
+                for start, n, host in self._runs(offset, length))
+        yield from merge_extents(runs, self.filename)

@@ -18,21 +18,19 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import threading
 import zlib
 from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 from vmforge.block.driver import (
-    BlockDriver,
     BlockError,
     BlockStatus,
     CorruptImageError,
     Extent,
-    ImageInfo,
     ReadOnlyError,
 )
+from vmforge.block.mapped import FileImage, open_image_file, split_views
 
 MAGIC = (b"#!/bin/sh\n#V2.0 Format\n"
          b"modprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n")
@@ -45,22 +43,20 @@ MAX_COMPRESSED = 2 * MAX_BLOCK_SIZE
 _STATUS = BlockStatus.DATA | BlockStatus.ALLOCATED | BlockStatus.COMPRESSED
 
 
-class Cloop(BlockDriver):
+class Cloop(FileImage):
     """A cloop image (read-only)."""
 
     format_name = "cloop"
     granularity = 512
 
     def __init__(self, filename: str, fd: int, block_size: int, offsets: array[int]) -> None:
-        super().__init__(filename, True)
-        self.fd = fd
+        super().__init__(filename, True, fd)
         self.block_size = block_size
         self.granularity = block_size
         self.offsets = offsets
         self.n_blocks = len(offsets) - 1
         self._file_size = os.fstat(fd).st_size
         self._cache: tuple[int, bytes] | None = None
-        self._lock = threading.Lock()
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
@@ -72,15 +68,8 @@ class Cloop(BlockDriver):
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
         if not readonly:
             raise ReadOnlyError("the cloop format can only be opened read-only", path)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
-        try:
+        with open_image_file(path, True) as fd:
             return cls._open_fd(path, fd)
-        except BaseException:
-            os.close(fd)
-            raise
 
     @classmethod
     def _open_fd(cls, path: str, fd: int) -> Self:
@@ -146,29 +135,13 @@ class Cloop(BlockDriver):
         return out
 
     def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        bs = self.block_size
-        with self._lock:
-            for v in views:
-                pos = 0
-                while pos < v.nbytes:
-                    i, within = divmod(offset + pos, bs)
-                    n = min(bs - within, v.nbytes - pos)
-                    v[pos:pos + n] = self._block(i)[within:within + n]
-                    pos += n
-                offset += v.nbytes
+        views = self._checked_views(offset, buffers)
+        with self._lock:   # (the inflated block's cache)
+            for i, within, part in split_views(offset, views, self.block_size):
+                part[:] = self._block(i)[within:within + part.nbytes]
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         self._check_range(offset, length)
         if length:
             yield Extent(offset, length, _STATUS, None, 0, self.filename)
 
-    def info(self) -> ImageInfo:
-        st = os.fstat(self.fd)
-        return ImageInfo(self.filename, self.format_name, self.size, st.st_blocks * 512)
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-            os.close(self.fd)

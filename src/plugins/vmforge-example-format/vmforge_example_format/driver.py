@@ -23,22 +23,20 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import threading
 import zlib
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Self
 
 from vmforge.block.driver import (
-    BlockDriver,
     BlockError,
     BlockStatus,
     CheckResult,
     CorruptImageError,
     CreateOption,
-    Extent,
     ImageInfo,
 )
+from vmforge.block.mapped import MappedImage, open_image_file
 
 MAGIC = b"VMFXMAP\0"
 VERSION = 1
@@ -52,6 +50,9 @@ _MAX_NAME = 1024
 _MAX_FMT = 32
 _MAX_ENTRIES = 1 << 24           # a 128 MiB table at most: refuse absurd headers
 UNALLOCATED, ZERO = 0, 1
+_DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
+_ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
+_NONE = BlockStatus(0)
 
 
 def _power_of_two(n: int) -> bool:
@@ -91,8 +92,13 @@ def _pack_header(size: int, bs: int, table_offset: int, entries: int,
     return bytes(raw)
 
 
-class ExampleFormat(BlockDriver):
-    """A sparse image with a flat block table and optional backing file."""
+class ExampleFormat(MappedImage):
+    """A sparse image with a flat block table and optional backing file.
+
+    :class:`~vmforge.block.mapped.MappedImage` does the reads, writes and
+    ``block_status`` from :meth:`_cluster_status` and :meth:`_allocate`; a
+    "cluster" there is a block here.
+    """
 
     format_name = "example"
     supports_backing = True
@@ -105,13 +111,11 @@ class ExampleFormat(BlockDriver):
 
     def __init__(self, filename: str, readonly: bool, fd: int, header: tuple[Any, ...],
                  backing: str | None, backing_fmt: str | None) -> None:
-        super().__init__(filename, readonly)
-        self.fd = fd
-        (_, _, _, self._size, self.block_size, self.table_offset, n, _, _, _) = header
-        self.granularity = self.block_size
+        super().__init__(filename, readonly, fd)
+        (_, _, _, self._size, self.cluster_size, self.table_offset, n, _, _, _) = header
+        self.granularity = self.cluster_size
         self._backing = backing
         self._backing_fmt = backing_fmt
-        self._lock = threading.RLock()
         raw = os.pread(fd, n * 8, self.table_offset)
         if len(raw) != n * 8:
             raise CorruptImageError("block table extends past the end of the file", filename,
@@ -119,7 +123,7 @@ class ExampleFormat(BlockDriver):
         self.table = array("Q", raw)
         if sys.byteorder == "big":
             self.table.byteswap()
-        self._table_room = _table_bytes(n, self.block_size) // 8
+        self._table_room = _table_bytes(n, self.cluster_size) // 8
         self._file_end = os.fstat(fd).st_size
 
     # -- class level -------------------------------------------------------------------
@@ -161,16 +165,9 @@ class ExampleFormat(BlockDriver):
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        try:
-            fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as exc:
-            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
-        try:
+        with open_image_file(path, readonly) as fd:   # closed again if the header is refused
             header, backing, fmt = cls._read_header(fd, path)
             return cls(path, readonly, fd, header, backing, fmt)
-        except BaseException:
-            os.close(fd)
-            raise
 
     @staticmethod
     def _read_header(fd: int, path: str) -> tuple[tuple[Any, ...], str | None, str | None]:
@@ -217,19 +214,9 @@ class ExampleFormat(BlockDriver):
     def backing_format(self) -> str | None:
         return self._backing_fmt
 
-    def _pieces(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
-        """(block index, offset in block, length) for each block the range touches."""
-        bs = self.block_size
-        end = offset + length
-        while offset < end:
-            i, within = divmod(offset, bs)
-            n = min(bs - within, end - offset)
-            yield i, within, n
-            offset += n
-
     def _host(self, i: int) -> int:
         """The data offset of block ``i`` (an entry above ZERO), checked."""
-        host, bs = self.table[i], self.block_size
+        host, bs = self.table[i], self.cluster_size
         table_end = self.table_offset + self._table_room * 8
         if (host % bs or host < HEADER_SIZE or host + bs > self._file_end
                 or (host < table_end and host + bs > self.table_offset)):
@@ -237,39 +224,16 @@ class ExampleFormat(BlockDriver):
                                     self.filename, self.table_offset + 8 * i, "block table")
         return host
 
-    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        for v in views:
-            pos = 0
-            for i, within, n in self._pieces(offset, v.nbytes):
-                part = v[pos:pos + n]
-                if self.table[i] <= ZERO:
-                    part[:] = bytes(n)
-                else:
-                    got = os.preadv(self.fd, [part], self._host(i) + within)
-                    if got < n:
-                        part[got:] = bytes(n - got)
-                pos += n
-            offset += v.nbytes
+    def _cluster_status(self, i: int) -> tuple[BlockStatus, int | None]:
+        entry = self.table[i]
+        if entry == UNALLOCATED:
+            return _NONE, None   # not here: the backing file (or zeros)
+        if entry == ZERO:
+            return _ZERO, None
+        return _DATA, self._host(i)
 
-    def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        self._check_writable()
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        with self._lock:
-            for v in views:
-                pos = 0
-                for i, within, n in self._pieces(offset, v.nbytes):
-                    self._write_piece(i, within, v[pos:pos + n])
-                    pos += n
-                offset += v.nbytes
-
-    def _write_piece(self, i: int, within: int, data: memoryview) -> None:
-        if self.table[i] > ZERO:
-            os.pwrite(self.fd, data, self._host(i) + within)
-            return
-        bs = self.block_size
+    def _allocate(self, i: int, within: int, data: memoryview) -> None:
+        bs = self.cluster_size
         block = bytearray(bs)  # the block read as zeros before (unallocated or zero)
         block[within:within + data.nbytes] = data
         host = -(-self._file_end // bs) * bs
@@ -282,6 +246,8 @@ class ExampleFormat(BlockDriver):
         os.pwrite(self.fd, struct.pack("<Q", value), self.table_offset + 8 * i)
 
     def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
+        """Whole unallocated blocks become zero blocks (nothing written); the rest
+        get zero bytes."""
         self._check_writable()
         self._check_range(offset, length)
         with self._lock:
@@ -289,44 +255,18 @@ class ExampleFormat(BlockDriver):
                 entry = self.table[i]
                 if entry == ZERO:
                     continue
-                whole = within == 0 and (n == self.block_size or
-                                         i * self.block_size + n == self._size)
+                whole = within == 0 and (n == self.cluster_size or
+                                         i * self.cluster_size + n == self._size)
                 if entry == UNALLOCATED and whole:
                     self._set_entry(i, ZERO)
                 else:
                     self._write_piece(i, within, memoryview(bytes(n)))
 
-    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
-        self._check_range(offset, length)
-        cur: list[Any] | None = None  # [offset, length, status, host]
-        for i, within, n in self._pieces(offset, length):
-            entry = self.table[i]
-            if entry == UNALLOCATED:
-                status, host = BlockStatus(0), None
-            elif entry == ZERO:
-                status, host = BlockStatus.ZERO | BlockStatus.ALLOCATED, None
-            else:
-                status, host = BlockStatus.DATA | BlockStatus.ALLOCATED, self._host(i) + within
-            start = i * self.block_size + within
-            if cur is not None and cur[2] == status and (
-                    host is None if cur[3] is None else host == cur[3] + cur[1]):
-                cur[1] += n
-                continue
-            if cur is not None:
-                yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-            cur = [start, n, status, host]
-        if cur is not None:
-            yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-
-    def flush(self) -> None:
-        if not self.readonly and self.sync:  # metadata is written through: only the fsync
-            os.fsync(self.fd)
-
     def truncate(self, size: int) -> None:
         self._check_writable()
         if size < 0:
             raise BlockError(f"size {size} is negative", self.filename)
-        bs = self.block_size
+        bs = self.cluster_size
         n = _entries(size, bs)
         if n > _MAX_ENTRIES:
             raise BlockError(f"size {size} needs too many blocks", self.filename)
@@ -352,7 +292,7 @@ class ExampleFormat(BlockDriver):
             self._write_header()
 
     def _write_header(self) -> None:
-        os.pwrite(self.fd, _pack_header(self._size, self.block_size, self.table_offset,
+        os.pwrite(self.fd, _pack_header(self._size, self.cluster_size, self.table_offset,
                                         len(self.table), self._backing, self._backing_fmt), 0)
 
     def change_backing_file(self, filename: str | None, fmt: str | None) -> None:
@@ -381,13 +321,6 @@ class ExampleFormat(BlockDriver):
         return result
 
     def info(self) -> ImageInfo:
-        st = os.fstat(self.fd)
-        return ImageInfo(self.filename, self.format_name, self._size, st.st_blocks * 512,
-                         cluster_size=self.block_size, backing_filename=self._backing,
-                         backing_format=self._backing_fmt,
-                         format_specific={"version": VERSION, "table-entries": len(self.table)})
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-            os.close(self.fd)
+        return self._info(cluster_size=self.cluster_size, backing_filename=self._backing,
+                          backing_format=self._backing_fmt,
+                          format_specific={"version": VERSION, "table-entries": len(self.table)})

@@ -24,22 +24,19 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import threading
 from array import array
-from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 from vmforge.block.driver import (
-    BlockDriver,
     BlockError,
     BlockStatus,
     CheckResult,
     CorruptImageError,
     CreateOption,
-    Extent,
     ImageInfo,
 )
-from vmforge.block.fileio import preadv_full, pwritev_full
+from vmforge.block.fileio import pwritev_full
+from vmforge.block.mapped import MappedImage, open_image_file
 
 MAGIC_EXT = b"WithouFreSpacExt"
 MAGIC_OLD = b"WithoutFreeSpace"
@@ -65,10 +62,11 @@ def _align(n: int, unit: int) -> int:
     return -(-n // unit) * unit
 
 
-class Parallels(BlockDriver):
+class Parallels(MappedImage):
     """A Parallels expandable image."""
 
     format_name = "parallels"
+    locked_reads = True
     granularity = DEFAULT_CLUSTER
     create_options = {
         "cluster_size": CreateOption("cluster_size", int, DEFAULT_CLUSTER,
@@ -77,8 +75,7 @@ class Parallels(BlockDriver):
 
     def __init__(self, filename: str, readonly: bool, fd: int, fields: tuple[Any, ...],
                  bat: array[int], file_size: int) -> None:
-        super().__init__(filename, readonly)
-        self.fd = fd
+        super().__init__(filename, readonly, fd)
         (self.magic, _, self.heads, self.cylinders, self.tracks, _, self.sectors,
          self.inuse, data_off, self.flags, self.ext_off) = fields
         self.cluster_size = self.tracks * SECTOR
@@ -88,7 +85,6 @@ class Parallels(BlockDriver):
                          // SECTOR) * SECTOR
         self.bat = bat
         self.file_size = file_size
-        self._lock = threading.RLock()
         #: where the next cluster goes (QEMU's data_end)
         self.data_end = max([self.data_off] + [self._offset(e) + self.cluster_size
                                                for e in bat if e])
@@ -125,11 +121,7 @@ class Parallels(BlockDriver):
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        try:
-            fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as exc:
-            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
-        try:
+        with open_image_file(path, readonly) as fd:
             file_size = os.fstat(fd).st_size
             fields, bat = cls._read_meta(fd, path, file_size)
             drv = cls(path, readonly, fd, fields, bat, file_size)
@@ -137,9 +129,6 @@ class Parallels(BlockDriver):
             if not readonly:
                 drv._open_for_write(bool(options.get("for_check")))
             return drv
-        except BaseException:
-            os.close(fd)
-            raise
 
     @staticmethod
     def _read_meta(fd: int, path: str, file_size: int) -> tuple[tuple[Any, ...], array[int]]:
@@ -223,48 +212,11 @@ class Parallels(BlockDriver):
     def size(self) -> int:
         return self.sectors * SECTOR
 
-    def _pieces(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
-        cs = self.cluster_size
-        end = offset + length
-        while offset < end:
-            i, within = divmod(offset, cs)
-            n = min(cs - within, end - offset)
-            yield i, within, n
-            offset += n
-
-    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        with self._lock:
-            for v in views:
-                pos = 0
-                for i, within, n in self._pieces(offset, v.nbytes):
-                    part = v[pos:pos + n]
-                    entry = self.bat[i]
-                    if entry:
-                        preadv_full(self.fd, self._offset(entry) + within, [part])
-                    else:
-                        part[:] = bytes(n)
-                    pos += n
-                offset += v.nbytes
-
-    def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        self._check_writable()
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        with self._lock:
-            for v in views:
-                pos = 0
-                for i, within, n in self._pieces(offset, v.nbytes):
-                    self._write_piece(i, within, v[pos:pos + n])
-                    pos += n
-                offset += v.nbytes
-
-    def _write_piece(self, i: int, within: int, data: memoryview) -> None:
+    def _cluster_status(self, i: int) -> tuple[BlockStatus, int | None]:
         entry = self.bat[i]
-        if entry:
-            pwritev_full(self.fd, self._offset(entry) + within, [data])
-            return
+        return (_DATA, self._offset(entry)) if entry else (_ZERO, None)
+
+    def _allocate(self, i: int, within: int, data: memoryview) -> None:
         cs = self.cluster_size
         at = self.data_end
         if (at // SECTOR) % self.multiplier or at // SECTOR // self.multiplier >= 1 << 32:
@@ -276,33 +228,6 @@ class Parallels(BlockDriver):
         self.file_size = max(self.file_size, self.data_end)
         self.bat[i] = at // SECTOR // self.multiplier   # then its BAT entry
         os.pwrite(self.fd, struct.pack("<I", self.bat[i]), HEADER_SIZE + 4 * i)
-
-    def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
-        """Unallocated clusters already read as zeros; allocated ones get zero bytes."""
-        self._check_writable()
-        self._check_range(offset, length)
-        zeros = memoryview(bytes(min(length, self.cluster_size)))
-        with self._lock:
-            for i, within, n in self._pieces(offset, length):
-                if self.bat[i]:
-                    pwritev_full(self.fd, self._offset(self.bat[i]) + within, [zeros[:n]])
-
-    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
-        self._check_range(offset, length)
-        cur: list[Any] | None = None   # [offset, length, status, host]
-        for i, within, n in self._pieces(offset, length):
-            entry = self.bat[i]
-            status, host = ((_DATA, self._offset(entry) + within) if entry else (_ZERO, None))
-            start = i * self.cluster_size + within
-            if cur is not None and cur[2] == status and (
-                    host is None if cur[3] is None else host == cur[3] + cur[1]):
-                cur[1] += n
-                continue
-            if cur is not None:
-                yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-            cur = [start, n, status, host]
-        if cur is not None:
-            yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
 
     def check(self, repair: str | None = None) -> CheckResult:
         """The in-use flag (a corruption; ``-r all`` clears it) and space past the last
@@ -347,17 +272,8 @@ class Parallels(BlockDriver):
         res.allocated_clusters = len(allocated)
         return res
 
-    def flush(self) -> None:
-        if not self.readonly and self.sync and not self.closed:
-            try:
-                os.fsync(self.fd)
-            except OSError as exc:
-                raise BlockError(f"flush failed: {exc.strerror}", self.filename) from exc
-
     def info(self) -> ImageInfo:
-        st = os.fstat(self.fd)
-        return ImageInfo(self.filename, self.format_name, self.size, st.st_blocks * 512,
-                         cluster_size=self.cluster_size, dirty=self.inuse == INUSE)
+        return self._info(cluster_size=self.cluster_size, dirty=self.inuse == INUSE)
 
     def close(self) -> None:
         if self.closed:
@@ -369,6 +285,5 @@ class Parallels(BlockDriver):
                     self.inuse = 0
                     if os.fstat(self.fd).st_size > self.data_end:
                         os.ftruncate(self.fd, self.data_end)
-            super().close()
         finally:
-            os.close(self.fd)
+            super().close()

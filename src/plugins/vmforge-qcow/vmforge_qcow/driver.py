@@ -27,24 +27,20 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import threading
 import zlib
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 from vmforge.block.driver import (
-    BlockDriver,
     BlockError,
     BlockStatus,
     CorruptImageError,
     CreateOption,
-    Extent,
     ImageInfo,
     UnsupportedOperation,
 )
-from vmforge.block.fileio import preadv_full, pwritev_full
+from vmforge.block.mapped import MappedImage, open_image_file
 
 MAGIC = b"QFI\xfb"
 VERSION = 1
@@ -75,10 +71,11 @@ def _be64(raw: bytes) -> array[int]:
     return table
 
 
-class Qcow(BlockDriver):
+class Qcow(MappedImage):
     """A qcow (version 1) image."""
 
     format_name = "qcow"
+    locked_reads = True
     supports_backing = True
     supports_compressed_writes = True
     granularity = 4096
@@ -92,8 +89,7 @@ class Qcow(BlockDriver):
 
     def __init__(self, filename: str, readonly: bool, fd: int, header: tuple[Any, ...],
                  backing: str | None) -> None:
-        super().__init__(filename, readonly)
-        self.fd = fd
+        super().__init__(filename, readonly, fd)
         (_, _, self._backing_at, self._backing_len, _, self.header_size_field,
          self.cluster_bits, self.l2_bits, _, _, self.l1_offset) = header
         self._size = self.header_size_field // SECTOR * SECTOR
@@ -106,7 +102,6 @@ class Qcow(BlockDriver):
         self.l1_size = (self.header_size_field + (1 << shift) - 1) >> shift
         self.l1 = array("Q")
         self._l2_cache: OrderedDict[int, array[int]] = OrderedDict()
-        self._lock = threading.RLock()
         self._file_end = os.fstat(fd).st_size
         self._cache: tuple[int, bytes] | None = None   # the last decompressed cluster
 
@@ -149,18 +144,11 @@ class Qcow(BlockDriver):
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        try:
-            fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as exc:
-            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
-        try:
+        with open_image_file(path, readonly) as fd:
             header, backing = cls._read_header(fd, path)
             drv = cls(path, readonly, fd, header, backing)
             drv._read_l1()
             return drv
-        except BaseException:
-            os.close(fd)
-            raise
 
     @staticmethod
     def _read_header(fd: int, path: str) -> tuple[tuple[Any, ...], str | None]:
@@ -288,51 +276,20 @@ class Qcow(BlockDriver):
         self._cache = (entry, out)
         return out
 
-    def _pieces(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
-        """(cluster index, offset in cluster, length) for each cluster the range touches."""
-        cs = self.cluster_size
-        end = offset + length
-        while offset < end:
-            i, within = divmod(offset, cs)
-            n = min(cs - within, end - offset)
-            yield i, within, n
-            offset += n
-
-    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
+    def _cluster_status(self, i: int) -> tuple[BlockStatus, int | None]:
         with self._lock:
-            for v in views:
-                pos = 0
-                for i, within, n in self._pieces(offset, v.nbytes):
-                    part = v[pos:pos + n]
-                    entry = self._entry(i)
-                    if not entry:
-                        part[:] = bytes(n)
-                    elif entry & COMPRESSED:
-                        part[:] = self._decompress(i, entry)[within:within + n]
-                    else:
-                        preadv_full(self.fd, self._host(i, entry) + within, [part])
-                    pos += n
-                offset += v.nbytes
+            entry = self._entry(i)
+        if not entry:
+            return _NONE, None
+        if entry & COMPRESSED:
+            return _COMPRESSED, None
+        return _DATA, self._host(i, entry)
 
-    def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        self._check_writable()
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        with self._lock:
-            for v in views:
-                pos = 0
-                for i, within, n in self._pieces(offset, v.nbytes):
-                    self._write_piece(i, within, v[pos:pos + n])
-                    pos += n
-                offset += v.nbytes
+    def _read_compressed(self, i: int, within: int, part: memoryview) -> None:
+        part[:] = self._decompress(i, self._entry(i))[within:within + part.nbytes]
 
-    def _write_piece(self, i: int, within: int, data: memoryview) -> None:
+    def _allocate(self, i: int, within: int, data: memoryview) -> None:
         entry = self._entry(i)
-        if entry and not entry & COMPRESSED:
-            pwritev_full(self.fd, self._host(i, entry) + within, [data])
-            return
         cs = self.cluster_size
         # a new cluster: zeros around the data (the backend copied the backing file's
         # bytes in for a partial write), or what a compressed cluster held
@@ -390,39 +347,6 @@ class Qcow(BlockDriver):
             self._file_end = host + len(out)
             self._set_l2(table, i, COMPRESSED | len(out) << (63 - self.cluster_bits) | host)
 
-    def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
-        self._check_writable()
-        self._check_range(offset, length)
-        zeros = memoryview(bytes(min(length, self.cluster_size)))
-        with self._lock:
-            for i, within, n in self._pieces(offset, length):
-                # with no backing file an unallocated cluster already reads as zeros
-                if self._backing or self._entry(i):
-                    self._write_piece(i, within, zeros[:n])
-
-    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
-        self._check_range(offset, length)
-        cur: list[Any] | None = None  # [offset, length, status, host]
-        for i, within, n in self._pieces(offset, length):
-            with self._lock:
-                entry = self._entry(i)
-            if not entry:
-                status, host = _NONE, None
-            elif entry & COMPRESSED:
-                status, host = _COMPRESSED, None
-            else:
-                status, host = _DATA, self._host(i, entry) + within
-            start = i * self.cluster_size + within
-            if cur is not None and cur[2] == status and status != _COMPRESSED and (
-                    host is None if cur[3] is None else host == cur[3] + cur[1]):
-                cur[1] += n
-                continue
-            if cur is not None:
-                yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-            cur = [start, n, status, host]
-        if cur is not None:
-            yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-
     def change_backing_file(self, filename: str | None, fmt: str | None) -> None:
         """Rewrite the backing file name in the room before the L1 table (qcow has no
         field for its format: ``fmt`` is not recorded)."""
@@ -437,19 +361,5 @@ class Qcow(BlockDriver):
             os.pwrite(self.fd, struct.pack(">QI", HEADER_SIZE if name else 0, len(name)), 8)
             self._backing = filename or None
 
-    def flush(self) -> None:
-        if not self.readonly and self.sync:  # metadata is written through: only the fsync
-            try:
-                os.fsync(self.fd)
-            except OSError as exc:
-                raise BlockError(f"flush failed: {exc.strerror}", self.filename) from exc
-
     def info(self) -> ImageInfo:
-        st = os.fstat(self.fd)
-        return ImageInfo(self.filename, self.format_name, self._size, st.st_blocks * 512,
-                         cluster_size=self.cluster_size, backing_filename=self._backing)
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-            os.close(self.fd)
+        return self._info(cluster_size=self.cluster_size, backing_filename=self._backing)

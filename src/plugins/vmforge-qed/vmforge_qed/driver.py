@@ -12,24 +12,22 @@ checks it first, repairing what it can, as QEMU does.
 from __future__ import annotations
 
 import os
-import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 from vmforge.block.driver import (
-    BlockDriver,
     BlockError,
     BlockStatus,
     CheckResult,
     CorruptImageError,
     CreateOption,
-    Extent,
     ImageInfo,
     UnsupportedOperation,
 )
-from vmforge.block.fileio import preadv_full, pwritev_full
+from vmforge.block.fileio import pwritev_full
+from vmforge.block.mapped import MappedImage, Run, open_image_file
 from vmforge_qed import check as _check
 from vmforge_qed.layout import (
     AT_BACKING,
@@ -71,10 +69,11 @@ def _fmt_is_raw(fmt: str | None) -> bool:
     return fmt == "raw"
 
 
-class Qed(BlockDriver):
+class Qed(MappedImage):
     """A QED image."""
 
     format_name = "qed"
+    locked_reads = True
     supports_backing = True
     granularity = DEFAULT_CLUSTER
     create_options = {
@@ -90,8 +89,7 @@ class Qed(BlockDriver):
 
     def __init__(self, filename: str, readonly: bool, fd: int, header: Header,
                  backing: str | None) -> None:
-        super().__init__(filename, readonly)
-        self.fd = fd
+        super().__init__(filename, readonly, fd)
         self.header = header
         self._backing = backing
         self.cluster_size = header.cluster_size
@@ -99,7 +97,6 @@ class Qed(BlockDriver):
         self.entries = header.table_entries
         self.l1 = array("Q")
         self._l2_cache: OrderedDict[int, array[int]] = OrderedDict()
-        self._lock = threading.RLock()
         #: a check found corruptions it could not repair: flushes keep the need-check flag
         self.keep_need_check = False
         #: where the next cluster goes: the file's length rounded down to a cluster
@@ -146,11 +143,7 @@ class Qed(BlockDriver):
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        try:
-            fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as exc:
-            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
-        try:
+        with open_image_file(path, readonly) as fd:
             file_size = os.fstat(fd).st_size
             header, backing = cls._read_header(fd, path, file_size)
             drv = cls(path, readonly, fd, header, backing)
@@ -158,9 +151,6 @@ class Qed(BlockDriver):
             if not readonly:
                 drv._open_for_write(bool(options.get("for_check")))
             return drv
-        except BaseException:
-            os.close(fd)
-            raise
 
     @staticmethod
     def _read_header(fd: int, path: str, file_size: int) -> tuple[Header, str | None]:
@@ -313,36 +303,18 @@ class Qed(BlockDriver):
                                     self.l1[l1_index] + 8 * l2_index, "L2 table")
         return entry
 
-    def _pieces(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
-        cs = self.cluster_size
-        end = offset + length
-        while offset < end:
-            i, within = divmod(offset, cs)
-            n = min(cs - within, end - offset)
-            yield i, within, n
-            offset += n
-
-    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        with self._lock:
-            for v in views:
-                pos = 0
-                for i, within, n in self._pieces(offset, v.nbytes):
-                    part = v[pos:pos + n]
-                    entry = self._entry(i)
-                    if entry <= ZERO_CLUSTER:
-                        part[:] = bytes(n)
-                    else:
-                        preadv_full(self.fd, entry + within, [part])
-                    pos += n
-                offset += v.nbytes
+    def _cluster_status(self, i: int) -> tuple[BlockStatus, int | None]:
+        entry = self._entry(i)
+        if entry == 0:
+            return _NONE, None
+        if entry == ZERO_CLUSTER:
+            return _ZERO, None
+        return _DATA, entry
 
     def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        """Writes in place, or runs of new clusters inside one L2 table (as QEMU)."""
         self._check_writable()
-        views = [memoryview(b).cast("B") for b in buffers]
-        total = sum(v.nbytes for v in views)
-        self._check_range(offset, total)
+        views = self._checked_views(offset, buffers)
         data = views[0] if len(views) == 1 else memoryview(b"".join(views))
         with self._lock:
             self._write(offset, data)
@@ -365,10 +337,10 @@ class Qed(BlockDriver):
             n = min((j - i) * cs - within, total - pos)
             block = bytearray((j - i) * cs)            # zeros around the data
             block[within:within + n] = data[pos:pos + n]
-            self._allocate(i, j - i, block)
+            self._allocate_run(i, j - i, block)
             pos += n
 
-    def _allocate(self, first: int, count: int, block: bytearray | None) -> None:
+    def _allocate_run(self, first: int, count: int, block: bytearray | None) -> None:
         """Point ``count`` clusters from ``first`` (one L2 table) at new clusters
         holding ``block``, or (``block`` None) make them zero clusters."""
         cs = self.cluster_size
@@ -422,17 +394,16 @@ class Qed(BlockDriver):
                         self._write(i * cs + within, zeros[:n])
                         continue
                     if run and (run[-1] + 1 != i or i % self.entries == 0):
-                        self._allocate(run[0], len(run), None)
+                        self._allocate_run(run[0], len(run), None)
                         run = []
                     run.append(i)
                 # a zero cluster, or unallocated with no backing file: reads zeros already
             if run:
-                self._allocate(run[0], len(run), None)
+                self._allocate_run(run[0], len(run), None)
 
-    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
-        self._check_range(offset, length)
+    def _status_runs(self, offset: int, length: int) -> Iterator[Run]:
+        """Cluster by cluster, a missing L2 table's whole range at once."""
         cs, span = self.cluster_size, self.cluster_size * self.entries
-        cur: list[Any] | None = None   # [offset, length, status, host]
         pos, end = offset, offset + length
         while pos < end:
             i, within = divmod(pos, cs)
@@ -444,21 +415,12 @@ class Qed(BlockDriver):
                     n = min(cs - within, end - pos)
                     entry = self._entry(i)
             if entry == 0:
-                status, host = _NONE, None
+                yield pos, n, _NONE, None
             elif entry == ZERO_CLUSTER:
-                status, host = _ZERO, None
+                yield pos, n, _ZERO, None
             else:
-                status, host = _DATA, entry + within
-            if cur is not None and cur[2] == status and (
-                    host is None if cur[3] is None else host == cur[3] + cur[1]):
-                cur[1] += n
-            else:
-                if cur is not None:
-                    yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-                cur = [pos, n, status, host]
+                yield pos, n, _DATA, entry + within
             pos += n
-        if cur is not None:
-            yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
 
     def truncate(self, size: int) -> None:
         """Grow (new clusters read as zeros, marked zero over a backing file) or
@@ -491,7 +453,7 @@ class Qed(BlockDriver):
                 first, stop = -(-old // cs), -(-size // cs)
                 while first < stop:
                     n = min(stop, (first // self.entries + 1) * self.entries) - first
-                    self._allocate(first, n, None)
+                    self._allocate_run(first, n, None)
                     first += n
             if size < old:
                 _check.reclaim(self)
@@ -533,12 +495,5 @@ class Qed(BlockDriver):
                 raise BlockError(f"flush failed: {exc.strerror}", self.filename) from exc
 
     def info(self) -> ImageInfo:
-        st = os.fstat(self.fd)
-        return ImageInfo(self.filename, self.format_name, self.size, st.st_blocks * 512,
-                         cluster_size=self.cluster_size, backing_filename=self._backing,
-                         backing_format=self.backing_format, dirty=self.needs_check)
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-            os.close(self.fd)
+        return self._info(cluster_size=self.cluster_size, backing_filename=self._backing,
+                          backing_format=self.backing_format, dirty=self.needs_check)

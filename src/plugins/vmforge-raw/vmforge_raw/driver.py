@@ -13,12 +13,15 @@ from typing import Any, Self
 from vmforge.block.driver import (
     BlockDriver,
     BlockError,
-    BlockStatus,
     CreateOption,
     Extent,
     ImageInfo,
 )
-from vmforge.block.fileio import preadv_full, pwritev_full
+from vmforge.block.fileio import IOV_MAX, preadv_full, pwritev_full
+from vmforge.block.mapped import file_extents
+
+#: preadv2's flag for 'only if it needs no waiting' (Linux 4.14+), or None
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -104,6 +107,19 @@ class Raw(BlockDriver):
         self._check_range(offset, sum(memoryview(b).nbytes for b in buffers))
         preadv_full(self.fd, offset, buffers)  # past a file that shrank: zeros
 
+    def preadv_nowait(self, offset: int, buffers: Sequence[memoryview]) -> bool:
+        if _RWF_NOWAIT is None:
+            return False
+        total = sum(memoryview(b).nbytes for b in buffers)
+        self._check_range(offset, total)
+        if len(buffers) > IOV_MAX or offset + total > os.fstat(self.fd).st_size:
+            return False            # past the end of the file: zeros, the slow path
+        try:
+            n = os.preadv(self.fd, buffers, offset, _RWF_NOWAIT)
+        except (BlockingIOError, OSError):
+            return False            # not cached (EAGAIN), or no RWF_NOWAIT here
+        return n == total
+
     def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
         self._check_writable()
         self._check_range(offset, sum(memoryview(b).nbytes for b in buffers))
@@ -111,29 +127,7 @@ class Raw(BlockDriver):
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         self._check_range(offset, length)
-        end = offset + length
-        pos = offset
-        while pos < end:
-            try:
-                data = os.lseek(self.fd, pos, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:  # ENXIO: no data after pos
-                    raise
-                data = end
-            if data > pos:  # a hole from pos
-                hole_end = min(data, end)
-                yield Extent(pos, hole_end - pos, BlockStatus.ZERO | BlockStatus.ALLOCATED,
-                             pos, 0, self.filename)
-                pos = hole_end
-                continue
-            try:
-                hole = os.lseek(self.fd, pos, os.SEEK_HOLE)
-            except OSError:
-                hole = end
-            data_end = min(max(hole, pos + 1), end)
-            yield Extent(pos, data_end - pos, BlockStatus.DATA | BlockStatus.ALLOCATED,
-                         pos, 0, self.filename)
-            pos = data_end
+        yield from file_extents(self.fd, offset, length, self.filename)
 
     def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
         self._check_writable()

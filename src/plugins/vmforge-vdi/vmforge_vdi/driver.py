@@ -21,24 +21,21 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import threading
 import uuid
 from array import array
-from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 from vmforge.block.driver import (
-    BlockDriver,
     BlockError,
     BlockStatus,
     CheckResult,
     CorruptImageError,
     CreateOption,
-    Extent,
     ImageInfo,
     UnsupportedOperation,
 )
-from vmforge.block.fileio import preadv_full, pwritev_full
+from vmforge.block.fileio import pwritev_full
+from vmforge.block.mapped import MappedImage, open_image_file
 
 TEXT = b"<<< QEMU VM Virtual Disk Image >>>\n"
 SIGNATURE = 0xBEDA107F
@@ -77,7 +74,7 @@ def _header(size: int, blocks: int, bmap_bytes: int, static: bool) -> bytes:
                         bytes(16), bytes(16), b"")
 
 
-class Vdi(BlockDriver):
+class Vdi(MappedImage):
     """A VDI image (QEMU's format name ``vdi``)."""
 
     format_name = "vdi"
@@ -89,16 +86,14 @@ class Vdi(BlockDriver):
 
     def __init__(self, filename: str, readonly: bool, fd: int, header: bytearray,
                  bmap: array[int]) -> None:
-        super().__init__(filename, readonly)
-        self.fd = fd
+        super().__init__(filename, readonly, fd)
         self.header = header
         (_, _, _, _, self.image_type, _, _, self.offset_bmap, self.offset_data, _, _, _, _, _,
-         disk_size, self.block_size, _, self.blocks_in_image, self.blocks_allocated,
+         disk_size, self.cluster_size, _, self.blocks_in_image, self.blocks_allocated,
          *_) = _HEADER.unpack_from(header)
         # 'VBoxManage convertfromraw' can make odd sizes: the tail is ignored (as QEMU)
         self._size = disk_size // SECTOR * SECTOR
         self.bmap = bmap
-        self._lock = threading.Lock()
         in_range = [e for e in bmap if e < self.blocks_in_image]
         self._max_used = max(in_range, default=-1)
 
@@ -136,16 +131,9 @@ class Vdi(BlockDriver):
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        try:
-            fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as exc:
-            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
-        try:
+        with open_image_file(path, readonly) as fd:
             header, bmap = cls._read_metadata(fd, path)
             return cls(path, readonly, fd, header, bmap)
-        except BaseException:
-            os.close(fd)
-            raise
 
     @staticmethod
     def _read_metadata(fd: int, path: str) -> tuple[bytearray, array[int]]:
@@ -207,59 +195,18 @@ class Vdi(BlockDriver):
     def size(self) -> int:
         return self._size
 
-    def _pieces(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
-        """(block index, offset in block, length) for each block the range touches."""
-        bs = self.block_size
-        end = offset + length
-        while offset < end:
-            i, within = divmod(offset, bs)
-            n = min(bs - within, end - offset)
-            yield i, within, n
-            offset += n
-
-    def _data_offset(self, i: int) -> int | None:
-        """Where block ``i``'s data is in the file (None: reads as zeros), checked."""
+    def _cluster_status(self, i: int) -> tuple[BlockStatus, int | None]:
+        """Block ``i``: its data's place in the file, or zeros; checked."""
         entry = self.bmap[i]
         if entry >= DISCARDED:
-            return None
+            return _ZERO, None
         if entry >= self.blocks_in_image:
             raise CorruptImageError(f"block {i} has data block {entry}, beyond the "
                                     f"{self.blocks_in_image} of the image", self.filename,
                                     self.offset_bmap + 4 * i, "block map")
-        return self.offset_data + entry * self.block_size
+        return _DATA, self.offset_data + entry * self.cluster_size
 
-    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        for v in views:
-            pos = 0
-            for i, within, n in self._pieces(offset, v.nbytes):
-                part = v[pos:pos + n]
-                at = self._data_offset(i)
-                if at is None:
-                    part[:] = bytes(n)
-                else:
-                    preadv_full(self.fd, at + within, [part])
-                pos += n
-            offset += v.nbytes
-
-    def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        self._check_writable()
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        with self._lock:
-            for v in views:
-                pos = 0
-                for i, within, n in self._pieces(offset, v.nbytes):
-                    self._write_piece(i, within, v[pos:pos + n])
-                    pos += n
-                offset += v.nbytes
-
-    def _write_piece(self, i: int, within: int, data: memoryview) -> None:
-        at = self._data_offset(i)
-        if at is not None:
-            pwritev_full(self.fd, at + within, [data])
-            return
+    def _allocate(self, i: int, within: int, data: memoryview) -> None:
         new = self.blocks_allocated
         if new >= self.blocks_in_image:
             raise CorruptImageError(f"cannot allocate: the header counts {new} allocated "
@@ -269,41 +216,15 @@ class Vdi(BlockDriver):
             raise CorruptImageError(f"cannot allocate: the header counts {new} allocated "
                                     f"blocks but data block {self._max_used} is in use",
                                     self.filename, ALLOCATED_AT, "header")
-        block = bytearray(self.block_size)  # the rest of the block reads as zeros
+        block = bytearray(self.cluster_size)  # the rest of the block reads as zeros
         block[within:within + data.nbytes] = data
-        pwritev_full(self.fd, self.offset_data + new * self.block_size, [memoryview(block)])
+        pwritev_full(self.fd, self.offset_data + new * self.cluster_size, [memoryview(block)])
         self.blocks_allocated = new + 1
         self._max_used = new
         struct.pack_into("<I", self.header, ALLOCATED_AT, new + 1)
         os.pwrite(self.fd, self.header, 0)
         self.bmap[i] = new
         os.pwrite(self.fd, struct.pack("<I", new), self.offset_bmap + 4 * i)
-
-    def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
-        self._check_writable()
-        self._check_range(offset, length)
-        zeros = memoryview(bytes(min(length, self.block_size)))
-        with self._lock:
-            for i, within, n in self._pieces(offset, length):
-                if self.bmap[i] < DISCARDED:  # an unallocated block already reads as zeros
-                    self._write_piece(i, within, zeros[:n])
-
-    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
-        self._check_range(offset, length)
-        cur: list[Any] | None = None  # [offset, length, status, host]
-        for i, within, n in self._pieces(offset, length):
-            at = self._data_offset(i)
-            status, host = (_ZERO, None) if at is None else (_DATA, at + within)
-            start = i * self.block_size + within
-            if cur is not None and cur[2] == status and (
-                    host is None if cur[3] is None else host == cur[3] + cur[1]):
-                cur[1] += n
-                continue
-            if cur is not None:
-                yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-            cur = [start, n, status, host]
-        if cur is not None:
-            yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
 
     def check(self, repair: str | None = None) -> CheckResult:
         """The block map's consistency, as ``qemu-img check`` counts it (no repairs)."""
@@ -332,19 +253,5 @@ class Vdi(BlockDriver):
                                    f"should be {self.blocks_allocated}")
         return result
 
-    def flush(self) -> None:
-        if not self.readonly and self.sync:  # metadata is written through: only the fsync
-            try:
-                os.fsync(self.fd)
-            except OSError as exc:
-                raise BlockError(f"flush failed: {exc.strerror}", self.filename) from exc
-
     def info(self) -> ImageInfo:
-        st = os.fstat(self.fd)
-        return ImageInfo(self.filename, self.format_name, self._size, st.st_blocks * 512,
-                         cluster_size=self.block_size)
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-            os.close(self.fd)
+        return self._info(cluster_size=self.cluster_size)

@@ -16,10 +16,8 @@ Differencing images (type 4) are refused.
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
-import threading
 from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, Self
@@ -34,6 +32,7 @@ from vmforge.block.driver import (
     ImageInfo,
 )
 from vmforge.block.fileio import preadv_full, pwritev_full
+from vmforge.block.mapped import MappedImage, file_extents, open_image_file
 from vmforge_vpc.layout import (
     COOKIE,
     DEFAULT_BLOCK_SIZE,
@@ -68,7 +67,7 @@ def _round_up(n: int, unit: int) -> int:
     return -(-n // unit) * unit
 
 
-class Vpc(BlockDriver):
+class Vpc(MappedImage):
     """A VHD image (QEMU's format name ``vpc``)."""
 
     format_name = "vpc"
@@ -85,14 +84,13 @@ class Vpc(BlockDriver):
 
     def __init__(self, filename: str, readonly: bool, fd: int, footer: Footer,
                  footer_at: int, size: int) -> None:
-        super().__init__(filename, readonly)
-        self.fd = fd
+        super().__init__(filename, readonly, fd)
         self.footer = footer
         #: where the footer was found (0 for dynamic images: the copy in front)
         self.footer_at = footer_at
         self._size = size
-        self._lock = threading.Lock()
-        self.block_size = 0
+        #: the size of a block (0 for fixed images)
+        self.cluster_size = 0
         self.bitmap_size = 0
         self.bat_offset = 0
         self.bat = array("I")
@@ -138,15 +136,8 @@ class Vpc(BlockDriver):
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        try:
-            fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as exc:
-            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
-        try:
+        with open_image_file(path, readonly) as fd:
             return cls._open_fd(path, fd, readonly, options.get("force_size_calc"))
-        except BaseException:
-            os.close(fd)
-            raise
 
     @classmethod
     def _open_fd(cls, path: str, fd: int, readonly: bool, size_calc: str | None) -> Self:
@@ -234,7 +225,7 @@ class Vpc(BlockDriver):
             raise CorruptImageError("block allocation table truncated", path, table, "BAT")
         if struct.pack("=I", 1) != struct.pack(">I", 1):
             bat.byteswap()
-        self.block_size, self.bitmap_size = bs, bitmap_size(bs)
+        self.cluster_size, self.bitmap_size = bs, bitmap_size(bs)
         self.bat_offset, self.bat = table, bat
         free = _round_up(table + entries * 4, SECTOR)
         span = self.bitmap_size + bs
@@ -257,23 +248,13 @@ class Vpc(BlockDriver):
     def fixed(self) -> bool:
         return self.footer.disk_type == TYPE_FIXED
 
-    def _pieces(self, offset: int, length: int) -> Iterator[tuple[int, int, int]]:
-        """(block index, offset in block, length) for each block the range touches."""
-        bs = self.block_size
-        end = offset + length
-        while offset < end:
-            i, within = divmod(offset, bs)
-            n = min(bs - within, end - offset)
-            yield i, within, n
-            offset += n
-
-    def _block_data(self, i: int) -> int | None:
-        """Where block ``i``'s data starts in the file (None: not allocated), checked."""
+    def _cluster_status(self, i: int) -> tuple[BlockStatus, int | None]:
+        """Where block ``i``'s data starts in the file (not allocated: zeros), checked."""
         entry = self.bat[i]
         if entry == UNALLOCATED:
-            return None
+            return _ZERO, None
         start = entry * SECTOR
-        end = start + self.bitmap_size + self.block_size
+        end = start + self.bitmap_size + self.cluster_size
         bat_end = self.bat_offset + 4 * len(self.bat)
         hdr = self.footer.data_offset
         if (start < FOOTER_SIZE or (start < bat_end and end > self.bat_offset)
@@ -281,43 +262,23 @@ class Vpc(BlockDriver):
             raise CorruptImageError(f"block {i} at {start:#x} overlaps the image's headers "
                                     "or its block allocation table", self.filename,
                                     self.bat_offset + 4 * i, "BAT")
-        return start + self.bitmap_size
+        return _DATA, start + self.bitmap_size
 
     def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        if self.fixed:
-            preadv_full(self.fd, offset, views)
+        if not self.fixed:
+            super().preadv(offset, buffers)
             return
-        for v in views:
-            pos = 0
-            for i, within, n in self._pieces(offset, v.nbytes):
-                part = v[pos:pos + n]
-                data = self._block_data(i)
-                if data is None:
-                    part[:] = bytes(n)
-                else:
-                    preadv_full(self.fd, data + within, [part])
-                pos += n
-            offset += v.nbytes
+        preadv_full(self.fd, offset, self._checked_views(offset, buffers))
 
     def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
-        self._check_writable()
-        views = [memoryview(b).cast("B") for b in buffers]
-        self._check_range(offset, sum(v.nbytes for v in views))
-        if self.fixed:
-            pwritev_full(self.fd, offset, views)
+        if not self.fixed:
+            super().pwritev(offset, buffers)
             return
-        with self._lock:
-            for v in views:
-                pos = 0
-                for i, within, n in self._pieces(offset, v.nbytes):
-                    self._write_piece(i, within, v[pos:pos + n])
-                    pos += n
-                offset += v.nbytes
+        self._check_writable()
+        pwritev_full(self.fd, offset, self._checked_views(offset, buffers))
 
     def _write_piece(self, i: int, within: int, data: memoryview) -> None:
-        start = self._block_data(i)
+        start = self._cluster_status(i)[1]
         if start is None:
             self._allocate(i, within, data)
             return
@@ -335,7 +296,7 @@ class Vpc(BlockDriver):
         start = at + self.bitmap_size
         os.pwrite(self.fd, b"\xff" * self.bitmap_size, at)
         pwritev_full(self.fd, start + within, [data])
-        end = start + self.block_size
+        end = start + self.cluster_size
         os.pwrite(self.fd, self.footer.pack(), end)
         self.free_offset = end
         self.bat[i] = at // SECTOR
@@ -343,75 +304,18 @@ class Vpc(BlockDriver):
         self._full_bitmaps.add(i)
 
     def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
-        self._check_writable()
-        self._check_range(offset, length)
         if self.fixed:
+            BlockDriver.write_zeroes(self, offset, length, may_unmap)
+        else:
             super().write_zeroes(offset, length, may_unmap)
-            return
-        zeros = memoryview(bytes(min(length, self.block_size)))
-        with self._lock:
-            for i, within, n in self._pieces(offset, length):
-                if self.bat[i] != UNALLOCATED:  # an unallocated block already reads as zeros
-                    self._write_piece(i, within, zeros[:n])
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
-        self._check_range(offset, length)
-        if self.fixed:
-            yield from self._fixed_status(offset, length)
+        if not self.fixed:
+            yield from super().block_status(offset, length)
             return
-        cur: list[Any] | None = None  # [offset, length, status, host]
-        for i, within, n in self._pieces(offset, length):
-            data = self._block_data(i)
-            status, host = (_ZERO, None) if data is None else (_DATA, data + within)
-            start = i * self.block_size + within
-            if cur is not None and cur[2] == status and (
-                    host is None if cur[3] is None else host == cur[3] + cur[1]):
-                cur[1] += n
-                continue
-            if cur is not None:
-                yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-            cur = [start, n, status, host]
-        if cur is not None:
-            yield Extent(cur[0], cur[1], cur[2], cur[3], 0, self.filename)
-
-    def _fixed_status(self, offset: int, length: int) -> Iterator[Extent]:
-        """A fixed disk is raw: holes of the file read as zeros."""
-        end = offset + length
-        pos = offset
-        while pos < end:
-            try:
-                data = os.lseek(self.fd, pos, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:
-                    raise BlockError(f"cannot map the file: {exc.strerror}",
-                                     self.filename) from exc
-                data = end
-            if data > pos:
-                stop = min(data, end)
-                yield Extent(pos, stop - pos, _ZERO, pos, 0, self.filename)
-                pos = stop
-                continue
-            try:
-                hole = os.lseek(self.fd, pos, os.SEEK_HOLE)
-            except OSError:
-                hole = end
-            stop = min(max(hole, pos + 1), end)
-            yield Extent(pos, stop - pos, _DATA, pos, 0, self.filename)
-            pos = stop
-
-    def flush(self) -> None:
-        if not self.readonly and self.sync:  # metadata is written through: only the fsync
-            try:
-                os.fsync(self.fd)
-            except OSError as exc:
-                raise BlockError(f"flush failed: {exc.strerror}", self.filename) from exc
+        self._check_range(offset, length)
+        # a fixed disk is raw: holes of the file read as zeros
+        yield from file_extents(self.fd, offset, length, self.filename)
 
     def info(self) -> ImageInfo:
-        st = os.fstat(self.fd)
-        return ImageInfo(self.filename, self.format_name, self._size, st.st_blocks * 512,
-                         cluster_size=None if self.fixed else self.block_size)
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-            os.close(self.fd)
+        return self._info(cluster_size=None if self.fixed else self.cluster_size)
