@@ -238,6 +238,18 @@ class BlockBackend:
                 self._read_layer(0, offset, v)
             offset += v.nbytes
 
+    def preadv_nowait(self, offset: int, buffers: Sequence[memoryview]) -> bool:
+        """:meth:`preadv` if the top layer alone holds the range and its driver can
+        read it without waiting (:meth:`BlockDriver.preadv_nowait`); else False."""
+        views = [memoryview(b).cast("B") for b in buffers]
+        total = sum(v.nbytes for v in views)
+        self._check_range(offset, total)
+        if not total:
+            return True
+        if len(self.layers) > 1 and not self._top_holds(offset, total):
+            return False
+        return self.top.preadv_nowait(offset, views)
+
     def _top_holds(self, offset: int, length: int) -> bool:
         """True when the top layer alone decides all of ``[offset, offset+length)``."""
         covered = offset

@@ -220,6 +220,7 @@ def test_backing_chain(tmp_path, image):
 
 
 def test_reset_with_requests_in_flight(disk):
+    disk.dev.inline_reads = False           # every read on a worker: in flight at reset
     for i in range(16):
         disk.q.add_sgs([struct.pack("<IIQ", blk.T_IN, 0, i)], [4096, 1])
     disk.q.kick()
@@ -249,3 +250,30 @@ class TestBlkConformance(VirtioConformance):
 
     def sample_buffer(self, queue_index):
         return [struct.pack("<IIQ", blk.T_IN, 0, 0)], [512, 1]
+
+
+def test_cached_reads_answer_at_once_others_on_a_worker(disk, monkeypatch):
+    """A read the host has cached is answered on the machine's thread (preadv2
+    RWF_NOWAIT); one that would wait for the disk goes to a worker; same data."""
+    before = disk.dev.statistics()["reads_inline"]
+    assert disk.request(blk.T_IN, 0, in_=[4096])[1] == pattern(4096)
+    assert disk.dev.statistics()["reads_inline"] == before + 1
+    # the driver says it would have to wait (not cached): the worker reads it
+    monkeypatch.setattr(disk.dev.backend.top, "preadv_nowait", lambda off, bufs: False)
+    assert disk.request(blk.T_IN, 8, in_=[4096])[1] == pattern(8192)[4096:]
+    stats = disk.dev.statistics()
+    assert stats["reads_inline"] == before + 1 and stats["reads"] == 2
+
+
+def test_raw_preadv_nowait_reads_or_declines(tmp_path):
+    """vmforge-raw's preadv_nowait: the data when cached, False past the end of
+    the file (zeros are the slow path's) and never an exception."""
+    from vmforge.block import BlockBackend
+
+    path = tmp_path / "d.raw"
+    path.write_bytes(pattern(8192)[:5000])               # the last sector is partial
+    with BlockBackend.open(str(path), "raw") as bb:
+        buf = bytearray(4096)
+        assert bb.preadv_nowait(0, [memoryview(buf)]) is True
+        assert bytes(buf) == pattern(4096)
+        assert bb.preadv_nowait(4096, [memoryview(bytearray(1024))]) is False
