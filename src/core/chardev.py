@@ -48,6 +48,7 @@ __all__ = [
     "CharBackend",
     "CharFrontend",
     "ChardevError",
+    "DeliveryPump",
     "FileChar",
     "NullChar",
     "SocketChar",
@@ -87,6 +88,42 @@ class _Break:
 _BREAK = _Break()
 
 
+class DeliveryPump:
+    """Calls ``deliver`` on one thread at a time, each time it is called.
+
+    The input queues of back-ends (this module's, and network back-ends') are
+    filled by host threads and drained into a frontend by ``deliver``.  A call
+    while another thread is delivering does not wait: it is noted, and that
+    thread delivers once more before it stops, so no wake-up is lost and what
+    is queued never overtakes itself.
+    """
+
+    def __init__(self, deliver: Callable[[], None]) -> None:
+        self._deliver = deliver
+        self._lock = threading.Lock()
+        self._running = False
+        self._wanted = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._wanted = True
+            if self._running:
+                return
+            self._running = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._wanted:
+                        self._running = False
+                        return
+                    self._wanted = False
+                self._deliver()
+        except BaseException:
+            with self._lock:
+                self._running = False
+            raise
+
+
 class CharBackend:
     """Base class: output sink plus a flow-controlled input queue.
 
@@ -100,8 +137,8 @@ class CharBackend:
         self._queue: deque[bytes | _Break] = deque()
         self._queued = 0
         self._frontend: CharFrontend | None = None
-        self._pumping = False
-        self._pump_wanted = False
+        #: delivers queued input to the frontend, one thread at a time
+        self._pump = DeliveryPump(self._deliver)
         self.closed = False
         #: None: deliver new input on the thread it arrives on; else a function
         #: that runs the delivery callable it is given on the machine's loop.
@@ -170,28 +207,6 @@ class CharBackend:
             self._pump()
         else:
             dispatch(self._pump)
-
-    def _pump(self) -> None:
-        # One thread delivers at a time; a request that arrives meanwhile is
-        # noted in _pump_wanted and served by that thread before it stops, so
-        # no wake-up is lost and bytes never overtake each other.
-        with self._in_lock:
-            self._pump_wanted = True
-            if self._pumping:
-                return
-            self._pumping = True
-        try:
-            while True:
-                with self._in_lock:
-                    if not self._pump_wanted:
-                        self._pumping = False
-                        return
-                    self._pump_wanted = False
-                self._deliver()
-        except BaseException:
-            with self._in_lock:
-                self._pumping = False
-            raise
 
     def _deliver(self) -> None:
         while True:

@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from vmforge.chardev import DeliveryPump
 from vmforge.errors import VmforgeError
 
 __all__ = ["MAX_FRAME", "BufferNet", "Frame", "NetBackend", "NetFrontend", "NetdevError"]
@@ -106,8 +107,8 @@ class NetBackend:
         self._frontend: NetFrontend | None = None
         self._rx: deque[bytes] = deque()
         self._rx_lock = threading.Lock()
-        self._pumping = False
-        self._pump_wanted = False
+        #: delivers queued frames to the frontend, one thread at a time
+        self._pump = DeliveryPump(self._deliver)
         self._tx_blocked = False
         self._stat_lock = threading.Lock()
         self.stats: dict[str, int] = {"rx_frames": 0, "rx_bytes": 0, "rx_dropped": 0,
@@ -233,26 +234,6 @@ class NetBackend:
             fn()
         else:
             dispatch(fn)
-
-    def _pump(self) -> None:
-        # one thread delivers at a time; a request meanwhile is served by that thread
-        with self._rx_lock:
-            self._pump_wanted = True
-            if self._pumping:
-                return
-            self._pumping = True
-        try:
-            while True:
-                with self._rx_lock:
-                    if not self._pump_wanted:
-                        self._pumping = False
-                        return
-                    self._pump_wanted = False
-                self._deliver()
-        except BaseException:
-            with self._rx_lock:
-                self._pumping = False
-            raise
 
     def _deliver(self) -> None:
         took = False
