@@ -4,18 +4,17 @@ namespace's kernel (ARP, ping); nothing reaches any other network."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from vmforge.config import NetdevSpec
 from vmforge.net import NetdevError, create_netdev, packets
 from vmforge.net.tap import TapNet
-from vmforge.testing.oracles import oracle_missing, require_program
+from vmforge.testing.netns import move_tap, network_namespace, open_tap
 from vmforge.testing.virtio_driver import DeviceLoop
 
 NS_ADDR, GUEST_ADDR = "10.77.0.1", "10.77.0.2"
@@ -37,37 +36,17 @@ class Collector:
         pass
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
-def netns():
-    if not os.path.exists("/dev/net/tun"):
-        oracle_missing("/dev/net/tun is missing (the tun kernel module)")
-    require_program("ip", "iproute2")
-    name = f"vmforge-{uuid.uuid4().hex[:8]}"
-    try:
-        ip("netns", "add", name)
-    except subprocess.CalledProcessError as exc:
-        oracle_missing(f"cannot create a network namespace: {exc.stderr.decode().strip()}")
-    yield name
-    ip("netns", "del", name)
+def netns() -> Iterator[str]:
+    with network_namespace() as name:
+        yield name
 
 
 def tap_in(netns: str, loop: DeviceLoop) -> TapNet:
     """A tap back-end whose interface lives in ``netns`` as NS_ADDR/24."""
-    try:
-        tap = create_netdev(NetdevSpec.parse("tap,id=t0,ifname=vmft%d,script=no,downscript=no"),
-                            loop.call_soon)
-    except NetdevError as exc:
-        if "CAP_NET_ADMIN" in str(exc):
-            oracle_missing(str(exc))
-        raise
+    tap = open_tap("tap,id=t0,ifname=vmft%d,script=no,downscript=no", loop.call_soon)
     assert isinstance(tap, TapNet) and tap.ifname.startswith("vmft")
-    ip("link", "set", tap.ifname, "netns", netns)
-    ip("-n", netns, "addr", "add", f"{NS_ADDR}/24", "dev", tap.ifname)
-    ip("-n", netns, "link", "set", tap.ifname, "up")
+    move_tap(tap.ifname, netns, f"{NS_ADDR}/24")
     return tap
 
 

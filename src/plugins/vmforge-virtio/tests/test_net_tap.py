@@ -4,17 +4,15 @@ test, through the driver) answers the kernel's ARP and echoes the datagram back.
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
 import sys
-import uuid
+from collections.abc import Iterator
 
 import pytest
 
-from vmforge.config import NetdevSpec
-from vmforge.net import NetdevError, create_netdev, packets
-from vmforge.testing.oracles import oracle_missing, require_program
+from vmforge.net import packets
+from vmforge.testing.netns import move_tap, network_namespace, open_tap
 from vmforge.testing.virtio_driver import DeviceLoop
 from vmforge.testing.virtio_kit import guest_memory, make
 from vmforge_virtio.net import VirtioNet
@@ -32,22 +30,10 @@ print(peer[0], data.decode())
 """
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
-def netns():
-    if not os.path.exists("/dev/net/tun"):
-        oracle_missing("/dev/net/tun is missing (the tun kernel module)")
-    require_program("ip", "iproute2")
-    name = f"vmforge-{uuid.uuid4().hex[:8]}"
-    try:
-        ip("netns", "add", name)
-    except subprocess.CalledProcessError as exc:
-        oracle_missing(f"cannot create a network namespace: {exc.stderr.decode().strip()}")
-    yield name
-    ip("netns", "del", name)
+def netns() -> Iterator[str]:
+    with network_namespace() as name:
+        yield name
 
 
 def answer(frame: bytes) -> bytes | None:
@@ -67,19 +53,11 @@ def answer(frame: bytes) -> bytes | None:
 
 def test_namespace_talks_to_the_guest(netns):
     loop = DeviceLoop()
-    try:
-        spec = NetdevSpec.parse("tap,id=t0,ifname=vmfv%d,script=no,downscript=no")
-        tap = create_netdev(spec, loop)
-    except NetdevError as exc:
-        if "CAP_NET_ADMIN" in str(exc):
-            oracle_missing(str(exc))
-        raise
+    tap = open_tap("tap,id=t0,ifname=vmfv%d,script=no,downscript=no", loop)
     dev = VirtioNet(tap, mac="52:54:00:78:00:02")
     try:
         _d, _t, _drv, (rx, tx) = make(guest_memory(), device=dev, call_soon=loop.call_soon)
-        ip("link", "set", tap.ifname, "netns", netns)
-        ip("-n", netns, "addr", "add", f"{NS_ADDR}/24", "dev", tap.ifname)
-        ip("-n", netns, "link", "set", tap.ifname, "up")
+        move_tap(tap.ifname, netns, f"{NS_ADDR}/24")
         for _ in range(32):
             rx.add_sgs([], [1536])
         rx.kick()
