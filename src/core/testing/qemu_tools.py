@@ -12,6 +12,12 @@ For a format plugin's tests that compare with QEMU's tools::
 
 :data:`needs_qemu` is a :func:`vmforge.testing.oracles.needs` mark, so a
 missing qemu-img skips the tests, or fails them in CI, as every other oracle.
+
+Checks most formats' tests make, written once: :func:`assert_reads_as_qemu_img`
+(images only a test can build), :func:`write_odd_patterns` and
+:func:`assert_qemu_accepts` (images vmforge wrote, read and written by qemu),
+:func:`qcow2_source` and :func:`assert_converts_back`,
+:func:`assert_raw_converts_both_ways`.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from typing import Any
 from vmforge.block.driver import BlockDriver
 from vmforge.testing.oracles import needs
 
-__all__ = ["assert_reads_as_qemu_img", "info_json", "needs_qemu", "pattern", "qemu_img",
-           "qemu_io", "run", "to_raw", "vmforge_img"]
+__all__ = ["assert_converts_back", "assert_qemu_accepts", "assert_raw_converts_both_ways",
+           "assert_reads_as_qemu_img", "info_json", "needs_qemu", "pattern", "qcow2_source",
+           "qemu_img", "qemu_io", "run", "to_raw", "vmforge_img", "write_odd_patterns"]
 
 #: the mark of tests that run qemu-img and qemu-io (Debian package qemu-utils)
 needs_qemu = needs("qemu-img", "qemu-io", package="qemu-utils")
@@ -99,3 +106,72 @@ def assert_reads_as_qemu_img(cls: type[BlockDriver], img: str | Path, fmt: str,
     qcow2 = workdir / "c.qcow2"
     vmforge_img("convert", "-f", fmt, "-O", "qcow2", str(img), str(qcow2))
     qemu_img("compare", "-f", fmt, "-F", "qcow2", str(img), str(qcow2))
+
+
+# -- the checks a writable format's tests make against qemu ---------------------------------
+
+MiB = 1 << 20
+
+
+def write_odd_patterns(drv: BlockDriver) -> bytearray:
+    """Write seeded patterns at odd offsets and lengths (inside and across clusters, up
+    to the last byte; the image at least 8 MiB) into a new image; its contents now."""
+    model = bytearray(drv.size)
+    for k, (off, n) in enumerate(((0, 1), (4095, 70001), (2 * MiB - 7, 20),
+                                  (6 * MiB + 3, 3 * MiB // 2), (drv.size - 5, 5))):
+        data = pattern(n, k)
+        drv.write(off, data)
+        model[off:off + n] = data
+    return model
+
+
+def assert_qemu_accepts(img: str | Path, fmt: str, model: bytearray, marked: int,
+                        workdir: Path) -> None:
+    """An image vmforge wrote: qemu-img compares it equal to ``model``, qemu-io reads
+    the 512 bytes of 0x5a written at ``marked``, then writes 1 KiB of 0x77 at
+    4 MiB + 512 into it (``model`` updated to match, for the test to read back)."""
+    model_path = workdir / "model.raw"
+    model_path.write_bytes(model)
+    assert qemu_img("compare", "-f", fmt, "-F", "raw", str(img), str(model_path)).returncode == 0
+    assert "Pattern verification failed" not in qemu_io(img, f"read -P 0x5a {marked} 512",
+                                                        fmt=fmt)
+    qemu_io(img, f"write -P 0x77 {4 * MiB + 512} 1024", fmt=fmt)
+    model[4 * MiB + 512:4 * MiB + 1536] = b"\x77" * 1024
+
+
+def qcow2_source(workdir: Path) -> Path:
+    """A 6 MiB qcow2 image qemu wrote (data, a zeroed range, the last KiB): what the
+    conversion tests convert from."""
+    src = workdir / "src.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(src), "6M")
+    qemu_io(src, "write -P 0x61 0 100000", "write -P 0x62 3M 1M", "write -z 4M 64k",
+            "write -P 0x63 6143k 1k", fmt="qcow2")
+    return src
+
+
+def assert_converts_back(img: str | Path, fmt: str, src: Path, workdir: Path) -> None:
+    """``img`` (converted from ``src`` by vmforge) converts by vmforge to qcow2 and to
+    raw, each comparing equal, for qemu-img, to ``img`` and to ``src``."""
+    for out_fmt in ("qcow2", "raw"):
+        back = workdir / f"back.{out_fmt}"
+        vmforge_img("convert", "-f", fmt, "-O", out_fmt, str(img), str(back))
+        assert qemu_img("compare", "-f", fmt, "-F", out_fmt, str(img),
+                        str(back)).returncode == 0
+        assert qemu_img("compare", "-f", "qcow2", "-F", out_fmt, str(src),
+                        str(back)).returncode == 0
+
+
+def assert_raw_converts_both_ways(fmt: str, suffix: str, workdir: Path) -> None:
+    """A raw image converted by vmforge is what qemu-img compares equal and checks
+    clean; qemu-img's conversion converts back by vmforge to the same bytes."""
+    src = workdir / "src.raw"
+    src.write_bytes(pattern(3 * MiB, 9) + bytes(2 * MiB) + pattern(MiB, 10))
+    ours = workdir / f"ours.{suffix}"
+    vmforge_img("convert", "-O", fmt, str(src), str(ours))
+    qemu_img("compare", "-f", fmt, "-F", "raw", str(ours), str(src))
+    assert qemu_img("check", "-f", fmt, str(ours), check=False).returncode == 0
+    theirs = workdir / f"theirs.{suffix}"
+    qemu_img("convert", "-O", fmt, str(src), str(theirs))
+    back = workdir / "back.raw"
+    vmforge_img("convert", "-O", "raw", str(theirs), str(back))
+    assert back.read_bytes() == src.read_bytes()

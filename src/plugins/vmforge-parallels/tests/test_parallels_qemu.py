@@ -13,7 +13,14 @@ import pytest
 
 from vmforge.block.driver import BlockError, parse_size
 from vmforge.testing import qemu_tools
-from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
+from vmforge.testing.qemu_tools import (
+    assert_raw_converts_both_ways,
+    info_json,
+    needs_qemu,
+    pattern,
+    qemu_img,
+    vmforge_img,
+)
 from vmforge_parallels import Parallels
 
 pytestmark = needs_qemu
@@ -173,14 +180,4 @@ def test_old_magic_images_read(tmp_path: Path) -> None:
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    src = tmp_path / "src.raw"
-    src.write_bytes(pattern(3 * MiB, 9) + bytes(2 * MiB) + pattern(MiB, 10))
-    ours = tmp_path / "ours.hds"
-    vmforge_img("convert", "-O", "parallels", str(src), str(ours))
-    qemu_img("compare", "-f", "parallels", "-F", "raw", str(ours), str(src))
-    assert qemu_img("check", "-f", "parallels", str(ours), check=False).returncode == 0
-    theirs = tmp_path / "theirs.hds"
-    qemu_img("convert", "-O", "parallels", str(src), str(theirs))
-    back = tmp_path / "back.raw"
-    vmforge_img("convert", "-O", "raw", str(theirs), str(back))
-    assert back.read_bytes() == src.read_bytes()
+    assert_raw_converts_both_ways("parallels", "hds", tmp_path)

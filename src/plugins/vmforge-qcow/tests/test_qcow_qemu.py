@@ -12,7 +12,17 @@ import pytest
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockStatus, parse_size
 from vmforge.testing import qemu_tools
-from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
+from vmforge.testing.qemu_tools import (
+    assert_converts_back,
+    assert_qemu_accepts,
+    info_json,
+    needs_qemu,
+    pattern,
+    qcow2_source,
+    qemu_img,
+    vmforge_img,
+    write_odd_patterns,
+)
 from vmforge_qcow import Qcow
 
 pytestmark = needs_qemu
@@ -71,15 +81,10 @@ def test_qemu_images_read_byte_for_byte(tmp_path: Path) -> None:
 
 
 def test_our_images_accepted_by_qemu(tmp_path: Path) -> None:
-    img, model_path = tmp_path / "ours.qcow", tmp_path / "model.raw"
+    img = tmp_path / "ours.qcow"
     Qcow.create(str(img), 9 * MiB + 512)
     with Qcow.open(str(img), readonly=False) as drv:
-        model = bytearray(drv.size)
-        for k, (off, n) in enumerate(((0, 1), (4095, 70001), (2 * MiB - 7, 20),
-                                      (6 * MiB + 3, 3 * MiB // 2), (drv.size - 5, 5))):
-            data = pattern(n, k)
-            drv.write(off, data)
-            model[off:off + n] = data
+        model = write_odd_patterns(drv)
         text = (b"compressible " * 400)[:4096]
         for off in (3 * MiB, 3 * MiB + 4096, 8 * MiB):
             drv.write_compressed(off, text)
@@ -87,11 +92,7 @@ def test_our_images_accepted_by_qemu(tmp_path: Path) -> None:
         drv.write(3 * MiB + 100, b"\x5a" * 512)   # into a compressed cluster
         model[3 * MiB + 100:3 * MiB + 612] = b"\x5a" * 512
         assert drv._entry((8 * MiB) // 4096) >> 63   # still compressed
-    model_path.write_bytes(model)
-    assert qemu_img("compare", "-f", "qcow", "-F", "raw", str(img), str(model_path)).returncode == 0
-    assert "Pattern verification failed" not in qemu_io(img, f"read -P 0x5a {3 * MiB + 100} 512")
-    qemu_io(img, f"write -P 0x77 {4 * MiB + 512} 1024")
-    model[4 * MiB + 512:4 * MiB + 1536] = b"\x77" * 1024
+    assert_qemu_accepts(img, "qcow", model, 3 * MiB + 100, tmp_path)
     with Qcow.open(str(img)) as drv:
         assert drv.read(0, drv.size) == model
     assert to_raw(img, tmp_path / "back.raw") == model
@@ -139,10 +140,7 @@ def test_img_info_fields_as_qemu_img(tmp_path: Path, backing: bool) -> None:
 
 @pytest.mark.parametrize("compress", [False, True])
 def test_convert_to_and_from_qcow2_and_raw(tmp_path: Path, compress: bool) -> None:
-    src = tmp_path / "src.qcow2"
-    qemu_img("create", "-q", "-f", "qcow2", str(src), "6M")
-    qemu_io(src, "write -P 0x61 0 100000", "write -P 0x62 3M 1M", "write -z 4M 64k",
-            "write -P 0x63 6143k 1k", fmt="qcow2")
+    src = qcow2_source(tmp_path)
     out = tmp_path / "out.qcow"
     vmforge_img("convert", *(["-c"] if compress else []), "-f", "qcow2", "-O", "qcow",
                 str(src), str(out))
@@ -150,8 +148,4 @@ def test_convert_to_and_from_qcow2_and_raw(tmp_path: Path, compress: bool) -> No
     if compress:  # qemu-img sees compressed clusters
         mapped = json.loads(qemu_img("map", "--output", "json", "-f", "qcow", str(out)).stdout)
         assert any(m["data"] and "offset" not in m for m in mapped), mapped
-    for fmt in ("qcow2", "raw"):
-        back = tmp_path / f"back.{fmt}"
-        vmforge_img("convert", "-f", "qcow", "-O", fmt, str(out), str(back))
-        assert qemu_img("compare", "-f", "qcow", "-F", fmt, str(out), str(back)).returncode == 0
-        assert qemu_img("compare", "-f", "qcow2", "-F", fmt, str(src), str(back)).returncode == 0
+    assert_converts_back(out, "qcow", src, tmp_path)

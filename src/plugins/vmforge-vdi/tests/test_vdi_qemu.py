@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from vmforge.testing import qemu_tools
-from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
+from vmforge.testing.qemu_tools import (
+    assert_converts_back,
+    assert_qemu_accepts,
+    info_json,
+    needs_qemu,
+    qcow2_source,
+    qemu_img,
+    vmforge_img,
+    write_odd_patterns,
+)
 from vmforge_vdi import Vdi
 
 pytestmark = needs_qemu
@@ -57,24 +66,15 @@ def test_qemu_images_read_byte_for_byte(tmp_path: Path, static: str) -> None:
 
 @pytest.mark.parametrize("static", [False, True])
 def test_our_images_accepted_by_qemu(tmp_path: Path, static: bool) -> None:
-    img, model_path = tmp_path / "ours.vdi", tmp_path / "model.raw"
+    img = tmp_path / "ours.vdi"
     Vdi.create(str(img), 9 * MiB + 512, static=static)
     with Vdi.open(str(img), readonly=False) as drv:
-        model = bytearray(drv.size)
-        for k, (off, n) in enumerate(((0, 1), (4095, 70001), (2 * MiB - 7, 20),
-                                      (6 * MiB + 3, 3 * MiB // 2), (drv.size - 5, 5))):
-            data = pattern(n, k)
-            drv.write(off, data)
-            model[off:off + n] = data
+        model = write_odd_patterns(drv)
         drv.write(3 * MiB, b"\x5a" * 512)
         model[3 * MiB:3 * MiB + 512] = b"\x5a" * 512
-    model_path.write_bytes(model)
     check = json.loads(qemu_img("check", "--output", "json", "-f", "vdi", str(img)).stdout)
     assert check.get("corruptions", 0) == 0 and check["check-errors"] == 0, check
-    assert qemu_img("compare", "-f", "vdi", "-F", "raw", str(img), str(model_path)).returncode == 0
-    assert "Pattern verification failed" not in qemu_io(img, f"read -P 0x5a {3 * MiB} 512")
-    qemu_io(img, f"write -P 0x77 {4 * MiB + 512} 1024")
-    model[4 * MiB + 512:4 * MiB + 1536] = b"\x77" * 1024
+    assert_qemu_accepts(img, "vdi", model, 3 * MiB, tmp_path)
     with Vdi.open(str(img)) as drv:
         assert drv.read(0, drv.size) == model
         assert drv.check().clean
@@ -126,20 +126,13 @@ def test_img_info_fields_as_qemu_img(tmp_path: Path, opts: str) -> None:
 
 @pytest.mark.parametrize("out_opts", ["static=off", "static=on"])
 def test_convert_to_and_from_qcow2_and_raw(tmp_path: Path, out_opts: str) -> None:
-    src = tmp_path / "src.qcow2"
-    qemu_img("create", "-q", "-f", "qcow2", str(src), "6M")
-    qemu_io(src, "write -P 0x61 0 100000", "write -P 0x62 3M 1M", "write -z 4M 64k",
-            "write -P 0x63 6143k 1k", fmt="qcow2")
+    src = qcow2_source(tmp_path)
     vdi = tmp_path / "out.vdi"
     vmforge_img("convert", "-f", "qcow2", "-O", "vdi", "-o", out_opts, str(src), str(vdi))
     assert qemu_img("compare", "-f", "qcow2", "-F", "vdi", str(src), str(vdi)).returncode == 0
     assert json.loads(qemu_img("check", "--output", "json", "-f", "vdi", str(vdi)).stdout
                       ).get("corruptions", 0) == 0
-    for fmt in ("qcow2", "raw"):
-        back = tmp_path / f"back.{fmt}"
-        vmforge_img("convert", "-f", "vdi", "-O", fmt, str(vdi), str(back))
-        assert qemu_img("compare", "-f", "vdi", "-F", fmt, str(vdi), str(back)).returncode == 0
-        assert qemu_img("compare", "-f", "qcow2", "-F", fmt, str(src), str(back)).returncode == 0
+    assert_converts_back(vdi, "vdi", src, tmp_path)
     theirs = tmp_path / "theirs.vdi"
     qemu_img("convert", "-f", "qcow2", "-O", "vdi", "-o", out_opts, str(src), str(theirs))
     assert to_raw(theirs, tmp_path / "t.raw") == to_raw(vdi, tmp_path / "o.raw")

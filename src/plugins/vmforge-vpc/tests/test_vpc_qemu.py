@@ -9,7 +9,16 @@ import pytest
 
 from vmforge.block.backend import BlockBackend
 from vmforge.testing import qemu_tools
-from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
+from vmforge.testing.qemu_tools import (
+    assert_converts_back,
+    assert_qemu_accepts,
+    info_json,
+    needs_qemu,
+    qcow2_source,
+    qemu_img,
+    vmforge_img,
+    write_odd_patterns,
+)
 from vmforge_vpc import Vpc
 from vmforge_vpc.layout import FOOTER_SIZE
 
@@ -70,23 +79,14 @@ def test_qemu_images_read_byte_for_byte(tmp_path: Path, opts: str) -> None:
 
 @pytest.mark.parametrize("opts", [{}, {"subformat": "fixed"}, {"force_size": True}])
 def test_our_images_accepted_by_qemu(tmp_path: Path, opts: dict) -> None:
-    img, model_path = tmp_path / "ours.vhd", tmp_path / "model.raw"
+    img = tmp_path / "ours.vhd"
     Vpc.create(str(img), 9 * MiB, **opts)
     with Vpc.open(str(img), readonly=False) as drv:
-        model = bytearray(drv.size)
-        for k, (off, n) in enumerate(((0, 1), (4095, 70001), (2 * MiB - 7, 20),
-                                      (6 * MiB + 3, 3 * MiB // 2), (drv.size - 5, 5))):
-            data = pattern(n, k)
-            drv.write(off, data)
-            model[off:off + n] = data
+        model = write_odd_patterns(drv)
         drv.write(2 * MiB, b"\x5a" * 512)
         model[2 * MiB:2 * MiB + 512] = b"\x5a" * 512
-    model_path.write_bytes(model)
-    assert qemu_img("compare", "-f", "vpc", "-F", "raw", str(img), str(model_path)).returncode == 0
-    assert "Pattern verification failed" not in qemu_io(img, f"read -P 0x5a {2 * MiB} 512")
-    # qemu-io writes into our image (allocating a new block), we read it back
-    qemu_io(img, f"write -P 0x77 {4 * MiB + 512} 1024")
-    model[4 * MiB + 512:4 * MiB + 1536] = b"\x77" * 1024
+    assert_qemu_accepts(img, "vpc", model, 2 * MiB, tmp_path)
+    # qemu-io wrote into our image (allocating a new block): we read it back
     with Vpc.open(str(img)) as drv:
         assert drv.read(0, drv.size) == model
     assert to_raw(img, tmp_path / "back.raw") == model
@@ -117,20 +117,13 @@ def test_probe_as_qemu_img(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("out_opts", ["subformat=dynamic", "subformat=fixed"])
 def test_convert_to_and_from_qcow2_and_raw(tmp_path: Path, out_opts: str) -> None:
-    src = tmp_path / "src.qcow2"
-    qemu_img("create", "-q", "-f", "qcow2", str(src), "6M")
-    qemu_io(src, "write -P 0x61 0 100000", "write -P 0x62 3M 1M", "write -z 4M 64k",
-            "write -P 0x63 6143k 1k", fmt="qcow2")
+    src = qcow2_source(tmp_path)
     vhd = tmp_path / "out.vhd"
     vmforge_img("convert", "-f", "qcow2", "-O", "vpc", "-o", out_opts, str(src), str(vhd))
     # the VHD rounds 6 MiB up to a geometry: compare warns about the size and checks
     # that the extra tail is zeros
     assert qemu_img("compare", "-f", "qcow2", "-F", "vpc", str(src), str(vhd)).returncode == 0
-    for fmt in ("qcow2", "raw"):
-        back = tmp_path / f"back.{fmt}"
-        vmforge_img("convert", "-f", "vpc", "-O", fmt, str(vhd), str(back))
-        assert qemu_img("compare", "-f", "vpc", "-F", fmt, str(vhd), str(back)).returncode == 0
-        assert qemu_img("compare", "-f", "qcow2", "-F", fmt, str(src), str(back)).returncode == 0
+    assert_converts_back(vhd, "vpc", src, tmp_path)
     theirs = tmp_path / "theirs.vhd"  # qemu-img's conversion reads the same as ours
     qemu_img("convert", "-f", "qcow2", "-O", "vpc", "-o", out_opts, str(src), str(theirs))
     assert to_raw(theirs, tmp_path / "t.raw") == to_raw(vhd, tmp_path / "o.raw")
