@@ -13,14 +13,7 @@ import pytest
 
 from vmforge.block.driver import BlockError, parse_size
 from vmforge.testing import qemu_tools
-from vmforge.testing.qemu_tools import (
-    assert_raw_converts_both_ways,
-    info_json,
-    needs_qemu,
-    pattern,
-    qemu_img,
-    vmforge_img,
-)
+from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
 from vmforge_parallels import Parallels
 
 pytestmark = needs_qemu
@@ -180,4 +173,4 @@ def test_old_magic_images_read(tmp_path: Path) -> None:
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    assert_raw_converts_both_ways("parallels", "hds", tmp_path)
+    qemu_tools.assert_raw_converts_both_ways("parallels", "hds", tmp_path)

@@ -12,17 +12,7 @@ import pytest
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockStatus, parse_size
 from vmforge.testing import qemu_tools
-from vmforge.testing.qemu_tools import (
-    assert_converts_back,
-    assert_qemu_accepts,
-    info_json,
-    needs_qemu,
-    pattern,
-    qcow2_source,
-    qemu_img,
-    vmforge_img,
-    write_odd_patterns,
-)
+from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
 from vmforge_qcow import Qcow
 
 pytestmark = needs_qemu
@@ -84,7 +74,7 @@ def test_our_images_accepted_by_qemu(tmp_path: Path) -> None:
     img = tmp_path / "ours.qcow"
     Qcow.create(str(img), 9 * MiB + 512)
     with Qcow.open(str(img), readonly=False) as drv:
-        model = write_odd_patterns(drv)
+        model = qemu_tools.write_odd_patterns(drv)
         text = (b"compressible " * 400)[:4096]
         for off in (3 * MiB, 3 * MiB + 4096, 8 * MiB):
             drv.write_compressed(off, text)
@@ -92,7 +82,7 @@ def test_our_images_accepted_by_qemu(tmp_path: Path) -> None:
         drv.write(3 * MiB + 100, b"\x5a" * 512)   # into a compressed cluster
         model[3 * MiB + 100:3 * MiB + 612] = b"\x5a" * 512
         assert drv._entry((8 * MiB) // 4096) >> 63   # still compressed
-    assert_qemu_accepts(img, "qcow", model, 3 * MiB + 100, tmp_path)
+    qemu_tools.assert_qemu_accepts(img, "qcow", model, 3 * MiB + 100, tmp_path)
     with Qcow.open(str(img)) as drv:
         assert drv.read(0, drv.size) == model
     assert to_raw(img, tmp_path / "back.raw") == model
@@ -140,7 +130,7 @@ def test_img_info_fields_as_qemu_img(tmp_path: Path, backing: bool) -> None:
 
 @pytest.mark.parametrize("compress", [False, True])
 def test_convert_to_and_from_qcow2_and_raw(tmp_path: Path, compress: bool) -> None:
-    src = qcow2_source(tmp_path)
+    src = qemu_tools.qcow2_source(tmp_path)
     out = tmp_path / "out.qcow"
     vmforge_img("convert", *(["-c"] if compress else []), "-f", "qcow2", "-O", "qcow",
                 str(src), str(out))
@@ -148,4 +138,4 @@ def test_convert_to_and_from_qcow2_and_raw(tmp_path: Path, compress: bool) -> No
     if compress:  # qemu-img sees compressed clusters
         mapped = json.loads(qemu_img("map", "--output", "json", "-f", "qcow", str(out)).stdout)
         assert any(m["data"] and "offset" not in m for m in mapped), mapped
-    assert_converts_back(out, "qcow", src, tmp_path)
+    qemu_tools.assert_converts_back(out, "qcow", src, tmp_path)

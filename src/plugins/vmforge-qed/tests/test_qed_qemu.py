@@ -15,14 +15,7 @@ import pytest
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockError, parse_size
 from vmforge.testing import qemu_tools
-from vmforge.testing.qemu_tools import (
-    assert_raw_converts_both_ways,
-    info_json,
-    needs_qemu,
-    pattern,
-    qemu_img,
-    vmforge_img,
-)
+from vmforge.testing.qemu_tools import info_json, needs_qemu, pattern, qemu_img, vmforge_img
 from vmforge_qed import Qed
 
 pytestmark = needs_qemu
@@ -245,4 +238,4 @@ def test_shrink_and_grow_stay_clean(tmp_path: Path) -> None:
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    assert_raw_converts_both_ways("qed", "qed", tmp_path)
+    qemu_tools.assert_raw_converts_both_ways("qed", "qed", tmp_path)

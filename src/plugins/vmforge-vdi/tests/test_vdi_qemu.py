@@ -10,16 +10,7 @@ from pathlib import Path
 import pytest
 
 from vmforge.testing import qemu_tools
-from vmforge.testing.qemu_tools import (
-    assert_converts_back,
-    assert_qemu_accepts,
-    info_json,
-    needs_qemu,
-    qcow2_source,
-    qemu_img,
-    vmforge_img,
-    write_odd_patterns,
-)
+from vmforge.testing.qemu_tools import info_json, needs_qemu, qemu_img, vmforge_img
 from vmforge_vdi import Vdi
 
 pytestmark = needs_qemu
@@ -69,12 +60,12 @@ def test_our_images_accepted_by_qemu(tmp_path: Path, static: bool) -> None:
     img = tmp_path / "ours.vdi"
     Vdi.create(str(img), 9 * MiB + 512, static=static)
     with Vdi.open(str(img), readonly=False) as drv:
-        model = write_odd_patterns(drv)
+        model = qemu_tools.write_odd_patterns(drv)
         drv.write(3 * MiB, b"\x5a" * 512)
         model[3 * MiB:3 * MiB + 512] = b"\x5a" * 512
     check = json.loads(qemu_img("check", "--output", "json", "-f", "vdi", str(img)).stdout)
     assert check.get("corruptions", 0) == 0 and check["check-errors"] == 0, check
-    assert_qemu_accepts(img, "vdi", model, 3 * MiB, tmp_path)
+    qemu_tools.assert_qemu_accepts(img, "vdi", model, 3 * MiB, tmp_path)
     with Vdi.open(str(img)) as drv:
         assert drv.read(0, drv.size) == model
         assert drv.check().clean
@@ -126,13 +117,13 @@ def test_img_info_fields_as_qemu_img(tmp_path: Path, opts: str) -> None:
 
 @pytest.mark.parametrize("out_opts", ["static=off", "static=on"])
 def test_convert_to_and_from_qcow2_and_raw(tmp_path: Path, out_opts: str) -> None:
-    src = qcow2_source(tmp_path)
+    src = qemu_tools.qcow2_source(tmp_path)
     vdi = tmp_path / "out.vdi"
     vmforge_img("convert", "-f", "qcow2", "-O", "vdi", "-o", out_opts, str(src), str(vdi))
     assert qemu_img("compare", "-f", "qcow2", "-F", "vdi", str(src), str(vdi)).returncode == 0
     assert json.loads(qemu_img("check", "--output", "json", "-f", "vdi", str(vdi)).stdout
                       ).get("corruptions", 0) == 0
-    assert_converts_back(vdi, "vdi", src, tmp_path)
+    qemu_tools.assert_converts_back(vdi, "vdi", src, tmp_path)
     theirs = tmp_path / "theirs.vdi"
     qemu_img("convert", "-f", "qcow2", "-O", "vdi", "-o", out_opts, str(src), str(theirs))
     assert to_raw(theirs, tmp_path / "t.raw") == to_raw(vdi, tmp_path / "o.raw")

@@ -9,16 +9,7 @@ import pytest
 
 from vmforge.block.backend import BlockBackend
 from vmforge.testing import qemu_tools
-from vmforge.testing.qemu_tools import (
-    assert_converts_back,
-    assert_qemu_accepts,
-    info_json,
-    needs_qemu,
-    qcow2_source,
-    qemu_img,
-    vmforge_img,
-    write_odd_patterns,
-)
+from vmforge.testing.qemu_tools import info_json, needs_qemu, qemu_img, vmforge_img
 from vmforge_vpc import Vpc
 from vmforge_vpc.layout import FOOTER_SIZE
 
@@ -82,10 +73,10 @@ def test_our_images_accepted_by_qemu(tmp_path: Path, opts: dict) -> None:
     img = tmp_path / "ours.vhd"
     Vpc.create(str(img), 9 * MiB, **opts)
     with Vpc.open(str(img), readonly=False) as drv:
-        model = write_odd_patterns(drv)
+        model = qemu_tools.write_odd_patterns(drv)
         drv.write(2 * MiB, b"\x5a" * 512)
         model[2 * MiB:2 * MiB + 512] = b"\x5a" * 512
-    assert_qemu_accepts(img, "vpc", model, 2 * MiB, tmp_path)
+    qemu_tools.assert_qemu_accepts(img, "vpc", model, 2 * MiB, tmp_path)
     # qemu-io wrote into our image (allocating a new block): we read it back
     with Vpc.open(str(img)) as drv:
         assert drv.read(0, drv.size) == model
@@ -117,13 +108,13 @@ def test_probe_as_qemu_img(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("out_opts", ["subformat=dynamic", "subformat=fixed"])
 def test_convert_to_and_from_qcow2_and_raw(tmp_path: Path, out_opts: str) -> None:
-    src = qcow2_source(tmp_path)
+    src = qemu_tools.qcow2_source(tmp_path)
     vhd = tmp_path / "out.vhd"
     vmforge_img("convert", "-f", "qcow2", "-O", "vpc", "-o", out_opts, str(src), str(vhd))
     # the VHD rounds 6 MiB up to a geometry: compare warns about the size and checks
     # that the extra tail is zeros
     assert qemu_img("compare", "-f", "qcow2", "-F", "vpc", str(src), str(vhd)).returncode == 0
-    assert_converts_back(vhd, "vpc", src, tmp_path)
+    qemu_tools.assert_converts_back(vhd, "vpc", src, tmp_path)
     theirs = tmp_path / "theirs.vhd"  # qemu-img's conversion reads the same as ours
     qemu_img("convert", "-f", "qcow2", "-O", "vpc", "-o", out_opts, str(src), str(theirs))
     assert to_raw(theirs, tmp_path / "t.raw") == to_raw(vhd, tmp_path / "o.raw")
