@@ -1,0 +1,212 @@
+"""The cryptographic pieces of LUKS1, over the ``cryptography`` library and hashlib.
+
+- :class:`SectorCipher`: a cipher, a chaining mode and an IV generator
+  (``plain``, ``plain64``, ``essiv:HASH``) encrypting 512-byte sectors, each
+  with the IV of its sector number, as dm-crypt and QEMU do;
+- :func:`pbkdf2`, :func:`iterations_for`: key derivation and its calibration;
+- :func:`af_split`, :func:`af_merge`: the anti-forensic splitter of the LUKS1
+  specification (stripes diffused with the header's hash).
+
+Nothing here logs or formats a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+__all__ = ["CIPHERS", "HASHES", "MODES", "SECTOR", "CipherError", "SectorCipher", "af_merge",
+           "af_split", "iterations_for", "pbkdf2"]
+
+SECTOR = 512
+#: hashes the header may name (hashlib's names, as LUKS spells them)
+HASHES = ("sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160")
+#: chaining modes (``ecb`` takes no IV generator)
+MODES = ("ecb", "cbc", "xts", "ctr")
+IVGENS = ("plain", "plain64", "essiv")
+
+
+class CipherError(ValueError):
+    """A cipher, mode, IV generator or hash this library cannot do (the message says which)."""
+
+
+def _cast5() -> type:
+    try:
+        from cryptography.hazmat.decrepit.ciphers.algorithms import CAST5
+    except ImportError:  # older cryptography
+        CAST5 = algorithms.CAST5  # type: ignore[attr-defined]
+    return CAST5  # type: ignore[no-any-return]
+
+
+#: LUKS cipher name -> (key sizes in bytes, block size); serpent and twofish are refused
+CIPHERS: dict[str, tuple[tuple[int, ...], int]] = {
+    "aes": ((16, 24, 32), 16),
+    "cast5": ((16,), 8),
+    "serpent": ((16, 24, 32), 16),
+    "twofish": ((16, 24, 32), 16),
+}
+
+
+def _algorithm(name: str, key: bytes) -> algorithms.BlockCipherAlgorithm:
+    if name == "aes":
+        return algorithms.AES(key)
+    if name == "cast5":
+        return _cast5()(key)  # type: ignore[no-any-return]
+    raise CipherError(f"cipher {name} is not available in the cryptography library")
+
+
+def check_hash(name: str) -> None:
+    """Raise :class:`CipherError` unless hashlib can compute ``name`` here."""
+    if name not in HASHES:
+        raise CipherError(f"hash {name!r} is not one of {', '.join(HASHES)}")
+    try:
+        hashlib.new(name)
+    except ValueError:
+        raise CipherError(f"hash {name} is not available in this Python's OpenSSL") from None
+
+
+def pbkdf2(hash_name: str, secret: bytes, salt: bytes, iterations: int, length: int) -> bytes:
+    """PBKDF2-HMAC of ``secret``."""
+    return hashlib.pbkdf2_hmac(hash_name, secret, salt, iterations, length)
+
+
+def iterations_for(hash_name: str, milliseconds: int, key_len: int) -> int:
+    """How many PBKDF2 iterations of ``hash_name`` take ``milliseconds`` here (QEMU
+    and cryptsetup calibrate the same way)."""
+    count = 1000
+    while True:
+        start = time.perf_counter()
+        pbkdf2(hash_name, b"calibration", b"\0" * 32, count, key_len)
+        spent = time.perf_counter() - start
+        if spent >= 0.02 or count >= 1 << 24:
+            break
+        count *= 4
+    return int(count / max(spent, 1e-9) * milliseconds / 1000)
+
+
+def _diffuse(block: bytes, hash_name: str) -> bytes:
+    """The specification's diffusion: each digest-sized piece ``i`` replaced by
+    ``H(be32(i) || piece)`` cut to its length."""
+    size = hashlib.new(hash_name).digest_size
+    out = bytearray()
+    for i in range(0, len(block), size):
+        piece = block[i:i + size]
+        out += hashlib.new(hash_name, (i // size).to_bytes(4, "big") + piece).digest()[
+            :len(piece)]
+    return bytes(out)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a),
+                                                                            "little")
+
+
+def af_split(key: bytes, stripes: int, hash_name: str) -> bytes:
+    """``key`` spread over ``stripes`` blocks (random ones, then the last that merges
+    back to ``key``)."""
+    n = len(key)
+    material = os.urandom(n * (stripes - 1))
+    d = bytes(n)
+    for i in range(stripes - 1):
+        d = _diffuse(_xor(d, material[i * n:(i + 1) * n]), hash_name)
+    return material + _xor(d, key)
+
+
+def af_merge(material: bytes, key_len: int, stripes: int, hash_name: str) -> bytes:
+    """The key :func:`af_split` spread into ``material``."""
+    n = key_len
+    d = bytes(n)
+    for i in range(stripes - 1):
+        d = _diffuse(_xor(d, material[i * n:(i + 1) * n]), hash_name)
+    return _xor(d, material[(stripes - 1) * n:stripes * n])
+
+
+def parse_mode(spec: str) -> tuple[str, str | None, str | None]:
+    """``"xts-plain64"`` -> ``("xts", "plain64", None)``; ``"cbc-essiv:sha256"`` ->
+    ``("cbc", "essiv", "sha256")``; ``"ecb"`` -> ``("ecb", None, None)``."""
+    mode, _, ivspec = spec.partition("-")
+    ivgen, _, ivhash = ivspec.partition(":")
+    if mode not in MODES:
+        raise CipherError(f"cipher mode {mode!r} is not one of {', '.join(MODES)}")
+    if mode == "ecb":
+        if ivspec:
+            raise CipherError("cipher mode ecb takes no IV generator")
+        return mode, None, None
+    if ivgen not in IVGENS:
+        raise CipherError(f"IV generator {ivgen!r} is not one of {', '.join(IVGENS)}")
+    if (ivgen == "essiv") != bool(ivhash):
+        raise CipherError("the essiv IV generator, and only it, takes a hash (essiv:HASH)")
+    if ivhash:
+        check_hash(ivhash)
+    return mode, ivgen, ivhash or None
+
+
+class SectorCipher:
+    """Encrypts and decrypts whole 512-byte sectors (a short last piece is allowed
+    where the mode permits), sector ``n``'s IV made from ``n``."""
+
+    def __init__(self, cipher: str, mode_spec: str, key: bytes) -> None:
+        if cipher not in CIPHERS:
+            raise CipherError(f"cipher {cipher!r} is not one of {', '.join(CIPHERS)}")
+        self.mode, self.ivgen, ivhash = parse_mode(mode_spec)
+        sizes, self.block = CIPHERS[cipher]
+        half = len(key) // 2 if self.mode == "xts" else len(key)
+        if half not in sizes or (self.mode == "xts" and len(key) % 2):
+            raise CipherError(f"a key of {len(key)} bytes does not fit {cipher}-{self.mode}")
+        if self.mode == "xts" and (cipher != "aes" or half == 24):
+            raise CipherError(f"xts mode with {cipher}-{half * 8} is not available in the "
+                              "cryptography library (aes-128 and aes-256 are)")
+        self._alg = _algorithm(cipher, key)
+        self._essiv = None
+        if self.ivgen == "essiv":
+            assert ivhash is not None
+            essiv_key = hashlib.new(ivhash, key).digest()
+            if len(essiv_key) not in sizes:
+                raise CipherError(f"essiv:{ivhash} gives a key of {len(essiv_key)} bytes, "
+                                  f"which {cipher} does not take")
+            self._essiv = Cipher(_algorithm(cipher, essiv_key), modes.ECB())
+
+    def _iv(self, sector: int) -> bytes:
+        if self.ivgen == "plain":
+            sector &= 0xFFFFFFFF
+        iv = (sector & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little").ljust(self.block, b"\0")[
+            :self.block]
+        if self._essiv is not None:
+            enc = self._essiv.encryptor()
+            iv = enc.update(iv) + enc.finalize()
+        return iv
+
+    def _mode(self, sector: int) -> modes.Mode:
+        if self.mode == "ecb":
+            return modes.ECB()
+        iv = self._iv(sector)
+        if self.mode == "cbc":
+            return modes.CBC(iv)
+        if self.mode == "xts":
+            return modes.XTS(iv)
+        return modes.CTR(iv)
+
+    def _run(self, first_sector: int, data: bytes | bytearray | memoryview,
+             encrypt: bool) -> bytes:
+        view = memoryview(data).cast("B")
+        if self.mode == "ecb":  # no IV: one call for the lot
+            c = Cipher(self._alg, modes.ECB())
+            op = c.encryptor() if encrypt else c.decryptor()
+            return op.update(view) + op.finalize()
+        out = bytearray(len(view))
+        for k in range(0, len(view), SECTOR):
+            c = Cipher(self._alg, self._mode(first_sector + k // SECTOR))
+            op = c.encryptor() if encrypt else c.decryptor()
+            out[k:k + SECTOR] = op.update(view[k:k + SECTOR]) + op.finalize()
+        return bytes(out)
+
+    def encrypt(self, first_sector: int, data: bytes | bytearray | memoryview) -> bytes:
+        """``data`` (from sector ``first_sector`` on) encrypted."""
+        return self._run(first_sector, data, True)
+
+    def decrypt(self, first_sector: int, data: bytes | bytearray | memoryview) -> bytes:
+        """``data`` (from sector ``first_sector`` on) decrypted."""
+        return self._run(first_sector, data, False)

@@ -1,0 +1,417 @@
+"""The luks format driver: LUKS1 encrypted images, as QEMU's ``luks`` driver makes them.
+
+Layout (LUKS1 on-disk format 1.2; integers big-endian)::
+
+    0        header (592 bytes): magic "LUKS\\xba\\xbe", version 1, cipher name,
+             cipher mode ("xts-plain64", "cbc-essiv:sha256", ...), hash, payload
+             offset (sectors), master key length, the master key's PBKDF2
+             digest with its salt and iterations, the UUID, then 8 key slots
+             (active, iterations, salt, key material sector, stripes)
+    4096     each key slot's material: the master key AF-split into 4000
+             stripes, encrypted with the key PBKDF2 makes of the passphrase
+             (sector numbers from 0 at the material)
+    payload  the disk, sector by sector, sector n encrypted with the IV of n
+
+The passphrase is the open and create option ``key_secret`` (its data, str or
+bytes: ``vmforge img`` resolves QEMU's ``--object secret,id=...`` and
+``key-secret=ID`` to it). It and the keys are never logged nor put in errors.
+
+Unlike qemu-img, ``create`` fills the payload with encrypted zeros
+(``zero_fill``, on by default), so that a new image reads as zeros, as
+``img convert`` assumes of a new target; qemu-img leaves the file sparse
+and a new image reads as the decryption of zeros.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from vmforge.block.driver import (
+    BlockError,
+    BlockStatus,
+    CheckResult,
+    CorruptImageError,
+    CreateOption,
+    Extent,
+    ImageInfo,
+)
+from vmforge.block.fileio import preadv_full, pwritev_full
+from vmforge.block.mapped import FileImage, open_image_file
+from vmforge_luks.ciphers import (
+    CIPHERS,
+    SECTOR,
+    CipherError,
+    SectorCipher,
+    af_merge,
+    af_split,
+    check_hash,
+    iterations_for,
+    pbkdf2,
+)
+
+MAGIC = b"LUKS\xba\xbe"
+# magic, version, cipher name, cipher mode, hash, payload offset, key bytes,
+# mk digest, mk salt, mk iterations, uuid
+_HEADER = struct.Struct(">6sH32s32s32sII20s32sI40s")
+_SLOT = struct.Struct(">II32sII")
+HEADER_LEN = _HEADER.size + 8 * _SLOT.size   # 592
+NUM_SLOTS = 8
+STRIPES = 4000
+SLOT_ENABLED = 0x00AC71F3
+SLOT_DISABLED = 0x0000DEAD
+#: key material and payload are aligned to 4 KiB, as QEMU lays them out
+ALIGN = 4096
+MIN_ITERATIONS = 1000
+#: bound on PBKDF2 iterations a header may ask for (about a minute of work)
+MAX_ITERATIONS = 1 << 26
+CHUNK = 1 << 20
+_DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
+
+
+def _cstr(raw: bytes, path: str, offset: int, what: str) -> str:
+    text = raw.split(b"\0", 1)[0]
+    if not text or not text.isascii() or b"\0" not in raw:
+        raise CorruptImageError(f"{what} is not a NUL-terminated ASCII string", path, offset,
+                                "header")
+    return text.decode()
+
+
+@dataclass
+class KeySlot:
+    active: int
+    iterations: int
+    salt: bytes
+    material_sector: int
+    stripes: int
+
+
+@dataclass
+class Header:
+    cipher: str
+    mode: str
+    hash: str
+    payload_sector: int
+    key_bytes: int
+    mk_digest: bytes
+    mk_salt: bytes
+    mk_iterations: int
+    uuid: str
+    slots: list[KeySlot]
+
+    def pack(self) -> bytes:
+        out = _HEADER.pack(MAGIC, 1, self.cipher.encode(), self.mode.encode(),
+                           self.hash.encode(), self.payload_sector, self.key_bytes,
+                           self.mk_digest, self.mk_salt, self.mk_iterations,
+                           self.uuid.encode())
+        for s in self.slots:
+            out += _SLOT.pack(s.active, s.iterations, s.salt, s.material_sector, s.stripes)
+        return out
+
+    @property
+    def material_bytes(self) -> int:
+        return self.key_bytes * STRIPES
+
+    @classmethod
+    def parse(cls, raw: bytes, path: str, file_size: int) -> Header:
+        if len(raw) < HEADER_LEN or raw[:6] != MAGIC:
+            raise BlockError("image is not in LUKS format", path)
+        (_, version, cipher, mode, hash_, payload, key_bytes, digest, salt, mk_iters,
+         uid) = _HEADER.unpack_from(raw)
+        if version == 2:
+            raise BlockError("LUKS version 2 images are not supported (LUKS1 only)", path)
+        if version != 1:
+            raise CorruptImageError(f"LUKS version {version} is not 1", path, 6, "header")
+        h = cls(_cstr(cipher, path, 8, "cipher name"), _cstr(mode, path, 40, "cipher mode"),
+                _cstr(hash_, path, 72, "hash"), payload, key_bytes, digest, salt, mk_iters,
+                uid.split(b"\0", 1)[0].decode("ascii", "replace"), [])
+        if h.cipher not in CIPHERS:
+            raise BlockError(f"cipher {h.cipher!r} is not supported", path)
+        if not 16 <= key_bytes <= 64:
+            raise CorruptImageError(f"master key of {key_bytes} bytes", path, 108, "header")
+        if not MIN_ITERATIONS <= mk_iters <= MAX_ITERATIONS:
+            raise CorruptImageError(f"{mk_iters} master key digest iterations (allowed: "
+                                    f"{MIN_ITERATIONS} to {MAX_ITERATIONS})", path, 168,
+                                    "header")
+        if payload * SECTOR > file_size or payload * SECTOR < HEADER_LEN:
+            raise CorruptImageError(f"payload at sector {payload} is outside the file", path,
+                                    104, "header")
+        material_sectors = -(-key_bytes * STRIPES // SECTOR)
+        for i in range(NUM_SLOTS):
+            at = _HEADER.size + i * _SLOT.size
+            slot = KeySlot(*_SLOT.unpack_from(raw, at))
+            h.slots.append(slot)
+            if slot.active == SLOT_DISABLED:
+                continue
+            if slot.active != SLOT_ENABLED:
+                raise CorruptImageError(f"key slot {i} is neither enabled nor disabled "
+                                        f"({slot.active:#x})", path, at, "key slots")
+            if slot.stripes != STRIPES:
+                raise CorruptImageError(f"key slot {i} has {slot.stripes} stripes, not "
+                                        f"{STRIPES}", path, at + 44, "key slots")
+            if not MIN_ITERATIONS <= slot.iterations <= MAX_ITERATIONS:
+                raise CorruptImageError(f"key slot {i} has {slot.iterations} iterations "
+                                        f"(allowed: {MIN_ITERATIONS} to {MAX_ITERATIONS})",
+                                        path, at + 4, "key slots")
+            start = slot.material_sector
+            if start * SECTOR < HEADER_LEN or (payload and start + material_sectors > payload) \
+                    or (start + material_sectors) * SECTOR > file_size:
+                raise CorruptImageError(f"key slot {i}'s material at sector {start} overlaps "
+                                        "the header or the payload, or is past the end of "
+                                        "the file", path, at + 40, "key slots")
+        try:
+            check_hash(h.hash)
+            SectorCipher(h.cipher, h.mode, bytes(key_bytes))
+        except CipherError as exc:
+            raise BlockError(f"unsupported: {exc}", path) from None
+        return h
+
+
+def _passphrase(options: dict[str, Any], path: str) -> bytes:
+    secret = options.get("key_secret", options.get("key-secret"))
+    if secret is None:
+        raise BlockError("a LUKS image needs its passphrase: the option key_secret", path)
+    if isinstance(secret, str):
+        return secret.encode()
+    if isinstance(secret, bytes | bytearray | memoryview):
+        return bytes(secret)
+    raise BlockError("the option key_secret must be str or bytes", path)
+
+
+class Luks(FileImage):
+    """A LUKS1 image opened with its passphrase."""
+
+    format_name = "luks"
+    granularity = SECTOR
+    create_options = {
+        "key_secret": CreateOption("key_secret", str, None,
+                                   "the passphrase of key slot 0 (the secret's data)"),
+        "cipher_alg": CreateOption("cipher_alg", str, "aes-256",
+                                   "cipher and key size: aes-128, aes-192, aes-256, cast5-128"),
+        "cipher_mode": CreateOption("cipher_mode", str, "xts", "chaining mode",
+                                    ("ecb", "cbc", "xts", "ctr")),
+        "ivgen_alg": CreateOption("ivgen_alg", str, "plain64", "IV generator",
+                                  ("plain", "plain64", "essiv")),
+        "ivgen_hash_alg": CreateOption("ivgen_hash_alg", str, None,
+                                       "hash of the essiv IV generator (default sha256)"),
+        "hash_alg": CreateOption("hash_alg", str, "sha256", "hash of PBKDF2 and AF split"),
+        "iter_time": CreateOption("iter_time", int, 2000,
+                                  "milliseconds of PBKDF2 when opening (key slot)"),
+        "zero_fill": CreateOption("zero_fill", bool, True,
+                                  "write encrypted zeros so that the new disk reads as zeros"),
+    }
+
+    def __init__(self, filename: str, readonly: bool, fd: int, header: Header,
+                 cipher: SectorCipher, slot: int) -> None:
+        super().__init__(filename, readonly, fd)
+        self.header = header
+        self._cipher = cipher
+        self.slot = slot
+        self.payload = header.payload_sector * SECTOR
+        self._size = (os.fstat(fd).st_size - self.payload) // SECTOR * SECTOR
+
+    def __repr__(self) -> str:
+        return f"<Luks {self.filename!r} {self.header.cipher}-{self.header.mode}>"
+
+    # -- probe, open ------------------------------------------------------------------
+
+    @classmethod
+    def probe(cls, header: bytes, filename: str) -> int:
+        return 100 if header[:6] == MAGIC and header[6:8] == b"\0\1" else 0
+
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
+        with open_image_file(path, readonly) as fd:
+            size = os.fstat(fd).st_size
+            header = Header.parse(os.pread(fd, HEADER_LEN, 0), path, size)
+            passphrase = _passphrase(options, path)
+            for i, slot in enumerate(header.slots):
+                if slot.active != SLOT_ENABLED:
+                    continue
+                key = _unlock(fd, header, slot, passphrase)
+                if key is not None:
+                    return cls(path, readonly, fd, header,
+                               SectorCipher(header.cipher, header.mode, key), i)
+            raise BlockError("invalid passphrase: no key slot of the LUKS header accepts it",
+                             path)
+
+    # -- create ---------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str, size: int, **options: Any) -> None:
+        try:
+            opts = cls.parse_create_options(options)
+        except ValueError as exc:
+            raise BlockError(str(exc), path) from None
+        passphrase = _passphrase(opts, path)
+        header, key = _new_header(path, opts, size)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            slot_key_iters = max(MIN_ITERATIONS, iterations_for(header.hash, opts["iter_time"],
+                                                                 header.key_bytes))
+            slot = header.slots[0]
+            slot.active, slot.salt = SLOT_ENABLED, os.urandom(32)
+            slot.iterations = min(slot_key_iters, MAX_ITERATIONS)
+            slot_key = pbkdf2(header.hash, passphrase, slot.salt, slot.iterations,
+                              header.key_bytes)
+            material = af_split(key, STRIPES, header.hash)
+            enc = SectorCipher(header.cipher, header.mode, slot_key).encrypt(0, material)
+            os.pwrite(fd, enc, slot.material_sector * SECTOR)
+            os.ftruncate(fd, header.payload_sector * SECTOR + size)
+            if opts["zero_fill"]:
+                _fill_zeros(fd, SectorCipher(header.cipher, header.mode, key),
+                            header.payload_sector * SECTOR, 0, size)
+            os.pwrite(fd, header.pack(), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
+
+    # -- I/O --------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _read_plain(self, start: int, end: int) -> bytes:
+        """Sectors ``[start, end)`` of the disk (byte offsets, sector-aligned), decrypted."""
+        buf = bytearray(end - start)
+        preadv_full(self.fd, self.payload + start, [memoryview(buf)])
+        return self._cipher.decrypt(start // SECTOR, buf)
+
+    def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        for v in self._checked_views(offset, buffers):
+            pos = 0
+            while pos < v.nbytes:
+                at = offset + pos
+                start = at // SECTOR * SECTOR
+                end = min(-(-(offset + v.nbytes) // SECTOR) * SECTOR, start + CHUNK)
+                plain = self._read_plain(start, end)
+                n = min(end - at, v.nbytes - pos)
+                v[pos:pos + n] = plain[at - start:at - start + n]
+                pos += n
+            offset += v.nbytes
+
+    def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
+        self._check_writable()
+        views = self._checked_views(offset, buffers)
+        with self._lock:
+            for v in views:
+                pos = 0
+                while pos < v.nbytes:
+                    at = offset + pos
+                    start = at // SECTOR * SECTOR
+                    end = min(-(-(offset + v.nbytes) // SECTOR) * SECTOR, start + CHUNK)
+                    n = min(end - at, v.nbytes - pos)
+                    if at == start and n == end - start:
+                        plain = bytearray(v[pos:pos + n])
+                    else:   # a partial first or last sector: read, modify, write
+                        plain = bytearray(self._read_plain(start, end))
+                        plain[at - start:at - start + n] = v[pos:pos + n]
+                    pwritev_full(self.fd, self.payload + start,
+                                 [memoryview(self._cipher.encrypt(start // SECTOR, plain))])
+                    pos += n
+                offset += v.nbytes
+
+    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
+        self._check_range(offset, length)
+        if length:
+            yield Extent(offset, length, _DATA, None, 0, self.filename)
+
+    def truncate(self, size: int) -> None:
+        self._check_writable()
+        if size < 0 or size % SECTOR:
+            raise BlockError(f"size {size} is not a multiple of {SECTOR}", self.filename)
+        with self._lock:
+            old = self._size
+            os.ftruncate(self.fd, self.payload + size)
+            if size > old:
+                _fill_zeros(self.fd, self._cipher, self.payload, old, size)
+            self._size = size
+
+    # -- reports --------------------------------------------------------------------------
+
+    def info(self) -> ImageInfo:
+        h = self.header
+        mode, _, ivspec = h.mode.partition("-")
+        ivgen, _, ivhash = ivspec.partition(":")
+        slots = [{"active": s.active == SLOT_ENABLED, "key-offset": s.material_sector * SECTOR,
+                  **({"iters": s.iterations, "stripes": s.stripes}
+                     if s.active == SLOT_ENABLED else {})} for s in h.slots]
+        data: dict[str, Any] = {
+            "cipher-alg": f"{h.cipher}-{h.key_bytes * 8 // (2 if mode == 'xts' else 1)}",
+            "cipher-mode": mode, "hash-alg": h.hash, "payload-offset": self.payload,
+            "master-key-iters": h.mk_iterations, "uuid": h.uuid, "slots": slots,
+        }
+        if ivgen:
+            data["ivgen-alg"] = ivgen
+        if ivhash:
+            data["ivgen-hash-alg"] = ivhash
+        return self._info(format_specific={"type": "luks", "data": data})
+
+    def check(self, repair: str | None = None) -> CheckResult:
+        return CheckResult(self.filename, self.format_name,
+                           image_end_offset=self.payload + self._size)
+
+
+def _unlock(fd: int, header: Header, slot: KeySlot, passphrase: bytes) -> bytes | None:
+    """The master key if ``passphrase`` opens ``slot`` (None if not)."""
+    slot_key = pbkdf2(header.hash, passphrase, slot.salt, slot.iterations, header.key_bytes)
+    raw = os.pread(fd, header.material_bytes, slot.material_sector * SECTOR)
+    material = SectorCipher(header.cipher, header.mode, slot_key).decrypt(0, raw)
+    key = af_merge(material, header.key_bytes, STRIPES, header.hash)
+    digest = pbkdf2(header.hash, key, header.mk_salt, header.mk_iterations, 20)
+    return key if digest == header.mk_digest else None
+
+
+def _fill_zeros(fd: int, cipher: SectorCipher, payload: int, start: int, end: int) -> None:
+    """Encrypted zeros over the disk's ``[start, end)``."""
+    zeros = bytes(CHUNK)
+    for at in range(start, end, CHUNK):
+        n = min(CHUNK, end - at)
+        pwritev_full(fd, payload + at, [memoryview(cipher.encrypt(at // SECTOR, zeros[:n]))])
+
+
+def _new_header(path: str, opts: dict[str, Any], size: int) -> tuple[Header, bytes]:
+    """A header for ``opts`` (slot 0 not yet filled) and a new master key."""
+    if size % SECTOR:
+        raise BlockError(f"size {size} is not a multiple of {SECTOR}", path)
+    name, _, bits = str(opts["cipher_alg"]).partition("-")
+    if name not in CIPHERS or not bits.isdigit() or int(bits) // 8 not in CIPHERS[name][0]:
+        raise BlockError(f"cipher_alg {opts['cipher_alg']!r} is not one of aes-128, aes-192, "
+                         "aes-256, cast5-128, serpent-*, twofish-*", path)
+    mode = opts["cipher_mode"]
+    key_bytes = int(bits) // 8 * (2 if mode == "xts" else 1)
+    if mode == "ecb":
+        spec = "ecb"
+    elif opts["ivgen_alg"] == "essiv":
+        spec = f"{mode}-essiv:{opts['ivgen_hash_alg'] or 'sha256'}"
+    else:
+        spec = f"{mode}-{opts['ivgen_alg']}"
+    try:
+        check_hash(opts["hash_alg"])
+        key = os.urandom(key_bytes)
+        SectorCipher(name, spec, key)
+    except CipherError as exc:
+        raise BlockError(str(exc), path) from None
+    if opts["iter_time"] <= 0:
+        raise BlockError("iter_time must be positive", path)
+    material_sectors = -(-key_bytes * STRIPES // ALIGN) * (ALIGN // SECTOR)
+    first = ALIGN // SECTOR
+    slots = [KeySlot(SLOT_DISABLED, 0, bytes(32), first + i * material_sectors, STRIPES)
+             for i in range(NUM_SLOTS)]
+    mk_salt = os.urandom(32)
+    mk_iters = max(MIN_ITERATIONS,
+                   iterations_for(opts["hash_alg"], opts["iter_time"], key_bytes) // 8)
+    mk_iters = min(mk_iters, MAX_ITERATIONS)
+    digest = pbkdf2(opts["hash_alg"], key, mk_salt, mk_iters, 20)
+    header = Header(name, spec, opts["hash_alg"], first + NUM_SLOTS * material_sectors,
+                    key_bytes, digest, mk_salt, mk_iters, str(uuid.uuid4()), slots)
+    return header, key
+
