@@ -5,16 +5,10 @@ folder on the command line)."""
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bochs_images import build_bochs
 
+from vmforge.testing.builders import build_image_hook
 
-@pytest.hookimpl(optionalhook=True)   # (a hook of vmforge's pytest plugin)
-def pytest_vmforge_build_image(format_name: str, path: str, data: bytes) -> bool | None:
-    if format_name != "bochs":
-        return None
-    build_bochs(path, data)
-    return True
+pytest_vmforge_build_image = build_image_hook("bochs", build_bochs)

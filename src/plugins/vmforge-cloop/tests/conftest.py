@@ -3,19 +3,14 @@ conformance kit its image builder (``pytest --vmforge-format cloop`` with this
 folder on the command line)."""
 
 import sys
+from functools import partial
 from pathlib import Path
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cloop_images import build_cloop
 
+from vmforge.testing.builders import build_image_hook
 
-@pytest.hookimpl(optionalhook=True)   # (a hook of vmforge's pytest plugin)
-def pytest_vmforge_build_image(format_name: str, path: str, data: bytes) -> bool | None:
-    if format_name != "cloop":
-        return None
-    # the kit's sizes are multiples of 512; a cloop disk is whole blocks
-    build_cloop(path, data, block_size=512)
-    return True
+# the kit's sizes are multiples of 512; a cloop disk is whole blocks
+pytest_vmforge_build_image = build_image_hook("cloop", partial(build_cloop, block_size=512))
