@@ -1,0 +1,483 @@
+"""A VMDK image's extents: sparse (grain directory, grain tables, grains, maybe
+compressed) and flat (a plain file, or a part of one).
+
+Each extent is addressed from its own first byte; :class:`~vmforge_vmdk.driver.Vmdk`
+puts them end to end.  A sparse extent is a :class:`~vmforge.block.mapped.MappedImage`
+of its own (its clusters are grains), so reads, writes and block status come
+from the table lookups here.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+
+from vmforge.block.driver import (
+    BlockError,
+    BlockStatus,
+    CorruptImageError,
+    Extent,
+    ReadOnlyError,
+)
+from vmforge.block.fileio import preadv_full, pwritev_full
+from vmforge.block.mapped import MappedImage, file_extents
+from vmforge_vmdk.layout import (
+    AT_CAPACITY,
+    AT_GD,
+    AT_GRAIN,
+    AT_GRAIN_OFFSET,
+    AT_GTES,
+    AT_RGD,
+    F_MARKER,
+    F_RGD,
+    F_ZERO_GRAIN,
+    GD_AT_END,
+    GTE_ZEROED,
+    HEADER_SIZE,
+    MAGIC,
+    MARKER_EOS,
+    MARKER_FOOTER,
+    MAX_GD_ENTRIES,
+    MAX_GRAIN_SECTORS,
+    MAX_GTES,
+    MAX_SECTOR,
+    SECTOR,
+    Header,
+    div_up,
+)
+
+_DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
+_ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
+_COMPRESSED = BlockStatus.DATA | BlockStatus.ALLOCATED | BlockStatus.COMPRESSED
+_NONE = BlockStatus(0)
+_L2_CACHE = 16
+_MARKER = struct.Struct("<QI")
+_FOOTER_MARKER = struct.Struct("<QII")
+
+
+def _u32(raw: bytes) -> array[int]:
+    table = array("I")
+    table.frombytes(raw[:len(raw) // 4 * 4])
+    if table.itemsize != 4:   # (never on the platforms vmforge runs on)
+        raise BlockError("array('I') is not 32-bit here")
+    return table
+
+
+class FlatExtent:
+    """A flat extent: ``size`` bytes of a plain file from ``start``."""
+
+    compressed = False
+    flat = True
+    cluster_size = 0
+
+    def __init__(self, filename: str, fd: int, size: int, start: int, kind: str) -> None:
+        self.filename = filename
+        self.fd = fd
+        self.size = size
+        self.start = start
+        self.kind = kind
+
+    def preadv(self, offset: int, views: Sequence[memoryview]) -> None:
+        preadv_full(self.fd, self.start + offset, views)
+
+    def pwritev(self, offset: int, views: Sequence[memoryview]) -> None:
+        pwritev_full(self.fd, self.start + offset, views)
+
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
+        zeros = memoryview(bytes(min(length, 1 << 20)))
+        done = 0
+        while done < length:
+            n = min(len(zeros), length - done)
+            pwritev_full(self.fd, self.start + offset + done, [zeros[:n]])
+            done += n
+
+    def write_compressed(self, offset: int, data: memoryview) -> None:
+        self.pwritev(offset, [data])
+
+    def block_status(self, offset: int, length: int) -> Iterator[Extent]:
+        for e in file_extents(self.fd, self.start + offset, length, self.filename):
+            yield Extent(e.offset - self.start, e.length, e.status, e.host_offset, 0,
+                         self.filename)
+
+    def problems(self) -> tuple[int, list[str]]:
+        return 0, []
+
+    def flush(self) -> None:
+        pass
+
+
+class SparseExtent(MappedImage):
+    """A hosted sparse extent (``KDMV``): monolithicSparse, a twoGbMaxExtentSparse
+    part, or a compressed streamOptimized image."""
+
+    format_name = "vmdk"
+    locked_reads = True
+    flat = False
+
+    def __init__(self, filename: str, readonly: bool, fd: int, header: Header,
+                 footer_at: int | None, lba_base: int) -> None:
+        super().__init__(filename, readonly, fd)
+        self.header = header
+        self.kind = "SPARSE"
+        self.cluster_size = header.granularity * SECTOR
+        self.gtes = header.num_gtes
+        self.compressed = header.compressed
+        self.has_marker = bool(header.flags & F_MARKER)
+        self.zero_grain = bool(header.flags & F_ZERO_GRAIN)
+        #: the footer's offset when the grain directory is at the end (read-only)
+        self.footer_at = footer_at
+        self.lba_base = lba_base
+        #: the image's backing file (unallocated grains do not read as zeros then)
+        self.backing: str | None = None
+        self.gd = array("I")
+        self.rgd: array[int] | None = None
+        self._tables: OrderedDict[int, array[int]] = OrderedDict()
+        self._grain_cache: tuple[int, bytes] | None = None
+        self.file_size = os.fstat(fd).st_size
+        cs_sectors = header.granularity
+        #: where the next grain goes (sectors): the file's end, rounded up to a grain
+        self.next_sector = div_up(div_up(self.file_size, SECTOR), cs_sectors) * cs_sectors
+
+    @property
+    def size(self) -> int:
+        return self.header.capacity * SECTOR
+
+    @property
+    def backing_filename(self) -> str | None:
+        return self.backing
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str, fd: int, readonly: bool, lba_base: int = 0) -> SparseExtent:
+        """The sparse extent in the open file ``fd``, checked."""
+        file_size = os.fstat(fd).st_size
+        raw = os.pread(fd, HEADER_SIZE, 0)
+        if raw[:4] != MAGIC:
+            raise BlockError("extent not in VMDK sparse format (bad magic)", path)
+        if len(raw) < 79:
+            raise CorruptImageError(f"header truncated to {len(raw)} bytes", path, 0,
+                                    "header")
+        h = Header.unpack(raw)
+        footer_at = None
+        if h.gd_offset == GD_AT_END:
+            h, footer_at = cls._footer(fd, path, file_size)
+        if h.version > 3:
+            raise BlockError(f"unsupported VMDK version {h.version}", path)
+        if h.version == 3 and not readonly and not h.compressed:
+            raise ReadOnlyError("VMDK version 3 must be read only", path)
+        if footer_at is not None and not readonly:
+            raise ReadOnlyError("a streamOptimized image with its grain directory in the "
+                                "footer is read-only here", path)
+        if h.num_gtes > MAX_GTES or h.num_gtes == 0:
+            raise CorruptImageError(f"{h.num_gtes} grain table entries (1 to {MAX_GTES})",
+                                    path, AT_GTES, "header")
+        if h.granularity == 0 or h.granularity > MAX_GRAIN_SECTORS:
+            raise CorruptImageError(f"grain of {h.granularity} sectors (1 to "
+                                    f"{MAX_GRAIN_SECTORS})", path, AT_GRAIN, "header")
+        if h.capacity >= 1 << 54:
+            raise CorruptImageError(f"capacity of {h.capacity} sectors", path, AT_CAPACITY,
+                                    "header")
+        gd_entries = div_up(h.capacity, h.num_gtes * h.granularity)
+        if gd_entries > MAX_GD_ENTRIES:
+            raise CorruptImageError(f"grain directory of {gd_entries} entries is too large",
+                                    path, AT_CAPACITY, "header")
+        if div_up(file_size, SECTOR) < h.grain_offset:
+            raise CorruptImageError(f"file truncated, expecting at least "
+                                    f"{h.grain_offset * SECTOR} bytes", path,
+                                    AT_GRAIN_OFFSET, "header")
+        ext = cls(path, readonly, fd, h, footer_at, lba_base)
+        ext.gd = ext._read_gd(h.gd_offset, gd_entries, AT_GD, "grain directory")
+        if h.flags & F_RGD and footer_at is None:
+            ext.rgd = ext._read_gd(h.rgd_offset, gd_entries, AT_RGD,
+                                   "redundant grain directory")
+        return ext
+
+    @staticmethod
+    def _footer(fd: int, path: str, file_size: int) -> tuple[Header, int]:
+        """The header in the footer of a stream (footer marker, header, end-of-stream)."""
+        at = file_size // SECTOR * SECTOR - 3 * SECTOR
+        raw = os.pread(fd, 3 * SECTOR, at) if at >= HEADER_SIZE else b""
+        if len(raw) < 3 * SECTOR:
+            raise CorruptImageError("no footer where the header says the grain directory "
+                                    "is", path, AT_GD, "header")
+        _, fsize, ftype = _FOOTER_MARKER.unpack_from(raw, 0)
+        eval_, esize, etype = _FOOTER_MARKER.unpack_from(raw, 2 * SECTOR)
+        if (raw[SECTOR:SECTOR + 4] != MAGIC or fsize or ftype != MARKER_FOOTER or eval_
+                or esize or etype != MARKER_EOS):
+            raise CorruptImageError("invalid footer", path, at, "footer")
+        h = Header.unpack(raw[SECTOR:2 * SECTOR])
+        if h.gd_offset == GD_AT_END:
+            raise CorruptImageError("the footer's grain directory is at the end too", path,
+                                    at + SECTOR + AT_GD, "footer")
+        return h, at
+
+    def _read_gd(self, sector: int, entries: int, at: int, name: str) -> array[int]:
+        n = entries * 4
+        start = sector * SECTOR
+        if sector > MAX_SECTOR or start + n > self.file_size:
+            raise CorruptImageError(f"{name} at sector {sector} is past the end of the file",
+                                    self.filename, at, "header")
+        raw = os.pread(self.fd, n, start)
+        if len(raw) != n:
+            raise CorruptImageError(f"{name} truncated", self.filename, start, name)
+        return _u32(raw)
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    @property
+    def gt_bytes(self) -> int:
+        return self.gtes * 4
+
+    def _table_at(self, gd: array[int], l1: int, name: str) -> int:
+        """The byte offset of grain table ``l1`` of a directory, checked (0: none)."""
+        sector = gd[l1]
+        if not sector:
+            return 0
+        at = sector * SECTOR
+        if sector < 1 or at + self.gt_bytes > self.file_size:
+            gd_at = (self.header.rgd_offset if gd is self.rgd else self.header.gd_offset)
+            raise CorruptImageError(f"grain table {l1} at sector {sector} is past the end "
+                                    "of the file", self.filename, gd_at * SECTOR + 4 * l1,
+                                    name)
+        return at
+
+    def _table(self, at: int) -> array[int]:
+        table = self._tables.get(at)
+        if table is not None:
+            self._tables.move_to_end(at)
+            return table
+        raw = os.pread(self.fd, self.gt_bytes, at)
+        if len(raw) != self.gt_bytes:
+            raise CorruptImageError("grain table truncated", self.filename, at, "grain table")
+        table = _u32(raw)
+        self._tables[at] = table
+        if len(self._tables) > _L2_CACHE:
+            self._tables.popitem(last=False)
+        return table
+
+    def entry(self, i: int) -> tuple[int, int]:
+        """Grain ``i``'s table entry and where the entry is (0: no grain table)."""
+        l1, l2 = divmod(i, self.gtes)
+        if l1 >= len(self.gd):
+            raise CorruptImageError(f"grain {i} is beyond the grain directory",
+                                    self.filename, self.header.gd_offset * SECTOR,
+                                    "grain directory")
+        at = self._table_at(self.gd, l1, "grain directory")
+        if not at:
+            return 0, 0
+        return self._table(at)[l2], at + 4 * l2
+
+    def _cluster_status(self, i: int) -> tuple[BlockStatus, int | None]:
+        entry, where = self.entry(i)
+        if entry == 0:
+            return _NONE, None
+        if entry == GTE_ZEROED and self.zero_grain:
+            return _ZERO, None
+        if entry < self.header.grain_offset or entry * SECTOR >= self.file_size:
+            raise CorruptImageError(f"grain {i} at sector {entry} is inside the metadata "
+                                    "or past the end of the file", self.filename, where,
+                                    "grain table")
+        if self.compressed:
+            return _COMPRESSED, None
+        return _DATA, entry * SECTOR
+
+    def _grain(self, i: int) -> bytes:
+        """Compressed grain ``i``, inflated."""
+        if self._grain_cache is not None and self._grain_cache[0] == i:
+            return self._grain_cache[1]
+        at = self.entry(i)[0] * SECTOR
+        cs = self.cluster_size
+        if self.has_marker:
+            head = os.pread(self.fd, _MARKER.size, at)
+            if len(head) < _MARKER.size:
+                raise CorruptImageError("grain marker truncated", self.filename, at,
+                                        "grain marker")
+            length = _MARKER.unpack(head)[1]
+            if not 0 < length <= 2 * cs:
+                raise CorruptImageError(f"compressed grain of {length} bytes", self.filename,
+                                        at, "grain marker")
+            payload = os.pread(self.fd, length, at + _MARKER.size)
+        else:
+            payload = os.pread(self.fd, 2 * cs, at)
+        try:
+            d = zlib.decompressobj()
+            data = d.decompress(payload, cs)
+        except zlib.error as exc:
+            raise CorruptImageError(f"compressed grain {i} does not inflate: {exc}",
+                                    self.filename, at, "grain") from None
+        self._grain_cache = (i, data)
+        return data
+
+    def _read_compressed(self, i: int, within: int, part: memoryview) -> None:
+        data = self._grain(i)
+        if within + part.nbytes > len(data):
+            raise CorruptImageError(f"compressed grain {i} inflates to {len(data)} bytes "
+                                    "only", self.filename, self.entry(i)[0] * SECTOR, "grain")
+        part[:] = data[within:within + part.nbytes]
+
+    # -- allocation -------------------------------------------------------------------------
+
+    def _take(self, sectors: int) -> int:
+        """``sectors`` at the end of the file (sector-numbered)."""
+        at = self.next_sector
+        if at + sectors > MAX_SECTOR:
+            raise BlockError("the extent is full (32-bit sector numbers)", self.filename)
+        self.next_sector += sectors
+        return at
+
+    def _ensure_tables(self, l1: int) -> None:
+        """Give a grain table (and its redundant copy) to a directory entry of 0."""
+        if self.gd[l1]:
+            return
+        gt_sectors = div_up(self.gt_bytes, SECTOR)
+        zeros = bytes(gt_sectors * SECTOR)
+        for gd, sector in ((self.gd, self.header.gd_offset),
+                           (self.rgd, self.header.rgd_offset)):
+            if gd is None:
+                continue
+            new = self._take(gt_sectors)
+            os.pwrite(self.fd, zeros, new * SECTOR)
+            os.pwrite(self.fd, struct.pack("<I", new), sector * SECTOR + 4 * l1)
+            gd[l1] = new
+        self.file_size = max(self.file_size, self.next_sector * SECTOR)
+        g = self.header.granularity
+        self.next_sector = div_up(self.next_sector, g) * g
+
+    def set_entry(self, i: int, value: int) -> None:
+        """Point grain ``i`` at ``value`` in its table and in the redundant copy."""
+        l1, l2 = divmod(i, self.gtes)
+        self._ensure_tables(l1)
+        packed = struct.pack("<I", value)
+        for gd, name in ((self.gd, "grain directory"), (self.rgd, "redundant grain directory")):
+            if gd is None:
+                continue
+            at = self._table_at(gd, l1, name)
+            if not at:
+                continue
+            table = self._table(at)
+            os.pwrite(self.fd, packed, at + 4 * l2)
+            table[l2] = value
+
+    def _allocate(self, i: int, within: int, data: memoryview) -> None:
+        if self.compressed:
+            self._rewrite_compressed(i, within, data)
+            return
+        cs = self.cluster_size
+        sector = self._take(self.header.granularity)
+        grain = bytearray(cs)
+        grain[within:within + data.nbytes] = data
+        pwritev_full(self.fd, sector * SECTOR, [memoryview(grain)])
+        self.file_size = max(self.file_size, (sector * SECTOR) + cs)
+        self.set_entry(i, sector)
+
+    def _write_piece(self, i: int, within: int, data: memoryview) -> None:
+        if self.compressed:
+            self._rewrite_compressed(i, within, data)
+        else:
+            super()._write_piece(i, within, data)
+
+    def grain_length(self, i: int) -> int:
+        return min(self.cluster_size, self.size - i * self.cluster_size)
+
+    def _rewrite_compressed(self, i: int, within: int, data: memoryview) -> None:
+        """A compressed grain changed in part: the whole grain compressed again and
+        appended (the old one is left where it was)."""
+        n = self.grain_length(i)
+        grain = bytearray(n)
+        status, _ = self._cluster_status(i)
+        if int(status) & int(BlockStatus.COMPRESSED) and (within or data.nbytes < n):
+            self._read_compressed(i, 0, memoryview(grain))
+        grain[within:within + data.nbytes] = data
+        self.append_grain(i, zlib.compress(bytes(grain)))
+
+    def append_grain(self, i: int, payload: bytes) -> None:
+        """Append grain ``i`` compressed (``payload``) behind its marker; point at it."""
+        if not self.has_marker:
+            raise BlockError("compressed writes need grain markers", self.filename)
+        lba = self.lba_base + i * self.header.granularity
+        record = _MARKER.pack(lba, len(payload)) + payload
+        sectors = div_up(len(record), SECTOR)
+        sector = self._take(sectors)
+        pwritev_full(self.fd, sector * SECTOR,
+                     [memoryview(record.ljust(sectors * SECTOR, b"\0"))])
+        self.file_size = max(self.file_size, self.next_sector * SECTOR)
+        if self._grain_cache is not None and self._grain_cache[0] == i:
+            self._grain_cache = None
+        self.set_entry(i, sector)
+
+    def write_compressed(self, offset: int, data: bytes | memoryview) -> None:
+        """Whole grains: compressed here (outside the lock) when the extent is."""
+        if not self.compressed:
+            self.write(offset, data)
+            return
+        self._check_writable()
+        self._check_range(offset, len(data))
+        i = offset // self.cluster_size
+        if offset % self.cluster_size or len(data) != self.grain_length(i):
+            self.write(offset, data)
+            return
+        payload = zlib.compress(bytes(data))
+        with self._lock:
+            self.append_grain(i, payload)
+
+    def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
+        """Whole grains become zeroed grains when the extent has them (as QEMU's
+        ``zeroed_grain``); the rest is written with zeros where it does not read so."""
+        if not self.zero_grain:
+            super().write_zeroes(offset, length, may_unmap)
+            return
+        self._check_writable()
+        self._check_range(offset, length)
+        cs = self.cluster_size
+        with self._lock:
+            for i, within, n in self._pieces(offset, length):
+                if within == 0 and n == cs:
+                    if self.entry(i)[0] != GTE_ZEROED:
+                        self.set_entry(i, GTE_ZEROED)
+                elif not self._reads_as_zeros(i):
+                    self._write_piece(i, within, memoryview(bytes(n)))
+
+    # -- check ------------------------------------------------------------------------------
+
+    def problems(self) -> tuple[int, list[str]]:
+        """(corruptions, messages): grains past the end of the file (QEMU's check), bad
+        table offsets, redundant tables that disagree with the primary ones."""
+        bad, msgs = 0, []
+        end = self.file_size
+        for l1 in range(len(self.gd)):
+            try:
+                at = self._table_at(self.gd, l1, "grain directory")
+                table = self._table(at) if at else None
+                backup = None
+                if self.rgd is not None:
+                    bat = self._table_at(self.rgd, l1, "redundant grain directory")
+                    backup = self._table(bat) if bat else None
+            except CorruptImageError as exc:
+                bad += 1
+                msgs.append(f"ERROR {exc}")
+                continue
+            if table is None:
+                continue
+            for l2, entry in enumerate(table):
+                i = l1 * self.gtes + l2
+                if entry and not (entry == GTE_ZEROED and self.zero_grain) and (
+                        entry * SECTOR >= end or entry < self.header.grain_offset):
+                    bad += 1
+                    msgs.append(f"ERROR {self.filename}: cluster offset for sector "
+                                f"{i * self.header.granularity} points after EOF or into "
+                                "the metadata")
+            if backup is not None and backup != table:
+                bad += 1
+                msgs.append(f"ERROR {self.filename}: redundant grain table {l1} differs "
+                            "from the grain table")
+        return bad, msgs
+
+    def flush(self) -> None:
+        if self.footer_at is None:
+            super().flush()
+
