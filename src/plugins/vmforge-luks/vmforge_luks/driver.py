@@ -243,10 +243,7 @@ class Luks(FileImage):
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:
-        try:
-            opts = cls.parse_create_options(options)
-        except ValueError as exc:
-            raise BlockError(str(exc), path) from None
+        opts = cls.parse_create_options(options)   # ValueError naming an unknown option
         passphrase = _passphrase(opts, path)
         header, key = _new_header(path, opts, size)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -353,7 +350,7 @@ class Luks(FileImage):
             data["ivgen-alg"] = ivgen
         if ivhash:
             data["ivgen-hash-alg"] = ivhash
-        return self._info(format_specific={"type": "luks", "data": data})
+        return self._info(format_specific=data)
 
     def check(self, repair: str | None = None) -> CheckResult:
         return CheckResult(self.filename, self.format_name,
