@@ -67,8 +67,10 @@ def test_create_is_qemu_img_layout(tmp_path: Path, opts: dict[str, object], size
                      for k, v in opts.items())
     qemu_img("create", "-q", "-f", "vhdx", *(["-o", qopts] if qopts else []), str(theirs),
              str(size))
-    a, b = ours.read_bytes(), theirs.read_bytes()
-    assert len(a) == len(b)
+    assert ours.stat().st_size == theirs.stat().st_size
+    # the metadata ends before 16 MiB; past it, a fixed image's payload (holes in both)
+    with open(ours, "rb") as f, open(theirs, "rb") as g:
+        a, b = f.read(16 * MiB), g.read(16 * MiB)
     assert _normalised(a) == _normalised(b)
     assert a[:8] == b"vhdxfile"
 
