@@ -135,7 +135,7 @@ class Header:
             raise CorruptImageError(f"master key of {key_bytes} bytes", path, 108, "header")
         if not MIN_ITERATIONS <= mk_iters <= MAX_ITERATIONS:
             raise CorruptImageError(f"{mk_iters} master key digest iterations (allowed: "
-                                    f"{MIN_ITERATIONS} to {MAX_ITERATIONS})", path, 168,
+                                    f"{MIN_ITERATIONS} to {MAX_ITERATIONS})", path, 164,
                                     "header")
         if payload * SECTOR > file_size or payload * SECTOR < HEADER_LEN:
             raise CorruptImageError(f"payload at sector {payload} is outside the file", path,
