@@ -288,6 +288,7 @@ class BlockDriverConformance:
             drv.preadv(776, [memoryview(b) for b in bufs])
         assert b"".join(bufs) == b"\0" + b"".join(parts) + b"\0"
 
+    @pytest.mark.vmforge_kit("writable")
     def test_reopen_after_flush(self, driver_cls: type[BlockDriver], kit: KitSetup,
                                 written: tuple[str, bytearray]) -> None:
         _skip_if_read_only(kit)
@@ -300,6 +301,7 @@ class BlockDriverConformance:
             assert drv.size == self.image_size
             assert drv.read(0, drv.size) == model
 
+    @pytest.mark.vmforge_kit("writable")
     def test_overwrite_in_place(self, driver_cls: type[BlockDriver], kit: KitSetup,
                                 written: tuple[str, bytearray]) -> None:
         _skip_if_read_only(kit)
@@ -363,6 +365,7 @@ class BlockDriverConformance:
     # -- zeroes, truncate ----------------------------------------------------------------
 
     @pytest.mark.parametrize("unmap", [False, True])
+    @pytest.mark.vmforge_kit("writable")
     def test_write_zeroes(self, driver_cls: type[BlockDriver], kit: KitSetup,
                           written: tuple[str, bytearray], unmap: bool) -> None:
         _skip_if_read_only(kit)
@@ -376,6 +379,7 @@ class BlockDriverConformance:
                 if e.is_zero:
                     assert not any(model[e.offset:e.end])
 
+    @pytest.mark.vmforge_kit("writable")
     def test_truncate(self, driver_cls: type[BlockDriver], kit: KitSetup,
                       written: tuple[str, bytearray]) -> None:
         _skip_if_read_only(kit)
@@ -523,6 +527,7 @@ class BlockDriverConformance:
         assert 0 <= empty["required"] <= empty["fully-allocated"]
         assert full["required"] >= self.image_size
 
+    @pytest.mark.vmforge_kit("writable")
     def test_compressed_writes_from_two_threads(self, driver_cls: type[BlockDriver],
                                                 kit: KitSetup, image: str) -> None:
         _skip_if_read_only(kit)
@@ -559,6 +564,7 @@ class BlockDriverConformance:
         with self._open(driver_cls, image) as drv:
             assert drv.check().clean
 
+    @pytest.mark.vmforge_kit("writable")
     def test_backing_file_copy_on_write(self, driver_cls: type[BlockDriver], kit: KitSetup,
                                         written: tuple[str, bytearray],
                                         tmp_path: Path) -> None:
@@ -600,6 +606,7 @@ class BlockDriverConformance:
 
     # -- read-only formats ----------------------------------------------------------------
 
+    @pytest.mark.vmforge_kit("read_only")
     def test_writes_refused(self, driver_cls: type[BlockDriver], kit: KitSetup,
                             written: tuple[str, bytearray], tmp_path: Path) -> None:
         """A format without ``create``: no image is made, no open or write changes one."""

@@ -80,6 +80,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "vmforge_needs(*programs, package, files, what): the host programs and "
         "files the test needs (vmforge.testing.oracles.needs); skipped when absent, "
         "failed in CI")
+    config.addinivalue_line(
+        "markers", "vmforge_kit(mode): a conformance-kit test for 'writable' or "
+        "'read_only' formats only (not collected for the others)")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -125,8 +128,40 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[Any]) -> None:
-    if not config.getoption("vmforge_format"):
-        return
+    if config.getoption("vmforge_format"):
+        _add_format_suite(session, config, items)
+    _deselect_inapplicable(config, items)
+
+
+def _deselect_inapplicable(config: pytest.Config, items: list[Any]) -> None:
+    """Kit tests for writable formats are not collected for a read-only one, and
+    the other way round (``@pytest.mark.vmforge_kit("writable"|"read_only")``):
+    they do not apply, so they are not run at all rather than reported skipped."""
+    from vmforge.plugins import PluginError
+    from vmforge.testing.blockkit import driver_class, is_read_only
+
+    keep, drop = [], []
+    for item in items:
+        mark = item.get_closest_marker("vmforge_kit")
+        if mark is None:
+            keep.append(item)
+            continue
+        callspec = getattr(item, "callspec", None)
+        name = getattr(item.cls, "format_name", "") or (
+            callspec.params.get("vmforge_format") if callspec is not None else None)
+        try:
+            read_only = is_read_only(driver_class(name)) if name else None
+        except (PluginError, ValueError):
+            read_only = None        # the test itself reports the missing format
+        wanted = mark.args[0] == "read_only"
+        (keep if read_only is None or read_only == wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _add_format_suite(session: pytest.Session, config: pytest.Config,
+                      items: list[Any]) -> None:
     if any(getattr(item, "module", None) is not None
            and item.module.__name__.endswith("format_suite") for item in items):
         return  # asked for by path or --pyargs already
