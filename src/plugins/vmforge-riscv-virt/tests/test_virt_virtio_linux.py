@@ -185,16 +185,17 @@ def test_ring_layouts_linux_uses(tmp_path: Path, mode: str) -> None:
     assert hashlib.md5(disk.read_bytes()[:1 << 20]).hexdigest() == sums[0]
 
 
-def test_virtio_pci_disk_and_rng_behind_the_ecam_host(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["qcow2", "raw"])
+def test_virtio_pci_disk_and_rng_behind_the_ecam_host(tmp_path: Path, fmt: str) -> None:
     """virtio-blk-pci and virtio-rng-pci on the PCIe host bridge: Linux's
     pci-host-ecam-generic finds them (/sys/bus/pci: busybox has no lspci), the disk
     carries an ext2
     file system that debugfs reads on the host, the rng gives bytes."""
     qemu_img = require_program("qemu-img", "qemu-utils")
-    image = tmp_path / "disk.qcow2"
-    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(image), "32M"], check=True)
+    image = tmp_path / f"disk.{fmt}"
+    subprocess.run([qemu_img, "create", "-q", "-f", fmt, str(image), "32M"], check=True)
     console = BufferChar()
-    m = boot(console, drives=[DriveSpec(str(image), "qcow2", interface="none", id="hd0")],
+    m = boot(console, drives=[DriveSpec(str(image), fmt, interface="none", id="hd0")],
              devices=[DeviceSpec("virtio-blk-pci", {"drive": "hd0"}),
                       DeviceSpec("virtio-rng-pci")])
     try:
@@ -212,6 +213,16 @@ def test_virtio_pci_disk_and_rng_behind_the_ecam_host(tmp_path: Path) -> None:
         poweroff(m, console)
     finally:
         m.stop()
-    raw = tmp_path / "disk.raw"
-    subprocess.run([qemu_img, "convert", "-O", "raw", str(image), str(raw)], check=True)
+    raw = tmp_path / "copy.raw"
+    subprocess.run([qemu_img, "convert", "-f", fmt, "-O", "raw", str(image), str(raw)],
+                   check=True)
     assert debugfs_cat(raw, "/p") == b"over-pci\n"
+    # a second boot on the same disk sees the file
+    console = BufferChar()
+    m = boot(console, drives=[DriveSpec(str(image), fmt, interface="none", id="hd0")],
+             devices=[DeviceSpec("virtio-blk-pci", {"drive": "hd0"})])
+    try:
+        sh(console, "mount /dev/vda /mnt && cat /mnt/p && umount /mnt", "over-pci")
+        poweroff(m, console)
+    finally:
+        m.stop()
