@@ -208,3 +208,37 @@ def test_qemu_log_entries_read_and_checksummed_alike(tmp_path: Path) -> None:
         assert LogReader(fd, log_at, log_len, bytes(16)).entry_at(0) is None
     finally:
         os.close(fd)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_our_log_entry_left_unapplied_is_replayed_by_qemu_img(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """A write that allocates stops after its BAT update reached the log but not the BAT
+    (a crash): qemu-img check -r all replays our entry, and so does our next open."""
+    img = _qemu_image(tmp_path)
+    model = bytearray(to_raw(img, tmp_path / "before.raw"))
+    data = pattern(70000, 4)
+    model[7 * MiB + 100:7 * MiB + 100 + len(data)] = data
+
+    def crash(self: Vhdx, sectors: list[tuple[int, bytes]]) -> None:
+        raise _Crash
+
+    drv = Vhdx.open(str(img), readonly=False)
+    monkeypatch.setattr(Vhdx, "_apply_metadata", crash)
+    with pytest.raises(_Crash):
+        drv.write(7 * MiB + 100, data)
+    os.close(drv.fd)                  # no flush, no close: the process died here
+    drv.closed = True
+    monkeypatch.undo()
+    refused = qemu_img("convert", "-O", "raw", str(img), str(tmp_path / "x.raw"), check=False)
+    assert refused.returncode != 0 and "log" in refused.stderr
+    theirs, ours = _copies(img, 2)
+    qemu_img("check", "-r", "all", str(theirs))
+    assert to_raw(theirs, tmp_path / "t.raw") == model
+    with Vhdx.open(str(ours), readonly=False) as drv:
+        assert drv.log_replayed and drv.read(0, drv.size) == model
+    qemu_img("compare", "-f", "vhdx", "-F", "vhdx", str(theirs), str(ours))

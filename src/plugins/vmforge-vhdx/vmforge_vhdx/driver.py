@@ -280,17 +280,18 @@ class Vhdx(MappedImage):
         entry = build_entry(self._log_sequence, guid, sectors, flushed_offset=size,
                             last_offset=size)
         if len(entry) > header.log_length:      # no room for a log: in place only
-            for offset, sector in sectors:
-                pwritev_full(self.fd, offset, [memoryview(sector)])
-            self._fsync_if_sync()
+            self._apply_metadata(sectors)
             return
         self._update_headers(log_guid=guid)
         pwritev_full(self.fd, header.log_offset, [memoryview(entry)])
         self._fsync_if_sync()
+        self._apply_metadata(sectors)
+        self._update_headers(log_guid=L.ZERO_GUID)
+
+    def _apply_metadata(self, sectors: list[tuple[int, bytes]]) -> None:
         for offset, sector in sectors:
             pwritev_full(self.fd, offset, [memoryview(sector)])
         self._fsync_if_sync()
-        self._update_headers(log_guid=L.ZERO_GUID)
 
     def _set_bat(self, index: int, value: int) -> None:
         at = self.bat_offset + 8 * index

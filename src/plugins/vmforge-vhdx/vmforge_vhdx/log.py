@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from vmforge.block.driver import CorruptImageError
 from vmforge.block.fileio import preadv_full, pwritev_full
-from vmforge_vhdx.layout import HEADER_SECTION_END, LOG_SECTOR, MiB, checksum, crc32c, round_up
+from vmforge_vhdx.layout import LOG_SECTOR, REGION_TABLE_OFFSETS, MiB, checksum, crc32c, round_up
 
 ENTRY_SIGNATURE = b"loge"
 DATA_DESC = b"desc"
@@ -180,10 +180,10 @@ def replay(fd: int, entries: Sequence[Entry], filename: str, log_at: int,
                 "log")
         limit = max(size, round_up(min(entry.last_offset, FILE_END_MAX), MiB))
         for offset, n, _ in entry.ops:
-            if offset < HEADER_SECTION_END or offset + n > limit:
+            if offset < REGION_TABLE_OFFSETS[0] or offset + n > limit:
                 raise CorruptImageError(
-                    f"log entry {entry.sequence} writes {n} bytes at {offset:#x}, outside "
-                    f"the file's metadata and data (up to {limit:#x})", filename, where, "log")
+                    f"log entry {entry.sequence} writes {n} bytes at {offset:#x}, over the "
+                    f"headers or past the file (up to {limit:#x})", filename, where, "log")
     for entry in entries:
         for offset, n, sector in entry.ops:
             if sector is not None:
