@@ -112,6 +112,9 @@ def test_log_replayed_as_qemu_img_replays_it(tmp_path: Path, position: int) -> N
     with pytest.raises(BlockError, match="log that needs to be replayed") as info:
         Vhdx.open(str(img))
     assert str(img) in str(info.value)
+    for cmd in ("info", "check"):      # vmforge img as qemu-img: refused, exit status 1
+        theirs_rc = qemu_img(cmd, "-f", "vhdx", str(img), check=False).returncode
+        assert vmforge_img(cmd, "-f", "vhdx", str(img), check=False).returncode == theirs_rc == 1
     # qemu-img check -r all replays it; so do a read-write open and vmforge img check -r all
     q = json.loads(qemu_img("check", "-r", "all", "--output", "json", str(theirs)).stdout)
     assert to_raw(theirs, tmp_path / "t.raw") == model

@@ -201,8 +201,8 @@ class Vhdx(MappedImage):
             return
         if self.readonly:
             raise BlockError(f"VHDX image file '{self.filename}' opened read-only, but "
-                             "contains a log that needs to be replayed; to replay the log, "
-                             f"execute: vmforge img check -r all '{self.filename}'",
+                             "contains a log that needs to be replayed. To replay the log, "
+                             f"run: vmforge img check -r all '{self.filename}'",
                              self.filename)
         self._visible_write()
         replay(self.fd, entries, self.filename, header.log_offset, self._fsync_if_sync)
