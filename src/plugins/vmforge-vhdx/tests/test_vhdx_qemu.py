@@ -23,6 +23,7 @@ from vmforge.testing.qemu_tools import (
 )
 from vmforge_vhdx import Vhdx
 from vmforge_vhdx import layout as L
+from vmforge_vhdx.layout import round_up
 
 pytestmark = needs_qemu
 qemu_io = partial(qemu_tools.qemu_io, fmt="vhdx")
@@ -54,7 +55,7 @@ def _normalised(raw: bytes) -> bytearray:
     {"block_state_zero": False}, {"block_size": 1 << 20, "log_size": 3 << 20},
     {"block_size": 3 << 20, "log_size": 1500000},   # rounded up as qemu-img does
 ])
-@pytest.mark.parametrize("size", [512, 3000001, 20 * MiB, 1536 * MiB])
+@pytest.mark.parametrize("size", [0, 512, 3000001, 20 * MiB, 1536 * MiB])
 def test_create_is_qemu_img_layout(tmp_path: Path, opts: dict[str, object], size: int) -> None:
     """Byte for byte what qemu-img creates, but for what is random."""
     if opts.get("block_size") == 3 << 20:
@@ -73,6 +74,11 @@ def test_create_is_qemu_img_layout(tmp_path: Path, opts: dict[str, object], size
         a, b = f.read(16 * MiB), g.read(16 * MiB)
     assert _normalised(a) == _normalised(b)
     assert a[:8] == b"vhdxfile"
+    assert info_json("qemu-img", ours, "vhdx")["virtual-size"] == round_up(size, 512)
+    with Vhdx.open(str(theirs)) as drv:
+        assert drv.size == round_up(size, 512)
+        tail = min(drv.size, 512)
+        assert drv.read(drv.size - tail, tail) == bytes(tail)
 
 
 @pytest.mark.parametrize("opts", ["subformat=dynamic", "subformat=fixed",

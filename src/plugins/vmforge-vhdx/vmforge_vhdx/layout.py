@@ -173,8 +173,11 @@ class Geometry:
 
     @property
     def bat_entries(self) -> int:
+        """Payload entries and the sector bitmap entries between them; for an empty disk,
+        what QEMU's 32-bit arithmetic makes of it (``0 - 1`` wraps), so that each opens
+        the other's empty images."""
         n = self.data_blocks
-        return n + (n - 1) // self.chunk_ratio if n else 0
+        return n + ((n - 1) & 0xFFFFFFFF) // self.chunk_ratio
 
     def bat_index(self, block: int) -> int:
         """The BAT entry of payload block ``block`` (past the sector bitmap entries)."""
