@@ -99,12 +99,12 @@ class Vhdx(MappedImage):
         geometry = new.geometry
         bat = array("Q", bytes(8 * geometry.bat_entries))
         if fixed or opts["block_state_zero"]:
-            for block in range(geometry.data_blocks):
+            for i in range(geometry.data_blocks):
                 if opts["block_state_zero"]:
                     entry = L.PAYLOAD_ZERO
                 else:
-                    entry = (new.data_offset + block * block_size) | L.PAYLOAD_FULLY_PRESENT
-                bat[geometry.bat_index(block)] = entry
+                    entry = (new.data_offset + i * block_size) | L.PAYLOAD_FULLY_PRESENT
+                bat[geometry.bat_index(i)] = entry
         if sys.byteorder == "big":
             bat.byteswap()
         seq = int.from_bytes(os.urandom(4), "little")
