@@ -250,3 +250,21 @@ def test_fuzz_log_entries_replayed_or_refused(tmp_path: Path) -> None:
             outcomes["refused"] += 1
         assert exercise(Vhdx, bad, f"log mutation #{k}") in ("opened", "refused")
     assert outcomes["refused"] > 5 and outcomes["opened"] > 5, outcomes
+
+
+@needs_qemu
+def test_sector_bitmap_entry_past_the_end_counted_as_qemu_img(tmp_path: Path) -> None:
+    """A sector bitmap entry (BAT index 4096 with 1 MiB blocks) marked present past the
+    end of the file: qemu-img check counts it, and so do we."""
+    img = tmp_path / "big.vhdx"
+    qemu_img("create", "-q", "-f", "vhdx", "-o", "block_size=1M", str(img), "5G")
+    patch_file(img, BAT_AT + 8 * 4096, struct.pack("<Q", (64 * MiB) | L.PAYLOAD_FULLY_PRESENT))
+    theirs = qemu_img("check", "--output", "json", "-f", "vhdx", str(img), check=False)
+    with Vhdx.open(str(img), readonly=False, for_check=True) as drv:
+        result = drv.check()
+    assert result.corruptions == json.loads(theirs.stdout)["corruptions"] == 1
+    assert "VHDX BAT entry 4096 start offset 67108864" in theirs.stderr
+    assert result.messages[0].startswith("ERROR: VHDX BAT entry 4096 start offset 67108864")
+    with pytest.raises(CorruptImageError) as info:
+        Vhdx.open(str(img))
+    assert info.value.offset == BAT_AT + 8 * 4096

@@ -17,6 +17,7 @@ log emptied by zeroing the log GUID in the headers).
 from __future__ import annotations
 
 import os
+import re
 import struct
 import sys
 import uuid
@@ -43,6 +44,9 @@ _DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
 _ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
 _NONE = BlockStatus(0)
 _U64 = (1 << 64) - 1
+#: a BAT entry's low byte when its state is fully present
+_FULLY_PRESENT = re.compile(b"[" + re.escape(bytes(
+    b for b in range(256) if b & L.BAT_STATE_MASK == L.PAYLOAD_FULLY_PRESENT)) + b"]")
 
 
 class Vhdx(MappedImage):
@@ -211,18 +215,22 @@ class Vhdx(MappedImage):
         self.log_replayed = True
 
     def bat_problems(self) -> list[tuple[int, str]]:
-        """Fully present payload blocks outside the file or over the image's metadata,
-        as QEMU checks them: ``(BAT index, message)``."""
+        """Fully present BAT entries outside the file (payload blocks and sector bitmap
+        blocks alike) and payload blocks over the image's metadata, as QEMU checks them:
+        ``(BAT index, message)``."""
         problems = []
         file_size = os.fstat(self.fd).st_size
         g = self.geometry
-        for block in range(g.data_blocks):
-            index = g.bat_index(block)
+        ratio = g.chunk_ratio
+        low_bytes = self.bat.tobytes()[0 if sys.byteorder == "little" else 7::8]
+        for match in _FULLY_PRESENT.finditer(low_bytes):   # fast over millions of entries
+            index = match.start()
             entry = self.bat[index]
-            if entry & L.BAT_STATE_MASK != L.PAYLOAD_FULLY_PRESENT:
-                continue
             offset = entry & L.BAT_OFFSET_MASK
-            length = min(g.block_size, g.size - block * g.block_size)
+            payload = (index + 1) % (ratio + 1) != 0
+            block = index - index // (ratio + 1)
+            length = (min(g.block_size, g.size - block * g.block_size) if payload
+                      else g.block_size)
             if offset >= file_size:
                 problems.append((index, f"VHDX BAT entry {index} start offset {offset} points "
                                  f"after end of file ({file_size}). Image has probably been "
@@ -231,7 +239,7 @@ class Vhdx(MappedImage):
                 problems.append((index, f"VHDX BAT entry {index} end offset "
                                  f"{offset + length - 1} points after end of file "
                                  f"({file_size}). Image has probably been truncated."))
-            clash = self.regions.overlap(offset, g.block_size)
+            clash = self.regions.overlap(offset, g.block_size) if payload else None
             if clash:
                 problems.append((index, f"VHDX BAT entry {index}: payload block at {offset:#x} "
                                  f"overlaps {clash}"))
