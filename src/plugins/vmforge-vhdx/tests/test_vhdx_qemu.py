@@ -55,7 +55,7 @@ def _normalised(raw: bytes) -> bytearray:
     {"block_state_zero": False}, {"block_size": 1 << 20, "log_size": 3 << 20},
     {"block_size": 3 << 20, "log_size": 1500000},   # rounded up as qemu-img does
 ])
-@pytest.mark.parametrize("size", [0, 512, 3000001, 20 * MiB, 1536 * MiB])
+@pytest.mark.parametrize("size", [0, 512, 3000001, 20 * MiB, 1536 * MiB, 5 << 30])
 def test_create_is_qemu_img_layout(tmp_path: Path, opts: dict[str, object], size: int) -> None:
     """Byte for byte what qemu-img creates, but for what is random."""
     if opts.get("block_size") == 3 << 20:

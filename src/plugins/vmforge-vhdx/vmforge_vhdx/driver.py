@@ -103,12 +103,16 @@ class Vhdx(MappedImage):
         geometry = new.geometry
         bat = array("Q", bytes(8 * geometry.bat_entries))
         if fixed or opts["block_state_zero"]:
-            for i in range(geometry.data_blocks):
+            ratio = geometry.chunk_ratio
+            for first in range(0, geometry.data_blocks, ratio):   # a chunk at a time
+                n = min(ratio, geometry.data_blocks - first)
+                at = geometry.bat_index(first)
                 if opts["block_state_zero"]:
-                    entry = L.PAYLOAD_ZERO
-                else:
-                    entry = (new.data_offset + i * block_size) | L.PAYLOAD_FULLY_PRESENT
-                bat[geometry.bat_index(i)] = entry
+                    bat[at:at + n] = array("Q", [L.PAYLOAD_ZERO]) * n
+                else:     # offsets are multiples of 1 MiB: the state goes in the low bits
+                    start = new.data_offset + first * block_size + L.PAYLOAD_FULLY_PRESENT
+                    bat[at:at + n] = array("Q", range(start, start + n * block_size,
+                                                      block_size))
         if sys.byteorder == "big":
             bat.byteswap()
         seq = int.from_bytes(os.urandom(4), "little")
@@ -159,7 +163,7 @@ class Vhdx(MappedImage):
         regions.add(0, L.HEADER_SECTION_END, "the header section", 0)
         if header.log_length:
             regions.add(header.log_offset, header.log_length, "the log",
-                        L.HEADER_OFFSETS[self.current])
+                        L.HEADER_OFFSETS[self.current] + 68)
         (self.bat_offset, bat_length), (self.metadata_offset, metadata_length) = read_regions(
             fd, path, regions)
         self.regions = regions
