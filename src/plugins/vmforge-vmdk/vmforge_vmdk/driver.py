@@ -246,7 +246,7 @@ class Vmdk(FileImage):
             h = Header.unpack(head)
             if h.capacity == 0 and h.desc_offset:   # a descriptor behind a sparse header
                 at = h.desc_offset * SECTOR
-                raw = os.pread(fd, MAX_DESC, at) if at < 1 << 40 else b""
+                raw = os.pread(fd, MAX_DESC, at) if at < os.fstat(fd).st_size else b""
                 return cls._descriptor(path, readonly, fd, _text(raw), at, opened)
             ext = SparseExtent.load(path, fd, readonly)
             ext.kind = ""
@@ -254,7 +254,9 @@ class Vmdk(FileImage):
             hd = ext.header
             room = min(hd.desc_size * SECTOR, MAX_DESC)
             at = hd.desc_offset * SECTOR
-            text = _text(os.pread(fd, room, at)) if hd.desc_offset and room else ""
+            size = os.fstat(fd).st_size
+            text = (_text(os.pread(fd, room, at)) if hd.desc_offset and room and at < size
+                    else "")
             kind = "streamOptimized" if ext.compressed else "monolithicSparse"
             return cls(path, readonly, fd, [ext], kind, text, at, room)
         return cls._descriptor(path, readonly, fd, _text(head), 0, opened)
