@@ -1,0 +1,470 @@
+"""A libkvm-style layer over ``/dev/kvm`` (x86-64), usable without any machine.
+
+``Kvm`` (the system: API version, capabilities, supported CPUID and MSRs) ->
+``Vm`` (memory slots straight from a :class:`~vmforge.memory.GuestMemory`,
+dirty logging, in-kernel irqchip and PIT, IRQ lines, ioeventfd, irqfd, TSS and
+identity-map addresses) -> ``Vcpu`` (registers, special registers, FPU, MSRs,
+CPUID, LAPIC, MP state, ``run``)::
+
+    kvm = Kvm()
+    vm = kvm.create_vm()
+    vm.map_memory(mem)                       # every RAM region of a GuestMemory
+    vcpu = vm.create_vcpu(0)
+    exit = vcpu.run(callbacks)               # -> VcpuExit.HLT, SHUTDOWN, ...
+
+``run`` calls ``KVM_RUN`` without the GIL and decodes the exit in C
+(``vmforge._fast.kvm``), handing what KVM cannot do itself to a callbacks
+object with libkvm's callbacks under Python names (see :class:`Callbacks`):
+port and MMIO reads are answered before the guest is entered again; string
+port I/O (``rep outsb``) arrives element by element.  An exception in a
+callback stops that vCPU and propagates out of ``run``;
+``KVM_EXIT_INTERNAL_ERROR``, ``FAIL_ENTRY`` and exits the layer does not know
+raise :class:`KvmExitError` carrying the reason, suberror and registers.
+:meth:`Vcpu.stop` ends a run from another thread (``immediate_exit`` and a
+signal to the vCPU's thread); Ctrl-C raises ``KeyboardInterrupt`` from ``run``
+on the main thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from vmforge._fast import kvm as _kvm
+from vmforge.accel.kvm.state import CpuidEntry, DTable, Fpu, Regs, Segment, Sregs
+from vmforge.errors import VmforgeError
+
+__all__ = [
+    "Callbacks",
+    "CpuidEntry",
+    "DTable",
+    "Fpu",
+    "Kvm",
+    "KvmError",
+    "KvmExitError",
+    "MemorySlot",
+    "Regs",
+    "Segment",
+    "Sregs",
+    "Vcpu",
+    "VcpuExit",
+    "Vm",
+    "kvm_available",
+]
+
+DEVICE = "/dev/kvm"
+PAGE_SIZE = 4096
+IOCTLS: dict[str, int] = dict(_kvm.IOCTLS)
+
+
+class KvmError(VmforgeError):
+    """KVM refused something or is not usable here."""
+
+
+class VcpuExit(enum.IntEnum):
+    """Why :meth:`Vcpu.run` returned."""
+
+    STOPPED = _kvm.EXIT_STOPPED
+    HLT = _kvm.EXIT_HLT
+    SHUTDOWN = _kvm.EXIT_SHUTDOWN
+    DEBUG = _kvm.EXIT_DEBUG
+    SYSTEM_EVENT = _kvm.EXIT_SYSTEM_EVENT
+
+
+class KvmExitError(KvmError):
+    """The vCPU stopped on an exit nobody can handle (internal error, failed entry, an
+    unknown exit): ``reason`` (number), ``name``, ``suberror``, ``info`` (the decoded
+    ``kvm_run`` fields) and ``regs`` at the time."""
+
+    def __init__(self, info: dict[str, Any], regs: Regs | None) -> None:
+        self.info = info
+        self.reason: int = info["reason"]
+        self.name: str = info["name"]
+        self.suberror: int | None = info.get("suberror")
+        self.regs = regs
+        detail = ", ".join(f"{k}={_hex(v)}" for k, v in info.items() if k not in ("reason",
+                                                                                 "name"))
+        where = f"; rip={regs.rip:#x} rsp={regs.rsp:#x} rflags={regs.rflags:#x}" if regs else ""
+        super().__init__(f"KVM_EXIT_{self.name} (exit reason {self.reason})"
+                         f"{': ' + detail if detail else ''}{where}")
+
+
+def _hex(v: Any) -> str:
+    if isinstance(v, int):
+        return f"{v:#x}"
+    if isinstance(v, list):
+        return "[" + " ".join(f"{x:#x}" for x in v) + "]"
+    return str(v)
+
+
+class Callbacks(Protocol):
+    """What a callbacks object may define (each is optional: a missing port or MMIO
+    read returns all ones, a missing write is dropped, a missing ``halt``/``shutdown``/
+    ``debug`` ends the run).  ``halt``, ``shutdown`` and ``debug`` return true to enter
+    the guest again."""
+
+    def pio_in(self, port: int, size: int) -> int: ...
+    def pio_out(self, port: int, size: int, value: int) -> None: ...
+    def mmio_read(self, addr: int, size: int) -> int: ...
+    def mmio_write(self, addr: int, size: int, value: int) -> None: ...
+    def halt(self, vcpu: Vcpu) -> bool: ...
+    def shutdown(self, vcpu: Vcpu) -> bool: ...
+    def debug(self, vcpu: Vcpu, info: dict[str, Any]) -> bool: ...
+    def pre_run(self, vcpu: Vcpu) -> None: ...
+    def post_run(self, vcpu: Vcpu) -> None: ...
+
+
+def kvm_available(path: str = DEVICE) -> str | None:
+    """None when ``path`` can be opened read-write, else why not."""
+    if not os.path.exists(path):
+        return f"{path} does not exist (no KVM on this host)"
+    if not os.access(path, os.R_OK | os.W_OK):
+        return f"{path} is not accessible to this user (join the kvm group)"
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as exc:
+        return f"{path} cannot be opened: {exc.strerror}"
+    return None
+
+
+class _Fd:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _ioctl(self, name: str, arg: int = 0) -> int:
+        try:
+            return int(_kvm.ioctl_int(self.fd, IOCTLS[name], arg))
+        except OSError as exc:
+            raise KvmError(f"{name}({arg:#x}): {exc.strerror}") from exc
+
+
+class Kvm(_Fd):
+    """The KVM system device: API version, capabilities, supported CPUID and MSRs."""
+
+    def __init__(self, path: str = DEVICE) -> None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KvmError(f"cannot open {path}: {exc.strerror}") from exc
+        super().__init__(fd)
+        version = self.api_version
+        if version != _kvm.API_VERSION:
+            self.close()
+            raise KvmError(f"KVM API version {version}, this layer speaks "
+                           f"{_kvm.API_VERSION}")
+        self.vcpu_mmap_size = self._ioctl("KVM_GET_VCPU_MMAP_SIZE")
+
+    def __enter__(self) -> Kvm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def api_version(self) -> int:
+        return self._ioctl("KVM_GET_API_VERSION")
+
+    def check_extension(self, cap: int | str) -> int:
+        """``KVM_CHECK_EXTENSION``: 0 when absent, else 1 or a capability's value.
+        ``cap`` is a number or a name without ``KVM_CAP_`` (``"IRQFD"``)."""
+        number = _kvm.CAPS[cap] if isinstance(cap, str) else cap
+        return self._ioctl("KVM_CHECK_EXTENSION", number)
+
+    def capabilities(self) -> dict[str, int]:
+        """The capabilities this layer knows by name, with their values."""
+        return {name: self.check_extension(number) for name, number in _kvm.CAPS.items()}
+
+    def supported_cpuid(self) -> list[CpuidEntry]:
+        """``KVM_GET_SUPPORTED_CPUID``."""
+        try:
+            return [CpuidEntry(*e) for e in _kvm.get_supported_cpuid(self.fd)]
+        except OSError as exc:
+            raise KvmError(f"KVM_GET_SUPPORTED_CPUID: {exc.strerror}") from exc
+
+    def msr_index_list(self) -> list[int]:
+        """``KVM_GET_MSR_INDEX_LIST``."""
+        return list(_kvm.get_msr_index_list(self.fd))
+
+    def create_vm(self) -> Vm:
+        return Vm(self, self._ioctl("KVM_CREATE_VM"))
+
+
+class MemorySlot:
+    """One ``KVM_SET_USER_MEMORY_REGION`` slot and the buffer that backs it."""
+
+    def __init__(self, slot: int, base: int, size: int, flags: int, view: memoryview) -> None:
+        self.slot = slot
+        self.base = base
+        self.size = size
+        self.flags = flags
+        self.view = view  # pins the host memory while KVM maps it
+
+    @property
+    def readonly(self) -> bool:
+        return bool(self.flags & _kvm.MEM_READONLY)
+
+    @property
+    def log_dirty(self) -> bool:
+        return bool(self.flags & _kvm.MEM_LOG_DIRTY_PAGES)
+
+
+class Vm(_Fd):
+    """A virtual machine: memory slots, interrupt controllers, eventfds, vCPUs."""
+
+    def __init__(self, kvm: Kvm, fd: int) -> None:
+        super().__init__(fd)
+        self.kvm = kvm
+        self.slots: dict[int, MemorySlot] = {}
+        self.vcpus: list[Vcpu] = []
+        self.has_irqchip = False
+
+    def close(self) -> None:
+        for v in self.vcpus:
+            v.close()
+        super().close()
+
+    def __enter__(self) -> Vm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- memory --------------------------------------------------------------------
+
+    def set_memory(self, slot: int, base: int, buffer: Any, readonly: bool = False,
+                   log_dirty: bool = False) -> MemorySlot:
+        """Map ``buffer`` (writable host memory, page-aligned, whole pages; an ``mmap``)
+        at guest physical ``base`` as ``slot``; KVM uses the memory itself, no copy."""
+        view = memoryview(buffer).cast("B")
+        size = view.nbytes
+        if size == 0 or size % PAGE_SIZE or base % PAGE_SIZE:
+            raise KvmError(f"slot {slot}: base {base:#x} and size {size:#x} must be "
+                           "whole pages")
+        addr = _kvm.buffer_address(view)
+        if addr % PAGE_SIZE:
+            raise KvmError(f"slot {slot}: host buffer at {addr:#x} is not page-aligned")
+        if readonly and not self.kvm.check_extension("READONLY_MEM"):
+            raise KvmError("this KVM has no read-only memory slots (KVM_CAP_READONLY_MEM)")
+        flags = ((_kvm.MEM_READONLY if readonly else 0)
+                 | (_kvm.MEM_LOG_DIRTY_PAGES if log_dirty else 0))
+        try:
+            _kvm.set_user_memory_region(self.fd, slot, flags, base, size, addr)
+        except OSError as exc:
+            raise KvmError(f"KVM_SET_USER_MEMORY_REGION slot {slot} at {base:#x}: "
+                           f"{exc.strerror}") from exc
+        ms = MemorySlot(slot, base, size, flags, view)
+        self.slots[slot] = ms
+        return ms
+
+    def remove_memory(self, slot: int) -> None:
+        """Delete a slot (size 0) and let go of its buffer."""
+        ms = self.slots.pop(slot)
+        _kvm.set_user_memory_region(self.fd, slot, 0, ms.base, 0, 0)
+
+    def map_memory(self, mem: Any, log_dirty: bool = False, first_slot: int = 0) -> list[
+            MemorySlot]:
+        """One slot per RAM region of a :class:`~vmforge.memory.GuestMemory` (ROM regions
+        become read-only slots where KVM has them)."""
+        out = []
+        slot = first_slot
+        for region in mem.regions:
+            readonly = region.readonly and bool(self.kvm.check_extension("READONLY_MEM"))
+            out.append(self.set_memory(slot, region.base, region.buffer, readonly=readonly,
+                                       log_dirty=log_dirty))
+            slot += 1
+        return out
+
+    def dirty_pages(self, slot: int) -> list[int]:
+        """Page numbers (within the slot) written since the last call; the slot must
+        log dirty pages (``log_dirty=True``)."""
+        ms = self.slots[slot]
+        if not ms.log_dirty:
+            raise KvmError(f"slot {slot} does not log dirty pages")
+        bitmap = _kvm.get_dirty_log(self.fd, slot, ms.size // PAGE_SIZE)
+        bits = int.from_bytes(bitmap, "little")
+        out = []
+        while bits:
+            low = bits & -bits
+            out.append(low.bit_length() - 1)
+            bits ^= low
+        return out
+
+    # -- x86 set-up ------------------------------------------------------------------
+
+    def set_tss_addr(self, addr: int) -> None:
+        """``KVM_SET_TSS_ADDR`` (three pages Intel's real-mode emulation needs); the
+        address travels as an unsigned long, so ``0xfffbd000`` is fine."""
+        self._ioctl("KVM_SET_TSS_ADDR", addr)
+
+    def set_identity_map_addr(self, addr: int) -> None:
+        """``KVM_SET_IDENTITY_MAP_ADDR`` (one page, before the first vCPU)."""
+        _kvm.set_identity_map_addr(self.fd, addr)
+
+    def create_irqchip(self) -> None:
+        """The in-kernel PIC pair, IOAPIC and local APICs (before any vCPU)."""
+        self._ioctl("KVM_CREATE_IRQCHIP")
+        self.has_irqchip = True
+
+    def create_pit(self, speaker_dummy: bool = True) -> None:
+        """The in-kernel i8254 PIT (``KVM_CREATE_PIT2``; after the irqchip)."""
+        _kvm.create_pit2(self.fd, 1 if speaker_dummy else 0)
+
+    def set_irq_line(self, irq: int, level: int) -> None:
+        """``KVM_IRQ_LINE``: drive GSI ``irq`` to ``level`` (0 or 1)."""
+        try:
+            _kvm.irq_line(self.fd, irq, level)
+        except OSError as exc:
+            raise KvmError(f"KVM_IRQ_LINE {irq}={level}: {exc.strerror}") from exc
+
+    def pulse_irq(self, irq: int) -> None:
+        """An edge on GSI ``irq``: high, then low."""
+        self.set_irq_line(irq, 1)
+        self.set_irq_line(irq, 0)
+
+    def ioeventfd(self, fd: int, addr: int, size: int, pio: bool = False,
+                  datamatch: int | None = None, deassign: bool = False) -> None:
+        """Let a guest write of ``size`` bytes at ``addr`` (a port when ``pio``) signal
+        the eventfd ``fd`` inside KVM, with no exit to user space; ``datamatch``
+        limits it to one value."""
+        flags = ((_kvm.IOEVENTFD_FLAG_PIO if pio else 0)
+                 | (_kvm.IOEVENTFD_FLAG_DATAMATCH if datamatch is not None else 0)
+                 | (_kvm.IOEVENTFD_FLAG_DEASSIGN if deassign else 0))
+        try:
+            _kvm.ioeventfd(self.fd, addr, size, fd, datamatch or 0, flags)
+        except OSError as exc:
+            raise KvmError(f"KVM_IOEVENTFD at {addr:#x}: {exc.strerror}") from exc
+
+    def irqfd(self, fd: int, gsi: int, resamplefd: int | None = None,
+              deassign: bool = False) -> None:
+        """Let a write to the eventfd ``fd`` raise GSI ``gsi`` (needs the irqchip)."""
+        flags = ((_kvm.IRQFD_FLAG_DEASSIGN if deassign else 0)
+                 | (_kvm.IRQFD_FLAG_RESAMPLE if resamplefd is not None else 0))
+        try:
+            _kvm.irqfd(self.fd, fd, gsi, flags, -1 if resamplefd is None else resamplefd)
+        except OSError as exc:
+            raise KvmError(f"KVM_IRQFD gsi {gsi}: {exc.strerror}") from exc
+
+    # -- vCPUs --------------------------------------------------------------------------
+
+    def create_vcpu(self, index: int | None = None) -> Vcpu:
+        vid = len(self.vcpus) if index is None else index
+        vcpu = Vcpu(self, self._ioctl("KVM_CREATE_VCPU", vid), vid)
+        self.vcpus.append(vcpu)
+        return vcpu
+
+
+class Vcpu(_Fd):
+    """One virtual CPU: its state and the run loop (one host thread per vCPU)."""
+
+    def __init__(self, vm: Vm, fd: int, index: int) -> None:
+        super().__init__(fd)
+        self.vm = vm
+        self.index = index
+        self._runner = _kvm.VcpuRunner(fd, vm.kvm.vcpu_mmap_size)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self._runner.close()
+            super().close()
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(self.fd, *args)
+        except OSError as exc:
+            raise KvmError(f"vCPU {self.index}: {what}: {exc.strerror}") from exc
+
+    # -- state ------------------------------------------------------------------------
+
+    def get_regs(self) -> Regs:
+        return Regs(*self._call("KVM_GET_REGS", _kvm.get_regs))
+
+    def set_regs(self, regs: Regs) -> None:
+        self._call("KVM_SET_REGS", _kvm.set_regs, regs.as_tuple())
+
+    def get_sregs(self) -> Sregs:
+        return Sregs.from_raw(self._call("KVM_GET_SREGS", _kvm.get_sregs))
+
+    def set_sregs(self, sregs: Sregs) -> None:
+        self._call("KVM_SET_SREGS", _kvm.set_sregs, sregs.to_raw())
+
+    def get_fpu(self) -> Fpu:
+        return Fpu(**self._call("KVM_GET_FPU", _kvm.get_fpu))
+
+    def set_fpu(self, fpu: Fpu) -> None:
+        self._call("KVM_SET_FPU", _kvm.set_fpu, fpu.to_raw())
+
+    def get_msrs(self, indices: Iterable[int]) -> dict[int, int]:
+        """The MSRs asked for; :class:`KvmError` names the first KVM refuses."""
+        wanted = list(indices)
+        got: dict[int, int] = self._call("KVM_GET_MSRS", _kvm.get_msrs, wanted)
+        if len(got) != len(wanted):
+            raise KvmError(f"vCPU {self.index}: KVM_GET_MSRS refused MSR "
+                           f"{wanted[len(got)]:#x}")
+        return got
+
+    def set_msrs(self, values: dict[int, int]) -> None:
+        done = self._call("KVM_SET_MSRS", _kvm.set_msrs, dict(values))
+        if done != len(values):
+            raise KvmError(f"vCPU {self.index}: KVM_SET_MSRS refused MSR "
+                           f"{list(values)[done]:#x}")
+
+    def set_cpuid(self, entries: Iterable[CpuidEntry]) -> None:
+        """``KVM_SET_CPUID2`` (usually ``kvm.supported_cpuid()``, perhaps edited)."""
+        self._call("KVM_SET_CPUID2", _kvm.set_cpuid2, [e.as_tuple() for e in entries])
+
+    def get_lapic(self) -> bytes:
+        """The local APIC's register page (1 KiB; needs the in-kernel irqchip)."""
+        return bytes(self._call("KVM_GET_LAPIC", _kvm.get_lapic))
+
+    def set_lapic(self, regs: bytes) -> None:
+        self._call("KVM_SET_LAPIC", _kvm.set_lapic, bytes(regs))
+
+    def get_mp_state(self) -> int:
+        """``KVM_MP_STATE_RUNNABLE`` (0), ``UNINITIALIZED`` (1), ``INIT_RECEIVED`` (2),
+        ``HALTED`` (3), ``SIPI_RECEIVED`` (4)..."""
+        return int(self._call("KVM_GET_MP_STATE", _kvm.get_mp_state))
+
+    def set_mp_state(self, state: int) -> None:
+        self._call("KVM_SET_MP_STATE", _kvm.set_mp_state, state)
+
+    # -- running -----------------------------------------------------------------------
+
+    @property
+    def exits(self) -> int:
+        """``KVM_RUN`` returns so far (each one an exit to user space)."""
+        return int(self._runner.exits)
+
+    def run(self, callbacks: object = None) -> VcpuExit:
+        """Run the guest until a halt, shutdown or debug exit the callbacks do not
+        absorb, or :meth:`stop`; see the module's description."""
+        with self._lock:
+            reason = self._runner.run(callbacks, self)
+        try:
+            return VcpuExit(reason)
+        except ValueError:
+            pass
+        info = self._runner.exit_info()
+        try:
+            regs: Regs | None = self.get_regs()
+        except KvmError:
+            regs = None
+        raise KvmExitError(info, regs)
+
+    def stop(self) -> None:
+        """End the current (or next) :meth:`run` from any thread."""
+        self._runner.stop()
+
+    def last_exit(self) -> dict[str, Any]:
+        """The decoded fields of the last exit (reason, name, and the exit's own)."""
+        return dict(self._runner.exit_info())
+
+
