@@ -214,7 +214,8 @@ class Dmg(FileImage):
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             encode_image(fd, size, lambda at, n: bytes(n), compression=opts["compression"],
-                         chunk_size=MAX_CHUNK_BYTES, recorded_chunk_size=chunk)
+                         chunk_size=MAX_CHUNK_BYTES, recorded_chunk_size=chunk,
+                         is_hole=lambda at, n: True)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -341,8 +342,14 @@ class Dmg(FileImage):
                 def read(at: int, n: int) -> bytes:
                     return os.pread(shadow, n, at)
 
+                def is_hole(at: int, n: int) -> bool:
+                    try:
+                        return os.lseek(shadow, at, os.SEEK_DATA) >= at + n
+                    except OSError:   # ENXIO: no data after at
+                        return True
+
                 encode_image(self.fd, self._size, read, compression=self.compression,
-                             chunk_size=self.chunk_size)
+                             chunk_size=self.chunk_size, is_hole=is_hole)
                 self.table = Table.read(self.fd, self.filename)
                 self._dirty = False
         super().flush()

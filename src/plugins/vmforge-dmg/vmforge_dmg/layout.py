@@ -219,11 +219,9 @@ def _compress(typ: int, data: bytes, level: int) -> bytes:
     return data
 
 
-def _mish(first: int, count: int, chunks: list[tuple[int, int, int, int, int]],
-          crc: int) -> bytes:
-    checksum = struct.pack(">I", crc).ljust(128, b"\0")
-    head = _MISH.pack(MISH, 1, first, count, 0, 0, len(chunks) + 1, bytes(24), 2, 32,
-                      checksum, len(chunks) + 1)
+def _mish(first: int, count: int, chunks: list[tuple[int, int, int, int, int]]) -> bytes:
+    head = _MISH.pack(MISH, 1, first, count, 0, 0, len(chunks) + 1, bytes(24), 0, 0,
+                      bytes(128), len(chunks) + 1)
     body = b"".join(_ENTRY.pack(t, 0, s, c, o, n) for t, s, c, o, n in chunks)
     return head + body + _ENTRY.pack(LAST, 0, count, 0, 0, 0)
 
@@ -231,7 +229,8 @@ def _mish(first: int, count: int, chunks: list[tuple[int, int, int, int, int]],
 def encode_image(fd: int, size: int, read: Callable[[int, int], bytes], *,
                  compression: str = "zlib", chunk_size: int = 1 << 20, level: int = 6,
                  chunk_types: Callable[[int, bytes], int] | None = None,
-                 resource_fork: bool = False, recorded_chunk_size: int | None = None) -> None:
+                 resource_fork: bool = False, recorded_chunk_size: int | None = None,
+                 is_hole: Callable[[int, int], bool] | None = None) -> None:
     """Write a flat UDIF image of ``size`` bytes (a multiple of 512) read from
     ``read(offset, length)`` to ``fd`` (from its start; the file is truncated).
 
@@ -242,19 +241,24 @@ def encode_image(fd: int, size: int, read: Callable[[int, int], bytes], *,
     use it for ``ignore`` chunks and mixed images); ``resource_fork`` writes
     the tables as an old-style binary resource fork instead of the plist.
     ``recorded_chunk_size`` is the chunk size the plist records for later
-    rewrites (default ``chunk_size``).
+    rewrites (default ``chunk_size``); ``is_hole(offset, length)`` says a range
+    is known to read as zeros without reading it (a sparse file's holes).
     """
     os.ftruncate(fd, 0)
     default = COMPRESSIONS[compression]
     entries: list[tuple[int, int, int, int, int]] = []
     pos = 0
-    crc = fork_crc = 0   # of the disk's bytes (the mish checksum), of the data fork
+    fork_crc = 0   # the data fork's CRC32 (the tables carry no checksum: type 0)
     sectors = size // SECTOR
     for k, at in enumerate(range(0, size, chunk_size)):
-        data = read(at, min(chunk_size, size - at))
-        crc = zlib.crc32(data, crc)
-        typ = chunk_types(k, data) if chunk_types else (default if any(data) else ZERO)
-        s, c = at // SECTOR, len(data) // SECTOR
+        n = min(chunk_size, size - at)
+        hole = is_hole is not None and is_hole(at, n)
+        data = b"" if hole else read(at, n)
+        if hole:
+            typ = ZERO
+        else:
+            typ = chunk_types(k, data) if chunk_types else (default if any(data) else ZERO)
+        s, c = at // SECTOR, n // SECTOR
         if typ in (ZERO, IGNORE):
             if entries and entries[-1][0] == typ and entries[-1][1] + entries[-1][2] == s:
                 t, s0, c0, o, n = entries[-1]
@@ -270,7 +274,7 @@ def encode_image(fd: int, size: int, read: Callable[[int, int], bytes], *,
         entries.append((typ, s, c, pos, len(stored)))
         pos += len(stored)
     data_fork_len = pos
-    mish = _mish(0, sectors, entries, crc)
+    mish = _mish(0, sectors, entries)
     if resource_fork:
         blob = struct.pack(">I", len(mish)) + mish
         table = struct.pack(">III", 16, 0, len(blob)).ljust(16, b"\0") + blob
@@ -284,10 +288,9 @@ def encode_image(fd: int, size: int, read: Callable[[int, int], bytes], *,
         rsrc, xml = (0, 0), (pos, len(table))
     os.pwrite(fd, table, pos)
     pos += len(table)
-    master = struct.pack(">I", zlib.crc32(struct.pack(">I", crc))).ljust(128, b"\0")
     koly = _KOLY.pack(KOLY, 4, 512, 1, 0, 0, data_fork_len, rsrc[0], rsrc[1], 1, 1,
                       os.urandom(16), 2, 32, struct.pack(">I", fork_crc).ljust(128, b"\0"),
-                      xml[0], xml[1], bytes(120), 2, 32, master, 1, sectors, bytes(12))
+                      xml[0], xml[1], bytes(120), 0, 0, bytes(128), 1, sectors, bytes(12))
     os.pwrite(fd, koly, pos)
 
 
