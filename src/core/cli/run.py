@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_machine_options(p)
     p.add_argument("--timeout", default=None, metavar="SECONDS",
                    help="stop the guest after this much host time (exit status 124)")
+    p.add_argument("-gdb", dest="gdb", metavar="tcp::PORT|tcp:127.0.0.1:PORT|unix:PATH",
+                   help="wait for a gdb connection on this device (127.0.0.1 only)")
+    p.add_argument("-s", dest="gdb_s", action="store_true",
+                   help="shorthand for -gdb tcp::1234 (on 127.0.0.1)")
+    p.add_argument("-S", dest="gdb_wait", action="store_true",
+                   help="do not start the CPUs at startup (gdb's 'continue' does)")
     p.set_defaults(func=run)
 
 
@@ -288,6 +294,10 @@ def run(args: argparse.Namespace) -> int:
         # the command line's, reported before anything runs
         machine.realize()
         built = True
+        from vmforge.debug import start_gdbstub
+
+        start_gdbstub(machine, getattr(args, "gdb", None), shorthand=getattr(args, "gdb_s", False),
+                      wait=getattr(args, "gdb_wait", False))
         return machine.run(timeout=timeout)
     except (VmforgeError, OSError) as exc:
         print(f"vmforge run: {_error_text(exc)}", file=sys.stderr)

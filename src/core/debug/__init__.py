@@ -1,0 +1,33 @@
+"""Debugging a running guest: the GDB remote stub (QEMU's ``-s``, ``-S``, ``-gdb``).
+
+:func:`start_gdbstub` is what ``vmforge run`` calls; :class:`GdbStub` is the
+stub (``vmforge.debug.gdbstub``) for scripts and tests.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vmforge.debug.gdbstub import DebugError, GdbStub, parse_gdb_dev
+
+if TYPE_CHECKING:
+    from vmforge.machine import Machine
+
+__all__ = ["DebugError", "GdbStub", "parse_gdb_dev", "start_gdbstub"]
+
+#: ``-s``: QEMU's shorthand for ``-gdb tcp::1234`` (here on 127.0.0.1)
+DEFAULT_GDB_DEV = "tcp::1234"
+
+
+def start_gdbstub(machine: Machine, dev: str | None, *, shorthand: bool = False,
+                  wait: bool = False) -> GdbStub | None:
+    """Start a stub for ``-gdb DEV`` (or ``-s``), and pause the CPUs for ``-S``
+    (``wait``) until gdb continues them.  None when neither was asked for."""
+    if wait:
+        machine.pause()
+    if dev is None and not shorthand:
+        return None
+    stub = GdbStub(machine)
+    stub.listen(dev or DEFAULT_GDB_DEV)
+    stub.start()
+    return stub

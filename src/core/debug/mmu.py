@@ -1,0 +1,64 @@
+"""Virtual-to-physical translation for the debugger (no side effects).
+
+A debugger reads memory as the hart would see it for a data access: through
+Sv39/Sv48 when ``satp`` says so and the effective privilege is S or U (M-mode
+loads use ``mstatus.MPP`` when ``MPRV`` is set), as QEMU's
+``riscv_cpu_get_phys_page_debug`` does.  The walk reads page tables from guest
+RAM and never sets A/D bits; a leaf only needs to be valid (R or X) - the
+debugger may look at pages the current mode could not read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from vmforge.errors import GuestMemoryError
+
+__all__ = ["translate"]
+
+PRV_M = 3
+_MPRV = 1 << 17
+_SATP_MODES = {8: 3, 9: 4}      # Sv39: 3 levels, Sv48: 4
+_PPN_MASK = (1 << 44) - 1
+
+
+class _Hart(Protocol):
+    @property
+    def priv(self) -> int: ...
+
+    def csr(self, name: str | int) -> int: ...
+
+
+def translate(hart: _Hart, memory: Any, va: int) -> int | None:
+    """The physical address of virtual ``va`` for ``hart``; None when unmapped."""
+    va &= (1 << 64) - 1
+    priv = hart.priv
+    if priv == PRV_M:
+        mstatus = hart.csr("mstatus")
+        if mstatus & _MPRV:
+            priv = (mstatus >> 11) & 3
+    satp = hart.csr("satp")
+    levels = _SATP_MODES.get(satp >> 60)
+    if priv == PRV_M or levels is None:
+        return va
+    vabits = 12 + 9 * levels
+    top = va >> (vabits - 1)
+    if top not in (0, (1 << (65 - vabits)) - 1):     # not sign-extended
+        return None
+    table = (satp & _PPN_MASK) << 12
+    for level in range(levels - 1, -1, -1):
+        index = (va >> (12 + 9 * level)) & 0x1FF
+        try:
+            pte = memory.read_u64(table + 8 * index)
+        except (GuestMemoryError, ValueError):
+            return None
+        if not pte & 1 or (pte & 6) == 4 or pte >> 54:   # invalid, W without R, reserved
+            return None
+        ppn = (pte >> 10) & _PPN_MASK
+        if pte & 0xA:                                     # R or X: a leaf
+            span = 12 + 9 * level
+            if ppn & ((1 << (9 * level)) - 1):            # misaligned superpage
+                return None
+            return (ppn << 12) | (va & ((1 << span) - 1))
+        table = ppn << 12
+    return None
