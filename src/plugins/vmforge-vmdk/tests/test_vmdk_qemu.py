@@ -258,3 +258,46 @@ def test_backing_chains_both_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     info = info_json("vmforge", ours, "vmdk")
     assert info["backing-filename"] == "../base.vmdk"
     assert info["backing-filename-format"] == "vmdk"
+
+
+def test_stream_grains_laid_out_as_qemu_img_convert(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compressed grains written in order append the file qemu-img convert writes:
+    each behind its marker, a sector apart, the tables updated in place."""
+    data = bytearray(6 * MiB + 1536)
+    data[:100_000] = pattern(100_000, 1)
+    data[3 * MiB:4 * MiB] = b"\x62" * MiB
+    data[-1000:] = b"\x63" * 1000
+    src = tmp_path / "src.raw"
+    src.write_bytes(data)
+    (tmp_path / "q").mkdir()
+    (tmp_path / "v").mkdir()
+    theirs, ours = tmp_path / "q" / "s.vmdk", tmp_path / "v" / "s.vmdk"
+    qemu_img("convert", "-O", "vmdk", "-o", "subformat=streamOptimized", str(src), str(theirs))
+    use_cid(monkeypatch, cid_of(theirs))
+    Vmdk.create(str(ours), len(data), subformat="streamOptimized")
+    with Vmdk.open(str(ours), readonly=False) as drv:
+        for at in range(0, len(data), 65536):
+            piece = bytes(data[at:at + 65536])
+            if any(piece):
+                drv.write_compressed(at, piece)
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+@pytest.mark.parametrize("subformat", ["monolithicFlat", "twoGbMaxExtentFlat"])
+def test_flat_writes_as_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             subformat: str) -> None:
+    """Flat extents take the data where it belongs; the descriptor file gets the new
+    CID padded to a sector, as QEMU writes it."""
+    (tmp_path / "q").mkdir()
+    theirs = tmp_path / "q" / "f.vmdk"
+    qemu_img("create", "-q", "-f", "vmdk", "-o", f"subformat={subformat}", str(theirs), "7M")
+    shutil.copytree(tmp_path / "q", tmp_path / "v")
+    ours = tmp_path / "v" / "f.vmdk"
+    qemu_io(theirs, *(f"write -P {p:#x} {off} {n}" for off, n, p in WRITES))
+    use_cid(monkeypatch, cid_of(theirs))
+    with Vmdk.open(str(ours), readonly=False) as drv:
+        for off, n, p in WRITES:
+            drv.write(off, bytes([p]) * n)
+    assert ours.stat().st_size == theirs.stat().st_size == 512
+    assert_same_files(ours.parent, theirs.parent)

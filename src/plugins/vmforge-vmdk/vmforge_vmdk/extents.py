@@ -403,9 +403,13 @@ class SparseExtent(MappedImage):
         record = _MARKER.pack(lba, len(payload)) + payload
         sectors = div_up(len(record), SECTOR)
         sector = self._take(sectors)
-        pwritev_full(self.fd, sector * SECTOR,
-                     [memoryview(record.ljust(sectors * SECTOR, b"\0"))])
-        self.file_size = max(self.file_size, self.next_sector * SECTOR)
+        at = sector * SECTOR
+        # QEMU zeroes a whole grain where it allocates, then writes the record there:
+        # the file reaches at least a grain past the record's start (same file)
+        end = max(self.file_size, at + self.cluster_size)
+        padded = record.ljust(max(sectors * SECTOR, min(end - at, self.cluster_size)), b"\0")
+        pwritev_full(self.fd, at, [memoryview(padded)])
+        self.file_size = max(end, at + len(padded))
         if self._grain_cache is not None and self._grain_cache[0] == i:
             self._grain_cache = None
         self.set_entry(i, sector)
