@@ -23,7 +23,6 @@ from typing import Any, Self
 
 from vmforge.block.driver import (
     BlockError,
-    BlockStatus,
     CheckResult,
     CorruptImageError,
     CreateOption,
@@ -157,7 +156,7 @@ class Vmdk(FileImage):
             raise BlockError("Flat image can't have backing file", path)
         if flat and opts["zeroed_grain"]:
             raise BlockError("Flat image can't enable zeroed grain", path)
-        hwversion = opts["hwversion"]
+        hwversion = None if opts["hwversion"] == "undefined" else opts["hwversion"]
         if opts["compat6"]:
             if hwversion:
                 raise BlockError("compat6 cannot be enabled with hwversion set", path)
@@ -487,7 +486,3 @@ class Vmdk(FileImage):
             result.corruptions += bad
             result.messages.extend(msgs)
         return result
-
-    def _status_of(self, offset: int) -> BlockStatus:
-        """The status of the byte at ``offset`` (for tests)."""
-        return next(iter(self.block_status(offset, 1))).status
