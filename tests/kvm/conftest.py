@@ -70,3 +70,18 @@ def ram(size: int = 0x10000, base: int = 0) -> GuestMemory:
     mem = GuestMemory()
     mem.add_ram(base, size)
     return mem
+
+
+def boot_user64(vm: Vm, kvm: Kvm, code: bytes, regs=None):
+    """``code`` at 0x1000 entered by the host in 64-bit mode at CPL3 (IOPL 3), 2 MiB of
+    RAM mapped 1:1 by page tables at 0x10000; returns (vcpu, mem)."""
+    from vmforge.accel.kvm.x86 import enter_long_mode, identity_page_tables
+
+    mem = ram(0x200000)
+    mem.write(0x1000, code)
+    cr3 = identity_page_tables(mem, 0x10000)
+    vm.map_memory(mem)
+    vcpu = vm.create_vcpu()
+    vcpu.set_cpuid(kvm.supported_cpuid())
+    enter_long_mode(vcpu, cr3, rip=0x1000, rsp=0x9000, user=True, regs=regs)
+    return vcpu, mem

@@ -9,7 +9,7 @@ import pytest
 from vmforge.accel.kvm import VcpuExit, Vm
 from vmforge.accel.kvm.x86 import enter_real_mode
 
-from .conftest import ram
+from .conftest import boot_user64, ram
 
 
 class Recorder:
@@ -91,13 +91,20 @@ def test_mmio_reads_writes_and_a_readonly_slot(vm, guest):
     assert mem.read_u16(0x30008) == 0                 # and the ROM did not change
 
 
-def test_triple_fault_is_a_shutdown(vm, guest):
-    vcpu, _ = boot_real(vm, guest("triple.S"))
-    assert vcpu.run(Recorder()) is VcpuExit.SHUTDOWN
+def _triple(vm, kvm, guest):
+    vcpu, _ = boot_user64(vm, kvm, guest("triple.S"))
+    s = vcpu.get_sregs()
+    s.idt.base, s.idt.limit = 0, 0
+    vcpu.set_sregs(s)
+    return vcpu
 
 
-def test_shutdown_callback_sees_it(vm, guest):
-    vcpu, _ = boot_real(vm, guest("triple.S"))
+def test_triple_fault_is_a_shutdown(vm, kvm, guest):
+    assert _triple(vm, kvm, guest).run(Recorder()) is VcpuExit.SHUTDOWN
+
+
+def test_shutdown_callback_sees_it(vm, kvm, guest):
+    vcpu = _triple(vm, kvm, guest)
     seen = []
 
     class Cb:

@@ -1,9 +1,6 @@
-# An invalid opcode with an empty IDT: #UD cannot be delivered, then #DF cannot
-# either: a triple fault, KVM_EXIT_SHUTDOWN.
-        .code16
+# An invalid opcode at CPL3 with an empty IDT (the host sets its limit to 0): #UD
+# cannot be delivered, nor the #DF after it: a triple fault, KVM_EXIT_SHUTDOWN.
+        .code64
         .globl _start
 _start:
-        lidt    idtr
         ud2
-idtr:   .word   0
-        .long   0
