@@ -301,3 +301,27 @@ def test_flat_writes_as_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             drv.write(off, bytes([p]) * n)
     assert ours.stat().st_size == theirs.stat().st_size == 512
     assert_same_files(ours.parent, theirs.parent)
+
+
+def test_missing_grain_tables_are_allocated(tmp_path: Path) -> None:
+    """A directory entry of 0 (no grain table yet, as some tools leave them): the first
+    write there appends a table and its redundant copy; qemu reads the result."""
+    img = tmp_path / "g.vmdk"
+    Vmdk.create(str(img), 70 * MiB)
+    raw = img.read_bytes()
+    gd, rgd = (int.from_bytes(raw[at:at + 8], "little") * 512 for at in (56, 48))
+    for at in (gd, rgd):   # grain tables 0 and 1 gone
+        with open(img, "r+b") as f:
+            f.seek(at)
+            f.write(bytes(8))
+    size_before = img.stat().st_size
+    with Vmdk.open(str(img), readonly=False) as drv:
+        drv.write(100, b"\x11" * 5000)
+        drv.write(32 * MiB + 5, b"\x22" * 70000)
+        assert drv.check().clean
+    assert img.stat().st_size > size_before
+    r = qemu_img("check", "-f", "vmdk", str(img), check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = qemu_io(img, "read -P 0x11 100 5000", f"read -P 0x22 {32 * MiB + 5} 70000",
+                  "read -P 0 5100 1000")
+    assert out.count("read ") == 3 and "Pattern verification failed" not in out
