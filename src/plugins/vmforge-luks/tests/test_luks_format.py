@@ -97,11 +97,12 @@ def test_af_split_merges_back() -> None:
         assert af_merge(spoiled, 48, 40, hash_name) != key
 
 
-def test_luks2_and_foreign_files_refused(tmp_path: Path) -> None:
+def test_mislabelled_and_foreign_files_refused(tmp_path: Path) -> None:
     img = _make(tmp_path / "v.luks")
-    patch_file(img, 6, b"\0\2")
-    with pytest.raises(BlockError, match="LUKS version 2 images are not supported"):
+    patch_file(img, 6, b"\0\2")   # a LUKS1 header called version 2: no LUKS2 header size
+    with pytest.raises(CorruptImageError, match="header size") as info:
         Luks.open(str(img), key_secret=PASSPHRASE)
+    assert info.value.table == "LUKS2 header" and info.value.offset == 8
     other = tmp_path / "x.raw"
     other.write_bytes(bytes(4096))
     with pytest.raises(BlockError, match="not in LUKS format"):

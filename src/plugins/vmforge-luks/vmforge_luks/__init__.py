@@ -1,4 +1,5 @@
-"""vmforge-luks: LUKS1 encrypted disk images (QEMU's ``luks`` format)."""
+"""vmforge-luks: LUKS encrypted disk images (QEMU's ``luks`` format): LUKS1 read, written
+and created; LUKS2 opened (read and written)."""
 
 from vmforge_luks.driver import Luks
 

@@ -145,10 +145,14 @@ def parse_mode(spec: str) -> tuple[str, str | None, str | None]:
 
 
 class SectorCipher:
-    """Encrypts and decrypts whole 512-byte sectors (a short last piece is allowed
-    where the mode permits), sector ``n``'s IV made from ``n``."""
+    """Encrypts and decrypts whole sectors of ``sector_size`` bytes (512, or up to
+    4096 in LUKS2; a short last piece is allowed where the mode permits). Sector
+    numbers, and so IVs, count 512-byte units whatever the sector size, as
+    dm-crypt does for LUKS2 (no ``iv_large_sectors``)."""
 
-    def __init__(self, cipher: str, mode_spec: str, key: bytes) -> None:
+    def __init__(self, cipher: str, mode_spec: str, key: bytes,
+                 sector_size: int = SECTOR) -> None:
+        self.sector_size = sector_size
         if cipher not in CIPHERS:
             raise CipherError(f"cipher {cipher!r} is not one of {', '.join(CIPHERS)}")
         self.mode, self.ivgen, ivhash = parse_mode(mode_spec)
@@ -197,14 +201,15 @@ class SectorCipher:
             op = c.encryptor() if encrypt else c.decryptor()
             return op.update(view) + op.finalize()
         out = bytearray(len(view))
-        for k in range(0, len(view), SECTOR):
+        unit = self.sector_size
+        for k in range(0, len(view), unit):
             c = Cipher(self._alg, self._mode(first_sector + k // SECTOR))
             op = c.encryptor() if encrypt else c.decryptor()
-            out[k:k + SECTOR] = op.update(view[k:k + SECTOR]) + op.finalize()
+            out[k:k + unit] = op.update(view[k:k + unit]) + op.finalize()
         return bytes(out)
 
     def encrypt(self, first_sector: int, data: bytes | bytearray | memoryview) -> bytes:
-        """``data`` (from sector ``first_sector`` on) encrypted."""
+        """``data`` (from 512-byte sector ``first_sector`` on) encrypted."""
         return self._run(first_sector, data, True)
 
     def decrypt(self, first_sector: int, data: bytes | bytearray | memoryview) -> bytes:

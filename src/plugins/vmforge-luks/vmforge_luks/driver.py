@@ -1,4 +1,5 @@
-"""The luks format driver: LUKS1 encrypted images, as QEMU's ``luks`` driver makes them.
+"""The luks format driver: LUKS1 encrypted images, as QEMU's ``luks`` driver makes them,
+and LUKS2 images opened (:mod:`vmforge_luks.luks2`; cryptsetup makes them).
 
 Layout (LUKS1 on-disk format 1.2; integers big-endian)::
 
@@ -39,6 +40,7 @@ from vmforge.block.driver import (
     CreateOption,
     Extent,
     ImageInfo,
+    UnsupportedOperation,
 )
 from vmforge.block.fileio import preadv_full, pwritev_full
 from vmforge.block.mapped import FileImage, open_image_file
@@ -53,6 +55,7 @@ from vmforge_luks.ciphers import (
     iterations_for,
     pbkdf2,
 )
+from vmforge_luks.luks2 import Luks2Header
 
 MAGIC = b"LUKS\xba\xbe"
 # magic, version, cipher name, cipher mode, hash, payload offset, key bytes,
@@ -116,14 +119,23 @@ class Header:
     def material_bytes(self) -> int:
         return self.key_bytes * STRIPES
 
+    # what the driver asks of a LUKS1 or a LUKS2 header
+    sector_size = SECTOR
+    iv_tweak = 0
+
+    @property
+    def payload(self) -> int:
+        return self.payload_sector * SECTOR
+
+    def disk_size(self, file_size: int) -> int:
+        return (file_size - self.payload) // SECTOR * SECTOR
+
     @classmethod
     def parse(cls, raw: bytes, path: str, file_size: int) -> Header:
         if len(raw) < HEADER_LEN or raw[:6] != MAGIC:
             raise BlockError("image is not in LUKS format", path)
         (_, version, cipher, mode, hash_, payload, key_bytes, digest, salt, mk_iters,
          uid) = _HEADER.unpack_from(raw)
-        if version == 2:
-            raise BlockError("LUKS version 2 images are not supported (LUKS1 only)", path)
         if version != 1:
             raise CorruptImageError(f"LUKS version {version} is not 1", path, 6, "header")
         h = cls(_cstr(cipher, path, 8, "cipher name"), _cstr(mode, path, 40, "cipher mode"),
@@ -205,29 +217,40 @@ class Luks(FileImage):
                                   "write encrypted zeros so that the new disk reads as zeros"),
     }
 
-    def __init__(self, filename: str, readonly: bool, fd: int, header: Header,
+    def __init__(self, filename: str, readonly: bool, fd: int, header: Header | Luks2Header,
                  cipher: SectorCipher, slot: int) -> None:
         super().__init__(filename, readonly, fd)
         self.header = header
         self._cipher = cipher
         self.slot = slot
-        self.payload = header.payload_sector * SECTOR
-        self._size = (os.fstat(fd).st_size - self.payload) // SECTOR * SECTOR
+        self.payload = header.payload
+        #: the encryption unit (512; LUKS2 up to 4096), and the IV of the disk's start
+        self.unit = self.granularity = header.sector_size
+        self._iv_base = header.iv_tweak
+        self._size = header.disk_size(os.fstat(fd).st_size)
 
     def __repr__(self) -> str:
         return f"<Luks {self.filename!r} {self.header.cipher}-{self.header.mode}>"
+
+    def _iv(self, offset: int) -> int:
+        return self._iv_base + offset // SECTOR
 
     # -- probe, open ------------------------------------------------------------------
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        return 100 if header[:6] == MAGIC and header[6:8] == b"\0\1" else 0
+        return 100 if header[:6] == MAGIC and header[6:8] in (b"\0\1", b"\0\2") else 0
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
         with open_image_file(path, readonly) as fd:
             size = os.fstat(fd).st_size
-            header = Header.parse(os.pread(fd, HEADER_LEN, 0), path, size)
+            raw = os.pread(fd, HEADER_LEN, 0)
+            if raw[:8] == MAGIC + b"\0\2":
+                h2 = Luks2Header.read(fd, path, size)
+                key, cipher, slot_id = h2.unlock(fd, _passphrase(options, path))
+                return cls(path, readonly, fd, h2, cipher, slot_id)
+            header = Header.parse(raw, path, size)
             passphrase = _passphrase(options, path)
             for i, slot in enumerate(header.slots):
                 if slot.active != SLOT_ENABLED:
@@ -280,15 +303,15 @@ class Luks(FileImage):
         """Sectors ``[start, end)`` of the disk (byte offsets, sector-aligned), decrypted."""
         buf = bytearray(end - start)
         preadv_full(self.fd, self.payload + start, [memoryview(buf)])
-        return self._cipher.decrypt(start // SECTOR, buf)
+        return self._cipher.decrypt(self._iv(start), buf)
 
     def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
         for v in self._checked_views(offset, buffers):
             pos = 0
             while pos < v.nbytes:
                 at = offset + pos
-                start = at // SECTOR * SECTOR
-                end = min(-(-(offset + v.nbytes) // SECTOR) * SECTOR, start + CHUNK)
+                start = at // self.unit * self.unit
+                end = min(-(-(offset + v.nbytes) // self.unit) * self.unit, start + CHUNK)
                 plain = self._read_plain(start, end)
                 n = min(end - at, v.nbytes - pos)
                 v[pos:pos + n] = plain[at - start:at - start + n]
@@ -303,8 +326,8 @@ class Luks(FileImage):
                 pos = 0
                 while pos < v.nbytes:
                     at = offset + pos
-                    start = at // SECTOR * SECTOR
-                    end = min(-(-(offset + v.nbytes) // SECTOR) * SECTOR, start + CHUNK)
+                    start = at // self.unit * self.unit
+                    end = min(-(-(offset + v.nbytes) // self.unit) * self.unit, start + CHUNK)
                     n = min(end - at, v.nbytes - pos)
                     if at == start and n == end - start:
                         plain = bytearray(v[pos:pos + n])
@@ -312,7 +335,7 @@ class Luks(FileImage):
                         plain = bytearray(self._read_plain(start, end))
                         plain[at - start:at - start + n] = v[pos:pos + n]
                     pwritev_full(self.fd, self.payload + start,
-                                 [memoryview(self._cipher.encrypt(start // SECTOR, plain))])
+                                 [memoryview(self._cipher.encrypt(self._iv(start), plain))])
                     pos += n
                 offset += v.nbytes
 
@@ -323,19 +346,24 @@ class Luks(FileImage):
 
     def truncate(self, size: int) -> None:
         self._check_writable()
-        if size < 0 or size % SECTOR:
-            raise BlockError(f"size {size} is not a multiple of {SECTOR}", self.filename)
+        if size < 0 or size % self.unit:
+            raise BlockError(f"size {size} is not a multiple of {self.unit}", self.filename)
+        if isinstance(self.header, Luks2Header) and not self.header.dynamic:
+            raise UnsupportedOperation("a LUKS2 segment of fixed size cannot be resized",
+                                       self.filename)
         with self._lock:
             old = self._size
             os.ftruncate(self.fd, self.payload + size)
             if size > old:
-                _fill_zeros(self.fd, self._cipher, self.payload, old, size)
+                _fill_zeros(self.fd, self._cipher, self.payload, old, size, self._iv_base)
             self._size = size
 
     # -- reports --------------------------------------------------------------------------
 
     def info(self) -> ImageInfo:
         h = self.header
+        if isinstance(h, Luks2Header):
+            return self._info(format_specific=h.info_data())
         mode, _, ivspec = h.mode.partition("-")
         ivgen, _, ivhash = ivspec.partition(":")
         slots = [{"active": s.active == SLOT_ENABLED, "key-offset": s.material_sector * SECTOR,
@@ -367,12 +395,14 @@ def _unlock(fd: int, header: Header, slot: KeySlot, passphrase: bytes) -> bytes 
     return key if digest == header.mk_digest else None
 
 
-def _fill_zeros(fd: int, cipher: SectorCipher, payload: int, start: int, end: int) -> None:
+def _fill_zeros(fd: int, cipher: SectorCipher, payload: int, start: int, end: int,
+                iv_base: int = 0) -> None:
     """Encrypted zeros over the disk's ``[start, end)``."""
     zeros = bytes(CHUNK)
     for at in range(start, end, CHUNK):
         n = min(CHUNK, end - at)
-        pwritev_full(fd, payload + at, [memoryview(cipher.encrypt(at // SECTOR, zeros[:n]))])
+        enc = cipher.encrypt(iv_base + at // SECTOR, zeros[:n])
+        pwritev_full(fd, payload + at, [memoryview(enc)])
 
 
 def _new_header(path: str, opts: dict[str, Any], size: int) -> tuple[Header, bytes]:

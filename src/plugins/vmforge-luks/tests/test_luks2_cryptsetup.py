@@ -1,0 +1,114 @@
+"""LUKS2 images made by cryptsetup (luksFormat writes the header and key slots;
+the data is written here with the volume key cryptsetup dumps, since
+activating needs device-mapper): vmforge unlocks them with PBKDF2, argon2i and
+argon2id key slots, 512 and 4096-byte sectors, reads and writes the data, and
+falls back to the second header copy."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vmforge.block.driver import BlockError, CorruptImageError
+from vmforge.testing.corrupt import patch_file
+from vmforge.testing.oracles import needs
+from vmforge.testing.qemu_tools import pattern, run
+from vmforge_luks import Luks
+from vmforge_luks.ciphers import SectorCipher
+
+pytestmark = needs("cryptsetup", package="cryptsetup-bin")
+MiB = 1 << 20
+DATA_OFFSET = 16 * MiB   # cryptsetup's default for LUKS2
+PASS = "luks2 passphrase"
+
+
+def _format(tmp_path: Path, *args: str) -> tuple[Path, bytes]:
+    """A 20 MiB LUKS2 image and its volume key."""
+    img = tmp_path / "l2.img"
+    with open(img, "wb") as f:
+        f.truncate(20 * MiB)
+    keyfile = tmp_path / "key"
+    keyfile.write_text(PASS)
+    run("cryptsetup", "luksFormat", "-q", "--type", "luks2", "--key-file", str(keyfile),
+        *args, str(img))
+    vk = tmp_path / "vk"
+    run("cryptsetup", "luksDump", "-q", "--dump-volume-key", "--key-file", str(keyfile),
+        "--volume-key-file", str(vk), str(img))
+    return img, vk.read_bytes()
+
+
+def _encrypt_into(img: Path, key: bytes, cipher: str, mode: str, sector: int,
+                  data: bytes) -> None:
+    enc = SectorCipher(cipher, mode, key, sector).encrypt(0, data)
+    patch_file(img, DATA_OFFSET, enc)
+
+
+ARGON = ("--pbkdf-force-iterations", "4", "--pbkdf-memory", "16384", "--pbkdf-parallel", "1")
+
+
+@pytest.mark.parametrize("args,cipher,mode,sector", [
+    (("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"), "aes", "xts-plain64", 512),
+    (("--pbkdf", "argon2id", *ARGON), "aes", "xts-plain64", 4096),
+    (("--pbkdf", "argon2i", *ARGON, "--cipher", "aes-cbc-essiv:sha256", "--key-size", "256"),
+     "aes", "cbc-essiv:sha256", 4096),
+], ids=["pbkdf2-512", "argon2id-4096", "argon2i-cbc-essiv"])
+def test_reads_and_writes_cryptsetup_images(tmp_path: Path, args: tuple[str, ...],
+                                            cipher: str, mode: str, sector: int) -> None:
+    img, key = _format(tmp_path, *args, "--sector-size", str(sector))
+    data = pattern(MiB, 1)
+    _encrypt_into(img, key, cipher, mode, sector, data)
+    with Luks.open(str(img), readonly=False, key_secret=PASS) as drv:
+        assert drv.size == 4 * MiB and drv.granularity == sector
+        assert drv.read(0, MiB) == data and drv.read(5, 3) == data[5:8]
+        info = drv.info().format_specific
+        assert info["cipher"] == f"{cipher}-{mode}" and info["sector-size"] == sector
+        drv.write(MiB - 7, b"across a sector")
+    plain = SectorCipher(cipher, mode, key, sector).decrypt(
+        0, img.read_bytes()[DATA_OFFSET:DATA_OFFSET + 2 * MiB])
+    assert plain[MiB - 7:MiB + 8] == b"across a sector" and plain[:MiB - 7] == data[:-7]
+    with pytest.raises(BlockError, match="invalid passphrase"):
+        Luks.open(str(img), key_secret="wrong")
+
+
+def test_second_key_slot_and_second_header_copy(tmp_path: Path) -> None:
+    img, key = _format(tmp_path, "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+                       "--sector-size", "512")
+    other = tmp_path / "other"
+    other.write_text("second passphrase")
+    run("cryptsetup", "luksAddKey", "-q", "--key-file", str(tmp_path / "key"), "--pbkdf",
+        "pbkdf2", "--pbkdf-force-iterations", "1000", str(img), str(other))
+    data = pattern(65536, 2)
+    _encrypt_into(img, key, "aes", "xts-plain64", 512, data)
+    with Luks.open(str(img), key_secret="second passphrase") as drv:
+        assert drv.slot == 1 and drv.read(0, 65536) == data
+    broken = tmp_path / "broken.img"
+    shutil.copyfile(img, broken)
+    patch_file(broken, 4096 + 10, b"X")   # the first copy's JSON: its checksum fails
+    with Luks.open(str(broken), key_secret=PASS) as drv:
+        assert drv.header.at == 16384 and drv.read(0, 65536) == data
+    patch_file(broken, 16384 + 4096 + 10, b"X")   # and the second's
+    with pytest.raises(CorruptImageError, match="no header copy is intact"):
+        Luks.open(str(broken), key_secret=PASS)
+
+
+def test_fuzz_both_header_copies(tmp_path: Path) -> None:
+    import random
+
+    from vmforge.testing.corrupt import flip_bits, fuzz
+
+    img, _ = _format(tmp_path, "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
+    seed = img.read_bytes()
+    hot = [*range(0, 520), *range(4096, 4096 + 1500), *range(16384, 16384 + 520),
+           *range(16384 + 4096, 16384 + 4096 + 1500)]
+    rng = random.Random(8)
+
+    class Opened(Luks):
+        @classmethod
+        def open(cls, path: str, *, readonly: bool = True, **options: object) -> Luks:
+            return Luks.open(path, readonly=readonly, key_secret=PASS)
+
+    outcomes = fuzz(Opened, seed, tmp_path / "bad.img",
+                    lambda k, data: flip_bits(data, hot, 1 + k % 4, rng), rounds=80)
+    assert outcomes["refused"] > 10 and outcomes["opened"] > 10, outcomes
