@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from vmforge.debug.protocol import checksum
 from vmforge.testing.oracles import require_program
 
 TOOLCHAIN = "gcc-riscv64-unknown-elf"
+VMFORGE = [sys.executable, "-m", "vmforge.cli.main"]
 RAM = 0x8000_0000
 
 # fixed-size instructions, so the tests know every address:
@@ -148,3 +150,30 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def gdb_session(tmp_path: Path, script: str, server: list[str],
+                tag: str) -> tuple[str, subprocess.CompletedProcess]:
+    """Start ``server`` (an emulator waiting for gdb), run gdb-multiarch on
+    ``script`` against it; gdb's output and how the server ended."""
+    gdb = require_program("gdb-multiarch", "gdb-multiarch")
+    path = tmp_path / f"{tag}.gdb"
+    path.write_text(script)
+    proc = subprocess.Popen(server, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out = subprocess.run([gdb, "-batch", "-nx", "-x", str(path)], capture_output=True,
+                             text=True, timeout=180, stdin=subprocess.DEVNULL)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done = subprocess.CompletedProcess(server, proc.returncode, stdout, stderr)
+    return out.stdout + out.stderr, done

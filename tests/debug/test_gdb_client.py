@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from gdbkit import VMFORGE, free_port, gdb_session
 
 from vmforge.testing.oracles import require_program
 
-VMFORGE = [sys.executable, "-m", "vmforge.cli.main"]
 TOOLCHAIN = "gcc-riscv64-unknown-elf"
 
 START = """
@@ -124,33 +123,14 @@ def _after_loop(elf: Path) -> int:
     raise AssertionError(body)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _session(tmp_path: Path, elf: Path, server: list[str], port: int,
              tag: str) -> tuple[str, subprocess.CompletedProcess]:
-    gdb = require_program("gdb-multiarch", "gdb-multiarch")
-    script = tmp_path / f"{tag}.gdb"
-    script.write_text(SCRIPT.format(elf=elf, port=port, after_loop=hex(_after_loop(elf))))
-    proc = subprocess.Popen(server, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        out = subprocess.run([gdb, "-batch", "-nx", "-x", str(script)], capture_output=True,
-                             text=True, timeout=120, stdin=subprocess.DEVNULL)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    done = subprocess.CompletedProcess(server, proc.returncode, stdout, stderr)
-    return out.stdout + out.stderr, done
+    script = SCRIPT.format(elf=elf, port=port, after_loop=hex(_after_loop(elf)))
+    return gdb_session(tmp_path, script, server, tag)
 
 
 def _vmforge(tmp_path: Path, elf: Path) -> tuple[str, subprocess.CompletedProcess]:
-    port = _free_port()
+    port = free_port()
     return _session(tmp_path, elf, [*VMFORGE, "run", "-M", "riscv-virt", "-bios", "none",
                                     "-kernel", str(elf), "-S", "-gdb",
                                     f"tcp:127.0.0.1:{port}", "-serial", "none",
@@ -198,7 +178,7 @@ def test_same_session_as_qemu(tmp_path: Path) -> None:
     elf = _build(tmp_path)
     ours, vm = _vmforge(tmp_path, elf)
     assert vm.returncode == 0, ours
-    port = _free_port()
+    port = free_port()
     theirs, q = _session(tmp_path, elf, [qemu, "-M", "virt", "-bios", "none", "-kernel",
                                          str(elf), "-S", "-gdb", f"tcp:127.0.0.1:{port}",
                                          "-nographic", "-serial", "none", "-monitor", "none"],
