@@ -93,7 +93,8 @@ setup(
         # the disk-read benchmark's third party; zstandard: qcow2's zstd clusters;
         # mypy: make typecheck
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "ruff>=0.5",
-                 "unicorn>=2.0", "dissect.hypervisor>=3", "zstandard>=0.20", "mypy>=1.8"],
+                 "unicorn>=2.0", "dissect.hypervisor>=3", "zstandard>=0.20", "mypy>=1.8",
+                 "qemu.qmp>=0.0.3"],
     },
     entry_points={
         "console_scripts": ["vmforge = vmforge.cli.main:main"],

@@ -104,6 +104,10 @@ class Machine:
         self._clock_origin_seen: int | None = None
         #: network back-ends by ``-netdev`` id (:meth:`open_netdevs`)
         self.netdevs: dict[str, Any] = {}
+        #: ``fn(event, data)`` on each run-state change, from the thread making it:
+        #: "STOP", "RESUME", "RESET" (data: reason), "SHUTDOWN" (data: reason); QMP's
+        #: events come from here
+        self.state_listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     # -- assembly (from build) ----------------------------------------------------------
 
@@ -182,6 +186,8 @@ class Machine:
             self.reload_images()
         self.reset_cpus()
         self._hooks().vmforge_machine_reset(machine=self, reason=reason)
+        if reason != "power-on":
+            self._state_changed("RESET", reason=reason)
 
     def reload_images(self) -> None:
         """Copy the boot images into memory again (subclasses that load any)."""
@@ -236,7 +242,13 @@ class Machine:
                 self.exit_status = status
         if first and reason == ShutdownReason.FAIL:
             self._hooks().vmforge_guest_panic(machine=self, info={"status": status})
+        if first:
+            self._state_changed("SHUTDOWN", reason=reason)
         self.kick()
+
+    def _state_changed(self, event: str, **data: Any) -> None:
+        for listener in list(self.state_listeners):
+            listener(event, data)
 
     def _toggle_monitor(self, index: int) -> None:
         from vmforge.monitor import Monitor
@@ -250,12 +262,16 @@ class Machine:
 
     def pause(self) -> None:
         """Stop running CPUs (the monitor's ``stop``); guest time stands still."""
-        self._paused = True
+        was_paused, self._paused = self._paused, True
         self.kick()
+        if not was_paused:
+            self._state_changed("STOP")
 
     def resume(self) -> None:
-        self._paused = False
+        was_paused, self._paused = self._paused, False
         self.kick()
+        if was_paused:
+            self._state_changed("RESUME")
 
     @property
     def paused(self) -> bool:

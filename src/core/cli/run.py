@@ -89,6 +89,9 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-icount", dest="icount", metavar="[shift=]N[,sleep=on|off]",
                    help="guest time counts instructions (2**N ns each) instead of "
                         "following the host's clock; sleep=off skips idle time")
+    p.add_argument("-qmp", dest="qmp", action="append", default=[],
+                   metavar="unix:PATH,server=on,wait=off|tcp:HOST:PORT,server=on,wait=off",
+                   help="a QMP (QEMU Machine Protocol) server for management tools")
 
 
 def apply_default_guest(args: argparse.Namespace) -> None:
@@ -262,6 +265,7 @@ def _device_help(devices: list[str]) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from vmforge.plugins import registry
+    from vmforge.qmp import QmpServer, parse_qmp_spec
 
     if any(t in ("help", "?") for item in args.trace for t in item.split(",")):
         for name, text in TRACE_CATEGORIES.items():
@@ -284,15 +288,21 @@ def run(args: argparse.Namespace) -> int:
                 registry().load("machine", config.machine)))
             return 0
         setup_tracing(config)
+        qmp_specs = [parse_qmp_spec(text) for text in getattr(args, "qmp", [])]
         machine = create_machine(config)
     except (VmforgeError, ValueError, OSError) as exc:
         print(f"vmforge run: {_error_text(exc)}", file=sys.stderr)
         return 1
     built = False
+    qmp_servers: list[QmpServer] = []
     try:
         # building reads the files (-kernel, -dtb...) and maps RAM: its errors are
         # the command line's, reported before anything runs
         machine.realize()
+        for spec in qmp_specs:
+            qmp_servers.append(QmpServer(machine, spec).start())
+            while spec.wait and not qmp_servers[-1].wait_for_client(0.5):
+                pass        # QEMU's wait=on: the guest starts when a client connects
         built = True
         from vmforge.debug import start_gdbstub
 
@@ -308,4 +318,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"vmforge run: {_error_text(exc)}", file=sys.stderr)
         return 1
     finally:
+        for server in qmp_servers:
+            server.close()      # the last events (SHUTDOWN) are sent first
         machine.close()
