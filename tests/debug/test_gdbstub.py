@@ -306,3 +306,29 @@ def test_unix_socket(tmp_path: Path) -> None:
     finally:
         stop_vm(v)
     assert not path.exists()
+
+
+def test_step_holds_interrupts_off(vm: Vm) -> None:
+    """A pending, enabled interrupt does not hijack a step (QEMU's default
+    SSTEP_NOIRQ); it is taken once the guest continues."""
+    c = vm.connect()
+    _hello(c)
+    assert c.ask(f"Z0,{RAM + 4:x},4") == "OK"
+    c.send("c")
+    assert c.recv() == "T05thread:1;"
+    assert c.ask(f"z0,{RAM + 4:x},4") == "OK"
+    handler = RAM + 0x24                                       # j .
+    assert c.set_reg(CSR0 + 0x305, handler) == "OK"            # mtvec
+    assert c.set_reg(CSR0 + 0x304, 1 << 1) == "OK"             # mie.SSIE
+    assert c.set_reg(CSR0 + 0x344, 1 << 1) == "OK"             # mip.SSIP pending
+    assert c.set_reg(CSR0 + 0x300, c.reg(CSR0 + 0x300) | 1 << 3) == "OK"   # mstatus.MIE
+    for pc in (RAM + 8, RAM + 0xC, RAM + 0x10):
+        assert c.ask("s") == "T05thread:1;"
+        assert c.reg(PC) == pc
+    assert c.reg(CSR0 + 0x304) == 1 << 1                       # mie as it was
+    c.send("c")
+    time.sleep(0.1)
+    c.send_raw(b"\x03")
+    assert c.recv() == "T02thread:1;"
+    assert c.reg(PC) == handler
+    assert c.reg(CSR0 + 0x342) == 1 << 63 | 1                  # mcause: SSI

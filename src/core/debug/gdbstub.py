@@ -314,13 +314,35 @@ class GdbStub:
         self.machine.resume()
 
     def _step(self, index: int) -> bytes:
+        """One instruction on hart ``index`` with interrupts held off, as QEMU
+        steps by default (``SSTEP_NOIRQ``): a pending timer does not turn every
+        ``stepi`` into a trip to the trap handler."""
         hart = self.harts[index]
-        result = hart.step()
+        mie = hart.csr("mie")
+        masked = mie != 0 and not self._writes_mie(hart)
+        if masked:
+            hart.set_csr("mie", 0)
+        try:
+            result = hart.step()
+        finally:
+            if masked:
+                hart.set_csr("mie", mie)
         if result.reason in (StopReason.EXCEPTION, StopReason.DEVICE_ERROR) \
                 and self._prev_on_stop is not None:
             self._prev_on_stop(hart, result)
         self.g_hart = self.c_hart = index
         return self._stop_reply(SIGTRAP, index)
+
+    def _writes_mie(self, hart: RiscvHart) -> bool:
+        """Whether the instruction at ``hart``'s pc is a CSR instruction on
+        ``mie`` or ``sie`` (then it runs with the enables it sees)."""
+        memory = self.machine.space.memory
+        pa = translate(hart, memory, hart.pc)
+        try:
+            insn = memory.read_u32(pa) if pa is not None else 0
+        except (GuestMemoryError, ValueError):
+            return False
+        return insn & 0x7F == 0x73 and (insn >> 12) & 7 != 0 and insn >> 20 in (0x304, 0x104)
 
     # -- packets (machine thread) ---------------------------------------------------
 
