@@ -1,0 +1,119 @@
+"""KVM exit round trips: a guest at CPL3 doing ``out`` in a loop, each exit handled by
+a Python callback through ``vmforge.accel.kvm`` (``KVM_RUN`` without the GIL, exit
+decoded in Cython), by a plain ``fcntl.ioctl`` loop in Python, and by a C program (the
+floor, ``kvm_exit_loop.c``, built with gcc; KVM ties a VM to its process, so it sets
+up the same guest itself).
+
+Run: ``.venv/bin/python -m pytest benchmarks/bench_kvm.py --benchmark-columns=mean,ops``;
+``extra_info.exits_per_s`` is the figure.  Skips when ``/dev/kvm`` is not usable.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vmforge.accel.kvm import IOCTLS, Kvm, VcpuExit, kvm_available
+from vmforge.accel.kvm.x86 import enter_long_mode, identity_page_tables
+from vmforge.memory import GuestMemory
+from vmforge.testing.oracles import oracle_missing
+
+N = int(os.environ.get("VMFORGE_BENCH_KVM_EXITS", "20000"))
+HERE = Path(__file__).resolve().parent
+
+# 1: out %al, (%dx); jmp 1b  -- at CPL3 with IOPL 3, entered by the host in long mode
+GUEST = bytes([0xEE, 0xEB, 0xFD])
+
+if (_why := kvm_available()) is not None:
+    oracle_missing(_why)
+
+
+@pytest.fixture(scope="module")
+def vcpu():
+    kvm = Kvm()
+    vm = kvm.create_vm()
+    mem = GuestMemory()
+    mem.add_ram(0, 0x200000)
+    mem.write(0x1000, GUEST)
+    cr3 = identity_page_tables(mem, 0x10000)
+    vm.map_memory(mem)
+    v = vm.create_vcpu()
+    v.set_cpuid(kvm.supported_cpuid())
+    enter_long_mode(v, cr3, rip=0x1000, rsp=0x9000, user=True)
+    r = v.get_regs()
+    r.rdx = 0x10
+    v.set_regs(r)
+    yield v
+    vm.close()
+    kvm.close()
+
+
+def test_exits_python_callback(benchmark, rate, vcpu) -> None:
+    class Counter:
+        n = 0
+
+        def pio_out(self, port: int, size: int, value: int) -> None:
+            self.n += 1
+            if self.n == N:
+                vcpu.stop()
+
+    def run() -> None:
+        cb = Counter()
+        assert vcpu.run(cb) is VcpuExit.STOPPED and cb.n == N
+
+    benchmark.group = "KVM port-I/O exits"
+    benchmark(run)
+    rate(N, "exits")
+
+
+def test_exits_fcntl_loop(benchmark, rate, vcpu) -> None:
+    page = mmap.mmap(vcpu.fd, vcpu.vm.kvm.vcpu_mmap_size)
+    KVM_RUN = IOCTLS["KVM_RUN"]
+    fd = vcpu.fd
+    ioctl = fcntl.ioctl
+    unpack = struct.unpack_from
+
+    def run() -> None:
+        for _ in range(N):
+            ioctl(fd, KVM_RUN, 0)
+            reason, = unpack("<I", page, 8)
+            _direction, _size, port = unpack("<BBH", page, 32)
+            if reason != 2 or port != 0x10:
+                raise AssertionError(f"exit {reason}, port {port:#x}")
+
+    benchmark.group = "KVM port-I/O exits"
+    benchmark(run)
+    rate(N, "exits")
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def c_loop(tmp_path_factory) -> str:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        oracle_missing("gcc is not installed (Debian package gcc)")
+    exe = tmp_path_factory.mktemp("kvm-c") / "kvm_exit_loop"
+    subprocess.run([gcc, "-O2", "-o", str(exe), str(HERE / "kvm_exit_loop.c")], check=True)
+    return str(exe)
+
+
+def test_exits_c_loop(benchmark, c_loop) -> None:
+    seen = []
+
+    def run() -> None:
+        out = subprocess.run([c_loop, str(N)], check=True, capture_output=True, text=True)
+        exits, ns = map(int, out.stdout.split())
+        assert exits == N
+        seen.append(ns)
+
+    benchmark.group = "KVM port-I/O exits"
+    benchmark(run)
+    # the program's own clock, without process start-up
+    benchmark.extra_info["exits_per_s"] = round(N / (min(seen) / 1e9))
