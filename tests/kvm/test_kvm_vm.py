@@ -138,3 +138,47 @@ def test_instruction_fetch_from_mmio_raises_with_registers(vm, guest):
     assert err.suberror is not None and err.suberror >= 1
     assert err.regs is not None and err.regs.rip == 0
     assert "KVM_EXIT_INTERNAL_ERROR" in str(err) and "suberror=" in str(err)
+
+
+def test_halt_callback_resumes_and_pre_post_run_frame_each_entry(vm, guest):
+    vcpu, _ = boot_real(vm, guest("hlt2.S"))
+    events = []
+
+    class Cb:
+        def pre_run(self, v):
+            events.append("pre")
+
+        def post_run(self, v):
+            events.append("post")
+
+        def pio_out(self, port, size, value):
+            events.append(value)
+
+        def halt(self, v):
+            events.append("hlt")
+            return events.count("hlt") < 3        # resume twice, then end the run
+
+    assert vcpu.run(Cb()) is VcpuExit.HLT
+    assert events == ["pre", "post", "hlt", "pre", "post", 1, "pre", "post", "hlt",
+                      "pre", "post", 2, "pre", "post", "hlt"]
+    assert vcpu.exits == 5
+
+
+def test_ctrl_c_interrupts_run_on_the_main_thread(vm, guest):
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach Python handlers on the main thread only")
+    vm.create_irqchip()
+    vcpu, _ = boot_real(vm, guest("irq.S"))       # sti; hlt forever, in the kernel
+    main = threading.main_thread().ident
+    timer = threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            vcpu.run(Recorder())
+    finally:
+        timer.cancel()
+    # the vCPU can run again afterwards (and be stopped)
+    vcpu.stop()
+    assert vcpu.run(Recorder()) is VcpuExit.STOPPED
