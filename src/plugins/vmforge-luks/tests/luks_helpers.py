@@ -12,7 +12,7 @@ from vmforge_luks import Luks
 
 PASSPHRASE = "correct horse battery staple"
 #: create options for quick tests: the passphrase, 1 ms of PBKDF2 (1000 iterations)
-KIT_OPTIONS: dict[str, Any] = {"key_secret": PASSPHRASE, "iter_time": 1}
+KIT_OPTIONS: dict[str, Any] = {"passphrase": PASSPHRASE, "iter_time": 1}
 SECRET = f"secret,id=sec0,data={PASSPHRASE}"
 
 
@@ -23,7 +23,7 @@ def with_passphrase(passphrase: str = PASSPHRASE) -> type[Luks]:
     class KitLuks(Luks):
         @classmethod
         def open(cls, path: str, *, readonly: bool = True, **options: Any) -> KitLuks:
-            options.setdefault("key_secret", passphrase)
+            options.setdefault("passphrase", passphrase)
             return super().open(path, readonly=readonly, **options)
 
     return KitLuks

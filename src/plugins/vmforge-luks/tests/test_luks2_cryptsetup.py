@@ -59,7 +59,7 @@ def test_reads_and_writes_cryptsetup_images(tmp_path: Path, args: tuple[str, ...
     img, key = _format(tmp_path, *args, "--sector-size", str(sector))
     data = pattern(MiB, 1)
     _encrypt_into(img, key, cipher, mode, sector, data)
-    with Luks.open(str(img), readonly=False, key_secret=PASS) as drv:
+    with Luks.open(str(img), readonly=False, passphrase=PASS) as drv:
         assert drv.size == 4 * MiB and drv.granularity == sector
         assert drv.read(0, MiB) == data and drv.read(5, 3) == data[5:8]
         info = drv.info().format_specific
@@ -69,7 +69,7 @@ def test_reads_and_writes_cryptsetup_images(tmp_path: Path, args: tuple[str, ...
         0, img.read_bytes()[DATA_OFFSET:DATA_OFFSET + 2 * MiB])
     assert plain[MiB - 7:MiB + 8] == b"across a sector" and plain[:MiB - 7] == data[:-7]
     with pytest.raises(BlockError, match="invalid passphrase"):
-        Luks.open(str(img), key_secret="wrong")
+        Luks.open(str(img), passphrase="wrong")
 
 
 def test_second_key_slot_and_second_header_copy(tmp_path: Path) -> None:
@@ -81,16 +81,16 @@ def test_second_key_slot_and_second_header_copy(tmp_path: Path) -> None:
         "pbkdf2", "--pbkdf-force-iterations", "1000", str(img), str(other))
     data = pattern(65536, 2)
     _encrypt_into(img, key, "aes", "xts-plain64", 512, data)
-    with Luks.open(str(img), key_secret="second passphrase") as drv:
+    with Luks.open(str(img), passphrase="second passphrase") as drv:
         assert drv.slot == 1 and drv.read(0, 65536) == data
     broken = tmp_path / "broken.img"
     shutil.copyfile(img, broken)
     patch_file(broken, 4096 + 10, b"X")   # the first copy's JSON: its checksum fails
-    with Luks.open(str(broken), key_secret=PASS) as drv:
+    with Luks.open(str(broken), passphrase=PASS) as drv:
         assert drv.header.at == 16384 and drv.read(0, 65536) == data
     patch_file(broken, 16384 + 4096 + 10, b"X")   # and the second's
     with pytest.raises(CorruptImageError, match="no header copy is intact"):
-        Luks.open(str(broken), key_secret=PASS)
+        Luks.open(str(broken), passphrase=PASS)
 
 
 def test_fuzz_both_header_copies(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_fuzz_both_header_copies(tmp_path: Path) -> None:
     class Opened(Luks):
         @classmethod
         def open(cls, path: str, *, readonly: bool = True, **options: object) -> Luks:
-            return Luks.open(path, readonly=readonly, key_secret=PASS)
+            return Luks.open(path, readonly=readonly, passphrase=PASS)
 
     outcomes = fuzz(Opened, seed, tmp_path / "bad.img",
                     lambda k, data: flip_bits(data, hot, 1 + k % 4, rng), rounds=80)

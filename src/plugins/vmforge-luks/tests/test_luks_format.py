@@ -14,7 +14,7 @@ from luks_helpers import PASSPHRASE
 
 from vmforge.block.driver import BlockError, CorruptImageError
 from vmforge.testing.corrupt import flip_bits, fuzz, patch_file
-from vmforge.testing.qemu_tools import pattern
+from vmforge.testing.qemu_tools import pattern, vmforge_img
 from vmforge_luks import Luks
 from vmforge_luks.ciphers import af_merge, af_split
 
@@ -22,7 +22,7 @@ MiB = 1 << 20
 
 
 def _make(path: Path, size: int = MiB, **opts: object) -> Path:
-    Luks.create(str(path), size, key_secret=PASSPHRASE, iter_time=1, **opts)
+    Luks.create(str(path), size, passphrase=PASSPHRASE, iter_time=1, **opts)
     return path
 
 
@@ -54,9 +54,9 @@ def test_other_choices_round_trip_or_are_refused(tmp_path: Path, opts: dict[str,
         return
     _make(img, **opts)
     data = pattern(70001, 5)
-    with Luks.open(str(img), readonly=False, key_secret=PASSPHRASE) as drv:
+    with Luks.open(str(img), readonly=False, passphrase=PASSPHRASE) as drv:
         drv.write(333, data)
-    with Luks.open(str(img), key_secret=PASSPHRASE.encode()) as drv:
+    with Luks.open(str(img), passphrase=PASSPHRASE.encode()) as drv:
         assert drv.read(333, len(data)) == data and drv.read(0, 333) == bytes(333)
 
 
@@ -69,7 +69,7 @@ def test_ciphers_the_library_lacks_are_refused(tmp_path: Path, cipher: str) -> N
 def test_wrong_and_missing_passphrase(tmp_path: Path) -> None:
     img = _make(tmp_path / "p.luks")
     with pytest.raises(BlockError, match="invalid passphrase") as info:
-        Luks.open(str(img), key_secret="not it")
+        Luks.open(str(img), passphrase="not it")
     assert "p.luks" in str(info.value)
     with pytest.raises(BlockError, match="needs its passphrase"):
         Luks.open(str(img))
@@ -77,13 +77,25 @@ def test_wrong_and_missing_passphrase(tmp_path: Path) -> None:
         Luks.create(str(tmp_path / "n.luks"), MiB, iter_time=1)
 
 
+def test_a_secret_name_is_never_taken_for_the_passphrase(tmp_path: Path) -> None:
+    # QEMU's key-secret=ID names a secret object: until vmforge img resolves it, it is
+    # refused, on the command line as in Python, and no image is made
+    img = tmp_path / "s.luks"
+    r = vmforge_img("create", "-f", "luks", "-o", "key-secret=sec0", str(img), "1M",
+                    check=False)
+    assert r.returncode != 0 and "secret object" in r.stderr and not img.exists()
+    _make(img)
+    with pytest.raises(BlockError, match="give the secret's data as the option passphrase"):
+        Luks.open(str(img), key_secret="sec0")
+
+
 def test_keys_never_shown(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     img = _make(tmp_path / "k.luks")
-    with Luks.open(str(img), key_secret=PASSPHRASE) as drv:
+    with Luks.open(str(img), passphrase=PASSPHRASE) as drv:
         shown = repr(drv) + str(drv.info().to_json()) + str(vars(drv))
     with pytest.raises(BlockError) as info:
-        Luks.open(str(img), key_secret=PASSPHRASE + "x")
+        Luks.open(str(img), passphrase=PASSPHRASE + "x")
     shown += str(info.value) + caplog.text
     assert PASSPHRASE not in shown and "horse" not in shown
 
@@ -101,12 +113,12 @@ def test_mislabelled_and_foreign_files_refused(tmp_path: Path) -> None:
     img = _make(tmp_path / "v.luks")
     patch_file(img, 6, b"\0\2")   # a LUKS1 header called version 2: no LUKS2 header size
     with pytest.raises(CorruptImageError, match="header size") as info:
-        Luks.open(str(img), key_secret=PASSPHRASE)
+        Luks.open(str(img), passphrase=PASSPHRASE)
     assert info.value.table == "LUKS2 header" and info.value.offset == 8
     other = tmp_path / "x.raw"
     other.write_bytes(bytes(4096))
     with pytest.raises(BlockError, match="not in LUKS format"):
-        Luks.open(str(other), key_secret=PASSPHRASE)
+        Luks.open(str(other), passphrase=PASSPHRASE)
 
 
 @pytest.mark.parametrize("at,value,match", [
@@ -123,7 +135,7 @@ def test_corrupt_fields_name_file_and_offset(tmp_path: Path, at: int, value: byt
     img = _make(tmp_path / "c.luks")
     patch_file(img, at, value)
     with pytest.raises(CorruptImageError, match=match) as info:
-        Luks.open(str(img), key_secret=PASSPHRASE)
+        Luks.open(str(img), passphrase=PASSPHRASE)
     assert info.value.offset is not None and at - 44 <= info.value.offset <= at
     assert "c.luks" in str(info.value)
 
@@ -136,7 +148,7 @@ def test_fuzz_header_and_key_material(tmp_path: Path) -> None:
     class Opened(Luks):
         @classmethod
         def open(cls, path: str, *, readonly: bool = True, **options: object) -> Luks:
-            return Luks.open(path, readonly=readonly, key_secret=PASSPHRASE)
+            return Luks.open(path, readonly=readonly, passphrase=PASSPHRASE)
 
     outcomes = fuzz(Opened, seed, tmp_path / "bad.luks",
                     lambda k, data: flip_bits(data, hot, 1 + k % 2, rng), rounds=120)

@@ -63,7 +63,7 @@ def test_reads_what_qemu_img_made(tmp_path: Path,
     for k, (off, data) in enumerate(_writes()):   # qemu-io writes its patterns
         qemu_io_luks(img, f"write -P {0x41 + k} {off} {len(data)}")
     theirs = qemu_to_raw(img, tmp_path / "q.raw")
-    with Luks.open(str(img), key_secret=PASSPHRASE) as drv:
+    with Luks.open(str(img), passphrase=PASSPHRASE) as drv:
         # byte for byte, unwritten sectors too (qemu-img leaves them the decryption of zeros)
         assert drv.read(0, drv.size) == theirs
         assert theirs[511:511 + 4097] == bytes([0x42]) * 4097
@@ -78,9 +78,9 @@ def test_reads_what_qemu_img_made(tmp_path: Path,
 def test_qemu_reads_and_writes_what_vmforge_made(
         tmp_path: Path, combo: tuple[str, str, str | None, str | None, str]) -> None:
     img = tmp_path / "o.luks"
-    Luks.create(str(img), 4 * MiB, key_secret=PASSPHRASE, iter_time=1, **_opts(combo))
+    Luks.create(str(img), 4 * MiB, passphrase=PASSPHRASE, iter_time=1, **_opts(combo))
     model = bytearray(4 * MiB)
-    with Luks.open(str(img), readonly=False, key_secret=PASSPHRASE) as drv:
+    with Luks.open(str(img), readonly=False, passphrase=PASSPHRASE) as drv:
         for off, data in _writes():
             drv.write(off, data)
             model[off:off + len(data)] = data
@@ -93,13 +93,13 @@ def test_qemu_reads_and_writes_what_vmforge_made(
     qemu_io_luks(img, "write -P 0x77 1000 3000", f"write -P 0x78 {4 * MiB - 513} 513")
     model[1000:4000] = b"\x77" * 3000
     model[4 * MiB - 513:] = b"\x78" * 513
-    with Luks.open(str(img), key_secret=PASSPHRASE) as drv:
+    with Luks.open(str(img), passphrase=PASSPHRASE) as drv:
         assert drv.read(0, drv.size) == model
 
 
 def test_qemu_img_refuses_a_wrong_passphrase_as_we_do(tmp_path: Path) -> None:
     img = tmp_path / "o.luks"
-    Luks.create(str(img), MiB, key_secret=PASSPHRASE, iter_time=1)
+    Luks.create(str(img), MiB, passphrase=PASSPHRASE, iter_time=1)
     r = run("qemu-io", "--object", "secret,id=bad,data=nope", "--image-opts",
             f"driver=luks,key-secret=bad,file.filename={img}", "-c", "read 0 512",
             check=False)
@@ -109,8 +109,8 @@ def test_qemu_img_refuses_a_wrong_passphrase_as_we_do(tmp_path: Path) -> None:
 
 def test_resize_grows_with_zeros(tmp_path: Path) -> None:
     img = tmp_path / "o.luks"
-    Luks.create(str(img), MiB, key_secret=PASSPHRASE, iter_time=1)
-    with Luks.open(str(img), readonly=False, key_secret=PASSPHRASE) as drv:
+    Luks.create(str(img), MiB, passphrase=PASSPHRASE, iter_time=1)
+    with Luks.open(str(img), readonly=False, passphrase=PASSPHRASE) as drv:
         drv.write(MiB - 5, b"tail!")
         drv.truncate(3 * MiB)
     out = qemu_to_raw(img, tmp_path / "q.raw")

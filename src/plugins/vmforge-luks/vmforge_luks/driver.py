@@ -13,9 +13,11 @@ Layout (LUKS1 on-disk format 1.2; integers big-endian)::
              (sector numbers from 0 at the material)
     payload  the disk, sector by sector, sector n encrypted with the IV of n
 
-The passphrase is the open and create option ``key_secret`` (its data, str or
-bytes: ``vmforge img`` resolves QEMU's ``--object secret,id=...`` and
-``key-secret=ID`` to it). It and the keys are never logged nor put in errors.
+The passphrase is the open and create option ``passphrase`` (str or bytes).
+QEMU's ``key-secret`` names a secret object instead; a front end resolves it
+(``--object secret,id=ID,data=...``) and passes the data as ``passphrase``.
+``key_secret`` itself is refused, so that a secret's name is never taken for
+the passphrase. The passphrase and the keys are never logged nor put in errors.
 
 Unlike qemu-img, ``create`` fills the payload with encrypted zeros
 (``zero_fill``, on by default), so that a new image reads as zeros, as
@@ -184,14 +186,17 @@ class Header:
 
 
 def _passphrase(options: dict[str, Any], path: str) -> bytes:
-    secret = options.get("key_secret", options.get("key-secret"))
+    if "key_secret" in options or "key-secret" in options:
+        raise BlockError("key-secret names a secret object, which this front end cannot "
+                         "resolve: give the secret's data as the option passphrase", path)
+    secret = options.get("passphrase")
     if secret is None:
-        raise BlockError("a LUKS image needs its passphrase: the option key_secret", path)
+        raise BlockError("a LUKS image needs its passphrase: the option passphrase", path)
     if isinstance(secret, str):
         return secret.encode()
     if isinstance(secret, bytes | bytearray | memoryview):
         return bytes(secret)
-    raise BlockError("the option key_secret must be str or bytes", path)
+    raise BlockError("the option passphrase must be str or bytes", path)
 
 
 class Luks(FileImage):
@@ -200,8 +205,8 @@ class Luks(FileImage):
     format_name = "luks"
     granularity = SECTOR
     create_options = {
-        "key_secret": CreateOption("key_secret", str, None,
-                                   "the passphrase of key slot 0 (the secret's data)"),
+        "passphrase": CreateOption("passphrase", str, None,
+                                   "the passphrase of key slot 0 (a secret's data)"),
         "cipher_alg": CreateOption("cipher_alg", str, "aes-256",
                                    "cipher and key size: aes-128, aes-192, aes-256, cast5-128"),
         "cipher_mode": CreateOption("cipher_mode", str, "xts", "chaining mode",
@@ -266,6 +271,8 @@ class Luks(FileImage):
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:
+        if "key_secret" in options or "key-secret" in options:
+            _passphrase(options, path)   # refused, saying why
         opts = cls.parse_create_options(options)   # ValueError naming an unknown option
         passphrase = _passphrase(opts, path)
         header, key = _new_header(path, opts, size)
