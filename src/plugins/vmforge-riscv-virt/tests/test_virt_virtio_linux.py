@@ -228,7 +228,7 @@ def test_virtio_pci_disk_and_rng_behind_the_ecam_host(tmp_path: Path, fmt: str) 
         m.stop()
 
 
-@pytest.mark.parametrize("fmt", ["vdi", "vpc", "qed", "qcow", "parallels"])
+@pytest.mark.parametrize("fmt", ["vdi", "vpc", "qed", "qcow", "parallels", "vmdk", "vhdx"])
 def test_guest_disk_in_every_writable_format(tmp_path: Path, fmt: str) -> None:
     """A disk image of each writable format plugin, made by qemu-img, carries the
     guest's writes; qemu-img reads back what the guest wrote."""
