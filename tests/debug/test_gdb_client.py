@@ -4,12 +4,13 @@ against QEMU's gdbstub: the same stops, the same register and memory values."""
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from gdbkit import VMFORGE, free_port, gdb_session
+from gdbkit import VMFORGE, assemble, free_port, gdb_session, wait_until
 
 from vmforge.testing.oracles import require_program
 
@@ -218,3 +219,77 @@ def test_port_in_use_is_a_cli_error(tmp_path: Path) -> None:
                               text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 1
     assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr
+
+
+WATCH_SCRIPT = """
+set pagination off
+set confirm off
+set tcp connect-timeout 30
+file {elf}
+target remote 127.0.0.1:{port}
+set can-use-hw-watchpoints 0
+watch counter
+continue
+continue
+p counter
+kill
+"""
+
+
+def test_software_watchpoints(tmp_path: Path) -> None:
+    """The hart has no data triggers (Z2-Z4 are answered empty); gdb's own
+    watchpoints, which single-step, work."""
+    elf = _build(tmp_path)
+    port = free_port()
+    out, vm = gdb_session(tmp_path, WATCH_SCRIPT.format(elf=elf, port=port),
+                          [*VMFORGE, "run", "-M", "riscv-virt", "-bios", "none", "-kernel",
+                           str(elf), "-S", "-gdb", f"tcp:127.0.0.1:{port}", "-serial", "none",
+                           "--timeout", "100"], "watch")
+    assert "Old value = 0\nNew value = 1\nadd_one (v=1)" in out, out
+    assert "Old value = 1\nNew value = 3\nadd_one (v=2)" in out, out
+    assert "$1 = 3" in out and vm.returncode == 0
+
+
+SPIN = """
+    .option norvc
+    li t0, 0x10000000
+    li t1, 0x52
+    sb t1, 0(t0)
+    li t1, 0x0a
+    sb t1, 0(t0)
+1:  j 1b
+"""
+
+
+def test_ctrl_c_in_gdb_interrupts_the_guest(tmp_path: Path) -> None:
+    gdb = require_program("gdb-multiarch", "gdb-multiarch")
+    image = tmp_path / "spin.bin"
+    image.write_bytes(assemble(SPIN, tmp_path))
+    console = tmp_path / "console.txt"
+    port = free_port()
+    (tmp_path / "c.gdb").write_text(
+        "set pagination off\nset confirm off\nset architecture riscv:rv64\n"
+        f"set tcp connect-timeout 30\ntarget remote 127.0.0.1:{port}\ncontinue\n"
+        "p/x $pc\ninfo registers priv\nkill\n")
+    vm = subprocess.Popen([*VMFORGE, "run", "-M", "riscv-virt", "-bios", "none", "-kernel",
+                           str(image), "-S", "-gdb", f"tcp:127.0.0.1:{port}", "-serial",
+                           f"file:{console}", "--timeout", "100"], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = subprocess.Popen([gdb, "-batch", "-nx", "-x", str(tmp_path / "c.gdb")],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        # the guest prints R once gdb has continued it (a line: the file is flushed)
+        assert wait_until(lambda: console.exists() and b"R" in console.read_bytes(), 60)
+        client.send_signal(signal.SIGINT)
+        out, _ = client.communicate(timeout=60)
+        _, err = vm.communicate(timeout=60)
+    finally:
+        for proc in (client, vm):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "Program received signal SIGINT, Interrupt." in out, out
+    assert "$1 = 0x80000014" in out, out                     # the j . after the stores
+    assert "prv:3 [Machine]" in out
+    assert vm.returncode == 0 and "Traceback" not in err
