@@ -419,6 +419,9 @@ class QmpServer:
         except QmpError as exc:
             reply = _error(exc.desc, exc.cls)
             return {"id": ident, **reply} if has_id else reply
+        except Exception as exc:  # a broken command never stops the machine
+            reply = _error(str(exc) or type(exc).__name__)
+            return {"id": ident, **reply} if has_id else reply
         out: dict[str, Any] = {"return": result}
         if has_id:
             out["id"] = ident

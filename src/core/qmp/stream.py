@@ -12,6 +12,7 @@ nesting depth of 1024.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 __all__ = ["MAX_NESTING", "MAX_TOKEN_SIZE", "JsonStreamer"]
@@ -21,6 +22,8 @@ MAX_NESTING = 1 << 10
 _SPACE = frozenset(b" \t\r\n")
 #: characters that end a bare token (a number, true/false/null) at the top level
 _DELIMS = frozenset(b" \t\r\n{}[]:,\"'")
+#: the bytes that end a run of plain string content
+_STRING_STOP = re.compile(rb"[\"'\\\x00-\x1f]")
 
 
 class JsonStreamer:
@@ -34,23 +37,54 @@ class JsonStreamer:
         self._quote = 0            # the open string's quote byte, 0 outside strings
         self._escape = False
         self._recovering = False   # skipping after a stray byte, as QEMU's lexer does
+        self._overflow = False     # the value passed MAX_TOKEN_SIZE: dropped, then reported
 
     def feed(self, data: bytes) -> list[tuple[Any, str | None]]:
         out: list[tuple[Any, str | None]] = []
-        for byte in data:
-            self._byte(byte, out)
+        i, n = 0, len(data)
+        while i < n:
+            if self._quote and not self._escape:
+                # inside a string: copy up to the next byte that matters in one go
+                m = _STRING_STOP.search(data, i)
+                end = m.start() if m else n
+                if end > i:
+                    self._extend(data[i:end])
+                    i = end
+                    continue
+            self._byte(data[i], out)
+            i += 1
         return out
 
     def _reset(self) -> None:
         self._buf.clear()
+        self._overflow = False
         self._depth_brace = self._depth_bracket = 0
         self._quote = 0
         self._escape = False
 
     def _emit(self, out: list[tuple[Any, str | None]]) -> None:
-        text = bytes(self._buf)
+        text, overflow = bytes(self._buf), self._overflow
         self._reset()
-        out.append(_parse(text))
+        out.append((None, "JSON token size limit exceeded") if overflow else _parse(text))
+
+    def _append(self, byte: int) -> None:
+        if self._overflow:
+            return
+        self._buf.append(byte)
+        if len(self._buf) > MAX_TOKEN_SIZE:
+            self._overflow = True     # the rest of the value is only followed, not kept
+            self._buf.clear()
+
+    def _extend(self, chunk: bytes) -> None:
+        if self._overflow:
+            return
+        self._buf += chunk
+        if len(self._buf) > MAX_TOKEN_SIZE:
+            self._overflow = True
+            self._buf.clear()
+
+    def _started(self) -> bool:
+        return bool(self._buf) or self._overflow
 
     def _byte(self, byte: int, out: list[tuple[Any, str | None]]) -> None:
         if self._recovering:
@@ -62,7 +96,7 @@ class JsonStreamer:
             else:
                 return
         if self._quote:
-            self._buf.append(byte)
+            self._append(byte)
             if self._escape:
                 self._escape = False
             elif byte == 0x5C:                       # backslash
@@ -74,10 +108,9 @@ class JsonStreamer:
             elif byte < 0x20:                        # a control byte inside a string
                 self._reset()
                 out.append((None, "JSON parse error, invalid string"))
-            self._check_size(out)
             return
         if byte in _SPACE:
-            if self._buf and self._top_level():      # the end of a bare top-level token
+            if self._started() and self._top_level():  # the end of a bare top-level token
                 self._emit(out)
             return
         if byte < 0x20 or byte >= 0x80:               # outside strings: stray
@@ -86,9 +119,9 @@ class JsonStreamer:
             self._recovering = True
             out.append((None, f"JSON parse error, stray '{stray}'"))
             return
-        if self._buf and self._top_level() and byte in _DELIMS:
+        if self._started() and self._top_level() and byte in _DELIMS:
             self._emit(out)                          # "1{" : the bare token ends first
-        self._buf.append(byte)
+        self._append(byte)
         if byte in b"\"'":
             self._quote = byte
         elif byte == 0x7B:
@@ -107,16 +140,9 @@ class JsonStreamer:
         unbalanced = self._depth_brace < 0 or self._depth_bracket < 0
         if byte in b"}]" and (closed or unbalanced):
             self._emit(out)
-            return
-        self._check_size(out)
 
     def _top_level(self) -> bool:
         return self._depth_brace == 0 and self._depth_bracket == 0
-
-    def _check_size(self, out: list[tuple[Any, str | None]]) -> None:
-        if len(self._buf) > MAX_TOKEN_SIZE:
-            self._reset()
-            out.append((None, "JSON token size limit exceeded"))
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
