@@ -51,7 +51,7 @@ cdef extern from "<linux/kvm.h>" nogil:
     const unsigned long KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS
     const unsigned long KVM_GET_FPU, KVM_SET_FPU, KVM_GET_MSRS, KVM_SET_MSRS, KVM_SET_CPUID2
     const unsigned long KVM_GET_CPUID2, KVM_GET_LAPIC, KVM_SET_LAPIC
-    const unsigned long KVM_GET_MP_STATE, KVM_SET_MP_STATE
+    const unsigned long KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_SET_GUEST_DEBUG
     const int KVM_API_VERSION
 
     const int KVM_EXIT_UNKNOWN, KVM_EXIT_EXCEPTION, KVM_EXIT_IO, KVM_EXIT_HYPERCALL
@@ -65,6 +65,8 @@ cdef extern from "<linux/kvm.h>" nogil:
     const int KVM_IOEVENTFD_FLAG_DEASSIGN
     const int KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE
     const int KVM_PIT_SPEAKER_DUMMY
+    const int KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP
+    const int KVM_GUESTDBG_USE_SW_BP
 
     const int KVM_CAP_IRQCHIP, KVM_CAP_USER_MEMORY, KVM_CAP_SET_TSS_ADDR
     const int KVM_CAP_EXT_CPUID, KVM_CAP_NR_VCPUS, KVM_CAP_MAX_VCPUS, KVM_CAP_NR_MEMSLOTS
@@ -160,6 +162,13 @@ cdef extern from "<linux/kvm.h>" nogil:
     struct kvm_mp_state:
         uint32_t mp_state
 
+    struct kvm_guest_debug_arch:
+        uint64_t debugreg[8]
+
+    struct kvm_guest_debug:
+        uint32_t control
+        kvm_guest_debug_arch arch
+
     # kvm_run: the anonymous union's members are reached by name only
     struct _kvm_hw:
         uint64_t hardware_exit_reason
@@ -232,6 +241,7 @@ IOCTLS = {
     "KVM_SET_CPUID2": KVM_SET_CPUID2, "KVM_GET_CPUID2": KVM_GET_CPUID2,
     "KVM_GET_LAPIC": KVM_GET_LAPIC, "KVM_SET_LAPIC": KVM_SET_LAPIC,
     "KVM_GET_MP_STATE": KVM_GET_MP_STATE, "KVM_SET_MP_STATE": KVM_SET_MP_STATE,
+    "KVM_SET_GUEST_DEBUG": KVM_SET_GUEST_DEBUG,
 }
 
 #: sizes of the structures the ioctls carry (what the numbers encode)
@@ -245,7 +255,7 @@ SIZES = {
     "kvm_msr_entry": sizeof(kvm_msr_entry), "kvm_msr_list": sizeof(kvm_msr_list),
     "kvm_cpuid2": sizeof(kvm_cpuid2), "kvm_cpuid_entry2": sizeof(kvm_cpuid_entry2),
     "kvm_lapic_state": sizeof(kvm_lapic_state), "kvm_mp_state": sizeof(kvm_mp_state),
-    "kvm_run": sizeof(kvm_run),
+    "kvm_guest_debug": sizeof(kvm_guest_debug), "kvm_run": sizeof(kvm_run),
 }
 
 EXIT_NAMES = {
@@ -279,6 +289,10 @@ IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO
 IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN
 IRQFD_FLAG_DEASSIGN = KVM_IRQFD_FLAG_DEASSIGN
 IRQFD_FLAG_RESAMPLE = KVM_IRQFD_FLAG_RESAMPLE
+GUESTDBG_ENABLE = KVM_GUESTDBG_ENABLE
+GUESTDBG_SINGLESTEP = KVM_GUESTDBG_SINGLESTEP
+GUESTDBG_USE_HW_BP = KVM_GUESTDBG_USE_HW_BP
+GUESTDBG_USE_SW_BP = KVM_GUESTDBG_USE_SW_BP
 EXIT_IO = KVM_EXIT_IO
 EXIT_MMIO = KVM_EXIT_MMIO
 EXIT_HLT = KVM_EXIT_HLT
@@ -614,6 +628,19 @@ def set_mp_state(int fd, uint32_t state):
     cdef kvm_mp_state s
     s.mp_state = state
     _check(ioctl(fd, KVM_SET_MP_STATE, &s), "KVM_SET_MP_STATE")
+
+
+def set_guest_debug(int fd, uint32_t control, debugreg=None):
+    """``KVM_SET_GUEST_DEBUG``: ``control`` flags, the eight debug registers (DR0-DR7,
+    4 and 5 unused) for hardware breakpoints."""
+    cdef kvm_guest_debug g
+    cdef int i
+    memset(&g, 0, sizeof(g))
+    g.control = control
+    if debugreg is not None:
+        for i in range(8):
+            g.arch.debugreg[i] = debugreg[i]
+    _check(ioctl(fd, KVM_SET_GUEST_DEBUG, &g), "KVM_SET_GUEST_DEBUG")
 
 
 # -- the kick signal ----------------------------------------------------------------------

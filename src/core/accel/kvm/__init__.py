@@ -436,6 +436,31 @@ class Vcpu(_Fd):
     def set_mp_state(self, state: int) -> None:
         self._call("KVM_SET_MP_STATE", _kvm.set_mp_state, state)
 
+    def set_guest_debug(self, enable: bool = True, single_step: bool = False,
+                        hw_breakpoints: Iterable[int] = (), sw_breakpoints: bool = False
+                        ) -> None:
+        """``KVM_SET_GUEST_DEBUG``: single-stepping, up to four hardware execution
+        breakpoints, and ``int3`` as a breakpoint for the host (``sw_breakpoints``);
+        each stop is a ``debug(vcpu, info)`` callback (``info`` has ``exception``,
+        ``pc``, ``dr6``, ``dr7``)."""
+        bps = list(hw_breakpoints)
+        if len(bps) > 4:
+            raise ValueError("x86 has four hardware breakpoints")
+        control = 0
+        dregs = [0] * 8
+        if enable:
+            control = _kvm.GUESTDBG_ENABLE
+            if single_step:
+                control |= _kvm.GUESTDBG_SINGLESTEP
+            if sw_breakpoints:
+                control |= _kvm.GUESTDBG_USE_SW_BP
+            if bps:
+                control |= _kvm.GUESTDBG_USE_HW_BP
+                for i, addr in enumerate(bps):
+                    dregs[i] = addr
+                    dregs[7] |= 1 << (2 * i)        # local enable, execute, 1 byte
+        self._call("KVM_SET_GUEST_DEBUG", _kvm.set_guest_debug, control, dregs)
+
     # -- running -----------------------------------------------------------------------
 
     @property
