@@ -1,13 +1,16 @@
-"""LUKS2 images made by cryptsetup (luksFormat writes the header and key slots;
-the data is written here with the volume key cryptsetup dumps, since
-activating needs device-mapper): vmforge unlocks them with PBKDF2, argon2i and
-argon2id key slots, 512 and 4096-byte sectors, reads and writes the data, and
-falls back to the second header copy."""
+"""LUKS2 against cryptsetup. Images cryptsetup made (luksFormat writes the header
+and key slots; the data is written here with the volume key cryptsetup dumps,
+since activating needs device-mapper): vmforge unlocks them with PBKDF2,
+argon2i and argon2id key slots, 512 and 4096-byte sectors, reads and writes the
+data, and falls back to the second header copy. Images vmforge made: cryptsetup
+dumps them, accepts the passphrase and no other, and finds the volume key that
+decrypts vmforge's data."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +115,33 @@ def test_fuzz_both_header_copies(tmp_path: Path) -> None:
     outcomes = fuzz(Opened, seed, tmp_path / "bad.img",
                     lambda k, data: flip_bits(data, hot, 1 + k % 4, rng), rounds=80)
     assert outcomes["refused"] > 10 and outcomes["opened"] > 10, outcomes
+
+
+@pytest.mark.parametrize("opts", [
+    {"kdf": "pbkdf2", "sector_size": 512},
+    {"kdf": "argon2id", "sector_size": 4096, "argon2_memory": 16384},
+    {"kdf": "argon2i", "sector_size": 4096, "argon2_memory": 8192, "cipher_alg": "aes-128",
+     "cipher_mode": "cbc", "ivgen_alg": "essiv"},
+], ids=["pbkdf2-512", "argon2id-4096", "argon2i-aes128-cbc-essiv"])
+def test_cryptsetup_accepts_what_vmforge_made(tmp_path: Path, opts: dict[str, Any]) -> None:
+    img = tmp_path / "ours.img"
+    Luks.create(str(img), 2 * MiB, passphrase=PASS, luks_version=2, iter_time=1, **opts)
+    data = pattern(300000, 6)
+    with Luks.open(str(img), readonly=False, passphrase=PASS) as drv:
+        drv.write(777, data)
+        payload, cipher, mode = drv.payload, drv.header.cipher, drv.header.mode
+    dump = run("cryptsetup", "luksDump", str(img)).stdout
+    assert "Version:       \t2" in dump and f"sector: {opts['sector_size']} [bytes]" in dump
+    keyfile, bad = tmp_path / "key", tmp_path / "bad"
+    keyfile.write_text(PASS)
+    bad.write_text(PASS + "!")
+    run("cryptsetup", "open", "--test-passphrase", "--key-file", str(keyfile), str(img))
+    assert run("cryptsetup", "open", "--test-passphrase", "--key-file", str(bad), str(img),
+               check=False).returncode != 0
+    vk = tmp_path / "vk"
+    run("cryptsetup", "luksDump", "-q", "--dump-volume-key", "--key-file", str(keyfile),
+        "--volume-key-file", str(vk), str(img))
+    # the data, decrypted with the volume key cryptsetup found in the key slot
+    raw = img.read_bytes()[payload:payload + 2 * MiB]
+    plain = SectorCipher(cipher, mode, vk.read_bytes(), opts["sector_size"]).decrypt(0, raw)
+    assert plain[777:777 + len(data)] == data and not any(plain[777 + len(data):])

@@ -20,3 +20,7 @@ class TestLuksConformance(BlockDriverConformance):
 class TestLuksCbcEssivConformance(TestLuksConformance):
     create_kwargs = {**KIT_OPTIONS, "cipher_alg": "aes-128", "cipher_mode": "cbc",
                      "ivgen_alg": "essiv", "hash_alg": "sha1"}
+
+
+class TestLuks2Conformance(TestLuksConformance):
+    create_kwargs = {**KIT_OPTIONS, "luks_version": 2}

@@ -57,7 +57,7 @@ from vmforge_luks.ciphers import (
     iterations_for,
     pbkdf2,
 )
-from vmforge_luks.luks2 import Luks2Header
+from vmforge_luks.luks2 import Luks2Header, create_luks2, kdf_params
 
 MAGIC = b"LUKS\xba\xbe"
 # magic, version, cipher name, cipher mode, hash, payload offset, key bytes,
@@ -220,6 +220,15 @@ class Luks(FileImage):
                                   "milliseconds of PBKDF2 when opening (key slot)"),
         "zero_fill": CreateOption("zero_fill", bool, True,
                                   "write encrypted zeros so that the new disk reads as zeros"),
+        "luks_version": CreateOption("luks_version", int, 1,
+                                     "1 (QEMU's) or 2 (cryptsetup's default)", (1, 2)),
+        "sector_size": CreateOption("sector_size", int, 512,
+                                    "LUKS2: bytes per encrypted sector",
+                                    (512, 1024, 2048, 4096)),
+        "kdf": CreateOption("kdf", str, "pbkdf2", "LUKS2: the key slot's key derivation",
+                            ("pbkdf2", "argon2i", "argon2id")),
+        "argon2_memory": CreateOption("argon2_memory", int, 65536,
+                                      "LUKS2 argon2: memory cost in KiB"),
     }
 
     def __init__(self, filename: str, readonly: bool, fd: int, header: Header | Luks2Header,
@@ -276,8 +285,28 @@ class Luks(FileImage):
         opts = cls.parse_create_options(options)   # ValueError naming an unknown option
         passphrase = _passphrase(opts, path)
         header, key = _new_header(path, opts, size)
+        if opts["luks_version"] == 1 and (opts["sector_size"] != SECTOR
+                                          or opts["kdf"] != "pbkdf2"):
+            raise BlockError("sector_size and kdf are LUKS2 options (luks_version=2)", path)
+        if opts["luks_version"] == 2 and size % opts["sector_size"]:
+            raise BlockError(f"size {size} is not a multiple of the sector size", path)
+        if not 8 <= opts["argon2_memory"] <= 4 << 20:
+            raise BlockError("argon2_memory must be from 8 to 4194304 KiB", path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
+            if opts["luks_version"] == 2:
+                kdf = kdf_params(opts["kdf"], header.hash, opts["iter_time"],
+                                 opts["argon2_memory"], header.key_bytes)
+                payload = create_luks2(fd, passphrase, key, f"{header.cipher}-{header.mode}",
+                                       header.hash, kdf, opts["sector_size"],
+                                       header.mk_iterations)
+                os.ftruncate(fd, payload + size)
+                if opts["zero_fill"]:
+                    _fill_zeros(fd, SectorCipher(header.cipher, header.mode, key,
+                                                 opts["sector_size"]), payload, 0, size)
+                os.fsync(fd)
+                os.close(fd)
+                return
             slot_key_iters = max(MIN_ITERATIONS, iterations_for(header.hash, opts["iter_time"],
                                                                  header.key_bytes))
             slot = header.slots[0]

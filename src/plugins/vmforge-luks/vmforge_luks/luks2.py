@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import struct
+import uuid
 from typing import Any
 
 from vmforge.block.driver import BlockError, CorruptImageError
@@ -249,3 +250,87 @@ def _digest_ok(digest: Any, slot_id: str, key: bytes) -> bool:
 
 def _why(exc: BaseException) -> str:
     return f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+
+
+# -- create ---------------------------------------------------------------------------
+
+HDR_SIZE = 16384
+KEYSLOTS_AT = 2 * HDR_SIZE
+DATA_ALIGN = 1 << 20
+
+
+def _pad(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
+
+
+def _b64s(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def kdf_params(kind: str, hash_name: str, milliseconds: int, memory_kib: int,
+               length: int) -> dict[str, Any]:
+    """A key slot's ``kdf`` object (with a new salt), calibrated to ``milliseconds``."""
+    from vmforge_luks.ciphers import iterations_for
+
+    salt = _b64s(os.urandom(32))
+    if kind == "pbkdf2":
+        return {"type": "pbkdf2", "hash": hash_name, "salt": salt,
+                "iterations": max(1000, iterations_for(hash_name, milliseconds, length))}
+    import time
+
+    from argon2.low_level import Type, hash_secret_raw
+
+    start = time.perf_counter()
+    hash_secret_raw(b"calibration", bytes(32), 1, memory_kib, 1, length,
+                    Type.I if kind == "argon2i" else Type.ID)
+    once = max(time.perf_counter() - start, 1e-6)
+    return {"type": kind, "time": max(4, min(MAX_ARGON2_TIME, int(milliseconds / 1000 / once))),
+            "memory": memory_kib, "cpus": 1, "salt": salt}
+
+
+def create_luks2(fd: int, passphrase: bytes, key: bytes, cipher_spec: str, hash_name: str,
+                 kdf: dict[str, Any], sector_size: int, digest_iterations: int) -> int:
+    """Write a LUKS2 header (both copies) and key slot 0 for the volume ``key`` to
+    ``fd``; the data segment's offset, where the disk starts."""
+    from vmforge_luks.ciphers import af_split
+
+    area_size = _pad(len(key) * 4000, 4096)
+    data_offset = _pad(KEYSLOTS_AT + area_size, DATA_ALIGN)
+    slot_key = _kdf(kdf, passphrase, len(key))
+    material = af_split(key, 4000, hash_name)
+    area_spec = "aes-xts-plain64"
+    if len(key) not in (32, 64):   # the area takes a key of the volume key's size
+        area_spec = "aes-cbc-essiv:sha256"
+    area_cipher, area_mode = _split_spec(area_spec)
+    os.pwrite(fd, SectorCipher(area_cipher, area_mode, slot_key).encrypt(0, material),
+              KEYSLOTS_AT)
+    salt = os.urandom(32)
+    meta = {
+        "keyslots": {"0": {
+            "type": "luks2", "key_size": len(key),
+            "af": {"type": "luks1", "stripes": 4000, "hash": hash_name},
+            "area": {"type": "raw", "offset": str(KEYSLOTS_AT), "size": str(area_size),
+                     "encryption": area_spec, "key_size": len(key)},
+            "kdf": kdf}},
+        "tokens": {},
+        "segments": {"0": {"type": "crypt", "offset": str(data_offset), "size": "dynamic",
+                           "iv_tweak": "0", "encryption": cipher_spec,
+                           "sector_size": sector_size}},
+        "digests": {"0": {"type": "pbkdf2", "keyslots": ["0"], "segments": ["0"],
+                          "hash": hash_name, "iterations": digest_iterations,
+                          "salt": _b64s(salt),
+                          "digest": _b64s(pbkdf2(hash_name, key, salt, digest_iterations,
+                                                 32))}},
+        "config": {"json_size": str(HDR_SIZE - 4096),
+                   "keyslots_size": str(data_offset - KEYSLOTS_AT)},
+    }
+    area = json.dumps(meta, separators=(",", ":")).encode().ljust(HDR_SIZE - 4096, b"\0")
+    uid = str(uuid.uuid4()).encode()
+    for at, magic in ((0, b"LUKS\xba\xbe"), (HDR_SIZE, b"SKUL\xba\xbe")):
+        head = bytearray(_BIN.pack(magic, 2, HDR_SIZE, 1, bytes(48), b"sha256", os.urandom(64),
+                                   uid, bytes(48), at, bytes(184), bytes(64)))
+        head += bytes(4096 - len(head))
+        csum = hashlib.sha256(bytes(head) + area).digest()
+        head[448:448 + len(csum)] = csum
+        os.pwrite(fd, bytes(head) + area, at)
+    return data_offset
