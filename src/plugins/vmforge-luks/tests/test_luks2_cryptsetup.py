@@ -145,3 +145,39 @@ def test_cryptsetup_accepts_what_vmforge_made(tmp_path: Path, opts: dict[str, An
     raw = img.read_bytes()[payload:payload + 2 * MiB]
     plain = SectorCipher(cipher, mode, vk.read_bytes(), opts["sector_size"]).decrypt(0, raw)
     assert plain[777:777 + len(data)] == data and not any(plain[777 + len(data):])
+
+
+def _rewrite_json(img: Path, change: Any) -> None:
+    """Change the JSON metadata of both header copies, their checksums made to hold."""
+    import hashlib
+    import json
+
+    raw = bytearray(img.read_bytes())
+    for at in (0, 16384):
+        meta = json.loads(bytes(raw[at + 4096:at + 16384]).split(b"\0", 1)[0])
+        change(meta)
+        area = json.dumps(meta).encode().ljust(16384 - 4096, b"\0")
+        head = bytearray(raw[at:at + 4096])
+        head[448:512] = bytes(64)
+        head[448:480] = hashlib.sha256(bytes(head) + area).digest()
+        raw[at:at + 16384] = head + area
+    img.write_bytes(raw)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("memory", 4 << 20, "argon2 cost"), ("time", 100000, "argon2 cost"),
+    ("cpus", 0, "argon2 cost"), ("salt", "not base64!", "base64"),
+])
+def test_crafted_key_slot_costs_refused(tmp_path: Path, field: str, value: Any,
+                                        match: str) -> None:
+    # a header whose checksum holds but asks for 4 GiB of memory, or hours, is refused
+    img = tmp_path / "c.img"
+    Luks.create(str(img), MiB, passphrase=PASS, luks_version=2, kdf="argon2id",
+                argon2_memory=8192, iter_time=1)
+    _rewrite_json(img, lambda meta: meta["keyslots"]["0"]["kdf"].update({field: value}))
+    with pytest.raises(CorruptImageError, match=match) as info:
+        Luks.open(str(img), passphrase=PASS)
+    assert info.value.table == "LUKS2 metadata" and "c.img" in str(info.value)
+    _rewrite_json(img, lambda meta: meta["segments"]["0"].update({"sector_size": 3000}))
+    with pytest.raises(CorruptImageError, match="sector size 3000"):
+        Luks.open(str(img), passphrase=PASS)

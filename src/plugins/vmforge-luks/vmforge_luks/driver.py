@@ -57,7 +57,7 @@ from vmforge_luks.ciphers import (
     iterations_for,
     pbkdf2,
 )
-from vmforge_luks.luks2 import Luks2Header, create_luks2, kdf_params
+from vmforge_luks.luks2 import MAX_ARGON2_MEMORY_KIB, Luks2Header, create_luks2, kdf_params
 
 MAGIC = b"LUKS\xba\xbe"
 # magic, version, cipher name, cipher mode, hash, payload offset, key bytes,
@@ -290,8 +290,8 @@ class Luks(FileImage):
             raise BlockError("sector_size and kdf are LUKS2 options (luks_version=2)", path)
         if opts["luks_version"] == 2 and size % opts["sector_size"]:
             raise BlockError(f"size {size} is not a multiple of the sector size", path)
-        if not 8 <= opts["argon2_memory"] <= 4 << 20:
-            raise BlockError("argon2_memory must be from 8 to 4194304 KiB", path)
+        if not 8 <= opts["argon2_memory"] <= MAX_ARGON2_MEMORY_KIB:
+            raise BlockError(f"argon2_memory must be from 8 to {MAX_ARGON2_MEMORY_KIB} KiB", path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             if opts["luks_version"] == 2:

@@ -37,16 +37,17 @@ from vmforge_luks.ciphers import (
     pbkdf2,
 )
 
-__all__ = ["Luks2Header"]
+__all__ = ["MAX_ARGON2_MEMORY_KIB", "Luks2Header", "create_luks2", "kdf_params"]
 
 # magic, version, header size, seqid, label, checksum alg, salt, uuid, subsystem,
 # header offset, (padding), checksum
 _BIN = struct.Struct(">6sHQQ48s32s64s40s48sQ184s64s")
 HEADER_SIZES = tuple(16384 << k for k in range(9))   # 16 KiB to 4 MiB
 MAX_PBKDF2_ITERATIONS = 1 << 26
-#: argon2 bounds: cryptsetup's largest memory cost (4 GiB), time and threads
-MAX_ARGON2_MEMORY_KIB = 4 << 20
-MAX_ARGON2_TIME = 1 << 16
+#: argon2 bounds: 1 GiB of memory (cryptsetup's default ceiling), time and threads, so that
+#: a crafted header cannot take the machine
+MAX_ARGON2_MEMORY_KIB = 1 << 20
+MAX_ARGON2_TIME = 1024
 
 
 def _int(value: Any, what: str) -> int:
