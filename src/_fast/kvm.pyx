@@ -52,6 +52,10 @@ cdef extern from "<linux/kvm.h>" nogil:
     const unsigned long KVM_GET_FPU, KVM_SET_FPU, KVM_GET_MSRS, KVM_SET_MSRS, KVM_SET_CPUID2
     const unsigned long KVM_GET_CPUID2, KVM_GET_LAPIC, KVM_SET_LAPIC
     const unsigned long KVM_GET_MP_STATE, KVM_SET_MP_STATE, KVM_SET_GUEST_DEBUG
+    const unsigned long KVM_INTERRUPT, KVM_NMI, KVM_ENABLE_CAP
+    const unsigned long KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS
+    const unsigned long KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS
+    const unsigned long KVM_GET_XSAVE, KVM_SET_XSAVE, KVM_GET_XCRS, KVM_SET_XCRS
     const int KVM_API_VERSION
 
     const int KVM_EXIT_UNKNOWN, KVM_EXIT_EXCEPTION, KVM_EXIT_IO, KVM_EXIT_HYPERCALL
@@ -162,6 +166,37 @@ cdef extern from "<linux/kvm.h>" nogil:
     struct kvm_mp_state:
         uint32_t mp_state
 
+    struct kvm_interrupt:
+        uint32_t irq
+
+    struct kvm_enable_cap:
+        uint32_t cap
+        uint32_t flags
+        uint64_t args[4]
+
+    struct kvm_debugregs:
+        uint64_t db[4]
+        uint64_t dr6, dr7, flags
+
+    struct kvm_xcr:
+        uint32_t xcr
+        uint64_t value
+
+    struct kvm_xcrs:
+        uint32_t nr_xcrs
+        uint32_t flags
+        kvm_xcr xcrs[16]
+
+    struct kvm_vcpu_events:
+        pass
+
+    struct kvm_xsave:
+        pass
+
+    struct _kvm_tpr_access:
+        uint64_t rip
+        uint32_t is_write
+
     struct kvm_guest_debug_arch:
         uint64_t debugreg[8]
 
@@ -220,6 +255,7 @@ cdef extern from "<linux/kvm.h>" nogil:
         _kvm_mmio mmio
         _kvm_internal internal
         _kvm_system_event system_event
+        _kvm_tpr_access tpr_access
 
 
 #: ioctl numbers, as the kernel headers define them (for tests, tools, benchmarks)
@@ -241,7 +277,12 @@ IOCTLS = {
     "KVM_SET_CPUID2": KVM_SET_CPUID2, "KVM_GET_CPUID2": KVM_GET_CPUID2,
     "KVM_GET_LAPIC": KVM_GET_LAPIC, "KVM_SET_LAPIC": KVM_SET_LAPIC,
     "KVM_GET_MP_STATE": KVM_GET_MP_STATE, "KVM_SET_MP_STATE": KVM_SET_MP_STATE,
-    "KVM_SET_GUEST_DEBUG": KVM_SET_GUEST_DEBUG,
+    "KVM_SET_GUEST_DEBUG": KVM_SET_GUEST_DEBUG, "KVM_INTERRUPT": KVM_INTERRUPT,
+    "KVM_NMI": KVM_NMI, "KVM_ENABLE_CAP": KVM_ENABLE_CAP,
+    "KVM_GET_VCPU_EVENTS": KVM_GET_VCPU_EVENTS, "KVM_SET_VCPU_EVENTS": KVM_SET_VCPU_EVENTS,
+    "KVM_GET_DEBUGREGS": KVM_GET_DEBUGREGS, "KVM_SET_DEBUGREGS": KVM_SET_DEBUGREGS,
+    "KVM_GET_XSAVE": KVM_GET_XSAVE, "KVM_SET_XSAVE": KVM_SET_XSAVE,
+    "KVM_GET_XCRS": KVM_GET_XCRS, "KVM_SET_XCRS": KVM_SET_XCRS,
 }
 
 #: sizes of the structures the ioctls carry (what the numbers encode)
@@ -256,6 +297,9 @@ SIZES = {
     "kvm_cpuid2": sizeof(kvm_cpuid2), "kvm_cpuid_entry2": sizeof(kvm_cpuid_entry2),
     "kvm_lapic_state": sizeof(kvm_lapic_state), "kvm_mp_state": sizeof(kvm_mp_state),
     "kvm_guest_debug": sizeof(kvm_guest_debug), "kvm_run": sizeof(kvm_run),
+    "kvm_interrupt": sizeof(kvm_interrupt), "kvm_enable_cap": sizeof(kvm_enable_cap),
+    "kvm_debugregs": sizeof(kvm_debugregs), "kvm_xcrs": sizeof(kvm_xcrs),
+    "kvm_vcpu_events": sizeof(kvm_vcpu_events), "kvm_xsave": sizeof(kvm_xsave),
 }
 
 EXIT_NAMES = {
@@ -643,6 +687,95 @@ def set_guest_debug(int fd, uint32_t control, debugreg=None):
     _check(ioctl(fd, KVM_SET_GUEST_DEBUG, &g), "KVM_SET_GUEST_DEBUG")
 
 
+def interrupt(int fd, uint32_t irq):
+    """``KVM_INTERRUPT``: queue external interrupt ``irq`` (no in-kernel irqchip)."""
+    cdef kvm_interrupt i
+    i.irq = irq
+    _check(ioctl(fd, KVM_INTERRUPT, &i), "KVM_INTERRUPT")
+
+
+def enable_cap(int fd, uint32_t cap, uint32_t flags=0, args=()):
+    """``KVM_ENABLE_CAP`` on a VM or vCPU with up to four arguments."""
+    cdef kvm_enable_cap c
+    memset(&c, 0, sizeof(c))
+    c.cap = cap
+    c.flags = flags
+    for i, a in enumerate(args):
+        c.args[i] = a
+    _check(ioctl(fd, KVM_ENABLE_CAP, &c), "KVM_ENABLE_CAP")
+
+
+def get_debugregs(int fd):
+    """``KVM_GET_DEBUGREGS`` as (db0, db1, db2, db3, dr6, dr7, flags)."""
+    cdef kvm_debugregs d
+    _check(ioctl(fd, KVM_GET_DEBUGREGS, &d), "KVM_GET_DEBUGREGS")
+    return (d.db[0], d.db[1], d.db[2], d.db[3], d.dr6, d.dr7, d.flags)
+
+
+def set_debugregs(int fd, values):
+    cdef kvm_debugregs d
+    memset(&d, 0, sizeof(d))
+    d.db[0], d.db[1], d.db[2], d.db[3], d.dr6, d.dr7, d.flags = values
+    _check(ioctl(fd, KVM_SET_DEBUGREGS, &d), "KVM_SET_DEBUGREGS")
+
+
+def get_xcrs(int fd):
+    """``KVM_GET_XCRS`` as ``{xcr: value}``."""
+    cdef kvm_xcrs x
+    memset(&x, 0, sizeof(x))
+    _check(ioctl(fd, KVM_GET_XCRS, &x), "KVM_GET_XCRS")
+    return {x.xcrs[i].xcr: x.xcrs[i].value for i in range(min(x.nr_xcrs, 16))}
+
+
+def set_xcrs(int fd, dict values):
+    cdef kvm_xcrs x
+    cdef int i = 0
+    if len(values) > 16:
+        raise ValueError("at most 16 XCRs")
+    memset(&x, 0, sizeof(x))
+    for k, v in values.items():
+        x.xcrs[i].xcr = k
+        x.xcrs[i].value = v
+        i += 1
+    x.nr_xcrs = i
+    _check(ioctl(fd, KVM_SET_XCRS, &x), "KVM_SET_XCRS")
+
+
+cdef bytes _get_raw(int fd, unsigned long request, size_t size, str what):
+    cdef bytearray buf = bytearray(size)
+    cdef unsigned char[::1] v = buf
+    _check(ioctl(fd, request, &v[0]), what)
+    return bytes(buf)
+
+
+cdef _set_raw(int fd, unsigned long request, size_t size, const unsigned char[::1] data,
+              str what):
+    if data.shape[0] != <Py_ssize_t>size:
+        raise ValueError(f"{what} takes {size} bytes, not {data.shape[0]}")
+    cdef bytearray buf = bytearray(data)
+    cdef unsigned char[::1] v = buf
+    _check(ioctl(fd, request, &v[0]), what)
+
+
+def get_vcpu_events(int fd):
+    """``struct kvm_vcpu_events`` as the kernel lays it out (pending exceptions,
+    interrupts, NMIs, SMM): bytes to save and give back to ``set_vcpu_events``."""
+    return _get_raw(fd, KVM_GET_VCPU_EVENTS, sizeof(kvm_vcpu_events), "KVM_GET_VCPU_EVENTS")
+
+
+def set_vcpu_events(int fd, data):
+    _set_raw(fd, KVM_SET_VCPU_EVENTS, sizeof(kvm_vcpu_events), data, "KVM_SET_VCPU_EVENTS")
+
+
+def get_xsave(int fd):
+    """The 4 KiB XSAVE area (``KVM_GET_XSAVE``)."""
+    return _get_raw(fd, KVM_GET_XSAVE, sizeof(kvm_xsave), "KVM_GET_XSAVE")
+
+
+def set_xsave(int fd, data):
+    _set_raw(fd, KVM_SET_XSAVE, sizeof(kvm_xsave), data, "KVM_SET_XSAVE")
+
+
 # -- the kick signal ----------------------------------------------------------------------
 
 cdef void _kick_handler(int sig) noexcept nogil:
@@ -730,6 +863,26 @@ cdef class VcpuRunner:
             pthread_kill(self.thread, kick_signal())
 
     @property
+    def request_interrupt_window(self):
+        self._need_page()
+        return bool(self.run_page.request_interrupt_window)
+
+    @request_interrupt_window.setter
+    def request_interrupt_window(self, value):
+        self._need_page()
+        self.run_page.request_interrupt_window = 1 if value else 0
+
+    @property
+    def ready_for_interrupt_injection(self):
+        self._need_page()
+        return bool(self.run_page.ready_for_interrupt_injection)
+
+    @property
+    def if_flag(self):
+        self._need_page()
+        return bool(self.run_page.if_flag)
+
+    @property
     def exit_reason(self):
         self._need_page()
         return self.run_page.exit_reason
@@ -772,8 +925,9 @@ cdef class VcpuRunner:
         ``callbacks`` may define ``pio_in(port, size) -> int``, ``pio_out(port, size,
         value)``, ``mmio_read(addr, size) -> int``, ``mmio_write(addr, size, value)``,
         ``halt(vcpu)``, ``shutdown(vcpu)``, ``debug(vcpu, info)`` (these three: a true
-        result re-enters the guest, anything else ends the run), ``pre_run(vcpu)`` and
-        ``post_run(vcpu)``.  An exception in a callback ends the run and propagates.
+        result re-enters the guest, anything else ends the run), ``pre_run(vcpu)``,
+        ``post_run(vcpu)``, ``irq_window(vcpu)`` (the guest can take an interrupt now:
+        ``request_interrupt_window`` asked for it) and ``tpr_access(vcpu, rip, is_write)``.  An exception in a callback ends the run and propagates.
         """
         self._need_page()
         if self.running:
@@ -788,6 +942,8 @@ cdef class VcpuRunner:
         debug = getattr(callbacks, "debug", None)
         pre_run = getattr(callbacks, "pre_run", None)
         post_run = getattr(callbacks, "post_run", None)
+        irq_window = getattr(callbacks, "irq_window", None)
+        tpr_access = getattr(callbacks, "tpr_access", None)
         cdef kvm_run *r = self.run_page
         cdef int fd = self.fd
         cdef long rc
@@ -864,7 +1020,11 @@ cdef class VcpuRunner:
                     if debug is None or not debug(vcpu, self.exit_info()):
                         return reason
                 elif reason == KVM_EXIT_IRQ_WINDOW_OPEN:
-                    pass
+                    if irq_window is not None:
+                        irq_window(vcpu)
+                elif reason == KVM_EXIT_TPR_ACCESS:
+                    if tpr_access is not None:
+                        tpr_access(vcpu, r.tpr_access.rip, r.tpr_access.is_write)
                 else:
                     return reason
         finally:

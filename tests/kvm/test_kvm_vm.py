@@ -182,3 +182,42 @@ def test_ctrl_c_interrupts_run_on_the_main_thread(vm, guest):
     # the vCPU can run again afterwards (and be stopped)
     vcpu.stop()
     assert vcpu.run(Recorder()) is VcpuExit.STOPPED
+
+
+def test_user_space_interrupt_injection(vm, guest):
+    vcpu, mem = boot_real(vm, guest("inject.S"))
+    mem.write_u16(0x25 * 4, 0x1080)
+    events = []
+
+    class Cb:
+        def pio_out(self, port, size, value):
+            events.append(value)
+
+        def halt(self, v):
+            events.append(("hlt", v.ready_for_interrupt_injection))
+            if len(events) == 1:                  # the first hlt (IF=1): inject, go on
+                v.interrupt(0x25)
+                return True
+            return False
+
+    assert vcpu.run(Cb()) is VcpuExit.HLT
+    # the interrupt ended the first hlt, its handler ran, then the guest went on
+    assert events == [("hlt", True), 0x25, 2, ("hlt", False)]
+
+
+def test_more_vcpu_state(vm, kvm):
+    vcpu = vm.create_vcpu()
+    vcpu.set_cpuid(kvm.supported_cpuid())
+    d = vcpu.get_debugregs()
+    assert d["dr6"] == 0xFFFF0FF0 and d["dr7"] == 0x400      # the reset values
+    vcpu.set_debugregs({"db0": 0x1234, "dr7": 0x401, "dr6": 0xFFFF0FF0})
+    assert vcpu.get_debugregs()["db0"] == 0x1234 and vcpu.get_debugregs()["dr7"] == 0x401
+    assert vcpu.get_xcrs()[0] & 1                              # XCR0.x87
+    xsave = vcpu.get_xsave()
+    assert len(xsave) == 4096
+    vcpu.set_xsave(xsave)
+    events = vcpu.get_vcpu_events()
+    vcpu.set_vcpu_events(events)
+    assert vcpu.get_vcpu_events() == events
+    vcpu.nmi()
+    assert vcpu.get_vcpu_events() != events                     # an NMI is now pending

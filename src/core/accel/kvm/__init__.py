@@ -4,7 +4,8 @@
 ``Vm`` (memory slots straight from a :class:`~vmforge.memory.GuestMemory`,
 dirty logging, in-kernel irqchip and PIT, IRQ lines, ioeventfd, irqfd, TSS and
 identity-map addresses) -> ``Vcpu`` (registers, special registers, FPU, MSRs,
-CPUID, LAPIC, MP state, ``run``)::
+CPUID, LAPIC, MP state, XSAVE, XCRs, debug registers, vCPU events, guest debug,
+interrupt and NMI injection, ``run``)::
 
     kvm = Kvm()
     vm = kvm.create_vm()
@@ -115,6 +116,8 @@ class Callbacks(Protocol):
     def debug(self, vcpu: Vcpu, info: dict[str, Any]) -> bool: ...
     def pre_run(self, vcpu: Vcpu) -> None: ...
     def post_run(self, vcpu: Vcpu) -> None: ...
+    def irq_window(self, vcpu: Vcpu) -> None: ...
+    def tpr_access(self, vcpu: Vcpu, rip: int, is_write: bool) -> None: ...
 
 
 def kvm_available(path: str = DEVICE) -> str | None:
@@ -308,6 +311,17 @@ class Vm(_Fd):
         """``KVM_SET_IDENTITY_MAP_ADDR`` (one page, before the first vCPU)."""
         _kvm.set_identity_map_addr(self.fd, addr)
 
+    def enable_cap(self, cap: int | str, *args: int, flags: int = 0) -> None:
+        """``KVM_ENABLE_CAP`` on the VM (``vm.enable_cap("SPLIT_IRQCHIP", 24)`` before
+        any vCPU for an in-kernel LAPIC with PIC and IOAPIC left to user space)."""
+        number = _kvm.CAPS[cap] if isinstance(cap, str) else cap
+        try:
+            _kvm.enable_cap(self.fd, number, flags, args)
+        except OSError as exc:
+            raise KvmError(f"KVM_ENABLE_CAP {cap}: {exc.strerror}") from exc
+        if cap == "SPLIT_IRQCHIP":
+            self.has_irqchip = True
+
     def create_irqchip(self) -> None:
         """The in-kernel PIC pair, IOAPIC and local APICs (before any vCPU)."""
         self._ioctl("KVM_CREATE_IRQCHIP")
@@ -435,6 +449,63 @@ class Vcpu(_Fd):
 
     def set_mp_state(self, state: int) -> None:
         self._call("KVM_SET_MP_STATE", _kvm.set_mp_state, state)
+
+    def get_debugregs(self) -> dict[str, int]:
+        """``KVM_GET_DEBUGREGS``: ``db0``..``db3``, ``dr6``, ``dr7``, ``flags``."""
+        values = self._call("KVM_GET_DEBUGREGS", _kvm.get_debugregs)
+        return dict(zip(("db0", "db1", "db2", "db3", "dr6", "dr7", "flags"), values,
+                        strict=True))
+
+    def set_debugregs(self, regs: dict[str, int]) -> None:
+        names = ("db0", "db1", "db2", "db3", "dr6", "dr7", "flags")
+        self._call("KVM_SET_DEBUGREGS", _kvm.set_debugregs,
+                   tuple(regs.get(n, 0) for n in names))
+
+    def get_xcrs(self) -> dict[int, int]:
+        """``KVM_GET_XCRS``: ``{0: XCR0}`` on x86."""
+        return dict(self._call("KVM_GET_XCRS", _kvm.get_xcrs))
+
+    def set_xcrs(self, values: dict[int, int]) -> None:
+        self._call("KVM_SET_XCRS", _kvm.set_xcrs, dict(values))
+
+    def get_xsave(self) -> bytes:
+        """The 4 KiB XSAVE area, as the kernel lays it out (``KVM_GET_XSAVE``)."""
+        return bytes(self._call("KVM_GET_XSAVE", _kvm.get_xsave))
+
+    def set_xsave(self, area: bytes) -> None:
+        self._call("KVM_SET_XSAVE", _kvm.set_xsave, bytes(area))
+
+    def get_vcpu_events(self) -> bytes:
+        """Pending exceptions, interrupts, NMI and SMM state (``struct
+        kvm_vcpu_events``, kept opaque: save it and give it back)."""
+        return bytes(self._call("KVM_GET_VCPU_EVENTS", _kvm.get_vcpu_events))
+
+    def set_vcpu_events(self, events: bytes) -> None:
+        self._call("KVM_SET_VCPU_EVENTS", _kvm.set_vcpu_events, bytes(events))
+
+    def interrupt(self, vector: int) -> None:
+        """``KVM_INTERRUPT``: deliver external interrupt ``vector`` at the next entry
+        (only without the in-kernel irqchip; the guest must be able to take it:
+        :attr:`ready_for_interrupt_injection`, or ask with
+        :attr:`request_interrupt_window` and do it from ``irq_window``)."""
+        self._call("KVM_INTERRUPT", _kvm.interrupt, vector)
+
+    def nmi(self) -> None:
+        """``KVM_NMI``: queue a non-maskable interrupt."""
+        self._call("KVM_NMI", lambda fd: _kvm.ioctl_int(fd, IOCTLS["KVM_NMI"]))
+
+    @property
+    def request_interrupt_window(self) -> bool:
+        return bool(self._runner.request_interrupt_window)
+
+    @request_interrupt_window.setter
+    def request_interrupt_window(self, value: bool) -> None:
+        self._runner.request_interrupt_window = value
+
+    @property
+    def ready_for_interrupt_injection(self) -> bool:
+        """As of the last exit: the guest can take an interrupt at the next entry."""
+        return bool(self._runner.ready_for_interrupt_injection)
 
     def set_guest_debug(self, enable: bool = True, single_step: bool = False,
                         hw_breakpoints: Iterable[int] = (), sw_breakpoints: bool = False
