@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from vmforge.chardev import BufferChar
-from vmforge.config import DriveSpec, MachineConfig
+from vmforge.config import DeviceSpec, DriveSpec, MachineConfig
 from vmforge.testing.console import ProcessConsole
 from vmforge.testing.oracles import oracle_missing, require_files
 
@@ -50,7 +50,9 @@ def _boot_vmforge(disk: Path) -> tuple[Any, Callable[[], None]]:
     m = RiscvVirt(MachineConfig(machine="riscv-virt", memory=256 << 20, bios=FW_JUMP,
                                 kernel=guest("linux-riscv64"),
                                 initrd=guest("initramfs-riscv64"), append="console=ttyS0",
-                                serial=[console], drives=[DriveSpec(str(disk), "raw")]))
+                                serial=[console],
+                                drives=[DriveSpec(str(disk), "raw", interface="none", id="hd0")],
+                                devices=[DeviceSpec("virtio-blk-device", {"drive": "hd0"})]))
     m.start()
     return console, m.stop
 

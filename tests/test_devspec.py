@@ -80,6 +80,23 @@ def test_a_failure_lets_go_of_what_was_made() -> None:
     assert [d.released for d in made] == [True]
 
 
+def test_qemu_short_names_resolve_to_the_boards_transport() -> None:
+    from vmforge.devspec import PCI_ALIASES
+
+    made: list[Fake] = []
+
+    def create(name: str, **props: Any) -> Fake:
+        made.append(Fake(name, **props))
+        return made[-1]
+
+    devs = cmdline_devices([DriveSpec.parse("file=a.raw,format=raw")],
+                           [DeviceSpec.parse("virtio-rng"), DeviceSpec.parse("virtio-serial"),
+                            DeviceSpec.parse("virtconsole,chardev=c0")],
+                           {"c0": BufferChar()}, create, aliases=PCI_ALIASES)  # type: ignore[arg-type]
+    assert [d.name for d in devs] == ["virtio-rng-pci", "virtio-serial-pci", "virtio-blk-pci"]
+    assert devs[1].chardev is not None
+
+
 def test_virtconsole_gives_its_chardev_to_the_serial_device_before_it() -> None:
     port = BufferChar()
     devs = make([], [DeviceSpec.parse("virtio-serial-device"),

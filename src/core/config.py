@@ -137,14 +137,15 @@ class NetdevSpec:
     @classmethod
     def parse_nic(cls, text: str, index: int) -> tuple[NetdevSpec, DeviceSpec]:
         """``-nic TYPE[,model=M][,mac=A][,netdev options]``: a back-end and the
-        NIC on it (``virtio-net-device`` unless ``model=`` names another)."""
+        NIC on it (QEMU's ``virtio-net``, which the board resolves to its transport's
+        device, unless ``model=`` names another)."""
         opts = parse_opts(text, implied="type", repeatable=cls.REPEATABLE)
         if "type" not in opts:
             raise ValueError(f"-nic {text!r}: needs a back-end type (user, tap, socket)")
         ident = opts.pop("id", f"__nic{index}")
-        model = opts.pop("model", "virtio-net-device")
+        model = opts.pop("model", "virtio-net")
         if model == "virtio":
-            model = "virtio-net-device"
+            model = "virtio-net"
         dev_props = {"netdev": ident}
         if "mac" in opts:
             dev_props["mac"] = opts.pop("mac")

@@ -31,8 +31,15 @@ from vmforge.errors import VmforgeError
 
 __all__ = ["ChardevSpec", "DeviceSpecError", "cmdline_devices", "device_help"]
 
-#: the device a ``-drive if=virtio`` becomes (on boards whose virtio bus is mmio)
-VIRTIO_DRIVE_DEVICE = "virtio-blk-device"
+#: the device a ``-drive if=virtio`` becomes: QEMU's alias ``virtio-blk``, which a
+#: board resolves (``aliases``) to its transport's device, ``-pci`` or ``-device``
+VIRTIO_DRIVE_DEVICE = "virtio-blk"
+#: QEMU's short names on boards with PCI (on riscv virt as on most: QEMU_ARCH_VIRTIO_PCI)
+PCI_ALIASES = {"virtio-blk": "virtio-blk-pci", "virtio-net": "virtio-net-pci",
+               "virtio-rng": "virtio-rng-pci", "virtio-serial": "virtio-serial-pci"}
+#: the same names on boards with only virtio-mmio
+MMIO_ALIASES = {"virtio-blk": "virtio-blk-device", "virtio-net": "virtio-net-device",
+                "virtio-rng": "virtio-rng-device", "virtio-serial": "virtio-serial-device"}
 #: QEMU's console port device, merged into the virtio-serial device before it
 CONSOLE_PORTS = ("virtconsole", "virtserialport")
 
@@ -99,11 +106,14 @@ def cmdline_devices(drives: list[DriveSpec], devices: list[DeviceSpec],
                     chardevs: Mapping[str, Any],
                     create: Callable[..., Device],
                     own_chardev: Callable[[CharBackend], None] = lambda c: None,
-                    ) -> list[Device]:
+                    aliases: Mapping[str, str] = MMIO_ALIASES) -> list[Device]:
     """The devices ``drives`` and ``devices`` ask for, made by ``create(name, **props)``
     (a machine's :meth:`~vmforge.machine.Machine.create_device`).  ``chardevs``
     maps ids to ``-chardev`` text, a :class:`ChardevSpec` or a ready back-end;
-    back-ends opened here are handed to ``own_chardev`` (closed with the machine)."""
+    back-ends opened here are handed to ``own_chardev`` (closed with the machine).
+    ``aliases`` resolves QEMU's short names (``virtio-blk``, the device of
+    ``-drive if=virtio``) to the board's devices (:data:`PCI_ALIASES` where it has
+    a PCI bus, as QEMU's riscv virt)."""
     by_id: dict[str, DriveSpec] = {}
     for d in drives:
         if d.id is not None:
@@ -136,7 +146,9 @@ def cmdline_devices(drives: list[DriveSpec], devices: list[DeviceSpec],
 
     out: list[Device] = []
     try:
-        _make_all(out, _specs_in_order(drives, devices), by_id, used, chardev, create)
+        specs = [(DeviceSpec(aliases.get(spec.driver, spec.driver), spec.props), drive)
+                 for spec, drive in _specs_in_order(drives, devices)]
+        _make_all(out, specs, by_id, used, chardev, create)
     except BaseException:
         for dev in out:         # images and back-ends opened so far are let go
             dev.unrealize()
@@ -170,7 +182,9 @@ def _make_all(out: list[Device], specs: list[tuple[DeviceSpec, DriveSpec | None]
             ident = spec.props.get("chardev")
             if ident is None:
                 raise DeviceSpecError(f"-device {spec.driver}: needs chardev=ID")
-            set_chardev = getattr(out[index], "set_chardev", None)
+            port = out[index]
+            set_chardev = getattr(port, "set_chardev", None) or getattr(  # a -pci wrapper's
+                getattr(port, "dev", None), "set_chardev", None)            # inner device
             if set_chardev is None:
                 raise DeviceSpecError(f"-device {spec.driver}: {out[index].name} has no port")
             set_chardev(chardev(ident))
@@ -197,7 +211,7 @@ def _make_all(out: list[Device], specs: list[tuple[DeviceSpec, DriveSpec | None]
             dev = create(spec.driver, **props)
         except DeviceError as exc:
             raise DeviceSpecError(str(exc)) from None
-        if spec.driver == "virtio-serial-device" and "chardev" not in props:
+        if spec.driver.startswith("virtio-serial") and "chardev" not in props:
             pending_serial.append(len(out))
         out.append(dev)
 

@@ -58,13 +58,20 @@ def debugfs_cat(image: Path, path: str) -> bytes:
                           check=True).stdout
 
 
+def mmio_disk(image: Path, fmt: str) -> dict:
+    """The image as virtio-blk on virtio-mmio (``-drive if=virtio`` is PCI on this
+    board, as on QEMU's)."""
+    return {"drives": [DriveSpec(str(image), fmt, interface="none", id="hd0")],
+            "devices": [DeviceSpec("virtio-blk-device", {"drive": "hd0"})]}
+
+
 @pytest.mark.parametrize("fmt", ["qcow2", "raw"])
 def test_disk_files_survive_poweroff_and_read_on_the_host(tmp_path: Path, fmt: str) -> None:
     qemu_img = require_program("qemu-img", "qemu-utils")
     image = tmp_path / f"disk.{fmt}"
     subprocess.run([qemu_img, "create", "-q", "-f", fmt, str(image), "64M"], check=True)
     console = BufferChar()
-    m = boot(console, drives=[DriveSpec(str(image), fmt)])
+    m = boot(console, **mmio_disk(image, fmt))
     try:
         assert "131072" in sh(console, "cat /sys/block/vda/size")
         sh(console, "mke2fs -q /dev/vda && mount /dev/vda /mnt && echo ok-mounted",
@@ -95,7 +102,7 @@ def test_disk_files_survive_poweroff_and_read_on_the_host(tmp_path: Path, fmt: s
 
     # a second boot: the same files, through the same driver
     console = BufferChar()
-    m = boot(console, drives=[DriveSpec(str(image), fmt)])
+    m = boot(console, **mmio_disk(image, fmt))
     try:
         out = sh(console, "mount /dev/vda /mnt && cat /mnt/hello.txt && "
                           "md5sum -c /mnt/big.md5 && umount /mnt", "big: OK")
@@ -250,3 +257,24 @@ def test_guest_disk_in_every_writable_format(tmp_path: Path, fmt: str) -> None:
     data = raw.read_bytes()
     assert hashlib.md5(data[3 << 16:(3 << 16) + (1 << 20)]).hexdigest() == guest_sum
     assert data[:3 << 16] == bytes(3 << 16)
+
+
+def test_qemu_short_names_are_pci_devices_on_this_board() -> None:
+    """``-device virtio-rng`` / ``virtio-serial`` + ``virtconsole`` as on QEMU's riscv
+    virt: PCI devices; the console carries a line each way."""
+    console, port = BufferChar(), BufferChar()
+    m = boot(console, chardevs={"c0": port},
+             devices=[DeviceSpec("virtio-serial"), DeviceSpec("virtconsole", {"chardev": "c0"}),
+                      DeviceSpec("virtio-rng")])
+    try:
+        out = sh(console, "for d in /sys/bus/pci/devices/*; do cat $d/device; done")
+        assert "0x1003" in out and "0x1005" in out, out          # console, rng (transitional)
+        sh(console, "echo over-pci-console > /dev/hvc1")
+        port.wait_for(b"over-pci-console", timeout=STEP)
+        console.feed(b"read line < /dev/hvc1; echo got=$line\n")
+        port.feed(b"back\n")
+        console.wait_for(b"got=back", timeout=STEP)
+        console.wait_for(PROMPT, timeout=STEP)
+        poweroff(m, console)
+    finally:
+        m.stop()

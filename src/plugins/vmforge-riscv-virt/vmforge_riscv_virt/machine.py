@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from vmforge.accel.cluster import HartMachine
-from vmforge.devspec import cmdline_devices
+from vmforge.devspec import PCI_ALIASES, cmdline_devices
 from vmforge.loader import EM_RISCV, is_elf, load_elf, load_raw, read_linux_image_header
 from vmforge.machine import MachineError
 from vmforge.pci import PciDevice
@@ -99,7 +99,7 @@ class RiscvVirt(HartMachine):
         cfg = self.config
         self.open_netdevs()
         devices = cmdline_devices(cfg.drives, cfg.devices, cfg.chardevs, self.create_device,
-                                  self._own_chardevs.append)
+                                  self._own_chardevs.append, aliases=PCI_ALIASES)
         try:
             on_mmio = [d for d in devices if not isinstance(d, PciDevice)]
             if len(on_mmio) > board.VIRTIO_COUNT:
