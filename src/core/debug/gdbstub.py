@@ -103,6 +103,8 @@ class _Call:
             self._claimed = True
         try:
             self.result = self.fn()
+        except Exception:       # never into the machine's run loop
+            log.exception("gdbstub: internal error")
         finally:
             self.done.set()
 
@@ -200,10 +202,11 @@ class GdbStub:
 
     @hookimpl
     def vmforge_machine_shutdown(self, machine: Any, status: int) -> None:
-        """The guest is over: gdb hears the exit status (``W``), the stub closes."""
+        """The guest is over: gdb, if it waits for a stop, hears the exit status
+        (``W``); the stub closes."""
         if machine is not self.machine:
             return
-        if not self._detached:
+        if self.running and not self._detached:
             self._send(b"W%02x" % ((status or 0) & 0xFF))
         self.close()
 
@@ -289,10 +292,12 @@ class GdbStub:
         self.machine.resume()
 
     def _stopped(self, index: int, signal: int) -> None:
+        """The machine stops; gdb, if it waits for a stop, hears of hart ``index``
+        (a second hart stopping in the same round changes nothing gdb sees)."""
         self.machine.pause()
-        self.g_hart = self.c_hart = index
         if self.running:
             self.running = False
+            self.g_hart = self.c_hart = index
             self._send(self._stop_reply(signal))
 
     def _stop_reply(self, signal: int, index: int | None = None) -> bytes:
