@@ -293,3 +293,24 @@ def test_ctrl_c_in_gdb_interrupts_the_guest(tmp_path: Path) -> None:
     assert "$1 = 0x80000014" in out, out                     # the j . after the stores
     assert "prv:3 [Machine]" in out
     assert vm.returncode == 0 and "Traceback" not in err
+
+
+def test_gdb_load_writes_the_program(tmp_path: Path) -> None:
+    """``load`` writes an ELF through X packets into a machine that booted
+    something else; gdb then runs it to a breakpoint and walks the stack."""
+    elf = _build(tmp_path)
+    image = tmp_path / "spin.bin"
+    image.write_bytes(assemble(".option norvc\n1: j 1b\n", tmp_path))
+    port = free_port()
+    script = (f"set pagination off\nset confirm off\nset tcp connect-timeout 30\n"
+              f"file {elf}\ntarget remote 127.0.0.1:{port}\nload\np/x $pc\n"
+              "break add_one\ncontinue\nbt\nkill\n")
+    out, vm = gdb_session(tmp_path, script, [*VMFORGE, "run", "-M", "riscv-virt", "-bios",
+                                             "none", "-kernel", str(image), "-S", "-gdb",
+                                             f"tcp:127.0.0.1:{port}", "-serial", "none",
+                                             "--timeout", "100"], "load")
+    assert "Start address 0x0000000080000000, load size" in out, out
+    assert "$1 = 0x80000000" in out
+    assert "Breakpoint 1, add_one (v=0) at" in out
+    assert re.search(r"#1  0x[0-9a-f]+ in main_c \(\) at .*prog.c:\d+", out), out
+    assert vm.returncode == 0
