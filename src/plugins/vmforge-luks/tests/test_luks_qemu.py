@@ -115,3 +115,12 @@ def test_resize_grows_with_zeros(tmp_path: Path) -> None:
         drv.truncate(3 * MiB)
     out = qemu_to_raw(img, tmp_path / "q.raw")
     assert len(out) == 3 * MiB and out[MiB - 5:MiB] == b"tail!" and not any(out[MiB:])
+
+
+@pytest.mark.parametrize("combo", COMBOS[:4], ids=lambda c: "-".join(filter(None, c)))
+def test_measure_as_qemu_img(combo: tuple[str, str, str | None, str | None, str]) -> None:
+    opts = _opts(combo)
+    o = ",".join(["key-secret=sec0", *(f"{k.replace('_', '-')}={v}" for k, v in opts.items())])
+    out = qemu_img_luks("measure", "--output", "json", "-O", "luks", "-o", o, "--size",
+                        "10M").stdout
+    assert Luks.measure(10 * MiB, None, **opts) == json.loads(out)

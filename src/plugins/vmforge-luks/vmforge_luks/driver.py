@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import struct
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -329,6 +329,23 @@ class Luks(FileImage):
             raise
         os.close(fd)
 
+    @classmethod
+    def measure(cls, size: int, allocated: Iterable[tuple[int, int]] | None,
+                **options: Any) -> dict[str, int]:
+        """The header and key material before the disk, and the disk: every byte of it
+        is stored (encrypted), allocated or not, as qemu-img measures."""
+        options.pop("key_secret", None)
+        options.pop("key-secret", None)
+        opts = cls.parse_create_options(options)
+        key_bytes = _key_bytes(opts, "(measure)")
+        material = -(-key_bytes * STRIPES // ALIGN) * ALIGN
+        if opts["luks_version"] == 2:
+            header = -(-(2 * 16384 + material) // (1 << 20)) * (1 << 20)
+        else:
+            header = ALIGN + NUM_SLOTS * material
+        need = header + size
+        return {"required": need, "fully-allocated": need}
+
     # -- I/O --------------------------------------------------------------------------
 
     @property
@@ -441,16 +458,22 @@ def _fill_zeros(fd: int, cipher: SectorCipher, payload: int, start: int, end: in
         pwritev_full(fd, payload + at, [memoryview(enc)])
 
 
-def _new_header(path: str, opts: dict[str, Any], size: int) -> tuple[Header, bytes]:
-    """A header for ``opts`` (slot 0 not yet filled) and a new master key."""
-    if size % SECTOR:
-        raise BlockError(f"size {size} is not a multiple of {SECTOR}", path)
+def _key_bytes(opts: dict[str, Any], path: str) -> int:
+    """The volume key's length for ``cipher_alg`` and ``cipher_mode``."""
     name, _, bits = str(opts["cipher_alg"]).partition("-")
     if name not in CIPHERS or not bits.isdigit() or int(bits) // 8 not in CIPHERS[name][0]:
         raise BlockError(f"cipher_alg {opts['cipher_alg']!r} is not one of aes-128, aes-192, "
                          "aes-256, cast5-128, serpent-*, twofish-*", path)
+    return int(bits) // 8 * (2 if opts["cipher_mode"] == "xts" else 1)
+
+
+def _new_header(path: str, opts: dict[str, Any], size: int) -> tuple[Header, bytes]:
+    """A header for ``opts`` (slot 0 not yet filled) and a new master key."""
+    if size % SECTOR:
+        raise BlockError(f"size {size} is not a multiple of {SECTOR}", path)
+    key_bytes = _key_bytes(opts, path)
+    name = str(opts["cipher_alg"]).partition("-")[0]
     mode = opts["cipher_mode"]
-    key_bytes = int(bits) // 8 * (2 if mode == "xts" else 1)
     if mode == "ecb":
         spec = "ecb"
     elif opts["ivgen_alg"] == "essiv":
