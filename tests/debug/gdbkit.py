@@ -64,6 +64,7 @@ class GdbClient:
         else:
             host, port = address[4:].rsplit(":", 1)
             self.sock = socket.create_connection((host, int(port)))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(timeout)
         self.buf = b""
         self.acks: list[bytes] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -332,3 +333,29 @@ def test_step_holds_interrupts_off(vm: Vm) -> None:
     assert c.recv() == "T02thread:1;"
     assert c.reg(PC) == handler
     assert c.reg(CSR0 + 0x342) == 1 << 63 | 1                  # mcause: SSI
+
+
+def test_random_packets_leave_the_vm_alone(vm: Vm) -> None:
+    """Random commands with random arguments (not the ones that resume, detach
+    or kill): every one gets a reply and the stub and the VM carry on."""
+    rng = random.Random(1234)
+    c = vm.connect()
+    _hello(c)
+    alphabet = "0123456789abcdefABCDEF,:;=-pPxX.$#}*\x03 qQv"
+    heads = ["g", "G", "p", "P", "m", "M", "X", "Z", "z", "H", "T", "?", "q", "Q", "qXfer:",
+             "qRcmd,", "qThreadExtraInfo,", "qSupported:", "Qqemu.PhyMemMode:", "vCont?",
+             "vMustReplyEmpty", "y", "\x7f"]
+    for _ in range(400):
+        body = rng.choice(heads) + "".join(rng.choice(alphabet)
+                                           for _ in range(rng.randrange(0, 40)))
+        raw = body.encode("latin-1").replace(b"$", b"").replace(b"#", b"").replace(b"\x03", b"")
+        reply = c.ask(raw)
+        assert isinstance(reply, str)
+    assert c.ask("Qqemu.PhyMemMode:0") == "OK"
+    assert c.ask("Hg1") == "OK" and c.ask("?").startswith("T05thread:")
+    for addr in list(vm.stub.breakpoints):
+        assert c.ask(f"z0,{addr:x},4") == "OK"
+    c.send("c")
+    assert wait_until(lambda: vm.machine.cpus[0].instret > 1000)
+    c.send_raw(b"\x03")
+    assert c.recv().startswith("T02thread:")

@@ -216,6 +216,8 @@ class GdbStub:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
+            if conn.family == socket.AF_INET:     # small packets, one at a time
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conn = conn
             self.no_ack = self.multiprocess = self._detached = False
             try:
