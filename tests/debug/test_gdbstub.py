@@ -100,6 +100,9 @@ def test_breakpoint_hits_in_compiled_code(vm: Vm) -> None:
     assert c.recv() == "T02thread:1;"
     first = c.reg(T0)
     assert first > 1000
+    hart = vm.machine.cpus[0]
+    if hart.jit:                                             # x86-64: the loop was compiled
+        assert hart._stats()["jit_calls"] > 0
     assert c.ask(f"Z0,{RAM + 0xC:x},4") == "OK"
     for i in range(3):
         c.send("c")
