@@ -14,7 +14,7 @@ from vmforge.block.driver import BlockError, CorruptImageError
 from vmforge.testing.corrupt import flip_bits, fuzz, overwrite_fields, patch_file
 from vmforge.testing.images import mixed_bytes
 from vmforge_dmg import Dmg
-from vmforge_dmg.layout import ADC, ZLIB
+from vmforge_dmg.layout import ADC, LZFSE, ZLIB
 
 MiB = 1 << 20
 
@@ -131,3 +131,22 @@ def test_fuzz_overwritten_fields(tmp_path: Path) -> None:
 
     outcomes = fuzz(Dmg, seed, tmp_path / "bad.dmg", mutate, rounds=200)
     assert outcomes["refused"] > 20 and outcomes["opened"] > 10, outcomes
+
+
+def test_lzfse_blocks_claiming_too_much_refused_before_decompressing(tmp_path: Path) -> None:
+    import lzfse
+
+    from vmforge_dmg.layout import lzfse_raw_size
+
+    for data in (bytes(MiB), mixed_bytes(300000, seed=2, piece=4096), b"abcabd" * 20):
+        assert lzfse_raw_size(lzfse.compress(data)) == len(data)
+    img, _ = _image(tmp_path, compression="lzfse")
+    with Dmg.open(str(img)) as drv:
+        chunk = next(c for c in drv.table.chunks if c.type == LZFSE)
+    stored = img.read_bytes()[chunk.offset:chunk.offset + chunk.length]
+    assert stored[:4] in (b"bvx2", b"bvx-", b"bvxn")
+    patch_file(img, chunk.offset + 4, struct.pack("<I", 1 << 30))   # a bomb's claim
+    with Dmg.open(str(img)) as drv, pytest.raises(CorruptImageError,
+                                                   match="lzfse blocks hold") as info:
+        drv.read(chunk.sector * 512, 512)
+    assert info.value.offset == chunk.offset

@@ -196,6 +196,9 @@ def decode_chunk(chunk: Chunk, stored: bytes) -> bytes:
     elif chunk.type == LZFSE:
         import lzfse
 
+        raw = lzfse_raw_size(stored)   # the binding cannot bound its output: check first
+        if raw is not None and raw != want:
+            raise ValueError(f"lzfse blocks hold {raw} bytes, not {want}")
         try:
             out = lzfse.decompress(stored)
         except lzfse.error as exc:
@@ -205,6 +208,38 @@ def decode_chunk(chunk: Chunk, stored: bytes) -> bytes:
     if len(out) != want:
         raise ValueError(f"holds {len(out)} bytes, not {want}")
     return out
+
+
+def lzfse_raw_size(stored: bytes) -> int | None:
+    """How many bytes an LZFSE stream's block headers say it holds (None when a
+    legacy ``bvx1`` block hides its length); ValueError for a broken stream."""
+    pos, total = 0, 0
+    while True:
+        magic = stored[pos:pos + 4]
+        if magic == b"bvx$":
+            return total
+        if pos + 8 > len(stored):
+            raise ValueError("lzfse stream ends without its end-of-stream block")
+        n_raw = struct.unpack_from("<I", stored, pos + 4)[0]
+        if magic == b"bvx-":      # stored
+            size = 8 + n_raw
+        elif magic == b"bvxn":    # LZVN
+            if pos + 12 > len(stored):
+                raise ValueError("lzfse block header truncated")
+            size = 12 + struct.unpack_from("<I", stored, pos + 8)[0]
+        elif magic == b"bvx2":    # LZFSE v2: header size and payload sizes packed
+            if pos + 32 > len(stored):
+                raise ValueError("lzfse block header truncated")
+            f0, f1, f2 = struct.unpack_from("<QQQ", stored, pos + 8)
+            size = (f2 & 0xFFFFFFFF) + (f0 >> 20 & 0xFFFFF) + (f1 >> 40 & 0xFFFFF)
+        elif magic == b"bvx1":
+            return None
+        else:
+            raise ValueError(f"lzfse block magic {magic!r} at {pos}")
+        total += n_raw
+        if total > MAX_CHUNK_BYTES or size <= 0:
+            raise ValueError(f"lzfse blocks hold more than {MAX_CHUNK_BYTES} bytes")
+        pos += size
 
 
 def _compress(typ: int, data: bytes, level: int) -> bytes:
