@@ -402,7 +402,9 @@ cdef class VcpuRunner:
         value)``, ``mmio_read(addr, size) -> int``, ``mmio_write(addr, size, value)``,
         ``halt(vcpu)``, ``shutdown(vcpu)``, ``debug(vcpu, info)`` (these three: a true
         result re-enters the guest, anything else ends the run), ``pre_run(vcpu)``,
-        ``post_run(vcpu)``, ``irq_window(vcpu)`` (the guest can take an interrupt now:
+        ``post_run(vcpu)``, ``pio_out_string(port, size, data)`` and ``pio_in_string(port,
+        size, count) -> bytes`` (string I/O of more than one element in bulk, when
+        defined; else element by element), ``irq_window(vcpu)`` (the guest can take an interrupt now:
         ``request_interrupt_window`` asked for it) and ``tpr_access(vcpu, rip, is_write)``.  An exception in a callback ends the run and propagates.
         """
         self._need_page()
@@ -420,6 +422,9 @@ cdef class VcpuRunner:
         post_run = getattr(callbacks, "post_run", None)
         irq_window = getattr(callbacks, "irq_window", None)
         tpr_access = getattr(callbacks, "tpr_access", None)
+        pio_out_string = getattr(callbacks, "pio_out_string", None)
+        pio_in_string = getattr(callbacks, "pio_in_string", None)
+        cdef const unsigned char[::1] got
         cdef kvm_run *r = self.run_page
         cdef int fd = self.fd
         cdef long rc
@@ -461,9 +466,19 @@ cdef class VcpuRunner:
                     count = r.io.count
                     data = (<uint8_t *>r) + r.io.data_offset
                     if r.io.direction == KVM_EXIT_IO_OUT:
-                        if pio_out is not None:
+                        if count > 1 and pio_out_string is not None:
+                            pio_out_string(port, size,
+                                           PyBytes_FromStringAndSize(<char *>data, count * size))
+                        elif pio_out is not None:
                             for i in range(count):
                                 pio_out(port, size, _load(data + i * size, size))
+                    elif count > 1 and pio_in_string is not None:
+                        got = pio_in_string(port, size, count)
+                        if got.shape[0] != count * size:
+                            raise ValueError(f"pio_in_string({port:#x}, {size}, {count}) "
+                                             f"returned {got.shape[0]} bytes, not "
+                                             f"{count * size}")
+                        memcpy(data, &got[0], count * size)
                     else:
                         mask = (1ULL << (8 * size)) - 1
                         for i in range(count):

@@ -117,3 +117,15 @@ def test_memory_slots_are_checked(vm):
         vm.set_memory(4, 0x101000, mmap.mmap(-1, 0x1000))      # overlaps slot 3
     vm.remove_memory(3)
     assert 3 not in vm.slots
+
+
+def test_split_irqchip_gives_an_in_kernel_lapic(kvm):
+    with kvm.create_vm() as plain:
+        with pytest.raises(KvmError, match="KVM_GET_LAPIC"):
+            plain.create_vcpu().get_lapic()               # no irqchip: no LAPIC in KVM
+    with kvm.create_vm() as split:
+        split.enable_cap("SPLIT_IRQCHIP", 24)             # 24 IOAPIC routes for user space
+        assert split.has_irqchip
+        assert len(split.create_vcpu().get_lapic()) == 1024
+        with pytest.raises(KvmError):
+            split.create_irqchip()                        # the PIC/IOAPIC are user space's

@@ -104,11 +104,14 @@ def _hex(v: Any) -> str:
 class Callbacks(Protocol):
     """What a callbacks object may define (each is optional: a missing port or MMIO
     read returns all ones, a missing write is dropped, a missing ``halt``/``shutdown``/
-    ``debug`` ends the run).  ``halt``, ``shutdown`` and ``debug`` return true to enter
+    ``debug`` ends the run; string port I/O goes to ``pio_in_string``/
+    ``pio_out_string`` in one call when they exist, else element by element).  ``halt``, ``shutdown`` and ``debug`` return true to enter
     the guest again."""
 
     def pio_in(self, port: int, size: int) -> int: ...
     def pio_out(self, port: int, size: int, value: int) -> None: ...
+    def pio_in_string(self, port: int, size: int, count: int) -> bytes: ...
+    def pio_out_string(self, port: int, size: int, data: bytes) -> None: ...
     def mmio_read(self, addr: int, size: int) -> int: ...
     def mmio_write(self, addr: int, size: int, value: int) -> None: ...
     def halt(self, vcpu: Vcpu) -> bool: ...
@@ -365,6 +368,11 @@ class Vm(_Fd):
             _kvm.irqfd(self.fd, fd, gsi, flags, -1 if resamplefd is None else resamplefd)
         except OSError as exc:
             raise KvmError(f"KVM_IRQFD gsi {gsi}: {exc.strerror}") from exc
+
+    def stop(self) -> None:
+        """End the run of every vCPU (each one's current or next ``run``)."""
+        for v in self.vcpus:
+            v.stop()
 
     # -- vCPUs --------------------------------------------------------------------------
 
