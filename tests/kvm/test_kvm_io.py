@@ -157,47 +157,41 @@ buf:    .quad   0
 """
 
 
-def test_string_io_in_bulk_or_element_by_element(vm, kvm, guest):
+@pytest.mark.parametrize("bulk_mode", [True, False])
+def test_string_io_in_bulk_or_element_by_element(vm, kvm, guest, bulk_mode):
     """String port I/O: an exit with a count > 1 goes to ``pio_in_string``/
     ``pio_out_string`` in one call when the callbacks have them, else element by
     element.  (KVM's emulator reads ahead for ``rep ins`` -- one exit, count 4 here --
     but exits once per element for ``rep outs``.)"""
-    code = guest(STRINGS64)
-    for bulk_mode in (True, False):
-        vmx = vm if bulk_mode else kvm.create_vm()
-        try:
-            vcpu, _ = boot_user64(vmx, kvm, code)
-            calls: list = []
-            words = [0x4241, 0x4443, 0x4645, 0x4847]
+    vcpu, _ = boot_user64(vm, kvm, guest(STRINGS64))
+    calls: list = []
+    words = [0x4241, 0x4443, 0x4645, 0x4847]
 
-            class Cb:
-                def pio_out(self, port, size, value):
-                    calls.append(("out", port, size, value))
-                    if port == 0x11:
-                        vcpu.stop()
+    class Cb:
+        def pio_out(self, port, size, value):
+            calls.append(("out", port, size, value))
+            if port == 0x11:
+                vcpu.stop()
 
-                def pio_in(self, port, size):
-                    calls.append(("in", port, size))
-                    return words[len([c for c in calls if c[0] == "in"]) - 1]
+        def pio_in(self, port, size):
+            calls.append(("in", port, size))
+            return words[len([c for c in calls if c[0] == "in"]) - 1]
 
-            class Bulk(Cb):
-                def pio_out_string(self, port, size, data):
-                    calls.append(("outs", port, size, data))
+    class Bulk(Cb):
+        def pio_out_string(self, port, size, data):
+            calls.append(("outs", port, size, data))
 
-                def pio_in_string(self, port, size, count):
-                    calls.append(("ins", port, size, count))
-                    return b"".join(w.to_bytes(2, "little") for w in words[:count])
+        def pio_in_string(self, port, size, count):
+            calls.append(("ins", port, size, count))
+            return b"".join(w.to_bytes(2, "little") for w in words[:count])
 
-            assert vcpu.run(Bulk() if bulk_mode else Cb()) is VcpuExit.STOPPED
-            if bulk_mode:
-                outs = [c for c in calls if c[1] == 0x12]
-                assert b"".join(c[3] if c[0] == "outs" else bytes([c[3]])
-                                for c in outs) == b"0123456789abcdef"
-                assert [c for c in calls if c[1] == 0x21] == [("ins", 0x21, 2, 4)]
-            else:
-                assert calls[:16] == [("out", 0x12, 1, c) for c in b"0123456789abcdef"]
-                assert calls[16:20] == [("in", 0x21, 2)] * 4
-            assert [c[3] for c in calls if c[:2] == ("out", 0x13)] == [0x44434241, 0x48474645]
-        finally:
-            if not bulk_mode:
-                vmx.close()
+    assert vcpu.run(Bulk() if bulk_mode else Cb()) is VcpuExit.STOPPED
+    if bulk_mode:
+        outs = [c for c in calls if c[1] == 0x12]
+        assert b"".join(c[3] if c[0] == "outs" else bytes([c[3]])
+                        for c in outs) == b"0123456789abcdef"
+        assert [c for c in calls if c[1] == 0x21] == [("ins", 0x21, 2, 4)]
+    else:
+        assert calls[:16] == [("out", 0x12, 1, c) for c in b"0123456789abcdef"]
+        assert calls[16:20] == [("in", 0x21, 2)] * 4
+    assert [c[3] for c in calls if c[:2] == ("out", 0x13)] == [0x44434241, 0x48474645]

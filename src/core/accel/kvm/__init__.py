@@ -105,8 +105,8 @@ class Callbacks(Protocol):
     """What a callbacks object may define (each is optional: a missing port or MMIO
     read returns all ones, a missing write is dropped, a missing ``halt``/``shutdown``/
     ``debug`` ends the run; string port I/O goes to ``pio_in_string``/
-    ``pio_out_string`` in one call when they exist, else element by element).  ``halt``, ``shutdown`` and ``debug`` return true to enter
-    the guest again."""
+    ``pio_out_string`` in one call when they exist, else element by element).
+    ``halt``, ``shutdown`` and ``debug`` return true to enter the guest again."""
 
     def pio_in(self, port: int, size: int) -> int: ...
     def pio_out(self, port: int, size: int, value: int) -> None: ...
