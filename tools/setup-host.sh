@@ -8,7 +8,7 @@ PACKAGES=(
     python3 python3-venv python3-dev gcc make
     # oracles and real software to test against
     qemu-utils qemu-system-misc
-    gcc-riscv64-unknown-elf opensbi u-boot-qemu busybox-static device-tree-compiler cpio iproute2 iputils-ping libslirp0 e2fsprogs gdb-multiarch
+    gcc-riscv64-unknown-elf opensbi u-boot-qemu busybox-static device-tree-compiler cpio iproute2 iputils-ping libslirp0 e2fsprogs cryptsetup-bin gdb-multiarch
 )
 
 missing=()

@@ -140,7 +140,8 @@ def _deselect_inapplicable(config: pytest.Config, items: list[Any]) -> None:
     from vmforge.plugins import PluginError
     from vmforge.testing.blockkit import driver_class, is_read_only
 
-    keep, drop = [], []
+    keep: list[Any] = []
+    drop: list[Any] = []
     for item in items:
         mark = item.get_closest_marker("vmforge_kit")
         if mark is None:
