@@ -28,7 +28,7 @@ from qmpkit import (
     wait_for_path,
 )
 
-from vmforge.qmp import QmpServer, QmpSpecError, commands, parse_qmp_spec
+from vmforge.qmp import QmpServer, QmpSpecError, commands, mon_qmp_spec, parse_qmp_spec
 
 VMFORGE = [sys.executable, "-m", "vmforge.cli.main"]
 
@@ -243,8 +243,9 @@ def test_vmforge_run_qmp_unix_and_tcp(sockdir: Path) -> None:
     kernel.write_bytes(bytes.fromhex("6f000000"))
     sock = sockdir / "run.qmp"
     port = free_tcp_port()
-    proc = _vmforge_run(kernel, f"unix:{sock},server=on,wait=off",
-                        f"tcp:127.0.0.1:{port},server=on,wait=off")
+    # the servers start in order: once the socket is there, the port listens too
+    proc = _vmforge_run(kernel, f"tcp:127.0.0.1:{port},server=on,wait=off",
+                        f"unix:{sock},server=on,wait=off")
     try:
         wait_for_path(sock, proc)
 
@@ -297,3 +298,39 @@ def test_vmforge_run_bad_qmp(sockdir: Path, spec: str) -> None:
     code, err = _finish(_vmforge_run(kernel, spec))
     assert code == 1
     assert err.startswith("vmforge run: -qmp") and "Traceback" not in err
+
+
+def test_vmforge_run_mon_control_on_a_socket_chardev(sockdir: Path) -> None:
+    kernel = sockdir / "spin.bin"
+    kernel.write_bytes(bytes.fromhex("6f000000"))
+    sock = sockdir / "mon.qmp"
+    proc = subprocess.Popen([*VMFORGE, "run", "-M", "riscv-virt", "-bios", "none",
+                             "-kernel", str(kernel), "-nographic",
+                             "-chardev", f"socket,id=mon0,path={sock},server=on,wait=off",
+                             "-mon", "chardev=mon0,mode=control"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_path(sock, proc)
+        raw = Raw(sock)
+        assert raw.ask(b'{"execute": "query-status"}')["return"]["running"] is True
+        raw.send(b'{"execute": "quit"}\n')
+        assert raw.read()["event"] == "SHUTDOWN"
+        raw.close()
+    finally:
+        code, err = _finish(proc)
+    assert code == 0 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("chardev, mon, message", [
+    ("socket,id=m,path=/x,server=on", "chardev=m", "only mode=control"),
+    ("socket,id=m,path=/x,server=on", "chardev=other,mode=control", "no -chardev with id=other"),
+    ("file,id=m,path=/x", "chardev=m,mode=control", "needs a socket chardev"),
+    ("socket,id=m,path=/x", "chardev=m,mode=control", "add server=on"),
+])
+def test_bad_mon(chardev: str, mon: str, message: str) -> None:
+    from vmforge.devspec import ChardevSpec
+
+    spec = ChardevSpec.parse(chardev)
+    with pytest.raises(QmpSpecError, match=message):
+        mon_qmp_spec(mon, {spec.id: spec})

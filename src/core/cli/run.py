@@ -92,6 +92,9 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-qmp", dest="qmp", action="append", default=[],
                    metavar="unix:PATH,server=on,wait=off|tcp:HOST:PORT,server=on,wait=off",
                    help="a QMP (QEMU Machine Protocol) server for management tools")
+    p.add_argument("-mon", dest="mons", action="append", default=[],
+                   metavar="chardev=ID,mode=control",
+                   help="QMP on a '-chardev socket,id=ID,...,server=on'")
 
 
 def apply_default_guest(args: argparse.Namespace) -> None:
@@ -265,7 +268,7 @@ def _device_help(devices: list[str]) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from vmforge.plugins import registry
-    from vmforge.qmp import QmpServer, parse_qmp_spec
+    from vmforge.qmp import QmpServer, mon_qmp_spec, parse_qmp_spec
 
     if any(t in ("help", "?") for item in args.trace for t in item.split(",")):
         for name, text in TRACE_CATEGORIES.items():
@@ -289,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         setup_tracing(config)
         qmp_specs = [parse_qmp_spec(text) for text in getattr(args, "qmp", [])]
+        qmp_specs += [mon_qmp_spec(text, config.chardevs) for text in getattr(args, "mons", [])]
         machine = create_machine(config)
     except (VmforgeError, ValueError, OSError) as exc:
         print(f"vmforge run: {_error_text(exc)}", file=sys.stderr)

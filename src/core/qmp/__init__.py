@@ -15,7 +15,7 @@ From Python::
 from __future__ import annotations
 
 from vmforge.qmp.commands import COMMANDS, QmpError
-from vmforge.qmp.server import QmpAddress, QmpServer, QmpSpecError, parse_qmp_spec
+from vmforge.qmp.server import QmpAddress, QmpServer, QmpSpecError, mon_qmp_spec, parse_qmp_spec
 
 __all__ = ["COMMANDS", "QmpAddress", "QmpError", "QmpServer", "QmpSpecError",
-           "parse_qmp_spec"]
+           "mon_qmp_spec", "parse_qmp_spec"]

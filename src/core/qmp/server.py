@@ -20,6 +20,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ from vmforge.qmp.stream import JsonStreamer
 if TYPE_CHECKING:
     from vmforge.machine import Machine
 
-__all__ = ["QmpAddress", "QmpServer", "QmpSpecError", "parse_qmp_spec"]
+__all__ = ["QmpAddress", "QmpServer", "QmpSpecError", "mon_qmp_spec", "parse_qmp_spec"]
 
 #: requests of one client handed to the machine and not answered yet (QEMU: 8)
 MAX_IN_FLIGHT = 8
@@ -88,6 +89,42 @@ def parse_qmp_spec(text: str) -> QmpAddress:
     if not colon or not port.isdigit() or int(port) > 65535:
         raise QmpSpecError(f"-qmp {text}: expected tcp:HOST:PORT with a port number")
     return QmpAddress(host=host.strip("[]") or "127.0.0.1", port=int(port), wait=wait)
+
+
+def mon_qmp_spec(text: str, chardevs: Mapping[str, Any]) -> QmpAddress:
+    """``-mon chardev=ID,mode=control`` over ``-chardev socket,id=ID,path=P|host=H,port=N,
+    server=on[,wait=off]``: where the QMP server listens."""
+    from vmforge.config import parse_opts
+
+    try:
+        opts = parse_opts(text, implied="chardev")
+    except ValueError as exc:
+        raise QmpSpecError(f"-mon {text}: {exc}") from None
+    unknown = set(opts) - {"chardev", "mode", "pretty"}
+    if unknown:
+        raise QmpSpecError(f"-mon {text}: unknown option {sorted(unknown)[0]!r}")
+    if opts.get("mode", "readline") != "control":
+        raise QmpSpecError(f"-mon {text}: only mode=control (QMP); the human monitor is "
+                           "on the console (Ctrl-A C) and through human-monitor-command")
+    ident = opts.get("chardev")
+    spec = chardevs.get(ident) if isinstance(ident, str) else None
+    if spec is None:
+        raise QmpSpecError(f"-mon {text}: no -chardev with id={ident}")
+    options = dict(getattr(spec, "options", {}))
+    if getattr(spec, "backend", None) != "socket":
+        raise QmpSpecError(f"-mon {text}: QMP needs a socket chardev, not "
+                           f"{getattr(spec, 'backend', spec)!r}")
+    on = ("on", "yes", "true")
+    if options.get("server", "off") not in on:
+        raise QmpSpecError(f"-mon {text}: vmforge's QMP only listens: add server=on to "
+                           f"-chardev id={ident}")
+    wait = options.get("wait", "on") in on
+    if "path" in options:
+        return QmpAddress(path=options["path"], wait=wait)
+    port = options.get("port", "")
+    if not port.isdigit() or int(port) > 65535:
+        raise QmpSpecError(f"-mon {text}: -chardev id={ident} needs path= or port=")
+    return QmpAddress(host=options.get("host", "127.0.0.1"), port=int(port), wait=wait)
 
 
 @dataclass(eq=False)
