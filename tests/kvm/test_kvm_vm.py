@@ -221,3 +221,25 @@ def test_more_vcpu_state(vm, kvm):
     assert vcpu.get_vcpu_events() == events
     vcpu.nmi()
     assert vcpu.get_vcpu_events() != events                     # an NMI is now pending
+
+
+def test_vcpu_threads_hand_back_exits_and_exceptions(vm, guest):
+    from vmforge.accel.kvm.x86 import enter_real_mode
+
+    mem = ram()
+    mem.write(0x1000, guest("twocpu.S"))
+    vm.map_memory(mem)
+    cpus = [vm.create_vcpu(0), vm.create_vcpu(1)]
+    enter_real_mode(cpus[0], 0x1000)
+    enter_real_mode(cpus[1], 0x1100)
+
+    class Fails:
+        def pio_out(self, port, size, value):
+            raise LookupError(value)
+
+    threads = [cpus[0].start(Recorder()), cpus[1].start(Fails())]
+    assert threads[0].result(60) is VcpuExit.HLT
+    with pytest.raises(LookupError) as info:
+        threads[1].result(60)
+    assert info.value.args == (0xB1,)
+    assert threads[1].name == "vcpu1"

@@ -52,6 +52,7 @@ __all__ = [
     "Sregs",
     "Vcpu",
     "VcpuExit",
+    "VcpuThread",
     "Vm",
     "kvm_available",
 ]
@@ -563,6 +564,13 @@ class Vcpu(_Fd):
             regs = None
         raise KvmExitError(info, regs)
 
+    def start(self, callbacks: object = None) -> VcpuThread:
+        """Run on a new thread (one per vCPU); :meth:`VcpuThread.result` gives the
+        exit or raises what ended the run (a callback's exception included)."""
+        t = VcpuThread(self, callbacks)
+        t.start()
+        return t
+
     def stop(self) -> None:
         """End the current (or next) :meth:`run` from any thread."""
         self._runner.stop()
@@ -572,3 +580,28 @@ class Vcpu(_Fd):
         return dict(self._runner.exit_info())
 
 
+class VcpuThread(threading.Thread):
+    """A vCPU's :meth:`Vcpu.run` on its own thread."""
+
+    def __init__(self, vcpu: Vcpu, callbacks: object) -> None:
+        super().__init__(name=f"vcpu{vcpu.index}", daemon=True)
+        self.vcpu = vcpu
+        self.callbacks = callbacks
+        self._exit: VcpuExit | None = None
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._exit = self.vcpu.run(self.callbacks)
+        except BaseException as exc:  # handed to whoever asks for the result
+            self._error = exc
+
+    def result(self, timeout: float | None = None) -> VcpuExit:
+        """Wait for the run to end; its exit, or the exception that ended it."""
+        self.join(timeout)
+        if self.is_alive():
+            raise TimeoutError(f"vCPU {self.vcpu.index} still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._exit is not None
+        return self._exit
