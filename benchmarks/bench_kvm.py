@@ -113,14 +113,18 @@ def test_exits_fcntl_loop(benchmark, rate, vcpu) -> None:
     page.close()
 
 
-@pytest.fixture(scope="module")
-def c_loop(tmp_path_factory) -> str:
+def _build(tmp_path_factory, name: str) -> str:
     gcc = shutil.which("gcc")
     if gcc is None:
         oracle_missing("gcc is not installed (Debian package gcc)")
-    exe = tmp_path_factory.mktemp("kvm-c") / "kvm_exit_loop"
-    subprocess.run([gcc, "-O2", "-o", str(exe), str(HERE / "kvm_exit_loop.c")], check=True)
+    exe = tmp_path_factory.mktemp("kvm-c") / name
+    subprocess.run([gcc, "-O2", "-o", str(exe), str(HERE / f"{name}.c")], check=True)
     return str(exe)
+
+
+@pytest.fixture(scope="module")
+def c_loop(tmp_path_factory) -> str:
+    return _build(tmp_path_factory, "kvm_exit_loop")
 
 
 def test_exits_c_loop(benchmark, c_loop) -> None:
@@ -136,3 +140,59 @@ def test_exits_c_loop(benchmark, c_loop) -> None:
     benchmark(run)
     # the program's own clock (mean over rounds, as rate() does), without process start-up
     benchmark.extra_info["exits_per_s"] = round(N / (sum(seen) / len(seen) / 1e9))
+
+
+# -- CPL3 compute: the guest's loop against the same loop on the host -----------------
+
+LOOPS = 200_000_000
+# mov %rdi,%rcx; xor %eax,%eax; 1: add %rcx,%rax; dec %rcx; jnz 1b; out %eax,(%dx)
+COMPUTE = bytes.fromhex("4889f9" "31c0" "4801c8" "48ffc9" "75f8" "ef")
+
+
+def test_cpl3_compute_guest(benchmark) -> None:
+    kvm = Kvm()
+    vm = kvm.create_vm()
+    mem = GuestMemory()
+    mem.add_ram(0, 0x200000)
+    mem.write(0x1000, COMPUTE)
+    cr3 = identity_page_tables(mem, 0x10000)
+    vm.map_memory(mem)
+    v = vm.create_vcpu()
+    v.set_cpuid(kvm.supported_cpuid())
+    got = []
+
+    class Done:
+        def pio_out(self, port: int, size: int, value: int) -> None:
+            got.append(value)
+            v.stop()
+
+    def run() -> None:
+        enter_long_mode(v, cr3, rip=0x1000, rsp=0x9000, user=True)
+        r = v.get_regs()
+        r.rdi, r.rdx = LOOPS, 0x10
+        v.set_regs(r)
+        assert v.run(Done()) is VcpuExit.STOPPED
+        assert got[-1] == (LOOPS * (LOOPS + 1) // 2) & 0xFFFFFFFF
+
+    benchmark.group = "CPL3 compute (add/dec/jnz loop)"
+    benchmark(run)
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and getattr(stats, "stats", None):
+        benchmark.extra_info["loops_per_s"] = round(LOOPS / stats.stats.mean)
+    vm.close()
+    kvm.close()
+
+
+def test_cpl3_compute_host(benchmark, tmp_path_factory) -> None:
+    exe = _build(tmp_path_factory, "kvm_host_loop")
+    seen = []
+
+    def run() -> None:
+        out = subprocess.run([exe, str(LOOPS)], check=True, capture_output=True, text=True)
+        total, ns = map(int, out.stdout.split())
+        assert total == (LOOPS * (LOOPS + 1) // 2) & 0xFFFFFFFFFFFFFFFF
+        seen.append(ns)
+
+    benchmark.group = "CPL3 compute (add/dec/jnz loop)"
+    benchmark(run)
+    benchmark.extra_info["loops_per_s"] = round(LOOPS / (sum(seen) / len(seen) / 1e9))
