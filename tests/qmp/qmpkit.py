@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -14,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
 from vmforge.config import DeviceSpec, DriveSpec, MachineConfig
 from vmforge.qmp import QmpServer
+from vmforge.testing.oracles import require_program
 
 #: ``j .``: a guest that spins at the start of RAM
 SPIN = bytes.fromhex("6f000000")
@@ -82,9 +81,7 @@ def start_vmforge(where: Path, kernel: bytes = SPIN, paused: bool = False,
 
 def start_qemu(where: Path, kernel: bytes = SPIN, paused: bool = False,
                smp: int = 1) -> Guest:
-    qemu = shutil.which("qemu-system-riscv64")
-    if qemu is None:
-        pytest.skip("qemu-system-riscv64 is not installed (Debian package qemu-system-misc)")
+    qemu = require_program("qemu-system-riscv64", "qemu-system-misc")
     image, disk = write_images(where, kernel)
     sock = where / "qemu.qmp"
     proc = subprocess.Popen(
