@@ -32,26 +32,41 @@ HERE = Path(__file__).resolve().parent
 
 # 1: out %al, (%dx); jmp 1b  -- at CPL3 with IOPL 3, entered by the host in long mode
 GUEST = bytes([0xEE, 0xEB, 0xFD])
+# 1: mov %eax, (%rbx); jmp 1b  -- rbx = 0x300000, past the 2 MiB of RAM: MMIO exits
+MMIO_GUEST = bytes([0x89, 0x03, 0xEB, 0xFC])
 
 if (_why := kvm_available()) is not None:
     oracle_missing(_why)
 
 
-@pytest.fixture(scope="module")
-def vcpu():
+def _vcpu(code: bytes):
     kvm = Kvm()
     vm = kvm.create_vm()
     mem = GuestMemory()
     mem.add_ram(0, 0x200000)
-    mem.write(0x1000, GUEST)
+    mem.write(0x1000, code)
     cr3 = identity_page_tables(mem, 0x10000)
     vm.map_memory(mem)
     v = vm.create_vcpu()
     v.set_cpuid(kvm.supported_cpuid())
     enter_long_mode(v, cr3, rip=0x1000, rsp=0x9000, user=True)
     r = v.get_regs()
-    r.rdx = 0x10
+    r.rdx, r.rbx = 0x10, 0x300000
     v.set_regs(r)
+    return kvm, vm, v
+
+
+@pytest.fixture(scope="module")
+def vcpu():
+    kvm, vm, v = _vcpu(GUEST)
+    yield v
+    vm.close()
+    kvm.close()
+
+
+@pytest.fixture(scope="module")
+def mmio_vcpu():
+    kvm, vm, v = _vcpu(MMIO_GUEST)
     yield v
     vm.close()
     kvm.close()
@@ -73,6 +88,39 @@ def test_exits_python_callback(benchmark, rate, vcpu) -> None:
     benchmark.group = "KVM port-I/O exits"
     benchmark(run)
     rate(N, "exits")
+
+
+def test_mmio_exits_python_callback(benchmark, rate, mmio_vcpu) -> None:
+    class Counter:
+        n = 0
+
+        def mmio_write(self, addr: int, size: int, value: int) -> None:
+            self.n += 1
+            if self.n == N:
+                mmio_vcpu.stop()
+
+    def run() -> None:
+        cb = Counter()
+        assert mmio_vcpu.run(cb) is VcpuExit.STOPPED and cb.n == N
+
+    benchmark.group = "KVM MMIO exits"
+    benchmark(run)
+    rate(N, "exits")
+
+
+def test_mmio_exits_c_loop(benchmark, c_loop) -> None:
+    seen = []
+
+    def run() -> None:
+        out = subprocess.run([c_loop, str(N), "mmio"], check=True, capture_output=True,
+                             text=True)
+        exits, ns = map(int, out.stdout.split())
+        assert exits == N
+        seen.append(ns)
+
+    benchmark.group = "KVM MMIO exits"
+    benchmark(run)
+    benchmark.extra_info["exits_per_s"] = round(N / (sum(seen) / len(seen) / 1e9))
 
 
 def test_exits_no_callback(benchmark, vcpu) -> None:

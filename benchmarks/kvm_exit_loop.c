@@ -1,7 +1,8 @@
 /* The floor for bench_kvm.py: the same guest as the Python variants (at CPL3 in long
- * mode, "1: out %al, (%dx); jmp 1b"), set up and run by KVM_RUN in a C loop.
- * KVM ties a VM to the process that made it, so this program makes its own.
- * usage: kvm_exit_loop N  -> prints "<exits> <nanoseconds>" */
+ * mode, "1: out %al, (%dx); jmp 1b", or for MMIO "1: mov %eax, (%rbx); jmp 1b" with
+ * rbx past the RAM), set up and run by KVM_RUN in a C loop.  KVM ties a VM to the
+ * process that made it, so this program makes its own.
+ * usage: kvm_exit_loop N [pio|mmio]  -> prints "<exits> <nanoseconds>" */
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <stdint.h>
@@ -24,14 +25,19 @@ static void seg(struct kvm_segment *s, uint16_t sel, int code)
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 100000, done = 0;
+    int mmio = argc > 2 && strcmp(argv[2], "mmio") == 0;
     int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     CHECK(kvm);
     int vm = ioctl(kvm, KVM_CREATE_VM, 0);
     CHECK(vm);
     size_t memsz = 0x200000;
     uint8_t *mem = mmap(NULL, memsz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    static const uint8_t code[] = {0xee, 0xeb, 0xfd};
-    memcpy(mem + 0x1000, code, sizeof(code));
+    static const uint8_t pio_code[] = {0xee, 0xeb, 0xfd};
+    static const uint8_t mmio_code[] = {0x89, 0x03, 0xeb, 0xfc};
+    if (mmio)
+        memcpy(mem + 0x1000, mmio_code, sizeof(mmio_code));
+    else
+        memcpy(mem + 0x1000, pio_code, sizeof(pio_code));
     uint64_t *pml4 = (uint64_t *)(mem + 0x10000), *pdpt = pml4 + 512, *pd = pdpt + 512;
     pml4[0] = 0x11000 | 7;
     pdpt[0] = 0x12000 | 7;
@@ -61,14 +67,16 @@ int main(int argc, char **argv)
     sregs.cr0 = 0x80010033;
     sregs.efer = 0x501;
     CHECK(ioctl(vcpu, KVM_SET_SREGS, &sregs));
-    struct kvm_regs regs = {.rip = 0x1000, .rsp = 0x9000, .rdx = 0x10, .rflags = 0x3002};
+    struct kvm_regs regs = {.rip = 0x1000, .rsp = 0x9000, .rdx = 0x10, .rbx = 0x300000,
+                            .rflags = 0x3002};
     CHECK(ioctl(vcpu, KVM_SET_REGS, &regs));
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (done < n) {
         CHECK(ioctl(vcpu, KVM_RUN, 0));
-        if (run->exit_reason != KVM_EXIT_IO || run->io.port != 0x10) {
+        if (mmio ? run->exit_reason != KVM_EXIT_MMIO || run->mmio.phys_addr != 0x300000
+                 : run->exit_reason != KVM_EXIT_IO || run->io.port != 0x10) {
             fprintf(stderr, "exit %u\n", run->exit_reason);
             return 5;
         }
