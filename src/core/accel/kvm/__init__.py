@@ -2,30 +2,50 @@
 
 ``Kvm`` (the system: API version, capabilities, supported CPUID and MSRs) ->
 ``Vm`` (memory slots straight from a :class:`~vmforge.memory.GuestMemory`,
-dirty logging, in-kernel irqchip and PIT, IRQ lines, ioeventfd, irqfd, TSS and
-identity-map addresses) -> ``Vcpu`` (registers, special registers, FPU, MSRs,
-CPUID, LAPIC, MP state, XSAVE, XCRs, debug registers, vCPU events, guest debug,
-interrupt and NMI injection, ``run``)::
+read-only slots, dirty logging, in-kernel or split irqchip and PIT, IRQ lines,
+ioeventfd, irqfd, TSS and identity-map addresses) -> ``Vcpu`` (registers,
+special registers, FPU, MSRs, CPUID, LAPIC, MP state, XSAVE, XCRs, debug
+registers, vCPU events, guest debug, interrupt and NMI injection, ``run``).
+A guest that does port and MMIO I/O, started in 64-bit mode at CPL3 (where a
+nested KVM runs it natively)::
 
-    kvm = Kvm()
-    vm = kvm.create_vm()
-    vm.map_memory(mem)                       # every RAM region of a GuestMemory
-    vcpu = vm.create_vcpu(0)
-    exit = vcpu.run(callbacks)               # -> VcpuExit.HLT, SHUTDOWN, ...
+    from vmforge.accel.kvm import Kvm, VcpuExit
+    from vmforge.accel.kvm.x86 import enter_long_mode, identity_page_tables
+    from vmforge.memory import GuestMemory
+
+    class Devices:                                   # libkvm's kvm_callbacks
+        def pio_out(self, port, size, value): print(f"out {port:#x} <- {value:#x}")
+        def pio_in(self, port, size): return 0x42
+        def mmio_read(self, addr, size): return 0x1234
+        def mmio_write(self, addr, size, value): print(f"{addr:#x} <- {value:#x}")
+        def shutdown(self, vcpu): return False       # end the run
+
+    mem = GuestMemory()
+    mem.add_ram(0, 2 << 20)
+    mem.write(0x1000, bytes.fromhex(
+        "66ba1000" "ec" "ee"                 # mov $0x10,%dx; in %dx,%al; out %al,%dx
+        "8b0425 00000010" "890425 00000010"  # mov 0x10000000,%eax; mov %eax,0x10000000
+        "0f0b"))                             # ud2: no IDT, a triple fault
+    with Kvm() as kvm, kvm.create_vm() as vm:
+        vm.map_memory(mem)                           # KVM maps the mmap itself
+        vcpu = vm.create_vcpu()
+        vcpu.set_cpuid(kvm.supported_cpuid())
+        enter_long_mode(vcpu, identity_page_tables(mem, 0x10000), rip=0x1000,
+                        user=True)
+        assert vcpu.run(Devices()) is VcpuExit.SHUTDOWN
 
 ``run`` calls ``KVM_RUN`` without the GIL and decodes the exit in C
-(``vmforge._fast.kvm``), handing what KVM cannot do itself to a callbacks
-object with libkvm's callbacks under Python names (see :class:`Callbacks`):
-port and MMIO reads are answered before the guest is entered again; string
-port I/O (``rep outsb``) arrives element by element.  An exception in a
-callback stops that vCPU and propagates out of ``run``;
-``KVM_EXIT_INTERNAL_ERROR``, ``FAIL_ENTRY`` and exits the layer does not know
-raise :class:`KvmExitError` carrying the reason, suberror and registers.
-:meth:`Vcpu.stop` ends a run from another thread (``immediate_exit`` and a
-signal to the vCPU's thread); Ctrl-C raises ``KeyboardInterrupt`` from ``run``
-on the main thread.
+(``vmforge._fast.kvm``), handing what KVM cannot do itself to the callbacks
+(see :class:`Callbacks`): port and MMIO reads are answered before the guest
+is entered again; string port I/O arrives element by element, or in bulk to
+``pio_in_string``/``pio_out_string``.  An exception in a callback stops that
+vCPU and propagates out of ``run`` (or :meth:`VcpuThread.result` for a vCPU on
+its own thread, :meth:`Vcpu.start`); ``KVM_EXIT_INTERNAL_ERROR``,
+``FAIL_ENTRY`` and exits the layer does not know raise :class:`KvmExitError`
+carrying the reason, suberror and registers.  :meth:`Vcpu.stop` ends a run
+from another thread (``immediate_exit`` and a signal to the vCPU's thread);
+Ctrl-C raises ``KeyboardInterrupt`` from ``run`` on the main thread.
 """
-
 from __future__ import annotations
 
 import enum
