@@ -14,7 +14,7 @@ No Python-level policy lives here: ``vmforge.accel.kvm`` builds the API.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport errno, EINTR, EAGAIN
+from libc.errno cimport errno, EINTR, EAGAIN, E2BIG
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset, memcpy
@@ -150,7 +150,7 @@ def get_supported_cpuid(int kvm_fd, int max_entries=256):
             raise MemoryError()
         c.nent = max_entries
         r = ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c)
-        if r < 0 and errno == 7 and max_entries < 65536:     # E2BIG: ask with more room
+        if r < 0 and errno == E2BIG and max_entries < 65536:     # ask with more room
             free(c)
             max_entries *= 2
             continue
