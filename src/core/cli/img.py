@@ -34,6 +34,7 @@ from vmforge.block.driver import (
     parse_size,
 )
 from vmforge.block.probe import RAW_FORMAT, driver_class
+from vmforge.cli import img_objects
 from vmforge.errors import VmforgeError
 
 PROG = "vmforge img"
@@ -77,8 +78,9 @@ def parse_options(items: list[str]) -> dict[str, str]:
 
 def _open(path: str, fmt: str | None, *, readonly: bool = True, force_share: bool = False,
           backing: bool = True, **options: Any) -> BlockBackend:
+    path, fmt, extra = img_objects.context().resolve_image(path, fmt)   # --image-opts
     return BlockBackend.open(path, fmt, readonly=readonly, force_share=force_share,
-                             backing=backing, **options)
+                             backing=backing, **extra, **options)
 
 
 def _size_arg(text: str) -> int:
@@ -268,11 +270,12 @@ def cmd_create(args: argparse.Namespace) -> int:
         opts["backing_file"], opts["backing_fmt"] = backing, backing_fmt
     if size is None:
         raise UsageError("image creation needs a size parameter")
-    if not args.quiet:
+    if not args.quiet:       # key-secret=ID is shown, never the secret
         shown = " ".join(f"{k}={_show_value(v)}" for k, v in opts.items() if v is not None)
         print(f"Formatting '{args.file}', fmt={cls.format_name} size={size}"
               + (f" {shown}" if shown else ""))
-    create_image(cls.format_name, args.file, size, **opts)
+    create_image(cls.format_name, args.file, size,
+                 **img_objects.context().resolve_secret(opts))
     return 0
 
 
@@ -315,9 +318,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
         for src in sources:
             opened.append(_open(src, args.format, force_share=args.force_share))
         total = sum(bb.size for bb in opened)
+        secret = img_objects.context().resolve_secret(create_opts)
         if not args.no_create:
-            create_image(out_cls.format_name, dst, total, **create_opts)
-        target = BlockBackend.open(dst, out_cls.format_name, readonly=False, cache=args.cache)
+            create_image(out_cls.format_name, dst, total, **secret)
+        target = BlockBackend.open(dst, out_cls.format_name, readonly=False, cache=args.cache,
+                                   **({"passphrase": secret["passphrase"]}
+                                      if "passphrase" in secret else {}))
         opened.append(target)
         bar = ProgressBar() if args.progress else None
         workers = args.parallel if args.parallel else 2
@@ -594,7 +600,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     out_cls = driver_class(args.output_format)
-    opts = parse_options(args.options)
+    opts = img_objects.context().resolve_secret(parse_options(args.options))
     if (args.size is None) == (args.file is None):
         raise UsageError("measure needs either --size SIZE or a source image")
     if args.size is not None:
@@ -618,6 +624,7 @@ def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
     def run(args: argparse.Namespace) -> int:
         try:
+            img_objects.configure(args)
             return handler(args)
         except BrokenPipeError:  # the reader went away (| head): not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -654,6 +661,7 @@ def _common(p: argparse.ArgumentParser, *, fmt: bool = True, share: bool = True,
         p.add_argument("--output", choices=("human", "json"), default="human")
     if quiet:
         p.add_argument("-q", action="store_true", dest="quiet", help="print nothing on success")
+    img_objects.add_object_options(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
