@@ -288,6 +288,7 @@ def test_vmforge_run_qmp_wait_on_waits_for_a_client(sockdir: Path) -> None:
     finally:
         code, err = _finish(proc)
     assert code == 0 and "Traceback" not in err
+    assert f"waiting for a QMP connection on {sock}" in err
 
 
 @pytest.mark.parametrize("spec", ["unix:/x,server=off", "tcp:localhost,server=on",

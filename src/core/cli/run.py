@@ -305,8 +305,11 @@ def run(args: argparse.Namespace) -> int:
         machine.realize()
         for spec in qmp_specs:
             qmp_servers.append(QmpServer(machine, spec).start())
+            if spec.wait:   # QEMU's wait=on: the guest starts when a client connects
+                print(f"vmforge run: waiting for a QMP connection on "
+                      f"{spec.path or f'{spec.host}:{spec.port}'}", file=sys.stderr)
             while spec.wait and not qmp_servers[-1].wait_for_client(0.5):
-                pass        # QEMU's wait=on: the guest starts when a client connects
+                pass
         built = True
         from vmforge.debug import start_gdbstub
 

@@ -368,7 +368,7 @@ class QmpServer:
 
     def _write(self, client: _Client) -> None:
         with self._lock:
-            data = bytes(client.out)
+            data = bytes(client.out[:1 << 18])
         if not data:
             return
         try:
