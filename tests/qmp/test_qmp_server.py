@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -216,6 +217,7 @@ def test_listening_twice_on_a_port_is_a_clear_error(guest: Guest) -> None:
         server = QmpServer(guest.machine, f"tcp:127.0.0.1:{port},server=on,wait=off")
         with pytest.raises(QmpSpecError, match="cannot listen"):
             server.start()
+        server.close()
 
 
 # -- vmforge run -qmp ---------------------------------------------------------------------
@@ -335,3 +337,29 @@ def test_bad_mon(chardev: str, mon: str, message: str) -> None:
     spec = ChardevSpec.parse(chardev)
     with pytest.raises(QmpSpecError, match=message):
         mon_qmp_spec(mon, {spec.id: spec})
+
+
+def test_clients_that_come_and_go_leave_no_descriptors(guest: Guest) -> None:
+    server = guest.server
+    assert server is not None
+
+    def settled() -> int:
+        """The process's descriptors once the server has let every client go."""
+        deadline = time.monotonic() + 5
+        while server.client_count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.client_count == 0
+        return len(os.listdir("/proc/self/fd"))
+
+    Raw(guest.sock).close()          # the first client settles the server's own state
+    before = settled()
+    for i in range(100):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(guest.sock))
+        if i % 2:
+            s.sendall(b'{"execute": "qmp_capabilities"}{"execute": "query-block"}')
+        s.close()
+    raw = Raw(guest.sock)
+    assert raw.ask(b'{"execute": "query-status"}')["return"]["running"] is True
+    raw.close()
+    assert settled() <= before

@@ -178,20 +178,23 @@ class QmpServer:
 
     def start(self) -> QmpServer:
         spec = self.spec
+        if self._thread is not None:
+            raise QmpSpecError("the QMP server is already started")
+        family = socket.AF_UNIX if spec.path is not None else \
+            socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+        lst = socket.socket(family, socket.SOCK_STREAM)
         try:
             if spec.path is not None:
-                lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 with contextlib.suppress(FileNotFoundError):
                     if os.path.exists(spec.path) and not os.path.isdir(spec.path):
                         os.unlink(spec.path)     # QEMU replaces a stale socket too
                 lst.bind(spec.path)
             else:
-                family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
-                lst = socket.socket(family, socket.SOCK_STREAM)
                 lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 lst.bind((spec.host, spec.port))
-            lst.listen(8)
+            lst.listen(socket.SOMAXCONN)
         except OSError as exc:
+            lst.close()
             where = spec.path or f"{spec.host}:{spec.port}"
             raise QmpSpecError(f"-qmp: cannot listen on {where}: "
                                f"{exc.strerror or exc}") from None
@@ -211,7 +214,11 @@ class QmpServer:
 
     def close(self, flush_timeout: float = 2.0) -> None:
         """Send what is queued (up to ``flush_timeout`` seconds), then disconnect."""
-        if self._thread is None or self._closing:
+        if self._closing:
+            return
+        if self._thread is None:           # never started: only the wake-up pair to free
+            self._closing = True
+            self._shutdown_sockets()
             return
         with contextlib.suppress(ValueError):
             self.machine.state_listeners.remove(self._on_state)
