@@ -105,8 +105,8 @@ class Machine:
         #: network back-ends by ``-netdev`` id (:meth:`open_netdevs`)
         self.netdevs: dict[str, Any] = {}
         #: ``fn(event, data)`` on each run-state change, from the thread making it:
-        #: "STOP", "RESUME", "RESET" (data: reason), "SHUTDOWN" (data: reason); QMP's
-        #: events come from here
+        #: "STOP", "RESUME", "RESET" (data: reason), "SHUTDOWN" (data: reason), and
+        #: "EXITED" when the run loop has returned; QMP's events come from here
         self.state_listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     # -- assembly (from build) ----------------------------------------------------------
@@ -357,6 +357,7 @@ class Machine:
             self.clock.pause()
             self._hooks().vmforge_machine_shutdown(
                 machine=self, reason=self.shutdown_reason, status=self.exit_status)
+            self._state_changed("EXITED", reason=self.shutdown_reason)
         return int(self.exit_status or 0)
 
     def _resume_clock(self) -> None:

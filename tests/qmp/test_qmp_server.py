@@ -363,3 +363,23 @@ def test_clients_that_come_and_go_leave_no_descriptors(guest: Guest) -> None:
     assert raw.ask(b'{"execute": "query-status"}')["return"]["running"] is True
     raw.close()
     assert settled() <= before
+
+
+def test_after_the_guest_powered_off_queries_are_still_answered(sockdir: Path) -> None:
+    from qmpkit import POWEROFF
+
+    guest = start_vmforge(sockdir, kernel=POWEROFF, paused=True)
+    try:
+        raw = Raw(guest.sock)
+        raw.send(b'{"execute": "cont"}\n')
+        while raw.read().get("event") != "SHUTDOWN":
+            pass
+        assert guest.machine.wait(10) == 0
+        assert raw.ask(b'{"execute": "query-status"}')["return"] == {
+            "status": "shutdown", "singlestep": False, "running": False}
+        assert raw.ask(b'{"execute": "system_reset"}') == {"error": {
+            "class": "GenericError",
+            "desc": "The machine has shut down: system_reset is not available"}}
+        raw.close()
+    finally:
+        stop_guest(guest)

@@ -43,6 +43,9 @@ __all__ = ["QmpAddress", "QmpServer", "QmpSpecError", "mon_qmp_spec", "parse_qmp
 
 #: requests of one client handed to the machine and not answered yet (QEMU: 8)
 MAX_IN_FLIGHT = 8
+#: what may still be asked once the machine's run loop has returned
+AFTER_EXIT = frozenset({"query-version", "query-commands", "query-status", "query-name",
+                        "qmp_capabilities", "quit"})
 #: output queued for a client that does not read; past it the client is dropped
 MAX_OUTPUT = 16 << 20
 
@@ -171,6 +174,10 @@ class QmpServer:
         self._closing = False
         self._connected = threading.Event()
         self._registered: dict[_Client, int] = {}
+        #: requests handed to the machine, in arrival order (all clients)
+        self._queue: collections.deque[tuple[_Client, tuple[Any, str | None]]] = (
+            collections.deque())
+        self._exited = False
         self._flush_deadline = 0.0
         self.address: Any = None
 
@@ -262,6 +269,13 @@ class QmpServer:
             self.broadcast_event("SHUTDOWN", shutdown_event_data(str(data.get("reason"))))
         elif event in ("STOP", "RESUME"):
             self.broadcast_event(event)
+        elif event == "EXITED":
+            # the machine's thread takes no more calls: what it left is answered on
+            # the I/O thread, and what comes next too (commands that would act on
+            # the stopped machine are refused)
+            with self._lock:
+                self._exited = True
+            self._wake()
 
     # -- the I/O thread ------------------------------------------------------------------
 
@@ -301,6 +315,8 @@ class QmpServer:
                             self._write(client)
                         if mask & selectors.EVENT_READ and not self._closing:
                             self._read(client)
+                if self._exited and self._queue:
+                    self._run_queued()
                 self._reap()
         finally:
             self._shutdown_sockets()
@@ -366,12 +382,18 @@ class QmpServer:
         self._pump(client)
 
     def _pump(self, client: _Client) -> None:
-        """Hand the client's messages to the machine, up to MAX_IN_FLIGHT at once."""
+        """Hand the client's messages to the machine, up to MAX_IN_FLIGHT at once
+        (once its run loop has returned, they are answered here)."""
         while client.backlog and client.in_flight < MAX_IN_FLIGHT:
             item = client.backlog.popleft()
             with self._lock:
                 client.in_flight += 1
-            self.machine.call_soon(self._handle, client, item)
+                self._queue.append((client, item))
+                exited = self._exited
+            if exited:
+                self._run_queued()
+            else:
+                self.machine.call_soon(self._run_queued)
 
     def _write(self, client: _Client) -> None:
         with self._lock:
@@ -424,6 +446,15 @@ class QmpServer:
 
     # -- on the machine's thread ----------------------------------------------------------
 
+    def _run_queued(self) -> None:
+        """Answer the requests handed over and not answered yet, in arrival order."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return
+                client, item = self._queue.popleft()
+            self._handle(client, item)
+
     def _handle(self, client: _Client, item: tuple[Any, str | None]) -> None:
         try:
             reply = self._dispatch(client, *item)
@@ -459,6 +490,8 @@ class QmpServer:
                     raise QmpError(f"The command {name} has not been found", "CommandNotFound")
                 arguments = value.get("arguments", {})
                 check_arguments(cmd, arguments)
+                if self._exited and name not in AFTER_EXIT:
+                    raise QmpError(f"The machine has shut down: {name} is not available")
                 result = cmd.handler(client.session, arguments)
         except QmpError as exc:
             reply = _error(exc.desc, exc.cls)
