@@ -29,7 +29,8 @@ import pytest
 from vmforge.chardev import BufferChar
 from vmforge.config import DeviceSpec, MachineConfig, NetdevSpec
 from vmforge.testing.console import ProcessConsole
-from vmforge.testing.oracles import oracle_missing, require_files, require_program
+from vmforge.testing.netns import move_tap, network_namespace
+from vmforge.testing.oracles import oracle_missing, require_files
 
 from .bench_boot import FW_JUMP, SHELL_PROMPT, guest
 
@@ -78,24 +79,8 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
-    if not os.path.exists("/dev/net/tun"):
-        oracle_missing("/dev/net/tun is missing (the tun kernel module)")
-    ip = require_program("ip", "iproute2")
-    name = f"vmforge-bench-{os.getpid()}"
-    made = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True)
-    if made.returncode != 0:
-        oracle_missing(f"cannot create a network namespace: {made.stderr.strip()}")
-    try:
+    with network_namespace() as name:
         yield name
-    finally:
-        subprocess.run([ip, "netns", "del", name], capture_output=True)
-
-
-def _tap_into(netns: str, ifname: str) -> None:
-    for cmd in (["link", "set", ifname, "netns", netns],
-                ["-n", netns, "addr", "add", f"{NS_ADDR}/24", "dev", ifname],
-                ["-n", netns, "link", "set", ifname, "up"]):
-        subprocess.run(["ip", *cmd], check=True, capture_output=True, timeout=30)
 
 
 def _wait_for_link(ifname: str) -> None:
@@ -149,7 +134,7 @@ def guest_link(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any, Recei
         console.wait_for(SHELL_PROMPT, timeout=300)
         if ns is not None:
             _wait_for_link(ifname)
-            _tap_into(ns, ifname)
+            move_tap(ifname, ns, f"{NS_ADDR}/24")
             console.feed(f"ifconfig eth0 {GUEST_ADDR} netmask 255.255.255.0 up\n".encode())
             receiver = Receiver(["ip", "netns", "exec", ns], NS_ADDR)
             target = NS_ADDR

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from vmforge.accel.cluster import HartCluster
 from vmforge.memory import AddressSpace
-from vmforge.testing.oracles import require_program
+from vmforge.testing.riscv_asm import assemble
 
-TOOLCHAIN = "gcc-riscv64-unknown-elf"  # the Debian package with the binutils
 RAM = 0x8000_0000
 IPI = 0x1000_0000
 
@@ -43,17 +41,6 @@ TIMER_PROGRAM = """
 3:  wfi
     j 3b
 """
-
-
-def assemble(source: str, tmp_path: Path) -> bytes:
-    as_ = require_program("riscv64-unknown-elf-as", TOOLCHAIN)
-    objcopy = require_program("riscv64-unknown-elf-objcopy", TOOLCHAIN)
-    (tmp_path / "p.S").write_text(source)
-    subprocess.run([as_, "-march=rv64gc", "-o", str(tmp_path / "p.o"), str(tmp_path / "p.S")],
-                   check=True)
-    subprocess.run([objcopy, "-O", "binary", "-j", ".text", str(tmp_path / "p.o"),
-                    str(tmp_path / "p.bin")], check=True)
-    return (tmp_path / "p.bin").read_bytes()
 
 
 class IpiDevice:

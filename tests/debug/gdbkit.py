@@ -16,8 +16,8 @@ from vmforge.config import MachineConfig
 from vmforge.debug import GdbStub, start_gdbstub
 from vmforge.debug.protocol import checksum
 from vmforge.testing.oracles import require_program
+from vmforge.testing.riscv_asm import assemble
 
-TOOLCHAIN = "gcc-riscv64-unknown-elf"
 VMFORGE = [sys.executable, "-m", "vmforge.cli.main"]
 RAM = 0x8000_0000
 
@@ -41,17 +41,6 @@ finish:
 """
 COUNTER = RAM + 0x108
 FINISH = RAM + 0x14
-
-
-def assemble(source: str, tmp_path: Path) -> bytes:
-    as_ = require_program("riscv64-unknown-elf-as", TOOLCHAIN)
-    objcopy = require_program("riscv64-unknown-elf-objcopy", TOOLCHAIN)
-    (tmp_path / "p.S").write_text(source)
-    subprocess.run([as_, "-march=rv64gc", "-o", str(tmp_path / "p.o"), str(tmp_path / "p.S")],
-                   check=True)
-    subprocess.run([objcopy, "-O", "binary", "-j", ".text", str(tmp_path / "p.o"),
-                    str(tmp_path / "p.bin")], check=True)
-    return (tmp_path / "p.bin").read_bytes()
 
 
 class GdbClient:

@@ -22,7 +22,8 @@ import pytest
 
 from vmforge.chardev import BufferChar
 from vmforge.config import DeviceSpec, NetdevSpec
-from vmforge.testing.oracles import oracle_missing, require_program
+from vmforge.testing.netns import move_tap, network_namespace
+from vmforge.testing.oracles import require_program
 
 from .test_virt_boot import PROMPT
 from .test_virt_virtio_linux import STEP, boot, poweroff, sh
@@ -105,17 +106,8 @@ def test_two_guests_joined_by_the_socket_backend_ping() -> None:
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    if not os.path.exists("/dev/net/tun"):
-        oracle_missing("/dev/net/tun is missing (the tun kernel module)")
-    ip = require_program("ip", "iproute2")
-    name = f"vmforge-guest-{os.getpid()}"
-    made = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True)
-    if made.returncode != 0:
-        oracle_missing(f"cannot create a network namespace: {made.stderr.strip()}")
-    try:
+    with network_namespace() as name:
         yield name
-    finally:
-        subprocess.run([ip, "netns", "del", name], capture_output=True)
 
 
 def test_tap_in_a_namespace_answers_the_guests_ping(netns: str) -> None:
@@ -124,10 +116,7 @@ def test_tap_in_a_namespace_answers_the_guests_ping(netns: str) -> None:
     m = boot(console, **nic(NetdevSpec("tap", "n0", {"ifname": ifname, "script": "no",
                                                      "downscript": "no"})))
     try:
-        for cmd in (["link", "set", ifname, "netns", netns],
-                    ["-n", netns, "addr", "add", "10.77.0.1/24", "dev", ifname],
-                    ["-n", netns, "link", "set", ifname, "up"]):
-            subprocess.run(["ip", *cmd], check=True, capture_output=True, timeout=30)
+        move_tap(ifname, netns, "10.77.0.1/24")
         sh(console, "ifconfig eth0 10.77.0.2 netmask 255.255.255.0 up")
         out = sh(console, "ping -c 3 -W 5 10.77.0.1")
         assert "3 packets received" in out, out
