@@ -10,29 +10,16 @@ from typing import Any
 
 import pytest
 
-from vmforge.machine import Machine
+from vmforge.testing.boards import BareBoard
 from vmforge.testing.oracles import oracle_missing
 
 
-class Board(Machine):
-    """A machine with nothing but what a test adds (its clock stays paused)."""
-
-    name = "test-board"
-    max_cpus = 8
-
-    def build(self) -> None:
-        pass
-
-    def run_cpus(self) -> bool:
-        return True
-
-
 @pytest.fixture
-def make_board() -> Callable[..., Board]:
-    boards: list[Board] = []
+def make_board() -> Callable[..., BareBoard]:
+    boards: list[BareBoard] = []
 
-    def make(**overrides: Any) -> Board:
-        b = Board(**overrides)
+    def make(**overrides: Any) -> BareBoard:
+        b = BareBoard(**overrides)
         boards.append(b)
         return b
 
@@ -42,7 +29,7 @@ def make_board() -> Callable[..., Board]:
 
 
 @pytest.fixture
-def board(make_board: Callable[..., Board]) -> Board:
+def board(make_board: Callable[..., BareBoard]) -> BareBoard:
     return make_board()
 
 
