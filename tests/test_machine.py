@@ -249,3 +249,13 @@ def test_unsupported_options_are_refused_not_ignored() -> None:
     with pytest.raises(MachineError, match="does not support -drive"):
         Board(drives=[DriveSpec.parse("file=x.img")]).realize()
     assert Board().run() == 7
+
+
+def test_timeout_fires_while_paused() -> None:
+    """``--timeout`` ends a machine that waits paused (``-S``, the monitor's stop)."""
+    m = Spinner(memory=0x1000)
+    m.realize()
+    m.pause()
+    t0 = time.monotonic()
+    assert m.run(timeout=0.3) == 124
+    assert m.shutdown_reason == "timeout" and time.monotonic() - t0 < 5

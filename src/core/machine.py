@@ -335,6 +335,9 @@ class Machine:
                         self._clock_origin_seen = None
                         self.clock_paused()
                     self._sleep_until_event(deadline, timers=False)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.request_shutdown(ShutdownReason.TIMEOUT, 124)  # paused too
+                        break
                     continue
                 self._resume_clock()
                 self.timers.run_due()
