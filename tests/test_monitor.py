@@ -162,3 +162,14 @@ def test_info_network() -> None:
         assert "n0: type=socket" in out and "n1: type=socket (no NIC)" in out
     finally:
         m.close()
+
+
+def test_info_status() -> None:
+    m = Board()
+    m.realize()
+    mon = Monitor(m, BufferChar())
+    assert mon.execute("info status") == "VM status: running"
+    mon.execute("stop")
+    assert mon.execute("info status") == "VM status: paused"
+    mon.execute("cont")
+    assert mon.execute("info status") == "VM status: running"

@@ -35,8 +35,8 @@ class Monitor:
         self._guest: Any = None
         self.commands: dict[str, tuple[Callable[[list[str]], str], str]] = {
             "help": (self._help, "help -- list the commands"),
-            "info": (self._info, "info registers|cpus|mtree|devices|block|network|virtio -- show "
-                                 "machine state"),
+            "info": (self._info, "info registers|cpus|mtree|devices|block|network|status|"
+                                 "virtio -- show machine state"),
             "xp": (self._xp, "xp /Nx ADDR -- N 32-bit words of guest physical memory"),
             "stop": (self._stop, "stop -- pause the guest"),
             "cont": (self._cont, "cont / c -- resume the guest"),
@@ -130,7 +130,9 @@ class Monitor:
                 or "no virtio devices"
         if what == "network":
             return _network_lines(m)
-        return "info registers|cpus|mtree|devices|block|network|virtio"
+        if what == "status":                 # QEMU's words
+            return "VM status: " + ("paused" if m.paused else "running")
+        return "info registers|cpus|mtree|devices|block|network|status|virtio"
 
     def _xp(self, args: list[str]) -> str:
         fmt, addr_text = (args[0], args[1]) if args[0].startswith("/") else ("/1x", args[0])
