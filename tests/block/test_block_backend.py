@@ -226,3 +226,24 @@ def test_read_only_error_keeps_its_message() -> None:
     err = ReadOnlyError("image opened read-only", "disk.qcow2")
     assert str(err) == "disk.qcow2: image opened read-only"
     assert isinstance(err, PermissionError) and err.filename == "disk.qcow2"
+
+
+def test_guessed_raw_opens_writable_but_guards_block_0(tmp_path, caplog) -> None:
+    """QEMU's ``-hda disk.img``: a raw guess opens with a warning; a write that would
+    make block 0 look like another format (a qcow2 header) is refused."""
+    import logging
+
+    path = tmp_path / "disk.img"
+    path.write_bytes(bytes(1 << 20))
+    with pytest.raises(BlockError, match="probing guessed raw"):
+        BlockBackend.open(str(path), readonly=False)              # the default: refused
+    caplog.set_level(logging.WARNING)
+    with BlockBackend.open(str(path), readonly=False, guessed_raw=True) as bb:
+        assert bb.format == "raw" and "probing guessed raw" in caplog.text
+        bb.write(0, b"\xeb\x3c\x90MSDOS5.0")                   # a boot sector: still raw
+        bb.write(4096, b"QFI\xfb\x00\x00\x00\x03")              # not block 0: anything goes
+        with pytest.raises(BlockError, match="block 0 refused"):
+            bb.write(0, b"QFI\xfb\x00\x00\x00\x03" + bytes(504))   # a qcow2 header
+        assert bb.read(0, 3) == b"\xeb\x3c\x90"
+    with BlockBackend.open(str(path), "raw", readonly=False) as bb:   # format given
+        bb.write(0, b"QFI\xfb\x00\x00\x00\x03")                      # the user's choice

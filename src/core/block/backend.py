@@ -26,7 +26,7 @@ from vmforge.block.driver import (
     ImageInfo,
 )
 from vmforge.block.locking import ImageLock
-from vmforge.block.probe import driver_class, probe_format
+from vmforge.block.probe import PROBE_SIZE, RAW_FORMAT, driver_class, probe_format, probe_header
 
 __all__ = ["CACHE_MODES", "MAX_CHAIN_DEPTH", "BlockBackend", "Layer", "create_image",
            "resolve_backing"]
@@ -127,6 +127,8 @@ class BlockBackend:
         # copy-on-write reads a unit, merges and writes it back: writes that may do that
         # are serialised so that two I/O threads cannot lose each other's bytes
         self._cow_lock = threading.Lock()
+        #: a raw image whose format was guessed: block 0 must stay raw-looking
+        self._guard_block0 = False
 
     # -- opening ---------------------------------------------------------------------
 
@@ -134,16 +136,26 @@ class BlockBackend:
     def open(cls, path: str, format: str | None = None, *, readonly: bool = True,
              force_share: bool = False, backing: bool = True,
              max_depth: int = MAX_CHAIN_DEPTH, cache: str = "writeback",
-             **options: Any) -> Self:
+             guessed_raw: bool = False, **options: Any) -> Self:
         """Open ``path`` and (unless ``backing`` is False) its backing chain.
 
-        ``format`` None probes (never guessing raw for a writable open);
-        ``force_share`` is qemu-img's ``-U``; ``cache="unsafe"`` makes flushes
-        skip fsync (the driver's ``sync``); ``options`` go to the top driver's
-        ``open``.
+        ``format`` None probes, and never guesses raw for a writable open unless
+        ``guessed_raw`` (QEMU's ``-hda disk.img``): then a raw guess is opened with a
+        warning and writes that would make block 0 look like another format are
+        refused, as QEMU does.  ``force_share`` is qemu-img's ``-U``;
+        ``cache="unsafe"`` makes flushes skip fsync (the driver's ``sync``);
+        ``options`` go to the top driver's ``open``.
         """
         if cache not in CACHE_MODES:
             raise ValueError(f"cache mode {cache!r} is not one of {', '.join(CACHE_MODES)}")
+        guard = False
+        if format is None and guessed_raw and not readonly and os.path.exists(path):
+            format = probe_format(path)
+            if format == RAW_FORMAT:
+                guard = True
+                log.warning("Image format was not specified for '%s' and probing guessed "
+                            "raw: writes to block 0 that would make it look like another "
+                            "format are refused (give format=raw to lift this)", path)
         top = open_driver(path, format, readonly=readonly, force_share=force_share, **options)
         top.driver.sync = cache != "unsafe"
         layers = [top]
@@ -154,7 +166,9 @@ class BlockBackend:
             for layer in layers:
                 _close_layer(layer)
             raise
-        return cls(layers)
+        bb = cls(layers)
+        bb._guard_block0 = guard
+        return bb
 
     @staticmethod
     def _open_chain(layers: list[Layer], force_share: bool, max_depth: int) -> None:
@@ -385,11 +399,29 @@ class BlockBackend:
         self._check_range(offset, total)
         if not total:
             return
+        if self._guard_block0 and offset < PROBE_SIZE:
+            self._check_block0(offset, views)
         if len(self.layers) == 1:
             self.top.pwritev(offset, views)
             return
         with self._cow_lock:
             self._pwritev_cow(offset, views, total)
+
+    def _check_block0(self, offset: int, views: list[memoryview]) -> None:
+        """A guessed raw image: refuse a write after which block 0 probes as another
+        format (QEMU's raw_check_write), so the guest cannot turn it into one."""
+        head = bytearray(self.read(0, min(PROBE_SIZE, self.size)))
+        pos = offset
+        for v in views:
+            if pos >= len(head):
+                break
+            n = min(v.nbytes, len(head) - pos)
+            head[pos:pos + n] = v[:n]
+            pos += v.nbytes
+        if probe_header(bytes(head), self.filename) != RAW_FORMAT:
+            raise BlockError("write to block 0 refused: the image's format was guessed "
+                             "(raw) and the data would make it look like another format",
+                             self.filename)
 
     def _pwritev_cow(self, offset: int, views: list[memoryview], total: int) -> None:
         g = max(1, int(self.top.granularity))

@@ -53,11 +53,21 @@ def read_header(path: str) -> bytes:
 
 def probe_format(path: str, *, writable: bool = False) -> str:
     """The name of the format that best claims the file at ``path``."""
-    from vmforge.plugins import PluginError, registry
-
     if os.path.isdir(path):
         raise BlockError("is a directory, not an image", path)
-    header = read_header(path)
+    best = probe_header(read_header(path), path)
+    if best == RAW_FORMAT and writable:
+        raise BlockError(
+            "the image format was not given and probing guessed raw; a raw image whose "
+            "format is guessed is never opened for writing (a guest could write a header "
+            "of another format). Pass -f raw (format='raw') to open it writable", path)
+    return best
+
+
+def probe_header(header: bytes, path: str) -> str:
+    """The format that best claims an image starting with ``header``."""
+    from vmforge.plugins import PluginError, registry
+
     scores: list[tuple[int, str]] = []
     for name in registry().names("block"):
         try:
@@ -76,11 +86,5 @@ def probe_format(path: str, *, writable: bool = False) -> str:
         raise BlockError("could not determine the image format (installed formats: "
                          f"{', '.join(format_names()) or 'none'}); pass it with -f", path)
     scores.sort(key=lambda s: (-s[0], s[1]))
-    best = scores[0][1]
     log.debug("probed %s: %s", path, scores)
-    if best == RAW_FORMAT and writable:
-        raise BlockError(
-            "the image format was not given and probing guessed raw; a raw image whose "
-            "format is guessed is never opened for writing (a guest could write a header "
-            "of another format). Pass -f raw (format='raw') to open it writable", path)
-    return best
+    return scores[0][1]

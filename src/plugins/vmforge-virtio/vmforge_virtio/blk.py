@@ -79,7 +79,8 @@ class VirtioBlk(VirtioDevice):
                 raise DeviceError(f"{self.name}: needs drive=FILE (or a backend)")
             try:
                 backend = BlockBackend.open(self.drive, self.format or None,
-                                            readonly=self.readonly, cache=self.cache)
+                                            readonly=self.readonly, cache=self.cache,
+                                            guessed_raw=True)    # QEMU's -hda disk.img
             except (BlockError, OSError) as exc:
                 raise DeviceError(f"{self.name}: {exc}") from exc
         self.backend = backend
