@@ -7,6 +7,8 @@ import random
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from vmforge.testing.oracles import needs
 
 needs_qemu = needs("qemu-img", "qemu-io", package="qemu-utils")  # skips, or fails in CI
@@ -53,3 +55,33 @@ def to_raw(path: str | Path, out: str | Path, snapshot: str | None = None) -> by
 def pattern(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
 
+
+
+class Crash(Exception):
+    """The simulated crash: raised instead of a write past the limit."""
+
+
+def count_writes(monkeypatch: pytest.MonkeyPatch, limit: int | None) -> list[int]:
+    """Count the image's writes (``[n]``); with ``limit``, the write after ``limit``
+    raises :class:`Crash` instead of happening (a crash at that point)."""
+    from vmforge_qcow2.fileio import ImageFile
+
+    count = [0]
+    real_pwrite, real_pwritev = ImageFile.pwrite, ImageFile.pwritev
+
+    def step() -> None:
+        if limit is not None and count[0] >= limit:
+            raise Crash
+        count[0] += 1
+
+    def pwrite(self, offset, data):  # type: ignore[no-untyped-def]
+        step()
+        real_pwrite(self, offset, data)
+
+    def pwritev(self, offset, bufs):  # type: ignore[no-untyped-def]
+        step()
+        real_pwritev(self, offset, bufs)
+
+    monkeypatch.setattr(ImageFile, "pwrite", pwrite)
+    monkeypatch.setattr(ImageFile, "pwritev", pwritev)
+    return count

@@ -13,17 +13,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from qcow2_oracle import needs_qemu, pattern, qemu_check
+from qcow2_oracle import Crash, count_writes, needs_qemu, pattern, qemu_check
 
 from vmforge_qcow2 import Qcow2
-from vmforge_qcow2.fileio import ImageFile
 
 pytestmark = needs_qemu
 MiB = 1 << 20
-
-
-class Crash(Exception):
-    pass
 
 
 def _scenario(q: Qcow2) -> None:
@@ -39,28 +34,6 @@ def _scenario(q: Qcow2) -> None:
     q.flush()
 
 
-def _steps(monkeypatch: pytest.MonkeyPatch, limit: int | None) -> list[int]:
-    count = [0]
-    real_pwrite, real_pwritev = ImageFile.pwrite, ImageFile.pwritev
-
-    def step() -> None:
-        if limit is not None and count[0] >= limit:
-            raise Crash
-        count[0] += 1
-
-    def pwrite(self, offset, data):  # type: ignore[no-untyped-def]
-        step()
-        real_pwrite(self, offset, data)
-
-    def pwritev(self, offset, bufs):  # type: ignore[no-untyped-def]
-        step()
-        real_pwritev(self, offset, bufs)
-
-    monkeypatch.setattr(ImageFile, "pwrite", pwrite)
-    monkeypatch.setattr(ImageFile, "pwritev", pwritev)
-    return count
-
-
 @pytest.mark.parametrize("opts", [{"cluster_size": 512, "refcount_bits": 64}, {},
                                   {"extended_l2": True, "cluster_size": 16384},
                                   {"lazy_refcounts": True}])
@@ -69,7 +42,7 @@ def test_crash_after_every_write_leaves_no_corruption(tmp_path: Path,
                                                       opts: dict) -> None:
     base = tmp_path / "base.qcow2"
     Qcow2.create(str(base), 2 * MiB, **opts)
-    count = _steps(monkeypatch, None)
+    count = count_writes(monkeypatch, None)
     shutil.copyfile(base, tmp_path / "fresh.qcow2")
     with Qcow2.open(str(tmp_path / "fresh.qcow2"), readonly=False) as q:
         count[0] = 0
@@ -81,7 +54,7 @@ def test_crash_after_every_write_leaves_no_corruption(tmp_path: Path,
     for n in [*range(0, total, step), total - 1]:
         img = tmp_path / f"crash{n}.qcow2"
         shutil.copyfile(base, img)
-        _steps(monkeypatch, n)
+        count_writes(monkeypatch, n)
         q = Qcow2.open(str(img), readonly=False)
         with pytest.raises(Crash):
             _scenario(q)

@@ -22,44 +22,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from qcow2_oracle import needs_qemu, pattern, qemu_img
+from qcow2_oracle import Crash, count_writes, needs_qemu, pattern, qemu_img
 
 from vmforge.block import ops
 from vmforge.block.backend import BlockBackend
 from vmforge_qcow2 import Qcow2
-from vmforge_qcow2.fileio import ImageFile
 
 pytestmark = needs_qemu
 MiB = 1 << 20
 SIZE = 2 * MiB
 OPTS = [{}, {"extended_l2": True, "cluster_size": 16384},
         {"cluster_size": 4096, "refcount_bits": 4}]
-
-
-class Crash(Exception):
-    pass
-
-
-def _count_writes(monkeypatch: pytest.MonkeyPatch, limit: int | None) -> list[int]:
-    count = [0]
-    real_pwrite, real_pwritev = ImageFile.pwrite, ImageFile.pwritev
-
-    def step() -> None:
-        if limit is not None and count[0] >= limit:
-            raise Crash
-        count[0] += 1
-
-    def pwrite(self, offset, data):  # type: ignore[no-untyped-def]
-        step()
-        real_pwrite(self, offset, data)
-
-    def pwritev(self, offset, bufs):  # type: ignore[no-untyped-def]
-        step()
-        real_pwritev(self, offset, bufs)
-
-    monkeypatch.setattr(ImageFile, "pwrite", pwrite)
-    monkeypatch.setattr(ImageFile, "pwritev", pwritev)
-    return count
 
 
 def _abandon_all(opened: list[Qcow2]) -> None:
@@ -118,7 +91,7 @@ def _run_crashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     paths = {f: work / f for f in files}
     for f in files:
         shutil.copyfile(base[f], paths[f])
-    count = _count_writes(monkeypatch, None)
+    count = count_writes(monkeypatch, None)
     operation(paths)
     total = count[0]
     monkeypatch.undo()
@@ -131,7 +104,7 @@ def _run_crashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         for f in files:
             shutil.copyfile(base[f], paths[f])
         opened = _track_opens(monkeypatch)
-        _count_writes(monkeypatch, n)
+        count_writes(monkeypatch, n)
         with pytest.raises(Crash):
             operation(paths)
         _abandon_all(opened)
