@@ -59,3 +59,6 @@ def test_luks_with_secrets_against_qemu_io(tmp_path: Path) -> None:
     wrong = vmforge_img("info", "--object", "secret,id=sec0,data=nope", "--image-opts", opts)
     assert wrong.returncode == 1 and "invalid passphrase" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+    odd = vmforge_img("info", "--object", "iothread,id=x", str(img))
+    assert odd.returncode == 1
+    assert odd.stderr == "vmforge img: --object 'iothread': only 'secret' objects are supported\n"

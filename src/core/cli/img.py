@@ -630,7 +630,8 @@ def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
         except (VmforgeError, ValueError, OSError) as exc:
-            if isinstance(exc, UnsupportedOperation | UsageError | BlockError):
+            if isinstance(exc, UnsupportedOperation | UsageError | BlockError
+                          | img_objects.ObjectError):
                 print(f"{PROG}: {exc}", file=sys.stderr)
             elif isinstance(exc, OSError):   # one line that names the file, as qemu-img
                 name = exc.filename or getattr(args, "file", None) or ""

@@ -18,7 +18,7 @@ from typing import Any
 from vmforge.config import parse_opts
 from vmforge.errors import VmforgeError
 
-__all__ = ["ImageContext", "add_object_options", "context"]
+__all__ = ["ImageContext", "ObjectError", "add_object_options", "context"]
 
 KEY_SECRET = ("key-secret", "key_secret")
 
