@@ -1,0 +1,126 @@
+"""What the ``vmforge img`` sub-commands share: usage errors, sizes, ``-o`` options,
+opening an image argument, the ``-p`` progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, TextIO
+
+from vmforge.block.backend import BlockBackend
+from vmforge.block.driver import (
+    parse_size,
+)
+from vmforge.cli import img_objects
+from vmforge.errors import VmforgeError
+
+PROG = "vmforge img"
+#: qemu-img's program name, shown instead of :data:`PROG` in compat mode
+QEMU_PROG = "qemu-img"
+#: ``VMFORGE_QEMU_IMG_COMPAT=1`` is ``--qemu-img-compat``
+COMPAT_ENV = "VMFORGE_QEMU_IMG_COMPAT"
+_compat = False
+
+
+def set_compat(on: bool) -> None:
+    """Word messages as qemu-img (``qemu-img: ...``), for ``--qemu-img-compat``."""
+    global _compat
+    _compat = on
+
+
+def compat() -> bool:
+    """True when messages read exactly as qemu-img's (flag or environment)."""
+    return _compat or os.environ.get(COMPAT_ENV, "0") not in ("", "0")
+
+
+def prog() -> str:
+    """The program name that starts each message: ``vmforge img`` or ``qemu-img``."""
+    return QEMU_PROG if compat() else PROG
+
+
+def error(message: str) -> None:
+    """One error line on stderr, after the program prefix (as qemu-img's error_report)."""
+    print(f"{prog()}: {message}", file=sys.stderr)
+
+
+class UsageError(VmforgeError):
+    """A wrong combination of arguments."""
+
+
+# -- small helpers ------------------------------------------------------------------------
+
+
+def size_to_str(value: int) -> str:
+    """qemu's ``size_to_str``: 3 significant digits and a binary unit (``4 MiB``)."""
+    _, exp = math.frexp(value / (1000.0 / 1024.0))
+    i = max(0, int((exp - 1) / 10))
+    i = min(i, 6)
+    return f"{value / (1 << (10 * i)):0.3g} {('', 'Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei')[i]}B"
+
+
+def parse_options(items: list[str]) -> dict[str, str]:
+    """``-o a=1,b=2 -o c=3`` -> dict (``,,`` is a literal comma, ``help`` a flag)."""
+    out: dict[str, str] = {}
+    for item in items:
+        for part in item.replace(",,", "\0").split(","):
+            part = part.replace("\0", ",").strip()
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            out[key.strip()] = value if sep else ("help" if key.strip() == "help" else "on")
+    return out
+
+
+def open_image(path: str, fmt: str | None, *, readonly: bool = True, force_share: bool = False,
+          backing: bool = True, **options: Any) -> BlockBackend:
+    path, fmt, extra = img_objects.context().resolve_image(path, fmt)   # --image-opts
+    return BlockBackend.open(path, fmt, readonly=readonly, force_share=force_share,
+                             backing=backing, **extra, **options)
+
+
+def size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"invalid size: {exc}") from None
+
+
+class ProgressBar:
+    """qemu-img's ``-p`` progress: ``    (42.00/100%)`` redrawn in place on stderr."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.last = -1.0
+
+    def __call__(self, done: int, total: int) -> None:
+        pct = 100.0 * done / total if total else 100.0
+        if pct - self.last >= 1.0 or (pct >= 100.0 > self.last):
+            self.last = pct
+            self.stream.write(f"    ({pct:.2f}/100%)\r")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        self(1, 1)
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def dump_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=4))
+
+
+
+def clock(ns: int) -> str:
+    secs, ms = divmod(ns // 1_000_000, 1000)
+    mins, s = divmod(secs, 60)
+    h, m = divmod(mins, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+
+def hexnum(v: int) -> str:
+    return f"{v:#x}" if v else "0"
+
+
