@@ -291,6 +291,6 @@ def test_convert_with_backing_copies_only_the_top(tmp_path, img, qemu, monkeypat
         assert qemu("img", "check", "out.qcow2").returncode == 0
         assert qemu("img", "compare", "top.qcow2", "out.qcow2").returncode == 0
     r = img("convert", "-O", out, "-B", "base.raw", "top.qcow2", "x")
-    assert r.rc == 1 and "-F" in r.err
+    assert r.rc == 1 and "explicit backing format" in r.err
     r = img("convert", "-O", "raw", "-B", "base.raw", "-F", "raw", "top.qcow2", "x")
     assert r.rc == 1 and "backing" in r.err

@@ -16,14 +16,25 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from vmforge.block.backend import CACHE_MODES
 from vmforge.block.driver import BlockError, UnsupportedOperation
 from vmforge.cli import img_objects
-from vmforge.cli.img_common import ProgressBar, UsageError, error, parse_options, prog, size_to_str
+from vmforge.cli.img_common import (
+    COMPAT_ENV,
+    ProgressBar,
+    UsageError,
+    error,
+    parse_options,
+    prog,
+    set_compat,
+    size_to_str,
+)
 from vmforge.cli.img_convert import cmd_convert
 from vmforge.cli.img_create import cmd_create, cmd_measure
 from vmforge.cli.img_modify import cmd_commit, cmd_rebase, cmd_resize, cmd_snapshot
+from vmforge.cli.img_parse import GnuParser
 from vmforge.cli.img_report import cmd_check, cmd_compare, cmd_info, cmd_map
 from vmforge.errors import VmforgeError
 
@@ -64,6 +75,14 @@ def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     return run
 
 
+class _CompatAction(argparse.Action):
+    """``--qemu-img-compat``: on at once, so that even a bad command line is worded so."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        set_compat(True)
+
+
 def _common(p: argparse.ArgumentParser, *, fmt: bool = True, share: bool = True,
             output: bool = False, quiet: bool = False) -> None:
     if fmt:
@@ -83,12 +102,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     img = subparsers.add_parser("img", help="create, convert, check and inspect disk images",
                                 description="qemu-img's sub-commands over vmforge's block "
                                 "layer; formats are plugins (vmforge plugins --kind block).")
-    sub = img.add_subparsers(dest="img_command", metavar="SUBCOMMAND")
+    set_compat(False)    # each parse starts plain (in-process runs share the module)
+    img.add_argument("--qemu-img-compat", action=_CompatAction, nargs=0,
+                     help="word every message as qemu-img does ('qemu-img: ...'); also "
+                     f"{COMPAT_ENV}=1")
+    sub = img.add_subparsers(dest="img_command", metavar="SUBCOMMAND", parser_class=GnuParser)
     img.set_defaults(func=lambda args: (img.print_help(), 2)[1])
 
     def add(name: str, handler: Callable[[argparse.Namespace], int],
-            help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+            help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, **kwargs)
         p.set_defaults(func=_run(handler))
         return p
 
@@ -148,6 +171,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-s", dest="strict", action="store_true", help="strict: sizes and "
                    "allocation must match too")
     p.add_argument("-U", "--force-share", action="store_true", dest="force_share")
+    p.add_argument("-q", action="store_true", dest="quiet", help="print nothing: only the "
+                   "exit status tells")
     p.add_argument("file_a", metavar="A")
     p.add_argument("file_b", metavar="B")
 
@@ -155,11 +180,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _common(p, output=True)
     p.add_argument("file")
 
-    p = add("resize", cmd_resize, "change the virtual size")
+    p = add("resize", cmd_resize, "change the virtual size", last_operand=True)
     _common(p, share=False, quiet=True)
     p.add_argument("--shrink", action="store_true", help="allow shrinking (loses data)")
     p.add_argument("file")
-    p.add_argument("size", nargs=argparse.REMAINDER, metavar="[+-]SIZE")
+    p.add_argument("size", metavar="[+-]SIZE")
 
     p = add("snapshot", cmd_snapshot, "list, create, apply or delete internal snapshots")
     _common(p)

@@ -40,6 +40,12 @@ def prog() -> str:
     return QEMU_PROG if compat() else PROG
 
 
+def qprint(quiet: bool, text: str) -> None:
+    """qemu-img's ``qprintf``: a line on stdout unless ``-q``."""
+    if not quiet:
+        print(text)
+
+
 def error(message: str) -> None:
     """One error line on stderr, after the program prefix (as qemu-img's error_report)."""
     print(f"{prog()}: {message}", file=sys.stderr)

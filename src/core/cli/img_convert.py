@@ -46,7 +46,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if args.no_create or args.compress or len(sources) != 1:
             raise UsageError("-B takes one source, and neither -n nor -c")
         if not args.backing_format:
-            raise UsageError("-B needs the backing format (-F FMT)")
+            # qemu-img 7.2 probes nothing here: its create refuses, in these words
+            raise UsageError("Use of backing file requires explicit backing format")
         create_opts.update(backing_file=args.backing, backing_fmt=args.backing_format)
     opened: list[BlockBackend] = []
     try:

@@ -20,9 +20,7 @@ from vmforge.cli.img_report import snapshot_table
 
 
 def cmd_resize(args: argparse.Namespace) -> int:
-    if len(args.size) != 1:
-        raise UsageError("resize needs FILE and one [+-]SIZE")
-    text = args.size[0]
+    text = args.size
     with open_image(args.file, args.format, readonly=False, backing=False) as bb:
         cur = bb.size
         if text[:1] in "+-":

@@ -23,6 +23,7 @@ from vmforge.cli.img_common import (
     error,
     hexnum,
     open_image,
+    qprint,
     size_to_str,
 )
 from vmforge.errors import VmforgeError
@@ -203,7 +204,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             return 2
         with b:
             if a.size != b.size and not args.strict:
-                print("Warning: Image size mismatch!")
+                qprint(args.quiet, "Warning: Image size mismatch!")
             try:
                 result = ops.compare(a, b, strict=args.strict)
             except BlockError as exc:
@@ -212,14 +213,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     finally:
         a.close()
     if result.identical:
-        print("Images are identical.")
+        qprint(args.quiet, "Images are identical.")
         return 0
     if args.strict and result.size_mismatch and result.offset is None:
-        print("Strict mode: Image size mismatch!")
+        qprint(args.quiet, "Strict mode: Image size mismatch!")
     elif result.status_mismatch:
-        print(f"Strict mode: Offset {result.offset} block status mismatch!")
+        qprint(args.quiet, f"Strict mode: Offset {result.offset} block status mismatch!")
     else:
-        print(f"Content mismatch at offset {result.offset}!")
+        qprint(args.quiet, f"Content mismatch at offset {result.offset}!")
     return 1
 
 
