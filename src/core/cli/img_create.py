@@ -22,6 +22,7 @@ from vmforge.cli.img_common import (
     parse_options,
     size_arg,
 )
+from vmforge.cli.img_formatting import formatting_line
 
 # -- create -------------------------------------------------------------------------------
 
@@ -87,16 +88,11 @@ def cmd_create(args: argparse.Namespace) -> int:
     if size is None:
         raise UsageError("image creation needs a size parameter")
     if not args.quiet:       # key-secret=ID is shown, never the secret
-        shown = " ".join(f"{k}={_show_value(v)}" for k, v in opts.items() if v is not None)
-        print(f"Formatting '{args.file}', fmt={cls.format_name} size={size}"
-              + (f" {shown}" if shown else ""))
+        print(formatting_line(args.file, cls.format_name, size, opts))
     create_image(cls.format_name, args.file, size,
                  **img_objects.context().resolve_secret(opts))
     return 0
 
-
-def _show_value(v: Any) -> str:
-    return ("on" if v else "off") if isinstance(v, bool) else str(v)
 
 
 
