@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from vmforge.block import BlockError, CorruptImageError, UnsupportedOperation
 
-from . import extl2_write
+from . import extl2_write, resize
 from .compress import compress_cluster
 from .fileio import fill_zero
 from .header import (
@@ -557,6 +557,7 @@ class Qcow2Writer(Qcow2Image):
                 # the entries past the end are gone on disk before the size says so:
                 # a crash in between must not leave old data to reappear on a regrow
                 self._barrier()
+                resize.give_back_space(self)
                 self._set_size(size)
                 return
             need = l1_entries_for(size, self.cb, self.extl2)
