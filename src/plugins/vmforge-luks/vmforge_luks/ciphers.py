@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import algorithms, modes
 
 __all__ = ["CIPHERS", "HASHES", "MODES", "SECTOR", "CipherError", "SectorCipher", "af_merge",
            "af_split", "iterations_for", "pbkdf2"]
@@ -29,6 +31,15 @@ MODES = ("ecb", "cbc", "xts", "ctr")
 IVGENS = ("plain", "plain64", "essiv")
 
 
+def _primitives() -> Any:
+    """cryptography's cipher primitives, imported on first use: every vmforge command
+    may probe image formats, and importing cryptography costs more than the rest of
+    this plugin."""
+    from cryptography.hazmat.primitives import ciphers
+
+    return ciphers
+
+
 class CipherError(ValueError):
     """A cipher, mode, IV generator or hash this library cannot do (the message says which)."""
 
@@ -37,7 +48,7 @@ def _cast5() -> type:
     try:
         from cryptography.hazmat.decrepit.ciphers.algorithms import CAST5
     except ImportError:  # older cryptography
-        CAST5 = algorithms.CAST5  # type: ignore[attr-defined]
+        CAST5 = _primitives().algorithms.CAST5  # type: ignore[attr-defined]
     return CAST5  # type: ignore[no-any-return]
 
 
@@ -52,7 +63,7 @@ CIPHERS: dict[str, tuple[tuple[int, ...], int]] = {
 
 def _algorithm(name: str, key: bytes) -> algorithms.BlockCipherAlgorithm:
     if name == "aes":
-        return algorithms.AES(key)
+        return _primitives().algorithms.AES(key)
     if name == "cast5":
         return _cast5()(key)  # type: ignore[no-any-return]
     raise CipherError(f"cipher {name} is not available in the cryptography library")
@@ -171,7 +182,8 @@ class SectorCipher:
             if len(essiv_key) not in sizes:
                 raise CipherError(f"essiv:{ivhash} gives a key of {len(essiv_key)} bytes, "
                                   f"which {cipher} does not take")
-            self._essiv = Cipher(_algorithm(cipher, essiv_key), modes.ECB())
+            c = _primitives()
+            self._essiv = c.Cipher(_algorithm(cipher, essiv_key), c.modes.ECB())
 
     def _iv(self, sector: int) -> bytes:
         if self.ivgen == "plain":
@@ -184,6 +196,7 @@ class SectorCipher:
         return iv
 
     def _mode(self, sector: int) -> modes.Mode:
+        modes = _primitives().modes
         if self.mode == "ecb":
             return modes.ECB()
         iv = self._iv(sector)
@@ -196,8 +209,9 @@ class SectorCipher:
     def _run(self, first_sector: int, data: bytes | bytearray | memoryview,
              encrypt: bool) -> bytes:
         view = memoryview(data).cast("B")
+        Cipher = _primitives().Cipher
         if self.mode == "ecb":  # no IV: one call for the lot
-            c = Cipher(self._alg, modes.ECB())
+            c = Cipher(self._alg, _primitives().modes.ECB())
             op = c.encryptor() if encrypt else c.decryptor()
             return op.update(view) + op.finalize()
         out = bytearray(len(view))

@@ -18,8 +18,6 @@ import struct
 import uuid
 from dataclasses import dataclass
 
-import crc32c as _crc32c
-
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
@@ -106,6 +104,8 @@ METADATA_ENTRY = struct.Struct("<16sIIII")
 
 def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     """CRC-32C (Castagnoli) of ``data``, continuing from ``value``."""
+    import crc32c as _crc32c  # on first use: its import costs start-up time of every command
+
     return int(_crc32c.crc32c(data, value))
 
 
