@@ -90,6 +90,26 @@ cdef class Hart:
     cdef uint64_t bp_skip       # resume over the breakpoint at this pc once
     cdef int bp_skip_valid
     cdef int step_mode          # run() counts exactly: one instruction at a time
+    # watchpoints and memory hooks (riscv_hooks.pxi): virtual ranges [wlo, whi] of
+    # kind WATCH_READ/WATCH_WRITE, each stopping the hart before the access
+    # (WATCH_STOP, gdb's Z2-Z4) or calling hook_mem after reads, before writes
+    cdef uint64_t wlo[64]
+    cdef uint64_t whi[64]
+    cdef uint8_t wkind[64]
+    cdef int nw
+    cdef int w_skip             # the next access runs over a stop-kind watch once
+    cdef uint64_t w_hit_addr, w_hit_size
+    cdef int w_hit_write
+    cdef object hook_mem        # (va, size, is_write, value) -> None
+    # code hooks: pcs in [clo, chi] are decoded as OP_BREAK and call hook_code(pc, size)
+    cdef uint64_t clo[64]
+    cdef uint64_t chi[64]
+    cdef int nch
+    cdef object hook_code       # (pc, size) -> None
+    cdef object hook_trap       # (cause with bit 63 for interrupts, epc, tval) -> None
+    cdef object hook_illegal    # (pc, bits) -> True: handled, skip the instruction
+    cdef object hook_unmapped   # (pa, size, is_write, value) -> None: fault, or a value
+    cdef int hooks_on           # bit 0 trap, bit 1 illegal, bit 2 unmapped
     cdef Rec tmp[3]             # a record run outside its page ([1], [2]: OP_PAGEEND)
     # one set of TLBs per translation context (0 U, 1 S, 2 M): a privilege change
     # switches sets instead of flushing; rt/wt follow the data context (MPRV), ft priv

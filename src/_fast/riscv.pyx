@@ -37,6 +37,7 @@ from vmforge._fast.guestmem cimport GuestRam
 include "riscv_defs.pxi"
 include "riscv_decode.pxi"
 include "riscv_mmu.pxi"
+include "riscv_hooks.pxi"
 include "riscv_csr.pxi"
 include "riscv_float.pxi"
 include "riscv_jit.pxi"
@@ -174,12 +175,11 @@ cdef Rec *resolve(Hart h, Rec *r, uint64_t pc) noexcept nogil:
             return &h.tmp[0]
         return r
     code_mark(h.cur_code, pc)           # r.op is written below, whatever happens
-    if r.op == OP_NONE and h.nbp:
-        for i in range(h.nbp):
-            if h.bp[i] == pc:
-                r.op = OP_BREAK
-                r.len = 2
-                return r
+    if r.op == OP_NONE and (h.nbp or h.nch):
+        if is_bp(h, pc) or in_code_hook(h, pc):
+            r.op = OP_BREAK
+            r.len = 2
+            return r
     if (pc & 0xfff) == 0xffe and (rv_ld16(chost + 0xffe) & 3) == 3:
         r.op = OP_XPAGE
         r.len = 4
@@ -243,8 +243,21 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             if h.exc_cause < 64 and (h.stop_causes >> h.exc_cause) & 1:
                 h.stop_reason = STOP_EXCEPTION
                 break
+            if h.exc_cause == 2 and (h.hooks_on & HOOK_ILLEGAL):
+                res = call_illegal_hook(h, pc, h.exc_tval)
+                if res < 0:
+                    break
+                if res:                 # emulated by the hook: on to the next one
+                    if h.pc_ == pc:
+                        h.pc_ = pc + (4 if (h.exc_tval & 3) == 3 else 2)
+                    pc = h.pc_
+                    cnt += 1
+                    ev = EV_JUMP
+                    continue
             trap(h, h.exc_cause, h.exc_tval, 0)
             pc = h.pc_
+            if h.stop_reason == STOP_PYEXC:     # a trap hook raised
+                break
             # a trap retires nothing: a guest trapping forever (mtvec pointing at
             # a fault) must still reach the budget and the signal checks
             h.traps += 1
@@ -252,7 +265,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 h.stop_reason = STOP_BUDGET
                 break
         elif ev == EV_STOP:
-            if h.stop_reason == STOP_BREAKPOINT or h.stop_reason == STOP_PYEXC:
+            if (h.stop_reason == STOP_BREAKPOINT or h.stop_reason == STOP_PYEXC
+                    or h.stop_reason == STOP_WATCHPOINT):
                 h.pc_ = pc           # the instruction did not complete
             else:
                 pc = h.pc_
@@ -275,6 +289,8 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
             time_poll(h, cnt)
         if pending_irq(h):
             pc = h.pc_
+            if h.stop_reason == STOP_PYEXC:     # a trap hook raised
+                break
         dl = timer_deadline(h)
         if dl > sig_next:
             dl = sig_next
@@ -302,6 +318,15 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     h.stop_reason = STOP_BREAKPOINT
                     ev = EV_STOP
                     break
+                if h.nch and not (h.bp_skip_valid and h.bp_skip == pc) and in_code_hook(h, pc):
+                    h.pc_ = pc
+                    h.cnt = cnt
+                    if call_code_hook(h, pc, cp.host):
+                        ev = EV_STOP
+                        break
+                    if h.pc_ != pc:         # the hook moved the pc
+                        ev = EV_JUMP
+                        break
                 h.bp_skip_valid = 0
                 if decode_at(h, pc, cp.host, &h.tmp[0]):
                     ev = EV_EXC
@@ -679,6 +704,18 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     continue
                 elif op == OP_BREAK:
                     pc = RV_PC(cbase, r, recs)
+                    if not (h.bp_skip_valid and h.bp_skip == pc) and not is_bp(h, pc):
+                        # a code hook: call it, then run the instruction alone
+                        h.pc_ = pc
+                        h.cnt = cnt
+                        if call_code_hook(h, pc, cp.host):
+                            ev = EV_STOP
+                            break
+                        if h.pc_ != pc:     # the hook moved the pc
+                            ev = EV_JUMP
+                            break
+                        h.bp_skip = pc
+                        h.bp_skip_valid = 1
                     if h.bp_skip_valid and h.bp_skip == pc:
                         rr = resolve(h, r, pc)
                         if rr == NULL:

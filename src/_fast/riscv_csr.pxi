@@ -132,6 +132,8 @@ cdef void trap(Hart h, uint64_t cause, uint64_t tval, int interrupt) noexcept no
             h.trace_n += 1
         else:
             h.trace_dropped += 1
+    if h.hooks_on & HOOK_TRAP:
+        call_trap_hook(h, cause | (INT_FLAG if interrupt else 0), h.pc_, tval)
     if from_priv <= PRV_S and cause < 64 and (deleg >> cause) & 1:
         h.scause = cause | (INT_FLAG if interrupt else 0)
         h.sepc = h.pc_

@@ -70,6 +70,7 @@ cdef enum:
     STOP_EXCEPTION = 4
     STOP_PYEXC = 5
     STOP_REQUEST = 6
+    STOP_WATCHPOINT = 7
 
 # interrupt bits of mip/mie
 cdef enum:

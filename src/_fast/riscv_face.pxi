@@ -107,6 +107,7 @@ cdef class Hart:
         with nogil:
             reason = run_loop(self, budget)
         self.step_mode = 0
+        self.w_skip = 0
         if reason == STOP_PYEXC:
             exc = self.pyexc
             self.pyexc = None
@@ -318,3 +319,56 @@ cdef class Hart:
         if not on:
             jit_unlink_all(self)
         self.jit_on = on
+
+    # -- watchpoints and hooks (riscv_hooks.pxi; vmforge.debug.hooks builds on them) ----
+
+    def _set_watch(self, ranges, callback):
+        """Watched virtual ranges: ``[(first, last, kind)...]``, kind = 1 read | 2
+        write | 4 stop (else ``callback(va, size, is_write, value)`` is called)."""
+        cdef int i = 0
+        if len(ranges) > 64:
+            raise ValueError("at most 64 watched ranges")
+        for lo, hi, kind in ranges:
+            if hi < lo:
+                raise ValueError(f"empty range {lo:#x}..{hi:#x}")
+            self.wlo[i] = lo
+            self.whi[i] = hi
+            self.wkind[i] = kind
+            i += 1
+        self.nw = i
+        self.hook_mem = callback
+        tlb_flush(self)
+        tlb_select(self)
+
+    def _set_watch_skip(self, bint on):
+        """The next access runs over stop-kind watches (resuming after a stop)."""
+        self.w_skip = on
+
+    def _watch_hit(self):
+        """(address, size, is_write) of the access that stopped the hart last."""
+        return self.w_hit_addr, self.w_hit_size, bool(self.w_hit_write)
+
+    def _set_code_hooks(self, ranges, callback):
+        """pcs in ``[(first, last)...]`` call ``callback(pc, size)`` before they run."""
+        cdef int i = 0
+        if len(ranges) > 64:
+            raise ValueError("at most 64 hooked code ranges")
+        for lo, hi in ranges:
+            self.clo[i] = lo
+            self.chi[i] = hi
+            i += 1
+        self.nch = i
+        self.hook_code = callback
+        code_flush(self)
+
+    def _set_event_hooks(self, trap=None, illegal=None, unmapped=None):
+        """``trap(cause, epc, tval)`` on every trap taken; ``illegal(pc, bits)`` on an
+        illegal instruction (True: it was emulated, go on after it);
+        ``unmapped(pa, size, is_write, value)`` on an access no device decodes
+        (None: the access faults; else the value read / the write is dropped)."""
+        self.hook_trap = trap
+        self.hook_illegal = illegal
+        self.hook_unmapped = unmapped
+        self.hooks_on = ((HOOK_TRAP if trap is not None else 0)
+                         | (HOOK_ILLEGAL if illegal is not None else 0)
+                         | (HOOK_UNMAPPED if unmapped is not None else 0))

@@ -940,6 +940,8 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
         while 0 <= off < 4096 and a.state[off >> 1] != IN_REGION and n < JIT_MAX:
             if off == 0xffe and (rv_ld16(cp.host + 0xffe) & 3) == 3:
                 break                                # crosses the page: the interpreter's
+            if h.nch and in_code_hook(h, cbase + <uint64_t>off):
+                break                                # hooked: the interpreter calls it
             r = &a.recs[off >> 1]
             if decode_at(h, cbase + <uint64_t>off, cp.host, r):
                 break

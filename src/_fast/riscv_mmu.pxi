@@ -67,7 +67,8 @@ cdef extern from *:
     #define RV_TLB_EMPTY 0xFFFFFFFFFFFFFFFFULL
     #define RV_TLB_IO    0x10ULL
     #define RV_TLB_CODE  0x20ULL
-    #define RV_TLB_FLAGS 0x30ULL
+    #define RV_TLB_WATCH 0x40ULL
+    #define RV_TLB_FLAGS 0x70ULL
     #define RV_NOPAGE    0xFFFFFFFFFFFFFFFFULL
     #define RV_PAGE_MASK (~0xFFFULL)
     #define RV_PPN_MASK  0xFFFFFFFFFFFULL
@@ -79,7 +80,8 @@ cdef extern from *:
     static inline void rv_st16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
     #define RV_HOST(addend, va) ((uint8_t *)(uintptr_t)((addend) + (va)))
     """
-    uint64_t RV_TLB_EMPTY, RV_TLB_IO, RV_TLB_CODE, RV_TLB_FLAGS, RV_NOPAGE, RV_PAGE_MASK
+    uint64_t RV_TLB_EMPTY, RV_TLB_IO, RV_TLB_CODE, RV_TLB_WATCH, RV_TLB_FLAGS, RV_NOPAGE
+    uint64_t RV_PAGE_MASK
     uint64_t RV_PPN_MASK
     uint64_t rv_ld64(const uint8_t *p) noexcept nogil
     uint32_t rv_ld32(const uint8_t *p) noexcept nogil
@@ -281,12 +283,16 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
     if host == NULL:
         e.tag = vpage | RV_TLB_IO
         e.addend = 0
+        if h.nw and watch_page(h, vpage, acc):
+            e.tag |= RV_TLB_WATCH
         return 0
     e.tag = vpage
     e.addend = <uint64_t>(<uintptr_t>host) - vpage
     if acc == ACC_W:
         if code_lookup(h, ppage) != NULL:
             e.tag |= RV_TLB_CODE
+    if h.nw and watch_page(h, vpage, acc):
+        e.tag |= RV_TLB_WATCH
     return 0
 
 
@@ -318,6 +324,12 @@ cdef int phys_read(Hart h, uint64_t pa, int size, uint64_t *v, int acc, uint64_t
         h.stop_reason = STOP_PYEXC
         return EV_STOP
     if r == 1 or r == 2:
+        if h.hooks_on & HOOK_UNMAPPED:
+            r = call_unmapped_hook(h, pa, size, 0, v)
+            if r < 0:
+                return EV_STOP
+            if r:
+                return 0
         h.exc_cause = fault_cause(acc, 0)
         h.exc_tval = va
         return EV_EXC
@@ -344,6 +356,12 @@ cdef int phys_write(Hart h, uint64_t pa, int size, uint64_t v, uint64_t va) noex
         h.stop_reason = STOP_PYEXC
         return EV_STOP
     if r == 1 or r == 2:
+        if h.hooks_on & HOOK_UNMAPPED:
+            r = call_unmapped_hook(h, pa, size, 1, &v)
+            if r < 0:
+                return EV_STOP
+            if r:
+                return 0
         h.exc_cause = 7
         h.exc_tval = va
         return EV_EXC
@@ -368,6 +386,17 @@ cdef int load_slow(Hart h, uint64_t va, int size, uint64_t *v) noexcept nogil:
             h.exc_cause = r
             h.exc_tval = va
             return EV_EXC
+    if e.tag & RV_TLB_WATCH:
+        r = watch_check(h, va, size, 0, 0, 0)
+        if r:
+            return r
+        if e.tag & RV_TLB_IO:
+            r = phys_read(h, e.ppage | (va & 0xfff), size, v, ACC_R, va)
+        else:
+            v[0] = 0
+            memcpy(v, RV_HOST(e.addend, va), size)
+            r = 0
+        return r if r else watch_check(h, va, size, 0, v[0], 1)
     if not (e.tag & RV_TLB_IO):
         v[0] = 0
         memcpy(v, RV_HOST(e.addend, va), size)
@@ -401,6 +430,16 @@ cdef int store_slow(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil:
             h.exc_cause = r
             h.exc_tval = va
             return EV_EXC
+    if e.tag & RV_TLB_WATCH:
+        r = watch_check(h, va, size, 1, v, 0)
+        if r:
+            return r
+        if (e.tag & ~RV_TLB_FLAGS) != vpage:    # a hook changed the mappings
+            r = tlb_fill(h, va, ACC_W, e)
+            if r:
+                h.exc_cause = r
+                h.exc_tval = va
+                return EV_EXC
     if e.tag & RV_TLB_IO:
         return phys_write(h, e.ppage | (va & 0xfff), size, v, va)
     host = RV_HOST(e.addend, va)
@@ -463,6 +502,13 @@ cdef int amo_addr(Hart h, uint64_t va, int size, int is_lr, uint64_t *pa) noexce
         h.exc_cause = r
         h.exc_tval = va
         return EV_EXC
+    if h.nw:        # an AMO or SC reads and writes; LR reads
+        r = watch_check(h, va, size, 0, 0, 0)
+        if r == 0 and not is_lr:
+            r = watch_check(h, va, size, 1, 0, 0)
+        if r == 0:
+            r = watch_check(h, va, size, 0, 0, 1)
+        return r
     return 0
 
 

@@ -237,8 +237,7 @@ kill
 
 
 def test_software_watchpoints(tmp_path: Path) -> None:
-    """The hart has no data triggers (Z2-Z4 are answered empty); gdb's own
-    watchpoints, which single-step, work."""
+    """gdb's own (software) watchpoints, which single-step, work too."""
     elf = _build(tmp_path)
     port = free_port()
     out, vm = gdb_session(tmp_path, WATCH_SCRIPT.format(elf=elf, port=port),

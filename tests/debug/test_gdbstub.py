@@ -176,12 +176,35 @@ def test_virtual_and_physical_memory(vm: Vm) -> None:
     assert c.ask("m40000000,4") == "93020000"
 
 
-def test_watchpoints_are_unsupported(vm: Vm) -> None:
+def test_watchpoints_stop_before_the_access_in_compiled_code(vm: Vm) -> None:
+    """Z2/Z4 on the loop's counter, set once the loop is compiled: the hart stops
+    at the store, before it (as QEMU's RISC-V target), and says which watchpoint;
+    Z3 (read) never fires on a counter nobody reads; at most 64 ranges."""
     c = vm.connect()
     _hello(c)
-    for kind in (2, 3, 4):
-        assert c.ask(f"Z{kind},{COUNTER:x},8") == ""
-        assert c.ask(f"z{kind},{COUNTER:x},8") == ""
+    c.send("c")
+    time.sleep(0.3)
+    c.send_raw(b"\x03")
+    assert c.recv() == "T02thread:1;"
+    assert c.ask(f"Z3,{COUNTER:x},8") == "OK"
+    assert c.ask(f"Z2,{COUNTER + 4:x},1") == "OK"            # one byte of the counter
+    c.send("c")
+    assert c.recv() == f"T05thread:1;watch:{COUNTER + 4:x};"
+    t0 = c.reg(T0)
+    assert c.reg(PC) == RAM + 0xC and int(c.ask(f"m{COUNTER:x},8"), 16) != 0
+    assert vm.machine.space.memory.read_u64(COUNTER) == t0 - 1      # not stored yet
+    assert c.ask(f"z2,{COUNTER + 4:x},1") == "OK"
+    assert c.ask("s") == "T05thread:1;" and c.reg(PC) == RAM + 0x10
+    assert vm.machine.space.memory.read_u64(COUNTER) == t0
+    assert c.ask(f"Z4,{COUNTER:x},8") == "OK"
+    c.send("c")
+    assert c.recv() == f"T05thread:1;awatch:{COUNTER:x};" and c.reg(T0) == t0 + 1
+    assert c.ask(f"z4,{COUNTER:x},8") == "OK" and c.ask(f"z3,{COUNTER:x},8") == "OK"
+    assert c.ask(f"z2,{COUNTER:x},8") == "OK"                # not set: nothing to do
+    for i in range(64):
+        assert c.ask(f"Z2,{RAM + 0x10000 + 8 * i:x},8") == "OK"
+    assert c.ask(f"Z2,{RAM + 0x20000:x},8") == "E28"
+    assert c.ask(f"Z2,{RAM:x},0") == "E22"
 
 
 def test_breakpoint_limit(vm: Vm) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vmforge.accel.interp import RiscvHart, RunResult, StopReason
+from vmforge.debug.hooks import Hooks
 from vmforge.machine import Machine
 
 __all__ = ["HartCluster", "HartMachine"]
@@ -140,7 +141,8 @@ class HartCluster:
             if result.reason is StopReason.WFI:
                 self.halted[i] = not self._wakeable(hart)
             elif result.reason in (StopReason.BREAKPOINT, StopReason.EXCEPTION,
-                                   StopReason.DEVICE_ERROR) and self.on_stop is not None:
+                                   StopReason.DEVICE_ERROR, StopReason.WATCHPOINT) \
+                    and self.on_stop is not None:
                 self.on_stop(hart, result)
         if not self.host_time:
             self._sync_time()
@@ -226,6 +228,16 @@ class HartMachine(Machine):
         if "int" in self.config.trace:
             self.cluster.trace_traps(logging.getLogger("vmforge.trace.int"))
         return self.cluster
+
+    @property
+    def hooks(self) -> Hooks:
+        """Python hooks and watchpoints on the harts (:mod:`vmforge.debug.hooks`)."""
+        assert self.cluster is not None, "build() must call make_cluster()"
+        hooks = self.__dict__.get("_debug_hooks")
+        if hooks is None:
+            hooks = self.__dict__["_debug_hooks"] = Hooks(self.cluster.harts,
+                                                          self.space.memory)
+        return hooks
 
     def _clock_origin(self) -> int:
         origin = self.clock.origin_ns()

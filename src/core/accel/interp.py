@@ -85,6 +85,7 @@ class StopReason(enum.IntEnum):
     EXCEPTION = 4
     DEVICE_ERROR = 5
     REQUEST = 6
+    WATCHPOINT = 7      # before a watched access (see :meth:`RiscvHart.watch_hit`)
 
 
 #: CSR names the Python face understands (any number works too).
@@ -199,6 +200,18 @@ class RiscvHart(_riscv.Hart):
     def _sync_bps(self) -> None:
         # resuming at a breakpoint executes the instruction under it once
         self._set_breakpoints(self._bps, self.pc, self.pc in self._bps)
+
+    # -- watchpoints and hooks (driven by vmforge.debug.hooks.Hooks) --------------------
+
+    def watch_hit(self) -> tuple[int, int, bool]:
+        """``(address, size, is_write)`` of the access a stop on
+        ``StopReason.WATCHPOINT`` was about to make (the instruction did not run)."""
+        return self._watch_hit()
+
+    def step_over_watch(self) -> RunResult:
+        """Execute the instruction a watchpoint stopped, letting its access through."""
+        self._set_watch_skip(True)
+        return self.step()
 
     # -- registers ---------------------------------------------------------------------
 

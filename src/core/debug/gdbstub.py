@@ -13,8 +13,12 @@
   data), or physical addresses after ``maintenance packet Qqemu.PhyMemMode:1``;
   debugger writes reach ROM too and drop the harts' decoded code;
 - ``Z0``/``Z1`` breakpoints are the harts' own (``RiscvHart.add_breakpoint``:
-  the compiled code stops exactly there), at most 16; watchpoints (``Z2``-``Z4``)
-  are not supported (the hart has no data triggers), answered empty;
+  the compiled code stops exactly there), at most 16; watchpoints (``Z2`` write,
+  ``Z3`` read, ``Z4`` access, any length, at most 64) are the machine's
+  :meth:`~vmforge.debug.hooks.Hooks.watch` ranges: the hart stops before the
+  access and reports ``watch``/``rwatch``/``awatch`` with the watchpoint's
+  address, as QEMU's RISC-V target does (gdb steps over the access itself; only
+  pages with a watchpoint leave the fast path);
 - ``monitor CMD`` (``qRcmd``) runs a command of the human monitor.
 
 Everything that touches the machine runs on the machine's thread
@@ -36,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmforge.accel.interp import CSR, RunResult, StopReason
 from vmforge.debug import protocol as P
+from vmforge.debug.hooks import WATCH_ACCESS, WATCH_READ, WATCH_WRITE, Hooks
 from vmforge.debug.mmu import translate
 from vmforge.errors import GuestMemoryError, VmforgeError
 from vmforge.hookspecs import hookimpl
@@ -50,6 +55,10 @@ log = logging.getLogger("vmforge.debug")
 
 SIGINT, SIGTRAP = 2, 5
 MAX_BREAKPOINTS = 16
+#: Z2 (write), Z3 (read), Z4 (access) -> the hooks' watch kinds, and back to the
+#: stop reply's word for each
+_WATCH_KINDS = {2: WATCH_WRITE, 3: WATCH_READ, 4: WATCH_ACCESS}
+_WATCH_PREFIX = {WATCH_WRITE: b"", WATCH_READ: b"r", WATCH_ACCESS: b"a"}
 _LOOPBACK = ("", "127.0.0.1", "localhost")
 
 
@@ -120,6 +129,8 @@ class GdbStub:
                              "only")
         self.machine = machine
         self.harts: list[RiscvHart] = harts
+        #: the machine's hooks, which hold gdb's watchpoints
+        self.hooks: Hooks = machine.hooks  # type: ignore[attr-defined]
         self.cluster = cluster
         self._prev_on_stop: Callable[[RiscvHart, RunResult], None] | None = cluster.on_stop
         cluster.on_stop = self._on_cpu_stop
@@ -293,14 +304,14 @@ class GdbStub:
         self.phys_mode = False
         self.machine.resume()
 
-    def _stopped(self, index: int, signal: int) -> None:
+    def _stopped(self, index: int, signal: int, extra: bytes = b"") -> None:
         """The machine stops; gdb, if it waits for a stop, hears of hart ``index``
         (a second hart stopping in the same round changes nothing gdb sees)."""
         self.machine.pause()
         if self.running:
             self.running = False
             self.g_hart = self.c_hart = index
-            self._send(self._stop_reply(signal))
+            self._send(self._stop_reply(signal) + extra)
 
     def _stop_reply(self, signal: int, index: int | None = None) -> bytes:
         index = self.c_hart if index is None else index
@@ -309,8 +320,21 @@ class GdbStub:
     def _on_cpu_stop(self, hart: RiscvHart, result: RunResult) -> None:
         if result.reason is StopReason.BREAKPOINT and result.pc in self.breakpoints:
             self._stopped(self.harts.index(hart), SIGTRAP)
+        elif result.reason is StopReason.WATCHPOINT:
+            self._stopped(self.harts.index(hart), SIGTRAP, self._finish_watch(hart))
         elif self._prev_on_stop is not None:
             self._prev_on_stop(hart, result)
+
+    def _finish_watch(self, hart: RiscvHart) -> bytes:
+        """A watchpoint stopped ``hart`` before the access, where QEMU's RISC-V
+        target stops too (``gdb_stop_before_watchpoint``: gdb steps over the
+        instruction itself, watchpoints removed); name the watchpoint as QEMU's
+        stop reply does (``watch``/``rwatch``/``awatch``:ADDR)."""
+        address, size, is_write = hart.watch_hit()
+        hit = self.hooks.watch_matching(address, size, is_write)
+        if hit is None:
+            return b""
+        return b"%swatch:%x;" % (_WATCH_PREFIX[hit[2]], hit[0])
 
     def _interrupt(self) -> None:
         if self.running:
@@ -329,8 +353,11 @@ class GdbStub:
         masked = mie != 0 and not self._writes_mie(hart)
         if masked:
             hart.set_csr("mie", 0)
+        extra = b""
         try:
             result = hart.step()
+            if result.reason is StopReason.WATCHPOINT:     # stopped before the access
+                extra = self._finish_watch(hart)
         finally:
             if masked:
                 hart.set_csr("mie", mie)
@@ -338,7 +365,7 @@ class GdbStub:
                 and self._prev_on_stop is not None:
             self._prev_on_stop(hart, result)
         self.g_hart = self.c_hart = index
-        return self._stop_reply(SIGTRAP, index)
+        return self._stop_reply(SIGTRAP, index) + extra
 
     def _writes_mie(self, hart: RiscvHart) -> bool:
         """Whether the instruction at ``hart``'s pc is a CSR instruction on
@@ -533,8 +560,17 @@ class GdbStub:
 
     def _Z(self, rest: str) -> bytes:
         kind, addr = self._bp_args(rest)
+        if kind in _WATCH_KINDS:
+            size = self._watch_size(rest)
+            if size is None:
+                return b"E22"
+            try:
+                self.hooks.watch(addr, addr + size - 1, _WATCH_KINDS[kind])
+            except ValueError:
+                return b"E28"        # too many
+            return b"OK"
         if kind not in (0, 1):
-            return b""               # watchpoints: the hart has no data triggers
+            return b""
         if addr not in self.breakpoints:
             if len(self.breakpoints) >= MAX_BREAKPOINTS:
                 return b"E28"
@@ -545,6 +581,12 @@ class GdbStub:
 
     def _z(self, rest: str) -> bytes:
         kind, addr = self._bp_args(rest)
+        if kind in _WATCH_KINDS:
+            size = self._watch_size(rest)
+            if size is None:
+                return b"E22"
+            self.hooks.unwatch(addr, addr + size - 1, _WATCH_KINDS[kind])
+            return b"OK"
         if kind not in (0, 1):
             return b""
         if addr in self.breakpoints:
@@ -555,6 +597,11 @@ class GdbStub:
         return b"OK"
 
     @staticmethod
+    def _watch_size(rest: str) -> int | None:
+        size = int(rest.split(",")[2].split(";")[0], 16)
+        return size if 0 < size <= 1 << 32 else None
+
+    @staticmethod
     def _bp_args(rest: str) -> tuple[int, int]:
         kind, addr, _size = rest.split(",")[:3]
         return int(kind, 16), _addr(addr)
@@ -562,6 +609,8 @@ class GdbStub:
     def _clear_breakpoints(self) -> None:
         for addr in list(self.breakpoints):
             self._z(f"0,{addr:x},4")
+        for begin, end, kind in self.hooks.watches():
+            self.hooks.unwatch(begin, end, kind)
 
     # running
 

@@ -1,0 +1,125 @@
+# Watchpoints and hooks of the hart (included by riscv.pyx after riscv_mmu.pxi).
+#
+# Data: the TLB entry of a page that overlaps a watched range carries RV_TLB_WATCH,
+# so the inline probes of the interpreter and of compiled code miss and the access
+# goes through load_slow/store_slow, which call watch_check.  Pages outside the
+# ranges keep their fast paths.  A stop-kind range (gdb's watchpoints) stops the
+# hart before the access (STOP_WATCHPOINT, pc at the instruction, nothing done);
+# the debugger steps the instruction with w_skip set and reports the stop after
+# it, as gdb expects.  A call-kind range calls hook_mem after a read (with the
+# value read) and before a write (with the value to be written).
+#
+# Code: pcs inside a code-hook range are decoded as OP_BREAK records (as
+# breakpoints are), so no compiled region covers them; running one calls
+# hook_code(pc, size) and then the instruction, decoded alone.
+#
+# Every callback runs with the GIL; an exception it raises stops the hart
+# (STOP_PYEXC, re-raised by run()).
+
+cdef enum:
+    WATCH_READ = 1
+    WATCH_WRITE = 2
+    WATCH_STOP = 4          # else: call hook_mem
+    HOOK_TRAP = 1
+    HOOK_ILLEGAL = 2
+    HOOK_UNMAPPED = 4
+
+
+cdef inline int watch_page(Hart h, uint64_t vpage, int acc) noexcept nogil:
+    """Whether a range of the access kind ``acc`` overlaps the page at ``vpage``."""
+    cdef int i, want = WATCH_WRITE if acc == ACC_W else WATCH_READ
+    for i in range(h.nw):
+        if (h.wkind[i] & want) and h.wlo[i] <= vpage + 0xfff and h.whi[i] >= vpage:
+            return 1
+    return 0
+
+
+cdef int hook_failed(Hart h, object ex) noexcept with gil:
+    h.pyexc = ex
+    h.stop_reason = STOP_PYEXC
+    h.lim = 0
+    return EV_STOP
+
+
+cdef int call_mem_hook(Hart h, uint64_t va, int size, int write, uint64_t value) noexcept with gil:
+    try:
+        h.hook_mem(va, size, bool(write), value)
+    except BaseException as ex:
+        return hook_failed(h, ex)
+    return 0
+
+
+cdef int watch_check(Hart h, uint64_t va, int size, int write, uint64_t value,
+                     int after) noexcept nogil:
+    """An access of ``size`` bytes at ``va`` on a watched page: 0 to go on, or
+    EV_STOP (a stop-kind watch before the access, or a hook that raised)."""
+    cdef int i, k, want = WATCH_WRITE if write else WATCH_READ, call = 0
+    cdef uint64_t last = va + <uint64_t>size - 1
+    for i in range(h.nw):
+        k = h.wkind[i]
+        if not (k & want) or h.wlo[i] > last or h.whi[i] < va:
+            continue
+        if k & WATCH_STOP:
+            if not after and not h.w_skip:
+                h.w_hit_addr = va
+                h.w_hit_size = size
+                h.w_hit_write = write
+                h.stop_reason = STOP_WATCHPOINT
+                return EV_STOP
+        elif after != write:        # reads: after the access; writes: before it
+            call = 1
+    if call:
+        return call_mem_hook(h, va, size, write, value)
+    return 0
+
+
+cdef inline int in_code_hook(Hart h, uint64_t pc) noexcept nogil:
+    cdef int i
+    for i in range(h.nch):
+        if h.clo[i] <= pc <= h.chi[i]:
+            return 1
+    return 0
+
+
+cdef int call_code_hook(Hart h, uint64_t pc, uint8_t *chost) noexcept with gil:
+    """hook_code(pc, size) before the instruction at ``pc`` (on the page at ``chost``)."""
+    cdef int size = 4 if (rv_ld16(chost + (pc & 0xfff)) & 3) == 3 else 2
+    try:
+        h.hook_code(pc, size)
+    except BaseException as ex:
+        return hook_failed(h, ex)
+    return 0
+
+
+cdef void call_trap_hook(Hart h, uint64_t cause, uint64_t epc, uint64_t tval) noexcept with gil:
+    if h.stop_reason == STOP_PYEXC:
+        return
+    try:
+        h.hook_trap(cause, epc, tval)
+    except BaseException as ex:
+        hook_failed(h, ex)
+
+
+cdef int call_illegal_hook(Hart h, uint64_t pc, uint64_t bits) noexcept with gil:
+    """1: the hook emulated the instruction (skip it), 0: take the trap, -1: it raised."""
+    try:
+        return 1 if h.hook_illegal(pc, bits) else 0
+    except BaseException as ex:
+        hook_failed(h, ex)
+        return -1
+
+
+cdef int call_unmapped_hook(Hart h, uint64_t pa, int size, int write, uint64_t *v) noexcept with gil:
+    """1: handled (``v`` = the value read), 0: the access faults, -1: the hook raised."""
+    try:
+        res = h.hook_unmapped(pa, size, bool(write), v[0] if write else 0)
+    except BaseException as ex:
+        hook_failed(h, ex)
+        return -1
+    if res is None or res is False:
+        return 0
+    if not write:
+        v[0] = (<uint64_t>(int(res) & 0xFFFFFFFFFFFFFFFF)) if res is not True else 0
+        if size < 8:
+            v[0] &= ((<uint64_t>1) << (8 * size)) - 1
+    return 1
