@@ -15,14 +15,16 @@ without running them.
 
 from __future__ import annotations
 
+import random
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from vmforge.debug.disasm import format_in_asm
+from vmforge.debug.disasm import disassemble, format_in_asm
 from vmforge.testing.oracles import require_files, require_program
 
 BINUTILS = "binutils-riscv64-linux-gnu"
@@ -282,3 +284,85 @@ def test_log_parser_sees_every_line(xlen: int) -> None:
     text = format_in_asm(BASE, bytes.fromhex("130515009780ffff8280"), "s", priv=1, virt=0,
                          xlen=xlen)
     assert [b[1:4] for b in blocks(text)] == [(1, 0, BASE)]
+
+
+def random_code(seed: int, count: int, majors: tuple[int, ...] = ()) -> bytes:
+    """``count`` random instructions, 16- and 32-bit (and a few 48/64-bit); the
+    32-bit ones with a major opcode from ``majors`` when given."""
+    rng = random.Random(seed)
+    out = bytearray()
+    while count:
+        kind = rng.random()
+        if kind < 0.4:
+            word = rng.getrandbits(16)
+            if word & 3 == 3:
+                continue
+            out += word.to_bytes(2, "little")
+        elif kind < 0.99:
+            word = rng.getrandbits(32) | 3
+            if majors:
+                word = (word & ~0x7F) | rng.choice(majors)
+            if word & 0x1C == 0x1C:
+                continue
+            out += word.to_bytes(4, "little")
+        else:
+            size = rng.choice((6, 8))
+            low = 0b011111 if size == 6 else 0b0111111
+            word = (rng.getrandbits(8 * size) & ~0x7F) | low
+            out += word.to_bytes(size, "little")
+        count -= 1
+    return bytes(out)
+
+
+def monitor_disassembly(code: bytes, count: int, tmp: Path, xlen: int = 64) -> list[str]:
+    """QEMU's monitor ``x/<count>i`` over ``code`` loaded at BASE (the same
+    disassembler as -d in_asm): its lines.  ``quit`` goes only once every line is
+    read: QEMU drops monitor output still queued when it exits."""
+    qemu = require_program(f"qemu-system-riscv{xlen}", QEMU_PKG)
+    blob = tmp / "code.bin"
+    blob.write_bytes(code)
+    proc = subprocess.Popen([qemu, "-M", "virt", "-display", "none", "-monitor", "stdio",
+                             "-serial", "none", "-S", "-bios", "none", "-accel", "tcg",
+                             "-device", f"loader,file={blob},addr={BASE:#x}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        proc.stdin.write(f"x/{count}i {BASE:#x}\n")
+        proc.stdin.flush()
+        for line in proc.stdout:
+            if line.startswith("0x"):
+                lines.append(line.rstrip("\r\n"))
+                if len(lines) == count:
+                    break
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        proc.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return lines
+
+
+VECTOR_MAJORS = (0x07, 0x27, 0x57)     # LOAD-FP, STORE-FP (vector widths), OP-V
+
+
+@pytest.mark.parametrize(("seed", "majors", "xlen"), [
+    (1, (), 64), (2, (), 64), (3, (), 64), (4, VECTOR_MAJORS, 64), (5, (), 32),
+    (6, VECTOR_MAJORS, 32)])
+def test_random_encodings_match_qemu_monitor(seed: int, majors: tuple[int, ...], xlen: int,
+                                             tmp_path: Path) -> None:
+    """Random encodings (reserved ones included) through QEMU's monitor ``x/i``,
+    which prints with the same disassembler as ``-d in_asm``."""
+    count = 6000
+    code = random_code(seed, count, majors)
+    expected = monitor_disassembly(code, count, tmp_path, xlen)
+    assert len(expected) == count
+    got = [insn.line(xlen) for insn in disassemble(code, BASE, xlen=xlen)]
+    mismatches = [(g, e) for g, e in zip(got, expected, strict=True) if g != e]
+    assert not mismatches, f"{len(mismatches)} differ, first ones: {mismatches[:5]}"

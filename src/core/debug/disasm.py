@@ -12,9 +12,8 @@ picks the op, :data:`CODECS` pulls out its operands,
 expansion of compressed ops, :data:`~vmforge.debug.disasm_ops.PSEUDO` the
 pseudo-instructions.
 
-Covered: RV32/RV64 I, M, A, F, D, Q, C, Zicsr, Zifencei, the privileged
-instructions, and the Zb*/Zk scalar ops QEMU 7.2 knows; not the vector extension
-(its encodings print ``illegal`` here, QEMU names them).
+Covered: everything QEMU 7.2's disassembler knows: RV32/RV64/RV128 I, M, A, F,
+D, Q, C, Zicsr, Zifencei, the privileged instructions, Zb*/Zk scalar and V.
 """
 
 from __future__ import annotations
@@ -45,10 +44,13 @@ class Insn:
     length: int     #: 2, 4, 6 or 8 bytes (QEMU's length coding)
     text: str       #: what QEMU prints after the bits, e.g. ``addi    a0,a0,1``
 
-    def line(self) -> str:
-        """The line QEMU's ``target_disas`` prints for it (without the newline)."""
+    def line(self, xlen: int = 64) -> str:
+        """The line QEMU's ``target_disas`` prints for it (without the newline);
+        addresses have 8 hex digits on a 32-bit target, 16 otherwise."""
         digits = {2: 4, 4: 8, 6: 12}.get(self.length, 16)
-        return f"0x{self.address:016x}:  {self.raw:0{digits}x}{' ' * (18 - digits)}{self.text}"
+        width = 8 if xlen == 32 else 16
+        return (f"0x{self.address:0{width}x}:  {self.raw:0{digits}x}{' ' * (18 - digits)}"
+                f"{self.text}")
 
 
 def insn_length(low_parcel: int) -> int:
@@ -210,6 +212,11 @@ CODECS: dict[str, Callable[[int, int], Operands]] = {
     # QEMU leaves rd and imm at 0 for these
     "k_bs": lambda i, x: (0, _rs1(i), _rs2(i), 0, {"bs": _bits(i, 30, 2)}),
     "k_rnum": lambda i, x: (_rd(i), _rs1(i), 0, 0, {"rnum": _bits(i, 20, 4)}),
+    "v_r": lambda i, x: (_rd(i), _rs1(i), _rs2(i), 0, {"vm": _bits(i, 25, 1)}),
+    "v_ldst": lambda i, x: (_rd(i), _rs1(i), 0, 0, {"vm": _bits(i, 25, 1)}),
+    "v_i": lambda i, x: (_rd(i), 0, _rs2(i), _sbits(i, 15, 5), {"vm": _bits(i, 25, 1)}),
+    "vsetvli": lambda i, x: (_rd(i), _rs1(i), 0, 0, {"vzimm": _bits(i, 20, 11)}),
+    "vsetivli": lambda i, x: (_rd(i), 0, 0, _sbits(i, 15, 5), {"vzimm": _bits(i, 20, 10)}),
 }
 
 _CONSTRAINTS: dict[str, Callable[[int, int, int, int], bool]] = {
@@ -251,6 +258,20 @@ def _decode_op(node: Any, insn: int, xlen: int) -> str:
             for shift, mask in fields:
                 value |= (insn >> shift) & mask
             node = cases.get(value, default)
+
+
+def _vtype(vzimm: int) -> str:
+    """``e<sew>,m<lmul>,t?,m?`` as QEMU prints a vtype (a reserved fractional LMUL
+    repeats the SEW there, as QEMU's reused buffer does)."""
+    sew = str(1 << (((vzimm >> 3) & 0b111) + 3))
+    lmul = vzimm & 0b11
+    if (vzimm >> 2) & 1:
+        mul = {3: "f2", 2: "f4", 1: "f8"}.get(lmul, sew)
+    else:
+        mul = str(1 << lmul)
+    tail = "ta" if (vzimm >> 6) & 1 else "tu"
+    mask = "ma" if (vzimm >> 7) & 1 else "mu"
+    return f"e{sew},m{mul},{tail},{mask}"
 
 
 def _fence_set(bits: int) -> str:
@@ -308,6 +329,13 @@ _FIELDS: dict[str, Callable[[str, int, int, int, int, dict[str, int]], str]] = {
     "s": lambda n, rd, rs1, rs2, imm, e: _fence_set(e.get("succ", 0)),
     "A": lambda n, rd, rs1, rs2, imm, e: ".aq" if e.get("aq") else "",
     "R": lambda n, rd, rs1, rs2, imm, e: ".rl" if e.get("rl") else "",
+    "D": lambda n, rd, rs1, rs2, imm, e: f"v{rd}",
+    "E": lambda n, rd, rs1, rs2, imm, e: f"v{rs1}",
+    "F": lambda n, rd, rs1, rs2, imm, e: f"v{rs2}",
+    "u": lambda n, rd, rs1, rs2, imm, e: str(imm & 0b11111),
+    "l": lambda n, rd, rs1, rs2, imm, e: ",v0",
+    "m": lambda n, rd, rs1, rs2, imm, e: "" if e.get("vm") else ",v0.t",
+    "v": lambda n, rd, rs1, rs2, imm, e: _vtype(e.get("vzimm", 0)),
 }
 
 
@@ -327,7 +355,7 @@ def disassemble(code: bytes, pc: int, *, xlen: int = 64) -> list[Insn]:
             if offset + n + 2 > len(code):
                 break
             insn |= int.from_bytes(code[offset + n:offset + n + 2], "little") << (8 * n)
-        address = (pc + offset) & 0xFFFF_FFFF_FFFF_FFFF
+        address = (pc + offset) & ((1 << min(xlen, 64)) - 1)
         out.append(Insn(address, insn, length, format_insn(insn, address, xlen)))
         if length == 0:             # QEMU would loop forever there; stop instead
             break
@@ -347,5 +375,5 @@ def format_in_asm(block_pc: int, code: bytes, symbol: str | None = None, *,
     lines = ["----------------", f"IN: {symbol or ''}"]
     if priv is not None:
         lines.append(f"Priv: {priv}; Virt: {virt}")
-    lines.extend(insn.line() for insn in disassemble(code, block_pc, xlen=xlen))
+    lines.extend(insn.line(xlen) for insn in disassemble(code, block_pc, xlen=xlen))
     return "\n".join(lines) + "\n\n"

@@ -1,6 +1,6 @@
 """The opcode table of QEMU 7.2's RISC-V disassembler (``disas/riscv.c``), as data.
 
-``OPS[op] = (mnemonic, codec, format, pseudo, rv32, rv64, rv128[, imm_nz])``:
+``OPS[op] = (mnemonic, codec, format[, pseudo, rv32, rv64, rv128[, imm_nz]])``:
 
 - ``codec`` names how the operands are pulled out of the bits (``disasm.CODECS``);
 - ``format`` is QEMU's format string: ``O`` the mnemonic, a tab pads to column 24,
@@ -18,9 +18,11 @@ operands, ``blt a,b`` prints as ``bgt b,a``): the output must match it byte for 
 
 from __future__ import annotations
 
+from vmforge.debug.disasm_vector import VECTOR_OPS
+
 __all__ = ["OPS", "PSEUDO"]
 
-OPS: dict[str, tuple] = {
+_SCALAR_OPS: dict[str, tuple] = {
     'illegal': ("illegal", 'illegal', 'O\t'),
     'lui': ("lui", 'u', 'O\t0,i'),
     'auipc': ("auipc", 'u', 'O\t0,o'),
@@ -421,6 +423,9 @@ OPS: dict[str, tuple] = {
     'xperm4': ("xperm4", 'r', 'O\t0,1,2'),
     'xperm8': ("xperm8", 'r', 'O\t0,1'),
 }
+
+#: every op, scalar and vector
+OPS: dict[str, tuple] = {**_SCALAR_OPS, **VECTOR_OPS}
 
 #: pseudo-instructions: ``PSEUDO[name]`` is a list of ``(op, constraints)`` tried in
 #: order; the first whose constraints all hold replaces the decoded op

@@ -7,13 +7,15 @@ another node, a ``{xlen: op}`` dict (the op depends on the base width), or a lis
 of nodes tried in turn where a later match overrides an earlier one (QEMU's
 OP-major decode runs two switches one after the other).  The shapes follow
 ``decode_inst_opcode`` in QEMU's ``disas/riscv.c`` so that every encoding,
-reserved ones included, decodes to what QEMU prints.  Vector (opcode 0x57 and the
-vector loads/stores) is not covered: those encodings print ``illegal``.
+reserved ones included, decodes to what QEMU prints; the vector subtrees are in
+:mod:`vmforge.debug.disasm_vector`.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from vmforge.debug.disasm_vector import OP_V, VECTOR_LOADS, VECTOR_STORES
 
 __all__ = ["CSR_NAMES", "DECODE_TREE"]
 
@@ -118,8 +120,8 @@ _OP_IMM_32 = _sw(F3, {
 })
 
 _STORE = _sw(F3, {0: "sb", 1: "sh", 2: "sw", 3: "sd", 4: "sq"})
-_LOAD_FP = _sw(F3, {2: "flw", 3: "fld", 4: "flq"})
-_STORE_FP = _sw(F3, {2: "fsw", 3: "fsd", 4: "fsq"})
+_LOAD_FP = _sw(F3, {2: "flw", 3: "fld", 4: "flq", **VECTOR_LOADS})
+_STORE_FP = _sw(F3, {2: "fsw", 3: "fsd", 4: "fsq", **VECTOR_STORES})
 
 _AMO_NAMES = {0: "amoadd", 1: "amoswap", 4: "amoxor", 8: "amoor", 12: "amoand",
               16: "amomin", 20: "amomax", 24: "amominu", 28: "amomaxu", 3: "sc"}
@@ -211,7 +213,7 @@ _Q3 = _sw(((2, 0b11111),), {
     0: _LOAD, 1: _LOAD_FP, 3: _sw(F3, {0: "fence", 1: "fence_i", 2: "lq"}),
     4: _OP_IMM, 5: "auipc", 6: _OP_IMM_32, 8: _STORE, 9: _STORE_FP, 11: _AMO, 12: _OP,
     13: "lui", 14: _OP_32, 16: _fused("fmadd"), 17: _fused("fmsub"), 18: _fused("fnmsub"),
-    19: _fused("fnmadd"), 20: _OP_FP, 22: _OP_IMM_64, 24: _BRANCH,
+    19: _fused("fnmadd"), 20: _OP_FP, 21: OP_V, 22: _OP_IMM_64, 24: _BRANCH,
     25: _only(F3, 0, "jalr"), 27: "jal", 28: _SYSTEM, 30: _OP_64,
 })
 
