@@ -25,7 +25,7 @@ from typing import Any
 from vmforge.debug.disasm_ops import OPS, PSEUDO
 from vmforge.debug.disasm_tables import CSR_NAMES, DECODE_TREE
 
-__all__ = ["Insn", "disassemble", "format_in_asm", "format_insn", "insn_length"]
+__all__ = ["DISAGREE", "Insn", "disassemble", "format_in_asm", "format_insn", "insn_length"]
 
 IREG = ("zero ra sp gp tp t0 t1 t2 s0 s1 a0 a1 a2 a3 a4 a5 "
         "a6 a7 s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 t3 t4 t5 t6").split()
@@ -304,14 +304,18 @@ def format_insn(insn: int, pc: int, xlen: int = 64) -> str:
             piece += " " * max(0, 2 * TAB - length - len(piece))
             piece += f"# 0x{(pc + imm) & 0xFFFF_FFFF_FFFF_FFFF:x}"
         else:
-            piece = _FIELDS[ch](name, rd, rs1, rs2, imm, extra) if ch in _FIELDS else ch
+            field = FIELDS.get(ch)         # QEMU skips a letter it does not know
+            piece = field(name, rd, rs1, rs2, imm, extra) if field else ""
         out.append(piece)
         length += len(piece)
     return "".join(out)
 
 
-_FIELDS: dict[str, Callable[[str, int, int, int, int, dict[str, int]], str]] = {
+FIELDS: dict[str, Callable[[str, int, int, int, int, dict[str, int]], str]] = {
     "O": lambda n, rd, rs1, rs2, imm, e: n,
+    "(": lambda n, rd, rs1, rs2, imm, e: "(",
+    ",": lambda n, rd, rs1, rs2, imm, e: ",",
+    ")": lambda n, rd, rs1, rs2, imm, e: ")",
     "0": lambda n, rd, rs1, rs2, imm, e: IREG[rd],
     "1": lambda n, rd, rs1, rs2, imm, e: IREG[rs1],
     "2": lambda n, rd, rs1, rs2, imm, e: IREG[rs2],
@@ -363,17 +367,38 @@ def disassemble(code: bytes, pc: int, *, xlen: int = 64) -> list[Insn]:
     return out
 
 
+#: what QEMU's ``target_disas`` prints when an instruction runs past the block
+DISAGREE = ("Disassembler disagrees with translator over instruction decoding\n"
+            "Please report this to qemu-devel@nongnu.org")
+
+
 def format_in_asm(block_pc: int, code: bytes, symbol: str | None = None, *,
-                  priv: int | None = 3, virt: int = 0, xlen: int = 64) -> str:
+                  size: int | None = None, priv: int | None = 3, virt: int = 0,
+                  xlen: int = 64) -> str:
     """The record QEMU 7.2's ``-d in_asm`` logs when it translates a block.
 
-    ``code`` is the block's bytes (its ``tb->size``), ``symbol`` what
-    ``lookup_symbol`` found for ``block_pc`` (``None``: none), ``priv``/``virt``
-    the hart's privilege level and virtualisation mode at translation (system
-    emulation prints them; ``priv=None`` for user-mode emulation, which does not).
+    ``code`` holds the block's bytes from ``block_pc``; ``size`` is the block's
+    length (``tb->size``, default ``len(code)``).  ``code`` may run past ``size``:
+    QEMU's translator takes a 48- or 64-bit encoding as a 4-byte illegal
+    instruction while its disassembler reads all of it, and then adds a two-line
+    complaint (:data:`DISAGREE`).  ``symbol`` is what ``lookup_symbol`` found for
+    ``block_pc`` (``None``: nothing), ``priv``/``virt`` the hart's privilege
+    level and virtualisation mode at translation (system emulation prints them;
+    ``priv=None`` for user-mode emulation, which does not).
+
+    The hart calls it once per block it translates, when ``in_asm`` logging is on
+    and ``block_pc`` is inside the ``-dfilter`` ranges, and writes the text as is.
     """
+    remaining = len(code) if size is None else size
     lines = ["----------------", f"IN: {symbol or ''}"]
     if priv is not None:
         lines.append(f"Priv: {priv}; Virt: {virt}")
-    lines.extend(insn.line(xlen) for insn in disassemble(code, block_pc, xlen=xlen))
+    for insn in disassemble(code, block_pc, xlen=xlen):
+        if remaining <= 0:
+            break
+        lines.append(insn.line(xlen))
+        if remaining < insn.length:
+            lines.append(DISAGREE)
+            break
+        remaining -= insn.length
     return "\n".join(lines) + "\n\n"
