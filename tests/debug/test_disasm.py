@@ -17,6 +17,7 @@ from vmforge.debug.disasm import (
     insn_length,
 )
 from vmforge.debug.disasm_ops import OPS, PSEUDO
+from vmforge.debug.disasm_symbols import STT_FUNC, ElfSymbol, SymbolTable, lookup_symbol
 from vmforge.debug.disasm_tables import DECODE_TREE
 
 # addi a0,a0,1 (4 bytes), c.li a0,0 (2), ret (2), a 48-bit encoding (6)
@@ -92,3 +93,18 @@ def test_lengths_and_bad_width() -> None:
     assert [insn_length(v) for v in (0x0001, 0x0013, 0x001F, 0x003F, 0x007F)] == [2, 4, 6, 8, 0]
     with pytest.raises(ValueError, match="xlen"):
         format_insn(0x13, 0, xlen=16)
+
+
+def test_symbol_lookup_follows_qemus_rules() -> None:
+    table = SymbolTable([
+        ElfSymbol("a", 0x100, 0, STT_FUNC, 1), ElfSymbol("data", 0x180, 4, 1, 1),
+        ElfSymbol("c", 0x200, 0x10, STT_FUNC, 1), ElfSymbol("undef", 0x250, 0, STT_FUNC, 0),
+        ElfSymbol("abs", 0x260, 0, STT_FUNC, 0xFFF1), ElfSymbol("last", 0x300, 0, STT_FUNC, 2)])
+    # a has no size: it runs to the next function; c has its own; the last one, sizeless,
+    # holds nothing; objects, undefined and absolute symbols are not kept
+    assert [table.lookup(a) for a in (0xFF, 0x100, 0x1FF, 0x200, 0x20F, 0x210, 0x250, 0x300)] \
+        == ["", "a", "a", "c", "c", "", "", ""]
+    newer = SymbolTable([ElfSymbol("n", 0x1F0, 0x20, STT_FUNC, 1)])
+    assert lookup_symbol([table, newer], 0x200) == "n"
+    assert lookup_symbol([table, newer], 0x100) == "a"
+    assert lookup_symbol([], 0x100) == ""

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from vmforge.debug.disasm import disassemble, format_in_asm
+from vmforge.debug.disasm_symbols import ElfSymbol, SymbolTable, lookup_symbol
 from vmforge.testing.oracles import require_files, require_program
 
 BINUTILS = "binutils-riscv64-linux-gnu"
@@ -162,6 +163,25 @@ trap:
 """
 
 
+def elf_symbols(elf: Path) -> list[ElfSymbol]:
+    """The symbol table of ``elf`` in file order, as binutils' readelf shows it."""
+    readelf = require_program("riscv64-linux-gnu-readelf", BINUTILS)
+    out = subprocess.run([readelf, "-sW", str(elf)], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    types = {"NOTYPE": 0, "OBJECT": 1, "FUNC": 2, "SECTION": 3, "FILE": 4}
+    special = {"UND": 0, "ABS": 0xFFF1, "COM": 0xFFF2}
+    symbols = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 7 or not fields[0].rstrip(":").isdigit():
+            continue
+        ndx = fields[6]
+        symbols.append(ElfSymbol(fields[7] if len(fields) > 7 else "", int(fields[1], 16),
+                                 int(fields[2], 0), types.get(fields[3], 0),
+                                 special[ndx] if ndx in special else int(ndx)))
+    return symbols
+
+
 def build_program(tmp: Path) -> tuple[Path, bytes, list[tuple[int, int]]]:
     """Assemble GROUPS behind faulting loads; the ELF, its flat image at BASE and the
     (start, end) addresses of each group."""
@@ -176,7 +196,10 @@ def build_program(tmp: Path) -> tuple[Path, bytes, list[tuple[int, int]]]:
              "li s11, 0", "j resume0"]
     for n, group in enumerate(GROUPS):
         rvc = any(insn.startswith("c.") for insn in group)
-        lines += [".balign 512", f"resume{n}:", f"la s11, resume{n + 1}", "ld t0, 0(zero)",
+        # function symbols for the IN: lines, some sized, some not (QEMU sizes those)
+        lines += [".balign 512", f".type resume{n}, @function",
+                  *([f".size resume{n}, 8"] if n % 3 == 0 else []),
+                  f"resume{n}:", f"la s11, resume{n + 1}", "ld t0, 0(zero)",
                   f".option {'rvc' if rvc else 'norvc'}", f"group{n}:", *group, f"end{n}:",
                   ".option norvc"]
     lines += [".balign 512", f"resume{len(GROUPS)}:", "li t0, 0x100000", "li t1, 0x5555",
@@ -249,11 +272,13 @@ def test_every_instruction_form_matches_qemu(tmp_path: Path) -> None:
     elf, image, groups = build_program(tmp_path)
     log = run_qemu(["-bios", "none", "-kernel", str(elf)], tmp_path / "log", until=30)
     logged = blocks(log)
+    symbols = [SymbolTable(elf_symbols(elf))]
     covered: set[int] = set()
     compared = 0
     for symbol, priv, virt, pc, text in logged:
         if not BASE <= pc < BASE + len(image):
             continue                      # the board's reset vector in ROM
+        assert lookup_symbol(symbols, pc) == symbol
         start, code, size = block_bytes(text, image, BASE)
         assert format_in_asm(start, code, symbol or None, size=size, priv=priv,
                              virt=virt) == text
@@ -262,6 +287,7 @@ def test_every_instruction_form_matches_qemu(tmp_path: Path) -> None:
     missing = [n for n, (lo, hi) in enumerate(groups) if not set(range(lo, hi)) <= covered]
     assert not missing, f"groups QEMU did not translate: {[GROUPS[n] for n in missing]}"
     assert compared > len(GROUPS)
+    assert sum(1 for b in logged if b[0]) > len(GROUPS) // 2     # symbols were found
 
 
 def test_opensbi_boot_blocks_match_qemu(tmp_path: Path) -> None:
