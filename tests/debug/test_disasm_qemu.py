@@ -27,8 +27,8 @@ import pytest
 from vmforge.debug.disasm import disassemble, format_in_asm
 from vmforge.debug.disasm_symbols import ElfSymbol, SymbolTable, lookup_symbol
 from vmforge.testing.oracles import require_files, require_program
+from vmforge.testing.riscv_asm import TOOLCHAIN
 
-BINUTILS = "binutils-riscv64-linux-gnu"
 QEMU_PKG = "qemu-system-misc"
 OPENSBI = Path("/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin")
 BASE = 0x8000_0000
@@ -164,8 +164,8 @@ trap:
 
 
 def elf_symbols(elf: Path) -> list[ElfSymbol]:
-    """The symbol table of ``elf`` in file order, as binutils' readelf shows it."""
-    readelf = require_program("riscv64-linux-gnu-readelf", BINUTILS)
+    """The symbol table of ``elf`` in file order, as readelf shows it."""
+    readelf = require_program("riscv64-unknown-elf-readelf", TOOLCHAIN)
     out = subprocess.run([readelf, "-sW", str(elf)], capture_output=True, text=True,
                          check=True, timeout=60).stdout
     types = {"NOTYPE": 0, "OBJECT": 1, "FUNC": 2, "SECTION": 3, "FILE": 4}
@@ -185,10 +185,10 @@ def elf_symbols(elf: Path) -> list[ElfSymbol]:
 def build_program(tmp: Path) -> tuple[Path, bytes, list[tuple[int, int]]]:
     """Assemble GROUPS behind faulting loads; the ELF, its flat image at BASE and the
     (start, end) addresses of each group."""
-    as_ = require_program("riscv64-linux-gnu-as", BINUTILS)
-    ld = require_program("riscv64-linux-gnu-ld", BINUTILS)
-    objcopy = require_program("riscv64-linux-gnu-objcopy", BINUTILS)
-    nm = require_program("riscv64-linux-gnu-nm", BINUTILS)
+    as_ = require_program("riscv64-unknown-elf-as", TOOLCHAIN)
+    ld = require_program("riscv64-unknown-elf-ld", TOOLCHAIN)
+    objcopy = require_program("riscv64-unknown-elf-objcopy", TOOLCHAIN)
+    nm = require_program("riscv64-unknown-elf-nm", TOOLCHAIN)
     # every group starts a block on a 512-byte boundary, so no block crosses a page
     # (QEMU would end it there, and the rest would never be translated)
     lines = [".option norvc", ".text", ".globl _start", "_start:",
