@@ -91,7 +91,7 @@ def test_reader_is_refused_while_a_writer_works_unless_force_share(image, hold, 
     with BlockBackend.open(image, "raw", force_share=True) as bb:
         assert bb.read(0, 1) == b"\0"
     r = img("info", "-f", "raw", image)
-    assert r.rc == 1 and "locked" in r.err and image in r.err
+    assert r.rc == 1 and " lock" in r.err and image in r.err
     assert img("info", "-U", "-f", "raw", image).rc == 0
 
 
@@ -134,7 +134,7 @@ def test_we_see_qemus_lock(image, qemu, img) -> None:
         with pytest.raises(LockedError):
             BlockBackend.open(image, "raw", readonly=False)
         r = img("resize", "-f", "raw", image, "2M")
-        assert r.rc == 1 and "locked" in r.err and image in r.err
+        assert r.rc == 1 and " lock" in r.err and image in r.err
     finally:
         proc.kill()
         proc.wait()

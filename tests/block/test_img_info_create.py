@@ -84,10 +84,10 @@ def test_create_option_help_and_errors(tmp_path, img) -> None:
     r = img("create", "-f", "example", "-b", "missing.raw", "-F", "raw", path)
     assert r.rc == 1 and "missing.raw" in r.err
     r = img("create", "-f", "example", "-u", "-b", "missing.raw", path, "1M")
-    assert r.rc == 1 and "-F" in r.err
+    assert r.rc == 1 and "Backing file specified without backing format" in r.err
     (tmp_path / "b.raw").write_bytes(bytes(4096))
     r = img("create", "-f", "example", "-b", "b.raw", path)
-    assert r.rc == 1 and "without backing format" in r.err and "probing says raw" in r.err
+    assert r.rc == 1 and "without backing format" in r.err and "Detected format of raw." in r.err
     assert img("create", "-q", "-f", "example", "-u", "-b", "missing.raw", "-F", "raw", path,
                "1M").rc == 0
     assert not os.path.exists(str(tmp_path / "missing.raw"))

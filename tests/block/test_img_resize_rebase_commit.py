@@ -78,7 +78,9 @@ def test_rebase_unsafe_only_renames(tmp_path, img) -> None:
     write_mixed(str(tmp_path / "a.raw"), MiB, seed=1)
     write_mixed(str(tmp_path / "b.raw"), MiB, seed=2)
     top = _ex(str(tmp_path / "top.ex"), MiB, "a.raw", "raw")
-    assert img("rebase", "-u", "-b", "b.raw", top).rc == 0  # format probed: raw
+    r = img("rebase", "-u", "-b", "b.raw", top)   # qemu-img 7.2 never probes it
+    assert r.rc == 1 and "backing format must be specified" in r.err
+    assert img("rebase", "-u", "-b", "b.raw", "-F", "raw", top).rc == 0
     info = img("info", "--output", "json", top).json()
     assert info["backing-filename"] == "b.raw" and info["backing-filename-format"] == "raw"
     with open(str(tmp_path / "b.raw"), "rb") as f:
@@ -175,7 +177,7 @@ def test_snapshot_list_empty(tmp_path, img) -> None:
     r = img("snapshot", path)
     assert r.rc == 1 and "-l" in r.err
     r = img("snapshot", "-c", "one", path)
-    assert r.rc == 1 and "no internal snapshots" in r.err
+    assert r.rc == 1 and "Could not create snapshot 'one': -95 (Operation not supported)" in r.err
 
 
 @pytest.mark.formats("qcow2")

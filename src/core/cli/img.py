@@ -28,6 +28,7 @@ from vmforge.cli.img_common import (
     error,
     parse_options,
     prog,
+    report,
     set_compat,
     size_to_str,
 )
@@ -57,7 +58,7 @@ def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
         except (VmforgeError, ValueError, OSError) as exc:
             if isinstance(exc, UnsupportedOperation | UsageError | BlockError
                           | img_objects.ObjectError):
-                error(str(exc))
+                report(exc)
             elif isinstance(exc, OSError):   # one line that names the file, as qemu-img
                 name = exc.filename or getattr(args, "file", None) or ""
                 error(f"{name}{': ' if name else ''}{exc.strerror or exc}")
@@ -120,7 +121,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--backing-chain", action="store_true", help="every image of the chain")
     p.add_argument("file")
 
-    p = add("create", cmd_create, "create a new image")
+    p = add("create", cmd_create, "create a new image",
+            extra_operand="Unexpected argument: {}")
     _common(p, share=False, quiet=True)
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
                    help="create options k=v,... ('-o help' lists them)")

@@ -7,13 +7,12 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from vmforge.block.backend import BlockBackend
-from vmforge.block.driver import (
-    parse_size,
-)
-from vmforge.cli import img_objects
+from vmforge.block.driver import BlockError, parse_size
+from vmforge.cli import img_objects, img_words
 from vmforge.errors import VmforgeError
 
 PROG = "vmforge img"
@@ -81,16 +80,36 @@ def parse_options(items: list[str]) -> dict[str, str]:
 
 def open_image(path: str, fmt: str | None, *, readonly: bool = True, force_share: bool = False,
           backing: bool = True, **options: Any) -> BlockBackend:
+    """Open an image argument; a failure is ``Could not open 'FILE': ...`` as qemu-img's."""
+    from vmforge.plugins import PluginNotFound
+
+    name = path
     path, fmt, extra = img_objects.context().resolve_image(path, fmt)   # --image-opts
-    return BlockBackend.open(path, fmt, readonly=readonly, force_share=force_share,
-                             backing=backing, **extra, **options)
-
-
-def size_arg(text: str) -> int:
     try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise UsageError(f"invalid size: {exc}") from None
+        return BlockBackend.open(path, fmt, readonly=readonly, force_share=force_share,
+                                 backing=backing, **extra, **options)
+    except (BlockError, PluginNotFound, FileNotFoundError, PermissionError) as exc:
+        raise img_words.open_failed(name, exc, fmt) from exc
+
+
+def size_arg(text: str, bad: Callable[[], Exception] = img_words.bad_create_size) -> int:
+    """A SIZE argument; ``bad`` makes the error (qemu-img words it per command)."""
+    try:
+        value = parse_size(text)
+    except ValueError:
+        raise bad() from None
+    return value
+
+
+def report(exc: BaseException) -> None:
+    """An expected error on stderr: qemu-img's lines exactly in compat mode, else one line."""
+    if isinstance(exc, img_words.QemuImgError) and compat():
+        text = "\n".join(f"{prog()}: {line}" if prefixed else line
+                          for line, prefixed in zip(exc.lines, exc.prefixed, strict=True))
+        sys.stderr.write(text + ("\n" if exc.final_newline else ""))
+        sys.stderr.flush()
+    else:
+        error(str(exc))
 
 
 class ProgressBar:

@@ -8,7 +8,6 @@ from typing import Any
 
 from vmforge.block import ops
 from vmforge.block.backend import BlockBackend, create_image
-from vmforge.block.probe import driver_class
 from vmforge.cli import img_objects
 from vmforge.cli.img_common import (
     ProgressBar,
@@ -17,6 +16,7 @@ from vmforge.cli.img_common import (
     parse_options,
     size_arg,
 )
+from vmforge.cli.img_create import format_class
 
 # -- convert ------------------------------------------------------------------------------
 
@@ -36,7 +36,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for src in sources:
         if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
             raise UsageError(f"source and target are the same file: {dst}")
-    out_cls = driver_class(args.output_format)
+    out_cls = format_class(args.output_format)
     if args.compress and not out_cls.supports_compressed_writes:
         raise UsageError(f"format {out_cls.format_name} does not support compressed writes")
     create_opts: dict[str, Any] = parse_options(args.options)

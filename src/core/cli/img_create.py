@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from vmforge.block import ops
 from vmforge.block.backend import create_image, resolve_backing
 from vmforge.block.driver import (
     BlockDriver,
-    BlockError,
     CreateOption,
+    parse_size,
 )
 from vmforge.block.probe import driver_class
-from vmforge.cli import img_objects
+from vmforge.cli import img_objects, img_words
 from vmforge.cli.img_common import (
-    UsageError,
     dump_json,
     open_image,
     parse_options,
+    prog,
     size_arg,
 )
 from vmforge.cli.img_formatting import formatting_line
+from vmforge.cli.img_words import QemuImgError
 
 # -- create -------------------------------------------------------------------------------
 
@@ -52,41 +52,75 @@ def create_options_help(cls: type[BlockDriver]) -> str:
     return "\n".join(lines)
 
 
+def format_class(name: str, filename: str | None = None) -> type[BlockDriver]:
+    """The driver of ``-f``/``-O NAME``; an unknown one in qemu-img's words."""
+    from vmforge.plugins import PluginNotFound
+
+    try:
+        return driver_class(name)
+    except PluginNotFound:
+        raise img_words.unknown_format(name, filename) from None
+
+
+#: what qemu's file protocol adds to every format's create options
+_PROTOCOL_OPTIONS = ("size", "nocow", "preallocation", "extent_size_hint")
+
+
+def _check_option_names(cls: type[BlockDriver], filename: str, opts: dict[str, Any]) -> None:
+    known = {k.replace("-", "_") for k in (*cls.create_options, *_PROTOCOL_OPTIONS,
+                                           *img_objects.KEY_SECRET)}
+    for name in opts:
+        if name.replace("-", "_") not in known:
+            raise QemuImgError(f"{filename}: Invalid parameter '{name}'")
+        opt = cls.create_options.get(name)
+        if opt is not None and opt.type is int and isinstance(opts[name], str):
+            try:
+                parse_size(opts[name])
+            except ValueError:
+                raise img_words.bad_size_option(name, filename) from None
+
+
+def _open_backing(filename: str, backing: str, fmt: str | None) -> tuple[str, int]:
+    """(format, size) of the backing file, or qemu-img's error naming it."""
+    try:
+        with open_image(resolve_backing(filename, backing), fmt, force_share=True) as bb:
+            return bb.format, bb.size
+    except QemuImgError as exc:
+        reason = img_words.open_failed(backing, exc.__cause__ or exc, fmt).lines[0]
+        reason = reason.removeprefix(f"Could not open '{backing}': ")
+        raise QemuImgError(f"{filename}: {reason}", "Could not open backing image.",
+                           prefixed=(True, False)) from exc
+
+
 def cmd_create(args: argparse.Namespace) -> int:
-    cls = driver_class(args.format)
+    cls = format_class(args.format, args.file)
     opts: dict[str, Any] = parse_options(args.options)
     if "help" in opts:
         print(create_options_help(cls))
         return 0
     if args.file is None:
-        raise UsageError("create needs a FILE")
+        raise img_words.usage("Expecting image file name", prog())
     size = size_arg(args.size) if args.size is not None else None
     if "size" in opts:
         size = size_arg(opts.pop("size"))
+    _check_option_names(cls, args.file, opts)
     backing = args.backing or opts.get("backing_file")
     backing_fmt = args.backing_format or opts.get("backing_fmt")
     if backing:
         if not cls.supports_backing:
-            raise UsageError(f"format {cls.format_name} does not support backing files")
-        path = resolve_backing(args.file, backing)
-        if not backing_fmt:  # as qemu-img 7.2: the format is recorded, never guessed later
-            detected = ""
-            if not args.unsafe and os.path.isfile(path):
-                from vmforge.block.probe import probe_format
-
-                detected = f" (probing says {probe_format(path)})"
-            raise UsageError(f"{args.file}: backing file specified without backing format: "
-                             f"pass -F FMT{detected}")
+            raise QemuImgError(f"{args.file}: Backing file not supported for file format "
+                               f"'{cls.format_name}'")
+        detected = backing_fmt
         if not args.unsafe:
-            try:
-                with open_image(path, backing_fmt, force_share=True) as bb:
-                    if size is None:
-                        size = bb.size
-            except BlockError as exc:
-                raise BlockError(f"could not open backing image: {exc}", args.file) from exc
+            detected, backing_size = _open_backing(args.file, backing, backing_fmt)
+            size = backing_size if size is None else size
+        if not backing_fmt:  # as qemu-img 7.2: the format is recorded, never guessed later
+            raise QemuImgError(f"{args.file}: Backing file specified without backing format",
+                               *([f"Detected format of {detected}."] if detected else []),
+                               prefixed=(True, False), final_newline=not detected)
         opts["backing_file"], opts["backing_fmt"] = backing, backing_fmt
     if size is None:
-        raise UsageError("image creation needs a size parameter")
+        raise QemuImgError(f"{args.file}: Image creation needs a size parameter")
     if not args.quiet:       # key-secret=ID is shown, never the secret
         print(formatting_line(args.file, cls.format_name, size, opts))
     create_image(cls.format_name, args.file, size,
@@ -94,13 +128,11 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def cmd_measure(args: argparse.Namespace) -> int:
-    out_cls = driver_class(args.output_format)
+    out_cls = format_class(args.output_format)
     opts = img_objects.context().resolve_secret(parse_options(args.options))
     if (args.size is None) == (args.file is None):
-        raise UsageError("measure needs either --size SIZE or a source image")
+        raise QemuImgError("Either --size N or one filename must be specified.")
     if args.size is not None:
         result = out_cls.measure(size_arg(args.size), None, **opts)
     else:

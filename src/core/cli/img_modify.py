@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from vmforge.block import ops
 from vmforge.block.backend import resolve_backing
+from vmforge.block.driver import UnsupportedOperation
 from vmforge.block.probe import RAW_FORMAT
+from vmforge.cli import img_words
 from vmforge.cli.img_common import (
     ProgressBar,
     UsageError,
@@ -15,24 +16,25 @@ from vmforge.cli.img_common import (
     size_arg,
 )
 from vmforge.cli.img_report import snapshot_table
+from vmforge.cli.img_words import QemuImgError
 
 # -- resize, snapshot, rebase, commit, measure ------------------------------------------------
 
 
 def cmd_resize(args: argparse.Namespace) -> int:
     text = args.size
+    sign = text[:1] if text[:1] in "+-" else ""
+    value = size_arg(text[len(sign):], img_words.bad_resize_size)  # before the open, as qemu
     with open_image(args.file, args.format, readonly=False, backing=False) as bb:
         cur = bb.size
-        if text[:1] in "+-":
-            delta = size_arg(text[1:])
-            new = cur + delta if text[0] == "+" else cur - delta
-        else:
-            new = size_arg(text)
+        new = cur + value if sign == "+" else cur - value if sign == "-" else value
         if new < 0:
-            raise UsageError("new image size must be positive")
+            raise QemuImgError("New image size must be positive")
         if new < cur and not args.shrink:
-            raise UsageError("use the --shrink option to perform a shrink operation (data "
-                             "beyond the new end of the image is lost)")
+            raise QemuImgError("Use the --shrink option to perform a shrink operation.",
+                               "warning: Shrinking an image will delete all data beyond the "
+                               "shrunken image's end. Before performing such an operation, "
+                               "make sure there is no important data there.")
         bb.truncate(new)
     if not args.quiet:
         print("Image resized.")
@@ -55,29 +57,41 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     flag, name = actions[0]
     with open_image(args.file, args.format, readonly=False, backing=False) as bb:
         drv = bb.top
+        known = any(name in (s.id, s.name) for s in drv.snapshots())
+        if flag == "-a" and not known:      # qemu-img's words for a name it does not find
+            raise QemuImgError(f"Could not apply snapshot '{name}': Failed to load snapshot: "
+                               "No such file or directory")
+        if flag == "-d" and not known:
+            raise QemuImgError(f"Could not delete snapshot '{name}': snapshot not found")
         call = {"-c": drv.create_snapshot, "-a": drv.revert_snapshot,
                 "-d": drv.delete_snapshot}[flag]
-        call(name)
+        try:
+            call(name)
+        except UnsupportedOperation:
+            if flag != "-c":
+                raise
+            raise QemuImgError(f"Could not create snapshot '{name}': -95 (Operation not "
+                               "supported)") from None
     return 0
 
 
 def cmd_rebase(args: argparse.Namespace) -> int:
     backing = args.backing or None
+    if backing and not args.backing_format:   # qemu-img 7.2 records it, never probes it
+        raise QemuImgError(f"Could not change the backing file to '{backing}': backing "
+                           "format must be specified")
     if args.unsafe:
-        fmt = args.backing_format
-        if backing and not fmt:
-            path = resolve_backing(args.file, backing)
-            if os.path.exists(path):
-                from vmforge.block.probe import probe_format
-
-                fmt = probe_format(path)
         with open_image(args.file, args.format, readonly=False, backing=False) as bb:
-            bb.top.change_backing_file(backing, fmt if backing else None)
+            bb.top.change_backing_file(backing, args.backing_format if backing else None)
         return 0
     with open_image(args.file, args.format, readonly=False) as top:
         new = None
         if backing:
-            new = open_image(resolve_backing(args.file, backing), args.backing_format)
+            try:
+                new = open_image(resolve_backing(args.file, backing), args.backing_format)
+            except QemuImgError as exc:
+                raise img_words.open_failed(backing, exc.__cause__ or exc, args.backing_format,
+                                            "Could not open new backing file") from exc
         try:
             bar = ProgressBar() if args.progress else None
             ops.rebase(top, new, backing, (args.backing_format or new.format) if new else None,
@@ -93,7 +107,7 @@ def cmd_rebase(args: argparse.Namespace) -> int:
 def cmd_commit(args: argparse.Namespace) -> int:
     with open_image(args.file, args.format, readonly=False) as top:
         if len(top.layers) < 2:
-            raise UsageError(f"{args.file}: image does not have a backing file")
+            raise QemuImgError("Image does not have a backing file")
         base_layer = top.layers[1]
         if top.top.backing_format is None and base_layer.format == RAW_FORMAT:
             raise UsageError(f"the format of the backing file {base_layer.filename} was probed "

@@ -24,13 +24,16 @@ __all__ = ["GnuParser"]
 class GnuParser(argparse.ArgumentParser):
     """A sub-command's parser: GNU getopt's argument order and qemu-img's errors.
 
+    ``extra_operand`` words an operand too many (``{}``: the operand).
     ``last_operand=True`` (resize) takes the last argument as an operand
     before parsing, as qemu-img does so that ``-1G`` is a size, not an option.
     """
 
-    def __init__(self, *args: Any, last_operand: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, last_operand: bool = False,
+                 extra_operand: str = "Expecting one image file name", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.last_operand = last_operand
+        self.extra_operand = extra_operand     # its words for one operand too many
 
     def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                          namespace: argparse.Namespace | None = None
@@ -86,20 +89,20 @@ class GnuParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """qemu-img's wording of a bad command line, and its exit status 1."""
-        words = _qemu_words(message)
+        words = _qemu_words(message, self.extra_operand)
         error(words)
         if not words.startswith("--output"):      # qemu-img adds no hint to this one
             print(f"Try '{prog()} --help' for more information", file=sys.stderr)
         raise SystemExit(1)
 
 
-def _qemu_words(message: str) -> str:
+def _qemu_words(message: str, extra_operand: str) -> str:
     """argparse's message in qemu-img's words where qemu-img has some."""
     if message.startswith("unrecognized arguments: "):
         first = message.split(": ", 1)[1].split(" ")[0]
         if first.startswith("-"):
             return f"unrecognized option '{first}'"
-        return "Expecting one image file name"
+        return extra_operand.format(first)
     if message.startswith("the following arguments are required"):
         return "Expecting one image file name"
     if message.startswith("argument ") and message.endswith("expected one argument"):

@@ -24,6 +24,7 @@ from vmforge.cli.img_common import (
     hexnum,
     open_image,
     qprint,
+    report,
     size_to_str,
 )
 from vmforge.errors import VmforgeError
@@ -144,7 +145,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                backing=False, **opts) as bb:
         drv = bb.top
         if type(drv).check is BlockDriver.check:
-            error(f"this image format ({drv.format_name}) does not support checks")
+            error("This image format does not support checks")
             return 63
         result = drv.check(repair)
     if args.output == "json":
@@ -194,13 +195,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         a = open_image(args.file_a, args.format_a, force_share=args.force_share)
     except VmforgeError as exc:
-        error(str(exc))
+        report(exc)
         return 2
     try:
         try:
             b = open_image(args.file_b, args.format_b, force_share=args.force_share)
         except VmforgeError as exc:
-            error(str(exc))
+            report(exc)
             return 2
         with b:
             if a.size != b.size and not args.strict:

@@ -1,0 +1,100 @@
+"""Errors of ``vmforge img`` in qemu-img 7.2's words, side by side with qemu-img:
+``--qemu-img-compat`` (or ``VMFORGE_QEMU_IMG_COMPAT=1``) prints exactly qemu-img's
+stderr; without it the same words follow ``vmforge img:`` on one line."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.formats("raw", "qcow2")
+
+
+@pytest.fixture
+def images(tmp_path, monkeypatch, qemu) -> None:
+    monkeypatch.chdir(tmp_path)
+    qemu("img", "create", "-q", "-f", "raw", "r.raw", "1M")
+    qemu("img", "create", "-q", "-f", "qcow2", "c.qcow2", "1M")
+
+
+BAD = [
+    "info missing",
+    "info -f qcow2 r.raw",
+    "info -f bogus r.raw",
+    "check r.raw",
+    "check -f raw r.raw",
+    "check missing",
+    "compare missing r.raw",
+    "compare r.raw missing",
+    "map missing",
+    "map -f qcow2 r.raw",
+    "resize missing 1M",
+    "resize c.qcow2 abc",
+    "resize -f raw r.raw -- -2M",
+    "resize c.qcow2 512K",
+    "rebase -b missing.qcow2 -F qcow2 c.qcow2",
+    "rebase -b r.raw c.qcow2",
+    "rebase -u -b r.raw c.qcow2",
+    "commit c.qcow2",
+    "commit missing",
+    "snapshot -l missing",
+    "snapshot -a nosuch c.qcow2",
+    "snapshot -d nosuch c.qcow2",
+    "create -f qcow2 z.qcow2",
+    "create -f qcow2 z.qcow2 abc",
+    "create -f bogus z.img 1M",
+    "create -f qcow2 -b c.qcow2 z.qcow2",
+    "create -f qcow2 -b nope.qcow2 -F qcow2 z.qcow2",
+    "create -f qcow2 -u -b nope.qcow2 -F qcow2 z.qcow2",
+    "create -f qcow2 -o backing_file=r.raw z.qcow2",
+    "create -f raw -b r.raw -F raw z.raw 1M",
+    "create -f raw z.raw 1M extra",
+    "create -f qcow2 -o cluster_size=abc z.qcow2 1M",
+    "create -f qcow2 -o foo=bar z.qcow2 1M",
+    "create -f qcow2",
+    "convert missing z.raw",
+    "convert -O bogus r.raw z.x",
+    "convert -f qcow2 r.raw z.raw",
+    "measure",
+    "measure -O qcow2 --size abc",
+]
+
+
+def _err_of(img, capsys, argv: list[str]) -> tuple[int, str]:
+    try:
+        run = img(*argv)
+    except SystemExit as exc:     # a bad command line leaves main() as argparse does
+        return int(exc.code or 0), capsys.readouterr().err
+    return run.rc, run.err
+
+
+@pytest.mark.parametrize("cmd", BAD)
+def test_error_text_as_qemu_img(images, img, qemu, capsys, monkeypatch, cmd) -> None:
+    theirs = qemu("img", *cmd.split(), check=False)
+    assert theirs.returncode != 0
+    rc, err = _err_of(img, capsys, ["--qemu-img-compat", *cmd.split()])
+    assert (rc, err) == (theirs.returncode, theirs.stderr)
+    monkeypatch.setenv("VMFORGE_QEMU_IMG_COMPAT", "1")
+    assert _err_of(img, capsys, cmd.split()) == (theirs.returncode, theirs.stderr)
+    monkeypatch.delenv("VMFORGE_QEMU_IMG_COMPAT")
+    rc, err = _err_of(img, capsys, cmd.split())
+    first = theirs.stderr.splitlines()[0].removeprefix("qemu-img: ")
+    assert rc == theirs.returncode
+    assert err.startswith(f"vmforge img: {first}") and "qemu-img" not in err
+
+
+def test_locked_image_as_qemu_img(images, img, qemu, capsys) -> None:
+    holder = subprocess.Popen(["qemu-io", "-f", "qcow2", "c.qcow2", "-c", "sleep 60000"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while qemu("img", "info", "c.qcow2", check=False).returncode == 0:
+            time.sleep(0.05)           # until qemu-io holds its lock
+        for cmd in ("info c.qcow2", "resize c.qcow2 2M", "check c.qcow2"):
+            theirs = qemu("img", *cmd.split(), check=False)
+            assert _err_of(img, capsys, ["--qemu-img-compat", *cmd.split()]) == \
+                (theirs.returncode, theirs.stderr)
+    finally:
+        holder.kill()
+        holder.wait()
