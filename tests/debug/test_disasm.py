@@ -46,6 +46,7 @@ def test_every_decoded_op_has_an_entry_a_codec_and_known_format_letters() -> Non
         assert entry[1] in CODECS, op
         for letter in entry[2]:
             assert letter in "\to" or letter in FIELDS, (op, letter)
+        assert "o" not in entry[2][:-1], op        # the target comment ends the line
         for expanded in entry[4:7]:
             assert expanded is None or expanded in OPS, op
 

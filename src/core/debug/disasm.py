@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from vmforge.debug.disasm_ops import OPS, PSEUDO
@@ -282,6 +283,17 @@ def format_insn(insn: int, pc: int, xlen: int = 64) -> str:
     """The text QEMU 7.2 prints for the instruction bits ``insn`` at ``pc``."""
     if xlen not in (32, 64, 128):
         raise ValueError(f"xlen must be 32, 64 or 128, not {xlen}")
+    text, offset = _render(insn, xlen)
+    if offset is None:
+        return text
+    return f"{text}# 0x{(pc + offset) & 0xFFFF_FFFF_FFFF_FFFF:x}"
+
+
+@lru_cache(maxsize=1 << 16)
+def _render(insn: int, xlen: int) -> tuple[str, int | None]:
+    """The text of ``insn`` but the ``# 0x<target>`` a pc-relative offset ends with
+    (``o`` is last in every format), and that offset (``None``: there is none).
+    Code repeats itself, so the pc-free part is cached."""
     op = _decode_op(DECODE_TREE, insn, xlen)
     entry = OPS[op]
     rd, rs1, rs2, imm, extra = CODECS[entry[1]](insn, xlen)
@@ -301,14 +313,14 @@ def format_insn(insn: int, pc: int, xlen: int = 64) -> str:
             piece = " " * max(0, TAB - length)
         elif ch == "o":
             piece = str(imm)
-            piece += " " * max(0, 2 * TAB - length - len(piece))
-            piece += f"# 0x{(pc + imm) & 0xFFFF_FFFF_FFFF_FFFF:x}"
+            out.append(piece + " " * max(0, 2 * TAB - length - len(piece)))
+            return "".join(out), imm
         else:
             field = FIELDS.get(ch)         # QEMU skips a letter it does not know
             piece = field(name, rd, rs1, rs2, imm, extra) if field else ""
         out.append(piece)
         length += len(piece)
-    return "".join(out)
+    return "".join(out), None
 
 
 FIELDS: dict[str, Callable[[str, int, int, int, int, dict[str, int]], str]] = {
