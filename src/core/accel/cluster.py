@@ -27,6 +27,7 @@ from typing import Any
 
 from vmforge.accel.interp import RiscvHart, RunResult, StopReason
 from vmforge.debug.hooks import Hooks
+from vmforge.debug.trace import CPU_CATEGORIES, CpuTrace
 from vmforge.machine import Machine
 
 __all__ = ["HartCluster", "HartMachine"]
@@ -212,6 +213,8 @@ class HartMachine(Machine):
     reset_pc: int = 0
     cluster: HartCluster | None = None
     timebase_freq: int = 10_000_000
+    #: ``-d in_asm/exec/cpu`` (vmforge.debug.trace), when asked for
+    cpu_trace: CpuTrace | None = None
 
     def make_cluster(self, **options: Any) -> HartCluster:
         """``config.smp`` harts on the machine's address space."""
@@ -227,6 +230,11 @@ class HartMachine(Machine):
             self.cluster.use_host_time(self._clock_origin(), tick_ns)
         if "int" in self.config.trace:
             self.cluster.trace_traps(logging.getLogger("vmforge.trace.int"))
+        if any(t in CPU_CATEGORIES for t in self.config.trace):
+            log = logging.getLogger("vmforge.trace.cpu")
+            self.cpu_trace = CpuTrace(self.hooks, self.cluster.harts, self.space.memory,
+                                      self.config.trace, lambda text: log.info("%s", text),
+                                      self.config.extra.get("dfilter"))
         return self.cluster
 
     @property

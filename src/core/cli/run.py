@@ -86,6 +86,9 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", dest="trace", action="append", default=[], metavar="ITEMS",
                    help="trace categories, comma-separated")
     p.add_argument("-D", dest="logfile", metavar="FILE", help="write traces to FILE")
+    p.add_argument("-dfilter", dest="dfilter", metavar="RANGE,...",
+                   help="trace in_asm/exec/cpu only for blocks starting in these ranges "
+                        "(START+SIZE, START-SIZE, START..END)")
     p.add_argument("-icount", dest="icount", metavar="[shift=]N[,sleep=on|off]",
                    help="guest time counts instructions (2**N ns each) instead of "
                         "following the host's clock; sleep=off skips idle time")
@@ -145,7 +148,8 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         accel=accel,
         trace=[t for item in args.trace for t in item.split(",") if t],
         icount=Icount.parse(args.icount) if args.icount else None,
-        extra={"logfile": args.logfile} if args.logfile else {},
+        extra={**({"logfile": args.logfile} if args.logfile else {}),
+               **({"dfilter": _dfilter(args.dfilter)} if args.dfilter else {})},
     )
 
 
@@ -154,13 +158,27 @@ TRACE_CATEGORIES = {
     "guest_errors": "every access to unassigned or refused MMIO (not rate-limited)",
     "plugins": "every hook call and its result (pluggy tracing)",
     "int": "every trap taken (exceptions and interrupts), in QEMU's format",
+    "in_asm": "each block of guest code when first run, disassembled (QEMU's IN: records)",
+    "exec": "every block run (QEMU's Trace lines; the host address is 0)",
+    "cpu": "the registers before every block run (QEMU's register dump)",
+    "nochain": "accepted: exec and cpu already log every block, as QEMU does with it",
 }
+
+
+def _dfilter(text: str) -> list[tuple[int, int]]:
+    from vmforge.debug.trace import TraceError, parse_dfilter
+
+    try:
+        return parse_dfilter(text)
+    except TraceError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def setup_tracing(config: MachineConfig) -> None:
     """Turn on the ``-d`` categories, writing to ``-D FILE`` or stderr."""
     import logging
 
+    from vmforge.debug.trace import CPU_CATEGORIES
     from vmforge.plugins import registry
 
     unknown = [t for t in config.trace if t not in TRACE_CATEGORIES]
@@ -169,7 +187,7 @@ def setup_tracing(config: MachineConfig) -> None:
                            f"{', '.join(TRACE_CATEGORIES)}; -d help describes them)")
     logfile = config.extra.get("logfile")
     try:
-        out = open(logfile, "a", buffering=1) if logfile else sys.stderr
+        out = open(logfile, "w", buffering=1) if logfile else sys.stderr  # (as QEMU)
     except OSError as exc:
         raise ConfigError(f"-D {logfile}: cannot open the log file: {exc.strerror}") from None
     if "guest_errors" in config.trace:
@@ -179,10 +197,13 @@ def setup_tracing(config: MachineConfig) -> None:
         log.addHandler(handler)
         log.propagate = False
         config.extra["bad_access_burst"] = 1 << 62
-    if "int" in config.trace:
+    for name, wanted in (("int", "int" in config.trace),
+                         ("cpu", any(t in CPU_CATEGORIES for t in config.trace))):
+        if not wanted:
+            continue
         handler = logging.StreamHandler(out)
         handler.setFormatter(logging.Formatter("%(message)s"))
-        log = logging.getLogger("vmforge.trace.int")
+        log = logging.getLogger(f"vmforge.trace.{name}")
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False

@@ -1,0 +1,140 @@
+"""``-d in_asm,exec,cpu,nochain`` and ``-dfilter`` against QEMU 7.2's own logs of the
+same program: ``in_asm`` byte for byte (block boundaries at CSRs, branches,
+fence.i, illegal and FP-while-off instructions, page ends, with wfi and
+sfence.vma inside blocks), ``exec``/``cpu`` line for line but for the host
+address QEMU prints and ``mip`` (QEMU's CLINT resets mtimecmp to 0, so its MTIP
+is pending from the start)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vmforge.debug.trace import TraceError, parse_dfilter
+from vmforge.testing.oracles import require_program
+
+VMFORGE = [sys.executable, "-m", "vmforge.cli.main"]
+TOOLCHAIN = "gcc-riscv64-unknown-elf"
+
+PROGRAM = """
+    .globl _start
+_start:
+    la t0, trap
+    csrw mtvec, t0
+    li t0, 0
+loop:
+    addi t0, t0, 1
+    c.addi t0, 0
+    li t1, 3
+    blt t0, t1, loop
+    fence.i
+    nop
+    fadd.d f0, f1, f2
+    nop
+    .word 0x0000000b
+    nop
+    sfence.vma
+    addi t2, t2, 1
+    li t3, 0x2000
+    csrs mstatus, t3
+    fadd.d f0, f1, f2
+    c.nop
+    j far
+trap:
+    csrr t4, mepc
+    addi t4, t4, 4
+    csrw mepc, t4
+    mret
+    .balign 4096
+    .skip 4094
+far:
+    addi t5, t5, 1
+    wfi
+    addi t6, t6, 1
+1:  j 1b
+"""
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("trace")
+    tools = {t: require_program(f"riscv64-unknown-elf-{t}", TOOLCHAIN)
+             for t in ("as", "ld", "objcopy")}
+    (d / "p.S").write_text(PROGRAM)
+    subprocess.run([tools["as"], "-march=rv64gc", "-o", str(d / "p.o"), str(d / "p.S")],
+                   check=True)
+    subprocess.run([tools["ld"], "-Ttext=0x80000000", "-o", str(d / "p.elf"),
+                    str(d / "p.o")], check=True)
+    subprocess.run([tools["objcopy"], "-O", "binary", str(d / "p.elf"), str(d / "p.bin")],
+                   check=True)
+    return d / "p.bin"
+
+
+def vmforge_log(program: Path, items: str, *extra: str) -> str:
+    log = program.parent / f"vmforge-{items}.log"
+    proc = subprocess.run([*VMFORGE, "run", "-M", "riscv-virt", "-bios", "none", "-kernel",
+                           str(program), "-d", items, "-D", str(log), "-serial", "none",
+                           "--timeout", "1.5", *extra], capture_output=True, text=True,
+                          timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return log.read_text()
+
+
+def qemu_log(program: Path, items: str) -> str:
+    qemu = require_program("qemu-system-riscv64", "qemu-system-misc")
+    log = program.parent / f"qemu-{items}.log"
+    proc = subprocess.Popen([qemu, "-M", "virt", "-cpu", "rv64,h=false", "-bios", "none",
+                             "-kernel", str(program), "-nographic", "-monitor", "none",
+                             "-serial", "none", "-d", items, "-D", str(log)])
+    try:
+        proc.wait(1.5)
+    except subprocess.TimeoutExpired:
+        proc.terminate()            # (SIGTERM: QEMU flushes its log)
+        proc.wait(30)
+    return log.read_text()
+
+
+def test_in_asm_is_qemus_byte_for_byte(program: Path) -> None:
+    ours, theirs = vmforge_log(program, "in_asm"), qemu_log(program, "in_asm")
+    assert theirs.count("IN:") == 15
+    assert ours == theirs
+
+
+def _normal(text: str) -> str:
+    text = re.sub(r"Trace 0: 0x[0-9a-f]+ ", "Trace 0: HOST ", text)
+    return re.sub(r" mip      [0-9a-f]+", " mip      -", text)
+
+
+def test_exec_and_cpu_as_qemu_logs_them(program: Path) -> None:
+    """Both end halted in the wfi (no interrupt enabled): the logs are whole."""
+    items = "exec,cpu,nochain"
+    ours, theirs = vmforge_log(program, items), qemu_log(program, items)
+    assert theirs.count("Trace 0:") == 19 and "/0000000080002000/" in theirs
+    assert _normal(ours) == _normal(theirs)
+
+
+def test_dfilter_limits_the_blocks(program: Path) -> None:
+    ours = vmforge_log(program, "in_asm,exec", "-dfilter", "0x80000040..0x8000004f")
+    starts = re.findall(r"/([0-9a-f]{16})/", ours)
+    assert starts and all(0x8000_0040 <= int(s, 16) <= 0x8000_004F for s in starts)
+    assert ours.count("IN:") == 3                    # the trap handler's three blocks
+
+
+def test_parse_dfilter() -> None:
+    assert parse_dfilter("0x1000+0x100,0x2000..0x2fff,0x3000-0x10") == [
+        (0x1000, 0x10FF), (0x2000, 0x2FFF), (0x2FF1, 0x3000)]
+    for bad in ("0x1000", "zz+1", "0x2000..0x1000"):
+        with pytest.raises(TraceError):
+            parse_dfilter(bad)
+
+
+def test_bad_dfilter_is_one_line(program: Path) -> None:
+    proc = subprocess.run([*VMFORGE, "run", "-M", "riscv-virt", "-bios", "none", "-kernel",
+                           str(program), "-d", "in_asm", "-dfilter", "somewhere"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "-dfilter" in proc.stderr
