@@ -163,7 +163,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("files", nargs="+", metavar="FILE", help="SRC... DST")
 
     p = add("check", cmd_check, "check an image's consistency")
-    _common(p, output=True)
+    _common(p, output=True, quiet=True)
     p.add_argument("-r", dest="repair", choices=("leaks", "all"), help="repair what is found")
     p.add_argument("file")
 

@@ -132,8 +132,29 @@ class ProgressBar:
         self.stream.flush()
 
 
+def _tdb_hash(name: str) -> int:
+    """qobject/qdict.c's ``tdb_hash``: where QEMU's QDict files a key."""
+    data = name.encode()
+    value = (0x238F13AF * len(data)) & 0xFFFFFFFF
+    for i, c in enumerate(data):
+        value = (value + (c << (i * 5 % 24))) & 0xFFFFFFFF
+    return (1103515243 * value + 12345) & 0xFFFFFFFF
+
+
+def qdict_order(obj: Any) -> Any:
+    """``obj`` with every dict's keys in the order QEMU's JSON output lists a QDict's:
+    by hash bucket (of 512), the later-inserted first within one bucket."""
+    if isinstance(obj, list):
+        return [qdict_order(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    order = sorted(enumerate(obj), key=lambda ik: (_tdb_hash(ik[1]) % 512, -ik[0]))
+    return {k: qdict_order(obj[k]) for _, k in order}
+
+
 def dump_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=4))
+    """JSON as qemu-img prints it: 4-space indents, QDict's key order."""
+    print(json.dumps(qdict_order(obj), indent=4))
 
 
 

@@ -13,6 +13,7 @@ from vmforge.block.driver import (
     BlockDriver,
     BlockError,
     BlockStatus,
+    CheckResult,
     ImageInfo,
     SnapshotInfo,
 )
@@ -28,17 +29,6 @@ from vmforge.cli.img_common import (
     size_to_str,
 )
 from vmforge.errors import VmforgeError
-
-#: qemu-img's order of the keys of ``info --output json``
-_INFO_KEYS = ("snapshots", "backing-filename-format", "virtual-size", "filename",
-              "cluster-size", "format", "actual-size", "format-specific",
-              "full-backing-filename", "backing-filename", "dirty-flag")
-
-#: the order qemu-img prints ``check --output json`` in (the rest follow)
-_CHECK_KEYS = ("image-end-offset", "compressed-clusters", "total-clusters", "check-errors",
-               "allocated-clusters", "filename", "format", "fragmented-clusters")
-
-
 
 # -- info ---------------------------------------------------------------------------------
 
@@ -73,9 +63,7 @@ def info_json(info: ImageInfo, snapshots: list[SnapshotInfo] | None = None) -> d
         raw["snapshots"] = [_snapshot_json(s) for s in snapshots]
     if info.backing_filename:
         raw["full-backing-filename"] = resolve_backing(info.filename, info.backing_filename)
-    out = {k: raw.pop(k) for k in _INFO_KEYS if k in raw}
-    out.update(raw)
-    return out
+    return raw
 
 
 def info_human(info: ImageInfo, snapshots: list[SnapshotInfo] | None = None) -> str:
@@ -136,6 +124,35 @@ def cmd_info(args: argparse.Namespace) -> int:
 # -- check --------------------------------------------------------------------------------
 
 
+def check_human(result: CheckResult) -> str:
+    """What ``check`` prints (qemu-img.c's ``dump_human_image_check``)."""
+    out = ""
+    if result.corruptions_fixed or result.leaks_fixed:
+        out += ("The following inconsistencies were found and repaired:\n\n"
+                f"    {result.leaks_fixed} leaked clusters\n"
+                f"    {result.corruptions_fixed} corruptions\n\n"
+                "Double checking the fixed image now...\n")
+    if not (result.corruptions or result.leaks or result.check_errors):
+        out += "No errors were found on the image.\n"
+    if result.corruptions:
+        out += (f"\n{result.corruptions} errors were found on the image.\nData may be "
+                "corrupted, or further writes to the image may corrupt it.\n")
+    if result.leaks:
+        out += (f"\n{result.leaks} leaked clusters were found on the image.\nThis means "
+                "waste of disk space, but no harm to data.\n")
+    if result.check_errors:
+        out += f"\n{result.check_errors} internal errors have occurred during the check.\n"
+    alloc, total = result.allocated_clusters or 0, result.total_clusters or 0
+    if total and alloc:      # qemu-img shows the statistics only when both are known
+        frag, comp = result.fragmented_clusters or 0, result.compressed_clusters or 0
+        out += (f"{alloc}/{total} = {100.0 * alloc / total:0.2f}% allocated, "
+                f"{100.0 * frag / alloc:0.2f}% fragmented, "
+                f"{100.0 * comp / alloc:0.2f}% compressed clusters\n")
+    if result.image_end_offset:
+        out += f"Image end offset: {result.image_end_offset}\n"
+    return out
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     repair = args.repair
     # for_check: a read-write open for repairs must work on an image its format
@@ -148,37 +165,15 @@ def cmd_check(args: argparse.Namespace) -> int:
             error("This image format does not support checks")
             return 63
         result = drv.check(repair)
+    for msg in result.messages:     # the format's findings: stderr, in both outputs
+        print(msg, file=sys.stderr)
     if args.output == "json":
         raw = result.to_json()
-        out = {k: raw.pop(k) for k in _CHECK_KEYS if k in raw}
-        out.update(raw)
-        dump_json(out)
-    else:
-        for msg in result.messages:
-            print(msg, file=sys.stderr)
-        if result.corruptions_fixed or result.leaks_fixed:
-            print("The following inconsistencies were found and repaired:\n\n"
-                  f"    {result.leaks_fixed} leaked clusters\n"
-                  f"    {result.corruptions_fixed} corruptions\n\n"
-                  "Double checking the fixed image now...")
-        if result.clean:
-            print("No errors were found on the image.")
-        if result.corruptions:
-            print(f"\n{result.corruptions} errors were found on the image.\nData may be "
-                  "corrupted, or further writes to the image may corrupt it.")
-        if result.leaks:
-            print(f"\n{result.leaks} leaked clusters were found on the image.\nThis means "
-                  "waste of disk space, but no harm to data.")
-        if result.check_errors:
-            print(f"\n{result.check_errors} internal errors have occurred during the check.")
-        if result.total_clusters is not None and result.allocated_clusters is not None:
-            alloc, total = result.allocated_clusters, result.total_clusters
-            frag, comp = result.fragmented_clusters or 0, result.compressed_clusters or 0
-            print(f"{alloc}/{total} = {100.0 * alloc / total if total else 0:0.2f}% allocated, "
-                  f"{100.0 * frag / alloc if alloc else 0:0.2f}% fragmented, "
-                  f"{100.0 * comp / alloc if alloc else 0:0.2f}% compressed clusters")
-        if result.image_end_offset is not None:
-            print(f"Image end offset: {result.image_end_offset}")
+        if not raw.get("image-end-offset"):    # qemu-img leaves out a zero offset
+            raw.pop("image-end-offset", None)
+        dump_json(raw)
+    elif not args.quiet:
+        print(check_human(result), end="")
     if result.check_errors:
         return 1
     if result.corruptions:

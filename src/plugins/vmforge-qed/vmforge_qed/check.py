@@ -133,7 +133,7 @@ def check(drv: Qed, repair: str | None) -> CheckResult:
             and drv.header.features & F_NEED_CHECK):
         drv.flush()   # writes through, then clears the need-check flag
     cs = drv.cluster_size
-    res.image_end_offset = drv.file_end
+    # no image_end_offset: QEMU's qed check reports none (qemu-img prints no such line)
     res.total_clusters = -(-drv.size // cs)
     res.allocated_clusters = len(scan.data_owner)
     return res
