@@ -333,8 +333,9 @@ class BufferChar(CharBackend):
 class FileChar(CharBackend):
     """Guest output written to a file (``-serial file:PATH``); no input.
 
-    Like QEMU, the file is truncated when opened unless ``append`` is true.
-    Output is flushed at each newline and on :meth:`close`.
+    Like QEMU, the file is truncated when opened unless ``append`` is true, and
+    what the guest writes is in the file at once (a prompt without a newline
+    too: someone may be waiting for it).
     """
 
     def __init__(self, path: str | os.PathLike[str], append: bool = False) -> None:
@@ -348,8 +349,7 @@ class FileChar(CharBackend):
 
     def _write(self, data: bytes) -> None:
         self._file.write(data)
-        if b"\n" in data:
-            self._file.flush()
+        self._file.flush()
 
     def flush(self) -> None:
         """Push buffered output to the file."""

@@ -87,3 +87,104 @@ def test_start_kernel_as_qemu_sees_it(tmp_path: Path) -> None:
                                port, vmlinux, "qemu")
     assert q.returncode == 0 and "in start_kernel ()" in theirs, theirs
     assert ours == theirs
+
+
+# the session the issue describes: a stop in OpenSBI, then in start_kernel,
+# registers and kernel memory read and written, a hardware watchpoint on a kernel
+# variable, a backtrace, and the guest left to run on to its shell (the vmlinux
+# has symbols, no debug information: variables are read through casts)
+SESSION = """
+set pagination off
+set confirm off
+set tcp connect-timeout 30
+file {vmlinux}
+target remote 127.0.0.1:{port}
+hbreak *0x80000000
+continue
+info registers pc priv a0
+stepi
+info registers pc
+delete
+hbreak start_kernel
+continue
+set $saved = $t6
+set $t6 = 0x1234
+p/x $t6
+set $t6 = $saved
+p *(int *)&panic_timeout
+set var *(int *)&panic_timeout = 7
+p *(int *)&panic_timeout
+delete
+watch *(int *)&system_state
+continue
+bt 3
+p *(int *)&system_state
+delete
+detach
+"""
+
+
+def _session_run(tmp_path: Path, server: list[str], port: int, vmlinux: Path, console: Path,
+                 tag: str) -> str:
+    import time
+
+    script = tmp_path / f"{tag}-session.gdb"
+    script.write_text(SESSION.format(vmlinux=vmlinux, port=port))
+    gdb = require_program("gdb-multiarch", "gdb-multiarch")
+    proc = subprocess.Popen(server, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out = subprocess.run([gdb, "-batch", "-nx", "-x", str(script)], capture_output=True,
+                             text=True, timeout=240, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:      # detached: the guest boots on to its shell
+            if console.exists() and re.search(rb"vmforge:[^\r\n]*# ", console.read_bytes()):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"{tag}: no shell after detach: "
+                                 f"{console.read_bytes()[-500:]!r}\n{out.stdout}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    assert "Error" not in out.stderr, out.stdout + out.stderr    # the script ran whole
+    return out.stdout + out.stderr
+
+
+def _initrd() -> Path:
+    proc = subprocess.run([sys.executable, str(ROOT / "guests" / "build.py"), "--print-path",
+                           "initramfs-riscv64"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        oracle_missing("guest not built: initramfs-riscv64; build it with "
+                       "`python3 guests/build.py all`")
+    return Path(proc.stdout.strip())
+
+
+def test_a_kernel_debugging_session_as_on_qemu(tmp_path: Path) -> None:
+    qemu = require_program("qemu-system-riscv64", "qemu-system-misc")
+    image, vmlinux = _vmlinux()
+    initrd = _initrd()
+    common = ["-m", "256M", "-kernel", str(image), "-initrd", str(initrd),
+              "-append", "console=ttyS0", "-S"]
+    port = free_port()
+    ours = _session_run(tmp_path, [*VMFORGE, "run", "-M", "riscv-virt", *common, "-gdb",
+                                   f"tcp:127.0.0.1:{port}", "-serial",
+                                   f"file:{tmp_path / 'ours.txt'}", "--timeout", "200"],
+                        port, vmlinux, tmp_path / "ours.txt", "vmforge")
+    assert "Breakpoint 1, 0x0000000080000000 in ?? ()" in ours, ours
+    assert re.search(r"^priv\s+0x3\s+prv:3 \[Machine\]", ours, re.M), ours
+    assert "in start_kernel ()" in ours and "$1 = 0x1234" in ours, ours
+    assert "$2 = 0" in ours and "$3 = 7" in ours, ours
+    assert "Hardware watchpoint 3: *(int *)&system_state" in ours, ours
+    assert "Old value = 0\nNew value = 1" in ours and "#0  " in ours, ours   # SCHEDULING
+    port = free_port()
+    theirs = _session_run(tmp_path, [qemu, "-M", "virt", *common, "-gdb",
+                                     f"tcp:127.0.0.1:{port}", "-nographic", "-serial",
+                                     f"file:{tmp_path / 'theirs.txt'}", "-monitor", "none"],
+                          port, vmlinux, tmp_path / "theirs.txt", "qemu")
+    assert ours == theirs
