@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -112,18 +113,28 @@ def report(exc: BaseException) -> None:
         error(str(exc))
 
 
+def _f32(x: float) -> float:
+    """``x`` as a C float (qemu-progress.c keeps its percentages in floats)."""
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
 class ProgressBar:
-    """qemu-img's ``-p`` progress: ``    (42.00/100%)`` redrawn in place on stderr."""
+    """qemu-img's ``-p``: ``    (42.00/100%)\r`` on stdout, as util/qemu-progress.c prints:
+    at 0, at 100 (again at the end), and in between when the percentage moved by more
+    than 1 since the last line; :meth:`finish` ends the line."""
+
+    MIN_SKIP = 1.0
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.last = -1.0
+        self.stream = stream or sys.stdout
+        self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
-        pct = 100.0 * done / total if total else 100.0
-        if pct - self.last >= 1.0 or (pct >= 100.0 > self.last):
-            self.last = pct
-            self.stream.write(f"    ({pct:.2f}/100%)\r")
+        current = _f32(min(100.0, 100.0 * done / total if total else 100.0))
+        if (current > self.last + self.MIN_SKIP or current < self.last - self.MIN_SKIP
+                or current in (0.0, 100.0)):
+            self.last = current
+            self.stream.write(f"    ({current:3.2f}/100%)\r")
             self.stream.flush()
 
     def finish(self) -> None:

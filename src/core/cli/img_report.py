@@ -18,7 +18,6 @@ from vmforge.block.driver import (
     SnapshotInfo,
 )
 from vmforge.cli.img_common import (
-    UsageError,
     clock,
     dump_json,
     error,
@@ -28,6 +27,7 @@ from vmforge.cli.img_common import (
     report,
     size_to_str,
 )
+from vmforge.cli.img_words import QemuImgError
 from vmforge.errors import VmforgeError
 
 # -- info ---------------------------------------------------------------------------------
@@ -262,12 +262,11 @@ def _map_human(bb: BlockBackend, out: TextIO) -> None:
         out.write(f"{hexnum(off):<16}{hexnum(length):<16}{hexnum(host):<16}{name}\n")
 
     for e in bb.block_status():
-        if e.is_data and e.status & BlockStatus.COMPRESSED:  # qemu-img refuses these too
-            if last is not None:
+        if e.is_data and (e.status & BlockStatus.COMPRESSED or e.host_offset is None):
+            if last is not None:      # no place in the file to show: qemu-img refuses
                 emit(last)
-            raise UsageError("the image contains compressed clusters, which have no "
-                             "place in the file to show: use --output json")
-        if not e.is_data or e.host_offset is None:
+            raise QemuImgError("File contains external, encrypted or compressed clusters.")
+        if not e.is_data or e.is_zero or e.host_offset is None:
             continue
         if (last and last[0] + last[1] == e.offset and last[2] + last[1] == e.host_offset
                 and last[3] == e.filename):
