@@ -22,7 +22,8 @@ from vmforge.cli.img_create import format_class
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    *sources, dst = args.files
+    *sources, target_arg = args.files
+    dst = img_objects.target_filename(target_arg)
     if not sources:
         raise UsageError("convert needs a source and a target file")
     if args.target_is_zero and not args.no_create:

@@ -123,7 +123,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise QemuImgError(f"{args.file}: Image creation needs a size parameter")
     if not args.quiet:       # key-secret=ID is shown, never the secret
         print(formatting_line(args.file, cls.format_name, size, opts))
-    create_image(cls.format_name, args.file, size,
+    create_image(cls.format_name, img_objects.target_filename(args.file), size,
                  **img_objects.context().resolve_secret(opts))
     return 0
 

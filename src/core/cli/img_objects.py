@@ -7,12 +7,18 @@
   never printed: the ``Formatting`` line shows ``key-secret=ID``.
 - ``--image-opts``: the image arguments are option strings such as
   ``driver=luks,file.filename=disk.img,key-secret=sec0`` instead of file names.
+- QEMU's pseudo-protocols of a file name, with or without ``--image-opts``:
+  ``json:{"driver":"qcow2","file":{"driver":"file","filename":"a.qcow2"}}`` (nested
+  or flattened ``"file.filename"`` keys; ``-f`` wins over its ``driver``, as in
+  qemu-img) and ``file:NAME`` (the file protocol: ``NAME`` taken literally, even
+  with a colon or a ``json:`` in it).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 from typing import Any
 
 from vmforge.config import parse_opts
@@ -86,16 +92,68 @@ class ImageContext:
     def resolve_image(self, path: str, fmt: str | None) -> tuple[str, str | None,
                                                                  dict[str, Any]]:
         """(file, format, open options) for an image argument."""
-        if not self.image_opts:
-            return path, fmt, {}
-        opts: dict[str, Any] = parse_opts(path)
+        if path.startswith(JSON_PREFIX):
+            return self._from_options(path, json_options(path), fmt, fmt_wins=True)
+        if self.image_opts:
+            return self._from_options(path, parse_opts(path), fmt)
+        return target_filename(path), fmt, {}
+
+    def _from_options(self, path: str, opts: dict[str, Any], fmt: str | None,
+                      fmt_wins: bool = False) -> tuple[str, str | None, dict[str, Any]]:
+        driver = opts.pop("driver", None)
+        if isinstance(opts.get("file"), str):     # a node name: vmforge img has no nodes
+            raise ObjectError(f"Could not open '{path}': Cannot find device='{opts['file']}' "
+                              f"nor node-name='{opts['file']}'")
         filename = opts.pop("file.filename", None) or opts.pop("filename", None)
         if not filename:
             raise ObjectError(f"--image-opts {path!r}: needs file.filename=")
-        driver = opts.pop("driver", None) or fmt
-        opts.pop("file.driver", None)
+        if driver == "file":      # the protocol alone: its bytes as they are
+            driver = "raw"
+        driver = (fmt or driver) if fmt_wins else (driver or fmt)
+        for key in [k for k in opts if k == "file.driver" or k.startswith("file.")]:
+            if key == "file.driver" and opts[key] != "file":
+                raise ObjectError(f"Could not open '{path}': only the file protocol is "
+                                  f"supported, not {opts[key]!r}")
+            opts.pop(key)
         return str(filename), driver, self.resolve_secret(
             {k.replace("-", "_") if k not in KEY_SECRET else k: v for k, v in opts.items()})
+
+
+JSON_PREFIX = "json:"
+FILE_PREFIX = "file:"
+
+
+def target_filename(path: str) -> str:
+    """The file an image argument names: ``file:NAME`` is ``NAME``, literally; a relative
+    ``NAME`` that would read as a protocol (``a:b``) becomes ``./a:b``, as QEMU shows it."""
+    if not path.startswith(FILE_PREFIX):
+        return path
+    name = path[len(FILE_PREFIX):]
+    if ":" in name.split("/")[0] and not name.startswith("/"):
+        name = "./" + name
+    return name
+
+
+def json_options(path: str) -> dict[str, Any]:
+    """``json:{...}`` as flat options (``{"file": {"filename": F}}`` -> ``file.filename``)."""
+    try:
+        tree = json.loads(path[len(JSON_PREFIX):])
+    except ValueError as exc:
+        raise ObjectError(f"Could not open '{path}': Could not parse the JSON options: "
+                          f"JSON parse error, {exc.msg}") from None
+    if not isinstance(tree, dict):
+        raise ObjectError(f"Could not open '{path}': Invalid JSON object given")
+    out: dict[str, Any] = {}
+
+    def flatten(prefix: str, node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                flatten(f"{prefix}{key}.", value)
+            else:
+                out[f"{prefix}{key}"] = value
+
+    flatten("", tree)
+    return out
 
 
 _current = ImageContext()

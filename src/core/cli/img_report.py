@@ -23,6 +23,7 @@ from vmforge.cli.img_common import (
     error,
     hexnum,
     open_image,
+    qdict_order,
     qprint,
     report,
     size_to_str,
@@ -84,7 +85,7 @@ def info_human(info: ImageInfo, snapshots: list[SnapshotInfo] | None = None) -> 
         lines.extend(snapshot_table(snapshots))
     if info.format_specific:
         lines.append("Format specific information:")
-        lines.extend(_human_tree(info.format_specific, 1))
+        lines.extend(_human_tree(qdict_order(info.format_specific), 1))   # QDict order
     return "\n".join(lines)
 
 
@@ -98,8 +99,9 @@ def _human_tree(data: dict[str, Any], level: int) -> list[str]:
             out.extend(_human_tree(value, level + 1))
         elif isinstance(value, list):
             out.append(f"{pad}{name}:")
-            for item in value:
-                if isinstance(item, dict):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):     # qemu's dump_qlist: an index line, then it
+                    out.append(f"{pad}    [{i}]:")
                     out.extend(_human_tree(item, level + 2))
                 else:
                     out.append(f"{pad}    [{item}]")

@@ -94,7 +94,7 @@ def open_failed(path: str, exc: BaseException, fmt: str | None = None,
                             prefixed=(True, False))
     m = re.match(r"could not open(?: as \w+)?: (.*)$", text)
     if m:   # raw-posix's own words come first, as QEMU nests them
-        reason = f"Could not open '{path}': {m.group(1)}"
+        reason = f"Could not open '{name or path}': {m.group(1)}"
     elif (m := _NOT_FORMAT.match(text)) is not None:
         reason = f"Image is not in {(fmt or m.group(1)).lower()} format"
     return QemuImgError(f"{what} '{path}': {reason}")
