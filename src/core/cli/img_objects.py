@@ -138,7 +138,7 @@ def json_options(path: str) -> dict[str, Any]:
     """``json:{...}`` as flat options (``{"file": {"filename": F}}`` -> ``file.filename``)."""
     try:
         tree = json.loads(path[len(JSON_PREFIX):])
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ObjectError(f"Could not open '{path}': Could not parse the JSON options: "
                           f"JSON parse error, {exc.msg}") from None
     if not isinstance(tree, dict):
