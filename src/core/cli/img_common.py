@@ -102,6 +102,11 @@ def size_arg(text: str, bad: Callable[[], Exception] = img_words.bad_create_size
     return value
 
 
+def warn(message: str) -> None:
+    """qemu's ``warn_report``: ``PROG: warning: ...`` on stderr."""
+    error(f"warning: {message}")
+
+
 def report(exc: BaseException) -> None:
     """An expected error on stderr: qemu-img's lines exactly in compat mode, else one line."""
     if isinstance(exc, img_words.QemuImgError) and compat():

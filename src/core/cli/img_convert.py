@@ -15,8 +15,10 @@ from vmforge.cli.img_common import (
     open_image,
     parse_options,
     size_arg,
+    warn,
 )
 from vmforge.cli.img_create import format_class
+from vmforge.cli.img_protocol import file_protocol_options
 
 # -- convert ------------------------------------------------------------------------------
 
@@ -57,7 +59,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         total = sum(bb.size for bb in opened)
         secret = img_objects.context().resolve_secret(create_opts)
         if not args.no_create:
-            create_image(out_cls.format_name, dst, total, **secret)
+            with file_protocol_options(dst, secret, warn) as format_opts:
+                create_image(out_cls.format_name, dst, total, **format_opts)
         target = BlockBackend.open(dst, out_cls.format_name, readonly=False, cache=args.cache,
                                    **({"passphrase": secret["passphrase"]}
                                       if "passphrase" in secret else {}))

@@ -20,8 +20,10 @@ from vmforge.cli.img_common import (
     parse_options,
     prog,
     size_arg,
+    warn,
 )
 from vmforge.cli.img_formatting import formatting_line
+from vmforge.cli.img_protocol import file_protocol_options
 from vmforge.cli.img_words import QemuImgError
 
 # -- create -------------------------------------------------------------------------------
@@ -73,7 +75,8 @@ def _check_option_names(cls: type[BlockDriver], filename: str, opts: dict[str, A
         if name.replace("-", "_") not in known:
             raise QemuImgError(f"{filename}: Invalid parameter '{name}'")
         opt = cls.create_options.get(name)
-        if opt is not None and opt.type is int and isinstance(opts[name], str):
+        sized = opt.type is int if opt is not None else name == "extent_size_hint"
+        if sized and isinstance(opts[name], str):
             try:
                 parse_size(opts[name])
             except ValueError:
@@ -123,8 +126,10 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise QemuImgError(f"{args.file}: Image creation needs a size parameter")
     if not args.quiet:       # key-secret=ID is shown, never the secret
         print(formatting_line(args.file, cls.format_name, size, opts))
-    create_image(cls.format_name, img_objects.target_filename(args.file), size,
-                 **img_objects.context().resolve_secret(opts))
+    target = img_objects.target_filename(args.file)
+    with file_protocol_options(target, opts, warn) as format_opts:
+        create_image(cls.format_name, target, size,
+                     **img_objects.context().resolve_secret(format_opts))
     return 0
 
 
