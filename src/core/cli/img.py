@@ -138,6 +138,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _common(p, quiet=True)
     p.add_argument("-O", dest="output_format", default="raw", metavar="FMT",
                    help="target format (default raw)")
+    p.add_argument("-l", dest="snapshot", metavar="SNAPSHOT",
+                   help="convert an internal snapshot: snapshot.id=ID[,snapshot.name=NAME], "
+                   "snapshot.name=NAME, or NAME")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
                    help="target create options k=v,...")
     p.add_argument("-B", dest="backing", metavar="BACKING",

@@ -8,6 +8,7 @@ from typing import Any
 
 from vmforge.block import ops
 from vmforge.block.backend import BlockBackend, create_image
+from vmforge.block.driver import BlockDriver
 from vmforge.cli import img_objects
 from vmforge.cli.img_common import (
     ProgressBar,
@@ -19,8 +20,43 @@ from vmforge.cli.img_common import (
 )
 from vmforge.cli.img_create import format_class
 from vmforge.cli.img_protocol import file_protocol_options
+from vmforge.cli.img_words import QemuImgError
 
 # -- convert ------------------------------------------------------------------------------
+
+
+def snapshot_param(text: str) -> tuple[str | None, str | None]:
+    """``-l``: (id, name) to match; a bare NAME matches an id or else a name (None, NAME)."""
+    if not text.startswith("snapshot."):
+        return None, text
+    found: dict[str, str] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key not in ("snapshot.id", "snapshot.name"):
+            raise QemuImgError(f"Invalid parameter '{key}'",
+                               f"Failed in parsing snapshot param '{text}'")
+        found[key] = value
+    return found.get("snapshot.id"), found.get("snapshot.name")
+
+
+def _open_snapshot(src: str, fmt: str | None, param: str, force_share: bool) -> BlockBackend:
+    """The source as it was in an internal snapshot, read-only (the format's ``snapshot``
+    open option, the one ``snapshot -a`` reads a snapshot's tables with)."""
+    ident, name = snapshot_param(param)
+    with open_image(src, fmt, force_share=force_share) as bb:
+        drv, fmt = bb.top, bb.format
+        if type(drv).snapshots is BlockDriver.snapshots:
+            raise QemuImgError(f"Failed to load snapshot: Block format '{fmt}' used by device "
+                               "'' does not support temporarily loading internal snapshots")
+        snaps = drv.snapshots()
+    if ident is None:          # bdrv_snapshot_load_tmp_by_id_or_name: the id, then the name
+        match = [s for s in snaps if s.id == name] or [s for s in snaps if s.name == name]
+    else:
+        match = [s for s in snaps if s.id == ident and name in (None, s.name)]
+    if (ident is None and name is not None and not match) or (ident is not None and not match):
+        raise QemuImgError("Failed to load snapshot: Can't find snapshot")
+    return open_image(src, fmt, force_share=force_share, snapshot=match[0].id)
+
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -52,10 +88,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
             # qemu-img 7.2 probes nothing here: its create refuses, in these words
             raise UsageError("Use of backing file requires explicit backing format")
         create_opts.update(backing_file=args.backing, backing_fmt=args.backing_format)
+    if args.snapshot is not None and len(sources) > 1:
+        raise QemuImgError("No support for concatenating multiple snapshot")
     opened: list[BlockBackend] = []
     try:
         for src in sources:
-            opened.append(open_image(src, args.format, force_share=args.force_share))
+            opened.append(open_image(src, args.format, force_share=args.force_share)
+                          if args.snapshot is None else
+                          _open_snapshot(src, args.format, args.snapshot, args.force_share))
         total = sum(bb.size for bb in opened)
         secret = img_objects.context().resolve_secret(create_opts)
         if not args.no_create:
