@@ -42,6 +42,8 @@ from vmforge.errors import VmforgeError
 if TYPE_CHECKING:
     import pluggy
 
+    from vmforge.block.driver import BlockDriver
+
 __all__ = [
     "ENV_DISABLE_AUTOLOAD",
     "ENV_PLUGINS",
@@ -65,6 +67,9 @@ GROUPS: dict[str, str] = {
     "hooks": "vmforge.hooks",
 }
 KINDS: tuple[str, ...] = ("block", "device", "machine")
+#: entry points naming a block format's probe function (``probe(header, filename) ->
+#: score``) in a light module, under the format's name: probing then imports no driver
+PROBE_GROUP = "vmforge.block.probe"
 
 ENV_DISABLE_AUTOLOAD = "VMFORGE_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "VMFORGE_PLUGINS"
@@ -282,6 +287,8 @@ class Registry:
         self.policy = policy or LoadPolicy()
         self.path = list(path) if path is not None else None
         self._entries: list[PluginInfo] | None = None
+        #: (normalized distribution, format name) -> its probe entry point
+        self._probes: dict[tuple[str, str], EntryPoint] = {}
         self._classes: dict[tuple[str, str], type] = {}
         self._pm: pluggy.PluginManager | None = None
 
@@ -305,10 +312,14 @@ class Registry:
             if key in seen:  # shadowed by an earlier entry of the path
                 continue
             seen.add(key)
-            eps = [(groups[ep.group], ep) for ep in dist.entry_points if ep.group in groups]
+            all_eps = list(dist.entry_points)
+            eps = [(groups[ep.group], ep) for ep in all_eps if ep.group in groups]
             if not eps:
                 continue
             dist_name, version = _name_version(dist)
+            for ep in all_eps:
+                if ep.group == PROBE_GROUP:
+                    self._probes[(normalize(dist_name), ep.name)] = ep
             for kind, ep in eps:
                 out.append(PluginInfo(kind, ep.name, ep.value, dist_name, version, ep,
                                       not self.policy.allows(dist_name, ep.name)))
@@ -373,6 +384,29 @@ class Registry:
             if version != BLOCK_API_VERSION:
                 raise PluginLoadError(info, f"it implements block driver API {version}, this "
                                       f"vmforge has API {BLOCK_API_VERSION}")
+
+    def probe_entry_point(self, name: str) -> EntryPoint | None:
+        """The :data:`PROBE_GROUP` entry point of the block format ``name`` (from the
+        distribution that provides the format), or None."""
+        info = self.info("block", name)
+        return self._probes.get((normalize(info.dist), name))
+
+    def probe_function(self, name: str) -> Any:
+        """The probe of the block format ``name``: the function its distribution names
+        in :data:`PROBE_GROUP` (a light module: no driver imported), else the driver
+        class's ``probe``.  Raises as :meth:`load` does."""
+        info = self.info("block", name)
+        ep = self.probe_entry_point(name)
+        if ep is None:
+            cls: type[BlockDriver] = self.load("block", name)
+            return cls.probe
+        try:
+            fn = ep.load()
+        except Exception as exc:
+            raise PluginLoadError(info, f"its probe {ep.value!r} failed to import", exc) from exc
+        if not callable(fn):
+            raise PluginLoadError(info, f"its probe {ep.value!r} is not a function")
+        return fn
 
     def load_all(self, kind: str) -> dict[str, type | PluginError]:
         """Import every plugin of ``kind``: the class, or the error it raised."""

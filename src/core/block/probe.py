@@ -2,9 +2,13 @@
 
 Probing reads the first :data:`PROBE_SIZE` bytes of a file and asks every
 installed driver's ``probe`` for a score; the highest score wins (ties go to
-the name that sorts first).  As in QEMU, a guess of ``raw`` is refused for a
-writable open: a guest writing a fake header into a raw image could otherwise
-make the host read it as another format (CVE-2008-2004).
+the name that sorts first).  A format whose distribution names its probe in the
+entry-point group ``vmforge.block.probe`` is asked through that function, so
+that probing imports no driver (start-up time); otherwise its class is loaded.
+
+As in QEMU, a guess of ``raw`` is refused for a writable open: a guest writing a
+fake header into a raw image could otherwise make the host read it as another
+format (CVE-2008-2004).
 """
 
 from __future__ import annotations
@@ -71,12 +75,12 @@ def probe_header(header: bytes, path: str) -> str:
     scores: list[tuple[int, str]] = []
     for name in registry().names("block"):
         try:
-            cls = driver_class(name)
+            probe = registry().probe_function(name)
         except PluginError as exc:  # a broken plugin must not stop probing
             log.warning("skipping format %s while probing: %s", name, exc)
             continue
         try:
-            score = int(cls.probe(header, path))
+            score = int(probe(header, path))
         except Exception as exc:  # a driver's probe must not fail on odd bytes; say so
             log.warning("format %s: probe raised %s: %s", name, type(exc).__name__, exc)
             continue

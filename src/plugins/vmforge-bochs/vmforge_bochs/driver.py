@@ -33,13 +33,9 @@ from vmforge.block.driver import (
 )
 from vmforge.block.fileio import fill_zero, preadv_full
 from vmforge.block.mapped import FileImage, merge_extents, open_image_file
+from vmforge_bochs.probe import HEADER_SIZE, VERSION_1
+from vmforge_bochs.probe import probe as _probe
 
-MAGIC = b"Bochs Virtual HD Image"
-TYPE = b"Redolog"
-SUBTYPE = b"Growing"
-VERSION = 0x00020000
-VERSION_1 = 0x00010000
-HEADER_SIZE = 512
 SECTOR = 512
 UNALLOCATED = 0xFFFFFFFF
 #: QEMU's bound: enough for the largest image bximage makes (~8 TB)
@@ -77,12 +73,7 @@ class Bochs(FileImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        if len(header) < HEADER_SIZE:
-            return 0
-        magic, typ, sub, version, *_ = _HEADER.unpack_from(header)
-        ok = (_cstr(magic, MAGIC) and _cstr(typ, TYPE) and _cstr(sub, SUBTYPE)
-              and version in (VERSION, VERSION_1))
-        return 100 if ok else 0
+        return _probe(header, filename)
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:

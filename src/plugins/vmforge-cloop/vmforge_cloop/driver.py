@@ -31,9 +31,9 @@ from vmforge.block.driver import (
     ReadOnlyError,
 )
 from vmforge.block.mapped import FileImage, open_image_file, split_views
+from vmforge_cloop.probe import MAGIC
+from vmforge_cloop.probe import probe as _probe
 
-MAGIC = (b"#!/bin/sh\n#V2.0 Format\n"
-         b"modprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n")
 HEADER_SIZE = 128
 #: QEMU's limits: 64 MiB blocks, 512 MiB of offsets, compressed blocks of 128 MiB
 MAX_BLOCK_SIZE = 64 << 20
@@ -60,9 +60,7 @@ class Cloop(FileImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        # a low score, as QEMU: the magic is a shell script's first lines
-        n = min(len(MAGIC), len(header))
-        return 2 if n and header[:n] == MAGIC[:n] else 0
+        return _probe(header, filename)
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:

@@ -53,6 +53,7 @@ from vmforge_dmg.layout import (
     parse_plist,
     parse_resource_fork,
 )
+from vmforge_dmg.probe import probe as _probe
 
 KOLY_SEARCH = 515   # QEMU looks for "koly" in the last 515 bytes (odd-sized files)
 _DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
@@ -183,17 +184,7 @@ class Dmg(FileImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        try:
-            with open(filename, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                if f.tell() < 512:
-                    return 0
-                f.seek(-512, os.SEEK_END)
-                tail = f.read(512)
-        except (OSError, ValueError, TypeError):
-            return 0
-        ok = tail[:4] == b"koly" and tail[4:12] == b"\0\0\0\4\0\0\2\0"
-        return 100 if ok else 0
+        return _probe(header, filename)
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:

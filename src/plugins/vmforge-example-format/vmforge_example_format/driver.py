@@ -37,8 +37,9 @@ from vmforge.block.driver import (
     ImageInfo,
 )
 from vmforge.block.mapped import MappedImage, open_image_file
+from vmforge_example_format.probe import MAGIC
+from vmforge_example_format.probe import probe as _probe
 
-MAGIC = b"VMFXMAP\0"
 VERSION = 1
 HEADER_SIZE = 4096
 # magic, version, header size, virtual size, block size, table offset, entries,
@@ -130,7 +131,7 @@ class ExampleFormat(MappedImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        return 100 if header[:8] == MAGIC else 0
+        return _probe(header, filename)
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:

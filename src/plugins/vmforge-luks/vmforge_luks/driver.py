@@ -58,8 +58,9 @@ from vmforge_luks.ciphers import (
     pbkdf2,
 )
 from vmforge_luks.luks2 import MAX_ARGON2_MEMORY_KIB, Luks2Header, create_luks2, kdf_params
+from vmforge_luks.probe import MAGIC
+from vmforge_luks.probe import probe as _probe
 
-MAGIC = b"LUKS\xba\xbe"
 # magic, version, cipher name, cipher mode, hash, payload offset, key bytes,
 # mk digest, mk salt, mk iterations, uuid
 _HEADER = struct.Struct(">6sH32s32s32sII20s32sI40s")
@@ -253,7 +254,7 @@ class Luks(FileImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        return 100 if header[:6] == MAGIC and header[6:8] in (b"\0\1", b"\0\2") else 0
+        return _probe(header, filename)
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:

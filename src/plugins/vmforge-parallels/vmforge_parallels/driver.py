@@ -37,9 +37,9 @@ from vmforge.block.driver import (
 )
 from vmforge.block.fileio import pwritev_full
 from vmforge.block.mapped import MappedImage, open_image_file
+from vmforge_parallels.probe import MAGIC_EXT, MAGIC_OLD
+from vmforge_parallels.probe import probe as _probe
 
-MAGIC_EXT = b"WithouFreSpacExt"
-MAGIC_OLD = b"WithoutFreeSpace"
 VERSION = 2
 SECTOR = 512
 INUSE = 0x746F6E59
@@ -93,9 +93,7 @@ class Parallels(MappedImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        if header[:16] in (MAGIC_EXT, MAGIC_OLD) and header[16:20] == b"\2\0\0\0":
-            return 100
-        return 0
+        return _probe(header, filename)
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:

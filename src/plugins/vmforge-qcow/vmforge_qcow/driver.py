@@ -41,8 +41,9 @@ from vmforge.block.driver import (
     UnsupportedOperation,
 )
 from vmforge.block.mapped import MappedImage, open_image_file
+from vmforge_qcow.probe import MAGIC
+from vmforge_qcow.probe import probe as _probe
 
-MAGIC = b"QFI\xfb"
 VERSION = 1
 SECTOR = 512
 COMPRESSED = 1 << 63
@@ -109,9 +110,7 @@ class Qcow(MappedImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        if len(header) >= 8 and header[:4] == MAGIC and header[4:8] == b"\0\0\0\1":
-            return 100
-        return 0
+        return _probe(header, filename)
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:

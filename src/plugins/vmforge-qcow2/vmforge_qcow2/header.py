@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from vmforge.block import BlockError, CorruptImageError
 
-MAGIC = b"QFI\xfb"
+from .probe import MAGIC
 
 MIN_CLUSTER_BITS = 9
 MAX_CLUSTER_BITS = 21           # QEMU's implementation limit (2 MiB)

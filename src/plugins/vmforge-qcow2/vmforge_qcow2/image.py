@@ -22,7 +22,6 @@ from .header import (
     INCOMPAT_CORRUPT,
     INCOMPAT_DATA_FILE,
     INCOMPAT_DIRTY,
-    MAGIC,
     OFF_AUTOCLEAR,
     OFF_INCOMPAT,
     Header,
@@ -41,6 +40,7 @@ from .l2 import (
     entry_kind,
     table_from_bytes,
 )
+from .probe import probe as _probe
 from .refcount import Refcounts
 from .snapshot import Snapshot, find_snapshot, read_snapshots, table_bytes
 
@@ -245,10 +245,7 @@ class Qcow2Image(BlockDriver):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        if len(header) >= 8 and header[:4] == MAGIC:
-            version = struct.unpack_from(">I", header, 4)[0]
-            return 100 if version in (2, 3) else 50
-        return 0
+        return _probe(header, filename)
 
     @property
     def size(self) -> int:

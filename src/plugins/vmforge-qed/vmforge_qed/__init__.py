@@ -1,5 +1,26 @@
 """QEMU's QED disk format as a vmforge block plugin."""
 
-from vmforge_qed.driver import Qed
+# The driver is imported when first asked for (``vmforge_qed.Qed``, as the entry
+# point does), not with the package: probing imports ``vmforge_qed.probe`` alone.
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vmforge_qed.driver import Qed
 
 __all__ = ["Qed"]
+
+_LAZY = {
+    "Qed": "vmforge_qed.driver",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

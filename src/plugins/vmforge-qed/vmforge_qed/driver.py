@@ -58,6 +58,7 @@ from vmforge_qed.layout import (
     le64_bytes,
     max_image_size,
 )
+from vmforge_qed.probe import probe as _probe
 
 _L2_CACHE = 16
 _DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
@@ -106,7 +107,7 @@ class Qed(MappedImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        return 100 if header[:4] == MAGIC else 0
+        return _probe(header, filename)
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:

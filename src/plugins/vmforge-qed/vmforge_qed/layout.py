@@ -25,7 +25,8 @@ import sys
 from array import array
 from dataclasses import dataclass
 
-MAGIC = b"QED\0"
+from vmforge_qed.probe import MAGIC
+
 F_BACKING_FILE = 0x01        #: the image has a backing file
 F_NEED_CHECK = 0x02          #: not closed cleanly: check before writing
 F_BACKING_NO_PROBE = 0x04    #: the backing file is raw (do not probe it)

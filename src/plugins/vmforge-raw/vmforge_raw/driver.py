@@ -18,6 +18,7 @@ from vmforge.block.driver import (
 )
 from vmforge.block.fileio import IOV_MAX, preadv_full, pwritev_full
 from vmforge.block.mapped import file_extents
+from vmforge_raw.probe import probe as _probe
 
 #: preadv2's flag for 'only if it needs no waiting' (Linux 4.14+), or None
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
@@ -69,7 +70,7 @@ class Raw(BlockDriver):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        return 1
+        return _probe(header, filename)
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:

@@ -36,9 +36,10 @@ from vmforge.block.driver import (
 )
 from vmforge.block.fileio import pwritev_full
 from vmforge.block.mapped import MappedImage, open_image_file
+from vmforge_vdi.probe import HEADER_SIZE, SIGNATURE
+from vmforge_vdi.probe import probe as _probe
 
 TEXT = b"<<< QEMU VM Virtual Disk Image >>>\n"
-SIGNATURE = 0xBEDA107F
 VERSION_1_1 = 0x00010001
 TYPE_DYNAMIC = 1
 TYPE_STATIC = 2
@@ -55,7 +56,7 @@ DISK_SIZE_MAX = BLOCKS_MAX * BLOCK_SIZE
 # disk size, block size, block extra, blocks in image, blocks allocated,
 # uuid image, uuid last snapshot, uuid link, uuid parent, unused
 _HEADER = struct.Struct("<64sIIIII256sIIIIIIIQIIII16s16s16s16s56s")
-HEADER_SIZE = _HEADER.size
+assert _HEADER.size == HEADER_SIZE
 ALLOCATED_AT = 0x184   # blocks_allocated
 _FIELD_AT = {"signature": 0x40, "version": 0x44, "image type": 0x4C, "offset_bmap": 0x154,
              "offset_data": 0x158, "sector_size": 0x168, "disk_size": 0x170,
@@ -101,9 +102,7 @@ class Vdi(MappedImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        if len(header) < HEADER_SIZE:
-            return 0
-        return 100 if struct.unpack_from("<I", header, 0x40)[0] == SIGNATURE else 0
+        return _probe(header, filename)
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:

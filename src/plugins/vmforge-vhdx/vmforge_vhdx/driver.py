@@ -39,6 +39,7 @@ from vmforge_vhdx import layout as L
 from vmforge_vhdx.layout import Geometry, Header, MiB, round_up
 from vmforge_vhdx.log import FILE_END_MAX, LogReader, build_entry, replay
 from vmforge_vhdx.metadata import Regions, read_bat, read_headers, read_metadata, read_regions
+from vmforge_vhdx.probe import probe as _probe
 
 _DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
 _ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
@@ -79,7 +80,7 @@ class Vhdx(MappedImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        return 100 if header[:8] == L.FILE_SIGNATURE else 0
+        return _probe(header, filename)
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:

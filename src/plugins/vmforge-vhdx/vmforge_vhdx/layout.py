@@ -18,12 +18,13 @@ import struct
 import uuid
 from dataclasses import dataclass
 
+from vmforge_vhdx.probe import FILE_SIGNATURE
+
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
 TiB = 1 << 40
 
-FILE_SIGNATURE = b"vhdxfile"
 HEADER_SIGNATURE = b"head"
 REGION_SIGNATURE = b"regi"
 METADATA_SIGNATURE = b"metadata"

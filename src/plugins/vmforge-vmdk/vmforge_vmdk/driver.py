@@ -35,13 +35,11 @@ from vmforge_vmdk.extents import FlatExtent, SparseExtent
 from vmforge_vmdk.layout import (
     ADAPTER_TYPES,
     DESCRIPTOR_TYPES,
-    MAGIC,
     MAX_DESC,
     MAX_SECTOR,
     SECTOR,
     SPLIT_SIZE,
     SUBFORMATS,
-    VMDK3_MAGIC,
     DescriptorError,
     Header,
     create_type,
@@ -51,10 +49,11 @@ from vmforge_vmdk.layout import (
     make_descriptor,
     new_sparse_header,
     parent_hint,
-    probe_descriptor,
     read_cid,
     with_cid,
 )
+from vmforge_vmdk.probe import MAGIC, VMDK3_MAGIC
+from vmforge_vmdk.probe import probe as _probe
 
 AnyExtent = SparseExtent | FlatExtent
 
@@ -136,11 +135,7 @@ class Vmdk(FileImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        """The ``KDMV`` (or ``COWD``) magic, or a descriptor file (comments, then
-        ``version=N``, as QEMU's probe)."""
-        if header[:4] in (MAGIC, VMDK3_MAGIC):
-            return 100
-        return 100 if probe_descriptor(header) else 0
+        return _probe(header, filename)
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:

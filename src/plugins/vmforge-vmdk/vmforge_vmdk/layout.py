@@ -29,8 +29,8 @@ import re
 import struct
 from dataclasses import dataclass
 
-MAGIC = b"KDMV"
-VMDK3_MAGIC = b"COWD"
+from vmforge_vmdk.probe import MAGIC
+
 SECTOR = 512
 HEADER_SIZE = 512
 #: the embedded descriptor's room in images qemu-img makes (20 sectors)
@@ -278,31 +278,6 @@ def with_cid(text: str, cid: int) -> str:
     if tail < 0 or at < 0:
         raise DescriptorError("descriptor has no CID/parentCID to update")
     return f"{text[:at + 4]}{cid:x}\n{text[tail:]}"
-
-
-def probe_descriptor(buf: bytes) -> bool:
-    """QEMU's test of a descriptor file: comment and blank lines, then ``version=N``."""
-    p, end = 0, len(buf)
-    while p < end:
-        c = buf[p:p + 1]
-        if c == b"#":
-            nl = buf.find(b"\n", p)
-            if nl < 0:
-                return False
-            p = nl + 1
-            continue
-        if c == b" ":
-            while p < end and buf[p:p + 1] == b" ":
-                p += 1
-            if p < end and buf[p:p + 1] == b"\r":
-                p += 1
-            if p == end or buf[p:p + 1] != b"\n":
-                return False
-            p += 1
-            continue
-        return any(buf.startswith(f"version={v}{nl}".encode(), p)
-                   for v in (1, 2, 3) for nl in ("\n", "\r\n"))
-    return False
 
 
 def decompose(path: str) -> tuple[str, str, str]:

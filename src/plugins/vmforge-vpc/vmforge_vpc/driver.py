@@ -57,6 +57,7 @@ from vmforge_vpc.layout import (
     new_footer,
     uses_chs,
 )
+from vmforge_vpc.probe import probe as _probe
 
 _DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
 _ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
@@ -102,9 +103,7 @@ class Vpc(MappedImage):
 
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
-        # as QEMU: only a footer copy at the start (dynamic images) is recognised;
-        # a fixed image is a raw disk with a footer at its end
-        return 100 if header[:8] == COOKIE else 0
+        return _probe(header, filename)
 
     @classmethod
     def create(cls, path: str, size: int, **options: Any) -> None:

@@ -21,7 +21,8 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-COOKIE = b"conectix"
+from vmforge_vpc.probe import COOKIE
+
 DYN_COOKIE = b"cxsparse"
 FOOTER_SIZE = 512
 DYN_HEADER_SIZE = 1024

@@ -1,0 +1,86 @@
+"""Start-up: what a command imports (speed itself is measured in benchmarks/bench_startup.py).
+
+Probing asks each format's light probe function (entry point group
+``vmforge.block.probe``), so guessing a format imports no driver but the one
+chosen; the registry reads entry points without importlib_metadata, and pluggy is
+imported only when a hooks plugin is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vmforge.block.probe import probe_format
+from vmforge.plugins import PROBE_GROUP, Registry
+
+#: formats whose drivers pull heavy dependencies in
+HEAVY = {"luks": "cryptography", "vhdx": "crc32c"}
+
+_SHOW_MODULES = """
+import json, sys
+from vmforge.cli.main import main
+status = main(sys.argv[1:])
+print(json.dumps([status, sorted(sys.modules)]))
+"""
+
+
+def _modules_after(*argv: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", _SHOW_MODULES, *argv], capture_output=True,
+                         text=True, check=True).stdout
+    status, modules = json.loads(out.splitlines()[-1])
+    assert status == 0
+    return list(modules)
+
+
+@pytest.fixture
+def qcow2_image(tmp_path: Path) -> str:
+    pytest.importorskip("vmforge_qcow2")
+    path = tmp_path / "a.qcow2"
+    subprocess.run([sys.executable, "-m", "vmforge.cli.main", "img", "create", "-q", "-f",
+                    "qcow2", str(path), "1M"], check=True)
+    return str(path)
+
+
+def test_probing_imports_only_the_chosen_driver(qcow2_image: str) -> None:
+    modules = _modules_after("img", "info", qcow2_image)
+    assert "vmforge_qcow2.driver" in modules
+    reg = Registry()
+    with_probe = {n for n in reg.names("block") if reg.probe_entry_point(n) is not None}
+    assert {"raw", "qcow2", "luks"} <= with_probe
+    for fmt in with_probe - {"qcow2"}:
+        assert f"vmforge_{fmt}.driver" not in modules, fmt
+        assert f"vmforge_{fmt}.probe" in modules, fmt
+    for fmt, dependency in HEAVY.items():
+        if fmt in with_probe:
+            assert dependency not in modules, dependency
+
+
+def test_no_importlib_metadata_nor_pluggy_without_hooks_plugins(qcow2_image: str) -> None:
+    hooks = [e.dist for e in Registry().entries("hooks")]
+    blocks = [arg for dist in hooks for arg in ("-p", f"no:{dist}")]
+    modules = _modules_after(*blocks, "img", "info", qcow2_image)
+    assert "importlib_metadata" not in modules
+    assert "pluggy" not in modules
+
+
+def test_probe_functions_are_the_drivers_probes(tmp_path: Path) -> None:
+    """A format's probe entry point answers as its class's probe, on its own images
+    and on the others' (each class's probe delegates to the same function)."""
+    reg = Registry()
+    names = [n for n in reg.names("block") if reg.probe_entry_point(n) is not None]
+    assert names, f"no {PROBE_GROUP} entry points installed"
+    headers = [b"", bytes(512), b"QFI\xfb\0\0\0\3" + bytes(504), b"LUKS\xba\xbe\0\1" + bytes(504),
+               b"vhdxfile" + bytes(504), b"conectix" + bytes(504)]
+    path = tmp_path / "x"
+    path.write_bytes(bytes(1024))
+    for name in names:
+        fn = reg.probe_function(name)
+        cls = reg.load("block", name)
+        for h in headers:
+            assert fn(h, str(path)) == cls.probe(h, str(path)), (name, h[:8])
+    assert probe_format(str(path)) == "raw"
