@@ -22,6 +22,8 @@ What a driver implements (QEMU's ``struct BlockDriver``, one generation):
 ``info``               format-specific facts for ``vmforge img info``
 ``change_backing_file``  optional; rewrite the recorded backing file (``img rebase``)
 ``measure``            optional; the file size a new image needs (``img measure``)
+``amend``              optional; change options of an existing image (``img amend``),
+                       those listed in ``amend_options``; the default refuses
 ``snapshots``          optional; internal snapshots (``img snapshot -l``), and
                        ``create_snapshot`` / ``revert_snapshot`` / ``delete_snapshot``
                        (``-c`` / ``-a`` / ``-d``)
@@ -225,7 +227,7 @@ class CheckResult:
         for key in ("total_clusters", "allocated_clusters", "fragmented_clusters",
                     "compressed_clusters"):
             value = getattr(self, key)
-            if value is not None:
+            if value:           # qemu-img leaves out the statistics that are zero
                 out[key.replace("_", "-")] = value
         return out
 
@@ -315,6 +317,8 @@ class BlockDriver:
     granularity: ClassVar[int] = 512
     #: whether ``write_compressed`` is implemented
     supports_compressed_writes: ClassVar[bool] = False
+    #: options ``amend`` can change (``img amend -o help`` lists them), by name
+    amend_options: ClassVar[dict[str, CreateOption]] = {}
 
     def __init__(self, filename: str, readonly: bool) -> None:
         self.filename = filename
@@ -457,6 +461,17 @@ class BlockDriver:
     def check(self, repair: str | None = None) -> CheckResult:
         """Check consistency; ``repair`` is None, ``"leaks"`` or ``"all"``."""
         return CheckResult(self.filename, self.format_name)
+
+    def amend(self, options: dict[str, Any], force: bool = False) -> None:
+        """Change options of the open (writable) image in place (``img amend -o``).
+
+        ``options`` maps names of ``amend_options`` to values (strings from the
+        command line, or typed); check them all before changing anything.
+        ``force`` allows what is refused otherwise (qemu-img's ``--force``).
+        The default: the format cannot, in qemu-img's words.
+        """
+        raise UnsupportedOperation(f"Format driver '{self.format_name}' does not support "
+                                   "option amendment")
 
     def change_backing_file(self, filename: str | None, fmt: str | None) -> None:
         """Record ``filename`` (as given: may be relative) and ``fmt`` as the backing

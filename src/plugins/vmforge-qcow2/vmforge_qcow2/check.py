@@ -30,7 +30,6 @@ from .header import (
     EXT_BITMAPS,
     INCOMPAT_CORRUPT,
     INCOMPAT_DIRTY,
-    OFF_REFTABLE,
 )
 from .l2 import (
     COMPRESSED,
@@ -45,7 +44,8 @@ from .l2 import (
     table_from_bytes,
     table_to_bytes,
 )
-from .refcount import REFT_OFFSET_MASK, Refcounts, build_structure
+from .rebuild import rebuild_refcounts
+from .refcount import REFT_OFFSET_MASK
 from .snapshot import table_bytes
 
 if TYPE_CHECKING:
@@ -359,17 +359,28 @@ def _check_once(img: Qcow2Writer, repair: str | None) -> CheckResult:
     # file can be huge; the work stays proportional to what the image holds)
     stored = _stored_refcounts(img, w, res)
     computed = w.counts
+    _check_refblocks(img, w, res)
     clusters = set(stored)
     clusters.update(_nonzero(computed))
-    for c in sorted(clusters):
-        if c >= w.nfile:
-            break       # refcounts of clusters past the end of the file: ignored (QEMU too)
-        s_val, c_val = stored.get(c, 0), computed[c]
-        highest = max(highest, c)
-        if s_val != c_val:
-            _mismatch(img, w, res, c, s_val, c_val, fix_leaks, fix_all)
+    order = sorted(c for c in clusters if c < w.nfile)  # past the end: ignored (QEMU too)
+    highest = order[-1] if order else 0
+    # as QEMU: compare without fixing first; repair only when no rebuild is needed
+    before = (res.corruptions, res.leaks, len(res.messages))
+    for c in order:
+        if stored.get(c, 0) != computed[c]:
+            _mismatch(img, w, res, c, stored.get(c, 0), computed[c], False, False)
     if w.rebuild and fix_all:
         _rebuild(img, w, res)
+    elif w.rebuild and fix_leaks:
+        w.say("ERROR need to rebuild refcount structures")
+        res.check_errors += 1
+        raise CheckFailed(res)
+    elif fix_leaks and (res.leaks or res.corruptions):
+        res.corruptions, res.leaks = before[0], before[1]
+        del res.messages[before[2]:]
+        for c in order:
+            if stored.get(c, 0) != computed[c]:
+                _mismatch(img, w, res, c, stored.get(c, 0), computed[c], fix_leaks, fix_all)
     # -r leaks repairs the flags too when nothing but leaks was wrong (QEMU: "only if
     # that seems safe": the refcounts are then accurate)
     _check_copied(img, w, res, fix_all or (fix_leaks and not (
@@ -381,6 +392,41 @@ def _check_once(img: Qcow2Writer, repair: str | None) -> CheckResult:
         res.fragmented_clusters = w.fragmented
         res.compressed_clusters = w.compressed
     return res
+
+
+def count_references(img: Qcow2Writer) -> tuple[dict[int, int], int]:
+    """Every cluster's references (what the refcounts should be), and the file's
+    length in clusters."""
+    res = CheckResult(img.filename, "qcow2")
+    w = _Walk(img, res)
+    w.run()
+    if res.corruptions or res.check_errors:
+        raise CorruptImageError(f"{res.corruptions + res.check_errors} problems found; "
+                                "run check first", img.filename)
+    return {c: w.counts[c] for c in _nonzero(w.counts)}, w.nfile
+
+
+class CheckFailed(BlockError):
+    """A repair that cannot be done (QEMU: ``Check failed: Input/output error``);
+    ``result`` holds what the check found."""
+
+    def __init__(self, result: CheckResult) -> None:
+        self.result = result
+        super().__init__("Check failed: Input/output error")
+
+
+def _check_refblocks(img: Qcow2Writer, w: _Walk, res: CheckResult) -> None:
+    """A refcount block referenced by anything else as well (QEMU's check_refblocks):
+    only a rebuild can repair it."""
+    for bi, ent in enumerate(img.refs.table):
+        off = ent & REFT_OFFSET_MASK
+        if not off or ent & 0x1FF or off % img.cs or off >> img.cb >= w.nfile:
+            continue
+        n = w.counts[off >> img.cb]
+        if n != 1:
+            res.corruptions += 1
+            w.rebuild = True
+            w.say(f"ERROR refcount block {bi} refcount={n}")
 
 
 def _nonzero(counts: Any) -> list[int]:
@@ -451,25 +497,29 @@ def _mismatch(img: Qcow2Writer, w: _Walk, res: CheckResult, c: int, stored: int,
 
 
 def _rebuild(img: Qcow2Writer, w: _Walk, res: CheckResult) -> None:
-    """Write a fresh refcount structure from the computed counts (``-r all``)."""
-    refs = img.refs
-    old = {c for c, what in w.meta.items()
-           if what == "refcount table" or what.startswith("refcount block")}
-    counts = {c: w.counts[c] for c in _nonzero(w.counts) if c not in old}
-    start = w.nfile
-    off, tcl, writes = build_structure(counts, w.nfile, start, img.cb, img.h.refcount_order)
-    for woff, data in writes:
-        img.f.pwrite(woff, data)
-    img.f.sync()
-    img._write_header(OFF_REFTABLE, struct.pack(">QI", off, tcl))
-    img.h.refcount_table_offset, img.h.refcount_table_clusters = off, tcl
-    img.refs = Refcounts(img.f, img.cb, img.h.refcount_order, off, tcl, img._write_header,
-                         lazy=refs.lazy)
-    fixed = res.corruptions
-    res.corruptions_fixed += fixed
-    res.corruptions = 0
+    """A new refcount structure (``-r all``), then QEMU's recount: the old structure
+    is leaked and freed; what was wrong before and is right now counts as fixed."""
+    w.say("Rebuilding refcount structure")
+    rebuild_refcounts(img, {c: w.counts[c] for c in _nonzero(w.counts)}, w.nfile)
+    old = (res.corruptions, res.leaks)
+    res.corruptions = res.leaks = 0
+    w2 = _Walk(img, res)
+    w2.run()
+    scratch = CheckResult(img.filename, "qcow2")
+    stored = _stored_refcounts(img, w2, scratch)
+    clusters = set(stored)
+    clusters.update(_nonzero(w2.counts))
+    for c in sorted(c for c in clusters if c < w2.nfile):
+        if stored.get(c, 0) != w2.counts[c]:
+            _mismatch(img, w2, scratch, c, stored.get(c, 0), w2.counts[c], True, False)
+    if w2.rebuild:
+        w.say("ERROR rebuilt refcount structure is still broken")
+    if res.corruptions < old[0]:
+        res.corruptions_fixed += old[0] - res.corruptions
+    if res.leaks < old[1]:
+        res.leaks_fixed += old[1] - res.leaks
+    res.leaks += scratch.leaks
     w.rebuild = False
-    w.say(f"Rebuilt the refcount structure: table at {off:#x} ({tcl} clusters)")
 
 
 def _check_copied(img: Qcow2Writer, w: _Walk, res: CheckResult, fix: bool) -> None:

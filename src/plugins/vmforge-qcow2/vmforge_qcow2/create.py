@@ -27,7 +27,7 @@ from .header import (
     l1_entries_for,
 )
 from .l2 import OFLAG_COPIED
-from .refcount import build_structure
+from .layout import plan_create
 
 if TYPE_CHECKING:
     from .driver import Qcow2
@@ -91,7 +91,7 @@ def plan_header(size: int, opts: dict[str, Any], path: str) -> Header:
         h.backing_file = opts["backing_file"]
         if opts.get("backing_fmt"):
             h.extensions.append(Extension(EXT_BACKING_FORMAT, opts["backing_fmt"].encode()))
-    if version == 3:
+    if version == 3 and cs > 4096:   # QEMU leaves it out of small clusters' headers
         h.extensions.append(feature_table_extension())
     return h
 
@@ -100,12 +100,9 @@ def write_new_image(path: str, h: Header) -> None:
     """Lay out header, L1 table and refcount structure in a new file."""
     cs = h.cluster_size
     h.l1_size = l1_entries_for(h.size, h.cluster_bits, h.extended_l2)
-    l1_clusters = max(1, -(-h.l1_size * 8 // cs))
-    h.l1_table_offset = cs
-    counts = {c: 1 for c in range(1 + l1_clusters)}
-    off, tcl, writes = build_structure(counts, 1 + l1_clusters, 1 + l1_clusters,
-                                       h.cluster_bits, h.refcount_order)
-    h.refcount_table_offset, h.refcount_table_clusters = off, tcl
+    alloc, h.l1_table_offset = plan_create(h.cluster_bits, h.refcount_order, h.l1_size)
+    h.refcount_table_offset = alloc.table_offset << h.cluster_bits
+    h.refcount_table_clusters = len(alloc.table) * 8 // cs
     cluster0 = h.pack()
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
@@ -114,8 +111,7 @@ def write_new_image(path: str, h: Header) -> None:
         raise BlockError(f"cannot create: {e.strerror}", path) from e
     try:
         os.pwrite(fd, cluster0 + bytes(cs - len(cluster0)), 0)
-        os.pwrite(fd, bytes(l1_clusters * cs), cs)
-        for woff, data in writes:
+        for woff, data in alloc.finish():
             os.pwrite(fd, data, woff)
         os.fsync(fd)
     finally:
