@@ -101,11 +101,13 @@ cdef class Hart:
     cdef uint64_t w_hit_addr, w_hit_size
     cdef int w_hit_write
     cdef object hook_mem        # (va, size, is_write, value) -> None
-    # code hooks: pcs in [clo, chi] are decoded as OP_BREAK and call hook_code(pc, size)
+    # code hooks: pcs in [clo, chi] are decoded as OP_BREAK and call hook_code
     cdef uint64_t clo[64]
     cdef uint64_t chi[64]
     cdef int nch
-    cdef object hook_code       # (pc, size) -> None
+    cdef object hook_code       # (pc, size, sequential) -> None, or an address: quiet until there
+    cdef uint64_t code_next     # the pc after the last hooked instruction run
+    cdef uint64_t code_quiet    # no calls for code_next... up to here
     cdef object hook_trap       # (cause with bit 63 for interrupts, epc, tval) -> None
     cdef object hook_illegal    # (pc, bits) -> True: handled, skip the instruction
     cdef object hook_unmapped   # (pa, size, is_write, value) -> None: fault, or a value

@@ -349,7 +349,10 @@ cdef class Hart:
         return self.w_hit_addr, self.w_hit_size, bool(self.w_hit_write)
 
     def _set_code_hooks(self, ranges, callback):
-        """pcs in ``[(first, last)...]`` call ``callback(pc, size)`` before they run."""
+        """pcs in ``[(first, last)...]`` call ``callback(pc, size, sequential)`` before
+        they run (sequential: the pc follows the last hooked instruction run); a
+        callback that returns an address is not called again while the hart runs
+        straight on below that address."""
         cdef int i = 0
         if len(ranges) > 64:
             raise ValueError("at most 64 hooked code ranges")
@@ -359,6 +362,7 @@ cdef class Hart:
             i += 1
         self.nch = i
         self.hook_code = callback
+        self.code_quiet = 0
         code_flush(self)
 
     def _set_event_hooks(self, trap=None, illegal=None, unmapped=None):

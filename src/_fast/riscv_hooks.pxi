@@ -11,7 +11,7 @@
 #
 # Code: pcs inside a code-hook range are decoded as OP_BREAK records (as
 # breakpoints are), so no compiled region covers them; running one calls
-# hook_code(pc, size) and then the instruction, decoded alone.
+# hook_code(pc, size, sequential) and then the instruction, decoded alone.
 #
 # Every callback runs with the GIL; an exception it raises stops the hart
 # (STOP_PYEXC, re-raised by run()).
@@ -81,12 +81,26 @@ cdef inline int in_code_hook(Hart h, uint64_t pc) noexcept nogil:
     return 0
 
 
-cdef int call_code_hook(Hart h, uint64_t pc, uint8_t *chost) noexcept with gil:
-    """hook_code(pc, size) before the instruction at ``pc`` (on the page at ``chost``)."""
+cdef int call_code_hook(Hart h, uint64_t pc, uint8_t *chost) noexcept nogil:
+    """hook_code(pc, size, sequential) before the instruction at ``pc`` (on the page
+    at ``chost``; sequential: it follows the last hooked instruction run), unless
+    the last call asked for quiet: straight-line code before ``code_quiet`` (a
+    block tracer's block) runs without calls."""
     cdef int size = 4 if (rv_ld16(chost + (pc & 0xfff)) & 3) == 3 else 2
+    cdef int r = 0
+    cdef int seq = pc == h.code_next
+    if not seq or pc >= h.code_quiet:
+        r = call_code_hook_py(h, pc, size, seq)
+    h.code_next = pc + <uint64_t>size
+    return r
+
+
+cdef int call_code_hook_py(Hart h, uint64_t pc, int size, int seq) noexcept with gil:
     try:
-        h.hook_code(pc, size)
+        quiet = h.hook_code(pc, size, bool(seq))
+        h.code_quiet = 0 if quiet is None else <uint64_t>(int(quiet) & 0xFFFFFFFFFFFFFFFF)
     except BaseException as ex:
+        h.code_quiet = 0
         return hook_failed(h, ex)
     return 0
 

@@ -200,6 +200,17 @@ class HartCluster:
             h.request_stop()
 
 
+def _trace_writer(name: str) -> Callable[[str], None]:
+    """Write whole trace records to where the logger ``name`` writes (its stream
+    straight away when it has one: the exec trace writes a record per block)."""
+    log = logging.getLogger(name)
+    for handler in log.handlers:
+        if isinstance(handler, logging.StreamHandler):
+            stream = handler.stream
+            return lambda text: stream.write(text + "\n")
+    return lambda text: log.info("%s", text)
+
+
 class HartMachine(Machine):
     """A machine whose CPUs are a :class:`HartCluster` (every RISC-V board).
 
@@ -231,9 +242,8 @@ class HartMachine(Machine):
         if "int" in self.config.trace:
             self.cluster.trace_traps(logging.getLogger("vmforge.trace.int"))
         if any(t in CPU_CATEGORIES for t in self.config.trace):
-            log = logging.getLogger("vmforge.trace.cpu")
             self.cpu_trace = CpuTrace(self.hooks, self.cluster.harts, self.space.memory,
-                                      self.config.trace, lambda text: log.info("%s", text),
+                                      self.config.trace, _trace_writer("vmforge.trace.cpu"),
                                       self.config.extra.get("dfilter"))
         return self.cluster
 

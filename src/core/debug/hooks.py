@@ -15,7 +15,9 @@ What there is, and what each callback receives (``hart`` is the
 and written, ``hart.pc = ...`` in a code hook jumps):
 
 - ``code(cb, begin, end)``: ``cb(hart, address, size)`` before each instruction
-  whose pc is in ``[begin, end]``;
+  whose pc is in ``[begin, end]`` (a callback that returns an address is not
+  called again while the hart runs straight on below it: what a block tracer
+  returns after seeing a block's first instruction);
 - ``block(cb, begin, end)``: ``cb(hart, address, size)`` when a basic block
   starts in ``[begin, end]`` (after a jump, a taken or untaken branch, a trap or
   entering the range; ``size``: bytes up to and including its control transfer,
@@ -96,10 +98,15 @@ def _ends_block(bits: int) -> bool:
 
 
 class _HartState:
-    __slots__ = ("next_pc",)
+    __slots__ = ("block_end",)
 
     def __init__(self) -> None:
-        self.next_pc = -1       # where the current block goes on; -1: a new one
+        self.block_end = 0      # where the current basic block ends
+
+
+def _least(quiet: int | None, until: int | None) -> int | None:
+    """Two callbacks' quiet ends combined: None (call at every instruction) wins."""
+    return None if quiet is None or until is None else min(quiet, int(until))
 
 
 class Hooks:
@@ -109,6 +116,7 @@ class Hooks:
         self.harts = list(harts)
         self.memory = memory
         self._hooks: list[Hook] = []
+        self._by_kind: dict[str, tuple[Hook, ...]] = {}
         self._watches: dict[tuple[int, int, int], int] = {}   # (begin, end, kind): refs
         self._blocks = {id(h): _HartState() for h in self.harts}
         self._ids = itertools.count()
@@ -122,6 +130,14 @@ class Hooks:
     def block(self, callback: Callable[[RiscvHart, int, int], Any], begin: int = 0,
               end: int = LAST) -> Hook:
         return self._add(Hook("block", callback, begin, end))
+
+    def tracer(self, callback: Callable[[RiscvHart, int, int, bool], int | None],
+               begin: int = 0, end: int = LAST) -> Hook:
+        """A block tracer: ``cb(hart, address, size, sequential)`` before an
+        instruction in ``[begin, end]`` that does not follow the last one run, or
+        past the address the previous call returned (the end of the block it saw;
+        None: call at every instruction).  What ``-d in_asm/exec`` is built on."""
+        return self._add(Hook("tracer", callback, begin, end))
 
     def mem_read(self, callback: Callable[[RiscvHart, int, int, int], Any], begin: int = 0,
                  end: int = LAST) -> Hook:
@@ -211,10 +227,11 @@ class Hooks:
     def _sync(self) -> None:
         """Give every hart the ranges and callbacks the hooks need."""
         kinds = {h.kind for h in self._hooks}
+        self._by_kind = {k: tuple(h for h in self._hooks if h.kind == k) for k in kinds}
         mem = [(h.begin, h.end, WATCH_READ if h.kind == "mem_read" else WATCH_WRITE)
                for h in self._hooks if h.kind in ("mem_read", "mem_write")]
         mem += [(b, e, k | _STOP) for (b, e, k) in self._watches]
-        code = [(h.begin, h.end) for h in self._hooks if h.kind in ("code", "block")]
+        code = [(h.begin, h.end) for h in self._hooks if h.kind in ("code", "block", "tracer")]
         if len(mem) > _MAX_RANGES or len(code) > _MAX_RANGES:
             raise ValueError(f"at most {_MAX_RANGES} hooked ranges of each kind")
         for hart in self.harts:
@@ -224,10 +241,10 @@ class Hooks:
                 trap=self._trap_cb(hart) if "interrupt" in kinds else None,
                 illegal=self._illegal_cb(hart) if "invalid_insn" in kinds else None,
                 unmapped=self._unmapped_cb(hart) if "mmio_unmapped" in kinds else None)
-            self._blocks[id(hart)].next_pc = -1
+            self._blocks[id(hart)].block_end = 0
 
-    def _of(self, kind: str) -> list[Hook]:
-        return [h for h in self._hooks if h.kind == kind]
+    def _of(self, kind: str) -> tuple[Hook, ...]:
+        return self._by_kind.get(kind, ())
 
     def _mem_cb(self, hart: RiscvHart) -> Callable[[int, int, bool, int], None]:
         def on_access(address: int, size: int, is_write: bool, value: int) -> None:
@@ -238,28 +255,35 @@ class Hooks:
                     hook.callback(hart, address, size, value)
         return on_access
 
-    def _code_cb(self, hart: RiscvHart) -> Callable[[int, int], None]:
+    def _code_cb(self, hart: RiscvHart) -> Callable[[int, int, bool], int | None]:
         state = self._blocks[id(hart)]
 
-        def on_insn(pc: int, size: int) -> None:
-            blocks = [h for h in self._of("block") if h.begin <= pc <= h.end]
+        def on_insn(pc: int, size: int, sequential: bool) -> int | None:
+            # returns where the hart may run on straight without calls (every
+            # callback that ran agreed), or None: call again at the next instruction
+            quiet: int | None = LAST
+            blocks = self._of("block")
+            if blocks and (not sequential or pc >= state.block_end):     # a new block
+                state.block_end = pc + self._block_size(hart, pc)
+                for hook in blocks:
+                    if hook.begin <= pc <= hook.end:
+                        hook.callback(hart, pc, state.block_end - pc)
             if blocks:
-                if pc != state.next_pc:
-                    block_size = self._block_size(hart, pc)
-                    for hook in blocks:
-                        hook.callback(hart, pc, block_size)
-                bits = self._fetch(hart, pc)
-                state.next_pc = -1 if bits is None or _ends_block(bits) else pc + size
+                quiet = state.block_end
+            for hook in self._of("tracer"):
+                if hook.begin <= pc <= hook.end:
+                    quiet = _least(quiet, hook.callback(hart, pc, size, sequential))
             for hook in self._of("code"):
                 if hook.begin <= pc <= hook.end:
-                    hook.callback(hart, pc, size)
+                    quiet = _least(quiet, hook.callback(hart, pc, size))
+            return None if quiet is None or quiet == LAST or quiet <= pc else quiet
         return on_insn
 
     def _trap_cb(self, hart: RiscvHart) -> Callable[[int, int, int], None]:
         state = self._blocks[id(hart)]
 
         def on_trap(cause: int, epc: int, tval: int) -> None:
-            state.next_pc = -1          # the handler starts a block
+            state.block_end = 0         # the handler starts a block
             for hook in self._of("interrupt"):
                 hook.callback(hart, cause, epc, tval)
         return on_trap

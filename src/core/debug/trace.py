@@ -11,9 +11,10 @@ branch, jump, CSR instruction, ``ecall``/``ebreak``/``mret``/``sret``, ``fence.i
 illegal instruction,
 floating-point instruction while ``mstatus.FS`` is off, page end (only a
 block's first instruction may cross into the next page) or 512 instructions.
-``in_asm`` logs each block once per (pc, privilege, FS) as QEMU's TB cache
-would; ``exec``/``cpu`` log every block run, as QEMU does with ``nochain``
-(``nochain`` is therefore accepted and changes nothing).  What is not QEMU's: the
+``in_asm`` logs each block once per (pc, TB flags, satp) as QEMU's TB cache
+would (code changed in place is not seen again); ``exec``/``cpu`` log every
+block run, as QEMU does with ``nochain`` (``nochain`` is therefore accepted and
+changes nothing).  What is not QEMU's: the
 host address in ``Trace`` lines is 0 (vmforge has no per-block host code) and
 ``cflags`` carry only the ``nochain`` bit and cluster; symbols are not looked up.
 
@@ -39,6 +40,7 @@ __all__ = ["CPU_CATEGORIES", "CpuTrace", "dump_state", "parse_dfilter"]
 #: the ``-d`` categories this module serves
 CPU_CATEGORIES = ("in_asm", "exec", "cpu", "nochain")
 MAX_INSNS = 512             # QEMU's TCG_MAX_INSNS
+_MAX_BLOCKS = 1 << 18
 _MSTATUS_FS = 0x6000
 _TB_VILL = 1 << 12          # no V extension: QEMU sets vill in the TB flags
 _TB_XL64 = 2 << 20
@@ -140,35 +142,47 @@ class CpuTrace:
         self.cpu = "cpu" in categories
         self.nochain = "nochain" in categories
         self.ranges = list(ranges) if ranges else [(0, (1 << 64) - 1)]
-        self.translated: set[tuple[int, int, int]] = set()
+        #: the blocks translated so far: (pc, TB flags, satp) -> where each ends
+        self.blocks: dict[tuple[int, int, int], int] = {}
         self._index = {id(h): i for i, h in enumerate(harts)}
-        self._expect: dict[int, list[int]] = {id(h): [] for h in harts}
-        self.handles = [hooks.code(self._on_insn, first, last) for first, last in self.ranges]
+        self._end = {id(h): 0 for h in harts}      # where each hart's current block ends
+        self.handles = [hooks.tracer(self._on_insn, first, last)
+                        for first, last in self.ranges]
         if not (self.in_asm or self.exec or self.cpu):
             for handle in self.handles:
                 hooks.remove(handle)
             self.handles = []
 
-    def _on_insn(self, hart: RiscvHart, pc: int, size: int) -> None:
-        expect = self._expect[id(hart)]
-        if expect and expect[0] == pc:
-            expect.pop(0)
-            return
+    def _on_insn(self, hart: RiscvHart, pc: int, size: int, sequential: bool) -> int | None:
+        """Log the block starting at ``pc``; its end (no calls until there)."""
+        current = self._end[id(hart)]
+        if sequential and pc < current:     # inside the block (another hook asked)
+            return current
         mstatus = hart.csr("mstatus")
         priv = hart.priv
-        block = self._scan(hart, pc, bool(mstatus & _MSTATUS_FS))
-        expect[:] = [a for a, _ in block[1:]]
         flags = priv | _TB_VILL | (mstatus & _MSTATUS_FS) | _TB_XL64
-        if self.in_asm and (pc, priv, flags) not in self.translated:
-            self.translated.add((pc, priv, flags))
-            code = b"".join(raw for _, raw in block)
-            self.write(format_in_asm(pc, code, None, priv=priv).rstrip("\n") + "\n")
+        key = (pc, flags, hart.csr("satp") if priv != 3 else 0)
+        known = self.blocks.get(key)
+        if known is not None:
+            end = known
+        else:                               # QEMU translates it: scan it as QEMU would
+            block = self._scan(hart, pc, bool(mstatus & _MSTATUS_FS))
+            last, raw = block[-1]
+            end = last + len(raw)
+            if len(self.blocks) >= _MAX_BLOCKS:
+                self.blocks.clear()         # (QEMU's tb_flush, when its buffer is full)
+            self.blocks[key] = end
+            if self.in_asm:
+                code = b"".join(raw for _, raw in block)
+                self.write(format_in_asm(pc, code, None, priv=priv).rstrip("\n") + "\n")
+        self._end[id(hart)] = end
         if self.exec:
             cflags = _CF_CLUSTER | (_CF_NO_GOTO_TB if self.nochain else 0)
             self.write(f"Trace {self._index[id(hart)]}: 0x0 [{0:016x}/{pc:016x}/{flags:08x}/"
                        f"{cflags:08x}] ")
         if self.cpu:
             self.write(dump_state(hart).rstrip("\n"))
+        return end if end > pc else None
 
     def _fetch(self, hart: RiscvHart, va: int, n: int) -> bytes | None:
         pa = translate(hart, self.memory, va)
