@@ -16,6 +16,7 @@ from vmforge.block import (
 )
 from vmforge.block.driver import SnapshotInfo
 
+from .amend import AMEND_OPTIONS, amend_image
 from .check import check_image
 from .create import (
     create_data_file,
@@ -277,6 +278,12 @@ class Qcow2(Qcow2Writer):
 
     def check(self, repair: str | None = None) -> CheckResult:
         return check_image(self, repair)
+
+    amend_options = AMEND_OPTIONS
+
+    def amend(self, options: dict[str, Any], force: bool = False) -> None:
+        """Change options of the image in place (``qemu-img amend``)."""
+        amend_image(self, options, force)
 
     def info(self) -> ImageInfo:
         h = self.h
