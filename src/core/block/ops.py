@@ -132,8 +132,9 @@ class _Writer:
         self.queue: queue.Queue[tuple[list[tuple[int, memoryview | None, int]],
                                       bytearray | None] | None] = queue.Queue(maxsize=depth)
         self.free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(depth + 2):
-            self.free.put(bytearray(CHUNK))
+        #: buffers not made yet: made when first needed (bytearray() zeroes its
+        #: memory: 12 MiB of page faults up front would cost a small convert ~20 ms)
+        self.spare = depth + 2
         self.batch: list[tuple[int, memoryview | None, int]] = []
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="convert-w", daemon=True)
@@ -162,7 +163,13 @@ class _Writer:
     def buffer(self) -> bytearray:
         """A pooled CHUNK-sized buffer; it goes back with the batch it is submitted with."""
         self._check()
-        return self.free.get()
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            if self.spare:
+                self.spare -= 1
+                return bytearray(CHUNK)
+            return self.free.get()
 
     def write(self, off: int, data: memoryview) -> None:
         self.batch.append((off, data, data.nbytes))
