@@ -38,6 +38,10 @@ WINDOW = 256 << 20
 DATA, ZERO, BACKING = 0, 1, 2
 
 Progress = Callable[[int, int], None]
+#: ``convert --salvage``: told of each 512-byte sector that could not be read (its
+#: offset in its own source, the error); the sector is copied as zeros
+ReadErrorHandler = Callable[[int, BaseException], None]
+SECTOR = 512
 
 
 class _Sources:
@@ -50,6 +54,7 @@ class _Sources:
             self.parts.append((base, bb))
             base += bb.size
         self.size = base
+        self.on_read_error: ReadErrorHandler | None = None
 
     def extents(self, offset: int, length: int,
                 top_only: bool = False) -> Iterator[tuple[int, int, int]]:
@@ -75,13 +80,29 @@ class _Sources:
         for base, bb in self.parts:
             lo, hi = max(offset, base), min(end, base + bb.size)
             if lo < hi:
-                bb.preadv(lo - base, [mv[lo - offset:hi - offset]])
+                try:
+                    bb.preadv(lo - base, [mv[lo - offset:hi - offset]])
+                except (OSError, BlockError):
+                    if self.on_read_error is None:
+                        raise
+                    self._salvage(bb, lo - base, mv[lo - offset:hi - offset])
+
+    def _salvage(self, bb: BlockBackend, offset: int, mv: memoryview) -> None:
+        """Read sector by sector; what fails reads as zeros (qemu-img's --salvage)."""
+        assert self.on_read_error is not None
+        for pos in range(0, mv.nbytes, SECTOR):
+            piece = mv[pos:pos + SECTOR]
+            try:
+                bb.preadv(offset + pos, [piece])
+            except (OSError, BlockError) as exc:
+                piece[:] = bytes(piece.nbytes)
+                self.on_read_error(offset + pos, exc)
 
 
 def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
             target_is_zero: bool = True, min_sparse: int = 4096, compress: bool = False,
             workers: int = 2, progress: Progress | None = None,
-            top_only: bool = False) -> None:
+            top_only: bool = False, on_read_error: ReadErrorHandler | None = None) -> None:
     """Copy the guest-visible contents of ``sources`` (one after the other) to ``target``.
 
     ``target_is_zero``: the target already reads as zeros (a new image), so
@@ -92,10 +113,13 @@ def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
     on a pool of ``workers`` threads.  ``top_only`` copies only what the
     sources' top images allocate (the target has a backing file with the
     rest: ``convert -B``); their zero ranges are then written as zeros.
+    ``on_read_error`` (``--salvage``): a failed read is retried sector by sector,
+    and each sector that fails is reported to it and copied as zeros.
     """
     if top_only and compress:
         raise UnsupportedOperation("compressed writes into an image with a backing file")
     src = _Sources(sources)
+    src.on_read_error = on_read_error
     if target.size < src.size:
         raise BlockError(f"target is smaller ({target.size} bytes) than the source "
                          f"({src.size} bytes)", target.filename)

@@ -138,6 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _common(p, quiet=True)
     p.add_argument("-O", dest="output_format", default="raw", metavar="FMT",
                    help="target format (default raw)")
+    p.add_argument("--salvage", action="store_true", help="copy on past read errors: "
+                   "an unreadable sector is written as zeros and reported on stderr")
     p.add_argument("-l", dest="snapshot", metavar="SNAPSHOT",
                    help="convert an internal snapshot: snapshot.id=ID[,snapshot.name=NAME], "
                    "snapshot.name=NAME, or NAME")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+from collections.abc import Callable
 from typing import Any
 
 from vmforge.block import ops
@@ -59,6 +61,22 @@ def _open_snapshot(src: str, fmt: str | None, param: str, force_share: bool) -> 
 
 
 
+def _read_error_handler(salvage: bool, quiet: bool) -> Callable[[int, BaseException], None]:
+    """A sector that cannot be read: with ``--salvage`` qemu-img's warning (none with
+    ``-q``) and the copy goes on; without, qemu-img's error, naming the first bad byte."""
+
+    def handle(offset: int, exc: BaseException) -> None:
+        # QEMU's drivers fail a read as EIO where no errno says more
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+            os.strerror(errno.EIO)
+        if not salvage:
+            raise QemuImgError(f"error while reading at byte {offset}: {reason}") from exc
+        if not quiet:
+            warn(f"error while reading offset {offset}: {reason}")
+
+    return handle
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     *sources, target_arg = args.files
     dst = img_objects.target_filename(target_arg)
@@ -109,7 +127,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         workers = args.parallel if args.parallel else 2
         ops.convert(opened[:-1], target, target_is_zero=not args.no_create or
                     args.target_is_zero, min_sparse=min_sparse, compress=args.compress,
-                    workers=workers, progress=bar, top_only=bool(args.backing))
+                    workers=workers, progress=bar, top_only=bool(args.backing),
+                    on_read_error=_read_error_handler(args.salvage, args.quiet))
         if bar is not None:
             bar.finish()
     finally:
