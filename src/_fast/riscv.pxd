@@ -108,6 +108,10 @@ cdef class Hart:
     cdef object hook_code       # (pc, size, sequential) -> None, or an address: quiet until there
     cdef uint64_t code_next     # the pc after the last hooked instruction run
     cdef uint64_t code_quiet    # no calls for code_next... up to here
+    # blocks a tracer saw and need not see again (pc -> end, under a state signature)
+    cdef uint64_t tbc_pc[1024]
+    cdef uint64_t tbc_end[1024]
+    cdef uint64_t tbc_sig[1024]
     cdef object hook_trap       # (cause with bit 63 for interrupts, epc, tval) -> None
     cdef object hook_illegal    # (pc, bits) -> True: handled, skip the instruction
     cdef object hook_unmapped   # (pa, size, is_write, value) -> None: fault, or a value

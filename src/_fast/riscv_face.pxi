@@ -352,7 +352,8 @@ cdef class Hart:
         """pcs in ``[(first, last)...]`` call ``callback(pc, size, sequential)`` before
         they run (sequential: the pc follows the last hooked instruction run); a
         callback that returns an address is not called again while the hart runs
-        straight on below that address."""
+        straight on below that address; minus that address: nor when the hart comes
+        back to this pc in the same state."""
         cdef int i = 0
         if len(ranges) > 64:
             raise ValueError("at most 64 hooked code ranges")
@@ -363,6 +364,8 @@ cdef class Hart:
         self.nch = i
         self.hook_code = callback
         self.code_quiet = 0
+        for i in range(1024):
+            self.tbc_pc[i] = U64_MAX
         code_flush(self)
 
     def _set_event_hooks(self, trap=None, illegal=None, unmapped=None):

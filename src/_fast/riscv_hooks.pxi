@@ -16,6 +16,12 @@
 # Every callback runs with the GIL; an exception it raises stops the hart
 # (STOP_PYEXC, re-raised by run()).
 
+cdef extern from *:
+    """
+    #define RV_CODE_QUIET_ONCE (1ULL << 63)
+    """
+    uint64_t CODE_QUIET_ONCE "RV_CODE_QUIET_ONCE"
+
 cdef enum:
     WATCH_READ = 1
     WATCH_WRITE = 2
@@ -89,16 +95,42 @@ cdef int call_code_hook(Hart h, uint64_t pc, uint8_t *chost) noexcept nogil:
     cdef int size = 4 if (rv_ld16(chost + (pc & 0xfff)) & 3) == 3 else 2
     cdef int r = 0
     cdef int seq = pc == h.code_next
+    cdef int i = (pc >> 1) & 1023
+    cdef uint64_t sig
     if not seq or pc >= h.code_quiet:
-        r = call_code_hook_py(h, pc, size, seq)
+        sig = tb_signature(h)
+        if h.tbc_pc[i] == pc and h.tbc_sig[i] == sig:
+            h.code_quiet = h.tbc_end[i]         # seen, and the callback said: once is enough
+        else:
+            r = call_code_hook_py(h, pc, size, seq)
+            if h.code_quiet & CODE_QUIET_ONCE:
+                h.code_quiet &= ~CODE_QUIET_ONCE
+                h.tbc_pc[i] = pc
+                h.tbc_end[i] = h.code_quiet
+                h.tbc_sig[i] = sig
     h.code_next = pc + <uint64_t>size
     return r
 
 
+cdef inline uint64_t tb_signature(Hart h) noexcept nogil:
+    """What a block's translation depends on: privilege, FS and the page tables."""
+    cdef uint64_t page_tables = h.satp * <uint64_t>2654435761U
+    cdef uint64_t sig = <uint64_t>h.priv | (h.mstatus & MSTATUS_FS) | 0x8000
+    return sig | (page_tables << 16)
+
+
 cdef int call_code_hook_py(Hart h, uint64_t pc, int size, int seq) noexcept with gil:
+    """The callback returns None (call again at the next instruction), an address
+    (no calls while the hart runs straight on below it) or minus that address (and
+    none when the hart comes back to ``pc`` in the same state, ``tb_signature``)."""
     try:
         quiet = h.hook_code(pc, size, bool(seq))
-        h.code_quiet = 0 if quiet is None else <uint64_t>(int(quiet) & 0xFFFFFFFFFFFFFFFF)
+        if quiet is None:
+            h.code_quiet = 0
+        elif quiet < 0:
+            h.code_quiet = <uint64_t>(-int(quiet)) | CODE_QUIET_ONCE
+        else:
+            h.code_quiet = <uint64_t>(int(quiet) & 0x7FFFFFFFFFFFFFFF)
     except BaseException as ex:
         h.code_quiet = 0
         return hook_failed(h, ex)

@@ -79,6 +79,7 @@ class Hook:
     callback: Callable[..., Any]
     begin: int = 0
     end: int = LAST
+    once: bool = False          # tracers: a block once per state is enough
 
     def covers(self, first: int, last: int) -> bool:
         return self.begin <= last and self.end >= first
@@ -132,12 +133,16 @@ class Hooks:
         return self._add(Hook("block", callback, begin, end))
 
     def tracer(self, callback: Callable[[RiscvHart, int, int, bool], int | None],
-               begin: int = 0, end: int = LAST) -> Hook:
+               begin: int = 0, end: int = LAST, *, once: bool = False) -> Hook:
         """A block tracer: ``cb(hart, address, size, sequential)`` before an
         instruction in ``[begin, end]`` that does not follow the last one run, or
         past the address the previous call returned (the end of the block it saw;
-        None: call at every instruction).  What ``-d in_asm/exec`` is built on."""
-        return self._add(Hook("tracer", callback, begin, end))
+        None: call at every instruction).  ``once``: a block seen is not shown
+        again when the hart comes back to it in the same privilege, FS and satp
+        (what ``-d in_asm`` needs, not ``exec``).  What ``-d in_asm/exec`` use."""
+        hook = Hook("tracer", callback, begin, end)
+        hook.once = once
+        return self._add(hook)
 
     def mem_read(self, callback: Callable[[RiscvHart, int, int, int], Any], begin: int = 0,
                  end: int = LAST) -> Hook:
@@ -262,6 +267,7 @@ class Hooks:
             # returns where the hart may run on straight without calls (every
             # callback that ran agreed), or None: call again at the next instruction
             quiet: int | None = LAST
+            once = True                 # every callback that ran needs this block once
             blocks = self._of("block")
             if blocks and (not sequential or pc >= state.block_end):     # a new block
                 state.block_end = pc + self._block_size(hart, pc)
@@ -270,13 +276,18 @@ class Hooks:
                         hook.callback(hart, pc, state.block_end - pc)
             if blocks:
                 quiet = state.block_end
+                once = False
             for hook in self._of("tracer"):
                 if hook.begin <= pc <= hook.end:
                     quiet = _least(quiet, hook.callback(hart, pc, size, sequential))
+                    once = once and hook.once
             for hook in self._of("code"):
                 if hook.begin <= pc <= hook.end:
                     quiet = _least(quiet, hook.callback(hart, pc, size))
-            return None if quiet is None or quiet == LAST or quiet <= pc else quiet
+                    once = False
+            if quiet is None or quiet == LAST or quiet <= pc:
+                return None
+            return -quiet if once else quiet
         return on_insn
 
     def _trap_cb(self, hart: RiscvHart) -> Callable[[int, int, int], None]:

@@ -146,7 +146,8 @@ class CpuTrace:
         self.blocks: dict[tuple[int, int, int], int] = {}
         self._index = {id(h): i for i, h in enumerate(harts)}
         self._end = {id(h): 0 for h in harts}      # where each hart's current block ends
-        self.handles = [hooks.tracer(self._on_insn, first, last)
+        once = not (self.exec or self.cpu)     # in_asm alone: each block once
+        self.handles = [hooks.tracer(self._on_insn, first, last, once=once)
                         for first, last in self.ranges]
         if not (self.in_asm or self.exec or self.cpu):
             for handle in self.handles:
