@@ -76,11 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     _global_options(pre)
+    pre.add_argument("--version", action="store_true")
     pre.add_argument("command", nargs="?")
     # everything after the command is the command's own (``img convert -p`` is
     # its progress flag, not the plugin option)
     pre.add_argument("rest", nargs=argparse.REMAINDER)
     known, _rest = pre.parse_known_args(argv)
+    if known.version and known.command is None:  # before importing every command
+        print(f"vmforge {__version__}")
+        return 0
     configure(known.plugin_opts)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(known.verbose, 2),
