@@ -1,8 +1,10 @@
 """The hooks vmforge calls, for plugins in the entry-point group ``vmforge.hooks``.
 
 These are low-rate, cross-cutting events (pytest's ``hookspec.py`` model): a
-machine's life cycle, guest panics, command-line options.  Hot
-paths (an instruction, an MMIO access, a descriptor) never go through them.
+machine's life cycle, guest panics, command-line options, the rare guest
+events a plugin may want to handle (an illegal instruction, an access no device
+decodes).  Hot paths (an instruction, an MMIO access, a descriptor) never go
+through them: for those, a script uses ``machine.hooks`` (:mod:`vmforge.debug.hooks`).
 
 A hooks plugin is a module with functions named like the specs below, marked
 with :data:`hookimpl`; it may implement any subset, and may omit arguments it
@@ -74,3 +76,20 @@ def vmforge_machine_shutdown(machine: Any, reason: str, status: int) -> None:
 def vmforge_guest_panic(machine: Any, info: dict[str, Any]) -> None:
     """The guest reported a failure (a failing finisher or HTIF code, pvpanic):
     ``info`` holds at least ``status``."""
+
+
+@hookspec(firstresult=True)
+def vmforge_guest_illegal_instruction(machine: Any, hart: Any, address: int,
+                                      bits: int) -> bool | None:
+    """A hart of ``machine`` met an illegal instruction (``bits``) at ``address``,
+    before it traps.  True: the plugin emulated it (it changed the registers it
+    wanted), the hart goes on after it; None: the guest takes the trap.  Only
+    called when some plugin implements it (RISC-V boards)."""
+
+
+@hookspec(firstresult=True)
+def vmforge_guest_unmapped_access(machine: Any, hart: Any, address: int, size: int,
+                                  is_write: bool, value: int) -> int | None:
+    """A hart accessed a physical ``address`` no device decodes.  An int: what a
+    read returns (a write is dropped); None: the access faults, as without the
+    plugin.  Only called when some plugin implements it (RISC-V boards)."""

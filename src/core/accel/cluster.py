@@ -241,11 +241,26 @@ class HartMachine(Machine):
             self.cluster.use_host_time(self._clock_origin(), tick_ns)
         if "int" in self.config.trace:
             self.cluster.trace_traps(logging.getLogger("vmforge.trace.int"))
+        self._plug_guest_events()
         if any(t in CPU_CATEGORIES for t in self.config.trace):
             self.cpu_trace = CpuTrace(self.hooks, self.cluster.harts, self.space.memory,
                                       self.config.trace, _trace_writer("vmforge.trace.cpu"),
                                       self.config.extra.get("dfilter"))
         return self.cluster
+
+    def _plug_guest_events(self) -> None:
+        """Route illegal instructions and unmapped accesses to plugins that
+        implement their hook specifications (else they cost nothing)."""
+        hook = self._hooks()
+        if hook.vmforge_guest_illegal_instruction.get_hookimpls():
+            self.hooks.invalid_insn(
+                lambda hart, address, bits: hook.vmforge_guest_illegal_instruction(
+                    machine=self, hart=hart, address=address, bits=bits))
+        if hook.vmforge_guest_unmapped_access.get_hookimpls():
+            self.hooks.mmio_unmapped(
+                lambda hart, address, size, is_write, value:
+                hook.vmforge_guest_unmapped_access(machine=self, hart=hart, address=address,
+                                                   size=size, is_write=is_write, value=value))
 
     @property
     def hooks(self) -> Hooks:

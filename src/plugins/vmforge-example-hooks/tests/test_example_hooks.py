@@ -14,10 +14,21 @@ CC = shutil.which("riscv64-unknown-elf-gcc")
 EXIT_7 = """
     .globl _start
 _start:
+    la t0, skip
+    csrw mtvec, t0
+    .option norvc
+bad:
+    .word 0x0000000b
     la t0, tohost
     li t1, (7 << 1) | 1
     sd t1, 0(t0)
 1:  j 1b
+    .align 2
+skip:                       # the trap handler: on after the illegal instruction
+    csrr t0, mepc
+    addi t0, t0, 4
+    csrw mepc, t0
+    mret
     .data
     .align 3
     .globl tohost
@@ -27,7 +38,8 @@ tohost: .dword 0
 
 def test_registered_and_valid() -> None:
     impls = Registry().hook_implementers()
-    for hook in ("vmforge_add_options", "vmforge_configure", "vmforge_machine_shutdown"):
+    for hook in ("vmforge_add_options", "vmforge_configure", "vmforge_machine_shutdown",
+                 "vmforge_guest_illegal_instruction"):
         assert "vmforge-example-hooks:event-log" in impls[hook]
 
 
@@ -58,7 +70,10 @@ def test_events_of_a_spike_run(tmp_path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 7, out.stderr
     events = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [e["event"] for e in events] == ["created", "reset", "shutdown"]
+    assert [e["event"] for e in events] == ["created", "reset", "illegal-instruction",
+                                            "shutdown"]
     assert events[0]["machine"] == "spike" and events[0]["cpus"] == 1
     assert events[1]["reason"] == "power-on"
-    assert (events[2]["reason"], events[2]["status"]) == ("fail", 7)
+    assert (events[2]["address"], events[2]["bits"], events[2]["hart"]) == (
+        0x8000_000C, 0x0B, 0)          # after la (auipc, addi) and csrw: the word
+    assert (events[3]["reason"], events[3]["status"]) == ("fail", 7)

@@ -2,8 +2,9 @@
 
 A template for hooks plugins: it adds an option to ``vmforge run``
 (``vmforge_add_options``), reads it once the command line is parsed
-(``vmforge_configure``), and records the machine's life cycle.  Hooks are for
-low-rate events only; nothing here runs per instruction or per access.
+(``vmforge_configure``), and records the machine's life cycle and the illegal
+instructions its harts meet.  Hooks are for low-rate events only; nothing here
+runs per instruction or per access.
 """
 
 from __future__ import annotations
@@ -54,3 +55,10 @@ def vmforge_machine_reset(machine: Any, reason: str) -> None:
 @hookimpl
 def vmforge_machine_shutdown(machine: Any, reason: str, status: int) -> None:
     _log("shutdown", machine, reason=reason, status=status)
+
+
+@hookimpl
+def vmforge_guest_illegal_instruction(machine: Any, hart: Any, address: int,
+                                      bits: int) -> bool | None:
+    _log("illegal-instruction", machine, hart=hart.csr("mhartid"), address=address, bits=bits)
+    return None                 # not emulated here: the guest takes its trap
