@@ -225,6 +225,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--size", metavar="SIZE", help="a new image of this size (no source)")
     p.add_argument("file", nargs="?")
 
-    from vmforge.cli import img_amend
+    from vmforge.cli import img_amend, img_bitmap
     img_amend.add_parser(add, _common)
+    img_bitmap.add_parser(add, _common)
 

@@ -134,7 +134,12 @@ def test_autoclear_bits_cleared_on_write_open(image: Path,
     patch(image, OFF_AUTOCLEAR, u64(1 << 0 | 1 << 7))
     with Qcow2.open(str(image)) as q:
         assert q.h.autoclear_features == 0x81        # read-only: untouched
-    Qcow2.open(str(image), readonly=False).close()
+    Qcow2.open(str(image), readonly=False).close()   # unknown bits: cleared at once
+    with open(image, "rb") as f:
+        f.seek(OFF_AUTOCLEAR)
+        assert f.read(8) == u64(1)
+    with Qcow2.open(str(image), readonly=False) as q:  # bitmaps: before the first write
+        q.write(0, b"\x01" * 512)
     assert "bitmaps" in caplog.text
     with open(image, "rb") as f:
         f.seek(OFF_AUTOCLEAR)

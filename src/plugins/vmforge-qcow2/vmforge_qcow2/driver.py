@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Iterable
 from typing import Any, ClassVar, Self
 
@@ -16,6 +15,7 @@ from vmforge.block import (
 )
 from vmforge.block.driver import SnapshotInfo
 
+from . import bitmaps
 from .amend import AMEND_OPTIONS, amend_image
 from .check import check_image
 from .create import (
@@ -26,9 +26,7 @@ from .create import (
     write_new_image,
 )
 from .header import (
-    AUTOCLEAR_BITMAPS,
     EXT_BACKING_FORMAT,
-    EXT_BITMAPS,
     INCOMPAT_DIRTY,
     Extension,
     describe_bits,
@@ -251,30 +249,34 @@ class Qcow2(Qcow2Writer):
                 pass
 
     def bitmaps(self) -> list[dict[str, Any]]:
-        """Persistent dirty bitmaps as ``qemu-img info`` lists them (read only;
-        empty when the bitmaps extension is absent or no longer valid)."""
-        h = self.h
-        ext = h.ext(EXT_BITMAPS)
-        if ext is None or not h.autoclear_features & AUTOCLEAR_BITMAPS or len(ext.data) < 24:
-            return []
-        nb, _, dir_size, dir_off = struct.unpack_from(">IIQQ", ext.data)
+        """Persistent dirty bitmaps as ``qemu-img info`` lists them (empty when the
+        bitmaps extension is absent or no longer valid)."""
         try:
-            raw = self.f.read_table(dir_off, min(dir_size, 64 << 20), "bitmap directory")
+            return [b.to_info() for b in bitmaps.read_directory(self)]
         except BlockError:
             return []
-        out: list[dict[str, Any]] = []
-        pos = 0
-        for _ in range(nb):
-            if pos + 24 > len(raw):
-                break
-            _, _, flags, _, gbits, name_len, extra = struct.unpack_from(">QIIBBHI", raw, pos)
-            name = raw[pos + 24 + extra:pos + 24 + extra + name_len].decode("utf-8", "replace")
-            out.append({"flags": [f for bit, f in ((0, "in-use"), (1, "auto"))
-                                  if flags >> bit & 1],
-                        "name": name, "granularity": 1 << min(gbits, 63)})
-            size = 24 + extra + name_len
-            pos += size + (-size % 8)
-        return out
+
+    def add_bitmap(self, name: str, granularity: int | None = None,
+                   enabled: bool = True) -> None:
+        """A new, empty persistent dirty bitmap (``img bitmap --add``)."""
+        bitmaps.add_bitmap(self, name, granularity, enabled)
+
+    def remove_bitmap(self, name: str) -> None:
+        bitmaps.remove_bitmap(self, name)
+
+    def clear_bitmap(self, name: str) -> None:
+        bitmaps.clear_bitmap(self, name)
+
+    def set_bitmap_enabled(self, name: str, enabled: bool) -> None:
+        bitmaps.set_bitmap_enabled(self, name, enabled)
+
+    def bitmap_bits(self, name: str) -> tuple[bytes, int]:
+        """A bitmap's bits and its granularity."""
+        bm = [b for b in bitmaps.read_directory(self) if b.name == name]
+        return bitmaps.bitmap_bits(self, name), (bm[0].granularity if bm else 0)
+
+    def merge_bitmap(self, dst: str, src_bits: bytes, src_granularity: int) -> None:
+        bitmaps.merge_bitmap(self, dst, src_bits, src_granularity)
 
     def check(self, repair: str | None = None) -> CheckResult:
         return check_image(self, repair)
@@ -287,21 +289,20 @@ class Qcow2(Qcow2Writer):
 
     def info(self) -> ImageInfo:
         h = self.h
+        # qemu-img's keys in qemu-img's order
         spec: dict[str, Any] = {
             "compat": "1.1" if h.version >= 3 else "0.10",
-            "refcount-bits": h.refcount_bits,
+            "compression-type": "zstd" if h.compression_type == 1 else "zlib",
         }
         if h.version >= 3:
-            spec.update({
-                "compression-type": "zstd" if h.compression_type == 1 else "zlib",
-                "lazy-refcounts": bool(self.refs.lazy),
-                "corrupt": self.corrupt,
-                "extended-l2": self.extl2,
-            })
+            spec["lazy-refcounts"] = bool(self.refs.lazy)
+        listed = self.bitmaps()
+        if listed:
+            spec["bitmaps"] = listed
+        spec["refcount-bits"] = h.refcount_bits
+        if h.version >= 3:
+            spec.update({"corrupt": self.corrupt, "extended-l2": self.extl2})
         names = h.feature_names()
-        bitmaps = self.bitmaps()
-        if bitmaps:
-            spec["bitmaps"] = bitmaps
         if self.has_data_file:
             spec["data-file"] = h.data_file
             spec["data-file-raw"] = self.data_file_raw

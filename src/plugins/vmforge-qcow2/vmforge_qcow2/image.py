@@ -209,11 +209,9 @@ class Qcow2Image(BlockDriver):
         if not self.readonly:
             # we maintain only "raw external data": clear every other autoclear bit
             keep = AUTOCLEAR_DATA_FILE_RAW if self.data is not self.f else 0
+            # (the bitmaps bit stays until the first write: see Qcow2Writer._begin_write)
+            keep |= AUTOCLEAR_BITMAPS
             if h.autoclear_features & ~keep:
-                if h.autoclear_features & AUTOCLEAR_BITMAPS:
-                    log.warning("%s: persistent dirty bitmaps are not supported; writing "
-                                "makes them inconsistent (QEMU then ignores them)",
-                                self.filename)
                 h.autoclear_features &= keep
                 self._write_header(OFF_AUTOCLEAR, struct.pack(">Q", h.autoclear_features))
             if h.incompatible_features & INCOMPAT_DIRTY and not for_check:

@@ -18,14 +18,16 @@ from . import extl2_write, resize
 from .compress import compress_cluster
 from .fileio import fill_zero
 from .header import (
+    AUTOCLEAR_BITMAPS,
     INCOMPAT_CORRUPT,
     INCOMPAT_DIRTY,
     MAX_L1_BYTES,
+    OFF_AUTOCLEAR,
     OFF_L1_SIZE,
     OFF_SIZE,
     l1_entries_for,
 )
-from .image import Cursor, Qcow2Image, as_byte_views
+from .image import Cursor, Qcow2Image, as_byte_views, log
 from .l2 import (
     COMPRESSED,
     NORMAL,
@@ -114,6 +116,14 @@ class Qcow2Writer(Qcow2Image):
         if self.corrupt:
             raise CorruptImageError("image is marked corrupt; writes are refused",
                                     self.filename)
+        if self.h.autoclear_features & AUTOCLEAR_BITMAPS:
+            # bitmaps are not tracked here: as the spec asks of such a writer, say
+            # they are inconsistent before the guest data changes
+            log.warning("%s: persistent dirty bitmaps are not tracked; this write makes "
+                        "them inconsistent (QEMU then ignores them)", self.filename)
+            self.h.autoclear_features &= ~AUTOCLEAR_BITMAPS
+            self._write_header(OFF_AUTOCLEAR, struct.pack(">Q", self.h.autoclear_features))
+            self.f.sync()
         if self.refs.lazy and not self._marked_dirty:
             self._set_incompat(self.h.incompatible_features | INCOMPAT_DIRTY)
             self.f.sync()
