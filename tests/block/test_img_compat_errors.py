@@ -59,6 +59,23 @@ BAD = [
     "convert -f qcow2 r.raw z.raw",
     "measure",
     "measure -O qcow2 --size abc",
+    "measure -O qcow2 r.raw --size 1M",
+    "convert -S 3 r.raw z.raw",
+    "convert -S abc r.raw z.raw",
+    "convert -S 32M r.raw z.raw",
+    "convert -m 0 r.raw z.raw",
+    "convert -O raw -c r.raw z.raw",
+    "convert r.raw",
+    "convert -n -O raw r.raw missing.raw",
+    "convert --target-is-zero -O raw r.raw z.raw",
+    "convert -O vdi -B c.qcow2 -F qcow2 r.raw z.vdi",
+    "convert -O qcow2 -B c.qcow2 -F qcow2 r.raw r.raw z.qcow2",
+    "snapshot -l -c x c.qcow2",
+    "snapshot -U -c x c.qcow2",
+    "rebase c.qcow2",
+    "resize c.qcow2",
+    "resize",
+    "bogus",
 ]
 
 
@@ -68,6 +85,14 @@ def _err_of(img, capsys, argv: list[str]) -> tuple[int, str]:
     except SystemExit as exc:     # a bad command line leaves main() as argparse does
         return int(exc.code or 0), capsys.readouterr().err
     return run.rc, run.err
+
+
+def test_snapshot_without_an_action_as_qemu_img(images, img, qemu) -> None:
+    qemu("img", "snapshot", "-c", "one", "c.qcow2")
+    theirs = qemu("img", "snapshot", "c.qcow2")
+    ours = img("snapshot", "c.qcow2")
+    assert (ours.rc, ours.out) == (theirs.returncode, theirs.stdout)
+    assert len(img("snapshot", "-l", "c.qcow2").out.splitlines()) == 3
 
 
 @pytest.mark.parametrize("cmd", BAD)

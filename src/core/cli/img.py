@@ -35,7 +35,7 @@ from vmforge.cli.img_common import (
 from vmforge.cli.img_convert import cmd_convert
 from vmforge.cli.img_create import cmd_create, cmd_measure
 from vmforge.cli.img_modify import cmd_commit, cmd_rebase, cmd_resize, cmd_snapshot
-from vmforge.cli.img_parse import GnuParser
+from vmforge.cli.img_parse import GnuParser, command_not_found
 from vmforge.cli.img_report import cmd_check, cmd_compare, cmd_info, cmd_map
 from vmforge.errors import VmforgeError
 
@@ -107,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     img.add_argument("--qemu-img-compat", action=_CompatAction, nargs=0,
                      help="word every message as qemu-img does ('qemu-img: ...'); also "
                      f"{COMPAT_ENV}=1")
+    img.error = command_not_found     # type: ignore[method-assign]
     sub = img.add_subparsers(dest="img_command", metavar="SUBCOMMAND", parser_class=GnuParser)
     img.set_defaults(func=lambda args: (img.print_help(), 2)[1])
 
@@ -187,7 +188,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _common(p, output=True)
     p.add_argument("file")
 
-    p = add("resize", cmd_resize, "change the virtual size", last_operand=True)
+    p = add("resize", cmd_resize, "change the virtual size", last_operand=True,
+            missing_operand="Not enough arguments")
     _common(p, share=False, quiet=True)
     p.add_argument("--shrink", action="store_true", help="allow shrinking (loses data)")
     p.add_argument("file")
@@ -203,7 +205,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = add("rebase", cmd_rebase, "change the backing file")
     _common(p, share=False)
-    p.add_argument("-b", dest="backing", required=True, metavar="BACKING",
+    p.add_argument("-b", dest="backing", metavar="BACKING",
                    help="the new backing file ('' for none)")
     p.add_argument("-F", dest="backing_format", metavar="FMT")
     p.add_argument("-u", dest="unsafe", action="store_true",

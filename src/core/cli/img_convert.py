@@ -10,8 +10,8 @@ from typing import Any
 
 from vmforge.block import ops
 from vmforge.block.backend import BlockBackend, create_image
-from vmforge.block.driver import BlockDriver
-from vmforge.cli import img_objects
+from vmforge.block.driver import BlockDriver, BlockError
+from vmforge.cli import img_objects, img_words
 from vmforge.cli.img_common import (
     ProgressBar,
     UsageError,
@@ -81,27 +81,37 @@ def cmd_convert(args: argparse.Namespace) -> int:
     *sources, target_arg = args.files
     dst = img_objects.target_filename(target_arg)
     if not sources:
-        raise UsageError("convert needs a source and a target file")
+        raise QemuImgError("Must specify image file name")
     if args.target_is_zero and not args.no_create:
-        raise UsageError("--target-is-zero needs -n (a new image already reads as zeros)")
+        raise QemuImgError("--target-is-zero requires use of -n flag")
     if args.parallel is not None and not 1 <= args.parallel <= 16:
-        raise UsageError("invalid number of coroutines (-m): allowed is 1 to 16, "
-                         f"not {args.parallel}")
-    min_sparse = size_arg(args.sparse_size) if args.sparse_size is not None else 4096
-    if min_sparse % 512 and min_sparse:
-        raise UsageError("-S must be 0 or a multiple of 512")
+        raise QemuImgError("Invalid number of coroutines. Allowed number of coroutines is "
+                           "between 1 and 16")
+    sparse_words = "Invalid buffer size for sparse output specified."
+    min_sparse = 4096
+    if args.sparse_size is not None:
+        min_sparse = size_arg(args.sparse_size, lambda: QemuImgError(
+            f"{sparse_words} You may use k, M, G, T, P or E suffixes for",
+            "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."))
+    if min_sparse % 512 or min_sparse > 16 << 20:
+        raise QemuImgError(f"{sparse_words} Valid sizes are multiples of 512 up to 16777216. "
+                           "Select 0 to disable sparse detection (fully allocates output).")
     for src in sources:
         if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
             raise UsageError(f"source and target are the same file: {dst}")
     out_cls = format_class(args.output_format)
     if args.compress and not out_cls.supports_compressed_writes:
-        raise UsageError(f"format {out_cls.format_name} does not support compressed writes")
+        raise QemuImgError("Compression not supported for this file format")
     create_opts: dict[str, Any] = parse_options(args.options)
     if args.backing:
         if not out_cls.supports_backing:
-            raise UsageError(f"format {out_cls.format_name} does not support backing files")
-        if args.no_create or args.compress or len(sources) != 1:
-            raise UsageError("-B takes one source, and neither -n nor -c")
+            raise QemuImgError("Backing file not supported for file format "
+                               f"'{out_cls.format_name}'")
+        if len(sources) != 1:
+            raise QemuImgError("Having a backing file for the target makes no sense when "
+                               "concatenating multiple input images")
+        if args.no_create or args.compress:
+            raise UsageError("-B takes neither -n nor -c")
         if not args.backing_format:
             # qemu-img 7.2 probes nothing here: its create refuses, in these words
             raise UsageError("Use of backing file requires explicit backing format")
@@ -119,9 +129,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if not args.no_create:
             with file_protocol_options(dst, secret, warn) as format_opts:
                 create_image(out_cls.format_name, dst, total, **format_opts)
-        target = BlockBackend.open(dst, out_cls.format_name, readonly=False, cache=args.cache,
-                                   **({"passphrase": secret["passphrase"]}
-                                      if "passphrase" in secret else {}))
+        try:
+            target = BlockBackend.open(dst, out_cls.format_name, readonly=False,
+                                       cache=args.cache, **({"passphrase": secret["passphrase"]}
+                                                            if "passphrase" in secret else {}))
+        except BlockError as exc:
+            raise img_words.open_failed(target_arg, exc, out_cls.format_name) from exc
         opened.append(target)
         bar = ProgressBar() if args.progress else None
         workers = args.parallel if args.parallel else 2

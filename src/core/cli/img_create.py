@@ -136,7 +136,9 @@ def cmd_create(args: argparse.Namespace) -> int:
 def cmd_measure(args: argparse.Namespace) -> int:
     out_cls = format_class(args.output_format)
     opts = img_objects.context().resolve_secret(parse_options(args.options))
-    if (args.size is None) == (args.file is None):
+    if args.size is not None and args.file is not None:
+        raise QemuImgError("--size N cannot be used together with a filename.")
+    if args.size is None and args.file is None:
         raise QemuImgError("Either --size N or one filename must be specified.")
     if args.size is not None:
         result = out_cls.measure(size_arg(args.size), None, **opts)

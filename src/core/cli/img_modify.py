@@ -13,6 +13,7 @@ from vmforge.cli.img_common import (
     ProgressBar,
     UsageError,
     open_image,
+    prog,
     size_arg,
 )
 from vmforge.cli.img_report import snapshot_table
@@ -44,16 +45,17 @@ def cmd_resize(args: argparse.Namespace) -> int:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     actions = [(flag, value) for flag, value in (("-c", args.create), ("-a", args.apply),
                                                   ("-d", args.delete)) if value is not None]
-    if len(actions) + bool(args.list) != 1:
-        raise UsageError("snapshot takes exactly one of -l, -c NAME, -a NAME, -d NAME")
-    if args.list:
+    if len(actions) + bool(args.list) > 1:
+        raise img_words.usage("Cannot mix '-l', '-a', '-c', '-d'", prog())
+    if not actions:
         with open_image(args.file, args.format, force_share=args.force_share, backing=False) as bb:
             snaps = bb.top.snapshots()
-        if snaps:
+        if snaps and args.list:     # without -l qemu-img opens the image and does nothing
             print("\n".join(snapshot_table(snaps)))
         return 0
     if args.force_share:
-        raise UsageError("-U can only be used to list snapshots")
+        raise QemuImgError(f"Could not open '{args.file}': force-share=on can only be used "
+                           "with read-only images")
     flag, name = actions[0]
     with open_image(args.file, args.format, readonly=False, backing=False) as bb:
         drv = bb.top
@@ -76,6 +78,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_rebase(args: argparse.Namespace) -> int:
+    if args.backing is None and not args.unsafe:
+        raise img_words.usage("Must specify backing file (-b) or use unsafe mode (-u)", prog())
     backing = args.backing or None
     if backing and not args.backing_format:   # qemu-img 7.2 records it, never probes it
         raise QemuImgError(f"Could not change the backing file to '{backing}': backing "

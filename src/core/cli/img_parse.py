@@ -18,20 +18,23 @@ from typing import Any, NoReturn
 
 from vmforge.cli.img_common import error, prog
 
-__all__ = ["GnuParser"]
+__all__ = ["GnuParser", "command_not_found"]
 
 
 class GnuParser(argparse.ArgumentParser):
     """A sub-command's parser: GNU getopt's argument order and qemu-img's errors.
 
-    ``extra_operand`` words an operand too many (``{}``: the operand).
+    ``extra_operand`` words an operand too many (``{}``: the operand),
+    ``missing_operand`` one too few.
     ``last_operand=True`` (resize) takes the last argument as an operand
     before parsing, as qemu-img does so that ``-1G`` is a size, not an option.
     """
 
     def __init__(self, *args: Any, last_operand: bool = False,
-                 extra_operand: str = "Expecting one image file name", **kwargs: Any) -> None:
+                 extra_operand: str = "Expecting one image file name",
+                 missing_operand: str = "Expecting one image file name", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.missing_operand = missing_operand
         self.last_operand = last_operand
         self.extra_operand = extra_operand     # its words for one operand too many
 
@@ -89,14 +92,14 @@ class GnuParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """qemu-img's wording of a bad command line, and its exit status 1."""
-        words = _qemu_words(message, self.extra_operand)
+        words = _qemu_words(message, self.extra_operand, self.missing_operand)
         error(words)
         if not words.startswith("--output"):      # qemu-img adds no hint to this one
             print(f"Try '{prog()} --help' for more information", file=sys.stderr)
         raise SystemExit(1)
 
 
-def _qemu_words(message: str, extra_operand: str) -> str:
+def _qemu_words(message: str, extra_operand: str, missing_operand: str) -> str:
     """argparse's message in qemu-img's words where qemu-img has some."""
     if message.startswith("unrecognized arguments: "):
         first = message.split(": ", 1)[1].split(" ")[0]
@@ -104,10 +107,20 @@ def _qemu_words(message: str, extra_operand: str) -> str:
             return f"unrecognized option '{first}'"
         return extra_operand.format(first)
     if message.startswith("the following arguments are required"):
-        return "Expecting one image file name"
+        return missing_operand
     if message.startswith("argument ") and message.endswith("expected one argument"):
         flag = message.split(" ", 2)[1].rstrip(":").split("/")[0]
         return f"missing argument for option '{flag}'"
     if message.startswith("argument --output") and "invalid choice" in message:
         return "--output must be used with human or json as argument."
     return message
+
+
+def command_not_found(message: str) -> NoReturn:
+    """``vmforge img``'s own parser: an unknown sub-command as qemu-img words it."""
+    if "invalid choice: " in message:
+        message = "Command not found: " + message.split("invalid choice: ", 1)[1].split(
+            " (choose", 1)[0].strip("'")
+    error(message)
+    print(f"Try '{prog()} --help' for more information", file=sys.stderr)
+    raise SystemExit(1)
