@@ -133,14 +133,20 @@ class ProgressBar:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.last = 0.0
+        self._show(0.0)      # qemu_progress_print(0, 100) as the operation starts
 
     def __call__(self, done: int, total: int) -> None:
+        if done == 0:
+            return           # shown as it started
         current = _f32(min(100.0, 100.0 * done / total if total else 100.0))
         if (current > self.last + self.MIN_SKIP or current < self.last - self.MIN_SKIP
                 or current in (0.0, 100.0)):
             self.last = current
-            self.stream.write(f"    ({current:3.2f}/100%)\r")
-            self.stream.flush()
+            self._show(current)
+
+    def _show(self, current: float) -> None:
+        self.stream.write(f"    ({current:3.2f}/100%)\r")
+        self.stream.flush()
 
     def finish(self) -> None:
         self(1, 1)
