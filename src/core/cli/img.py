@@ -7,6 +7,14 @@ probed, and raw is never guessed for a writable open.
 
 Exit codes: 0 success, 1 error; ``check`` 2 corruptions, 3 leaks, 63 no
 check for that format; ``compare`` 1 differ, 2 cannot open, 4 cannot read.
+
+The modules: ``img_parse`` (GNU getopt's argument order, qemu-img's usage
+errors), ``img_words`` (qemu-img's error texts), ``img_common`` (prefix and
+``--qemu-img-compat``, sizes, opening, progress, QDict-ordered JSON),
+``img_objects`` (``--object``, ``--image-opts``, ``json:``/``file:`` names),
+``img_report`` (info, check, compare, map), ``img_create`` (+ ``img_formatting``,
+``img_protocol``), ``img_convert``, ``img_modify`` (resize, snapshot, rebase,
+commit).
 """
 
 from __future__ import annotations
