@@ -148,3 +148,27 @@ def test_raw_and_linux_image_header(tmp_path: Path) -> None:
     plain = tmp_path / "plain.bin"
     plain.write_bytes(b"\x13" * 100)
     assert read_linux_image_header(str(plain)) is None
+
+
+def test_headers_below_ram_are_left_out_as_qemu_does(tmp_path: Path) -> None:
+    """ld's default layout (no -N) with -Ttext at RAM's first byte puts the ELF
+    and program headers in the page below RAM; QEMU boots such files, so does
+    vmforge (the header page is not loaded).  Anything else below RAM is refused."""
+    cc = require_program("riscv64-unknown-elf-gcc", "gcc-riscv64-unknown-elf")
+    (tmp_path / "t.S").write_text(SOURCE)
+    out = tmp_path / "t.elf"
+    subprocess.run([cc, "-nostdlib", "-nostartfiles", f"-Wl,-Ttext={RAM:#x}",
+                    "-Wl,--build-id=none", "-o", str(out), str(tmp_path / "t.S")], check=True)
+    data = out.read_bytes()
+    phoff, phnum = struct.unpack_from("<Q", data, 32)[0], struct.unpack_from("<H", data, 56)[0]
+    loads = [struct.unpack_from("<QQQ", data, phoff + 56 * i + 8) for i in range(phnum)
+             if struct.unpack_from("<I", data, phoff + 56 * i)[0] == 1]
+    assert (loads[0][0], loads[0][2]) == (0, RAM - 0x1000)    # the layout in question
+    mem = ram()
+    image = load_elf(mem, str(out), machine=EM_RISCV)
+    assert image.entry == RAM and mem.read(RAM, 4) == data[0x1000:0x1004]
+    bad = bytearray(data)
+    bad[0x800] = 1                                            # not padding: real bytes
+    (tmp_path / "bad.elf").write_bytes(bad)
+    with pytest.raises(LoaderError, match="not inside guest RAM"):
+        load_elf(ram(), str(tmp_path / "bad.elf"))

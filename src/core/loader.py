@@ -37,6 +37,17 @@ class LoaderError(VmforgeError):
         super().__init__(f"{path}{where}: {message}")
 
 
+@dataclass(frozen=True)
+class ElfSymbol:
+    """One entry of an ELF symbol table, in file order."""
+
+    name: str
+    value: int
+    size: int
+    type: int       #: ``st_info & 0xf`` (2 is ``STT_FUNC``)
+    shndx: int      #: the section index (0 undefined, 0xff00 and up reserved)
+
+
 @dataclass
 class ElfImage:
     """What :func:`load_elf` loaded."""
@@ -45,7 +56,8 @@ class ElfImage:
     entry: int
     machine: int
     segments: list[tuple[int, int]] = field(default_factory=list)  # (paddr, memsz)
-    symbols: dict[str, int] = field(default_factory=dict)
+    symbols: dict[str, int] = field(default_factory=dict)   # name -> value (first wins)
+    symbol_table: list[ElfSymbol] = field(default_factory=list)  # every named entry
 
     @property
     def low(self) -> int:
@@ -115,10 +127,12 @@ def load_elf(memory: GuestMemory, path: str, machine: int | None = None,
                               f"size {p_memsz:#x}", ph)
         if p_offset + p_filesz > len(data):
             raise LoaderError(path, f"segment {i}: data runs past the end of the file", ph)
-        if not memory.check_range(p_paddr, p_memsz):
+        skip = _header_lead(memory, data, p_paddr, p_offset, p_filesz, p_memsz,
+                            e_phoff + e_phnum * e_phentsize)
+        if not memory.check_range(p_paddr + skip, p_memsz - skip):
             raise LoaderError(path, f"segment {i} [{p_paddr:#x}, {p_paddr + p_memsz:#x}) is "
                               "not inside guest RAM", ph)
-        loads.append((ph, p_paddr, p_offset, p_filesz, p_memsz))
+        loads.append((ph, p_paddr + skip, p_offset + skip, p_filesz - skip, p_memsz - skip))
     if not loads:
         raise LoaderError(path, "no loadable segment")
     for _ph, paddr, off, filesz, memsz in loads:  # everything checked: now copy
@@ -127,18 +141,36 @@ def load_elf(memory: GuestMemory, path: str, machine: int | None = None,
             memory.load(paddr + filesz, bytes(memsz - filesz))
         image.segments.append((paddr, memsz))
     if want_symbols and e_shnum:
-        image.symbols = _symbols(path, data, e_shoff, e_shentsize, e_shnum)
+        image.symbol_table = _symbols(path, data, e_shoff, e_shentsize, e_shnum)
+        for sym in image.symbol_table:
+            image.symbols.setdefault(sym.name, sym.value)
     return image
 
 
-def _symbols(path: str, data: bytes, shoff: int, shentsize: int, shnum: int) -> dict[str, int]:
+def _header_lead(memory: GuestMemory, data: bytes, paddr: int, offset: int, filesz: int,
+                 memsz: int, headers_end: int) -> int:
+    """How many leading bytes of a segment to leave out: ld's default layout puts
+    the ELF and program headers (and zero padding) in the page before the code,
+    which may be below RAM (``-Ttext=0x80000000``); QEMU's ROM loading drops
+    what falls outside RAM there.  0 for every other segment."""
+    if offset != 0 or memory.check_range(paddr, memsz):
+        return 0
+    lead = (-paddr) & 0xFFF or 0x1000            # up to the next page boundary
+    if headers_end <= lead <= filesz and not any(data[headers_end:lead]) \
+            and memory.check_range(paddr + lead, memsz - lead):
+        return lead
+    return 0
+
+
+def _symbols(path: str, data: bytes, shoff: int, shentsize: int,
+             shnum: int) -> list[ElfSymbol]:
     if shentsize < 64:
         raise LoaderError(path, f"section header size {shentsize} is too small", 58)
     sections = []
     for i in range(shnum):
         sections.append(_unpack(path, data, "<IIQQQQIIQQ", shoff + i * shentsize,
                                 f"section header {i}"))
-    out: dict[str, int] = {}
+    out: list[ElfSymbol] = []
     for (_name, sh_type, _f, _a, sh_offset, sh_size, sh_link, _i, _al, sh_entsize) in sections:
         if sh_type != SHT_SYMTAB:
             continue
@@ -149,13 +181,13 @@ def _symbols(path: str, data: bytes, shoff: int, shentsize: int, shnum: int) -> 
             raise LoaderError(path, "symbol table runs past the end of the file", sh_offset)
         strtab = data[str_off:str_off + str_size]
         for j in range(sh_size // sh_entsize):
-            st_name, _info, _other, _shndx, st_value, _size = _unpack(
+            st_name, info, _other, shndx, st_value, st_size = _unpack(
                 path, data, "<IBBHQQ", sh_offset + j * sh_entsize, "symbol")
             if st_name == 0 or st_name >= len(strtab):
                 continue
             end = strtab.find(b"\0", st_name)
             name = strtab[st_name:end if end >= 0 else len(strtab)].decode("utf-8", "replace")
-            out.setdefault(name, st_value)
+            out.append(ElfSymbol(name, st_value, st_size, info & 0xF, shndx))
     return out
 
 

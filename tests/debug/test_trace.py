@@ -22,6 +22,9 @@ TOOLCHAIN = "gcc-riscv64-unknown-elf"
 
 PROGRAM = """
     .globl _start
+    .type _start, @function
+    .type trap, @function
+    .type far, @function
 _start:
     la t0, trap
     csrw mtvec, t0
@@ -49,6 +52,7 @@ trap:
     addi t4, t4, 4
     csrw mepc, t4
     mret
+    .size trap, . - trap
     .balign 4096
     .skip 4094
 far:
@@ -107,6 +111,18 @@ def test_in_asm_is_qemus_byte_for_byte(program: Path) -> None:
 def _normal(text: str) -> str:
     text = re.sub(r"Trace 0: 0x[0-9a-f]+ ", "Trace 0: HOST ", text)
     return re.sub(r" mip      [0-9a-f]+", " mip      -", text)
+
+
+def test_in_asm_and_exec_name_functions_as_qemu(program: Path) -> None:
+    """From the ELF, with its function symbols: QEMU's ``IN: _start``, ``IN: trap``
+    (sized) and the names at the end of ``Trace`` lines; ``far``, the last
+    function and without a size, names nothing (as in QEMU)."""
+    elf = program.with_suffix(".elf")
+    items = "in_asm,exec,nochain"
+    ours, theirs = vmforge_log(elf, items), qemu_log(elf, items)
+    assert "IN: _start\n" in theirs and "IN: trap\n" in theirs and "IN: far" not in theirs
+    assert re.search(r"/0000000080000040/[0-9a-f]{8}/[0-9a-f]{8}\] trap\n", theirs), theirs
+    assert _normal(ours) == _normal(theirs)
 
 
 def test_exec_and_cpu_as_qemu_logs_them(program: Path) -> None:

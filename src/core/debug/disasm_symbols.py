@@ -15,24 +15,14 @@ loader reads (this module parses no file).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+from vmforge.loader import ElfSymbol  # (what the loader reads; re-exported here)
 
 __all__ = ["ElfSymbol", "SymbolTable", "lookup_symbol"]
 
 STT_FUNC = 2
 SHN_UNDEF = 0
 SHN_LORESERVE = 0xFF00
-
-
-@dataclass(frozen=True)
-class ElfSymbol:
-    """One entry of an ELF symbol table, in file order."""
-
-    name: str
-    value: int
-    size: int
-    type: int       #: ``st_info & 0xf`` (2 is ``STT_FUNC``)
-    shndx: int      #: the section index (0 undefined, 0xff00 and up reserved)
 
 
 class SymbolTable:

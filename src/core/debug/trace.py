@@ -16,7 +16,8 @@ would (code changed in place is not seen again); ``exec``/``cpu`` log every
 block run, as QEMU does with ``nochain`` (``nochain`` is therefore accepted and
 changes nothing).  What is not QEMU's: the
 host address in ``Trace`` lines is 0 (vmforge has no per-block host code) and
-``cflags`` carry only the ``nochain`` bit and cluster; symbols are not looked up.
+``cflags`` carry only the ``nochain`` bit and cluster.  Names come from the function
+symbols of the ELF files the board loaded, found as QEMU's ``lookup_symbol`` finds them.
 
 Nothing is traced, and nothing costs, unless a category asks for it; with
 ``-dfilter`` only blocks starting in the ranges are hooked at all.
@@ -28,12 +29,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from vmforge.debug.disasm import format_in_asm
+from vmforge.debug.disasm_symbols import SymbolTable, lookup_symbol
 from vmforge.debug.hooks import Hooks
 from vmforge.debug.mmu import translate
 from vmforge.errors import GuestMemoryError, VmforgeError
 
 if TYPE_CHECKING:
     from vmforge.accel.interp import RiscvHart
+    from vmforge.loader import ElfSymbol
 
 __all__ = ["CPU_CATEGORIES", "CpuTrace", "dump_state", "parse_dfilter"]
 
@@ -146,6 +149,9 @@ class CpuTrace:
         self.blocks: dict[tuple[int, int, int], int] = {}
         self._index = {id(h): i for i, h in enumerate(harts)}
         self._end = {id(h): 0 for h in harts}      # where each hart's current block ends
+        #: the function symbols of the ELF files loaded (QEMU's ``IN: name``), oldest first
+        self.symbol_tables: list[SymbolTable] = []
+        self._symbol_files: set[str] = set()
         once = not (self.exec or self.cpu)     # in_asm alone: each block once
         self.handles = [hooks.tracer(self._on_insn, first, last, once=once)
                         for first, last in self.ranges]
@@ -153,6 +159,12 @@ class CpuTrace:
             for handle in self.handles:
                 hooks.remove(handle)
             self.handles = []
+
+    def add_symbols(self, path: str, symbols: Sequence[ElfSymbol]) -> None:
+        """An ELF file's symbols, for the names QEMU prints (once per file)."""
+        if path not in self._symbol_files:
+            self._symbol_files.add(path)
+            self.symbol_tables.append(SymbolTable(symbols))
 
     def _on_insn(self, hart: RiscvHart, pc: int, size: int, sequential: bool) -> int | None:
         """Log the block starting at ``pc``; its end (no calls until there)."""
@@ -175,12 +187,13 @@ class CpuTrace:
             self.blocks[key] = end
             if self.in_asm:
                 code = b"".join(raw for _, raw in block)
-                self.write(format_in_asm(pc, code, None, priv=priv).rstrip("\n") + "\n")
+                self.write(format_in_asm(pc, code, lookup_symbol(self.symbol_tables, pc),
+                                         priv=priv).rstrip("\n") + "\n")
         self._end[id(hart)] = end
         if self.exec:
             cflags = _CF_CLUSTER | (_CF_NO_GOTO_TB if self.nochain else 0)
             self.write(f"Trace {self._index[id(hart)]}: 0x0 [{0:016x}/{pc:016x}/{flags:08x}/"
-                       f"{cflags:08x}] ")
+                       f"{cflags:08x}] {lookup_symbol(self.symbol_tables, pc)}")
         if self.cpu:
             self.write(dump_state(hart).rstrip("\n"))
         return end if end > pc else None

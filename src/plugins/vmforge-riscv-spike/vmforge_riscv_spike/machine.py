@@ -54,6 +54,8 @@ class Spike(HartMachine):
         for h, hart in enumerate(cluster.harts):
             self.clint.connect_hart(h, hart)
         image = load_elf(self.memory, cfg.kernel, machine=EM_RISCV)
+        if self.cpu_trace is not None:
+            self.cpu_trace.add_symbols(cfg.kernel, image.symbol_table)
         self.reset_pc = image.entry
         tohost = image.symbols.get("tohost")
         if tohost is None:

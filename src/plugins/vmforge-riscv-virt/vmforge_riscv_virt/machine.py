@@ -139,7 +139,10 @@ class RiscvVirt(HartMachine):
         if not os.path.exists(path):
             raise MachineError(f"riscv-virt: {path}: no such file")
         if is_elf(path):
-            image = load_elf(self.space.memory, path, machine=EM_RISCV, want_symbols=False)
+            image = load_elf(self.space.memory, path, machine=EM_RISCV,
+                             want_symbols=self.cpu_trace is not None)
+            if self.cpu_trace is not None:
+                self.cpu_trace.add_symbols(path, image.symbol_table)
             return image.entry, image.high
         size = load_raw(self.space.memory, path, addr)
         header = read_linux_image_header(path)
