@@ -87,3 +87,26 @@ def test_probe_functions_are_the_drivers_probes(tmp_path: Path) -> None:
         for h in headers:
             assert fn(h, str(path)) == cls.probe(h, str(path)), (name, h[:8])
     assert probe_format(str(path)) == "raw"
+
+
+def test_lazy_attributes_import_on_first_use(tmp_path: Path, monkeypatch) -> None:
+    from vmforge.lazy import lazy_attributes
+
+    pkg = tmp_path / "lazypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from vmforge.lazy import lazy_attributes\n"
+        "__getattr__ = lazy_attributes(__name__, {'Thing': 'lazypkg.heavy'})\n")
+    (pkg / "heavy.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lazypkg  # type: ignore[import-not-found]
+
+    assert "lazypkg.heavy" not in sys.modules
+    thing = lazypkg.Thing
+    assert "lazypkg.heavy" in sys.modules and thing is sys.modules["lazypkg.heavy"].Thing
+    assert vars(lazypkg)["Thing"] is thing          # kept: no second lookup
+    with pytest.raises(AttributeError, match="no attribute 'Other'"):
+        lazypkg.Other  # noqa: B018
+    assert callable(lazy_attributes("x", {}))
+    for mod in ("lazypkg", "lazypkg.heavy"):
+        monkeypatch.delitem(sys.modules, mod)

@@ -4,23 +4,15 @@
 # point does), not with the package: probing imports ``vmforge_cloop.probe`` alone.
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmforge.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from vmforge_cloop.driver import Cloop
 
 __all__ = ["Cloop"]
 
-_LAZY = {
+__getattr__ = lazy_attributes(__name__, {
     "Cloop": "vmforge_cloop.driver",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+})

@@ -4,23 +4,15 @@
 # as the entry point does), not with the package: probing imports the probe module alone.
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmforge.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from vmforge_example_format.driver import ExampleFormat
 
 __all__ = ["ExampleFormat"]
 
-_LAZY = {
+__getattr__ = lazy_attributes(__name__, {
     "ExampleFormat": "vmforge_example_format.driver",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+})

@@ -5,23 +5,15 @@ and created; LUKS2 opened (read and written)."""
 # point does), not with the package: probing imports ``vmforge_luks.probe`` alone.
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmforge.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from vmforge_luks.driver import Luks
 
 __all__ = ["Luks"]
 
-_LAZY = {
+__getattr__ = lazy_attributes(__name__, {
     "Luks": "vmforge_luks.driver",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+})

@@ -4,8 +4,9 @@
 # point does), not with the package: probing imports ``vmforge_qcow2.probe`` alone.
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmforge.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from vmforge_qcow2.driver import Qcow2
@@ -13,16 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Qcow2", "Snapshot"]
 
-_LAZY = {
+__getattr__ = lazy_attributes(__name__, {
     "Qcow2": "vmforge_qcow2.driver",
     "Snapshot": "vmforge_qcow2.snapshot",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+})

@@ -4,23 +4,15 @@
 # point does), not with the package: probing imports ``vmforge_vmdk.probe`` alone.
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vmforge.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from vmforge_vmdk.driver import Vmdk
 
 __all__ = ["Vmdk"]
 
-_LAZY = {
+__getattr__ = lazy_attributes(__name__, {
     "Vmdk": "vmforge_vmdk.driver",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+})
