@@ -97,6 +97,8 @@ class Machine:
             collections.deque())
         self._chardevs: dict[int, CharBackend | None] = {}
         self.monitor: Any = None
+        #: the GDB stub (``-gdb``, ``-s``, the monitor's ``gdbserver``), if any
+        self.gdbstub: Any = None
         self._paused = False
         self._own_chardevs: list[CharBackend] = []
         self._thread: threading.Thread | None = None

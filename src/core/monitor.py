@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vmforge.chardev import CharBackend
-from vmforge.errors import GuestMemoryError
+from vmforge.errors import GuestMemoryError, VmforgeError
 
 if TYPE_CHECKING:
     from vmforge.machine import Machine
@@ -42,6 +42,8 @@ class Monitor:
             "cont": (self._cont, "cont / c -- resume the guest"),
             "c": (self._cont, ""),
             "system_reset": (self._reset, "system_reset -- reset the machine"),
+            "gdbserver": (self._gdbserver, "gdbserver [tcp::PORT|unix:PATH|none] -- start "
+                                           "a GDB stub (default tcp::1234), or stop it"),
             "quit": (self._quit, "quit / q -- stop vmforge"),
             "q": (self._quit, ""),
         }
@@ -154,6 +156,23 @@ class Monitor:
     def _reset(self, args: list[str]) -> str:
         self.machine.request_reset()
         return ""
+
+    def _gdbserver(self, args: list[str]) -> str:
+        """QEMU's HMP ``gdbserver``: a new stub replaces the machine's old one."""
+        from vmforge.debug import DEFAULT_GDB_DEV, start_gdbstub
+
+        dev = args[0] if args else DEFAULT_GDB_DEV
+        old = self.machine.gdbstub
+        if old is not None:
+            old.close()
+            self.machine.gdbstub = None
+        if dev == "none":
+            return "Disabled gdbserver"
+        try:
+            start_gdbstub(self.machine, dev)
+        except (VmforgeError, OSError):
+            return f"Could not open gdbserver on device '{dev}'"
+        return f"Waiting for gdb connection on device '{dev}'"
 
     def _quit(self, args: list[str]) -> str:
         self.machine.request_shutdown("user", 0)

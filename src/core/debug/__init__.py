@@ -28,6 +28,11 @@ def start_gdbstub(machine: Machine, dev: str | None, *, shorthand: bool = False,
     if dev is None and not shorthand:
         return None
     stub = GdbStub(machine)
-    stub.listen(dev or DEFAULT_GDB_DEV)
+    try:
+        stub.listen(dev or DEFAULT_GDB_DEV)
+    except BaseException:
+        stub.close()
+        raise
     stub.start()
+    machine.gdbstub = stub
     return stub

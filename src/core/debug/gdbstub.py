@@ -193,6 +193,11 @@ class GdbStub:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop serving: the connection and listener close, the harts forget gdb's
+        breakpoints and watchpoints, stops go back to whoever handled them before."""
+        already, self._closing = self._closing, True
+        if not already:
+            self._forget_cpu_state()
         self._closing = True
         for sock in (self._conn, self._listener):
             if sock is not None:
@@ -210,6 +215,11 @@ class GdbStub:
         pm = registry().plugin_manager
         if pm.has_plugin(self._hook_name):
             pm.unregister(name=self._hook_name)
+
+    def _forget_cpu_state(self) -> None:
+        if self.cluster.on_stop == self._on_cpu_stop:
+            self.cluster.on_stop = self._prev_on_stop
+        self._clear_breakpoints()
 
     @hookimpl
     def vmforge_machine_shutdown(self, machine: Any, status: int) -> None:
