@@ -116,6 +116,7 @@ cdef class Hart:
     cdef object hook_illegal    # (pc, bits) -> True: handled, skip the instruction
     cdef object hook_unmapped   # (pa, size, is_write, value) -> None: fault, or a value
     cdef int hooks_on           # bit 0 trap, bit 1 illegal, bit 2 unmapped
+    cdef object hook_mmu        # (va, access 0 load/1 store/2 fetch, ok, pa): -d mmu
     cdef Rec tmp[3]             # a record run outside its page ([1], [2]: OP_PAGEEND)
     # one set of TLBs per translation context (0 U, 1 S, 2 M): a privilege change
     # switches sets instead of flushing; rt/wt follow the data context (MPRV), ft priv

@@ -378,4 +378,13 @@ cdef class Hart:
         self.hook_unmapped = unmapped
         self.hooks_on = ((HOOK_TRAP if trap is not None else 0)
                          | (HOOK_ILLEGAL if illegal is not None else 0)
-                         | (HOOK_UNMAPPED if unmapped is not None else 0))
+                         | (HOOK_UNMAPPED if unmapped is not None else 0)
+                         | (self.hooks_on & HOOK_MMU))
+
+    def _set_mmu_hook(self, callback=None):
+        """``callback(va, access, ok, pa)`` on every TLB fill (access 0 load, 1 store,
+        2 fetch; ``ok`` False: the translation faults), or None."""
+        self.hook_mmu = callback
+        self.hooks_on = (self.hooks_on & ~HOOK_MMU) | (HOOK_MMU if callback is not None else 0)
+        tlb_flush(self)
+        tlb_select(self)

@@ -29,6 +29,7 @@ cdef enum:
     HOOK_TRAP = 1
     HOOK_ILLEGAL = 2
     HOOK_UNMAPPED = 4
+    HOOK_MMU = 8
 
 
 cdef inline int watch_page(Hart h, uint64_t vpage, int acc) noexcept nogil:
@@ -169,3 +170,13 @@ cdef int call_unmapped_hook(Hart h, uint64_t pa, int size, int write, uint64_t *
         if size < 8:
             v[0] &= ((<uint64_t>1) << (8 * size)) - 1
     return 1
+
+
+cdef void call_mmu_hook(Hart h, uint64_t va, int acc, int fault, uint64_t pa) noexcept with gil:
+    """hook_mmu(va, access, ok, pa) for each TLB fill (``-d mmu``)."""
+    if h.stop_reason == STOP_PYEXC:
+        return
+    try:
+        h.hook_mmu(va, acc, not fault, pa)
+    except BaseException as ex:
+        hook_failed(h, ex)

@@ -271,10 +271,12 @@ cdef int translate(Hart h, uint64_t va, int acc, uint64_t *pa) noexcept nogil:
 
 cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
     """Translate ``va`` and cache its page in ``e``; 0 or the exception cause."""
-    cdef uint64_t pa, ppage, vpage = va & RV_PAGE_MASK
+    cdef uint64_t pa = 0, ppage, vpage = va & RV_PAGE_MASK
     cdef int r = translate(h, va, acc, &pa)
     cdef uint8_t *host
     cdef CodePage *cp
+    if h.hooks_on & HOOK_MMU:
+        call_mmu_hook(h, va, acc, r, pa)
     if r:
         return r
     ppage = pa & RV_PAGE_MASK

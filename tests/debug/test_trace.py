@@ -154,3 +154,30 @@ def test_bad_dfilter_is_one_line(program: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "-dfilter" in proc.stderr
+
+
+def test_mmu_lines_as_qemu_prints_them(tmp_path: Path) -> None:
+    """``-d mmu`` under Linux's Sv39 (S- and U-mode fills, faults); the lines have
+    QEMU's shape; the first, OpenSBI's M-mode fetch at 0x1000, is QEMU's exactly."""
+    from vmforge.guests import default_guest
+
+    guest = default_guest()
+    log = tmp_path / "mmu.log"
+    subprocess.run([*VMFORGE, "run", "-M", "riscv-virt", "-m", "256M", "-kernel", guest.kernel,
+                    "-append", "console=ttyS0", "-serial", "none", "-d", "mmu", "-D", str(log),
+                    "--timeout", "3"], capture_output=True, timeout=120)
+    lines = log.read_text().splitlines()
+    assert lines[:3] == ["riscv_cpu_tlb_fill ad 1000 rw 2 mmu_idx 3",
+                         "riscv_cpu_tlb_fill address=1000 ret 0 physical 0000000000001000 "
+                         "prot 7",
+                         "riscv_cpu_tlb_fill PMP address=0000000000001000 ret 0 prot 7 "
+                         "tlb_size 4096"]
+    shapes = (r"riscv_cpu_tlb_fill ad [0-9a-f]+ rw [012] mmu_idx [013]",
+              r"riscv_cpu_tlb_fill address=[0-9a-f]+ ret [01] physical [0-9a-f]{16} prot [0-7]",
+              r"riscv_cpu_tlb_fill PMP address=[0-9a-f]{16} ret 0 prot 7 tlb_size 4096")
+    assert all(any(re.fullmatch(p, line) for p in shapes) for line in lines)
+    kernel = [line for line in lines if re.search(r"ad ffffffff[0-9a-f]{8} rw 2 mmu_idx 1$",
+                                                  line)]
+    assert kernel, "no S-mode fetch through Sv39"
+    assert any(re.search(r"address=ffffffff[0-9a-f]+ ret 0 physical 00000000802[0-9a-f]{5} "
+                         r"prot [57]$", line) for line in lines)     # the kernel's text: R-X

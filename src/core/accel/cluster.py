@@ -27,7 +27,7 @@ from typing import Any
 
 from vmforge.accel.interp import RiscvHart, RunResult, StopReason
 from vmforge.debug.hooks import Hooks
-from vmforge.debug.trace import CPU_CATEGORIES, CpuTrace
+from vmforge.debug.trace import CPU_CATEGORIES, CpuTrace, MmuTrace
 from vmforge.machine import Machine
 
 __all__ = ["HartCluster", "HartMachine"]
@@ -242,7 +242,9 @@ class HartMachine(Machine):
         if "int" in self.config.trace:
             self.cluster.trace_traps(logging.getLogger("vmforge.trace.int"))
         self._plug_guest_events()
-        if any(t in CPU_CATEGORIES for t in self.config.trace):
+        if "mmu" in self.config.trace:
+            MmuTrace(self.cluster.harts, self.space.memory, _trace_writer("vmforge.trace.cpu"))
+        if any(t in CPU_CATEGORIES and t != "mmu" for t in self.config.trace):
             self.cpu_trace = CpuTrace(self.hooks, self.cluster.harts, self.space.memory,
                                       self.config.trace, _trace_writer("vmforge.trace.cpu"),
                                       self.config.extra.get("dfilter"))

@@ -162,6 +162,8 @@ TRACE_CATEGORIES = {
     "exec": "every block run (QEMU's Trace lines; the host address is 0)",
     "cpu": "the registers before every block run (QEMU's register dump)",
     "nochain": "accepted: exec and cpu already log every block, as QEMU does with it",
+    "mmu": "each translation that fills a TLB entry (QEMU's riscv_cpu_tlb_fill lines)",
+    "page": "accepted: QEMU dumps page maps in user-mode emulation only; nothing here",
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from vmforge.errors import GuestMemoryError
 
-__all__ = ["translate"]
+__all__ = ["translate", "walk"]
 
 PRV_M = 3
 _MPRV = 1 << 17
@@ -31,16 +31,24 @@ class _Hart(Protocol):
 
 def translate(hart: _Hart, memory: Any, va: int) -> int | None:
     """The physical address of virtual ``va`` for ``hart``; None when unmapped."""
+    found = walk(hart, memory, va)
+    return None if found is None else found[0]
+
+
+def walk(hart: _Hart, memory: Any, va: int, *, fetch: bool = False) -> tuple[int, int] | None:
+    """``(physical address, leaf PTE)`` of ``va`` (the PTE is -1 where no paging
+    applies), or None when unmapped.  ``fetch``: an instruction fetch, which
+    ignores ``mstatus.MPRV``."""
     va &= (1 << 64) - 1
     priv = hart.priv
-    if priv == PRV_M:
+    if priv == PRV_M and not fetch:
         mstatus = hart.csr("mstatus")
         if mstatus & _MPRV:
             priv = (mstatus >> 11) & 3
     satp = hart.csr("satp")
     levels = _SATP_MODES.get(satp >> 60)
     if priv == PRV_M or levels is None:
-        return va
+        return va, -1
     vabits = 12 + 9 * levels
     top = va >> (vabits - 1)
     if top not in (0, (1 << (65 - vabits)) - 1):     # not sign-extended
@@ -59,6 +67,6 @@ def translate(hart: _Hart, memory: Any, va: int) -> int | None:
             span = 12 + 9 * level
             if ppn & ((1 << (9 * level)) - 1):            # misaligned superpage
                 return None
-            return (ppn << 12) | (va & ((1 << span) - 1))
+            return (ppn << 12) | (va & ((1 << span) - 1)), pte
         table = ppn << 12
     return None

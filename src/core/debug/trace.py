@@ -31,17 +31,17 @@ from typing import TYPE_CHECKING, Any
 from vmforge.debug.disasm import format_in_asm
 from vmforge.debug.disasm_symbols import SymbolTable, lookup_symbol
 from vmforge.debug.hooks import Hooks
-from vmforge.debug.mmu import translate
+from vmforge.debug.mmu import translate, walk
 from vmforge.errors import GuestMemoryError, VmforgeError
 
 if TYPE_CHECKING:
     from vmforge.accel.interp import RiscvHart
     from vmforge.loader import ElfSymbol
 
-__all__ = ["CPU_CATEGORIES", "CpuTrace", "dump_state", "parse_dfilter"]
+__all__ = ["CPU_CATEGORIES", "CpuTrace", "MmuTrace", "dump_state", "parse_dfilter"]
 
 #: the ``-d`` categories this module serves
-CPU_CATEGORIES = ("in_asm", "exec", "cpu", "nochain")
+CPU_CATEGORIES = ("in_asm", "exec", "cpu", "nochain", "mmu")
 MAX_INSNS = 512             # QEMU's TCG_MAX_INSNS
 _MAX_BLOCKS = 1 << 18
 _MSTATUS_FS = 0x6000
@@ -227,3 +227,45 @@ class CpuTrace:
             if _ends_tb(int.from_bytes(raw, "little"), fs_on):
                 break
         return out or [(pc, b"")]
+
+
+class MmuTrace:
+    """``-d mmu``: each translation the harts make to fill a TLB entry, in the
+    lines of QEMU 7.2's ``riscv_cpu_tlb_fill`` (the access, the translation's
+    result with QEMU's ``prot`` bits, then the PMP check, which always passes
+    here: the hart implements no PMP checks).  vmforge's TLBs are not QEMU's
+    (separate ones for loads, stores and fetches), so which accesses miss
+    differs; each line means what QEMU's does."""
+
+    def __init__(self, harts: Sequence[RiscvHart], memory: Any,
+                 write: Callable[[str], None]) -> None:
+        self.memory = memory
+        self.write = write
+        for hart in harts:
+            hart._set_mmu_hook(self._hook(hart))
+
+    def _hook(self, hart: RiscvHart) -> Callable[[int, int, bool, int], None]:
+        def on_fill(va: int, access: int, ok: bool, pa: int) -> None:
+            self.write(f"riscv_cpu_tlb_fill ad {va:x} rw {access} mmu_idx {hart.priv}")
+            prot = self._prot(hart, va, access) if ok else 0
+            self.write(f"riscv_cpu_tlb_fill address={va:x} ret {0 if ok else 1} "
+                       f"physical {pa if ok else 0:016x} prot {prot}")
+            if ok:
+                self.write(f"riscv_cpu_tlb_fill PMP address={pa:016x} ret 0 prot 7 "
+                           "tlb_size 4096")
+        return on_fill
+
+    def _prot(self, hart: RiscvHart, va: int, access: int) -> int:
+        """QEMU's PAGE_READ 1 | PAGE_WRITE 2 | PAGE_EXEC 4 for the leaf PTE."""
+        found = walk(hart, self.memory, va, fetch=access == 2)
+        if found is None:
+            return 0
+        pte = found[1]
+        if pte < 0:
+            return 7                                        # no paging: everything
+        mxr = bool(hart.csr("mstatus") & (1 << 19))
+        prot = 1 if pte & 2 or (pte & 8 and mxr) else 0
+        prot |= 4 if pte & 8 else 0
+        if pte & 4 and (access == 1 or pte & 0x80):         # W: on stores, or already dirty
+            prot |= 2
+        return prot
