@@ -45,7 +45,15 @@ def test_layout_is_qemu_imgs(tmp_path: Path, size: str, opts: str) -> None:
     ("4T", "cluster_size=65536"),
     ("3T", "cluster_size=4096,refcount_bits=1"),
     ("64M", "preallocation=metadata"),
+    ("16M", "preallocation=metadata,cluster_size=512"),   # refcount blocks on the way
+    ("8M", "preallocation=metadata,cluster_size=512,refcount_bits=64"),
+    ("8M", "preallocation=metadata,extended_l2=on"),
+    ("16M", "preallocation=falloc"),
+    ("8M", "preallocation=falloc,cluster_size=512,refcount_bits=1"),
+    ("8M", "preallocation=full,extended_l2=on"),
+    ("8M", "preallocation=full,cluster_size=4096"),
     ("64M", "data_file=data.raw"),
+    ("8M", "data_file=data.raw,data_file_raw=on,preallocation=metadata"),
 ])
 def test_layout_is_qemu_imgs_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   size: str, opts: str) -> None:

@@ -26,8 +26,8 @@ from .header import (
     feature_table_extension,
     l1_entries_for,
 )
-from .l2 import OFLAG_COPIED
-from .layout import plan_create
+from .l2 import OFLAG_COPIED, table_to_bytes
+from .layout import plan_create, plan_preallocation
 
 if TYPE_CHECKING:
     from .driver import Qcow2
@@ -96,11 +96,16 @@ def plan_header(size: int, opts: dict[str, Any], path: str) -> Header:
     return h
 
 
-def write_new_image(path: str, h: Header) -> None:
-    """Lay out header, L1 table and refcount structure in a new file."""
+def write_new_image(path: str, h: Header, prealloc: str = "off") -> None:
+    """Lay out header, L1 table and refcount structure in a new file, as qemu-img does,
+    and preallocate (``metadata``, ``falloc``, ``full``) where QEMU would."""
     cs = h.cluster_size
     h.l1_size = l1_entries_for(h.size, h.cluster_bits, h.extended_l2)
     alloc, h.l1_table_offset = plan_create(h.cluster_bits, h.refcount_order, h.l1_size)
+    plan = None
+    if prealloc != "off":
+        l2_bits = h.cluster_bits - 3 - h.extended_l2
+        plan = plan_preallocation(alloc, h.size, l2_bits, h.extended_l2, prealloc)
     h.refcount_table_offset = alloc.table_offset << h.cluster_bits
     h.refcount_table_clusters = len(alloc.table) * 8 // cs
     cluster0 = h.pack()
@@ -113,9 +118,47 @@ def write_new_image(path: str, h: Header) -> None:
         os.pwrite(fd, cluster0 + bytes(cs - len(cluster0)), 0)
         for woff, data in alloc.finish():
             os.pwrite(fd, data, woff)
+        if plan is not None:
+            _write_preallocation(fd, h, plan, prealloc)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_preallocation(fd: int, h: Header,
+                         plan: tuple[list[int], list[tuple[int, int, int]], int, int],
+                         mode: str) -> None:
+    cb, cs = h.cluster_bits, h.cluster_size
+    l2s, tables, fill_start, fill_end = plan
+    if fill_end > fill_start:
+        _fill_fd(fd, fill_start << cb, (fill_end - fill_start) << cb, mode)
+    for l2, data, n in tables:
+        tbl = array("Q", bytes(cs))
+        step = 2 if h.extended_l2 else 1    # QEMU leaves the subcluster bitmaps clear
+        for i in range(n):
+            tbl[step * i] = ((data + i) << cb) | OFLAG_COPIED
+        os.pwrite(fd, table_to_bytes(tbl), l2 << cb)
+    l1 = array("Q", [(c << cb) | OFLAG_COPIED for c in l2s]) + array("Q", bytes(
+        8 * (h.l1_size - len(l2s))))
+    os.pwrite(fd, table_to_bytes(l1), h.l1_table_offset)
+    end = max((data + n for _, data, n in tables), default=0) << cb
+    if end > os.fstat(fd).st_size:
+        os.ftruncate(fd, end)
+
+
+def _fill_fd(fd: int, off: int, n: int, mode: str) -> None:
+    if mode == "falloc":
+        try:
+            os.posix_fallocate(fd, off, n)
+            return
+        except OSError:
+            pass
+    chunk = bytes(min(n, 1 << 20))
+    pos = 0
+    while pos < n:
+        k = min(len(chunk), n - pos)
+        os.pwrite(fd, chunk[:k], off + pos)
+        pos += k
 
 
 def preallocate(img: Qcow2, mode: str) -> None:
@@ -156,19 +199,8 @@ def preallocate(img: Qcow2, mode: str) -> None:
 
 def _fill(img: Qcow2, off: int, n: int, mode: str) -> None:
     f = img.data
-    if mode == "falloc":
-        try:
-            os.posix_fallocate(f.fd, off, n)
-            f.end = max(f.end, off + n)
-            return
-        except OSError:
-            pass
-    chunk = bytes(min(n, 1 << 20))
-    pos = 0
-    while pos < n:
-        k = min(len(chunk), n - pos)
-        f.pwrite(off + pos, chunk[:k])
-        pos += k
+    _fill_fd(f.fd, off, n, mode)
+    f.end = max(f.end, off + n)
 
 
 def refcount_metadata_size(clusters: int, cluster_size: int, order: int) -> int:

@@ -106,11 +106,11 @@ class Qcow2(Qcow2Writer):
         h = plan_header(size, opts, path)
         data_file = opts.get("data_file")
         made_data_file = bool(data_file) and not os.path.lexists(data_file)
-        write_new_image(path, h)
+        write_new_image(path, h, "off" if data_file else opts["preallocation"])
         try:
             if data_file:
                 create_data_file(path, data_file, h.size)
-            if opts["preallocation"] != "off":
+            if data_file and opts["preallocation"] != "off":
                 with cls.open(path, readonly=False) as img:
                     preallocate(img, opts["preallocation"])
         except BaseException:

@@ -82,7 +82,11 @@ class CreateAllocator:
             for c in range(first, first + n):
                 bi = c >> self.block_bits
                 if bi != old_bi:
-                    self.block_for(c)
+                    try:
+                        self.block_for(c)
+                    except _Again:      # try the same clusters again first (QEMU)
+                        self.free_index = min(self.free_index, first)
+                        raise
                 old_bi = bi
                 v = self.counts.get(c, 0) + addend
                 if v == 0 and c < self.free_index:
@@ -204,3 +208,38 @@ def plan_create(cluster_bits: int, refcount_order: int,
         l1_off = a.alloc(-(-l1_size * 8 >> cluster_bits)) << cluster_bits
         a.writes.append((l1_off, bytes(8 * l1_size)))
     return a, l1_off
+
+
+def plan_preallocation(a: CreateAllocator, size: int, l2_bits: int, extended_l2: bool,
+                       mode: str) -> tuple[list[int], list[tuple[int, int, int]], int, int]:
+    """Replay QEMU's preallocation of a new image (``preallocate_co`` for
+    ``metadata``; ``qcow2_refcount_area`` at the end of the file, then the data,
+    then the L2 tables for ``falloc``/``full``).
+
+    Returns the L2 table of each L1 entry (clusters), ``(l2 cluster, first data
+    cluster, count)`` per table, and the data area ``[start, end)`` to fill
+    (``falloc``/``full``; empty for ``metadata``).
+    """
+    per_l2 = 1 << l2_bits
+    nclusters = -(-size // a.cs)
+    l2s: list[int] = []
+    tables: list[tuple[int, int, int]] = []
+    if mode == "metadata":
+        for first in range(0, nclusters, per_l2):
+            n = min(per_l2, nclusters - first)
+            l2 = a.alloc(1)
+            tables.append((l2, a.alloc(n), n))
+            l2s.append(l2)
+        return l2s, tables, 0, 0
+    used = max((c for c, v in a.counts.items() if v), default=-1) + 1
+    nb_l2 = -(-nclusters // per_l2) + 1
+    start = a.refcount_area(used, nclusters + nb_l2, True, 0, 0)
+    a.update(start, nclusters, 1)
+    data = start
+    for first in range(0, nclusters, per_l2):
+        n = min(per_l2, nclusters - first)
+        l2 = a.alloc(1)
+        tables.append((l2, data, n))
+        l2s.append(l2)
+        data += n
+    return l2s, tables, start, start + nclusters
