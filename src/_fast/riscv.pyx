@@ -153,6 +153,45 @@ cdef int decode_at(Hart h, uint64_t pc, uint8_t *chost, Rec *out) noexcept nogil
     return 0
 
 
+# The run loop calls its cold paths through pointers, so that the C compiler does
+# not inline them into it: the interpreter's speed depends on that loop staying
+# small (inlining the FP, CSR and hook code cost it a third of its speed).
+ctypedef int (*exec_fn)(Hart h, Rec *r) noexcept nogil
+ctypedef int (*illegal_fn)(Hart h, uint64_t pc) noexcept nogil
+ctypedef int (*hooked_fn)(Hart h, uint64_t pc, uint64_t cnt, uint8_t *chost) noexcept nogil
+cdef exec_fn EXEC_SLOW = exec_slow
+cdef illegal_fn ILLEGAL_HOOKED = illegal_hooked
+cdef hooked_fn CODE_HOOKED = code_hooked
+
+
+cdef int code_hooked(Hart h, uint64_t pc, uint64_t cnt, uint8_t *chost) noexcept nogil:
+    """The record at ``pc`` is OP_BREAK and code hooks are set: unless it is a
+    breakpoint (or being resumed over), call the hook and arrange for the
+    instruction to run alone.  0 to go on; EV_STOP (the hook raised) or EV_JUMP
+    (it moved the pc)."""
+    if (h.bp_skip_valid and h.bp_skip == pc) or is_bp(h, pc):
+        return 0
+    h.pc_ = pc
+    h.cnt = cnt
+    if call_code_hook(h, pc, chost):
+        return EV_STOP
+    if h.pc_ != pc:
+        return EV_JUMP
+    h.bp_skip = pc
+    h.bp_skip_valid = 1
+    return 0
+
+
+cdef int illegal_hooked(Hart h, uint64_t pc) noexcept nogil:
+    """An illegal instruction at ``pc`` with an illegal-instruction hook: 1 when the
+    hook emulated it (``h.pc_`` is where the hart goes on), 0 to take the trap, -1
+    when the hook raised."""
+    cdef int res = call_illegal_hook(h, pc, h.exc_tval)
+    if res > 0 and h.pc_ == pc:
+        h.pc_ = pc + (4 if (h.exc_tval & 3) == 3 else 2)
+    return res
+
+
 cdef inline int is_bp(Hart h, uint64_t pc) noexcept nogil:
     cdef int i
     for i in range(h.nbp):
@@ -244,12 +283,10 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 h.stop_reason = STOP_EXCEPTION
                 break
             if h.exc_cause == 2 and (h.hooks_on & HOOK_ILLEGAL):
-                res = call_illegal_hook(h, pc, h.exc_tval)
+                res = ILLEGAL_HOOKED(h, pc)
                 if res < 0:
                     break
                 if res:                 # emulated by the hook: on to the next one
-                    if h.pc_ == pc:
-                        h.pc_ = pc + (4 if (h.exc_tval & 3) == 3 else 2)
                     pc = h.pc_
                     cnt += 1
                     ev = EV_JUMP
@@ -318,14 +355,10 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     h.stop_reason = STOP_BREAKPOINT
                     ev = EV_STOP
                     break
-                if h.nch and not (h.bp_skip_valid and h.bp_skip == pc) and in_code_hook(h, pc):
-                    h.pc_ = pc
-                    h.cnt = cnt
-                    if call_code_hook(h, pc, cp.host):
-                        ev = EV_STOP
-                        break
-                    if h.pc_ != pc:         # the hook moved the pc
-                        ev = EV_JUMP
+                if h.nch and in_code_hook(h, pc):
+                    res = CODE_HOOKED(h, pc, cnt, cp.host)
+                    if res:
+                        ev = res
                         break
                 h.bp_skip_valid = 0
                 if decode_at(h, pc, cp.host, &h.tmp[0]):
@@ -704,18 +737,11 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     continue
                 elif op == OP_BREAK:
                     pc = RV_PC(cbase, r, recs)
-                    if not (h.bp_skip_valid and h.bp_skip == pc) and not is_bp(h, pc):
-                        # a code hook: call it, then run the instruction alone
-                        h.pc_ = pc
-                        h.cnt = cnt
-                        if call_code_hook(h, pc, cp.host):
-                            ev = EV_STOP
+                    if h.nch:               # a code hook: call it, then run the instruction
+                        res = CODE_HOOKED(h, pc, cnt, cp.host)
+                        if res:
+                            ev = res
                             break
-                        if h.pc_ != pc:     # the hook moved the pc
-                            ev = EV_JUMP
-                            break
-                        h.bp_skip = pc
-                        h.bp_skip_valid = 1
                     if h.bp_skip_valid and h.bp_skip == pc:
                         rr = resolve(h, r, pc)
                         if rr == NULL:
@@ -738,7 +764,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     pc = RV_PC(cbase, r, recs)
                     h.pc_ = pc
                     h.cnt = cnt
-                    res = exec_slow(h, r)
+                    res = EXEC_SLOW(h, r)
                     if res:
                         if res == EV_JUMP or (res == EV_STOP and h.stop_reason == STOP_WFI):
                             cnt += 1                 # it completed
