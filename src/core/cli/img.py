@@ -14,7 +14,7 @@ errors), ``img_words`` (qemu-img's error texts), ``img_common`` (prefix and
 ``img_objects`` (``--object``, ``--image-opts``, ``json:``/``file:`` names),
 ``img_report`` (info, check, compare, map), ``img_create`` (+ ``img_formatting``,
 ``img_protocol``), ``img_convert``, ``img_modify`` (resize, snapshot, rebase,
-commit).
+commit), ``img_amend``, ``img_bitmap``, ``img_dd``.
 """
 
 from __future__ import annotations
@@ -235,7 +235,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--size", metavar="SIZE", help="a new image of this size (no source)")
     p.add_argument("file", nargs="?")
 
-    from vmforge.cli import img_amend, img_bitmap
+    from vmforge.cli import img_amend, img_bitmap, img_dd
     img_amend.add_parser(add, _common)
     img_bitmap.add_parser(add, _common)
+    img_dd.add_parser(add, _common)
 
