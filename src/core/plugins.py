@@ -468,6 +468,10 @@ class _NoHookCaller:
     def call_historic(self, result_callback: Any = None, kwargs: Any = None) -> None:
         return None
 
+    def get_hookimpls(self) -> list[Any]:
+        """No implementation (pluggy's HookCaller answers the same)."""
+        return []
+
 
 class _NoHookRelay:
     """``registry().hook`` while no hooks plugin is installed."""
