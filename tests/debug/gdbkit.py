@@ -42,6 +42,15 @@ finish:
 COUNTER = RAM + 0x108
 FINISH = RAM + 0x14
 
+#: how every gdb script of these tests starts ({elf}: the symbol file, {port})
+PREAMBLE = """
+set pagination off
+set confirm off
+set tcp connect-timeout 30
+file {elf}
+target remote 127.0.0.1:{port}
+"""
+
 
 class GdbClient:
     """Speaks the remote protocol as gdb does (acks on), for tests."""

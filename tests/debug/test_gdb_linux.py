@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gdbkit import VMFORGE, free_port, gdb_session
+from gdbkit import PREAMBLE, VMFORGE, free_port, gdb_session
 
 from vmforge.testing.oracles import oracle_missing, require_files, require_program
 
@@ -93,12 +93,7 @@ def test_start_kernel_as_qemu_sees_it(tmp_path: Path) -> None:
 # registers and kernel memory read and written, a hardware watchpoint on a kernel
 # variable, a backtrace, and the guest left to run on to its shell (the vmlinux
 # has symbols, no debug information: variables are read through casts)
-SESSION = """
-set pagination off
-set confirm off
-set tcp connect-timeout 30
-file {vmlinux}
-target remote 127.0.0.1:{port}
+SESSION = PREAMBLE + """
 hbreak *0x80000000
 continue
 info registers pc priv a0
@@ -129,7 +124,7 @@ def _session_run(tmp_path: Path, server: list[str], port: int, vmlinux: Path, co
     import time
 
     script = tmp_path / f"{tag}-session.gdb"
-    script.write_text(SESSION.format(vmlinux=vmlinux, port=port))
+    script.write_text(SESSION.format(elf=vmlinux, port=port))
     gdb = require_program("gdb-multiarch", "gdb-multiarch")
     proc = subprocess.Popen(server, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

@@ -6,19 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gdbkit import VMFORGE, free_port, gdb_session
+from gdbkit import PREAMBLE, VMFORGE, free_port, gdb_session
 from test_gdb_client import _build, _normalize
 
 from vmforge.testing.oracles import require_program
 
 # counter: written by add_one (counter += v: a load then a store); table[0]:
 # written once after the loop, read by nobody
-SCRIPT = """
-set pagination off
-set confirm off
-set tcp connect-timeout 30
-file {elf}
-target remote 127.0.0.1:{port}
+SCRIPT = PREAMBLE + """
 watch counter
 continue
 info registers pc
