@@ -127,8 +127,9 @@ def test_in_asm_and_exec_name_functions_as_qemu(program: Path) -> None:
 
 def test_exec_and_cpu_as_qemu_logs_them(program: Path) -> None:
     """Both end halted in the wfi (no interrupt enabled): the logs are whole."""
-    items = "exec,cpu,nochain"
+    items = "exec,cpu,fpu,nochain"
     ours, theirs = vmforge_log(program, items), qemu_log(program, items)
+    assert " f31/ft11 " in theirs
     assert theirs.count("Trace 0:") == 19 and "/0000000080002000/" in theirs
     assert _normal(ours) == _normal(theirs)
 

@@ -161,6 +161,7 @@ TRACE_CATEGORIES = {
     "in_asm": "each block of guest code when first run, disassembled (QEMU's IN: records)",
     "exec": "every block run (QEMU's Trace lines; the host address is 0)",
     "cpu": "the registers before every block run (QEMU's register dump)",
+    "fpu": "the F registers too in the cpu dump",
     "nochain": "accepted: exec and cpu already log every block, as QEMU does with it",
     "mmu": "each translation that fills a TLB entry (QEMU's riscv_cpu_tlb_fill lines)",
     "page": "accepted: QEMU dumps page maps in user-mode emulation only; nothing here",

@@ -1,5 +1,5 @@
-"""QEMU's CPU traces for RISC-V harts: ``-d in_asm``, ``exec``, ``cpu``, ``nochain``
-and ``-dfilter``, in QEMU 7.2's formats.
+"""QEMU's CPU traces for RISC-V harts: ``-d in_asm``, ``exec``, ``cpu`` (``fpu``),
+``nochain``, ``mmu`` and ``-dfilter``, in QEMU 7.2's formats.
 
 QEMU logs a translation block (TB) when it translates it (``in_asm``: the
 ``IN:`` record), and each time it runs one (``exec``: a ``Trace`` line; ``cpu``:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["CPU_CATEGORIES", "CpuTrace", "MmuTrace", "dump_state", "parse_dfilter"]
 
 #: the ``-d`` categories this module serves
-CPU_CATEGORIES = ("in_asm", "exec", "cpu", "nochain", "mmu")
+CPU_CATEGORIES = ("in_asm", "exec", "cpu", "fpu", "nochain", "mmu")
 MAX_INSNS = 512             # QEMU's TCG_MAX_INSNS
 _MAX_BLOCKS = 1 << 18
 _MSTATUS_FS = 0x6000
@@ -58,6 +58,9 @@ _RV64GC_OPCODES = frozenset((0x03, 0x07, 0x0F, 0x13, 0x17, 0x1B, 0x23, 0x27, 0x2
 _DUMP_CSRS = ("mhartid", "mstatus", "mip", "mie", "mideleg", "medeleg", "mtvec", "stvec",
               "mepc", "sepc", "mcause", "scause", "mtval", "stval", "mscratch", "sscratch",
               "satp")
+_FREGNAMES = [f"f{i}/{n}" for i, n in enumerate(
+    "ft0 ft1 ft2 ft3 ft4 ft5 ft6 ft7 fs0 fs1 fa0 fa1 fa2 fa3 fa4 fa5 fa6 fa7 "
+    "fs2 fs3 fs4 fs5 fs6 fs7 fs8 fs9 fs10 fs11 ft8 ft9 ft10 ft11".split())]
 _REGNAMES = [f"x{i}/{n}" for i, n in enumerate(
     "zero ra sp gp tp t0 t1 t2 s0 s1 a0 a1 a2 a3 a4 a5 a6 a7 "
     "s2 s3 s4 s5 s6 s7 s8 s9 s10 s11 t3 t4 t5 t6".split())]
@@ -96,12 +99,15 @@ def parse_dfilter(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def dump_state(hart: RiscvHart) -> str:
-    """The register dump of QEMU 7.2's ``-d cpu`` (``riscv_cpu_dump_state``, no H)."""
+def dump_state(hart: RiscvHart, fpu: bool = False) -> str:
+    """The register dump of QEMU 7.2's ``-d cpu`` (``riscv_cpu_dump_state``, no H);
+    ``fpu`` adds the F registers (``-d cpu,fpu``)."""
     lines = [f" {'pc':<8} {hart.pc:016x}"]
     lines += [f" {name:<8} {hart.csr(name):016x}" for name in _DUMP_CSRS]
     regs = [f" {_REGNAMES[i]:<8} {hart.x[i]:016x}" for i in range(32)]
-    lines += ["".join(regs[i:i + 4]) for i in range(0, 32, 4)]
+    if fpu:
+        regs += [f" {_FREGNAMES[i]:<8} {hart.f[i]:016x}" for i in range(32)]
+    lines += ["".join(regs[i:i + 4]) for i in range(0, len(regs), 4)]
     return "\n".join(lines) + "\n"
 
 
@@ -143,6 +149,7 @@ class CpuTrace:
         self.in_asm = "in_asm" in categories
         self.exec = "exec" in categories
         self.cpu = "cpu" in categories
+        self.fpu = "fpu" in categories
         self.nochain = "nochain" in categories
         self.ranges = list(ranges) if ranges else [(0, (1 << 64) - 1)]
         #: the blocks translated so far: (pc, TB flags, satp) -> where each ends
@@ -195,7 +202,7 @@ class CpuTrace:
             self.write(f"Trace {self._index[id(hart)]}: 0x0 [{0:016x}/{pc:016x}/{flags:08x}/"
                        f"{cflags:08x}] {lookup_symbol(self.symbol_tables, pc)}")
         if self.cpu:
-            self.write(dump_state(hart).rstrip("\n"))
+            self.write(dump_state(hart, self.fpu).rstrip("\n"))
         return end if end > pc else None
 
     def _fetch(self, hart: RiscvHart, va: int, n: int) -> bytes | None:
