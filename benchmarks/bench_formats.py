@@ -37,6 +37,7 @@ from types import ModuleType
 import pytest
 
 from vmforge.block import BlockBackend, parse_size
+from vmforge.testing import qemu_tools
 from vmforge.testing.images import mixed_bytes
 from vmforge.testing.oracles import needs, require_module
 
@@ -92,11 +93,8 @@ def _make(fmt: str, raw: Path, data: bytes, out: Path) -> None:
         shutil.copyfile(raw, out)
     elif fmt in WRITABLE:
         opts = ["-o", "key-secret=sec0,iter-time=10", "--object", SECRET] if fmt == "luks" else []
-        cmd = [QEMU_IMG, "convert", "-f", "raw", "-O", fmt, *opts, str(raw), str(out)]
-        for _ in range(3):  # luks: qemu-img's PBKDF2 timing fails now and then on a busy
-            if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode == 0:  # host
-                return
-        _run(cmd)
+        # (qemu_tools retries qemu-img's luks PBKDF2 timing when a busy host fails it)
+        qemu_tools.qemu_img("convert", "-f", "raw", "-O", fmt, *opts, str(raw), str(out))
     elif fmt == "dmg":
         _test_helper("vmforge-dmg", "dmg_images").build_dmg(out, data)
     elif fmt == "bochs":

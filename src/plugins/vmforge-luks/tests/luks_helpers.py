@@ -4,11 +4,10 @@ and qemu-img / qemu-io run with the secret (``--object secret`` and
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from vmforge.testing.qemu_tools import run
+from vmforge.testing.qemu_tools import qemu_img, run
 from vmforge_luks import Luks
 
 PASSPHRASE = "correct horse battery staple"
@@ -37,12 +36,7 @@ def image_opts(path: str | Path) -> str:
 def qemu_img_luks(*args: str, check: bool = True) -> Any:
     """``qemu-img SUBCOMMAND --object secret ARGS`` (args after the sub-command)."""
     sub, *rest = args
-    r = run("qemu-img", sub, "--object", SECRET, *rest, check=False)
-    for pause in (0.1, 0.3, 1.0, 2.0):      # its PBKDF2 timing fails now and then on a busy
-        if "Unable to get accurate CPU usage" not in r.stderr:      # host: the oracle's
-            break                                                   # flake, not ours
-        time.sleep(pause)
-        r = run("qemu-img", sub, "--object", SECRET, *rest, check=False)
+    r = qemu_img(sub, "--object", SECRET, *rest, check=False)
     assert not check or r.returncode == 0, f"qemu-img {sub} failed: {r.stderr}"
     return r
 
