@@ -55,8 +55,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vmforge.debug.mmu import translate
-from vmforge.errors import GuestMemoryError
+from vmforge.debug.mmu import read_insn
 
 if TYPE_CHECKING:
     from vmforge.accel.interp import RiscvHart
@@ -319,32 +318,15 @@ class Hooks:
 
     # -- reading code as the hart fetches it ----------------------------------------------
 
-    def _fetch(self, hart: RiscvHart, pc: int) -> int | None:
-        pa = translate(hart, self.memory, pc)
-        if pa is None:
-            return None
-        try:
-            low = int.from_bytes(self.memory.read(pa, 2), "little")
-            if low & 3 != 3:
-                return low
-            if (pc & 0xFFF) == 0xFFE:
-                high_pa = translate(hart, self.memory, pc + 2)
-                if high_pa is None:
-                    return None
-                return low | int.from_bytes(self.memory.read(high_pa, 2), "little") << 16
-            return int.from_bytes(self.memory.read(pa, 4), "little")
-        except (GuestMemoryError, ValueError):
-            return None
-
     def _block_size(self, hart: RiscvHart, pc: int) -> int:
         """Bytes from ``pc`` through the next control transfer, within its page."""
         at = pc
         page_end = (pc | 0xFFF) + 1
         while at < page_end:
-            bits = self._fetch(hart, at)
-            if bits is None:
+            raw = read_insn(hart, self.memory, at)
+            if raw is None:
                 break
-            at += 4 if bits & 3 == 3 else 2
-            if _ends_block(bits):
+            at += len(raw)
+            if _ends_block(int.from_bytes(raw, "little")):
                 break
         return max(at - pc, 2)

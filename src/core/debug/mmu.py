@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from vmforge.errors import GuestMemoryError
 
-__all__ = ["translate", "walk"]
+__all__ = ["read_insn", "translate", "walk"]
 
 PRV_M = 3
 _MPRV = 1 << 17
@@ -70,3 +70,21 @@ def walk(hart: _Hart, memory: Any, va: int, *, fetch: bool = False) -> tuple[int
             return (ppn << 12) | (va & ((1 << span) - 1)), pte
         table = ppn << 12
     return None
+
+
+def read_insn(hart: _Hart, memory: Any, va: int) -> bytes | None:
+    """The instruction at ``va`` as the hart would fetch it: 2 bytes, or 4 when
+    the first parcel says so (the second parcel translated on its own, so an
+    instruction may cross a page); None where the fetch would fault."""
+    parcels = b""
+    for addr in (va, va + 2):
+        pa = walk(hart, memory, addr, fetch=True)
+        if pa is None:
+            return None
+        try:
+            parcels += bytes(memory.read(pa[0], 2))
+        except (GuestMemoryError, ValueError):
+            return None
+        if parcels[0] & 3 != 3:
+            break
+    return parcels

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 from vmforge.debug.disasm import format_in_asm
 from vmforge.debug.disasm_symbols import SymbolTable, lookup_symbol
 from vmforge.debug.hooks import Hooks
-from vmforge.debug.mmu import translate, walk
-from vmforge.errors import GuestMemoryError, VmforgeError
+from vmforge.debug.mmu import read_insn, walk
+from vmforge.errors import VmforgeError
 
 if TYPE_CHECKING:
     from vmforge.accel.interp import RiscvHart
@@ -205,30 +205,18 @@ class CpuTrace:
             self.write(dump_state(hart, self.fpu).rstrip("\n"))
         return end if end > pc else None
 
-    def _fetch(self, hart: RiscvHart, va: int, n: int) -> bytes | None:
-        pa = translate(hart, self.memory, va)
-        if pa is None:
-            return None
-        try:
-            return bytes(self.memory.read(pa, n))
-        except (GuestMemoryError, ValueError):
-            return None
-
     def _scan(self, hart: RiscvHart, pc: int, fs_on: bool) -> list[tuple[int, bytes]]:
         """The instructions of the TB QEMU would translate at ``pc``."""
         out: list[tuple[int, bytes]] = []
         at = pc
         page = pc & ~0xFFF
         while len(out) < MAX_INSNS:
-            low = self._fetch(hart, at, 2)
-            if low is None:
+            raw = read_insn(hart, self.memory, at)
+            if raw is None:
                 break
-            length = 4 if low[0] & 3 == 3 else 2
+            length = len(raw)
             if out and ((at & ~0xFFF) != page or ((at + length - 1) & ~0xFFF) != page):
                 break                   # only the first instruction may leave the page
-            raw = low if length == 2 else low + (self._fetch(hart, at + 2, 2) or b"")
-            if len(raw) != length:
-                break
             out.append((at, raw))
             at += length
             if _ends_tb(int.from_bytes(raw, "little"), fs_on):
