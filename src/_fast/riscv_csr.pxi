@@ -122,6 +122,7 @@ cdef void trap(Hart h, uint64_t cause, uint64_t tval, int interrupt) noexcept no
     cdef uint64_t s = h.mstatus, base, vec
     cdef int from_priv = h.priv
     cdef TrapRec *tr
+    h.code_next = 1             # the handler's first instruction follows nothing (code hooks)
     if h.trace_int:
         if h.trace_n < 256:
             tr = &h.trace_recs[h.trace_n]

@@ -290,10 +290,7 @@ class Hooks:
         return on_insn
 
     def _trap_cb(self, hart: RiscvHart) -> Callable[[int, int, int], None]:
-        state = self._blocks[id(hart)]
-
         def on_trap(cause: int, epc: int, tval: int) -> None:
-            state.block_end = 0         # the handler starts a block
             for hook in self._of("interrupt"):
                 hook.callback(hart, cause, epc, tval)
         return on_trap
