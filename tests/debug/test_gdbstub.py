@@ -205,6 +205,7 @@ def test_watchpoints_stop_before_the_access_in_compiled_code(vm: Vm) -> None:
         assert c.ask(f"Z2,{RAM + 0x10000 + 8 * i:x},8") == "OK"
     assert c.ask(f"Z2,{RAM + 0x20000:x},8") == "E28"
     assert c.ask(f"Z2,{RAM:x},0") == "E22"
+    assert c.ask("Z4,fffffffffffffff0,100") == "E22"          # runs past 2**64
 
 
 def test_breakpoint_limit(vm: Vm) -> None:

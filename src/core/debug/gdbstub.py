@@ -608,8 +608,10 @@ class GdbStub:
 
     @staticmethod
     def _watch_size(rest: str) -> int | None:
+        """The length of a Z2-Z4 range; None when empty, huge or past 2**64."""
+        addr = int(rest.split(",")[1], 16)
         size = int(rest.split(",")[2].split(";")[0], 16)
-        return size if 0 < size <= 1 << 32 else None
+        return size if 0 < size <= 1 << 32 and addr + size <= 1 << 64 else None
 
     @staticmethod
     def _bp_args(rest: str) -> tuple[int, int]:
