@@ -338,6 +338,12 @@ cdef class VcpuRunner:
         if self.running:
             pthread_kill(self.thread, kick_signal())
 
+    def clear_stop(self):
+        """Forget a :meth:`stop` that no run has consumed (the vCPU was not running)."""
+        self._need_page()
+        self.stop_requested = 0
+        self.run_page.immediate_exit = 0
+
     @property
     def request_interrupt_window(self):
         self._need_page()

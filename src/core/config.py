@@ -176,6 +176,9 @@ class MachineConfig:
     #: per serial port: a ``-serial`` spec or a ready ``vmforge.chardev.CharBackend``
     serial: list[Any] = field(default_factory=lambda: ["stdio"])
     accel: str | None = None            # None: the machine's default
+    #: ``-no-reboot``: a guest's reset request (a reboot, a triple fault) ends the
+    #: machine with status 0 instead of resetting it, as QEMU does
+    no_reboot: bool = False
     trace: list[str] = field(default_factory=list)
     #: guest time: None follows the host's clock (QEMU's default); an
     #: :class:`~vmforge.clock.Icount` counts instructions (``-icount``)

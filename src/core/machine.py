@@ -16,6 +16,7 @@ run loop that sleeps while CPUs are halted, and the lifecycle hooks.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -104,6 +105,10 @@ class Machine:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._clock_origin_seen: int | None = None
+        #: held while device models run on the machine's thread (pending calls,
+        #: timers); machines whose CPUs run on threads of their own (KVM) make it
+        #: a real lock and take it for every device access (QEMU's big lock)
+        self.big_lock: Any = contextlib.nullcontext()
         #: network back-ends by ``-netdev`` id (:meth:`open_netdevs`)
         self.netdevs: dict[str, Any] = {}
         #: ``fn(event, data)`` on each run-state change, from the thread making it:
@@ -299,6 +304,11 @@ class Machine:
         return n
 
     def request_reset(self) -> None:
+        """Reset the machine soon (a guest's reboot); with ``-no-reboot`` end it
+        instead, with status 0, as QEMU does."""
+        if self.config.no_reboot:
+            self.request_shutdown(ShutdownReason.REBOOT, 0)
+            return
         self._reset_requested = True
         self.kick()
 
@@ -330,7 +340,8 @@ class Machine:
                 if self._reset_requested:
                     self._reset_requested = False
                     self.reset("guest")
-                self.run_pending_calls()
+                with self.big_lock:
+                    self.run_pending_calls()
                 if self._paused:
                     if self.clock.running:
                         self.clock.pause()
@@ -342,7 +353,8 @@ class Machine:
                         break
                     continue
                 self._resume_clock()
-                self.timers.run_due()
+                with self.big_lock:
+                    self.timers.run_due()
                 if self.stopped:
                     break
                 halted = self.run_cpus()

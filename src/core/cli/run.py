@@ -83,6 +83,8 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-display", dest="display", default="none", help="only 'none'")
     p.add_argument("-accel", dest="accel", metavar="interp|kvm")
     p.add_argument("-enable-kvm", dest="enable_kvm", action="store_true")
+    p.add_argument("-no-reboot", dest="no_reboot", action="store_true",
+                   help="exit instead of resetting when the guest reboots")
     p.add_argument("-d", dest="trace", action="append", default=[], metavar="ITEMS",
                    help="trace categories, comma-separated")
     p.add_argument("-D", dest="logfile", metavar="FILE", help="write traces to FILE")
@@ -146,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         netdevs=[*(NetdevSpec.parse(n) for n in args.netdevs), *(n for n, _ in nics)],
         serial=args.serial or ["stdio"],
         accel=accel,
+        no_reboot=args.no_reboot,
         trace=[t for item in args.trace for t in item.split(",") if t],
         icount=Icount.parse(args.icount) if args.icount else None,
         extra={**({"logfile": args.logfile} if args.logfile else {}),

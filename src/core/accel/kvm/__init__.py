@@ -595,6 +595,10 @@ class Vcpu(_Fd):
         """End the current (or next) :meth:`run` from any thread."""
         self._runner.stop()
 
+    def clear_stop(self) -> None:
+        """Forget a :meth:`stop` that no run consumed (call only while not running)."""
+        self._runner.clear_stop()
+
     def last_exit(self) -> dict[str, Any]:
         """The decoded fields of the last exit (reason, name, and the exit's own)."""
         return dict(self._runner.exit_info())
