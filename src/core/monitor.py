@@ -111,6 +111,10 @@ class Monitor:
     def _info(self, args: list[str]) -> str:
         what = args[0] if args else ""
         m = self.machine
+        own = getattr(m, "monitor_info", None)      # what a machine shows itself
+        text = own(what) if own is not None else None
+        if text is not None:
+            return str(text)
         if what == "mtree":
             return m.space.describe()
         if what in ("devices", "qtree"):
