@@ -1,0 +1,184 @@
+"""Project-written PVH guests run under QEMU 7.2's ``-M microvm,acpi=off -accel kvm``
+(the oracle) and under ``vmforge run -M microvm -accel kvm``.
+
+The guests (``guests/``: GNU as and freestanding C, linked at 1 MiB by
+``guests/guest.ld``) are built with the host's binutils and gcc into a
+temporary folder when a test first asks for them, once per session.
+
+:func:`run_qemu` and :func:`run_vmforge` start the emulator with the same
+options (``-serial stdio``, ``-no-reboot``, ``-display none``), wait for it to
+end and return the console text and the exit status.  Their tests skip,
+saying why, when ``/dev/kvm`` is absent or not accessible, or fail in CI when
+``qemu-system-x86_64`` is missing (:func:`vmforge.testing.oracles.oracle_missing`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmforge.accel.kvm import kvm_available
+from vmforge.testing.oracles import oracle_missing, require_program
+
+GUESTS = Path(__file__).resolve().parent / "guests"
+
+#: freestanding 32-bit code for the PVH entry (no SSE: nothing sets up the FPU)
+CFLAGS = ["-m32", "-march=i686", "-ffreestanding", "-fno-pic", "-fno-pie", "-nostdlib",
+          "-O2", "-fno-stack-protector", "-fno-asynchronous-unwind-tables",
+          "-mgeneral-regs-only", "-fno-builtin", "-Wall", "-Wextra", "-Werror"]
+
+#: how long one guest run may take before it counts as hung
+TIMEOUT = 20.0
+
+#: the isa-debug-exit every run has unless it asks for another (or none)
+DEBUG_EXIT = "isa-debug-exit,iobase=0xf4,iosize=4"
+
+
+def build_guest(name: str, out_dir: Path, defines: Sequence[str] = ()) -> Path:
+    """``guests/pvh.S`` + ``guests/lib.c`` + ``guests/NAME.c`` (or ``NAME.S``),
+    compiled with ``-D`` for each of ``defines`` and linked at 1 MiB: the ELF."""
+    tag = "-".join([name, *(d.replace("=", "_") for d in defines)])
+    work = out_dir / tag
+    work.mkdir(parents=True, exist_ok=True)
+    dflags = [f"-D{d}" for d in defines]
+    main = GUESTS / f"{name}.c"
+    sources = [GUESTS / "pvh.S", GUESTS / "lib.c", main if main.exists() else GUESTS / f"{name}.S"]
+    objects = []
+    for src in sources:
+        obj = work / f"{src.stem}.o"
+        if src.suffix == ".c":
+            cmd = ["gcc", *CFLAGS, *dflags, "-c", str(src), "-o", str(obj)]
+        else:
+            cmd = ["gcc", "-m32", *dflags, "-c", str(src), "-o", str(obj)]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        objects.append(str(obj))
+    elf = work / f"{name}.elf"
+    subprocess.run(["ld", "-m", "elf_i386", "--no-warn-rwx-segments", "-T",
+                    str(GUESTS / "guest.ld"), "-o", str(elf), *objects],
+                   check=True, capture_output=True, text=True)
+    return elf
+
+
+@pytest.fixture(scope="session")
+def guest(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``guest(name, *defines)``: the PVH ELF of ``guests/NAME.c``, built once."""
+    for tool, package in (("gcc", "gcc"), ("as", "binutils"), ("ld", "binutils")):
+        require_program(tool, package)
+    out = tmp_path_factory.mktemp("microvm-guests")
+    cache: dict[tuple[str, ...], Path] = {}
+
+    def build(name: str, *defines: str) -> Path:
+        key = (name, *defines)
+        if key not in cache:
+            try:
+                cache[key] = build_guest(name, out, defines)
+            except subprocess.CalledProcessError as exc:
+                pytest.fail(f"building guest {name} failed: {' '.join(exc.cmd)}\n"
+                            f"{exc.stdout}{exc.stderr}", pytrace=False)
+        return cache[key]
+
+    return build
+
+
+@dataclass(frozen=True)
+class Run:
+    """One emulator run: what the guest wrote to the console, how the process ended."""
+    output: str
+    status: int
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"status {self.status}\n--- console ---\n{self.output}--- stderr ---\n{self.stderr}"
+
+
+def _run(cmd: list[str], timeout: float) -> Run:
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"{cmd[0]} did not end within {timeout:.0f} s: {' '.join(cmd)}\n"
+                    f"{Run(out.decode(errors='replace'), -9, err.decode(errors='replace'))}",
+                    pytrace=False)
+    return Run(out.decode(errors="replace").replace("\r\n", "\n"), proc.returncode,
+               err.decode(errors="replace"))
+
+
+def _common(kernel: Path, append: str | None, smp: int, memory: str,
+            debug_exit: str | None, args: Sequence[str]) -> list[str]:
+    cmd = ["-accel", "kvm", "-m", memory, "-smp", str(smp), "-display", "none",
+           "-serial", "stdio", "-no-reboot", "-kernel", str(kernel)]
+    if append is not None:
+        cmd += ["-append", append]
+    if debug_exit:
+        cmd += ["-device", debug_exit]
+    return cmd + list(args)
+
+
+def _need_kvm() -> None:
+    why = kvm_available()
+    if why is not None:
+        oracle_missing(why)
+
+
+RunGuest = Callable[..., Run]
+
+
+@pytest.fixture(scope="session")
+def run_qemu() -> RunGuest:
+    """``run_qemu(kernel, append=None, smp=1, memory="512M", debug_exit=DEBUG_EXIT,
+    args=(), timeout=TIMEOUT)``: QEMU's microvm (``acpi=off``) on KVM."""
+    _need_kvm()
+    binary = require_program("qemu-system-x86_64", "qemu-system-x86")
+
+    def run(kernel: Path, append: str | None = None, smp: int = 1, memory: str = "512M",
+            debug_exit: str | None = DEBUG_EXIT, args: Sequence[str] = (),
+            timeout: float = TIMEOUT) -> Run:
+        return _run([binary, "-M", "microvm,acpi=off", "-nodefaults", "-no-user-config",
+                     *_common(kernel, append, smp, memory, debug_exit, args)], timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_vmforge() -> RunGuest:
+    """``run_vmforge(...)``, the same arguments as ``run_qemu``: ``vmforge run -M microvm``."""
+    _need_kvm()
+
+    def run(kernel: Path, append: str | None = None, smp: int = 1, memory: str = "512M",
+            debug_exit: str | None = DEBUG_EXIT, args: Sequence[str] = (),
+            timeout: float = TIMEOUT) -> Run:
+        return _run([sys.executable, "-m", "vmforge.cli.main", "run", "-M", "microvm",
+                     *_common(kernel, append, smp, memory, debug_exit, args)], timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def same_as_qemu(run_qemu: RunGuest, run_vmforge: RunGuest) -> Callable[..., Run]:
+    """``same_as_qemu(kernel, milestones=(), **options)``: run ``kernel`` under both
+    (``options`` as :func:`run_qemu` takes them); check that QEMU's run printed
+    something and each of ``milestones``, then that vmforge's console text and exit
+    status are QEMU's.  Returns QEMU's run."""
+
+    def compare(kernel: Path, milestones: Sequence[str] = (), **options: Any) -> Run:
+        qemu = run_qemu(kernel, **options)
+        assert qemu.output.strip(), f"QEMU's run printed nothing:\n{qemu}"
+        for text in milestones:
+            assert text in qemu.output, f"QEMU's run lacks {text!r}:\n{qemu}"
+        ours = run_vmforge(kernel, **options)
+        assert ours.output == qemu.output, (
+            f"console text differs\n=== QEMU ===\n{qemu}\n=== vmforge ===\n{ours}")
+        assert ours.status == qemu.status, (
+            f"exit status differs\n=== QEMU ===\n{qemu}\n=== vmforge ===\n{ours}")
+        return qemu
+
+    return compare

@@ -1,0 +1,116 @@
+/*
+ * hello: checks the PVH start_info, prints the command line and memory map it
+ * points to, then takes two interrupts through the in-kernel irqchip: the
+ * UART's transmitter-empty interrupt (IRQ 4 through I/O APIC pin 4) and a
+ * one-shot local APIC timer.  Exits through isa-debug-exit with 0x21 (status 67).
+ * The memory map start_info points to is printed when the command line has
+ * the word "memmap".
+ */
+#include "guest.h"
+
+#define UART_VECTOR  0x24
+#define TIMER_VECTOR 0x30
+
+static volatile int uart_irqs, timer_irqs;
+
+void irq_handler(uint32_t vector)
+{
+    if (vector == UART_VECTOR) {
+        uint8_t iir = inb(COM1 + 2);    /* reading IIR clears the THRE interrupt */
+        outb(COM1 + 1, 0);              /* IER: no more interrupts */
+        puts("irq: uart, iir ");
+        puthex(iir & 0x0f, 1);
+        putc('\n');
+        uart_irqs++;
+    } else if (vector == TIMER_VECTOR) {
+        puts("irq: lapic timer\n");
+        timer_irqs++;
+    } else {
+        puts("irq: unexpected vector ");
+        puthex(vector, 2);
+        putc('\n');
+        return;                         /* a spurious interrupt takes no EOI */
+    }
+    lapic_eoi();
+}
+
+static void print_memmap(const struct hvm_start_info *si)
+{
+    const struct hvm_memmap_table_entry *e =
+        (const struct hvm_memmap_table_entry *)(uint32_t)si->memmap_paddr;
+    puts("memmap entries ");
+    putdec(si->memmap_entries);
+    putc('\n');
+    for (uint32_t i = 0; i < si->memmap_entries; i++) {
+        puts("  ");
+        puthex((uint32_t)(e[i].addr >> 32), 8);
+        puthex((uint32_t)e[i].addr, 8);
+        putc(' ');
+        puthex((uint32_t)(e[i].size >> 32), 8);
+        puthex((uint32_t)e[i].size, 8);
+        puts(" type ");
+        putdec(e[i].type);
+        putc('\n');
+    }
+}
+
+static int has_word(const char *s, const char *word)
+{
+    for (; *s; s++) {
+        int i = 0;
+        while (word[i] && s[i] == word[i])
+            i++;
+        if (!word[i])
+            return 1;
+    }
+    return 0;
+}
+
+int main(const struct hvm_start_info *si)
+{
+    puts("hello: pvh entry\n");
+    if (si->magic != START_INFO_MAGIC) {
+        puts("bad start_info magic ");
+        puthex(si->magic, 8);
+        putc('\n');
+        debug_exit(1);
+    }
+    puts("start_info version ");
+    putdec(si->version);
+    puts(" modules ");
+    putdec(si->nr_modules);
+    putc('\n');
+    const char *cmdline = (const char *)(uint32_t)si->cmdline_paddr;
+    puts("cmdline: [");
+    if (cmdline)
+        puts(cmdline);
+    puts("]\n");
+    if (cmdline && has_word(cmdline, "memmap") && si->version >= 1)
+        print_memmap(si);
+
+    idt_init();
+    idt_set(UART_VECTOR, irq_stub_0x24);
+    idt_set(TIMER_VECTOR, irq_stub_0x30);
+    pic_mask_all();
+    lapic_enable();
+    puts("lapic id ");
+    putdec(mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24);
+    putc('\n');
+
+    ioapic_route(4, UART_VECTOR, 0);
+    outb(COM1 + 4, 0x0b);               /* MCR: DTR, RTS, OUT2 (the IRQ line) */
+    outb(COM1 + 1, 0x02);               /* IER: transmitter holding register empty */
+    wait_for(&uart_irqs);
+
+    mmio_write32(LAPIC_BASE + LAPIC_TIMER_DIV, 0x0b);     /* divide by 1 */
+    mmio_write32(LAPIC_BASE + LAPIC_LVT_TIMER, TIMER_VECTOR);  /* one-shot */
+    mmio_write32(LAPIC_BASE + LAPIC_TIMER_INIT, 100000);
+    wait_for(&timer_irqs);
+
+    puts("interrupts: uart ");
+    putdec(uart_irqs);
+    puts(" timer ");
+    putdec(timer_irqs);
+    puts("\nbye\n");
+    debug_exit(0x21);
+}

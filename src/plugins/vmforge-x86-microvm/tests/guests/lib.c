@@ -1,0 +1,124 @@
+/* Console, isa-debug-exit, IDT, PIC, local APIC and I/O APIC helpers for the
+ * PVH guests (see guest.h). */
+#include "guest.h"
+
+void putc(char c)
+{
+    while (!(inb(COM1 + 5) & 0x20))     /* LSR: transmitter holding register empty */
+        ;
+    outb(COM1, (uint8_t)c);
+}
+
+void puts(const char *s)
+{
+    while (*s)
+        putc(*s++);
+}
+
+void puthex(uint32_t v, int digits)
+{
+    while (digits--)
+        putc("0123456789abcdef"[(v >> (4 * digits)) & 15]);
+}
+
+void putdec(uint32_t v)
+{
+    char buf[11];
+    int n = 0;
+    do {
+        buf[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        putc(buf[--n]);
+}
+
+void debug_exit(uint8_t value)
+{
+    outb(DEBUG_EXIT_PORT, value);
+    for (;;)
+        __asm__ volatile("cli; hlt");
+}
+
+struct idt_gate {
+    uint16_t off_lo, sel;
+    uint8_t zero, type;
+    uint16_t off_hi;
+} __attribute__((packed));
+
+static struct idt_gate idt[256] __attribute__((aligned(8)));
+
+void idt_set(int vector, void (*stub)(void))
+{
+    uint32_t off = (uint32_t)stub;
+    idt[vector].off_lo = (uint16_t)off;
+    idt[vector].sel = 0x08;
+    idt[vector].zero = 0;
+    idt[vector].type = 0x8e;            /* present, DPL 0, 32-bit interrupt gate */
+    idt[vector].off_hi = (uint16_t)(off >> 16);
+}
+
+void idt_init(void)
+{
+    struct {
+        uint16_t limit;
+        uint32_t base;
+    } __attribute__((packed)) desc = { sizeof(idt) - 1, (uint32_t)idt };
+    idt_set(0xff, irq_stub_0xff);       /* the local APIC's spurious vector */
+    __asm__ volatile("lidt %0" :: "m"(desc));
+}
+
+/* The guests that take interrupts define their own. */
+__attribute__((weak)) void irq_handler(uint32_t vector)
+{
+    puts("irq: unexpected vector ");
+    puthex(vector, 2);
+    putc('\n');
+}
+
+void pic_mask_all(void)
+{
+    /* Program both 8259s (vectors 0x20-0x2f), then mask every line: interrupts
+     * come through the I/O APIC only. */
+    outb(0x20, 0x11); outb(0xa0, 0x11);
+    outb(0x21, 0x20); outb(0xa1, 0x28);
+    outb(0x21, 0x04); outb(0xa1, 0x02);
+    outb(0x21, 0x01); outb(0xa1, 0x01);
+    outb(0x21, 0xff); outb(0xa1, 0xff);
+}
+
+void lapic_enable(void)
+{
+    mmio_write32(LAPIC_BASE + LAPIC_SVR, 0x1ff);  /* enabled, spurious vector 0xff */
+}
+
+void lapic_eoi(void)
+{
+    mmio_write32(LAPIC_BASE + LAPIC_EOI, 0);
+}
+
+void ioapic_route(int pin, int vector, int dest)
+{
+    /* edge triggered, active high, fixed delivery, physical destination */
+    mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin + 1);
+    mmio_write32(IOAPIC_BASE + 0x10, (uint32_t)dest << 24);
+    mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin);
+    mmio_write32(IOAPIC_BASE + 0x10, (uint32_t)vector);
+}
+
+void *memset(void *d, int c, uint32_t n)
+{
+    uint8_t *p = d;
+    while (n--)
+        *p++ = (uint8_t)c;
+    return d;
+}
+
+void *memcpy(void *d, const void *s, uint32_t n)
+{
+    uint8_t *p = d;
+    const uint8_t *q = s;
+    while (n--)
+        *p++ = *q++;
+    return d;
+}
