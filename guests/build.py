@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build vmforge's test guests from Debian's sources, cached outside the repository.
 
-    python3 guests/build.py linux-riscv64 | busybox-riscv64 | initramfs-riscv64 | all
+    python3 guests/build.py linux-riscv64 | busybox-riscv64 | initramfs-riscv64 | linux-amd64 | all
     python3 guests/build.py --print-path linux-riscv64   # main file; exit 1 if not built
     python3 guests/build.py --print-dir linux-riscv64    # product directory; exit 1 if not built
     python3 guests/build.py --list                       # every product, built or not
@@ -15,7 +15,9 @@ atomically (built in a temporary directory, then renamed) and holds a manifest.j
 Missing Debian packages are installed with apt-get (as root); busybox's source comes
 from ``apt-get source``, for which a deb-src entry is added next to debian.sources.
 Firmware (OpenSBI, U-Boot) is not built: Debian's prebuilt files are used, see
-``firmware_paths()``.
+``firmware_paths()``.  Nor is the x86-64 kernel: ``linux-amd64`` is Debian's own
+``linux-image-amd64`` kernel, fetched with ``apt-get download`` and unpacked (its bzImage,
+its config, and the ELF vmlinux taken out of the bzImage's xz payload).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import functools
 import gzip
 import hashlib
 import json
+import lzma
 import os
 import re
 import shutil
@@ -42,7 +45,8 @@ RISCV64 = HERE / "riscv64"
 
 # Bump a product's number when its recipe (the code below) changes in a way that
 # changes its output; file inputs are hashed by content anyway.
-RECIPE_VERSIONS = {"linux-riscv64": 1, "busybox-riscv64": 2, "initramfs-riscv64": 1}
+RECIPE_VERSIONS = {"linux-riscv64": 1, "busybox-riscv64": 2, "initramfs-riscv64": 1,
+                   "linux-amd64": 1}
 # Fixed build date (2023-01-01) for reproducible binaries.
 SOURCE_DATE_EPOCH = "1672531200"
 
@@ -54,6 +58,8 @@ HOST_BUILD_PKGS = ("gcc", "make", "libc6-dev", "xz-utils", "gcc-riscv64-linux-gn
 LINUX_BUILD_PKGS = (*HOST_BUILD_PKGS, LINUX_SOURCE_PKG, "bc", "bison", "flex", "libssl-dev",
                     "libelf-dev", "perl", "cpio")
 BUSYBOX_BUILD_PKGS = (*HOST_BUILD_PKGS, *LIBC_PKGS, "dpkg-dev")
+# Debian's prebuilt x86-64 kernel: the metapackage names the versioned image package
+AMD64_KERNEL_META = "linux-image-amd64"
 
 # busybox .config changes on top of Debian's own static configuration.
 BUSYBOX_CONFIG = {
@@ -284,6 +290,11 @@ def initramfs_inputs() -> dict[str, object]:
     }
 
 
+def linux_amd64_inputs() -> dict[str, object]:
+    pkg, version = amd64_kernel_package()
+    return {"recipe": RECIPE_VERSIONS["linux-amd64"], "packages": {pkg: version}}
+
+
 # ------------------------------------------------------------------- linux
 
 def linux_source_tree() -> Path:
@@ -417,6 +428,90 @@ def build_busybox(product: Product, out: Path, work: Path, args: argparse.Namesp
         raise BuildError(f"busybox is not a static RISC-V binary: {info.strip()}")
 
 
+# ------------------------------------------------------- linux-amd64 (Debian's)
+
+@functools.cache
+def amd64_kernel_package() -> tuple[str, str]:
+    """The image package the candidate ``linux-image-amd64`` depends on and the version it
+    pins (``linux-image-6.1.0-57-amd64``, ``6.1.192-3``); ('none', 'none') if apt does not
+    know it.  One ``apt-cache show`` (about a second here) answers both."""
+    if not shutil.which("apt-cache"):
+        return "none", "none"
+    proc = run(["apt-cache", "show", "--no-all-versions", AMD64_KERNEL_META],
+               capture=True, check=False)
+    m = re.search(r"^Depends:.*?\b(linux-image-[^\s,(]+)\s*\(=\s*([^)\s]+)\)", proc.stdout, re.M)
+    return (m.group(1), m.group(2)) if m else ("none", "none")
+
+
+def bzimage_payload(bzimage: bytes) -> bytes:
+    """The compressed kernel inside a bzImage: setup header fields payload_offset (0x248)
+    and payload_length (0x24c), counted from the protected-mode part, which starts at
+    (setup_sects + 1) * 512 (setup_sects 0 means 4); Documentation/arch/x86/boot.rst."""
+    if bzimage[0x202:0x206] != b"HdrS" or int.from_bytes(bzimage[0x206:0x208], "little") < 0x208:
+        raise BuildError("not a bzImage with boot protocol 2.08 or later (payload fields)")
+    setup_sects = bzimage[0x1F1] or 4
+    offset = int.from_bytes(bzimage[0x248:0x24C], "little")
+    length = int.from_bytes(bzimage[0x24C:0x250], "little")
+    start = (setup_sects + 1) * 512 + offset
+    if start + length > len(bzimage):
+        raise BuildError("bzImage payload runs past the end of the file")
+    return bzimage[start:start + length]
+
+
+def elf_note_types(elf: bytes, owner: bytes) -> set[int]:
+    """The types of the ELF64 notes named ``owner`` in the PT_NOTE segments."""
+    phoff = int.from_bytes(elf[0x20:0x28], "little")
+    phentsize, phnum = (int.from_bytes(elf[o:o + 2], "little") for o in (0x36, 0x38))
+    types: set[int] = set()
+    for i in range(phnum):
+        ph = elf[phoff + i * phentsize:phoff + (i + 1) * phentsize]
+        if int.from_bytes(ph[0:4], "little") != 4:  # PT_NOTE
+            continue
+        pos = int.from_bytes(ph[8:16], "little")
+        end = pos + int.from_bytes(ph[32:40], "little")
+        while pos + 12 <= end:
+            namesz, descsz, ntype = (int.from_bytes(elf[pos + o:pos + o + 4], "little")
+                                     for o in (0, 4, 8))
+            name = elf[pos + 12:pos + 12 + namesz].rstrip(b"\0")
+            if name == owner:
+                types.add(ntype)
+            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return types
+
+
+def build_linux_amd64(product: Product, out: Path, work: Path, args: argparse.Namespace) -> None:
+    pkg, version = amd64_kernel_package()
+    if pkg == "none":
+        apt_update()
+        amd64_kernel_package.cache_clear()
+        pkg, version = amd64_kernel_package()
+        if pkg == "none":
+            raise BuildError(f"apt-cache show {AMD64_KERNEL_META} names no linux-image package "
+                             "with a pinned version")
+    run([*APT_GET, "download", "-q", f"{pkg}={version}"], cwd=work)
+    debs = sorted(work.glob(f"{pkg}_*.deb"))
+    if len(debs) != 1:
+        raise BuildError(f"apt-get download {pkg} left {debs} in {work}")
+    run(["dpkg-deb", "-x", debs[0], work / "root"])
+    boot = work / "root" / "boot"
+    release = pkg.removeprefix("linux-image-")
+    for src, dst in ((f"vmlinuz-{release}", "vmlinuz"), (f"config-{release}", "config")):
+        if not (boot / src).is_file():
+            raise BuildError(f"{debs[0].name} has no /boot/{src}")
+        shutil.copy2(boot / src, out / dst)
+    payload = bzimage_payload((out / "vmlinuz").read_bytes())
+    if not payload.startswith(b"\xfd7zXZ\0"):
+        raise BuildError(f"the bzImage payload is not xz (starts {payload[:6].hex()})")
+    dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    vmlinux = dec.decompress(payload)  # the 4 bytes after the stream: its size, le32
+    if not dec.eof or len(vmlinux) != int.from_bytes(payload[-4:], "little"):
+        raise BuildError("the bzImage's xz payload did not decompress to its stated size")
+    if vmlinux[:5] != b"\x7fELF\x02" or 18 not in elf_note_types(vmlinux, b"Xen"):
+        raise BuildError("the decompressed kernel is not an ELF64 with a PVH entry note "
+                         "(Xen note XEN_ELFNOTE_PHYS32_ENTRY, 18)")
+    (out / "vmlinux").write_bytes(vmlinux)
+
+
 # --------------------------------------------------------------- initramfs
 
 class CpioWriter:
@@ -503,6 +598,8 @@ PRODUCTS: dict[str, Product] = {
     "initramfs-riscv64": Product("initramfs-riscv64", "initramfs.cpio.gz",
                                  ("initramfs.cpio.gz",), initramfs_inputs, build_initramfs,
                                  deps=("busybox-riscv64",)),
+    "linux-amd64": Product("linux-amd64", "vmlinux", ("vmlinux", "vmlinuz", "config"),
+                           linux_amd64_inputs, build_linux_amd64),
 }
 
 _meta: dict[Path, dict[str, object]] = {}
