@@ -14,6 +14,7 @@ saying why, when ``/dev/kvm`` is absent or not accessible, or fail in CI when
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 
 from vmforge.accel.kvm import kvm_available
+from vmforge.testing import qemu_tools
 from vmforge.testing.oracles import oracle_missing, require_program
 
 GUESTS = Path(__file__).resolve().parent / "guests"
@@ -162,23 +164,55 @@ def run_vmforge() -> RunGuest:
     return run
 
 
-@pytest.fixture(scope="session")
-def same_as_qemu(run_qemu: RunGuest, run_vmforge: RunGuest) -> Callable[..., Run]:
-    """``same_as_qemu(kernel, milestones=(), **options)``: run ``kernel`` under both
-    (``options`` as :func:`run_qemu` takes them); check that QEMU's run printed
-    something and each of ``milestones``, then that vmforge's console text and exit
-    status are QEMU's.  Returns QEMU's run."""
+def disk_contents(path: Path, fmt: str) -> bytes:
+    """What the guest sees in the disk image ``path`` (qemu-img converts non-raw ones)."""
+    if fmt == "raw":
+        return path.read_bytes()
+    require_program("qemu-img", "qemu-utils")
+    return qemu_tools.to_raw(path, path.with_suffix(".raw"), fmt)
 
-    def compare(kernel: Path, milestones: Sequence[str] = (), **options: Any) -> Run:
-        qemu = run_qemu(kernel, **options)
-        assert qemu.output.strip(), f"QEMU's run printed nothing:\n{qemu}"
-        for text in milestones:
-            assert text in qemu.output, f"QEMU's run lacks {text!r}:\n{qemu}"
-        ours = run_vmforge(kernel, **options)
+
+def _disk_args(image: Path, fmt: str) -> list[str]:
+    return ["-drive", f"file={image},if=none,id=d0,format={fmt}",
+            "-device", "virtio-blk-device,drive=d0"]
+
+
+@pytest.fixture(scope="session")
+def same_as_qemu(run_qemu: RunGuest, run_vmforge: RunGuest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Run]:
+    """``same_as_qemu(kernel, milestones=(), disk=None, disk_format="raw", **options)``:
+    run ``kernel`` under both (``options`` as :func:`run_qemu` takes them); check
+    that QEMU's run printed something and each of ``milestones``, then that
+    vmforge's console text and exit status are QEMU's.  With ``disk``, each run
+    gets its own copy of that image as a virtio-blk device, and the two copies must
+    hold the same data afterwards.  Returns QEMU's run."""
+
+    def compare(kernel: Path, milestones: Sequence[str] = (), disk: Path | None = None,
+                disk_format: str = "raw", **options: Any) -> Run:
+        work = tmp_path_factory.mktemp("runs")
+        images: dict[str, Path] = {}
+        runs: dict[str, Run] = {}
+        for name, run in (("QEMU", run_qemu), ("vmforge", run_vmforge)):
+            opts = dict(options)
+            if disk is not None:
+                images[name] = work / f"{name}.{disk_format}"
+                shutil.copyfile(disk, images[name])
+                opts["args"] = [*opts.get("args", ()), *_disk_args(images[name], disk_format)]
+            runs[name] = run(kernel, **opts)
+            if name == "QEMU":
+                qemu = runs[name]
+                assert qemu.output.strip(), f"QEMU's run printed nothing:\n{qemu}"
+                for text in milestones:
+                    assert text in qemu.output, f"QEMU's run lacks {text!r}:\n{qemu}"
+        qemu, ours = runs["QEMU"], runs["vmforge"]
         assert ours.output == qemu.output, (
             f"console text differs\n=== QEMU ===\n{qemu}\n=== vmforge ===\n{ours}")
         assert ours.status == qemu.status, (
             f"exit status differs\n=== QEMU ===\n{qemu}\n=== vmforge ===\n{ours}")
+        if disk is not None:
+            assert (disk_contents(images["vmforge"], disk_format)
+                    == disk_contents(images["QEMU"], disk_format)), (
+                "the disk holds other data after vmforge's run than after QEMU's")
         return qemu
 
     return compare

@@ -63,6 +63,11 @@ void puts(const char *s);
 void puthex(uint32_t v, int digits);
 void putdec(uint32_t v);
 
+/* the first place ``word`` occurs in ``s`` (a null ``s`` has none), or null */
+const char *find(const char *s, const char *word);
+/* a decimal or 0x-prefixed hex number at *p, *p moved past it */
+uint32_t parse_number(const char **p);
+
 /* isa-debug-exit: QEMU exits with status (value << 1) | 1 */
 void debug_exit(uint8_t value) __attribute__((noreturn));
 
@@ -73,10 +78,12 @@ void irq_handler(uint32_t vector);      /* each guest defines it */
 void pic_mask_all(void);
 void lapic_enable(void);
 void lapic_eoi(void);
-void ioapic_route(int pin, int vector, int dest);
-static inline void wait_for(volatile int *flag)
+void ioapic_route(int pin, int vector, int dest, int level);
+/* Wait with interrupts on (sti; hlt) until an interrupt handler changes *v
+ * from old; interrupts are off again on return. */
+static inline void wait_for_change(volatile int *v, int old)
 {
-    while (!*flag)
+    while (*v == old)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
 }
 

@@ -54,18 +54,6 @@ static void print_memmap(const struct hvm_start_info *si)
     }
 }
 
-static int has_word(const char *s, const char *word)
-{
-    for (; *s; s++) {
-        int i = 0;
-        while (word[i] && s[i] == word[i])
-            i++;
-        if (!word[i])
-            return 1;
-    }
-    return 0;
-}
-
 int main(const struct hvm_start_info *si)
 {
     puts("hello: pvh entry\n");
@@ -85,7 +73,7 @@ int main(const struct hvm_start_info *si)
     if (cmdline)
         puts(cmdline);
     puts("]\n");
-    if (cmdline && has_word(cmdline, "memmap") && si->version >= 1)
+    if (cmdline && find(cmdline, "memmap") && si->version >= 1)
         print_memmap(si);
 
     idt_init();
@@ -97,15 +85,15 @@ int main(const struct hvm_start_info *si)
     putdec(mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24);
     putc('\n');
 
-    ioapic_route(4, UART_VECTOR, 0);
+    ioapic_route(4, UART_VECTOR, 0, 0);
     outb(COM1 + 4, 0x0b);               /* MCR: DTR, RTS, OUT2 (the IRQ line) */
     outb(COM1 + 1, 0x02);               /* IER: transmitter holding register empty */
-    wait_for(&uart_irqs);
+    wait_for_change(&uart_irqs, 0);
 
     mmio_write32(LAPIC_BASE + LAPIC_TIMER_DIV, 0x0b);     /* divide by 1 */
     mmio_write32(LAPIC_BASE + LAPIC_LVT_TIMER, TIMER_VECTOR);  /* one-shot */
     mmio_write32(LAPIC_BASE + LAPIC_TIMER_INIT, 100000);
-    wait_for(&timer_irqs);
+    wait_for_change(&timer_irqs, 0);
 
     puts("interrupts: uart ");
     putdec(uart_irqs);

@@ -33,6 +33,42 @@ void putdec(uint32_t v)
         putc(buf[--n]);
 }
 
+const char *find(const char *s, const char *word)
+{
+    for (; s && *s; s++) {
+        int i = 0;
+        while (word[i] && s[i] == word[i])
+            i++;
+        if (!word[i])
+            return s;
+    }
+    return 0;
+}
+
+uint32_t parse_number(const char **p)
+{
+    const char *s = *p;
+    uint32_t v = 0, base = 10;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
+    }
+    for (;; s++) {
+        uint32_t d;
+        if (*s >= '0' && *s <= '9')
+            d = (uint32_t)(*s - '0');
+        else if (base == 16 && *s >= 'a' && *s <= 'f')
+            d = (uint32_t)(*s - 'a' + 10);
+        else if (base == 16 && *s >= 'A' && *s <= 'F')
+            d = (uint32_t)(*s - 'A' + 10);
+        else
+            break;
+        v = v * base + d;
+    }
+    *p = s;
+    return v;
+}
+
 void debug_exit(uint8_t value)
 {
     outb(DEBUG_EXIT_PORT, value);
@@ -97,13 +133,13 @@ void lapic_eoi(void)
     mmio_write32(LAPIC_BASE + LAPIC_EOI, 0);
 }
 
-void ioapic_route(int pin, int vector, int dest)
+void ioapic_route(int pin, int vector, int dest, int level)
 {
-    /* edge triggered, active high, fixed delivery, physical destination */
+    /* active high, fixed delivery, physical destination; edge or level triggered */
     mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin + 1);
     mmio_write32(IOAPIC_BASE + 0x10, (uint32_t)dest << 24);
     mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin);
-    mmio_write32(IOAPIC_BASE + 0x10, (uint32_t)vector);
+    mmio_write32(IOAPIC_BASE + 0x10, (uint32_t)vector | (level ? 1u << 15 : 0));
 }
 
 void *memset(void *d, int c, uint32_t n)
