@@ -1,5 +1,9 @@
 """Loading guest images into guest memory: ELF, raw binaries, Linux ``Image``.
 
+The x86 boot paths live beside this module: :mod:`vmforge.loader.e820` (the
+memory map), :mod:`vmforge.loader.pvh` (the PVH/HVM direct boot ABI) and
+:mod:`vmforge.loader.linux_x86` (the Linux x86 boot protocol, bzImage).
+
 Every field read from a file is checked before use: a truncated or hostile
 image raises :class:`LoaderError` naming the file and the offset at fault,
 and nothing is written outside the guest's RAM (segments are checked against
@@ -10,13 +14,16 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from vmforge.errors import VmforgeError
 from vmforge.memory import GuestMemory
 
-__all__ = ["ElfImage", "LinuxImageHeader", "LoaderError", "load_elf", "load_raw",
-           "read_linux_image_header"]
+__all__ = ["ElfHeader", "ElfImage", "LinuxImageHeader", "LoaderError", "ProgramHeader",
+           "SectionHeader", "load_elf", "load_raw", "program_headers", "read_elf_header",
+           "read_linux_image_header", "section_headers"]
 
 #: the largest file a loader reads (a guard against reading a disk image by mistake)
 MAX_IMAGE_SIZE = 1 << 31
@@ -24,6 +31,9 @@ MAX_IMAGE_SIZE = 1 << 31
 ELF_MAGIC = b"\x7fELF"
 PT_LOAD = 1
 SHT_SYMTAB = 2
+SHT_NOTE = 7
+PT_NOTE = 4
+EM_386 = 3
 EM_RISCV = 243
 EM_X86_64 = 62
 
@@ -95,44 +105,136 @@ def is_elf(path: str) -> bool:
         return False
 
 
-def load_elf(memory: GuestMemory, path: str, machine: int | None = None,
-             want_symbols: bool = True) -> ElfImage:
-    """Load the PT_LOAD segments of a little-endian ELF64 file at their physical
-    addresses; the image says where to start and which symbols it has."""
-    data = _read_file(path)
+class ElfHeader(NamedTuple):
+    """The fields of an ELF file header the loaders use (either class)."""
+
+    elfclass: int       #: 1 ELFCLASS32, 2 ELFCLASS64
+    type: int
+    machine: int
+    entry: int
+    phoff: int
+    shoff: int
+    phentsize: int
+    phnum: int
+    shentsize: int
+    shnum: int
+
+
+class ProgramHeader(NamedTuple):
+    """One program header; ``at`` is where it lies in the file."""
+
+    num: int           #: its index in the table
+    at: int
+    type: int
+    offset: int
+    paddr: int
+    filesz: int
+    memsz: int
+    align: int
+
+
+class SectionHeader(NamedTuple):
+    """One section header; ``at`` is where it lies in the file."""
+
+    num: int           #: its index in the table
+    at: int
+    type: int
+    offset: int
+    size: int
+    link: int
+    addralign: int
+    entsize: int
+
+
+# struct layouts by ELF class (the System V gABI, "ELF Header", "Program Header",
+# "Section Header", "Symbol Table"): file header after e_ident, program header,
+# section header, symbol; their sizes; where e_phentsize / e_shentsize lie
+_EHDR = {1: "<HHIIIIIHHHHHH", 2: "<HHIQQQIHHHHHH"}
+_PHDR = {1: "<IIIIIIII", 2: "<IIQQQQQQ"}
+_SHDR = {1: "<IIIIIIIIII", 2: "<IIQQQQIIQQ"}
+_PHENTSIZE_AT = {1: 42, 2: 54}
+_SHENTSIZE_AT = {1: 46, 2: 58}
+
+
+def read_elf_header(path: str, data: bytes) -> ElfHeader:
+    """The header of a little-endian ELF32 or ELF64 file (already read into ``data``)."""
     if data[:4] != ELF_MAGIC:
         raise LoaderError(path, "not an ELF file", 0)
     ei_class, ei_data = _unpack(path, data, "BB", 4, "ELF identification")
-    if ei_class != 2 or ei_data != 1:
-        raise LoaderError(path, "only little-endian 64-bit ELF files are supported", 4)
+    if ei_class not in (1, 2) or ei_data != 1:
+        raise LoaderError(path, "only little-endian 32- and 64-bit ELF files are supported", 4)
     (e_type, e_machine, _ver, e_entry, e_phoff, e_shoff, _flags, _ehsize, e_phentsize,
-     e_phnum, e_shentsize, e_shnum, _shstrndx) = _unpack(path, data, "<HHIQQQIHHHHHH", 16,
+     e_phnum, e_shentsize, e_shnum, _shstrndx) = _unpack(path, data, _EHDR[ei_class], 16,
                                                         "ELF header")
-    if machine is not None and e_machine != machine:
-        raise LoaderError(path, f"ELF machine {e_machine} is not {machine}", 18)
-    if e_type not in (2, 3):  # EXEC, DYN
-        raise LoaderError(path, f"ELF type {e_type} is not an executable", 16)
-    if e_phnum and e_phentsize < 56:
-        raise LoaderError(path, f"program header size {e_phentsize} is too small", 54)
-    image = ElfImage(path, e_entry, e_machine)
+    if e_phnum and e_phentsize < struct.calcsize(_PHDR[ei_class]):
+        raise LoaderError(path, f"program header size {e_phentsize} is too small",
+                          _PHENTSIZE_AT[ei_class])
+    return ElfHeader(ei_class, e_type, e_machine, e_entry, e_phoff, e_shoff, e_phentsize,
+                     e_phnum, e_shentsize, e_shnum)
+
+
+def program_headers(path: str, data: bytes, hdr: ElfHeader) -> list[ProgramHeader]:
+    out = []
+    for i in range(hdr.phnum):
+        at = hdr.phoff + i * hdr.phentsize
+        fields = _unpack(path, data, _PHDR[hdr.elfclass], at, f"program header {i}")
+        if hdr.elfclass == 1:
+            p_type, p_offset, _vaddr, p_paddr, p_filesz, p_memsz, _pf, p_align = fields
+        else:
+            p_type, _pf, p_offset, _vaddr, p_paddr, p_filesz, p_memsz, p_align = fields
+        out.append(ProgramHeader(i, at, p_type, p_offset, p_paddr, p_filesz, p_memsz, p_align))
+    return out
+
+
+def section_headers(path: str, data: bytes, hdr: ElfHeader) -> list[SectionHeader]:
+    if not hdr.shnum:
+        return []
+    if hdr.shentsize < struct.calcsize(_SHDR[hdr.elfclass]):
+        raise LoaderError(path, f"section header size {hdr.shentsize} is too small",
+                          _SHENTSIZE_AT[hdr.elfclass])
+    out = []
+    for i in range(hdr.shnum):
+        at = hdr.shoff + i * hdr.shentsize
+        (_name, sh_type, _f, _a, sh_offset, sh_size, sh_link, _i, sh_addralign,
+         sh_entsize) = _unpack(path, data, _SHDR[hdr.elfclass], at, f"section header {i}")
+        out.append(SectionHeader(i, at, sh_type, sh_offset, sh_size, sh_link, sh_addralign,
+                                 sh_entsize))
+    return out
+
+
+def load_elf(memory: GuestMemory, path: str, machine: int | Collection[int] | None = None,
+             want_symbols: bool = True) -> ElfImage:
+    """Load the PT_LOAD segments of a little-endian ELF32 or ELF64 file at their
+    physical addresses; the image says where to start and which symbols it has.
+    ``machine`` is the ``e_machine`` wanted (or several: x86 takes EM_X86_64 and
+    EM_386)."""
+    data = _read_file(path)
+    hdr = read_elf_header(path, data)
+    wanted = (machine,) if isinstance(machine, int) else machine
+    if wanted is not None and hdr.machine not in wanted:
+        names = " or ".join(str(m) for m in wanted)
+        raise LoaderError(path, f"ELF machine {hdr.machine} is not {names}", 18)
+    if hdr.type not in (2, 3):  # EXEC, DYN
+        raise LoaderError(path, f"ELF type {hdr.type} is not an executable", 16)
+    image = ElfImage(path, hdr.entry, hdr.machine)
     loads: list[tuple[int, int, int, int, int]] = []  # (ph offset, paddr, off, filesz, memsz)
-    for i in range(e_phnum):
-        ph = e_phoff + i * e_phentsize
-        p_type, _pf, p_offset, _vaddr, p_paddr, p_filesz, p_memsz, _align = _unpack(
-            path, data, "<IIQQQQQQ", ph, f"program header {i}")
-        if p_type != PT_LOAD or p_memsz == 0:
+    headers_end = hdr.phoff + hdr.phnum * hdr.phentsize
+    for ph in program_headers(path, data, hdr):
+        i = ph.num
+        if ph.type != PT_LOAD or ph.memsz == 0:
             continue
-        if p_filesz > p_memsz:
-            raise LoaderError(path, f"segment {i}: file size {p_filesz:#x} exceeds memory "
-                              f"size {p_memsz:#x}", ph)
-        if p_offset + p_filesz > len(data):
-            raise LoaderError(path, f"segment {i}: data runs past the end of the file", ph)
-        skip = _header_lead(memory, data, p_paddr, p_offset, p_filesz, p_memsz,
-                            e_phoff + e_phnum * e_phentsize)
-        if not memory.check_range(p_paddr + skip, p_memsz - skip):
-            raise LoaderError(path, f"segment {i} [{p_paddr:#x}, {p_paddr + p_memsz:#x}) is "
-                              "not inside guest RAM", ph)
-        loads.append((ph, p_paddr + skip, p_offset + skip, p_filesz - skip, p_memsz - skip))
+        if ph.filesz > ph.memsz:
+            raise LoaderError(path, f"segment {i}: file size {ph.filesz:#x} exceeds memory "
+                              f"size {ph.memsz:#x}", ph.at)
+        if ph.offset + ph.filesz > len(data):
+            raise LoaderError(path, f"segment {i}: data runs past the end of the file", ph.at)
+        skip = _header_lead(memory, data, ph.paddr, ph.offset, ph.filesz, ph.memsz,
+                            headers_end)
+        if not memory.check_range(ph.paddr + skip, ph.memsz - skip):
+            raise LoaderError(path, f"segment {i} [{ph.paddr:#x}, {ph.paddr + ph.memsz:#x}) "
+                              "is not inside guest RAM", ph.at)
+        loads.append((ph.at, ph.paddr + skip, ph.offset + skip, ph.filesz - skip,
+                      ph.memsz - skip))
     if not loads:
         raise LoaderError(path, "no loadable segment")
     for _ph, paddr, off, filesz, memsz in loads:  # everything checked: now copy
@@ -140,8 +242,8 @@ def load_elf(memory: GuestMemory, path: str, machine: int | None = None,
         if memsz > filesz:
             memory.load(paddr + filesz, bytes(memsz - filesz))
         image.segments.append((paddr, memsz))
-    if want_symbols and e_shnum:
-        image.symbol_table = _symbols(path, data, e_shoff, e_shentsize, e_shnum)
+    if want_symbols and hdr.shnum:
+        image.symbol_table = _symbols(path, data, hdr)
         for sym in image.symbol_table:
             image.symbols.setdefault(sym.name, sym.value)
     return image
@@ -162,27 +264,28 @@ def _header_lead(memory: GuestMemory, data: bytes, paddr: int, offset: int, file
     return 0
 
 
-def _symbols(path: str, data: bytes, shoff: int, shentsize: int,
-             shnum: int) -> list[ElfSymbol]:
-    if shentsize < 64:
-        raise LoaderError(path, f"section header size {shentsize} is too small", 58)
-    sections = []
-    for i in range(shnum):
-        sections.append(_unpack(path, data, "<IIQQQQIIQQ", shoff + i * shentsize,
-                                f"section header {i}"))
+_SYM = {1: ("<IIIBBH", 16), 2: ("<IBBHQQ", 24)}
+
+
+def _symbols(path: str, data: bytes, hdr: ElfHeader) -> list[ElfSymbol]:
+    sections = section_headers(path, data, hdr)
+    fmt, min_entsize = _SYM[hdr.elfclass]
     out: list[ElfSymbol] = []
-    for (_name, sh_type, _f, _a, sh_offset, sh_size, sh_link, _i, _al, sh_entsize) in sections:
-        if sh_type != SHT_SYMTAB:
+    for sec in sections:
+        if sec.type != SHT_SYMTAB:
             continue
-        if sh_link >= len(sections) or sh_entsize < 24:
+        if sec.link >= len(sections) or sec.entsize < min_entsize:
             raise LoaderError(path, "symbol table with a bad string table or entry size")
-        str_off, str_size = sections[sh_link][4], sections[sh_link][5]
-        if str_off + str_size > len(data) or sh_offset + sh_size > len(data):
-            raise LoaderError(path, "symbol table runs past the end of the file", sh_offset)
+        str_off, str_size = sections[sec.link].offset, sections[sec.link].size
+        if str_off + str_size > len(data) or sec.offset + sec.size > len(data):
+            raise LoaderError(path, "symbol table runs past the end of the file", sec.offset)
         strtab = data[str_off:str_off + str_size]
-        for j in range(sh_size // sh_entsize):
-            st_name, info, _other, shndx, st_value, st_size = _unpack(
-                path, data, "<IBBHQQ", sh_offset + j * sh_entsize, "symbol")
+        for j in range(sec.size // sec.entsize):
+            fields = _unpack(path, data, fmt, sec.offset + j * sec.entsize, "symbol")
+            if hdr.elfclass == 1:
+                st_name, st_value, st_size, info, _other, shndx = fields
+            else:
+                st_name, info, _other, shndx, st_value, st_size = fields
             if st_name == 0 or st_name >= len(strtab):
                 continue
             end = strtab.find(b"\0", st_name)
