@@ -30,10 +30,13 @@ from vmforge.testing.oracles import oracle_missing, require_program
 
 GUESTS = Path(__file__).resolve().parent / "guests"
 
-#: freestanding 32-bit code for the PVH entry (no SSE: nothing sets up the FPU)
+#: freestanding 32-bit code for the PVH entry (no SSE: nothing sets up the FPU);
+#: the guests read low memory (the MP table, the BIOS data area) through pointers
+#: gcc would otherwise take for null ones
 CFLAGS = ["-m32", "-march=i686", "-ffreestanding", "-fno-pic", "-fno-pie", "-nostdlib",
           "-O2", "-fno-stack-protector", "-fno-asynchronous-unwind-tables",
-          "-mgeneral-regs-only", "-fno-builtin", "-Wall", "-Wextra", "-Werror"]
+          "-mgeneral-regs-only", "-fno-builtin", "-fno-delete-null-pointer-checks",
+          "--param=min-pagesize=0", "-Wall", "-Wextra", "-Werror"]
 
 #: how long one guest run may take before it counts as hung
 TIMEOUT = 20.0
@@ -43,14 +46,16 @@ DEBUG_EXIT = "isa-debug-exit,iobase=0xf4,iosize=4"
 
 
 def build_guest(name: str, out_dir: Path, defines: Sequence[str] = ()) -> Path:
-    """``guests/pvh.S`` + ``guests/lib.c`` + ``guests/NAME.c`` (or ``NAME.S``),
-    compiled with ``-D`` for each of ``defines`` and linked at 1 MiB: the ELF."""
+    """``guests/pvh.S`` + ``guests/lib.c`` + ``guests/NAME.c`` (or ``NAME.S``) and
+    any ``guests/NAME-*.S``, compiled with ``-D`` for each of ``defines`` and
+    linked at 1 MiB: the ELF."""
     tag = "-".join([name, *(d.replace("=", "_") for d in defines)])
     work = out_dir / tag
     work.mkdir(parents=True, exist_ok=True)
     dflags = [f"-D{d}" for d in defines]
-    main = GUESTS / f"{name}.c"
-    sources = [GUESTS / "pvh.S", GUESTS / "lib.c", main if main.exists() else GUESTS / f"{name}.S"]
+    sources = [GUESTS / "pvh.S", GUESTS / "lib.c",
+               *(p for p in (GUESTS / f"{name}.c", GUESTS / f"{name}.S") if p.exists()),
+               *sorted(GUESTS.glob(f"{name}-*.S"))]
     objects = []
     for src in sources:
         obj = work / f"{src.stem}.o"

@@ -120,3 +120,17 @@ def test_virtio_blk_features(guest: Guest, same_as_qemu: Compare, tmp_path: Path
     args = [] if transport == "legacy" else ["-global", "virtio-mmio.force-legacy=false"]
     same_as_qemu(guest("virtio_blk"), ("device features 0x", "bye"), disk=tmp_path / "disk.raw",
                  append="features", args=args)
+
+
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_smp_mp_table_and_ap_start(guest: Guest, same_as_qemu: Compare, cpus: int) -> None:
+    """The processors the MP table announces, each AP woken by INIT-SIPI-SIPI from
+    a real-mode trampoline, reaching protected mode and printing its APIC ID."""
+    qemu = same_as_qemu(guest("smp"), ("checksum ok", f"cpus announced {cpus}",
+                                       f"aps up {cpus - 1}", "bye"), smp=cpus)
+    assert qemu.output.count("ap up, lapic id") == cpus - 1
+
+
+def test_smp_mp_table_entries(guest: Guest, same_as_qemu: Compare) -> None:
+    """Every entry of the MP table (buses, I/O APIC, interrupt routing) with -smp 2."""
+    same_as_qemu(guest("smp"), ("ioapic id", "io irq:", "bye"), smp=2, append="mptable")

@@ -83,14 +83,16 @@ irq_return:
 
         .section .rodata
         .balign 8
+        .globl  gdt, gdt_limit          /* smp-trampoline.S loads it too */
 gdt:    .quad   0
         .quad   0x00cf9b000000ffff      /* 0x08: 32-bit code, base 0, 4 GiB */
         .quad   0x00cf93000000ffff      /* 0x10: data, base 0, 4 GiB */
 gdt_end:
+        .set    gdt_limit, gdt_end - gdt - 1
         .balign 4
         .word   0
 gdt_desc:
-        .word   gdt_end - gdt - 1
+        .word   gdt_limit
         .long   gdt
 
         .bss

@@ -1,0 +1,221 @@
+/*
+ * smp (run with -smp 2): the BSP finds the Intel MP table (the floating
+ * pointer "_MP_" in the last KiB of base memory, the EBDA or the BIOS area),
+ * checks its checksums and prints the processors it announces, then wakes each
+ * other one with INIT-SIPI-SIPI through the local APIC's ICR.  An AP starts in
+ * real mode in smp-trampoline.S, enters protected mode and prints its local
+ * APIC ID; the BSP waits for it, then exits with 0x23 (status 71).  With the
+ * word "mptable" on the command line the BSP prints every entry of the table.
+ * The entries are walked by the table's length, as Linux does (smp_read_mpc):
+ * the table qboot writes for QEMU's microvm has 0 in its entry count.
+ */
+#include "guest.h"
+
+#define TRAMPOLINE 0x8000u
+
+extern const char trampoline_start[], trampoline_end[];
+
+struct mpf {                            /* MP floating pointer structure */
+    char signature[4];
+    uint32_t physptr;
+    uint8_t length, spec_rev, checksum, feature1, feature2, feature3[3];
+} __attribute__((packed));
+
+struct mpc {                            /* MP configuration table header */
+    char signature[4];
+    uint16_t length;
+    uint8_t spec_rev, checksum;
+    char oem[8], product[12];
+    uint32_t oem_ptr;
+    uint16_t oem_size, count;
+    uint32_t lapic;
+    uint16_t ext_length;
+    uint8_t ext_checksum, reserved;
+} __attribute__((packed));
+
+static volatile int aps_up;
+
+static uint8_t sum(const uint8_t *p, uint32_t n)
+{
+    uint8_t s = 0;
+    while (n--)
+        s = (uint8_t)(s + *p++);
+    return s;
+}
+
+static const struct mpf *scan(uint32_t from, uint32_t to)
+{
+    for (uint32_t a = from; a + 16 <= to; a += 16) {
+        const struct mpf *f = (const struct mpf *)a;
+        if (f->signature[0] == '_' && f->signature[1] == 'M' && f->signature[2] == 'P' &&
+            f->signature[3] == '_')
+            return f;
+    }
+    return 0;
+}
+
+static void putn(const char *s, int n)
+{
+    for (int i = 0; i < n; i++)
+        putc(s[i]);
+}
+
+void ap_main(void)
+{
+    uint32_t id = mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24;
+    puts("ap up, lapic id ");
+    putdec(id);
+    putc('\n');
+    __atomic_add_fetch(&aps_up, 1, __ATOMIC_SEQ_CST);
+}
+
+static void icr(uint32_t apic_id, uint32_t low)
+{
+    mmio_write32(LAPIC_BASE + LAPIC_ICR_HI, apic_id << 24);
+    mmio_write32(LAPIC_BASE + LAPIC_ICR_LO, low);
+    while (mmio_read32(LAPIC_BASE + LAPIC_ICR_LO) & (1u << 12))  /* delivery pending */
+        ;
+}
+
+static void print_entries(const struct mpc *t, int all)
+{
+    const uint8_t *e = (const uint8_t *)(t + 1), *end = (const uint8_t *)t + t->length;
+    while (e < end) {
+        switch (e[0]) {
+        case 0:
+            puts("cpu: lapic id ");
+            putdec(e[1]);
+            puts(e[3] & 1 ? ", enabled" : ", disabled");
+            if (e[3] & 2)
+                puts(", bsp");
+            if (all) {
+                puts(", lapic version 0x");
+                puthex(e[2], 2);
+            }
+            putc('\n');
+            e += 20;
+            continue;
+        case 1:
+            if (all) {
+                puts("bus ");
+                putdec(e[1]);
+                puts(": ");
+                putn((const char *)e + 2, 6);
+                putc('\n');
+            }
+            break;
+        case 2:
+            if (all) {
+                puts("ioapic id ");
+                putdec(e[1]);
+                puts(" version 0x");
+                puthex(e[2], 2);
+                puts(e[3] & 1 ? " enabled" : " disabled");
+                puts(" at 0x");
+                puthex(*(const uint32_t *)(e + 4), 8);
+                putc('\n');
+            }
+            break;
+        case 3:
+        case 4:
+            if (all) {
+                puts(e[0] == 3 ? "io irq: type " : "local irq: type ");
+                putdec(e[1]);
+                puts(" flags 0x");
+                puthex(*(const uint16_t *)(e + 2), 4);
+                puts(" bus ");
+                putdec(e[4]);
+                puts(" irq ");
+                putdec(e[5]);
+                puts(" -> apic ");
+                putdec(e[6]);
+                puts(" pin ");
+                putdec(e[7]);
+                putc('\n');
+            }
+            break;
+        default:
+            puts("unknown entry type ");
+            putdec(e[0]);
+            putc('\n');
+            return;
+        }
+        e += 8;
+    }
+}
+
+int main(const struct hvm_start_info *si)
+{
+    const char *cmdline = (const char *)(uint32_t)si->cmdline_paddr;
+    puts("smp: bsp lapic id ");
+    putdec(mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24);
+    putc('\n');
+    const struct mpf *f = scan(0x9fc00, 0xa0000);
+    if (!f)
+        f = scan((uint32_t)*(volatile uint16_t *)0x40e << 4, ((uint32_t)*(volatile uint16_t *)0x40e << 4) + 1024);
+    if (!f)
+        f = scan(0xf0000, 0x100000);
+    if (!f) {
+        puts("no MP floating pointer\n");
+        debug_exit(2);
+    }
+    puts("mp floating pointer: spec rev ");
+    putdec(f->spec_rev);
+    puts(", checksum ");
+    puts(sum((const uint8_t *)f, 16u * f->length) == 0 ? "ok" : "bad");
+    puts(", default configuration ");
+    putdec(f->feature1);
+    putc('\n');
+    if (!f->physptr) {
+        puts("no configuration table\n");
+        debug_exit(2);
+    }
+    const struct mpc *t = (const struct mpc *)f->physptr;
+    puts("mp table: ");
+    putn(t->signature, 4);
+    puts(", spec rev ");
+    putdec(t->spec_rev);
+    puts(", checksum ");
+    puts(sum((const uint8_t *)t, t->length) == 0 ? "ok" : "bad");
+    puts(", lapic at 0x");
+    puthex(t->lapic, 8);
+    putc('\n');
+    if (find(cmdline, "mptable")) {
+        puts("length ");
+        putdec(t->length);
+        puts(", entry count field ");
+        putdec(t->count);
+        puts(", oem [");
+        putn(t->oem, 8);
+        puts("] product [");
+        putn(t->product, 12);
+        puts("]\n");
+    }
+    print_entries(t, find(cmdline, "mptable") != 0);
+
+    lapic_enable();
+    memcpy((void *)TRAMPOLINE, trampoline_start, (uint32_t)(trampoline_end - trampoline_start));
+    const uint8_t *e = (const uint8_t *)(t + 1), *end = (const uint8_t *)t + t->length;
+    int cpus = 0;
+    while (e < end && e[0] <= 4) {
+        if (e[0] == 0) {
+            cpus++;
+            if ((e[3] & 1) && !(e[3] & 2)) {
+                int before = aps_up;
+                icr(e[1], 0x4500);                      /* INIT, assert */
+                icr(e[1], 0x4600 | (TRAMPOLINE >> 12)); /* start-up */
+                icr(e[1], 0x4600 | (TRAMPOLINE >> 12));
+                while (__atomic_load_n(&aps_up, __ATOMIC_SEQ_CST) == before)
+                    __asm__ volatile("pause");
+            }
+            e += 20;
+        } else
+            e += 8;
+    }
+    puts("cpus announced ");
+    putdec((uint32_t)cpus);
+    puts(", aps up ");
+    putdec((uint32_t)aps_up);
+    puts("\nbye\n");
+    debug_exit(0x23);
+}
