@@ -1,0 +1,328 @@
+"""The base of machines whose CPUs are KVM vCPUs: one host thread per vCPU.
+
+A board subclasses :class:`KvmMachine`, places RAM (``add_ram``), devices in
+the memory space (``add_device(dev, base)``) and in the port space
+(:attr:`io`, ``io.add_mmio(port, dev, size)``), then calls
+:meth:`KvmMachine.create_vm` and :meth:`KvmMachine.create_vcpus`, and sets each
+vCPU's start state in :meth:`KvmMachine.setup_vcpus`.
+
+- Each vCPU runs ``KVM_RUN`` on its own thread, outside the GIL; what KVM hands
+  back (port I/O, MMIO outside RAM) is decoded in C and reaches the devices
+  under :attr:`big_lock` (QEMU's big lock), which the machine's own thread
+  also holds while it runs timers and the calls I/O threads queued.
+- Interrupt lines go to the in-kernel irqchip (``KVM_IRQ_LINE``);
+  virtio-mmio queue notifications arrive through ioeventfd (see
+  :meth:`KvmMachine.notify_by_eventfd`), with no trip through a vCPU's loop.
+- A triple fault is a reset request (``-no-reboot``: the end, status 0), a
+  pause or a shutdown stops every vCPU (``immediate_exit`` plus a signal), an
+  exception on a vCPU thread ends the machine and comes out of :meth:`run`.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from vmforge.accel.kvm import Kvm, KvmError, Vcpu, VcpuThread, Vm, kvm_available
+from vmforge.machine import Machine, MachineError, ShutdownReason
+from vmforge.memory import AddressSpace
+
+__all__ = ["KvmMachine"]
+
+
+class _Exits:
+    """The callbacks object the vCPUs run with: every device access under the
+    machine's lock, port I/O to :attr:`KvmMachine.io`, MMIO to its space."""
+
+    def __init__(self, machine: KvmMachine) -> None:
+        self.m = machine
+        self.lock = machine.big_lock
+        self.io = machine.io
+        self.space = machine.space
+
+    def pio_in(self, port: int, size: int) -> int:
+        with self.lock:
+            return int(self.io.read(port, size))
+
+    def pio_out(self, port: int, size: int, value: int) -> None:
+        with self.lock:
+            self.io.write(port, size, value)
+
+    def mmio_read(self, addr: int, size: int) -> int:
+        with self.lock:
+            return int(self.space.read(addr, size))
+
+    def mmio_write(self, addr: int, size: int, value: int) -> None:
+        with self.lock:
+            self.space.write(addr, size, value)
+
+    def shutdown(self, vcpu: Vcpu) -> bool:
+        """A triple fault: the machine resets (or ends with ``-no-reboot``)."""
+        self.m.cpu_reset_request(vcpu)
+        return False
+
+    def halt(self, vcpu: Vcpu) -> bool:
+        """Only without the in-kernel irqchip does KVM hand ``hlt`` back."""
+        return not self.m.stopping
+
+
+class KvmMachine(Machine):
+    """A machine on ``-accel kvm``: one :class:`~vmforge.accel.kvm.Vcpu` per CPU,
+    each on its own thread."""
+
+    accels: ClassVar[tuple[str, ...]] = ("kvm",)
+    #: KVM's TSS (3 pages) and identity-map page on Intel hosts: where QEMU puts
+    #: them (the board reserves them in its memory map)
+    tss_addr: ClassVar[int] = 0xFEFFD000
+    identity_map_addr: ClassVar[int] = 0xFEFFC000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: the I/O port space (x86 ``in``/``out``), 64 Ki ports
+        self.io = AddressSpace(name="io")
+        self.big_lock = threading.RLock()
+        self.kvm: Kvm | None = None
+        self.vm: Vm | None = None
+        self.vcpus: list[Vcpu] = []
+        self._threads: list[VcpuThread] = []
+        self._exits: _Exits | None = None
+        self._eventfds: list[tuple[int, Callable[[], None]]] = []
+        self._selector: selectors.DefaultSelector | None = None
+        self._io_thread: threading.Thread | None = None
+        self._io_wake_r, self._io_wake_w = -1, -1
+
+    # -- assembly (from build) ----------------------------------------------------------
+
+    def create_vm(self) -> Vm:
+        """Open ``/dev/kvm`` and make the VM (call after the RAM is placed: it is
+        handed to KVM as memory slots), with the in-kernel irqchip and PIT."""
+        why = kvm_available()
+        if why is not None:
+            raise MachineError(f"machine {self.name!r}: -accel kvm: {why}")
+        try:
+            self.kvm = Kvm()
+            self.vm = self.kvm.create_vm()
+            self.vm.set_tss_addr(self.tss_addr)
+            self.vm.set_identity_map_addr(self.identity_map_addr)
+            self.vm.create_irqchip()
+            self.vm.create_pit()
+            self.vm.map_memory(self.space.memory)
+        except KvmError as exc:
+            raise MachineError(f"machine {self.name!r}: {exc}") from None
+        return self.vm
+
+    def create_vcpus(self) -> list[Vcpu]:
+        assert self.vm is not None and self.kvm is not None
+        cpuid = self.kvm.supported_cpuid()
+        for i in range(self.config.smp):
+            vcpu = self.vm.create_vcpu(i)
+            vcpu.set_cpuid(self.vcpu_cpuid(i, cpuid))
+            self.vcpus.append(vcpu)
+        self.cpus = self.vcpus
+        return self.vcpus
+
+    def vcpu_cpuid(self, index: int, supported: list[Any]) -> list[Any]:
+        """The CPUID a vCPU shows: what KVM supports, with its APIC id in leaves 1
+        and 0xB and the vCPU count in leaf 1 (subclasses refine)."""
+        import dataclasses
+
+        out = []
+        for e in supported:
+            if e.function == 1:
+                e = dataclasses.replace(
+                    e, ebx=(e.ebx & 0xFFFF) | (index << 24) | (max(1, self.config.smp) << 16),
+                    edx=e.edx | (1 << 28 if self.config.smp > 1 else 0))      # HTT
+            elif e.function == 0xB:
+                e = dataclasses.replace(e, edx=index)
+            out.append(e)
+        return out
+
+    def irq_connect(self, line: Any, gsi: int) -> None:
+        """Wire a device's interrupt line to GSI ``gsi`` of the in-kernel irqchip."""
+        line.connect(self._set_gsi, gsi)
+
+    def _set_gsi(self, gsi: int, level: int) -> None:
+        if self.vm is not None:
+            self.vm.set_irq_line(gsi, 1 if level else 0)
+
+    def notify_by_eventfd(self, addr: int, size: int, datamatch: int | None,
+                          handler: Callable[[], None], pio: bool = False) -> None:
+        """A guest write at ``addr`` (``datamatch``: of that value) signals an eventfd
+        inside KVM; an I/O thread sees it and runs ``handler`` on the machine's
+        thread (QEMU's ioeventfd: the vCPU goes on without an exit)."""
+        assert self.vm is not None
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            self.vm.ioeventfd(fd, addr, size, pio=pio, datamatch=datamatch)
+        except KvmError:
+            os.close(fd)
+            raise
+        self._eventfds.append((fd, handler))
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def setup_vcpus(self) -> None:
+        """Put every vCPU in its start state (subclasses: entry point, registers)."""
+
+    def reset_cpus(self) -> None:
+        self._stop_vcpus()
+        self.setup_vcpus()
+
+    def reset(self, reason: str = "user") -> None:
+        self._stop_vcpus()
+        with self.big_lock:
+            super().reset(reason)
+
+    def cpu_reset_request(self, vcpu: Vcpu) -> None:
+        """A vCPU asked for a reset (a triple fault)."""
+        self.request_reset()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stopped or self.paused or self._reset_requested
+
+    def kick_cpus(self) -> None:
+        # vCPUs take interrupts from the irqchip without a kick; they are stopped
+        # only to pause, reset or end the machine
+        if self.stopping:
+            for t in self._threads:
+                t.vcpu.stop()
+
+    def run(self, timeout: float | None = None) -> int:
+        """As :meth:`Machine.run`; what ended a vCPU thread (a callback's exception,
+        an exit KVM could not handle) comes out of here."""
+        try:
+            status = super().run(timeout)
+            self._stop_vcpus()
+        except BaseException as exc:
+            self._error = exc
+            self._stop_vcpus_quietly()
+            raise
+        return status
+
+    def _stop_vcpus(self) -> None:
+        for t in self._threads:
+            t.vcpu.stop()
+        for t in self._threads:
+            t.join()
+        threads, self._threads = self._threads, []
+        for vcpu in self.vcpus:
+            vcpu.clear_stop()
+        for t in threads:
+            self._raise_from(t)
+
+    def _raise_from(self, t: VcpuThread) -> None:
+        try:
+            t.result(0)
+        except KvmError as exc:
+            raise MachineError(f"machine {self.name!r}: vCPU {t.vcpu.index}: {exc}") from exc
+
+    def run_cpus(self) -> bool:
+        """Start the vCPU threads (again after a pause or reset); then the machine's
+        thread only waits for events: True, "halted"."""
+        if self._exits is None:
+            self._exits = _Exits(self)
+            self._start_io_thread()
+        for t in self._threads:
+            if not t.is_alive():
+                self._threads.remove(t)
+                self._raise_from(t)
+                if not self.stopping:     # a vCPU ended on its own (KVM_EXIT_HLT...)
+                    self.request_shutdown(ShutdownReason.POWEROFF, 0)
+                return True
+        if not self._threads and not self.stopping:
+            for vcpu in self.vcpus:
+                self._threads.append(_Watched(self, vcpu, self._exits))
+            for t in self._threads:
+                t.start()
+        return True
+
+    def monitor_info(self, what: str) -> str | None:
+        """``info registers|cpus|kvm|stats`` (the vCPUs are stopped to read their
+        state and go on at the next slice)."""
+        from vmforge.accel.kvm.monitor import kvm_info
+
+        if what in ("registers", "cpus"):
+            self._stop_vcpus()
+        return kvm_info(self, what)
+
+    def close(self) -> None:
+        self._stop_vcpus_quietly()
+        self._stop_io_thread()
+        super().close()
+        for vcpu in self.vcpus:
+            vcpu.close()
+        self.vcpus = []
+        if self.vm is not None:
+            self.vm.close()
+            self.vm = None
+        if self.kvm is not None:
+            self.kvm.close()
+            self.kvm = None
+
+    def _stop_vcpus_quietly(self) -> None:
+        for t in self._threads:
+            t.vcpu.stop()
+        for t in self._threads:
+            t.join(5)
+        self._threads = []
+
+    # -- the I/O thread: ioeventfds --------------------------------------------------------
+
+    def _start_io_thread(self) -> None:
+        if not self._eventfds:
+            return
+        self._selector = selectors.DefaultSelector()
+        self._io_wake_r, self._io_wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._selector.register(self._io_wake_r, selectors.EVENT_READ, None)
+        for fd, handler in self._eventfds:
+            self._selector.register(fd, selectors.EVENT_READ, handler)
+        self._io_thread = threading.Thread(target=self._io_loop, name=f"{self.name}-io",
+                                           daemon=True)
+        self._io_thread.start()
+
+    def _io_loop(self) -> None:
+        sel = self._selector
+        assert sel is not None
+        while True:
+            for key, _ in sel.select():
+                if key.data is None:
+                    return
+                try:
+                    os.eventfd_read(key.fd)
+                except BlockingIOError:
+                    continue
+                self.call_soon(key.data)
+
+    def _stop_io_thread(self) -> None:
+        if self._io_thread is not None:
+            os.write(self._io_wake_w, b"x")
+            self._io_thread.join(5)
+            self._io_thread = None
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+            os.close(self._io_wake_r)
+            os.close(self._io_wake_w)
+        for fd, _ in self._eventfds:
+            os.close(fd)
+        self._eventfds = []
+
+
+class _Watched(VcpuThread):
+    """A vCPU thread that wakes the machine's thread when its run ends."""
+
+    def __init__(self, machine: KvmMachine, vcpu: Vcpu, callbacks: object) -> None:
+        super().__init__(vcpu, callbacks)
+        self.machine = machine
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self._error is not None:
+                self.machine.request_shutdown(ShutdownReason.ERROR, 1)
+            self.machine.kick()

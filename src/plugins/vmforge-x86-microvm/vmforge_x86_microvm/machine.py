@@ -1,0 +1,222 @@
+"""The ``microvm`` machine: QEMU 7.2's x86 ``microvm`` board on KVM (``-accel kvm``).
+
+QEMU's layout with ``acpi=off``: RAM from 0 (up to 3 GiB, the rest at 4 GiB);
+an 8250 UART at port 0x3f8 on IRQ 4 (``-serial``); eight virtio-mmio
+transports at 0xfeb00000 + 512 i on IRQ 5 + i, the ones in use announced on
+the kernel command line (``virtio_mmio.device=512@0x...:IRQ``, as QEMU does);
+the in-kernel irqchip (PIC, I/O APIC at 0xfec00000, a LAPIC per vCPU) and PIT;
+an Intel MP table at 0x9fc00 announcing the vCPUs and the I/O APIC;
+``-device isa-debug-exit``.  No firmware runs: vmforge enters the kernel itself,
+as Firecracker does.  ``-kernel`` takes:
+
+- an ELF with a Xen PVH entry note (Linux's ``vmlinux``, small PVH guests):
+  32-bit protected mode, paging off, ``ebx`` = the ``hvm_start_info``, as QEMU's
+  ``-kernel`` runs it (through its firmware);
+- a Linux bzImage: the 64-bit boot protocol (long mode, the first GiB mapped
+  1:1, ``rsi`` = the zero page with the e820 map, command line, initrd);
+- any other file: a flat binary loaded at 1 MiB and entered there in 64-bit
+  long mode at CPL0 (the first GiB mapped 1:1, ``rsi`` = an ``hvm_start_info``
+  as for PVH, ``rsp`` just below 0x9000).
+"""
+
+from __future__ import annotations
+
+import os
+
+from vmforge.accel.kvm import Vcpu
+from vmforge.accel.kvm.machine import KvmMachine
+from vmforge.accel.kvm.state import Regs, Segment
+from vmforge.accel.kvm.x86 import GDT_ENTRIES, enter_long_mode, identity_page_tables
+from vmforge.devspec import cmdline_devices
+from vmforge.loader import is_elf, load_raw
+from vmforge.loader.pvh import load_pvh, pvh_entry
+from vmforge.machine import MachineError
+from vmforge.virtio import VirtioDevice
+from vmforge.virtio.mmio import QUEUE_NOTIFY, VirtioMmioTransport
+from vmforge_x86_microvm import layout as L
+
+__all__ = ["Microvm"]
+
+# LAPIC registers (offsets in the 1 KiB KVM_GET_LAPIC page) and delivery modes
+_APIC_LVT0, _APIC_LVT1 = 0x350, 0x360
+_DM_NMI, _DM_EXTINT = 4, 7
+
+
+class Microvm(KvmMachine):
+    """QEMU's x86 ``microvm`` on KVM."""
+
+    name = "microvm"
+    description = "x86 microvm (QEMU 7.2's 'microvm', acpi=off) on KVM"
+    default_memory = 128 << 20
+    max_cpus = 64
+
+    def build(self) -> None:
+        for base, size in L.ram_ranges(self.memory_size):
+            self.add_ram(base, size, "ram" if base == 0 else "ram-above-4g")
+        self.uart = self.create_device("ns16550a")
+        self.uart.set_chardev(self.serial_chardev(0))
+        self.add_device(self.uart)
+        self.io.add_mmio(L.UART_PORT, self.uart, 8, "serial")
+        self.uart.base = L.UART_PORT
+        self.virtio = self._plug_devices()
+        for i, slot in enumerate(self.virtio):         # 512-byte windows, as QEMU's
+            self.add_device(slot)
+            slot.base = L.VIRTIO_MMIO_BASE + i * L.VIRTIO_MMIO_SIZE
+            self.space.add_mmio(slot.base, slot, L.VIRTIO_MMIO_SIZE, "virtio-mmio")
+        self.create_vm()
+        self.irq_connect(self.uart.irq, L.UART_IRQ)
+        for i, slot in enumerate(self.virtio):
+            self.irq_connect(slot.irq, L.VIRTIO_IRQ_BASE + i)
+            if slot.backend is not None:
+                self._notify_through_eventfd(slot)
+        self.create_vcpus()
+        self._load_images()
+
+    # -- devices ---------------------------------------------------------------------------
+
+    def _plug_devices(self) -> list[VirtioMmioTransport]:
+        """-device/-drive: virtio devices fill the transports from the top down, as
+        QEMU does (the first device in the last one); port I/O devices (those with
+        an ``iobase``, as ``isa-debug-exit``) are placed in the port space."""
+        cfg = self.config
+        self.open_netdevs()
+        devices = cmdline_devices(cfg.drives, cfg.devices, cfg.chardevs, self.create_device,
+                                  self._own_chardevs.append)
+        plugged: dict[int, VirtioDevice] = {}
+        try:
+            for dev in devices:
+                if hasattr(dev, "iobase"):
+                    self.add_device(dev)
+                    continue
+                if not isinstance(dev, VirtioDevice):
+                    raise MachineError(f"microvm: -device {dev.name}: only virtio-mmio and "
+                                       "ISA port devices can be plugged (no PCI bus)")
+                if len(plugged) == L.VIRTIO_COUNT:
+                    raise MachineError(f"microvm: more than {L.VIRTIO_COUNT} virtio devices")
+                plugged[L.VIRTIO_COUNT - 1 - len(plugged)] = dev
+        except Exception:
+            for dev in devices:
+                if not dev.realized:
+                    dev.unrealize()
+            raise
+        out = []
+        for i in range(L.VIRTIO_COUNT):
+            slot = self.create_device("virtio-mmio", backend=plugged.get(i))
+            assert isinstance(slot, VirtioMmioTransport)
+            out.append(slot)
+        return out
+
+    def _notify_through_eventfd(self, slot: VirtioMmioTransport) -> None:
+        addr = L.VIRTIO_MMIO_BASE + self.virtio.index(slot) * L.VIRTIO_MMIO_SIZE + QUEUE_NOTIFY
+        for q in range(len(slot.backend.queue_max_sizes())):
+            self.notify_by_eventfd(addr, 4, q,
+                                   lambda q=q, slot=slot: slot.write(QUEUE_NOTIFY, 4, q))
+
+    def virtio_cmdline(self) -> str:
+        """QEMU's announcements of the transports in use (``microvm_fix_kernel_cmdline``)."""
+        return "".join(f" virtio_mmio.device=512@{L.VIRTIO_MMIO_BASE + i * 512:#x}:"
+                       f"{L.VIRTIO_IRQ_BASE + i}"
+                       for i, slot in enumerate(self.virtio) if slot.backend is not None)
+
+    # -- images ------------------------------------------------------------------------------
+
+    def reload_images(self) -> None:
+        self._load_images()
+
+    def _load_images(self) -> None:
+        cfg = self.config
+        if cfg.bios not in (None, "default", "none"):
+            raise MachineError("microvm: -bios is not supported: vmforge enters the kernel "
+                               "itself (PVH, the Linux boot protocol or a flat binary)")
+        if cfg.kernel is None:
+            raise MachineError("microvm: give a guest with -kernel (a PVH ELF, a bzImage or "
+                               "a flat binary)")
+        if not os.path.exists(cfg.kernel):
+            raise MachineError(f"microvm: {cfg.kernel}: no such file")
+        if cfg.initrd is not None and not os.path.exists(cfg.initrd):
+            raise MachineError(f"microvm: {cfg.initrd}: no such file")
+        mem = self.space.memory
+        cmdline = cfg.append + self.virtio_cmdline()
+        e820 = L.e820_map(self.memory_size)
+        self._write_mptable()
+        self._boot: tuple[str, int, int] = ("", 0, 0)
+        if is_elf(cfg.kernel):
+            if pvh_entry(cfg.kernel) is None:
+                raise MachineError(f"microvm: {cfg.kernel}: an ELF without a PVH entry note "
+                                   "(XEN_ELFNOTE_PHYS32_ENTRY); vmforge boots ELF kernels "
+                                   "through PVH, as QEMU's -kernel")
+            boot = load_pvh(mem, cfg.kernel, e820=e820, cmdline=cmdline, initrd=cfg.initrd,
+                            start_info_addr=L.PVH_START_INFO, cmdline_addr=L.CMDLINE)
+            self._boot = ("pvh", boot.entry, boot.start_info)
+        elif _is_bzimage(cfg.kernel):
+            from vmforge.loader.linux_x86 import load_bzimage
+
+            lin = load_bzimage(mem, cfg.kernel, e820=e820, cmdline=cmdline, initrd=cfg.initrd,
+                               boot_params_addr=L.BOOT_PARAMS, cmdline_addr=L.CMDLINE)
+            self._boot = ("long", lin.entry64, lin.boot_params)
+        else:
+            end = L.KERNEL_LOAD + load_raw(mem, cfg.kernel, L.KERNEL_LOAD)
+            from vmforge.loader.pvh import write_start_info
+
+            info = write_start_info(mem, e820=e820, cmdline=cmdline, initrd=cfg.initrd,
+                                    start_info_addr=L.PVH_START_INFO, cmdline_addr=L.CMDLINE,
+                                    kernel_end=end)
+            self._boot = ("long", L.KERNEL_LOAD, info)
+        if self._boot[0] == "long":
+            mem.write(L.GDT, b"".join(e.to_bytes(8, "little") for e in GDT_ENTRIES))
+            self._cr3 = identity_page_tables(mem, L.PAGE_TABLES, user=False)
+
+    def _write_mptable(self) -> None:
+        try:
+            from vmforge_x86_microvm.mptable import build_mptable
+        except ImportError:     # (lands with the MP table's own commit)
+            return
+        self.space.memory.write(L.MPTABLE, build_mptable(self.config.smp, base=L.MPTABLE))
+
+    # -- vCPUs ------------------------------------------------------------------------------
+
+    def setup_vcpus(self) -> None:
+        for vcpu in self.vcpus:
+            _lapic_lint(vcpu)
+        mode, entry, arg = self._boot
+        bsp = self.vcpus[0]
+        if mode == "pvh":
+            _enter_pvh(bsp, entry, arg)
+        else:
+            regs = bsp.get_regs()
+            regs.rsi = arg
+            regs.rbp = L.BOOT_STACK
+            enter_long_mode(bsp, self._cr3, rip=entry, rsp=L.BOOT_STACK, gdt=L.GDT,
+                            regs=regs)
+
+
+def _enter_pvh(vcpu: Vcpu, entry: int, start_info: int) -> None:
+    """The PVH ABI's state: 32-bit protected mode, flat segments, paging off,
+    ``ebx`` = the start info."""
+    s = vcpu.get_sregs()
+    flat = dict(base=0, limit=0xFFFFFFFF, present=1, dpl=0, db=1, s=1, l=0, g=1)
+    s.cs = Segment(selector=0x10, type=0xB, **flat)
+    s.ds = s.es = s.fs = s.gs = s.ss = Segment(selector=0x18, type=0x3, **flat)
+    s.cr0 = 0x11                                        # PE | ET
+    s.cr4 = 0
+    s.efer = 0
+    vcpu.set_sregs(s)
+    vcpu.set_regs(Regs(rip=entry, rbx=start_info, rflags=0x2))
+
+
+def _is_bzimage(path: str) -> bool:
+    """A Linux boot-protocol image: "HdrS" at 0x202 (Documentation/arch/x86/boot.rst)."""
+    with open(path, "rb") as f:
+        f.seek(0x202)
+        return f.read(4) == b"HdrS"
+
+
+def _lapic_lint(vcpu: Vcpu) -> None:
+    """LINT0 as ExtINT (the PIC) and LINT1 as NMI, what a BIOS sets up (Firecracker's
+    ``set_lint``); Linux relies on it when it reads an MP table."""
+    regs = bytearray(vcpu.get_lapic())
+    for off, mode in ((_APIC_LVT0, _DM_EXTINT), (_APIC_LVT1, _DM_NMI)):
+        v = int.from_bytes(regs[off:off + 4], "little")
+        v = (v & ~0x700) | (mode << 8)
+        regs[off:off + 4] = v.to_bytes(4, "little")
+    vcpu.set_lapic(bytes(regs))
