@@ -45,6 +45,7 @@ from vmforge.loader import (
     section_headers,
 )
 from vmforge.loader.e820 import E820Entry, place_high
+from vmforge.loader.placement import Placement
 from vmforge.memory import GuestMemory
 
 __all__ = ["XEN_ELFNOTE_PHYS32_ENTRY", "XEN_HVM_START_MAGIC_VALUE", "PvhBoot",
@@ -150,10 +151,6 @@ class PvhBoot:
     initrd: tuple[int, int] | None      #: (address, size)
 
 
-def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    return a[0] < b[0] + b[1] and b[0] < a[0] + a[1]
-
-
 def load_pvh(mem: GuestMemory, path: str, *, e820: Sequence[E820Entry], cmdline: str,
              initrd: str | None = None, start_info_addr: int = 0x6000,
              cmdline_addr: int = 0x20000) -> PvhBoot:
@@ -169,41 +166,26 @@ def load_pvh(mem: GuestMemory, path: str, *, e820: Sequence[E820Entry], cmdline:
     image = load_elf(mem, path, machine=(EM_X86_64, EM_386), want_symbols=False)
     if not any(a <= entry < a + n for a, n in image.segments):
         raise LoaderError(path, f"PVH entry {entry:#x} is outside the loaded segments")
-    kernel = image.segments
-
-    def place(what: str, name: str, addr: int, size: int) -> None:
-        if not mem.check_range(addr, size):
-            raise LoaderError(name, f"{what} ({size} bytes at {addr:#x}) is not inside "
-                              "guest RAM")
-        for seg in kernel:
-            if _overlap((addr, size), seg):
-                raise LoaderError(name, f"{what} [{addr:#x}, {addr + size:#x}) overlaps the "
-                                  f"kernel segment [{seg[0]:#x}, {seg[0] + seg[1]:#x})")
-
+    placed = Placement(mem)
+    for addr, size in image.segments:
+        placed.reserve("the kernel segment", addr, size)
     line = cmdline.encode() + b"\0"
-    place("the command line", path, cmdline_addr, len(line))
+    placed.add(path, "the command line", cmdline_addr, len(line))
     memmap = memmap_bytes(e820)
-    info_size = MEMMAP_OFFSET + len(memmap)
-    place("the start info and memory map", path, start_info_addr, info_size)
-    if _overlap((cmdline_addr, len(line)), (start_info_addr, info_size)):
-        raise LoaderError(path, f"the command line at {cmdline_addr:#x} overlaps the start "
-                          f"info at {start_info_addr:#x}")
+    placed.add(path, "the start info and memory map", start_info_addr,
+               MEMMAP_OFFSET + len(memmap))
     module: tuple[int, int] | None = None
     if initrd is not None:
         blob = _read_file(initrd)
-        above = (image.high + 0xFFF) & ~0xFFF
-        addr = place_high(e820, len(blob), last_byte=0xFFFFFFFF, above=above)
-        if addr is None:
+        at = place_high(e820, len(blob), last_byte=0xFFFFFFFF,
+                        above=(image.high + 0xFFF) & ~0xFFF)
+        if at is None:
             raise LoaderError(initrd, f"{len(blob)} bytes do not fit in a RAM range of the "
                               f"memory map below 4 GiB above the kernel (ends at "
                               f"{image.high:#x})")
-        place("the initrd", initrd, addr, len(blob))
-        for what, rng in (("command line", (cmdline_addr, len(line))),
-                          ("start info", (start_info_addr, info_size))):
-            if _overlap((addr, len(blob)), rng):
-                raise LoaderError(initrd, f"the initrd at {addr:#x} overlaps the {what}")
-        mem.load(addr, blob)
-        module = (addr, len(blob))
+        placed.add(initrd, "the initrd", at, len(blob))
+        mem.load(at, blob)
+        module = (at, len(blob))
     mem.load(cmdline_addr, line)
     info = hvm_start_info(nr_modules=1 if module else 0,
                           modlist_paddr=start_info_addr + MODLIST_OFFSET if module else 0,
