@@ -26,8 +26,7 @@ from vmforge.loader.pvh import (
     pvh_entry,
 )
 from vmforge.memory import GuestMemory
-
-from .conftest import build_elf, pvh_source
+from vmforge.testing.x86_elf import build_elf, pvh_source
 
 E820 = [E820Entry(0, 0x9FC00, E820_RAM), E820Entry(0x9FC00, 0x400, E820_RESERVED),
         E820Entry(0xF0000, 0x10000, E820_RESERVED), E820Entry(0x100000, 0x300000, E820_RAM)]

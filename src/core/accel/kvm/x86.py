@@ -14,7 +14,8 @@ from typing import Any
 from vmforge.accel.kvm.state import DTable, Regs, Segment, Sregs
 
 __all__ = ["CR0_PE", "CR0_PG", "CR4_PAE", "EFER_LMA", "EFER_LME", "GDT_ENTRIES",
-           "enter_long_mode", "enter_real_mode", "identity_page_tables"]
+           "enter_long_mode", "enter_protected_mode", "enter_real_mode",
+           "identity_page_tables"]
 
 CR0_PE = 1 << 0
 CR0_MP = 1 << 1
@@ -96,3 +97,29 @@ def enter_real_mode(vcpu: Any, ip: int, sp: int = 0, cs: int = 0) -> None:
         seg.base, seg.selector = 0, 0
     vcpu.set_sregs(s)
     vcpu.set_regs(Regs(rip=ip, rsp=sp, rflags=0x2))
+
+
+def enter_protected_mode(vcpu: Any, entry: int, *, ebx: int = 0, esi: int = 0) -> None:
+    """32-bit protected mode, paging off, at ``entry``: the state the PVH boot ABI
+    starts a kernel in (Xen's docs/misc/pvh.pandoc: CR0.PE set and every other
+    writable CR0/CR4 bit clear; CS a 32-bit execute/read segment and DS/ES/SS
+    read/write segments, base 0, limit 0xffffffff; TR a 32-bit TSS, base 0, limit
+    0x67; EFLAGS IF/TF/VM clear; ``%ebx`` the hvm_start_info address).  The
+    guest gets no GDT (it loads its own before reloading a selector); KVM only
+    needs the hidden segment state set here.  ``esi`` is for the Linux 32-bit
+    boot protocol (boot_params)."""
+    s: Sregs = vcpu.get_sregs()
+    code = Segment(base=0, limit=0xFFFFFFFF, selector=0x08, type=0xB, present=1, dpl=0,
+                   db=1, s=1, l=0, g=1)
+    data = Segment(base=0, limit=0xFFFFFFFF, selector=0x10, type=0x3, present=1, dpl=0,
+                   db=1, s=1, l=0, g=1)
+    s.cs = code
+    s.ds = s.es = s.fs = s.gs = s.ss = data
+    s.tr = Segment(base=0, limit=0x67, selector=0, type=0xB, present=1, dpl=0, db=0, s=0,
+                   l=0, g=0)
+    s.ldt = Segment(base=0, limit=0, selector=0, type=2, present=0, dpl=0, s=0, unusable=1)
+    s.cr0 = CR0_PE | CR0_ET
+    s.cr3 = s.cr4 = 0
+    s.efer = 0
+    vcpu.set_sregs(s)
+    vcpu.set_regs(Regs(rip=entry, rbx=ebx, rsi=esi, rflags=0x2))

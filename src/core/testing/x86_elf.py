@@ -1,4 +1,5 @@
-"""Images for the x86 loaders' tests, built at test time with GNU as and ld."""
+"""Small x86 ELF images for tests (PVH kernels with Linux's Xen entry note), built
+with GNU as and ld at test time (a missing binutils skips the test, or fails it in CI)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import subprocess
 from pathlib import Path
 
 from vmforge.testing.oracles import require_program
+
+__all__ = ["LINKER_SCRIPT", "NOTE", "PVH_GUEST", "build_elf", "pvh_source"]
 
 #: one LOAD segment from 0x100000 holding the code, the note and the data (ld -N)
 LINKER_SCRIPT = """
@@ -51,6 +54,7 @@ _start:
 
 def pvh_source(desc: str = ".quad _start", *, name: str = "Xen", type_: int = 18,
                flags: str = "a", body: str = PVH_GUEST) -> str:
+    """``body`` after one note (``flags`` "" makes it a section outside any segment)."""
     return NOTE % {"flags": flags, "type": type_, "name": name, "desc": desc} + body
 
 
