@@ -15,18 +15,21 @@ errors), ``img_words`` (qemu-img's error texts), ``img_common`` (prefix and
 ``img_report`` (info, check, compare, map), ``img_create`` (+ ``img_formatting``,
 ``img_protocol``), ``img_convert``, ``img_modify`` (resize, snapshot, rebase,
 commit), ``img_amend``, ``img_bitmap``, ``img_dd``.
+
+Start-up time: a command imports the module of its own sub-command only, when it
+runs, and builds its own sub-command's parser only (:class:`LazyParser`);
+``--help`` still lists every sub-command.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any
 
-from vmforge.block.backend import CACHE_MODES
 from vmforge.block.driver import BlockError, UnsupportedOperation
 from vmforge.cli import img_objects
 from vmforge.cli.img_common import (
@@ -40,26 +43,33 @@ from vmforge.cli.img_common import (
     set_compat,
     size_to_str,
 )
-from vmforge.cli.img_convert import cmd_convert
-from vmforge.cli.img_create import cmd_create, cmd_measure
-from vmforge.cli.img_modify import cmd_commit, cmd_rebase, cmd_resize, cmd_snapshot
 from vmforge.cli.img_parse import GnuParser, command_not_found
-from vmforge.cli.img_report import cmd_check, cmd_compare, cmd_info, cmd_map
 from vmforge.errors import VmforgeError
 
-__all__ = ["ProgressBar", "parse_options", "register", "size_to_str"]
+__all__ = ["LazyParser", "ProgressBar", "parse_options", "register", "size_to_str"]
+
+#: what runs a sub-command: a function, or ``"module:function"`` of :mod:`vmforge.cli`
+#: (imported when the sub-command runs)
+Handler = Callable[[argparse.Namespace], int] | str
+
+
+def _handler(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    if callable(handler):
+        return handler
+    module, _, name = handler.partition(":")
+    return getattr(importlib.import_module(f"vmforge.cli.{module}"), name)  # type: ignore[no-any-return]
 
 
 # -- the parser ---------------------------------------------------------------------------
 
 
-def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
     """Turn expected errors into one line on stderr and exit status 1."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             img_objects.configure(args)
-            return handler(args)
+            return _handler(handler)(args)
         except BrokenPipeError:  # the reader went away (| head): not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
@@ -78,6 +88,8 @@ def _run(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
                   + ("" if getattr(args, "verbose", 0) else " (vmforge -v img ... shows the "
                      "traceback)"), file=sys.stderr)
             if getattr(args, "verbose", 0):
+                import traceback
+
                 traceback.print_exc()
             return 1
 
@@ -106,32 +118,39 @@ def _common(p: argparse.ArgumentParser, *, fmt: bool = True, share: bool = True,
     img_objects.add_object_options(p)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``vmforge img`` and its sub-commands."""
-    img = subparsers.add_parser("img", help="create, convert, check and inspect disk images",
-                                description="qemu-img's sub-commands over vmforge's block "
-                                "layer; formats are plugins (vmforge plugins --kind block).")
-    set_compat(False)    # each parse starts plain (in-process runs share the module)
-    img.add_argument("--qemu-img-compat", action=_CompatAction, nargs=0,
-                     help="word every message as qemu-img does ('qemu-img: ...'); also "
-                     f"{COMPAT_ENV}=1")
-    img.error = command_not_found     # type: ignore[method-assign]
-    sub = img.add_subparsers(dest="img_command", metavar="SUBCOMMAND", parser_class=GnuParser)
-    img.set_defaults(func=lambda args: (img.print_help(), 2)[1])
+class LazyParser:
+    """A sub-command's parser, made (a :class:`GnuParser`, its arguments added by
+    ``build``) when first used: ``vmforge img info`` builds the parser of ``info``,
+    not those of the thirteen other sub-commands.  Every attribute is the parser's."""
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int],
-            help: str, **kwargs: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, **kwargs)
-        p.set_defaults(func=_run(handler))
-        return p
+    def __init__(self, *, build: Callable[[argparse.ArgumentParser], None],
+                 **kwargs: Any) -> None:
+        self._build: Callable[[argparse.ArgumentParser], None] | None = build
+        self._kwargs = kwargs
+        self._parser: GnuParser | None = None
 
-    p = add("info", cmd_info, "show facts about an image")
+    def parser(self) -> GnuParser:
+        """The parser, built on the first call."""
+        if self._parser is None:
+            assert self._build is not None
+            build, self._build = self._build, None
+            self._parser = GnuParser(**self._kwargs)
+            build(self._parser)
+        return self._parser
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):           # not built yet, or being built
+            raise AttributeError(name)
+        return getattr(self.parser(), name)
+
+
+def _info(p: argparse.ArgumentParser) -> None:
     _common(p, output=True)
     p.add_argument("--backing-chain", action="store_true", help="every image of the chain")
     p.add_argument("file")
 
-    p = add("create", cmd_create, "create a new image",
-            extra_operand="Unexpected argument: {}")
+
+def _create(p: argparse.ArgumentParser) -> None:
     _common(p, share=False, quiet=True)
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
                    help="create options k=v,... ('-o help' lists them)")
@@ -143,7 +162,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("file", nargs="?")
     p.add_argument("size", nargs="?")
 
-    p = add("convert", cmd_convert, "copy an image, possibly to another format")
+
+def _convert(p: argparse.ArgumentParser) -> None:
+    from vmforge.block.backend import CACHE_MODES
+
     _common(p, quiet=True)
     p.add_argument("-O", dest="output_format", default="raw", metavar="FMT",
                    help="target format (default raw)")
@@ -176,12 +198,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="parallel compressed writes (default 2)")
     p.add_argument("files", nargs="+", metavar="FILE", help="SRC... DST")
 
-    p = add("check", cmd_check, "check an image's consistency")
+
+def _check(p: argparse.ArgumentParser) -> None:
     _common(p, output=True, quiet=True)
     p.add_argument("-r", dest="repair", choices=("leaks", "all"), help="repair what is found")
     p.add_argument("file")
 
-    p = add("compare", cmd_compare, "compare two images' contents")
+
+def _compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", dest="format_a", metavar="FMT")
     p.add_argument("-F", dest="format_b", metavar="FMT")
     p.add_argument("-s", dest="strict", action="store_true", help="strict: sizes and "
@@ -192,18 +216,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("file_a", metavar="A")
     p.add_argument("file_b", metavar="B")
 
-    p = add("map", cmd_map, "show the allocation of an image")
+
+def _map(p: argparse.ArgumentParser) -> None:
     _common(p, output=True)
     p.add_argument("file")
 
-    p = add("resize", cmd_resize, "change the virtual size", last_operand=True,
-            missing_operand="Not enough arguments")
+
+def _resize(p: argparse.ArgumentParser) -> None:
     _common(p, share=False, quiet=True)
     p.add_argument("--shrink", action="store_true", help="allow shrinking (loses data)")
     p.add_argument("file")
     p.add_argument("size", metavar="[+-]SIZE")
 
-    p = add("snapshot", cmd_snapshot, "list, create, apply or delete internal snapshots")
+
+def _snapshot(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("-l", dest="list", action="store_true", help="list snapshots")
     p.add_argument("-c", dest="create", metavar="NAME", help="create a snapshot")
@@ -211,7 +237,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-d", dest="delete", metavar="NAME", help="delete a snapshot")
     p.add_argument("file")
 
-    p = add("rebase", cmd_rebase, "change the backing file")
+
+def _rebase(p: argparse.ArgumentParser) -> None:
     _common(p, share=False)
     p.add_argument("-b", dest="backing", metavar="BACKING",
                    help="the new backing file ('' for none)")
@@ -221,12 +248,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-p", "--progress", dest="progress", action="store_true")
     p.add_argument("file")
 
-    p = add("commit", cmd_commit, "write an image's data into its backing file")
+
+def _commit(p: argparse.ArgumentParser) -> None:
     _common(p, share=False, quiet=True)
     p.add_argument("-p", "--progress", dest="progress", action="store_true")
     p.add_argument("file")
 
-    p = add("measure", cmd_measure, "how large a new image would be")
+
+def _measure(p: argparse.ArgumentParser) -> None:
     _common(p, output=True)
     p.add_argument("-O", dest="output_format", default="raw", metavar="FMT",
                    help="format to measure for (default raw)")
@@ -235,8 +264,69 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--size", metavar="SIZE", help="a new image of this size (no source)")
     p.add_argument("file", nargs="?")
 
-    from vmforge.cli import img_amend, img_bitmap, img_dd
-    img_amend.add_parser(add, _common)
-    img_bitmap.add_parser(add, _common)
-    img_dd.add_parser(add, _common)
 
+def _arguments_of(module: str) -> Callable[[argparse.ArgumentParser], None]:
+    """The arguments that ``vmforge.cli.<module>.add_arguments`` adds."""
+
+    def build(p: argparse.ArgumentParser) -> None:
+        importlib.import_module(f"vmforge.cli.{module}").add_arguments(p, _common)
+
+    return build
+
+
+#: sub-command -> (handler, one-line help, arguments, the parser's own options), in the
+#: order ``--help`` lists them
+SUBCOMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None],
+                             dict[str, Any]]] = {
+    "info": ("img_report:cmd_info", "show facts about an image", _info, {}),
+    "create": ("img_create:cmd_create", "create a new image", _create,
+               {"extra_operand": "Unexpected argument: {}"}),
+    "convert": ("img_convert:cmd_convert", "copy an image, possibly to another format",
+                _convert, {}),
+    "check": ("img_report:cmd_check", "check an image's consistency", _check, {}),
+    "compare": ("img_report:cmd_compare", "compare two images' contents", _compare, {}),
+    "map": ("img_report:cmd_map", "show the allocation of an image", _map, {}),
+    "resize": ("img_modify:cmd_resize", "change the virtual size", _resize,
+               {"last_operand": True, "missing_operand": "Not enough arguments"}),
+    "snapshot": ("img_modify:cmd_snapshot", "list, create, apply or delete internal "
+                 "snapshots", _snapshot, {}),
+    "rebase": ("img_modify:cmd_rebase", "change the backing file", _rebase, {}),
+    "commit": ("img_modify:cmd_commit", "write an image's data into its backing file",
+               _commit, {}),
+    "measure": ("img_create:cmd_measure", "how large a new image would be", _measure, {}),
+    "amend": ("img_amend:cmd_amend", "change options of an existing image in place",
+              _arguments_of("img_amend"), {}),
+    "bitmap": ("img_bitmap:cmd_bitmap", "add, remove, clear, enable, disable or merge "
+               "persistent dirty bitmaps", _arguments_of("img_bitmap"), {}),
+    "dd": ("img_dd:cmd_dd", "copy an image block by block (bs=, count=, skip=, if=, of=)",
+           _arguments_of("img_dd"), {"missing_operand": "Must specify both input and output "
+                                     "files"}),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``vmforge img`` and its sub-commands."""
+    img = subparsers.add_parser("img", help="create, convert, check and inspect disk images",
+                                description="qemu-img's sub-commands over vmforge's block "
+                                "layer; formats are plugins (vmforge plugins --kind block).")
+    set_compat(False)    # each parse starts plain (in-process runs share the module)
+    img.add_argument("--qemu-img-compat", action=_CompatAction, nargs=0,
+                     help="word every message as qemu-img does ('qemu-img: ...'); also "
+                     f"{COMPAT_ENV}=1")
+    img.error = command_not_found     # type: ignore[method-assign]
+    # each sub-command's parser is a LazyParser (argparse makes it with parser_class)
+    sub = img.add_subparsers(dest="img_command", metavar="SUBCOMMAND",
+                             parser_class=LazyParser)  # type: ignore[type-var]
+    img.set_defaults(func=lambda args: (img.print_help(), 2)[1])
+    for name, (handler, help, arguments, options) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help, description=help, build=_with_handler(arguments, handler),
+                       **options)
+
+
+def _with_handler(arguments: Callable[[argparse.ArgumentParser], None],
+                  handler: Handler) -> Callable[[argparse.ArgumentParser], None]:
+    def build(p: argparse.ArgumentParser) -> None:
+        p.set_defaults(func=_run(handler))
+        arguments(p)
+
+    return build

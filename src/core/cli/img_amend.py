@@ -11,7 +11,7 @@ from vmforge.block.driver import BlockDriver, CreateOption, UnsupportedOperation
 from vmforge.block.probe import driver_class, probe_format
 from vmforge.cli.img_common import ProgressBar, UsageError, open_image, parse_options
 
-__all__ = ["add_parser", "amend_options_help", "cmd_amend"]
+__all__ = ["add_arguments", "amend_options_help", "cmd_amend"]
 
 
 def _not_supported(fmt: str) -> UnsupportedOperation:
@@ -62,10 +62,8 @@ def cmd_amend(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(add: Callable[..., argparse.ArgumentParser],
-               common: Callable[..., None]) -> None:
-    """Register ``amend`` with ``vmforge img``'s ``add`` and ``_common`` helpers."""
-    p = add("amend", cmd_amend, "change options of an existing image in place")
+def add_arguments(p: argparse.ArgumentParser, common: Callable[..., None]) -> None:
+    """The arguments of ``amend`` (``common``: ``vmforge img``'s shared options)."""
     common(p, share=False, quiet=True)
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
                    help="options to change k=v,... ('-o help' lists them)")

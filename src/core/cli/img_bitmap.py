@@ -11,7 +11,7 @@ from typing import Any
 from vmforge.block.driver import BlockError
 from vmforge.cli.img_common import UsageError, open_image, size_arg
 
-__all__ = ["add_parser", "cmd_bitmap"]
+__all__ = ["add_arguments", "cmd_bitmap"]
 
 _OPS = ("add", "remove", "clear", "enable", "disable", "merge")
 
@@ -88,11 +88,8 @@ def _apply(drv: Any, op: str, value: str | None, args: argparse.Namespace,
         drv.merge_bitmap(name, bits, g)
 
 
-def add_parser(add: Callable[..., argparse.ArgumentParser],
-               common: Callable[..., None]) -> None:
-    """Register ``bitmap`` with ``vmforge img``'s ``add`` and ``_common`` helpers."""
-    p = add("bitmap", cmd_bitmap, "add, remove, clear, enable, disable or merge "
-            "persistent dirty bitmaps")
+def add_arguments(p: argparse.ArgumentParser, common: Callable[..., None]) -> None:
+    """The arguments of ``bitmap`` (``common``: ``vmforge img``'s shared options)."""
     common(p, share=False)
     for op in _OPS[:-1]:
         p.add_argument(f"--{op}", action=_Op, nargs=0, const=op, dest="ops",

@@ -3,7 +3,6 @@ opening an image argument, the ``-p`` progress bar."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -176,6 +175,8 @@ def qdict_order(obj: Any) -> Any:
 
 def dump_json(obj: Any) -> None:
     """JSON as qemu-img prints it: 4-space indents, QDict's key order."""
+    import json  # here: only --output json needs it (start-up time)
+
     print(json.dumps(qdict_order(obj), indent=4))
 
 

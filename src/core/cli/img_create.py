@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vmforge.block import ops
 from vmforge.block.backend import create_image, resolve_backing
 from vmforge.block.driver import (
     BlockDriver,
@@ -134,6 +133,8 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
+    from vmforge.block import ops  # here: create does without it (start-up time)
+
     out_cls = format_class(args.output_format)
     opts = img_objects.context().resolve_secret(parse_options(args.options))
     if args.size is not None and args.file is not None:

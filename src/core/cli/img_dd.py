@@ -23,7 +23,7 @@ from vmforge.cli.img_create import format_class
 from vmforge.cli.img_protocol import file_protocol_options
 from vmforge.cli.img_words import QemuImgError
 
-__all__ = ["add_parser", "cmd_dd", "parse_operands"]
+__all__ = ["add_arguments", "cmd_dd", "parse_operands"]
 
 _SUFFIXES = ("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",)
 _MAX_BS = (1 << 31) - 1
@@ -92,11 +92,8 @@ def _copy(src: BlockBackend, dst: BlockBackend, start: int, end: int, chunk: int
     dst.flush()
 
 
-def add_parser(add: Callable[..., argparse.ArgumentParser],
-               common: Callable[..., None]) -> None:
-    """Register ``dd`` with ``vmforge img``'s ``add`` and ``_common`` helpers."""
-    p = add("dd", cmd_dd, "copy an image block by block (bs=, count=, skip=, if=, of=)",
-            missing_operand="Must specify both input and output files")
+def add_arguments(p: argparse.ArgumentParser, common: Callable[..., None]) -> None:
+    """The arguments of ``dd`` (``common``: ``vmforge img``'s shared options)."""
     common(p)
     p.add_argument("-O", dest="output_format", default="raw", metavar="FMT",
                    help="output format (default raw)")

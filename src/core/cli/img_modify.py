@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from vmforge.block import ops
 from vmforge.block.backend import resolve_backing
 from vmforge.block.driver import UnsupportedOperation
 from vmforge.block.probe import RAW_FORMAT
@@ -97,6 +96,8 @@ def cmd_rebase(args: argparse.Namespace) -> int:
                 raise img_words.open_failed(backing, exc.__cause__ or exc, args.backing_format,
                                             "Could not open new backing file") from exc
         try:
+            from vmforge.block import ops  # here: resize and snapshot do without it
+
             bar = ProgressBar() if args.progress else None
             ops.rebase(top, new, backing, (args.backing_format or new.format) if new else None,
                        bar)
@@ -120,6 +121,8 @@ def cmd_commit(args: argparse.Namespace) -> int:
                              f"{args.file}'")
         with open_image(base_layer.filename, base_layer.format, readonly=False,
                         backing=False) as base:
+            from vmforge.block import ops
+
             bar = ProgressBar() if args.progress else None
             ops.commit(top, base, bar)
             if bar is not None:

@@ -17,11 +17,8 @@
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 from typing import Any
 
-from vmforge.config import parse_opts
 from vmforge.errors import VmforgeError
 
 __all__ = ["ImageContext", "ObjectError", "add_object_options", "context"]
@@ -43,6 +40,8 @@ class ImageContext:
             self._add_object(text)
 
     def _add_object(self, text: str) -> None:
+        from vmforge.config import parse_opts  # here: few commands have an --object
+
         opts = parse_opts(text, implied="qom-type")
         kind = opts.pop("qom-type", "")
         if kind != "secret":
@@ -69,6 +68,8 @@ class ImageContext:
             raise ObjectError(f"--object secret,id={ident}: unknown option "
                               f"{sorted(opts)[0]!r}")
         if fmt == "base64":
+            import base64
+
             try:
                 raw = base64.b64decode(raw, validate=True)
             except ValueError:
@@ -95,6 +96,8 @@ class ImageContext:
         if path.startswith(JSON_PREFIX):
             return self._from_options(path, json_options(path), fmt, fmt_wins=True)
         if self.image_opts:
+            from vmforge.config import parse_opts
+
             return self._from_options(path, parse_opts(path), fmt)
         return target_filename(path), fmt, {}
 
@@ -136,6 +139,8 @@ def target_filename(path: str) -> str:
 
 def json_options(path: str) -> dict[str, Any]:
     """``json:{...}`` as flat options (``{"file": {"filename": F}}`` -> ``file.filename``)."""
+    import json
+
     try:
         tree = json.loads(path[len(JSON_PREFIX):])
     except json.JSONDecodeError as exc:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from typing import Any, TextIO
 
-from vmforge.block import ops
 from vmforge.block.backend import BlockBackend, resolve_backing
 from vmforge.block.driver import (
     BlockDriver,
@@ -36,6 +34,8 @@ from vmforge.errors import VmforgeError
 
 def snapshot_table(snaps: list[SnapshotInfo]) -> list[str]:
     """The ``Snapshot list:`` table of qemu-img (``snapshot -l`` and ``info``)."""
+    import datetime  # here, not at start-up: most images have no snapshot
+
     lines = ["Snapshot list:",
              f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}"]
     for s in snaps:
@@ -189,6 +189,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from vmforge.block import ops  # here: info, check and map do without it
+
     try:
         a = open_image(args.file_a, args.format_a, force_share=args.force_share)
     except VmforgeError as exc:
