@@ -25,8 +25,12 @@ import os
 
 from vmforge.accel.kvm import Vcpu
 from vmforge.accel.kvm.machine import KvmMachine
-from vmforge.accel.kvm.state import Regs, Segment
-from vmforge.accel.kvm.x86 import GDT_ENTRIES, enter_long_mode, identity_page_tables
+from vmforge.accel.kvm.x86 import (
+    GDT_ENTRIES,
+    enter_long_mode,
+    enter_protected_mode,
+    identity_page_tables,
+)
 from vmforge.devspec import cmdline_devices
 from vmforge.loader import is_elf, load_raw
 from vmforge.loader.pvh import load_pvh, pvh_entry
@@ -181,27 +185,13 @@ class Microvm(KvmMachine):
         mode, entry, arg = self._boot
         bsp = self.vcpus[0]
         if mode == "pvh":
-            _enter_pvh(bsp, entry, arg)
+            enter_protected_mode(bsp, entry, ebx=arg)
         else:
             regs = bsp.get_regs()
             regs.rsi = arg
             regs.rbp = L.BOOT_STACK
             enter_long_mode(bsp, self._cr3, rip=entry, rsp=L.BOOT_STACK, gdt=L.GDT,
                             regs=regs)
-
-
-def _enter_pvh(vcpu: Vcpu, entry: int, start_info: int) -> None:
-    """The PVH ABI's state: 32-bit protected mode, flat segments, paging off,
-    ``ebx`` = the start info."""
-    s = vcpu.get_sregs()
-    flat = dict(base=0, limit=0xFFFFFFFF, present=1, dpl=0, db=1, s=1, l=0, g=1)
-    s.cs = Segment(selector=0x10, type=0xB, **flat)
-    s.ds = s.es = s.fs = s.gs = s.ss = Segment(selector=0x18, type=0x3, **flat)
-    s.cr0 = 0x11                                        # PE | ET
-    s.cr4 = 0
-    s.efer = 0
-    vcpu.set_sregs(s)
-    vcpu.set_regs(Regs(rip=entry, rbx=start_info, rflags=0x2))
 
 
 def _is_bzimage(path: str) -> bool:
