@@ -30,10 +30,10 @@ from vmforge.testing.oracles import oracle_missing, require_program
 
 GUESTS = Path(__file__).resolve().parent / "guests"
 
-#: freestanding 32-bit code for the PVH entry (no SSE: nothing sets up the FPU);
-#: the guests read low memory (the MP table, the BIOS data area) through pointers
-#: gcc would otherwise take for null ones
-CFLAGS = ["-m32", "-march=i686", "-ffreestanding", "-fno-pic", "-fno-pie", "-nostdlib",
+#: freestanding code (no SSE: nothing sets up the FPU); the guests read low
+#: memory (the MP table, the BIOS data area) through pointers gcc would otherwise
+#: take for null ones
+CFLAGS = ["-ffreestanding", "-fno-pic", "-fno-pie", "-nostdlib",
           "-O2", "-fno-stack-protector", "-fno-asynchronous-unwind-tables",
           "-mgeneral-regs-only", "-fno-builtin", "-fno-delete-null-pointer-checks",
           "--param=min-pagesize=0", "-Wall", "-Wextra", "-Werror"]
@@ -45,46 +45,54 @@ TIMEOUT = 20.0
 DEBUG_EXIT = "isa-debug-exit,iobase=0xf4,iosize=4"
 
 
-def build_guest(name: str, out_dir: Path, defines: Sequence[str] = ()) -> Path:
+def build_guest(name: str, out_dir: Path, defines: Sequence[str] = (),
+                flat: bool = False) -> Path:
     """``guests/pvh.S`` + ``guests/lib.c`` + ``guests/NAME.c`` (or ``NAME.S``) and
     any ``guests/NAME-*.S``, compiled with ``-D`` for each of ``defines`` and
-    linked at 1 MiB: the ELF."""
-    tag = "-".join([name, *(d.replace("=", "_") for d in defines)])
+    linked at 1 MiB: the PVH ELF.  ``flat``: for x86-64 with ``guests/flat64.S``
+    instead of ``pvh.S``, a flat binary."""
+    tag = "-".join([name, *(d.replace("=", "_") for d in defines), *(["flat"] if flat else [])])
     work = out_dir / tag
     work.mkdir(parents=True, exist_ok=True)
+    arch = ["-m64", "-mno-red-zone", "-mcmodel=small"] if flat else ["-m32", "-march=i686"]
     dflags = [f"-D{d}" for d in defines]
-    sources = [GUESTS / "pvh.S", GUESTS / "lib.c",
+    sources = [GUESTS / ("flat64.S" if flat else "pvh.S"), GUESTS / "lib.c",
                *(p for p in (GUESTS / f"{name}.c", GUESTS / f"{name}.S") if p.exists()),
                *sorted(GUESTS.glob(f"{name}-*.S"))]
     objects = []
     for src in sources:
         obj = work / f"{src.stem}.o"
-        if src.suffix == ".c":
-            cmd = ["gcc", *CFLAGS, *dflags, "-c", str(src), "-o", str(obj)]
-        else:
-            cmd = ["gcc", "-m32", *dflags, "-c", str(src), "-o", str(obj)]
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        flags = [*arch, *CFLAGS] if src.suffix == ".c" else arch
+        subprocess.run(["gcc", *flags, *dflags, "-c", str(src), "-o", str(obj)],
+                       check=True, capture_output=True, text=True)
         objects.append(str(obj))
     elf = work / f"{name}.elf"
-    subprocess.run(["ld", "-m", "elf_i386", "--no-warn-rwx-segments", "-T",
-                    str(GUESTS / "guest.ld"), "-o", str(elf), *objects],
+    subprocess.run(["ld", "-m", "elf_x86_64" if flat else "elf_i386", "--no-warn-rwx-segments",
+                    "-T", str(GUESTS / "guest.ld"), "-o", str(elf), *objects],
                    check=True, capture_output=True, text=True)
-    return elf
+    if not flat:
+        return elf
+    binary = work / f"{name}.bin"
+    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", "-j", ".rodata", "-j", ".data",
+                    str(elf), str(binary)], check=True, capture_output=True, text=True)
+    return binary
 
 
 @pytest.fixture(scope="session")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """``guest(name, *defines)``: the PVH ELF of ``guests/NAME.c``, built once."""
-    for tool, package in (("gcc", "gcc"), ("as", "binutils"), ("ld", "binutils")):
+    """``guest(name, *defines, flat=False)``: the PVH ELF of ``guests/NAME.c`` (or
+    the flat x86-64 binary), built once."""
+    for tool, package in (("gcc", "gcc"), ("as", "binutils"), ("ld", "binutils"),
+                          ("objcopy", "binutils")):
         require_program(tool, package)
     out = tmp_path_factory.mktemp("microvm-guests")
     cache: dict[tuple[str, ...], Path] = {}
 
-    def build(name: str, *defines: str) -> Path:
-        key = (name, *defines)
+    def build(name: str, *defines: str, flat: bool = False) -> Path:
+        key = (name, *defines, str(flat))
         if key not in cache:
             try:
-                cache[key] = build_guest(name, out, defines)
+                cache[key] = build_guest(name, out, defines, flat)
             except subprocess.CalledProcessError as exc:
                 pytest.fail(f"building guest {name} failed: {' '.join(exc.cmd)}\n"
                             f"{exc.stdout}{exc.stderr}", pytrace=False)

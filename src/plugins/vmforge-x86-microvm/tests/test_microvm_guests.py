@@ -22,6 +22,7 @@ from vmforge.testing.qemu_tools import pattern
 
 Guest = Callable[..., Path]
 Compare = Callable[..., Any]
+RunGuest = Callable[..., Any]
 
 
 def test_hello_start_info_and_interrupts(guest: Guest, same_as_qemu: Compare) -> None:
@@ -134,3 +135,18 @@ def test_smp_mp_table_and_ap_start(guest: Guest, same_as_qemu: Compare, cpus: in
 def test_smp_mp_table_entries(guest: Guest, same_as_qemu: Compare) -> None:
     """Every entry of the MP table (buses, I/O APIC, interrupt routing) with -smp 2."""
     same_as_qemu(guest("smp"), ("ioapic id", "io irq:", "bye"), smp=2, append="mptable")
+
+
+def test_flat_binary(guest: Guest, run_qemu: RunGuest, run_vmforge: RunGuest) -> None:
+    """A flat binary (vmforge only: QEMU's -kernel takes none): hello built for the
+    machine's flat entry (64-bit long mode at 1 MiB, rsi = hvm_start_info) prints,
+    after its first line, what the PVH hello prints under QEMU, and exits alike."""
+    append = "console=ttyS0 flat"
+    qemu = run_qemu(guest("hello"), append=append)
+    assert "irq: lapic timer" in qemu.output, qemu
+    ours = run_vmforge(guest("hello", flat=True), append=append)
+    first, _, rest = ours.output.partition("\n")
+    assert first == "hello: flat binary, 64-bit entry", ours
+    assert rest == qemu.output.partition("\n")[2], (
+        f"console text differs\n=== QEMU (PVH) ===\n{qemu}\n=== vmforge (flat) ===\n{ours}")
+    assert ours.status == qemu.status, ours

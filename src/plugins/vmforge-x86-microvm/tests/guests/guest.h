@@ -52,9 +52,10 @@ static inline uint8_t inb(uint16_t port)
     __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
     return v;
 }
-static inline uint32_t mmio_read32(uint32_t addr) { return *(volatile uint32_t *)addr; }
-static inline void mmio_write32(uint32_t addr, uint32_t v) { *(volatile uint32_t *)addr = v; }
-static inline uint8_t mmio_read8(uint32_t addr) { return *(volatile uint8_t *)addr; }
+static inline uint32_t mmio_read32(uint32_t addr) { return *(volatile uint32_t *)(uintptr_t)addr; }
+static inline void mmio_write32(uint32_t addr, uint32_t v) { *(volatile uint32_t *)(uintptr_t)addr = v; }
+/* a physical address start_info gives, as a pointer */
+#define PHYS(type, addr) ((type)(uintptr_t)(addr))
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 
 /* console (COM1, polled) */

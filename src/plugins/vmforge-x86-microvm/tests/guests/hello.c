@@ -4,7 +4,8 @@
  * UART's transmitter-empty interrupt (IRQ 4 through I/O APIC pin 4) and a
  * one-shot local APIC timer.  Exits through isa-debug-exit with 0x21 (status 67).
  * The memory map start_info points to is printed when the command line has
- * the word "memmap".
+ * the word "memmap".  Built for x86-64 with flat64.S it is the flat-binary
+ * guest, which prints the same after its first line.
  */
 #include "guest.h"
 
@@ -37,7 +38,7 @@ void irq_handler(uint32_t vector)
 static void print_memmap(const struct hvm_start_info *si)
 {
     const struct hvm_memmap_table_entry *e =
-        (const struct hvm_memmap_table_entry *)(uint32_t)si->memmap_paddr;
+        PHYS(const struct hvm_memmap_table_entry *, si->memmap_paddr);
     puts("memmap entries ");
     putdec(si->memmap_entries);
     putc('\n');
@@ -56,7 +57,11 @@ static void print_memmap(const struct hvm_start_info *si)
 
 int main(const struct hvm_start_info *si)
 {
+#ifdef __x86_64__
+    puts("hello: flat binary, 64-bit entry\n");
+#else
     puts("hello: pvh entry\n");
+#endif
     if (si->magic != START_INFO_MAGIC) {
         puts("bad start_info magic ");
         puthex(si->magic, 8);
@@ -68,7 +73,7 @@ int main(const struct hvm_start_info *si)
     puts(" modules ");
     putdec(si->nr_modules);
     putc('\n');
-    const char *cmdline = (const char *)(uint32_t)si->cmdline_paddr;
+    const char *cmdline = PHYS(const char *, si->cmdline_paddr);
     puts("cmdline: [");
     if (cmdline)
         puts(cmdline);

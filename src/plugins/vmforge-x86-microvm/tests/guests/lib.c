@@ -76,30 +76,49 @@ void debug_exit(uint8_t value)
         __asm__ volatile("cli; hlt");
 }
 
+#ifdef __x86_64__
+struct idt_gate {
+    uint16_t off_lo, sel;
+    uint8_t ist, type;
+    uint16_t off_mid;
+    uint32_t off_hi, reserved;
+} __attribute__((packed));
+
+extern uint16_t code_selector;          /* flat64.S: the CS vmforge entered with */
+#define CODE_SELECTOR code_selector
+#else
 struct idt_gate {
     uint16_t off_lo, sel;
     uint8_t zero, type;
     uint16_t off_hi;
 } __attribute__((packed));
 
-static struct idt_gate idt[256] __attribute__((aligned(8)));
+#define CODE_SELECTOR 0x08              /* pvh.S's GDT */
+#endif
+
+static struct idt_gate idt[256] __attribute__((aligned(16)));
 
 void idt_set(int vector, void (*stub)(void))
 {
-    uint32_t off = (uint32_t)stub;
+    uintptr_t off = (uintptr_t)stub;
+    memset(&idt[vector], 0, sizeof(idt[vector]));
     idt[vector].off_lo = (uint16_t)off;
-    idt[vector].sel = 0x08;
-    idt[vector].zero = 0;
-    idt[vector].type = 0x8e;            /* present, DPL 0, 32-bit interrupt gate */
+    idt[vector].sel = CODE_SELECTOR;
+    idt[vector].type = 0x8e;            /* present, DPL 0, interrupt gate */
+#ifdef __x86_64__
+    idt[vector].off_mid = (uint16_t)(off >> 16);
+    idt[vector].off_hi = (uint32_t)(off >> 32);
+#else
     idt[vector].off_hi = (uint16_t)(off >> 16);
+#endif
 }
 
 void idt_init(void)
 {
     struct {
         uint16_t limit;
-        uint32_t base;
-    } __attribute__((packed)) desc = { sizeof(idt) - 1, (uint32_t)idt };
+        uintptr_t base;
+    } __attribute__((packed)) desc = { sizeof(idt) - 1, (uintptr_t)idt };
     idt_set(0xff, irq_stub_0xff);       /* the local APIC's spurious vector */
     __asm__ volatile("lidt %0" :: "m"(desc));
 }

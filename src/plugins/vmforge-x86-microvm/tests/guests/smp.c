@@ -146,7 +146,7 @@ static void print_entries(const struct mpc *t, int all)
 
 int main(const struct hvm_start_info *si)
 {
-    const char *cmdline = (const char *)(uint32_t)si->cmdline_paddr;
+    const char *cmdline = PHYS(const char *, si->cmdline_paddr);
     puts("smp: bsp lapic id ");
     putdec(mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24);
     putc('\n');

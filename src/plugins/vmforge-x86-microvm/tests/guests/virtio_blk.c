@@ -230,7 +230,7 @@ static void setup_queue(uint32_t version)
 
 int main(const struct hvm_start_info *si)
 {
-    const char *cmdline = (const char *)(uint32_t)si->cmdline_paddr;
+    const char *cmdline = PHYS(const char *, si->cmdline_paddr);
     puts("virtio_blk: cmdline [");
     if (cmdline)
         puts(cmdline);
