@@ -15,25 +15,20 @@ from vmforge.block import (
 )
 from vmforge.block.driver import SnapshotInfo
 
-from . import bitmaps
-from .amend import AMEND_OPTIONS, amend_image
-from .check import check_image
-from .create import (
-    create_data_file,
-    plan_header,
-    prealloc_size,
-    preallocate,
-    write_new_image,
-)
+from .amend import AMEND_OPTIONS
 from .header import (
     EXT_BACKING_FORMAT,
+    EXT_BITMAPS,
     INCOMPAT_DIRTY,
     Extension,
     describe_bits,
 )
 from .snapshot import Snapshot
-from .snapshot_write import create_snapshot, delete_snapshot, revert_snapshot
 from .write import Qcow2Writer
+
+# Start-up time: what only some commands use (create, check, amend, snapshot writes,
+# bitmaps) is imported by the method that uses it, not with the driver that
+# ``vmforge img info`` imports.
 
 
 def _actual_size(path: str) -> int:
@@ -99,6 +94,8 @@ class Qcow2(Qcow2Writer):
         The backing file is recorded as given; ``size`` is not taken from it
         (the caller, like ``vmforge img create``, resolves it).
         """
+        from .create import create_data_file, plan_header, preallocate, write_new_image
+
         opts = cls.parse_create_options(options)
         size = -(-size // 512) * 512    # QEMU counts qcow2 sizes in 512-byte sectors
         if opts.get("backing_fmt") and not opts.get("backing_file"):
@@ -126,6 +123,8 @@ class Qcow2(Qcow2Writer):
     def measure(cls, size: int, allocated: Iterable[tuple[int, int]] | None,
                 **options: Any) -> dict[str, int]:
         """File size a new image needs (QEMU's ``qcow2_measure``)."""
+        from .create import plan_header, prealloc_size
+
         opts = cls.parse_create_options(options)
         h = plan_header(size, opts, "<measure>")
         cs = h.cluster_size
@@ -173,15 +172,21 @@ class Qcow2(Qcow2Writer):
         if self.has_data_file:
             raise UnsupportedOperation("images with an external data file cannot have "
                                        "internal snapshots", self.filename)
+        from .snapshot_write import create_snapshot
+
         return create_snapshot(self, name, vm_state_size, vm_clock_nsec, icount)
 
     def delete_snapshot(self, key: str) -> None:
         """Delete an internal snapshot by id or name (``qemu-img snapshot -d``)."""
+        from .snapshot_write import delete_snapshot
+
         self._check_writable()
         delete_snapshot(self, key)
 
     def revert_snapshot(self, key: str) -> None:
         """Make the disk what it was when the snapshot was taken (``qemu-img snapshot -a``)."""
+        from .snapshot_write import revert_snapshot
+
         self._check_writable()
         revert_snapshot(self, key)
 
@@ -251,6 +256,10 @@ class Qcow2(Qcow2Writer):
     def bitmaps(self) -> list[dict[str, Any]]:
         """Persistent dirty bitmaps as ``qemu-img info`` lists them (empty when the
         bitmaps extension is absent or no longer valid)."""
+        if self.h.ext(EXT_BITMAPS) is None:
+            return []          # as read_directory answers, without importing it
+        from . import bitmaps
+
         try:
             return [b.to_info() for b in bitmaps.read_directory(self)]
         except BlockError:
@@ -259,32 +268,48 @@ class Qcow2(Qcow2Writer):
     def add_bitmap(self, name: str, granularity: int | None = None,
                    enabled: bool = True) -> None:
         """A new, empty persistent dirty bitmap (``img bitmap --add``)."""
+        from . import bitmaps
+
         bitmaps.add_bitmap(self, name, granularity, enabled)
 
     def remove_bitmap(self, name: str) -> None:
+        from . import bitmaps
+
         bitmaps.remove_bitmap(self, name)
 
     def clear_bitmap(self, name: str) -> None:
+        from . import bitmaps
+
         bitmaps.clear_bitmap(self, name)
 
     def set_bitmap_enabled(self, name: str, enabled: bool) -> None:
+        from . import bitmaps
+
         bitmaps.set_bitmap_enabled(self, name, enabled)
 
     def bitmap_bits(self, name: str) -> tuple[bytes, int]:
         """A bitmap's bits and its granularity."""
+        from . import bitmaps
+
         bm = [b for b in bitmaps.read_directory(self) if b.name == name]
         return bitmaps.bitmap_bits(self, name), (bm[0].granularity if bm else 0)
 
     def merge_bitmap(self, dst: str, src_bits: bytes, src_granularity: int) -> None:
+        from . import bitmaps
+
         bitmaps.merge_bitmap(self, dst, src_bits, src_granularity)
 
     def check(self, repair: str | None = None) -> CheckResult:
+        from .check import check_image
+
         return check_image(self, repair)
 
     amend_options = AMEND_OPTIONS
 
     def amend(self, options: dict[str, Any], force: bool = False) -> None:
         """Change options of the image in place (``qemu-img amend``)."""
+        from .amend import amend_image
+
         amend_image(self, options, force)
 
     def info(self) -> ImageInfo:
