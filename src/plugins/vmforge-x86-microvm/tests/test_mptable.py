@@ -112,95 +112,95 @@ C_WALKER = r"""
 #include <string.h>
 
 struct mpf_intel {
-	char signature[4]; unsigned int physptr; unsigned char length;
-	unsigned char specification; unsigned char checksum; unsigned char feature1;
-	unsigned char feature2; unsigned char feature3; unsigned char feature4;
-	unsigned char feature5;
+    char signature[4]; unsigned int physptr; unsigned char length;
+    unsigned char specification; unsigned char checksum; unsigned char feature1;
+    unsigned char feature2; unsigned char feature3; unsigned char feature4;
+    unsigned char feature5;
 };
 struct mpc_table {
-	char signature[4]; unsigned short length; char spec; char checksum; char oem[8];
-	char productid[12]; unsigned int oemptr; unsigned short oemsize;
-	unsigned short oemcount; unsigned int lapic; unsigned int reserved;
+    char signature[4]; unsigned short length; char spec; char checksum; char oem[8];
+    char productid[12]; unsigned int oemptr; unsigned short oemsize;
+    unsigned short oemcount; unsigned int lapic; unsigned int reserved;
 };
 struct mpc_cpu {
-	unsigned char type; unsigned char apicid; unsigned char apicver;
-	unsigned char cpuflag; unsigned int cpufeature; unsigned int featureflag;
-	unsigned int reserved[2];
+    unsigned char type; unsigned char apicid; unsigned char apicver;
+    unsigned char cpuflag; unsigned int cpufeature; unsigned int featureflag;
+    unsigned int reserved[2];
 };
 struct mpc_bus { unsigned char type; unsigned char busid; unsigned char bustype[6]; };
 struct mpc_ioapic {
-	unsigned char type; unsigned char apicid; unsigned char apicver; unsigned char flags;
-	unsigned int apicaddr;
+    unsigned char type; unsigned char apicid; unsigned char apicver; unsigned char flags;
+    unsigned int apicaddr;
 };
 struct mpc_intsrc {
-	unsigned char type; unsigned char irqtype; unsigned short irqflag;
-	unsigned char srcbus; unsigned char srcbusirq; unsigned char dstapic;
-	unsigned char dstirq;
+    unsigned char type; unsigned char irqtype; unsigned short irqflag;
+    unsigned char srcbus; unsigned char srcbusirq; unsigned char dstapic;
+    unsigned char dstirq;
 };
 struct mpc_lintsrc {
-	unsigned char type; unsigned char irqtype; unsigned short irqflag;
-	unsigned char srcbusid; unsigned char srcbusirq; unsigned char destapic;
-	unsigned char destapiclint;
+    unsigned char type; unsigned char irqtype; unsigned short irqflag;
+    unsigned char srcbusid; unsigned char srcbusirq; unsigned char destapic;
+    unsigned char destapiclint;
 };
 
 static int mpf_checksum(unsigned char *mp, int len)
 {
-	int sum = 0;
-	while (len--)
-		sum += *mp++;
-	return sum & 0xFF;
+    int sum = 0;
+    while (len--)
+        sum += *mp++;
+    return sum & 0xFF;
 }
 
 static unsigned char mem[1 << 20];
 
 int main(int argc, char **argv)
 {
-	unsigned long base = 0x9fc00;
-	FILE *f = fopen(argv[1], "rb");
-	if (!f) return 2;
-	fread(mem + base, 1, 1024, f);
-	struct mpf_intel *mpf = (struct mpf_intel *)(mem + base);
-	if (memcmp(mpf->signature, "_MP_", 4) || mpf->length != 1 ||
-	    mpf_checksum((unsigned char *)mpf, 16) ||
-	    (mpf->specification != 1 && mpf->specification != 4)) return 3;
-	struct mpc_table *mpc = (struct mpc_table *)(mem + mpf->physptr);
-	if (memcmp(mpc->signature, "PCMP", 4) ||
-	    mpf_checksum((unsigned char *)mpc, mpc->length) ||
-	    (mpc->spec != 1 && mpc->spec != 4) || !mpc->lapic) return 4;
-	printf("sizes %zu %zu %zu %zu %zu %zu %zu\n", sizeof(struct mpf_intel),
-	       sizeof(struct mpc_table), sizeof(struct mpc_cpu), sizeof(struct mpc_bus),
-	       sizeof(struct mpc_ioapic), sizeof(struct mpc_intsrc), sizeof(struct mpc_lintsrc));
-	printf("lapic %#x oem %.8s\n", mpc->lapic, mpc->oem);
-	int count = sizeof(*mpc);
-	unsigned char *mpt = (unsigned char *)mpc + count;
-	while (count < mpc->length) {
-		switch (*mpt) {
-		case 0: {
-			struct mpc_cpu *m = (struct mpc_cpu *)mpt;
-			printf("cpu %u flags %u\n", m->apicid, m->cpuflag);
-			mpt += sizeof(*m); count += sizeof(*m); break; }
-		case 1: {
-			struct mpc_bus *m = (struct mpc_bus *)mpt;
-			printf("bus %u %.6s\n", m->busid, m->bustype);
-			mpt += sizeof(*m); count += sizeof(*m); break; }
-		case 2: {
-			struct mpc_ioapic *m = (struct mpc_ioapic *)mpt;
-			printf("ioapic %u %#x\n", m->apicid, m->apicaddr);
-			mpt += sizeof(*m); count += sizeof(*m); break; }
-		case 3: {
-			struct mpc_intsrc *m = (struct mpc_intsrc *)mpt;
-			printf("int %u %u %u -> %u %u\n", m->irqtype, m->srcbus, m->srcbusirq,
-			       m->dstapic, m->dstirq);
-			mpt += sizeof(*m); count += sizeof(*m); break; }
-		case 4: {
-			struct mpc_lintsrc *m = (struct mpc_lintsrc *)mpt;
-			printf("lint %u -> %u %u\n", m->irqtype, m->destapic, m->destapiclint);
-			mpt += sizeof(*m); count += sizeof(*m); break; }
-		default:
-			return 5;
-		}
-	}
-	return count == mpc->length ? 0 : 6;
+    unsigned long base = 0x9fc00;
+    FILE *f = fopen(argv[1], "rb");
+    if (!f) return 2;
+    fread(mem + base, 1, 1024, f);
+    struct mpf_intel *mpf = (struct mpf_intel *)(mem + base);
+    if (memcmp(mpf->signature, "_MP_", 4) || mpf->length != 1 ||
+        mpf_checksum((unsigned char *)mpf, 16) ||
+        (mpf->specification != 1 && mpf->specification != 4)) return 3;
+    struct mpc_table *mpc = (struct mpc_table *)(mem + mpf->physptr);
+    if (memcmp(mpc->signature, "PCMP", 4) ||
+        mpf_checksum((unsigned char *)mpc, mpc->length) ||
+        (mpc->spec != 1 && mpc->spec != 4) || !mpc->lapic) return 4;
+    printf("sizes %zu %zu %zu %zu %zu %zu %zu\n", sizeof(struct mpf_intel),
+           sizeof(struct mpc_table), sizeof(struct mpc_cpu), sizeof(struct mpc_bus),
+           sizeof(struct mpc_ioapic), sizeof(struct mpc_intsrc), sizeof(struct mpc_lintsrc));
+    printf("lapic %#x oem %.8s\n", mpc->lapic, mpc->oem);
+    int count = sizeof(*mpc);
+    unsigned char *mpt = (unsigned char *)mpc + count;
+    while (count < mpc->length) {
+        switch (*mpt) {
+        case 0: {
+            struct mpc_cpu *m = (struct mpc_cpu *)mpt;
+            printf("cpu %u flags %u\n", m->apicid, m->cpuflag);
+            mpt += sizeof(*m); count += sizeof(*m); break; }
+        case 1: {
+            struct mpc_bus *m = (struct mpc_bus *)mpt;
+            printf("bus %u %.6s\n", m->busid, m->bustype);
+            mpt += sizeof(*m); count += sizeof(*m); break; }
+        case 2: {
+            struct mpc_ioapic *m = (struct mpc_ioapic *)mpt;
+            printf("ioapic %u %#x\n", m->apicid, m->apicaddr);
+            mpt += sizeof(*m); count += sizeof(*m); break; }
+        case 3: {
+            struct mpc_intsrc *m = (struct mpc_intsrc *)mpt;
+            printf("int %u %u %u -> %u %u\n", m->irqtype, m->srcbus, m->srcbusirq,
+                   m->dstapic, m->dstirq);
+            mpt += sizeof(*m); count += sizeof(*m); break; }
+        case 4: {
+            struct mpc_lintsrc *m = (struct mpc_lintsrc *)mpt;
+            printf("lint %u -> %u %u\n", m->irqtype, m->destapic, m->destapiclint);
+            mpt += sizeof(*m); count += sizeof(*m); break; }
+        default:
+            return 5;
+        }
+    }
+    return count == mpc->length ? 0 : 6;
 }
 """
 
