@@ -24,6 +24,7 @@ from vmforge.loader.pvh import (
     memmap_bytes,
     modlist_entry,
     pvh_entry,
+    write_start_info,
 )
 from vmforge.memory import GuestMemory
 from vmforge.testing.x86_elf import build_elf, pvh_source
@@ -220,3 +221,23 @@ def test_load_pvh_refuses_what_does_not_fit(tmp_path: Path) -> None:
         (tmp_path / "small.img").write_bytes(bytes(16))
         load_pvh(ram(), str(elf), e820=[E820Entry(0x100000, 0x700000, E820_RAM)],
                  cmdline="", initrd=str(tmp_path / "small.img"))
+
+
+def test_write_start_info_for_a_kernel_loaded_otherwise(tmp_path: Path) -> None:
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(b"R" * 3000)
+    mem = ram()
+    at = write_start_info(mem, e820=E820, cmdline="quiet", initrd=str(initrd),
+                          kernel_start=0x100000, kernel_end=0x180000)
+    assert at == 0x6000
+    info = mem.read(0x6000, 56)
+    assert (u32(info, 0), u32(info, 12), u64(info, 16), u64(info, 24)) == (0x336EC578, 1,
+                                                                           0x6040, 0x20000)
+    assert (u64(info, 40), u32(info, 48)) == (0x6060, len(E820))
+    placed = ((0x400000 - 1) - 3000) & ~4095
+    assert mem.read(0x6040, 16) == struct.pack("<QQ", placed, 3000)
+    assert mem.read(placed, 3000) == b"R" * 3000 and mem.read(0x20000, 6) == b"quiet\0"
+    with pytest.raises(LoaderError, match=r"^flat\.bin: the command line \[0x100000, 0x100001\) "
+                       r"overlaps the kernel \[0x100000, 0x180000\)"):
+        write_start_info(ram(), e820=E820, cmdline="", kernel_start=0x100000,
+                         kernel_end=0x180000, cmdline_addr=0x100000, name="flat.bin")

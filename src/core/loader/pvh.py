@@ -49,7 +49,8 @@ from vmforge.loader.placement import Placement
 from vmforge.memory import GuestMemory
 
 __all__ = ["XEN_ELFNOTE_PHYS32_ENTRY", "XEN_HVM_START_MAGIC_VALUE", "PvhBoot",
-           "hvm_start_info", "load_pvh", "memmap_bytes", "modlist_entry", "pvh_entry"]
+           "hvm_start_info", "load_pvh", "memmap_bytes", "modlist_entry", "pvh_entry",
+           "write_start_info"]
 
 #: xen/include/public/elfnote.h: "Physical entry point into the kernel ... 32-bit
 #: protected mode with paging disabled"
@@ -169,23 +170,53 @@ def load_pvh(mem: GuestMemory, path: str, *, e820: Sequence[E820Entry], cmdline:
     placed = Placement(mem)
     for addr, size in image.segments:
         placed.reserve("the kernel segment", addr, size)
+    module = _start_info(mem, placed, path, e820=e820, cmdline=cmdline, initrd=initrd,
+                         start_info_addr=start_info_addr, cmdline_addr=cmdline_addr,
+                         kernel_end=image.high)
+    return PvhBoot(entry, start_info_addr, image.low, image.high, module)
+
+
+def write_start_info(mem: GuestMemory, *, e820: Sequence[E820Entry], cmdline: str,
+                     kernel_end: int, kernel_start: int | None = None,
+                     initrd: str | None = None, start_info_addr: int = 0x6000,
+                     cmdline_addr: int = 0x20000, name: str = "PVH start info") -> int:
+    """What :func:`load_pvh` writes besides the kernel (start info, module list,
+    memory map, command line, initrd above ``kernel_end``), for a kernel loaded
+    some other way (a flat binary at ``[kernel_start, kernel_end)``); returns the
+    start info's address.  Errors name ``name`` (or the initrd's file)."""
+    placed = Placement(mem)
+    if kernel_start is not None:
+        placed.reserve("the kernel", kernel_start, kernel_end - kernel_start)
+    _start_info(mem, placed, name, e820=e820, cmdline=cmdline, initrd=initrd,
+                start_info_addr=start_info_addr, cmdline_addr=cmdline_addr,
+                kernel_end=kernel_end)
+    return start_info_addr
+
+
+def _start_info(mem: GuestMemory, placed: Placement, name: str, *, e820: Sequence[E820Entry],
+                cmdline: str, initrd: str | None, start_info_addr: int, cmdline_addr: int,
+                kernel_end: int) -> tuple[int, int] | None:
+    """Check, then write, the command line, start info, module list, memory map and
+    initrd; returns the initrd's (address, size) or None."""
     line = cmdline.encode() + b"\0"
-    placed.add(path, "the command line", cmdline_addr, len(line))
+    placed.add(name, "the command line", cmdline_addr, len(line))
     memmap = memmap_bytes(e820)
-    placed.add(path, "the start info and memory map", start_info_addr,
+    placed.add(name, "the start info and memory map", start_info_addr,
                MEMMAP_OFFSET + len(memmap))
     module: tuple[int, int] | None = None
+    blob = b""
     if initrd is not None:
         blob = _read_file(initrd)
         at = place_high(e820, len(blob), last_byte=0xFFFFFFFF,
-                        above=(image.high + 0xFFF) & ~0xFFF)
+                        above=(kernel_end + 0xFFF) & ~0xFFF)
         if at is None:
             raise LoaderError(initrd, f"{len(blob)} bytes do not fit in a RAM range of the "
                               f"memory map below 4 GiB above the kernel (ends at "
-                              f"{image.high:#x})")
+                              f"{kernel_end:#x})")
         placed.add(initrd, "the initrd", at, len(blob))
-        mem.load(at, blob)
         module = (at, len(blob))
+    if module is not None:                                 # everything checked: now write
+        mem.load(module[0], blob)
     mem.load(cmdline_addr, line)
     info = hvm_start_info(nr_modules=1 if module else 0,
                           modlist_paddr=start_info_addr + MODLIST_OFFSET if module else 0,
@@ -194,4 +225,4 @@ def load_pvh(mem: GuestMemory, path: str, *, e820: Sequence[E820Entry], cmdline:
                           memmap_entries=len(e820))
     mods = modlist_entry(*module) if module else bytes(_MODLIST.size)
     mem.load(start_info_addr, info.ljust(MODLIST_OFFSET, b"\0") + mods + memmap)
-    return PvhBoot(entry, start_info_addr, image.low, image.high, module)
+    return module
