@@ -281,3 +281,29 @@ def test_load_bzimage_refusals(tmp_path: Path) -> None:
     with pytest.raises(LoaderError):
         load_bzimage(mem, str(path), e820=E820, cmdline="", boot_params_addr=0x20000)
     assert mem.read(0x100000, 16) == bytes(16)            # nothing written on refusal
+
+
+def test_debian_vmlinuz() -> None:
+    """Debian's bzImage: its header read, its xz payload where payload_offset says,
+    and loaded into a 512 MiB guest as microvm lays it out."""
+    from .debian_kernel import debian_kernel_file
+
+    vmlinuz = debian_kernel_file("vmlinuz")
+    data = vmlinuz.read_bytes()
+    hdr = read_setup_header(vmlinuz)
+    assert hdr.header == b"HdrS" and hdr.version >= 0x020F and hdr.boot_flag == 0xAA55
+    assert hdr.xloadflags & 1 and hdr.loadflags & 1 and hdr.relocatable_kernel == 1
+    assert len(hdr.raw) == data[0x201] + 0x202 - 0x1F1
+    assert hdr.setup_size + hdr.syssize * 16 <= len(data)
+    payload = hdr.setup_size + hdr.payload_offset
+    assert data[payload:payload + 6] == b"\xfd7zXZ\x00"      # boot.rst: XZ magic FD 37
+    assert hdr.payload_offset + hdr.payload_length <= hdr.syssize * 16
+    mem = ram(512 * MiB)
+    e820 = [E820Entry(0, 0x9FC00, E820_RAM), E820Entry(0x9FC00, 0x400, E820_RESERVED),
+            E820Entry(0x100000, 511 * MiB, E820_RAM)]
+    boot = load_bzimage(mem, str(vmlinuz), e820=e820, cmdline="console=ttyS0")
+    assert boot.entry64 == 0x100200 and boot.kernel_end == 0x100000 + len(data) - hdr.setup_size
+    assert mem.read(0x100000, 4096) == data[hdr.setup_size:hdr.setup_size + 4096]
+    zp = mem.read(0x7000, 4096)                 # the header from initrd_addr_max (0x22c) on
+    assert zp[0x22C:0x1F1 + len(hdr.raw)] == hdr.raw[0x22C - 0x1F1:]
+    assert (zp[0x210], u(zp, 0x228, 4), zp[0x1E8]) == (0xFF, 0x20000, 3)

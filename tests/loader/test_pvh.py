@@ -241,3 +241,30 @@ def test_write_start_info_for_a_kernel_loaded_otherwise(tmp_path: Path) -> None:
                        r"overlaps the kernel \[0x100000, 0x180000\)"):
         write_start_info(ram(), e820=E820, cmdline="", kernel_start=0x100000,
                          kernel_end=0x180000, cmdline_addr=0x100000, name="flat.bin")
+
+
+def test_debian_vmlinux(tmp_path: Path) -> None:
+    """Debian's vmlinux: the entry note as binutils reads it, then loaded whole."""
+    import re
+    import subprocess
+
+    from .debian_kernel import debian_kernel_file
+
+    vmlinux = debian_kernel_file("vmlinux")
+    notes = subprocess.run(["readelf", "-nW", str(vmlinux)], capture_output=True, text=True,
+                           check=True).stdout
+    (desc,) = re.findall(r"^\s*Xen\s+0x0+[48]\s+Unknown note type: \(0x00000012\)\s+"
+                         r"description data: ([0-9a-f ]+)$", notes, re.M)
+    expected = int.from_bytes(bytes.fromhex(desc.replace(" ", "")), "little")
+    assert pvh_entry(str(vmlinux)) == expected
+    mem = ram(512 << 20)
+    e820 = [E820Entry(0, 0x9FC00, E820_RAM), E820Entry(0x9FC00, 0x400, E820_RESERVED),
+            E820Entry(0x100000, (512 << 20) - 0x100000, E820_RAM)]
+    boot = load_pvh(mem, str(vmlinux), e820=e820, cmdline="console=ttyS0")
+    assert boot.entry == expected and boot.kernel_low == 0x1000000
+    data = vmlinux.read_bytes()
+    hdr = read_elf_header(str(vmlinux), data)
+    for ph in program_headers(str(vmlinux), data, hdr):
+        if ph.type == 1:
+            assert mem.read(ph.paddr, min(ph.filesz, 4096)) == data[ph.offset:ph.offset
+                                                                    + min(ph.filesz, 4096)]
