@@ -83,6 +83,8 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-display", dest="display", default="none", help="only 'none'")
     p.add_argument("-accel", dest="accel", metavar="interp|kvm")
     p.add_argument("-enable-kvm", dest="enable_kvm", action="store_true")
+    p.add_argument("-cpu", dest="cpu", metavar="qemu64|host",
+                   help="the CPU model a KVM guest sees (default qemu64, as QEMU)")
     p.add_argument("-no-reboot", dest="no_reboot", action="store_true",
                    help="exit instead of resetting when the guest reboots")
     p.add_argument("-d", dest="trace", action="append", default=[], metavar="ITEMS",
@@ -152,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         trace=[t for item in args.trace for t in item.split(",") if t],
         icount=Icount.parse(args.icount) if args.icount else None,
         extra={**({"logfile": args.logfile} if args.logfile else {}),
+               **({"cpu": args.cpu} if args.cpu else {}),
                **({"dfilter": _dfilter(args.dfilter)} if args.dfilter else {})},
     )
 

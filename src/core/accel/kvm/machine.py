@@ -44,8 +44,14 @@ class _Exits:
         self.space = machine.space
 
     def pio_in(self, port: int, size: int) -> int:
+        """A port nobody claims reads as all ones (QEMU's ``unassigned_io_read``:
+        what a PC's bus gives, and what a probe for an absent device expects)."""
         with self.lock:
-            return int(self.io.read(port, size))
+            misses = self.io.bad_accesses
+            value = int(self.io.read(port, size))
+            if self.io.bad_accesses != misses:
+                return (1 << (8 * size)) - 1
+            return value
 
     def pio_out(self, port: int, size: int, value: int) -> None:
         with self.lock:
@@ -125,20 +131,16 @@ class KvmMachine(Machine):
         return self.vcpus
 
     def vcpu_cpuid(self, index: int, supported: list[Any]) -> list[Any]:
-        """The CPUID a vCPU shows: what KVM supports, with its APIC id in leaves 1
-        and 0xB and the vCPU count in leaf 1 (subclasses refine)."""
-        import dataclasses
+        """The CPUID a vCPU shows: the ``-cpu`` model (default ``qemu64``, QEMU's
+        default; ``host``: everything KVM supports), see
+        :mod:`vmforge.accel.kvm.cpu_model`."""
+        from vmforge.accel.kvm.cpu_model import cpuid_for
 
-        out = []
-        for e in supported:
-            if e.function == 1:
-                e = dataclasses.replace(
-                    e, ebx=(e.ebx & 0xFFFF) | (index << 24) | (max(1, self.config.smp) << 16),
-                    edx=e.edx | (1 << 28 if self.config.smp > 1 else 0))      # HTT
-            elif e.function == 0xB:
-                e = dataclasses.replace(e, edx=index)
-            out.append(e)
-        return out
+        model = str(self.config.extra.get("cpu", "qemu64"))
+        try:
+            return cpuid_for(model, supported, index, self.config.smp)
+        except ValueError as exc:
+            raise MachineError(str(exc)) from None
 
     def irq_connect(self, line: Any, gsi: int) -> None:
         """Wire a device's interrupt line to GSI ``gsi`` of the in-kernel irqchip."""

@@ -33,11 +33,12 @@ from vmforge.accel.kvm.x86 import (
 )
 from vmforge.devspec import cmdline_devices
 from vmforge.loader import is_elf, load_raw
-from vmforge.loader.pvh import load_pvh, pvh_entry
+from vmforge.loader.pvh import load_pvh, pvh_entry, write_start_info
 from vmforge.machine import MachineError
 from vmforge.virtio import VirtioDevice
 from vmforge.virtio.mmio import QUEUE_NOTIFY, VirtioMmioTransport
 from vmforge_x86_microvm import layout as L
+from vmforge_x86_microvm.mptable import build_mptable
 
 __all__ = ["Microvm"]
 
@@ -160,21 +161,16 @@ class Microvm(KvmMachine):
             self._boot = ("long", lin.entry64, lin.boot_params)
         else:
             end = L.KERNEL_LOAD + load_raw(mem, cfg.kernel, L.KERNEL_LOAD)
-            from vmforge.loader.pvh import write_start_info
-
             info = write_start_info(mem, e820=e820, cmdline=cmdline, initrd=cfg.initrd,
                                     start_info_addr=L.PVH_START_INFO, cmdline_addr=L.CMDLINE,
-                                    kernel_end=end)
+                                    kernel_start=L.KERNEL_LOAD, kernel_end=end,
+                                    name=cfg.kernel)
             self._boot = ("long", L.KERNEL_LOAD, info)
         if self._boot[0] == "long":
             mem.write(L.GDT, b"".join(e.to_bytes(8, "little") for e in GDT_ENTRIES))
             self._cr3 = identity_page_tables(mem, L.PAGE_TABLES, user=False)
 
     def _write_mptable(self) -> None:
-        try:
-            from vmforge_x86_microvm.mptable import build_mptable
-        except ImportError:     # (lands with the MP table's own commit)
-            return
         self.space.memory.write(L.MPTABLE, build_mptable(self.config.smp, base=L.MPTABLE))
 
     # -- vCPUs ------------------------------------------------------------------------------
