@@ -39,7 +39,7 @@ CFLAGS = ["-ffreestanding", "-fno-pic", "-fno-pie", "-nostdlib",
           "--param=min-pagesize=0", "-Wall", "-Wextra", "-Werror"]
 
 #: how long one guest run may take before it counts as hung
-TIMEOUT = 20.0
+TIMEOUT = 15.0
 
 #: the isa-debug-exit every run has unless it asks for another (or none)
 DEBUG_EXIT = "isa-debug-exit,iobase=0xf4,iosize=4"
@@ -120,6 +120,7 @@ def _run(cmd: list[str], timeout: float) -> Run:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
+    if proc.returncode == -9:
         pytest.fail(f"{cmd[0]} did not end within {timeout:.0f} s: {' '.join(cmd)}\n"
                     f"{Run(out.decode(errors='replace'), -9, err.decode(errors='replace'))}",
                     pytrace=False)

@@ -41,10 +41,12 @@ def test_hello_without_append(guest: Guest, same_as_qemu: Compare) -> None:
     same_as_qemu(guest("hello"), ("cmdline: [", "bye"))
 
 
-def test_debug_exit_other_port(guest: Guest, same_as_qemu: Compare) -> None:
-    """isa-debug-exit at iobase=0x501,iosize=2: 0xf4 and 0x503 are not the device,
-    a 16-bit write at 0x502 is (status ((value << 1) | 1) & 0xff)."""
-    kernel = guest("exit_port", "EXIT_BASE=0x501", "EXIT_SIZE=2")
+@pytest.mark.parametrize("offset", [0, 1], ids=["inside", "straddling"])
+def test_debug_exit_other_port(guest: Guest, same_as_qemu: Compare, offset: int) -> None:
+    """isa-debug-exit at iobase=0x501,iosize=2: 0xf4 and 0x503 are not the device; a
+    16-bit write at 0x501 is, and so is one at 0x502 that runs past the device's
+    end (status ((value << 1) | 1) & 0xff)."""
+    kernel = guest("exit_port", "EXIT_BASE=0x501", "EXIT_SIZE=2", f"EXIT_AT={offset}")
     qemu = same_as_qemu(kernel, ("still running",),
                         debug_exit="isa-debug-exit,iobase=0x501,iosize=2")
     assert "not reached" not in qemu.output
