@@ -211,7 +211,7 @@ def test_load_pvh_refuses_what_does_not_fit(tmp_path: Path) -> None:
     big = tmp_path / "big.img"
     big.write_bytes(bytes(0x300000))
     with pytest.raises(LoaderError, match=r"big\.img: 3145728 bytes do not fit in a RAM range "
-                       r"of the memory map below 4 GiB above the kernel"):
+                       r"of the memory map between the kernel's end 0x102000 and 0xffffffff"):
         load_pvh(ram(), str(elf), e820=E820, cmdline="", initrd=str(big))
     with pytest.raises(LoaderError, match=r"missing\.img: No such file"):
         load_pvh(ram(), str(elf), e820=E820, cmdline="", initrd=str(tmp_path / "missing.img"))

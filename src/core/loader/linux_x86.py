@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vmforge.loader import LoaderError, _read_file
-from vmforge.loader.e820 import E820Entry, e820_bytes, place_high
+from vmforge.loader.e820 import E820Entry, e820_bytes
 from vmforge.loader.placement import Placement
 from vmforge.memory import GuestMemory
 
@@ -292,17 +292,11 @@ def load_bzimage(mem: GuestMemory, path: str, *, e820: Sequence[E820Entry], cmdl
     module: tuple[int, int] | None = None
     blob = b""
     if initrd is not None:
-        blob = _read_file(initrd)
         last = (0xFFFFFFFF if hdr.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G
                 else hdr.initrd_addr_max)
-        above = max(KERNEL_ADDR + len(kernel), start + hdr.init_size)
-        addr = place_high(e820, len(blob), last_byte=last, above=(above + 0xFFF) & ~0xFFF)
-        if addr is None:
-            raise LoaderError(initrd, f"{len(blob)} bytes do not fit in a RAM range of the "
-                              f"memory map below {last + 1:#x} (initrd_addr_max) above the "
-                              f"kernel (ends at {above:#x})")
-        placed.add(initrd, "the initrd", addr, len(blob))
-        module = (addr, len(blob))
+        at, blob = placed.add_initrd(initrd, e820, last_byte=last,
+                                     above=max(KERNEL_ADDR + len(kernel), start + hdr.init_size))
+        module = (at, len(blob))
     try:
         params = build_boot_params(hdr, e820=e820, cmdline_addr=cmdline_addr,
                                    cmdline_size=len(line), initrd=module)

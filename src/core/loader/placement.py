@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from vmforge.loader import LoaderError
+from collections.abc import Sequence
+
+from vmforge.loader import LoaderError, _read_file
+from vmforge.loader.e820 import E820Entry, place_high
 from vmforge.memory import GuestMemory
 
 __all__ = ["Placement"]
@@ -29,3 +32,18 @@ class Placement:
                 raise LoaderError(name, f"{what} [{addr:#x}, {addr + size:#x}) overlaps {other} "
                                   f"[{a:#x}, {a + n:#x})")
         self.taken.append((what, addr, size))
+
+    def add_initrd(self, path: str, e820: Sequence[E820Entry], *, last_byte: int,
+                   above: int) -> tuple[int, bytes]:
+        """Read the initrd ``path`` and take the place QEMU would give it
+        (:func:`~vmforge.loader.e820.place_high`) at or above ``above`` (the end of the
+        kernel, rounded up to a page) and not past ``last_byte``; returns
+        (address, contents)."""
+        blob = _read_file(path)
+        above = (above + 0xFFF) & ~0xFFF
+        at = place_high(e820, len(blob), last_byte=last_byte, above=above)
+        if at is None:
+            raise LoaderError(path, f"{len(blob)} bytes do not fit in a RAM range of the memory "
+                              f"map between the kernel's end {above:#x} and {last_byte:#x}")
+        self.add(path, "the initrd", at, len(blob))
+        return at, blob

@@ -44,7 +44,7 @@ from vmforge.loader import (
     read_elf_header,
     section_headers,
 )
-from vmforge.loader.e820 import E820Entry, place_high
+from vmforge.loader.e820 import E820Entry
 from vmforge.loader.placement import Placement
 from vmforge.memory import GuestMemory
 
@@ -206,14 +206,7 @@ def _start_info(mem: GuestMemory, placed: Placement, name: str, *, e820: Sequenc
     module: tuple[int, int] | None = None
     blob = b""
     if initrd is not None:
-        blob = _read_file(initrd)
-        at = place_high(e820, len(blob), last_byte=0xFFFFFFFF,
-                        above=(kernel_end + 0xFFF) & ~0xFFF)
-        if at is None:
-            raise LoaderError(initrd, f"{len(blob)} bytes do not fit in a RAM range of the "
-                              f"memory map below 4 GiB above the kernel (ends at "
-                              f"{kernel_end:#x})")
-        placed.add(initrd, "the initrd", at, len(blob))
+        at, blob = placed.add_initrd(initrd, e820, last_byte=0xFFFFFFFF, above=kernel_end)
         module = (at, len(blob))
     if module is not None:                                 # everything checked: now write
         mem.load(module[0], blob)
