@@ -58,9 +58,12 @@ def test_triple_fault_no_reboot(guest: Guest, same_as_qemu: Compare) -> None:
     assert "not reached" not in qemu.output
 
 
-def test_hello_memory_map(guest: Guest, same_as_qemu: Compare) -> None:
-    """The memory map start_info points to (what a PVH kernel takes as e820)."""
-    qemu = same_as_qemu(guest("hello"), ("memmap entries", "bye"), append="memmap")
+@pytest.mark.parametrize("memory", ["512M", "3584M"])
+def test_hello_memory_map(guest: Guest, same_as_qemu: Compare, memory: str) -> None:
+    """The memory map start_info points to (what a PVH kernel takes as e820), as the
+    kernel uses it (see print_memmap in guests/hello.c); with RAM above 4 GiB too."""
+    qemu = same_as_qemu(guest("hello"), ("memmap (sorted", "bye"), append="memmap",
+                        memory=memory)
     assert " type 1\n" in qemu.output
 
 

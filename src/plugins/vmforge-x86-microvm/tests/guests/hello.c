@@ -35,22 +35,39 @@ void irq_handler(uint32_t vector)
     lapic_eoi();
 }
 
+/*
+ * The memory map as a kernel uses it: sorted by address, without empty entries
+ * and without those inside 0xa0000-0x100000, which Linux reserves whatever the
+ * map says (e820 trim_bios_range).  QEMU's firmware (qboot) adds entries there
+ * and an empty one, and lists them in its own order; vmforge runs no firmware.
+ */
 static void print_memmap(const struct hvm_start_info *si)
 {
     const struct hvm_memmap_table_entry *e =
         PHYS(const struct hvm_memmap_table_entry *, si->memmap_paddr);
-    puts("memmap entries ");
-    putdec(si->memmap_entries);
-    putc('\n');
-    for (uint32_t i = 0; i < si->memmap_entries; i++) {
+    uint64_t after = 0;
+    int first = 1;
+    puts("memmap (sorted, outside 0xa0000-0x100000):\n");
+    for (;;) {
+        const struct hvm_memmap_table_entry *next = 0;
+        for (uint32_t i = 0; i < si->memmap_entries; i++) {
+            if (!e[i].size || (e[i].addr >= 0xa0000 && e[i].addr + e[i].size <= 0x100000))
+                continue;
+            if ((first || e[i].addr > after) && (!next || e[i].addr < next->addr))
+                next = &e[i];
+        }
+        if (!next)
+            break;
+        first = 0;
+        after = next->addr;
         puts("  ");
-        puthex((uint32_t)(e[i].addr >> 32), 8);
-        puthex((uint32_t)e[i].addr, 8);
+        puthex((uint32_t)(next->addr >> 32), 8);
+        puthex((uint32_t)next->addr, 8);
         putc(' ');
-        puthex((uint32_t)(e[i].size >> 32), 8);
-        puthex((uint32_t)e[i].size, 8);
+        puthex((uint32_t)(next->size >> 32), 8);
+        puthex((uint32_t)next->size, 8);
         puts(" type ");
-        putdec(e[i].type);
+        putdec(next->type);
         putc('\n');
     }
 }
