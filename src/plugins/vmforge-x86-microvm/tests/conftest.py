@@ -129,9 +129,9 @@ def _run(cmd: list[str], timeout: float) -> Run:
 
 
 def _common(kernel: Path, append: str | None, smp: int, memory: str,
-            debug_exit: str | None, args: Sequence[str]) -> list[str]:
+            debug_exit: str | None, args: Sequence[str], no_reboot: bool) -> list[str]:
     cmd = ["-accel", "kvm", "-m", memory, "-smp", str(smp), "-display", "none",
-           "-serial", "stdio", "-no-reboot", "-kernel", str(kernel)]
+           "-serial", "stdio", *(["-no-reboot"] if no_reboot else []), "-kernel", str(kernel)]
     if append is not None:
         cmd += ["-append", append]
     if debug_exit:
@@ -151,15 +151,17 @@ RunGuest = Callable[..., Run]
 @pytest.fixture(scope="session")
 def run_qemu() -> RunGuest:
     """``run_qemu(kernel, append=None, smp=1, memory="512M", debug_exit=DEBUG_EXIT,
-    args=(), timeout=TIMEOUT)``: QEMU's microvm (``acpi=off``) on KVM."""
+    args=(), timeout=TIMEOUT, no_reboot=True)``: QEMU's microvm (``acpi=off``) on
+    KVM; ``no_reboot=False`` leaves out ``-no-reboot``."""
     _need_kvm()
     binary = require_program("qemu-system-x86_64", "qemu-system-x86")
 
     def run(kernel: Path, append: str | None = None, smp: int = 1, memory: str = "512M",
             debug_exit: str | None = DEBUG_EXIT, args: Sequence[str] = (),
-            timeout: float = TIMEOUT) -> Run:
+            timeout: float = TIMEOUT, no_reboot: bool = True) -> Run:
         return _run([binary, "-M", "microvm,acpi=off", "-nodefaults", "-no-user-config",
-                     *_common(kernel, append, smp, memory, debug_exit, args)], timeout)
+                     *_common(kernel, append, smp, memory, debug_exit, args, no_reboot)],
+                    timeout)
 
     return run
 
@@ -171,9 +173,10 @@ def run_vmforge() -> RunGuest:
 
     def run(kernel: Path, append: str | None = None, smp: int = 1, memory: str = "512M",
             debug_exit: str | None = DEBUG_EXIT, args: Sequence[str] = (),
-            timeout: float = TIMEOUT) -> Run:
+            timeout: float = TIMEOUT, no_reboot: bool = True) -> Run:
         return _run([sys.executable, "-m", "vmforge.cli.main", "run", "-M", "microvm",
-                     *_common(kernel, append, smp, memory, debug_exit, args)], timeout)
+                     *_common(kernel, append, smp, memory, debug_exit, args, no_reboot)],
+                    timeout)
 
     return run
 

@@ -58,6 +58,13 @@ def test_triple_fault_no_reboot(guest: Guest, same_as_qemu: Compare) -> None:
     assert "not reached" not in qemu.output
 
 
+def test_triple_fault_resets(guest: Guest, same_as_qemu: Compare) -> None:
+    """Without -no-reboot a triple fault resets the machine: the guest starts again
+    (RAM kept, a boot counter in it), and the third boot exits."""
+    qemu = same_as_qemu(guest("reboot"), ("boot 3, start_info ok", "bye"), no_reboot=False)
+    assert qemu.status == (0x24 << 1) | 1
+
+
 @pytest.mark.parametrize("memory", ["512M", "3584M"])
 def test_hello_memory_map(guest: Guest, same_as_qemu: Compare, memory: str) -> None:
     """The memory map start_info points to (what a PVH kernel takes as e820), as the
