@@ -128,13 +128,26 @@ def test_virtio_blk_qcow2_level_triggered(guest: Guest, same_as_qemu: Compare,
 @pytest.mark.parametrize("transport", ["legacy", "modern"])
 def test_virtio_blk_features(guest: Guest, same_as_qemu: Compare, tmp_path: Path,
                              transport: str) -> None:
-    """The feature bits the virtio-blk device offers on each transport version."""
+    """The feature bits the virtio-blk device offers on each transport version (no
+    -append: the command line is the machine's announcement alone)."""
     make_disk(tmp_path / "disk.raw")
     args = [] if transport == "legacy" else ["-global", "virtio-mmio.force-legacy=false"]
-    same_as_qemu(guest("virtio_blk"), ("device features 0x", "bye"), disk=tmp_path / "disk.raw",
-                 append="features", args=args)
+    same_as_qemu(guest("virtio_blk", "FEATURES=1"), ("device features 0x", "bye"),
+                 disk=tmp_path / "disk.raw", args=args)
 
 
+def test_virtio_blk_two_devices(guest: Guest, same_as_qemu: Compare, tmp_path: Path) -> None:
+    """Two virtio-blk devices: the transports QEMU puts them on and announces, the
+    driver taking the first one it finds (the disk of 64 sectors here)."""
+    data = make_disk(tmp_path / "disk.raw")
+    small = tmp_path / "small.raw"
+    small.write_bytes(pattern(64 * 512, seed=11))
+    qemu = same_as_qemu(guest("virtio_blk"), ("capacity", "bye"), disk=tmp_path / "disk.raw",
+                        append="console=ttyS0", args=[
+                            "-drive", f"file={small},if=none,id=d1,format=raw,readonly=on",
+                            "-device", "virtio-blk-device,drive=d1"])
+    assert qemu.output.count(": device id 2") == 2
+    assert f"capacity {len(data) // 512} sectors" not in qemu.output
 @pytest.mark.parametrize("cpus", [2, 4])
 def test_smp_mp_table_and_ap_start(guest: Guest, same_as_qemu: Compare, cpus: int) -> None:
     """The processors the MP table announces, each AP woken by INIT-SIPI-SIPI from

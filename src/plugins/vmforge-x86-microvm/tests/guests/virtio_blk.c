@@ -9,8 +9,8 @@
  * up queue 0 as a split ring of 8 descriptors, reads sectors 0 and 1 with one
  * request each (waiting for the interrupt, then checking the used ring), writes
  * sector 2 and reads it back, then exits with 0x22 (status 69); it counts the
- * interrupts that came with nothing new in the used ring.  With the word
- * "features" on the command line it also prints the device's feature bits.
+ * interrupts that came with nothing new in the used ring.  It first lists the
+ * transports that have a device.
  */
 #include "guest.h"
 
@@ -47,7 +47,10 @@
 #define S_FEATURES_OK 8
 
 #ifndef LEVEL
-#define LEVEL 0
+#define LEVEL 0                         /* 1: the I/O APIC pin level triggered */
+#endif
+#ifndef FEATURES
+#define FEATURES 0                      /* 1: print the device's feature bits */
 #endif
 #define QSIZE 8
 #define VIRTIO_VECTOR 0x25
@@ -182,12 +185,27 @@ static int transfer(uint32_t type, uint32_t sector)
 
 static int find_device(void)
 {
+    int found = -1;
     for (int i = 0; i < 8; i++) {
         uint32_t base = MMIO_BASE + 512 * (uint32_t)i;
-        if (mmio_read32(base + MAGIC) == 0x74726976 && mmio_read32(base + DEVICE_ID) == 2)
-            return i;
+        if (mmio_read32(base + MAGIC) != 0x74726976) {
+            puts("slot ");
+            putdec((uint32_t)i);
+            puts(": no virtio-mmio magic\n");
+            continue;
+        }
+        uint32_t id = mmio_read32(base + DEVICE_ID);
+        if (id) {
+            puts("slot ");
+            putdec((uint32_t)i);
+            puts(": device id ");
+            putdec(id);
+            putc('\n');
+        }
+        if (id == 2 && found < 0)
+            found = i;
     }
-    return -1;
+    return found;
 }
 
 static int announced_irq(const char *cmdline, uint32_t base)
@@ -283,7 +301,7 @@ int main(const struct hvm_start_info *si)
     uint32_t f0 = rd(DEVICE_FEATURES);
     wr(DEVICE_FEATURES_SEL, 1);
     uint32_t f1 = rd(DEVICE_FEATURES);
-    if (find(cmdline, "features")) {
+    if (FEATURES) {
         puts("device features 0x");
         puthex(f1, 8);
         puthex(f0, 8);
