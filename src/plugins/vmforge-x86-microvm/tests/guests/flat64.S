@@ -69,17 +69,9 @@ irq_stub_\vector:
         call    irq_handler
         jmp     irq_return
         .endm
-        stub    0x24
-        stub    0x25
-        stub    0x26
-        stub    0x27
-        stub    0x28
-        stub    0x29
-        stub    0x2a
-        stub    0x2b
-        stub    0x2c
-        stub    0x30
-        stub    0xff
+#define VECTOR(v) stub v;
+#include "vectors.h"
+#undef VECTOR
 
 /*
  * The frame is [RIP, CS, RFLAGS, RSP, SS]: RFLAGS and RIP go just below the

@@ -88,9 +88,9 @@ static inline void wait_for_change(volatile int *v, int old)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
 }
 
-void irq_stub_0x24(void), irq_stub_0x25(void), irq_stub_0x26(void), irq_stub_0x27(void);
-void irq_stub_0x28(void), irq_stub_0x29(void), irq_stub_0x2a(void), irq_stub_0x2b(void);
-void irq_stub_0x2c(void), irq_stub_0x30(void), irq_stub_0xff(void);
+#define VECTOR(v) void irq_stub_##v(void);
+#include "vectors.h"
+#undef VECTOR
 
 void *memset(void *d, int c, uint32_t n);
 void *memcpy(void *d, const void *s, uint32_t n);

@@ -69,17 +69,9 @@ irq_return:
         add     $4, %esp
         popf
         ret
-        stub    0x24
-        stub    0x25
-        stub    0x26
-        stub    0x27
-        stub    0x28
-        stub    0x29
-        stub    0x2a
-        stub    0x2b
-        stub    0x2c
-        stub    0x30
-        stub    0xff
+#define VECTOR(v) stub v;
+#include "vectors.h"
+#undef VECTOR
 
         .section .rodata
         .balign 8
