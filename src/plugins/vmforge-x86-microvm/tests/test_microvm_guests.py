@@ -65,6 +65,19 @@ def test_triple_fault_resets(guest: Guest, same_as_qemu: Compare) -> None:
     assert qemu.status == (0x24 << 1) | 1
 
 
+def test_pit_through_ioapic(guest: Guest, same_as_qemu: Compare) -> None:
+    """The in-kernel PIT's interrupt reaches the I/O APIC pin the MP table gives
+    ISA IRQ 0 (QEMU: pin 2, not pin 0)."""
+    qemu = same_as_qemu(guest("pit"), ("i/o apic pin", "bye"))
+    assert qemu.status == (0x25 << 1) | 1
+
+
+def test_pit_through_pic(guest: Guest, same_as_qemu: Compare) -> None:
+    """The local APIC's LINT0 and LINT1 as the guest finds them, then the PIT's
+    interrupt through the 8259 PIC and LINT0 in ExtINT mode."""
+    same_as_qemu(guest("pit", "VIA_PIC=1"), ("lapic lint0 at entry", "pic irq 0", "bye"))
+
+
 @pytest.mark.parametrize("memory", ["512M", "3584M"])
 def test_hello_memory_map(guest: Guest, same_as_qemu: Compare, memory: str) -> None:
     """The memory map start_info points to (what a PVH kernel takes as e820), as the
