@@ -164,10 +164,12 @@ def test_virtio_blk_two_devices(guest: Guest, same_as_qemu: Compare, tmp_path: P
 @pytest.mark.parametrize("cpus", [2, 4])
 def test_smp_mp_table_and_ap_start(guest: Guest, same_as_qemu: Compare, cpus: int) -> None:
     """The processors the MP table announces, each AP woken by INIT-SIPI-SIPI from
-    a real-mode trampoline, reaching protected mode and printing its APIC ID."""
+    a real-mode trampoline, reaching protected mode and printing its APIC ID, then
+    taking a fixed IPI from the BSP."""
     qemu = same_as_qemu(guest("smp"), ("checksum ok", f"cpus announced {cpus}",
                                        f"aps up {cpus - 1}", "bye"), smp=cpus)
     assert qemu.output.count("ap up, lapic id") == cpus - 1
+    assert qemu.output.count(": ipi vector") == cpus - 1
 
 
 def test_smp_mp_table_entries(guest: Guest, same_as_qemu: Compare) -> None:

@@ -2,7 +2,7 @@
  * The application processor's start: real-mode code the BSP copies to
  * TRAMPOLINE (0x8000, SIPI vector 0x08).  It loads the GDT of pvh.S, turns on
  * protected mode and jumps to ap_entry32 in the image at 1 MiB, which takes
- * the stack ap_stack_top and calls ap_main().
+ * the stack whose top the BSP left in ap_stack and calls ap_main().
  */
         .section .rodata
         .globl  trampoline_start, trampoline_end
@@ -32,15 +32,10 @@ ap_entry32:
         mov     %ax, %ss
         mov     %ax, %fs
         mov     %ax, %gs
-        mov     $ap_stack_top, %esp
+        mov     ap_stack, %esp
         call    ap_main
 1:      cli
         hlt
         jmp     1b
-
-        .bss
-        .balign 16
-        .space  4096
-ap_stack_top:
 
         .section .note.GNU-stack, "", @progbits

@@ -4,7 +4,9 @@
  * checks its checksums and prints the processors it announces, then wakes each
  * other one with INIT-SIPI-SIPI through the local APIC's ICR.  An AP starts in
  * real mode in smp-trampoline.S, enters protected mode and prints its local
- * APIC ID; the BSP waits for it, then exits with 0x23 (status 71).  With the
+ * APIC ID; the BSP waits for it.  Then the BSP sends each AP a fixed IPI,
+ * which the AP takes through its own local APIC and IDTR and reports; the BSP
+ * waits for each, then exits with 0x23 (status 71).  With the
  * word "mptable" on the command line the BSP prints every entry of the table.
  * The entries are walked by the table's length, as Linux does (smp_read_mpc):
  * the table qboot writes for QEMU's microvm has 0 in its entry count.
@@ -12,6 +14,8 @@
 #include "guest.h"
 
 #define TRAMPOLINE 0x8000u
+#define MAX_CPUS 16
+#define IPI_VECTOR 0x29
 
 extern const char trampoline_start[], trampoline_end[];
 
@@ -33,7 +37,10 @@ struct mpc {                            /* MP configuration table header */
     uint8_t ext_checksum, reserved;
 } __attribute__((packed));
 
-static volatile int aps_up;
+static volatile int aps_up, ipis_reported;
+static volatile int ipis[MAX_CPUS];     /* by local APIC ID */
+static uint8_t ap_stacks[MAX_CPUS][4096] __attribute__((aligned(16)));
+uint32_t ap_stack;                      /* smp-trampoline.S: the next AP's stack top */
 
 static uint8_t sum(const uint8_t *p, uint32_t n)
 {
@@ -60,13 +67,39 @@ static void putn(const char *s, int n)
         putc(s[i]);
 }
 
+static uint32_t lapic_id(void)
+{
+    return mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24;
+}
+
+void irq_handler(uint32_t vector)
+{
+    if (vector == IPI_VECTOR) {
+        uint32_t id = lapic_id();
+        if (id < MAX_CPUS)
+            ipis[id]++;
+        lapic_eoi();
+    }
+}
+
 void ap_main(void)
 {
-    uint32_t id = mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24;
+    uint32_t id = lapic_id();
     puts("ap up, lapic id ");
     putdec(id);
     putc('\n');
+    idt_init();                         /* the IDTR is per CPU */
+    lapic_enable();
     __atomic_add_fetch(&aps_up, 1, __ATOMIC_SEQ_CST);
+    if (id >= MAX_CPUS)
+        return;
+    wait_for_change(&ipis[id], 0);
+    puts("ap ");
+    putdec(id);
+    puts(": ipi vector 0x");
+    puthex(IPI_VECTOR, 2);
+    putc('\n');
+    __atomic_add_fetch(&ipis_reported, 1, __ATOMIC_SEQ_CST);
 }
 
 static void icr(uint32_t apic_id, uint32_t low)
@@ -193,6 +226,8 @@ int main(const struct hvm_start_info *si)
     }
     print_entries(t, find(cmdline, "mptable") != 0);
 
+    idt_init();
+    idt_set(IPI_VECTOR, irq_stub_0x29);
     lapic_enable();
     memcpy((void *)TRAMPOLINE, trampoline_start, (uint32_t)(trampoline_end - trampoline_start));
     const uint8_t *e = (const uint8_t *)(t + 1), *end = (const uint8_t *)t + t->length;
@@ -200,8 +235,9 @@ int main(const struct hvm_start_info *si)
     while (e < end && e[0] <= 4) {
         if (e[0] == 0) {
             cpus++;
-            if ((e[3] & 1) && !(e[3] & 2)) {
+            if ((e[3] & 1) && !(e[3] & 2) && e[1] < MAX_CPUS) {
                 int before = aps_up;
+                ap_stack = (uint32_t)(ap_stacks[e[1]] + sizeof(ap_stacks[0]));
                 icr(e[1], 0x4500);                      /* INIT, assert */
                 icr(e[1], 0x4600 | (TRAMPOLINE >> 12)); /* start-up */
                 icr(e[1], 0x4600 | (TRAMPOLINE >> 12));
@@ -211,6 +247,19 @@ int main(const struct hvm_start_info *si)
             e += 20;
         } else
             e += 8;
+    }
+    for (uint32_t id = 0; id < MAX_CPUS; id++) {
+        if (id == lapic_id())
+            continue;
+        int before = ipis_reported;
+        e = (const uint8_t *)(t + 1);
+        while (e < end && e[0] <= 4 && !(e[0] == 0 && e[1] == id && (e[3] & 1)))
+            e += e[0] == 0 ? 20 : 8;
+        if (e >= end || e[0] != 0)
+            continue;
+        icr(id, IPI_VECTOR);            /* fixed delivery, physical destination */
+        while (__atomic_load_n(&ipis_reported, __ATOMIC_SEQ_CST) == before)
+            __asm__ volatile("pause");
     }
     puts("cpus announced ");
     putdec((uint32_t)cpus);
