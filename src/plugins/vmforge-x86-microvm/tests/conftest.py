@@ -2,12 +2,14 @@
 (the oracle) and under ``vmforge run -M microvm -accel kvm``.
 
 The guests (``guests/``: GNU as and freestanding C, linked at 1 MiB by
-``guests/guest.ld``) are built with the host's binutils and gcc into a
-temporary folder when a test first asks for them, once per session.
+``guests/guest.ld``; ``guests/README.md`` says what each does) are built with
+the host's binutils and gcc into a temporary folder when a test first asks for
+them, once per session (:func:`guest`).
 
 :func:`run_qemu` and :func:`run_vmforge` start the emulator with the same
-options (``-serial stdio``, ``-no-reboot``, ``-display none``), wait for it to
-end and return the console text and the exit status.  Their tests skip,
+options (``-serial stdio``, ``-no-reboot`` unless asked not to, ``-display
+none``), wait for it to end and return the console text and the exit status;
+:func:`same_as_qemu` runs a guest under both and compares.  Their tests skip,
 saying why, when ``/dev/kvm`` is absent or not accessible, or fail in CI when
 ``qemu-system-x86_64`` is missing (:func:`vmforge.testing.oracles.oracle_missing`).
 """
