@@ -22,10 +22,12 @@ from vmforge.plugins import PROBE_GROUP, Registry
 HEAVY = {"luks": "cryptography", "vhdx": "crc32c"}
 
 _SHOW_MODULES = """
-import json, sys
+import sys
 from vmforge.cli.main import main
 status = main(sys.argv[1:])
-print(json.dumps([status, sorted(sys.modules)]))
+modules = sorted(sys.modules)
+import json
+print(json.dumps([status, modules]))
 """
 
 
@@ -69,6 +71,53 @@ def test_no_importlib_metadata_nor_pluggy_without_hooks_plugins(qcow2_image: str
     modules = _modules_after(*blocks, "img", "info", qcow2_image)
     assert "importlib_metadata" not in modules
     assert "pluggy" not in modules
+
+
+#: modules ``vmforge img info`` of a qcow2 image never uses, each with what brings it in:
+#: other sub-commands' modules, --object's option parser (vmforge.config: fractions,
+#: decimal, the clock), convert's copy engine (threads, the zero scanner), --output
+#: json and snapshot dates, the qcow2 driver's check, create, snapshot-writing and
+#: bitmap code (an image without bitmaps), the RISC-V CPU
+NOT_FOR_INFO = (
+    "vmforge.cli.img_convert", "vmforge.cli.img_create", "vmforge.cli.img_modify",
+    "vmforge.cli.img_dd", "vmforge.cli.img_amend", "vmforge.cli.img_bitmap",
+    "vmforge.config", "vmforge.clock", "fractions", "decimal",
+    "vmforge.block.ops", "concurrent.futures", "queue", "vmforge._fast.zeroscan",
+    "json", "datetime", "base64",
+    "vmforge_qcow2.check", "vmforge_qcow2.rebuild", "vmforge_qcow2.create",
+    "vmforge_qcow2.layout", "vmforge_qcow2.snapshot_write", "vmforge_qcow2.bitmaps",
+    "vmforge._fast.riscv",
+)
+
+
+def test_img_info_imports_nothing_it_does_not_use(qcow2_image: str) -> None:
+    hooks = [e.dist for e in Registry().entries("hooks")]   # their own imports aside
+    blocks = [arg for dist in hooks for arg in ("-p", f"no:{dist}")]
+    for fmt in ([], ["-f", "qcow2"], ["--output", "human"]):
+        modules = set(_modules_after(*blocks, "img", "info", *fmt, qcow2_image))
+        assert "vmforge_qcow2.driver" in modules
+        assert modules.isdisjoint(NOT_FOR_INFO), sorted(modules.intersection(NOT_FOR_INFO))
+
+
+def test_img_sub_commands_import_their_own_module_only(qcow2_image: str) -> None:
+    """Each sub-command's module is imported when that sub-command runs, not before;
+    ``--help`` still lists every sub-command."""
+    from vmforge.cli.img import SUBCOMMANDS
+
+    # sub-command -> the command modules it needs (snapshot -l prints report's table)
+    mine = {"check": {"img_report"}, "map": {"img_report"},
+            "snapshot": {"img_modify", "img_report"}}
+    others = {h.partition(":")[0] for h, *_ in SUBCOMMANDS.values()}
+    for command, needed in mine.items():
+        args = ["-l"] if command == "snapshot" else []
+        modules = {m.removeprefix("vmforge.cli.")
+                   for m in _modules_after("img", command, *args, qcow2_image)}
+        assert needed <= modules
+        assert modules.isdisjoint(others - needed), (command, others & modules - needed)
+    out = subprocess.run([sys.executable, "-m", "vmforge.cli.main", "img", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for command, (_, help_text, *_rest) in SUBCOMMANDS.items():
+        assert f"    {command} " in out and help_text.split()[0] in out, command
 
 
 def test_probe_functions_are_the_drivers_probes(tmp_path: Path) -> None:
