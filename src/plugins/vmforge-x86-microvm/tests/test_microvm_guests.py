@@ -149,6 +149,13 @@ def test_virtio_blk_features(guest: Guest, same_as_qemu: Compare, tmp_path: Path
                  disk=tmp_path / "disk.raw", args=args)
 
 
+def test_virtio_blk_no_device(guest: Guest, same_as_qemu: Compare) -> None:
+    """No -device: all 8 transports answer with the virtio-mmio magic and device id
+    0, and the command line announces none of them."""
+    qemu = same_as_qemu(guest("virtio_blk"), ("no virtio-blk device",))
+    assert "no virtio-mmio magic" not in qemu.output and "virtio_mmio" not in qemu.output
+
+
 def test_virtio_blk_two_devices(guest: Guest, same_as_qemu: Compare, tmp_path: Path) -> None:
     """Two virtio-blk devices: the transports QEMU puts them on and announces, the
     driver taking the first one it finds (the disk of 64 sectors here)."""
