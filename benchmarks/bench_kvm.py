@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -148,16 +149,33 @@ class MmioDevice(PioDevice):
             self.vcpu.stop()
 
 
-def exits_vmforge(vcpu: Vcpu, mmio: bool, n: int = N) -> float:
+class Rate(NamedTuple):
+    """Exits per second of wall time, and per second of the thread's CPU time (user and
+    system: the guest's own time included; steadier than wall time on a busy host)."""
+
+    wall: float
+    cpu: float
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.thread_time()
+
+
+def _rate(n: int, start: tuple[float, float]) -> Rate:
+    wall, cpu = _clocks()
+    return Rate(n / (wall - start[0]), n / (cpu - start[1]))
+
+
+def exits_vmforge(vcpu: Vcpu, mmio: bool, n: int = N) -> Rate:
     d = (MmioDevice if mmio else PioDevice)(vcpu, n)
-    t0 = time.perf_counter()
+    start = _clocks()
     reason = vcpu.run(d)
-    dt = time.perf_counter() - t0
+    rate = _rate(n, start)
     _check(reason is VcpuExit.STOPPED and d.count == n and d.value == n // 2, "vmforge", d.value)
-    return n / dt
+    return rate
 
 
-def exits_fcntl(vcpu: Vcpu, mmio: bool, n: int = N) -> float:
+def exits_fcntl(vcpu: Vcpu, mmio: bool, n: int = N) -> Rate:
     page = mmap.mmap(vcpu.fd, vcpu.vm.kvm.vcpu_mmap_size)
     try:
         return _fcntl_loop(vcpu.fd, page, mmio, n)
@@ -165,14 +183,14 @@ def exits_fcntl(vcpu: Vcpu, mmio: bool, n: int = N) -> float:
         page.close()
 
 
-def _fcntl_loop(fd: int, page: mmap.mmap, mmio: bool, n: int) -> float:
+def _fcntl_loop(fd: int, page: mmap.mmap, mmio: bool, n: int) -> Rate:
     ioctl, kvm_run = fcntl.ioctl, IOCTLS["KVM_RUN"]
     reason_at = struct.Struct("<I").unpack_from              # kvm_run.exit_reason at 8
     io_at = struct.Struct("<BBHIQ").unpack_from              # kvm_run.io at 32
     mmio_at = struct.Struct("<Q8xIB").unpack_from            # kvm_run.mmio at 32
     u32_at, u32_into = struct.Struct("<I").unpack_from, struct.Struct("<I").pack_into
     value = 0
-    t0 = time.perf_counter()
+    start = _clocks()
     for _ in range(n):
         ioctl(fd, kvm_run, 0)
         reason, = reason_at(page, 8)
@@ -192,31 +210,31 @@ def _fcntl_loop(fd: int, page: mmap.mmap, mmio: bool, n: int) -> float:
                 value, = u32_at(page, offset)
             else:
                 u32_into(page, offset, value)
-    dt = time.perf_counter() - t0
+    rate = _rate(n, start)
     _check(value == n // 2, "fcntl", value)
-    return n / dt
+    return rate
 
 
-def exits_c(build: Build, mmio: bool, n: int = N) -> float:
+def exits_c(build: Build, mmio: bool, n: int = N) -> Rate:
     kind = "mmio" if mmio else "pio"
     out = subprocess.run([str(build.floor), str(build.guest[kind]), str(n), kind],
                          check=True, capture_output=True, text=True).stdout
-    exits, ns, value = map(int, out.split())
+    exits, ns, value, cpu_ns = map(int, out.split())
     _check(exits == n and value == n // 2, "kvm_floor", value)
-    return n / (ns / 1e9)                       # the program's own clock, no start-up
+    return Rate(n / (ns / 1e9), n / (cpu_ns / 1e9))     # its own clocks, no start-up
 
 
-def exits_no_callback(vcpu: Vcpu, seconds: float = 0.5) -> float:
+def exits_no_callback(vcpu: Vcpu, seconds: float = 0.5) -> Rate:
     """The layer's loop alone: no callbacks (reads answer all ones, writes are dropped),
     for a fixed time; the rate is the vCPU's exit count over the time.  The guest may
     stop between its ``in`` and ``out``: give it a VM of its own."""
     timer = threading.Timer(seconds, vcpu.stop)
-    first, t0 = vcpu.exits, time.perf_counter()
+    first, start = vcpu.exits, _clocks()
     timer.start()
     reason = vcpu.run(None)
-    dt = time.perf_counter() - t0
+    rate = _rate(vcpu.exits - first, start)
     _check(reason is VcpuExit.STOPPED, "no callback", reason)
-    return (vcpu.exits - first) / dt
+    return rate
 
 
 def _check(ok: bool, who: str, got: object) -> None:
@@ -306,10 +324,11 @@ VARIANTS = ("pio vmforge", "pio fcntl", "pio C", "pio no callback",
 
 def measure(build: Build, rounds: int = 7) -> dict[str, list[float]]:
     """``rounds`` rounds, each running every variant once (so a busy spell on the shared
-    host hits all of them): exits per second, and compute bytes per second."""
+    host hits all of them): exits per wall second under each variant's name and per
+    CPU second under ``"<name> cpu"``; compute bytes per second (``guest``, ``host``)."""
     pio, mmio = Guest(build.guest["pio"]), Guest(build.guest["mmio"])
     bare, comp = Guest(build.guest["pio"]), compute_guest_vm(build)
-    runs: dict[str, Callable[[], float]] = {
+    runs: dict[str, Callable[[], Rate]] = {
         "pio vmforge": lambda: exits_vmforge(pio.vcpu, False),
         "pio fcntl": lambda: exits_fcntl(pio.vcpu, False),
         "pio C": lambda: exits_c(build, False),
@@ -322,7 +341,9 @@ def measure(build: Build, rounds: int = 7) -> dict[str, list[float]]:
     try:
         for _ in range(rounds):
             for k, fn in runs.items():
-                seen[k].append(fn())
+                r = fn()
+                seen[k].append(r.wall)
+                seen.setdefault(f"{k} cpu", []).append(r.cpu)
             hg, guest_rate = compute_guest(comp)
             hh, host_rate = compute_host(build)
             _check(hg == hh, "compute", (hg, hh))
@@ -341,22 +362,28 @@ def ratio(seen: dict[str, list[float]], num: str, den: str) -> tuple[float, floa
 
 
 def table(seen: dict[str, list[float]], procs: dict[str, float]) -> str:
-    med = {k: statistics.median(v) for k, v in seen.items()}
-    lines = ["| exits per second (median) | vmforge, Python callback | plain `fcntl.ioctl` "
-             "loop | C floor | vmforge, no callback |", "|---|---|---|---|---|"]
-    for kind in ("pio", "mmio"):
-        cells = []
-        for who in ("vmforge", "fcntl", "C", "no callback"):
-            if f"{kind} {who}" in med:
-                m, lo, hi = ratio(seen, f"{kind} {who}", f"{kind} C")
-                cells.append(f"{med[f'{kind} {who}'] / 1e3:.1f} K ({m:.0%}; {lo:.0%}-{hi:.0%})")
-            else:
-                cells.append("-")
-        lines.append(f"| {'port I/O' if kind == 'pio' else 'MMIO'} | " + " | ".join(cells)
-                     + " |")
+    """The markdown of RESULTS.md's KVM figures: medians, and each rate as a share of the
+    C floor's in the same round (median, then the range over the rounds)."""
+    lines = ["| exits per second, median (share of the C floor) | vmforge, Python callback "
+             "| plain `fcntl.ioctl` loop | C floor | vmforge, no callback |",
+             "|---|---|---|---|---|"]
+    for kind, name in (("pio", "port I/O"), ("mmio", "MMIO")):
+        for clock, label in (("", "wall"), (" cpu", "CPU")):
+            cells = []
+            for who in ("vmforge", "fcntl", "C", "no callback"):
+                k = f"{kind} {who}{clock}"
+                if k not in seen:
+                    cells.append("-")
+                    continue
+                m, lo, hi = ratio(seen, k, f"{kind} C{clock}")
+                share = "" if who == "C" else f" ({m:.1%}; {lo:.0%}-{hi:.0%})"
+                cells.append(f"{statistics.median(seen[k]) / 1e3:.1f} K{share}")
+            lines.append(f"| {name}, per {label} second | " + " | ".join(cells) + " |")
     g, lo, hi = ratio(seen, "guest", "host")
-    lines += ["", f"Compute (FNV-1a, MB/s, median): guest at CPL3 {med['guest'] / 1e6:.0f}, "
-              f"host {med['host'] / 1e6:.0f}: guest/host {g:.2f} ({lo:.2f}-{hi:.2f})."]
+    lines += ["", f"Compute (FNV-1a over 64 KiB, MB/s, median): guest at CPL3 "
+              f"{statistics.median(seen['guest']) / 1e6:.0f}, host "
+              f"{statistics.median(seen['host']) / 1e6:.0f}: guest/host {g:.2f} "
+              f"({lo:.2f}-{hi:.2f})."]
     lines += ["", "Whole processes (median wall ms): "
               + ", ".join(f"{k} {v * 1e3:.0f}" for k, v in procs.items())]
     return "\n".join(lines)
@@ -386,11 +413,12 @@ def mmio_guest(build: Build) -> Iterator[Guest]:
     g.close()
 
 
-def _record(benchmark, group: str, fn: Callable[[], float], unit: str = "exits") -> None:
-    seen: list[float] = []
+def _record(benchmark, group: str, fn: Callable[[], Rate]) -> None:
+    seen: list[Rate] = []
     benchmark.group = group
     benchmark.pedantic(lambda: seen.append(fn()), rounds=5, iterations=1)
-    benchmark.extra_info[f"{unit}_per_s"] = round(statistics.median(seen))
+    benchmark.extra_info["exits_per_s"] = round(statistics.median(r.wall for r in seen))
+    benchmark.extra_info["exits_per_cpu_s"] = round(statistics.median(r.cpu for r in seen))
 
 
 @pytest.mark.parametrize("mmio", [False, True], ids=["pio", "mmio"])
@@ -453,6 +481,8 @@ def test_side_by_side(benchmark, build) -> None:
         kind = v.split()[0]
         benchmark.extra_info[f"{v} exits_per_s"] = round(statistics.median(result[v]))
         benchmark.extra_info[f"{v} / C"] = round(ratio(result, v, f"{kind} C")[0], 3)
+        benchmark.extra_info[f"{v} / C, CPU time"] = round(
+            ratio(result, f"{v} cpu", f"{kind} C cpu")[0], 3)
     benchmark.extra_info["guest / host compute"] = round(ratio(result, "guest", "host")[0], 3)
 
 

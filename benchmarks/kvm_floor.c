@@ -4,7 +4,8 @@
  * mapped 1:1 by 2 MiB pages at 0x10000) and run by KVM_RUN in a C loop with a
  * trivial handler: an `in` or MMIO load is answered with the last value written.
  * KVM ties a VM to the process that made it, so this program makes its own.
- * usage: kvm_floor GUEST.bin N pio|mmio  -> prints "<exits> <nanoseconds> <value>" */
+ * usage: kvm_floor GUEST.bin N pio|mmio
+ *   -> prints "<exits> <nanoseconds> <value> <CPU nanoseconds (user + system)>" */
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <stdint.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +24,14 @@
 #define PAGES 0x10000
 #define PORT 0x10
 #define MMIO_ADDR 0x10000000
+
+static long long cpu_ns(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL
+           + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
+}
 
 static void seg(struct kvm_segment *s, uint16_t sel, int code)
 {
@@ -84,6 +94,7 @@ int main(int argc, char **argv)
 
     uint32_t value = 0;
     struct timespec t0, t1;
+    long long c0 = cpu_ns();
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (done < n) {
         CHECK(ioctl(vcpu, KVM_RUN, 0));
@@ -107,7 +118,9 @@ int main(int argc, char **argv)
         done++;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    printf("%ld %lld %u\n", done,
-           (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec), value);
+    long long c1 = cpu_ns();
+    printf("%ld %lld %u %lld\n", done,
+           (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec), value,
+           c1 - c0);
     return 0;
 }
