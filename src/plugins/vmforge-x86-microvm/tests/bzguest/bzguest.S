@@ -18,6 +18,16 @@
         .set PM, 0x400                  /* file offset of the protected-mode part */
         .set PM_SIZE, 0x8000            /* code, page tables, stack: init_size */
 
+/* SHOW label, digits, load...: run the instruction "load" (it puts the value in %rax
+   or %eax; none: the value is there already), then print the string at "label" and
+   the value as "digits" hex digits */
+        .macro SHOW label, digits, load:vararg
+        \load
+        lea \label(%rip), %rdi
+        mov $\digits, %ecx
+        call field
+        .endm
+
         .text
         .code16
         .globl _start
@@ -92,32 +102,18 @@ startup_64:
 
         lea s_hello(%rip), %rdi
         call puts
-        lea s_cs(%rip), %rdi
-        mov %r8, %rax
-        call field4
-        lea s_ds(%rip), %rdi
-        mov %r9, %rax
-        call field4
-        lea s_es(%rip), %rdi
-        mov %r10, %rax
-        call field4
-        lea s_ss(%rip), %rdi
-        mov %r11, %rax
-        call field4
-        lea s_if(%rip), %rdi
-        mov %r12, %rax
+        SHOW s_cs, 4, mov %r8, %rax
+        SHOW s_ds, 4, mov %r9, %rax
+        SHOW s_es, 4, mov %r10, %rax
+        SHOW s_ss, 4, mov %r11, %rax
+        mov %r12, %rax                  /* RFLAGS.IF, bit 9 */
         shr $9, %rax
-        and $1, %rax
-        mov $1, %ecx
-        call field
+        and $1, %eax
+        SHOW s_if, 1
         call newline
 
-        lea s_entry(%rip), %rdi
-        mov %r13, %rax
-        call field16
-        lea s_bp(%rip), %rdi
-        mov %r15, %rax
-        call field16
+        SHOW s_entry, 16, mov %r13, %rax
+        SHOW s_bp, 16, mov %r15, %rax
         call newline
 
         lea s_hdr(%rip), %rdi           /* the setup header the loader copied */
@@ -125,33 +121,18 @@ startup_64:
         lea 0x202(%r15), %rdi
         mov $4, %ecx
         call putn
-        lea s_version(%rip), %rdi
-        movzwl 0x206(%r15), %eax
-        call field4
-        lea s_loader(%rip), %rdi
-        movzbl 0x210(%r15), %eax
-        mov $2, %ecx
-        call field
-        lea s_loadflags(%rip), %rdi
-        movzbl 0x211(%r15), %eax
-        mov $2, %ecx
-        call field
-        lea s_setup_sects(%rip), %rdi
-        movzbl 0x1f1(%r15), %eax
-        mov $2, %ecx
-        call field
-        lea s_xloadflags(%rip), %rdi
-        movzwl 0x236(%r15), %eax
-        call field4
+        SHOW s_version, 4, movzwl 0x206(%r15), %eax
+        SHOW s_loader, 2, movzbl 0x210(%r15), %eax
+        SHOW s_loadflags, 2, movzbl 0x211(%r15), %eax
+        SHOW s_setup_sects, 2, movzbl 0x1f1(%r15), %eax
+        SHOW s_xloadflags, 4, movzwl 0x236(%r15), %eax
         call newline
 
         mov 0x228(%r15), %eax           /* cmd_line_ptr | ext_cmd_line_ptr << 32 */
         mov 0x0c8(%r15), %ebx
         shl $32, %rbx
         or %rax, %rbx
-        lea s_cmdptr(%rip), %rdi
-        mov %rbx, %rax
-        call field16
+        SHOW s_cmdptr, 16, mov %rbx, %rax
         call newline
         lea s_cmdline(%rip), %rdi
         call puts
@@ -162,25 +143,15 @@ startup_64:
 2:      lea s_close(%rip), %rdi
         call puts
 
-        lea s_e820n(%rip), %rdi         /* e820_entries, e820_table at 0x2d0 */
-        movzbl 0x1e8(%r15), %eax
-        mov $2, %ecx
-        call field
+        SHOW s_e820n, 2, movzbl 0x1e8(%r15), %eax  /* e820_entries; e820_table at 0x2d0 */
         call newline
         movzbl 0x1e8(%r15), %r14d
         lea 0x2d0(%r15), %rbx
 3:      test %r14d, %r14d
         jz 4f
-        lea s_e820(%rip), %rdi
-        mov (%rbx), %rax
-        call field16
-        lea s_size(%rip), %rdi
-        mov 8(%rbx), %rax
-        call field16
-        lea s_type(%rip), %rdi
-        mov 16(%rbx), %eax
-        mov $8, %ecx
-        call field
+        SHOW s_e820, 16, mov (%rbx), %rax
+        SHOW s_size, 16, mov 8(%rbx), %rax
+        SHOW s_type, 8, mov 16(%rbx), %eax
         call newline
         add $20, %rbx
         dec %r14d
@@ -194,12 +165,8 @@ startup_64:
         mov 0x0c4(%r15), %r14d
         shl $32, %r14
         or %rax, %r14
-        lea s_initrd(%rip), %rdi
-        mov %rbx, %rax
-        call field16
-        lea s_size(%rip), %rdi
-        mov %r14, %rax
-        call field16
+        SHOW s_initrd, 16, mov %rbx, %rax
+        SHOW s_size, 16, mov %r14, %rax
         call newline
         test %r14, %r14
         jz 6f
@@ -226,12 +193,7 @@ startup_64:
         hlt
         jmp 7b
 
-/* field: print the string at %rdi then %rax in %ecx hex digits (field4/field16: 4/16) */
-field4:
-        mov $4, %ecx
-        jmp field
-field16:
-        mov $16, %ecx
+/* field: print the string at %rdi then %rax in %ecx hex digits */
 field:
         push %rax
         push %rcx
