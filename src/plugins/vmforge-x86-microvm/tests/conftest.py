@@ -16,9 +16,12 @@ saying why, when ``/dev/kvm`` is absent or not accessible, or fail in CI when
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,14 +117,33 @@ class Run:
         return f"status {self.status}\n--- console ---\n{self.output}--- stderr ---\n{self.stderr}"
 
 
-def _run(cmd: list[str], timeout: float) -> Run:
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+def _run(cmd: list[str], timeout: float, console_input: bytes | None = None,
+         prompt: bytes = b"") -> Run:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL if console_input is None else subprocess.PIPE)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    head = b""
+    if console_input is not None:
+        assert proc.stdin is not None
+        while prompt not in head:      # the guest asks first, as a user would see
+            left = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([proc.stdout], [], [], left)
+            chunk = os.read(proc.stdout.fileno(), 4096) if ready else b""
+            if not chunk:
+                break
+            head += chunk
+        try:
+            proc.stdin.write(console_input)
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
+    out = head + out
     if proc.returncode == -9:
         pytest.fail(f"{cmd[0]} did not end within {timeout:.0f} s: {' '.join(cmd)}\n"
                     f"{Run(out.decode(errors='replace'), -9, err.decode(errors='replace'))}",
@@ -153,17 +175,20 @@ RunGuest = Callable[..., Run]
 @pytest.fixture(scope="session")
 def run_qemu() -> RunGuest:
     """``run_qemu(kernel, append=None, smp=1, memory="512M", debug_exit=DEBUG_EXIT,
-    args=(), timeout=TIMEOUT, no_reboot=True)``: QEMU's microvm (``acpi=off``) on
-    KVM; ``no_reboot=False`` leaves out ``-no-reboot``."""
+    args=(), timeout=TIMEOUT, no_reboot=True, console_input=None)``: QEMU's microvm
+    (``acpi=off``) on KVM; ``no_reboot=False`` leaves out ``-no-reboot``;
+    ``console_input`` is written to the console (stdin) once the guest has printed
+    ``prompt``, and the console's input then ends."""
     _need_kvm()
     binary = require_program("qemu-system-x86_64", "qemu-system-x86")
 
     def run(kernel: Path, append: str | None = None, smp: int = 1, memory: str = "512M",
             debug_exit: str | None = DEBUG_EXIT, args: Sequence[str] = (),
-            timeout: float = TIMEOUT, no_reboot: bool = True) -> Run:
+            timeout: float = TIMEOUT, no_reboot: bool = True,
+            console_input: bytes | None = None, prompt: bytes = b"") -> Run:
         return _run([binary, "-M", "microvm,acpi=off", "-nodefaults", "-no-user-config",
                      *_common(kernel, append, smp, memory, debug_exit, args, no_reboot)],
-                    timeout)
+                    timeout, console_input, prompt)
 
     return run
 
@@ -175,10 +200,11 @@ def run_vmforge() -> RunGuest:
 
     def run(kernel: Path, append: str | None = None, smp: int = 1, memory: str = "512M",
             debug_exit: str | None = DEBUG_EXIT, args: Sequence[str] = (),
-            timeout: float = TIMEOUT, no_reboot: bool = True) -> Run:
+            timeout: float = TIMEOUT, no_reboot: bool = True,
+            console_input: bytes | None = None, prompt: bytes = b"") -> Run:
         return _run([sys.executable, "-m", "vmforge.cli.main", "run", "-M", "microvm",
                      *_common(kernel, append, smp, memory, debug_exit, args, no_reboot)],
-                    timeout)
+                    timeout, console_input, prompt)
 
     return run
 
