@@ -34,7 +34,6 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vmforge.errors import VmforgeError
@@ -159,10 +158,6 @@ class _FolderDist:
         except (OSError, UnicodeDecodeError):
             return None
 
-    @property
-    def entry_points(self) -> list[EntryPoint]:
-        return parse_entry_points(self.read_text("entry_points.txt") or "")
-
 
 def _distributions(path: Sequence[str]) -> Iterator[Any]:
     """Every distribution on ``path``, in path order (importlib.metadata's order)."""
@@ -193,17 +188,51 @@ class PluginError(VmforgeError):
     """Base of the registry's errors."""
 
 
-@dataclass(frozen=True)
 class PluginInfo:
-    """One entry point of a plugin distribution, read from metadata."""
+    """One entry point of a plugin distribution, read from metadata.
 
+    Immutable; equal (and hashed) by every field but ``entry_point``, which its repr
+    leaves out too.  A plain class rather than a frozen dataclass: making a dataclass
+    costs about a millisecond of every command's start-up.
+    """
+
+    __slots__ = ("blocked", "dist", "entry_point", "kind", "name", "value", "version")
     kind: str
     name: str
     value: str
     dist: str
     version: str
-    entry_point: Any = field(compare=False, repr=False)
-    blocked: bool = False
+    entry_point: Any
+    blocked: bool
+
+    def __init__(self, kind: str, name: str, value: str, dist: str, version: str,
+                 entry_point: Any, blocked: bool = False) -> None:
+        for attr, v in (("kind", kind), ("name", name), ("value", value), ("dist", dist),
+                        ("version", version), ("entry_point", entry_point),
+                        ("blocked", blocked)):
+            object.__setattr__(self, attr, v)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _key(self) -> tuple[str, str, str, str, str, bool]:
+        return self.kind, self.name, self.value, self.dist, self.version, self.blocked
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, PluginInfo)
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"PluginInfo(kind={self.kind!r}, name={self.name!r}, value={self.value!r}, "
+                f"dist={self.dist!r}, version={self.version!r}, blocked={self.blocked!r})")
 
     def describe(self) -> str:
         return (f"{self.kind} plugin {self.name!r} = {self.value!r} "
@@ -248,13 +277,26 @@ class PluginConflict(PluginError):
                          f"{who}; block all but one with -p no:DIST")
 
 
-@dataclass
 class LoadPolicy:
     """Which plugins may load: from ``-p`` options and the environment."""
 
-    autoload: bool = True
-    blocked: set[str] = field(default_factory=set)
-    enabled: set[str] = field(default_factory=set)
+    def __init__(self, autoload: bool = True, blocked: set[str] | None = None,
+                 enabled: set[str] | None = None) -> None:
+        self.autoload = autoload
+        self.blocked: set[str] = set() if blocked is None else blocked
+        self.enabled: set[str] = set() if enabled is None else enabled
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LoadPolicy):
+            return NotImplemented
+        return (self.autoload, self.blocked, self.enabled) == (other.autoload, other.blocked,
+                                                               other.enabled)
+
+    __hash__ = None  # type: ignore[assignment]   # mutable, as the dataclass it was
+
+    def __repr__(self) -> str:
+        return (f"LoadPolicy(autoload={self.autoload!r}, blocked={self.blocked!r}, "
+                f"enabled={self.enabled!r})")
 
     @classmethod
     def from_options(cls, options: Iterable[str] = (),
@@ -312,7 +354,13 @@ class Registry:
             if key in seen:  # shadowed by an earlier entry of the path
                 continue
             seen.add(key)
-            all_eps = list(dist.entry_points)
+            if isinstance(dist, _FolderDist):
+                text = dist.read_text("entry_points.txt") or ""
+                if "vmforge." not in text:  # no group of ours: not parsed (start-up time)
+                    continue
+                all_eps: list[Any] = parse_entry_points(text)
+            else:
+                all_eps = list(dist.entry_points)
             eps = [(groups[ep.group], ep) for ep in all_eps if ep.group in groups]
             if not eps:
                 continue

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -71,8 +70,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from vmforge.plugins import PluginError, configure
-
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     _global_options(pre)
@@ -85,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if known.version and known.command is None:  # before importing every command
         print(f"vmforge {__version__}")
         return 0
+    import logging
+
+    from vmforge.plugins import PluginError, configure
+
     configure(known.plugin_opts)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(known.verbose, 2),
