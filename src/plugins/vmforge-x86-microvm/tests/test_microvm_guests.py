@@ -36,6 +36,12 @@ def test_hello_start_info_and_interrupts(guest: Guest, same_as_qemu: Compare) ->
     assert qemu.status == (0x21 << 1) | 1
 
 
+def test_entry_state(guest: Guest, same_as_qemu: Compare) -> None:
+    """The processor and start_info state a PVH kernel finds at its entry point."""
+    qemu = same_as_qemu(guest("entry"), ("cr0 0x", "start_info magic 0x336ec578"))
+    assert qemu.status == (0x27 << 1) | 1
+
+
 def test_hello_without_append(guest: Guest, same_as_qemu: Compare) -> None:
     """No -append: the command line start_info gives (QEMU: an empty one)."""
     same_as_qemu(guest("hello"), ("cmdline: [", "bye"))

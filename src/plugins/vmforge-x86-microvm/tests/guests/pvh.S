@@ -22,6 +22,9 @@
         .text
         .globl  _start
 _start:
+        mov     $stack_top, %esp
+        pushf                           /* EFLAGS as entered, for entry.c */
+        pop     entry_eflags
         cli
         cld
         lgdt    gdt_desc
@@ -91,5 +94,8 @@ gdt_desc:
         .balign 16
         .space  8192
 stack_top:
+        .globl  entry_eflags
+entry_eflags:
+        .space  4
 
         .section .note.GNU-stack, "", @progbits
