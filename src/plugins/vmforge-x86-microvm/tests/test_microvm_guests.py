@@ -72,7 +72,7 @@ def test_triple_fault_resets(guest: Guest, same_as_qemu: Compare) -> None:
 
 
 def test_pit_through_ioapic(guest: Guest, same_as_qemu: Compare) -> None:
-    """The in-kernel PIT's interrupt reaches the I/O APIC pin the MP table gives
+    """The PIT's interrupt reaches the I/O APIC pin the MP table gives
     ISA IRQ 0 (QEMU: pin 2, not pin 0)."""
     qemu = same_as_qemu(guest("pit"), ("i/o apic pin", "bye"))
     assert qemu.status == (0x25 << 1) | 1

@@ -1,5 +1,5 @@
 /*
- * pit: an interrupt from the in-kernel PIT's channel 0 (one-shot, mode 0),
+ * pit: an interrupt from the PIT's channel 0 (one-shot, mode 0),
  * through the I/O APIC (pins 0 and 2 routed to two vectors: the MP table sends
  * ISA IRQ 0 to pin 2), or built with VIA_PIC=1 through the 8259 PIC and the
  * local APIC's LINT0 in ExtINT mode, which it prints as it finds them at entry
