@@ -158,6 +158,17 @@ def test_virtio_blk_qcow2_level_triggered(guest: Guest, same_as_qemu: Compare,
                  args=["-global", "virtio-mmio.force-legacy=false"])
 
 
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_virtio_blk_polled(guest: Guest, same_as_qemu: Compare, tmp_path: Path,
+                           fmt: str) -> None:
+    """The modern transport's data path alone: the driver polls the used ring, the
+    device's interrupt left masked at the I/O APIC."""
+    data = make_disk(tmp_path / f"disk.{fmt}", fmt)
+    same_as_qemu(guest("virtio_blk", "POLL=1"), virtio_milestones(data),
+                 disk=tmp_path / f"disk.{fmt}", disk_format=fmt, append="console=ttyS0",
+                 args=["-global", "virtio-mmio.force-legacy=false"])
+
+
 @pytest.mark.parametrize("transport", ["legacy", "modern"])
 def test_virtio_blk_features(guest: Guest, same_as_qemu: Compare, tmp_path: Path,
                              transport: str) -> None:
