@@ -117,36 +117,31 @@ class Guest:
 
 # -- one round of N exits each way: exits per second ----------------------------------------
 
-class PioDevice:
-    """The guest's register behind port ``PORT``: an ``in`` reads the last value written;
-    stops ``vcpu`` at the n-th exit (a write, n even: the next run starts with a read)."""
+class Register:
+    """The guest's register behind its port or MMIO address: a read gives the last value
+    written; stops ``vcpu`` at the n-th exit (a write, n even: the next run starts with
+    a read)."""
 
     def __init__(self, vcpu: Vcpu, n: int) -> None:
         self.vcpu, self.n, self.count, self.value = vcpu, n, 0, 0
 
-    def pio_in(self, port: int, size: int) -> int:
+    def read(self, where: int, size: int) -> int:
         self.count += 1
         return self.value
 
-    def pio_out(self, port: int, size: int, value: int) -> None:
+    def write(self, where: int, size: int, value: int) -> None:
         self.value = value
         self.count += 1
         if self.count == self.n:
             self.vcpu.stop()
 
 
-class MmioDevice(PioDevice):
-    """The same register behind ``MMIO_ADDR``."""
+class PioDevice(Register):
+    pio_in, pio_out = Register.read, Register.write
 
-    def mmio_read(self, addr: int, size: int) -> int:
-        self.count += 1
-        return self.value
 
-    def mmio_write(self, addr: int, size: int, value: int) -> None:
-        self.value = value
-        self.count += 1
-        if self.count == self.n:
-            self.vcpu.stop()
+class MmioDevice(Register):
+    mmio_read, mmio_write = Register.read, Register.write
 
 
 class Rate(NamedTuple):
