@@ -217,23 +217,26 @@ def disk_contents(path: Path, fmt: str) -> bytes:
     return qemu_tools.to_raw(path, path.with_suffix(".raw"), fmt)
 
 
-def _disk_args(image: Path, fmt: str) -> list[str]:
-    return ["-drive", f"file={image},if=none,id=d0,format={fmt}",
+def _disk_args(image: Path, fmt: str, read_only: bool) -> list[str]:
+    ro = ",readonly=on" if read_only else ""
+    return ["-drive", f"file={image},if=none,id=d0,format={fmt}{ro}",
             "-device", "virtio-blk-device,drive=d0"]
 
 
 @pytest.fixture(scope="session")
 def same_as_qemu(run_qemu: RunGuest, run_vmforge: RunGuest,
                  tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Run]:
-    """``same_as_qemu(kernel, milestones=(), disk=None, disk_format="raw", **options)``:
+    """``same_as_qemu(kernel, milestones=(), disk=None, disk_format="raw",
+    read_only=False, **options)``:
     run ``kernel`` under both (``options`` as :func:`run_qemu` takes them); check
     that QEMU's run printed something and each of ``milestones``, then that
     vmforge's console text and exit status are QEMU's.  With ``disk``, each run
-    gets its own copy of that image as a virtio-blk device, and the two copies must
-    hold the same data afterwards.  Returns QEMU's run."""
+    gets its own copy of that image as a virtio-blk device (``read_only``: with
+    ``readonly=on``), and the two copies must hold the same data afterwards.
+    Returns QEMU's run."""
 
     def compare(kernel: Path, milestones: Sequence[str] = (), disk: Path | None = None,
-                disk_format: str = "raw", **options: Any) -> Run:
+                disk_format: str = "raw", read_only: bool = False, **options: Any) -> Run:
         work = tmp_path_factory.mktemp("runs")
         images: dict[str, Path] = {}
         runs: dict[str, Run] = {}
@@ -242,7 +245,8 @@ def same_as_qemu(run_qemu: RunGuest, run_vmforge: RunGuest,
             if disk is not None:
                 images[name] = work / f"{name}.{disk_format}"
                 shutil.copyfile(disk, images[name])
-                opts["args"] = [*opts.get("args", ()), *_disk_args(images[name], disk_format)]
+                opts["args"] = [*opts.get("args", ()),
+                                *_disk_args(images[name], disk_format, read_only)]
             runs[name] = run(kernel, **opts)
             if name == "QEMU":
                 qemu = runs[name]

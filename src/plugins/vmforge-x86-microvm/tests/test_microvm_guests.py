@@ -188,8 +188,9 @@ def test_virtio_blk_no_device(guest: Guest, same_as_qemu: Compare) -> None:
 
 
 def test_virtio_blk_two_devices(guest: Guest, same_as_qemu: Compare, tmp_path: Path) -> None:
-    """Two virtio-blk devices: the transports QEMU puts them on and announces, the
-    driver taking the first one it finds (the disk of 64 sectors here)."""
+    """Two virtio-blk devices: the transports QEMU puts them on (the first -device,
+    here the 64-sector disk, on slot 7, the second on slot 6) and announces; the
+    driver takes the first one it finds, on slot 6."""
     data = make_disk(tmp_path / "disk.raw")
     small = tmp_path / "small.raw"
     small.write_bytes(pattern(64 * 512, seed=11))
@@ -198,7 +199,17 @@ def test_virtio_blk_two_devices(guest: Guest, same_as_qemu: Compare, tmp_path: P
                             "-drive", f"file={small},if=none,id=d1,format=raw,readonly=on",
                             "-device", "virtio-blk-device,drive=d1"])
     assert qemu.output.count(": device id 2") == 2
-    assert f"capacity {len(data) // 512} sectors" not in qemu.output
+    assert f"capacity {len(data) // 512} sectors" in qemu.output
+
+
+def test_virtio_blk_read_only(guest: Guest, same_as_qemu: Compare, tmp_path: Path) -> None:
+    """A read-only drive: reads work, the write fails with the device's status, the
+    disk keeps its data."""
+    data = make_disk(tmp_path / "disk.raw")
+    qemu = same_as_qemu(guest("virtio_blk"), virtio_milestones(data)[:3],
+                        disk=tmp_path / "disk.raw", read_only=True, append="console=ttyS0")
+    assert "sector 2 reads back as written" not in qemu.output
+    assert (tmp_path / "disk.raw").read_bytes() == data
 @pytest.mark.parametrize("cpus", [2, 4])
 def test_smp_mp_table_and_ap_start(guest: Guest, same_as_qemu: Compare, cpus: int) -> None:
     """The processors the MP table announces, each AP woken by INIT-SIPI-SIPI from
