@@ -22,11 +22,15 @@ cdef extern from "<signal.h>" nogil:
 cdef extern from "<linux/kvm.h>" nogil:
     # system, VM and vCPU ioctls (the header's _IO/_IOR/_IOW/_IOWR values)
     const unsigned long KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION
+    struct kvm_irq_routing_entry:
+        pass
+    struct kvm_irq_routing:
+        pass
     const unsigned long KVM_GET_VCPU_MMAP_SIZE, KVM_GET_SUPPORTED_CPUID, KVM_GET_MSR_INDEX_LIST
     const unsigned long KVM_CREATE_VCPU, KVM_SET_USER_MEMORY_REGION, KVM_GET_DIRTY_LOG
     const unsigned long KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR, KVM_CREATE_IRQCHIP
     const unsigned long KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_CREATE_PIT2, KVM_IOEVENTFD
-    const unsigned long KVM_IRQFD
+    const unsigned long KVM_IRQFD, KVM_SET_GSI_ROUTING
     const unsigned long KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS
     const unsigned long KVM_GET_FPU, KVM_SET_FPU, KVM_GET_MSRS, KVM_SET_MSRS, KVM_SET_CPUID2
     const unsigned long KVM_GET_CPUID2, KVM_GET_LAPIC, KVM_SET_LAPIC

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import enum
 import os
+import struct
 import threading
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -59,6 +60,9 @@ from vmforge.accel.kvm.state import CpuidEntry, DTable, Fpu, Regs, Segment, Sreg
 from vmforge.errors import VmforgeError
 
 __all__ = [
+    "IRQCHIP_IOAPIC",
+    "IRQCHIP_PIC_MASTER",
+    "IRQCHIP_PIC_SLAVE",
     "Callbacks",
     "CpuidEntry",
     "DTable",
@@ -78,6 +82,9 @@ __all__ = [
 ]
 
 DEVICE = "/dev/kvm"
+#: ``KVM_IRQCHIP_*``: the in-kernel irqchip's chips, for :meth:`Vm.set_gsi_routing`
+IRQCHIP_PIC_MASTER, IRQCHIP_PIC_SLAVE, IRQCHIP_IOAPIC = 0, 1, 2
+_IRQ_ROUTING_IRQCHIP = 1     # KVM_IRQ_ROUTING_IRQCHIP
 PAGE_SIZE = 4096
 IOCTLS: dict[str, int] = dict(_kvm.IOCTLS)
 
@@ -366,6 +373,33 @@ class Vm(_Fd):
         """An edge on GSI ``irq``: high, then low."""
         self.set_irq_line(irq, 1)
         self.set_irq_line(irq, 0)
+
+    def set_gsi_routing(self, routes: Iterable[tuple[int, int, int]]) -> None:
+        """``KVM_SET_GSI_ROUTING``: replace the GSI table with ``(gsi, irqchip, pin)``
+        routes (irqchip: :data:`IRQCHIP_PIC_MASTER`, :data:`IRQCHIP_PIC_SLAVE`,
+        :data:`IRQCHIP_IOAPIC`; a GSI may have several).  Each entry is the kernel's
+        ``struct kvm_irq_routing_entry`` (gsi, type, flags, pad, then a 32-byte
+        union whose irqchip member is irqchip, pin) after the 8-byte header."""
+        entries = list(routes)
+        size = _kvm.SIZES["kvm_irq_routing_entry"]
+        buf = bytearray(_kvm.SIZES["kvm_irq_routing"] + size * len(entries))
+        struct.pack_into("<II", buf, 0, len(entries), 0)
+        for i, (gsi, chip, pin) in enumerate(entries):
+            struct.pack_into("<IIIIII", buf, 8 + i * size, gsi, _IRQ_ROUTING_IRQCHIP, 0, 0,
+                             chip, pin)
+        try:
+            _kvm.ioctl_int(self.fd, IOCTLS["KVM_SET_GSI_ROUTING"], _kvm.buffer_address(buf))
+        except OSError as exc:
+            raise KvmError(f"KVM_SET_GSI_ROUTING: {exc.strerror}") from exc
+
+    def route_irqs_as_qemu(self) -> None:
+        """The PC's routing QEMU sets (``kvm_pc_setup_irq_routing``): ISA IRQs 0..15 to
+        the two PICs (but 2, the cascade), GSIs 1..23 to the same I/O APIC pin,
+        and GSI 0 (the PIT) to pin 2, where MP tables and ACPI's override put it."""
+        routes = [(i, IRQCHIP_PIC_MASTER, i) for i in range(8) if i != 2]
+        routes += [(i, IRQCHIP_PIC_SLAVE, i - 8) for i in range(8, 16)]
+        routes += [(i, IRQCHIP_IOAPIC, 2 if i == 0 else i) for i in range(24) if i != 2]
+        self.set_gsi_routing(routes)
 
     def ioeventfd(self, fd: int, addr: int, size: int, pio: bool = False,
                   datamatch: int | None = None, deassign: bool = False) -> None:

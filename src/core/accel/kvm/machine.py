@@ -20,6 +20,7 @@ vCPU's start state in :meth:`KvmMachine.setup_vcpus`.
 
 from __future__ import annotations
 
+import bisect
 import os
 import selectors
 import threading
@@ -42,11 +43,25 @@ class _Exits:
         self.lock = machine.big_lock
         self.io = machine.io
         self.space = machine.space
+        self._edges: list[int] | None = None      # port regions' bounds, once built
+
+    def _straddles(self, port: int, size: int) -> bool:
+        """Whether ``[port, port + size)`` crosses the edge of a port region."""
+        if size == 1:
+            return False
+        if self._edges is None:
+            self._edges = sorted({e for r in self.io.regions() for e in (r.base, r.end)})
+        i = bisect.bisect_right(self._edges, port)
+        return i < len(self._edges) and self._edges[i] < port + size
 
     def pio_in(self, port: int, size: int) -> int:
         """A port nobody claims reads as all ones (QEMU's ``unassigned_io_read``:
-        what a PC's bus gives, and what a probe for an absent device expects)."""
+        what a PC's bus gives, and what a probe for an absent device expects).  An
+        access across the edge of a device's ports is split into bytes, as QEMU's
+        memory core splits it."""
         with self.lock:
+            if self._straddles(port, size):
+                return sum(self.pio_in(port + i, 1) << (8 * i) for i in range(size))
             misses = self.io.bad_accesses
             value = int(self.io.read(port, size))
             if self.io.bad_accesses != misses:
@@ -55,6 +70,10 @@ class _Exits:
 
     def pio_out(self, port: int, size: int, value: int) -> None:
         with self.lock:
+            if self._straddles(port, size):
+                for i in range(size):
+                    self.io.write(port + i, 1, (value >> (8 * i)) & 0xFF)
+                return
             self.io.write(port, size, value)
 
     def mmio_read(self, addr: int, size: int) -> int:
@@ -114,6 +133,7 @@ class KvmMachine(Machine):
             self.vm.set_tss_addr(self.tss_addr)
             self.vm.set_identity_map_addr(self.identity_map_addr)
             self.vm.create_irqchip()
+            self.vm.route_irqs_as_qemu()
             self.vm.create_pit()
             self.vm.map_memory(self.space.memory)
         except KvmError as exc:

@@ -42,9 +42,9 @@ from vmforge_x86_microvm.mptable import build_mptable
 
 __all__ = ["Microvm"]
 
-# LAPIC registers (offsets in the 1 KiB KVM_GET_LAPIC page) and delivery modes
-_APIC_LVT0, _APIC_LVT1 = 0x350, 0x360
-_DM_NMI, _DM_EXTINT = 4, 7
+_APIC_LVT0 = 0x350          # offset of LVT LINT0 in the KVM_GET_LAPIC page
+_LVT_MASKED = 1 << 16
+
 
 
 class Microvm(KvmMachine):
@@ -104,9 +104,13 @@ class Microvm(KvmMachine):
                 if not dev.realized:
                     dev.unrealize()
             raise
+        # QEMU 7.2's default for virtio-mmio is the legacy interface (Version 1):
+        # microvm keeps it unless -global virtio-mmio.force-legacy=off
+        given = self.config.globals.get("virtio-mmio", {})
+        legacy = {} if {"force_legacy", "legacy"} & set(given) else {"force_legacy": True}
         out = []
         for i in range(L.VIRTIO_COUNT):
-            slot = self.create_device("virtio-mmio", backend=plugged.get(i))
+            slot = self.create_device("virtio-mmio", backend=plugged.get(i), **legacy)
             assert isinstance(slot, VirtioMmioTransport)
             out.append(slot)
         return out
@@ -118,10 +122,12 @@ class Microvm(KvmMachine):
                                    lambda q=q, slot=slot: slot.write(QUEUE_NOTIFY, 4, q))
 
     def virtio_cmdline(self) -> str:
-        """QEMU's announcements of the transports in use (``microvm_fix_kernel_cmdline``)."""
+        """QEMU's announcements of the transports in use (``microvm_fix_kernel_cmdline``),
+        in its order: the system bus lists the transports last made first."""
         return "".join(f" virtio_mmio.device=512@{L.VIRTIO_MMIO_BASE + i * 512:#x}:"
                        f"{L.VIRTIO_IRQ_BASE + i}"
-                       for i, slot in enumerate(self.virtio) if slot.backend is not None)
+                       for i, slot in reversed(list(enumerate(self.virtio)))
+                       if slot.backend is not None)
 
     # -- images ------------------------------------------------------------------------------
 
@@ -176,10 +182,9 @@ class Microvm(KvmMachine):
     # -- vCPUs ------------------------------------------------------------------------------
 
     def setup_vcpus(self) -> None:
-        for vcpu in self.vcpus:
-            _lapic_lint(vcpu)
         mode, entry, arg = self._boot
         bsp = self.vcpus[0]
+        _mask_lint0(bsp)
         if mode == "pvh":
             enter_protected_mode(bsp, entry, ebx=arg)
         else:
@@ -197,12 +202,9 @@ def _is_bzimage(path: str) -> bool:
         return f.read(4) == b"HdrS"
 
 
-def _lapic_lint(vcpu: Vcpu) -> None:
-    """LINT0 as ExtINT (the PIC) and LINT1 as NMI, what a BIOS sets up (Firecracker's
-    ``set_lint``); Linux relies on it when it reads an MP table."""
+def _mask_lint0(vcpu: Vcpu) -> None:
+    """KVM resets the BSP's LINT0 to ExtINT, unmasked; a guest QEMU starts finds it
+    masked like every other LVT entry (its firmware leaves it so): so here too."""
     regs = bytearray(vcpu.get_lapic())
-    for off, mode in ((_APIC_LVT0, _DM_EXTINT), (_APIC_LVT1, _DM_NMI)):
-        v = int.from_bytes(regs[off:off + 4], "little")
-        v = (v & ~0x700) | (mode << 8)
-        regs[off:off + 4] = v.to_bytes(4, "little")
+    regs[_APIC_LVT0:_APIC_LVT0 + 4] = _LVT_MASKED.to_bytes(4, "little")
     vcpu.set_lapic(bytes(regs))
