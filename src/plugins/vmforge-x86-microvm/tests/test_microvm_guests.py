@@ -209,6 +209,8 @@ def test_virtio_blk_read_only(guest: Guest, same_as_qemu: Compare, tmp_path: Pat
     same_as_qemu(guest("virtio_blk"), (*virtio_milestones(data)[:3],
                                        f"sector 2: {hex16(data[1024:])}", "sector 2 differs"),
                  disk=tmp_path / "disk.raw", read_only=True, append="console=ttyS0")
+
+
 @pytest.mark.parametrize("cpus", [2, 4])
 def test_smp_mp_table_and_ap_start(guest: Guest, same_as_qemu: Compare, cpus: int) -> None:
     """The processors the MP table announces, each AP woken by INIT-SIPI-SIPI from
