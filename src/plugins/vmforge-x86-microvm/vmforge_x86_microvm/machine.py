@@ -42,6 +42,8 @@ from vmforge_x86_microvm.mptable import build_mptable
 
 __all__ = ["Microvm"]
 
+#: the GDT the Linux 64-bit boot protocol asks for: flat code at 0x10, data at 0x18
+_LINUX_GDT = (0, 0, GDT_ENTRIES[1], GDT_ENTRIES[2])
 _APIC_LVT0 = 0x350          # offset of LVT LINT0 in the KVM_GET_LAPIC page
 _LVT_MASKED = 1 << 16
 
@@ -164,7 +166,7 @@ class Microvm(KvmMachine):
 
             lin = load_bzimage(mem, cfg.kernel, e820=e820, cmdline=cmdline, initrd=cfg.initrd,
                                boot_params_addr=L.BOOT_PARAMS, cmdline_addr=L.CMDLINE)
-            self._boot = ("long", lin.entry64, lin.boot_params)
+            self._boot = ("linux64", lin.entry64, lin.boot_params)
         else:
             end = L.KERNEL_LOAD + load_raw(mem, cfg.kernel, L.KERNEL_LOAD)
             info = write_start_info(mem, e820=e820, cmdline=cmdline, initrd=cfg.initrd,
@@ -172,7 +174,10 @@ class Microvm(KvmMachine):
                                     kernel_start=L.KERNEL_LOAD, kernel_end=end,
                                     name=cfg.kernel)
             self._boot = ("long", L.KERNEL_LOAD, info)
-        if self._boot[0] == "long":
+        if self._boot[0] == "linux64":       # boot.rst: __BOOT_CS 0x10, __BOOT_DS 0x18
+            mem.write(L.GDT, b"".join(e.to_bytes(8, "little") for e in _LINUX_GDT))
+            self._cr3 = identity_page_tables(mem, L.PAGE_TABLES, user=False)
+        elif self._boot[0] == "long":
             mem.write(L.GDT, b"".join(e.to_bytes(8, "little") for e in GDT_ENTRIES))
             self._cr3 = identity_page_tables(mem, L.PAGE_TABLES, user=False)
 
@@ -193,6 +198,13 @@ class Microvm(KvmMachine):
             regs.rbp = L.BOOT_STACK
             enter_long_mode(bsp, self._cr3, rip=entry, rsp=L.BOOT_STACK, gdt=L.GDT,
                             regs=regs)
+            if mode == "linux64":
+                s = bsp.get_sregs()
+                s.cs.selector = 0x10
+                for seg in (s.ds, s.es, s.fs, s.gs, s.ss):
+                    seg.selector = 0x18
+                s.gdt.limit = 8 * len(_LINUX_GDT) - 1
+                bsp.set_sregs(s)
 
 
 def _is_bzimage(path: str) -> bool:
