@@ -222,6 +222,14 @@ def test_smp_mp_table_and_ap_start(guest: Guest, same_as_qemu: Compare, cpus: in
     assert qemu.output.count(": ipi vector") == cpus - 1
 
 
+def test_smp_reset_restarts_the_aps(guest: Guest, same_as_qemu: Compare) -> None:
+    """A triple fault with the AP running resets every vCPU: on the second boot the
+    AP waits for INIT-SIPI-SIPI again and starts as the first time."""
+    qemu = same_as_qemu(guest("smp", "REBOOT=1"), ("smp: boot 2", "aps up 1", "bye"),
+                        smp=2, no_reboot=False)
+    assert qemu.output.count("ap up, lapic id 1") == 2
+
+
 def test_smp_mp_table_entries(guest: Guest, same_as_qemu: Compare) -> None:
     """Every entry of the MP table (buses, I/O APIC, interrupt routing) with -smp 2."""
     same_as_qemu(guest("smp"), ("ioapic id", "io irq:", "bye"), smp=2, append="mptable")

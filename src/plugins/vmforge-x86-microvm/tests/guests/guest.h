@@ -69,6 +69,13 @@ const char *find(const char *s, const char *word);
 /* a decimal or 0x-prefixed hex number at *p, *p moved past it */
 uint32_t parse_number(const char **p);
 
+/* a triple fault (an exception with an empty IDT): with -no-reboot QEMU ends
+ * the run, without it the machine resets */
+void triple_fault(void);
+/* 1 on the first boot, then one more on each boot after a reset: a counter in
+ * RAM at 0x80000, which no loader uses and QEMU keeps across a reset */
+uint32_t count_boot(void);
+
 /* isa-debug-exit: QEMU exits with status (value << 1) | 1 */
 void debug_exit(uint8_t value) __attribute__((noreturn));
 

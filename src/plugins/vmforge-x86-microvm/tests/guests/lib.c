@@ -69,6 +69,29 @@ uint32_t parse_number(const char **p)
     return v;
 }
 
+void triple_fault(void)
+{
+    struct {
+        uint16_t limit;
+        uintptr_t base;
+    } __attribute__((packed)) empty = { 0, 0 };
+    /* #UD with an empty IDT: #GP, then #DF, then shutdown */
+    __asm__ volatile("lidt %0; ud2" :: "m"(empty));
+}
+
+#define BOOT_MARK 0x80000u
+#define BOOT_MARK_MAGIC 0x746f6f62u     /* "boot" */
+
+uint32_t count_boot(void)
+{
+    volatile uint32_t *mark = PHYS(volatile uint32_t *, BOOT_MARK);
+    if (mark[0] != BOOT_MARK_MAGIC) {
+        mark[0] = BOOT_MARK_MAGIC;
+        mark[1] = 0;
+    }
+    return ++mark[1];
+}
+
 void debug_exit(uint8_t value)
 {
     outb(DEBUG_EXIT_PORT, value);

@@ -6,13 +6,18 @@
  * real mode in smp-trampoline.S, enters protected mode and prints its local
  * APIC ID; the BSP waits for it.  Then the BSP sends each AP a fixed IPI,
  * which the AP takes through its own local APIC and IDTR and reports; the BSP
- * waits for each, then exits with 0x23 (status 71).  With the
+ * waits for each, then exits with 0x23 (status 71).  Built with REBOOT=1 it
+ * triple faults instead on its first boot, so that the second one finds the
+ * APs waiting for a start-up IPI again.  With the
  * word "mptable" on the command line the BSP prints every entry of the table.
  * The entries are walked by the table's length, as Linux does (smp_read_mpc):
  * the table qboot writes for QEMU's microvm has 0 in its entry count.
  */
 #include "guest.h"
 
+#ifndef REBOOT
+#define REBOOT 0
+#endif
 #define TRAMPOLINE 0x8000u
 #define MAX_CPUS 16
 #define IPI_VECTOR 0x29
@@ -180,6 +185,12 @@ static void print_entries(const struct mpc *t, int all)
 int main(const struct hvm_start_info *si)
 {
     const char *cmdline = PHYS(const char *, si->cmdline_paddr);
+    uint32_t boot = REBOOT ? count_boot() : 1;
+    if (REBOOT) {
+        puts("smp: boot ");
+        putdec(boot);
+        putc('\n');
+    }
     puts("smp: bsp lapic id ");
     putdec(mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24);
     putc('\n');
@@ -260,6 +271,10 @@ int main(const struct hvm_start_info *si)
         icr(id, IPI_VECTOR);            /* fixed delivery, physical destination */
         while (__atomic_load_n(&ipis_reported, __ATOMIC_SEQ_CST) == before)
             __asm__ volatile("pause");
+    }
+    if (REBOOT && boot < 2) {
+        puts("triple fault next\n");
+        triple_fault();
     }
     puts("cpus announced ");
     putdec((uint32_t)cpus);
