@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from vmforge.accel.kvm import Kvm, KvmError, Vcpu, VcpuThread, Vm, kvm_available
+from vmforge.accel.kvm.stats import KvmStats
 from vmforge.machine import Machine, MachineError, ShutdownReason
 from vmforge.memory import AddressSpace
 
@@ -148,7 +149,16 @@ class KvmMachine(Machine):
             vcpu.set_cpuid(self.vcpu_cpuid(i, cpuid))
             self.vcpus.append(vcpu)
         self.cpus = self.vcpus
+        try:        # opened now: the ioctl would wait for a running vCPU
+            self._stats: list[KvmStats] | None = (
+                [KvmStats(self.vm.fd)] + [KvmStats(v.fd) for v in self.vcpus])
+        except OSError:
+            self._stats = None
         return self.vcpus
+
+    def kvm_stats(self) -> list[KvmStats] | None:
+        """KVM's statistics files: the VM's, then each vCPU's (None: the host has none)."""
+        return getattr(self, "_stats", None)
 
     def vcpu_cpuid(self, index: int, supported: list[Any]) -> list[Any]:
         """The CPUID a vCPU shows: the ``-cpu`` model (default ``qemu64``, QEMU's
@@ -275,6 +285,9 @@ class KvmMachine(Machine):
         self._stop_vcpus_quietly()
         self._stop_io_thread()
         super().close()
+        for stats in self.kvm_stats() or ():
+            stats.close()
+        self._stats = None
         for vcpu in self.vcpus:
             vcpu.close()
         self.vcpus = []

@@ -61,8 +61,6 @@ def _stats_lines(title: str, stats: dict[str, Any]) -> list[str]:
 def kvm_info(machine: Any, what: str) -> str | None:
     """The text of ``info WHAT`` for a :class:`~vmforge.accel.kvm.machine.KvmMachine`;
     None for what the generic monitor answers."""
-    from vmforge.accel.kvm.stats import read_stats
-
     vcpus = machine.vcpus
     if what == "registers":
         return "\n\n".join(f"CPU#{v.index}\n{x86_registers(v)}" for v in vcpus)
@@ -72,11 +70,11 @@ def kvm_info(machine: Any, what: str) -> str | None:
     if what == "kvm":
         return "kvm support: enabled\nkvm enabled: yes"   # QEMU's words
     if what == "stats":
-        try:
-            lines = _stats_lines("vm:", read_stats(machine.vm.fd))
-            for v in vcpus:
-                lines += _stats_lines(f"vcpu {v.index}:", read_stats(v.fd))
-        except OSError as exc:
-            return f"KVM statistics are not available on this host: {exc.strerror}"
+        readers = machine.kvm_stats()
+        if readers is None:
+            return "KVM statistics are not available on this host (KVM_GET_STATS_FD)"
+        lines = _stats_lines("vm:", readers[0].read())
+        for v, r in zip(vcpus, readers[1:], strict=True):
+            lines += _stats_lines(f"vcpu {v.index}:", r.read())
         return "\n".join(lines)
     return None
