@@ -6,8 +6,9 @@ Run::
 
 The command is the ``vmforge`` console script next to this Python (as a user
 runs it; ``python -m vmforge.cli.main`` when there is none), on a small qcow2
-image: once with its format probed (every installed format asked), once with
-``-f qcow2``, and ``vmforge --version``, the floor of any command.  An editable
+image: ``info`` with its format probed (every installed format asked) and with
+``-f qcow2``, ``check`` and ``map`` (other sub-commands: each imports its own
+module), and ``vmforge --version``, the floor of any command.  An editable
 install pays its ``.pth`` finders' cost in ``site`` at every start; a regular
 install does not (RESULTS.md reports both).  ``VMFORGE_BENCH_ROUNDS`` sets the
 rounds (default 20).
@@ -31,10 +32,14 @@ QEMU_IMG = shutil.which("qemu-img") or "qemu-img"
 _SCRIPT = Path(sys.executable).parent / "vmforge"
 VMFORGE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "vmforge.cli.main"]
 
-COMMANDS = {
-    "info": (["img", "info"], ["info"]),
-    "info -f qcow2": (["img", "info", "-f", "qcow2"], ["info", "-f", "qcow2"]),
-    "--version": (["--version"], ["--version"]),
+#: name -> (vmforge's arguments, qemu-img's, what both print; None: no image argument)
+COMMANDS: dict[str, tuple[list[str], list[str], bytes | None]] = {
+    "info": (["img", "info"], ["info"], b"file format: qcow2"),
+    "info -f qcow2": (["img", "info", "-f", "qcow2"], ["info", "-f", "qcow2"],
+                      b"file format: qcow2"),
+    "check": (["img", "check"], ["check"], b"No errors were found on the image."),
+    "map": (["img", "map"], ["map"], b"Offset          Length"),
+    "--version": (["--version"], ["--version"], None),
 }
 
 
@@ -48,14 +53,14 @@ def qcow2_image(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("tool", ["vmforge", "qemu-img"])
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_startup(benchmark, request, compiled, qcow2_image: str, tool: str, command: str) -> None:
-    ours, theirs = COMMANDS[command]
+    ours, theirs, expected = COMMANDS[command]
     argv = [*VMFORGE, *ours] if tool == "vmforge" else [QEMU_IMG, *theirs]
-    if command != "--version":
+    if expected is not None:
         argv.append(qcow2_image)
     rounds = 1 if request.config.getoption("benchmark_disable", False) else int(
         os.environ.get("VMFORGE_BENCH_ROUNDS", "20"))
     benchmark.group = f"start-up: {command}"
     out = benchmark.pedantic(lambda: subprocess.run(argv, check=True, capture_output=True),
                              rounds=rounds, iterations=1, warmup_rounds=1)
-    if command != "--version":
-        assert b"file format: qcow2" in out.stdout
+    if expected is not None:
+        assert expected in out.stdout
