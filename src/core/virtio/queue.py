@@ -59,6 +59,8 @@ class Virtqueue:
         self.inflight: dict[int, Chain] = {}
         #: bumped when the queue is reset: completions of older requests are dropped
         self.generation = 0
+        #: used buffers pushed since the last notify_guest (none: no interrupt)
+        self._unsignalled = False
 
     def __repr__(self) -> str:
         return (f"Virtqueue({self.owner.name}#{self.index}, size={self.size}, "
@@ -165,6 +167,7 @@ class Virtqueue:
         written = max(0, min(int(written), room))
         del self.inflight[head]
         ring.push(chain, written)
+        self._unsignalled = True
 
     def flush(self) -> None:
         if self.ring is not None:
@@ -172,10 +175,13 @@ class Virtqueue:
 
     def notify_guest(self) -> bool:
         """Publish what was pushed and interrupt the driver if it wants to hear;
-        True when an interrupt was raised."""
+        True when an interrupt was raised.  Nothing pushed since the last call:
+        no interrupt (QEMU's devices notify only after completing a request; an
+        interrupt with nothing new is spurious to a level-triggered driver)."""
         ring = self.ring
-        if ring is None:
+        if ring is None or not self._unsignalled:
             return False
+        self._unsignalled = False
         if ring.should_notify():
             self.owner.signal_used(self)
             return True
