@@ -189,10 +189,10 @@ class VirtioDevice(Device):
             bits |= 1 << spec.VIRTIO_F_INDIRECT_DESC
         if self.event_idx:
             bits |= 1 << spec.VIRTIO_F_EVENT_IDX
-        if self.legacy:
-            bits |= 1 << spec.VIRTIO_F_ANY_LAYOUT
-        else:
-            bits |= 1 << spec.VIRTIO_F_VERSION_1
+        if self.legacy:     # QEMU's common legacy bits
+            bits |= 1 << spec.VIRTIO_F_ANY_LAYOUT | 1 << spec.VIRTIO_F_NOTIFY_ON_EMPTY
+        else:               # both transports reset single queues (QueueReset)
+            bits |= 1 << spec.VIRTIO_F_VERSION_1 | 1 << spec.VIRTIO_F_RING_RESET
             if self.packed:
                 bits |= 1 << spec.VIRTIO_F_RING_PACKED
         return bits

@@ -109,7 +109,6 @@ L_VRING_ALIGN = 4096
 ISR_QUEUE = 1
 ISR_CONFIG = 2
 NO_VECTOR = 0xFFFF
-VIRTIO_F_RING_RESET = 40
 
 #: transitional PCI device ids by virtio device id
 LEGACY_DEVICE_IDS = {1: 0x1000, 2: 0x1001, 5: 0x1002, 3: 0x1003, 8: 0x1004, 4: 0x1005,
@@ -472,7 +471,7 @@ class VirtioPciTransport(PciDevice):
             elif not q.ready:
                 q.enable()
         elif off == Q_RESET:
-            if value == 1 and self.dev.has_feature(VIRTIO_F_RING_RESET):
+            if value == 1 and self.dev.has_feature(spec.VIRTIO_F_RING_RESET):
                 q.clear()
                 self.queue_vectors[q.index] = NO_VECTOR
         elif q.ready:

@@ -182,10 +182,18 @@ class Virtqueue:
         if ring is None or not self._unsignalled:
             return False
         self._unsignalled = False
-        if ring.should_notify():
+        if ring.should_notify() or self._empty_and_asked():
             self.owner.signal_used(self)
             return True
         return False
+
+    def _empty_and_asked(self) -> bool:
+        """NOTIFY_ON_EMPTY (legacy): an interrupt when the device has run out of
+        buffers, whatever the driver's suppression says (QEMU's
+        ``virtio_should_notify``)."""
+        owner = self.owner
+        return (owner.has_feature(spec.VIRTIO_F_NOTIFY_ON_EMPTY) and not self.inflight
+                and self.ring is not None and not self.ring.has_available())
 
     # -- state -----------------------------------------------------------------------
 

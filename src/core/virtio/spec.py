@@ -30,6 +30,7 @@ VIRTIO_F_VERSION_1 = 32
 VIRTIO_F_ACCESS_PLATFORM = 33
 VIRTIO_F_RING_PACKED = 34
 VIRTIO_F_IN_ORDER = 35
+VIRTIO_F_RING_RESET = 40
 
 #: the feature bits a transport and the rings interpret (devices own the others)
 TRANSPORT_FEATURES = ((1 << VIRTIO_F_INDIRECT_DESC) | (1 << VIRTIO_F_EVENT_IDX)

@@ -26,9 +26,13 @@ __all__ = ["VirtioBlk"]
 
 # feature bits (section 5.2.3)
 VIRTIO_BLK_F_SEG_MAX = 2
+VIRTIO_BLK_F_GEOMETRY = 4
 VIRTIO_BLK_F_RO = 5
 VIRTIO_BLK_F_BLK_SIZE = 6
+VIRTIO_BLK_F_SCSI = 7           # legacy only: QEMU offers it there (requests: UNSUPP)
 VIRTIO_BLK_F_FLUSH = 9
+VIRTIO_BLK_F_TOPOLOGY = 10
+VIRTIO_BLK_F_CONFIG_WCE = 11
 VIRTIO_BLK_F_MQ = 12
 VIRTIO_BLK_F_DISCARD = 13
 VIRTIO_BLK_F_WRITE_ZEROES = 14
@@ -42,6 +46,36 @@ HEADER = struct.Struct("<IIQ")  # type, reserved, sector
 RANGE = struct.Struct("<QII")  # sector, num_sectors, flags
 MAX_DISCARD_SECTORS = 0x3FFFFF  # QEMU's default limits
 MAX_WRITE_ZEROES_SECTORS = 0x3FFFFF
+
+
+_WCE_OFFSET = 32               # struct virtio_blk_config.writeback
+
+
+def _guess_geometry(backend: BlockBackend, sectors: int) -> tuple[int, int, int]:
+    """QEMU's ``hd_geometry_guess`` for a disk with no geometry given (hw/block/hd-geometry.c):
+    ``guess_disk_lchs`` from the MBR, falling back to ``guess_chs_for_size``."""
+    try:
+        mbr = bytearray(512)
+        if sectors:
+            backend.preadv(0, [memoryview(mbr)])
+    except (BlockError, OSError):
+        mbr = bytearray(512)
+    if mbr[510:512] == b"\x55\xaa":
+        for i in range(4):
+            entry = mbr[0x1BE + 16 * i:0x1BE + 16 * (i + 1)]
+            nr_sects = int.from_bytes(entry[12:16], "little")
+            end_head, end_sector = entry[5], entry[6]
+            if nr_sects and end_head:
+                heads, secs = end_head + 1, end_sector & 63
+                if secs == 0:
+                    continue
+                cylinders = sectors // (heads * secs)
+                if not 1 <= cylinders <= 16383:
+                    continue
+                if heads > 16:          # a BIOS LBA translation: a standard geometry
+                    break
+                return cylinders, heads, secs
+    return min(16383, max(2, sectors // (16 * 63))), 16, 63
 
 
 class VirtioBlk(VirtioDevice):
@@ -74,6 +108,9 @@ class VirtioBlk(VirtioDevice):
         if len(self.serial.encode()) > ID_BYTES:
             raise DeviceError(f"{self.name}: serial is longer than {ID_BYTES} bytes")
         self._own_backend = backend is None
+        #: the write cache (CONFIG_WCE): on unless the driver turns it off
+        self.writeback = True
+        self._geometry: tuple[int, int, int] | None = None
         if backend is None:
             if not self.drive:
                 raise DeviceError(f"{self.name}: needs drive=FILE (or a backend)")
@@ -103,7 +140,13 @@ class VirtioBlk(VirtioDevice):
         return self.backend.size // SECTOR
 
     def device_features_bits(self) -> int:
-        bits = 1 << VIRTIO_BLK_F_SEG_MAX | 1 << VIRTIO_BLK_F_BLK_SIZE | 1 << VIRTIO_BLK_F_FLUSH
+        """QEMU 7.2's set (``virtio_blk_get_features``): seg_max, geometry, topology,
+        blk_size, flush (WCE), config-wce, and on the legacy interface SCSI."""
+        bits = (1 << VIRTIO_BLK_F_SEG_MAX | 1 << VIRTIO_BLK_F_GEOMETRY
+                | 1 << VIRTIO_BLK_F_TOPOLOGY | 1 << VIRTIO_BLK_F_BLK_SIZE
+                | 1 << VIRTIO_BLK_F_FLUSH | 1 << VIRTIO_BLK_F_CONFIG_WCE)
+        if self.legacy:
+            bits |= 1 << VIRTIO_BLK_F_SCSI
         if self.read_only:
             bits |= 1 << VIRTIO_BLK_F_RO
         if self.num_queues > 1:
@@ -113,6 +156,30 @@ class VirtioBlk(VirtioDevice):
         if self.write_zeroes and not self.read_only:
             bits |= 1 << VIRTIO_BLK_F_WRITE_ZEROES
         return bits
+
+    def device_features(self) -> int:
+        # QEMU clears ANY_LAYOUT for a legacy virtio-blk (its header and status must
+        # stay in descriptors of their own there)
+        return super().device_features() & ~(1 << spec.VIRTIO_F_ANY_LAYOUT)
+
+    @property
+    def geometry(self) -> tuple[int, int, int]:
+        """(cylinders, heads, sectors) as QEMU guesses them (``hd_geometry_guess``):
+        from an MBR's partition table when there is one, else 16 heads and 63
+        sectors with cylinders from the size (2..16383)."""
+        if self._geometry is None:
+            self._geometry = _guess_geometry(self.backend, self.capacity)
+        return self._geometry
+
+    def reset_device(self) -> None:
+        super().reset_device()
+        self.writeback = True       # QEMU: back to the drive's own cache mode
+
+    def write_config(self, offset: int, data: bytes) -> None:
+        """CONFIG_WCE: the driver turns the write cache off (0) or on at offset 32;
+        off, every write is made stable before it completes, as QEMU does."""
+        if offset <= _WCE_OFFSET < offset + len(data):
+            self.writeback = data[_WCE_OFFSET - offset] != 0
 
     @property
     def segments_max(self) -> int:
@@ -124,10 +191,10 @@ class VirtioBlk(VirtioDevice):
         return struct.pack(
             "<QIIHBBIBBHIBBHIIIIIB3xIII",
             self.capacity, 0, self.segments_max,  # size_max: not offered
-            0, 0, 0,  # geometry: not offered
+            *self.geometry,
             self.logical_block_size,
-            0, 0, per_block, 0,  # topology: not offered; min_io_size in blocks
-            1, 0, self.num_queues,  # writeback, unused, num_queues
+            0, 0, 0, 0,  # topology: physical_block_exp, alignment, min_io, opt_io (QEMU's)
+            int(self.writeback), 0, self.num_queues,  # writeback, unused, num_queues
             MAX_DISCARD_SECTORS, 1, per_block,
             MAX_WRITE_ZEROES_SECTORS, 1, 1,
             0, 0, 0)  # secure erase: not offered
@@ -253,6 +320,8 @@ class VirtioBlk(VirtioDevice):
         try:
             if length:
                 self.backend.pwritev(sector * SECTOR, chain.readable_views(HEADER.size, length))
+                if not self.writeback:          # write cache off (CONFIG_WCE)
+                    self.backend.flush()
         except (BlockError, OSError):
             return self._status(chain, S_IOERR)
         return self._status(chain, S_OK)
