@@ -107,6 +107,18 @@ def test_hello_memory_map(guest: Guest, same_as_qemu: Compare, memory: str) -> N
     assert " type 1\n" in qemu.output
 
 
+@pytest.mark.parametrize("memory", ["512M", "3584M"])
+def test_hello_initrd_module(guest: Guest, same_as_qemu: Compare, tmp_path: Path,
+                             memory: str) -> None:
+    """-initrd: start_info's module list gives the initrd where QEMU puts it (the top
+    of RAM below 4 GiB), its size and its bytes."""
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(pattern(300_000, seed=3))
+    head = " ".join(f"{b:02x}" for b in initrd.read_bytes()[:8])
+    same_as_qemu(guest("hello"), ("modules 1", f"size 300000: {head}", "bye"), memory=memory,
+                 args=["-initrd", str(initrd)])
+
+
 SECTORS = 128
 
 

@@ -4,7 +4,7 @@
  * UART's transmitter-empty interrupt (IRQ 4 through I/O APIC pin 4) and a
  * one-shot local APIC timer.  Exits through isa-debug-exit with 0x21 (status 67).
  * The memory map start_info points to is printed when the command line has
- * the word "memmap".  Built for x86-64 with flat64.S it is the flat-binary
+ * the word "memmap", and the modules (-initrd) when there are some.  Built for x86-64 with flat64.S it is the flat-binary
  * guest, which prints the same after its first line.
  */
 #include "guest.h"
@@ -72,6 +72,33 @@ static void print_memmap(const struct hvm_start_info *si)
     }
 }
 
+struct hvm_modlist_entry {
+    uint64_t paddr;
+    uint64_t size;
+    uint64_t cmdline_paddr;
+    uint64_t reserved;
+};
+
+/* The modules (-initrd): where and how big, their first bytes. */
+static void print_modules(const struct hvm_start_info *si)
+{
+    const struct hvm_modlist_entry *m =
+        PHYS(const struct hvm_modlist_entry *, si->modlist_paddr);
+    for (uint32_t i = 0; i < si->nr_modules; i++) {
+        const uint8_t *p = PHYS(const uint8_t *, m[i].paddr);
+        puts("module at 0x");
+        puthex((uint32_t)m[i].paddr, 8);
+        puts(" size ");
+        putdec((uint32_t)m[i].size);
+        puts(m[i].cmdline_paddr ? " with a command line:" : ":");
+        for (int j = 0; j < 8 && (uint64_t)j < m[i].size; j++) {
+            putc(' ');
+            puthex(p[j], 2);
+        }
+        putc('\n');
+    }
+}
+
 int main(const struct hvm_start_info *si)
 {
 #ifdef __x86_64__
@@ -95,6 +122,8 @@ int main(const struct hvm_start_info *si)
     if (cmdline)
         puts(cmdline);
     puts("]\n");
+    if (si->nr_modules)
+        print_modules(si);
     if (cmdline && find(cmdline, "memmap") && si->version >= 1)
         print_memmap(si);
 
