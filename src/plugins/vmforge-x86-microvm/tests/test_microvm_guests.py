@@ -192,6 +192,20 @@ def test_virtio_blk_features(guest: Guest, same_as_qemu: Compare, tmp_path: Path
                  disk=tmp_path / "disk.raw", args=args)
 
 
+@pytest.mark.parametrize("serial", ["", "vmforge-disk", "vmforge-0123456789abcdef"],
+                         ids=["no-serial", "serial", "serial-over-20-bytes"])
+def test_virtio_blk_other_requests(guest: Guest, same_as_qemu: Compare, tmp_path: Path,
+                                   serial: str) -> None:
+    """Flush, get-id (the drive's serial, 20 bytes at most), a request of an unknown
+    type and a read past the end: statuses and used lengths as QEMU's."""
+    make_disk(tmp_path / "disk.raw")
+    kernel = guest("virtio_blk", "REQUESTS=1", f"SECTORS_PAST_END={SECTORS}")
+    extra = [] if not serial else ["-global", f"virtio-blk-device.serial={serial}"]
+    qemu = same_as_qemu(kernel, ("request type 8", f"id [{serial[:20]}]", "bye"),
+                        disk=tmp_path / "disk.raw", append="console=ttyS0", args=extra)
+    assert qemu.output.count("status 0, by interrupt") == 6   # 4 transfers, flush, get-id
+
+
 def test_virtio_blk_no_device(guest: Guest, same_as_qemu: Compare) -> None:
     """No -device: all 8 transports answer with the virtio-mmio magic and device id
     0, and the command line announces none of them."""

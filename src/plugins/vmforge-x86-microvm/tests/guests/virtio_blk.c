@@ -11,7 +11,9 @@
  * sector 2 and reads it back, then exits with 0x22 (status 69); it counts the
  * interrupts that came with nothing new in the used ring.  It first lists the
  * transports that have a device.  Built with POLL=1 it polls the used ring
- * instead, the device's I/O APIC pin left masked.
+ * instead, the device's I/O APIC pin left masked; with REQUESTS=1 it then also
+ * sends a flush, a get-id, a request of an unknown type and a read of sector
+ * SECTORS_PAST_END (the disk's size: one past its end).
  */
 #include "guest.h"
 
@@ -53,6 +55,12 @@
 #ifndef POLL
 #define POLL 0                          /* 1: poll the used ring, the IRQ left masked */
 #endif
+#ifndef REQUESTS
+#define REQUESTS 0                      /* 1: also flush, get id, a bad type, past the end */
+#endif
+#ifndef SECTORS_PAST_END
+#define SECTORS_PAST_END 128
+#endif
 #ifndef FEATURES
 #define FEATURES 0                      /* 1: print the device's feature bits */
 #endif
@@ -62,6 +70,8 @@
 #define VIRTQ_DESC_F_WRITE 2
 #define VIRTIO_BLK_T_IN  0
 #define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_T_GET_ID 8
 
 struct virtq_desc {
     uint64_t addr;
@@ -136,8 +146,9 @@ static void print_bytes(const uint8_t *p, int n)
     putc('\n');
 }
 
-/* One request of three descriptors: header, 512 bytes of data, status. */
-static int transfer(uint32_t type, uint32_t sector)
+/* One request: the header, data_len bytes of buf (none: no data descriptor), the
+ * status byte.  The data is device-writable except for a write. */
+static int transfer_len(uint32_t type, uint32_t sector, uint32_t data_len)
 {
     req.type = type;
     req.reserved = 0;
@@ -146,10 +157,10 @@ static int transfer(uint32_t type, uint32_t sector)
     DESC[0].addr = (uint32_t)&req;
     DESC[0].len = sizeof(req);
     DESC[0].flags = VIRTQ_DESC_F_NEXT;
-    DESC[0].next = 1;
+    DESC[0].next = data_len ? 1 : 2;
     DESC[1].addr = (uint32_t)buf;
-    DESC[1].len = sizeof(buf);
-    DESC[1].flags = VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0);
+    DESC[1].len = data_len;
+    DESC[1].flags = VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_OUT ? 0 : VIRTQ_DESC_F_WRITE);
     DESC[1].next = 2;
     DESC[2].addr = (uint32_t)&req_status;
     DESC[2].len = 1;
@@ -176,9 +187,14 @@ static int transfer(uint32_t type, uint32_t sector)
     last_used = USED->idx;
     uint32_t id = USED->ring[(last_used - 1) % QSIZE].id;
     uint32_t len = USED->ring[(last_used - 1) % QSIZE].len;
-    puts(type == VIRTIO_BLK_T_IN ? "read" : "write");
-    puts(" sector ");
-    putdec(sector);
+    if (type == VIRTIO_BLK_T_IN || type == VIRTIO_BLK_T_OUT) {
+        puts(type == VIRTIO_BLK_T_IN ? "read" : "write");
+        puts(" sector ");
+        putdec(sector);
+    } else {
+        puts("request type ");
+        putdec(type);
+    }
     puts(": used id ");
     putdec(id);
     puts(" len ");
@@ -187,6 +203,11 @@ static int transfer(uint32_t type, uint32_t sector)
     putdec(req_status);
     puts(POLL ? ", by polling\n" : ", by interrupt\n");
     return req_status;
+}
+
+static int transfer(uint32_t type, uint32_t sector)
+{
+    return transfer_len(type, sector, sizeof(buf));
 }
 
 static int find_device(void)
@@ -365,6 +386,18 @@ int main(const struct hvm_start_info *si)
         puts("sector 2:");
         print_bytes(buf, 16);
         puts(same ? "sector 2 reads back as written\n" : "sector 2 differs\n");
+    }
+    if (REQUESTS) {
+        transfer_len(VIRTIO_BLK_T_FLUSH, 0, 0);
+        memset(buf, 0, sizeof(buf));
+        if (transfer_len(VIRTIO_BLK_T_GET_ID, 0, 20) == 0) {
+            puts("id [");
+            for (int i = 0; i < 20 && buf[i]; i++)
+                putc(buf[i] >= 0x20 && buf[i] < 0x7f ? (char)buf[i] : '?');
+            puts("]\n");
+        }
+        transfer_len(0x99, 0, 512);                 /* no such request */
+        transfer(VIRTIO_BLK_T_IN, SECTORS_PAST_END);  /* past the end */
     }
     puts("used-buffer interrupts ");
     putdec((uint32_t)irqs);
