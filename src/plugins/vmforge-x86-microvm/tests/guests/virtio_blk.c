@@ -62,7 +62,7 @@
 #define SECTORS_PAST_END 128
 #endif
 #ifndef FEATURES
-#define FEATURES 0                      /* 1: print the device's feature bits */
+#define FEATURES 0                      /* 1: print the feature bits and config space */
 #endif
 #define QSIZE 8
 #define VIRTIO_VECTOR 0x25
@@ -333,6 +333,12 @@ int main(const struct hvm_start_info *si)
         puts("device features 0x");
         puthex(f1, 8);
         puthex(f0, 8);
+        putc('\n');
+        puts("config space:");          /* struct virtio_blk_config, 60 bytes */
+        for (uint32_t off = 0; off < 60; off += 4) {
+            putc(off % 32 ? ' ' : '\n');
+            puthex(rd(CONFIG + off), 8);
+        }
         putc('\n');
     }
     wr(DRIVER_FEATURES_SEL, 0);
