@@ -208,6 +208,19 @@ def test_virtio_blk_other_requests(guest: Guest, same_as_qemu: Compare, tmp_path
     assert qemu.output.count("status 0, by interrupt") == 6   # 4 transfers, flush, get-id
 
 
+@pytest.mark.parametrize("transport", ["legacy", "modern"])
+def test_virtio_mmio_registers(guest: Guest, same_as_qemu: Compare, tmp_path: Path,
+                               transport: str) -> None:
+    """Every register word of an empty transport (slot 0) and of the one holding a
+    virtio-blk device (slot 7) before the driver touches them."""
+    make_disk(tmp_path / "disk.raw")
+    args = [] if transport == "legacy" else ["-global", "virtio-mmio.force-legacy=false"]
+    qemu = same_as_qemu(guest("virtio_blk", "DUMP=1"),
+                        ("registers of slot 0:\n74726976", "registers of slot 7:", "bye"),
+                        disk=tmp_path / "disk.raw", args=args)
+    assert qemu.status == (0x22 << 1) | 1
+
+
 def test_virtio_blk_no_device(guest: Guest, same_as_qemu: Compare) -> None:
     """No -device: all 8 transports answer with the virtio-mmio magic and device id
     0, and the command line announces none of them."""

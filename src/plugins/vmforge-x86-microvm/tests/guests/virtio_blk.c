@@ -61,6 +61,9 @@
 #ifndef SECTORS_PAST_END
 #define SECTORS_PAST_END 128
 #endif
+#ifndef DUMP
+#define DUMP 0                          /* 1: print the registers of slots 0 and 7 */
+#endif
 #ifndef FEATURES
 #define FEATURES 0                      /* 1: print the feature bits and config space */
 #endif
@@ -286,6 +289,20 @@ int main(const struct hvm_start_info *si)
     if (cmdline)
         puts(cmdline);
     puts("]\n");
+    if (DUMP) {
+        /* Every register word of the first transport and of the last (where
+         * QEMU puts the first device), as the driver finds them. */
+        for (uint32_t i = 0; i < 8; i += 7) {
+            puts("registers of slot ");
+            putdec(i);
+            puts(":");
+            for (uint32_t off = 0; off < 0x100; off += 4) {
+                putc(off % 32 ? ' ' : '\n');
+                puthex(mmio_read32(MMIO_BASE + 512 * i + off), 8);
+            }
+            putc('\n');
+        }
+    }
     int slot = find_device();
     if (slot < 0) {
         puts("no virtio-blk device\n");
