@@ -120,6 +120,23 @@ def test_img_sub_commands_import_their_own_module_only(qcow2_image: str) -> None
         assert f"    {command} " in out and help_text.split()[0] in out, command
 
 
+def test_img_sub_command_parsers_are_built_when_used() -> None:
+    from vmforge.cli.img import LazyParser
+    from vmforge.cli.img_parse import GnuParser
+    from vmforge.cli.main import build_parser
+
+    img = build_parser("img")._subparsers._group_actions[0].choices["img"]
+    choices = img._subparsers._group_actions[0].choices
+    info, dd = choices["info"], choices["dd"]
+    assert isinstance(info, LazyParser) and info._parser is None and dd._parser is None
+    assert "--backing-chain" in info.format_help()          # built on first use
+    assert isinstance(info.parser(), GnuParser) and dd._parser is None
+    assert any("operands" == a.dest for a in dd._actions)    # private names reach it too
+    args = img.parse_args(["info", "-f", "qcow2", "x.img"])
+    assert (args.img_command, args.format, args.file) == ("info", "qcow2", "x.img")
+    assert callable(args.func)
+
+
 def test_probe_functions_are_the_drivers_probes(tmp_path: Path) -> None:
     """A format's probe entry point answers as its class's probe, on its own images
     and on the others' (each class's probe delegates to the same function)."""

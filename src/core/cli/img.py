@@ -139,8 +139,8 @@ class LazyParser:
         return self._parser
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):           # not built yet, or being built
-            raise AttributeError(name)
+        if name.startswith("__") or name in ("_build", "_kwargs", "_parser"):
+            raise AttributeError(name)     # protocols (copy, pickle), or not set yet
         return getattr(self.parser(), name)
 
 
