@@ -297,9 +297,10 @@ class VirtioDevice(Device):
     # -- config space -------------------------------------------------------------------------
 
     def config_read(self, offset: int, size: int) -> int:
+        """A read past the config space gives all ones, as QEMU's transports."""
         data = self.config_bytes()
         if offset < 0 or offset + size > len(data):
-            return 0
+            return (1 << (8 * size)) - 1
         return int.from_bytes(data[offset:offset + size], "little")
 
     def config_write(self, offset: int, size: int, value: int) -> None:

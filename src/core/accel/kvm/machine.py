@@ -10,9 +10,10 @@ vCPU's start state in :meth:`KvmMachine.setup_vcpus`.
   back (port I/O, MMIO outside RAM) is decoded in C and reaches the devices
   under :attr:`big_lock` (QEMU's big lock), which the machine's own thread
   also holds while it runs timers and the calls I/O threads queued.
-- Interrupt lines go to the in-kernel irqchip (``KVM_IRQ_LINE``);
-  virtio-mmio queue notifications arrive through ioeventfd (see
-  :meth:`KvmMachine.notify_by_eventfd`), with no trip through a vCPU's loop.
+- Interrupt lines go to the in-kernel irqchip (``KVM_IRQ_LINE``, or a
+  resampling irqfd: :meth:`KvmMachine.irq_connect`); virtio-mmio queue
+  notifications arrive through ioeventfd (:meth:`KvmMachine.notify_by_eventfd`),
+  with no trip through a vCPU's loop.
 - A triple fault is a reset request (``-no-reboot``: the end, status 0), a
   pause or a shutdown stops every vCPU (``immediate_exit`` plus a signal), an
   exception on a vCPU thread ends the machine and comes out of :meth:`run`.
@@ -115,7 +116,10 @@ class KvmMachine(Machine):
         self.vcpus: list[Vcpu] = []
         self._threads: list[VcpuThread] = []
         self._exits: _Exits | None = None
-        self._eventfds: list[tuple[int, Callable[[], None]]] = []
+        #: eventfds the I/O thread watches: (fd, handler, run on the I/O thread
+        #: itself rather than on the machine's)
+        self._eventfds: list[tuple[int, Callable[[], None], bool]] = []
+        self._irqfds: list[int] = []
         self._selector: selectors.DefaultSelector | None = None
         self._io_thread: threading.Thread | None = None
         self._io_wake_r, self._io_wake_w = -1, -1
@@ -172,9 +176,38 @@ class KvmMachine(Machine):
         except ValueError as exc:
             raise MachineError(str(exc)) from None
 
-    def irq_connect(self, line: Any, gsi: int) -> None:
-        """Wire a device's interrupt line to GSI ``gsi`` of the in-kernel irqchip."""
-        line.connect(self._set_gsi, gsi)
+    def irq_connect(self, line: Any, gsi: int, irqfd: bool = False) -> None:
+        """Wire a device's interrupt line to GSI ``gsi`` of the in-kernel irqchip: by
+        ``KVM_IRQ_LINE`` (the level as it changes), or with ``irqfd`` through a
+        resampling irqfd (``KVM_IRQFD`` with a resample eventfd), QEMU's way for
+        level interrupts: a rising line is one eventfd write, which asserts the GSI
+        inside KVM; the guest's EOI de-asserts it and signals the resample eventfd,
+        on which the I/O thread asserts it again if the line is still up.  Right
+        whether the guest programs the pin edge- or level-triggered."""
+        if not irqfd or self.kvm is None or not self.kvm.check_extension("IRQFD_RESAMPLE"):
+            line.connect(self._set_gsi, gsi)
+            return
+        assert self.vm is not None
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        resample = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            self.vm.irqfd(fd, gsi, resamplefd=resample)
+        except KvmError:
+            os.close(fd)
+            os.close(resample)
+            raise
+        self._irqfds.append(fd)            # (resample: closed with the I/O fds)
+
+        def still_up() -> None:            # (on the I/O thread)
+            if line.level:
+                os.eventfd_write(fd, 1)
+
+        def sink(_gsi: int, level: bool) -> None:
+            if level:
+                os.eventfd_write(fd, 1)
+
+        self._eventfds.append((resample, still_up, True))
+        line.connect(sink, gsi)
 
     def _set_gsi(self, gsi: int, level: int) -> None:
         if self.vm is not None:
@@ -192,7 +225,7 @@ class KvmMachine(Machine):
         except KvmError:
             os.close(fd)
             raise
-        self._eventfds.append((fd, handler))
+        self._eventfds.append((fd, handler, False))
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -313,8 +346,8 @@ class KvmMachine(Machine):
         self._selector = selectors.DefaultSelector()
         self._io_wake_r, self._io_wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._selector.register(self._io_wake_r, selectors.EVENT_READ, None)
-        for fd, handler in self._eventfds:
-            self._selector.register(fd, selectors.EVENT_READ, handler)
+        for fd, handler, inline in self._eventfds:
+            self._selector.register(fd, selectors.EVENT_READ, (handler, inline))
         self._io_thread = threading.Thread(target=self._io_loop, name=f"{self.name}-io",
                                            daemon=True)
         self._io_thread.start()
@@ -330,7 +363,11 @@ class KvmMachine(Machine):
                     os.eventfd_read(key.fd)
                 except BlockingIOError:
                     continue
-                self.call_soon(key.data)
+                handler, inline = key.data
+                if inline:
+                    handler()
+                else:
+                    self.call_soon(handler)
 
     def _stop_io_thread(self) -> None:
         if self._io_thread is not None:
@@ -342,9 +379,12 @@ class KvmMachine(Machine):
             self._selector = None
             os.close(self._io_wake_r)
             os.close(self._io_wake_w)
-        for fd, _ in self._eventfds:
+        for fd, _, _ in self._eventfds:
             os.close(fd)
         self._eventfds = []
+        for fd in self._irqfds:
+            os.close(fd)
+        self._irqfds = []
 
 
 class _Watched(VcpuThread):

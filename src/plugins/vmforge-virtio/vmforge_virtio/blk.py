@@ -186,8 +186,13 @@ class VirtioBlk(VirtioDevice):
         return self.seg_max or max(1, self.queue_size - 2)
 
     def config_bytes(self) -> bytes:
-        """``struct virtio_blk_config`` (72 bytes)."""
+        """``struct virtio_blk_config`` as far as QEMU 7.2 sizes it: to ``num_queues``
+        (36 bytes), to the discard fields (48) with DISCARD, to
+        ``write_zeroes_may_unmap`` (57) with WRITE_ZEROES."""
         per_block = self.logical_block_size // SECTOR
+        features = self.device_features_bits()
+        size = 57 if features >> VIRTIO_BLK_F_WRITE_ZEROES & 1 else (
+            48 if features >> VIRTIO_BLK_F_DISCARD & 1 else 36)
         return struct.pack(
             "<QIIHBBIBBHIBBHIIIIIB3xIII",
             self.capacity, 0, self.segments_max,  # size_max: not offered
@@ -197,7 +202,7 @@ class VirtioBlk(VirtioDevice):
             int(self.writeback), 0, self.num_queues,  # writeback, unused, num_queues
             MAX_DISCARD_SECTORS, 1, per_block,
             MAX_WRITE_ZEROES_SECTORS, 1, 1,
-            0, 0, 0)  # secure erase: not offered
+            0, 0, 0)[:size]  # secure erase: not offered
 
     # -- requests ----------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ class Microvm(KvmMachine):
         self.create_vm()
         self.irq_connect(self.uart.irq, L.UART_IRQ)
         for i, slot in enumerate(self.virtio):
-            self.irq_connect(slot.irq, L.VIRTIO_IRQ_BASE + i)
+            self.irq_connect(slot.irq, L.VIRTIO_IRQ_BASE + i, irqfd=True)
             if slot.backend is not None:
                 self._notify_through_eventfd(slot)
         self.create_vcpus()
