@@ -110,7 +110,7 @@ class VirtioConformance:
         try:
             size = len(dev.config_bytes())
             assert size <= 0x1000 - mmio.CONFIG
-            assert drv.config(size + 64, 4) == 0  # past the end: 0, no exception
+            assert drv.config(size + 64, 4) == 0xFFFFFFFF  # past the end: all ones, as QEMU
             drv.t.write(mmio.CONFIG + size + 64, 4, 0xFFFFFFFF)
         finally:
             self._close(dev)
