@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import mmap
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from vmforge._fast.zeroscan import zero_runs
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockError, UnsupportedOperation
-from vmforge.block.fileio import fill_zero
+from vmforge.block.fileio import fill_zero, page_aligned_buffer
 
 __all__ = [
     "CHUNK",
@@ -154,8 +155,8 @@ class _Writer:
     def __init__(self, target: BlockBackend, depth: int = 4) -> None:
         self.target = target
         self.queue: queue.Queue[tuple[list[tuple[int, memoryview | None, int]],
-                                      bytearray | None] | None] = queue.Queue(maxsize=depth)
-        self.free: queue.Queue[bytearray] = queue.Queue()
+                                      mmap.mmap | None] | None] = queue.Queue(maxsize=depth)
+        self.free: queue.Queue[mmap.mmap] = queue.Queue()
         #: buffers not made yet: made when first needed (bytearray() zeroes its
         #: memory: 12 MiB of page faults up front would cost a small convert ~20 ms)
         self.spare = depth + 2
@@ -184,7 +185,7 @@ class _Writer:
             if buf is not None:
                 self.free.put(buf)
 
-    def buffer(self) -> bytearray:
+    def buffer(self) -> mmap.mmap:
         """A pooled CHUNK-sized buffer; it goes back with the batch it is submitted with."""
         self._check()
         try:
@@ -192,7 +193,7 @@ class _Writer:
         except queue.Empty:
             if self.spare:
                 self.spare -= 1
-                return bytearray(CHUNK)
+                return page_aligned_buffer(CHUNK)
             return self.free.get()
 
     def write(self, off: int, data: memoryview) -> None:
@@ -201,7 +202,7 @@ class _Writer:
     def zeroes(self, off: int, n: int) -> None:
         self.batch.append((off, None, n))
 
-    def submit(self, buf: bytearray | None = None) -> None:
+    def submit(self, buf: mmap.mmap | None = None) -> None:
         """Queue the writes added since the last submit; then ``buf`` is free again."""
         self._check()
         if self.batch or buf is not None:
@@ -233,7 +234,7 @@ def _convert_plain(src: _Sources, target: BlockBackend, target_is_zero: bool,
 
 def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse: int,
                 advance: Callable[[int], None], top_only: bool) -> None:
-    buf: bytearray | None = None
+    buf: mmap.mmap | None = None
     fill = 0                 # bytes of buf in use by queued writes
     for w in range(0, src.size, WINDOW):
         for off, length, state in list(src.extents(w, min(WINDOW, src.size - w), top_only)):
