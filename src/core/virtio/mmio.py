@@ -60,6 +60,8 @@ DRIVER_FEATURES_SEL = 0x024
 LEGACY_GUEST_PAGE_SIZE = 0x028
 QUEUE_SEL = 0x030
 QUEUE_NUM_MAX = 0x034
+#: what QueueNumMax reads for every queue, as QEMU's (its VIRTQUEUE_MAX_SIZE)
+VIRTQUEUE_MAX_SIZE = 1024
 QUEUE_NUM = 0x038
 LEGACY_QUEUE_ALIGN = 0x03C
 LEGACY_QUEUE_PFN = 0x040
@@ -240,6 +242,11 @@ class VirtioMmioTransport(Device):
         super().realize(machine)
         if self.dev is not None and not isinstance(self.dev, _BackendDevice):
             self.dev.realize(machine)
+        if self.dev is not None:
+            # QEMU's virtio-mmio offers VIRTQUEUE_MAX_SIZE for every queue, whatever the
+            # device's own queue size (which only matters where the driver keeps it)
+            for q in self.dev.queues:
+                q.max_size = max(q.max_size, VIRTQUEUE_MAX_SIZE)
 
     def unrealize(self) -> None:
         if self.dev is not None and self.dev.realized:
@@ -300,6 +307,8 @@ class VirtioMmioTransport(Device):
     def _read_reg(self, dev: VirtioDevice, offset: int) -> int:
         q = self._queue()
         legacy = self.is_legacy
+        if offset in (SHM_LEN_LOW, SHM_LEN_HIGH):
+            return _U32  # no shared memory regions: "length -1" (QEMU: on both interfaces)
         if (offset in _LEGACY_ONLY and not legacy) or (offset in _MODERN_ONLY and legacy):
             return 0
         if offset == MAGIC_VALUE:
@@ -325,8 +334,6 @@ class VirtioMmioTransport(Device):
             return self.interrupt_status
         if offset == STATUS:
             return dev.status
-        if offset in (SHM_LEN_LOW, SHM_LEN_HIGH, SHM_BASE_LOW, SHM_BASE_HIGH):
-            return _U32  # no shared memory regions: "length -1"
         if offset == CONFIG_GENERATION:
             return dev.config_generation
         if q is not None and offset in _ADDRESS_REGS:

@@ -87,7 +87,7 @@ class VirtioBlk(VirtioDevice):
     drive = Prop(str, "", "image file (opened with its backing chain)")
     format = Prop(str, "", "image format (empty: probe)")
     readonly = Prop(bool, False, "read-only disk (VIRTIO_BLK_F_RO)")
-    serial = Prop(str, "", "what GET_ID answers (up to 20 bytes)")
+    serial = Prop(str, "", "what GET_ID answers (its first 20 bytes, as QEMU)")
     num_queues = Prop(int, 1, "request queues (VIRTIO_BLK_F_MQ when more than 1)")
     queue_size = Prop(int, 256, "size of each queue")
     seg_max = Prop(int, 0, "segments per request (0: queue size - 2, as QEMU)")
@@ -105,8 +105,6 @@ class VirtioBlk(VirtioDevice):
         if self.logical_block_size < SECTOR or self.logical_block_size & (
                 self.logical_block_size - 1):
             raise DeviceError(f"{self.name}: logical_block_size must be a power of 2 >= 512")
-        if len(self.serial.encode()) > ID_BYTES:
-            raise DeviceError(f"{self.name}: serial is longer than {ID_BYTES} bytes")
         self._own_backend = backend is None
         #: the write cache (CONFIG_WCE): on unless the driver turns it off
         self.writeback = True
@@ -231,7 +229,7 @@ class VirtioBlk(VirtioDevice):
             self.stats["bytes_read"] += data_in
             if data_in and self._read_cached(chain, sector, data_in):
                 self.stats["reads_inline"] += 1
-                self._finish(queue, chain, S_OK, data_in)   # answered on this thread
+                self._finish(queue, chain, S_OK)   # answered on this thread
                 return
             self.run_in_thread(queue, chain, lambda c: self._read(c, sector, data_in))
         elif rtype == T_OUT:
@@ -249,7 +247,7 @@ class VirtioBlk(VirtioDevice):
             ident = self.serial.encode()[:ID_BYTES].ljust(min(ID_BYTES, data_in), b"\0")
             n = min(len(ident), data_in)
             chain.write(ident[:n])
-            self._finish(queue, chain, S_OK, n)
+            self._finish(queue, chain, S_OK)
         elif rtype in (T_DISCARD, T_WRITE_ZEROES):
             self._submit_ranges(queue, chain, rtype, data_out)
         else:
@@ -285,12 +283,14 @@ class VirtioBlk(VirtioDevice):
             return False
         return sector * SECTOR + length <= self.backend.size
 
-    def _finish(self, queue: Virtqueue, chain: Chain, status: int, data: int = 0) -> None:
-        """Answer at once (on the machine's thread), without I/O."""
+    def _finish(self, queue: Virtqueue, chain: Chain, status: int) -> None:
+        """Answer at once (on the machine's thread), without I/O.  The used length
+        is every writable byte, whatever the request and status, as QEMU reports
+        it (``virtio_blk_req_complete``: ``in_len``)."""
         chain.write(bytes([status]), chain.writable_len - 1)
         if status == S_IOERR:
             self.stats["io_errors"] += 1
-        queue.push_used(chain, data + 1)
+        queue.push_used(chain, chain.writable_len)
 
     def _read_cached(self, chain: Chain, sector: int, length: int) -> bool:
         """Data the host has in its page cache is read at once, here, without the
@@ -306,12 +306,12 @@ class VirtioBlk(VirtioDevice):
 
     # -- on the worker threads ----------------------------------------------------------------
 
-    def _status(self, chain: Chain, status: int, data: int = 0) -> int:
+    def _status(self, chain: Chain, status: int) -> int:
         chain.write(bytes([status]), chain.writable_len - 1)
         if status == S_IOERR:
             with self._stat_lock:
                 self.stats["io_errors"] += 1
-        return data + 1
+        return chain.writable_len                   # (as _finish)
 
     def _read(self, chain: Chain, sector: int, length: int) -> int:
         try:
@@ -319,7 +319,7 @@ class VirtioBlk(VirtioDevice):
                 self.backend.preadv(sector * SECTOR, chain.writable_views(0, length))
         except (BlockError, OSError):
             return self._status(chain, S_IOERR)
-        return self._status(chain, S_OK, length)
+        return self._status(chain, S_OK)
 
     def _write(self, chain: Chain, sector: int, length: int) -> int:
         try:
