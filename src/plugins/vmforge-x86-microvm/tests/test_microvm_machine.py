@@ -219,3 +219,21 @@ def test_virtio_kicks_arrive_by_ioeventfd_not_through_the_vcpu(guest, tmp_path, 
     notify_reg = 0xFEB00E00 + 0x50
     assert notify_reg not in seen
     assert any(0xFEB00E00 <= a < 0xFEB01000 for a in seen)   # other registers did exit
+
+
+def test_ctrl_c_ends_every_vcpu(tmp_path):
+    """SIGINT to `vmforge run` with two spinning vCPUs: it ends, status 130, no traceback."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "vmforge.cli.main", "run", "-M", "microvm",
+                             "-smp", "2", "-kernel", _guest(tmp_path, SPIN, "spin"),
+                             "-serial", "stdio"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline()
+        assert line == b"boot\n"
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert b"Traceback" not in err
