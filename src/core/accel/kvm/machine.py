@@ -126,9 +126,9 @@ class KvmMachine(Machine):
 
     # -- assembly (from build) ----------------------------------------------------------
 
-    def create_vm(self) -> Vm:
+    def create_vm(self, pit: bool = True) -> Vm:
         """Open ``/dev/kvm`` and make the VM (call after the RAM is placed: it is
-        handed to KVM as memory slots), with the in-kernel irqchip and PIT."""
+        handed to KVM as memory slots), with the in-kernel irqchip and (``pit``) PIT."""
         why = kvm_available()
         if why is not None:
             raise MachineError(f"machine {self.name!r}: -accel kvm: {why}")
@@ -139,7 +139,8 @@ class KvmMachine(Machine):
             self.vm.set_identity_map_addr(self.identity_map_addr)
             self.vm.create_irqchip()
             self.vm.route_irqs_as_qemu()
-            self.vm.create_pit()
+            if pit:
+                self.vm.create_pit()
             self.vm.map_memory(self.space.memory)
         except KvmError as exc:
             raise MachineError(f"machine {self.name!r}: {exc}") from None

@@ -237,3 +237,28 @@ def test_ctrl_c_ends_every_vcpu(tmp_path):
         proc.kill()
     assert proc.returncode == 130
     assert b"Traceback" not in err
+
+
+def test_qemus_machine_options(tmp_path):
+    """-M microvm,acpi=off,pit=off,rtc=off,x-option-roms=off: QEMU's spelling is
+    taken; what vmforge's microvm cannot be is refused by name."""
+    from vmforge.config import DeviceSpec, DriveSpec
+
+    kernel = _guest(tmp_path, SPIN, "spin")
+    disk = tmp_path / "d.raw"
+    disk.write_bytes(bytes(65536))
+    r = _vmforge("-M", "microvm,acpi=off,pit=off,rtc=off,x-option-roms=off,isa-serial=off",
+                 "-kernel", kernel, "-device", "isa-debug-exit", "--timeout", "1")
+    assert "has no propert" not in r.stderr and r.stdout == ""      # no UART: no "boot"
+    r = _vmforge("-M", "microvm,acpi=on", "-kernel", kernel)
+    assert r.returncode == 1 and "acpi=on" in r.stderr and "Traceback" not in r.stderr
+    drives = [DriveSpec.parse(f"file={disk},if=none,id=d0,format=raw")]
+    devices = [DeviceSpec.parse("virtio-blk-device,drive=d0")]
+    for announce, want in (("on", " virtio_mmio.device=512@0xfeb00e00:12"), ("off", "")):
+        m, _ = _machine(kernel, drives=list(drives), devices=list(devices),
+                        machine_props={"auto-kernel-cmdline": announce})
+        m.realize()
+        try:
+            assert m.virtio_cmdline() == want
+        finally:
+            m.close()

@@ -31,6 +31,7 @@ from vmforge.accel.kvm.x86 import (
     enter_protected_mode,
     identity_page_tables,
 )
+from vmforge.config import MachineProp
 from vmforge.devspec import cmdline_devices
 from vmforge.loader import is_elf, load_raw
 from vmforge.loader.pvh import load_pvh, pvh_entry, write_start_info
@@ -56,22 +57,43 @@ class Microvm(KvmMachine):
     description = "x86 microvm (QEMU 7.2's 'microvm', acpi=off) on KVM"
     default_memory = 128 << 20
     max_cpus = 64
+    #: QEMU 7.2's microvm options, as far as a machine without firmware or ACPI
+    #: honours them (the refused values name what vmforge has)
+    properties = {
+        "acpi": MachineProp(str, "off", "ACPI tables: vmforge's microvm has none (QEMU's "
+                            "acpi=off layout)", choices=("off",)),
+        "ioapic2": MachineProp(str, "off", "a second I/O APIC (only with ACPI in QEMU)",
+                               choices=("off", "auto")),
+        "pit": MachineProp(str, "auto", "the i8254 timer (KVM's, in the kernel)",
+                           choices=("on", "off", "auto")),
+        "pic": MachineProp(str, "auto", "the i8259 interrupt controllers (KVM's, always "
+                           "there with its irqchip)", choices=("on", "auto")),
+        "rtc": MachineProp(str, "auto", "the mc146818 RTC (QEMU: none under KVM unless on)",
+                           choices=("off", "auto")),
+        "isa-serial": MachineProp(bool, True, "the 8250 UART at 0x3f8"),
+        "auto-kernel-cmdline": MachineProp(bool, True, "announce the virtio-mmio transports "
+                                           "in use on the kernel command line"),
+        "x-option-roms": MachineProp(bool, True, "accepted: no firmware, no option ROMs"),
+    }
 
     def build(self) -> None:
         for base, size in L.ram_ranges(self.memory_size):
             self.add_ram(base, size, "ram" if base == 0 else "ram-above-4g")
-        self.uart = self.create_device("ns16550a")
-        self.uart.set_chardev(self.serial_chardev(0))
-        self.add_device(self.uart)
-        self.io.add_mmio(L.UART_PORT, self.uart, 8, "serial")
-        self.uart.base = L.UART_PORT
+        self.uart = None
+        if self.props["isa-serial"]:
+            self.uart = self.create_device("ns16550a")
+            self.uart.set_chardev(self.serial_chardev(0))
+            self.add_device(self.uart)
+            self.io.add_mmio(L.UART_PORT, self.uart, 8, "serial")
+            self.uart.base = L.UART_PORT
         self.virtio = self._plug_devices()
         for i, slot in enumerate(self.virtio):         # 512-byte windows, as QEMU's
             self.add_device(slot)
             slot.base = L.VIRTIO_MMIO_BASE + i * L.VIRTIO_MMIO_SIZE
             self.space.add_mmio(slot.base, slot, L.VIRTIO_MMIO_SIZE, "virtio-mmio")
-        self.create_vm()
-        self.irq_connect(self.uart.irq, L.UART_IRQ)
+        self.create_vm(pit=self.props["pit"] != "off")
+        if self.uart is not None:
+            self.irq_connect(self.uart.irq, L.UART_IRQ)
         for i, slot in enumerate(self.virtio):
             self.irq_connect(slot.irq, L.VIRTIO_IRQ_BASE + i, irqfd=True)
             if slot.backend is not None:
@@ -126,6 +148,8 @@ class Microvm(KvmMachine):
     def virtio_cmdline(self) -> str:
         """QEMU's announcements of the transports in use (``microvm_fix_kernel_cmdline``),
         in its order: the system bus lists the transports last made first."""
+        if not self.props["auto-kernel-cmdline"]:
+            return ""
         return "".join(f" virtio_mmio.device=512@{L.VIRTIO_MMIO_BASE + i * 512:#x}:"
                        f"{L.VIRTIO_IRQ_BASE + i}"
                        for i, slot in reversed(list(enumerate(self.virtio)))
