@@ -45,9 +45,14 @@ def test_bitmap_operations_like_qemu_img(pair, img, qemu) -> None:
         assert r.rc == 0, r.err
         assert _spec(qemu, b) == _spec(qemu, a), (flags, name)
         _clean(qemu, b)
-    # vmforge's info shows them as qemu-img's
+    # vmforge's info shows them as qemu-img's, in JSON and in words (the flags list:
+    # "[0]: auto", QEMU's dump_qlist)
     assert img("info", "--output", "json", b).json()["format-specific"]["data"] == \
         _spec(qemu, a)
+    human = img("info", b).out
+    assert "[0]: auto" in human
+    assert human.split("Format specific information:")[1] == \
+        qemu("img", "info", a).stdout.split("Format specific information:")[1]
     for flags, name in [("--remove", "b0"), ("--remove", "b1")]:
         qemu("img", "bitmap", *flags.split(), a, name)
         assert img("bitmap", *flags.split(), b, name).rc == 0

@@ -103,8 +103,9 @@ def _human_tree(data: dict[str, Any], level: int) -> list[str]:
                 if isinstance(item, dict):     # qemu's dump_qlist: an index line, then it
                     out.append(f"{pad}    [{i}]:")
                     out.extend(_human_tree(item, level + 2))
-                else:
-                    out.append(f"{pad}    [{item}]")
+                else:                          # ... or the index and the value on one line
+                    text = str(item).lower() if isinstance(item, bool) else str(item)
+                    out.append(f"{pad}    [{i}]: {text}")
         else:
             text = str(value).lower() if isinstance(value, bool) else str(value)
             out.append(f"{pad}{name}: {text}")
