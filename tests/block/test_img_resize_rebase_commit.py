@@ -40,6 +40,13 @@ def test_resize_like_qemu_img(tmp_path, img, qemu) -> None:
     assert os.path.getsize(path) == 4 * MiB
     r = img("resize", path, "5M")  # a probed raw image is never opened for writing
     assert r.rc == 1 and "-f raw" in r.err
+    # to nothing: refused before any shrink question, as qemu-img (size 0 and -4M alike)
+    for size in ("0", "-4M"):
+        q = qemu("img", "resize", "--shrink", "-f", "raw", path, size, check=False)
+        r = img("resize", "--shrink", "-f", "raw", path, size)
+        assert (r.rc, r.err) == (1, q.stderr.replace("qemu-img:", "vmforge img:"))
+        assert "New image size must be positive" in r.err
+    assert os.path.getsize(path) == 4 * MiB
 
 
 @pytest.mark.formats("example")

@@ -28,7 +28,7 @@ def cmd_resize(args: argparse.Namespace) -> int:
     with open_image(args.file, args.format, readonly=False, backing=False) as bb:
         cur = bb.size
         new = cur + value if sign == "+" else cur - value if sign == "-" else value
-        if new < 0:
+        if new <= 0:                    # qemu-img: "total_size <= 0"
             raise QemuImgError("New image size must be positive")
         if new < cur and not args.shrink:
             raise QemuImgError("Use the --shrink option to perform a shrink operation.",
