@@ -407,6 +407,19 @@ class BlockBackend:
         with self._cow_lock:
             self._pwritev_cow(offset, views, total)
 
+    def pwritev_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
+        """Write each ``(offset, bytes)`` of ``runs`` in order into the top image, as
+        :meth:`pwritev` on each would (:meth:`BlockDriver.pwritev_runs`)."""
+        if len(self.layers) != 1 or self._guard_block0:
+            for offset, data in runs:
+                self.pwritev(offset, [data])
+            return
+        self._check_writable()
+        views = [(offset, memoryview(data).cast("B")) for offset, data in runs]
+        for offset, data in views:
+            self._check_range(offset, data.nbytes)
+        self.top.pwritev_runs([(offset, data) for offset, data in views if data.nbytes])
+
     def _check_block0(self, offset: int, views: list[memoryview]) -> None:
         """A guessed raw image: refuse a write after which block 0 probes as another
         format (QEMU's raw_check_write), so the guest cannot turn it into one."""

@@ -114,6 +114,13 @@ class UnsupportedOperation(BlockError, NotImplementedError):
     """The format cannot do this (e.g. truncate a fixed-size format)."""
 
 
+class KeyRequired(BlockError):
+    """The image's data needs a key (an encrypted format opened without its
+    passphrase).  Its metadata can still be read: a driver that raises this from
+    ``open`` also accepts the open option ``no_io=True`` (QEMU's BDRV_O_NO_IO,
+    what ``qemu-img info`` opens with), and then refuses every data access."""
+
+
 class BlockStatus(enum.IntFlag):
     """What a range of an image holds (QEMU's BDRV_BLOCK_* flags)."""
 
@@ -245,6 +252,8 @@ class ImageInfo:
     backing_format: str | None = None
     dirty: bool = False
     format_specific: dict[str, Any] = field(default_factory=dict)
+    #: the data is encrypted (luks; qemu-img's ``encrypted: yes``)
+    encrypted: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -260,6 +269,8 @@ class ImageInfo:
             out["backing-filename-format"] = self.backing_format
         if self.format_specific:
             out["format-specific"] = {"type": self.format, "data": self.format_specific}
+        if self.encrypted:
+            out["encrypted"] = True
         return out
 
 
@@ -416,6 +427,14 @@ class BlockDriver:
     def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
         """Write ``buffers`` in order at ``offset``."""
         raise ReadOnlyError(f"format {self.format_name} is read-only", self.filename)
+
+    def pwritev_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
+        """Write each ``(offset, bytes)`` of ``runs``, in order: the same result as
+        :meth:`pwritev` on each in turn, which is the default.  ``convert`` hands its
+        writes over this way, a batch per buffer; a driver may do a batch with fewer
+        calls (qcow2 writes runs that land next to each other in its file as one)."""
+        for offset, data in runs:
+            self.pwritev(offset, [data])
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         """Extents covering ``[offset, offset+length)`` in order, adjacent ones merged

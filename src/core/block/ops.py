@@ -168,14 +168,22 @@ class _Writer:
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
             batch, buf = item
-            for off, data, n in batch:
-                if self.error is not None:
-                    break  # drain after a failure
+            i = 0
+            while i < len(batch) and self.error is None:   # drain after a failure
+                # data runs in a row: one call (the driver may merge them)
+                j = i
+                while j < len(batch) and batch[j][1] is not None:
+                    j += 1
+                off, n = batch[i][0], batch[i][2]
                 try:
-                    if data is None:
-                        self.target.write_zeroes(off, n, may_unmap=True)
+                    if j > i:
+                        n = batch[j - 1][0] + batch[j - 1][2] - off   # (the span, if it fails)
+                        self.target.pwritev_runs([(o, d) for o, d, _ in batch[i:j]
+                                                  if d is not None])
+                        i = j
                     else:
-                        self.target.pwritev(off, [data])
+                        self.target.write_zeroes(off, n, may_unmap=True)
+                        i += 1
                 except OSError as exc:  # e.g. ENOSPC: say which file and where
                     self.error = BlockError(f"write of {n} bytes at offset {off} failed: "
                                             f"{exc.strerror or exc}", self.target.filename)
