@@ -262,7 +262,8 @@ class Qcow2Writer(Qcow2Image):
         span_bits = self.cb + self.l2_bits
         with self.lock:
             self._begin_write()
-            self._batched = batched = []
+            batched: list[list[Any]] = []
+            self._batched = batched
             try:
                 for offset, bufs in views:
                     cur = Cursor(bufs)
