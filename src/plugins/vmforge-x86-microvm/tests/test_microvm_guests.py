@@ -194,6 +194,19 @@ def test_virtio_blk_features(guest: Guest, same_as_qemu: Compare, tmp_path: Path
                  disk=tmp_path / "disk.raw", args=args)
 
 
+@pytest.mark.parametrize("transport", ["legacy", "modern"])
+def test_virtio_blk_indirect(guest: Guest, same_as_qemu: Compare, tmp_path: Path,
+                             transport: str) -> None:
+    """VIRTIO_RING_F_INDIRECT_DESC negotiated, every request (reads, the write, flush,
+    get-id, an unknown type, past the end) one descriptor pointing to a table."""
+    data = make_disk(tmp_path / "disk.raw")
+    args = [] if transport == "legacy" else ["-global", "virtio-mmio.force-legacy=false"]
+    kernel = guest("virtio_blk", "INDIRECT=1", "REQUESTS=1", f"SECTORS_PAST_END={SECTORS}")
+    qemu = same_as_qemu(kernel, (*virtio_milestones(data), "request type 8"),
+                        disk=tmp_path / "disk.raw", append="console=ttyS0", args=args)
+    assert "used id 3 " in qemu.output
+
+
 @pytest.mark.parametrize("serial", ["", "vmforge-disk", "vmforge-0123456789abcdef"],
                          ids=["no-serial", "serial", "serial-over-20-bytes"])
 def test_virtio_blk_other_requests(guest: Guest, same_as_qemu: Compare, tmp_path: Path,

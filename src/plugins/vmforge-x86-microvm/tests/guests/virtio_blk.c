@@ -11,7 +11,8 @@
  * sector 2 and reads it back, then exits with 0x22 (status 69); it counts the
  * interrupts that came with nothing new in the used ring.  It first lists the
  * transports that have a device.  Built with POLL=1 it polls the used ring
- * instead, the device's I/O APIC pin left masked; with REQUESTS=1 it then also
+ * instead, the device's I/O APIC pin left masked; with INDIRECT=1 it negotiates
+ * indirect descriptors and sends each request as one; with REQUESTS=1 it also
  * sends a flush, a get-id, a request of an unknown type and a read of sector
  * SECTORS_PAST_END (the disk's size: one past its end).
  */
@@ -64,6 +65,9 @@
 #ifndef DUMP
 #define DUMP 0                          /* 1: print the registers of slots 0 and 7 */
 #endif
+#ifndef INDIRECT
+#define INDIRECT 0                      /* 1: each request through an indirect table */
+#endif
 #ifndef FEATURES
 #define FEATURES 0                      /* 1: print the feature bits and config space */
 #endif
@@ -71,6 +75,8 @@
 #define VIRTIO_VECTOR 0x25
 #define VIRTQ_DESC_F_NEXT  1
 #define VIRTQ_DESC_F_WRITE 2
+#define VIRTQ_DESC_F_INDIRECT 4
+#define VIRTIO_RING_F_INDIRECT_DESC 28
 #define VIRTIO_BLK_T_IN  0
 #define VIRTIO_BLK_T_OUT 1
 #define VIRTIO_BLK_T_FLUSH 4
@@ -114,6 +120,7 @@ static uint8_t ring[8192] __attribute__((aligned(4096)));
 #define AVAIL ((volatile struct virtq_avail *)(ring + QSIZE * sizeof(struct virtq_desc)))
 #define USED  ((volatile struct virtq_used *)(ring + 4096))
 
+static volatile struct virtq_desc indirect[3] __attribute__((aligned(16)));
 static struct blk_req req;
 static uint8_t buf[512] __attribute__((aligned(16)));
 static volatile uint8_t req_status;
@@ -157,19 +164,28 @@ static int transfer_len(uint32_t type, uint32_t sector, uint32_t data_len)
     req.reserved = 0;
     req.sector = sector;
     req_status = 0xff;
-    DESC[0].addr = (uint32_t)&req;
-    DESC[0].len = sizeof(req);
-    DESC[0].flags = VIRTQ_DESC_F_NEXT;
-    DESC[0].next = data_len ? 1 : 2;
-    DESC[1].addr = (uint32_t)buf;
-    DESC[1].len = data_len;
-    DESC[1].flags = VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_OUT ? 0 : VIRTQ_DESC_F_WRITE);
-    DESC[1].next = 2;
-    DESC[2].addr = (uint32_t)&req_status;
-    DESC[2].len = 1;
-    DESC[2].flags = VIRTQ_DESC_F_WRITE;
-    DESC[2].next = 0;
-    AVAIL->ring[AVAIL->idx % QSIZE] = 0;
+    /* the chain: descriptors 0-2 of the ring, or of a table that descriptor 3
+     * points to (VIRTIO_RING_F_INDIRECT_DESC) */
+    volatile struct virtq_desc *t = INDIRECT ? indirect : DESC;
+    t[0].addr = (uint32_t)&req;
+    t[0].len = sizeof(req);
+    t[0].flags = VIRTQ_DESC_F_NEXT;
+    t[0].next = data_len ? 1 : 2;
+    t[1].addr = (uint32_t)buf;
+    t[1].len = data_len;
+    t[1].flags = VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_OUT ? 0 : VIRTQ_DESC_F_WRITE);
+    t[1].next = 2;
+    t[2].addr = (uint32_t)&req_status;
+    t[2].len = 1;
+    t[2].flags = VIRTQ_DESC_F_WRITE;
+    t[2].next = 0;
+    if (INDIRECT) {
+        DESC[3].addr = (uint32_t)indirect;
+        DESC[3].len = sizeof(indirect);
+        DESC[3].flags = VIRTQ_DESC_F_INDIRECT;
+        DESC[3].next = 0;
+    }
+    AVAIL->ring[AVAIL->idx % QSIZE] = INDIRECT ? 3 : 0;
     barrier();
     AVAIL->idx = AVAIL->idx + 1;
     barrier();
@@ -359,7 +375,11 @@ int main(const struct hvm_start_info *si)
         putc('\n');
     }
     wr(DRIVER_FEATURES_SEL, 0);
-    wr(DRIVER_FEATURES, 0);
+    if (INDIRECT && !(f0 & (1u << VIRTIO_RING_F_INDIRECT_DESC))) {
+        puts("no VIRTIO_RING_F_INDIRECT_DESC\n");
+        debug_exit(5);
+    }
+    wr(DRIVER_FEATURES, INDIRECT ? 1u << VIRTIO_RING_F_INDIRECT_DESC : 0);
     wr(DRIVER_FEATURES_SEL, 1);
     wr(DRIVER_FEATURES, version == 2 ? 1 : 0);      /* VIRTIO_F_VERSION_1 is bit 32 */
     if (version == 2) {
