@@ -207,6 +207,19 @@ def test_virtio_blk_indirect(guest: Guest, same_as_qemu: Compare, tmp_path: Path
     assert "used id 3 " in qemu.output
 
 
+@pytest.mark.parametrize("transport", ["legacy", "modern"])
+def test_virtio_blk_event_idx(guest: Guest, same_as_qemu: Compare, tmp_path: Path,
+                              transport: str) -> None:
+    """VIRTIO_RING_F_EVENT_IDX negotiated: an interrupt per request while used_event
+    asks for each, then none for a buffer used_event skips and one for the next."""
+    data = make_disk(tmp_path / "disk.raw")
+    args = [] if transport == "legacy" else ["-global", "virtio-mmio.force-legacy=false"]
+    qemu = same_as_qemu(guest("virtio_blk", "EVENT_IDX=1"),
+                        (*virtio_milestones(data), "by polling", "event index: 1 interrupt"),
+                        disk=tmp_path / "disk.raw", append="console=ttyS0", args=args)
+    assert qemu.status == (0x22 << 1) | 1
+
+
 @pytest.mark.parametrize("serial", ["", "vmforge-disk", "vmforge-0123456789abcdef"],
                          ids=["no-serial", "serial", "serial-over-20-bytes"])
 def test_virtio_blk_other_requests(guest: Guest, same_as_qemu: Compare, tmp_path: Path,

@@ -12,7 +12,9 @@
  * interrupts that came with nothing new in the used ring.  It first lists the
  * transports that have a device.  Built with POLL=1 it polls the used ring
  * instead, the device's I/O APIC pin left masked; with INDIRECT=1 it negotiates
- * indirect descriptors and sends each request as one; with REQUESTS=1 it also
+ * indirect descriptors and sends each request as one; with EVENT_IDX=1 it
+ * negotiates used-buffer event indexes and, after the usual requests, sets
+ * used_event so that the device skips one interrupt; with REQUESTS=1 it also
  * sends a flush, a get-id, a request of an unknown type and a read of sector
  * SECTORS_PAST_END (the disk's size: one past its end).
  */
@@ -68,6 +70,9 @@
 #ifndef INDIRECT
 #define INDIRECT 0                      /* 1: each request through an indirect table */
 #endif
+#ifndef EVENT_IDX
+#define EVENT_IDX 0                     /* 1: negotiate it, then suppress an interrupt */
+#endif
 #ifndef FEATURES
 #define FEATURES 0                      /* 1: print the feature bits and config space */
 #endif
@@ -77,6 +82,7 @@
 #define VIRTQ_DESC_F_WRITE 2
 #define VIRTQ_DESC_F_INDIRECT 4
 #define VIRTIO_RING_F_INDIRECT_DESC 28
+#define VIRTIO_RING_F_EVENT_IDX 29
 #define VIRTIO_BLK_T_IN  0
 #define VIRTIO_BLK_T_OUT 1
 #define VIRTIO_BLK_T_FLUSH 4
@@ -126,6 +132,7 @@ static uint8_t buf[512] __attribute__((aligned(16)));
 static volatile uint8_t req_status;
 static uint32_t dev;
 static uint16_t last_used;
+static int poll_next;                   /* the next request is polled (EVENT_IDX=1) */
 static volatile int irqs;               /* interrupts with InterruptStatus bit 0 */
 static int empty_irqs;                  /* ... of them with no new used buffer */
 
@@ -189,14 +196,18 @@ static int transfer_len(uint32_t type, uint32_t sector, uint32_t data_len)
     barrier();
     AVAIL->idx = AVAIL->idx + 1;
     barrier();
+    if (EVENT_IDX && !poll_next)
+        AVAIL->used_event = last_used;  /* interrupt for the next used buffer */
+    barrier();
     int seen = irqs;
     wr(QUEUE_NOTIFY, 0);
     /* The device puts the buffer in the used ring, then interrupts.  Like Linux's
      * vring_interrupt, a used-buffer interrupt with nothing new in the ring is
      * passed over, but counted (QEMU sends none). */
-    while (POLL && USED->idx == last_used)
+    int polling = POLL || poll_next;
+    while (polling && USED->idx == last_used)
         __asm__ volatile("pause" ::: "memory");
-    while (!POLL) {
+    while (!polling) {
         wait_for_change(&irqs, seen);
         seen = irqs;
         if (USED->idx != last_used)
@@ -220,7 +231,7 @@ static int transfer_len(uint32_t type, uint32_t sector, uint32_t data_len)
     putdec(len);
     puts(" status ");
     putdec(req_status);
-    puts(POLL ? ", by polling\n" : ", by interrupt\n");
+    puts(polling ? ", by polling\n" : ", by interrupt\n");
     return req_status;
 }
 
@@ -379,7 +390,12 @@ int main(const struct hvm_start_info *si)
         puts("no VIRTIO_RING_F_INDIRECT_DESC\n");
         debug_exit(5);
     }
-    wr(DRIVER_FEATURES, INDIRECT ? 1u << VIRTIO_RING_F_INDIRECT_DESC : 0);
+    if (EVENT_IDX && !(f0 & (1u << VIRTIO_RING_F_EVENT_IDX))) {
+        puts("no VIRTIO_RING_F_EVENT_IDX\n");
+        debug_exit(5);
+    }
+    wr(DRIVER_FEATURES, (INDIRECT ? 1u << VIRTIO_RING_F_INDIRECT_DESC : 0) |
+                        (EVENT_IDX ? 1u << VIRTIO_RING_F_EVENT_IDX : 0));
     wr(DRIVER_FEATURES_SEL, 1);
     wr(DRIVER_FEATURES, version == 2 ? 1 : 0);      /* VIRTIO_F_VERSION_1 is bit 32 */
     if (version == 2) {
@@ -429,6 +445,20 @@ int main(const struct hvm_start_info *si)
         puts("sector 2:");
         print_bytes(buf, 16);
         puts(same ? "sector 2 reads back as written\n" : "sector 2 differs\n");
+    }
+    if (EVENT_IDX) {
+        /* used_event one past the next buffer: no interrupt for it (polled),
+         * one for the buffer after it */
+        int before = irqs;
+        AVAIL->used_event = (uint16_t)(last_used + 1);
+        poll_next = 1;
+        transfer(VIRTIO_BLK_T_IN, 0);
+        poll_next = 0;
+        AVAIL->used_event = (uint16_t)(last_used);
+        transfer(VIRTIO_BLK_T_IN, 1);
+        puts("event index: ");
+        putdec((uint32_t)(irqs - before));
+        puts(" interrupt for 2 buffers\n");
     }
     if (REQUESTS) {
         transfer_len(VIRTIO_BLK_T_FLUSH, 0, 0);
