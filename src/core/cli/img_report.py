@@ -13,6 +13,7 @@ from vmforge.block.driver import (
     BlockStatus,
     CheckResult,
     ImageInfo,
+    KeyRequired,
     SnapshotInfo,
 )
 from vmforge.cli.img_common import (
@@ -73,6 +74,8 @@ def info_human(info: ImageInfo, snapshots: list[SnapshotInfo] | None = None) -> 
              f"disk size: {size_to_str(info.actual_size)}"]
     if info.cluster_size is not None:
         lines.append(f"cluster_size: {info.cluster_size}")
+    if info.encrypted:
+        lines.append("encrypted: yes")
     if info.backing_filename:
         full = resolve_backing(info.filename, info.backing_filename)
         extra = f" (actual path: {full})" if full != info.backing_filename else ""
@@ -113,8 +116,16 @@ def _human_tree(data: dict[str, Any], level: int) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with open_image(args.file, args.format, force_share=args.force_share,
-               backing=args.backing_chain) as bb:
+    try:
+        bb = open_image(args.file, args.format, force_share=args.force_share,
+                        backing=args.backing_chain)
+    except QemuImgError as exc:
+        if not isinstance(exc.__cause__, KeyRequired):
+            raise
+        # an encrypted image without its key: its header, as qemu-img (BDRV_O_NO_IO)
+        bb = open_image(args.file, args.format, force_share=args.force_share,
+                        backing=args.backing_chain, no_io=True)
+    with bb:
         infos = [(la.driver.info(), la.driver.snapshots()) for la in bb.layers]
     if args.output == "json":
         out = [info_json(*i) for i in infos]

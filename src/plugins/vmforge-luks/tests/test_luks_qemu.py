@@ -6,6 +6,7 @@ qemu-img's defaults and the other ciphers, modes and IV generators."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,28 @@ def test_measure_as_qemu_img(combo: tuple[str, str, str | None, str | None, str]
     out = qemu_img_luks("measure", "--output", "json", "-O", "luks", "-o", o, "--size",
                         "10M").stdout
     assert Luks.measure(10 * MiB, None, **opts) == json.loads(out)
+
+
+def test_info_without_the_secret_as_qemu_img(tmp_path: Path) -> None:
+    """``qemu-img info`` reads a LUKS header without the key (BDRV_O_NO_IO): so does
+    ``vmforge img info``, word for word and in JSON, "encrypted: yes" included;
+    commands that need the data still ask for the passphrase."""
+    img = tmp_path / "i.luks"
+    Luks.create(str(img), MiB, passphrase=PASSPHRASE, iter_time=1)
+    for extra, word in (([], "encrypted: yes"), (["--output", "json"], '"encrypted": true')):
+        q = run("qemu-img", "info", *extra, str(img))
+        v = run(sys.executable, "-m", "vmforge.cli.main", "img", "info", *extra, str(img))
+        assert v.stdout == q.stdout
+        assert word in q.stdout
+    v = run(sys.executable, "-m", "vmforge.cli.main", "img", "convert", "-O", "raw", str(img),
+            str(tmp_path / "o.raw"), check=False)
+    assert v.returncode == 1 and "passphrase" in v.stderr and "Traceback" not in v.stderr
+    with pytest.raises(Exception, match="passphrase"):
+        Luks.open(str(img))
+    locked = Luks.open(str(img), no_io=True)
+    try:
+        assert locked.info().encrypted and locked.size == MiB
+        with pytest.raises(Exception, match="no data can be read"):
+            locked.preadv(0, [memoryview(bytearray(512))])
+    finally:
+        locked.close()

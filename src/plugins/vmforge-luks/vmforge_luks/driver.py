@@ -42,6 +42,7 @@ from vmforge.block.driver import (
     CreateOption,
     Extent,
     ImageInfo,
+    KeyRequired,
     UnsupportedOperation,
 )
 from vmforge.block.fileio import preadv_full, pwritev_full
@@ -186,13 +187,26 @@ class Header:
         return h
 
 
+class _Locked:
+    """The cipher of an image opened without its key (``no_io``): no data."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def decrypt(self, iv: int, data: Any) -> bytes:
+        raise KeyRequired("opened without its passphrase (metadata only): no data can be "
+                          "read", self.path)
+
+    encrypt = decrypt
+
+
 def _passphrase(options: dict[str, Any], path: str) -> bytes:
     if "key_secret" in options or "key-secret" in options:
         raise BlockError("key-secret names a secret object, which this front end cannot "
                          "resolve: give the secret's data as the option passphrase", path)
     secret = options.get("passphrase")
     if secret is None:
-        raise BlockError("a LUKS image needs its passphrase: the option passphrase", path)
+        raise KeyRequired("a LUKS image needs its passphrase: the option passphrase", path)
     if isinstance(secret, str):
         return secret.encode()
     if isinstance(secret, bytes | bytearray | memoryview):
@@ -258,14 +272,21 @@ class Luks(FileImage):
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = True, **options: Any) -> Self:
-        with open_image_file(path, readonly) as fd:
+        """Unlock with the option ``passphrase``; with ``no_io`` and no passphrase,
+        the header only (``qemu-img info``: QEMU's BDRV_O_NO_IO), data refused."""
+        no_key = bool(options.get("no_io")) and options.get("passphrase") is None
+        with open_image_file(path, readonly or no_key) as fd:
             size = os.fstat(fd).st_size
             raw = os.pread(fd, HEADER_LEN, 0)
             if raw[:8] == MAGIC + b"\0\2":
                 h2 = Luks2Header.read(fd, path, size)
+                if no_key:
+                    return cls(path, True, fd, h2, _Locked(path), -1)   # type: ignore[arg-type]
                 key, cipher, slot_id = h2.unlock(fd, _passphrase(options, path))
                 return cls(path, readonly, fd, h2, cipher, slot_id)
             header = Header.parse(raw, path, size)
+            if no_key:
+                return cls(path, True, fd, header, _Locked(path), -1)   # type: ignore[arg-type]
             passphrase = _passphrase(options, path)
             for i, slot in enumerate(header.slots):
                 if slot.active != SLOT_ENABLED:
@@ -417,7 +438,7 @@ class Luks(FileImage):
     def info(self) -> ImageInfo:
         h = self.header
         if isinstance(h, Luks2Header):
-            return self._info(format_specific=h.info_data())
+            return self._info(format_specific=h.info_data(), encrypted=True)
         mode, _, ivspec = h.mode.partition("-")
         ivgen, _, ivhash = ivspec.partition(":")
         slots = [{"active": s.active == SLOT_ENABLED, "key-offset": s.material_sector * SECTOR,
@@ -432,7 +453,7 @@ class Luks(FileImage):
             data["ivgen-alg"] = ivgen
         if ivhash:
             data["ivgen-hash-alg"] = ivhash
-        return self._info(format_specific=data)
+        return self._info(format_specific=data, encrypted=True)
 
     def check(self, repair: str | None = None) -> CheckResult:
         return CheckResult(self.filename, self.format_name,
