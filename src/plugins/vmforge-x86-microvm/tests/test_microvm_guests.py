@@ -25,14 +25,17 @@ Compare = Callable[..., Any]
 RunGuest = Callable[..., Any]
 
 
-def test_hello_start_info_and_interrupts(guest: Guest, same_as_qemu: Compare) -> None:
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_hello_start_info_and_interrupts(guest: Guest, same_as_qemu: Compare,
+                                         cpus: int) -> None:
     """PVH entry with a valid start_info whose command line is -append's, the UART's
     transmitter-empty interrupt through I/O APIC pin 4, a one-shot LAPIC timer
-    interrupt, then isa-debug-exit 0x21 (status 67)."""
+    interrupt, then isa-debug-exit 0x21 (status 67); with -smp 2 the AP, never
+    started, waits for a start-up IPI until the end."""
     qemu = same_as_qemu(guest("hello"),
                         ("cmdline: [console=ttyS0 hello world]", "irq: uart",
                          "irq: lapic timer", "bye"),
-                        append="console=ttyS0 hello world")
+                        append="console=ttyS0 hello world", smp=cpus)
     assert qemu.status == (0x21 << 1) | 1
 
 
