@@ -174,3 +174,15 @@ def test_old_magic_images_read(tmp_path: Path) -> None:
 
 def test_convert_both_ways(tmp_path: Path) -> None:
     qemu_tools.assert_raw_converts_both_ways("parallels", "hds", tmp_path)
+
+
+def test_map_as_qemu_img(tmp_path: Path) -> None:
+    """``map``: clusters never written are zero and not present (QEMU's block status
+    gives nothing there and the block layer makes it zero), in JSON and in words."""
+    img = tmp_path / "m.hds"
+    qemu_img("create", "-q", "-f", "parallels", str(img), "8M")
+    qemu_io(img, "write -P 1 1M 64k", "write -z 3M 64k")
+    for extra in ([], ["--output", "json"]):
+        want = qemu_img("map", "-f", "parallels", *extra, str(img)).stdout
+        assert vmforge_img("map", "-f", "parallels", *extra, str(img)).stdout == want
+    assert '"present": false, "zero": true' in want

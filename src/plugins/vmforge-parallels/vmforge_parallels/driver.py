@@ -55,7 +55,10 @@ AT_VERSION, AT_TRACKS, AT_BAT, AT_SECTORS, AT_INUSE, AT_DATA_OFF, AT_EXT = (
     16, 28, 32, 36, 44, 48, 56)
 
 _DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
-_ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
+#: an unallocated cluster reads as zeros, and is not "present" (QEMU's
+#: parallels_co_block_status answers 0 there; with no backing file the block layer
+#: makes it zero)
+_ZERO = BlockStatus.ZERO
 
 
 def _align(n: int, unit: int) -> int:
