@@ -330,6 +330,10 @@ class BlockDriver:
     supports_compressed_writes: ClassVar[bool] = False
     #: options ``amend`` can change (``img amend -o help`` lists them), by name
     amend_options: ClassVar[dict[str, CreateOption]] = {}
+    #: False: ``img map`` shows what qemu-img shows for a format whose QEMU driver
+    #: has no block status (vhdx): the whole image as data, no host offsets (the
+    #: driver's own ``block_status`` still serves convert, compare and the rest)
+    block_status_in_map: ClassVar[bool] = True
 
     def __init__(self, filename: str, readonly: bool) -> None:
         self.filename = filename

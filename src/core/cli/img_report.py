@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from vmforge.block.backend import BlockBackend, resolve_backing
@@ -12,6 +13,7 @@ from vmforge.block.driver import (
     BlockError,
     BlockStatus,
     CheckResult,
+    Extent,
     ImageInfo,
     KeyRequired,
     SnapshotInfo,
@@ -249,10 +251,19 @@ def cmd_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _map_extents(bb: BlockBackend) -> Iterator[Extent]:
+    top = bb.layers[0].driver
+    if type(top).block_status_in_map or not bb.size:
+        yield from bb.block_status()
+        return
+    # QEMU's generic block status for a driver without one: data, allocated, no offset
+    yield Extent(0, bb.size, BlockStatus.DATA | BlockStatus.ALLOCATED, None, 0, top.filename)
+
+
 def _map_json(bb: BlockBackend, out: TextIO) -> None:
     sep = "["
     lines: list[str] = []
-    for e in bb.block_status():
+    for e in _map_extents(bb):
         row = (f'{sep}{{ "start": {e.offset}, "length": {e.length}, "depth": {e.depth}, '
                f'"present": {_JSON_BOOL[e.is_allocated]}, "zero": {_JSON_BOOL[e.is_zero]}, '
                f'"data": {_JSON_BOOL[e.is_data]}')
@@ -277,7 +288,7 @@ def _map_human(bb: BlockBackend, out: TextIO) -> None:
         off, length, host, name = run
         out.write(f"{hexnum(off):<16}{hexnum(length):<16}{hexnum(host):<16}{name}\n")
 
-    for e in bb.block_status():
+    for e in _map_extents(bb):
         if e.is_data and (e.status & BlockStatus.COMPRESSED or e.host_offset is None):
             if last is not None:      # no place in the file to show: qemu-img refuses
                 emit(last)

@@ -230,3 +230,19 @@ def test_4096_byte_logical_sectors(tmp_path: Path) -> None:
         drv.write(6 * MiB + 4096, b"\x66" * 8192)
     _set_logical_sector(img, 512)
     qemu_io(img, f"read -P 0x66 {6 * MiB + 4096} 8192", f"read -P 0x44 {5 * MiB + 512} 512")
+
+
+@pytest.mark.parametrize("subformat", ["dynamic", "fixed"])
+def test_map_as_qemu_img(tmp_path: Path, subformat: str) -> None:
+    """QEMU's vhdx driver has no block status: ``map`` shows the whole image as data
+    with no offsets, and the words form refuses it; vmforge's map says the same
+    (its own block status still drives convert)."""
+    img = tmp_path / "m.vhdx"
+    qemu_img("create", "-q", "-f", "vhdx", "-o", f"subformat={subformat}", str(img), "8M")
+    qemu_io(img, "write -P 1 1M 64k", "write -z 3M 64k")
+    want = qemu_img("map", "--output", "json", "-f", "vhdx", str(img)).stdout
+    assert vmforge_img("map", "--output", "json", "-f", "vhdx", str(img)).stdout == want
+    q = qemu_img("map", "-f", "vhdx", str(img), check=False)
+    v = vmforge_img("map", "-f", "vhdx", str(img), check=False)
+    assert (v.returncode, v.stdout) == (q.returncode, q.stdout) == (1, q.stdout)
+    assert v.stderr == q.stderr.replace("qemu-img:", "vmforge img:")

@@ -54,6 +54,7 @@ class Vhdx(MappedImage):
     """A VHDX image (QEMU's format name ``vhdx``): fixed or dynamic, no parent."""
 
     format_name = "vhdx"
+    block_status_in_map = False     # QEMU's vhdx driver has no block status
     granularity = 512
     create_options = {
         "subformat": CreateOption("subformat", str, "dynamic",
