@@ -167,10 +167,13 @@ class CharBackend:
 
     def attach(self, frontend: CharFrontend | None) -> None:
         """Make ``frontend`` the receiver of input (None detaches); queued input
-        is delivered to it as far as it has room."""
+        is delivered to it as far as it has room, through ``dispatch`` where there
+        is one (on the machine's thread, once it runs: a device attached while its
+        machine is being built gets typed-ahead input after its power-on reset,
+        not before it, where the reset would drop it)."""
         self._frontend = frontend
         if frontend is not None:
-            self._pump()
+            self._arrived()
 
     def detach(self) -> None:
         """Stop delivering input; it stays queued for the next frontend."""
