@@ -252,6 +252,18 @@ class BlockBackend:
                 self._read_layer(0, offset, v)
             offset += v.nbytes
 
+    def preadv_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
+        """Fill each ``(offset, buffer)`` of ``runs`` through the chain, as :meth:`preadv`
+        on each would (:meth:`BlockDriver.preadv_runs`)."""
+        if len(self.layers) != 1:
+            for offset, buf in runs:
+                self.preadv(offset, [buf])
+            return
+        views = [(offset, memoryview(buf).cast("B")) for offset, buf in runs]
+        for offset, buf in views:
+            self._check_range(offset, buf.nbytes)
+        self.top.preadv_runs([(offset, buf) for offset, buf in views if buf.nbytes])
+
     def preadv_nowait(self, offset: int, buffers: Sequence[memoryview]) -> bool:
         """:meth:`preadv` if the top layer alone holds the range and its driver can
         read it without waiting (:meth:`BlockDriver.preadv_nowait`); else False."""
@@ -356,8 +368,9 @@ class BlockBackend:
                 yield ext          # as it is (the common case: no copy)
                 continue
             host = ext.host_offset + (a - ext.offset) if ext.host_offset is not None else None
-            if ext.is_allocated:
-                yield Extent(a, b - a, ext.status, host, depth, drv.filename)
+            if ext.is_allocated:      # (the file the data is in: an extent file may be
+                yield Extent(a, b - a, ext.status, host, depth,   # another than the image)
+                             ext.filename or drv.filename)
                 continue
             if last:     # (the offset stays: qemu-img map shows it for such ranges)
                 st = _READS_ZERO.get(ext.status)

@@ -37,6 +37,7 @@ Run = tuple[int, int, BlockStatus, int | None]
 
 _DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
 _ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
+_ZERO_OR_COMPRESSED = BlockStatus.ZERO | BlockStatus.COMPRESSED
 # plain ints: IntFlag's operators cost microseconds per cluster
 _ZERO_BIT = int(BlockStatus.ZERO)
 _ALLOCATED_BIT = int(BlockStatus.ALLOCATED)
@@ -65,26 +66,37 @@ def split_views(offset: int, views: Sequence[memoryview],
         offset += v.nbytes
 
 
-def merge_extents(runs: Iterable[Run], filename: str | None) -> Iterator[Extent]:
+def merge_extents(runs: Iterable[Run | tuple[int, int, BlockStatus, int | None, str | None]],
+                  filename: str | None) -> Iterator[Extent]:
     """Extents from consecutive runs, neighbours merged where the status is the same
-    and the host offsets continue (or both have none); compressed runs stay apart."""
-    cur: list[Any] | None = None  # [offset, length, status, host]
-    for start, n, status, host in runs:
+    and the host offsets continue (or both have none) in the same file; compressed
+    runs stay apart.  A run may name the file its host offset is in (a fifth
+    item: an extent file of a multi-file image); else it is ``filename``."""
+    cur: list[Any] | None = None  # [offset, length, status, host, file]
+    for run in runs:
+        start, n, status, host = run[:4]
+        name = run[4] if len(run) > 4 else filename
         if cur is not None and cur[2] == status and not int(status) & _COMPRESSED_BIT and (
-                host is None if cur[3] is None else host == cur[3] + cur[1]):
+                host is None if cur[3] is None else host == cur[3] + cur[1]) and (
+                cur[4] == name):
             cur[1] += n
             continue
         if cur is not None:
-            yield Extent(cur[0], cur[1], cur[2], cur[3], 0, filename)
-        cur = [start, n, status, host]
+            yield Extent(cur[0], cur[1], cur[2], cur[3], 0, cur[4])
+        cur = [start, n, status, host, name]
     if cur is not None:
-        yield Extent(cur[0], cur[1], cur[2], cur[3], 0, filename)
+        yield Extent(cur[0], cur[1], cur[2], cur[3], 0, cur[4])
 
 
-def file_extents(fd: int, offset: int, length: int, filename: str | None) -> Iterator[Extent]:
+def file_extents(fd: int, offset: int, length: int, filename: str | None,
+                 mapped: bool = False) -> Iterator[Extent]:
     """A plain file's ``[offset, offset+length)``: its data (``DATA``) and holes
     (``ZERO``), both allocated and at their own offset, as ``SEEK_DATA`` /
-    ``SEEK_HOLE`` find them."""
+    ``SEEK_HOLE`` find them.  ``mapped``: the range is a format's data mapped
+    plainly onto the file (a fixed vpc, a flat vmdk extent, a static vdi block),
+    whose holes QEMU reports as zero *and* data (``BDRV_BLOCK_RAW``: the file's
+    status under the format's own ``DATA``)."""
+    hole_status = _ZERO | BlockStatus.DATA if mapped else _ZERO
     end = offset + length
     pos = offset
     while pos < end:
@@ -96,7 +108,7 @@ def file_extents(fd: int, offset: int, length: int, filename: str | None) -> Ite
             data = end
         if data > pos:  # a hole from pos
             stop = min(data, end)
-            yield Extent(pos, stop - pos, _ZERO, pos, 0, filename)
+            yield Extent(pos, stop - pos, hole_status, pos, 0, filename)
             pos = stop
             continue
         try:
@@ -270,9 +282,27 @@ class MappedImage(FileImage):
                 if not self._reads_as_zeros(i):
                     self._write_piece(i, within, zeros[:n])
 
+    def file_holes_read_as_zero(self) -> bool:
+        """Whether ``block_status`` marks the parts of data blocks that lie in holes
+        of the file as zeros too, as QEMU does where its driver answers
+        ``BDRV_BLOCK_RECURSE`` (a static vdi, qcow2's normal clusters); the
+        formats whose QEMU driver does not keep plain data (subclasses say)."""
+        return False
+
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         self._check_range(offset, length)
-        yield from merge_extents(self._status_runs(offset, length), self.filename)
+        recurse = self.file_holes_read_as_zero()
+        for e in merge_extents(self._status_runs(offset, length), self.filename):
+            if (not recurse or e.host_offset is None or e.status & _ZERO_OR_COMPRESSED
+                    or e.filename != self.filename):
+                yield e
+                continue
+            # data stored plainly in the file: where the file has a hole it reads as
+            # zeros, and QEMU says so (the file's status refines the format's)
+            for f in file_extents(self.fd, e.host_offset, e.length, self.filename):
+                status = e.status | BlockStatus.ZERO if f.is_zero else e.status
+                yield Extent(e.offset + f.offset - e.host_offset, f.length, status,
+                             f.offset, 0, self.filename)
 
     def _status_runs(self, offset: int, length: int) -> Iterator[Run]:
         cs = self.cluster_size

@@ -354,7 +354,7 @@ class BlockDriverConformance:
                     assert not any(model[e.offset:e.end]), f"{e} unallocated but written"
                 if e.is_data and e.host_offset is not None:  # the data sits there, plainly
                     n = min(e.length, 4096)
-                    with open(image, "rb") as f:
+                    with open(e.filename or image, "rb") as f:   # (an extent's own file)
                         f.seek(e.host_offset)
                         assert f.read(n) == model[e.offset:e.offset + n], f"{e}: host offset"
             for off, n in ODD_WRITES:  # sub-ranges at odd places are covered exactly

@@ -252,5 +252,10 @@ class Vdi(MappedImage):
                                    f"should be {self.blocks_allocated}")
         return result
 
+    def file_holes_read_as_zero(self) -> bool:
+        """QEMU's vdi answers BDRV_BLOCK_RECURSE for a static image: its blocks'
+        holes in the file show as zeros in map."""
+        return self.image_type == TYPE_STATIC
+
     def info(self) -> ImageInfo:
         return self._info(cluster_size=self.cluster_size)

@@ -30,7 +30,7 @@ from vmforge.block.driver import (
     ImageInfo,
     UnsupportedOperation,
 )
-from vmforge.block.mapped import FileImage, Run, merge_extents, open_image_file
+from vmforge.block.mapped import FileImage, merge_extents, open_image_file
 from vmforge_vmdk.extents import FlatExtent, SparseExtent
 from vmforge_vmdk.layout import (
     ADAPTER_TYPES,
@@ -378,12 +378,12 @@ class Vmdk(FileImage):
         self._check_range(offset, length)
         yield from merge_extents(self._runs(offset, length), self.filename)
 
-    def _runs(self, offset: int, length: int) -> Iterator[Run]:
+    def _runs(self, offset: int, length: int) -> Iterator[Any]:
+        """(offset, length, status, host offset, the file it is in): QEMU's map names
+        each extent's own file and its offset there."""
         for ext, at, n, image_at in self._route(offset, length):
-            same_file = ext.fd == self.fd
             for e in ext.block_status(at, n):
-                host = e.host_offset if same_file else None
-                yield e.offset - at + image_at, e.length, e.status, host
+                yield e.offset - at + image_at, e.length, e.status, e.host_offset, ext.filename
 
     def _touch(self) -> None:
         """The first change of each open gives the image a new CID (as QEMU)."""

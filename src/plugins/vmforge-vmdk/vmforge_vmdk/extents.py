@@ -98,7 +98,8 @@ class FlatExtent:
         self.pwritev(offset, [data])
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
-        for e in file_extents(self.fd, self.start + offset, length, self.filename):
+        for e in file_extents(self.fd, self.start + offset, length, self.filename,
+                              mapped=True):
             yield Extent(e.offset - self.start, e.length, e.status, e.host_offset, 0,
                          self.filename)
 

@@ -314,7 +314,7 @@ class Vpc(MappedImage):
             return
         self._check_range(offset, length)
         # a fixed disk is raw: holes of the file read as zeros
-        yield from file_extents(self.fd, offset, length, self.filename)
+        yield from file_extents(self.fd, offset, length, self.filename, mapped=True)
 
     def info(self) -> ImageInfo:
         return self._info(cluster_size=None if self.fixed else self.cluster_size)
