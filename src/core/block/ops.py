@@ -88,6 +88,25 @@ class _Sources:
                         raise
                     self._salvage(bb, lo - base, mv[lo - offset:hi - offset])
 
+    def read_runs(self, runs: list[tuple[int, memoryview]]) -> None:
+        """:meth:`readinto` of each ``(offset, view)``, each source's in one call
+        (:meth:`BlockBackend.preadv_runs`); a failure reads them again one by one,
+        so that ``on_read_error`` hears of each bad sector."""
+        i = 0
+        while i < len(runs):
+            base, bb = next((b, bb) for b, bb in self.parts if runs[i][0] < b + bb.size)
+            j = i
+            while j < len(runs) and runs[j][0] < base + bb.size:
+                j += 1
+            try:
+                bb.preadv_runs([(off - base, mv) for off, mv in runs[i:j]])
+            except (OSError, BlockError):
+                if self.on_read_error is None:
+                    raise
+                for off, mv in runs[i:j]:
+                    self.readinto(off, mv)
+            i = j
+
     def _salvage(self, bb: BlockBackend, offset: int, mv: memoryview) -> None:
         """Read sector by sector; what fails reads as zeros (qemu-img's --salvage)."""
         assert self.on_read_error is not None
@@ -243,7 +262,28 @@ def _convert_plain(src: _Sources, target: BlockBackend, target_is_zero: bool,
 def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse: int,
                 advance: Callable[[int], None], top_only: bool) -> None:
     buf: mmap.mmap | None = None
-    fill = 0                 # bytes of buf in use by queued writes
+    fill = 0                 # bytes of buf in use
+    #: the pieces of the buffer, in order: (offset, view, to be read from the source)
+    pending: list[tuple[int, memoryview, bool]] = []
+
+    def flush() -> None:
+        """Read the buffer's data (one call for them all), scan it, queue its writes
+        in order (a new qcow2 allocates in the order it is written), hand it over."""
+        src.read_runs([(off, mv) for off, mv, read in pending if read])
+        for off, mv, _ in pending:
+            n = mv.nbytes
+            if not min_sparse:
+                writer.write(off, mv)
+            else:
+                for a, b, zero in zero_runs(mv, off, min_sparse):
+                    if not zero:
+                        writer.write(off + a, mv[a:b])
+                    elif not target_is_zero:
+                        writer.zeroes(off + a, b - a)
+            advance(n)
+        pending.clear()
+        writer.submit(buf)
+
     for w in range(0, src.size, WINDOW):
         for off, length, state in list(src.extents(w, min(WINDOW, src.size - w), top_only)):
             if state == BACKING:
@@ -252,6 +292,9 @@ def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse
             is_zero = state == ZERO
             if is_zero and min_sparse:
                 if not target_is_zero:
+                    if buf is not None:
+                        flush()        # the writes before, first (the target's layout)
+                        buf = None
                     writer.zeroes(off, length)
                 advance(length)
                 continue
@@ -260,26 +303,16 @@ def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse
                 n = min(CHUNK, end - off)
                 if buf is None or fill + n > CHUNK:   # small extents share a buffer
                     if buf is not None:
-                        writer.submit(buf)
+                        flush()
                     buf, fill = writer.buffer(), 0
                 mv = memoryview(buf)[fill:fill + n]
                 if is_zero:
                     fill_zero(mv)
-                else:
-                    src.readinto(off, mv)
-                if not min_sparse:
-                    writer.write(off, mv)
-                else:
-                    for a, b, zero in zero_runs(mv, off, min_sparse):
-                        if not zero:
-                            writer.write(off + a, mv[a:b])
-                        elif not target_is_zero:
-                            writer.zeroes(off + a, b - a)
+                pending.append((off, mv, not is_zero))
                 fill += n
-                advance(n)
                 off += n
     if buf is not None:
-        writer.submit(buf)
+        flush()
 
 
 def _runs(clusters: list[int], g: int, size: int) -> Iterator[tuple[int, int]]:

@@ -412,6 +412,39 @@ class Qcow2Image(BlockDriver):
                     for p in parts:
                         fill_zero(p)
 
+    def preadv_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
+        """Each run mapped in turn; the data clusters of them all that lie one after
+        the other in the file read with one ``preadv`` (a batch of ``convert``)."""
+        views = [(offset, as_byte_views([buf])) for offset, buf in runs]
+        for offset, bufs in views:
+            self._check_range(offset, bufs[0].nbytes)
+        if self.closed:
+            raise BlockError("image is closed", self.filename)
+        reads: list[list[Any]] = []          # [host, end, parts]
+        with self.lock:
+            for offset, bufs in views:
+                cur = Cursor(bufs)
+                for g, n, kind, host, ent in self._map(self.l1, offset, bufs[0].nbytes):
+                    parts = cur.take(n)
+                    if kind == NORMAL:
+                        if reads and reads[-1][1] == host:
+                            reads[-1][1] += n
+                            reads[-1][2].extend(parts)
+                        else:
+                            reads.append([host, host + n, parts])
+                    elif kind == COMPRESSED:
+                        data = self._compressed(ent)
+                        into = g & (self.cs - 1)
+                        for p in parts:
+                            k = p.nbytes
+                            p[:] = data[into:into + k]
+                            into += k
+                    else:
+                        for p in parts:
+                            fill_zero(p)
+            for host, _, parts in reads:
+                self.data.preadv(host, parts)
+
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         self._check_range(offset, length)
         has_backing = bool(self.h.backing_file) and self.snapshot is None
