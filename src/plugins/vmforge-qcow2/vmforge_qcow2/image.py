@@ -396,21 +396,10 @@ class Qcow2Image(BlockDriver):
         if self.closed:
             raise BlockError("image is closed", self.filename)
         with self.lock:
-            cur = Cursor(bufs)
-            for g, n, kind, host, ent in self._map(self.l1, offset, total):
-                parts = cur.take(n)
-                if kind == NORMAL:
-                    self.data.preadv(host, parts)
-                elif kind == COMPRESSED:
-                    data = self._compressed(ent)
-                    into = g & (self.cs - 1)
-                    for p in parts:
-                        k = p.nbytes
-                        p[:] = data[into:into + k]
-                        into += k
-                else:
-                    for p in parts:
-                        fill_zero(p)
+            reads: list[list[Any]] = []
+            self._fill_or_plan(offset, bufs, total, reads)
+            for host, _, parts in reads:
+                self.data.preadv(host, parts)
 
     def preadv_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
         """Each run mapped in turn; the data clusters of them all that lie one after
@@ -420,30 +409,37 @@ class Qcow2Image(BlockDriver):
             self._check_range(offset, bufs[0].nbytes)
         if self.closed:
             raise BlockError("image is closed", self.filename)
-        reads: list[list[Any]] = []          # [host, end, parts]
         with self.lock:
+            reads: list[list[Any]] = []
             for offset, bufs in views:
-                cur = Cursor(bufs)
-                for g, n, kind, host, ent in self._map(self.l1, offset, bufs[0].nbytes):
-                    parts = cur.take(n)
-                    if kind == NORMAL:
-                        if reads and reads[-1][1] == host:
-                            reads[-1][1] += n
-                            reads[-1][2].extend(parts)
-                        else:
-                            reads.append([host, host + n, parts])
-                    elif kind == COMPRESSED:
-                        data = self._compressed(ent)
-                        into = g & (self.cs - 1)
-                        for p in parts:
-                            k = p.nbytes
-                            p[:] = data[into:into + k]
-                            into += k
-                    else:
-                        for p in parts:
-                            fill_zero(p)
+                self._fill_or_plan(offset, bufs, bufs[0].nbytes, reads)
             for host, _, parts in reads:
                 self.data.preadv(host, parts)
+
+    def _fill_or_plan(self, offset: int, bufs: list[memoryview], total: int,
+                      reads: list[list[Any]]) -> None:
+        """Fill ``bufs`` (``total`` bytes from guest ``offset``) where they read as
+        zeros or compressed data; add the reads of data clusters to ``reads``
+        (``[host, end, parts]``, a read extended where the next begins in the file)."""
+        cur = Cursor(bufs)
+        for g, n, kind, host, ent in self._map(self.l1, offset, total):
+            parts = cur.take(n)
+            if kind == NORMAL:
+                if reads and reads[-1][1] == host:
+                    reads[-1][1] += n
+                    reads[-1][2].extend(parts)
+                else:
+                    reads.append([host, host + n, parts])
+            elif kind == COMPRESSED:
+                data = self._compressed(ent)
+                into = g & (self.cs - 1)
+                for p in parts:
+                    k = p.nbytes
+                    p[:] = data[into:into + k]
+                    into += k
+            else:
+                for p in parts:
+                    fill_zero(p)
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         self._check_range(offset, length)
