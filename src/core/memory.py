@@ -28,10 +28,12 @@ from vmforge.errors import GuestAddressError, GuestMemoryError, VmforgeError
 
 __all__ = [
     "AddressSpace",
+    "BadAccessLog",
     "GuestAddress",
     "GuestMemory",
     "MemTx",
     "MmioOps",
+    "QuietUnassignedLog",
     "RamAllocationError",
     "RamRegion",
     "Region",
@@ -377,6 +379,15 @@ class BadAccessLog:
         log.warning("%s: %s %s of %d bytes at %#x (%s)", self.name,
                     self.KINDS.get(kind, "bad"), what, size, addr,
                     "reads as 0" if not is_write else "dropped")
+
+
+class QuietUnassignedLog(BadAccessLog):
+    """For spaces where an access nobody decodes is normal (a PCI master abort, a
+    probe of an absent PC port): those are not logged, invalid ones still are."""
+
+    def __call__(self, kind: int, addr: int, size: int, is_write: bool, value: int) -> None:
+        if kind != int(MemTx.MEMTX_UNASSIGNED):
+            super().__call__(kind, addr, size, is_write, value)
 
 
 class AddressSpace(_mmio.AddressSpace):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .conftest import boot_user64
 from vmforge.accel.kvm import VcpuExit
 from vmforge.accel.kvm.stats import read_stats
+
+from .conftest import boot_user64
 
 # 25 x (out %al, $0x80), then ud2: no IDT, a triple fault
 CODE = bytes.fromhex("e680" * 25 + "0f0b")

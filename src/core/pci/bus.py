@@ -21,9 +21,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from vmforge._fast.mmio import MemTx
 from vmforge.irq import IrqLine
-from vmforge.memory import AddressSpace, BadAccessLog
+from vmforge.memory import AddressSpace, QuietUnassignedLog
 from vmforge.pci import regs
 from vmforge.pci.device import PciDevice, PciStateError, parse_addr
 
@@ -37,14 +36,6 @@ MsiHandler = Callable[[int, int], None]
 STATE_VERSION = 1
 
 
-class _QuietUnassigned(BadAccessLog):
-    """PCI spaces: an access nobody decodes is normal (master abort), not logged."""
-
-    def __call__(self, kind: int, addr: int, size: int, is_write: bool, value: int) -> None:
-        if kind != int(MemTx.MEMTX_UNASSIGNED):
-            super().__call__(kind, addr, size, is_write, value)
-
-
 class PciBus:
     """Bus 0 of a host bridge."""
 
@@ -53,7 +44,7 @@ class PciBus:
         self.mem_space = AddressSpace(name=f"{name}-memory")
         self.io_space = AddressSpace(name=f"{name}-io")
         for space in (self.mem_space, self.io_space):
-            space.on_bad_access = _QuietUnassigned(space.name)
+            space.on_bad_access = QuietUnassignedLog(space.name)   # (a master abort)
         self.devices: dict[int, PciDevice] = {}
         self.irqs = [IrqLine(name=f"{name}-int{'abcd'[i]}") for i in range(regs.NUM_PINS)]
         self.irq_count = [0] * regs.NUM_PINS

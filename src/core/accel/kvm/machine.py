@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from vmforge.accel.kvm import Kvm, KvmError, Vcpu, VcpuThread, Vm, kvm_available
 from vmforge.accel.kvm.stats import KvmStats
 from vmforge.machine import Machine, MachineError, ShutdownReason
-from vmforge.memory import AddressSpace
+from vmforge.memory import AddressSpace, QuietUnassignedLog
 
 __all__ = ["KvmMachine"]
 
@@ -108,8 +108,12 @@ class KvmMachine(Machine):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: the I/O port space (x86 ``in``/``out``), 64 Ki ports
+        #: the I/O port space (x86 ``in``/``out``), 64 Ki ports; probing ports nobody
+        #: claims is what PC software does (PCI, legacy devices): logged only with
+        #: ``-d guest_errors``, as QEMU
         self.io = AddressSpace(name="io")
+        if "guest_errors" not in self.config.trace:
+            self.io.on_bad_access = QuietUnassignedLog("io")
         self.big_lock = threading.RLock()
         self.kvm: Kvm | None = None
         self.vm: Vm | None = None

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from vmforge.loader.e820 import E820_RAM, E820_RESERVED, E820Entry
+from vmforge.loader.e820 import E820_NVS, E820_RAM, E820_RESERVED, E820Entry
 
 __all__ = [
     "BOOT_PARAMS", "BOOT_STACK", "CMDLINE", "CMDLINE_MAX", "GDT", "HIGH_RAM_BASE",
@@ -53,11 +53,15 @@ def ram_ranges(size: int) -> list[tuple[int, int]]:
 
 
 def e820_map(size: int) -> list[E820Entry]:
-    """The memory map the guest is given: RAM up to the EBDA, the EBDA and the BIOS
-    area reserved, RAM from 1 MiB, KVM's pages reserved, RAM above 4 GiB."""
+    """The memory map the guest is given, as QEMU's microvm firmware (qboot) makes it
+    with ``acpi=off``: RAM up to the EBDA, the EBDA (1 KiB) reserved, 0xd0000-0xf0000
+    ACPI NVS (qboot's tables), the BIOS area reserved, RAM from 1 MiB, KVM's pages
+    reserved, RAM above 4 GiB.  (Linux adds the ISA hole itself: it prints
+    0x9fc00-0xcffff reserved, as under QEMU.)"""
     low = min(size, LOW_RAM_MAX)
     out = [E820Entry(0, MPTABLE, E820_RAM),
            E820Entry(MPTABLE, 0xA0000 - MPTABLE, E820_RESERVED),
+           E820Entry(0xD0000, 0x20000, E820_NVS),
            E820Entry(0xF0000, 0x10000, E820_RESERVED)]
     if low > KERNEL_LOAD:
         out.append(E820Entry(KERNEL_LOAD, low - KERNEL_LOAD, E820_RAM))
