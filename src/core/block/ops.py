@@ -144,15 +144,20 @@ def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
         raise BlockError(f"target is smaller ({target.size} bytes) than the source "
                          f"({src.size} bytes)", target.filename)
     done = 0
+    # qemu-img's -p counts the data it copies against all there is to copy, found by
+    # a first pass over the block status (convert_iteration_sectors): a sparse
+    # image's zeros and what a backing file holds take no share of the bar
+    total = _planned(src, min_sparse, top_only) if progress is not None else 0
 
-    def advance(n: int) -> None:
+    def advance(n: int, counted: bool = True) -> None:
         nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, src.size)
+        if counted:
+            done += n
+        if progress is not None and counted:
+            progress(done, total)
 
     if progress is not None:
-        progress(0, src.size)
+        progress(0, total)
     if compress:
         _convert_compressed(src, target, workers, advance)
     else:
@@ -251,7 +256,7 @@ class _Writer:
 
 
 def _convert_plain(src: _Sources, target: BlockBackend, target_is_zero: bool,
-                   min_sparse: int, advance: Callable[[int], None], top_only: bool) -> None:
+                   min_sparse: int, advance: Callable[..., None], top_only: bool) -> None:
     writer = _Writer(target)
     try:
         _copy_plain(src, writer, target_is_zero, min_sparse, advance, top_only)
@@ -259,8 +264,19 @@ def _convert_plain(src: _Sources, target: BlockBackend, target_is_zero: bool,
         writer.close()
 
 
+def _planned(src: _Sources, min_sparse: int, top_only: bool) -> int:
+    """Bytes the progress bar counts: data, and zeros too when every byte is
+    written (no ``-S``); never what the backing file keeps."""
+    total = 0
+    for w in range(0, src.size, WINDOW):
+        for _off, length, state in src.extents(w, min(WINDOW, src.size - w), top_only):
+            if state == DATA or (state == ZERO and not min_sparse):
+                total += length
+    return total
+
+
 def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse: int,
-                advance: Callable[[int], None], top_only: bool) -> None:
+                advance: Callable[..., None], top_only: bool) -> None:
     buf: mmap.mmap | None = None
     fill = 0                 # bytes of buf in use
     #: the pieces of the buffer, in order: (offset, view, to be read from the source)
@@ -270,7 +286,7 @@ def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse
         """Read the buffer's data (one call for them all), scan it, queue its writes
         in order (a new qcow2 allocates in the order it is written), hand it over."""
         src.read_runs([(off, mv) for off, mv, read in pending if read])
-        for off, mv, _ in pending:
+        for off, mv, read in pending:
             n = mv.nbytes
             if not min_sparse:
                 writer.write(off, mv)
@@ -280,14 +296,14 @@ def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse
                         writer.write(off + a, mv[a:b])
                     elif not target_is_zero:
                         writer.zeroes(off + a, b - a)
-            advance(n)
+            advance(n, read or not min_sparse)
         pending.clear()
         writer.submit(buf)
 
     for w in range(0, src.size, WINDOW):
         for off, length, state in list(src.extents(w, min(WINDOW, src.size - w), top_only)):
             if state == BACKING:
-                advance(length)
+                advance(length, False)
                 continue
             is_zero = state == ZERO
             if is_zero and min_sparse:
@@ -296,7 +312,7 @@ def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse
                         flush()        # the writes before, first (the target's layout)
                         buf = None
                     writer.zeroes(off, length)
-                advance(length)
+                advance(length, False)
                 continue
             end = off + length
             while off < end:
@@ -330,7 +346,7 @@ def _runs(clusters: list[int], g: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,
-                        advance: Callable[[int], None]) -> None:
+                        advance: Callable[..., None]) -> None:
     drv = target.top
     if not drv.supports_compressed_writes:
         raise UnsupportedOperation(f"format {drv.format_name} does not support compressed "
@@ -357,7 +373,7 @@ def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,
                         if not data_clusters or c > data_clusters[-1]:
                             data_clusters.append(c)
                 skipped = (wend - w) - sum(min(g, src.size - c) for c in data_clusters)
-                advance(max(0, skipped))
+                advance(max(0, skipped), False)
                 for run_start, run_end in _runs(data_clusters, g, src.size):
                     # one read per run of adjacent clusters: per-cluster reads cost a
                     # GIL hand-over each while the workers compress
