@@ -18,6 +18,7 @@ CASES = [
     ("vmdk", "subformat=twoGbMaxExtentSparse"), ("vmdk", "subformat=twoGbMaxExtentFlat"),
     ("vmdk", "subformat=streamOptimized"),
     ("qed", ""), ("qcow", ""), ("parallels", ""), ("vhdx", ""), ("raw", ""),
+    ("qcow2", ""),
 ]
 
 
