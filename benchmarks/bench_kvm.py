@@ -46,7 +46,6 @@ from typing import NamedTuple
 
 import pytest
 
-import vmforge.accel.kvm as kvm_module
 from vmforge.accel.kvm import IOCTLS, Kvm, Regs, Vcpu, VcpuExit, kvm_available
 from vmforge.accel.kvm.x86 import enter_long_mode, identity_page_tables
 from vmforge.memory import GuestMemory
@@ -284,11 +283,10 @@ def compute_guest_vm(build: Build) -> Guest:
 # -- whole processes --------------------------------------------------------------------
 
 def module_example() -> str:
-    """The runnable example of ``vmforge.accel.kvm``'s documentation (the README points
-    to it), as a ``python -c`` program."""
-    doc = kvm_module.__doc__ or ""
-    block = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0]
-    return "\n".join(line[4:] for line in block.splitlines())
+    """The KVM layer's runnable example in the README, as a ``python -c`` program."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return readme.split("### The KVM layer\n", 1)[1].split("```python\n", 1)[1].split(
+        "```", 1)[0]
 
 
 def process_seconds(cmd: list[str]) -> float:

@@ -6,33 +6,9 @@ read-only slots, dirty logging, in-kernel or split irqchip and PIT, IRQ lines,
 ioeventfd, irqfd, TSS and identity-map addresses) -> ``Vcpu`` (registers,
 special registers, FPU, MSRs, CPUID, LAPIC, MP state, XSAVE, XCRs, debug
 registers, vCPU events, guest debug, interrupt and NMI injection, ``run``).
-A guest that does port and MMIO I/O, started in 64-bit mode at CPL3 (where a
-nested KVM runs it natively)::
-
-    from vmforge.accel.kvm import Kvm, VcpuExit
-    from vmforge.accel.kvm.x86 import enter_long_mode, identity_page_tables
-    from vmforge.memory import GuestMemory
-
-    class Devices:                                   # libkvm's kvm_callbacks
-        def pio_out(self, port, size, value): print(f"out {port:#x} <- {value:#x}")
-        def pio_in(self, port, size): return 0x42
-        def mmio_read(self, addr, size): return 0x1234
-        def mmio_write(self, addr, size, value): print(f"{addr:#x} <- {value:#x}")
-        def shutdown(self, vcpu): return False       # end the run
-
-    mem = GuestMemory()
-    mem.add_ram(0, 2 << 20)
-    mem.write(0x1000, bytes.fromhex(
-        "66ba1000" "ec" "ee"                 # mov $0x10,%dx; in %dx,%al; out %al,%dx
-        "8b0425 00000010" "890425 00000010"  # mov 0x10000000,%eax; mov %eax,0x10000000
-        "0f0b"))                             # ud2: no IDT, a triple fault
-    with Kvm() as kvm, kvm.create_vm() as vm:
-        vm.map_memory(mem)                           # KVM maps the mmap itself
-        vcpu = vm.create_vcpu()
-        vcpu.set_cpuid(kvm.supported_cpuid())
-        enter_long_mode(vcpu, identity_page_tables(mem, 0x10000), rip=0x1000,
-                        user=True)
-        assert vcpu.run(Devices()) is VcpuExit.SHUTDOWN
+The README's "The KVM layer" section has a runnable example: a guest doing port
+and MMIO I/O at CPL3 (where a nested KVM runs it natively) with a Python
+callbacks object (tests/kvm/test_kvm_example.py runs it as written).
 
 ``run`` calls ``KVM_RUN`` without the GIL and decodes the exit in C
 (``vmforge._fast.kvm``), handing what KVM cannot do itself to the callbacks
