@@ -152,6 +152,16 @@ def qemu_console(harts: int) -> ProcessConsole:
 
 @pytest.mark.parametrize("harts", [1, 3, 8])
 def test_qemu_runs_the_same_script(harts: int) -> None:
+    """The oracle: QEMU runs the script too.  On a loaded 2-core host QEMU's TCG now
+    and then misses a secondary hart's bring-up ("CPU3: failed to come online"):
+    that run of the oracle is retried once, never vmforge's."""
+    try:
+        _qemu_script(harts)
+    except TimeoutError:
+        _qemu_script(harts)
+
+
+def _qemu_script(harts: int) -> None:
     console = qemu_console(harts)
     try:
         console.wait_for(PROMPT, timeout=120)
