@@ -135,6 +135,8 @@ class Machine:
     def open_netdevs(self) -> None:
         """Open the ``-netdev`` back-ends (``config.netdevs``) into :attr:`netdevs`,
         where NICs find theirs by id; they are closed with the machine."""
+        if not self.config.netdevs:
+            return              # (vmforge.net imports its back-ends' registry)
         from vmforge.net import create_netdev
 
         for spec in self.config.netdevs:

@@ -185,6 +185,8 @@ def _dfilter(text: str) -> list[tuple[int, int]]:
 
 def setup_tracing(config: MachineConfig) -> None:
     """Turn on the ``-d`` categories, writing to ``-D FILE`` or stderr."""
+    if not config.trace and "logfile" not in config.extra:
+        return                  # (the tracers' imports cost a run without -d ~25 ms)
     import logging
 
     from vmforge.debug.trace import CPU_CATEGORIES
