@@ -400,12 +400,18 @@ class Qcow2Writer(Qcow2Image):
             self._zero_clusters(a, b, unmap=may_unmap)
 
     def _zero_partial(self, start: int, end: int) -> None:
-        """Write zeros over parts of clusters that do not already read as zeros."""
+        """Write zeros over parts of clusters that do not already read as zeros.  A
+        cluster that already reads as zeros becomes a zero cluster on a v3 image, as
+        QEMU widens such a request to the whole cluster (qcow2_co_pwrite_zeroes: the
+        rest of it reads as zero) and sets its zero flag."""
         cs = self.cs
         while start < end:
             stop = min(end, (start | (cs - 1)) + 1)
             if not self._reads_as_zero(start >> self.cb):
                 self.pwritev(start, [memoryview(bytes(stop - start))])
+            elif self.h.version >= 3 and not self.data_file_raw:
+                c = start >> self.cb << self.cb
+                self._zero_clusters(c, c + cs, unmap=False)
             start = stop
 
     def _zero_clusters(self, start: int, end: int, unmap: bool, discard: bool = False,
@@ -427,7 +433,7 @@ class Qcow2Writer(Qcow2Image):
             t_end = min(end, ((pos >> span_bits) + 1) << span_bits)
             l1i = pos >> span_bits
             l2off, tbl = self._l2_table(self.l1, l1i)
-            if tbl is None and not (v3 and has_backing):
+            if tbl is None and not (v3 and (has_backing or not discard)):
                 pos = t_end       # unallocated and nothing below: already zero
                 continue
             changed: list[tuple[int, int]] = []
@@ -441,8 +447,9 @@ class Qcow2Writer(Qcow2Image):
                 if v3:
                     if kind == ZERO and not (unmap and ent & OFFSET_MASK):
                         continue
-                    if kind == UNALLOC and not has_backing:
-                        continue
+                    if kind == UNALLOC and not has_backing and discard:
+                        continue  # (a write of zeros marks them, as QEMU's
+                        #          zero_in_l2_slice; a discard leaves them)
                     if kind == NORMAL and not unmap and ent & OFLAG_COPIED:
                         new = ent | OFLAG_ZERO           # keep the preallocation
                     else:
@@ -452,10 +459,10 @@ class Qcow2Writer(Qcow2Image):
                 else:
                     if kind in (UNALLOC, ZERO):
                         continue
-                    if not discard and not unmap:
+                    if not discard and not unmap and has_backing:
                         keep_data.append(i)
                         continue
-                    new = 0
+                    new = 0       # v2, nothing below: QEMU discards (zeroize -> discard)
                     olds.append(ent)
                 changed.append((i, new))
             if changed:
