@@ -33,7 +33,7 @@ from vmforge.memory import GuestMemory
 
 __all__ = ["BOOT_PARAMS_SIZE", "CAN_USE_HEAP", "E820_MAX_ENTRIES_ZEROPAGE", "LOADED_HIGH",
            "XLF_CAN_BE_LOADED_ABOVE_4G", "XLF_KERNEL_64", "LinuxBoot", "SetupHeader",
-           "build_boot_params", "load_bzimage", "read_setup_header"]
+           "build_boot_params", "is_bzimage", "load_bzimage", "read_setup_header"]
 
 # bootparam.h: loadflags, xloadflags
 LOADED_HIGH = 1 << 0
@@ -152,6 +152,13 @@ class SetupHeader:
         """Bytes before the protected-mode kernel: ``(setup_sects + 1) * 512``, 0 sectors
         meaning 4 (boot.rst, setup_sects)."""
         return ((self.setup_sects or 4) + 1) * 512
+
+
+def is_bzimage(path: str) -> bool:
+    """Whether ``path`` is a Linux boot-protocol image: :data:`HDRS` at 0x202."""
+    with open(path, "rb") as f:
+        f.seek(0x202)
+        return f.read(4) == HDRS
 
 
 def read_setup_header(source: str | os.PathLike[str] | bytes) -> SetupHeader:

@@ -48,7 +48,7 @@ from vmforge.loader.e820 import E820Entry
 from vmforge.loader.placement import Placement
 from vmforge.memory import GuestMemory
 
-__all__ = ["XEN_ELFNOTE_PHYS32_ENTRY", "XEN_HVM_START_MAGIC_VALUE", "PvhBoot",
+__all__ = ["XEN_ELFNOTE_PHYS32_ENTRY", "XEN_HVM_START_MAGIC_VALUE", "NoPvhEntry", "PvhBoot",
            "hvm_start_info", "load_pvh", "memmap_bytes", "modlist_entry", "pvh_entry",
            "write_start_info"]
 
@@ -56,6 +56,11 @@ __all__ = ["XEN_ELFNOTE_PHYS32_ENTRY", "XEN_HVM_START_MAGIC_VALUE", "PvhBoot",
 #: protected mode with paging disabled"
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 XEN_HVM_START_MAGIC_VALUE = 0x336EC578
+
+
+class NoPvhEntry(LoaderError):
+    """``load_pvh`` of an ELF without a XEN_ELFNOTE_PHYS32_ENTRY note (a caller that
+    boots other ELFs some other way tells it apart from a broken image)."""
 
 _START_INFO = struct.Struct("<IIIIQQQQII")     # 56 bytes, offsets as in the table above
 _MODLIST = struct.Struct("<QQQQ")              # 32 bytes
@@ -162,7 +167,7 @@ def load_pvh(mem: GuestMemory, path: str, *, e820: Sequence[E820Entry], cmdline:
     data = _read_file(path)
     entry = _pvh_entry(path, data)
     if entry is None:
-        raise LoaderError(path, "no PVH entry: the ELF has no Xen note of type "
+        raise NoPvhEntry(path, "no PVH entry: the ELF has no Xen note of type "
                           f"XEN_ELFNOTE_PHYS32_ENTRY ({XEN_ELFNOTE_PHYS32_ENTRY})")
     image = load_elf(mem, path, machine=(EM_X86_64, EM_386), want_symbols=False)
     if not any(a <= entry < a + n for a, n in image.segments):

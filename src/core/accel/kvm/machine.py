@@ -120,6 +120,7 @@ class KvmMachine(Machine):
         self.vcpus: list[Vcpu] = []
         self._threads: list[VcpuThread] = []
         self._exits: _Exits | None = None
+        self._stats: list[KvmStats] | None = None
         #: eventfds the I/O thread watches: (fd, handler, run on the I/O thread
         #: itself rather than on the machine's)
         self._eventfds: list[tuple[int, Callable[[], None], bool]] = []
@@ -159,15 +160,14 @@ class KvmMachine(Machine):
             self.vcpus.append(vcpu)
         self.cpus = self.vcpus
         try:        # opened now: the ioctl would wait for a running vCPU
-            self._stats: list[KvmStats] | None = (
-                [KvmStats(self.vm.fd)] + [KvmStats(v.fd) for v in self.vcpus])
+            self._stats = [KvmStats(self.vm.fd)] + [KvmStats(v.fd) for v in self.vcpus]
         except OSError:
             self._stats = None
         return self.vcpus
 
     def kvm_stats(self) -> list[KvmStats] | None:
         """KVM's statistics files: the VM's, then each vCPU's (None: the host has none)."""
-        return getattr(self, "_stats", None)
+        return self._stats
 
     def vcpu_cpuid(self, index: int, supported: list[Any]) -> list[Any]:
         """The CPUID a vCPU shows: the ``-cpu`` model (default ``qemu64``, QEMU's
@@ -238,8 +238,7 @@ class KvmMachine(Machine):
         """Put every vCPU in its start state (subclasses: entry point, registers)."""
 
     def reset_cpus(self) -> None:
-        self._stop_vcpus()
-        self.setup_vcpus()
+        self.setup_vcpus()          # (reset() stopped the vCPU threads first)
 
     def reset(self, reason: str = "user") -> None:
         self._stop_vcpus()
@@ -269,16 +268,20 @@ class KvmMachine(Machine):
             self._stop_vcpus()
         except BaseException as exc:
             self._error = exc
-            self._stop_vcpus_quietly()
+            self._stop_vcpus(quietly=True)
             raise
         return status
 
-    def _stop_vcpus(self) -> None:
+    def _stop_vcpus(self, quietly: bool = False) -> None:
+        """End every vCPU thread; what ended one badly is raised (``quietly``: not,
+        and a thread that does not end within 5 s is left behind, when tearing down)."""
         for t in self._threads:
             t.vcpu.stop()
         for t in self._threads:
-            t.join()
+            t.join(5 if quietly else None)
         threads, self._threads = self._threads, []
+        if quietly:
+            return
         for vcpu in self.vcpus:
             vcpu.clear_stop()
         for t in threads:
@@ -320,7 +323,7 @@ class KvmMachine(Machine):
         return kvm_info(self, what)
 
     def close(self) -> None:
-        self._stop_vcpus_quietly()
+        self._stop_vcpus(quietly=True)
         self._stop_io_thread()
         super().close()
         for stats in self.kvm_stats() or ():
@@ -335,13 +338,6 @@ class KvmMachine(Machine):
         if self.kvm is not None:
             self.kvm.close()
             self.kvm = None
-
-    def _stop_vcpus_quietly(self) -> None:
-        for t in self._threads:
-            t.vcpu.stop()
-        for t in self._threads:
-            t.join(5)
-        self._threads = []
 
     # -- the I/O thread: ioeventfds --------------------------------------------------------
 

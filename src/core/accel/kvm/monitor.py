@@ -10,7 +10,6 @@ from vmforge.accel.kvm.state import Segment
 
 __all__ = ["kvm_info", "x86_registers"]
 
-_FLAGS = "ODITSZ-A-P-C"  # QEMU's RFL letters, bit 11 down to 0 (- for the others)
 
 
 def _flag_text(rflags: int) -> str:

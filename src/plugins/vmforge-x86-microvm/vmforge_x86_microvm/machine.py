@@ -34,7 +34,8 @@ from vmforge.accel.kvm.x86 import (
 from vmforge.config import MachineProp
 from vmforge.devspec import cmdline_devices
 from vmforge.loader import is_elf, load_raw
-from vmforge.loader.pvh import load_pvh, pvh_entry, write_start_info
+from vmforge.loader.linux_x86 import is_bzimage, load_bzimage
+from vmforge.loader.pvh import NoPvhEntry, load_pvh, write_start_info
 from vmforge.machine import MachineError
 from vmforge.virtio import VirtioDevice
 from vmforge.virtio.mmio import QUEUE_NOTIFY, VirtioMmioTransport
@@ -178,16 +179,16 @@ class Microvm(KvmMachine):
         self._write_mptable()
         self._boot: tuple[str, int, int] = ("", 0, 0)
         if is_elf(cfg.kernel):
-            if pvh_entry(cfg.kernel) is None:
+            try:            # (the ELF is read once: a vmlinux is tens of MB)
+                boot = load_pvh(mem, cfg.kernel, e820=e820, cmdline=cmdline,
+                                initrd=cfg.initrd, start_info_addr=L.PVH_START_INFO,
+                                cmdline_addr=L.CMDLINE)
+            except NoPvhEntry:
                 raise MachineError(f"microvm: {cfg.kernel}: an ELF without a PVH entry note "
                                    "(XEN_ELFNOTE_PHYS32_ENTRY); vmforge boots ELF kernels "
-                                   "through PVH, as QEMU's -kernel")
-            boot = load_pvh(mem, cfg.kernel, e820=e820, cmdline=cmdline, initrd=cfg.initrd,
-                            start_info_addr=L.PVH_START_INFO, cmdline_addr=L.CMDLINE)
+                                   "through PVH, as QEMU's -kernel") from None
             self._boot = ("pvh", boot.entry, boot.start_info)
-        elif _is_bzimage(cfg.kernel):
-            from vmforge.loader.linux_x86 import load_bzimage
-
+        elif is_bzimage(cfg.kernel):
             lin = load_bzimage(mem, cfg.kernel, e820=e820, cmdline=cmdline, initrd=cfg.initrd,
                                boot_params_addr=L.BOOT_PARAMS, cmdline_addr=L.CMDLINE)
             self._boot = ("linux64", lin.entry64, lin.boot_params)
@@ -198,11 +199,9 @@ class Microvm(KvmMachine):
                                     kernel_start=L.KERNEL_LOAD, kernel_end=end,
                                     name=cfg.kernel)
             self._boot = ("long", L.KERNEL_LOAD, info)
-        if self._boot[0] == "linux64":       # boot.rst: __BOOT_CS 0x10, __BOOT_DS 0x18
-            mem.write(L.GDT, b"".join(e.to_bytes(8, "little") for e in _LINUX_GDT))
-            self._cr3 = identity_page_tables(mem, L.PAGE_TABLES, user=False)
-        elif self._boot[0] == "long":
-            mem.write(L.GDT, b"".join(e.to_bytes(8, "little") for e in GDT_ENTRIES))
+        if self._boot[0] != "pvh":   # long mode: a GDT (boot.rst's for Linux) and 1:1 tables
+            gdt = _LINUX_GDT if self._boot[0] == "linux64" else GDT_ENTRIES
+            mem.write(L.GDT, b"".join(e.to_bytes(8, "little") for e in gdt))
             self._cr3 = identity_page_tables(mem, L.PAGE_TABLES, user=False)
 
     def _write_mptable(self) -> None:
@@ -230,12 +229,6 @@ class Microvm(KvmMachine):
                 s.gdt.limit = 8 * len(_LINUX_GDT) - 1
                 bsp.set_sregs(s)
 
-
-def _is_bzimage(path: str) -> bool:
-    """A Linux boot-protocol image: "HdrS" at 0x202 (Documentation/arch/x86/boot.rst)."""
-    with open(path, "rb") as f:
-        f.seek(0x202)
-        return f.read(4) == b"HdrS"
 
 
 def _mask_lint0(vcpu: Vcpu) -> None:
