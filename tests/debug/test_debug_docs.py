@@ -4,12 +4,11 @@ default guest and prints what the text says."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from vmforge.errors import VmforgeError
 from vmforge.guests import default_guest
+from vmforge.testing.docs import run_doc_example
 from vmforge.testing.oracles import oracle_missing
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "debugging-and-scripting.md"
@@ -20,12 +19,7 @@ def test_the_hooks_example_runs(tmp_path: Path) -> None:
         default_guest()
     except VmforgeError as exc:
         oracle_missing(f"the default guest: {exc}")
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    assert len(blocks) == 1
-    script = tmp_path / "example.py"
-    script.write_text(blocks[0])
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=300)
+    proc = run_doc_example(DOC, tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^illegal 0x[0-9a-f]{8} at 0x8000[0-9a-f]{4} in privilege 3$",
                      proc.stdout, re.M), proc.stdout
