@@ -7,8 +7,9 @@ from __future__ import annotations
 from vmforge.loader.e820 import E820_NVS, E820_RAM, E820_RESERVED, E820Entry
 
 __all__ = [
-    "BOOT_PARAMS", "BOOT_STACK", "CMDLINE", "CMDLINE_MAX", "GDT", "HIGH_RAM_BASE",
-    "IOAPIC_ADDR", "KERNEL_LOAD", "LAPIC_ADDR", "LOW_RAM_MAX", "MPTABLE", "PAGE_TABLES",
+    "BOOT_PARAMS", "BOOT_STACK", "CMDLINE", "GDT", "HIGH_RAM_BASE",
+    "IOAPIC_ADDR", "KERNEL_LOAD", "KVM_IDENTITY_MAP", "KVM_TSS", "LAPIC_ADDR",
+    "LOW_RAM_MAX", "MPTABLE", "PAGE_TABLES",
     "PVH_START_INFO", "UART_IRQ", "UART_PORT", "VIRTIO_COUNT", "VIRTIO_IRQ_BASE",
     "VIRTIO_MMIO_BASE", "VIRTIO_MMIO_SIZE", "e820_map", "ram_ranges",
 ]
@@ -37,7 +38,6 @@ BOOT_PARAMS = 0x7000
 BOOT_STACK = 0x8FF0
 PAGE_TABLES = 0x9000            # 3 pages: PML4, PDPT, PD
 CMDLINE = 0x20000
-CMDLINE_MAX = 0x10000
 #: the MP table, where QEMU's firmware (qboot) puts it: the start of the EBDA
 MPTABLE = 0x9FC00
 KERNEL_LOAD = 0x100000

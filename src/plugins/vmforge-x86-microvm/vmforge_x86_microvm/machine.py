@@ -58,6 +58,8 @@ class Microvm(KvmMachine):
     description = "x86 microvm (QEMU 7.2's 'microvm', acpi=off) on KVM"
     default_memory = 128 << 20
     max_cpus = 64
+    tss_addr = L.KVM_TSS                    # (reserved in the memory map: layout.e820_map)
+    identity_map_addr = L.KVM_IDENTITY_MAP
     #: QEMU 7.2's microvm options, as far as a machine without firmware or ACPI
     #: honours them (the refused values name what vmforge has)
     properties = {
@@ -205,7 +207,8 @@ class Microvm(KvmMachine):
             self._cr3 = identity_page_tables(mem, L.PAGE_TABLES, user=False)
 
     def _write_mptable(self) -> None:
-        self.space.memory.write(L.MPTABLE, build_mptable(self.config.smp, base=L.MPTABLE))
+        self.space.memory.write(L.MPTABLE, build_mptable(
+            self.config.smp, base=L.MPTABLE, ioapic_addr=L.IOAPIC_ADDR, apic_addr=L.LAPIC_ADDR))
 
     # -- vCPUs ------------------------------------------------------------------------------
 
