@@ -783,3 +783,4 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
 
 
 include "riscv_face.pxi"
+include "riscv_state.pxi"

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vmforge._fast import riscv as _riscv
 
@@ -347,6 +347,28 @@ class RiscvHart(_riscv.Hart):
     def flush_caches(self) -> None:
         """Drop TLBs and decoded code (after changing memory behind the hart's back)."""
         self._flush()
+
+    # -- state (vmforge.migration.hart) ------------------------------------------------
+
+    def save_state(self) -> dict[str, Any]:
+        """The hart's record (registers, CSRs, time) while it is not running."""
+        from vmforge.migration.hart import save_hart
+
+        return save_hart(self)
+
+    def check_state(self, record: Any) -> None:
+        """``StateError`` unless :meth:`load_state` would take ``record``."""
+        from vmforge.migration.hart import check_hart
+
+        check_hart(self, record)
+
+    def load_state(self, record: dict[str, Any]) -> None:
+        """Take a :meth:`save_state` record (``StateError`` and nothing changed when it
+        does not fit); the reservation is dropped, TLBs and decoded code flushed."""
+        from vmforge.migration.hart import load_hart
+
+        load_hart(self, record)
+        self._sync_bps()
 
 
 _EXC_NAMES = ("misaligned_fetch", "fault_fetch", "illegal_instruction", "breakpoint",

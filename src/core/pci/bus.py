@@ -186,6 +186,12 @@ class PciBus:
         refused whole; then every function's record is checked (``check_state``
         where a function has one) before any is applied, and each function applies
         its own atomically."""
+        functions = self.check_functions(record)
+        for dfn, dev in sorted(self.devices.items()):
+            dev.load_state(functions[dfn])
+
+    def check_functions(self, record: Any) -> dict[int, Any]:
+        """:meth:`check_state`, then every function's record checked; nothing applied."""
         functions = self.check_state(record)
         for dfn, dev in sorted(self.devices.items()):
             checker = getattr(dev, "check_state", None)
@@ -193,5 +199,4 @@ class PciBus:
                 checker(functions[dfn])
             else:
                 dev.check_pci_state(functions[dfn])
-        for dfn, dev in sorted(self.devices.items()):
-            dev.load_state(functions[dfn])
+        return functions

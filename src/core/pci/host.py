@@ -168,6 +168,9 @@ class GpexHost(Device):
     def save_state(self) -> dict[str, Any]:
         return self.bus.save_state()
 
+    def check_state(self, record: Any) -> None:
+        self.bus.check_functions(record)
+
     def load_state(self, record: dict[str, Any]) -> None:
         self.bus.load_state(record)
 

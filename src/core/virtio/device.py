@@ -417,6 +417,19 @@ class VirtioDevice(Device):
             "device": self.save_device_state(),
         }
 
+    def check_state(self, record: Any) -> None:
+        """:class:`StateError` unless ``record`` is a valid record of this device (its
+        rings, in guest memory, are walked by :meth:`load_state`: load RAM first)."""
+        check_record(self, record, STATE_VERSION)
+        self.check_device_state(record["device"])
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Wait for the I/O workers and push what they finished (the machine's
+        thread; QEMU drains so before it stops a VM): True when nothing is left."""
+        idle = self._drain_io(timeout)
+        self.complete_pending()
+        return idle
+
     def load_state(self, record: dict[str, Any]) -> None:
         """Take a :meth:`save_state` record; :class:`StateError` (and nothing changed)
         when it is not valid for this device."""

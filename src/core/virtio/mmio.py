@@ -426,9 +426,24 @@ class VirtioMmioTransport(Device):
                 "guest_page_size": self.guest_page_size,
                 "device": self.dev.save_state() if self.dev is not None else None}
 
+    def check_state(self, record: Any) -> None:
+        """:class:`StateError` unless :meth:`load_state` would take ``record``."""
+        self._check_transport(record)
+        if self.dev is not None:
+            self.dev.check_state(record["device"])
+
     def load_state(self, record: dict[str, Any]) -> None:
         """Take a :meth:`save_state` record; :class:`StateError` and nothing changed
         when it does not fit."""
+        keys = self._check_transport(record)
+        if self.dev is not None:
+            self.dev.load_state(record["device"])  # checks everything before applying
+        for key in keys:
+            setattr(self, key, record[key])
+        with self._irq_lock:
+            self.irq.set(self.interrupt_status != 0)
+
+    def _check_transport(self, record: Any) -> tuple[str, ...]:
         if not isinstance(record, dict) or record.get("type") != "virtio-mmio":
             raise StateError("virtio-mmio state: not a virtio-mmio record")
         if record.get("version") != STATE_VERSION:
@@ -445,12 +460,7 @@ class VirtioMmioTransport(Device):
             raise StateError("virtio-mmio state: interrupt_status has unknown bits")
         if (record.get("device") is None) != (self.dev is None):
             raise StateError("virtio-mmio state: device presence differs")
-        if self.dev is not None:
-            self.dev.load_state(record["device"])  # checks everything before applying
-        for key in keys:
-            setattr(self, key, record[key])
-        with self._irq_lock:
-            self.irq.set(self.interrupt_status != 0)
+        return keys
 
     # -- device tree -------------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vmforge._fast.vring import RingError, VRing
-from vmforge.errors import VmforgeError
+from vmforge.migration.record import StateError
+from vmforge.migration.record import get_bool as _bool
+from vmforge.migration.record import get_int as _int
 from vmforge.virtio import spec
 
 if TYPE_CHECKING:
@@ -24,24 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["StateError", "check_record", "restore_queues"]
 
 _U64 = (1 << 64) - 1
-
-
-class StateError(VmforgeError, ValueError):
-    """A saved record does not fit the device it is loaded into (nothing was applied)."""
-
-
-def _int(record: dict[str, Any], key: str, lo: int, hi: int, where: str) -> int:
-    value = record.get(key)
-    if type(value) is not int or not lo <= value <= hi:
-        raise StateError(f"{where}: {key}={value!r} is not an integer in [{lo}, {hi}]")
-    return value
-
-
-def _bool(record: dict[str, Any], key: str, where: str) -> bool:
-    value = record.get(key)
-    if type(value) is not bool:
-        raise StateError(f"{where}: {key}={value!r} is not a bool")
-    return value
 
 
 def check_record(dev: VirtioDevice, record: Any, version: int) -> None:

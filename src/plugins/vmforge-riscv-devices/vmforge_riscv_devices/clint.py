@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from vmforge.clock import Timer, TimerQueue, VirtualClock
 from vmforge.device import Device, Prop
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
+from vmforge.migration.record import check_header, get_int, get_ints, header
 from vmforge_riscv_devices.hart import MIP_MSIP, MIP_MTIP, HartIrqInputs
 
 __all__ = ["TIMEBASE_FREQ", "Clint", "HartClint"]
@@ -144,6 +145,34 @@ class Clint(Device):
             self._timers[hart].cancel()  # centuries away: never
         else:
             self._timers[hart].arm(deadline)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    STATE_VERSION: ClassVar[int] = 1
+
+    def save_state(self) -> dict[str, Any]:
+        """MSIP levels, comparators, and the offset guest writes gave ``mtime``."""
+        rec = header(self.name, self.STATE_VERSION)
+        rec.update(msip=[int(line.level) for line in self.msip], mtimecmp=list(self.mtimecmp),
+                   time_delta=self.time_delta)
+        return rec
+
+    def check_state(self, record: Any) -> None:
+        """``StateError`` unless :meth:`load_state` would take ``record``."""
+        rec = check_header(record, self.name, self.STATE_VERSION)
+        where = f"{self.name} state"
+        get_ints(rec, "msip", self.num_harts, 0, 1, where)
+        get_ints(rec, "mtimecmp", self.num_harts, 0, _U64, where)
+        get_int(rec, "time_delta", 0, _U64, where)
+
+    def load_state(self, record: dict[str, Any]) -> None:
+        """Check, then take, a :meth:`save_state` record (the machine's clock is
+        restored first: deadlines are re-armed on it)."""
+        self.check_state(record)
+        self.time_delta = record["time_delta"]
+        for h in range(self.num_harts):
+            self.msip[h].set(bool(record["msip"][h]))
+            self.set_mtimecmp(h, record["mtimecmp"][h])
 
     # -- MMIO ----------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from vmforge.clock import Timer, TimerQueue, VirtualClock
 from vmforge.device import Device, Prop
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
+from vmforge.migration.record import check_header, get_bool, get_int, header
 
 __all__ = ["GoldfishRtc"]
 
@@ -134,6 +135,45 @@ class GoldfishRtc(Device):
         if self._timer is not None:
             self._timer.cancel()
         self.alarm_running = False
+
+    # -- state -----------------------------------------------------------------------------------
+
+    STATE_VERSION: ClassVar[int] = 1
+
+    def save_state(self) -> dict[str, Any]:
+        """The RTC's time (not its offset: QEMU's ``tick_offset_vmstate``), the alarm,
+        the interrupt state."""
+        rec = header(self.name, self.STATE_VERSION)
+        rec.update(time=self.now(), time_high=self.time_high, alarm_next=self.alarm_next,
+                   alarm_running=self.alarm_running, irq_pending=self.irq_pending,
+                   irq_enabled=self.irq_enabled)
+        return rec
+
+    def check_state(self, record: Any) -> None:
+        """``StateError`` unless :meth:`load_state` would take ``record``."""
+        rec = check_header(record, self.name, self.STATE_VERSION)
+        where = f"{self.name} state"
+        for key in ("time", "alarm_next"):
+            get_int(rec, key, 0, _U64, where)
+        get_int(rec, "time_high", 0, _U32, where)
+        for key in ("alarm_running", "irq_pending", "irq_enabled"):
+            get_bool(rec, key, where)
+
+    def load_state(self, record: dict[str, Any]) -> None:
+        """Check, then take, a :meth:`save_state` record: the RTC goes on from the
+        saved time, a running alarm is re-armed on the machine's clock."""
+        self.check_state(record)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.tick_offset = (record["time"] - self._source_ns()) & _U64
+        self.time_high = record["time_high"]
+        self.alarm_next = record["alarm_next"]
+        self.alarm_running = record["alarm_running"]
+        self.irq_pending = record["irq_pending"]
+        self.irq_enabled = record["irq_enabled"]
+        if self.alarm_running:
+            self._arm()
+        self._update()
 
     # -- MMIO ------------------------------------------------------------------------------------
 

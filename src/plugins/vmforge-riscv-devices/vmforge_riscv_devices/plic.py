@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from vmforge.device import Device, Prop
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
 from vmforge.irq import IrqLine
+from vmforge.migration.record import StateError, check_header, get_int, get_ints, header
 from vmforge_riscv_devices.hart import MIP_MEIP, MIP_SEIP, HartIrqInputs
 
 __all__ = ["Plic"]
@@ -166,6 +167,49 @@ class Plic(Device):
             self.claimed &= ~(1 << irq)
             if self.level[irq]:
                 self.pending |= 1 << irq
+            self._update()
+
+    STATE_VERSION: ClassVar[int] = 1
+
+    def save_state(self) -> dict[str, Any]:
+        """Priorities, pending/claimed bits, enables, thresholds, input levels."""
+        with self._lock:
+            rec = header(self.name, self.STATE_VERSION)
+            rec.update(num_sources=self.num_sources, num_contexts=self.num_contexts,
+                       priority=list(self.priority), pending=self.pending,
+                       claimed=self.claimed, enable=list(self.enable),
+                       threshold=list(self.threshold), level=[int(v) for v in self.level])
+            return rec
+
+    def check_state(self, record: Any) -> None:
+        """``StateError`` unless :meth:`load_state` would take ``record``."""
+        rec = check_header(record, self.name, self.STATE_VERSION)
+        where = f"{self.name} state"
+        n, ctx = self.num_sources, self.num_contexts
+        get_int(rec, "num_sources", n, n, where)
+        get_int(rec, "num_contexts", ctx, ctx, where)
+        mask = (1 << n) - 2            # source 0 does not exist
+        for key in ("pending", "claimed"):
+            value = get_int(rec, key, 0, mask, where)
+            if value & ~mask:
+                raise StateError(f"{where}: {key} has bits of sources that do not exist")
+        for i, value in enumerate(get_ints(rec, "enable", ctx, 0, mask, where)):
+            if value & ~mask:
+                raise StateError(f"{where}: enable[{i}] has bits of sources that do not exist")
+        get_ints(rec, "priority", n, 0, self.num_priorities, where)
+        get_ints(rec, "threshold", ctx, 0, self.num_priorities, where)
+        get_ints(rec, "level", n, 0, 1, where)
+
+    def load_state(self, record: dict[str, Any]) -> None:
+        """Check, then take, a :meth:`save_state` record; the outputs follow."""
+        self.check_state(record)
+        with self._lock:
+            self.priority = list(record["priority"])
+            self.pending = record["pending"]
+            self.claimed = record["claimed"]
+            self.enable = list(record["enable"])
+            self.threshold = list(record["threshold"])
+            self.level = [bool(v) for v in record["level"]]
             self._update()
 
     # -- MMIO -----------------------------------------------------------------------------------

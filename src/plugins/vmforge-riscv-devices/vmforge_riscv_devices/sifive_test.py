@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from vmforge.device import Device
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
+from vmforge.migration.record import check_header, header
 
 __all__ = ["FINISHER_FAIL", "FINISHER_PASS", "FINISHER_RESET", "SifiveTest"]
 
@@ -44,6 +45,19 @@ class SifiveTest(Device):
         if self.machine is None:
             self.machine = machine
         super().realize(machine)
+
+    STATE_VERSION: ClassVar[int] = 1
+
+    def save_state(self) -> dict[str, Any]:
+        """The finisher holds no state: a named, versioned empty record."""
+        return header(self.name, self.STATE_VERSION)
+
+    def check_state(self, record: Any) -> None:
+        """``StateError`` unless ``record`` is this device's (empty) record."""
+        check_header(record, self.name, self.STATE_VERSION)
+
+    def load_state(self, record: dict[str, Any]) -> None:
+        self.check_state(record)
 
     def write(self, offset: int, size: int, value: int) -> None:
         if offset != 0:

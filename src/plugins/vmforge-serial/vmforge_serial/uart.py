@@ -31,6 +31,7 @@ from typing import Any
 
 from vmforge.chardev import CharBackend, NullChar, chardev_from_spec
 from vmforge.device import Device, DeviceError, Prop
+from vmforge.migration.record import StateError, check_header, get_bool, get_int, header
 from vmforge_serial import regs as r
 
 __all__ = ["Ns16550a"]
@@ -400,6 +401,61 @@ class Ns16550a(Device):
         self.fcr = value & r.FCR_STICKY
         self._update_irq()
         return cleared or bool(value & r.FCR_ENABLE_FIFO)
+
+    # -- state -----------------------------------------------------------------------------
+
+    STATE_VERSION = 1
+    _REGS = (("ier", r.IER_MASK), ("lcr", 0xFF), ("mcr", r.MCR_MASK), ("fcr", r.FCR_STICKY),
+             ("scr", 0xFF), ("divisor", 0xFFFF), ("rbr", 0xFF), ("lsr_err", r.LSR_INT_ANY),
+             ("msr_lines", 0xF0), ("msr_delta", 0x0F))
+
+    def save_state(self) -> dict[str, Any]:
+        """Registers, the receive FIFO (bytes and their error flags), latched errors,
+        the THRE interrupt and the modem lines (IIR is derived from them)."""
+        with self._lock:
+            rec = header(self.name, self.STATE_VERSION)
+            rec.update(ier=self.ier, lcr=self.lcr, mcr=self.mcr, fcr=self.fcr, scr=self.scr,
+                       divisor=self.divisor, rbr=self._rbr, lsr_err=self._lsr_err,
+                       msr_lines=self._msr_lines, msr_delta=self._msr_delta,
+                       fifo_err=self._fifo_err, thr_ipending=self._thr_ipending,
+                       rx=[[b, flags] for b, flags in self._rx])
+            return rec
+
+    def check_state(self, record: Any) -> None:
+        """``StateError`` unless :meth:`load_state` would take ``record``."""
+        rec = check_header(record, self.name, self.STATE_VERSION)
+        where = f"{self.name} state"
+        for key, mask in self._REGS:
+            if get_int(rec, key, 0, mask, where) & ~mask:
+                raise StateError(f"{where}: {key}={rec[key]:#x} has bits outside {mask:#x}")
+        get_bool(rec, "fifo_err", where)
+        get_bool(rec, "thr_ipending", where)
+        rx = rec.get("rx")
+        capacity = self.fifo_size if rec["fcr"] & r.FCR_ENABLE_FIFO else 1
+        if not isinstance(rx, list) or len(rx) > capacity:
+            raise StateError(f"{where}: rx is not a list of at most {capacity} bytes")
+        errors = r.LSR_PE | r.LSR_FE | r.LSR_BI
+        for item in rx:
+            if (not isinstance(item, list) or len(item) != 2
+                    or any(type(v) is not int for v in item)
+                    or not 0 <= item[0] <= 0xFF or item[1] & ~errors or item[1] < 0):
+                raise StateError(f"{where}: rx entry {item!r} is not [byte, PE|FE|BI]")
+
+    def load_state(self, record: dict[str, Any]) -> None:
+        """Check, then take, a :meth:`save_state` record; the interrupt follows."""
+        self.check_state(record)
+        with self._lock:
+            self.ier, self.lcr, self.mcr = record["ier"], record["lcr"], record["mcr"]
+            self.fcr, self.scr, self.divisor = record["fcr"], record["scr"], record["divisor"]
+            self._rbr = record["rbr"]
+            self._lsr_err = record["lsr_err"]
+            self._msr_lines = record["msr_lines"]
+            self._msr_delta = record["msr_delta"]
+            self._fifo_err = record["fifo_err"]
+            self._thr_ipending = record["thr_ipending"]
+            self._rx = deque((b, flags) for b, flags in record["rx"])
+            self._update_irq()
+        self.chardev.accept_input()
 
     def __repr__(self) -> str:
         return (f"Ns16550a(base={self.base if self.base is None else hex(self.base)}, "

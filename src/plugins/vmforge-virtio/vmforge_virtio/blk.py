@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from vmforge.block import BlockBackend, BlockError, UnsupportedOperation
 from vmforge.device import DeviceError, Prop
-from vmforge.virtio import Chain, VirtioDevice, Virtqueue, spec
+from vmforge.virtio import Chain, StateError, VirtioDevice, Virtqueue, spec
 
 __all__ = ["VirtioBlk"]
 
@@ -49,6 +49,8 @@ MAX_WRITE_ZEROES_SECTORS = 0x3FFFFF
 
 
 _WCE_OFFSET = 32               # struct virtio_blk_config.writeback
+#: the version of the record save_device_state gives
+DEVICE_STATE_VERSION = 1
 
 
 def _guess_geometry(backend: BlockBackend, sectors: int) -> tuple[int, int, int]:
@@ -172,6 +174,21 @@ class VirtioBlk(VirtioDevice):
     def reset_device(self) -> None:
         super().reset_device()
         self.writeback = True       # QEMU: back to the drive's own cache mode
+
+    def save_device_state(self) -> dict[str, Any]:
+        return {"version": DEVICE_STATE_VERSION, "writeback": self.writeback}
+
+    def check_device_state(self, state: dict[str, Any]) -> None:
+        if set(state) != {"version", "writeback"}:
+            raise StateError(f"{self.name}: device state has fields {sorted(state)}")
+        if state["version"] != DEVICE_STATE_VERSION:
+            raise StateError(f"{self.name}: device state version {state['version']!r} "
+                             f"(this device reads {DEVICE_STATE_VERSION})")
+        if type(state["writeback"]) is not bool:
+            raise StateError(f"{self.name}: writeback must be a bool")
+
+    def apply_device_state(self, state: dict[str, Any]) -> None:
+        self.writeback = state["writeback"]
 
     def write_config(self, offset: int, data: bytes) -> None:
         """CONFIG_WCE: the driver turns the write cache off (0) or on at offset 32;

@@ -104,6 +104,14 @@ class VirtioConsole(VirtioDevice):
     def reset_device(self) -> None:
         self._rx = None
 
+    def restart(self, queue: Virtqueue, chain: Chain) -> None:
+        """A receive buffer held when the state was saved is held again."""
+        if queue.index == RX and self._rx is None:
+            self._rx = chain
+            self.chardev.accept_input()
+        else:
+            queue.push_used(chain, 0)
+
     def unrealize(self) -> None:
         self.chardev.detach()
         super().unrealize()
