@@ -11,13 +11,15 @@ depth of the layer that decided each extent.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Self
 
+from vmforge.block.bitmap import DirtyBitmap
 from vmforge.block.driver import (
     BlockDriver,
     BlockError,
@@ -25,6 +27,7 @@ from vmforge.block.driver import (
     Extent,
     ImageInfo,
 )
+from vmforge.block.iohooks import Gate, IoHooks, WriteNotifier
 from vmforge.block.locking import ImageLock
 from vmforge.block.probe import PROBE_SIZE, RAW_FORMAT, driver_class, probe_format, probe_header
 
@@ -129,6 +132,12 @@ class BlockBackend:
         self._cow_lock = threading.Lock()
         #: a raw image whose format was guessed: block 0 must stay raw-looking
         self._guard_block0 = False
+        #: requests in flight and drained sections (:meth:`drained`)
+        self._gate = Gate()
+        #: bitmaps, write notifiers, serialised ranges: None while nothing is attached
+        self._hooks: IoHooks | None = None
+        #: the block job using this backend (QEMU's op blockers), set by the job
+        self.job: Any = None
 
     # -- opening ---------------------------------------------------------------------
 
@@ -231,14 +240,19 @@ class BlockBackend:
 
     def read(self, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset``, as the guest sees them."""
-        self._check_range(offset, length)
         buf = bytearray(length)
-        if length:
-            self._read_layer(0, offset, memoryview(buf))
+        self.preadv(offset, [memoryview(buf)])
         return bytes(buf)
 
     def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
         """Fill ``buffers`` in order from ``offset`` through the chain."""
+        self._gate.enter()
+        try:
+            self._preadv(offset, buffers)
+        finally:
+            self._gate.leave()
+
+    def _preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
         views = [memoryview(b).cast("B") for b in buffers]
         total = sum(v.nbytes for v in views)
         self._check_range(offset, total)
@@ -255,14 +269,18 @@ class BlockBackend:
     def preadv_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
         """Fill each ``(offset, buffer)`` of ``runs`` through the chain, as :meth:`preadv`
         on each would (:meth:`BlockDriver.preadv_runs`)."""
-        if len(self.layers) != 1:
-            for offset, buf in runs:
-                self.preadv(offset, [buf])
-            return
-        views = [(offset, memoryview(buf).cast("B")) for offset, buf in runs]
-        for offset, buf in views:
-            self._check_range(offset, buf.nbytes)
-        self.top.preadv_runs([(offset, buf) for offset, buf in views if buf.nbytes])
+        self._gate.enter()
+        try:
+            if len(self.layers) != 1:
+                for offset, buf in runs:
+                    self._preadv(offset, [buf])
+                return
+            views = [(offset, memoryview(buf).cast("B")) for offset, buf in runs]
+            for offset, buf in views:
+                self._check_range(offset, buf.nbytes)
+            self.top.preadv_runs([(offset, buf) for offset, buf in views if buf.nbytes])
+        finally:
+            self._gate.leave()
 
     def preadv_nowait(self, offset: int, buffers: Sequence[memoryview]) -> bool:
         """:meth:`preadv` if the top layer alone holds the range and its driver can
@@ -272,9 +290,13 @@ class BlockBackend:
         self._check_range(offset, total)
         if not total:
             return True
-        if len(self.layers) > 1 and not self._top_holds(offset, total):
-            return False
-        return self.top.preadv_nowait(offset, views)
+        self._gate.enter()
+        try:
+            if len(self.layers) > 1 and not self._top_holds(offset, total):
+                return False
+            return self.top.preadv_nowait(offset, views)
+        finally:
+            self._gate.leave()
 
     def _top_holds(self, offset: int, length: int) -> bool:
         """True when the top layer alone decides all of ``[offset, offset+length)``."""
@@ -412,6 +434,16 @@ class BlockBackend:
         self._check_range(offset, total)
         if not total:
             return
+        self._gate.enter()
+        try:
+            if self._hooks is None:
+                self._pwritev(offset, views, total)
+            else:
+                self._hooks.write(offset, total, lambda: self._pwritev(offset, views, total))
+        finally:
+            self._gate.leave()
+
+    def _pwritev(self, offset: int, views: list[memoryview], total: int) -> None:
         if self._guard_block0 and offset < PROBE_SIZE:
             self._check_block0(offset, views)
         if len(self.layers) == 1:
@@ -423,7 +455,7 @@ class BlockBackend:
     def pwritev_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
         """Write each ``(offset, bytes)`` of ``runs`` in order into the top image, as
         :meth:`pwritev` on each would (:meth:`BlockDriver.pwritev_runs`)."""
-        if len(self.layers) != 1 or self._guard_block0:
+        if len(self.layers) != 1 or self._guard_block0 or self._hooks is not None:
             for offset, data in runs:
                 self.pwritev(offset, [data])
             return
@@ -431,12 +463,27 @@ class BlockBackend:
         views = [(offset, memoryview(data).cast("B")) for offset, data in runs]
         for offset, data in views:
             self._check_range(offset, data.nbytes)
-        self.top.pwritev_runs([(offset, data) for offset, data in views if data.nbytes])
+        self._gate.enter()
+        try:
+            if self._hooks is not None or len(self.layers) != 1:   # attached meanwhile
+                for offset, data in views:
+                    self._pwritev_hooked(offset, [data], data.nbytes)
+                return
+            self.top.pwritev_runs([(offset, data) for offset, data in views if data.nbytes])
+        finally:
+            self._gate.leave()
+
+    def _pwritev_hooked(self, offset: int, views: list[memoryview], total: int) -> None:
+        if self._hooks is None:
+            self._pwritev(offset, views, total)
+        else:
+            self._hooks.write(offset, total, lambda: self._pwritev(offset, views, total))
 
     def _check_block0(self, offset: int, views: list[memoryview]) -> None:
         """A guessed raw image: refuse a write after which block 0 probes as another
         format (QEMU's raw_check_write), so the guest cannot turn it into one."""
-        head = bytearray(self.read(0, min(PROBE_SIZE, self.size)))
+        head = bytearray(min(PROBE_SIZE, self.size))
+        self._preadv(0, [memoryview(head)])
         pos = offset
         for v in views:
             if pos >= len(head):
@@ -483,6 +530,17 @@ class BlockBackend:
         self._check_range(offset, length)
         if not length:
             return
+        self._gate.enter()
+        try:
+            if self._hooks is None:
+                self._write_zeroes(offset, length, may_unmap)
+            else:
+                self._hooks.write(offset, length,
+                                  lambda: self._write_zeroes(offset, length, may_unmap))
+        finally:
+            self._gate.leave()
+
+    def _write_zeroes(self, offset: int, length: int, may_unmap: bool) -> None:
         if len(self.layers) == 1:
             self.top.write_zeroes(offset, length, may_unmap)
             return
@@ -502,16 +560,127 @@ class BlockBackend:
 
     def discard(self, offset: int, length: int) -> None:
         self._check_writable()
-        self.top.discard(offset, length)
+        self._gate.enter()
+        try:
+            if self._hooks is None:
+                self.top.discard(offset, length)
+            else:
+                self._hooks.write(offset, length, lambda: self.top.discard(offset, length))
+        finally:
+            self._gate.leave()
 
     def flush(self) -> None:
-        if not self.readonly:
-            self.top.flush()
+        self._gate.enter()
+        try:
+            if not self.readonly:
+                self.top.flush()
+        finally:
+            self._gate.leave()
 
     def truncate(self, size: int) -> None:
         """Change the virtual size of the top image."""
         self._check_writable()
-        self.top.truncate(size)
+        self._gate.enter()
+        try:
+            if self._hooks is None:
+                self.top.truncate(size)
+            else:
+                self._hooks.resized(self.size, size, lambda: self.top.truncate(size))
+        finally:
+            self._gate.leave()
+
+    # -- what block jobs attach ----------------------------------------------------------
+
+    def drained(self) -> contextlib.AbstractContextManager[None]:
+        """A section in which no other thread's request runs: those in flight have
+        finished, new ones wait until it ends.  The draining thread may issue
+        requests inside (a pivot's last copy); drained sections nest."""
+        return self._gate.drained()
+
+    def _hooks_changed(self, change: Any) -> None:
+        """Apply ``change`` to the hooks (made if needed) while drained, so that every
+        request after it sees them; the hooks go when nothing is left attached."""
+        with self.drained():
+            hooks = self._hooks or IoHooks()
+            change(hooks)
+            self._hooks = None if hooks.empty() else hooks
+
+    def add_dirty_bitmap(self, bitmap: DirtyBitmap) -> None:
+        """Mark ``bitmap`` on every write from now on (writes in flight finish first)."""
+        self._hooks_changed(lambda h: h.bitmaps.append(bitmap))
+
+    def remove_dirty_bitmap(self, bitmap: DirtyBitmap) -> None:
+        self._hooks_changed(lambda h: bitmap in h.bitmaps and h.bitmaps.remove(bitmap))
+
+    @property
+    def dirty_bitmaps(self) -> list[DirtyBitmap]:
+        return list(self._hooks.bitmaps) if self._hooks else []
+
+    def add_write_notifier(self, notifier: WriteNotifier) -> None:
+        """Call ``notifier(offset, length)`` before each write's data lands."""
+        self._hooks_changed(lambda h: h.notifiers.append(notifier))
+
+    def remove_write_notifier(self, notifier: WriteNotifier) -> None:
+        self._hooks_changed(lambda h: notifier in h.notifiers and h.notifiers.remove(notifier))
+
+    @contextlib.contextmanager
+    def serialising(self) -> Iterator[None]:
+        """While inside, :meth:`serialised` ranges and overlapping writes exclude
+        each other (a job that copies into ranges the guest may write)."""
+        def more(h: IoHooks) -> None:
+            h.serialisers += 1
+
+        def less(h: IoHooks) -> None:
+            h.serialisers -= 1
+        self._hooks_changed(more)
+        try:
+            yield
+        finally:
+            self._hooks_changed(less)
+
+    def serialised(self, offset: int, length: int) -> contextlib.AbstractContextManager[None]:
+        """Hold ``[offset, offset+length)``: overlapping writes of other threads wait
+        until the section ends, and it waits for those in progress (inside
+        :meth:`serialising`)."""
+        if self._hooks is None:
+            raise BlockError("serialised() outside serialising()", self.filename)
+        return self._hooks.tracker.serialised(offset, length)
+
+    def replace_layers(self, layers: Sequence[Layer], close: Iterable[Layer] = ()) -> None:
+        """Swap the chain in place, drained (the object devices hold stays the same),
+        then close the ``close`` layers (those no longer used)."""
+        if not layers:
+            raise ValueError("a BlockBackend needs at least one layer")
+        with self.drained():
+            self.layers[:] = list(layers)
+            errors = []
+            for layer in close:
+                try:
+                    _close_layer(layer)
+                except Exception as exc:
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+
+    def reopen_layer(self, depth: int, readonly: bool) -> Layer:
+        """Reopen the image at ``depth`` read-only or read-write, drained, with the lock
+        that goes with it (a read-only layer below the top: a backing file's)."""
+        with self.drained():
+            old = self.layers[depth]
+            sync = old.driver.sync
+            _close_layer(old)
+            try:
+                new = open_driver(old.filename, old.format, readonly=readonly,
+                                  backing=readonly and depth > 0)
+            except BaseException:
+                back = open_driver(old.filename, old.format, readonly=old.driver.readonly,
+                                   backing=old.driver.readonly and depth > 0)
+                back.driver.sync = sync
+                self.layers[depth] = back
+                raise
+            new.driver.sync = sync
+            self.layers[depth] = new
+            return new
 
     # -- closing -----------------------------------------------------------------------
 
