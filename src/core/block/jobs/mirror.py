@@ -1,0 +1,203 @@
+"""drive-mirror: copy a running disk to a new image, stay in sync, pivot onto it.
+
+A dirty bitmap on the source backend records what the guest writes; the job
+first marks what the sync mode copies (``full``: all the chain reads that is
+not zeros, ``top``: what the top image holds, ``none``: nothing), then copies
+dirty chunks (clearing each before reading it) until none is left: READY.  It
+keeps copying what the guest writes.  :meth:`MirrorJob.complete` lets the
+ending drain the backend, copy the rest and swap the backend's chain for the
+target's, in place.  A cancel once ready completes without the pivot (the
+target is a copy of the disk at that moment), before it leaves the source as
+it was (``BLOCK_JOB_CANCELLED``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vmforge.block.backend import BlockBackend
+from vmforge.block.bitmap import DirtyBitmap
+from vmforge.block.driver import BlockError
+from vmforge.block.jobs.chain import CHUNK, make_target, view
+from vmforge.block.jobs.job import BlockJob, JobError, JobListener
+
+__all__ = ["MirrorJob", "start_mirror"]
+
+SYNC_MODES = ("full", "top", "none")
+#: how long an idle job sleeps before looking at the bitmap again
+IDLE = 0.02
+
+
+def default_granularity(cluster_size: int | None) -> int:
+    """QEMU's bdrv_get_default_bitmap_granularity: the target's cluster size within
+    [4 KiB, 64 KiB], 64 KiB for a format without clusters."""
+    if not cluster_size:
+        return 65536
+    return min(65536, max(4096, cluster_size))
+
+
+def check_granularity(granularity: int) -> None:
+    if granularity and not 512 <= granularity <= 64 << 20:
+        raise JobError("Parameter 'granularity' expects a value in range [512B, 64MB]")
+    if granularity & (granularity - 1):
+        raise JobError("Parameter 'granularity' expects a power of 2")
+
+
+class CopyLoop(BlockJob):
+    """A job that copies the dirty chunks of ``source`` to ``target`` until in sync,
+    READY, then keeps in sync until completed or cancelled (mirror, active commit)."""
+
+    def setup_copy(self, source: BlockBackend, target: BlockBackend, bitmap: DirtyBitmap,
+                   buf_size: int) -> None:
+        self.source = source
+        self.target = target
+        self.bitmap = bitmap
+        g = bitmap.granularity
+        self.buf_size = max(g, -(-(buf_size or CHUNK) // g) * g)
+        self._buf = bytearray(self.buf_size)
+
+    def copy_chunk(self, offset: int, length: int) -> None:
+        """Copy one dirty run (cleared first: a write meanwhile marks it again)."""
+        self.bitmap.clear(offset, length)
+        mv = memoryview(self._buf)
+        for e in list(self.source.block_status(offset, length)):
+            if e.is_zero and not e.is_data:
+                self.target.write_zeroes(e.offset, e.length)
+            else:
+                piece = mv[:e.length]
+                self.source.preadv(e.offset, [piece])
+                self.target.pwritev(e.offset, [piece])
+
+    def run(self) -> None:
+        pos = 0
+        self.len = self.offset + self.bitmap.count()
+        while True:
+            self.pause_point()
+            run = self.bitmap.next_dirty(pos, self.buf_size)
+            if run is None and pos:
+                pos = 0
+                continue
+            if run is None:
+                self.len = self.offset
+                self.set_ready()
+                if self.should_complete or self.cancelled:
+                    return
+                self.sleep(IDLE)
+                continue
+            off, n = run
+            self.copy_chunk(off, n)
+            pos = off + n
+            self.offset += n
+            self.len = self.offset + self.bitmap.count()
+            self.ratelimit(n)
+
+    def catch_up(self) -> None:
+        """Copy every dirty chunk (the backend drained by the caller)."""
+        while (run := self.bitmap.next_dirty(0, self.buf_size)) is not None:
+            self.copy_chunk(*run)
+            self.offset += run[1]
+        self.len = self.offset
+
+    def can_complete(self) -> bool:
+        return True
+
+
+class MirrorJob(CopyLoop):
+    job_type = "mirror"
+
+    def __init__(self, backend: BlockBackend, target: BlockBackend, target_view: BlockBackend,
+                 sync: str, granularity: int, buf_size: int, **kw: Any) -> None:
+        super().__init__(backend, **kw)
+        self.sync = sync
+        self.target_bb = target
+        bitmap = DirtyBitmap(backend.size, granularity)
+        self.setup_copy(backend, target_view, bitmap, buf_size)
+
+    def start(self) -> None:
+        self.source.add_dirty_bitmap(self.bitmap)   # from now on, every write is seen
+        if self.sync == "full":
+            for e in self.source.block_status():
+                if not (e.is_zero and not e.is_data):
+                    self.bitmap.set(e.offset, e.length)
+        elif self.sync == "top":
+            for e in self.source.block_status():
+                if e.depth == 0 and e.is_allocated:
+                    self.bitmap.set(e.offset, e.length)
+        try:
+            super().start()
+        except BaseException:
+            self.source.remove_dirty_bitmap(self.bitmap)
+            raise
+
+    def prepare(self) -> None:
+        if not self.should_complete or self.cancelled:
+            return
+        bb = self.source
+        with bb.drained():
+            self.catch_up()
+            self.target.flush()
+            bb.flush()          # (sync=none: the new chain reads the old top afresh)
+            bb.remove_dirty_bitmap(self.bitmap)
+            path, fmt = self.target_bb.filename, self.target_bb.format
+            self.target_bb.close()
+            new = BlockBackend.open(path, fmt, readonly=False)
+            new.layers[0].driver.sync = bb.top.sync
+            old = list(bb.layers)
+            bb.replace_layers(new.layers, close=old)
+
+    def clean(self) -> None:
+        self.source.remove_dirty_bitmap(self.bitmap)
+        if not self.target_bb.closed:
+            self.target_bb.close()
+
+
+def start_mirror(backend: BlockBackend, target: str, *, device: str, job_id: str | None = None,
+                 format: str | None = None, sync: str = "full", mode: str = "absolute-paths",
+                 speed: int = 0, granularity: int = 0, buf_size: int = 0,
+                 on_event: JobListener | None = None, auto_finalize: bool = True,
+                 auto_dismiss: bool = True, registry: Any = None,
+                 **create_opts: Any) -> MirrorJob:
+    """drive-mirror of ``backend`` to the file ``target`` (see the module's docstring)."""
+    if sync not in SYNC_MODES:
+        raise JobError(f"Parameter 'sync' does not accept value '{sync}'")
+    check_granularity(granularity)
+    if buf_size < 0:
+        raise JobError("Parameter 'buf-size' expects a non-negative value")
+    if speed < 0:
+        raise JobError("Invalid parameter 'speed'")
+    if backend.job is not None:
+        raise JobError(f"Node '{device}' is busy: block device is in use by block job: "
+                       f"{backend.job.type}")
+    _check_id(registry, job_id if job_id is not None else device)
+    if len(backend.layers) == 1 and sync == "top":
+        sync = "full"
+    if format is None and mode != "existing":
+        format = backend.format
+    backing = {"full": None, "top": backend.layers[1] if len(backend.layers) > 1 else None,
+               "none": backend.layers[0]}[sync]
+    fmt = make_target(target, format, mode, backend.size, backing=backing, **create_opts)
+    try:
+        tbb = BlockBackend.open(target, fmt or None, readonly=False, backing=sync != "none")
+    except BlockError as exc:
+        raise JobError(str(exc)) from exc
+    if sync == "none":     # what the target does not hold: the live source
+        tview = view([tbb.layers[0], *backend.layers])
+    else:
+        tview = view(tbb.layers)
+    try:
+        g = granularity or default_granularity(tbb.info()[0].cluster_size)
+        job = MirrorJob(backend, tbb, tview, sync, g, buf_size, device=device, job_id=job_id,
+                        speed=speed, on_event=on_event, auto_finalize=auto_finalize,
+                        auto_dismiss=auto_dismiss, registry=registry)
+        job.start()
+    except BaseException:
+        if not tbb.closed:
+            tbb.close()
+        raise
+    return job
+
+
+def _check_id(registry: Any, job_id: str) -> None:
+    from vmforge.block.jobs.registry import JOBS
+
+    (registry if registry is not None else JOBS).check_id(job_id)

@@ -1,0 +1,49 @@
+"""blockdev-snapshot-sync: an external snapshot, taken in place.
+
+A new overlay (qcow2 by default) whose backing file is the current top image is
+created (``absolute-paths``) or taken as it is (``existing``); then, drained,
+it becomes the active layer of the same backend and the old top is reopened
+read-only as its backing file.
+"""
+
+from __future__ import annotations
+
+from vmforge.block.backend import BlockBackend, open_driver
+from vmforge.block.driver import BlockError
+from vmforge.block.jobs.chain import make_target
+from vmforge.block.jobs.job import JobError
+
+__all__ = ["snapshot_sync"]
+
+
+def snapshot_sync(backend: BlockBackend, snapshot_file: str, *, format: str = "qcow2",
+                  mode: str = "absolute-paths", device: str | None = None) -> None:
+    """Make a new overlay ``snapshot_file`` the active layer of ``backend``."""
+    name = device or backend.filename
+    if backend.job is not None:
+        raise JobError(f"Node '{name}' is busy: block device is in use by block job: "
+                       f"{backend.job.type}")
+    if backend.readonly:
+        raise JobError(f"Node '{name}' is read only")
+    make_target(snapshot_file, format, mode, backend.size, backing=backend.layers[0])
+    with backend.drained():
+        backend.flush()
+        try:
+            new = open_driver(snapshot_file, format, readonly=False)
+        except BlockError as exc:
+            raise JobError(str(exc)) from exc
+        new.driver.sync = backend.top.sync
+        if new.driver.size != backend.size:
+            new.driver.close()
+            if new.lock is not None:
+                new.lock.release()
+            raise JobError("The snapshot's size differs from the image's")
+        backend.layers.insert(0, new)
+        try:
+            backend.reopen_layer(1, readonly=True)
+        except BaseException:
+            backend.layers.pop(0)
+            new.driver.close()
+            if new.lock is not None:
+                new.lock.release()
+            raise

@@ -1,0 +1,199 @@
+"""drive-mirror with a writer thread on the same BlockBackend (as a guest): READY,
+pivot in place, cancel before and after READY, the job's state machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.block.jobkit import (
+    MIB,
+    Events,
+    Writer,
+    assert_check_clean,
+    assert_same,
+    make_chain,
+    refused,
+    verify,
+)
+from vmforge.block import BlockBackend
+from vmforge.block.jobs import JobRegistry, start_mirror
+
+pytestmark = pytest.mark.formats("qcow2", "raw")
+
+
+@pytest.fixture
+def reg() -> JobRegistry:
+    return JobRegistry()
+
+
+@pytest.mark.parametrize("sync", ["full", "top", "none"])
+def test_mirror_and_pivot_while_writing(tmp_path: Path, reg: JobRegistry, sync: str) -> None:
+    base, top, initial = make_chain(tmp_path)
+    target = str(tmp_path / "copy.qcow2")
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    w = Writer(bb).start()
+    ev = Events()
+    job = start_mirror(bb, target, device="hd0", sync=sync, on_event=ev, registry=reg)
+    assert reg.find("hd0") is job
+    assert job.wait_ready(60)
+    ev.wait_for(lambda: "BLOCK_JOB_READY" in ev.names())
+    job.complete()                             # the writer still writing: through the pivot
+    assert job.wait(60)
+    w.stop()
+    assert bb.filename == target               # the same object, on the copy now
+    expected_chain = {"full": [target], "top": [target, base],
+                      "none": [target, top, base]}[sync]
+    assert [la.filename for la in bb.layers] == expected_chain
+    verify(bb, w.expected(initial))
+    bb.close()
+    assert_check_clean(target)
+    with BlockBackend.open(target, "qcow2") as again:     # "reboot" on the copy
+        verify(again, w.expected(initial))
+    assert ev.statuses() == ["created", "running", "ready", "waiting", "pending",
+                             "concluded", "null"]
+    done = ev.data("BLOCK_JOB_COMPLETED")
+    assert done == {"type": "mirror", "device": "hd0", "len": done["len"],
+                    "offset": done["len"], "speed": 0}
+    assert reg.get("hd0") is None
+
+
+def test_writer_stopped_before_complete_target_equals_source(tmp_path: Path,
+                                                             reg: JobRegistry) -> None:
+    _, top, _ = make_chain(tmp_path)
+    target = str(tmp_path / "copy.raw")
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    w = Writer(bb).start()
+    job = start_mirror(bb, target, device="hd0", format="raw", granularity=4096,
+                       registry=reg)
+    assert job.wait_ready(60)
+    w.stop()
+    job.complete()
+    assert job.wait(60)
+    bb.close()
+    assert_same(top, target)
+
+
+def test_cancel_before_ready_leaves_the_source(tmp_path: Path, reg: JobRegistry) -> None:
+    _, top, initial = make_chain(tmp_path)
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    chain = [la.filename for la in bb.layers]
+    ev = Events()
+    w = Writer(bb).start()
+    job = start_mirror(bb, str(tmp_path / "copy.qcow2"), device="hd0", speed=MIB,
+                       on_event=ev, registry=reg)
+    ev.wait_status("running")
+    refused("Job 'hd0' in state 'running' cannot accept command verb 'complete'",
+            lambda: job.complete())
+    job.cancel()
+    assert job.wait(60)
+    w.stop()
+    assert [la.filename for la in bb.layers] == chain
+    verify(bb, w.expected(initial))
+    assert "BLOCK_JOB_CANCELLED" in ev.names() and "BLOCK_JOB_COMPLETED" not in ev.names()
+    assert ev.statuses() == ["created", "running", "aborting", "concluded", "null"]
+    assert bb._hooks is None and bb.job is None
+    bb.close()
+    assert_check_clean(top)
+
+
+def test_cancel_when_ready_completes_without_pivot(tmp_path: Path, reg: JobRegistry) -> None:
+    _, top, initial = make_chain(tmp_path)
+    target = str(tmp_path / "copy.qcow2")
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    ev = Events()
+    w = Writer(bb).start()
+    job = start_mirror(bb, target, device="hd0", on_event=ev, registry=reg)
+    assert job.wait_ready(60)
+    w.stop()
+    job.cancel()
+    assert job.wait(60)
+    assert bb.filename == top
+    assert "BLOCK_JOB_COMPLETED" in ev.names() and "BLOCK_JOB_CANCELLED" not in ev.names()
+    assert "error" not in ev.data("BLOCK_JOB_COMPLETED")
+    verify(bb, w.expected(initial))
+    bb.close()
+    assert_same(top, target)
+    assert_check_clean(target)
+
+
+def test_pause_resume_speed_and_info(tmp_path: Path, reg: JobRegistry) -> None:
+    _, top, _ = make_chain(tmp_path)
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    ev = Events()
+    job = start_mirror(bb, str(tmp_path / "copy.qcow2"), device="hd0", job_id="m0",
+                       speed=512 * 1024, on_event=ev, registry=reg,
+                       auto_dismiss=False)
+    ev.wait_status("running")
+    info = job.info()
+    assert list(info) == ["type", "device", "len", "offset", "busy", "paused", "speed",
+                          "io-status", "ready", "status", "auto-finalize", "auto-dismiss"]
+    assert info["device"] == "m0" and info["speed"] == 512 * 1024
+    assert info["len"] > 0 and not info["ready"]
+    refused("Can't resume a job that was not paused",
+            lambda: job.resume())
+    job.pause()
+    assert job.info()["paused"] is True
+    refused("Job is already paused",
+            lambda: job.pause())
+    ev.wait_status("paused")
+    assert job.info()["status"] == "paused" and job.info()["busy"] is False
+    refused("The block job for device 'm0' is currently paused",
+            lambda: job.cancel())
+    job.set_speed(0)
+    assert job.info()["speed"] == 0
+    refused("Invalid parameter 'speed'",
+            lambda: job.set_speed(-1))
+    job.resume()
+    assert job.wait_ready(60)
+    assert ev.statuses()[:5] == ["created", "running", "paused", "running", "ready"]
+    job.cancel(force=True)
+    assert job.wait(60)
+    assert job.status == "concluded"
+    assert job.info()["error"] == "Operation canceled"
+    assert reg.find("m0") is job
+    job.dismiss()
+    assert job.status == "null" and reg.get("m0") is None
+    refused("Block job 'm0' not found",
+            lambda: reg.find("m0"))
+    bb.close()
+
+
+def test_manual_finalize(tmp_path: Path, reg: JobRegistry) -> None:
+    _, top, _ = make_chain(tmp_path, size=4 * MIB)
+    target = str(tmp_path / "copy.qcow2")
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    ev = Events()
+    job = start_mirror(bb, target, device="hd0", on_event=ev, registry=reg,
+                       auto_finalize=False)
+    assert job.wait_ready(60)
+    job.complete()
+    ev.wait_status("pending")
+    assert bb.filename == top and ev.data("BLOCK_JOB_PENDING") == {"type": "mirror",
+                                                                     "id": "hd0"}
+    job.finalize()
+    assert job.wait(60)
+    assert bb.filename == target
+    bb.close()
+
+
+def test_refusals(tmp_path: Path, reg: JobRegistry) -> None:
+    _, top, _ = make_chain(tmp_path, size=4 * MIB)
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    t = str(tmp_path / "t.qcow2")
+    refused("Parameter 'granularity' expects a power of 2",
+            lambda: start_mirror(bb, t, device="hd0", granularity=3 * 4096, registry=reg))
+    refused("Parameter 'granularity' expects a value in range [512B, 64MB]",
+            lambda: start_mirror(bb, t, device="hd0", granularity=256, registry=reg))
+    missing = str(tmp_path / "nope.qcow2")
+    refused(f"Could not open '{missing}': No such file or directory",
+            lambda: start_mirror(bb, missing, device="hd0", mode="existing", registry=reg))
+    refused("Invalid job ID '1x'",
+            lambda: start_mirror(bb, t, device="hd0", job_id="1x", registry=reg))
+    job = start_mirror(bb, t, device="hd0", speed=1, registry=reg)
+    refused("Node 'hd0' is busy: block device is in use by block job: mirror",
+            lambda: start_mirror(bb, str(tmp_path / "u.qcow2"), device="hd0", registry=reg))
+    job.cancel()
+    assert job.wait(60)
+    bb.close()
