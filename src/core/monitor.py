@@ -44,6 +44,10 @@ class Monitor:
             "system_reset": (self._reset, "system_reset -- reset the machine"),
             "gdbserver": (self._gdbserver, "gdbserver [tcp::PORT|unix:PATH|none] -- start "
                                            "a GDB stub (default tcp::1234), or stop it"),
+            "savevm": (self._savevm, "savevm [tag] -- save the whole VM in the disks' "
+                                     "internal snapshots (qcow2)"),
+            "loadvm": (self._loadvm, "loadvm tag -- restore a VM snapshot"),
+            "delvm": (self._delvm, "delvm tag -- delete a VM snapshot from the disks"),
             "quit": (self._quit, "quit / q -- stop vmforge"),
             "q": (self._quit, ""),
         }
@@ -115,6 +119,8 @@ class Monitor:
         text = own(what) if own is not None else None
         if text is not None:
             return str(text)
+        if what == "snapshots":
+            return self._snapshots("info", [])
         if what == "mtree":
             return m.space.describe()
         if what in ("devices", "qtree"):
@@ -177,6 +183,35 @@ class Monitor:
         except (VmforgeError, OSError):
             return f"Could not open gdbserver on device '{dev}'"
         return f"Waiting for gdb connection on device '{dev}'"
+
+    def _savevm(self, args: list[str]) -> str:
+        return self._snapshots("savevm", args)
+
+    def _loadvm(self, args: list[str]) -> str:
+        return self._snapshots("loadvm", args)
+
+    def _delvm(self, args: list[str]) -> str:
+        return self._snapshots("delvm", args)
+
+    def _snapshots(self, command: str, args: list[str]) -> str:
+        """savevm/loadvm/delvm/info snapshots (vmforge.migration.snapshot); errors
+        as QEMU's monitor prints them."""
+        from vmforge.migration import snapshot
+
+        if command in ("loadvm", "delvm") and not args:
+            return f"{command}: missing argument 'name' (usage: {command} tag)"
+        try:
+            if command == "info":
+                return snapshot.info_snapshots(self.machine)
+            if command == "savevm":
+                snapshot.savevm(self.machine, args[0] if args else None)
+            elif command == "loadvm":
+                snapshot.loadvm(self.machine, args[0])
+            else:
+                snapshot.delvm(self.machine, args[0])
+        except VmforgeError as exc:
+            return f"Error: {exc}"
+        return ""
 
     def _quit(self, args: list[str]) -> str:
         self.machine.request_shutdown("user", 0)

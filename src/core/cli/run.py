@@ -96,6 +96,8 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-icount", dest="icount", metavar="[shift=]N[,sleep=on|off]",
                    help="guest time counts instructions (2**N ns each) instead of "
                         "following the host's clock; sleep=off skips idle time")
+    p.add_argument("-loadvm", dest="loadvm", metavar="NAME",
+                   help="start from the VM snapshot NAME (made by the monitor's savevm)")
     p.add_argument("-qmp", dest="qmp", action="append", default=[],
                    metavar="unix:PATH,server=on,wait=off|tcp:HOST:PORT,server=on,wait=off",
                    help="a QMP (QEMU Machine Protocol) server for management tools")
@@ -155,7 +157,8 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         icount=Icount.parse(args.icount) if args.icount else None,
         extra={**({"logfile": args.logfile} if args.logfile else {}),
                **({"cpu": args.cpu} if args.cpu else {}),
-               **({"dfilter": _dfilter(args.dfilter)} if args.dfilter else {})},
+               **({"dfilter": _dfilter(args.dfilter)} if args.dfilter else {}),
+               **({"loadvm": args.loadvm} if getattr(args, "loadvm", None) else {})},
     )
 
 
@@ -342,6 +345,10 @@ def run(args: argparse.Namespace) -> int:
                       f"{spec.path or f'{spec.host}:{spec.port}'}", file=sys.stderr)
             while spec.wait and not qmp_servers[-1].wait_for_client(0.5):
                 pass
+        if "loadvm" in config.extra:        # QEMU's -loadvm: before the guest runs
+            from vmforge.migration.snapshot import loadvm
+
+            loadvm(machine, config.extra["loadvm"])
         built = True
         from vmforge.debug import start_gdbstub
 

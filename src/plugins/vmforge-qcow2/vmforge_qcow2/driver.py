@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Self
 
 from vmforge.block import (
@@ -175,6 +175,21 @@ class Qcow2(Qcow2Writer):
         from .snapshot_write import create_snapshot
 
         return create_snapshot(self, name, vm_state_size, vm_clock_nsec, icount)
+
+    def save_vm_snapshot(self, name: str, chunks: Sequence[bytes | memoryview],
+                         vm_clock_nsec: int) -> SnapshotInfo:
+        """``savevm``: a snapshot of the disk holding ``chunks`` as its VM state."""
+        from .vmstate import save_vm_snapshot
+
+        self._check_writable()
+        snap = save_vm_snapshot(self, name, chunks, vm_clock_nsec)
+        return next(s for s in self.snapshots() if s.id == snap.id)
+
+    def read_vm_state(self, key: str) -> bytes:
+        """The VM state of snapshot ``key`` (``loadvm`` then reverts the disk)."""
+        from .vmstate import read_vm_state
+
+        return read_vm_state(self, key)
 
     def delete_snapshot(self, key: str) -> None:
         """Delete an internal snapshot by id or name (``qemu-img snapshot -d``)."""

@@ -391,6 +391,10 @@ class Qcow2Image(BlockDriver):
         bufs = as_byte_views(buffers)
         total = sum(b.nbytes for b in bufs)
         self._check_range(offset, total)
+        self._read_views(offset, bufs, total)
+
+    def _read_views(self, offset: int, bufs: list[memoryview], total: int) -> None:
+        """Read ``total`` bytes at guest ``offset`` (the range is the caller's to check)."""
         if not total:
             return
         if self.closed:

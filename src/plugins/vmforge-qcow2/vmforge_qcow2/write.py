@@ -235,6 +235,11 @@ class Qcow2Writer(Qcow2Image):
         bufs = as_byte_views(buffers)
         total = sum(b.nbytes for b in bufs)
         self._check_range(offset, total)
+        self._write_views(offset, bufs, total)
+
+    def _write_views(self, offset: int, bufs: list[memoryview], total: int) -> None:
+        """Write ``total`` bytes at guest ``offset`` (the range is the caller's to
+        check: the VM state lives past the disk, see :mod:`.vmstate`)."""
         if not total:
             return
         with self.lock:
