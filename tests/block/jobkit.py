@@ -46,6 +46,12 @@ class Writer:
         self._started.wait(30)
         return self
 
+    def start_more(self, n: int) -> None:
+        """Return once ``n`` more writes have landed."""
+        goal = self.writes + n
+        while self.writes < goal and self.thread.is_alive():
+            self.thread.join(0.01)
+
     def _run(self) -> None:
         gen = 0
         try:
@@ -170,6 +176,33 @@ def refused(message: str, call: Callable[[], object]) -> None:
     try:
         call()
     except JobError as exc:
-        assert str(exc) == message
+        assert str(exc) == message, f"{exc} != {message}"
     else:
         raise AssertionError(f"not refused: expected {message!r}")
+
+
+def make_three(tmp: Any, size: int = 8 * MIB, seed: int = 2) -> tuple[list[str], bytes]:
+    """``base.qcow2`` <- ``mid.qcow2`` <- ``top.qcow2``, each with data of its own;
+    their paths (top first) and what the chain reads."""
+    from vmforge.block import create_image
+
+    r = random.Random(seed)
+    paths = [str(tmp / n) for n in ("top.qcow2", "mid.qcow2", "base.qcow2")]
+    create_image("qcow2", paths[2], size)
+    create_image("qcow2", paths[1], size, backing_file=paths[2], backing_fmt="qcow2")
+    create_image("qcow2", paths[0], size, backing_file=paths[1], backing_fmt="qcow2")
+    for p, share in ((paths[2], 2), (paths[1], 4), (paths[0], 8)):
+        with BlockBackend.open(p, "qcow2", readonly=False, backing=False) as bb:
+            for _ in range(size // BLOCK // share // 8):
+                n = r.randrange(1, 9)
+                blk = r.randrange(size // BLOCK - n)
+                bb.write(blk * BLOCK, r.randbytes(n * BLOCK))
+            bb.write_zeroes(r.randrange(size // BLOCK - 16) * BLOCK, 16 * BLOCK)
+    with BlockBackend.open(paths[0], "qcow2") as bb:
+        initial = bb.read(0, size)
+    return paths, initial
+
+
+def backing_of(path: str) -> str | None:
+    with BlockBackend.open(path, None, backing=False, force_share=True) as bb:
+        return bb.top.backing_filename
