@@ -1,10 +1,10 @@
 """What the block-job tests share: a writer thread that writes a checksummed
-pattern through the same BlockBackend while a job runs, as a guest would, and
-the model of what each block must read afterwards."""
+pattern (:mod:`vmforge.testing.disk_pattern`) through the same BlockBackend
+while a job runs, as a guest would, and the model of what each block must read
+afterwards."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 from collections.abc import Callable
@@ -12,16 +12,7 @@ from typing import Any
 
 from vmforge.block import BlockBackend
 from vmforge.block.jobs import BlockJob
-
-BLOCK = 4096
-
-
-def pattern(blk: int, gen: int) -> bytes:
-    """A block that names itself: its number, a generation and their checksum."""
-    head = f"blk={blk} gen={gen} ".encode()
-    digest = hashlib.sha256(head).hexdigest().encode()
-    unit = head + digest + b"\n"
-    return (unit * (BLOCK // len(unit) + 1))[:BLOCK]
+from vmforge.testing.disk_pattern import BLOCK, block_bytes
 
 
 class Writer:
@@ -65,7 +56,7 @@ class Writer:
                     for b in range(blk, blk + n):
                         self.model[b] = bytes(BLOCK)
                 else:
-                    data = pattern(blk, gen)
+                    data = block_bytes(blk, gen)
                     self.bb.write(blk * BLOCK, data)
                     self.model[blk] = data
                 self.writes += 1
