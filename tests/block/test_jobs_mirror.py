@@ -3,6 +3,8 @@ pivot in place, cancel before and after READY, the job's state machine."""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,7 @@ def test_mirror_and_pivot_while_writing(tmp_path: Path, reg: JobRegistry, sync: 
         verify(again, w.expected(initial))
     assert ev.statuses() == ["created", "running", "ready", "waiting", "pending",
                              "concluded", "null"]
+    assert "BLOCK_JOB_PENDING" not in ev.names()      # (auto-finalize: QEMU sends none)
     done = ev.data("BLOCK_JOB_COMPLETED")
     assert done == {"type": "mirror", "device": "hd0", "len": done["len"],
                     "offset": done["len"], "speed": 0}
@@ -196,4 +199,37 @@ def test_refusals(tmp_path: Path, reg: JobRegistry) -> None:
             lambda: start_mirror(bb, str(tmp_path / "u.qcow2"), device="hd0", registry=reg))
     job.cancel()
     assert job.wait(60)
+    bb.close()
+
+
+def test_an_io_error_ends_the_job_and_keeps_the_source(tmp_path: Path, reg: JobRegistry,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    _, top, initial = make_chain(tmp_path, size=4 * MIB)
+    calls: list[int] = []
+
+    def full(self: BlockBackend, offset: int, buffers: list[memoryview]) -> None:
+        if self.filename.endswith("copy.qcow2"):
+            calls.append(offset)
+            if len(calls) > 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(self, offset, buffers)
+
+    real = BlockBackend.pwritev
+    monkeypatch.setattr(BlockBackend, "pwritev", full)
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    ev = Events()
+    job = start_mirror(bb, str(tmp_path / "copy.qcow2"), device="hd0", on_event=ev,
+                       registry=reg, buf_size=65536, auto_dismiss=False)
+    assert job.wait(60)
+    assert ev.statuses() == ["created", "running", "aborting", "concluded"]
+    assert ev.data("BLOCK_JOB_ERROR") == {"device": "hd0", "operation": "write",
+                                          "action": "report"}
+    assert ev.names().index("BLOCK_JOB_ERROR") < ev.names().index("BLOCK_JOB_COMPLETED")
+    done = ev.data("BLOCK_JOB_COMPLETED")
+    assert done["error"] == "No space left on device"
+    assert job.info()["error"] == "No space left on device"
+    assert job.info()["io-status"] == "ok"       # (only on-error=stop sets it)
+    assert bb.filename == top and bb._hooks is None
+    verify(bb, initial)
     bb.close()

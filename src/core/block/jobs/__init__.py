@@ -28,11 +28,12 @@ job.wait()
   ``wait(timeout)``, ``info()`` (the ``query-block-jobs`` entry, QEMU 7.2's keys).
 - Listeners (``on_event``, or ``JOBS.listeners`` for every job) are called on the
   job's thread with ``(job, event, data)``: ``JOB_STATUS_CHANGE`` (``id``,
-  ``status``), ``BLOCK_JOB_READY``, ``BLOCK_JOB_PENDING`` (``type``, ``id``),
+  ``status``), ``BLOCK_JOB_READY``, ``BLOCK_JOB_PENDING`` (``type``, ``id``; only
+  with ``auto_finalize`` off, as QEMU),
   ``BLOCK_JOB_COMPLETED`` (with ``error`` on failure), ``BLOCK_JOB_CANCELLED``;
-  data as QEMU sends it.  An I/O error ends the job (QEMU's ``on-error=report``):
-  BLOCK_JOB_COMPLETED with its ``error``; no BLOCK_JOB_ERROR is sent, as none is
-  for ``report``.
+  ``BLOCK_JOB_ERROR`` (``device``, ``operation``, ``action``); data as QEMU sends it.
+  An I/O error ends the job as QEMU's ``on-error=report``: BLOCK_JOB_ERROR
+  (``action`` "report"), then BLOCK_JOB_COMPLETED with the ``error``.
 - :class:`JobError`: a refused operation, with QEMU's message.
 - :class:`JobRegistry` (:mod:`.registry`): jobs by id (``find``, ``jobs``, ``query``).
 """

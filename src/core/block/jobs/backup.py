@@ -19,7 +19,7 @@ from vmforge.block.backend import BlockBackend
 from vmforge.block.bitmap import DirtyBitmap
 from vmforge.block.driver import BlockError
 from vmforge.block.jobs.chain import make_target, view
-from vmforge.block.jobs.job import BlockJob, JobError, JobListener
+from vmforge.block.jobs.job import BlockJob, JobError, JobListener, io
 from vmforge.block.jobs.mirror import IDLE, SYNC_MODES
 
 __all__ = ["BackupJob", "start_backup"]
@@ -76,12 +76,17 @@ class BackupJob(BlockJob):
             mv = memoryview(buf)[:n]
             # (sync=top: a chunk the top holds part of is copied whole, through the
             # chain, so the target never holds half a cluster over its backing file)
-            for e in list(self.backend.block_status(offset, n)):
+            with io("read"):
+                extents = list(self.backend.block_status(offset, n))
+            for e in extents:
                 piece = mv[e.offset - offset:e.end - offset]
                 if e.is_zero and not e.is_data:
-                    self.target.write_zeroes(e.offset, e.length)
-                else:
+                    with io("write"):
+                        self.target.write_zeroes(e.offset, e.length)
+                    continue
+                with io("read"):
                     self.backend.preadv(e.offset, [piece])
+                with io("write"):
                     self.target.pwritev(e.offset, [piece])
             self.copy_bitmap.clear(offset, n)
             if self.sync == "none":

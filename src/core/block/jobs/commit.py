@@ -18,7 +18,7 @@ from typing import Any
 from vmforge.block.backend import BlockBackend
 from vmforge.block.bitmap import DirtyBitmap
 from vmforge.block.jobs.chain import CHUNK, find_backing, view
-from vmforge.block.jobs.job import BlockJob, JobError, JobListener
+from vmforge.block.jobs.job import BlockJob, JobError, JobListener, io
 from vmforge.block.jobs.mirror import CopyLoop, default_granularity
 
 __all__ = ["ActiveCommitJob", "CommitJob", "start_commit"]
@@ -65,14 +65,19 @@ class CommitJob(_BaseWritable, BlockJob):
         for off in range(0, src.size, CHUNK):
             self.pause_point()
             n = min(CHUNK, src.size - off)
-            for e in list(src.block_status(off, n)):
+            with io("read"):
+                extents = list(src.block_status(off, n))
+            for e in extents:
                 if e.depth >= span or not e.is_allocated:
                     continue
                 if e.is_zero and not e.is_data:
-                    dst.write_zeroes(e.offset, e.length)
-                else:
-                    piece = mv[:e.length]
+                    with io("write"):
+                        dst.write_zeroes(e.offset, e.length)
+                    continue
+                piece = mv[:e.length]
+                with io("read"):
                     src.preadv(e.offset, [piece])
+                with io("write"):
                     dst.pwritev(e.offset, [piece])
             self.offset = off + n
             self.ratelimit(n)

@@ -4,8 +4,8 @@ A job's thread runs :meth:`BlockJob.run` (the kind's copy loop), which calls
 :meth:`BlockJob.pause_point` between steps (pausing there, raising
 :class:`Cancelled` once force-cancelled) and :meth:`BlockJob.ratelimit` after
 each copy.  When ``run`` returns, the job goes through QEMU's ending
-(``job_completed``): *waiting*, *pending* (``BLOCK_JOB_PENDING``; with
-``auto_finalize`` off it stays there until :meth:`finalize`), the kind's
+(``job_completed``): *waiting*, *pending* (with ``auto_finalize`` off:
+``BLOCK_JOB_PENDING``, and it stays there until :meth:`finalize`), the kind's
 ``prepare`` and ``commit`` (a mirror's pivot), ``BLOCK_JOB_COMPLETED``,
 *concluded*, and with ``auto_dismiss`` *null*; a failure or a forced cancel goes
 through *aborting* and the kind's ``abort`` instead.  Every transition is a
@@ -14,18 +14,21 @@ through *aborting* and the kind's ``abort`` instead.  Every transition is a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from vmforge.block.backend import BlockBackend
+from vmforge.block.driver import BlockError
 from vmforge.errors import VmforgeError
 
-__all__ = ["STATUSES", "BlockJob", "Cancelled", "JobError", "JobListener", "RateLimit"]
+__all__ = ["STATUSES", "BlockJob", "Cancelled", "IoFailure", "JobError", "JobListener",
+           "RateLimit", "io"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,24 @@ class JobError(VmforgeError):
 
 class Cancelled(Exception):
     """Raised at a pause point of a force-cancelled job."""
+
+
+class IoFailure(Exception):
+    """An I/O error of a job's copy: which side (``read``/``write``) and the error."""
+
+    def __init__(self, operation: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.operation = operation
+        self.cause = cause
+
+
+@contextlib.contextmanager
+def io(operation: str) -> Iterator[None]:
+    """Errors of the I/O inside become :class:`IoFailure` of ``operation``."""
+    try:
+        yield
+    except (OSError, BlockError) as exc:
+        raise IoFailure(operation, exc) from exc
 
 
 class RateLimit:
@@ -284,11 +305,14 @@ class BlockJob:
                 raise Cancelled
         except Cancelled:
             pass
-        except Exception as exc:  # an I/O error ends the job (QEMU: on-error=report)
+        except IoFailure as exc:   # QEMU's on-error=report: the event, then the job ends
+            log.debug("job %s failed", self.id, exc_info=True)
+            ret_error = _message(exc.cause)
+            self._emit("BLOCK_JOB_ERROR", {"device": self.id, "operation": exc.operation,
+                                           "action": "report"})
+        except Exception as exc:
             log.debug("job %s failed", self.id, exc_info=True)
             ret_error = _message(exc)
-            self.io_status = "nospace" if getattr(exc, "errno", None) == errno.ENOSPC \
-                else "failed"
         self.busy = False
         self._finish(ret_error)
 
@@ -298,7 +322,8 @@ class BlockJob:
             with self._cond:
                 self._transition("waiting")
                 self._transition("pending")
-            self._emit("BLOCK_JOB_PENDING", {"type": self.type, "id": self.id})
+            if not self.auto_finalize:    # (job_transition_to_pending: only then)
+                self._emit("BLOCK_JOB_PENDING", {"type": self.type, "id": self.id})
             with self._cond:
                 while not self.auto_finalize and not self._finalize_requested:
                     if self._cancelled:

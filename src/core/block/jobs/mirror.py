@@ -19,7 +19,7 @@ from vmforge.block.backend import BlockBackend
 from vmforge.block.bitmap import DirtyBitmap
 from vmforge.block.driver import BlockError
 from vmforge.block.jobs.chain import CHUNK, make_target, view
-from vmforge.block.jobs.job import BlockJob, JobError, JobListener
+from vmforge.block.jobs.job import BlockJob, JobError, JobListener, io
 
 __all__ = ["MirrorJob", "start_mirror"]
 
@@ -60,12 +60,17 @@ class CopyLoop(BlockJob):
         """Copy one dirty run (cleared first: a write meanwhile marks it again)."""
         self.bitmap.clear(offset, length)
         mv = memoryview(self._buf)
-        for e in list(self.source.block_status(offset, length)):
+        with io("read"):
+            extents = list(self.source.block_status(offset, length))
+        for e in extents:
             if e.is_zero and not e.is_data:
-                self.target.write_zeroes(e.offset, e.length)
-            else:
-                piece = mv[:e.length]
+                with io("write"):
+                    self.target.write_zeroes(e.offset, e.length)
+                continue
+            piece = mv[:e.length]
+            with io("read"):
                 self.source.preadv(e.offset, [piece])
+            with io("write"):
                 self.target.pwritev(e.offset, [piece])
 
     def run(self) -> None:

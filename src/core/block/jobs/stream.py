@@ -15,7 +15,7 @@ from typing import Any
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.jobs.chain import CHUNK, find_backing, view
-from vmforge.block.jobs.job import BlockJob, JobError, JobListener
+from vmforge.block.jobs.job import BlockJob, JobError, JobListener, io
 
 __all__ = ["StreamJob", "start_stream"]
 
@@ -46,14 +46,19 @@ class StreamJob(BlockJob):
         bb = self.backend
         top = view(bb.layers)    # (a partial unit of the top: copy-on-write of the rest)
         mv = memoryview(buf)
-        for e in list(bb.block_status(off, n)):
+        with io("read"):
+            extents = list(bb.block_status(off, n))
+        for e in extents:
             if e.depth == 0 or e.depth >= self.base_depth or not e.is_allocated:
                 continue
             if e.is_zero and not e.is_data:
-                top.write_zeroes(e.offset, e.length)
-            else:
-                piece = mv[:e.length]
+                with io("write"):
+                    top.write_zeroes(e.offset, e.length)
+                continue
+            piece = mv[:e.length]
+            with io("read"):
                 bb.preadv(e.offset, [piece])
+            with io("write"):
                 top.pwritev(e.offset, [piece])
 
     def prepare(self) -> None:
