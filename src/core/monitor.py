@@ -35,8 +35,8 @@ class Monitor:
         self._guest: Any = None
         self.commands: dict[str, tuple[Callable[[list[str]], str], str]] = {
             "help": (self._help, "help -- list the commands"),
-            "info": (self._info, "info registers|cpus|mtree|devices|block|network|status|"
-                                 "virtio -- show machine state"),
+            "info": (self._info, "info registers|cpus|mtree|devices|block|block-jobs|"
+                                 "network|status|virtio -- show machine state"),
             "xp": (self._xp, "xp /Nx ADDR -- N 32-bit words of guest physical memory"),
             "stop": (self._stop, "stop -- pause the guest"),
             "cont": (self._cont, "cont / c -- resume the guest"),
@@ -137,6 +137,9 @@ class Monitor:
         if what == "block":
             return "\n".join(_block_line(n, dev) for n, dev in _virtio_devices(m)
                              if hasattr(dev, "backend")) or "no block devices"
+        if what == "block-jobs":
+            from vmforge.qmp.block_jobs import hmp_block_jobs
+            return hmp_block_jobs(m)
         if what == "virtio":
             return "\n".join(_virtio_lines(n, dev) for n, dev in _virtio_devices(m)) \
                 or "no virtio devices"
@@ -144,7 +147,7 @@ class Monitor:
             return _network_lines(m)
         if what == "status":                 # QEMU's words
             return "VM status: " + ("paused" if m.paused else "running")
-        return "info registers|cpus|mtree|devices|block|network|status|virtio"
+        return "info registers|cpus|mtree|devices|block|block-jobs|network|status|virtio"
 
     def _xp(self, args: list[str]) -> str:
         fmt, addr_text = (args[0], args[1]) if args[0].startswith("/") else ("/1x", args[0])

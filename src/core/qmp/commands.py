@@ -63,7 +63,7 @@ class Command:
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "int": (int,), "bool": (bool,),
-                                       "array": (list,)}
+                                       "array": (list,), "object": (dict,)}
 
 
 def check_arguments(cmd: Command, arguments: dict[str, Any]) -> None:
@@ -333,3 +333,12 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("human-monitor-command", _human_monitor_command,
             {"command-line": ("string", True), "cpu-index": ("int", False)}),
 ]}
+
+
+def _register_block_jobs() -> None:
+    from vmforge.qmp.block_jobs import BLOCK_JOB_COMMANDS
+
+    COMMANDS.update((c.name, c) for c in BLOCK_JOB_COMMANDS)
+
+
+_register_block_jobs()
