@@ -182,8 +182,15 @@ def test_manual_finalize(tmp_path: Path, reg: JobRegistry) -> None:
 
 
 def test_refusals(tmp_path: Path, reg: JobRegistry) -> None:
-    _, top, _ = make_chain(tmp_path, size=4 * MIB)
+    base, top, _ = make_chain(tmp_path, size=4 * MIB)
     bb = BlockBackend.open(top, "qcow2", readonly=False)
+    for image in (top, base):       # an image of the chain: QEMU's locks refuse it
+        for mode in ("absolute-paths", "existing"):
+            refused('Failed to get "write" lock',
+                    lambda i=image, m=mode: start_mirror(bb, i, device="hd0", mode=m,
+                                                         registry=reg))
+    with BlockBackend.open(base, "qcow2", force_share=True) as b:
+        assert b.read(0, 4096) != bytes(4096)             # (not overwritten)
     t = str(tmp_path / "t.qcow2")
     refused("Parameter 'granularity' expects a power of 2",
             lambda: start_mirror(bb, t, device="hd0", granularity=3 * 4096, registry=reg))
@@ -233,3 +240,18 @@ def test_an_io_error_ends_the_job_and_keeps_the_source(tmp_path: Path, reg: JobR
     assert bb.filename == top and bb._hooks is None
     verify(bb, initial)
     bb.close()
+
+
+def test_an_existing_file_is_created_over(tmp_path: Path, reg: JobRegistry) -> None:
+    """mode=absolute-paths makes a new image where a file is (bdrv_img_create)."""
+    _, top, initial = make_chain(tmp_path, size=4 * MIB)
+    target = tmp_path / "old.qcow2"
+    target.write_bytes(b"junk" * 5000)
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    job = start_mirror(bb, str(target), device="hd0", registry=reg)
+    assert job.wait_ready(60)
+    job.complete()
+    assert job.wait(60)
+    verify(bb, initial)
+    bb.close()
+    assert_check_clean(str(target))

@@ -137,7 +137,8 @@ def start_backup(backend: BlockBackend, target: str, *, device: str, format: str
         format = backend.format
     backing = {"full": None, "top": backend.layers[1] if len(backend.layers) > 1 else None,
                "none": backend.layers[0]}[sync]
-    fmt = make_target(target, format, mode, backend.size, backing=backing, **create_opts)
+    fmt = make_target(target, format, mode, backend.size, backing=backing,
+                      source=backend, **create_opts)
     try:     # the target alone: a chunk is always written whole
         tbb = BlockBackend.open(target, fmt or None, readonly=False, backing=False)
     except BlockError as exc:

@@ -40,11 +40,20 @@ def view(layers: list[Layer]) -> BlockBackend:
 
 
 def make_target(path: str, fmt: str | None, mode: str, size: int, *,
-                backing: Layer | None = None, **create_opts: Any) -> str:
+                backing: Layer | None = None, source: BlockBackend | None = None,
+                **create_opts: Any) -> str:
     """Create the target (``absolute-paths``; ``backing`` becomes its backing file) or
-    check it is there (``existing``); the format to open it with."""
+    check it is there (``existing``); the format to open it with.  An image of the
+    ``source``'s chain is refused as QEMU's locks refuse it (a backing file too:
+    QEMU's overlay does not share writes to it)."""
     if mode not in MODES:
         raise JobError(f"Parameter 'mode' does not accept value '{mode}'")
+    if source is not None and os.path.exists(path):
+        here = os.stat(path)
+        for la in source.layers:
+            st = os.stat(la.filename)
+            if (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino):
+                raise JobError('Failed to get "write" lock')
     if mode == "existing":
         if not os.path.exists(path):
             raise JobError(f"Could not open '{path}': No such file or directory")

@@ -180,7 +180,8 @@ def start_mirror(backend: BlockBackend, target: str, *, device: str, job_id: str
         format = backend.format
     backing = {"full": None, "top": backend.layers[1] if len(backend.layers) > 1 else None,
                "none": backend.layers[0]}[sync]
-    fmt = make_target(target, format, mode, backend.size, backing=backing, **create_opts)
+    fmt = make_target(target, format, mode, backend.size, backing=backing,
+                      source=backend, **create_opts)
     try:
         tbb = BlockBackend.open(target, fmt or None, readonly=False, backing=sync != "none")
     except BlockError as exc:

@@ -25,7 +25,8 @@ def snapshot_sync(backend: BlockBackend, snapshot_file: str, *, format: str = "q
                        f"{backend.job.type}")
     if backend.readonly:
         raise JobError(f"Node '{name}' is read only")
-    make_target(snapshot_file, format, mode, backend.size, backing=backend.layers[0])
+    make_target(snapshot_file, format, mode, backend.size, backing=backend.layers[0],
+                source=backend)
     with backend.drained():
         backend.flush()
         try:
