@@ -36,7 +36,7 @@ from vmforge.testing.oracles import require_program
 DISK_BLOCKS = 4096                      # 16 MiB
 WRITER_BLOCKS = dp.spread_blocks(DISK_BLOCKS, 96)
 #: speed a job starts at, until the guest has written this many blocks during it
-SLOW = 256 << 10
+SLOW = 64 << 10
 WRITES_DURING = 12
 
 
