@@ -166,6 +166,30 @@ async def _steps(sock: Path, where: Path) -> dict[str, Any]:
     await c.execute("drive-backup", {"device": "hd0", "target": path("b2.qcow2"),
                                      "sync": "full", "format": "qcow2"})
     events += await wait_event(c, "BLOCK_JOB_COMPLETED", "hd0")
+    # manual finalize and dismiss
+    await c.execute("drive-backup", {"device": "hd0", "target": path("b3.qcow2"),
+                                     "sync": "full", "format": "qcow2", "job-id": "b3",
+                                     "auto-finalize": False, "auto-dismiss": False})
+    events += await wait_event(c, "BLOCK_JOB_PENDING", "b3")
+    out["jobs-pending"] = await c.execute("query-block-jobs")
+    err["dismiss-pending"] = await error_of(c, "block-job-dismiss", {"id": "b3"})
+    await c.execute("block-job-finalize", {"id": "b3"})
+    events += await wait_event(c, "JOB_STATUS_CHANGE", "b3", status="concluded")
+    out["jobs-concluded"] = await c.execute("query-block-jobs")
+    err["cancel-concluded"] = await error_of(c, "block-job-cancel", {"device": "b3"})
+    await c.execute("block-job-dismiss", {"id": "b3"})
+    events += await wait_event(c, "JOB_STATUS_CHANGE", "b3", status="null")
+
+    # a paused job is cancelled only by force; job-cancel is a forced cancel: a ready
+    # mirror ends CANCELLED (no pivot)
+    await c.execute("drive-mirror", {"device": "hd0", "target": path("m3.qcow2"),
+                                     "sync": "full", "format": "qcow2", "job-id": "m3"})
+    events += await wait_event(c, "BLOCK_JOB_READY", "m3")
+    await c.execute("job-pause", {"id": "m3"})
+    err["cancel-paused"] = await error_of(c, "block-job-cancel", {"device": "m3"})
+    await c.execute("job-resume", {"id": "m3"})
+    await c.execute("job-cancel", {"id": "m3"})
+    events += await wait_event(c, "BLOCK_JOB_CANCELLED", "m3")
     out["jobs-end"] = await c.execute("query-block-jobs")
     out["chain-end"] = await chain()
     await c.disconnect()
@@ -203,14 +227,15 @@ def test_errors_match_qemu(both: tuple[dict[str, Any], ...]) -> None:
 
 
 @pytest.mark.parametrize("key", ["jobs-running", "jobs-paused", "jobs-ready",
-                                 "jobs-commit-ready", "query-jobs"])
+                                 "jobs-commit-ready", "query-jobs", "jobs-pending",
+                                 "jobs-concluded"])
 def test_job_lists_match_qemu(both: tuple[dict[str, Any], ...], key: str) -> None:
     mine, qemu = both[0][key], both[1][key]
     assert len(mine) == len(qemu) == 1
     assert shape(mine) == shape(qemu)
     # the values that do not depend on how far the copy got (nor on whether the job's
     # thread is between two copies at that moment: busy)
-    same = ("type", "device", "id", "status", "paused", "ready", "speed",
+    same = ("type", "device", "id", "status", "paused", "ready", "speed", "error",
             "io-status", "auto-finalize", "auto-dismiss")
     assert {k: v for k, v in mine[0].items() if k in same} == \
         {k: v for k, v in qemu[0].items() if k in same}
