@@ -31,8 +31,8 @@ from vmforge.block.iohooks import Gate, IoHooks, WriteNotifier
 from vmforge.block.locking import ImageLock
 from vmforge.block.probe import PROBE_SIZE, RAW_FORMAT, driver_class, probe_format, probe_header
 
-__all__ = ["CACHE_MODES", "MAX_CHAIN_DEPTH", "BlockBackend", "Layer", "create_image",
-           "resolve_backing"]
+__all__ = ["CACHE_MODES", "MAX_CHAIN_DEPTH", "BlockBackend", "Layer", "close_layers",
+           "create_image", "resolve_backing"]
 
 log = logging.getLogger(__name__)
 
@@ -653,14 +653,7 @@ class BlockBackend:
             raise ValueError("a BlockBackend needs at least one layer")
         with self.drained():
             self.layers[:] = list(layers)
-            errors = []
-            for layer in close:
-                try:
-                    _close_layer(layer)
-                except Exception as exc:
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
+            close_layers(close)
 
     def reopen_layer(self, depth: int, readonly: bool) -> Layer:
         """Reopen the image at ``depth`` read-only or read-write, drained, with the lock
@@ -689,14 +682,7 @@ class BlockBackend:
         if self.closed:
             return
         self.closed = True
-        errors: list[BaseException] = []
-        for layer in self.layers:
-            try:
-                _close_layer(layer)
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        close_layers(self.layers)
 
     def __enter__(self) -> Self:
         return self
@@ -731,6 +717,18 @@ def _close_layer(layer: Layer) -> None:
     finally:
         if layer.lock is not None:
             layer.lock.release()
+
+
+def close_layers(layers: Iterable[Layer]) -> None:
+    """Close each layer and drop its lock; the first error is raised after all."""
+    errors: list[BaseException] = []
+    for layer in layers:
+        try:
+            _close_layer(layer)
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 #: the status of an unallocated range of the last layer, by the driver's status

@@ -182,36 +182,25 @@ class DirtyBitmap:
 
     def _next_set(self, a: int, b: int) -> int:
         """The first set bit in ``[a, b)``, or ``b``."""
-        bits = self._bits
-        while a < b and a & 7:
-            if bits[a >> 3] >> (a & 7) & 1:
-                return a
-            a += 1
-        if a >= b:
-            return b
-        m = _NONZERO.search(bits, a >> 3)
-        if m is None:
-            return b
-        i = m.start() << 3
-        byte = bits[m.start()]
-        i += (byte & -byte).bit_length() - 1
-        return min(i, b)
+        return self._next(a, b, True)
 
     def _next_clear(self, a: int, b: int) -> int:
         """The first clear bit in ``[a, b)``, or ``b``."""
+        return self._next(a, b, False)
+
+    def _next(self, a: int, b: int, value: bool) -> int:
         bits = self._bits
-        while a < b and a & 7:
-            if not bits[a >> 3] >> (a & 7) & 1:
+        while a < b and a & 7:            # bit by bit up to a byte boundary
+            if bool(bits[a >> 3] >> (a & 7) & 1) == value:
                 return a
             a += 1
         if a >= b:
             return b
-        m = _NOTFULL.search(bits, a >> 3)
+        m = (_NONZERO if value else _NOTFULL).search(bits, a >> 3)   # then whole bytes
         if m is None:
             return b
-        inv = ~bits[m.start()] & 0xFF
-        i = (m.start() << 3) + (inv & -inv).bit_length() - 1
-        return min(i, b)
+        byte = bits[m.start()] if value else ~bits[m.start()] & 0xFF
+        return min((m.start() << 3) + (byte & -byte).bit_length() - 1, b)
 
     def to_bytes(self) -> bytes:
         """The bits, as qcow2 stores a bitmap's table (bit i of byte i // 8)."""

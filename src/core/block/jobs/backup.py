@@ -17,10 +17,9 @@ from typing import Any
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.bitmap import DirtyBitmap
-from vmforge.block.driver import BlockError
-from vmforge.block.jobs.chain import make_target, view
-from vmforge.block.jobs.job import BlockJob, JobError, JobListener, io
-from vmforge.block.jobs.mirror import IDLE, SYNC_MODES
+from vmforge.block.jobs.chain import check_start, copy_extents, new_target, started, status
+from vmforge.block.jobs.job import BlockJob, JobListener
+from vmforge.block.jobs.mirror import IDLE
 
 __all__ = ["BackupJob", "start_backup"]
 
@@ -73,21 +72,9 @@ class BackupJob(BlockJob):
         with self._copy_lock:
             if not self.copy_bitmap.is_dirty(offset, n):
                 return False
-            mv = memoryview(buf)[:n]
             # (sync=top: a chunk the top holds part of is copied whole, through the
             # chain, so the target never holds half a cluster over its backing file)
-            with io("read"):
-                extents = list(self.backend.block_status(offset, n))
-            for e in extents:
-                piece = mv[e.offset - offset:e.end - offset]
-                if e.is_zero and not e.is_data:
-                    with io("write"):
-                        self.target.write_zeroes(e.offset, e.length)
-                    continue
-                with io("read"):
-                    self.backend.preadv(e.offset, [piece])
-                with io("write"):
-                    self.target.pwritev(e.offset, [piece])
+            copy_extents(self.backend, self.target, status(self.backend, offset, n), buf)
             self.copy_bitmap.clear(offset, n)
             if self.sync == "none":
                 self.len += n
@@ -121,38 +108,12 @@ def start_backup(backend: BlockBackend, target: str, *, device: str, format: str
                  auto_finalize: bool = True, auto_dismiss: bool = True,
                  registry: Any = None, **create_opts: Any) -> BackupJob:
     """drive-backup of ``backend`` to the file ``target`` (see the module's docstring)."""
-    from vmforge.block.jobs.mirror import _check_id
-
-    if sync not in SYNC_MODES:
-        raise JobError(f"Parameter 'sync' does not accept value '{sync}'")
-    if speed < 0:
-        raise JobError("Invalid parameter 'speed'")
-    if backend.job is not None:
-        raise JobError(f"Node '{device}' is busy: block device is in use by block job: "
-                       f"{backend.job.type}")
-    _check_id(registry, job_id if job_id is not None else device)
-    if sync == "top" and len(backend.layers) == 1:
-        sync = "full"
-    if format is None and mode != "existing":
-        format = backend.format
-    backing = {"full": None, "top": backend.layers[1] if len(backend.layers) > 1 else None,
-               "none": backend.layers[0]}[sync]
-    fmt = make_target(target, format, mode, backend.size, backing=backing,
-                      source=backend, **create_opts)
-    try:     # the target alone: a chunk is always written whole
-        tbb = BlockBackend.open(target, fmt or None, readonly=False, backing=False)
-    except BlockError as exc:
-        raise JobError(str(exc)) from exc
-    try:
-        info = tbb.info()[0]
-        chunk = max(MIN_CHUNK, info.cluster_size or 0)
-        job = BackupJob(backend, view(tbb.layers), sync, chunk, device=device, job_id=job_id,
-                        speed=speed, on_event=on_event, auto_finalize=auto_finalize,
-                        auto_dismiss=auto_dismiss, registry=registry)
-        job.target = tbb
-        job.start()
-    except BaseException:
-        if not tbb.closed:
-            tbb.close()
-        raise
-    return job
+    check_start(backend, device, job_id, speed, registry)
+    # (the target alone: a chunk is always written whole)
+    sync, tbb = new_target(backend, target, format, sync, mode, create_opts,
+                           with_backing=False)
+    chunk = max(MIN_CHUNK, tbb.info()[0].cluster_size or 0)
+    return started(tbb, lambda: BackupJob(
+        backend, tbb, sync, chunk, device=device, job_id=job_id, speed=speed,
+        on_event=on_event, auto_finalize=auto_finalize, auto_dismiss=auto_dismiss,
+        registry=registry))

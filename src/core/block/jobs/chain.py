@@ -1,21 +1,39 @@
-"""What the job kinds share: finding an image in a chain, making and opening a
-target, copying a range with its zeros kept as zeros."""
+"""What the job kinds share: the checks before a start, finding an image in a
+chain, making and opening a target, copying extents with their zeros kept as
+zeros."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from vmforge.block.backend import BlockBackend, Layer, create_image, open_driver, resolve_backing
-from vmforge.block.driver import BlockError
-from vmforge.block.jobs.job import JobError
+from vmforge.block.driver import BlockError, Extent
+from vmforge.block.jobs.job import BlockJob, JobError, check_free, io
 from vmforge.block.probe import driver_class, format_names
 
-__all__ = ["CHUNK", "copy_extent", "find_backing", "make_target", "view"]
+__all__ = ["CHUNK", "SYNC_MODES", "check_start", "copy_extents", "find_backing",
+           "make_target", "new_target", "started", "view"]
 
 #: the largest piece a job reads and writes at once (QEMU's mirror buffer: 1 MiB)
 CHUNK = 1 << 20
 MODES = ("absolute-paths", "existing")
+SYNC_MODES = ("full", "top", "none")
+J = TypeVar("J", bound=BlockJob)
+
+
+def check_start(backend: BlockBackend, device: str, job_id: str | None, speed: int,
+                registry: Any) -> None:
+    """What QEMU refuses before it makes a target: a bad speed, a busy device, a job
+    id in use."""
+    from vmforge.block.jobs.registry import JOBS
+
+    if speed < 0:
+        raise JobError("Invalid parameter 'speed'")
+    check_free(backend, device)
+    (registry if registry is not None else JOBS).check_id(job_id if job_id is not None
+                                                          else device)
 
 
 def find_backing(bb: BlockBackend, name: str, start: int = 0) -> int | None:
@@ -82,19 +100,59 @@ def open_target(path: str, fmt: str | None) -> Layer:
         raise JobError(str(exc)) from exc
 
 
-def copy_extent(src: BlockBackend, dst: BlockBackend, offset: int, length: int,
-                buf: bytearray, zero: bool, dst_is_zero: bool = False) -> None:
-    """Copy ``[offset, offset+length)`` (at most ``len(buf)``) from ``src`` as its chain
-    reads to ``dst``'s top; ``zero``: the range reads as zeros (written as such)."""
-    if zero:
-        if not dst_is_zero:
-            dst.write_zeroes(offset, length)
-        return
-    mv = memoryview(buf)[:length]
-    src.preadv(offset, [mv])
-    dst.pwritev(offset, [mv])
+def new_target(backend: BlockBackend, target: str, fmt: str | None, sync: str, mode: str,
+               create_opts: dict[str, Any], *, with_backing: bool) -> tuple[str, BlockBackend]:
+    """drive-mirror's and drive-backup's target: the sync mode as QEMU takes it (top
+    without a backing file is full), the target made with the backing file the mode
+    gives it (top: the source's backing file, none: the source) and opened writable
+    (its backing chain too if ``with_backing``)."""
+    if sync not in SYNC_MODES:
+        raise JobError(f"Parameter 'sync' does not accept value '{sync}'")
+    if sync == "top" and len(backend.layers) == 1:
+        sync = "full"
+    if fmt is None and mode != "existing":
+        fmt = backend.format
+    backing = {"full": None, "top": backend.layers[1] if len(backend.layers) > 1 else None,
+               "none": backend.layers[0]}[sync]
+    fmt = make_target(target, fmt, mode, backend.size, backing=backing, source=backend,
+                      **create_opts)
+    try:
+        return sync, BlockBackend.open(target, fmt or None, readonly=False,
+                                       backing=with_backing)
+    except BlockError as exc:
+        raise JobError(str(exc)) from exc
 
 
-def zero_at(bb: BlockBackend, offset: int, length: int) -> bool:
-    """Whether the chain reads ``[offset, offset+length)`` as zeros by its block status."""
-    return all(e.is_zero and not e.is_data for e in bb.block_status(offset, length))
+def started(target: BlockBackend, make: Callable[[], J]) -> J:
+    """``make()`` the job and start it; the target is closed if either fails."""
+    try:
+        job = make()
+        job.start()
+    except BaseException:
+        if not target.closed:
+            target.close()
+        raise
+    return job
+
+
+def copy_extents(src: BlockBackend, dst: BlockBackend, extents: Iterable[Extent],
+                 buf: bytearray | memoryview) -> None:
+    """Copy each extent (at most ``len(buf)`` long) from ``src``'s chain to ``dst``: what
+    reads as zeros written as zeros; errors as the job's read or write failures."""
+    mv = memoryview(buf)
+    for e in extents:
+        if e.is_zero and not e.is_data:
+            with io("write"):
+                dst.write_zeroes(e.offset, e.length)
+            continue
+        piece = mv[:e.length]
+        with io("read"):
+            src.preadv(e.offset, [piece])
+        with io("write"):
+            dst.pwritev(e.offset, [piece])
+
+
+def status(bb: BlockBackend, offset: int, length: int) -> list[Extent]:
+    """The chain's extents over the range (a failure: the job's read failure)."""
+    with io("read"):
+        return list(bb.block_status(offset, length))

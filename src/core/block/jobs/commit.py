@@ -17,8 +17,8 @@ from typing import Any
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.bitmap import DirtyBitmap
-from vmforge.block.jobs.chain import CHUNK, find_backing, view
-from vmforge.block.jobs.job import BlockJob, JobError, JobListener, io
+from vmforge.block.jobs.chain import CHUNK, copy_extents, find_backing, status, view
+from vmforge.block.jobs.job import BlockJob, JobError, JobListener, check_free
 from vmforge.block.jobs.mirror import CopyLoop, default_granularity
 
 __all__ = ["ActiveCommitJob", "CommitJob", "start_commit"]
@@ -61,24 +61,11 @@ class CommitJob(_BaseWritable, BlockJob):
             dst.truncate(src.size)
         self.len = src.size
         buf = bytearray(CHUNK)
-        mv = memoryview(buf)
         for off in range(0, src.size, CHUNK):
             self.pause_point()
             n = min(CHUNK, src.size - off)
-            with io("read"):
-                extents = list(src.block_status(off, n))
-            for e in extents:
-                if e.depth >= span or not e.is_allocated:
-                    continue
-                if e.is_zero and not e.is_data:
-                    with io("write"):
-                        dst.write_zeroes(e.offset, e.length)
-                    continue
-                piece = mv[:e.length]
-                with io("read"):
-                    src.preadv(e.offset, [piece])
-                with io("write"):
-                    dst.pwritev(e.offset, [piece])
+            copy_extents(src, dst, [e for e in status(src, off, n)
+                                    if e.is_allocated and e.depth < span], buf)
             self.offset = off + n
             self.ratelimit(n)
         dst.flush()
@@ -156,9 +143,7 @@ def start_commit(backend: BlockBackend, *, device: str, top: str | None = None,
                  auto_dismiss: bool = True, registry: Any = None) -> BlockJob:
     """block-commit of ``top`` (None or the active layer: active commit) into ``base``
     (None: the bottom of the chain), as QEMU resolves and refuses them."""
-    if backend.job is not None:
-        raise JobError(f"Node '{device}' is busy: block device is in use by block job: "
-                       f"{backend.job.type}")
+    check_free(backend, device)
     t: int | None = 0
     if top is not None and top != backend.filename:
         t = find_backing(backend, top)

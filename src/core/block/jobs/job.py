@@ -28,7 +28,7 @@ from vmforge.block.driver import BlockError
 from vmforge.errors import VmforgeError
 
 __all__ = ["STATUSES", "BlockJob", "Cancelled", "IoFailure", "JobError", "JobListener",
-           "RateLimit", "io"]
+           "RateLimit", "check_free", "io"]
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +157,7 @@ class BlockJob:
             raise JobError("Invalid parameter 'speed'")
         if job_id is not None and not _id_wellformed(job_id):
             raise JobError(f"Invalid job ID '{job_id}'")
-        if backend.job is not None:
-            raise JobError(f"Node '{device}' is busy: block device is in use by block job: "
-                           f"{backend.job.type}")
+        check_free(backend, device)
         self.speed = speed
         self._limit.set_speed(speed)
 
@@ -455,6 +453,13 @@ class BlockJob:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.status} {self.offset}/{self.len}>"
+
+
+def check_free(backend: BlockBackend, device: str) -> None:
+    """JobError if a job already uses ``backend`` (QEMU's op blocker)."""
+    if backend.job is not None:
+        raise JobError(f"Node '{device}' is busy: block device is in use by block job: "
+                       f"{backend.job.type}")
 
 
 def _id_wellformed(job_id: str) -> bool:

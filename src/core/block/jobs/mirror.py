@@ -17,13 +17,19 @@ from typing import Any
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.bitmap import DirtyBitmap
-from vmforge.block.driver import BlockError
-from vmforge.block.jobs.chain import CHUNK, make_target, view
-from vmforge.block.jobs.job import BlockJob, JobError, JobListener, io
+from vmforge.block.jobs.chain import (
+    CHUNK,
+    check_start,
+    copy_extents,
+    new_target,
+    started,
+    status,
+    view,
+)
+from vmforge.block.jobs.job import BlockJob, JobError, JobListener
 
 __all__ = ["MirrorJob", "start_mirror"]
 
-SYNC_MODES = ("full", "top", "none")
 #: how long an idle job sleeps before looking at the bitmap again
 IDLE = 0.02
 
@@ -59,19 +65,7 @@ class CopyLoop(BlockJob):
     def copy_chunk(self, offset: int, length: int) -> None:
         """Copy one dirty run (cleared first: a write meanwhile marks it again)."""
         self.bitmap.clear(offset, length)
-        mv = memoryview(self._buf)
-        with io("read"):
-            extents = list(self.source.block_status(offset, length))
-        for e in extents:
-            if e.is_zero and not e.is_data:
-                with io("write"):
-                    self.target.write_zeroes(e.offset, e.length)
-                continue
-            piece = mv[:e.length]
-            with io("read"):
-                self.source.preadv(e.offset, [piece])
-            with io("write"):
-                self.target.pwritev(e.offset, [piece])
+        copy_extents(self.source, self.target, status(self.source, offset, length), self._buf)
 
     def run(self) -> None:
         pos = 0
@@ -163,47 +157,18 @@ def start_mirror(backend: BlockBackend, target: str, *, device: str, job_id: str
                  auto_dismiss: bool = True, registry: Any = None,
                  **create_opts: Any) -> MirrorJob:
     """drive-mirror of ``backend`` to the file ``target`` (see the module's docstring)."""
-    if sync not in SYNC_MODES:
-        raise JobError(f"Parameter 'sync' does not accept value '{sync}'")
     check_granularity(granularity)
     if buf_size < 0:
         raise JobError("Parameter 'buf-size' expects a non-negative value")
-    if speed < 0:
-        raise JobError("Invalid parameter 'speed'")
-    if backend.job is not None:
-        raise JobError(f"Node '{device}' is busy: block device is in use by block job: "
-                       f"{backend.job.type}")
-    _check_id(registry, job_id if job_id is not None else device)
-    if len(backend.layers) == 1 and sync == "top":
-        sync = "full"
-    if format is None and mode != "existing":
-        format = backend.format
-    backing = {"full": None, "top": backend.layers[1] if len(backend.layers) > 1 else None,
-               "none": backend.layers[0]}[sync]
-    fmt = make_target(target, format, mode, backend.size, backing=backing,
-                      source=backend, **create_opts)
-    try:
-        tbb = BlockBackend.open(target, fmt or None, readonly=False, backing=sync != "none")
-    except BlockError as exc:
-        raise JobError(str(exc)) from exc
+    check_start(backend, device, job_id, speed, registry)
+    sync, tbb = new_target(backend, target, format, sync, mode, create_opts,
+                           with_backing=sync != "none")
     if sync == "none":     # what the target does not hold: the live source
         tview = view([tbb.layers[0], *backend.layers])
     else:
         tview = view(tbb.layers)
-    try:
-        g = granularity or default_granularity(tbb.info()[0].cluster_size)
-        job = MirrorJob(backend, tbb, tview, sync, g, buf_size, device=device, job_id=job_id,
-                        speed=speed, on_event=on_event, auto_finalize=auto_finalize,
-                        auto_dismiss=auto_dismiss, registry=registry)
-        job.start()
-    except BaseException:
-        if not tbb.closed:
-            tbb.close()
-        raise
-    return job
-
-
-def _check_id(registry: Any, job_id: str) -> None:
-    from vmforge.block.jobs.registry import JOBS
-
-    (registry if registry is not None else JOBS).check_id(job_id)
+    g = granularity or default_granularity(tbb.info()[0].cluster_size)
+    return started(tbb, lambda: MirrorJob(
+        backend, tbb, tview, sync, g, buf_size, device=device, job_id=job_id, speed=speed,
+        on_event=on_event, auto_finalize=auto_finalize, auto_dismiss=auto_dismiss,
+        registry=registry))

@@ -8,10 +8,10 @@ read-only as its backing file.
 
 from __future__ import annotations
 
-from vmforge.block.backend import BlockBackend, open_driver
+from vmforge.block.backend import BlockBackend, close_layers, open_driver
 from vmforge.block.driver import BlockError
 from vmforge.block.jobs.chain import make_target
-from vmforge.block.jobs.job import JobError
+from vmforge.block.jobs.job import JobError, check_free
 
 __all__ = ["snapshot_sync"]
 
@@ -20,9 +20,7 @@ def snapshot_sync(backend: BlockBackend, snapshot_file: str, *, format: str = "q
                   mode: str = "absolute-paths", device: str | None = None) -> None:
     """Make a new overlay ``snapshot_file`` the active layer of ``backend``."""
     name = device or backend.filename
-    if backend.job is not None:
-        raise JobError(f"Node '{name}' is busy: block device is in use by block job: "
-                       f"{backend.job.type}")
+    check_free(backend, name)
     if backend.readonly:
         raise JobError(f"Node '{name}' is read only")
     make_target(snapshot_file, format, mode, backend.size, backing=backend.layers[0],
@@ -35,16 +33,12 @@ def snapshot_sync(backend: BlockBackend, snapshot_file: str, *, format: str = "q
             raise JobError(str(exc)) from exc
         new.driver.sync = backend.top.sync
         if new.driver.size != backend.size:
-            new.driver.close()
-            if new.lock is not None:
-                new.lock.release()
+            close_layers([new])
             raise JobError("The snapshot's size differs from the image's")
         backend.layers.insert(0, new)
         try:
             backend.reopen_layer(1, readonly=True)
         except BaseException:
             backend.layers.pop(0)
-            new.driver.close()
-            if new.lock is not None:
-                new.lock.release()
+            close_layers([new])
             raise

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from vmforge.block.backend import BlockBackend
-from vmforge.block.jobs.chain import CHUNK, find_backing, view
-from vmforge.block.jobs.job import BlockJob, JobError, JobListener, io
+from vmforge.block.jobs.chain import CHUNK, copy_extents, find_backing, status, view
+from vmforge.block.jobs.job import BlockJob, JobError, JobListener
 
 __all__ = ["StreamJob", "start_stream"]
 
@@ -45,21 +45,8 @@ class StreamJob(BlockJob):
         """Copy into the top what it lacks in ``[off, off+n)`` and layers above base hold."""
         bb = self.backend
         top = view(bb.layers)    # (a partial unit of the top: copy-on-write of the rest)
-        mv = memoryview(buf)
-        with io("read"):
-            extents = list(bb.block_status(off, n))
-        for e in extents:
-            if e.depth == 0 or e.depth >= self.base_depth or not e.is_allocated:
-                continue
-            if e.is_zero and not e.is_data:
-                with io("write"):
-                    top.write_zeroes(e.offset, e.length)
-                continue
-            piece = mv[:e.length]
-            with io("read"):
-                bb.preadv(e.offset, [piece])
-            with io("write"):
-                top.pwritev(e.offset, [piece])
+        copy_extents(bb, top, [e for e in status(bb, off, n) if e.is_allocated
+                               and 0 < e.depth < self.base_depth], buf)
 
     def prepare(self) -> None:
         bb = self.backend
