@@ -255,3 +255,40 @@ def test_an_existing_file_is_created_over(tmp_path: Path, reg: JobRegistry) -> N
     verify(bb, initial)
     bb.close()
     assert_check_clean(str(target))
+
+
+@pytest.mark.parametrize("fmt", ["vmdk", "vpc", "vdi", "vhdx", "qed", "qcow", "parallels"])
+def test_mirror_into_other_formats(tmp_path: Path, reg: JobRegistry, fmt: str) -> None:
+    """Any format plugin that creates images takes a mirror (qemu-img reads it alike)."""
+    from vmforge.block.probe import format_names
+
+    if fmt not in format_names():
+        pytest.skip(f"format plugin {fmt} not installed")
+    _, top, initial = make_chain(tmp_path, size=4 * MIB)
+    target = str(tmp_path / f"copy.{fmt}")
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    w = Writer(bb).start()
+    job = start_mirror(bb, target, device="hd0", format=fmt, registry=reg)
+    assert job.wait_ready(60)
+    w.stop()
+    before = bb.read(0, bb.size)
+    job.complete()
+    assert job.wait(60) and job.error is None
+    assert bb.format == fmt
+    verify(bb, w.expected(initial))
+    bb.close()
+    assert_same(top, target)
+    with BlockBackend.open(target, fmt) as again:
+        verify(again, before)
+
+
+def test_a_format_that_cannot_create_is_refused(tmp_path: Path, reg: JobRegistry) -> None:
+    from vmforge.block.probe import format_names
+
+    if "bochs" not in format_names():
+        pytest.skip("format plugin bochs not installed")
+    _, top, _ = make_chain(tmp_path, size=MIB)
+    with BlockBackend.open(top, "qcow2", readonly=False) as bb:
+        refused("Format driver 'bochs' does not support image creation",
+                lambda: start_mirror(bb, str(tmp_path / "t.bochs"), device="hd0",
+                                     format="bochs", registry=reg))

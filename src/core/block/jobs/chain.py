@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from vmforge.block.backend import BlockBackend, Layer, create_image, open_driver, resolve_backing
-from vmforge.block.driver import BlockError, Extent
+from vmforge.block.driver import BlockError, Extent, UnsupportedOperation
 from vmforge.block.jobs.job import BlockJob, JobError, check_free, io
 from vmforge.block.probe import driver_class, format_names
 
@@ -87,6 +87,8 @@ def make_target(path: str, fmt: str | None, mode: str, size: int, *,
         opts["backing_fmt"] = backing.format
     try:
         create_image(fmt, path, size, **driver_class(fmt).parse_create_options(opts))
+    except UnsupportedOperation as exc:
+        raise JobError(f"Format driver '{fmt}' does not support image creation") from exc
     except (BlockError, OSError, ValueError) as exc:
         raise JobError(f"Could not create '{path}': {exc}") from exc
     return fmt
