@@ -4,11 +4,33 @@
 Every lookup is overflow-safe: a range ``[addr, addr + length)`` is accepted
 only when it lies inside mapped slots, and ``addr + length`` is never computed
 in a way that can wrap past 2**64.
+
+The dirty log (live migration): while it is on, each slot has a bitmap of
+its 4 KiB pages; writers mark the pages they change (:meth:`GuestRam.mark`:
+the hart's store slow path, device writes), the migration takes and clears it
+(``_log_take``).  Bits are set and taken with atomic operations, so an I/O
+thread may mark while the machine's thread takes.
 """
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from libc.string cimport memcpy, memmove
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memmove, memset
 from libc.stdint cimport uint8_t, uint64_t
+
+cdef extern from *:
+    """
+    #define gm_or64(p, v) __atomic_fetch_or((p), (v), __ATOMIC_RELAXED)
+    #define gm_xchg64(p) __atomic_exchange_n((p), 0, __ATOMIC_ACQ_REL)
+    #define gm_ld64(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+    """
+    void gm_or64(uint64_t *p, uint64_t v) noexcept nogil
+    uint64_t gm_xchg64(uint64_t *p) noexcept nogil
+    uint64_t gm_ld64(uint64_t *p) noexcept nogil
+
+
+cdef inline uint64_t log_words(uint64_t size) noexcept nogil:
+    """64-bit words of the dirty bitmap of a slot of ``size`` bytes."""
+    return (((size - 1) >> 12) >> 6) + 1
 
 
 cdef class GuestRam:
@@ -25,6 +47,9 @@ cdef class GuestRam:
         self._views = []
 
     def __dealloc__(self):
+        cdef int i
+        for i in range(self.nslots):
+            free(self.slots[i].dirty)
         PyMem_Free(self.slots)
 
     # -- map changes (slow path) -------------------------------------------------
@@ -61,6 +86,11 @@ cdef class GuestRam:
         self.slots[pos].last = last
         self.slots[pos].host = &view[0]
         self.slots[pos].readonly = readonly
+        self.slots[pos].dirty = NULL
+        if self.logging:
+            self.slots[pos].dirty = <uint64_t *>calloc(log_words(size), 8)
+            if self.slots[pos].dirty == NULL:
+                raise MemoryError()
         self.nslots += 1
         self._views.insert(pos, pinned)
         self.hint = 0
@@ -71,6 +101,7 @@ cdef class GuestRam:
         cdef int i
         for i in range(self.nslots):
             if self.slots[i].base == base:
+                free(self.slots[i].dirty)
                 memmove(&self.slots[i], &self.slots[i + 1],
                         (self.nslots - i - 1) * sizeof(RamSlot))
                 self.nslots -= 1
@@ -134,6 +165,88 @@ cdef class GuestRam:
             addr = self.slots[i].last + 1
         return done
 
+    # -- the dirty log --------------------------------------------------------------
+
+    cdef void mark(self, uint64_t addr, uint64_t length) noexcept nogil:
+        """Note the pages of ``[addr, addr+length)`` as written (no-op unless logging)."""
+        cdef int i
+        cdef uint64_t first, last, pg
+        if not self.logging or length == 0:
+            return
+        while True:
+            i = self.find(addr)
+            if i < 0 or self.slots[i].dirty == NULL:
+                return
+            first = (addr - self.slots[i].base) >> 12
+            if length - 1 <= self.slots[i].last - addr:
+                last = (addr + length - 1 - self.slots[i].base) >> 12
+            else:
+                last = (self.slots[i].size - 1) >> 12
+            pg = first
+            while pg <= last:
+                gm_or64(&self.slots[i].dirty[pg >> 6], (<uint64_t>1) << (pg & 63))
+                pg += 1
+            if length - 1 <= self.slots[i].last - addr or \
+                    self.slots[i].last == 0xFFFFFFFFFFFFFFFFULL:
+                return
+            length -= self.slots[i].last - addr + 1
+            addr = self.slots[i].last + 1
+
+    cdef bint page_dirty(self, uint64_t addr) noexcept nogil:
+        """True when the page of ``addr`` is marked in the log (False: not logging)."""
+        cdef int i = self.find(addr)
+        cdef uint64_t pg
+        if i < 0 or self.slots[i].dirty == NULL:
+            return False
+        pg = (addr - self.slots[i].base) >> 12
+        return (gm_ld64(&self.slots[i].dirty[pg >> 6]) >> (pg & 63)) & 1
+
+    def _log_start(self):
+        """Start the dirty log with every page clean."""
+        cdef int i
+        for i in range(self.nslots):
+            if self.slots[i].dirty == NULL:
+                self.slots[i].dirty = <uint64_t *>calloc(log_words(self.slots[i].size), 8)
+                if self.slots[i].dirty == NULL:
+                    raise MemoryError()
+            else:
+                memset(self.slots[i].dirty, 0, log_words(self.slots[i].size) * 8)
+        self.logging = 1
+        self.dirty_gen += 1
+
+    def _log_stop(self):
+        """Stop the dirty log (the bitmaps stay allocated: writers on other threads
+        may still look at them)."""
+        self.logging = 0
+        self.dirty_gen += 1
+
+    def _log_take(self, unsigned long long base):
+        """The dirty bitmap of the slot at ``base`` (bit ``n`` of byte ``n // 8``: page
+        ``n``), cleared as it is read; None when the slot was never logged."""
+        cdef int i, w
+        cdef uint64_t n, v
+        cdef bytearray out
+        cdef unsigned char *o
+        for i in range(self.nslots):
+            if self.slots[i].base == base:
+                break
+        else:
+            raise KeyError(f"no RAM slot starts at {base:#x}")
+        if self.slots[i].dirty == NULL:
+            return None
+        n = log_words(self.slots[i].size)
+        out = bytearray(n * 8)
+        o = out
+        for w in range(<int>n):
+            v = gm_xchg64(&self.slots[i].dirty[w])
+            memcpy(o + 8 * w, &v, 8)      # little-endian host: bit n of byte n // 8
+        self.dirty_gen += 1
+        return bytes(out)
+
+    def _log_mark(self, unsigned long long addr, unsigned long long length):
+        """Mark ``[addr, addr+length)`` dirty (writers outside the compiled paths)."""
+        self.mark(addr, length)
+
     cdef uint64_t copy_in(self, uint64_t addr, const uint8_t *src, uint64_t length,
                           bint force) noexcept nogil:
         """Copy ``src`` into guest memory until ``length``, an unmapped byte or a ROM
@@ -149,6 +262,7 @@ cdef class GuestRam:
             if chunk - 1 > room:
                 chunk = room + 1
             memcpy(self.slots[i].host + (addr - self.slots[i].base), src + done, chunk)
+            self.mark(addr, chunk)
             done += chunk
             if self.slots[i].last == 0xFFFFFFFFFFFFFFFFULL:
                 break

@@ -138,6 +138,7 @@ cdef class Hart:
     cdef object pyexc           # a device's exception, re-raised by run()
     cdef readonly uint64_t tlb_flushes, code_flushes, code_inits
     cdef unsigned long long ram_gen
+    cdef unsigned long long dirty_gen   # the RAM's dirty_gen the write TLB was armed for
     # the compiler of hot blocks (riscv_jit.pxi)
     cdef int jit_on
     cdef uint8_t *jit_buf

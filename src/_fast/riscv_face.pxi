@@ -100,7 +100,7 @@ cdef class Hart:
         after every instruction when ``exact``) or a stop; returns the stop code.
         A device's exception is re-raised."""
         cdef int reason
-        if self.ram.generation != self.ram_gen:
+        if self.ram.generation != self.ram_gen or self.ram.dirty_gen != self.dirty_gen:
             map_check(self)
         self.pyexc = None
         self.step_mode = exact

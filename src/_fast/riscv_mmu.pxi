@@ -5,9 +5,11 @@
 # set of the three per translation context (U, S, M; data accesses use the
 # context after MPRV): a privilege change selects another set, satp writes,
 # sfence.vma and SUM/MXR changes flush them all.  A TLB entry's tag carries
-# flags that force the slow path: TLB_IO (device memory, no host pointer) and
+# flags that force the slow path: TLB_IO (device memory, no host pointer),
 # TLB_CODE (a write entry for a page with decoded instructions, which stores
-# must patch).
+# must patch) and TLB_NOTDIRTY (while RAM's dirty log is on: a write entry for
+# a page not yet marked; the slow path marks it and drops the flag, QEMU's
+# TLB_NOTDIRTY).  Other writes to RAM (A/D bits, AMOs, SC) mark the log directly.
 #
 # Decoded code: CodePages of 2048 records (+2 sentinels), 256 sets of 4 ways
 # keyed by physical page; the fetch TLB remembers each entry's CodePage.
@@ -68,7 +70,8 @@ cdef extern from *:
     #define RV_TLB_IO    0x10ULL
     #define RV_TLB_CODE  0x20ULL
     #define RV_TLB_WATCH 0x40ULL
-    #define RV_TLB_FLAGS 0x70ULL
+    #define RV_TLB_NOTDIRTY 0x80ULL
+    #define RV_TLB_FLAGS 0xF0ULL
     #define RV_NOPAGE    0xFFFFFFFFFFFFFFFFULL
     #define RV_PAGE_MASK (~0xFFFULL)
     #define RV_PPN_MASK  0xFFFFFFFFFFFULL
@@ -80,7 +83,8 @@ cdef extern from *:
     static inline void rv_st16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
     #define RV_HOST(addend, va) ((uint8_t *)(uintptr_t)((addend) + (va)))
     """
-    uint64_t RV_TLB_EMPTY, RV_TLB_IO, RV_TLB_CODE, RV_TLB_WATCH, RV_TLB_FLAGS, RV_NOPAGE
+    uint64_t RV_TLB_EMPTY, RV_TLB_IO, RV_TLB_CODE, RV_TLB_WATCH, RV_TLB_NOTDIRTY, RV_TLB_FLAGS
+    uint64_t RV_NOPAGE
     uint64_t RV_PAGE_MASK
     uint64_t RV_PPN_MASK
     uint64_t rv_ld64(const uint8_t *p) noexcept nogil
@@ -260,6 +264,7 @@ cdef int translate(Hart h, uint64_t va, int acc, uint64_t *pa) noexcept nogil:
                 if p == NULL:
                     return fault_cause(acc, 0)
                 rv_st64(p, pte | need)
+                h.ram.mark(pte_addr, 8)
             pa[0] = (ppn << 12) | (va & ((mask << 12) | 0xfff))
             return 0
         if pte & (PTE_A | PTE_D | PTE_U) or pte >> 54:
@@ -293,9 +298,29 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
     if acc == ACC_W:
         if code_lookup(h, ppage) != NULL:
             e.tag |= RV_TLB_CODE
+        if h.ram.logging and not h.ram.page_dirty(ppage):
+            e.tag |= RV_TLB_NOTDIRTY
     if h.nw and watch_page(h, vpage, acc):
         e.tag |= RV_TLB_WATCH
     return 0
+
+
+cdef void dirty_rearm(Hart h) noexcept nogil:
+    """The dirty log started, stopped or was taken: write entries of pages not
+    marked get TLB_NOTDIRTY while it is on, none keeps it once it is off."""
+    cdef int i, c
+    cdef TlbEntry *e
+    cdef bint on = h.ram.logging
+    h.dirty_gen = h.ram.dirty_gen
+    for c in range(3):
+        for i in range(256):
+            e = &h.wtlb[c][i]
+            if e.tag == RV_TLB_EMPTY or e.tag & RV_TLB_IO:
+                continue
+            if on and not h.ram.page_dirty(e.ppage):
+                e.tag |= RV_TLB_NOTDIRTY
+            else:
+                e.tag &= ~RV_TLB_NOTDIRTY
 
 
 cdef int map_check(Hart h) noexcept nogil:
@@ -305,6 +330,8 @@ cdef int map_check(Hart h) noexcept nogil:
         tlb_flush(h)
         code_flush(h)
         h.lim = 0
+    if h.ram.dirty_gen != h.dirty_gen:
+        dirty_rearm(h)
     return 0
 
 
@@ -343,6 +370,7 @@ cdef int phys_write(Hart h, uint64_t pa, int size, uint64_t v, uint64_t va) noex
     cdef int r = 0
     if p != NULL:
         memcpy(p, &v, size)
+        h.ram.mark(pa, size)
         code_invalidate(h, pa, size)
         if h.rs.nactive:
             resv_clear(h.rs, p, size)
@@ -446,6 +474,9 @@ cdef int store_slow(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil:
         return phys_write(h, e.ppage | (va & 0xfff), size, v, va)
     host = RV_HOST(e.addend, va)
     memcpy(host, &v, size)
+    if e.tag & RV_TLB_NOTDIRTY:
+        h.ram.mark(e.ppage, 4096)
+        e.tag &= ~RV_TLB_NOTDIRTY
     if e.tag & RV_TLB_CODE:
         code_invalidate(h, e.ppage | (va & 0xfff), size)
     if h.rs.nactive:
@@ -571,6 +602,7 @@ cdef int exec_amo(Hart h, Rec *r) noexcept nogil:
                 rv_st32(p, <uint32_t>h.x[r.rs2])
             else:
                 rv_st64(p, h.x[r.rs2])
+            h.ram.mark(pa, size)
             code_invalidate(h, pa, size)
             if h.rs.nactive:
                 resv_clear(h.rs, p, size)
@@ -589,6 +621,7 @@ cdef int exec_amo(Hart h, Rec *r) noexcept nogil:
             rv_st32(p, <uint32_t>new)
         else:
             rv_st64(p, new)
+        h.ram.mark(pa, size)
         code_invalidate(h, pa, size)
         if h.rs.nactive:
             resv_clear(h.rs, p, size)

@@ -701,6 +701,7 @@ cdef class VRing:
         self.inflight -= 1
         if self.packed:
             p = self.desc_p + 16 * self.used_idx
+            self.ram.mark(self.desc_addr + 16 * self.used_idx, 16)
             wr32(p + 8, written)
             wr16(p + 12, <uint16_t>head)
             flags = F_AVAIL | F_USED if self.used_wrap else 0
@@ -715,15 +716,21 @@ cdef class VRing:
         p = self.dev_p + 4 + 8 * (self.used_idx % self.size)
         wr32(p, <uint32_t>head)
         wr32(p + 4, written)
+        self.ram.mark(self.device_addr + 4 + 8 * (self.used_idx % self.size), 8)
         self.used_idx += 1
         return OK
 
     def push(self, Chain chain, unsigned int written):
         """Return ``chain`` to the driver with ``written`` bytes written.  Split rings
-        publish at :meth:`flush`; packed entries are visible at once."""
+        publish at :meth:`flush`; packed entries are visible at once.  The pages of
+        its writable part go into RAM's dirty log (when on)."""
+        cdef int i
         rc = self._push(chain.head, chain.slots, written)
         if rc != OK:
             raise RingError(rc, chain.head, "not in flight")
+        if self.ram.logging:
+            for i in range(chain.n_readable, chain.n):
+                self.ram.mark(chain.addr[i], chain.len[i])
 
     def push_id(self, int head, int slots, unsigned int written):
         """:meth:`push` by id and slot count (what :meth:`pop_count` returned)."""
@@ -735,6 +742,7 @@ cdef class VRing:
         if not self.packed and self.published != self.used_idx and self._live():
             vr_store_release_u16(self.dev_p + 2, self.used_idx)   # elements, then idx
             self.published = self.used_idx
+            self.ram.mark(self.device_addr, 4)
 
     def flush(self):
         """Publish the used entries pushed so far (split: one release store of idx)."""
@@ -800,4 +808,5 @@ cdef class VRing:
                 wr16(self.dev_p + 4 + 8 * self.size, self.last_avail)
         else:
             wr16(self.dev_p, 0 if enable else USED_F_NO_NOTIFY)
+        self.ram.mark(self.device_addr, 4 if self.packed else 6 + 8 * self.size)
         vr_fence()      # the driver must see it before we look at the ring again
