@@ -292,3 +292,16 @@ def test_a_format_that_cannot_create_is_refused(tmp_path: Path, reg: JobRegistry
         refused("Format driver 'bochs' does not support image creation",
                 lambda: start_mirror(bb, str(tmp_path / "t.bochs"), device="hd0",
                                      format="bochs", registry=reg))
+
+
+def test_closing_the_backend_cancels_its_job(tmp_path: Path, reg: JobRegistry) -> None:
+    _, top, _ = make_chain(tmp_path, size=4 * MIB)
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    ev = Events()
+    job = start_mirror(bb, str(tmp_path / "copy.qcow2"), device="hd0", speed=1,
+                       on_event=ev, registry=reg)
+    ev.wait_status("running")
+    bb.close()
+    assert job.status == "null" and bb.closed and bb.job is None
+    assert "BLOCK_JOB_CANCELLED" in ev.names()
+    assert_check_clean(top)

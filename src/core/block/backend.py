@@ -678,9 +678,12 @@ class BlockBackend:
     # -- closing -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every layer (flushing the top first) and drop the locks."""
+        """Close every layer (flushing the top first) and drop the locks; a block job
+        on the backend is cancelled first and waited for (QEMU's job_cancel_sync)."""
         if self.closed:
             return
+        if self.job is not None:
+            self.job.cancel_sync()
         self.closed = True
         close_layers(self.layers)
 

@@ -235,6 +235,18 @@ class BlockJob:
                 self._force_cancel |= force
             self._cond.notify_all()
 
+    def cancel_sync(self, timeout: float | None = 60) -> None:
+        """Force-cancel and wait for the end, whatever the state (QEMU's
+        job_cancel_sync, as when its disk goes away); nothing to do once concluded."""
+        with self._cond:
+            if self.status in _VERBS["cancel"]:
+                self._cancelled = self._force_cancel = True
+            elif self.status == "concluded" and self.auto_dismiss:
+                self._dismiss_locked()
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self.wait(timeout)
+
     def finalize(self) -> None:
         with self._cond:
             self._verb("finalize")
@@ -348,7 +360,9 @@ class BlockJob:
         self._cleanup()
         data = {"type": self.type, "device": self.id, "len": self.len,
                 "offset": self.offset, "speed": self.speed}
-        if cancelled:
+        if not self._started:
+            pass            # (QEMU: events only for a job that started)
+        elif cancelled:
             self._emit("BLOCK_JOB_CANCELLED", data)
         else:
             if ret_error is not None:
