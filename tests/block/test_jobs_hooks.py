@@ -91,7 +91,8 @@ def test_drained_holds_new_requests_and_lets_the_owner_through(bb: BlockBackend)
     assert bb.read(0, 12) == b"late\0\0\0\0mine"
 
 
-def test_drain_waits_for_requests_in_flight(bb: BlockBackend) -> None:
+@pytest.mark.parametrize("how", ["drain", "drained"])
+def test_drain_waits_for_requests_in_flight(bb: BlockBackend, how: str) -> None:
     release = threading.Event()
     entered = threading.Event()
 
@@ -105,8 +106,12 @@ def test_drain_waits_for_requests_in_flight(bb: BlockBackend) -> None:
     done = threading.Event()
 
     def drain() -> None:
-        with bb.drained():
-            done.set()
+        if how == "drain":
+            bb.drain()
+        else:
+            with bb.drained():
+                pass
+        done.set()
 
     drainer, _ = _started(drain)
     drainer.join(0.3)

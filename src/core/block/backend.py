@@ -597,6 +597,11 @@ class BlockBackend:
         requests inside (a pivot's last copy); drained sections nest."""
         return self._gate.drained()
 
+    def drain(self) -> None:
+        """Wait until the requests in flight have finished (QEMU's bdrv_drain)."""
+        with self.drained():
+            pass
+
     def _hooks_changed(self, change: Any) -> None:
         """Apply ``change`` to the hooks (made if needed) while drained, so that every
         request after it sees them; the hooks go when nothing is left attached."""
@@ -652,6 +657,8 @@ class BlockBackend:
         if not layers:
             raise ValueError("a BlockBackend needs at least one layer")
         with self.drained():
+            if layers[0] is not self.layers[0]:
+                self._guard_block0 = False      # (a guessed raw top is gone)
             self.layers[:] = list(layers)
             close_layers(close)
 
