@@ -19,9 +19,11 @@ class Writer:
     """Writes random blocks (and now and then zeros) until stopped; ``model`` holds
     what each written block must read (the image's first contents elsewhere)."""
 
-    def __init__(self, bb: BlockBackend, seed: int = 0, blocks: int | None = None) -> None:
+    def __init__(self, bb: BlockBackend, seed: int = 0, blocks: int | None = None,
+                 first: int = 0) -> None:
         self.bb = bb
-        self.blocks = blocks or bb.size // BLOCK
+        self.first = first
+        self.blocks = blocks or bb.size // BLOCK - first
         self.model: dict[int, bytes] = {}
         self.writes = 0
         self._stop = threading.Event()
@@ -47,11 +49,11 @@ class Writer:
         gen = 0
         try:
             while not self._stop.is_set():
-                blk = self._rand.randrange(self.blocks)
+                blk = self.first + self._rand.randrange(self.blocks)
                 gen += 1
                 if gen % 17 == 0:
                     n = self._rand.randrange(1, 4)
-                    n = min(n, self.blocks - blk)
+                    n = min(n, self.first + self.blocks - blk)
                     self.bb.write_zeroes(blk * BLOCK, n * BLOCK)
                     for b in range(blk, blk + n):
                         self.model[b] = bytes(BLOCK)

@@ -305,3 +305,42 @@ def test_closing_the_backend_cancels_its_job(tmp_path: Path, reg: JobRegistry) -
     assert job.status == "null" and bb.closed and bb.job is None
     assert "BLOCK_JOB_CANCELLED" in ev.names()
     assert_check_clean(top)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_several_writers_pauses_and_a_pivot(tmp_path: Path, reg: JobRegistry,
+                                            seed: int) -> None:
+    """Three writer threads on disjoint parts of the disk (as virtio-blk's I/O
+    threads), the job paused and resumed and its speed changed while they write."""
+    _, top, initial = make_chain(tmp_path, size=8 * MIB, seed=seed)
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    part = bb.size // 4096 // 3
+    writers = [Writer(bb, seed=seed * 10 + k, blocks=part, first=k * part).start()
+               for k in range(3)]
+    ev = Events()
+    job = start_mirror(bb, str(tmp_path / "copy.qcow2"), device="hd0", speed=4 * MIB,
+                       granularity=4096 << seed, on_event=ev, registry=reg)
+    ev.wait_status("running")
+    job.pause()
+    ev.wait_status("paused")
+    writers[0].start_more(50)
+    job.resume()
+    job.set_speed(0)
+    assert job.wait_ready(60)
+    job.pause()
+    ev.wait_status("standby")
+    writers[1].start_more(50)
+    job.resume()
+    ev.wait_for(lambda: ev.statuses().count("ready") == 2)
+    job.complete()
+    assert job.wait(60)
+    expected = bytearray(initial)
+    for w in writers:
+        w.stop()
+        for blk, data in w.model.items():
+            expected[blk * 4096:(blk + 1) * 4096] = data
+    assert ev.statuses() == ["created", "running", "paused", "running", "ready", "standby",
+                             "ready", "waiting", "pending", "concluded", "null"]
+    verify(bb, bytes(expected))
+    bb.close()
+    assert_check_clean(str(tmp_path / "copy.qcow2"))
