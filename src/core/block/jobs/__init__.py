@@ -16,26 +16,37 @@ job.wait()
   mode="absolute-paths", speed=0, granularity=0, buf_size=0, on_event=None, **create_opts)``
   (:mod:`.mirror`), ``start_stream(backend, *, device, base=None, ...)`` (:mod:`.stream`),
   ``start_commit(backend, *, device, top=None, base=None, ...)`` (:mod:`.commit`; ``top``
-  None or the active layer: active commit), ``start_backup(backend, target, *, device,
-  format=None, sync="full", mode="absolute-paths", ...)`` (:mod:`.backup`),
-  ``snapshot_sync(backend, snapshot_file, *, format="qcow2", mode="absolute-paths")``
-  (:mod:`.snapshot`).  All also take ``auto_finalize``, ``auto_dismiss`` and
-  ``registry`` (default: :data:`JOBS`, the process's).
+  None or the active layer: active commit, ``type`` "commit" as QEMU's), ``start_backup(
+  backend, target, *, device, format=None, sync="full", mode="absolute-paths", ...)``
+  (:mod:`.backup`), ``snapshot_sync(backend, snapshot_file, *, format="qcow2",
+  mode="absolute-paths", device=None)`` (:mod:`.snapshot`; ``device`` names the node in
+  the busy error).  The starts also take ``auto_finalize``, ``auto_dismiss`` and
+  ``registry`` (default: :data:`JOBS`, the process's; QMP keeps one per machine).
 - :class:`BlockJob` (:mod:`.job`): ``id``, ``type``, ``device``, ``status`` (QEMU's
   JobStatus), ``offset``, ``len``, ``speed``, ``busy``, ``paused``, ``ready``,
-  ``error``, ``auto_finalize``, ``auto_dismiss``; ``pause``, ``resume``,
+  ``error``, ``io_status``, ``auto_finalize``, ``auto_dismiss``; ``pause``, ``resume``,
   ``set_speed``, ``complete``, ``cancel(force)``, ``finalize``, ``dismiss``,
-  ``wait(timeout)``, ``info()`` (the ``query-block-jobs`` entry, QEMU 7.2's keys).
-- Listeners (``on_event``, or ``JOBS.listeners`` for every job) are called on the
-  job's thread with ``(job, event, data)``: ``JOB_STATUS_CHANGE`` (``id``,
-  ``status``), ``BLOCK_JOB_READY``, ``BLOCK_JOB_PENDING`` (``type``, ``id``; only
-  with ``auto_finalize`` off, as QEMU),
-  ``BLOCK_JOB_COMPLETED`` (with ``error`` on failure), ``BLOCK_JOB_CANCELLED``;
-  ``BLOCK_JOB_ERROR`` (``device``, ``operation``, ``action``); data as QEMU sends it.
-  An I/O error ends the job as QEMU's ``on-error=report``: BLOCK_JOB_ERROR
-  (``action`` "report"), then BLOCK_JOB_COMPLETED with the ``error``.
+  ``wait(timeout)``, ``info()`` (the ``query-block-jobs`` entry, QEMU 7.2's keys), and
+  beyond the contract ``wait_ready(timeout)`` and ``cancel_sync()`` (force-cancel and
+  wait: what ``BlockBackend.close`` does to the backend's job).  ``backend.job`` is the
+  job using a backend (QEMU's op blocker: a second job or a snapshot is refused).
+- Listeners (``on_event``, or ``registry.listeners`` for every job) get ``(job, event,
+  data)``: ``JOB_STATUS_CHANGE`` (``id``, ``status``; ``created`` on the thread that
+  starts the job, ``null`` on the one that dismisses it, the others on the job's),
+  ``BLOCK_JOB_READY``, ``BLOCK_JOB_PENDING`` (``type``, ``id``; only with
+  ``auto_finalize`` off, as QEMU), ``BLOCK_JOB_COMPLETED`` (with ``error`` on failure),
+  ``BLOCK_JOB_CANCELLED``, ``BLOCK_JOB_ERROR`` (``device``, ``operation``, ``action``);
+  data as QEMU sends it.  They are called with the job's lock held: they may call the
+  job, but must not wait for another thread that does.  An I/O error ends the job as
+  QEMU's ``on-error=report``: BLOCK_JOB_ERROR (``action`` "report"), then
+  BLOCK_JOB_COMPLETED with the ``error``.
 - :class:`JobError`: a refused operation, with QEMU's message.
-- :class:`JobRegistry` (:mod:`.registry`): jobs by id (``find``, ``jobs``, ``query``).
+- :class:`JobRegistry` (:mod:`.registry`): jobs by id (``get``, ``find`` with QEMU's
+  not-found error, ``jobs``, ``query``).
+
+What the jobs use of the backend (:mod:`vmforge.block.iohooks`): ``add_dirty_bitmap``
+(:class:`vmforge.block.bitmap.DirtyBitmap`), ``add_write_notifier``, ``serialising`` /
+``serialised``, ``drained`` / ``drain``, ``replace_layers``, ``reopen_layer``.
 """
 
 from vmforge.block.jobs.backup import BackupJob, start_backup
