@@ -80,7 +80,12 @@ def _started(target: object, *args: object) -> tuple[threading.Thread, threading
 
 
 def test_drained_holds_new_requests_and_lets_the_owner_through(bb: BlockBackend) -> None:
+    bb.write(0, b"\0\0\0\0")
     with bb.drained():
+        out: list[bool] = []
+        t, _ = _started(lambda: out.append(bb.preadv_nowait(0, [memoryview(bytearray(4))])))
+        t.join(10)
+        assert out == [False]                # "no wait": declined, not blocked
         t, _ = _started(bb.write, 0, b"late")
         t.join(0.3)
         assert t.is_alive()                   # waiting for the drained section

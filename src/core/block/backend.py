@@ -290,6 +290,8 @@ class BlockBackend:
         self._check_range(offset, total)
         if not total:
             return True
+        if self._gate.quiesced:
+            return False        # drained: a worker's read waits, this thread must not
         self._gate.enter()
         try:
             if len(self.layers) > 1 and not self._top_holds(offset, total):
