@@ -90,13 +90,14 @@ class Shell:
         return expected
 
 
-def _machine(disk: Path, console: BufferChar, sock: Path) -> tuple[Any, QmpServer]:
+def _machine(disk: Path, console: BufferChar, sock: Path, fmt: str = "qcow2",
+             ) -> tuple[Any, QmpServer]:
     from vmforge_riscv_virt.machine import RiscvVirt
 
     machine = RiscvVirt(MachineConfig(
         machine="riscv-virt", memory=256 << 20, kernel=_guest_file("linux-riscv64"),
         initrd=_guest_file("initramfs-riscv64"), append="console=ttyS0", serial=[console],
-        drives=[DriveSpec.parse(f"file={disk},format=qcow2,if=none,id=hd0")],
+        drives=[DriveSpec.parse(f"file={disk},format={fmt},if=none,id=hd0")],
         devices=[DeviceSpec.parse("virtio-blk-device,drive=hd0")]))
     server = QmpServer(machine, f"unix:{sock},server=on,wait=off").start()
     machine.start()
@@ -127,13 +128,29 @@ async def _chain(c: QMPClient) -> list[str]:
     return names
 
 
-def _check_image(path: Path, expected: dict[int, int]) -> None:
+def _qemu_img_check(path: Path) -> None:
     qemu_img = require_program("qemu-img", "qemu-utils")
     check = subprocess.run([qemu_img, "check", str(path)], capture_output=True, text=True,
                            check=False)
     assert check.returncode == 0, check.stdout + check.stderr
-    with BlockBackend.open(str(path), "qcow2") as bb:
+
+
+def _check_image(path: Path, expected: dict[int, int], fmt: str = "qcow2") -> None:
+    """``qemu-img check`` clean, and every block what it must be."""
+    _qemu_img_check(path)
+    with BlockBackend.open(str(path), fmt) as bb:
         assert dp.verify_image(bb.read, expected, DISK_BLOCKS, _initial) == []
+
+
+def _check_between(path: Path, low: dict[int, int], high: dict[int, int]) -> None:
+    """A copy left behind while the guest wrote: every block whole, of a generation
+    between what the writer had written (``low``) and its last one (``high``)."""
+    _qemu_img_check(path)
+    with BlockBackend.open(str(path), "qcow2") as bb:
+        for n in range(DISK_BLOCKS):
+            got = dp.check_block(bb.read(n * dp.BLOCK, dp.BLOCK))
+            lo, hi = low.get(n, _initial(n)), high.get(n, _initial(n))
+            assert got is not None and got[0] == n and lo <= got[1] <= hi, (n, got, lo, hi)
 
 
 def test_jobs_while_linux_writes(chain: Path, sockdir: Path) -> None:
@@ -142,6 +159,7 @@ def test_jobs_while_linux_writes(chain: Path, sockdir: Path) -> None:
     machine, server = _machine(chain, console, d / "vm.qmp")
     shell = Shell(console)
     times: dict[str, float] = {}
+    between: dict[int, int] = {}            # what the writer had written before the vmdk mirror
     try:
         shell.load()
         shell.run(f'vmf_start 2 "{" ".join(map(str, WRITER_BLOCKS))}"; echo VMF-STARTED',
@@ -214,6 +232,13 @@ def test_jobs_while_linux_writes(chain: Path, sockdir: Path) -> None:
                 "device": "hd0", "target": str(d / "mirror.qcow2"), "sync": "full",
                 "format": "qcow2"}, ready=True)
             assert await _chain(c) == ["mirror.qcow2"]
+            between.update(await asyncio.to_thread(shell.held, lambda e: None))
+
+            # and on to a vmdk: mirror.qcow2 is left with the disk as it was at the pivot
+            await job(c, "mirror to vmdk", "drive-mirror", {
+                "device": "hd0", "target": str(d / "mirror.vmdk"), "sync": "full",
+                "format": "vmdk"}, ready=True)
+            assert await _chain(c) == ["mirror.vmdk"]
             await asyncio.to_thread(shell.held, lambda e: None)
             await c.disconnect()
             _check_image(d / "backup.qcow2", at_start)
@@ -231,11 +256,12 @@ def test_jobs_while_linux_writes(chain: Path, sockdir: Path) -> None:
         server.close()
     print("job times with the guest writing:",
           ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
-    _check_image(d / "mirror.qcow2", final)
+    _check_image(d / "mirror.vmdk", final, "vmdk")
+    _check_between(d / "mirror.qcow2", between, final)
 
-    # a fresh machine given only the copy
+    # a fresh machine given only the last copy
     console = BufferChar()
-    machine, server = _machine(d / "mirror.qcow2", console, d / "vm2.qmp")
+    machine, server = _machine(d / "mirror.vmdk", console, d / "vm2.qmp", "vmdk")
     try:
         shell = Shell(console)
         shell.load()
@@ -243,4 +269,4 @@ def test_jobs_while_linux_writes(chain: Path, sockdir: Path) -> None:
     finally:
         machine.stop(10)
         server.close()
-    _check_image(d / "mirror.qcow2", final)
+    _check_image(d / "mirror.vmdk", final, "vmdk")

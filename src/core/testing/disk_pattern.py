@@ -15,7 +15,8 @@ must hold.  Generation 0 is what the host lays down before boot
 Guest side (after ``. /tmp/vmf.sh``)::
 
     vmf_start 1 "0 17 34"   # writer from generation 1 over blocks 0, 17, 34, in the background
-    vmf_hold / vmf_release  # hold the writer between two writes (VMF-HELD once it is)
+    vmf_hold / vmf_release  # hold the writer between two writes (VMF-HELD once it is:
+                            # it echoed this hold's token, all its writes logged)
     vmf_stop                # stop it and wait (VMF-STOPPED)
     vmf_expect              # the last generation of each block: "n:g ..." then VMF-END
     vmf_verify n:g ...      # read each block back (O_DIRECT): VMF-VERIFY ok=K bad=B
@@ -119,8 +120,9 @@ vmf_writer() {
   g=$1
   while [ ! -e /tmp/vmf.stop ]; do
     for n in $2; do
-      while [ -e /tmp/vmf.hold ]; do touch /tmp/vmf.held; usleep 20000; done
-      rm -f /tmp/vmf.held
+      while [ -e /tmp/vmf.hold ]; do
+        read -r t 2>/dev/null < /tmp/vmf.hold && echo "$t" > /tmp/vmf.held; usleep 20000
+      done
       [ -e /tmp/vmf.stop ] && break
       vmf_block $n $g
       dd if=/tmp/vmf.b of=/dev/vda bs=4096 seek=$n count=1 oflag=direct conv=notrunc \
@@ -129,10 +131,11 @@ vmf_writer() {
     g=$((g + 1))
   done
 }
-vmf_start() { rm -f /tmp/vmf.stop /tmp/vmf.hold /tmp/vmf.held; vmf_writer "$1" "$2" & }
+vmf_start() { rm -f /tmp/vmf.stop /tmp/vmf.hold; echo 0 > /tmp/vmf.held; vmf_writer "$1" "$2" & }
 vmf_hold() {
-  touch /tmp/vmf.hold
-  while [ ! -e /tmp/vmf.held ]; do usleep 20000; done; echo VMF-HELD
+  vmf_token=$((${vmf_token:-0} + 1)); echo $vmf_token > /tmp/vmf.hold
+  h=; while [ "$h" != $vmf_token ]; do usleep 20000; read -r h < /tmp/vmf.held; done
+  echo VMF-HELD
 }
 vmf_release() { rm -f /tmp/vmf.hold; echo VMF-RELEASED; }
 vmf_stop() { touch /tmp/vmf.stop; rm -f /tmp/vmf.hold; wait; echo VMF-STOPPED; }
