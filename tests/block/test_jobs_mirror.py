@@ -136,12 +136,11 @@ def test_pause_resume_speed_and_info(tmp_path: Path, reg: JobRegistry) -> None:
     assert info["len"] > 0 and not info["ready"]
     refused("Can't resume a job that was not paused",
             lambda: job.resume())
-    job.pause()
+    job.pause()          # as QEMU's: the job has paused when the call returns
     assert job.info()["paused"] is True
+    assert job.info()["status"] == "paused" and job.info()["busy"] is False
     refused("Job is already paused",
             lambda: job.pause())
-    ev.wait_status("paused")
-    assert job.info()["status"] == "paused" and job.info()["busy"] is False
     refused("The block job for device 'm0' is currently paused",
             lambda: job.cancel())
     job.set_speed(0)
@@ -149,6 +148,7 @@ def test_pause_resume_speed_and_info(tmp_path: Path, reg: JobRegistry) -> None:
     refused("Invalid parameter 'speed'",
             lambda: job.set_speed(-1))
     job.resume()
+    assert job.status in ("running", "ready")
     assert job.wait_ready(60)
     assert ev.statuses()[:5] == ["created", "running", "paused", "running", "ready"]
     job.cancel(force=True)

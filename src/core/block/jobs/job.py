@@ -191,6 +191,8 @@ class BlockJob:
             self._user_paused = True
             self._pause_count += 1
             self._cond.notify_all()
+            # QEMU enters the job at once: it is paused when the command returns
+            self._settle(lambda: self.status not in ("running", "ready"))
 
     def resume(self) -> None:
         with self._cond:
@@ -200,6 +202,8 @@ class BlockJob:
             self._user_paused = False
             self._pause_count -= 1
             self._cond.notify_all()
+            self._settle(lambda: self._pause_count > 0
+                         or self.status not in ("paused", "standby"))
 
     def set_speed(self, speed: int) -> None:
         with self._cond:
@@ -209,6 +213,14 @@ class BlockJob:
             self.speed = speed
             self._limit.set_speed(speed)
             self._cond.notify_all()
+
+    def _settle(self, done: Callable[[], bool], timeout: float = 10) -> None:
+        """Wait (the condition held) until the job's thread has reacted, unless this is
+        that thread or the thread has not started its work."""
+        if not self._started or threading.current_thread() is self._thread:
+            return
+        self._cond.wait_for(lambda: done() or self.status in ("concluded", "null"),
+                            timeout)
 
     def complete(self) -> None:
         with self._cond:
