@@ -103,6 +103,11 @@ class Machine:
         self._paused = False
         self._own_chardevs: list[CharBackend] = []
         self._thread: threading.Thread | None = None
+        #: the thread in :meth:`run` (None when the run loop is not running)
+        self.loop_thread: threading.Thread | None = None
+        #: QEMU's run state while a migration holds the machine (``inmigrate``,
+        #: ``finish-migrate``, ``postmigrate``), else None (vmforge.migration.live)
+        self.migration_runstate: str | None = None
         self._error: BaseException | None = None
         self._clock_origin_seen: int | None = None
         #: held while device models run on the machine's thread (pending calls,
@@ -336,6 +341,7 @@ class Machine:
         """Run until shutdown (or ``timeout`` seconds of host time); the exit status."""
         self.realize()
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.loop_thread = threading.current_thread()   # call_soon's work runs here
         self.clock.resume()
         try:
             while not self.stopped:
@@ -373,6 +379,7 @@ class Machine:
             self._error = exc
             raise
         finally:
+            self.loop_thread = None
             self.clock.pause()
             self._hooks().vmforge_machine_shutdown(
                 machine=self, reason=self.shutdown_reason, status=self.exit_status)

@@ -48,6 +48,9 @@ class Monitor:
                                      "internal snapshots (qcow2)"),
             "loadvm": (self._loadvm, "loadvm tag -- restore a VM snapshot"),
             "delvm": (self._delvm, "delvm tag -- delete a VM snapshot from the disks"),
+            "migrate": (self._migrate, "migrate [-d] uri -- migrate the VM to uri "
+                                       "(tcp:HOST:PORT, exec:CMD, file:PATH)"),
+            "migrate_cancel": (lambda args: self._migrate(args, cancel=True), ""),
             "quit": (self._quit, "quit / q -- stop vmforge"),
             "q": (self._quit, ""),
         }
@@ -121,6 +124,10 @@ class Monitor:
             return str(text)
         if what == "snapshots":
             return self._snapshots("info", [])
+        if what == "migrate":
+            from vmforge.qmp.migration import hmp_info_migrate
+
+            return hmp_info_migrate(m)
         if what == "mtree":
             return m.space.describe()
         if what in ("devices", "qtree"):
@@ -215,6 +222,13 @@ class Monitor:
         except VmforgeError as exc:
             return f"Error: {exc}"
         return ""
+
+    def _migrate(self, args: list[str], cancel: bool = False) -> str:
+        from vmforge.qmp import migration
+
+        if cancel:
+            return migration.hmp_migrate_cancel(self.machine, [])
+        return migration.hmp_migrate(self.machine, args)
 
     def _quit(self, args: list[str]) -> str:
         self.machine.request_shutdown("user", 0)

@@ -49,6 +49,12 @@ _NAMES = {Perm.READ: "consistent read", Perm.WRITE: "write",
 _ALL = (Perm.READ, Perm.WRITE, Perm.WRITE_UNCHANGED, Perm.RESIZE)
 
 
+#: set while the destination of a live migration opens its images (QEMU opens them
+#: inactive): no lock is taken then; the migration reopens them, locked, once the
+#: source has let go (vmforge.migration.disks)
+defer_locks = False
+
+
 class LockedError(BlockError):
     """Another process holds a lock that conflicts with this open."""
 
@@ -68,7 +74,7 @@ class ImageLock:
         """Take the locks an open of this kind needs, or raise :class:`LockedError`."""
         if force_share and not readonly:
             raise BlockError("force-share (-U) can only be used with read-only opens", path)
-        if force_share:
+        if force_share or defer_locks:
             lock = cls(path, Perm(0), Perm(0))
         elif backing:
             lock = cls(path, Perm.READ, Perm(0))

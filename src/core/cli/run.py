@@ -98,6 +98,8 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
                         "following the host's clock; sleep=off skips idle time")
     p.add_argument("-loadvm", dest="loadvm", metavar="NAME",
                    help="start from the VM snapshot NAME (made by the monitor's savevm)")
+    p.add_argument("-incoming", dest="incoming", metavar="tcp:HOST:PORT|exec:CMD|file:PATH|defer",
+                   help="wait for a live migration from another vmforge on this URI")
     p.add_argument("-qmp", dest="qmp", action="append", default=[],
                    metavar="unix:PATH,server=on,wait=off|tcp:HOST:PORT,server=on,wait=off",
                    help="a QMP (QEMU Machine Protocol) server for management tools")
@@ -158,7 +160,9 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         extra={**({"logfile": args.logfile} if args.logfile else {}),
                **({"cpu": args.cpu} if args.cpu else {}),
                **({"dfilter": _dfilter(args.dfilter)} if args.dfilter else {}),
-               **({"loadvm": args.loadvm} if getattr(args, "loadvm", None) else {})},
+               **({"loadvm": args.loadvm} if getattr(args, "loadvm", None) else {}),
+               **({"incoming": args.incoming} if getattr(args, "incoming", None) else {}),
+               **({"no_autostart": True} if getattr(args, "gdb_wait", False) else {})},
     )
 
 
@@ -337,6 +341,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         # building reads the files (-kernel, -dtb...) and maps RAM: its errors are
         # the command line's, reported before anything runs
+        if "incoming" in config.extra:      # images unlocked, paused in inmigrate
+            from vmforge.migration.live import prepare_incoming
+
+            prepare_incoming(machine, config.extra["incoming"])
         machine.realize()
         for spec in qmp_specs:
             qmp_servers.append(QmpServer(machine, spec).start())

@@ -80,7 +80,7 @@ class DirtyLog:
 def on_machine_thread(machine: Any, fn: Callable[[], T], timeout: float | None = None) -> T:
     """Run ``fn()`` on ``machine``'s thread between CPU slices and return its result
     (directly when the machine is not running or this is its thread)."""
-    thread = getattr(machine, "_thread", None)
+    thread = getattr(machine, "loop_thread", None)
     if thread is None or not thread.is_alive() or thread is threading.current_thread():
         return fn()
     done = threading.Event()

@@ -133,6 +133,8 @@ def _query_status(s: QmpSession, a: dict[str, Any]) -> Any:
     m = s.machine
     if m.stopped:
         status = "shutdown"
+    elif m.migration_runstate:
+        status = m.migration_runstate
     elif m.paused:
         status = "paused"
     else:
@@ -255,7 +257,12 @@ def _image_info(layers: list[Any], size: int) -> dict[str, Any]:
                             "format": top.format, "actual-size": _actual_size(top.filename),
                             "dirty-flag": False}
     if len(layers) > 1:
-        info["backing-filename"] = layers[1].filename
+        # as recorded in the image, and as opened (QEMU's backing-filename and
+        # full-backing-filename)
+        info["backing-filename"] = top.driver.backing_filename or layers[1].filename
+        info["full-backing-filename"] = layers[1].filename
+        if top.driver.backing_format:
+            info["backing-filename-format"] = top.driver.backing_format
         info["backing-image"] = _image_info(layers[1:], size)
     return info
 
@@ -342,3 +349,12 @@ def _register_block_jobs() -> None:
 
 
 _register_block_jobs()
+
+
+def _register_migration() -> None:
+    from vmforge.qmp.migration import MIGRATION_COMMANDS
+
+    COMMANDS.update((c.name, c) for c in MIGRATION_COMMANDS)
+
+
+_register_migration()
