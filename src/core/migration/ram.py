@@ -10,6 +10,7 @@ region into one checked section and back.
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
 from collections.abc import Iterator
@@ -119,13 +120,24 @@ def load_ram(machine: Any, data: bytes | memoryview) -> None:
     """Check a :func:`save_ram` section, then make ``machine``'s RAM what it holds
     (pages not in it read as zeros)."""
     runs = check_ram(machine, data)
-    for _name, _base, view in ram_regions(machine):
-        _zero(view)
+    for region in machine.space.memory.regions:
+        if not region.readonly:
+            _zero(region.buffer)
     for view, offset, chunk in runs:
         view[offset:offset + len(chunk)] = chunk
 
 
-def _zero(view: memoryview) -> None:
-    """Zero a view, skipping the pages that are zero already (cheap to read)."""
+def _zero(buffer: Any) -> None:
+    """Make a RAM buffer all zeros: an anonymous shared mapping gives its pages back
+    (``MADV_REMOVE``: no page is read or written; the mapping stays where it is, so
+    the CPUs' pointers into it stay valid), anything else is scanned and zeroed
+    where it is not zero already."""
+    if isinstance(buffer, mmap.mmap) and hasattr(mmap, "MADV_REMOVE"):
+        try:
+            buffer.madvise(mmap.MADV_REMOVE)
+            return
+        except OSError:
+            pass            # not shared memory: zero it by hand
+    view = memoryview(buffer).cast("B")
     for offset, length in nonzero_runs(view):
         view[offset:offset + length] = bytes(length)

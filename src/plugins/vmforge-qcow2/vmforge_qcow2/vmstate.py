@@ -79,7 +79,7 @@ def save_vm_snapshot(img: Qcow2Writer, name: str, chunks: Sequence[bytes | memor
     return snap
 
 
-def read_vm_state(img: Qcow2Writer, key: str) -> bytes:
+def read_vm_state(img: Qcow2Writer, key: str) -> bytearray:
     """The VM state of snapshot ``key``, read through the snapshot's own L1 table
     (the disk is not reverted: ``loadvm`` checks the state first)."""
     snap = find_snapshot(img._snaps, key)
@@ -97,4 +97,4 @@ def read_vm_state(img: Qcow2Writer, key: str) -> bytes:
             img._read_views(vm_state_offset(img), [memoryview(buf)], len(buf))
         finally:
             img.l1 = active
-    return bytes(buf)
+    return buf
