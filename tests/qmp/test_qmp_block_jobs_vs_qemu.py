@@ -94,6 +94,8 @@ async def _steps(sock: Path, where: Path) -> dict[str, Any]:
     err["snapshot-same"] = await error_of(c, "blockdev-snapshot-sync", {
         "device": "hd0", "snapshot-file": path("s1.qcow2")})
     out["chain-snapshot"] = await chain()
+    out["query-block-snapshot"] = [d for d in await c.execute("query-block")
+                                   if d["device"] == "hd0"]
 
     # intermediate commit: top into base
     out["commit"] = await c.execute("block-commit", {
@@ -258,6 +260,29 @@ def test_info_block_jobs_matches_qemu(both: tuple[dict[str, Any], ...]) -> None:
 
     assert progress_left_out(mine["hmp-paused"]) == progress_left_out(qemu["hmp-paused"])
     assert qemu["hmp-paused"].startswith("Type mirror, device m1: Completed ")
+
+
+def test_query_block_of_a_chain_matches_qemu(both: tuple[dict[str, Any], ...]) -> None:
+    """After the snapshot: three images, each naming its backing file as recorded
+    and as opened.  (qcow2's own details, cluster-size and format-specific, are
+    query-block's matter, not the jobs'.)"""
+    import test_qmp_vs_qemu
+
+    mine, qemu = both[0]["query-block-snapshot"], both[1]["query-block-snapshot"]
+    assert test_qmp_vs_qemu._compare(
+        shape(mine), shape(qemu), {"cluster-size", "format-specific", "parent"},
+        "query-block") == []
+
+    def names(value: Any, where: Path) -> Any:
+        image = value[0]["inserted"]["image"]
+        out = []
+        while image is not None:
+            out.append({k: str(v).replace(str(where), "D") for k, v in image.items()
+                        if "backing-filename" in k or k == "filename"})
+            image = image.get("backing-image")
+        return out
+
+    assert names(mine, both[2]) == names(qemu, both[3])
 
 
 def _job_events(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
