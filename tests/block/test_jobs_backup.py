@@ -84,6 +84,10 @@ def test_backup_sync_none_keeps_what_the_guest_overwrote(tmp_path: Path) -> None
         assert sum(e.length for e in held) >= len(w.model) * BLOCK // 16
         for e in held:                       # what it holds: the old data
             assert t.read(e.offset, e.length) == ev.contents[e.offset:e.end]
+    with BlockBackend.open(target, "qcow2") as t:     # over the source as it is now:
+        for blk in w.model:                  # each block the guest wrote reads as before
+            at = blk * BLOCK                 # (zeros too: a zero range is written)
+            assert t.read(at, BLOCK) == ev.contents[at:at + BLOCK], blk
 
 
 def test_backup_refusals(tmp_path: Path) -> None:
@@ -95,3 +99,23 @@ def test_backup_refusals(tmp_path: Path) -> None:
         refused("Parameter 'sync' does not accept value 'some'",
                 lambda: start_backup(bb, str(tmp_path / "b"), device="hd0", sync="some",
                                      registry=JobRegistry()))
+
+
+def test_backup_into_an_existing_image_overwrites_all(tmp_path: Path) -> None:
+    """mode=existing: the target's old data is no part of the backup (zeros written)."""
+    from vmforge.block import create_image
+
+    _, top, initial = make_chain(tmp_path, size=4 << 20)
+    target = str(tmp_path / "old.qcow2")
+    create_image("qcow2", target, 4 << 20)
+    with BlockBackend.open(target, "qcow2", readonly=False) as t:
+        t.write(0, b"\xee" * (4 << 20))
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    ev = AtStart(bb)
+    job = start_backup(bb, target, device="hd0", mode="existing", format="qcow2",
+                       on_event=ev, registry=JobRegistry())
+    assert job.wait(60)
+    assert ev.data("BLOCK_JOB_COMPLETED")["len"] == 4 << 20    # the disk, as QEMU's
+    bb.close()
+    with BlockBackend.open(target, "qcow2") as t:
+        verify(t, initial)

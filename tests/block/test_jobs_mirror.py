@@ -344,3 +344,22 @@ def test_several_writers_pauses_and_a_pivot(tmp_path: Path, reg: JobRegistry,
     verify(bb, bytes(expected))
     bb.close()
     assert_check_clean(str(tmp_path / "copy.qcow2"))
+
+
+def test_mirror_into_an_existing_image_overwrites_all(tmp_path: Path,
+                                                      reg: JobRegistry) -> None:
+    from vmforge.block import create_image
+
+    _, top, initial = make_chain(tmp_path, size=4 * MIB)
+    target = str(tmp_path / "old.qcow2")
+    create_image("qcow2", target, 4 * MIB)
+    with BlockBackend.open(target, "qcow2", readonly=False) as t:
+        t.write(0, b"\xee" * (4 * MIB))
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    job = start_mirror(bb, target, device="hd0", mode="existing", registry=reg)
+    assert job.wait_ready(60)
+    job.complete()
+    assert job.wait(60)
+    verify(bb, initial)
+    bb.close()
+    assert_same(top, target)

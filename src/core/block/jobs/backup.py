@@ -31,10 +31,12 @@ class BackupJob(BlockJob):
     job_type = "backup"
 
     def __init__(self, backend: BlockBackend, target: BlockBackend, sync: str,
-                 chunk: int, **kw: Any) -> None:
+                 chunk: int, target_zero: bool = True, **kw: Any) -> None:
         super().__init__(backend, **kw)
         self.target = target
         self.sync = sync
+        #: a new target reads as zeros: zero ranges need no write
+        self.target_zero = target_zero
         self.copy_bitmap = DirtyBitmap(backend.size, chunk)
         self._copy_lock = threading.Lock()
         self._buf = bytearray(chunk)
@@ -44,13 +46,11 @@ class BackupJob(BlockJob):
     def start(self) -> None:
         bb = self.backend
         with bb.drained():       # the point in time: no write lands while it is fixed
-            if self.sync == "none":
+            if self.sync != "top":      # every chunk (len: the disk, as QEMU's)
                 self.copy_bitmap.set_all()
-            else:
+            else:                        # what the top holds (bdrv_is_allocated)
                 for e in bb.block_status():
-                    if self.sync == "top" and (e.depth > 0 or not e.is_allocated):
-                        continue
-                    if not (e.is_zero and not e.is_data) or self.sync == "top":
+                    if e.depth == 0 and e.is_allocated:
                         self.copy_bitmap.set(e.offset, e.length)
             self.len = self.copy_bitmap.count() if self.sync != "none" else 0
             bb.add_write_notifier(self.before_write)
@@ -74,7 +74,8 @@ class BackupJob(BlockJob):
                 return False
             # (sync=top: a chunk the top holds part of is copied whole, through the
             # chain, so the target never holds half a cluster over its backing file)
-            copy_extents(self.backend, self.target, status(self.backend, offset, n), buf)
+            copy_extents(self.backend, self.target, status(self.backend, offset, n), buf,
+                         skip_zeroes=self.target_zero and self.sync == "full")
             self.copy_bitmap.clear(offset, n)
             if self.sync == "none":
                 self.len += n
@@ -114,6 +115,7 @@ def start_backup(backend: BlockBackend, target: str, *, device: str, format: str
                            with_backing=False)
     chunk = max(MIN_CHUNK, tbb.info()[0].cluster_size or 0)
     return started(tbb, lambda: BackupJob(
-        backend, tbb, sync, chunk, device=device, job_id=job_id, speed=speed,
+        backend, tbb, sync, chunk, mode != "existing", device=device, job_id=job_id,
+        speed=speed,
         on_event=on_event, auto_finalize=auto_finalize, auto_dismiss=auto_dismiss,
         registry=registry))

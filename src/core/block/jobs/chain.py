@@ -138,14 +138,16 @@ def started(target: BlockBackend, make: Callable[[], J]) -> J:
 
 
 def copy_extents(src: BlockBackend, dst: BlockBackend, extents: Iterable[Extent],
-                 buf: bytearray | memoryview) -> None:
+                 buf: bytearray | memoryview, skip_zeroes: bool = False) -> None:
     """Copy each extent (at most ``len(buf)`` long) from ``src``'s chain to ``dst``: what
-    reads as zeros written as zeros; errors as the job's read or write failures."""
+    reads as zeros written as zeros (not at all with ``skip_zeroes``: ``dst`` reads
+    zeros there already); errors as the job's read or write failures."""
     mv = memoryview(buf)
     for e in extents:
         if e.is_zero and not e.is_data:
-            with io("write"):
-                dst.write_zeroes(e.offset, e.length)
+            if not skip_zeroes:
+                with io("write"):
+                    dst.write_zeroes(e.offset, e.length)
             continue
         piece = mv[:e.length]
         with io("read"):

@@ -105,18 +105,23 @@ class MirrorJob(CopyLoop):
     job_type = "mirror"
 
     def __init__(self, backend: BlockBackend, target: BlockBackend, target_view: BlockBackend,
-                 sync: str, granularity: int, buf_size: int, **kw: Any) -> None:
+                 sync: str, granularity: int, buf_size: int, zero_target: bool = False,
+                 **kw: Any) -> None:
         super().__init__(backend, **kw)
         self.sync = sync
+        #: an existing target of a full mirror: every chunk is written (zeros too)
+        self.zero_target = zero_target
         self.target_bb = target
         bitmap = DirtyBitmap(backend.size, granularity)
         self.setup_copy(backend, target_view, bitmap, buf_size)
 
     def start(self) -> None:
         self.source.add_dirty_bitmap(self.bitmap)   # from now on, every write is seen
-        if self.sync == "full":
+        if self.sync == "full" and self.zero_target:
+            self.bitmap.set_all()
+        elif self.sync == "full":     # what the chain allocates (mirror_dirty_init)
             for e in self.source.block_status():
-                if not (e.is_zero and not e.is_data):
+                if e.is_allocated:
                     self.bitmap.set(e.offset, e.length)
         elif self.sync == "top":
             for e in self.source.block_status():
@@ -169,6 +174,7 @@ def start_mirror(backend: BlockBackend, target: str, *, device: str, job_id: str
         tview = view(tbb.layers)
     g = granularity or default_granularity(tbb.info()[0].cluster_size)
     return started(tbb, lambda: MirrorJob(
-        backend, tbb, tview, sync, g, buf_size, device=device, job_id=job_id, speed=speed,
+        backend, tbb, tview, sync, g, buf_size, mode == "existing", device=device,
+        job_id=job_id, speed=speed,
         on_event=on_event, auto_finalize=auto_finalize, auto_dismiss=auto_dismiss,
         registry=registry))
