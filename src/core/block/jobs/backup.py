@@ -52,7 +52,7 @@ class BackupJob(BlockJob):
                 for e in bb.block_status():
                     if e.depth == 0 and e.is_allocated:
                         self.copy_bitmap.set(e.offset, e.length)
-            self.len = self.copy_bitmap.count() if self.sync != "none" else 0
+            self.len = self.copy_bitmap.count()   # (sync=none too: backup_init_bcs_bitmap)
             bb.add_write_notifier(self.before_write)
             try:
                 super().start()
@@ -77,8 +77,6 @@ class BackupJob(BlockJob):
             copy_extents(self.backend, self.target, status(self.backend, offset, n), buf,
                          skip_zeroes=self.target_zero and self.sync == "full")
             self.copy_bitmap.clear(offset, n)
-            if self.sync == "none":
-                self.len += n
             self.offset += n
             return True
 
