@@ -118,6 +118,7 @@ async def _steps(sock: Path, where: Path) -> dict[str, Any]:
     await c.execute("block-job-complete", {"device": "hd0"})
     events += await wait_event(c, "BLOCK_JOB_COMPLETED", "hd0")
     out["chain-active-commit"] = await chain()
+    err["commit-single-image"] = await error_of(c, "block-commit", {"device": "hd0"})
 
     # a mirror held back by its speed: the refusals of a running job
     out["mirror"] = await c.execute("drive-mirror", {

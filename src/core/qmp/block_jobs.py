@@ -309,7 +309,8 @@ def _block_commit(s: QmpSession, a: dict[str, Any]) -> Any:
         if _find_in_chain(dev.backend, base, top_depth + 1) < 0:
             raise QmpError(f"Can't find '{base}' in the backing chain")
     elif top_depth + 1 >= len(layers):
-        raise QmpError("There is no backimg image")
+        # QEMU's base defaults to the bottom of the chain: here the top itself
+        raise QmpError("cannot commit an image into itself")
     speed = _speed(a)
     ident = _job_id(s, a, device)
     return _start(s, start_commit, dev.backend, device=device,
