@@ -13,13 +13,16 @@ once, with the data of the start.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.bitmap import DirtyBitmap
 from vmforge.block.jobs.chain import check_start, copy_extents, new_target, started, status
 from vmforge.block.jobs.job import BlockJob, JobListener
 from vmforge.block.jobs.mirror import IDLE
+
+if TYPE_CHECKING:
+    from vmforge.block.jobs.registry import JobRegistry
 
 __all__ = ["BackupJob", "start_backup"]
 
@@ -105,7 +108,7 @@ def start_backup(backend: BlockBackend, target: str, *, device: str, format: str
                  sync: str = "full", mode: str = "absolute-paths", job_id: str | None = None,
                  speed: int = 0, on_event: JobListener | None = None,
                  auto_finalize: bool = True, auto_dismiss: bool = True,
-                 registry: Any = None, **create_opts: Any) -> BackupJob:
+                 registry: JobRegistry | None = None, **create_opts: Any) -> BackupJob:
     """drive-backup of ``backend`` to the file ``target`` (see the module's docstring)."""
     check_start(backend, device, job_id, speed, registry)
     # (the target alone: a chunk is always written whole)

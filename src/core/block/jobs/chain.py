@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vmforge.block.backend import BlockBackend, Layer, create_image, open_driver, resolve_backing
 from vmforge.block.driver import BlockError, Extent, UnsupportedOperation
 from vmforge.block.jobs.job import BlockJob, JobError, check_free, io
 from vmforge.block.probe import driver_class, format_names
+
+if TYPE_CHECKING:
+    from vmforge.block.jobs.registry import JobRegistry
 
 __all__ = ["CHUNK", "SYNC_MODES", "check_start", "copy_extents", "find_backing",
            "make_target", "new_target", "started", "view"]
@@ -24,7 +27,7 @@ J = TypeVar("J", bound=BlockJob)
 
 
 def check_start(backend: BlockBackend, device: str, job_id: str | None, speed: int,
-                registry: Any) -> None:
+                registry: JobRegistry | None) -> None:
     """What QEMU refuses before it makes a target: a bad speed, a busy device, a job
     id in use."""
     from vmforge.block.jobs.registry import JOBS

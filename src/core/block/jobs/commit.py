@@ -13,13 +13,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.bitmap import DirtyBitmap
 from vmforge.block.jobs.chain import CHUNK, copy_extents, find_backing, status, view
 from vmforge.block.jobs.job import BlockJob, JobError, JobListener, check_free
 from vmforge.block.jobs.mirror import CopyLoop, default_granularity
+
+if TYPE_CHECKING:
+    from vmforge.block.jobs.registry import JobRegistry
 
 __all__ = ["ActiveCommitJob", "CommitJob", "start_commit"]
 
@@ -140,7 +143,7 @@ class ActiveCommitJob(_BaseWritable, CopyLoop):
 def start_commit(backend: BlockBackend, *, device: str, top: str | None = None,
                  base: str | None = None, job_id: str | None = None, speed: int = 0,
                  on_event: JobListener | None = None, auto_finalize: bool = True,
-                 auto_dismiss: bool = True, registry: Any = None) -> BlockJob:
+                 auto_dismiss: bool = True, registry: JobRegistry | None = None) -> BlockJob:
     """block-commit of ``top`` (None or the active layer: active commit) into ``base``
     (None: the bottom of the chain), as QEMU resolves and refuses them."""
     check_free(backend, device)

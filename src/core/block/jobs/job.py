@@ -21,11 +21,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockError
 from vmforge.errors import VmforgeError
+
+if TYPE_CHECKING:
+    from vmforge.block.jobs.registry import JobRegistry
 
 __all__ = ["STATUSES", "BlockJob", "Cancelled", "IoFailure", "JobError", "JobListener",
            "RateLimit", "check_free", "io"]
@@ -125,7 +128,7 @@ class BlockJob:
     def __init__(self, backend: BlockBackend, *, device: str, job_id: str | None = None,
                  speed: int = 0, on_event: JobListener | None = None,
                  auto_finalize: bool = True, auto_dismiss: bool = True,
-                 registry: Any = None) -> None:
+                 registry: JobRegistry | None = None) -> None:
         from vmforge.block.jobs.registry import JOBS
 
         self.backend = backend

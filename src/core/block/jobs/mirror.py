@@ -13,7 +13,7 @@ it was (``BLOCK_JOB_CANCELLED``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.bitmap import DirtyBitmap
@@ -27,6 +27,9 @@ from vmforge.block.jobs.chain import (
     view,
 )
 from vmforge.block.jobs.job import BlockJob, JobError, JobListener
+
+if TYPE_CHECKING:
+    from vmforge.block.jobs.registry import JobRegistry
 
 __all__ = ["MirrorJob", "start_mirror"]
 
@@ -159,7 +162,7 @@ def start_mirror(backend: BlockBackend, target: str, *, device: str, job_id: str
                  format: str | None = None, sync: str = "full", mode: str = "absolute-paths",
                  speed: int = 0, granularity: int = 0, buf_size: int = 0,
                  on_event: JobListener | None = None, auto_finalize: bool = True,
-                 auto_dismiss: bool = True, registry: Any = None,
+                 auto_dismiss: bool = True, registry: JobRegistry | None = None,
                  **create_opts: Any) -> MirrorJob:
     """drive-mirror of ``backend`` to the file ``target`` (see the module's docstring)."""
     check_granularity(granularity)

@@ -11,11 +11,14 @@ would, and the streamed layers leave the chain.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.jobs.chain import CHUNK, copy_extents, find_backing, status, view
 from vmforge.block.jobs.job import BlockJob, JobError, JobListener
+
+if TYPE_CHECKING:
+    from vmforge.block.jobs.registry import JobRegistry
 
 __all__ = ["StreamJob", "start_stream"]
 
@@ -63,7 +66,7 @@ class StreamJob(BlockJob):
 def start_stream(backend: BlockBackend, *, device: str, base: str | None = None,
                  job_id: str | None = None, speed: int = 0,
                  on_event: JobListener | None = None, auto_finalize: bool = True,
-                 auto_dismiss: bool = True, registry: Any = None) -> StreamJob:
+                 auto_dismiss: bool = True, registry: JobRegistry | None = None) -> StreamJob:
     """block-stream of ``backend`` down to the backing file named ``base`` (None: all)."""
     if base is not None:
         depth = find_backing(backend, base)
