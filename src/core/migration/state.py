@@ -120,7 +120,9 @@ def pause_clock(machine: Any) -> None:
 def machine_state(machine: Any) -> dict[str, Any]:
     """Every hart's and device's record, the clock and the configuration, as plain
     values.  Call it on the machine's thread with the CPUs not running (the
-    monitor, a paused machine): the devices are drained first."""
+    monitor, a paused machine): guest time is stopped (:func:`pause_clock`; the
+    run loop starts it again) and the devices are drained first."""
+    pause_clock(machine)
     drain(machine)
     cluster = getattr(machine, "cluster", None)
     devices = {}

@@ -1,0 +1,142 @@
+"""A whole riscv-virt machine's state (vmforge.migration.state and .ram), without a
+guest OS: a few instructions run, the record checked, encoded and applied to a
+fresh machine; refusals leave the machine as it was."""
+
+from __future__ import annotations
+
+import copy
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmforge.config import DeviceSpec, MachineConfig
+from vmforge.migration import StateError
+from vmforge.migration.ram import check_ram, load_ram, ram_regions, save_ram
+from vmforge.migration.state import (
+    apply_state,
+    check_state,
+    config_fingerprint,
+    decode_state,
+    encode_state,
+    machine_state,
+)
+
+
+def _program(tmp_path: Path) -> str:
+    """An M-mode loop at the DRAM base counting in a0 and storing it at 0x80001000."""
+    words = [0x00001297,        # auipc t0, 0x1        (t0 = 0x80001000)
+             0x00150513,        # addi a0, a0, 1
+             0x00A2B023,        # sd a0, 0(t0)
+             0xFF9FF06F]        # j -8 (back to the addi)
+    path = tmp_path / "loop.bin"
+    path.write_bytes(struct.pack(f"<{len(words)}I", *words))
+    return str(path)
+
+
+def _machine(kernel: str, memory: int = 64 << 20, devices: tuple[str, ...] = ()) -> Any:
+    from vmforge_riscv_virt.machine import RiscvVirt
+
+    m = RiscvVirt(MachineConfig(machine="riscv-virt", memory=memory, bios="none",
+                                kernel=kernel, serial=["null"],
+                                devices=[DeviceSpec(d, {}) for d in devices]))
+    m.realize()
+    return m
+
+
+@pytest.fixture
+def ran(tmp_path: Path) -> Any:
+    m = _machine(_program(tmp_path), devices=("virtio-rng-device",))
+    for _ in range(3):
+        m.run_cpus()
+    m.clock.advance(5_000_000_000)
+    m.uart.write(7, 1, 0xA5)            # the scratch register: device state to carry
+    yield m
+    m.close()
+
+
+def test_state_round_trip_into_a_fresh_machine(ran: Any, tmp_path: Path) -> None:
+    state = machine_state(ran)
+    assert decode_state(encode_state(state)) == state
+    ram = b"".join(bytes(c) for c in save_ram(ran))
+    counter = ran.space.memory.read_u64(0x80001000)
+    assert counter > 0 and ran.cpus[0].x[10] == counter
+    other = _machine(_program(tmp_path), devices=("virtio-rng-device",))
+    try:
+        load_ram(other, ram)
+        apply_state(other, copy.deepcopy(state))
+        assert other.clock.now_ns() == state["clock_ns"] >= 5_000_000_000
+        assert other.space.memory.read_u64(0x80001000) == counter
+        assert other.uart.read(7, 1) == 0xA5
+        again = machine_state(other)
+        rtc = f"goldfish-rtc@{0x101000:#x}"          # (its clock is the host's wall clock)
+        assert again["devices"][rtc].pop("time") >= state["devices"][rtc]["time"]
+        state["devices"][rtc].pop("time")
+        assert again == state
+        other.run_cpus()                # it goes on counting from there
+        assert other.cpus[0].x[10] > counter
+    finally:
+        other.close()
+
+
+def test_bad_record_refused_and_nothing_applied(ran: Any) -> None:
+    state = machine_state(ran)
+    before = copy.deepcopy(state)
+    bad = copy.deepcopy(state)
+    (plic_key,) = [k for k in bad["devices"] if k.startswith("riscv-plic")]
+    bad["devices"][plic_key]["threshold"][0] = 99
+    bad["harts"][0]["x"][5] = 0          # a change that would show if anything applied
+    ran.uart.write(7, 1, 0x11)
+    with pytest.raises(StateError, match="riscv-plic state: threshold"):
+        apply_state(ran, bad)
+    after = machine_state(ran)
+    assert after["harts"] == before["harts"]
+    assert after["devices"][f"ns16550a@{0x10000000:#x}"]["scr"] == 0x11
+
+
+def test_other_configuration_refused_with_a_clear_message(ran: Any, tmp_path: Path) -> None:
+    state = machine_state(ran)
+    small = _machine(_program(tmp_path), memory=32 << 20, devices=("virtio-rng-device",))
+    try:
+        with pytest.raises(StateError, match="its RAM is 64 MiB at 0x80000000, this machine "
+                                             "has 32 MiB at 0x80000000"):
+            check_state(small, state)
+        ram = b"".join(bytes(c) for c in save_ram(ran))
+        with pytest.raises(StateError, match="RAM section: region 'ram'"):
+            check_ram(small, ram)
+    finally:
+        small.close()
+    bare = _machine(_program(tmp_path))
+    try:
+        assert config_fingerprint(bare) != config_fingerprint(ran)
+        with pytest.raises(StateError, match=r"it has virtio-mmio@0x10008000 "
+                                             r"VirtioMmioTransport\(VirtioRng\)"):
+            check_state(bare, state)
+    finally:
+        bare.close()
+
+
+def test_encoded_state_checked(ran: Any) -> None:
+    data = bytearray(encode_state(machine_state(ran)))
+    with pytest.raises(StateError, match="truncated"):
+        decode_state(bytes(data[:-10]))
+    flipped = bytearray(data)
+    flipped[-5] ^= 0x40
+    with pytest.raises(StateError, match="checksum mismatch"):
+        decode_state(bytes(flipped))
+    other = bytearray(data)
+    other[8] = 9                         # the format version
+    with pytest.raises(StateError, match="format version 9"):
+        decode_state(bytes(other))
+    with pytest.raises(StateError, match="not a vmforge machine state"):
+        decode_state(b"x" * 40)
+
+
+def test_ram_section_checked(ran: Any) -> None:
+    ram = bytearray(b"".join(bytes(c) for c in save_ram(ran)))
+    ram[40] ^= 1
+    with pytest.raises(StateError, match="checksum mismatch"):
+        check_ram(ran, bytes(ram))
+    (region,) = ram_regions(ran)
+    assert region[0] == "ram" and len(region[2]) == 64 << 20
