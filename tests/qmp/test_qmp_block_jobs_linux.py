@@ -68,7 +68,7 @@ class Shell:
 
     def count(self) -> int:
         out = self.run("echo VMF-COUNT $(vmf_count 2>/dev/null || echo 0)",
-                       re.compile(rb"VMF-COUNT (\d+)"))
+                       re.compile(rb"VMF-COUNT (\d+)\r\n"))
         return int(re.findall(r"VMF-COUNT (\d+)", out)[-1])
 
     def expect(self) -> dict[int, int]:
@@ -76,7 +76,7 @@ class Shell:
 
     def verify(self, expected: dict[int, int]) -> str:
         pairs = " ".join(f"{n}:{g}" for n, g in sorted(expected.items()))
-        out = self.run(f"vmf_verify {pairs}", re.compile(rb"VMF-VERIFY ok=\d+ bad=\d+"),
+        out = self.run(f"vmf_verify {pairs}", re.compile(rb"VMF-VERIFY ok=\d+ bad=\d+\r\n"),
                        timeout=600)
         return re.findall(r"VMF-VERIFY ok=\d+ bad=\d+", out)[-1]
 
