@@ -15,7 +15,6 @@ Run: ``.venv/bin/python -m pytest benchmarks/bench_snapshot.py --benchmark-colum
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -24,23 +23,15 @@ from typing import Any
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))     # the boot helpers of bench_boot.py
+from bench_boot import FW_JUMP, SHELL_PROMPT, guest
+
 from vmforge.chardev import BufferChar, NullChar
 from vmforge.config import DeviceSpec, DriveSpec, MachineConfig
 from vmforge.monitor import Monitor
 from vmforge.testing.oracles import oracle_missing
 
-ROOT = Path(__file__).resolve().parent.parent
-FW_JUMP = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin"
-PROMPT = re.compile(rb"vmforge:[^\r\n]*# ")
 MEMORY = 256 << 20
-
-
-def guest(name: str) -> str:
-    out = subprocess.run([sys.executable, str(ROOT / "guests" / "build.py"), "--print-path",
-                          name], capture_output=True, text=True)
-    if out.returncode != 0:
-        oracle_missing(f"guest {name} is not built: run 'make guests'")
-    return out.stdout.strip()
 
 
 def make(image: Path, console: Any) -> Any:
@@ -71,7 +62,7 @@ def snapshot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     m = make(image, console)
     m.start()
     try:
-        console.wait_for(PROMPT, timeout=120)
+        console.wait_for(SHELL_PROMPT, timeout=120)
         console.feed(b"mke2fs -q /dev/vda && mount /dev/vda /mnt && i=0 && while true; do "
                      b"i=$((i+1)); echo count=$i; echo $i > /mnt/n; sleep 0.1; done\n")
         console.wait_for(b"count=5", timeout=60)

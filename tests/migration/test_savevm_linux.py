@@ -114,13 +114,17 @@ def _last(output: bytes) -> int:
     return int(COUNT.findall(output)[-1])
 
 
+def _run_argv(image: Path, memory: str = "256M") -> list[str]:
+    """``vmforge run`` of the saved guest's configuration on ``image``."""
+    return [str(ROOT / ".venv" / "bin" / "vmforge"), "run", "-M", "riscv-virt", "-m", memory,
+            "-bios", FW_JUMP, "-kernel", _guest("linux-riscv64"),
+            "-initrd", _guest("initramfs-riscv64"), "-append", "console=ttyS0",
+            "-drive", f"file={image},format=qcow2,if=none,id=hd0",
+            "-device", "virtio-blk-device,drive=hd0"]
+
+
 def _run(image: Path, *extra: str, memory: str = "256M") -> ProcessConsole:
-    return ProcessConsole([
-        str(ROOT / ".venv" / "bin" / "vmforge"), "run", "-M", "riscv-virt", "-m", memory,
-        "-bios", FW_JUMP, "-kernel", _guest("linux-riscv64"),
-        "-initrd", _guest("initramfs-riscv64"), "-append", "console=ttyS0",
-        "-drive", f"file={image},format=qcow2,if=none,id=hd0",
-        "-device", "virtio-blk-device,drive=hd0", *extra])
+    return ProcessConsole([*_run_argv(image, memory), *extra])
 
 
 def _copy(saved: Saved, tmp_path: Path) -> Path:
@@ -265,11 +269,3 @@ def test_other_device_set_refused_at_start(saved: Saved, tmp_path: Path) -> None
     finally:
         con.proc.kill()
 
-
-def _run_argv(image: Path) -> list[str]:
-    con_argv = [str(ROOT / ".venv" / "bin" / "vmforge"), "run", "-M", "riscv-virt", "-m", "256M",
-                "-bios", FW_JUMP, "-kernel", _guest("linux-riscv64"),
-                "-initrd", _guest("initramfs-riscv64"), "-append", "console=ttyS0",
-                "-drive", f"file={image},format=qcow2,if=none,id=hd0",
-                "-device", "virtio-blk-device,drive=hd0"]
-    return con_argv
