@@ -140,3 +140,20 @@ def test_ram_section_checked(ran: Any) -> None:
         check_ram(ran, bytes(ram))
     (region,) = ram_regions(ran)
     assert region[0] == "ram" and len(region[2]) == 64 << 20
+
+
+def test_a_hart_waiting_in_wfi_waits_again(tmp_path: Path) -> None:
+    path = tmp_path / "wfi.bin"
+    path.write_bytes(struct.pack("<2I", 0x10500073, 0xFFDFF06F))   # 1: wfi; j 1b
+    m = _machine(str(path))
+    other = _machine(str(path))
+    try:
+        assert m.run_cpus() is True and m.cluster.halted == [True]
+        state = machine_state(m)
+        assert state["halted"] == [True] and state["harts"][0]["pc"] == 0x80000004
+        assert other.cluster.halted == [False]
+        apply_state(other, state)
+        assert other.cluster.halted == [True] and other.cpus[0].pc == 0x80000004
+    finally:
+        m.close()
+        other.close()
