@@ -75,8 +75,6 @@ def _listener(session: QmpSession) -> JobListener:
 
     def on_event(job: BlockJob, name: str, data: dict[str, Any]) -> None:
         # on the job's thread: broadcast_event may be called from any thread
-        if name == "BLOCK_JOB_PENDING" and job.auto_finalize:
-            return      # QEMU sends it only for a job that waits to be finalized
         with _EVENTS_LOCK:      # what is sent together is not interleaved with others
             held.append((name, data))
             if name in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
