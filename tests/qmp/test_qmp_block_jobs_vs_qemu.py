@@ -61,6 +61,10 @@ async def _steps(sock: Path, where: Path) -> dict[str, Any]:
         "device": "hd0", "target": path("x.qcow2"), "sync": "full", "granularity": 1000})
     err["mirror-existing"] = await error_of(c, "drive-mirror", {
         "device": "hd0", "target": path("absent.qcow2"), "sync": "full", "mode": "existing"})
+    err["mirror-bad-id"] = await error_of(c, "drive-mirror", {
+        "device": "hd0", "target": path("x.qcow2"), "sync": "full", "job-id": "1bad"})
+    err["stream-bad-id"] = await error_of(c, "block-stream", {
+        "device": "hd0", "job-id": "a b"})
     err["commit-nodev"] = await error_of(c, "block-commit", {"device": "nosuch"})
     err["stream-nodev"] = await error_of(c, "block-stream", {"device": "nosuch"})
     err["backup-nodev"] = await error_of(c, "drive-backup", {
