@@ -219,8 +219,8 @@ class Monitor:
                 snapshot.loadvm(self.machine, args[0])
             else:
                 snapshot.delvm(self.machine, args[0])
-        except VmforgeError as exc:
-            return f"Error: {exc}"
+        except VmforgeError as exc:     # (QEMU's info snapshots reports without "Error:")
+            return str(exc) if command == "info" else f"Error: {exc}"
         return ""
 
     def _migrate(self, args: list[str], cancel: bool = False) -> str:

@@ -157,3 +157,13 @@ def test_a_hart_waiting_in_wfi_waits_again(tmp_path: Path) -> None:
     finally:
         m.close()
         other.close()
+
+
+def test_monitor_snapshot_commands_without_a_disk(ran: Any) -> None:
+    from vmforge.chardev import NullChar
+    from vmforge.monitor import Monitor
+
+    mon = Monitor(ran, NullChar())
+    assert mon.execute("savevm s1") == "Error: No block device can accept snapshots"
+    assert mon.execute("info snapshots") == "No block device can accept snapshots"
+    assert mon.execute("loadvm") == "loadvm: missing argument 'name' (usage: loadvm tag)"

@@ -139,10 +139,15 @@ def loadvm(machine: Any, name: str) -> None:
         raise StateError(f"snapshot '{name}' cannot be loaded: {exc}") from None
     pause_clock(machine)
     drain(machine)
-    for _n, backend in drives:
-        backend.top.revert_snapshot(_find(backend, name).id)
-    load_ram(machine, ram)
-    apply_state(machine, state)
+    try:
+        for _n, backend in drives:
+            backend.top.revert_snapshot(_find(backend, name).id)
+        load_ram(machine, ram)
+        apply_state(machine, state)
+    except VmforgeError as exc:     # past the point of no return: as QEMU, stay stopped
+        machine.pause()
+        raise SnapshotError(f"loading snapshot '{name}' failed: {exc}; the VM is "
+                            "stopped") from exc
 
 
 def delvm(machine: Any, name: str) -> None:
