@@ -136,10 +136,21 @@ def _qemu_img_check(path: Path) -> None:
 
 
 def _check_image(path: Path, expected: dict[int, int], fmt: str = "qcow2") -> None:
-    """``qemu-img check`` clean, and every block what it must be."""
+    """``qemu-img check`` clean, and every block what it must be, read through
+    vmforge.block and read by qemu-img (converted to raw)."""
     _qemu_img_check(path)
     with BlockBackend.open(str(path), fmt) as bb:
         assert dp.verify_image(bb.read, expected, DISK_BLOCKS, _initial) == []
+    raw = path.with_suffix(".raw")
+    subprocess.run([require_program("qemu-img", "qemu-utils"), "convert", "-f", fmt, "-O",
+                    "raw", str(path), str(raw)], check=True)
+    with open(raw, "rb") as f:
+        def read(offset: int, length: int) -> bytes:
+            f.seek(offset)
+            return f.read(length)
+
+        assert dp.verify_image(read, expected, DISK_BLOCKS, _initial) == []
+    raw.unlink()
 
 
 def _check_between(path: Path, low: dict[int, int], high: dict[int, int]) -> None:
