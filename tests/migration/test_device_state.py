@@ -128,6 +128,8 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], None], str, Any, str]]
     "hart": (_hart, _hart_mutate, "priv", 2, "riscv-hart 0 state: priv"),
     "hart-satp": (_hart, _hart_mutate, "csrs", "satp-mode", "riscv-hart 0 state: csrs satp"),
     "hart-x": (_hart, _hart_mutate, "x", [0] * 31, "riscv-hart 0 state: x"),
+    "hart-mstatus": (_hart, _hart_mutate, "csrs", "mstatus-xlen",
+                     "riscv-hart 0 state: csrs mstatus"),
 }
 
 
@@ -135,6 +137,8 @@ def _corrupt(rec: dict[str, Any], field: str, bad: Any) -> dict[str, Any]:
     bad_rec = copy.deepcopy(rec)
     if bad == "satp-mode":
         bad_rec["csrs"]["satp"] = 5 << 60
+    elif bad == "mstatus-xlen":
+        bad_rec["csrs"]["mstatus"] &= ~(3 << 32)     # UXL: not 64-bit
     else:
         bad_rec[field] = bad
     return bad_rec

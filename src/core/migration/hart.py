@@ -32,6 +32,9 @@ _NAME = "riscv-hart"
 _LIMITS: dict[str, int] = {name: U64 for name in _riscv.STATE_FIELDS}
 _LIMITS.update(fflags=31, frm=7)
 _SATP_MODES = (0, 8, 9)     # bare, Sv39, Sv48
+#: mstatus: what M-mode software can write, XS, SD, and UXL = SXL = 2 (64-bit)
+_MSTATUS_BITS = 0x7E79AA | 3 << 15 | 1 << 63
+_MSTATUS_XLEN = 2 << 32 | 2 << 34
 
 
 def save_hart(hart: Any) -> dict[str, Any]:
@@ -68,6 +71,10 @@ def check_hart(hart: Any, record: Any) -> None:
     if rec.get("misa") != misa:
         raise StateError(f"{where}: misa={rec.get('misa')!r}, this hart is {misa:#x} "
                          "(another CPU model)")
+    mstatus = csrs["mstatus"]
+    if mstatus & ~_MSTATUS_BITS != _MSTATUS_XLEN:
+        raise StateError(f"{where}: csrs mstatus={mstatus:#x} has bits this hart does not "
+                         "have, or is not a 64-bit one")
     if csrs["satp"] >> 60 not in _SATP_MODES:
         raise StateError(f"{where}: csrs satp={csrs['satp']:#x} has a translation mode "
                          "this hart does not have")
