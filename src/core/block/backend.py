@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Self
 
-from vmforge.block.bitmap import DirtyBitmap
+from vmforge.block.bitmap import DirtyBitmap, load_persistent, store_persistent
 from vmforge.block.driver import (
     BlockDriver,
     BlockError,
@@ -138,6 +138,8 @@ class BlockBackend:
         self._hooks: IoHooks | None = None
         #: the block job using this backend (QEMU's op blockers), set by the job
         self.job: Any = None
+        #: the image's persistent bitmaps being tracked, and the layer they belong to
+        self._persistent: tuple[Layer, list[DirtyBitmap]] | None = None
 
     # -- opening ---------------------------------------------------------------------
 
@@ -145,7 +147,8 @@ class BlockBackend:
     def open(cls, path: str, format: str | None = None, *, readonly: bool = True,
              force_share: bool = False, backing: bool = True,
              max_depth: int = MAX_CHAIN_DEPTH, cache: str = "writeback",
-             guessed_raw: bool = False, **options: Any) -> Self:
+             guessed_raw: bool = False, persistent_bitmaps: bool = False,
+             **options: Any) -> Self:
         """Open ``path`` and (unless ``backing`` is False) its backing chain.
 
         ``format`` None probes, and never guesses raw for a writable open unless
@@ -153,7 +156,10 @@ class BlockBackend:
         warning and writes that would make block 0 look like another format are
         refused, as QEMU does.  ``force_share`` is qemu-img's ``-U``;
         ``cache="unsafe"`` makes flushes skip fsync (the driver's ``sync``);
-        ``options`` go to the top driver's ``open``.
+        ``persistent_bitmaps``: track the top image's enabled persistent dirty bitmaps
+        while open (a disk a guest writes, as QEMU's ``-drive``; :func:`load_persistent`);
+        without it a write invalidates them, as the format's driver says.  ``options`` go
+        to the top driver's ``open``.
         """
         if cache not in CACHE_MODES:
             raise ValueError(f"cache mode {cache!r} is not one of {', '.join(CACHE_MODES)}")
@@ -177,6 +183,8 @@ class BlockBackend:
             raise
         bb = cls(layers)
         bb._guard_block0 = guard
+        if persistent_bitmaps and not readonly:
+            bb._load_persistent()
         return bb
 
     @staticmethod
@@ -653,14 +661,38 @@ class BlockBackend:
             raise BlockError("serialised() outside serialising()", self.filename)
         return self._hooks.tracker.serialised(offset, length)
 
+    def _load_persistent(self) -> None:
+        """Track the top image's persistent bitmaps (:func:`load_persistent`)."""
+        bitmaps = load_persistent(self.top)
+        if bitmaps:
+            self._persistent = (self.layers[0], bitmaps)
+            for bm in bitmaps:
+                self.add_dirty_bitmap(bm)
+
+    def _store_persistent(self, closing: list[Layer]) -> None:
+        """Store the tracked bitmaps into their image if it is among ``closing``."""
+        kept = self._persistent
+        if kept is None or not any(la is kept[0] for la in closing):
+            return
+        self._persistent = None
+        for bm in kept[1]:
+            self.remove_dirty_bitmap(bm)
+        try:
+            store_persistent(kept[0].driver, kept[1])
+        except (BlockError, OSError) as exc:   # (QEMU too: the image is closed anyway)
+            log.warning("%s: could not store the persistent dirty bitmaps: %s",
+                        kept[0].filename, exc)
+
     def replace_layers(self, layers: Sequence[Layer], close: Iterable[Layer] = ()) -> None:
         """Swap the chain in place, drained (the object devices hold stays the same),
         then close the ``close`` layers (those no longer used)."""
         if not layers:
             raise ValueError("a BlockBackend needs at least one layer")
+        close = list(close)
         with self.drained():
             if layers[0] is not self.layers[0]:
                 self._guard_block0 = False      # (a guessed raw top is gone)
+            self._store_persistent(close)
             self.layers[:] = list(layers)
             close_layers(close)
 
@@ -670,6 +702,7 @@ class BlockBackend:
         with self.drained():
             old = self.layers[depth]
             sync = old.driver.sync
+            self._store_persistent([old])
             _close_layer(old)
             try:
                 new = open_driver(old.filename, old.format, readonly=readonly,
@@ -693,6 +726,7 @@ class BlockBackend:
             return
         if self.job is not None:
             self.job.cancel_sync()
+        self._store_persistent(self.layers)
         self.closed = True
         close_layers(self.layers)
 

@@ -6,6 +6,10 @@ power of two, as QEMU's ``BdrvDirtyBitmap``).  Attached to a
 every write path marks the chunks it touched once the data has landed; the
 block jobs (:mod:`vmforge.block.jobs`) copy what is dirty and clear it first.
 
+An image's persistent bitmaps (qcow2's) are loaded when a backend opens it
+read-write and stored back when it closes it (:func:`load_persistent`,
+:func:`store_persistent`), as QEMU does.
+
 Bits are kept in a ``bytearray``, bit ``i`` in byte ``i // 8`` at ``1 << (i % 8)``
 (the order of qcow2's persistent bitmaps); runs are found with C-speed scans
 of the bytes, so a bitmap of millions of chunks iterates quickly.  All
@@ -18,8 +22,9 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["DirtyBitmap"]
+__all__ = ["DirtyBitmap", "load_persistent", "store_persistent"]
 
 _NONZERO = re.compile(rb"[^\x00]")
 _NOTFULL = re.compile(rb"[^\xff]")
@@ -202,6 +207,17 @@ class DirtyBitmap:
         byte = bits[m.start()] if value else ~bits[m.start()] & 0xFF
         return min((m.start() << 3) + (byte & -byte).bit_length() - 1, b)
 
+    @classmethod
+    def from_bytes(cls, bits: bytes, size: int, granularity: int,
+                   name: str | None = None) -> DirtyBitmap:
+        """A bitmap from its bits as :meth:`to_bytes` gives them (a qcow2 bitmap's)."""
+        bm = cls(size, granularity, name)
+        n = len(bm._bits)
+        bm._bits[:] = bits[:n].ljust(n, b"\0")
+        if bm.chunks % 8:            # (bits past the disk's last chunk: none)
+            bm._bits[-1] &= (1 << bm.chunks % 8) - 1
+        return bm
+
     def to_bytes(self) -> bytes:
         """The bits, as qcow2 stores a bitmap's table (bit i of byte i // 8)."""
         with self._lock:
@@ -210,3 +226,34 @@ class DirtyBitmap:
     def __repr__(self) -> str:
         return (f"<DirtyBitmap {self.name or ''} granularity={self.granularity} "
                 f"dirty={self.count()}/{self._size}>")
+
+
+def load_persistent(driver: Any) -> list[DirtyBitmap]:
+    """The enabled persistent bitmaps of an image opened read-write, marked in use in
+    the image while they are tracked (QEMU's qcow2_load_dirty_bitmaps).  A bitmap
+    already in use (left so by a crash: inconsistent) or disabled stays as it is.
+    A format without persistent bitmaps has none."""
+    if driver.readonly or not hasattr(driver, "set_bitmaps_in_use"):
+        return []
+    out = []
+    for info in driver.bitmaps():
+        if "in-use" in info["flags"] or "auto" not in info["flags"]:
+            continue
+        bits, granularity = driver.bitmap_bits(info["name"])
+        out.append(DirtyBitmap.from_bytes(bits, driver.size, granularity, info["name"]))
+    if out:
+        driver.set_bitmaps_in_use([bm.name for bm in out], True)
+        driver.bitmaps_tracked = True
+    return out
+
+
+def store_persistent(driver: Any, bitmaps: list[DirtyBitmap]) -> None:
+    """Write tracked bitmaps back into their image and clear their in-use flag (QEMU's
+    qcow2_store_persistent_dirty_bitmaps, on close)."""
+    if not bitmaps:
+        return
+    for bm in bitmaps:
+        driver.clear_bitmap(bm.name)
+        driver.merge_bitmap(bm.name, bm.to_bytes(), bm.granularity)
+    driver.set_bitmaps_in_use([bm.name for bm in bitmaps], False)
+    driver.bitmaps_tracked = False

@@ -194,6 +194,16 @@ def clear_bitmap(img: Qcow2, name: str) -> None:
         _write_directory(img, bitmaps)
 
 
+def set_in_use(img: Qcow2, names: list[str], in_use: bool) -> None:
+    """Set or clear the in-use flag of the bitmaps named (QEMU sets it while an open
+    tracks them, so that a crash leaves them marked inconsistent)."""
+    with _editing(img) as bitmaps:
+        for bm in bitmaps:
+            if bm.name in names:
+                bm.flags = (bm.flags | FLAG_IN_USE) if in_use else (bm.flags & ~FLAG_IN_USE)
+        _write_directory(img, bitmaps)
+
+
 def set_bitmap_enabled(img: Qcow2, name: str, enabled: bool) -> None:
     with _editing(img) as bitmaps:
         bm = _find(bitmaps, name)

@@ -302,6 +302,11 @@ class Qcow2(Qcow2Writer):
 
         bitmaps.set_bitmap_enabled(self, name, enabled)
 
+    def set_bitmaps_in_use(self, names: list[str], in_use: bool) -> None:
+        from . import bitmaps
+
+        bitmaps.set_in_use(self, names, in_use)
+
     def bitmap_bits(self, name: str) -> tuple[bytes, int]:
         """A bitmap's bits and its granularity."""
         from . import bitmaps

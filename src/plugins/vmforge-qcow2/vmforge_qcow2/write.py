@@ -66,6 +66,9 @@ class Qcow2Writer(Qcow2Image):
     """
 
     _free_byte_offset = 0
+    #: the persistent bitmaps are kept by the opener (a BlockBackend marks writes in them
+    #: and stores them back on close: vmforge.block.bitmap), so writes leave them valid
+    bitmaps_tracked = False
     #: during :meth:`pwritev_runs`: the data writes ``[host, end, parts]`` not done yet
     _batched: list[list[Any]] | None = None
     #: write metadata back when this many L2 tables or frees are pending
@@ -124,7 +127,7 @@ class Qcow2Writer(Qcow2Image):
         if self.corrupt:
             raise CorruptImageError("image is marked corrupt; writes are refused",
                                     self.filename)
-        if self.h.autoclear_features & AUTOCLEAR_BITMAPS:
+        if self.h.autoclear_features & AUTOCLEAR_BITMAPS and not self.bitmaps_tracked:
             # bitmaps are not tracked here: as the spec asks of such a writer, say
             # they are inconsistent before the guest data changes
             log.warning("%s: persistent dirty bitmaps are not tracked; this write makes "

@@ -117,7 +117,8 @@ class VirtioBlk(VirtioDevice):
             try:
                 backend = BlockBackend.open(self.drive, self.format or None,
                                             readonly=self.readonly, cache=self.cache,
-                                            guessed_raw=True)    # QEMU's -hda disk.img
+                                            guessed_raw=True,    # QEMU's -hda disk.img
+                                            persistent_bitmaps=True)
             except (BlockError, OSError) as exc:
                 raise DeviceError(f"{self.name}: {exc}") from exc
         self.backend = backend
