@@ -167,3 +167,23 @@ def test_monitor_snapshot_commands_without_a_disk(ran: Any) -> None:
     assert mon.execute("savevm s1") == "Error: No block device can accept snapshots"
     assert mon.execute("info snapshots") == "No block device can accept snapshots"
     assert mon.execute("loadvm") == "loadvm: missing argument 'name' (usage: loadvm tag)"
+
+
+
+def test_loadvm_option_errors_are_one_line(tmp_path: Path, vmforge_cli: Any) -> None:
+    import subprocess
+
+    from vmforge.testing.oracles import require_program
+
+    qemu_img = require_program("qemu-img", "qemu-utils")
+    disk = tmp_path / "e.qcow2"
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    base = ["run", "-M", "riscv-virt", "-bios", "none", "-kernel", _program(tmp_path),
+            "-loadvm", "nope"]
+    for extra, message in (
+            (["-drive", f"file={disk},format=qcow2,if=none,id=hd0",
+              "-device", "virtio-blk-device,drive=hd0"],
+             "vmforge run: Snapshot 'nope' does not exist in one or more devices"),
+            ([], "vmforge run: No block device can accept snapshots")):
+        proc = vmforge_cli(*base, *extra)
+        assert (proc.returncode, proc.stderr) == (1, message + "\n")
