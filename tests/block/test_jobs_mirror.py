@@ -363,3 +363,21 @@ def test_mirror_into_an_existing_image_overwrites_all(tmp_path: Path,
     verify(bb, initial)
     bb.close()
     assert_same(top, target)
+
+
+def test_complete_while_paused_pivots_once_resumed(tmp_path: Path, reg: JobRegistry) -> None:
+    """QEMU takes complete on a paused ready job (standby): it pivots when resumed."""
+    _, top, initial = make_chain(tmp_path, size=4 * MIB)
+    target = str(tmp_path / "copy.qcow2")
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    job = start_mirror(bb, target, device="hd0", registry=reg)
+    assert job.wait_ready(60)
+    job.pause()
+    assert job.status == "standby"
+    job.complete()
+    assert not job.wait(0.2) and bb.filename == top     # still paused
+    job.resume()
+    assert job.wait(60)
+    assert bb.filename == target
+    verify(bb, initial)
+    bb.close()

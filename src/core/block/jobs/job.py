@@ -58,7 +58,7 @@ _VERBS = {   # job.c JobVerbTable: the statuses that accept each verb
     "pause": {"created", "running", "paused", "ready", "standby"},
     "resume": {"created", "running", "paused", "ready", "standby"},
     "set-speed": {"created", "running", "paused", "ready", "standby"},
-    "complete": {"ready"},
+    "complete": {"ready", "standby"},
     "finalize": {"pending"},
     "dismiss": {"concluded"},
 }
