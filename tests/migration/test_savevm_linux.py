@@ -269,3 +269,57 @@ def test_other_device_set_refused_at_start(saved: Saved, tmp_path: Path) -> None
     finally:
         con.proc.kill()
 
+
+
+def test_virtio_pci_disk_rng_and_nic_saved_and_loaded(tmp_path: Path) -> None:
+    """The disk on the PCIe host (virtio-blk-pci), a virtio-rng and a virtio-net
+    (user networking) beside it: savevm, then loadvm into a second machine of
+    the same configuration in this process; the loop goes on, the shell answers,
+    the disk is still the guest's."""
+    from vmforge.config import NetdevSpec
+    from vmforge_riscv_virt.machine import RiscvVirt
+
+    qemu_img = require_program("qemu-img", "qemu-utils")
+    image = tmp_path / "pci.qcow2"
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+
+    def make(console: BufferChar) -> Any:
+        return RiscvVirt(MachineConfig(
+            machine="riscv-virt", memory=256 << 20, bios=FW_JUMP,
+            kernel=_guest("linux-riscv64"), initrd=_guest("initramfs-riscv64"),
+            append="console=ttyS0", serial=[console],
+            drives=[DriveSpec(str(image), "qcow2", interface="none", id="hd0")],
+            netdevs=[NetdevSpec.parse("user,id=n0")],
+            devices=[DeviceSpec("virtio-blk-pci", {"drive": "hd0"}),
+                     DeviceSpec("virtio-rng-device", {}),
+                     DeviceSpec("virtio-net-device", {"netdev": "n0"})]))
+
+    console = BufferChar()
+    m = make(console)
+    m.start()
+    try:
+        console.wait_for(PROMPT, timeout=120)
+        console.feed(LOOP)
+        console.wait_for(re.compile(rb"count=5\r?\n"), timeout=STEP)
+        out, at_save = _hmp(m, "savevm pci", console)
+        assert out == ""
+    finally:
+        m.stop(30)
+    console2 = BufferChar()
+    m2 = make(console2)
+    m2.realize()
+    from vmforge.migration.snapshot import loadvm
+
+    loadvm(m2, "pci")
+    m2.start()
+    try:
+        last = _last(at_save)
+        console2.wait_for(re.compile(rb"count=%d\r?\n" % (last + 3)), timeout=STEP)
+        counts = [int(c) for c in COUNT.findall(at_save + console2.output)]
+        assert counts == list(range(1, counts[-1] + 1))
+        console2.feed(b"\x03")
+        console2.wait_for(PROMPT, timeout=STEP)
+        console2.feed(b"head -c 16 /dev/hwrng | wc -c; ls /sys/bus/pci/drivers/virtio-pci\n")
+        console2.wait_for(re.compile(rb"\b16\r?\n.*0000:00:01\.0", re.S), timeout=STEP)
+    finally:
+        m2.stop(30)

@@ -24,6 +24,7 @@ from vmforge.errors import VmforgeError
 from vmforge.migration.ram import check_ram, load_ram, save_ram
 from vmforge.migration.record import StateError
 from vmforge.migration.state import (
+    all_devices,
     apply_state,
     check_state,
     decode_state,
@@ -48,16 +49,13 @@ def _drives(machine: Any) -> list[tuple[str, Any]]:
     """``(name, BlockBackend)`` of every writable disk of ``machine``, in device order."""
     out = []
     seen: set[int] = set()
-    for dev in machine.devices:
-        inner = getattr(dev, "dev", None)
-        candidates = [dev, inner, *getattr(getattr(dev, "bus", None), "devices", {}).values()]
-        for cand in candidates:
-            backend = getattr(cand, "backend", None)
-            if backend is None or not hasattr(backend, "top") or id(backend) in seen:
-                continue
-            seen.add(id(backend))
-            if not backend.readonly and not getattr(cand, "read_only", False):
-                out.append((getattr(cand, "drive", "") or backend.filename, backend))
+    for dev in all_devices(machine):
+        backend = getattr(dev, "backend", None)
+        if backend is None or not hasattr(backend, "top") or id(backend) in seen:
+            continue
+        seen.add(id(backend))
+        if not backend.readonly and not getattr(dev, "read_only", False):
+            out.append((getattr(dev, "drive", "") or backend.filename, backend))
     return out
 
 

@@ -24,7 +24,7 @@ from vmforge.migration import codec
 from vmforge.migration.ram import ram_layout
 from vmforge.migration.record import StateError, check_header, get_int, header
 
-__all__ = ["STATE_VERSION", "apply_state", "check_state", "config_fingerprint",
+__all__ = ["STATE_VERSION", "all_devices", "apply_state", "check_state", "config_fingerprint",
            "decode_state", "drain", "encode_state", "machine_state", "pause_clock"]
 
 STATE_VERSION = 1
@@ -96,18 +96,21 @@ def drain(machine: Any, timeout: float = 10.0) -> None:
             raise StateError(f"{dev.name}: I/O requests did not finish in {timeout} s")
 
 
-def _virtio_devices(machine: Any) -> list[Any]:
+def all_devices(machine: Any) -> list[Any]:
+    """Every device of ``machine``: its own, the device behind each transport
+    (``.dev``), the functions on a PCI host's bus and the devices behind them."""
     out = []
     for dev in machine.devices:
-        inner = getattr(dev, "dev", None)
-        for candidate in (dev, inner):
-            if candidate is not None and callable(getattr(candidate, "drain", None)):
-                out.append(candidate)
-        bus = getattr(dev, "bus", None)
-        for fn in getattr(bus, "devices", {}).values():
-            if callable(getattr(fn, "drain", None)):
-                out.append(fn)
+        for fn in (dev, *getattr(getattr(dev, "bus", None), "devices", {}).values()):
+            out.append(fn)
+            inner = getattr(fn, "dev", None)
+            if inner is not None:
+                out.append(inner)
     return out
+
+
+def _virtio_devices(machine: Any) -> list[Any]:
+    return [d for d in all_devices(machine) if callable(getattr(d, "drain", None))]
 
 
 def pause_clock(machine: Any) -> None:
