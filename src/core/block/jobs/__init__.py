@@ -31,8 +31,9 @@ job.wait()
   wait: what ``BlockBackend.close`` does to the backend's job).  ``backend.job`` is the
   job using a backend (QEMU's op blocker: a second job or a snapshot is refused).
 - Listeners (``on_event``, or ``registry.listeners`` for every job) get ``(job, event,
-  data)``: ``JOB_STATUS_CHANGE`` (``id``, ``status``; ``created`` on the thread that
-  starts the job, ``null`` on the one that dismisses it, the others on the job's),
+  data)``: ``JOB_STATUS_CHANGE`` (``id``, ``status``; ``created`` and ``running`` on the
+  thread that starts the job, ``null`` on the one that dismisses it, the others on the
+  job's),
   ``BLOCK_JOB_READY``, ``BLOCK_JOB_PENDING`` (``type``, ``id``; only with
   ``auto_finalize`` off, as QEMU), ``BLOCK_JOB_COMPLETED`` (with ``error`` on failure),
   ``BLOCK_JOB_CANCELLED``, ``BLOCK_JOB_ERROR`` (``device``, ``operation``, ``action``);

@@ -307,24 +307,23 @@ class BlockJob:
     # -- starting and the thread ------------------------------------------------------
 
     def start(self) -> None:
-        """Register the job (-> created, on the caller's thread) and start its thread
-        (-> running)."""
+        """Register the job and start its thread; created -> running on the caller's
+        thread (QEMU's job_create and job_start: a query right after shows it running)."""
         self.registry.add(self)
         self.backend.job = self
+        self._thread = threading.Thread(target=self._main, name=f"job-{self.id}", daemon=True)
         with self._cond:
             self._transition("created")
-        self._thread = threading.Thread(target=self._main, name=f"job-{self.id}", daemon=True)
+            self._started = True
+            self.busy = True
+            self._transition("running")
         self._thread.start()
 
     def _main(self) -> None:
         ret_error: str | None = None
         try:
-            with self._cond:
-                if self._cancelled:
-                    raise Cancelled
-                self._started = True
-                self._transition("running")
-                self.busy = True
+            if self._force_cancel:
+                raise Cancelled
             self.run()
             if self._cancelled and self._force_cancel:
                 raise Cancelled
