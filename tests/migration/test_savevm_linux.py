@@ -79,27 +79,17 @@ class Saved:
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saved]:
-    from vmforge_riscv_virt.machine import RiscvVirt
-
     qemu_img = require_program("qemu-img", "qemu-utils")
-    kernel, initrd = _guest("linux-riscv64"), _guest("initramfs-riscv64")
     if not Path(FW_JUMP).exists():
         oracle_missing("Debian's opensbi (fw_jump.bin) is not installed")
     work = tmp_path_factory.mktemp("savevm")
     image = work / "disk.qcow2"
     subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
     console = BufferChar()
-    m = RiscvVirt(MachineConfig(
-        machine="riscv-virt", memory=256 << 20, bios=FW_JUMP, kernel=kernel, initrd=initrd,
-        append="console=ttyS0", serial=[console],
-        drives=[DriveSpec(str(image), "qcow2", interface="none", id="hd0")],
-        devices=[DeviceSpec("virtio-blk-device", {"drive": "hd0"})]))
+    m = _machine(console, image, [DeviceSpec("virtio-blk-device", {"drive": "hd0"})])
     m.start()
     try:
-        console.wait_for(PROMPT, timeout=120)
-        console.feed(LOOP)
-        console.wait_for(re.compile(rb"count=8\r?\n"), timeout=STEP)
-        out, at_save = _hmp(m, "savevm s1", console)
+        out, at_save = _save_during_loop(m, console, "s1", 8)
         assert out == ""
         info, _ = _hmp(m, "info snapshots")
         console.wait_for(re.compile(rb"count=%d\r?\n" % (_last(at_save) + 3)), timeout=STEP)
@@ -108,6 +98,28 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saved]:
     s = Saved()
     s.image, s.console, s.info, s.last = image, at_save, info, _last(at_save)
     yield s
+
+
+def _machine(console: BufferChar, image: Path, devices: list[DeviceSpec],
+             **more: Any) -> Any:
+    """The saved guest's machine: Linux, 256 MiB, ``image`` as drive hd0."""
+    from vmforge_riscv_virt.machine import RiscvVirt
+
+    return RiscvVirt(MachineConfig(
+        machine="riscv-virt", memory=256 << 20, bios=FW_JUMP,
+        kernel=_guest("linux-riscv64"), initrd=_guest("initramfs-riscv64"),
+        append="console=ttyS0", serial=[console],
+        drives=[DriveSpec(str(image), "qcow2", interface="none", id="hd0")],
+        devices=devices, **more))
+
+
+def _save_during_loop(m: Any, console: BufferChar, name: str, after: int) -> tuple[str, bytes]:
+    """Boot to the shell, start the loop, ``savevm name`` once it has counted to
+    ``after``: what the monitor said and the console until then."""
+    console.wait_for(PROMPT, timeout=120)
+    console.feed(LOOP)
+    console.wait_for(re.compile(rb"count=%d\r?\n" % after), timeout=STEP)
+    return _hmp(m, f"savevm {name}", console)
 
 
 def _last(output: bytes) -> int:
@@ -277,31 +289,22 @@ def test_virtio_pci_disk_rng_and_nic_saved_and_loaded(tmp_path: Path) -> None:
     the same configuration in this process; the loop goes on, the shell answers,
     the disk is still the guest's."""
     from vmforge.config import NetdevSpec
-    from vmforge_riscv_virt.machine import RiscvVirt
 
     qemu_img = require_program("qemu-img", "qemu-utils")
     image = tmp_path / "pci.qcow2"
     subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
 
     def make(console: BufferChar) -> Any:
-        return RiscvVirt(MachineConfig(
-            machine="riscv-virt", memory=256 << 20, bios=FW_JUMP,
-            kernel=_guest("linux-riscv64"), initrd=_guest("initramfs-riscv64"),
-            append="console=ttyS0", serial=[console],
-            drives=[DriveSpec(str(image), "qcow2", interface="none", id="hd0")],
-            netdevs=[NetdevSpec.parse("user,id=n0")],
-            devices=[DeviceSpec("virtio-blk-pci", {"drive": "hd0"}),
-                     DeviceSpec("virtio-rng-device", {}),
-                     DeviceSpec("virtio-net-device", {"netdev": "n0"})]))
+        return _machine(console, image, [DeviceSpec("virtio-blk-pci", {"drive": "hd0"}),
+                                         DeviceSpec("virtio-rng-device", {}),
+                                         DeviceSpec("virtio-net-device", {"netdev": "n0"})],
+                        netdevs=[NetdevSpec.parse("user,id=n0")])
 
     console = BufferChar()
     m = make(console)
     m.start()
     try:
-        console.wait_for(PROMPT, timeout=120)
-        console.feed(LOOP)
-        console.wait_for(re.compile(rb"count=5\r?\n"), timeout=STEP)
-        out, at_save = _hmp(m, "savevm pci", console)
+        out, at_save = _save_during_loop(m, console, "pci", 5)
         assert out == ""
     finally:
         m.stop(30)
