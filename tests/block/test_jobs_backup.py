@@ -119,3 +119,36 @@ def test_backup_into_an_existing_image_overwrites_all(tmp_path: Path) -> None:
     bb.close()
     with BlockBackend.open(target, "qcow2") as t:
         verify(t, initial)
+
+
+def test_a_failed_copy_before_write_fails_the_write_and_the_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    _, top, initial = make_chain(tmp_path, size=1 << 20)
+    target = str(tmp_path / "fleece.qcow2")
+    real = BlockBackend.pwritev
+
+    def full(self: BlockBackend, offset: int, buffers: list[memoryview]) -> None:
+        if self.filename == target:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(self, offset, buffers)
+
+    monkeypatch.setattr(BlockBackend, "pwritev", full)
+    bb = BlockBackend.open(top, "qcow2", readonly=False)
+    ev = Events()
+    job = start_backup(bb, target, device="hd0", sync="none", on_event=ev,
+                       registry=JobRegistry())
+    with pytest.raises(OSError) as exc:             # the guest's write fails (EIO to it)
+        bb.write(0, b"new" * 100)
+    assert exc.value.errno == errno.ENOSPC
+    assert job.wait(60)
+    assert ev.data("BLOCK_JOB_ERROR") == {"device": "hd0", "operation": "write",
+                                          "action": "report"}
+    assert ev.data("BLOCK_JOB_COMPLETED")["error"] == "No space left on device"
+    bb.write(0, b"new")                             # the job gone: writes go through
+    expected = bytearray(initial)
+    expected[0:3] = b"new"
+    verify(bb, bytes(expected))
+    bb.close()

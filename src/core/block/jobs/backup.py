@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from vmforge.block.backend import BlockBackend
 from vmforge.block.bitmap import DirtyBitmap
 from vmforge.block.jobs.chain import check_start, copy_extents, new_target, started, status
-from vmforge.block.jobs.job import BlockJob, JobListener
+from vmforge.block.jobs.job import BlockJob, IoFailure, JobListener
 from vmforge.block.jobs.mirror import IDLE
 
 if TYPE_CHECKING:
@@ -42,8 +42,9 @@ class BackupJob(BlockJob):
         self.target_zero = target_zero
         self.copy_bitmap = DirtyBitmap(backend.size, chunk)
         self._copy_lock = threading.Lock()
-        self._buf = bytearray(chunk)
-        self._cbw_buf = bytearray(chunk)
+        self._buf = bytearray(chunk)       # (used under the copy lock)
+        #: a copy-before-write that failed: the guest's write failed, the job ends
+        self._cbw_error: IoFailure | None = None
         self.len = backend.size
 
     def start(self) -> None:
@@ -64,21 +65,27 @@ class BackupJob(BlockJob):
                 raise
 
     def before_write(self, offset: int, length: int) -> None:
-        """Copy-before-write: the old data of chunks the write meets, if not yet copied."""
+        """Copy-before-write: the old data of chunks the write meets, if not yet copied.
+        If that fails the guest's write fails with the error (QEMU's default
+        on-cbw-error=break-guest-write), and the job ends with it."""
         g = self.copy_bitmap.granularity
-        for off, n in list(self.copy_bitmap.dirty_runs(offset // g * g,
-                                                       offset + length - offset // g * g)):
-            for c in range(off, off + n, g):
-                self._copy(c, min(g, off + n - c), self._cbw_buf, cbw=True)
+        try:
+            for off, n in list(self.copy_bitmap.dirty_runs(offset // g * g,
+                                                           offset + length - offset // g * g)):
+                for c in range(off, off + n, g):
+                    self._copy(c, min(g, off + n - c))
+        except IoFailure as exc:
+            self._cbw_error = exc
+            raise exc.cause from None
 
-    def _copy(self, offset: int, n: int, buf: bytearray, cbw: bool = False) -> bool:
+    def _copy(self, offset: int, n: int) -> bool:
         with self._copy_lock:
             if not self.copy_bitmap.is_dirty(offset, n):
                 return False
             # (sync=top: a chunk the top holds part of is copied whole, through the
             # chain, so the target never holds half a cluster over its backing file)
-            copy_extents(self.backend, self.target, status(self.backend, offset, n), buf,
-                         skip_zeroes=self.target_zero and self.sync == "full")
+            copy_extents(self.backend, self.target, status(self.backend, offset, n),
+                         self._buf, skip_zeroes=self.target_zero and self.sync == "full")
             self.copy_bitmap.clear(offset, n)
             self.offset += n
             return True
@@ -87,16 +94,23 @@ class BackupJob(BlockJob):
         g = self.copy_bitmap.granularity
         if self.sync == "none":      # only copy-before-write, until cancelled
             while not self.cancelled:
+                self._check_cbw()
                 self.pause_point()
                 self.sleep(IDLE)
             return
         pos = 0
         while (run := self.copy_bitmap.next_dirty(pos, g)) is not None:
+            self._check_cbw()
             self.pause_point()
-            if self._copy(run[0], run[1], self._buf):
+            if self._copy(*run):
                 self.ratelimit(run[1])
             pos = run[0] + run[1]
+        self._check_cbw()
         self.target.flush()
+
+    def _check_cbw(self) -> None:
+        if self._cbw_error is not None:
+            raise self._cbw_error
 
     def clean(self) -> None:
         self.backend.remove_write_notifier(self.before_write)
