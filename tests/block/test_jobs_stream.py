@@ -79,3 +79,16 @@ def test_a_guest_write_racing_the_copy_of_its_range_wins(tmp_path: Path) -> None
     expected[hit[0]:hit[0] + 4096] = b"G" * 4096
     verify(bb, bytes(expected))
     bb.close()
+
+
+@pytest.mark.formats("raw")
+def test_stream_of_a_disk_without_backing_file_completes(tmp_path: Path) -> None:
+    from vmforge.block import create_image
+
+    path = str(tmp_path / "d.raw")
+    create_image("raw", path, 1 << 20)
+    with BlockBackend.open(path, "raw", readonly=False) as bb:
+        ev = Events()
+        job = start_stream(bb, device="hd0", on_event=ev, registry=JobRegistry())
+        assert job.wait(60)
+        assert "error" not in ev.data("BLOCK_JOB_COMPLETED")

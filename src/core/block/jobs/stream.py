@@ -54,7 +54,9 @@ class StreamJob(BlockJob):
     def prepare(self) -> None:
         bb = self.backend
         with bb.drained():
-            layers = bb.layers
+            layers = list(bb.layers)
+            if len(layers) == 1:
+                return          # no backing file: nothing was streamed, nothing to change
             base = layers[self.base_depth] if self.base_depth < len(layers) else None
             bb.top.change_backing_file(base.filename if base else None,
                                        base.format if base else None)
