@@ -187,3 +187,22 @@ def test_loadvm_option_errors_are_one_line(tmp_path: Path, vmforge_cli: Any) -> 
             ([], "vmforge run: No block device can accept snapshots")):
         proc = vmforge_cli(*base, *extra)
         assert (proc.returncode, proc.stderr) == (1, message + "\n")
+
+
+def test_a_machine_with_parts_that_cannot_save_is_refused() -> None:
+    from vmforge.device import Device
+    from vmforge.testing.boards import BareBoard
+
+    board = BareBoard()
+    board.realize()
+    board.cpus = [object()]
+    with pytest.raises(StateError, match="CPU object cannot save its state"):
+        machine_state(board)
+    board.cpus = []
+
+    class Opaque(Device):
+        name = "opaque-thing"
+
+    board.add_device(Opaque())
+    with pytest.raises(StateError, match=r"device opaque-thing \(Opaque\) cannot save its state"):
+        machine_state(board)

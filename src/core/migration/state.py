@@ -135,6 +135,10 @@ def machine_state(machine: Any) -> dict[str, Any]:
             raise StateError(f"device {dev.name} ({type(dev).__name__}) cannot save its "
                              "state: the machine cannot be saved")
         devices[_device_key(i, dev)] = saver()
+    for cpu in machine.cpus:
+        if not callable(getattr(cpu, "save_state", None)):
+            raise StateError(f"CPU {type(cpu).__name__} cannot save its state: the machine "
+                             "cannot be saved")
     rec = header(_NAME, STATE_VERSION)
     rec.update(config=config_fingerprint(machine), clock_ns=machine.clock.now_ns(),
                harts=[hart.save_state() for hart in machine.cpus],
