@@ -206,3 +206,64 @@ def test_a_machine_with_parts_that_cannot_save_is_refused() -> None:
     board.add_device(Opaque())
     with pytest.raises(StateError, match=r"device opaque-thing \(Opaque\) cannot save its state"):
         machine_state(board)
+
+
+def test_two_disks_snapshotted_together_and_partial_ones_listed(tmp_path: Path) -> None:
+    import subprocess
+
+    from vmforge.chardev import NullChar
+    from vmforge.config import DriveSpec
+    from vmforge.monitor import Monitor
+    from vmforge.testing.oracles import require_program
+    from vmforge_riscv_virt.machine import RiscvVirt
+
+    qemu_img = require_program("qemu-img", "qemu-utils")
+    disks = [tmp_path / "a.qcow2", tmp_path / "b.qcow2"]
+    for disk in disks:
+        subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(disk), "8M"], check=True)
+
+    def machine() -> Any:
+        m = RiscvVirt(MachineConfig(
+            machine="riscv-virt", memory=32 << 20, bios="none", kernel=_program(tmp_path),
+            serial=["null"],
+            drives=[DriveSpec(str(d), "qcow2", interface="none", id=f"hd{i}")
+                    for i, d in enumerate(disks)],
+            devices=[DeviceSpec("virtio-blk-device", {"drive": f"hd{i}"}) for i in range(2)]))
+        m.realize()
+        return m
+
+    m = machine()
+    try:
+        m.run_cpus()
+        mon = Monitor(m, NullChar())
+        assert mon.execute("savevm both") == ""
+        counter = m.cpus[0].x[10]
+        m.run_cpus()
+    finally:
+        m.close()
+    sizes = []
+    for disk in disks:
+        out = subprocess.run([qemu_img, "snapshot", "-l", str(disk)], capture_output=True,
+                             text=True, check=True).stdout
+        assert " both " in out
+        sizes.append(out.splitlines()[2].split()[2:4])
+    assert sizes[0] != ["0", "B"] and sizes[1] == ["0", "B"]    # the VM state: first disk
+    m = machine()
+    try:
+        mon = Monitor(m, NullChar())
+        assert mon.execute("loadvm both") == ""
+        assert m.cpus[0].x[10] == counter
+    finally:
+        m.close()
+    subprocess.run([qemu_img, "snapshot", "-d", "both", str(disks[1])], check=True)
+    m = machine()
+    try:
+        mon = Monitor(m, NullChar())
+        assert mon.execute("loadvm both") == ("Error: Snapshot 'both' does not exist in one "
+                                              "or more devices")
+        lines = mon.execute("info snapshots").splitlines()
+        assert lines[:2] == ["List of snapshots present on all disks:", "None"]
+        assert lines[3] == "List of partial (non-loadable) snapshots on 'hd0':"
+        assert lines[5].startswith("1         both ")
+    finally:
+        m.close()

@@ -55,8 +55,16 @@ def _drives(machine: Any) -> list[tuple[str, Any]]:
             continue
         seen.add(id(backend))
         if not backend.readonly and not getattr(dev, "read_only", False):
-            out.append((getattr(dev, "drive", "") or backend.filename, backend))
+            out.append((_drive_name(machine, dev, backend), backend))
     return out
+
+
+def _drive_name(machine: Any, dev: Any, backend: Any) -> str:
+    """The ``-drive`` id of a disk (QEMU's device name in its messages), else its file."""
+    for spec in getattr(machine.config, "drives", []):
+        if spec.id and spec.file in (getattr(dev, "drive", None), backend.filename):
+            return str(spec.id)
+    return str(backend.filename)
 
 
 def _snapshot_drives(machine: Any) -> list[tuple[str, Any]]:
