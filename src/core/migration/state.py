@@ -25,7 +25,8 @@ from vmforge.migration.ram import ram_layout
 from vmforge.migration.record import StateError, check_header, get_int, header
 
 __all__ = ["STATE_VERSION", "all_devices", "apply_state", "check_state", "config_fingerprint",
-           "decode_state", "drain", "encode_state", "machine_state", "pause_clock"]
+           "decode_state", "describe_difference", "drain", "encode_state", "machine_state",
+           "pause_clock"]
 
 STATE_VERSION = 1
 _NAME = "vmforge-machine"
@@ -61,7 +62,8 @@ def config_fingerprint(machine: Any) -> dict[str, Any]:
     }
 
 
-def _describe_difference(saved: dict[str, Any], mine: dict[str, Any]) -> str:
+def describe_difference(saved: dict[str, Any], mine: dict[str, Any]) -> str:
+    """How a saved :func:`config_fingerprint` differs from this machine's, in words."""
     if saved.get("machine") != mine["machine"]:
         return f"it is of machine {saved.get('machine')!r}, this one is {mine['machine']!r}"
     if saved.get("cpus") != mine["cpus"]:
@@ -85,6 +87,9 @@ def _describe_difference(saved: dict[str, Any], mine: dict[str, Any]) -> str:
     if missing:
         parts.append("this machine has " + ", ".join(f"{k} {kind}" for k, kind in missing))
     return "; ".join(parts) or "its devices differ"
+
+
+_describe_difference = describe_difference      # (the name live.py imported first)
 
 
 # -- saving ---------------------------------------------------------------------------------
@@ -165,7 +170,7 @@ def check_state(machine: Any, state: Any) -> None:
     if saved != mine:
         saved = saved if isinstance(saved, dict) else {}
         raise StateError("the saved machine does not match this one: "
-                         + _describe_difference(saved, mine))
+                         + describe_difference(saved, mine))
     get_int(rec, "clock_ns", 0, (1 << 63) - 1, "machine state")
     harts, halted = rec.get("harts"), rec.get("halted")
     if (not isinstance(harts, list) or not isinstance(halted, list)
