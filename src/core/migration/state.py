@@ -77,7 +77,9 @@ def describe_difference(saved: dict[str, Any], mine: dict[str, Any]) -> str:
         return f"its RAM is {mib(saved.get('ram'))}, this machine has {mib(mine['ram'])}"
     if saved.get("icount") != mine["icount"]:
         return "it was made with other -icount settings"
-    theirs = [tuple(d) for d in saved.get("devices", []) if isinstance(d, list)]
+    listed = saved.get("devices")
+    theirs = [tuple(d) for d in (listed if isinstance(listed, list) else [])
+              if isinstance(d, list) and len(d) == 2]
     ours = [tuple(d) for d in mine["devices"]]
     extra = [d for d in theirs if d not in ours]
     missing = [d for d in ours if d not in theirs]
