@@ -122,18 +122,12 @@ class ActiveCommitJob(_BaseWritable, CopyLoop):
             self.close_base()
             raise
 
-    def prepare(self) -> None:
-        if not self.should_complete or self.cancelled:
-            return
+    def pivot(self) -> None:
         bb = self.backend
-        with bb.drained():
-            self.catch_up()
-            self.target.flush()
-            bb.remove_dirty_bitmap(self.bitmap)
-            layers = list(bb.layers)
-            layers[self.base_depth].driver.sync = bb.top.sync
-            self.base_rw = False            # it stays writable: the new active layer
-            bb.replace_layers(layers[self.base_depth:], close=layers[:self.base_depth])
+        layers = list(bb.layers)
+        layers[self.base_depth].driver.sync = bb.top.sync
+        self.base_rw = False            # it stays writable: the new active layer
+        bb.replace_layers(layers[self.base_depth:], close=layers[:self.base_depth])
 
     def clean(self) -> None:
         self.backend.remove_dirty_bitmap(self.bitmap)

@@ -103,6 +103,22 @@ class CopyLoop(BlockJob):
     def can_complete(self) -> bool:
         return True
 
+    def prepare(self) -> None:
+        """Once completed (not cancelled): drained, copy the rest, then :meth:`pivot`."""
+        if not self.should_complete or self.cancelled:
+            return
+        bb = self.source
+        with bb.drained():
+            self.catch_up()
+            self.target.flush()
+            bb.flush()          # (mirror sync=none: the new chain reads the old top afresh)
+            bb.remove_dirty_bitmap(self.bitmap)
+            self.pivot()
+
+    def pivot(self) -> None:
+        """Make the target the backend's chain (the backend drained, in sync)."""
+        raise NotImplementedError
+
 
 class MirrorJob(CopyLoop):
     job_type = "mirror"
@@ -136,21 +152,13 @@ class MirrorJob(CopyLoop):
             self.source.remove_dirty_bitmap(self.bitmap)
             raise
 
-    def prepare(self) -> None:
-        if not self.should_complete or self.cancelled:
-            return
+    def pivot(self) -> None:
         bb = self.source
-        with bb.drained():
-            self.catch_up()
-            self.target.flush()
-            bb.flush()          # (sync=none: the new chain reads the old top afresh)
-            bb.remove_dirty_bitmap(self.bitmap)
-            path, fmt = self.target_bb.filename, self.target_bb.format
-            self.target_bb.close()
-            new = BlockBackend.open(path, fmt, readonly=False)
-            new.layers[0].driver.sync = bb.top.sync
-            old = list(bb.layers)
-            bb.replace_layers(new.layers, close=old)
+        path, fmt = self.target_bb.filename, self.target_bb.format
+        self.target_bb.close()
+        new = BlockBackend.open(path, fmt, readonly=False)
+        new.layers[0].driver.sync = bb.top.sync
+        bb.replace_layers(new.layers, close=list(bb.layers))
 
     def clean(self) -> None:
         self.source.remove_dirty_bitmap(self.bitmap)
