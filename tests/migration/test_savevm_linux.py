@@ -189,7 +189,18 @@ def _quit(con: ProcessConsole) -> None:
     assert con.proc.wait(STEP) == 0
 
 
-def test_info_snapshots_as_qemu_prints_it(saved: Saved) -> None:
+def test_info_snapshots_as_qemu_prints_it(saved: Saved, tmp_path: Path) -> None:
+    qemu = require_program("qemu-system-riscv64", "qemu-system-misc")
+    image = _copy(saved, tmp_path)
+    proc = subprocess.run([qemu, "-M", "virt", "-bios", "none", "-S", "-display", "none",
+                           "-nodefaults", "-monitor", "stdio",
+                           "-drive", f"file={image},format=qcow2,if=none,id=hd0",
+                           "-device", "virtio-blk-device,drive=hd0"],
+                          input=b"info snapshots\nquit\n", capture_output=True, timeout=STEP,
+                          check=True)
+    text = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"", proc.stdout).decode().replace("\r", "")
+    theirs = text.split("List of snapshots", 1)[1].split("(qemu)", 1)[0]
+    assert saved.info + "\n" == "List of snapshots" + theirs     # QEMU 7.2 on the same image
     lines = saved.info.splitlines()
     assert lines[0] == "List of snapshots present on all disks:"
     assert lines[1] == ("ID        TAG               VM SIZE                DATE     VM CLOCK"
