@@ -267,3 +267,34 @@ def test_two_disks_snapshotted_together_and_partial_ones_listed(tmp_path: Path) 
         assert lines[5].startswith("1         both ")
     finally:
         m.close()
+
+
+def test_a_disk_under_a_block_job_refuses_snapshots(tmp_path: Path) -> None:
+    import subprocess
+    import types
+
+    from vmforge.chardev import NullChar
+    from vmforge.config import DriveSpec
+    from vmforge.monitor import Monitor
+    from vmforge.testing.oracles import require_program
+    from vmforge_riscv_virt.machine import RiscvVirt
+
+    disk = tmp_path / "j.qcow2"
+    subprocess.run([require_program("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2",
+                    str(disk), "8M"], check=True)
+    m = RiscvVirt(MachineConfig(
+        machine="riscv-virt", memory=32 << 20, bios="none", kernel=_program(tmp_path),
+        serial=["null"], drives=[DriveSpec(str(disk), "qcow2", interface="none", id="hd0")],
+        devices=[DeviceSpec("virtio-blk-device", {"drive": "hd0"})]))
+    m.realize()
+    try:
+        (blk,) = [d.dev for d in m.devices if getattr(d, "dev", None) is not None]
+        blk.backend.job = types.SimpleNamespace(type="mirror")    # as a running mirror sets it
+        mon = Monitor(m, NullChar())
+        busy = "Error: Node 'hd0' is busy: block device is in use by block job: mirror"
+        assert mon.execute("savevm s") == busy
+        assert mon.execute("loadvm s") == busy
+        blk.backend.job = None
+        assert mon.execute("savevm s") == ""
+    finally:
+        m.close()

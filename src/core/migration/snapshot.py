@@ -74,6 +74,10 @@ def _snapshot_drives(machine: Any) -> list[tuple[str, Any]]:
     for name, backend in drives:
         if not callable(getattr(backend.top, "save_vm_snapshot", None)):
             raise SnapshotError(f"Device '{name}' is writable but does not support snapshots")
+        if getattr(backend, "job", None) is not None:       # a block job owns the disk
+            from vmforge.block.jobs.job import check_free
+
+            check_free(backend, name)
     return drives
 
 
