@@ -294,6 +294,7 @@ def test_a_disk_under_a_block_job_refuses_snapshots(tmp_path: Path) -> None:
         busy = "Error: Node 'hd0' is busy: block device is in use by block job: mirror"
         assert mon.execute("savevm s") == busy
         assert mon.execute("loadvm s") == busy
+        assert mon.execute("info snapshots") == "There is no snapshot available."
         blk.backend.job = None
         assert mon.execute("savevm s") == ""
     finally:

@@ -67,14 +67,16 @@ def _drive_name(machine: Any, dev: Any, backend: Any) -> str:
     return str(backend.filename)
 
 
-def _snapshot_drives(machine: Any) -> list[tuple[str, Any]]:
+def _snapshot_drives(machine: Any, listing: bool = False) -> list[tuple[str, Any]]:
+    """The writable disks, if all of them can take a snapshot (and, unless only
+    ``listing``, none is owned by a block job)."""
     drives = _drives(machine)
     if not drives:
         raise SnapshotError("No block device can accept snapshots")
     for name, backend in drives:
         if not callable(getattr(backend.top, "save_vm_snapshot", None)):
             raise SnapshotError(f"Device '{name}' is writable but does not support snapshots")
-        if getattr(backend, "job", None) is not None:       # a block job owns the disk
+        if not listing and getattr(backend, "job", None) is not None:   # a job owns it
             from vmforge.block.jobs.job import check_free
 
             check_free(backend, name)
@@ -179,7 +181,7 @@ def info_snapshots(machine: Any) -> str:
 
     from vmforge.cli.img_report import snapshot_table
 
-    drives = _snapshot_drives(machine)
+    drives = _snapshot_drives(machine, listing=True)
     first = drives[0][1].top.snapshots()
     if not any(backend.top.snapshots() for _n, backend in drives):
         return "There is no snapshot available."
