@@ -76,7 +76,8 @@ def make_target(path: str, fmt: str | None, mode: str, size: int, *,
             if (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino):
                 raise JobError('Failed to get "write" lock')
     if mode == "existing":
-        if not os.path.exists(path):
+        # (an NBD export, "nbd:..." or "nbd[+unix]://...", is no file: opening it tells)
+        if not os.path.exists(path) and not path.startswith("nbd"):
             raise JobError(f"Could not open '{path}': No such file or directory")
         return fmt or ""
     assert fmt is not None
