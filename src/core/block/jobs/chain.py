@@ -77,7 +77,7 @@ def make_target(path: str, fmt: str | None, mode: str, size: int, *,
                 raise JobError('Failed to get "write" lock')
     if mode == "existing":
         # (an NBD export, "nbd:..." or "nbd[+unix]://...", is no file: opening it tells)
-        if not os.path.exists(path) and not path.startswith("nbd"):
+        if not os.path.exists(path) and not path.startswith(("nbd:", "nbd+")):
             raise JobError(f"Could not open '{path}': No such file or directory")
         return fmt or ""
     assert fmt is not None
