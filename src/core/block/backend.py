@@ -75,6 +75,10 @@ def _file_id(path: str) -> tuple[int, int]:
 def open_driver(path: str, fmt: str | None, *, readonly: bool, force_share: bool = False,
                 backing: bool = False, **options: Any) -> Layer:
     """Open one image (no backing files), locked; ``fmt`` None: probe."""
+    from vmforge.block.nbd import is_nbd_name, open_nbd_layer
+
+    if is_nbd_name(path):       # an NBD export: no file, no lock
+        return open_nbd_layer(path, fmt, readonly=readonly)
     if not os.path.exists(path):
         raise BlockError("could not open: No such file or directory", path)
     fmt = fmt or probe_format(path, writable=not readonly)
@@ -189,6 +193,8 @@ class BlockBackend:
 
     @staticmethod
     def _open_chain(layers: list[Layer], force_share: bool, max_depth: int) -> None:
+        if not layers[0].driver.backing_filename:
+            return          # (nothing to follow; the top may be no file: an NBD export)
         seen = {_file_id(layers[0].filename): layers[0].filename}
         while True:
             cur = layers[-1]
