@@ -346,8 +346,6 @@ def test_images_are_clean_and_equal(both: tuple[dict[str, Any], ...]) -> None:
         assert same.returncode == 0, (name, same.stdout)
 
 
-@pytest.mark.xfail(strict=True, reason="vmforge.block.jobs refuses complete in standby "
-                   "(its verb table has QEMU's before 6.1: ready only)")
 def test_complete_on_standby_matches_qemu() -> None:
     import shutil
 
