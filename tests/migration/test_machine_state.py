@@ -299,3 +299,34 @@ def test_a_disk_under_a_block_job_refuses_snapshots(tmp_path: Path) -> None:
         assert mon.execute("savevm s") == ""
     finally:
         m.close()
+
+
+def _shmem_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssShmem in /proc/self/status")
+
+
+def test_scanning_ram_does_not_allocate_the_untouched_pages(tmp_path: Path,
+                                                           monkeypatch: Any) -> None:
+    from vmforge.migration import ram, resident
+
+    m = _machine(_program(tmp_path), memory=1 << 30)
+    try:
+        ((_name, _base, view),) = ram_regions(m)
+        for offset in (5 * 4096 + 7, 100 << 20, (1 << 30) - 1):
+            view[offset] = 0x5A
+        expected = {0, 5 * 4096, 100 << 20, (1 << 30) - 4096}
+        before = _shmem_kib()
+        runs = list(ram.nonzero_runs(view))
+        assert {o for o, _n in runs} >= expected and all(n == 4096 for _o, n in runs)
+        if resident._swap_on():         # swapped-out pages are not resident: read them all
+            assert resident.resident_runs(view) is None
+        else:
+            assert _shmem_kib() - before < 16 << 10     # not the 1 GiB of the guest
+        monkeypatch.setattr(ram, "resident_runs", lambda v: None)
+        assert list(ram.nonzero_runs(view)) == runs   # the same pages, reading everything
+    finally:
+        m.close()

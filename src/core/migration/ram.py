@@ -18,6 +18,7 @@ from typing import Any
 
 from vmforge._fast.zeroscan import zero_runs
 from vmforge.migration.record import StateError
+from vmforge.migration.resident import resident_runs
 
 __all__ = ["PAGE_SIZE", "load_ram", "nonzero_runs", "ram_layout", "ram_regions", "save_ram"]
 
@@ -40,10 +41,13 @@ def ram_layout(machine: Any) -> list[list[Any]]:
 
 
 def nonzero_runs(view: memoryview, page: int = PAGE_SIZE) -> Iterator[tuple[int, int]]:
-    """``(offset, length)`` of the runs of pages of ``view`` that are not all zero."""
-    for start, end, is_zero in zero_runs(view, 0, page):
-        if not is_zero:
-            yield start, end - start
+    """``(offset, length)`` of the runs of pages of ``view`` that are not all zero
+    (pages the host never gave the guest are not read: :mod:`.resident`)."""
+    spans = resident_runs(view) if page == PAGE_SIZE else None
+    for base, size in spans if spans is not None else [(0, len(view))]:
+        for start, end, is_zero in zero_runs(view[base:base + size], 0, page):
+            if not is_zero:
+                yield base + start, end - start
 
 
 def save_ram(machine: Any) -> list[bytes | memoryview]:
