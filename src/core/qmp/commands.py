@@ -358,3 +358,12 @@ def _register_migration() -> None:
 
 
 _register_migration()
+
+
+def _register_nbd() -> None:
+    from vmforge.qmp.nbd import NBD_COMMANDS
+
+    COMMANDS.update((c.name, c) for c in NBD_COMMANDS)
+
+
+_register_nbd()

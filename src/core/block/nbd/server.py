@@ -47,6 +47,8 @@ class NbdExport:
     writable: bool = False
     description: str = ""
     clients: set[_Client] = field(default_factory=set)
+    #: the block export id QMP knows it by (QEMU's ``id``; nbd-server-add: the name)
+    ident: str = ""
 
     @property
     def flags(self) -> int:
@@ -131,15 +133,16 @@ class NbdServer:
     # -- exports -----------------------------------------------------------------------
 
     def add_export(self, name: str, backend: Any, *, writable: bool = False,
-                   description: str = "") -> NbdExport:
+                   description: str = "", ident: str | None = None) -> NbdExport:
         if len(name.encode()) > p.MAX_STRING:
             raise NbdError(f"export name '{name[:32]}...' too long")
         with self._lock:
             if name in self.exports:
-                raise NbdError(f"Block export id '{name}' is already in use")
+                raise NbdError(f"NBD server already has export named '{name}'")
             if writable and backend.readonly:
                 raise NbdError("Cannot export read-only node as writable")
-            exp = self.exports[name] = NbdExport(name, backend, writable, description)
+            exp = self.exports[name] = NbdExport(name, backend, writable, description,
+                                                 ident=name if ident is None else ident)
         return exp
 
     def remove_export(self, name: str, hard: bool = False) -> None:
