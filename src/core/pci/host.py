@@ -20,8 +20,9 @@ and :meth:`GpexHost.fdt_node` writes ``pci@30000000`` as that board does.
 
 Function 00.0 is the host bridge's own ``gpex-root`` (1b36:0008, class
 0600), as on QEMU.  ECAM: ``offset = bus << 20 | devfn << 12 | register``;
-configuration reads where no function answers (or of another bus: there
-are no bridges) are all-ones, writes there are dropped.  Window reads where
+configuration cycles for other buses go through the bridges
+(:func:`vmforge.pci.bridge.find_bus`); reads where no function answers (or of a
+bus no bridge leads to) are all-ones, writes there are dropped.  Window reads where
 no BAR decodes are all-ones too (QEMU's ``allow-unmapped-accesses``).
 """
 
@@ -35,6 +36,7 @@ from vmforge.device import Device
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement, split_cells
 from vmforge.memory import AddressSpace
 from vmforge.pci import regs
+from vmforge.pci.bridge import find_bus
 from vmforge.pci.bus import MsiHandler, PciBus
 from vmforge.pci.device import PciDevice
 
@@ -154,14 +156,15 @@ class GpexHost(Device):
     # -- ECAM ------------------------------------------------------------------------------
 
     def read(self, offset: int, size: int) -> int:
-        bus_num, dfn, reg = offset >> 20, offset >> 12 & 0xFF, offset & 0xFFF
-        if bus_num != 0:
+        bus = find_bus(self.bus, offset >> 20)   # bus 0, or the one a bridge leads to
+        if bus is None:
             return (1 << (8 * size)) - 1
-        return self.bus.config_read(dfn, reg, size)
+        return bus.config_read(offset >> 12 & 0xFF, offset & 0xFFF, size)
 
     def write(self, offset: int, size: int, value: int) -> None:
-        if offset >> 20 == 0:
-            self.bus.config_write(offset >> 12 & 0xFF, offset & 0xFFF, size, value)
+        bus = find_bus(self.bus, offset >> 20)
+        if bus is not None:
+            bus.config_write(offset >> 12 & 0xFF, offset & 0xFFF, size, value)
 
     # -- state -----------------------------------------------------------------------------
 
