@@ -94,6 +94,10 @@ class ImageContext:
                                                                  dict[str, Any]]:
         """(file, format, open options) for an image argument."""
         if path.startswith(JSON_PREFIX):
+            from vmforge.block.nbd import is_nbd_name
+
+            if is_nbd_name(path):        # an NBD export: its name is opened as it is
+                return path, fmt, {}
             return self._from_options(path, json_options(path), fmt, fmt_wins=True)
         if self.image_opts:
             from vmforge.config import parse_opts

@@ -63,6 +63,8 @@ def _snapshot_json(s: SnapshotInfo) -> dict[str, Any]:
 def info_json(info: ImageInfo, snapshots: list[SnapshotInfo] | None = None) -> dict[str, Any]:
     """``info --output json`` of one image, qemu-img's keys in qemu-img's order."""
     raw = info.to_json()
+    if info.actual_size < 0:    # no file underneath (an NBD export): qemu-img has neither
+        del raw["actual-size"], raw["dirty-flag"]
     if snapshots:
         raw["snapshots"] = [_snapshot_json(s) for s in snapshots]
     if info.backing_filename:
@@ -73,7 +75,8 @@ def info_json(info: ImageInfo, snapshots: list[SnapshotInfo] | None = None) -> d
 def info_human(info: ImageInfo, snapshots: list[SnapshotInfo] | None = None) -> str:
     lines = [f"image: {info.filename}", f"file format: {info.format}",
              f"virtual size: {size_to_str(info.virtual_size)} ({info.virtual_size} bytes)",
-             f"disk size: {size_to_str(info.actual_size)}"]
+             "disk size: " + (size_to_str(info.actual_size) if info.actual_size >= 0
+                              else "unavailable")]
     if info.cluster_size is not None:
         lines.append(f"cluster_size: {info.cluster_size}")
     if info.encrypted:

@@ -187,7 +187,9 @@ def _job_options(a: dict[str, Any]) -> dict[str, Any]:
 
 def _target(a: dict[str, Any], mode: str, key: str = "target") -> str:
     target = str(a[key])
-    if mode == "existing" and not os.path.exists(target):
+    from vmforge.block.nbd import is_nbd_name
+
+    if mode == "existing" and not os.path.exists(target) and not is_nbd_name(target):
         raise QmpError(f"Could not open '{target}': No such file or directory")
     return target
 

@@ -76,8 +76,11 @@ def make_target(path: str, fmt: str | None, mode: str, size: int, *,
             if (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino):
                 raise JobError('Failed to get "write" lock')
     if mode == "existing":
-        # (an NBD export, "nbd:..." or "nbd[+unix]://...", is no file: opening it tells)
-        if not os.path.exists(path) and not path.startswith(("nbd:", "nbd+")):
+        # (an NBD export, "nbd:...", "nbd[+unix]://..." or json:{"driver": "nbd"...},
+        # is no file: opening it tells)
+        from vmforge.block.nbd import is_nbd_name
+
+        if not os.path.exists(path) and not is_nbd_name(path):
             raise JobError(f"Could not open '{path}': No such file or directory")
         return fmt or ""
     assert fmt is not None

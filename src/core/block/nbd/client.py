@@ -370,7 +370,7 @@ class NbdDriver(BlockDriver):
                 offset += n
 
     def info(self) -> ImageInfo:
-        return ImageInfo(self.filename, "raw", self.size, 0)
+        return ImageInfo(self.filename, "raw", self.size, -1)    # -1: no file, no size
 
     def close(self) -> None:
         if not self.closed:
