@@ -221,6 +221,10 @@ def test_qemu_img_sees_the_snapshot_and_a_clean_image(saved: Saved, tmp_path: Pa
 
     (snap,) = json.loads(info)["snapshots"]
     assert snap["name"] == "s1" and snap["vm-state-size"] > 1 << 20
+    listing = subprocess.run([qemu_img, "snapshot", "-l", str(saved.image)],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    assert re.fullmatch(r"1         s1 {15}\s*[\d.]+ MiB .*", listing[2]), listing
+    assert listing[2].split()[2] == saved.info.splitlines()[2].split()[2]   # the VM SIZE
     assert 0 < snap["vm-clock-sec"] * 10**9 + snap["vm-clock-nsec"]
 
 
