@@ -185,7 +185,7 @@ class Qcow2(Qcow2Writer):
         snap = save_vm_snapshot(self, name, chunks, vm_clock_nsec)
         return next(s for s in self.snapshots() if s.id == snap.id)
 
-    def read_vm_state(self, key: str) -> bytearray:
+    def read_vm_state(self, key: str) -> Any:
         """The VM state of snapshot ``key`` (``loadvm`` then reverts the disk)."""
         from .vmstate import read_vm_state
 

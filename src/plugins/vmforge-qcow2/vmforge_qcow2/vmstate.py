@@ -11,6 +11,7 @@ snapshot's entry records ``vm_state_size`` and ``vm_clock_nsec``.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -79,7 +80,7 @@ def save_vm_snapshot(img: Qcow2Writer, name: str, chunks: Sequence[bytes | memor
     return snap
 
 
-def read_vm_state(img: Qcow2Writer, key: str) -> bytearray:
+def read_vm_state(img: Qcow2Writer, key: str) -> mmap.mmap:
     """The VM state of snapshot ``key``, read through the snapshot's own L1 table
     (the disk is not reverted: ``loadvm`` checks the state first)."""
     snap = find_snapshot(img._snaps, key)
@@ -88,7 +89,7 @@ def read_vm_state(img: Qcow2Writer, key: str) -> bytearray:
     if not snap.vm_state_size:
         raise BlockError("This is a disk-only snapshot. Revert to it offline using "
                          "qemu-img", img.filename)
-    buf = bytearray(snap.vm_state_size)
+    buf = mmap.mmap(-1, snap.vm_state_size)     # pages come zeroed when first written
     with img.lock:
         l1 = img._read_l1(snap.l1_table_offset, snap.l1_size, f"L1 of snapshot {snap.id}")
         active = img.l1
