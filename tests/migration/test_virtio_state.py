@@ -78,3 +78,35 @@ def test_rng_has_an_empty_device_part() -> None:
     with pytest.raises(StateError, match="virtio-rng-device: unexpected device state"):
         t.load_state(record)
     assert t.save_state() == before
+
+
+def test_saving_drains_a_write_in_flight(tmp_path: Path) -> None:
+    """A write held on an I/O thread when the machine is saved has completed (its
+    status pushed to the used ring) before the record is taken, as QEMU drains."""
+    import struct
+    import threading
+    import types
+
+    from vmforge.migration.state import drain
+    from vmforge.testing.virtio_driver import DeviceLoop
+
+    dev = VirtioBlk(drive=_disk(tmp_path), format="raw")
+    loop = DeviceLoop()
+    _dev, t, _drv, queues = make(guest_memory(), device=dev, call_soon=loop.call_soon)
+    release = threading.Event()
+    real = dev.backend.pwritev
+
+    def held(offset, views):        # type: ignore[no-untyped-def]
+        release.wait(30)
+        return real(offset, views)
+
+    dev.backend.pwritev = held
+    req = queues[0].add_sgs([struct.pack("<IIQ", 1, 0, 8), b"x" * 512], [1])
+    queues[0].kick()
+    assert t.save_state()["device"]["queues"][0]["ring"]["inflight"] != []
+    threading.Timer(0.2, release.set).start()
+    drain(types.SimpleNamespace(devices=[t]))
+    record = t.save_state()
+    assert record["device"]["queues"][0]["ring"]["inflight"] == []
+    assert queues[0].get_buf() is req and req.data() == b"\0"     # S_OK
+    dev.unrealize()
