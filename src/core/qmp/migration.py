@@ -71,7 +71,9 @@ def _query_migrate(s: QmpSession, a: dict[str, Any]) -> Any:
 def _migrate(s: QmpSession, a: dict[str, Any]) -> Any:
     for flag in ("blk", "inc"):
         if a.get(flag):
-            raise QmpError("Block migration is not supported by vmforge: use shared storage")
+            raise QmpError("Block migration is not supported by vmforge: use shared storage, "
+                           "or mirror the disk to the destination's NBD export "
+                           "(nbd-server-add, drive-mirror)")
     if a.get("resume"):
         raise QmpError("Cannot resume if there is no paused migration")
     try:
