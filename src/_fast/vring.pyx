@@ -558,6 +558,7 @@ cdef class VRing:
             self.inflight += 1
             if self.event_idx and self.notify_enabled:
                 wr16(self.dev_p, self.last_avail | (<uint16_t>self.avail_wrap << 15))
+                self.ram.mark(self.device_addr, 2)
             return OK
         avail_idx = vr_load_acquire_u16(self.drv_p + 2)
         n = avail_idx - self.last_avail
@@ -582,7 +583,8 @@ cdef class VRing:
         self.busy[head[0]] = 1
         self.inflight += 1
         if self.event_idx and self.notify_enabled:
-            wr16(self.dev_p + 4 + 8 * self.size, self.last_avail)
+            wr16(self.dev_p + 4 + 8 * self.size, self.last_avail)     # avail_event
+            self.ram.mark(self.device_addr + 4 + 8 * self.size, 2)
         return OK
 
     cdef Chain _chain(self, int head, int slots, int nseg, uint64_t total, int pos,

@@ -146,3 +146,29 @@ def test_virtqueue_completion_marks_the_buffers_and_the_ring(mode):
     ring_pages = dirty - {buf, buf + 4096}
     assert ring_pages, "the used ring's page is not in the log"
     log.stop()
+
+
+@pytest.mark.parametrize("mode", ["split", "packed"])
+def test_popping_a_chain_marks_the_event_index_it_writes(mode):
+    """With EVENT_IDX the device publishes its avail event when it pops a chain:
+    that write must reach the log too, or a destination's driver would not kick."""
+    from vmforge.testing.virtio_driver import GuestAllocator
+    from vmforge.testing.virtio_kit import ALL_RING_MODES, RAM, RAM_SIZE, guest_memory, make
+
+    mem = guest_memory()
+    alloc = GuestAllocator(RAM, RAM_SIZE)
+    modes = {k: v for k, v in ALL_RING_MODES.items() if mode in k}
+    dev, _t, _drv, queues = make(mem, alloc, **next(iter(modes.values())))
+    held: list = []
+    dev.on_notify = lambda queue: held.extend(queue.pop_available())
+    q = queues[0]
+    log = DirtyLog(mem)
+    log.start()
+    q.add_sgs([b"ping"], [4])
+    log.take()
+    q.kick()
+    assert len(held) == 1 and dev.queues[0].ring.event_idx
+    ring = dev.queues[0].ring
+    event_at = ring.device_addr if mode == "packed" else ring.device_addr + 4 + 8 * ring.size
+    assert event_at & ~0xFFF in log.take()
+    log.stop()

@@ -19,7 +19,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GuestProcess", "free_port", "riscv_linux_args"]
+__all__ = ["GuestProcess", "free_port", "guest_file", "riscv_linux_args"]
+
+
+def guest_file(root: Path, name: str) -> str:
+    """The cached guest image ``name`` of ``root``'s guests/build.py (a missing one
+    is a missing oracle: skipped locally, a failure in CI)."""
+    from vmforge.testing.oracles import oracle_missing
+
+    proc = subprocess.run([sys.executable, str(root / "guests" / "build.py"), "--print-path",
+                           name], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        oracle_missing(f"guest {name} is not built (python3 guests/build.py {name})")
+    return proc.stdout.strip()
 
 
 def free_port() -> int:
