@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.qmp import qmpkit
 from tests.qmp.qmpkit import (
     Guest,
     connect,
@@ -24,37 +23,15 @@ from tests.qmp.qmpkit import (
     shape,
     start_vmforge,
     stop_guest,
-    write_images,
 )
+from vmforge.testing.migration_kit import free_port
 from vmforge.testing.oracles import require_program
 
 
 def start_qemu(where: Path) -> Guest:
     """qmpkit's QEMU guest, its disk shared for writing (``share-rw=on``: QEMU's
     permissions refuse a writable export of a disk a device writes otherwise)."""
-    qemu = require_program("qemu-system-riscv64", "qemu-system-misc")
-    image, disk = write_images(where)
-    sock = where / "qemu.qmp"
-    proc = subprocess.Popen(
-        [qemu, "-M", "virt", "-bios", "none", "-kernel", str(image), "-display", "none",
-         "-serial", "none", "-monitor", "none",
-         "-drive", f"file={disk},format=raw,if=none,id=hd0",
-         "-device", "virtio-blk-device,drive=hd0,share-rw=on",
-         "-qmp", f"unix:{sock},server=on,wait=off"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"QEMU did not start: {proc.communicate()[1]!r}")
-        time.sleep(0.05)
-    return Guest(sock, proc=proc)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return qmpkit.start_qemu(where, disk_device="virtio-blk-device,drive=hd0,share-rw=on")
 
 
 def qemu_io(uri: str, *cmds: str, readonly: bool = False) -> str:

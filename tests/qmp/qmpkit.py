@@ -80,7 +80,7 @@ def start_vmforge(where: Path, kernel: bytes = SPIN, paused: bool = False,
 
 
 def start_qemu(where: Path, kernel: bytes = SPIN, paused: bool = False,
-               smp: int = 1) -> Guest:
+               smp: int = 1, disk_device: str = "virtio-blk-device,drive=hd0") -> Guest:
     qemu = require_program("qemu-system-riscv64", "qemu-system-misc")
     image, disk = write_images(where, kernel)
     sock = where / "qemu.qmp"
@@ -88,7 +88,7 @@ def start_qemu(where: Path, kernel: bytes = SPIN, paused: bool = False,
         [qemu, "-M", "virt", "-bios", "none", "-kernel", str(image), "-smp", str(smp),
          "-display", "none", "-serial", "none", "-monitor", "none",
          "-drive", f"file={disk},format=raw,if=none,id=hd0",
-         "-device", "virtio-blk-device,drive=hd0",
+         "-device", disk_device,
          "-qmp", f"unix:{sock},server=on,wait=off", *(["-S"] if paused else [])],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
