@@ -104,7 +104,9 @@ setup(
                            "virtio-blk-pci = vmforge.virtio.pci:VirtioBlkPci",
                            "virtio-net-pci = vmforge.virtio.pci:VirtioNetPci",
                            "virtio-rng-pci = vmforge.virtio.pci:VirtioRngPci",
-                           "virtio-serial-pci = vmforge.virtio.pci:VirtioSerialPci"],
+                           "virtio-serial-pci = vmforge.virtio.pci:VirtioSerialPci",
+                           # PCI Express root port with a hot-plug slot
+                           "pcie-root-port = vmforge.pci.root_port:PcieRootPort"],
         # the conformance kit for disk-format authors (pytest --vmforge-format NAME)
         "pytest11": ["vmforge = vmforge.testing.pytest_plugin"],
     },
