@@ -16,12 +16,14 @@ from the devices actually placed.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from vmforge.accel.cluster import HartMachine
+from vmforge.device import Device
 from vmforge.devspec import PCI_ALIASES, cmdline_devices
 from vmforge.loader import EM_RISCV, is_elf, load_elf, load_raw, read_linux_image_header
 from vmforge.machine import MachineError
-from vmforge.pci import PciDevice
+from vmforge.pci import PciDevice, hotplug
 from vmforge.virtio import VirtioDevice
 from vmforge.virtio.mmio import VirtioMmioTransport
 from vmforge_riscv_devices.clint import HartClint
@@ -98,7 +100,20 @@ class RiscvVirt(HartMachine):
         probes first: the first disk is /dev/vda).  Returns the slots."""
         cfg = self.config
         self.open_netdevs()
-        devices = cmdline_devices(cfg.drives, cfg.devices, cfg.chardevs, self.create_device,
+        wanted_bus: dict[int, str | None] = {}
+
+        def create(driver: str, **props: Any) -> Device:   # id= and bus= are qdev's
+            ident, bus = props.pop("id", None), props.pop("bus", None)
+            dev = self.create_device(driver, **props)
+            try:
+                hotplug.register(self, dev, ident)
+            except hotplug.PlugError as exc:
+                dev.unrealize()
+                raise MachineError(f"riscv-virt: -device {driver}: {exc}") from None
+            wanted_bus[id(dev)] = bus
+            return dev
+
+        devices = cmdline_devices(cfg.drives, cfg.devices, cfg.chardevs, create,
                                   self._own_chardevs.append, aliases=PCI_ALIASES)
         try:
             on_mmio = [d for d in devices if not isinstance(d, PciDevice)]
@@ -109,8 +124,9 @@ class RiscvVirt(HartMachine):
             for dev in devices:
                 if isinstance(dev, PciDevice):
                     try:
-                        self.pcie.bus.plug(dev)
-                    except ValueError as exc:
+                        hotplug.plug_pci(self.pcie.bus, dev, wanted_bus.get(id(dev)),
+                                         hotplugged=False)
+                    except hotplug.PlugError as exc:
                         raise MachineError(f"riscv-virt: -device {dev.name}: {exc}") from None
                     continue
                 if not isinstance(dev, VirtioDevice):
