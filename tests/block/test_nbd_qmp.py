@@ -24,6 +24,8 @@ from tests.qmp.qmpkit import (
     start_vmforge,
     stop_guest,
 )
+from vmforge.block.nbd import NbdError, parse_nbd_name
+from vmforge.block.nbd.client import NbdClient
 from vmforge.testing.migration_kit import free_port
 from vmforge.testing.oracles import require_program
 
@@ -80,8 +82,20 @@ async def script(sock: Path, where: Path) -> dict[str, Any]:
         "type": "nbd", "id": "e2", "node-name": "nosuch"})
     err["export-del-nosuch"] = await error_of(c, "block-export-del", {"id": "nosuch"})
     out["export-del"] = await c.execute("block-export-del", {"id": "e1"})
-    out["remove"] = await c.execute("nbd-server-remove", {"name": "ro"})
+    # a connected client keeps an export unless removed hard (then it is dropped)
+    client = NbdClient(parse_nbd_name(f"nbd://127.0.0.1:{port}/ro"))
+    buf = memoryview(bytearray(4096))
+    client.read(64 << 10, buf)
+    out["client-read"] = bytes(buf[:4])
+    err["remove-in-use"] = await error_of(c, "nbd-server-remove", {"name": "ro"})
+    out["remove-hard"] = await c.execute("nbd-server-remove", {"name": "ro", "mode": "hard"})
     out["events"] = [(e["event"], e.get("data")) for e in await next_events(c, 2)]
+    with pytest.raises(NbdError):
+        client.read(0, buf)
+    client.sock.close()
+    out["add-named"] = await c.execute("nbd-server-add", {"device": "hd0", "name": "ro"})
+    out["remove"] = await c.execute("nbd-server-remove", {"name": "ro"})
+    out["events"] += [(e["event"], e.get("data")) for e in await next_events(c, 1)]
     out["stop"] = await c.execute("nbd-server-stop")
     out["events"] += [(e["event"], e.get("data")) for e in await next_events(c, 1)]
     err["stop-again"] = await error_of(c, "nbd-server-stop")
@@ -116,7 +130,9 @@ def test_errors_as_qemu(both):
 
 
 def test_replies_and_events_as_qemu(both):
-    for key in ("start", "add", "add-named", "export-add", "export-del", "remove", "stop",
+    assert both["vmforge"]["client-read"] == b"\x42" * 4
+    for key in ("start", "add", "add-named", "export-add", "export-del", "remove-hard",
+                "remove", "stop",
                 "events", "start-unix", "add-unix", "stop-unix"):
         assert both["vmforge"][key] == both["qemu"][key], key
     assert shape(both["vmforge"]["exports"]) == shape(both["qemu"]["exports"])
