@@ -197,3 +197,32 @@ def test_structured_errors_and_block_status(server):
         runs = [struct.unpack_from(">II", body, i) for i in range(4, n, 8)]
         assert sum(r[0] for r in runs) == SIZE and all(not r[1] & p.STATE_HOLE for r in runs)
     others_served(uri)
+
+
+def test_max_connections(tmp_path):
+    """At max-connections the server stops accepting (QEMU's listener is paused): a
+    further client waits in the backlog, unanswered, until one leaves."""
+    from vmforge.block.backend import BlockBackend
+    from vmforge.block.nbd.client import NbdClient
+    from vmforge.block.nbd.server import NbdServer
+    from vmforge.block.nbd.uri import NbdAddress
+
+    path = str(tmp_path / "d.raw")
+    with open(path, "wb") as f:
+        f.truncate(SIZE)
+    with BlockBackend.open(path, "raw") as bb:
+        srv = NbdServer(NbdAddress("", host="127.0.0.1", port=0), max_connections=1)
+        srv.start()
+        try:
+            srv.add_export("exp", bb)
+            first = NbdClient(NbdAddress("exp", host="127.0.0.1", port=srv.address.port))
+            waiting = connect(srv)
+            waiting.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                waiting.recv(1)                   # no greeting while the first is there
+            first.close()
+            waiting.settimeout(10)
+            greet(waiting)                        # served once the first has gone
+            waiting.close()
+        finally:
+            srv.stop()

@@ -69,6 +69,7 @@ class NbdServer:
         self.max_connections = max_connections
         self.exports: dict[str, NbdExport] = {}
         self._lock = threading.Lock()
+        self._full = threading.Condition(self._lock)
         self._clients: set[_Client] = set()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -111,7 +112,9 @@ class NbdServer:
 
     def stop(self) -> None:
         """Stop listening and drop every client."""
-        sock, self._sock = self._sock, None
+        with self._lock:
+            sock, self._sock = self._sock, None
+            self._full.notify_all()
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -161,7 +164,11 @@ class NbdServer:
 
     def _accept_loop(self) -> None:
         while True:
-            sock = self._sock
+            with self._full:        # max-connections reached: stop accepting (as QEMU)
+                while (self._sock is not None and self.max_connections
+                       and len(self._clients) >= self.max_connections):
+                    self._full.wait()
+                sock = self._sock
             if sock is None:
                 return
             try:
@@ -169,9 +176,6 @@ class NbdServer:
             except OSError:
                 return
             with self._lock:
-                if self.max_connections and len(self._clients) >= self.max_connections:
-                    conn.close()
-                    continue
                 client = _Client(self, conn)
                 self._clients.add(client)
             client.start()
@@ -192,6 +196,7 @@ class NbdServer:
             self._clients.discard(client)
             if client.export is not None:
                 client.export.clients.discard(client)
+            self._full.notify_all()
 
 
 class _Drop(Exception):
