@@ -73,7 +73,13 @@ def test_good_stream_runs_where_the_source_was(args: list[str], stream: Path,
     dst = _incoming(args, tmp_path, f"exec:cat {stream}")
     try:
         for _ in range(600):
-            if dst.qmp("query-status")["status"] == "running":
+            try:
+                status = dst.qmp("query-status")["status"]
+            except OSError:
+                dst.proc.wait(10)
+                dst.close()
+                raise AssertionError(dst.stderr) from None
+            if status == "running":
                 break
             time.sleep(0.05)
         assert dst.qmp("query-status")["running"] is True

@@ -4,7 +4,8 @@ A stream is::
 
     header   MAGIC, format version (u32), length (u32), the header record
              (machine, config fingerprint, page size) in :mod:`~vmforge.migration.codec`
-    pages    b"P" addr (u64) + 4096 bytes, or b"Z" addr (u64): a zero page
+    pages    b"P" addr (u64), count (u32) + count * 4096 bytes: a run of pages, or
+             b"Z" addr (u64), count (u32): a run of zero pages
              (pages may come several times: the later copy wins)
     state    b"S" length (u32) + the run state and the machine state
              (:func:`~vmforge.migration.state.encode_state`)
@@ -45,6 +46,7 @@ PAGE_SIZE = 4096
 ACK = b"\x06"
 _HEAD = struct.Struct("<8sII")
 _ADDR = struct.Struct("<Q")
+_RUN = struct.Struct("<QI")
 _LEN = struct.Struct("<I")
 _MAX_HEADER = 1 << 20
 _MAX_STATE = 256 << 20
@@ -203,12 +205,19 @@ class StreamWriter:
         elif wait < -1.0:            # fell behind (a stall): do not burst to catch up
             self._t0, self._paced = time.monotonic(), 0
 
-    def page(self, addr: int, data: memoryview, zero: bool) -> None:
+    def pages(self, addr: int, data: memoryview | bytes, zero: bool) -> None:
+        """A run of pages from ``addr``: their bytes, or (``zero``) only how many."""
+        count = len(data) // PAGE_SIZE
         if zero:
-            self.write(b"Z" + _ADDR.pack(addr))
-        else:
-            self.write(b"P" + _ADDR.pack(addr))
-            self.write(data)
+            self.write(b"Z" + _RUN.pack(addr, count))
+            return
+        self.write(b"P" + _RUN.pack(addr, count))
+        self.flush()
+        data = bytes(data)      # one copy: the guest may write the RAM meanwhile
+        self.crc = zlib.crc32(data, self.crc)
+        self._pace(len(data))
+        self.out.write(data)
+        self.transferred += len(data)
 
     def state(self, blob: bytes) -> None:
         self.write(b"S" + _LEN.pack(len(blob)))
@@ -264,8 +273,10 @@ class StreamReader:
         self.crc = zlib.crc32(view, self.crc)
         self.received += got
 
-    def addr(self) -> int:
-        return int(_ADDR.unpack(self.exact(_ADDR.size, "a page address"))[0])
+    def run(self) -> tuple[int, int]:
+        """A page run's address and page count."""
+        addr, count = _RUN.unpack(self.exact(_RUN.size, "a page address"))
+        return int(addr), int(count)
 
     def state(self) -> bytes:
         (n,) = _LEN.unpack(self.exact(_LEN.size, "the device state"))

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmforge._fast.zeroscan import zero_runs
 from vmforge.migration import codec
 from vmforge.migration.channel import (
     ACK,
@@ -60,7 +61,7 @@ from vmforge.migration.state import (
 __all__ = ["MigrationInfo", "MigrationParameters", "cancel_migration", "migration_info",
            "prepare_incoming", "start_incoming", "start_migration"]
 
-_ZERO = bytes(PAGE_SIZE)
+_RUN_PAGES = 256         # pages per run at most (1 MiB: cancel and pacing stay prompt)
 _ROUND_LIMIT = 64        # pre-copy rounds before the guest is stopped whatever is left
 
 
@@ -273,25 +274,25 @@ class _Outgoing:
 
     def send_pages(self, writer: StreamWriter, pages: list[int],
                    regions: list[tuple[int, memoryview]]) -> None:
+        """Send ``pages`` (sorted addresses) as runs: consecutive pages together,
+        zero runs as markers."""
         info = self.info
-        for addr in pages:
-            if info.cancel.is_set():
-                raise _Cancelled
-            for base, view in regions:
-                if base <= addr < base + len(view):
-                    data = view[addr - base:addr - base + PAGE_SIZE].tobytes()
-                    break
-            else:
-                continue
-            before = writer.transferred
-            zero = data == _ZERO
-            writer.page(addr, memoryview(data), zero)
-            if zero:
-                info.duplicate += 1
-            else:
-                info.normal += 1
-            info.transferred += writer.transferred - before
-            info.remaining = max(0, info.remaining - PAGE_SIZE)
+        for base, view in regions:
+            for first, count in _runs(pages, base, len(view)):
+                if info.cancel.is_set():
+                    raise _Cancelled
+                off = first - base
+                chunk = view[off:off + count * PAGE_SIZE]
+                for start, end, zero in zero_runs(chunk, 0, PAGE_SIZE):
+                    before = writer.transferred
+                    writer.pages(first + start, chunk[start:end], zero)
+                    n = (end - start) // PAGE_SIZE
+                    if zero:
+                        info.duplicate += n
+                    else:
+                        info.normal += n
+                    info.transferred += writer.transferred - before
+                    info.remaining = max(0, info.remaining - n * PAGE_SIZE)
 
     def precopy(self, writer: StreamWriter, regions: list[tuple[int, memoryview]]) -> None:
         info = self.info
@@ -453,12 +454,14 @@ class _Incoming:
         while True:
             tag = reader.exact(1, "a record")
             if tag in (b"P", b"Z"):
-                addr = reader.addr()
-                view = _page(regions, addr)
+                addr, count = reader.run()
+                view = _pages(regions, addr, count)
                 if tag == b"P":
                     reader.into(view, "a page")
-                elif view != _ZERO:
-                    view[:] = _ZERO
+                else:
+                    for start, end, zero in zero_runs(view, 0, PAGE_SIZE):
+                        if not zero:
+                            view[start:end] = bytes(end - start)
             elif tag == b"S":
                 blob = reader.state()
             elif tag == b"E":
@@ -477,9 +480,25 @@ class _Incoming:
         return running, state
 
 
-def _page(regions: list[tuple[int, memoryview]], addr: int) -> memoryview:
-    if addr % PAGE_SIZE == 0:
+def _runs(pages: list[int], base: int, size: int) -> list[tuple[int, int]]:
+    """``(first address, page count)`` of the runs of consecutive ``pages`` (sorted)
+    inside ``[base, base+size)``, at most ``_RUN_PAGES`` long."""
+    out: list[tuple[int, int]] = []
+    for addr in pages:
+        if not base <= addr < base + size:
+            continue
+        if out and out[-1][0] + out[-1][1] * PAGE_SIZE == addr and out[-1][1] < _RUN_PAGES:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((addr, 1))
+    return out
+
+
+def _pages(regions: list[tuple[int, memoryview]], addr: int, count: int) -> memoryview:
+    """The RAM of ``count`` pages from ``addr``, or MigrationError (not all RAM)."""
+    if addr % PAGE_SIZE == 0 and count > 0:
         for base, view in regions:
-            if base <= addr and addr + PAGE_SIZE <= base + len(view):
-                return view[addr - base:addr - base + PAGE_SIZE]
-    raise MigrationError(f"the migration stream is corrupt (page {addr:#x} is not in RAM)")
+            if base <= addr and addr + count * PAGE_SIZE <= base + len(view):
+                return view[addr - base:addr - base + count * PAGE_SIZE]
+    raise MigrationError(f"the migration stream is corrupt ({count} pages at {addr:#x} "
+                         "are not in RAM)")
