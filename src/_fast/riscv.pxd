@@ -31,6 +31,8 @@ cdef struct CodePage:
     Rec recs[2050]      # [2048], [2049]: OP_PAGEEND sentinels (falling off the page)
     int njit            # compiled blocks headed here (riscv_jit.pxi)
     uint8_t heat[2048]  # taken jumps to each record, counted towards compiling it
+    uint64_t jcover[32] # halfwords holding instructions of compiled blocks
+    uint8_t snap[4096]  # the bytes as decoded (fence.i finds writes by others)
 
 # LR/SC reservations of the harts sharing one RAM: host addresses of 8-byte granules.
 cdef struct ResvTable:
@@ -149,5 +151,6 @@ cdef class Hart:
     cdef readonly uint64_t jit_regions, jit_resets, jit_calls
     cdef uint64_t jpc, jcnt, jv   # a block's exit: pc, retired count, slow-load value
     cdef uint64_t jcbase          # the virtual base of the page being run
+    cdef int jexit                # the last store_slow changed code or went to a device
     cdef void *jrecs              # and its records
 

@@ -37,6 +37,7 @@ from vmforge._fast.guestmem cimport GuestRam
 include "riscv_defs.pxi"
 include "riscv_decode.pxi"
 include "riscv_mmu.pxi"
+include "riscv_code.pxi"
 include "riscv_hooks.pxi"
 include "riscv_csr.pxi"
 include "riscv_float.pxi"

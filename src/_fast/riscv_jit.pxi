@@ -24,9 +24,14 @@
 # So compiled code changes no semantics: same results, same counts.
 #
 # Invalidation: decoded records are dropped when their page is reused, on
-# code_flush and on stores into the page (code_invalidate); OP_JIT heads go
-# with them (jit_unlink), so no stale region is ever entered.  The code buffer
-# is per hart; when it is full, every head is unlinked and it starts over.
+# code_flush and on stores into their bytes (code_invalidate).  The halfwords
+# holding a page's compiled instructions are marked in CodePage.jcover, and each
+# region's code is preceded by the 64-bit mask of the page's 64-byte lines it
+# translated: a store into marked halfwords unlinks the regions of those lines
+# (jit_forget), so no stale region is ever entered, and a store that hits no
+# translated byte leaves every region alone (and the region that made it goes
+# on after it, see emit_stub).  The code buffer is per hart; when it is full,
+# every head is unlinked and it starts over.
 
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_PRIVATE, MAP_ANONYMOUS
 
@@ -89,6 +94,7 @@ cdef struct Stub:           # a slow path, emitted after the region's main line
     int64_t off
     int k
     uint8_t *patch              # the end of the jcc that goes there
+    uint8_t *back               # STUB_STORE: after the store, where a plain one goes on
 
 
 cdef enum:
@@ -104,7 +110,7 @@ cdef struct Jit:
     uint8_t *p
     uint8_t *epi                # the common epilogue (h.jcnt = r14, return eax)
     # field offsets inside the Hart object
-    int32_t o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs
+    int32_t o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit
     # the register cache: guest register -> host register (-1: in memory)
     signed char host_of[33]
     uint8_t dirty[33]               # cached and written somewhere in the region
@@ -531,6 +537,7 @@ cdef void emit_load(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
 
 cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef int size = access_size(r.op), v
+    cdef Stub *slow = &a.stubs[a.nstubs]
     address(a, r)
     stub(a, STUB_STORE, r, off, k, tlb_probe(a, a.o_wt, size))
     v = rget(a, r.rs2, RDX)                         # (rdx is free once the probe is done)
@@ -546,13 +553,17 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     op_rm(a, 1, 0x8b, RDX, R15, a.o_rs)             # rdx = h.rs
     b1(a, 0x83); b1(a, 0x3a); b1(a, 0x00)           # cmp dword [rdx], 0  (nactive)
     stub(a, STUB_RESV, r, off, k, jcc32(a, CC_NE))
+    slow.back = a.p
 
 
 cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
-    """The slow path of a load or store; every one leaves the region."""
+    """The slow path of a load or store.  A store that was a plain store into RAM
+    (no translated byte hit, no device, no watchpoint: h.jexit clear) goes on in
+    the region, its registers reloaded; the others leave it."""
     cdef Rec *r = t.r
     cdef int size = access_size(r.op)
     cdef uint8_t *fail
+    cdef uint8_t *out
     here(a, t.patch)
     writeback(a)
     if t.kind == STUB_RESV:      # rax = host address, rdx = h.rs
@@ -564,7 +575,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         return
     # rax = guest address: load_slow(h, a, size, &h.jv) / store_slow(h, a, size, value),
     # then leave with its event, or after the instruction (a store may have hit code
-    # or a device that changed the memory map)
+    # or a device that changed the memory map), or go on after a plain store
     if t.kind == STUB_LOAD:
         op_rm(a, 1, 0x8d, RCX, R15, a.o_jv)         # lea rcx, h.jv
     else:
@@ -584,6 +595,13 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         call_abs(a, <void *>store_slow)
     b1(a, 0x85); b1(a, 0xc0)                        # test eax, eax
     fail = jcc32(a, CC_NE)
+    if t.kind == STUB_STORE:
+        op_rm(a, 0, 0x83, 7, R15, a.o_jexit)        # cmp dword h.jexit, 0
+        b1(a, 0x00)
+        out = jcc32(a, CC_NE)
+        cache_load(a)                               # (the call clobbered the pool)
+        jmp_to(a, t.back)
+        here(a, out)
     if t.kind == STUB_LOAD and r.rd != 32:
         op_rm(a, 1, 0x8d, RAX, R15, a.o_jv)         # rax = &h.jv: extend as a fresh load
         load_into(a, r.op, RAX, RAX)
@@ -892,30 +910,6 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     return h.jit_buf
 
 
-cdef void jit_unlink(CodePage *cp) noexcept nogil:
-    """Forget the compiled regions of a page (their heads decode again when reached)."""
-    cdef int w
-    cdef uint64_t bits
-    cdef Rec *r
-    if not cp.njit:
-        return
-    for w in range(32):
-        bits = cp.used[w]
-        while bits:
-            r = &cp.recs[w * 64 + rv_ctz64(bits)]
-            if r.op == OP_JIT:
-                r.op = OP_NONE
-            bits &= bits - 1
-    cp.njit = 0
-
-
-cdef void jit_unlink_all(Hart h) noexcept nogil:
-    cdef int i
-    for i in range(NCODE):
-        if h.ctab[i] != NULL:
-            jit_unlink(h.ctab[i])
-
-
 cdef inline int jit_op(int op) noexcept nogil:
     return (jit_simple(op) or OP_LB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or
             op == OP_J or op == OP_JAL or op == OP_JALR)
@@ -945,6 +939,7 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
             r = &a.recs[off >> 1]
             if decode_at(h, cbase + <uint64_t>off, cp.host, r):
                 break
+            code_snap(cp, <int>off)                  # (stores into it: see jcover)
             op = r.op
             if not jit_op(op):
                 break                                # the interpreter's from here
@@ -980,6 +975,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     cdef uint8_t *skip
     cdef int64_t start = RV_PTR_DIFF(head, cp.recs) >> 3, off, nxt = -1
     cdef int k = 0, op, i, j, falls = 0
+    cdef uint64_t lines = 0
     cdef Rec *r
     if not RV_JIT_HOST or not h.jit_on or h.nbp:
         return 0
@@ -1003,12 +999,17 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_rs = <int32_t>RV_PTR_DIFF(&h.rs, <void *>h)
     a.o_cbase = <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h)
     a.o_recs = <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h)
+    a.o_jexit = <int32_t>RV_PTR_DIFF(&h.jexit, <void *>h)
     a.nstubs = 0
     a.npend = 0
     for i in range(2048):                            # labels of this region only
         if a.state[i] == IN_REGION:
             a.label[i] = NULL
     cache_plan(a)
+    for i in range(2048):                            # the lines it translates (jit_forget)
+        if a.state[i] == IN_REGION:
+            lines |= jit_lines(i, i + (a.recs[i].len >> 1) - 1 if i < 2047 else i)
+    q8(a, lines)
     code = a.p
     cache_load(a)                                    # the entry: registers in, to the head
     jump_label(a, -1, start)
@@ -1086,8 +1087,14 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     h.jit_regions += 1
     code_mark(cp, cbase + <uint64_t>start)           # so that unlinking finds the head
     head.op = OP_JIT
+    head.len = a.recs[start].len                     # (code_forget reads it)
     memcpy(<uint8_t *>head + 8, &code, 8)
     cp.njit += 1
+    for i in range(2048):                            # its bytes: stores there unlink it
+        if a.state[i] == IN_REGION:
+            cp.jcover[i >> 6] |= (<uint64_t>1) << (i & 63)
+            if a.recs[i].len == 4 and i < 2047:
+                cp.jcover[(i + 1) >> 6] |= (<uint64_t>1) << ((i + 1) & 63)
     return 1
 
 

@@ -1,4 +1,4 @@
-# MMU, TLBs, the decoded-code cache and the memory slow paths (included by riscv.pyx).
+# MMU, TLBs and the memory slow paths (included by riscv.pyx).
 #
 # Translation: bare, Sv39 and Sv48 with A/D bits set by the hardware walk.  Three
 # direct-mapped 256-entry TLBs (read, write, fetch) cache 4 KiB translations, one
@@ -11,15 +11,14 @@
 # a page not yet marked; the slow path marks it and drops the flag, QEMU's
 # TLB_NOTDIRTY).  Other writes to RAM (A/D bits, AMOs, SC) mark the log directly.
 #
-# Decoded code: CodePages of 2048 records (+2 sentinels), 256 sets of 4 ways
-# keyed by physical page; the fetch TLB remembers each entry's CodePage.
+# Decoded code: riscv_code.pxi.
 #
 # Misaligned loads and stores are emulated (split into bytes when they cross a
 # page; in RAM they are simply performed); device regions see the access as the
 # guest made it and may refuse it (access fault).  LR/SC and AMOs must be
 # naturally aligned (address-misaligned exception otherwise), as in QEMU.
 
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from libc.stdlib cimport calloc, free, malloc
 
 cdef enum:
@@ -40,29 +39,10 @@ cdef enum:
 cdef extern from *:
     """
     #define rv_ctz64(x) __builtin_ctzll(x)
+    #define rv_clz64(x) __builtin_clzll(x)
     """
     int rv_ctz64(uint64_t x) noexcept nogil
-
-cdef inline int code_set(uint64_t ppage) noexcept nogil:
-    cdef uint64_t n = ppage >> 12
-    return <int>((n ^ (n >> 8) ^ (n >> 16)) & (CODE_SETS - 1)) * CODE_WAYS
-
-
-cdef inline CodePage *code_lookup(Hart h, uint64_t ppage) noexcept nogil:
-    """The decoded-code page of physical page ``ppage`` if there is one, else NULL."""
-    cdef int base = code_set(ppage), w
-    cdef CodePage *cp
-    for w in range(CODE_WAYS):
-        cp = h.ctab[base + w]
-        if cp != NULL and cp.ppage == ppage:
-            return cp
-    return NULL
-
-
-cdef inline void code_mark(CodePage *cp, uint64_t pc) noexcept nogil:
-    """Note that the record of ``pc`` was written (see CodePage.used)."""
-    cdef int i = (pc & 0xfff) >> 1
-    cp.used[i >> 6] |= (<uint64_t>1) << (i & 63)
+    int rv_clz64(uint64_t x) noexcept nogil
 
 cdef extern from *:
     """
@@ -126,79 +106,6 @@ cdef void tlb_flush(Hart h) noexcept nogil:
             h.wtlb[c][i].tag = RV_TLB_EMPTY
             h.ftlb[c][i].tag = RV_TLB_EMPTY
     h.tlb_flushes += 1
-
-
-cdef void code_flush(Hart h) noexcept nogil:
-    cdef int i, c
-    jit_unlink_all(h)               # a page being run keeps its records: no stale blocks
-    for i in range(NCODE):
-        if h.ctab[i] != NULL:
-            h.ctab[i].ppage = RV_NOPAGE
-    for c in range(3):              # no page holds decoded code any more
-        for i in range(256):
-            if h.wtlb[c][i].tag != RV_TLB_EMPTY:
-                h.wtlb[c][i].tag &= ~RV_TLB_CODE
-    h.code_flushes += 1
-
-
-cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
-    """The decoded-code page for physical page ``ppage``, created empty if needed."""
-    cdef int base = code_set(ppage), w, victim = -1, i, c
-    cdef uint64_t bits
-    cdef CodePage *cp
-    for w in range(CODE_WAYS):
-        cp = h.ctab[base + w]
-        if cp != NULL and cp.ppage == ppage:
-            return cp
-        if victim < 0 and (cp == NULL or cp.ppage == RV_NOPAGE):
-            victim = w
-    if victim < 0:
-        victim = <int>(h.code_inits & (CODE_WAYS - 1))   # round robin over the set
-    cp = h.ctab[base + victim]
-    if cp == NULL:
-        cp = <CodePage *>calloc(1, sizeof(CodePage))
-        if cp == NULL:
-            return NULL
-        cp.recs[2048].op = OP_PAGEEND
-        cp.recs[2049].op = OP_PAGEEND
-        h.ctab[base + victim] = cp
-    else:                               # forget what was decoded there: those records only
-        for w in range(32):
-            bits = cp.used[w]
-            while bits:
-                cp.recs[w * 64 + rv_ctz64(bits)].op = OP_NONE
-                bits &= bits - 1
-            cp.used[w] = 0
-    cp.njit = 0
-    cp.ppage = ppage
-    cp.host = host
-    h.code_inits += 1
-    # stores to this page must now invalidate its records: route them to the slow path
-    for c in range(3):
-        for i in range(256):
-            if h.wtlb[c][i].tag != RV_TLB_EMPTY and h.wtlb[c][i].ppage == ppage:
-                h.wtlb[c][i].tag |= RV_TLB_CODE
-    return cp
-
-
-cdef void code_invalidate(Hart h, uint64_t pa, int size) noexcept nogil:
-    """A store of ``size`` bytes at physical ``pa``: forget decoded instructions it touches."""
-    cdef uint64_t ppage = pa & RV_PAGE_MASK
-    cdef CodePage *cp = code_lookup(h, ppage)
-    cdef int first, last, i
-    if cp == NULL:
-        return
-    jit_unlink(cp)                  # a block may span the bytes written
-    first = <int>(pa & 0xfff) - 2
-    if first < 0:
-        first = 0
-    last = <int>(pa & 0xfff) + size - 1
-    if last > 4095:
-        last = 4095
-    i = first >> 1
-    while i <= (last >> 1):
-        cp.recs[i].op = OP_NONE
-        i += 1
 
 
 cdef inline void resv_clear(ResvTable *t, uint8_t *host, int size) noexcept nogil:
@@ -439,6 +346,7 @@ cdef int store_slow(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil:
     cdef uint64_t vpage = va & RV_PAGE_MASK, pa
     cdef uint8_t *host
     cdef int r, i
+    h.jexit = 1                              # unless it is a plain store into RAM
     if (va & 0xfff) + size > 4096:           # crosses a page: check both, then bytes
         r = translate(h, va, ACC_W, &pa)
         if r == 0:
@@ -453,6 +361,7 @@ cdef int store_slow(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil:
             r = store_slow(h, va + i, 1, (v >> (8 * i)) & 0xff)
             if r:
                 return r
+        h.jexit = 1
         return 0
     if (e.tag & ~RV_TLB_FLAGS) != vpage:
         r = tlb_fill(h, va, ACC_W, e)
@@ -477,8 +386,9 @@ cdef int store_slow(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil:
     if e.tag & RV_TLB_NOTDIRTY:
         h.ram.mark(e.ppage, 4096)
         e.tag &= ~RV_TLB_NOTDIRTY
-    if e.tag & RV_TLB_CODE:
-        code_invalidate(h, e.ppage | (va & 0xfff), size)
+    h.jexit = (e.tag & RV_TLB_WATCH) != 0   # hooks may have changed anything
+    if e.tag & RV_TLB_CODE and code_invalidate(h, e.ppage | (va & 0xfff), size):
+        h.jexit = 1
     if h.rs.nactive:
         resv_clear(h.rs, host, size)
     return 0

@@ -1,0 +1,207 @@
+# The decoded-code cache of a hart and its invalidation (included by riscv.pyx
+# after riscv_mmu.pxi).
+#
+# Decoded code: CodePages of 2048 records (+2 sentinels), 256 sets of 4 ways
+# keyed by physical page; the fetch TLB remembers each entry's CodePage.  A
+# store into such a page takes the slow path (TLB_CODE) but invalidates only
+# what covers the bytes it writes: the records decoded there and the compiled
+# blocks with an instruction there (CodePage.jcover, riscv_jit.pxi); a store
+# beside code is only a store, and compiled code goes on after it.  Bytes
+# written behind the hart's back (devices' DMA, other harts) are found by
+# fence.i, which compares each page with the bytes its records were decoded
+# from (CodePage.snap) and forgets what changed (code_sync).
+
+cdef inline int code_set(uint64_t ppage) noexcept nogil:
+    cdef uint64_t n = ppage >> 12
+    return <int>((n ^ (n >> 8) ^ (n >> 16)) & (CODE_SETS - 1)) * CODE_WAYS
+
+
+cdef inline CodePage *code_lookup(Hart h, uint64_t ppage) noexcept nogil:
+    """The decoded-code page of physical page ``ppage`` if there is one, else NULL."""
+    cdef int base = code_set(ppage), w
+    cdef CodePage *cp
+    for w in range(CODE_WAYS):
+        cp = h.ctab[base + w]
+        if cp != NULL and cp.ppage == ppage:
+            return cp
+    return NULL
+
+
+cdef inline void code_snap(CodePage *cp, int off) noexcept nogil:
+    """Keep the bytes an instruction at page offset ``off`` is decoded from (see
+    code_sync): up to 4 of them, inside the page."""
+    if off <= 4092:
+        memcpy(cp.snap + off, cp.host + off, 4)
+    else:
+        memcpy(cp.snap + off, cp.host + off, 4096 - off)
+
+
+cdef inline void code_mark(CodePage *cp, uint64_t pc) noexcept nogil:
+    """Note that the record of ``pc`` was written (see CodePage.used)."""
+    cdef int i = (pc & 0xfff) >> 1
+    cp.used[i >> 6] |= (<uint64_t>1) << (i & 63)
+    code_snap(cp, <int>(pc & 0xffe))
+
+cdef void code_flush(Hart h) noexcept nogil:
+    cdef int i, c
+    jit_unlink_all(h)               # a page being run keeps its records: no stale blocks
+    for i in range(NCODE):
+        if h.ctab[i] != NULL:
+            h.ctab[i].ppage = RV_NOPAGE
+    for c in range(3):              # no page holds decoded code any more
+        for i in range(256):
+            if h.wtlb[c][i].tag != RV_TLB_EMPTY:
+                h.wtlb[c][i].tag &= ~RV_TLB_CODE
+    h.code_flushes += 1
+
+
+cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
+    """The decoded-code page for physical page ``ppage``, created empty if needed."""
+    cdef int base = code_set(ppage), w, victim = -1, i, c
+    cdef uint64_t bits
+    cdef CodePage *cp
+    for w in range(CODE_WAYS):
+        cp = h.ctab[base + w]
+        if cp != NULL and cp.ppage == ppage:
+            return cp
+        if victim < 0 and (cp == NULL or cp.ppage == RV_NOPAGE):
+            victim = w
+    if victim < 0:
+        victim = <int>(h.code_inits & (CODE_WAYS - 1))   # round robin over the set
+    cp = h.ctab[base + victim]
+    if cp == NULL:
+        cp = <CodePage *>calloc(1, sizeof(CodePage))
+        if cp == NULL:
+            return NULL
+        cp.recs[2048].op = OP_PAGEEND
+        cp.recs[2049].op = OP_PAGEEND
+        h.ctab[base + victim] = cp
+    else:                               # forget what was decoded there: those records only
+        for w in range(32):
+            bits = cp.used[w]
+            while bits:
+                cp.recs[w * 64 + rv_ctz64(bits)].op = OP_NONE
+                bits &= bits - 1
+            cp.used[w] = 0
+    cp.njit = 0
+    memset(cp.jcover, 0, sizeof(cp.jcover))
+    cp.ppage = ppage
+    cp.host = host
+    memcpy(cp.snap, host, 4096)
+    h.code_inits += 1
+    # stores to this page must now invalidate its records: route them to the slow path
+    for c in range(3):
+        for i in range(256):
+            if h.wtlb[c][i].tag != RV_TLB_EMPTY and h.wtlb[c][i].ppage == ppage:
+                h.wtlb[c][i].tag |= RV_TLB_CODE
+    return cp
+
+
+cdef int code_forget(CodePage *cp, int off, int size) noexcept nogil:
+    """Bytes [off, off + size) of the page changed: forget the records and the
+    compiled blocks holding any of them.  1 when there was one, 0 when none of
+    the bytes was translated."""
+    cdef int first = off >> 1, last = (off + size - 1) >> 1, i, hit = 0
+    cdef Rec *r
+    if last > 2047:
+        last = 2047
+    i = first - 1 if first > 0 else 0       # a 4-byte instruction just before
+    while i <= last:
+        r = &cp.recs[i]
+        if r.op != OP_NONE and (i >= first or r.len == 4):
+            if r.op == OP_JIT:
+                cp.njit -= 1
+            r.op = OP_NONE
+            hit = 1
+        i += 1
+    if cp.njit > 0 and jit_forget(cp, first, last):
+        hit = 1
+    return hit
+
+
+cdef int code_invalidate(Hart h, uint64_t pa, int size) noexcept nogil:
+    """A store of ``size`` bytes at physical ``pa``: forget decoded instructions it
+    touches.  1 when it touched one (code changed), else 0."""
+    cdef CodePage *cp = code_lookup(h, pa & RV_PAGE_MASK)
+    if cp == NULL:
+        return 0
+    return code_forget(cp, <int>(pa & 0xfff), size)
+
+
+cdef void code_sync(Hart h) noexcept nogil:
+    """fence.i: the hart's own stores into code were caught as they happened; bytes
+    changed behind its back (a device's DMA, another hart) are those that differ
+    from the ones its records were decoded from.  Forget what covers them."""
+    cdef int i, w, lo, hi
+    cdef CodePage *cp
+    cdef uint64_t d
+    for i in range(NCODE):
+        cp = h.ctab[i]
+        if cp == NULL or cp.ppage == RV_NOPAGE or memcmp(cp.snap, cp.host, 4096) == 0:
+            continue
+        for w in range(0, 4096, 8):
+            d = rv_ld64(cp.snap + w) ^ rv_ld64(cp.host + w)
+            if d:
+                lo = rv_ctz64(d) >> 3
+                hi = 7 - (rv_clz64(d) >> 3)
+                code_forget(cp, w + lo, hi - lo + 1)
+        memcpy(cp.snap, cp.host, 4096)
+
+
+cdef void jit_unlink(CodePage *cp) noexcept nogil:
+    """Forget the compiled regions of a page (their heads decode again when reached)."""
+    cdef int w
+    cdef uint64_t bits
+    cdef Rec *r
+    if not cp.njit:
+        return
+    for w in range(32):
+        bits = cp.used[w]
+        while bits:
+            r = &cp.recs[w * 64 + rv_ctz64(bits)]
+            if r.op == OP_JIT:
+                r.op = OP_NONE
+            bits &= bits - 1
+    cp.njit = 0
+    memset(cp.jcover, 0, sizeof(cp.jcover))
+
+
+cdef inline uint64_t jit_lines(int first, int last) noexcept nogil:
+    """The mask of 64-byte lines holding halfwords ``first``..``last`` of a page."""
+    cdef int lo = first >> 5, hi = last >> 5
+    cdef uint64_t upto = (<uint64_t>-1) if hi == 63 else (((<uint64_t>1) << (hi + 1)) - 1)
+    return upto & ~(((<uint64_t>1) << lo) - 1)
+
+
+cdef int jit_forget(CodePage *cp, int first, int last) noexcept nogil:
+    """Halfwords ``first``..``last`` of the page changed: unlink the regions with an
+    instruction on their lines (the 8 bytes before a region's code hold the mask of
+    its lines, see jit_compile).  1 when one of them held compiled code, else 0."""
+    cdef int i, w
+    cdef uint64_t bits, lines
+    cdef Rec *r
+    for i in range(first, last + 1):
+        if (cp.jcover[i >> 6] >> (i & 63)) & 1:
+            break
+    else:
+        return 0
+    lines = jit_lines(first, last)
+    for w in range(32):
+        bits = cp.used[w]
+        while bits:
+            r = &cp.recs[w * 64 + rv_ctz64(bits)]
+            if r.op == OP_JIT and (rv_ld64((<uint8_t **>(<uint8_t *>r + 8))[0] - 8) & lines):
+                r.op = OP_NONE
+                cp.njit -= 1
+            bits &= bits - 1
+    if cp.njit <= 0:
+        cp.njit = 0
+        memset(cp.jcover, 0, sizeof(cp.jcover))
+    return 1
+
+
+cdef void jit_unlink_all(Hart h) noexcept nogil:
+    cdef int i
+    for i in range(NCODE):
+        if h.ctab[i] != NULL:
+            jit_unlink(h.ctab[i])
