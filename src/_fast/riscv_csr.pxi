@@ -464,7 +464,7 @@ cdef int exec_system(Hart h, Rec *r) noexcept nogil:
         h.pc_ += r.len
         return EV_JUMP
     if op == OP_FENCE_I:
-        code_flush(h)
+        code_sync(h)            # (riscv_code.pxi: only what others wrote is forgotten)
         h.pc_ += r.len
         return EV_JUMP
     return illegal(h, r)
