@@ -16,10 +16,10 @@ from vmforge.testing.oracles import require_program
 
 @contextlib.contextmanager
 def serving(path: str, fmt: str, *, writable: bool = True, name: str = "exp",
-            ) -> Iterator[tuple[NbdServer, str]]:
+            max_connections: int = 0) -> Iterator[tuple[NbdServer, str]]:
     """A vmforge NBD server on loopback exporting ``path``; (server, its nbd:// URI)."""
     bb = BlockBackend.open(path, fmt, readonly=not writable)
-    server = NbdServer(NbdAddress("", host="127.0.0.1", port=0))
+    server = NbdServer(NbdAddress("", host="127.0.0.1", port=0), max_connections)
     server.start()
     try:
         server.add_export(name, bb, writable=writable)
@@ -31,10 +31,11 @@ def serving(path: str, fmt: str, *, writable: bool = True, name: str = "exp",
 
 @contextlib.contextmanager
 def qemu_nbd(path: str, fmt: str, sock: str, name: str = "exp",
-             readonly: bool = False) -> Iterator[str]:
-    """qemu-nbd serving ``path`` on the UNIX socket ``sock`` (persistent); its URI."""
+             readonly: bool = False, shared: int = 1) -> Iterator[str]:
+    """qemu-nbd serving ``path`` on the UNIX socket ``sock`` (persistent, at most
+    ``shared`` clients at once); its URI."""
     exe = require_program("qemu-nbd", "qemu-utils")
-    args = [exe, "-t", "-f", fmt, "-x", name, "-k", sock, path]
+    args = [exe, "-t", "-e", str(shared), "-f", fmt, "-x", name, "-k", sock, path]
     if readonly:
         args.insert(1, "-r")
     proc = subprocess.Popen(args, stderr=subprocess.PIPE)

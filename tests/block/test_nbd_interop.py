@@ -110,3 +110,18 @@ def test_client_and_server_together(image, tmp_path, tools):
     r = run(tools["qemu-io"], "-f", "qcow2", "-r", "-c", f"read -P 0xee {3 * MIB - 100} 200",
             image)
     assert "verification failed" not in r.stdout
+
+
+@pytest.mark.parametrize("writable", [True, False])
+@pytest.mark.parametrize("shared", [1, 2])
+def test_qemu_nbd_list_as_qemu_nbd_serves(image, tools, tmp_path, writable, shared):
+    """``qemu-nbd --list`` (NBD_OPT_LIST, NBD_OPT_INFO, NBD_OPT_LIST_META_CONTEXT) tells
+    the same of vmforge's export as of qemu-nbd's own: size, transmission flags (several
+    connections allowed unless the server takes one), block sizes, meta contexts."""
+    with serving(image, "qcow2", writable=writable, max_connections=shared) as (server, _):
+        ours = run(tools["qemu-nbd"], "--list", "-b", "127.0.0.1", "-p",
+                   str(server.address.port)).stdout
+    with qemu_nbd(image, "qcow2", str(tmp_path / "q.sock"), readonly=not writable,
+                  shared=shared):
+        theirs = run(tools["qemu-nbd"], "--list", "-k", str(tmp_path / "q.sock")).stdout
+    assert ours == theirs

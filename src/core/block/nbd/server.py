@@ -52,10 +52,12 @@ class NbdExport:
 
     @property
     def flags(self) -> int:
-        flags = (p.TF_HAS_FLAGS | p.TF_SEND_FLUSH | p.TF_SEND_FUA | p.TF_SEND_DF
-                 | p.TF_CAN_MULTI_CONN)
+        """Transmission flags as QEMU 7.2's server sets them (``nbd_export_create``);
+        the server adds CAN_MULTI_CONN unless it takes one connection at a time, and
+        DF per client, once it has structured replies."""
+        flags = p.TF_HAS_FLAGS | p.TF_SEND_FLUSH | p.TF_SEND_FUA | p.TF_SEND_CACHE
         if self.writable:
-            flags |= p.TF_SEND_TRIM | p.TF_SEND_WRITE_ZEROES
+            flags |= p.TF_SEND_TRIM | p.TF_SEND_WRITE_ZEROES | p.TF_SEND_FAST_ZERO
         else:
             flags |= p.TF_READ_ONLY
         return flags
@@ -263,7 +265,7 @@ class _Client:
                     raise _Drop("EXPORT_NAME of an unknown export")
                 self.export = exp
                 tail = b"" if self.no_zeroes else bytes(124)
-                send_all(self.sock, struct.pack(">QH", exp.backend.size, exp.flags) + tail)
+                send_all(self.sock, struct.pack(">QH", exp.backend.size, self._flags(exp)) + tail)
                 return True
             if opt == p.OPT_ABORT:
                 self._reply(opt, p.REP_ACK)
@@ -294,6 +296,10 @@ class _Client:
             raise _Drop(f"option of {length} bytes")
         while length:
             length -= len(recv_exact(self.sock, min(length, 1 << 16)))
+
+    def _flags(self, exp: NbdExport) -> int:
+        return (exp.flags | (p.TF_SEND_DF if self.structured else 0)
+                | (p.TF_CAN_MULTI_CONN if self.server.max_connections != 1 else 0))
 
     def _reply(self, opt: int, kind: int, data: bytes = b"") -> None:
         send_all(self.sock, p.OPTION_REPLY.pack(p.OPTION_REPLY_MAGIC, opt, kind, len(data)), data)
@@ -331,7 +337,7 @@ class _Client:
                         struct.pack(">H", p.INFO_DESCRIPTION) + exp.description.encode())
         self._reply(opt, p.REP_INFO, p.BLOCK_SIZE_INFO.pack(p.INFO_BLOCK_SIZE, *BLOCK_SIZES))
         self._reply(opt, p.REP_INFO,
-                    p.EXPORT_INFO.pack(p.INFO_EXPORT, exp.backend.size, exp.flags))
+                    p.EXPORT_INFO.pack(p.INFO_EXPORT, exp.backend.size, self._flags(exp)))
         if opt == p.OPT_INFO:
             self._reply(opt, p.REP_ACK)
             return False
@@ -435,7 +441,9 @@ class _Client:
         if kind == p.CMD_READ:
             valid = p.CMD_FLAG_FUA | p.CMD_FLAG_DF
         elif kind == p.CMD_WRITE_ZEROES:
-            valid = p.CMD_FLAG_FUA | p.CMD_FLAG_NO_HOLE
+            valid = p.CMD_FLAG_FUA | p.CMD_FLAG_NO_HOLE | p.CMD_FLAG_FAST_ZERO
+        elif kind == p.CMD_CACHE:
+            valid = 0
         elif kind == p.CMD_BLOCK_STATUS:
             valid = p.CMD_FLAG_REQ_ONE
         elif kind not in (p.CMD_WRITE, p.CMD_FLUSH, p.CMD_TRIM):
@@ -454,6 +462,10 @@ class _Client:
             return p.EPERM, "export is read-only"
         if kind == p.CMD_BLOCK_STATUS and (not self.structured or not self.meta):
             return p.EINVAL, "need to negotiate structured replies and a meta context"
+        if kind == p.CMD_WRITE_ZEROES and flags & p.CMD_FLAG_FAST_ZERO:
+            # the block layer cannot promise a zeroing faster than writing: say so at
+            # once, as the protocol asks (the client then writes or skips the zeros)
+            return p.ENOTSUP, "fast zeroing is not supported"
         return None
 
     def _serve(self, exp: NbdExport, kind: int, flags: int, handle: int, offset: int,
@@ -483,6 +495,8 @@ class _Client:
         elif kind == p.CMD_BLOCK_STATUS:
             self._block_status(bb, handle, offset, length, bool(flags & p.CMD_FLAG_REQ_ONE))
             return
+        elif kind == p.CMD_CACHE:
+            pass        # a hint to read ahead: the host's page cache does that already
         if kind == p.CMD_FLUSH or flags & p.CMD_FLAG_FUA:
             bb.flush()
         self._done(handle)
