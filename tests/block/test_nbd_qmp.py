@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,12 @@ async def script(sock: Path, where: Path) -> dict[str, Any]:
     err["start-no-addr"] = await error_of(c, "nbd-server-start", {})
     err["start-bad-type"] = await error_of(c, "nbd-server-start",
                                            {"addr": {"type": "bogus", "data": {}}})
+    with socket.socket() as busy:           # a port someone else listens on
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        err["start-port-in-use"] = await error_of(c, "nbd-server-start", {"addr": {
+            "type": "inet", "data": {"host": "127.0.0.1",
+                                     "port": str(busy.getsockname()[1])}}})
     port = free_port()
     inet = {"type": "inet", "data": {"host": "127.0.0.1", "port": str(port)}}
     out["start"] = await c.execute("nbd-server-start", {"addr": inet})

@@ -103,7 +103,8 @@ class NbdServer:
                 sock.bind(sockaddr)
             except OSError as exc:
                 sock.close()
-                raise NbdError(f"Failed to bind socket: {exc.strerror or exc}") from None
+                raise NbdError("Failed to find an available port: "
+                               f"{exc.strerror or exc}") from None
         sock.listen(16)
         self._sock = sock
         if a.path is None:
