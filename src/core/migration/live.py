@@ -169,6 +169,18 @@ def _set_status(machine: Any, info: MigrationInfo, status: str) -> None:
         machine._state_changed("MIGRATION", status=status)
 
 
+def _synced(machine: Any, info: MigrationInfo, log: DirtyLog) -> None:
+    """A dirty-log sync happened: count it (QEMU counts the first, at setup, too)
+    and send MIGRATION_PASS with the count to the QMP servers, as QEMU does with
+    events on."""
+    info.dirty_sync_count = log.syncs + 1
+    if info.events:
+        for listener in list(machine.state_listeners):
+            server = getattr(listener, "__self__", None)
+            if callable(getattr(server, "broadcast_event", None)):
+                server.broadcast_event("MIGRATION_PASS", {"pass": info.dirty_sync_count})
+
+
 def _regions(machine: Any) -> list[tuple[int, memoryview]]:
     return [(r.base, memoryview(r.buffer).cast("B"))
             for r in machine.space.memory.regions if not r.readonly]
@@ -238,6 +250,7 @@ class _Outgoing:
             regions = _regions(machine)
             info.total = sum(len(v) for _b, v in regions)
             info.setup_time = info.elapsed_ms()
+            _synced(machine, info, self.log)
             _set_status(machine, info, "active")
             write_header(writer, {"machine": machine.name,
                                   "config": config_fingerprint(machine),
@@ -306,7 +319,7 @@ class _Outgoing:
             spent = max(time.monotonic() - t0, 1e-6)
             rate = max((writer.transferred - sent0) / spent, 1.0)     # bytes/s
             pages = self.on_machine(self.log.take)
-            info.dirty_sync_count = self.log.syncs
+            _synced(self.machine, info, self.log)
             info.dirty_pages_rate = int(len(pages) / spent)
             info.pages_per_second = int((writer.transferred - sent0) / PAGE_SIZE / spent)
             info.mbps = rate * 8 / 1e6
@@ -331,7 +344,7 @@ class _Outgoing:
             return running, self.log.take(), state
 
         self.was_running, pages, state = self.on_machine(stop)
-        info.dirty_sync_count = self.log.syncs
+        _synced(machine, info, self.log)
         before = writer.transferred
         self.send_pages(writer, sorted(set(self.last_pages) | set(pages)), _regions(machine))
         writer.state(codec.encode({"running": self.was_running, "state": state}))
