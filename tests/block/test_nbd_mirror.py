@@ -100,10 +100,11 @@ def vmforge_img(*args: str) -> subprocess.CompletedProcess[str]:
 def test_img_info_convert_compare(tmp_path: Path) -> None:
     _base, top, _initial = make_chain(tmp_path, size=8 * MIB)
     with serving(top, "qcow2", writable=False) as (server, uri):
-        for fmt in ([], ["--output=json"]):
-            ours, theirs = vmforge_img("info", *fmt, uri), qemu_img("info", *fmt, uri)
-            assert ours.returncode == 0, ours.stderr
-            assert ours.stdout == theirs.stdout
+        for cmd in ("info", "map"):
+            for fmt in ([], ["--output=json"]):
+                ours, theirs = vmforge_img(cmd, *fmt, uri), qemu_img(cmd, *fmt, uri)
+                assert ours.returncode == 0, ours.stderr
+                assert ours.stdout == theirs.stdout, (cmd, fmt)
         name = ('json:{"driver":"nbd","server":{"type":"inet","host":"127.0.0.1","port":'
                 f'"{server.address.port}"}},"export":"exp"}}')
         out = str(tmp_path / "copy.qcow2")

@@ -351,8 +351,11 @@ class NbdDriver(BlockDriver):
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         self._check_range(offset, length)
+        # an export's bytes are where they are: every extent maps to its own offset
+        # (QEMU's nbd driver answers BDRV_BLOCK_OFFSET_VALID with the same offset)
         if self.client.meta_id is None:
-            yield from super().block_status(offset, length)
+            yield Extent(offset, length, BlockStatus.DATA | BlockStatus.ALLOCATED, offset, 0,
+                         self.filename)
             return
         end = offset + length
         while offset < end:
@@ -366,7 +369,7 @@ class NbdDriver(BlockDriver):
                     status |= BlockStatus.DATA
                 if state & p.STATE_ZERO:
                     status |= BlockStatus.ZERO
-                yield Extent(offset, n, status, None, 0, self.filename)
+                yield Extent(offset, n, status, offset, 0, self.filename)
                 offset += n
 
     def info(self) -> ImageInfo:
