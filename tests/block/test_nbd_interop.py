@@ -84,6 +84,11 @@ def test_client_against_qemu_nbd(image, tools, tmp_path):
         with BlockBackend.open(uri, readonly=False) as bb:
             assert bb.size == 64 * MIB and bb.filename == uri
             assert bb.read(MIB, 2 * MIB) == b"\x5a" * (2 * MIB)
+            # a read over data and holes: qemu-nbd answers with OFFSET_DATA and
+            # OFFSET_HOLE chunks
+            whole = bb.read(0, 4 * MIB)
+            assert whole == bytes(MIB) + b"\x5a" * (2 * MIB) + bytes(MIB)
+            assert bb.read(50 * MIB - 4096, MIB + 8192) == bytes(MIB + 8192)
             bb.write(20 * MIB, b"\x77" * 70000)
             bb.write_zeroes(MIB, 8192)
             status = [(e.offset, e.is_data, e.is_zero) for e in bb.block_status()]

@@ -232,7 +232,13 @@ class NbdClient:
         if magic != p.STRUCTURED_REPLY_MAGIC:
             raise NbdProtocolError(f"bad reply magic {magic:#x}")
         error: NbdRequestError | None = None
-        while True:
+        first = True
+        while True:      # chunks, each with its own header, until one says DONE
+            if not first:
+                (magic,) = struct.unpack(">I", recv_exact(self.sock, 4))
+                if magic != p.STRUCTURED_REPLY_MAGIC:
+                    raise NbdProtocolError(f"bad reply chunk magic {magic:#x}")
+            first = False
             flags, kind, rhandle, length = struct.unpack(">HHQI", recv_exact(self.sock, 16))
             self._same(handle, rhandle)
             if kind == p.REPLY_TYPE_OFFSET_DATA and view is not None and length >= 8:
