@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import struct
 import subprocess
+import threading
 
 import pytest
 
@@ -226,3 +227,72 @@ def test_max_connections(tmp_path):
             waiting.close()
         finally:
             srv.stop()
+
+
+def fake_server(script) -> tuple[socket.socket, threading.Thread]:
+    """A listening socket whose one client is answered by ``script(conn)``."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            try:
+                script(conn)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return lsock, t
+
+
+def handshake_then(reply: bytes):
+    """A server that negotiates properly (ACKs every option, GO with the export's info)
+    and then answers the first request with ``reply`` and hangs up."""
+    def script(conn: socket.socket) -> None:
+        conn.sendall(struct.pack(">QQH", p.NBDMAGIC, p.IHAVEOPT, p.FLAG_FIXED_NEWSTYLE))
+        recvn(conn, 4)
+        while True:
+            _, opt, n = p.OPTION.unpack(recvn(conn, 16))
+            recvn(conn, n)
+            if opt == p.OPT_GO:
+                info = p.EXPORT_INFO.pack(p.INFO_EXPORT, SIZE, p.TF_HAS_FLAGS)
+                conn.sendall(p.OPTION_REPLY.pack(p.OPTION_REPLY_MAGIC, opt, p.REP_INFO,
+                                                 len(info)) + info)
+                conn.sendall(p.OPTION_REPLY.pack(p.OPTION_REPLY_MAGIC, opt, p.REP_ACK, 0))
+                break
+            conn.sendall(p.OPTION_REPLY.pack(p.OPTION_REPLY_MAGIC, opt, p.REP_ERR_UNSUP, 0))
+        recvn(conn, 28)
+        conn.sendall(reply)
+    return script
+
+
+@pytest.mark.parametrize("case", ["greeting", "oldstyle", "reply-magic", "handle",
+                                  "short-data", "chunk-outside", "gone"])
+def test_client_refuses_broken_servers(case):
+    """vmforge's client against servers that break the protocol: one clear BlockError,
+    never a hang or another exception."""
+    from vmforge.block.backend import BlockBackend
+    from vmforge.block.driver import BlockError
+
+    scripts = {
+        "greeting": lambda c: c.sendall(b"HELLO, WORLD!!!!!!"),
+        "oldstyle": lambda c: c.sendall(struct.pack(">QQ", p.NBDMAGIC, 0x00420281861253)),
+        "reply-magic": handshake_then(b"\x00" * 16),
+        "handle": handshake_then(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, 999)),
+        "short-data": handshake_then(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, 1) + b"x"),
+        "chunk-outside": handshake_then(p.STRUCTURED_REPLY.pack(
+            p.STRUCTURED_REPLY_MAGIC, p.REPLY_FLAG_DONE, p.REPLY_TYPE_OFFSET_DATA, 1, 8 + 4)
+            + struct.pack(">Q", SIZE) + b"abcd"),
+        "gone": handshake_then(b""),
+    }
+    lsock, t = fake_server(scripts[case])
+    with lsock:
+        uri = f"nbd://127.0.0.1:{lsock.getsockname()[1]}/exp"
+        with pytest.raises(BlockError) as exc:
+            with BlockBackend.open(uri) as bb:
+                bb.read(0, 4096)
+    assert str(exc.value).startswith(uri)
+    t.join(10)
