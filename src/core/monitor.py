@@ -51,6 +51,7 @@ class Monitor:
             "migrate": (self._migrate, "migrate [-d] uri -- migrate the VM to uri "
                                        "(tcp:HOST:PORT, exec:CMD, file:PATH)"),
             "migrate_cancel": (lambda args: self._migrate(args, cancel=True), ""),
+            **self._nbd_commands(),
             "quit": (self._quit, "quit / q -- stop vmforge"),
             "q": (self._quit, ""),
         }
@@ -229,6 +230,14 @@ class Monitor:
         if cancel:
             return migration.hmp_migrate_cancel(self.machine, [])
         return migration.hmp_migrate(self.machine, args)
+
+    def _nbd_commands(self) -> dict[str, tuple[Callable[[list[str]], str], str]]:
+        import functools
+
+        from vmforge.qmp.nbd import HMP_USAGE, hmp_nbd
+
+        return {name: (functools.partial(hmp_nbd, self.machine, name), text)
+                for name, text in HMP_USAGE.items()}
 
     def _quit(self, args: list[str]) -> str:
         self.machine.request_shutdown("user", 0)

@@ -155,3 +155,40 @@ def test_export_read_and_written(both):
         disk = out["disk"]
         assert disk[64 << 10:192 << 10] == b"\x42" * (128 << 10)
         assert disk[:64 << 10] == bytes(64 << 10)
+
+
+async def hmp_script(sock: Path, where: Path) -> dict[str, Any]:
+    c = await connect(sock)
+    port = free_port()
+    out: dict[str, Any] = {}
+    lines = [f"nbd_server_start 127.0.0.1:{port}", f"nbd_server_start 127.0.0.1:{port}",
+             "nbd_server_add -w hd0", "nbd_server_add nosuch", "nbd_server_add hd0 other",
+             "nbd_server_add hd0", "nbd_server_remove nosuch", "nbd_server_remove other",
+             "nbd_server_stop", "nbd_server_stop",
+             f"nbd_server_start -a -w unix:{where / 'hmp.sock'}"]
+    out["lines"] = [(line.replace(str(port), "PORT").replace(str(where), "DIR"),
+                     await c.execute("human-monitor-command", {"command-line": line}))
+                    for line in lines]
+    out["io"] = qemu_io(f"nbd+unix:///hd0?socket={where / 'hmp.sock'}",
+                        "write -P 0x66 256k 4k", "read -P 0x66 256k 4k")
+    out["stop"] = await c.execute("human-monitor-command", {"command-line": "nbd_server_stop"})
+    await c.execute("quit")
+    with contextlib.suppress(EOFError):
+        await c.disconnect()
+    return out
+
+
+def test_human_monitor_as_qemu(tmp_path_factory) -> None:
+    out = {}
+    for name, start in (("qemu", start_qemu), ("vmforge", start_vmforge)):
+        where = tmp_path_factory.mktemp(name)
+        guest = start(where)
+        try:
+            out[name] = asyncio.run(hmp_script(guest.sock, where))
+        finally:
+            stop_guest(guest)
+    io = {name: out[name].pop("io") for name in out}
+    assert out["vmforge"] == out["qemu"]
+    assert sum(reply.startswith("Error: ") for _, reply in out["qemu"]["lines"]) == 5
+    for text in io.values():
+        assert "wrote 4096" in text and "verification failed" not in text, text

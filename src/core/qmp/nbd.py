@@ -28,6 +28,15 @@ _SERVERS: weakref.WeakKeyDictionary[Any, NbdServer] = weakref.WeakKeyDictionary(
 _LOCK = threading.Lock()
 
 
+def _export_deleted(machine: Any, ident: str) -> None:
+    """BLOCK_EXPORT_DELETED to every QMP server of the machine (QEMU sends events to
+    all monitors; an export removed from the human monitor too)."""
+    for listener in list(machine.state_listeners):
+        broadcast = getattr(getattr(listener, "__self__", None), "broadcast_event", None)
+        if callable(broadcast):
+            broadcast("BLOCK_EXPORT_DELETED", {"id": ident})
+
+
 def machine_nbd_server(machine: Any) -> NbdServer | None:
     """The NBD server started on ``machine`` (None: not running)."""
     with _LOCK:
@@ -131,7 +140,7 @@ def _remove(s: QmpSession, ident: str, mode: str) -> None:
         server.remove_export(name, hard=mode == "hard")
     except NbdError as exc:
         raise QmpError(str(exc)) from None
-    s.server.broadcast_event("BLOCK_EXPORT_DELETED", {"id": ident})
+    _export_deleted(s.machine, ident)
 
 
 def _nbd_server_remove(s: QmpSession, a: dict[str, Any]) -> Any:
@@ -167,7 +176,7 @@ def _nbd_server_stop(s: QmpSession, a: dict[str, Any]) -> Any:
     idents = [e.ident for e in server.exports.values()]
     server.stop()
     for ident in idents:
-        s.server.broadcast_event("BLOCK_EXPORT_DELETED", {"id": ident})
+        _export_deleted(s.machine, ident)
     return {}
 
 
@@ -192,3 +201,55 @@ NBD_COMMANDS = [
     Command("query-block-exports", _query_block_exports),
     Command("nbd-server-stop", _nbd_server_stop),
 ]
+
+
+# -- the human monitor -------------------------------------------------------------------
+
+HMP_USAGE = {
+    "nbd_server_start": "nbd_server_start [-a] [-w] host:port|unix:path -- serve block "
+                        "devices over NBD (-a: every disk, -w: writable)",
+    "nbd_server_add": "nbd_server_add [-w] device [name] -- export a disk over NBD",
+    "nbd_server_remove": "nbd_server_remove [-f] name -- remove an NBD export "
+                         "(-f: drop its clients)",
+    "nbd_server_stop": "nbd_server_stop -- stop the NBD server",
+}
+
+
+def _hmp_address(text: str) -> dict[str, Any]:
+    """QEMU's ``socket_parse``: ``unix:PATH`` or ``HOST:PORT``."""
+    if text.startswith("unix:"):
+        return {"type": "unix", "data": {"path": text[5:]}}
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise QmpError(f"address '{text}' is not HOST:PORT or unix:PATH")
+    return {"type": "inet", "data": {"host": host.strip("[]"), "port": port}}
+
+
+def hmp_nbd(machine: Any, command: str, args: list[str]) -> str:
+    """The human monitor's ``nbd_server_*`` commands over the QMP ones (errors as
+    ``Error: ...``, as QEMU's hmp_handle_error prints them)."""
+    flags = {a for a in args if a.startswith("-")}
+    words = [a for a in args if not a.startswith("-")]
+    session = QmpSession(machine, server=None)
+    low, high = {"nbd_server_start": (1, 1), "nbd_server_add": (1, 2),
+                 "nbd_server_remove": (1, 1), "nbd_server_stop": (0, 0)}[command]
+    if not low <= len(words) <= high:
+        return f"{command}: usage: {HMP_USAGE[command].split(' -- ')[0]}"
+    try:
+        if command == "nbd_server_start":
+            _start(session, {"addr": _hmp_address(words[0])})
+            if "-a" in flags:          # every disk, under its device name
+                for name, _qdev, _dev in _disks(machine):
+                    _nbd_server_add(session, {"device": name, "writable": "-w" in flags})
+        elif command == "nbd_server_add":
+            a: dict[str, Any] = {"device": words[0], "writable": "-w" in flags}
+            if len(words) > 1:
+                a["name"] = words[1]
+            _nbd_server_add(session, a)
+        elif command == "nbd_server_remove":
+            _remove(session, words[0], "hard" if "-f" in flags else "safe")
+        else:
+            _nbd_server_stop(session, {})
+    except QmpError as exc:
+        return f"Error: {exc.desc}"
+    return ""
