@@ -12,9 +12,7 @@ name QEMU shows for it (``nbd_refresh_filename``).
 
 from __future__ import annotations
 
-import json
 import socket
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +67,8 @@ def is_nbd_name(name: str) -> bool:
     if name.startswith(_URI_SCHEMES) or name.startswith("nbd:"):
         return True
     if name.startswith("json:"):
+        import json
+
         try:
             tree = json.loads(name[5:])
         except ValueError:
@@ -99,6 +99,8 @@ def parse_nbd_name(name: str) -> NbdAddress:
 
 
 def _from_uri(name: str) -> NbdAddress:
+    import urllib.parse
+
     uri = urllib.parse.urlsplit(name)
     export = urllib.parse.unquote(uri.path[1:] if uri.path.startswith("/") else uri.path)
     query = urllib.parse.parse_qs(uri.query, keep_blank_values=True)
@@ -130,6 +132,8 @@ def _from_legacy(name: str) -> NbdAddress:
 
 
 def _from_json(name: str) -> NbdAddress:
+    import json
+
     try:
         tree = json.loads(name[5:])
     except ValueError as exc:
