@@ -163,3 +163,36 @@ def test_cancel_leaves_the_source_running(source: GuestProcess, stream: Path,
     statuses = [e["data"]["status"] for e in source.events if e["event"] == "MIGRATION"]
     assert statuses[-4:] == ["setup", "active", "cancelling", "cancelled"]
     assert shutil.which("cat")
+
+
+def test_defer_then_migrate_incoming_with_S_stays_paused(args: list[str], stream: Path,
+                                                         tmp_path: Path) -> None:
+    dst = GuestProcess.vmforge([*args, "-S", "-incoming", "defer"], tmp_path / "dst.qmp")
+    try:
+        assert dst.qmp("query-status")["status"] == "inmigrate"
+        assert dst.qmp("query-migrate") == {}
+        assert dst.qmp("migrate-incoming", uri=f"exec:cat {stream}") == {}
+        assert dst.wait_migration() == {"status": "completed"}
+        assert dst.qmp("query-status") == {"status": "paused", "singlestep": False,
+                                           "running": False}
+        assert dst.qmp("cont") == {}
+        dst.type(b"echo sum-$((6*7))\n")
+        dst.wait_for(b"sum-42", 30)
+    finally:
+        dst.close()
+
+
+def test_human_monitor_migrate_and_info_migrate(source: GuestProcess, stream: Path,
+                                                tmp_path: Path) -> None:
+    def hmp(line: str) -> str:
+        return str(source.qmp("human-monitor-command", **{"command-line": line}))
+
+    assert hmp(f"migrate file:{tmp_path / 'hmp.mig'}").strip() == ""
+    assert source.wait_migration()["status"] == "completed"
+    info = hmp("info migrate")
+    assert "Migration status: completed" in info and "downtime:" in info
+    assert source.qmp("query-status")["status"] == "postmigrate"
+    assert hmp("migrate file:/nonexistent/x").strip() == (
+        "Error: Can't migrate the vm that was paused due to previous migration")
+    assert source.qmp("cont") == {}
+    assert (tmp_path / "hmp.mig").read_bytes().startswith(MAGIC)
