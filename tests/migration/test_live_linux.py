@@ -70,6 +70,9 @@ def test_busy_guest_moves_and_nothing_is_lost(source: GuestProcess, guest_args: 
         assert src.qmp("query-status")["status"] == "postmigrate"
         assert dst.qmp("query-status")["status"] == "running"
         assert b"writer-42" not in src.output, "the writer ended before the migration"
+        # the destination holds the disk now: the source cannot go on with it
+        assert src.qmp("cont") == {}
+        assert src.qmp("query-status")["status"] == "paused"
         dst.wait_for(b"writer-42", 300)
         end = dst.wait_for(b"count-", 30)
         dst.wait_for(b"count-", 30, start=end)     # still counting after the writer

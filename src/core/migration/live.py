@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmforge._fast.zeroscan import zero_runs
+from vmforge.errors import VmforgeError
 from vmforge.migration import codec
 from vmforge.migration.channel import (
     ACK,
@@ -104,6 +105,8 @@ class MigrationInfo:
     parameters: dict[str, Any] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    #: image locks the source let go of at the end of a migration (taken back on cont)
+    released: list[Any] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -159,8 +162,18 @@ def migration_info(machine: Any) -> MigrationInfo:
 
 
 def _on_state(machine: Any, event: str) -> None:
-    if event == "RESUME":           # cont after a migration: running again
-        machine.migration_runstate = None
+    if event != "RESUME":
+        return
+    machine.migration_runstate = None       # cont after a migration: running again
+    info = _INFO.get(machine)
+    if info is not None and info.released:  # its images first (QEMU: bdrv_activate_all)
+        try:
+            reacquire(info.released)
+        except VmforgeError as exc:
+            print(f"vmforge: {exc}; the guest stays stopped", file=sys.stderr)
+            machine.pause()         # (resume runs on the machine's thread: no CPU ran)
+            return
+        info.released = []
 
 
 def _set_status(machine: Any, info: MigrationInfo, status: str) -> None:
@@ -176,9 +189,9 @@ def _synced(machine: Any, info: MigrationInfo, log: DirtyLog) -> None:
     info.dirty_sync_count = log.syncs + 1
     if info.events:
         for listener in list(machine.state_listeners):
-            server = getattr(listener, "__self__", None)
-            if callable(getattr(server, "broadcast_event", None)):
-                server.broadcast_event("MIGRATION_PASS", {"pass": info.dirty_sync_count})
+            broadcast = getattr(getattr(listener, "__self__", None), "broadcast_event", None)
+            if callable(broadcast):
+                broadcast("MIGRATION_PASS", {"pass": info.dirty_sync_count})
 
 
 def _regions(machine: Any) -> list[tuple[int, memoryview]]:
@@ -282,6 +295,7 @@ class _Outgoing:
         self.machine.migration_runstate = None
         if self.released:
             self.on_machine(lambda: reacquire(self.released))
+            self.info.released = []
         if self.stopped_by_us and self.was_running and not self.machine.stopped:
             self.on_machine(self.machine.resume)
 
@@ -340,7 +354,7 @@ class _Outgoing:
             machine.pause()
             self.stopped_by_us = True
             state = encode_state(machine_state(machine))      # drains the devices first
-            self.released = inactivate(machine)
+            self.released = self.info.released = inactivate(machine)
             return running, self.log.take(), state
 
         self.was_running, pages, state = self.on_machine(stop)
