@@ -106,14 +106,17 @@ def cmdline_devices(drives: list[DriveSpec], devices: list[DeviceSpec],
                     chardevs: Mapping[str, Any],
                     create: Callable[..., Device],
                     own_chardev: Callable[[CharBackend], None] = lambda c: None,
-                    aliases: Mapping[str, str] = MMIO_ALIASES) -> list[Device]:
+                    aliases: Mapping[str, str] = MMIO_ALIASES,
+                    spare_drives: bool = False) -> list[Device]:
     """The devices ``drives`` and ``devices`` ask for, made by ``create(name, **props)``
     (a machine's :meth:`~vmforge.machine.Machine.create_device`).  ``chardevs``
     maps ids to ``-chardev`` text, a :class:`ChardevSpec` or a ready back-end;
     back-ends opened here are handed to ``own_chardev`` (closed with the machine).
     ``aliases`` resolves QEMU's short names (``virtio-blk``, the device of
     ``-drive if=virtio``) to the board's devices (:data:`PCI_ALIASES` where it has
-    a PCI bus, as QEMU's riscv virt)."""
+    a PCI bus, as QEMU's riscv virt).  ``spare_drives``: ``if=none`` drives no
+    device uses are kept for a later hot-plug (QMP ``device_add``), as QEMU does,
+    instead of refused."""
     by_id: dict[str, DriveSpec] = {}
     for d in drives:
         if d.id is not None:
@@ -154,7 +157,7 @@ def cmdline_devices(drives: list[DriveSpec], devices: list[DeviceSpec],
             dev.unrealize()
         raise
     unused = [i for i, d in by_id.items() if d.interface == "none" and i not in used]
-    if unused:
+    if unused and not spare_drives:
         for dev in out:
             dev.unrealize()
         raise DeviceSpecError(f"-drive id={unused[0]} is not used by any -device")

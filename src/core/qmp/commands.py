@@ -367,3 +367,12 @@ def _register_nbd() -> None:
 
 
 _register_nbd()
+
+
+def _register_devices() -> None:
+    from vmforge.qmp.devices import DEVICE_COMMANDS
+
+    COMMANDS.update((c.name, c) for c in DEVICE_COMMANDS)
+
+
+_register_devices()

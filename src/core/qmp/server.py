@@ -269,7 +269,7 @@ class QmpServer:
             self.broadcast_event("SHUTDOWN", shutdown_event_data(str(data.get("reason"))))
         elif event in ("STOP", "RESUME"):
             self.broadcast_event(event)
-        elif event == "MIGRATION":
+        elif event in ("MIGRATION", "DEVICE_DELETED"):
             self.broadcast_event(event, dict(data))
         elif event == "EXITED":
             # the machine's thread takes no more calls: what it left is answered on

@@ -114,7 +114,8 @@ class RiscvVirt(HartMachine):
             return dev
 
         devices = cmdline_devices(cfg.drives, cfg.devices, cfg.chardevs, create,
-                                  self._own_chardevs.append, aliases=PCI_ALIASES)
+                                  self._own_chardevs.append, aliases=PCI_ALIASES,
+                                  spare_drives=True)    # for device_add on a root port
         try:
             on_mmio = [d for d in devices if not isinstance(d, PciDevice)]
             if len(on_mmio) > board.VIRTIO_COUNT:
