@@ -26,11 +26,10 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmforge._fast.zeroscan import zero_runs
 from vmforge.errors import VmforgeError
 from vmforge.migration import codec
 from vmforge.migration.channel import (
@@ -49,6 +48,7 @@ from vmforge.migration.channel import (
 )
 from vmforge.migration.dirty import DirtyLog, on_machine_thread
 from vmforge.migration.disks import activate, deferred_locks, inactivate, reacquire
+from vmforge.migration.ram import nonzero_runs
 from vmforge.migration.record import StateError
 from vmforge.migration.state import (
     _describe_difference,
@@ -177,9 +177,11 @@ def _on_state(machine: Any, event: str) -> None:
 
 
 def _set_status(machine: Any, info: MigrationInfo, status: str) -> None:
-    info.status = status
+    """The new status, its MIGRATION event queued first (a client that sees the
+    status in query-migrate has the event before the reply)."""
     if info.events:
         machine._state_changed("MIGRATION", status=status)
+    info.status = status
 
 
 def _synced(machine: Any, info: MigrationInfo, log: DirtyLog) -> None:
@@ -310,7 +312,7 @@ class _Outgoing:
                     raise _Cancelled
                 off = first - base
                 chunk = view[off:off + count * PAGE_SIZE]
-                for start, end, zero in zero_runs(chunk, 0, PAGE_SIZE):
+                for start, end, zero in _pieces(chunk):
                     before = writer.transferred
                     writer.pages(first + start, chunk[start:end], zero)
                     n = (end - start) // PAGE_SIZE
@@ -486,7 +488,7 @@ class _Incoming:
                 if tag == b"P":
                     reader.into(view, "a page")
                 else:
-                    for start, end, zero in zero_runs(view, 0, PAGE_SIZE):
+                    for start, end, zero in _pieces(view):
                         if not zero:
                             view[start:end] = bytes(end - start)
             elif tag == b"S":
@@ -505,6 +507,19 @@ class _Incoming:
         except (KeyError, TypeError) as exc:
             raise MigrationError(f"the migration stream is corrupt (state: {exc})") from None
         return running, state
+
+
+def _pieces(chunk: memoryview) -> Iterator[tuple[int, int, bool]]:
+    """``(start, end, zero)`` covering page-aligned RAM (pages the host never backed
+    are zero without a look: :func:`~vmforge.migration.ram.nonzero_runs`)."""
+    pos = 0
+    for offset, length in nonzero_runs(chunk):
+        if offset > pos:
+            yield pos, offset, True
+        yield offset, offset + length, False
+        pos = offset + length
+    if pos < len(chunk):
+        yield pos, len(chunk), True
 
 
 def _runs(pages: list[int], base: int, size: int) -> list[tuple[int, int]]:
