@@ -22,7 +22,7 @@ cdef struct TlbEntry:
     uint64_t tag
     uint64_t addend     # host address - virtual address (RAM pages)
     uint64_t ppage      # physical page
-    uint64_t pad        # 32 bytes: compiled code indexes with one shift
+    uint64_t pad        # 32 bytes (one shift); TLB_CODE write entries: &CodePage.xmap
 
 cdef struct CodePage:
     uint64_t ppage      # physical page, or RV_NOPAGE
@@ -33,6 +33,7 @@ cdef struct CodePage:
     uint8_t heat[2048]  # taken jumps to each record, counted towards compiling it
     uint64_t jcover[32] # halfwords holding instructions of compiled blocks
     uint8_t snap[4096]  # the bytes as decoded (fence.i finds writes by others)
+    uint8_t xmap[2048]  # halfwords a record or a compiled block may hold (never cleared)
 
 # LR/SC reservations of the harts sharing one RAM: host addresses of 8-byte granules.
 cdef struct ResvTable:

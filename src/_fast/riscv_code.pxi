@@ -9,7 +9,11 @@
 # beside code is only a store, and compiled code goes on after it.  Bytes
 # written behind the hart's back (devices' DMA, other harts) are found by
 # fence.i, which compares each page with the bytes its records were decoded
-# from (CodePage.snap) and forgets what changed (code_sync).
+# from (CodePage.snap) and forgets what changed (code_sync).  CodePage.xmap marks
+# every halfword a record or a compiled block may hold (conservatively: set when
+# decoded, cleared only when the page is reused); compiled stores into a code
+# page look it up (the write-TLB entry points at it) and store straight away when
+# they write none of those halfwords (riscv_jit.pxi, emit_stub).
 
 cdef inline int code_set(uint64_t ppage) noexcept nogil:
     cdef uint64_t n = ppage >> 12
@@ -40,6 +44,9 @@ cdef inline void code_mark(CodePage *cp, uint64_t pc) noexcept nogil:
     """Note that the record of ``pc`` was written (see CodePage.used)."""
     cdef int i = (pc & 0xfff) >> 1
     cp.used[i >> 6] |= (<uint64_t>1) << (i & 63)
+    cp.xmap[i] = 1                      # (its length is not known yet: 4 bytes)
+    if i < 2047:
+        cp.xmap[i + 1] = 1
     code_snap(cp, <int>(pc & 0xffe))
 
 cdef void code_flush(Hart h) noexcept nogil:
@@ -85,6 +92,7 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
             cp.used[w] = 0
     cp.njit = 0
     memset(cp.jcover, 0, sizeof(cp.jcover))
+    memset(cp.xmap, 0, sizeof(cp.xmap))
     cp.ppage = ppage
     cp.host = host
     memcpy(cp.snap, host, 4096)
@@ -94,6 +102,7 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
         for i in range(256):
             if h.wtlb[c][i].tag != RV_TLB_EMPTY and h.wtlb[c][i].ppage == ppage:
                 h.wtlb[c][i].tag |= RV_TLB_CODE
+                h.wtlb[c][i].pad = <uint64_t><uintptr_t>cp.xmap
     return cp
 
 

@@ -95,6 +95,7 @@ cdef struct Stub:           # a slow path, emitted after the region's main line
     int k
     uint8_t *patch              # the end of the jcc that goes there
     uint8_t *back               # STUB_STORE: after the store, where a plain one goes on
+    uint8_t *hit                # STUB_STORE: the store itself, rax = host address
 
 
 cdef enum:
@@ -540,6 +541,7 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef Stub *slow = &a.stubs[a.nstubs]
     address(a, r)
     stub(a, STUB_STORE, r, off, k, tlb_probe(a, a.o_wt, size))
+    slow.hit = a.p
     v = rget(a, r.rs2, RDX)                         # (rdx is free once the probe is done)
     if size == 2:
         b1(a, 0x66)
@@ -556,6 +558,36 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     slow.back = a.p
 
 
+cdef void store_beside_code(Jit *a, Stub *t, int size) noexcept nogil:
+    """A store's TLB miss (rax = guest address, rcx = its entry, rdx = the address as
+    compared): when the entry is its aligned page's with TLB_CODE alone and the
+    page's xmap marks none of the halfwords written, store as on a hit; else go on
+    to the slow path with rax the guest address again."""
+    cdef uint8_t *other
+    cdef uint8_t *busy
+    alu_imm(a, 1, 1, RDX, <int32_t>RV_TLB_CODE)     # or rdx, TLB_CODE
+    op_rm(a, 1, 0x3b, RDX, RCX, 0)                  # cmp rdx, [rcx] (tag)
+    other = jcc32(a, CC_NE)
+    op_rm(a, 1, 0x8b, RDX, RCX, 24)                 # rdx = the page's xmap (pad)
+    op_rm(a, 1, 0x8b, RCX, RCX, 8)                  # rcx = addend
+    op_rr(a, 1, 0x03, RCX, RAX)                     # rcx = host address
+    alu_imm(a, 0, 4, RAX, 0xfff)                    # eax = the halfword in the page
+    shift_imm(a, 0, 5, RAX, 1)
+    if size == 8:                                   # cmp byte/word/dword [rdx + rax], 0
+        b1(a, 0x83)
+    elif size == 4:
+        b1(a, 0x66); b1(a, 0x83)
+    else:
+        b1(a, 0x80)
+    b1(a, 0x3c); b1(a, 0x02); b1(a, 0x00)
+    busy = jcc32(a, CC_NE)
+    mov_rr(a, RAX, RCX)
+    jmp_to(a, t.hit)
+    here(a, busy)
+    address(a, t.r)                                 # the guest address again
+    here(a, other)
+
+
 cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     """The slow path of a load or store.  A store that was a plain store into RAM
     (no translated byte hit, no device, no watchpoint: h.jexit clear) goes on in
@@ -565,6 +597,8 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     cdef uint8_t *fail
     cdef uint8_t *out
     here(a, t.patch)
+    if t.kind == STUB_STORE:
+        store_beside_code(a, t, size)
     writeback(a)
     if t.kind == STUB_RESV:      # rax = host address, rdx = h.rs
         mov_rr(a, RDI, RDX)
@@ -1093,8 +1127,10 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     for i in range(2048):                            # its bytes: stores there unlink it
         if a.state[i] == IN_REGION:
             cp.jcover[i >> 6] |= (<uint64_t>1) << (i & 63)
+            cp.xmap[i] = 1
             if a.recs[i].len == 4 and i < 2047:
                 cp.jcover[(i + 1) >> 6] |= (<uint64_t>1) << ((i + 1) & 63)
+                cp.xmap[i + 1] = 1
     return 1
 
 

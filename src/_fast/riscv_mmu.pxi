@@ -203,8 +203,10 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
     e.tag = vpage
     e.addend = <uint64_t>(<uintptr_t>host) - vpage
     if acc == ACC_W:
-        if code_lookup(h, ppage) != NULL:
+        cp = code_lookup(h, ppage)
+        if cp != NULL:
             e.tag |= RV_TLB_CODE
+            e.pad = <uint64_t><uintptr_t>cp.xmap
         if h.ram.logging and not h.ram.page_dirty(ppage):
             e.tag |= RV_TLB_NOTDIRTY
     if h.nw and watch_page(h, vpage, acc):

@@ -128,6 +128,31 @@ p6: addi s1, s1, 1
     j pass
 p6new: addi s1, s1, 7
 """,
+    # ... the same while the loop also stores beside its code every trip (so the
+    # page's write-TLB entry is there: the patching store takes the compiled
+    # fast path for stores into code pages, which must see p7 as translated)
+    "compiled-only-warm": r"""
+    la t2, p7
+    lw s3, p7new
+    la t5, scratch
+    li s1, 0
+    li s2, 100
+    li t3, 30
+    li t4, 50
+3:  addi s2, s2, -1
+    sw s2, 0(t5)
+    bne s2, t3, 4f
+    sw s3, 0(t2)
+    {sep}
+4:  bgeu s2, t4, 5f
+p7: addi s1, s1, 1
+5:  bnez s2, 3b
+    li t6, 19 + 31 * 7
+    bne s1, t6, fail
+    j pass
+p7new: addi s1, s1, 7
+scratch: .word 0
+""",
     # ... a hot function on another page, called by jalr
     "other-page": r"""
     la s6, f4
