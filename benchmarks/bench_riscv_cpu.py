@@ -130,19 +130,20 @@ int main(void) {
 """
 
 
-def build(rounds: int = 200) -> Path:
-    """Build the benchmark ELF (cached by source hash); returns its path."""
+def build(rounds: int = 200, program: str = PROGRAM, link: str = LINK) -> Path:
+    """Build the benchmark ELF (cached by source hash); returns its path.  Other
+    benchmarks pass their own C ``program`` and linker script."""
     if shutil.which(CC) is None:
         oracle_missing(f"{CC} is not installed (Debian: gcc-riscv64-unknown-elf)")
-    key = hashlib.sha256((CRT + LINK + PROGRAM + str(rounds)).encode()).hexdigest()[:16]
+    key = hashlib.sha256((CRT + link + program + str(rounds)).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     d = cache / "vmforge" / "bench-riscv" / key
     elf = d / "bench.elf"
     if not elf.exists():
         d.mkdir(parents=True, exist_ok=True)
         (d / "crt.S").write_text(CRT)
-        (d / "link.ld").write_text(LINK)
-        (d / "bench.c").write_text(PROGRAM)
+        (d / "link.ld").write_text(link)
+        (d / "bench.c").write_text(program)
         subprocess.run([CC, "-march=rv64gc", "-mabi=lp64d", "-mcmodel=medany", "-O2",
                         "-nostdlib", "-nostartfiles", "-ffreestanding", f"-DROUNDS={rounds}",
                         "-T", str(d / "link.ld"), "-o", str(elf), str(d / "crt.S"),
