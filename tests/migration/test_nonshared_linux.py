@@ -64,13 +64,13 @@ def count(guest: GuestProcess) -> int:
     return int(re.findall(r"VMF-COUNT (\d+)", out)[-1])
 
 
-def wait_job(guest: GuestProcess, pred: Any, timeout: float = 300) -> list[dict[str, Any]]:
+def wait_job(guest: GuestProcess, pred: Any, timeout: float = 120) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         jobs = guest.qmp("query-block-jobs")
         if pred(jobs):
             return list(jobs)
-        assert time.monotonic() < deadline, jobs
+        assert time.monotonic() < deadline, (jobs, guest.events[-8:], guest.stderr[-2000:])
         time.sleep(0.1)
 
 
