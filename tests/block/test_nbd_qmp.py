@@ -118,18 +118,24 @@ async def script(sock: Path, where: Path) -> dict[str, Any]:
     return out
 
 
-@pytest.fixture(scope="module")
-def both(tmp_path_factory) -> dict[str, dict[str, Any]]:
+def on_both(tmp_path_factory, run: Any) -> dict[str, dict[str, Any]]:
+    """``run(qmp_socket, directory)`` against QEMU's guest and vmforge's; each result
+    with the guest's disk afterwards under ``disk``."""
     out = {}
     for name, start in (("qemu", start_qemu), ("vmforge", start_vmforge)):
         where = tmp_path_factory.mktemp(name)
         guest = start(where)
         try:
-            out[name] = asyncio.run(script(guest.sock, where))
+            out[name] = asyncio.run(run(guest.sock, where))
         finally:
             stop_guest(guest)
         out[name]["disk"] = (where / "disk.raw").read_bytes()
     return out
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory) -> dict[str, dict[str, Any]]:
+    return on_both(tmp_path_factory, script)
 
 
 def test_errors_as_qemu(both):
@@ -179,14 +185,7 @@ async def hmp_script(sock: Path, where: Path) -> dict[str, Any]:
 
 
 def test_human_monitor_as_qemu(tmp_path_factory) -> None:
-    out = {}
-    for name, start in (("qemu", start_qemu), ("vmforge", start_vmforge)):
-        where = tmp_path_factory.mktemp(name)
-        guest = start(where)
-        try:
-            out[name] = asyncio.run(hmp_script(guest.sock, where))
-        finally:
-            stop_guest(guest)
+    out = on_both(tmp_path_factory, hmp_script)
     io = {name: out[name].pop("io") for name in out}
     assert out["vmforge"] == out["qemu"]
     assert sum(reply.startswith("Error: ") for _, reply in out["qemu"]["lines"]) == 5
