@@ -119,3 +119,27 @@ def test_img_info_convert_compare(tmp_path: Path) -> None:
         assert "Requested export not available" in bad.stderr
     r = qemu_img("compare", "-F", "qcow2", top, out)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_img_convert_onto_export(tmp_path: Path) -> None:
+    """convert and create onto an export as qemu-img does (QEMU's simple create: the
+    export must be large enough, its first sector is zeroed), with or without -n."""
+    _base, top, _initial = make_chain(tmp_path, size=8 * MIB)
+    dest = str(tmp_path / "dest.raw")
+    create_image("raw", dest, 8 * MIB)
+    with open(dest, "r+b") as f:
+        f.write(b"QFI\xfb" + bytes(508))          # something a probe would take for qcow2
+    with serving(dest, "raw") as (_server, uri):
+        for args in ([], ["-n"]):
+            r = vmforge_img("convert", *args, "-O", "raw", top, uri)
+            assert r.returncode == 0, r.stderr
+            r = vmforge_img("compare", "-F", "raw", top, uri)
+            assert r.returncode == 0, r.stdout + r.stderr
+        ours = vmforge_img("create", "-f", "raw", uri, "16M")
+        theirs = qemu_img("create", "-f", "raw", uri, "16M")
+        assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout)
+        assert ours.stderr.split(": ", 1)[1] == theirs.stderr.split(": ", 1)[1]
+        r = vmforge_img("create", "-f", "raw", uri, "8M")
+        assert r.returncode == 0, r.stderr
+    with open(dest, "rb") as f:
+        assert f.read(512) == bytes(512)

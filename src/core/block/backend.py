@@ -102,6 +102,11 @@ def create_image(format: str, path: str, size: int, **options: Any) -> None:
     write locks are taken first, as QEMU's ``file`` driver does on create, so
     ``create`` or ``convert`` onto the disk of a running VM is refused.
     """
+    from vmforge.block.nbd import create_on_export, is_nbd_name
+
+    if is_nbd_name(path):       # an NBD export is there already: QEMU's simple create
+        create_on_export(path, format, size)
+        return
     cls = driver_class(format)
     existed = os.path.lexists(path)
     lock = ImageLock.for_open(path, readonly=False) if os.path.isfile(path) else None

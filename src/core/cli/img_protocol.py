@@ -58,6 +58,12 @@ def file_protocol_options(path: str, options: dict[str, Any],
     create failed) is removed again."""
     rest = dict(options)
     given = rest.pop("extent_size_hint", None)
+    from vmforge.block.nbd import is_nbd_name
+
+    if is_nbd_name(path):       # an NBD export: no file to make (the protocol's options
+        rest.pop("nocow", None)  # are the file protocol's alone)
+        yield rest
+        return
     nocow = str(rest.pop("nocow", "off")).lower() in ("on", "true", "yes", "1")
     hint = DEFAULT_EXTENT_SIZE_HINT
     if given is not None:

@@ -19,8 +19,8 @@ from vmforge.block.nbd.uri import NbdAddress, is_nbd_name, parse_nbd_name, socke
 if TYPE_CHECKING:
     from vmforge.block.backend import Layer
 
-__all__ = ["NbdAddress", "NbdError", "NbdProtocolError", "is_nbd_name", "open_nbd_layer",
-           "parse_nbd_name", "socket_address"]
+__all__ = ["NbdAddress", "NbdError", "NbdProtocolError", "create_on_export", "is_nbd_name",
+           "open_nbd_layer", "parse_nbd_name", "socket_address"]
 
 
 def open_nbd_layer(name: str, fmt: str | None, *, readonly: bool) -> Layer:
@@ -38,3 +38,19 @@ def open_nbd_layer(name: str, fmt: str | None, *, readonly: bool) -> Layer:
     except NbdError as exc:
         raise BlockError(str(exc), name) from None
     return Layer(driver, "raw", None)
+
+
+def create_on_export(name: str, fmt: str | None, size: int) -> None:
+    """``create`` onto an export, as QEMU's ``bdrv_co_create_opts_simple`` does for a
+    protocol that cannot create: the export must exist and be large enough; its first
+    sector is zeroed (so that nothing old is probed as a format)."""
+    from vmforge.block.driver import BlockError
+
+    layer = open_nbd_layer(name, fmt, readonly=False)
+    try:
+        drv = layer.driver
+        if drv.size < size:
+            raise BlockError("Cannot grow NBD nodes", name)     # (QEMU's nbd truncate)
+        drv.write_zeroes(0, min(512, drv.size))
+    finally:
+        drv.close()
