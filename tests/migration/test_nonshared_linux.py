@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,21 +23,12 @@ import pytest
 
 from vmforge.block.backend import BlockBackend, create_image
 from vmforge.testing import disk_pattern as dp
-from vmforge.testing.migration_kit import GuestProcess, free_port, riscv_linux_args
-from vmforge.testing.oracles import oracle_missing, require_program
+from vmforge.testing.migration_kit import GuestProcess, free_port, guest_file, riscv_linux_args
+from vmforge.testing.oracles import require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 DISK_BLOCKS = 4096                          # 16 MiB
 WRITER_BLOCKS = dp.spread_blocks(DISK_BLOCKS, 48)
-
-
-def _guest_file(name: str) -> str:
-    """A built test guest's file (guests/build.py --print-path)."""
-    proc = subprocess.run([sys.executable, str(ROOT / "guests" / "build.py"), "--print-path",
-                           name], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        oracle_missing(f"guest {name} is not built (python3 guests/build.py {name})")
-    return proc.stdout.strip()
 
 
 def run(guest: GuestProcess, command: str, until: bytes | re.Pattern[bytes],
@@ -89,7 +79,7 @@ def disks(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 def test_migration_with_nonshared_storage(disks: tuple[Path, Path], tmp_path: Path) -> None:
     qemu_img = require_program("qemu-img", "qemu-utils")
     src_disk, dst_disk = disks
-    kernel, initrd = _guest_file("linux-riscv64"), _guest_file("initramfs-riscv64")
+    kernel, initrd = guest_file(ROOT, "linux-riscv64"), guest_file(ROOT, "initramfs-riscv64")
     src = GuestProcess.vmforge(riscv_linux_args(kernel, initrd, str(src_disk)),
                                tmp_path / "src.qmp")
     dst: GuestProcess | None = None
