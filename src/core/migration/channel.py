@@ -114,7 +114,7 @@ def connect_outgoing(uri: Uri, timeout: float = 10.0) -> _Pipe:
             sock = socket.create_connection((uri.host, uri.port), timeout=timeout)
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return _Pipe(sock.makefile("rwb", buffering=0), sock=sock)
+            return _Pipe(sock.makefile("rwb"), sock=sock)
         if uri.kind == "exec":
             proc = subprocess.Popen(["/bin/sh", "-c", uri.command], stdin=subprocess.PIPE)
             assert proc.stdin is not None
@@ -152,7 +152,7 @@ def accept_incoming(uri: Uri, listener: socket.socket | None) -> _Pipe:
             conn, _ = listener.accept()
             listener.close()
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return _Pipe(conn.makefile("rwb", buffering=0), sock=conn)
+            return _Pipe(conn.makefile("rwb"), sock=conn)
         if uri.kind == "exec":
             proc = subprocess.Popen(["/bin/sh", "-c", uri.command], stdout=subprocess.PIPE)
             assert proc.stdout is not None
