@@ -115,8 +115,8 @@ class GuestProcess:
         if self._sock is None:
             self._connect()
         msg = {"execute": command, **({"arguments": arguments} if arguments else {})}
-        self._file.write(json.dumps(msg) + "\n")
-        self._file.flush()
+        assert self._sock is not None
+        self._sock.sendall(json.dumps(msg).encode() + b"\n")
         while True:
             line = self._file.readline()
             if not line:
@@ -140,7 +140,9 @@ class GuestProcess:
                     raise
                 time.sleep(0.1)
         self._sock = sock
-        self._file = sock.makefile("rw")
+        # reading only (a text file that also writes drops what it had read ahead:
+        # events that came before a reply)
+        self._file = sock.makefile("rb")
         self._file.readline()
         self.qmp("qmp_capabilities")
 
