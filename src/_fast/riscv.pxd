@@ -64,6 +64,7 @@ cdef class Hart:
     cdef uint64_t stvec, sscratch, sepc, scause, stval, satp
     cdef uint64_t mcounteren, scounteren, menvcfg, senvcfg, mcountinhibit
     cdef uint32_t fflags, frm
+    cdef public int ext_zb        # Zba/Zbb/Zbc/Zbs offered (riscv_zb.pxi)
     cdef uint64_t pmpcfg[16]
     cdef uint64_t pmpaddr[64]
     cdef uint64_t hartid

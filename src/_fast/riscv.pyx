@@ -144,6 +144,7 @@ cdef int decode_at(Hart h, uint64_t pc, uint8_t *chost, Rec *out) noexcept nogil
         return 0
     if off <= 0xffc:
         decode32(rv_ld32(chost + off), out)
+        zb_gate(h, out)
         return 0
     r = fetch16(h, pc + 2, &hi)              # the instruction crosses a page
     if r:
@@ -151,6 +152,7 @@ cdef int decode_at(Hart h, uint64_t pc, uint8_t *chost, Rec *out) noexcept nogil
         h.exc_tval = pc + 2
         return EV_EXC
     decode32(lo | (hi << 16), out)
+    zb_gate(h, out)
     return 0
 
 
@@ -469,6 +471,10 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                 elif op == OP_REMUW:
                     x[r.rd] = (sx32(<uint32_t>x[r.rs1] % <uint32_t>x[r.rs2])
                                if <uint32_t>x[r.rs2] != 0 else sx32(<uint32_t>x[r.rs1]))
+                elif op == OP_ZB:
+                    x[r.rd] = zb_alu(r.rs3, x[r.rs1], x[r.rs2])
+                elif op == OP_ZBI:
+                    x[r.rd] = zb_alu(r.rs3, x[r.rs1], <uint64_t><int64_t>r.imm)
                 # ---- loads: TLB hit when the tag equals the page and the access is aligned
                 elif op == OP_LD:
                     a = x[r.rs1] + <uint64_t><int64_t>r.imm

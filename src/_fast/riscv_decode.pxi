@@ -19,6 +19,7 @@ cdef enum:
     OP_MUL, OP_MULH, OP_MULHSU, OP_MULHU, OP_DIV, OP_DIVU, OP_REM, OP_REMU,
     OP_MULW, OP_DIVW, OP_DIVUW, OP_REMW, OP_REMUW,
     OP_NOP, OP_MV, OP_LI, OP_J, OP_PAGEEND,
+    OP_ZB, OP_ZBI,      # Zba/Zbb/Zbc/Zbs (riscv_zb.pxi): the operation in rs3
     # below: handled outside the hot switch (exec_slow)
     OP_FENCE, OP_FENCE_I, OP_ECALL, OP_EBREAK, OP_MRET, OP_SRET, OP_WFI, OP_SFENCE_VMA,
     OP_CSRRW, OP_CSRRS, OP_CSRRC, OP_CSRRWI, OP_CSRRSI, OP_CSRRCI,
@@ -44,6 +45,9 @@ cdef inline void mkw(Rec *r, int op, int rd, int rs1, int rs2, int32_t imm) noex
     r.rs1 = rs1
     r.rs2 = rs2
     r.imm = imm
+
+
+include "riscv_zb.pxi"     # decode_zb, zb_alu
 
 
 cdef void decode32(uint32_t b, Rec *r) noexcept nogil:
@@ -222,6 +226,8 @@ cdef void decode32(uint32_t b, Rec *r) noexcept nogil:
     elif opc == 0x43 or opc == 0x47 or opc == 0x4b or opc == 0x4f or opc == 0x53:
         mk(r, OP_FP, rd, rs1, rs2, 0)          # checked in full by exec_fp
         r.rs3 = b >> 27
+    if r.op == OP_ILLEGAL and (opc & 0x57) == 0x13:    # OP, OP-32, OP-IMM, OP-IMM-32
+        decode_zb(b, r)
 
 
 cdef inline int creg(uint32_t v) noexcept nogil:

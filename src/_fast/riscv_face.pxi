@@ -46,6 +46,7 @@ cdef class Hart:
         self.time_mul = 1
         self.tick_ns = 100
         self.jit_on = os.environ.get("VMFORGE_JIT", "1") != "0"
+        self.ext_zb = 1
         self.reset_state(0)
 
     def __dealloc__(self):
