@@ -63,7 +63,8 @@ class Command:
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "int": (int,), "bool": (bool,),
-                                       "array": (list,), "object": (dict,)}
+                                       "array": (list,), "object": (dict,),
+                                       "any": (object,)}
 
 
 def check_arguments(cmd: Command, arguments: dict[str, Any]) -> None:
@@ -236,7 +237,9 @@ def _disks(m: Machine) -> list[tuple[str, str, Any]]:
 
 
 def _node_name(dev: Any) -> str:
-    return f"#block{id(dev.backend) % 1000:03d}"
+    from vmforge.block.nodes import layer_name
+
+    return layer_name(dev.backend.layers[0])
 
 
 def _cache(mode: str) -> dict[str, bool]:
@@ -376,3 +379,12 @@ def _register_devices() -> None:
 
 
 _register_devices()
+
+
+def _register_blockdev() -> None:
+    from vmforge.qmp.blockdev import BLOCKDEV_COMMANDS
+
+    COMMANDS.update((c.name, c) for c in BLOCKDEV_COMMANDS)
+
+
+_register_blockdev()
