@@ -19,11 +19,25 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vmforge.block.nodes import Node, NodeGraph, auto_name, file_layer_name, graph_of, \
-    layer_name, valid_node_name
+from vmforge.block.nodes import (
+    Node,
+    NodeGraph,
+    auto_name,
+    file_layer_name,
+    graph_of,
+    layer_name,
+    valid_node_name,
+)
 from vmforge.errors import VmforgeError
-from vmforge.qmp.commands import Command, QmpError, QmpSession, _actual_size, _cache, \
-    _disks, _image_info
+from vmforge.qmp.commands import (
+    Command,
+    QmpError,
+    QmpSession,
+    _actual_size,
+    _cache,
+    _disks,
+    _image_info,
+)
 
 __all__ = ["BLOCKDEV_COMMANDS"]
 
@@ -240,9 +254,15 @@ def _query_named_block_nodes(s: QmpSession, a: dict[str, Any]) -> Any:
             if len(layers) > depth + 1:
                 entry["backing_file"] = layers[depth + 1].filename
             out.append(entry)
-            out.append(_file_entry(file_layer_name(layer), layer.filename, layer_ro))
+            added = graph_of(s.machine).nodes.get(name)
+            if added is not None and added.file is not None:
+                file_node = graph_of(s.machine).nodes[added.file]
+                seen.add(file_node.name)
+                out.append(_file_entry(file_node.name, layer.filename, file_node.read_only))
+            else:
+                out.append(_file_entry(file_layer_name(layer), layer.filename, layer_ro))
     for node in graph_of(s.machine).nodes.values():
-        if node.name in seen:
+        if node.name in seen or (node.file is not None and node.file in seen):
             continue
         if node.driver == "file":
             out.append(_file_entry(node.name, node.filename, node.read_only))
@@ -260,12 +280,16 @@ def _query_named_block_nodes(s: QmpSession, a: dict[str, Any]) -> Any:
 
 # -- jobs and snapshots onto added nodes -------------------------------------------------
 
-def _target_node(s: QmpSession, a: dict[str, Any]) -> tuple[str, Node]:
+def _target_node(s: QmpSession, a: dict[str, Any], mirror: bool = False) -> tuple[str, Node]:
     device, _dev = find_disk(s, a["device"])
     node = _added(graph_of(s.machine), a["target"])
     if node.driver == "file":
         node = Node(node.name, "raw", node.filename, node.size, node.read_only)
     if node.read_only:
+        if mirror:      # (QEMU made the job before the target refused it)
+            ident = a.get("job-id", device)
+            for status in ("created", "null"):
+                s.server.broadcast_event("JOB_STATUS_CHANGE", {"status": status, "id": ident})
         raise QmpError("Block node is read-only")
     return device, node
 
@@ -281,7 +305,7 @@ def _as_drive_job(a: dict[str, Any], device: str, node: Node) -> dict[str, Any]:
 def _blockdev_mirror(s: QmpSession, a: dict[str, Any]) -> Any:
     from vmforge.qmp.block_jobs import _drive_mirror
 
-    device, node = _target_node(s, a)
+    device, node = _target_node(s, a, mirror=True)
     if _chain_use(s, node) is not None:
         raise QmpError(f"Block device {node.name} is in use")
     return _drive_mirror(s, _as_drive_job(a, device, node))
