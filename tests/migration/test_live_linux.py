@@ -73,6 +73,8 @@ def test_busy_guest_moves_and_nothing_is_lost(source: GuestProcess, guest_args: 
         # the destination holds the disk now: the source cannot go on with it
         assert src.qmp("cont") == {}
         assert src.qmp("query-status")["status"] == "paused"
+        assert src.qmp("quit") == {}            # closing its images writes nothing
+        assert src.proc.wait(30) == 0
         dst.wait_for(b"writer-42", 300)
         end = dst.wait_for(b"count-", 30)
         dst.wait_for(b"count-", 30, start=end)     # still counting after the writer

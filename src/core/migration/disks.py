@@ -2,9 +2,9 @@
 
 QEMU's inactive images: the destination opens its images without locks (the
 source still writes them) and reopens them, locked and with fresh metadata,
-once it has the whole stream; the source flushes its images and lets go of
-their locks when it sends the last of the stream, and takes them again if the
-migration fails or the guest is continued there.
+once it has the whole stream; the source flushes its images, stops writing
+them and lets go of their locks when it sends the last of the stream, and
+takes them again if the migration fails or the guest is continued there.
 """
 
 from __future__ import annotations
@@ -30,23 +30,28 @@ def deferred_locks() -> Iterator[None]:
 
 
 def inactivate(machine: Any) -> list[Any]:
-    """Flush every disk and drop its lock (the source, devices drained); the
-    locks dropped, for :func:`reacquire`."""
+    """Flush every disk, make it read-only (nothing, not even closing it, writes
+    it from now on: QEMU's inactive image) and drop its lock (the source, devices
+    drained); what was let go, for :func:`reacquire`."""
     released = []
     for _name, backend in _drives(machine):
         backend.flush()
-        lock = backend.layers[0].lock
-        if lock is not None and lock.fd is not None:
-            lock.release()
-            released.append(lock)
+        top = backend.layers[0]
+        top.driver.readonly = True
+        if top.lock is not None and top.lock.fd is not None:
+            top.lock.release()
+        released.append(top)
     return released
 
 
-def reacquire(locks: list[Any]) -> None:
-    """The migration failed: the source holds its images again."""
-    for lock in locks:
-        if lock.fd is None:
-            lock.acquire()
+def reacquire(layers: list[Any]) -> None:
+    """The source holds its images again (the migration failed, or ``cont``):
+    their locks first (LockedError while another process has them), then writes."""
+    for layer in layers:
+        if layer.lock is not None and layer.lock.fd is None:
+            layer.lock.acquire()
+    for layer in layers:
+        layer.driver.readonly = False
 
 
 def activate(machine: Any) -> None:

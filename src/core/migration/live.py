@@ -105,7 +105,7 @@ class MigrationInfo:
     parameters: dict[str, Any] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
-    #: image locks the source let go of at the end of a migration (taken back on cont)
+    #: image layers the source let go of at the end of a migration (taken back on cont)
     released: list[Any] = field(default_factory=list)
 
     @property
