@@ -213,6 +213,9 @@ def start_migration(machine: Any, uri_text: str) -> MigrationInfo:
         raise MigrationError("Can't migrate the vm that was paused due to previous migration")
     if getattr(machine, "migration_runstate", None) == "inmigrate":
         raise MigrationError("Guest is waiting for an incoming migration")
+    if getattr(machine, "accel", "interp") != "interp":
+        raise MigrationError(f"live migration needs the dirty log of vmforge's own CPU; "
+                             f"-accel {machine.accel} has none yet")
     uri = parse_uri(uri_text)
     info.incoming = False
     info.error = None
