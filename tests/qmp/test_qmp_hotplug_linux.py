@@ -2,8 +2,8 @@
 riscv-virt, driven over QMP as a QEMU user does it: ``-device pcie-root-port``, then
 ``device_add virtio-blk-pci,...,bus=rp0`` makes a disk appear in the guest (read and
 written through), ``device_del`` removes it once the guest lets go (the attention
-button, the guest powers the slot off) with QEMU's DEVICE_DELETED events, and the
-slot takes the disk again."""
+button, the guest powers the slot off) with QEMU's DEVICE_DELETED events, and a
+slot takes another disk."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ PATTERN = b"vmforge-hotplug-read-pattern\n"
 #: under QEMU 7.2 alike (tried: the guest lets go, DEVICE_DELETED never comes)
 PCIEHP_POLL = "pciehp.pciehp_poll_mode=1 pciehp.pciehp_poll_time=1"
 WRITTEN = b"written-by-the-guest-after-hotplug"
+OTHER = b"the-second-disk\n"
 
 
 def _guest_file(name: str) -> str:
@@ -50,15 +51,17 @@ def guest() -> Iterator[tuple[Any, BufferChar, Path, Path]]:
     kernel, initrd = _guest_file("linux-riscv64"), _guest_file("initramfs-riscv64")
     with tempfile.TemporaryDirectory(prefix="vmf-hp-") as name:
         where = Path(name)
-        disk = where / "d1.raw"
-        with open(disk, "wb") as f:
-            f.write(PATTERN)
-            f.truncate(4 << 20)
+        disk, other = where / "d1.raw", where / "d3.raw"
+        for path, head in ((disk, PATTERN), (other, OTHER)):
+            with open(path, "wb") as f:
+                f.write(head)
+                f.truncate(4 << 20)
         console = BufferChar()
         machine = RiscvVirt(MachineConfig(
             machine="riscv-virt", memory=256 << 20, kernel=kernel, initrd=initrd,
             append=f"console=ttyS0 {PCIEHP_POLL}", serial=[console],
-            drives=[DriveSpec.parse(f"file={disk},format=raw,if=none,id=d1")],
+            drives=[DriveSpec.parse(f"file={disk},format=raw,if=none,id=d1"),
+                    DriveSpec.parse(f"file={other},format=raw,if=none,id=d3")],
             devices=[DeviceSpec.parse("pcie-root-port,id=rp0,chassis=1,slot=1"),
                      DeviceSpec.parse("pcie-root-port,id=rp1,chassis=2,slot=2")]))
         sock = where / "hp.qmp"
@@ -136,14 +139,16 @@ def test_device_add_del_add(guest: tuple[Any, BufferChar, Path, Path]) -> None:
         await asyncio.to_thread(_wait_in_guest, console, "[ ! -b /dev/vda ]")
         assert (await error_of(c, "device_del", {"id": "hd1"})) == {
             "class": "DeviceNotFound", "desc": "Device 'hd1' not found"}
-        # again, on the other slot
+        # the -drive went with the device (as QEMU's); another disk, on the other slot
+        assert (await error_of(c, "device_add", {"driver": "virtio-blk-pci", "id": "hd1",
+                                                 "drive": "d1", "bus": "rp0"}))["desc"] == \
+            "Property 'virtio-blk-device.drive' can't find value 'd1'"
         assert await c.execute("device_add", {"driver": "virtio-blk-pci", "id": "hd1",
-                                              "drive": "d1", "bus": "rp1"}) == {}
+                                              "drive": "d3", "bus": "rp1"}) == {}
         await asyncio.to_thread(_wait_in_guest, console, "[ -b /dev/vda ]")
         again = await asyncio.to_thread(
-            _shell, console, f"dd if=/dev/vda bs=512 skip=8 count=1 2>/dev/null | "
-            f"head -c {len(WRITTEN)}; echo")
-        assert again.strip() == WRITTEN.decode()
+            _shell, console, f"dd if=/dev/vda bs={len(OTHER)} count=1 2>/dev/null")
+        assert again.strip() == OTHER.decode().strip()
         await c.disconnect()
 
     asyncio.run(run())

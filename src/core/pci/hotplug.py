@@ -10,7 +10,8 @@ does not (QEMU: "Bus 'pcie.0' does not support hotplugging").
 :func:`register` records a device under its id (:func:`peripherals`), names a root
 port's bus after it, checks the port's chassis/slot pair is unique, and arranges
 that a function the guest lets go is reported: DEVICE_DELETED goes to the machine's
-state listeners (the QMP servers), with QEMU's data -- ``{"path":
+state listeners (the QMP servers) -- and the ``-drive`` it used is gone with it, as
+QEMU deletes it --, with QEMU's data -- ``{"path":
 ".../virtio-backend"}`` first for a virtio function, then ``{"device": id, "path":
 "/machine/peripheral/ID"}``.
 """
@@ -27,7 +28,8 @@ from vmforge.pci.bus import PciBus
 from vmforge.pci.device import PciDevice
 from vmforge.pci.root_port import HotplugError, PcieRootPort
 
-__all__ = ["PERIPHERAL", "PlugError", "device_deleted", "device_path", "find_pci_bus",
+__all__ = ["PERIPHERAL", "PlugError", "deleted_drives", "device_deleted", "device_path",
+           "find_pci_bus",
            "peripherals", "plug_pci", "register", "unplug_request", "valid_id"]
 
 PERIPHERAL = "/machine/peripheral"
@@ -52,6 +54,15 @@ def peripherals(machine: Any) -> dict[str, Any]:
         table = {}
         machine.peripherals = table
     return table
+
+
+def deleted_drives(machine: Any) -> set[str]:
+    """Ids of ``-drive``s gone with the device that used them."""
+    gone = getattr(machine, "deleted_drives", None)
+    if gone is None:
+        gone = set()
+        machine.deleted_drives = gone
+    return gone
 
 
 def device_path(dev: Any) -> str:
@@ -108,6 +119,9 @@ def device_deleted(machine: Any, dev: Any) -> None:
     for key, value in list(table.items()):
         if value is dev:
             del table[key]
+    drive = getattr(dev, "qdev_drive", None)
+    if drive:           # QEMU deletes a -drive with the device that used it (auto_del)
+        deleted_drives(machine).add(drive)
     path = device_path(dev)
     events: list[dict[str, Any]] = []
     if getattr(dev, "dev", None) is not None:           # a virtio function's backend

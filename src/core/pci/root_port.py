@@ -296,14 +296,17 @@ class PcieRootPort(PciBridge):
 
     def cold_plug(self, dev: PciDevice) -> None:
         """A function present from the start: in the slot, no event."""
-        self.secondary.plug(dev, *(parse_addr(dev.addr) or (0, 0)))
+        self.secondary.plug(dev)
         self._set_present(True)
 
     def check_plug(self, dev: PciDevice) -> None:
         """What QEMU refuses before a plug (pcie_cap_slot_pre_plug_cb, the bus)."""
         if self.slot_status & SLTSTA_EIS:
             raise HotplugError("slot is electromechanically locked")
-        slot, function = parse_addr(dev.addr) or (0, 0)
+        where = parse_addr(dev.addr)
+        if where is None:
+            return                  # the first free slot, as QEMU picks one
+        slot, function = where
         owner = self.secondary.device_at(slot, function)
         if owner is not None:
             raise HotplugError(f"PCI: slot {slot} function {function} not available for "
@@ -321,7 +324,7 @@ class PcieRootPort(PciBridge):
         function stays unpowered until the guest turns the slot's power on."""
         self.check_plug(dev)
         self._hotplug_capable("Hot-plug")
-        self.secondary.plug(dev, *(parse_addr(dev.addr) or (0, 0)))
+        self.secondary.plug(dev)            # addr=, else the first free slot
         if dev.devfn is not None and regs.function_of(dev.devfn) == 0:
             self._set_present(True)          # function 0 last: then the guest is told
             self._event(SLTSTA_PDC | SLTSTA_ABP)

@@ -6,8 +6,9 @@ slot of a ``pcie-root-port`` (:mod:`vmforge.pci.hotplug`); the drive is one give
 start with ``-drive if=none,id=d1,...`` and not used by another device.
 ``device_del id=hd1`` presses the slot's attention button; the device goes when the
 guest powers the slot off, and DEVICE_DELETED follows (at once if the slot was
-never powered on).  Errors carry QEMU's words; a second ``device_del`` within five
-seconds of the first is refused as QEMU's.
+never powered on); the ``-drive`` goes with the device, as in QEMU.  Errors carry
+QEMU's words; a second ``device_del`` within five seconds of the first is refused
+as QEMU's.
 
 ``query-hotpluggable-cpus`` is listed by ``query-commands`` but refused, as QEMU
 does on machines without CPU hot-plug (riscv ``virt``, ``microvm``).
@@ -55,9 +56,11 @@ def _drive_in_use(machine: Any, filename: str) -> bool:
 
 def _drive_props(machine: Any, driver: str, ident: str) -> dict[str, Any]:
     from vmforge.devspec import _drive_props as props_of
+    from vmforge.pci import hotplug
 
+    gone = hotplug.deleted_drives(machine)
     for drive in getattr(machine.config, "drives", []):
-        if drive.id == ident and drive.interface == "none":
+        if drive.id == ident and drive.interface == "none" and ident not in gone:
             if _drive_in_use(machine, drive.file):
                 raise QmpError(f"Drive '{ident}' is already in use by another device")
             return props_of(drive)
@@ -123,22 +126,29 @@ def _device_add(s: QmpSession, a: dict[str, Any]) -> Any:
         dev = machine.create_device(driver, **props)
     except Exception as exc:
         raise QmpError(str(exc)) from None
+    assert isinstance(dev, PciDevice)       # its class was checked above
+    if "drive" in a:
+        setattr(dev, "qdev_drive", str(a["drive"]))  # noqa: B010 - qdev's, not the model's
     try:
         hotplug.register(machine, dev, ident)
         hotplug.plug_pci(host_bus, dev, target, hotplugged=True)
-    except hotplug.PlugError as exc:
+    except Exception as exc:       # refused, or a back-end that failed: the device goes
         hotplug.peripherals(machine).pop(ident or "", None)
-        if dev.realized:
-            dev.unrealize()
-        raise QmpError(str(exc)) from None
-    except Exception as exc:       # a back-end that fails to open: the device goes
-        hotplug.peripherals(machine).pop(ident or "", None)
-        if getattr(dev, "bus", None) is not None:
-            dev.bus.unplug(dev)
-        if dev.realized:
-            dev.unrealize()
+        _discard(dev)
         raise QmpError(str(exc)) from None
     return {}
+
+
+def _discard(dev: PciDevice) -> None:
+    """Undo a device made for nothing: off its bus, its back-ends closed (the
+    device inside a virtio function opened its image when it was made)."""
+    if dev.bus is not None:
+        dev.bus.unplug(dev)
+    if dev.realized:
+        dev.unrealize()
+    inner = getattr(dev, "dev", None)
+    if inner is not None:
+        inner.unrealize()
 
 
 def _device_del(s: QmpSession, a: dict[str, Any]) -> Any:
@@ -162,7 +172,7 @@ def _device_del(s: QmpSession, a: dict[str, Any]) -> Any:
     except hotplug.PlugError as exc:
         raise QmpError(str(exc)) from None
     if not gone:
-        dev.unplug_pending_until = now + UNPLUG_PENDING_SECONDS
+        setattr(dev, "unplug_pending_until", now + UNPLUG_PENDING_SECONDS)  # noqa: B010
     return {}
 
 
