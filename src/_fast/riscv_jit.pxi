@@ -271,7 +271,7 @@ cdef void cache_plan(Jit *a) noexcept nogil:
             uses[r.rs1] += w
         if (OP_SB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or
                 (OP_ADD <= op <= OP_AND) or (OP_ADDW <= op <= OP_SRAW) or
-                (OP_MUL <= op <= OP_REMUW)):
+                (OP_MUL <= op <= OP_REMUW) or op == OP_ZB):
             uses[r.rs2] += w
         if not (OP_SB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or op == OP_J or
                 op == OP_FENCE) and r.rd != 32:
@@ -459,6 +459,7 @@ cdef int resv_clear_call(ResvTable *t, uint8_t *host, int size) noexcept nogil:
 
 
 include "riscv_jit_mem.pxi"     # loads and stores: inline TLB probes, slow paths
+include "riscv_jit_zb.pxi"      # Zba/Zbb/Zbs ops
 
 
 # -- arithmetic -----------------------------------------------------------------------------
@@ -791,7 +792,7 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
                 break
             code_snap(cp, <int>off)                  # (stores into it: see jcover)
             op = r.op
-            if not jit_op(op):
+            if not jit_op(op) and not zb_compiled(r):
                 break                                # the interpreter's from here
             a.state[off >> 1] = IN_REGION
             n += 1
@@ -881,6 +882,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         falls = 1
         if jit_simple(op):
             emit_simple(a, r, off)
+        elif op == OP_ZB or op == OP_ZBI:
+            emit_zb(a, r)
         elif OP_LB <= op <= OP_LWU:
             emit_load(a, r, off, k)
         elif OP_SB <= op <= OP_SD:

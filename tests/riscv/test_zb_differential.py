@@ -182,3 +182,53 @@ def test_zb_illegal_when_turned_off(rv_asm, rv_env):
                 assert res.executed == 1 and hart.pc == pc + 4, (ops[k], res)
             else:
                 assert res.cause == 2 and res.tval == bits, (ops[k], res)
+
+
+COMPILED_LOOP = r"""
+.option arch, +zba, +zbb, +zbc, +zbs
+    li a0, 1
+    li a1, 3
+    li s0, 20000
+1:  sh2add a0, a0, a1
+    add.uw t4, a0, a1
+    sh3add.uw t5, t4, a0
+    slli.uw t6, a0, 7
+    andn a2, a0, a1
+    orn s2, a2, t6
+    xnor s3, s2, t5
+    max a3, a2, a0
+    minu s4, a3, s3
+    rori a4, a3, 7
+    roriw s5, a4, 3
+    ror s6, s5, a1
+    sext.b s7, s6
+    zext.h s8, s5
+    bseti a5, a4, 40
+    binv s9, a5, a0
+    bclri s10, s9, 63
+    bext a6, a5, a1
+    rev8 a7, a6
+    rolw t3, a7, a1
+    addi s0, s0, -1
+    bnez s0, 1b
+    ebreak
+"""
+
+
+def test_zb_hot_loop_stays_compiled(rv_asm, rv_env):
+    """A hot loop of the Zb* ops the compiler takes (Zba, Zbb's logic, min/max,
+    rotates, extensions, rev8; Zbs) runs compiled to the end, with the
+    interpreter's registers and count."""
+    image, _syms = rv_asm(COMPILED_LOOP)
+    runs = []
+    for jit in (True, False):
+        _space, hart = rv_env.make_machine(image)
+        hart.stop_on = {3}
+        hart.jit = jit
+        assert hart.run(10_000_000).cause == 3
+        runs.append(hart)
+    compiled, ref = runs
+    assert [compiled.x[i] for i in range(32)] == [ref.x[i] for i in range(32)]
+    assert compiled.instret == ref.instret
+    stats = compiled._stats()
+    assert stats["jit_regions"] > 0 and stats["jit_calls"] < 10, stats
