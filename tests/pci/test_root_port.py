@@ -182,8 +182,12 @@ def test_refusals_in_qemus_words(rig: Rig) -> None:
     port.qdev_id = "rp0"
     port.secondary.name = "rp0"
     port.hot_plug(Nic())
-    with pytest.raises(hotplug.PlugError, match=r"PCI: slot 0 function 0 not available"):
-        hotplug.plug_pci(rig.bus, Nic(), "rp0", hotplugged=True)
+    with pytest.raises(hotplug.PlugError, match=r"^PCI: slot 0 function 0 not available for "
+                       r"test-nic, in use by test-nic,id=$"):
+        hotplug.plug_pci(rig.bus, Nic(addr="0"), "rp0", hotplugged=True)
+    second = Nic()                      # no addr=: the next free slot, as QEMU 7.2
+    hotplug.plug_pci(rig.bus, second, "rp0", hotplugged=True)
+    assert second.devfn == regs.devfn(1)
     with pytest.raises(hotplug.PlugError, match=r"^Bus 'nobus' not found$"):
         hotplug.plug_pci(rig.bus, Nic(), "nobus", hotplugged=True)
     with pytest.raises(hotplug.PlugError,
