@@ -156,6 +156,34 @@ async def _steps(sock: Path, where: Path) -> dict[str, Any]:
     out["backup"] = await c.execute("blockdev-backup", {
         "device": "hd0", "target": "b1", "sync": "full", "job-id": "bk"})
     out["events"] += await wait_event(c, "BLOCK_JOB_COMPLETED", "bk")
+    # stream and commit by node names: ov2 over ov over q1, stream ov into ov2
+    # (base-node q1), then commit ov2 into q1 (top-node, base-node)
+    await c.execute("blockdev-add", {"driver": "qcow2", "file": _file(path("ov2.qcow2")),
+                                     "node-name": "ov2", "backing": None})
+    await c.execute("blockdev-snapshot", {"node": "hd0", "overlay": "ov2"})
+    for key, cmd, args in [
+            ("stream-base-nosuch", "block-stream", {"base-node": "nosuch"}),
+            ("stream-base-top", "block-stream", {"base-node": "ov2"}),
+            ("stream-base-elsewhere", "block-stream", {"base-node": "r1"}),
+            ("commit-top-nosuch", "block-commit", {"top-node": "nosuch"}),
+            ("commit-top-elsewhere", "block-commit", {"top-node": "r1"}),
+            ("commit-top-and-node", "block-commit", {"top-node": "ov", "top": "x"}),
+            ("commit-base-and-node", "block-commit", {"base-node": "q1", "base": "x"}),
+            ("commit-base-itself", "block-commit", {"top-node": "ov", "base-node": "ov"}),
+            ("commit-base-above", "block-commit", {"top-node": "ov", "base-node": "ov2"})]:
+        err[key] = await error_of(c, cmd, {"device": "hd0", **args})
+    out["stream"] = await c.execute("block-stream", {"device": "hd0", "base-node": "q1",
+                                                     "job-id": "sn"})
+    out["events"] += await wait_event(c, "BLOCK_JOB_COMPLETED", "sn")
+    streamed = await disk()
+    out["streamed"] = (streamed["node-name"], streamed["backing_file_depth"])
+    out["commit"] = await c.execute("block-commit", {
+        "device": "hd0", "top-node": "ov2", "base-node": "q1", "job-id": "cn"})
+    out["events"] += await wait_event(c, "BLOCK_JOB_READY", "cn")
+    await c.execute("block-job-complete", {"device": "cn"})
+    out["events"] += await wait_event(c, "BLOCK_JOB_COMPLETED", "cn")
+    committed = await disk()
+    out["committed"] = (committed["node-name"], committed["backing_file_depth"])
     out["nodes-end"] = await nodes()
     out["del-after-backup"] = await c.execute("blockdev-del", {"node-name": "b1"})
     out["events"] = _events(out["events"])
@@ -170,7 +198,7 @@ def _prepare(where: Path) -> None:
     qemu_img = require_program("qemu-img", "qemu-utils")
     make_chain(where, WRITES)
     for name, fmt in [("m.qcow2", "qcow2"), ("ov.qcow2", "qcow2"), ("b.qcow2", "qcow2"),
-                      ("gone.qcow2", "qcow2"), ("r.raw", "raw")]:
+                      ("gone.qcow2", "qcow2"), ("ov2.qcow2", "qcow2"), ("r.raw", "raw")]:
         subprocess.run([qemu_img, "create", "-q", "-f", fmt, str(where / name),
                         str(CHAIN_SIZE)], check=True)
 
@@ -200,7 +228,7 @@ def test_errors_are_qemus(runs: Any) -> None:
 def test_replies_and_node_names(runs: Any) -> None:
     mine, theirs, _a, _b = runs
     for key in ("auto-name", "add-file", "add-qcow2", "del", "mirror", "snapshot", "backup",
-                "del-after-backup",
+                "del-after-backup", "stream", "streamed", "commit", "committed",
                 "pivoted", "snapshotted", "nodes-added", "nodes-end"):
         assert mine[key] == theirs[key], key
     assert mine["nodes-shape"] == theirs["nodes-shape"]

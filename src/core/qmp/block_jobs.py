@@ -270,11 +270,18 @@ def _block_stream(s: QmpSession, a: dict[str, Any]) -> Any:
     device, dev = _root_disk(s, a["device"], a["device"])
     if "base" in a and "base-node" in a:
         raise QmpError("'base' and 'base-node' cannot be specified at the same time")
-    _unsupported(a, "base-node", "bottom", "backing-file")
+    _unsupported(a, "bottom", "backing-file")
     _enum(a, "on-error", ON_ERROR, "report")
     _only(a, "on-error", "report")
     options = _job_options(a)
     base = a.get("base")
+    if "base-node" in a:        # (a node name: vmforge.qmp.blockdev's)
+        from vmforge.qmp.blockdev import chain_depth
+
+        depth = chain_depth(s, dev.backend, a["base-node"])
+        if not depth:
+            raise QmpError(f"Node '{a['base-node']}' is not a backing image of '{device}'")
+        base = dev.backend.layers[depth].filename
     if base is not None and _find_in_chain(dev.backend, base, 1) < 0:
         raise QmpError(f"Can't find '{base}' in the backing chain")
     _check_not_busy(device, dev)
@@ -291,16 +298,27 @@ def _block_commit(s: QmpSession, a: dict[str, Any]) -> Any:
     except QmpError:
         raise QmpError(f"Device '{device}' not found", "DeviceNotFound") from None
     _check_root(dev)
-    _unsupported(a, "base-node", "top-node", "backing-file")
+    _unsupported(a, "backing-file")
     _enum(a, "on-error", ON_ERROR, "report")
     _only(a, "on-error", "report")
     options = _job_options(a)
     layers = list(dev.backend.layers)
     top = a.get("top")
+    if "top-node" in a and top is not None:
+        raise QmpError("'top-node' and 'top' are mutually exclusive")
     top_depth = 0 if top is None else _find_in_chain(dev.backend, top)
+    if "top-node" in a:         # (node names: vmforge.qmp.blockdev's)
+        top_depth = _node_depth(s, dev.backend, a["top-node"], 0)
     if top_depth < 0:
         raise QmpError(f"Top image file {top} not found")
     base = a.get("base")
+    if "base-node" in a and base is not None:
+        raise QmpError("'base-node' and 'base' are mutually exclusive")
+    if "base-node" in a:
+        base_depth = _node_depth(s, dev.backend, a["base-node"], top_depth)
+        if base_depth == top_depth:
+            raise QmpError("cannot commit an image into itself")
+        base = layers[base_depth].filename
     if base is not None:
         if _find_in_chain(dev.backend, base, top_depth + 1) < 0:
             raise QmpError(f"Can't find '{base}' in the backing chain")
@@ -312,6 +330,16 @@ def _block_commit(s: QmpSession, a: dict[str, Any]) -> Any:
     return _start(s, start_commit, dev.backend, device=device,
                   top=None if top_depth == 0 else layers[top_depth].filename, base=base,
                   job_id=ident, speed=speed, **options)
+
+
+def _node_depth(s: QmpSession, backend: Any, name: str, start: int) -> int:
+    """block-commit's ``top-node``/``base-node``: its depth, at ``start`` or below."""
+    from vmforge.qmp.blockdev import chain_depth
+
+    depth = chain_depth(s, backend, name)
+    if depth is None or depth < start:
+        raise QmpError(f"'{name}' is not in this backing file chain")
+    return depth
 
 
 def _snapshot_sync(s: QmpSession, a: dict[str, Any]) -> Any:

@@ -58,6 +58,19 @@ def find_disk(s: QmpSession, name: str) -> tuple[str, Any]:
     raise _not_found(name)
 
 
+def chain_depth(s: QmpSession, backend: Any, name: str) -> int | None:
+    """The depth of the node ``name`` in ``backend``'s chain (None: a node elsewhere;
+    QEMU's lookup error if there is no such node)."""
+    depths = [d for d, la in enumerate(backend.layers) if layer_name(la) == name]
+    if depths:
+        return depths[0]
+    if name not in graph_of(s.machine).nodes and not any(
+            layer_name(la) == name for _d, _q, dev in _disks(s.machine)
+            for la in dev.backend.layers):
+        raise QmpError(f"Cannot find device='' nor node-name='{name}'")
+    return None
+
+
 def _added(graph: NodeGraph, name: str) -> Node:
     node = graph.nodes.get(name)
     if node is None:
@@ -255,6 +268,8 @@ def _query_named_block_nodes(s: QmpSession, a: dict[str, Any]) -> Any:
                 entry["backing_file"] = layers[depth + 1].filename
             out.append(entry)
             added = graph_of(s.machine).nodes.get(name)
+            if added is not None:
+                _set_read_only(graph_of(s.machine), added, layer_ro)
             if added is not None and added.file is not None:
                 file_node = graph_of(s.machine).nodes[added.file]
                 seen.add(file_node.name)
@@ -339,12 +354,21 @@ def _blockdev_snapshot(s: QmpSession, a: dict[str, Any]) -> Any:
     if overlay.backing is not None:
         raise QmpError("The overlay already has a backing image")
     _check_not_busy(device, dev)
+    below = graph.nodes.get(layer_name(dev.backend.layers[0]))
     try:
         snapshot_sync(dev.backend, overlay.filename, format=overlay.driver, mode="existing",
                       device=device)
     except VmforgeError as exc:
         raise QmpError(str(exc)) from None
+    if below is not None:       # reopened read-only as the overlay's backing (and stays so)
+        _set_read_only(graph, below, True)
     return {}
+
+
+def _set_read_only(graph: NodeGraph, node: Node, read_only: bool) -> None:
+    node.read_only = read_only
+    if node.file is not None:
+        graph.nodes[node.file].read_only = read_only
 
 
 _JOB_OPTS: dict[str, tuple[str, bool]] = {"auto-finalize": ("bool", False),
