@@ -104,6 +104,21 @@ async def _steps(sock: Path, where: Path) -> dict[str, Any]:
                                      "node-name": "b1"})
     await c.execute("blockdev-add", {"driver": "qcow2", "file": _file(path("gone.qcow2")),
                                      "node-name": "gone"})
+    # a node over a backing node (the file its image records)
+    await c.execute("blockdev-add", {"driver": "qcow2", "file": _file(path("hbase.qcow2")),
+                                     "node-name": "hbase"})
+    out["add-backing"] = await c.execute("blockdev-add", {
+        "driver": "qcow2", "file": _file(path("hb.qcow2")), "node-name": "hb",
+        "backing": "hbase"})
+    err["add-backing-nosuch"] = await error_of(c, "blockdev-add", {
+        "driver": "qcow2", "file": _file(path("hb2.qcow2")), "node-name": "hb2",
+        "backing": "nosuch"})
+    err["add-backing-raw"] = await error_of(c, "blockdev-add", {
+        "driver": "raw", "file": _file(path("hb2.qcow2")), "node-name": "hb2",
+        "backing": "hbase"})
+    err["del-backing-node"] = await error_of(c, "blockdev-del", {"node-name": "hbase"})
+    err["snapshot-has-backing"] = await error_of(c, "blockdev-snapshot", {
+        "node": "hd0", "overlay": "hb"})
     out["nodes-added"] = await nodes()
     err["del-child"] = await error_of(c, "blockdev-del", {"node-name": "f1"})
     err["del-nosuch"] = await error_of(c, "blockdev-del", {"node-name": "nosuch"})
@@ -198,9 +213,13 @@ def _prepare(where: Path) -> None:
     qemu_img = require_program("qemu-img", "qemu-utils")
     make_chain(where, WRITES)
     for name, fmt in [("m.qcow2", "qcow2"), ("ov.qcow2", "qcow2"), ("b.qcow2", "qcow2"),
-                      ("gone.qcow2", "qcow2"), ("ov2.qcow2", "qcow2"), ("r.raw", "raw")]:
+                      ("gone.qcow2", "qcow2"), ("ov2.qcow2", "qcow2"),
+                      ("hbase.qcow2", "qcow2"), ("r.raw", "raw")]:
         subprocess.run([qemu_img, "create", "-q", "-f", fmt, str(where / name),
                         str(CHAIN_SIZE)], check=True)
+    for name in ("hb.qcow2", "hb2.qcow2"):
+        subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-b", "hbase.qcow2", "-F",
+                        "qcow2", str(where / name)], check=True)
 
 
 def _run(where: Path, start: Any) -> tuple[dict[str, Any], Guest]:
@@ -228,7 +247,7 @@ def test_errors_are_qemus(runs: Any) -> None:
 def test_replies_and_node_names(runs: Any) -> None:
     mine, theirs, _a, _b = runs
     for key in ("auto-name", "add-file", "add-qcow2", "del", "mirror", "snapshot", "backup",
-                "del-after-backup", "stream", "streamed", "commit", "committed",
+                "del-after-backup", "add-backing", "stream", "streamed", "commit", "committed",
                 "pivoted", "snapshotted", "nodes-added", "nodes-end"):
         assert mine[key] == theirs[key], key
     assert mine["nodes-shape"] == theirs["nodes-shape"]

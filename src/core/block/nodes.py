@@ -77,7 +77,7 @@ class Node:
     size: int = 0
     read_only: bool = False
     file: str | None = None          # the protocol node below a format node
-    backing: str | None = None       # a backing node's name (format nodes)
+    backing: str | None = None       # a backing node's name, or the file it records
     owned: bool = True               # added by name (not an inline child)
 
 

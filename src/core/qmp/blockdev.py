@@ -119,16 +119,17 @@ def _check_keys(a: dict[str, Any], own: tuple[str, ...]) -> None:
             raise QmpError(f"Parameter '{key}' is unexpected")
 
 
-def _open_check(path: str, driver: str) -> int:
-    """Open the image as QEMU would (its errors), closed again; its size."""
-    from vmforge.block.backend import close_layers, open_driver
+def _open_check(path: str, driver: str) -> tuple[int, str | None]:
+    """Open the image as QEMU would (its errors), closed again; its size and the
+    backing file it records (as a path to open)."""
+    from vmforge.block.backend import close_layers, open_driver, resolve_backing
     from vmforge.block.driver import BlockError
     from vmforge.block.probe import probe_format
 
     if not os.path.exists(path):
         raise QmpError(f"Could not open '{path}': No such file or directory")
     if driver == "file":
-        return os.path.getsize(path)
+        return os.path.getsize(path), None
     if driver != "raw" and probe_format(path) != driver:
         raise QmpError(f"Image is not in {driver} format")
     try:
@@ -136,7 +137,8 @@ def _open_check(path: str, driver: str) -> int:
     except (BlockError, VmforgeError, OSError) as exc:
         raise QmpError(f"Could not open '{path}': {exc}") from None
     try:
-        return int(layer.driver.size)
+        backing = layer.driver.backing_filename
+        return int(layer.driver.size), resolve_backing(path, backing) if backing else None
     finally:
         close_layers([layer])
 
@@ -172,7 +174,7 @@ def _add(s: QmpSession, graph: NodeGraph, a: dict[str, Any], root: bool) -> Node
     read_only = bool(a.get("read-only", False))
     if driver == "file":
         path = str(a["filename"])
-        size = _open_check(path, driver)
+        size, _none = _open_check(path, driver)
         node = Node(name, "file", path, size, read_only, owned=root)
         graph.add(node)
         return node
@@ -187,10 +189,19 @@ def _add(s: QmpSession, graph: NodeGraph, a: dict[str, Any], root: bool) -> Node
     else:
         raise QmpError("Invalid parameter type for 'file', expected: BlockdevRef")
     backing = a.get("backing", "") if fmt_backing else None
-    if backing:
-        _added(graph, str(backing))
     path = child.filename if child is not None else str(child_spec.get("filename"))
-    size = _open_check(path, driver)
+    if backing:
+        try:
+            backing_node = _added(graph, str(backing))
+        except QmpError as exc:
+            raise QmpError(f"Could not open backing file: {exc.desc}") from None
+    size, recorded = _open_check(path, driver)
+    if backing and (recorded is None or not _same_file(recorded, backing_node.filename)):
+        # (a chain is what the images record: a job opens the target with its backing)
+        raise QmpError("Parameter 'backing' other than the backing file the image "
+                       "records is not supported by vmforge")
+    if backing == "" and recorded is not None:
+        backing = recorded      # (QEMU opens it: the node has a backing image)
     if child is None:
         child = _add(s, graph, {**child_spec, "read-only": read_only}, root=False)
     node = Node(name, driver, child.filename, size, read_only, file=child.name,
@@ -224,6 +235,9 @@ def _blockdev_del(s: QmpSession, a: dict[str, Any]) -> Any:
     if above is not None:
         raise QmpError(f"Node '{name}' is busy: node is used as backing hd of "
                        f"'{layer_name(above)}'")
+    over = [n.name for n in graph.users(name) if n.backing == name]
+    if over:
+        raise QmpError(f"Node '{name}' is busy: node is used as backing hd of '{over[0]}'")
     if depth is not None or graph.users(name) or _job_use(s, node):
         raise QmpError(f"Block device {name} is in use")
     if not node.owned:
@@ -285,8 +299,6 @@ def _query_named_block_nodes(s: QmpSession, a: dict[str, Any]) -> Any:
         opened = open_driver(node.filename, node.driver, readonly=True, force_share=True)
         try:
             image = _image_info([opened], node.size)
-            image.pop("backing-filename", None)       # (not opened: no backing node)
-            image.pop("full-backing-filename", None)
         finally:
             close_layers([opened])
         out.append(_entry(node.name, node.driver, node.read_only, image, node.filename, 0))
