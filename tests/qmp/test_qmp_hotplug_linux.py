@@ -8,8 +8,6 @@ slot takes another disk."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from qmpkit import connect, error_of, next_events
 from vmforge.chardev import BufferChar
 from vmforge.config import DeviceSpec, DriveSpec, MachineConfig
 from vmforge.qmp import QmpServer
-from vmforge.testing.oracles import oracle_missing
+from vmforge.testing.migration_kit import guest_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PATTERN = b"vmforge-hotplug-read-pattern\n"
@@ -34,21 +32,13 @@ WRITTEN = b"written-by-the-guest-after-hotplug"
 OTHER = b"the-second-disk\n"
 
 
-def _guest_file(name: str) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "guests" / "build.py"), "--print-path",
-                           name], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        oracle_missing(f"guest {name} is not built (python3 guests/build.py {name})")
-    return proc.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def guest() -> Iterator[tuple[Any, BufferChar, Path, Path]]:
     import tempfile
 
     from vmforge_riscv_virt.machine import RiscvVirt
 
-    kernel, initrd = _guest_file("linux-riscv64"), _guest_file("initramfs-riscv64")
+    kernel, initrd = guest_file(ROOT, "linux-riscv64"), guest_file(ROOT, "initramfs-riscv64")
     with tempfile.TemporaryDirectory(prefix="vmf-hp-") as name:
         where = Path(name)
         disk, other = where / "d1.raw", where / "d3.raw"

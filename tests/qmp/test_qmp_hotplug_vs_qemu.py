@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from qemu.qmp import ExecuteError
-from qmpkit import Guest, connect, next_events, stop_guest, write_images
+from qmpkit import Guest, connect, next_events, stop_guest, wait_for_path, write_images
 
 from vmforge.config import DeviceSpec, DriveSpec, MachineConfig
 from vmforge.qmp import QmpServer
@@ -94,12 +93,11 @@ def _start_qemu(where: Path) -> Guest:
         args += ["-device", d]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"QEMU did not start: {proc.communicate()[1]!r}")
-        time.sleep(0.05)
+    try:
+        wait_for_path(sock, proc)
+    except AssertionError:
+        proc.kill()
+        raise
     return Guest(sock, proc=proc)
 
 
