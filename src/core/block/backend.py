@@ -680,6 +680,24 @@ class BlockBackend:
             for bm in bitmaps:
                 self.add_dirty_bitmap(bm)
 
+    def persistent_bitmaps(self) -> list[DirtyBitmap]:
+        """The top image's persistent bitmaps being tracked (stored into it on close)."""
+        kept = self._persistent
+        return list(kept[1]) if kept is not None and kept[0] is self.layers[0] else []
+
+    def track_persistent(self, bitmap: DirtyBitmap, add: bool = True) -> None:
+        """Start (``add``) or stop tracking ``bitmap`` as one of the top image's
+        persistent bitmaps (QMP's block-dirty-bitmap-add/remove with persistent)."""
+        top = self.layers[0]
+        if self._persistent is None or self._persistent[0] is not top:
+            self._persistent = (top, [])
+        if add:
+            self._persistent[1].append(bitmap)
+            self.add_dirty_bitmap(bitmap)
+        else:
+            self._persistent[1].remove(bitmap)
+            self.remove_dirty_bitmap(bitmap)
+
     def _store_persistent(self, closing: list[Layer]) -> None:
         """Store the tracked bitmaps into their image if it is among ``closing``."""
         kept = self._persistent

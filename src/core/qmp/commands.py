@@ -288,6 +288,10 @@ def _query_block(s: QmpSession, a: dict[str, Any]) -> Any:
             inserted["image"] = _image_info(layers, backend.size)
         if len(layers) > 1:
             inserted["backing_file"] = layers[1].filename
+        from vmforge.qmp.bitmaps import dirty_bitmaps_info
+
+        if bitmaps := dirty_bitmaps_info(backend):
+            inserted["dirty-bitmaps"] = bitmaps
         out.append({"io-status": "failed" if getattr(dev, "broken", False) else "ok",
                     "device": name, "locked": False, "removable": False,
                     "inserted": inserted, "qdev": qdev, "type": "unknown"})
@@ -388,3 +392,12 @@ def _register_blockdev() -> None:
 
 
 _register_blockdev()
+
+
+def _register_bitmaps() -> None:
+    from vmforge.qmp.bitmaps import BITMAP_COMMANDS
+
+    COMMANDS.update((c.name, c) for c in BITMAP_COMMANDS)
+
+
+_register_bitmaps()
