@@ -74,7 +74,9 @@ cdef class Hart:
     # or host time (time_host): mtime = (CLOCK_MONOTONIC ns - host_origin) // tick_ns
     # + time_off, MTIP sampled into mtip_latch at most every HOST_POLL instructions
     cdef uint64_t time_div, time_mul, time_off, mtimecmp
-    cdef int time_host, mtip_latch, time_frozen
+    cdef uint64_t stimecmp        # Sstc: STIP while mtime >= stimecmp and menvcfg.STCE
+    cdef public int ext_sstc      # Sstc offered (stimecmp, menvcfg.STCE)
+    cdef int time_host, mtip_latch, time_frozen   # mtip_latch: MIP_MTIP|MIP_STIP bits
     cdef uint64_t frozen_at     # mtime while a paused machine's host time stands still
     cdef int64_t host_origin
     cdef uint64_t tick_ns, poll_at

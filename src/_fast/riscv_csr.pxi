@@ -15,6 +15,8 @@ cdef extern from *:
     #define RV_SATP_KEEP 0xF0000FFFFFFFFFFFULL   /* MODE and PPN: no ASID bits */
     #define RV_MISA ((2ULL<<62)|(1ULL<<0)|(1ULL<<2)|(1ULL<<3)|(1ULL<<5)|(1ULL<<8)|(1ULL<<12)|(1ULL<<18)|(1ULL<<20))
     #define RV_U64_MAX 0xFFFFFFFFFFFFFFFFULL
+    #define RV_MENVCFG_STCE (1ULL << 63)
+    #define RV_MENVCFG_WMASK ((1ULL << 63) | 1ULL)   /* STCE, FIOM */
     """
     uint64_t SSTATUS_MASK "RV_SSTATUS_MASK"
     uint64_t SSTATUS_WMASK "RV_SSTATUS_WMASK"
@@ -23,6 +25,8 @@ cdef extern from *:
     uint64_t SATP_KEEP "RV_SATP_KEEP"
     uint64_t MISA_VALUE "RV_MISA"
     uint64_t U64_MAX "RV_U64_MAX"
+    uint64_t MENVCFG_STCE "RV_MENVCFG_STCE"
+    uint64_t MENVCFG_WMASK "RV_MENVCFG_WMASK"
 
 cdef enum:
     MEDELEG_MASK = 0xB3FF
@@ -55,33 +59,44 @@ cdef uint64_t mtime_now(Hart h) noexcept nogil:
     return <uint64_t>((<u128>(h.instret_ + h.cnt) * h.time_mul) // h.time_div) + h.time_off
 
 
-cdef inline int mtip_now(Hart h) noexcept nogil:
-    return h.mtimecmp != U64_MAX and mtime_now(h) >= h.mtimecmp
+cdef inline uint64_t timer_bits(Hart h) noexcept nogil:
+    """MTIP, and STIP while menvcfg.STCE (Sstc: the hart's stimecmp), as the
+    clock and the comparators say now."""
+    cdef uint64_t m = 0, t
+    cdef int st = (h.menvcfg & MENVCFG_STCE) != 0
+    if h.mtimecmp == U64_MAX and not st:
+        return 0
+    t = mtime_now(h)
+    if h.mtimecmp != U64_MAX and t >= h.mtimecmp:
+        m = MIP_MTIP
+    if st and t >= h.stimecmp:
+        m |= MIP_STIP
+    return m
+
+
+cdef inline uint64_t mip_soft(Hart h) noexcept nogil:
+    """mip but for the timers: STIP is the timer's, not software's, under STCE."""
+    cdef uint64_t m = h.mip_sw | h.mip_hw
+    if h.menvcfg & MENVCFG_STCE:
+        m &= ~(<uint64_t>MIP_STIP)
+    return m
 
 
 cdef inline uint64_t mip_value(Hart h) noexcept nogil:
-    """mip as a CSR read sees it (the timer compared with the clock now)."""
-    cdef uint64_t m = h.mip_sw | h.mip_hw
-    cdef int t = mtip_now(h)
+    """mip as a CSR read sees it (the timers compared with the clock now)."""
+    cdef uint64_t t = timer_bits(h)
     if h.time_host:
-        h.mtip_latch = t
-    if t:
-        m |= MIP_MTIP
-    return m
+        h.mtip_latch = <int>t
+    return mip_soft(h) | t
 
 
 cdef inline uint64_t mip_pending(Hart h) noexcept nogil:
     """mip for interrupt delivery at block boundaries: on host time the timer's
     state as last sampled (every HOST_POLL instructions, see time_poll), so a
     boundary does not read the host clock."""
-    cdef uint64_t m = h.mip_sw | h.mip_hw
     if h.time_host:
-        if h.mtip_latch:
-            m |= MIP_MTIP
-        return m
-    if h.mtimecmp != U64_MAX and mtime_now(h) >= h.mtimecmp:
-        m |= MIP_MTIP
-    return m
+        return mip_soft(h) | <uint64_t>h.mtip_latch
+    return mip_soft(h) | timer_bits(h)
 
 
 cdef enum:
@@ -91,21 +106,17 @@ cdef enum:
 cdef inline void time_poll(Hart h, uint64_t cnt) noexcept nogil:
     """Host time: sample MTIP when due (the run loop calls it at block boundaries)."""
     if cnt >= h.poll_at:
-        h.mtip_latch = mtip_now(h)
+        h.mtip_latch = <int>timer_bits(h)
         h.poll_at = cnt + HOST_POLL
 
 
-cdef uint64_t timer_deadline(Hart h) noexcept nogil:
-    """Run-relative instruction count at which to look at the timer again (or never)."""
+cdef uint64_t cmp_deadline(Hart h, uint64_t cmp) noexcept nogil:
+    """Instruction-counted time: the run-relative count at which mtime reaches ``cmp``."""
     cdef uint64_t ticks, target
     cdef u128 t
-    if h.mtimecmp == U64_MAX or not (h.mie & MIP_MTIP):
-        return U64_MAX           # a stopped timer is no deadline
-    if h.time_host:
-        return U64_MAX if h.mtip_latch else h.poll_at
-    if h.mtimecmp <= h.time_off:
+    if cmp <= h.time_off:
         return U64_MAX
-    ticks = h.mtimecmp - h.time_off
+    ticks = cmp - h.time_off
     # the first instruction count n with n * mul // div >= ticks
     t = (<u128>ticks * h.time_div + h.time_mul - 1) // h.time_mul
     if t >= <u128>U64_MAX:
@@ -114,6 +125,26 @@ cdef uint64_t timer_deadline(Hart h) noexcept nogil:
     if target <= h.instret_ + h.cnt:
         return U64_MAX           # already fired: mip shows it, CSR writes re-check
     return target - h.instret_
+
+
+cdef uint64_t timer_deadline(Hart h) noexcept nogil:
+    """Run-relative instruction count at which to look at the timers again (or never)."""
+    cdef uint64_t d = U64_MAX, e
+    cdef int mt = h.mtimecmp != U64_MAX and (h.mie & MIP_MTIP) != 0
+    cdef int st = (h.menvcfg & MENVCFG_STCE) != 0 and (h.mie & MIP_STIP) != 0
+    if not (mt or st):
+        return U64_MAX           # a stopped timer is no deadline
+    if h.time_host:
+        if (not mt or h.mtip_latch & MIP_MTIP) and (not st or h.mtip_latch & MIP_STIP):
+            return U64_MAX
+        return h.poll_at
+    if mt:
+        d = cmp_deadline(h, h.mtimecmp)
+    if st:
+        e = cmp_deadline(h, h.stimecmp)
+        if e < d:
+            d = e
+    return d
 
 
 cdef void trap(Hart h, uint64_t cause, uint64_t tval, int interrupt) noexcept nogil:
@@ -198,6 +229,13 @@ cdef inline void fs_dirty(Hart h) noexcept nogil:
     h.mstatus |= MSTATUS_FS
 
 
+cdef inline int sstc_ok(Hart h) noexcept nogil:
+    """stimecmp may be accessed (QEMU 7.2's sstc(): M-mode, or mcounteren.TM and
+    menvcfg.STCE; U-mode is refused by its privilege bits)."""
+    return h.ext_sstc and (h.priv == PRV_M or
+                           ((h.mcounteren & 2) != 0 and (h.menvcfg & MENVCFG_STCE) != 0))
+
+
 cdef int csr_read(Hart h, uint32_t csr, uint64_t *v) noexcept nogil:
     """0, or 1 when ``csr`` does not exist / may not be accessed here."""
     cdef uint64_t s
@@ -234,6 +272,10 @@ cdef int csr_read(Hart h, uint32_t csr, uint64_t *v) noexcept nogil:
     elif csr == 0x142: v[0] = h.scause
     elif csr == 0x143: v[0] = h.stval
     elif csr == 0x144: v[0] = mip_value(h) & h.mideleg
+    elif csr == 0x14D:
+        if not sstc_ok(h):
+            return 1
+        v[0] = h.stimecmp
     elif csr == 0x180:
         if h.priv == PRV_S and (h.mstatus & MSTATUS_TVM):
             return 1
@@ -307,6 +349,10 @@ cdef int csr_write(Hart h, uint32_t csr, uint64_t v) noexcept nogil:
     elif csr == 0x144:
         mask = h.mideleg & MIP_SSIP
         h.mip_sw = (h.mip_sw & ~mask) | (v & mask)
+    elif csr == 0x14D:
+        if not sstc_ok(h):
+            return 1
+        h.stimecmp = v
     elif csr == 0x180:
         if h.priv == PRV_S and (h.mstatus & MSTATUS_TVM):
             return 1
@@ -331,14 +377,16 @@ cdef int csr_write(Hart h, uint32_t csr, uint64_t v) noexcept nogil:
     elif csr == 0x305:
         h.mtvec = v if (v & 3) < 2 else (v & ~(<uint64_t>3)) | (h.mtvec & 1)
     elif csr == 0x306: h.mcounteren = v & 0xffffffffU
-    elif csr == 0x30A: h.menvcfg = v & 1
+    elif csr == 0x30A: h.menvcfg = v & (MENVCFG_WMASK if h.ext_sstc else 1)
     elif csr == 0x320: h.mcountinhibit = v & 0xfffffffdU
     elif csr >= 0x323 and csr <= 0x33F: pass
     elif csr == 0x340: h.mscratch = v
     elif csr == 0x341: h.mepc = v & ~(<uint64_t>1)
     elif csr == 0x342: h.mcause = v
     elif csr == 0x343: h.mtval = v
-    elif csr == 0x344: h.mip_sw = (h.mip_sw & ~(<uint64_t>S_INTS)) | (v & S_INTS)
+    elif csr == 0x344:
+        mask = S_INTS if not (h.menvcfg & MENVCFG_STCE) else S_INTS & ~MIP_STIP
+        h.mip_sw = (h.mip_sw & ~mask) | (v & mask)
     elif csr == 0x34A or csr == 0x34B: pass
     elif csr >= 0x3A0 and csr <= 0x3AF:
         if csr & 1:

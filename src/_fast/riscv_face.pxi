@@ -47,6 +47,7 @@ cdef class Hart:
         self.tick_ns = 100
         self.jit_on = os.environ.get("VMFORGE_JIT", "1") != "0"
         self.ext_zb = 1
+        self.ext_sstc = 1
         self.reset_state(0)
 
     def __dealloc__(self):
@@ -84,6 +85,7 @@ cdef class Hart:
         self.instret_ = self.cycle_off = 0
         self.time_off = 0
         self.mtimecmp = U64_MAX
+        self.stimecmp = 0
         self.cnt = 0
         self.nbp = 0
         self.bp_skip_valid = 0
@@ -261,6 +263,9 @@ cdef class Hart:
 
     def _get_mtimecmp(self):
         return self.mtimecmp
+
+    def _get_stimecmp(self):
+        return self.stimecmp
 
     def _set_mtimecmp(self, unsigned long long v):
         self.mtimecmp = v

@@ -7,7 +7,7 @@ STATE_FIELDS = ("mstatus", "medeleg", "mideleg", "mie", "mip_sw", "mip_hw",
                 "mtvec", "mscratch", "mepc", "mcause", "mtval",
                 "stvec", "sscratch", "sepc", "scause", "stval", "satp",
                 "mcounteren", "scounteren", "menvcfg", "senvcfg", "mcountinhibit",
-                "fflags", "frm", "instret", "cycle_off", "time_off", "mtimecmp")
+                "fflags", "frm", "instret", "cycle_off", "time_off", "mtimecmp", "stimecmp")
 
 
 def hart_get_state(Hart h):
@@ -24,7 +24,7 @@ def hart_get_state(Hart h):
         "senvcfg": h.senvcfg, "mcountinhibit": h.mcountinhibit,
         "fflags": h.fflags, "frm": h.frm,
         "instret": h.instret_ + h.cnt, "cycle_off": h.cycle_off,
-        "time_off": h.time_off, "mtimecmp": h.mtimecmp,
+        "time_off": h.time_off, "mtimecmp": h.mtimecmp, "stimecmp": h.stimecmp,
     }
     return ([0] + [h.x[i] for i in range(1, 32)], [h.f[i] for i in range(32)], h.pc_,
             h.priv, regs, [h.pmpcfg[i] for i in range(16)],
@@ -76,6 +76,7 @@ def hart_set_state(Hart h, x, f, unsigned long long pc, int priv, dict regs, pmp
     h.cycle_off = regs["cycle_off"]
     h.time_off = regs["time_off"]
     h.mtimecmp = regs["mtimecmp"]
+    h.stimecmp = regs["stimecmp"]
     if h.time_host and h.time_frozen:
         h.frozen_at = mtime
     h.mtip_latch = 0

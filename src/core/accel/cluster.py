@@ -33,7 +33,6 @@ from vmforge.machine import Machine
 __all__ = ["HartCluster", "HartMachine"]
 
 MIP_MTIP = 1 << 7
-MIE_MTIE = 1 << 7
 #: ``mtimecmp`` of a timer nobody armed (OpenSBI writes it to stop the timer)
 NEVER = (1 << 64) - 1
 
@@ -160,8 +159,7 @@ class HartCluster:
         """The earliest armed ``mtimecmp`` in the future (ticks), if every armed
         one is in the future (else an interrupt is already due)."""
         now = self.mtime
-        deadlines = [h.mtimecmp for h in self.harts
-                     if h.csr("mie") & MIE_MTIE and h.mtimecmp != NEVER]
+        deadlines = [d for h in self.harts for d in h.armed_timers()]
         future = [d for d in deadlines if d > now]
         if future and len(future) == len(deadlines):
             return min(future)

@@ -285,6 +285,20 @@ class RiscvHart(_riscv.Hart):
         self._set_mtimecmp(value & ((1 << 64) - 1))
 
     @property
+    def stimecmp(self) -> int:
+        """Sstc's supervisor timer comparator (the ``stimecmp`` CSR)."""
+        return self._get_stimecmp()
+
+    def armed_timers(self) -> list[int]:
+        """The comparators that can interrupt this hart when ``mtime`` reaches them:
+        ``mtimecmp`` under mie.MTIE, ``stimecmp`` under mie.STIE and menvcfg.STCE."""
+        mie = self.csr("mie")
+        armed = [self.mtimecmp] if mie & 1 << 7 and self.mtimecmp != (1 << 64) - 1 else []
+        if mie & 1 << 5 and self.csr("menvcfg") >> 63:
+            armed.append(self.stimecmp)
+        return armed
+
+    @property
     def time_div(self) -> int:
         return self._get_time_div()
 

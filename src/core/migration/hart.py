@@ -3,7 +3,8 @@
 What a hart is architecturally: x and f registers, pc, privilege, every CSR
 (the machine and supervisor trap CSRs, ``mstatus``, ``mip``'s software- and
 device-driven halves, ``mie``, ``satp``, delegation, counters and their
-enables, ``fcsr``, PMP), ``instret``, the timer's comparator and the offset
+enables, ``fcsr``, PMP), ``instret``, the timer comparators (``mtimecmp``, Sstc's
+``stimecmp``: version 2) and the offset
 guest writes gave ``mtime``.  Not in it, as in QEMU: the LR/SC reservation
 (dropped on load as a trap drops it), TLBs and decoded or compiled code
 (flushed on load), debugger state.  Whether the hart waits in ``wfi`` is its
@@ -26,7 +27,7 @@ from vmforge.migration.record import (
 
 __all__ = ["HART_STATE_VERSION", "check_hart", "load_hart", "save_hart"]
 
-HART_STATE_VERSION = 1
+HART_STATE_VERSION = 2
 _NAME = "riscv-hart"
 #: field -> highest value (all from 0)
 _LIMITS: dict[str, int] = {name: U64 for name in _riscv.STATE_FIELDS}
