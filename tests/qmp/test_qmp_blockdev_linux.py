@@ -3,7 +3,8 @@
 ``blockdev-mirror`` onto an added qcow2 node, held at a low speed until the guest
 has written during it, then pivoted; a ``blockdev-snapshot`` onto an added
 overlay while the writer runs; a second ``blockdev-mirror`` of the whole chain
-onto another added node, pivoted.  The guest reads back every block it wrote
+onto another added node, pivoted, and a persistent dirty bitmap added on it
+recording the writes that follow (stored into the image).  The guest reads back every block it wrote
 after each step, the disk's node names and files are what QEMU shows, and the
 host checks every block of the last copy (``qemu-img check``, read by vmforge and
 by qemu-img)."""
@@ -11,6 +12,8 @@ by qemu-img)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from test_qmp_block_jobs_linux import (
 from vmforge.block.backend import create_image
 from vmforge.chardev import BufferChar
 from vmforge.testing import disk_pattern as dp
+from vmforge.testing.oracles import require_program
 
 __all__ = ["chain"]      # (the fixture, shared with the block-jobs test)
 
@@ -94,6 +98,13 @@ def test_blockdev_jobs_while_linux_writes(chain: Path, sockdir: Path) -> None:
             await c.execute("blockdev-add", _add(d, "m2"))
             await mirror(c, "m2")
             assert await _disk(c) == ("m2", "m2.qcow2", 0)
+            # a persistent bitmap on the new node records the guest's writes
+            await c.execute("block-dirty-bitmap-add", {"node": "m2", "name": "lw",
+                                                       "persistent": True})
+            await writes()
+            (disk,) = [x for x in await c.execute("query-block") if x["device"] == "hd0"]
+            (bitmap,) = disk["inserted"]["dirty-bitmaps"]
+            assert bitmap["name"] == "lw" and bitmap["count"] > 0, bitmap
             await asyncio.to_thread(shell.held, lambda e: None)
             for name in ("m1", "ov"):       # (no longer in the chain: free)
                 await c.execute("blockdev-del", {"node-name": name})
@@ -110,3 +121,8 @@ def test_blockdev_jobs_while_linux_writes(chain: Path, sockdir: Path) -> None:
         machine.stop(10)
         server.close()
     _check_image(d / "m2.qcow2", final)
+    info = json.loads(subprocess.run(
+        [require_program("qemu-img", "qemu-utils"), "info", "--output=json",
+         str(d / "m2.qcow2")], check=True, capture_output=True, text=True).stdout)
+    assert info["format-specific"]["data"]["bitmaps"] == [
+        {"flags": ["auto"], "name": "lw", "granularity": 65536}]
