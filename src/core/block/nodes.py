@@ -116,3 +116,146 @@ def graph_of(machine: Any) -> NodeGraph:
         if graph is None:
             graph = _GRAPHS[machine] = NodeGraph()
         return graph
+
+
+# -- -blockdev on the command line -------------------------------------------------------
+
+#: the read-only option of each -blockdev ``file`` node under a format node (by path)
+_FILE_RO: dict[str, bool] = {}
+#: the drives -blockdev made (QEMU's query-block names no device for them), by id()
+_BLOCKDEV_DRIVES: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def _blockdev_options(text: str) -> dict[str, Any]:
+    """``-blockdev`` as JSON or as ``key=value`` pairs with dotted keys (``file.filename``)."""
+    import json
+
+    from vmforge.config import parse_opts
+
+    if text.lstrip().startswith("{"):
+        try:
+            opts = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"-blockdev: {exc}") from None
+        if not isinstance(opts, dict):
+            raise ValueError("-blockdev: a JSON object is expected")
+        return opts
+    out: dict[str, Any] = {}
+    for key, value in parse_opts(text).items():
+        where = out
+        *parents, last = key.split(".")
+        for part in parents:
+            where = where.setdefault(part, {})
+            if not isinstance(where, dict):
+                raise ValueError(f"-blockdev: '{key}' under a value")
+        where[last] = value
+    return out
+
+
+def _flag(value: Any) -> bool:
+    return value in (True, "on", "true", "yes")
+
+
+def blockdev_drives(texts: list[str]) -> list[Any]:
+    """The drives the ``-blockdev`` options make: a format node over a ``file`` node
+    (inline, or another ``-blockdev`` by name) is a disk whose ``drive=`` is the format
+    node's name; a ``file`` node no format node uses is a raw disk.  Their node names
+    become those of the disk's layers."""
+    from vmforge.config import DriveSpec
+
+    files: dict[str, dict[str, Any]] = {}
+    formats: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        opts = _blockdev_options(text)
+        name = opts.get("node-name")
+        if not isinstance(name, str) or not valid_node_name(name):
+            raise ValueError(f"-blockdev {text!r}: a valid node-name is required")
+        if name in files or name in formats:
+            raise ValueError(f"-blockdev: Duplicate nodes with node-name='{name}'")
+        if opts.get("driver") == "file":
+            if not isinstance(opts.get("filename"), str):
+                raise ValueError(f"-blockdev {text!r}: filename= is required")
+            files[name] = opts
+        elif isinstance(opts.get("driver"), str):
+            formats[name] = opts
+        else:
+            raise ValueError(f"-blockdev {text!r}: driver= is required")
+    used: set[str] = set()
+    layers: list[tuple[str, str, dict[str, Any]]] = []        # (name, path, options)
+    for name, opts in formats.items():
+        child = opts.get("file")
+        if isinstance(child, str):
+            if child not in files:
+                raise ValueError(f"-blockdev: Cannot find device='{child}' nor "
+                                 f"node-name='{child}'")
+            used.add(child)
+            file_name, child = child, files[child]
+        elif isinstance(child, dict) and child.get("driver") == "file" and \
+                isinstance(child.get("filename"), str):
+            file_name = child.get("node-name") or auto_name()
+        else:
+            raise ValueError(f"-blockdev node {name!r}: file= must name a 'file' node or "
+                             "be one (file.driver=file,file.filename=...)")
+        path = str(child["filename"])
+        with _LOCK:
+            _NAMES[_key(path)] = name
+            _NAMES["file:" + _key(path)] = str(file_name)
+            # (an inline child inherits the format node's read-only, a named one has its own)
+            _FILE_RO[_key(path)] = _flag(child.get("read-only", opts.get("read-only"))
+                                         if isinstance(opts.get("file"), dict)
+                                         else child.get("read-only"))
+        layers.append((name, path, opts))
+    backings = {str(o["backing"]) for _n, _p, o in layers if isinstance(o.get("backing"), str)}
+    drives = []
+    for name, path, opts in layers:
+        _check_backing(name, path, opts, {n: p for n, p, _o in layers})
+        if name in backings:        # (opened as the backing file its overlay records)
+            continue
+        drives.append(DriveSpec(path, str(opts["driver"]), "none",
+                                _flag(opts.get("read-only")), name))
+    for name, opts in files.items():
+        if name not in used:
+            path = str(opts["filename"])
+            with _LOCK:
+                _NAMES[_key(path)] = name
+            drives.append(DriveSpec(path, "raw", "none", _flag(opts.get("read-only")), name))
+    for drive in drives:
+        _BLOCKDEV_DRIVES[id(drive)] = drive
+    return drives
+
+
+def _check_backing(name: str, path: str, opts: dict[str, Any], paths: dict[str, str]) -> None:
+    """``backing``: absent (the chain the image records), null (the image must record
+    none) or a node of the file it records; vmforge opens what the images record."""
+    from vmforge.block.backend import close_layers, open_driver, resolve_backing
+
+    if "backing" not in opts:
+        return
+    backing = opts["backing"]
+    try:
+        layer = open_driver(path, str(opts["driver"]), readonly=True, force_share=True)
+    except Exception as exc:
+        raise ValueError(f"-blockdev node {name!r}: {exc}") from None
+    try:
+        recorded = layer.driver.backing_filename
+    finally:
+        close_layers([layer])
+    want = resolve_backing(path, recorded) if recorded else None
+    if backing is None and want is None:
+        return
+    if isinstance(backing, str) and backing in paths and want is not None and \
+            _key(paths[backing]) == _key(want):
+        return
+    raise ValueError(f"-blockdev node {name!r}: a backing other than the file the image "
+                     "records is not supported by vmforge")
+
+
+def from_blockdev(drive: Any) -> bool:
+    """Whether ``drive`` (a DriveSpec) came from ``-blockdev``."""
+    return _BLOCKDEV_DRIVES.get(id(drive)) is drive
+
+
+def file_read_only(layer: Any) -> bool | None:
+    """The read-only option of the ``-blockdev`` file node under a layer, if it is one."""
+    with _LOCK:
+        return _FILE_RO.get(_key(layer.filename))

@@ -65,6 +65,9 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-append", dest="append", default="", metavar="CMDLINE")
     p.add_argument("-dtb", dest="dtb", metavar="FILE", help="use this device tree")
     p.add_argument("-drive", dest="drives", action="append", default=[], metavar="OPTS")
+    p.add_argument("-blockdev", dest="blockdevs", action="append", default=[], metavar="OPTS",
+                   help="a block node (driver=qcow2,node-name=N,file.driver=file,"
+                        "file.filename=F, or JSON): vmforge.block.nodes")
     p.add_argument("-device", dest="devices", action="append", default=[], metavar="OPTS",
                    help="a device: '-device help' lists them, '-device NAME,help' its options")
     p.add_argument("-global", dest="globals", action="append", default=[],
@@ -126,6 +129,12 @@ def apply_default_guest(args: argparse.Namespace) -> None:
         args.machine = DEFAULT_MACHINE
 
 
+def _blockdev_drives(texts: list[str]) -> list[DriveSpec]:
+    from vmforge.block.nodes import blockdev_drives
+
+    return blockdev_drives(texts) if texts else []
+
+
 def config_from_args(args: argparse.Namespace) -> MachineConfig:
     """The :class:`MachineConfig` that QEMU-style ``args`` ask for."""
     apply_default_guest(args)
@@ -147,7 +156,8 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         append=args.append,
         dtb=args.dtb,
         drives=[*([DriveSpec(args.hda)] if args.hda else []),
-                *(DriveSpec.parse(d) for d in args.drives)],
+                *(DriveSpec.parse(d) for d in args.drives),
+                *_blockdev_drives(getattr(args, "blockdevs", []))],
         chardevs={c.id: c for c in map(ChardevSpec.parse, args.chardevs)},
         globals=_globals(args.globals),
         devices=[*(DeviceSpec.parse(d) for d in args.devices), *(d for _, d in nics)],

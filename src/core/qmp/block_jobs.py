@@ -100,9 +100,13 @@ def _job_by_id(session: QmpSession, ident: str, *, block: bool) -> BlockJob:
 
 def _root_disk(session: QmpSession, device: str | None, node: str | None = None) -> Any:
     """The virtio-blk device named ``device`` (QEMU's ``bdrv_lookup_bs``)."""
+    from vmforge.block.nodes import layer_name
+
     for name, _qdev, dev in _disks(session.machine):
         if device is not None and name == device:
             return name, dev
+        if node is not None and layer_name(dev.backend.layers[0]) == node:
+            return name, dev        # (by its active layer's node name)
     raise QmpError(f"Cannot find device='{device or ''}' nor node-name='{node or ''}'")
 
 

@@ -24,6 +24,7 @@ from vmforge.block.nodes import (
     NodeGraph,
     auto_name,
     file_layer_name,
+    file_read_only,
     graph_of,
     layer_name,
     valid_node_name,
@@ -216,32 +217,31 @@ def _blockdev_add(s: QmpSession, a: dict[str, Any]) -> Any:
 
 
 def _blockdev_del(s: QmpSession, a: dict[str, Any]) -> Any:
+    """QEMU's checks in order: a disk's node, a node below another (op blocker), not
+    added by the monitor, still referenced."""
     graph = graph_of(s.machine)
     name = a["node-name"]
+    for _device, _qdev, dev in _disks(s.machine):
+        layers = list(dev.backend.layers)
+        for depth, layer in enumerate(layers):
+            if layer_name(layer) == name:
+                if depth == 0:
+                    raise QmpError(f"Node {name} is in use")
+                raise QmpError(f"Node '{name}' is busy: node is used as backing hd of "
+                               f"'{layer_name(layers[depth - 1])}'")
+            if file_layer_name(layer) == name:
+                raise QmpError(f"Node {name} is not owned by the monitor"
+                               if name.startswith("#") else f"Block device {name} is in use")
     node = graph.nodes.get(name)
-    depth = above = None
-    if node is not None:
-        depth, above = _chain_place(s, node)
-    elif any(name in (layer_name(la), file_layer_name(la)) for _d, _q, dev in _disks(s.machine)
-             for la in dev.backend.layers):
-        top = any(layer_name(dev.backend.layers[0]) == name for _d, _q, dev in
-                  _disks(s.machine))
-        raise QmpError(f"Node {name} is in use" if top else
-                       f"Node {name} is not owned by the monitor")
-    else:
+    if node is None:
         raise QmpError(f"Failed to find node with node-name='{name}'")
-    if depth == 0:
-        raise QmpError(f"Node {name} is in use")
-    if above is not None:
-        raise QmpError(f"Node '{name}' is busy: node is used as backing hd of "
-                       f"'{layer_name(above)}'")
     over = [n.name for n in graph.users(name) if n.backing == name]
     if over:
         raise QmpError(f"Node '{name}' is busy: node is used as backing hd of '{over[0]}'")
-    if depth is not None or graph.users(name) or _job_use(s, node):
-        raise QmpError(f"Block device {name} is in use")
     if not node.owned:
         raise QmpError(f"Node {name} is not owned by the monitor")
+    if graph.users(name) or _job_use(s, node):
+        raise QmpError(f"Block device {name} is in use")
     graph.remove(name)
     return {}
 
@@ -289,7 +289,9 @@ def _query_named_block_nodes(s: QmpSession, a: dict[str, Any]) -> Any:
                 seen.add(file_node.name)
                 out.append(_file_entry(file_node.name, layer.filename, file_node.read_only))
             else:
-                out.append(_file_entry(file_layer_name(layer), layer.filename, layer_ro))
+                file_ro = file_read_only(layer)
+                out.append(_file_entry(file_layer_name(layer), layer.filename,
+                                       layer_ro if file_ro is None else file_ro))
     for node in graph_of(s.machine).nodes.values():
         if node.name in seen or (node.file is not None and node.file in seen):
             continue

@@ -223,15 +223,19 @@ def _disks(m: Machine) -> list[tuple[str, str, Any]]:
         if backend is None or not hasattr(backend, "filename"):
             continue
         name = None
+        blockdev = False
         for d in drives:
             if d.file in (getattr(dev, "drive", None), backend.filename):
                 drives.remove(d)
                 name = d.id if d.id is not None else None
+                from vmforge.block.nodes import from_blockdev
+
+                blockdev = from_blockdev(d)     # (a -blockdev disk: no device name)
                 if name is None and d.interface == "virtio":
                     name = f"virtio{virtio_index}"
                     virtio_index += 1
                 break
-        out.append((name or f"disk{len(out)}",
+        out.append(("" if blockdev else name or f"disk{len(out)}",
                     f"/machine/peripheral-anon/device[{index}]", dev))
     return out
 
