@@ -330,3 +330,41 @@ def test_scanning_ram_does_not_allocate_the_untouched_pages(tmp_path: Path,
         assert list(ram.nonzero_runs(view)) == runs   # the same pages, reading everything
     finally:
         m.close()
+
+
+def test_devices_behind_a_root_port_are_saved_and_drained(tmp_path: Path) -> None:
+    """A virtio-blk-pci in a pcie-root-port's slot (a hot-plug slot) is one of the
+    machine's devices for the state: drained before saving, its disk snapshotted,
+    its record carried to a fresh machine of the same shape."""
+    from vmforge.config import DriveSpec
+    from vmforge.migration.snapshot import _drives
+    from vmforge.migration.state import all_devices
+    from vmforge_riscv_virt.machine import RiscvVirt
+
+    def machine(name: str) -> Any:
+        disk = tmp_path / name
+        disk.write_bytes(bytes(1 << 20))
+        m = RiscvVirt(MachineConfig(
+            machine="riscv-virt", memory=32 << 20, bios="none", kernel=_program(tmp_path),
+            serial=["null"],
+            drives=[DriveSpec(str(disk), "raw", interface="none", id="hd0")],
+            devices=[DeviceSpec("pcie-root-port", {"id": "rp0"}),
+                     DeviceSpec("virtio-blk-pci", {"drive": "hd0", "bus": "rp0"})]))
+        m.realize()
+        return m
+
+    src, dst = machine("src.raw"), machine("dst.raw")
+    try:
+        names = [d.name for d in all_devices(src)]
+        assert "virtio-blk-device" in names or any("blk" in n for n in names), names
+        assert [name for name, _ in _drives(src)] != []
+        blk = next(d for d in all_devices(src) if getattr(d, "device_id", None) == 2)
+        blk.status = 0x0F                # a driver got as far as DRIVER_OK
+        src.run_cpus()
+        state = machine_state(src)
+        apply_state(dst, decode_state(encode_state(state)))
+        moved = next(d for d in all_devices(dst) if getattr(d, "device_id", None) == 2)
+        assert moved.status == 0x0F
+    finally:
+        src.close()
+        dst.close()

@@ -105,14 +105,26 @@ def drain(machine: Any, timeout: float = 10.0) -> None:
 
 def all_devices(machine: Any) -> list[Any]:
     """Every device of ``machine``: its own, the device behind each transport
-    (``.dev``), the functions on a PCI host's bus and the devices behind them."""
-    out = []
+    (``.dev``), the functions on a PCI host's bus and the devices behind them, and
+    those on the buses behind bridges (a pcie-root-port's slot)."""
+    out: list[Any] = []
+    seen: set[int] = set()
+
+    def walk(dev: Any) -> None:
+        if id(dev) in seen:
+            return
+        seen.add(id(dev))
+        out.append(dev)
+        inner = getattr(dev, "dev", None)
+        if inner is not None:
+            out.append(inner)
+        # a host's bus, and the secondary bus of each bridge on it (root ports)
+        for bus in (getattr(dev, "bus", None), getattr(dev, "secondary", None)):
+            for fn in list(getattr(bus, "devices", {}).values()):
+                walk(fn)
+
     for dev in machine.devices:
-        for fn in (dev, *getattr(getattr(dev, "bus", None), "devices", {}).values()):
-            out.append(fn)
-            inner = getattr(fn, "dev", None)
-            if inner is not None:
-                out.append(inner)
+        walk(dev)
     return out
 
 
