@@ -41,24 +41,22 @@ def auto_name() -> str:
     return f"#block{n}{(n * 37) % 100:02d}"
 
 
-def layer_name(layer: Any) -> str:
-    """The node name of a chain's layer (an object with ``filename``)."""
-    key = _key(layer.filename)
+def _name(key: str) -> str:
     with _LOCK:
         name = _NAMES.get(key)
         if name is None:
             name = _NAMES[key] = auto_name()
         return name
+
+
+def layer_name(layer: Any) -> str:
+    """The node name of a chain's layer (an object with ``filename``)."""
+    return _name(_key(layer.filename))
 
 
 def file_layer_name(layer: Any) -> str:
     """The node name of the ``file`` protocol node below a chain's layer."""
-    key = "file:" + _key(layer.filename)
-    with _LOCK:
-        name = _NAMES.get(key)
-        if name is None:
-            name = _NAMES[key] = auto_name()
-        return name
+    return _name("file:" + _key(layer.filename))
 
 
 def valid_node_name(name: str) -> bool:

@@ -30,6 +30,7 @@ from vmforge.block.nodes import (
     valid_node_name,
 )
 from vmforge.errors import VmforgeError
+from vmforge.qmp.block_jobs import _JOB_OPTS
 from vmforge.qmp.commands import (
     Command,
     QmpError,
@@ -384,9 +385,6 @@ def _set_read_only(graph: NodeGraph, node: Node, read_only: bool) -> None:
     if node.file is not None:
         graph.nodes[node.file].read_only = read_only
 
-
-_JOB_OPTS: dict[str, tuple[str, bool]] = {"auto-finalize": ("bool", False),
-                                          "auto-dismiss": ("bool", False)}
 
 #: the commands, in QEMU's schema order of their members
 BLOCKDEV_COMMANDS: list[Command] = [
