@@ -72,6 +72,10 @@ async def _steps(sock: Path, where: Path) -> dict[str, Any]:
                       for n in listed)
 
     first = await disk()
+    for flat in (True, False):      # backing images inside each entry unless flat
+        out[f"nested-{flat}"] = sorted(
+            (Path(n["image"]["filename"]).name, "backing-image" in n["image"])
+            for n in await c.execute("query-named-block-nodes", {"flat": flat}))
     out["auto-name"] = first["node-name"].startswith("#block")
     err["add-no-name"] = await error_of(c, "blockdev-add", _file(path("m.qcow2")))
     err["add-absent"] = await error_of(c, "blockdev-add", {
@@ -246,7 +250,8 @@ def test_errors_are_qemus(runs: Any) -> None:
 
 def test_replies_and_node_names(runs: Any) -> None:
     mine, theirs, _a, _b = runs
-    for key in ("auto-name", "add-file", "add-qcow2", "del", "mirror", "snapshot", "backup",
+    for key in ("nested-True", "nested-False", "auto-name", "add-file", "add-qcow2", "del",
+                "mirror", "snapshot", "backup",
                 "del-after-backup", "add-backing", "stream", "streamed", "commit", "committed",
                 "pivoted", "snapshotted", "nodes-added", "nodes-end"):
         assert mine[key] == theirs[key], key

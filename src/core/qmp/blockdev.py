@@ -276,8 +276,10 @@ def _query_named_block_nodes(s: QmpSession, a: dict[str, Any]) -> Any:
             name = layer_name(layer)
             seen.add(name)
             layer_ro = ro or depth > 0
-            entry = _entry(name, layer.format, layer_ro,
-                           _image_info(layers[depth:], dev.backend.size), layer.filename,
+            image = _image_info(layers[depth:], dev.backend.size)
+            if a.get("flat", False):        # (flat: no backing images inside)
+                image.pop("backing-image", None)
+            entry = _entry(name, layer.format, layer_ro, image, layer.filename,
                            len(layers) - depth - 1)
             if len(layers) > depth + 1:
                 entry["backing_file"] = layers[depth + 1].filename
