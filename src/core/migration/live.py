@@ -213,8 +213,8 @@ def start_migration(machine: Any, uri_text: str) -> MigrationInfo:
         raise MigrationError("Can't migrate the vm that was paused due to previous migration")
     if getattr(machine, "migration_runstate", None) == "inmigrate":
         raise MigrationError("Guest is waiting for an incoming migration")
-    if getattr(machine, "accel", "interp") != "interp":
-        raise MigrationError(f"live migration needs the dirty log of vmforge's own CPU; "
+    if getattr(machine, "accel", "interp") != "interp" and not hasattr(machine, "dirty_log"):
+        raise MigrationError(f"live migration needs a dirty log of guest RAM; "
                              f"-accel {machine.accel} has none yet")
     uri = parse_uri(uri_text)
     info.incoming = False
@@ -250,7 +250,8 @@ class _Outgoing:
         self.machine = machine
         self.info = info
         self.uri = uri
-        self.log = DirtyLog(machine.space.memory)
+        own = getattr(machine, "dirty_log", None)      # KVM: its dirty log and the devices'
+        self.log = own() if callable(own) else DirtyLog(machine.space.memory)
         self.stopped_by_us = False
         self.was_running = True
         self.released: list[Any] = []

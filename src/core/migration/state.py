@@ -146,6 +146,8 @@ def machine_state(machine: Any) -> dict[str, Any]:
     run loop starts it again) and the devices are drained first."""
     pause_clock(machine)
     drain(machine)
+    board = getattr(machine, "save_board_state", None)   # KVM: vCPUs parked, in-kernel devices
+    board_rec = board() if callable(board) else None
     cluster = getattr(machine, "cluster", None)
     devices = {}
     for i, dev in enumerate(machine.devices):
@@ -163,6 +165,8 @@ def machine_state(machine: Any) -> dict[str, Any]:
                harts=[hart.save_state() for hart in machine.cpus],
                halted=[bool(h) for h in getattr(cluster, "halted", [False] * len(machine.cpus))],
                devices=devices)
+    if board_rec is not None:
+        rec["board"] = board_rec
     return rec
 
 
@@ -201,6 +205,8 @@ def check_state(machine: Any, state: Any) -> None:
         raise StateError("machine state: the device records are not this machine's devices")
     for key, dev in _ordered(machine):
         _check_device(key, dev, devices[key])
+    if callable(getattr(machine, "check_board_state", None)):
+        machine.check_board_state(rec.get("board"))
 
 
 def _check_device(key: str, dev: Any, record: Any) -> None:
@@ -227,6 +233,8 @@ def apply_state(machine: Any, state: dict[str, Any]) -> None:
     try:
         for key, dev in _ordered(machine):
             dev.load_state(state["devices"][key])
+        if callable(getattr(machine, "load_board_state", None)):
+            machine.load_board_state(state["board"])
         for hart, hrec in zip(machine.cpus, state["harts"], strict=True):
             hart.load_state(hrec)
     except Exception as exc:       # a ring that no longer walks in the loaded RAM...

@@ -613,6 +613,20 @@ class Vcpu(_Fd):
         """The decoded fields of the last exit (reason, name, and the exit's own)."""
         return dict(self._runner.exit_info())
 
+    # -- saved records (vmforge.accel.kvm.records; the vCPU stopped) ---------------------
+
+    def save_state(self) -> dict[str, Any]:
+        from vmforge.accel.kvm.records import save_vcpu
+        return save_vcpu(self)
+
+    def check_state(self, record: Any) -> None:
+        from vmforge.accel.kvm.records import check_vcpu
+        check_vcpu(self, record)
+
+    def load_state(self, record: dict[str, Any]) -> None:
+        from vmforge.accel.kvm.records import load_vcpu
+        load_vcpu(self, record)
+
 
 class VcpuThread(threading.Thread):
     """A vCPU's :meth:`Vcpu.run` on its own thread."""

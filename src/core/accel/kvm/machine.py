@@ -128,6 +128,7 @@ class KvmMachine(Machine):
         self._selector: selectors.DefaultSelector | None = None
         self._io_thread: threading.Thread | None = None
         self._io_wake_r, self._io_wake_w = -1, -1
+        self.has_pit = False
 
     # -- assembly (from build) ----------------------------------------------------------
 
@@ -146,6 +147,7 @@ class KvmMachine(Machine):
             self.vm.route_irqs_as_qemu()
             if pit:
                 self.vm.create_pit()
+            self.has_pit = pit
             self.vm.map_memory(self.space.memory)
         except KvmError as exc:
             raise MachineError(f"machine {self.name!r}: {exc}") from None
@@ -312,6 +314,36 @@ class KvmMachine(Machine):
             for t in self._threads:
                 t.start()
         return True
+
+    # -- migration: the in-kernel devices' record, the dirty log ---------------------------
+
+    def save_board_state(self) -> dict[str, Any]:
+        """The in-kernel PICs, I/O APIC, PIT and clock (:mod:`vmforge.accel.kvm.records`);
+        the vCPU threads end first (parked: they start again when the machine runs)."""
+        from vmforge.accel.kvm.records import save_vm
+
+        self._stop_vcpus()
+        assert self.vm is not None
+        return save_vm(self.vm, self.has_pit)
+
+    def check_board_state(self, record: Any) -> None:
+        from vmforge.accel.kvm.records import check_vm
+
+        check_vm(record, self.has_pit)
+
+    def load_board_state(self, record: dict[str, Any]) -> None:
+        from vmforge.accel.kvm.records import load_vm
+
+        self._stop_vcpus()
+        assert self.vm is not None
+        load_vm(self.vm, record, self.has_pit)
+
+    def dirty_log(self) -> Any:
+        """The dirty log of guest RAM for live migration: KVM's and the devices'."""
+        from vmforge.migration.kvm_dirty import KvmDirtyLog
+
+        assert self.vm is not None
+        return KvmDirtyLog(self.space.memory, self.vm)
 
     def monitor_info(self, what: str) -> str | None:
         """``info registers|cpus|kvm|stats`` (the vCPUs are stopped to read their

@@ -54,3 +54,19 @@ class IsaDebugExit(Device):
         self.value = value
         if self._machine is not None:
             self._machine.request_shutdown(ShutdownReason.POWEROFF, (value << 1) | 1)
+
+    # -- saved state: nothing (QEMU's debugexit has no vmstate either: a write ends
+    # the machine, nothing is left to carry) --------------------------------------------
+
+    def save_state(self) -> dict[str, Any]:
+        from vmforge.migration.record import header
+
+        return header("isa-debug-exit", 1)
+
+    def check_state(self, record: Any) -> None:
+        from vmforge.migration.record import check_header
+
+        check_header(record, "isa-debug-exit", 1)
+
+    def load_state(self, record: dict[str, Any]) -> None:
+        self.check_state(record)
