@@ -90,6 +90,10 @@ async def _steps(sock: Path, where: Path) -> dict[str, Any]:
                                                             "node-name": "q0"})
     err["add-unexpected"] = await error_of(c, "blockdev-add", {
         **_file(path("m.qcow2")), "node-name": "f0", "bogus": 1})
+    err["add-disk-top"] = await error_of(c, "blockdev-add", {
+        "driver": "qcow2", "node-name": "lk", "file": _file(path("top.qcow2"))})
+    err["add-disk-backing"] = await error_of(c, "blockdev-add", {
+        "driver": "qcow2", "node-name": "lk", "file": _file(path("base.qcow2"))})
     out["add-file"] = await c.execute("blockdev-add", {**_file(path("m.qcow2")),
                                                        "node-name": "f1"})
     err["add-duplicate"] = await error_of(c, "blockdev-add", {

@@ -17,6 +17,7 @@ device name or its top layer's node name.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from vmforge.block.nodes import (
@@ -121,11 +122,12 @@ def _check_keys(a: dict[str, Any], own: tuple[str, ...]) -> None:
             raise QmpError(f"Parameter '{key}' is unexpected")
 
 
-def _open_check(path: str, driver: str) -> tuple[int, str | None]:
+def _open_check(path: str, driver: str, read_only: bool = True) -> tuple[int, str | None]:
     """Open the image as QEMU would (its errors), closed again; its size and the
     backing file it records (as a path to open)."""
     from vmforge.block.backend import close_layers, open_driver, resolve_backing
     from vmforge.block.driver import BlockError
+    from vmforge.block.locking import LockedError
     from vmforge.block.probe import probe_format
 
     if not os.path.exists(path):
@@ -134,8 +136,11 @@ def _open_check(path: str, driver: str) -> tuple[int, str | None]:
         return os.path.getsize(path), None
     if driver != "raw" and probe_format(path) != driver:
         raise QmpError(f"Image is not in {driver} format")
-    try:
-        layer = open_driver(path, driver, readonly=True, force_share=True)
+    try:        # (with the locks a node of this kind takes: a disk's image is refused)
+        layer = open_driver(path, driver, readonly=read_only)
+    except LockedError as exc:
+        m = re.search(r'failed to get (shared )?"([^"]+)" lock', str(exc))
+        raise QmpError(f'Failed to get {m[1] or ""}"{m[2]}" lock' if m else str(exc)) from None
     except (BlockError, VmforgeError, OSError) as exc:
         raise QmpError(f"Could not open '{path}': {exc}") from None
     try:
@@ -197,7 +202,11 @@ def _add(s: QmpSession, graph: NodeGraph, a: dict[str, Any], root: bool) -> Node
             backing_node = _added(graph, str(backing))
         except QmpError as exc:
             raise QmpError(f"Could not open backing file: {exc.desc}") from None
-    size, recorded = _open_check(path, driver)
+    if not read_only and any(_same_file(la.filename, path) for _d, _q, dev in
+                             _disks(s.machine) for la in dev.backend.layers):
+        # (QEMU's backing files unshare writes; vmforge's locks on them do not)
+        raise QmpError('Failed to get "write" lock')
+    size, recorded = _open_check(path, driver, read_only)
     if backing and (recorded is None or not _same_file(recorded, backing_node.filename)):
         # (a chain is what the images record: a job opens the target with its backing)
         raise QmpError("Parameter 'backing' other than the backing file the image "
