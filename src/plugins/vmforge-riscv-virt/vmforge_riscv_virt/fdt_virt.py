@@ -9,8 +9,8 @@ for each placed device, asked of the device itself (``fdt_node``).
 Intended differences from QEMU 7.2's tree (a test checks the rest):
 
 - ``riscv,isa`` names what vmforge's hart implements,
-  ``rv64imafdc_zicsr_zifencei`` (QEMU's default CPU also has H, Zba/Zbb/Zbc/Zbs,
-  Zihintpause and Sstc);
+  ``rv64imafdc_zicsr_zifencei_zba_zbb_zbc_zbs_sstc``: QEMU 7.2's default CPU
+  string in its order, without H and Zihintpause;
 - ``riscv,ndev`` is 95, the number of usable sources (QEMU 7.2 writes 96, the
   count including source 0; later QEMU writes 95);
 - no ``/pmu``, ``/fw-cfg``, ``/flash``, ``/platform-bus`` or ``pci`` nodes
@@ -29,7 +29,7 @@ from vmforge_riscv_virt import board
 
 __all__ = ["Placed", "VirtFdtConfig", "build_virt_fdt", "standard_placements", "uart_fdt_node"]
 
-DEFAULT_ISA = "rv64imafdc_zicsr_zifencei"
+DEFAULT_ISA = "rv64imafdc_zicsr_zifencei_zba_zbb_zbc_zbs_sstc"
 
 
 @dataclass(frozen=True)
