@@ -31,7 +31,13 @@ from vmforge.block.nodes import (
     valid_node_name,
 )
 from vmforge.errors import VmforgeError
-from vmforge.qmp.block_jobs import _JOB_OPTS
+from vmforge.qmp.block_jobs import (
+    _JOB_OPTS,
+    _check_not_busy,
+    _drive_backup,
+    _drive_mirror,
+    machine_jobs,
+)
 from vmforge.qmp.commands import (
     Command,
     QmpError,
@@ -90,21 +96,14 @@ def _same_file(a: str, b: str) -> bool:
 
 def _chain_use(s: QmpSession, node: Node) -> int | None:
     """The depth of ``node``'s image in a disk's chain, if one uses it."""
-    return _chain_place(s, node)[0]
-
-
-def _chain_place(s: QmpSession, node: Node) -> tuple[int | None, Any]:
-    """The depth of ``node``'s image in a disk's chain and the layer above it."""
     for _device, _qdev, dev in _disks(s.machine):
-        layers = list(dev.backend.layers)
-        for depth, layer in enumerate(layers):
+        for depth, layer in enumerate(dev.backend.layers):
             if _same_file(layer.filename, node.filename):
-                return depth, layers[depth - 1] if depth else None
-    return None, None
+                return depth
+    return None
 
 
 def _job_use(s: QmpSession, node: Node) -> bool:
-    from vmforge.qmp.block_jobs import machine_jobs
 
     for job in machine_jobs(s.machine).jobs():
         target = getattr(job, "target_bb", None) or getattr(job, "target", None)
@@ -344,7 +343,6 @@ def _as_drive_job(a: dict[str, Any], device: str, node: Node) -> dict[str, Any]:
 
 
 def _blockdev_mirror(s: QmpSession, a: dict[str, Any]) -> Any:
-    from vmforge.qmp.block_jobs import _drive_mirror
 
     device, node = _target_node(s, a, mirror=True)
     if _chain_use(s, node) is not None:
@@ -353,7 +351,6 @@ def _blockdev_mirror(s: QmpSession, a: dict[str, Any]) -> Any:
 
 
 def _blockdev_backup(s: QmpSession, a: dict[str, Any]) -> Any:
-    from vmforge.qmp.block_jobs import _drive_backup
 
     device, node = _target_node(s, a)
     _device, dev = find_disk(s, device)
@@ -367,7 +364,6 @@ def _blockdev_backup(s: QmpSession, a: dict[str, Any]) -> Any:
 def _blockdev_snapshot(s: QmpSession, a: dict[str, Any]) -> Any:
     from vmforge.block.jobs import snapshot_sync
     from vmforge.block.probe import driver_class
-    from vmforge.qmp.block_jobs import _check_not_busy
 
     device, dev = find_disk(s, a["node"])
     graph = graph_of(s.machine)
