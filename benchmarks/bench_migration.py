@@ -41,6 +41,8 @@ MEMORY = 256
 def _start(kind: str, args: list[str], qmp: Path) -> GuestProcess:
     if kind == "qemu":
         return GuestProcess(["qemu-system-riscv64", *args], qmp)
+    if kind == "qemu-x86":
+        return GuestProcess(["qemu-system-x86_64", *args], qmp)
     return GuestProcess.vmforge(args, qmp)
 
 
@@ -112,3 +114,68 @@ def test_live_migration_round(benchmark: Any, rounds: Rounds) -> None:
     benchmark.extra_info["downtime_ms"] = sum(rounds.downtimes) / len(rounds.downtimes)
     benchmark.extra_info["total_time_ms"] = sum(rounds.totals) / len(rounds.totals)
     print(f"\n{rounds.kind}: downtime {rounds.downtimes} ms, total {rounds.totals} ms")
+
+
+# -- a KVM microvm guest: vmforge -M microvm -accel kvm beside QEMU 7.2's microvm ------------
+
+MICROVM_MEMORY = 64
+
+
+def _microvm_count_guest(tmp: Path) -> Path:
+    """src/plugins/vmforge-x86-microvm/tests/guests/count.c, built by that suite's builder."""
+    import importlib.util
+    import sys
+
+    from vmforge.accel.kvm import kvm_available
+    from vmforge.testing.oracles import oracle_missing
+
+    why = kvm_available()
+    if why is not None:
+        oracle_missing(why)
+    path = ROOT / "src/plugins/vmforge-x86-microvm/tests/conftest.py"
+    spec = importlib.util.spec_from_file_location("microvm_guest_builder", path)
+    assert spec is not None and spec.loader is not None
+    mod = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod           # (its dataclasses look themselves up there)
+    spec.loader.exec_module(mod)
+    return Path(mod.build_guest("count", tmp, ["COUNT=100000"]))
+
+
+class MicrovmRounds(Rounds):
+    """Rounds of the counting microvm guest (it counts for minutes: migrated mid-count)."""
+
+    def setup(self) -> None:
+        self.close()
+        self.n += 1
+        self.src = _start(self.kind, self.args, self.tmp / f"s{self.n}.qmp")
+        self.procs.append(self.src)
+        self.src.wait_for(b"count 5\n", 60)
+        self.port = free_port()
+        self.dst = _start(self.kind, [*self.args, "-incoming", f"tcp:127.0.0.1:{self.port}"],
+                          self.tmp / f"d{self.n}.qmp")
+        self.procs.append(self.dst)
+        self.dst.qmp("query-status")
+
+    def check(self) -> None:
+        self.dst.wait_for(b"count ", 30)          # both emulators' guests go on counting
+
+
+@pytest.fixture(params=["vmforge", "qemu"])
+def microvm_rounds(request: Any, tmp_path: Path) -> Iterator[Rounds]:
+    kernel = _microvm_count_guest(tmp_path)
+    machine = "microvm" if request.param == "vmforge" else "microvm,acpi=off"
+    args = ["-M", machine, "-accel", "kvm", "-m", f"{MICROVM_MEMORY}M", "-display", "none",
+            "-serial", "stdio", "-no-reboot", "-kernel", str(kernel)]
+    kind = "qemu-x86" if request.param == "qemu" else "vmforge"
+    r = MicrovmRounds(kind, args, tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@needs("qemu-system-x86_64", package="qemu-system-x86")
+def test_microvm_kvm_migration_round(benchmark: Any, microvm_rounds: Rounds) -> None:
+    test_live_migration_round(benchmark, microvm_rounds)
+    benchmark.extra_info["emulator"] = "vmforge" if microvm_rounds.kind == "vmforge" else "qemu"
+    benchmark.extra_info["memory_mib"] = MICROVM_MEMORY
