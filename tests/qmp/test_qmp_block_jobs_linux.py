@@ -89,6 +89,17 @@ class Shell:
         self.run("vmf_release", b"VMF-RELEASED")
         return expected
 
+    def finish(self, blocks: Any) -> dict[int, int]:
+        """Let the writer write each of ``blocks`` once at least, stop it, verify every
+        block it wrote; returns the last generation of each."""
+        while self.count() < len(blocks):
+            time.sleep(0.5)
+        self.run("vmf_stop", b"VMF-STOPPED", 60)
+        final = self.expect()
+        assert self.verify(final) == f"VMF-VERIFY ok={len(final)} bad=0"
+        assert set(final) == set(blocks)
+        return final
+
 
 def _machine(disk: Path, console: BufferChar, sock: Path, fmt: str = "qcow2",
              ) -> tuple[Any, QmpServer]:
@@ -256,12 +267,7 @@ def test_jobs_while_linux_writes(chain: Path, sockdir: Path) -> None:
             return at_start
 
         asyncio.run(run())
-        while shell.count() < len(WRITER_BLOCKS):        # every block written once at least
-            time.sleep(0.5)
-        shell.run("vmf_stop", b"VMF-STOPPED", 60)
-        final = shell.expect()
-        assert shell.verify(final) == f"VMF-VERIFY ok={len(final)} bad=0"
-        assert set(final) == set(WRITER_BLOCKS)
+        final = shell.finish(WRITER_BLOCKS)
     finally:
         machine.stop(10)
         server.close()
