@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from bench_riscv_cpu import QEMU, _guest
 
 from vmforge.testing.console import ProcessConsole
 from vmforge.testing.oracles import oracle_missing
 
-QEMU = "qemu-system-riscv64"
 PROMPT = re.compile(rb"vmforge:/[^\n]*# ")
 LOOP_N = 20000
 MD5_MIB = 16
@@ -40,16 +39,6 @@ WORKLOADS = {
                re.compile(rb"\n([0-9a-f]{32})  -")),
 }
 SECTION = "## RISC-V guest: shell loop and md5sum"
-
-
-def _guest(name: str) -> Path | None:
-    build_py = Path(__file__).resolve().parents[1] / "guests" / "build.py"
-    if not build_py.is_file():
-        return None
-    out = subprocess.run([sys.executable, str(build_py), "--print-path", name],
-                         capture_output=True, text=True, check=False)
-    path = Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
-    return path if path is not None and path.is_file() else None
 
 
 def commands() -> dict[str, list[str]] | None:

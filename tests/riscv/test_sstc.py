@@ -12,17 +12,13 @@ must equal those of ``qemu-system-riscv64 -M virt -bios none``.
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
+from rv_uart import attach_uart, qemu_uart_output
 
 from vmforge.accel.cluster import HartCluster
 from vmforge.migration.hart import HART_STATE_VERSION, load_hart, save_hart
 from vmforge.migration.record import StateError
-from vmforge.testing.oracles import require_program
 
-QEMU = "qemu-system-riscv64"
-UART = 0x1000_0000
 RAM = 0x8000_0000
 
 PROGRAM = r"""
@@ -189,20 +185,6 @@ out:
 N_WORDS = 10 + 6 + 3
 
 
-class Uart:
-    valid_sizes = (1, 1)
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-
-    def read(self, offset: int, size: int) -> int:
-        return 0
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        if offset == 0:
-            self.out.append(value & 0xFF)
-
-
 def words(data: bytes) -> list[int]:
     return [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)]
 
@@ -210,8 +192,7 @@ def words(data: bytes) -> list[int]:
 def run_vmforge(rv_env, image: bytes, jit: bool) -> tuple[HartCluster, list[int]]:
     """The program on a one-hart cluster (instruction-counted time, idle warped)."""
     space, _hart = rv_env.make_machine(image)
-    uart = Uart()
-    space.add_mmio(UART, uart, 0x100)
+    uart = attach_uart(space)
     cluster = HartCluster(space, 1)
     cluster.reset(RAM)
     cluster.harts[0].jit = jit
@@ -224,16 +205,8 @@ def run_vmforge(rv_env, image: bytes, jit: bool) -> tuple[HartCluster, list[int]
 
 @pytest.fixture(scope="module")
 def qemu_words(rv_asm, tmp_path_factory) -> list[int]:
-    qemu = require_program(QEMU, "qemu-system-misc")
     image, _syms = rv_asm(PROGRAM)
-    d = tmp_path_factory.mktemp("sstc")
-    (d / "sstc.bin").write_bytes(image)
-    done = subprocess.run([qemu, "-M", "virt", "-bios", "none", "-kernel", str(d / "sstc.bin"),
-                           "-display", "none", "-monitor", "none",
-                           "-serial", f"file:{d / 'uart.bin'}"],
-                          stdin=subprocess.DEVNULL, timeout=120, capture_output=True)
-    assert done.returncode == 0, done.stderr
-    return words((d / "uart.bin").read_bytes())
+    return words(qemu_uart_output(image, tmp_path_factory.mktemp("sstc")))
 
 
 @pytest.mark.parametrize("jit", [True, False], ids=["compiled", "interpreter"])

@@ -15,14 +15,9 @@ that definition.  With ``ext_zb`` off every one of them is an illegal instructio
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
+from rv_uart import UART, attach_uart, qemu_uart_output
 
-from vmforge.testing.oracles import require_program
-
-QEMU = "qemu-system-riscv64"
-UART = 0x1000_0000
 MASK = (1 << 64) - 1
 
 VALUES = [0, 1, 2, MASK, 1 << 63, (1 << 63) - 1, 0x8000_0000, 0x7FFF_FFFF, 0xFFFF_FFFF,
@@ -77,24 +72,9 @@ def result_size() -> int:
     return 8 * (len(R_OPS) * N * N + len(U_OPS) * N + sum(len(r) for r in I_OPS.values()) * N)
 
 
-class Uart:
-    valid_sizes = (1, 1)
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-
-    def read(self, offset: int, size: int) -> int:
-        return 0
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        if offset == 0:
-            self.out.append(value & 0xFF)
-
-
 def run_vmforge(rv_env, image: bytes, jit: bool):
     space, hart = rv_env.make_machine(image)
-    uart = Uart()
-    space.add_mmio(UART, uart, 0x100)
+    uart = attach_uart(space)
     hart.jit = jit
     with pytest.raises(rv_env.ProgramExit) as done:
         hart.run(100_000_000)
@@ -104,16 +84,8 @@ def run_vmforge(rv_env, image: bytes, jit: bool):
 
 @pytest.fixture(scope="module")
 def qemu_results(rv_asm, tmp_path_factory):
-    qemu = require_program(QEMU, "qemu-system-misc")
     image, _syms = rv_asm(program())
-    d = tmp_path_factory.mktemp("zb")
-    (d / "zb.bin").write_bytes(image)
-    done = subprocess.run([qemu, "-M", "virt", "-bios", "none", "-kernel", str(d / "zb.bin"),
-                           "-display", "none", "-monitor", "none",
-                           "-serial", f"file:{d / 'uart.bin'}"],
-                          stdin=subprocess.DEVNULL, timeout=300, capture_output=True)
-    assert done.returncode == 0, done.stderr
-    out = (d / "uart.bin").read_bytes()
+    out = qemu_uart_output(image, tmp_path_factory.mktemp("zb"))
     assert len(out) == result_size()
     return out
 

@@ -9,14 +9,9 @@ compiled tier) must note the same as ``qemu-system-riscv64 -M virt -bios none``.
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
+from rv_uart import UART, attach_uart, qemu_uart_output
 
-from vmforge.testing.oracles import require_program
-
-QEMU = "qemu-system-riscv64"
-UART = 0x1000_0000
 A0, A1, A2 = 10, 11, 12
 
 
@@ -50,20 +45,6 @@ def program() -> str:
     return "\n".join(lines) + "\n"
 
 
-class Uart:
-    valid_sizes = (1, 1)
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-
-    def read(self, offset: int, size: int) -> int:
-        return 0
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        if offset == 0:
-            self.out.append(value & 0xFF)
-
-
 @pytest.fixture(scope="module")
 def image(rv_asm) -> bytes:
     return rv_asm(program())[0]
@@ -71,22 +52,13 @@ def image(rv_asm) -> bytes:
 
 @pytest.fixture(scope="module")
 def qemu_causes(image, tmp_path_factory) -> bytes:
-    qemu = require_program(QEMU, "qemu-system-misc")
-    d = tmp_path_factory.mktemp("zbenc")
-    (d / "p.bin").write_bytes(image)
-    done = subprocess.run([qemu, "-M", "virt", "-bios", "none", "-kernel", str(d / "p.bin"),
-                           "-display", "none", "-monitor", "none",
-                           "-serial", f"file:{d / 'uart.bin'}"],
-                          stdin=subprocess.DEVNULL, timeout=300, capture_output=True)
-    assert done.returncode == 0, done.stderr
-    return (d / "uart.bin").read_bytes()
+    return qemu_uart_output(image, tmp_path_factory.mktemp("zbenc"))
 
 
 @pytest.mark.parametrize("jit", [True, False], ids=["compiled", "interpreter"])
 def test_zb_encodings_legal_as_on_qemu(rv_env, image, qemu_causes, jit):
     space, hart = rv_env.make_machine(image)
-    uart = Uart()
-    space.add_mmio(UART, uart, 0x100)
+    uart = attach_uart(space)
     hart.jit = jit
     with pytest.raises(rv_env.ProgramExit):
         hart.run(100_000_000)
