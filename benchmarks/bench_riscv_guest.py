@@ -24,10 +24,12 @@ import time
 from pathlib import Path
 
 import pytest
-from bench_riscv_cpu import QEMU, _guest
 
 from vmforge.testing.console import ProcessConsole
 from vmforge.testing.oracles import oracle_missing
+
+sys.path.insert(0, str(Path(__file__).parent))     # the guests and QEMU of bench_riscv_cpu.py
+from bench_riscv_cpu import QEMU, _guest
 
 PROMPT = re.compile(rb"vmforge:/[^\n]*# ")
 LOOP_N = 20000
