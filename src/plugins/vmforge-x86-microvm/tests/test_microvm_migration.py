@@ -26,12 +26,16 @@ EXPECTED = ("count: start\n" + "".join(f"count {n}\n" for n in range(COUNT))
             + "count: done\n")
 
 
-@pytest.fixture
-def kernel(guest: Callable[..., Path]) -> Path:
+def count_guest(guest: Callable[..., Path], *defines: str) -> Path:
     why = kvm_available()
     if why is not None:
         oracle_missing(why)
-    return guest("count", f"COUNT={COUNT}")
+    return guest("count", f"COUNT={COUNT}", *defines)
+
+
+@pytest.fixture
+def kernel(guest: Callable[..., Path]) -> Path:
+    return count_guest(guest)
 
 
 @pytest.fixture
@@ -56,8 +60,10 @@ def text(p: GuestProcess) -> str:
     return bytes(p.output).decode(errors="replace").replace("\r\n", "\n")
 
 
-def test_live_migration_goes_on_counting(kernel: Path, procs: list[GuestProcess],
-                                         tmp_path: Path) -> None:
+@pytest.mark.parametrize("ticks", [False, True], ids=["busy", "pit-ticks"])
+def test_live_migration_goes_on_counting(guest: Callable[..., Path], procs: list[GuestProcess],
+                                         tmp_path: Path, ticks: bool) -> None:
+    kernel = count_guest(guest, *(["TICKS=1"] if ticks else []))
     src = vmforge(procs, tmp_path, "src", kernel)
     src.wait_for(b"count 5\n", timeout=60)
     port = free_port()
