@@ -61,14 +61,18 @@ class Rounds:
         self.n += 1
         self.src = _start(self.kind, self.args, self.tmp / f"s{self.n}.qmp")
         self.procs.append(self.src)
-        self.src.wait_for(b"# ", 300)
-        self.src.type(b"i=0; while true; do i=$((i+1)); echo count-$i; sleep 0.05; done &\n")
-        self.src.wait_for(b"count-10", 60)
+        self.busy()
         self.port = free_port()
         self.dst = _start(self.kind, [*self.args, "-incoming", f"tcp:127.0.0.1:{self.port}"],
                           self.tmp / f"d{self.n}.qmp")
         self.procs.append(self.dst)
         self.dst.qmp("query-status")              # listening
+
+    def busy(self) -> None:
+        """The source's guest, booted, starts counting."""
+        self.src.wait_for(b"# ", 300)
+        self.src.type(b"i=0; while true; do i=$((i+1)); echo count-$i; sleep 0.05; done &\n")
+        self.src.wait_for(b"count-10", 60)
 
     def migrate(self) -> None:
         assert self.src.qmp("migrate", uri=f"tcp:127.0.0.1:{self.port}") == {}
@@ -144,17 +148,8 @@ def _microvm_count_guest(tmp: Path) -> Path:
 class MicrovmRounds(Rounds):
     """Rounds of the counting microvm guest (it counts for minutes: migrated mid-count)."""
 
-    def setup(self) -> None:
-        self.close()
-        self.n += 1
-        self.src = _start(self.kind, self.args, self.tmp / f"s{self.n}.qmp")
-        self.procs.append(self.src)
+    def busy(self) -> None:
         self.src.wait_for(b"count 5\n", 60)
-        self.port = free_port()
-        self.dst = _start(self.kind, [*self.args, "-incoming", f"tcp:127.0.0.1:{self.port}"],
-                          self.tmp / f"d{self.n}.qmp")
-        self.procs.append(self.dst)
-        self.dst.qmp("query-status")
 
     def check(self) -> None:
         self.dst.wait_for(b"count ", 30)          # both emulators' guests go on counting
