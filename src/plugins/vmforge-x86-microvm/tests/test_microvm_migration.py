@@ -60,14 +60,16 @@ def text(p: GuestProcess) -> str:
     return bytes(p.output).decode(errors="replace").replace("\r\n", "\n")
 
 
-@pytest.mark.parametrize("ticks", [False, True], ids=["busy", "pit-ticks"])
+@pytest.mark.parametrize("ticks, smp", [(False, 1), (True, 2)], ids=["busy", "pit-ticks-smp2"])
 def test_live_migration_goes_on_counting(guest: Callable[..., Path], procs: list[GuestProcess],
-                                         tmp_path: Path, ticks: bool) -> None:
+                                         tmp_path: Path, ticks: bool, smp: int) -> None:
+    """(With -smp 2 the second vCPU, never started, goes across waiting for its SIPI.)"""
     kernel = count_guest(guest, *(["TICKS=1"] if ticks else []))
-    src = vmforge(procs, tmp_path, "src", kernel)
+    src = vmforge(procs, tmp_path, "src", kernel, smp=smp)
     src.wait_for(b"count 5\n", timeout=60)
     port = free_port()
-    dst = vmforge(procs, tmp_path, "dst", kernel, "-incoming", f"tcp:127.0.0.1:{port}")
+    dst = vmforge(procs, tmp_path, "dst", kernel, "-incoming", f"tcp:127.0.0.1:{port}",
+                  smp=smp)
     dst.qmp("query-status")                 # listening
     assert src.qmp("migrate", uri=f"tcp:127.0.0.1:{port}") == {}
     info = src.wait_migration(timeout=120)
