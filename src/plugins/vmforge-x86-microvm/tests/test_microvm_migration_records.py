@@ -100,3 +100,23 @@ def test_pit_off_refuses_a_record_with_a_pit(machine: Any, kernel: Path) -> None
             check_state(other, state)
     finally:
         other.close()
+
+
+def test_dirty_log_has_device_writes_and_kvm_slots_log_only_while_on(machine: Any) -> None:
+    """The KVM machine's dirty log: KVM_MEM_LOG_DIRTY_PAGES on the RAM slots while
+    it is on, and the pages devices wrote through GuestMemory (virtqueue
+    completions) with what KVM reports."""
+    def ram() -> list[Any]:
+        return [ms for ms in machine.vm.slots.values() if not ms.readonly]
+
+    log = machine.dirty_log()
+    assert ram() and not any(ms.log_dirty for ms in ram())
+    log.start()
+    try:
+        assert log.active and all(ms.log_dirty for ms in ram())
+        machine.space.memory.write(0x234567, b"device")      # as a device's DMA
+        assert 0x234000 in log.take()
+        assert 0x234000 not in log.take()                    # taken: clean again
+    finally:
+        log.stop()
+    assert not log.active and not any(ms.log_dirty for ms in ram())
