@@ -85,8 +85,10 @@ def test_live_migration_goes_on_counting(guest: Callable[..., Path], procs: list
     assert text(src) + text(dst) == EXPECTED, (text(src), text(dst))
 
 
-def test_snapshot_in_qcow2_then_loadvm(kernel: Path, procs: list[GuestProcess],
-                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize("ticks", [False, True], ids=["busy", "pit-ticks"])
+def test_snapshot_in_qcow2_then_loadvm(guest: Callable[..., Path], procs: list[GuestProcess],
+                                       tmp_path: Path, ticks: bool) -> None:
+    kernel = count_guest(guest, *(["TICKS=1"] if ticks else []))
     disk = tmp_path / "disk.qcow2"
     qemu_tools.qemu_img("create", "-f", "qcow2", str(disk), "1M")
     drive = ["-drive", f"file={disk},format=qcow2,if=none,id=hd0",
