@@ -139,6 +139,23 @@ def test_live_migration_with_virtio_blk_requests(guest: Callable[..., Path],
         assert data[(3 + i) * 512:(4 + i) * 512] == bytes((i + j) & 0xFF for j in range(512))
 
 
+def test_failed_migration_leaves_the_source_counting(kernel: Path, procs: list[GuestProcess],
+                                                     tmp_path: Path) -> None:
+    """A destination of another memory size refuses the stream: the source, its
+    vCPUs parked or not by then, runs on and counts to the end."""
+    src = vmforge(procs, tmp_path, "src", kernel)
+    src.wait_for(b"count 5\n", timeout=60)
+    port = free_port()
+    dst = vmforge(procs, tmp_path, "dst", kernel, "-incoming", f"tcp:127.0.0.1:{port}",
+                  memory="128M")
+    dst.qmp("query-status")
+    assert src.qmp("migrate", uri=f"tcp:127.0.0.1:{port}") == {}
+    assert src.wait_migration(timeout=120)["status"] == "failed"
+    src.wait_for(b"count: done\n", timeout=120)
+    assert src.proc.wait(30) == 67, src.stderr
+    assert text(src) == EXPECTED
+
+
 @pytest.mark.parametrize("other", [("-smp", "2"), ("-m", "128M")])
 def test_stream_of_another_configuration_refused(kernel: Path, procs: list[GuestProcess],
                                                  tmp_path: Path, other: tuple[str, str]) -> None:
