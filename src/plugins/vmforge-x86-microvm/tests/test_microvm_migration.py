@@ -51,8 +51,9 @@ def procs() -> Iterator[list[GuestProcess]]:
 
 
 def vmforge(procs: list[GuestProcess], tmp_path: Path, name: str, kernel: Path,
-            *extra: str, memory: str = "64M", smp: int = 1) -> GuestProcess:
-    p = GuestProcess.vmforge(["-M", "microvm", "-accel", "kvm", "-m", memory, "-smp", str(smp),
+            *extra: str, memory: str = "64M", smp: int = 1,
+            machine: str = "microvm") -> GuestProcess:
+    p = GuestProcess.vmforge(["-M", machine, "-accel", "kvm", "-m", memory, "-smp", str(smp),
                               "-display", "none", "-serial", "stdio", "-no-reboot",
                               "-kernel", str(kernel), "-device", DEBUG_EXIT, *extra],
                              tmp_path / f"{name}.qmp")
@@ -139,18 +140,22 @@ def test_live_migration_with_virtio_blk_requests(guest: Callable[..., Path],
         assert data[(3 + i) * 512:(4 + i) * 512] == bytes((i + j) & 0xFF for j in range(512))
 
 
-def test_failed_migration_leaves_the_source_counting(kernel: Path, procs: list[GuestProcess],
+def test_refused_state_leaves_the_source_counting(kernel: Path, procs: list[GuestProcess],
                                                      tmp_path: Path) -> None:
-    """A destination of another memory size refuses the stream: the source, its
-    vCPUs parked or not by then, runs on and counts to the end."""
+    """A destination without a PIT refuses the state at the end (the RAM went
+    over): the source, its vCPUs parked by then, runs on and counts to the end."""
     src = vmforge(procs, tmp_path, "src", kernel)
     src.wait_for(b"count 5\n", timeout=60)
     port = free_port()
     dst = vmforge(procs, tmp_path, "dst", kernel, "-incoming", f"tcp:127.0.0.1:{port}",
-                  memory="128M")
+                  machine="microvm,pit=off")
     dst.qmp("query-status")
     assert src.qmp("migrate", uri=f"tcp:127.0.0.1:{port}") == {}
-    assert src.wait_migration(timeout=120)["status"] == "failed"
+    info = src.wait_migration(timeout=120)
+    assert info["status"] == "failed", info
+    assert "did not take the migration stream" in info["error-desc"], info
+    assert dst.close(30) == 1               # (its stderr read to the end)
+    assert "has none (pit=off)" in dst.stderr.decode(errors="replace")
     src.wait_for(b"count: done\n", timeout=120)
     assert src.proc.wait(30) == 67, src.stderr
     assert text(src) == EXPECTED
