@@ -154,7 +154,8 @@ def test_refused_state_leaves_the_source_counting(kernel: Path, procs: list[Gues
     info = src.wait_migration(timeout=120)
     assert info["status"] == "failed", info
     assert "did not take the migration stream" in info["error-desc"], info
-    assert dst.close(30) == 1               # (its stderr read to the end)
+    assert dst.proc.wait(30) == 1
+    dst.close()                             # (its stderr read to the end)
     assert "has none (pit=off)" in dst.stderr.decode(errors="replace")
     src.wait_for(b"count: done\n", timeout=120)
     assert src.proc.wait(30) == 67, src.stderr
