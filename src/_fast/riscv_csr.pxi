@@ -353,6 +353,7 @@ cdef int csr_write(Hart h, uint32_t csr, uint64_t v) noexcept nogil:
         if not sstc_ok(h):
             return 1
         h.stimecmp = v
+        h.poll_at = 0           # host time: STIP sampled afresh at the next boundary
     elif csr == 0x180:
         if h.priv == PRV_S and (h.mstatus & MSTATUS_TVM):
             return 1
@@ -377,7 +378,9 @@ cdef int csr_write(Hart h, uint32_t csr, uint64_t v) noexcept nogil:
     elif csr == 0x305:
         h.mtvec = v if (v & 3) < 2 else (v & ~(<uint64_t>3)) | (h.mtvec & 1)
     elif csr == 0x306: h.mcounteren = v & 0xffffffffU
-    elif csr == 0x30A: h.menvcfg = v & (MENVCFG_WMASK if h.ext_sstc else 1)
+    elif csr == 0x30A:
+        h.menvcfg = v & (MENVCFG_WMASK if h.ext_sstc else 1)
+        h.poll_at = 0
     elif csr == 0x320: h.mcountinhibit = v & 0xfffffffdU
     elif csr >= 0x323 and csr <= 0x33F: pass
     elif csr == 0x340: h.mscratch = v

@@ -252,3 +252,35 @@ def test_hart_record_carries_stimecmp(rv_asm, rv_env):
     old = dict(rec, version=1)
     with pytest.raises(StateError):
         load_hart(other, old)
+
+
+def test_rearmed_stimecmp_raises_no_stale_interrupt(rv_asm, rv_env):
+    """Host time (the timers sampled every so many instructions): STIP seen high,
+    then stimecmp moved far away and the interrupt enabled: no interrupt."""
+    image, _syms = rv_asm(r"""
+    la t0, irq
+    csrw mtvec, t0
+    li a0, 0
+    li t0, 1
+    slli t0, t0, 63
+    csrs menvcfg, t0
+    csrw stimecmp, zero
+    csrr a1, mip                # STIP high
+    li t0, -1
+    csrw stimecmp, t0
+    li t0, 32
+    csrs mie, t0
+    csrsi mstatus, 8
+    nop
+    nop
+    ebreak
+    .balign 4
+irq:
+    li a0, 1
+    ebreak
+""")
+    _space, hart = rv_env.make_machine(image)
+    hart.use_host_clock(0, 100)
+    hart.stop_on = {3}
+    assert hart.run(1000).cause == 3
+    assert hart.x[11] & 32 and hart.x[10] == 0 and hart.csr("mcause") == 0
