@@ -144,6 +144,9 @@ def machine_state(machine: Any) -> dict[str, Any]:
     values.  Call it on the machine's thread with the CPUs not running (the
     monitor, a paused machine): guest time is stopped (:func:`pause_clock`; the
     run loop starts it again) and the devices are drained first."""
+    park = getattr(machine, "park_cpus", None)     # KVM: the vCPU threads end first
+    if callable(park):
+        park()
     pause_clock(machine)
     drain(machine)
     board = getattr(machine, "save_board_state", None)   # KVM: vCPUs parked, in-kernel devices
@@ -227,6 +230,8 @@ def apply_state(machine: Any, state: dict[str, Any]) -> None:
     saved RAM already.  The guest clock is left paused at the saved time: the
     run loop starts it and re-times the CPUs."""
     check_state(machine, state)
+    if callable(getattr(machine, "park_cpus", None)):
+        machine.park_cpus()
     drain(machine)
     pause_clock(machine)
     machine.clock.advance(state["clock_ns"] - machine.clock.now_ns())

@@ -317,12 +317,31 @@ class KvmMachine(Machine):
 
     # -- migration: the in-kernel devices' record, the dirty log ---------------------------
 
+    def park_cpus(self) -> None:
+        """End the vCPU threads (they start again when the machine runs) from the
+        machine's thread, which may hold :attr:`big_lock` (a queued call): it lets
+        go of it while it waits, so a vCPU finishing an I/O exit can take it."""
+        for t in self._threads:
+            t.vcpu.stop()
+        held = 0
+        while True:                 # (an RLock, perhaps held more than once)
+            try:
+                self.big_lock.release()
+            except RuntimeError:    # not held (any more) by this thread
+                break
+            held += 1
+        try:
+            self._stop_vcpus()
+        finally:
+            for _ in range(held):
+                self.big_lock.acquire()
+
     def save_board_state(self) -> dict[str, Any]:
         """The in-kernel PICs, I/O APIC, PIT and clock (:mod:`vmforge.accel.kvm.records`);
         the vCPU threads end first (parked: they start again when the machine runs)."""
         from vmforge.accel.kvm.records import save_vm
 
-        self._stop_vcpus()
+        self.park_cpus()
         assert self.vm is not None
         return save_vm(self.vm, self.has_pit)
 
@@ -334,7 +353,7 @@ class KvmMachine(Machine):
     def load_board_state(self, record: dict[str, Any]) -> None:
         from vmforge.accel.kvm.records import load_vm
 
-        self._stop_vcpus()
+        self.park_cpus()
         assert self.vm is not None
         load_vm(self.vm, record, self.has_pit)
 
