@@ -3,6 +3,9 @@ on a clock the test moves."""
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 
 from vmforge.block.jobs import job as jobmod
@@ -49,3 +52,39 @@ def test_tiny_speeds_keep_a_quota_of_one_byte(clock: list[int]) -> None:
     rl = RateLimit()
     rl.set_speed(1)
     assert rl.slice_quota == 1
+
+
+def test_a_new_speed_set_while_the_job_reads_its_delay_wakes_it(tmp_path: Any) -> None:
+    """block-job-set-speed 0 arriving between the job's reading of its delay and its
+    wait (seen in CI under load: a mirror at 1 byte/s asleep for hours after its
+    speed was lifted).  Here the speed is lifted from another thread right as the
+    job has read a delay; the job must still reach READY at once."""
+    from tests.block.jobkit import make_chain
+    from vmforge.block import BlockBackend
+    from vmforge.block.jobs import JobRegistry, start_mirror
+
+    _base, top, _data = make_chain(tmp_path, size=4 << 20)
+    real = RateLimit.delay_ns
+    lifted: list[threading.Thread] = []
+    job_box: list[Any] = [None]
+
+    def delay_ns(self: RateLimit, n: int) -> int:
+        delay = real(self, n)
+        if n == 0 and delay and not lifted and job_box[0] is not None:
+            t = threading.Thread(target=job_box[0].set_speed, args=(0,))
+            lifted.append(t)
+            t.start()
+            t.join(0.5)     # done at once unless the job holds its lock: then it waits
+        return delay
+
+    with BlockBackend.open(top, "qcow2", readonly=False) as bb:
+        reg = JobRegistry()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(RateLimit, "delay_ns", delay_ns)
+            job = start_mirror(bb, str(tmp_path / "copy.qcow2"), device="hd0", speed=1,
+                               registry=reg)
+            job_box[0] = job
+            assert job.wait_ready(20), job.info()
+        assert lifted and job.speed == 0
+        job.cancel()
+        assert job.wait(20)

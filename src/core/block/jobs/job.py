@@ -438,20 +438,28 @@ class BlockJob:
     def sleep(self, seconds: float) -> None:
         """Sleep (not busy), woken early by pause, cancel, complete or a new speed."""
         with self._cond:
-            self.busy = False
-            if not (self._cancelled or self._pause_count or self._should_complete):
-                self._cond.wait(seconds)
-            self.busy = True
+            self._sleep_locked(seconds)
+
+    def _sleep_locked(self, seconds: float) -> None:
+        self.busy = False
+        if not (self._cancelled or self._pause_count or self._should_complete):
+            self._cond.wait(seconds)
+        self.busy = True
 
     def ratelimit(self, n: int) -> None:
         """Account ``n`` bytes copied and sleep as the speed limit asks (QEMU's
-        block_job_ratelimit_processed_bytes then block_job_ratelimit_sleep)."""
-        self._limit.delay_ns(n)
+        block_job_ratelimit_processed_bytes then block_job_ratelimit_sleep).  The
+        delay is read with the condition held, as set_speed changes the limit with
+        it held: a new speed (0: none) can never slip in between the reading and
+        the wait and leave the job asleep for the old speed's delay."""
+        with self._cond:
+            self._limit.delay_ns(n)
         while True:
-            delay = self._limit.delay_ns(0)
-            if not delay or self._cancelled:
-                return
-            self.sleep(delay / 1e9)
+            with self._cond:
+                delay = self._limit.delay_ns(0)
+                if not delay or self._cancelled:
+                    return
+                self._sleep_locked(delay / 1e9)
             if self._pause_count:
                 return
 
