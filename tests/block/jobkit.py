@@ -20,8 +20,11 @@ class Writer:
     what each written block must read (the image's first contents elsewhere)."""
 
     def __init__(self, bb: BlockBackend, seed: int = 0, blocks: int | None = None,
-                 first: int = 0) -> None:
+                 first: int = 0, interval: float = 0.0) -> None:
         self.bb = bb
+        #: seconds between two writes (0: as fast as it can, which a copy over a slower
+        #: target, such as an NBD export, may never catch up with)
+        self.interval = interval
         self.first = first
         self.blocks = blocks or bb.size // BLOCK - first
         self.model: dict[int, bytes] = {}
@@ -64,6 +67,8 @@ class Writer:
                 self.writes += 1
                 if self.writes >= self._at_least:
                     self._started.set()
+                if self.interval:
+                    self._stop.wait(self.interval)
         except BaseException as exc:
             self.error = exc
             self._started.set()

@@ -24,7 +24,7 @@ def mirror_while_writing(top: str, initial: bytes, target: str) -> bytes:
     """Mirror the chain under ``top`` into ``target`` (existing) with a writer on the
     source; cancel once ready (no pivot, as after a migration); what the disk reads."""
     bb = BlockBackend.open(top, "qcow2", readonly=False)
-    w = Writer(bb).start()
+    w = Writer(bb, interval=0.001).start()   # a guest's pace: the copy can catch up
     ev = Events()
     job = start_mirror(bb, target, device="hd0", sync="full", mode="existing",
                        on_event=ev, registry=JobRegistry())
