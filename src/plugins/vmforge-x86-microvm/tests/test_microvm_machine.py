@@ -235,7 +235,7 @@ def test_ctrl_c_ends_every_vcpu(tmp_path):
         _out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert b"Traceback" not in err
 
 
