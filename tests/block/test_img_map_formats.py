@@ -19,6 +19,11 @@ CASES = [
     ("vmdk", "subformat=streamOptimized"),
     ("qed", ""), ("qcow", ""), ("parallels", ""), ("vhdx", ""), ("raw", ""),
     ("qcow2", ""),
+    # QEMU recurses into the file for the data clusters of an image it finds
+    # metadata-preallocated (qcow2_detect_metadata_preallocation): holes read as zero
+    ("qcow2", "preallocation=metadata"), ("qcow2", "preallocation=falloc"),
+    ("qcow2", "preallocation=full"),
+    ("qcow2", "preallocation=metadata,cluster_size=4096"),
 ]
 
 

@@ -447,6 +447,47 @@ class Qcow2Image(BlockDriver):
 
     def block_status(self, offset: int, length: int) -> Iterator[Extent]:
         self._check_range(offset, length)
+        if not self._metadata_preallocated():
+            yield from self._format_status(offset, length)
+            return
+        from vmforge.block.mapped import file_extents
+        for e in self._format_status(offset, length):
+            if e.status != _STATUS_DATA or e.host_offset is None:
+                yield e
+                continue
+            # QEMU's BDRV_BLOCK_RECURSE: data clusters that lie in holes of the data
+            # file (or past its end) read as zeros, and block status says so
+            for f in file_extents(self.data.fd, e.host_offset, e.length, self.filename):
+                status = e.status | BlockStatus.ZERO if f.is_zero else e.status
+                yield Extent(e.offset + f.offset - e.host_offset, f.length, status,
+                             f.offset, 0, self.filename)
+
+    def _metadata_preallocated(self) -> bool:
+        """QEMU's ``qcow2_detect_metadata_preallocation``, once per open: the image
+        counts as preallocated (``preallocation=metadata``) when at least
+        max(10/9 of the clusters the file really occupies, that + 2) of the
+        clusters within its length have a refcount."""
+        known = self.__dict__.get("_prealloc_known")
+        if known is not None:
+            return bool(known)
+        try:
+            st = os.fstat(self.f.fd)
+            real = st.st_blocks * 512 // self.cs
+            threshold = max(real * 10 // 9, real + 2)
+            end = -(-st.st_size // self.cs)
+            count = 0
+            i = 0
+            with self.lock:
+                while i < end and count < threshold:
+                    count += self.refs.get(i) != 0
+                    i += 1
+            known = count >= threshold
+        except (OSError, BlockError):
+            known = False       # QEMU: an error is no preallocation
+        self.__dict__["_prealloc_known"] = known
+        return known
+
+    def _format_status(self, offset: int, length: int) -> Iterator[Extent]:
         has_backing = bool(self.h.backing_file) and self.snapshot is None
         unalloc = BlockStatus(0) if has_backing else BlockStatus.ZERO
         # (IntFlag arithmetic is slow: once here, not per extent)
