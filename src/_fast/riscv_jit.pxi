@@ -32,11 +32,47 @@
 # translated byte leaves every region alone (and the region that made it goes
 # on after it, see emit_stub).  The code buffer is per hart; when it is full,
 # every head is unlinked and it starts over.
-
-from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_PRIVATE, MAP_ANONYMOUS
+#
+# W^X: the buffer is never writable and executable at once.  It is one memfd
+# mapped twice: an RX view that runs (h.jit_buf, and every code address the
+# records, the trampoline and the disassembly see) and an RW view the emitter
+# writes through (a.p, at a.wdelta bytes from the RX view; relative jumps are
+# the same in both).  Where memfd_create or a second shared mapping is refused,
+# one private mapping is flipped RW for the compiling and RX after (a.flip).
 
 cdef extern from *:
     """
+    #include <sys/mman.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    /* Map ``size`` bytes twice: *rw read-write, *rx read-execute, the same pages.
+       0 when done; -1: no second view (*rw = *rx = one private RW mapping). */
+    static int rv_jit_map(size_t size, void **rw, void **rx) {
+        *rw = *rx = MAP_FAILED;
+    #if defined(__linux__) && defined(SYS_memfd_create)
+        int fd = (int)syscall(SYS_memfd_create, "vmforge-jit", 1u /* MFD_CLOEXEC */);
+        if (fd >= 0) {
+            if (ftruncate(fd, (off_t)size) == 0) {
+                *rx = mmap(NULL, size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+                if (*rx != MAP_FAILED) {
+                    *rw = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+                    if (*rw == MAP_FAILED) {
+                        munmap(*rx, size);
+                        *rx = MAP_FAILED;
+                    }
+                }
+            }
+            close(fd);
+            if (*rw != MAP_FAILED)
+                return 0;
+        }
+    #endif
+        *rw = *rx = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return -1;
+    }
+    #define RV_MAP_FAILED MAP_FAILED
+    #define RV_PROT_RW (PROT_READ | PROT_WRITE)
+    #define RV_PROT_RX (PROT_READ | PROT_EXEC)
     typedef int (*rv_jit_entry_t)(void *code, void *hart, uint64_t *x, void *recs,
                                   uint64_t cbase, uint64_t cnt);
     #define RV_JIT_CALL(tramp, code, h, x, recs, cbase, cnt) \
@@ -52,6 +88,11 @@ cdef extern from *:
                     uint64_t cbase, uint64_t cnt) noexcept nogil
     int64_t RV_PTR_DIFF(void *a, void *b) noexcept nogil
     int RV_JIT_HOST
+    int rv_jit_map(size_t size, void **rw, void **rx) noexcept nogil
+    void *RV_MAP_FAILED
+    int RV_PROT_RW, RV_PROT_RX
+    int munmap(void *addr, size_t size) noexcept nogil
+    int mprotect(void *addr, size_t size, int prot) noexcept nogil
 
 cdef enum:
     JIT_HOT = 32                # taken jumps to a record before it is compiled
@@ -125,6 +166,10 @@ cdef struct Jit:
     int npend
     int rets[8]                     # return sites of the region's calls (jal)
     int nrets
+    # the code buffer's views (see W^X above)
+    int64_t wdelta                  # RW view - RX view: where the emitter writes
+    uint8_t *wbuf                   # the RW view (== h.jit_buf when flipped)
+    int flip                        # one mapping, flipped RW/RX around each writing
 
 
 cdef inline void b1(Jit *a, int v) noexcept nogil:
@@ -720,44 +765,68 @@ cdef int branch_cc(int op) noexcept nogil:
     return CC_B
 
 
+cdef inline uint8_t *jit_writable(Jit *a, uint8_t *p) noexcept nogil:
+    """The RW view's address of code at ``p`` (an RX view address)."""
+    return p + a.wdelta
+
+
+cdef void jit_open(Hart h, Jit *a) noexcept nogil:
+    """Before writing code: the flipped buffer becomes RW (and not executable)."""
+    if a.flip:
+        mprotect(h.jit_buf, JIT_BYTES, RV_PROT_RW)
+
+
+cdef void jit_close(Hart h, Jit *a) noexcept nogil:
+    """After writing code: the flipped buffer becomes RX (and not writable)."""
+    if a.flip:
+        mprotect(h.jit_buf, JIT_BYTES, RV_PROT_RX)
+
+
 cdef uint8_t *jit_init(Hart h) noexcept nogil:
     """Map the code buffer and write the entry trampoline and common epilogue."""
-    cdef void *m
-    cdef Jit a
-    m = mmap(NULL, JIT_BYTES, PROT_READ | PROT_WRITE | PROT_EXEC,
-             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-    if m == <void *>-1:
+    cdef void *rw
+    cdef void *rx
+    cdef int flip = rv_jit_map(JIT_BYTES, &rw, &rx) != 0
+    cdef Jit *a
+    if rw == RV_MAP_FAILED:
         return NULL
-    h.jit_work = malloc(sizeof(Jit))
-    if h.jit_work == NULL:
-        munmap(m, JIT_BYTES)
+    a = <Jit *>malloc(sizeof(Jit))
+    if a == NULL:
+        munmap(rw, JIT_BYTES)
+        if not flip:
+            munmap(rx, JIT_BYTES)
         return NULL
-    h.jit_buf = <uint8_t *>m
-    a.p = h.jit_buf
+    h.jit_work = a
+    h.jit_buf = <uint8_t *>rx
+    a.wbuf = <uint8_t *>rw
+    a.wdelta = RV_PTR_DIFF(rw, rx)
+    a.flip = flip
+    a.p = a.wbuf
     # entry(code=rdi, h=rsi, x=rdx, recs=rcx, cbase=r8, cnt=r9)
-    b1(&a, 0x53); b1(&a, 0x55)                      # push rbx, rbp
-    b1(&a, 0x41); b1(&a, 0x54)                      # push r12
-    b1(&a, 0x41); b1(&a, 0x55)                      # push r13
-    b1(&a, 0x41); b1(&a, 0x56)                      # push r14
-    b1(&a, 0x41); b1(&a, 0x57)                      # push r15
-    alu_imm(&a, 1, 5, RSP, 8)                       # sub rsp, 8: calls see rsp % 16 == 0
-    mov_rr(&a, R15, RSI)
-    mov_rr(&a, RBX, RDX)
-    op_rm(&a, 1, 0x89, RCX, RSI, <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h))   # h.jrecs = rcx
-    op_rm(&a, 1, 0x89, 8, RSI, <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h))   # h.jcbase = r8
-    mov_rr(&a, R14, 9)
-    b1(&a, 0xff); b1(&a, 0xe7)                      # jmp rdi
-    h.jit_epilogue = a.p
-    op_rm(&a, 1, 0x89, R14, R15, <int32_t>RV_PTR_DIFF(&h.jcnt, <void *>h))   # h.jcnt = r14
-    alu_imm(&a, 1, 0, RSP, 8)
-    b1(&a, 0x41); b1(&a, 0x5f)
-    b1(&a, 0x41); b1(&a, 0x5e)
-    b1(&a, 0x41); b1(&a, 0x5d)
-    b1(&a, 0x41); b1(&a, 0x5c)
-    b1(&a, 0x5d); b1(&a, 0x5b)
-    b1(&a, 0xc3)
-    h.jit_start = <uint8_t *>((<uintptr_t>a.p + 63) & ~(<uintptr_t>63))
+    b1(a, 0x53); b1(a, 0x55)                      # push rbx, rbp
+    b1(a, 0x41); b1(a, 0x54)                      # push r12
+    b1(a, 0x41); b1(a, 0x55)                      # push r13
+    b1(a, 0x41); b1(a, 0x56)                      # push r14
+    b1(a, 0x41); b1(a, 0x57)                      # push r15
+    alu_imm(a, 1, 5, RSP, 8)                       # sub rsp, 8: calls see rsp % 16 == 0
+    mov_rr(a, R15, RSI)
+    mov_rr(a, RBX, RDX)
+    op_rm(a, 1, 0x89, RCX, RSI, <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h))   # h.jrecs = rcx
+    op_rm(a, 1, 0x89, 8, RSI, <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h))   # h.jcbase = r8
+    mov_rr(a, R14, 9)
+    b1(a, 0xff); b1(a, 0xe7)                      # jmp rdi
+    h.jit_epilogue = a.p - a.wdelta
+    op_rm(a, 1, 0x89, R14, R15, <int32_t>RV_PTR_DIFF(&h.jcnt, <void *>h))   # h.jcnt = r14
+    alu_imm(a, 1, 0, RSP, 8)
+    b1(a, 0x41); b1(a, 0x5f)
+    b1(a, 0x41); b1(a, 0x5e)
+    b1(a, 0x41); b1(a, 0x5d)
+    b1(a, 0x41); b1(a, 0x5c)
+    b1(a, 0x5d); b1(a, 0x5b)
+    b1(a, 0xc3)
+    h.jit_start = <uint8_t *>((<uintptr_t>(a.p - a.wdelta) + 63) & ~(<uintptr_t>63))
     h.jit_free = h.jit_start
+    jit_close(h, a)
     return h.jit_buf
 
 
@@ -840,8 +909,9 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         jit_unlink_all(h)                            # full: start over
         h.jit_free = h.jit_start
         h.jit_resets += 1
-    a.p = h.jit_free
-    a.epi = h.jit_epilogue
+    jit_open(h, a)
+    a.p = jit_writable(a, h.jit_free)                # (every write goes through the RW view)
+    a.epi = jit_writable(a, h.jit_epilogue)
     a.o_lim = <int32_t>RV_PTR_DIFF(<void *>&h.lim, <void *>h)
     a.o_jpc = <int32_t>RV_PTR_DIFF(&h.jpc, <void *>h)
     a.o_jv = <int32_t>RV_PTR_DIFF(&h.jv, <void *>h)
@@ -861,7 +931,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         if a.state[i] == IN_REGION:
             lines |= jit_lines(i, i + (a.recs[i].len >> 1) - 1 if i < 2047 else i)
     q8(a, lines)
-    code = a.p
+    code = a.p - a.wdelta                            # where it runs
     cache_load(a)                                    # the entry: registers in, to the head
     jump_label(a, -1, start)
     # the instructions in address order; ``nxt``: where the last one falls through to
@@ -936,7 +1006,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         jmp_patch(a.pend_at[i], a.label[a.pend_off[i] >> 1])
     for i in range(a.nstubs):
         emit_stub(a, &a.stubs[i])
-    h.jit_free = <uint8_t *>((<uintptr_t>a.p + 15) & ~(<uintptr_t>15))
+    h.jit_free = <uint8_t *>((<uintptr_t>(a.p - a.wdelta) + 15) & ~(<uintptr_t>15))
+    jit_close(h, a)
     h.jit_regions += 1
     code_mark(cp, cbase + <uint64_t>start)           # so that unlinking finds the head
     head.op = OP_JIT
@@ -954,7 +1025,10 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
 
 
 cdef void jit_free(Hart h) noexcept nogil:
+    cdef Jit *a = <Jit *>h.jit_work
     if h.jit_buf != NULL:
+        if not a.flip:
+            munmap(a.wbuf, JIT_BYTES)
         munmap(h.jit_buf, JIT_BYTES)
         h.jit_buf = NULL
         free(h.jit_work)

@@ -8,6 +8,7 @@ vmforge: the programs are encoded here.
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -220,3 +221,38 @@ def test_compiled_division_edge_cases():
             else:
                 want = _rv_div(op, x, y)
             assert value == want, f"{op} {x:#x}, {y:#x}: {value:#x}, want {want:#x}"
+
+
+def _mappings() -> list[tuple[int, int, str, str]]:
+    """(start, end, permissions, path) of each mapping of this process."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            lo, hi = (int(v, 16) for v in parts[0].split("-"))
+            out.append((lo, hi, parts[1], parts[5].strip() if len(parts) > 5 else ""))
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+def test_code_buffer_is_never_writable_and_executable():
+    """W^X: after compiling hot code (and recompiling after a store into it), the
+    hart's code buffer shows no mapping both writable and executable: the code
+    runs from a read-execute view and is written through another."""
+    rng = random.Random(7)
+    code, ends = make_loops(rng, blocks=4, per_block=20, trips=40)
+    regs = [0] * 32
+    regs[BASE_REG] = DATA
+    (jit, _), _ = _hart_pair(code, bytes(4096), regs)
+    for end in ends:
+        res = jit.run()
+        assert res.reason is StopReason.EXCEPTION and res.cause == 3, res
+        jit.pc = end + 4
+    assert jit._stats()["jit_regions"] > 0
+    addr, text = jit._jit_code()
+    assert addr and text
+    maps = _mappings()
+    runs = [m for m in maps if m[0] < addr + len(text) and addr < m[1]]
+    assert runs and all("x" in m[2] and "w" not in m[2] for m in runs), runs
+    ours = [m for m in maps if "vmforge-jit" in m[3]] + runs
+    assert not [m for m in ours if "w" in m[2] and "x" in m[2]], ours
