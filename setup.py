@@ -15,6 +15,8 @@ from setuptools import Extension, setup
 
 HERE = Path(__file__).parent.resolve()
 FAST = Path("src/_fast")
+#: C libraries a module links with (sector_cipher: OpenSSL's libcrypto, libssl-dev)
+LIBRARIES = {"sector_cipher": ["crypto"]}
 
 
 def _pxd_include_dir() -> str:
@@ -55,6 +57,7 @@ def _extensions() -> list[Extension]:
             Extension(
                 name,
                 [str(FAST / pyx.name)],
+                libraries=LIBRARIES.get(pyx.stem, []),
                 extra_compile_args=["-O2", "-fno-strict-aliasing", "-Wno-unused-function"],
             )
         )

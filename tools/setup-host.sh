@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
     # build: Python with venv and headers, a C compiler
     python3 python3-venv python3-dev gcc make
+    # libcrypto's headers: the LUKS sector cipher (src/_fast/sector_cipher.pyx)
+    libssl-dev
     # oracles and real software to test against
     qemu-utils qemu-system-misc qemu-system-x86
     gcc-riscv64-unknown-elf opensbi u-boot-qemu busybox-static device-tree-compiler cpio iproute2 iputils-ping libslirp0 e2fsprogs cryptsetup-bin gdb-multiarch

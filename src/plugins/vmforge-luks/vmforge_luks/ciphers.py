@@ -2,7 +2,9 @@
 
 - :class:`SectorCipher`: a cipher, a chaining mode and an IV generator
   (``plain``, ``plain64``, ``essiv:HASH``) encrypting 512-byte sectors, each
-  with the IV of its sector number, as dm-crypt and QEMU do;
+  with the IV of its sector number, as dm-crypt and QEMU do; in OpenSSL's
+  libcrypto (``vmforge._fast.sector_cipher``, one keyed context, a C loop over
+  the sectors) wherever it has the cipher, else in ``cryptography``;
 - :func:`pbkdf2`, :func:`iterations_for`: key derivation and its calibration;
 - :func:`af_split`, :func:`af_merge`: the anti-forensic splitter of the LUKS1
   specification (stripes diffused with the header's hash).
@@ -176,6 +178,7 @@ class SectorCipher:
                               "cryptography library (aes-128 and aes-256 are)")
         self._alg = _algorithm(cipher, key)
         self._essiv = None
+        essiv_key = None
         if self.ivgen == "essiv":
             assert ivhash is not None
             essiv_key = hashlib.new(ivhash, key).digest()
@@ -184,6 +187,8 @@ class SectorCipher:
                                   f"which {cipher} does not take")
             c = _primitives()
             self._essiv = c.Cipher(_algorithm(cipher, essiv_key), c.modes.ECB())
+        self._fast = _openssl_cipher(cipher, self.mode, self.ivgen, key, essiv_key,
+                                     self.block, sector_size)
 
     def _iv(self, sector: int) -> bytes:
         if self.ivgen == "plain":
@@ -206,9 +211,17 @@ class SectorCipher:
             return modes.XTS(iv)
         return modes.CTR(iv)
 
+    @property
+    def native(self) -> bool:
+        """Whether OpenSSL's libcrypto does the sectors (else ``cryptography``, one
+        cipher object per sector)."""
+        return self._fast is not None
+
     def _run(self, first_sector: int, data: bytes | bytearray | memoryview,
              encrypt: bool) -> bytes:
         view = memoryview(data).cast("B")
+        if self._fast is not None:
+            return self._fast.crypt(first_sector, view, encrypt)  # type: ignore[no-any-return]
         Cipher = _primitives().Cipher
         if self.mode == "ecb":  # no IV: one call for the lot
             c = Cipher(self._alg, _primitives().modes.ECB())
@@ -229,3 +242,36 @@ class SectorCipher:
     def decrypt(self, first_sector: int, data: bytes | bytearray | memoryview) -> bytes:
         """``data`` (from sector ``first_sector`` on) decrypted."""
         return self._run(first_sector, data, False)
+
+    def decrypt_inplace(self, first_sector: int, buf: bytearray | memoryview) -> None:
+        """``buf`` (from sector ``first_sector`` on) decrypted where it is."""
+        view = memoryview(buf).cast("B")
+        if self._fast is not None:
+            self._fast.crypt_into(first_sector, view, view, False)
+        else:
+            view[:] = self._run(first_sector, view, False)
+
+
+def _openssl_cipher(cipher: str, mode: str, ivgen: str | None, key: bytes,
+                    essiv_key: bytes | None, block: int, sector_size: int) -> Any:
+    """The sectors' cipher in OpenSSL's libcrypto (``vmforge._fast.sector_cipher``),
+    or None where that module is not built or OpenSSL lacks the cipher (cast5 in
+    OpenSSL 3 without its legacy provider, cast5-ctr anywhere): then the
+    ``cryptography`` path does the work."""
+    try:
+        from vmforge._fast import sector_cipher as sc
+    except ImportError:
+        return None
+    bits = (len(key) // 2 if mode == "xts" else len(key)) * 8
+    name = f"aes-{bits}-{mode}" if cipher == "aes" else f"{cipher}-{mode}"
+    essiv_name = None
+    if essiv_key is not None:
+        essiv_name = (f"aes-{len(essiv_key) * 8}-ecb" if cipher == "aes"
+                      else f"{cipher}-ecb").encode()
+    modes = {"ecb": sc.MODE_ECB, "cbc": sc.MODE_CBC, "xts": sc.MODE_XTS, "ctr": sc.MODE_CTR}
+    ivgens = {None: 0, "plain": sc.IV_PLAIN, "plain64": sc.IV_PLAIN64, "essiv": sc.IV_ESSIV}
+    try:
+        return sc.EvpSectorCipher(name.encode(), key, modes[mode], ivgens[ivgen], block,
+                                  sector_size, essiv_name, essiv_key)
+    except sc.EvpUnavailable:
+        return None

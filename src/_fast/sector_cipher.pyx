@@ -1,0 +1,203 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Disk-sector encryption over OpenSSL's libcrypto (EVP), for LUKS.
+
+One cipher context is keyed once per direction; each sector only resets the IV
+(or XTS tweak), computed from its 512-byte sector number as dm-crypt and QEMU
+do (``plain``: 32 bits, ``plain64``: 64 bits, ``essiv``: the 64-bit number
+encrypted in ECB with a second key).  The loop over sectors runs in C without
+the GIL.  Each call works on its own copy of the keyed contexts, so threads may
+share one :class:`EvpSectorCipher`.
+
+Nothing here logs, formats or keeps a copy of a key (OpenSSL holds the key
+schedules, cleansed when the object is freed).
+"""
+
+from libc.stdint cimport uint8_t, uint64_t
+from libc.string cimport memset
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+
+cdef extern from "openssl/evp.h" nogil:
+    ctypedef struct EVP_CIPHER:
+        pass
+    ctypedef struct EVP_CIPHER_CTX:
+        pass
+    ctypedef struct ENGINE:
+        pass
+    EVP_CIPHER *EVP_CIPHER_fetch(void *libctx, const char *name, const char *props)
+    void EVP_CIPHER_free(EVP_CIPHER *cipher)
+    int EVP_CIPHER_get_key_length(const EVP_CIPHER *cipher)
+    int EVP_CIPHER_get_iv_length(const EVP_CIPHER *cipher)
+    const EVP_CIPHER *EVP_CIPHER_CTX_get0_cipher(const EVP_CIPHER_CTX *ctx)
+    EVP_CIPHER_CTX *EVP_CIPHER_CTX_new()
+    void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *ctx)
+    int EVP_CIPHER_CTX_copy(EVP_CIPHER_CTX *out, const EVP_CIPHER_CTX *inp)
+    int EVP_CIPHER_CTX_set_padding(EVP_CIPHER_CTX *ctx, int pad)
+    int EVP_CipherInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *cipher, ENGINE *impl,
+                          const unsigned char *key, const unsigned char *iv, int enc)
+    int EVP_CipherUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl,
+                         const unsigned char *inp, int inl)
+
+cdef extern from "openssl/err.h" nogil:
+    void ERR_clear_error()
+
+cdef enum:
+    ECB, CBC, XTS, CTR
+    PLAIN = 1, PLAIN64, ESSIV
+
+#: chaining modes and IV generators, as :meth:`EvpSectorCipher.__cinit__` takes them
+MODE_ECB, MODE_CBC, MODE_XTS, MODE_CTR = ECB, CBC, XTS, CTR
+IV_PLAIN, IV_PLAIN64, IV_ESSIV = PLAIN, PLAIN64, ESSIV
+
+DEF SECTOR = 512
+DEF MAX_BLOCK = 32
+
+
+class EvpUnavailable(ValueError):
+    """OpenSSL here lacks the cipher (or refused its key): use another implementation."""
+
+
+cdef EVP_CIPHER_CTX *_keyed(bytes name, const uint8_t *key, int keylen, int enc) except NULL:
+    """A context of cipher ``name`` keyed for one direction, padding off."""
+    cdef EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, name, NULL)
+    cdef EVP_CIPHER_CTX *ctx
+    if c == NULL:
+        ERR_clear_error()
+        raise EvpUnavailable(f"OpenSSL has no cipher {name.decode()}")
+    if EVP_CIPHER_get_key_length(c) != keylen:
+        EVP_CIPHER_free(c)
+        raise EvpUnavailable(f"OpenSSL's {name.decode()} takes another key length")
+    ctx = EVP_CIPHER_CTX_new()
+    if ctx == NULL or EVP_CipherInit_ex(ctx, c, NULL, key, NULL, enc) != 1:
+        EVP_CIPHER_CTX_free(ctx)
+        EVP_CIPHER_free(c)
+        ERR_clear_error()
+        raise EvpUnavailable(f"OpenSSL refused the key of {name.decode()}")
+    EVP_CIPHER_free(c)   # the context keeps its own reference
+    EVP_CIPHER_CTX_set_padding(ctx, 0)
+    return ctx
+
+
+cdef class EvpSectorCipher:
+    """Sectors of ``sector_size`` bytes (a short last piece allowed where the mode
+    is) in OpenSSL cipher ``name`` (``b"aes-256-xts"``...) with ``mode`` and
+    ``ivgen`` (the module's constants; ``ivgen`` 0 for ECB). ``essiv_name`` and
+    ``essiv_key`` give the ESSIV cipher (ECB) and its key. Raises
+    :class:`EvpUnavailable` when OpenSSL cannot do it."""
+
+    cdef EVP_CIPHER_CTX *enc_ctx
+    cdef EVP_CIPHER_CTX *dec_ctx
+    cdef EVP_CIPHER_CTX *essiv_ctx
+    cdef int mode, ivgen, block, sector_size
+
+    def __cinit__(self, bytes name not None, const uint8_t[::1] key not None, int mode,
+                  int ivgen, int block, int sector_size, bytes essiv_name=None,
+                  const uint8_t[::1] essiv_key=None):
+        if not (0 < block <= MAX_BLOCK) or sector_size <= 0 or sector_size % SECTOR:
+            raise ValueError("bad block or sector size")
+        if mode not in (MODE_ECB, MODE_CBC, MODE_XTS, MODE_CTR):
+            raise ValueError(f"bad mode {mode}")
+        if (mode == MODE_ECB) != (ivgen == 0) or ivgen not in (0, IV_PLAIN, IV_PLAIN64,
+                                                               IV_ESSIV):
+            raise ValueError(f"bad IV generator {ivgen}")
+        cdef bint is_essiv = ivgen == ESSIV
+        cdef bint has_essiv = essiv_name is not None and essiv_key is not None
+        if is_essiv != has_essiv:
+            raise ValueError("essiv, and only essiv, takes essiv_name and essiv_key")
+        self.mode, self.ivgen, self.block, self.sector_size = mode, ivgen, block, sector_size
+        self.enc_ctx = _keyed(name, &key[0] if key.shape[0] else NULL, key.shape[0], 1)
+        self.dec_ctx = _keyed(name, &key[0] if key.shape[0] else NULL, key.shape[0], 0)
+        if mode != MODE_ECB and EVP_CIPHER_get_iv_length(
+                EVP_CIPHER_CTX_get0_cipher(self.enc_ctx)) != block:
+            raise EvpUnavailable(f"OpenSSL's {name.decode()} takes another IV length")
+        if ivgen == IV_ESSIV:
+            self.essiv_ctx = _keyed(essiv_name, &essiv_key[0], essiv_key.shape[0], 1)
+
+    def __dealloc__(self):
+        EVP_CIPHER_CTX_free(self.enc_ctx)
+        EVP_CIPHER_CTX_free(self.dec_ctx)
+        EVP_CIPHER_CTX_free(self.essiv_ctx)
+
+    def crypt(self, uint64_t first_sector, const uint8_t[::1] src not None, bint encrypt):
+        """``src`` (from 512-byte sector ``first_sector`` on) en- or decrypted, as
+        new bytes."""
+        cdef Py_ssize_t n = src.shape[0]
+        out = PyBytes_FromStringAndSize(NULL, n)
+        self._run(first_sector, &src[0] if n else NULL, <uint8_t *> PyBytes_AS_STRING(out),
+                  n, encrypt)
+        return out
+
+    def crypt_into(self, uint64_t first_sector, const uint8_t[::1] src not None,
+                   uint8_t[::1] dst not None, bint encrypt):
+        """Like :meth:`crypt`, into ``dst`` (of ``src``'s length; may be ``src``)."""
+        cdef Py_ssize_t n = src.shape[0]
+        if dst.shape[0] != n:
+            raise ValueError("src and dst differ in length")
+        if n:
+            self._run(first_sector, &src[0], &dst[0], n, encrypt)
+
+    cdef int _run(self, uint64_t sector, const uint8_t *src, uint8_t *dst, Py_ssize_t n,
+                  bint encrypt) except -1:
+        cdef EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new()
+        cdef EVP_CIPHER_CTX *ess = NULL
+        cdef int err = 0
+        if ctx == NULL or EVP_CIPHER_CTX_copy(ctx, self.enc_ctx if encrypt
+                                              else self.dec_ctx) != 1:
+            err = 1
+        elif self.essiv_ctx != NULL:
+            ess = EVP_CIPHER_CTX_new()
+            if ess == NULL or EVP_CIPHER_CTX_copy(ess, self.essiv_ctx) != 1:
+                err = 1
+        if not err:
+            with nogil:
+                err = self._loop(ctx, ess, sector, src, dst, n)
+        EVP_CIPHER_CTX_free(ctx)
+        EVP_CIPHER_CTX_free(ess)
+        if err:
+            ERR_clear_error()
+            if err == 2:
+                raise ValueError(f"{n} bytes: a piece is not whole cipher blocks "
+                                 f"({self.block} bytes) or is too short for the mode")
+            raise MemoryError("OpenSSL failed to run the cipher")
+        return 0
+
+    cdef int _loop(self, EVP_CIPHER_CTX *ctx, EVP_CIPHER_CTX *ess, uint64_t sector,
+                   const uint8_t *src, uint8_t *dst, Py_ssize_t n) noexcept nogil:
+        """0, 1 (OpenSSL failed) or 2 (a piece the mode cannot take)."""
+        cdef uint8_t iv[MAX_BLOCK]
+        cdef uint8_t plain_iv[MAX_BLOCK]
+        cdef Py_ssize_t pos = 0, unit
+        cdef int outl, i, ivn
+        cdef uint64_t num
+        if self.mode == ECB:
+            while pos < n:   # one call per 1 GiB (EVP takes an int length)
+                unit = min(n - pos, 1 << 30)
+                if EVP_CipherUpdate(ctx, dst + pos, &outl, src + pos, <int> unit) != 1:
+                    return 1
+                if outl != unit:
+                    return 2
+                pos += unit
+            return 0
+        ivn = min(self.block, 8)
+        while pos < n:
+            unit = min(n - pos, self.sector_size)
+            memset(iv, 0, self.block)
+            num = sector
+            if self.ivgen == PLAIN:
+                num = sector & <uint64_t> 0xFFFFFFFF
+            for i in range(ivn):
+                iv[i] = <uint8_t> (num >> (8 * i))
+            if ess != NULL:
+                for i in range(self.block):
+                    plain_iv[i] = iv[i]
+                if EVP_CipherUpdate(ess, iv, &outl, plain_iv, self.block) != 1 \
+                        or outl != self.block:
+                    return 1
+            if EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, -1) != 1:
+                return 1
+            if EVP_CipherUpdate(ctx, dst + pos, &outl, src + pos, <int> unit) != 1:
+                return 2 if self.mode == XTS else 1
+            if outl != unit:
+                return 2
+            pos += unit
+            sector += self.sector_size // SECTOR
+        return 0
