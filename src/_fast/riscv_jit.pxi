@@ -101,32 +101,16 @@ cdef enum:
     JIT_ROOM = 256 << 10        # the most one region can take (checked before compiling)
     NPOOL = 9                   # host registers that cache guest registers in a region
 
-# x86-64 registers
-cdef enum:
-    RAX = 0
-    RCX = 1
-    RDX = 2
-    RBX = 3
-    RSP = 4
-    RBP = 5
-    RSI = 6
-    RDI = 7
-    R14 = 14
-    R15 = 15
-
-# condition codes (jcc = 0x0f 0x80+cc, setcc = 0x0f 0x90+cc)
-cdef enum:
-    CC_B = 0x2
-    CC_AE = 0x3
-    CC_E = 0x4
-    CC_NE = 0x5
-    CC_L = 0xc
-    CC_GE = 0xd
-
 # the pool (r8-r13, rdi, rsi, rbp): compiled code calls C only on its ways out, after
 # storing the cached registers, so caller-saved registers serve as well as the others
 cdef int POOL[NPOOL]
 POOL[:] = [8, 9, 10, 11, 13, 12, 7, 6, 5]
+
+# the callee-saved registers the entry trampoline saves (rsp stays 16-aligned: 6 + 1)
+cdef enum:
+    NSAVED = 6
+cdef int SAVED[NSAVED]
+SAVED[:] = [RBX, RBP, R12, R13, R14, R15]
 
 
 cdef struct Stub:           # a slow path, emitted after the region's main line
@@ -172,108 +156,14 @@ cdef struct Jit:
     int flip                        # one mapping, flipped RW/RX around each writing
 
 
-cdef inline void b1(Jit *a, int v) noexcept nogil:
-    a.p[0] = <uint8_t>v
-    a.p += 1
+include "x86_enc.pxi"      # the x86-64 encoder
 
-cdef inline void d4(Jit *a, int64_t v) noexcept nogil:
-    cdef int32_t w = <int32_t>v
-    memcpy(a.p, &w, 4)
-    a.p += 4
-
-cdef inline void q8(Jit *a, uint64_t v) noexcept nogil:
-    memcpy(a.p, &v, 8)
-    a.p += 8
-
-cdef inline void rex(Jit *a, int w, int reg, int rm) noexcept nogil:
-    cdef int v = 0x40 | (8 if w else 0) | (4 if reg & 8 else 0) | (1 if rm & 8 else 0)
-    if v != 0x40:
-        b1(a, v)
-
-cdef inline void mem(Jit *a, int reg, int base, int32_t disp) noexcept nogil:
-    """ModRM (+SIB) for [base + disp32]."""
-    b1(a, 0x80 | ((reg & 7) << 3) | (base & 7))
-    if (base & 7) == RSP:
-        b1(a, 0x24)
-    d4(a, disp)
-
-cdef inline void op_rm(Jit *a, int w, int opc, int reg, int base, int32_t disp) noexcept nogil:
-    """``opc reg, [base+disp]`` (or the store direction, by opcode); one-byte opcodes."""
-    rex(a, w, reg, base)
-    b1(a, opc)
-    mem(a, reg, base, disp)
-
-cdef inline void op0f_rm(Jit *a, int w, int opc, int reg, int base, int32_t disp) noexcept nogil:
-    """``0f opc reg, [base+disp]`` (movzx, movsx, imul)."""
-    rex(a, w, reg, base)
-    b1(a, 0x0f)
-    b1(a, opc)
-    mem(a, reg, base, disp)
-
-cdef inline void op_rr(Jit *a, int w, int opc, int reg, int rm) noexcept nogil:
-    rex(a, w, reg, rm)
-    b1(a, opc)
-    b1(a, 0xc0 | ((reg & 7) << 3) | (rm & 7))
-
-cdef inline void mov_rr(Jit *a, int dst, int src) noexcept nogil:
-    op_rr(a, 1, 0x8b, dst, src)
 
 cdef inline void ldx(Jit *a, int reg, int i) noexcept nogil:
-    op_rm(a, 1, 0x8b, reg, RBX, 8 * i)              # mov reg, x[i]
+    op_rm(a, 1, X_MOV, reg, RBX, 8 * i)             # mov reg, x[i]
 
 cdef inline void stx(Jit *a, int reg, int i) noexcept nogil:
-    op_rm(a, 1, 0x89, reg, RBX, 8 * i)              # mov x[i], reg
-
-cdef inline void imm64(Jit *a, int reg, int64_t v) noexcept nogil:
-    if -0x80000000 <= v <= 0x7fffffff:
-        rex(a, 1, 0, reg)
-        b1(a, 0xc7)
-        b1(a, 0xc0 | (reg & 7))
-        d4(a, v)                                    # mov reg, simm32
-    else:
-        rex(a, 1, 0, reg)
-        b1(a, 0xb8 | (reg & 7))
-        q8(a, <uint64_t>v)                          # mov reg, imm64
-
-cdef inline void alu_imm(Jit *a, int w, int ext, int reg, int32_t v) noexcept nogil:
-    rex(a, w, 0, reg)
-    b1(a, 0x81)
-    b1(a, 0xc0 | (ext << 3) | (reg & 7))
-    d4(a, v)
-
-cdef inline void shift_imm(Jit *a, int w, int ext, int reg, int n) noexcept nogil:
-    rex(a, w, 0, reg)
-    b1(a, 0xc1)
-    b1(a, 0xc0 | (ext << 3) | (reg & 7))
-    b1(a, n)
-
-cdef inline void movsxd_rax(Jit *a) noexcept nogil:
-    b1(a, 0x48); b1(a, 0x63); b1(a, 0xc0)           # movsxd rax, eax
-
-cdef inline uint8_t *jcc32(Jit *a, int cc) noexcept nogil:
-    """A forward jcc; returns where to patch (see ``here``)."""
-    b1(a, 0x0f); b1(a, 0x80 | cc)
-    d4(a, 0)
-    return a.p
-
-cdef inline uint8_t *jmp32(Jit *a) noexcept nogil:
-    b1(a, 0xe9)
-    d4(a, 0)
-    return a.p
-
-cdef inline void here(Jit *a, uint8_t *after) noexcept nogil:
-    """Point the rel32 that ends at ``after`` at the current position."""
-    cdef int32_t rel = <int32_t>(a.p - after)
-    memcpy(after - 4, &rel, 4)
-
-cdef inline void jmp_patch(uint8_t *after, uint8_t *target) noexcept nogil:
-    """Point the rel32 that ends at ``after`` at ``target``."""
-    cdef int32_t rel = <int32_t>(target - after)
-    memcpy(after - 4, &rel, 4)
-
-cdef inline void jmp_to(Jit *a, uint8_t *target) noexcept nogil:
-    b1(a, 0xe9)
-    d4(a, <int64_t>(target - (a.p + 4)))
+    op_rm(a, 1, X_MOV_MR, reg, RBX, 8 * i)          # mov x[i], reg
 
 
 # -- the register cache -------------------------------------------------------------------
@@ -361,9 +251,9 @@ cdef int rget(Jit *a, int g, int temp) noexcept nogil:
 cdef inline void src_rax(Jit *a, int w, int g) noexcept nogil:
     """rax (eax when not ``w``) = guest register ``g``."""
     if a.host_of[g] >= 0:
-        op_rr(a, w, 0x8b, RAX, a.host_of[g])
+        op_rr(a, w, X_MOV, RAX, a.host_of[g])
     else:
-        op_rm(a, w, 0x8b, RAX, RBX, 8 * g)
+        op_rm(a, w, X_MOV, RAX, RBX, 8 * g)
 
 cdef inline void rax_to(Jit *a, int g) noexcept nogil:
     """Guest register ``g`` = rax."""
@@ -382,9 +272,9 @@ cdef inline void op_src(Jit *a, int w, int opc, int reg, int g) noexcept nogil:
 cdef inline void eax_to(Jit *a, int g) noexcept nogil:
     """Guest register ``g`` = eax sign-extended (the W ops)."""
     if a.host_of[g] >= 0:
-        op_rr(a, 1, 0x63, a.host_of[g], RAX)        # movsxd reg, eax
+        op_rr(a, 1, X_MOVSXD, a.host_of[g], RAX)        # movsxd reg, eax
     else:
-        movsxd_rax(a)
+        op_rr(a, 1, X_MOVSXD, RAX, RAX)             # movsxd rax, eax
         stx(a, RAX, g)
 
 
@@ -394,17 +284,17 @@ cdef void exit_event(Jit *a, int64_t off, int k) noexcept nogil:
     """Leave with the event in eax, the instruction at ``off`` not retired (``k``
     before it were).  Dirty registers are already stored."""
     if k:
-        alu_imm(a, 1, 0, R14, k)                    # add r14, k
-    op_rm(a, 1, 0x8b, RCX, R15, a.o_cbase)          # h.jpc = cbase + off
+        alu_imm(a, 1, ALU_ADD, R14, k)                    # add r14, k
+    op_rm(a, 1, X_MOV, RCX, R15, a.o_cbase)          # h.jpc = cbase + off
     if off:
-        alu_imm(a, 1, 0, RCX, <int32_t>off)
-    op_rm(a, 1, 0x89, RCX, R15, a.o_jpc)
+        alu_imm(a, 1, ALU_ADD, RCX, <int32_t>off)
+    op_rm(a, 1, X_MOV_MR, RCX, R15, a.o_jpc)
     jmp_to(a, a.epi)
 
 
 cdef void exit_at(Jit *a, int64_t off, int k) noexcept nogil:
     """Leave for the interpreter at page offset ``off``, ``k`` more retired (eax = 0)."""
-    b1(a, 0x31); b1(a, 0xc0)                        # xor eax, eax
+    zero32(a, RAX)
     exit_event(a, off, k)
 
 
@@ -412,15 +302,11 @@ cdef void jump_label(Jit *a, int cc, int64_t off) noexcept nogil:
     """jmp (``cc`` < 0) or jcc to the region's instruction at ``off``; patched once
     the whole region is placed when that instruction is still ahead."""
     cdef uint8_t *lbl = a.label[off >> 1]
-    if cc < 0:
-        b1(a, 0xe9)
-    else:
-        b1(a, 0x0f); b1(a, 0x80 | cc)
-    d4(a, 0)
+    cdef uint8_t *after = jmp32(a) if cc < 0 else jcc32(a, cc)
     if lbl != NULL:
-        jmp_patch(a.p, lbl)
+        jmp_patch(after, lbl)
     else:
-        a.pend_at[a.npend] = a.p
+        a.pend_at[a.npend] = after
         a.pend_off[a.npend] = <int>off
         a.npend += 1
 
@@ -429,11 +315,10 @@ cdef uint8_t *chain_into(Jit *a, int32_t disp) noexcept nogil:
     """rdx + disp = a record: jump into its region if it heads one; returns the jcc
     taken when it does not (rcx clobbered)."""
     cdef uint8_t *miss
-    op0f_rm(a, 0, 0xb7, RCX, RDX, disp)             # movzx ecx, word [rdx + disp]: op
-    alu_imm(a, 0, 7, RCX, OP_JIT)                   # cmp ecx, OP_JIT
+    op0f_rm(a, 0, X0F_MOVZX16, RCX, RDX, disp)      # movzx ecx, word [rdx + disp]: op
+    alu_imm(a, 0, ALU_CMP, RCX, OP_JIT)                   # cmp ecx, OP_JIT
     miss = jcc32(a, CC_NE)
-    b1(a, 0xff)                                     # jmp [rdx + disp + 8]: its code
-    mem(a, 4, RDX, disp + 8)
+    jmp_m(a, RDX, disp + 8)                         # jmp [rdx + disp + 8]: its code
     return miss
 
 
@@ -445,11 +330,11 @@ cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
     cdef uint8_t *p2
     if 0 <= off < 4096 and a.state[off >> 1] == IN_REGION:
         if k:
-            alu_imm(a, 1, 0, R14, k)
+            alu_imm(a, 1, ALU_ADD, R14, k)
         if off > from_off:
             jump_label(a, -1, off)                  # forward: no loop without a backward one
             return
-        op_rm(a, 1, 0x3b, R14, R15, a.o_lim)        # cmp r14, h.lim
+        op_rm(a, 1, X_CMP, R14, R15, a.o_lim)        # cmp r14, h.lim
         jump_label(a, CC_B, off)                    # jb label
         writeback(a)
         exit_at(a, off, 0)
@@ -459,10 +344,10 @@ cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
         exit_at(a, off, k)
         return
     if k:
-        alu_imm(a, 1, 0, R14, k)
-    op_rm(a, 1, 0x3b, R14, R15, a.o_lim)            # cmp r14, h.lim
+        alu_imm(a, 1, ALU_ADD, R14, k)
+    op_rm(a, 1, X_CMP, R14, R15, a.o_lim)            # cmp r14, h.lim
     p1 = jcc32(a, CC_AE)
-    op_rm(a, 1, 0x8b, RDX, R15, a.o_recs)           # rdx = the page's records
+    op_rm(a, 1, X_MOV, RDX, R15, a.o_recs)           # rdx = the page's records
     p2 = chain_into(a, <int32_t>(off * 8))
     here(a, p1)
     here(a, p2)
@@ -475,27 +360,22 @@ cdef void goto_rax(Jit *a, int k) noexcept nogil:
     cdef uint8_t *p2
     cdef uint8_t *p3
     if k:
-        alu_imm(a, 1, 0, R14, k)
+        alu_imm(a, 1, ALU_ADD, R14, k)
     mov_rr(a, RDX, RAX)
-    op_rm(a, 1, 0x2b, RDX, R15, a.o_cbase)          # rdx = rax - cbase
-    alu_imm(a, 1, 7, RDX, 4096)
+    op_rm(a, 1, X_SUB, RDX, R15, a.o_cbase)          # rdx = rax - cbase
+    alu_imm(a, 1, ALU_CMP, RDX, 4096)
     p1 = jcc32(a, CC_AE)                            # another page
-    op_rm(a, 1, 0x3b, R14, R15, a.o_lim)
+    op_rm(a, 1, X_CMP, R14, R15, a.o_lim)
     p2 = jcc32(a, CC_AE)
-    shift_imm(a, 1, 4, RDX, 3)                      # rdx = the records + off*8
-    op_rm(a, 1, 0x03, RDX, R15, a.o_recs)
+    shift_imm(a, 1, SH_SHL, RDX, 3)                      # rdx = the records + off*8
+    op_rm(a, 1, X_ADD, RDX, R15, a.o_recs)
     p3 = chain_into(a, 0)
     here(a, p1)
     here(a, p2)
     here(a, p3)
-    op_rm(a, 1, 0x89, RAX, R15, a.o_jpc)
-    b1(a, 0x31); b1(a, 0xc0)
+    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_jpc)
+    zero32(a, RAX)
     jmp_to(a, a.epi)
-
-
-cdef void call_abs(Jit *a, void *fn) noexcept nogil:
-    imm64(a, RAX, <int64_t><uintptr_t>fn)
-    b1(a, 0xff); b1(a, 0xd0)                        # call rax
 
 
 cdef int resv_clear_call(ResvTable *t, uint8_t *host, int size) noexcept nogil:
@@ -507,262 +387,7 @@ include "riscv_jit_mem.pxi"     # loads and stores: inline TLB probes, slow path
 include "riscv_jit_zb.pxi"      # Zba/Zbb/Zbs ops
 
 
-# -- arithmetic -----------------------------------------------------------------------------
-
-cdef void alu3(Jit *a, int w, int opc, Rec *r) noexcept nogil:
-    """rd = rs1 <op> rs2 (opc: the ``r, r/m`` form); 32-bit ops sign-extended."""
-    cdef int hd = a.host_of[r.rd]
-    if w and hd >= 0 and r.rd == r.rs1:
-        op_src(a, 1, opc, hd, r.rs2)                # in place
-    elif w and hd >= 0 and r.rd != r.rs2:
-        op_src(a, 1, 0x8b, hd, r.rs1)
-        op_src(a, 1, opc, hd, r.rs2)
-    else:
-        op_src(a, w, 0x8b, RAX, r.rs1)
-        op_src(a, w, opc, RAX, r.rs2)
-        if w:
-            rax_to(a, r.rd)
-        else:
-            eax_to(a, r.rd)
-
-
-cdef void alui(Jit *a, int w, int ext, Rec *r) noexcept nogil:
-    cdef int hd = a.host_of[r.rd]
-    if w and hd >= 0:
-        if r.rd != r.rs1:
-            op_src(a, 1, 0x8b, hd, r.rs1)
-        if r.imm or ext != 0:
-            alu_imm(a, 1, ext, hd, r.imm)
-    else:
-        op_src(a, w, 0x8b, RAX, r.rs1)
-        alu_imm(a, w, ext, RAX, r.imm)
-        if w:
-            rax_to(a, r.rd)
-        else:
-            eax_to(a, r.rd)
-
-
-cdef void shifti(Jit *a, int w, int ext, Rec *r) noexcept nogil:
-    cdef int hd = a.host_of[r.rd]
-    if w and hd >= 0:
-        if r.rd != r.rs1:
-            op_src(a, 1, 0x8b, hd, r.rs1)
-        shift_imm(a, 1, ext, hd, r.imm)
-        return
-    op_src(a, w, 0x8b, RAX, r.rs1)
-    shift_imm(a, w, ext, RAX, r.imm)
-    if w:
-        rax_to(a, r.rd)
-    else:
-        eax_to(a, r.rd)
-
-
-cdef void shiftr(Jit *a, int w, int ext, Rec *r) noexcept nogil:
-    op_src(a, 1, 0x8b, RCX, r.rs2)
-    op_src(a, w, 0x8b, RAX, r.rs1)
-    rex(a, w, 0, RAX)
-    b1(a, 0xd3); b1(a, 0xc0 | (ext << 3))           # shl/shr/sar rax, cl (count masked)
-    if w:
-        rax_to(a, r.rd)
-    else:
-        eax_to(a, r.rd)
-
-
-cdef void setcmp(Jit *a, Rec *r, int cc, int with_imm) noexcept nogil:
-    src_rax(a, 1, r.rs1)
-    if with_imm:
-        alu_imm(a, 1, 7, RAX, r.imm)
-    else:
-        op_src(a, 1, 0x3b, RAX, r.rs2)
-    b1(a, 0x0f); b1(a, 0x90 | cc); b1(a, 0xc0)      # setcc al
-    b1(a, 0x0f); b1(a, 0xb6); b1(a, 0xc0)           # movzx eax, al
-    rax_to(a, r.rd)
-
-
-cdef inline int jit_simple(int op) noexcept nogil:
-    """Ops compiled inline that neither jump nor touch memory."""
-    return ((OP_ADDI <= op <= OP_SRAW) or op == OP_LUI or op == OP_AUIPC or op == OP_MUL or
-            (OP_MULW <= op <= OP_REMUW) or (OP_MULH <= op <= OP_REMU) or
-            op == OP_NOP or op == OP_MV or op == OP_LI or op == OP_FENCE)
-
-
-cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
-    cdef int op = r.op, v
-    cdef uint8_t *pz
-    cdef uint8_t *pd
-    if r.rd == 32 or op == OP_NOP or op == OP_FENCE:
-        return          # writes to x0; fences (harts share one thread: memory is in order)
-    if op == OP_ADDI:
-        alui(a, 1, 0, r)
-    elif op == OP_ANDI:
-        alui(a, 1, 4, r)
-    elif op == OP_ORI:
-        alui(a, 1, 1, r)
-    elif op == OP_XORI:
-        alui(a, 1, 6, r)
-    elif op == OP_ADDIW and r.imm == 0:            # sext.w
-        if a.host_of[r.rs1] >= 0:
-            op_rr(a, 1, 0x63, RAX, a.host_of[r.rs1])    # movsxd rax, rs1d
-        else:
-            op_rm(a, 1, 0x63, RAX, RBX, 8 * r.rs1)
-        rax_to(a, r.rd)
-    elif op == OP_ADDIW:
-        alui(a, 0, 0, r)
-    elif op == OP_SLTI:
-        setcmp(a, r, CC_L, 1)
-    elif op == OP_SLTIU:
-        setcmp(a, r, CC_B, 1)
-    elif op == OP_SLT:
-        setcmp(a, r, CC_L, 0)
-    elif op == OP_SLTU:
-        setcmp(a, r, CC_B, 0)
-    elif op == OP_ADD:
-        alu3(a, 1, 0x03, r)
-    elif op == OP_SUB:
-        alu3(a, 1, 0x2b, r)
-    elif op == OP_AND:
-        alu3(a, 1, 0x23, r)
-    elif op == OP_OR:
-        alu3(a, 1, 0x0b, r)
-    elif op == OP_XOR:
-        alu3(a, 1, 0x33, r)
-    elif op == OP_ADDW:
-        alu3(a, 0, 0x03, r)
-    elif op == OP_SUBW:
-        alu3(a, 0, 0x2b, r)
-    elif op == OP_SLLI:
-        shifti(a, 1, 4, r)
-    elif op == OP_SRLI:
-        shifti(a, 1, 5, r)
-    elif op == OP_SRAI:
-        shifti(a, 1, 7, r)
-    elif op == OP_SLLIW:
-        shifti(a, 0, 4, r)
-    elif op == OP_SRLIW:
-        shifti(a, 0, 5, r)
-    elif op == OP_SRAIW:
-        shifti(a, 0, 7, r)
-    elif op == OP_SLL:
-        shiftr(a, 1, 4, r)
-    elif op == OP_SRL:
-        shiftr(a, 1, 5, r)
-    elif op == OP_SRA:
-        shiftr(a, 1, 7, r)
-    elif op == OP_SLLW:
-        shiftr(a, 0, 4, r)
-    elif op == OP_SRLW:
-        shiftr(a, 0, 5, r)
-    elif op == OP_SRAW:
-        shiftr(a, 0, 7, r)
-    elif op == OP_LUI or op == OP_LI:
-        if a.host_of[r.rd] >= 0:
-            imm64(a, a.host_of[r.rd], r.imm)
-        else:
-            imm64(a, RAX, r.imm)
-            stx(a, RAX, r.rd)
-    elif op == OP_MV:
-        if a.host_of[r.rd] >= 0:
-            op_src(a, 1, 0x8b, a.host_of[r.rd], r.rs1)
-        else:
-            src_rax(a, 1, r.rs1)
-            stx(a, RAX, r.rd)
-    elif op == OP_AUIPC:
-        imm64(a, RAX, off + <int64_t>r.imm)
-        op_rm(a, 1, 0x03, RAX, R15, a.o_cbase)      # add rax, cbase
-        rax_to(a, r.rd)
-    elif op == OP_MUL or op == OP_MULW:
-        src_rax(a, op == OP_MUL, r.rs1)
-        v = rget(a, r.rs2, RCX)
-        rex(a, op == OP_MUL, RAX, v)                # imul rax, rs2
-        b1(a, 0x0f); b1(a, 0xaf); b1(a, 0xc0 | (v & 7))
-        if op == OP_MULW:
-            eax_to(a, r.rd)
-        else:
-            rax_to(a, r.rd)
-    elif op == OP_MULH or op == OP_MULHU:
-        src_rax(a, 1, r.rs1)
-        op_rr(a, 1, 0xf7, 5 if op == OP_MULH else 4, rget(a, r.rs2, RCX))   # (i)mul rs2
-        mov_rr(a, RAX, RDX)
-        rax_to(a, r.rd)
-    elif op == OP_MULHSU:                           # mulhu, less rs2 when rs1 < 0
-        op_src(a, 1, 0x8b, RCX, r.rs2)
-        src_rax(a, 1, r.rs1)
-        op_rr(a, 1, 0xf7, 4, RCX)                   # mul rcx: rdx = high half
-        src_rax(a, 1, r.rs1)
-        shift_imm(a, 1, 7, RAX, 63)                 # sar rax, 63: all ones if rs1 < 0
-        op_rr(a, 1, 0x23, RAX, RCX)                 # and rax, rcx
-        op_rr(a, 1, 0x2b, RDX, RAX)                 # sub rdx, rax
-        mov_rr(a, RAX, RDX)
-        rax_to(a, r.rd)
-    else:
-        emit_div(a, r)
-
-
-cdef void emit_div(Jit *a, Rec *r) noexcept nogil:
-    """DIV[U][W] and REM[U][W] with RISC-V's results where x86 would trap: division
-    by zero (quotient all ones, remainder the dividend) and the signed overflow
-    (MIN / -1: quotient MIN, remainder 0)."""
-    cdef int op = r.op
-    cdef int w = op == OP_DIV or op == OP_DIVU or op == OP_REM or op == OP_REMU
-    cdef int signed = op == OP_DIV or op == OP_REM or op == OP_DIVW or op == OP_REMW
-    cdef int rem = op == OP_REM or op == OP_REMU or op == OP_REMW or op == OP_REMUW
-    cdef uint8_t *pz
-    cdef uint8_t *pdone
-    cdef uint8_t *pdo
-    cdef uint8_t *povf = NULL
-    op_src(a, w, 0x8b, RCX, r.rs2)                  # rcx (ecx) = divisor
-    op_src(a, w, 0x8b, RAX, r.rs1)                  # rax (eax) = dividend
-    op_rr(a, w, 0x85, RCX, RCX)                     # test: a zero divisor?
-    pz = jcc32(a, CC_E)
-    if signed:
-        alu_imm(a, w, 7, RCX, -1)                   # cmp rcx, -1
-        pdo = jcc32(a, CC_NE)
-        if w:
-            imm64(a, RDX, <int64_t>(<uint64_t>1 << 63))
-            op_rr(a, 1, 0x3b, RAX, RDX)             # cmp rax, INT64_MIN
-        else:
-            alu_imm(a, 0, 7, RAX, <int32_t>0x80000000)   # cmp eax, INT32_MIN
-        povf = jcc32(a, CC_E)
-        here(a, pdo)
-        if w:
-            b1(a, 0x48)
-        b1(a, 0x99)                                 # cqo / cdq
-        op_rr(a, w, 0xf7, 7, RCX)                   # idiv rcx (ecx)
-    else:
-        b1(a, 0x31); b1(a, 0xd2)                    # xor edx, edx
-        op_rr(a, w, 0xf7, 6, RCX)                   # div rcx (ecx)
-    if rem:
-        op_rr(a, w, 0x8b, RAX, RDX)
-    pdone = jmp32(a)
-    here(a, pz)                                     # x / 0 = all ones; x % 0 = x
-    if not rem:
-        imm64(a, RAX, -1)
-    if povf != NULL:
-        pdo = jmp32(a)
-        here(a, povf)                               # MIN / -1 = MIN (in rax); MIN % -1 = 0
-        if rem:
-            b1(a, 0x31); b1(a, 0xc0)                # xor eax, eax
-        here(a, pdo)
-    here(a, pdone)
-    if w:
-        rax_to(a, r.rd)
-    else:
-        eax_to(a, r.rd)
-
-
-cdef int branch_cc(int op) noexcept nogil:
-    """The x86 condition under which a branch is NOT taken."""
-    if op == OP_BEQ:
-        return CC_NE
-    if op == OP_BNE:
-        return CC_E
-    if op == OP_BLT:
-        return CC_GE
-    if op == OP_BGE:
-        return CC_L
-    if op == OP_BLTU:
-        return CC_AE
-    return CC_B
+include "riscv_jit_alu.pxi"     # arithmetic, M ops, branch conditions
 
 
 cdef inline uint8_t *jit_writable(Jit *a, uint8_t *p) noexcept nogil:
@@ -786,7 +411,7 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     """Map the code buffer and write the entry trampoline and common epilogue."""
     cdef void *rw
     cdef void *rx
-    cdef int flip = rv_jit_map(JIT_BYTES, &rw, &rx) != 0
+    cdef int flip = rv_jit_map(JIT_BYTES, &rw, &rx) != 0, i
     cdef Jit *a
     if rw == RV_MAP_FAILED:
         return NULL
@@ -803,27 +428,21 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     a.flip = flip
     a.p = a.wbuf
     # entry(code=rdi, h=rsi, x=rdx, recs=rcx, cbase=r8, cnt=r9)
-    b1(a, 0x53); b1(a, 0x55)                      # push rbx, rbp
-    b1(a, 0x41); b1(a, 0x54)                      # push r12
-    b1(a, 0x41); b1(a, 0x55)                      # push r13
-    b1(a, 0x41); b1(a, 0x56)                      # push r14
-    b1(a, 0x41); b1(a, 0x57)                      # push r15
-    alu_imm(a, 1, 5, RSP, 8)                       # sub rsp, 8: calls see rsp % 16 == 0
+    for i in range(NSAVED):                         # push the callee-saved ones used
+        push(a, SAVED[i])
+    alu_imm(a, 1, ALU_SUB, RSP, 8)                       # sub rsp, 8: calls see rsp % 16 == 0
     mov_rr(a, R15, RSI)
     mov_rr(a, RBX, RDX)
-    op_rm(a, 1, 0x89, RCX, RSI, <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h))   # h.jrecs = rcx
-    op_rm(a, 1, 0x89, 8, RSI, <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h))   # h.jcbase = r8
-    mov_rr(a, R14, 9)
-    b1(a, 0xff); b1(a, 0xe7)                      # jmp rdi
+    op_rm(a, 1, X_MOV_MR, RCX, RSI, <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h))   # h.jrecs = rcx
+    op_rm(a, 1, X_MOV_MR, R8, RSI, <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h))   # h.jcbase = r8
+    mov_rr(a, R14, R9)
+    jmp_r(a, RDI)
     h.jit_epilogue = a.p - a.wdelta
-    op_rm(a, 1, 0x89, R14, R15, <int32_t>RV_PTR_DIFF(&h.jcnt, <void *>h))   # h.jcnt = r14
-    alu_imm(a, 1, 0, RSP, 8)
-    b1(a, 0x41); b1(a, 0x5f)
-    b1(a, 0x41); b1(a, 0x5e)
-    b1(a, 0x41); b1(a, 0x5d)
-    b1(a, 0x41); b1(a, 0x5c)
-    b1(a, 0x5d); b1(a, 0x5b)
-    b1(a, 0xc3)
+    op_rm(a, 1, X_MOV_MR, R14, R15, <int32_t>RV_PTR_DIFF(&h.jcnt, <void *>h))   # h.jcnt = r14
+    alu_imm(a, 1, ALU_ADD, RSP, 8)
+    for i in range(NSAVED - 1, -1, -1):
+        pop(a, SAVED[i])
+    ret(a)
     h.jit_start = <uint8_t *>((<uintptr_t>(a.p - a.wdelta) + 63) & ~(<uintptr_t>63))
     h.jit_free = h.jit_start
     jit_close(h, a)
@@ -944,7 +563,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
             falls = 0
         if a.target[i]:                              # a label: counts settled before it
             if falls and k:
-                alu_imm(a, 1, 0, R14, k)
+                alu_imm(a, 1, ALU_ADD, R14, k)
             k = 0
         a.label[i] = a.p
         r = &a.recs[i]
@@ -960,39 +579,39 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
             emit_store(a, r, off, k)
         elif OP_BEQ <= op <= OP_BGEU:
             if a.host_of[r.rs1] >= 0:
-                op_src(a, 1, 0x3b, a.host_of[r.rs1], r.rs2)   # cmp rs1, rs2
+                op_src(a, 1, X_CMP, a.host_of[r.rs1], r.rs2)   # cmp rs1, rs2
             else:
                 src_rax(a, 1, r.rs1)
-                op_src(a, 1, 0x3b, RAX, r.rs2)
+                op_src(a, 1, X_CMP, RAX, r.rs2)
             skip = jcc32(a, branch_cc(op))
             goto_pc(a, off, off + r.imm, k + 1)
             here(a, skip)
         elif op == OP_J or op == OP_JAL:
             if op == OP_JAL:
                 imm64(a, RAX, off + r.len)
-                op_rm(a, 1, 0x03, RAX, R15, a.o_cbase)
+                op_rm(a, 1, X_ADD, RAX, R15, a.o_cbase)
                 rax_to(a, r.rd)
             goto_pc(a, off, off + r.imm, k + 1)
             falls = 0
         else:                                        # JALR
             src_rax(a, 1, r.rs1)
-            alu_imm(a, 1, 0, RAX, r.imm)
-            alu_imm(a, 1, 4, RAX, -2)                # and rax, ~1
+            alu_imm(a, 1, ALU_ADD, RAX, r.imm)
+            alu_imm(a, 1, ALU_AND, RAX, -2)                # and rax, ~1
             if r.rd != 32:
                 mov_rr(a, RDX, RAX)
                 imm64(a, RAX, off + r.len)
-                op_rm(a, 1, 0x03, RAX, R15, a.o_cbase)
+                op_rm(a, 1, X_ADD, RAX, R15, a.o_cbase)
                 rax_to(a, r.rd)
                 mov_rr(a, RAX, RDX)
-            alu_imm(a, 1, 0, R14, k + 1)
+            alu_imm(a, 1, ALU_ADD, R14, k + 1)
             if a.nrets:                              # a return into the region: stay
-                op_rm(a, 1, 0x3b, R14, R15, a.o_lim)
+                op_rm(a, 1, X_CMP, R14, R15, a.o_lim)
                 skip = jcc32(a, CC_AE)
                 mov_rr(a, RDX, RAX)
-                op_rm(a, 1, 0x2b, RDX, R15, a.o_cbase)
+                op_rm(a, 1, X_SUB, RDX, R15, a.o_cbase)
                 for j in range(a.nrets):
                     if a.state[a.rets[j] >> 1] == IN_REGION:
-                        alu_imm(a, 1, 7, RDX, a.rets[j])
+                        alu_imm(a, 1, ALU_CMP, RDX, a.rets[j])
                         jump_label(a, CC_E, a.rets[j])
                 here(a, skip)
             writeback(a)

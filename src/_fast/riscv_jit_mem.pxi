@@ -7,26 +7,26 @@
 cdef void address(Jit *a, Rec *r) noexcept nogil:
     """rax = x[rs1] + imm."""
     if a.host_of[r.rs1] >= 0:
-        op_rm(a, 1, 0x8d, RAX, a.host_of[r.rs1], r.imm)    # lea rax, [reg + imm]
+        op_rm(a, 1, X_LEA, RAX, a.host_of[r.rs1], r.imm)    # lea rax, [reg + imm]
     else:
         src_rax(a, 1, r.rs1)
         if r.imm:
-            alu_imm(a, 1, 0, RAX, r.imm)
+            alu_imm(a, 1, ALU_ADD, RAX, r.imm)
 
 
 cdef uint8_t *tlb_probe(Jit *a, int32_t o_tlb, int size) noexcept nogil:
     """rax = guest address -> rax = host address, or a jump (returned) on a miss
     (rax still the guest address there)."""
     cdef uint8_t *miss
-    op_rr(a, 0, 0x8b, RCX, RAX)                     # mov ecx, eax
-    shift_imm(a, 0, 5, RCX, 7)                      # shr ecx, 7
-    alu_imm(a, 0, 4, RCX, 255 << 5)                 # and ecx, 255 << 5: 32-byte entries
-    op_rm(a, 1, 0x03, RCX, R15, o_tlb)              # add rcx, h.rt / h.wt
+    op_rr(a, 0, X_MOV, RCX, RAX)                     # mov ecx, eax
+    shift_imm(a, 0, SH_SHR, RCX, 7)                      # shr ecx, 7
+    alu_imm(a, 0, ALU_AND, RCX, 255 << 5)                 # and ecx, 255 << 5: 32-byte entries
+    op_rm(a, 1, X_ADD, RCX, R15, o_tlb)              # add rcx, h.rt / h.wt
     mov_rr(a, RDX, RAX)
-    alu_imm(a, 1, 4, RDX, <int32_t>~(0x1000 - size))    # and rdx, ~(0xfff & ~(size-1))
-    op_rm(a, 1, 0x3b, RDX, RCX, 0)                  # cmp rdx, [rcx] (tag)
+    alu_imm(a, 1, ALU_AND, RDX, <int32_t>~(0x1000 - size))    # and rdx, ~(0xfff & ~(size-1))
+    op_rm(a, 1, X_CMP, RDX, RCX, 0)                  # cmp rdx, [rcx] (tag)
     miss = jcc32(a, CC_NE)
-    op_rm(a, 1, 0x03, RAX, RCX, 8)                  # add rax, addend
+    op_rm(a, 1, X_ADD, RAX, RCX, 8)                  # add rax, addend
     return miss
 
 
@@ -43,19 +43,19 @@ cdef int access_size(int op) noexcept nogil:
 cdef void load_into(Jit *a, int op, int dst, int base) noexcept nogil:
     """dst = the ``op``-sized value at [base], extended as RISC-V says."""
     if op == OP_LD:
-        op_rm(a, 1, 0x8b, dst, base, 0)
+        op_rm(a, 1, X_MOV, dst, base, 0)
     elif op == OP_LW:
-        op_rm(a, 1, 0x63, dst, base, 0)             # movsxd
+        op_rm(a, 1, X_MOVSXD, dst, base, 0)             # movsxd
     elif op == OP_LWU:
-        op_rm(a, 0, 0x8b, dst, base, 0)
+        op_rm(a, 0, X_MOV, dst, base, 0)
     elif op == OP_LH:
-        op0f_rm(a, 1, 0xbf, dst, base, 0)
+        op0f_rm(a, 1, X0F_MOVSX16, dst, base, 0)
     elif op == OP_LHU:
-        op0f_rm(a, 0, 0xb7, dst, base, 0)
+        op0f_rm(a, 0, X0F_MOVZX16, dst, base, 0)
     elif op == OP_LB:
-        op0f_rm(a, 1, 0xbe, dst, base, 0)
+        op0f_rm(a, 1, X0F_MOVSX8, dst, base, 0)
     else:
-        op0f_rm(a, 0, 0xb6, dst, base, 0)
+        op0f_rm(a, 0, X0F_MOVZX8, dst, base, 0)
 
 
 cdef void stub(Jit *a, int kind, Rec *r, int64_t off, int k, uint8_t *patch) noexcept nogil:
@@ -87,17 +87,15 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     stub(a, STUB_STORE, r, off, k, tlb_probe(a, a.o_wt, size))
     slow.hit = a.p
     v = rget(a, r.rs2, RDX)                         # (rdx is free once the probe is done)
-    if size == 2:
-        b1(a, 0x66)
     if size == 1:
-        b1(a, 0x40 | (4 if v & 8 else 0))           # REX: sil/dil and r8b.. as bytes
-        b1(a, 0x88)
-        mem(a, v, RAX, 0)
+        store8(a, v, RAX, 0)
+    elif size == 2:
+        store16(a, v, RAX, 0)
     else:
-        op_rm(a, size == 8, 0x89, v, RAX, 0)
+        op_rm(a, size == 8, X_MOV_MR, v, RAX, 0)
     # a reservation held by some hart: clear the ones on these bytes (a way out)
-    op_rm(a, 1, 0x8b, RDX, R15, a.o_rs)             # rdx = h.rs
-    b1(a, 0x83); b1(a, 0x3a); b1(a, 0x00)           # cmp dword [rdx], 0  (nactive)
+    op_rm(a, 1, X_MOV, RDX, R15, a.o_rs)             # rdx = h.rs
+    alu_m_imm8(a, 0, ALU_CMP, RDX, 0, 0)            # cmp dword [rdx], 0  (nactive)
     stub(a, STUB_RESV, r, off, k, jcc32(a, CC_NE))
     slow.back = a.p
 
@@ -109,21 +107,15 @@ cdef void store_beside_code(Jit *a, Stub *t, int size) noexcept nogil:
     to the slow path with rax the guest address again."""
     cdef uint8_t *other
     cdef uint8_t *busy
-    alu_imm(a, 1, 1, RDX, <int32_t>RV_TLB_CODE)     # or rdx, TLB_CODE
-    op_rm(a, 1, 0x3b, RDX, RCX, 0)                  # cmp rdx, [rcx] (tag)
+    alu_imm(a, 1, ALU_OR, RDX, <int32_t>RV_TLB_CODE)     # or rdx, TLB_CODE
+    op_rm(a, 1, X_CMP, RDX, RCX, 0)                  # cmp rdx, [rcx] (tag)
     other = jcc32(a, CC_NE)
-    op_rm(a, 1, 0x8b, RDX, RCX, 24)                 # rdx = the page's xmap (pad)
-    op_rm(a, 1, 0x8b, RCX, RCX, 8)                  # rcx = addend
-    op_rr(a, 1, 0x03, RCX, RAX)                     # rcx = host address
-    alu_imm(a, 0, 4, RAX, 0xfff)                    # eax = the halfword in the page
-    shift_imm(a, 0, 5, RAX, 1)
-    if size == 8:                                   # cmp byte/word/dword [rdx + rax], 0
-        b1(a, 0x83)
-    elif size == 4:
-        b1(a, 0x66); b1(a, 0x83)
-    else:
-        b1(a, 0x80)
-    b1(a, 0x3c); b1(a, 0x02); b1(a, 0x00)
+    op_rm(a, 1, X_MOV, RDX, RCX, 24)                 # rdx = the page's xmap (pad)
+    op_rm(a, 1, X_MOV, RCX, RCX, 8)                  # rcx = addend
+    op_rr(a, 1, X_ADD, RCX, RAX)                     # rcx = host address
+    alu_imm(a, 0, ALU_AND, RAX, 0xfff)                    # eax = the halfword in the page
+    shift_imm(a, 0, SH_SHR, RAX, 1)
+    cmp_idx_imm8(a, size >> 1 if size > 1 else 1, RDX, RAX, 0)   # any xmap byte of it set?
     busy = jcc32(a, CC_NE)
     mov_rr(a, RAX, RCX)
     jmp_to(a, t.hit)
@@ -147,7 +139,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     if t.kind == STUB_RESV:      # rax = host address, rdx = h.rs
         mov_rr(a, RDI, RDX)
         mov_rr(a, RSI, RAX)
-        b1(a, 0xba); d4(a, size)
+        mov_r32_imm32(a, RDX, size)
         call_abs(a, <void *>resv_clear_call)
         exit_at(a, t.off + r.len, t.k + 1)
         return
@@ -155,33 +147,32 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     # then leave with its event, or after the instruction (a store may have hit code
     # or a device that changed the memory map), or go on after a plain store
     if t.kind == STUB_LOAD:
-        op_rm(a, 1, 0x8d, RCX, R15, a.o_jv)         # lea rcx, h.jv
+        op_rm(a, 1, X_LEA, RCX, R15, a.o_jv)         # lea rcx, h.jv
     else:
-        op_rm(a, 1, 0x8b, RCX, RBX, 8 * r.rs2)      # the value, as just stored back
+        op_rm(a, 1, X_MOV, RCX, RBX, 8 * r.rs2)      # the value, as just stored back
         if size == 4:
-            op_rr(a, 0, 0x8b, RCX, RCX)             # mov ecx, ecx (zero-extend)
+            op_rr(a, 0, X_MOV, RCX, RCX)             # mov ecx, ecx (zero-extend)
         elif size == 2:
-            b1(a, 0x0f); b1(a, 0xb7); b1(a, 0xc9)   # movzx ecx, cx
+            op0f_rr(a, 0, X0F_MOVZX16, RCX, RCX)    # movzx ecx, cx
         elif size == 1:
-            b1(a, 0x0f); b1(a, 0xb6); b1(a, 0xc9)   # movzx ecx, cl
+            movzx_r32_r8(a, RCX, RCX)
     mov_rr(a, RSI, RAX)
     mov_rr(a, RDI, R15)
-    b1(a, 0xba); d4(a, size)                        # mov edx, size
+    mov_r32_imm32(a, RDX, size)
     if t.kind == STUB_LOAD:
         call_abs(a, <void *>load_slow)
     else:
         call_abs(a, <void *>store_slow)
-    b1(a, 0x85); b1(a, 0xc0)                        # test eax, eax
+    op_rr(a, 0, X_TEST, RAX, RAX)
     fail = jcc32(a, CC_NE)
     if t.kind == STUB_STORE:
-        op_rm(a, 0, 0x83, 7, R15, a.o_jexit)        # cmp dword h.jexit, 0
-        b1(a, 0x00)
+        alu_m_imm8(a, 0, ALU_CMP, R15, a.o_jexit, 0)   # cmp dword h.jexit, 0
         out = jcc32(a, CC_NE)
         cache_load(a)                               # (the call clobbered the pool)
         jmp_to(a, t.back)
         here(a, out)
     if t.kind == STUB_LOAD and r.rd != 32:
-        op_rm(a, 1, 0x8d, RAX, R15, a.o_jv)         # rax = &h.jv: extend as a fresh load
+        op_rm(a, 1, X_LEA, RAX, R15, a.o_jv)         # rax = &h.jv: extend as a fresh load
         load_into(a, r.op, RAX, RAX)
         stx(a, RAX, r.rd)
     exit_at(a, t.off + r.len, t.k + 1)
