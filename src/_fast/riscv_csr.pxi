@@ -468,7 +468,7 @@ cdef int exec_system(Hart h, Rec *r) noexcept nogil:
         return EV_EXC
     if op == OP_EBREAK:
         h.exc_cause = 3
-        h.exc_tval = h.pc_
+        h.exc_tval = 0              # QEMU 7.2 leaves mtval 0 (later versions: the pc)
         return EV_EXC
     if op == OP_MRET:
         if h.priv != PRV_M:
