@@ -50,3 +50,15 @@ def test_over_iov_max_in_one_call(tmp_path) -> None:
         assert joined[:end - 1] == (b"ab" * len(bufs))[1:] and not any(joined[end - 1:])
     finally:
         os.close(fd)
+
+
+def test_padded_puts_data_between_zeros_without_copying() -> None:
+    data = memoryview(bytearray(b"xyz" * 1000))
+    size = (3 << 20) + 17                      # more zeros than the shared buffer holds
+    parts = fileio.padded(size, (2 << 20) + 5, data)
+    assert sum(p.nbytes for p in parts) == size
+    joined = b"".join(bytes(p) for p in parts)
+    assert joined == bytes((2 << 20) + 5) + bytes(data) + bytes(size - (2 << 20) - 5 - 3000)
+    assert any(p.obj is data.obj for p in parts), "the caller's buffer itself, not a copy"
+    assert [p.nbytes for p in fileio.padded(4096, 0, memoryview(bytes(4096)))] == [4096]
+    assert fileio.zero_views(0) == []

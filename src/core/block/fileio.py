@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
 
-__all__ = ["IOV_MAX", "fill_zero", "page_aligned_buffer", "preadv_full", "pwritev_full"]
+__all__ = ["IOV_MAX", "fill_zero", "padded", "page_aligned_buffer", "preadv_full",
+           "pwritev_full", "zero_views"]
 
 IOV_MAX = 1024
 _ZEROS = memoryview(bytes(1 << 20))
@@ -29,6 +30,22 @@ def fill_zero(mv: memoryview) -> None:
         k = min(n - pos, len(_ZEROS))
         mv[pos:pos + k] = _ZEROS[:k]
         pos += k
+
+
+def zero_views(n: int) -> list[memoryview]:
+    """Views of a shared buffer of zeros, ``n`` bytes in all (for vectored writes)."""
+    out = []
+    while n > 0:
+        k = min(n, len(_ZEROS))
+        out.append(_ZEROS[:k])
+        n -= k
+    return out
+
+
+def padded(size: int, within: int, data: memoryview) -> list[memoryview]:
+    """``size`` bytes to write in one vectored call: zeros, ``data`` at ``within``,
+    zeros after it; no copy of ``data`` (what a new cluster holds around a write)."""
+    return [*zero_views(within), data, *zero_views(size - within - data.nbytes)]
 
 
 def page_aligned_buffer(size: int) -> mmap.mmap:

@@ -35,7 +35,7 @@ from vmforge.block.driver import (
     CreateOption,
     ImageInfo,
 )
-from vmforge.block.fileio import pwritev_full
+from vmforge.block.fileio import padded, pwritev_full
 from vmforge.block.mapped import MappedImage, open_image_file
 from vmforge_parallels.probe import MAGIC_EXT, MAGIC_OLD
 from vmforge_parallels.probe import probe as _probe
@@ -222,9 +222,7 @@ class Parallels(MappedImage):
         at = self.data_end
         if (at // SECTOR) % self.multiplier or at // SECTOR // self.multiplier >= 1 << 32:
             raise BlockError(f"no room for a new cluster at {at:#x}", self.filename)
-        block = bytearray(cs)   # the cluster first, zeros around the data
-        block[within:within + data.nbytes] = data
-        pwritev_full(self.fd, at, [memoryview(block)])
+        pwritev_full(self.fd, at, padded(cs, within, data))   # the cluster first, zeros around
         self.data_end = at + cs
         self.file_size = max(self.file_size, self.data_end)
         self.bat[i] = at // SECTOR // self.multiplier   # then its BAT entry

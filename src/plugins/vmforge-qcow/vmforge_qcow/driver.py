@@ -40,6 +40,7 @@ from vmforge.block.driver import (
     ImageInfo,
     UnsupportedOperation,
 )
+from vmforge.block.fileio import padded, pwritev_full
 from vmforge.block.mapped import MappedImage, open_image_file
 from vmforge_qcow.probe import MAGIC
 from vmforge_qcow.probe import probe as _probe
@@ -292,12 +293,15 @@ class Qcow(MappedImage):
         cs = self.cluster_size
         # a new cluster: zeros around the data (the backend copied the backing file's
         # bytes in for a partial write), or what a compressed cluster held
-        whole = data.nbytes == cs
-        block = bytearray(self._decompress(i, entry) if entry and not whole else bytes(cs))
-        block[within:within + data.nbytes] = data
+        if entry and data.nbytes != cs:
+            block = bytearray(self._decompress(i, entry))
+            block[within:within + data.nbytes] = data
+            parts = [memoryview(block)]
+        else:
+            parts = padded(cs, within, data)
         table = self._l2_for_write(i // self.l2_size)
         host = _align(self._file_end, cs)
-        os.pwrite(self.fd, block, host)
+        pwritev_full(self.fd, host, parts)
         self._file_end = host + cs
         self._set_l2(table, i, host)
 

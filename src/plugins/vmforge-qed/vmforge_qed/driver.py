@@ -26,7 +26,7 @@ from vmforge.block.driver import (
     ImageInfo,
     UnsupportedOperation,
 )
-from vmforge.block.fileio import pwritev_full
+from vmforge.block.fileio import padded, pwritev_full
 from vmforge.block.mapped import MappedImage, Run, open_image_file
 from vmforge_qed import check as _check
 from vmforge_qed.layout import (
@@ -336,21 +336,21 @@ class Qed(MappedImage):
             while j <= last and self._entry(j) <= ZERO_CLUSTER:
                 j += 1
             n = min((j - i) * cs - within, total - pos)
-            block = bytearray((j - i) * cs)            # zeros around the data
-            block[within:within + n] = data[pos:pos + n]
-            self._allocate_run(i, j - i, block)
+            # zeros around the data
+            self._allocate_run(i, j - i, padded((j - i) * cs, within, data[pos:pos + n]))
             pos += n
 
-    def _allocate_run(self, first: int, count: int, block: bytearray | None) -> None:
+    def _allocate_run(self, first: int, count: int, block: list[memoryview] | None) -> None:
         """Point ``count`` clusters from ``first`` (one L2 table) at new clusters
-        holding ``block``, or (``block`` None) make them zero clusters."""
+        holding ``block`` (their bytes, as buffers to write one after the other), or
+        (``block`` None) make them zero clusters."""
         cs = self.cluster_size
         self._mark_dirty()
         if block is None:
             entries = array("Q", [ZERO_CLUSTER] * count)
         else:
             host = self.file_end
-            pwritev_full(self.fd, host, [memoryview(block)])
+            pwritev_full(self.fd, host, block)
             self.file_end = host + count * cs
             entries = array("Q", range(host, host + count * cs, cs))
         self.set_entries(first, entries)

@@ -34,7 +34,7 @@ from vmforge.block.driver import (
     ImageInfo,
     UnsupportedOperation,
 )
-from vmforge.block.fileio import pwritev_full
+from vmforge.block.fileio import padded, pwritev_full
 from vmforge.block.mapped import MappedImage, open_image_file
 from vmforge_vdi.probe import HEADER_SIZE, SIGNATURE
 from vmforge_vdi.probe import probe as _probe
@@ -215,9 +215,9 @@ class Vdi(MappedImage):
             raise CorruptImageError(f"cannot allocate: the header counts {new} allocated "
                                     f"blocks but data block {self._max_used} is in use",
                                     self.filename, ALLOCATED_AT, "header")
-        block = bytearray(self.cluster_size)  # the rest of the block reads as zeros
-        block[within:within + data.nbytes] = data
-        pwritev_full(self.fd, self.offset_data + new * self.cluster_size, [memoryview(block)])
+        # the rest of the block reads as zeros
+        pwritev_full(self.fd, self.offset_data + new * self.cluster_size,
+                     padded(self.cluster_size, within, data))
         self.blocks_allocated = new + 1
         self._max_used = new
         struct.pack_into("<I", self.header, ALLOCATED_AT, new + 1)

@@ -23,7 +23,7 @@ from vmforge.block.driver import (
     Extent,
     ReadOnlyError,
 )
-from vmforge.block.fileio import preadv_full, pwritev_full
+from vmforge.block.fileio import padded, preadv_full, pwritev_full
 from vmforge.block.mapped import MappedImage, file_extents
 from vmforge_vmdk.layout import (
     AT_CAPACITY,
@@ -366,9 +366,7 @@ class SparseExtent(MappedImage):
             return
         cs = self.cluster_size
         sector = self._take(self.header.granularity)
-        grain = bytearray(cs)
-        grain[within:within + data.nbytes] = data
-        pwritev_full(self.fd, sector * SECTOR, [memoryview(grain)])
+        pwritev_full(self.fd, sector * SECTOR, padded(cs, within, data))
         self.file_size = max(self.file_size, (sector * SECTOR) + cs)
         self.set_entry(i, sector)
 
