@@ -123,9 +123,9 @@ cdef int exec_slow(Hart h, Rec *r) noexcept nogil:
         return exec_fload(h, r)
     if op == OP_FSW or op == OP_FSD:
         return exec_fstore(h, r)
-    if op >= OP_CSRRW and op <= OP_CSRRCI:
+    if op_is(op, P_CSR):
         return exec_csr(h, r)
-    if op >= OP_LR_W and op <= OP_AMO_D:
+    if op_is(op, P_AMO):
         return exec_amo(h, r)
     if op == OP_FENCE:
         return 0

@@ -189,7 +189,7 @@ cdef void cache_plan(Jit *a) noexcept nogil:
     memset(delta, 0, sizeof(delta))
     for i in range(2048):
         r = &a.recs[i]
-        if a.state[i] == IN_REGION and (OP_BEQ <= r.op <= OP_BGEU or r.op == OP_J) and r.imm <= 0:
+        if a.state[i] == IN_REGION and (op_is(r.op, P_BRANCH) or r.op == OP_J) and r.imm <= 0:
             t = 2 * i + r.imm
             if t >= 0:
                 delta[t >> 1] += 1
@@ -201,15 +201,11 @@ cdef void cache_plan(Jit *a) noexcept nogil:
         r = &a.recs[i]
         op = r.op
         w = 1 << (4 * (depth if depth < 3 else 3))
-        if not (op == OP_LUI or op == OP_LI or op == OP_AUIPC or op == OP_J or op == OP_JAL or
-                op == OP_NOP or op == OP_FENCE):
+        if op_is(op, P_RS1):
             uses[r.rs1] += w
-        if (OP_SB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or
-                (OP_ADD <= op <= OP_AND) or (OP_ADDW <= op <= OP_SRAW) or
-                (OP_MUL <= op <= OP_REMUW) or op == OP_ZB):
+        if op_is(op, P_RS2):
             uses[r.rs2] += w
-        if not (OP_SB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or op == OP_J or
-                op == OP_FENCE) and r.rd != 32:
+        if op_is(op, P_RD) and r.rd != 32:
             uses[r.rd] += w
             a.dirty[r.rd] = 1
     uses[0] = 0                      # x0 reads as zero from memory; no register for it
@@ -449,11 +445,6 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     return h.jit_buf
 
 
-cdef inline int jit_op(int op) noexcept nogil:
-    return (jit_simple(op) or OP_LB <= op <= OP_SD or OP_BEQ <= op <= OP_BGEU or
-            op == OP_J or op == OP_JAL or op == OP_JALR)
-
-
 cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) noexcept nogil:
     """Mark the region: what the compiled ops reach from ``head`` in this page, by
     fall-through and jumps, up to JIT_MAX instructions.  Returns how many."""
@@ -480,7 +471,7 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
                 break
             code_snap(cp, <int>off)                  # (stores into it: see jcover)
             op = r.op
-            if not jit_op(op) and not zb_compiled(r):
+            if not op_is(op, P_JIT) and not zb_compiled(r):
                 break                                # the interpreter's from here
             a.state[off >> 1] = IN_REGION
             n += 1
@@ -492,14 +483,14 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
                 if a.state[t >> 1] != IN_REGION and sp < 2 * JIT_MAX:
                     stack[sp] = <int>t
                     sp += 1
-            if OP_BEQ <= op <= OP_BGEU or op == OP_J or op == OP_JAL:
+            if op_is(op, P_BRANCH | P_JUMP):
                 t = off + r.imm
                 if 0 <= t < 4096:
                     a.target[t >> 1] = 1
                     if a.state[t >> 1] != IN_REGION and sp < 2 * JIT_MAX:
                         stack[sp] = <int>t
                         sp += 1
-            if op == OP_J or op == OP_JAL or op == OP_JALR:
+            if op_is(op, P_ENDS):
                 break
             off += r.len
             if 0 <= off < 4096 and a.state[off >> 1] == IN_REGION:
@@ -569,15 +560,15 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         r = &a.recs[i]
         op = r.op
         falls = 1
-        if jit_simple(op):
+        if op_is(op, P_ALU):
             emit_simple(a, r, off)
         elif op == OP_ZB or op == OP_ZBI:
             emit_zb(a, r)
-        elif OP_LB <= op <= OP_LWU:
+        elif op_is(op, P_LOAD):
             emit_load(a, r, off, k)
-        elif OP_SB <= op <= OP_SD:
+        elif op_is(op, P_STORE):
             emit_store(a, r, off, k)
-        elif OP_BEQ <= op <= OP_BGEU:
+        elif op_is(op, P_BRANCH):
             if a.host_of[r.rs1] >= 0:
                 op_src(a, 1, X_CMP, a.host_of[r.rs1], r.rs2)   # cmp rs1, rs2
             else:

@@ -70,13 +70,6 @@ cdef void setcmp(Jit *a, Rec *r, int cc, int with_imm) noexcept nogil:
     rax_to(a, r.rd)
 
 
-cdef inline int jit_simple(int op) noexcept nogil:
-    """Ops compiled inline that neither jump nor touch memory."""
-    return ((OP_ADDI <= op <= OP_SRAW) or op == OP_LUI or op == OP_AUIPC or op == OP_MUL or
-            (OP_MULW <= op <= OP_REMUW) or (OP_MULH <= op <= OP_REMU) or
-            op == OP_NOP or op == OP_MV or op == OP_LI or op == OP_FENCE)
-
-
 cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
     cdef int op = r.op, v
     cdef uint8_t *pz

@@ -7,16 +7,48 @@
 # ends before them).
 
 
+cdef inline int zb_shadd(int sub) noexcept nogil:
+    """The shift of sh1add..sh3add[.uw] and add.uw (0..3); -1 for the others."""
+    if sub == ZB_ADD_UW:
+        return 0
+    if sub == ZB_SH1ADD or sub == ZB_SH1ADD_UW:
+        return 1
+    if sub == ZB_SH2ADD or sub == ZB_SH2ADD_UW:
+        return 2
+    if sub == ZB_SH3ADD or sub == ZB_SH3ADD_UW:
+        return 3
+    return -1
+
+
+cdef inline bint zb_uw(int sub) noexcept nogil:
+    """add.uw, sh1add.uw..sh3add.uw: rs1 zero-extended from 32 bits first."""
+    return (sub == ZB_ADD_UW or sub == ZB_SH1ADD_UW or sub == ZB_SH2ADD_UW or
+            sub == ZB_SH3ADD_UW)
+
+
+cdef inline bint zb_minmax(int sub) noexcept nogil:
+    return sub == ZB_MAX or sub == ZB_MAXU or sub == ZB_MIN or sub == ZB_MINU
+
+
+cdef inline bint zb_rotate(int sub) noexcept nogil:
+    return sub == ZB_ROL or sub == ZB_ROLW or sub == ZB_ROR or sub == ZB_RORW
+
+
+cdef inline bint zb_bit(int sub) noexcept nogil:
+    """The single-bit ops of Zbs."""
+    return sub == ZB_BCLR or sub == ZB_BEXT or sub == ZB_BINV or sub == ZB_BSET
+
+
 cdef int zb_compiled(Rec *r) noexcept nogil:
     """Whether the Zb* record ``r`` compiles inline."""
     cdef int sub = r.rs3
     if r.op == OP_ZB:
-        return ((ZB_SH1ADD <= sub <= ZB_SH3ADD_UW) or (ZB_ANDN <= sub <= ZB_XNOR) or
-                (ZB_MAX <= sub <= ZB_MINU) or (ZB_ROL <= sub <= ZB_RORW) or
-                (ZB_BCLR <= sub <= ZB_BSET))
+        return (zb_shadd(sub) >= 0 or sub == ZB_ANDN or sub == ZB_ORN or sub == ZB_XNOR or
+                zb_minmax(sub) or zb_rotate(sub) or zb_bit(sub))
     if r.op == OP_ZBI:
-        return (sub == ZB_SLLI_UW or (ZB_SEXT_B <= sub <= ZB_ZEXT_H) or sub == ZB_ROR or
-                sub == ZB_RORW or sub == ZB_REV8 or (ZB_BCLR <= sub <= ZB_BSET))
+        return (sub == ZB_SLLI_UW or sub == ZB_SEXT_B or sub == ZB_SEXT_H or
+                sub == ZB_ZEXT_H or sub == ZB_ROR or sub == ZB_RORW or sub == ZB_REV8 or
+                zb_bit(sub))
     return 0
 
 
@@ -28,12 +60,10 @@ cdef void emit_zb(Jit *a, Rec *r) noexcept nogil:
     src_rax(a, 1, r.rs1)
     if r.op == OP_ZB:
         op_src(a, 1, X_MOV, RCX, r.rs2)
-    if ZB_SH1ADD <= sub <= ZB_SH3ADD_UW:
-        if sub >= ZB_ADD_UW:
+    if zb_shadd(sub) >= 0:
+        if zb_uw(sub):
             op_rr(a, 0, X_MOV, RAX, RAX)                  # mov eax, eax: zero-extends
-        n = (1 if sub == ZB_SH1ADD or sub == ZB_SH1ADD_UW else
-             2 if sub == ZB_SH2ADD or sub == ZB_SH2ADD_UW else
-             3 if sub == ZB_SH3ADD or sub == ZB_SH3ADD_UW else 0)
+        n = zb_shadd(sub)
         if n:
             shift_imm(a, 1, SH_SHL, RAX, n)
         op_rr(a, 1, X_ADD, RAX, RCX)                      # add rax, rcx
@@ -47,11 +77,11 @@ cdef void emit_zb(Jit *a, Rec *r) noexcept nogil:
     elif sub == ZB_XNOR:
         op_rr(a, 1, X_XOR, RAX, RCX)
         unary(a, 1, G3_NOT, RAX)
-    elif ZB_MAX <= sub <= ZB_MINU:
+    elif zb_minmax(sub):
         op_rr(a, 1, X_CMP, RAX, RCX)                      # cmp rax, rcx; cmovcc rax, rcx
         op0f_rr(a, 1, X0F_CMOV | (CC_L if sub == ZB_MAX else CC_B if sub == ZB_MAXU else
                                   CC_G if sub == ZB_MIN else CC_A), RAX, RCX)
-    elif ZB_ROL <= sub <= ZB_RORW:
+    elif zb_rotate(sub):
         w32 = sub == ZB_ROLW or sub == ZB_RORW
         if r.op == OP_ZB:
             shift_cl(a, not w32, SH_ROL if sub == ZB_ROL or sub == ZB_ROLW else SH_ROR, RAX)

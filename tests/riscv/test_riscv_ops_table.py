@@ -1,0 +1,53 @@
+"""The op table (``tools/gen_riscv_ops.py`` -> ``src/_fast/riscv_ops.pxi``): the
+generated file is current, the built module carries the same rows, and the rows
+keep the rules the compiled tier relies on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vmforge._fast.riscv import _op_table
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+import gen_riscv_ops  # noqa: E402
+
+
+def test_generated_pxi_is_current():
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_riscv_ops.py"), "--check"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_built_module_has_the_tables_rows():
+    built = _op_table()
+    want = {name: gen_riscv_ops.flag_bits(spec) for name, spec, _ in gen_riscv_ops.OPS}
+    assert built == want
+
+
+def _props(name: str) -> set[str]:
+    bits = _op_table()[name]
+    return {f for i, f in enumerate(gen_riscv_ops.FLAGS) if bits >> i & 1}
+
+
+@pytest.mark.parametrize("name", [n for n, _, _ in gen_riscv_ops.OPS])
+def test_row_is_consistent(name):
+    """Rules the compiled tier relies on: what it compiles is exactly the alu ops,
+    loads, stores, branches, jal, j and jalr; a jump or branch reads no memory; an
+    op in exec_slow's groups is a slow one."""
+    p = _props(name)
+    assert ("jit" in p) == bool(p & {"alu", "load", "store", "branch", "jump"}) or \
+        name == "JALR", p
+    assert not (p & {"branch", "jump"} and p & {"load", "store"}), p
+    assert not (p & {"csr", "amo"}) or "slow" in p, p
+    assert not ("load" in p and "store" in p), p
+    assert not ("ends" in p and "branch" in p), p
+
+
+def test_table_has_no_unknown_property():
+    with pytest.raises(SystemExit, match="unknown property"):
+        gen_riscv_ops.flag_bits("rs1 writes_memory")
