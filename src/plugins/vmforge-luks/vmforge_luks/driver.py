@@ -374,11 +374,17 @@ class Luks(FileImage):
     def size(self) -> int:
         return self._size
 
-    def _read_plain(self, start: int, end: int) -> bytes:
+    def _read_into(self, start: int, buf: memoryview) -> None:
+        """The disk's sectors from byte ``start`` (sector-aligned) on, decrypted into ``buf``
+        (whole sectors)."""
+        preadv_full(self.fd, self.payload + start, [buf])
+        self._cipher.decrypt_inplace(self._iv(start), buf)
+
+    def _read_plain(self, start: int, end: int) -> bytearray:
         """Sectors ``[start, end)`` of the disk (byte offsets, sector-aligned), decrypted."""
         buf = bytearray(end - start)
-        preadv_full(self.fd, self.payload + start, [memoryview(buf)])
-        return self._cipher.decrypt(self._iv(start), buf)
+        self._read_into(start, memoryview(buf))
+        return buf
 
     def preadv(self, offset: int, buffers: Sequence[memoryview]) -> None:
         for v in self._checked_views(offset, buffers):
@@ -387,9 +393,11 @@ class Luks(FileImage):
                 at = offset + pos
                 start = at // self.unit * self.unit
                 end = min(-(-(offset + v.nbytes) // self.unit) * self.unit, start + CHUNK)
-                plain = self._read_plain(start, end)
                 n = min(end - at, v.nbytes - pos)
-                v[pos:pos + n] = plain[at - start:at - start + n]
+                if at == start and n == end - start:   # whole sectors: straight into v
+                    self._read_into(start, v[pos:pos + n])
+                else:
+                    v[pos:pos + n] = self._read_plain(start, end)[at - start:at - start + n]
                 pos += n
             offset += v.nbytes
 
@@ -404,10 +412,11 @@ class Luks(FileImage):
                     start = at // self.unit * self.unit
                     end = min(-(-(offset + v.nbytes) // self.unit) * self.unit, start + CHUNK)
                     n = min(end - at, v.nbytes - pos)
+                    plain: bytearray | memoryview
                     if at == start and n == end - start:
-                        plain = bytearray(v[pos:pos + n])
+                        plain = v[pos:pos + n]
                     else:   # a partial first or last sector: read, modify, write
-                        plain = bytearray(self._read_plain(start, end))
+                        plain = self._read_plain(start, end)
                         plain[at - start:at - start + n] = v[pos:pos + n]
                     pwritev_full(self.fd, self.payload + start,
                                  [memoryview(self._cipher.encrypt(self._iv(start), plain))])
