@@ -1,17 +1,21 @@
 """Random loop-heavy bare-metal RISC-V programs, encoded here (no cross compiler),
 for the compiled tier's differential tests (``test_riscv_random_loops.py``).
 
-A program runs in M-mode at ``CODE`` with its own trap handler and reports
-through the virt UART and the SiFive test device, so the same image runs on
-vmforge and on ``qemu-system-riscv64 -M virt -bios none``.  Its body is made of
+A program starts in M-mode at ``CODE`` with its own M-mode trap handler and
+reports through the virt UART and the SiFive test device, so the same image
+runs on vmforge and on ``qemu-system-riscv64 -M virt -bios none``.  Its body
+runs in M-mode, or (odd seeds) in S-mode under Sv39 (``PT``: gigapages, one
+read-only alias, one hole), where the compiled loads and stores go through the
+MMU and the traps add ecall from S and load/store page faults (unmapped,
+read-only, non-canonical addresses).  The body is made of
 
 - counted loops nested two deep (``t4`` outer, ``t5`` inner), hot enough to be
   compiled, whose bodies are random instructions: RV64I + M + C (from
   ``rv_randprog``), loads and stores of every width on the data page (``t6``,
   misaligned ones included), F/D arithmetic, conversions, compares and moves
   with static and dynamic rounding, A (AMOs, LR/SC pairs), Zba/Zbb/Zbc/Zbs,
-  CSR accesses (frm, fflags, fcsr, mscratch; instret/cycle/time with
-  ``counters``), and stores into a slot of the code page next to the code;
+  CSR accesses (frm, fflags, fcsr, m/sscratch, sfence.vma; instret/cycle/time
+  but with ``qemu``), and stores into a slot of the code page next to the code;
 - leaf functions (with a loop of their own, ``s7``) called by ``jal`` and by
   ``jalr`` through a computed address, returning by ``jalr``/``c.jr``;
 - traps: ecall, ebreak, illegal instructions (reserved rounding mode, a write
@@ -44,8 +48,6 @@ from dataclasses import dataclass, field
 
 from rv_randprog import MASK, R_OPS, Gen, b_type, i_type, r_type, s_type
 
-__all__ = ["b_type", "i_type", "r_type", "s_type"]   # re-exported for the tests
-
 CODE = 0x8000_0000
 DATA = 0x8010_0000            # the data page (t6); its initial bytes are in the image
 INIT = DATA + 0x1000          # initial x and f registers and fcsr (in the image)
@@ -53,6 +55,8 @@ DUMP = DATA + 0x2000          # x[32], f[32], fcsr: written at the end
 LOG = DATA + 0x4000           # exception log, 24 bytes an entry
 IRQLOG = DATA + 0x10_0000     # interrupt log, 16 bytes an entry (not printed)
 BAD = 0x9000_0000             # no memory there (RAM ends at 0x8200_0000 / 0x8800_0000)
+PT = DATA + 0x3000            # S-mode programs: Sv39 root table (in the image): gigapages
+RO_ALIAS = 0xC010_0000        # VA 0xC000_0000: RAM again, read-only; 0x4000_0000: unmapped
 TEST_DEV = 0x10_0000
 UART = 0x1000_0000
 CODE_MAX = DATA - CODE
@@ -175,10 +179,11 @@ class LoopProgGen(Gen):
     """Random units for loop bodies; ``qemu``: nothing whose result QEMU's host
     time decides (counter reads), nor its ctzw."""
 
-    def __init__(self, rng: random.Random, asm: Asm, qemu: bool) -> None:
+    def __init__(self, rng: random.Random, asm: Asm, qemu: bool, smode: bool) -> None:
         super().__init__(rng)
         self.a = asm
         self.qemu = qemu
+        self.smode = smode
         self.pending = False           # a timer is armed and not yet waited for
         self.nfuncs = 0
         self.nlabels = 0
@@ -263,6 +268,9 @@ class LoopProgGen(Gen):
     def csr_op(self) -> None:
         rng, a = self.rng, self.a
         k = rng.randrange(5 if self.qemu else 6)
+        if self.smode and rng.random() < 0.1:
+            a.w(0x12000073)                                            # sfence.vma
+            return
         if k == 0:
             a.w(csr(0x002, rng.randrange(5), 5, self.reg()))        # csrrwi rd, frm, rm
         elif k == 1:
@@ -270,11 +278,13 @@ class LoopProgGen(Gen):
         elif k == 2:
             a.w(csr(0x003, 0, 2, self.reg()))                          # csrr fcsr
         elif k == 3:
-            a.w(csr(0x340, self.src(), rng.choice([1, 2, 3]), self.reg()))   # mscratch
+            a.w(csr(0x140 if self.smode else 0x340, self.src(), rng.choice([1, 2, 3]),
+                    self.reg()))                                       # sscratch / mscratch
         elif k == 4:
             a.w(csr(0x001, 0, 2, self.reg()))                          # frflags
-        else:                                # cycle instret time mcycle minstret
-            a.w(csr(rng.choice([0xC00, 0xC01, 0xC02, 0xB00, 0xB02]), 0, 2, self.reg()))
+        else:                                # cycle time instret (mcycle minstret)
+            nums = [0xC00, 0xC01, 0xC02] + ([] if self.smode else [0xB00, 0xB02])
+            a.w(csr(rng.choice(nums), 0, 2, self.reg()))
 
     def atomic(self) -> None:
         rng, a = self.rng, self.a
@@ -309,8 +319,20 @@ class LoopProgGen(Gen):
 
     def trap(self) -> None:
         rng, a = self.rng, self.a
-        k = rng.randrange(9)
-        if k == 0:
+        k = rng.randrange(12 if self.smode else 9)
+        if k >= 9:                                                     # Sv39 (see PT)
+            if k == 9:
+                a.w(u_type(0x40000, ADDR, 0x37))                       # not mapped
+            elif k == 10:
+                a.w(u_type(RO_ALIAS >> 13, ADDR, 0x37), i_type(1, ADDR, 1, ADDR, 0x13))
+            else:
+                a.w(i_type(1, 0, 0, ADDR, 0x13), i_type(39, ADDR, 1, ADDR, 0x13))  # 1 << 39
+            off = rng.randrange(0, 2040) & ~7
+            if rng.random() < 0.5:
+                a.w(i_type(off, ADDR, rng.randrange(7), self.reg(), 0x03))
+            else:
+                a.w(s_type(off, self.src(), ADDR, rng.randrange(4)))
+        elif k == 0:
             a.w(ECALL)
         elif k == 1:
             a.w(EBREAK)
@@ -495,11 +517,38 @@ class LoopProgram:
     fregs: list[int]
 
 
-def make_loop_program(seed: int, qemu: bool = False) -> LoopProgram:
-    """The program of ``seed``; ``qemu``: its output is the same on QEMU 7.2."""
+def _to_smode(a: Asm) -> None:
+    """From M-mode to S-mode at the next instruction, with Sv39 on (``PT``), the
+    counters and all memory (PMP) allowed; interrupts and traps still go to M."""
+    a.w(i_type(-1, 0, 0, ADDR, 0x13), csr(0x3B0, ADDR, 1, 0),        # pmpaddr0 = -1
+        i_type(0x1F, 0, 0, ADDR, 0x13), csr(0x3A0, ADDR, 1, 0),      # pmpcfg0: NAPOT RWX
+        i_type(7, 0, 0, ADDR, 0x13), csr(0x306, ADDR, 1, 0),         # mcounteren
+        i_type(8, 0, 0, ADDR, 0x13), i_type(60, ADDR, 1, ADDR, 0x13),
+        *li32(HSCR, PT >> 12), r_type(0, 6, 0x33, ADDR, ADDR, HSCR),  # or
+        csr(0x180, ADDR, 1, 0),                                      # satp
+        *li32(ADDR, 0x1800), csr(0x300, ADDR, 3, 0),                 # mstatus.MPP = 0
+        *li32(ADDR, 0x800), csr(0x300, ADDR, 2, 0))                  # ... = S
+    a.ref("la", "smode", ADDR)
+    a.w(csr(0x341, ADDR, 1, 0), MRET)
+    a.label("smode")
+
+
+def _page_table() -> bytes:
+    pte = [0] * 512
+    pte[0] = (0 << 10) | 0xC7                       # 0..1 GiB: devices, RW, A D
+    pte[2] = ((CODE >> 12) << 10) | 0xCF            # 2..3 GiB: RAM, RWX, A D
+    pte[3] = ((CODE >> 12) << 10) | 0x43            # 3..4 GiB: RAM again, read-only
+    return b"".join(v.to_bytes(8, "little") for v in pte)
+
+
+def make_loop_program(seed: int, qemu: bool = False, smode: bool | None = None) -> LoopProgram:
+    """The program of ``seed``; ``qemu``: its output is the same on QEMU 7.2;
+    ``smode``: it runs in S-mode under Sv39 (default: odd seeds)."""
     rng = random.Random(seed)
     a = Asm()
-    gen = LoopProgGen(rng, a, qemu)
+    if smode is None:
+        smode = bool(seed & 1)
+    gen = LoopProgGen(rng, a, qemu, smode)
     _absolute(a, BASE, DATA)
     _absolute(a, LOGP, LOG)
     _absolute(a, IRQP, IRQLOG)
@@ -517,6 +566,8 @@ def make_loop_program(seed: int, qemu: bool = False) -> LoopProgram:
     for i in range(32):
         a.w(i_type(256 + 8 * i, ADDR, 3, i, 0x07))
     a.w(i_type(512, ADDR, 3, HSCR, 0x03), csr(0x003, HSCR, 1, 0))    # fcsr
+    if smode:
+        _to_smode(a)
     gen.nfuncs = rng.randrange(1, 4)
     for _ in range(rng.randrange(3, 7)):
         k = rng.random()
@@ -544,5 +595,6 @@ def make_loop_program(seed: int, qemu: bool = False) -> LoopProgram:
                          rng.randrange(1 << 64)]) for _ in range(32)]
     init = b"".join(v.to_bytes(8, "little") for v in xregs + fregs)
     init += rng.choice([0, 0, 1, 2, 3, 4, 0x1F, 0x20, 0x81]).to_bytes(8, "little")  # fcsr
-    image = code + bytes(DATA - CODE - len(code)) + data + init
+    init += bytes(PT - INIT - len(init))
+    image = code + bytes(DATA - CODE - len(code)) + data + init + _page_table()
     return LoopProgram(image, data, xregs, fregs)
