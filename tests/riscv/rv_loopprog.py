@@ -21,8 +21,9 @@ read-only, non-canonical addresses).  The body is made of
 - traps: ecall, ebreak, illegal instructions (reserved rounding mode, a write
   to a read-only CSR, a custom-0 opcode), access faults on loads, stores, FP
   and AMOs outside memory, misaligned AMOs and LR/SC;
-- Sstc timer interrupts: ``stimecmp = time + D`` armed before random code or
-  a loop, then a spin on the pending flag ``s9`` until the handler clears it.
+- timer interrupts, Sstc's (``stimecmp = time + D``) or the CLINT's
+  (``mtimecmp = mtime + D``), armed before random code or a loop, then a spin
+  on the pending flag ``s9`` until the handler clears it.
 
 With ``qemu=True`` the program leaves out what QEMU 7.2 does differently from
 vmforge (which follows the ISA there): counter reads (QEMU's are host time), and
@@ -58,6 +59,8 @@ BAD = 0x9000_0000             # no memory there (RAM ends at 0x8200_0000 / 0x880
 PT = DATA + 0x3000            # S-mode programs: Sv39 root table (in the image): gigapages
 RO_ALIAS = 0xC010_0000        # VA 0xC000_0000: RAM again, read-only; 0x4000_0000: unmapped
 TEST_DEV = 0x10_0000
+CLINT_MTIMECMP = 0x200_4000   # hart 0's (virt's CLINT at 0x200_0000)
+CLINT_MTIME = 0x200_BFF8
 UART = 0x1000_0000
 CODE_MAX = DATA - CODE
 
@@ -369,11 +372,17 @@ class LoopProgGen(Gen):
             a.w(i_type(0, ADDR, 0, RA, 0x67))                        # jalr ra, 0(t3)
 
     def arm_timer(self) -> None:
+        """Sstc's stimecmp or the CLINT's mtimecmp = time + D (s10 is free: no trap
+        can come before the timer is armed)."""
         a = self.a
-        a.w(i_type(1, 0, 0, PEND, 0x13),                             # li s9, 1
-            csr(0xC01, 0, 2, ADDR),                                  # csrr t3, time
-            i_type(self.rng.randrange(1, 400), ADDR, 0, ADDR, 0x13),
-            csr(0x14D, ADDR, 1, 0))                                  # csrw stimecmp, t3
+        delay = i_type(self.rng.randrange(1, 400), ADDR, 0, ADDR, 0x13)
+        a.w(i_type(1, 0, 0, PEND, 0x13))                             # li s9, 1
+        if self.rng.random() < 0.5:
+            a.w(csr(0xC01, 0, 2, ADDR), delay,                       # t3 = time + D
+                csr(0x14D, ADDR, 1, 0))                              # csrw stimecmp, t3
+        else:
+            a.w(*li32(HSCR, CLINT_MTIME), i_type(0, HSCR, 3, ADDR, 0x03), delay,
+                *li32(HSCR, CLINT_MTIMECMP), s_type(0, ADDR, HSCR, 3))
         self.pending = True
 
     def wait_timer(self) -> None:
@@ -469,6 +478,7 @@ def handler(a: Asm) -> None:
         csr(0x341, 0, 2, HSCR), s_type(0, HSCR, IRQP, 3),            # mepc
         i_type(16, IRQP, 0, IRQP, 0x13),
         i_type(-1, 0, 0, HSCR, 0x13), csr(0x14D, HSCR, 1, 0),        # stimecmp = -1
+        *li32(PEND, CLINT_MTIMECMP), s_type(0, HSCR, PEND, 3),       # mtimecmp = -1
         i_type(0, 0, 0, PEND, 0x13),                                 # s9 = 0
         MRET)
 
@@ -557,8 +567,9 @@ def make_loop_program(seed: int, qemu: bool = False, smode: bool | None = None) 
     a.w(*li32(ADDR, 0x6000), csr(0x300, ADDR, 2, 0))                 # mstatus.FS dirty
     a.w(i_type(-1, 0, 0, ADDR, 0x13), i_type(63, ADDR, 1, ADDR, 0x13),
         csr(0x30A, ADDR, 2, 0))                                      # menvcfg.STCE
-    a.w(i_type(-1, 0, 0, ADDR, 0x13), csr(0x14D, ADDR, 1, 0))        # stimecmp = -1
-    a.w(i_type(0x20, 0, 0, ADDR, 0x13), csr(0x304, ADDR, 1, 0))      # mie = STIE
+    a.w(i_type(-1, 0, 0, ADDR, 0x13), csr(0x14D, ADDR, 1, 0),        # stimecmp = -1
+        *li32(HSCR, CLINT_MTIMECMP), s_type(0, ADDR, HSCR, 3))       # mtimecmp = -1
+    a.w(i_type(0xA0, 0, 0, ADDR, 0x13), csr(0x304, ADDR, 1, 0))      # mie = MTIE | STIE
     a.w(csr(0x300, 8, 6, 0))                                         # csrsi mstatus, MIE
     _absolute(a, ADDR, INIT)
     for i in [*DESTS, RA]:

@@ -3,16 +3,16 @@ interpreter, and both against QEMU 7.2.
 
 Compiled vs interpreter (vmforge only, no unicorn nor cross compiler): each
 program runs twice with instruction-counted time (one ``mtime`` tick per
-instruction, so timer interrupts are deterministic), once with ``jit`` on and
-once off; the registers, FP registers, fcsr, pc, instret, cycle, the data
-page, the code (stores into it), the exception log, the interrupt log (mepc:
-which interrupts were taken), the trap trace (exceptions) and the UART output
-must be equal.  Where each interrupt was taken (its mepc) is compared by
-``test_compiled_code_takes_interrupts_where_the_interpreter_does``: not yet
-(the compiled tier leaves a region, and looks at the timer, where the
-interpreter does not, and does not look at it on forward branches inside a
-region), hence xfail.  ``VMFORGE_RV_LOOP_SEEDS`` sets how many programs
-(default 200, in batches of 20).
+instruction, so timer interrupts are deterministic) and virt's CLINT, once
+with ``jit`` on and once off; the registers, FP registers, fcsr, pc, instret,
+cycle, the data page, the code (stores into it), the exception log, the
+causes of the interrupts taken, the trap trace (exceptions) and the UART
+output must be equal.  Where each interrupt was taken (its mepc) is compared by
+the two ``..._take_interrupts_where_the_interpreter_does`` tests: not yet equal
+(the compiled tier looks at the timer when it leaves a region, where the
+interpreter goes on, and not on forward branches inside a region, where the
+interpreter does), hence strict xfail.  ``VMFORGE_RV_LOOP_SEEDS`` sets how
+many programs (default 200, in batches of 20).
 
 Against QEMU (``qemu-system-riscv64 -M virt -bios none``): programs without
 counter reads (QEMU's counters are host time) print their registers, data
@@ -56,18 +56,26 @@ from rv_loopprog import (
 )
 from rv_uart import attach_uart, qemu_uart_output
 
+from vmforge.accel.cluster import HartCluster
+from vmforge_riscv_devices.clint import HartClint
+
 SEEDS = int(os.environ.get("VMFORGE_RV_LOOP_SEEDS", "200"))
 QEMU_SEEDS = int(os.environ.get("VMFORGE_RV_LOOP_QEMU_SEEDS", "12"))
 BATCH = 20
 BUDGET = 50_000_000
+CLINT = 0x200_0000
 
 
 def run_vmforge(rv_env, image: bytes, jit: bool):
-    """(hart, space, uart bytes) after the program wrote the test device."""
-    space, hart = rv_env.make_machine(image)
+    """(hart, space, uart bytes) after the program wrote the test device: one
+    hart with instruction-counted time and virt's CLINT (its comparator)."""
+    space, _spare = rv_env.make_machine(image)
     uart = attach_uart(space)
+    cluster = HartCluster(space, 1)                 # time: one tick an instruction
+    cluster.reset(CODE)
+    space.add_mmio(CLINT, HartClint(cluster), HartClint.mmio_size)
+    hart = cluster.harts[0]
     hart.jit = jit
-    hart.set_icount(1, 1)
     hart.trace_traps = True
     try:
         res = hart.run(BUDGET)
