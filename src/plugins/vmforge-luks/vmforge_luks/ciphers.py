@@ -259,7 +259,7 @@ def _openssl_cipher(cipher: str, mode: str, ivgen: str | None, key: bytes,
     OpenSSL 3 without its legacy provider, cast5-ctr anywhere): then the
     ``cryptography`` path does the work."""
     try:
-        from vmforge._fast import sector_cipher as sc
+        import vmforge._fast.sector_cipher as sc
     except ImportError:
         return None
     bits = (len(key) // 2 if mode == "xts" else len(key)) * 8
