@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -139,6 +139,29 @@ def open_image_file(path: str, readonly: bool) -> Iterator[int]:
         raise
 
 
+class _Gather:
+    """Pieces that follow each other in a file, gathered for one vectored call
+    (``io``: :func:`preadv_full` or :func:`pwritev_full`)."""
+
+    def __init__(self, fd: int, io: Callable[[int, int, Sequence[memoryview]], int]) -> None:
+        self.fd, self.io = fd, io
+        self.at, self.end = 0, -1
+        self.parts: list[memoryview] = []
+
+    def add(self, host: int, part: memoryview) -> None:
+        if host != self.end:
+            self.flush()
+            self.at = self.end = host
+        self.parts.append(part)
+        self.end += part.nbytes
+
+    def flush(self) -> None:
+        if self.parts:
+            self.io(self.fd, self.at, self.parts)
+            self.parts = []
+            self.end = -1
+
+
 class FileImage(BlockDriver):
     """A driver over one open file: ``self.fd``, and ``self._lock`` (reentrant) for
     the driver's metadata.
@@ -240,15 +263,34 @@ class MappedImage(FileImage):
         else:
             self._read_views(offset, views)
 
+    def preadv_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
+        """All the runs' pieces read as :meth:`preadv` reads them, pieces that follow
+        each other in the file (across runs too) in one call."""
+        if type(self).preadv is not MappedImage.preadv:   # a format reads its own way
+            super().preadv_runs(runs)
+            return
+        checked = [(offset, self._checked_views(offset, [buf])) for offset, buf in runs]
+        if self.locked_reads:
+            with self._lock:
+                self._read_runs(checked)
+        else:
+            self._read_runs(checked)
+
     def _read_views(self, offset: int, views: Sequence[memoryview]) -> None:
-        for i, within, part in split_views(offset, views, self.cluster_size):
-            status, host = self._cluster_status(i)
-            if host is not None:
-                preadv_full(self.fd, host + within, [part])
-            elif int(status) & _COMPRESSED_BIT:
-                self._read_compressed(i, within, part)
-            else:
-                fill_zero(part)
+        self._read_runs([(offset, views)])
+
+    def _read_runs(self, runs: Sequence[tuple[int, Sequence[memoryview]]]) -> None:
+        gather = _Gather(self.fd, preadv_full)
+        for offset, views in runs:
+            for i, within, part in split_views(offset, views, self.cluster_size):
+                status, host = self._cluster_status(i)
+                if host is not None:
+                    gather.add(host + within, part)
+                elif int(status) & _COMPRESSED_BIT:
+                    self._read_compressed(i, within, part)
+                else:
+                    fill_zero(part)
+        gather.flush()
 
     def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
         self._check_writable()
@@ -256,6 +298,29 @@ class MappedImage(FileImage):
         with self._lock:
             for i, within, part in split_views(offset, views, self.cluster_size):
                 self._write_piece(i, within, part)
+
+    def pwritev_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
+        """Each run written as :meth:`pwritev` would, in order; pieces going in place
+        one after the other in the file (across runs too) as one call, before the
+        next allocation (which writes a new cluster's data before its table entry)."""
+        cls = type(self)
+        if cls.pwritev is not MappedImage.pwritev or (
+                cls._write_piece is not MappedImage._write_piece):
+            super().pwritev_runs(runs)      # a format writes its own way
+            return
+        self._check_writable()
+        checked = [(offset, self._checked_views(offset, [buf])) for offset, buf in runs]
+        gather = _Gather(self.fd, pwritev_full)
+        with self._lock:
+            for offset, views in checked:
+                for i, within, part in split_views(offset, views, self.cluster_size):
+                    host = self._cluster_status(i)[1]
+                    if host is None:
+                        gather.flush()
+                        self._allocate(i, within, part)
+                    else:
+                        gather.add(host + within, part)
+            gather.flush()
 
     def _write_piece(self, i: int, within: int, data: memoryview) -> None:
         """Write ``data`` at ``within`` of cluster ``i``: in place, or allocated."""
