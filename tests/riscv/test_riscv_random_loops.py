@@ -129,7 +129,12 @@ def test_compiled_random_loops_match_the_interpreter(rv_env, batch):
         jit, jspace, jout = run_vmforge(rv_env, prog.image, True)
         ref, rspace, rout = run_vmforge(rv_env, prog.image, False)
         got, want = state(jit, jspace, code_len), state(ref, rspace, code_len)
-        assert got == want, f"seed {seed}: {first_difference(got, want)}"
+        if got != want:
+            note = ""
+            if irq_boundaries(jit, jspace) != irq_boundaries(ref, rspace):
+                note = " (interrupts taken at other instructions too: " \
+                    "see the xfail tests below; a late one spins once more)"
+            pytest.fail(f"seed {seed}: {first_difference(got, want)}{note}")
         assert jout == rout, f"seed {seed}: UART output differs"
         assert ref._stats()["jit_regions"] == 0
         regions += jit._stats()["jit_regions"]
