@@ -98,7 +98,13 @@ cdef enum:
     JIT_HOT = 32                # taken jumps to a record before it is compiled
     JIT_MAX = 256               # instructions per region
     JIT_BYTES = 32 << 20        # code buffer per hart
-    JIT_ROOM = 256 << 10        # the most one region can take (checked before compiling)
+    INSN_MAX = 1024             # bytes of one instruction's code (with the way out before it)
+    STUB_MAX = 512              # bytes of one slow path (emit_stub)
+    HEAD_MAX = 128              # the lines mask, the entry's loads and jump
+    NSTUBS = 2 * JIT_MAX + 2    # slow paths: a load has one, a store two
+    NPEND = 10 * JIT_MAX + 16   # forward jumps: 1 + the return sites (8) per instruction
+    PEND_PER_INSN = 9
+    JIT_ROOM = HEAD_MAX + JIT_MAX * INSN_MAX + NSTUBS * STUB_MAX   # kept free per region
     NPOOL = 9                   # host registers that cache guest registers in a region
 
 # the pool (r8-r13, rdi, rsi, rbp): compiled code calls C only on its ways out, after
@@ -131,7 +137,7 @@ cdef enum:
 
 
 cdef struct Jit:
-    Stub stubs[2 * JIT_MAX + 2]
+    Stub stubs[NSTUBS]
     int nstubs
     uint8_t *p
     uint8_t *epi                # the common epilogue (h.jcnt = r14, return eax)
@@ -145,8 +151,8 @@ cdef struct Jit:
     uint8_t state[2048]             # IN_REGION, or 0
     uint8_t target[2048]            # jumped to from inside the region: needs a label
     uint8_t *label[2048]            # code of each emitted instruction
-    int pend_off[10 * JIT_MAX + 16]  # forward jumps to labels not emitted yet
-    uint8_t *pend_at[10 * JIT_MAX + 16]
+    int pend_off[NPEND]             # forward jumps to labels not emitted yet
+    uint8_t *pend_at[NPEND]
     int npend
     int rets[8]                     # return sites of the region's calls (jal)
     int nrets
@@ -154,6 +160,9 @@ cdef struct Jit:
     int64_t wdelta                  # RW view - RX view: where the emitter writes
     uint8_t *wbuf                   # the RW view (== h.jit_buf when flipped)
     int flip                        # one mapping, flipped RW/RX around each writing
+    uint8_t *limit                  # the end of the RW view (riscv_jit_contract.pxi)
+    int insn_seen, stub_seen, head_seen   # the largest pieces written so far
+    int abandoned                   # regions given up for want of room (never, by JIT_ROOM)
 
 
 include "x86_enc.pxi"      # the x86-64 encoder
@@ -379,6 +388,7 @@ cdef int resv_clear_call(ResvTable *t, uint8_t *host, int size) noexcept nogil:
     return 0
 
 
+include "riscv_jit_contract.pxi"   # layouts, called functions and room it relies on
 include "riscv_jit_mem.pxi"     # loads and stores: inline TLB probes, slow paths
 include "riscv_jit_zb.pxi"      # Zba/Zbb/Zbs ops
 
@@ -423,6 +433,8 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     a.wdelta = RV_PTR_DIFF(rw, rx)
     a.flip = flip
     a.p = a.wbuf
+    a.limit = a.wbuf + JIT_BYTES
+    a.insn_seen = a.stub_seen = a.head_seen = a.abandoned = 0
     # entry(code=rdi, h=rsi, x=rdx, recs=rcx, cbase=r8, cnt=r9)
     for i in range(NSAVED):                         # push the callee-saved ones used
         push(a, SAVED[i])
@@ -498,11 +510,24 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
     return n
 
 
+cdef inline void seen(int *most, int64_t n) noexcept nogil:
+    if n > most[0]:
+        most[0] = <int>n
+
+
+cdef int jit_abandon(Hart h, Jit *a) noexcept nogil:
+    """Give the region up (its head stays the interpreter's); 0."""
+    a.abandoned += 1
+    jit_close(h, a)
+    return 0
+
+
 cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept nogil:
     """Compile the region headed by ``head``; 1 when the head is now OP_JIT."""
     cdef Jit *a
     cdef uint8_t *code
     cdef uint8_t *skip
+    cdef uint8_t *seg
     cdef int64_t start = RV_PTR_DIFF(head, cp.recs) >> 3, off, nxt = -1
     cdef int k = 0, op, i, j, falls = 0
     cdef uint64_t lines = 0
@@ -540,14 +565,21 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     for i in range(2048):                            # the lines it translates (jit_forget)
         if a.state[i] == IN_REGION:
             lines |= jit_lines(i, i + (a.recs[i].len >> 1) - 1 if i < 2047 else i)
+    if not jit_room(a, HEAD_MAX):
+        return jit_abandon(h, a)
+    seg = a.p
     q8(a, lines)
     code = a.p - a.wdelta                            # where it runs
     cache_load(a)                                    # the entry: registers in, to the head
     jump_label(a, -1, start)
+    seen(&a.head_seen, a.p - seg)
     # the instructions in address order; ``nxt``: where the last one falls through to
     for i in range(2048):
         if a.state[i] != IN_REGION:
             continue
+        if not jit_room(a, INSN_MAX) or a.npend + PEND_PER_INSN > NPEND or a.nstubs + 2 > NSTUBS:
+            return jit_abandon(h, a)
+        seg = a.p
         off = 2 * i
         if falls and nxt != off:                     # the last one goes on elsewhere
             goto_pc(a, off - 1, nxt, k)              # (from just before: not a loop)
@@ -610,12 +642,21 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
             falls = 0
         k += 1
         nxt = off + r.len
+        seen(&a.insn_seen, a.p - seg)
     if falls:
+        if not jit_room(a, INSN_MAX):
+            return jit_abandon(h, a)
+        seg = a.p
         goto_pc(a, nxt - 1, nxt, k)
+        seen(&a.insn_seen, a.p - seg)
     for i in range(a.npend):                        # forward jumps, now that all is placed
         jmp_patch(a.pend_at[i], a.label[a.pend_off[i] >> 1])
     for i in range(a.nstubs):
+        if not jit_room(a, STUB_MAX):
+            return jit_abandon(h, a)
+        seg = a.p
         emit_stub(a, &a.stubs[i])
+        seen(&a.stub_seen, a.p - seg)
     h.jit_free = <uint8_t *>((<uintptr_t>(a.p - a.wdelta) + 15) & ~(<uintptr_t>15))
     jit_close(h, a)
     h.jit_regions += 1

@@ -140,7 +140,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         mov_rr(a, RDI, RDX)
         mov_rr(a, RSI, RAX)
         mov_r32_imm32(a, RDX, size)
-        call_abs(a, <void *>resv_clear_call)
+        call_abs(a, <void *>RESV_CLEAR)
         exit_at(a, t.off + r.len, t.k + 1)
         return
     # rax = guest address: load_slow(h, a, size, &h.jv) / store_slow(h, a, size, value),
@@ -160,9 +160,9 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     mov_rr(a, RDI, R15)
     mov_r32_imm32(a, RDX, size)
     if t.kind == STUB_LOAD:
-        call_abs(a, <void *>load_slow)
+        call_abs(a, <void *>LOAD_SLOW)
     else:
-        call_abs(a, <void *>store_slow)
+        call_abs(a, <void *>STORE_SLOW)
     op_rr(a, 0, X_TEST, RAX, RAX)
     fail = jcc32(a, CC_NE)
     if t.kind == STUB_STORE:

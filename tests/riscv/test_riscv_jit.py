@@ -256,3 +256,58 @@ def test_code_buffer_is_never_writable_and_executable():
     assert runs and all("x" in m[2] and "w" not in m[2] for m in runs), runs
     ours = [m for m in maps if "vmforge-jit" in m[3]] + runs
     assert not [m for m in ours if "w" in m[2] and "x" in m[2]], ours
+
+
+def _jal(rd: int, imm: int) -> int:
+    v = imm & 0x1FFFFF
+    return (((v >> 20) & 1) << 31 | ((v >> 1) & 0x3FF) << 21 | ((v >> 11) & 1) << 20 |
+            ((v >> 12) & 0xFF) << 12 | rd << 7 | 0x6F)
+
+
+def test_emitter_stays_within_its_bounds():
+    """The room the emitter keeps free (riscv_jit_contract.pxi) rests on bounds for
+    one instruction's code, one slow path and a region's head: regions with many
+    cached registers, loads and stores, and a jalr with eight return sites into
+    its region (the largest ways out) stay within them, none is abandoned, and
+    the layouts the code reads by offset are as it assumes."""
+    from vmforge._fast.riscv import _jit_bounds, _jit_contracts
+
+    assert all(_jit_contracts().values()), _jit_contracts()
+    rng = random.Random(11)
+    code, ends = make_loops(rng, blocks=6, per_block=40, trips=40)
+    regs = [0] + [rng.randrange(1 << 64) for _ in range(31)]
+    regs[BASE_REG] = DATA
+    (loops, _), _ = _hart_pair(code, bytes(4096), regs)
+    for end in ends:
+        assert loops.run().cause == 3
+        loops.pc = end + 4
+    # a loop calling f from eight sites: f's jalr returns to any of them
+    prog = [i_type(40, 0, 0, 6, 0x13)]                     # li t1, 40
+    loop = len(prog)
+    for i in range(8):
+        prog.append(i_type(i + 1, 10, 0, 10, 0x13))        # addi a0, a0, i + 1
+        prog.append(0)                                     # jal ra, f (below)
+    prog.append(i_type(-1, 6, 0, 6, 0x13))                 # addi t1, t1, -1
+    prog.append(b_type(4 * (loop - len(prog)), 0, 6, 1))   # bnez t1, loop
+    prog.append(0x00100073)                                # ebreak
+    f = len(prog)
+    prog += [r_type(0, 0, 0x33, 11, 11, 10),               # f: add a1, a1, a0
+             s_type(0, 11, BASE_REG, 3),                   # sd a1, 0(t6)
+             i_type(0, 1, 0, 0, 0x67)]                     # jalr x0, 0(ra)
+    for i, w in enumerate(prog):
+        if w == 0:
+            prog[i] = _jal(1, 4 * (f - i))
+    calls = b"".join(w.to_bytes(4, "little") for w in prog)
+    regs = [0] * 32
+    regs[BASE_REG] = DATA
+    harts, _ = _hart_pair(calls, bytes(4096), regs)
+    for hart in harts:
+        assert hart.run().cause == 3
+    assert harts[0].x[11] == harts[1].x[11] and harts[0].instret == harts[1].instret
+    for hart in (loops, harts[0]):
+        b = _jit_bounds(hart)
+        assert hart._stats()["jit_regions"] > 0 and b["abandoned"] == 0, b
+        assert 0 < b["insn_seen"] <= b["insn_max"], b
+        assert 0 < b["stub_seen"] <= b["stub_max"], b
+        assert 0 < b["head_seen"] <= b["head_max"], b
+        assert b["room"] < b["buffer"], b
