@@ -4,6 +4,7 @@ keep the rules the compiled tier relies on."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,14 @@ def test_row_is_consistent(name):
 def test_table_has_no_unknown_property():
     with pytest.raises(SystemExit, match="unknown property"):
         gen_riscv_ops.flag_bits("rs1 writes_memory")
+
+
+def test_run_loop_sends_exactly_the_slow_ops_to_exec_slow():
+    """The interpreter's hot switch lists the ops it hands to exec_slow (equality
+    tests, so that it stays a C switch): that list is the table's slow rows."""
+    src = (ROOT / "src" / "_fast" / "riscv.pyx").read_text()
+    start = src.index("elif (op == OP_ILLEGAL")
+    cond = src[start:src.index("):", start)]
+    listed = set(re.findall(r"op == OP_(\w+)", cond))
+    slow = {name for name, spec, _ in gen_riscv_ops.OPS if "slow" in spec.split()}
+    assert listed == slow
