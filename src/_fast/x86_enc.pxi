@@ -45,6 +45,7 @@ cdef enum:
     REX_X = 0x02                # SIB.index bit 3
     REX_B = 0x01                # ModRM.rm / SIB.base bit 3
     MOD_IND = 0x00              # [rm] (or SIB), no displacement
+    MOD_DISP8 = 0x40            # [rm + disp8]
     MOD_DISP32 = 0x80           # [rm + disp32]
     MOD_REG = 0xc0              # rm is a register
     RM_SIB = 4                  # rm field: a SIB byte follows
@@ -147,11 +148,20 @@ cdef inline void rex_byte(Jit *a, int w, int reg, int rm, int byte_reg) noexcept
         b1(a, v)
 
 cdef inline void mem(Jit *a, int reg, int base, int32_t disp) noexcept nogil:
-    """ModRM (+SIB) for [base + disp32]."""
-    b1(a, MOD_DISP32 | ((reg & 7) << 3) | (base & 7))
+    """ModRM (+SIB) for [base + disp], in its shortest form (no displacement,
+    disp8 or disp32; rbp/r13 as a base always take one)."""
+    cdef int mod = MOD_DISP32
+    if disp == 0 and (base & 7) != RBP:
+        mod = MOD_IND
+    elif -128 <= disp <= 127:
+        mod = MOD_DISP8
+    b1(a, mod | ((reg & 7) << 3) | (base & 7))
     if (base & 7) == RSP:
         b1(a, SIB_NONE)
-    d4(a, disp)
+    if mod == MOD_DISP8:
+        b1(a, disp)
+    elif mod == MOD_DISP32:
+        d4(a, disp)
 
 cdef inline void modrm_rr(Jit *a, int reg, int rm) noexcept nogil:
     b1(a, MOD_REG | ((reg & 7) << 3) | (rm & 7))

@@ -23,7 +23,7 @@ R32 = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi",
 R16 = ["ax", "cx", "dx", "bx", "sp", "bp", "si", "di", *(f"r{i}w" for i in range(8, 16))]
 R8 = ["al", "cl", "dl", "bl", "spl", "bpl", "sil", "dil", *(f"r{i}b" for i in range(8, 16))]
 REGS = range(16)
-DISPS = [0, 8, -8, 0x1234, -0x80000000]
+DISPS = [0, 8, -8, 127, -128, 128, -129, 0x1234, -0x80000000]
 CC = {0x0: "o", 0x2: "b", 0x3: "ae", 0x4: "e", 0x5: "ne", 0x6: "be", 0x7: "a",
       0xC: "l", 0xD: "ge", 0xE: "le", 0xF: "g"}
 # opcode -> mnemonic ("r, r/m" direction)
@@ -40,6 +40,8 @@ def _h(v: int) -> str:
 
 
 def _m(base: int, disp: int) -> str:
+    if disp == 0 and base not in (5, 13):                  # (rbp/r13 need a disp8 of 0)
+        return f"[{R64[base]}]"
     return f"[{R64[base]}{'+' if disp >= 0 else ''}{_h(disp)}]"
 
 
