@@ -95,3 +95,38 @@ def test_a_crash_in_a_batch_leaves_no_corruption(tmp_path: Path,
             got = q2.read(0, q2.size)
         for c in range(0, len(got), 512):
             assert got[c:c + 512] in (bytes(512), model[c:c + 512]), (n, c)
+
+
+def test_a_batch_allocates_its_clusters_at_once_where_the_layout_allows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One allocation for the batch when its new clusters lie in a row from the first
+    free one (a fresh image's end); one per run when the free space has holes, the
+    file then the same as with single writes."""
+    runs = [(k * 192 * KiB, memoryview(pattern(64 * KiB + k * KiB, k))) for k in range(1, 7)]
+    for holes in (False, True):
+        one, batch = tmp_path / f"one{holes}.qcow2", tmp_path / f"batch{holes}.qcow2"
+        Qcow2.create(str(one), 4 * MiB)
+        with Qcow2.open(str(one), readonly=False) as q:
+            q.write(0, b"x")                      # (the L2 table)
+            if holes:                             # free clusters apart from each other
+                for k in range(4):
+                    q.write(3 * MiB + k * 128 * KiB, b"y")
+                for k in range(0, 4, 2):
+                    q.discard(3 * MiB + k * 128 * KiB, 64 * KiB)
+                q.flush()
+        shutil.copyfile(one, batch)
+        with Qcow2.open(str(one), readonly=False) as q:
+            for off, data in runs:
+                q.pwritev(off, [data])
+        with Qcow2.open(str(batch), readonly=False) as q:
+            allocs: list[int] = []
+            real = q.refs.alloc
+            monkeypatch.setattr(q.refs, "alloc", lambda n, defer=False: (
+                allocs.append(n), real(n, defer))[1])
+            q.pwritev_runs(runs)
+            monkeypatch.undo()
+            for off, data in runs:
+                assert q.read(off, data.nbytes) == data
+        assert allocs == ([2] * 6 if holes else [12])
+        assert batch.read_bytes() == one.read_bytes()
+        assert_qemu_clean(batch)

@@ -305,6 +305,15 @@ class Refcounts:
             return c << self.cluster_bits
         raise BlockError("internal: cluster allocation did not converge", self.f.filename)
 
+    def fits_next(self, n: int) -> bool:
+        """Whether :meth:`alloc` of ``n`` clusters would take them from the first free
+        cluster on, all under one refcount block that exists (so one allocation of
+        ``n`` places them where allocations of their parts one after the other would)."""
+        first = self._scan(max(self.hint, 1), 1)
+        bi = first >> self.shift
+        return (bi == (first + n - 1) >> self.shift and bool(self.block_offset(bi))
+                and self._scan(first, n) == first)
+
     def free(self, offset: int, nbytes: int) -> None:
         """Drop one reference to every cluster touched by ``[offset, offset+nbytes)``."""
         c0 = offset >> self.cluster_bits

@@ -71,6 +71,9 @@ class Qcow2Writer(Qcow2Image):
     bitmaps_tracked = False
     #: during :meth:`pwritev_runs`: the data writes ``[host, end, parts]`` not done yet
     _batched: list[list[Any]] | None = None
+    #: during :meth:`pwritev_runs`: ``[host offset, clusters]`` allocated for the
+    #: batch at once, handed out in order (:meth:`_alloc_data`)
+    _reserved: list[int] | None = None
     #: write metadata back when this many L2 tables or frees are pending
     MAX_PENDING = 4096
 
@@ -272,6 +275,7 @@ class Qcow2Writer(Qcow2Image):
             self._begin_write()
             batched: list[list[Any]] = []
             self._batched = batched
+            self._reserved = self._reserve(views)
             try:
                 for offset, bufs in views:
                     cur = Cursor(bufs)
@@ -281,10 +285,48 @@ class Qcow2Writer(Qcow2Image):
                         self._write_in_l2(pos, t_end, cur)
                         pos = t_end
             finally:
-                self._batched = None
+                self._batched = self._reserved = None
                 for host, _, parts in batched:   # what was mapped gets its data
                     self.data.pwritev(host, parts)
             self._maybe_barrier()
+
+    def _reserve(self, views: list[tuple[int, list[memoryview]]]) -> list[int] | None:
+        """The new clusters a batch of runs needs, allocated at once where that gives
+        them the places one allocation per run would (each run's clusters right after
+        the last's: free clusters in a row from the first free one, under one refcount
+        block, in L2 tables the image owns already, so that none is allocated
+        between them); else None (one allocation per run)."""
+        if self.data is not self.f:
+            return None
+        cb, l1 = self.cb, self.l1
+        seen: set[int] = set()
+        need = 0
+        for offset, bufs in views:
+            for gci in range(offset >> cb, ((offset + bufs[0].nbytes - 1) >> cb) + 1):
+                if gci in seen:
+                    continue
+                seen.add(gci)
+                l1i = gci >> self.l2_bits
+                if l1i >= len(l1) or not l1[l1i] & OFLAG_COPIED:
+                    return None
+                ent = self._entry_at(l1, gci)
+                if not (ent & OFLAG_COPIED and not ent & (OFLAG_COMPRESSED | OFLAG_ZERO)
+                        and ent & OFFSET_MASK):
+                    need += 1
+        if need < 2 or not self.refs.fits_next(need):
+            return None
+        return [self.refs.alloc(need, defer=True), need]
+
+    def _alloc_data(self, n: int) -> int:
+        """``n`` new clusters in a row for data: from the batch's reservation, else
+        allocated now (refcounts written at the next barrier)."""
+        r = self._reserved
+        if r is not None and r[1] >= n:
+            base = r[0]
+            r[0] += n << self.cb
+            r[1] -= n
+            return base
+        return self.refs.alloc(n, defer=True)
 
     def _write_in_l2_ext(self, pos: int, end: int, cur: Cursor) -> None:
         extl2_write.write_in_l2(self, pos, end, cur)
@@ -309,7 +351,7 @@ class Qcow2Writer(Qcow2Image):
             plan.append((i, into, n, ent, inplace))
             p += n
         # refcounts written at the barrier, before the L2 entries that point here
-        base = self.refs.alloc(need, defer=True) if need and not datafile else 0
+        base = self._alloc_data(need) if need and not datafile else 0
         ops: list[tuple[int, list[memoryview]]] = []
         olds: list[int] = []
         changed: list[tuple[int, int]] = []
