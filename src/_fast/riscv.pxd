@@ -138,6 +138,11 @@ cdef class Hart:
     cdef CodePage *cur_code     # the page the run loop executes from
     cdef int resv_slot
     cdef ResvTable *rs
+    # harts on host threads (riscv_atomic.pxi): SC compares and swaps against what
+    # LR loaded; device accesses take io_lock (the machine's big lock) when set
+    cdef public int smp
+    cdef uint64_t resv_val
+    cdef public object io_lock
     cdef readonly AddressSpace space
     cdef GuestRam ram
     cdef readonly ReservationSet reservations

@@ -36,6 +36,7 @@ from vmforge._fast.guestmem cimport GuestRam
 
 include "riscv_defs.pxi"
 include "riscv_decode.pxi"
+include "riscv_atomic.pxi"
 include "riscv_mmu.pxi"
 include "riscv_code.pxi"
 include "riscv_hooks.pxi"
@@ -128,6 +129,7 @@ cdef int exec_slow(Hart h, Rec *r) noexcept nogil:
     if op_is(op, P_AMO):
         return exec_amo(h, r)
     if op == OP_FENCE:
+        fence_op(h, r)
         return 0
     if op == OP_ILLEGAL:
         return illegal(h, r)

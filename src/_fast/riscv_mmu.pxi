@@ -170,7 +170,8 @@ cdef int translate(Hart h, uint64_t va, int acc, uint64_t *pa) noexcept nogil:
                 p = h.ram.wptr(pte_addr, 8)
                 if p == NULL:
                     return fault_cause(acc, 0)
-                rv_st64(p, pte | need)
+                if not pte_update(p, pte, pte | need):
+                    continue                        # another hart changed it: again
                 h.ram.mark(pte_addr, 8)
             pa[0] = (ppn << 12) | (va & ((mask << 12) | 0xfff))
             return 0
@@ -253,7 +254,11 @@ cdef int phys_read(Hart h, uint64_t pa, int size, uint64_t *v, int acc, uint64_t
         return 0
     with gil:
         try:
-            r = h.space.read_c(pa, size, v)
+            if h.io_lock is None:
+                r = h.space.read_c(pa, size, v)
+            else:
+                with h.io_lock:         # harts on threads: the machine's big lock
+                    r = h.space.read_c(pa, size, v)
         except BaseException as ex:
             h.pyexc = ex
             r = -1
@@ -286,7 +291,11 @@ cdef int phys_write(Hart h, uint64_t pa, int size, uint64_t v, uint64_t va) noex
         return 0
     with gil:
         try:
-            r = h.space.write_c(pa, size, v)
+            if h.io_lock is None:
+                r = h.space.write_c(pa, size, v)
+            else:
+                with h.io_lock:
+                    r = h.space.write_c(pa, size, v)
         except BaseException as ex:
             h.pyexc = ex
             r = -1
@@ -493,6 +502,7 @@ cdef int exec_amo(Hart h, Rec *r) noexcept nogil:
             h.exc_tval = va
             return EV_EXC
         old = rv_ld32(p) if w else rv_ld64(p)
+        h.resv_val = old
         if h.rs.addr[slot] == NULL:
             h.rs.nactive += 1
         h.rs.addr[slot] = <uint8_t *>((<uintptr_t>p) & ~(<uintptr_t>7))
@@ -510,7 +520,11 @@ cdef int exec_amo(Hart h, Rec *r) noexcept nogil:
         if h.rs.addr[slot] != NULL and h.rs.addr[slot] == <uint8_t *>((<uintptr_t>p) & ~(<uintptr_t>7)):
             h.rs.addr[slot] = NULL
             h.rs.nactive -= 1
-            if w:
+            if h.smp:                   # other harts run meanwhile: as QEMU's MTTCG
+                if not rv_cas(p, h.resv_val, h.x[r.rs2], w):
+                    h.x[r.rd] = 1
+                    return 0
+            elif w:
                 rv_st32(p, <uint32_t>h.x[r.rs2])
             else:
                 rv_st64(p, h.x[r.rs2])
@@ -527,12 +541,7 @@ cdef int exec_amo(Hart h, Rec *r) noexcept nogil:
         return 0
     # AMOs
     if p != NULL:
-        old = rv_ld32(p) if w else rv_ld64(p)
-        new = amo_fn(r.rs3, old, h.x[r.rs2], w)
-        if w:
-            rv_st32(p, <uint32_t>new)
-        else:
-            rv_st64(p, new)
+        old = amo_ram(p, r.rs3, h.x[r.rs2], w)      # one host atomic (riscv_atomic.pxi)
         h.ram.mark(pa, size)
         code_invalidate(h, pa, size)
         if h.rs.nactive:

@@ -16,19 +16,25 @@ pending, and keeps the harts' ``mtime`` one clock.  Two kinds of time:
   sleep=off``, or after waiting that long in host time, ``sleep=on``).
 
 A stopped timer (``mtimecmp`` all ones, or MTIE clear) is no deadline.
+
+On ``-accel interp,thread=multi`` (QEMU's MTTCG) a :class:`HartMachine` runs each
+hart on a host thread of its own instead (:mod:`vmforge.accel.mttcg`);
+``thread=single`` keeps the round robin above.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from vmforge.accel.interp import RiscvHart, RunResult, StopReason
+from vmforge.accel.mttcg import HartThreads
 from vmforge.debug.hooks import Hooks
 from vmforge.debug.trace import CPU_CATEGORIES, CpuTrace, MmuTrace
-from vmforge.machine import Machine
+from vmforge.machine import Machine, MachineError, ShutdownReason
 
 __all__ = ["HartCluster", "HartMachine"]
 
@@ -216,6 +222,11 @@ class HartMachine(Machine):
     start (with ``a0`` = hart id); the base runs them.  Guest time follows the
     machine's clock unless ``config.icount`` asks for instruction counting;
     ``timebase_freq`` is the harts' ``mtime`` rate.
+
+    ``config.extra["accel_thread"]`` (``-accel interp,thread=multi|single``):
+    ``multi`` runs each hart on a host thread of its own (:attr:`hart_threads`,
+    with :attr:`big_lock` a real lock around every device access); ``single`` or
+    unset, the harts take turns on the machine's thread.
     """
 
     accels = ("interp",)
@@ -224,6 +235,8 @@ class HartMachine(Machine):
     timebase_freq: int = 10_000_000
     #: ``-d in_asm/exec/cpu`` (vmforge.debug.trace), when asked for
     cpu_trace: CpuTrace | None = None
+    #: the harts' host threads on ``thread=multi`` (None: one thread, round robin)
+    hart_threads: HartThreads | None = None
 
     def make_cluster(self, **options: Any) -> HartCluster:
         """``config.smp`` harts on the machine's address space."""
@@ -237,6 +250,9 @@ class HartMachine(Machine):
             self.cluster.use_icount(mul, div, warp_idle=not icount.sleep)
         elif "time_div" not in options:
             self.cluster.use_host_time(self._clock_origin(), tick_ns)
+        if self._threaded(icount is not None or "time_div" in options):
+            self.big_lock = threading.RLock()
+            self.hart_threads = HartThreads(self.cluster, self.big_lock, self._hart_failed)
         if "int" in self.config.trace:
             self.cluster.trace_traps(logging.getLogger("vmforge.trace.int"))
         self._plug_guest_events()
@@ -247,6 +263,20 @@ class HartMachine(Machine):
                                       self.config.trace, _trace_writer("vmforge.trace.cpu"),
                                       self.config.extra.get("dfilter"))
         return self.cluster
+
+    def _threaded(self, counted_time: bool) -> bool:
+        """Whether the harts get a host thread each (``thread=multi``)."""
+        mode = self.config.extra.get("accel_thread")
+        if mode != "multi":
+            return False
+        if counted_time:
+            raise MachineError(f"machine {self.name!r}: -accel interp,thread=multi: "
+                               "instruction-counted time (-icount) needs thread=single")
+        return True
+
+    def _hart_failed(self, exc: BaseException) -> None:
+        """A hart thread ended with ``exc`` (raised again by :meth:`run_cpus`)."""
+        self.request_shutdown(ShutdownReason.ERROR, 1)
 
     def _plug_guest_events(self) -> None:
         """Route illegal instructions and unmapped accesses to plugins that
@@ -283,11 +313,14 @@ class HartMachine(Machine):
             self.cluster.use_host_time(origin_ns, self.cluster.tick_ns)
 
     def clock_paused(self) -> None:
+        self.park_cpus()
         if self.cluster is not None and self.cluster.host_time:
             self.cluster.freeze_host_time()
 
     def cpu_idle_delay_ns(self) -> int | None:
-        return None if self.cluster is None else self.cluster.idle_delay_ns()
+        if self.cluster is None or self.hart_threads is not None:
+            return None         # (threads: each hart waits for its own timers)
+        return self.cluster.idle_delay_ns()
 
     def cpu_idle_passed(self, ns: int) -> None:
         if self.cluster is not None:
@@ -297,10 +330,52 @@ class HartMachine(Machine):
         assert self.cluster is not None, "build() must call make_cluster()"
         self.cluster.reset(self.reset_pc)
 
+    def reset(self, reason: str = "user") -> None:
+        self.park_cpus()
+        super().reset(reason)
+
+    def park_cpus(self) -> None:
+        """End the hart threads and wait for them (``thread=multi``; they start
+        again when the machine runs): before anything reads or changes the harts'
+        state from outside (saving, loading, resetting, a paused machine's calls)."""
+        if self.hart_threads is not None:
+            self.hart_threads.park()
+
+    def run_pending_calls(self) -> int:
+        if self.hart_threads is not None and self._soon and (self.paused or self.stopped):
+            self.park_cpus()        # (a debugger's, the monitor's calls see still harts)
+        return super().run_pending_calls()
+
     def kick_cpus(self) -> None:
-        if self.cluster is not None:
+        if self.hart_threads is not None:
+            # the harts take interrupts without a kick; they stop only to pause,
+            # reset or end the machine
+            if self.stopped or self.paused or self._reset_requested:
+                self.hart_threads.stop()
+        elif self.cluster is not None:
             self.cluster.request_stop()
 
     def run_cpus(self) -> bool:
         assert self.cluster is not None, "build() must call make_cluster()"
+        if self.hart_threads is not None:
+            self.hart_threads.raise_error()     # what ended a hart thread
+            self.hart_threads.start()
+            return True     # the machine's thread waits for events; the harts run
         return self.cluster.run_slice()
+
+    def run(self, timeout: float | None = None) -> int:
+        """As :meth:`Machine.run`; what ended a hart thread comes out of here."""
+        try:
+            status = super().run(timeout)
+        finally:
+            if self.hart_threads is not None:
+                self.hart_threads.park(5)
+        if self.hart_threads is not None and self.hart_threads.error is not None:
+            self._error = self.hart_threads.error
+            self.hart_threads.raise_error()
+        return status
+
+    def close(self) -> None:
+        if self.hart_threads is not None:
+            self.hart_threads.park(5)
+        super().close()

@@ -134,6 +134,10 @@ _REASONS = {int(r): r for r in StopReason}
 class RiscvHart(_riscv.Hart):
     """One RV64GC hart (IMAFDC, Zicsr, Zifencei, Zicntr; M/S/U; Sv39/Sv48)."""
 
+    #: called after an interrupt line or ``mtimecmp`` changes (a hart on a thread
+    #: of its own sleeping in ``wfi`` is woken: vmforge.accel.mttcg)
+    wake: Callable[[], None] | None = None
+
     def __init__(self, space: AddressSpace, hartid: int = 0,
                  reservations: _riscv.ReservationSet | None = None, *, pc: int = 0,
                  stop_on: Iterable[int] = (), stop_on_ecall: bool = False,
@@ -267,6 +271,8 @@ class RiscvHart(_riscv.Hart):
     def set_irq_line(self, bit: int, level: bool) -> None:
         """Drive mip bit ``bit`` (3 MSIP, 7 MTIP, 9 SEIP, 11 MEIP...) from a device."""
         self._set_irq(bit, bool(level))
+        if self.wake is not None:
+            self.wake()
 
     @property
     def mtime(self) -> int:
@@ -283,6 +289,8 @@ class RiscvHart(_riscv.Hart):
     @mtimecmp.setter
     def mtimecmp(self, value: int) -> None:
         self._set_mtimecmp(value & ((1 << 64) - 1))
+        if self.wake is not None:
+            self.wake()
 
     @property
     def stimecmp(self) -> int:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from vmforge.accel.options import accel_thread_option
 from vmforge.clock import Icount
 from vmforge.config import (
     ConfigError,
@@ -140,6 +141,10 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
     apply_default_guest(args)
     mopts = parse_opts(args.machine, implied="type")
     accel = args.accel.split(",")[0] if args.accel else None
+    try:
+        thread = accel_thread_option(args.accel) if args.accel else None
+    except ValueError as exc:
+        raise VmforgeError(str(exc)) from None
     if args.enable_kvm:
         accel = "kvm"
     if args.display not in ("none",):
@@ -169,6 +174,7 @@ def config_from_args(args: argparse.Namespace) -> MachineConfig:
         icount=Icount.parse(args.icount) if args.icount else None,
         extra={**({"logfile": args.logfile} if args.logfile else {}),
                **({"cpu": args.cpu} if args.cpu else {}),
+               **({"accel_thread": thread} if thread else {}),
                **({"dfilter": _dfilter(args.dfilter)} if args.dfilter else {}),
                **({"loadvm": args.loadvm} if getattr(args, "loadvm", None) else {}),
                **({"incoming": args.incoming} if getattr(args, "incoming", None) else {}),

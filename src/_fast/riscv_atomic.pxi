@@ -1,0 +1,94 @@
+# Harts on host threads (QEMU's MTTCG): the A extension and fences as atomic
+# operations on host memory (included by riscv.pyx before riscv_mmu.pxi).
+#
+# - AMOs on RAM are one host atomic each (GCC's __atomic builtins: lock-prefixed
+#   on x86-64, so also full fences, which covers their aq/rl bits); min/max are a
+#   compare-and-swap loop.
+# - With ``h.smp`` set (the hart runs on a thread of its own) SC is a
+#   compare-and-swap against the value its LR loaded, as QEMU's MTTCG does: the
+#   reservation table says whether this hart still holds a reservation, the CAS
+#   whether the word is still what LR saw (an ABA change passes, as in QEMU).
+# - ``fence`` with a write before and a read after (RVWMO orders it, x86-64's TSO
+#   does not) is ``mfence`` while ``h.smp`` is set; every other ordering RVWMO
+#   asks of a fence x86-64 keeps by itself.
+# - A/D bits are set in a PTE by compare-and-swap (a walk that loses to another
+#   hart's change of the PTE reads it again), as the privileged spec asks.
+
+cdef extern from *:
+    """
+    static inline uint64_t rv_amo_ram(uint8_t *p, int f, uint64_t b, int w) {
+        if (w) {
+            uint32_t *q = (uint32_t *)p, v = (uint32_t)b, old, nv;
+            switch (f) {
+            case 0x00: return __atomic_fetch_add(q, v, __ATOMIC_SEQ_CST);
+            case 0x01: return __atomic_exchange_n(q, v, __ATOMIC_SEQ_CST);
+            case 0x04: return __atomic_fetch_xor(q, v, __ATOMIC_SEQ_CST);
+            case 0x0c: return __atomic_fetch_and(q, v, __ATOMIC_SEQ_CST);
+            case 0x08: return __atomic_fetch_or(q, v, __ATOMIC_SEQ_CST);
+            }
+            old = __atomic_load_n(q, __ATOMIC_SEQ_CST);
+            do {
+                switch (f) {
+                case 0x10: nv = (int32_t)old < (int32_t)v ? old : v; break;
+                case 0x14: nv = (int32_t)old > (int32_t)v ? old : v; break;
+                case 0x18: nv = old < v ? old : v; break;
+                default:   nv = old > v ? old : v; break;
+                }
+            } while (!__atomic_compare_exchange_n(q, &old, nv, 0, __ATOMIC_SEQ_CST,
+                                                  __ATOMIC_SEQ_CST));
+            return old;
+        } else {
+            uint64_t *q = (uint64_t *)p, old, nv;
+            switch (f) {
+            case 0x00: return __atomic_fetch_add(q, b, __ATOMIC_SEQ_CST);
+            case 0x01: return __atomic_exchange_n(q, b, __ATOMIC_SEQ_CST);
+            case 0x04: return __atomic_fetch_xor(q, b, __ATOMIC_SEQ_CST);
+            case 0x0c: return __atomic_fetch_and(q, b, __ATOMIC_SEQ_CST);
+            case 0x08: return __atomic_fetch_or(q, b, __ATOMIC_SEQ_CST);
+            }
+            old = __atomic_load_n(q, __ATOMIC_SEQ_CST);
+            do {
+                switch (f) {
+                case 0x10: nv = (int64_t)old < (int64_t)b ? old : b; break;
+                case 0x14: nv = (int64_t)old > (int64_t)b ? old : b; break;
+                case 0x18: nv = old < b ? old : b; break;
+                default:   nv = old > b ? old : b; break;
+                }
+            } while (!__atomic_compare_exchange_n(q, &old, nv, 0, __ATOMIC_SEQ_CST,
+                                                  __ATOMIC_SEQ_CST));
+            return old;
+        }
+    }
+    /* 1 when *p held ``expect`` and now holds ``v`` (4 or 8 bytes, aligned) */
+    static inline int rv_cas(uint8_t *p, uint64_t expect, uint64_t v, int w) {
+        if (w) {
+            uint32_t e = (uint32_t)expect;
+            return __atomic_compare_exchange_n((uint32_t *)p, &e, (uint32_t)v, 0,
+                                               __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+        }
+        return __atomic_compare_exchange_n((uint64_t *)p, &expect, v, 0,
+                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
+    static inline void rv_mfence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+    """
+    uint64_t rv_amo_ram(uint8_t *p, int f, uint64_t b, int w) noexcept nogil
+    bint rv_cas(uint8_t *p, uint64_t expect, uint64_t v, int w) noexcept nogil
+    void rv_mfence() noexcept nogil
+
+
+cdef inline uint64_t amo_ram(uint8_t *p, int f, uint64_t b, int w) noexcept nogil:
+    """AMO ``f`` (funct5 << 0, as amo_fn) on RAM at ``p``: the old value (zero-extended)."""
+    return rv_amo_ram(p, f, b, w)
+
+
+cdef inline bint pte_update(uint8_t *p, uint64_t pte, uint64_t new) noexcept nogil:
+    """Set a PTE's A/D bits: False when another hart changed the PTE first."""
+    return rv_cas(p, pte, new, 0)
+
+
+cdef inline void fence_op(Hart h, Rec *r) noexcept nogil:
+    """``fence pred, succ`` (pred in bits 27:24, succ in 23:20 of ``r.bits``): a
+    write before and a read after need ``mfence`` on x86-64 when other harts run
+    at once (``fence.tso``, fm = 8, does not order a write before a read)."""
+    if h.smp and (r.bits >> 24) & 1 and (r.bits >> 21) & 1 and (r.bits >> 28) != 8:
+        rv_mfence()

@@ -1,0 +1,163 @@
+"""Harts on host threads (``-accel interp,thread=multi``, vmforge.accel.mttcg):
+AMOs and LR/SC stay atomic while harts really run at once, fences, a parked
+hart wakes on an interrupt, and the threads stop when asked."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vmforge.accel.cluster import HartCluster
+from vmforge.accel.mttcg import HartThreads
+from vmforge.accel.options import accel_thread_option
+from vmforge.memory import AddressSpace
+from vmforge.testing.riscv_asm import assemble
+
+RAM = 0x8000_0000
+DATA = RAM + 0x8000         # counters: +0 amoadd, +8 LR/SC, +16 plain (racy), +64.. done flags
+ROUNDS = 200_000
+
+# each hart adds 1 to three counters ROUNDS times: by amoadd.d, by an LR/SC loop
+# and by a plain load/add/store (which loses updates when harts run at once);
+# then it sets its done flag and waits in wfi for good
+COUNTERS = f"""
+    li s0, {DATA:#x}
+    li s1, {ROUNDS}
+    li t0, 1
+0:  amoadd.d zero, t0, (s0)
+    addi t2, s0, 8
+1:  lr.d t1, (t2)
+    addi t1, t1, 1
+    sc.d t3, t1, (t2)
+    bnez t3, 1b
+    ld t1, 16(s0)
+    addi t1, t1, 1
+    sd t1, 16(s0)
+    addi s1, s1, -1
+    bnez s1, 0b
+    fence rw, rw
+    slli t4, a0, 3
+    add t4, t4, s0
+    sd t0, 64(t4)
+2:  wfi
+    j 2b
+"""
+
+
+def cluster_of(source: str, n: int, tmp_path: Path) -> HartCluster:
+    space = AddressSpace()
+    space.add_ram(RAM, 1 << 16)
+    space.memory.write(RAM, assemble(source, tmp_path))
+    cluster = HartCluster(space, n, slice_instructions=50_000)
+    cluster.use_host_time(time.monotonic_ns())
+    cluster.reset(RAM)
+    return cluster
+
+
+def wait_for(cond, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "the harts did not get there"
+        time.sleep(0.01)
+
+
+def word(cluster: HartCluster, addr: int) -> int:
+    return int.from_bytes(cluster.harts[0].space.memory.read(addr, 8), "little")
+
+
+def test_amo_and_lr_sc_are_atomic_across_hart_threads(tmp_path: Path) -> None:
+    n = 2
+    cluster = cluster_of(COUNTERS, n, tmp_path)
+    threads = HartThreads(cluster, threading.RLock())
+    threads.start()
+    try:
+        wait_for(lambda: all(word(cluster, DATA + 64 + 8 * i) for i in range(n)))
+    finally:
+        threads.park()
+    threads.raise_error()
+    assert word(cluster, DATA) == n * ROUNDS, "amoadd.d lost no update"
+    assert word(cluster, DATA + 8) == n * ROUNDS, "lr.d/sc.d lost no update"
+    assert not threads.running
+
+
+# hart 0 waits in wfi for a machine software interrupt, then counts up at DATA+24;
+# hart 1 writes to a device that raises an exception
+WAKE = f"""
+    li s0, {DATA:#x}
+    bnez a0, 3f
+    li t0, 8
+    csrs mie, t0
+0:  wfi
+    csrr t2, mip
+    andi t2, t2, 8
+    beqz t2, 0b
+1:  ld t1, 24(s0)
+    addi t1, t1, 1
+    sd t1, 24(s0)
+    j 1b
+3:  li t1, 0x10000000
+    sw zero, 0(t1)
+4:  j 4b
+"""
+
+
+class Failing:
+    def read(self, offset: int, size: int) -> int:
+        return 0
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        raise RuntimeError("the device broke")
+
+
+def test_a_hart_parked_in_wfi_wakes_and_a_device_error_ends_the_threads(
+        tmp_path: Path) -> None:
+    cluster = cluster_of(WAKE, 2, tmp_path)
+    cluster.harts[0].space.add_mmio(0x1000_0000, Failing(), 0x100)
+    failures: list[BaseException] = []
+    threads = HartThreads(cluster, threading.RLock(), failures.append)
+    threads.start()
+    try:
+        wait_for(lambda: failures)
+        assert str(failures[0]) == "the device broke"
+        with pytest.raises(RuntimeError, match="the device broke"):
+            threads.raise_error()
+        threads.park()
+        assert word(cluster, DATA + 24) == 0, "hart 0 sleeps in wfi"
+        assert cluster.halted[0]
+        cluster.harts[1].pc = cluster.harts[1].pc + 4     # past the failing store: j 4b
+        threads.start()
+        cluster.harts[0].set_irq_line(3, True)
+        wait_for(lambda: word(cluster, DATA + 24) > 1000)
+    finally:
+        threads.park()
+    assert not threads.running
+    counted = word(cluster, DATA + 24)
+    time.sleep(0.05)
+    assert word(cluster, DATA + 24) == counted, "parked harts run no more"
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("interp", None), ("interp,thread=multi", "multi"), ("interp,thread=single", "single"),
+])
+def test_accel_thread_option(text: str, want: str | None) -> None:
+    assert accel_thread_option(text) == want
+
+
+def test_accel_thread_option_errors_as_qemu() -> None:
+    import subprocess
+
+    from vmforge.testing.oracles import require_program
+
+    qemu = require_program("qemu-system-riscv64", "qemu-system-misc")
+    out = subprocess.run([qemu, "-M", "none", "-accel", "tcg,thread=bogus"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    qemu_says = out.stderr.strip().rsplit(": ", 1)[1]
+    with pytest.raises(ValueError) as exc:
+        accel_thread_option("interp,thread=bogus")
+    assert str(exc.value) == f"-accel interp,thread=bogus: {qemu_says}"
+    with pytest.raises(ValueError, match=r"Property 'kvm-accel\.thread' not found"):
+        accel_thread_option("kvm,thread=multi")
