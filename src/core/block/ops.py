@@ -8,9 +8,6 @@ read, and are written only when the target does not already read as zeros.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import dataclasses
-import mmap
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +16,11 @@ from vmforge._fast.zeroscan import zero_runs
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockError, UnsupportedOperation
 from vmforge.block.fileio import fill_zero, page_aligned_buffer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # (at run time: imported where used, not at every start-up)
+    import concurrent.futures
+    import mmap
 
 __all__ = [
     "CHUNK",
@@ -347,6 +349,8 @@ def _runs(clusters: list[int], g: int, size: int) -> Iterator[tuple[int, int]]:
 
 def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,
                         advance: Callable[..., None]) -> None:
+    import concurrent.futures
+
     drv = target.top
     if not drv.supports_compressed_writes:
         raise UnsupportedOperation(f"format {drv.format_name} does not support compressed "
@@ -396,14 +400,22 @@ def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,
             raise
 
 
-@dataclasses.dataclass
 class CompareResult:
     """What ``compare`` found: ``identical``, else the first differing ``offset``."""
 
-    identical: bool
-    offset: int | None = None
-    size_mismatch: bool = False
-    status_mismatch: bool = False
+    __slots__ = ("identical", "offset", "size_mismatch", "status_mismatch")
+
+    def __init__(self, identical: bool, offset: int | None = None,
+                 size_mismatch: bool = False, status_mismatch: bool = False) -> None:
+        self.identical = identical
+        self.offset = offset
+        self.size_mismatch = size_mismatch
+        self.status_mismatch = status_mismatch
+
+    def __repr__(self) -> str:
+        return (f"CompareResult(identical={self.identical}, offset={self.offset}, "
+                f"size_mismatch={self.size_mismatch}, "
+                f"status_mismatch={self.status_mismatch})")
 
 
 def compare(a: BlockBackend, b: BlockBackend, *, strict: bool = False) -> CompareResult:
