@@ -41,6 +41,32 @@ cdef extern from "openssl/evp.h" nogil:
 cdef extern from "openssl/err.h" nogil:
     void ERR_clear_error()
 
+cdef extern from "openssl/provider.h" nogil:
+    ctypedef struct OSSL_LIB_CTX:
+        pass
+    ctypedef struct OSSL_PROVIDER:
+        pass
+    OSSL_LIB_CTX *OSSL_LIB_CTX_new()
+    OSSL_PROVIDER *OSSL_PROVIDER_load(OSSL_LIB_CTX *libctx, const char *name)
+
+#: a library context of our own with OpenSSL's legacy provider (cast5), made on first
+#: need: loading it into the default context would change what the whole process,
+#: hashlib included, gets from OpenSSL
+cdef OSSL_LIB_CTX *_legacy = NULL
+cdef bint _legacy_tried = False
+
+
+cdef OSSL_LIB_CTX *_legacy_ctx() noexcept:
+    global _legacy, _legacy_tried
+    if not _legacy_tried:
+        _legacy_tried = True
+        _legacy = OSSL_LIB_CTX_new()
+        if _legacy != NULL and (OSSL_PROVIDER_load(_legacy, b"legacy") == NULL
+                                or OSSL_PROVIDER_load(_legacy, b"default") == NULL):
+            _legacy = NULL   # (left allocated: made once per process)
+        ERR_clear_error()
+    return _legacy
+
 cdef enum:
     ECB, CBC, XTS, CTR
     PLAIN = 1, PLAIN64, ESSIV
@@ -63,6 +89,10 @@ cdef EVP_CIPHER_CTX *_keyed(bytes name, const uint8_t *key, int keylen, int enc)
     """A context of cipher ``name`` keyed for one direction, padding off."""
     cdef EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, name, NULL)
     cdef EVP_CIPHER_CTX *ctx
+    if c == NULL:
+        ERR_clear_error()
+        if _legacy_ctx() != NULL:
+            c = EVP_CIPHER_fetch(<void *> _legacy, name, NULL)
     if c == NULL:
         ERR_clear_error()
         raise EvpUnavailable(f"OpenSSL has no cipher {name.decode()}")

@@ -4,7 +4,8 @@
   (``plain``, ``plain64``, ``essiv:HASH``) encrypting 512-byte sectors, each
   with the IV of its sector number, as dm-crypt and QEMU do; in OpenSSL's
   libcrypto (``vmforge._fast.sector_cipher``, one keyed context, a C loop over
-  the sectors) wherever it has the cipher, else in ``cryptography``;
+  the sectors) wherever it has the cipher, else in ``cryptography``. serpent and
+  twofish, which neither has, are refused;
 - :func:`pbkdf2`, :func:`iterations_for`: key derivation and its calibration;
 - :func:`af_split`, :func:`af_merge`: the anti-forensic splitter of the LUKS1
   specification (stripes diffused with the header's hash).
@@ -255,9 +256,9 @@ class SectorCipher:
 def _openssl_cipher(cipher: str, mode: str, ivgen: str | None, key: bytes,
                     essiv_key: bytes | None, block: int, sector_size: int) -> Any:
     """The sectors' cipher in OpenSSL's libcrypto (``vmforge._fast.sector_cipher``),
-    or None where that module is not built or OpenSSL lacks the cipher (cast5 in
-    OpenSSL 3 without its legacy provider, cast5-ctr anywhere): then the
-    ``cryptography`` path does the work."""
+    or None where that module is not built or OpenSSL lacks the cipher (cast5 where
+    OpenSSL's legacy provider is not installed; cast5-ctr, which OpenSSL has not,
+    and cryptography neither): then the ``cryptography`` path does the work."""
     try:
         import vmforge._fast.sector_cipher as sc
     except ImportError:

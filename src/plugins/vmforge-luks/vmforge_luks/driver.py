@@ -197,7 +197,7 @@ class _Locked:
         raise KeyRequired("opened without its passphrase (metadata only): no data can be "
                           "read", self.path)
 
-    encrypt = decrypt
+    encrypt = decrypt_inplace = decrypt
 
 
 def _passphrase(options: dict[str, Any], path: str) -> bytes:
