@@ -26,7 +26,7 @@ def test_generated_pxi_is_current():
 
 def test_built_module_has_the_tables_rows():
     built = _op_table()
-    want = {name: gen_riscv_ops.flag_bits(spec) for name, spec, _ in gen_riscv_ops.OPS}
+    want = {name: gen_riscv_ops.flag_bits(spec) for name, spec, _, _ in gen_riscv_ops.OPS}
     assert built == want
 
 
@@ -35,7 +35,7 @@ def _props(name: str) -> set[str]:
     return {f for i, f in enumerate(gen_riscv_ops.FLAGS) if bits >> i & 1}
 
 
-@pytest.mark.parametrize("name", [n for n, _, _ in gen_riscv_ops.OPS])
+@pytest.mark.parametrize("name", [n for n, _, _, _ in gen_riscv_ops.OPS])
 def test_row_is_consistent(name):
     """Rules the compiled tier relies on: what it compiles is exactly the alu ops,
     loads, stores, branches, jal, j and jalr; a jump or branch reads no memory; an
@@ -61,5 +61,19 @@ def test_run_loop_sends_exactly_the_slow_ops_to_exec_slow():
     start = src.index("elif (op == OP_ILLEGAL")
     cond = src[start:src.index("):", start)]
     listed = set(re.findall(r"op == OP_(\w+)", cond))
-    slow = {name for name, spec, _ in gen_riscv_ops.OPS if "slow" in spec.split()}
+    slow = {name for name, spec, _, _ in gen_riscv_ops.OPS if "slow" in spec.split()}
     assert listed == slow
+
+
+def test_x86_forms_are_alu_ops():
+    """A row's x86 form (how emit_simple compiles it) is only for compiled alu ops
+    reading what the form reads (rs2 for alu3/shiftr/slt)."""
+    for name, spec, _, x86 in gen_riscv_ops.OPS:
+        form, _, _ = gen_riscv_ops.x86_form(name, x86)
+        if form == "own":
+            continue
+        p = set(spec.split())
+        assert {"alu", "jit", "rs1", "rd"} <= p, name
+        assert ("rs2" in p) == (form in ("alu3", "shiftr", "slt")), name
+    with pytest.raises(SystemExit, match="bad x86 form"):
+        gen_riscv_ops.x86_form("ADD", "alu4 1 X_ADD")
