@@ -260,6 +260,17 @@ cdef int check_signals(Hart h) noexcept nogil:
     return 0
 
 
+# Where the hart looks at ``lim`` (the instruction budget, the timer's deadline,
+# the next look at signals; 0 when an interrupt line, the timer or a stop
+# request changed): after each taken branch or jump (forward ones too) and when
+# execution leaves the page (falls off it, a page-crossing instruction) -- never
+# after an instruction that falls through.  Instructions that end the block (an
+# event: exception, privileged state changed) go to the boundary, where
+# interrupts are taken, at once.  Compiled code (riscv_jit.pxi) follows the same
+# rule: its jumps compare r14 with h.lim, and a way out by no jump (falling into
+# code it lacks, after a slow load or store) returns JIT_WENT_ON, after which
+# the loop goes on as here.  So interrupts and budget stops land on the same
+# instructions in both tiers.
 cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
     cdef uint64_t *x = h.x
     cdef uint64_t pc = h.pc_
@@ -721,9 +732,13 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     pc = h.jpc
                     h.jit_calls += 1
                     if res:
-                        ev = res
-                        break
-                    if (pc - cbase) >= 4096 or cnt >= h.lim:
+                        if res != JIT_WENT_ON:
+                            ev = res
+                            break
+                        if (pc - cbase) >= 4096:  # left by no jump: looks as a fall does
+                            ev = EV_PAGE
+                            break
+                    elif (pc - cbase) >= 4096 or cnt >= h.lim:
                         ev = EV_PAGE
                         break
                     r = &recs[(pc - cbase) >> 1]

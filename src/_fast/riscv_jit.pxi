@@ -7,11 +7,14 @@
 # that the compiled ops (RV64I, fence, RV64M, loads, stores, branches,
 # jal, jalr) reach from the head by falling through and by jumps, up to JIT_MAX
 # instructions, laid out in address order.  Jumps inside the region are host
-# jumps (a backward one looks at the instruction budget ``lim`` first, so every
-# loop does); a way out goes straight into the region headed at its target when
-# there is one on the same page and the budget allows, else back to the
-# interpreter, which then runs what the region does not (CSRs, FP, atomics,
-# system instructions, page-crossing instructions).
+# jumps; a way out goes straight into the region headed at its target when
+# there is one on the same page, else back to the interpreter, which then runs
+# what the region does not (CSRs, FP, atomics, system instructions,
+# page-crossing instructions).  Every taken jump (forward too) looks at ``lim``
+# first and leaves when it is reached, as the interpreter's do; falling through
+# and the ways out after a slow load or store do not (they return
+# JIT_WENT_ON): interrupts and the budget come at the same instructions in both
+# tiers (the rule above run_loop in riscv.pyx).
 #
 # Registers: rbx = &x[0], r14 = instructions retired in this run() (the
 # interpreter's cnt), r15 = the Hart; the page's virtual base and records are
@@ -106,6 +109,7 @@ cdef enum:
     PEND_PER_INSN = 9
     JIT_ROOM = HEAD_MAX + JIT_MAX * INSN_MAX + NSTUBS * STUB_MAX   # kept free per region
     NPOOL = 9                   # host registers that cache guest registers in a region
+    JIT_WENT_ON = 8             # a region's way out by no jump (not an EV_* event)
 
 # the pool (r8-r13, rdi, rsi, rbp): compiled code calls C only on its ways out, after
 # storing the cached registers, so caller-saved registers serve as well as the others
@@ -303,6 +307,13 @@ cdef void exit_at(Jit *a, int64_t off, int k) noexcept nogil:
     exit_event(a, off, k)
 
 
+cdef void exit_on(Jit *a, int64_t off, int k) noexcept nogil:
+    """Leave for the interpreter at page offset ``off``, ``k`` more retired, by no
+    jump (eax = JIT_WENT_ON): it goes on there without looking at ``lim``."""
+    mov_r32_imm32(a, RAX, JIT_WENT_ON)
+    exit_event(a, off, k)
+
+
 cdef void jump_label(Jit *a, int cc, int64_t off) noexcept nogil:
     """jmp (``cc`` < 0) or jcc to the region's instruction at ``off``; patched once
     the whole region is placed when that instruction is still ahead."""
@@ -327,17 +338,20 @@ cdef uint8_t *chain_into(Jit *a, int32_t disp) noexcept nogil:
     return miss
 
 
-cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
-    """Continue at page offset ``off``, ``k`` more retired: inside the region when it
-    holds ``off`` (a backward jump looks at the budget first), else into the region
-    headed there if any and the budget allows, else back to the interpreter."""
-    cdef uint8_t *p1
+cdef void goto_pc(Jit *a, int64_t off, int k, int jumped) noexcept nogil:
+    """Continue at page offset ``off``, ``k`` more retired, after a taken jump
+    (``jumped``) or by falling through.  As in the interpreter (the rule above
+    run_loop), a jump looks at ``lim`` first: below it, on to the region's
+    instruction there or into the region headed there, else back to the
+    interpreter (eax 0: it looks too).  A fall-through does not look: on in the
+    region, into the region headed there, or back with JIT_WENT_ON."""
+    cdef uint8_t *p1 = NULL
     cdef uint8_t *p2
+    if k:
+        alu_imm(a, 1, ALU_ADD, R14, k)
     if 0 <= off < 4096 and a.state[off >> 1] == IN_REGION:
-        if k:
-            alu_imm(a, 1, ALU_ADD, R14, k)
-        if off > from_off:
-            jump_label(a, -1, off)                  # forward: no loop without a backward one
+        if not jumped:
+            jump_label(a, -1, off)                  # (around code the region lacks)
             return
         op_rm(a, 1, X_CMP, R14, R15, a.o_lim)        # cmp r14, h.lim
         jump_label(a, CC_B, off)                    # jb label
@@ -345,17 +359,19 @@ cdef void goto_pc(Jit *a, int64_t from_off, int64_t off, int k) noexcept nogil:
         exit_at(a, off, 0)
         return
     writeback(a)
-    if off < 0 or off >= 4096:
-        exit_at(a, off, k)
+    if off < 0 or off >= 4096:                      # another page: the loop looks
+        exit_at(a, off, 0)
         return
-    if k:
-        alu_imm(a, 1, ALU_ADD, R14, k)
-    op_rm(a, 1, X_CMP, R14, R15, a.o_lim)            # cmp r14, h.lim
-    p1 = jcc32(a, CC_AE)
+    if jumped:
+        op_rm(a, 1, X_CMP, R14, R15, a.o_lim)        # cmp r14, h.lim
+        p1 = jcc32(a, CC_AE)
     op_rm(a, 1, X_MOV, RDX, R15, a.o_recs)           # rdx = the page's records
     p2 = chain_into(a, <int32_t>(off * 8))
-    here(a, p1)
     here(a, p2)
+    if not jumped:
+        exit_on(a, off, 0)
+        return
+    here(a, p1)
     exit_at(a, off, 0)
 
 
@@ -582,7 +598,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         seg = a.p
         off = 2 * i
         if falls and nxt != off:                     # the last one goes on elsewhere
-            goto_pc(a, off - 1, nxt, k)              # (from just before: not a loop)
+            goto_pc(a, nxt, k, 0)                    # (falls: no look at lim)
             falls = 0
         if a.target[i]:                              # a label: counts settled before it
             if falls and k:
@@ -607,14 +623,14 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
                 src_rax(a, 1, r.rs1)
                 op_src(a, 1, X_CMP, RAX, r.rs2)
             skip = jcc32(a, branch_cc(op))
-            goto_pc(a, off, off + r.imm, k + 1)
+            goto_pc(a, off + r.imm, k + 1, 1)
             here(a, skip)
         elif op == OP_J or op == OP_JAL:
             if op == OP_JAL:
                 imm64(a, RAX, off + r.len)
                 op_rm(a, 1, X_ADD, RAX, R15, a.o_cbase)
                 rax_to(a, r.rd)
-            goto_pc(a, off, off + r.imm, k + 1)
+            goto_pc(a, off + r.imm, k + 1, 1)
             falls = 0
         else:                                        # JALR
             src_rax(a, 1, r.rs1)
@@ -647,7 +663,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         if not jit_room(a, INSN_MAX):
             return jit_abandon(h, a)
         seg = a.p
-        goto_pc(a, nxt - 1, nxt, k)
+        goto_pc(a, nxt, k, 0)
         seen(&a.insn_seen, a.p - seg)
     for i in range(a.npend):                        # forward jumps, now that all is placed
         jmp_patch(a.pend_at[i], a.label[a.pend_off[i] >> 1])

@@ -141,7 +141,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         mov_rr(a, RSI, RAX)
         mov_r32_imm32(a, RDX, size)
         call_abs(a, <void *>RESV_CLEAR)
-        exit_at(a, t.off + r.len, t.k + 1)
+        exit_on(a, t.off + r.len, t.k + 1)
         return
     # rax = guest address: load_slow(h, a, size, &h.jv) / store_slow(h, a, size, value),
     # then leave with its event, or after the instruction (a store may have hit code
@@ -175,6 +175,6 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         op_rm(a, 1, X_LEA, RAX, R15, a.o_jv)         # rax = &h.jv: extend as a fresh load
         load_into(a, r.op, RAX, RAX)
         stx(a, RAX, r.rd)
-    exit_at(a, t.off + r.len, t.k + 1)
+    exit_on(a, t.off + r.len, t.k + 1)
     here(a, fail)
     exit_event(a, t.off, t.k)

@@ -8,11 +8,10 @@ with ``jit`` on and once off; the registers, FP registers, fcsr, pc, instret,
 cycle, the data page, the code (stores into it), the exception log, the
 causes of the interrupts taken, the trap trace (exceptions) and the UART
 output must be equal.  Where each interrupt was taken (its mepc) is compared by
-the two ``..._take_interrupts_where_the_interpreter_does`` tests: not yet equal
-(the compiled tier looks at the timer when it leaves a region, where the
-interpreter goes on, and not on forward branches inside a region, where the
-interpreter does), hence strict xfail.  ``VMFORGE_RV_LOOP_SEEDS`` sets how
-many programs (default 200, in batches of 20).
+the two ``..._take_interrupts_where_the_interpreter_does`` tests: both tiers
+look at the timer at the same instructions (the rule above ``run_loop`` in
+``src/_fast/riscv.pyx``).  ``VMFORGE_RV_LOOP_SEEDS`` sets how many programs
+(default 200, in batches of 20).
 
 Against QEMU (``qemu-system-riscv64 -M virt -bios none``): programs without
 counter reads (QEMU's counters are host time) print their registers, data
@@ -132,8 +131,7 @@ def test_compiled_random_loops_match_the_interpreter(rv_env, batch):
         if got != want:
             note = ""
             if irq_boundaries(jit, jspace) != irq_boundaries(ref, rspace):
-                note = " (interrupts taken at other instructions too: " \
-                    "see the xfail tests below; a late one spins once more)"
+                note = " (interrupts taken at other instructions too)"
             pytest.fail(f"seed {seed}: {first_difference(got, want)}{note}")
         assert jout == rout, f"seed {seed}: UART output differs"
         assert ref._stats()["jit_regions"] == 0
@@ -189,14 +187,6 @@ def test_ebreak_leaves_mtval_zero_as_on_qemu(rv_env, qemu_dir):
         assert run_vmforge(rv_env, image, jit)[2] == want
 
 
-INTERRUPT_BOUNDARIES = (
-    "known bug: the compiled tier takes a timer interrupt at another instruction than the "
-    "interpreter (it looks at the deadline when a region is left before an instruction it "
-    "does not compile or after a slow load/store, where the interpreter goes on, and not "
-    "on forward branches inside a region, where the interpreter does)")
-
-
-@pytest.mark.xfail(strict=True, reason=INTERRUPT_BOUNDARIES)
 def test_compiled_code_takes_interrupts_where_the_interpreter_does(rv_env):
     """A hot loop of ALU ops around an AMO (run by the interpreter: not compiled),
     with the timer armed ``D`` ticks (= instructions) ahead for D = 1..60: each
@@ -240,7 +230,6 @@ def test_compiled_code_takes_interrupts_where_the_interpreter_does(rv_env):
                          for d, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
 
 
-@pytest.mark.xfail(strict=True, reason=INTERRUPT_BOUNDARIES)
 def test_random_loops_take_interrupts_where_the_interpreter_does(rv_env):
     """The random programs' interrupts (the first 40 seeds): same mepc, in order."""
     for seed in range(40):
