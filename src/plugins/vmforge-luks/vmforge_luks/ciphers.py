@@ -15,16 +15,18 @@ Nothing here logs or formats a key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers import algorithms, modes
 
 __all__ = ["CIPHERS", "HASHES", "MODES", "SECTOR", "CipherError", "SectorCipher", "af_merge",
-           "af_split", "iterations_for", "pbkdf2"]
+           "af_split", "check_spec", "iterations_for", "pbkdf2"]
 
 SECTOR = 512
 #: hashes the header may name (hashlib's names, as LUKS spells them)
@@ -101,21 +103,30 @@ def iterations_for(hash_name: str, milliseconds: int, key_len: int) -> int:
     return int(count / max(spent, 1e-9) * milliseconds / 1000)
 
 
-def _diffuse(block: bytes, hash_name: str) -> bytes:
-    """The specification's diffusion: each digest-sized piece ``i`` replaced by
-    ``H(be32(i) || piece)`` cut to its length."""
-    size = hashlib.new(hash_name).digest_size
-    out = bytearray()
-    for i in range(0, len(block), size):
-        piece = block[i:i + size]
-        out += hashlib.new(hash_name, (i // size).to_bytes(4, "big") + piece).digest()[
-            :len(piece)]
-    return bytes(out)
+def _diffuser(hash_name: str, n: int) -> Callable[[bytes], bytes]:
+    """The specification's diffusion of ``n``-byte blocks: each digest-sized piece
+    ``i`` replaced by ``H(be32(i) || piece)`` cut to its length (run 4000 times a
+    key slot: the hash's constructor and the prefixes are looked up once)."""
+    new = getattr(hashlib, hash_name, None) or functools.partial(hashlib.new, hash_name)
+    size = new().digest_size
+    pieces = [(i.to_bytes(4, "big"), k, k + size) for i, k in enumerate(range(0, n, size))]
+
+    def diffuse(block: bytes) -> bytes:
+        return b"".join([new(p + block[a:b]).digest() for p, a, b in pieces])[:n]
+
+    return diffuse
 
 
-def _xor(a: bytes, b: bytes) -> bytes:
-    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a),
-                                                                            "little")
+def _af(material: bytes, n: int, stripes: int, hash_name: str) -> int:
+    """The first ``stripes - 1`` blocks of ``material`` XORed and diffused in turn,
+    as a little-endian integer."""
+    diffuse = _diffuser(hash_name, n)
+    d = 0
+    for i in range(stripes - 1):
+        d = int.from_bytes(diffuse((d ^ int.from_bytes(material[i * n:(i + 1) * n],
+                                                       "little")).to_bytes(n, "little")),
+                           "little")
+    return d
 
 
 def af_split(key: bytes, stripes: int, hash_name: str) -> bytes:
@@ -123,19 +134,15 @@ def af_split(key: bytes, stripes: int, hash_name: str) -> bytes:
     back to ``key``)."""
     n = len(key)
     material = os.urandom(n * (stripes - 1))
-    d = bytes(n)
-    for i in range(stripes - 1):
-        d = _diffuse(_xor(d, material[i * n:(i + 1) * n]), hash_name)
-    return material + _xor(d, key)
+    last = _af(material, n, stripes, hash_name) ^ int.from_bytes(key, "little")
+    return material + last.to_bytes(n, "little")
 
 
 def af_merge(material: bytes, key_len: int, stripes: int, hash_name: str) -> bytes:
     """The key :func:`af_split` spread into ``material``."""
     n = key_len
-    d = bytes(n)
-    for i in range(stripes - 1):
-        d = _diffuse(_xor(d, material[i * n:(i + 1) * n]), hash_name)
-    return _xor(d, material[(stripes - 1) * n:stripes * n])
+    last = int.from_bytes(material[(stripes - 1) * n:stripes * n], "little")
+    return (_af(material, n, stripes, hash_name) ^ last).to_bytes(n, "little")
 
 
 def parse_mode(spec: str) -> tuple[str, str | None, str | None]:
@@ -158,6 +165,31 @@ def parse_mode(spec: str) -> tuple[str, str | None, str | None]:
     return mode, ivgen, ivhash or None
 
 
+def check_spec(cipher: str, mode_spec: str, key_len: int) -> tuple[str, str | None,
+                                                                   str | None]:
+    """Raise :class:`CipherError` unless sectors can be en/decrypted in ``cipher``
+    with ``mode_spec`` and a key of ``key_len`` bytes; else :func:`parse_mode`'s
+    answer."""
+    if cipher not in CIPHERS:
+        raise CipherError(f"cipher {cipher!r} is not one of {', '.join(CIPHERS)}")
+    mode, ivgen, ivhash = parse_mode(mode_spec)
+    sizes = CIPHERS[cipher][0]
+    half = key_len // 2 if mode == "xts" else key_len
+    if half not in sizes or (mode == "xts" and key_len % 2):
+        raise CipherError(f"a key of {key_len} bytes does not fit {cipher}-{mode}")
+    if mode == "xts" and (cipher != "aes" or half == 24):
+        raise CipherError(f"xts mode with {cipher}-{half * 8} is not available in the "
+                          "cryptography library (aes-128 and aes-256 are)")
+    if cipher not in ("aes", "cast5"):
+        raise CipherError(f"cipher {cipher} is not available in the cryptography library")
+    if ivhash is not None:
+        size = hashlib.new(ivhash).digest_size
+        if size not in sizes:
+            raise CipherError(f"essiv:{ivhash} gives a key of {size} bytes, "
+                              f"which {cipher} does not take")
+    return mode, ivgen, ivhash
+
+
 class SectorCipher:
     """Encrypts and decrypts whole sectors of ``sector_size`` bytes (512, or up to
     4096 in LUKS2; a short last piece is allowed where the mode permits). Sector
@@ -167,29 +199,17 @@ class SectorCipher:
     def __init__(self, cipher: str, mode_spec: str, key: bytes,
                  sector_size: int = SECTOR) -> None:
         self.sector_size = sector_size
-        if cipher not in CIPHERS:
-            raise CipherError(f"cipher {cipher!r} is not one of {', '.join(CIPHERS)}")
-        self.mode, self.ivgen, ivhash = parse_mode(mode_spec)
-        sizes, self.block = CIPHERS[cipher]
-        half = len(key) // 2 if self.mode == "xts" else len(key)
-        if half not in sizes or (self.mode == "xts" and len(key) % 2):
-            raise CipherError(f"a key of {len(key)} bytes does not fit {cipher}-{self.mode}")
-        if self.mode == "xts" and (cipher != "aes" or half == 24):
-            raise CipherError(f"xts mode with {cipher}-{half * 8} is not available in the "
-                              "cryptography library (aes-128 and aes-256 are)")
-        self._alg = _algorithm(cipher, key)
+        self.mode, self.ivgen, ivhash = check_spec(cipher, mode_spec, len(key))
+        self.block = CIPHERS[cipher][1]
         self._essiv = None
-        essiv_key = None
-        if self.ivgen == "essiv":
-            assert ivhash is not None
-            essiv_key = hashlib.new(ivhash, key).digest()
-            if len(essiv_key) not in sizes:
-                raise CipherError(f"essiv:{ivhash} gives a key of {len(essiv_key)} bytes, "
-                                  f"which {cipher} does not take")
-            c = _primitives()
-            self._essiv = c.Cipher(_algorithm(cipher, essiv_key), c.modes.ECB())
+        essiv_key = None if ivhash is None else hashlib.new(ivhash, key).digest()
         self._fast = _openssl_cipher(cipher, self.mode, self.ivgen, key, essiv_key,
                                      self.block, sector_size)
+        if self._fast is None:   # cryptography, imported only now (it takes ~50 ms)
+            self._alg = _algorithm(cipher, key)
+            if essiv_key is not None:
+                c = _primitives()
+                self._essiv = c.Cipher(_algorithm(cipher, essiv_key), c.modes.ECB())
 
     def _iv(self, sector: int) -> bytes:
         if self.ivgen == "plain":

@@ -55,6 +55,7 @@ from vmforge_luks.ciphers import (
     af_merge,
     af_split,
     check_hash,
+    check_spec,
     iterations_for,
     pbkdf2,
 )
@@ -181,7 +182,7 @@ class Header:
                                         "the file", path, at + 40, "key slots")
         try:
             check_hash(h.hash)
-            SectorCipher(h.cipher, h.mode, bytes(key_bytes))
+            check_spec(h.cipher, h.mode, key_bytes)
         except CipherError as exc:
             raise BlockError(f"unsupported: {exc}", path) from None
         return h
@@ -513,8 +514,8 @@ def _new_header(path: str, opts: dict[str, Any], size: int) -> tuple[Header, byt
         spec = f"{mode}-{opts['ivgen_alg']}"
     try:
         check_hash(opts["hash_alg"])
+        check_spec(name, spec, key_bytes)
         key = os.urandom(key_bytes)
-        SectorCipher(name, spec, key)
     except CipherError as exc:
         raise BlockError(str(exc), path) from None
     if opts["iter_time"] <= 0:
