@@ -220,3 +220,17 @@ def test_without_the_module(tmp_path: Path, no_module: None) -> None:
     """A build without ``vmforge._fast.sector_cipher``: the same, through
     ``cryptography``."""
     _interop(tmp_path, QEMU_COMBOS[0], native=False)
+
+
+def test_cryptography_not_imported_when_libcrypto_does_it(tmp_path: Path) -> None:
+    """Opening, reading and writing an aes image never imports ``cryptography``
+    (tens of milliseconds of every command before)."""
+    img = tmp_path / "c.luks"
+    Luks.create(str(img), MiB, passphrase=PASSPHRASE, iter_time=1)
+    code = ("import sys\nfrom vmforge_luks import Luks\n"
+            f"with Luks.open({str(img)!r}, readonly=False, passphrase={PASSPHRASE!r}) as d:\n"
+            "    d.write(1000, b'x' * 5000)\n    assert d.read(1000, 5000) == b'x' * 5000\n"
+            "print(sorted(m for m in sys.modules if m.startswith('cryptography')))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True)
+    assert r.stdout.strip() == "[]"
