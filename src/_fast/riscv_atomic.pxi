@@ -92,3 +92,16 @@ cdef inline void fence_op(Hart h, Rec *r) noexcept nogil:
     at once (``fence.tso``, fm = 8, does not order a write before a read)."""
     if h.smp and (r.bits >> 24) & 1 and (r.bits >> 21) & 1 and (r.bits >> 28) != 8:
         rv_mfence()
+
+
+def own_reservations(Hart h):
+    """Give ``h`` a reservation set of its own (harts on threads): other harts'
+    stores no longer clear its reservation, the compare-and-swap of its SC sees
+    their writes instead, and its stores look at no line other harts write."""
+    cdef ReservationSet rs = ReservationSet()
+    if h.rs.addr[h.resv_slot] != NULL:
+        h.rs.addr[h.resv_slot] = NULL
+        h.rs.nactive -= 1
+    h.resv_slot = rs.claim()
+    h.reservations = rs
+    h.rs = &rs.t

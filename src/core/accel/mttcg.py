@@ -7,8 +7,9 @@ C without the GIL, so harts run in parallel.  What makes that safe:
 - memory: the harts' plain loads and stores are the host's (x86-64's TSO is
   stronger than RVWMO); ``fence`` with a write before and a read after is
   ``mfence``; AMOs are host atomics; SC is a compare-and-swap against the value
-  LR loaded, as QEMU's MTTCG; A/D bits go into PTEs by compare-and-swap
-  (``riscv_atomic.pxi``, switched on by ``hart.smp``).
+  LR loaded, as QEMU's MTTCG (each hart keeps its reservation to itself: a
+  store of another hart is seen by the CAS, not by a shared table); A/D bits
+  go into PTEs by compare-and-swap (``riscv_atomic.pxi``, on by ``hart.smp``).
 - devices: every access a hart makes outside RAM takes the machine's big lock
   (``hart.io_lock``), which the machine's thread also holds while it runs
   timers and queued calls, as QEMU's BQL.  Devices change another hart's mip
@@ -34,6 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from vmforge._fast.riscv import own_reservations
 from vmforge.accel.interp import RiscvHart, StopReason
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class HartThreads:
         self._stopping = False
         self._count_lock = threading.Lock()
         for hart, event in zip(cluster.harts, self._events, strict=True):
+            own_reservations(hart)      # (no line every store reads is shared)
             hart.smp = 1
             hart.io_lock = lock
             hart.wake = event.set
@@ -126,13 +129,6 @@ class HartThreads:
         exc, self.error = self.error, None
         if exc is not None:
             raise exc
-
-    def detach(self) -> None:
-        """The harts go back to one thread (after :meth:`park`)."""
-        for hart in self.cluster.harts:
-            hart.smp = 0
-            hart.io_lock = None
-            hart.wake = None
 
     # -- one hart's thread -----------------------------------------------------------
 
