@@ -50,10 +50,10 @@ cdef extern from *:
     #include <unistd.h>
     /* Map ``size`` bytes twice: *rw read-write, *rx read-execute, the same pages.
        0 when done; -1: no second view (*rw = *rx = one private RW mapping). */
-    static int rv_jit_map(size_t size, void **rw, void **rx) {
+    static int rv_jit_map(size_t size, void **rw, void **rx, int two_views) {
         *rw = *rx = MAP_FAILED;
     #if defined(__linux__) && defined(SYS_memfd_create)
-        int fd = (int)syscall(SYS_memfd_create, "vmforge-jit", 1u /* MFD_CLOEXEC */);
+        int fd = two_views ? (int)syscall(SYS_memfd_create, "vmforge-jit", 1u /* MFD_CLOEXEC */) : -1;
         if (fd >= 0) {
             if (ftruncate(fd, (off_t)size) == 0) {
                 *rx = mmap(NULL, size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
@@ -91,7 +91,7 @@ cdef extern from *:
                     uint64_t cbase, uint64_t cnt) noexcept nogil
     int64_t RV_PTR_DIFF(void *a, void *b) noexcept nogil
     int RV_JIT_HOST
-    int rv_jit_map(size_t size, void **rw, void **rx) noexcept nogil
+    int rv_jit_map(size_t size, void **rw, void **rx, int two_views) noexcept nogil
     void *RV_MAP_FAILED
     int RV_PROT_RW, RV_PROT_RX
     int munmap(void *addr, size_t size) noexcept nogil
@@ -429,11 +429,21 @@ cdef void jit_close(Hart h, Jit *a) noexcept nogil:
         mprotect(h.jit_buf, JIT_BYTES, RV_PROT_RX)
 
 
+cdef int jit_two_views = 1          # 0: the flipped single mapping (for its test)
+
+
+def _jit_set_two_views(bint on):
+    """Whether harts compiling from now on map their buffer twice (the default) or
+    once, flipped RW/RX around each compiling (the fallback; for tests)."""
+    global jit_two_views
+    jit_two_views = on
+
+
 cdef uint8_t *jit_init(Hart h) noexcept nogil:
     """Map the code buffer and write the entry trampoline and common epilogue."""
     cdef void *rw
     cdef void *rx
-    cdef int flip = rv_jit_map(JIT_BYTES, &rw, &rx) != 0, i
+    cdef int flip = rv_jit_map(JIT_BYTES, &rw, &rx, jit_two_views) != 0, i
     cdef Jit *a
     if rw == RV_MAP_FAILED:
         return NULL
