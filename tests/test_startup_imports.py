@@ -99,6 +99,94 @@ def test_img_info_imports_nothing_it_does_not_use(qcow2_image: str) -> None:
         assert modules.isdisjoint(NOT_FOR_INFO), sorted(modules.intersection(NOT_FOR_INFO))
 
 
+#: what none of ``vmforge img``'s common commands imports (hooks plugins blocked: pluggy
+#: brings typing and inspect in), each ~2-9 ms of start-up: dataclasses and what it
+#: pulls (the block layer's records are :mod:`vmforge.record`'s), logging (a module's
+#: logger is :func:`vmforge.lazy.lazy_logger`), typing (names for the type checker
+#: only), shutil (argparse's help formatter asks it the terminal's width, once per
+#: argument added: :func:`vmforge.cli.main.terminal_columns`), the NBD client's sockets
+#: (a file's name is told from an NBD export's without them)
+NOT_AT_START_UP = ("dataclasses", "inspect", "ast", "logging", "traceback", "typing",
+                   "shutil", "bz2", "lzma", "socket", "vmforge.block.nbd")
+
+#: command lines (``A``: a qcow2 image, ``B``: its raw copy made by convert, ``T``: a
+#: new file's name)
+START_UP_COMMANDS = (
+    ("info", "A"), ("info", "-f", "qcow2", "--output", "human", "A"), ("check", "A"),
+    ("map", "A"), ("create", "-q", "-f", "qcow2", "T", "1M"),
+    ("create", "-q", "-f", "qcow2", "-b", "A", "-F", "qcow2", "T"),
+    ("convert", "-O", "raw", "A", "B"), ("convert", "-O", "qcow2", "A", "T"),
+    ("compare", "A", "B"), ("snapshot", "-l", "A"), ("measure", "-O", "qcow2", "A"),
+)
+
+
+@pytest.mark.parametrize("command", START_UP_COMMANDS, ids=" ".join)
+def test_img_commands_import_no_start_up_weight(qcow2_image: str, tmp_path: Path,
+                                                command: tuple[str, ...]) -> None:
+    hooks = [e.dist for e in Registry().entries("hooks")]
+    blocks = [arg for dist in hooks for arg in ("-p", f"no:{dist}")]
+    raw = str(tmp_path / "b.raw")
+    subprocess.run([sys.executable, "-m", "vmforge.cli.main", "img", "convert", "-O", "raw",
+                    qcow2_image, raw], check=True)
+    names = {"A": qcow2_image, "B": raw, "T": str(tmp_path / "t.qcow2")}
+    modules = set(_modules_after(*blocks, "img", *(names.get(a, a) for a in command)))
+    assert modules.isdisjoint(NOT_AT_START_UP), sorted(modules.intersection(NOT_AT_START_UP))
+
+
+def test_lazy_logger_imports_logging_for_its_first_shown_message(qcow2_image: str) -> None:
+    """``vmforge img`` sets logging up when a message is first emitted: before that,
+    logging is not imported (debug and info messages, which nobody can have asked
+    for, are dropped); then the message is worded as ``basicConfig`` was told."""
+    code = (
+        "import sys\n"
+        "from vmforge.cli.main import main\n"
+        "from vmforge.block.probe import log\n"
+        "assert main(['img', 'info', sys.argv[1]]) == 0\n"
+        "log.debug('not shown'); log.info('not shown either')\n"
+        "print('logging' in sys.modules, flush=True)\n"
+        "log.warning('shown: %s', 42)\n"
+        "print('logging' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, qcow2_image], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.splitlines()[-2:] == ["False", "True"]
+    assert out.stderr == "vmforge: WARNING: vmforge.block.probe: shown: 42\n"
+    verbose = subprocess.run([sys.executable, "-m", "vmforge.cli.main", "-v", "-v", "img",
+                              "info", qcow2_image], capture_output=True, text=True, check=True)
+    assert "vmforge: DEBUG: vmforge.block.probe: probed " in verbose.stderr
+
+
+def test_lazy_logger_and_deferred_set_up() -> None:
+    code = (
+        "import sys\n"
+        "from vmforge.lazy import defer_logging_setup, lazy_logger\n"
+        "log = lazy_logger('a.b')\n"
+        "defer_logging_setup(lambda logging: logging.basicConfig(\n"
+        "    level=logging.INFO, format='F %(levelname)s %(name)s %(message)s'))\n"
+        "log.info('dropped: logging is not imported')\n"
+        "assert 'logging' not in sys.modules and log.name == 'a.b'\n"
+        "log.error('one %d', 1)\n"
+        "log.info('two')\n"
+        "assert log.isEnabledFor(20) and log.getEffectiveLevel() == 20\n"
+        "defer_logging_setup(lambda logging: print('at once', file=sys.stderr))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stderr == "F ERROR a.b one 1\nF INFO a.b two\nat once\n"
+
+
+def test_terminal_columns_as_shutil(monkeypatch) -> None:
+    import argparse
+    import shutil
+
+    from vmforge.cli.main import HelpFormatter, terminal_columns
+
+    for columns in ("", "0", "x", "-3", "57", "200"):
+        monkeypatch.setenv("COLUMNS", columns)
+        assert terminal_columns() == shutil.get_terminal_size().columns, columns
+        assert HelpFormatter("p")._width == argparse.HelpFormatter("p")._width, columns
+    monkeypatch.delenv("COLUMNS")
+    assert terminal_columns() == shutil.get_terminal_size().columns
+
+
 def test_img_sub_commands_import_their_own_module_only(qcow2_image: str) -> None:
     """Each sub-command's module is imported when that sub-command runs, not before;
     ``--help`` still lists every sub-command."""

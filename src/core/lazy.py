@@ -9,16 +9,27 @@ imports ``vmforge_x.probe`` alone (see :mod:`vmforge.block.probe`)::
 
     __all__ = ["X"]
     __getattr__ = lazy_attributes(__name__, {"X": "vmforge_x.driver"})
+
+And a module's logger, for the same reason (importing :mod:`logging` costs ~9 ms:
+traceback, threading, string, weakref): ``log = lazy_logger(__name__)`` is a
+stand-in that imports :mod:`logging` when a message is first emitted (or any
+attribute of the logger is asked for); the command line's logging set-up waits
+for that moment too (:func:`defer_logging_setup`).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any
 
-__all__ = ["lazy_attributes"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Callable, Mapping
+    from types import ModuleType
+    from typing import Any
+
+__all__ = ["defer_logging_setup", "lazy_attributes", "lazy_logger"]
 
 
 def lazy_attributes(package: str, names: Mapping[str, str]) -> Callable[[str], Any]:
@@ -35,3 +46,58 @@ def lazy_attributes(package: str, names: Mapping[str, str]) -> Callable[[str], A
         return value
 
     return __getattr__
+
+
+#: the logging set-up waiting for :mod:`logging`'s first use (None: none waits)
+_logging_setup: Callable[[ModuleType], None] | None = None
+
+
+def defer_logging_setup(setup: Callable[[ModuleType], None]) -> None:
+    """Run ``setup(logging)`` now if :mod:`logging` is imported already, else when a
+    :func:`lazy_logger` first imports it (what the ``vmforge`` command does with its
+    ``basicConfig``: a command that logs nothing never imports logging)."""
+    global _logging_setup
+    if "logging" in sys.modules:
+        _logging_setup = None
+        setup(sys.modules["logging"])
+    else:
+        _logging_setup = setup
+
+
+class _LazyLogger:
+    __slots__ = ("logger", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.logger: Any = None
+
+    def __getattr__(self, attr: str) -> Any:     # the logger's attributes (not name/logger)
+        return getattr(self._logger(), attr)
+
+    def _logger(self) -> Any:
+        logger = self.logger
+        if logger is None:
+            global _logging_setup
+            import logging
+
+            setup, _logging_setup = _logging_setup, None
+            if setup is not None:
+                setup(logging)
+            logger = self.logger = logging.getLogger(self.name)
+        return logger
+
+    # Debug and info messages before logging is imported reach no one: only an
+    # importer of logging can have set a level below the root's WARNING or a handler
+    # (the command line sets up -v at once).  They are dropped without importing it.
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.logger is not None or "logging" in sys.modules:
+            self._logger().debug(msg, *args, **kwargs)
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.logger is not None or "logging" in sys.modules:
+            self._logger().info(msg, *args, **kwargs)
+
+
+def lazy_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)``, made (and :mod:`logging` imported) on first use."""
+    return _LazyLogger(name)  # type: ignore[return-value]   # a stand-in with its methods

@@ -34,14 +34,22 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
 
 from vmforge.errors import VmforgeError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     import pluggy
 
     from vmforge.block.driver import BlockDriver
+
+    class _HasMetadata(Protocol):
+        """What :func:`_name_version` needs of a distribution (importlib_metadata's
+        ``Distribution`` and, in its newer releases, ``IDistribution``)."""
+
+        def read_text(self, filename: str) -> str | None: ...
 
 __all__ = [
     "ENV_DISABLE_AUTOLOAD",
@@ -79,13 +87,6 @@ _BASES: dict[str, tuple[str, str]] = {
     "device": ("vmforge.device", "Device"),
     "machine": ("vmforge.machine", "Machine"),
 }
-
-
-class _HasMetadata(Protocol):
-    """What :func:`_name_version` needs of a distribution (importlib_metadata's
-    ``Distribution`` and, in its newer releases, ``IDistribution``)."""
-
-    def read_text(self, filename: str) -> str | None: ...
 
 
 def _name_version(dist: _HasMetadata) -> tuple[str, str]:

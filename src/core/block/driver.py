@@ -48,11 +48,14 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
 
 from vmforge.errors import VmforgeError
+from vmforge.record import FrozenRecord, Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:       # (typing costs ~4 ms of start-up: names for the type checker only)
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from typing import Any, ClassVar, Self
 
 __all__ = [
     "BLOCK_API_VERSION",
@@ -130,21 +133,33 @@ class BlockStatus(enum.IntFlag):
     COMPRESSED = 8    #: stored compressed (no host offset)
 
 
-@dataclass(frozen=True)
-class Extent:
-    """A run of the image with one status.
+class Extent(FrozenRecord):
+    """A run of the image with one status (a frozen record: see :mod:`vmforge.record`).
 
     ``host_offset`` is where the data sits in the image file (None when it is
     not stored plainly: zeros, unallocated, compressed).  ``depth`` is the
     layer of a backing chain that decided it (0: the top).
     """
 
+    __slots__ = __match_args__ = ("offset", "length", "status", "host_offset", "depth",
+                                  "filename")
     offset: int
     length: int
     status: BlockStatus
-    host_offset: int | None = None
-    depth: int = 0
-    filename: str | None = None
+    host_offset: int | None
+    depth: int
+    filename: str | None
+
+    def __init__(self, offset: int, length: int, status: BlockStatus,
+                 host_offset: int | None = None, depth: int = 0,
+                 filename: str | None = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "offset", offset)
+        setattr_(self, "length", length)
+        setattr_(self, "status", status)
+        setattr_(self, "host_offset", host_offset)
+        setattr_(self, "depth", depth)
+        setattr_(self, "filename", filename)
 
     @property
     def end(self) -> int:
@@ -165,15 +180,24 @@ class Extent:
         return bool(int(self.status) & 4)
 
 
-@dataclass(frozen=True)
-class CreateOption:
-    """A typed, documented option of ``create`` (``-o name=value``)."""
+class CreateOption(FrozenRecord):
+    """A typed, documented option of ``create`` (``-o name=value``; a frozen record)."""
 
+    __slots__ = __match_args__ = ("name", "type", "default", "help", "choices")
     name: str
     type: Callable[[str], Any]
     default: Any
     help: str
-    choices: tuple[Any, ...] | None = None
+    choices: tuple[Any, ...] | None
+
+    def __init__(self, name: str, type: Callable[[str], Any], default: Any, help: str,
+                 choices: tuple[Any, ...] | None = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "type", type)
+        setattr_(self, "default", default)
+        setattr_(self, "help", help)
+        setattr_(self, "choices", choices)
 
     def parse(self, text: Any) -> Any:
         if not isinstance(text, str):
@@ -193,24 +217,47 @@ class CreateOption:
         return value
 
 
-@dataclass
-class CheckResult:
-    """What ``check`` found (the fields of ``qemu-img check --output json``)."""
+class CheckResult(Record):
+    """What ``check`` found (the fields of ``qemu-img check --output json``; a record)."""
 
+    __slots__ = __match_args__ = (
+        "filename", "format", "corruptions", "leaks", "check_errors", "corruptions_fixed",
+        "leaks_fixed", "image_end_offset", "messages", "total_clusters",
+        "allocated_clusters", "fragmented_clusters", "compressed_clusters")
     filename: str
     format: str
-    corruptions: int = 0
-    leaks: int = 0
-    check_errors: int = 0
-    corruptions_fixed: int = 0
-    leaks_fixed: int = 0
-    image_end_offset: int | None = None
-    messages: list[str] = field(default_factory=list)
+    corruptions: int
+    leaks: int
+    check_errors: int
+    corruptions_fixed: int
+    leaks_fixed: int
+    image_end_offset: int | None
+    messages: list[str]
     #: cluster statistics (formats with clusters; None: not reported)
-    total_clusters: int | None = None
-    allocated_clusters: int | None = None
-    fragmented_clusters: int | None = None
-    compressed_clusters: int | None = None
+    total_clusters: int | None
+    allocated_clusters: int | None
+    fragmented_clusters: int | None
+    compressed_clusters: int | None
+
+    def __init__(self, filename: str, format: str, corruptions: int = 0, leaks: int = 0,
+                 check_errors: int = 0, corruptions_fixed: int = 0, leaks_fixed: int = 0,
+                 image_end_offset: int | None = None, messages: list[str] | None = None,
+                 total_clusters: int | None = None, allocated_clusters: int | None = None,
+                 fragmented_clusters: int | None = None,
+                 compressed_clusters: int | None = None) -> None:
+        self.filename = filename
+        self.format = format
+        self.corruptions = corruptions
+        self.leaks = leaks
+        self.check_errors = check_errors
+        self.corruptions_fixed = corruptions_fixed
+        self.leaks_fixed = leaks_fixed
+        self.image_end_offset = image_end_offset
+        self.messages = [] if messages is None else messages
+        self.total_clusters = total_clusters
+        self.allocated_clusters = allocated_clusters
+        self.fragmented_clusters = fragmented_clusters
+        self.compressed_clusters = compressed_clusters
 
     @property
     def clean(self) -> bool:
@@ -239,21 +286,39 @@ class CheckResult:
         return out
 
 
-@dataclass
-class ImageInfo:
-    """What ``info`` reports (the fields of ``qemu-img info``)."""
+class ImageInfo(Record):
+    """What ``info`` reports (the fields of ``qemu-img info``; a record)."""
 
+    __slots__ = __match_args__ = (
+        "filename", "format", "virtual_size", "actual_size", "cluster_size",
+        "backing_filename", "backing_format", "dirty", "format_specific", "encrypted")
     filename: str
     format: str
     virtual_size: int
     actual_size: int
-    cluster_size: int | None = None
-    backing_filename: str | None = None
-    backing_format: str | None = None
-    dirty: bool = False
-    format_specific: dict[str, Any] = field(default_factory=dict)
+    cluster_size: int | None
+    backing_filename: str | None
+    backing_format: str | None
+    dirty: bool
+    format_specific: dict[str, Any]
     #: the data is encrypted (luks; qemu-img's ``encrypted: yes``)
-    encrypted: bool = False
+    encrypted: bool
+
+    def __init__(self, filename: str, format: str, virtual_size: int, actual_size: int,
+                 cluster_size: int | None = None, backing_filename: str | None = None,
+                 backing_format: str | None = None, dirty: bool = False,
+                 format_specific: dict[str, Any] | None = None,
+                 encrypted: bool = False) -> None:
+        self.filename = filename
+        self.format = format
+        self.virtual_size = virtual_size
+        self.actual_size = actual_size
+        self.cluster_size = cluster_size
+        self.backing_filename = backing_filename
+        self.backing_format = backing_format
+        self.dirty = dirty
+        self.format_specific = {} if format_specific is None else format_specific
+        self.encrypted = encrypted
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -274,17 +339,30 @@ class ImageInfo:
         return out
 
 
-@dataclass(frozen=True)
-class SnapshotInfo:
-    """An internal snapshot (a row of ``qemu-img snapshot -l``)."""
+class SnapshotInfo(FrozenRecord):
+    """An internal snapshot (a row of ``qemu-img snapshot -l``; a frozen record)."""
 
+    __slots__ = __match_args__ = ("id", "name", "vm_state_size", "date_sec", "date_nsec",
+                                  "vm_clock_nsec", "icount")
     id: str
     name: str
-    vm_state_size: int = 0
-    date_sec: int = 0
-    date_nsec: int = 0
-    vm_clock_nsec: int = 0
-    icount: int | None = None
+    vm_state_size: int
+    date_sec: int
+    date_nsec: int
+    vm_clock_nsec: int
+    icount: int | None
+
+    def __init__(self, id: str, name: str, vm_state_size: int = 0, date_sec: int = 0,
+                 date_nsec: int = 0, vm_clock_nsec: int = 0,
+                 icount: int | None = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "id", id)
+        setattr_(self, "name", name)
+        setattr_(self, "vm_state_size", vm_state_size)
+        setattr_(self, "date_sec", date_sec)
+        setattr_(self, "date_nsec", date_nsec)
+        setattr_(self, "vm_clock_nsec", vm_clock_nsec)
+        setattr_(self, "icount", icount)
 
 
 _SUFFIXES = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,

@@ -7,25 +7,47 @@ and close layers with the same functions.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Iterable
-from typing import Any
 
 from vmforge.block.driver import BlockDriver, BlockError
 from vmforge.block.locking import ImageLock
 from vmforge.block.probe import driver_class, probe_format
+from vmforge.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 __all__ = ["Layer", "close_layers", "create_image", "open_driver", "resolve_backing"]
 
+#: what an NBD export's name starts with (:func:`vmforge.block.nbd.is_nbd_name` decides;
+#: a file's name is told without importing the NBD client's sockets)
+_NBD_PREFIXES = ("nbd", "json:")
 
-@dataclasses.dataclass
-class Layer:
-    """One image of a chain: its driver, its format name and its file lock."""
 
+def is_nbd_name(path: str) -> bool:
+    """Whether ``path`` names an NBD export (:mod:`vmforge.block.nbd` imported only for
+    a name that may be one)."""
+    if not path.startswith(_NBD_PREFIXES):
+        return False
+    from vmforge.block.nbd import is_nbd_name as nbd_name
+
+    return nbd_name(path)
+
+
+class Layer(Record):
+    """One image of a chain: its driver, its format name and its file lock (a record)."""
+
+    __slots__ = __match_args__ = ("driver", "format", "lock")
     driver: BlockDriver
     format: str
     lock: ImageLock | None
+
+    def __init__(self, driver: BlockDriver, format: str, lock: ImageLock | None) -> None:
+        self.driver = driver
+        self.format = format
+        self.lock = lock
 
     @property
     def filename(self) -> str:
@@ -50,9 +72,9 @@ def _file_id(path: str) -> tuple[int, int]:
 def open_driver(path: str, fmt: str | None, *, readonly: bool, force_share: bool = False,
                 backing: bool = False, **options: Any) -> Layer:
     """Open one image (no backing files), locked; ``fmt`` None: probe."""
-    from vmforge.block.nbd import is_nbd_name, open_nbd_layer
-
     if is_nbd_name(path):       # an NBD export: no file, no lock
+        from vmforge.block.nbd import open_nbd_layer
+
         return open_nbd_layer(path, fmt, readonly=readonly)
     if not os.path.exists(path):
         raise BlockError("could not open: No such file or directory", path)
@@ -77,9 +99,9 @@ def create_image(format: str, path: str, size: int, **options: Any) -> None:
     write locks are taken first, as QEMU's ``file`` driver does on create, so
     ``create`` or ``convert`` onto the disk of a running VM is refused.
     """
-    from vmforge.block.nbd import create_on_export, is_nbd_name
-
     if is_nbd_name(path):       # an NBD export is there already: QEMU's simple create
+        from vmforge.block.nbd import create_on_export
+
         create_on_export(path, format, size)
         return
     cls = driver_class(format)

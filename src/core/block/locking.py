@@ -19,15 +19,15 @@ from __future__ import annotations
 import enum
 import errno
 import fcntl
-import logging
 import os
 import struct
 
 from vmforge.block.driver import BlockError
+from vmforge.lazy import lazy_logger
 
 __all__ = ["ImageLock", "LockedError", "Perm"]
 
-log = logging.getLogger(__name__)
+log = lazy_logger(__name__)
 
 _PERM_BASE = 100
 _SHARED_BASE = 200

@@ -24,10 +24,13 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
 
 from vmforge.block.driver import BlockDriver, BlockError, BlockStatus, Extent, ImageInfo
 from vmforge.block.fileio import fill_zero, preadv_full, pwritev_full
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["FileImage", "MappedImage", "Run", "file_extents", "merge_extents",
            "open_image_file", "split", "split_views"]

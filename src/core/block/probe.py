@@ -13,14 +13,14 @@ format (CVE-2008-2004).
 
 from __future__ import annotations
 
-import logging
 import os
 
 from vmforge.block.driver import BlockDriver, BlockError
+from vmforge.lazy import lazy_logger
 
 __all__ = ["PROBE_SIZE", "RAW_FORMAT", "driver_class", "format_names", "probe_format"]
 
-log = logging.getLogger(__name__)
+log = lazy_logger(__name__)
 
 #: how many leading bytes ``probe`` sees (QEMU's BLOCK_PROBE_BUF_SIZE)
 PROBE_SIZE = 512

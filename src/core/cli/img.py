@@ -28,7 +28,6 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from vmforge.block.driver import BlockError, UnsupportedOperation
 from vmforge.cli import img_objects
@@ -45,6 +44,10 @@ from vmforge.cli.img_common import (
 )
 from vmforge.cli.img_parse import GnuParser, command_not_found
 from vmforge.errors import VmforgeError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["LazyParser", "ProgressBar", "parse_options", "register", "size_to_str"]
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
 
 from vmforge.block.driver import BlockDriver, CreateOption, UnsupportedOperation
 from vmforge.block.probe import driver_class, probe_format
 from vmforge.cli.img_common import ProgressBar, UsageError, open_image, parse_options
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["add_arguments", "amend_options_help", "cmd_amend"]
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
 
 from vmforge.block.driver import BlockError
 from vmforge.cli.img_common import UsageError, open_image, size_arg
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["add_arguments", "cmd_bitmap"]
 

@@ -8,12 +8,15 @@ import os
 import struct
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockError, parse_size
 from vmforge.cli import img_objects, img_words
 from vmforge.errors import VmforgeError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 PROG = "vmforge img"
 #: qemu-img's program name, shown instead of :data:`PROG` in compat mode

@@ -6,7 +6,6 @@ import argparse
 import errno
 import os
 from collections.abc import Callable
-from typing import Any
 
 from vmforge.block import ops
 from vmforge.block.backend import BlockBackend, create_image
@@ -23,6 +22,10 @@ from vmforge.cli.img_common import (
 from vmforge.cli.img_create import format_class
 from vmforge.cli.img_protocol import file_protocol_options
 from vmforge.cli.img_words import QemuImgError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # -- convert ------------------------------------------------------------------------------
 

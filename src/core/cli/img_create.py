@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from vmforge.block.backend import create_image, resolve_backing
 from vmforge.block.driver import (
@@ -24,6 +23,10 @@ from vmforge.cli.img_common import (
 from vmforge.cli.img_formatting import formatting_line
 from vmforge.cli.img_protocol import file_protocol_options
 from vmforge.cli.img_words import QemuImgError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # -- create -------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Callable
-from typing import Any
 
 from vmforge.block.backend import BlockBackend, create_image
 from vmforge.block.driver import BlockError
@@ -22,6 +21,10 @@ from vmforge.cli.img_common import error, open_image, size_arg, warn
 from vmforge.cli.img_create import format_class
 from vmforge.cli.img_protocol import file_protocol_options
 from vmforge.cli.img_words import QemuImgError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["add_arguments", "cmd_dd", "parse_operands"]
 

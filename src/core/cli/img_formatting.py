@@ -10,9 +10,11 @@ a format QEMU lacks shows its size and then what was given.
 
 from __future__ import annotations
 
-from typing import Any
-
 from vmforge.block.driver import parse_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["QEMU_CREATE_OPTIONS", "formatting_line"]
 

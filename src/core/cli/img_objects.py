@@ -17,9 +17,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from vmforge.errors import VmforgeError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ImageContext", "ObjectError", "add_object_options", "context"]
 
@@ -94,7 +97,7 @@ class ImageContext:
                                                                  dict[str, Any]]:
         """(file, format, open options) for an image argument."""
         if path.startswith(JSON_PREFIX):
-            from vmforge.block.nbd import is_nbd_name
+            from vmforge.block.layers import is_nbd_name
 
             if is_nbd_name(path):        # an NBD export: its name is opened as it is
                 return path, fmt, {}

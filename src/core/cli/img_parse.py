@@ -14,14 +14,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
 
 from vmforge.cli.img_common import error, prog
+from vmforge.cli.main import ArgumentParser
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 __all__ = ["GnuParser", "command_not_found"]
 
 
-class GnuParser(argparse.ArgumentParser):
+class GnuParser(ArgumentParser):
     """A sub-command's parser: GNU getopt's argument order and qemu-img's errors.
 
     ``extra_operand`` words an operand too many (``{}``: the operand),

@@ -16,10 +16,13 @@ import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from vmforge.block.driver import parse_size
 from vmforge.cli.img_words import QemuImgError, bad_size_option
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["file_protocol_options"]
 
@@ -58,7 +61,7 @@ def file_protocol_options(path: str, options: dict[str, Any],
     create failed) is removed again."""
     rest = dict(options)
     given = rest.pop("extent_size_hint", None)
-    from vmforge.block.nbd import is_nbd_name
+    from vmforge.block.layers import is_nbd_name
 
     if is_nbd_name(path):       # an NBD export: no file to make (the protocol's options
         rest.pop("nocow", None)  # are the file protocol's alone)

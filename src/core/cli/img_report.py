@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
 
 from vmforge.block.backend import BlockBackend, resolve_backing
 from vmforge.block.driver import (
@@ -31,6 +30,10 @@ from vmforge.cli.img_common import (
 )
 from vmforge.cli.img_words import QemuImgError
 from vmforge.errors import VmforgeError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 # -- info ---------------------------------------------------------------------------------
 

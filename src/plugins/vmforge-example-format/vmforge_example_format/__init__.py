@@ -4,10 +4,9 @@
 # as the entry point does), not with the package: probing imports the probe module alone.
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vmforge.lazy import lazy_attributes
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from vmforge_example_format.driver import ExampleFormat
 

@@ -5,10 +5,9 @@ and created; LUKS2 opened (read and written)."""
 # point does), not with the package: probing imports ``vmforge_luks.probe`` alone.
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vmforge.lazy import lazy_attributes
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from vmforge_luks.driver import Luks
 

@@ -4,10 +4,9 @@
 # point does), not with the package: probing imports ``vmforge_qcow2.probe`` alone.
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vmforge.lazy import lazy_attributes
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from vmforge_qcow2.driver import Qcow2
     from vmforge_qcow2.snapshot import Snapshot

@@ -9,8 +9,6 @@ qemu-img's words.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from vmforge.block import BlockError, CreateOption, UnsupportedOperation
 
 from .header import (
@@ -23,7 +21,10 @@ from .header import (
 )
 from .l2 import OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO, table_from_bytes, table_to_bytes
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .driver import Qcow2
 
 #: the options ``qemu-img amend -f qcow2`` takes (``-o help`` lists them)

@@ -15,13 +15,15 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from vmforge.block import BlockError
 
 from .header import AUTOCLEAR_BITMAPS, EXT_BITMAPS, Extension
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .driver import Qcow2
 
 FLAG_IN_USE = 1

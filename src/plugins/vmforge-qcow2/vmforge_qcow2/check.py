@@ -21,7 +21,6 @@ import collections
 import struct
 from array import array
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from vmforge.block import BlockError, CheckResult, CorruptImageError, ReadOnlyError
 
@@ -48,7 +47,10 @@ from .rebuild import rebuild_refcounts
 from .refcount import REFT_OFFSET_MASK
 from .snapshot import table_bytes
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .write import Qcow2Writer
 
 MAX_MESSAGES = 200

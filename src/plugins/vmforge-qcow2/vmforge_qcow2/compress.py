@@ -8,11 +8,14 @@ bits ``0..x-1`` and the number of additional 512-byte sectors in bits
 from __future__ import annotations
 
 import zlib
-from typing import Any
 
 from vmforge.block import CorruptImageError
 
 from .l2 import OFLAG_COMPRESSED
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SECTOR = 512
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from array import array
-from typing import TYPE_CHECKING, Any
 
 from vmforge.block import BlockError
 
@@ -29,7 +28,10 @@ from .header import (
 from .l2 import OFLAG_COPIED, table_to_bytes
 from .layout import plan_create, plan_preallocation
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .driver import Qcow2
 
 

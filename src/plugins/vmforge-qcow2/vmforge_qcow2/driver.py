@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Self
 
 from vmforge.block import (
     BlockError,
@@ -25,6 +24,10 @@ from .header import (
 )
 from .snapshot import Snapshot
 from .write import Qcow2Writer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar, Self
 
 # Start-up time: what only some commands use (create, check, amend, snapshot writes,
 # bitmaps) is imported by the method that uses it, not with the driver that

@@ -9,7 +9,6 @@ which read as zeros; neither means "ask the backing file".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from vmforge.block import CorruptImageError
 
@@ -23,6 +22,7 @@ from .l2 import (
     ZERO,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .image import Qcow2Image, Run
 

@@ -11,13 +11,12 @@ metadata updates is the one of the plain write path (see ``write.py``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .extl2 import ALL
 from .fileio import fill_zero
 from .image import Cursor
 from .l2 import OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .write import Qcow2Writer
 

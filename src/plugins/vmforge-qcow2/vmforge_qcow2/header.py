@@ -8,9 +8,9 @@ bytes from the file checks bounds first and raises
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 from vmforge.block import BlockError, CorruptImageError
+from vmforge.record import Record
 
 from .probe import MAGIC
 
@@ -75,44 +75,88 @@ OFF_COMPAT = 80
 OFF_AUTOCLEAR = 88
 
 
-@dataclass
-class Extension:
-    """A header extension as stored (unknown ones are kept verbatim)."""
+class Extension(Record):
+    """A header extension as stored (unknown ones are kept verbatim; a record, as
+    :mod:`vmforge.record` explains: no dataclass on ``vmforge img``'s path)."""
 
+    __slots__ = __match_args__ = ("type", "data")
     type: int
     data: bytes
+
+    def __init__(self, type: int, data: bytes) -> None:
+        self.type = type
+        self.data = data
 
     def pack(self) -> bytes:
         pad = -len(self.data) % 8
         return struct.pack(">II", self.type, len(self.data)) + self.data + bytes(pad)
 
 
-@dataclass
-class Header:
-    """The fields of a qcow2 header, plus extensions and backing name."""
+class Header(Record):
+    """The fields of a qcow2 header, plus extensions and backing name (a record)."""
 
-    version: int = 3
-    backing_file_offset: int = 0
-    backing_file_size: int = 0
-    cluster_bits: int = 16
-    size: int = 0
-    crypt_method: int = 0
-    l1_size: int = 0
-    l1_table_offset: int = 0
-    refcount_table_offset: int = 0
-    refcount_table_clusters: int = 0
-    nb_snapshots: int = 0
-    snapshots_offset: int = 0
-    incompatible_features: int = 0
-    compatible_features: int = 0
-    autoclear_features: int = 0
-    refcount_order: int = 4
-    header_length: int = V3_HEADER_LEN
-    compression_type: int = 0
+    __slots__ = __match_args__ = (
+        "version", "backing_file_offset", "backing_file_size", "cluster_bits", "size",
+        "crypt_method", "l1_size", "l1_table_offset", "refcount_table_offset",
+        "refcount_table_clusters", "nb_snapshots", "snapshots_offset",
+        "incompatible_features", "compatible_features", "autoclear_features",
+        "refcount_order", "header_length", "compression_type", "extra_header",
+        "extensions", "backing_file")
+    version: int
+    backing_file_offset: int
+    backing_file_size: int
+    cluster_bits: int
+    size: int
+    crypt_method: int
+    l1_size: int
+    l1_table_offset: int
+    refcount_table_offset: int
+    refcount_table_clusters: int
+    nb_snapshots: int
+    snapshots_offset: int
+    incompatible_features: int
+    compatible_features: int
+    autoclear_features: int
+    refcount_order: int
+    header_length: int
+    compression_type: int
     #: bytes of the header beyond the fields we know (v3 only), kept verbatim
-    extra_header: bytes = b""
-    extensions: list[Extension] = field(default_factory=list)
-    backing_file: str | None = None
+    extra_header: bytes
+    extensions: list[Extension]
+    backing_file: str | None
+
+    def __init__(
+            self, version: int = 3, backing_file_offset: int = 0,
+            backing_file_size: int = 0, cluster_bits: int = 16, size: int = 0,
+            crypt_method: int = 0, l1_size: int = 0, l1_table_offset: int = 0,
+            refcount_table_offset: int = 0, refcount_table_clusters: int = 0,
+            nb_snapshots: int = 0, snapshots_offset: int = 0,
+            incompatible_features: int = 0, compatible_features: int = 0,
+            autoclear_features: int = 0, refcount_order: int = 4,
+            header_length: int = V3_HEADER_LEN, compression_type: int = 0,
+            extra_header: bytes = b"", extensions: list[Extension] | None = None,
+            backing_file: str | None = None) -> None:
+        self.version = version
+        self.backing_file_offset = backing_file_offset
+        self.backing_file_size = backing_file_size
+        self.cluster_bits = cluster_bits
+        self.size = size
+        self.crypt_method = crypt_method
+        self.l1_size = l1_size
+        self.l1_table_offset = l1_table_offset
+        self.refcount_table_offset = refcount_table_offset
+        self.refcount_table_clusters = refcount_table_clusters
+        self.nb_snapshots = nb_snapshots
+        self.snapshots_offset = snapshots_offset
+        self.incompatible_features = incompatible_features
+        self.compatible_features = compatible_features
+        self.autoclear_features = autoclear_features
+        self.refcount_order = refcount_order
+        self.header_length = header_length
+        self.compression_type = compression_type
+        self.extra_header = extra_header
+        self.extensions = [] if extensions is None else extensions
+        self.backing_file = backing_file
 
     @property
     def cluster_size(self) -> int:

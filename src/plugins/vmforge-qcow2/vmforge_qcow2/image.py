@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 import threading
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 from vmforge.block import BlockDriver, BlockError, BlockStatus, CorruptImageError, Extent
+from vmforge.lazy import lazy_logger
 
 from .compress import CompressedLayout, decompress_cluster
 from .extl2 import _map_extended
@@ -44,8 +43,12 @@ from .probe import probe as _probe
 from .refcount import Refcounts
 from .snapshot import Snapshot, find_snapshot, read_snapshots, table_bytes
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 #: warnings go to the log: one line, not Python's warning with a line of source
-log = logging.getLogger("vmforge.block.qcow2")
+log = lazy_logger("vmforge.block.qcow2")
 
 #: a run of the guest range with one kind: (guest offset, length, kind, host offset, entry)
 Run = tuple[int, int, int, int, int]

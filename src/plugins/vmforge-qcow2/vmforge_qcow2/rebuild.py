@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import bisect
 import struct
-from typing import TYPE_CHECKING
 
 from .header import OFF_REFTABLE
 from .refcount import RefcountBlockCodec, Refcounts
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .write import Qcow2Writer
 

@@ -11,10 +11,10 @@ one ``qemu-img resize --shrink`` leaves.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from .refcount import REFT_OFFSET_MASK
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .write import Qcow2Writer
 

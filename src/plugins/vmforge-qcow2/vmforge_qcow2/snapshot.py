@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from vmforge.block import CorruptImageError
+from vmforge.record import FrozenRecord
 
 from .fileio import ImageFile
 from .header import MAX_L1_BYTES
@@ -15,10 +15,13 @@ MAX_EXTRA = 1024          # QEMU: QCOW_MAX_SNAPSHOT_EXTRA_DATA
 MAX_TABLE_BYTES = 64 << 20  # QEMU: QCOW_MAX_SNAPSHOTS_SIZE
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """One internal snapshot (the columns of ``qemu-img snapshot -l``)."""
+class Snapshot(FrozenRecord):
+    """One internal snapshot (the columns of ``qemu-img snapshot -l``; a frozen record,
+    as :mod:`vmforge.record` explains: no dataclass on ``vmforge img``'s path)."""
 
+    __slots__ = __match_args__ = (
+        "id", "name", "l1_table_offset", "l1_size", "vm_state_size", "date_sec", "date_nsec",
+        "vm_clock_nsec", "disk_size", "icount", "entry_offset")
     id: str
     name: str
     l1_table_offset: int
@@ -30,7 +33,23 @@ class Snapshot:
     disk_size: int | None
     icount: int | None
     #: byte offset of this entry in the file
-    entry_offset: int = 0
+    entry_offset: int
+
+    def __init__(self, id: str, name: str, l1_table_offset: int, l1_size: int,
+                 vm_state_size: int, date_sec: int, date_nsec: int, vm_clock_nsec: int,
+                 disk_size: int | None, icount: int | None, entry_offset: int = 0) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "id", id)
+        setattr_(self, "name", name)
+        setattr_(self, "l1_table_offset", l1_table_offset)
+        setattr_(self, "l1_size", l1_size)
+        setattr_(self, "vm_state_size", vm_state_size)
+        setattr_(self, "date_sec", date_sec)
+        setattr_(self, "date_nsec", date_nsec)
+        setattr_(self, "vm_clock_nsec", vm_clock_nsec)
+        setattr_(self, "disk_size", disk_size)
+        setattr_(self, "icount", icount)
+        setattr_(self, "entry_offset", entry_offset)
 
     def to_json(self) -> dict[str, object]:
         """The fields of ``qemu-img info --output json`` ``snapshots``."""

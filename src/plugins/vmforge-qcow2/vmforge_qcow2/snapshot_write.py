@@ -22,7 +22,6 @@ import collections
 import struct
 import time
 from array import array
-from typing import TYPE_CHECKING
 
 from vmforge.block import BlockError, CorruptImageError
 
@@ -36,6 +35,7 @@ from .l2 import (
 )
 from .snapshot import _ENTRY, Snapshot, find_snapshot, read_snapshots
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .write import Qcow2Writer
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from vmforge.block import BlockError
 
@@ -21,6 +20,7 @@ from .header import MAX_L1_BYTES, l1_entries_for
 from .image import as_byte_views
 from .snapshot import Snapshot, find_snapshot
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .write import Qcow2Writer
 

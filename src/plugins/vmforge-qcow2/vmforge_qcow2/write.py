@@ -11,7 +11,6 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from vmforge.block import BlockError, CorruptImageError, UnsupportedOperation
 
@@ -42,6 +41,7 @@ from .l2 import (
     table_to_bytes,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

@@ -7,7 +7,6 @@ import functools
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from typing import Any, Self
 
 from vmforge.block.driver import (
     BlockDriver,
@@ -19,6 +18,10 @@ from vmforge.block.driver import (
 from vmforge.block.fileio import IOV_MAX, preadv_full, pwritev_full
 from vmforge.block.mapped import file_extents
 from vmforge_raw.probe import probe as _probe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 #: preadv2's flag for 'only if it needs no waiting' (Linux 4.14+), or None
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
