@@ -98,10 +98,11 @@ def results_section(m: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(section: str) -> None:
+def write_results(section: str, heading: str = SECTION) -> None:
+    """Put ``section`` in RESULTS.md in place of the one under ``heading``."""
     path = Path(__file__).parent / "RESULTS.md"
     text = path.read_text()
-    start = text.find(SECTION)
+    start = text.find(heading)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
