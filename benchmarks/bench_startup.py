@@ -8,7 +8,9 @@ The command is the ``vmforge`` console script next to this Python (as a user
 runs it; ``python -m vmforge.cli.main`` when there is none), on a small qcow2
 image: ``info`` with its format probed (every installed format asked) and with
 ``-f qcow2``, ``check`` and ``map`` (other sub-commands: each imports its own
-module), and ``vmforge --version``, the floor of any command.  An editable
+module), ``info`` with the hooks plugins blocked (``-p no:DIST``: no pluggy, whose
+import brings typing and inspect), ``create`` of a qcow2 and ``convert`` of the
+image to raw, and ``vmforge --version``, the floor of any command.  An editable
 install pays its ``.pth`` finders' cost in ``site`` at every start; a regular
 install does not (RESULTS.md reports both).  ``VMFORGE_BENCH_ROUNDS`` sets the
 rounds (default 20).
@@ -40,7 +42,11 @@ COMMANDS: dict[str, tuple[list[str], list[str], bytes | None]] = {
     "check": (["img", "check"], ["check"], b"No errors were found on the image."),
     "map": (["img", "map"], ["map"], b"Offset          Length"),
     "--version": (["--version"], ["--version"], None),
+    "create": (["img", "create", "-q", "-f", "qcow2"], ["create", "-q", "-f", "qcow2"], b""),
+    "convert -O raw": (["img", "convert", "-O", "raw"], ["convert", "-O", "raw"], b""),
 }
+#: commands also run with every hooks plugin blocked (vmforge only)
+WITHOUT_HOOKS = ("info",)
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +56,30 @@ def qcow2_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("tool", ["vmforge", "qemu-img"])
+def _without_hooks() -> list[str]:
+    from vmforge.plugins import Registry
+
+    return [arg for e in Registry().entries("hooks") for arg in ("-p", f"no:{e.dist}")]
+
+
+@pytest.mark.parametrize("tool", ["vmforge", "vmforge without hooks plugins", "qemu-img"])
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_startup(benchmark, request, compiled, qcow2_image: str, tool: str, command: str) -> None:
+def test_startup(benchmark, request, compiled, qcow2_image: str, tmp_path, tool: str,
+                 command: str) -> None:
     ours, theirs, expected = COMMANDS[command]
-    argv = [*VMFORGE, *ours] if tool == "vmforge" else [QEMU_IMG, *theirs]
-    if expected is not None:
+    if tool == "qemu-img":
+        argv = [QEMU_IMG, *theirs]
+    elif tool == "vmforge":
+        argv = [*VMFORGE, *ours]
+    elif command in WITHOUT_HOOKS:
+        argv = [*VMFORGE, *_without_hooks(), *ours]
+    else:
+        pytest.skip("measured with the hooks plugins only")
+    if command == "create":
+        argv += [str(tmp_path / "new.qcow2"), "64M"]
+    elif command.startswith("convert"):
+        argv += [qcow2_image, str(tmp_path / "out.raw")]
+    elif expected is not None:
         argv.append(qcow2_image)
     rounds = 1 if request.config.getoption("benchmark_disable", False) else int(
         os.environ.get("VMFORGE_BENCH_ROUNDS", "20"))
