@@ -9,7 +9,9 @@ format by ``qemu-img``, on ``/dev/shm``.  Each round runs every command once, in
 turn (interleaved: the machine's load falls on both tools alike); the target is
 removed before each run, outside the timing.  The figures are wall-clock minimum
 (median) in ms, and the ratio is qemu-img's time over vmforge's (above 1:
-vmforge is faster).  ``--check`` compares vmforge's output with qemu-img's byte
+vmforge is faster); the last column is each process's CPU time (user + system,
+all its threads; minimum), which a busy machine changes far less than the wall
+clock.  ``--check`` compares vmforge's output with qemu-img's byte
 for byte (``cmp``) after the last round.
 
 By default the pairs are raw and qcow2 to and from each writable format (luks
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -47,12 +50,16 @@ def default_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
-def run_timed(cmd: list[str], dst: str) -> float:
+def run_timed(cmd: list[str], dst: str) -> tuple[float, float]:
+    """Wall-clock seconds and the process's CPU seconds (user + system, all threads)."""
     if os.path.exists(dst):
         os.unlink(dst)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
 
 
 def main() -> int:
@@ -89,13 +96,16 @@ def main() -> int:
                 cmds[(src_fmt, dst_fmt, tool)] = (
                     [*base, "-f", src_fmt, "-O", dst_fmt, sources[src_fmt], dst], dst)
         times: dict[tuple[str, str, str], list[float]] = {k: [] for k in cmds}
+        cpu: dict[tuple[str, str, str], list[float]] = {k: [] for k in cmds}
         differs: set[tuple[str, str]] = set()
         for r in range(args.rounds):
             for src_fmt, dst_fmt in pairs:
                 outs = []
                 for tool in tools:
                     cmd, dst = cmds[(src_fmt, dst_fmt, tool)]
-                    times[(src_fmt, dst_fmt, tool)].append(run_timed(cmd, dst))
+                    wall, used = run_timed(cmd, dst)
+                    times[(src_fmt, dst_fmt, tool)].append(wall)
+                    cpu[(src_fmt, dst_fmt, tool)].append(used)
                     outs.append(dst)
                 if args.check and r == args.rounds - 1 and subprocess.run(
                         ["cmp", "-s", *outs[:2]]).returncode:
@@ -106,8 +116,9 @@ def main() -> int:
         head = "| conversion | qemu-img |"
         if args.before:
             head += " vmforge before | before / qemu-img |"
-        print(head + " vmforge | vmforge's speed / qemu-img's: min (median) |")
-        print("|---" * (head.count("|") - 1) + "|---|---|")
+        print(head + " vmforge | vmforge's speed / qemu-img's: min (median) | CPU ms: qemu-img"
+              + (" / before" if args.before else "") + " / vmforge |")
+        print("|---" * (head.count("|") - 1) + "|---|---|---|")
         for src_fmt, dst_fmt in pairs:
             q = times[(src_fmt, dst_fmt, "qemu-img")]
             v = times[(src_fmt, dst_fmt, "vmforge")]
@@ -119,8 +130,10 @@ def main() -> int:
                 b = times[(src_fmt, dst_fmt, "before")]
                 bm, bd = min(b), statistics.median(b)
                 row += f"{bm * 1e3:.0f} ({bd * 1e3:.0f}) | {qm / bm:.2f}x ({qd / bd:.2f}x) | "
+            used = " / ".join(f"{min(cpu[(src_fmt, dst_fmt, t)]) * 1e3:.0f}"
+                              for t in ("qemu-img", "before", "vmforge") if t in tools)
             print(row + f"{vm * 1e3:.0f} ({vd * 1e3:.0f}) | {qm / vm:.2f}x ({qd / vd:.2f}x)"
-                  f"{note} |")
+                  f"{note} | {used} |")
         return 0
 
 
