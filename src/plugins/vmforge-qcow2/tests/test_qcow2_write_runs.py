@@ -97,6 +97,13 @@ def test_a_crash_in_a_batch_leaves_no_corruption(tmp_path: Path,
             assert got[c:c + 512] in (bytes(512), model[c:c + 512]), (n, c)
 
 
+def _recording(alloc, sizes: list[int]):
+    def recorded(n: int, defer: bool = False) -> int:
+        sizes.append(n)
+        return alloc(n, defer)
+    return recorded
+
+
 def test_a_batch_allocates_its_clusters_at_once_where_the_layout_allows(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One allocation for the batch when its new clusters lie in a row from the first
@@ -120,9 +127,7 @@ def test_a_batch_allocates_its_clusters_at_once_where_the_layout_allows(
                 q.pwritev(off, [data])
         with Qcow2.open(str(batch), readonly=False) as q:
             allocs: list[int] = []
-            real = q.refs.alloc
-            monkeypatch.setattr(q.refs, "alloc", lambda n, defer=False: (
-                allocs.append(n), real(n, defer))[1])
+            monkeypatch.setattr(q.refs, "alloc", _recording(q.refs.alloc, allocs))
             q.pwritev_runs(runs)
             monkeypatch.undo()
             for off, data in runs:
