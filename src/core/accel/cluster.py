@@ -225,8 +225,9 @@ class HartMachine(Machine):
 
     ``config.extra["accel_thread"]`` (``-accel interp,thread=multi|single``):
     ``multi`` runs each hart on a host thread of its own (:attr:`hart_threads`,
-    with :attr:`big_lock` a real lock around every device access); ``single`` or
-    unset, the harts take turns on the machine's thread.
+    with :attr:`big_lock` a real lock around every device access), the default
+    for more than one hart on host time where :attr:`threads_by_default`;
+    ``single`` (and ``-icount``) has the harts take turns on the machine's thread.
     """
 
     accels = ("interp",)
@@ -237,6 +238,9 @@ class HartMachine(Machine):
     cpu_trace: CpuTrace | None = None
     #: the harts' host threads on ``thread=multi`` (None: one thread, round robin)
     hart_threads: HartThreads | None = None
+    #: boards whose harts take threads of their own with ``-smp`` > 1 unless told
+    #: ``thread=single`` (riscv-virt; not spike, whose HTIF is polled between slices)
+    threads_by_default: bool = False
 
     def make_cluster(self, **options: Any) -> HartCluster:
         """``config.smp`` harts on the machine's address space."""
@@ -265,8 +269,11 @@ class HartMachine(Machine):
         return self.cluster
 
     def _threaded(self, counted_time: bool) -> bool:
-        """Whether the harts get a host thread each (``thread=multi``)."""
+        """Whether the harts get a host thread each: ``thread=multi``, or by
+        default with more than one hart on host time (as QEMU's MTTCG)."""
         mode = self.config.extra.get("accel_thread")
+        if mode is None:
+            return self.threads_by_default and self.config.smp > 1 and not counted_time
         if mode != "multi":
             return False
         if counted_time:

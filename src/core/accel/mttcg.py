@@ -1,5 +1,6 @@
 """Each hart of a :class:`~vmforge.accel.cluster.HartCluster` on a host thread of
-its own (QEMU's multi-threaded TCG, ``-accel interp,thread=multi``).
+its own (QEMU's multi-threaded TCG, ``-accel interp,thread=multi``; riscv-virt's
+default with ``-smp`` > 1 on host time, ``thread=single`` keeps the round robin).
 
 A hart thread calls :meth:`RiscvHart.run` for a slice at a time; the run loop is
 C without the GIL, so harts run in parallel.  What makes that safe:

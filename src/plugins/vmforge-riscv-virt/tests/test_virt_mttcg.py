@@ -1,14 +1,18 @@
 """Linux on harts on host threads (``-accel interp,thread=multi``): it boots on
 -smp 2 and 4, runs two processes at once, pauses and resumes, reboots and
-powers off; every hart thread is gone when the machine ends."""
+powers off; every hart thread is gone when the machine ends.  Which machines
+take threads: riscv-virt with -smp > 1 unless ``thread=single`` or ``-icount``."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 
 from vmforge.chardev import BufferChar
+from vmforge.clock import Icount
+from vmforge.machine import MachineError
 
 from .test_virt_boot import FW_JUMP, PROMPT, guest, machine
 from .test_virt_linux_use import LOOP, STEP, command
@@ -49,3 +53,30 @@ def test_linux_on_hart_threads_boots_works_pauses_and_reboots(harts: int) -> Non
         assert not m.hart_threads.running
     finally:
         m.stop()
+
+
+@pytest.mark.parametrize(("smp", "extra", "icount", "threaded"), [
+    (1, {}, None, False),                               # one hart: the machine's thread
+    (2, {}, None, True),                                # -smp 2: threads by default
+    (2, {"accel_thread": "single"}, None, False),       # -accel interp,thread=single
+    (2, {}, "3", False),                                # -icount: one thread
+    (1, {"accel_thread": "multi"}, None, True),
+])
+def test_which_machines_run_harts_on_threads(smp: int, extra: dict[str, str],
+                                             icount: str | None, threaded: bool) -> None:
+    m = machine(BufferChar(), smp=smp, bios=FW_JUMP, extra=extra,
+                icount=Icount.parse(icount) if icount else None)
+    try:
+        m.realize()
+        assert (m.hart_threads is not None) is threaded
+        assert (type(m.big_lock) is not contextlib.nullcontext) is threaded
+    finally:
+        m.close()
+
+
+def test_multi_with_icount_is_refused() -> None:
+    m = machine(BufferChar(), smp=2, bios=FW_JUMP, extra={"accel_thread": "multi"},
+                icount=Icount.parse("3"))
+    with pytest.raises(MachineError, match=r"-icount\) needs thread=single"):
+        m.realize()
+    m.close()

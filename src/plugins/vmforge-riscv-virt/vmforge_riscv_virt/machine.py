@@ -61,6 +61,7 @@ class RiscvVirt(HartMachine):
     default_memory = 128 << 20
     max_cpus = 8
     reset_pc = board.MEMMAP["mrom"].base
+    threads_by_default = True       # -smp > 1: a host thread per hart (QEMU's MTTCG)
 
     def build(self) -> None:
         cfg = self.config
