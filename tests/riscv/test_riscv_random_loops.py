@@ -65,9 +65,9 @@ BUDGET = 50_000_000
 CLINT = 0x200_0000
 
 
-def run_vmforge(rv_env, image: bytes, jit: bool):
-    """(hart, space, uart bytes) after the program wrote the test device: one
-    hart with instruction-counted time and virt's CLINT (its comparator)."""
+def make_hart(rv_env, image: bytes, jit: bool):
+    """(hart, space, uart) at the program's start: one hart with
+    instruction-counted time and virt's CLINT (its comparator)."""
     space, _spare = rv_env.make_machine(image)
     uart = attach_uart(space)
     cluster = HartCluster(space, 1)                 # time: one tick an instruction
@@ -75,6 +75,12 @@ def run_vmforge(rv_env, image: bytes, jit: bool):
     space.add_mmio(CLINT, HartClint(cluster), HartClint.mmio_size)
     hart = cluster.harts[0]
     hart.jit = jit
+    return hart, space, uart
+
+
+def run_vmforge(rv_env, image: bytes, jit: bool):
+    """(hart, space, uart bytes) after the program wrote the test device."""
+    hart, space, uart = make_hart(rv_env, image, jit)
     hart.trace_traps = True
     try:
         res = hart.run(BUDGET)
@@ -240,6 +246,29 @@ def test_random_loops_take_interrupts_where_the_interpreter_does(rv_env):
         pairs = enumerate(zip(got, want, strict=False))
         assert got == want, f"seed {seed}: " + str(
             next(((k, hex(g), hex(w)) for k, (g, w) in pairs if g != w), "count"))
+
+
+def test_compiled_code_stops_for_the_budget_where_the_interpreter_does(rv_env):
+    """The random programs (the first 10 seeds) run in slices of 997 instructions
+    (``run``'s budget): after each, both tiers stand at the same pc and instret."""
+    for seed in range(10):
+        image = make_loop_program(seed).image
+        stops = []
+        for jit in (True, False):
+            hart, _space, _uart = make_hart(rv_env, image, jit)
+            seen = []
+            try:
+                while len(seen) < 20_000:
+                    hart.run(997)
+                    seen.append((hart.pc, hart.instret))
+            except rv_env.ProgramExit:
+                pass
+            stops.append(seen)
+        jit_stops, ref_stops = stops
+        assert len(ref_stops) > 10
+        pairs = enumerate(zip(jit_stops, ref_stops, strict=False))
+        assert jit_stops == ref_stops, f"seed {seed}: " + str(
+            next(((k, g, w) for k, (g, w) in pairs if g != w), "count"))
 
 
 def _print_reg(a: Asm, reg: int, nbytes: int) -> None:
