@@ -348,6 +348,14 @@ class HartMachine(Machine):
         if self.hart_threads is not None:
             self.hart_threads.park()
 
+    def monitor_info(self, what: str) -> str | None:
+        """``info registers|cpus`` read parked harts (on threads: they go on at the
+        run loop's next turn, as QEMU's monitor has its vCPUs synchronised); the
+        monitor prints the rest itself."""
+        if what in ("registers", "cpus"):
+            self.park_cpus()
+        return None
+
     def run_pending_calls(self) -> int:
         if self.hart_threads is not None and self._soon and (self.paused or self.stopped):
             self.park_cpus()        # (a debugger's, the monitor's calls see still harts)

@@ -6,13 +6,16 @@ take threads: riscv-virt with -smp > 1 unless ``thread=single`` or ``-icount``."
 from __future__ import annotations
 
 import contextlib
+import re
 import time
+from typing import Any
 
 import pytest
 
-from vmforge.chardev import BufferChar
+from vmforge.chardev import BufferChar, NullChar
 from vmforge.clock import Icount
 from vmforge.machine import MachineError
+from vmforge.monitor import Monitor
 
 from .test_virt_boot import FW_JUMP, PROMPT, guest, machine
 from .test_virt_linux_use import LOOP, STEP, command
@@ -20,6 +23,17 @@ from .test_virt_linux_use import LOOP, STEP, command
 #: two shell loops at once, in two processes
 PAIR = (b"a() { i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; echo one=$i; }; "
         b"a & a & wait; echo pa''ir=done\n")
+
+
+def monitor(m: Any, line: str) -> str:
+    """A monitor command run on the machine's thread, as the monitor runs it."""
+    done: list[str] = []
+    m.call_soon(lambda: done.append(Monitor(m, NullChar()).execute(line)))
+    end = time.monotonic() + STEP
+    while not done:
+        assert time.monotonic() < end, f"{line!r} did not run"
+        time.sleep(0.01)
+    return done[0]
 
 
 @pytest.mark.parametrize("harts", [2, 4])
@@ -37,6 +51,9 @@ def test_linux_on_hart_threads_boots_works_pauses_and_reboots(harts: int) -> Non
                 f"CPUS={harts}".encode())
         command(console, PAIR, b"pair=done")
         assert console.output.count(b"one=3000") == 2
+        cpus = monitor(m, "info cpus")
+        assert len(re.findall(r"CPU #\d+", cpus)) == harts, cpus
+        command(console, b"echo after-info\n", b"\nafter-info")
         m.pause()
         end = time.monotonic() + STEP
         while m.hart_threads.running:       # the machine's thread parks them
