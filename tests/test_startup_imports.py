@@ -171,6 +171,19 @@ def test_lazy_logger_and_deferred_set_up() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stderr == "F ERROR a.b one 1\nF INFO a.b two\nat once\n"
+    # a module that imports logging itself (a plugin's driver) gets the set-up too
+    code = (
+        "import sys\n"
+        "from vmforge.lazy import defer_logging_setup\n"
+        "defer_logging_setup(lambda logging: logging.basicConfig(format='G %(message)s'))\n"
+        "assert 'logging' not in sys.modules\n"
+        "import logging\n"
+        "logging.getLogger('p').warning('from a plugin')\n"
+        "assert 'exec_module' not in vars(logging.__loader__)\n"      # the loader as it was
+        "assert '_SetUpOnImport' not in [getattr(f, '__name__', '') for f in sys.meta_path]\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stderr == "G from a plugin\n"
 
 
 def test_terminal_columns_as_shutil(monkeypatch) -> None:

@@ -53,15 +53,51 @@ _logging_setup: Callable[[ModuleType], None] | None = None
 
 
 def defer_logging_setup(setup: Callable[[ModuleType], None]) -> None:
-    """Run ``setup(logging)`` now if :mod:`logging` is imported already, else when a
-    :func:`lazy_logger` first imports it (what the ``vmforge`` command does with its
-    ``basicConfig``: a command that logs nothing never imports logging)."""
+    """Run ``setup(logging)`` now if :mod:`logging` is imported already, else as soon
+    as anyone imports it (a :func:`lazy_logger`'s first message, or a plugin's
+    ``import logging``): what the ``vmforge`` command does with its ``basicConfig``,
+    so a command that logs nothing never imports logging."""
     global _logging_setup
     if "logging" in sys.modules:
         _logging_setup = None
         setup(sys.modules["logging"])
-    else:
-        _logging_setup = setup
+        return
+    _logging_setup = setup
+    if _SetUpOnImport not in sys.meta_path:
+        sys.meta_path.insert(0, _SetUpOnImport)
+
+
+def _run_logging_setup(logging: ModuleType) -> None:
+    global _logging_setup
+    setup, _logging_setup = _logging_setup, None
+    if setup is not None:
+        setup(logging)
+
+
+class _SetUpOnImport:
+    """A finder on ``sys.meta_path`` (once) that finds :mod:`logging` as the path
+    finder does and runs the waiting set-up right after the module has run."""
+
+    @staticmethod
+    def find_spec(name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "logging":
+            return None
+        sys.meta_path.remove(_SetUpOnImport)
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            del loader.exec_module          # (the instance's: the class's again)
+            _run_logging_setup(module)
+
+        loader.exec_module = exec_module
+        return spec
 
 
 class _LazyLogger:
@@ -77,12 +113,9 @@ class _LazyLogger:
     def _logger(self) -> Any:
         logger = self.logger
         if logger is None:
-            global _logging_setup
             import logging
 
-            setup, _logging_setup = _logging_setup, None
-            if setup is not None:
-                setup(logging)
+            _run_logging_setup(logging)     # (done already, unless it was imported before)
             logger = self.logger = logging.getLogger(self.name)
         return logger
 
