@@ -85,7 +85,9 @@ def add_machine_options(p: argparse.ArgumentParser) -> None:
                    metavar="stdio|file:PATH|null|none")
     p.add_argument("-nographic", action="store_true", help="console on stdio (the default)")
     p.add_argument("-display", dest="display", default="none", help="only 'none'")
-    p.add_argument("-accel", dest="accel", metavar="interp|kvm")
+    p.add_argument("-accel", dest="accel", metavar="interp[,thread=multi|single]|kvm",
+                   help="interp: riscv-virt runs each hart on a host thread with -smp > 1 "
+                        "(thread=single: one thread, round robin)")
     p.add_argument("-enable-kvm", dest="enable_kvm", action="store_true")
     p.add_argument("-cpu", dest="cpu", metavar="qemu64|host",
                    help="the CPU model a KVM guest sees (default qemu64, as QEMU)")
