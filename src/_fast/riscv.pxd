@@ -33,7 +33,7 @@ cdef struct CodePage:
     uint8_t heat[2048]  # taken jumps to each record, counted towards compiling it
     uint64_t jcover[32] # halfwords holding instructions of compiled blocks
     uint8_t snap[4096]  # the bytes as decoded (fence.i finds writes by others)
-    uint8_t xmap[2048]  # halfwords a record or a compiled block may hold (never cleared)
+    uint8_t xmap[2048]  # halfwords a record or a compiled block may hold (see xmap_trim)
 
 # LR/SC reservations of the harts sharing one RAM: host addresses of 8-byte granules.
 cdef struct ResvTable:

@@ -11,9 +11,10 @@
 # fence.i, which compares each page with the bytes its records were decoded
 # from (CodePage.snap) and forgets what changed (code_sync).  CodePage.xmap marks
 # every halfword a record or a compiled block may hold (conservatively: set when
-# decoded, cleared only when the page is reused); compiled stores into a code
-# page look it up (the write-TLB entry points at it) and store straight away when
-# they write none of those halfwords (riscv_jit.pxi, emit_stub).
+# decoded; cleared when the page is reused, and for the halfwords a store reached
+# that no record nor compiled instruction holds any more, xmap_trim); compiled
+# stores into a code page look it up (the write-TLB entry points at it) and store
+# straight away when they write none of those halfwords (riscv_jit.pxi, emit_stub).
 
 cdef inline int code_set(uint64_t ppage) noexcept nogil:
     cdef uint64_t n = ppage >> 12
@@ -125,7 +126,27 @@ cdef int code_forget(CodePage *cp, int off, int size) noexcept nogil:
         i += 1
     if cp.njit > 0 and jit_forget(cp, first, last):
         hit = 1
+    xmap_trim(cp, first - 1 if first > 0 else 0, last + 1 if last < 2047 else 2047)
     return hit
+
+
+cdef inline void xmap_trim(CodePage *cp, int first, int last) noexcept nogil:
+    """Clear the xmap bytes of halfwords ``first``..``last`` that no record and no
+    compiled instruction holds any more: a page whose code was overwritten by data
+    (a physical page Linux reused, data beside code) stops sending compiled stores
+    to the slow path once each place was written."""
+    cdef int i
+    cdef Rec *r
+    for i in range(first, last + 1):
+        if not cp.xmap[i] or (cp.jcover[i >> 6] >> (i & 63)) & 1:
+            continue
+        if cp.recs[i].op != OP_NONE:
+            continue
+        if i > 0:
+            r = &cp.recs[i - 1]
+            if r.op != OP_NONE and r.len == 4:
+                continue
+        cp.xmap[i] = 0
 
 
 cdef int code_invalidate(Hart h, uint64_t pa, int size) noexcept nogil:
