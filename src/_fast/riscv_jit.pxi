@@ -8,7 +8,10 @@
 # jal, jalr) reach from the head by falling through and by jumps, up to JIT_MAX
 # instructions, laid out in address order.  Jumps inside the region are host
 # jumps; a way out goes straight into the region headed at its target when
-# there is one on the same page, else back to the interpreter, which then runs
+# there is one, on the same page or on another (cross_page: through the fetch
+# TLB and the decoded page it caches, as the run loop's page change; the page
+# being run is then that one: h.jcbase, h.jrecs), else back to the interpreter,
+# which then runs
 # what the region does not (CSRs, FP, atomics, system instructions,
 # page-crossing instructions).  Every taken jump (forward too) looks at ``lim``
 # first and leaves when it is reached, as the interpreter's do; falling through
@@ -148,7 +151,8 @@ cdef struct Jit:
     uint8_t *p
     uint8_t *epi                # the common epilogue (h.jcnt = r14, return eax)
     # field offsets inside the Hart object
-    int32_t o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit
+    int32_t o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit, o_ft, o_fc
+    int32_t o_cp_recs, o_cp_page        # inside a CodePage: its records, its ppage
     # the register cache: guest register -> host register (-1: in memory)
     signed char host_of[33]
     uint8_t dirty[33]               # cached and written somewhere in the region
@@ -361,8 +365,10 @@ cdef void goto_pc(Jit *a, int64_t off, int k, int jumped) noexcept nogil:
         exit_at(a, off, 0)
         return
     writeback(a)
-    if off < 0 or off >= 4096:                      # another page: the loop looks
-        exit_at(a, off, 0)
+    if off < 0 or off >= 4096:                      # another page: looks as the loop does
+        imm64(a, RAX, off)
+        op_rm(a, 1, X_ADD, RAX, R15, a.o_cbase)      # rax = the target's pc
+        cross_page(a)
         return
     if jumped:
         op_rm(a, 1, X_CMP, R14, R15, a.o_lim)        # cmp r14, h.lim
@@ -393,9 +399,57 @@ cdef void goto_rax(Jit *a, int k) noexcept nogil:
     shift_imm(a, 1, SH_SHL, RDX, 3)                      # rdx = the records + off*8
     op_rm(a, 1, X_ADD, RDX, R15, a.o_recs)
     p3 = chain_into(a, 0)
-    here(a, p1)
     here(a, p2)
     here(a, p3)
+    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_jpc)
+    zero32(a, RAX)
+    jmp_to(a, a.epi)
+    here(a, p1)
+    cross_page(a)
+
+
+cdef void cross_page(Jit *a) noexcept nogil:
+    """Continue at the pc in rax, on another page (a jump there or a fall off this
+    one; ``k`` added, dirty registers stored).  As the run loop's page change: below
+    ``lim``, with the fetch TLB's entry for that page (no flag) and the decoded page
+    it caches (h.fc, still that physical page's, as fetch_page checks), into the
+    region headed there, that page becoming the one being run (h.jcbase, h.jrecs);
+    else back to the loop (eax 0, h.jpc = rax), which looks at ``lim`` and changes
+    pages itself."""
+    cdef uint8_t *out[5]
+    cdef int i
+    op_rm(a, 1, X_CMP, R14, R15, a.o_lim)            # cmp r14, h.lim
+    out[0] = jcc32(a, CC_AE)
+    mov_rr(a, RDX, RAX)
+    shift_imm(a, 1, SH_SHR, RDX, 12)
+    movzx_r32_r8(a, RDX, RDX)                       # edx = the TLB index
+    shift_imm(a, 1, SH_SHL, RDX, 5)
+    op_rm(a, 1, X_ADD, RDX, R15, a.o_ft)             # rdx = &h.ft[index]
+    mov_rr(a, RCX, RAX)
+    alu_imm(a, 1, ALU_AND, RCX, -4096)                   # rcx = the virtual page
+    op_rm(a, 1, X_CMP, RCX, RDX, 0)                  # its tag, no flag?
+    out[1] = jcc32(a, CC_NE)
+    op_rm(a, 1, X_MOV, RCX, RDX, 16)                 # rcx = its physical page
+    op_rm(a, 1, X_SUB, RDX, R15, a.o_ft)
+    shift_imm(a, 1, SH_SHR, RDX, 2)                      # rdx = index * 8
+    op_rm(a, 1, X_ADD, RDX, R15, a.o_fc)
+    op_rm(a, 1, X_MOV, RDX, RDX, 0)                  # rdx = h.fc[index]
+    op_rr(a, 1, X_TEST, RDX, RDX)
+    out[2] = jcc32(a, CC_E)
+    op_rm(a, 1, X_CMP, RCX, RDX, a.o_cp_page)        # still that page's?
+    out[3] = jcc32(a, CC_NE)
+    op_rm(a, 1, X_LEA, RDX, RDX, a.o_cp_recs)        # its records
+    op_rm(a, 1, X_MOV_MR, RDX, R15, a.o_recs)
+    mov_rr(a, RCX, RAX)
+    alu_imm(a, 1, ALU_AND, RCX, -4096)
+    op_rm(a, 1, X_MOV_MR, RCX, R15, a.o_cbase)
+    mov_rr(a, RCX, RAX)
+    alu_imm(a, 0, ALU_AND, RCX, 0xfff)
+    shift_imm(a, 1, SH_SHL, RCX, 3)                      # the record: recs + off*8
+    op_rr(a, 1, X_ADD, RDX, RCX)
+    out[4] = chain_into(a, 0)
+    for i in range(5):
+        here(a, out[i])
     op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_jpc)
     zero32(a, RAX)
     jmp_to(a, a.epi)
@@ -584,6 +638,10 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_cbase = <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h)
     a.o_recs = <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h)
     a.o_jexit = <int32_t>RV_PTR_DIFF(&h.jexit, <void *>h)
+    a.o_ft = <int32_t>RV_PTR_DIFF(&h.ft, <void *>h)
+    a.o_fc = <int32_t>RV_PTR_DIFF(&h.fc, <void *>h)
+    a.o_cp_recs = <int32_t>RV_PTR_DIFF(&cp.recs[0], cp)
+    a.o_cp_page = <int32_t>RV_PTR_DIFF(&cp.ppage, cp)
     a.nstubs = 0
     a.npend = 0
     for i in range(2048):                            # labels of this region only
