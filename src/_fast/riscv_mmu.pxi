@@ -446,16 +446,24 @@ cdef int fetch_page(Hart h, uint64_t pc, CodePage **out) noexcept nogil:
 # ---- A extension -------------------------------------------------------------------
 
 cdef int amo_addr(Hart h, uint64_t va, int size, int is_lr, uint64_t *pa) noexcept nogil:
+    """The physical address of an LR (read), SC or AMO (write) at ``va``: from the
+    data TLB's entry when it holds the page with no flag (a page walk granted
+    that access in this context: sfence.vma and context changes flush or switch
+    it), else by a walk.  0, or EV_EXC with the cause set."""
     cdef int r
+    cdef TlbEntry *e = &(h.rt if is_lr else h.wt)[(va >> 12) & 255]
     if va & (size - 1):
         h.exc_cause = 4 if is_lr else 6
         h.exc_tval = va
         return EV_EXC
-    r = translate(h, va, ACC_R if is_lr else ACC_W, pa)
-    if r:
-        h.exc_cause = r
-        h.exc_tval = va
-        return EV_EXC
+    if e.tag == (va & RV_PAGE_MASK):
+        pa[0] = e.ppage | (va & 0xfff)
+    else:
+        r = translate(h, va, ACC_R if is_lr else ACC_W, pa)
+        if r:
+            h.exc_cause = r
+            h.exc_tval = va
+            return EV_EXC
     if h.nw:        # an AMO or SC reads and writes; LR reads
         r = watch_check(h, va, size, 0, 0, 0)
         if r == 0 and not is_lr:
