@@ -86,11 +86,15 @@ cdef inline bint pte_update(uint8_t *p, uint64_t pte, uint64_t new) noexcept nog
     return rv_cas(p, pte, new, 0)
 
 
-cdef inline void fence_op(Hart h, Rec *r) noexcept nogil:
-    """``fence pred, succ`` (pred in bits 27:24, succ in 23:20 of ``r.bits``): a
+cdef inline bint fence_needs_mfence(uint32_t bits) noexcept nogil:
+    """``fence pred, succ`` (pred in bits 27:24, succ in 23:20 of ``bits``): a
     write before and a read after need ``mfence`` on x86-64 when other harts run
     at once (``fence.tso``, fm = 8, does not order a write before a read)."""
-    if h.smp and (r.bits >> 24) & 1 and (r.bits >> 21) & 1 and (r.bits >> 28) != 8:
+    return (bits >> 24) & 1 and (bits >> 21) & 1 and (bits >> 28) != 8
+
+
+cdef inline void fence_op(Hart h, Rec *r) noexcept nogil:
+    if h.smp and fence_needs_mfence(r.bits):
         rv_mfence()
 
 

@@ -173,6 +173,7 @@ cdef struct Jit:
     uint8_t *limit                  # the end of the RW view (riscv_jit_contract.pxi)
     int insn_seen, stub_seen, head_seen   # the largest pieces written so far
     int abandoned                   # regions given up for want of room (never, by JIT_ROOM)
+    int smp                         # other harts run at once (h.smp): fences are real
 
 
 include "x86_enc.pxi"      # the x86-64 encoder
@@ -628,6 +629,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         h.jit_resets += 1
     jit_open(h, a)
     a.p = jit_writable(a, h.jit_free)                # (every write goes through the RW view)
+    a.smp = h.smp
     a.epi = jit_writable(a, h.jit_epilogue)
     a.o_lim = <int32_t>RV_PTR_DIFF(<void *>&h.lim, <void *>h)
     a.o_jpc = <int32_t>RV_PTR_DIFF(&h.jpc, <void *>h)

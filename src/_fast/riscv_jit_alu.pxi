@@ -76,8 +76,15 @@ cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
     cdef int op = r.op, v, form, w, x
     cdef uint8_t *pz
     cdef uint8_t *pd
-    if r.rd == 32 or op == OP_NOP or op == OP_FENCE:
-        return          # writes to x0; fences (harts share one thread: memory is in order)
+    if op == OP_FENCE:
+        # one host thread: memory is in order; harts on threads: x86-64 keeps every
+        # order but a store before a load, which fence_op's rule (riscv_atomic.pxi)
+        # makes an mfence, the interpreter's and compiled code's alike
+        if a.smp and fence_needs_mfence(r.bits):
+            mfence(a)
+        return
+    if r.rd == 32 or op == OP_NOP:
+        return          # writes to x0
     form = OP_EMIT[op]
     w = OP_EMIT_W[op]
     x = OP_EMIT_X[op]

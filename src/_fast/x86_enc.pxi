@@ -85,6 +85,7 @@ cdef enum:
     X0F_JCC = 0x80              # jcc rel32 (+cc)
     X0F_SETCC = 0x90            # setcc r/m8 (+cc)
     X0F_BT = 0xa3               # bt r/m, r (bts 0xab, btr 0xb3, btc 0xbb: + (ext-4)*8)
+    X0F_FENCE = 0xae            # (lfence, mfence, sfence: ModRM e8, f0, f8)
     X0F_IMUL = 0xaf             # imul r, r/m
     X0F_MOVZX8 = 0xb6           # movzx r, r/m8
     X0F_MOVZX16 = 0xb7          # movzx r, r/m16
@@ -92,6 +93,7 @@ cdef enum:
     X0F_MOVSX8 = 0xbe           # movsx r, r/m8
     X0F_MOVSX16 = 0xbf          # movsx r, r/m16
     X0F_BSWAP = 0xc8            # bswap r (+reg)
+    X_MFENCE = 0xf0             # the ModRM byte after 0f ae
 
 # the ModRM.reg extension of the group opcodes
 cdef enum:
@@ -321,6 +323,9 @@ cdef inline void pop(Jit *a, int reg) noexcept nogil:
 cdef inline void ret(Jit *a) noexcept nogil:
     b1(a, X_RET)
 
+cdef inline void mfence(Jit *a) noexcept nogil:
+    b1(a, X_0F); b1(a, X0F_FENCE); b1(a, X_MFENCE)
+
 cdef inline void call_r(Jit *a, int reg) noexcept nogil:
     op_rr(a, 0, X_GRP5, G5_CALL, reg)
 
@@ -428,6 +433,8 @@ def _x86_encode(str name, *args):
             pop(a, <int>v[0])
         elif name == "ret":
             ret(a)
+        elif name == "mfence":
+            mfence(a)
         elif name == "call_r":
             call_r(a, <int>v[0])
         elif name == "jmp_r":

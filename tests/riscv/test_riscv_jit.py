@@ -325,3 +325,36 @@ def test_emitter_stays_within_its_bounds():
         assert 0 < b["stub_seen"] <= b["stub_max"], b
         assert 0 < b["head_seen"] <= b["head_max"], b
         assert b["room"] < b["buffer"], b
+
+
+@pytest.mark.parametrize(("fence", "smp", "mfence"), [
+    (0x0330000F, 1, True),      # fence rw,rw on harts on threads: store->load needs mfence
+    (0x0FF0000F, 1, True),      # fence iorw,iorw
+    (0x0330000F, 0, False),     # one host thread: memory is in order, nothing to emit
+    (0x8330000F, 1, False),     # fence.tso orders no store before a load
+    (0x0230000F, 1, False),     # fence r,rw: no store before
+    (0x0320000F, 1, True),      # fence rw,r: a store before, a load after
+    (0x0310000F, 1, False),     # fence rw,w: no load after
+])
+def test_compiled_fence_orders_a_store_before_a_load(fence, smp, mfence):
+    """Compiled code keeps the interpreter's fence rule (riscv_atomic.pxi,
+    fence_needs_mfence): with other harts on threads a fence ordering a write
+    before a read is an x86 mfence (0f ae f0), else nothing."""
+    from vmforge._fast.riscv import _x86_encode
+
+    code = b"".join(x.to_bytes(4, "little") for x in [
+        i_type(2000, 0, 0, 5, 0x13),            # li t0, 2000
+        fence,                                  # loop: fence
+        i_type(-1, 5, 0, 5, 0x13),              # addi t0, t0, -1
+        b_type(-8, 0, 5, 1),                    # bnez t0, loop
+        0x00100073,                             # ebreak
+    ])
+    (jit, ref), _ = _hart_pair(code, bytes(64), [0] * 32)
+    jit.smp = ref.smp = smp
+    for hart in (jit, ref):
+        res = hart.run()
+        assert res.reason is StopReason.EXCEPTION and res.cause == 3, res
+    assert jit.x[5] == ref.x[5] == 0
+    assert jit._stats()["jit_regions"] > 0
+    _addr, text = jit._jit_code()
+    assert (_x86_encode("mfence") in text) is mfence, text.hex()

@@ -132,6 +132,7 @@ def _forms() -> Iterator[tuple[str, tuple[int, ...], str]]:
     yield "cqo", (1,), "cqo"
     yield "cqo", (0,), "cdq"
     yield "ret", (), "ret"
+    yield "mfence", (), "mfence"
     for cc, name in CC.items():
         yield "jcc32", (cc,), f"j{name} HERE"
     yield "jmp32", (), "jmp HERE"
