@@ -280,7 +280,8 @@ def _print_reg(a: Asm, reg: int, nbytes: int) -> None:
 
 @pytest.mark.xfail(strict=True, reason="QEMU 7.2 runs an AMO as a load and a store on one "
                    "hart (faults 4 and 5 where the ISA and vmforge say 6 and 7) and fails a "
-                   "misaligned SC without a reservation without trapping: to be decided")
+                   "misaligned SC without a reservation without trapping; vmforge keeps "
+                   "the ISA's causes on purpose")
 def test_faulting_atomics_trap_as_on_qemu(rv_env, qemu_dir):
     """amoadd.w on no memory, misaligned amoadd.w / amoswap.d / sc.w / lr.w: the
     handler prints mcause and mtval, the program a0 after each."""
