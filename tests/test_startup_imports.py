@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from vmforge.block.probe import probe_format
-from vmforge.plugins import PROBE_GROUP, Registry
+from vmforge.plugins import HOOK_COMMANDS_GROUP, PROBE_GROUP, Registry
 
 #: formats whose drivers pull heavy dependencies in
 HEAVY = {"luks": "cryptography", "vhdx": "crc32c"}
@@ -277,3 +277,79 @@ def test_lazy_attributes_import_on_first_use(tmp_path: Path, monkeypatch) -> Non
     assert callable(lazy_attributes("x", {}))
     for mod in ("lazypkg", "lazypkg.heavy"):
         monkeypatch.delitem(sys.modules, mod)
+
+
+def _hooks_dist(root: Path, name: str, commands: tuple[str, ...]) -> Path:
+    """An installed hooks plugin ``name`` made on the fly under ``root`` (metadata and a
+    module that records which of its hooks ran, in the file named by
+    ``$VMFORGE_TEST_HOOKS_LOG``), declaring ``commands``."""
+    module = name.replace("-", "_")
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n\n")
+    (info / "entry_points.txt").write_text(
+        f"[vmforge.hooks]\n{name} = {module}\n\n[{HOOK_COMMANDS_GROUP}]\n"
+        + "".join(f"{command} = {module}\n" for command in commands))
+    (root / f"{module}.py").write_text(
+        "import os\n"
+        "from vmforge.hookspecs import hookimpl\n"
+        "def _log(text):\n"
+        "    with open(os.environ['VMFORGE_TEST_HOOKS_LOG'], 'a') as f:\n"
+        f"        f.write({name!r} + ' ' + text + '\\n')\n"
+        "@hookimpl\n"
+        "def vmforge_add_options(parser, command):\n"
+        "    _log('add_options ' + command)\n"
+        "@hookimpl\n"
+        "def vmforge_configure(args, command):\n"
+        "    _log('configure ' + command)\n")
+    return root
+
+
+def test_img_imports_no_hooks_plugin_declared_for_run(qcow2_image: str) -> None:
+    """The example hooks plugin declares ``run`` (:data:`HOOK_COMMANDS_GROUP`): ``vmforge
+    img`` imports neither it nor pluggy; ``vmforge run`` and a script still load it."""
+    pytest.importorskip("vmforge_example_hooks")
+    reg = Registry(command="img")
+    example = [e for e in reg.entries("hooks") if e.dist == "vmforge-example-hooks"]
+    assert [reg.hook_commands(e) for e in example] == [["run"]]
+    assert example[0] not in reg.hook_entries()
+    assert example[0] in Registry(command="run").hook_entries()
+    assert example[0] in Registry().hook_entries()
+    others = [e.dist for e in reg.hook_entries()]   # other installed plugins aside
+    blocks = [arg for dist in others for arg in ("-p", f"no:{dist}")]
+    modules = _modules_after(*blocks, "img", "info", qcow2_image)
+    assert "pluggy" not in modules
+    assert not [m for m in modules if m.startswith("vmforge_example_hooks")]
+
+
+def test_hooks_plugins_load_for_the_commands_they_declare(qcow2_image: str,
+                                                          tmp_path: Path, vmforge_cli) -> None:
+    """Hooks plugins made on the fly: one declaring ``img`` is called for ``img`` and not
+    for ``run``, one declaring ``run`` the other way round, one declaring nothing for
+    both (as before commands could be declared)."""
+    root = tmp_path / "site"
+    _hooks_dist(root, "vmforge-test-img", ("img",))
+    _hooks_dist(root, "vmforge-test-runonly", ("run",))
+    _hooks_dist(root, "vmforge-test-any", ())
+    log = tmp_path / "hooks.log"
+    env = {"VMFORGE_TEST_HOOKS_LOG": str(log)}
+    out = vmforge_cli("img", "info", qcow2_image, extra_path=root, env=env)
+    assert out.returncode == 0, out.stderr
+    assert sorted(log.read_text().splitlines()) == [
+        "vmforge-test-any add_options img", "vmforge-test-any configure img",
+        "vmforge-test-img add_options img", "vmforge-test-img configure img"]
+    log.unlink()
+    out = vmforge_cli("run", "-M", "nosuchmachine", extra_path=root, env=env)
+    assert out.returncode == 1 and "nosuchmachine" in out.stderr
+    assert sorted(log.read_text().splitlines()) == [
+        "vmforge-test-any add_options run", "vmforge-test-any configure run",
+        "vmforge-test-runonly add_options run", "vmforge-test-runonly configure run"]
+    # a script (no command) and ``vmforge plugins`` see every one
+    reg = Registry(path=[str(root)])
+    assert sorted(e.dist for e in reg.hook_entries()) == [
+        "vmforge-test-any", "vmforge-test-img", "vmforge-test-runonly"]
+    out = vmforge_cli("plugins", "--hooks", extra_path=root, env=env)
+    assert out.returncode == 0, out.stderr
+    for name in ("vmforge-test-any", "vmforge-test-img", "vmforge-test-runonly"):
+        assert f"{name}:{name}" in out.stdout
+

@@ -19,6 +19,13 @@ metadata of the path's folders is read here (``*.dist-info``/``*.egg-info``:
 finds it, without importing importlib_metadata (a third of a command's start-up
 time); other path entries (zip files) go through importlib_metadata.
 
+A hooks module may declare the commands it extends, in the group
+:data:`HOOK_COMMANDS_GROUP` of its distribution: ``COMMAND = module``, the module
+as its ``vmforge.hooks`` entry point names it.  It is then imported only when one
+of those commands runs (``vmforge_add_options``, ``vmforge_configure``; machine
+events come with ``run``), so ``vmforge img`` imports neither it nor pluggy.  A
+hooks module that declares none is loaded for every command.
+
 Users control loading as with pytest's ``-p``:
 
 - ``-p no:NAME`` (or ``VMFORGE_PLUGINS="no:NAME,..."``) blocks every entry
@@ -55,6 +62,7 @@ __all__ = [
     "ENV_DISABLE_AUTOLOAD",
     "ENV_PLUGINS",
     "GROUPS",
+    "HOOK_COMMANDS_GROUP",
     "KINDS",
     "PluginConflict",
     "PluginError",
@@ -77,6 +85,9 @@ KINDS: tuple[str, ...] = ("block", "device", "machine")
 #: entry points naming a block format's probe function (``probe(header, filename) ->
 #: score``) in a light module, under the format's name: probing then imports no driver
 PROBE_GROUP = "vmforge.block.probe"
+#: entry points ``COMMAND = hooks.module``: the ``vmforge`` commands a hooks module of
+#: the same distribution extends (it is loaded for those only)
+HOOK_COMMANDS_GROUP = "vmforge.hooks.commands"
 
 ENV_DISABLE_AUTOLOAD = "VMFORGE_DISABLE_PLUGIN_AUTOLOAD"
 ENV_PLUGINS = "VMFORGE_PLUGINS"
@@ -324,14 +335,20 @@ class Registry:
     """The installed plugins of every kind, read lazily from metadata.
 
     ``path`` limits the search to those directories (default: ``sys.path``).
+    ``command`` is the ``vmforge`` command that runs (None: any, as for a script or
+    ``vmforge plugins``): hooks plugins that declare other commands are not loaded.
     """
 
-    def __init__(self, policy: LoadPolicy | None = None, path: Sequence[str] | None = None) -> None:
+    def __init__(self, policy: LoadPolicy | None = None, path: Sequence[str] | None = None,
+                 command: str | None = None) -> None:
         self.policy = policy or LoadPolicy()
         self.path = list(path) if path is not None else None
+        self.command = command
         self._entries: list[PluginInfo] | None = None
         #: (normalized distribution, format name) -> its probe entry point
         self._probes: dict[tuple[str, str], EntryPoint] = {}
+        #: (normalized distribution, hooks module) -> the commands it declares
+        self._hook_commands: dict[tuple[str, str], list[str]] = {}
         self._classes: dict[tuple[str, str], type] = {}
         self._pm: pluggy.PluginManager | None = None
 
@@ -369,6 +386,9 @@ class Registry:
             for ep in all_eps:
                 if ep.group == PROBE_GROUP:
                     self._probes[(normalize(dist_name), ep.name)] = ep
+                elif ep.group == HOOK_COMMANDS_GROUP:
+                    self._hook_commands.setdefault(
+                        (normalize(dist_name), ep.value.strip()), []).append(ep.name)
             for kind, ep in eps:
                 out.append(PluginInfo(kind, ep.name, ep.value, dist_name, version, ep,
                                       not self.policy.allows(dist_name, ep.name)))
@@ -469,20 +489,37 @@ class Registry:
 
     # -- hooks (pluggy) -----------------------------------------------------------------
 
+    def hook_commands(self, info: PluginInfo) -> list[str] | None:
+        """The commands the hooks plugin ``info`` declares (:data:`HOOK_COMMANDS_GROUP`),
+        or None when it declares none (it is loaded for every command)."""
+        self.entries()
+        return self._hook_commands.get((normalize(info.dist), info.value.strip()))
+
+    def hook_entries(self) -> list[PluginInfo]:
+        """The hooks plugins to load for :attr:`command`: those that declare it or
+        declare no command (every one when :attr:`command` is None)."""
+        out = []
+        for info in self.entries("hooks"):
+            commands = self.hook_commands(info)
+            if self.command is None or commands is None or self.command in commands:
+                out.append(info)
+        return out
+
     @property
     def hook(self) -> Any:
         """``registry.hook.vmforge_xxx(...)``: call every hooks plugin.
 
-        With no hooks plugin installed (and no manager made yet), calls go to a
+        With no hooks plugin to load (and no manager made yet), calls go to a
         relay that answers as pluggy would with no implementation (``[]``),
         without importing pluggy (start-up time)."""
-        if self._pm is None and not self.entries("hooks"):
+        if self._pm is None and not self.hook_entries():
             return _NO_HOOKS
         return self.plugin_manager.hook
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
-        """The pluggy manager, with every ``vmforge.hooks`` plugin registered."""
+        """The pluggy manager, with the ``vmforge.hooks`` plugins of :meth:`hook_entries`
+        registered."""
         if self._pm is None:
             import pluggy
 
@@ -490,7 +527,7 @@ class Registry:
 
             pm = pluggy.PluginManager(hookspecs.PROJECT)
             pm.add_hookspecs(hookspecs)
-            for info in self.entries("hooks"):
+            for info in self.hook_entries():
                 module = self._import(info)
                 try:
                     pm.register(module, name=f"{info.dist}:{info.name}")
@@ -536,10 +573,12 @@ _NO_HOOKS = _NoHookRelay()
 _registry: Registry | None = None
 
 
-def configure(options: Iterable[str] = (), path: Sequence[str] | None = None) -> Registry:
-    """Make the process-wide registry with ``-p`` options (and the environment)."""
+def configure(options: Iterable[str] = (), path: Sequence[str] | None = None,
+              command: str | None = None) -> Registry:
+    """Make the process-wide registry with ``-p`` options (and the environment), for
+    the ``vmforge`` command ``command`` (None: any)."""
     global _registry
-    _registry = Registry(LoadPolicy.from_options(options), path)
+    _registry = Registry(LoadPolicy.from_options(options), path, command)
     return _registry
 
 

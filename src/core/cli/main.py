@@ -139,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from vmforge.plugins import PluginError, configure
 
-    configure(known.plugin_opts)
+    # hooks plugins that declare other commands are not loaded (``vmforge plugins``
+    # lists and checks them all)
+    configure(known.plugin_opts, command=known.command if known.command in EXTENSIBLE else None)
     _set_up_logging(known.verbose, now=known.command != "img" or known.verbose > 0)
     try:
         parser = build_parser(known.command)
