@@ -18,6 +18,10 @@ registered, so a typo fails at once with the plugin's name::
     @hookimpl
     def vmforge_machine_shutdown(machine, reason):
         print(f"{machine.name} stopped: {reason}")
+
+A module declares the commands it extends in the group ``vmforge.hooks.commands``
+(``run = "my_plugin"``) and is loaded for those only (:mod:`vmforge.plugins`;
+``docs/writing-a-hooks-plugin.md``); one that declares none, for every command.
 """
 
 from __future__ import annotations
