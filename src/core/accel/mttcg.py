@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmforge._fast.riscv import own_reservations
 from vmforge.accel.interp import RiscvHart, StopReason
+from vmforge.accel.locks import released
 
 if TYPE_CHECKING:
     from vmforge.accel.cluster import HartCluster
@@ -110,19 +111,9 @@ class HartThreads:
         self.stop()
         if not self._threads:
             return
-        held = 0
-        while True:                 # an RLock, perhaps held more than once
-            try:
-                self.lock.release()
-            except RuntimeError:    # not held (any more) by this thread
-                break
-            held += 1
-        try:
+        with released(self.lock):
             for t in self._threads:
                 t.join(timeout)
-        finally:
-            for _ in range(held):
-                self.lock.acquire()
         self._threads = [t for t in self._threads if t.is_alive()]
 
     def raise_error(self) -> None:

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from vmforge.accel.kvm import Kvm, KvmError, Vcpu, VcpuThread, Vm, kvm_available
 from vmforge.accel.kvm.stats import KvmStats
+from vmforge.accel.locks import released
 from vmforge.machine import Machine, MachineError, ShutdownReason
 from vmforge.memory import AddressSpace, QuietUnassignedLog
 
@@ -323,18 +324,8 @@ class KvmMachine(Machine):
         go of it while it waits, so a vCPU finishing an I/O exit can take it."""
         for t in self._threads:
             t.vcpu.stop()
-        held = 0
-        while True:                 # (an RLock, perhaps held more than once)
-            try:
-                self.big_lock.release()
-            except RuntimeError:    # not held (any more) by this thread
-                break
-            held += 1
-        try:
+        with released(self.big_lock):
             self._stop_vcpus()
-        finally:
-            for _ in range(held):
-                self.big_lock.acquire()
 
     def save_board_state(self) -> dict[str, Any]:
         """The in-kernel PICs, I/O APIC, PIT and clock (:mod:`vmforge.accel.kvm.records`);
