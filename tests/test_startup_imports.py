@@ -3,7 +3,8 @@
 Probing asks each format's light probe function (entry point group
 ``vmforge.block.probe``), so guessing a format imports no driver but the one
 chosen; the registry reads entry points without importlib_metadata, and pluggy is
-imported only when a hooks plugin is installed.
+imported only when a hooks plugin that declares the command (or declares none) is
+installed.
 """
 
 from __future__ import annotations
@@ -352,4 +353,9 @@ def test_hooks_plugins_load_for_the_commands_they_declare(qcow2_image: str,
     assert out.returncode == 0, out.stderr
     for name in ("vmforge-test-any", "vmforge-test-img", "vmforge-test-runonly"):
         assert f"{name}:{name}" in out.stdout
+    out = vmforge_cli("plugins", "--json", "--kind", "hooks", extra_path=root, env=env)
+    declared = {row["distribution"]: row["commands"] for row in json.loads(out.stdout)}
+    assert {d: declared[d] for d in ("vmforge-test-any", "vmforge-test-img",
+                                     "vmforge-test-runonly")} == {
+        "vmforge-test-any": None, "vmforge-test-img": ["img"], "vmforge-test-runonly": ["run"]}
 

@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         for e in entries:
             row = e.to_json()
             row["status"] = status(e)
+            if e.kind == "hooks":  # the commands it declares (None: every one)
+                row["commands"] = reg.hook_commands(e)
             if (e.kind, e.name) in errors:
                 row["error"] = errors[(e.kind, e.name)]
             rows.append(row)
