@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from typing import Any, ClassVar
 
 __all__ = ["FileImage", "MappedImage", "Run", "file_extents", "merge_extents",
-           "open_image_file", "split", "split_views"]
+           "open_image_file", "refine_by_file", "split", "split_views"]
 
 #: ``(offset, length, status, host offset or None)``: a piece of ``block_status``
 Run = tuple[int, int, BlockStatus, int | None]
@@ -121,6 +121,17 @@ def file_extents(fd: int, offset: int, length: int, filename: str | None,
         stop = min(max(hole, pos + 1), end)
         yield Extent(pos, stop - pos, _DATA, pos, 0, filename)
         pos = stop
+
+
+def refine_by_file(e: Extent, fd: int) -> Iterator[Extent]:
+    """A format's data extent ``e`` (stored plainly at ``e.host_offset`` of the file
+    ``fd``) split where the file has holes, which read as zeros: QEMU's
+    ``BDRV_BLOCK_RECURSE``, the file's status refining the format's."""
+    assert e.host_offset is not None
+    for f in file_extents(fd, e.host_offset, e.length, e.filename):
+        status = e.status | BlockStatus.ZERO if f.is_zero else e.status
+        yield Extent(e.offset + f.offset - e.host_offset, f.length, status,
+                     f.offset, 0, e.filename)
 
 
 @contextmanager
@@ -365,12 +376,7 @@ class MappedImage(FileImage):
                     or e.filename != self.filename):
                 yield e
                 continue
-            # data stored plainly in the file: where the file has a hole it reads as
-            # zeros, and QEMU says so (the file's status refines the format's)
-            for f in file_extents(self.fd, e.host_offset, e.length, self.filename):
-                status = e.status | BlockStatus.ZERO if f.is_zero else e.status
-                yield Extent(e.offset + f.offset - e.host_offset, f.length, status,
-                             f.offset, 0, self.filename)
+            yield from refine_by_file(e, self.fd)
 
     def _status_runs(self, offset: int, length: int) -> Iterator[Run]:
         cs = self.cluster_size

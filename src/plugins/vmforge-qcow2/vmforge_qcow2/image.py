@@ -453,17 +453,14 @@ class Qcow2Image(BlockDriver):
         if not self._metadata_preallocated():
             yield from self._format_status(offset, length)
             return
-        from vmforge.block.mapped import file_extents
+        from vmforge.block.mapped import refine_by_file
         for e in self._format_status(offset, length):
             if e.status != _STATUS_DATA or e.host_offset is None:
                 yield e
                 continue
-            # QEMU's BDRV_BLOCK_RECURSE: data clusters that lie in holes of the data
-            # file (or past its end) read as zeros, and block status says so
-            for f in file_extents(self.data.fd, e.host_offset, e.length, self.filename):
-                status = e.status | BlockStatus.ZERO if f.is_zero else e.status
-                yield Extent(e.offset + f.offset - e.host_offset, f.length, status,
-                             f.offset, 0, self.filename)
+            # data clusters that lie in holes of the data file (or past its end)
+            # read as zeros, and block status says so
+            yield from refine_by_file(e, self.data.fd)
 
     def _metadata_preallocated(self) -> bool:
         """QEMU's ``qcow2_detect_metadata_preallocation``, once per open: the image
