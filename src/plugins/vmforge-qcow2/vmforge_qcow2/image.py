@@ -109,6 +109,8 @@ class Qcow2Image(BlockDriver):
         self.f = ImageFile(filename, self.readonly, no_flush)
         #: where guest data lives: the image itself, or the external data file
         self.data = self.f
+        #: QEMU's metadata_preallocation, found on the first block status
+        self._prealloc_known: bool | None = None
         try:
             self._open(snapshot, l2_cache_size, for_check, data_file, no_flush)
         except BaseException:
@@ -467,9 +469,8 @@ class Qcow2Image(BlockDriver):
         counts as preallocated (``preallocation=metadata``) when at least
         max(10/9 of the clusters the file really occupies, that + 2) of the
         clusters within its length have a refcount."""
-        known = self.__dict__.get("_prealloc_known")
-        if known is not None:
-            return bool(known)
+        if self._prealloc_known is not None:
+            return self._prealloc_known
         try:
             st = os.fstat(self.f.fd)
             real = st.st_blocks * 512 // self.cs
@@ -484,7 +485,7 @@ class Qcow2Image(BlockDriver):
             known = count >= threshold
         except (OSError, BlockError):
             known = False       # QEMU: an error is no preallocation
-        self.__dict__["_prealloc_known"] = known
+        self._prealloc_known = known
         return known
 
     def _format_status(self, offset: int, length: int) -> Iterator[Extent]:
