@@ -100,7 +100,7 @@ setup(
                  "qemu.qmp>=0.0.3"],
     },
     entry_points={
-        "console_scripts": ["vmforge = vmforge.cli.main:main"],
+        "console_scripts": ["vmforge = vmforge.cli.main:entry"],
         # the core registers its own virtio transport (boards create it around a device)
         "vmforge.device": ["virtio-mmio = vmforge.virtio.mmio:VirtioMmioTransport",
                            # virtio-pci wrappers: the transport plus the -device variant

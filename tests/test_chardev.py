@@ -369,6 +369,33 @@ def test_stdio_escapes(pipes) -> None:
         chardev.close()
 
 
+def test_stdio_output_on_a_full_non_blocking_pipe_arrives_once(pipes) -> None:
+    """A write the pipe takes only part of (non-blocking, with room for less than
+    the write) goes on from where it stopped as the reader drains it: every byte
+    once, in order."""
+    r_in, _w_in, r_out, w_out = pipes
+    os.set_blocking(w_out, False)
+    chardev = StdioChar(r_in, w_out)
+    filler = b"f" * 65536
+    while True:                     # fill the pipe to a few bytes short of full
+        try:
+            os.write(w_out, filler[:4096] if len(filler) > 4096 else filler)
+        except BlockingIOError:
+            break
+    got = bytearray(os.read(r_out, 8192))     # room for part of the next write
+    data = bytes(range(256)) * 64
+    writer = threading.Thread(target=chardev.write, args=(data,))
+    writer.start()
+    try:
+        while writer.is_alive() or select.select([r_out], [], [], 0.2)[0]:
+            if select.select([r_out], [], [], 0.2)[0]:
+                got += os.read(r_out, 65536)
+    finally:
+        writer.join()
+        chardev.close()
+    assert bytes(got).lstrip(b"f") == data
+
+
 def test_stdio_reader_stops_at_end_of_input(pipes) -> None:
     r_in, w_in, _r_out, w_out = pipes
     chardev = StdioChar(r_in, w_out)

@@ -161,3 +161,56 @@ def test_accel_thread_option_errors_as_qemu() -> None:
     assert str(exc.value) == f"-accel interp,thread=bogus: {qemu_says}"
     with pytest.raises(ValueError, match=r"Property 'kvm-accel\.thread' not found"):
         accel_thread_option("kvm,thread=multi")
+
+
+DEV = 0x1000_0000
+DEV_ROUNDS = 3000
+
+# each hart adds 1 to a device register DEV_ROUNDS times by amoadd.w, then sets its
+# done flag and waits in wfi for good
+DEVICE_AMO = f"""
+    li s0, {DEV:#x}
+    li s1, {DEV_ROUNDS}
+    li t0, 1
+0:  amoadd.w zero, t0, (s0)
+    addi s1, s1, -1
+    bnez s1, 0b
+    li s2, {DATA:#x}
+    slli t4, a0, 3
+    add t4, t4, s2
+    fence rw, rw
+    sd t0, 64(t4)
+2:  wfi
+    j 2b
+"""
+
+
+class Register:
+    """A device register whose read and write let other threads run in between
+    (as any device model in Python may, when it waits for a lock or for I/O)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def read(self, offset: int, size: int) -> int:
+        time.sleep(0)               # the GIL goes to another thread here
+        return self.value
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.value = value
+
+
+def test_an_amo_on_device_memory_is_one_section_of_the_big_lock(tmp_path: Path) -> None:
+    n = 2
+    cluster = cluster_of(DEVICE_AMO, n, tmp_path)
+    register = Register()
+    cluster.harts[0].space.add_mmio(DEV, register, 0x100)
+    threads = HartThreads(cluster, threading.RLock())
+    threads.start()
+    try:
+        wait_for(lambda: all(word(cluster, DATA + 64 + 8 * i) for i in range(n)))
+    finally:
+        threads.park()
+    threads.raise_error()
+    assert register.value == n * DEV_ROUNDS, "another hart's access came between an AMO's " \
+        "read and write of the device"

@@ -298,12 +298,19 @@ cdef class VcpuRunner:
     it returns the exit reason (``EXIT_HLT``, ``EXIT_SHUTDOWN``, ``EXIT_DEBUG``,
     ``EXIT_FAIL_ENTRY``, ``EXIT_INTERNAL_ERROR``, an unknown one...) or
     ``EXIT_STOPPED``.  I/O exits are completed before the next entry.
+
+    KVM finishes a port or MMIO access (the value of an ``in`` or a read into its
+    register, ``rip`` past the instruction) only when ``KVM_RUN`` is entered again
+    (api.rst, "KVM_RUN"), so a stop that comes after an I/O exit enters once more
+    with ``immediate_exit`` set before ``run`` returns ``EXIT_STOPPED``: the state
+    read then (a snapshot, a migration) has the access done, not half done.
     """
     cdef int fd
     cdef kvm_run *run_page
     cdef size_t size
     cdef volatile int stop_requested
     cdef volatile int running
+    cdef int io_pending     # an I/O exit handled: KVM completes it at the next KVM_RUN
     cdef pthread_t thread
     cdef readonly unsigned long long exits
 
@@ -316,6 +323,7 @@ cdef class VcpuRunner:
         self.size = mmap_size
         self.stop_requested = 0
         self.running = 0
+        self.io_pending = 0
         self.exits = 0
 
     def __dealloc__(self):
@@ -448,15 +456,18 @@ cdef class VcpuRunner:
         try:
             while True:
                 if self.stop_requested:
-                    self.stop_requested = 0
-                    r.immediate_exit = 0
-                    return EXIT_STOPPED
-                if pre_run is not None:
+                    if not self.io_pending:
+                        self.stop_requested = 0
+                        r.immediate_exit = 0
+                        return EXIT_STOPPED
+                    r.immediate_exit = 1    # KVM completes the access, runs nothing
+                elif pre_run is not None:
                     pre_run(vcpu)
                 with nogil:
                     rc = ioctl(fd, KVM_RUN, 0)
                     err = errno
                 self.exits += 1
+                self.io_pending = 0
                 if rc < 0:
                     if err == EINTR or err == EAGAIN:
                         # a signal: ours (stop) or the process's (Ctrl-C raises here)
@@ -470,6 +481,8 @@ cdef class VcpuRunner:
                 if post_run is not None:
                     post_run(vcpu)
                 reason = r.exit_reason
+                if reason == KVM_EXIT_IO or reason == KVM_EXIT_MMIO:
+                    self.io_pending = 1
                 if reason == KVM_EXIT_IO:
                     size = r.io.size
                     port = r.io.port

@@ -34,6 +34,10 @@ cdef struct CodePage:
     uint64_t jcover[32] # halfwords holding instructions of compiled blocks
     uint8_t snap[4096]  # the bytes as decoded (fence.i finds writes by others)
     uint8_t xmap[2048]  # halfwords a record or a compiled block may hold (see xmap_trim)
+    Rec xrec            # the instruction crossing into the next page, as last decoded,
+    int32_t xhi         # from these upper 16 bits (-1: none; see xpage_cached)
+    int xlive           # a word of xmap last seen non-zero (code_store)
+    uint64_t sync_gen   # the hart's sync_gen when snap was last compared (code_check)
 
 # LR/SC reservations of the harts sharing one RAM: host addresses of 8-byte granules.
 cdef struct ResvTable:
@@ -124,11 +128,19 @@ cdef class Hart:
     cdef int hooks_on           # bit 0 trap, bit 1 illegal, bit 2 unmapped
     cdef object hook_mmu        # (va, access 0 load/1 store/2 fetch, ok, pa): -d mmu
     cdef Rec tmp[3]             # a record run outside its page ([1], [2]: OP_PAGEEND)
-    # one set of TLBs per translation context (0 U, 1 S, 2 M): a privilege change
-    # switches sets instead of flushing; rt/wt follow the data context (MPRV), ft priv
-    cdef TlbEntry rtlb[3][256]
-    cdef TlbEntry wtlb[3][256]
+    # one set of TLBs per translation context (0 U, 1 S, 2 M; data also 3: S with
+    # mstatus.SUM): a privilege or SUM change switches sets instead of flushing;
+    # rt/wt follow the data context (MPRV, SUM), ft the privilege
+    cdef TlbEntry rtlb[4][256]
+    cdef TlbEntry wtlb[4][256]
     cdef TlbEntry ftlb[3][256]
+    # read entries a refill pushed out of rt, per data context (load_slow swaps one back
+    # in: a stack page and a data page 1 MiB apart, by ASLR, share an rt slot)
+    cdef TlbEntry rvict[4][8]
+    cdef TlbEntry *rv             # the current data context's row of rvict
+    cdef uint32_t rv_next         # the victim slot the next push-out takes
+    cdef uint64_t big_lo, big_hi  # virtual range of the superpages the TLBs hold 4 KiB of
+    cdef uint64_t leaf_mask       # translate(): page offset mask of its leaf (0xfff: 4 KiB)
     cdef TlbEntry *rt
     cdef TlbEntry *wt
     cdef TlbEntry *ft
@@ -141,6 +153,7 @@ cdef class Hart:
     # harts on host threads (riscv_atomic.pxi): SC compares and swaps against what
     # LR loaded; device accesses take io_lock (the machine's big lock) when set
     cdef public int smp
+    cdef public int pause_ends_run  # harts taking turns on one thread: pause ends run()
     cdef uint64_t resv_val
     cdef public object io_lock
     cdef readonly AddressSpace space
@@ -148,6 +161,16 @@ cdef class Hart:
     cdef readonly ReservationSet reservations
     cdef object pyexc           # a device's exception, re-raised by run()
     cdef readonly uint64_t tlb_flushes, code_flushes, code_inits
+    cdef readonly uint64_t victim_hits  # read-TLB misses served by rvict (load_slow)
+    cdef readonly uint64_t decodes    # records resolve() decoded
+    cdef readonly uint64_t xpage_branches  # page-crossing branches run by xpage_branch
+    cdef readonly uint64_t pauses         # pause instructions run (riscv_atomic.pxi)
+    cdef readonly uint64_t yields         # host CPU given up by spin-waits (host_yield)
+    cdef readonly uint64_t naps           # sleeps of a wfi polling loop (wfi_spin)
+    cdef uint64_t wfi_spins               # wfis completed at once in a row (wfi_spin)
+    cdef readonly uint64_t code_stores    # stores into decoded pages (code_store)
+    cdef readonly uint64_t code_checks    # decoded pages compared with memory (code_check)
+    cdef uint64_t sync_gen      # fence.i count: pages compared since are up to date
     cdef unsigned long long ram_gen
     cdef unsigned long long dirty_gen   # the RAM's dirty_gen the write TLB was armed for
     # the compiler of hot blocks (riscv_jit.pxi)

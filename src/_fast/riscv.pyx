@@ -197,52 +197,7 @@ cdef int illegal_hooked(Hart h, uint64_t pc) noexcept nogil:
     return res
 
 
-cdef inline int is_bp(Hart h, uint64_t pc) noexcept nogil:
-    cdef int i
-    for i in range(h.nbp):
-        if h.bp[i] == pc:
-            return 1
-    return 0
-
-
-cdef Rec *resolve(Hart h, Rec *r, uint64_t pc) noexcept nogil:
-    """A record that is not decoded yet, a breakpoint, or a page-crossing instruction."""
-    cdef int i
-    cdef uint8_t *chost = h.cur_code.host
-    h.tmp[1].op = OP_PAGEEND
-    h.tmp[2].op = OP_PAGEEND
-    if r.op == OP_BREAK:
-        if h.bp_skip_valid and h.bp_skip == pc:
-            h.bp_skip_valid = 0
-            if decode_at(h, pc, chost, &h.tmp[0]):
-                return NULL
-            return &h.tmp[0]
-        return r
-    code_mark(h.cur_code, pc)           # r.op is written below, whatever happens
-    if r.op == OP_NONE and (h.nbp or h.nch):
-        if is_bp(h, pc) or in_code_hook(h, pc):
-            r.op = OP_BREAK
-            r.len = 2
-            return r
-    if (pc & 0xfff) == 0xffe and (rv_ld16(chost + 0xffe) & 3) == 3:
-        r.op = OP_XPAGE
-        r.len = 4
-        if decode_at(h, pc, chost, &h.tmp[0]):
-            return NULL
-        return &h.tmp[0]
-    decode_at(h, pc, chost, r)
-    return r
-
-
-cdef inline void jit_heat(Hart h, CodePage *cp, Rec *r, uint64_t cbase) noexcept nogil:
-    """A jump reached ``r`` (on ``cp``): compile the region there once it is hot."""
-    cdef int64_t i
-    if r.op == OP_JIT or not h.jit_on:
-        return
-    i = RV_PTR_DIFF(r, cp.recs) >> 4
-    cp.heat[i] += 1
-    if cp.heat[i] == JIT_HOT:
-        jit_compile(h, cp, r, cbase)
+include "riscv_resolve.pxi"
 
 
 cdef enum:
@@ -285,6 +240,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
     cdef TlbEntry *wt
     cdef CodePage *cp
     cdef int ev = EV_CHECK, res, op
+    cdef uint64_t cnt0
     cdef uint64_t sig_next = SIGNAL_INTERVAL
     h.cnt = 0
     h.traps = 0
@@ -348,6 +304,11 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
         if dl > sig_next:
             dl = sig_next
         h.lim = budget if dl > budget else (dl if dl > cnt else cnt + 1)
+        rv_cbarrier()
+        if h.stop_reason == STOP_REQUEST:
+            # a stop requested (another thread: park) since the check above set lim to 0
+            # before the line before overwrote it: keep it, or the request is lost
+            h.lim = 0
         ev = 0
         # ---- code-page changes -------------------------------------------------------
         while True:
@@ -726,6 +687,7 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     jit_heat(h, cp, r, cbase)
                     continue
                 elif op == OP_JIT:                # a compiled block (riscv_jit.pxi)
+                    cnt0 = cnt
                     res = RV_JIT_CALL(h.jit_buf, (<uint8_t **>(<uint8_t *>r + 8))[0], h, x,
                                       recs, cbase, cnt)
                     cnt = h.jcnt
@@ -738,6 +700,18 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                         if (pc - cbase) >= 4096:  # left by no jump: looks as a fall does
                             ev = EV_PAGE
                             break
+                        if cnt == cnt0 and &recs[(pc - cbase) >> 1] == r:
+                            # left at its head, nothing run: a region whose first
+                            # instruction crosses into a page the fetch TLB does not
+                            # hold (riscv_jit_xpage.pxi) leaves it to this loop;
+                            # entering it again would loop for good
+                            r = run_alone(h, cp, pc)
+                            if r == NULL:
+                                ev = EV_EXC
+                                break
+                            recs = RV_TMP_RECS(r)
+                            cbase = pc - RV_TMP_SHIFT
+                            continue
                     elif (pc - cbase) >= 4096 or cnt >= h.lim:
                         ev = EV_PAGE
                         break
@@ -750,7 +724,15 @@ cdef int run_loop(Hart h, uint64_t budget) noexcept nogil:
                     break
                 elif op == OP_NONE or op == OP_XPAGE:
                     pc = RV_PC(cbase, r, recs)
-                    rr = resolve(h, r, pc)
+                    rr = NULL
+                    if op == OP_XPAGE:
+                        if xpage_branch(h, cp, &pc):
+                            cnt += 1
+                            ev = EV_PAGE
+                            break
+                        rr = xpage_cached(h, cp, pc)
+                    if rr == NULL:
+                        rr = resolve(h, r, pc)
                     if rr == NULL:
                         ev = EV_EXC
                         break

@@ -70,10 +70,13 @@ cdef extern from *:
                                            __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     }
     static inline void rv_mfence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+    /* the compiler keeps the accesses on either side in order (no instruction) */
+    static inline void rv_cbarrier(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
     """
     uint64_t rv_amo_ram(uint8_t *p, int f, uint64_t b, int w) noexcept nogil
     bint rv_cas(uint8_t *p, uint64_t expect, uint64_t v, int w) noexcept nogil
     void rv_mfence() noexcept nogil
+    void rv_cbarrier() noexcept nogil
 
 
 cdef inline uint64_t amo_ram(uint8_t *p, int f, uint64_t b, int w) noexcept nogil:
@@ -96,6 +99,65 @@ cdef inline bint fence_needs_mfence(uint32_t bits) noexcept nogil:
 cdef inline void fence_op(Hart h, Rec *r) noexcept nogil:
     if h.smp and fence_needs_mfence(r.bits):
         rv_mfence()
+
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
+
+cdef inline void host_yield(Hart h) noexcept nogil:
+    """The hart waits for another (a spin-wait): give the host CPU up.  What it
+    waits for -- a lock's holder, a ticket lock's next in line, a hart that has to
+    write a flag -- is another hart, whose thread may be waiting for that CPU: on
+    a host with fewer free cores than harts, spinning on (compiled, 1-2 G
+    instructions a second) starved it for whole host time slices."""
+    h.yields += 1
+    sched_yield()
+
+
+cdef inline void pause_op(Hart h) noexcept nogil:
+    """``pause``, a spin-wait loop's hint (Linux's ``cpu_relax``): a hart on a host
+    thread of its own gives its host CPU up (host_yield); harts taking turns on one
+    thread (``pause_ends_run``: HartCluster's round robin) end the turn, run()
+    returning at the next block boundary (as on a stop request), so the hart
+    waited for runs now rather than after the rest of a 200 K-instruction slice
+    spent spinning.  Else a no-op."""
+    h.pauses += 1
+    if h.smp:
+        host_yield(h)
+    elif h.pause_ends_run:
+        h.stop_reason = STOP_REQUEST
+        h.lim = 0
+
+
+cdef enum:
+    WFI_SPINS = 64              # immediate wfis in a row that give the CPU up before naps
+    WFI_NAP_NS = 50000          # then each one sleeps this long
+
+
+cdef extern from "<time.h>" nogil:
+    """
+    static inline void rv_nap(long ns) {
+        struct timespec t = {0, ns};
+        nanosleep(&t, NULL);
+    }
+    """
+    void rv_nap(long ns)
+
+
+cdef void wfi_spin(Hart h) noexcept nogil:
+    """A wfi completed at once on a hart thread: an interrupt is pending but not
+    taken (disabled), so the guest polls memory around it -- OpenSBI's HSM wait,
+    with an IPI left pending, until Linux starts the hart (some 0.3 s of a boot,
+    a syscall each turn when it only yields).  The first WFI_SPINS in a row (no
+    trap, no real wait between them) give the host CPU up; after that each one
+    sleeps WFI_NAP_NS, which is all it adds to the time the wait ends."""
+    h.wfi_spins += 1
+    if h.wfi_spins <= WFI_SPINS:
+        host_yield(h)
+    else:
+        h.naps += 1
+        rv_nap(WFI_NAP_NS)
 
 
 def own_reservations(Hart h):

@@ -56,7 +56,7 @@ cdef void code_flush(Hart h) noexcept nogil:
     for i in range(NCODE):
         if h.ctab[i] != NULL:
             h.ctab[i].ppage = RV_NOPAGE
-    for c in range(3):              # no page holds decoded code any more
+    for c in range(NDATA):              # no page holds decoded code any more
         for i in range(256):
             if h.wtlb[c][i].tag != RV_TLB_EMPTY:
                 h.wtlb[c][i].tag &= ~RV_TLB_CODE
@@ -66,11 +66,14 @@ cdef void code_flush(Hart h) noexcept nogil:
 cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
     """The decoded-code page for physical page ``ppage``, created empty if needed."""
     cdef int base = code_set(ppage), w, victim = -1, i, c
-    cdef uint64_t bits
+    cdef uint64_t bits, old = RV_NOPAGE
     cdef CodePage *cp
+    cdef TlbEntry *e
     for w in range(CODE_WAYS):
         cp = h.ctab[base + w]
         if cp != NULL and cp.ppage == ppage:
+            if cp.sync_gen != h.sync_gen:
+                code_check(h, cp)
             return cp
         if victim < 0 and (cp == NULL or cp.ppage == RV_NOPAGE):
             victim = w
@@ -85,6 +88,7 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
         cp.recs[2049].op = OP_PAGEEND
         h.ctab[base + victim] = cp
     else:                               # forget what was decoded there: those records only
+        old = cp.ppage
         for w in range(32):
             bits = cp.used[w]
             while bits:
@@ -96,15 +100,65 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
     memset(cp.xmap, 0, sizeof(cp.xmap))
     cp.ppage = ppage
     cp.host = host
+    cp.xhi = -1
+    cp.xlive = 0
+    cp.sync_gen = h.sync_gen
     memcpy(cp.snap, host, 4096)
     h.code_inits += 1
-    # stores to this page must now invalidate its records: route them to the slow path
-    for c in range(3):
+    # stores to this page must now invalidate its records: route them to the slow
+    # path; stores to the page it held before need not any more
+    for c in range(NDATA):
         for i in range(256):
-            if h.wtlb[c][i].tag != RV_TLB_EMPTY and h.wtlb[c][i].ppage == ppage:
-                h.wtlb[c][i].tag |= RV_TLB_CODE
-                h.wtlb[c][i].pad = <uint64_t><uintptr_t>cp.xmap
+            e = &h.wtlb[c][i]
+            if e.tag == RV_TLB_EMPTY:
+                continue
+            if e.ppage == ppage:
+                e.tag |= RV_TLB_CODE
+                e.pad = <uint64_t><uintptr_t>cp.xmap
+            elif e.ppage == old:
+                e.tag &= ~RV_TLB_CODE
     return cp
+
+
+cdef int xmap_live(CodePage *cp) noexcept nogil:
+    """1 while a record or a compiled block holds a halfword of the page.  xmap
+    bytes set for instructions gone since (a region unlinked, a record forgotten
+    beside them) are cleared on the way."""
+    cdef int w, k
+    if cp.njit <= 0:                # no region left (code_forget took the last head)
+        memset(cp.jcover, 0, sizeof(cp.jcover))
+    for k in range(-1, 256):
+        w = cp.xlive if k < 0 else k            # the word found last time first
+        if rv_ld64(cp.xmap + 8 * w):
+            xmap_trim(cp, 8 * w, 8 * w + 7)
+            if rv_ld64(cp.xmap + 8 * w):
+                cp.xlive = w
+                return 1
+    return 0
+
+
+cdef int code_store(Hart h, TlbEntry *e, uint64_t va, int size) noexcept nogil:
+    """A store of ``size`` bytes at ``va`` through write-TLB entry ``e`` (TLB_CODE,
+    RAM) was made: forget the decoded instructions it touched.  1 when it touched
+    one.  A page left with none (Linux reused a page of code for data) stops
+    being a code page: its stores take the fast path again (before, they all went
+    through here for as long as the decoded page lived)."""
+    cdef CodePage *cp = code_lookup(h, e.ppage)
+    cdef int c, i
+    cdef uint64_t ppage = e.ppage
+    h.code_stores += 1
+    if cp == NULL:
+        e.tag &= ~RV_TLB_CODE
+        return 0
+    if code_forget(cp, <int>(va & 0xfff), size):
+        return 1
+    if not xmap_live(cp):
+        cp.ppage = RV_NOPAGE            # (code_page reuses it first)
+        for c in range(NDATA):
+            for i in range(256):
+                if h.wtlb[c][i].tag != RV_TLB_EMPTY and h.wtlb[c][i].ppage == ppage:
+                    h.wtlb[c][i].tag &= ~RV_TLB_CODE
+    return 0
 
 
 cdef int code_forget(CodePage *cp, int off, int size) noexcept nogil:
@@ -161,21 +215,31 @@ cdef int code_invalidate(Hart h, uint64_t pa, int size) noexcept nogil:
 cdef void code_sync(Hart h) noexcept nogil:
     """fence.i: the hart's own stores into code were caught as they happened; bytes
     changed behind its back (a device's DMA, another hart) are those that differ
-    from the ones its records were decoded from.  Forget what covers them."""
-    cdef int i, w, lo, hi
-    cdef CodePage *cp
+    from the ones its records were decoded from.  Each decoded page is compared
+    when the hart next enters it (code_page, code_check), not here: most are not
+    entered again before the next fence.i (Linux runs one per program started).
+    The pages the fetch TLBs lead to are forgotten (h.fcode) so that the run loop
+    and compiled code (cross_page) reach them through code_page."""
+    h.sync_gen += 1
+    memset(h.fcode, 0, sizeof(h.fcode))
+
+
+cdef void code_check(Hart h, CodePage *cp) noexcept nogil:
+    """The hart enters ``cp`` after a fence.i: forget the records and compiled
+    blocks on bytes that changed since they were decoded (code_sync)."""
+    cdef int w, lo, hi
     cdef uint64_t d
-    for i in range(NCODE):
-        cp = h.ctab[i]
-        if cp == NULL or cp.ppage == RV_NOPAGE or memcmp(cp.snap, cp.host, 4096) == 0:
-            continue
-        for w in range(0, 4096, 8):
-            d = rv_ld64(cp.snap + w) ^ rv_ld64(cp.host + w)
-            if d:
-                lo = rv_ctz64(d) >> 3
-                hi = 7 - (rv_clz64(d) >> 3)
-                code_forget(cp, w + lo, hi - lo + 1)
-        memcpy(cp.snap, cp.host, 4096)
+    cp.sync_gen = h.sync_gen
+    h.code_checks += 1
+    if memcmp(cp.snap, cp.host, 4096) == 0:
+        return
+    for w in range(0, 4096, 8):
+        d = rv_ld64(cp.snap + w) ^ rv_ld64(cp.host + w)
+        if d:
+            lo = rv_ctz64(d) >> 3
+            hi = 7 - (rv_clz64(d) >> 3)
+            code_forget(cp, w + lo, hi - lo + 1)
+    memcpy(cp.snap, cp.host, 4096)
 
 
 cdef void jit_unlink(CodePage *cp) noexcept nogil:

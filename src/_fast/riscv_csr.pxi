@@ -154,6 +154,7 @@ cdef void trap(Hart h, uint64_t cause, uint64_t tval, int interrupt) noexcept no
     cdef int from_priv = h.priv
     cdef TrapRec *tr
     h.code_next = 1             # the handler's first instruction follows nothing (code hooks)
+    h.wfi_spins = 0             # (wfi_spin: a wfi next is no polling loop's)
     if h.trace_int:
         if h.trace_n < 256:
             tr = &h.trace_recs[h.trace_n]
@@ -333,8 +334,10 @@ cdef int csr_write(Hart h, uint32_t csr, uint64_t v) noexcept nogil:
     if csr == 0x100:
         old = h.mstatus
         h.mstatus = (old & ~SSTATUS_WMASK) | (v & SSTATUS_WMASK)
-        if (old ^ h.mstatus) & (MSTATUS_SUM | MSTATUS_MXR):
+        if (old ^ h.mstatus) & MSTATUS_MXR:
             tlb_flush(h)
+        if (old ^ h.mstatus) & MSTATUS_SUM:
+            tlb_select(h)
     elif csr == 0x104:
         mask = h.mideleg & S_INTS
         h.mie = (h.mie & ~mask) | (v & mask)
@@ -367,9 +370,9 @@ cdef int csr_write(Hart h, uint32_t csr, uint64_t v) noexcept nogil:
         if ((s >> 11) & 3) == 2:             # reserved MPP: keep the old one
             s = (s & ~MSTATUS_MPP) | (old & MSTATUS_MPP)
         h.mstatus = (s & ~(MSTATUS_SD | MSTATUS_UXL | MSTATUS_SXL)) | MSTATUS_XLEN
-        if (old ^ h.mstatus) & (MSTATUS_SUM | MSTATUS_MXR):
+        if (old ^ h.mstatus) & MSTATUS_MXR:
             tlb_flush(h)
-        if (old ^ h.mstatus) & (MSTATUS_MPRV | MSTATUS_MPP):
+        if (old ^ h.mstatus) & (MSTATUS_MPRV | MSTATUS_MPP | MSTATUS_SUM):
             tlb_select(h)
     elif csr == 0x301: pass                   # misa is read-only here
     elif csr == 0x302: h.medeleg = v & MEDELEG_MASK
@@ -501,17 +504,29 @@ cdef int exec_system(Hart h, Rec *r) noexcept nogil:
         set_priv(h, p)
         return EV_JUMP
     if op == OP_WFI:
+        if r.rs3 == WFI_PAUSE:
+            pause_op(h)
+            return 0
         if h.priv == PRV_U or (h.priv == PRV_S and (h.mstatus & MSTATUS_TW)):
             return illegal(h, r)
         h.pc_ += r.len
         if mip_value(h) & h.mie:
+            # it waits for nothing: an interrupt is pending (maybe disabled), so a
+            # wfi loop waiting for memory is a spin-wait (OpenSBI's HSM wait, with
+            # an IPI left pending, until Linux starts the hart)
+            if h.smp:
+                wfi_spin(h)
             return EV_JUMP
+        h.wfi_spins = 0
         h.stop_reason = STOP_WFI
         return EV_STOP
     if op == OP_SFENCE_VMA:
         if h.priv == PRV_U or (h.priv == PRV_S and (h.mstatus & MSTATUS_TVM)):
             return illegal(h, r)
-        tlb_flush(h)
+        if r.rs1 != 0:
+            tlb_flush_page(h, h.x[r.rs1])
+        else:
+            tlb_flush(h)
         h.pc_ += r.len
         return EV_JUMP
     if op == OP_FENCE_I:

@@ -165,8 +165,11 @@ cdef void decode32(uint32_t b, Rec *r) noexcept nogil:
         if op != OP_ILLEGAL:
             mkw(r, op, rd, rs1, rs2, 0)
     elif opc == 0x0f:
-        if f3 == 0:
-            mk(r, OP_FENCE, 0, 0, 0, 0)       # fence, fence.tso, pause: no-ops here
+        if b == 0x0100000fU:                # pause (Zihintpause): a spin-wait's hint
+            mk(r, OP_WFI, 0, 0, 0, 0)
+            r.rs3 = WFI_PAUSE
+        elif f3 == 0:
+            mk(r, OP_FENCE, 0, 0, 0, 0)       # fence, fence.tso: no-ops here
         elif f3 == 1:
             mk(r, OP_FENCE_I, 0, 0, 0, 0)
     elif opc == 0x73:
@@ -175,7 +178,9 @@ cdef void decode32(uint32_t b, Rec *r) noexcept nogil:
             elif b == 0x00100073U: mk(r, OP_EBREAK, 0, 0, 0, 0)
             elif b == 0x30200073U: mk(r, OP_MRET, 0, 0, 0, 0)
             elif b == 0x10200073U: mk(r, OP_SRET, 0, 0, 0, 0)
-            elif b == 0x10500073U: mk(r, OP_WFI, 0, 0, 0, 0)
+            elif b == 0x10500073U:
+                mk(r, OP_WFI, 0, 0, 0, 0)
+                r.rs3 = WFI_WAIT
             elif f7 == 0x09 and rd == 0: mk(r, OP_SFENCE_VMA, 0, rs1, rs2, 0)
         elif f3 != 4:
             if f3 == 1: op = OP_CSRRW

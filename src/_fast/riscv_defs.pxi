@@ -61,6 +61,12 @@ cdef enum:
     PRV_S = 1
     PRV_M = 3
 
+# OP_WFI's sub-operation (rs3): wfi, or pause (Zihintpause), the hint a spin-wait
+# loop gives (Linux's cpu_relax): both are hints to wait, neither is compiled
+cdef enum:
+    WFI_WAIT = 0
+    WFI_PAUSE = 1
+
 # why run() returned
 cdef enum:
     STOP_NONE = 0

@@ -120,6 +120,7 @@ cdef class Hart:
     def _request_stop(self):
         """Make a running ``_run`` return at its next block boundary (any thread)."""
         self.stop_reason = STOP_REQUEST
+        rv_mfence()         # seen before lim: the run loop reads them the other way round
         self.lim = 0
 
     # -- state access (used by vmforge.accel.interp) ------------------------------------
@@ -306,7 +307,12 @@ cdef class Hart:
 
     def _stats(self):
         return {"tlb_flushes": self.tlb_flushes, "code_flushes": self.code_flushes,
-                "code_inits": self.code_inits, "jit_regions": self.jit_regions,
+                "code_inits": self.code_inits, "decodes": self.decodes,
+                "xpage_branches": self.xpage_branches, "pauses": self.pauses,
+                "yields": self.yields, "naps": self.naps,
+                "victim_hits": self.victim_hits,
+                "code_stores": self.code_stores, "code_checks": self.code_checks,
+                "jit_regions": self.jit_regions,
                 "jit_resets": self.jit_resets, "jit_calls": self.jit_calls}
 
     def _jit_code(self):

@@ -4,30 +4,41 @@
 # jumps, page entries, ways out of compiled code); a record reached JIT_HOT
 # times becomes the head of a compiled *region* (op OP_JIT; the code's address
 # in the record's imm/bits bytes).  A region is every instruction of the page
-# that the compiled ops (RV64I, fence, RV64M, loads, stores, branches,
-# jal, jalr) reach from the head by falling through and by jumps, up to JIT_MAX
-# instructions, laid out in address order.  Jumps inside the region are host
-# jumps; a way out goes straight into the region headed at its target when
-# there is one, on the same page or on another (cross_page: through the fetch
-# TLB and the decoded page it caches, as the run loop's page change; the page
-# being run is then that one: h.jcbase, h.jrecs), else back to the interpreter,
-# which then runs
-# what the region does not (CSRs, FP, atomics, system instructions,
-# page-crossing instructions).  Every taken jump (forward too) looks at ``lim``
+# that the compiled ops (RV64I, fence, RV64M, Zba/Zbb/Zbs, loads, stores,
+# branches, jal, jalr; LR, SC, AMOs and F/D loads and stores as calls of the
+# interpreter's exec_slow, emit_exec; the instruction crossing into the next
+# page, riscv_jit_xpage.pxi) reach from the head by falling through and by
+# jumps, up to JIT_MAX instructions, laid out in address order.  Jumps inside
+# the region are host jumps; a way out goes straight into the region headed at
+# its target when there is one, on the same page or on another (cross_page:
+# through the fetch TLB and the decoded page it caches, as the run loop's page
+# change; the page being run is then that one: h.jcbase, h.jrecs), else back to
+# the interpreter, which then runs what the region does not (CSRs, FP
+# arithmetic, system instructions).  Every taken jump (forward too) looks at ``lim``
 # first and leaves when it is reached, as the interpreter's do; falling through
 # and the ways out after a slow load or store do not (they return
 # JIT_WENT_ON): interrupts and the budget come at the same instructions in both
 # tiers (the rule above run_loop in riscv.pyx).
 #
-# Registers: rbx = &x[0], r14 = instructions retired in this run() (the
-# interpreter's cnt), r15 = the Hart; the page's virtual base and records are
-# read from the Hart (jcbase, jrecs).  The guest registers a region uses most
-# (loops weigh more) live in nine host registers for the whole region, loaded
-# on entry and stored on every way out; the others are read from and written to
-# x[] directly.  Loads and stores probe the interpreter's TLBs inline; a miss
-# calls load_slow/store_slow out of line and leaves the region (with the event,
-# or after the instruction: a store may have changed code or the memory map).
+# Registers: r14 = instructions retired in this run() (the interpreter's cnt),
+# r15 = the Hart (x[] is read at its offset in it); the page's virtual base and
+# records are read from the Hart (jcbase, jrecs).  The guest registers a region
+# uses most (loops weigh more) live in ten host registers for the whole region,
+# loaded on entry and stored on every way out; the others are read from and
+# written to x[] directly.  Loads and stores probe the interpreter's TLBs inline; a miss
+# calls load_slow/store_slow out of line: a fault leaves the region with its event;
+# a plain access to RAM (a TLB refill) goes on in it; the others (devices,
+# watchpoints, hooks, stores into code) leave it after the instruction.
+# An access from the same base register as the last access of its table, with
+# nothing between them that touches rcx, compares its tag with the entry that
+# one left in rcx (most often the same page: a function's frame) and probes in
+# full only when it differs (riscv_jit_mem.pxi, probe_again); so does a loop's
+# first access when the jump back comes from an access of its table and base
+# (rcx carried round the loop: probe_plan, carry_fix).
 # So compiled code changes no semantics: same results, same counts.
+# Ways out taken rarely (lim reached on a jump inside the region, a taken
+# branch out of it) are emitted after the main line (Cold), which keeps only
+# the jump there: the hot code stays dense.
 #
 # Invalidation: decoded records are dropped when their page is reused, on
 # code_flush and on stores into their bytes (code_invalidate).  The halfwords
@@ -112,14 +123,17 @@ cdef enum:
     NSTUBS = 2 * JIT_MAX + 2    # slow paths: a load has one, a store two
     NPEND = 10 * JIT_MAX + 16   # forward jumps: 1 + the return sites (8) per instruction
     PEND_PER_INSN = 9
-    JIT_ROOM = HEAD_MAX + JIT_MAX * INSN_MAX + NSTUBS * STUB_MAX   # kept free per region
-    NPOOL = 9                   # host registers that cache guest registers in a region
+    NCOLD = 2 * JIT_MAX + 2     # ways out moved after the main line: two per instruction
+                                # at most (emit_exec), two more before a page-crossing
+                                # one (xpage_check)
+    JIT_ROOM = HEAD_MAX + JIT_MAX * INSN_MAX + (NSTUBS + NCOLD) * STUB_MAX   # kept free per region
+    NPOOL = 10                  # host registers that cache guest registers in a region
     JIT_WENT_ON = 8             # a region's way out by no jump (not an EV_* event)
 
-# the pool (r8-r13, rdi, rsi, rbp): compiled code calls C only on its ways out, after
+# the pool (r8-r13, rdi, rsi, rbp, rbx): compiled code calls C only on its ways out, after
 # storing the cached registers, so caller-saved registers serve as well as the others
 cdef int POOL[NPOOL]
-POOL[:] = [8, 9, 10, 11, 13, 12, 7, 6, 5]
+POOL[:] = [8, 9, 10, 11, 13, 12, 7, 6, 5, 3]
 
 # the callee-saved registers the entry trampoline saves (rsp stays 16-aligned: 6 + 1)
 cdef enum:
@@ -136,6 +150,26 @@ cdef struct Stub:           # a slow path, emitted after the region's main line
     uint8_t *patch              # the end of the jcc that goes there
     uint8_t *back               # STUB_STORE: after the store, where a plain one goes on
     uint8_t *hit                # STUB_STORE: the store itself, rax = host address
+    uint8_t *reprobe            # an access probing its previous entry (rcx): the
+                                # add of the addend, where a full probe's hit goes on
+    int sib                     # its base is cached: the probe had the guest address
+                                # in rdx, the access reads [rax (addend) + base + imm]
+
+
+cdef struct Cold:           # a way out taken rarely, emitted after the main line
+    uint8_t *patch              # the end of the jump that goes there
+    int64_t off                 # the page offset it goes to
+    int k                       # COLD_GOTO: retired since the last count
+    int kind
+
+
+cdef enum:
+    COLD_EXIT = 1               # lim reached on a jump inside the region: back to the loop
+    COLD_GOTO = 2               # a taken branch out of the region (goto_pc, jumped)
+    COLD_XPAGE = 3              # the next page no longer holds the crossing instruction's
+                                # upper half where the fetch TLB says: the loop runs it
+    COLD_EVENT = 4              # an op run by a call (emit_exec) returned an event (eax)
+    COLD_AFTER = 5              # ... did not go to plain RAM: leave after it
 
 
 cdef enum:
@@ -148,11 +182,14 @@ cdef enum:
 cdef struct Jit:
     Stub stubs[NSTUBS]
     int nstubs
+    Cold colds[NCOLD]
+    int ncold
     uint8_t *p
     uint8_t *epi                # the common epilogue (h.jcnt = r14, return eax)
     # field offsets inside the Hart object
-    int32_t o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit, o_ft, o_fc
+    int32_t o_x, o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit, o_ft, o_fc
     int32_t o_cp_recs, o_cp_page        # inside a CodePage: its records, its ppage
+    int32_t o_pc, o_cnt                 # h.pc_, h.cnt (emit_exec)
     # the register cache: guest register -> host register (-1: in memory)
     signed char host_of[33]
     uint8_t dirty[33]               # cached and written somewhere in the region
@@ -174,131 +211,45 @@ cdef struct Jit:
     int insn_seen, stub_seen, head_seen   # the largest pieces written so far
     int abandoned                   # regions given up for want of room (never, by JIT_ROOM)
     int smp                         # other harts run at once (h.smp): fences are real
+    # the entry the last access probed, still in rcx (riscv_jit_mem.pxi, probe_again):
+    # its table (0: rcx holds none, 1: h.rt, 2: h.wt) and base (-1: changed since)
+    int lp_kind, lp_base
+    # the labels rcx is carried into round a loop (riscv_jit_mem.pxi, probe_plan)
+    uint8_t carry[2048]             # the table its entry is of (0: not carried)
+    signed char carry_base[2048]    # the base register of the first access there
+    short carry_at[2048]            # that access, when nothing before it writes its base
+    int lp_from                     # the base of the access rcx is from (changed or not)
+    int n_again, n_full             # accesses compiled with probe_again / a full probe
+    uint8_t why[2048]               # why the region stops there (riscv_jit_stats.pxi)
+    int xhi                         # the upper half of the page-crossing instruction the
+                                    # region holds (at 0xffe), as the next page held it; -1
 
 
 include "x86_enc.pxi"      # the x86-64 encoder
+include "riscv_jit_stats.pxi"   # ways out counted by why (VMFORGE_JIT_EXITS)
 
 
 cdef inline void ldx(Jit *a, int reg, int i) noexcept nogil:
-    op_rm(a, 1, X_MOV, reg, RBX, 8 * i)             # mov reg, x[i]
+    op_rm(a, 1, X_MOV, reg, R15, a.o_x + 8 * i)     # mov reg, x[i]
 
 cdef inline void stx(Jit *a, int reg, int i) noexcept nogil:
-    op_rm(a, 1, X_MOV_MR, reg, RBX, 8 * i)          # mov x[i], reg
+    op_rm(a, 1, X_MOV_MR, reg, R15, a.o_x + 8 * i)  # mov x[i], reg
 
 
-# -- the register cache -------------------------------------------------------------------
-#
-# Before emitting, the region is scanned: the guest registers it uses most (loops
-# weigh more) get a host register each for the whole region (loaded on entry), the
-# rest are read into temporaries and written straight to x[].  Every way out stores
-# the cached registers the region writes anywhere, so inside it they stay put.
-
-cdef void cache_plan(Jit *a) noexcept nogil:
-    """Choose the cached registers of the region: the ones it uses most."""
-    cdef int uses[33]
-    cdef int delta[2049]
-    cdef int i, j, op, best, n = 0, w, depth = 0
-    cdef int64_t t
-    cdef Rec *r
-    for i in range(33):
-        uses[i] = 0
-        a.host_of[i] = -1
-        a.dirty[i] = 0
-    # loops (a backward jump and what it jumps over) weigh more, inner ones most:
-    # nesting depth by a running sum of +1 at loop starts, -1 past loop ends
-    memset(delta, 0, sizeof(delta))
-    for i in range(2048):
-        r = &a.recs[i]
-        if a.state[i] == IN_REGION and (op_is(r.op, P_BRANCH) or r.op == OP_J) and r.imm <= 0:
-            t = 2 * i + r.imm
-            if t >= 0:
-                delta[t >> 1] += 1
-                delta[i + 1] -= 1
-    for i in range(2048):
-        depth += delta[i]
-        if a.state[i] != IN_REGION:
-            continue
-        r = &a.recs[i]
-        op = r.op
-        w = 1 << (4 * (depth if depth < 3 else 3))
-        if op_is(op, P_RS1):
-            uses[r.rs1] += w
-        if op_is(op, P_RS2):
-            uses[r.rs2] += w
-        if op_is(op, P_RD) and r.rd != 32:
-            uses[r.rd] += w
-            a.dirty[r.rd] = 1
-    uses[0] = 0                      # x0 reads as zero from memory; no register for it
-    for j in range(NPOOL):
-        best = -1
-        for i in range(1, 32):
-            if uses[i] and a.host_of[i] < 0 and (best < 0 or uses[i] > uses[best]):
-                best = i
-        if best < 0:
-            break
-        a.host_of[best] = POOL[n]
-        n += 1
-    for i in range(32):
-        if a.host_of[i] < 0:
-            a.dirty[i] = 0           # only cached registers are ever dirty
-
-
-cdef void cache_load(Jit *a) noexcept nogil:
-    cdef int g
-    for g in range(1, 32):
-        if a.host_of[g] >= 0:
-            ldx(a, a.host_of[g], g)
-
-
-cdef void writeback(Jit *a) noexcept nogil:
-    """Store the cached registers the region writes (on a way out)."""
-    cdef int g
-    for g in range(1, 32):
-        if a.host_of[g] >= 0 and a.dirty[g]:
-            stx(a, a.host_of[g], g)
-
-cdef int rget(Jit *a, int g, int temp) noexcept nogil:
-    """A host register holding guest register ``g``: its own, or ``temp`` loaded."""
-    if a.host_of[g] >= 0:
-        return a.host_of[g]
-    ldx(a, temp, g)
-    return temp
-
-cdef inline void src_rax(Jit *a, int w, int g) noexcept nogil:
-    """rax (eax when not ``w``) = guest register ``g``."""
-    if a.host_of[g] >= 0:
-        op_rr(a, w, X_MOV, RAX, a.host_of[g])
-    else:
-        op_rm(a, w, X_MOV, RAX, RBX, 8 * g)
-
-cdef inline void rax_to(Jit *a, int g) noexcept nogil:
-    """Guest register ``g`` = rax."""
-    if a.host_of[g] >= 0:
-        mov_rr(a, a.host_of[g], RAX)
-    else:
-        stx(a, RAX, g)
-
-cdef inline void op_src(Jit *a, int w, int opc, int reg, int g) noexcept nogil:
-    """``opc reg, <guest register g>`` (an ``r, r/m`` opcode: its register or memory)."""
-    if a.host_of[g] >= 0:
-        op_rr(a, w, opc, reg, a.host_of[g])
-    else:
-        op_rm(a, w, opc, reg, RBX, 8 * g)
-
-cdef inline void eax_to(Jit *a, int g) noexcept nogil:
-    """Guest register ``g`` = eax sign-extended (the W ops)."""
-    if a.host_of[g] >= 0:
-        op_rr(a, 1, X_MOVSXD, a.host_of[g], RAX)        # movsxd reg, eax
-    else:
-        op_rr(a, 1, X_MOVSXD, RAX, RAX)             # movsxd rax, eax
-        stx(a, RAX, g)
+include "riscv_jit_regs.pxi"    # the register cache: plan, loads, stores
 
 
 # -- ways out -----------------------------------------------------------------------------
 
-cdef void exit_event(Jit *a, int64_t off, int k) noexcept nogil:
+cdef inline int why_at(Jit *a, int64_t off) noexcept nogil:
+    """Why the region leaves for page offset ``off`` (the interpreter's there)."""
+    return a.why[off >> 1] if 0 <= off < 4096 and a.why[off >> 1] else WHY_JUMP
+
+
+cdef void exit_event(Jit *a, int64_t off, int k, int why) noexcept nogil:
     """Leave with the event in eax, the instruction at ``off`` not retired (``k``
-    before it were).  Dirty registers are already stored."""
+    before it were), for reason ``why`` (WHY_*).  Dirty registers are already stored."""
+    count_exit(a, why)
     if k:
         alu_imm(a, 1, ALU_ADD, R14, k)                    # add r14, k
     op_rm(a, 1, X_MOV, RCX, R15, a.o_cbase)          # h.jpc = cbase + off
@@ -308,17 +259,17 @@ cdef void exit_event(Jit *a, int64_t off, int k) noexcept nogil:
     jmp_to(a, a.epi)
 
 
-cdef void exit_at(Jit *a, int64_t off, int k) noexcept nogil:
+cdef void exit_at(Jit *a, int64_t off, int k, int why) noexcept nogil:
     """Leave for the interpreter at page offset ``off``, ``k`` more retired (eax = 0)."""
     zero32(a, RAX)
-    exit_event(a, off, k)
+    exit_event(a, off, k, why)
 
 
-cdef void exit_on(Jit *a, int64_t off, int k) noexcept nogil:
+cdef void exit_on(Jit *a, int64_t off, int k, int why) noexcept nogil:
     """Leave for the interpreter at page offset ``off``, ``k`` more retired, by no
     jump (eax = JIT_WENT_ON): it goes on there without looking at ``lim``."""
     mov_r32_imm32(a, RAX, JIT_WENT_ON)
-    exit_event(a, off, k)
+    exit_event(a, off, k, why)
 
 
 cdef void jump_label(Jit *a, int cc, int64_t off) noexcept nogil:
@@ -357,13 +308,13 @@ cdef void goto_pc(Jit *a, int64_t off, int k, int jumped) noexcept nogil:
     if k:
         alu_imm(a, 1, ALU_ADD, R14, k)
     if 0 <= off < 4096 and a.state[off >> 1] == IN_REGION:
+        carry_fix(a, off)
         if not jumped:
             jump_label(a, -1, off)                  # (around code the region lacks)
             return
         op_rm(a, 1, X_CMP, R14, R15, a.o_lim)        # cmp r14, h.lim
         jump_label(a, CC_B, off)                    # jb label
-        writeback(a)
-        exit_at(a, off, 0)
+        cold(a, COLD_EXIT, off, 0, jmp32(a))        # else out, after the main line
         return
     writeback(a)
     if off < 0 or off >= 4096:                      # another page: looks as the loop does
@@ -378,10 +329,37 @@ cdef void goto_pc(Jit *a, int64_t off, int k, int jumped) noexcept nogil:
     p2 = chain_into(a, <int32_t>(off * 8))
     here(a, p2)
     if not jumped:
-        exit_on(a, off, 0)
+        exit_on(a, off, 0, why_at(a, off))
         return
     here(a, p1)
-    exit_at(a, off, 0)
+    exit_at(a, off, 0, why_at(a, off))
+
+
+cdef void cold(Jit *a, int kind, int64_t off, int k, uint8_t *patch) noexcept nogil:
+    """A way out for after the main line (emit_cold), reached by the jump ending at
+    ``patch``: the main line keeps only the jump, the hot code stays dense."""
+    cdef Cold *c = &a.colds[a.ncold]
+    a.ncold += 1
+    c.kind = kind
+    c.off = off
+    c.k = k
+    c.patch = patch
+
+
+cdef void emit_cold(Jit *a, Cold *c) noexcept nogil:
+    here(a, c.patch)
+    if c.kind == COLD_EXIT:
+        writeback(a)
+        exit_at(a, c.off, 0, WHY_LIM)
+    elif c.kind == COLD_XPAGE:
+        writeback(a)
+        exit_on(a, c.off, c.k, WHY_XPAGE)
+    elif c.kind == COLD_EVENT:                      # (registers stored before the call)
+        exit_event(a, c.off, c.k, WHY_EVENT)
+    elif c.kind == COLD_AFTER:
+        exit_on(a, c.off, c.k, WHY_EXEC)
+    else:
+        goto_pc(a, c.off, c.k, 1)
 
 
 cdef void goto_rax(Jit *a, int k) noexcept nogil:
@@ -402,6 +380,7 @@ cdef void goto_rax(Jit *a, int k) noexcept nogil:
     p3 = chain_into(a, 0)
     here(a, p2)
     here(a, p3)
+    count_exit(a, WHY_JALR)
     op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_jpc)
     zero32(a, RAX)
     jmp_to(a, a.epi)
@@ -451,19 +430,17 @@ cdef void cross_page(Jit *a) noexcept nogil:
     out[4] = chain_into(a, 0)
     for i in range(5):
         here(a, out[i])
+    count_exit(a, WHY_PAGE)
     op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_jpc)
     zero32(a, RAX)
     jmp_to(a, a.epi)
 
 
-cdef int resv_clear_call(ResvTable *t, uint8_t *host, int size) noexcept nogil:
-    resv_clear(t, host, size)
-    return 0
-
-
+include "riscv_jit_calls.pxi"      # the C functions compiled code calls
 include "riscv_jit_contract.pxi"   # layouts, called functions and room it relies on
 include "riscv_jit_mem.pxi"     # loads and stores: inline TLB probes, slow paths
 include "riscv_jit_zb.pxi"      # Zba/Zbb/Zbs ops
+include "riscv_jit_xpage.pxi"   # the instruction crossing into the next page
 
 
 include "riscv_jit_alu.pxi"     # arithmetic, M ops, branch conditions
@@ -518,12 +495,12 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     a.p = a.wbuf
     a.limit = a.wbuf + JIT_BYTES
     a.insn_seen = a.stub_seen = a.head_seen = a.abandoned = 0
+    a.n_again = a.n_full = 0
     # entry(code=rdi, h=rsi, x=rdx, recs=rcx, cbase=r8, cnt=r9)
     for i in range(NSAVED):                         # push the callee-saved ones used
         push(a, SAVED[i])
     alu_imm(a, 1, ALU_SUB, RSP, 8)                       # sub rsp, 8: calls see rsp % 16 == 0
     mov_rr(a, R15, RSI)
-    mov_rr(a, RBX, RDX)
     op_rm(a, 1, X_MOV_MR, RCX, RSI, <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h))   # h.jrecs = rcx
     op_rm(a, 1, X_MOV_MR, R8, RSI, <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h))   # h.jcbase = r8
     mov_rr(a, R14, R9)
@@ -549,24 +526,33 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
     cdef Rec *r
     memset(a.state, 0, sizeof(a.state))
     memset(a.target, 0, sizeof(a.target))
+    memset(a.why, 0, sizeof(a.why))
     a.nrets = 0
+    a.xhi = -1
     stack[sp] = <int>head
     sp += 1
     a.target[head >> 1] = 1
     while sp > 0:
         sp -= 1
         off = stack[sp]
-        while 0 <= off < 4096 and a.state[off >> 1] != IN_REGION and n < JIT_MAX:
-            if off == 0xffe and (rv_ld16(cp.host + 0xffe) & 3) == 3:
-                break                                # crosses the page: the interpreter's
+        while 0 <= off < 4096 and a.state[off >> 1] != IN_REGION:
+            if n >= JIT_MAX:
+                a.why[off >> 1] = WHY_MAX
+                break
             if h.nch and in_code_hook(h, cbase + <uint64_t>off):
+                a.why[off >> 1] = WHY_HOOK
                 break                                # hooked: the interpreter calls it
             r = &a.recs[off >> 1]
-            if decode_at(h, cbase + <uint64_t>off, cp.host, r):
+            if off == 0xffe and (rv_ld16(cp.host + 0xffe) & 3) == 3:
+                if not xpage_decode(a, h, cp, cbase, r):
+                    a.why[off >> 1] = WHY_XPAGE
+                    break                            # the next page's half unknown
+            elif decode_at(h, cbase + <uint64_t>off, cp.host, r):
                 break
             code_snap(cp, <int>off)                  # (stores into it: see jcover)
             op = r.op
-            if not op_is(op, P_JIT) and not zb_compiled(r):
+            if not op_is(op, P_JIT) and not zb_compiled(r) and not exec_compiled(r):
+                a.why[off >> 1] = WHY_OP + op
                 break                                # the interpreter's from here
             a.state[off >> 1] = IN_REGION
             n += 1
@@ -611,8 +597,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     cdef uint8_t *code
     cdef uint8_t *skip
     cdef uint8_t *seg
-    cdef int64_t start = RV_PTR_DIFF(head, cp.recs) >> 3, off, nxt = -1
-    cdef int k = 0, op, i, j, falls = 0
+    cdef int64_t start = RV_PTR_DIFF(head, cp.recs) >> 3, off, nxt = -1, t
+    cdef int k = 0, op, i, j, falls = 0, cc
     cdef uint64_t lines = 0
     cdef Rec *r
     if not RV_JIT_HOST or not h.jit_on or h.nbp:
@@ -631,6 +617,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.p = jit_writable(a, h.jit_free)                # (every write goes through the RW view)
     a.smp = h.smp
     a.epi = jit_writable(a, h.jit_epilogue)
+    a.o_x = <int32_t>RV_PTR_DIFF(<void *>&h.x[0], <void *>h)
     a.o_lim = <int32_t>RV_PTR_DIFF(<void *>&h.lim, <void *>h)
     a.o_jpc = <int32_t>RV_PTR_DIFF(&h.jpc, <void *>h)
     a.o_jv = <int32_t>RV_PTR_DIFF(&h.jv, <void *>h)
@@ -642,14 +629,19 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_jexit = <int32_t>RV_PTR_DIFF(&h.jexit, <void *>h)
     a.o_ft = <int32_t>RV_PTR_DIFF(&h.ft, <void *>h)
     a.o_fc = <int32_t>RV_PTR_DIFF(&h.fc, <void *>h)
+    a.o_pc = <int32_t>RV_PTR_DIFF(&h.pc_, <void *>h)
+    a.o_cnt = <int32_t>RV_PTR_DIFF(&h.cnt, <void *>h)
     a.o_cp_recs = <int32_t>RV_PTR_DIFF(&cp.recs[0], cp)
     a.o_cp_page = <int32_t>RV_PTR_DIFF(&cp.ppage, cp)
     a.nstubs = 0
     a.npend = 0
+    a.ncold = 0
+    a.lp_kind = 0
     for i in range(2048):                            # labels of this region only
         if a.state[i] == IN_REGION:
             a.label[i] = NULL
     cache_plan(a)
+    probe_plan(a)
     for i in range(2048):                            # the lines it translates (jit_forget)
         if a.state[i] == IN_REGION:
             lines |= jit_lines(i, i + (a.recs[i].len >> 1) - 1 if i < 2047 else i)
@@ -659,13 +651,15 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     q8(a, lines)
     code = a.p - a.wdelta                            # where it runs
     cache_load(a)                                    # the entry: registers in, to the head
+    carry_fix(a, start)                              # (lp_kind 0: rcx holds no entry)
     jump_label(a, -1, start)
     seen(&a.head_seen, a.p - seg)
     # the instructions in address order; ``nxt``: where the last one falls through to
     for i in range(2048):
         if a.state[i] != IN_REGION:
             continue
-        if not jit_room(a, INSN_MAX) or a.npend + PEND_PER_INSN > NPEND or a.nstubs + 2 > NSTUBS:
+        if not jit_room(a, INSN_MAX) or a.npend + PEND_PER_INSN > NPEND or a.nstubs + 2 > NSTUBS \
+                or a.ncold + 4 > NCOLD:
             return jit_abandon(h, a)
         seg = a.p
         off = 2 * i
@@ -676,11 +670,20 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
             if falls and k:
                 alu_imm(a, 1, ALU_ADD, R14, k)
             k = 0
+        if a.target[i] or not falls:                 # other paths join: rcx unknown,
+            if falls:                                # or carried in (probe_plan)
+                carry_fix(a, off)
+            a.lp_kind = a.carry[i]
+            a.lp_base = a.lp_from = a.carry_base[i]
         a.label[i] = a.p
         r = &a.recs[i]
         op = r.op
         falls = 1
-        if op_is(op, P_ALU):
+        if i == 2047 and r.len == 4:                 # crosses into the next page
+            xpage_check(a, k)
+        if exec_compiled(r):
+            emit_exec(a, r, off, k)
+        elif op_is(op, P_ALU):
             emit_simple(a, r, off)
         elif op == OP_ZB or op == OP_ZBI:
             emit_zb(a, r)
@@ -689,14 +692,14 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         elif op_is(op, P_STORE):
             emit_store(a, r, off, k)
         elif op_is(op, P_BRANCH):
-            if a.host_of[r.rs1] >= 0:
-                op_src(a, 1, X_CMP, a.host_of[r.rs1], r.rs2)   # cmp rs1, rs2
-            else:
-                src_rax(a, 1, r.rs1)
-                op_src(a, 1, X_CMP, RAX, r.rs2)
-            skip = jcc32(a, branch_cc(op))
-            goto_pc(a, off + r.imm, k + 1, 1)
-            here(a, skip)
+            cc = branch_cmp(a, r)                    # (the condition it is not taken on)
+            t = off + r.imm
+            if 0 <= t < 4096 and a.state[t >> 1] == IN_REGION:
+                skip = jcc32(a, cc)
+                goto_pc(a, t, k + 1, 1)
+                here(a, skip)
+            else:                                    # out of the region: taken, after the main line
+                cold(a, COLD_GOTO, t, k + 1, jcc32(a, cc ^ 1))
         elif op == OP_J or op == OP_JAL:
             if op == OP_JAL:
                 imm64(a, RAX, off + r.len)
@@ -728,6 +731,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
             writeback(a)
             goto_rax(a, 0)
             falls = 0
+        probe_track(a, r)
         k += 1
         nxt = off + r.len
         seen(&a.insn_seen, a.p - seg)
@@ -744,6 +748,12 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
             return jit_abandon(h, a)
         seg = a.p
         emit_stub(a, &a.stubs[i])
+        seen(&a.stub_seen, a.p - seg)
+    for i in range(a.ncold):
+        if not jit_room(a, STUB_MAX):
+            return jit_abandon(h, a)
+        seg = a.p
+        emit_cold(a, &a.colds[i])
         seen(&a.stub_seen, a.p - seg)
     h.jit_free = <uint8_t *>((<uintptr_t>(a.p - a.wdelta) + 15) & ~(<uintptr_t>15))
     jit_close(h, a)

@@ -89,10 +89,13 @@ cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
     w = OP_EMIT_W[op]
     x = OP_EMIT_X[op]
     if op == OP_ADDIW and r.imm == 0:              # sext.w
+        if a.host_of[r.rs1] >= 0 and a.host_of[r.rd] >= 0:
+            op_rr(a, 1, X_MOVSXD, a.host_of[r.rd], a.host_of[r.rs1])   # movsxd rd, rs1d
+            return
         if a.host_of[r.rs1] >= 0:
             op_rr(a, 1, X_MOVSXD, RAX, a.host_of[r.rs1])    # movsxd rax, rs1d
         else:
-            op_rm(a, 1, X_MOVSXD, RAX, RBX, 8 * r.rs1)
+            op_rm(a, 1, X_MOVSXD, RAX, R15, a.o_x + 8 * r.rs1)
         rax_to(a, r.rd)
     elif form == EM_ALUI:                          # the common shapes: by the op table
         alui(a, w, x, r)
@@ -124,7 +127,7 @@ cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
         rax_to(a, r.rd)
     elif op == OP_MUL or op == OP_MULW:
         src_rax(a, op == OP_MUL, r.rs1)
-        v = rget(a, r.rs2, RCX)
+        v = rget(a, r.rs2, RDX)                     # (rcx kept: keeps_rcx)
         op0f_rr(a, op == OP_MUL, X0F_IMUL, RAX, v)  # imul rax, rs2
         if op == OP_MULW:
             eax_to(a, r.rd)
@@ -149,10 +152,19 @@ cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
         emit_div(a, r)
 
 
+cdef inline void divide(Jit *a, int w, int ext, int d, int32_t xd) noexcept nogil:
+    """(i)div by register ``d``, or (d < 0) by x[] at ``xd`` from r15."""
+    if d >= 0:
+        unary(a, w, ext, d)
+    else:
+        op_rm(a, w, X_GRP3, ext, R15, xd)
+
+
 cdef void emit_div(Jit *a, Rec *r) noexcept nogil:
     """DIV[U][W] and REM[U][W] with RISC-V's results where x86 would trap: division
     by zero (quotient all ones, remainder the dividend) and the signed overflow
-    (MIN / -1: quotient MIN, remainder 0)."""
+    (MIN / -1: quotient MIN, remainder 0).  The divisor is read where it is (its
+    host register or x[]): rcx is left alone (keeps_rcx)."""
     cdef int op = r.op
     cdef int w = op == OP_DIV or op == OP_DIVU or op == OP_REM or op == OP_REMU
     cdef int signed = op == OP_DIV or op == OP_REM or op == OP_DIVW or op == OP_REMW
@@ -161,12 +173,19 @@ cdef void emit_div(Jit *a, Rec *r) noexcept nogil:
     cdef uint8_t *pdone
     cdef uint8_t *pdo
     cdef uint8_t *povf = NULL
-    op_src(a, w, X_MOV, RCX, r.rs2)                  # rcx (ecx) = divisor
+    cdef int d = a.host_of[r.rs2]                   # the divisor's register (-1: x[])
+    cdef int32_t xd = a.o_x + 8 * r.rs2
     op_src(a, w, X_MOV, RAX, r.rs1)                  # rax (eax) = dividend
-    op_rr(a, w, X_TEST, RCX, RCX)                     # test: a zero divisor?
+    if d >= 0:
+        op_rr(a, w, X_TEST, d, d)                    # test: a zero divisor?
+    else:
+        alu_m_imm8(a, w, ALU_CMP, R15, xd, 0)
     pz = jcc32(a, CC_E)
     if signed:
-        alu_imm(a, w, ALU_CMP, RCX, -1)                   # cmp rcx, -1
+        if d >= 0:
+            alu_imm(a, w, ALU_CMP, d, -1)                 # cmp divisor, -1
+        else:
+            alu_m_imm8(a, w, ALU_CMP, R15, xd, -1)
         pdo = jcc32(a, CC_NE)
         if w:
             imm64(a, RDX, <int64_t>(<uint64_t>1 << 63))
@@ -176,10 +195,10 @@ cdef void emit_div(Jit *a, Rec *r) noexcept nogil:
         povf = jcc32(a, CC_E)
         here(a, pdo)
         cqo(a, w)                                   # cqo / cdq
-        unary(a, w, G3_IDIV, RCX)                   # idiv rcx (ecx)
+        divide(a, w, G3_IDIV, d, xd)
     else:
         zero32(a, RDX)
-        unary(a, w, G3_DIV, RCX)                    # div rcx (ecx)
+        divide(a, w, G3_DIV, d, xd)
     if rem:
         op_rr(a, w, X_MOV, RAX, RDX)
     pdone = jmp32(a)
@@ -212,3 +231,47 @@ cdef int branch_cc(int op) noexcept nogil:
     if op == OP_BLTU:
         return CC_AE
     return CC_B
+
+
+cdef int swap_cc(int cc) noexcept nogil:
+    """The condition that holds for (b, a) where ``cc`` holds for (a, b)."""
+    if cc == CC_L:
+        return CC_G
+    if cc == CC_G:
+        return CC_L
+    if cc == CC_GE:
+        return CC_LE
+    if cc == CC_LE:
+        return CC_GE
+    if cc == CC_B:
+        return CC_A
+    if cc == CC_A:
+        return CC_B
+    if cc == CC_AE:
+        return CC_BE
+    if cc == CC_BE:
+        return CC_AE
+    return cc                                       # E, NE
+
+
+cdef int branch_cmp(Jit *a, Rec *r) noexcept nogil:
+    """Set the flags for a branch on (rs1, rs2); returns the x86 condition under which
+    it is NOT taken.  A cached register against x0 is a test; a register in x[] is
+    read by the compare itself."""
+    cdef int cc = branch_cc(r.op), h1 = a.host_of[r.rs1], h2 = a.host_of[r.rs2]
+    if r.rs2 == 0 and h1 >= 0:
+        op_rr(a, 1, X_TEST, h1, h1)                 # test rs1, rs1 (= cmp rs1, 0)
+    elif r.rs2 == 0 and r.rs1 != 0:
+        alu_m_imm8(a, 1, ALU_CMP, R15, a.o_x + 8 * r.rs1, 0)   # cmp qword x[rs1], 0
+    elif r.rs1 == 0 and h2 >= 0:
+        op_rr(a, 1, X_TEST, h2, h2)                 # 0 against rs2: rs2 against 0, swapped
+        cc = swap_cc(cc)
+    elif h1 >= 0:
+        op_src(a, 1, X_CMP, h1, r.rs2)              # cmp rs1, rs2
+    elif h2 >= 0:
+        op_rm(a, 1, X_CMP, h2, R15, a.o_x + 8 * r.rs1)   # cmp rs2, x[rs1]: swapped
+        cc = swap_cc(cc)
+    else:
+        src_rax(a, 1, r.rs1)
+        op_src(a, 1, X_CMP, RAX, r.rs2)
+    return cc

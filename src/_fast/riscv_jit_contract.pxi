@@ -13,9 +13,11 @@
 ctypedef int (*load_slow_fn)(Hart h, uint64_t va, int size, uint64_t *v) noexcept nogil
 ctypedef int (*store_slow_fn)(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil
 ctypedef int (*resv_clear_fn)(ResvTable *t, uint8_t *host, int size) noexcept nogil
-cdef load_slow_fn LOAD_SLOW = load_slow
+ctypedef int (*exec_call_fn)(Hart h, Rec *r) noexcept nogil
+cdef load_slow_fn LOAD_SLOW = load_slow_call
 cdef store_slow_fn STORE_SLOW = store_slow
 cdef resv_clear_fn RESV_CLEAR = resv_clear_call
+cdef exec_call_fn EXEC_CALL = exec_call
 
 
 cdef inline bint jit_room(Jit *a, int64_t need) noexcept nogil:
@@ -53,7 +55,10 @@ def _jit_bounds(Hart h):
             "insn_seen": a.insn_seen if a != NULL else 0,
             "stub_seen": a.stub_seen if a != NULL else 0,
             "head_seen": a.head_seen if a != NULL else 0,
-            "abandoned": a.abandoned if a != NULL else 0}
+            "abandoned": a.abandoned if a != NULL else 0,
+            "probes_again": a.n_again if a != NULL else 0,
+            "probes_full": a.n_full if a != NULL else 0,
+            "cached": [g for g in range(33) if a.host_of[g] >= 0] if a != NULL else []}
 
 
 def _jit_check_contracts():

@@ -17,17 +17,183 @@ cdef void address(Jit *a, Rec *r) noexcept nogil:
 cdef uint8_t *tlb_probe(Jit *a, int32_t o_tlb, int size) noexcept nogil:
     """rax = guest address -> rax = host address, or a jump (returned) on a miss
     (rax still the guest address there)."""
-    cdef uint8_t *miss
+    cdef uint8_t *miss = tlb_probe_index(a, o_tlb, size)
+    op_rm(a, 1, X_ADD, RAX, RCX, 8)                  # add rax, addend
+    return miss
+
+
+cdef void tlb_index(Jit *a, int32_t o_tlb) noexcept nogil:
+    """rcx = the entry of the table at h + ``o_tlb`` for the guest address in rax."""
     op_rr(a, 0, X_MOV, RCX, RAX)                     # mov ecx, eax
     shift_imm(a, 0, SH_SHR, RCX, 7)                      # shr ecx, 7
     alu_imm(a, 0, ALU_AND, RCX, 255 << 5)                 # and ecx, 255 << 5: 32-byte entries
     op_rm(a, 1, X_ADD, RCX, R15, o_tlb)              # add rcx, h.rt / h.wt
-    mov_rr(a, RDX, RAX)
+
+
+cdef uint8_t *tag_check(Jit *a, int size) noexcept nogil:
+    """rdx = a guest address -> compared with the tag of the entry rcx points at;
+    returns the jump taken when they differ."""
     alu_imm(a, 1, ALU_AND, RDX, <int32_t>~(0x1000 - size))    # and rdx, ~(0xfff & ~(size-1))
     op_rm(a, 1, X_CMP, RDX, RCX, 0)                  # cmp rdx, [rcx] (tag)
-    miss = jcc32(a, CC_NE)
+    return jcc32(a, CC_NE)
+
+
+cdef uint8_t *tlb_probe_index(Jit *a, int32_t o_tlb, int size) noexcept nogil:
+    """rcx = the entry of the guest address in rax, rdx = that address as its tag
+    would be; returns the jump taken when the tag differs."""
+    tlb_index(a, o_tlb)
+    mov_rr(a, RDX, RAX)
+    return tag_check(a, size)
+
+
+cdef uint8_t *probe_again(Jit *a, int size, uint8_t **add) noexcept nogil:
+    """rax = guest address -> rax = host address, by the TLB entry rcx points at (the
+    one the last access of this table probed: the same page, most likely); returns
+    the jump taken when its tag differs (a full probe then, see emit_stub), ``add``
+    the address of the addend's add (where that probe's hit goes on)."""
+    cdef uint8_t *miss
+    mov_rr(a, RDX, RAX)
+    miss = tag_check(a, size)
+    add[0] = a.p
     op_rm(a, 1, X_ADD, RAX, RCX, 8)                  # add rax, addend
     return miss
+
+
+cdef inline bint probe_reuse(Jit *a, Rec *r, int kind) noexcept nogil:
+    """Whether this access probes the entry in rcx first: the last access probed the
+    same table, from the same base register, unchanged since, and nothing between
+    them touched rcx (probe_track); or this is the first access after a loop head
+    that rcx is carried into (probe_plan).  Any entry of that table is safe to
+    compare with: a tag that matches is that page's translation."""
+    return a.lp_kind == kind and a.lp_base == r.rs1
+
+
+cdef inline bint keeps_rcx(Rec *r) noexcept nogil:
+    """Whether an instruction's code in the main line leaves rcx alone (a load or
+    a store sets it: probe_track)."""
+    cdef int op = r.op, form = OP_EMIT[op]
+    return (op_is(op, P_BRANCH) or op == OP_NOP or op == OP_FENCE or op == OP_LUI or
+            op == OP_LI or op == OP_MV or op == OP_AUIPC or form == EM_ALUI or
+            form == EM_ALU3 or form == EM_SHIFTI or form == EM_SLTI or form == EM_SLT or
+            op == OP_MUL or op == OP_MULW or op == OP_DIV or op == OP_DIVU or op == OP_REM or
+            op == OP_REMU or op == OP_DIVW or op == OP_DIVUW or op == OP_REMW or op == OP_REMUW)
+
+
+cdef void probe_track(Jit *a, Rec *r) noexcept nogil:
+    """After an instruction in the main line: what rcx holds on the way on."""
+    cdef int op = r.op
+    if op_is(op, P_LOAD) or op_is(op, P_STORE):
+        a.lp_kind = 1 if op_is(op, P_LOAD) else 2
+        a.lp_base = a.lp_from = r.rs1
+    elif not keeps_rcx(r):
+        a.lp_kind = 0                   # (its code may use rcx)
+        return
+    if op_is(op, P_RD) and r.rd == a.lp_base and not (op == OP_ADDI and r.rs1 == r.rd):
+        a.lp_base = -1                  # the base changed: another page, likely (a
+                                        # pointer stepped by addi: the same one, likely)
+
+
+# -- rcx carried round a loop ---------------------------------------------------------------
+#
+# A loop's first access most often hits the page the same access hit on the trip
+# before (a[i], i += 1): the entry its last access left in rcx.  At a label rcx
+# is carried in (a.carry[label] = the table, a.carry_base = the base register its
+# first access uses) when a jump back to it comes from an access of that table
+# and base, rcx untouched since.  Every way into a carried label then leaves rcx
+# pointing at an entry of that table (carry_fix, on the entry into the region
+# and on a jump or fall-through from code whose rcx is not the same base's
+# entry: the entry of the address that access will use when its base is not
+# written before it, else the table's first entry), so the first access there
+# compares its tag with it (probe_again, exact with any entry) instead of
+# probing in full.
+
+cdef int first_access(Jit *a, int i, int *base, int *at) noexcept nogil:
+    """The table (1: h.rt, 2: h.wt) of the first load or store the code at
+    halfword ``i`` falls through to with rcx untouched, its base in ``base``, in
+    ``at`` its halfword when nothing before it writes its base (else -1); 0 when
+    there is none."""
+    cdef Rec *r
+    cdef int j = i
+    while 0 <= j < 2048 and a.state[j] == IN_REGION:
+        r = &a.recs[j]
+        if op_is(r.op, P_LOAD) or op_is(r.op, P_STORE):
+            base[0] = r.rs1
+            at[0] = j
+            while i < j:
+                if op_is(a.recs[i].op, P_RD) and a.recs[i].rd == r.rs1:
+                    at[0] = -1
+                i += a.recs[i].len >> 1
+            return 1 if op_is(r.op, P_LOAD) else 2
+        if op_is(r.op, P_ENDS) or not keeps_rcx(r):
+            return 0
+        j += r.len >> 1
+    return 0
+
+
+cdef bint comes_from_access(Jit *a, int i, int e, int kind, int base) noexcept nogil:
+    """Whether the instruction at halfword ``e`` (a jump back to ``i``) is reached
+    from an access of table ``kind`` through ``base`` by falling through code,
+    no label among it, that leaves rcx alone."""
+    cdef int cur = e, j
+    cdef Rec *r
+    while True:
+        if a.target[cur]:
+            return 0                    # other paths join there
+        j = cur - 1
+        while j >= i and a.state[j] != IN_REGION:
+            j -= 1
+        if j < i:
+            return 0
+        r = &a.recs[j]
+        if j + (r.len >> 1) != cur:
+            return 0
+        if op_is(r.op, P_LOAD) or op_is(r.op, P_STORE):
+            return (1 if op_is(r.op, P_LOAD) else 2) == kind and r.rs1 == base
+        if not keeps_rcx(r):
+            return 0
+        cur = j
+
+
+cdef void probe_plan(Jit *a) noexcept nogil:
+    """The labels rcx is carried into (a.carry, a.carry_base, a.carry_at)."""
+    cdef int e, t, kind, base = 0, j, at = -1
+    cdef Rec *r
+    memset(a.carry, 0, sizeof(a.carry))
+    for e in range(2048):
+        r = &a.recs[e]
+        if a.state[e] != IN_REGION or not (op_is(r.op, P_BRANCH) or r.op == OP_J) or r.imm > 0:
+            continue
+        t = 2 * e + <int>r.imm
+        if t < 0 or a.state[t >> 1] != IN_REGION or a.carry[t >> 1]:
+            continue
+        t >>= 1
+        for j in range(a.nrets):
+            if a.rets[j] >> 1 == t:
+                t = -1                  # (a jalr's jumps there do not carry rcx)
+                break
+        if t < 0:
+            continue
+        kind = first_access(a, t, &base, &at)
+        if kind and comes_from_access(a, t, e, kind, base):
+            a.carry[t] = kind
+            a.carry_base[t] = base
+            a.carry_at[t] = at
+
+
+cdef void carry_fix(Jit *a, int64_t off) noexcept nogil:
+    """Before a jump (or a fall) to the region's instruction at ``off`` (rax, rcx,
+    rdx free): when rcx is carried there and does not hold the entry an access
+    from the same base left (the jump back), point it at an entry of that table:
+    the one of the address its first access will use, when that is known here."""
+    cdef int i = <int>(off >> 1), kind = a.carry[off >> 1]
+    cdef int32_t o_tlb = a.o_rt if kind == 1 else a.o_wt
+    if not kind or (a.lp_kind == kind and a.lp_from == a.carry_base[i]):
+        return
+    if a.carry_at[i] >= 0:
+        address(a, &a.recs[a.carry_at[i]])
+        tlb_index(a, o_tlb)
+    elif a.lp_kind != kind:
+        op_rm(a, 1, X_MOV, RCX, R15, o_tlb)
 
 
 cdef int access_size(int op) noexcept nogil:
@@ -58,6 +224,24 @@ cdef void load_into(Jit *a, int op, int dst, int base) noexcept nogil:
         op0f_rm(a, 0, X0F_MOVZX8, dst, base, 0)
 
 
+cdef void load_x(Jit *a, int op, int dst, int index, int32_t disp) noexcept nogil:
+    """dst = the ``op``-sized value at [rax + index + disp], extended as RISC-V says."""
+    if op == OP_LD:
+        op_rx(a, 1, X_MOV, dst, index, disp, 0)
+    elif op == OP_LW:
+        op_rx(a, 1, X_MOVSXD, dst, index, disp, 0)
+    elif op == OP_LWU:
+        op_rx(a, 0, X_MOV, dst, index, disp, 0)
+    elif op == OP_LH:
+        op_rx(a, 1, X0F_MOVSX16, dst, index, disp, RX_0F)
+    elif op == OP_LHU:
+        op_rx(a, 0, X0F_MOVZX16, dst, index, disp, RX_0F)
+    elif op == OP_LB:
+        op_rx(a, 1, X0F_MOVSX8, dst, index, disp, RX_0F)
+    else:
+        op_rx(a, 0, X0F_MOVZX8, dst, index, disp, RX_0F)
+
+
 cdef void stub(Jit *a, int kind, Rec *r, int64_t off, int k, uint8_t *patch) noexcept nogil:
     cdef Stub *t = &a.stubs[a.nstubs]
     a.nstubs += 1
@@ -66,28 +250,71 @@ cdef void stub(Jit *a, int kind, Rec *r, int64_t off, int k, uint8_t *patch) noe
     t.off = off
     t.k = k
     t.patch = patch
+    t.reprobe = NULL
+    t.sib = a.host_of[r.rs1] >= 0
+
+
+cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
+                int size) noexcept nogil:
+    """rax = guest address -> rax = host address, rcx = its TLB entry; a miss goes to
+    a slow path (``kind``).  An access whose base is cached (Stub.sib) probes with
+    the guest address in rdx alone and leaves the entry's addend in rax: the access
+    reads [rax + base + imm]."""
+    cdef uint8_t *add
+    cdef int b = a.host_of[r.rs1]
+    if b >= 0:
+        op_rm(a, 1, X_LEA, RDX, b, r.imm)            # lea rdx, [base + imm]
+        if probe_reuse(a, r, 1 if kind == STUB_LOAD else 2):
+            a.n_again += 1
+            stub(a, kind, r, off, k, tag_check(a, size))
+            a.stubs[a.nstubs - 1].reprobe = a.p
+        else:
+            a.n_full += 1
+            op_rr(a, 0, X_MOV, RCX, RDX)             # mov ecx, edx
+            shift_imm(a, 0, SH_SHR, RCX, 7)
+            alu_imm(a, 0, ALU_AND, RCX, 255 << 5)
+            op_rm(a, 1, X_ADD, RCX, R15, o_tlb)
+            stub(a, kind, r, off, k, tag_check(a, size))
+        op_rm(a, 1, X_MOV, RAX, RCX, 8)              # mov rax, addend
+        return
+    if probe_reuse(a, r, 1 if kind == STUB_LOAD else 2):
+        a.n_again += 1
+        stub(a, kind, r, off, k, probe_again(a, size, &add))
+        a.stubs[a.nstubs - 1].reprobe = add
+    else:
+        a.n_full += 1
+        stub(a, kind, r, off, k, tlb_probe(a, o_tlb, size))
 
 
 cdef void emit_load(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
-    cdef int size = access_size(r.op), rd = r.rd
-    address(a, r)
-    stub(a, STUB_LOAD, r, off, k, tlb_probe(a, a.o_rt, size))
-    if rd != 32 and a.host_of[rd] >= 0:
-        load_into(a, r.op, a.host_of[rd], RAX)
+    cdef int size = access_size(r.op), rd = r.rd, b = a.host_of[r.rs1]
+    cdef int dst = a.host_of[rd] if rd != 32 and a.host_of[rd] >= 0 else RAX
+    cdef Stub *slow = &a.stubs[a.nstubs]
+    if b < 0:
+        address(a, r)
+    probe(a, STUB_LOAD, r, off, k, a.o_rt, size)
+    if b >= 0:
+        load_x(a, r.op, dst, b, r.imm)              # [addend + base + imm]
     else:
-        load_into(a, r.op, RAX, RAX)                # (x0: the access all the same)
-        if rd != 32:
-            stx(a, RAX, rd)
+        load_into(a, r.op, dst, RAX)                # (x0: the access all the same)
+    if dst == RAX and rd != 32:
+        stx(a, RAX, rd)
+    slow.back = a.p                                 # where a load from RAM goes on
 
 
 cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef int size = access_size(r.op), v
     cdef Stub *slow = &a.stubs[a.nstubs]
-    address(a, r)
-    stub(a, STUB_STORE, r, off, k, tlb_probe(a, a.o_wt, size))
+    cdef int b = a.host_of[r.rs1]
+    if b < 0:
+        address(a, r)
+    probe(a, STUB_STORE, r, off, k, a.o_wt, size)
     slow.hit = a.p
     v = rget(a, r.rs2, RDX)                         # (rdx is free once the probe is done)
-    if size == 1:
+    if b >= 0:                                      # mov [addend + base + imm], v
+        op_rx(a, size == 8, X_MOV8_MR if size == 1 else X_MOV_MR, v, b, r.imm,
+              RX_BYTE if size == 1 else (RX_WORD if size == 2 else 0))
+    elif size == 1:
         store8(a, v, RAX, 0)
     elif size == 2:
         store16(a, v, RAX, 0)
@@ -100,11 +327,49 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     slow.back = a.p
 
 
+cdef inline bint exec_compiled(Rec *r) noexcept nogil:
+    """Ops a region runs by calling the interpreter's exec_slow (exec_call): LR, SC,
+    AMOs, F/D loads and stores.  Left to the run loop, each took the region out:
+    Linux's user programs run them in their hot loops (locks, saved FP registers)."""
+    return (op_is(r.op, P_AMO) or r.op == OP_FSW or r.op == OP_FSD or r.op == OP_FLW or
+            r.op == OP_FLD)
+
+
+cdef void emit_exec(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
+    """Run the op at ``off`` (``k`` retired since the last count) as the run loop
+    does: registers stored, h.pc_ and h.cnt set, exec_call(h, a copy of its record
+    kept in the code); an event leaves before it, an access not to plain RAM after
+    it, else on in the region, registers reloaded (rcx holds no entry after it)."""
+    cdef uint8_t *skip
+    cdef uint8_t *rec
+    writeback(a)
+    op_rm(a, 1, X_MOV, RAX, R15, a.o_cbase)
+    if off:
+        alu_imm(a, 1, ALU_ADD, RAX, <int32_t>off)
+    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_pc)          # h.pc_ = its pc
+    op_rm(a, 1, X_LEA, RAX, R14, k)                  # h.cnt = r14 + k
+    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_cnt)
+    skip = jmp32(a)
+    rec = a.p - a.wdelta                            # the record, where the code runs
+    memcpy(a.p, r, sizeof(Rec))
+    a.p += sizeof(Rec)
+    here(a, skip)
+    mov_rr(a, RDI, R15)
+    imm64(a, RSI, <int64_t><uintptr_t>rec)
+    call_abs(a, <void *>EXEC_CALL)
+    op_rr(a, 0, X_TEST, RAX, RAX)
+    cold(a, COLD_EVENT, off, k, jcc32(a, CC_NE))
+    alu_m_imm8(a, 0, ALU_CMP, R15, a.o_jexit, 0)    # cmp dword h.jexit, 0
+    cold(a, COLD_AFTER, off + r.len, k + 1, jcc32(a, CC_NE))
+    cache_load(a)
+
+
 cdef void store_beside_code(Jit *a, Stub *t, int size) noexcept nogil:
     """A store's TLB miss (rax = guest address, rcx = its entry, rdx = the address as
     compared): when the entry is its aligned page's with TLB_CODE alone and the
-    page's xmap marks none of the halfwords written, store as on a hit; else go on
-    to the slow path with rax the guest address again."""
+    page's xmap marks none of the halfwords written, store as on a hit (rax = the
+    host address, or the addend for a Stub.sib store); else go on to the slow path
+    with rax the guest address again."""
     cdef uint8_t *other
     cdef uint8_t *busy
     alu_imm(a, 1, ALU_OR, RDX, <int32_t>RV_TLB_CODE)     # or rdx, TLB_CODE
@@ -112,12 +377,14 @@ cdef void store_beside_code(Jit *a, Stub *t, int size) noexcept nogil:
     other = jcc32(a, CC_NE)
     op_rm(a, 1, X_MOV, RDX, RCX, 24)                 # rdx = the page's xmap (pad)
     op_rm(a, 1, X_MOV, RCX, RCX, 8)                  # rcx = addend
-    op_rr(a, 1, X_ADD, RCX, RAX)                     # rcx = host address
+    if not t.sib:
+        op_rr(a, 1, X_ADD, RCX, RAX)                 # rcx = host address
     alu_imm(a, 0, ALU_AND, RAX, 0xfff)                    # eax = the halfword in the page
     shift_imm(a, 0, SH_SHR, RAX, 1)
     cmp_idx_imm8(a, size >> 1 if size > 1 else 1, RDX, RAX, 0)   # any xmap byte of it set?
     busy = jcc32(a, CC_NE)
     mov_rr(a, RAX, RCX)
+    op_rm(a, 1, X_MOV, RCX, R15, a.o_wt)             # rcx = an entry of h.wt (probe_again)
     jmp_to(a, t.hit)
     here(a, busy)
     address(a, t.r)                                 # the guest address again
@@ -126,22 +393,32 @@ cdef void store_beside_code(Jit *a, Stub *t, int size) noexcept nogil:
 
 cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     """The slow path of a load or store.  A store that was a plain store into RAM
-    (no translated byte hit, no device, no watchpoint: h.jexit clear) goes on in
-    the region, its registers reloaded; the others leave it."""
+    (no translated byte hit, no device, no watchpoint: h.jexit clear) and a load
+    read from RAM (load_slow_call) go on in the region, its registers reloaded; the
+    others leave it."""
     cdef Rec *r = t.r
     cdef int size = access_size(r.op)
     cdef uint8_t *fail
     cdef uint8_t *out
     here(a, t.patch)
+    if t.sib and t.kind != STUB_RESV:
+        address(a, r)                # rax = guest address (the probe had it in rdx)
+    if t.reprobe != NULL:            # the entry in rcx was another page's: probe in full
+        t.patch = tlb_probe_index(a, a.o_rt if t.kind == STUB_LOAD else a.o_wt, size)
+        jmp_to(a, t.reprobe)
+        here(a, t.patch)
     if t.kind == STUB_STORE:
         store_beside_code(a, t, size)
     writeback(a)
-    if t.kind == STUB_RESV:      # rax = host address, rdx = h.rs
+    if t.kind == STUB_RESV:      # rax = host address (Stub.sib: the addend), rdx = h.rs
         mov_rr(a, RDI, RDX)
-        mov_rr(a, RSI, RAX)
+        if t.sib:
+            op_rx(a, 1, X_LEA, RSI, a.host_of[r.rs1], r.imm, 0)
+        else:
+            mov_rr(a, RSI, RAX)
         mov_r32_imm32(a, RDX, size)
         call_abs(a, <void *>RESV_CLEAR)
-        exit_on(a, t.off + r.len, t.k + 1)
+        exit_on(a, t.off + r.len, t.k + 1, WHY_RESV)
         return
     # rax = guest address: load_slow(h, a, size, &h.jv) / store_slow(h, a, size, value),
     # then leave with its event, or after the instruction (a store may have hit code
@@ -149,7 +426,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     if t.kind == STUB_LOAD:
         op_rm(a, 1, X_LEA, RCX, R15, a.o_jv)         # lea rcx, h.jv
     else:
-        op_rm(a, 1, X_MOV, RCX, RBX, 8 * r.rs2)      # the value, as just stored back
+        op_rm(a, 1, X_MOV, RCX, R15, a.o_x + 8 * r.rs2)   # the value, as just stored back
         if size == 4:
             op_rr(a, 0, X_MOV, RCX, RCX)             # mov ecx, ecx (zero-extend)
         elif size == 2:
@@ -169,12 +446,21 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         alu_m_imm8(a, 0, ALU_CMP, R15, a.o_jexit, 0)   # cmp dword h.jexit, 0
         out = jcc32(a, CC_NE)
         cache_load(a)                               # (the call clobbered the pool)
+        op_rm(a, 1, X_MOV, RCX, R15, a.o_wt)         # rcx = an entry of h.wt (probe_again)
         jmp_to(a, t.back)
         here(a, out)
-    if t.kind == STUB_LOAD and r.rd != 32:
-        op_rm(a, 1, X_LEA, RAX, R15, a.o_jv)         # rax = &h.jv: extend as a fresh load
-        load_into(a, r.op, RAX, RAX)
-        stx(a, RAX, r.rd)
-    exit_on(a, t.off + r.len, t.k + 1)
+    if t.kind == STUB_LOAD:
+        if r.rd != 32:
+            op_rm(a, 1, X_LEA, RAX, R15, a.o_jv)     # rax = &h.jv: extend as a fresh load
+            load_into(a, r.op, RAX, RAX)
+            stx(a, RAX, r.rd)
+        alu_m_imm8(a, 0, ALU_CMP, R15, a.o_jexit, 0)   # read from RAM: on in the region
+        out = jcc32(a, CC_NE)
+        cache_load(a)                               # (the call clobbered the pool)
+        address(a, r)                               # rcx = an entry of h.rt (probe_again):
+        tlb_index(a, a.o_rt)                        # the one just filled, likely
+        jmp_to(a, t.back)
+        here(a, out)
+    exit_on(a, t.off + r.len, t.k + 1, WHY_LOAD if t.kind == STUB_LOAD else WHY_STORE)
     here(a, fail)
-    exit_event(a, t.off, t.k)
+    exit_event(a, t.off, t.k, WHY_EVENT)

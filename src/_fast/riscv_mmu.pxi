@@ -32,6 +32,7 @@ cdef enum:
     EV_PAGE = 5
 
 cdef enum:
+    NDATA = 4           # data TLB sets: U, S, M, and S with mstatus.SUM (tlb_select)
     NCODE = 1024        # decoded-code pages per hart: 256 sets of 4 ways
     CODE_WAYS = 4
     CODE_SETS = NCODE // CODE_WAYS
@@ -88,24 +89,60 @@ cdef inline int tlb_context(int priv) noexcept nogil:
 
 
 cdef void tlb_select(Hart h) noexcept nogil:
-    """Point rt/wt/ft at the TLB sets of the current privilege (data: after MPRV)."""
-    cdef int dp = h.priv
+    """Point rt/wt/ft at the TLB sets of the current privilege (data: after MPRV;
+    S with mstatus.SUM has sets of its own: Linux sets and clears SUM around each
+    access to user memory, which flushed every TLB before)."""
+    cdef int dp = h.priv, dc
     if dp == PRV_M and (h.mstatus & MSTATUS_MPRV):
         dp = (h.mstatus >> 11) & 3
-    h.rt = h.rtlb[tlb_context(dp)]
-    h.wt = h.wtlb[tlb_context(dp)]
+    dc = tlb_context(dp)
+    if dc == PRV_S and (h.mstatus & MSTATUS_SUM):
+        dc = 3
+    h.rt = h.rtlb[dc]
+    h.rv = h.rvict[dc]
+    h.wt = h.wtlb[dc]
     h.ft = h.ftlb[tlb_context(h.priv)]
     h.fc = h.fcode[tlb_context(h.priv)]
 
 
 cdef void tlb_flush(Hart h) noexcept nogil:
     cdef int i, c
-    for c in range(3):
+    for c in range(NDATA):
         for i in range(256):
             h.rtlb[c][i].tag = RV_TLB_EMPTY
             h.wtlb[c][i].tag = RV_TLB_EMPTY
+        for i in range(8):
+            h.rvict[c][i].tag = RV_TLB_EMPTY
+    for c in range(3):
+        for i in range(256):
             h.ftlb[c][i].tag = RV_TLB_EMPTY
+    h.big_lo = RV_NOPAGE
+    h.big_hi = 0
     h.tlb_flushes += 1
+
+
+cdef void tlb_flush_page(Hart h, uint64_t va) noexcept nogil:
+    """sfence.vma with an address: forget the translations of its page (Linux sends
+    one after each page fault it serves).  When it lies in a superpage the TLBs
+    hold parts of, all of them (as QEMU does).  M-mode's sets hold no
+    translation."""
+    cdef uint64_t vpage = va & RV_PAGE_MASK
+    cdef int i = (va >> 12) & 255, c, j
+    if h.big_lo <= va <= h.big_hi:
+        tlb_flush(h)
+        return
+    for c in range(NDATA):
+        if c != 2:
+            if (h.rtlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
+                h.rtlb[c][i].tag = RV_TLB_EMPTY
+            if (h.wtlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
+                h.wtlb[c][i].tag = RV_TLB_EMPTY
+            for j in range(8):
+                if (h.rvict[c][j].tag & ~RV_TLB_FLAGS) == vpage:
+                    h.rvict[c][j].tag = RV_TLB_EMPTY
+    for c in range(2):
+        if (h.ftlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
+            h.ftlb[c][i].tag = RV_TLB_EMPTY
 
 
 cdef inline void resv_clear(ResvTable *t, uint8_t *host, int size) noexcept nogil:
@@ -127,6 +164,7 @@ cdef int translate(Hart h, uint64_t va, int acc, uint64_t *pa) noexcept nogil:
     cdef uint8_t *p
     if acc != ACC_X and priv == PRV_M and (h.mstatus & MSTATUS_MPRV):
         priv = (h.mstatus >> 11) & 3
+    h.leaf_mask = 0xfff
     if priv == PRV_M or mode == 0:
         pa[0] = va
         return 0
@@ -173,7 +211,8 @@ cdef int translate(Hart h, uint64_t va, int acc, uint64_t *pa) noexcept nogil:
                 if not pte_update(p, pte, pte | need):
                     continue                        # another hart changed it: again
                 h.ram.mark(pte_addr, 8)
-            pa[0] = (ppn << 12) | (va & ((mask << 12) | 0xfff))
+            h.leaf_mask = (mask << 12) | 0xfff
+            pa[0] = (ppn << 12) | (va & h.leaf_mask)
             return 0
         if pte & (PTE_A | PTE_D | PTE_U) or pte >> 54:
             return fault_cause(acc, 1)              # reserved bits of a non-leaf PTE
@@ -192,6 +231,11 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
         call_mmu_hook(h, va, acc, r, pa)
     if r:
         return r
+    if h.leaf_mask != 0xfff:                # (tlb_flush_page)
+        if (va & ~h.leaf_mask) < h.big_lo:
+            h.big_lo = va & ~h.leaf_mask
+        if (va | h.leaf_mask) > h.big_hi:
+            h.big_hi = va | h.leaf_mask
     ppage = pa & RV_PAGE_MASK
     host = h.ram.wptr(ppage, 4096) if acc == ACC_W else h.ram.ptr(ppage, 4096)
     e.ppage = ppage
@@ -222,7 +266,7 @@ cdef void dirty_rearm(Hart h) noexcept nogil:
     cdef TlbEntry *e
     cdef bint on = h.ram.logging
     h.dirty_gen = h.ram.dirty_gen
-    for c in range(3):
+    for c in range(NDATA):
         for i in range(256):
             e = &h.wtlb[c][i]
             if e.tag == RV_TLB_EMPTY or e.tag & RV_TLB_IO:
@@ -316,6 +360,28 @@ cdef int phys_write(Hart h, uint64_t pa, int size, uint64_t v, uint64_t va) noex
     return 0
 
 
+cdef inline bint victim_swap(Hart h, TlbEntry *e, uint64_t vpage) noexcept nogil:
+    """A read-TLB miss on ``e``: 1 when rvict holds ``vpage`` (swapped into ``e``,
+    ``e``'s old entry kept in its place), else 0 with ``e``'s entry pushed into
+    rvict before the refill overwrites it.  A victim is any translation a refill
+    made in this context, forgotten with the TLBs (tlb_flush, tlb_flush_page), as
+    QEMU's victim TLB."""
+    cdef TlbEntry *w = h.rv
+    cdef TlbEntry t
+    cdef int i
+    for i in range(8):
+        if (w[i].tag & ~RV_TLB_FLAGS) == vpage:
+            t = w[i]
+            w[i] = e[0]
+            e[0] = t
+            h.victim_hits += 1
+            return 1
+    if e.tag != RV_TLB_EMPTY:
+        w[h.rv_next & 7] = e[0]
+        h.rv_next += 1
+    return 0
+
+
 cdef int load_slow(Hart h, uint64_t va, int size, uint64_t *v) noexcept nogil:
     cdef TlbEntry *e = &h.rt[(va >> 12) & 255]
     cdef uint64_t vpage = va & RV_PAGE_MASK, b
@@ -328,7 +394,7 @@ cdef int load_slow(Hart h, uint64_t va, int size, uint64_t *v) noexcept nogil:
                 return r
             v[0] |= b << (8 * i)
         return 0
-    if (e.tag & ~RV_TLB_FLAGS) != vpage:
+    if (e.tag & ~RV_TLB_FLAGS) != vpage and not victim_swap(h, e, vpage):
         r = tlb_fill(h, va, ACC_R, e)
         if r:
             h.exc_cause = r
@@ -398,7 +464,7 @@ cdef int store_slow(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil:
         h.ram.mark(e.ppage, 4096)
         e.tag &= ~RV_TLB_NOTDIRTY
     h.jexit = (e.tag & RV_TLB_WATCH) != 0   # hooks may have changed anything
-    if e.tag & RV_TLB_CODE and code_invalidate(h, e.ppage | (va & 0xfff), size):
+    if e.tag & RV_TLB_CODE and code_store(h, e, va, size):
         h.jexit = 1
     if h.rs.nactive:
         resv_clear(h.rs, host, size)
@@ -406,16 +472,18 @@ cdef int store_slow(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil:
 
 
 cdef int fetch16(Hart h, uint64_t va, uint32_t *out) noexcept nogil:
-    """The halfword at ``va`` (the second half of a page-crossing instruction)."""
-    cdef uint64_t pa
-    cdef int r = translate(h, va, ACC_X, &pa)
-    cdef uint8_t *p
-    if r:
-        return r
-    p = h.ram.ptr(pa, 2)
-    if p == NULL:
-        return 1
-    out[0] = rv_ld16(p)
+    """The halfword at ``va`` (the second half of a page-crossing instruction), through
+    the fetch TLB, whose entry then lets the hart keep the instruction's decoding
+    (xpage_kept) even when it never runs on into that page (a branch back)."""
+    cdef TlbEntry *e = &h.ft[(va >> 12) & 255]
+    cdef int r
+    if (e.tag & ~RV_TLB_FLAGS) != (va & RV_PAGE_MASK):
+        r = tlb_fill(h, va, ACC_X, e)
+        if r:
+            return r
+    if e.tag & RV_TLB_IO:
+        return 1                             # no execution from device memory
+    out[0] = rv_ld16(RV_HOST(e.addend, va))
     return 0
 
 
@@ -555,12 +623,30 @@ cdef int exec_amo(Hart h, Rec *r) noexcept nogil:
         if h.rs.nactive:
             resv_clear(h.rs, p, size)
     else:
-        res = phys_read(h, pa, size, &old, ACC_W, va)
-        if res:
-            return res
-        new = amo_fn(r.rs3, old, h.x[r.rs2], w)
-        res = phys_write(h, pa, size, new if not w else new & 0xffffffffU, va)
+        res = amo_io(h, pa, size, r.rs3, h.x[r.rs2], w, va, &old)
         if res:
             return res
     h.x[r.rd] = <uint64_t><int64_t><int32_t>old if w else old
     return 0
+
+
+cdef int amo_io(Hart h, uint64_t pa, int size, int f, uint64_t b, int w, uint64_t va,
+                uint64_t *old) noexcept nogil:
+    """An AMO on device memory: its read and its write in one section of the big lock
+    (harts on threads: no other hart's device access comes between them, as QEMU
+    runs such an AMO exclusively); the lock is reentrant, so the accesses take it again."""
+    cdef int res
+    cdef uint64_t new
+    with gil:
+        lock = h.io_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            res = phys_read(h, pa, size, old, ACC_W, va)
+            if res == 0:
+                new = amo_fn(f, old[0], b, w)
+                res = phys_write(h, pa, size, new if not w else new & 0xffffffffU, va)
+        finally:
+            if lock is not None:
+                lock.release()
+    return res

@@ -165,6 +165,36 @@ cdef inline void mem(Jit *a, int reg, int base, int32_t disp) noexcept nogil:
     elif mod == MOD_DISP32:
         d4(a, disp)
 
+cdef enum:
+    RX_0F = 1                   # op_rx: a two-byte (0f) opcode
+    RX_BYTE = 2                 # op_rx: ``reg`` is a byte register (spl..dil take a REX)
+    RX_WORD = 4                 # op_rx: 16-bit operand (the 66 prefix)
+
+
+cdef inline void op_rx(Jit *a, int w, int opc, int reg, int index, int32_t disp,
+                       int flags) noexcept nogil:
+    """``opc reg, [rax + index + disp]`` (or the store direction, by opcode): a SIB
+    with rax as its base, in its shortest form; ``index`` not rsp."""
+    cdef int v = REX | (REX_W if w else 0) | (REX_R if reg & 8 else 0) | (REX_X if index & 8 else 0)
+    cdef int mod = MOD_DISP32
+    if disp == 0:
+        mod = MOD_IND
+    elif -128 <= disp <= 127:
+        mod = MOD_DISP8
+    if flags & RX_WORD:
+        b1(a, P_OPSIZE)
+    if v != REX or (flags & RX_BYTE and 4 <= reg <= 7):
+        b1(a, v)
+    if flags & RX_0F:
+        b1(a, X_0F)
+    b1(a, opc)
+    b1(a, mod | ((reg & 7) << 3) | RM_SIB)
+    b1(a, ((index & 7) << 3) | RAX)
+    if mod == MOD_DISP8:
+        b1(a, disp)
+    elif mod == MOD_DISP32:
+        d4(a, disp)
+
 cdef inline void modrm_rr(Jit *a, int reg, int rm) noexcept nogil:
     b1(a, MOD_REG | ((reg & 7) << 3) | (rm & 7))
 
@@ -246,8 +276,13 @@ cdef inline void zero32(Jit *a, int reg) noexcept nogil:
 # -- arithmetic -------------------------------------------------------------------------------
 
 cdef inline void alu_imm(Jit *a, int w, int ext, int reg, int32_t v) noexcept nogil:
-    """(add, or, and, sub, xor, cmp: ``ext``) reg, simm32."""
+    """(add, or, and, sub, xor, cmp: ``ext``) reg, simm32 (the imm8 form when it fits)."""
     rex(a, w, 0, reg)
+    if -128 <= v <= 127:
+        b1(a, X_GRP1_I8)
+        modrm_rr(a, ext, reg)
+        b1(a, v)
+        return
     b1(a, X_GRP1)
     modrm_rr(a, ext, reg)
     d4(a, v)
@@ -387,6 +422,8 @@ def _x86_encode(str name, *args):
             op_rm(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3], <int32_t>v[4])
         elif name == "op0f_rm":
             op0f_rm(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3], <int32_t>v[4])
+        elif name == "op_rx":
+            op_rx(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3], <int32_t>v[4], <int>v[5])
         elif name == "op_rr":
             op_rr(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3])
         elif name == "op0f_rr":

@@ -30,18 +30,23 @@ import _thread
 import atexit
 import contextlib
 import os
-import re
 import select
-import socket
 import sys
 import termios
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
 
 from vmforge.errors import VmforgeError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # (socket and what it imports, ~3 ms, when a socket is asked for)
+    import re
+    import socket
+    from typing import Any, Protocol, runtime_checkable
+else:
+    from vmforge.typing_runtime import Protocol, runtime_checkable
 
 __all__ = [
     "BufferChar",
@@ -316,6 +321,8 @@ class BufferChar(CharBackend):
         Raises :class:`TimeoutError` (showing the unmatched tail) after
         ``timeout`` seconds.
         """
+        import re  # (here: a machine's start-up needs no regular expression)
+
         regex = re.compile(re.escape(pattern)) if isinstance(pattern, bytes | bytearray) \
             else pattern
         deadline = time.monotonic() + timeout
@@ -412,6 +419,8 @@ class SocketChar(CharBackend):
 
     def __init__(self, *, path: str | None = None, host: str = "127.0.0.1",
                  port: int | None = None, server: bool = True) -> None:
+        import socket
+
         super().__init__()
         if (path is None) == (port is None):
             raise ChardevError("-chardev socket: give path= or port=")
@@ -475,6 +484,8 @@ class SocketChar(CharBackend):
             pass  # the peer went away: its output is dropped
 
     def close(self) -> None:
+        import socket  # (imported by __init__ already)
+
         super().close()
         for sock in (self._conn, self._listener):
             if sock is not None:
@@ -543,7 +554,15 @@ class StdioChar(CharBackend):
     # -- output -----------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        view = memoryview(data)
+        try:
+            n = os.write(self.out_fd, data)     # all at once, usually (a UART's byte)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            return  # the terminal went away: output is dropped, as QEMU does
+        if n == len(data):
+            return
+        view = memoryview(data)[n:]
         while view:
             try:
                 n = os.write(self.out_fd, view)

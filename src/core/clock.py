@@ -18,17 +18,22 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from vmforge.record import FrozenRecord
 
 __all__ = ["Icount", "Timer", "TimerQueue", "VirtualClock"]
 
 
-@dataclass(frozen=True)
-class Icount:
+class Icount(FrozenRecord):
     """Instruction-counted guest time (QEMU's ``-icount``)."""
 
-    shift: int = 0          #: each instruction takes 2**shift ns of guest time
-    sleep: bool = True      #: idle CPUs wait in host time (False: time jumps ahead)
+    __slots__ = __match_args__ = ("shift", "sleep")
+    shift: int              #: each instruction takes 2**shift ns of guest time
+    sleep: bool             #: idle CPUs wait in host time (False: time jumps ahead)
+
+    def __init__(self, shift: int = 0, sleep: bool = True) -> None:
+        object.__setattr__(self, "shift", shift)
+        object.__setattr__(self, "sleep", sleep)
 
     MAX_SHIFT = 10          # as QEMU
 

@@ -2,7 +2,7 @@
 
 :func:`parse_opts` reads QEMU's ``key=value,key=value`` option strings (with
 ``,,`` for a literal comma and an optional implied first key), and the
-``*Spec`` dataclasses hold ``-drive``, ``-device`` and ``-netdev``.
+``*Spec`` records hold ``-drive``, ``-device`` and ``-netdev``.
 :class:`MachineConfig` gathers what ``vmforge run`` (or a script) asks for.
 :class:`MachineProp` declares a machine's ``-M NAME,prop=value`` properties and
 :func:`check_machine_props` checks the command line's against them.
@@ -11,14 +11,15 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any
 
 from vmforge.clock import Icount
 from vmforge.errors import VmforgeError
+from vmforge.record import FrozenRecord, Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ConfigError", "DeviceSpec", "DriveSpec", "MachineConfig", "MachineProp",
            "NetdevSpec", "check_machine_props", "parse_opts"]
@@ -79,16 +80,26 @@ def _onoff(value: str, what: str) -> bool:
     raise ValueError(f"{what}: {value!r} is not on/off")
 
 
-@dataclass
-class DriveSpec:
+class DriveSpec(Record):
     """``-drive file=...,format=...,if=virtio[,readonly=on][,id=...]``."""
 
+    __slots__ = __match_args__ = ("file", "format", "interface", "readonly", "id", "options")
     file: str
-    format: str | None = None
-    interface: str = "virtio"
-    readonly: bool = False
-    id: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
+    format: str | None
+    interface: str
+    readonly: bool
+    id: str | None
+    options: dict[str, str]
+
+    def __init__(self, file: str, format: str | None = None,
+                 interface: str = "virtio", readonly: bool = False, id: str | None = None,
+                 options: dict[str, str] | None = None) -> None:
+        self.file = file
+        self.format = format
+        self.interface = interface
+        self.readonly = readonly
+        self.id = id
+        self.options = {} if options is None else options
 
     @classmethod
     def parse(cls, text: str) -> DriveSpec:
@@ -101,12 +112,16 @@ class DriveSpec:
         return spec
 
 
-@dataclass
-class DeviceSpec:
+class DeviceSpec(Record):
     """``-device DRIVER[,prop=value...]``."""
 
+    __slots__ = __match_args__ = ("driver", "props")
     driver: str
-    props: dict[str, str] = field(default_factory=dict)
+    props: dict[str, str]
+
+    def __init__(self, driver: str, props: dict[str, str] | None = None) -> None:
+        self.driver = driver
+        self.props = {} if props is None else props
 
     @classmethod
     def parse(cls, text: str) -> DeviceSpec:
@@ -116,13 +131,19 @@ class DeviceSpec:
         return cls(opts.pop("driver"), opts)
 
 
-@dataclass
-class NetdevSpec:
+class NetdevSpec(Record):
     """``-netdev TYPE,id=NAME[,...]`` (user, tap, socket...)."""
 
+    __slots__ = __match_args__ = ("type", "id", "options")
     type: str
     id: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any]
+
+    def __init__(self, type: str, id: str,
+                 options: dict[str, Any] | None = None) -> None:
+        self.type = type
+        self.id = id
+        self.options = {} if options is None else options
 
     #: options QEMU lets a netdev repeat (each a rule of its own)
     REPEATABLE = frozenset({"hostfwd", "guestfwd"})
@@ -152,38 +173,75 @@ class NetdevSpec:
         return cls(opts.pop("type"), ident, opts), DeviceSpec(model, dev_props)
 
 
-@dataclass
-class MachineConfig:
-    """Everything a machine is built from (``vmforge run``'s options as data)."""
+class MachineConfig(Record):
+    """Everything a machine is built from (``vmforge run``'s options as data).
 
-    machine: str = "riscv-virt"
-    machine_props: dict[str, str] = field(default_factory=dict)
-    memory: int | None = None           # bytes; None: the machine's default
-    smp: int = 1
-    bios: str | None = "default"        # "default", "none" or a path
-    kernel: str | None = None
-    initrd: str | None = None
-    append: str = ""
-    dtb: str | None = None
-    drives: list[DriveSpec] = field(default_factory=list)
-    devices: list[DeviceSpec] = field(default_factory=list)
-    netdevs: list[NetdevSpec] = field(default_factory=list)
+    A container field left out (or None) starts empty (``serial``: ``["stdio"]``)."""
+
+    __slots__ = __match_args__ = (
+        "machine", "machine_props", "memory", "smp", "bios", "kernel", "initrd", "append",
+        "dtb", "drives", "devices", "netdevs", "chardevs", "globals", "serial", "accel",
+        "no_reboot", "trace", "icount", "extra")
+    machine: str
+    machine_props: dict[str, str]
+    memory: int | None                  # bytes; None: the machine's default
+    smp: int
+    bios: str | None                    # "default", "none" or a path
+    kernel: str | None
+    initrd: str | None
+    append: str
+    dtb: str | None
+    drives: list[DriveSpec]
+    devices: list[DeviceSpec]
+    netdevs: list[NetdevSpec]
     #: ``-chardev`` back-ends by id: QEMU's text (``file,id=c0,path=P``), a
     #: ``vmforge.devspec.ChardevSpec`` or a ready ``vmforge.chardev.CharBackend``
-    chardevs: dict[str, Any] = field(default_factory=dict)
+    chardevs: dict[str, Any]
     #: ``-global DRIVER.PROP=VALUE``: property defaults per device name
-    globals: dict[str, dict[str, str]] = field(default_factory=dict)
+    globals: dict[str, dict[str, str]]
     #: per serial port: a ``-serial`` spec or a ready ``vmforge.chardev.CharBackend``
-    serial: list[Any] = field(default_factory=lambda: ["stdio"])
-    accel: str | None = None            # None: the machine's default
+    serial: list[Any]
+    accel: str | None                   # None: the machine's default
     #: ``-no-reboot``: a guest's reset request (a reboot, a triple fault) ends the
     #: machine with status 0 instead of resetting it, as QEMU does
-    no_reboot: bool = False
-    trace: list[str] = field(default_factory=list)
+    no_reboot: bool
+    trace: list[str]
     #: guest time: None follows the host's clock (QEMU's default); an
     #: :class:`~vmforge.clock.Icount` counts instructions (``-icount``)
-    icount: Icount | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    icount: Icount | None
+    extra: dict[str, Any]
+
+    def __init__(self, machine: str = "riscv-virt", machine_props: dict[str, str] | None = None,
+                 memory: int | None = None, smp: int = 1, bios: str | None = "default",
+                 kernel: str | None = None, initrd: str | None = None, append: str = "",
+                 dtb: str | None = None, drives: list[DriveSpec] | None = None,
+                 devices: list[DeviceSpec] | None = None,
+                 netdevs: list[NetdevSpec] | None = None,
+                 chardevs: dict[str, Any] | None = None,
+                 globals: dict[str, dict[str, str]] | None = None,
+                 serial: list[Any] | None = None, accel: str | None = None,
+                 no_reboot: bool = False, trace: list[str] | None = None,
+                 icount: Icount | None = None, extra: dict[str, Any] | None = None) -> None:
+        self.machine = machine
+        self.machine_props = {} if machine_props is None else machine_props
+        self.memory = memory
+        self.smp = smp
+        self.bios = bios
+        self.kernel = kernel
+        self.initrd = initrd
+        self.append = append
+        self.dtb = dtb
+        self.drives = [] if drives is None else drives
+        self.devices = [] if devices is None else devices
+        self.netdevs = [] if netdevs is None else netdevs
+        self.chardevs = {} if chardevs is None else chardevs
+        self.globals = {} if globals is None else globals
+        self.serial = ["stdio"] if serial is None else serial
+        self.accel = accel
+        self.no_reboot = no_reboot
+        self.trace = [] if trace is None else trace
+        self.icount = icount
+        self.extra = {} if extra is None else extra
 
     @staticmethod
     def parse_global(text: str, into: dict[str, dict[str, str]]) -> None:
@@ -208,12 +266,18 @@ class MachineConfig:
         to 8 KiB as QEMU does; 0 asks for the machine's default, as with QEMU."""
         opts = _parse_opts_checked("-m", text, "size", ("size",))
         value = opts.get("size", "").strip()
-        match = _SIZE.fullmatch(value)
-        if match is None:
+        parts = size_parts(value)
+        if parts is None:
             raise ConfigError(f"-m {text}: {value!r} is not a size (a number of MiB, or with "
                               "a suffix: K, M, G, T, P, E)")
-        unit = (match["unit"] or "M")[0].upper()
-        size = math.ceil(Fraction(match["number"]) * _UNITS[unit])
+        number, unit_text = parts
+        unit = (unit_text or "M")[0].upper()
+        if "." in number:       # (fractions and decimal imported for these only)
+            from fractions import Fraction
+
+            size = math.ceil(Fraction(number) * _UNITS[unit])
+        else:
+            size = int(number) * _UNITS[unit]
         size = -(-size // 8192) * 8192
         if size >= 1 << 63:
             raise ConfigError(f"-m {text}: the size is too large")
@@ -246,9 +310,35 @@ class MachineConfig:
         return cpus
 
 
-#: ``-m`` sizes: a decimal number (fractions allowed), an optional unit, an optional B/iB
-_SIZE = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[kmgtpe](?:i?b)?|b)?",
-                   re.IGNORECASE)
+def size_parts(value: str) -> tuple[str, str | None] | None:
+    """A ``-m`` size's number and unit, or None: a decimal number (fractions allowed),
+    spaces, an optional unit (K, M, G, T, P, E, with an optional B or iB; or B), any
+    case: what ``(?P<number>\\d+(?:\\.\\d*)?|\\.\\d+)\\s*(?P<unit>[kmgtpe](?:i?b)?|b)?``
+    matches in full, ignoring case (read without re: start-up time)."""
+    end = len(value)
+    i = 0
+    while i < end and value[i].isdecimal():
+        i += 1
+    whole = i
+    if i < end and value[i] == ".":
+        i += 1
+        while i < end and value[i].isdecimal():
+            i += 1
+        if whole == 0 and i == 1:
+            return None                 # a lone "."
+    elif whole == 0:
+        return None
+    number, j = value[:i], i
+    while j < end and value[j].isspace():
+        j += 1
+    unit = value[j:]
+    low = unit.lower()
+    if not unit:
+        return number, None
+    if low == "b" or (low[0] in "kmgtpe" and low[1:] in ("", "b", "ib")):
+        return number, unit
+    return None
+
 _UNITS = {u: 1 << (10 * n) for n, u in enumerate("BKMGTPE")}
 #: ``-smp``'s keys: the count, QEMU's topology levels, the hot-plug limit
 _SMP_KEYS = ("cpus", "sockets", "dies", "clusters", "cores", "threads", "maxcpus")
@@ -268,8 +358,7 @@ def _parse_opts_checked(option: str, text: str, implied: str,
     return opts
 
 
-@dataclass(frozen=True)
-class MachineProp:
+class MachineProp(FrozenRecord):
     """A machine property, set with ``-M NAME,prop=value`` (QEMU's machine options).
 
     A machine class declares its properties in the class attribute
@@ -282,12 +371,20 @@ class MachineProp:
     ``min``/``max`` bound numbers, ``choices`` lists the strings allowed.
     """
 
-    kind: Callable[[str], Any] = str
-    default: Any = None
-    doc: str = ""
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[str, ...] = ()
+    __slots__ = __match_args__ = ("kind", "default", "doc", "min", "max", "choices")
+    kind: Callable[[str], Any]
+    default: Any
+    doc: str
+    min: float | None
+    max: float | None
+    choices: tuple[str, ...]
+
+    def __init__(self, kind: Callable[[str], Any] = str, default: Any = None, doc: str = "",
+                 min: float | None = None, max: float | None = None,
+                 choices: tuple[str, ...] = ()) -> None:
+        for name, value in (("kind", kind), ("default", default), ("doc", doc), ("min", min),
+                            ("max", max), ("choices", choices)):
+            object.__setattr__(self, name, value)
 
     def type_name(self) -> str:
         """What a value must be, for messages and ``-M NAME,help``."""

@@ -20,13 +20,17 @@ Properties (QEMU's qdev properties) are declared as class attributes with
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from vmforge.errors import VmforgeError
 from vmforge.irq import IrqLine
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, ClassVar, Generic, TypeVar, overload
+
     from vmforge.memory import AddressSpace
+else:
+    from vmforge.typing_runtime import Generic, TypeVar
 
 __all__ = ["Device", "DeviceError", "Prop"]
 
@@ -58,10 +62,11 @@ class Prop(Generic[T]):
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    @overload
-    def __get__(self, obj: None, owner: type) -> Prop[T]: ...
-    @overload
-    def __get__(self, obj: object, owner: type) -> T: ...
+    if TYPE_CHECKING:   # (typing's overload: for the type checker only)
+        @overload
+        def __get__(self, obj: None, owner: type) -> Prop[T]: ...
+        @overload
+        def __get__(self, obj: object, owner: type) -> T: ...
     def __get__(self, obj: object | None, owner: type) -> T | Prop[T]:
         if obj is None:
             return self

@@ -21,13 +21,16 @@ decides where each goes (a virtio-mmio slot, a PCI slot) from its name.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from vmforge.chardev import CharBackend, SocketChar, chardev_from_spec
 from vmforge.config import DeviceSpec, DriveSpec, parse_opts
 from vmforge.device import Device, DeviceError
 from vmforge.errors import VmforgeError
+from vmforge.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ChardevSpec", "DeviceSpecError", "cmdline_devices", "device_help"]
 
@@ -48,13 +51,19 @@ class DeviceSpecError(VmforgeError, ValueError):
     """A ``-drive``/``-device``/``-chardev`` that cannot be honoured."""
 
 
-@dataclass
-class ChardevSpec:
+class ChardevSpec(Record):
     """``-chardev BACKEND,id=ID[,path=...]``."""
 
+    __slots__ = __match_args__ = ("backend", "id", "options")
     backend: str
     id: str
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str]
+
+    def __init__(self, backend: str, id: str,
+                 options: dict[str, str] | None = None) -> None:
+        self.backend = backend
+        self.id = id
+        self.options = {} if options is None else options
 
     @classmethod
     def parse(cls, text: str) -> ChardevSpec:

@@ -26,10 +26,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from vmforge.errors import VmforgeError
+from vmforge.record import FrozenRecord
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol, runtime_checkable
+else:
+    from vmforge.typing_runtime import Protocol, runtime_checkable
 
 __all__ = [
     "FDT_MAGIC",
@@ -92,6 +97,10 @@ def _encode_str(s: str) -> bytes:
 
 
 def _cells(values: Sequence[int]) -> bytes:
+    try:        # (in one call: a PCI host's interrupt-map is hundreds of cells)
+        return struct.pack(f">{len(values)}I", *values)
+    except struct.error:
+        pass    # the value that does not fit is named below
     out = bytearray()
     for v in values:
         if not 0 <= v < 1 << 32:
@@ -201,15 +210,22 @@ class FdtNode:
         return f"FdtNode({self.path!r}, {len(self.props)} props, {len(self.children)} children)"
 
 
-@dataclass(frozen=True)
-class FdtPlacement:
+class FdtPlacement(FrozenRecord):
     """Where a board put a device: what its node needs to say."""
 
+    __slots__ = __match_args__ = ("base", "size", "irqs", "interrupt_parent")
     base: int
     size: int
-    irqs: tuple[int, ...] = ()
+    irqs: tuple[int, ...]
     #: phandle of the interrupt controller the ``irqs`` belong to
-    interrupt_parent: int | None = None
+    interrupt_parent: int | None
+
+    def __init__(self, base: int, size: int, irqs: tuple[int, ...] = (),
+                 interrupt_parent: int | None = None) -> None:
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "irqs", irqs)
+        object.__setattr__(self, "interrupt_parent", interrupt_parent)
 
 
 @runtime_checkable

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmforge.cachedir import cache_root
 from vmforge.errors import VmforgeError
 
 __all__ = ["DefaultGuest", "cache_dir", "default_guest", "manifest_path"]
@@ -26,8 +27,7 @@ __all__ = ["DefaultGuest", "cache_dir", "default_guest", "manifest_path"]
 
 def cache_dir() -> Path:
     """vmforge's cache (built guests, benchmark images): outside any repository."""
-    env = os.environ.get("VMFORGE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "vmforge"
+    return Path(cache_root())
 
 
 def manifest_path() -> Path:

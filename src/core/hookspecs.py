@@ -9,7 +9,9 @@ through them: for those, a script uses ``machine.hooks`` (:mod:`vmforge.debug.ho
 A hooks plugin is a module with functions named like the specs below, marked
 with :data:`hookimpl`; it may implement any subset, and may omit arguments it
 does not use.  pluggy checks the names and arguments when the module is
-registered, so a typo fails at once with the plugin's name::
+registered, so a typo fails at once with the plugin's name (the markers are
+pluggy's, made here without importing pluggy; plain hooks are called by
+:mod:`vmforge.hookcall`, and pluggy is imported only when a plugin needs more)::
 
     # my_plugin.py, registered as  [project.entry-points."vmforge.hooks"]
     #                              my-tracer = "my_plugin"
@@ -26,25 +28,81 @@ A module declares the commands it extends in the group ``vmforge.hooks.commands`
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Mapping
+    from typing import Any, TypeVar
 
-import pluggy
+    _F = TypeVar("_F", bound=Callable[..., object])
 
-__all__ = ["PROJECT", "hookimpl", "hookspec"]
+__all__ = ["PROJECT", "HookimplMarker", "HookspecMarker", "hookimpl", "hookspec"]
 
 #: the pluggy project name: markers and the manager use it
 PROJECT = "vmforge"
 
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
+
+class HookspecMarker:
+    """pluggy's ``HookspecMarker``, without importing pluggy (its import, with the
+    inspect and typing it brings, is a fifth of ``vmforge run``'s start-up): it sets
+    the same ``<project>_spec`` options on the function, which pluggy's manager reads
+    (:mod:`vmforge.hookcall` too)."""
+
+    __slots__ = ("project_name",)
+
+    def __init__(self, project_name: str) -> None:
+        self.project_name = project_name
+
+    def __call__(self, function: _F | None = None, firstresult: bool = False,
+                 historic: bool = False, warn_on_impl: Warning | None = None,
+                 warn_on_impl_args: Mapping[str, Warning] | None = None) -> Any:
+        if historic and firstresult:
+            raise ValueError("cannot have a historic firstresult hook")
+        opts = {"firstresult": firstresult, "historic": historic,
+                "warn_on_impl": warn_on_impl, "warn_on_impl_args": warn_on_impl_args}
+
+        def mark(func: _F) -> _F:
+            setattr(func, self.project_name + "_spec", dict(opts))
+            return func
+
+        return mark if function is None else mark(function)
+
+
+class HookimplMarker:
+    """pluggy's ``HookimplMarker``, without importing pluggy: it sets the same
+    ``<project>_impl`` options on the function."""
+
+    __slots__ = ("project_name",)
+
+    def __init__(self, project_name: str) -> None:
+        self.project_name = project_name
+
+    def __call__(self, function: _F | None = None, hookwrapper: bool = False,
+                 optionalhook: bool = False, tryfirst: bool = False, trylast: bool = False,
+                 specname: str | None = None, wrapper: bool = False) -> Any:
+        opts = {"wrapper": wrapper, "hookwrapper": hookwrapper, "optionalhook": optionalhook,
+                "tryfirst": tryfirst, "trylast": trylast, "specname": specname}
+
+        def mark(func: _F) -> _F:
+            setattr(func, self.project_name + "_impl", dict(opts))
+            return func
+
+        return mark if function is None else mark(function)
+
+
+hookspec = HookspecMarker(PROJECT)
+hookimpl = HookimplMarker(PROJECT)
 
 
 @hookspec(historic=True)
 def vmforge_add_options(parser: argparse.ArgumentParser, command: str) -> None:
     """Add options to the parser of the vmforge command ``command`` ("run", "img").
 
-    Historic: a plugin registered late still sees every parser built before.
+    For a common ``run`` command line ``parser`` is a spec that records
+    ``add_argument`` and ``set_defaults`` (:mod:`vmforge.cli.run_getopt`); asking it
+    for more makes argparse read the line, and the hook is called again with
+    argparse's parser.  Historic: a plugin registered late still sees every parser
+    built before.
     """
 
 

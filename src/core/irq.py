@@ -9,7 +9,12 @@ called only when the level changes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol, runtime_checkable
+else:
+    from vmforge.typing_runtime import Protocol, runtime_checkable
 
 __all__ = ["InterruptController", "IrqLine", "IrqSink"]
 

@@ -19,17 +19,29 @@ for that moment too (:func:`defer_logging_setup`).
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import contextlib
     import logging
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from types import ModuleType
-    from typing import Any
+    from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["defer_logging_setup", "lazy_attributes", "lazy_logger"]
+    _P = ParamSpec("_P")
+    _T = TypeVar("_T")
+
+__all__ = ["defer_logging_setup", "import_module", "lazy_attributes", "lazy_contextmanager",
+           "lazy_logger"]
+
+
+def import_module(name: str) -> ModuleType:
+    """``importlib.import_module(name)`` for an absolute name, without importing
+    :mod:`importlib`'s package (and the warnings it imports): the import statement's
+    machinery, which is what it calls."""
+    __import__(name)
+    return sys.modules[name]
 
 
 def lazy_attributes(package: str, names: Mapping[str, str]) -> Callable[[str], Any]:
@@ -41,7 +53,7 @@ def lazy_attributes(package: str, names: Mapping[str, str]) -> Callable[[str], A
         module = table.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
+        value = getattr(import_module(module), name)
         setattr(sys.modules[package], name, value)
         return value
 
@@ -134,3 +146,24 @@ class _LazyLogger:
 def lazy_logger(name: str) -> logging.Logger:
     """``logging.getLogger(name)``, made (and :mod:`logging` imported) on first use."""
     return _LazyLogger(name)  # type: ignore[return-value]   # a stand-in with its methods
+
+
+def lazy_contextmanager(func: Callable[_P, Iterator[_T]]
+                        ) -> Callable[_P, contextlib.AbstractContextManager[_T]]:
+    """``contextlib.contextmanager(func)``, with :mod:`contextlib` (and the functools it
+    imports) imported at the first call instead of at the definition: for a method
+    most commands never call (a block backend's drained section)."""
+    made: Callable[_P, contextlib.AbstractContextManager[_T]] | None = None
+
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> contextlib.AbstractContextManager[_T]:
+        nonlocal made
+        if made is None:
+            import contextlib
+
+            made = contextlib.contextmanager(func)
+        return made(*args, **kwargs)
+
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(call, attr, getattr(func, attr))
+    call.__wrapped__ = func  # type: ignore[attr-defined]
+    return call

@@ -20,7 +20,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 from vmforge.chardev import CharBackend, chardev_from_spec
 from vmforge.clock import TimerQueue, VirtualClock
@@ -28,6 +27,10 @@ from vmforge.config import MachineConfig, MachineProp, check_machine_props
 from vmforge.device import Device, DeviceError
 from vmforge.errors import VmforgeError
 from vmforge.memory import AddressSpace, RamRegion
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["Machine", "MachineError", "ShutdownReason"]
 

@@ -14,17 +14,22 @@
 
 from __future__ import annotations
 
-import logging
 import mmap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from vmforge._fast import guestmem as _guestmem
 from vmforge._fast import mmio as _mmio
 from vmforge._fast.mmio import MemTx
 from vmforge.errors import GuestAddressError, GuestMemoryError, VmforgeError
+from vmforge.lazy import lazy_logger
+from vmforge.record import FrozenRecord
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol, TypeAlias, runtime_checkable
+else:
+    from vmforge.typing_runtime import Protocol, runtime_checkable
 
 __all__ = [
     "AddressSpace",
@@ -39,7 +44,7 @@ __all__ = [
     "Region",
 ]
 
-log = logging.getLogger("vmforge.memory")
+log = lazy_logger("vmforge.memory")  # (logging imported by a message)
 
 #: Anything exposing the buffer protocol (bytes, bytearray, memoryview, mmap).
 Buffer: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
@@ -92,15 +97,22 @@ def _check_range(addr: int, length: int) -> None:
         raise GuestAddressError(f"range of {length} bytes at {addr:#x} runs past 2**64")
 
 
-@dataclass(frozen=True)
-class RamRegion:
+class RamRegion(FrozenRecord):
     """One RAM range as the map holds it."""
 
+    __slots__ = __match_args__ = ("base", "size", "name", "readonly", "buffer")
     base: int
     size: int
     name: str
     readonly: bool
     buffer: Any  # the mmap (or caller's buffer) behind it
+
+    def __init__(self, base: int, size: int, name: str, readonly: bool, buffer: Any) -> None:
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "readonly", readonly)
+        object.__setattr__(self, "buffer", buffer)
 
     @property
     def end(self) -> int:
@@ -326,15 +338,22 @@ class MmioOps(Protocol):
     def write(self, offset: int, size: int, value: int) -> None: ...
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(FrozenRecord):
     """One entry of an address space's map (what :meth:`AddressSpace.regions` lists)."""
 
+    __slots__ = __match_args__ = ("base", "size", "kind", "name", "ops")
     base: int
     size: int
     kind: str  # "ram", "rom" or "mmio"
     name: str
-    ops: Any = None
+    ops: Any
+
+    def __init__(self, base: int, size: int, kind: str, name: str, ops: Any = None) -> None:
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "ops", ops)
 
     @property
     def end(self) -> int:

@@ -17,7 +17,9 @@ then, with an error naming its distribution, version and entry point.  The
 metadata of the path's folders is read here (``*.dist-info``/``*.egg-info``:
 ``entry_points.txt`` and the head of ``METADATA``), as importlib.metadata
 finds it, without importing importlib_metadata (a third of a command's start-up
-time); other path entries (zip files) go through importlib_metadata.
+time); other path entries (zip files) go through importlib_metadata.  What the
+scan of ``sys.path`` keeps is stored between commands while the path's folders
+are unchanged (:mod:`vmforge.plugins_cache`).
 
 A hooks module may declare the commands it extends, in the group
 :data:`HOOK_COMMANDS_GROUP` of its distribution: ``COMMAND = module``, the module
@@ -36,21 +38,22 @@ Users control loading as with pytest's ``-p``:
 
 from __future__ import annotations
 
-import importlib
 import os
-import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
 
 from vmforge.errors import VmforgeError
+from vmforge.lazy import import_module
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
     from typing import Any, Protocol
 
     import pluggy
 
     from vmforge.block.driver import BlockDriver
+    from vmforge.hookcall import HookRelay
+    from vmforge.plugins_cache import Scan
 
     class _HasMetadata(Protocol):
         """What :func:`_name_version` needs of a distribution (importlib_metadata's
@@ -64,6 +67,7 @@ __all__ = [
     "GROUPS",
     "HOOK_COMMANDS_GROUP",
     "KINDS",
+    "MAGIC_GROUP",
     "PluginConflict",
     "PluginError",
     "PluginInfo",
@@ -85,6 +89,11 @@ KINDS: tuple[str, ...] = ("block", "device", "machine")
 #: entry points naming a block format's probe function (``probe(header, filename) ->
 #: score``) in a light module, under the format's name: probing then imports no driver
 PROBE_GROUP = "vmforge.block.probe"
+#: entry points ``"FORMAT.OFFSET.HEX" = probe``: the format's probe can only claim an
+#: image whose bytes at OFFSET are HEX (one of them when it declares several), so probing
+#: imports it only for those (:meth:`Registry.probe_magics`); OFFSET ``end-N`` counts from
+#: the end of the file (a trailer, as dmg's ``koly``)
+MAGIC_GROUP = "vmforge.block.magic"
 #: entry points ``COMMAND = hooks.module``: the ``vmforge`` commands a hooks module of
 #: the same distribution extends (it is loaded for those only)
 HOOK_COMMANDS_GROUP = "vmforge.hooks.commands"
@@ -103,7 +112,8 @@ _BASES: dict[str, tuple[str, str]] = {
 def _name_version(dist: _HasMetadata) -> tuple[str, str]:
     """Name and Version from the head of METADATA (no e-mail parser: start-up time)."""
     name = version = "?"
-    for line in (dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "").splitlines():
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    for line in text[:text.find("\n\n") + 1 or None].splitlines():   # not the description's
         if not line:
             break                      # the headers end at the first empty line
         if line.startswith("Name:"):
@@ -118,18 +128,27 @@ class EntryPoint:
 
     __slots__ = ("group", "name", "value")
 
-    _VALUE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?(\[.*\]\s*)?$")
+    _VALUE = r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?(\[.*\]\s*)?$"
+    #: what a plain ``module:attr`` is made of (others go through :attr:`_VALUE`: re
+    #: is imported for them only, ~8 ms of start-up with the enum it imports)
+    _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 
     def __init__(self, name: str, value: str, group: str) -> None:
         self.name, self.value, self.group = name, value, group
 
     def load(self) -> Any:
         """Import the module and return the object the value names."""
-        match = self._VALUE.match(self.value)
-        if match is None:
-            raise ValueError(f"malformed entry point value {self.value!r}")
-        obj = importlib.import_module(match["module"])
-        for attr in (match["attr"] or "").split(".") if match["attr"] else ():
+        module, colon, attrs = self.value.partition(":")
+        if not (module and (attrs or not colon) and self._PLAIN.issuperset(module)
+                and self._PLAIN.issuperset(attrs)):
+            import re
+
+            match = re.match(self._VALUE, self.value)
+            if match is None:
+                raise ValueError(f"malformed entry point value {self.value!r}")
+            module, attrs = match["module"], match["attr"] or ""
+        obj = import_module(module)
+        for attr in attrs.split(".") if attrs else ():
             obj = getattr(obj, attr)
         return obj
 
@@ -165,10 +184,20 @@ class _FolderDist:
 
     def read_text(self, filename: str) -> str | None:
         try:
-            with open(os.path.join(self.folder, filename), encoding="utf-8") as f:
-                return f.read()
+            return self.read_bytes(filename).decode()
         except (OSError, UnicodeDecodeError):
             return None
+
+    def read_bytes(self, filename: str) -> bytes:
+        """The file's bytes (no text file object: the scan reads one per distribution)."""
+        fd = os.open(f"{self.folder}/{filename}", os.O_RDONLY)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
 
 def _distributions(path: Sequence[str]) -> Iterator[Any]:
@@ -176,7 +205,9 @@ def _distributions(path: Sequence[str]) -> Iterator[Any]:
     for entry in path:
         folder = entry or "."
         try:
-            names = os.listdir(folder)
+            with os.scandir(folder) as it:    # no stat per entry, as isdir() would make
+                found = [e.path for e in it
+                         if e.name.lower().endswith((".dist-info", ".egg-info")) and e.is_dir()]
         except NotADirectoryError:  # a zip file: importlib_metadata reads those
             import importlib_metadata
 
@@ -184,16 +215,52 @@ def _distributions(path: Sequence[str]) -> Iterator[Any]:
             continue
         except OSError:
             continue
-        for name in names:
-            if name.lower().endswith((".dist-info", ".egg-info")):
-                full = os.path.join(folder, name)
-                if os.path.isdir(full):
-                    yield _FolderDist(full)
+        for full in found:
+            yield _FolderDist(full)
 
 
 def normalize(name: str) -> str:
     """A distribution name as PEP 503 compares it."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    name = name.replace("_", "-").replace(".", "-")      # re.sub(r"[-_.]+", "-", name)
+    while "--" in name:
+        name = name.replace("--", "-")
+    return name.lower()
+
+
+def _read_scan(path: Sequence[str]) -> Scan:
+    """The distributions on ``path`` with an entry point of :data:`GROUPS`, in path order
+    (one shadows those of its name after it), with their entry points of vmforge's
+    groups (:mod:`vmforge.plugins_cache` keeps them between commands)."""
+    kinds = set(GROUPS.values())
+    wanted = {*kinds, PROBE_GROUP, MAGIC_GROUP, HOOK_COMMANDS_GROUP}
+    seen: set[str] = set()
+    out: Scan = []
+    for dist in _distributions(path):
+        # the name from the dist-info folder when it has one (parsing every
+        # distribution's METADATA would cost more than the rest of start-up)
+        key = normalize(getattr(dist, "_normalized_name", None) or _name_version(dist)[0])
+        if key in seen:  # shadowed by an earlier entry of the path
+            continue
+        seen.add(key)
+        source = None
+        if isinstance(dist, _FolderDist):
+            source = f"{dist.folder}/entry_points.txt"
+            try:
+                data = dist.read_bytes("entry_points.txt")
+            except OSError:
+                continue
+            if b"vmforge." not in data:  # no group of ours: not parsed (start-up time)
+                continue
+            try:
+                all_eps: list[Any] = parse_entry_points(data.decode())
+            except UnicodeDecodeError:
+                continue
+        else:
+            all_eps = list(dist.entry_points)
+        eps = [(ep.group, ep.name, ep.value) for ep in all_eps if ep.group in wanted]
+        if any(group in kinds for group, _, _ in eps):
+            out.append((*_name_version(dist), source, eps))
+    return out
 
 
 class PluginError(VmforgeError):
@@ -337,20 +404,32 @@ class Registry:
     ``path`` limits the search to those directories (default: ``sys.path``).
     ``command`` is the ``vmforge`` command that runs (None: any, as for a script or
     ``vmforge plugins``): hooks plugins that declare other commands are not loaded.
+    ``cache``: keep the scan of the path between processes (default: for ``sys.path``);
+    ``refresh``: scan even when the kept scan looks current (``vmforge plugins``).
     """
 
     def __init__(self, policy: LoadPolicy | None = None, path: Sequence[str] | None = None,
-                 command: str | None = None) -> None:
+                 command: str | None = None, cache: bool | None = None,
+                 refresh: bool = False) -> None:
         self.policy = policy or LoadPolicy()
         self.path = list(path) if path is not None else None
         self.command = command
+        #: the scan kept between processes (:mod:`vmforge.plugins_cache`); by default
+        #: for ``sys.path``'s
+        self.cache = self.path is None if cache is None else cache
+        #: scan even when the kept scan looks current (and keep the new one)
+        self.refresh = refresh
         self._entries: list[PluginInfo] | None = None
         #: (normalized distribution, format name) -> its probe entry point
         self._probes: dict[tuple[str, str], EntryPoint] = {}
+        #: (normalized distribution, format name) -> its magics, None: one is malformed
+        self._magics: dict[tuple[str, str], list[tuple[int, bytes]] | None] = {}
         #: (normalized distribution, hooks module) -> the commands it declares
         self._hook_commands: dict[tuple[str, str], list[str]] = {}
         self._classes: dict[tuple[str, str], type] = {}
         self._pm: pluggy.PluginManager | None = None
+        #: the plain hooks' relay (:mod:`vmforge.hookcall`), while pluggy is not needed
+        self._relay: HookRelay | None = None
 
     # -- what is installed (metadata only) ------------------------------------------
 
@@ -362,38 +441,38 @@ class Registry:
                 if (kind is None or e.kind == kind) and (include_blocked or not e.blocked)]
 
     def _scan(self) -> list[PluginInfo]:
-        groups = {g: k for k, g in GROUPS.items()}
-        seen: set[str] = set()
-        out: list[PluginInfo] = []
-        for dist in _distributions(sys.path if self.path is None else self.path):
-            # the name from the dist-info folder when it has one (parsing every
-            # distribution's METADATA would cost more than the rest of start-up)
-            key = normalize(getattr(dist, "_normalized_name", None) or _name_version(dist)[0])
-            if key in seen:  # shadowed by an earlier entry of the path
-                continue
-            seen.add(key)
-            if isinstance(dist, _FolderDist):
-                text = dist.read_text("entry_points.txt") or ""
-                if "vmforge." not in text:  # no group of ours: not parsed (start-up time)
-                    continue
-                all_eps: list[Any] = parse_entry_points(text)
-            else:
-                all_eps = list(dist.entry_points)
-            eps = [(groups[ep.group], ep) for ep in all_eps if ep.group in groups]
-            if not eps:
-                continue
-            dist_name, version = _name_version(dist)
-            for ep in all_eps:
-                if ep.group == PROBE_GROUP:
-                    self._probes[(normalize(dist_name), ep.name)] = ep
-                elif ep.group == HOOK_COMMANDS_GROUP:
-                    self._hook_commands.setdefault(
-                        (normalize(dist_name), ep.value.strip()), []).append(ep.name)
-            for kind, ep in eps:
-                out.append(PluginInfo(kind, ep.name, ep.value, dist_name, version, ep,
-                                      not self.policy.allows(dist_name, ep.name)))
-        out.sort(key=lambda e: (list(GROUPS).index(e.kind), e.name, normalize(e.dist)))
-        return out
+        path = sys.path if self.path is None else self.path
+        if self.cache:
+            from vmforge import plugins_cache
+
+            scan = None if self.refresh else plugins_cache.load(path)
+            if scan is None:
+                times = plugins_cache.folder_times(path)
+                scan = _read_scan(path)
+                plugins_cache.store(path, scan, times)
+        else:
+            scan = _read_scan(path)
+        groups = {g: (i, k) for i, (k, g) in enumerate(GROUPS.items())}
+        policy = self.policy
+        allow_all = policy.autoload and not policy.blocked     # (the usual case)
+        found: list[tuple[int, str, str, PluginInfo]] = []
+        for dist_name, version, _, eps in scan:
+            dist_key = normalize(dist_name)
+            for group, name, value in eps:
+                ep = EntryPoint(name, value, group)
+                if group == PROBE_GROUP:
+                    self._probes[(dist_key, name)] = ep
+                elif group == MAGIC_GROUP:
+                    self._add_magic(dist_key, name)
+                elif group == HOOK_COMMANDS_GROUP:
+                    self._hook_commands.setdefault((dist_key, value.strip()), []).append(name)
+                else:
+                    order, kind = groups[group]
+                    blocked = not (allow_all or policy.allows(dist_name, name))
+                    found.append((order, name, dist_key, PluginInfo(
+                        kind, name, value, dist_name, version, ep, blocked)))
+        found.sort(key=lambda f: f[:3])
+        return [f[3] for f in found]
 
     def names(self, kind: str) -> list[str]:
         """Names of the usable plugins of ``kind``."""
@@ -460,6 +539,33 @@ class Registry:
         info = self.info("block", name)
         return self._probes.get((normalize(info.dist), name))
 
+    def _add_magic(self, dist: str, spec: str) -> None:
+        fmt, _, hex_bytes = spec.rpartition(".")
+        fmt, _, offset = fmt.rpartition(".")
+        key = (dist, fmt)
+        try:
+            at = -int(offset[4:]) if offset.startswith("end-") else int(offset)
+            magic: tuple[int, bytes] | None = (at, bytes.fromhex(hex_bytes))
+        except ValueError:
+            magic = None
+        magics = self._magics.setdefault(key, [])
+        if offset.startswith("end-"):   # within the last N bytes (not end-0, end--N)
+            valid = magic is not None and 0 < len(magic[1]) <= -magic[0]
+        else:
+            valid = magic is not None and len(magic[1]) > 0 and magic[0] >= 0
+        if magic is None or not valid or magics is None:
+            self._magics[key] = None        # asked for every image, as without a magic
+        else:
+            magics.append(magic)
+
+    def probe_magics(self, name: str) -> list[tuple[int, bytes]] | None:
+        """The (offset, bytes) one of which an image must hold for the block format
+        ``name``'s probe to claim it (:data:`MAGIC_GROUP`; a negative offset counts from
+        the end of the file), or None: it may claim any."""
+        info = self.info("block", name)
+        self.entries()
+        return self._magics.get((normalize(info.dist), name))
+
     def probe_function(self, name: str) -> Any:
         """The probe of the block format ``name``: the function its distribution names
         in :data:`PROBE_GROUP` (a light module: no driver imported), else the driver
@@ -509,17 +615,28 @@ class Registry:
     def hook(self) -> Any:
         """``registry.hook.vmforge_xxx(...)``: call every hooks plugin.
 
-        With no hooks plugin to load (and no manager made yet), calls go to a
-        relay that answers as pluggy would with no implementation (``[]``),
-        without importing pluggy (start-up time)."""
-        if self._pm is None and not self.hook_entries():
+        Without pluggy while it is not needed (start-up time): with no hooks plugin
+        to load, calls go to a relay that answers as pluggy would with no
+        implementation (``[]``); plain plugins are called by :mod:`vmforge.hookcall`
+        (pluggy's manager is made for the others, and for a call it does not make)."""
+        if self._pm is not None:
+            return self._pm.hook
+        if self._relay is not None:
+            return self._relay
+        entries = self.hook_entries()
+        if not entries:
             return _NO_HOOKS
-        return self.plugin_manager.hook
+        from vmforge import hookcall, hookspecs
+
+        plugins = [(f"{info.dist}:{info.name}", self._import(info)) for info in entries]
+        self._relay = hookcall.plain_hooks(plugins, hookspecs, hookspecs.PROJECT,
+                                           lambda: self._pm, lambda: self.plugin_manager)
+        return self._relay if self._relay is not None else self.plugin_manager.hook
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
         """The pluggy manager, with the ``vmforge.hooks`` plugins of :meth:`hook_entries`
-        registered."""
+        registered (and the historic calls made before without it)."""
         if self._pm is None:
             import pluggy
 
@@ -527,6 +644,7 @@ class Registry:
 
             pm = pluggy.PluginManager(hookspecs.PROJECT)
             pm.add_hookspecs(hookspecs)
+            modules = []
             for info in self.hook_entries():
                 module = self._import(info)
                 try:
@@ -535,6 +653,9 @@ class Registry:
                 except pluggy.PluginValidationError as exc:
                     raise PluginLoadError(info, "its hooks do not match vmforge's specs",
                                           exc) from exc
+                modules.append(module)
+            if self._relay is not None:
+                self._relay.replay_history(pm, modules)
             self._pm = pm
         return self._pm
 
@@ -574,11 +695,12 @@ _registry: Registry | None = None
 
 
 def configure(options: Iterable[str] = (), path: Sequence[str] | None = None,
-              command: str | None = None) -> Registry:
+              command: str | None = None, refresh: bool = False) -> Registry:
     """Make the process-wide registry with ``-p`` options (and the environment), for
-    the ``vmforge`` command ``command`` (None: any)."""
+    the ``vmforge`` command ``command`` (None: any); ``refresh``: not from the kept scan
+    (:class:`Registry`)."""
     global _registry
-    _registry = Registry(LoadPolicy.from_options(options), path, command)
+    _registry = Registry(LoadPolicy.from_options(options), path, command, refresh=refresh)
     return _registry
 
 

@@ -62,9 +62,10 @@ class _DataclassFields:
 
 
 class Record:
-    """A mutable record: ``__eq__`` and ``__repr__`` over ``__match_args__``."""
+    """A mutable record: ``__eq__`` and ``__repr__`` over ``__match_args__``; weak
+    references to it may be taken, as to a dataclass instance."""
 
-    __slots__ = ()
+    __slots__ = ("__weakref__",)
     __match_args__: tuple[str, ...] = ()
     __dataclass_fields__: Any = _DataclassFields()
 

@@ -62,3 +62,21 @@ def test_padded_puts_data_between_zeros_without_copying() -> None:
     assert any(p.obj is data.obj for p in parts), "the caller's buffer itself, not a copy"
     assert [p.nbytes for p in fileio.padded(4096, 0, memoryview(bytes(4096)))] == [4096]
     assert fileio.zero_views(0) == []
+
+
+def test_page_aligned_buffer_is_private_memory_on_a_page_boundary() -> None:
+    import ctypes
+
+    buf = fileio.page_aligned_buffer(1 << 20)
+    try:
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        assert addr % os.sysconf("SC_PAGE_SIZE") == 0
+        assert bytes(buf[:4096]) == bytes(4096)
+        buf[:3] = b"abc"
+        with open("/proc/self/maps") as maps:
+            line = next(ln for ln in maps
+                        if int(ln.split("-")[0], 16) <= addr < int(ln.split()[0].split("-")[1], 16))
+        # "rw-p": private anonymous pages, not "rw-s" (shmem: dearer to fault and free)
+        assert line.split()[1] == "rw-p"
+    finally:
+        buf.close()

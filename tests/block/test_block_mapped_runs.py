@@ -8,6 +8,7 @@ import os
 import pytest
 
 from vmforge.block.backend import BlockBackend, create_image
+from vmforge.testing.batches import count_calls
 
 pytest.importorskip("vmforge_vdi")
 K = 1024
@@ -22,18 +23,6 @@ def _runs() -> list[tuple[int, memoryview]]:
          (2 * M - 4 * K, 8 * K)])]
 
 
-def _counting(monkeypatch, name: str) -> list[int]:
-    calls: list[int] = []
-    real = getattr(os, name)
-
-    def counted(*args):
-        calls.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(os, name, counted)
-    return calls
-
-
 def test_runs_write_and_read_as_one_call_per_run_would(tmp_path, monkeypatch) -> None:
     one, batched = str(tmp_path / "one.vdi"), str(tmp_path / "batched.vdi")
     for path in (one, batched):
@@ -42,7 +31,7 @@ def test_runs_write_and_read_as_one_call_per_run_would(tmp_path, monkeypatch) ->
         for off, data in _runs():
             bb.pwritev(off, [data])
     with BlockBackend.open(batched, "vdi", readonly=False) as bb:
-        calls = _counting(monkeypatch, "pwritev")
+        calls = count_calls(monkeypatch, os, "pwritev")
         bb.pwritev_runs(_runs())
         monkeypatch.undo()
     with open(one, "rb") as a, open(batched, "rb") as b:
@@ -50,7 +39,7 @@ def test_runs_write_and_read_as_one_call_per_run_would(tmp_path, monkeypatch) ->
         assert a.read()[512:] == b.read()[512:]
     # 4 blocks allocated (one write each), the two in-place pieces after the first
     # one in one call
-    assert len(calls) == 5
+    assert calls["pwritev"] == 5
     expect = bytearray(4 * M)
     for off, data in _runs():
         expect[off:off + data.nbytes] = data
@@ -59,11 +48,11 @@ def test_runs_write_and_read_as_one_call_per_run_would(tmp_path, monkeypatch) ->
                 [(0, 64 * K), (64 * K, 96 * K), (160 * K, 4 * K),   # one block, in a row
                  (M, 8 * K),                                        # not allocated: zeros
                  (2 * M - 4 * K, 12 * K), (4 * M - 4 * K, 4 * K)]]
-        calls = _counting(monkeypatch, "preadv")
+        calls = count_calls(monkeypatch, os, "preadv")
         bb.preadv_runs(bufs)
         monkeypatch.undo()
         for off, buf in bufs:
             assert bytes(buf) == expect[off:off + buf.nbytes]
         # the first three in one call; each of the other stored pieces in its own
-        assert len(calls) == 4
+        assert calls["preadv"] == 4
 

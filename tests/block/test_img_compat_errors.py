@@ -4,6 +4,7 @@ stderr; without it the same words follow ``vmforge img:`` on one line."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -110,12 +111,34 @@ def test_error_text_as_qemu_img(images, img, qemu, capsys, monkeypatch, cmd) -> 
     assert err.startswith(f"vmforge img: {first}") and "qemu-img" not in err
 
 
+def _locked(inode: int) -> bool:
+    """Whether a process holds QEMU's lock of the write permission on the file with
+    ``inode``: an OFD lock covering byte 101 (QEMU locks byte 100 + the bit of each
+    permission it takes, 200 + each it does not share)."""
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[5].endswith(f":{inode}"):
+                end = fields[7]
+                if int(fields[6]) <= 101 and (end == "EOF" or int(end) >= 101):
+                    return True
+    return False
+
+
 def test_locked_image_as_qemu_img(images, img, qemu, capsys) -> None:
     holder = subprocess.Popen(["qemu-io", "-f", "qcow2", "c.qcow2", "-c", "sleep 60000"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        while qemu("img", "info", "c.qcow2", check=False).returncode == 0:
-            time.sleep(0.05)           # until qemu-io holds its lock
+        deadline = time.monotonic() + 30
+        # until qemu-io holds its locks: read from /proc/locks, which takes none (asking
+        # qemu-img could take a shared lock just as qemu-io wants its own, and fail it)
+        while not _locked(os.stat("c.qcow2").st_ino):
+            if holder.poll() is not None:      # (a bound: never wait for a lock nobody holds)
+                pytest.fail(f"qemu-io ended ({holder.returncode}) before holding its lock: "
+                            f"{holder.stderr.read().decode(errors='replace')}")
+            assert time.monotonic() < deadline, "qemu-io held no lock on c.qcow2 in 30 s"
+            time.sleep(0.05)
+        assert qemu("img", "info", "c.qcow2", check=False).returncode != 0
         for cmd in ("info c.qcow2", "resize c.qcow2 2M", "check c.qcow2"):
             theirs = qemu("img", *cmd.split(), check=False)
             assert _err_of(img, capsys, ["--qemu-img-compat", *cmd.split()]) == \

@@ -258,6 +258,7 @@ def test_write_errors_name_the_target(tmp_path, mixed, img, monkeypatch) -> None
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(raw, "pwritev", full)
+    monkeypatch.setattr(raw, "pwritev_runs", lambda self, runs: full(self, 0, []))
     dst = str(tmp_path / "full.raw")
     r = img("convert", "-f", "raw", "-O", "raw", src, dst)
     assert r.rc == 1 and dst in r.err and "No space left on device" in r.err

@@ -66,24 +66,23 @@ def test_a_new_speed_set_while_the_job_reads_its_delay_wakes_it(tmp_path: Any) -
     _base, top, _data = make_chain(tmp_path, size=4 << 20)
     real = RateLimit.delay_ns
     lifted: list[threading.Thread] = []
-    job_box: list[Any] = [None]
+    reg = JobRegistry()
 
     def delay_ns(self: RateLimit, n: int) -> int:
         delay = real(self, n)
-        if n == 0 and delay and not lifted and job_box[0] is not None:
-            t = threading.Thread(target=job_box[0].set_speed, args=(0,))
+        job = reg.get("hd0")        # (registered before its thread starts)
+        if n == 0 and delay and not lifted and job is not None:
+            t = threading.Thread(target=job.set_speed, args=(0,))
             lifted.append(t)
             t.start()
             t.join(0.5)     # done at once unless the job holds its lock: then it waits
         return delay
 
     with BlockBackend.open(top, "qcow2", readonly=False) as bb:
-        reg = JobRegistry()
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(RateLimit, "delay_ns", delay_ns)
             job = start_mirror(bb, str(tmp_path / "copy.qcow2"), device="hd0", speed=1,
                                registry=reg)
-            job_box[0] = job
             assert job.wait_ready(20), job.info()
         assert lifted and job.speed == 0
         job.cancel()

@@ -46,6 +46,7 @@ WRITER = r"""
 
 def _first_part(rv_env, image: bytes):
     space, hart = rv_env.make_machine(image)
+    hart.jit = True                 # (a test of the compiler, VMFORGE_JIT=0 or not)
     hart.stop_on = {3}
     res = hart.run(1_000_000)
     assert res.reason is StopReason.EXCEPTION and res.cause == 3, res

@@ -24,17 +24,21 @@ hart on a host thread of its own instead (:mod:`vmforge.accel.mttcg`);
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from vmforge.accel.interp import RiscvHart, RunResult, StopReason
 from vmforge.accel.mttcg import HartThreads
-from vmforge.debug.hooks import Hooks
-from vmforge.debug.trace import CPU_CATEGORIES, CpuTrace, MmuTrace
 from vmforge.machine import Machine, MachineError, ShutdownReason
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # the debugging modules are imported when used (-d, hooks, gdb)
+    import logging  # (so is logging: -d int, -d cpu)
+    from typing import Any
+
+    from vmforge.debug.hooks import Hooks
+    from vmforge.debug.trace import CpuTrace
 
 __all__ = ["HartCluster", "HartMachine"]
 
@@ -54,6 +58,7 @@ class HartCluster:
         self.harts: list[RiscvHart] = [first] + [first.sibling(i) for i in range(1, n)]
         for h in self.harts:
             h.set_icount(time_mul, time_div)
+            h.pause_ends_run = n > 1    # a spin-wait's pause ends the hart's turn
         self.slice_instructions = slice_instructions
         self.warp_idle = warp_idle
         self.host_time = False
@@ -207,6 +212,8 @@ class HartCluster:
 def _trace_writer(name: str) -> Callable[[str], None]:
     """Write whole trace records to where the logger ``name`` writes (its stream
     straight away when it has one: the exec trace writes a record per block)."""
+    import logging
+
     log = logging.getLogger(name)
     for handler in log.handlers:
         if isinstance(handler, logging.StreamHandler):
@@ -258,15 +265,25 @@ class HartMachine(Machine):
             self.big_lock = threading.RLock()
             self.hart_threads = HartThreads(self.cluster, self.big_lock, self._hart_failed)
         if "int" in self.config.trace:
+            import logging
+
             self.cluster.trace_traps(logging.getLogger("vmforge.trace.int"))
         self._plug_guest_events()
+        if self.config.trace:
+            self._trace_cpus()
+        return self.cluster
+
+    def _trace_cpus(self) -> None:
+        """``-d mmu``, ``-d in_asm/exec/cpu``: :mod:`vmforge.debug.trace`."""
+        from vmforge.debug.trace import CPU_CATEGORIES, CpuTrace, MmuTrace
+
+        assert self.cluster is not None
         if "mmu" in self.config.trace:
             MmuTrace(self.cluster.harts, self.space.memory, _trace_writer("vmforge.trace.cpu"))
         if any(t in CPU_CATEGORIES and t != "mmu" for t in self.config.trace):
             self.cpu_trace = CpuTrace(self.hooks, self.cluster.harts, self.space.memory,
                                       self.config.trace, _trace_writer("vmforge.trace.cpu"),
                                       self.config.extra.get("dfilter"))
-        return self.cluster
 
     def _threaded(self, counted_time: bool) -> bool:
         """Whether the harts get a host thread each: ``thread=multi``, or by
@@ -305,6 +322,8 @@ class HartMachine(Machine):
         assert self.cluster is not None, "build() must call make_cluster()"
         hooks = self.__dict__.get("_debug_hooks")
         if hooks is None:
+            from vmforge.debug.hooks import Hooks
+
             hooks = self.__dict__["_debug_hooks"] = Hooks(self.cluster.harts,
                                                           self.space.memory)
         return hooks

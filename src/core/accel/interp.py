@@ -64,12 +64,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vmforge._fast import riscv as _riscv
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+
     from vmforge.memory import AddressSpace
+else:
+    from vmforge.typing_runtime import NamedTuple
 
 __all__ = ["CSR", "ReservationSet", "RiscvHart", "RunResult", "StopReason"]
 

@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from vmforge._fast.riscv import own_reservations
 from vmforge.accel.interp import RiscvHart, StopReason
 from vmforge.accel.locks import released
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from vmforge.accel.cluster import HartCluster
 
 __all__ = ["IDLE_POLL_S", "HartThreads"]

@@ -11,11 +11,9 @@ depth of the layer that decided each extent.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
+from _thread import allocate_lock
 
-from vmforge.block.bitmap import DirtyBitmap, load_persistent, store_persistent
 from vmforge.block.driver import (
     BlockDriver,
     BlockError,
@@ -34,12 +32,15 @@ from vmforge.block.layers import (
     resolve_backing,
 )
 from vmforge.block.probe import PROBE_SIZE, RAW_FORMAT, probe_format, probe_header
-from vmforge.lazy import lazy_logger
+from vmforge.lazy import lazy_contextmanager, lazy_logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:       # (typing costs ~4 ms of start-up: names for the type checker only)
+    import contextlib
     from collections.abc import Iterable, Iterator, Sequence
     from typing import Any, Self
+
+    from vmforge.block.bitmap import DirtyBitmap
 
 __all__ = ["CACHE_MODES", "MAX_CHAIN_DEPTH", "BlockBackend", "Layer", "close_layers",
            "create_image", "open_driver", "resolve_backing"]
@@ -64,7 +65,7 @@ class BlockBackend:
         self.closed = False
         # copy-on-write reads a unit, merges and writes it back: writes that may do that
         # are serialised so that two I/O threads cannot lose each other's bytes
-        self._cow_lock = threading.Lock()
+        self._cow_lock = allocate_lock()
         #: a raw image whose format was guessed: block 0 must stay raw-looking
         self._guard_block0 = False
         #: requests in flight and drained sections (:meth:`drained`)
@@ -92,7 +93,8 @@ class BlockBackend:
         refused, as QEMU does.  ``force_share`` is qemu-img's ``-U``;
         ``cache="unsafe"`` makes flushes skip fsync (the driver's ``sync``);
         ``persistent_bitmaps``: track the top image's enabled persistent dirty bitmaps
-        while open (a disk a guest writes, as QEMU's ``-drive``; :func:`load_persistent`);
+        while open (a disk a guest writes, as QEMU's ``-drive``;
+        :func:`vmforge.block.bitmap.load_persistent`);
         without it a write invalidates them, as the format's driver says.  ``options`` go
         to the top driver's ``open``.
         """
@@ -576,7 +578,7 @@ class BlockBackend:
     def remove_write_notifier(self, notifier: WriteNotifier) -> None:
         self._hooks_changed(lambda h: notifier in h.notifiers and h.notifiers.remove(notifier))
 
-    @contextlib.contextmanager
+    @lazy_contextmanager
     def serialising(self) -> Iterator[None]:
         """While inside, :meth:`serialised` ranges and overlapping writes exclude
         each other (a job that copies into ranges the guest may write)."""
@@ -601,6 +603,8 @@ class BlockBackend:
 
     def _load_persistent(self) -> None:
         """Track the top image's persistent bitmaps (:func:`load_persistent`)."""
+        from vmforge.block.bitmap import load_persistent  # (here: a disk a guest writes)
+
         bitmaps = load_persistent(self.top)
         if bitmaps:
             self._persistent = (self.layers[0], bitmaps)
@@ -630,6 +634,8 @@ class BlockBackend:
         kept = self._persistent
         if kept is None or not any(la is kept[0] for la in closing):
             return
+        from vmforge.block.bitmap import store_persistent
+
         self._persistent = None
         for bm in kept[1]:
             self.remove_dirty_bitmap(bm)

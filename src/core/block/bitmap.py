@@ -19,18 +19,26 @@ use one bitmap at once.
 
 from __future__ import annotations
 
-import re
-import threading
-from collections.abc import Iterator
+from _thread import allocate_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 __all__ = ["DirtyBitmap", "load_persistent", "store_persistent"]
 
-_NONZERO = re.compile(rb"[^\x00]")
-_NOTFULL = re.compile(rb"[^\xff]")
+#: (a byte not 0, a byte not 0xff): compiled on first use (re: ~8 ms of start-up)
+_BYTE_PATTERNS: tuple[Any, Any] | None = None
+
+
+def _byte_patterns() -> tuple[Any, Any]:
+    global _BYTE_PATTERNS
+    if _BYTE_PATTERNS is None:
+        import re
+
+        _BYTE_PATTERNS = (re.compile(rb"[^\x00]"), re.compile(rb"[^\xff]"))
+    return _BYTE_PATTERNS
 
 
 class DirtyBitmap:
@@ -48,7 +56,7 @@ class DirtyBitmap:
         self._shift = granularity.bit_length() - 1
         self._size = size
         self._bits = bytearray(-(-self.chunks // 8))
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     # -- geometry ----------------------------------------------------------------------
 
@@ -204,7 +212,7 @@ class DirtyBitmap:
             a += 1
         if a >= b:
             return b
-        m = (_NONZERO if value else _NOTFULL).search(bits, a >> 3)   # then whole bytes
+        m = _byte_patterns()[not value].search(bits, a >> 3)   # then whole bytes
         if m is None:
             return b
         byte = bits[m.start()] if value else ~bits[m.start()] & 0xFF

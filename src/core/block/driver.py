@@ -46,10 +46,10 @@ the virtual size raise :class:`BlockRangeError`.
 
 from __future__ import annotations
 
-import enum
 import os
 
 from vmforge.errors import VmforgeError
+from vmforge.flags import Flags
 from vmforge.record import FrozenRecord, Record
 
 TYPE_CHECKING = False
@@ -124,13 +124,17 @@ class KeyRequired(BlockError):
     what ``qemu-img info`` opens with), and then refuses every data access."""
 
 
-class BlockStatus(enum.IntFlag):
-    """What a range of an image holds (QEMU's BDRV_BLOCK_* flags)."""
+class BlockStatus(Flags):
+    """What a range of an image holds (QEMU's BDRV_BLOCK_* flags); an
+    ``enum.IntFlag`` look-alike (:class:`vmforge.flags.Flags`: enum costs start-up)."""
 
-    DATA = 1          #: reads come from this layer's data
-    ZERO = 2          #: reads as zeros
-    ALLOCATED = 4     #: this layer decides the contents (else: ask the backing file)
-    COMPRESSED = 8    #: stored compressed (no host offset)
+    DATA: ClassVar[BlockStatus]          #: reads come from this layer's data
+    ZERO: ClassVar[BlockStatus]          #: reads as zeros
+    ALLOCATED: ClassVar[BlockStatus]     #: this layer decides the contents (else: the backing file)
+    COMPRESSED: ClassVar[BlockStatus]    #: stored compressed (no host offset)
+
+
+BlockStatus.define(DATA=1, ZERO=2, ALLOCATED=4, COMPRESSED=8)
 
 
 class Extent(FrozenRecord):
@@ -647,6 +651,19 @@ class BlockDriver:
         return f"<{type(self).__name__} {self.filename!r} {mode}>"
 
     # -- helpers for drivers ---------------------------------------------------------------
+
+    def _checked_runs(self, runs: Sequence[tuple[int, Any]]) -> list[tuple[int, memoryview]]:
+        """``runs`` (what :meth:`pwritev_runs` gets) as ``(offset, byte view)`` pairs,
+        each range checked as :meth:`_check_range` checks it: one pass over a batch,
+        for a driver's own batch loop."""
+        size, out = self.size, []
+        for offset, buf in runs:
+            if type(buf) is not memoryview or buf.format != "B" or buf.ndim != 1:
+                buf = memoryview(buf).cast("B")
+            if offset < 0 or offset + buf.nbytes > size:
+                self._check_range(offset, buf.nbytes)      # (raises)
+            out.append((offset, buf))
+        return out
 
     def _check_range(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.size:

@@ -8,15 +8,17 @@ rest with zeros (a sparse image's tail, a file that shrank).
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Sequence
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import mmap
+    from collections.abc import Sequence
+    from typing import Any
 
 __all__ = ["IOV_MAX", "fill_zero", "padded", "page_aligned_buffer", "preadv_full",
-           "pwritev_full", "zero_views"]
+           "punch_hole", "pwritev_full", "zero_views"]
 
 IOV_MAX = 1024
 _ZEROS = memoryview(bytes(1 << 20))
@@ -56,11 +58,15 @@ def page_aligned_buffer(size: int) -> mmap.mmap:
     aligned, and the kernel's copy into memory that is not 32-byte aligned made
     2 MiB reads from tmpfs ~3x slower (AMD EPYC: 0.35 s against 0.11 s for
     512 MiB); and nothing is zeroed up front (``bytearray(n)`` writes all ``n``
-    bytes).
+    bytes).  The pages are private: ``mmap``'s default for anonymous memory is a
+    shared mapping, whose pages Linux keeps as shmem (page-cache insertion and
+    accounting at each first touch, and again when unmapped): for ``convert``'s
+    12 MiB of pooled buffers ~6 ms more CPU than private pages, before its first
+    write.
     """
     import mmap  # here, not at start-up: few commands need one
 
-    return mmap.mmap(-1, size)
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
 
 
 def _advance(bufs: list[memoryview], n: int) -> list[memoryview]:
@@ -89,6 +95,8 @@ def preadv_full(fd: int, offset: int, bufs: Sequence[memoryview]) -> int:
                 fill_zero(b)
             break
         pos += n
+        if len(todo) <= IOV_MAX and n == sum(map(len, todo)):
+            break                   # all of it (the usual case: no walk over the list)
         todo = _advance(todo, n)
     return pos - offset
 
@@ -100,5 +108,34 @@ def pwritev_full(fd: int, offset: int, bufs: Sequence[memoryview]) -> int:
     while todo:
         n = os.pwritev(fd, todo[:IOV_MAX], pos)
         pos += n
+        if len(todo) <= IOV_MAX and n == sum(map(len, todo)):
+            break                   # all of it (the usual case: no walk over the list)
         todo = _advance(todo, n)
     return pos
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_fallocate_fn: Any = None
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Deallocate ``[offset, offset+length)`` of the file, keeping its size (the range
+    reads as zeros after); False where the file system cannot (the data stays).
+    libc's ``fallocate`` through ctypes, loaded on first use (start-up time)."""
+    global _fallocate_fn
+    if _fallocate_fn is None:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        _fallocate_fn = libc.fallocate
+    if _fallocate_fn(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return True
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(err, os.strerror(err))

@@ -21,16 +21,31 @@ its in-flight count (two list operations) and two attribute checks.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Iterator
+from _thread import get_ident
 
-from vmforge.block.bitmap import DirtyBitmap
+from vmforge.lazy import lazy_contextmanager
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable, Iterator
+
+    from vmforge.block.bitmap import DirtyBitmap
 
 __all__ = ["Gate", "IoHooks", "RangeTracker", "WriteNotifier"]
 
 #: called before a write (or zero-write, discard, growth) of ``(offset, length)`` lands
-WriteNotifier = Callable[[int, int], None]
+#: (the alias is the type checker's: collections.abc is not imported at start-up)
+if TYPE_CHECKING:
+    WriteNotifier = Callable[[int, int], None]
+else:
+    WriteNotifier = "Callable[[int, int], None]"
+
+
+def _condition() -> threading.Condition:
+    import threading
+
+    return threading.Condition()
 
 
 class Gate:
@@ -41,11 +56,19 @@ class Gate:
         self.inflight: list[None] = []
         self.quiesced = 0
         self.owner: int | None = None
-        self.cond = threading.Condition()
+
+    @property
+    def cond(self) -> threading.Condition:
+        """The condition drained sections wait on, made on first use (threading is
+        not imported by a command that drains nothing)."""
+        cond = self.__dict__.get("_cond")
+        if cond is None:        # setdefault: two threads' first uses share one
+            cond = self.__dict__.setdefault("_cond", _condition())
+        return cond
 
     def enter(self) -> None:
         self.inflight.append(None)
-        if self.quiesced and self.owner != threading.get_ident():
+        if self.quiesced and self.owner != get_ident():
             self._wait()
 
     def leave(self) -> None:
@@ -58,15 +81,15 @@ class Gate:
         with self.cond:
             self.inflight.pop()
             self.cond.notify_all()
-            me = threading.get_ident()
+            me = get_ident()
             while self.quiesced and self.owner != me:
                 self.cond.wait()
             self.inflight.append(None)
 
-    @contextlib.contextmanager
+    @lazy_contextmanager
     def drained(self) -> Iterator[None]:
         """No request of another thread runs inside; those in flight finished first."""
-        me = threading.get_ident()
+        me = get_ident()
         with self.cond:
             while self.quiesced and self.owner != me:
                 self.cond.wait()
@@ -91,7 +114,7 @@ class _Request:
         self.offset = offset
         self.end = end
         self.serialising = serialising
-        self.thread = threading.get_ident()
+        self.thread = get_ident()
 
 
 class RangeTracker:
@@ -100,7 +123,7 @@ class RangeTracker:
 
     def __init__(self) -> None:
         self._reqs: list[_Request] = []
-        self._cond = threading.Condition()
+        self._cond = _condition()
         #: serialising requests in progress (none: begin() never waits)
         self._serialising = 0
 
@@ -125,7 +148,7 @@ class RangeTracker:
             self._serialising -= req.serialising
             self._cond.notify_all()
 
-    @contextlib.contextmanager
+    @lazy_contextmanager
     def serialised(self, offset: int, length: int) -> Iterator[None]:
         req = self.begin(offset, length, True)
         try:

@@ -16,14 +16,18 @@ permission it wants, or uses one it refuses.  vmforge uses the same bytes, so
 
 from __future__ import annotations
 
-import enum
 import errno
 import fcntl
 import os
 import struct
 
 from vmforge.block.driver import BlockError
+from vmforge.flags import Flags
 from vmforge.lazy import lazy_logger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 __all__ = ["ImageLock", "LockedError", "Perm"]
 
@@ -35,13 +39,17 @@ _SHARED_BASE = 200
 _FLOCK = struct.Struct("@hhqqi4x")
 
 
-class Perm(enum.IntFlag):
-    """QEMU's BLK_PERM_* bits (the bit index picks the lock byte)."""
+class Perm(Flags):
+    """QEMU's BLK_PERM_* bits (the bit index picks the lock byte); an ``enum.IntFlag``
+    look-alike (:class:`vmforge.flags.Flags`)."""
 
-    READ = 0x01           # BLK_PERM_CONSISTENT_READ
-    WRITE = 0x02
-    WRITE_UNCHANGED = 0x04
-    RESIZE = 0x08
+    READ: ClassVar[Perm]              # BLK_PERM_CONSISTENT_READ
+    WRITE: ClassVar[Perm]
+    WRITE_UNCHANGED: ClassVar[Perm]
+    RESIZE: ClassVar[Perm]
+
+
+Perm.define(READ=0x01, WRITE=0x02, WRITE_UNCHANGED=0x04, RESIZE=0x08)
 
 
 _NAMES = {Perm.READ: "consistent read", Perm.WRITE: "write",

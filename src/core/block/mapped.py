@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from _thread import RLock
 
 from vmforge.block.driver import BlockDriver, BlockError, BlockStatus, Extent, ImageInfo
 from vmforge.block.fileio import fill_zero, preadv_full, pwritev_full
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from typing import Any, ClassVar
 
-__all__ = ["FileImage", "MappedImage", "Run", "file_extents", "merge_extents",
-           "open_image_file", "refine_by_file", "split", "split_views"]
+__all__ = ["STORED", "UNALLOCATED", "ZEROS", "FileImage", "Gather", "MappedImage", "Run",
+           "entry_runs", "file_extents", "merge_extents", "open_image_file", "pieces_of",
+           "refine_by_file", "split", "split_views"]
 
 #: ``(offset, length, status, host offset or None)``: a piece of ``block_status``
 Run = tuple[int, int, BlockStatus, int | None]
@@ -45,6 +45,8 @@ _ZERO_OR_COMPRESSED = BlockStatus.ZERO | BlockStatus.COMPRESSED
 _ZERO_BIT = int(BlockStatus.ZERO)
 _ALLOCATED_BIT = int(BlockStatus.ALLOCATED)
 _COMPRESSED_BIT = int(BlockStatus.COMPRESSED)
+_DATA_BIT = int(BlockStatus.DATA)
+_DATA_NOT_COMPRESSED = _DATA_BIT | _COMPRESSED_BIT
 
 
 def split(offset: int, length: int, unit: int) -> Iterator[tuple[int, int, int]]:
@@ -134,26 +136,96 @@ def refine_by_file(e: Extent, fd: int) -> Iterator[Extent]:
                      f.offset, 0, e.filename)
 
 
-@contextmanager
-def open_image_file(path: str, readonly: bool) -> Iterator[int]:
+#: what :func:`entry_runs` is told a table entry is
+UNALLOCATED, ZEROS, STORED = 0, 1, 2
+_RUN_STATUS = {UNALLOCATED: BlockStatus(0), ZEROS: _ZERO, STORED: _DATA}
+
+
+def entry_runs(entries: Iterable[int], first: int, lo: int, hi: int, cs: int,
+               kind: Callable[[int, int], int], step: int, unit: int = 1,
+               stored_below: int | None = None) -> list[Run]:
+    """A format's table entries for the clusters ``first, first + 1, ...`` (of ``cs``
+    bytes) that ``[lo, hi)`` touches, as ``_status_runs`` runs over it:
+    ``kind(cluster, entry)`` says what each is (``UNALLOCATED``, ``ZEROS``, ``STORED``:
+    at byte ``entry * unit`` of the file; it raises for a bad entry), and stored
+    clusters whose entries go up by ``step`` (``step * unit == cs``) make one run.
+    One loop over a table, instead of a lookup per cluster.
+
+    ``stored_below``: the format's promise that ``kind`` depends on the entry alone,
+    and that a stored entry's successor (``+ step``) is stored too while it is below
+    this bound: entries that continue the current run (the same entry again, the
+    next stored one) then extend it without a call to ``kind``."""
+    out: list[Run] = []
+    run_kind, start, host, prev = -1, first, 0, 0
+    nxt, below, no_bound = -1, 0, 1 << 64
+    fast = stored_below is not None
+    bound = no_bound if stored_below is None else stored_below
+    i = first
+    for entry in entries:
+        if entry == nxt and entry < below:     # (fast: the run goes on)
+            prev = entry
+            i += 1
+            if run_kind == STORED:
+                nxt += step
+            continue
+        k = kind(i, entry)
+        if fast:
+            nxt, below = (entry + step, bound) if k == STORED else (entry, no_bound)
+        if k == run_kind and (k != STORED or entry == prev + step):
+            prev = entry
+            i += 1
+            continue
+        if run_kind >= 0:
+            out.append(_entry_run(start, i, run_kind, host * unit, lo, hi, cs))
+        run_kind, start, host, prev = k, i, entry, entry
+        i += 1
+    if run_kind >= 0:
+        out.append(_entry_run(start, i, run_kind, host * unit, lo, hi, cs))
+    return out
+
+
+def _entry_run(first: int, end: int, kind: int, host: int, lo: int, hi: int, cs: int) -> Run:
+    a, b = max(first * cs, lo), min(end * cs, hi)
+    return a, b - a, _RUN_STATUS[kind], host + a - first * cs if kind == STORED else None
+
+
+class open_image_file:  # used as a function: ``with open_image_file(...)``
     """The image file opened read-only or read-write, for ``with``: the descriptor is
     closed again if the block raises (a header refused), kept if it completes::
 
         with open_image_file(path, readonly) as fd:
             return cls(path, readonly, fd, cls._read_header(fd, path))
+
+    (a class, not :func:`contextlib.contextmanager`'s: contextlib is not imported at
+    start-up)
     """
-    try:
-        fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-    except OSError as exc:
-        raise BlockError(f"cannot open: {exc.strerror}", path) from exc
-    try:
-        yield fd
-    except BaseException:
-        os.close(fd)
-        raise
+
+    __slots__ = ("fd",)
+
+    def __init__(self, path: str, readonly: bool) -> None:
+        try:
+            self.fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
+        except OSError as exc:
+            raise BlockError(f"cannot open: {exc.strerror}", path) from exc
+
+    def __enter__(self) -> int:
+        return self.fd
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            os.close(self.fd)
 
 
-class _Gather:
+def pieces_of(offset: int, view: memoryview, unit: int) -> Iterable[tuple[int, int, memoryview]]:
+    """:func:`split_views` of one view: the view itself when it stays within one unit
+    (the usual piece of a batch: no generator made)."""
+    i, within = divmod(offset, unit)
+    if within + view.nbytes <= unit:
+        return ((i, within, view),)
+    return split_views(offset, [view], unit)
+
+
+class Gather:
     """Pieces that follow each other in a file, gathered for one vectored call
     (``io``: :func:`preadv_full` or :func:`pwritev_full`)."""
 
@@ -188,7 +260,7 @@ class FileImage(BlockDriver):
     def __init__(self, filename: str, readonly: bool, fd: int) -> None:
         super().__init__(filename, readonly)
         self.fd = fd
-        self._lock = threading.RLock()
+        self._lock = RLock()
 
     def _checked_views(self, offset: int, buffers: Sequence[memoryview]) -> list[memoryview]:
         """``buffers`` as byte views, their total length checked against the size."""
@@ -241,6 +313,10 @@ class MappedImage(FileImage):
 
     #: reads take ``self._lock`` too (the table lookups go through caches that change)
     locked_reads: ClassVar[bool] = False
+    #: the format keeps a data cluster's bytes as the guest reads them, at the host
+    #: offset block status reports (no encryption, no per-cluster transform): what
+    #: :meth:`plain_data_fd` answers by; a format says so
+    plain_data: ClassVar[bool] = False
     #: the unit the table maps, in bytes (set per image when it is opened)
     cluster_size: int
 
@@ -294,7 +370,15 @@ class MappedImage(FileImage):
         self._read_runs([(offset, views)])
 
     def _read_runs(self, runs: Sequence[tuple[int, Sequence[memoryview]]]) -> None:
-        gather = _Gather(self.fd, preadv_full)
+        gather = Gather(self.fd, preadv_full)
+        if type(self)._status_runs is not MappedImage._status_runs:
+            # the format maps runs of clusters at a time: read by its runs
+            for offset, views in runs:
+                for v in views:
+                    self._read_by_status(offset, v, gather)
+                    offset += v.nbytes
+            gather.flush()
+            return
         for offset, views in runs:
             for i, within, part in split_views(offset, views, self.cluster_size):
                 status, host = self._cluster_status(i)
@@ -305,6 +389,21 @@ class MappedImage(FileImage):
                 else:
                     fill_zero(part)
         gather.flush()
+
+    def _read_by_status(self, offset: int, view: memoryview, gather: Gather) -> None:
+        """``view`` filled from ``offset`` by the runs of :meth:`_status_runs`."""
+        pos = 0
+        for run in self._status_runs(offset, view.nbytes):
+            n, status, host = run[1], run[2], run[3]
+            part = view[pos:pos + n]
+            if host is not None:
+                gather.add(host, part)
+            elif int(status) & _COMPRESSED_BIT:
+                for i, within, piece in split_views(run[0], [part], self.cluster_size):
+                    self._read_compressed(i, within, piece)
+            else:
+                fill_zero(part)
+            pos += n
 
     def pwritev(self, offset: int, buffers: Sequence[memoryview]) -> None:
         self._check_writable()
@@ -323,18 +422,29 @@ class MappedImage(FileImage):
             super().pwritev_runs(runs)      # a format writes its own way
             return
         self._check_writable()
-        checked = [(offset, self._checked_views(offset, [buf])) for offset, buf in runs]
-        gather = _Gather(self.fd, pwritev_full)
+        checked = self._checked_runs(runs)
         with self._lock:
-            for offset, views in checked:
-                for i, within, part in split_views(offset, views, self.cluster_size):
+            self._write_runs(checked)
+
+    def _write_runs(self, checked: list[tuple[int, memoryview]]) -> None:
+        """:meth:`pwritev_runs`' loop (under the lock; :meth:`_checked_runs`' views): in
+        place through one gathered ``pwritev`` per stretch of the file, a new cluster
+        by :meth:`_allocate`; a cluster's place looked up once for its pieces in a row
+        (again after its allocation), a run within one cluster not split."""
+        cs = self.cluster_size
+        gather = Gather(self.fd, pwritev_full)
+        last, host = -1, None
+        for offset, view in checked:
+            for i, within, part in pieces_of(offset, view, cs):
+                if i != last:
+                    last, host = i, self._cluster_status(i)[1]
+                if host is None:
+                    gather.flush()
+                    self._allocate(i, within, part)
                     host = self._cluster_status(i)[1]
-                    if host is None:
-                        gather.flush()
-                        self._allocate(i, within, part)
-                    else:
-                        gather.add(host + within, part)
-            gather.flush()
+                else:
+                    gather.add(host + within, part)
+        gather.flush()
 
     def _write_piece(self, i: int, within: int, data: memoryview) -> None:
         """Write ``data`` at ``within`` of cluster ``i``: in place, or allocated."""
@@ -361,6 +471,20 @@ class MappedImage(FileImage):
                 if not self._reads_as_zeros(i):
                     self._write_piece(i, within, zeros[:n])
 
+    def plain_data_fd(self, extent: Extent) -> int | None:
+        """The descriptor of the file that holds ``extent`` (one of this image's
+        :meth:`block_status`) plainly: its bytes read as the guest reads them, from
+        ``extent.host_offset`` of that file (past the file's end: zeros).  ``None``
+        where they do not (zeros, compressed data, another file, a format that
+        transforms its data): read those through :meth:`preadv`.  What lets
+        ``convert`` read data at the places block status found, without mapping
+        each range a second time."""
+        if (self.plain_data and extent.host_offset is not None
+                and int(extent.status) & _DATA_NOT_COMPRESSED == _DATA_BIT
+                and extent.filename == self.filename):
+            return self.fd
+        return None
+
     def file_holes_read_as_zero(self) -> bool:
         """Whether ``block_status`` marks the parts of data blocks that lie in holes
         of the file as zeros too, as QEMU does where its driver answers
@@ -383,3 +507,21 @@ class MappedImage(FileImage):
         for i, within, n in self._pieces(offset, length):
             status, host = self._cluster_status(i)
             yield i * cs + within, n, status, None if host is None else host + within
+
+    def _runs_by_table(self, offset: int, length: int, span: int) -> Iterator[Run]:
+        """:meth:`_status_runs` of a format whose tables each map ``span`` bytes: the
+        runs of ``[offset, offset + length)`` a table at a time, each table's from
+        ``self._table_runs(pos, stop)`` under the image's lock (qed's L2 tables,
+        vmdk's grain tables)."""
+        pos, end = offset, offset + length
+        while pos < end:
+            stop = min((pos // span + 1) * span, end)
+            with self._lock:
+                runs = self._table_runs(pos, stop)
+            yield from runs
+            pos = stop
+
+    def _table_runs(self, pos: int, stop: int) -> list[Run]:
+        """The runs of ``[pos, stop)``, which one of the format's tables maps: what a
+        format that calls :meth:`_runs_by_table` defines."""
+        raise NotImplementedError(f"{type(self).__name__} maps no runs by table")

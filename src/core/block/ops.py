@@ -7,20 +7,18 @@ read, and are written only when the target does not already read as zeros.
 
 from __future__ import annotations
 
-import collections
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
 
-from vmforge._fast.zeroscan import zero_runs
 from vmforge.block.backend import BlockBackend
-from vmforge.block.driver import BlockError, UnsupportedOperation
-from vmforge.block.fileio import fill_zero, page_aligned_buffer
+from vmforge.block.driver import BlockError, BlockStatus, UnsupportedOperation
+from vmforge.block.fileio import fill_zero, page_aligned_buffer, preadv_full
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # (at run time: imported where used, not at every start-up)
+    import collections
     import concurrent.futures
     import mmap
+    import queue
 
 __all__ = [
     "CHUNK",
@@ -39,6 +37,9 @@ CHUNK = 2 << 20
 WINDOW = 256 << 20
 #: what a range of the sources holds, for convert
 DATA, ZERO, BACKING = 0, 1, 2
+# BlockStatus's bits as plain ints (per extent: flag objects' operators cost more)
+_DATA, _ZERO = int(BlockStatus.DATA), int(BlockStatus.ZERO)
+_ALLOCATED = int(BlockStatus.ALLOCATED)
 
 Progress = Callable[[int, int], None]
 #: ``convert --salvage``: told of each 512-byte sector that could not be read (its
@@ -60,8 +61,11 @@ class _Sources:
         self.on_read_error: ReadErrorHandler | None = None
 
     def extents(self, offset: int, length: int,
-                top_only: bool = False) -> Iterator[tuple[int, int, int]]:
-        """``(offset, length, DATA | ZERO | BACKING)`` covering the range, in order.
+                top_only: bool = False) -> Iterator[tuple[int, int, int, int, int]]:
+        """``(offset, length, DATA | ZERO | BACKING, fd, host)`` covering the range, in
+        order.  ``fd`` is -1, or a file holding a ``DATA`` extent plainly from byte
+        ``host`` on (the layer's driver says so: ``plain_data_fd``), to be read there
+        instead of through the image (mapped once, not twice).
 
         ``top_only``: what the top images do not allocate is ``BACKING`` (the
         target's own backing file supplies it: ``convert -B``).
@@ -71,12 +75,19 @@ class _Sources:
             lo, hi = max(offset, base), min(end, base + bb.size)
             if lo >= hi:
                 continue
+            plain_fd = [getattr(la.driver, "plain_data_fd", None) for la in bb.layers]
             for e in bb.block_status(lo - base, hi - lo):
-                if top_only and (e.depth > 0 or not e.is_allocated):
-                    state = BACKING
+                st = int(e.status)
+                if top_only and (e.depth > 0 or not st & _ALLOCATED):
+                    yield base + e.offset, e.length, BACKING, -1, 0
+                elif st & _ZERO and not st & _DATA:
+                    yield base + e.offset, e.length, ZERO, -1, 0
                 else:
-                    state = ZERO if e.is_zero and not e.is_data else DATA
-                yield base + e.offset, e.length, state
+                    find = plain_fd[e.depth]
+                    fd = -1 if find is None else find(e)
+                    if fd is None:
+                        fd = -1
+                    yield base + e.offset, e.length, DATA, fd, e.host_offset or 0
 
     def readinto(self, offset: int, mv: memoryview) -> None:
         end = offset + mv.nbytes
@@ -151,11 +162,12 @@ def convert(sources: Sequence[BlockBackend], target: BlockBackend, *,
     # image's zeros and what a backing file holds take no share of the bar
     total = _planned(src, min_sparse, top_only) if progress is not None else 0
 
-    def advance(n: int, counted: bool = True) -> None:
+    def advance(n: int) -> None:
+        """``n`` more bytes of what the bar counts are copied (a zero range skipped or
+        kept by the backing file counts for nothing: no call)."""
         nonlocal done
-        if counted:
-            done += n
-        if progress is not None and counted:
+        done += n
+        if progress is not None:
             progress(done, total)
 
     if progress is not None:
@@ -179,6 +191,9 @@ class _Writer:
     hand-over per small extent would cost more than the write."""
 
     def __init__(self, target: BlockBackend, depth: int = 4) -> None:
+        import queue  # (here: compare, map and info do without threads)
+        import threading
+
         self.target = target
         self.queue: queue.Queue[tuple[list[tuple[int, memoryview | None, int]],
                                       mmap.mmap | None] | None] = queue.Queue(maxsize=depth)
@@ -221,6 +236,8 @@ class _Writer:
 
     def buffer(self) -> mmap.mmap:
         """A pooled CHUNK-sized buffer; it goes back with the batch it is submitted with."""
+        import queue
+
         self._check()
         try:
             return self.free.get_nowait()
@@ -271,7 +288,8 @@ def _planned(src: _Sources, min_sparse: int, top_only: bool) -> int:
     written (no ``-S``); never what the backing file keeps."""
     total = 0
     for w in range(0, src.size, WINDOW):
-        for _off, length, state in src.extents(w, min(WINDOW, src.size - w), top_only):
+        for _off, length, state, _fd, _host in src.extents(w, min(WINDOW, src.size - w),
+                                                          top_only):
             if state == DATA or (state == ZERO and not min_sparse):
                 total += length
     return total
@@ -279,17 +297,30 @@ def _planned(src: _Sources, min_sparse: int, top_only: bool) -> int:
 
 def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse: int,
                 advance: Callable[..., None], top_only: bool) -> None:
+    from vmforge._fast.zeroscan import zero_runs  # (here: compare does without it)
+
     buf: mmap.mmap | None = None
     fill = 0                 # bytes of buf in use
-    #: the pieces of the buffer, in order: (offset, view, to be read from the source)
+    #: the pieces of the buffer, in order: (offset, view, counted by the progress bar)
     pending: list[tuple[int, memoryview, bool]] = []
+    #: the pieces read through the sources (their images map them)
+    runs: list[tuple[int, memoryview]] = []
+    #: the pieces read from the files block status found them in: (fd, host, offset, view)
+    plain: list[tuple[int, int, int, memoryview]] = []
+    counted_zeros = not min_sparse
 
     def flush() -> None:
-        """Read the buffer's data (one call for them all), scan it, queue its writes
-        in order (a new qcow2 allocates in the order it is written), hand it over."""
-        src.read_runs([(off, mv) for off, mv, read in pending if read])
-        for off, mv, read in pending:
-            n = mv.nbytes
+        """Read the buffer's data (pieces next to each other in a file in one call),
+        scan it, queue its writes in order (a new qcow2 allocates in the order it is
+        written), hand it over."""
+        if plain:
+            _read_plain(src, plain)
+            plain.clear()
+        if runs:
+            src.read_runs(runs)
+            runs.clear()
+        done = 0
+        for off, mv, counted in pending:
             if not min_sparse:
                 writer.write(off, mv)
             else:
@@ -298,39 +329,74 @@ def _copy_plain(src: _Sources, writer: _Writer, target_is_zero: bool, min_sparse
                         writer.write(off + a, mv[a:b])
                     elif not target_is_zero:
                         writer.zeroes(off + a, b - a)
-            advance(n, read or not min_sparse)
+            if counted:
+                done += mv.nbytes
+        if done:
+            advance(done)
         pending.clear()
         writer.submit(buf)
 
-    for w in range(0, src.size, WINDOW):
-        for off, length, state in list(src.extents(w, min(WINDOW, src.size - w), top_only)):
-            if state == BACKING:
-                advance(length, False)
-                continue
-            is_zero = state == ZERO
-            if is_zero and min_sparse:
-                if not target_is_zero:
-                    if buf is not None:
-                        flush()        # the writes before, first (the target's layout)
-                        buf = None
-                    writer.zeroes(off, length)
-                advance(length, False)
-                continue
-            end = off + length
-            while off < end:
-                n = min(CHUNK, end - off)
-                if buf is None or fill + n > CHUNK:   # small extents share a buffer
-                    if buf is not None:
-                        flush()
-                    buf, fill = writer.buffer(), 0
-                mv = memoryview(buf)[fill:fill + n]
-                if is_zero:
-                    fill_zero(mv)
-                pending.append((off, mv, not is_zero))
-                fill += n
-                off += n
+    # the extents as they come (block status is lazy: a raw file's are found by lseek
+    # one by one), so that the first write starts early; the writing thread waits
+    # until then (256 MiB of a raw file's extents asked first cost tens of ms)
+    for off, length, state, fd, host in src.extents(0, src.size, top_only):
+        if state == BACKING:
+            continue
+        is_zero = state == ZERO
+        if is_zero and min_sparse:
+            if not target_is_zero:
+                if buf is not None:
+                    flush()        # the writes before, first (the target's layout)
+                    buf = None
+                writer.zeroes(off, length)
+            continue
+        end = off + length
+        while off < end:
+            n = min(CHUNK, end - off)
+            if buf is None or fill + n > CHUNK:   # small extents share a buffer
+                if buf is not None:
+                    flush()
+                buf, fill = writer.buffer(), 0
+            mv = memoryview(buf)[fill:fill + n]
+            if is_zero:
+                fill_zero(mv)
+                pending.append((off, mv, counted_zeros))
+            else:
+                if fd >= 0:
+                    plain.append((fd, host, off, mv))
+                    host += n
+                else:
+                    runs.append((off, mv))
+                pending.append((off, mv, True))
+            fill += n
+            off += n
     if buf is not None:
         flush()
+
+
+def _read_plain(src: _Sources, pieces: list[tuple[int, int, int, memoryview]]) -> None:
+    """Fill each ``(fd, host, offset, view)`` from ``host`` of file ``fd``, pieces that
+    follow each other in the same file in one call; a failure reads them again
+    through the sources (``on_read_error`` hears of each bad sector)."""
+    i, count = 0, len(pieces)
+    while i < count:
+        fd, host, _, mv = pieces[i]
+        parts = [mv]
+        end = host + mv.nbytes
+        j = i + 1
+        while j < count and pieces[j][0] == fd and pieces[j][1] == end:
+            v = pieces[j][3]
+            parts.append(v)
+            end += v.nbytes
+            j += 1
+        try:
+            preadv_full(fd, host, parts)
+        except OSError:
+            if src.on_read_error is None:
+                raise
+            for _, _, off, v in pieces[i:j]:
+                src.readinto(off, v)
+        i = j
 
 
 def _runs(clusters: list[int], g: int, size: int) -> Iterator[tuple[int, int]]:
@@ -349,6 +415,7 @@ def _runs(clusters: list[int], g: int, size: int) -> Iterator[tuple[int, int]]:
 
 def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,
                         advance: Callable[..., None]) -> None:
+    import collections
     import concurrent.futures
 
     drv = target.top
@@ -370,14 +437,12 @@ def _convert_compressed(src: _Sources, target: BlockBackend, workers: int,
             for w in range(0, src.size, WINDOW):
                 wend = min(w + WINDOW, src.size)
                 data_clusters: list[int] = []
-                for off, length, state in src.extents(w, wend - w):
+                for off, length, state, _fd, _host in src.extents(w, wend - w):
                     if state == ZERO:
                         continue
                     for c in range(off // g * g, off + length, g):
                         if not data_clusters or c > data_clusters[-1]:
                             data_clusters.append(c)
-                skipped = (wend - w) - sum(min(g, src.size - c) for c in data_clusters)
-                advance(max(0, skipped), False)
                 for run_start, run_end in _runs(data_clusters, g, src.size):
                     # one read per run of adjacent clusters: per-cluster reads cost a
                     # GIL hand-over each while the workers compress

@@ -23,11 +23,8 @@ runs, and builds its own sub-command's parser only (:class:`LazyParser`);
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
-from collections.abc import Callable
 
 from vmforge.block.driver import BlockError, UnsupportedOperation
 from vmforge.cli import img_objects
@@ -42,25 +39,32 @@ from vmforge.cli.img_common import (
     set_compat,
     size_to_str,
 )
-from vmforge.cli.img_parse import GnuParser, command_not_found
+from vmforge.cli.img_getopt import Spec, parse
 from vmforge.errors import VmforgeError
+from vmforge.lazy import import_module
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    import argparse
+    from collections.abc import Callable
+    from typing import Any, TypeAlias
 
-__all__ = ["LazyParser", "ProgressBar", "parse_options", "register", "size_to_str"]
+    from vmforge.cli.img_getopt import ArgumentAdder
+    from vmforge.cli.img_parse import GnuParser
 
-#: what runs a sub-command: a function, or ``"module:function"`` of :mod:`vmforge.cli`
-#: (imported when the sub-command runs)
-Handler = Callable[[argparse.Namespace], int] | str
+    #: what runs a sub-command: a function, or ``"module:function"`` of
+    #: :mod:`vmforge.cli` (imported when the sub-command runs)
+    Handler: TypeAlias = Callable[[argparse.Namespace], int] | str
+
+__all__ = ["LazyParser", "ProgressBar", "parse_command_line", "parse_options", "register",
+           "size_to_str"]
 
 
 def _handler(handler: Handler) -> Callable[[argparse.Namespace], int]:
     if callable(handler):
         return handler
     module, _, name = handler.partition(":")
-    return getattr(importlib.import_module(f"vmforge.cli.{module}"), name)  # type: ignore[no-any-return]
+    return getattr(import_module(f"vmforge.cli.{module}"), name)  # type: ignore[no-any-return]
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -99,15 +103,7 @@ def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-class _CompatAction(argparse.Action):
-    """``--qemu-img-compat``: on at once, so that even a bad command line is worded so."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        set_compat(True)
-
-
-def _common(p: argparse.ArgumentParser, *, fmt: bool = True, share: bool = True,
+def _common(p: ArgumentAdder, *, fmt: bool = True, share: bool = True,
             output: bool = False, quiet: bool = False) -> None:
     if fmt:
         p.add_argument("-f", dest="format", metavar="FMT", help="image format (default: probe)")
@@ -126,9 +122,8 @@ class LazyParser:
     ``build``) when first used: ``vmforge img info`` builds the parser of ``info``,
     not those of the thirteen other sub-commands.  Every attribute is the parser's."""
 
-    def __init__(self, *, build: Callable[[argparse.ArgumentParser], None],
-                 **kwargs: Any) -> None:
-        self._build: Callable[[argparse.ArgumentParser], None] | None = build
+    def __init__(self, *, build: Callable[[ArgumentAdder], None], **kwargs: Any) -> None:
+        self._build: Callable[[ArgumentAdder], None] | None = build
         self._kwargs = kwargs
         self._parser: GnuParser | None = None
 
@@ -136,6 +131,8 @@ class LazyParser:
         """The parser, built on the first call."""
         if self._parser is None:
             assert self._build is not None
+            from vmforge.cli.img_parse import GnuParser
+
             build, self._build = self._build, None
             self._parser = GnuParser(**self._kwargs)
             build(self._parser)
@@ -147,13 +144,13 @@ class LazyParser:
         return getattr(self.parser(), name)
 
 
-def _info(p: argparse.ArgumentParser) -> None:
+def _info(p: ArgumentAdder) -> None:
     _common(p, output=True)
     p.add_argument("--backing-chain", action="store_true", help="every image of the chain")
     p.add_argument("file")
 
 
-def _create(p: argparse.ArgumentParser) -> None:
+def _create(p: ArgumentAdder) -> None:
     _common(p, share=False, quiet=True)
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
                    help="create options k=v,... ('-o help' lists them)")
@@ -166,7 +163,7 @@ def _create(p: argparse.ArgumentParser) -> None:
     p.add_argument("size", nargs="?")
 
 
-def _convert(p: argparse.ArgumentParser) -> None:
+def _convert(p: ArgumentAdder) -> None:
     from vmforge.block.backend import CACHE_MODES
 
     _common(p, quiet=True)
@@ -202,13 +199,13 @@ def _convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="SRC... DST")
 
 
-def _check(p: argparse.ArgumentParser) -> None:
+def _check(p: ArgumentAdder) -> None:
     _common(p, output=True, quiet=True)
     p.add_argument("-r", dest="repair", choices=("leaks", "all"), help="repair what is found")
     p.add_argument("file")
 
 
-def _compare(p: argparse.ArgumentParser) -> None:
+def _compare(p: ArgumentAdder) -> None:
     p.add_argument("-f", dest="format_a", metavar="FMT")
     p.add_argument("-F", dest="format_b", metavar="FMT")
     p.add_argument("-s", dest="strict", action="store_true", help="strict: sizes and "
@@ -220,19 +217,19 @@ def _compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("file_b", metavar="B")
 
 
-def _map(p: argparse.ArgumentParser) -> None:
+def _map(p: ArgumentAdder) -> None:
     _common(p, output=True)
     p.add_argument("file")
 
 
-def _resize(p: argparse.ArgumentParser) -> None:
+def _resize(p: ArgumentAdder) -> None:
     _common(p, share=False, quiet=True)
     p.add_argument("--shrink", action="store_true", help="allow shrinking (loses data)")
     p.add_argument("file")
     p.add_argument("size", metavar="[+-]SIZE")
 
 
-def _snapshot(p: argparse.ArgumentParser) -> None:
+def _snapshot(p: ArgumentAdder) -> None:
     _common(p)
     p.add_argument("-l", dest="list", action="store_true", help="list snapshots")
     p.add_argument("-c", dest="create", metavar="NAME", help="create a snapshot")
@@ -241,7 +238,7 @@ def _snapshot(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
 
 
-def _rebase(p: argparse.ArgumentParser) -> None:
+def _rebase(p: ArgumentAdder) -> None:
     _common(p, share=False)
     p.add_argument("-b", dest="backing", metavar="BACKING",
                    help="the new backing file ('' for none)")
@@ -252,13 +249,13 @@ def _rebase(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
 
 
-def _commit(p: argparse.ArgumentParser) -> None:
+def _commit(p: ArgumentAdder) -> None:
     _common(p, share=False, quiet=True)
     p.add_argument("-p", "--progress", dest="progress", action="store_true")
     p.add_argument("file")
 
 
-def _measure(p: argparse.ArgumentParser) -> None:
+def _measure(p: ArgumentAdder) -> None:
     _common(p, output=True)
     p.add_argument("-O", dest="output_format", default="raw", metavar="FMT",
                    help="format to measure for (default raw)")
@@ -268,19 +265,18 @@ def _measure(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?")
 
 
-def _arguments_of(module: str) -> Callable[[argparse.ArgumentParser], None]:
+def _arguments_of(module: str) -> Callable[[ArgumentAdder], None]:
     """The arguments that ``vmforge.cli.<module>.add_arguments`` adds."""
 
-    def build(p: argparse.ArgumentParser) -> None:
-        importlib.import_module(f"vmforge.cli.{module}").add_arguments(p, _common)
+    def build(p: ArgumentAdder) -> None:
+        import_module(f"vmforge.cli.{module}").add_arguments(p, _common)
 
     return build
 
 
 #: sub-command -> (handler, one-line help, arguments, the parser's own options), in the
 #: order ``--help`` lists them
-SUBCOMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None],
-                             dict[str, Any]]] = {
+SUBCOMMANDS: dict[str, tuple[str, str, Callable[[ArgumentAdder], None], dict[str, Any]]] = {
     "info": ("img_report:cmd_info", "show facts about an image", _info, {}),
     "create": ("img_create:cmd_create", "create a new image", _create,
                {"extra_operand": "Unexpected argument: {}"}),
@@ -309,11 +305,13 @@ SUBCOMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``vmforge img`` and its sub-commands."""
+    from vmforge.cli.img_parse import CompatAction, command_not_found
+
     img = subparsers.add_parser("img", help="create, convert, check and inspect disk images",
                                 description="qemu-img's sub-commands over vmforge's block "
                                 "layer; formats are plugins (vmforge plugins --kind block).")
     set_compat(False)    # each parse starts plain (in-process runs share the module)
-    img.add_argument("--qemu-img-compat", action=_CompatAction, nargs=0,
+    img.add_argument("--qemu-img-compat", action=CompatAction, nargs=0,
                      help="word every message as qemu-img does ('qemu-img: ...'); also "
                      f"{COMPAT_ENV}=1")
     img.error = command_not_found     # type: ignore[method-assign]
@@ -326,10 +324,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        **options)
 
 
-def _with_handler(arguments: Callable[[argparse.ArgumentParser], None],
-                  handler: Handler) -> Callable[[argparse.ArgumentParser], None]:
-    def build(p: argparse.ArgumentParser) -> None:
+def _with_handler(arguments: Callable[[ArgumentAdder], None],
+                  handler: Handler) -> Callable[[ArgumentAdder], None]:
+    def build(p: ArgumentAdder) -> None:
         p.set_defaults(func=_run(handler))
         arguments(p)
 
     return build
+
+
+def parse_command_line(argv: list[str]) -> dict[str, Any] | None:
+    """What ``vmforge img``'s parser makes of ``argv`` (after ``img``), read without
+    argparse (:mod:`vmforge.cli.img_getopt`); None when argparse must read it (help, an
+    error, an option before the sub-command, an argument of its own action)."""
+    if not argv or argv[0] not in SUBCOMMANDS:
+        return None
+    handler, _help, arguments, options = SUBCOMMANDS[argv[0]]
+    spec = Spec()
+    _with_handler(arguments, handler)(spec)
+    values = parse(spec, argv[1:], options.get("last_operand", False))
+    if values is None:
+        return None
+    set_compat(False)     # as register does: each parse starts plain
+    return {"qemu_img_compat": None, "img_command": argv[0], **values}

@@ -3,7 +3,6 @@ an existing image in place, as ``qemu-img amend`` (the format's ``amend``)."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
 from vmforge.block.driver import BlockDriver, CreateOption, UnsupportedOperation
@@ -12,6 +11,7 @@ from vmforge.cli.img_common import ProgressBar, UsageError, open_image, parse_op
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 __all__ = ["add_arguments", "amend_options_help", "cmd_amend"]

@@ -3,11 +3,9 @@ opening an image argument, the ``-p`` progress bar."""
 
 from __future__ import annotations
 
-import math
 import os
 import struct
 import sys
-from collections.abc import Callable
 
 from vmforge.block.backend import BlockBackend
 from vmforge.block.driver import BlockError, parse_size
@@ -16,6 +14,7 @@ from vmforge.errors import VmforgeError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TextIO
 
 PROG = "vmforge img"
@@ -62,7 +61,8 @@ class UsageError(VmforgeError):
 
 def size_to_str(value: int) -> str:
     """qemu's ``size_to_str``: 3 significant digits and a binary unit (``4 MiB``)."""
-    _, exp = math.frexp(value / (1000.0 / 1024.0))
+    # math.frexp's exponent (math is a shared library to load: start-up time)
+    exp = int(value / (1000.0 / 1024.0)).bit_length()
     i = max(0, int((exp - 1) / 10))
     i = min(i, 6)
     return f"{value / (1 << (10 * i)):0.3g} {('', 'Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei')[i]}B"

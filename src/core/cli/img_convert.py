@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
-from collections.abc import Callable
 
 from vmforge.block import ops
 from vmforge.block.backend import BlockBackend, create_image
@@ -25,6 +23,8 @@ from vmforge.cli.img_words import QemuImgError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
     from typing import Any
 
 # -- convert ------------------------------------------------------------------------------
@@ -129,6 +129,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
                           _open_snapshot(src, args.format, args.snapshot, args.force_share))
         total = sum(bb.size for bb in opened)
         secret = img_objects.context().resolve_secret(create_opts)
+        zero_init = True   # the new target reads as zeros (qemu-img's has_zero_init)
+        fill = out_cls.create_options.get("zero_fill")
+        if fill is not None and not args.no_create:  # luks: its zeros are written at create:
+            given = [v for k, v in secret.items() if k.replace("-", "_") == "zero_fill"]
+            try:                                                     # the copy writes them
+                zero_init = fill.parse(given[-1]) if given else False   # once, not twice
+            except ValueError:
+                zero_init = True                # (create refuses it, in its own words)
+            secret.setdefault("zero_fill", zero_init)
         if not args.no_create:
             with file_protocol_options(dst, secret, warn) as format_opts:
                 create_image(out_cls.format_name, dst, total, **format_opts)
@@ -141,7 +150,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         opened.append(target)
         bar = ProgressBar() if args.progress else None
         workers = args.parallel if args.parallel else 2
-        ops.convert(opened[:-1], target, target_is_zero=not args.no_create or
+        ops.convert(opened[:-1], target, target_is_zero=(not args.no_create and zero_init) or
                     args.target_is_zero, min_sparse=min_sparse, compress=args.compress,
                     workers=workers, progress=bar, top_only=bool(args.backing),
                     on_read_error=_read_error_handler(args.salvage, args.quiet))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from vmforge.block.backend import create_image, resolve_backing
 from vmforge.block.driver import (
     BlockDriver,
@@ -20,12 +18,12 @@ from vmforge.cli.img_common import (
     size_arg,
     warn,
 )
-from vmforge.cli.img_formatting import formatting_line
 from vmforge.cli.img_protocol import file_protocol_options
 from vmforge.cli.img_words import QemuImgError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 # -- create -------------------------------------------------------------------------------
@@ -127,6 +125,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     if size is None:
         raise QemuImgError(f"{args.file}: Image creation needs a size parameter")
     if not args.quiet:       # key-secret=ID is shown, never the secret
+        from vmforge.cli.img_formatting import formatting_line  # create's only
+
         print(formatting_line(args.file, cls.format_name, size, opts))
     target = img_objects.target_filename(args.file)
     with file_protocol_options(target, opts, warn) as format_opts:

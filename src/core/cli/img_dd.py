@@ -10,7 +10,6 @@ then empty; the operands and their errors are worded as qemu-img's.
 
 from __future__ import annotations
 
-import argparse
 import functools
 from collections.abc import Callable
 
@@ -24,6 +23,7 @@ from vmforge.cli.img_words import QemuImgError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 __all__ = ["add_arguments", "cmd_dd", "parse_operands"]

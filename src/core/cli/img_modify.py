@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from vmforge.block.backend import resolve_backing
 from vmforge.block.driver import UnsupportedOperation
 from vmforge.block.probe import RAW_FORMAT
@@ -17,6 +15,10 @@ from vmforge.cli.img_common import (
 )
 from vmforge.cli.img_report import snapshot_table
 from vmforge.cli.img_words import QemuImgError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 # -- resize, snapshot, rebase, commit, measure ------------------------------------------------
 

@@ -16,13 +16,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 from vmforge.errors import VmforgeError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
+
+    from vmforge.cli.img_getopt import ArgumentAdder
 
 __all__ = ["ImageContext", "ObjectError", "add_object_options", "context"]
 
@@ -183,7 +184,7 @@ def configure(args: argparse.Namespace) -> None:
                             bool(getattr(args, "image_opts", False)))
 
 
-def add_object_options(p: argparse.ArgumentParser) -> None:
+def add_object_options(p: ArgumentAdder) -> None:
     p.add_argument("--object", dest="objects", action="append", default=[],
                    metavar="secret,id=ID,data=TEXT|file=PATH",
                    help="define a secret (for key-secret=ID)")

@@ -15,14 +15,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vmforge.cli.img_common import error, prog
-from vmforge.cli.main import ArgumentParser
+from vmforge.cli.img_common import error, prog, set_compat
+from vmforge.cli.img_getopt import permute
+from vmforge.cli.parsers import ArgumentParser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
-__all__ = ["GnuParser", "command_not_found"]
+__all__ = ["CompatAction", "GnuParser", "command_not_found"]
+
+
+class CompatAction(argparse.Action):
+    """``--qemu-img-compat``: on at once, so that even a bad command line is worded so."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        set_compat(True)
 
 
 class GnuParser(ArgumentParser):
@@ -54,45 +63,9 @@ class GnuParser(ArgumentParser):
     def _takes_value(self) -> dict[str, bool]:
         return {s: a.nargs != 0 for a in self._actions for s in a.option_strings}
 
-    def _long_match(self, name: str, table: dict[str, bool]) -> str | None:
-        if name in table:
-            return name
-        found = [s for s in table if s.startswith("--") and s.startswith(name)]
-        return found[0] if len(found) == 1 else None
-
     def permute(self, argv: list[str]) -> list[str]:
         """``argv`` as getopt sees it: the options, then ``--`` and the operands."""
-        tail: list[str] = []
-        if self.last_operand and argv and argv[-1] not in ("--help", "-h"):
-            tail = [argv.pop()]
-        table = self._takes_value()
-        options: list[str] = []
-        operands: list[str] = []
-        i = 0
-        while i < len(argv):
-            arg = argv[i]
-            i += 1
-            if arg == "--":
-                operands.extend(argv[i:])
-                break
-            if not arg.startswith("-") or arg == "-":
-                operands.append(arg)
-                continue
-            options.append(arg)
-            if arg.startswith("--"):
-                name = self._long_match(arg.partition("=")[0], table)
-                if "=" not in arg and name is not None and table[name] and i < len(argv):
-                    options.append(argv[i])
-                    i += 1
-                continue
-            for k, ch in enumerate(arg[1:], 1):   # a cluster of short options
-                if table.get(f"-{ch}"):
-                    if k == len(arg) - 1 and i < len(argv):   # its value is the next word
-                        options.append(argv[i])
-                        i += 1
-                    break
-        operands.extend(tail)
-        return options + (["--", *operands] if operands else [])
+        return permute(argv, self._takes_value(), self.last_operand)
 
     def error(self, message: str) -> NoReturn:
         """qemu-img's wording of a bad command line, and its exit status 1."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Iterator
 
 from vmforge.block.backend import BlockBackend, resolve_backing
 from vmforge.block.driver import (
@@ -33,6 +31,8 @@ from vmforge.errors import VmforgeError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator
     from typing import Any, TextIO
 
 # -- info ---------------------------------------------------------------------------------

@@ -9,8 +9,6 @@ so; otherwise as one line after ``vmforge img:``.
 
 from __future__ import annotations
 
-import re
-
 from vmforge.block.driver import BlockError
 
 __all__ = [
@@ -67,12 +65,16 @@ def unknown_format(name: str, filename: str | None = None) -> QemuImgError:
     return QemuImgError(f"{filename + ': ' if filename else ''}Unknown file format '{name}'")
 
 
-_NOT_FORMAT = re.compile(r"^not an? (?:image of the )?(\w+)(?: format)? image\b", re.I)
+#: an error that says the image is not of some format (a pattern of :mod:`re`, imported
+#: on the error path only: start-up time)
+_NOT_FORMAT = r"^not an? (?:image of the )?(\w+)(?: format)? image\b"
 
 
 def open_failed(path: str, exc: BaseException, fmt: str | None = None,
                 what: str = "Could not open") -> QemuImgError:
     """``Could not open 'FILE': REASON`` as bdrv_open words the usual failures."""
+    import re
+
     from vmforge.plugins import PluginNotFound
 
     if isinstance(exc, QemuImgError):
@@ -95,6 +97,6 @@ def open_failed(path: str, exc: BaseException, fmt: str | None = None,
     m = re.match(r"could not open(?: as \w+)?: (.*)$", text)
     if m:   # raw-posix's own words come first, as QEMU nests them
         reason = f"Could not open '{name or path}': {m.group(1)}"
-    elif (m := _NOT_FORMAT.match(text)) is not None:
+    elif (m := re.match(_NOT_FORMAT, text, re.I)) is not None:
         reason = f"Image is not in {(fmt or m.group(1)).lower()} format"
     return QemuImgError(f"{what} '{path}': {reason}")

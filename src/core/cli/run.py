@@ -9,11 +9,9 @@ finisher's code), as with QEMU.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from vmforge.accel.options import accel_thread_option
 from vmforge.clock import Icount
@@ -30,8 +28,13 @@ from vmforge.config import (
 from vmforge.devspec import ChardevSpec
 from vmforge.errors import VmforgeError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # the machine stack is imported when `run` runs, not for `img`
+    import argparse
+
+    from vmforge.cli.img_getopt import ArgumentAdder
     from vmforge.machine import Machine
+    from vmforge.qmp import QmpAddress, QmpServer
 
 #: the machine ``vmforge run`` builds when no -M is given
 DEFAULT_MACHINE = "riscv-virt"
@@ -40,6 +43,12 @@ DEFAULT_MACHINE = "riscv-virt"
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("run", help="run a machine (QEMU-style options)", allow_abbrev=False,
                        description="Build a machine and run it. Options follow QEMU's.")
+    add_run_arguments(p)
+
+
+def add_run_arguments(p: ArgumentAdder) -> None:
+    """``run``'s arguments, to argparse's parser or to the spec a common command line
+    is read with (:mod:`vmforge.cli.run_getopt`)."""
     add_machine_options(p)
     p.add_argument("--timeout", default=None, metavar="SECONDS",
                    help="stop the guest after this much host time (exit status 124)")
@@ -52,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def add_machine_options(p: argparse.ArgumentParser) -> None:
+def add_machine_options(p: ArgumentAdder) -> None:
     """QEMU's options, as ``vmforge run`` takes them."""
     p.add_argument("-M", "-machine", dest="machine", default=None,
                    metavar="NAME[,prop=value...]",
@@ -133,9 +142,11 @@ def apply_default_guest(args: argparse.Namespace) -> None:
 
 
 def _blockdev_drives(texts: list[str]) -> list[DriveSpec]:
+    if not texts:
+        return []           # (the block layer is imported when a drive is opened)
     from vmforge.block.nodes import blockdev_drives
 
-    return blockdev_drives(texts) if texts else []
+    return blockdev_drives(texts)
 
 
 def config_from_args(args: argparse.Namespace) -> MachineConfig:
@@ -323,9 +334,20 @@ def _device_help(devices: list[str]) -> bool:
     return False
 
 
+def _qmp_specs(args: argparse.Namespace, config: MachineConfig) -> list[QmpAddress]:
+    """The QMP servers of ``-qmp`` and ``-mon`` (:mod:`vmforge.qmp`, ~30 ms of imports,
+    is imported only when there are some)."""
+    qmp, mons = getattr(args, "qmp", []), getattr(args, "mons", [])
+    if not qmp and not mons:
+        return []
+    from vmforge.qmp import mon_qmp_spec, parse_qmp_spec
+
+    return [*(parse_qmp_spec(text) for text in qmp),
+            *(mon_qmp_spec(text, config.chardevs) for text in mons)]
+
+
 def run(args: argparse.Namespace) -> int:
     from vmforge.plugins import registry
-    from vmforge.qmp import QmpServer, mon_qmp_spec, parse_qmp_spec
 
     if any(t in ("help", "?") for item in args.trace for t in item.split(",")):
         for name, text in TRACE_CATEGORIES.items():
@@ -348,8 +370,7 @@ def run(args: argparse.Namespace) -> int:
                 registry().load("machine", config.machine)))
             return 0
         setup_tracing(config)
-        qmp_specs = [parse_qmp_spec(text) for text in getattr(args, "qmp", [])]
-        qmp_specs += [mon_qmp_spec(text, config.chardevs) for text in getattr(args, "mons", [])]
+        qmp_specs = _qmp_specs(args, config)
         machine = create_machine(config)
     except (VmforgeError, ValueError, OSError) as exc:
         print(f"vmforge run: {_error_text(exc)}", file=sys.stderr)
@@ -365,6 +386,8 @@ def run(args: argparse.Namespace) -> int:
             prepare_incoming(machine, config.extra["incoming"])
         machine.realize()
         for spec in qmp_specs:
+            from vmforge.qmp import QmpServer
+
             qmp_servers.append(QmpServer(machine, spec).start())
             if spec.wait:   # QEMU's wait=on: the guest starts when a client connects
                 print(f"vmforge run: waiting for a QMP connection on "
@@ -376,10 +399,12 @@ def run(args: argparse.Namespace) -> int:
 
             loadvm(machine, config.extra["loadvm"])
         built = True
-        from vmforge.debug import start_gdbstub
+        gdb = getattr(args, "gdb", None)
+        shorthand, wait = getattr(args, "gdb_s", False), getattr(args, "gdb_wait", False)
+        if gdb is not None or shorthand or wait:    # (the stub's imports: ~3 ms)
+            from vmforge.debug import start_gdbstub
 
-        start_gdbstub(machine, getattr(args, "gdb", None), shorthand=getattr(args, "gdb_s", False),
-                      wait=getattr(args, "gdb_wait", False))
+            start_gdbstub(machine, gdb, shorthand=shorthand, wait=wait)
         return machine.run(timeout=timeout)
     except (VmforgeError, OSError) as exc:
         print(f"vmforge run: {_error_text(exc)}", file=sys.stderr)

@@ -6,14 +6,19 @@ stub (``vmforge.debug.gdbstub``) for scripts and tests.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from vmforge.lazy import lazy_attributes
 
-from vmforge.debug.gdbstub import DebugError, GdbStub, parse_gdb_dev
-
+# the stub (sockets, threads, logging) is imported when first asked for, not with
+# the package: a boot without -s/-gdb imports vmforge.debug.hooks alone
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from vmforge.debug.gdbstub import DebugError, GdbStub, parse_gdb_dev
     from vmforge.machine import Machine
 
 __all__ = ["DebugError", "GdbStub", "parse_gdb_dev", "start_gdbstub"]
+
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(
+    ("DebugError", "GdbStub", "parse_gdb_dev"), "vmforge.debug.gdbstub"))
 
 #: ``-s``: QEMU's shorthand for ``-gdb tcp::1234`` (here on 127.0.0.1)
 DEFAULT_GDB_DEV = "tcp::1234"
@@ -27,6 +32,8 @@ def start_gdbstub(machine: Machine, dev: str | None, *, shorthand: bool = False,
         machine.pause()
     if dev is None and not shorthand:
         return None
+    from vmforge.debug.gdbstub import GdbStub
+
     stub = GdbStub(machine)
     try:
         stub.listen(dev or DEFAULT_GDB_DEV)

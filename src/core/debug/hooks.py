@@ -52,12 +52,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from vmforge.debug.mmu import read_insn
+from vmforge.record import Record
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from vmforge.accel.interp import RiscvHart
 
 __all__ = ["WATCH_ACCESS", "WATCH_READ", "WATCH_WRITE", "Hook", "Hooks"]
@@ -70,15 +72,26 @@ _MAX_RANGES = 64
 _RANGE_KINDS = ("code", "block", "mem_read", "mem_write")
 
 
-@dataclass(eq=False)
-class Hook:
-    """A handle: what :meth:`Hooks.remove` takes."""
+class Hook(Record):
+    """A handle: what :meth:`Hooks.remove` takes (equal to itself only, hashable)."""
 
+    __slots__ = __match_args__ = ("kind", "callback", "begin", "end", "once")
     kind: str
     callback: Callable[..., Any]
-    begin: int = 0
-    end: int = LAST
-    once: bool = False          # tracers: a block once per state is enough
+    begin: int
+    end: int
+    once: bool                  # tracers: a block once per state is enough
+
+    __eq__ = object.__eq__      # (a dataclass with eq=False)
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+    def __init__(self, kind: str, callback: Callable[..., Any], begin: int = 0,
+                 end: int = LAST, once: bool = False) -> None:
+        self.kind = kind
+        self.callback = callback
+        self.begin = begin
+        self.end = end
+        self.once = once
 
     def covers(self, first: int, last: int) -> bool:
         return self.begin <= last and self.end >= first

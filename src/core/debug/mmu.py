@@ -10,9 +10,13 @@ debugger may look at pages the current mode could not read.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 from vmforge.errors import GuestMemoryError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+else:
+    from vmforge.typing_runtime import Protocol
 
 __all__ = ["read_insn", "translate", "walk"]
 

@@ -15,11 +15,16 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Collection
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from vmforge.errors import VmforgeError
+from vmforge.errors import GuestMemoryError, VmforgeError
 from vmforge.memory import GuestMemory
+from vmforge.record import FrozenRecord, Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from vmforge.typing_runtime import NamedTuple
 
 __all__ = ["ElfHeader", "ElfImage", "LinuxImageHeader", "LoaderError", "ProgramHeader",
            "SectionHeader", "load_elf", "load_raw", "program_headers", "read_elf_header",
@@ -47,27 +52,46 @@ class LoaderError(VmforgeError):
         super().__init__(f"{path}{where}: {message}")
 
 
-@dataclass(frozen=True)
-class ElfSymbol:
+class ElfSymbol(FrozenRecord):
     """One entry of an ELF symbol table, in file order."""
 
+    __slots__ = __match_args__ = ("name", "value", "size", "type", "shndx")
     name: str
     value: int
     size: int
     type: int       #: ``st_info & 0xf`` (2 is ``STT_FUNC``)
     shndx: int      #: the section index (0 undefined, 0xff00 and up reserved)
 
+    def __init__(self, name: str, value: int, size: int, type: int, shndx: int) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "value", value)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "shndx", shndx)
 
-@dataclass
-class ElfImage:
+
+class ElfImage(Record):
     """What :func:`load_elf` loaded."""
 
+    __slots__ = __match_args__ = ("path", "entry", "machine", "segments", "symbols",
+                                  "symbol_table")
     path: str
     entry: int
     machine: int
-    segments: list[tuple[int, int]] = field(default_factory=list)  # (paddr, memsz)
-    symbols: dict[str, int] = field(default_factory=dict)   # name -> value (first wins)
-    symbol_table: list[ElfSymbol] = field(default_factory=list)  # every named entry
+    segments: list[tuple[int, int]]         # (paddr, memsz)
+    symbols: dict[str, int]                 # name -> value (first wins)
+    symbol_table: list[ElfSymbol]           # every named entry
+
+    def __init__(self, path: str, entry: int, machine: int,
+                 segments: list[tuple[int, int]] | None = None,
+                 symbols: dict[str, int] | None = None,
+                 symbol_table: list[ElfSymbol] | None = None) -> None:
+        self.path = path
+        self.entry = entry
+        self.machine = machine
+        self.segments = [] if segments is None else segments
+        self.symbols = {} if symbols is None else symbols
+        self.symbol_table = [] if symbol_table is None else symbol_table
 
     @property
     def low(self) -> int:
@@ -295,22 +319,64 @@ def _symbols(path: str, data: bytes, hdr: ElfHeader) -> list[ElfSymbol]:
 
 
 def load_raw(memory: GuestMemory, path: str, addr: int) -> int:
-    """Copy a whole file to ``addr``; returns its size."""
-    data = _read_file(path)
-    if not memory.check_range(addr, len(data)):
-        raise LoaderError(path, f"{len(data)} bytes at {addr:#x} do not fit in guest RAM")
-    memory.load(addr, data)
-    return len(data)
+    """Copy a whole file to ``addr``; returns its size.
+
+    Read straight into guest RAM where it is writable RAM and no dirty log is kept
+    (a kernel's megabytes are then not read into a ``bytes`` first and copied again:
+    start-up time); a ROM, or a log to mark, takes the copy."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_IMAGE_SIZE:
+                raise LoaderError(path, f"{size} bytes is larger than a loadable image")
+            if not memory.check_range(addr, size):
+                raise LoaderError(path, f"{size} bytes at {addr:#x} do not fit in guest RAM")
+            views = _ram_views(memory, addr, size)
+            if views is None:
+                data = f.read()
+                if not memory.check_range(addr, len(data)):     # the file grew meanwhile
+                    raise LoaderError(path, f"{len(data)} bytes at {addr:#x} do not fit "
+                                      "in guest RAM")
+                memory.load(addr, data)
+                return len(data)
+            done = 0
+            for view in views:
+                while view:
+                    n = f.readinto(view)
+                    if not n:                       # the file shrank meanwhile
+                        return done
+                    done += n
+                    view = view[n:]
+            return done
+    except OSError as exc:
+        raise LoaderError(path, exc.strerror or str(exc)) from exc
 
 
-@dataclass(frozen=True)
-class LinuxImageHeader:
+def _ram_views(memory: GuestMemory, addr: int, size: int) -> list[memoryview] | None:
+    """Writable views of ``[addr, addr+size)``, or None when the bytes must go through
+    :meth:`GuestMemory.load` (a ROM on the way, or the dirty log on: it marks pages)."""
+    if memory.logging:
+        return None
+    try:
+        return memory.views(addr, size, writable=True)
+    except GuestMemoryError:
+        return None
+
+
+class LinuxImageHeader(FrozenRecord):
     """The header of an arm64/riscv Linux ``Image`` (Documentation/arch/riscv/boot-image-header)."""
 
+    __slots__ = __match_args__ = ("text_offset", "image_size", "flags", "version")
     text_offset: int
     image_size: int
     flags: int
     version: int
+
+    def __init__(self, text_offset: int, image_size: int, flags: int, version: int) -> None:
+        object.__setattr__(self, "text_offset", text_offset)
+        object.__setattr__(self, "image_size", image_size)
+        object.__setattr__(self, "flags", flags)
+        object.__setattr__(self, "version", version)
 
 
 RISCV_IMAGE_MAGIC2 = b"RSC\x05"

@@ -8,7 +8,12 @@ reads and clears the bitmaps; the harts re-arm their TLBs before they run again.
 
 Threads: start, stop and take run where no hart is running (the machine's
 thread between slices: :func:`on_machine_thread`); devices may mark from any
-thread (atomic bit operations).
+thread (atomic bit operations).  Harts on host threads (``thread=multi``) run
+between the machine's turns too, and re-arm their write TLBs only when a run
+of theirs begins: ``quiesce`` (the machine's ``park_cpus``) ends their threads
+before the log starts, stops or is taken, so no store after a take goes past a
+TLB entry armed for the log as it was before (the machine's loop starts the
+threads again, and each re-arms before its first instruction).
 """
 
 from __future__ import annotations
@@ -45,8 +50,11 @@ def pages_of_bitmap(base: int, bitmap: bytes, limit: int) -> list[int]:
 class DirtyLog:
     """The dirty log of one guest memory (every RAM region)."""
 
-    def __init__(self, memory: GuestMemory) -> None:
+    def __init__(self, memory: GuestMemory, quiesce: Callable[[], None] | None = None) -> None:
         self.memory = memory
+        #: called before the log starts, stops or is taken: stops harts that run
+        #: outside the caller's thread (``park_cpus`` of a machine with hart threads)
+        self.quiesce = quiesce
         #: how many times the log was taken (QEMU's dirty-sync-count)
         self.syncs = 0
 
@@ -56,15 +64,21 @@ class DirtyLog:
 
     def start(self) -> None:
         """Every page clean, and logging from now on."""
+        if self.quiesce is not None:
+            self.quiesce()
         self.memory._log_start()
         self.syncs = 0
 
     def stop(self) -> None:
+        if self.quiesce is not None:
+            self.quiesce()
         self.memory._log_stop()
 
     def take(self) -> list[int]:
         """The pages written since the start or the last take (writable RAM only),
         in address order; the log is clear afterwards."""
+        if self.quiesce is not None:
+            self.quiesce()
         self.syncs += 1
         out: list[int] = []
         for region in self.memory.regions:

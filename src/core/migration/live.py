@@ -177,11 +177,11 @@ def _on_state(machine: Any, event: str) -> None:
 
 
 def _set_status(machine: Any, info: MigrationInfo, status: str) -> None:
-    """The new status, its MIGRATION event queued first (a client that sees the
-    status in query-migrate has the event before the reply)."""
+    """The new status, then its MIGRATION event, in QEMU's order: a client that
+    has the event and then asks query-migrate sees this status (or a later one)."""
+    info.status = status
     if info.events:
         machine._state_changed("MIGRATION", status=status)
-    info.status = status
 
 
 def _synced(machine: Any, info: MigrationInfo, log: DirtyLog) -> None:
@@ -251,7 +251,8 @@ class _Outgoing:
         self.info = info
         self.uri = uri
         own = getattr(machine, "dirty_log", None)      # KVM: its dirty log and the devices'
-        self.log = own() if callable(own) else DirtyLog(machine.space.memory)
+        self.log = own() if callable(own) else DirtyLog(
+            machine.space.memory, quiesce=getattr(machine, "park_cpus", None))
         self.stopped_by_us = False
         self.was_running = True
         self.released: list[Any] = []
@@ -276,6 +277,7 @@ class _Outgoing:
                                   "page-size": PAGE_SIZE})
             self.precopy(writer, regions)
             self.stop_and_copy(writer, pipe)
+            info.total_time = info.elapsed_ms()     # before the status: a query sees it
             _set_status(machine, info, "completed")
         except _Cancelled:
             self.recover()
@@ -294,7 +296,8 @@ class _Outgoing:
                     pass
             if pipe is not None:
                 pipe.close()
-            info.total_time = info.elapsed_ms()
+            if info.status != "completed":
+                info.total_time = info.elapsed_ms()
 
     def recover(self) -> None:
         """The migration failed: a guest we stopped runs again (the source keeps it)."""

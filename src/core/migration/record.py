@@ -9,9 +9,11 @@ change the device (QEMU's ``VMStateDescription`` checks, Firecracker's
 
 from __future__ import annotations
 
-from typing import Any
-
 from vmforge.errors import VmforgeError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["StateError", "check_header", "get_bool", "get_bytes", "get_int", "get_ints",
            "header"]

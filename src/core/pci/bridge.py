@@ -22,12 +22,14 @@ then the bridge's own slot on its bus; MSIs go to the host bridge's handler.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from vmforge.memory import AddressSpace
 from vmforge.pci import regs
 from vmforge.pci.bus import PciBus
 from vmforge.pci.device import PciDevice, PciStateError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["PciBridge", "SecondaryBus", "find_bus"]
 

@@ -17,18 +17,21 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from typing import Any
 
 from vmforge.irq import IrqLine
+from vmforge.lazy import lazy_logger
 from vmforge.memory import AddressSpace, QuietUnassignedLog
 from vmforge.pci import regs
 from vmforge.pci.device import PciDevice, PciStateError, parse_addr
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["MsiHandler", "PciBus"]
 
-log = logging.getLogger("vmforge.pci")
+log = lazy_logger("vmforge.pci")  # (logging imported by a message)
 
 #: ``handler(address, data)``: a function wrote ``data`` (32 bits) at ``address``
 MsiHandler = Callable[[int, int], None]

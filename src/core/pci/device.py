@@ -37,21 +37,22 @@ swizzles it onto the host bridge's lines.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
-
 from vmforge.device import Device, Prop
 from vmforge.errors import VmforgeError
+from vmforge.lazy import lazy_logger
 from vmforge.memory import MmioOps
 from vmforge.pci import regs
+from vmforge.record import Record
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
     from vmforge.pci.bus import PciBus
 
 __all__ = ["PciBar", "PciDevice", "PciStateError", "parse_addr"]
 
-log = logging.getLogger("vmforge.pci")
+log = lazy_logger("vmforge.pci")  # (logging imported by a message)
 
 STATE_VERSION = 1
 _U32 = 0xFFFFFFFF
@@ -78,10 +79,10 @@ def parse_addr(text: str) -> tuple[int, int] | None:
     return slot, fn
 
 
-@dataclass
-class PciBar:
+class PciBar(Record):
     """One base address register: its size, type bits and the ops behind it."""
 
+    __slots__ = __match_args__ = ("index", "size", "type_bits", "ops", "name", "mapped_at")
     index: int
     size: int
     #: the low bits as they read back: I/O (1), or memory with 64-bit (4) and prefetch (8)
@@ -89,7 +90,16 @@ class PciBar:
     ops: MmioOps
     name: str
     #: where the region is mapped in the bus's space now (None: not mapped)
-    mapped_at: int | None = None
+    mapped_at: int | None
+
+    def __init__(self, index: int, size: int, type_bits: int, ops: MmioOps, name: str,
+                 mapped_at: int | None = None) -> None:
+        self.index = index
+        self.size = size
+        self.type_bits = type_bits
+        self.ops = ops
+        self.name = name
+        self.mapped_at = mapped_at
 
     @property
     def is_io(self) -> bool:

@@ -29,7 +29,6 @@ no BAR decodes are all-ones too (QEMU's ``allow-unmapped-accesses``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 from vmforge._fast.mmio import MemTx
 from vmforge.device import Device
@@ -39,6 +38,10 @@ from vmforge.pci import regs
 from vmforge.pci.bridge import find_bus
 from vmforge.pci.bus import MsiHandler, PciBus
 from vmforge.pci.device import PciDevice
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["ECAM_BUS_SIZE", "GpexHost", "GpexRoot", "PciWindow"]
 

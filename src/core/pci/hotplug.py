@@ -19,8 +19,6 @@ QEMU deletes it --, with QEMU's data -- ``{"path":
 from __future__ import annotations
 
 import itertools
-import re
-from typing import Any
 
 from vmforge.errors import VmforgeError
 from vmforge.pci.bridge import PciBridge, SecondaryBus
@@ -28,13 +26,18 @@ from vmforge.pci.bus import PciBus
 from vmforge.pci.device import PciDevice
 from vmforge.pci.root_port import HotplugError, PcieRootPort
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["PERIPHERAL", "PlugError", "deleted_drives", "device_deleted", "device_path",
            "find_pci_bus",
            "peripherals", "plug_pci", "register", "unplug_request", "valid_id"]
 
 PERIPHERAL = "/machine/peripheral"
 PERIPHERAL_ANON = "/machine/peripheral-anon"
-_ID = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_ID_CHARS = _LETTERS | frozenset("0123456789._-")
 _anon = itertools.count()
 
 
@@ -44,7 +47,7 @@ class PlugError(VmforgeError):
 
 def valid_id(ident: str) -> bool:
     """QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'."""
-    return bool(_ID.match(ident))
+    return bool(ident) and ident[0] in _LETTERS and _ID_CHARS.issuperset(ident)
 
 
 def peripherals(machine: Any) -> dict[str, Any]:

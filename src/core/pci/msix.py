@@ -14,10 +14,12 @@ Enabling MSI-X lowers the function's INTx, as in QEMU.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 from vmforge.pci import regs
 from vmforge.pci.device import PciDevice, PciStateError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["Msix", "MsixBar"]
 

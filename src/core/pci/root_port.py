@@ -29,13 +29,16 @@ MSI-X is on, else on INTA (level, lowered when the guest clears the status).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 from vmforge.device import Prop
 from vmforge.pci import regs
 from vmforge.pci.bridge import PciBridge
 from vmforge.pci.device import PciDevice, parse_addr
 from vmforge.pci.msix import Msix
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["HotplugError", "PcieRootPort"]
 

@@ -14,7 +14,8 @@ For a format plugin's tests that compare with QEMU's tools::
 missing qemu-img skips the tests, or fails them in CI, as every other oracle.
 
 Checks most formats' tests make, written once: :func:`assert_reads_as_qemu_img`
-(images only a test can build), :func:`write_odd_patterns` and
+(images only a test can build), :func:`assert_plain_data_reads_as_image` (the
+extents convert reads from the file), :func:`write_odd_patterns` and
 :func:`assert_qemu_accepts` (images vmforge wrote, read and written by qemu),
 :func:`qcow2_source` and :func:`assert_converts_back`,
 :func:`assert_raw_converts_both_ways`.
@@ -27,15 +28,18 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vmforge.block.driver import BlockDriver
 from vmforge.testing.oracles import needs
 
-__all__ = ["assert_converts_back", "assert_qemu_accepts", "assert_raw_converts_both_ways",
+__all__ = ["assert_converts_back", "assert_plain_data_reads_as_image", "assert_qemu_accepts",
+           "assert_raw_converts_both_ways",
            "assert_reads_as_qemu_img", "info_json", "needs_qemu", "pattern", "qcow2_source",
-           "qemu_img", "qemu_io", "run", "to_raw", "vmforge_img", "write_odd_patterns"]
+           "qemu_img", "qemu_io", "run", "run_quietly", "to_raw", "vmforge_img",
+           "write_odd_patterns"]
 
 #: the mark of tests that run qemu-img and qemu-io (Debian package qemu-utils)
 needs_qemu = needs("qemu-img", "qemu-io", package="qemu-utils")
@@ -49,19 +53,37 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 #: qemu-img's PBKDF2 benchmark (luks) fails now and then on a busy host: the
 #: oracle's flake, retried, never vmforge's failure
 _PBKDF_FLAKE = "Unable to get accurate CPU usage"
+#: the pauses before each retry, seconds (a loaded host can fail it several times in a row)
+_PBKDF_PAUSES = (0.1, 0.3, 1.0, 2.0, 3.0, 5.0)
+
+
+def _retry_pbkdf_flake(attempt: Callable[[], subprocess.CompletedProcess[str]],
+                       ) -> subprocess.CompletedProcess[str]:
+    r = attempt()
+    for pause in _PBKDF_PAUSES:
+        if _PBKDF_FLAKE not in (r.stderr or ""):
+            break
+        time.sleep(pause)
+        r = attempt()
+    return r
 
 
 def qemu_img(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``qemu-img ARGS`` (retried a few times when its PBKDF2 timing fails)."""
-    r = run("qemu-img", *args, check=False)
-    for pause in (0.1, 0.3, 1.0, 2.0):
-        if _PBKDF_FLAKE not in r.stderr:
-            break
-        time.sleep(pause)
-        r = run("qemu-img", *args, check=False)
+    r = _retry_pbkdf_flake(lambda: run("qemu-img", *args, check=False))
     if check and r.returncode:
         raise subprocess.CalledProcessError(r.returncode, r.args, r.stdout, r.stderr)
     return r
+
+
+def run_quietly(cmd: list[str]) -> None:
+    """Run ``cmd`` (a benchmark's timed command) with its output discarded; raise with
+    its stderr when it fails. qemu-img's PBKDF2 timing flake is retried as in
+    :func:`qemu_img`."""
+    r = _retry_pbkdf_flake(lambda: subprocess.run(cmd, stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.PIPE, text=True))
+    if r.returncode:
+        raise subprocess.CalledProcessError(r.returncode, r.args, None, r.stderr)
 
 
 def vmforge_img(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -120,6 +142,40 @@ def assert_reads_as_qemu_img(cls: type[BlockDriver], img: str | Path, fmt: str,
     qcow2 = workdir / "c.qcow2"
     vmforge_img("convert", "-f", fmt, "-O", "qcow2", str(img), str(qcow2))
     qemu_img("compare", "-f", fmt, "-F", "qcow2", str(img), str(qcow2))
+
+
+def assert_plain_data_reads_as_image(cls: type[BlockDriver], fmt: str, workdir: Path,
+                                     opts: str = "", some: bool = True) -> None:
+    """An image qemu-img makes of seeded data with zeros in and across blocks (``-o
+    opts``): wherever the driver's ``plain_data_fd`` names a file for a data extent of
+    its block status, the bytes at the extent's host offset there are what the image
+    reads (``convert`` reads them there instead of mapping the range again); zeros and
+    compressed data name none; with ``some``, at least one extent names a file."""
+    import os
+
+    from vmforge.block.driver import BlockStatus
+
+    raw, img = workdir / "plain.raw", workdir / f"plain.{fmt}"
+    data = bytearray(random.Random(7).randbytes(6 * MiB))
+    data[MiB:2 * MiB + 4096] = bytes(MiB + 4096)       # zeros, in and across blocks
+    data[4 * MiB:5 * MiB] = bytes(MiB)
+    raw.write_bytes(data)
+    qemu_img("convert", "-f", "raw", "-O", fmt, *(["-o", opts] if opts else []),
+             str(raw), str(img))
+    with cls.open(str(img)) as drv:
+        plain_data_fd = getattr(drv, "plain_data_fd", None)    # (an optional method)
+        assert plain_data_fd is not None, f"{cls.__name__} has no plain_data_fd"
+        plain = 0
+        for e in drv.block_status(0, drv.size):
+            fd = plain_data_fd(e)
+            if e.is_data and not e.status & BlockStatus.COMPRESSED and e.host_offset is not None:
+                assert fd is not None, e
+                got = os.pread(fd, e.length, e.host_offset)
+                assert got + bytes(e.length - len(got)) == drv.read(e.offset, e.length)
+                plain += 1
+            else:
+                assert fd is None, e
+        assert plain > 0 or not some
 
 
 # -- the checks a writable format's tests make against qemu ---------------------------------

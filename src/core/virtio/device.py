@@ -24,23 +24,28 @@ published in batches with one interrupt decision.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Protocol
 
 from vmforge._fast.vring import Chain
 from vmforge.device import Device, Prop
+from vmforge.lazy import lazy_logger
 from vmforge.virtio import spec
 from vmforge.virtio.queue import Virtqueue
 from vmforge.virtio.state import StateError, check_record, restore_queues
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # (imported by the first request a worker thread serves)
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import Any, ClassVar, Protocol
+else:
+    from vmforge.typing_runtime import Protocol
+
 __all__ = ["StateError", "TransportLink", "VirtioDevice"]
 
-log = logging.getLogger("vmforge.virtio")
+log = lazy_logger("vmforge.virtio")  # (logging imported by a message)
 
 STATE_VERSION = 1
 
@@ -338,6 +343,8 @@ class VirtioDevice(Device):
         decision per queue.  ``work`` only touches the chain's memory views; an
         exception from it is a device error.  A reset drops the completion."""
         if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._executor = ThreadPoolExecutor(max(1, self.iothreads),
                                                 thread_name_prefix=f"{self.name}-io")
         generation = queue.generation

@@ -32,21 +32,26 @@ slot read Version 1; vmforge answers 2 unless ``legacy=on`` is asked for.
 
 from __future__ import annotations
 
-import logging
 import threading
-from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from vmforge.device import Device, Prop
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
+from vmforge.lazy import lazy_logger
 from vmforge.virtio import spec
 from vmforge.virtio.device import StateError, VirtioDevice
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar, Protocol, runtime_checkable
+else:
+    from vmforge.typing_runtime import Protocol, runtime_checkable
 
 __all__ = [
     "VirtioMmioBackend",
     "VirtioMmioTransport",
 ]
 
-log = logging.getLogger("vmforge.virtio.mmio")
+log = lazy_logger("vmforge.virtio.mmio")  # (logging imported by a message)
 
 # -- register offsets (virtio 1.2 section 4.2.2; legacy ones from 4.2.4) ----------------
 MAGIC_VALUE = 0x000

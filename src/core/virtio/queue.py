@@ -20,13 +20,13 @@ completions back with :meth:`VirtioDevice.run_in_thread` (or ``call_soon``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from vmforge._fast.vring import Chain, ChainError, RingError, VRing
 from vmforge.virtio import spec
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from typing import Any
 
     from vmforge.virtio.device import VirtioDevice
 

@@ -11,7 +11,6 @@ walks) leaves the device exactly as it was.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from vmforge._fast.vring import RingError, VRing
 from vmforge.migration.record import StateError
@@ -19,7 +18,10 @@ from vmforge.migration.record import get_bool as _bool
 from vmforge.migration.record import get_int as _int
 from vmforge.virtio import spec
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from vmforge.virtio.device import VirtioDevice
     from vmforge.virtio.queue import Virtqueue
 

@@ -1,15 +1,20 @@
 """The CPU a KVM guest is shown: QEMU's default x86-64 model (``qemu64``) or the
 host's (``host``), as CPUID entries for ``KVM_SET_CPUID2``.
 
-``qemu64`` follows QEMU 7.2's definition (``target/i386/cpu.c``: vendor
-AuthenticAMD, family 15, model 107, stepping 1, basic leaves up to 0xd,
+``qemu64`` follows QEMU 7.2's definition (``target/i386/cpu.c``: the host's
+vendor, as QEMU sets it on KVM; family 15, model 107, stepping 1, basic leaves up to 0xd,
 extended up to 0x8000000a, the brand string "QEMU Virtual CPU version 2.5+",
 SSE3 and CX16 in leaf 1 ECX, LM/SYSCALL/NX and LAHF_LM in leaf 0x80000001)
 with the features QEMU adds on KVM (x2APIC, the hypervisor bit, KVM's
 paravirtual leaf with QEMU's default set: clocksource, nopiodelay, mmu-op,
 clocksource2, async-pf, steal-time, pv-eoi, clocksource-stable), each bit only
-where KVM supports it.  Leaves the model does not define (7, 0xd: extended
-state) are what KVM supports, as QEMU passes them for the features it enables.
+where KVM supports it.  Leaves the model does not define (7 sub-leaf 0, 0xd:
+extended state) are what KVM supports, as QEMU passes them for the features it
+enables; leaf 7's other sub-leaves are absent (qemu64 enables none of their
+features; a guest reads zeros).  On a host that is not AMD's, leaves 2 and 4
+describe QEMU's legacy caches (an AMD vendor gets them empty, QEMU's
+``vendor_cpuid_only``); 0x80000008 gives the host's physical address width and
+48 linear address bits (qemu64 has no LA57).
 A guest kernel sees the same CPU under vmforge and under QEMU's default
 ``-cpu``, so it takes the same paths (and prints the same lines).
 
@@ -44,6 +49,13 @@ _KVM_FEATURES = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) 
 # QEMU's fake cache descriptions (AMD leaves 0x80000005/6)
 _L1_CACHES = (0x01FF01FF, 0x01FF01FF, 0x40020140, 0x40020140)
 _L2_CACHES = (0x00000000, 0x42004200, 0x02008140, 0x00808140)
+# ... and its legacy caches as leaf 2 descriptors (L1d 0x2c, L1i 0x30, L2 0x7d; L3
+# 0x4d) and as leaf 4 sub-leaves (type, level, self-init | 8 or 16 ways of 64-byte
+# lines | sets - 1 | no-invd-sharing, inclusive, complex indexing): 32 KiB L1d and
+# L1i, 4 MiB L2, 16 MiB L3
+_CPUID2 = (0x00000001, 0x00000000, 0x0000004D, 0x002C307D)
+_CPUID4 = ((0x121, 0x01C0003F, 0x0000003F, 1), (0x122, 0x01C0003F, 0x0000003F, 1),
+           (0x143, 0x03C0003F, 0x00000FFF, 1), (0x163, 0x03C0003F, 0x00003FFF, 6))
 
 
 def _entry(function: int, index: int = 0, flags: int = 0, eax: int = 0, ebx: int = 0,
@@ -60,16 +72,24 @@ def _qemu64(supported: Sequence[CpuidEntry], index: int, count: int) -> list[Cpu
         return int(getattr(e, reg)) if e is not None else 0
 
     brand = [int.from_bytes(_BRAND[i:i + 4], "little") for i in range(0, 48, 4)]
+    vendor = (sup(0, "ebx"), sup(0, "edx"), sup(0, "ecx")) if (0, 0) in have else _AMD
     out = [
-        _entry(0, eax=0xD, ebx=_AMD[0], edx=_AMD[1], ecx=_AMD[2]),
+        _entry(0, eax=0xD, ebx=vendor[0], edx=vendor[1], ecx=vendor[2]),
         _entry(1, eax=_SIGNATURE,
                ebx=(index << 24) | ((count if count > 1 else 0) << 16) | (8 << 8),
                ecx=_L1_ECX & sup(1, "ecx"),
                edx=(_L1_EDX | (1 << 28 if count > 1 else 0)) & (sup(1, "edx") | 1 << 28)),
         _entry(5, ecx=3),                                # MONITOR leaf as QEMU fills it
     ]
+    amd = vendor == _AMD
+    out.append(_entry(2) if amd else _entry(2, eax=_CPUID2[0], ebx=_CPUID2[1],
+                                              ecx=_CPUID2[2], edx=_CPUID2[3]))
+    for sub in range(len(_CPUID4) + 1):                  # (the last one: no more caches)
+        regs = (0, 0, 0, 0) if amd or sub == len(_CPUID4) else _CPUID4[sub]
+        out.append(_entry(4, sub, flags=1, eax=regs[0], ebx=regs[1], ecx=regs[2],
+                          edx=regs[3]))
     for e in supported:                                  # what KVM enables, as QEMU
-        if e.function in (7, 0xD):
+        if e.function == 0xD or (e.function == 7 and e.index == 0):
             out.append(e)
     for level in range(4):                               # x2APIC topology, one thread
         kind = (1 if level == 0 else 2 if level == 1 else 0) << 8
@@ -80,7 +100,7 @@ def _qemu64(supported: Sequence[CpuidEntry], index: int, count: int) -> list[Cpu
         # MSI extended destination ids: QEMU offers it whatever KVM reports (the
         # VMM, not KVM, decides how MSI addresses are decoded)
         _entry(0x40000001, eax=(_KVM_FEATURES & sup(0x40000001, "eax")) | 1 << 15),
-        _entry(0x80000000, eax=0x8000000A, ebx=_AMD[0], edx=_AMD[1], ecx=_AMD[2]),
+        _entry(0x80000000, eax=0x8000000A, ebx=vendor[0], edx=vendor[1], ecx=vendor[2]),
         _entry(0x80000001, eax=_SIGNATURE, ecx=_X1_ECX & sup(0x80000001, "ecx"),
                edx=_X1_EDX & sup(0x80000001, "edx")),
         _entry(0x80000002, eax=brand[0], ebx=brand[1], ecx=brand[2], edx=brand[3]),
@@ -90,7 +110,8 @@ def _qemu64(supported: Sequence[CpuidEntry], index: int, count: int) -> list[Cpu
                edx=_L1_CACHES[3]),
         _entry(0x80000006, eax=_L2_CACHES[0], ebx=_L2_CACHES[1], ecx=_L2_CACHES[2],
                edx=_L2_CACHES[3]),
-        _entry(0x80000008, eax=sup(0x80000008, "eax") & 0xFFFF),
+        # physical address bits as the host's; linear 48 (qemu64 has no LA57)
+        _entry(0x80000008, eax=(sup(0x80000008, "eax") & 0xFF) | 48 << 8),
     ]
     return out
 

@@ -280,9 +280,11 @@ class KvmMachine(Machine):
         and a thread that does not end within 5 s is left behind, when tearing down)."""
         for t in self._threads:
             t.vcpu.stop()
-        for t in self._threads:
+        # (a Ctrl-C may come between making the threads and starting the last of them)
+        started = [t for t in self._threads if t.ident is not None]
+        for t in started:
             t.join(5 if quietly else None)
-        threads, self._threads = self._threads, []
+        threads, self._threads = started, []
         if quietly:
             return
         for vcpu in self.vcpus:

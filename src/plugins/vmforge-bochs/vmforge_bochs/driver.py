@@ -22,7 +22,6 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import Any, Self
 
 from vmforge.block.driver import (
     BlockError,
@@ -35,6 +34,10 @@ from vmforge.block.fileio import fill_zero, preadv_full
 from vmforge.block.mapped import FileImage, merge_extents, open_image_file
 from vmforge_bochs.probe import HEADER_SIZE, VERSION_1
 from vmforge_bochs.probe import probe as _probe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 SECTOR = 512
 UNALLOCATED = 0xFFFFFFFF

@@ -21,7 +21,6 @@ import sys
 import zlib
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import Any, Self
 
 from vmforge.block.driver import (
     BlockError,
@@ -33,6 +32,10 @@ from vmforge.block.driver import (
 from vmforge.block.mapped import FileImage, open_image_file, split_views
 from vmforge_cloop.probe import MAGIC
 from vmforge_cloop.probe import probe as _probe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 HEADER_SIZE = 128
 #: QEMU's limits: 64 MiB blocks, 512 MiB of offsets, compressed blocks of 128 MiB

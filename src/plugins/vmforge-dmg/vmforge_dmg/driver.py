@@ -18,9 +18,7 @@ from __future__ import annotations
 import bisect
 import collections
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
-from typing import Any, Self
 
 from vmforge.block.driver import (
     BlockError,
@@ -54,6 +52,10 @@ from vmforge_dmg.layout import (
     parse_resource_fork,
 )
 from vmforge_dmg.probe import probe as _probe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 KOLY_SEARCH = 515   # QEMU looks for "koly" in the last 515 bytes (odd-sized files)
 _DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
@@ -287,6 +289,8 @@ class Dmg(FileImage):
     # -- writing: a shadow disk, the image written again on flush ------------------------
 
     def _load_shadow(self) -> None:
+        import tempfile  # (written images only)
+
         fd, name = tempfile.mkstemp(prefix=".vmforge-dmg-",
                                     dir=os.path.dirname(os.path.abspath(self.filename)))
         os.unlink(name)

@@ -19,14 +19,16 @@ comment (0x7ffffffe), last (0xffffffff).
 
 from __future__ import annotations
 
-import bz2
 import os
-import plistlib
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+
+from vmforge.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "CHUNK_NAMES",
@@ -73,10 +75,12 @@ class LayoutError(ValueError):
         self.table = table
 
 
-@dataclass
-class Koly:
-    """The fields of the trailer the reader uses."""
+class Koly(Record):
+    """The fields of the trailer the reader uses (a record, as :mod:`vmforge.record`
+    explains)."""
 
+    __slots__ = __match_args__ = ("data_fork_offset", "data_fork_length", "rsrc_offset",
+                                  "rsrc_length", "xml_offset", "xml_length", "sector_count")
     data_fork_offset: int
     data_fork_length: int
     rsrc_offset: int
@@ -84,6 +88,17 @@ class Koly:
     xml_offset: int
     xml_length: int
     sector_count: int
+
+    def __init__(self, data_fork_offset: int, data_fork_length: int, rsrc_offset: int,
+                 rsrc_length: int, xml_offset: int, xml_length: int,
+                 sector_count: int) -> None:
+        self.data_fork_offset = data_fork_offset
+        self.data_fork_length = data_fork_length
+        self.rsrc_offset = rsrc_offset
+        self.rsrc_length = rsrc_length
+        self.xml_offset = xml_offset
+        self.xml_length = xml_length
+        self.sector_count = sector_count
 
     @classmethod
     def parse(cls, raw: bytes, at: int) -> Koly:
@@ -93,17 +108,26 @@ class Koly:
         return cls(f[5], f[6], f[7], f[8], f[15], f[16], f[22])
 
 
-@dataclass
-class Chunk:
+class Chunk(Record):
     """One chunk entry: ``sector`` and ``count`` on the disk, ``offset`` and ``length``
     in the file (absolute), ``entry`` where the entry sits (for errors)."""
 
+    __slots__ = __match_args__ = ("type", "sector", "count", "offset", "length", "entry")
     type: int
     sector: int
     count: int
     offset: int
     length: int
-    entry: int | None = None
+    entry: int | None
+
+    def __init__(self, type: int, sector: int, count: int, offset: int,
+                 length: int, entry: int | None = None) -> None:
+        self.type = type
+        self.sector = sector
+        self.count = count
+        self.offset = offset
+        self.length = length
+        self.entry = entry
 
 
 def parse_mish(data: bytes, data_fork: int, where: int | None) -> list[Chunk]:
@@ -129,6 +153,8 @@ def parse_plist(xml: bytes, data_fork: int,
                 where: int) -> tuple[list[Chunk], dict[str, Any]]:
     """The chunks of every blkx table of the XML property list, and how vmforge's
     writer stored them (``compression``, ``chunk_size``; empty if not its image)."""
+    import plistlib  # (an image with an XML table only)
+
     try:
         plist = plistlib.loads(xml, fmt=plistlib.FMT_XML)
         tables = plist["resource-fork"]["blkx"]
@@ -186,6 +212,8 @@ def decode_chunk(chunk: Chunk, stored: bytes) -> bytes:
         if not d.eof:
             raise ValueError("zlib stream does not end where the chunk does")
     elif chunk.type == BZIP2:
+        import bz2
+
         b = bz2.BZ2Decompressor()
         try:
             out = b.decompress(stored, want + 1)
@@ -246,6 +274,8 @@ def _compress(typ: int, data: bytes, level: int) -> bytes:
     if typ == ZLIB:
         return zlib.compress(data, level)
     if typ == BZIP2:
+        import bz2
+
         return bz2.compress(data, max(1, level))
     if typ == LZFSE:
         import lzfse
@@ -315,6 +345,8 @@ def encode_image(fd: int, size: int, read: Callable[[int, int], bytes], *,
         table = struct.pack(">III", 16, 0, len(blob)).ljust(16, b"\0") + blob
         rsrc, xml = (pos, len(table)), (0, 0)
     else:
+        import plistlib
+
         table = plistlib.dumps({"resource-fork": {"blkx": [{
             "Attributes": "0x0050", "CFName": "whole disk (vmforge : 0)", "Data": mish,
             "ID": "0", "Name": "whole disk (vmforge : 0)"}]},

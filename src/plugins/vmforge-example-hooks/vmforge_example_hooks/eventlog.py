@@ -9,12 +9,14 @@ runs per instruction or per access.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from typing import Any
 
 from vmforge.hookspecs import hookimpl
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 _path: str | None = None
 
@@ -22,6 +24,8 @@ _path: str | None = None
 def _log(event: str, machine: Any, **fields: Any) -> None:
     if _path is None:
         return
+    import json  # here: the plugin is imported by every ``vmforge run`` (start-up)
+
     record = {"time": round(time.time(), 3), "event": event,
               "machine": getattr(machine, "name", None), **fields}
     with open(_path, "a", encoding="utf-8") as f:

@@ -20,9 +20,11 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from cryptography.hazmat.primitives.ciphers import algorithms, modes
 
 __all__ = ["CIPHERS", "HASHES", "MODES", "SECTOR", "CipherError", "SectorCipher", "af_merge",

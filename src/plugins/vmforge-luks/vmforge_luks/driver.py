@@ -20,19 +20,17 @@ QEMU's ``key-secret`` names a secret object instead; a front end resolves it
 the passphrase. The passphrase and the keys are never logged nor put in errors.
 
 Unlike qemu-img, ``create`` fills the payload with encrypted zeros
-(``zero_fill``, on by default), so that a new image reads as zeros, as
-``img convert`` assumes of a new target; qemu-img leaves the file sparse
-and a new image reads as the decryption of zeros.
+(``zero_fill``, on by default), so that a new image reads as zeros; qemu-img
+leaves the file sparse and a new image reads as the decryption of zeros.
+``img convert`` creates its target with ``zero_fill=off`` and writes every
+byte of it (zeros included) once, as qemu-img does.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Self
 
 from vmforge.block.driver import (
     BlockError,
@@ -47,6 +45,7 @@ from vmforge.block.driver import (
 )
 from vmforge.block.fileio import preadv_full, pwritev_full
 from vmforge.block.mapped import FileImage, open_image_file
+from vmforge.record import Record
 from vmforge_luks.ciphers import (
     CIPHERS,
     SECTOR,
@@ -62,6 +61,10 @@ from vmforge_luks.ciphers import (
 from vmforge_luks.luks2 import MAX_ARGON2_MEMORY_KIB, Luks2Header, create_luks2, kdf_params
 from vmforge_luks.probe import MAGIC
 from vmforge_luks.probe import probe as _probe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 # magic, version, cipher name, cipher mode, hash, payload offset, key bytes,
 # mk digest, mk salt, mk iterations, uuid
@@ -89,17 +92,28 @@ def _cstr(raw: bytes, path: str, offset: int, what: str) -> str:
     return text.decode()
 
 
-@dataclass
-class KeySlot:
+class KeySlot(Record):
+    __slots__ = __match_args__ = ("active", "iterations", "salt", "material_sector", "stripes")
     active: int
     iterations: int
     salt: bytes
     material_sector: int
     stripes: int
 
+    def __init__(self, active: int, iterations: int, salt: bytes, material_sector: int,
+                 stripes: int) -> None:
+        self.active = active
+        self.iterations = iterations
+        self.salt = salt
+        self.material_sector = material_sector
+        self.stripes = stripes
 
-@dataclass
-class Header:
+
+class Header(Record):
+    """The LUKS1 header (a record, as :mod:`vmforge.record` explains)."""
+
+    __slots__ = __match_args__ = ("cipher", "mode", "hash", "payload_sector", "key_bytes",
+                                  "mk_digest", "mk_salt", "mk_iterations", "uuid", "slots")
     cipher: str
     mode: str
     hash: str
@@ -110,6 +124,20 @@ class Header:
     mk_iterations: int
     uuid: str
     slots: list[KeySlot]
+
+    def __init__(self, cipher: str, mode: str, hash: str, payload_sector: int,
+                 key_bytes: int, mk_digest: bytes, mk_salt: bytes, mk_iterations: int,
+                 uuid: str, slots: list[KeySlot]) -> None:
+        self.cipher = cipher
+        self.mode = mode
+        self.hash = hash
+        self.payload_sector = payload_sector
+        self.key_bytes = key_bytes
+        self.mk_digest = mk_digest
+        self.mk_salt = mk_salt
+        self.mk_iterations = mk_iterations
+        self.uuid = uuid
+        self.slots = slots
 
     def pack(self) -> bytes:
         out = _HEADER.pack(MAGIC, 1, self.cipher.encode(), self.mode.encode(),
@@ -529,6 +557,8 @@ def _new_header(path: str, opts: dict[str, Any], size: int) -> tuple[Header, byt
                    iterations_for(opts["hash_alg"], opts["iter_time"], key_bytes) // 8)
     mk_iters = min(mk_iters, MAX_ITERATIONS)
     digest = pbkdf2(opts["hash_alg"], key, mk_salt, mk_iters, 20)
+    import uuid  # (a new image's: not imported to open one)
+
     header = Header(name, spec, opts["hash_alg"], first + NUM_SLOTS * material_sectors,
                     key_bytes, digest, mk_salt, mk_iters, str(uuid.uuid4()), slots)
     return header, key

@@ -19,13 +19,9 @@ Only what reading needs is here: ``crypt`` segment 0, ``luks2`` key slots with
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import os
 import struct
-import uuid
-from typing import Any
 
 from vmforge.block.driver import BlockError, CorruptImageError
 from vmforge_luks.ciphers import (
@@ -36,6 +32,10 @@ from vmforge_luks.ciphers import (
     check_hash,
     pbkdf2,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["MAX_ARGON2_MEMORY_KIB", "Luks2Header", "create_luks2", "kdf_params"]
 
@@ -66,6 +66,8 @@ def _int(value: Any, what: str) -> int:
 def _b64(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
         raise ValueError(f"{what} is not base64")
+    import base64  # (a LUKS2 image's: base64 and json are not imported for LUKS1)
+
     try:
         return base64.b64decode(value, validate=True)
     except ValueError:
@@ -204,6 +206,8 @@ def _load(fd: int, at: int, path: str) -> dict[str, Any]:
     h.update(area)
     if h.digest() != csum[:h.digest_size]:
         raise _BadCopy(f"header at {at} fails its {alg} checksum")
+    import json
+
     try:
         meta = json.loads(area[4096 - _BIN.size:].split(b"\0", 1)[0])
     except (ValueError, UnicodeDecodeError) as exc:
@@ -265,6 +269,8 @@ def _pad(n: int, unit: int) -> int:
 
 
 def _b64s(data: bytes) -> str:
+    import base64
+
     return base64.b64encode(data).decode()
 
 
@@ -325,7 +331,11 @@ def create_luks2(fd: int, passphrase: bytes, key: bytes, cipher_spec: str, hash_
         "config": {"json_size": str(HDR_SIZE - 4096),
                    "keyslots_size": str(data_offset - KEYSLOTS_AT)},
     }
+    import json
+
     area = json.dumps(meta, separators=(",", ":")).encode().ljust(HDR_SIZE - 4096, b"\0")
+    import uuid  # (a new image's: not imported to open one)
+
     uid = str(uuid.uuid4()).encode()
     for at, magic in ((0, b"LUKS\xba\xbe"), (HDR_SIZE, b"SKUL\xba\xbe")):
         head = bytearray(_BIN.pack(magic, 2, HDR_SIZE, 1, bytes(48), b"sha256", os.urandom(64),

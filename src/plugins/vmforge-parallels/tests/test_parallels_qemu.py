@@ -57,6 +57,22 @@ def test_writes_lay_out_the_file_as_qemu(tmp_path: Path, cluster: str | None) ->
     assert ours.read_bytes() == theirs.read_bytes()
 
 
+def test_a_new_cluster_at_the_end_is_written_data_only(tmp_path: Path) -> None:
+    """A cluster appended to the file gets its data written and the file extended to
+    its end (a hole for the rest, as QEMU's preallocation by truncation leaves it),
+    not a cluster of zeros written then the data over it; the file reads the same."""
+    ours, theirs = tmp_path / "ours.hds", tmp_path / "theirs.hds"
+    for img in (ours, theirs):
+        qemu_img("create", "-q", "-f", "parallels", str(img), "7M")
+    start = ours.stat().st_size
+    _our_writes(ours)
+    qemu_io(theirs, *(f"write -P {p:#x} {off} {n}" for off, n, p in WRITES))
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert ours.stat().st_size == start + 5 * MiB
+    # WRITES' data: < 400 KiB in 5 clusters of 1 MiB, the rest holes
+    assert ours.stat().st_blocks * 512 < start + MiB
+
+
 def test_qemu_images_read_byte_for_byte(tmp_path: Path) -> None:
     for cluster in ("1M", "4K", "1000"):
         img = tmp_path / f"q{cluster}.hds"

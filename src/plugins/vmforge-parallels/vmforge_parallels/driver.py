@@ -25,7 +25,6 @@ import os
 import struct
 import sys
 from array import array
-from typing import Any, Self
 
 from vmforge.block.driver import (
     BlockError,
@@ -39,6 +38,10 @@ from vmforge.block.fileio import padded, pwritev_full
 from vmforge.block.mapped import MappedImage, open_image_file
 from vmforge_parallels.probe import MAGIC_EXT, MAGIC_OLD
 from vmforge_parallels.probe import probe as _probe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 VERSION = 2
 SECTOR = 512
@@ -69,6 +72,8 @@ class Parallels(MappedImage):
     """A Parallels expandable image."""
 
     format_name = "parallels"
+    #: a cluster's data is kept as the guest reads it, at the offset block status gives
+    plain_data = True
     locked_reads = True
     granularity = DEFAULT_CLUSTER
     create_options = {
@@ -222,7 +227,14 @@ class Parallels(MappedImage):
         at = self.data_end
         if (at // SECTOR) % self.multiplier or at // SECTOR // self.multiplier >= 1 << 32:
             raise BlockError(f"no room for a new cluster at {at:#x}", self.filename)
-        pwritev_full(self.fd, at, padded(cs, within, data))   # the cluster first, zeros around
+        if at >= self.file_size:
+            # past the end of the file: the cluster reads as zeros once the file
+            # reaches its end (a hole), so only the data is written, as QEMU's
+            # preallocation by truncation leaves it (not zeros, then the data over them)
+            os.ftruncate(self.fd, at + cs)
+            pwritev_full(self.fd, at + within, [data])
+        else:     # the cluster first, zeros around
+            pwritev_full(self.fd, at, padded(cs, within, data))
         self.data_end = at + cs
         self.file_size = max(self.file_size, self.data_end)
         self.bat[i] = at // SECTOR // self.multiplier   # then its BAT entry

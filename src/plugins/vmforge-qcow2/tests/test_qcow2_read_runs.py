@@ -53,3 +53,27 @@ def test_data_next_to_each_other_in_the_file_is_one_read(tmp_path: Path,
         monkeypatch.undo()
     assert len(calls) == 1
     assert [bytes(b) for b in out] == [pattern(64 * KiB, k) for k in range(8)]
+
+
+def test_mapping_a_run_looks_at_its_first_entry_only(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import vmforge_qcow2.image as image
+
+    img = tmp_path / "m.qcow2"
+    Qcow2.create(str(img), 8 * MiB)
+    qemu_io(img, "write -P 0x21 0 1M", "write -z 1M 1M", "write -P 0x22 4M 2M")
+    kinds: list[int] = []
+    real = image.entry_kind
+
+    def entry_kind(ent: int) -> int:
+        kinds.append(ent)
+        return real(ent)
+
+    with BlockBackend.open(str(img), "qcow2") as bb:
+        want = [(e.offset, e.length, int(e.status), e.host_offset) for e in bb.block_status()]
+        monkeypatch.setattr(image, "entry_kind", entry_kind)
+        got = [(e.offset, e.length, int(e.status), e.host_offset) for e in bb.block_status()]
+        monkeypatch.undo()
+    assert got == want and len(want) == 5       # data, zeros, unallocated, data, unallocated
+    # (before: an entry_kind per cluster, 128 of them; now one per run)
+    assert len(kinds) == 5, kinds

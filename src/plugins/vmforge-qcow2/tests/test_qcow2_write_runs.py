@@ -98,9 +98,12 @@ def test_a_crash_in_a_batch_leaves_no_corruption(tmp_path: Path,
 
 
 def _recording(alloc, sizes: list[int]):
-    def recorded(n: int, defer: bool = False) -> int:
-        sizes.append(n)
-        return alloc(n, defer)
+    """``alloc`` (or ``alloc_next``) telling ``sizes`` of each allocation it made."""
+    def recorded(n: int, defer: bool = False) -> int | None:
+        got = alloc(n, defer)
+        if got is not None:
+            sizes.append(n)
+        return got
     return recorded
 
 
@@ -128,6 +131,7 @@ def test_a_batch_allocates_its_clusters_at_once_where_the_layout_allows(
         with Qcow2.open(str(batch), readonly=False) as q:
             allocs: list[int] = []
             monkeypatch.setattr(q.refs, "alloc", _recording(q.refs.alloc, allocs))
+            monkeypatch.setattr(q.refs, "alloc_next", _recording(q.refs.alloc_next, allocs))
             q.pwritev_runs(runs)
             monkeypatch.undo()
             for off, data in runs:

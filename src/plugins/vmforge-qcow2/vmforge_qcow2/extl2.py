@@ -8,8 +8,6 @@ which read as zeros; neither means "ask the backing file".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from vmforge.block import CorruptImageError
 
 from .l2 import (
@@ -24,6 +22,8 @@ from .l2 import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .image import Qcow2Image, Run
 
 #: reserved bits of a standard descriptor in extended mode.  The spec reserves bit

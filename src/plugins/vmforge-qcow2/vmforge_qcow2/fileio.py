@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 from vmforge.block import BlockError, CorruptImageError
 from vmforge.block.fileio import fill_zero, preadv_full, pwritev_full
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["ImageFile", "fill_zero"]
 

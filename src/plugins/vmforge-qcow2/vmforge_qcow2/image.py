@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
+from _thread import RLock
 from array import array
-from collections.abc import Callable, Iterator, Sequence
 
 from vmforge.block import BlockDriver, BlockError, BlockStatus, CorruptImageError, Extent
 from vmforge.lazy import lazy_logger
@@ -45,6 +44,7 @@ from .snapshot import Snapshot, find_snapshot, read_snapshots, table_bytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
     from typing import Any
 
 #: warnings go to the log: one line, not Python's warning with a line of source
@@ -52,12 +52,15 @@ log = lazy_logger("vmforge.block.qcow2")
 
 #: a run of the guest range with one kind: (guest offset, length, kind, host offset, entry)
 Run = tuple[int, int, int, int, int]
-BackingRead = Callable[[int, Sequence[memoryview]], None]
+if TYPE_CHECKING:   # (collections.abc is the type checker's only: start-up time)
+    BackingRead = Callable[[int, Sequence[memoryview]], None]
 
 
 _STATUS_DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
 _STATUS_ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
 _STATUS_COMPRESSED = BlockStatus.DATA | BlockStatus.ALLOCATED | BlockStatus.COMPRESSED
+_DATA_BIT = int(BlockStatus.DATA)
+_DATA_NOT_COMPRESSED = _DATA_BIT | int(BlockStatus.COMPRESSED)
 
 
 class Cursor:
@@ -174,7 +177,7 @@ class Qcow2Image(BlockDriver):
         self.l2_bits = self.cb - 3 - self.extl2
         self.l2_mask = (1 << self.l2_bits) - 1
         self.clayout = CompressedLayout(self.cb)
-        self.lock = threading.RLock()
+        self.lock = RLock()
         #: optional reader of the backing chain for partial-cluster copy-on-write
         self.backing_reader: BackingRead | None = None
         self._ccache: tuple[int, bytes] | None = None
@@ -310,6 +313,11 @@ class Qcow2Image(BlockDriver):
         pos, end = offset, offset + length
         # current run
         r_off = r_len = r_kind = r_host = r_ent = -1
+        # the entry that would continue it by a whole cluster (an entry's flags and
+        # checks hold for the next when it is the same but for the offset), and the
+        # bound such an entry must stay under (its cluster inside the file)
+        nxt, lim, step = -1, 0, 0
+        no_lim = 1 << 64
         while pos < end:
             l1i = pos >> span_bits
             t_end = min(end, (l1i + 1) << span_bits)
@@ -321,11 +329,18 @@ class Qcow2Image(BlockDriver):
                     if r_kind >= 0:
                         runs.append((r_off, r_len, r_kind, r_host, r_ent))
                     r_off, r_len, r_kind, r_host, r_ent = pos, t_end - pos, UNALLOC, 0, 0
+                nxt = -1
                 pos = t_end
                 continue
             i = (pos >> cb) & self.l2_mask
             while pos < t_end:
                 ent = tbl[i]
+                if ent == nxt and ent < lim and pos + cs <= t_end:
+                    r_len += cs        # the run goes on (most clusters: few checks)
+                    pos += cs
+                    i += 1
+                    nxt += step
+                    continue
                 into = pos & (cs - 1)
                 n = cs - into
                 if n > t_end - pos:
@@ -342,6 +357,8 @@ class Qcow2Image(BlockDriver):
                     if host >= fend and not datafile:
                         raise self._bad_l2(l2off, i, ent, f"points at {host:#x}, past the "
                                            f"end of the file ({fend} bytes)")
+                    nxt, step = ent + cs, cs
+                    lim = no_lim if datafile else (ent & ~OFFSET_MASK) + fend
                     if r_kind == NORMAL and r_host + r_len == host:
                         r_len += n
                         pos += n
@@ -351,16 +368,21 @@ class Qcow2Image(BlockDriver):
                     # preallocated zeros: qemu-img map shows where (offset), so runs
                     # merge only where the host clusters are contiguous
                     host = (ent & OFFSET_MASK) + into
+                    nxt, lim, step = ent + cs, no_lim, cs
                     if r_kind == ZERO and r_host and r_host + r_len == host:
                         r_len += n
                         pos += n
                         i += 1
                         continue
-                elif kind != COMPRESSED and kind == r_kind and not r_host:
-                    r_len += n
-                    pos += n
-                    i += 1
-                    continue
+                elif kind != COMPRESSED:
+                    nxt, lim, step = ent, no_lim, 0
+                    if kind == r_kind and not r_host:
+                        r_len += n
+                        pos += n
+                        i += 1
+                        continue
+                else:
+                    nxt = -1
                 if r_kind >= 0:
                     runs.append((r_off, r_len, r_kind, r_host, r_ent))
                 r_off, r_len, r_kind, r_host, r_ent = pos, n, kind, host, ent
@@ -464,6 +486,16 @@ class Qcow2Image(BlockDriver):
             # read as zeros, and block status says so
             yield from refine_by_file(e, self.data.fd)
 
+    def plain_data_fd(self, extent: Extent) -> int | None:
+        """The data file's descriptor for a data extent of :meth:`block_status`
+        (normal clusters: their bytes as the guest reads them, at
+        ``extent.host_offset``; a hole of the file reads zeros, as here), else
+        ``None`` (compressed, zero, unallocated: :meth:`preadv` reads those)."""
+        if (extent.host_offset is None or self.closed
+                or int(extent.status) & _DATA_NOT_COMPRESSED != _DATA_BIT):
+            return None
+        return self.data.fd
+
     def _metadata_preallocated(self) -> bool:
         """QEMU's ``qcow2_detect_metadata_preallocation``, once per open: the image
         counts as preallocated (``preallocation=metadata``) when at least
@@ -478,10 +510,15 @@ class Qcow2Image(BlockDriver):
             end = -(-st.st_size // self.cs)
             count = 0
             i = 0
+            refs = self.refs
             with self.lock:
-                while i < end and count < threshold:
-                    count += self.refs.get(i) != 0
-                    i += 1
+                while i < end and count < threshold:    # a refcount block at a time
+                    first = i >> refs.shift << refs.shift
+                    stop = min(end, first + refs.entries)
+                    blk = refs.load(i >> refs.shift)
+                    if blk is not None:
+                        count += refs.codec.count_used(blk, i - first, stop - first)
+                    i = stop
             known = count >= threshold
         except (OSError, BlockError):
             known = False       # QEMU: an error is no preallocation

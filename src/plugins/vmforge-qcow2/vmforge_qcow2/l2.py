@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections import OrderedDict
 
 from vmforge.block import CorruptImageError
 
 from .fileio import ImageFile
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections import OrderedDict
+else:   # the class collections gives (importing the collections package costs start-up)
+    from _collections import OrderedDict
 
 OFLAG_COPIED = 1 << 63
 OFLAG_COMPRESSED = 1 << 62
@@ -37,6 +42,22 @@ def table_to_bytes(a: array, i0: int = 0, i1: int | None = None) -> bytes:
     if _SWAP:
         part.byteswap()
     return part.tobytes()
+
+
+#: the byte of an entry (in an array('Q')'s native order) that holds OFLAG_COPIED
+_COPIED_BYTE = 7 if _SWAP else 0
+
+
+def copied_entries(host: int, count: int, cluster_size: int) -> array:
+    """The L2 entries of ``count`` clusters in a row from ``host``, each with
+    OFLAG_COPIED: the flag set a byte at a time (offsets from ``range`` are small
+    ints; with the flag they are not, and cost several times as much each)."""
+    end = host + count * cluster_size
+    if end >= 1 << 56:           # (not an offset an entry can hold: the slow way)
+        return array("Q", range(host | OFLAG_COPIED, end | OFLAG_COPIED, cluster_size))
+    a = array("Q", range(host, end, cluster_size))
+    memoryview(a).cast("B")[_COPIED_BYTE::8] = b"\x80" * count
+    return a
 
 
 def entry_kind(ent: int) -> int:

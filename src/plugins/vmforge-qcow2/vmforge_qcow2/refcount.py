@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections import OrderedDict
-from collections.abc import Callable
 
 from vmforge.block import BlockError, CorruptImageError
+from vmforge.block.fileio import punch_hole
 
 from .fileio import ImageFile
 from .header import MAX_HOST_OFFSET, MAX_REFTABLE_BYTES
 from .l2 import table_from_bytes, table_to_bytes
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections import OrderedDict
+    from collections.abc import Callable
+else:   # the class collections gives (importing the collections package costs start-up)
+    from _collections import OrderedDict
+
 REFT_OFFSET_MASK = 0xFFFFFFFFFFFFFE00
+#: an ``array`` type code per entry width in bytes (only zero tests: any byte order)
+_ARRAY_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
 class RefcountBlockCodec:
@@ -57,6 +65,13 @@ class RefcountBlockCodec:
             shift = self.bits * (i % per)
             blk[i // per] = (blk[i // per] & ~(self.max << shift) & 0xFF) | value << shift
 
+    def count_used(self, blk: bytearray, i0: int, i1: int) -> int:
+        """How many entries of ``[i0, i1)`` are nonzero (in C for whole-byte widths)."""
+        w = self.width
+        if w:
+            return i1 - i0 - array(_ARRAY_CODES[w], bytes(blk[i0 * w:i1 * w])).count(0)
+        return sum(self.get(blk, i) != 0 for i in range(i0, i1))
+
     def byte_range(self, i0: int, i1: int) -> tuple[int, int]:
         """Bytes holding entries ``[i0, i1)``."""
         if self.width:
@@ -71,13 +86,14 @@ class RefcountBlockCodec:
             pos = i * w
             end = n * w
             while pos < end:
-                # skip zero bytes in C: find the next nonzero byte
-                chunk = blk[pos:pos + 4096]
-                stripped = chunk.lstrip(b"\0")
-                if not stripped:
-                    pos += len(chunk)
-                    continue
-                return (pos + len(chunk) - len(stripped)) // w
+                # skip zero bytes in C, 4 KiB at a time: the chunk as a big-endian
+                # integer is 0, or its length in bytes says where its first nonzero
+                # byte is (bytearray.lstrip calls memchr once per byte it strips)
+                stop = min(pos + 4096, end)
+                v = int.from_bytes(blk[pos:stop], "big")
+                if v:
+                    return (stop - (v.bit_length() + 7) // 8) // w
+                pos = stop
             return n
         while i < n and not self.get(blk, i):
             i += 1
@@ -187,6 +203,8 @@ class Refcounts:
         dirty for the next ``write_back`` instead of writing them now (the
         writer's barrier writes them before any L2 entry that needs them).
         """
+        if 0 < delta <= self.codec.max and self._fill_free(cluster, count, delta, defer):
+            return
         codec, mask = self.codec, self.entries - 1
         end = cluster + count
         c = cluster
@@ -236,6 +254,35 @@ class Refcounts:
                 self.f.pwrite(self.block_offset(bi) + b0, blk[b0:b1])
             c = stop
 
+    def _fill_free(self, cluster: int, count: int, value: int, defer: bool) -> bool:
+        """:meth:`update` of clusters whose refcounts are all 0 (new clusters): each
+        block's part set to ``value`` at once (in C), not entry by entry.  False, and
+        nothing changed, where an entry is not 0, a block is missing or the entries
+        are narrower than a byte: the general path then decides."""
+        codec, mask, w = self.codec, self.entries - 1, self.codec.width
+        if not w:
+            return False
+        parts: list[tuple[int, bytearray, int, int]] = []
+        end = cluster + count
+        c = cluster
+        while c < end:
+            bi = c >> self.shift
+            stop = min(end, (bi + 1) << self.shift)
+            blk = self.load(bi)
+            i0, i1 = c & mask, ((stop - 1) & mask) + 1
+            if blk is None or codec.count_used(blk, i0, i1):
+                return False
+            parts.append((bi, blk, i0, i1))
+            c = stop
+        entry = value.to_bytes(w, "big")
+        for bi, blk, i0, i1 in parts:
+            blk[i0 * w:i1 * w] = entry * (i1 - i0)
+            if self.lazy or defer:
+                self.dirty.add(bi)
+            else:
+                self.f.pwrite(self.block_offset(bi) + i0 * w, blk[i0 * w:i1 * w])
+        return True
+
     def set_value(self, cluster: int, value: int) -> None:
         """Set one refcount (check repair); the block must exist."""
         self.update(cluster, 1, value - self.get(cluster))
@@ -260,22 +307,27 @@ class Refcounts:
                 c = block_end
                 continue
             i = c & mask
-            while i < self.entries:
+            entries = self.entries
+            while i < entries:
                 if run == 0:
-                    i = codec.next_free(blk, i, self.entries)
-                    if i >= self.entries:
+                    i = codec.next_free(blk, i, entries)
+                    if i >= entries:
                         break
                     run_start = (bi << self.shift) + i
                     run = 1
-                elif codec.get(blk, i) == 0:
-                    run += 1
-                else:
-                    run = 0
                     i += 1
-                    continue
+                else:
+                    # the rest of the run in this block at once (in C for whole-byte
+                    # widths), not entry by entry: a batch of convert asks for hundreds
+                    stop = min(entries, i + n - run)
+                    j = min(codec.next_used(blk, i, stop), stop)
+                    run += j - i
+                    if j < stop:        # entry j is in use: the run starts again after it
+                        run = 0
+                        j += 1
+                    i = j
                 if run >= n:
                     return run_start
-                i += 1
             c = block_end
 
     def alloc(self, n: int, defer: bool = False) -> int:
@@ -305,20 +357,61 @@ class Refcounts:
             return c << self.cluster_bits
         raise BlockError("internal: cluster allocation did not converge", self.f.filename)
 
-    def fits_next(self, n: int) -> bool:
-        """Whether :meth:`alloc` of ``n`` clusters would take them from the first free
-        cluster on, all under one refcount block that exists (so one allocation of
-        ``n`` places them where allocations of their parts one after the other would)."""
+    def alloc_next(self, n: int, defer: bool = False) -> int | None:
+        """:meth:`alloc` of ``n`` clusters (the same clusters, refcounts and hint) where
+        it would take them from the first free cluster on, all under one refcount
+        block that exists (so that one allocation of ``n`` places them where
+        allocations of their parts one after the other would); else None, and
+        nothing done.  The free run is scanned for once."""
+        if n <= 0:
+            raise ValueError("alloc of no clusters")
         first = self._scan(max(self.hint, 1), 1)
         bi = first >> self.shift
-        return (bi == (first + n - 1) >> self.shift and bool(self.block_offset(bi))
-                and self._scan(first, n) == first)
+        if (bi != (first + n - 1) >> self.shift or not self.block_offset(bi)
+                or (n > 1 and self._scan(first, n) != first)):
+            return None
+        if (first + n) << self.cluster_bits > MAX_HOST_OFFSET:
+            raise BlockError("image file would exceed the qcow2 host offset limit "
+                             "(2^56 bytes)", self.f.filename)
+        self.update(first, n, +1, defer)
+        self.hint = first + n
+        self.alloc_end = max(self.alloc_end, first + n)
+        return first << self.cluster_bits
 
-    def free(self, offset: int, nbytes: int) -> None:
-        """Drop one reference to every cluster touched by ``[offset, offset+nbytes)``."""
+    def free(self, offset: int, nbytes: int, discard: bool = False) -> None:
+        """Drop one reference to every cluster touched by ``[offset, offset+nbytes)``;
+        ``discard``: those left unreferenced are punched out of the file too."""
         c0 = offset >> self.cluster_bits
         c1 = (offset + nbytes - 1) >> self.cluster_bits
         self.update(c0, c1 - c0 + 1, -1)
+        if discard:
+            self.discard_unused(c0, c1 - c0 + 1)
+
+    def discard_unused(self, cluster: int, count: int) -> None:
+        """Punch the clusters of ``[cluster, cluster+count)`` whose refcount is 0 out of
+        the file, runs at a time (QEMU passes the discards of freed clusters down to
+        the file for discard requests, zero writes that may unmap, snapshot deletion:
+        the space goes back).  Only once nothing on disk points at them."""
+        codec, mask, cb = self.codec, self.entries - 1, self.cluster_bits
+        end = min(cluster + count, -(-self.f.end >> cb))   # (a last cluster in part too)
+        c = cluster
+        while c < end:
+            bi = c >> self.shift
+            stop = min(end, (bi + 1) << self.shift)
+            blk = self.load(bi) if bi < len(self.table) else None
+            if blk is None:
+                c = stop
+                continue
+            base, i, last = bi << self.shift, c & mask, ((stop - 1) & mask) + 1
+            while i < last:
+                i = min(codec.next_free(blk, i, last), last)
+                if i >= last:
+                    break
+                j = min(codec.next_used(blk, i, last), last)
+                if not punch_hole(self.f.fd, (base + i) << cb, (j - i) << cb):
+                    return                 # the file system keeps the data: so do we
+                i = j
+            c = stop
 
     def _create_block(self, bi: int) -> None:
         """Give cluster range ``bi`` a refcount block (growing the table if needed)."""

@@ -65,8 +65,8 @@ def _write_table(img: Qcow2Writer, snaps: list[Snapshot]) -> None:
     img._write_header(OFF_NB_SNAPSHOTS, struct.pack(">IQ", len(snaps), new))
     img.f.sync()
     img.h.nb_snapshots, img.h.snapshots_offset = len(snaps), new
-    if old_len:
-        img.refs.free(old_off, old_len)
+    if old_len:     # (punched out of the file, as QEMU's snapshot discards)
+        img.refs.free(old_off, old_len, discard=True)
     img._snaps = read_snapshots(img.f, new, len(snaps), cs)
     img._snap_table_len = len(data)
 
@@ -78,8 +78,9 @@ def _table_len(img: Qcow2Writer) -> int:
     return table_bytes(img._snaps, img.f, img.h.snapshots_offset)
 
 
-def _tree_refcounts(img: Qcow2Writer, l1: array, delta: int) -> None:
-    """Add ``delta`` to every L2 table and data cluster reached from ``l1``.
+def _tree_refcounts(img: Qcow2Writer, l1: array, delta: int) -> list[int]:
+    """Add ``delta`` to every L2 table and data cluster reached from ``l1``; the
+    clusters changed, in order.
 
     All counts are gathered and checked first (an overflow, or a drop below
     zero, changes nothing); the blocks are then updated in memory and written
@@ -96,6 +97,7 @@ def _tree_refcounts(img: Qcow2Writer, l1: array, delta: int) -> None:
         refs.lazy = lazy
         if not lazy:
             refs.write_back()
+    return sorted(counts)
 
 
 def _validate(img: Qcow2Writer, counts: collections.Counter[int], delta: int) -> None:
@@ -222,10 +224,17 @@ def delete_snapshot(img: Qcow2Writer, key: str) -> None:
         img.refs.write_back()
         l1 = img._read_l1(snap.l1_table_offset, snap.l1_size, f"L1 of snapshot {snap.id}")
         _write_table(img, [s for s in img._snaps if s is not snap])
-        _tree_refcounts(img, l1, -1)
+        freed = _tree_refcounts(img, l1, -1)
         if snap.l1_size:
-            img.refs.free(snap.l1_table_offset, 8 * snap.l1_size)
+            img.refs.free(snap.l1_table_offset, 8 * snap.l1_size, discard=True)
         img.refs.write_back()
+        i = 0
+        while i < len(freed):   # what only the snapshot held goes back (as QEMU)
+            j = i + 1
+            while j < len(freed) and freed[j] == freed[j - 1] + 1:
+                j += 1
+            img.refs.discard_unused(freed[i], j - i)
+            i = j
         img.f.sync()
         _fix_copied(img)
         img.f.sync()

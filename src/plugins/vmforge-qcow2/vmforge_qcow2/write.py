@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Sequence
 
 from vmforge.block import BlockError, CorruptImageError, UnsupportedOperation
 
-from . import extl2_write, resize
+from . import batch, extl2_write, resize
 from .compress import compress_cluster
 from .fileio import fill_zero
 from .header import (
@@ -37,13 +36,26 @@ from .l2 import (
     OFLAG_ZERO,
     UNALLOC,
     ZERO,
+    copied_entries,
     entry_kind,
     table_to_bytes,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
+
+
+def _add_op(ops: list[list[Any]], host: int, end: int, parts: list[memoryview]) -> None:
+    """Add the write of ``parts`` at ``[host, end)`` of the file to ``ops``: to the
+    last one where it ends at ``host``."""
+    if ops and ops[-1][1] == host:
+        last = ops[-1]
+        last[1] = end
+        last[2].extend(parts)
+    else:
+        ops.append([host, end, parts])
 
 
 class Qcow2Writer(Qcow2Image):
@@ -77,13 +89,14 @@ class Qcow2Writer(Qcow2Image):
     #: write metadata back when this many L2 tables or frees are pending
     MAX_PENDING = 4096
 
-    def _pending(self) -> tuple[dict[int, list[int]], set[int], list[tuple[int, int]]]:
+    def _pending(self) -> tuple[dict[int, list[int]], set[int], list[tuple[int, int, bool]]]:
         try:
             return self._dirty_l2, self._dirty_l1, self._pending_free
         except AttributeError:
             self._dirty_l2: dict[int, list[int]] = {}
             self._dirty_l1: set[int] = set()
-            self._pending_free: list[tuple[int, int]] = []
+            #: (host offset, bytes, discard: punched out of the file once unreferenced)
+            self._pending_free: list[tuple[int, int, bool]] = []
             return self._dirty_l2, self._dirty_l1, self._pending_free
 
     def _barrier(self) -> None:
@@ -110,8 +123,8 @@ class Qcow2Writer(Qcow2Image):
             self.f.sync()
         if frees:
             self._pending_free = []
-            for off, n in frees:
-                self.refs.free(off, n)
+            for off, n, discard in frees:
+                self.refs.free(off, n, discard)
 
     def _maybe_barrier(self) -> None:
         if self._batched is not None:
@@ -195,22 +208,24 @@ class Qcow2Writer(Qcow2Image):
         self.l2cache.write_table(new, table)   # a new cluster: nothing points here yet
         self._set_l1(l1i, new | OFLAG_COPIED)
         if l2off:
-            self._pending()[2].append((l2off, self.cs))
+            self._pending()[2].append((l2off, self.cs, False))
             self.l2cache.drop(l2off)
         return new, table
 
-    def _free_entry(self, ent: int) -> None:
-        """Drop (at the next barrier) the reference an old L2 entry held."""
+    def _free_entry(self, ent: int, discard: bool = False) -> None:
+        """Drop (at the next barrier) the reference an old L2 entry held; ``discard``:
+        punch the cluster out of the file if that was the last (QEMU's discard
+        passthrough of requests; copy-on-write's frees are not passed down)."""
         if self.data is not self.f:
             return                 # data-file clusters are not refcounted
         frees = self._pending()[2]
         if ent & OFLAG_COMPRESSED:
             c0, n = self.clayout.clusters(ent)
-            frees.append((c0 << self.cb, n << self.cb))
+            frees.append((c0 << self.cb, n << self.cb, discard))
             if self._ccache is not None and self._ccache[0] == ent:
                 self._ccache = None
         elif ent & OFFSET_MASK:
-            frees.append((ent & OFFSET_MASK, self.cs))
+            frees.append((ent & OFFSET_MASK, self.cs, discard))
 
     def _kind(self, ent: int) -> int:
         """``entry_kind``, knowing that offset 0 is a data-file cluster when COPIED."""
@@ -267,15 +282,16 @@ class Qcow2Writer(Qcow2Image):
         if self.extl2 or len(runs) < 2:
             super().pwritev_runs(runs)
             return
-        views = [(offset, as_byte_views([data])) for offset, data in runs]
-        for offset, bufs in views:
-            self._check_range(offset, bufs[0].nbytes)
+        views = [(offset, [view]) for offset, view in self._checked_runs(runs)]
         span_bits = self.cb + self.l2_bits
         with self.lock:
             self._begin_write()
+            if batch.write_new_runs(self, views):
+                self._maybe_barrier()
+                return
             batched: list[list[Any]] = []
             self._batched = batched
-            self._reserved = self._reserve(views)
+            self._reserved = batch.reserve(self, views)
             try:
                 for offset, bufs in views:
                     cur = Cursor(bufs)
@@ -289,33 +305,6 @@ class Qcow2Writer(Qcow2Image):
                 for host, _, parts in batched:   # what was mapped gets its data
                     self.data.pwritev(host, parts)
             self._maybe_barrier()
-
-    def _reserve(self, views: list[tuple[int, list[memoryview]]]) -> list[int] | None:
-        """The new clusters a batch of runs needs, allocated at once where that gives
-        them the places one allocation per run would (each run's clusters right after
-        the last's: free clusters in a row from the first free one, under one refcount
-        block, in L2 tables the image owns already, so that none is allocated
-        between them); else None (one allocation per run)."""
-        if self.data is not self.f:
-            return None
-        cb, l1 = self.cb, self.l1
-        seen: set[int] = set()
-        need = 0
-        for offset, bufs in views:
-            for gci in range(offset >> cb, ((offset + bufs[0].nbytes - 1) >> cb) + 1):
-                if gci in seen:
-                    continue
-                seen.add(gci)
-                l1i = gci >> self.l2_bits
-                if l1i >= len(l1) or not l1[l1i] & OFLAG_COPIED:
-                    return None
-                ent = self._entry_at(l1, gci)
-                if not (ent & OFLAG_COPIED and not ent & (OFLAG_COMPRESSED | OFLAG_ZERO)
-                        and ent & OFFSET_MASK):
-                    need += 1
-        if need < 2 or not self.refs.fits_next(need):
-            return None
-        return [self.refs.alloc(need, defer=True), need]
 
     def _alloc_data(self, n: int) -> int:
         """``n`` new clusters in a row for data: from the batch's reservation, else
@@ -336,6 +325,17 @@ class Qcow2Writer(Qcow2Image):
         l1i = pos >> (cb + self.l2_bits)
         l2off, tbl = self._l2_for_write(l1i)
         datafile = self.data is not self.f
+        if not datafile and not (pos | end) & (cs - 1):
+            i0 = (pos >> cb) & self.l2_mask
+            count = (end - pos) >> cb
+            if tbl[i0:i0 + count].count(0) == count:
+                # whole clusters none of which is allocated (a new image's): new
+                # clusters in a row, their entries set at once, as the loop below would
+                base = self._alloc_data(count)
+                self._queue_writes([[base, base + (end - pos), cur.take(end - pos)]])
+                tbl[i0:i0 + count] = copied_entries(base, count, cs)
+                self._l2_changed(l2off, i0, i0 + count)
+                return
         plan = []
         need = 0
         p = pos
@@ -352,13 +352,14 @@ class Qcow2Writer(Qcow2Image):
             p += n
         # refcounts written at the barrier, before the L2 entries that point here
         base = self._alloc_data(need) if need and not datafile else 0
-        ops: list[tuple[int, list[memoryview]]] = []
+        ops: list[list[Any]] = []       # [host, end, parts]: one write each
         olds: list[int] = []
         changed: list[tuple[int, int]] = []
         k = 0
-        op_end = -1
+        # the data going to the file as it is, while its clusters follow each other
+        # there: taken from the cursor at once, not a slice per cluster
+        span_host = span_end = -1
         for i, into, n, ent, inplace in plan:
-            parts = cur.take(n)
             if inplace:
                 host = (ent & OFFSET_MASK) + into
                 what = self._metadata_overlap(host, n)
@@ -370,55 +371,77 @@ class Qcow2Writer(Qcow2Image):
                 # a data file keeps guest cluster g at offset g (no allocation)
                 host = ((l1i << self.l2_bits) + i) << cb if datafile else base + k * cs
                 k += 1
-                if n != cs:
-                    buf = memoryview(bytearray(cs))
-                    gci = (l1i << self.l2_bits) + i
-                    self._old_cluster(gci, ent, buf)
-                    q = into
-                    for part in parts:
-                        buf[q:q + part.nbytes] = part
-                        q += part.nbytes
-                    parts = [buf]
                 changed.append((i, host | OFLAG_COPIED))
                 if ent & (OFFSET_MASK | OFLAG_COMPRESSED):
                     olds.append(ent)
-            if ops and op_end == host:
-                ops[-1][1].extend(parts)
-            else:
-                ops.append((host, list(parts)))
-            op_end = host + (n if inplace else cs)
-        batched = self._batched
-        if batched is None:
-            for host, parts in ops:
-                self.data.pwritev(host, parts)
-        else:
-            for host, parts in ops:
-                n = sum(b.nbytes for b in parts)
-                if batched and batched[-1][1] == host:
-                    last = batched[-1]
-                    last[1] += n
-                    last[2].extend(parts)
-                else:
-                    batched.append([host, host + n, parts])
+                if n != cs:      # a new cluster written in part: what it held around it
+                    if span_end > span_host:
+                        _add_op(ops, span_host, span_end, cur.take(span_end - span_host))
+                        span_host = span_end = -1
+                    buf = memoryview(bytearray(cs))
+                    self._old_cluster((l1i << self.l2_bits) + i, ent, buf)
+                    q = into
+                    for part in cur.take(n):
+                        buf[q:q + part.nbytes] = part
+                        q += part.nbytes
+                    _add_op(ops, host, host + cs, [buf])
+                    continue
+            if host == span_end:
+                span_end += n
+                continue
+            if span_end > span_host:
+                _add_op(ops, span_host, span_end, cur.take(span_end - span_host))
+            span_host, span_end = host, host + n
+        if span_end > span_host:
+            _add_op(ops, span_host, span_end, cur.take(span_end - span_host))
+        self._queue_writes(ops)
         self._commit_l2(l2off, tbl, changed, olds)
 
+    def _queue_writes(self, ops: list[list[Any]]) -> None:
+        """The data writes ``[host, end, parts]`` of a mapping: done now, or (in
+        :meth:`pwritev_runs`) added to the batch's, joined where they continue one."""
+        batched = self._batched
+        if batched is None:
+            for host, _, parts in ops:
+                self.data.pwritev(host, parts)
+            return
+        for op in ops:
+            if batched and batched[-1][1] == op[0]:
+                last = batched[-1]
+                last[1] = op[1]
+                last[2].extend(op[2])
+            else:
+                batched.append(op)
+
     def _commit_l2(self, l2off: int, tbl: array, changed: list[tuple[int, int]],
-                   olds: list[int]) -> None:
+                   olds: list[int], discard: bool = False) -> None:
         if not changed:
             return
         for i, e in changed:
             tbl[i] = e
-        i0, i1 = changed[0][0], changed[-1][0] + 1
+        for ent in olds:
+            self._free_entry(ent, discard)
+        self._l2_changed(l2off, changed[0][0], changed[-1][0] + 1)
+
+    def _l2_changed(self, l2off: int, i0: int, i1: int) -> None:
+        """Entries ``[i0, i1)`` of the cached L2 table at ``l2off`` changed: written
+        back at the next barrier (which may be now)."""
+        self._mark_l2(l2off, i0, i1)
+        self._maybe_barrier()
+
+    def _mark_l2(self, l2off: int, i0: int, i1: int) -> None:
+        """Entries ``[i0, i1)`` of the cached L2 table at ``l2off`` changed: written
+        back at the next barrier."""
         dirty_l2 = self._pending()[0]
         d = dirty_l2.get(l2off)
         if d is None:
             dirty_l2[l2off] = [i0, i1]
             self.l2cache.dirty.add(l2off)
         else:
-            d[0], d[1] = min(d[0], i0), max(d[1], i1)
-        for ent in olds:
-            self._free_entry(ent)
-        self._maybe_barrier()
+            if i0 < d[0]:
+                d[0] = i0
+            if i1 > d[1]:
+                d[1] = i1
 
     # -- zeroes and discard ----------------------------------------------------------------
 
@@ -518,7 +541,7 @@ class Qcow2Writer(Qcow2Image):
             if changed:
                 if tbl is None or not self.l1[l1i] & OFLAG_COPIED:
                     l2off, tbl = self._l2_for_write(l1i)
-                self._commit_l2(l2off, tbl, changed, olds)
+                self._commit_l2(l2off, tbl, changed, olds, discard=True)
             base = l1i << span_bits
             for i in keep_data:
                 g = base + (i << cb)
@@ -708,7 +731,7 @@ class Qcow2Writer(Qcow2Image):
                 self._pending()[0].pop(off, None)   # its entries need not be written
                 self.l2cache.dirty.discard(off)
                 self.l2cache.drop(off)
-                self._pending()[2].append((off, self.cs))
+                self._pending()[2].append((off, self.cs, False))
 
     def _grow_l1(self, need: int) -> None:
         self._barrier()            # the new table copies the L1 as it is on disk

@@ -16,22 +16,28 @@ from __future__ import annotations
 
 import os
 from array import array
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from vmforge.block.driver import BlockError, CheckResult, CorruptImageError
+from vmforge.record import Record
 from vmforge_qed.layout import F_NEED_CHECK, ZERO_CLUSTER, le64_bytes
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from vmforge_qed.driver import Qed
 
 
-@dataclass
-class _Scan:
+class _Scan(Record):
+    __slots__ = __match_args__ = ("used", "data_owner", "table_start", "table_owner")
     used: bytearray
-    data_owner: dict[int, int] = field(default_factory=dict)    # cluster -> disk cluster
-    table_start: dict[int, int] = field(default_factory=dict)   # last cluster -> first
-    table_owner: dict[int, int] = field(default_factory=dict)   # first cluster -> L1 index
+    data_owner: dict[int, int]      # cluster -> disk cluster
+    table_start: dict[int, int]     # last cluster -> first
+    table_owner: dict[int, int]     # first cluster -> L1 index
+
+    def __init__(self, used: bytearray) -> None:
+        self.used = used
+        self.data_owner = {}
+        self.table_start = {}
+        self.table_owner = {}
 
 
 def _scan(drv: Qed, res: CheckResult, fix: bool) -> _Scan:

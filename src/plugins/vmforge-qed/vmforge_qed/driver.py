@@ -15,7 +15,6 @@ import os
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Any, Self
 
 from vmforge.block.driver import (
     BlockError,
@@ -27,7 +26,15 @@ from vmforge.block.driver import (
     UnsupportedOperation,
 )
 from vmforge.block.fileio import padded, pwritev_full
-from vmforge.block.mapped import MappedImage, Run, open_image_file
+from vmforge.block.mapped import (
+    STORED,
+    UNALLOCATED,
+    ZEROS,
+    MappedImage,
+    Run,
+    entry_runs,
+    open_image_file,
+)
 from vmforge_qed import check as _check
 from vmforge_qed.layout import (
     AT_BACKING,
@@ -60,6 +67,10 @@ from vmforge_qed.layout import (
 )
 from vmforge_qed.probe import probe as _probe
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
+
 _L2_CACHE = 16
 _DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
 _ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
@@ -75,6 +86,7 @@ class Qed(MappedImage):
 
     format_name = "qed"
     locked_reads = True
+    plain_data = True
     supports_backing = True
     granularity = DEFAULT_CLUSTER
     create_options = {
@@ -403,25 +415,36 @@ class Qed(MappedImage):
                 self._allocate_run(run[0], len(run), None)
 
     def _status_runs(self, offset: int, length: int) -> Iterator[Run]:
-        """Cluster by cluster, a missing L2 table's whole range at once."""
-        cs, span = self.cluster_size, self.cluster_size * self.entries
-        pos, end = offset, offset + length
-        while pos < end:
-            i, within = divmod(pos, cs)
-            with self._lock:
-                if self._l2(i // self.entries) is None:   # a whole L2 range unallocated
-                    n = min((pos // span + 1) * span, end) - pos
-                    entry = 0
-                else:
-                    n = min(cs - within, end - pos)
-                    entry = self._entry(i)
-            if entry == 0:
-                yield pos, n, _NONE, None
-            elif entry == ZERO_CLUSTER:
-                yield pos, n, _ZERO, None
-            else:
-                yield pos, n, _DATA, entry + within
-            pos += n
+        """Runs of clusters alike (unallocated, zero, or data one after the other in
+        the file), an L2 table's entries checked at a time; a missing L2 table's
+        whole range at once.  (Reads walk these too: per-cluster lookups cost more
+        than the copy's syscalls.)"""
+        yield from self._runs_by_table(offset, length, self.cluster_size * self.entries)
+
+    def _table_runs(self, pos: int, stop: int) -> list[Run]:
+        """:meth:`_status_runs` of ``[pos, stop)``, which one L2 table maps."""
+        cs, ne = self.cluster_size, self.entries
+        l1_index = pos // (cs * ne)
+        table = self._l2(l1_index)
+        if table is None:
+            return [(pos, stop - pos, _NONE, None)]
+        low, high = self.header.header_bytes, self.file_end
+
+        def kind(i: int, entry: int) -> int:
+            if entry <= ZERO_CLUSTER:
+                return ZEROS if entry else UNALLOCATED
+            if entry % cs or not low <= entry < high:
+                raise CorruptImageError(
+                    f"cluster {i} at {entry:#x} is unaligned, inside the header or "
+                    "past the end of the file", self.filename,
+                    self.l1[l1_index] + 8 * (i % ne), "L2 table")
+            return STORED
+
+        first = pos // cs
+        # (a stored entry's successor is aligned and past the header too: only the
+        # file's end bounds it)
+        return entry_runs(table[first % ne:(stop - 1) // cs % ne + 1], first, pos, stop, cs,
+                          kind, cs, stored_below=high)
 
     def truncate(self, size: int) -> None:
         """Grow (new clusters read as zeros, marked zero over a backing file) or

@@ -23,8 +23,8 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from dataclasses import dataclass
 
+from vmforge.record import Record
 from vmforge_qed.probe import MAGIC
 
 F_BACKING_FILE = 0x01        #: the image has a backing file
@@ -75,10 +75,12 @@ def le64_bytes(values: array[int]) -> bytes:
     return values.tobytes()
 
 
-@dataclass
-class Header:
-    """The header's fields, host-endian."""
+class Header(Record):
+    """The header's fields, host-endian (a record, as :mod:`vmforge.record` explains)."""
 
+    __slots__ = __match_args__ = (
+        "cluster_size", "table_size", "header_clusters", "features", "compat_features",
+        "autoclear_features", "l1_offset", "image_size", "backing_offset", "backing_size")
     cluster_size: int
     table_size: int
     header_clusters: int
@@ -89,6 +91,21 @@ class Header:
     image_size: int
     backing_offset: int
     backing_size: int
+
+    def __init__(self, cluster_size: int, table_size: int, header_clusters: int,
+                 features: int, compat_features: int, autoclear_features: int,
+                 l1_offset: int, image_size: int, backing_offset: int,
+                 backing_size: int) -> None:
+        self.cluster_size = cluster_size
+        self.table_size = table_size
+        self.header_clusters = header_clusters
+        self.features = features
+        self.compat_features = compat_features
+        self.autoclear_features = autoclear_features
+        self.l1_offset = l1_offset
+        self.image_size = image_size
+        self.backing_offset = backing_offset
+        self.backing_size = backing_size
 
     @classmethod
     def unpack(cls, raw: bytes) -> Header:

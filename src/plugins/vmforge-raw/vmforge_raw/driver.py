@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import stat
-from collections.abc import Iterator, Sequence
 
 from vmforge.block.driver import (
     BlockDriver,
@@ -15,43 +13,17 @@ from vmforge.block.driver import (
     Extent,
     ImageInfo,
 )
-from vmforge.block.fileio import IOV_MAX, preadv_full, pwritev_full
+from vmforge.block.fileio import IOV_MAX, preadv_full, punch_hole, pwritev_full
 from vmforge.block.mapped import file_extents
 from vmforge_raw.probe import probe as _probe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
     from typing import Any, Self
 
 #: preadv2's flag for 'only if it needs no waiting' (Linux 4.14+), or None
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
-
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-
-@functools.cache
-def _fallocate() -> Any:
-    """libc's fallocate through ctypes, loaded on first use (ctypes and the library
-    search cost start-up time, and every vmforge command may probe formats)."""
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    return libc.fallocate
-
-
-def _punch_hole(fd: int, offset: int, length: int) -> bool:
-    """Deallocate a range (reads as zeros after); False if the file system can't."""
-    if _fallocate()(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
-        return True
-    import ctypes
-
-    err = ctypes.get_errno()
-    if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-        return False
-    raise OSError(err, os.strerror(err))
-
 
 class Raw(BlockDriver):
     """A raw image: virtual offset N is byte N of the file."""
@@ -120,6 +92,27 @@ class Raw(BlockDriver):
         self._check_range(offset, sum(memoryview(b).nbytes for b in buffers))
         preadv_full(self.fd, offset, buffers)  # past a file that shrank: zeros
 
+    def preadv_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
+        """Each run with one ``preadv`` (what ``convert`` reads a buffer's worth
+        with): no per-call bookkeeping but the range check."""
+        fd = self.fd
+        for offset, buf in runs:
+            n = buf.nbytes
+            self._check_range(offset, n)
+            if os.preadv(fd, [buf], offset) != n:
+                preadv_full(fd, offset, [buf])   # short (past the end): zeros
+
+    def pwritev_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
+        """Each run with one ``pwritev`` (``convert``'s writing thread)."""
+        self._check_writable()
+        fd = self.fd
+        for offset, data in runs:
+            n = data.nbytes
+            self._check_range(offset, n)
+            done = os.pwritev(fd, [data], offset)
+            if done != n:
+                pwritev_full(fd, offset + done, [data[done:]])
+
     def preadv_nowait(self, offset: int, buffers: Sequence[memoryview]) -> bool:
         if _RWF_NOWAIT is None:
             return False
@@ -145,7 +138,7 @@ class Raw(BlockDriver):
     def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> None:
         self._check_writable()
         self._check_range(offset, length)
-        if may_unmap and length and _punch_hole(self.fd, offset, length):
+        if may_unmap and length and punch_hole(self.fd, offset, length):
             return
         super().write_zeroes(offset, length, may_unmap)
 
@@ -153,7 +146,7 @@ class Raw(BlockDriver):
         self._check_writable()
         self._check_range(offset, length)
         if length:
-            _punch_hole(self.fd, offset, length)
+            punch_hole(self.fd, offset, length)
 
     def flush(self) -> None:
         if not self.readonly and self.sync:

@@ -20,13 +20,16 @@ the timer interrupt).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 from vmforge.clock import Timer, TimerQueue, VirtualClock
 from vmforge.device import Device, Prop
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
 from vmforge.migration.record import check_header, get_int, get_ints, header
 from vmforge_riscv_devices.hart import MIP_MSIP, MIP_MTIP, HartIrqInputs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["TIMEBASE_FREQ", "Clint", "HartClint"]
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 from vmforge.clock import Timer, TimerQueue, VirtualClock
 from vmforge.device import Device, Prop
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
 from vmforge.migration.record import check_header, get_bool, get_int, header
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["GoldfishRtc"]
 

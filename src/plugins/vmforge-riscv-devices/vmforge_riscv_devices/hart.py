@@ -3,7 +3,12 @@ drive and the one method they call to drive them."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol, runtime_checkable
+else:
+    from vmforge.typing_runtime import Protocol, runtime_checkable
+
 
 __all__ = [
     "MIP_MEIP",

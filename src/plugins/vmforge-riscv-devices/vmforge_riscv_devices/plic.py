@@ -20,20 +20,23 @@ so a hart's ``set_irq_line`` must not call back into the PLIC).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 from vmforge.device import Device, Prop
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
 from vmforge.irq import IrqLine
+from vmforge.lazy import lazy_logger
 from vmforge.migration.record import StateError, check_header, get_int, get_ints, header
 from vmforge_riscv_devices.hart import MIP_MEIP, MIP_SEIP, HartIrqInputs
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
 __all__ = ["Plic"]
 
-log = logging.getLogger("vmforge_riscv_devices.plic")
+log = lazy_logger("vmforge_riscv_devices.plic")  # (logging imported by a message)
 
 PRIORITY_BASE = 0x0
 PENDING_BASE = 0x1000

@@ -13,16 +13,18 @@ Anything else is ignored; reads return 0.  Linux reaches it through the
 
 from __future__ import annotations
 
-import logging
-from typing import Any, ClassVar
-
 from vmforge.device import Device
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
+from vmforge.lazy import lazy_logger
 from vmforge.migration.record import check_header, header
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 __all__ = ["FINISHER_FAIL", "FINISHER_PASS", "FINISHER_RESET", "SifiveTest"]
 
-log = logging.getLogger("vmforge_riscv_devices.sifive_test")
+log = lazy_logger("vmforge_riscv_devices.sifive_test")  # (logging imported by a message)
 
 FINISHER_FAIL = 0x3333
 FINISHER_PASS = 0x5555

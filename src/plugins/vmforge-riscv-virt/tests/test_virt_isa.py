@@ -1,12 +1,12 @@
 """The virt tree's ``riscv,isa``: QEMU 7.2's default CPU string, in its order,
-less what vmforge's hart does not implement (H, Zihintpause)."""
+less what vmforge's hart does not implement (H)."""
 
 from __future__ import annotations
 
 from vmforge.fdt import parse_dtb
 from vmforge_riscv_virt.fdt_virt import DEFAULT_ISA
 
-NOT_HERE = ("h", "zihintpause")
+NOT_HERE = ("h",)
 
 
 def without(isa: str, names: tuple[str, ...]) -> str:

@@ -8,13 +8,17 @@ devices' own numbers (window sizes, PLIC sources and priorities, timebase,
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from vmforge.pci import GpexHost
 from vmforge_riscv_devices.clint import Clint
 from vmforge_riscv_devices.goldfish_rtc import GoldfishRtc
 from vmforge_riscv_devices.plic import Plic
 from vmforge_riscv_devices.sifive_test import SifiveTest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from vmforge.typing_runtime import NamedTuple
 
 __all__ = [
     "MEMMAP",

@@ -9,8 +9,8 @@ for each placed device, asked of the device itself (``fdt_node``).
 Intended differences from QEMU 7.2's tree (a test checks the rest):
 
 - ``riscv,isa`` names what vmforge's hart implements,
-  ``rv64imafdc_zicsr_zifencei_zba_zbb_zbc_zbs_sstc``: QEMU 7.2's default CPU
-  string in its order, without H and Zihintpause;
+  ``rv64imafdc_zicsr_zifencei_zihintpause_zba_zbb_zbc_zbs_sstc``: QEMU 7.2's
+  default CPU string in its order, without H;
 - ``riscv,ndev`` is 95, the number of usable sources (QEMU 7.2 writes 96, the
   count including source 0; later QEMU writes 95);
 - no ``/pmu``, ``/fw-cfg``, ``/flash``, ``/platform-bus`` or ``pci`` nodes
@@ -20,42 +20,70 @@ Intended differences from QEMU 7.2's tree (a test checks the rest):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from vmforge.fdt import DeviceTree, FdtNode, FdtPlacement
+from vmforge.record import FrozenRecord, Record
 from vmforge_riscv_devices.clint import TIMEBASE_FREQ
 from vmforge_riscv_virt import board
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["Placed", "VirtFdtConfig", "build_virt_fdt", "standard_placements", "uart_fdt_node"]
 
-DEFAULT_ISA = "rv64imafdc_zicsr_zifencei_zba_zbb_zbc_zbs_sstc"
+DEFAULT_ISA = "rv64imafdc_zicsr_zifencei_zihintpause_zba_zbb_zbc_zbs_sstc"
 
 
-@dataclass(frozen=True)
-class Placed:
+class Placed(FrozenRecord):
     """A device the board mapped: where, and which PLIC sources it raises."""
 
+    __slots__ = __match_args__ = ("device", "base", "size", "irqs")
     device: Any
     base: int
     size: int
-    irqs: tuple[int, ...] = ()
+    irqs: tuple[int, ...]
+
+    def __init__(self, device: Any, base: int, size: int, irqs: tuple[int, ...] = ()) -> None:
+        object.__setattr__(self, "device", device)
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "irqs", irqs)
 
 
-@dataclass
-class VirtFdtConfig:
+class VirtFdtConfig(Record):
     """What the device tree says beyond the devices."""
 
-    num_harts: int = 1
-    mem_base: int = board.MEMMAP["dram"].base
-    mem_size: int = 128 << 20
-    isa: str = DEFAULT_ISA
-    mmu_type: str = "riscv,sv48"
-    bootargs: str | None = None
-    initrd: tuple[int, int] | None = None  # (start, end)
-    stdout_path: str | None = None  # default: the first ns16550a placed
-    rng_seed: bytes | None = None
-    extra_reserved: list[tuple[int, int]] = field(default_factory=list)
+    __slots__ = __match_args__ = ("num_harts", "mem_base", "mem_size", "isa", "mmu_type",
+                                  "bootargs", "initrd", "stdout_path", "rng_seed",
+                                  "extra_reserved")
+    num_harts: int
+    mem_base: int
+    mem_size: int
+    isa: str
+    mmu_type: str
+    bootargs: str | None
+    initrd: tuple[int, int] | None          # (start, end)
+    stdout_path: str | None                 # default: the first ns16550a placed
+    rng_seed: bytes | None
+    extra_reserved: list[tuple[int, int]]
+
+    def __init__(self, num_harts: int = 1, mem_base: int = board.MEMMAP["dram"].base,
+                 mem_size: int = 128 << 20, isa: str = DEFAULT_ISA,
+                 mmu_type: str = "riscv,sv48", bootargs: str | None = None,
+                 initrd: tuple[int, int] | None = None, stdout_path: str | None = None,
+                 rng_seed: bytes | None = None,
+                 extra_reserved: list[tuple[int, int]] | None = None) -> None:
+        self.num_harts = num_harts
+        self.mem_base = mem_base
+        self.mem_size = mem_size
+        self.isa = isa
+        self.mmu_type = mmu_type
+        self.bootargs = bootargs
+        self.initrd = initrd
+        self.stdout_path = stdout_path
+        self.rng_seed = rng_seed
+        self.extra_reserved = [] if extra_reserved is None else extra_reserved
 
 
 def _is_interrupt_controller(device: Any) -> bool:

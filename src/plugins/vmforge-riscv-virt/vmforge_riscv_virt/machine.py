@@ -16,7 +16,6 @@ from the devices actually placed.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from vmforge.accel.cluster import HartMachine
 from vmforge.device import Device
@@ -33,6 +32,10 @@ from vmforge_riscv_devices.sifive_test import SifiveTest
 from vmforge_riscv_virt import board
 from vmforge_riscv_virt.fdt_virt import VirtFdtConfig, build_virt_fdt, standard_placements
 from vmforge_riscv_virt.rom import reset_rom
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["RiscvVirt", "find_default_bios"]
 

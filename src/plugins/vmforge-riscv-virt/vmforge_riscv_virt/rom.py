@@ -21,7 +21,8 @@ differ).  Every hart starts here with ``a0 = mhartid``, ``a1 = fdt``,
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+from vmforge.record import FrozenRecord
 
 __all__ = [
     "FW_DYNAMIC_INFO_MAGIC",
@@ -85,16 +86,25 @@ def reset_vector(start_addr: int, fdt_addr: int, rv32: bool = False) -> bytes:
     return struct.pack("<10I", *words)
 
 
-@dataclass(frozen=True)
-class FwDynamicInfo:
+class FwDynamicInfo(FrozenRecord):
     """OpenSBI's ``struct fw_dynamic_info`` (what firmware hands the next stage)."""
 
+    __slots__ = __match_args__ = ("next_addr", "next_mode", "options", "boot_hart", "magic",
+                                  "version")
     next_addr: int
-    next_mode: int = NEXT_MODE_S
-    options: int = 0
-    boot_hart: int = 0
-    magic: int = FW_DYNAMIC_INFO_MAGIC
-    version: int = FW_DYNAMIC_INFO_VERSION
+    next_mode: int
+    options: int
+    boot_hart: int
+    magic: int
+    version: int
+
+    def __init__(self, next_addr: int, next_mode: int = NEXT_MODE_S, options: int = 0,
+                 boot_hart: int = 0, magic: int = FW_DYNAMIC_INFO_MAGIC,
+                 version: int = FW_DYNAMIC_INFO_VERSION) -> None:
+        for name, value in (("next_addr", next_addr), ("next_mode", next_mode),
+                            ("options", options), ("boot_hart", boot_hart), ("magic", magic),
+                            ("version", version)):
+            object.__setattr__(self, name, value)
 
     def pack(self, rv32: bool = False) -> bytes:
         """The fields as XLEN-wide little-endian words."""

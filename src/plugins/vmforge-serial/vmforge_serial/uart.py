@@ -27,17 +27,22 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
 
 from vmforge.chardev import CharBackend, NullChar, chardev_from_spec
 from vmforge.device import Device, DeviceError, Prop
 from vmforge.migration.record import StateError, check_header, get_bool, get_int, header
 from vmforge_serial import regs as r
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["Ns16550a"]
 
 _MSR_POWER_ON = r.MSR_CTS | r.MSR_DSR | r.MSR_DCD  # QEMU: a cable is plugged in
 _DIVISOR_POWER_ON = 0x0C  # 9600 baud from a 1.8432 MHz clock, as QEMU
+#: each byte as a one-byte ``bytes``, for the transmitter
+_BYTES = tuple(bytes((b,)) for b in range(256))
 
 
 class Ns16550a(Device):
@@ -65,6 +70,9 @@ class Ns16550a(Device):
         if not 1 <= self.fifo_size <= 256:
             raise DeviceError(f"device {self.name!r}: fifo_size={self.fifo_size} "
                               "must be 1..256")
+        # the MMIO decoder's, read on every access (a Prop is a Python descriptor)
+        self._shift = self.regshift
+        self._lane_mask = (1 << self._shift) - 1
         self.irq = self.irq_line(self.name)
         self._lock = threading.RLock()
         self._rx: deque[tuple[int, int]] = deque()  # (byte, PE|FE|BI flags)
@@ -168,17 +176,19 @@ class Ns16550a(Device):
         lsr = r.LSR_THRE | r.LSR_TEMT | self._lsr_err
         if self._rx:
             lsr |= r.LSR_DR
-        if self._fifo_err and self.fifo_enabled:
+        if self._fifo_err and self.fcr & r.FCR_ENABLE_FIFO:
             lsr |= r.LSR_FIFOE
         return lsr
 
     def _update_irq(self) -> None:
         """Pick the highest-priority pending source into IIR and drive the line."""
         ier = self.ier
-        if ier & r.IER_RLSI and self._lsr_err & r.LSR_INT_ANY:
+        if not ier:     # (each source needs its enable bit: a polled console's case)
+            iid = r.IIR_NO_INT
+        elif ier & r.IER_RLSI and self._lsr_err & r.LSR_INT_ANY:
             iid = r.IIR_RLSI
         elif ier & r.IER_RDI and self._rx:
-            if self.fifo_enabled and len(self._rx) < self.trigger_level:
+            if self.fcr & r.FCR_ENABLE_FIFO and len(self._rx) < self.trigger_level:
                 iid = r.IIR_CTI
             else:
                 iid = r.IIR_RDI
@@ -267,16 +277,9 @@ class Ns16550a(Device):
 
     # -- MMIO -----------------------------------------------------------------------------
 
-    def _decode(self, offset: int) -> int | None:
-        """Register number for ``offset``, or None for a dead byte lane / no register."""
-        if offset & ((1 << self.regshift) - 1):
-            return None
-        reg = offset >> self.regshift
-        return reg if 0 <= reg < r.NUM_REGS else None
-
     def read(self, offset: int, size: int) -> int:
-        reg = self._decode(offset)
-        if reg is None:
+        reg = offset >> self._shift     # (_decode inline: a call per access costs)
+        if offset & self._lane_mask or not 0 <= reg < r.NUM_REGS:
             return 0
         accept = False
         with self._lock:
@@ -286,8 +289,8 @@ class Ns16550a(Device):
         return value
 
     def write(self, offset: int, size: int, value: int) -> None:
-        reg = self._decode(offset)
-        if reg is None:
+        reg = offset >> self._shift
+        if offset & self._lane_mask or not 0 <= reg < r.NUM_REGS:
             return
         with self._lock:
             accept = self._write_reg(reg, value & 0xFF)
@@ -295,6 +298,14 @@ class Ns16550a(Device):
             self.chardev.accept_input()
 
     def _read_reg(self, reg: int) -> tuple[int, bool]:
+        if reg == r.LSR:    # first: what a polling driver reads before each byte
+            value = self._lsr()
+            if self._lsr_err:
+                self._lsr_err = 0
+                self._update_irq()
+            if self._fifo_err:  # bit 7 stays only for errors behind the top byte
+                self._fifo_err = any(flags for _b, flags in list(self._rx)[1:])
+            return value, False
         dlab = self.lcr & r.LCR_DLAB
         if reg == r.RBR:
             if dlab:
@@ -319,14 +330,6 @@ class Ns16550a(Device):
             return self.lcr, False
         if reg == r.MCR:
             return self.mcr, False
-        if reg == r.LSR:
-            value = self._lsr()
-            if self._lsr_err:
-                self._lsr_err = 0
-                self._update_irq()
-            if self._fifo_err:  # bit 7 stays only for errors behind the top byte
-                self._fifo_err = any(flags for _b, flags in list(self._rx)[1:])
-            return value, False
         if reg == r.MSR:
             value = self._modem_inputs() | self._msr_delta
             if self._msr_delta:
@@ -369,11 +372,12 @@ class Ns16550a(Device):
         # once, THRE comes back and re-arms the interrupt.
         self._thr_ipending = False
         self._update_irq()
-        if not self.loopback:
-            self.chardev.write(bytes((byte,)))
+        loopback = self.mcr & r.MCR_LOOP
+        if not loopback:
+            self.chardev.write(_BYTES[byte])
         self._thr_ipending = True
         self._update_irq()
-        if self.loopback:
+        if loopback:
             self._rx_push(byte)
             self._update_irq()
 

@@ -72,6 +72,26 @@ def test_our_images_accepted_by_qemu(tmp_path: Path, static: bool) -> None:
     assert to_raw(img, tmp_path / "back.raw") == model
 
 
+def test_a_new_block_at_the_end_is_written_data_only(tmp_path: Path) -> None:
+    """A block appended to the file gets its data written and the file extended to
+    its end: the rest is a hole, not 1 MiB of zeros written then overwritten, and
+    reads (ours and qemu's) and qemu-img check are as for qemu-io's image."""
+    ours, theirs = tmp_path / "ours.vdi", tmp_path / "theirs.vdi"
+    for img in (ours, theirs):
+        qemu_img("create", "-q", "-f", "vdi", str(img), "5M")
+    start = ours.stat().st_size
+    writes = ((2 * MiB + 4096, 8192, 0x3C), (4096, 4096, 0x5A), (2 * MiB + 65536, 512, 0x11))
+    with Vdi.open(str(ours), readonly=False) as drv:
+        for off, n, p in writes:
+            drv.write(off, bytes([p]) * n)
+    qemu_io(theirs, *(f"write -P {p:#x} {off} {n}" for off, n, p in writes))
+    assert ours.stat().st_size == theirs.stat().st_size == start + 2 * MiB
+    # the data's pages only (and the header's): far less than one block
+    assert ours.stat().st_blocks * 512 - theirs.stat().st_blocks * 512 <= -MiB
+    assert to_raw(ours, tmp_path / "o.raw") == to_raw(theirs, tmp_path / "t.raw")
+    qemu_img("check", "-q", "-f", "vdi", str(ours))
+
+
 def _set_entry(path: Path, block: int, value: int) -> None:
     with open(path, "r+b") as f:
         f.seek(0x200 + 4 * block)

@@ -21,9 +21,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import uuid
 from array import array
-from typing import Any, Self
 
 from vmforge.block.driver import (
     BlockError,
@@ -38,6 +36,10 @@ from vmforge.block.fileio import padded, pwritev_full
 from vmforge.block.mapped import MappedImage, open_image_file
 from vmforge_vdi.probe import HEADER_SIZE, SIGNATURE
 from vmforge_vdi.probe import probe as _probe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
 
 TEXT = b"<<< QEMU VM Virtual Disk Image >>>\n"
 VERSION_1_1 = 0x00010001
@@ -68,6 +70,9 @@ _ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
 
 
 def _header(size: int, blocks: int, bmap_bytes: int, static: bool) -> bytes:
+    """A new image's header (its random UUIDs: uuid is imported to create one only)."""
+    import uuid
+
     return _HEADER.pack(TEXT, SIGNATURE, VERSION_1_1, 0x180,
                         TYPE_STATIC if static else TYPE_DYNAMIC, 0, b"", 0x200,
                         0x200 + bmap_bytes, 0, 0, 0, SECTOR, 0, size, BLOCK_SIZE, 0, blocks,
@@ -79,6 +84,8 @@ class Vdi(MappedImage):
     """A VDI image (QEMU's format name ``vdi``)."""
 
     format_name = "vdi"
+    #: a block's data is kept as the guest reads it, at the offset block status gives
+    plain_data = True
     granularity = SECTOR
     create_options = {
         "static": CreateOption("static", bool, False,
@@ -97,6 +104,8 @@ class Vdi(MappedImage):
         self.bmap = bmap
         in_range = [e for e in bmap if e < self.blocks_in_image]
         self._max_used = max(in_range, default=-1)
+        #: the file's size as this driver left it (-1: not asked yet)
+        self._file_end = -1
 
     # -- class level ---------------------------------------------------------------------
 
@@ -216,8 +225,18 @@ class Vdi(MappedImage):
                                     f"blocks but data block {self._max_used} is in use",
                                     self.filename, ALLOCATED_AT, "header")
         # the rest of the block reads as zeros
-        pwritev_full(self.fd, self.offset_data + new * self.cluster_size,
-                     padded(self.cluster_size, within, data))
+        at = self.offset_data + new * self.cluster_size
+        if self._file_end < 0:
+            self._file_end = os.fstat(self.fd).st_size
+        if at >= self._file_end:
+            # past the end of the file: a hole reads as zeros once the file reaches the
+            # block's end, so only the data is written (QEMU writes the block's zeros,
+            # then the rest of its data over them: half as many bytes again)
+            os.ftruncate(self.fd, at + self.cluster_size)
+            pwritev_full(self.fd, at + within, [data])
+        else:
+            pwritev_full(self.fd, at, padded(self.cluster_size, within, data))
+        self._file_end = max(self._file_end, at + self.cluster_size)
         self.blocks_allocated = new + 1
         self._max_used = new
         struct.pack_into("<I", self.header, ALLOCATED_AT, new + 1)

@@ -14,11 +14,15 @@ first three fields little-endian: :attr:`uuid.UUID.bytes_le`).  The file::
 
 from __future__ import annotations
 
+import os
 import struct
-import uuid
-from dataclasses import dataclass
 
+from vmforge.record import FrozenRecord, Record
 from vmforge_vhdx.probe import FILE_SIGNATURE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -67,8 +71,22 @@ PARAMS_LEAVE_BLOCKS_ALLOCATED = 1
 PARAMS_HAS_PARENT = 2
 
 
+def _le_guid(b: bytes) -> bytes:
+    """A GUID's 16 bytes in text order as stored (first three fields little-endian)."""
+    return b[3::-1] + b[5:3:-1] + b[7:5:-1] + b[8:]
+
+
 def _guid(text: str) -> bytes:
-    return uuid.UUID(text).bytes_le
+    """``uuid.UUID(text).bytes_le`` (without importing :mod:`uuid` at start-up)."""
+    return _le_guid(bytes.fromhex(text.replace("-", "")))
+
+
+def new_guid() -> bytes:
+    """A random (version 4) GUID as stored: ``uuid.uuid4().bytes_le``."""
+    b = bytearray(os.urandom(16))
+    b[6] = b[6] & 0x0F | 0x40
+    b[8] = b[8] & 0x3F | 0x80
+    return _le_guid(bytes(b))
 
 
 BAT_GUID = _guid("2dc27766-f623-4200-9d64-115e9bfd4a08")
@@ -105,9 +123,40 @@ METADATA_ENTRY = struct.Struct("<16sIIII")
 
 def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     """CRC-32C (Castagnoli) of ``data``, continuing from ``value``."""
-    import crc32c as _crc32c  # on first use: its import costs start-up time of every command
+    global _crc32c_function
+    if _crc32c_function is None:    # on first use: what a command without vhdx never pays
+        _crc32c_function = _load_crc32c()
+    return int(_crc32c_function(data, value))
 
-    return int(_crc32c.crc32c(data, value))
+
+_crc32c_function: Callable[[bytes | bytearray | memoryview, int], int] | None = None
+
+
+def _load_crc32c() -> Callable[[bytes | bytearray | memoryview, int], int]:
+    """The ``crc32c`` package's C function, from its extension module alone: the
+    package's ``__init__`` reads its own version with ``importlib.metadata`` and
+    imports its command line (argparse), ~40 ms of every vhdx command's start (a
+    third of ``img info``'s instructions).  The package as such where its layout
+    differs."""
+    import importlib.machinery  # (not importlib.util: ~9 M instructions more)
+    import os
+
+    spec = importlib.machinery.PathFinder.find_spec("crc32c")   # (finds it; runs nothing)
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(folder, "_crc32c" + suffix)
+            if os.path.isfile(path):
+                loader = importlib.machinery.ExtensionFileLoader("crc32c._crc32c", path)
+                ext_spec = importlib.machinery.ModuleSpec("crc32c._crc32c", loader,
+                                                          origin=path)
+                module = loader.create_module(ext_spec)
+                loader.exec_module(module)
+                function: Callable[[bytes | bytearray | memoryview, int], int]
+                function = module.crc32c
+                return function
+    import crc32c as package
+
+    return package.crc32c  # type: ignore[no-any-return]
 
 
 def checksum(buf: bytes | bytearray, at: int = 4) -> int:
@@ -128,10 +177,12 @@ def round_up(n: int, unit: int) -> int:
     return -(-n // unit) * unit
 
 
-@dataclass
-class Header:
-    """One of the two headers (the fields of the first 80 bytes)."""
+class Header(Record):
+    """One of the two headers (the fields of the first 80 bytes; a record, as
+    :mod:`vmforge.record` explains)."""
 
+    __slots__ = __match_args__ = ("sequence", "file_write_guid", "data_write_guid", "log_guid",
+                                  "log_version", "version", "log_length", "log_offset")
     sequence: int
     file_write_guid: bytes
     data_write_guid: bytes
@@ -140,6 +191,25 @@ class Header:
     version: int
     log_length: int
     log_offset: int
+
+    def __init__(self, sequence: int, file_write_guid: bytes, data_write_guid: bytes,
+                 log_guid: bytes, log_version: int, version: int, log_length: int,
+                 log_offset: int) -> None:
+        self.sequence = sequence
+        self.file_write_guid = file_write_guid
+        self.data_write_guid = data_write_guid
+        self.log_guid = log_guid
+        self.log_version = log_version
+        self.version = version
+        self.log_length = log_length
+        self.log_offset = log_offset
+
+    def replace(self, **changes: int | bytes) -> Header:
+        """A copy with ``changes`` (:func:`dataclasses.replace`)."""
+        new = Header(*self._values())
+        for name, value in changes.items():
+            setattr(new, name, value)
+        return new
 
     @classmethod
     def unpack(cls, buf: bytes | bytearray) -> Header:
@@ -155,13 +225,18 @@ class Header:
         set_checksum(block)
 
 
-@dataclass(frozen=True)
-class Geometry:
+class Geometry(FrozenRecord):
     """What the metadata and the BAT layout follow from."""
 
+    __slots__ = __match_args__ = ("size", "block_size", "logical_sector")
     size: int
     block_size: int
     logical_sector: int
+
+    def __init__(self, size: int, block_size: int, logical_sector: int) -> None:
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "block_size", block_size)
+        object.__setattr__(self, "logical_sector", logical_sector)
 
     @property
     def chunk_ratio(self) -> int:
@@ -196,12 +271,16 @@ def default_block_size(size: int) -> int:
     return 8 * MiB
 
 
-@dataclass(frozen=True)
-class NewImage:
+class NewImage(FrozenRecord):
     """Where qemu-img puts the parts of a new image."""
 
+    __slots__ = __match_args__ = ("geometry", "log_size")
     geometry: Geometry
     log_size: int
+
+    def __init__(self, geometry: Geometry, log_size: int) -> None:
+        object.__setattr__(self, "geometry", geometry)
+        object.__setattr__(self, "log_size", log_size)
 
     @property
     def bat_offset(self) -> int:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from vmforge.block.driver import CorruptImageError
 from vmforge.block.fileio import preadv_full, pwritev_full
+from vmforge.record import Record
 from vmforge_vhdx.layout import LOG_SECTOR, REGION_TABLE_OFFSETS, MiB, checksum, crc32c, round_up
 
 ENTRY_SIGNATURE = b"loge"
@@ -46,10 +46,11 @@ def descriptor_sectors(count: int) -> int:
     return -(-(count + 2) // (LOG_SECTOR // DESCRIPTOR.size))
 
 
-@dataclass
-class Entry:
+class Entry(Record):
     """A valid log entry, as read from the log."""
 
+    __slots__ = __match_args__ = ("position", "sequence", "tail", "length", "flushed_offset",
+                                  "last_offset", "ops")
     position: int
     sequence: int
     tail: int
@@ -57,7 +58,18 @@ class Entry:
     flushed_offset: int
     last_offset: int
     #: its descriptors in order: (file offset, length, the 4 KiB sector or None for zeros)
-    ops: list[tuple[int, int, bytes | None]] = field(default_factory=list)
+    ops: list[tuple[int, int, bytes | None]]
+
+    def __init__(self, position: int, sequence: int, tail: int, length: int,
+                 flushed_offset: int, last_offset: int,
+                 ops: list[tuple[int, int, bytes | None]] | None = None) -> None:
+        self.position = position
+        self.sequence = sequence
+        self.tail = tail
+        self.length = length
+        self.flushed_offset = flushed_offset
+        self.last_offset = last_offset
+        self.ops = [] if ops is None else ops
 
 
 def build_entry(sequence: int, log_guid: bytes, writes: Sequence[tuple[int, bytes]],

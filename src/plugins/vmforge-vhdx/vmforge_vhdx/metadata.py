@@ -12,9 +12,9 @@ import os
 import struct
 import sys
 from array import array
-from dataclasses import dataclass
 
 from vmforge.block.driver import BlockError, CorruptImageError
+from vmforge.record import FrozenRecord
 from vmforge_vhdx import layout as L
 from vmforge_vhdx.layout import Geometry, Header, MiB
 
@@ -122,11 +122,16 @@ def read_regions(fd: int, path: str, regions: Regions) -> tuple[tuple[int, int],
     return found[L.BAT_GUID], found[L.METADATA_GUID]
 
 
-@dataclass(frozen=True)
-class Metadata:
+class Metadata(FrozenRecord):
+    __slots__ = __match_args__ = ("geometry", "fixed", "physical_sector")
     geometry: Geometry
     fixed: bool
     physical_sector: int
+
+    def __init__(self, geometry: Geometry, fixed: bool, physical_sector: int) -> None:
+        object.__setattr__(self, "geometry", geometry)
+        object.__setattr__(self, "fixed", fixed)
+        object.__setattr__(self, "physical_sector", physical_sector)
 
 
 def read_metadata(fd: int, path: str, base: int, length: int) -> Metadata:

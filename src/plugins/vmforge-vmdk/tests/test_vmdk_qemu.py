@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
-import types
 from functools import partial
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from vmforge.testing.qemu_tools import (
     vmforge_img,
     write_odd_patterns,
 )
-from vmforge_vmdk import Vmdk, driver
+from vmforge_vmdk import Vmdk
 
 pytestmark = needs_qemu
 qemu_io = partial(qemu_tools.qemu_io, fmt="vmdk")
@@ -52,8 +52,9 @@ def cid_of(path: Path) -> int:
 
 
 def use_cid(monkeypatch: pytest.MonkeyPatch, cid: int) -> None:
-    """Our next CID is ``cid`` (qemu-img's are random: the files compare equal then)."""
-    monkeypatch.setattr(driver, "random", types.SimpleNamespace(getrandbits=lambda n: cid))
+    """Our next CID is ``cid`` (qemu-img's are random: the files compare equal then; the
+    driver imports random when it makes one)."""
+    monkeypatch.setattr(random, "getrandbits", lambda n: cid)
 
 
 def files_of(directory: Path) -> dict[str, Path]:

@@ -25,10 +25,9 @@ is a file of its own whose extents are other files.
 
 from __future__ import annotations
 
-import re
 import struct
-from dataclasses import dataclass
 
+from vmforge.record import FrozenRecord, Record
 from vmforge_vmdk.probe import MAGIC
 
 SECTOR = 512
@@ -78,10 +77,13 @@ def div_up(a: int, b: int) -> int:
     return -(-a // b)
 
 
-@dataclass
-class Header:
-    """A sparse extent's header (the fields after the magic)."""
+class Header(Record):
+    """A sparse extent's header (the fields after the magic; a record, as
+    :mod:`vmforge.record` explains)."""
 
+    __slots__ = __match_args__ = (
+        "version", "flags", "capacity", "granularity", "desc_offset", "desc_size", "num_gtes",
+        "rgd_offset", "gd_offset", "grain_offset", "compression", "check_bytes")
     version: int
     flags: int
     capacity: int
@@ -92,8 +94,25 @@ class Header:
     rgd_offset: int
     gd_offset: int
     grain_offset: int
-    compression: int = 0
-    check_bytes: bytes = CHECK_BYTES
+    compression: int
+    check_bytes: bytes
+
+    def __init__(self, version: int, flags: int, capacity: int, granularity: int,
+                 desc_offset: int, desc_size: int, num_gtes: int, rgd_offset: int,
+                 gd_offset: int, grain_offset: int, compression: int = 0,
+                 check_bytes: bytes = CHECK_BYTES) -> None:
+        self.version = version
+        self.flags = flags
+        self.capacity = capacity
+        self.granularity = granularity
+        self.desc_offset = desc_offset
+        self.desc_size = desc_size
+        self.num_gtes = num_gtes
+        self.rgd_offset = rgd_offset
+        self.gd_offset = gd_offset
+        self.grain_offset = grain_offset
+        self.compression = compression
+        self.check_bytes = check_bytes
 
     @classmethod
     def unpack(cls, raw: bytes) -> Header:
@@ -115,14 +134,21 @@ class Header:
         return self.compression == COMPRESSION_DEFLATE
 
 
-@dataclass(frozen=True)
-class SparseGeometry:
+class SparseGeometry(FrozenRecord):
     """Where qemu-img puts the tables of a new sparse extent of ``size`` bytes."""
 
+    __slots__ = __match_args__ = ("header", "gd_sectors", "gt_sectors", "gt_count")
     header: Header
     gd_sectors: int
     gt_sectors: int
     gt_count: int
+
+    def __init__(self, header: Header, gd_sectors: int, gt_sectors: int,
+                 gt_count: int) -> None:
+        object.__setattr__(self, "header", header)
+        object.__setattr__(self, "gd_sectors", gd_sectors)
+        object.__setattr__(self, "gt_sectors", gt_sectors)
+        object.__setattr__(self, "gt_count", gt_count)
 
 
 def new_sparse_header(size: int, compress: bool, zeroed_grain: bool) -> SparseGeometry:
@@ -157,10 +183,10 @@ def gd_bytes(geo: SparseGeometry, gd_sector: int) -> bytes:
 
 # -- the descriptor ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ExtentLine:
+class ExtentLine(FrozenRecord):
     """An extent line of a descriptor."""
 
+    __slots__ = __match_args__ = ("access", "sectors", "kind", "filename", "offset", "line")
     access: str
     sectors: int
     kind: str          # FLAT, SPARSE, VMFS, VMFSSPARSE, ...
@@ -168,13 +194,70 @@ class ExtentLine:
     offset: int        # sectors into the file (flat extents)
     line: str
 
+    def __init__(self, access: str, sectors: int, kind: str, filename: str, offset: int,
+                 line: str) -> None:
+        object.__setattr__(self, "access", access)
+        object.__setattr__(self, "sectors", sectors)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "filename", filename)
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "line", line)
+
 
 class DescriptorError(ValueError):
     """A descriptor that cannot be used (the message says why)."""
 
 
-_EXTENT = re.compile(r'^\s*(\S{1,10})\s+([+-]?\d+)\s+(\S{1,10})\s+"([^\n\r"]{1,511})"'
-                     r'(?:\s+([+-]?\d+))?')
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _skip_word(text: str, i: int) -> int:
+    while i < len(text) and not text[i].isspace():
+        i += 1
+    return i
+
+
+def _number_end(text: str, i: int) -> int:
+    """Where ``[+-]?\\d+`` at ``i`` ends, or -1 if none is there."""
+    j = i + 1 if text[i:i + 1] in ("+", "-") else i
+    k = j
+    while k < len(text) and text[k].isdecimal():
+        k += 1
+    return k if k > j else -1
+
+
+def match_extent(line: str) -> tuple[str, str, str, str, str | None] | None:
+    """An extent line's access, sectors, type, file name and offset (None: none given),
+    or None if it is not one: the regular expression
+    ``\\s*(\\S{1,10})\\s+([+-]?\\d+)\\s+(\\S{1,10})\\s+"([^\\n\\r"]{1,511})"(?:\\s+([+-]?\\d+))?``
+    matched at the start of ``line`` (QEMU's sscanf), in string code: :mod:`re` is not
+    imported at start-up."""
+    words = []
+    i = _skip_space(line, 0)
+    for _ in range(3):          # access, sectors, type: each followed by white space
+        end = _skip_word(line, i)
+        after = _skip_space(line, end)
+        if not 1 <= end - i <= 10 or after == end:
+            return None
+        words.append(line[i:end])
+        i = after
+    if _number_end(words[1], 0) != len(words[1]) or line[i:i + 1] != '"':
+        return None
+    end = i + 1
+    while end < len(line) and line[end] not in '\n\r"':
+        end += 1
+    if not 1 <= end - i - 1 <= 511 or line[end:end + 1] != '"':
+        return None
+    name = line[i + 1:end]
+    at = _skip_space(line, end + 1)
+    stop = _number_end(line, at) if at > end + 1 else -1
+    return words[0], words[1], words[2], name, line[at:stop] if stop >= 0 else None
 
 
 def _value(text: str, name: str) -> str | None:
@@ -195,10 +278,17 @@ def read_cid(text: str, parent: bool) -> int:
     at = text.find(name)
     if at < 0:
         raise DescriptorError(f"descriptor has no {name}")
-    m = re.match(r"\s*([+-]?(?:0[xX])?[0-9a-fA-F]+)", text[at + len(name) + 1:])
-    if not m:
+    rest = text[at + len(name) + 1:]        # ``\\s*([+-]?(?:0[xX])?[0-9a-fA-F]+)``:
+    i = _skip_space(rest, 0)
+    j = i + 1 if rest[i:i + 1] in ("+", "-") else i
+    if rest[j:j + 2] in ("0x", "0X") and rest[j + 2:j + 3] in _HEX:
+        j += 2
+    k = j
+    while k < len(rest) and rest[k] in _HEX:
+        k += 1
+    if k == j:
         raise DescriptorError(f"descriptor's {name} is not a hex number")
-    return int(m.group(1), 16) & 0xFFFFFFFF
+    return int(rest[i:k], 16) & 0xFFFFFFFF
 
 
 def create_type(text: str) -> str:
@@ -223,10 +313,10 @@ def extent_lines(text: str) -> list[ExtentLine]:
     """The extent lines QEMU uses: access ``RW`` and a known type (others skipped)."""
     out = []
     for line in text.split("\n"):
-        m = _EXTENT.match(line)
-        if not m or m.group(1) != "RW":
+        m = match_extent(line)
+        if not m or m[0] != "RW":
             continue
-        access, sectors, kind, name, offset = m.groups()
+        access, sectors, kind, name, offset = m
         n = int(sectors)
         if kind == "FLAT":
             if offset is None or int(offset) < 0:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import Any, Self
 
 from vmforge.block.driver import (
     BlockDriver,
@@ -32,7 +32,13 @@ from vmforge.block.driver import (
     ImageInfo,
 )
 from vmforge.block.fileio import preadv_full, pwritev_full
-from vmforge.block.mapped import MappedImage, file_extents, open_image_file
+from vmforge.block.mapped import (
+    Gather,
+    MappedImage,
+    file_extents,
+    open_image_file,
+    pieces_of,
+)
 from vmforge_vpc.layout import (
     COOKIE,
     DEFAULT_BLOCK_SIZE,
@@ -59,6 +65,10 @@ from vmforge_vpc.layout import (
 )
 from vmforge_vpc.probe import probe as _probe
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Self
+
 _DATA = BlockStatus.DATA | BlockStatus.ALLOCATED
 _ZERO = BlockStatus.ZERO | BlockStatus.ALLOCATED
 _BAT_START = FOOTER_SIZE + DYN_HEADER_SIZE  # where qemu-img puts the BAT
@@ -72,6 +82,9 @@ class Vpc(MappedImage):
     """A VHD image (QEMU's format name ``vpc``)."""
 
     format_name = "vpc"
+    #: a block's sectors (after its bitmap), and a fixed disk, are kept as the guest
+    #: reads them, at the offsets block status gives
+    plain_data = True
     granularity = SECTOR
     create_options = {
         "subformat": CreateOption("subformat", str, "dynamic",
@@ -98,6 +111,9 @@ class Vpc(MappedImage):
         #: where the next block goes (and the footer sits)
         self.free_offset = 0
         self._full_bitmaps: set[int] = set()  # blocks whose bitmap was set to all ones
+        #: the footer as written after each new block (packed once: its checksum
+        #: sums 512 bytes in Python)
+        self._footer_raw: bytes | None = None
 
     # -- class level ---------------------------------------------------------------------
 
@@ -276,14 +292,95 @@ class Vpc(MappedImage):
         self._check_writable()
         pwritev_full(self.fd, offset, self._checked_views(offset, buffers))
 
+    def pwritev_runs(self, runs: Sequence[tuple[int, memoryview]]) -> None:
+        """Each run written as :meth:`pwritev` would, in order, in one loop (what
+        ``convert`` writes: a batch per 2 MiB), to the same file, byte for byte.
+
+        Pieces that follow each other in the file go in one ``pwritev``; a block's
+        sector bitmap goes with them (a new block's bitmap sits where the footer
+        was, right before its data).  The footer is written once, after the batch's
+        last new block, and the new blocks' BAT entries after their data and the
+        footer, with one ``pwrite`` per stretch of the table (QEMU writes a bitmap,
+        the footer and a BAT entry for each new block)."""
+        self._check_writable()
+        checked = self._checked_runs(runs)
+        gather = Gather(self.fd, pwritev_full)
+        if self.fixed:   # raw, the footer after the data
+            for offset, view in checked:
+                gather.add(offset, view)
+            gather.flush()
+            return
+        with self._lock:
+            new: list[int] = []
+            done = False
+            try:
+                self._gather_runs(checked, gather, new)
+                if new:
+                    gather.add(self.free_offset, self._footer_view())
+                gather.flush()
+                done = True
+            finally:
+                if new:     # blocks given (even if a data write failed): in the BAT
+                    if not done:    # and the file long enough for them
+                        os.pwrite(self.fd, self._footer_view(), self.free_offset)
+                    self._write_bat(new)
+
+    def _gather_runs(self, checked: list[tuple[int, memoryview]], gather: Gather,
+                     new: list[int]) -> None:
+        """:meth:`pwritev_runs`' pieces into ``gather``, with the bitmaps of blocks
+        written for the first time; the blocks it gives go into ``new``."""
+        cs, full = self.cluster_size, self._full_bitmaps
+        bitmap = memoryview(b"\xff" * self.bitmap_size)
+        last, start = -1, 0
+        for offset, view in checked:
+            for i, within, part in pieces_of(offset, view, cs):
+                if i != last:
+                    last, start = i, self._cluster_status(i)[1]
+                    if start is None:       # a new block where the footer is
+                        at = self.free_offset
+                        start = at + bitmap.nbytes
+                        gather.add(at, bitmap)
+                        self.free_offset = start + cs
+                        self.bat[i] = at // SECTOR
+                        full.add(i)
+                        new.append(i)
+                    elif i not in full:
+                        gather.add(start - bitmap.nbytes, bitmap)
+                        full.add(i)
+                gather.add(start + within, part)
+
+    def _footer_view(self) -> memoryview:
+        if self._footer_raw is None:
+            self._footer_raw = self.footer.pack()
+        return memoryview(self._footer_raw)
+
+    def _write_bat(self, indices: list[int]) -> None:
+        """The BAT entries ``indices`` (ascending or not) written from :attr:`bat`:
+        entries less than 128 apart in one ``pwrite`` of the stretch between them."""
+        indices = sorted(indices)
+        lo = prev = indices[0]
+        for i in [*indices[1:], -1]:
+            if i == -1 or i - prev >= 128:
+                part = self.bat[lo:prev + 1]
+                if sys.byteorder == "little":
+                    part.byteswap()
+                os.pwrite(self.fd, part.tobytes(), self.bat_offset + 4 * lo)
+                lo = i
+            prev = i
+
+    def _fill_bitmap(self, i: int, start: int) -> None:
+        """Block ``i``'s sector bitmap all ones (as QEMU: every sector of a written
+        block is used), before the block's first write; ``start``: its data."""
+        os.pwrite(self.fd, b"\xff" * self.bitmap_size, start - self.bitmap_size)
+        self._full_bitmaps.add(i)
+
     def _write_piece(self, i: int, within: int, data: memoryview) -> None:
         start = self._cluster_status(i)[1]
         if start is None:
             self._allocate(i, within, data)
             return
-        if i not in self._full_bitmaps:  # as QEMU: every sector of a written block is used
-            os.pwrite(self.fd, b"\xff" * self.bitmap_size, start - self.bitmap_size)
-            self._full_bitmaps.add(i)
+        if i not in self._full_bitmaps:
+            self._fill_bitmap(i, start)
         pwritev_full(self.fd, start + within, [data])
 
     def _allocate(self, i: int, within: int, data: memoryview) -> None:
@@ -296,7 +393,7 @@ class Vpc(MappedImage):
         os.pwrite(self.fd, b"\xff" * self.bitmap_size, at)
         pwritev_full(self.fd, start + within, [data])
         end = start + self.cluster_size
-        os.pwrite(self.fd, self.footer.pack(), end)
+        os.pwrite(self.fd, self._footer_view(), end)
         self.free_offset = end
         self.bat[i] = at // SECTOR
         os.pwrite(self.fd, struct.pack(">I", at // SECTOR), self.bat_offset + 4 * i)

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import struct
 import time
-import uuid
-from dataclasses import dataclass, replace
 
+from vmforge.record import FrozenRecord
 from vmforge_vpc.probe import COOKIE
 
 DYN_COOKIE = b"cxsparse"
@@ -67,10 +66,14 @@ def checksum(data: bytes | bytearray, at: int) -> int:
     return ~total & 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class Footer:
-    """The hard disk footer (the fields vmforge uses; the rest is kept as read)."""
+class Footer(FrozenRecord):
+    """The hard disk footer (the fields vmforge uses; the rest is kept as read; a record,
+    as :mod:`vmforge.record` explains)."""
 
+    __slots__ = __match_args__ = (
+        "features", "version", "data_offset", "timestamp", "creator_app",
+        "creator_version", "creator_os", "original_size", "current_size", "cylinders",
+        "heads", "sectors", "disk_type", "checksum", "uuid", "saved_state")
     features: int
     version: int
     data_offset: int
@@ -87,6 +90,28 @@ class Footer:
     checksum: int
     uuid: bytes
     saved_state: int
+
+    def __init__(self, features: int, version: int, data_offset: int, timestamp: int,
+                 creator_app: bytes, creator_version: tuple[int, int], creator_os: bytes,
+                 original_size: int, current_size: int, cylinders: int, heads: int,
+                 sectors: int, disk_type: int, checksum: int, uuid: bytes,
+                 saved_state: int) -> None:
+        object.__setattr__(self, "features", features)
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "data_offset", data_offset)
+        object.__setattr__(self, "timestamp", timestamp)
+        object.__setattr__(self, "creator_app", creator_app)
+        object.__setattr__(self, "creator_version", creator_version)
+        object.__setattr__(self, "creator_os", creator_os)
+        object.__setattr__(self, "original_size", original_size)
+        object.__setattr__(self, "current_size", current_size)
+        object.__setattr__(self, "cylinders", cylinders)
+        object.__setattr__(self, "heads", heads)
+        object.__setattr__(self, "sectors", sectors)
+        object.__setattr__(self, "disk_type", disk_type)
+        object.__setattr__(self, "checksum", checksum)
+        object.__setattr__(self, "uuid", uuid)
+        object.__setattr__(self, "saved_state", saved_state)
 
     @classmethod
     def unpack(cls, raw: bytes) -> Footer:
@@ -105,8 +130,9 @@ class Footer:
         return bytes(raw)
 
     def with_checksum(self) -> Footer:
-        return replace(self, checksum=struct.unpack_from(">I", self.pack(),
-                                                         FOOTER_CHECKSUM_AT)[0])
+        values = dict(zip(self.__match_args__, self._values(), strict=True))
+        values["checksum"] = struct.unpack_from(">I", self.pack(), FOOTER_CHECKSUM_AT)[0]
+        return Footer(**values)
 
     @property
     def geometry_sectors(self) -> int:
@@ -170,6 +196,12 @@ def create_geometry(size: int, force_size: bool) -> tuple[tuple[int, int, int], 
     return chs, chs[0] * chs[1] * chs[2] * SECTOR
 
 
+def _new_uuid() -> bytes:
+    import uuid  # (to create an image only)
+
+    return uuid.uuid4().bytes
+
+
 def new_footer(size: int, chs: tuple[int, int, int], disk_type: int, force_size: bool) -> Footer:
     """The footer qemu-img writes for a new image of ``size`` bytes."""
     now = max(0, int(time.time()) - TIMESTAMP_BASE) & 0xFFFFFFFF
@@ -179,20 +211,31 @@ def new_footer(size: int, chs: tuple[int, int, int], disk_type: int, force_size:
         timestamp=now, creator_app=b"qem2" if force_size else b"qemu",
         creator_version=(5, 3), creator_os=b"Wi2k", original_size=size, current_size=size,
         cylinders=chs[0], heads=chs[1], sectors=chs[2], disk_type=disk_type, checksum=0,
-        uuid=uuid.uuid4().bytes, saved_state=0)
+        uuid=_new_uuid(), saved_state=0)
     return footer.with_checksum()
 
 
-@dataclass(frozen=True)
-class DynHeader:
+class DynHeader(FrozenRecord):
     """The dynamic disk header (the fields vmforge uses)."""
 
+    __slots__ = __match_args__ = (
+        "data_offset", "table_offset", "version", "max_table_entries", "block_size",
+        "checksum")
     data_offset: int
     table_offset: int
     version: int
     max_table_entries: int
     block_size: int
     checksum: int
+
+    def __init__(self, data_offset: int, table_offset: int, version: int,
+                 max_table_entries: int, block_size: int, checksum: int) -> None:
+        object.__setattr__(self, "data_offset", data_offset)
+        object.__setattr__(self, "table_offset", table_offset)
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "max_table_entries", max_table_entries)
+        object.__setattr__(self, "block_size", block_size)
+        object.__setattr__(self, "checksum", checksum)
 
     @classmethod
     def unpack(cls, raw: bytes) -> DynHeader:

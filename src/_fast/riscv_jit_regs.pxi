@@ -1,0 +1,128 @@
+# The compiled tier's register cache (included by riscv_jit.pxi): which guest registers
+# live in host registers for a region, and moving values between them, x[] and rax.
+
+# -- the register cache -------------------------------------------------------------------
+#
+# Before emitting, the region is scanned: the guest registers it uses most (loops
+# weigh more) get a host register each for the whole region (loaded on entry), the
+# rest are read into temporaries and written straight to x[].  Every way out stores
+# the cached registers the region writes anywhere, so inside it they stay put.
+
+cdef void cache_plan(Jit *a) noexcept nogil:
+    """Choose the cached registers of the region: the ones it uses most."""
+    cdef int uses[33]
+    cdef int delta[2049]
+    cdef int inner[2049]
+    cdef int i, j, op, best, n = 0, w, depth = 0, innermost = 0
+    cdef int64_t t, t2
+    cdef Rec *r
+    cdef Rec *r2
+    for i in range(33):
+        uses[i] = 0
+        a.host_of[i] = -1
+        a.dirty[i] = 0
+    # loops (a backward jump and what it jumps over) weigh more, inner ones most:
+    # nesting depth by a running sum of +1 at loop starts, -1 past loop ends
+    # innermost loops (no other loop, call or return inside) weigh most, whatever
+    # their depth
+    memset(delta, 0, sizeof(delta))
+    memset(inner, 0, sizeof(inner))
+    for i in range(2048):
+        r = &a.recs[i]
+        if a.state[i] == IN_REGION and (op_is(r.op, P_BRANCH) or r.op == OP_J) and r.imm <= 0:
+            t = 2 * i + r.imm
+            if t >= 0:
+                delta[t >> 1] += 1
+                delta[i + 1] -= 1
+                for j in range(t >> 1, i):
+                    r2 = &a.recs[j]
+                    if a.state[j] != IN_REGION:
+                        continue
+                    if r2.op == OP_JAL or r2.op == OP_JALR:
+                        break               # a call or a return: not a plain loop
+                    if (op_is(r2.op, P_BRANCH) or r2.op == OP_J) and r2.imm <= 0:
+                        t2 = 2 * j + r2.imm
+                        if t2 >= t:
+                            break           # a loop inside this one
+                else:
+                    inner[t >> 1] += 1
+                    inner[i + 1] -= 1
+    for i in range(2048):
+        depth += delta[i]
+        innermost += inner[i]
+        if a.state[i] != IN_REGION:
+            continue
+        r = &a.recs[i]
+        op = r.op
+        w = 1 << (16 if innermost else 4 * (depth if depth < 3 else 3))
+        if op_is(op, P_RS1):
+            uses[r.rs1] += w
+        if op_is(op, P_RS2):
+            uses[r.rs2] += w
+        if op_is(op, P_RD) and r.rd != 32:
+            uses[r.rd] += w
+            a.dirty[r.rd] = 1
+    uses[0] = 0                      # x0 reads as zero from memory; no register for it
+    for j in range(NPOOL):
+        best = -1
+        for i in range(1, 32):
+            if uses[i] and a.host_of[i] < 0 and (best < 0 or uses[i] > uses[best]):
+                best = i
+        if best < 0:
+            break
+        a.host_of[best] = POOL[n]
+        n += 1
+    for i in range(32):
+        if a.host_of[i] < 0:
+            a.dirty[i] = 0           # only cached registers are ever dirty
+
+
+cdef void cache_load(Jit *a) noexcept nogil:
+    cdef int g
+    for g in range(1, 32):
+        if a.host_of[g] >= 0:
+            ldx(a, a.host_of[g], g)
+
+
+cdef void writeback(Jit *a) noexcept nogil:
+    """Store the cached registers the region writes (on a way out)."""
+    cdef int g
+    for g in range(1, 32):
+        if a.host_of[g] >= 0 and a.dirty[g]:
+            stx(a, a.host_of[g], g)
+
+cdef int rget(Jit *a, int g, int temp) noexcept nogil:
+    """A host register holding guest register ``g``: its own, or ``temp`` loaded."""
+    if a.host_of[g] >= 0:
+        return a.host_of[g]
+    ldx(a, temp, g)
+    return temp
+
+cdef inline void src_rax(Jit *a, int w, int g) noexcept nogil:
+    """rax (eax when not ``w``) = guest register ``g``."""
+    if a.host_of[g] >= 0:
+        op_rr(a, w, X_MOV, RAX, a.host_of[g])
+    else:
+        op_rm(a, w, X_MOV, RAX, R15, a.o_x + 8 * g)
+
+cdef inline void rax_to(Jit *a, int g) noexcept nogil:
+    """Guest register ``g`` = rax."""
+    if a.host_of[g] >= 0:
+        mov_rr(a, a.host_of[g], RAX)
+    else:
+        stx(a, RAX, g)
+
+cdef inline void op_src(Jit *a, int w, int opc, int reg, int g) noexcept nogil:
+    """``opc reg, <guest register g>`` (an ``r, r/m`` opcode: its register or memory)."""
+    if a.host_of[g] >= 0:
+        op_rr(a, w, opc, reg, a.host_of[g])
+    else:
+        op_rm(a, w, opc, reg, R15, a.o_x + 8 * g)
+
+cdef inline void eax_to(Jit *a, int g) noexcept nogil:
+    """Guest register ``g`` = eax sign-extended (the W ops)."""
+    if a.host_of[g] >= 0:
+        op_rr(a, 1, X_MOVSXD, a.host_of[g], RAX)        # movsxd reg, eax
+    else:
+        op_rr(a, 1, X_MOVSXD, RAX, RAX)             # movsxd rax, eax
+        stx(a, RAX, g)

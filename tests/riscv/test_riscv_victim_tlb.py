@@ -1,0 +1,88 @@
+"""Read-TLB entries a refill pushes out are kept beside the TLB (rvict).
+
+The read TLB is direct-mapped on the page number's low 8 bits, so two pages 1 MiB
+apart share a slot.  In the Linux guest the stack and a data page of busybox land
+there by ASLR in some boots: a shell loop then refilled both 13 times a trip,
+each refill a page walk and a way out of compiled code (260,000 walks a
+20000-trip loop).  load_slow swaps the page back in from up to eight victims
+(riscv_mmu.pxi, victim_swap), as QEMU's victim TLB does; sfence.vma and every
+flush forget them with the TLB.
+"""
+
+from __future__ import annotations
+
+from rv_sv39 import SV39_ENTER, SV39_ROOTS, SV39_TABLES
+
+from vmforge.accel.interp import StopReason
+
+TRIPS = 500
+
+# Sv39.  0x80000000: identity gigapage.  0x40000000 -> page_a and 0x40100000 ->
+# page_b (the same read-TLB slot), 0x40001000 -> page_c, 4 KiB pages through l1/l0.
+PROGRAM = SV39_TABLES + r"""
+    la t0, page_a; srli t0, t0, 12; slli t0, t0, 10; ori t0, t0, 0xc7; sd t0, 0(s2)
+    la t0, page_c; srli t0, t0, 12; slli t0, t0, 10; ori t0, t0, 0xc7; sd t0, 8(s2)
+    la t0, page_b; srli t0, t0, 12; slli t0, t0, 10; ori t0, t0, 0xc7
+    addi t1, s2, 2040; sd t0, 8(t1)                                   # l0[256]
+""" + SV39_ENTER + rf"""
+s_code:
+    li a1, 0x40000000
+    li a2, 0x40100000
+    li s3, {TRIPS}
+    li s4, 0
+1:  ld a0, 0(a1)                # page_a: 0xaa
+    ld a3, 0(a2)                # page_b: 0xbb, the same slot
+    add s4, s4, a0
+    add s4, s4, a3
+    addi s3, s3, -1
+    bnez s3, 1b
+    ebreak
+    ld a0, 0(a1)
+    ld a3, 0(a2)                # page_a's entry now a victim
+    la t0, page_c               # 0x40000000 -> page_c, that page fenced
+    srli t0, t0, 12; slli t0, t0, 10; ori t0, t0, 0xc7; sd t0, 0(s2)
+    sfence.vma a1
+    ld a0, 0(a1)                # page_c: 0xcc
+    ebreak
+    ld a3, 0(a2)                # page_c's entry now a victim
+    la t0, page_a               # back onto page_a, every TLB flushed
+    srli t0, t0, 12; slli t0, t0, 10; ori t0, t0, 0xc7; sd t0, 0(s2)
+    sfence.vma
+    ld a0, 0(a1)                # page_a: 0xaa
+    ebreak
+    .balign 4096
+page_a: .dword 0xaa
+    .balign 4096
+page_b: .dword 0xbb
+    .balign 4096
+page_c: .dword 0xcc
+    .balign 4096
+""" + SV39_ROOTS
+
+
+def _run(hart) -> None:
+    res = hart.run(1_000_000)
+    assert res.reason is StopReason.EXCEPTION and res.cause == 3, res
+
+
+def test_two_pages_in_one_slot_do_not_walk_each_time(rv_asm, rv_env):
+    image, _ = rv_asm(PROGRAM)
+    _space, hart = rv_env.make_machine(image)
+    hart.stop_on = {3}
+    _run(hart)
+    assert hart.x[20] == TRIPS * (0xaa + 0xbb)
+    # before: every load missed and walked the page table
+    assert hart._stats()["victim_hits"] >= 2 * TRIPS - 10, hart._stats()
+
+
+def test_victims_go_with_sfence_vma(rv_asm, rv_env):
+    image, _ = rv_asm(PROGRAM)
+    _space, hart = rv_env.make_machine(image)
+    hart.stop_on = {3}
+    _run(hart)
+    hart.pc += 4
+    _run(hart)
+    assert hart.x[10] == 0xcc, "a victim kept the fenced page's old translation"
+    hart.pc += 4
+    _run(hart)
+    assert hart.x[10] == 0xaa, "a victim outlived sfence.vma of every page"
