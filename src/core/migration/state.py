@@ -97,7 +97,12 @@ _describe_difference = describe_difference      # (the name live.py imported fir
 # -- saving ---------------------------------------------------------------------------------
 
 def drain(machine: Any, timeout: float = 10.0) -> None:
-    """Finish the devices' in-flight I/O (the machine's thread, CPUs not running)."""
+    """Finish the devices' in-flight I/O (the machine's thread, CPUs not running),
+    after the queue kicks the guest made that are still on their way (KVM's
+    ioeventfds: :meth:`~vmforge.accel.kvm.machine.KvmMachine.flush_notifies`)."""
+    flush = getattr(machine, "flush_notifies", None)
+    if callable(flush):
+        flush()
     for dev in _virtio_devices(machine):
         if not dev.drain(timeout):
             raise StateError(f"{dev.name}: I/O requests did not finish in {timeout} s")

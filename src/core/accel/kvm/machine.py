@@ -129,6 +129,10 @@ class KvmMachine(Machine):
         self._selector: selectors.DefaultSelector | None = None
         self._io_thread: threading.Thread | None = None
         self._io_wake_r, self._io_wake_w = -1, -1
+        #: notifications the I/O thread took from their eventfds and queued for the
+        #: machine's thread, by eventfd (:meth:`flush_notifies` runs them at once)
+        self._notified: dict[int, Callable[[], None]] = {}
+        self._notify_lock = threading.Lock()
         self.has_pit = False
 
     # -- assembly (from build) ----------------------------------------------------------
@@ -404,15 +408,42 @@ class KvmMachine(Machine):
             for key, _ in sel.select():
                 if key.data is None:
                     return
+                handler, inline = key.data
+                with self._notify_lock:
+                    try:
+                        os.eventfd_read(key.fd)
+                    except BlockingIOError:
+                        continue
+                    if not inline:
+                        self._notified[key.fd] = handler
+                        self.call_soon(self._run_notified)
+                if inline:
+                    handler()
+
+    def _run_notified(self) -> None:
+        with self._notify_lock:
+            handlers = list(self._notified.values())
+            self._notified.clear()
+        for handler in handlers:
+            handler()
+
+    def flush_notifies(self) -> None:
+        """Run, now, the notifications the guest has signalled on ioeventfds and
+        the machine's thread has not yet handled (the machine's thread, vCPUs
+        parked; QEMU does the same as it stops ioeventfd): a queue kick made just
+        before a pause is then in the device state a migration or snapshot saves,
+        not handled afterwards on the source only."""
+        with self._notify_lock:
+            for fd, handler, inline in self._eventfds:
                 try:
-                    os.eventfd_read(key.fd)
+                    os.eventfd_read(fd)
                 except BlockingIOError:
                     continue
-                handler, inline = key.data
                 if inline:
                     handler()
                 else:
-                    self.call_soon(handler)
+                    self._notified[fd] = handler
+        self._run_notified()
 
     def _stop_io_thread(self) -> None:
         if self._io_thread is not None:

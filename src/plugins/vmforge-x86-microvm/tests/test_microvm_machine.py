@@ -4,6 +4,7 @@ vCPU's error), and the command line's refusals."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -219,6 +220,47 @@ def test_virtio_kicks_arrive_by_ioeventfd_not_through_the_vcpu(guest, tmp_path, 
     notify_reg = 0xFEB00E00 + 0x50
     assert notify_reg not in seen
     assert any(0xFEB00E00 <= a < 0xFEB01000 for a in seen)   # other registers did exit
+
+
+def test_a_kick_left_on_its_eventfd_reaches_the_device_before_the_drain_ends(tmp_path):
+    """A QueueNotify the guest wrote just before the vCPUs stopped (its ioeventfd
+    signalled, the I/O thread's hand-off queued behind the call that takes the
+    state) reaches the device before ``drain`` returns: the state a migration
+    sends then has that request.  (Before, the source handled it after sending:
+    the destination waited for it forever, the live-migration test's hang.)"""
+    from vmforge.config import DeviceSpec, DriveSpec
+    from vmforge.migration.state import drain
+
+    disk = tmp_path / "d.raw"
+    disk.write_bytes(bytes(1 << 16))
+    m, console = _machine(_guest(tmp_path, SPIN, "spin"),
+                          drives=[DriveSpec.parse(f"file={disk},if=none,id=d0,format=raw")],
+                          devices=[DeviceSpec.parse("virtio-blk-device,drive=d0")])
+    kicks: list[int] = []
+    m.start()
+    try:
+        _wait_for(lambda: b"boot\n" in console.output)     # built; the I/O thread runs
+        slot = m.virtio[7]
+        write = slot.write
+
+        def spy(reg: int, size: int, value: int) -> None:
+            kicks.append(value)
+            write(reg, size, value)
+
+        slot.write = spy                 # (the notify handler calls slot.write)
+        kick_fd = next(fd for fd, _handler, inline in m._eventfds if not inline)
+
+        def kick_then_drain() -> list[int]:
+            m.park_cpus()
+            os.eventfd_write(kick_fd, 1)        # as KVM does for the guest's write
+            time.sleep(0.2)                     # the I/O thread takes it and queues
+            drain(m)
+            return list(kicks)
+
+        assert _on_machine_thread(m, kick_then_drain) == [0]
+    finally:
+        assert m.stop() == 0
+    assert kicks == [0]                          # handled once, not again later
 
 
 def test_ctrl_c_ends_every_vcpu(tmp_path):
