@@ -214,3 +214,49 @@ def test_an_amo_on_device_memory_is_one_section_of_the_big_lock(tmp_path: Path) 
     threads.raise_error()
     assert register.value == n * DEV_ROUNDS, "another hart's access came between an AMO's " \
         "read and write of the device"
+
+
+SPIN = """
+    li t0, 0
+1:  addi t0, t0, 1
+    j 1b
+"""
+
+
+def test_park_ends_a_run_that_began_just_as_the_stop_was_asked(tmp_path: Path) -> None:
+    """A hart thread that read "not stopping" and entered ``run`` only after
+    :meth:`HartThreads.stop` had asked its hart (the run starts with no stop
+    requested, and a slice here never ends): ``park`` still ends it."""
+    cluster = cluster_of(SPIN, 1, tmp_path)
+    cluster.slice_instructions = 1 << 62
+    hart = cluster.harts[0]
+    entered, asked = threading.Event(), threading.Event()
+    run = hart.run
+
+    def late_run(budget: int):
+        entered.set()
+        asked.wait(10)              # the stop request comes here, before the run
+        return run(budget)
+
+    hart.run = late_run
+    threads = HartThreads(cluster, threading.RLock())
+    threads.start()
+    assert entered.wait(10)
+    stop = threads.stop
+
+    def stop_then_let_run() -> None:
+        stop()
+        asked.set()
+
+    threads.stop = stop_then_let_run
+    parker = threading.Thread(target=threads.park, daemon=True)
+    parker.start()
+    parker.join(10)
+    alive = parker.is_alive()
+    if alive:                       # (end the thread the old park left running)
+        threads.stop = stop
+        while parker.is_alive():
+            stop()
+            parker.join(0.05)
+    assert not alive, "park waited for a run that nobody asked to stop"
+    assert not threads.running

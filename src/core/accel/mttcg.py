@@ -33,6 +33,7 @@ Time is the host's: instruction-counted time (``-icount``) needs one thread.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from vmforge._fast.riscv import own_reservations
@@ -49,6 +50,8 @@ __all__ = ["IDLE_POLL_S", "HartThreads"]
 
 #: the longest a hart parked in ``wfi`` sleeps before looking at its timers again
 IDLE_POLL_S = 0.05
+#: how often :meth:`HartThreads.park` asks a hart thread that has not ended again
+_REQUEST_AGAIN_S = 0.02
 
 _HANDED_ON = (StopReason.BREAKPOINT, StopReason.EXCEPTION, StopReason.DEVICE_ERROR,
               StopReason.WATCHPOINT)
@@ -113,9 +116,19 @@ class HartThreads:
         self.stop()
         if not self._threads:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
         with released(self.lock):
             for t in self._threads:
-                t.join(timeout)
+                while t.is_alive():
+                    wait = _REQUEST_AGAIN_S
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                        if wait <= 0:
+                            break
+                    t.join(wait)
+                    # a run that began after its thread read _stopping and before
+                    # request_stop ran starts with no stop requested: ask again
+                    self.stop()
         self._threads = [t for t in self._threads if t.is_alive()]
 
     def raise_error(self) -> None:
