@@ -132,7 +132,7 @@ def test_live_migration_with_virtio_blk_requests(guest: Callable[..., Path],
     assert src.wait_migration(timeout=120)["status"] == "completed"
     try:
         dst.wait_for(b"bye\n", timeout=120)
-    except TimeoutError as exc:     # (seen once in CI: was the destination left paused?)
+    except TimeoutError as exc:     # (the state to say when it hangs: a lost kick did so)
         raise AssertionError(f"{exc}; destination: {dst.qmp('query-status')}, "
                              f"{dst.qmp('query-migrate')}") from exc
     assert dst.proc.wait(30) == (0x22 << 1) | 1, dst.stderr
