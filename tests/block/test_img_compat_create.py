@@ -50,3 +50,29 @@ def test_formatting_line_with_backing_file(tmp_path, monkeypatch, img, qemu) -> 
     theirs = qemu("img", "create", *args, "theirs.qcow2")
     ours = img("create", *args, "ours.qcow2")
     assert ours.out.replace("ours.", "theirs.") == theirs.stdout
+
+
+REFUSED = [
+    ("vpc", "subformat=bogus"),
+    ("vhdx", "subformat=bogus"),
+    ("vmdk", "subformat=bogus"),
+    ("vmdk", "adapter_type=bogus"),
+    ("vdi", "static=maybe"),
+    ("qcow2", "lazy_refcounts=y"),
+    ("qcow2", "extended_l2=1"),
+    ("qcow2", "compat=9"),
+]
+
+
+@pytest.mark.parametrize("fmt,opt", REFUSED, ids=[f"{f}-{o}" for f, o in REFUSED])
+def test_a_refused_option_value_as_qemu_img(tmp_path, monkeypatch, img, qemu, fmt, opt) -> None:
+    """A value an option refuses: qemu-img's words, and its ``Formatting`` line only when
+    the driver (not QemuOpts' typing of on/off) refuses it."""
+    from vmforge.block.probe import format_names
+
+    if fmt not in format_names():
+        pytest.skip(f"format plugin {fmt} not installed")
+    monkeypatch.chdir(tmp_path)
+    theirs = qemu("img", "create", "-f", fmt, "-o", opt, "z.img", "3M", check=False)
+    ours = img("--qemu-img-compat", "create", "-f", fmt, "-o", opt, "z.img", "3M")
+    assert (ours.rc, ours.out, ours.err) == (theirs.returncode, theirs.stdout, theirs.stderr)

@@ -2,7 +2,8 @@
 
 - :mod:`vmforge.block.driver`: :class:`BlockDriver` (the API a format
   implements), :class:`Extent` and :class:`BlockStatus` (``block_status``),
-  :class:`CreateOption`, :class:`CheckResult`, the errors.
+  :class:`CreateOption` (:class:`OptionValueError` when it refuses a value),
+  :class:`CheckResult`, the errors.
 - :mod:`vmforge.block.backend`: :class:`BlockBackend`, an image opened with its
   backing chain, locked like QEMU's (:mod:`vmforge.block.locking`), its format
   named or probed (:mod:`vmforge.block.probe`).
@@ -30,6 +31,7 @@ from vmforge.block.driver import (
     Extent,
     ImageInfo,
     KeyRequired,
+    OptionValueError,
     ReadOnlyError,
     SnapshotInfo,
     UnsupportedOperation,
@@ -56,6 +58,7 @@ __all__ = [
     "KeyRequired",
     "Layer",
     "LockedError",
+    "OptionValueError",
     "ReadOnlyError",
     "SnapshotInfo",
     "UnsupportedOperation",

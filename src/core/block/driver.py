@@ -68,6 +68,7 @@ __all__ = [
     "CreateOption",
     "Extent",
     "ImageInfo",
+    "OptionValueError",
     "ReadOnlyError",
     "SnapshotInfo",
     "UnsupportedOperation",
@@ -184,40 +185,65 @@ class Extent(FrozenRecord):
         return bool(int(self.status) & 4)
 
 
-class CreateOption(FrozenRecord):
-    """A typed, documented option of ``create`` (``-o name=value``; a frozen record)."""
+class OptionValueError(ValueError):
+    """A value the create or amend option ``option`` refuses: ``words`` are qemu-img's
+    (``str`` adds the option's name where they lack it); ``typed``: refused for its
+    type (on/off) before the driver sees it, as QemuOpts does, so ``create`` prints no
+    ``Formatting`` line for it."""
 
-    __slots__ = __match_args__ = ("name", "type", "default", "help", "choices")
+    def __init__(self, words: str, option: str, typed: bool = False) -> None:
+        super().__init__(words if f"'{option}'" in words else f"option {option}: {words}")
+        self.words = words
+        self.option = option
+        self.typed = typed
+
+
+#: the words QemuOpts accepts for a boolean option (case as given)
+_ON = frozenset(("on", "yes", "y", "true"))
+_OFF = frozenset(("off", "no", "n", "false"))
+
+
+class CreateOption(FrozenRecord):
+    """A typed, documented option of ``create`` (``-o name=value``; a frozen record).
+
+    ``refused``: how qemu-img words a value outside ``choices`` for this driver's
+    option, with ``{name}`` and ``{value}`` (default: ``Parameter '{name}' does not
+    accept value '{value}'``, what QEMU's generated enum parsers say)."""
+
+    __slots__ = __match_args__ = ("name", "type", "default", "help", "choices", "refused")
     name: str
     type: Callable[[str], Any]
     default: Any
     help: str
     choices: tuple[Any, ...] | None
+    refused: str
 
     def __init__(self, name: str, type: Callable[[str], Any], default: Any, help: str,
-                 choices: tuple[Any, ...] | None = None) -> None:
+                 choices: tuple[Any, ...] | None = None,
+                 refused: str = "Parameter '{name}' does not accept value '{value}'") -> None:
         setattr_ = object.__setattr__
         setattr_(self, "name", name)
         setattr_(self, "type", type)
         setattr_(self, "default", default)
         setattr_(self, "help", help)
         setattr_(self, "choices", choices)
+        setattr_(self, "refused", refused)
 
     def parse(self, text: Any) -> Any:
+        """The value of ``text``; :class:`OptionValueError` in qemu-img's words if refused."""
         if not isinstance(text, str):
             value = text
         elif self.type is bool:
-            low = text.lower()
-            if low not in ("on", "off", "true", "false", "yes", "no", "1", "0"):
-                raise ValueError(f"option {self.name}: {text!r} is not on/off")
-            value = low in ("on", "true", "yes", "1")
+            if text not in _ON and text not in _OFF:
+                raise OptionValueError(f"Parameter '{self.name}' expects 'on' or 'off'",
+                                       self.name, typed=True)
+            value = text in _ON
         elif self.type is int:
             value = parse_size(text)
         else:
             value = self.type(text)
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"option {self.name}: {value!r} is not one of "
-                             f"{', '.join(map(str, self.choices))}")
+            raise OptionValueError(self.refused.format(name=self.name, value=value), self.name)
         return value
 
 

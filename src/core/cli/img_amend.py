@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vmforge.block.driver import BlockDriver, CreateOption, UnsupportedOperation
+from vmforge.block.driver import BlockDriver, CreateOption, OptionValueError, UnsupportedOperation
 from vmforge.block.probe import driver_class, probe_format
 from vmforge.cli.img_common import ProgressBar, UsageError, open_image, parse_options
+from vmforge.cli.img_words import QemuImgError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,7 +60,10 @@ def cmd_amend(args: argparse.Namespace) -> int:
         bar = ProgressBar() if args.progress and not args.quiet else None
         if bar is not None:
             bar(0, 1)
-        drv.amend(opts, args.force)
+        try:
+            drv.amend(opts, args.force)
+        except OptionValueError as exc:
+            raise QemuImgError(exc.words) from None
         if bar is not None:
             bar.finish()
     return 0

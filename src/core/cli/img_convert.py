@@ -7,7 +7,7 @@ import os
 
 from vmforge.block import ops
 from vmforge.block.backend import BlockBackend, create_image
-from vmforge.block.driver import BlockDriver, BlockError
+from vmforge.block.driver import BlockDriver, BlockError, OptionValueError
 from vmforge.cli import img_objects, img_words
 from vmforge.cli.img_common import (
     ProgressBar,
@@ -140,7 +140,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
             secret.setdefault("zero_fill", zero_init)
         if not args.no_create:
             with file_protocol_options(dst, secret, warn) as format_opts:
-                create_image(out_cls.format_name, dst, total, **format_opts)
+                try:
+                    create_image(out_cls.format_name, dst, total, **format_opts)
+                except OptionValueError as exc:      # qemu-img's words, as it words them
+                    raise (QemuImgError(exc.words) if exc.typed else QemuImgError(
+                        f"{target_arg}: error while converting {out_cls.format_name}: "
+                        f"{exc.words}")) from None
         try:
             target = BlockBackend.open(dst, out_cls.format_name, readonly=False,
                                        cache=args.cache, **({"passphrase": secret["passphrase"]}

@@ -6,6 +6,7 @@ from vmforge.block.backend import create_image, resolve_backing
 from vmforge.block.driver import (
     BlockDriver,
     CreateOption,
+    OptionValueError,
     parse_size,
 )
 from vmforge.block.probe import driver_class
@@ -81,6 +82,11 @@ def _check_option_names(cls: type[BlockDriver], filename: str, opts: dict[str, A
                 parse_size(opts[name])
             except ValueError:
                 raise img_words.bad_size_option(name, filename) from None
+        elif opt is not None and opt.type is bool:      # (QemuOpts: before "Formatting")
+            try:
+                opt.parse(opts[name])
+            except OptionValueError as exc:
+                raise QemuImgError(f"{filename}: {exc.words}") from None
 
 
 def _open_backing(filename: str, backing: str, fmt: str | None) -> tuple[str, int]:
@@ -130,8 +136,11 @@ def cmd_create(args: argparse.Namespace) -> int:
         print(formatting_line(args.file, cls.format_name, size, opts))
     target = img_objects.target_filename(args.file)
     with file_protocol_options(target, opts, warn) as format_opts:
-        create_image(cls.format_name, target, size,
-                     **img_objects.context().resolve_secret(format_opts))
+        try:
+            create_image(cls.format_name, target, size,
+                         **img_objects.context().resolve_secret(format_opts))
+        except OptionValueError as exc:           # a value the driver refuses
+            raise QemuImgError(f"{args.file}: {exc.words}") from None
     return 0
 
 

@@ -67,7 +67,7 @@ def _parse(img: Qcow2, options: dict[str, Any]) -> dict[str, Any]:
         except ValueError as exc:
             raise BlockError(str(exc)) from None
     if "compat" in out and out["compat"] not in _VERSIONS:
-        raise BlockError(f"Invalid compatibility level: '{out['compat']}'")
+        raise BlockError(f"Unknown compatibility level {out['compat']}")
     return out
 
 

@@ -72,7 +72,8 @@ class Qcow2(Qcow2Writer):
                                      "qcow2 cluster size (512 .. 2M, a power of two)"),
         "compat": CreateOption("compat", str, "1.1",
                                "qcow2 version: 0.10 (v2) or 1.1 (v3)",
-                               choices=("0.10", "1.1", "v2", "v3")),
+                               choices=("0.10", "1.1", "v2", "v3"),
+                               refused="Parameter 'version' does not accept value '{value}'"),
         "lazy_refcounts": CreateOption("lazy_refcounts", bool, False,
                                        "postpone refcount updates (compat=1.1 only)"),
         "preallocation": CreateOption("preallocation", str, "off",
@@ -84,7 +85,9 @@ class Qcow2(Qcow2Writer):
                                     "format of the base image"),
         "compression_type": CreateOption("compression_type", str, "zlib",
                                          "zlib, or zstd (needs the zstandard package)",
-                                         choices=("zlib", "zstd")),
+                                         choices=("zlib", "zstd"),
+                                         refused="Parameter 'compression-type' does not "
+                                                 "accept value '{value}'"),
         "data_file": CreateOption("data_file", str, None,
                                   "keep guest data in this raw file (compat=1.1)"),
         "data_file_raw": CreateOption("data_file_raw", bool, False,
@@ -94,7 +97,9 @@ class Qcow2(Qcow2Writer):
                                     "16 KiB or more)"),
         "refcount_bits": CreateOption("refcount_bits", int, 16,
                                       "width of a reference count entry (1..64)",
-                                      choices=(1, 2, 4, 8, 16, 32, 64)),
+                                      choices=(1, 2, 4, 8, 16, 32, 64),
+                                      refused="Refcount width must be a power of two and "
+                                              "may not exceed 64 bits"),
     }
 
     # -- create / open -------------------------------------------------------------

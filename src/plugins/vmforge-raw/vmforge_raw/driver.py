@@ -33,7 +33,7 @@ class Raw(BlockDriver):
         "preallocation": CreateOption(
             "preallocation", str, "off",
             "off: a sparse file; falloc: reserve the blocks; full: write zeros",
-            ("off", "falloc", "full")),
+            ("off", "falloc", "full"), refused="invalid parameter value: {value}"),
     }
 
     def __init__(self, filename: str, readonly: bool, fd: int) -> None:

@@ -98,10 +98,11 @@ class Vmdk(FileImage):
     granularity = 65536
     create_options = {
         "subformat": CreateOption("subformat", str, "monolithicSparse",
-                                  "VMDK subformat: " + " | ".join(SUBFORMATS), SUBFORMATS),
+                                  "VMDK subformat: " + " | ".join(SUBFORMATS), SUBFORMATS,
+                                  refused="invalid parameter value: {value}"),
         "adapter_type": CreateOption("adapter_type", str, "ide",
                                      "virtual adapter type: " + ", ".join(ADAPTER_TYPES),
-                                     ADAPTER_TYPES),
+                                     ADAPTER_TYPES, refused="invalid parameter value: {value}"),
         "hwversion": CreateOption("hwversion", str, None, "VMDK hardware version (4)"),
         "toolsversion": CreateOption("toolsversion", str, None,
                                      "VMware guest tools version (2147483647)"),
