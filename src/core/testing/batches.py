@@ -22,8 +22,16 @@ from typing import Any
 
 from vmforge.block.backend import BlockBackend
 
-__all__ = ["assert_pieces_in_a_row_in_one_call", "count_calls", "seeded",
-           "write_single_and_batched"]
+__all__ = ["RUNS_ACROSS_BLOCKS", "assert_pieces_in_a_row_in_one_call", "count_calls",
+           "seeded", "write_single_and_batched"]
+
+_K = 1024
+_MiB = _K * _K
+#: ``(offset, length)`` runs for an image of 12 MiB with blocks of 2 MiB or less: new
+#: blocks and blocks already written, pieces side by side and apart, across blocks
+RUNS_ACROSS_BLOCKS = [(0, 64 * _K), (64 * _K, 64 * _K), (192 * _K, 4 * _K),
+                      (2 * _MiB - 512, 8 * _K), (5 * _MiB, 3 * _MiB), (100 * _K, 512),
+                      (9 * _MiB + 512, 4096)]
 
 
 def count_calls(monkeypatch: Any, owner: object, *names: str) -> dict[str, int]:

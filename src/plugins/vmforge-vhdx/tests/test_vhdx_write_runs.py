@@ -14,6 +14,7 @@ import pytest
 
 from vmforge.block.backend import BlockBackend
 from vmforge.testing.batches import (
+    RUNS_ACROSS_BLOCKS,
     assert_pieces_in_a_row_in_one_call,
     seeded,
     write_single_and_batched,
@@ -23,9 +24,7 @@ from vmforge_vhdx import Vhdx
 
 K = 1024
 MiB = K * K
-#: new blocks and blocks already there, pieces side by side and apart, across blocks
-RUNS = [(0, 64 * K), (64 * K, 64 * K), (192 * K, 4 * K), (2 * MiB - 512, 8 * K),
-        (5 * MiB, 3 * MiB), (100 * K, 512), (9 * MiB + 512, 4096)]
+RUNS = RUNS_ACROSS_BLOCKS
 
 
 @pytest.mark.parametrize("subformat", ["dynamic", "fixed"])
