@@ -10,7 +10,10 @@ as they are.  "At most leaks" is checked the way QEMU defines it:
   flags in that mode only when the refcounts were merely leaked);
 - before any repair, writing over the whole active image does not change
   any snapshot the table lists, and every image reads as before or after
-  the operation.
+  the operation;
+- an image left with its dirty bit set (``commit`` empties its top as QEMU
+  does: refcounts knowingly broken under that bit) is repaired by
+  ``qemu-img check -r all``, as opening it read-write repairs it.
 """
 
 from __future__ import annotations
@@ -59,7 +62,21 @@ def _track_opens(monkeypatch: pytest.MonkeyPatch) -> list[Qcow2]:
 _REFCOUNT_LOW = re.compile(r"ERROR cluster \d+ refcount=(\d+) reference=(\d+)")
 
 
+def _dirty(img: Path) -> bool:
+    """The header's dirty bit (incompatible feature 0): the refcounts may be wrong
+    and are rebuilt when the image is next opened read-write (QEMU and vmforge)."""
+    with open(img, "rb") as f:
+        head = f.read(80)
+    return int.from_bytes(head[4:8], "big") >= 3 and bool(head[79] & 1)
+
+
 def _assert_at_most_leaks(img: Path, tag: object) -> None:
+    if _dirty(img):                 # (commit's emptying of the top, as QEMU's)
+        copy = img.with_suffix(".repaired")
+        shutil.copyfile(img, copy)
+        p = qemu_img("check", "-r", "all", "-f", "qcow2", str(copy), check=False)
+        assert p.returncode == 0, (tag, p.stdout, p.stderr)
+        return
     p = qemu_img("check", "-f", "qcow2", "--output", "json", str(img), check=False)
     assert p.returncode in (0, 2, 3), (tag, p.stderr)
     r = json.loads(p.stdout)

@@ -587,9 +587,16 @@ class Qcow2Writer(Qcow2Image):
     def make_empty(self) -> None:
         """Unallocate every cluster, so the whole disk reads from the backing file
         again (QEMU's ``bdrv_make_empty``: what ``qemu-img commit`` does to the top
-        afterwards; ``discard`` would make the clusters read as zeros instead)."""
+        afterwards; ``discard`` would make the clusters read as zeros instead): where
+        QEMU can, a new empty image in the same file (:mod:`.empty`), else every
+        cluster freed."""
+        from . import empty
+
         with self.lock:
             self._begin_write()
+            if empty.can_empty_completely(self):     # QEMU's way: a new empty image
+                empty.empty_completely(self)
+                return
             end = -(-self.size // self.cs) * self.cs
             if self.extl2:
                 extl2_write.zero_range(self, 0, end, unmap=True, full=True)
