@@ -22,8 +22,10 @@
 #
 # Registers: r14 = instructions retired in this run() (the interpreter's cnt),
 # r15 = the Hart (x[] is read at its offset in it); the page's virtual base and
-# records are read from the Hart (jcbase, jrecs).  The guest registers a region
-# uses most (loops weigh more) live in ten host registers for the whole region,
+# records are read from the Hart (jcbase, jrecs).  A region whose loops access
+# memory keeps the addend of the TLB entry in rcx in rbx (riscv_jit_mem.pxi,
+# addend_plan).  The guest registers a region uses most (loops weigh more) live
+# in ten host registers (nine when rbx keeps the addend) for the whole region,
 # loaded on entry and stored on every way out; the others are read from and
 # written to x[] directly.  Loads and stores probe the interpreter's TLBs inline; a miss
 # calls load_slow/store_slow out of line: a fault leaves the region with its event;
@@ -161,6 +163,7 @@ cdef struct Cold:           # a way out taken rarely, emitted after the main lin
     int64_t off                 # the page offset it goes to
     int k                       # COLD_GOTO: retired since the last count
     int kind
+    uint8_t *back               # COLD_ADDEND: where the access goes on
 
 
 cdef enum:
@@ -170,6 +173,8 @@ cdef enum:
                                 # upper half where the fetch TLB says: the loop runs it
     COLD_EVENT = 4              # an op run by a call (emit_exec) returned an event (eax)
     COLD_AFTER = 5              # ... did not go to plain RAM: leave after it
+    COLD_ADDEND = 6             # a probe's entry has another addend than rbx: load it
+                                # (riscv_jit_mem.pxi, addend_check)
 
 
 cdef enum:
@@ -220,6 +225,8 @@ cdef struct Jit:
     short carry_at[2048]            # that access, when nothing before it writes its base
     int lp_from                     # the base of the access rcx is from (changed or not)
     int n_again, n_full             # accesses compiled with probe_again / a full probe
+    int rad                         # the host register keeping the addend of the entry in
+                                    # rcx (riscv_jit_mem.pxi, addend_plan), or -1: none
     uint8_t why[2048]               # why the region stops there (riscv_jit_stats.pxi)
     int xhi                         # the upper half of the page-crossing instruction the
                                     # region holds (at 0xffe), as the next page held it; -1
@@ -344,6 +351,7 @@ cdef void cold(Jit *a, int kind, int64_t off, int k, uint8_t *patch) noexcept no
     c.off = off
     c.k = k
     c.patch = patch
+    c.back = NULL
 
 
 cdef void emit_cold(Jit *a, Cold *c) noexcept nogil:
@@ -358,6 +366,9 @@ cdef void emit_cold(Jit *a, Cold *c) noexcept nogil:
         exit_event(a, c.off, c.k, WHY_EVENT)
     elif c.kind == COLD_AFTER:
         exit_on(a, c.off, c.k, WHY_EXEC)
+    elif c.kind == COLD_ADDEND:
+        addend_reload(a)
+        jmp_to(a, c.back)
     else:
         goto_pc(a, c.off, c.k, 1)
 
@@ -640,6 +651,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     for i in range(2048):                            # labels of this region only
         if a.state[i] == IN_REGION:
             a.label[i] = NULL
+    addend_plan(a)
     cache_plan(a)
     probe_plan(a)
     for i in range(2048):                            # the lines it translates (jit_forget)

@@ -16,10 +16,30 @@ cdef void address(Jit *a, Rec *r) noexcept nogil:
 
 cdef uint8_t *tlb_probe(Jit *a, int32_t o_tlb, int size) noexcept nogil:
     """rax = guest address -> rax = host address, or a jump (returned) on a miss
-    (rax still the guest address there)."""
+    (rax still the guest address there); the addend kept in a.rad, if any."""
     cdef uint8_t *miss = tlb_probe_index(a, o_tlb, size)
-    op_rm(a, 1, X_ADD, RAX, RCX, 8)                  # add rax, addend
+    if a.rad >= 0:
+        addend_check(a)
+        op_rr(a, 1, X_ADD, RAX, a.rad)              # add rax, rbx
+    else:
+        op_rm(a, 1, X_ADD, RAX, RCX, 8)              # add rax, addend
     return miss
+
+
+cdef void addend_check(Jit *a) noexcept nogil:
+    """After a full probe's hit: rbx = the addend of the entry in rcx.  Compared, not
+    loaded: most often it is the one rbx holds already (the last access's page, or
+    RAM mapped in one piece), and the access after reads memory at once, without
+    waiting for the probe; else (after the main line) it is loaded."""
+    op_rm(a, 1, X_CMP, a.rad, RCX, 8)               # cmp rbx, [rcx + 8]
+    cold(a, COLD_ADDEND, 0, 0, jcc32(a, CC_NE))
+    a.colds[a.ncold - 1].back = a.p
+
+
+cdef inline void addend_reload(Jit *a) noexcept nogil:
+    """After rcx was pointed at another entry: the addend register follows."""
+    if a.rad >= 0:
+        op_rm(a, 1, X_MOV, a.rad, RCX, 8)           # mov rbx, [rcx + 8]
 
 
 cdef void tlb_index(Jit *a, int32_t o_tlb) noexcept nogil:
@@ -55,7 +75,10 @@ cdef uint8_t *probe_again(Jit *a, int size, uint8_t **add) noexcept nogil:
     mov_rr(a, RDX, RAX)
     miss = tag_check(a, size)
     add[0] = a.p
-    op_rm(a, 1, X_ADD, RAX, RCX, 8)                  # add rax, addend
+    if a.rad >= 0:
+        op_rr(a, 1, X_ADD, RAX, a.rad)              # add rax, rbx (the entry's addend)
+    else:
+        op_rm(a, 1, X_ADD, RAX, RCX, 8)              # add rax, addend
     return miss
 
 
@@ -106,6 +129,38 @@ cdef void probe_track(Jit *a, Rec *r) noexcept nogil:
 # written before it, else the table's first entry), so the first access there
 # compares its tag with it (probe_again, exact with any entry) instead of
 # probing in full.
+
+# -- the addend kept in rbx -----------------------------------------------------------------
+#
+# A load's host address is its guest address plus the addend of its TLB entry, so
+# an access reads memory twice in a row: the addend, then the data.  An access that
+# compares its tag with the entry still in rcx (probe_again) needs no new addend
+# when the one of that entry is still at hand: a region whose loops access memory
+# keeps it in rbx (a.rad), which every code path that points rcx at an entry loads
+# along with it (the probes, their slow paths, carry_fix), so that whenever rcx is
+# known to hold an entry (a.lp_kind) rbx holds its addend.  A loop that scans an
+# array (quicksort's ``while (a[i] < p) i++``) then reads its element at once, and a
+# mispredicted exit from it is found one load earlier.  The register comes from the
+# pool (nine cached guest registers, not ten).
+
+cdef void addend_plan(Jit *a) noexcept nogil:
+    """a.rad: rbx when a load or store of the region is inside one of its loops (a
+    backward jump and what it jumps over), else -1."""
+    cdef int i, j
+    cdef int64_t t
+    cdef Rec *r
+    a.rad = -1
+    for i in range(2048):
+        r = &a.recs[i]
+        if a.state[i] != IN_REGION or not (op_is(r.op, P_BRANCH) or r.op == OP_J) or r.imm > 0:
+            continue
+        t = 2 * i + r.imm
+        for j in range(<int>(t >> 1) if t >= 0 else 0, i):
+            if a.state[j] == IN_REGION and (op_is(a.recs[j].op, P_LOAD) or
+                                            op_is(a.recs[j].op, P_STORE)):
+                a.rad = POOL[NPOOL - 1]
+                return
+
 
 cdef int first_access(Jit *a, int i, int *base, int *at) noexcept nogil:
     """The table (1: h.rt, 2: h.wt) of the first load or store the code at
@@ -194,6 +249,9 @@ cdef void carry_fix(Jit *a, int64_t off) noexcept nogil:
         tlb_index(a, o_tlb)
     elif a.lp_kind != kind:
         op_rm(a, 1, X_MOV, RCX, R15, o_tlb)
+    else:
+        return                          # (an entry of that table already: its addend kept)
+    addend_reload(a)
 
 
 cdef int access_size(int op) noexcept nogil:
@@ -268,6 +326,9 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
             a.n_again += 1
             stub(a, kind, r, off, k, tag_check(a, size))
             a.stubs[a.nstubs - 1].reprobe = a.p
+            if a.rad >= 0:                          # the addend kept: no load
+                mov_rr(a, RAX, a.rad)               # mov rax, rbx
+                return
         else:
             a.n_full += 1
             op_rr(a, 0, X_MOV, RCX, RDX)             # mov ecx, edx
@@ -275,7 +336,11 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
             alu_imm(a, 0, ALU_AND, RCX, 255 << 5)
             op_rm(a, 1, X_ADD, RCX, R15, o_tlb)
             stub(a, kind, r, off, k, tag_check(a, size))
-        op_rm(a, 1, X_MOV, RAX, RCX, 8)              # mov rax, addend
+        if a.rad >= 0:
+            addend_check(a)
+            mov_rr(a, RAX, a.rad)                   # mov rax, rbx
+        else:
+            op_rm(a, 1, X_MOV, RAX, RCX, 8)          # mov rax, addend
         return
     if probe_reuse(a, r, 1 if kind == STUB_LOAD else 2):
         a.n_again += 1
@@ -385,6 +450,7 @@ cdef void store_beside_code(Jit *a, Stub *t, int size) noexcept nogil:
     busy = jcc32(a, CC_NE)
     mov_rr(a, RAX, RCX)
     op_rm(a, 1, X_MOV, RCX, R15, a.o_wt)             # rcx = an entry of h.wt (probe_again)
+    addend_reload(a)
     jmp_to(a, t.hit)
     here(a, busy)
     address(a, t.r)                                 # the guest address again
@@ -405,6 +471,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         address(a, r)                # rax = guest address (the probe had it in rdx)
     if t.reprobe != NULL:            # the entry in rcx was another page's: probe in full
         t.patch = tlb_probe_index(a, a.o_rt if t.kind == STUB_LOAD else a.o_wt, size)
+        addend_reload(a)
         jmp_to(a, t.reprobe)
         here(a, t.patch)
     if t.kind == STUB_STORE:
@@ -447,6 +514,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         out = jcc32(a, CC_NE)
         cache_load(a)                               # (the call clobbered the pool)
         op_rm(a, 1, X_MOV, RCX, R15, a.o_wt)         # rcx = an entry of h.wt (probe_again)
+        addend_reload(a)
         jmp_to(a, t.back)
         here(a, out)
     if t.kind == STUB_LOAD:
@@ -459,6 +527,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         cache_load(a)                               # (the call clobbered the pool)
         address(a, r)                               # rcx = an entry of h.rt (probe_again):
         tlb_index(a, a.o_rt)                        # the one just filled, likely
+        addend_reload(a)
         jmp_to(a, t.back)
         here(a, out)
     exit_on(a, t.off + r.len, t.k + 1, WHY_LOAD if t.kind == STUB_LOAD else WHY_STORE)

@@ -63,7 +63,7 @@ cdef void cache_plan(Jit *a) noexcept nogil:
             uses[r.rd] += w
             a.dirty[r.rd] = 1
     uses[0] = 0                      # x0 reads as zero from memory; no register for it
-    for j in range(NPOOL):
+    for j in range(NPOOL - (a.rad >= 0)):          # (the pool's last one keeps the addend)
         best = -1
         for i in range(1, 32):
             if uses[i] and a.host_of[i] < 0 and (best < 0 or uses[i] > uses[best]):
