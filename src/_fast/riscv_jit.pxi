@@ -23,8 +23,8 @@
 # Registers: r14 = instructions retired in this run() (the interpreter's cnt),
 # r15 = the Hart (x[] is read at its offset in it); the page's virtual base and
 # records are read from the Hart (jcbase, jrecs).  A region whose loops access
-# memory keeps the addend of the TLB entry in rcx in rbx (riscv_jit_mem.pxi,
-# addend_plan).  The guest registers a region uses most (loops weigh more) live
+# memory, compiled while data addresses are not translated, keeps the addend of
+# the TLB entry in rcx in rbx (riscv_jit_mem.pxi, addend_plan).  The guest registers a region uses most (loops weigh more) live
 # in ten host registers (nine when rbx keeps the addend) for the whole region,
 # loaded on entry and stored on every way out; the others are read from and
 # written to x[] directly.  Loads and stores probe the interpreter's TLBs inline; a miss
@@ -651,7 +651,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     for i in range(2048):                            # labels of this region only
         if a.state[i] == IN_REGION:
             a.label[i] = NULL
-    addend_plan(a)
+    addend_plan(a, h)
     cache_plan(a)
     probe_plan(a)
     for i in range(2048):                            # the lines it translates (jit_forget)

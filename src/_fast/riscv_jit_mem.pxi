@@ -141,15 +141,30 @@ cdef void probe_track(Jit *a, Rec *r) noexcept nogil:
 # known to hold an entry (a.lp_kind) rbx holds its addend.  A loop that scans an
 # array (quicksort's ``while (a[i] < p) i++``) then reads its element at once, and a
 # mispredicted exit from it is found one load earlier.  The register comes from the
-# pool (nine cached guest registers, not ten).
+# pool (nine cached guest registers, not ten), so only code compiled while data
+# addresses are not translated keeps it (M-mode, satp bare: bare-metal programs,
+# firmware): there every page of a RAM block has the same addend, and a full probe
+# finds it in rbx already.  Pages mapped by page tables (Linux's user programs)
+# have an addend each: their full probes would load it after all.
 
-cdef void addend_plan(Jit *a) noexcept nogil:
-    """a.rad: rbx when a load or store of the region is inside one of its loops (a
-    backward jump and what it jumps over), else -1."""
+cdef bint data_untranslated(Hart h) noexcept nogil:
+    """Whether data addresses are physical ones (as translate() decides)."""
+    cdef int priv = h.priv
+    if priv == PRV_M and (h.mstatus & MSTATUS_MPRV):
+        priv = (h.mstatus >> 11) & 3
+    return priv == PRV_M or (h.satp >> 60) == 0
+
+
+cdef void addend_plan(Jit *a, Hart h) noexcept nogil:
+    """a.rad: rbx when data addresses are not translated and a load or store of the
+    region is inside one of its loops (a backward jump and what it jumps over),
+    else -1."""
     cdef int i, j
     cdef int64_t t
     cdef Rec *r
     a.rad = -1
+    if not data_untranslated(h):
+        return
     for i in range(2048):
         r = &a.recs[i]
         if a.state[i] != IN_REGION or not (op_is(r.op, P_BRANCH) or r.op == OP_J) or r.imm > 0:
