@@ -227,6 +227,8 @@ cdef struct Jit:
     int n_again, n_full             # accesses compiled with probe_again / a full probe
     int rad                         # the host register keeping the addend of the entry in
                                     # rcx (riscv_jit_mem.pxi, addend_plan), or -1: none
+    int eax_of, eax_in              # the guest register whose low half eax holds after the
+                                    # last instruction / the one before this one (eax_to), -1
     uint8_t why[2048]               # why the region stops there (riscv_jit_stats.pxi)
     int xhi                         # the upper half of the page-crossing instruction the
                                     # region holds (at 0xffe), as the next page held it; -1
@@ -648,6 +650,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.npend = 0
     a.ncold = 0
     a.lp_kind = 0
+    a.eax_of = -1
     for i in range(2048):                            # labels of this region only
         if a.state[i] == IN_REGION:
             a.label[i] = NULL
@@ -688,6 +691,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
             a.lp_kind = a.carry[i]
             a.lp_base = a.lp_from = a.carry_base[i]
         a.label[i] = a.p
+        a.eax_in = a.eax_of if falls and not a.target[i] else -1   # (straight from the last)
+        a.eax_of = -1
         r = &a.recs[i]
         op = r.op
         falls = 1
