@@ -766,8 +766,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         seg = a.p
         emit_stub(a, &a.stubs[i])
         seen(&a.stub_seen, a.p - seg)
-    for i in range(a.ncold):
-        if not jit_room(a, STUB_MAX):
+    for i in range(a.ncold):                        # (adding none: a COLD_GOTO's target is
+        if not jit_room(a, STUB_MAX):               # outside the region, no carry_fix)
             return jit_abandon(h, a)
         seg = a.p
         emit_cold(a, &a.colds[i])

@@ -266,7 +266,8 @@ cdef void carry_fix(Jit *a, int64_t off) noexcept nogil:
         op_rm(a, 1, X_MOV, RCX, R15, o_tlb)
     else:
         return                          # (an entry of that table already: its addend kept)
-    addend_reload(a)
+    if a.rad >= 0:                      # compared, not loaded: the loop's first access
+        addend_check(a)                 # need not wait for it (short loops: most of it)
 
 
 cdef int access_size(int op) noexcept nogil:

@@ -9,6 +9,8 @@ and instret equal the interpreter's.
 
 from __future__ import annotations
 
+import re
+
 from rv_jitpair import assert_same, run_pair, words
 from rv_randprog import DATA, b_type, i_type, r_type, s_type
 
@@ -19,6 +21,8 @@ TWO_BLOCKS = [(DATA, 0x1000, False), (DATA + 0x1000, 0x1000, False)]
 MOV_RAX_ADDEND = b"\x48\x8b\x41\x08"        # mov rax, [rcx + 8]: the addend loaded
 ADD_RAX_ADDEND = b"\x48\x03\x41\x08"        # add rax, [rcx + 8]
 CMP_RBX_ADDEND = b"\x48\x3b\x59\x08"        # cmp rbx, [rcx + 8]: compared with rbx's
+# mov ecx, eax; shr ecx, 7; and ecx, 255 << 5; add rcx, [r15 + disp32]: a TLB index
+TLB_INDEX = rb"\x8b\xc8\xc1\xe9\x07\x81\xe1\xe0\x1f\x00\x00\x49\x03\x8f...."
 
 
 def _ld(rd: int, imm: int, rs1: int) -> int:
@@ -66,6 +70,19 @@ def test_loops_read_through_the_kept_addend_and_match_the_interpreter():
     text = harts[0]._jit_code()[1]
     assert MOV_RAX_ADDEND not in text and ADD_RAX_ADDEND not in text
     assert CMP_RBX_ADDEND in text
+    assert_same(harts, spaces, [(DATA, 8192)])
+
+
+def test_a_way_into_a_loop_compares_the_addend_it_points_rcx_at():
+    """The way into the first loop points rcx at the entry of its first access
+    (carry_fix) and compares that entry's addend with rbx rather than loading it
+    (before: ``mov rbx, [rcx + 8]`` there, which the loop's first load waited for)."""
+    data = bytes(range(256)) * 32
+    regs = {8: DATA + 0x1000 - 8 * 100, 6: TRIPS, 9: DATA + 0x800, 18: DATA + 0x1800,
+            7: TRIPS // 2}
+    harts, spaces = run_pair(_scan(), regs, TWO_BLOCKS, (DATA, data))
+    text = harts[0]._jit_code()[1]
+    assert re.search(TLB_INDEX + re.escape(CMP_RBX_ADDEND), text, re.DOTALL), text.hex()
     assert_same(harts, spaces, [(DATA, 8192)])
 
 
