@@ -698,6 +698,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         falls = 1
         if i == 2047 and r.len == 4:                 # crosses into the next page
             xpage_check(a, k)
+            a.eax_in = -1                            # (the check used rax)
         if exec_compiled(r):
             emit_exec(a, r, off, k)
         elif op_is(op, P_ALU):

@@ -56,3 +56,28 @@ def test_sext_w_after_its_w_op_reads_eax_and_matches_the_interpreter():
     harts, spaces = run_pair(_program(), regs, [(DATA, 0x1000, False)])
     assert TWO_FROM_EAX.search(harts[0]._jit_code()[1])
     assert_same(harts, spaces)
+
+
+def _crossing() -> bytes:
+    """The sext.w is the instruction crossing into the next page, after the mulw
+    that wrote its source: the check of the next page's half, emitted before it,
+    uses rax."""
+    code = bytearray(0x1010)
+    jal = ((0xFF0 >> 20) & 1) << 31 | ((0xFF0 >> 1) & 0x3FF) << 21 | ((0xFF0 >> 11) & 1) << 20
+    code[0:4] = (jal | 0x6F).to_bytes(4, "little")          # j 0xff0
+    loop = [r_type(0, 4, 0x33, 15, 15, 6),                  # 0xff0: xor a5, a5, t1
+            i_type(7, 6, 0, 6, 0x13)]                       # 0xff4: addi t1, t1, 7
+    code[0xFF0:0xFF8] = words(loop)
+    code[0xFF8:0xFFA] = (0x0001).to_bytes(2, "little")      # 0xff8: c.nop
+    code[0xFFA:0xFFE] = words([_mulw(14, 15, 13)])          # 0xffa: mulw a4, a5, a3
+    tail = [_sext_w(15, 14),                                # 0xffe: sext.w a5, a4 (crosses)
+            i_type(-1, 5, 0, 5, 0x13),                      # 0x1002: addi t0, t0, -1
+            b_type(0xFF0 - 0x1006, 0, 5, 1),                # 0x1006: bnez t0, 0xff0
+            0x00100073]                                     # 0x100a: ebreak
+    return bytes(code[:0xFFE]) + words(tail)
+
+
+def test_a_crossing_sext_w_reads_its_source_not_eax():
+    regs = {15: 0x811C9DC5, 13: 16777619, 6: 0x5A, 5: 300}
+    harts, spaces = run_pair(_crossing(), regs)
+    assert_same(harts, spaces)
