@@ -125,9 +125,10 @@ cdef enum:
     NSTUBS = 2 * JIT_MAX + 2    # slow paths: a load has one, a store two
     NPEND = 10 * JIT_MAX + 16   # forward jumps: 1 + the return sites (8) per instruction
     PEND_PER_INSN = 9
-    NCOLD = 2 * JIT_MAX + 2     # ways out moved after the main line: two per instruction
-                                # at most (emit_exec), two more before a page-crossing
-                                # one (xpage_check)
+    NCOLD = 3 * JIT_MAX + 4     # ways out moved after the main line: three per instruction
+                                # at most (emit_exec's two, an addend_check by carry_fix
+                                # on a fall to elsewhere before it), two more before a
+                                # page-crossing one (xpage_check)
     JIT_ROOM = HEAD_MAX + JIT_MAX * INSN_MAX + (NSTUBS + NCOLD) * STUB_MAX   # kept free per region
     NPOOL = 10                  # host registers that cache guest registers in a region
     JIT_WENT_ON = 8             # a region's way out by no jump (not an EV_* event)
@@ -674,7 +675,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         if a.state[i] != IN_REGION:
             continue
         if not jit_room(a, INSN_MAX) or a.npend + PEND_PER_INSN > NPEND or a.nstubs + 2 > NSTUBS \
-                or a.ncold + 4 > NCOLD:
+                or a.ncold + 5 > NCOLD:
             return jit_abandon(h, a)
         seg = a.p
         off = 2 * i
