@@ -5,8 +5,8 @@
 # times becomes the head of a compiled *region* (op OP_JIT; the code's address
 # in the record's imm/bits bytes).  A region is every instruction of the page
 # that the compiled ops (RV64I, fence, RV64M, Zba/Zbb/Zbs, loads, stores,
-# branches, jal, jalr; LR, SC, AMOs and F/D loads and stores as calls of the
-# interpreter's exec_slow, emit_exec; the instruction crossing into the next
+# branches, jal, jalr, fsd; LR, SC, AMOs and the other F/D loads and stores as
+# calls of the interpreter's exec_slow, emit_exec; the instruction crossing into the next
 # page, riscv_jit_xpage.pxi) reach from the head by falling through and by
 # jumps, up to JIT_MAX instructions, laid out in address order.  Jumps inside
 # the region are host jumps; a way out goes straight into the region headed at
@@ -176,6 +176,7 @@ cdef enum:
     COLD_AFTER = 5              # ... did not go to plain RAM: leave after it
     COLD_ADDEND = 6             # a probe's entry has another addend than rbx: load it
                                 # (riscv_jit_mem.pxi, addend_check)
+    COLD_FSOFF = 7              # fsd with mstatus.FS off: the loop runs it (illegal)
 
 
 cdef enum:
@@ -196,6 +197,7 @@ cdef struct Jit:
     int32_t o_x, o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit, o_ft, o_fc
     int32_t o_cp_recs, o_cp_page        # inside a CodePage: its records, its ppage
     int32_t o_pc, o_cnt                 # h.pc_, h.cnt (emit_exec)
+    int32_t o_f, o_mstatus              # h.f[], h.mstatus (fsd inline: emit_fsd)
     # the register cache: guest register -> host register (-1: in memory)
     signed char host_of[33]
     uint8_t dirty[33]               # cached and written somewhere in the region
@@ -372,6 +374,9 @@ cdef void emit_cold(Jit *a, Cold *c) noexcept nogil:
     elif c.kind == COLD_ADDEND:
         addend_reload(a)
         jmp_to(a, c.back)
+    elif c.kind == COLD_FSOFF:
+        writeback(a)
+        exit_on(a, c.off, c.k, WHY_EXEC)
     else:
         goto_pc(a, c.off, c.k, 1)
 
@@ -645,6 +650,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_fc = <int32_t>RV_PTR_DIFF(&h.fc, <void *>h)
     a.o_pc = <int32_t>RV_PTR_DIFF(&h.pc_, <void *>h)
     a.o_cnt = <int32_t>RV_PTR_DIFF(&h.cnt, <void *>h)
+    a.o_f = <int32_t>RV_PTR_DIFF(<void *>&h.f[0], <void *>h)
+    a.o_mstatus = <int32_t>RV_PTR_DIFF(&h.mstatus, <void *>h)
     a.o_cp_recs = <int32_t>RV_PTR_DIFF(&cp.recs[0], cp)
     a.o_cp_page = <int32_t>RV_PTR_DIFF(&cp.ppage, cp)
     a.nstubs = 0
@@ -700,7 +707,9 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         if i == 2047 and r.len == 4:                 # crosses into the next page
             xpage_check(a, k)
             a.eax_in = -1                            # (the check used rax)
-        if exec_compiled(r):
+        if op == OP_FSD:
+            emit_fsd(a, r, off, k)
+        elif exec_compiled(r):
             emit_exec(a, r, off, k)
         elif op_is(op, P_ALU):
             emit_simple(a, r, off)

@@ -105,7 +105,7 @@ cdef inline bint keeps_rcx(Rec *r) noexcept nogil:
 cdef void probe_track(Jit *a, Rec *r) noexcept nogil:
     """After an instruction in the main line: what rcx holds on the way on."""
     cdef int op = r.op
-    if op_is(op, P_LOAD) or op_is(op, P_STORE):
+    if op_is(op, P_LOAD) or op_is(op, P_STORE) or op == OP_FSD:
         a.lp_kind = 1 if op_is(op, P_LOAD) else 2
         a.lp_base = a.lp_from = r.rs1
     elif not keeps_rcx(r):
@@ -271,7 +271,7 @@ cdef void carry_fix(Jit *a, int64_t off) noexcept nogil:
 
 
 cdef int access_size(int op) noexcept nogil:
-    if op == OP_LD or op == OP_SD:
+    if op == OP_LD or op == OP_SD or op == OP_FSD:
         return 8
     if op == OP_LW or op == OP_LWU or op == OP_SW:
         return 4
@@ -383,6 +383,18 @@ cdef void emit_load(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     slow.back = a.p                                 # where a load from RAM goes on
 
 
+cdef void emit_fsd(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
+    """fsd: a store of f[rs2] through the TLB as sd, once mstatus.FS is seen on
+    (else out before it, after the main line: the loop runs it, an illegal
+    instruction).  Linux saves the FP registers with 32 of them at every trap from
+    a program that used them (the busybox shell loop: most calls of exec_call);
+    called, each took a writeback, a call and the registers' reload."""
+    op_rm(a, 0, X_MOV, RAX, R15, a.o_mstatus)        # mov eax, mstatus
+    alu_imm(a, 0, ALU_AND, RAX, <int32_t>MSTATUS_FS)
+    cold(a, COLD_FSOFF, off, k, jcc32(a, CC_E))
+    emit_store(a, r, off, k)
+
+
 cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef int size = access_size(r.op), v
     cdef Stub *slow = &a.stubs[a.nstubs]
@@ -391,7 +403,11 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
         address(a, r)
     probe(a, STUB_STORE, r, off, k, a.o_wt, size)
     slow.hit = a.p
-    v = rget(a, r.rs2, RDX)                         # (rdx is free once the probe is done)
+    if r.op == OP_FSD:
+        op_rm(a, 1, X_MOV, RDX, R15, a.o_f + 8 * r.rs2)   # rdx = f[rs2]
+        v = RDX
+    else:
+        v = rget(a, r.rs2, RDX)                     # (rdx is free once the probe is done)
     if b >= 0:                                      # mov [addend + base + imm], v
         op_rx(a, size == 8, X_MOV8_MR if size == 1 else X_MOV_MR, v, b, r.imm,
               RX_BYTE if size == 1 else (RX_WORD if size == 2 else 0))
@@ -410,8 +426,9 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
 
 cdef inline bint exec_compiled(Rec *r) noexcept nogil:
     """Ops a region runs by calling the interpreter's exec_slow (exec_call): LR, SC,
-    AMOs, F/D loads and stores.  Left to the run loop, each took the region out:
-    Linux's user programs run them in their hot loops (locks, saved FP registers)."""
+    AMOs, F/D loads and stores (but fsd: emit_fsd).  Left to the run loop, each took
+    the region out: Linux's user programs run them in their hot loops (locks, saved
+    FP registers)."""
     return (op_is(r.op, P_AMO) or r.op == OP_FSW or r.op == OP_FSD or r.op == OP_FLW or
             r.op == OP_FLD)
 
@@ -509,7 +526,8 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     if t.kind == STUB_LOAD:
         op_rm(a, 1, X_LEA, RCX, R15, a.o_jv)         # lea rcx, h.jv
     else:
-        op_rm(a, 1, X_MOV, RCX, R15, a.o_x + 8 * r.rs2)   # the value, as just stored back
+        op_rm(a, 1, X_MOV, RCX, R15, (a.o_f if r.op == OP_FSD else a.o_x) + 8 * r.rs2)
+                                                    # the value, as just stored back
         if size == 4:
             op_rr(a, 0, X_MOV, RCX, RCX)             # mov ecx, ecx (zero-extend)
         elif size == 2:
