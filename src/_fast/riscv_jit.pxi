@@ -5,7 +5,7 @@
 # times becomes the head of a compiled *region* (op OP_JIT; the code's address
 # in the record's imm/bits bytes).  A region is every instruction of the page
 # that the compiled ops (RV64I, fence, RV64M, Zba/Zbb/Zbs, loads, stores,
-# branches, jal, jalr, fsd; LR, SC, AMOs and the other F/D loads and stores as
+# branches, jal, jalr, fld, fsd; LR, SC, AMOs, flw and fsw as
 # calls of the interpreter's exec_slow, emit_exec; the instruction crossing into the next
 # page, riscv_jit_xpage.pxi) reach from the head by falling through and by
 # jumps, up to JIT_MAX instructions, laid out in address order.  Jumps inside
@@ -176,7 +176,7 @@ cdef enum:
     COLD_AFTER = 5              # ... did not go to plain RAM: leave after it
     COLD_ADDEND = 6             # a probe's entry has another addend than rbx: load it
                                 # (riscv_jit_mem.pxi, addend_check)
-    COLD_FSOFF = 7              # fsd with mstatus.FS off: the loop runs it (illegal)
+    COLD_FSOFF = 7              # fld/fsd with mstatus.FS off: the loop runs it (illegal)
 
 
 cdef enum:
@@ -197,7 +197,7 @@ cdef struct Jit:
     int32_t o_x, o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit, o_ft, o_fc
     int32_t o_cp_recs, o_cp_page        # inside a CodePage: its records, its ppage
     int32_t o_pc, o_cnt                 # h.pc_, h.cnt (emit_exec)
-    int32_t o_f, o_mstatus              # h.f[], h.mstatus (fsd inline: emit_fsd)
+    int32_t o_f, o_mstatus              # h.f[], h.mstatus (fld, fsd inline: emit_fmem)
     # the register cache: guest register -> host register (-1: in memory)
     signed char host_of[33]
     uint8_t dirty[33]               # cached and written somewhere in the region
@@ -707,8 +707,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         if i == 2047 and r.len == 4:                 # crosses into the next page
             xpage_check(a, k)
             a.eax_in = -1                            # (the check used rax)
-        if op == OP_FSD:
-            emit_fsd(a, r, off, k)
+        if op == OP_FLD or op == OP_FSD:
+            emit_fmem(a, r, off, k)
         elif exec_compiled(r):
             emit_exec(a, r, off, k)
         elif op_is(op, P_ALU):

@@ -105,8 +105,8 @@ cdef inline bint keeps_rcx(Rec *r) noexcept nogil:
 cdef void probe_track(Jit *a, Rec *r) noexcept nogil:
     """After an instruction in the main line: what rcx holds on the way on."""
     cdef int op = r.op
-    if op_is(op, P_LOAD) or op_is(op, P_STORE) or op == OP_FSD:
-        a.lp_kind = 1 if op_is(op, P_LOAD) else 2
+    if op_is(op, P_LOAD) or op_is(op, P_STORE) or op == OP_FLD or op == OP_FSD:
+        a.lp_kind = 1 if op_is(op, P_LOAD) or op == OP_FLD else 2
         a.lp_base = a.lp_from = r.rs1
     elif not keeps_rcx(r):
         a.lp_kind = 0                   # (its code may use rcx)
@@ -271,7 +271,7 @@ cdef void carry_fix(Jit *a, int64_t off) noexcept nogil:
 
 
 cdef int access_size(int op) noexcept nogil:
-    if op == OP_LD or op == OP_SD or op == OP_FSD:
+    if op == OP_LD or op == OP_SD or op == OP_FLD or op == OP_FSD:
         return 8
     if op == OP_LW or op == OP_LWU or op == OP_SW:
         return 4
@@ -282,7 +282,7 @@ cdef int access_size(int op) noexcept nogil:
 
 cdef void load_into(Jit *a, int op, int dst, int base) noexcept nogil:
     """dst = the ``op``-sized value at [base], extended as RISC-V says."""
-    if op == OP_LD:
+    if op == OP_LD or op == OP_FLD:
         op_rm(a, 1, X_MOV, dst, base, 0)
     elif op == OP_LW:
         op_rm(a, 1, X_MOVSXD, dst, base, 0)             # movsxd
@@ -300,7 +300,7 @@ cdef void load_into(Jit *a, int op, int dst, int base) noexcept nogil:
 
 cdef void load_x(Jit *a, int op, int dst, int index, int32_t disp) noexcept nogil:
     """dst = the ``op``-sized value at [rax + index + disp], extended as RISC-V says."""
-    if op == OP_LD:
+    if op == OP_LD or op == OP_FLD:
         op_rx(a, 1, X_MOV, dst, index, disp, 0)
     elif op == OP_LW:
         op_rx(a, 1, X_MOVSXD, dst, index, disp, 0)
@@ -369,7 +369,7 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
 
 cdef void emit_load(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef int size = access_size(r.op), rd = r.rd, b = a.host_of[r.rs1]
-    cdef int dst = a.host_of[rd] if rd != 32 and a.host_of[rd] >= 0 else RAX
+    cdef int dst = a.host_of[rd] if r.op != OP_FLD and rd != 32 and a.host_of[rd] >= 0 else RAX
     cdef Stub *slow = &a.stubs[a.nstubs]
     if b < 0:
         address(a, r)
@@ -378,21 +378,46 @@ cdef void emit_load(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
         load_x(a, r.op, dst, b, r.imm)              # [addend + base + imm]
     else:
         load_into(a, r.op, dst, RAX)                # (x0: the access all the same)
-    if dst == RAX and rd != 32:
+    if r.op == OP_FLD:
+        fld_result(a, rd)
+    elif dst == RAX and rd != 32:
         stx(a, RAX, rd)
     slow.back = a.p                                 # where a load from RAM goes on
 
 
-cdef void emit_fsd(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
-    """fsd: a store of f[rs2] through the TLB as sd, once mstatus.FS is seen on
-    (else out before it, after the main line: the loop runs it, an illegal
-    instruction).  Linux saves the FP registers with 32 of them at every trap from
-    a program that used them (the busybox shell loop: most calls of exec_call);
-    called, each took a writeback, a call and the registers' reload."""
+cdef void fld_result(Jit *a, int rd) noexcept nogil:
+    """f[rd] = rax, mstatus.FS dirty (as exec_fload)."""
+    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_f + 8 * rd)  # mov f[rd], rax
+    alu_m_imm8(a, 0, ALU_OR, R15, a.o_mstatus + 1, <int>(MSTATUS_FS >> 8))  # FS: dirty
+
+
+cdef void emit_fmem(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
+    """fld / fsd: a load into f[rd] / a store of f[rs2] through the TLB as ld / sd,
+    once mstatus.FS is seen on (else out before it, after the main line: the loop
+    runs it, an illegal instruction); h.pc_ and h.cnt set first, as the run loop
+    sets them for these ops (a device read after it, before the next jump, sees
+    that count: the CLINT's instruction-counted mtime).  Linux saves and restores
+    the FP registers with 32 of them at every trap from a program that used them
+    (the busybox shell loop: most calls of exec_call); called, each took a
+    writeback, a call and the registers' reload."""
     op_rm(a, 0, X_MOV, RAX, R15, a.o_mstatus)        # mov eax, mstatus
     alu_imm(a, 0, ALU_AND, RAX, <int32_t>MSTATUS_FS)
     cold(a, COLD_FSOFF, off, k, jcc32(a, CC_E))
-    emit_store(a, r, off, k)
+    sync_pc_cnt(a, off, k)
+    if r.op == OP_FLD:
+        emit_load(a, r, off, k)
+    else:
+        emit_store(a, r, off, k)
+
+
+cdef void sync_pc_cnt(Jit *a, int64_t off, int k) noexcept nogil:
+    """h.pc_ = the pc at page offset ``off``, h.cnt = r14 + ``k`` (rax)."""
+    op_rm(a, 1, X_MOV, RAX, R15, a.o_cbase)
+    if off:
+        alu_imm(a, 1, ALU_ADD, RAX, <int32_t>off)
+    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_pc)          # h.pc_ = its pc
+    op_rm(a, 1, X_LEA, RAX, R14, k)                  # h.cnt = r14 + k
+    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_cnt)
 
 
 cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
@@ -426,7 +451,7 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
 
 cdef inline bint exec_compiled(Rec *r) noexcept nogil:
     """Ops a region runs by calling the interpreter's exec_slow (exec_call): LR, SC,
-    AMOs, F/D loads and stores (but fsd: emit_fsd).  Left to the run loop, each took
+    AMOs, F/D loads and stores (but fld and fsd: emit_fmem).  Left to the run loop, each took
     the region out: Linux's user programs run them in their hot loops (locks, saved
     FP registers)."""
     return (op_is(r.op, P_AMO) or r.op == OP_FSW or r.op == OP_FSD or r.op == OP_FLW or
@@ -441,12 +466,7 @@ cdef void emit_exec(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef uint8_t *skip
     cdef uint8_t *rec
     writeback(a)
-    op_rm(a, 1, X_MOV, RAX, R15, a.o_cbase)
-    if off:
-        alu_imm(a, 1, ALU_ADD, RAX, <int32_t>off)
-    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_pc)          # h.pc_ = its pc
-    op_rm(a, 1, X_LEA, RAX, R14, k)                  # h.cnt = r14 + k
-    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_cnt)
+    sync_pc_cnt(a, off, k)
     skip = jmp32(a)
     rec = a.p - a.wdelta                            # the record, where the code runs
     memcpy(a.p, r, sizeof(Rec))
@@ -552,7 +572,10 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         jmp_to(a, t.back)
         here(a, out)
     if t.kind == STUB_LOAD:
-        if r.rd != 32:
+        if r.op == OP_FLD:
+            op_rm(a, 1, X_MOV, RAX, R15, a.o_jv)     # the value read
+            fld_result(a, r.rd)
+        elif r.rd != 32:
             op_rm(a, 1, X_LEA, RAX, R15, a.o_jv)     # rax = &h.jv: extend as a fresh load
             load_into(a, r.op, RAX, RAX)
             stx(a, RAX, r.rd)
