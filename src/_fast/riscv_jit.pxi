@@ -5,8 +5,8 @@
 # times becomes the head of a compiled *region* (op OP_JIT; the code's address
 # in the record's imm/bits bytes).  A region is every instruction of the page
 # that the compiled ops (RV64I, fence, RV64M, Zba/Zbb/Zbs, loads, stores,
-# branches, jal, jalr; LR, SC, AMOs and F/D loads and stores as calls of the
-# interpreter's exec_slow, emit_exec; the instruction crossing into the next
+# branches, jal, jalr, fld, fsd; LR, SC, AMOs, flw and fsw as
+# calls of the interpreter's exec_slow, emit_exec; the instruction crossing into the next
 # page, riscv_jit_xpage.pxi) reach from the head by falling through and by
 # jumps, up to JIT_MAX instructions, laid out in address order.  Jumps inside
 # the region are host jumps; a way out goes straight into the region headed at
@@ -22,8 +22,10 @@
 #
 # Registers: r14 = instructions retired in this run() (the interpreter's cnt),
 # r15 = the Hart (x[] is read at its offset in it); the page's virtual base and
-# records are read from the Hart (jcbase, jrecs).  The guest registers a region
-# uses most (loops weigh more) live in ten host registers for the whole region,
+# records are read from the Hart (jcbase, jrecs).  A region whose loops access
+# memory, compiled while data addresses are not translated, keeps the addend of
+# the TLB entry in rcx in rbx (riscv_jit_mem.pxi, addend_plan).  The guest registers a region uses most (loops weigh more) live
+# in ten host registers (nine when rbx keeps the addend) for the whole region,
 # loaded on entry and stored on every way out; the others are read from and
 # written to x[] directly.  Loads and stores probe the interpreter's TLBs inline; a miss
 # calls load_slow/store_slow out of line: a fault leaves the region with its event;
@@ -123,9 +125,10 @@ cdef enum:
     NSTUBS = 2 * JIT_MAX + 2    # slow paths: a load has one, a store two
     NPEND = 10 * JIT_MAX + 16   # forward jumps: 1 + the return sites (8) per instruction
     PEND_PER_INSN = 9
-    NCOLD = 2 * JIT_MAX + 2     # ways out moved after the main line: two per instruction
-                                # at most (emit_exec), two more before a page-crossing
-                                # one (xpage_check)
+    NCOLD = 3 * JIT_MAX + 4     # ways out moved after the main line: three per instruction
+                                # at most (emit_exec's two, an addend_check by carry_fix
+                                # on a fall to elsewhere before it), two more before a
+                                # page-crossing one (xpage_check)
     JIT_ROOM = HEAD_MAX + JIT_MAX * INSN_MAX + (NSTUBS + NCOLD) * STUB_MAX   # kept free per region
     NPOOL = 10                  # host registers that cache guest registers in a region
     JIT_WENT_ON = 8             # a region's way out by no jump (not an EV_* event)
@@ -161,6 +164,7 @@ cdef struct Cold:           # a way out taken rarely, emitted after the main lin
     int64_t off                 # the page offset it goes to
     int k                       # COLD_GOTO: retired since the last count
     int kind
+    uint8_t *back               # COLD_ADDEND: where the access goes on
 
 
 cdef enum:
@@ -170,6 +174,9 @@ cdef enum:
                                 # upper half where the fetch TLB says: the loop runs it
     COLD_EVENT = 4              # an op run by a call (emit_exec) returned an event (eax)
     COLD_AFTER = 5              # ... did not go to plain RAM: leave after it
+    COLD_ADDEND = 6             # a probe's entry has another addend than rbx: load it
+                                # (riscv_jit_mem.pxi, addend_check)
+    COLD_FSOFF = 7              # fld/fsd with mstatus.FS off: the loop runs it (illegal)
 
 
 cdef enum:
@@ -190,6 +197,7 @@ cdef struct Jit:
     int32_t o_x, o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit, o_ft, o_fc
     int32_t o_cp_recs, o_cp_page        # inside a CodePage: its records, its ppage
     int32_t o_pc, o_cnt                 # h.pc_, h.cnt (emit_exec)
+    int32_t o_f, o_mstatus              # h.f[], h.mstatus (fld, fsd inline: emit_fmem)
     # the register cache: guest register -> host register (-1: in memory)
     signed char host_of[33]
     uint8_t dirty[33]               # cached and written somewhere in the region
@@ -220,6 +228,10 @@ cdef struct Jit:
     short carry_at[2048]            # that access, when nothing before it writes its base
     int lp_from                     # the base of the access rcx is from (changed or not)
     int n_again, n_full             # accesses compiled with probe_again / a full probe
+    int rad                         # the host register keeping the addend of the entry in
+                                    # rcx (riscv_jit_mem.pxi, addend_plan), or -1: none
+    int eax_of, eax_in              # the guest register whose low half eax holds after the
+                                    # last instruction / the one before this one (eax_to), -1
     uint8_t why[2048]               # why the region stops there (riscv_jit_stats.pxi)
     int xhi                         # the upper half of the page-crossing instruction the
                                     # region holds (at 0xffe), as the next page held it; -1
@@ -344,6 +356,7 @@ cdef void cold(Jit *a, int kind, int64_t off, int k, uint8_t *patch) noexcept no
     c.off = off
     c.k = k
     c.patch = patch
+    c.back = NULL
 
 
 cdef void emit_cold(Jit *a, Cold *c) noexcept nogil:
@@ -358,84 +371,17 @@ cdef void emit_cold(Jit *a, Cold *c) noexcept nogil:
         exit_event(a, c.off, c.k, WHY_EVENT)
     elif c.kind == COLD_AFTER:
         exit_on(a, c.off, c.k, WHY_EXEC)
+    elif c.kind == COLD_ADDEND:
+        addend_reload(a)
+        jmp_to(a, c.back)
+    elif c.kind == COLD_FSOFF:
+        writeback(a)
+        exit_on(a, c.off, c.k, WHY_EXEC)
     else:
         goto_pc(a, c.off, c.k, 1)
 
 
-cdef void goto_rax(Jit *a, int k) noexcept nogil:
-    """Continue at the virtual pc in rax (jalr); dirty registers already stored."""
-    cdef uint8_t *p1
-    cdef uint8_t *p2
-    cdef uint8_t *p3
-    if k:
-        alu_imm(a, 1, ALU_ADD, R14, k)
-    mov_rr(a, RDX, RAX)
-    op_rm(a, 1, X_SUB, RDX, R15, a.o_cbase)          # rdx = rax - cbase
-    alu_imm(a, 1, ALU_CMP, RDX, 4096)
-    p1 = jcc32(a, CC_AE)                            # another page
-    op_rm(a, 1, X_CMP, R14, R15, a.o_lim)
-    p2 = jcc32(a, CC_AE)
-    shift_imm(a, 1, SH_SHL, RDX, 3)                      # rdx = the records + off*8
-    op_rm(a, 1, X_ADD, RDX, R15, a.o_recs)
-    p3 = chain_into(a, 0)
-    here(a, p2)
-    here(a, p3)
-    count_exit(a, WHY_JALR)
-    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_jpc)
-    zero32(a, RAX)
-    jmp_to(a, a.epi)
-    here(a, p1)
-    cross_page(a)
-
-
-cdef void cross_page(Jit *a) noexcept nogil:
-    """Continue at the pc in rax, on another page (a jump there or a fall off this
-    one; ``k`` added, dirty registers stored).  As the run loop's page change: below
-    ``lim``, with the fetch TLB's entry for that page (no flag) and the decoded page
-    it caches (h.fc, still that physical page's, as fetch_page checks), into the
-    region headed there, that page becoming the one being run (h.jcbase, h.jrecs);
-    else back to the loop (eax 0, h.jpc = rax), which looks at ``lim`` and changes
-    pages itself."""
-    cdef uint8_t *out[5]
-    cdef int i
-    op_rm(a, 1, X_CMP, R14, R15, a.o_lim)            # cmp r14, h.lim
-    out[0] = jcc32(a, CC_AE)
-    mov_rr(a, RDX, RAX)
-    shift_imm(a, 1, SH_SHR, RDX, 12)
-    movzx_r32_r8(a, RDX, RDX)                       # edx = the TLB index
-    shift_imm(a, 1, SH_SHL, RDX, 5)
-    op_rm(a, 1, X_ADD, RDX, R15, a.o_ft)             # rdx = &h.ft[index]
-    mov_rr(a, RCX, RAX)
-    alu_imm(a, 1, ALU_AND, RCX, -4096)                   # rcx = the virtual page
-    op_rm(a, 1, X_CMP, RCX, RDX, 0)                  # its tag, no flag?
-    out[1] = jcc32(a, CC_NE)
-    op_rm(a, 1, X_MOV, RCX, RDX, 16)                 # rcx = its physical page
-    op_rm(a, 1, X_SUB, RDX, R15, a.o_ft)
-    shift_imm(a, 1, SH_SHR, RDX, 2)                      # rdx = index * 8
-    op_rm(a, 1, X_ADD, RDX, R15, a.o_fc)
-    op_rm(a, 1, X_MOV, RDX, RDX, 0)                  # rdx = h.fc[index]
-    op_rr(a, 1, X_TEST, RDX, RDX)
-    out[2] = jcc32(a, CC_E)
-    op_rm(a, 1, X_CMP, RCX, RDX, a.o_cp_page)        # still that page's?
-    out[3] = jcc32(a, CC_NE)
-    op_rm(a, 1, X_LEA, RDX, RDX, a.o_cp_recs)        # its records
-    op_rm(a, 1, X_MOV_MR, RDX, R15, a.o_recs)
-    mov_rr(a, RCX, RAX)
-    alu_imm(a, 1, ALU_AND, RCX, -4096)
-    op_rm(a, 1, X_MOV_MR, RCX, R15, a.o_cbase)
-    mov_rr(a, RCX, RAX)
-    alu_imm(a, 0, ALU_AND, RCX, 0xfff)
-    shift_imm(a, 1, SH_SHL, RCX, 3)                      # the record: recs + off*8
-    op_rr(a, 1, X_ADD, RDX, RCX)
-    out[4] = chain_into(a, 0)
-    for i in range(5):
-        here(a, out[i])
-    count_exit(a, WHY_PAGE)
-    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_jpc)
-    zero32(a, RAX)
-    jmp_to(a, a.epi)
-
-
+include "riscv_jit_chain.pxi"      # ways out into another region: jalr, another page
 include "riscv_jit_calls.pxi"      # the C functions compiled code calls
 include "riscv_jit_contract.pxi"   # layouts, called functions and room it relies on
 include "riscv_jit_mem.pxi"     # loads and stores: inline TLB probes, slow paths
@@ -631,15 +577,19 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_fc = <int32_t>RV_PTR_DIFF(&h.fc, <void *>h)
     a.o_pc = <int32_t>RV_PTR_DIFF(&h.pc_, <void *>h)
     a.o_cnt = <int32_t>RV_PTR_DIFF(&h.cnt, <void *>h)
+    a.o_f = <int32_t>RV_PTR_DIFF(<void *>&h.f[0], <void *>h)
+    a.o_mstatus = <int32_t>RV_PTR_DIFF(&h.mstatus, <void *>h)
     a.o_cp_recs = <int32_t>RV_PTR_DIFF(&cp.recs[0], cp)
     a.o_cp_page = <int32_t>RV_PTR_DIFF(&cp.ppage, cp)
     a.nstubs = 0
     a.npend = 0
     a.ncold = 0
     a.lp_kind = 0
+    a.eax_of = -1
     for i in range(2048):                            # labels of this region only
         if a.state[i] == IN_REGION:
             a.label[i] = NULL
+    addend_plan(a, h)
     cache_plan(a)
     probe_plan(a)
     for i in range(2048):                            # the lines it translates (jit_forget)
@@ -659,7 +609,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         if a.state[i] != IN_REGION:
             continue
         if not jit_room(a, INSN_MAX) or a.npend + PEND_PER_INSN > NPEND or a.nstubs + 2 > NSTUBS \
-                or a.ncold + 4 > NCOLD:
+                or a.ncold + 5 > NCOLD:
             return jit_abandon(h, a)
         seg = a.p
         off = 2 * i
@@ -676,12 +626,17 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
             a.lp_kind = a.carry[i]
             a.lp_base = a.lp_from = a.carry_base[i]
         a.label[i] = a.p
+        a.eax_in = a.eax_of if falls and not a.target[i] else -1   # (straight from the last)
+        a.eax_of = -1
         r = &a.recs[i]
         op = r.op
         falls = 1
         if i == 2047 and r.len == 4:                 # crosses into the next page
             xpage_check(a, k)
-        if exec_compiled(r):
+            a.eax_in = -1                            # (the check used rax)
+        if op == OP_FLD or op == OP_FSD:
+            emit_fmem(a, r, off, k)
+        elif exec_compiled(r):
             emit_exec(a, r, off, k)
         elif op_is(op, P_ALU):
             emit_simple(a, r, off)
@@ -749,8 +704,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         seg = a.p
         emit_stub(a, &a.stubs[i])
         seen(&a.stub_seen, a.p - seg)
-    for i in range(a.ncold):
-        if not jit_room(a, STUB_MAX):
+    for i in range(a.ncold):                        # (adding none: a COLD_GOTO's target is
+        if not jit_room(a, STUB_MAX):               # outside the region, no carry_fix)
             return jit_abandon(h, a)
         seg = a.p
         emit_cold(a, &a.colds[i])

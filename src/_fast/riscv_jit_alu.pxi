@@ -89,6 +89,11 @@ cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
     w = OP_EMIT_W[op]
     x = OP_EMIT_X[op]
     if op == OP_ADDIW and r.imm == 0:              # sext.w
+        if a.eax_in == r.rs1 and a.host_of[r.rd] >= 0:
+            # straight after the W op that wrote rs1: from eax, beside that op's own
+            # movsxd, not after it (FNV-1a's mulw; sext.w: one step less each trip)
+            op_rr(a, 1, X_MOVSXD, a.host_of[r.rd], RAX)     # movsxd rd, eax
+            return
         if a.host_of[r.rs1] >= 0 and a.host_of[r.rd] >= 0:
             op_rr(a, 1, X_MOVSXD, a.host_of[r.rd], a.host_of[r.rs1])   # movsxd rd, rs1d
             return

@@ -16,10 +16,30 @@ cdef void address(Jit *a, Rec *r) noexcept nogil:
 
 cdef uint8_t *tlb_probe(Jit *a, int32_t o_tlb, int size) noexcept nogil:
     """rax = guest address -> rax = host address, or a jump (returned) on a miss
-    (rax still the guest address there)."""
+    (rax still the guest address there); the addend kept in a.rad, if any."""
     cdef uint8_t *miss = tlb_probe_index(a, o_tlb, size)
-    op_rm(a, 1, X_ADD, RAX, RCX, 8)                  # add rax, addend
+    if a.rad >= 0:
+        addend_check(a)
+        op_rr(a, 1, X_ADD, RAX, a.rad)              # add rax, rbx
+    else:
+        op_rm(a, 1, X_ADD, RAX, RCX, 8)              # add rax, addend
     return miss
+
+
+cdef void addend_check(Jit *a) noexcept nogil:
+    """After a full probe's hit: rbx = the addend of the entry in rcx.  Compared, not
+    loaded: most often it is the one rbx holds already (the last access's page, or
+    RAM mapped in one piece), and the access after reads memory at once, without
+    waiting for the probe; else (after the main line) it is loaded."""
+    op_rm(a, 1, X_CMP, a.rad, RCX, 8)               # cmp rbx, [rcx + 8]
+    cold(a, COLD_ADDEND, 0, 0, jcc32(a, CC_NE))
+    a.colds[a.ncold - 1].back = a.p
+
+
+cdef inline void addend_reload(Jit *a) noexcept nogil:
+    """After rcx was pointed at another entry: the addend register follows."""
+    if a.rad >= 0:
+        op_rm(a, 1, X_MOV, a.rad, RCX, 8)           # mov rbx, [rcx + 8]
 
 
 cdef void tlb_index(Jit *a, int32_t o_tlb) noexcept nogil:
@@ -55,7 +75,10 @@ cdef uint8_t *probe_again(Jit *a, int size, uint8_t **add) noexcept nogil:
     mov_rr(a, RDX, RAX)
     miss = tag_check(a, size)
     add[0] = a.p
-    op_rm(a, 1, X_ADD, RAX, RCX, 8)                  # add rax, addend
+    if a.rad >= 0:
+        op_rr(a, 1, X_ADD, RAX, a.rad)              # add rax, rbx (the entry's addend)
+    else:
+        op_rm(a, 1, X_ADD, RAX, RCX, 8)              # add rax, addend
     return miss
 
 
@@ -82,8 +105,8 @@ cdef inline bint keeps_rcx(Rec *r) noexcept nogil:
 cdef void probe_track(Jit *a, Rec *r) noexcept nogil:
     """After an instruction in the main line: what rcx holds on the way on."""
     cdef int op = r.op
-    if op_is(op, P_LOAD) or op_is(op, P_STORE):
-        a.lp_kind = 1 if op_is(op, P_LOAD) else 2
+    if op_is(op, P_LOAD) or op_is(op, P_STORE) or op == OP_FLD or op == OP_FSD:
+        a.lp_kind = 1 if op_is(op, P_LOAD) or op == OP_FLD else 2
         a.lp_base = a.lp_from = r.rs1
     elif not keeps_rcx(r):
         a.lp_kind = 0                   # (its code may use rcx)
@@ -106,6 +129,53 @@ cdef void probe_track(Jit *a, Rec *r) noexcept nogil:
 # written before it, else the table's first entry), so the first access there
 # compares its tag with it (probe_again, exact with any entry) instead of
 # probing in full.
+
+# -- the addend kept in rbx -----------------------------------------------------------------
+#
+# A load's host address is its guest address plus the addend of its TLB entry, so
+# an access reads memory twice in a row: the addend, then the data.  An access that
+# compares its tag with the entry still in rcx (probe_again) needs no new addend
+# when the one of that entry is still at hand: a region whose loops access memory
+# keeps it in rbx (a.rad), which every code path that points rcx at an entry loads
+# along with it (the probes, their slow paths, carry_fix), so that whenever rcx is
+# known to hold an entry (a.lp_kind) rbx holds its addend.  A loop that scans an
+# array (quicksort's ``while (a[i] < p) i++``) then reads its element at once, and a
+# mispredicted exit from it is found one load earlier.  The register comes from the
+# pool (nine cached guest registers, not ten), so only code compiled while data
+# addresses are not translated keeps it (M-mode, satp bare: bare-metal programs,
+# firmware): there every page of a RAM block has the same addend, and a full probe
+# finds it in rbx already.  Pages mapped by page tables (Linux's user programs)
+# have an addend each: their full probes would load it after all.
+
+cdef bint data_untranslated(Hart h) noexcept nogil:
+    """Whether data addresses are physical ones (as translate() decides)."""
+    cdef int priv = h.priv
+    if priv == PRV_M and (h.mstatus & MSTATUS_MPRV):
+        priv = (h.mstatus >> 11) & 3
+    return priv == PRV_M or (h.satp >> 60) == 0
+
+
+cdef void addend_plan(Jit *a, Hart h) noexcept nogil:
+    """a.rad: rbx when data addresses are not translated and a load or store of the
+    region is inside one of its loops (a backward jump and what it jumps over),
+    else -1."""
+    cdef int i, j
+    cdef int64_t t
+    cdef Rec *r
+    a.rad = -1
+    if not data_untranslated(h):
+        return
+    for i in range(2048):
+        r = &a.recs[i]
+        if a.state[i] != IN_REGION or not (op_is(r.op, P_BRANCH) or r.op == OP_J) or r.imm > 0:
+            continue
+        t = 2 * i + r.imm
+        for j in range(<int>(t >> 1) if t >= 0 else 0, i):
+            if a.state[j] == IN_REGION and (op_is(a.recs[j].op, P_LOAD) or
+                                            op_is(a.recs[j].op, P_STORE)):
+                a.rad = POOL[NPOOL - 1]
+                return
+
 
 cdef int first_access(Jit *a, int i, int *base, int *at) noexcept nogil:
     """The table (1: h.rt, 2: h.wt) of the first load or store the code at
@@ -194,10 +264,14 @@ cdef void carry_fix(Jit *a, int64_t off) noexcept nogil:
         tlb_index(a, o_tlb)
     elif a.lp_kind != kind:
         op_rm(a, 1, X_MOV, RCX, R15, o_tlb)
+    else:
+        return                          # (an entry of that table already: its addend kept)
+    if a.rad >= 0:                      # compared, not loaded: the loop's first access
+        addend_check(a)                 # need not wait for it (short loops: most of it)
 
 
 cdef int access_size(int op) noexcept nogil:
-    if op == OP_LD or op == OP_SD:
+    if op == OP_LD or op == OP_SD or op == OP_FLD or op == OP_FSD:
         return 8
     if op == OP_LW or op == OP_LWU or op == OP_SW:
         return 4
@@ -208,7 +282,7 @@ cdef int access_size(int op) noexcept nogil:
 
 cdef void load_into(Jit *a, int op, int dst, int base) noexcept nogil:
     """dst = the ``op``-sized value at [base], extended as RISC-V says."""
-    if op == OP_LD:
+    if op == OP_LD or op == OP_FLD:
         op_rm(a, 1, X_MOV, dst, base, 0)
     elif op == OP_LW:
         op_rm(a, 1, X_MOVSXD, dst, base, 0)             # movsxd
@@ -226,7 +300,7 @@ cdef void load_into(Jit *a, int op, int dst, int base) noexcept nogil:
 
 cdef void load_x(Jit *a, int op, int dst, int index, int32_t disp) noexcept nogil:
     """dst = the ``op``-sized value at [rax + index + disp], extended as RISC-V says."""
-    if op == OP_LD:
+    if op == OP_LD or op == OP_FLD:
         op_rx(a, 1, X_MOV, dst, index, disp, 0)
     elif op == OP_LW:
         op_rx(a, 1, X_MOVSXD, dst, index, disp, 0)
@@ -268,6 +342,9 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
             a.n_again += 1
             stub(a, kind, r, off, k, tag_check(a, size))
             a.stubs[a.nstubs - 1].reprobe = a.p
+            if a.rad >= 0:                          # the addend kept: no load
+                mov_rr(a, RAX, a.rad)               # mov rax, rbx
+                return
         else:
             a.n_full += 1
             op_rr(a, 0, X_MOV, RCX, RDX)             # mov ecx, edx
@@ -275,7 +352,11 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
             alu_imm(a, 0, ALU_AND, RCX, 255 << 5)
             op_rm(a, 1, X_ADD, RCX, R15, o_tlb)
             stub(a, kind, r, off, k, tag_check(a, size))
-        op_rm(a, 1, X_MOV, RAX, RCX, 8)              # mov rax, addend
+        if a.rad >= 0:
+            addend_check(a)
+            mov_rr(a, RAX, a.rad)                   # mov rax, rbx
+        else:
+            op_rm(a, 1, X_MOV, RAX, RCX, 8)          # mov rax, addend
         return
     if probe_reuse(a, r, 1 if kind == STUB_LOAD else 2):
         a.n_again += 1
@@ -288,7 +369,7 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
 
 cdef void emit_load(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef int size = access_size(r.op), rd = r.rd, b = a.host_of[r.rs1]
-    cdef int dst = a.host_of[rd] if rd != 32 and a.host_of[rd] >= 0 else RAX
+    cdef int dst = a.host_of[rd] if r.op != OP_FLD and rd != 32 and a.host_of[rd] >= 0 else RAX
     cdef Stub *slow = &a.stubs[a.nstubs]
     if b < 0:
         address(a, r)
@@ -297,9 +378,46 @@ cdef void emit_load(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
         load_x(a, r.op, dst, b, r.imm)              # [addend + base + imm]
     else:
         load_into(a, r.op, dst, RAX)                # (x0: the access all the same)
-    if dst == RAX and rd != 32:
+    if r.op == OP_FLD:
+        fld_result(a, rd)
+    elif dst == RAX and rd != 32:
         stx(a, RAX, rd)
     slow.back = a.p                                 # where a load from RAM goes on
+
+
+cdef void fld_result(Jit *a, int rd) noexcept nogil:
+    """f[rd] = rax, mstatus.FS dirty (as exec_fload)."""
+    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_f + 8 * rd)  # mov f[rd], rax
+    alu_m_imm8(a, 0, ALU_OR, R15, a.o_mstatus + 1, <int>(MSTATUS_FS >> 8))  # FS: dirty
+
+
+cdef void emit_fmem(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
+    """fld / fsd: a load into f[rd] / a store of f[rs2] through the TLB as ld / sd,
+    once mstatus.FS is seen on (else out before it, after the main line: the loop
+    runs it, an illegal instruction); h.pc_ and h.cnt set first, as the run loop
+    sets them for these ops (a device read after it, before the next jump, sees
+    that count: the CLINT's instruction-counted mtime).  Linux saves and restores
+    the FP registers with 32 of them at every trap from a program that used them
+    (the busybox shell loop: most calls of exec_call); called, each took a
+    writeback, a call and the registers' reload."""
+    op_rm(a, 0, X_MOV, RAX, R15, a.o_mstatus)        # mov eax, mstatus
+    alu_imm(a, 0, ALU_AND, RAX, <int32_t>MSTATUS_FS)
+    cold(a, COLD_FSOFF, off, k, jcc32(a, CC_E))
+    sync_pc_cnt(a, off, k)
+    if r.op == OP_FLD:
+        emit_load(a, r, off, k)
+    else:
+        emit_store(a, r, off, k)
+
+
+cdef void sync_pc_cnt(Jit *a, int64_t off, int k) noexcept nogil:
+    """h.pc_ = the pc at page offset ``off``, h.cnt = r14 + ``k`` (rax)."""
+    op_rm(a, 1, X_MOV, RAX, R15, a.o_cbase)
+    if off:
+        alu_imm(a, 1, ALU_ADD, RAX, <int32_t>off)
+    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_pc)          # h.pc_ = its pc
+    op_rm(a, 1, X_LEA, RAX, R14, k)                  # h.cnt = r14 + k
+    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_cnt)
 
 
 cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
@@ -310,7 +428,11 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
         address(a, r)
     probe(a, STUB_STORE, r, off, k, a.o_wt, size)
     slow.hit = a.p
-    v = rget(a, r.rs2, RDX)                         # (rdx is free once the probe is done)
+    if r.op == OP_FSD:
+        op_rm(a, 1, X_MOV, RDX, R15, a.o_f + 8 * r.rs2)   # rdx = f[rs2]
+        v = RDX
+    else:
+        v = rget(a, r.rs2, RDX)                     # (rdx is free once the probe is done)
     if b >= 0:                                      # mov [addend + base + imm], v
         op_rx(a, size == 8, X_MOV8_MR if size == 1 else X_MOV_MR, v, b, r.imm,
               RX_BYTE if size == 1 else (RX_WORD if size == 2 else 0))
@@ -329,8 +451,9 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
 
 cdef inline bint exec_compiled(Rec *r) noexcept nogil:
     """Ops a region runs by calling the interpreter's exec_slow (exec_call): LR, SC,
-    AMOs, F/D loads and stores.  Left to the run loop, each took the region out:
-    Linux's user programs run them in their hot loops (locks, saved FP registers)."""
+    AMOs, F/D loads and stores (but fld and fsd: emit_fmem).  Left to the run loop, each took
+    the region out: Linux's user programs run them in their hot loops (locks, saved
+    FP registers)."""
     return (op_is(r.op, P_AMO) or r.op == OP_FSW or r.op == OP_FSD or r.op == OP_FLW or
             r.op == OP_FLD)
 
@@ -343,12 +466,7 @@ cdef void emit_exec(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef uint8_t *skip
     cdef uint8_t *rec
     writeback(a)
-    op_rm(a, 1, X_MOV, RAX, R15, a.o_cbase)
-    if off:
-        alu_imm(a, 1, ALU_ADD, RAX, <int32_t>off)
-    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_pc)          # h.pc_ = its pc
-    op_rm(a, 1, X_LEA, RAX, R14, k)                  # h.cnt = r14 + k
-    op_rm(a, 1, X_MOV_MR, RAX, R15, a.o_cnt)
+    sync_pc_cnt(a, off, k)
     skip = jmp32(a)
     rec = a.p - a.wdelta                            # the record, where the code runs
     memcpy(a.p, r, sizeof(Rec))
@@ -385,6 +503,7 @@ cdef void store_beside_code(Jit *a, Stub *t, int size) noexcept nogil:
     busy = jcc32(a, CC_NE)
     mov_rr(a, RAX, RCX)
     op_rm(a, 1, X_MOV, RCX, R15, a.o_wt)             # rcx = an entry of h.wt (probe_again)
+    addend_reload(a)
     jmp_to(a, t.hit)
     here(a, busy)
     address(a, t.r)                                 # the guest address again
@@ -405,6 +524,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         address(a, r)                # rax = guest address (the probe had it in rdx)
     if t.reprobe != NULL:            # the entry in rcx was another page's: probe in full
         t.patch = tlb_probe_index(a, a.o_rt if t.kind == STUB_LOAD else a.o_wt, size)
+        addend_reload(a)
         jmp_to(a, t.reprobe)
         here(a, t.patch)
     if t.kind == STUB_STORE:
@@ -426,7 +546,8 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     if t.kind == STUB_LOAD:
         op_rm(a, 1, X_LEA, RCX, R15, a.o_jv)         # lea rcx, h.jv
     else:
-        op_rm(a, 1, X_MOV, RCX, R15, a.o_x + 8 * r.rs2)   # the value, as just stored back
+        op_rm(a, 1, X_MOV, RCX, R15, (a.o_f if r.op == OP_FSD else a.o_x) + 8 * r.rs2)
+                                                    # the value, as just stored back
         if size == 4:
             op_rr(a, 0, X_MOV, RCX, RCX)             # mov ecx, ecx (zero-extend)
         elif size == 2:
@@ -447,10 +568,14 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         out = jcc32(a, CC_NE)
         cache_load(a)                               # (the call clobbered the pool)
         op_rm(a, 1, X_MOV, RCX, R15, a.o_wt)         # rcx = an entry of h.wt (probe_again)
+        addend_reload(a)
         jmp_to(a, t.back)
         here(a, out)
     if t.kind == STUB_LOAD:
-        if r.rd != 32:
+        if r.op == OP_FLD:
+            op_rm(a, 1, X_MOV, RAX, R15, a.o_jv)     # the value read
+            fld_result(a, r.rd)
+        elif r.rd != 32:
             op_rm(a, 1, X_LEA, RAX, R15, a.o_jv)     # rax = &h.jv: extend as a fresh load
             load_into(a, r.op, RAX, RAX)
             stx(a, RAX, r.rd)
@@ -459,6 +584,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         cache_load(a)                               # (the call clobbered the pool)
         address(a, r)                               # rcx = an entry of h.rt (probe_again):
         tlb_index(a, a.o_rt)                        # the one just filled, likely
+        addend_reload(a)
         jmp_to(a, t.back)
         here(a, out)
     exit_on(a, t.off + r.len, t.k + 1, WHY_LOAD if t.kind == STUB_LOAD else WHY_STORE)

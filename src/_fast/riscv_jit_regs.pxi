@@ -63,7 +63,7 @@ cdef void cache_plan(Jit *a) noexcept nogil:
             uses[r.rd] += w
             a.dirty[r.rd] = 1
     uses[0] = 0                      # x0 reads as zero from memory; no register for it
-    for j in range(NPOOL):
+    for j in range(NPOOL - (a.rad >= 0)):          # (the pool's last one keeps the addend)
         best = -1
         for i in range(1, 32):
             if uses[i] and a.host_of[i] < 0 and (best < 0 or uses[i] > uses[best]):
@@ -120,9 +120,11 @@ cdef inline void op_src(Jit *a, int w, int opc, int reg, int g) noexcept nogil:
         op_rm(a, w, opc, reg, R15, a.o_x + 8 * g)
 
 cdef inline void eax_to(Jit *a, int g) noexcept nogil:
-    """Guest register ``g`` = eax sign-extended (the W ops)."""
+    """Guest register ``g`` = eax sign-extended (the W ops; their last code: the
+    next instruction may read eax still, a.eax_in)."""
     if a.host_of[g] >= 0:
         op_rr(a, 1, X_MOVSXD, a.host_of[g], RAX)        # movsxd reg, eax
     else:
         op_rr(a, 1, X_MOVSXD, RAX, RAX)             # movsxd rax, eax
         stx(a, RAX, g)
+    a.eax_of = g
