@@ -117,4 +117,11 @@ def test_vmforge_run_exits_with_the_finisher_status(tmp_path) -> None:
         out += chunk
     proc.stdin.write(b"poweroff -f\n")
     proc.stdin.flush()
-    assert proc.wait(60) == 0
+    try:
+        status = proc.wait(60)
+    except subprocess.TimeoutExpired:       # (seen once under load: say where it was)
+        proc.kill()
+        rest, err = proc.communicate()
+        raise AssertionError(f"no exit 60 s after poweroff -f; console ends with "
+                             f"{(out + rest)[-400:]!r}; stderr {err[-400:]!r}") from None
+    assert status == 0
