@@ -126,7 +126,8 @@ cdef enum:
     NCOLD = 2 * JIT_MAX + 2     # ways out moved after the main line: two per instruction
                                 # at most (emit_exec), two more before a page-crossing
                                 # one (xpage_check)
-    JIT_ROOM = HEAD_MAX + JIT_MAX * INSN_MAX + (NSTUBS + NCOLD) * STUB_MAX   # kept free per region
+    DESC_MAX = 8 + 64 + 8 * JIT_MAX    # a region's descriptor and its address (riscv_jit_entry.pxi)
+    JIT_ROOM = HEAD_MAX + JIT_MAX * INSN_MAX + (NSTUBS + NCOLD) * STUB_MAX + DESC_MAX   # kept free per region
     NPOOL = 10                  # host registers that cache guest registers in a region
     JIT_WENT_ON = 8             # a region's way out by no jump (not an EV_* event)
 
@@ -196,6 +197,8 @@ cdef struct Jit:
     # the region: instructions of one page reachable from its head (by halfword)
     Rec recs[2048]                  # decoded afresh (a head's own record is OP_JIT)
     uint8_t state[2048]             # IN_REGION, or 0
+    int lo, hi                      # the first and last halfword IN_REGION (discover):
+                                    # what scans the region looks at
     uint8_t target[2048]            # jumped to from inside the region: needs a label
     uint8_t *label[2048]            # code of each emitted instruction
     int pend_off[NPEND]             # forward jumps to labels not emitted yet
@@ -237,6 +240,7 @@ cdef inline void stx(Jit *a, int reg, int i) noexcept nogil:
 
 
 include "riscv_jit_regs.pxi"    # the register cache: plan, loads, stores
+include "riscv_jit_entry.pxi"   # ways into a region at its other labels
 
 
 # -- ways out -----------------------------------------------------------------------------
@@ -529,6 +533,8 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
     memset(a.why, 0, sizeof(a.why))
     a.nrets = 0
     a.xhi = -1
+    a.lo = 2048
+    a.hi = -1
     stack[sp] = <int>head
     sp += 1
     a.target[head >> 1] = 1
@@ -555,6 +561,10 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
                 a.why[off >> 1] = WHY_OP + op
                 break                                # the interpreter's from here
             a.state[off >> 1] = IN_REGION
+            if off >> 1 < a.lo:
+                a.lo = <int>(off >> 1)
+            if off >> 1 > a.hi:
+                a.hi = <int>(off >> 1)
             n += 1
             if op == OP_JAL and r.rd != 32 and 0 <= off + r.len < 4096 and a.nrets < 8:
                 t = off + r.len                      # its return site, for the jalr
@@ -597,6 +607,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     cdef uint8_t *code
     cdef uint8_t *skip
     cdef uint8_t *seg
+    cdef uint8_t *dslot
     cdef int64_t start = RV_PTR_DIFF(head, cp.recs) >> 3, off, nxt = -1, t
     cdef int k = 0, op, i, j, falls = 0, cc
     cdef uint64_t lines = 0
@@ -607,8 +618,14 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         h.jit_on = 0
         return 0
     a = <Jit *>h.jit_work
-    if discover(a, h, cp, start, cbase) == 0:
+    if (cp.jcover[(start >> 1) >> 6] >> ((start >> 1) & 63)) & 1:
+        h.jit_covered += 1
+    if jit_enter_covered(h, cp, head, start):
+        return 1
+    i = discover(a, h, cp, start, cbase)
+    if i == 0:
         return 0
+    h.jit_insns += i
     if h.jit_free + JIT_ROOM > h.jit_buf + JIT_BYTES:
         jit_unlink_all(h)                            # full: start over
         h.jit_free = h.jit_start
@@ -637,16 +654,18 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.npend = 0
     a.ncold = 0
     a.lp_kind = 0
-    for i in range(2048):                            # labels of this region only
+    for i in range(a.lo, a.hi + 1):                  # labels of this region only
         if a.state[i] == IN_REGION:
             a.label[i] = NULL
     cache_plan(a)
     probe_plan(a)
-    for i in range(2048):                            # the lines it translates (jit_forget)
+    for i in range(a.lo, a.hi + 1):                  # the lines it translates (jit_forget)
         if a.state[i] == IN_REGION:
             lines |= jit_lines(i, i + (a.recs[i].len >> 1) - 1 if i < 2047 else i)
-    if not jit_room(a, HEAD_MAX):
+    if not jit_room(a, HEAD_MAX + 8):                # (8: the descriptor's address, DESC_MAX)
         return jit_abandon(h, a)
+    dslot = a.p
+    q8(a, 0)                                         # the descriptor's address (below)
     seg = a.p
     q8(a, lines)
     code = a.p - a.wdelta                            # where it runs
@@ -655,7 +674,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     jump_label(a, -1, start)
     seen(&a.head_seen, a.p - seg)
     # the instructions in address order; ``nxt``: where the last one falls through to
-    for i in range(2048):
+    for i in range(a.lo, a.hi + 1):
         if a.state[i] != IN_REGION:
             continue
         if not jit_room(a, INSN_MAX) or a.npend + PEND_PER_INSN > NPEND or a.nstubs + 2 > NSTUBS \
@@ -755,6 +774,10 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         seg = a.p
         emit_cold(a, &a.colds[i])
         seen(&a.stub_seen, a.p - seg)
+    if not jit_room(a, entry_desc_size(a)):
+        return jit_abandon(h, a)
+    entry_desc_write(a, code, dslot)                # (riscv_jit_entry.pxi)
+    h.jit_bytes += <uint64_t>((a.p - a.wdelta) - h.jit_free)
     h.jit_free = <uint8_t *>((<uintptr_t>(a.p - a.wdelta) + 15) & ~(<uintptr_t>15))
     jit_close(h, a)
     h.jit_regions += 1
@@ -763,7 +786,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     head.len = a.recs[start].len                     # (code_forget reads it)
     memcpy(<uint8_t *>head + 8, &code, 8)
     cp.njit += 1
-    for i in range(2048):                            # its bytes: stores there unlink it
+    for i in range(a.lo, a.hi + 1):                  # its bytes: stores there unlink it
         if a.state[i] == IN_REGION:
             cp.jcover[i >> 6] |= (<uint64_t>1) << (i & 63)
             cp.xmap[i] = 1
