@@ -114,7 +114,8 @@ cdef extern from *:
     int mprotect(void *addr, size_t size, int prot) noexcept nogil
 
 cdef enum:
-    JIT_HOT = 32                # taken jumps to a record before it is compiled
+    JIT_HOT = 128               # taken jumps to a record before it is compiled (jit_hot;
+                                # at most 255: CodePage.heat counts in a byte)
     JIT_MAX = 256               # instructions per region
     JIT_BYTES = 32 << 20        # code buffer per hart
     INSN_MAX = 1024             # bytes of one instruction's code (with the way out before it)
@@ -468,6 +469,21 @@ cdef void jit_close(Hart h, Jit *a) noexcept nogil:
 
 
 cdef int jit_two_views = 1          # 0: the flipped single mapping (for its test)
+
+
+cdef int jit_hot = JIT_HOT           # (riscv_resolve.pxi, jit_heat)
+
+
+def _jit_set_hot(int n):
+    """Compile a record at its ``n``-th taken jump (1..255) from now on; returns the
+    threshold before.  The default, JIT_HOT, is tuned for a Linux boot (fewer regions
+    of code run a few hundred times); the compiled tier's tests use a lower one so
+    that short programs reach compiled code."""
+    global jit_hot
+    if not 1 <= n <= 255:
+        raise ValueError("the threshold counts in a byte: 1..255")
+    old, jit_hot = jit_hot, n
+    return old
 
 
 def _jit_set_two_views(bint on):

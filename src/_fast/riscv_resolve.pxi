@@ -115,5 +115,5 @@ cdef inline void jit_heat(Hart h, CodePage *cp, Rec *r, uint64_t cbase) noexcept
         return
     i = RV_PTR_DIFF(r, cp.recs) >> 4
     cp.heat[i] += 1
-    if cp.heat[i] == JIT_HOT:
+    if cp.heat[i] == jit_hot:
         jit_compile(h, cp, r, cbase)
