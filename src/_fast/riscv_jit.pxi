@@ -114,8 +114,7 @@ cdef extern from *:
     int mprotect(void *addr, size_t size, int prot) noexcept nogil
 
 cdef enum:
-    JIT_HOT = 128               # taken jumps to a record before it is compiled (jit_hot;
-                                # at most 255: CodePage.heat counts in a byte)
+    JIT_HOT = 128               # taken jumps to a record before it is compiled (<= 255)
     JIT_MAX = 256               # instructions per region
     JIT_BYTES = 32 << 20        # code buffer per hart
     INSN_MAX = 1024             # bytes of one instruction's code (with the way out before it)
@@ -198,8 +197,7 @@ cdef struct Jit:
     # the region: instructions of one page reachable from its head (by halfword)
     Rec recs[2048]                  # decoded afresh (a head's own record is OP_JIT)
     uint8_t state[2048]             # IN_REGION, or 0
-    int lo, hi                      # the first and last halfword IN_REGION (discover):
-                                    # what scans the region looks at
+    int lo, hi                      # its first and last halfword: what scans look at
     uint8_t target[2048]            # jumped to from inside the region: needs a label
     uint8_t *label[2048]            # code of each emitted instruction
     int pend_off[NPEND]             # forward jumps to labels not emitted yet
@@ -471,21 +469,6 @@ cdef void jit_close(Hart h, Jit *a) noexcept nogil:
 cdef int jit_two_views = 1          # 0: the flipped single mapping (for its test)
 
 
-cdef int jit_hot = JIT_HOT           # (riscv_resolve.pxi, jit_heat)
-
-
-def _jit_set_hot(int n):
-    """Compile a record at its ``n``-th taken jump (1..255) from now on; returns the
-    threshold before.  The default, JIT_HOT, is tuned for a Linux boot (fewer regions
-    of code run a few hundred times); the compiled tier's tests use a lower one so
-    that short programs reach compiled code."""
-    global jit_hot
-    if not 1 <= n <= 255:
-        raise ValueError("the threshold counts in a byte: 1..255")
-    old, jit_hot = jit_hot, n
-    return old
-
-
 def _jit_set_two_views(bint on):
     """Whether harts compiling from now on map their buffer twice (the default) or
     once, flipped RW/RX around each compiling (the fallback; for tests)."""
@@ -577,10 +560,8 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
                 a.why[off >> 1] = WHY_OP + op
                 break                                # the interpreter's from here
             a.state[off >> 1] = IN_REGION
-            if off >> 1 < a.lo:
-                a.lo = <int>(off >> 1)
-            if off >> 1 > a.hi:
-                a.hi = <int>(off >> 1)
+            a.lo = min(a.lo, <int>(off >> 1))
+            a.hi = max(a.hi, <int>(off >> 1))
             n += 1
             if op == OP_JAL and r.rd != 32 and 0 <= off + r.len < 4096 and a.nrets < 8:
                 t = off + r.len                      # its return site, for the jalr
@@ -634,8 +615,6 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         h.jit_on = 0
         return 0
     a = <Jit *>h.jit_work
-    if (cp.jcover[(start >> 1) >> 6] >> ((start >> 1) & 63)) & 1:
-        h.jit_covered += 1
     if jit_enter_covered(h, cp, head, start):
         return 1
     i = discover(a, h, cp, start, cbase)

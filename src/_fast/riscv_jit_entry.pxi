@@ -120,6 +120,8 @@ cdef int jit_enter_covered(Hart h, CodePage *cp, Rec *head, int64_t start) noexc
     cdef EntryLabel *lab
     cdef EntryDesc *d
     cdef int g, op = head.op, i = <int>(start >> 1)
+    if (cp.jcover[i >> 6] >> (i & 63)) & 1:
+        h.jit_covered += 1                          # (headed inside a region)
     if op == OP_NONE or op == OP_XPAGE or op == OP_BREAK or op == OP_JIT or start >= 0xffe:
         return 0
     lab = entry_find(cp, i, &d)
