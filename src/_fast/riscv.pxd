@@ -181,6 +181,9 @@ cdef class Hart:
     cdef uint8_t *jit_epilogue
     cdef void *jit_work           # the compiler's scratch (a Jit)
     cdef readonly uint64_t jit_regions, jit_resets, jit_calls
+    # instructions compiled and bytes written in regions; regions headed inside an
+    # older one; those made ways into it instead (riscv_jit_entry.pxi)
+    cdef readonly uint64_t jit_insns, jit_bytes, jit_covered, jit_stubs
     cdef uint64_t jpc, jcnt, jv   # a block's exit: pc, retired count, slow-load value
     cdef uint64_t jcbase          # the virtual base of the page being run
     cdef int jexit                # the last store_slow changed code or went to a device

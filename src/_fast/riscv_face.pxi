@@ -313,7 +313,9 @@ cdef class Hart:
                 "victim_hits": self.victim_hits,
                 "code_stores": self.code_stores, "code_checks": self.code_checks,
                 "jit_regions": self.jit_regions,
-                "jit_resets": self.jit_resets, "jit_calls": self.jit_calls}
+                "jit_resets": self.jit_resets, "jit_calls": self.jit_calls,
+                "jit_insns": self.jit_insns, "jit_bytes": self.jit_bytes,
+                "jit_covered": self.jit_covered, "jit_stubs": self.jit_stubs}
 
     def _jit_code(self):
         """(address, bytes) of the compiled code so far, for a disassembler."""

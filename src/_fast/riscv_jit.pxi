@@ -116,7 +116,7 @@ cdef extern from *:
     int mprotect(void *addr, size_t size, int prot) noexcept nogil
 
 cdef enum:
-    JIT_HOT = 32                # taken jumps to a record before it is compiled
+    JIT_HOT = 128               # taken jumps to a record before it is compiled (<= 255)
     JIT_MAX = 256               # instructions per region
     JIT_BYTES = 32 << 20        # code buffer per hart
     INSN_MAX = 1024             # bytes of one instruction's code (with the way out before it)
@@ -129,7 +129,8 @@ cdef enum:
                                 # at most (emit_exec's two, an addend_check by carry_fix
                                 # on a fall to elsewhere before it), two more before a
                                 # page-crossing one (xpage_check)
-    JIT_ROOM = HEAD_MAX + JIT_MAX * INSN_MAX + (NSTUBS + NCOLD) * STUB_MAX   # kept free per region
+    DESC_MAX = 8 + 64 + 8 * JIT_MAX    # a region's descriptor and its address (riscv_jit_entry.pxi)
+    JIT_ROOM = HEAD_MAX + JIT_MAX * INSN_MAX + (NSTUBS + NCOLD) * STUB_MAX + DESC_MAX   # kept free per region
     NPOOL = 10                  # host registers that cache guest registers in a region
     JIT_WENT_ON = 8             # a region's way out by no jump (not an EV_* event)
 
@@ -204,6 +205,7 @@ cdef struct Jit:
     # the region: instructions of one page reachable from its head (by halfword)
     Rec recs[2048]                  # decoded afresh (a head's own record is OP_JIT)
     uint8_t state[2048]             # IN_REGION, or 0
+    int lo, hi                      # its first and last halfword: what scans look at
     uint8_t target[2048]            # jumped to from inside the region: needs a label
     uint8_t *label[2048]            # code of each emitted instruction
     int pend_off[NPEND]             # forward jumps to labels not emitted yet
@@ -249,6 +251,7 @@ cdef inline void stx(Jit *a, int reg, int i) noexcept nogil:
 
 
 include "riscv_jit_regs.pxi"    # the register cache: plan, loads, stores
+include "riscv_jit_entry.pxi"   # ways into a region at its other labels
 
 
 # -- ways out -----------------------------------------------------------------------------
@@ -475,6 +478,8 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
     memset(a.why, 0, sizeof(a.why))
     a.nrets = 0
     a.xhi = -1
+    a.lo = 2048
+    a.hi = -1
     stack[sp] = <int>head
     sp += 1
     a.target[head >> 1] = 1
@@ -501,6 +506,8 @@ cdef int discover(Jit *a, Hart h, CodePage *cp, int64_t head, uint64_t cbase) no
                 a.why[off >> 1] = WHY_OP + op
                 break                                # the interpreter's from here
             a.state[off >> 1] = IN_REGION
+            a.lo = min(a.lo, <int>(off >> 1))
+            a.hi = max(a.hi, <int>(off >> 1))
             n += 1
             if op == OP_JAL and r.rd != 32 and 0 <= off + r.len < 4096 and a.nrets < 8:
                 t = off + r.len                      # its return site, for the jalr
@@ -543,6 +550,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     cdef uint8_t *code
     cdef uint8_t *skip
     cdef uint8_t *seg
+    cdef uint8_t *dslot
     cdef int64_t start = RV_PTR_DIFF(head, cp.recs) >> 3, off, nxt = -1, t
     cdef int k = 0, op, i, j, falls = 0, cc
     cdef uint64_t lines = 0
@@ -553,8 +561,12 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         h.jit_on = 0
         return 0
     a = <Jit *>h.jit_work
-    if discover(a, h, cp, start, cbase) == 0:
+    if jit_enter_covered(h, cp, head, start):
+        return 1
+    i = discover(a, h, cp, start, cbase)
+    if i == 0:
         return 0
+    h.jit_insns += i
     if h.jit_free + JIT_ROOM > h.jit_buf + JIT_BYTES:
         jit_unlink_all(h)                            # full: start over
         h.jit_free = h.jit_start
@@ -586,17 +598,19 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.ncold = 0
     a.lp_kind = 0
     a.eax_of = -1
-    for i in range(2048):                            # labels of this region only
+    for i in range(a.lo, a.hi + 1):                  # labels of this region only
         if a.state[i] == IN_REGION:
             a.label[i] = NULL
     addend_plan(a, h)
     cache_plan(a)
     probe_plan(a)
-    for i in range(2048):                            # the lines it translates (jit_forget)
+    for i in range(a.lo, a.hi + 1):                  # the lines it translates (jit_forget)
         if a.state[i] == IN_REGION:
             lines |= jit_lines(i, i + (a.recs[i].len >> 1) - 1 if i < 2047 else i)
-    if not jit_room(a, HEAD_MAX):
+    if not jit_room(a, HEAD_MAX + 8):                # (8: the descriptor's address, DESC_MAX)
         return jit_abandon(h, a)
+    dslot = a.p
+    q8(a, 0)                                         # the descriptor's address (below)
     seg = a.p
     q8(a, lines)
     code = a.p - a.wdelta                            # where it runs
@@ -605,7 +619,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     jump_label(a, -1, start)
     seen(&a.head_seen, a.p - seg)
     # the instructions in address order; ``nxt``: where the last one falls through to
-    for i in range(2048):
+    for i in range(a.lo, a.hi + 1):
         if a.state[i] != IN_REGION:
             continue
         if not jit_room(a, INSN_MAX) or a.npend + PEND_PER_INSN > NPEND or a.nstubs + 2 > NSTUBS \
@@ -710,6 +724,10 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
         seg = a.p
         emit_cold(a, &a.colds[i])
         seen(&a.stub_seen, a.p - seg)
+    if not jit_room(a, entry_desc_size(a)):
+        return jit_abandon(h, a)
+    entry_desc_write(a, code, dslot)                # (riscv_jit_entry.pxi)
+    h.jit_bytes += <uint64_t>((a.p - a.wdelta) - h.jit_free)
     h.jit_free = <uint8_t *>((<uintptr_t>(a.p - a.wdelta) + 15) & ~(<uintptr_t>15))
     jit_close(h, a)
     h.jit_regions += 1
@@ -718,7 +736,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     head.len = a.recs[start].len                     # (code_forget reads it)
     memcpy(<uint8_t *>head + 8, &code, 8)
     cp.njit += 1
-    for i in range(2048):                            # its bytes: stores there unlink it
+    for i in range(a.lo, a.hi + 1):                  # its bytes: stores there unlink it
         if a.state[i] == IN_REGION:
             cp.jcover[i >> 6] |= (<uint64_t>1) << (i & 63)
             cp.xmap[i] = 1

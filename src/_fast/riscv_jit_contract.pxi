@@ -44,6 +44,8 @@ def _jit_contracts():
         "ResvTable.nactive: 4 bytes at 0": RV_PTR_DIFF(&t.nactive, &t) == 0 and sizeof(t.nactive) == 4,
         "CodePage.xmap: a byte per halfword": sizeof(cp.xmap) == 2048,
         "x[] holds 8-byte registers": sizeof(uint64_t) == 8,
+        "a region's descriptor fits DESC_MAX (a label per instruction, its alignment)":
+            sizeof(EntryDesc) + JIT_MAX * sizeof(EntryLabel) + 8 <= DESC_MAX,
     }
 
 

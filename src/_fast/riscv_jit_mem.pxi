@@ -229,7 +229,7 @@ cdef void probe_plan(Jit *a) noexcept nogil:
     cdef int e, t, kind, base = 0, j, at = -1
     cdef Rec *r
     memset(a.carry, 0, sizeof(a.carry))
-    for e in range(2048):
+    for e in range(a.lo, a.hi + 1):
         r = &a.recs[e]
         if a.state[e] != IN_REGION or not (op_is(r.op, P_BRANCH) or r.op == OP_J) or r.imm > 0:
             continue

@@ -25,14 +25,15 @@ cdef void cache_plan(Jit *a) noexcept nogil:
     # nesting depth by a running sum of +1 at loop starts, -1 past loop ends
     # innermost loops (no other loop, call or return inside) weigh most, whatever
     # their depth
-    memset(delta, 0, sizeof(delta))
-    memset(inner, 0, sizeof(inner))
-    for i in range(2048):
+    # (the sums are read from a.lo on: a loop starting before it counts from there)
+    memset(&delta[a.lo], 0, sizeof(int) * (a.hi + 2 - a.lo))
+    memset(&inner[a.lo], 0, sizeof(int) * (a.hi + 2 - a.lo))
+    for i in range(a.lo, a.hi + 1):
         r = &a.recs[i]
         if a.state[i] == IN_REGION and (op_is(r.op, P_BRANCH) or r.op == OP_J) and r.imm <= 0:
             t = 2 * i + r.imm
             if t >= 0:
-                delta[t >> 1] += 1
+                delta[t >> 1 if t >> 1 > a.lo else a.lo] += 1
                 delta[i + 1] -= 1
                 for j in range(t >> 1, i):
                     r2 = &a.recs[j]
@@ -45,9 +46,9 @@ cdef void cache_plan(Jit *a) noexcept nogil:
                         if t2 >= t:
                             break           # a loop inside this one
                 else:
-                    inner[t >> 1] += 1
+                    inner[t >> 1 if t >> 1 > a.lo else a.lo] += 1
                     inner[i + 1] -= 1
-    for i in range(2048):
+    for i in range(a.lo, a.hi + 1):
         depth += delta[i]
         innermost += inner[i]
         if a.state[i] != IN_REGION:

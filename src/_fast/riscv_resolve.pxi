@@ -108,6 +108,21 @@ cdef Rec *xpage_cached(Hart h, CodePage *cp, uint64_t pc) noexcept nogil:
     return &h.tmp[0]
 
 
+cdef int jit_hot = JIT_HOT           # riscv_jit.pxi's JIT_HOT, or a test's
+
+
+def _jit_set_hot(int n):
+    """Compile a record at its ``n``-th taken jump (1..255) from now on; returns the
+    threshold before.  The default, JIT_HOT, is tuned for a Linux boot (fewer regions
+    of code run a few hundred times); the compiled tier's tests use a lower one so
+    that short programs reach compiled code."""
+    global jit_hot
+    if not 1 <= n <= 255:
+        raise ValueError("the threshold counts in a byte: 1..255")
+    old, jit_hot = jit_hot, n
+    return old
+
+
 cdef inline void jit_heat(Hart h, CodePage *cp, Rec *r, uint64_t cbase) noexcept nogil:
     """A jump reached ``r`` (on ``cp``): compile the region there once it is hot."""
     cdef int64_t i
@@ -115,5 +130,5 @@ cdef inline void jit_heat(Hart h, CodePage *cp, Rec *r, uint64_t cbase) noexcept
         return
     i = RV_PTR_DIFF(r, cp.recs) >> 4
     cp.heat[i] += 1
-    if cp.heat[i] == JIT_HOT:
+    if cp.heat[i] == jit_hot:
         jit_compile(h, cp, r, cbase)
