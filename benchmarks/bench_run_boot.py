@@ -15,8 +15,9 @@ another interpreter (a regular install: no editable finders).
 
 ``.venv/bin/python benchmarks/bench_run_boot.py [PYTHON...] [qemu]`` prints the
 times to each console mark (OpenSBI's banner, "Linux version", the prompt) and the
-CPU time, interleaved rounds (``ROUNDS``, default 5; ``EXTRA``: more options for
-vmforge, e.g. ``-icount shift=2,sleep=off`` for the same guest work each round).
+CPU time, interleaved rounds (``ROUNDS``, default 5; ``SMP``: ``-smp N`` for both
+vmforge and QEMU; ``EXTRA``: more options for vmforge, e.g. ``-icount
+shift=2,sleep=off`` for the same guest work each round).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ MARKS = (b"OpenSBI", b"Linux version", b"vmforge:/# ")
 def command(python: str, *extra: str) -> list[str]:
     """The command line: ``python`` is an interpreter, or ``qemu`` for QEMU 7.2."""
     if python == "qemu":
-        head = ["qemu-system-riscv64", "-M", "virt", "-bios", "default", "-monitor", "none"]
+        head = ["qemu-system-riscv64", "-M", "virt", "-bios", "default", "-monitor", "none",
+                *extra]
     else:
         head = [python, "-m", "vmforge.cli.main", "run", "-M", "riscv-virt", *extra]
     return [*head, "-m", "256M", "-kernel", guest("linux-riscv64"), "-initrd",
@@ -111,10 +113,11 @@ def test_boot_to_shell(benchmark, python: str, who: str) -> None:
 def main(pythons: list[str]) -> None:
     rounds = int(os.environ.get("ROUNDS", "5"))
     extra = os.environ.get("EXTRA", "").split()
+    smp = ["-smp", os.environ["SMP"]] if os.environ.get("SMP") else []
     rows: dict[str, list[list[float]]] = {p: [] for p in pythons}
     for _ in range(rounds):
         for p in pythons:
-            times, cpu = boot(command(p, *([] if p == "qemu" else extra)))
+            times, cpu = boot(command(p, *smp, *([] if p == "qemu" else extra)))
             rows[p].append([*times, cpu])
     for p, got in rows.items():
         cols = list(zip(*got, strict=True))
