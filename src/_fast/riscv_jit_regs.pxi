@@ -13,7 +13,7 @@ cdef void cache_plan(Jit *a) noexcept nogil:
     cdef int uses[33]
     cdef int delta[2049]
     cdef int inner[2049]
-    cdef int i, j, op, best, n = 0, w, depth = 0, innermost = 0
+    cdef int i, j, op, best, n = 0, w, depth = 0, innermost = 0, body
     cdef int64_t t, t2
     cdef Rec *r
     cdef Rec *r2
@@ -24,7 +24,9 @@ cdef void cache_plan(Jit *a) noexcept nogil:
     # loops (a backward jump and what it jumps over) weigh more, inner ones most:
     # nesting depth by a running sum of +1 at loop starts, -1 past loop ends
     # innermost loops (no other loop, call or return inside) weigh most, whatever
-    # their depth
+    # their depth, and the shorter the more: a use in a loop of n instructions weighs
+    # 2**18 / n (at least a depth-3 use's 4096), as if every innermost loop ran as many
+    # instructions in all (quicksort's 5-instruction scans outweigh its fill loop of 10)
     # (the sums are read from a.lo on: a loop starting before it counts from there)
     memset(&delta[a.lo], 0, sizeof(int) * (a.hi + 2 - a.lo))
     memset(&inner[a.lo], 0, sizeof(int) * (a.hi + 2 - a.lo))
@@ -35,10 +37,12 @@ cdef void cache_plan(Jit *a) noexcept nogil:
             if t >= 0:
                 delta[t >> 1 if t >> 1 > a.lo else a.lo] += 1
                 delta[i + 1] -= 1
+                body = 1
                 for j in range(t >> 1, i):
                     r2 = &a.recs[j]
                     if a.state[j] != IN_REGION:
                         continue
+                    body += 1
                     if r2.op == OP_JAL or r2.op == OP_JALR:
                         break               # a call or a return: not a plain loop
                     if (op_is(r2.op, P_BRANCH) or r2.op == OP_J) and r2.imm <= 0:
@@ -46,8 +50,9 @@ cdef void cache_plan(Jit *a) noexcept nogil:
                         if t2 >= t:
                             break           # a loop inside this one
                 else:
-                    inner[t >> 1 if t >> 1 > a.lo else a.lo] += 1
-                    inner[i + 1] -= 1
+                    body = (1 << 18) // body if body < 64 else 1 << 12
+                    inner[t >> 1 if t >> 1 > a.lo else a.lo] += body
+                    inner[i + 1] -= body
     for i in range(a.lo, a.hi + 1):
         depth += delta[i]
         innermost += inner[i]
@@ -55,7 +60,7 @@ cdef void cache_plan(Jit *a) noexcept nogil:
             continue
         r = &a.recs[i]
         op = r.op
-        w = 1 << (16 if innermost else 4 * (depth if depth < 3 else 3))
+        w = innermost if innermost else 1 << 4 * (depth if depth < 3 else 3)
         if op_is(op, P_RS1):
             uses[r.rs1] += w
         if op_is(op, P_RS2):

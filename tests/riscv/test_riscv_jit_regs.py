@@ -1,7 +1,8 @@
 """The compiled tier's register plan (``cache_plan`` in ``src/_fast/riscv_jit_regs.pxi``):
 the registers of an innermost loop (no loop, call or return inside it) are cached
 in host registers whatever its nesting depth, before the registers of code that
-is only deeper (a loop body around other loops).  Results equal the interpreter's.
+is only deeper (a loop body around other loops), and a short innermost loop's
+before a long one's.  Results equal the interpreter's.
 """
 
 from __future__ import annotations
@@ -49,4 +50,36 @@ def test_an_innermost_loop_keeps_its_registers_in_host_registers():
     harts, spaces = run_pair(words(_program()), regs, [(DATA, 0x1000, False)])
     cached = _jit_bounds(harts[0])["cached"]       # (the last region compiled)
     assert 20 in cached and 21 in cached, cached
+    assert_same(harts, spaces)
+
+
+def _short_and_long() -> list[int]:
+    """Two innermost loops one after the other: a short one (3 instructions: t0
+    counts, t1 += s2) and a long one (13: t2 counts, s0 += s1, five registers
+    doubled twice each), 100 trips each.  s2 and s1 are used once a trip each."""
+    prog = [_addi(5, 0, 100), _addi(7, 0, 100)]
+    short = len(prog)
+    prog.append(_addi(5, 5, -1))                        # short: addi t0, t0, -1
+    prog.append(r_type(0, 0, 0x33, 6, 6, 18))           # add t1, t1, s2
+    prog.append(b_type(4 * (short - len(prog)), 0, 5, 1))     # bnez t0, short
+    long = len(prog)
+    prog.append(_addi(7, 7, -1))                        # long: addi t2, t2, -1
+    prog.append(r_type(0, 0, 0x33, 8, 8, 17))           # add s0, s0, a7
+    for rd in (28, 29, 30, 31, 19) * 2:                 # add t3, t3, t3 ...
+        prog.append(r_type(0, 0, 0x33, rd, rd, rd))
+    prog.append(b_type(4 * (long - len(prog)), 0, 7, 1))      # bnez t2, long
+    prog.append(0x00100073)                             # ebreak
+    return prog
+
+
+def test_a_short_innermost_loop_outweighs_a_long_one():
+    """The pool's last register goes to s2 (once a trip of the 3-instruction loop),
+    not a7 (once a trip of the 13-instruction loop), though both are used as often:
+    the short loop's trip is shorter (quicksort's scans against its fill loop)."""
+    from vmforge._fast.riscv import _jit_bounds
+
+    regs = {i: i * 0x1111 for i in (6, 8, 17, 18, 19, 28, 29, 30, 31)}
+    harts, spaces = run_pair(words(_short_and_long()), regs, [(DATA, 0x1000, False)])
+    cached = _jit_bounds(harts[0])["cached"]
+    assert 18 in cached and 17 not in cached, cached
     assert_same(harts, spaces)
