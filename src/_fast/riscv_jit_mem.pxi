@@ -531,11 +531,11 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         store_beside_code(a, t, size)
     writeback(a)
     if t.kind == STUB_RESV:      # rax = host address (Stub.sib: the addend), rdx = h.rs
-        mov_rr(a, RDI, RDX)
-        if t.sib:
+        if t.sib:                # (before rdi is set: the base may be cached in rdi)
             op_rx(a, 1, X_LEA, RSI, a.host_of[r.rs1], r.imm, 0)
         else:
             mov_rr(a, RSI, RAX)
+        mov_rr(a, RDI, RDX)
         mov_r32_imm32(a, RDX, size)
         call_abs(a, <void *>RESV_CLEAR)
         exit_on(a, t.off + r.len, t.k + 1, WHY_RESV)
