@@ -1,4 +1,5 @@
-# LR, SC and the AMOs Linux's locks use (amoswap, amoadd) in compiled code
+# LR, SC and the AMOs Linux's locks and bit operations use (amoswap, amoadd; amoor,
+# amoand, amoxor into x0) in compiled code
 # (included by riscv_jit.pxi after riscv_jit_mem.pxi).
 #
 # The inline path is exec_amo's (riscv_mmu.pxi) on an aligned access to a page the
@@ -17,13 +18,17 @@ cdef enum:
     X0F_XADD = 0xc1             # xadd r/m, r (with LOCK)
     X_XCHG = 0x87               # xchg r/m, r (locked by itself)
     X_LOCK = 0xf0               # the LOCK prefix
+    X_OR_MR = 0x09              # or r/m, r (with LOCK)
+    X_AND_MR = 0x21             # and r/m, r (with LOCK)
 
 
 cdef inline bint amo_inline(Rec *r) noexcept nogil:
-    """Whether the op has an inline path: LR, SC, amoswap, amoadd."""
+    """Whether the op has an inline path: LR, SC, amoswap, amoadd; amoor, amoand,
+    amoxor with rd = x0 (Linux's set_bit, clear_bit, change_bit)."""
     cdef int op = r.op
     return (op == OP_LR_W or op == OP_LR_D or op == OP_SC_W or op == OP_SC_D or
-            ((op == OP_AMO_W or op == OP_AMO_D) and (r.rs3 == 0x00 or r.rs3 == 0x01)))
+            ((op == OP_AMO_W or op == OP_AMO_D) and (r.rs3 == 0x00 or r.rs3 == 0x01 or
+             ((r.rd == 0 or r.rd == 32) and (r.rs3 == 0x08 or r.rs3 == 0x0c or r.rs3 == 0x04)))))
 
 
 cdef void rd_from_rdx(Jit *a, int rd, bint w) noexcept nogil:
@@ -64,7 +69,7 @@ cdef void resv_others(Jit *a, int size) noexcept nogil:
 
 
 cdef void emit_amo(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
-    """LR, SC, amoswap, amoadd: inline on plain RAM, else emit_exec (after a jump
+    """The ops of amo_inline: inline on plain RAM, else emit_exec (after a jump
     over it on the inline path)."""
     cdef int op = r.op, v
     cdef bint w = op == OP_LR_W or op == OP_SC_W or op == OP_AMO_W
@@ -132,12 +137,16 @@ cdef void emit_amo(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
         mov_r32_imm32(a, RDX, 1)
         rd_from_rdx(a, r.rd, 0)                      # rd = 1: failed
         here(a, done)
-    else:                                            # amoswap, amoadd: one host atomic
+    else:                                            # one host atomic
         v = rget(a, r.rs2, RDX)
         if v != RDX:
             mov_rr(a, RDX, v)
         if r.rs3 == 0x01:
             op_rm(a, q, X_XCHG, RDX, RAX, 0)         # xchg [rax], edx/rdx
+        elif r.rs3 != 0x00:                          # (rd = x0: the old value unused)
+            b1(a, X_LOCK)                            # lock or/and/xor [rax], edx/rdx
+            op_rm(a, q, X_OR_MR if r.rs3 == 0x08 else (X_AND_MR if r.rs3 == 0x0c else X_XOR_MR),
+                  RDX, RAX, 0)
         else:
             b1(a, X_LOCK)
             op0f_rm(a, q, X0F_XADD, RDX, RAX, 0)     # lock xadd [rax], edx/rdx

@@ -60,6 +60,9 @@ def _body() -> list[int]:
         _amo(0, 3, A1, S4, T1),         # amoadd.d a1, t1, (s4)
         _acc(A1),
         _amo(0, 2, 0, S2, T1),          # amoadd.w x0, t1, (s2)
+        _amo(8, 3, 0, S4, T1),          # amoor.d x0, t1, (s4)
+        _amo(12, 2, 0, S2, T4),         # amoand.w x0, t4, (s2)
+        _amo(4, 3, 0, S4, T4),          # amoxor.d x0, t4, (s4)
         _amo(8, 2, A1, S2, T1),         # amoor.w a1, t1, (s2): not inline (a call)
         _acc(A1),
         _amo(3, 2, A2, S2, A2),         # sc.w a2, a2, (s2): rd = rs2, no reservation
