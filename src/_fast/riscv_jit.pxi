@@ -5,7 +5,8 @@
 # times becomes the head of a compiled *region* (op OP_JIT; the code's address
 # in the record's imm/bits bytes).  A region is every instruction of the page
 # that the compiled ops (RV64I, fence, RV64M, Zba/Zbb/Zbs, loads, stores,
-# branches, jal, jalr, fld, fsd; LR, SC, AMOs, flw and fsw as
+# branches, jal, jalr, fld, fsd; LR, SC, amoswap, amoadd inline on plain RAM,
+# riscv_jit_amo.pxi; the other AMOs, flw and fsw, and those off plain RAM, as
 # calls of the interpreter's exec_slow, emit_exec; the instruction crossing into the next
 # page, riscv_jit_xpage.pxi) reach from the head by falling through and by
 # jumps, up to JIT_MAX instructions, laid out in address order.  Jumps inside

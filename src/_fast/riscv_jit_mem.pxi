@@ -451,7 +451,8 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
 
 cdef inline bint exec_compiled(Rec *r) noexcept nogil:
     """Ops a region runs by calling the interpreter's exec_slow (exec_call): LR, SC,
-    AMOs, F/D loads and stores (but fld and fsd: emit_fmem).  Left to the run loop, each took
+    AMOs, F/D loads and stores (but fld and fsd: emit_fmem; those of amo_inline
+    only off plain RAM: emit_amo, riscv_jit_amo.pxi).  Left to the run loop, each took
     the region out: Linux's user programs run them in their hot loops (locks, saved
     FP registers)."""
     return (op_is(r.op, P_AMO) or r.op == OP_FSW or r.op == OP_FSD or r.op == OP_FLW or
