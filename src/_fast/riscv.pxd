@@ -181,6 +181,7 @@ cdef class Hart:
     cdef uint8_t *jit_epilogue
     cdef void *jit_work           # the compiler's scratch (a Jit)
     cdef readonly uint64_t jit_regions, jit_resets, jit_calls
+    cdef readonly uint64_t exec_calls   # ops run by a call of exec_slow from a region (exec_call)
     # instructions compiled and bytes written in regions; regions headed inside an
     # older one; those made ways into it instead (riscv_jit_entry.pxi)
     cdef readonly uint64_t jit_insns, jit_bytes, jit_covered, jit_stubs

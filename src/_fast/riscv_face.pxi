@@ -315,7 +315,8 @@ cdef class Hart:
                 "jit_regions": self.jit_regions,
                 "jit_resets": self.jit_resets, "jit_calls": self.jit_calls,
                 "jit_insns": self.jit_insns, "jit_bytes": self.jit_bytes,
-                "jit_covered": self.jit_covered, "jit_stubs": self.jit_stubs}
+                "jit_covered": self.jit_covered, "jit_stubs": self.jit_stubs,
+                "exec_calls": self.exec_calls}
 
     def _jit_code(self):
         """(address, bytes) of the compiled code so far, for a disassembler."""

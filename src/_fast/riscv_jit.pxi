@@ -5,7 +5,8 @@
 # times becomes the head of a compiled *region* (op OP_JIT; the code's address
 # in the record's imm/bits bytes).  A region is every instruction of the page
 # that the compiled ops (RV64I, fence, RV64M, Zba/Zbb/Zbs, loads, stores,
-# branches, jal, jalr, fld, fsd; LR, SC, AMOs, flw and fsw as
+# branches, jal, jalr, fld, fsd; LR, SC, amoswap, amoadd inline on plain RAM,
+# riscv_jit_amo.pxi; the other AMOs, flw and fsw, and those off plain RAM, as
 # calls of the interpreter's exec_slow, emit_exec; the instruction crossing into the next
 # page, riscv_jit_xpage.pxi) reach from the head by falling through and by
 # jumps, up to JIT_MAX instructions, laid out in address order.  Jumps inside
@@ -199,6 +200,7 @@ cdef struct Jit:
     int32_t o_cp_recs, o_cp_page        # inside a CodePage: its records, its ppage
     int32_t o_pc, o_cnt                 # h.pc_, h.cnt (emit_exec)
     int32_t o_f, o_mstatus              # h.f[], h.mstatus (fld, fsd inline: emit_fmem)
+    int32_t o_resv_slot, o_resv_val     # h.resv_slot, h.resv_val (LR/SC inline: emit_amo)
     # the register cache: guest register -> host register (-1: in memory)
     signed char host_of[33]
     uint8_t dirty[33]               # cached and written somewhere in the region
@@ -388,6 +390,7 @@ include "riscv_jit_chain.pxi"      # ways out into another region: jalr, another
 include "riscv_jit_calls.pxi"      # the C functions compiled code calls
 include "riscv_jit_contract.pxi"   # layouts, called functions and room it relies on
 include "riscv_jit_mem.pxi"     # loads and stores: inline TLB probes, slow paths
+include "riscv_jit_amo.pxi"     # LR, SC, amoswap, amoadd inline on plain RAM
 include "riscv_jit_zb.pxi"      # Zba/Zbb/Zbs ops
 include "riscv_jit_xpage.pxi"   # the instruction crossing into the next page
 
@@ -591,6 +594,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_cnt = <int32_t>RV_PTR_DIFF(&h.cnt, <void *>h)
     a.o_f = <int32_t>RV_PTR_DIFF(<void *>&h.f[0], <void *>h)
     a.o_mstatus = <int32_t>RV_PTR_DIFF(&h.mstatus, <void *>h)
+    a.o_resv_slot = <int32_t>RV_PTR_DIFF(&h.resv_slot, <void *>h)
+    a.o_resv_val = <int32_t>RV_PTR_DIFF(&h.resv_val, <void *>h)
     a.o_cp_recs = <int32_t>RV_PTR_DIFF(&cp.recs[0], cp)
     a.o_cp_page = <int32_t>RV_PTR_DIFF(&cp.ppage, cp)
     a.nstubs = 0
@@ -650,6 +655,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
             a.eax_in = -1                            # (the check used rax)
         if op == OP_FLD or op == OP_FSD:
             emit_fmem(a, r, off, k)
+        elif amo_inline(r):
+            emit_amo(a, r, off, k)
         elif exec_compiled(r):
             emit_exec(a, r, off, k)
         elif op_is(op, P_ALU):

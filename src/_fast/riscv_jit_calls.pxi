@@ -20,16 +20,18 @@ cdef int exec_call(Hart h, Rec *r) noexcept nogil:
     cdef int size = 4 if op == OP_LR_W or op == OP_SC_W or op == OP_AMO_W or op == OP_FLW else 8
     cdef TlbEntry *e
     h.jexit = 1
+    h.exec_calls += 1
     res = exec_slow(h, r)
     if res or (h.hooks_on & HOOK_MMU):
         return res
     if op == OP_FSW or op == OP_FSD:
         return 0                            # (store_slow set h.jexit)
     e = &(h.wt if writes else h.rt)[(va >> 12) & 255]
-    if writes and (e.tag & ~RV_TLB_FLAGS) != (va & RV_PAGE_MASK):
-        # an SC or AMO translates without filling the entry: fill it as a store
-        # would have, to see what the page is (and to find it there next time)
-        if tlb_fill(h, va, ACC_W, e):
+    if amo and (e.tag & ~RV_TLB_FLAGS) != (va & RV_PAGE_MASK):
+        # LR, SC and AMOs translate without filling the entry: fill it as a load
+        # or store would have, to see what the page is (and to find it there next
+        # time: emit_amo's inline path)
+        if tlb_fill(h, va, ACC_W if writes else ACC_R, e):
             return 0                        # (h.jexit stays set)
     h.jexit = e.tag != (va & RV_PAGE_MASK) or (va & 0xfff) + <uint64_t>size > 4096
     return 0

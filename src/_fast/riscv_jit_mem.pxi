@@ -451,7 +451,8 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
 
 cdef inline bint exec_compiled(Rec *r) noexcept nogil:
     """Ops a region runs by calling the interpreter's exec_slow (exec_call): LR, SC,
-    AMOs, F/D loads and stores (but fld and fsd: emit_fmem).  Left to the run loop, each took
+    AMOs, F/D loads and stores (but fld and fsd: emit_fmem; those of amo_inline
+    only off plain RAM: emit_amo, riscv_jit_amo.pxi).  Left to the run loop, each took
     the region out: Linux's user programs run them in their hot loops (locks, saved
     FP registers)."""
     return (op_is(r.op, P_AMO) or r.op == OP_FSW or r.op == OP_FSD or r.op == OP_FLW or
@@ -531,11 +532,11 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         store_beside_code(a, t, size)
     writeback(a)
     if t.kind == STUB_RESV:      # rax = host address (Stub.sib: the addend), rdx = h.rs
-        mov_rr(a, RDI, RDX)
-        if t.sib:
+        if t.sib:                # (before rdi is set: the base may be cached in rdi)
             op_rx(a, 1, X_LEA, RSI, a.host_of[r.rs1], r.imm, 0)
         else:
             mov_rr(a, RSI, RAX)
+        mov_rr(a, RDI, RDX)
         mov_r32_imm32(a, RDX, size)
         call_abs(a, <void *>RESV_CLEAR)
         exit_on(a, t.off + r.len, t.k + 1, WHY_RESV)

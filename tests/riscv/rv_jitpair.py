@@ -17,11 +17,11 @@ def words(ws: Sequence[int]) -> bytes:
 
 def run_pair(code: bytes, regs: dict[int, int],
              rams: Sequence[tuple[int, int, bool]] = (), data: tuple[int, bytes] | None = None,
-             stop_on: frozenset[int] = frozenset({3})):
+             stop_on: frozenset[int] = frozenset({3}), smp: int = 0):
     """[compiled, interpreter] harts and their address spaces after running
     ``code`` at CODE to a stop: RAM blocks ``(base, size, readonly)`` beside the
-    code's, ``data`` = (address, bytes) loaded, ``regs`` set.  Both must stop the
-    same way, by an exception."""
+    code's, ``data`` = (address, bytes) loaded, ``regs`` set, ``smp`` set (SC a
+    compare-and-swap).  Both must stop the same way, by an exception."""
     harts, spaces = [], []
     for jit in (True, False):
         space = AddressSpace()
@@ -33,6 +33,7 @@ def run_pair(code: bytes, regs: dict[int, int],
             space.memory.load(*data)
         hart = RiscvHart(space, pc=CODE, stop_on=set(stop_on))
         hart.jit = jit
+        hart.smp = smp
         for i, v in regs.items():
             hart.x[i] = v
         harts.append(hart)
