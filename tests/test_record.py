@@ -11,13 +11,21 @@ import pickle
 import pytest
 
 from vmforge.block import BlockStatus as S
-from vmforge.block import CheckResult, CreateOption, Extent, ImageInfo, Layer, SnapshotInfo
+from vmforge.block import (
+    CheckResult,
+    CreateOption,
+    Extent,
+    ImageInfo,
+    Layer,
+    OptionValueError,
+    SnapshotInfo,
+)
 from vmforge.record import FrozenRecord, Record
 
 #: each record class, its fields in order, and whether it is frozen
 RECORDS = [
     (Extent, ("offset", "length", "status", "host_offset", "depth", "filename"), True),
-    (CreateOption, ("name", "type", "default", "help", "choices"), True),
+    (CreateOption, ("name", "type", "default", "help", "choices", "refused"), True),
     (SnapshotInfo, ("id", "name", "vm_state_size", "date_sec", "date_nsec", "vm_clock_nsec",
                     "icount"), True),
     (CheckResult, ("filename", "format", "corruptions", "leaks", "check_errors",
@@ -95,5 +103,9 @@ def test_create_option_parse() -> None:
     assert opt.parse("1k") == 1024 and opt == CreateOption("size", int, 0, "the size")
     flag = CreateOption(name="on", type=bool, default=False, help="h", choices=(True,))
     assert flag.parse("on") is True
-    with pytest.raises(ValueError, match="not one of"):
+    with pytest.raises(OptionValueError, match="does not accept value 'False'") as exc:
         flag.parse("off")
+    assert exc.value.option == "on" and not exc.value.typed
+    with pytest.raises(OptionValueError, match="expects 'on' or 'off'") as exc:
+        flag.parse("1")                 # QemuOpts' words only (y/yes/true, n/no/false)
+    assert exc.value.typed
