@@ -94,3 +94,21 @@ def test_nothing_armed_means_halted(tmp_path: Path) -> None:
     cluster.run_slice()
     assert cluster.run_slice() is True
     assert cluster.mtime < 100
+
+
+def test_a_timer_due_since_the_harts_halted_is_no_wait(tmp_path: Path) -> None:
+    """The harts were found halted, then the clock passed an armed timer before the
+    machine asked how long to sleep: 0 (run them now), not None (nothing armed: the
+    machine slept until another event, up to ``--timeout``, with the hart's
+    interrupt pending; seen as a Linux guest hanging after ``poweroff -f``)."""
+    cluster, _ = make(assemble(TIMER_PROGRAM, tmp_path), 1)
+    cluster.warp_idle = False                           # (time as the host's: no warp)
+    hart = cluster.harts[0]
+    hart.mtimecmp = 50_000_000
+    cluster.run_slice()
+    assert cluster.run_slice() is True                  # in wfi, the timer ahead
+    assert cluster.idle_delay_ns() == (50_000_000 - cluster.mtime) * cluster.tick_ns
+    hart.mtimecmp = cluster.mtime                       # as if time had run on to it
+    assert cluster.idle_delay_ns() == 0
+    hart.set_csr("mie", 0)
+    assert cluster.idle_delay_ns() is None              # disarmed: nothing to wait for

@@ -178,11 +178,14 @@ class HartCluster:
 
     def idle_delay_ns(self) -> int | None:
         """While every hart is halted: guest ns until the next hart timer fires
-        (None: no timer armed; 0: due)."""
-        target = self._next_deadline()
-        if target is None:
+        (None: no timer armed; 0: due).  A timer that came due after the harts
+        were found halted (host time runs on) is 0, not "none armed": the
+        machine would otherwise sleep until some other event, its hart waiting
+        in ``wfi`` for an interrupt already pending."""
+        deadlines = [d for h in self.harts for d in h.armed_timers()]
+        if not deadlines:
             return None
-        return (target - self.mtime) * self.tick_ns
+        return max(0, min(deadlines) - self.mtime) * self.tick_ns
 
     def advance_idle(self, ns: int) -> None:
         """Instruction-counted time: ``ns`` of idle time passed (``sleep=on``);
