@@ -170,7 +170,7 @@ class HartCluster:
         """The earliest armed ``mtimecmp`` in the future (ticks), if every armed
         one is in the future (else an interrupt is already due)."""
         now = self.mtime
-        deadlines = [d for h in self.harts for d in h.armed_timers()]
+        deadlines = self._armed()
         future = [d for d in deadlines if d > now]
         if future and len(future) == len(deadlines):
             return min(future)
@@ -182,10 +182,14 @@ class HartCluster:
         were found halted (host time runs on) is 0, not "none armed": the
         machine would otherwise sleep until some other event, its hart waiting
         in ``wfi`` for an interrupt already pending."""
-        deadlines = [d for h in self.harts for d in h.armed_timers()]
+        deadlines = self._armed()
         if not deadlines:
             return None
         return max(0, min(deadlines) - self.mtime) * self.tick_ns
+
+    def _armed(self) -> list[int]:
+        """Every hart's armed timer comparators (ticks)."""
+        return [d for h in self.harts for d in h.armed_timers()]
 
     def advance_idle(self, ns: int) -> None:
         """Instruction-counted time: ``ns`` of idle time passed (``sleep=on``);

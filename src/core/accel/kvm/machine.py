@@ -410,15 +410,23 @@ class KvmMachine(Machine):
                     return
                 handler, inline = key.data
                 with self._notify_lock:
-                    try:
-                        os.eventfd_read(key.fd)
-                    except BlockingIOError:
+                    if not self._take_notify(key.fd, handler, inline):
                         continue
-                    if not inline:
-                        self._notified[key.fd] = handler
-                        self.call_soon(self._run_notified)
                 if inline:
                     handler()
+                else:
+                    self.call_soon(self._run_notified)
+
+    def _take_notify(self, fd: int, handler: Callable[[], None], inline: bool) -> bool:
+        """Read eventfd ``fd`` (under :attr:`_notify_lock`): whether it was signalled;
+        a kick for the machine's thread is then noted for :meth:`_run_notified`."""
+        try:
+            os.eventfd_read(fd)
+        except BlockingIOError:
+            return False
+        if not inline:
+            self._notified[fd] = handler
+        return True
 
     def _run_notified(self) -> None:
         with self._notify_lock:
@@ -435,14 +443,8 @@ class KvmMachine(Machine):
         not handled afterwards on the source only."""
         with self._notify_lock:
             for fd, handler, inline in self._eventfds:
-                try:
-                    os.eventfd_read(fd)
-                except BlockingIOError:
-                    continue
-                if inline:
+                if self._take_notify(fd, handler, inline) and inline:
                     handler()
-                else:
-                    self._notified[fd] = handler
         self._run_notified()
 
     def _stop_io_thread(self) -> None:

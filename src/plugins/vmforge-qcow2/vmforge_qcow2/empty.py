@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from array import array
 
-from .header import AUTOCLEAR_BITMAPS, EXT_BITMAPS, INCOMPAT_DIRTY
+from .header import AUTOCLEAR_BITMAPS, EXT_BITMAPS, INCOMPAT_DIRTY, OFF_L1_TABLE
 from .l2 import L2Cache
 from .refcount import Refcounts
 
@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from .write import Qcow2Writer
 
 #: the header's l1_table_offset (8 bytes), refcount_table_offset (8) and
-#: refcount_table_clusters (4), one after the other
-_OFF_L1_TABLE_OFFSET = 40
+#: refcount_table_clusters (4), one after the other from OFF_L1_TABLE
 _TABLES = struct.Struct(">QQI")
 
 
@@ -56,7 +55,7 @@ def empty_completely(img: Qcow2Writer) -> None:
     f.sync()
     f.pwrite(img.l1_offset, bytes(l1_clusters * cs))
     f.pwrite(cs, bytes((2 + l1_clusters) * cs))
-    img._write_header(_OFF_L1_TABLE_OFFSET, _TABLES.pack(3 * cs, cs, 1))
+    img._write_header(OFF_L1_TABLE, _TABLES.pack(3 * cs, cs, 1))
     f.sync()
     f.pwrite(cs, struct.pack(">Q", 2 * cs))         # the first refcount block
     f.sync()

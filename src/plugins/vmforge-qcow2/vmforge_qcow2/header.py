@@ -68,6 +68,7 @@ assert _V2.size == V2_HEADER_LEN and _V2.size + _V3.size == V3_HEADER_LEN
 # byte offsets of fields that are updated in place
 OFF_SIZE = 24
 OFF_L1_SIZE = 36                # l1_size (4) and l1_table_offset (8) are adjacent
+OFF_L1_TABLE = 40               # l1_table_offset (8), then OFF_REFTABLE's two fields
 OFF_REFTABLE = 48               # refcount_table_offset (8) and _clusters (4) adjacent
 OFF_SNAPSHOTS = 60              # nb_snapshots (4) and snapshots_offset (8) adjacent
 OFF_INCOMPAT = 72

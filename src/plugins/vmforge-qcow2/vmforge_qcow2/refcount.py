@@ -16,7 +16,7 @@ from vmforge.block import BlockError, CorruptImageError
 from vmforge.block.fileio import punch_hole
 
 from .fileio import ImageFile
-from .header import MAX_HOST_OFFSET, MAX_REFTABLE_BYTES
+from .header import MAX_HOST_OFFSET, MAX_REFTABLE_BYTES, OFF_REFTABLE
 from .l2 import table_from_bytes, table_to_bytes
 
 TYPE_CHECKING = False
@@ -500,7 +500,7 @@ class Refcounts:
         old_off, old_cl = self.table_offset, self.table_clusters
         self.write_back()
         self.f.sync()               # new blocks and table before the header switches
-        self.write_header(48, struct.pack(">QI", start << self.cluster_bits, tcl))
+        self.write_header(OFF_REFTABLE, struct.pack(">QI", start << self.cluster_bits, tcl))
         self.f.sync()               # the switch before the old table is freed
         self.table, self.table_offset, self.table_clusters = table, start << self.cluster_bits, tcl
         self._blocks = None
