@@ -298,22 +298,22 @@ cdef void load_into(Jit *a, int op, int dst, int base) noexcept nogil:
         op0f_rm(a, 0, X0F_MOVZX8, dst, base, 0)
 
 
-cdef void load_x(Jit *a, int op, int dst, int index, int32_t disp) noexcept nogil:
-    """dst = the ``op``-sized value at [rax + index + disp], extended as RISC-V says."""
+cdef void load_x(Jit *a, int op, int dst, int base, int index, int32_t disp) noexcept nogil:
+    """dst = the ``op``-sized value at [base + index + disp], extended as RISC-V says."""
     if op == OP_LD or op == OP_FLD:
-        op_rx(a, 1, X_MOV, dst, index, disp, 0)
+        op_sib(a, 1, X_MOV, dst, base, index, disp, 0)
     elif op == OP_LW:
-        op_rx(a, 1, X_MOVSXD, dst, index, disp, 0)
+        op_sib(a, 1, X_MOVSXD, dst, base, index, disp, 0)
     elif op == OP_LWU:
-        op_rx(a, 0, X_MOV, dst, index, disp, 0)
+        op_sib(a, 0, X_MOV, dst, base, index, disp, 0)
     elif op == OP_LH:
-        op_rx(a, 1, X0F_MOVSX16, dst, index, disp, RX_0F)
+        op_sib(a, 1, X0F_MOVSX16, dst, base, index, disp, RX_0F)
     elif op == OP_LHU:
-        op_rx(a, 0, X0F_MOVZX16, dst, index, disp, RX_0F)
+        op_sib(a, 0, X0F_MOVZX16, dst, base, index, disp, RX_0F)
     elif op == OP_LB:
-        op_rx(a, 1, X0F_MOVSX8, dst, index, disp, RX_0F)
+        op_sib(a, 1, X0F_MOVSX8, dst, base, index, disp, RX_0F)
     else:
-        op_rx(a, 0, X0F_MOVZX8, dst, index, disp, RX_0F)
+        op_sib(a, 0, X0F_MOVZX8, dst, base, index, disp, RX_0F)
 
 
 cdef void stub(Jit *a, int kind, Rec *r, int64_t off, int k, uint8_t *patch) noexcept nogil:
@@ -333,7 +333,8 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
     """rax = guest address -> rax = host address, rcx = its TLB entry; a miss goes to
     a slow path (``kind``).  An access whose base is cached (Stub.sib) probes with
     the guest address in rdx alone and leaves the entry's addend in rax: the access
-    reads [rax + base + imm]."""
+    reads [rax + base + imm] (a load where the addend is kept, a.rad: [rbx + base +
+    imm], no copy to rax)."""
     cdef uint8_t *add
     cdef int b = a.host_of[r.rs1]
     if b >= 0:
@@ -342,8 +343,9 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
             a.n_again += 1
             stub(a, kind, r, off, k, tag_check(a, size))
             a.stubs[a.nstubs - 1].reprobe = a.p
-            if a.rad >= 0:                          # the addend kept: no load
-                mov_rr(a, RAX, a.rad)               # mov rax, rbx
+            if a.rad >= 0:                          # the addend kept: no load (a load
+                if kind != STUB_LOAD:               # reads through it, a store through
+                    mov_rr(a, RAX, a.rad)           # rax: mov rax, rbx)
                 return
         else:
             a.n_full += 1
@@ -354,7 +356,8 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
             stub(a, kind, r, off, k, tag_check(a, size))
         if a.rad >= 0:
             addend_check(a)
-            mov_rr(a, RAX, a.rad)                   # mov rax, rbx
+            if kind != STUB_LOAD:
+                mov_rr(a, RAX, a.rad)               # mov rax, rbx
         else:
             op_rm(a, 1, X_MOV, RAX, RCX, 8)          # mov rax, addend
         return
@@ -374,8 +377,8 @@ cdef void emit_load(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     if b < 0:
         address(a, r)
     probe(a, STUB_LOAD, r, off, k, a.o_rt, size)
-    if b >= 0:
-        load_x(a, r.op, dst, b, r.imm)              # [addend + base + imm]
+    if b >= 0:                                      # [addend + base + imm]: the addend
+        load_x(a, r.op, dst, a.rad if a.rad >= 0 else RAX, b, r.imm)   # kept, or in rax
     else:
         load_into(a, r.op, dst, RAX)                # (x0: the access all the same)
     if r.op == OP_FLD:

@@ -175,9 +175,17 @@ cdef inline void op_rx(Jit *a, int w, int opc, int reg, int index, int32_t disp,
                        int flags) noexcept nogil:
     """``opc reg, [rax + index + disp]`` (or the store direction, by opcode): a SIB
     with rax as its base, in its shortest form; ``index`` not rsp."""
-    cdef int v = REX | (REX_W if w else 0) | (REX_R if reg & 8 else 0) | (REX_X if index & 8 else 0)
+    op_sib(a, w, opc, reg, RAX, index, disp, flags)
+
+
+cdef inline void op_sib(Jit *a, int w, int opc, int reg, int base, int index, int32_t disp,
+                        int flags) noexcept nogil:
+    """``opc reg, [base + index + disp]`` (or the store direction, by opcode), in its
+    shortest form; ``index`` not rsp."""
+    cdef int v = (REX | (REX_W if w else 0) | (REX_R if reg & 8 else 0) |
+                  (REX_X if index & 8 else 0) | (REX_B if base & 8 else 0))
     cdef int mod = MOD_DISP32
-    if disp == 0:
+    if disp == 0 and base & 7 != RBP:       # (rbp, r13 as a SIB base: a displacement)
         mod = MOD_IND
     elif -128 <= disp <= 127:
         mod = MOD_DISP8
@@ -189,7 +197,7 @@ cdef inline void op_rx(Jit *a, int w, int opc, int reg, int index, int32_t disp,
         b1(a, X_0F)
     b1(a, opc)
     b1(a, mod | ((reg & 7) << 3) | RM_SIB)
-    b1(a, ((index & 7) << 3) | RAX)
+    b1(a, ((index & 7) << 3) | (base & 7))
     if mod == MOD_DISP8:
         b1(a, disp)
     elif mod == MOD_DISP32:
@@ -409,12 +417,12 @@ def _x86_encode(str name, *args):
     ``jmp32`` and ``jmp_to`` aim at the start of the output)."""
     cdef Jit *a = <Jit *>malloc(sizeof(Jit))
     cdef uint8_t buf[32]
-    cdef int64_t v[6]
+    cdef int64_t v[7]
     cdef int i
     cdef uint8_t *after
     if a == NULL:
         raise MemoryError()
-    for i in range(6):
+    for i in range(7):
         v[i] = args[i] if i < len(args) else 0
     a.p = buf
     try:
@@ -424,6 +432,9 @@ def _x86_encode(str name, *args):
             op0f_rm(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3], <int32_t>v[4])
         elif name == "op_rx":
             op_rx(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3], <int32_t>v[4], <int>v[5])
+        elif name == "op_sib":
+            op_sib(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3], <int>v[4], <int32_t>v[5],
+                   <int>v[6])
         elif name == "op_rr":
             op_rr(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3])
         elif name == "op0f_rr":

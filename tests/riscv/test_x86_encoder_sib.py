@@ -1,7 +1,9 @@
 """``op_rx`` of the x86-64 encoder (``src/_fast/x86_enc.pxi``): an operand
 ``[rax + index + disp]``, which compiled loads and stores through a cached base
 register use (the TLB entry's addend in rax, the guest register as the index),
-against objdump's disassembly, for every index register but rsp."""
+against objdump's disassembly, for every index register but rsp; and ``op_sib``,
+the same with any base (a load through the addend kept in rbx), rbp and r13
+included (as a SIB base with no displacement they mean none: a disp8 of 0)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,33 @@ def test_op_rx_disassembles_as_named(tmp_path):
         code += _x86_encode("op_rx", *args)
     listing = _disassemble(bytes(code), tmp_path)
     bad = [f"op_rx{args}: {listing.get(at, ('', '(no instruction)'))} != {want!r}"
+           for at, (args, want) in zip(where, forms, strict=True)
+           if listing.get(at, ("", ""))[1] != want]
+    assert not bad, f"{len(bad)} of {len(forms)} forms wrong:\n" + "\n".join(bad[:40])
+    assert len(listing) == len(forms)
+
+
+def _sib_forms():
+    for base in range(16):
+        for index in (i for i in range(16) if i != 4):
+            for disp in (0, 8, -8, 0x1234) if base in (3, 5, 13) else (0,):
+                sign = "+" if disp >= 0 else ""
+                shown = sign + _h(disp) if disp or base in (5, 13) else ""   # objdump: +0x0
+                m = f"[{R64[base]}+{R64[index]}*1{shown}]"
+                yield (1, 0x8B, 2, base, index, disp, 0), f"mov rdx,QWORD PTR {m}"
+                yield (0, 0xB6, 10, base, index, disp, RX_0F), f"movzx r10d,BYTE PTR {m}"
+                yield (1, 0x63, 0, base, index, disp, 0), f"movsxd rax,DWORD PTR {m}"
+
+
+def test_op_sib_disassembles_as_named(tmp_path):
+    forms = list(_sib_forms())
+    code = bytearray()
+    where = []
+    for args, _ in forms:
+        where.append(len(code))
+        code += _x86_encode("op_sib", *args)
+    listing = _disassemble(bytes(code), tmp_path)
+    bad = [f"op_sib{args}: {listing.get(at, ('', '(no instruction)'))} != {want!r}"
            for at, (args, want) in zip(where, forms, strict=True)
            if listing.get(at, ("", ""))[1] != want]
     assert not bad, f"{len(bad)} of {len(forms)} forms wrong:\n" + "\n".join(bad[:40])
