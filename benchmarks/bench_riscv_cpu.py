@@ -190,6 +190,34 @@ def run_vmforge(elf: Path, jit: bool = True) -> tuple[float, int]:
     return time.process_time() - t0, hart.instret
 
 
+def build_native(rounds: int = 200, program: str = PROGRAM) -> Path:
+    """The same C program built for this host (``cc -O2``, cached beside the RISC-V
+    builds): the ceiling an emulator is measured against.  A translator that keeps
+    every guest instruction exact cannot beat the host's own compiler on the host."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        oracle_missing("no host C compiler (Debian: gcc)")
+    key = hashlib.sha256((program + str(rounds) + "native").encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    d = cache / "vmforge" / "bench-riscv" / key
+    exe = d / "bench-native"
+    if not exe.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "bench.c").write_text(program)
+        subprocess.run([cc, "-O2", f"-DROUNDS={rounds}", "-o", str(exe), str(d / "bench.c")],
+                       check=True)
+    return exe
+
+
+def run_native(exe: Path) -> float:
+    """CPU seconds of one run of a host build (``build_native``)."""
+    t0 = _children_cpu()
+    proc = subprocess.run([str(exe)], stdin=subprocess.DEVNULL, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{exe}: the native build of the program failed")
+    return _children_cpu() - t0
+
+
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -330,24 +358,33 @@ def measure(repeat: int = 3) -> dict[str, float]:
     elf, long_elf = build(), build(rounds=1000)
     best_v, count = min(run_vmforge(elf) for _ in range(repeat))
     best_i = min(run_vmforge(elf, jit=False) for _ in range(repeat))[0]
-    long_count = run_vmforge(long_elf)[1]
+    long_v, long_count = min(run_vmforge(long_elf) for _ in range(repeat))
     t_short = min(run_qemu(elf) for _ in range(repeat))
     t_long = min(run_qemu(long_elf) for _ in range(repeat))
     best_u = min(run_unicorn(elf) for _ in range(repeat))
+    n_short, n_long = build_native(), build_native(rounds=1000)
+    c_short = min(run_native(n_short) for _ in range(repeat))
+    c_long = min(run_native(n_long) for _ in range(repeat))
+    delta = long_count - count
     return {"instructions": count, "long_instructions": long_count,
             "vmforge": count / best_v / 1e6,
+            "vmforge_marginal": delta / (long_v - best_v) / 1e6,
             "interpreter": count / best_i / 1e6,
-            "qemu": (long_count - count) / (t_long - t_short) / 1e6,
-            "unicorn": count / best_u / 1e6}
+            "qemu": delta / (t_long - t_short) / 1e6,
+            "unicorn": count / best_u / 1e6,
+            "native": delta / (c_long - c_short) / 1e6}
 
 
 def results_section(m: dict[str, float]) -> str:
     q = m["qemu"]
-    rows = [("vmforge, hot regions compiled (the default)", m["vmforge"]),
+    rows = [("vmforge, hot regions compiled (the default), whole run", m["vmforge"]),
+            ("the same, marginal (compiling left out, as for QEMU)", m["vmforge_marginal"]),
             ("vmforge, interpreter only (`hart.jit = False`, `VMFORGE_JIT=0`)",
              m["interpreter"]),
             ("QEMU TCG (`qemu-system-riscv64 -M virt -bios none`)", q),
-            ("unicorn (QEMU TCG core, `UC_MODE_RISCV64`)", m["unicorn"])]
+            ("unicorn (QEMU TCG core, `UC_MODE_RISCV64`)", m["unicorn"]),
+            ("the C program built for the host (`cc -O2`, x86-64), marginal: the ceiling",
+             m["native"])]
     lines = [
         "## RISC-V CPU",
         "",
@@ -378,31 +415,36 @@ def results_section(m: dict[str, float]) -> str:
             if "vmforge" + suffix in boot:
                 v, qb = boot["vmforge" + suffix], boot["qemu" + suffix]
                 lines.append(f"| {smp} | {v:.2f} | {qb:.2f} | {v / qb:.2f}x |")
-    ratio = m["vmforge"] / q
-    verdict = ("met" if ratio >= 1.5 else "not met") if ratio >= 1 else "NOT met"
+    ratio = m["vmforge_marginal"] / q
     lines += [
         "",
-        f"vmforge runs this program at {ratio:.2f}x QEMU TCG: the target (QEMU's speed) "
-        f"is {'met' if ratio >= 1 else 'NOT met'}, the aim (1.5x) {verdict}.  The hart "
+        f"vmforge runs this program at {ratio:.2f}x QEMU TCG, start-up left out on both "
+        f"(issue #14 asks for at least 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}; "
+        f"aim 2x); the host's own build of the program runs at {m['native'] / q:.2f}x "
+        f"QEMU, vmforge at {m['vmforge_marginal'] / m['native']:.2f} of it.  The hart "
         "interprets pre-decoded records and compiles the regions a hot jump target "
         "reaches in its page to x86-64 (`src/_fast/riscv_jit.pxi`: guest registers in "
         "host registers, an inline TLB probe per load/store, jumps inside a region in "
         "host code).  Division and the data-dependent branches of the sort cost both "
         "engines alike.  unicorn (an older QEMU core behind a library API, no hooks "
-        f"set) runs at {m['unicorn'] / m['vmforge']:.2f}x vmforge here.",
+        f"set) runs at {m['unicorn'] / m['vmforge']:.2f}x vmforge's whole run here.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def write_results(section: str) -> None:
+def write_results(section: str, heading: str = "## RISC-V CPU") -> None:
+    """Put ``section`` in RESULTS.md in place of the one under ``heading`` (the exact
+    line), up to its first ``###`` subsection or the next ``##`` section: dated
+    subsections below it stay."""
     path = Path(__file__).parent / "RESULTS.md"
     text = path.read_text() if path.exists() else "# vmforge benchmark results\n"
-    start = text.find("## RISC-V CPU")
+    start = text.find(heading + "\n")
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + 1)
-        rest = "\n" + text[end + 1:] if end >= 0 else ""
+        ends = [e for e in (text.find("\n## ", start + 1), text.find("\n### ", start + 1))
+                if e >= 0]
+        rest = "\n" + text[min(ends) + 1:] if ends else ""
         text = text[:start] + section + rest
     path.write_text(text)
 
