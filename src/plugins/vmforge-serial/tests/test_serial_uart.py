@@ -138,6 +138,26 @@ def test_thre_interrupt_follows_qemu(guest) -> None:
     assert guest.chardev.output == b"ab"
 
 
+def test_a_polled_console_moves_no_line_and_leaves_thre_pending(guest) -> None:
+    # Linux's console: IER 0, LSR read before each byte (the device's short path)
+    rec = guest.irq
+    guest.wr(r.IER, r.IER_THRI)
+    assert rec.take() == [True]
+    guest.wr(r.IER, 0)
+    assert rec.take() == [False]
+    for ch in b"log line\n":
+        assert guest.rd(r.LSR) == 0x60
+        guest.wr(r.THR, ch)
+    assert rec.take() == []
+    assert guest.rd(r.IIR) == 0x01
+    guest.chardev.feed(b"k")             # a byte waiting: DR along with THRE and TEMT
+    assert guest.rd(r.LSR) == 0x61
+    guest.wr(r.IER, r.IER_THRI)          # THR empty all along: THRE at once
+    assert rec.take() == [True]
+    assert guest.rd(r.IIR) == 0x02
+    assert guest.chardev.output == b"log line\n"
+
+
 def test_reading_iir_clears_thre_only_when_it_is_the_source(guest) -> None:
     enable_fifo(guest)
     guest.wr(r.IER, r.IER_THRI | r.IER_RDI)

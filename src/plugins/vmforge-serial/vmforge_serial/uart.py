@@ -43,6 +43,9 @@ _MSR_POWER_ON = r.MSR_CTS | r.MSR_DSR | r.MSR_DCD  # QEMU: a cable is plugged in
 _DIVISOR_POWER_ON = 0x0C  # 9600 baud from a 1.8432 MHz clock, as QEMU
 #: each byte as a one-byte ``bytes``, for the transmitter
 _BYTES = tuple(bytes((b,)) for b in range(256))
+#: LSR with no error latched: the transmitter empty, and data ready or not (_lsr)
+_LSR_IDLE = r.LSR_THRE | r.LSR_TEMT
+_LSR_IDLE_DR = _LSR_IDLE | r.LSR_DR
 
 
 class Ns16550a(Device):
@@ -283,6 +286,9 @@ class Ns16550a(Device):
             return 0
         accept = False
         with self._lock:
+            if reg == r.LSR and not self._lsr_err and not self._fifo_err:
+                # a polled console reads LSR before each byte: nothing to clear
+                return _LSR_IDLE_DR if self._rx else _LSR_IDLE
             value, accept = self._read_reg(reg)
         if accept:
             self.chardev.accept_input()
@@ -293,6 +299,13 @@ class Ns16550a(Device):
         if offset & self._lane_mask or not 0 <= reg < r.NUM_REGS:
             return
         with self._lock:
+            if (reg == r.THR and not self.ier and self._iir_id == r.IIR_NO_INT
+                    and not self.lcr & r.LCR_DLAB and not self.mcr & r.MCR_LOOP):
+                # a polled console's byte (Linux's console writes with IER 0): with
+                # every source off, IIR and the line stay as they are (_transmit)
+                self.chardev.write(_BYTES[value & 0xFF])
+                self._thr_ipending = True
+                return
             accept = self._write_reg(reg, value & 0xFF)
         if accept:
             self.chardev.accept_input()
