@@ -130,17 +130,23 @@ int main(void) {
 """
 
 
+def _build_dir(inputs: str) -> Path:
+    """The cache directory of one build (named by its inputs' hash), made."""
+    key = hashlib.sha256(inputs.encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    d = cache / "vmforge" / "bench-riscv" / key
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def build(rounds: int = 200, program: str = PROGRAM, link: str = LINK) -> Path:
     """Build the benchmark ELF (cached by source hash); returns its path.  Other
     benchmarks pass their own C ``program`` and linker script."""
     if shutil.which(CC) is None:
         oracle_missing(f"{CC} is not installed (Debian: gcc-riscv64-unknown-elf)")
-    key = hashlib.sha256((CRT + link + program + str(rounds)).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    d = cache / "vmforge" / "bench-riscv" / key
+    d = _build_dir(CRT + link + program + str(rounds))
     elf = d / "bench.elf"
     if not elf.exists():
-        d.mkdir(parents=True, exist_ok=True)
         (d / "crt.S").write_text(CRT)
         (d / "link.ld").write_text(link)
         (d / "bench.c").write_text(program)
@@ -197,12 +203,9 @@ def build_native(rounds: int = 200, program: str = PROGRAM) -> Path:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         oracle_missing("no host C compiler (Debian: gcc)")
-    key = hashlib.sha256((program + str(rounds) + "native").encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    d = cache / "vmforge" / "bench-riscv" / key
+    d = _build_dir(program + str(rounds) + "native")
     exe = d / "bench-native"
     if not exe.exists():
-        d.mkdir(parents=True, exist_ok=True)
         (d / "bench.c").write_text(program)
         subprocess.run([cc, "-O2", f"-DROUNDS={rounds}", "-o", str(exe), str(d / "bench.c")],
                        check=True)

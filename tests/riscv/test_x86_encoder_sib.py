@@ -36,19 +36,23 @@ def _forms():
                 yield (0, 0x88, reg, index, disp, RX_BYTE), f"mov BYTE PTR {m},{R8[reg]}"
 
 
-def test_op_rx_disassembles_as_named(tmp_path):
-    forms = list(_forms())
+def _check(name: str, forms: list, tmp_path) -> None:
+    """Encode every form with ``name`` and compare objdump's reading of each."""
     code = bytearray()
     where = []
     for args, _ in forms:
         where.append(len(code))
-        code += _x86_encode("op_rx", *args)
+        code += _x86_encode(name, *args)
     listing = _disassemble(bytes(code), tmp_path)
-    bad = [f"op_rx{args}: {listing.get(at, ('', '(no instruction)'))} != {want!r}"
+    bad = [f"{name}{args}: {listing.get(at, ('', '(no instruction)'))} != {want!r}"
            for at, (args, want) in zip(where, forms, strict=True)
            if listing.get(at, ("", ""))[1] != want]
     assert not bad, f"{len(bad)} of {len(forms)} forms wrong:\n" + "\n".join(bad[:40])
     assert len(listing) == len(forms)
+
+
+def test_op_rx_disassembles_as_named(tmp_path):
+    _check("op_rx", list(_forms()), tmp_path)
 
 
 def _sib_forms():
@@ -64,15 +68,4 @@ def _sib_forms():
 
 
 def test_op_sib_disassembles_as_named(tmp_path):
-    forms = list(_sib_forms())
-    code = bytearray()
-    where = []
-    for args, _ in forms:
-        where.append(len(code))
-        code += _x86_encode("op_sib", *args)
-    listing = _disassemble(bytes(code), tmp_path)
-    bad = [f"op_sib{args}: {listing.get(at, ('', '(no instruction)'))} != {want!r}"
-           for at, (args, want) in zip(where, forms, strict=True)
-           if listing.get(at, ("", ""))[1] != want]
-    assert not bad, f"{len(bad)} of {len(forms)} forms wrong:\n" + "\n".join(bad[:40])
-    assert len(listing) == len(forms)
+    _check("op_sib", list(_sib_forms()), tmp_path)
