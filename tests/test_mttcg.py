@@ -83,6 +83,48 @@ def test_amo_and_lr_sc_are_atomic_across_hart_threads(tmp_path: Path) -> None:
     assert not threads.running
 
 
+# each hart tries ROUNDS times to move a counter from the value it read to the next
+# by amomaxu.d, and counts the tries whose old value was the one it read (its move
+# took): with the compare-and-swap loop of compiled AMOs atomic, every step of the
+# counter is one hart's success, so the successes add up to the counter
+MAX_STEPS = f"""
+    li s0, {DATA + 32:#x}
+    li s1, {ROUNDS}
+    li s2, 0
+    li t0, 1
+0:  ld t1, 0(s0)
+    addi t2, t1, 1
+    amomaxu.d t3, t2, (s0)
+    bne t3, t1, 1f
+    addi s2, s2, 1
+1:  addi s1, s1, -1
+    bnez s1, 0b
+    slli t4, a0, 3
+    add t4, t4, s0
+    sd s2, 64(t4)
+    fence rw, rw
+    sd t0, 128(t4)
+2:  wfi
+    j 2b
+"""
+
+
+def test_a_compare_and_swap_amo_is_atomic_across_hart_threads(tmp_path: Path) -> None:
+    n = 2
+    cluster = cluster_of(MAX_STEPS, n, tmp_path)
+    threads = HartThreads(cluster, threading.RLock())
+    threads.start()
+    try:
+        wait_for(lambda: all(word(cluster, DATA + 32 + 128 + 8 * i) for i in range(n)))
+    finally:
+        threads.park()
+    threads.raise_error()
+    steps = word(cluster, DATA + 32)
+    wins = [word(cluster, DATA + 32 + 64 + 8 * i) for i in range(n)]
+    assert 0 < steps <= n * ROUNDS
+    assert sum(wins) == steps, f"{wins} successes for {steps} steps: an amomaxu was lost"
+
+
 # hart 0 waits in wfi for a machine software interrupt, then counts up at DATA+24;
 # hart 1 writes to a device that raises an exception
 WAKE = f"""

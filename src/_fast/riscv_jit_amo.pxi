@@ -1,6 +1,7 @@
-# LR, SC and the AMOs Linux's locks and bit operations use (amoswap, amoadd; amoor,
-# amoand, amoxor into x0) in compiled code
-# (included by riscv_jit.pxi after riscv_jit_mem.pxi).
+# LR, SC and the AMOs in compiled code: one host atomic where x86-64 has it
+# (amoswap, amoadd; amoor, amoand, amoxor into x0: Linux's locks and bit
+# operations), a lock cmpxchg loop for the rest (amoor/and/xor whose old value is
+# kept, amomin/max[u]) (included by riscv_jit.pxi after riscv_jit_mem.pxi).
 #
 # The inline path is exec_amo's (riscv_mmu.pxi) on an aligned access to a page the
 # TLB holds with no flag (plain RAM: no device, no code, no dirty log, no watchpoint;
@@ -8,7 +9,7 @@
 # updates, SC a compare-and-swap against the value LR loaded when the harts run on
 # threads (a.smp), a plain store otherwise, and other harts' reservations on the
 # bytes written cleared by resv_clear.  Every other case -- misaligned (the trap),
-# a TLB miss or a flagged entry, another AMO -- runs as before: emit_exec, a call of
+# a TLB miss or a flagged entry -- runs as before: emit_exec, a call of
 # the interpreter's exec_slow.  h.pc_ and h.cnt are set first on both paths, as the
 # run loop sets them for these ops: a device read later in the region (the CLINT's
 # instruction-counted mtime) sees the count of the last such op, in both tiers.
@@ -23,12 +24,47 @@ cdef enum:
 
 
 cdef inline bint amo_inline(Rec *r) noexcept nogil:
-    """Whether the op has an inline path: LR, SC, amoswap, amoadd; amoor, amoand,
-    amoxor with rd = x0 (Linux's set_bit, clear_bit, change_bit)."""
+    """Whether the op has an inline path: LR, SC and every AMO (funct5 in rs3:
+    amoadd 0x00, amoswap 0x01, amoxor 0x04, amoor 0x08, amoand 0x0c, amomin 0x10,
+    amomax 0x14, amominu 0x18, amomaxu 0x1c)."""
     cdef int op = r.op
     return (op == OP_LR_W or op == OP_LR_D or op == OP_SC_W or op == OP_SC_D or
-            ((op == OP_AMO_W or op == OP_AMO_D) and (r.rs3 == 0x00 or r.rs3 == 0x01 or
-             ((r.rd == 0 or r.rd == 32) and (r.rs3 == 0x08 or r.rs3 == 0x0c or r.rs3 == 0x04)))))
+            ((op == OP_AMO_W or op == OP_AMO_D) and
+             r.rs3 in (0x00, 0x01, 0x04, 0x08, 0x0c, 0x10, 0x14, 0x18, 0x1c)))
+
+
+cdef inline bint amo_one_op(Rec *r) noexcept nogil:
+    """Whether the AMO is one host atomic: amoadd (xadd), amoswap (xchg); amoor,
+    amoand, amoxor whose old value goes nowhere (rd = x0: Linux's set_bit,
+    clear_bit, change_bit).  The others are a compare-and-swap loop."""
+    return (r.rs3 == 0x00 or r.rs3 == 0x01 or
+            ((r.rd == 0 or r.rd == 32) and (r.rs3 == 0x08 or r.rs3 == 0x0c or r.rs3 == 0x04)))
+
+
+cdef void amo_cas_loop(Jit *a, Rec *r, bint q) noexcept nogil:
+    """rax = the host address -> the AMO done as a lock cmpxchg loop (the new value
+    from the old one in rax and rs2, read afresh each try), rdx = the old value,
+    rax = the host address again."""
+    cdef int f = r.rs3
+    cdef uint8_t *again
+    cdef uint8_t *retry
+    mov_rr(a, RCX, RAX)                              # rcx = host address
+    op_rm(a, q, X_MOV, RAX, RCX, 0)                  # rax = the old value
+    again = a.p
+    if f == 0x04 or f == 0x08 or f == 0x0c:
+        op_rr(a, q, X_MOV, RDX, RAX)
+        op_src(a, q, X_XOR if f == 0x04 else (X_OR if f == 0x08 else X_AND), RDX, r.rs2)
+    else:                                            # min/max: rs2, or the old one
+        op_src(a, q, X_MOV, RDX, r.rs2)
+        op_rr(a, q, X_CMP, RAX, RDX)                 # old - rs2
+        op0f_rr(a, q, X0F_CMOV | (CC_L if f == 0x10 else (CC_G if f == 0x14 else
+                                  (CC_B if f == 0x18 else CC_A))), RDX, RAX)
+    b1(a, X_LOCK)
+    op0f_rm(a, q, X0F_CMPXCHG, RDX, RCX, 0)          # lock cmpxchg [rcx], rdx/edx
+    retry = jcc32(a, CC_NE)                          # changed meanwhile: rax = it, again
+    jmp_patch(retry, again)
+    mov_rr(a, RDX, RAX)                              # rdx = the old value
+    mov_rr(a, RAX, RCX)
 
 
 cdef void rd_from_rdx(Jit *a, int rd, bint w) noexcept nogil:
@@ -137,6 +173,10 @@ cdef void emit_amo(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
         mov_r32_imm32(a, RDX, 1)
         rd_from_rdx(a, r.rd, 0)                      # rd = 1: failed
         here(a, done)
+    elif not amo_one_op(r):
+        amo_cas_loop(a, r, q)
+        rd_from_rdx(a, r.rd, w)
+        resv_others(a, size)
     else:                                            # one host atomic
         v = rget(a, r.rs2, RDX)
         if v != RDX:
