@@ -10,7 +10,7 @@ command's line sent to its answer on the console:
 - a shell loop: ``i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done``;
 - ``md5sum`` of 16 MiB read from ``/dev/zero`` through ``dd``;
 - a compression: busybox ``gzip -6`` of the guest's own busybox binary (a
-  static RISC-V executable of about 2 MiB: code and data, not zeros), its
+  static RISC-V executable of 1.4 MB: code and data, not zeros), its
   size counted by ``wc -c``.
 
 Run: ``.venv/bin/python benchmarks/bench_riscv_guest.py`` for a table
