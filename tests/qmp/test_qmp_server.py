@@ -180,7 +180,8 @@ def test_quit_stops_the_machine_after_the_shutdown_event(guest: Guest) -> None:
         c = await connect(guest.sock)
         await c.execute("quit")
         events = await next_events(c, 1)
-        await c.disconnect()
+        with contextlib.suppress(EOFError):  # vmforge may hang up first, as QEMU does
+            await c.disconnect()
         return events
 
     events = asyncio.run(run())
