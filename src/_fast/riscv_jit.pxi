@@ -197,6 +197,7 @@ cdef struct Jit:
     uint8_t *epi                # the common epilogue (h.jcnt = r14, return eax)
     # field offsets inside the Hart object
     int32_t o_x, o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit, o_ft, o_fc
+    int32_t rw_delta                # h.wtlb - h.rtlb: an entry's twin in the other table
     int32_t o_cp_recs, o_cp_page        # inside a CodePage: its records, its ppage
     int32_t o_pc, o_cnt                 # h.pc_, h.cnt (emit_exec)
     int32_t o_f, o_mstatus              # h.f[], h.mstatus (fld, fsd inline: emit_fmem)
@@ -232,6 +233,7 @@ cdef struct Jit:
     short carry_at[2048]            # that access, when nothing before it writes its base
     int lp_from                     # the base of the access rcx is from (changed or not)
     int n_again, n_full             # accesses compiled with probe_again / a full probe
+    int n_cross                     # of n_again: from the other table's entry (probe_cross)
     int rad                         # the host register keeping the addend of the entry in
                                     # rcx (riscv_jit_mem.pxi, addend_plan), or -1: none
     int eax_of, eax_in              # the guest register whose low half eax holds after the
@@ -447,7 +449,7 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     a.p = a.wbuf
     a.limit = a.wbuf + JIT_BYTES
     a.insn_seen = a.stub_seen = a.head_seen = a.abandoned = 0
-    a.n_again = a.n_full = 0
+    a.n_again = a.n_full = a.n_cross = 0
     # entry(code=rdi, h=rsi, x=rdx, recs=rcx, cbase=r8, cnt=r9)
     for i in range(NSAVED):                         # push the callee-saved ones used
         push(a, SAVED[i])
@@ -584,6 +586,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_jv = <int32_t>RV_PTR_DIFF(&h.jv, <void *>h)
     a.o_rt = <int32_t>RV_PTR_DIFF(&h.rt, <void *>h)
     a.o_wt = <int32_t>RV_PTR_DIFF(&h.wt, <void *>h)
+    a.rw_delta = <int32_t>RV_PTR_DIFF(&h.wtlb[0][0], &h.rtlb[0][0])
     a.o_rs = <int32_t>RV_PTR_DIFF(&h.rs, <void *>h)
     a.o_cbase = <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h)
     a.o_recs = <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h)

@@ -60,6 +60,7 @@ def _jit_bounds(Hart h):
             "abandoned": a.abandoned if a != NULL else 0,
             "probes_again": a.n_again if a != NULL else 0,
             "probes_full": a.n_full if a != NULL else 0,
+            "probes_cross": a.n_cross if a != NULL else 0,
             "cached": [g for g in range(33) if a.host_of[g] >= 0] if a != NULL else []}
 
 

@@ -91,6 +91,20 @@ cdef inline bint probe_reuse(Jit *a, Rec *r, int kind) noexcept nogil:
     return a.lp_kind == kind and a.lp_base == r.rs1
 
 
+cdef inline void probe_cross(Jit *a, Rec *r, int kind) noexcept nogil:
+    """When the last access probed the other table from this access's base, unchanged
+    since (a load then a store through the same pointer: ``ld``/``sd`` of a frame
+    through sp, ``p->n++``): point rcx at the entry of the same index in this access's
+    table (h.rt and h.wt are h.rtlb[c] and h.wtlb[c] of one context c, a fixed
+    distance apart), so that probe_reuse holds and the access compares its tag there
+    instead of probing in full.  As with any entry probe_again tries, a tag that
+    differs goes to a full probe."""
+    if a.lp_kind == 3 - kind and a.lp_base == r.rs1:
+        op_rm(a, 1, X_LEA, RCX, RCX, a.rw_delta if kind == 2 else -a.rw_delta)
+        a.lp_kind = kind
+        a.n_cross += 1
+
+
 cdef inline bint keeps_rcx(Rec *r) noexcept nogil:
     """Whether an instruction's code in the main line leaves rcx alone (a load or
     a store sets it: probe_track)."""
@@ -337,6 +351,7 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
     imm], no copy to rax)."""
     cdef uint8_t *add
     cdef int b = a.host_of[r.rs1]
+    probe_cross(a, r, 1 if kind == STUB_LOAD else 2)
     if b >= 0:
         op_rm(a, 1, X_LEA, RDX, b, r.imm)            # lea rdx, [base + imm]
         if probe_reuse(a, r, 1 if kind == STUB_LOAD else 2):

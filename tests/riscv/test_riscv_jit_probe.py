@@ -164,3 +164,38 @@ def test_a_store_through_a_cached_base_clears_the_reservation_on_its_bytes():
     assert STORE_RAX_INDEX.search(harts[0]._jit_code()[1])
     assert harts[1].x[7] == TRIPS                # every sc.d failed
     assert_same(harts, spaces, [(DATA, 0x100)])
+
+
+def _cross() -> bytes:
+    """A loop whose accesses alternate tables through one base: a load then a store
+    to the same word (p->n++), a load then a store a page away (the twin entry is
+    another page's: a full probe), a store then a load."""
+    body = [
+        _ld(10, 0, 8),                          # ld a0, 0(s0)
+        i_type(1, 10, 0, 10, 0x13),             # addi a0, a0, 1
+        _sd(10, 0, 8),                          # sd a0, 0(s0)     (twin: the same page)
+        _ld(11, 0, 18),                         # ld a1, 0(s2)     (page 0's last word)
+        _sd(11, 8, 18),                         # sd a1, 8(s2)     (page 1: twin misses)
+        _sd(10, -8, 18),                        # sd a0, -8(s2)    (page 0 again)
+        _ld(12, 8, 18),                         # ld a2, 8(s2)     (twin of a store: page 1)
+        r_type(0, 0, 0x33, 13, 13, 12),         # add a3, a3, a2
+        i_type(8, 8, 0, 8, 0x13),               # addi s0, s0, 8
+        i_type(-1, 6, 0, 6, 0x13),              # addi t1, t1, -1
+    ]
+    body.append(b_type(-4 * len(body), 0, 6, 1))   # bnez t1, loop
+    return words([*body, 0x00100073])
+
+
+def test_a_store_after_a_load_through_the_same_base_probes_the_twin_entry():
+    """probe_cross: an access whose base the last access of the other table used
+    compares its tag with the entry of the same index in its own table; where
+    that is another page's, it probes in full.  The two data pages are RAM
+    blocks of their own (a wrong entry would reach the wrong host memory).
+    Registers, memory and instret equal the interpreter's."""
+    from vmforge._fast.riscv import _jit_bounds
+
+    data = bytes((i * 29 + 3) & 0xFF for i in range(8192))
+    regs = {8: DATA + 0x100, 18: DATA + 0x1000 - 8, 6: TRIPS}
+    harts, spaces = run_pair(_cross(), regs, TWO_BLOCKS, (DATA, data))
+    assert _jit_bounds(harts[0])["probes_cross"] >= 3, _jit_bounds(harts[0])
+    assert_same(harts, spaces, [(DATA, 8192)])
