@@ -68,16 +68,23 @@ def word(cluster: HartCluster, addr: int) -> int:
     return int.from_bytes(cluster.harts[0].space.memory.read(addr, 8), "little")
 
 
-def test_amo_and_lr_sc_are_atomic_across_hart_threads(tmp_path: Path) -> None:
-    n = 2
-    cluster = cluster_of(COUNTERS, n, tmp_path)
+def run_until_flagged(cluster: HartCluster, flags: int) -> HartThreads:
+    """Run every hart on a thread of its own until each has set its doubleword at
+    ``flags`` (hart i: flags + 8 * i); the threads parked, their error raised."""
     threads = HartThreads(cluster, threading.RLock())
     threads.start()
     try:
-        wait_for(lambda: all(word(cluster, DATA + 64 + 8 * i) for i in range(n)))
+        wait_for(lambda: all(word(cluster, flags + 8 * i) for i in range(len(cluster.harts))))
     finally:
         threads.park()
     threads.raise_error()
+    return threads
+
+
+def test_amo_and_lr_sc_are_atomic_across_hart_threads(tmp_path: Path) -> None:
+    n = 2
+    cluster = cluster_of(COUNTERS, n, tmp_path)
+    threads = run_until_flagged(cluster, DATA + 64)
     assert word(cluster, DATA) == n * ROUNDS, "amoadd.d lost no update"
     assert word(cluster, DATA + 8) == n * ROUNDS, "lr.d/sc.d lost no update"
     assert not threads.running
@@ -112,13 +119,7 @@ MAX_STEPS = f"""
 def test_a_compare_and_swap_amo_is_atomic_across_hart_threads(tmp_path: Path) -> None:
     n = 2
     cluster = cluster_of(MAX_STEPS, n, tmp_path)
-    threads = HartThreads(cluster, threading.RLock())
-    threads.start()
-    try:
-        wait_for(lambda: all(word(cluster, DATA + 32 + 128 + 8 * i) for i in range(n)))
-    finally:
-        threads.park()
-    threads.raise_error()
+    run_until_flagged(cluster, DATA + 32 + 128)
     steps = word(cluster, DATA + 32)
     wins = [word(cluster, DATA + 32 + 64 + 8 * i) for i in range(n)]
     assert 0 < steps <= n * ROUNDS

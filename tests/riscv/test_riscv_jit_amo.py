@@ -27,6 +27,18 @@ def _acc(r: int) -> int:
     return r_type(0, 0, 0x33, T3, T3, r)           # add t3, t3, r
 
 
+#: AMOs whose old value is kept (a compare-and-swap loop): funct5, width (2: W, 3: D),
+#: address, operand -- amoor.w, amoand.d, amoxor.w, amomin.w (signed, 32 bits),
+#: amomax.d, amominu.w, amomaxu.d
+KEPT_OLD = [(8, 2, S2, T1), (12, 3, S4, T4), (4, 2, S2, T4), (16, 2, S2, T4),
+            (20, 3, S4, T4), (24, 2, S2, T3), (28, 3, S4, T3)]
+
+
+def _kept_old() -> list[int]:
+    """Each of KEPT_OLD into a1, added into t3."""
+    return [w for f5, f3, rs1, rs2 in KEPT_OLD for w in (_amo(f5, f3, A1, rs1, rs2), _acc(A1))]
+
+
 def _body() -> list[int]:
     """One trip: every outcome of SC, the AMOs inline and one that is not."""
     return [
@@ -65,20 +77,7 @@ def _body() -> list[int]:
         _amo(8, 3, 0, S4, T1),          # amoor.d x0, t1, (s4)
         _amo(12, 2, 0, S2, T4),         # amoand.w x0, t4, (s2)
         _amo(4, 3, 0, S4, T4),          # amoxor.d x0, t4, (s4)
-        _amo(8, 2, A1, S2, T1),         # amoor.w a1, t1, (s2): the old value kept
-        _acc(A1),
-        _amo(12, 3, A1, S4, T4),        # amoand.d a1, t4, (s4)
-        _acc(A1),
-        _amo(4, 2, A1, S2, T4),         # amoxor.w a1, t4, (s2)
-        _acc(A1),
-        _amo(16, 2, A1, S2, T4),        # amomin.w a1, t4, (s2): signed, 32 bits
-        _acc(A1),
-        _amo(20, 3, A1, S4, T4),        # amomax.d a1, t4, (s4)
-        _acc(A1),
-        _amo(24, 2, A1, S2, T3),        # amominu.w a1, t3, (s2)
-        _acc(A1),
-        _amo(28, 3, A1, S4, T3),        # amomaxu.d a1, t3, (s4)
-        _acc(A1),
+        *_kept_old(),
         _amo(16, 3, 0, S4, T3),         # amomin.d x0, t3, (s4)
         _amo(28, 2, A2, S2, 0),         # amomaxu.w a2, x0, (s2): the word unchanged
         _acc(A2),
