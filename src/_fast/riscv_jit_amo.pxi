@@ -14,15 +14,6 @@
 # run loop sets them for these ops: a device read later in the region (the CLINT's
 # instruction-counted mtime) sees the count of the last such op, in both tiers.
 
-cdef enum:
-    X0F_CMPXCHG = 0xb1          # cmpxchg r/m, r (with LOCK)
-    X0F_XADD = 0xc1             # xadd r/m, r (with LOCK)
-    X_XCHG = 0x87               # xchg r/m, r (locked by itself)
-    X_LOCK = 0xf0               # the LOCK prefix
-    X_OR_MR = 0x09              # or r/m, r (with LOCK)
-    X_AND_MR = 0x21             # and r/m, r (with LOCK)
-
-
 cdef inline bint amo_inline(Rec *r) noexcept nogil:
     """Whether the op has an inline path: LR, SC and every AMO (funct5 in rs3:
     amoadd 0x00, amoswap 0x01, amoxor 0x04, amoor 0x08, amoand 0x0c, amomin 0x10,
@@ -120,9 +111,7 @@ cdef void emit_amo(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     cdef uint8_t *out
     sync_pc_cnt(a, off, k)                           # as the run loop does for these ops
     src_rax(a, 1, r.rs1)                             # rax = the address (no offset)
-    tlb_index(a, a.o_rt if lr else a.o_wt)
-    mov_rr(a, RDX, RAX)
-    miss = tag_check(a, size)                        # (misaligned: a miss too)
+    miss = tlb_probe_index(a, a.o_rt if lr else a.o_wt, size)   # (misaligned: a miss)
     op_rm(a, 1, X_ADD, RAX, RCX, 8)                  # rax = host address
     if lr:
         op_rm(a, q, X_MOV, RDX, RAX, 0)              # rdx = the word, zero-extended
@@ -151,9 +140,7 @@ cdef void emit_amo(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
         v = rget(a, r.rs2, RDX)
         if a.smp:                                    # harts on threads: as QEMU's MTTCG
             mov_rr(a, RCX, RAX)
-            if v == RDX:
-                pass
-            else:
+            if v != RDX:
                 mov_rr(a, RDX, v)
             op_rm(a, 1, X_MOV, RAX, R15, a.o_resv_val)   # expected: what LR loaded
             b1(a, X_LOCK)

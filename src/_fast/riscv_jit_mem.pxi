@@ -350,11 +350,11 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
     reads [rax + base + imm] (a load where the addend is kept, a.rad: [rbx + base +
     imm], no copy to rax)."""
     cdef uint8_t *add
-    cdef int b = a.host_of[r.rs1]
-    probe_cross(a, r, 1 if kind == STUB_LOAD else 2)
+    cdef int b = a.host_of[r.rs1], table = 1 if kind == STUB_LOAD else 2
+    probe_cross(a, r, table)
     if b >= 0:
         op_rm(a, 1, X_LEA, RDX, b, r.imm)            # lea rdx, [base + imm]
-        if probe_reuse(a, r, 1 if kind == STUB_LOAD else 2):
+        if probe_reuse(a, r, table):
             a.n_again += 1
             stub(a, kind, r, off, k, tag_check(a, size))
             a.stubs[a.nstubs - 1].reprobe = a.p
@@ -376,7 +376,7 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
         else:
             op_rm(a, 1, X_MOV, RAX, RCX, 8)          # mov rax, addend
         return
-    if probe_reuse(a, r, 1 if kind == STUB_LOAD else 2):
+    if probe_reuse(a, r, table):
         a.n_again += 1
         stub(a, kind, r, off, k, probe_again(a, size, &add))
         a.stubs[a.nstubs - 1].reprobe = add

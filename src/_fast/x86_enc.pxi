@@ -54,10 +54,12 @@ cdef enum:
 # one-byte opcodes; "r, r/m" means reg <- reg op r/m, "r/m, r" the store direction
 cdef enum:
     X_ADD = 0x03                # add r, r/m
+    X_OR_MR = 0x09              # or r/m, r (with LOCK: an atomic or)
     X_OR = 0x0b                 # or r, r/m
+    X_AND_MR = 0x21             # and r/m, r (with LOCK)
     X_AND = 0x23                # and r, r/m
     X_SUB = 0x2b                # sub r, r/m
-    X_XOR_MR = 0x31             # xor r/m, r
+    X_XOR_MR = 0x31             # xor r/m, r (with LOCK)
     X_XOR = 0x33                # xor r, r/m
     X_CMP = 0x3b                # cmp r, r/m
     X_PUSH = 0x50               # push r (+reg)
@@ -67,6 +69,7 @@ cdef enum:
     X_GRP1 = 0x81               # (add..cmp) r/m, imm32
     X_GRP1_I8 = 0x83            # (add..cmp) r/m, imm8 sign-extended
     X_TEST = 0x85               # test r/m, r
+    X_XCHG = 0x87               # xchg r/m, r (locked by itself)
     X_MOV8_MR = 0x88            # mov r/m8, r8
     X_MOV_MR = 0x89             # mov r/m, r
     X_MOV = 0x8b                # mov r, r/m
@@ -78,6 +81,7 @@ cdef enum:
     X_MOV_MI = 0xc7             # mov r/m, imm32 (sign-extended with REX.W)
     X_GRP2_CL = 0xd3            # (rol..sar) r/m, cl
     X_JMP32 = 0xe9              # jmp rel32
+    X_LOCK = 0xf0               # the LOCK prefix
     X_GRP3 = 0xf7               # (test, not, neg, mul, imul, div, idiv) r/m
     X_GRP5 = 0xff               # (inc, dec, call, .., jmp) r/m
     X_0F = 0x0f                 # two-byte opcodes:
@@ -87,11 +91,13 @@ cdef enum:
     X0F_BT = 0xa3               # bt r/m, r (bts 0xab, btr 0xb3, btc 0xbb: + (ext-4)*8)
     X0F_FENCE = 0xae            # (lfence, mfence, sfence: ModRM e8, f0, f8)
     X0F_IMUL = 0xaf             # imul r, r/m
+    X0F_CMPXCHG = 0xb1          # cmpxchg r/m, r (with LOCK)
     X0F_MOVZX8 = 0xb6           # movzx r, r/m8
     X0F_MOVZX16 = 0xb7          # movzx r, r/m16
     X0F_BT_I8 = 0xba            # (bt, bts, btr, btc: ext 4..7) r/m, imm8
     X0F_MOVSX8 = 0xbe           # movsx r, r/m8
-    X0F_MOVSX16 = 0xbf          # movsx r, r/m16
+    X0F_MOVSX16 = 0xbf
+    X0F_XADD = 0xc1             # xadd r/m, r (with LOCK)          # movsx r, r/m16
     X0F_BSWAP = 0xc8            # bswap r (+reg)
     X_MFENCE = 0xf0             # the ModRM byte after 0f ae
 

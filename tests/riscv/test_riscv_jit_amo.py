@@ -40,7 +40,7 @@ def _kept_old() -> list[int]:
 
 
 def _body() -> list[int]:
-    """One trip: every outcome of SC, the AMOs inline and one that is not."""
+    """One trip: every outcome of SC, and every AMO (with rd, x0, rd = rs2)."""
     return [
         _amo(2, 2, T4, S0, 0),          # lr.w t4, (s0)
         i_type(1, T4, 0, T4, 0x13),     # addi t4, t4, 1

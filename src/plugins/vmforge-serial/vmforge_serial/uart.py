@@ -43,9 +43,6 @@ _MSR_POWER_ON = r.MSR_CTS | r.MSR_DSR | r.MSR_DCD  # QEMU: a cable is plugged in
 _DIVISOR_POWER_ON = 0x0C  # 9600 baud from a 1.8432 MHz clock, as QEMU
 #: each byte as a one-byte ``bytes``, for the transmitter
 _BYTES = tuple(bytes((b,)) for b in range(256))
-#: LSR with no error latched: the transmitter empty, and data ready or not (_lsr)
-_LSR_IDLE = r.LSR_THRE | r.LSR_TEMT
-_LSR_IDLE_DR = _LSR_IDLE | r.LSR_DR
 
 
 class Ns16550a(Device):
@@ -287,8 +284,7 @@ class Ns16550a(Device):
         accept = False
         with self._lock:
             if reg == r.LSR and not self._lsr_err and not self._fifo_err:
-                # a polled console reads LSR before each byte: nothing to clear
-                return _LSR_IDLE_DR if self._rx else _LSR_IDLE
+                return self._lsr()      # a polled console's read: nothing to clear
             value, accept = self._read_reg(reg)
         if accept:
             self.chardev.accept_input()
