@@ -137,6 +137,10 @@ cdef class Hart:
     # read entries a refill pushed out of rt, per data context (load_slow swaps one back
     # in: a stack page and a data page 1 MiB apart, by ASLR, share an rt slot)
     cdef TlbEntry rvict[4][8]
+    # the entries of rtlb, wtlb and ftlb filled since the last flush (tlb_log), by their
+    # offset from rtlb[0][0]: a flush forgets those alone while tlog_on
+    cdef uint16_t tlog[256]
+    cdef int tlog_n, tlog_on
     cdef TlbEntry *rv             # the current data context's row of rvict
     cdef uint32_t rv_next         # the victim slot the next push-out takes
     cdef uint64_t big_lo, big_hi  # virtual range of the superpages the TLBs hold 4 KiB of

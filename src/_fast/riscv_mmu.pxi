@@ -105,17 +105,39 @@ cdef void tlb_select(Hart h) noexcept nogil:
     h.fc = h.fcode[tlb_context(h.priv)]
 
 
+cdef inline void tlb_log(Hart h, TlbEntry *e) noexcept nogil:
+    """Entry ``e`` (of rtlb, wtlb or ftlb) is about to hold a translation: note it for
+    tlb_flush.  Past the log's room, the next flush forgets every entry."""
+    cdef int64_t off = e - &h.rtlb[0][0]
+    if h.tlog_n < 256 and 0 <= off < 65536:
+        h.tlog[h.tlog_n] = <uint16_t>off
+        h.tlog_n += 1
+    else:
+        h.tlog_on = 0
+
+
 cdef void tlb_flush(Hart h) noexcept nogil:
+    """Forget every translation.  Most flushes come from context switches (Linux
+    writes satp, then sfence.vma, at each), a few dozen fills apart: the entries
+    filled since the last one are forgotten alone (tlb_log), not all 2816."""
     cdef int i, c
+    cdef TlbEntry *base = &h.rtlb[0][0]
+    if h.tlog_on:
+        for i in range(h.tlog_n):
+            base[h.tlog[i]].tag = RV_TLB_EMPTY
+    else:
+        for c in range(NDATA):
+            for i in range(256):
+                h.rtlb[c][i].tag = RV_TLB_EMPTY
+                h.wtlb[c][i].tag = RV_TLB_EMPTY
+        for c in range(3):
+            for i in range(256):
+                h.ftlb[c][i].tag = RV_TLB_EMPTY
+    h.tlog_n = 0
+    h.tlog_on = 1
     for c in range(NDATA):
-        for i in range(256):
-            h.rtlb[c][i].tag = RV_TLB_EMPTY
-            h.wtlb[c][i].tag = RV_TLB_EMPTY
         for i in range(8):
             h.rvict[c][i].tag = RV_TLB_EMPTY
-    for c in range(3):
-        for i in range(256):
-            h.ftlb[c][i].tag = RV_TLB_EMPTY
     h.big_lo = RV_NOPAGE
     h.big_hi = 0
     h.tlb_flushes += 1
@@ -227,6 +249,7 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
     cdef int r = translate(h, va, acc, &pa)
     cdef uint8_t *host
     cdef CodePage *cp
+    tlb_log(h, e)
     if h.hooks_on & HOOK_MMU:
         call_mmu_hook(h, va, acc, r, pa)
     if r:
@@ -374,6 +397,7 @@ cdef inline bint victim_swap(Hart h, TlbEntry *e, uint64_t vpage) noexcept nogil
             t = w[i]
             w[i] = e[0]
             e[0] = t
+            tlb_log(h, e)
             h.victim_hits += 1
             return 1
     if e.tag != RV_TLB_EMPTY:
