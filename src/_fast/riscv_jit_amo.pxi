@@ -64,10 +64,7 @@ cdef void rd_from_rdx(Jit *a, int rd, bint w) noexcept nogil:
         return
     if w:
         op_rr(a, 1, X_MOVSXD, RDX, RDX)              # movsxd rdx, edx
-    if a.host_of[rd] >= 0:
-        mov_rr(a, a.host_of[rd], RDX)
-    else:
-        stx(a, RDX, rd)
+    reg_to(a, rd, RDX)
 
 
 cdef void slot_entry(Jit *a) noexcept nogil:
@@ -82,10 +79,7 @@ cdef void resv_others(Jit *a, int size) noexcept nogil:
     """After a write of ``size`` bytes at the host address in rax: when some hart
     holds a reservation (h.rs.nactive), resv_clear on those bytes (a call: the
     registers stored and reloaded around it)."""
-    cdef uint8_t *none
-    op_rm(a, 1, X_MOV, RDX, R15, a.o_rs)             # rdx = h.rs
-    alu_m_imm8(a, 0, ALU_CMP, RDX, 0, 0)            # cmp dword [rdx], 0  (nactive)
-    none = jcc32(a, CC_E)
+    cdef uint8_t *none = resv_held(a, CC_E)
     writeback(a)
     mov_rr(a, RDI, RDX)
     mov_rr(a, RSI, RAX)

@@ -461,10 +461,17 @@ cdef void emit_store(Jit *a, Rec *r, int64_t off, int k) noexcept nogil:
     else:
         op_rm(a, size == 8, X_MOV_MR, v, RAX, 0)
     # a reservation held by some hart: clear the ones on these bytes (a way out)
+    stub(a, STUB_RESV, r, off, k, resv_held(a, CC_NE))
+    slow.back = a.p
+
+
+cdef uint8_t *resv_held(Jit *a, int cc) noexcept nogil:
+    """rdx = h.rs; returns a jcc taken on ``cc`` of its nactive against 0 (CC_NE: some
+    hart holds a reservation).  After a store: those on its bytes must go (STUB_RESV
+    leaves the region to clear them, resv_others clears them in place)."""
     op_rm(a, 1, X_MOV, RDX, R15, a.o_rs)             # rdx = h.rs
     alu_m_imm8(a, 0, ALU_CMP, RDX, 0, 0)            # cmp dword [rdx], 0  (nactive)
-    stub(a, STUB_RESV, r, off, k, jcc32(a, CC_NE))
-    slow.back = a.p
+    return jcc32(a, cc)
 
 
 cdef inline bint exec_compiled(Rec *r) noexcept nogil:

@@ -111,12 +111,16 @@ cdef inline void src_rax(Jit *a, int w, int g) noexcept nogil:
     else:
         op_rm(a, w, X_MOV, RAX, R15, a.o_x + 8 * g)
 
+cdef inline void reg_to(Jit *a, int g, int src) noexcept nogil:
+    """Guest register ``g`` = host register ``src``."""
+    if a.host_of[g] >= 0:
+        mov_rr(a, a.host_of[g], src)
+    else:
+        stx(a, src, g)
+
 cdef inline void rax_to(Jit *a, int g) noexcept nogil:
     """Guest register ``g`` = rax."""
-    if a.host_of[g] >= 0:
-        mov_rr(a, a.host_of[g], RAX)
-    else:
-        stx(a, RAX, g)
+    reg_to(a, g, RAX)
 
 cdef inline void op_src(Jit *a, int w, int opc, int reg, int g) noexcept nogil:
     """``opc reg, <guest register g>`` (an ``r, r/m`` opcode: its register or memory)."""
