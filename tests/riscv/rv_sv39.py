@@ -4,7 +4,8 @@
 0x80000000 (root[2]) and 4 KiB pages at 0x40000000 through l1[0] -> l0 (the test
 fills l0).  ``SV39_ENTER`` turns paging on and goes to ``s_code`` in S-mode;
 ``SV39_ROOTS`` reserves the three tables (page-aligned: put it after a
-``.balign 4096``).
+``.balign 4096``).  ``SV39_PAGES_AB``: two data pages, ``page_a`` holding 0xaa
+and ``page_b`` 0xbb, and the alignment after them.
 """
 
 SV39_TABLES = r"""
@@ -29,4 +30,12 @@ SV39_ROOTS = r"""
 root: .fill 512, 8, 0
 l1: .fill 512, 8, 0
 l0: .fill 512, 8, 0
+"""
+
+SV39_PAGES_AB = r"""
+    .balign 4096
+page_a: .dword 0xaa
+    .balign 4096
+page_b: .dword 0xbb
+    .balign 4096
 """

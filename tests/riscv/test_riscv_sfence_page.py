@@ -9,7 +9,7 @@ hold 4 KiB pieces of, they all go, as in QEMU.
 
 from __future__ import annotations
 
-from rv_sv39 import SV39_ENTER, SV39_ROOTS, SV39_TABLES
+from rv_sv39 import SV39_ENTER, SV39_PAGES_AB, SV39_ROOTS, SV39_TABLES
 
 from vmforge.accel.interp import StopReason
 
@@ -47,11 +47,7 @@ s_code:
     sfence.vma t0
     ld a0, 0(t1)                # y: a load page fault
     ebreak
-    .balign 4096
-page_a: .dword 0xaa
-    .balign 4096
-page_b: .dword 0xbb
-    .balign 4096
+""" + SV39_PAGES_AB + r"""
 x:  .dword 1
     .balign 4096
 y:  .dword 2

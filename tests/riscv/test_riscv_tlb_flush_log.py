@@ -10,7 +10,7 @@ program maps pages, reads them, remaps them, runs ``sfence.vma`` and reads again
 from __future__ import annotations
 
 import pytest
-from rv_sv39 import SV39_ENTER, SV39_ROOTS, SV39_TABLES
+from rv_sv39 import SV39_ENTER, SV39_PAGES_AB, SV39_ROOTS, SV39_TABLES
 
 from vmforge.accel.interp import StopReason
 
@@ -43,12 +43,7 @@ s_code:
     li t0, {4096 * (pages - 1)}; add t0, t0, a1
     ld a3, 0(t0)
     ebreak
-    .balign 4096
-page_a: .dword 0xaa
-    .balign 4096
-page_b: .dword 0xbb
-    .balign 4096
-""" + SV39_ROOTS
+""" + SV39_PAGES_AB + SV39_ROOTS
 
 
 @pytest.mark.parametrize("pages", [3, PAGES], ids=["logged", "past-the-log"])

@@ -11,7 +11,7 @@ flush forget them with the TLB.
 
 from __future__ import annotations
 
-from rv_sv39 import SV39_ENTER, SV39_ROOTS, SV39_TABLES
+from rv_sv39 import SV39_ENTER, SV39_PAGES_AB, SV39_ROOTS, SV39_TABLES
 
 from vmforge.accel.interp import StopReason
 
@@ -50,11 +50,7 @@ s_code:
     sfence.vma
     ld a0, 0(a1)                # page_a: 0xaa
     ebreak
-    .balign 4096
-page_a: .dword 0xaa
-    .balign 4096
-page_b: .dword 0xbb
-    .balign 4096
+""" + SV39_PAGES_AB + r"""
 page_c: .dword 0xcc
     .balign 4096
 """ + SV39_ROOTS
