@@ -295,12 +295,8 @@ class Ns16550a(Device):
         if offset & self._lane_mask or not 0 <= reg < r.NUM_REGS:
             return
         with self._lock:
-            if (reg == r.THR and not self.ier and self._iir_id == r.IIR_NO_INT
-                    and not self.lcr & r.LCR_DLAB and not self.mcr & r.MCR_LOOP):
-                # a polled console's byte (Linux's console writes with IER 0): with
-                # every source off, IIR and the line stay as they are (_transmit)
-                self.chardev.write(_BYTES[value & 0xFF])
-                self._thr_ipending = True
+            if reg == r.THR and not self.lcr & r.LCR_DLAB:
+                self._transmit(value & 0xFF)    # (first: a console writes bytes)
                 return
             accept = self._write_reg(reg, value & 0xFF)
         if accept:
@@ -379,6 +375,12 @@ class Ns16550a(Device):
     def _transmit(self, byte: int) -> None:
         # QEMU: THR write clears THRE and its interrupt, the byte leaves at
         # once, THRE comes back and re-arms the interrupt.
+        if not self.ier and self._iir_id == r.IIR_NO_INT and not self.mcr & r.MCR_LOOP:
+            # a polled console's byte (Linux's console writes with IER 0): with
+            # every source off, IIR and the line stay as they are
+            self.chardev.write(_BYTES[byte])
+            self._thr_ipending = True
+            return
         self._thr_ipending = False
         self._update_irq()
         loopback = self.mcr & r.MCR_LOOP
