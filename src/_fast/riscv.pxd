@@ -131,12 +131,16 @@ cdef class Hart:
     # one set of TLBs per translation context (0 U, 1 S, 2 M; data also 3: S with
     # mstatus.SUM): a privilege or SUM change switches sets instead of flushing;
     # rt/wt follow the data context (MPRV, SUM), ft the privilege
+    # read entries a refill pushed out of rt, per data context (rvict: load_slow swaps
+    # one back in, and compiled loads look there before calling it; a stack page and
+    # a data page 1 MiB apart, by ASLR, share an rt slot).  wvict holds none: it
+    # keeps the distance from rtlb to wtlb that from rvict to it, so that an entry's
+    # twin in the other table (riscv_jit_mem.pxi, probe_cross) is always an entry
     cdef TlbEntry rtlb[4][256]
-    cdef TlbEntry wtlb[4][256]
-    cdef TlbEntry ftlb[3][256]
-    # read entries a refill pushed out of rt, per data context (load_slow swaps one back
-    # in: a stack page and a data page 1 MiB apart, by ASLR, share an rt slot)
     cdef TlbEntry rvict[4][8]
+    cdef TlbEntry wtlb[4][256]
+    cdef TlbEntry wvict[4][8]
+    cdef TlbEntry ftlb[3][256]
     # the entries of rtlb, wtlb and ftlb filled since the last flush (tlb_log), by their
     # offset from rtlb[0][0]: a flush forgets those alone while tlog_on
     cdef uint16_t tlog[256]
@@ -166,6 +170,7 @@ cdef class Hart:
     cdef object pyexc           # a device's exception, re-raised by run()
     cdef readonly uint64_t tlb_flushes, code_flushes, code_inits
     cdef readonly uint64_t victim_hits  # read-TLB misses served by rvict (load_slow)
+    cdef readonly uint64_t jit_victim_hits  # ... and by compiled loads (victim_probe)
     cdef readonly uint64_t decodes    # records resolve() decoded
     cdef readonly uint64_t xpage_branches  # page-crossing branches run by xpage_branch
     cdef readonly uint64_t pauses         # pause instructions run (riscv_atomic.pxi)
@@ -183,6 +188,7 @@ cdef class Hart:
     cdef uint8_t *jit_start
     cdef uint8_t *jit_free
     cdef uint8_t *jit_epilogue
+    cdef uint8_t *jit_victim      # the code buffer's victim_swap (riscv_jit_mem.pxi)
     cdef void *jit_work           # the compiler's scratch (a Jit)
     cdef readonly uint64_t jit_regions, jit_resets, jit_calls
     cdef readonly uint64_t exec_calls   # ops run by a call of exec_slow from a region (exec_call)

@@ -310,7 +310,7 @@ cdef class Hart:
                 "code_inits": self.code_inits, "decodes": self.decodes,
                 "xpage_branches": self.xpage_branches, "pauses": self.pauses,
                 "yields": self.yields, "naps": self.naps,
-                "victim_hits": self.victim_hits,
+                "victim_hits": self.victim_hits, "jit_victim_hits": self.jit_victim_hits,
                 "code_stores": self.code_stores, "code_checks": self.code_checks,
                 "jit_regions": self.jit_regions,
                 "jit_resets": self.jit_resets, "jit_calls": self.jit_calls,

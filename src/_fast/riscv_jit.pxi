@@ -198,6 +198,7 @@ cdef struct Jit:
     # field offsets inside the Hart object
     int32_t o_x, o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit, o_ft, o_fc
     int32_t rw_delta                # h.wtlb - h.rtlb: an entry's twin in the other table
+    uint8_t *vic                    # the victims' routine (riscv_jit_mem.pxi, victim_probe)
     int32_t o_cp_recs, o_cp_page        # inside a CodePage: its records, its ppage
     int32_t o_pc, o_cnt                 # h.pc_, h.cnt (emit_exec)
     int32_t o_f, o_mstatus              # h.f[], h.mstatus (fld, fsd inline: emit_fmem)
@@ -465,6 +466,8 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     for i in range(NSAVED - 1, -1, -1):
         pop(a, SAVED[i])
     ret(a)
+    h.jit_victim = a.p - a.wdelta
+    emit_victim_swap(a, h)
     h.jit_start = <uint8_t *>((<uintptr_t>(a.p - a.wdelta) + 63) & ~(<uintptr_t>63))
     h.jit_free = h.jit_start
     jit_close(h, a)
@@ -562,6 +565,9 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     cdef Rec *r
     if not RV_JIT_HOST or not h.jit_on or h.nbp:
         return 0
+    if RV_PTR_DIFF(&h.wvict[0][0], &h.rvict[0][0]) != RV_PTR_DIFF(&h.wtlb[0][0], &h.rtlb[0][0]):
+        h.jit_on = 0                # (a victim's twin must be an entry: probe_cross)
+        return 0
     if h.jit_buf == NULL and jit_init(h) == NULL:
         h.jit_on = 0
         return 0
@@ -588,6 +594,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_wt = <int32_t>RV_PTR_DIFF(&h.wt, <void *>h)
     a.rw_delta = <int32_t>RV_PTR_DIFF(&h.wtlb[0][0], &h.rtlb[0][0])
     a.o_rs = <int32_t>RV_PTR_DIFF(&h.rs, <void *>h)
+    a.vic = jit_writable(a, h.jit_victim)
     a.o_cbase = <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h)
     a.o_recs = <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h)
     a.o_jexit = <int32_t>RV_PTR_DIFF(&h.jexit, <void *>h)

@@ -50,6 +50,14 @@ cdef void tlb_index(Jit *a, int32_t o_tlb) noexcept nogil:
     op_rm(a, 1, X_ADD, RCX, R15, o_tlb)              # add rcx, h.rt / h.wt
 
 
+cdef void tlb_index_rdx(Jit *a, int32_t o_tlb) noexcept nogil:
+    """rdx = the entry of the table at h + ``o_tlb`` for the guest address in rax."""
+    op_rr(a, 0, X_MOV, RDX, RAX)                     # mov edx, eax
+    shift_imm(a, 0, SH_SHR, RDX, 7)
+    alu_imm(a, 0, ALU_AND, RDX, 255 << 5)
+    op_rm(a, 1, X_ADD, RDX, R15, o_tlb)
+
+
 cdef uint8_t *tag_check(Jit *a, int size) noexcept nogil:
     """rdx = a guest address -> compared with the tag of the entry rcx points at;
     returns the jump taken when they differ."""
@@ -536,6 +544,54 @@ cdef void store_beside_code(Jit *a, Stub *t, int size) noexcept nogil:
     here(a, other)
 
 
+cdef void victim_probe(Jit *a, uint8_t *hit) noexcept nogil:
+    """A load's TLB miss (rax = guest address, rdx = it as a tag would be): when one of
+    the context's read victims is its page, swapped into its slot (victim_swap,
+    the code buffer's copy: emit_victim_swap), on at ``hit``, where a hit of the
+    probe goes on, with rcx = that entry; without a call of load_slow, which two
+    pages in one slot, read in turn, made at every change of page."""
+    cdef uint8_t *miss
+    call_to(a, a.vic)
+    miss = jcc32(a, CC_NE)
+    addend_reload(a)
+    jmp_to(a, hit)
+    here(a, miss)
+
+
+cdef void emit_victim_swap(Jit *a, Hart h) noexcept nogil:
+    """The routine victim_probe calls (once per code buffer, beside the epilogue):
+    rax = guest address, rdx = it as a tag would be -> ZF set and rcx = the entry of
+    its slot, that victim swapped in (as victim_swap: the slot was filled since the
+    last flush, or the victim would not be there, so tlb_log has it; jit_victim_hits
+    counted), or ZF clear and rcx, rdx clobbered.  SSE registers hold nothing
+    across compiled code: the swap moves 16 bytes at a time through xmm0, xmm1."""
+    cdef uint8_t *found[8]
+    cdef int i, q
+    cdef int32_t o_rv = <int32_t>RV_PTR_DIFF(&h.rv, <void *>h)
+    op_rm(a, 1, X_MOV, RCX, R15, o_rv)               # rcx = h.rv
+    for i in range(8):
+        op_rm(a, 1, X_CMP, RDX, RCX, 32 * i)         # cmp rdx, [rcx + 32 i] (tag)
+        found[i] = jcc32(a, CC_E)
+    ret(a)                                          # (ZF clear: the last cmp)
+    for i in range(7, -1, -1):
+        here(a, found[i])
+        if i:
+            op_rm(a, 1, X_LEA, RCX, RCX, 32 * i)
+            found[i] = jmp32(a)
+    for i in range(1, 8):
+        here(a, found[i])
+    tlb_index_rdx(a, <int32_t>RV_PTR_DIFF(&h.rt, <void *>h))   # rdx = the slot's entry
+    for q in range(0, 32, 16):
+        movdqu(a, X0F_MOVDQU, 0, RDX, q)
+        movdqu(a, X0F_MOVDQU, 1, RCX, q)
+        movdqu(a, X0F_MOVDQU_MR, 1, RDX, q)
+        movdqu(a, X0F_MOVDQU_MR, 0, RCX, q)
+    mov_rr(a, RCX, RDX)
+    alu_m_imm8(a, 1, ALU_ADD, R15, <int32_t>RV_PTR_DIFF(&h.jit_victim_hits, <void *>h), 1)
+    op_rr(a, 1, X_CMP, RCX, RCX)                     # ZF set
+    ret(a)
+
+
 cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     """The slow path of a load or store.  A store that was a plain store into RAM
     (no translated byte hit, no device, no watchpoint: h.jexit clear) and a load
@@ -545,6 +601,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
     cdef int size = access_size(r.op)
     cdef uint8_t *fail
     cdef uint8_t *out
+    cdef uint8_t *hit = t.reprobe if t.reprobe != NULL else t.patch
     here(a, t.patch)
     if t.sib and t.kind != STUB_RESV:
         address(a, r)                # rax = guest address (the probe had it in rdx)
@@ -555,6 +612,8 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         here(a, t.patch)
     if t.kind == STUB_STORE:
         store_beside_code(a, t, size)
+    elif t.kind == STUB_LOAD:
+        victim_probe(a, hit)
     writeback(a)
     if t.kind == STUB_RESV:      # rax = host address (Stub.sib: the addend), rdx = h.rs
         if t.sib:                # (before rdi is set: the base may be cached in rdi)

@@ -138,6 +138,7 @@ cdef void tlb_flush(Hart h) noexcept nogil:
     for c in range(NDATA):
         for i in range(8):
             h.rvict[c][i].tag = RV_TLB_EMPTY
+            h.wvict[c][i].tag = RV_TLB_EMPTY
     h.big_lo = RV_NOPAGE
     h.big_hi = 0
     h.tlb_flushes += 1
