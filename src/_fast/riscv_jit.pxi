@@ -432,8 +432,11 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     """Map the code buffer and write the entry trampoline and common epilogue."""
     cdef void *rw
     cdef void *rx
-    cdef int flip = rv_jit_map(JIT_BYTES, &rw, &rx, jit_two_views) != 0, i
+    cdef int flip, i
     cdef Jit *a
+    if RV_PTR_DIFF(&h.wvict[0][0], &h.rvict[0][0]) != RV_PTR_DIFF(&h.wtlb[0][0], &h.rtlb[0][0]):
+        return NULL                 # (a victim's twin must be an entry: probe_cross)
+    flip = rv_jit_map(JIT_BYTES, &rw, &rx, jit_two_views) != 0
     if rw == RV_MAP_FAILED:
         return NULL
     a = <Jit *>malloc(sizeof(Jit))
@@ -564,9 +567,6 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     cdef uint64_t lines = 0
     cdef Rec *r
     if not RV_JIT_HOST or not h.jit_on or h.nbp:
-        return 0
-    if RV_PTR_DIFF(&h.wvict[0][0], &h.rvict[0][0]) != RV_PTR_DIFF(&h.wtlb[0][0], &h.rtlb[0][0]):
-        h.jit_on = 0                # (a victim's twin must be an entry: probe_cross)
         return 0
     if h.jit_buf == NULL and jit_init(h) == NULL:
         h.jit_on = 0

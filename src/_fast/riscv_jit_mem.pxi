@@ -42,20 +42,18 @@ cdef inline void addend_reload(Jit *a) noexcept nogil:
         op_rm(a, 1, X_MOV, a.rad, RCX, 8)           # mov rbx, [rcx + 8]
 
 
-cdef void tlb_index(Jit *a, int32_t o_tlb) noexcept nogil:
+cdef void tlb_entry(Jit *a, int dst, int src, int32_t o_tlb) noexcept nogil:
+    """``dst`` = the entry of the table at h + ``o_tlb`` for the guest address in
+    ``src``."""
+    op_rr(a, 0, X_MOV, dst, src)                     # mov ecx, eax (say)
+    shift_imm(a, 0, SH_SHR, dst, 7)                      # shr ecx, 7
+    alu_imm(a, 0, ALU_AND, dst, 255 << 5)                 # and ecx, 255 << 5: 32-byte entries
+    op_rm(a, 1, X_ADD, dst, R15, o_tlb)              # add rcx, h.rt / h.wt
+
+
+cdef inline void tlb_index(Jit *a, int32_t o_tlb) noexcept nogil:
     """rcx = the entry of the table at h + ``o_tlb`` for the guest address in rax."""
-    op_rr(a, 0, X_MOV, RCX, RAX)                     # mov ecx, eax
-    shift_imm(a, 0, SH_SHR, RCX, 7)                      # shr ecx, 7
-    alu_imm(a, 0, ALU_AND, RCX, 255 << 5)                 # and ecx, 255 << 5: 32-byte entries
-    op_rm(a, 1, X_ADD, RCX, R15, o_tlb)              # add rcx, h.rt / h.wt
-
-
-cdef void tlb_index_rdx(Jit *a, int32_t o_tlb) noexcept nogil:
-    """rdx = the entry of the table at h + ``o_tlb`` for the guest address in rax."""
-    op_rr(a, 0, X_MOV, RDX, RAX)                     # mov edx, eax
-    shift_imm(a, 0, SH_SHR, RDX, 7)
-    alu_imm(a, 0, ALU_AND, RDX, 255 << 5)
-    op_rm(a, 1, X_ADD, RDX, R15, o_tlb)
+    tlb_entry(a, RCX, RAX, o_tlb)
 
 
 cdef uint8_t *tag_check(Jit *a, int size) noexcept nogil:
@@ -372,10 +370,7 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
                 return
         else:
             a.n_full += 1
-            op_rr(a, 0, X_MOV, RCX, RDX)             # mov ecx, edx
-            shift_imm(a, 0, SH_SHR, RCX, 7)
-            alu_imm(a, 0, ALU_AND, RCX, 255 << 5)
-            op_rm(a, 1, X_ADD, RCX, R15, o_tlb)
+            tlb_entry(a, RCX, RDX, o_tlb)            # (the address in rdx alone)
             stub(a, kind, r, off, k, tag_check(a, size))
         if a.rad >= 0:
             addend_check(a)
@@ -580,7 +575,7 @@ cdef void emit_victim_swap(Jit *a, Hart h) noexcept nogil:
             found[i] = jmp32(a)
     for i in range(1, 8):
         here(a, found[i])
-    tlb_index_rdx(a, <int32_t>RV_PTR_DIFF(&h.rt, <void *>h))   # rdx = the slot's entry
+    tlb_entry(a, RDX, RAX, <int32_t>RV_PTR_DIFF(&h.rt, <void *>h))   # rdx = the slot's entry
     for q in range(0, 32, 16):
         movdqu(a, X0F_MOVDQU, 0, RDX, q)
         movdqu(a, X0F_MOVDQU, 1, RCX, q)

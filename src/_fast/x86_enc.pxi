@@ -100,8 +100,8 @@ cdef enum:
     X0F_MOVZX16 = 0xb7          # movzx r, r/m16
     X0F_BT_I8 = 0xba            # (bt, bts, btr, btc: ext 4..7) r/m, imm8
     X0F_MOVSX8 = 0xbe           # movsx r, r/m8
-    X0F_MOVSX16 = 0xbf
-    X0F_XADD = 0xc1             # xadd r/m, r (with LOCK)          # movsx r, r/m16
+    X0F_MOVSX16 = 0xbf          # movsx r, r/m16
+    X0F_XADD = 0xc1             # xadd r/m, r (with LOCK)
     X0F_BSWAP = 0xc8            # bswap r (+reg)
     X_MFENCE = 0xf0             # the ModRM byte after 0f ae
 

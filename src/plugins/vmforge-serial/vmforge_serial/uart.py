@@ -295,9 +295,6 @@ class Ns16550a(Device):
         if offset & self._lane_mask or not 0 <= reg < r.NUM_REGS:
             return
         with self._lock:
-            if reg == r.THR and not self.lcr & r.LCR_DLAB:
-                self._transmit(value & 0xFF)    # (first: a console writes bytes)
-                return
             accept = self._write_reg(reg, value & 0xFF)
         if accept:
             self.chardev.accept_input()
