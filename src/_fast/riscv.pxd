@@ -52,6 +52,13 @@ cdef struct TrapRec:
     uint64_t tval
     uint64_t priv       # the privilege the trap came from
 
+# The TLB sets (riscv_tlb.pxi): data sets S and M, then a U and an "S with
+# mstatus.SUM" set per address-space bank; fetch sets S and M, then U per bank.
+cdef enum:
+    NBANK = 8           # address spaces (satp values) whose translations are kept
+    NDATA = 2 + 2 * NBANK
+    NFETCH = 2 + NBANK
+
 cdef class ReservationSet:
     cdef ResvTable t
     cdef int next_slot
@@ -128,31 +135,41 @@ cdef class Hart:
     cdef int hooks_on           # bit 0 trap, bit 1 illegal, bit 2 unmapped
     cdef object hook_mmu        # (va, access 0 load/1 store/2 fetch, ok, pa): -d mmu
     cdef Rec tmp[3]             # a record run outside its page ([1], [2]: OP_PAGEEND)
-    # one set of TLBs per translation context (0 U, 1 S, 2 M; data also 3: S with
-    # mstatus.SUM): a privilege or SUM change switches sets instead of flushing;
-    # rt/wt follow the data context (MPRV, SUM), ft the privilege
-    # read entries a refill pushed out of rt, per data context (rvict: load_slow swaps
-    # one back in, and compiled loads look there before calling it; a stack page and
-    # a data page 1 MiB apart, by ASLR, share an rt slot).  wvict holds none: it
-    # keeps the distance from rtlb to wtlb that from rvict to it, so that an entry's
-    # twin in the other table (riscv_jit_mem.pxi, probe_cross) is always an entry
-    cdef TlbEntry rtlb[4][256]
-    cdef TlbEntry rvict[4][8]
-    cdef TlbEntry wtlb[4][256]
-    cdef TlbEntry wvict[4][8]
-    cdef TlbEntry ftlb[3][256]
-    # the entries of rtlb, wtlb and ftlb filled since the last flush (tlb_log), by their
+    # one set of TLBs per translation context (riscv_tlb.pxi: S, M, and per bank of
+    # satp values U and S with mstatus.SUM): a privilege, SUM or satp change
+    # switches sets instead of flushing; rt/wt follow the data context (MPRV, SUM),
+    # ft the privilege
+    # rvict is the read TLB's second way: the entry a refill pushed out of a slot of
+    # rt, at the same place in its row (load_slow swaps it back in; compiled loads
+    # read through it where it is: victim_probe).  Two pages a program reads in
+    # turn can share a slot (by ASLR: a stack page and a data page 1 MiB apart).
+    # wvict holds none: it keeps the distance from rtlb to wtlb that from rvict to
+    # it, so that an entry's twin in the other table (riscv_jit_mem.pxi,
+    # probe_cross) is always an entry
+    cdef TlbEntry rtlb[NDATA][256]
+    cdef TlbEntry rvict[NDATA][256]
+    cdef TlbEntry wtlb[NDATA][256]
+    cdef TlbEntry wvict[NDATA][256]
+    cdef TlbEntry rfar[NDATA][8]  # entries pushed out of rvict (load_slow looks there
+                                  # before walking: three pages sharing a slot)
+    cdef TlbEntry ftlb[NFETCH][256]
+    cdef uint32_t rfar_next       # the rfar slot the next push-out takes
+    cdef uint64_t bank_key[NBANK]   # the satp value each bank's sets translate for
+    cdef uint64_t bank_used[NBANK]  # when each was last selected (bank_clock)
+    cdef uint64_t bank_clock
+    cdef int bank               # the bank of satp
+    cdef int s_local            # the S sets hold a translation that is not global
+    cdef int leaf_g             # translate(): its leaf is global (G here or above)
+    # the entries of rtlb, rvict, wtlb and ftlb filled since the last flush (tlb_log), by their
     # offset from rtlb[0][0]: a flush forgets those alone while tlog_on
     cdef uint16_t tlog[256]
     cdef int tlog_n, tlog_on
-    cdef TlbEntry *rv             # the current data context's row of rvict
-    cdef uint32_t rv_next         # the victim slot the next push-out takes
     cdef uint64_t big_lo, big_hi  # virtual range of the superpages the TLBs hold 4 KiB of
     cdef uint64_t leaf_mask       # translate(): page offset mask of its leaf (0xfff: 4 KiB)
     cdef TlbEntry *rt
     cdef TlbEntry *wt
     cdef TlbEntry *ft
-    cdef CodePage *fcode[3][256]  # beside ftlb: the CodePage each entry led to (checked)
+    cdef CodePage *fcode[NFETCH][256]  # beside ftlb: the CodePage each entry led to (checked)
     cdef CodePage **fc            # the current context's row of fcode
     cdef CodePage **ctab
     cdef CodePage *cur_code     # the page the run loop executes from
@@ -171,6 +188,7 @@ cdef class Hart:
     cdef readonly uint64_t tlb_flushes, code_flushes, code_inits
     cdef readonly uint64_t victim_hits  # read-TLB misses served by rvict (load_slow)
     cdef readonly uint64_t jit_victim_hits  # ... and by compiled loads (victim_probe)
+    cdef readonly uint64_t tlb_fills    # page walks into a TLB entry (tlb_fill)
     cdef readonly uint64_t decodes    # records resolve() decoded
     cdef readonly uint64_t xpage_branches  # page-crossing branches run by xpage_branch
     cdef readonly uint64_t pauses         # pause instructions run (riscv_atomic.pxi)
@@ -188,7 +206,6 @@ cdef class Hart:
     cdef uint8_t *jit_start
     cdef uint8_t *jit_free
     cdef uint8_t *jit_epilogue
-    cdef uint8_t *jit_victim      # the code buffer's victim_swap (riscv_jit_mem.pxi)
     cdef void *jit_work           # the compiler's scratch (a Jit)
     cdef readonly uint64_t jit_regions, jit_resets, jit_calls
     cdef readonly uint64_t exec_calls   # ops run by a call of exec_slow from a region (exec_call)

@@ -4,6 +4,7 @@
 Parts (``include``d, sharing ``riscv.pxd``): ``riscv_defs.pxi`` (constants),
 ``riscv_decode.pxi`` (RV64GC decoding into 16-byte records),
 ``riscv_mmu.pxi`` (Sv39/Sv48, TLBs, decoded-code cache, memory slow paths, A),
+``riscv_tlb.pxi`` (the TLB sets: per privilege and address space, their flushes),
 ``riscv_csr.pxi`` (CSRs, traps, interrupts, privileged instructions),
 ``riscv_float.pxi`` (F and D), ``riscv_face.pxi`` (the Python-visible classes).
 This file holds the run loop.
@@ -13,7 +14,7 @@ code page (2048 records of 16 bytes, one per halfword, plus two end-of-page
 sentinels) and the decoded page is patched on stores to it (write-TLB entries
 of such pages carry a flag that sends stores to the slow path), dropped on
 fence.i and on RAM map changes.  Being keyed by physical address, decoded
-code survives satp writes and sfence.vma; only the TLBs are flushed then.
+code survives satp writes and sfence.vma.
 The loop walks a record pointer (the pc is derived from it), so the only
 per-instruction work besides the op itself is the dispatch and a count.  The
 instruction budget, the internal timer, interrupt lines and Python's signals
@@ -38,6 +39,7 @@ include "riscv_defs.pxi"
 include "riscv_decode.pxi"
 include "riscv_atomic.pxi"
 include "riscv_mmu.pxi"
+include "riscv_tlb.pxi"
 include "riscv_code.pxi"
 include "riscv_hooks.pxi"
 include "riscv_csr.pxi"

@@ -12,7 +12,6 @@ cdef extern from *:
     #define RV_SSTATUS_WMASK ((1ULL<<1)|(1ULL<<5)|(1ULL<<8)|(3ULL<<13)|(1ULL<<18)|(1ULL<<19))
     #define RV_MSTATUS_WMASK ((1ULL<<1)|(1ULL<<3)|(1ULL<<5)|(1ULL<<7)|(1ULL<<8)|(3ULL<<11)|(3ULL<<13)|(1ULL<<17)|(1ULL<<18)|(1ULL<<19)|(1ULL<<20)|(1ULL<<21)|(1ULL<<22))
     #define RV_MSTATUS_XLEN ((2ULL<<32)|(2ULL<<34))
-    #define RV_SATP_KEEP 0xF0000FFFFFFFFFFFULL   /* MODE and PPN: no ASID bits */
     #define RV_MISA ((2ULL<<62)|(1ULL<<0)|(1ULL<<2)|(1ULL<<3)|(1ULL<<5)|(1ULL<<8)|(1ULL<<12)|(1ULL<<18)|(1ULL<<20))
     #define RV_U64_MAX 0xFFFFFFFFFFFFFFFFULL
     #define RV_MENVCFG_STCE (1ULL << 63)
@@ -22,7 +21,6 @@ cdef extern from *:
     uint64_t SSTATUS_WMASK "RV_SSTATUS_WMASK"
     uint64_t MSTATUS_WMASK "RV_MSTATUS_WMASK"
     uint64_t MSTATUS_XLEN "RV_MSTATUS_XLEN"
-    uint64_t SATP_KEEP "RV_SATP_KEEP"
     uint64_t MISA_VALUE "RV_MISA"
     uint64_t U64_MAX "RV_U64_MAX"
     uint64_t MENVCFG_STCE "RV_MENVCFG_STCE"
@@ -362,8 +360,8 @@ cdef int csr_write(Hart h, uint32_t csr, uint64_t v) noexcept nogil:
             return 1
         s = v >> 60
         if s == 0 or s == 8 or s == 9:        # Bare, Sv39, Sv48; others: write ignored
-            h.satp = v & SATP_KEEP
-            tlb_flush(h)
+            h.satp = v
+            tlb_select(h)                     # (the sets of its bank: riscv_tlb.pxi)
     elif csr == 0x300:
         old = h.mstatus
         s = (old & ~MSTATUS_WMASK) | (v & MSTATUS_WMASK)
@@ -525,6 +523,8 @@ cdef int exec_system(Hart h, Rec *r) noexcept nogil:
             return illegal(h, r)
         if r.rs1 != 0:
             tlb_flush_page(h, h.x[r.rs1])
+        elif r.rs2 != 0:
+            tlb_flush_asid(h, h.x[r.rs2])
         else:
             tlb_flush(h)
         h.pc_ += r.len

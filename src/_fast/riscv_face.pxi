@@ -37,6 +37,8 @@ cdef class Hart:
         self.resv_slot = self.reservations.claim()
         self.rs = &self.reservations.t         # only once the slot is ours
         self.hartid = hartid
+        if RV_PTR_DIFF(&self.ftlb[0][0], &self.rtlb[0][0]) % sizeof(TlbEntry):
+            raise AssertionError("the TLBs are not whole entries apart (tlb_log)")
         self.ctab = <CodePage **>PyMem_Malloc(NCODE * sizeof(CodePage *))
         if self.ctab == NULL:
             raise MemoryError()
@@ -92,7 +94,7 @@ cdef class Hart:
         if self.rs.addr[self.resv_slot] != NULL:
             self.rs.addr[self.resv_slot] = NULL
             self.rs.nactive -= 1
-        tlb_flush(self)
+        tlb_forget_banks(self)
         tlb_select(self)
         code_flush(self)
 
@@ -311,6 +313,7 @@ cdef class Hart:
                 "xpage_branches": self.xpage_branches, "pauses": self.pauses,
                 "yields": self.yields, "naps": self.naps,
                 "victim_hits": self.victim_hits, "jit_victim_hits": self.jit_victim_hits,
+                "tlb_fills": self.tlb_fills,
                 "code_stores": self.code_stores, "code_checks": self.code_checks,
                 "jit_regions": self.jit_regions,
                 "jit_resets": self.jit_resets, "jit_calls": self.jit_calls,

@@ -198,7 +198,7 @@ cdef struct Jit:
     # field offsets inside the Hart object
     int32_t o_x, o_lim, o_jpc, o_jv, o_rt, o_wt, o_rs, o_cbase, o_recs, o_jexit, o_ft, o_fc
     int32_t rw_delta                # h.wtlb - h.rtlb: an entry's twin in the other table
-    uint8_t *vic                    # the victims' routine (riscv_jit_mem.pxi, victim_probe)
+    int32_t o_vhits                 # h.jit_victim_hits (victim_probe)
     int32_t o_cp_recs, o_cp_page        # inside a CodePage: its records, its ppage
     int32_t o_pc, o_cnt                 # h.pc_, h.cnt (emit_exec)
     int32_t o_f, o_mstatus              # h.f[], h.mstatus (fld, fsd inline: emit_fmem)
@@ -434,8 +434,10 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     cdef void *rx
     cdef int flip, i
     cdef Jit *a
-    if RV_PTR_DIFF(&h.wvict[0][0], &h.rvict[0][0]) != RV_PTR_DIFF(&h.wtlb[0][0], &h.rtlb[0][0]):
-        return NULL                 # (a victim's twin must be an entry: probe_cross)
+    if (RV_PTR_DIFF(&h.wvict[0][0], &h.rvict[0][0]) != RV_PTR_DIFF(&h.wtlb[0][0], &h.rtlb[0][0])
+            or RV_PTR_DIFF(&h.rvict[0][0], &h.rtlb[0][0]) != NDATA * 256 * sizeof(TlbEntry)):
+        return NULL                 # (a victim's twin must be an entry: probe_cross;
+                                    # an entry's second way is at VICT_DELTA from it)
     flip = rv_jit_map(JIT_BYTES, &rw, &rx, jit_two_views) != 0
     if rw == RV_MAP_FAILED:
         return NULL
@@ -469,8 +471,6 @@ cdef uint8_t *jit_init(Hart h) noexcept nogil:
     for i in range(NSAVED - 1, -1, -1):
         pop(a, SAVED[i])
     ret(a)
-    h.jit_victim = a.p - a.wdelta
-    emit_victim_swap(a, h)
     h.jit_start = <uint8_t *>((<uintptr_t>(a.p - a.wdelta) + 63) & ~(<uintptr_t>63))
     h.jit_free = h.jit_start
     jit_close(h, a)
@@ -594,7 +594,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     a.o_wt = <int32_t>RV_PTR_DIFF(&h.wt, <void *>h)
     a.rw_delta = <int32_t>RV_PTR_DIFF(&h.wtlb[0][0], &h.rtlb[0][0])
     a.o_rs = <int32_t>RV_PTR_DIFF(&h.rs, <void *>h)
-    a.vic = jit_writable(a, h.jit_victim)
+    a.o_vhits = <int32_t>RV_PTR_DIFF(&h.jit_victim_hits, <void *>h)
     a.o_cbase = <int32_t>RV_PTR_DIFF(&h.jcbase, <void *>h)
     a.o_recs = <int32_t>RV_PTR_DIFF(&h.jrecs, <void *>h)
     a.o_jexit = <int32_t>RV_PTR_DIFF(&h.jexit, <void *>h)

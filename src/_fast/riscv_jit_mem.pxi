@@ -42,6 +42,10 @@ cdef inline void addend_reload(Jit *a) noexcept nogil:
         op_rm(a, 1, X_MOV, a.rad, RCX, 8)           # mov rbx, [rcx + 8]
 
 
+cdef enum:
+    VICT_DELTA = NDATA * 256 * 32    # bytes from an entry of rtlb to its second way (rvict)
+
+
 cdef void tlb_entry(Jit *a, int dst, int src, int32_t o_tlb) noexcept nogil:
     """``dst`` = the entry of the table at h + ``o_tlb`` for the guest address in
     ``src``."""
@@ -540,51 +544,20 @@ cdef void store_beside_code(Jit *a, Stub *t, int size) noexcept nogil:
 
 
 cdef void victim_probe(Jit *a, uint8_t *hit) noexcept nogil:
-    """A load's TLB miss (rax = guest address, rdx = it as a tag would be): when one of
-    the context's read victims is its page, swapped into its slot (victim_swap,
-    the code buffer's copy: emit_victim_swap), on at ``hit``, where a hit of the
-    probe goes on, with rcx = that entry; without a call of load_slow, which two
-    pages in one slot, read in turn, made at every change of page."""
+    """A load's TLB miss (rcx = the entry of its slot, rdx = the address as its tag
+    would be): when the slot's second way (rvict, at VICT_DELTA from it) is its
+    page's, on at ``hit``, where a hit of the probe goes on, with rcx = that entry;
+    without a call of load_slow (nor a swap: two pages in one slot, read in turn,
+    each hit where it is).  A store through the same pointer after it compares the
+    entry's twin in wvict, empty, then probes the write table in full."""
     cdef uint8_t *miss
-    call_to(a, a.vic)
+    op_rm(a, 1, X_CMP, RDX, RCX, VICT_DELTA)          # cmp rdx, [rcx + VICT_DELTA] (tag)
     miss = jcc32(a, CC_NE)
+    op_rm(a, 1, X_LEA, RCX, RCX, VICT_DELTA)
+    alu_m_imm8(a, 1, ALU_ADD, R15, a.o_vhits, 1)     # h.jit_victim_hits += 1
     addend_reload(a)
     jmp_to(a, hit)
     here(a, miss)
-
-
-cdef void emit_victim_swap(Jit *a, Hart h) noexcept nogil:
-    """The routine victim_probe calls (once per code buffer, beside the epilogue):
-    rax = guest address, rdx = it as a tag would be -> ZF set and rcx = the entry of
-    its slot, that victim swapped in (as victim_swap: the slot was filled since the
-    last flush, or the victim would not be there, so tlb_log has it; jit_victim_hits
-    counted), or ZF clear and rcx, rdx clobbered.  SSE registers hold nothing
-    across compiled code: the swap moves 16 bytes at a time through xmm0, xmm1."""
-    cdef uint8_t *found[8]
-    cdef int i, q
-    cdef int32_t o_rv = <int32_t>RV_PTR_DIFF(&h.rv, <void *>h)
-    op_rm(a, 1, X_MOV, RCX, R15, o_rv)               # rcx = h.rv
-    for i in range(8):
-        op_rm(a, 1, X_CMP, RDX, RCX, 32 * i)         # cmp rdx, [rcx + 32 i] (tag)
-        found[i] = jcc32(a, CC_E)
-    ret(a)                                          # (ZF clear: the last cmp)
-    for i in range(7, -1, -1):
-        here(a, found[i])
-        if i:
-            op_rm(a, 1, X_LEA, RCX, RCX, 32 * i)
-            found[i] = jmp32(a)
-    for i in range(1, 8):
-        here(a, found[i])
-    tlb_entry(a, RDX, RAX, <int32_t>RV_PTR_DIFF(&h.rt, <void *>h))   # rdx = the slot's entry
-    for q in range(0, 32, 16):
-        movdqu(a, X0F_MOVDQU, 0, RDX, q)
-        movdqu(a, X0F_MOVDQU, 1, RCX, q)
-        movdqu(a, X0F_MOVDQU_MR, 1, RDX, q)
-        movdqu(a, X0F_MOVDQU_MR, 0, RCX, q)
-    mov_rr(a, RCX, RDX)
-    alu_m_imm8(a, 1, ALU_ADD, R15, <int32_t>RV_PTR_DIFF(&h.jit_victim_hits, <void *>h), 1)
-    op_rr(a, 1, X_CMP, RCX, RCX)                     # ZF set
-    ret(a)
 
 
 cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:

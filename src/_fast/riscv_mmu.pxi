@@ -2,9 +2,8 @@
 #
 # Translation: bare, Sv39 and Sv48 with A/D bits set by the hardware walk.  Three
 # direct-mapped 256-entry TLBs (read, write, fetch) cache 4 KiB translations, one
-# set of the three per translation context (U, S, M; data accesses use the
-# context after MPRV): a privilege change selects another set, satp writes,
-# sfence.vma and SUM/MXR changes flush them all.  A TLB entry's tag carries
+# set of the three per translation context (riscv_tlb.pxi: per privilege, and per
+# address space for U).  A TLB entry's tag carries
 # flags that force the slow path: TLB_IO (device memory, no host pointer),
 # TLB_CODE (a write entry for a page with decoded instructions, which stores
 # must patch) and TLB_NOTDIRTY (while RAM's dirty log is on: a write entry for
@@ -32,7 +31,6 @@ cdef enum:
     EV_PAGE = 5
 
 cdef enum:
-    NDATA = 4           # data TLB sets: U, S, M, and S with mstatus.SUM (tlb_select)
     NCODE = 1024        # decoded-code pages per hart: 256 sets of 4 ways
     CODE_WAYS = 4
     CODE_SETS = NCODE // CODE_WAYS
@@ -84,90 +82,6 @@ cdef inline int fault_cause(int acc, int page) noexcept nogil:
     return 15 if page else 7
 
 
-cdef inline int tlb_context(int priv) noexcept nogil:
-    return 2 if priv == PRV_M else priv
-
-
-cdef void tlb_select(Hart h) noexcept nogil:
-    """Point rt/wt/ft at the TLB sets of the current privilege (data: after MPRV;
-    S with mstatus.SUM has sets of its own: Linux sets and clears SUM around each
-    access to user memory, which flushed every TLB before)."""
-    cdef int dp = h.priv, dc
-    if dp == PRV_M and (h.mstatus & MSTATUS_MPRV):
-        dp = (h.mstatus >> 11) & 3
-    dc = tlb_context(dp)
-    if dc == PRV_S and (h.mstatus & MSTATUS_SUM):
-        dc = 3
-    h.rt = h.rtlb[dc]
-    h.rv = h.rvict[dc]
-    h.wt = h.wtlb[dc]
-    h.ft = h.ftlb[tlb_context(h.priv)]
-    h.fc = h.fcode[tlb_context(h.priv)]
-
-
-cdef inline void tlb_log(Hart h, TlbEntry *e) noexcept nogil:
-    """Entry ``e`` (of rtlb, wtlb or ftlb) is about to hold a translation: note it for
-    tlb_flush.  Past the log's room, the next flush forgets every entry."""
-    cdef int64_t off = e - &h.rtlb[0][0]
-    if h.tlog_n < 256 and 0 <= off < 65536:
-        h.tlog[h.tlog_n] = <uint16_t>off
-        h.tlog_n += 1
-    else:
-        h.tlog_on = 0
-
-
-cdef void tlb_flush(Hart h) noexcept nogil:
-    """Forget every translation.  Most flushes come from context switches (Linux
-    writes satp, then sfence.vma, at each), a few dozen fills apart: the entries
-    filled since the last one are forgotten alone (tlb_log), not all 2816."""
-    cdef int i, c
-    cdef TlbEntry *base = &h.rtlb[0][0]
-    if h.tlog_on:
-        for i in range(h.tlog_n):
-            base[h.tlog[i]].tag = RV_TLB_EMPTY
-    else:
-        for c in range(NDATA):
-            for i in range(256):
-                h.rtlb[c][i].tag = RV_TLB_EMPTY
-                h.wtlb[c][i].tag = RV_TLB_EMPTY
-        for c in range(3):
-            for i in range(256):
-                h.ftlb[c][i].tag = RV_TLB_EMPTY
-    h.tlog_n = 0
-    h.tlog_on = 1
-    for c in range(NDATA):
-        for i in range(8):
-            h.rvict[c][i].tag = RV_TLB_EMPTY
-            h.wvict[c][i].tag = RV_TLB_EMPTY
-    h.big_lo = RV_NOPAGE
-    h.big_hi = 0
-    h.tlb_flushes += 1
-
-
-cdef void tlb_flush_page(Hart h, uint64_t va) noexcept nogil:
-    """sfence.vma with an address: forget the translations of its page (Linux sends
-    one after each page fault it serves).  When it lies in a superpage the TLBs
-    hold parts of, all of them (as QEMU does).  M-mode's sets hold no
-    translation."""
-    cdef uint64_t vpage = va & RV_PAGE_MASK
-    cdef int i = (va >> 12) & 255, c, j
-    if h.big_lo <= va <= h.big_hi:
-        tlb_flush(h)
-        return
-    for c in range(NDATA):
-        if c != 2:
-            if (h.rtlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
-                h.rtlb[c][i].tag = RV_TLB_EMPTY
-            if (h.wtlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
-                h.wtlb[c][i].tag = RV_TLB_EMPTY
-            for j in range(8):
-                if (h.rvict[c][j].tag & ~RV_TLB_FLAGS) == vpage:
-                    h.rvict[c][j].tag = RV_TLB_EMPTY
-    for c in range(2):
-        if (h.ftlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
-            h.ftlb[c][i].tag = RV_TLB_EMPTY
-
-
 cdef inline void resv_clear(ResvTable *t, uint8_t *host, int size) noexcept nogil:
     cdef uintptr_t lo = (<uintptr_t>host) & ~(<uintptr_t>7)
     cdef uintptr_t hi = (<uintptr_t>host + size - 1) & ~(<uintptr_t>7)
@@ -183,11 +97,12 @@ cdef int translate(Hart h, uint64_t va, int acc, uint64_t *pa) noexcept nogil:
     cdef int priv = h.priv
     cdef uint64_t mode = h.satp >> 60
     cdef int levels, lvl, vabits
-    cdef uint64_t base, pte, pte_addr, need, ppn, mask
+    cdef uint64_t base, pte, pte_addr, need, ppn, mask, g = 0
     cdef uint8_t *p
     if acc != ACC_X and priv == PRV_M and (h.mstatus & MSTATUS_MPRV):
         priv = (h.mstatus >> 11) & 3
     h.leaf_mask = 0xfff
+    h.leaf_g = 0
     if priv == PRV_M or mode == 0:
         pa[0] = va
         return 0
@@ -205,6 +120,7 @@ cdef int translate(Hart h, uint64_t va, int acc, uint64_t *pa) noexcept nogil:
         pte = rv_ld64(p)
         if not (pte & PTE_V) or ((pte & (PTE_R | PTE_W)) == PTE_W):
             return fault_cause(acc, 1)
+        g |= pte & PTE_G
         if pte & (PTE_R | PTE_X):
             if pte >> 54:
                 return fault_cause(acc, 1)
@@ -235,6 +151,7 @@ cdef int translate(Hart h, uint64_t va, int acc, uint64_t *pa) noexcept nogil:
                     continue                        # another hart changed it: again
                 h.ram.mark(pte_addr, 8)
             h.leaf_mask = (mask << 12) | 0xfff
+            h.leaf_g = g != 0
             pa[0] = (ppn << 12) | (va & h.leaf_mask)
             return 0
         if pte & (PTE_A | PTE_D | PTE_U) or pte >> 54:
@@ -251,10 +168,13 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
     cdef uint8_t *host
     cdef CodePage *cp
     tlb_log(h, e)
+    h.tlb_fills += 1
     if h.hooks_on & HOOK_MMU:
         call_mmu_hook(h, va, acc, r, pa)
     if r:
         return r
+    if not h.leaf_g:
+        tlb_filled_s(h, e)
     if h.leaf_mask != 0xfff:                # (tlb_flush_page)
         if (va & ~h.leaf_mask) < h.big_lo:
             h.big_lo = va & ~h.leaf_mask
@@ -385,25 +305,38 @@ cdef int phys_write(Hart h, uint64_t pa, int size, uint64_t v, uint64_t va) noex
 
 
 cdef inline bint victim_swap(Hart h, TlbEntry *e, uint64_t vpage) noexcept nogil:
-    """A read-TLB miss on ``e``: 1 when rvict holds ``vpage`` (swapped into ``e``,
-    ``e``'s old entry kept in its place), else 0 with ``e``'s entry pushed into
-    rvict before the refill overwrites it.  A victim is any translation a refill
-    made in this context, forgotten with the TLBs (tlb_flush, tlb_flush_page), as
-    QEMU's victim TLB."""
-    cdef TlbEntry *w = h.rv
+    """A read-TLB miss on ``e`` (of rtlb): 1 when its second way (rvict, the same
+    place in its row) or the context's row of rfar holds ``vpage``, swapped into
+    ``e``; else 0 with ``e``'s entry pushed into the second way, and the second
+    way's into rfar, before the refill overwrites ``e``.  All are forgotten with the
+    TLBs (tlb_log; tlb_flush clears rfar; tlb_flush_page)."""
+    cdef TlbEntry *w = e + NDATA * 256             # (&h.rvict[c][i] for &h.rtlb[c][i])
+    cdef TlbEntry *far = h.rfar[(e - &h.rtlb[0][0]) >> 8]
     cdef TlbEntry t
     cdef int i
+    if (w.tag & ~RV_TLB_FLAGS) == vpage:
+        t = w[0]
+        w[0] = e[0]
+        e[0] = t
+        tlb_log(h, e)
+        h.victim_hits += 1
+        return 1
     for i in range(8):
-        if (w[i].tag & ~RV_TLB_FLAGS) == vpage:
-            t = w[i]
-            w[i] = e[0]
+        if (far[i].tag & ~RV_TLB_FLAGS) == vpage:
+            t = far[i]
+            far[i] = w[0]
+            w[0] = e[0]
             e[0] = t
             tlb_log(h, e)
+            tlb_log(h, w)
             h.victim_hits += 1
             return 1
     if e.tag != RV_TLB_EMPTY:
-        w[h.rv_next & 7] = e[0]
-        h.rv_next += 1
+        if w.tag != RV_TLB_EMPTY:
+            far[h.rfar_next & 7] = w[0]
+            h.rfar_next += 1
+        w[0] = e[0]
+        tlb_log(h, w)
     return 0
 
 

@@ -87,6 +87,6 @@ def hart_set_state(Hart h, x, f, unsigned long long pc, int priv, dict regs, pmp
         h.rs.addr[h.resv_slot] = NULL
         h.rs.nactive -= 1
     h.priv = priv
-    tlb_flush(h)
+    tlb_forget_banks(h)
     tlb_select(h)
     code_flush(h)

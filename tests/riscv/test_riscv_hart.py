@@ -456,7 +456,7 @@ def test_csr_warl_rules(machine):
     hart.set_csr("satp", (10 << 60) | 5)                 # Sv57 is not there: ignored
     assert hart.csr("satp") == before
     hart.set_csr("satp", (8 << 60) | (0xFFFF << 44) | 0x1234)
-    assert hart.csr("satp") == (8 << 60) | 0x1234       # ASIDLEN = 0
+    assert hart.csr("satp") == (8 << 60) | (0xFFFF << 44) | 0x1234   # ASIDLEN = 16
     hart.set_csr("satp", 0)
     hart.set_csr("pmpaddr0", 0x2000_0000)
     hart.set_csr("pmpcfg0", 0x9F)                        # locked, NAPOT, RWX

@@ -1,12 +1,15 @@
-"""Read-TLB entries a refill pushes out are kept beside the TLB (rvict).
+"""Read-TLB entries a refill pushes out are kept beside the TLB.
 
-The read TLB is direct-mapped on the page number's low 8 bits, so two pages 1 MiB
-apart share a slot.  In the Linux guest the stack and a data page of busybox land
-there by ASLR in some boots: a shell loop then refilled both 13 times a trip,
-each refill a page walk and a way out of compiled code (260,000 walks a
-20000-trip loop).  load_slow swaps the page back in from up to eight victims
-(riscv_mmu.pxi, victim_swap), as QEMU's victim TLB does; sfence.vma and every
-flush forget them with the TLB.
+The read TLB is indexed by the page number's low 8 bits, so two pages 1 MiB apart
+share a slot.  In the Linux guest the stack and a data page of busybox land there
+by ASLR in some boots: a shell loop then refilled both 13 times a trip, each
+refill a page walk and a way out of compiled code (260,000 walks a 20000-trip
+loop); gzip's window and hash chains, a heap page and an mmap'd one, did the same
+in one run in three.  A refill pushes the slot's entry into its second way
+(rvict), and that one's into eight further victims (rfar); load_slow swaps a page
+back in from either (riscv_mmu.pxi, victim_swap), and compiled loads read through
+the second way where it is (riscv_jit_mem.pxi, victim_probe).  sfence.vma and
+every flush forget them with the TLB.
 """
 
 from __future__ import annotations
@@ -70,13 +73,15 @@ def test_two_pages_in_one_slot_do_not_walk_each_time(rv_asm, rv_env, jit):
     hart.stop_on = {3}
     _run(hart)
     assert hart.x[20] == TRIPS * (0xaa + 0xbb)
-    # before: every load missed and walked the page table; now page_a and page_b
-    # change places at each load (two hits a trip), by load_slow or compiled code
+    # before: every load missed and walked the page table; now load_slow swaps
+    # page_a and page_b at each load (two hits a trip), and compiled code reads
+    # page_b through the second way, page_a through the first (one a trip)
     stats = hart._stats()
-    hits = stats["victim_hits"] + stats["jit_victim_hits"]
-    assert hits >= 2 * TRIPS - 10 and stats["tlb_flushes"] < 10, stats
+    assert stats["tlb_fills"] < 20 and stats["tlb_flushes"] < 10, stats
     if jit:     # once compiled, without a call of load_slow
-        assert stats["jit_victim_hits"] >= 2 * TRIPS - 100 and stats["jit_calls"] < 20, stats
+        assert stats["jit_victim_hits"] >= TRIPS - 50 and stats["jit_calls"] < 20, stats
+    else:
+        assert stats["victim_hits"] >= 2 * TRIPS - 10, stats
 
 
 def test_victims_go_with_sfence_vma(rv_asm, rv_env):
@@ -90,3 +95,40 @@ def test_victims_go_with_sfence_vma(rv_asm, rv_env):
     hart.pc += 4
     _run(hart)
     assert hart.x[10] == 0xaa, "a victim outlived sfence.vma of every page"
+
+
+# Three pages in one slot: 0x40200000 through l1[1] -> the same l0 (page_a again).
+THREE = SV39_TABLES + r"""
+    la t0, page_a; srli t0, t0, 12; slli t0, t0, 10; ori t0, t0, 0xc7; sd t0, 0(s2)
+    la t0, page_b; srli t0, t0, 12; slli t0, t0, 10; ori t0, t0, 0xc7
+    addi t1, s2, 2040; sd t0, 8(t1)                                   # l0[256]
+    srli t0, s2, 12; slli t0, t0, 10; ori t0, t0, 1; sd t0, 8(s1)     # l1[1] -> l0
+""" + SV39_ENTER + rf"""
+s_code:
+    li a1, 0x40000000
+    li a2, 0x40100000
+    li a4, 0x40200000
+    li s3, {TRIPS}
+    li s4, 0
+1:  ld a0, 0(a1)
+    ld a3, 0(a2)
+    ld a5, 0(a4)
+    add s4, s4, a0
+    add s4, s4, a3
+    add s4, s4, a5
+    addi s3, s3, -1
+    bnez s3, 1b
+    ebreak
+""" + SV39_PAGES_AB + SV39_ROOTS
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["interpreter", "compiled"])
+def test_three_pages_in_one_slot_do_not_walk_each_time(rv_asm, rv_env, jit):
+    image, _ = rv_asm(THREE)
+    _space, hart = rv_env.make_machine(image)
+    hart.jit = jit
+    hart.stop_on = {3}
+    _run(hart)
+    assert hart.x[20] == TRIPS * (0xaa + 0xbb + 0xaa)
+    stats = hart._stats()       # the third page comes back from rfar, not a walk
+    assert stats["tlb_fills"] < 20 and stats["victim_hits"] >= TRIPS, stats

@@ -46,18 +46,19 @@ must be naturally aligned.
 
 What the hart is: RV64IMAFDC (RV64GC), Zicsr, Zifencei, Zicntr, ``pause``;
 privileged spec 1.12 with M, S and U, Sv39 and Sv48 (A/D bits set by the
-walk; no ASID bits in satp), medeleg/mideleg, vectored or direct mtvec/stvec, the six standard
-interrupts in the standard priority order.  Not there: PMP checks (the CSRs
+walk; 16 ASID bits in satp), medeleg/mideleg, vectored or direct mtvec/stvec,
+the six standard interrupts in the standard priority order.  Not there: PMP checks (the CSRs
 hold what is written, which is enough for OpenSBI), debug triggers (the CSRs
 say there are none), H, V, B and other extensions, Svpbmt/Svnapot (PTE bits
 63:54 set raise a page fault).
 
 Caches and what invalidates them: decoded instructions are kept per physical
 page and patched when this hart stores into them, dropped on ``fence.i`` and
-when the RAM map changes; TLBs are flushed on satp writes, ``sfence.vma`` and
-SUM/MXR changes.  Code written into RAM from outside the hart (a loader, DMA,
-another hart) is seen after the guest's ``fence.i`` (as the ISA requires) or
-:meth:`RiscvHart.flush_caches`.
+when the RAM map changes; TLBs are kept per address space (a satp value: eight
+of them, the least recently used one cleared for a new one), flushed by
+``sfence.vma`` (all, one ASID's or one page's) and MXR changes.  Code written
+into RAM from outside the hart (a loader, DMA, another hart) is seen after the
+guest's ``fence.i`` (as the ISA requires) or :meth:`RiscvHart.flush_caches`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,202 @@
+# The TLB sets of a hart and their flushes (included by riscv.pyx after
+# riscv_mmu.pxi, which fills them).
+#
+# One set of read, write and fetch TLBs per translation context: the data sets
+# of S and of M, then per bank a U set and an "S with mstatus.SUM" set (Linux
+# sets SUM around each access to user memory); the fetch sets of S and M, then a
+# U set per bank.  A bank holds the translations of one satp value (mode, ASID
+# and page table): writing satp selects the bank of the new value, or clears the
+# least recently used one for it, so that a context switch does not flush the
+# address spaces it comes back to.  satp keeps all 16 ASID bits, so Linux runs
+# its ASID allocator: it writes satp at a switch and flushes nothing, and when
+# an address space's mappings change it names it (sfence.vma with an ASID),
+# running or not.  The S sets are shared by every bank: they hold global
+# translations (the kernel's) unless s_local says one was not global (or was
+# made while satp was bare), and then they are cleared at a bank switch.  M's
+# data set holds only M-mode's own accesses, never translated.
+#
+# Sets are cleared by writing their tags EMPTY; a full flush clears just the
+# entries filled since the previous one when tlb_log kept them all.
+
+cdef inline int d_user(int b) noexcept nogil:
+    return 2 + 2 * b
+
+
+cdef inline int d_sum(int b) noexcept nogil:
+    return 3 + 2 * b
+
+
+cdef enum:
+    D_S = 0             # data sets (rtlb, rvict, wtlb, wvict rows)
+    D_M = 1
+    F_S = 0             # fetch sets (ftlb, fcode rows); U of bank b: 2 + b
+    F_M = 1
+    SATP_NONE = 0xFFFFFFFFFFFFFFFF  # a bank key no satp value has (mode 15)
+
+
+cdef void tlb_select(Hart h) noexcept nogil:
+    """Point rt/wt/ft at the TLB sets of the current privilege and address space
+    (data: after MPRV; S with mstatus.SUM has sets of its own)."""
+    cdef int dp = h.priv, dc
+    if h.satp != h.bank_key[h.bank]:
+        tlb_bank(h)
+    if dp == PRV_M and (h.mstatus & MSTATUS_MPRV):
+        dp = (h.mstatus >> 11) & 3
+    if dp == PRV_M:
+        dc = D_M
+    elif dp == PRV_S:
+        dc = d_sum(h.bank) if h.mstatus & MSTATUS_SUM else D_S
+    else:
+        dc = d_user(h.bank)
+    h.rt = h.rtlb[dc]
+    h.wt = h.wtlb[dc]
+    dc = F_M if h.priv == PRV_M else (F_S if h.priv == PRV_S else 2 + h.bank)
+    h.ft = h.ftlb[dc]
+    h.fc = h.fcode[dc]
+
+
+cdef void tlb_clear_data(Hart h, int c) noexcept nogil:
+    cdef int i
+    for i in range(256):
+        h.rtlb[c][i].tag = RV_TLB_EMPTY
+        h.rvict[c][i].tag = RV_TLB_EMPTY
+        h.wtlb[c][i].tag = RV_TLB_EMPTY
+    for i in range(8):
+        h.rfar[c][i].tag = RV_TLB_EMPTY
+
+
+cdef void tlb_clear_fetch(Hart h, int c) noexcept nogil:
+    cdef int i
+    for i in range(256):
+        h.ftlb[c][i].tag = RV_TLB_EMPTY
+
+
+cdef void tlb_clear_bank(Hart h, int b) noexcept nogil:
+    tlb_clear_data(h, d_user(b))
+    tlb_clear_data(h, d_sum(b))
+    tlb_clear_fetch(h, 2 + b)
+
+
+cdef void tlb_clear_s(Hart h) noexcept nogil:
+    """The S sets may hold a translation of the address space being left."""
+    tlb_clear_data(h, D_S)
+    tlb_clear_fetch(h, F_S)
+    h.s_local = 0
+
+
+cdef void tlb_bank(Hart h) noexcept nogil:
+    """satp changed: select the bank holding its translations, or clear the least
+    recently used one for it."""
+    cdef int b, pick = -1
+    for b in range(NBANK):
+        if h.bank_key[b] == h.satp:
+            pick = b
+            break
+    if pick < 0:
+        pick = 0 if h.bank else 1
+        for b in range(NBANK):
+            if b != h.bank and h.bank_used[b] < h.bank_used[pick]:
+                pick = b
+        tlb_clear_bank(h, pick)
+        h.bank_key[pick] = h.satp
+    if h.s_local:
+        tlb_clear_s(h)
+    h.bank = pick
+    h.bank_clock += 1
+    h.bank_used[pick] = h.bank_clock
+
+
+cdef void tlb_forget_banks(Hart h) noexcept nogil:
+    """Every translation forgotten and no bank tied to a satp value (a reset, a
+    restored state); tlb_select then takes a bank for satp."""
+    cdef int b
+    tlb_flush(h)
+    for b in range(NBANK):
+        h.bank_key[b] = SATP_NONE
+        h.bank_used[b] = 0
+
+
+cdef inline void tlb_log(Hart h, TlbEntry *e) noexcept nogil:
+    """Entry ``e`` (of rtlb, rvict, wtlb or ftlb) is about to hold a translation: note it for
+    tlb_flush.  Past the log's room, the next flush forgets every entry."""
+    cdef int64_t off = e - &h.rtlb[0][0]
+    if h.tlog_n < 256 and 0 <= off < 65536:
+        h.tlog[h.tlog_n] = <uint16_t>off
+        h.tlog_n += 1
+    else:
+        h.tlog_on = 0
+
+
+cdef inline void tlb_filled_s(Hart h, TlbEntry *e) noexcept nogil:
+    """tlb_fill put a translation that is not global in ``e``: note it when ``e``
+    belongs to an S set (shared by the banks)."""
+    if (0 <= e - &h.rtlb[D_S][0] < 256 or 0 <= e - &h.wtlb[D_S][0] < 256
+            or 0 <= e - &h.ftlb[F_S][0] < 256):
+        h.s_local = 1
+
+
+cdef void tlb_flush(Hart h) noexcept nogil:
+    """Forget every translation, of every bank (sfence.vma without address nor
+    ASID).  Most come a few dozen fills apart: the entries filled since the last
+    one are forgotten alone (tlb_log), not every set."""
+    cdef int i, c
+    cdef TlbEntry *base = &h.rtlb[0][0]
+    if h.tlog_on:
+        for i in range(h.tlog_n):
+            base[h.tlog[i]].tag = RV_TLB_EMPTY
+        for c in range(NDATA):
+            for i in range(8):
+                h.rfar[c][i].tag = RV_TLB_EMPTY
+    else:
+        for c in range(NDATA):
+            tlb_clear_data(h, c)
+            for i in range(256):
+                h.wvict[c][i].tag = RV_TLB_EMPTY     # (never filled: from the start)
+        for c in range(NFETCH):
+            tlb_clear_fetch(h, c)
+    h.tlog_n = 0
+    h.tlog_on = 1
+    h.s_local = 0
+    h.big_lo = RV_NOPAGE
+    h.big_hi = 0
+    h.tlb_flushes += 1
+
+
+cdef void tlb_flush_asid(Hart h, uint64_t asid) noexcept nogil:
+    """sfence.vma with an ASID and no address: forget the translations of the banks
+    of that ASID (their global ones too: more than needed), and the S sets' if
+    they hold some that are not global."""
+    cdef int b
+    asid &= 0xFFFF
+    for b in range(NBANK):
+        if h.bank_key[b] != SATP_NONE and ((h.bank_key[b] >> 44) & 0xFFFF) == asid:
+            tlb_clear_bank(h, b)
+    if h.s_local:
+        tlb_clear_s(h)
+    h.tlb_flushes += 1
+
+
+cdef void tlb_flush_page(Hart h, uint64_t va) noexcept nogil:
+    """sfence.vma with an address (and any ASID): forget the translations of its
+    page in every bank (Linux sends one after each page fault it serves).  When it
+    lies in a superpage the TLBs hold parts of, all of them (as QEMU does).  M-mode's
+    sets hold no translation."""
+    cdef uint64_t vpage = va & RV_PAGE_MASK
+    cdef int i = (va >> 12) & 255, c, j
+    if h.big_lo <= va <= h.big_hi:
+        tlb_flush(h)
+        return
+    for c in range(NDATA):
+        if c != D_M:
+            if (h.rtlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
+                h.rtlb[c][i].tag = RV_TLB_EMPTY
+            if (h.rvict[c][i].tag & ~RV_TLB_FLAGS) == vpage:
+                h.rvict[c][i].tag = RV_TLB_EMPTY
+            for j in range(8):
+                if (h.rfar[c][j].tag & ~RV_TLB_FLAGS) == vpage:
+                    h.rfar[c][j].tag = RV_TLB_EMPTY
+            if (h.wtlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
+                h.wtlb[c][i].tag = RV_TLB_EMPTY
+    for c in range(NFETCH):
+        if c != F_M and (h.ftlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
+            h.ftlb[c][i].tag = RV_TLB_EMPTY
