@@ -374,7 +374,10 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
                 return
         else:
             a.n_full += 1
-            tlb_entry(a, RCX, RDX, o_tlb)            # (the address in rdx alone)
+            op_rm(a, 0, X_LEA, RCX, b, r.imm)            # lea ecx, [base + imm]: the index
+            shift_imm(a, 0, SH_SHR, RCX, 7)              # from the base, not through rdx
+            alu_imm(a, 0, ALU_AND, RCX, 255 << 5)
+            op_rm(a, 1, X_ADD, RCX, R15, o_tlb)
             stub(a, kind, r, off, k, tag_check(a, size))
         if a.rad >= 0:
             addend_check(a)

@@ -109,16 +109,21 @@ cdef void tlb_bank(Hart h) noexcept nogil:
 cdef void tlb_forget_banks(Hart h) noexcept nogil:
     """Every translation forgotten and no bank tied to a satp value (a reset, a
     restored state); tlb_select then takes a bank for satp."""
-    cdef int b
+    cdef int b, c, i
+    h.tlog_on = 0                           # (every entry)
     tlb_flush(h)
+    for c in range(NDATA):
+        for i in range(256):
+            h.wvict[c][i].tag = RV_TLB_EMPTY     # (never filled: empty from the start)
     for b in range(NBANK):
         h.bank_key[b] = SATP_NONE
         h.bank_used[b] = 0
 
 
 cdef inline void tlb_log(Hart h, TlbEntry *e) noexcept nogil:
-    """Entry ``e`` (of rtlb, rvict, wtlb or ftlb) is about to hold a translation: note it for
-    tlb_flush.  Past the log's room, the next flush forgets every entry."""
+    """Entry ``e`` (of rtlb, rvict, wtlb or ftlb) is about to hold a translation:
+    note it for tlb_flush.  Past the log's room, the next flush forgets every
+    entry."""
     cdef int64_t off = e - &h.rtlb[0][0]
     if h.tlog_n < 256 and 0 <= off < 65536:
         h.tlog[h.tlog_n] = <uint16_t>off
@@ -150,8 +155,6 @@ cdef void tlb_flush(Hart h) noexcept nogil:
     else:
         for c in range(NDATA):
             tlb_clear_data(h, c)
-            for i in range(256):
-                h.wvict[c][i].tag = RV_TLB_EMPTY     # (never filled: from the start)
         for c in range(NFETCH):
             tlb_clear_fetch(h, c)
     h.tlog_n = 0
