@@ -154,6 +154,8 @@ cdef class Hart:
                                   # before walking: three pages sharing a slot)
     cdef TlbEntry ftlb[NFETCH][256]
     cdef uint32_t rfar_next       # the rfar slot the next push-out takes
+    cdef uint32_t wrows           # data contexts whose wtlb row may hold an entry (bit c)
+    cdef uint32_t frows           # ... whose rfar row may
     cdef uint64_t bank_key[NBANK]   # the satp value each bank's sets translate for
     cdef uint64_t bank_used[NBANK]  # when each was last selected (bank_clock)
     cdef uint64_t bank_clock

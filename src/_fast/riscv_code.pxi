@@ -57,6 +57,8 @@ cdef void code_flush(Hart h) noexcept nogil:
         if h.ctab[i] != NULL:
             h.ctab[i].ppage = RV_NOPAGE
     for c in range(NDATA):              # no page holds decoded code any more
+        if not (h.wrows >> c) & 1:
+            continue
         for i in range(256):
             if h.wtlb[c][i].tag != RV_TLB_EMPTY:
                 h.wtlb[c][i].tag &= ~RV_TLB_CODE
@@ -108,6 +110,8 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
     # stores to this page must now invalidate its records: route them to the slow
     # path; stores to the page it held before need not any more
     for c in range(NDATA):
+        if not (h.wrows >> c) & 1:
+            continue
         for i in range(256):
             e = &h.wtlb[c][i]
             if e.tag == RV_TLB_EMPTY:
@@ -155,6 +159,8 @@ cdef int code_store(Hart h, TlbEntry *e, uint64_t va, int size) noexcept nogil:
     if not xmap_live(cp):
         cp.ppage = RV_NOPAGE            # (code_page reuses it first)
         for c in range(NDATA):
+            if not (h.wrows >> c) & 1:
+                continue
             for i in range(256):
                 if h.wtlb[c][i].tag != RV_TLB_EMPTY and h.wtlb[c][i].ppage == ppage:
                     h.wtlb[c][i].tag &= ~RV_TLB_CODE

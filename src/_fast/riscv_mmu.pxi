@@ -181,6 +181,8 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
         if (va | h.leaf_mask) > h.big_hi:
             h.big_hi = va | h.leaf_mask
     ppage = pa & RV_PAGE_MASK
+    if acc == ACC_W:
+        h.wrows |= (<uint32_t>1) << ((e - &h.wtlb[0][0]) >> 8)
     host = h.ram.wptr(ppage, 4096) if acc == ACC_W else h.ram.ptr(ppage, 4096)
     e.ppage = ppage
     if host == NULL:
@@ -211,6 +213,8 @@ cdef void dirty_rearm(Hart h) noexcept nogil:
     cdef bint on = h.ram.logging
     h.dirty_gen = h.ram.dirty_gen
     for c in range(NDATA):
+        if not (h.wrows >> c) & 1:
+            continue
         for i in range(256):
             e = &h.wtlb[c][i]
             if e.tag == RV_TLB_EMPTY or e.tag & RV_TLB_IO:
@@ -335,6 +339,7 @@ cdef inline bint victim_swap(Hart h, TlbEntry *e, uint64_t vpage) noexcept nogil
         if w.tag != RV_TLB_EMPTY:
             far[h.rfar_next & 7] = w[0]
             h.rfar_next += 1
+            h.frows |= (<uint32_t>1) << ((e - &h.rtlb[0][0]) >> 8)
         w[0] = e[0]
         tlb_log(h, w)
     return 0

@@ -63,6 +63,8 @@ cdef void tlb_clear_data(Hart h, int c) noexcept nogil:
         h.wtlb[c][i].tag = RV_TLB_EMPTY
     for i in range(8):
         h.rfar[c][i].tag = RV_TLB_EMPTY
+    h.wrows &= ~((<uint32_t>1) << c)
+    h.frows &= ~((<uint32_t>1) << c)
 
 
 cdef void tlb_clear_fetch(Hart h, int c) noexcept nogil:
@@ -150,8 +152,9 @@ cdef void tlb_flush(Hart h) noexcept nogil:
         for i in range(h.tlog_n):
             base[h.tlog[i]].tag = RV_TLB_EMPTY
         for c in range(NDATA):
-            for i in range(8):
-                h.rfar[c][i].tag = RV_TLB_EMPTY
+            if (h.frows >> c) & 1:
+                for i in range(8):
+                    h.rfar[c][i].tag = RV_TLB_EMPTY
     else:
         for c in range(NDATA):
             tlb_clear_data(h, c)
@@ -159,6 +162,7 @@ cdef void tlb_flush(Hart h) noexcept nogil:
             tlb_clear_fetch(h, c)
     h.tlog_n = 0
     h.tlog_on = 1
+    h.wrows = h.frows = 0
     h.s_local = 0
     h.big_lo = RV_NOPAGE
     h.big_hi = 0
@@ -195,11 +199,12 @@ cdef void tlb_flush_page(Hart h, uint64_t va) noexcept nogil:
                 h.rtlb[c][i].tag = RV_TLB_EMPTY
             if (h.rvict[c][i].tag & ~RV_TLB_FLAGS) == vpage:
                 h.rvict[c][i].tag = RV_TLB_EMPTY
-            for j in range(8):
-                if (h.rfar[c][j].tag & ~RV_TLB_FLAGS) == vpage:
-                    h.rfar[c][j].tag = RV_TLB_EMPTY
             if (h.wtlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
                 h.wtlb[c][i].tag = RV_TLB_EMPTY
+            if (h.frows >> c) & 1:
+                for j in range(8):
+                    if (h.rfar[c][j].tag & ~RV_TLB_FLAGS) == vpage:
+                        h.rfar[c][j].tag = RV_TLB_EMPTY
     for c in range(NFETCH):
         if c != F_M and (h.ftlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
             h.ftlb[c][i].tag = RV_TLB_EMPTY
