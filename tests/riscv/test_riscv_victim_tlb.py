@@ -65,13 +65,21 @@ def _run(hart) -> None:
     assert res.reason is StopReason.EXCEPTION and res.cause == 3, res
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["interpreter", "compiled"])
-def test_two_pages_in_one_slot_do_not_walk_each_time(rv_asm, rv_env, jit):
-    image, _ = rv_asm(PROGRAM)
+def _ran(rv_asm, rv_env, program: str, jit: bool | None = None):
+    """A hart that ran ``program`` to its first ebreak (compiling as ``jit`` says,
+    else as the environment does)."""
+    image, _ = rv_asm(program)
     _space, hart = rv_env.make_machine(image)
-    hart.jit = jit
+    if jit is not None:
+        hart.jit = jit
     hart.stop_on = {3}
     _run(hart)
+    return hart
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["interpreter", "compiled"])
+def test_two_pages_in_one_slot_do_not_walk_each_time(rv_asm, rv_env, jit):
+    hart = _ran(rv_asm, rv_env, PROGRAM, jit)
     assert hart.x[20] == TRIPS * (0xaa + 0xbb)
     # before: every load missed and walked the page table; now load_slow swaps
     # page_a and page_b at each load (two hits a trip), and compiled code reads
@@ -85,10 +93,7 @@ def test_two_pages_in_one_slot_do_not_walk_each_time(rv_asm, rv_env, jit):
 
 
 def test_victims_go_with_sfence_vma(rv_asm, rv_env):
-    image, _ = rv_asm(PROGRAM)
-    _space, hart = rv_env.make_machine(image)
-    hart.stop_on = {3}
-    _run(hart)
+    hart = _ran(rv_asm, rv_env, PROGRAM)
     hart.pc += 4
     _run(hart)
     assert hart.x[10] == 0xcc, "a victim kept the fenced page's old translation"
@@ -124,11 +129,7 @@ s_code:
 
 @pytest.mark.parametrize("jit", [False, True], ids=["interpreter", "compiled"])
 def test_three_pages_in_one_slot_do_not_walk_each_time(rv_asm, rv_env, jit):
-    image, _ = rv_asm(THREE)
-    _space, hart = rv_env.make_machine(image)
-    hart.jit = jit
-    hart.stop_on = {3}
-    _run(hart)
+    hart = _ran(rv_asm, rv_env, THREE, jit)
     assert hart.x[20] == TRIPS * (0xaa + 0xbb + 0xaa)
     stats = hart._stats()       # the third page comes back from rfar, not a walk
     assert stats["tlb_fills"] < 20 and stats["victim_hits"] >= TRIPS, stats
