@@ -139,12 +139,12 @@ cdef class Hart:
     # satp values U and S with mstatus.SUM): a privilege, SUM or satp change
     # switches sets instead of flushing; rt/wt follow the data context (MPRV, SUM),
     # ft the privilege
-    # rvict is the read TLB's second way: the entry a refill pushed out of a slot of
-    # rt, at the same place in its row (load_slow swaps it back in; compiled loads
-    # read through it where it is: victim_probe).  Two pages a program reads in
-    # turn can share a slot (by ASLR: a stack page and a data page 1 MiB apart).
-    # wvict holds none: it keeps the distance from rtlb to wtlb that from rvict to
-    # it, so that an entry's twin in the other table (riscv_jit_mem.pxi,
+    # rvict and wvict are the read and write TLBs' second ways: the entry a refill
+    # pushed out of a slot, at the same place in its row (load_slow and store_slow
+    # swap it back in; compiled accesses go through it where it is: victim_probe).
+    # Two pages a program uses in turn can share a slot (by ASLR: a stack page and
+    # a data page 1 MiB apart).  From rtlb to wtlb is as far as from rvict to
+    # wvict, so that an entry's twin in the other table (riscv_jit_mem.pxi,
     # probe_cross) is always an entry
     cdef TlbEntry rtlb[NDATA][256]
     cdef TlbEntry rvict[NDATA][256]
@@ -162,7 +162,7 @@ cdef class Hart:
     cdef int bank               # the bank of satp
     cdef int s_local            # the S sets hold a translation that is not global
     cdef int leaf_g             # translate(): its leaf is global (G here or above)
-    # the entries of rtlb, rvict, wtlb and ftlb filled since the last flush (tlb_log), by their
+    # the entries of rtlb, rvict, wtlb, wvict and ftlb filled since the last flush (tlb_log), by their
     # offset from rtlb[0][0]: a flush forgets those alone while tlog_on
     cdef uint16_t tlog[256]
     cdef int tlog_n, tlog_on
@@ -188,8 +188,8 @@ cdef class Hart:
     cdef readonly ReservationSet reservations
     cdef object pyexc           # a device's exception, re-raised by run()
     cdef readonly uint64_t tlb_flushes, code_flushes, code_inits
-    cdef readonly uint64_t victim_hits  # read-TLB misses served by rvict (load_slow)
-    cdef readonly uint64_t jit_victim_hits  # ... and by compiled loads (victim_probe)
+    cdef readonly uint64_t victim_hits  # TLB misses served by a victim (load/store_slow)
+    cdef readonly uint64_t jit_victim_hits  # ... and by compiled accesses (victim_probe)
     cdef readonly uint64_t tlb_fills    # page walks into a TLB entry (tlb_fill)
     cdef readonly uint64_t decodes    # records resolve() decoded
     cdef readonly uint64_t xpage_branches  # page-crossing branches run by xpage_branch

@@ -59,9 +59,11 @@ cdef void code_flush(Hart h) noexcept nogil:
     for c in range(NDATA):              # no page holds decoded code any more
         if not (h.wrows >> c) & 1:
             continue
-        for i in range(256):
+        for i in range(256):                    # (both ways)
             if h.wtlb[c][i].tag != RV_TLB_EMPTY:
                 h.wtlb[c][i].tag &= ~RV_TLB_CODE
+            if h.wvict[c][i].tag != RV_TLB_EMPTY:
+                h.wvict[c][i].tag &= ~RV_TLB_CODE
     h.code_flushes += 1
 
 
@@ -112,8 +114,8 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
     for c in range(NDATA):
         if not (h.wrows >> c) & 1:
             continue
-        for i in range(256):
-            e = &h.wtlb[c][i]
+        for i in range(512):                    # (both ways: wtlb, wvict)
+            e = &h.wtlb[c][i] if i < 256 else &h.wvict[c][i - 256]
             if e.tag == RV_TLB_EMPTY:
                 continue
             if e.ppage == ppage:
@@ -161,9 +163,11 @@ cdef int code_store(Hart h, TlbEntry *e, uint64_t va, int size) noexcept nogil:
         for c in range(NDATA):
             if not (h.wrows >> c) & 1:
                 continue
-            for i in range(256):
+            for i in range(256):                # (both ways)
                 if h.wtlb[c][i].tag != RV_TLB_EMPTY and h.wtlb[c][i].ppage == ppage:
                     h.wtlb[c][i].tag &= ~RV_TLB_CODE
+                if h.wvict[c][i].tag != RV_TLB_EMPTY and h.wvict[c][i].ppage == ppage:
+                    h.wvict[c][i].tag &= ~RV_TLB_CODE
     return 0
 
 

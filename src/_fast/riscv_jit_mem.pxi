@@ -547,12 +547,11 @@ cdef void store_beside_code(Jit *a, Stub *t, int size) noexcept nogil:
 
 
 cdef void victim_probe(Jit *a, uint8_t *hit) noexcept nogil:
-    """A load's TLB miss (rcx = the entry of its slot, rdx = the address as its tag
-    would be): when the slot's second way (rvict, at VICT_DELTA from it) is its
-    page's, on at ``hit``, where a hit of the probe goes on, with rcx = that entry;
-    without a call of load_slow (nor a swap: two pages in one slot, read in turn,
-    each hit where it is).  A store through the same pointer after it compares the
-    entry's twin in wvict, empty, then probes the write table in full."""
+    """A load's or store's TLB miss (rcx = the entry of its slot, rdx = the address
+    as its tag would be): when the slot's second way (rvict or wvict, at VICT_DELTA
+    from it) is its page's, with no flag, on at ``hit``, where a hit of the probe
+    goes on, with rcx = that entry; without a call of load_slow or store_slow (nor
+    a swap: two pages in one slot, used in turn, each hit where it is)."""
     cdef uint8_t *miss
     op_rm(a, 1, X_CMP, RDX, RCX, VICT_DELTA)          # cmp rdx, [rcx + VICT_DELTA] (tag)
     miss = jcc32(a, CC_NE)
@@ -582,6 +581,7 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         jmp_to(a, t.reprobe)
         here(a, t.patch)
     if t.kind == STUB_STORE:
+        victim_probe(a, hit)
         store_beside_code(a, t, size)
     elif t.kind == STUB_LOAD:
         victim_probe(a, hit)

@@ -215,8 +215,8 @@ cdef void dirty_rearm(Hart h) noexcept nogil:
     for c in range(NDATA):
         if not (h.wrows >> c) & 1:
             continue
-        for i in range(256):
-            e = &h.wtlb[c][i]
+        for i in range(512):                     # (both ways: wtlb, wvict)
+            e = &h.wtlb[c][i] if i < 256 else &h.wvict[c][i - 256]
             if e.tag == RV_TLB_EMPTY or e.tag & RV_TLB_IO:
                 continue
             if on and not h.ram.page_dirty(e.ppage):
@@ -308,16 +308,17 @@ cdef int phys_write(Hart h, uint64_t pa, int size, uint64_t v, uint64_t va) noex
     return 0
 
 
-cdef inline bint victim_swap(Hart h, TlbEntry *e, uint64_t vpage) noexcept nogil:
-    """A read-TLB miss on ``e`` (of rtlb): 1 when its second way (rvict, the same
-    place in its row) or the context's row of rfar holds ``vpage``, swapped into
-    ``e``; else 0 with ``e``'s entry pushed into the second way, and the second
-    way's into rfar, before the refill overwrites ``e``.  All are forgotten with the
-    TLBs (tlb_log; tlb_flush clears rfar; tlb_flush_page)."""
-    cdef TlbEntry *w = e + NDATA * 256             # (&h.rvict[c][i] for &h.rtlb[c][i])
-    cdef TlbEntry *far = h.rfar[(e - &h.rtlb[0][0]) >> 8]
+cdef inline bint victim_swap(Hart h, TlbEntry *e, uint64_t vpage, bint read) noexcept nogil:
+    """A TLB miss on ``e`` (of rtlb, or wtlb when not ``read``): 1 when its second way
+    (rvict or wvict, the same place in its row) or, for a read, the context's row of
+    rfar holds ``vpage``, swapped into ``e``; else 0 with ``e``'s entry pushed into
+    the second way (and, for a read, the second way's into rfar) before the refill
+    overwrites ``e``.  All are forgotten with the TLBs (tlb_log; tlb_flush clears
+    rfar; tlb_flush_page)."""
+    cdef TlbEntry *w = e + NDATA * 256       # (&h.rvict[c][i] for &h.rtlb[c][i], and w)
+    cdef TlbEntry *far = NULL
     cdef TlbEntry t
-    cdef int i
+    cdef int i, row = 0
     if (w.tag & ~RV_TLB_FLAGS) == vpage:
         t = w[0]
         w[0] = e[0]
@@ -325,21 +326,24 @@ cdef inline bint victim_swap(Hart h, TlbEntry *e, uint64_t vpage) noexcept nogil
         tlb_log(h, e)
         h.victim_hits += 1
         return 1
-    for i in range(8):
-        if (far[i].tag & ~RV_TLB_FLAGS) == vpage:
-            t = far[i]
-            far[i] = w[0]
-            w[0] = e[0]
-            e[0] = t
-            tlb_log(h, e)
-            tlb_log(h, w)
-            h.victim_hits += 1
-            return 1
+    if read:
+        row = <int>((e - &h.rtlb[0][0]) >> 8)
+        far = h.rfar[row]
+        for i in range(8):
+            if (far[i].tag & ~RV_TLB_FLAGS) == vpage:
+                t = far[i]
+                far[i] = w[0]
+                w[0] = e[0]
+                e[0] = t
+                tlb_log(h, e)
+                tlb_log(h, w)
+                h.victim_hits += 1
+                return 1
     if e.tag != RV_TLB_EMPTY:
-        if w.tag != RV_TLB_EMPTY:
+        if read and w.tag != RV_TLB_EMPTY:
             far[h.rfar_next & 7] = w[0]
             h.rfar_next += 1
-            h.frows |= (<uint32_t>1) << ((e - &h.rtlb[0][0]) >> 8)
+            h.frows |= (<uint32_t>1) << row
         w[0] = e[0]
         tlb_log(h, w)
     return 0
@@ -357,7 +361,7 @@ cdef int load_slow(Hart h, uint64_t va, int size, uint64_t *v) noexcept nogil:
                 return r
             v[0] |= b << (8 * i)
         return 0
-    if (e.tag & ~RV_TLB_FLAGS) != vpage and not victim_swap(h, e, vpage):
+    if (e.tag & ~RV_TLB_FLAGS) != vpage and not victim_swap(h, e, vpage, 1):
         r = tlb_fill(h, va, ACC_R, e)
         if r:
             h.exc_cause = r
@@ -403,7 +407,7 @@ cdef int store_slow(Hart h, uint64_t va, int size, uint64_t v) noexcept nogil:
                 return r
         h.jexit = 1
         return 0
-    if (e.tag & ~RV_TLB_FLAGS) != vpage:
+    if (e.tag & ~RV_TLB_FLAGS) != vpage and not victim_swap(h, e, vpage, 0):
         r = tlb_fill(h, va, ACC_W, e)
         if r:
             h.exc_cause = r

@@ -61,6 +61,7 @@ cdef void tlb_clear_data(Hart h, int c) noexcept nogil:
         h.rtlb[c][i].tag = RV_TLB_EMPTY
         h.rvict[c][i].tag = RV_TLB_EMPTY
         h.wtlb[c][i].tag = RV_TLB_EMPTY
+        h.wvict[c][i].tag = RV_TLB_EMPTY
     for i in range(8):
         h.rfar[c][i].tag = RV_TLB_EMPTY
     h.wrows &= ~((<uint32_t>1) << c)
@@ -111,20 +112,17 @@ cdef void tlb_bank(Hart h) noexcept nogil:
 cdef void tlb_forget_banks(Hart h) noexcept nogil:
     """Every translation forgotten and no bank tied to a satp value (a reset, a
     restored state); tlb_select then takes a bank for satp."""
-    cdef int b, c, i
+    cdef int b
     h.tlog_on = 0                           # (every entry)
     tlb_flush(h)
-    for c in range(NDATA):
-        for i in range(256):
-            h.wvict[c][i].tag = RV_TLB_EMPTY     # (never filled: empty from the start)
     for b in range(NBANK):
         h.bank_key[b] = SATP_NONE
         h.bank_used[b] = 0
 
 
 cdef inline void tlb_log(Hart h, TlbEntry *e) noexcept nogil:
-    """Entry ``e`` (of rtlb, rvict, wtlb or ftlb) is about to hold a translation:
-    note it for tlb_flush.  Past the log's room, the next flush forgets every
+    """Entry ``e`` (of rtlb, rvict, wtlb, wvict or ftlb) is about to hold a
+    translation: note it for tlb_flush.  Past the log's room, the next flush forgets every
     entry."""
     cdef int64_t off = e - &h.rtlb[0][0]
     if h.tlog_n < 256 and 0 <= off < 65536:
@@ -201,6 +199,8 @@ cdef void tlb_flush_page(Hart h, uint64_t va) noexcept nogil:
                 h.rvict[c][i].tag = RV_TLB_EMPTY
             if (h.wtlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
                 h.wtlb[c][i].tag = RV_TLB_EMPTY
+            if (h.wvict[c][i].tag & ~RV_TLB_FLAGS) == vpage:
+                h.wvict[c][i].tag = RV_TLB_EMPTY
             if (h.frows >> c) & 1:
                 for j in range(8):
                     if (h.rfar[c][j].tag & ~RV_TLB_FLAGS) == vpage:

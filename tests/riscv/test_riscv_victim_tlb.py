@@ -133,3 +133,45 @@ def test_three_pages_in_one_slot_do_not_walk_each_time(rv_asm, rv_env, jit):
     assert hart.x[20] == TRIPS * (0xaa + 0xbb + 0xaa)
     stats = hart._stats()       # the third page comes back from rfar, not a walk
     assert stats["tlb_fills"] < 20 and stats["victim_hits"] >= TRIPS, stats
+
+
+# Stores: the write TLB's second way (wvict).  M-mode, untranslated: f's page P and
+# Q = P + 1 MiB share a write slot.  P is stored to before it holds code, its entry
+# pushed into the second way by a store to Q, then f runs (P becomes code) and is
+# patched through that entry: the patch must be seen (code_page flags the second
+# way's entries too), and stores to P and Q in turn must not walk.
+WRITES = r"""
+    .option norvc
+    la s0, f
+    li t0, 0x100000
+    add s1, s0, t0
+    lw s5, 0(s0)                # f's first instruction: li a0, 11
+    la t1, patch
+    lw s6, 0(t1)                # li a0, 22
+    li s3, {trips}
+    li s4, 0
+1:  sw s5, 0(s0)                # f as it was (the first time: P holds no code yet)
+    sd zero, 0(s1)              # Q: P's write entry into the second way
+    call f
+    add s4, s4, a0
+    sd zero, 0(s1)
+    sw s6, 0(s0)                # patch f through the second way's entry
+    call f
+    add s4, s4, a0
+    addi s3, s3, -1
+    bnez s3, 1b
+    ebreak
+    .balign 4096
+f:  li a0, 11
+    ret
+patch:
+    li a0, 22
+""".replace("{trips}", str(TRIPS))
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["interpreter", "compiled"])
+def test_stores_through_the_second_way_see_code(rv_asm, rv_env, jit):
+    hart = _ran(rv_asm, rv_env, WRITES, jit)
+    assert hart.x[20] == TRIPS * (11 + 22), "a patch went through a stale write entry"
+    stats = hart._stats()
+    assert stats["tlb_fills"] < 20, stats
