@@ -43,7 +43,7 @@ cdef inline void addend_reload(Jit *a) noexcept nogil:
 
 
 cdef enum:
-    VICT_DELTA = NDATA * 256 * 32    # bytes from an entry of rtlb to its second way (rvict)
+    VICT_DELTA = NDATA * 256 * 32    # bytes from an entry of rtlb (wtlb) to its second way
 
 
 cdef void tlb_entry(Jit *a, int dst, int src, int32_t o_tlb) noexcept nogil:
@@ -580,11 +580,10 @@ cdef void emit_stub(Jit *a, Stub *t) noexcept nogil:
         addend_reload(a)
         jmp_to(a, t.reprobe)
         here(a, t.patch)
+    if t.kind != STUB_RESV:
+        victim_probe(a, hit)
     if t.kind == STUB_STORE:
-        victim_probe(a, hit)
         store_beside_code(a, t, size)
-    elif t.kind == STUB_LOAD:
-        victim_probe(a, hit)
     writeback(a)
     if t.kind == STUB_RESV:      # rax = host address (Stub.sib: the addend), rdx = h.rs
         if t.sib:                # (before rdi is set: the base may be cached in rdi)

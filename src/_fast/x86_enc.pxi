@@ -39,7 +39,6 @@ cdef enum:
 # prefixes, REX bits, ModRM/SIB forms
 cdef enum:
     P_OPSIZE = 0x66             # 16-bit operand
-    P_REP = 0xf3                # (movdqu: F3 0F 6F/7F)
     REX = 0x40
     REX_W = 0x08                # 64-bit operand
     REX_R = 0x04                # ModRM.reg bit 3
@@ -81,15 +80,12 @@ cdef enum:
     X_RET = 0xc3
     X_MOV_MI = 0xc7             # mov r/m, imm32 (sign-extended with REX.W)
     X_GRP2_CL = 0xd3            # (rol..sar) r/m, cl
-    X_CALL32 = 0xe8             # call rel32
     X_JMP32 = 0xe9              # jmp rel32
     X_LOCK = 0xf0               # the LOCK prefix
     X_GRP3 = 0xf7               # (test, not, neg, mul, imul, div, idiv) r/m
     X_GRP5 = 0xff               # (inc, dec, call, .., jmp) r/m
     X_0F = 0x0f                 # two-byte opcodes:
     X0F_CMOV = 0x40             # cmovcc r, r/m (+cc)
-    X0F_MOVDQU = 0x6f           # movdqu xmm, m128 (with F3; the store: 0x7f)
-    X0F_MOVDQU_MR = 0x7f
     X0F_JCC = 0x80              # jcc rel32 (+cc)
     X0F_SETCC = 0x90            # setcc r/m8 (+cc)
     X0F_BT = 0xa3               # bt r/m, r (bts 0xab, btr 0xb3, btc 0xbb: + (ext-4)*8)
@@ -376,15 +372,6 @@ cdef inline void pop(Jit *a, int reg) noexcept nogil:
 cdef inline void ret(Jit *a) noexcept nogil:
     b1(a, X_RET)
 
-cdef inline void movdqu(Jit *a, int opc, int xmm, int base, int32_t disp) noexcept nogil:
-    """movdqu xmm, [base+disp] (X0F_MOVDQU) or movdqu [base+disp], xmm (X0F_MOVDQU_MR):
-    16 bytes through an SSE register (compiled code keeps nothing in them)."""
-    b1(a, P_REP)
-    rex(a, 0, xmm, base)
-    b1(a, X_0F)
-    b1(a, opc)
-    mem(a, xmm, base, disp)
-
 cdef inline void mfence(Jit *a) noexcept nogil:
     b1(a, X_0F); b1(a, X0F_FENCE); b1(a, X_MFENCE)
 
@@ -397,11 +384,6 @@ cdef inline void jmp_r(Jit *a, int reg) noexcept nogil:
 cdef inline void jmp_m(Jit *a, int base, int32_t disp) noexcept nogil:
     """jmp qword [base+disp]."""
     op_rm(a, 0, X_GRP5, G5_JMP, base, disp)
-
-cdef inline void call_to(Jit *a, uint8_t *target) noexcept nogil:
-    """call rel32 (code in the same buffer)."""
-    b1(a, X_CALL32)
-    d4(a, <int64_t>(target - (a.p + 4)))
 
 cdef inline void call_abs(Jit *a, void *fn) noexcept nogil:
     """call fn (through rax)."""
@@ -507,8 +489,6 @@ def _x86_encode(str name, *args):
             ret(a)
         elif name == "mfence":
             mfence(a)
-        elif name == "movdqu":
-            movdqu(a, <int>v[0], <int>v[1], <int>v[2], <int32_t>v[3])
         elif name == "call_r":
             call_r(a, <int>v[0])
         elif name == "jmp_r":
@@ -523,8 +503,6 @@ def _x86_encode(str name, *args):
             jmp_patch(after, buf)
         elif name == "jmp_to":
             jmp_to(a, buf)
-        elif name == "call_to":
-            call_to(a, buf)
         else:
             raise ValueError(f"no encoder function {name!r}")
         return bytes(buf[:a.p - buf])

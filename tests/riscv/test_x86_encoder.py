@@ -129,11 +129,6 @@ def _forms() -> Iterator[tuple[str, tuple[int, ...], str]]:
         yield "jmp_r", (reg,), f"jmp {R64[reg]}"
         for disp in (0, 8, -8):
             yield "jmp_m", (reg, disp), f"jmp QWORD PTR {_m(reg, disp)}"
-        for xmm in (0, 3, 8, 15):
-            for disp in (0, 16, 0x1234):
-                m = f"XMMWORD PTR {_m(reg, disp)}"
-                yield "movdqu", (0x6F, xmm, reg, disp), f"movdqu xmm{xmm},{m}"
-                yield "movdqu", (0x7F, xmm, reg, disp), f"movdqu {m},xmm{xmm}"
     yield "cqo", (1,), "cqo"
     yield "cqo", (0,), "cdq"
     yield "ret", (), "ret"
@@ -142,7 +137,6 @@ def _forms() -> Iterator[tuple[str, tuple[int, ...], str]]:
         yield "jcc32", (cc,), f"j{name} HERE"
     yield "jmp32", (), "jmp HERE"
     yield "jmp_to", (), "jmp HERE"
-    yield "call_to", (), "call HERE"
 
 
 def _disassemble(code: bytes, tmp_path) -> dict[int, tuple[str, str]]:
