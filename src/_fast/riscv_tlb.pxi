@@ -31,7 +31,12 @@ cdef enum:
     D_M = 1
     F_S = 0             # fetch sets (ftlb, fcode rows); U of bank b: 2 + b
     F_M = 1
-    SATP_NONE = 0xFFFFFFFFFFFFFFFF  # a bank key no satp value has (mode 15)
+
+cdef extern from *:
+    """
+    #define RV_SATP_NONE 0xFFFFFFFFFFFFFFFFULL  /* a bank key no satp value has (mode 15) */
+    """
+    uint64_t SATP_NONE "RV_SATP_NONE"
 
 
 cdef void tlb_select(Hart h) noexcept nogil:
