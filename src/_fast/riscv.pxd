@@ -160,6 +160,10 @@ cdef class Hart:
     cdef uint64_t bank_used[NBANK]  # when each was last selected (bank_clock)
     cdef uint64_t bank_clock
     cdef int bank               # the bank of satp
+    # the entries of each bank's sets filled since the bank was last cleared (by
+    # their offset from rtlb[0][0], as tlog; blog_n -1: more than 128, clear all)
+    cdef uint16_t blog[NBANK][128]
+    cdef int blog_n[NBANK]
     cdef int s_local            # the S sets hold a translation that is not global
     cdef int leaf_g             # translate(): its leaf is global (G here or above)
     # the entries of rtlb, rvict, wtlb, wvict and ftlb filled since the last flush (tlb_log), by their

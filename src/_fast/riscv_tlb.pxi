@@ -80,9 +80,25 @@ cdef void tlb_clear_fetch(Hart h, int c) noexcept nogil:
 
 
 cdef void tlb_clear_bank(Hart h, int b) noexcept nogil:
-    tlb_clear_data(h, d_user(b))
-    tlb_clear_data(h, d_sum(b))
-    tlb_clear_fetch(h, 2 + b)
+    """Forget the translations of bank ``b``: the entries filled since its last
+    clear (blog) when they were few, else its every entry.  (A pipeline of more
+    processes than banks reuses one at each switch: it cleared 1,800 tags.)"""
+    cdef int i, c
+    cdef TlbEntry *base = &h.rtlb[0][0]
+    if h.blog_n[b] < 0:
+        tlb_clear_data(h, d_user(b))
+        tlb_clear_data(h, d_sum(b))
+        tlb_clear_fetch(h, 2 + b)
+    else:
+        for i in range(h.blog_n[b]):
+            base[h.blog[b][i]].tag = RV_TLB_EMPTY
+        for c in range(d_user(b), d_sum(b) + 1):
+            if (h.frows >> c) & 1:
+                for i in range(8):
+                    h.rfar[c][i].tag = RV_TLB_EMPTY
+            h.wrows &= ~((<uint32_t>1) << c)
+            h.frows &= ~((<uint32_t>1) << c)
+    h.blog_n[b] = 0
 
 
 cdef void tlb_clear_s(Hart h) noexcept nogil:
@@ -127,14 +143,28 @@ cdef void tlb_forget_banks(Hart h) noexcept nogil:
 
 cdef inline void tlb_log(Hart h, TlbEntry *e) noexcept nogil:
     """Entry ``e`` (of rtlb, rvict, wtlb, wvict or ftlb) is about to hold a
-    translation: note it for tlb_flush.  Past the log's room, the next flush forgets every
-    entry."""
-    cdef int64_t off = e - &h.rtlb[0][0]
+    translation: note it for tlb_flush, and for tlb_clear_bank when it is a bank's.
+    Past a log's room, the next flush (clear) forgets every entry."""
+    cdef int64_t off = e - &h.rtlb[0][0], f = e - &h.ftlb[0][0]
+    cdef int c, b
     if h.tlog_n < 256 and 0 <= off < 65536:
         h.tlog[h.tlog_n] = <uint16_t>off
         h.tlog_n += 1
     else:
         h.tlog_on = 0
+    if 0 <= f < NFETCH * 256:
+        b = <int>(f >> 8) - 2                   # (fetch rows: S, M, then U of each bank)
+    elif 0 <= off < 4 * NDATA * 256:
+        c = <int>((off % (NDATA * 256)) >> 8)   # (data rows: S, M, then U and SUM of each)
+        b = (c - 2) >> 1 if c >= 2 else -1
+    else:
+        return
+    if b >= 0 and h.blog_n[b] >= 0:
+        if h.blog_n[b] < 128:
+            h.blog[b][h.blog_n[b]] = <uint16_t>off
+            h.blog_n[b] += 1
+        else:
+            h.blog_n[b] = -1
 
 
 cdef inline void tlb_filled_s(Hart h, TlbEntry *e) noexcept nogil:
@@ -165,6 +195,8 @@ cdef void tlb_flush(Hart h) noexcept nogil:
             tlb_clear_fetch(h, c)
     h.tlog_n = 0
     h.tlog_on = 1
+    for c in range(NBANK):
+        h.blog_n[c] = 0
     h.wrows = h.frows = 0
     h.s_local = 0
     h.big_lo = RV_NOPAGE
