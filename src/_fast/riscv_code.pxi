@@ -52,6 +52,7 @@ cdef inline void code_mark(CodePage *cp, uint64_t pc) noexcept nogil:
 
 cdef void code_flush(Hart h) noexcept nogil:
     cdef int i, c
+    cdef TlbEntry *e
     jit_unlink_all(h)               # a page being run keeps its records: no stale blocks
     for i in range(NCODE):
         if h.ctab[i] != NULL:
@@ -59,11 +60,10 @@ cdef void code_flush(Hart h) noexcept nogil:
     for c in range(NDATA):              # no page holds decoded code any more
         if not (h.wrows >> c) & 1:
             continue
-        for i in range(256):                    # (both ways)
-            if h.wtlb[c][i].tag != RV_TLB_EMPTY:
-                h.wtlb[c][i].tag &= ~RV_TLB_CODE
-            if h.wvict[c][i].tag != RV_TLB_EMPTY:
-                h.wvict[c][i].tag &= ~RV_TLB_CODE
+        for i in range(512):
+            e = write_way(h, c, i)
+            if e.tag != RV_TLB_EMPTY:
+                e.tag &= ~RV_TLB_CODE
     h.code_flushes += 1
 
 
@@ -114,8 +114,8 @@ cdef CodePage *code_page(Hart h, uint64_t ppage, uint8_t *host) noexcept nogil:
     for c in range(NDATA):
         if not (h.wrows >> c) & 1:
             continue
-        for i in range(512):                    # (both ways: wtlb, wvict)
-            e = &h.wtlb[c][i] if i < 256 else &h.wvict[c][i - 256]
+        for i in range(512):
+            e = write_way(h, c, i)
             if e.tag == RV_TLB_EMPTY:
                 continue
             if e.ppage == ppage:
@@ -150,6 +150,7 @@ cdef int code_store(Hart h, TlbEntry *e, uint64_t va, int size) noexcept nogil:
     being a code page: its stores take the fast path again (before, they all went
     through here for as long as the decoded page lived)."""
     cdef CodePage *cp = code_lookup(h, e.ppage)
+    cdef TlbEntry *w
     cdef int c, i
     cdef uint64_t ppage = e.ppage
     h.code_stores += 1
@@ -163,11 +164,10 @@ cdef int code_store(Hart h, TlbEntry *e, uint64_t va, int size) noexcept nogil:
         for c in range(NDATA):
             if not (h.wrows >> c) & 1:
                 continue
-            for i in range(256):                # (both ways)
-                if h.wtlb[c][i].tag != RV_TLB_EMPTY and h.wtlb[c][i].ppage == ppage:
-                    h.wtlb[c][i].tag &= ~RV_TLB_CODE
-                if h.wvict[c][i].tag != RV_TLB_EMPTY and h.wvict[c][i].ppage == ppage:
-                    h.wvict[c][i].tag &= ~RV_TLB_CODE
+            for i in range(512):
+                w = write_way(h, c, i)
+                if w.tag != RV_TLB_EMPTY and w.ppage == ppage:
+                    w.tag &= ~RV_TLB_CODE
     return 0
 
 

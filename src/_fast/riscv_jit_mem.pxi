@@ -46,18 +46,18 @@ cdef enum:
     VICT_DELTA = NDATA * 256 * 32    # bytes from an entry of rtlb (wtlb) to its second way
 
 
-cdef void tlb_entry(Jit *a, int dst, int src, int32_t o_tlb) noexcept nogil:
-    """``dst`` = the entry of the table at h + ``o_tlb`` for the guest address in
-    ``src``."""
-    op_rr(a, 0, X_MOV, dst, src)                     # mov ecx, eax (say)
-    shift_imm(a, 0, SH_SHR, dst, 7)                      # shr ecx, 7
-    alu_imm(a, 0, ALU_AND, dst, 255 << 5)                 # and ecx, 255 << 5: 32-byte entries
-    op_rm(a, 1, X_ADD, dst, R15, o_tlb)              # add rcx, h.rt / h.wt
+cdef void tlb_slot(Jit *a, int32_t o_tlb) noexcept nogil:
+    """ecx = a guest address (its low 32 bits) -> rcx = its entry in the table at
+    h + ``o_tlb``."""
+    shift_imm(a, 0, SH_SHR, RCX, 7)                      # shr ecx, 7
+    alu_imm(a, 0, ALU_AND, RCX, 255 << 5)                 # and ecx, 255 << 5: 32-byte entries
+    op_rm(a, 1, X_ADD, RCX, R15, o_tlb)              # add rcx, h.rt / h.wt
 
 
 cdef inline void tlb_index(Jit *a, int32_t o_tlb) noexcept nogil:
     """rcx = the entry of the table at h + ``o_tlb`` for the guest address in rax."""
-    tlb_entry(a, RCX, RAX, o_tlb)
+    op_rr(a, 0, X_MOV, RCX, RAX)                     # mov ecx, eax
+    tlb_slot(a, o_tlb)
 
 
 cdef uint8_t *tag_check(Jit *a, int size) noexcept nogil:
@@ -375,9 +375,7 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
         else:
             a.n_full += 1
             op_rm(a, 0, X_LEA, RCX, b, r.imm)            # lea ecx, [base + imm]: the index
-            shift_imm(a, 0, SH_SHR, RCX, 7)              # from the base, not through rdx
-            alu_imm(a, 0, ALU_AND, RCX, 255 << 5)
-            op_rm(a, 1, X_ADD, RCX, R15, o_tlb)
+            tlb_slot(a, o_tlb)                           # from the base, not through rdx
             stub(a, kind, r, off, k, tag_check(a, size))
         if a.rad >= 0:
             addend_check(a)

@@ -215,8 +215,8 @@ cdef void dirty_rearm(Hart h) noexcept nogil:
     for c in range(NDATA):
         if not (h.wrows >> c) & 1:
             continue
-        for i in range(512):                     # (both ways: wtlb, wvict)
-            e = &h.wtlb[c][i] if i < 256 else &h.wvict[c][i - 256]
+        for i in range(512):
+            e = write_way(h, c, i)
             if e.tag == RV_TLB_EMPTY or e.tag & RV_TLB_IO:
                 continue
             if on and not h.ram.page_dirty(e.ppage):

@@ -60,6 +60,24 @@ cdef void tlb_select(Hart h) noexcept nogil:
     h.fc = h.fcode[dc]
 
 
+cdef inline TlbEntry *write_way(Hart h, int c, int i) noexcept nogil:
+    """Entry ``i`` (0..511) of data row ``c``'s write ways: wtlb's, then wvict's."""
+    return &h.wtlb[c][i] if i < 256 else &h.wvict[c][i - 256]
+
+
+cdef inline void forget_page(TlbEntry *e, uint64_t vpage) noexcept nogil:
+    if (e.tag & ~RV_TLB_FLAGS) == vpage:
+        e.tag = RV_TLB_EMPTY
+
+
+cdef void tlb_clear_far(Hart h, int c) noexcept nogil:
+    """Empty data row ``c`` of rfar."""
+    cdef int i
+    for i in range(8):
+        h.rfar[c][i].tag = RV_TLB_EMPTY
+    h.frows &= ~((<uint32_t>1) << c)
+
+
 cdef void tlb_clear_data(Hart h, int c) noexcept nogil:
     cdef int i
     for i in range(256):
@@ -67,10 +85,8 @@ cdef void tlb_clear_data(Hart h, int c) noexcept nogil:
         h.rvict[c][i].tag = RV_TLB_EMPTY
         h.wtlb[c][i].tag = RV_TLB_EMPTY
         h.wvict[c][i].tag = RV_TLB_EMPTY
-    for i in range(8):
-        h.rfar[c][i].tag = RV_TLB_EMPTY
+    tlb_clear_far(h, c)
     h.wrows &= ~((<uint32_t>1) << c)
-    h.frows &= ~((<uint32_t>1) << c)
 
 
 cdef void tlb_clear_fetch(Hart h, int c) noexcept nogil:
@@ -94,10 +110,8 @@ cdef void tlb_clear_bank(Hart h, int b) noexcept nogil:
             base[h.blog[b][i]].tag = RV_TLB_EMPTY
         for c in range(d_user(b), d_sum(b) + 1):
             if (h.frows >> c) & 1:
-                for i in range(8):
-                    h.rfar[c][i].tag = RV_TLB_EMPTY
+                tlb_clear_far(h, c)
             h.wrows &= ~((<uint32_t>1) << c)
-            h.frows &= ~((<uint32_t>1) << c)
     h.blog_n[b] = 0
 
 
@@ -186,8 +200,7 @@ cdef void tlb_flush(Hart h) noexcept nogil:
             base[h.tlog[i]].tag = RV_TLB_EMPTY
         for c in range(NDATA):
             if (h.frows >> c) & 1:
-                for i in range(8):
-                    h.rfar[c][i].tag = RV_TLB_EMPTY
+                tlb_clear_far(h, c)
     else:
         for c in range(NDATA):
             tlb_clear_data(h, c)
@@ -230,18 +243,13 @@ cdef void tlb_flush_page(Hart h, uint64_t va) noexcept nogil:
         return
     for c in range(NDATA):
         if c != D_M:
-            if (h.rtlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
-                h.rtlb[c][i].tag = RV_TLB_EMPTY
-            if (h.rvict[c][i].tag & ~RV_TLB_FLAGS) == vpage:
-                h.rvict[c][i].tag = RV_TLB_EMPTY
-            if (h.wtlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
-                h.wtlb[c][i].tag = RV_TLB_EMPTY
-            if (h.wvict[c][i].tag & ~RV_TLB_FLAGS) == vpage:
-                h.wvict[c][i].tag = RV_TLB_EMPTY
+            forget_page(&h.rtlb[c][i], vpage)
+            forget_page(&h.rvict[c][i], vpage)
+            forget_page(&h.wtlb[c][i], vpage)
+            forget_page(&h.wvict[c][i], vpage)
             if (h.frows >> c) & 1:
                 for j in range(8):
-                    if (h.rfar[c][j].tag & ~RV_TLB_FLAGS) == vpage:
-                        h.rfar[c][j].tag = RV_TLB_EMPTY
+                    forget_page(&h.rfar[c][j], vpage)
     for c in range(NFETCH):
-        if c != F_M and (h.ftlb[c][i].tag & ~RV_TLB_FLAGS) == vpage:
-            h.ftlb[c][i].tag = RV_TLB_EMPTY
+        if c != F_M:
+            forget_page(&h.ftlb[c][i], vpage)
