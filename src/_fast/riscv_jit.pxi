@@ -563,7 +563,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     cdef uint8_t *seg
     cdef uint8_t *dslot
     cdef int64_t start = RV_PTR_DIFF(head, cp.recs) >> 3, off, nxt = -1, t
-    cdef int k = 0, op, i, j, falls = 0, cc
+    cdef int k = 0, op, i, j, falls = 0, cc, other, fused = -1
     cdef uint64_t lines = 0
     cdef Rec *r
     if not RV_JIT_HOST or not h.jit_on or h.nbp:
@@ -669,8 +669,15 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
             emit_amo(a, r, off, k)
         elif exec_compiled(r):
             emit_exec(a, r, off, k)
+        elif i == fused:
+            pass                                     # (the add of a shift-add pair)
         elif op_is(op, P_ALU):
-            emit_simple(a, r, off)
+            other = shift_add_pair(a, i)
+            if other:
+                emit_shift_add(a, r, other)
+                fused = i + (r.len >> 1)
+            else:
+                emit_simple(a, r, off)
         elif op == OP_ZB or op == OP_ZBI:
             emit_zb(a, r)
         elif op_is(op, P_LOAD):

@@ -72,6 +72,35 @@ cdef void setcmp(Jit *a, Rec *r, int cc, int with_imm) noexcept nogil:
     rax_to(a, r.rd)
 
 
+cdef int shift_add_pair(Jit *a, int i) noexcept nogil:
+    """Whether the ``slli rd, rs, 1..3`` at halfword ``i`` and the ``add rd, rd, rb``
+    (or ``add rd, rb, rd``) right after it compile as one ``lea`` (an array's element
+    without Zba: ``slli a5, a5, 1; add a5, a5, s4``): one step on the chain to the
+    load that follows, not two.  The add must be no label (nothing jumps between
+    them) and overwrite the shift's result; its other operand is returned (else 0)."""
+    cdef Rec *r = &a.recs[i]
+    cdef Rec *n
+    cdef int j = i + (r.len >> 1), other
+    if r.op != OP_SLLI or not 1 <= r.imm <= 3 or r.rd == 32 or j > a.hi or j >= 2047 \
+            or a.state[j] != IN_REGION or a.target[j]:        # (2047: crossing pages)
+        return 0
+    n = &a.recs[j]
+    if n.op != OP_ADD or n.rd != r.rd:
+        return 0
+    other = n.rs2 if n.rs1 == r.rd else n.rs1 if n.rs2 == r.rd else 0
+    return other if other != r.rd else 0
+
+
+cdef void emit_shift_add(Jit *a, Rec *r, int other) noexcept nogil:
+    """rd = x[other] + (x[rs] << imm): the pair shift_add_pair found."""
+    cdef int hd = a.host_of[r.rd]
+    cdef int idx = rget(a, r.rs1, RAX)
+    cdef int base = rget(a, other, RDX)             # (rcx kept: keeps_rcx)
+    lea_scaled(a, hd if hd >= 0 else RAX, base, idx, <int>r.imm)
+    if hd < 0:
+        stx(a, RAX, r.rd)
+
+
 cdef void emit_simple(Jit *a, Rec *r, int64_t off) noexcept nogil:
     cdef int op = r.op, v, form, w, x
     cdef uint8_t *pz

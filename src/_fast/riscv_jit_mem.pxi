@@ -4,10 +4,19 @@
 
 # -- memory -------------------------------------------------------------------------------
 
+cdef inline void lea_or_mov(Jit *a, int w, int dst, int b, int32_t imm) noexcept nogil:
+    """dst = b + imm: a move when imm is 0 (the renamer does it, no cycle on the
+    probe's chain: ``lhu a5, 0(a5)``)."""
+    if imm:
+        op_rm(a, w, X_LEA, dst, b, imm)
+    else:
+        op_rr(a, w, X_MOV, dst, b)
+
+
 cdef void address(Jit *a, Rec *r) noexcept nogil:
     """rax = x[rs1] + imm."""
     if a.host_of[r.rs1] >= 0:
-        op_rm(a, 1, X_LEA, RAX, a.host_of[r.rs1], r.imm)    # lea rax, [reg + imm]
+        lea_or_mov(a, 1, RAX, a.host_of[r.rs1], r.imm)      # rax = reg + imm
     else:
         src_rax(a, 1, r.rs1)
         if r.imm:
@@ -363,7 +372,7 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
     cdef int b = a.host_of[r.rs1], table = 1 if kind == STUB_LOAD else 2
     probe_cross(a, r, table)
     if b >= 0:
-        op_rm(a, 1, X_LEA, RDX, b, r.imm)            # lea rdx, [base + imm]
+        lea_or_mov(a, 1, RDX, b, r.imm)              # rdx = base + imm
         if probe_reuse(a, r, table):
             a.n_again += 1
             stub(a, kind, r, off, k, tag_check(a, size))
@@ -374,7 +383,7 @@ cdef void probe(Jit *a, int kind, Rec *r, int64_t off, int k, int32_t o_tlb,
                 return
         else:
             a.n_full += 1
-            op_rm(a, 0, X_LEA, RCX, b, r.imm)            # lea ecx, [base + imm]: the index
+            lea_or_mov(a, 0, RCX, b, r.imm)              # ecx = base + imm: the index
             tlb_slot(a, o_tlb)                           # from the base, not through rdx
             stub(a, kind, r, off, k, tag_check(a, size))
         if a.rad >= 0:

@@ -209,6 +209,17 @@ cdef inline void op_sib(Jit *a, int w, int opc, int reg, int base, int index, in
     elif mod == MOD_DISP32:
         d4(a, disp)
 
+cdef inline void lea_scaled(Jit *a, int dst, int base, int index, int s) noexcept nogil:
+    """``lea dst, [base + index * 2**s]`` (64-bit; ``index`` not rsp, s 0..3)."""
+    cdef int mod = MOD_DISP8 if base & 7 == RBP else MOD_IND   # (rbp, r13: a disp8 0)
+    b1(a, REX | REX_W | (REX_R if dst & 8 else 0) | (REX_X if index & 8 else 0) |
+       (REX_B if base & 8 else 0))
+    b1(a, X_LEA)
+    b1(a, mod | ((dst & 7) << 3) | RM_SIB)
+    b1(a, (s << 6) | ((index & 7) << 3) | (base & 7))
+    if mod == MOD_DISP8:
+        b1(a, 0)
+
 cdef inline void modrm_rr(Jit *a, int reg, int rm) noexcept nogil:
     b1(a, MOD_REG | ((reg & 7) << 3) | (rm & 7))
 
@@ -441,6 +452,8 @@ def _x86_encode(str name, *args):
         elif name == "op_sib":
             op_sib(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3], <int>v[4], <int32_t>v[5],
                    <int>v[6])
+        elif name == "lea_scaled":
+            lea_scaled(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3])
         elif name == "op_rr":
             op_rr(a, <int>v[0], <int>v[1], <int>v[2], <int>v[3])
         elif name == "op0f_rr":

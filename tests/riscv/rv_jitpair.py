@@ -10,6 +10,9 @@ from rv_randprog import CODE
 from vmforge.accel.interp import RiscvHart, StopReason
 from vmforge.memory import AddressSpace
 
+#: a program gone wrong (a trap loop at mtvec 0, a loop that never ends) stops here
+RUNAWAY = 200_000_000
+
 
 def words(ws: Sequence[int]) -> bytes:
     return b"".join(w.to_bytes(4, "little") for w in ws)
@@ -38,7 +41,7 @@ def run_pair(code: bytes, regs: dict[int, int],
             hart.x[i] = v
         harts.append(hart)
         spaces.append(space)
-    stops = [hart.run() for hart in harts]
+    stops = [hart.run(max_instructions=RUNAWAY) for hart in harts]
     assert stops[0] == stops[1] and stops[0].reason is StopReason.EXCEPTION, stops
     assert harts[0]._stats()["jit_regions"] > 0
     return harts, spaces

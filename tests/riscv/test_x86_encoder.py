@@ -87,6 +87,21 @@ def _forms() -> Iterator[tuple[str, tuple[int, ...], str]]:
             yield "movzx_r32_r8", (reg, base), f"movzx {R32[reg]},{R8[base]}"
             for ext, name in BITS.items():
                 yield "bt_rr", (ext, reg, base), f"{name} {R64[reg]},{R64[base]}"
+            for index in (0, 3, 5, 12, 13, 15) if reg in (0, 9, 12, 13) else (1, 12):
+                sib = f"{R64[base]}+{R64[index]}"
+                for disp in (0, 8, -0x80, 0x1234):
+                    m = f"[{sib}*1{_h(disp) if disp < 0 else '+' + _h(disp)}]" \
+                        if disp or base in (5, 13) else f"[{sib}*1]"
+                    yield ("op_sib", (1, 0x8B, reg, base, index, disp, 0),
+                           f"mov {R64[reg]},QWORD PTR {m}")
+                    yield ("op_sib", (0, 0xB6, reg, base, index, disp, 1),
+                           f"movzx {R32[reg]},BYTE PTR {m}")
+                    yield ("op_sib", (0, 0x89, reg, base, index, disp, 4),
+                           f"mov WORD PTR {m},{R16[reg]}")
+                for sh in range(4):
+                    zero = "+0x0" if base in (5, 13) else ""
+                    yield ("lea_scaled", (reg, base, index, sh),
+                           f"lea {R64[reg]},[{sib}*{1 << sh}{zero}]")
             if base not in (5, 13) and reg != 4:
                 for size, width in ((1, "BYTE"), (2, "WORD"), (4, "DWORD")):
                     yield ("cmp_idx_imm8", (size, base, reg, 0),
