@@ -119,7 +119,8 @@ cdef extern from *:
 cdef enum:
     JIT_HOT = 128               # taken jumps to a record before it is compiled (<= 255)
     JIT_MAX = 256               # instructions per region
-    JIT_BYTES = 32 << 20        # code buffer per hart
+    JIT_BYTES = 256 << 20       # code buffer per hart (mapped, written as it fills; the
+                                # kernel and programs of a shell session compile ~70 MiB)
     INSN_MAX = 1024             # bytes of one instruction's code (with the way out before it)
     STUB_MAX = 512              # bytes of one slow path (emit_stub)
     HEAD_MAX = 128              # the lines mask, the entry's loads and jump
@@ -419,6 +420,14 @@ cdef void jit_close(Hart h, Jit *a) noexcept nogil:
 
 
 cdef int jit_two_views = 1          # 0: the flipped single mapping (for its test)
+cdef size_t jit_limit = JIT_BYTES     # the buffer's bytes used before starting over
+
+
+def _jit_set_limit(size_t n):
+    """Use the first ``n`` bytes of the code buffers only (at least what one region
+    may take; 0: all of them), so that a test sees them fill and start over."""
+    global jit_limit
+    jit_limit = JIT_BYTES if n == 0 else max(JIT_ROOM + ENTRY_STUB_MAX, min(n, JIT_BYTES))
 
 
 def _jit_set_two_views(bint on):
@@ -578,7 +587,7 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
     if i == 0:
         return 0
     h.jit_insns += i
-    if h.jit_free + JIT_ROOM > h.jit_buf + JIT_BYTES:
+    if h.jit_free + JIT_ROOM > h.jit_buf + jit_limit:
         jit_unlink_all(h)                            # full: start over
         h.jit_free = h.jit_start
         h.jit_resets += 1

@@ -132,7 +132,7 @@ cdef int jit_enter_covered(Hart h, CodePage *cp, Rec *head, int64_t start) noexc
     lab = entry_find(cp, i, &d)
     if lab == NULL:
         return 0
-    if h.jit_free + ENTRY_STUB_MAX > h.jit_buf + JIT_BYTES:
+    if h.jit_free + ENTRY_STUB_MAX > h.jit_buf + jit_limit:
         return 0                                    # (the full compile starts over)
     code = d.code
     jit_open(h, a)

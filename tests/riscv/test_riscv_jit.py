@@ -278,6 +278,42 @@ def _jal(rd: int, imm: int) -> int:
             ((v >> 12) & 0xFF) << 12 | rd << 7 | 0x6F)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_a_full_code_buffer_starts_over_and_stays_exact(seed):
+    """When the code buffer is full, every compiled region is unlinked and the
+    buffer is written again from its start (a whole shell session's code did not
+    fit 32 MiB: it started over once a second).  With the buffer cut down to one
+    region's room and a little more, the random loops start it over again and
+    again, and still leave what the interpreter leaves."""
+    from vmforge._fast.riscv import _jit_bounds, _jit_set_limit
+
+    rng = random.Random(2000 + seed)
+    code, ends = make_loops(rng, blocks=12, per_block=30, trips=40)
+    data = bytes(rng.randrange(256) for _ in range(4096))
+    regs = [0] + [rng.randrange(1 << 64) for _ in range(31)]
+    regs[BASE_REG] = DATA
+    (jit, ref), (jspace, rspace) = _hart_pair(code, data, regs)
+    _jit_set_limit(1)                       # the least it takes: one region's room
+    try:
+        for _ in range(2):                  # twice: the loops compiled before a start
+            for hart in (jit, ref):         # over run again (not their old code)
+                hart.pc = CODE
+            for end in ends:
+                for hart in (jit, ref):
+                    res = hart.run()
+                    assert res.reason is StopReason.EXCEPTION and res.cause == 3, res
+                    assert hart.pc == end
+                    hart.pc = end + 4
+                assert [jit.x[i] for i in range(32)] == [ref.x[i] for i in range(32)]
+                assert jit.instret == ref.instret
+    finally:
+        _jit_set_limit(0)
+    assert jspace.memory.read(DATA, 4096) == rspace.memory.read(DATA, 4096)
+    stats = jit._stats()
+    assert stats["jit_resets"] >= 3 and stats["jit_regions"] > stats["jit_resets"], stats
+    assert _jit_bounds(jit)["buffer"] >= 256 << 20
+
+
 def test_emitter_stays_within_its_bounds():
     """The room the emitter keeps free (riscv_jit_contract.pxi) rests on bounds for
     one instruction's code, one slow path and a region's head: regions with many
