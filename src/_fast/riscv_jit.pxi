@@ -89,7 +89,12 @@ cdef extern from *:
                 return 0;
         }
     #endif
-        *rw = *rx = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    #ifndef MAP_NORESERVE
+    #define MAP_NORESERVE 0
+    #endif
+        /* (no swap reserved for the whole buffer: pages are taken as code fills it) */
+        *rw = *rx = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         return -1;
     }
     #define RV_MAP_FAILED MAP_FAILED
