@@ -55,7 +55,7 @@ cdef struct TrapRec:
 # The TLB sets (riscv_tlb.pxi): data sets S and M, then a U and an "S with
 # mstatus.SUM" set per address-space bank; fetch sets S and M, then U per bank.
 cdef enum:
-    NBANK = 8           # address spaces (satp values) whose translations are kept
+    NBANK = 16          # address spaces (satp values) whose translations are kept
     NDATA = 2 + 2 * NBANK
     NFETCH = 2 + NBANK
 
@@ -154,8 +154,8 @@ cdef class Hart:
                                   # before walking: three pages sharing a slot)
     cdef TlbEntry ftlb[NFETCH][256]
     cdef uint32_t rfar_next       # the rfar slot the next push-out takes
-    cdef uint32_t wrows           # data contexts whose wtlb row may hold an entry (bit c)
-    cdef uint32_t frows           # ... whose rfar row may
+    cdef uint64_t wrows           # data contexts whose wtlb row may hold an entry (bit c)
+    cdef uint64_t frows           # ... whose rfar row may
     cdef uint64_t bank_key[NBANK]   # the satp value each bank's sets translate for
     cdef uint64_t bank_used[NBANK]  # when each was last selected (bank_clock)
     cdef uint64_t bank_clock
@@ -164,6 +164,14 @@ cdef class Hart:
     # their offset from rtlb[0][0], as tlog; blog_n -1: more than 128, clear all)
     cdef uint16_t blog[NBANK][128]
     cdef int blog_n[NBANK]
+    cdef uint32_t bank_fill     # banks (bit b) filled since the last flush (tlb_log)
+    cdef uint64_t bank_slots[NBANK][4]  # slots (bit i) filled in each bank since its last
+                                        # clear: tlb_flush_page looks at those banks alone
+    # pages fenced for every address space (sfence.vma va) while other banks were in
+    # use: a bank catches up when it is selected again (bank_catch_up)
+    cdef uint64_t fence_log[256]
+    cdef uint64_t fence_seq         # pages logged so far
+    cdef uint64_t bank_seq[NBANK]   # fence_seq when each bank last caught up
     cdef int s_local            # the S sets hold a translation that is not global
     cdef int leaf_g             # translate(): its leaf is global (G here or above)
     # the entries of rtlb, rvict, wtlb, wvict and ftlb filled since the last flush (tlb_log), by their

@@ -522,7 +522,7 @@ cdef int exec_system(Hart h, Rec *r) noexcept nogil:
         if h.priv == PRV_U or (h.priv == PRV_S and (h.mstatus & MSTATUS_TVM)):
             return illegal(h, r)
         if r.rs1 != 0:
-            tlb_flush_page(h, h.x[r.rs1])
+            tlb_flush_page(h, h.x[r.rs1], <int64_t>(h.x[r.rs2] & 0xFFFF) if r.rs2 != 0 else -1)
         elif r.rs2 != 0:
             tlb_flush_asid(h, h.x[r.rs2])
         else:

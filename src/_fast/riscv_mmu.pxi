@@ -182,7 +182,7 @@ cdef int tlb_fill(Hart h, uint64_t va, int acc, TlbEntry *e) noexcept nogil:
             h.big_hi = va | h.leaf_mask
     ppage = pa & RV_PAGE_MASK
     if acc == ACC_W:
-        h.wrows |= (<uint32_t>1) << ((e - &h.wtlb[0][0]) >> 8)
+        h.wrows |= (<uint64_t>1) << ((e - &h.wtlb[0][0]) >> 8)
     host = h.ram.wptr(ppage, 4096) if acc == ACC_W else h.ram.ptr(ppage, 4096)
     e.ppage = ppage
     if host == NULL:
@@ -343,7 +343,7 @@ cdef inline bint victim_swap(Hart h, TlbEntry *e, uint64_t vpage, bint read) noe
         if read and w.tag != RV_TLB_EMPTY:
             far[h.rfar_next & 7] = w[0]
             h.rfar_next += 1
-            h.frows |= (<uint32_t>1) << row
+            h.frows |= (<uint64_t>1) << row
         w[0] = e[0]
         tlb_log(h, w)
     return 0

@@ -75,7 +75,7 @@ cdef void tlb_clear_far(Hart h, int c) noexcept nogil:
     cdef int i
     for i in range(8):
         h.rfar[c][i].tag = RV_TLB_EMPTY
-    h.frows &= ~((<uint32_t>1) << c)
+    h.frows &= ~((<uint64_t>1) << c)
 
 
 cdef void tlb_clear_data(Hart h, int c) noexcept nogil:
@@ -86,7 +86,7 @@ cdef void tlb_clear_data(Hart h, int c) noexcept nogil:
         h.wtlb[c][i].tag = RV_TLB_EMPTY
         h.wvict[c][i].tag = RV_TLB_EMPTY
     tlb_clear_far(h, c)
-    h.wrows &= ~((<uint32_t>1) << c)
+    h.wrows &= ~((<uint64_t>1) << c)
 
 
 cdef void tlb_clear_fetch(Hart h, int c) noexcept nogil:
@@ -111,8 +111,10 @@ cdef void tlb_clear_bank(Hart h, int b) noexcept nogil:
         for c in range(d_user(b), d_sum(b) + 1):
             if (h.frows >> c) & 1:
                 tlb_clear_far(h, c)
-            h.wrows &= ~((<uint32_t>1) << c)
+            h.wrows &= ~((<uint64_t>1) << c)
     h.blog_n[b] = 0
+    memset(h.bank_slots[b], 0, sizeof(h.bank_slots[b]))
+    h.bank_seq[b] = h.fence_seq             # (nothing left to forget)
 
 
 cdef void tlb_clear_s(Hart h) noexcept nogil:
@@ -130,7 +132,9 @@ cdef void tlb_bank(Hart h) noexcept nogil:
         if h.bank_key[b] == h.satp:
             pick = b
             break
-    if pick < 0:
+    if pick >= 0:
+        bank_catch_up(h, pick)
+    else:
         pick = 0 if h.bank else 1
         for b in range(NBANK):
             if b != h.bank and h.bank_used[b] < h.bank_used[pick]:
@@ -173,6 +177,10 @@ cdef inline void tlb_log(Hart h, TlbEntry *e) noexcept nogil:
         b = (c - 2) >> 1 if c >= 2 else -1
     else:
         return
+    if b >= 0:
+        h.bank_fill |= (<uint32_t>1) << b
+        c = <int>((f if f >= 0 and f < NFETCH * 256 else off) & 255)    # the slot
+        h.bank_slots[b][c >> 6] |= (<uint64_t>1) << (c & 63)
     if b >= 0 and h.blog_n[b] >= 0:
         if h.blog_n[b] < 128:
             h.blog[b][h.blog_n[b]] = <uint16_t>off
@@ -201,11 +209,17 @@ cdef void tlb_flush(Hart h) noexcept nogil:
         for c in range(NDATA):
             if (h.frows >> c) & 1:
                 tlb_clear_far(h, c)
-    else:
-        for c in range(NDATA):
+    else:                               # (the banks filled since: by their own logs)
+        for c in range(2):                  # D_S, D_M (and F_S, F_M)
             tlb_clear_data(h, c)
-        for c in range(NFETCH):
             tlb_clear_fetch(h, c)
+        for c in range(NBANK):
+            if (h.bank_fill >> c) & 1:
+                tlb_clear_bank(h, c)
+    h.bank_fill = 0
+    memset(h.bank_slots, 0, sizeof(h.bank_slots))
+    for c in range(NBANK):
+        h.bank_seq[c] = h.fence_seq
     h.tlog_n = 0
     h.tlog_on = 1
     for c in range(NBANK):
@@ -231,25 +245,66 @@ cdef void tlb_flush_asid(Hart h, uint64_t asid) noexcept nogil:
     h.tlb_flushes += 1
 
 
-cdef void tlb_flush_page(Hart h, uint64_t va) noexcept nogil:
-    """sfence.vma with an address (and any ASID): forget the translations of its
-    page in every bank (Linux sends one after each page fault it serves).  When it
-    lies in a superpage the TLBs hold parts of, all of them (as QEMU does).  M-mode's
-    sets hold no translation."""
-    cdef uint64_t vpage = va & RV_PAGE_MASK
-    cdef int i = (va >> 12) & 255, c, j
+cdef inline void forget_data_page(Hart h, int c, int i, uint64_t vpage) noexcept nogil:
+    """Data row ``c``'s entries of page ``vpage`` (slot ``i``) forgotten."""
+    cdef int j
+    forget_page(&h.rtlb[c][i], vpage)
+    forget_page(&h.rvict[c][i], vpage)
+    forget_page(&h.wtlb[c][i], vpage)
+    forget_page(&h.wvict[c][i], vpage)
+    if (h.frows >> c) & 1:
+        for j in range(8):
+            forget_page(&h.rfar[c][j], vpage)
+
+
+cdef inline void bank_forget_page(Hart h, int b, int i, uint64_t vpage) noexcept nogil:
+    """Bank ``b``'s entries of page ``vpage`` (slot ``i``) forgotten, if it filled that
+    slot since its last clear."""
+    if (h.bank_slots[b][i >> 6] >> (i & 63)) & 1:
+        forget_data_page(h, d_user(b), i, vpage)
+        forget_data_page(h, d_sum(b), i, vpage)
+        forget_page(&h.ftlb[2 + b][i], vpage)
+
+
+cdef void bank_catch_up(Hart h, int b) noexcept nogil:
+    """Bank ``b`` is selected again: the pages fenced since it was last in use
+    (fence_log) go from it, or all of it when more than the log holds were."""
+    cdef uint64_t n = h.bank_seq[b], vpage
+    if h.fence_seq - n > 256:
+        tlb_clear_bank(h, b)
+        return
+    while n != h.fence_seq:
+        vpage = h.fence_log[n & 255]
+        bank_forget_page(h, b, <int>((vpage >> 12) & 255), vpage)
+        n += 1
+    h.bank_seq[b] = n
+
+
+cdef void tlb_flush_page(Hart h, uint64_t va, int64_t asid) noexcept nogil:
+    """sfence.vma with an address: forget the translations of its page in the S
+    sets and in the banks of ASID ``asid``, or (-1: rs2 = x0) of every address
+    space.  Linux sends one of these after each page fault it serves, and each
+    look at a bank reads 9 lines of one cache set (its rows are 8 KiB apart): the
+    bank in use forgets the page at once, the others when they are selected again
+    (bank_catch_up; most belong to processes that have exited).  A fence naming an
+    ASID reaches that ASID's banks at once; the others' entries of the page can
+    only be global ones, which it leaves alone.  When the page lies in a superpage
+    the TLBs hold parts of, everything goes (as QEMU does).  M-mode's sets hold no
+    translation."""
+    cdef uint64_t vpage = va & RV_PAGE_MASK, key
+    cdef int i = (va >> 12) & 255, b
     if h.big_lo <= va <= h.big_hi:
         tlb_flush(h)
         return
-    for c in range(NDATA):
-        if c != D_M:
-            forget_page(&h.rtlb[c][i], vpage)
-            forget_page(&h.rvict[c][i], vpage)
-            forget_page(&h.wtlb[c][i], vpage)
-            forget_page(&h.wvict[c][i], vpage)
-            if (h.frows >> c) & 1:
-                for j in range(8):
-                    forget_page(&h.rfar[c][j], vpage)
-    for c in range(NFETCH):
-        if c != F_M:
-            forget_page(&h.ftlb[c][i], vpage)
+    forget_data_page(h, D_S, i, vpage)
+    forget_page(&h.ftlb[F_S][i], vpage)
+    if asid < 0:
+        h.fence_log[h.fence_seq & 255] = vpage
+        h.fence_seq += 1
+        bank_forget_page(h, h.bank, i, vpage)
+        h.bank_seq[h.bank] = h.fence_seq    # (the bank in use is always caught up)
+        return
+    for b in range(NBANK):
+        key = h.bank_key[b]
+        if key != SATP_NONE and <int64_t>((key >> 44) & 0xFFFF) == asid:
+            bank_forget_page(h, b, i, vpage)

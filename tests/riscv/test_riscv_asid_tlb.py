@@ -52,6 +52,29 @@ s_code:
     ld a2, 0(a1)                        # ASID 2: page_b still
     csrw satp, s6; ld a3, 0(a1)         # ASID 1: page_c
     ebreak
+    csrw satp, s7                       # ASID 2 runs; ASID 1's page changes back
+    la t0, page_a; srli t0, t0, 12; slli t0, t0, 10; ori t0, t0, {pte}; sd t0, 0(s2)
+    sfence.vma a1                       # ... fenced by its address alone
+    ld a2, 0(a1)                        # ASID 2: page_b
+    csrw satp, s6; ld a3, 0(a1)         # ASID 1: page_a
+    ebreak
+    csrw satp, s7
+    la t0, page_c; srli t0, t0, 12; slli t0, t0, 10; ori t0, t0, {pte}; sd t0, 0(s2)
+    li t0, 1; sfence.vma a1, t0         # ... by its address and ASID
+    ld a2, 0(a1)
+    csrw satp, s6; ld a3, 0(a1)         # ASID 1: page_c
+    ebreak
+    csrw satp, s7
+    la t0, page_a; srli t0, t0, 12; slli t0, t0, 10; ori t0, t0, {pte}; sd t0, 0(s2)
+    sfence.vma a1                       # by its address, then 300 fences of others
+    li s3, 300; li t1, 0x7000000; li t2, 1 << 12
+fences:
+    sfence.vma t1
+    add t1, t1, t2; addi s3, s3, -1
+    bnez s3, fences
+    ld a2, 0(a1)
+    csrw satp, s6; ld a3, 0(a1)         # ASID 1: page_a
+    ebreak
     .balign 4096
 page_a: .dword 0xaa
     .balign 4096
@@ -99,6 +122,18 @@ def test_switching_address_spaces_keeps_their_translations(rv_asm, rv_env, jit):
     _run(hart)
     assert hart.x[12] == 0xbb, "a fence of ASID 1 lost ASID 2's translation"
     assert hart.x[13] == 0xcc, "ASID 1 kept a translation fenced by its ASID"
+    _assert_page_fences(hart)
+
+
+def _assert_page_fences(hart) -> None:
+    """The program's page fences, made while ASID 2 runs, reach ASID 1's bank."""
+    _run(hart)
+    assert (hart.x[12], hart.x[13]) == (0xbb, 0xaa), "a fence of a page missed ASID 1"
+    _run(hart)
+    assert (hart.x[12], hart.x[13]) == (0xbb, 0xcc), "a fence of ASID 1's page missed it"
+    _run(hart)
+    assert (hart.x[12], hart.x[13]) == (0xbb, 0xaa), \
+        "a fence of a page missed ASID 1 when 300 other fences followed it"
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["interpreter", "compiled"])
@@ -110,3 +145,4 @@ def test_supervisor_translations_not_global_go_at_a_switch(rv_asm, rv_env, jit):
     assert (hart.x[12], hart.x[13]) == (0xbb, 0xaa)
     _run(hart)
     assert (hart.x[12], hart.x[13]) == (0xbb, 0xcc)
+    _assert_page_fences(hart)
