@@ -28,7 +28,7 @@ from vmforge.testing.console import ProcessConsole
 from vmforge.testing.oracles import oracle_missing
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_riscv_guest import PROMPT, commands, write_results
+from bench_riscv_guest import READY, commands, write_results
 
 LOOP_N = 20000
 JOB = (f"a() {{ i=0; while [ $i -lt {LOOP_N} ]; do i=$((i+1)); done; }}; "
@@ -40,16 +40,16 @@ ENGINES = {"vmforge": ["-accel", "interp,thread=multi"], "qemu": ["-accel", "tcg
 
 def run_job(argv: list[str], repeat: int = 3) -> float:
     """Best wall seconds of the two-process job in one booted guest."""
-    console = ProcessConsole(argv)
+    console = ProcessConsole(argv, terminal=True)
     try:
-        console.wait_for(PROMPT, timeout=300)
+        console.wait_for(READY, timeout=300)
         best = float("inf")
         for _ in range(repeat):
             t0 = time.monotonic()
             console.feed(JOB.encode())
             console.wait_for(ANSWER, timeout=900)
             best = min(best, time.monotonic() - t0)
-            console.wait_for(PROMPT, timeout=60)
+            console.wait_for(READY, timeout=60)
         return best
     finally:
         console.close()
