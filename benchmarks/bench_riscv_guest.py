@@ -96,6 +96,9 @@ def results_section(m: dict[str, dict[str, float]]) -> str:
              "OpenSBI + Linux 6.1 + busybox (`guests/`), 256 MiB, one hart; vmforge offers "
              "Zba/Zbb/Zbc/Zbs and Sstc as QEMU 7.2's default CPU, so Linux sets its timer "
              "through `stimecmp` on both (no SBI `set_timer` calls, no M-mode timer traps).",
+             "The console answers the line editor's cursor query after each prompt, as a "
+             "terminal does (`ProcessConsole(terminal=True)`); each time runs from the "
+             "line typed to its answer.",
              "", "| workload | vmforge (s) | QEMU 7.2 TCG (s) | vmforge / QEMU speed |",
              "|---|---|---|---|"]
     for name in WORKLOADS:
