@@ -37,7 +37,7 @@ from bench_riscv_cpu import QEMU, _guest, write_results
 PROMPT = re.compile(rb"vmforge:/[^\n]*# ")
 #: the prompt and the line editor's cursor query after it, which the console answers
 #: (ProcessConsole(terminal=True)) before the next line is typed, as a terminal does
-READY = re.compile(rb"vmforge:/[^\n]*# \x1b\[6n")
+READY = re.compile(PROMPT.pattern + rb"\x1b\[6n")
 LOOP_N = 20000
 MD5_MIB = 16
 WORKLOADS = {

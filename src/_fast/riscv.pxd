@@ -164,9 +164,9 @@ cdef class Hart:
     # their offset from rtlb[0][0], as tlog; blog_n -1: more than 128, clear all)
     cdef uint16_t blog[NBANK][128]
     cdef int blog_n[NBANK]
-    cdef uint32_t bank_fill     # banks (bit b) filled since the last flush (tlb_log)
     cdef uint64_t bank_slots[NBANK][4]  # slots (bit i) filled in each bank since its last
-                                        # clear: tlb_flush_page looks at those banks alone
+                                        # clear: page fences and a full flush look at
+                                        # those alone
     # pages fenced for every address space (sfence.vma va) while other banks were in
     # use: a bank catches up when it is selected again (bank_catch_up)
     cdef uint64_t fence_log[256]

@@ -95,6 +95,17 @@ cdef void tlb_clear_fetch(Hart h, int c) noexcept nogil:
         h.ftlb[c][i].tag = RV_TLB_EMPTY
 
 
+cdef inline bint bank_filled(Hart h, int b) noexcept nogil:
+    """Whether bank ``b`` took an entry since its last clear (its bank_slots)."""
+    return (h.bank_slots[b][0] | h.bank_slots[b][1] | h.bank_slots[b][2] |
+            h.bank_slots[b][3]) != 0
+
+
+cdef inline bint bank_of_asid(Hart h, int b, uint64_t asid) noexcept nogil:
+    """Whether bank ``b`` holds the translations of a satp value with ASID ``asid``."""
+    return h.bank_key[b] != SATP_NONE and ((h.bank_key[b] >> 44) & 0xFFFF) == asid
+
+
 cdef void tlb_clear_bank(Hart h, int b) noexcept nogil:
     """Forget the translations of bank ``b``: the entries filled since its last
     clear (blog) when they were few, else its every entry.  (A pipeline of more
@@ -164,7 +175,7 @@ cdef inline void tlb_log(Hart h, TlbEntry *e) noexcept nogil:
     translation: note it for tlb_flush, and for tlb_clear_bank when it is a bank's.
     Past a log's room, the next flush (clear) forgets every entry."""
     cdef int64_t off = e - &h.rtlb[0][0], f = e - &h.ftlb[0][0]
-    cdef int c, b
+    cdef int c, b, slot
     if h.tlog_n < 256 and 0 <= off < 65536:
         h.tlog[h.tlog_n] = <uint16_t>off
         h.tlog_n += 1
@@ -172,16 +183,17 @@ cdef inline void tlb_log(Hart h, TlbEntry *e) noexcept nogil:
         h.tlog_on = 0
     if 0 <= f < NFETCH * 256:
         b = <int>(f >> 8) - 2                   # (fetch rows: S, M, then U of each bank)
+        slot = <int>(f & 255)
     elif 0 <= off < 4 * NDATA * 256:
         c = <int>((off % (NDATA * 256)) >> 8)   # (data rows: S, M, then U and SUM of each)
         b = (c - 2) >> 1 if c >= 2 else -1
+        slot = <int>(off & 255)
     else:
         return
-    if b >= 0:
-        h.bank_fill |= (<uint32_t>1) << b
-        c = <int>((f if f >= 0 and f < NFETCH * 256 else off) & 255)    # the slot
-        h.bank_slots[b][c >> 6] |= (<uint64_t>1) << (c & 63)
-    if b >= 0 and h.blog_n[b] >= 0:
+    if b < 0:
+        return                                  # (an S or M set: no bank's)
+    h.bank_slots[b][slot >> 6] |= (<uint64_t>1) << (slot & 63)
+    if h.blog_n[b] >= 0:
         if h.blog_n[b] < 128:
             h.blog[b][h.blog_n[b]] = <uint16_t>off
             h.blog_n[b] += 1
@@ -214,16 +226,14 @@ cdef void tlb_flush(Hart h) noexcept nogil:
             tlb_clear_data(h, c)
             tlb_clear_fetch(h, c)
         for c in range(NBANK):
-            if (h.bank_fill >> c) & 1:
+            if bank_filled(h, c):
                 tlb_clear_bank(h, c)
-    h.bank_fill = 0
     memset(h.bank_slots, 0, sizeof(h.bank_slots))
     for c in range(NBANK):
+        h.blog_n[c] = 0
         h.bank_seq[c] = h.fence_seq
     h.tlog_n = 0
     h.tlog_on = 1
-    for c in range(NBANK):
-        h.blog_n[c] = 0
     h.wrows = h.frows = 0
     h.s_local = 0
     h.big_lo = RV_NOPAGE
@@ -236,9 +246,8 @@ cdef void tlb_flush_asid(Hart h, uint64_t asid) noexcept nogil:
     of that ASID (their global ones too: more than needed), and the S sets' if
     they hold some that are not global."""
     cdef int b
-    asid &= 0xFFFF
     for b in range(NBANK):
-        if h.bank_key[b] != SATP_NONE and ((h.bank_key[b] >> 44) & 0xFFFF) == asid:
+        if bank_of_asid(h, b, asid & 0xFFFF):
             tlb_clear_bank(h, b)
     if h.s_local:
         tlb_clear_s(h)
@@ -291,7 +300,7 @@ cdef void tlb_flush_page(Hart h, uint64_t va, int64_t asid) noexcept nogil:
     only be global ones, which it leaves alone.  When the page lies in a superpage
     the TLBs hold parts of, everything goes (as QEMU does).  M-mode's sets hold no
     translation."""
-    cdef uint64_t vpage = va & RV_PAGE_MASK, key
+    cdef uint64_t vpage = va & RV_PAGE_MASK
     cdef int i = (va >> 12) & 255, b
     if h.big_lo <= va <= h.big_hi:
         tlb_flush(h)
@@ -305,6 +314,5 @@ cdef void tlb_flush_page(Hart h, uint64_t va, int64_t asid) noexcept nogil:
         h.bank_seq[h.bank] = h.fence_seq    # (the bank in use is always caught up)
         return
     for b in range(NBANK):
-        key = h.bank_key[b]
-        if key != SATP_NONE and <int64_t>((key >> 44) & 0xFFFF) == asid:
+        if bank_of_asid(h, b, <uint64_t>asid):
             bank_forget_page(h, b, i, vpage)
