@@ -12,24 +12,21 @@ cdef void cache_plan(Jit *a) noexcept nogil:
     """Choose the cached registers of the region: the ones it uses most."""
     cdef int uses[33]
     cdef int delta[2049]
-    cdef int inner[2049]
-    cdef int i, j, op, best, n = 0, w, depth = 0, innermost = 0, body
-    cdef int64_t t, t2
+    cdef int i, j, op, best, n = 0, w, depth = 0
+    cdef int64_t t
     cdef Rec *r
-    cdef Rec *r2
     for i in range(33):
         uses[i] = 0
         a.host_of[i] = -1
         a.dirty[i] = 0
-    # loops (a backward jump and what it jumps over) weigh more, inner ones most:
-    # nesting depth by a running sum of +1 at loop starts, -1 past loop ends
-    # innermost loops (no other loop, call or return inside) weigh most, whatever
-    # their depth, and the shorter the more: a use in a loop of n instructions weighs
-    # 2**18 / n (at least a depth-3 use's 4096), as if every innermost loop ran as many
-    # instructions in all (quicksort's 5-instruction scans outweigh its fill loop of 10)
-    # (the sums are read from a.lo on: a loop starting before it counts from there)
+    # a use weighs 8**depth, its loop nesting (a backward jump and what it jumps
+    # over is a loop): depth by a running sum of +1 at loop starts, -1 past loop
+    # ends, read from a.lo on (a loop starting before it counts from there).
+    # Whether a loop has loops inside does not count: gzip's hash-chain loop runs
+    # its inner match loop on few trips, quicksort's partition loop its scans on
+    # one or two; weighing innermost loops above all (as this once did) cached a
+    # page's rarely entered inner loops and left those loops' bodies in memory.
     memset(&delta[a.lo], 0, sizeof(int) * (a.hi + 2 - a.lo))
-    memset(&inner[a.lo], 0, sizeof(int) * (a.hi + 2 - a.lo))
     for i in range(a.lo, a.hi + 1):
         r = &a.recs[i]
         if a.state[i] == IN_REGION and (op_is(r.op, P_BRANCH) or r.op == OP_J) and r.imm <= 0:
@@ -37,30 +34,13 @@ cdef void cache_plan(Jit *a) noexcept nogil:
             if t >= 0:
                 delta[t >> 1 if t >> 1 > a.lo else a.lo] += 1
                 delta[i + 1] -= 1
-                body = 1
-                for j in range(t >> 1, i):
-                    r2 = &a.recs[j]
-                    if a.state[j] != IN_REGION:
-                        continue
-                    body += 1
-                    if r2.op == OP_JAL or r2.op == OP_JALR:
-                        break               # a call or a return: not a plain loop
-                    if (op_is(r2.op, P_BRANCH) or r2.op == OP_J) and r2.imm <= 0:
-                        t2 = 2 * j + r2.imm
-                        if t2 >= t:
-                            break           # a loop inside this one
-                else:
-                    body = (1 << 18) // body if body < 64 else 1 << 12
-                    inner[t >> 1 if t >> 1 > a.lo else a.lo] += body
-                    inner[i + 1] -= body
     for i in range(a.lo, a.hi + 1):
         depth += delta[i]
-        innermost += inner[i]
         if a.state[i] != IN_REGION:
             continue
         r = &a.recs[i]
         op = r.op
-        w = innermost if innermost else 1 << 4 * (depth if depth < 3 else 3)
+        w = 1 << 3 * (depth if depth < 5 else 5)
         if op_is(op, P_RS1):
             uses[r.rs1] += w
         if op_is(op, P_RS2):
