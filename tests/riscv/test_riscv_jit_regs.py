@@ -16,6 +16,12 @@ def _addi(rd: int, rs1: int, imm: int) -> int:
     return i_type(imm, rs1, 0, rd, 0x13)
 
 
+def _count_down(prog: list[int], reg: int, head: int) -> None:
+    """``addi reg, reg, -1; bnez reg, head`` appended."""
+    prog.append(_addi(reg, reg, -1))
+    prog.append(b_type(4 * (head - len(prog)), 0, reg, 1))
+
+
 def _program() -> list[int]:
     """Three nested loops (x5 outer, x6 middle, x17 inner) whose middle body uses
     ten registers, then a loop at depth 1 counting s4 up and s5 down."""
@@ -26,17 +32,12 @@ def _program() -> list[int]:
     for rd in (7, 9, 11, 13, 15):                       # middle: add x7, x7, x8 ...
         prog.append(r_type(0, 0, 0x33, rd, rd, rd + 1))
     prog.append(_addi(17, 0, TRIPS))                    # li a7, TRIPS
-    inner = len(prog)
-    prog.append(_addi(17, 17, -1))                      # inner: addi a7, a7, -1
-    prog.append(b_type(4 * (inner - len(prog)), 0, 17, 1))    # bnez a7, inner
-    prog.append(_addi(6, 6, -1))
-    prog.append(b_type(4 * (middle - len(prog)), 0, 6, 1))    # bnez t1, middle
-    prog.append(_addi(5, 5, -1))
-    prog.append(b_type(4 * (outer - len(prog)), 0, 5, 1))     # bnez t0, outer
+    _count_down(prog, 17, len(prog))                    # inner: addi a7, -1; bnez a7
+    _count_down(prog, 6, middle)                        # bnez t1, middle
+    _count_down(prog, 5, outer)                         # bnez t0, outer
     last = len(prog)
     prog.append(_addi(20, 20, 1))                       # last: addi s4, s4, 1
-    prog.append(_addi(21, 21, -1))                      # addi s5, s5, -1
-    prog.append(b_type(4 * (last - len(prog)), 0, 21, 1))     # bnez s5, last
+    _count_down(prog, 21, last)                         # addi s5, s5, -1; bnez s5, last
     prog.append(0x00100073)                             # ebreak
     return prog
 
@@ -66,15 +67,11 @@ def _chain_and_scan() -> list[int]:
         for rd in (7, 9, 10, 11, 12, 13, 14, 15):       # add x7, x7, x7 ... (twice)
             prog.append(r_type(0, 0, 0x33, rd, rd, rd))
     prog.append(_addi(17, 0, 3))                        # li a7, 3
-    inner = len(prog)
-    prog.append(_addi(17, 17, -1))                      # inner: addi a7, a7, -1
-    prog.append(b_type(4 * (inner - len(prog)), 0, 17, 1))    # bnez a7, inner
-    prog.append(_addi(6, 6, -1))
-    prog.append(b_type(4 * (outer - len(prog)), 0, 6, 1))     # bnez t1, outer
+    _count_down(prog, 17, len(prog))                    # inner: addi a7, -1; bnez a7
+    _count_down(prog, 6, outer)                         # bnez t1, outer
     last = len(prog)
     prog.append(_addi(20, 20, 1))                       # last: addi s4, s4, 1
-    prog.append(_addi(21, 21, -1))                      # addi s5, s5, -1
-    prog.append(b_type(4 * (last - len(prog)), 0, 21, 1))     # bnez s5, last
+    _count_down(prog, 21, last)                         # addi s5, s5, -1; bnez s5, last
     prog.append(0x00100073)                             # ebreak
     return prog
 
