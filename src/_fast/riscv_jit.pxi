@@ -238,6 +238,11 @@ cdef struct Jit:
     uint8_t carry[2048]             # the table its entry is of (0: not carried)
     signed char carry_base[2048]    # the base register of the first access there
     short carry_at[2048]            # that access, when nothing before it writes its base
+    # rcx carried forward (riscv_jit_mem.pxi, join_note): what the jumps emitted so far
+    # to a label left in rcx (0: none yet, JOIN_MIXED: not one table and base)
+    uint8_t join_kind[2048]
+    signed char join_base[2048]
+    uint8_t back[2048]              # a jump back or a return reaches it (not carried forward)
     int lp_from                     # the base of the access rcx is from (changed or not)
     int n_again, n_full             # accesses compiled with probe_again / a full probe
     int n_cross                     # of n_again: from the other table's entry (probe_cross)
@@ -298,69 +303,6 @@ cdef void exit_on(Jit *a, int64_t off, int k, int why) noexcept nogil:
     exit_event(a, off, k, why)
 
 
-cdef void jump_label(Jit *a, int cc, int64_t off) noexcept nogil:
-    """jmp (``cc`` < 0) or jcc to the region's instruction at ``off``; patched once
-    the whole region is placed when that instruction is still ahead."""
-    cdef uint8_t *lbl = a.label[off >> 1]
-    cdef uint8_t *after = jmp32(a) if cc < 0 else jcc32(a, cc)
-    if lbl != NULL:
-        jmp_patch(after, lbl)
-    else:
-        a.pend_at[a.npend] = after
-        a.pend_off[a.npend] = <int>off
-        a.npend += 1
-
-
-cdef uint8_t *chain_into(Jit *a, int32_t disp) noexcept nogil:
-    """rdx + disp = a record: jump into its region if it heads one; returns the jcc
-    taken when it does not (rcx clobbered)."""
-    cdef uint8_t *miss
-    op0f_rm(a, 0, X0F_MOVZX16, RCX, RDX, disp)      # movzx ecx, word [rdx + disp]: op
-    alu_imm(a, 0, ALU_CMP, RCX, OP_JIT)                   # cmp ecx, OP_JIT
-    miss = jcc32(a, CC_NE)
-    jmp_m(a, RDX, disp + 8)                         # jmp [rdx + disp + 8]: its code
-    return miss
-
-
-cdef void goto_pc(Jit *a, int64_t off, int k, int jumped) noexcept nogil:
-    """Continue at page offset ``off``, ``k`` more retired, after a taken jump
-    (``jumped``) or by falling through.  As in the interpreter (the rule above
-    run_loop), a jump looks at ``lim`` first: below it, on to the region's
-    instruction there or into the region headed there, else back to the
-    interpreter (eax 0: it looks too).  A fall-through does not look: on in the
-    region, into the region headed there, or back with JIT_WENT_ON."""
-    cdef uint8_t *p1 = NULL
-    cdef uint8_t *p2
-    if k:
-        alu_imm(a, 1, ALU_ADD, R14, k)
-    if 0 <= off < 4096 and a.state[off >> 1] == IN_REGION:
-        carry_fix(a, off)
-        if not jumped:
-            jump_label(a, -1, off)                  # (around code the region lacks)
-            return
-        op_rm(a, 1, X_CMP, R14, R15, a.o_lim)        # cmp r14, h.lim
-        jump_label(a, CC_B, off)                    # jb label
-        cold(a, COLD_EXIT, off, 0, jmp32(a))        # else out, after the main line
-        return
-    writeback(a)
-    if off < 0 or off >= 4096:                      # another page: looks as the loop does
-        imm64(a, RAX, off)
-        op_rm(a, 1, X_ADD, RAX, R15, a.o_cbase)      # rax = the target's pc
-        cross_page(a)
-        return
-    if jumped:
-        op_rm(a, 1, X_CMP, R14, R15, a.o_lim)        # cmp r14, h.lim
-        p1 = jcc32(a, CC_AE)
-    op_rm(a, 1, X_MOV, RDX, R15, a.o_recs)           # rdx = the page's records
-    p2 = chain_into(a, <int32_t>(off * 8))
-    here(a, p2)
-    if not jumped:
-        exit_on(a, off, 0, why_at(a, off))
-        return
-    here(a, p1)
-    exit_at(a, off, 0, why_at(a, off))
-
-
 cdef void cold(Jit *a, int kind, int64_t off, int k, uint8_t *patch) noexcept nogil:
     """A way out for after the main line (emit_cold), reached by the jump ending at
     ``patch``: the main line keeps only the jump, the hot code stays dense."""
@@ -395,7 +337,7 @@ cdef void emit_cold(Jit *a, Cold *c) noexcept nogil:
         goto_pc(a, c.off, c.k, 1)
 
 
-include "riscv_jit_chain.pxi"      # ways out into another region: jalr, another page
+include "riscv_jit_chain.pxi"      # jumps: in the region, into another, out
 include "riscv_jit_calls.pxi"      # the C functions compiled code calls
 include "riscv_jit_contract.pxi"   # layouts, called functions and room it relies on
 include "riscv_jit_mem.pxi"     # loads and stores: inline TLB probes, slow paths
@@ -664,7 +606,9 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
                 alu_imm(a, 1, ALU_ADD, R14, k)
             k = 0
         if a.target[i] or not falls:                 # other paths join: rcx unknown,
-            if falls:                                # or carried in (probe_plan)
+            if a.target[i] and not a.carry[i] and off != start:   # or carried in (probe_plan,
+                join_settle(a, i, falls)                           # or from every jump here)
+            if falls:
                 carry_fix(a, off)
             a.lp_kind = a.carry[i]
             a.lp_base = a.lp_from = a.carry_base[i]
@@ -712,6 +656,8 @@ cdef int jit_compile(Hart h, CodePage *cp, Rec *head, uint64_t cbase) noexcept n
                 imm64(a, RAX, off + r.len)
                 op_rm(a, 1, X_ADD, RAX, R15, a.o_cbase)
                 rax_to(a, r.rd)
+                if r.rd == a.lp_base:
+                    a.lp_base = -1                   # (before the jump notes rcx's base)
             goto_pc(a, off + r.imm, k + 1, 1)
             falls = 0
         else:                                        # JALR

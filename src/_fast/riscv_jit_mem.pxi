@@ -258,15 +258,22 @@ cdef bint comes_from_access(Jit *a, int i, int e, int kind, int base) noexcept n
 
 
 cdef void probe_plan(Jit *a) noexcept nogil:
-    """The labels rcx is carried into (a.carry, a.carry_base, a.carry_at)."""
+    """The labels rcx is carried into (a.carry, a.carry_base, a.carry_at); the ones
+    a jump back or a return reaches (a.back)."""
     cdef int e, t, kind, base = 0, j, at = -1
     cdef Rec *r
     memset(a.carry, 0, sizeof(a.carry))
+    memset(a.join_kind, 0, sizeof(a.join_kind))
+    memset(a.back, 0, sizeof(a.back))
+    for j in range(a.nrets):
+        a.back[a.rets[j] >> 1] = 1
     for e in range(a.lo, a.hi + 1):
         r = &a.recs[e]
         if a.state[e] != IN_REGION or not (op_is(r.op, P_BRANCH) or r.op == OP_J) or r.imm > 0:
             continue
         t = 2 * e + <int>r.imm
+        if 0 <= t < 4096:
+            a.back[t >> 1] = 1
         if t < 0 or a.state[t >> 1] != IN_REGION or a.carry[t >> 1]:
             continue
         t >>= 1
@@ -281,6 +288,55 @@ cdef void probe_plan(Jit *a) noexcept nogil:
             a.carry[t] = kind
             a.carry_base[t] = base
             a.carry_at[t] = at
+
+
+# -- rcx carried forward ------------------------------------------------------------------
+#
+# Where paths join ahead (the two arms of an if, a loop's exit), rcx is known at
+# the label when every jump there and the fall-through into it left the entry of
+# one table from one base register, unchanged since (fill_window's ``m = *p; *p =
+# m >= WSIZE ? m - WSIZE : 0``: the store after the join probes from the load's
+# entry, probe_cross, instead of in full).  Forward jumps are all emitted before
+# their label, so the emitter notes what each leaves (join_note, from goto_pc) and
+# settles at the label (join_settle): a.carry then says so, as for a loop's
+# carried label, and ways in from outside the region's own code (its entry stubs)
+# point rcx at an entry of that table as they do for those.  Not for a label a
+# jump back or a return reaches (a.back: their code comes after it or knows no
+# entry), nor the region's head (its entry is emitted first).
+
+cdef enum:
+    JOIN_MIXED = 255
+
+
+cdef void join_note(Jit *a, int i) noexcept nogil:
+    """A jump ahead to the region's label at halfword ``i`` is being emitted: meet
+    what rcx holds here into a.join_kind[i] / a.join_base[i]."""
+    cdef int kind = a.lp_kind if a.lp_base >= 0 else 0
+    if a.join_kind[i] == 0:
+        a.join_kind[i] = kind if kind else JOIN_MIXED
+        a.join_base[i] = <signed char>a.lp_base
+    elif a.join_kind[i] != kind or a.join_base[i] != a.lp_base:
+        a.join_kind[i] = JOIN_MIXED
+
+
+cdef void join_settle(Jit *a, int i, int falls) noexcept nogil:
+    """At the label at halfword ``i`` (not carried round a loop): carry rcx in when
+    every way there (the jumps noted, the fall-through when ``falls``) leaves the
+    entry of one table from one base register."""
+    cdef int kind = a.join_kind[i], base = a.join_base[i]
+    cdef int fall_kind = a.lp_kind if a.lp_base >= 0 else 0
+    if a.back[i]:
+        return
+    if falls:
+        if kind == 0:
+            kind, base = fall_kind, a.lp_base
+        elif kind != fall_kind or base != a.lp_base:
+            return
+    if kind == 0 or kind == JOIN_MIXED:
+        return
+    a.carry[i] = kind
+    a.carry_base[i] = <signed char>base
+    a.carry_at[i] = -1
 
 
 cdef void carry_fix(Jit *a, int64_t off) noexcept nogil:
