@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from vmforge.testing.console import ProcessConsole
+from vmforge.testing.console import CURSOR_QUERY, ProcessConsole
 from vmforge.testing.oracles import oracle_missing
 
 sys.path.insert(0, str(Path(__file__).parent))     # the guests and QEMU of bench_riscv_cpu.py
@@ -38,7 +38,7 @@ from bench_riscv_cpu import QEMU, _guest, write_results
 PROMPT = re.compile(rb"vmforge:/[^\n]*# ")
 #: the prompt and the line editor's cursor query after it, which the console answers
 #: (ProcessConsole(terminal=True)) before the next line is typed, as a terminal does
-READY = re.compile(PROMPT.pattern + rb"\x1b\[6n")
+READY = re.compile(PROMPT.pattern + re.escape(CURSOR_QUERY))
 LOOP_N = 20000
 MD5_MIB = 16
 REPEAT = 7                      # rounds of the table (best of)

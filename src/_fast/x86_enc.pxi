@@ -175,6 +175,7 @@ cdef enum:
     RX_0F = 1                   # op_rx: a two-byte (0f) opcode
     RX_BYTE = 2                 # op_rx: ``reg`` is a byte register (spl..dil take a REX)
     RX_WORD = 4                 # op_rx: 16-bit operand (the 66 prefix)
+    RX_SCALE = 3                # op_sib: flags >> RX_SCALE = s, the index scaled by 2**s
 
 
 cdef inline void op_rx(Jit *a, int w, int opc, int reg, int index, int32_t disp,
@@ -186,8 +187,8 @@ cdef inline void op_rx(Jit *a, int w, int opc, int reg, int index, int32_t disp,
 
 cdef inline void op_sib(Jit *a, int w, int opc, int reg, int base, int index, int32_t disp,
                         int flags) noexcept nogil:
-    """``opc reg, [base + index + disp]`` (or the store direction, by opcode), in its
-    shortest form; ``index`` not rsp."""
+    """``opc reg, [base + index * 2**s + disp]`` (or the store direction, by opcode;
+    s = flags >> RX_SCALE), in its shortest form; ``index`` not rsp."""
     cdef int v = (REX | (REX_W if w else 0) | (REX_R if reg & 8 else 0) |
                   (REX_X if index & 8 else 0) | (REX_B if base & 8 else 0))
     cdef int mod = MOD_DISP32
@@ -203,7 +204,7 @@ cdef inline void op_sib(Jit *a, int w, int opc, int reg, int base, int index, in
         b1(a, X_0F)
     b1(a, opc)
     b1(a, mod | ((reg & 7) << 3) | RM_SIB)
-    b1(a, ((index & 7) << 3) | (base & 7))
+    b1(a, ((flags >> RX_SCALE) << 6) | ((index & 7) << 3) | (base & 7))
     if mod == MOD_DISP8:
         b1(a, disp)
     elif mod == MOD_DISP32:
@@ -211,14 +212,7 @@ cdef inline void op_sib(Jit *a, int w, int opc, int reg, int base, int index, in
 
 cdef inline void lea_scaled(Jit *a, int dst, int base, int index, int s) noexcept nogil:
     """``lea dst, [base + index * 2**s]`` (64-bit; ``index`` not rsp, s 0..3)."""
-    cdef int mod = MOD_DISP8 if base & 7 == RBP else MOD_IND   # (rbp, r13: a disp8 0)
-    b1(a, REX | REX_W | (REX_R if dst & 8 else 0) | (REX_X if index & 8 else 0) |
-       (REX_B if base & 8 else 0))
-    b1(a, X_LEA)
-    b1(a, mod | ((dst & 7) << 3) | RM_SIB)
-    b1(a, (s << 6) | ((index & 7) << 3) | (base & 7))
-    if mod == MOD_DISP8:
-        b1(a, 0)
+    op_sib(a, 1, X_LEA, dst, base, index, 0, s << RX_SCALE)
 
 cdef inline void modrm_rr(Jit *a, int reg, int rm) noexcept nogil:
     b1(a, MOD_REG | ((reg & 7) << 3) | (rm & 7))
