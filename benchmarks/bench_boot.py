@@ -19,6 +19,7 @@ import pytest
 
 from vmforge.chardev import BufferChar
 from vmforge.config import MachineConfig
+from vmforge.testing.console import CURSOR_QUERY, ProcessConsole
 from vmforge.testing.oracles import oracle_missing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,11 @@ FW_JUMP = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin"
 UBOOT = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin"
 UBOOT_PROMPT = b"Hit any key to stop autoboot"
 SHELL_PROMPT = re.compile(rb"vmforge:[^\r\n]*# ")
+#: the prompt and the cursor position query busybox's line editor sends after it:
+#: a console in terminal mode (shell_console) answers it, and a line typed after
+#: that is read at once, as from a terminal (typed before, the editor waits for
+#: its answer some tens of milliseconds, and that wait would be timed)
+SHELL_READY = re.compile(SHELL_PROMPT.pattern + re.escape(CURSOR_QUERY))
 
 
 def guest(name: str) -> str:
@@ -35,6 +41,27 @@ def guest(name: str) -> str:
     if out.returncode != 0:
         oracle_missing(f"guest {name} is not built: run 'make guests'")
     return out.stdout.strip()
+
+
+def shell_argv(engine: str, *args: str, bios: str = FW_JUMP) -> list[str]:
+    """The command line that boots the recipe's Linux guest (256 MiB, ``bios``: a
+    file, or "default": the machine's own OpenSBI) on ``engine`` ("vmforge": ``vmforge
+    run -M riscv-virt``, or "qemu": ``qemu-system-riscv64 -M virt``), ``args`` (drives,
+    devices, netdevs) on both alike."""
+    common = ["-m", "256M", "-bios", bios, "-kernel", guest("linux-riscv64"),
+              "-initrd", guest("initramfs-riscv64"), "-append", "console=ttyS0",
+              "-nographic", *args]
+    if engine == "vmforge":
+        return [sys.executable, "-m", "vmforge.cli.main", "run", "-M", "riscv-virt", *common]
+    if QEMU is None:
+        oracle_missing("qemu-system-riscv64 is not installed (Debian qemu-system-misc)")
+    return [QEMU, "-M", "virt", "-monitor", "none", *common]
+
+
+def shell_console(engine: str, *args: str) -> ProcessConsole:
+    """shell_argv's guest (OpenSBI's fw_jump on both) booting, its console answering
+    as a terminal does.  Wait for SHELL_READY before typing."""
+    return ProcessConsole(shell_argv(engine, *args), terminal=True)
 
 
 def targets(kind: str) -> dict:

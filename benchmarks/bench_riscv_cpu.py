@@ -39,6 +39,7 @@ CC = "riscv64-unknown-elf-gcc"
 OBJCOPY = "riscv64-unknown-elf-objcopy"
 QEMU = "qemu-system-riscv64"
 RAM = 0x8000_0000
+REPEAT = 5                      # rounds (best of)
 TEST_DEV = 0x10_0000
 
 CRT = r"""
@@ -354,28 +355,45 @@ def measure_boot(repeat: int = 3) -> dict[str, float] | None:
     return out
 
 
-def measure(repeat: int = 3) -> dict[str, float]:
+def measure(repeat: int = REPEAT) -> dict[str, float]:
     """Best-of-``repeat`` MIPS of each engine.  QEMU starts in a few hundredths of a
     second and then runs faster than that, so it is timed on a long and a short
-    run of the program and credited with the difference."""
+    run of the program and credited with the difference; vmforge and the host's
+    own build are measured the same way.  The engines compared take turns in each
+    round (the order alternating by round), so that a change in the host's load
+    during the run weighs on each alike."""
     elf, long_elf = build(), build(rounds=1000)
-    best_v, count = min(run_vmforge(elf) for _ in range(repeat))
-    best_i = min(run_vmforge(elf, jit=False) for _ in range(repeat))[0]
-    long_v, long_count = min(run_vmforge(long_elf) for _ in range(repeat))
-    t_short = min(run_qemu(elf) for _ in range(repeat))
-    t_long = min(run_qemu(long_elf) for _ in range(repeat))
-    best_u = min(run_unicorn(elf) for _ in range(repeat))
     n_short, n_long = build_native(), build_native(rounds=1000)
-    c_short = min(run_native(n_short) for _ in range(repeat))
-    c_long = min(run_native(n_long) for _ in range(repeat))
-    delta = long_count - count
-    return {"instructions": count, "long_instructions": long_count,
-            "vmforge": count / best_v / 1e6,
-            "vmforge_marginal": delta / (long_v - best_v) / 1e6,
+    runs: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+
+    def vmforge_short() -> float:
+        t, counts["short"] = run_vmforge(elf)
+        return t
+
+    def vmforge_long() -> float:
+        t, counts["long"] = run_vmforge(long_elf)
+        return t
+
+    engines = [("vmforge", vmforge_short), ("vmforge_long", vmforge_long),
+               ("qemu", lambda: run_qemu(elf)), ("qemu_long", lambda: run_qemu(long_elf)),
+               ("native", lambda: run_native(n_short)),
+               ("native_long", lambda: run_native(n_long))]
+    for rnd in range(repeat):
+        for name, fn in engines if rnd % 2 == 0 else engines[::-1]:
+            runs.setdefault(name, []).append(fn())
+    best = {name: min(times) for name, times in runs.items()}
+    best_i = min(run_vmforge(elf, jit=False) for _ in range(repeat))[0]
+    best_u = min(run_unicorn(elf) for _ in range(repeat))
+    count = counts["short"]
+    delta = counts["long"] - count
+    return {"instructions": count, "long_instructions": counts["long"],
+            "vmforge": count / best["vmforge"] / 1e6,
+            "vmforge_marginal": delta / (best["vmforge_long"] - best["vmforge"]) / 1e6,
             "interpreter": count / best_i / 1e6,
-            "qemu": delta / (t_long - t_short) / 1e6,
+            "qemu": delta / (best["qemu_long"] - best["qemu"]) / 1e6,
             "unicorn": count / best_u / 1e6,
-            "native": delta / (c_long - c_short) / 1e6}
+            "native": delta / (best["native_long"] - best["native"]) / 1e6}
 
 
 def results_section(m: dict[str, float]) -> str:
@@ -392,7 +410,8 @@ def results_section(m: dict[str, float]) -> str:
         "## RISC-V CPU",
         "",
         f"{time.strftime('%Y-%m-%d')}. `.venv/bin/python benchmarks/bench_riscv_cpu.py "
-        "--write` (best of 3, CPU time).",
+        f"--write` (best of {REPEAT}, CPU time; vmforge, QEMU and the host's build take "
+        "turns in each round).",
         f"A bare-metal RV64GC program (quicksort, FNV-1a, xorshift over 4096 words, "
         f"{m['instructions'] / 1e6:.0f} M instructions), the same ELF on each engine. "
         f"QEMU is credited with the difference between a {m['long_instructions'] / 1e6:.0f} M "

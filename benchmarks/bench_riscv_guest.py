@@ -22,23 +22,19 @@ or under pytest (``extra_info``: seconds per engine).
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from vmforge.testing.console import CURSOR_QUERY, ProcessConsole
-from vmforge.testing.oracles import oracle_missing
+from vmforge.testing.console import ProcessConsole
 
-sys.path.insert(0, str(Path(__file__).parent))     # the guests and QEMU of bench_riscv_cpu.py
-from bench_riscv_cpu import QEMU, _guest, write_results
+sys.path.insert(0, str(Path(__file__).parent))     # the guests and QEMU of bench_boot.py
+from bench_boot import SHELL_READY as READY
+from bench_boot import shell_argv
+from bench_riscv_cpu import write_results
 
-PROMPT = re.compile(rb"vmforge:/[^\n]*# ")
-#: the prompt and the line editor's cursor query after it, which the console answers
-#: (ProcessConsole(terminal=True)) before the next line is typed, as a terminal does
-READY = re.compile(PROMPT.pattern + re.escape(CURSOR_QUERY))
 LOOP_N = 20000
 MD5_MIB = 16
 REPEAT = 7                      # rounds of the table (best of)
@@ -53,16 +49,9 @@ WORKLOADS = {
 SECTION = "## RISC-V guest: shell loop, md5sum and gzip"
 
 
-def commands() -> dict[str, list[str]] | None:
-    """The command line of each engine, or None without the guests or QEMU."""
-    kernel, initrd = _guest("linux-riscv64"), _guest("initramfs-riscv64")
-    if kernel is None or initrd is None or shutil.which(QEMU) is None:
-        return None
-    common = ["-m", "256M", "-kernel", str(kernel), "-initrd", str(initrd),
-              "-append", "console=ttyS0", "-nographic"]
-    return {"vmforge": [sys.executable, "-m", "vmforge.cli.main", "run", "-M", "riscv-virt",
-                        *common],
-            "qemu": [QEMU, "-M", "virt", "-bios", "default", "-monitor", "none", *common]}
+def commands() -> dict[str, list[str]]:
+    """The command line of each engine: the guest with each machine's own OpenSBI."""
+    return {engine: shell_argv(engine, bios="default") for engine in ("vmforge", "qemu")}
 
 
 def _timed(console: ProcessConsole, line: str, answer: re.Pattern[bytes]) -> float:
@@ -95,8 +84,6 @@ def measure(repeat: int = REPEAT) -> dict[str, dict[str, float]]:
     by side, each workload run on one engine then the other (the order alternating
     from round to round), so a change in the host's load reaches both."""
     cmds = commands()
-    if cmds is None:
-        oracle_missing("the test guests (guests/build.py) or qemu-system-riscv64 are missing")
     consoles = {engine: ProcessConsole(argv, terminal=True) for engine, argv in cmds.items()}
     try:
         for console in consoles.values():
@@ -139,8 +126,6 @@ def results_section(m: dict[str, dict[str, float]]) -> str:
 @pytest.mark.parametrize("engine", ["vmforge", "qemu"])
 def test_guest_workloads(benchmark, engine):
     cmds = commands()
-    if cmds is None:
-        oracle_missing("the test guests (guests/build.py) or qemu-system-riscv64 are missing")
     result = benchmark.pedantic(run_engine, args=(cmds[engine], 1), rounds=1, iterations=1)
     benchmark.extra_info.update(result)
 

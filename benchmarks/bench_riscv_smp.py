@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 
 from vmforge.testing.console import ProcessConsole
-from vmforge.testing.oracles import oracle_missing
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_riscv_guest import READY, commands, write_results
@@ -56,10 +55,7 @@ def run_job(argv: list[str], repeat: int = 3) -> float:
 
 
 def engine_argv(engine: str, harts: int) -> list[str]:
-    cmds = commands()
-    if cmds is None:
-        oracle_missing("the test guests (guests/build.py) or qemu-system-riscv64 are missing")
-    return [*cmds[engine], *ENGINES[engine], "-smp", str(harts)]
+    return [*commands()[engine], *ENGINES[engine], "-smp", str(harts)]
 
 
 def measure(repeat: int = 3) -> dict[str, dict[int, float]]:

@@ -14,7 +14,6 @@ host's loopback (user) or into the namespace (TAP) only.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,17 +21,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from vmforge.chardev import BufferChar
-from vmforge.config import DeviceSpec, MachineConfig, NetdevSpec
 from vmforge.testing.console import ProcessConsole
 from vmforge.testing.netns import move_tap, network_namespace
-from vmforge.testing.oracles import oracle_missing, require_files
+from vmforge.testing.oracles import require_files
 
-from .bench_boot import FW_JUMP, SHELL_PROMPT, guest
+from .bench_boot import FW_JUMP, SHELL_READY, shell_console
 
 SIZE = 16 << 20
 SEND = b"dd if=/dev/zero bs=64k count=256 2>/dev/null | nc %s %d; echo sent\n"
@@ -77,6 +73,10 @@ class Receiver:
         self.proc.wait()
 
 
+#: (emulator, its console, the receiver, the address the guest sends to)
+Link = tuple[str, ProcessConsole, Receiver, str]
+
+
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
     with network_namespace() as name:
@@ -90,48 +90,24 @@ def _wait_for_link(ifname: str) -> None:
         time.sleep(0.05)
 
 
-def _boot(emulator: str, backend: str, ifname: str) -> tuple[Any, Any]:
-    kernel, initrd = guest("linux-riscv64"), guest("initramfs-riscv64")
-    if backend == "user":
-        netdev = NetdevSpec("user", "n0", {"restrict": "off"})
-        qemu_netdev = "user,id=n0"
-    else:
-        netdev = NetdevSpec("tap", "n0", {"ifname": ifname, "script": "no",
-                                          "downscript": "no"})
-        qemu_netdev = f"tap,id=n0,ifname={ifname},script=no,downscript=no"
-    if emulator == "vmforge":
-        from vmforge_riscv_virt.machine import RiscvVirt
-
-        console = BufferChar()
-        m = RiscvVirt(MachineConfig(machine="riscv-virt", memory=256 << 20, bios=FW_JUMP,
-                                    kernel=kernel, initrd=initrd, append="console=ttyS0",
-                                    serial=[console], netdevs=[netdev],
-                                    devices=[DeviceSpec("virtio-net-device",
-                                                        {"netdev": "n0"})]))
-        m.start()
-        return console, m.stop
-    qemu = shutil.which("qemu-system-riscv64")
-    if qemu is None:
-        oracle_missing("qemu-system-riscv64 is not installed (Debian qemu-system-misc)")
-    proc_console = ProcessConsole([qemu, "-M", "virt", "-m", "256M", "-nographic",
-                                   "-bios", FW_JUMP, "-kernel", kernel, "-initrd", initrd,
-                                   "-append", "console=ttyS0", "-netdev", qemu_netdev,
-                                   "-device", "virtio-net-device,netdev=n0"])
-    return proc_console, proc_console.close
+def _boot(emulator: str, backend: str, ifname: str) -> ProcessConsole:
+    netdev = ("user,id=n0" if backend == "user" else
+              f"tap,id=n0,ifname={ifname},script=no,downscript=no")
+    return shell_console(emulator, "-netdev", netdev, "-device", "virtio-net-device,netdev=n0")
 
 
 @pytest.fixture(scope="module", params=[("vmforge", "user"), ("qemu", "user"),
                                         ("vmforge", "tap"), ("qemu", "tap")],
                 ids=lambda p: f"{p[0]}-{p[1]}")
-def guest_link(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any, Receiver, str]]:
+def guest_link(request: pytest.FixtureRequest) -> Iterator[Link]:
     require_files([FW_JUMP], "Debian's OpenSBI (apt-get install opensbi)")
     emulator, backend = request.param
     ifname = f"vmfb{os.getpid() % 10000}{emulator[0]}"
     ns = request.getfixturevalue("netns") if backend == "tap" else None
-    console, stop = _boot(emulator, backend, ifname)
+    console = _boot(emulator, backend, ifname)
     receiver: Receiver | None = None
     try:
-        console.wait_for(SHELL_PROMPT, timeout=300)
+        console.wait_for(SHELL_READY, timeout=300)
         if ns is not None:
             _wait_for_link(ifname)
             move_tap(ifname, ns, f"{NS_ADDR}/24")
@@ -142,15 +118,15 @@ def guest_link(request: pytest.FixtureRequest) -> Iterator[tuple[str, Any, Recei
             console.feed(b"udhcpc -i eth0 -n -q >/dev/null 2>&1\n")
             receiver = Receiver([], "127.0.0.1")
             target = "10.0.2.2"               # the host alias: the host's loopback
-        console.wait_for(SHELL_PROMPT, timeout=120)
+        console.wait_for(SHELL_READY, timeout=120)
         yield emulator, console, receiver, target
     finally:
         if receiver is not None:
             receiver.close()
-        stop()
+        console.close()
 
 
-def test_tcp_guest_to_host(benchmark, guest_link: tuple[str, Any, Receiver, str]) -> None:
+def test_tcp_guest_to_host(benchmark, guest_link: Link) -> None:
     emulator, console, receiver, target = guest_link
     got: list[int] = []
 
@@ -160,7 +136,7 @@ def test_tcp_guest_to_host(benchmark, guest_link: tuple[str, Any, Receiver, str]
         got.append(receiver.wait_all())
         seconds = time.perf_counter() - t0
         console.wait_for(b"sent", timeout=120)
-        console.wait_for(SHELL_PROMPT, timeout=60)
+        console.wait_for(SHELL_READY, timeout=60)
         return seconds
 
     benchmark.group = "virtio-net: 16 MiB TCP guest -> host"
