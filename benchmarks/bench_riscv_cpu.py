@@ -35,6 +35,9 @@ import pytest
 
 from vmforge.testing.oracles import oracle_missing, require_module
 
+sys.path.insert(0, str(Path(__file__).parent))     # bench_boot: the guests' command lines
+from bench_boot import guest_path, shell_argv
+
 CC = "riscv64-unknown-elf-gcc"
 OBJCOPY = "riscv64-unknown-elf-objcopy"
 QEMU = "qemu-system-riscv64"
@@ -300,16 +303,6 @@ def test_unicorn(benchmark, program, instructions):
     _record(benchmark, lambda: run_unicorn(program), instructions)
 
 
-def _guest(name: str) -> Path | None:
-    build_py = Path(__file__).resolve().parents[1] / "guests" / "build.py"
-    if not build_py.is_file():
-        return None
-    out = subprocess.run([sys.executable, str(build_py), "--print-path", name],
-                         capture_output=True, text=True, check=False)
-    path = Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
-    return path if path is not None and path.is_file() else None
-
-
 def _boot_to_prompt(cmd: list[str], timeout: float = 300.0) -> float:
     """Wall seconds from starting ``cmd`` to busybox's prompt on its console."""
     import re
@@ -339,13 +332,10 @@ def measure_boot(repeat: int = 3) -> dict[str, float] | None:
     QEMU (wall clock, start-up included), on one and on two harts (``vmforge-2``,
     ``qemu-2``: each engine's default there, harts on host threads), when the test
     guests are built."""
-    kernel, initrd = _guest("linux-riscv64"), _guest("initramfs-riscv64")
-    if kernel is None or initrd is None or shutil.which(QEMU) is None:
+    if (guest_path("linux-riscv64") is None or guest_path("initramfs-riscv64") is None
+            or shutil.which(QEMU) is None):
         return None
-    common = ["-m", "256M", "-kernel", str(kernel), "-initrd", str(initrd),
-              "-append", "console=ttyS0", "-nographic"]
-    mine = [sys.executable, "-m", "vmforge.cli.main", "run", "-M", "riscv-virt", *common]
-    qemu = [QEMU, "-M", "virt", "-bios", "default", "-monitor", "none", *common]
+    mine, qemu = shell_argv("vmforge", bios="default"), shell_argv("qemu", bios="default")
     out: dict[str, float] = {}
     for smp in (1, 2):
         suffix = "" if smp == 1 else f"-{smp}"
