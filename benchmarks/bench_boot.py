@@ -7,6 +7,7 @@ Each round boots from power-on until the prompt appears on the console.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -35,8 +36,10 @@ SHELL_PROMPT = re.compile(rb"vmforge:[^\r\n]*# ")
 SHELL_READY = re.compile(SHELL_PROMPT.pattern + re.escape(CURSOR_QUERY))
 
 
+@functools.cache
 def guest_path(name: str) -> str | None:
-    """The built file of the recipe's guest ``name`` (guests/build.py), or None."""
+    """The built file of the recipe's guest ``name`` (guests/build.py), or None; asked
+    of build.py once a process (each command line built here names two guests)."""
     out = subprocess.run([sys.executable, str(ROOT / "guests" / "build.py"), "--print-path",
                           name], capture_output=True, text=True, check=False)
     path = out.stdout.strip()
